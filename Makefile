@@ -1,0 +1,44 @@
+# The project's commands. Each target installs what it needs on a fresh machine, so `make test` and
+# `make demo` work from a clean clone with nothing but Python 3.11, Node 20 and (for the broker) apt.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_PY := $(VENV)/.installed
+STAMP_NODE := node_modules/.installed
+
+.PHONY: help setup test unit integration lint typecheck infra-check bench clean
+
+help:
+	@echo "make test    - set up everything and run lint, type checks and the whole test suite"
+	@echo "make bench   - ingestion benchmark (docs/performance.md)"
+	@echo "make lint    - ruff + mypy only"
+
+$(STAMP_PY): requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(STAMP_NODE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(STAMP_PY) $(STAMP_NODE)
+
+lint: $(STAMP_PY)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy function_app.py functions shared devstack
+
+unit: $(STAMP_PY)
+	$(PY) -m pytest tests/unit -q
+
+integration: setup
+	$(PY) -m pytest tests/integration -q
+
+test: setup lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis .local

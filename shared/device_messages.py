@@ -1,0 +1,156 @@
+"""Device-to-cloud messages as IoT Hub hands them over, independent of the Functions runtime.
+
+IoT Hub routes a device message to an Event Hub and stamps system properties on it; the Functions host exposes
+them as `event.iothub_metadata` with the `iothub-` prefix removed. The device id comes only from there
+(`connection-device-id`, set by IoT Hub from the authenticated connection), never from the body, so a car
+cannot write another car's data.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import orjson
+
+DEADLETTER_BODY_LIMIT: Final = 64 * 1024
+
+
+class EventHubEventLike(Protocol):
+    """What we read of `azure.functions.EventHubEvent` (a Protocol so `shared/` does not import the runtime)."""
+
+    def get_body(self) -> bytes: ...
+
+    @property
+    def iothub_metadata(self) -> Mapping[str, str] | None: ...
+
+    @property
+    def enqueued_time(self) -> dt.datetime | None: ...
+
+    @property
+    def sequence_number(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMessage:
+    """One message a device sent, with what IoT Hub and Event Hubs say about it."""
+
+    body: bytes
+    device_id: str | None
+    enqueued_time: str | None  # canonical UTC, see canonical_time()
+    sequence_number: int | None  # Event Hubs sequence number within its partition
+
+    @classmethod
+    def from_event(cls, event: EventHubEventLike) -> DeviceMessage:
+        meta = event.iothub_metadata or {}
+        device_id = meta.get("connection-device-id") or None
+        enqueued = _parse_time(meta.get("enqueuedtime")) or _from_datetime(event.enqueued_time)
+        return cls(event.get_body(), device_id, enqueued, event.sequence_number)
+
+    @property
+    def key(self) -> str:
+        """A deterministic name for this message, stable across redeliveries (for dead-letter blob names)."""
+        digest = hashlib.sha256(self.body).hexdigest()[:16]
+        number = "x" if self.sequence_number is None else self.sequence_number
+        return f"{compact_time(self.enqueued_time or '')}-{number}-{digest}"
+
+
+def messages_from_events(events: Iterable[EventHubEventLike]) -> list[DeviceMessage]:
+    return [DeviceMessage.from_event(e) for e in events]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be accepted, with the reason; stored whole (body bounded) for inspection."""
+
+    stream: str  # which pipeline rejected it, e.g. "telemetry"
+    reason: str  # stable code, e.g. invalid_json
+    detail: str
+    message: DeviceMessage
+
+    @property
+    def blob_name(self) -> str:
+        """Deterministic, so a redelivered batch overwrites the same blob instead of adding a second one."""
+        m = self.message
+        day = (m.enqueued_time or "0000-00-00")[:10].replace("-", "/")
+        device = safe_id(m.device_id) if m.device_id else "_unknown"
+        return f"{self.stream}/{day}/{device}/{m.key}.json"
+
+    def to_json(self) -> bytes:
+        body = self.message.body
+        shown = body[:DEADLETTER_BODY_LIMIT]
+        try:
+            text: str | None = shown.decode("utf-8")
+            b64 = None
+        except UnicodeDecodeError:
+            text, b64 = None, base64.b64encode(shown).decode("ascii")
+        record = {
+            "stream": self.stream,
+            "reason": self.reason,
+            "detail": self.detail,
+            "deviceId": self.message.device_id,
+            "enqueuedTime": self.message.enqueued_time,
+            "sequenceNumber": self.message.sequence_number,
+            "bodyBytes": len(body),
+            "bodyTruncated": len(body) > DEADLETTER_BODY_LIMIT,
+            "body": text,
+            "bodyBase64": b64,
+        }
+        return orjson.dumps(record)
+
+
+# --- time -----------------------------------------------------------------------------------------------------
+# Every timestamp we store is canonical UTC with milliseconds, "2026-11-21T08:00:00.000Z": fixed width, so
+# comparing two of them as strings compares them in time, which keeps the per-signal merge cheap.
+
+
+def canonical_time(value: dt.datetime) -> str:
+    value = value.astimezone(dt.UTC)
+    return f"{value.strftime('%Y-%m-%dT%H:%M:%S')}.{value.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> str | None:
+    """Canonicalise an ISO 8601 timestamp with a zone; None if it is not one (naive times are ambiguous)."""
+    if len(text) > 40:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if value.tzinfo is None or not 1 <= value.year <= 9998:
+        return None
+    return canonical_time(value)
+
+
+def shift_time(canonical: str, milliseconds: int) -> str:
+    value = dt.datetime.fromisoformat(canonical) + dt.timedelta(milliseconds=milliseconds)
+    return canonical_time(value)
+
+
+def compact_time(canonical: str) -> str:
+    """20261121T080000000Z: for ids and blob names."""
+    return canonical.replace("-", "").replace(":", "").replace(".", "")
+
+
+def _parse_time(text: str | None) -> str | None:
+    return parse_time(text) if text else None
+
+
+def _from_datetime(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # the host hands UTC datetimes without a zone
+        value = value.replace(tzinfo=dt.UTC)
+    return canonical_time(value)
+
+
+_UNSAFE: Final = str.maketrans({"%": "%25", "/": "%2F", "\\": "%5C", "?": "%3F", "#": "%23"})
+
+
+def safe_id(device_id: str) -> str:
+    """IoT Hub allows `?` and `%` in device ids, Cosmos ids and blob paths do not take `/ \\ ? #`: escape them."""
+    return device_id.translate(_UNSAFE)

@@ -1,0 +1,77 @@
+"""The storage interfaces the domain code depends on. Implementations translate SDK errors into ours."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shared.device_messages import DeadLetter
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A document as read, with the etag a conditional replace must present."""
+
+    document: Document
+    etag: str
+
+
+class DocumentStore(ABC):
+    """A Cosmos DB-shaped store: containers of JSON documents, each with an id and a partition key.
+
+    Only operations the local Cosmos-compatible server supports too (see ../shared/FINDINGS.md):
+    point reads, create, etag-conditional replace, upsert, delete, parameterised queries.
+    """
+
+    @abstractmethod
+    async def read(self, container: str, partition_key: str, item_id: str) -> Stored | None:
+        """The document, or None if there is none."""
+
+    @abstractmethod
+    async def create(self, container: str, document: Document) -> str:
+        """Create; raises ConflictError if the id exists. Returns the new etag."""
+
+    @abstractmethod
+    async def replace(self, container: str, document: Document, etag: str) -> str:
+        """Replace if unchanged since read; raises PreconditionFailedError or NotFoundError. Returns the etag."""
+
+    @abstractmethod
+    async def upsert(self, container: str, document: Document) -> str:
+        """Create or overwrite. Returns the etag."""
+
+    @abstractmethod
+    async def delete(self, container: str, partition_key: str, item_id: str) -> bool:
+        """Delete; False if there was nothing to delete."""
+
+    @abstractmethod
+    async def query(
+        self,
+        container: str,
+        query: str,
+        parameters: Mapping[str, Any] | None = None,
+        partition_key: str | None = None,
+    ) -> Sequence[Document]:
+        """Run a parameterised query (`@name` parameters), in one partition when partition_key is given."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class DeadLetterSink(ABC):
+    """Where messages that cannot be accepted go, whole, with the reason."""
+
+    @abstractmethod
+    async def put(self, letter: DeadLetter) -> None:
+        """Store one dead letter under its deterministic name (a redelivery overwrites, never duplicates)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def strip_system_properties(document: Mapping[str, Any]) -> Document:
+    """Drop Cosmos system properties (_rid, _self, _etag, _ts, _attachments) so rewrites stay small."""
+    return {k: v for k, v in document.items() if not k.startswith("_")}

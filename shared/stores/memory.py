@@ -1,0 +1,97 @@
+"""In-process implementations of the store interfaces, for unit tests and the CPU benchmark.
+
+Documents are kept serialised, as a real store keeps them: a caller never shares a dict with the store, and
+every write is counted (operations and bytes per container) so tests and benchmarks can check the cost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from shared.device_messages import DeadLetter
+from shared.errors import ConflictError, NotFoundError, PreconditionFailedError
+from shared.stores.base import DeadLetterSink, Document, DocumentStore, Stored
+
+
+class MemoryDocumentStore(DocumentStore):
+    """Partition key is taken from the container's key path; queries support `c.field = @param` conjunctions."""
+
+    def __init__(self, partition_keys: Mapping[str, str]) -> None:
+        self._keys = {name: path.strip("/").split("/") for name, path in partition_keys.items()}
+        self._items: dict[str, dict[tuple[str, str], tuple[bytes, str]]] = {name: {} for name in partition_keys}
+        self._version = 0
+        self.writes: Counter[str] = Counter()
+        self.bytes_written: Counter[str] = Counter()
+
+    def _partition(self, container: str, document: Mapping[str, Any]) -> str:
+        value: Any = document
+        for part in self._keys[container]:
+            value = value[part]
+        return str(value)
+
+    def _put(self, container: str, document: Document) -> str:
+        self._version += 1
+        etag = f'"{self._version}"'
+        raw = orjson.dumps(document)
+        self._items[container][self._partition(container, document), document["id"]] = (raw, etag)
+        self.writes[container] += 1
+        self.bytes_written[container] += len(raw)
+        return etag
+
+    async def read(self, container: str, partition_key: str, item_id: str) -> Stored | None:
+        found = self._items[container].get((partition_key, item_id))
+        return None if found is None else Stored(orjson.loads(found[0]), found[1])
+
+    async def create(self, container: str, document: Document) -> str:
+        if (self._partition(container, document), document["id"]) in self._items[container]:
+            raise ConflictError(f"{container}/{document['id']} exists")
+        return self._put(container, document)
+
+    async def replace(self, container: str, document: Document, etag: str) -> str:
+        found = self._items[container].get((self._partition(container, document), document["id"]))
+        if found is None:
+            raise NotFoundError(f"{container}/{document['id']} not found")
+        if found[1] != etag:
+            raise PreconditionFailedError(f"{container}/{document['id']} changed")
+        return self._put(container, document)
+
+    async def upsert(self, container: str, document: Document) -> str:
+        return self._put(container, document)
+
+    async def delete(self, container: str, partition_key: str, item_id: str) -> bool:
+        return self._items[container].pop((partition_key, item_id), None) is not None
+
+    async def query(
+        self,
+        container: str,
+        query: str,
+        parameters: Mapping[str, Any] | None = None,
+        partition_key: str | None = None,
+    ) -> Sequence[Document]:
+        conditions = re.findall(r"c\.(\w+)\s*=\s*(@\w+)", query)
+        params = parameters or {}
+        out = []
+        for (pk, _), (raw, _) in self._items[container].items():
+            if partition_key is not None and pk != partition_key:
+                continue
+            doc = orjson.loads(raw)
+            if all(doc.get(name) == params[param] for name, param in conditions):
+                out.append(doc)
+        return out
+
+    def documents(self, container: str) -> list[Document]:
+        """Every document of a container (tests)."""
+        return [orjson.loads(raw) for raw, _ in self._items[container].values()]
+
+
+class MemoryDeadLetterSink(DeadLetterSink):
+    def __init__(self) -> None:
+        self.letters: dict[str, DeadLetter] = {}
+
+    async def put(self, letter: DeadLetter) -> None:
+        self.letters[letter.blob_name] = letter

@@ -1,0 +1,72 @@
+"""Alerts: active diagnostic trouble codes, low traction battery and low fuel.
+
+One alert document per vehicle, kind and occurrence; its id is vehicle + kind + the event time it was raised,
+so a recomputation writes the same document. The set of active alerts lives in the vehicle document
+(`alerts`), so a sample only costs a write when an alert opens or clears. Level alerts use a small hysteresis
+(`HYSTERESIS_PERCENT`) so a value hovering at the threshold does not open and clear alerts on every sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from shared.device_messages import compact_time, safe_id
+from shared.settings import IngestionSettings
+from shared.telemetry import signals as S
+
+HYSTERESIS_PERCENT: Final = 2.0
+
+_LEVELS: Final = (
+    ("low_battery", S.STATE_OF_CHARGE, "low_battery_percent"),
+    ("low_fuel", S.FUEL_LEVEL, "low_fuel_percent"),
+)
+
+
+def _raise(vehicle_id: str, key: str, ts: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": f"{safe_id(vehicle_id)}:{key}:{compact_time(ts)}",
+        "vehicleId": vehicle_id,
+        "type": "alert",
+        "key": key,
+        "status": "active",
+        "raisedAt": ts,
+        "clearedAt": None,
+        **fields,
+    }
+
+
+def _clear(alert: dict[str, Any], ts: str, **fields: Any) -> dict[str, Any]:
+    return {**alert, "status": "cleared", "clearedAt": ts, **fields}
+
+
+def step_alerts(
+    vehicle_id: str,
+    active: dict[str, dict[str, Any]],
+    ts: str,
+    sample: dict[str, Any],
+    cfg: IngestionSettings,
+) -> list[dict[str, Any]]:
+    """Apply one sample (event-time order) to the active alerts in place; return alert documents to write."""
+    out: list[dict[str, Any]] = []
+    codes = sample.get(S.DTC_LIST)
+    if codes is not None:
+        present = set(codes)
+        for key in [k for k in active if k.startswith("dtc:") and k[4:] not in present]:
+            out.append(_clear(active.pop(key), ts))
+        for code in sorted(present):
+            key = f"dtc:{code}"
+            if key not in active:
+                active[key] = _raise(vehicle_id, key, ts, kind="dtc", code=code)
+                out.append(active[key])
+    for kind, path, setting in _LEVELS:
+        value = sample.get(path)
+        if value is None:
+            continue
+        threshold: float = getattr(cfg, setting)
+        if kind in active:
+            if value >= threshold + HYSTERESIS_PERCENT:
+                out.append(_clear(active.pop(kind), ts, clearValue=value))
+        elif value < threshold:
+            active[kind] = _raise(vehicle_id, kind, ts, kind=kind, value=value, threshold=threshold)
+            out.append(active[kind])
+    return out

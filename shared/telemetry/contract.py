@@ -1,0 +1,160 @@
+"""Telemetry message contract v1 (docs/messages.md, docs/schemas/telemetry-v1.schema.json): decode and validate.
+
+`decode` never raises: a message is either a `TelemetryMessage` (possibly with rejected signals, which are kept
+with their reason) or a `DeadLetter` (not JSON, broken envelope, no device id, too large) that is stored whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from shared.device_messages import DeadLetter, DeviceMessage, parse_time, shift_time
+from shared.telemetry.catalogue import CLOCK_SKEW, Catalogue, Rejection, default_catalogue
+
+STREAM: Final = "telemetry"
+CONTRACT_VERSION: Final = 1
+MAX_MESSAGE_BYTES: Final = 256 * 1024
+MAX_SEQ: Final = 2**63 - 1
+
+# Dead-letter reason codes (stable: dashboards and alerts match on them).
+MISSING_DEVICE_ID: Final = "missing_device_id"
+MISSING_ENQUEUED_TIME: Final = "missing_enqueued_time"
+TOO_LARGE: Final = "too_large"
+INVALID_JSON: Final = "invalid_json"
+UNSUPPORTED_VERSION: Final = "unsupported_version"
+INVALID_ENVELOPE: Final = "invalid_envelope"
+
+
+@dataclass(slots=True)
+class Sample:
+    """One timestamped set of signals; `signals` holds only accepted, normalised values."""
+
+    ts: str
+    signals: dict[str, Any]
+    rejected: dict[str, tuple[Any, Rejection]] = field(default_factory=dict)
+    skewed: bool = False  # stamped too far after the enqueued time: every signal rejected for clock skew
+
+    def to_history(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"ts": self.ts, "signals": self.signals}
+        if self.rejected:
+            entry["rejected"] = {path: {"value": v, "reason": str(r)} for path, (v, r) in self.rejected.items()}
+        return entry
+
+
+@dataclass(slots=True)
+class TelemetryMessage:
+    """An accepted v1 message from one device."""
+
+    source: DeviceMessage  # as received: kept for dead-lettering should processing fail later
+    device_id: str
+    seq: int
+    enqueued_time: str
+    sequence_number: int | None
+    samples: list[Sample]
+    size: int
+
+    @property
+    def newest_ts(self) -> str:
+        """The newest timestamp among samples that were not rejected for clock skew ("" if none)."""
+        return max((s.ts for s in self.samples if not s.skewed), default="")
+
+    @property
+    def rejected_count(self) -> int:
+        return sum(len(s.rejected) for s in self.samples)
+
+    def to_history(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "seq": self.seq,
+            "enqueuedTime": self.enqueued_time,
+            "samples": [s.to_history() for s in self.samples],
+        }
+        if self.sequence_number is not None:
+            entry["sequenceNumber"] = self.sequence_number
+        return entry
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def decode(
+    message: DeviceMessage,
+    *,
+    max_clock_skew_ms: int = 300_000,
+    catalogue: Catalogue | None = None,
+) -> TelemetryMessage | DeadLetter:
+    """Decode one device message against contract v1. Never raises."""
+    try:
+        return _decode(message, max_clock_skew_ms, catalogue or default_catalogue())
+    except _Invalid as bad:
+        return DeadLetter(STREAM, bad.reason, bad.detail, message)
+    except Exception as unexpected:  # a decoder bug must not lose the batch: dead-letter and carry on
+        return DeadLetter(STREAM, "decoder_error", type(unexpected).__name__, message)
+
+
+def _decode(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue) -> TelemetryMessage:
+    if not message.device_id:
+        raise _Invalid(MISSING_DEVICE_ID, "no iothub connection-device-id system property")
+    if message.enqueued_time is None:
+        raise _Invalid(MISSING_ENQUEUED_TIME, "no enqueued time on the event")
+    body = message.body
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise _Invalid(TOO_LARGE, f"{len(body)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _Invalid(INVALID_JSON, str(exc)[:200]) from None
+
+    if type(data) is not dict:
+        raise _Invalid(INVALID_ENVELOPE, "body is not a JSON object")
+    version = data.get("v")
+    if version != CONTRACT_VERSION or type(version) is not int:
+        raise _Invalid(UNSUPPORTED_VERSION, f"v={version!r}, expected {CONTRACT_VERSION}")
+    seq = data.get("seq")
+    if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+        raise _Invalid(INVALID_ENVELOPE, "seq must be an integer from 0 to 2^63-1")
+    raw_samples = data.get("samples")
+    if type(raw_samples) is not list or not raw_samples:
+        raise _Invalid(INVALID_ENVELOPE, "samples must be a non-empty array")
+
+    latest_allowed = shift_time(message.enqueued_time, max_skew_ms)
+    validate = catalogue.validate
+    samples: list[Sample] = []
+    for index, raw in enumerate(raw_samples):
+        if type(raw) is not dict:
+            raise _Invalid(INVALID_ENVELOPE, f"samples[{index}] is not an object")
+        raw_ts = raw.get("ts")
+        ts = parse_time(raw_ts) if type(raw_ts) is str else None
+        if ts is None:
+            raise _Invalid(INVALID_ENVELOPE, f"samples[{index}].ts is not an ISO 8601 time with a zone")
+        raw_signals = raw.get("signals")
+        if type(raw_signals) is not dict or not raw_signals:
+            raise _Invalid(INVALID_ENVELOPE, f"samples[{index}].signals must be a non-empty object")
+        sample = Sample(ts, {})
+        if ts > latest_allowed:
+            sample.rejected = {path: (value, CLOCK_SKEW) for path, value in raw_signals.items()}
+            sample.skewed = True
+        else:
+            accepted = sample.signals
+            for path, value in raw_signals.items():
+                norm, reason = validate(path, value)
+                if reason is None:
+                    accepted[path] = norm
+                else:
+                    sample.rejected[path] = (value, reason)
+        samples.append(sample)
+    return TelemetryMessage(
+        source=message,
+        device_id=message.device_id,
+        seq=seq,
+        enqueued_time=message.enqueued_time,
+        sequence_number=message.sequence_number,
+        samples=samples,
+        size=len(body),
+    )

@@ -1,0 +1,25 @@
+"""Process-wide wiring of telemetry ingestion for the function app: Azure clients from the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from shared.device_messages import EventHubEventLike, messages_from_events
+from shared.per_loop import PerLoop
+from shared.settings import IngestionSettings
+from shared.stores.blob_deadletters import blob_dead_letters_from_env
+from shared.stores.cosmos import cosmos_store_from_env
+from shared.telemetry.ingest import BatchReport, TelemetryIngestor
+
+ingestor = PerLoop(
+    lambda: TelemetryIngestor(
+        cosmos_store_from_env.get(),
+        blob_dead_letters_from_env.get(),
+        IngestionSettings.from_env(),
+    )
+)
+
+
+async def ingest_events(events: Iterable[EventHubEventLike]) -> BatchReport:
+    """Ingest one Event Hubs batch with the process's ingestor (its vehicle cache lives across batches)."""
+    return await ingestor.get().ingest(messages_from_events(events))

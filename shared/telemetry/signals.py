@@ -1,0 +1,18 @@
+"""The VSS signal paths the derivations read (one place, so a rename in a VSS release is one edit)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+SPEED: Final = "Vehicle.Speed"  # km/h
+LATITUDE: Final = "Vehicle.CurrentLocation.Latitude"
+LONGITUDE: Final = "Vehicle.CurrentLocation.Longitude"
+IS_MOVING: Final = "Vehicle.IsMoving"
+ODOMETER: Final = "Vehicle.TraveledDistance"  # m (VSS 6.0: uint32 metres)
+STATE_OF_CHARGE: Final = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"  # percent
+FUEL_LEVEL: Final = "Vehicle.Powertrain.FuelSystem.RelativeLevel"  # percent
+LOW_VOLTAGE_STATE: Final = "Vehicle.LowVoltageSystemState"  # UNDEFINED LOCK OFF ACC ON START
+DTC_LIST: Final = "Vehicle.Diagnostics.DTCList"
+
+IGNITION_ON: Final = frozenset({"ON", "START"})
+IGNITION_OFF: Final = frozenset({"OFF", "LOCK"})

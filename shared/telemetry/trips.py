@@ -1,0 +1,101 @@
+"""Trips: one per ignition cycle, opened on ignition ON/START and closed on OFF/LOCK.
+
+The open trip's running figures live in the vehicle document (`trip`), so they cost no extra write per
+sample; the `trips` container gets the trip when it opens and when it closes. Ids are deterministic
+(vehicle + start time), so a recomputation writes the same document again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+from shared.device_messages import compact_time, safe_id
+from shared.telemetry import signals as S
+
+_EARTH_RADIUS_M = 6_371_008.8
+
+
+def _position(view: dict[str, Any]) -> dict[str, float] | None:
+    lat, lon = view.get(S.LATITUDE), view.get(S.LONGITUDE)
+    if lat is None or lon is None:
+        return None
+    return {"lat": lat, "lon": lon}
+
+
+def haversine_m(a: dict[str, float], b: dict[str, float]) -> float:
+    lat1, lat2 = math.radians(a["lat"]), math.radians(b["lat"])
+    dlat, dlon = lat2 - lat1, math.radians(b["lon"] - a["lon"])
+    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
+    return 2 * _EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+
+
+def open_trip(vehicle_id: str, ts: str, view: dict[str, Any]) -> dict[str, Any]:
+    position = _position(view)
+    return {
+        "id": f"{safe_id(vehicle_id)}:{compact_time(ts)}",
+        "vehicleId": vehicle_id,
+        "type": "trip",
+        "status": "open",
+        "startTs": ts,
+        "startPosition": position,
+        "startOdometerM": view.get(S.ODOMETER),
+        "startSocPercent": view.get(S.STATE_OF_CHARGE),
+        "lastTs": ts,
+        "lastPosition": position,
+        "lastOdometerM": view.get(S.ODOMETER),
+        "lastSocPercent": view.get(S.STATE_OF_CHARGE),
+        "gpsDistanceM": 0.0,
+        "maxSpeedKmh": None,
+        "speedSumKmh": 0.0,
+        "speedSamples": 0,
+    }
+
+
+def advance_trip(trip: dict[str, Any], ts: str, sample: dict[str, Any], view: dict[str, Any]) -> None:
+    """Fold one sample (in event-time order) into the open trip's running figures."""
+    speed = sample.get(S.SPEED)
+    if speed is not None:
+        trip["speedSumKmh"] += speed
+        trip["speedSamples"] += 1
+        if trip["maxSpeedKmh"] is None or speed > trip["maxSpeedKmh"]:
+            trip["maxSpeedKmh"] = speed
+    if S.LATITUDE in sample or S.LONGITUDE in sample:
+        position = _position(view)
+        if position is not None:
+            last = trip["lastPosition"]
+            if last is not None:
+                trip["gpsDistanceM"] += haversine_m(last, position)
+            trip["lastPosition"] = position
+            if trip["startPosition"] is None:
+                trip["startPosition"] = position
+    if S.ODOMETER in sample:
+        trip["lastOdometerM"] = sample[S.ODOMETER]
+        if trip["startOdometerM"] is None:
+            trip["startOdometerM"] = sample[S.ODOMETER]
+    if S.STATE_OF_CHARGE in sample:
+        trip["lastSocPercent"] = sample[S.STATE_OF_CHARGE]
+        if trip["startSocPercent"] is None:
+            trip["startSocPercent"] = sample[S.STATE_OF_CHARGE]
+    trip["lastTs"] = ts
+
+
+def close_trip(trip: dict[str, Any], ts: str) -> dict[str, Any]:
+    """The closed trip document: end, distance (odometer, else GPS), duration, speeds, energy used."""
+    start, end = dt.datetime.fromisoformat(trip["startTs"]), dt.datetime.fromisoformat(ts)
+    odo_start, odo_end = trip["startOdometerM"], trip["lastOdometerM"]
+    soc_start, soc_end = trip["startSocPercent"], trip["lastSocPercent"]
+    distance = odo_end - odo_start if odo_start is not None and odo_end is not None else trip["gpsDistanceM"]
+    closed = dict(trip)
+    closed.update(
+        status="closed",
+        endTs=ts,
+        endPosition=trip["lastPosition"],
+        distanceM=round(distance, 1),
+        distanceSource="odometer" if odo_start is not None and odo_end is not None else "gps",
+        durationS=round((end - start).total_seconds(), 3),
+        meanSpeedKmh=round(trip["speedSumKmh"] / trip["speedSamples"], 2) if trip["speedSamples"] else None,
+        energyUsedPercent=round(soc_start - soc_end, 2) if soc_start is not None and soc_end is not None else None,
+    )
+    return closed

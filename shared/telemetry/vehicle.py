@@ -1,0 +1,159 @@
+"""Fold a batch of one vehicle's messages into its vehicle document: a pure function, no I/O.
+
+The vehicle document (container `vehicles`) carries everything ingestion needs to stay idempotent and cheap:
+- `state`: newest value per signal by event time (`signals[path] = {value, ts}`), so late or out-of-order
+  messages never make the state regress;
+- `trip` and `alerts`: the open trip's running figures and the active alerts;
+- `ingest`: the seqs already ingested (replays change nothing), the derivation cursor (derivations see
+  samples in event-time order, each once), the history buffer (`pending`) and the `outbox`: trip, alert and
+  history-chunk documents this write produced. The vehicle write is the commit point; the outbox is written
+  to the other containers after it, and again by whoever next reads the document without knowing that
+  happened (transactional outbox), so a crash between the two writes loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.device_messages import safe_id
+from shared.settings import IngestionSettings
+from shared.telemetry import history, trips
+from shared.telemetry import signals as S
+from shared.telemetry.alerts import step_alerts
+from shared.telemetry.contract import TelemetryMessage
+
+SideDocument = tuple[str, dict[str, Any]]  # (container, document)
+
+
+@dataclass(slots=True)
+class VehicleUpdate:
+    """What folding a batch into one vehicle produced."""
+
+    document: dict[str, Any] | None  # the new vehicle document, None when every message was a duplicate
+    side_documents: list[SideDocument] = field(default_factory=list)
+    accepted: int = 0
+    duplicates: int = 0
+    samples: int = 0
+    rejected_signals: int = 0
+
+
+def new_vehicle_document(vehicle_id: str) -> dict[str, Any]:
+    return {"id": safe_id(vehicle_id), "vehicleId": vehicle_id, "type": "vehicle"}
+
+
+def _ensure_shape(doc: dict[str, Any]) -> None:
+    """Fill what ingestion needs into a document another writer may have created (e.g. registration)."""
+    state = doc.get("state")
+    if state is None:
+        state = doc["state"] = {}
+    state.setdefault("signals", {})
+    state.setdefault("ts", None)
+    state.setdefault("seq", None)
+    doc.setdefault("lastSeen", None)
+    doc.setdefault("trip", None)
+    doc.setdefault("alerts", {})
+    ingest = doc.get("ingest")
+    if ingest is None:
+        ingest = doc["ingest"] = {}
+    ingest.setdefault("seen", [])
+    ingest.setdefault("high", None)
+    ingest.setdefault("highTs", "")
+    ingest.setdefault("cursor", "")
+    ingest.setdefault("pending", [])
+    ingest.setdefault("pendingBytes", 0)
+    ingest.setdefault("outbox", [])
+
+
+def fold(
+    vehicle_id: str,
+    doc: dict[str, Any] | None,
+    messages: Sequence[TelemetryMessage],
+    cfg: IngestionSettings,
+) -> VehicleUpdate:
+    """Apply messages (in arrival order) to a vehicle document, mutating it. See the module docstring."""
+    if doc is None:
+        doc = new_vehicle_document(vehicle_id)
+    _ensure_shape(doc)
+    state, ingest = doc["state"], doc["ingest"]
+    signals: dict[str, dict[str, Any]] = state["signals"]
+    seen: list[list[int]] = ingest["seen"]
+    pending: list[dict[str, Any]] = ingest["pending"]
+    cursor: str = ingest["cursor"]
+    view = {path: entry["value"] for path, entry in signals.items()}  # state before this batch
+    side: dict[tuple[str, str], dict[str, Any]] = {}
+    fresh: list[tuple[str, dict[str, Any]]] = []  # samples newer than the cursor, for derivations
+    update = VehicleUpdate(document=None)
+    last_seen: str | None = doc["lastSeen"]
+
+    for msg in messages:
+        seq, newest = msg.seq, msg.newest_ts
+        if history.seen_contains(seen, seq):
+            update.duplicates += 1
+            continue
+        high = ingest["high"]
+        if high is not None and seq < high and newest > ingest["highTs"]:
+            # A lower seq with newer samples: the device restarted its counter. Start a new seq history.
+            seen.clear()
+            ingest["high"], ingest["highTs"] = seq, newest
+        elif high is None or (seq > high and newest >= ingest["highTs"]):
+            ingest["high"], ingest["highTs"] = seq, max(newest, ingest["highTs"])
+        history.seen_add(seen, seq)
+        update.accepted += 1
+        update.rejected_signals += msg.rejected_count
+        update.samples += len(msg.samples)
+
+        pending.append(msg.to_history())
+        ingest["pendingBytes"] += msg.size
+        if len(pending) >= history.CHUNK_MAX_MESSAGES or ingest["pendingBytes"] >= history.CHUNK_MAX_BYTES:
+            chunk = history.chunk_document(vehicle_id, pending)
+            side["telemetry", chunk["id"]] = chunk
+            pending = ingest["pending"] = []
+            ingest["pendingBytes"] = 0
+
+        for sample in msg.samples:
+            if sample.skewed or not sample.signals:
+                continue
+            ts = sample.ts
+            for path, value in sample.signals.items():
+                current = signals.get(path)
+                if current is None or ts > current["ts"]:
+                    signals[path] = {"value": value, "ts": ts}
+            if state["ts"] is None or ts > state["ts"]:
+                state["ts"], state["seq"] = ts, seq
+            if ts > cursor:
+                fresh.append((ts, sample.signals))
+        if last_seen is None or msg.enqueued_time > last_seen:
+            last_seen = msg.enqueued_time
+
+    if update.accepted == 0:
+        return update
+
+    fresh.sort(key=lambda item: item[0])  # stable: equal times keep arrival order
+    for ts, sample_signals in fresh:
+        view.update(sample_signals)
+        trip = doc["trip"]
+        ignition = sample_signals.get(S.LOW_VOLTAGE_STATE)
+        if trip is None and ignition in S.IGNITION_ON:
+            trip = doc["trip"] = trips.open_trip(vehicle_id, ts, view)
+            side["trips", trip["id"]] = trip
+        if trip is not None:
+            trips.advance_trip(trip, ts, sample_signals, view)
+            if ignition in S.IGNITION_OFF:
+                closed = trips.close_trip(trip, ts)
+                side["trips", closed["id"]] = closed
+                doc["trip"] = None
+        for alert in step_alerts(vehicle_id, doc["alerts"], ts, sample_signals, cfg):
+            side["alerts", alert["id"]] = dict(alert)
+    if fresh:
+        ingest["cursor"] = fresh[-1][0]
+    open_trip = doc["trip"]
+    if open_trip is not None and ("trips", open_trip["id"]) in side:
+        side["trips", open_trip["id"]] = dict(open_trip)  # opened in this batch: write its latest figures
+
+    doc["lastSeen"] = last_seen
+    update.side_documents = [(container, document) for (container, _), document in side.items()]
+    ingest["outbox"] = [{"container": c, "document": d} for c, d in update.side_documents]
+    update.document = doc
+    return update

@@ -1,0 +1,50 @@
+"""Fixtures shared by every test: the real local servers, started once per session and always stopped.
+
+Set COSMOS_ENDPOINT (and COSMOS_KEY) to run the same integration tests against the official emulator or an
+Azure account instead of the local Cosmos-compatible server; each run then uses its own database and drops it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from devstack.cosmos_bootstrap import bootstrap, drop_database
+from devstack.servers import COSMOS_EMULATOR_KEY, azurite, cosmos_server
+from shared.stores.cosmos import CosmosDocumentStore
+
+
+@pytest.fixture(scope="session")
+def storage_connection_string() -> Iterator[str]:
+    with azurite() as endpoints:
+        yield endpoints.connection_string
+
+
+@pytest.fixture(scope="session")
+def cosmos_account() -> Iterator[tuple[str, str]]:
+    endpoint = os.environ.get("COSMOS_ENDPOINT")
+    if endpoint:
+        yield endpoint, os.environ.get("COSMOS_KEY", COSMOS_EMULATOR_KEY)
+        return
+    with cosmos_server() as local_endpoint:
+        yield local_endpoint, COSMOS_EMULATOR_KEY
+
+
+@pytest.fixture(scope="session")
+async def cosmos_database(cosmos_account: tuple[str, str]) -> AsyncIterator[str]:
+    endpoint, key = cosmos_account
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    await bootstrap(endpoint, key, name)
+    yield name
+    await drop_database(endpoint, key, name)
+
+
+@pytest.fixture
+async def cosmos_store(cosmos_account: tuple[str, str], cosmos_database: str) -> AsyncIterator[CosmosDocumentStore]:
+    endpoint, key = cosmos_account
+    store = CosmosDocumentStore.from_settings(endpoint, cosmos_database, key=key)
+    yield store
+    await store.close()
