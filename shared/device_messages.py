@@ -110,7 +110,12 @@ class DeadLetter:
 
 def canonical_time(value: dt.datetime) -> str:
     value = value.astimezone(dt.UTC)
-    return f"{value.strftime('%Y-%m-%dT%H:%M:%S')}.{value.microsecond // 1000:03d}Z"
+    # Built by hand rather than with strftime: this runs on the ingestion hot path, and %Y does not zero-pad
+    # years below 1000 on glibc, which would break the fixed width that string comparison relies on.
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+        f"{value.second:02d}.{value.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_time(text: str) -> str | None:
@@ -123,7 +128,22 @@ def parse_time(text: str) -> str | None:
         return None
     if value.tzinfo is None or not 1 <= value.year <= 9998:
         return None
+    if _is_canonical(text):
+        return text  # already canonical (what devices following the contract send): nothing to rebuild
     return canonical_time(value)
+
+
+def _is_canonical(text: str) -> bool:
+    """ "YYYY-MM-DDTHH:MM:SS.mmmZ" in ASCII; fromisoformat has already checked the digits form a valid time."""
+    return (
+        len(text) == 24
+        and text[23] == "Z"
+        and text[19] == "."
+        and text[10] == "T"
+        and text[4] == text[7] == "-"
+        and text[13] == text[16] == ":"
+        and text.isascii()
+    )
 
 
 def shift_time(canonical: str, milliseconds: int) -> str:

@@ -7,10 +7,12 @@ packages are imported on first use, not at module import, to keep cold start lig
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from shared.containers import partition_keys
 from shared.errors import ConfigurationError, ConflictError, NotFoundError, PreconditionFailedError, StoreError
 from shared.per_loop import PerLoop
 from shared.settings import setting
@@ -23,12 +25,19 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class CosmosDocumentStore(DocumentStore):
-    """One client per process (see `from_env`); container proxies cached by name."""
+    """One client per process (see `cosmos_store_from_env`); container proxies cached by name.
 
-    def __init__(self, client: CosmosClient, database: str) -> None:
+    Every SDK or transport error leaves as a StoreError (or one of its specific subclasses), so callers can
+    tell "the store failed, retry later" from a bug.
+    """
+
+    def __init__(self, client: CosmosClient, database: str, *, local_server: bool = False) -> None:
         self._client = client
         self._database = client.get_database_client(database)
         self._containers: dict[str, ContainerProxy] = {}
+        # The local Cosmos-compatible server answers a point read of a missing item with a 500 instead of a
+        # 404; against a loopback endpoint such a 500 is resolved with a query by id (see read()).
+        self._local_server = local_server
 
     @classmethod
     def from_settings(
@@ -48,9 +57,9 @@ class CosmosDocumentStore(DocumentStore):
 
             credential = DefaultAzureCredential(managed_identity_client_id=client_id)
         # The local emulators serve a self-signed certificate; only for them is TLS verification relaxed.
-        verify = urlparse(endpoint).hostname not in LOOPBACK_HOSTS
-        client = CosmosClient(endpoint, credential=credential, connection_verify=verify)
-        return cls(client, database)
+        local = urlparse(endpoint).hostname in LOOPBACK_HOSTS
+        client = CosmosClient(endpoint, credential=credential, connection_verify=not local)
+        return cls(client, database, local_server=local)
 
     def container(self, name: str) -> ContainerProxy:
         proxy = self._containers.get(name)
@@ -62,29 +71,39 @@ class CosmosDocumentStore(DocumentStore):
         from azure.cosmos import exceptions
 
         try:
-            item = await self.container(container).read_item(item=item_id, partition_key=partition_key)
-        except exceptions.CosmosResourceNotFoundError:
+            with _errors(f"read {container}/{item_id}"):
+                item = await self.container(container).read_item(item=item_id, partition_key=partition_key)
+        except NotFoundError:
             return None
-        except exceptions.CosmosHttpResponseError as exc:
-            raise StoreError(f"read {container}/{item_id}: {exc.status_code}") from exc
+        except StoreError as exc:
+            cause = exc.__cause__
+            if not (self._local_server and isinstance(cause, exceptions.CosmosHttpResponseError)):
+                raise
+            if cause.status_code != 500:
+                raise
+            return await self._read_by_query(container, partition_key, item_id)
         return Stored(strip_system_properties(item), item["_etag"])
 
-    async def create(self, container: str, document: Document) -> str:
-        from azure.cosmos import exceptions
+    async def _read_by_query(self, container: str, partition_key: str, item_id: str) -> Stored | None:
+        # That server also wants the partition key in the query text rather than in a request header.
+        key_path = partition_keys()[container].strip("/").replace("/", ".")
+        with _errors(f"read {container}/{item_id}"):
+            items = self.container(container).query_items(
+                query=f"SELECT * FROM c WHERE c.id = @id AND c.{key_path} = @pk",  # noqa: S608 - path from our definition
+                parameters=[{"name": "@id", "value": item_id}, {"name": "@pk", "value": partition_key}],
+                partition_key=partition_key,
+            )
+            found = [item async for item in items]
+        return Stored(strip_system_properties(found[0]), found[0]["_etag"]) if found else None
 
-        try:
-            result = await self.container(container).create_item(body=document, no_response=True)
-        except exceptions.CosmosResourceExistsError as exc:
-            raise ConflictError(f"{container}/{document['id']} exists") from exc
-        except exceptions.CosmosHttpResponseError as exc:
-            raise StoreError(f"create {container}/{document['id']}: {exc.status_code}") from exc
-        return _etag(result)
+    async def create(self, container: str, document: Document) -> str:
+        with _errors(f"create {container}/{document['id']}"):
+            return _etag(await self.container(container).create_item(body=document, no_response=True))
 
     async def replace(self, container: str, document: Document, etag: str) -> str:
         from azure.core import MatchConditions
-        from azure.cosmos import exceptions
 
-        try:
+        with _errors(f"replace {container}/{document['id']}"):
             result = await self.container(container).replace_item(
                 item=document["id"],
                 body=document,
@@ -92,32 +111,18 @@ class CosmosDocumentStore(DocumentStore):
                 match_condition=MatchConditions.IfNotModified,
                 no_response=True,
             )
-        except exceptions.CosmosAccessConditionFailedError as exc:
-            raise PreconditionFailedError(f"{container}/{document['id']} changed") from exc
-        except exceptions.CosmosResourceNotFoundError as exc:
-            raise NotFoundError(f"{container}/{document['id']} not found") from exc
-        except exceptions.CosmosHttpResponseError as exc:
-            raise StoreError(f"replace {container}/{document['id']}: {exc.status_code}") from exc
-        return _etag(result)
+            return _etag(result)
 
     async def upsert(self, container: str, document: Document) -> str:
-        from azure.cosmos import exceptions
-
-        try:
-            result = await self.container(container).upsert_item(body=document, no_response=True)
-        except exceptions.CosmosHttpResponseError as exc:
-            raise StoreError(f"upsert {container}/{document['id']}: {exc.status_code}") from exc
-        return _etag(result)
+        with _errors(f"upsert {container}/{document['id']}"):
+            return _etag(await self.container(container).upsert_item(body=document, no_response=True))
 
     async def delete(self, container: str, partition_key: str, item_id: str) -> bool:
-        from azure.cosmos import exceptions
-
         try:
-            await self.container(container).delete_item(item=item_id, partition_key=partition_key)
-        except exceptions.CosmosResourceNotFoundError:
+            with _errors(f"delete {container}/{item_id}"):
+                await self.container(container).delete_item(item=item_id, partition_key=partition_key)
+        except NotFoundError:
             return False
-        except exceptions.CosmosHttpResponseError as exc:
-            raise StoreError(f"delete {container}/{item_id}: {exc.status_code}") from exc
         return True
 
     async def query(
@@ -127,18 +132,36 @@ class CosmosDocumentStore(DocumentStore):
         parameters: Mapping[str, Any] | None = None,
         partition_key: str | None = None,
     ) -> Sequence[Document]:
-        from azure.cosmos import exceptions
-
+        """Single-partition queries must also filter on the partition key in the query text (the local
+        server ignores the partition key header); it is good practice on Azure as well."""
         params = [{"name": name, "value": value} for name, value in (parameters or {}).items()]
         kwargs: dict[str, Any] = {"partition_key": partition_key} if partition_key is not None else {}
-        try:
+        with _errors(f"query {container}"):
             items = self.container(container).query_items(query=query, parameters=params, **kwargs)
             return [strip_system_properties(item) async for item in items]
-        except exceptions.CosmosHttpResponseError as exc:
-            raise StoreError(f"query {container}: {exc.status_code}") from exc
 
     async def close(self) -> None:
         await self._client.close()
+
+
+@contextlib.contextmanager
+def _errors(operation: str) -> Iterator[None]:
+    """Translate SDK and transport errors into the store's error types."""
+    from azure.core.exceptions import AzureError
+    from azure.cosmos import exceptions
+
+    try:
+        yield
+    except exceptions.CosmosResourceNotFoundError as exc:
+        raise NotFoundError(f"{operation}: not found") from exc
+    except exceptions.CosmosResourceExistsError as exc:
+        raise ConflictError(f"{operation}: exists") from exc
+    except exceptions.CosmosAccessConditionFailedError as exc:
+        raise PreconditionFailedError(f"{operation}: changed since read") from exc
+    except exceptions.CosmosHttpResponseError as exc:
+        raise StoreError(f"{operation}: HTTP {exc.status_code}") from exc
+    except (AzureError, OSError, TimeoutError) as exc:
+        raise StoreError(f"{operation}: {type(exc).__name__}") from exc
 
 
 def _etag(result: Any) -> str:

@@ -218,7 +218,8 @@ class TelemetryIngestor:
 
     async def _write_outbox(self, doc: dict[str, Any]) -> None:
         outbox = doc.get("ingest", {}).get("outbox") or []
-        await asyncio.gather(*(self.store.upsert(item["container"], item["document"]) for item in outbox))
+        if outbox:  # usually empty in steady state: skip gather's future and its trip through the event loop
+            await asyncio.gather(*(self.store.upsert(item["container"], item["document"]) for item in outbox))
 
 
 def _slices(messages: list[TelemetryMessage]) -> list[list[TelemetryMessage]]:

@@ -1,0 +1,188 @@
+"""Folding one vehicle's messages into its document: state, replays, counter resets, trips, alerts, history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.settings import IngestionSettings
+from shared.telemetry import history
+from shared.telemetry.contract import TelemetryMessage, decode
+from shared.telemetry.vehicle import fold
+from tests.factories import drive, message
+
+CFG = IngestionSettings()
+SPEED = "Vehicle.Speed"
+
+
+def decoded(raw: bytes, enqueued_s: float = 0.0) -> TelemetryMessage:
+    result = decode(message("car-1", raw, enqueued_s=enqueued_s))
+    assert isinstance(result, TelemetryMessage), result
+    return result
+
+
+def run(doc: dict[str, Any] | None, *bodies: bytes) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    update = fold("car-1", doc, [decoded(b, enqueued_s=600) for b in bodies], CFG)
+    assert update.document is not None
+    return update.document, update.side_documents
+
+
+def test_state_keeps_the_newest_value_per_signal_by_event_time() -> None:
+    doc, _ = run(None, drive(1, 10, speed=50.0, soc=80.0), drive(2, 20, speed=60.0))
+    assert doc["state"]["signals"][SPEED] == {"value": 60.0, "ts": "2026-11-21T08:00:20.000Z"}
+    assert doc["state"]["signals"]["Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"]["value"] == 80.0
+    assert doc["state"]["ts"] == "2026-11-21T08:00:20.000Z"
+    assert doc["state"]["seq"] == 2
+    assert doc["lastSeen"] == "2026-11-21T08:10:00.000Z"
+
+
+def test_late_older_message_leaves_state_unchanged_but_enters_history() -> None:
+    doc, _ = run(None, drive(2, 20, speed=60.0))
+    before = dict(doc["state"])
+    doc, _ = run(doc, drive(1, 10, speed=50.0, soc=70.0))
+    assert doc["state"]["signals"][SPEED]["value"] == 60.0
+    assert doc["state"]["ts"] == before["ts"]
+    assert doc["state"]["seq"] == 2
+    # a signal the newer message did not carry is still taken from the late one (per-signal newest wins)
+    assert doc["state"]["signals"]["Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"]["value"] == 70.0
+    assert [e["seq"] for e in doc["ingest"]["pending"]] == [2, 1]
+
+
+def test_replayed_messages_are_recognised_and_change_nothing() -> None:
+    doc, _ = run(None, drive(1, 10, speed=50.0), drive(2, 20, speed=60.0))
+    update = fold("car-1", doc, [decoded(drive(1, 10, speed=50.0)), decoded(drive(2, 20, speed=60.0))], CFG)
+    assert update.document is None
+    assert update.duplicates == 2
+    assert update.accepted == 0
+
+
+def test_duplicate_inside_one_batch_counts_once() -> None:
+    update = fold("car-1", None, [decoded(drive(5, 10, speed=1.0)), decoded(drive(5, 10, speed=1.0))], CFG)
+    assert update.accepted == 1
+    assert update.duplicates == 1
+
+
+def test_device_counter_reset_is_not_mistaken_for_replays() -> None:
+    doc, _ = run(None, drive(500, 10, speed=50.0))
+    # the car rebooted: seq starts again at 1 but its samples are newer
+    doc, _ = run(doc, drive(1, 20, speed=10.0), drive(2, 30, speed=20.0))
+    assert doc["state"]["signals"][SPEED]["value"] == 20.0
+    assert doc["ingest"]["seen"] == [[1, 2]]
+    update = fold("car-1", doc, [decoded(drive(2, 30, speed=20.0))], CFG)
+    assert update.document is None  # and a replay after the reset is still recognised
+
+
+def test_trip_opens_on_ignition_and_closes_with_its_figures() -> None:
+    doc, side = run(
+        None,
+        drive(1, 0, lv="ON", speed=0.0, odo=1000, soc=80.0, lat=52.0, lon=10.0),
+        drive(2, 60, lv="ON", speed=50.0, odo=1500, soc=79.0, lat=52.004, lon=10.0),
+        drive(3, 120, lv="ON", speed=70.0, odo=2600, soc=78.0, lat=52.01, lon=10.0),
+        drive(4, 180, lv="OFF", speed=0.0, odo=2700, soc=77.5, lat=52.011, lon=10.0),
+    )
+    assert doc["trip"] is None
+    trips = [d for c, d in side if c == "trips"]
+    assert len(trips) == 1
+    trip = trips[0]
+    assert trip["status"] == "closed"
+    assert trip["id"] == "car-1:20261121T080000000Z"
+    assert trip["startTs"] == "2026-11-21T08:00:00.000Z"
+    assert trip["endTs"] == "2026-11-21T08:03:00.000Z"
+    assert trip["distanceM"] == 1700
+    assert trip["distanceSource"] == "odometer"
+    assert trip["durationS"] == 180
+    assert trip["maxSpeedKmh"] == 70.0
+    assert trip["meanSpeedKmh"] == pytest.approx(30.0)
+    assert trip["energyUsedPercent"] == 2.5
+    assert trip["startPosition"] == {"lat": 52.0, "lon": 10.0}
+    assert trip["endPosition"] == {"lat": 52.011, "lon": 10.0}
+    assert trip["gpsDistanceM"] == pytest.approx(1223, abs=2)
+
+
+def test_open_trip_is_written_when_it_opens_and_carried_in_the_vehicle() -> None:
+    doc, side = run(None, drive(1, 0, lv="START", speed=5.0))
+    assert doc["trip"]["status"] == "open"
+    assert [(c, d["status"]) for c, d in side] == [("trips", "open")]
+    doc, side = run(doc, drive(2, 60, lv="ON", speed=30.0))
+    assert side == []  # running figures stay in the vehicle document: no extra write
+    assert doc["trip"]["maxSpeedKmh"] == 30.0
+
+
+def test_trip_is_derived_in_event_time_order_even_when_messages_arrive_shuffled() -> None:
+    doc, side = run(None, drive(2, 60, lv="OFF", odo=1100), drive(1, 0, lv="ON", odo=1000))
+    closed = [d for c, d in side if c == "trips"]
+    assert len(closed) == 1
+    assert closed[0]["distanceM"] == 100
+    assert doc["trip"] is None
+
+
+def test_dtc_alert_per_code_while_active_then_cleared() -> None:
+    doc, side = run(None, drive(1, 0, dtc=["P0300", "U0100"]))
+    raised = {d["code"]: d for c, d in side if c == "alerts"}
+    assert set(raised) == {"P0300", "U0100"}
+    assert raised["P0300"]["id"] == "car-1:dtc:P0300:20261121T080000000Z"
+    doc, side = run(doc, drive(2, 10, dtc=["P0300", "U0100"]))
+    assert side == []  # still active: nothing to write
+    doc, side = run(doc, drive(3, 20, dtc=["P0300"]))
+    assert [(d["code"], d["status"], d["clearedAt"]) for _, d in side] == [
+        ("U0100", "cleared", "2026-11-21T08:00:20.000Z")
+    ]
+    assert set(doc["alerts"]) == {"dtc:P0300"}
+
+
+def test_low_battery_alert_uses_threshold_and_hysteresis() -> None:
+    doc, side = run(None, drive(1, 0, soc=14.9))
+    assert [d["kind"] for _, d in side] == ["low_battery"]
+    doc, side = run(doc, drive(2, 10, soc=16.0))  # above 15 but inside the 2-point hysteresis
+    assert side == []
+    doc, side = run(doc, drive(3, 20, soc=17.0))
+    assert [(d["kind"], d["status"]) for _, d in side] == [("low_battery", "cleared")]
+
+
+def test_low_fuel_alert_threshold_is_configurable() -> None:
+    cfg = IngestionSettings(low_fuel_percent=25.0)
+    update = fold("car-1", None, [decoded(drive(1, 0, fuel=20))], cfg)
+    assert [d["kind"] for _, d in update.side_documents] == ["low_fuel"]
+
+
+def test_late_samples_do_not_reopen_derivations() -> None:
+    doc, _ = run(None, drive(2, 60, lv="OFF"))
+    doc, side = run(doc, drive(1, 0, lv="ON"))  # older than the derivation cursor
+    assert doc["trip"] is None
+    assert side == []
+
+
+def test_history_is_flushed_as_a_chunk_every_sixteen_messages() -> None:
+    n = history.CHUNK_MAX_MESSAGES
+    doc, side = run(None, *[drive(i, i, speed=float(i)) for i in range(1, n)])
+    assert side == []
+    assert len(doc["ingest"]["pending"]) == n - 1
+    doc, side = run(doc, drive(n, n, speed=1.0))
+    chunks = [d for c, d in side if c == "telemetry"]
+    assert len(chunks) == 1
+    assert chunks[0]["count"] == n
+    assert [m["seq"] for m in chunks[0]["messages"]] == list(range(1, n + 1))
+    assert chunks[0]["from"] == "2026-11-21T08:00:01.000Z"
+    assert chunks[0]["to"] == "2026-11-21T08:00:16.000Z"
+    assert doc["ingest"]["pending"] == []
+    assert doc["ingest"]["outbox"] == [{"container": c, "document": d} for c, d in side]
+
+
+def test_fold_preserves_fields_written_by_others() -> None:
+    doc = {"id": "car-1", "vehicleId": "car-1", "driver": {"userId": "u1"}, "consent": {"location": True}}
+    doc, _ = run(doc, drive(1, 0, speed=1.0))
+    assert doc["driver"] == {"userId": "u1"}
+    assert doc["consent"] == {"location": True}
+
+
+def test_seen_ranges_merge_and_stay_bounded() -> None:
+    ranges: list[list[int]] = []
+    for seq in [5, 7, 6, 1, 3, 2]:
+        history.seen_add(ranges, seq)
+    assert ranges == [[1, 3], [5, 7]]
+    for seq in range(100, 200, 2):
+        history.seen_add(ranges, seq)
+    assert len(ranges) == history.MAX_SEEN_RANGES
+    assert history.seen_contains(ranges, 198)
+    assert not history.seen_contains(ranges, 199)
