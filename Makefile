@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
+# checkov pins an older pycep-parser than the tests use, so it lives in its own venv.
+VENV_INFRA := .venv-infra
+STAMP_INFRA := $(VENV_INFRA)/.installed
 
 .PHONY: help setup test unit integration lint typecheck infra-check bench clean
 
@@ -13,6 +16,7 @@ help:
 	@echo "make test    - set up everything and run lint, type checks and the whole test suite"
 	@echo "make bench   - ingestion benchmark (docs/performance.md)"
 	@echo "make lint    - ruff + mypy only"
+	@echo "make infra-check - Bicep parse, checkov scan and infra/code consistency tests"
 
 $(STAMP_PY): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -24,7 +28,12 @@ $(STAMP_NODE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(STAMP_PY) $(STAMP_NODE)
+$(STAMP_INFRA): requirements-infra.txt
+	$(PYTHON) -m venv $(VENV_INFRA)
+	$(VENV_INFRA)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+	touch $@
+
+setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_INFRA)
 
 lint: $(STAMP_PY)
 	$(PY) -m ruff check .
@@ -36,6 +45,9 @@ unit: $(STAMP_PY)
 
 integration: setup
 	$(PY) -m pytest tests/integration -q
+
+infra-check: $(STAMP_PY) $(STAMP_INFRA)
+	$(PY) -m pytest tests/infra -q
 
 test: setup lint
 	$(PY) -m pytest -q

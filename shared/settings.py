@@ -48,6 +48,30 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOW_BATTERY_PERCENT", "15", "Traction battery state of charge (%) below which a low-battery alert opens."),
     Setting("LOW_FUEL_PERCENT", "10", "Fuel level (%) below which a low-fuel alert opens."),
     Setting("MAX_CLOCK_SKEW_SECONDS", "300", "Samples stamped later than enqueued time + this are rejected."),
+    # --- Outlook calendar and Teams in the car (shared/calendar, shared/requests, shared/meetings) ---
+    Setting("REQUESTS_EVENTHUB", "requests", "Event Hub that IoT Hub routes car requests (type=request) to."),
+    Setting("IOTHUB_HOSTNAME", None, "IoT Hub host name for replies and twin patches, e.g. <hub>.azure-devices.net."),
+    Setting(
+        "GRAPH_BASE_URL", None, "Graph root; unset = https://graph.microsoft.com/v1.0. Loopback = sandbox, no token."
+    ),
+    Setting("GRAPH_MAX_RETRIES", "3", "Retries of the Graph SDK on 429/503/504 (it honours Retry-After)."),
+    Setting(
+        "GRAPH_NOTIFICATION_URL", None, "Public https URL of the graph_notifications function; unset = no webhooks."
+    ),
+    Setting("GRAPH_SUBSCRIPTION_RENEW_SCHEDULE", "0 20 * * * *", "NCRONTAB (UTC) of the subscription renewal timer."),
+    Setting("GRAPH_SUBSCRIPTION_RENEW_BEFORE_MINUTES", "1440", "Renew a subscription this long before it expires."),
+    Setting(
+        "CALENDAR_SYNC_SCHEDULE", "0 */15 * * * *", "NCRONTAB (UTC) of the timer that enqueues every driver's sync."
+    ),
+    Setting("CALENDAR_WINDOW_PAST_MINUTES", "60", "The synced calendar window starts this long before now."),
+    Setting("CALENDAR_WINDOW_DAYS", "7", "The synced calendar window ends this many days after now."),
+    Setting("CALENDAR_REBASELINE_MINUTES", "360", "Start a new delta round once the window has drifted this far."),
+    Setting("CALENDAR_PAGE_SIZE", "50", "Events per calendarView delta page (Prefer: odata.maxpagesize)."),
+    Setting("AGENDA_HOURS", "24", "The twin agenda lists the events of the next this many hours."),
+    Setting(
+        "AGENDA_MAX_BYTES", "8192", "Upper bound of the serialised agenda (twin desired properties: 32 KB in all)."
+    ),
+    Setting("MOVING_SPEED_KMH", "5", "Above this speed a meeting reply is audio-only (safe-driving policy)."),
 )
 
 _BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

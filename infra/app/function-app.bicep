@@ -1,0 +1,202 @@
+metadata description = 'Flex Consumption plan and the Python function app, running as its user-assigned identity with identity-based connections only.'
+
+@description('Required. Name of the function app.')
+param name string
+
+@description('Required. Name of the Flex Consumption plan.')
+param planName string
+
+@description('Required. Azure region of the plan and the app.')
+param location string
+
+@description('Optional. Tags of the plan and the app (the app also gets azd-service-name). Defaults to {}.')
+param tags object = {}
+
+@description('Optional. azd service name in azure.yaml, written to the azd-service-name tag azd deploys by. Defaults to api.')
+param serviceName string = 'api'
+
+@description('Required. Resource id of the user-assigned identity the app runs as.')
+param identityId string
+
+@description('Required. Client id of that identity.')
+param identityClientId string
+
+@description('Required. Blob endpoint of the storage account for the host (AzureWebJobsStorage) and the deployment package, e.g. https://<account>.blob.core.windows.net/.')
+param storageBlobEndpoint string
+
+@description('Required. Queue endpoint of the same storage account.')
+param storageQueueEndpoint string
+
+@description('Required. Blob container that holds the deployment package.')
+param deploymentContainerName string
+
+@description('Required. Application Insights connection string.')
+param applicationInsightsConnectionString string
+
+@description('Required. Cosmos DB account endpoint.')
+param cosmosEndpoint string
+
+@description('Required. Cosmos DB database name.')
+param cosmosDatabaseName string
+
+@description('Required. Event Hubs fully qualified namespace, e.g. <name>.servicebus.windows.net.')
+param eventHubsFullyQualifiedNamespace string
+
+@description('Required. IoT Hub host name, e.g. <hub>.azure-devices.net (replies and twin patches to cars).')
+param iotHubHostName string
+
+@description('Optional. Public https URL of the graph_notifications function for Microsoft Graph change notifications; empty turns webhooks off (the calendar timer still syncs). Defaults to \'\'.')
+param graphNotificationUrl string = ''
+
+@description('Optional. Most instances the app scales out to. Defaults to 100.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Optional. Memory of each instance in MB. Defaults to 2048.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+// Settings that hold in Azure and, unchanged, in local.settings.json: endpoints and names, no credential.
+// Values come from parameters only: the appSettings loop below needs them known when the deployment starts.
+// Every name the code reads is declared in shared/settings.py (tests/infra checks both ways); values of settings
+// with a code default repeat that default so the portal shows the effective configuration.
+var sharedSettings = {
+  AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
+  AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
+  COSMOS_ENDPOINT: cosmosEndpoint
+  COSMOS_DATABASE: cosmosDatabaseName
+  EVENTHUB__fullyQualifiedNamespace: eventHubsFullyQualifiedNamespace
+  TELEMETRY_EVENTHUB: 'telemetry'
+  REQUESTS_EVENTHUB: 'requests'
+  IOTHUB_HOSTNAME: iotHubHostName
+  LOW_BATTERY_PERCENT: '15'
+  LOW_FUEL_PERCENT: '10'
+  MAX_CLOCK_SKEW_SECONDS: '300'
+  MOVING_SPEED_KMH: '5'
+  GRAPH_BASE_URL: '${environment().graph}v1.0'
+  GRAPH_MAX_RETRIES: '3'
+  GRAPH_NOTIFICATION_URL: graphNotificationUrl
+  GRAPH_SUBSCRIPTION_RENEW_SCHEDULE: '0 20 * * * *'
+  GRAPH_SUBSCRIPTION_RENEW_BEFORE_MINUTES: '1440'
+  CALENDAR_SYNC_SCHEDULE: '0 */15 * * * *'
+  CALENDAR_WINDOW_PAST_MINUTES: '60'
+  CALENDAR_WINDOW_DAYS: '7'
+  CALENDAR_REBASELINE_MINUTES: '360'
+  CALENDAR_PAGE_SIZE: '50'
+  AGENDA_HOURS: '24'
+  AGENDA_MAX_BYTES: '8192'
+}
+
+// Settings that only make sense in Azure: which managed identity to use. Locally the host and the SDKs fall back
+// to the developer's own sign-in (az login / azd auth login).
+var azureOnlySettings = {
+  AZURE_CLIENT_ID: identityClientId
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  EVENTHUB__credential: 'managedidentity'
+  EVENTHUB__clientId: identityClientId
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    // checkov:skip=CKV_AZURE_225: zone redundancy on Flex Consumption depends on the region and needs always-ready instances (cost at idle); off for the default
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': serviceName
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    // checkov:skip=CKV_AZURE_222: public endpoint on purpose: Microsoft Graph delivers change notifications to the app's webhook from the internet; the app has no VNet
+    // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero; always-ready instances would cost money at idle
+    // checkov:skip=CKV_AZURE_17: no client certificates: Microsoft Graph change notifications cannot present one
+    // checkov:skip=CKV_AZURE_213: no App Service health check on Flex Consumption; the host's own liveness and Application Insights cover it
+    serverFarmId: plan.id
+    httpsOnly: true
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      // Every app setting (Flex Consumption: no FUNCTIONS_WORKER_RUNTIME, no WEBSITE_RUN_FROM_PACKAGE).
+      appSettings: [for setting in items(union(sharedSettings, azureOnlySettings)): {
+        name: setting.key
+        value: setting.value
+      }]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageBlobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11' // pyproject.toml: requires-python >=3.11,<3.12
+      }
+    }
+  }
+}
+
+// No FTP or SCM basic-auth publishing: azd deploys with Entra ID.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+@description('Name of the function app.')
+output name string = functionApp.name
+
+@description('Default host name of the function app, e.g. <name>.azurewebsites.net.')
+output defaultHostName string = functionApp.properties.defaultHostName
+
+@description('The app settings that also hold locally (the Values of local.settings.json, plus the worker runtime Core Tools needs).')
+output localSettings object = union(sharedSettings, {
+  FUNCTIONS_WORKER_RUNTIME: 'python'
+})

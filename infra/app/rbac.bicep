@@ -1,0 +1,192 @@
+metadata description = 'Data-plane roles of the function app\'s identity and, optionally, of the developer who runs the app locally against Azure. Data roles only: no Owner, Contributor or User Access Administrator.'
+
+@description('Required. Object id of the function app\'s user-assigned identity.')
+param functionPrincipalId string
+
+@description('Optional. Object id of the developer or pipeline to grant the same data access for local runs (azd sets AZURE_PRINCIPAL_ID); empty grants nothing. Defaults to \'\'.')
+param userPrincipalId string = ''
+
+@description('Optional. Kind of principal userPrincipalId is. Defaults to User.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param userPrincipalType string = 'User'
+
+@description('Required. Name of the storage account.')
+param storageAccountName string
+
+@description('Required. Name of the Event Hubs namespace.')
+param eventHubNamespaceName string
+
+@description('Required. Name of the IoT Hub.')
+param iotHubName string
+
+@description('Required. Name of the Cosmos DB account.')
+param cosmosAccountName string
+
+@description('Required. Name of the Application Insights component.')
+param applicationInsightsName string
+
+// Built-in role ids: https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
+// Host storage (leases, Event Hubs checkpoints, timers), the deployment package and dead letters.
+var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+// The calendar-sync work queue (queue trigger and its poison queue).
+var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+// Event Hubs triggers.
+var eventHubsDataReceiverRoleId = 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'
+// Developers only: publish test events to the hubs.
+var eventHubsDataSenderRoleId = '2b629674-e913-4c01-ae53-ef4638d8f975'
+// Cloud-to-device messages, device twins, direct methods; developers also register devices with it.
+var iotHubDataContributorRoleId = '4fc6c259-987e-4a07-842e-c321cc9d413f'
+// Entra ID-authenticated telemetry to Application Insights (local auth is off).
+var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
+// Cosmos DB data plane (a Cosmos DB role, not an Azure RBAC one): Cosmos DB Built-in Data Contributor.
+var cosmosDataContributorRoleId = '00000000-0000-0000-0000-000000000002'
+
+var grantUser = !empty(userPrincipalId)
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource eventHubNamespace 'Microsoft.EventHub/namespaces@2024-01-01' existing = {
+  name: eventHubNamespaceName
+}
+
+resource iotHub 'Microsoft.Devices/IotHubs@2023-06-30' existing = {
+  name: iotHubName
+}
+
+resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' existing = {
+  name: cosmosAccountName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+// ---- the function app's identity ----
+
+resource functionStorageBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionPrincipalId, storageBlobDataOwnerRoleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwnerRoleId)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource functionStorageQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionPrincipalId, storageQueueDataContributorRoleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributorRoleId)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource functionEventHubsReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(eventHubNamespace.id, functionPrincipalId, eventHubsDataReceiverRoleId)
+  scope: eventHubNamespace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventHubsDataReceiverRoleId)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource functionIotHub 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(iotHub.id, functionPrincipalId, iotHubDataContributorRoleId)
+  scope: iotHub
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', iotHubDataContributorRoleId)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource functionMonitoring 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(applicationInsights.id, functionPrincipalId, monitoringMetricsPublisherRoleId)
+  scope: applicationInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisherRoleId)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource functionCosmos 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = {
+  parent: cosmos
+  name: guid(cosmos.id, functionPrincipalId, cosmosDataContributorRoleId)
+  properties: {
+    roleDefinitionId: '${cosmos.id}/sqlRoleDefinitions/${cosmosDataContributorRoleId}'
+    principalId: functionPrincipalId
+    scope: cosmos.id
+  }
+}
+
+// ---- the developer (local runs against Azure), only when userPrincipalId is set ----
+
+resource userStorageBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantUser) {
+  name: guid(storage.id, userPrincipalId, storageBlobDataOwnerRoleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwnerRoleId)
+    principalId: userPrincipalId
+    principalType: userPrincipalType
+  }
+}
+
+resource userStorageQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantUser) {
+  name: guid(storage.id, userPrincipalId, storageQueueDataContributorRoleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributorRoleId)
+    principalId: userPrincipalId
+    principalType: userPrincipalType
+  }
+}
+
+resource userEventHubsReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantUser) {
+  name: guid(eventHubNamespace.id, userPrincipalId, eventHubsDataReceiverRoleId)
+  scope: eventHubNamespace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventHubsDataReceiverRoleId)
+    principalId: userPrincipalId
+    principalType: userPrincipalType
+  }
+}
+
+resource userEventHubsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantUser) {
+  name: guid(eventHubNamespace.id, userPrincipalId, eventHubsDataSenderRoleId)
+  scope: eventHubNamespace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventHubsDataSenderRoleId)
+    principalId: userPrincipalId
+    principalType: userPrincipalType
+  }
+}
+
+resource userIotHub 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantUser) {
+  name: guid(iotHub.id, userPrincipalId, iotHubDataContributorRoleId)
+  scope: iotHub
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', iotHubDataContributorRoleId)
+    principalId: userPrincipalId
+    principalType: userPrincipalType
+  }
+}
+
+resource userCosmos 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = if (grantUser) {
+  parent: cosmos
+  name: guid(cosmos.id, userPrincipalId, cosmosDataContributorRoleId)
+  properties: {
+    roleDefinitionId: '${cosmos.id}/sqlRoleDefinitions/${cosmosDataContributorRoleId}'
+    principalId: userPrincipalId
+    scope: cosmos.id
+  }
+}

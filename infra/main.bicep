@@ -1,0 +1,313 @@
+targetScope = 'subscription'
+
+metadata description = 'The automotive cloud: cars send telemetry to IoT Hub, routes carry it to Event Hubs, Python functions on Flex Consumption store it in Cosmos DB. Every service-to-service call uses a managed identity and RBAC; no resource keeps a usable key.'
+
+@description('Required. Name of the azd environment; seeds the resource token and names the resource group.')
+@minLength(1)
+@maxLength(64)
+param environmentName string
+
+@description('Required. Azure region for every resource. It must offer Flex Consumption, IoT Hub and Cosmos DB serverless (e.g. eastus, eastus2, westus2, northeurope, westeurope, swedencentral, uksouth, australiaeast).')
+@minLength(1)
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Optional. Object id of the person or pipeline running azd (azd sets AZURE_PRINCIPAL_ID); it gets the data roles to run the app locally against these resources. Empty grants nothing. Defaults to \'\'.')
+param principalId string = ''
+
+@description('Optional. Kind of principal principalId is. Defaults to User.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
+
+@description('Optional. Grant the function app\'s identity the Microsoft Graph application permissions Calendars.Read and OnlineMeetings.ReadWrite.All. The deployer must be allowed to grant app roles (Privileged Role Administrator or Global Administrator); otherwise an admin grants them later. Defaults to false.')
+param grantGraphPermissions bool = false
+
+@description('Optional. IoT Hub tier. Defaults to S1.')
+@allowed([
+  'S1'
+  'S2'
+  'S3'
+])
+param iotHubSkuName string = 'S1'
+
+@description('Optional. IoT Hub units (S1: 400,000 messages/day each). Defaults to 1.')
+@minValue(1)
+@maxValue(200)
+param iotHubCapacity int = 1
+
+@description('Optional. Event Hubs Standard throughput units. Defaults to 1.')
+@minValue(1)
+@maxValue(40)
+param eventHubsCapacity int = 1
+
+@description('Optional. Partitions of the telemetry hub: the most function instances that read telemetry in parallel. Fixed once created. Defaults to 4.')
+@minValue(1)
+@maxValue(32)
+param telemetryPartitionCount int = 4
+
+@description('Optional. Partitions of the requests hub. Fixed once created. Defaults to 2.')
+@minValue(1)
+@maxValue(32)
+param requestsPartitionCount int = 2
+
+@description('Optional. Cosmos DB capacity mode: serverless (pay per request) or autoscale (provisioned RU/s shared by the database). Defaults to serverless.')
+@allowed([
+  'serverless'
+  'autoscale'
+])
+param cosmosCapacityMode string = 'serverless'
+
+@description('Optional. Highest RU/s of the database in autoscale mode. Defaults to 1000.')
+@minValue(1000)
+@maxValue(1000000)
+param cosmosAutoscaleMaxThroughput int = 1000
+
+@description('Optional. Default time to live in seconds by container name, overriding shared/cosmos_containers.json, e.g. { "telemetry": 604800 }. Defaults to {}.')
+param cosmosContainerTtlOverrides object = {}
+
+@description('Optional. Public https URL of the graph_notifications function, for Microsoft Graph change notifications (known after the first deployment); empty turns webhooks off and calendars sync on the timer only. Defaults to \'\'.')
+param graphNotificationUrl string = ''
+
+@description('Optional. Most instances the function app scales out to. Defaults to 100.')
+@minValue(40)
+@maxValue(1000)
+param functionMaximumInstanceCount int = 100
+
+@description('Optional. Memory of each function instance in MB. Defaults to 2048.')
+@allowed([
+  512
+  2048
+  4096
+])
+param functionInstanceMemoryMB int = 2048
+
+@description('Optional. Days Log Analytics keeps logs. Defaults to 30.')
+@minValue(30)
+@maxValue(730)
+param logRetentionInDays int = 30
+
+// The single definitions shared with the code (see shared/): containers and IoT Hub routes.
+var cosmosDefinition = loadJsonContent('../shared/cosmos_containers.json')
+var iotHubRouting = loadJsonContent('../shared/iothub_routes.json')
+
+// shared/settings.py: CONSUMER_GROUP and DEADLETTER_CONTAINER.
+var consumerGroupName = 'functions'
+var deadLetterContainerName = 'deadletter'
+// Queue the calendar sync works from; the host creates '<queue>-poison' on first failure, made here up front.
+var calendarSyncQueueName = 'calendar-sync'
+
+var abbrs = loadJsonContent('abbreviations.json')
+// Same subscription, environment and region: same names, so a second `azd up` changes nothing.
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+
+var routedEventHubs = [for route in iotHubRouting.routes: route.eventHub]
+var eventHubNames = union(routedEventHubs, [])
+var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
+var deploymentContainerName = 'app-package-${resourceToken}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module functionIdentity 'core/security/user-assigned-identity.bicep' = {
+  name: 'function-identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}func-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'core/storage/storage-account.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    containerNames: [
+      deploymentContainerName
+      deadLetterContainerName
+    ]
+    queueNames: [
+      calendarSyncQueueName
+      '${calendarSyncQueueName}-poison'
+    ]
+  }
+}
+
+module monitoring 'core/monitor/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+    retentionInDays: logRetentionInDays
+  }
+}
+
+module eventHubs 'core/messaging/event-hubs.bicep' = {
+  name: 'event-hubs'
+  scope: rg
+  params: {
+    name: '${abbrs.eventHubNamespaces}${resourceToken}'
+    location: location
+    tags: tags
+    capacity: eventHubsCapacity
+    eventHubNames: eventHubNames
+    partitionCounts: {
+      telemetry: telemetryPartitionCount
+      requests: requestsPartitionCount
+    }
+    consumerGroupName: consumerGroupName
+  }
+}
+
+module iotHub 'core/iot/iot-hub.bicep' = {
+  name: 'iot-hub'
+  scope: rg
+  params: {
+    name: '${abbrs.devicesIotHubs}${resourceToken}'
+    identityName: '${abbrs.managedIdentityUserAssignedIdentities}iot-${resourceToken}'
+    location: location
+    tags: tags
+    skuName: iotHubSkuName
+    capacity: iotHubCapacity
+    eventHubNamespaceName: eventHubs.outputs.name
+    routing: iotHubRouting
+  }
+}
+
+module cosmos 'core/database/cosmos-account.bicep' = {
+  name: 'cosmos'
+  scope: rg
+  params: {
+    name: '${abbrs.documentDBDatabaseAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    definition: cosmosDefinition
+    capacityMode: cosmosCapacityMode
+    autoscaleMaxThroughput: cosmosAutoscaleMaxThroughput
+    containerTtlOverrides: cosmosContainerTtlOverrides
+  }
+}
+
+module functionApp 'app/function-app.bicep' = {
+  name: 'function-app'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    identityId: functionIdentity.outputs.resourceId
+    identityClientId: functionIdentity.outputs.clientId
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    cosmosEndpoint: cosmos.outputs.endpoint
+    cosmosDatabaseName: cosmos.outputs.databaseName
+    eventHubsFullyQualifiedNamespace: eventHubs.outputs.fullyQualifiedNamespace
+    iotHubHostName: iotHub.outputs.hostName
+    graphNotificationUrl: graphNotificationUrl
+    maximumInstanceCount: functionMaximumInstanceCount
+    instanceMemoryMB: functionInstanceMemoryMB
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    functionPrincipalId: functionIdentity.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+    storageAccountName: storage.outputs.name
+    eventHubNamespaceName: eventHubs.outputs.name
+    iotHubName: iotHub.outputs.name
+    cosmosAccountName: cosmos.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+module graphAppRoles 'app/graph-app-roles.bicep' = if (grantGraphPermissions) {
+  name: 'graph-app-roles'
+  scope: rg
+  params: {
+    principalId: functionIdentity.outputs.principalId
+  }
+}
+
+@description('Azure region of the resources.')
+output AZURE_LOCATION string = location
+
+@description('Entra ID tenant of the subscription.')
+output AZURE_TENANT_ID string = tenant().tenantId
+
+@description('Resource group holding every resource.')
+output AZURE_RESOURCE_GROUP string = rg.name
+
+@description('Name of the function app (azd deploys the api service to it).')
+output AZURE_FUNCTION_NAME string = functionApp.outputs.name
+
+@description('HTTPS base address of the function app.')
+output AZURE_FUNCTION_URL string = 'https://${functionApp.outputs.defaultHostName}'
+
+@description('Client id of the function app\'s identity: the AppIds of the Teams application access policy.')
+output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = functionIdentity.outputs.clientId
+
+@description('Object id of the function app identity\'s service principal (for granting Graph permissions by hand).')
+output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = functionIdentity.outputs.principalId
+
+@description('Whether this deployment granted the Microsoft Graph permissions.')
+output GRAPH_PERMISSIONS_GRANTED bool = grantGraphPermissions
+
+@description('Cosmos DB account endpoint.')
+output COSMOS_ENDPOINT string = cosmos.outputs.endpoint
+
+@description('Cosmos DB database name.')
+output COSMOS_DATABASE string = cosmos.outputs.databaseName
+
+@description('IoT Hub host name cars and services connect to.')
+output IOTHUB_HOSTNAME string = iotHub.outputs.hostName
+
+@description('IoT Hub name (for az iot hub device-identity ...).')
+output IOTHUB_NAME string = iotHub.outputs.name
+
+@description('Event Hubs namespace name.')
+output EVENTHUB_NAMESPACE string = eventHubs.outputs.name
+
+@description('Event Hubs fully qualified namespace, e.g. <name>.servicebus.windows.net.')
+output EVENTHUB_FULLY_QUALIFIED_NAMESPACE string = eventHubs.outputs.fullyQualifiedNamespace
+
+@description('Storage account name.')
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+
+@description('Storage blob endpoint.')
+output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+
+@description('Storage queue endpoint.')
+output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+
+@description('Application Insights connection string (ingestion needs Entra ID: not a secret).')
+output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
+
+@description('The Values of local.settings.json (written by the postprovision hook): the app\'s settings without the managed-identity ones, so a local host uses your own sign-in.')
+output LOCAL_SETTINGS object = functionApp.outputs.localSettings

@@ -1,0 +1,249 @@
+"""The Bicep templates: they parse, follow the azd layout, describe every parameter and output, and keep the
+secure defaults the issue asks for (no shared keys, TLS 1.2, Entra ID only, Flex Consumption without the settings
+it forbids). Structure is read from pycep's parse tree, not from text, except for whole-repo bans (listKeys)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from infra_model import INFRA, ROOT, Bicep, body, condition, function, unquote
+
+EXPECTED_RESOURCE_TYPES = {
+    "Microsoft.Resources/resourceGroups",
+    "Microsoft.ManagedIdentity/userAssignedIdentities",
+    "Microsoft.Storage/storageAccounts",
+    "Microsoft.Storage/storageAccounts/blobServices/containers",
+    "Microsoft.Storage/storageAccounts/queueServices/queues",
+    "Microsoft.OperationalInsights/workspaces",
+    "Microsoft.Insights/components",
+    "Microsoft.Web/serverfarms",
+    "Microsoft.Web/sites",
+    "Microsoft.EventHub/namespaces",
+    "Microsoft.EventHub/namespaces/eventhubs",
+    "Microsoft.EventHub/namespaces/eventhubs/consumergroups",
+    "Microsoft.Devices/IotHubs",
+    "Microsoft.DocumentDB/databaseAccounts",
+    "Microsoft.DocumentDB/databaseAccounts/sqlDatabases",
+    "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers",
+    "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments",
+    "Microsoft.Authorization/roleAssignments",
+    "Microsoft.Graph/appRoleAssignedTo",
+}
+
+
+def created(bicep: dict[str, Bicep], resource_type: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(file, symbol, declaration) of every non-existing resource of `resource_type` in infra/."""
+    return [
+        (file, name, r)
+        for file, b in bicep.items()
+        for name, r in b.resources_of_type(resource_type).items()
+        if not r["existing"]
+    ]
+
+
+def the(bicep: dict[str, Bicep], resource_type: str) -> dict[str, Any]:
+    """The body of the single resource of `resource_type` infra/ creates."""
+    found = created(bicep, resource_type)
+    assert len(found) == 1, f"expected one {resource_type}, found {[(f, n) for f, n, _ in found]}"
+    return body(found[0][2])
+
+
+def test_every_bicep_file_parses_into_declarations(bicep: dict[str, Bicep], bicep_files: list[Path]) -> None:
+    # GIVEN every .bicep under infra/ WHEN parsed THEN each declares something (a parse that yields nothing
+    # would hide a grammar mismatch)
+    assert len(bicep) == len(bicep_files)
+    for file, b in bicep.items():
+        assert b.resources or b.modules, f"{file} declares no resource and no module"
+
+
+def test_infra_creates_every_resource_the_automotive_cloud_needs(bicep: dict[str, Bicep]) -> None:
+    types = {r["type"] for b in bicep.values() for r in b.resources.values() if not r["existing"]}
+    assert types >= EXPECTED_RESOURCE_TYPES, sorted(EXPECTED_RESOURCE_TYPES - types)
+
+
+def test_main_follows_the_azd_layout(main_bicep: Bicep) -> None:
+    assert main_bicep.tree["globals"]["scope"]["value"] == "subscription"
+    assert {"environmentName", "location", "principalId"} <= set(main_bicep.parameters)
+    assert function(main_bicep.var("abbrs"), "load_json_content")["file_path"] == "abbreviations.json"
+    token = main_bicep.var("resourceToken")
+    assert "unique_string" in json.dumps(token), "resourceToken must come from uniqueString(...)"
+    assert {unquote(k) for k in main_bicep.var("tags")} == {"azd-env-name"}
+    location_meta = [d for d in main_bicep.parameters["location"]["decorators"] if d["type"] == "metadata"]
+    assert location_meta
+    assert location_meta[0]["argument"] == {"azd": {"type": "location"}}
+    # every resource group-scoped module lands in the one resource group
+    assert all(body(m)["scope"] == "rg" for m in main_bicep.modules.values())
+
+
+def test_abbreviations_cover_exactly_what_main_uses(main_bicep: Bicep) -> None:
+    abbreviations = json.loads((INFRA / "abbreviations.json").read_text())
+    used = set(re.findall(r"abbrs\.(\w+)", main_bicep.text))
+    assert used == set(abbreviations), f"unused: {set(abbreviations) - used}, missing: {used - set(abbreviations)}"
+
+
+def test_parameters_file_feeds_declared_parameters_from_azd(main_bicep: Bicep) -> None:
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert set(parameters) <= set(main_bicep.parameters)
+    assert parameters["environmentName"]["value"] == "${AZURE_ENV_NAME}"
+    assert parameters["location"]["value"] == "${AZURE_LOCATION}"
+    assert parameters["principalId"]["value"] == "${AZURE_PRINCIPAL_ID}"
+    required = {n for n, p in main_bicep.parameters.items() if p.get("default") is None and p["type"] != "bool"}
+    assert required <= set(parameters), f"azd cannot fill {required - set(parameters)}"
+
+
+@pytest.mark.parametrize(
+    "file", sorted(p.relative_to(INFRA).as_posix() for p in INFRA.rglob("*.bicep")), ids=lambda f: f
+)
+def test_every_parameter_and_output_is_described_registry_style(bicep: dict[str, Bicep], file: str) -> None:
+    b = bicep[file]
+    for name, param in b.parameters.items():
+        descriptions = [d["argument"] for d in param["decorators"] if d["type"] == "description"]
+        assert descriptions, f"{file}: param {name} has no @description"
+        text = descriptions[0]
+        has_default = "default" in param and param["default"] is not None
+        if has_default:
+            assert text.startswith("Optional. "), f"{file}: param {name} has a default: 'Optional. ...'"
+            assert "Defaults to" in text, f"{file}: param {name} must say 'Defaults to X.'"
+        else:
+            assert text.startswith("Required. "), f"{file}: param {name} has no default: 'Required. ...'"
+    for name, output in b.outputs.items():
+        assert any(d["type"] == "description" for d in output["decorators"]), f"{file}: output {name} undescribed"
+
+
+def test_main_outputs_give_azd_what_it_needs(main_bicep: Bicep) -> None:
+    needed = {
+        "AZURE_LOCATION",
+        "AZURE_TENANT_ID",
+        "AZURE_RESOURCE_GROUP",
+        "AZURE_FUNCTION_NAME",
+        "AZURE_FUNCTION_IDENTITY_CLIENT_ID",
+        "COSMOS_ENDPOINT",
+        "COSMOS_DATABASE",
+        "IOTHUB_HOSTNAME",
+        "IOTHUB_NAME",
+        "EVENTHUB_NAMESPACE",
+        "LOCAL_SETTINGS",
+    }
+    assert needed <= set(main_bicep.outputs), sorted(needed - set(main_bicep.outputs))
+    assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", name) for name in main_bicep.outputs)
+    # azd and the Azure SDKs read AZURE_CLIENT_ID from the environment: an output of that name would hijack them.
+    assert "AZURE_CLIENT_ID" not in main_bicep.outputs
+
+
+def test_no_secret_is_read_or_generated_anywhere(bicep: dict[str, Bicep]) -> None:
+    banned = ["listKeys(", "listConnectionStrings(", "listkeys(", "AccountKey=", "SharedAccessKey", "@secure()"]
+    banned += ["utcNow(", "newGuid("]  # names and values must not change between two deployments
+    for file, b in bicep.items():
+        for word in banned:
+            assert word not in b.text, f"{file} contains {word}"
+
+
+def test_storage_accepts_only_entra_id_over_tls12(bicep: dict[str, Bicep]) -> None:
+    properties = the(bicep, "Microsoft.Storage/storageAccounts")["properties"]
+    assert properties["allowSharedKeyAccess"] is False
+    assert properties["allowBlobPublicAccess"] is False
+    assert properties["minimumTlsVersion"] == "TLS1_2"
+    assert properties["supportsHttpsTrafficOnly"] is True
+    assert properties["defaultToOAuthAuthentication"] is True
+
+
+def test_application_insights_accepts_only_entra_id(bicep: dict[str, Bicep]) -> None:
+    assert the(bicep, "Microsoft.Insights/components")["properties"]["DisableLocalAuth"] is True
+
+
+def test_event_hubs_is_standard_entra_id_only(bicep: dict[str, Bicep]) -> None:
+    namespace = the(bicep, "Microsoft.EventHub/namespaces")
+    assert namespace["sku"]["name"] == "Standard"
+    assert namespace["properties"]["disableLocalAuth"] is True
+    assert namespace["properties"]["minimumTlsVersion"] == "1.2"
+
+
+def test_cosmos_is_entra_id_only_and_serverless_by_default(bicep: dict[str, Bicep]) -> None:
+    account = the(bicep, "Microsoft.DocumentDB/databaseAccounts")["properties"]
+    assert account["disableLocalAuth"] is True
+    assert account["disableKeyBasedMetadataWriteAccess"] is True
+    assert account["minimalTlsVersion"] == "Tls12"
+    assert "EnableServerless" in json.dumps(account["capabilities"])
+    cosmos = bicep["core/database/cosmos-account.bicep"]
+    assert cosmos.parameters["capacityMode"]["default"] == "serverless"
+
+
+def test_iot_hub_keeps_device_keys_but_no_service_keys(bicep: dict[str, Bicep]) -> None:
+    hub = the(bicep, "Microsoft.Devices/IotHubs")
+    properties = hub["properties"]
+    assert properties["disableLocalAuth"] is True, "service-level shared access policies must be off"
+    assert properties["disableDeviceSAS"] is False, "cars authenticate with their device keys"
+    assert properties["minTlsVersion"] == "1.2"
+    assert hub["identity"]["type"] == "UserAssigned"
+    assert bicep["core/iot/iot-hub.bicep"].parameters["skuName"]["default"] == "S1"
+    assert "capacity" in bicep["core/iot/iot-hub.bicep"].parameters
+
+
+def test_function_app_runs_python311_on_flex_consumption_as_its_identity(
+    bicep: dict[str, Bicep], app_settings: dict[str, Any]
+) -> None:
+    plan = the(bicep, "Microsoft.Web/serverfarms")
+    assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
+    site = the(bicep, "Microsoft.Web/sites")
+    config = site["properties"]["functionAppConfig"]
+    assert config["runtime"] == {"name": "python", "version": "3.11"}
+    assert config["deployment"]["storage"]["authentication"]["type"] == "UserAssignedIdentity"
+    assert site["identity"]["type"] == "UserAssigned"
+    assert site["properties"]["httpsOnly"] is True
+    assert "azd-service-name" in json.dumps(site["tags"])
+    # Flex Consumption rejects these; they belong to the other plans.
+    assert not {"FUNCTIONS_WORKER_RUNTIME", "WEBSITE_RUN_FROM_PACKAGE", "FUNCTIONS_EXTENSION_VERSION"} & set(
+        app_settings
+    )
+
+
+def test_basic_auth_publishing_is_off(bicep: dict[str, Bicep]) -> None:
+    policies = created(bicep, "Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    assert {body(r)["name"] for _, _, r in policies} == {"ftp", "scm"}
+    assert all(body(r)["properties"]["allow"] is False for _, _, r in policies)
+
+
+def test_graph_permissions_are_optional_and_use_the_graph_extension(main_bicep: Bicep, module_of: Any) -> None:
+    name, declaration, graph = module_of("main.bicep", "app/graph-app-roles.bicep")
+    assert condition(declaration) == "grantGraphPermissions"
+    assert main_bicep.parameters["grantGraphPermissions"]["default"] is False
+    assert "microsoftGraphV1" in graph.tree.get("extensions", {})
+    config = json.loads((INFRA / "bicepconfig.json").read_text())
+    reference = config["extensions"]["microsoftGraphV1"]
+    assert reference.startswith("br:mcr.microsoft.com/bicep/extensions/microsoftgraph/v1.0:")
+    assert graph.var("grantedPermissions") == ["Calendars.Read", "OnlineMeetings.ReadWrite.All"]
+    (grant,) = graph.resources_of_type("Microsoft.Graph/appRoleAssignedTo").values()
+    assert body(grant)["principalId"] == "principalId"
+    graph_sp = body(graph.resources["microsoftGraph"])
+    assert graph_sp["appId"] == "microsoftGraphAppId"
+    assert graph.var("microsoftGraphAppId") == "00000003-0000-0000-c000-000000000000"
+    assert body(declaration)["params"]["principalId"] == {
+        "operator": {
+            "type": "property_accessor",
+            "operands": {
+                "operand_1": "functionIdentity",
+                "operand_2": {
+                    "operator": {
+                        "type": "property_accessor",
+                        "operands": {"operand_1": "outputs", "operand_2": "principalId"},
+                    }
+                },
+            },
+        }
+    }, f"{name} must grant the function app's identity"
+
+
+def test_azure_yaml_declares_the_python_function_service_and_the_hook() -> None:
+    text = (ROOT / "azure.yaml").read_text()
+    service = re.search(r"^services:\n  api:\n((?:    .*\n)+)", text, re.MULTILINE)
+    assert service, "azure.yaml must declare service api"
+    fields = dict(re.findall(r"^    (\w+): (\S+)$", service.group(1), re.MULTILINE))
+    assert fields == {"project": ".", "language": "python", "host": "function"}
+    hooks = re.findall(r"run: (\S+)", text)
+    assert "./infra/hooks/postprovision.sh" in hooks
+    for hook in hooks:
+        assert (ROOT / hook).is_file(), hook
