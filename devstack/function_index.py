@@ -15,4 +15,4 @@ def indexed_functions() -> dict[str, Any]:
     """Function name → the FunctionBuilder's built function (bindings, trigger, settings, user function)."""
     import function_app
 
-    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+    return {str(fn.get_function_name()): fn for fn in function_app.app.get_functions()}

@@ -198,7 +198,9 @@ class TelemetryIngestor:
                 # A previous commit's outbox may not have been written (crash, or another instance): again.
                 await self._write_outbox(doc)
             update = fold(vehicle_id, doc, messages, self.settings)
-            if update.document is None:
+            if update.document is None:  # all replays: nothing to write, but remember what was read
+                if doc is not None and etag is not None and cached is None:
+                    self.cache.put(vehicle_id, orjson.dumps(doc), etag, outbox_written=True)
                 return update
             raw = orjson.dumps(update.document)
             try:
