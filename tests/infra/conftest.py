@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,36 +101,16 @@ def app_settings(app_setting_vars: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def trigger_bindings() -> list[dict[str, Any]]:
-    """The raw bindings of every function, exactly what the host indexes.
+    """The raw bindings of every function, exactly what the host indexes (`app.get_functions()`, read once)."""
+    from devstack.function_index import indexed_functions
 
-    From `function_app.app.get_functions()` when function_app.py exists (it must import); before it lands, the
-    Event Hubs triggers that shared/settings.py implies: one per `*_EVENTHUB` setting.
-    """
-    from shared import settings
-
-    if (ROOT / "function_app.py").exists():
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))
-        function_app = importlib.import_module("function_app")
-        bindings = []
-        for fn in function_app.app.get_functions():
-            for raw in fn.get_raw_bindings():
-                binding = json.loads(raw) if isinstance(raw, str) else dict(raw)
-                binding["functionName"] = fn.get_function_name()
-                bindings.append(binding)
-        return bindings
-    return [
-        {
-            "type": "eventHubTrigger",
-            "direction": "in",
-            "eventHubName": f"%{s.name}%",
-            "consumerGroup": settings.CONSUMER_GROUP,
-            "connection": settings.EVENTHUB_CONNECTION,
-            "functionName": f"<implied by {s.name}>",
-        }
-        for s in settings.SETTINGS
-        if s.name.endswith("_EVENTHUB")
-    ]
+    bindings = []
+    for name, fn in indexed_functions().items():
+        for raw in fn.get_raw_bindings():
+            binding = json.loads(raw) if isinstance(raw, str) else dict(raw)
+            binding["functionName"] = name
+            bindings.append(binding)
+    return bindings
 
 
 @pytest.fixture(scope="session")
