@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -51,6 +52,8 @@ NOT_ALLOWED: Final = Rejection("not_allowed")
 INVALID_DTC: Final = Rejection("invalid_dtc")
 TOO_LONG: Final = Rejection("too_long")
 CLOCK_SKEW: Final = Rejection("clock_skew")
+# The driver withheld location consent: the value is not stored anywhere, only that it was withheld.
+NO_LOCATION_CONSENT: Final = Rejection("no_location_consent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +117,77 @@ class SignalRule:
         return value, None
 
 
+Checker = Callable[[Any], tuple[Any, "Rejection | None"]]
+
+
+def compile_check(rule: SignalRule) -> Checker:
+    """A closure doing exactly what `rule.check` does, with the datatype dispatch done once instead of per value.
+
+    Validation runs ten times per message; this saves the method calls and the datatype comparisons. Arrays
+    are rare and keep `rule.check`. The numeric branches mirror `SignalRule._scalar` line for line.
+    """
+    if rule.is_array:
+        return rule.check
+    base, low, high, allowed = rule.base, rule.low, rule.high, rule.allowed
+    if base == "boolean":
+
+        def boolean(value: Any) -> tuple[Any, Rejection | None]:
+            return (value, None) if type(value) is bool else (value, WRONG_TYPE)
+
+        return boolean
+    if base == "string":
+
+        def string(value: Any) -> tuple[Any, Rejection | None]:
+            if type(value) is not str:
+                return value, WRONG_TYPE
+            if len(value) > MAX_STRING_LENGTH:
+                return value, TOO_LONG
+            if allowed is not None and value not in allowed:
+                return value, NOT_ALLOWED
+            return value, None
+
+        return string
+    if base in _INT_RANGES:
+        int_low, int_high = _INT_RANGES[base]
+
+        def integer(value: Any) -> tuple[Any, Rejection | None]:
+            kind = type(value)
+            if kind is float:
+                if not value.is_integer():
+                    return value, WRONG_TYPE
+                value = int(value)
+            elif kind is not int:  # bool included: type(True) is bool
+                return value, WRONG_TYPE
+            if not int_low <= value <= int_high:
+                return value, OUT_OF_RANGE
+            if (low is not None and value < low) or (high is not None and value > high):
+                return value, OUT_OF_RANGE
+            return value, None
+
+        return integer
+    limit = _FLOAT_LIMIT.get(base, math.inf)
+    isfinite = math.isfinite
+
+    def number(value: Any) -> tuple[Any, Rejection | None]:
+        kind = type(value)
+        if kind is not float and kind is not int:
+            return value, WRONG_TYPE
+        if not isfinite(value) or abs(value) > limit:
+            return value, OUT_OF_RANGE
+        if (low is not None and value < low) or (high is not None and value > high):
+            return value, OUT_OF_RANGE
+        return value, None
+
+    return number
+
+
 class Catalogue:
     """Signal path → rule. `validate` is the hot path of ingestion: one dict lookup and one rule call."""
 
     def __init__(self, rules: dict[str, SignalRule], licence: str) -> None:
         self.rules = rules
         self.licence = licence
+        self._checks: dict[str, Checker] = {}
 
     def __contains__(self, path: object) -> bool:
         return path in self.rules
@@ -128,10 +196,13 @@ class Catalogue:
         return len(self.rules)
 
     def validate(self, path: str, value: Any) -> tuple[Any, Rejection | None]:
-        rule = self.rules.get(path)
-        if rule is None:
-            return value, UNKNOWN_SIGNAL
-        return rule.check(value)
+        check = self._checks.get(path)
+        if check is None:
+            rule = self.rules.get(path)
+            if rule is None:
+                return value, UNKNOWN_SIGNAL
+            check = self._checks[path] = compile_check(rule)
+        return check(value)
 
     @classmethod
     def from_json(cls, raw: bytes) -> Catalogue:

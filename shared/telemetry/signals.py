@@ -14,5 +14,8 @@ FUEL_LEVEL: Final = "Vehicle.Powertrain.FuelSystem.RelativeLevel"  # percent
 LOW_VOLTAGE_STATE: Final = "Vehicle.LowVoltageSystemState"  # UNDEFINED LOCK OFF ACC ON START
 DTC_LIST: Final = "Vehicle.Diagnostics.DTCList"
 
+# Every signal under this branch is a position: dropped at ingestion when location consent is withheld.
+LOCATION_BRANCH: Final = "Vehicle.CurrentLocation."
+
 IGNITION_ON: Final = frozenset({"ON", "START"})
 IGNITION_OFF: Final = frozenset({"OFF", "LOCK"})

@@ -22,6 +22,7 @@ from shared.settings import IngestionSettings
 from shared.telemetry import history, trips
 from shared.telemetry import signals as S
 from shared.telemetry.alerts import step_alerts
+from shared.telemetry.catalogue import NO_LOCATION_CONSENT
 from shared.telemetry.contract import TelemetryMessage
 
 SideDocument = tuple[str, dict[str, Any]]  # (container, document)
@@ -66,6 +67,23 @@ def _ensure_shape(doc: dict[str, Any]) -> None:
     ingest.setdefault("outbox", [])
 
 
+def location_allowed(doc: dict[str, Any]) -> bool:
+    """Location consent (`consent.location`, set through the fleet API); absent means not withheld."""
+    consent = doc.get("consent")
+    return not (isinstance(consent, dict) and consent.get("location") is False)
+
+
+def withhold_location(msg: TelemetryMessage) -> None:
+    """Drop every position signal: recorded as rejected by policy, without its value (idempotent)."""
+    for sample in msg.samples:
+        for path in [p for p in sample.signals if p.startswith(S.LOCATION_BRANCH)]:
+            del sample.signals[path]
+            sample.rejected[path] = (None, NO_LOCATION_CONSENT)
+        for path, (value, _) in list(sample.rejected.items()):
+            if value is not None and path.startswith(S.LOCATION_BRANCH):  # a rejected position is still one
+                sample.rejected[path] = (None, NO_LOCATION_CONSENT)
+
+
 def fold(
     vehicle_id: str,
     doc: dict[str, Any] | None,
@@ -81,6 +99,10 @@ def fold(
     seen: list[list[int]] = ingest["seen"]
     pending: list[dict[str, Any]] = ingest["pending"]
     cursor: str = ingest["cursor"]
+    locate = location_allowed(doc)
+    if not locate:  # positions stored before consent was withdrawn do not survive the next write either
+        for path in [p for p in signals if p.startswith(S.LOCATION_BRANCH)]:
+            del signals[path]
     view = {path: entry["value"] for path, entry in signals.items()}  # state before this batch
     side: dict[tuple[str, str], dict[str, Any]] = {}
     fresh: list[tuple[str, dict[str, Any]]] = []  # samples newer than the cursor, for derivations
@@ -100,6 +122,8 @@ def fold(
         elif high is None or (seq > high and newest >= ingest["highTs"]):
             ingest["high"], ingest["highTs"] = seq, max(newest, ingest["highTs"])
         history.seen_add(seen, seq)
+        if not locate:
+            withhold_location(msg)
         update.accepted += 1
         update.rejected_signals += msg.rejected_count
         update.samples += len(msg.samples)

@@ -186,3 +186,21 @@ def test_seen_ranges_merge_and_stay_bounded() -> None:
     assert len(ranges) == history.MAX_SEEN_RANGES
     assert history.seen_contains(ranges, 198)
     assert not history.seen_contains(ranges, 199)
+
+
+def test_without_location_consent_positions_are_dropped_and_recorded_as_withheld() -> None:
+    # GIVEN a car whose driver withheld location consent, with a position stored from before
+    doc = {"id": "car-1", "vehicleId": "car-1", "consent": {"location": False, "calendar": True}}
+    doc["state"] = {"signals": {"Vehicle.CurrentLocation.Latitude": {"value": 1.0, "ts": "2026-11-21T07:00:00.000Z"}}}
+    # WHEN it sends positions (one of them out of range) with other signals
+    doc, side = run(doc, drive(1, 0, lv="ON", speed=30.0, lat=52.5, lon=190.0))
+    # THEN no position is stored anywhere: not in state, not in history, not in the trip
+    assert not any(p.startswith("Vehicle.CurrentLocation.") for p in doc["state"]["signals"])
+    entry = doc["ingest"]["pending"][0]["samples"][0]
+    assert entry["signals"] == {"Vehicle.LowVoltageSystemState": "ON", "Vehicle.Speed": 30.0}
+    assert entry["rejected"] == {
+        "Vehicle.CurrentLocation.Latitude": {"value": None, "reason": "no_location_consent"},
+        "Vehicle.CurrentLocation.Longitude": {"value": None, "reason": "no_location_consent"},
+    }
+    assert doc["trip"]["startPosition"] is None
+    assert "52.5" not in str(doc) + str(side)
