@@ -71,6 +71,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "AGENDA_MAX_BYTES", "8192", "Upper bound of the serialised agenda (twin desired properties: 32 KB in all)."
     ),
+    Setting("LOCAL_IOTHUB_SERVICE_URL", None, "Local stack only: the local IoT Hub's service API (C2D, twins).", False),
     Setting("MOVING_SPEED_KMH", "5", "Above this speed a meeting reply is audio-only (safe-driving policy)."),
 )
 

@@ -1,0 +1,3 @@
+from devstack.graph_sandbox.server import main
+
+main()

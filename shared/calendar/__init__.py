@@ -1,0 +1,1 @@
+"""The driver's Outlook calendar in the car: delta sync into Cosmos, change notifications, the twin agenda."""

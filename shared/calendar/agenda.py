@@ -1,0 +1,71 @@
+"""The car's agenda: the next events, small enough for the device twin, sent only when it changed.
+
+Desired properties hold at most 32 KB per twin and other features share them, so the agenda keeps under
+AGENDA_MAX_BYTES (8 KB by default) and says `truncated: true` when events were left out. A twin patch merges
+objects key by key, so every key of `agenda` is always written (an absent key would keep its old value);
+`events` is an array and is replaced whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from typing import Any, Final
+
+import orjson
+
+from shared.device_messages import canonical_time
+
+SUBJECT_MAX: Final = 120
+
+
+def agenda_events(events: Iterable[dict[str, Any]], now: dt.datetime, horizon: dt.timedelta) -> list[dict[str, Any]]:
+    """Events (calendar documents) that have not ended and start within the horizon, soonest first."""
+    start_bound, end_bound = canonical_time(now), canonical_time(now + horizon)
+    chosen = [
+        e
+        for e in events
+        if not e.get("isCancelled")
+        and e.get("start")
+        and e.get("end")
+        and e["end"] > start_bound
+        and e["start"] < end_bound
+    ]
+    chosen.sort(key=lambda e: (e["start"], e["end"], e["eventId"]))
+    out = []
+    for e in chosen:
+        item: dict[str, Any] = {
+            "id": e["eventId"],
+            "subject": (e.get("subject") or "")[:SUBJECT_MAX],
+            "start": e["start"],
+            "end": e["end"],
+            "location": e.get("location"),
+            "isOnlineMeeting": bool(e.get("isOnlineMeeting")),
+            "joinUrl": e.get("joinUrl"),
+        }
+        if e.get("coordinates"):
+            item["coordinates"] = e["coordinates"]
+        out.append(item)
+    return out
+
+
+def build_agenda(items: list[dict[str, Any]], synced_at: str, max_bytes: int) -> tuple[dict[str, Any], str]:
+    """The `agenda` desired property and the hash of its content (`syncedAt` excluded: time alone is no change).
+
+    Drops events from the end until the serialised agenda fits `max_bytes` (subjects are cut to
+    SUBJECT_MAX characters first, so one long subject cannot push every other event out).
+    """
+    kept = list(items)
+    truncated = False
+    while True:
+        agenda = {"events": kept, "count": len(kept), "truncated": truncated, "syncedAt": synced_at}
+        size = len(orjson.dumps(agenda))
+        if size <= max_bytes:
+            break
+        truncated = True
+        if not kept:
+            break
+        kept = kept[:-1]
+    content = orjson.dumps({k: v for k, v in agenda.items() if k != "syncedAt"}, option=orjson.OPT_SORT_KEYS)
+    return agenda, hashlib.sha256(content).hexdigest()[:32]

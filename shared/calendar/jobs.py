@@ -1,0 +1,108 @@
+"""Per-driver sync jobs and the queue that carries them (Storage queue `calendar-sync`).
+
+A job names a driver and why it runs; it holds no calendar data, so running it twice is harmless (delta sync
+is idempotent) and any number of producers (timer, webhooks, car requests, driver link) can enqueue freely.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import orjson
+
+from shared.errors import FleetError
+
+log = logging.getLogger(__name__)
+
+SubscriptionAction = Literal["renew", "reauthorize", "recreate"]
+SUBSCRIPTION_ACTIONS: Final = ("renew", "reauthorize", "recreate")
+
+
+class InvalidJobError(FleetError):
+    """A queue message that is not a sync job (the trigger logs it and drops it: retrying cannot help)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncJob:
+    user_id: str
+    reason: str  # timer | notification | missed | request | link | unlink | renewal | lifecycle
+    full: bool = False  # start a new delta round (lifecycle `missed`, `subscriptionRemoved`)
+    subscription: SubscriptionAction | None = None
+    vehicle_id: str | None = None  # unlink: the car whose agenda to clear
+
+    def to_json(self) -> bytes:
+        body: dict[str, Any] = {"userId": self.user_id, "reason": self.reason, "full": self.full}
+        if self.subscription:
+            body["subscription"] = self.subscription
+        if self.vehicle_id:
+            body["vehicleId"] = self.vehicle_id
+        return orjson.dumps(body)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> SyncJob:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidJobError(f"not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise InvalidJobError("not a JSON object")
+        user, reason, full = body.get("userId"), body.get("reason", "unknown"), body.get("full", False)
+        action, vehicle = body.get("subscription"), body.get("vehicleId")
+        if not isinstance(user, str) or not user or not isinstance(reason, str) or not isinstance(full, bool):
+            raise InvalidJobError("userId (string), reason (string) and full (bool) expected")
+        if action is not None and action not in SUBSCRIPTION_ACTIONS:
+            raise InvalidJobError(f"unknown subscription action {action!r}")
+        if vehicle is not None and not isinstance(vehicle, str):
+            raise InvalidJobError("vehicleId must be a string")
+        return cls(user, reason, full, action, vehicle)
+
+
+class SyncQueue(ABC):
+    @abstractmethod
+    async def enqueue(self, job: SyncJob, delay_seconds: int = 0) -> None:
+        """Queue one job; `delay_seconds` keeps it invisible that long (Retry-After, coalescing)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class MemorySyncQueue(SyncQueue):
+    def __init__(self) -> None:
+        self.jobs: list[tuple[SyncJob, int]] = []
+
+    async def enqueue(self, job: SyncJob, delay_seconds: int = 0) -> None:
+        self.jobs.append((job, delay_seconds))
+
+
+class StorageSyncQueue(SyncQueue):
+    """azure-storage-queue. Messages are base64 text: the Functions queue trigger's default `messageEncoding`."""
+
+    def __init__(self, service: Any, queue_name: str) -> None:
+        self._service = service
+        self._queue = service.get_queue_client(queue_name)
+        self._created = False
+
+    async def enqueue(self, job: SyncJob, delay_seconds: int = 0) -> None:
+        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+        text = base64.b64encode(job.to_json()).decode("ascii")
+        try:
+            await self._queue.send_message(text, visibility_timeout=delay_seconds or None)
+        except ResourceNotFoundError:
+            # A fresh account (Azurite, a new deployment before the first trigger ran): create it once.
+            if self._created:
+                raise
+            log.info("queue %s did not exist; creating it", self._queue.queue_name)
+            with contextlib.suppress(ResourceExistsError):
+                await self._queue.create_queue()
+            self._created = True
+            await self._queue.send_message(text, visibility_timeout=delay_seconds or None)
+
+    async def close(self) -> None:
+        await self._queue.close()
+        await self._service.close()

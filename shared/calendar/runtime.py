@@ -1,0 +1,91 @@
+"""Process-wide wiring of the calendar, requests and driver capabilities: Azure clients from the settings.
+
+Each object is created on first use, once per process (PerLoop), so a cold start imports no Graph or IoT Hub
+SDK; the triggers call the functions below and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from shared.calendar.config import CALENDAR_SYNC_QUEUE, CalendarSettings
+from shared.calendar.documents import KIND_DRIVER
+from shared.calendar.jobs import StorageSyncQueue, SyncJob, SyncQueue
+from shared.calendar.notifications import NotificationReport, handle_notifications
+from shared.calendar.subscriptions import subscriptions_due
+from shared.calendar.sync import CalendarSync, SyncReport, utcnow
+from shared.containers import CALENDARS
+from shared.device_messages import EventHubEventLike, messages_from_events
+from shared.drivers.link import DriverLinks
+from shared.graph.runtime import graph_client_from_env
+from shared.iothub.gateway import IoTHubGateway
+from shared.meetings.service import MeetingService
+from shared.per_loop import PerLoop
+from shared.requests.processor import RequestProcessor, RequestReport
+from shared.stores.blob_deadletters import blob_dead_letters_from_env
+from shared.stores.cosmos import cosmos_store_from_env
+from shared.stores.storage_account import queue_service_client
+
+
+def _gateway_from_env() -> IoTHubGateway:
+    """The local hub's gateway when the local stack set its URL, else IoT Hub (IOTHUB_HOSTNAME)."""
+    from shared.iothub.local_gateway import SERVICE_URL_SETTING, LocalIoTHubGateway
+
+    if os.environ.get(SERVICE_URL_SETTING):
+        return LocalIoTHubGateway.from_env()
+    from shared.iothub.azure_gateway import AzureIoTHubGateway  # azure-iot-hub loads uamqp: only on first use
+
+    return AzureIoTHubGateway.from_env()
+
+
+settings = PerLoop(CalendarSettings.from_env)
+gateway: PerLoop[IoTHubGateway] = PerLoop(_gateway_from_env)
+sync_queue: PerLoop[SyncQueue] = PerLoop(lambda: StorageSyncQueue(queue_service_client(), CALENDAR_SYNC_QUEUE))
+calendar_sync = PerLoop(
+    lambda: CalendarSync(
+        cosmos_store_from_env.get(), graph_client_from_env.get(), gateway.get(), sync_queue.get(), settings.get()
+    )
+)
+request_processor = PerLoop(
+    lambda: RequestProcessor(
+        cosmos_store_from_env.get(),
+        gateway.get(),
+        blob_dead_letters_from_env.get(),
+        MeetingService(cosmos_store_from_env.get(), graph_client_from_env.get(), utcnow),
+        sync_queue.get(),
+        settings.get().moving_speed_kmh,
+    )
+)
+driver_links = PerLoop(lambda: DriverLinks(cosmos_store_from_env.get(), sync_queue.get()))
+
+
+async def run_sync_job(raw: bytes) -> SyncReport:
+    return await calendar_sync.get().run(SyncJob.from_json(raw))
+
+
+async def enqueue_all_drivers() -> int:
+    """The timer: one job per linked driver (a cross-partition query on the indexed `kind`)."""
+    store = cosmos_store_from_env.get()
+    docs = await store.query(CALENDARS, "SELECT c.userId FROM c WHERE c.kind = @kind", {"@kind": KIND_DRIVER})
+    queue = sync_queue.get()
+    for user in sorted({d["userId"] for d in docs}):
+        await queue.enqueue(SyncJob(user, "timer"))
+    return len(docs)
+
+
+async def enqueue_due_renewals() -> int:
+    """The renewal timer: one `renew` job per subscription that expires within GRAPH_SUBSCRIPTION_RENEW_BEFORE."""
+    users = await subscriptions_due(cosmos_store_from_env.get(), utcnow() + settings.get().renew_before)
+    queue = sync_queue.get()
+    for user in users:
+        await queue.enqueue(SyncJob(user, "renewal", subscription="renew"))
+    return len(users)
+
+
+async def receive_notifications(body: bytes) -> NotificationReport:
+    return await handle_notifications(body, cosmos_store_from_env.get(), sync_queue.get())
+
+
+async def handle_requests(events: Iterable[EventHubEventLike]) -> RequestReport:
+    return await request_processor.get().process(messages_from_events(events))

@@ -1,0 +1,148 @@
+"""Graph change-notification subscriptions, one per driver, kept alive well before they expire.
+
+The subscription document (calendars, id "subscription") stores the Graph subscription id, its expiry and its
+clientState. clientState is `<userId>.<random secret>`: Graph echoes it in every notification, so the webhook
+finds the driver's partition from it and then compares the whole value with the stored one in constant time.
+A forged notification cannot name a real secret; one for a replaced subscription no longer matches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from shared.calendar.config import SUBSCRIPTION_LIFETIME
+from shared.calendar.documents import KIND_SUBSCRIPTION, SUBSCRIPTION_ID
+from shared.calendar.jobs import SubscriptionAction
+from shared.containers import CALENDARS
+from shared.device_messages import canonical_time
+from shared.graph.base import GraphClient
+from shared.graph.exceptions import GraphNotFoundError
+from shared.stores.base import DocumentStore
+
+log = logging.getLogger(__name__)
+_warned_disabled = False
+
+
+def new_client_state(user_id: str) -> str:
+    return f"{user_id}.{secrets.token_urlsafe(32)}"  # ≤ 128 characters for an Entra object id
+
+
+def user_of_client_state(client_state: str) -> str | None:
+    user, dot, secret = client_state.rpartition(".")
+    return user if dot and user and secret else None
+
+
+def resource_of(user_id: str) -> str:
+    return f"/users/{user_id}/events"
+
+
+class SubscriptionManager:
+    def __init__(
+        self,
+        store: DocumentStore,
+        graph: GraphClient,
+        notification_url: str | None,
+        renew_before: dt.timedelta,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.store = store
+        self.graph = graph
+        self.notification_url = notification_url
+        self.renew_before = renew_before
+        self.clock = clock
+
+    @property
+    def enabled(self) -> bool:
+        """No public URL (local without a tunnel): no subscriptions; the timer sync covers changes."""
+        global _warned_disabled
+        if not self.notification_url and not _warned_disabled:
+            _warned_disabled = True
+            log.warning("GRAPH_NOTIFICATION_URL is not set: no Graph subscriptions, calendars sync on the timer only")
+        return bool(self.notification_url)
+
+    async def read(self, user_id: str) -> dict[str, Any] | None:
+        stored = await self.store.read(CALENDARS, user_id, SUBSCRIPTION_ID)
+        return stored.document if stored else None
+
+    async def maintain(self, user_id: str, action: SubscriptionAction | None = None) -> str:
+        """Make sure the driver has a live subscription; returns what was done (for logs and tests).
+
+        Creates one when there is none (or on `recreate`), reauthorizes on `reauthorize`, renews on `renew` or
+        when it expires within `renew_before`. A subscription Graph no longer knows is created anew.
+        """
+        if not self.enabled:
+            return "disabled"
+        doc = await self.read(user_id)
+        if doc is None:
+            return await self._create(user_id, None)
+        if action == "recreate":
+            return await self._create(user_id, doc)
+        try:
+            if action == "reauthorize":
+                await self.graph.reauthorize_subscription(doc["subscriptionId"])
+                return "reauthorized"
+            expires = dt.datetime.fromisoformat(doc["expiresAt"])
+            if action == "renew" or expires - self.clock() <= self.renew_before:
+                expires_at = canonical_time(self.clock() + SUBSCRIPTION_LIFETIME)
+                renewed = await self.graph.renew_subscription(doc["subscriptionId"], expires_at)
+                doc["expiresAt"] = renewed.expires_at
+                doc["renewedAt"] = canonical_time(self.clock())
+                await self.store.upsert(CALENDARS, doc)
+                return "renewed"
+        except GraphNotFoundError:
+            log.warning("subscription %s of %s is gone; creating a new one", doc["subscriptionId"], user_id)
+            return await self._create(user_id, doc)
+        return "kept"
+
+    async def remove(self, user_id: str) -> bool:
+        """Delete the driver's subscription in Graph and here (driver unlinked)."""
+        doc = await self.read(user_id)
+        if doc is None:
+            return False
+        await self.graph.delete_subscription(doc["subscriptionId"])
+        await self.store.delete(CALENDARS, user_id, SUBSCRIPTION_ID)
+        return True
+
+    async def due(self) -> list[str]:
+        return await subscriptions_due(self.store, self.clock() + self.renew_before)
+
+    async def _create(self, user_id: str, old: dict[str, Any] | None) -> str:
+        if old is not None:  # best effort: a stale subscription would keep notifying with a dead clientState
+            try:
+                await self.graph.delete_subscription(old["subscriptionId"])
+            except Exception:
+                log.warning("could not delete old subscription %s", old["subscriptionId"], exc_info=True)
+        assert self.notification_url is not None
+        client_state = new_client_state(user_id)
+        expires_at = canonical_time(self.clock() + SUBSCRIPTION_LIFETIME)
+        created = await self.graph.create_subscription(
+            resource_of(user_id), self.notification_url, client_state, expires_at
+        )
+        await self.store.upsert(
+            CALENDARS,
+            {
+                "id": SUBSCRIPTION_ID,
+                "userId": user_id,
+                "kind": KIND_SUBSCRIPTION,
+                "subscriptionId": created.id,
+                "resource": created.resource,
+                "clientState": client_state,
+                "expiresAt": created.expires_at,
+                "createdAt": canonical_time(self.clock()),
+            },
+        )
+        return "created" if old is None else "recreated"
+
+
+async def subscriptions_due(store: DocumentStore, before: dt.datetime) -> list[str]:
+    """Drivers whose subscription expires before `before` (the renewal timer enqueues a `renew` job each).
+
+    A cross-partition query on the indexed `kind`; the expiry is compared here (it is not indexed).
+    """
+    docs = await store.query(CALENDARS, "SELECT * FROM c WHERE c.kind = @kind", {"@kind": KIND_SUBSCRIPTION})
+    limit = canonical_time(before)
+    return sorted({d["userId"] for d in docs if d.get("expiresAt", "") <= limit})

@@ -1,0 +1,249 @@
+"""One driver's calendar sync job: Graph calendarView delta into the `calendars` container, then the agenda.
+
+A round starts with `GET /users/{id}/calendarView/delta?startDateTime&endDateTime` for the window
+(now - CALENDAR_WINDOW_PAST_MINUTES .. now + CALENDAR_WINDOW_DAYS) and follows `@odata.nextLink` pages to an
+`@odata.deltaLink`; the deltaLink is stored whole and the next job resumes from it, so a sync with no changes
+costs one Graph request. A delta round's window is fixed at its start, so once it has drifted by
+CALENDAR_REBASELINE_MINUTES a new round (a re-baseline) starts; so does a `410 Gone` / `syncStateNotFound`.
+A full round deletes the stored events it did not see again (out of the window, or deleted meanwhile).
+
+Every write is idempotent (deterministic ids, upserts), and the state is written last with an etag condition:
+a job that crashes half-way is simply run again, and of two concurrent jobs for one driver the later write
+loses harmlessly (both applied the same changes).
+
+See https://learn.microsoft.com/graph/delta-query-events
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from shared.calendar.agenda import agenda_events, build_agenda
+from shared.calendar.config import CalendarSettings
+from shared.calendar.documents import (
+    DRIVER_ID,
+    KIND_EVENT,
+    KIND_SYNC_STATE,
+    SYNC_STATE_ID,
+    event_doc_id,
+    event_document,
+)
+from shared.calendar.jobs import SyncJob, SyncQueue
+from shared.calendar.subscriptions import SubscriptionManager
+from shared.containers import CALENDARS
+from shared.device_messages import canonical_time
+from shared.errors import ConflictError, NotFoundError, PreconditionFailedError
+from shared.graph.base import GraphClient
+from shared.graph.exceptions import GraphError, SyncStateGoneError, ThrottledError
+from shared.iothub.gateway import IoTHubGateway
+from shared.stores.base import Document, DocumentStore
+
+log = logging.getLogger(__name__)
+
+MAX_PAGES: Final = 500  # a runaway nextLink chain must end; 500 pages of 50 is far beyond any real week
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(slots=True)
+class SyncReport:
+    user_id: str
+    outcome: str = "synced"  # synced | not_linked | throttled | superseded
+    full: bool = False
+    graph_requests: int = 0
+    upserted: int = 0
+    removed: int = 0
+    agenda_patched: bool = False
+    subscription: str | None = None
+
+    def as_log(self) -> str:
+        return (
+            f"user={self.user_id} outcome={self.outcome} full={self.full} requests={self.graph_requests} "
+            f"upserted={self.upserted} removed={self.removed} agenda={self.agenda_patched} "
+            f"subscription={self.subscription}"
+        )
+
+
+class CalendarSync:
+    def __init__(
+        self,
+        store: DocumentStore,
+        graph: GraphClient,
+        gateway: IoTHubGateway,
+        queue: SyncQueue,
+        settings: CalendarSettings,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.graph = graph
+        self.gateway = gateway
+        self.queue = queue
+        self.settings = settings
+        self.clock = clock
+        self.subscriptions = SubscriptionManager(store, graph, settings.notification_url, settings.renew_before, clock)
+
+    async def run(self, job: SyncJob) -> SyncReport:
+        """Run one job. Raises StoreError and transient GraphError so the queue redelivers it; on throttling
+        the job is re-queued after `Retry-After` instead (a redelivery at once would only be throttled again)."""
+        report = SyncReport(job.user_id)
+        driver = await self.store.read(CALENDARS, job.user_id, DRIVER_ID)
+        if driver is None or not driver.document.get("consent", {}).get("calendar"):
+            vehicle_id = job.vehicle_id or (driver.document.get("vehicleId") if driver else None)
+            await self._forget(job.user_id, vehicle_id, report)
+            return report
+        try:
+            report.subscription = await self.subscriptions.maintain(job.user_id, job.subscription)
+        except GraphError as exc:
+            # Notifications only make sync faster; the timer still syncs. Never let them block the sync.
+            log.warning("user %s: subscription upkeep failed: %s", job.user_id, exc)
+            report.subscription = "failed"
+        try:
+            await self._sync(job, driver.document, report)
+        except ThrottledError as exc:
+            delay = max(1, min(int(exc.retry_after_seconds + 0.999), 3600))
+            log.warning("user %s: Graph throttled (%s); job re-queued in %ss", job.user_id, exc.status, delay)
+            await self.queue.enqueue(job, delay_seconds=delay)
+            report.outcome = "throttled"
+        return report
+
+    async def _sync(self, job: SyncJob, driver: Document, report: SyncReport) -> None:
+        user = job.user_id
+        now = self.clock()
+        stored = await self.store.read(CALENDARS, user, SYNC_STATE_ID)
+        state: Document = stored.document if stored else {"id": SYNC_STATE_ID, "userId": user, "kind": KIND_SYNC_STATE}
+        full = job.full or not state.get("deltaLink") or self._drifted(state, now)
+        try:
+            events = await self._round(user, state, full, now, report)
+        except SyncStateGoneError as exc:
+            if full:
+                raise
+            log.info("user %s: delta token no longer valid (%s); full resync", user, exc.status)
+            events = await self._round(user, state, True, now, report)
+        report.full = full or report.full
+
+        state["lastSyncAt"] = canonical_time(now)
+        state["lastCounts"] = {
+            "requests": report.graph_requests,
+            "upserted": report.upserted,
+            "removed": report.removed,
+            "full": report.full,
+        }
+        # The twin first, the state (with the agenda hash) last: if the state write fails, the next job
+        # patches again, which is harmless; the other order could lose an agenda update for good.
+        if events is None:
+            events = await self._events(user)
+        agenda, agenda_hash = build_agenda(
+            agenda_events(events, now, self.settings.agenda_horizon),
+            canonical_time(now),
+            self.settings.agenda_max_bytes,
+        )
+        vehicle_id = driver.get("vehicleId")
+        if vehicle_id and agenda_hash != state.get("agendaHash"):
+            await self.gateway.patch_desired(vehicle_id, {"agenda": agenda})
+            state["agendaHash"], state["agendaVehicleId"] = agenda_hash, vehicle_id
+            report.agenda_patched = True
+        try:
+            if stored is None:
+                await self.store.create(CALENDARS, state)
+            else:
+                await self.store.replace(CALENDARS, state, stored.etag)
+        except (PreconditionFailedError, ConflictError, NotFoundError):
+            log.info("user %s: another job synced at the same time; its state stands", user)
+            report.outcome = "superseded"
+
+    def _drifted(self, state: Document, now: dt.datetime) -> bool:
+        window = state.get("window") or {}
+        try:
+            start = dt.datetime.fromisoformat(window["start"])
+        except (KeyError, TypeError, ValueError):
+            return True
+        expected_start = now - self.settings.window_past
+        return expected_start - start >= self.settings.rebaseline_after
+
+    async def _round(
+        self, user: str, state: Document, full: bool, now: dt.datetime, report: SyncReport
+    ) -> list[Document] | None:
+        """Run one delta round to its deltaLink; updates `state` in place. Returns the stored events after a
+        full round (it had to read them anyway), None after an incremental one."""
+        synced_at = canonical_time(now)
+        existing: dict[str, Document] = {}
+        link: str | None
+        if full:
+            report.full = True
+            window = {
+                "start": canonical_time(now - self.settings.window_past),
+                "end": canonical_time(now + self.settings.window_future),
+            }
+            existing = {d["id"]: d for d in await self._events(user)}
+            link = None
+        else:
+            window = state["window"]
+            link = state["deltaLink"]
+        seen: dict[str, Document] = {}
+        for _ in range(MAX_PAGES):
+            page = await self.graph.calendar_delta(
+                user, start=window["start"], end=window["end"], link=link, page_size=self.settings.page_size
+            )
+            report.graph_requests += 1
+            for event in page.events:
+                doc = event_document(user, event, synced_at)
+                seen[doc["id"]] = doc
+                old = existing.get(doc["id"])
+                if old is not None and old.get("hash") == doc["hash"]:
+                    continue
+                await self.store.upsert(CALENDARS, doc)
+                report.upserted += 1
+            for event_id in page.removed:
+                doc_id = event_doc_id(event_id)
+                seen.pop(doc_id, None)
+                existing.pop(doc_id, None)
+                if await self.store.delete(CALENDARS, user, doc_id):
+                    report.removed += 1
+            if page.next_link:
+                link = page.next_link
+                continue
+            if page.delta_link:
+                state["deltaLink"] = page.delta_link
+                break
+            raise GraphError("calendarView delta page with neither nextLink nor deltaLink")
+        else:
+            raise GraphError(f"calendarView delta did not end within {MAX_PAGES} pages")
+        state["window"] = window
+        if not full:
+            return None
+        state["baselineAt"] = synced_at
+        for doc_id in existing.keys() - seen.keys():  # not in the new round: deleted, or out of the window
+            if await self.store.delete(CALENDARS, user, doc_id):
+                report.removed += 1
+        kept = {k: v for k, v in existing.items() if k in seen}
+        kept.update(seen)
+        return list(kept.values())
+
+    async def _events(self, user: str) -> list[Document]:
+        # The partition key is in the query text too: the local Cosmos server requires it there.
+        query = "SELECT * FROM c WHERE c.userId = @user AND c.kind = @kind"
+        return list(await self.store.query(CALENDARS, query, {"@user": user, "@kind": KIND_EVENT}, partition_key=user))
+
+    async def _forget(self, user: str, vehicle_id: str | None, report: SyncReport) -> None:
+        """The driver is unlinked (or withdrew calendar consent): stop notifications, clear the car's agenda,
+        drop the stored calendar. Idempotent: a second run finds nothing left to do."""
+        report.outcome = "not_linked"
+        try:
+            if await self.subscriptions.remove(user):
+                report.subscription = "deleted"
+        except GraphError as exc:
+            log.warning("user %s: could not delete the subscription: %s", user, exc)
+        state = await self.store.read(CALENDARS, user, SYNC_STATE_ID)
+        if vehicle_id and (state is None or state.document.get("agendaHash")):
+            await self.gateway.patch_desired(vehicle_id, {"agenda": None})
+            report.agenda_patched = True
+        for doc in await self._events(user):
+            await self.store.delete(CALENDARS, user, doc["id"])
+            report.removed += 1
+        await self.store.delete(CALENDARS, user, SYNC_STATE_ID)

@@ -1,0 +1,1 @@
+"""Linking a driver (an Entra user) to a vehicle, with their consent flags."""

@@ -1,0 +1,188 @@
+"""Link and unlink a vehicle's driver.
+
+The vehicle document is the source of truth (`driver = {userId, upn, timeZone}`, `consent = {calendar,
+location}`). Telemetry ingestion replaces the same document concurrently, so the update here is a read →
+change two keys → etag-conditional replace, retried on 412, keeping every other field as read. A copy of the
+link goes to the driver's partition of `calendars` (id "driver") for the sync jobs, and a full sync job is
+queued: it creates the Graph subscription and the first agenda.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from shared.calendar.documents import DRIVER_ID, KIND_DRIVER
+from shared.calendar.jobs import SyncJob, SyncQueue
+from shared.containers import CALENDARS, VEHICLES
+from shared.device_messages import canonical_time, safe_id
+from shared.drivers.problems import Problem
+from shared.errors import ConflictError, NotFoundError, PreconditionFailedError, StoreError
+from shared.stores.base import Document, DocumentStore
+from shared.telemetry.vehicle import new_vehicle_document
+
+MAX_BODY_BYTES: Final = 4096
+MAX_RETRIES: Final = 10
+# IoT Hub device ids: up to 128 of these characters (https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-identity-registry)
+DEVICE_ID: Final = re.compile(r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$")
+UPN: Final = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,63}$")
+FIELDS: Final = frozenset({"userId", "upn", "timeZone", "consent"})
+
+
+@dataclass(frozen=True, slots=True)
+class DriverLink:
+    user_id: str
+    upn: str
+    time_zone: str
+    calendar: bool
+    location: bool
+
+    def driver(self) -> dict[str, Any]:
+        return {"userId": self.user_id, "upn": self.upn, "timeZone": self.time_zone}
+
+    def consent(self) -> dict[str, bool]:
+        return {"calendar": self.calendar, "location": self.location}
+
+
+def validate_vehicle_id(vehicle_id: str | None) -> str:
+    if not vehicle_id or not DEVICE_ID.match(vehicle_id):
+        raise Problem(400, "Invalid vehicle id", "vehicleId must be an IoT Hub device id (1-128 characters)")
+    return vehicle_id
+
+
+def parse_link(body: bytes) -> DriverLink:
+    """Validate a PUT body; every problem found is listed at once."""
+    if len(body) > MAX_BODY_BYTES:
+        raise Problem(413, "Body too large", f"at most {MAX_BODY_BYTES} bytes")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Problem(400, "Invalid JSON", "the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise Problem(400, "Invalid body", "the body must be a JSON object")
+    errors: list[dict[str, str]] = []
+
+    def fail(name: str, why: str) -> None:
+        errors.append({"field": name, "message": why})
+
+    for name in sorted(set(data) - FIELDS):
+        fail(name, "unknown field")
+    user_id, upn, zone, consent = data.get("userId"), data.get("upn"), data.get("timeZone"), data.get("consent")
+    try:
+        user_id = str(uuid.UUID(user_id)) if isinstance(user_id, str) and len(user_id) <= 64 else None
+    except ValueError:
+        user_id = None
+    if user_id is None:
+        fail("userId", "required: the driver's Entra object id (a GUID)")
+    if not isinstance(upn, str) or not UPN.match(upn):
+        fail("upn", "required: the driver's user principal name, e.g. driver@contoso.com")
+    if not isinstance(zone, str) or not _is_zone(zone):
+        fail("timeZone", "required: an IANA time zone, e.g. Europe/Berlin")
+    calendar = location = False
+    if not isinstance(consent, dict) or set(consent) - {"calendar", "location"}:
+        fail("consent", 'required: {"calendar": bool, "location": bool}')
+    else:
+        calendar, location = consent.get("calendar", False), consent.get("location", False)
+        if not isinstance(calendar, bool) or not isinstance(location, bool):
+            fail("consent", "calendar and location must be booleans")
+    if errors:
+        raise Problem(422, "Invalid driver", "the driver link is invalid", errors)
+    assert isinstance(user_id, str)
+    assert isinstance(upn, str)
+    assert isinstance(zone, str)
+    return DriverLink(user_id, upn, zone, bool(calendar), bool(location))
+
+
+def _is_zone(name: str) -> bool:
+    if not 0 < len(name) <= 64 or ".." in name or name.startswith("/"):
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+class DriverLinks:
+    def __init__(
+        self, store: DocumentStore, queue: SyncQueue, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.clock = clock
+
+    async def link(self, vehicle_id: str, link: DriverLink) -> Document:
+        """Link (or re-link) the driver; idempotent: the same PUT twice leaves the same state."""
+        previous = await self._update(vehicle_id, lambda doc: _set(doc, link))
+        now = canonical_time(self.clock())
+        old_user = (previous or {}).get("userId")
+        if old_user and old_user != link.user_id:
+            await self._drop_driver_doc(old_user, vehicle_id)
+            await self.queue.enqueue(SyncJob(old_user, "unlink", vehicle_id=vehicle_id))
+        await self.store.upsert(
+            CALENDARS,
+            {
+                "id": DRIVER_ID,
+                "userId": link.user_id,
+                "kind": KIND_DRIVER,
+                "vehicleId": vehicle_id,
+                "upn": link.upn,
+                "timeZone": link.time_zone,
+                "consent": link.consent(),
+                "linkedAt": now,
+            },
+        )
+        # Calendar consent withdrawn: the job clears the stored calendar and the car's agenda instead.
+        await self.queue.enqueue(SyncJob(link.user_id, "link", full=True))
+        return {"vehicleId": vehicle_id, "driver": link.driver(), "consent": link.consent()}
+
+    async def unlink(self, vehicle_id: str) -> bool:
+        """False when the vehicle had no driver (answered 404)."""
+        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        if stored is None or not stored.document.get("driver"):
+            return False
+        previous = await self._update(vehicle_id, _unset)
+        user = (previous or {}).get("userId")
+        if user:
+            await self._drop_driver_doc(user, vehicle_id)
+            await self.queue.enqueue(SyncJob(user, "unlink", vehicle_id=vehicle_id))
+        return previous is not None
+
+    async def _drop_driver_doc(self, user: str, vehicle_id: str) -> None:
+        doc = await self.store.read(CALENDARS, user, DRIVER_ID)
+        if doc is not None and doc.document.get("vehicleId") == vehicle_id:
+            await self.store.delete(CALENDARS, user, DRIVER_ID)
+
+    async def _update(self, vehicle_id: str, change: Callable[[Document], None]) -> dict[str, Any] | None:
+        """Apply `change` to the vehicle document with optimistic concurrency; returns the previous driver."""
+        for _ in range(MAX_RETRIES):
+            stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+            doc = stored.document if stored else new_vehicle_document(vehicle_id)
+            previous = doc.get("driver")
+            change(doc)
+            try:
+                if stored is None:
+                    await self.store.create(VEHICLES, doc)
+                else:
+                    await self.store.replace(VEHICLES, doc, stored.etag)
+            except (PreconditionFailedError, ConflictError, NotFoundError):
+                continue  # telemetry (or another link call) wrote in between: read again, apply again
+            return dict(previous) if isinstance(previous, dict) else None
+        raise StoreError(f"vehicle {vehicle_id}: document kept changing; gave up after {MAX_RETRIES} tries")
+
+
+def _set(doc: Document, link: DriverLink) -> None:
+    doc["driver"] = link.driver()
+    doc["consent"] = link.consent()
+
+
+def _unset(doc: Document) -> None:
+    doc.pop("driver", None)
+    doc.pop("consent", None)

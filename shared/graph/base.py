@@ -1,0 +1,53 @@
+"""The GraphClient interface: exactly the Graph calls the app makes, nothing more.
+
+Implementations: `MsGraphClient` (msgraph-sdk; Azure, and the local sandbox through GRAPH_BASE_URL) and test
+doubles. Every method raises GraphError subclasses, never SDK exceptions.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from shared.graph.types import DeltaPage, OnlineMeeting, Subscription
+
+
+class GraphClient(ABC):
+    @abstractmethod
+    async def calendar_delta(
+        self,
+        user_id: str,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        link: str | None = None,
+        page_size: int = 50,
+    ) -> DeltaPage:
+        """One page of `/users/{id}/calendarView/delta`: a new round for [start, end), or the page at `link`
+        (a nextLink or a stored deltaLink). Raises SyncStateGoneError when the link is no longer valid."""
+
+    @abstractmethod
+    async def create_or_get_meeting(
+        self, user_id: str, external_id: str, subject: str, start: str, end: str
+    ) -> OnlineMeeting:
+        """`POST /users/{id}/onlineMeetings/createOrGet`: the same external_id always yields the same meeting."""
+
+    @abstractmethod
+    async def create_subscription(
+        self, resource: str, notification_url: str, client_state: str, expires_at: str
+    ) -> Subscription:
+        """`POST /subscriptions` for created/updated/deleted changes; lifecycle events go to the same URL."""
+
+    @abstractmethod
+    async def renew_subscription(self, subscription_id: str, expires_at: str) -> Subscription:
+        """`PATCH /subscriptions/{id}` with a new expiry. GraphNotFoundError if it is gone."""
+
+    @abstractmethod
+    async def reauthorize_subscription(self, subscription_id: str) -> None:
+        """`POST /subscriptions/{id}/reauthorize` (answer to a `reauthorizationRequired` lifecycle event)."""
+
+    @abstractmethod
+    async def delete_subscription(self, subscription_id: str) -> None:
+        """`DELETE /subscriptions/{id}`; a subscription already gone is not an error."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,275 @@
+"""GraphClient on msgraph-sdk (async, Kiota): the one implementation used in Azure, the sandbox and the tests.
+
+The SDK is imported here only, and this module is imported only when a Graph call is about to happen (cold
+start: the SDK is ~400 MB and takes ~0.5 s to import). Pitfalls avoided (see ../shared/FINDINGS.md):
+- delta paging uses `with_url(link)` page by page, because the SDK's PageIterator drops the deltaLink;
+- `with_url()` keeps no headers, so `Prefer` is sent again on every page;
+- the SDK's retry handler retries 429/503/504 for POST too and honours `Retry-After`; every POST we send is
+  idempotent (createOrGet with an externalId), so that is safe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
+
+from shared.device_messages import canonical_time
+from shared.errors import ConfigurationError
+from shared.graph.base import GraphClient
+from shared.graph.exceptions import GraphError, GraphNotFoundError, SyncStateGoneError, ThrottledError
+from shared.graph.types import DeltaPage, GraphEvent, OnlineMeeting, Subscription
+
+if TYPE_CHECKING:
+    from msgraph.graph_service_client import GraphServiceClient
+
+GRAPH_SCOPE: Final = "https://graph.microsoft.com/.default"
+DEFAULT_BASE_URL: Final = "https://graph.microsoft.com/v1.0"
+# Graph answers these for an expired or unknown delta token (besides plain 410 Gone).
+SYNC_STATE_CODES: Final = frozenset({"syncStateNotFound", "syncStateInvalid", "resyncRequired"})
+CHANGE_TYPES: Final = "created,updated,deleted"
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class MsGraphClient(GraphClient):
+    """One instance (one connection pool, one token cache) per process: see `shared.graph.runtime`."""
+
+    def __init__(self, client: GraphServiceClient, credential: Any = None) -> None:
+        self._client = client
+        self._credential = credential
+
+    @classmethod
+    def create(cls, base_url: str | None, client_id: str | None, max_retries: int = 3) -> MsGraphClient:
+        """Real tokens from `DefaultAzureCredential` (managed identity in Azure, client secret or developer login
+        locally); no token at all only when `base_url` is a loopback address (the sandbox, tests)."""
+        from kiota_abstractions.authentication import AnonymousAuthenticationProvider, AuthenticationProvider
+        from kiota_http.middleware.options import RetryHandlerOption
+        from msgraph.graph_request_adapter import GraphRequestAdapter
+        from msgraph.graph_service_client import GraphServiceClient
+        from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
+
+        base = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        credential: Any = None
+        auth: AuthenticationProvider
+        if is_loopback_url(base):
+            auth = AnonymousAuthenticationProvider()
+        elif urlparse(base).scheme != "https":
+            raise ConfigurationError(f"GRAPH_BASE_URL must be https unless it is a loopback address: {base}")
+        else:
+            from azure.identity.aio import DefaultAzureCredential
+            from kiota_authentication_azure.azure_identity_authentication_provider import (
+                AzureIdentityAuthenticationProvider,
+            )
+
+            credential = DefaultAzureCredential(managed_identity_client_id=client_id)
+            auth = AzureIdentityAuthenticationProvider(
+                credential, scopes=[GRAPH_SCOPE], allowed_hosts=[urlparse(base).hostname or ""]
+            )
+        options: dict[str, Any] = {RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=max_retries)}
+        http = GraphClientFactory.create_with_default_middleware(options=options)
+        adapter = GraphRequestAdapter(auth, client=http)
+        adapter.base_url = base
+        return cls(GraphServiceClient(request_adapter=adapter), credential)
+
+    async def calendar_delta(
+        self,
+        user_id: str,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        link: str | None = None,
+        page_size: int = 50,
+    ) -> DeltaPage:
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import DeltaRequestBuilder
+
+        builder = self._client.users.by_user_id(user_id).calendar_view.delta
+        config: RequestConfiguration[Any] = RequestConfiguration()
+        # Immutable ids survive moves between folders; UTC times need no Windows time zone table.
+        for value in ('IdType="ImmutableId"', 'outlook.timezone="UTC"', f"odata.maxpagesize={page_size}"):
+            config.headers.add("Prefer", value)
+        if link:
+            builder = builder.with_url(link)
+        else:
+            config.query_parameters = DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
+                start_date_time=start, end_date_time=end
+            )
+        try:
+            response = await builder.get(request_configuration=config)
+        except Exception as exc:
+            raise _graph_error(exc, f"calendarView delta for {user_id}") from exc
+        if response is None:
+            raise GraphError("calendarView delta: empty response")
+        page = DeltaPage(next_link=response.odata_next_link, delta_link=response.odata_delta_link)
+        for item in response.value or []:
+            if not item.id:
+                continue
+            if (item.additional_data or {}).get("@removed") is not None:
+                page.removed.append(item.id)
+            else:
+                page.events.append(_event(item))
+        return page
+
+    async def create_or_get_meeting(
+        self, user_id: str, external_id: str, subject: str, start: str, end: str
+    ) -> OnlineMeeting:
+        from msgraph.generated.users.item.online_meetings.create_or_get.create_or_get_post_request_body import (
+            CreateOrGetPostRequestBody,
+        )
+
+        body = CreateOrGetPostRequestBody(
+            external_id=external_id,
+            subject=subject,
+            start_date_time=dt.datetime.fromisoformat(start),
+            end_date_time=dt.datetime.fromisoformat(end),
+        )
+        try:
+            meeting = await self._client.users.by_user_id(user_id).online_meetings.create_or_get.post(body)
+        except Exception as exc:
+            raise _graph_error(exc, f"onlineMeetings/createOrGet for {user_id}") from exc
+        if meeting is None or not meeting.id or not meeting.join_web_url:
+            raise GraphError("createOrGet returned no meeting id or joinWebUrl")
+        ids, audio = meeting.join_meeting_id_settings, meeting.audio_conferencing
+        return OnlineMeeting(
+            id=meeting.id,
+            join_web_url=meeting.join_web_url,
+            subject=meeting.subject,
+            join_meeting_id=ids.join_meeting_id if ids else None,
+            passcode=ids.passcode if ids else None,
+            toll_number=audio.toll_number if audio else None,
+            conference_id=audio.conference_id if audio else None,
+        )
+
+    async def create_subscription(
+        self, resource: str, notification_url: str, client_state: str, expires_at: str
+    ) -> Subscription:
+        from msgraph.generated.models.subscription import Subscription as GraphSubscription
+
+        body = GraphSubscription(
+            change_type=CHANGE_TYPES,
+            notification_url=notification_url,
+            lifecycle_notification_url=notification_url,
+            resource=resource,
+            expiration_date_time=dt.datetime.fromisoformat(expires_at),
+            client_state=client_state,
+        )
+        try:
+            created = await self._client.subscriptions.post(body)
+        except Exception as exc:
+            raise _graph_error(exc, f"create subscription on {resource}") from exc
+        return _subscription(created, resource, expires_at)
+
+    async def renew_subscription(self, subscription_id: str, expires_at: str) -> Subscription:
+        from msgraph.generated.models.subscription import Subscription as GraphSubscription
+
+        body = GraphSubscription(expiration_date_time=dt.datetime.fromisoformat(expires_at))
+        try:
+            renewed = await self._client.subscriptions.by_subscription_id(subscription_id).patch(body)
+        except Exception as exc:
+            raise _graph_error(exc, f"renew subscription {subscription_id}") from exc
+        return _subscription(renewed, "", expires_at, subscription_id)
+
+    async def reauthorize_subscription(self, subscription_id: str) -> None:
+        try:
+            await self._client.subscriptions.by_subscription_id(subscription_id).reauthorize.post()
+        except Exception as exc:
+            raise _graph_error(exc, f"reauthorize subscription {subscription_id}") from exc
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        try:
+            await self._client.subscriptions.by_subscription_id(subscription_id).delete()
+        except Exception as exc:
+            error = _graph_error(exc, f"delete subscription {subscription_id}")
+            if not isinstance(error, GraphNotFoundError):
+                raise error from exc
+
+    async def close(self) -> None:
+        if self._credential is not None:
+            await self._credential.close()
+
+
+def _utc(value: Any) -> str | None:
+    """Graph's dateTimeTimeZone ("2026-11-21T08:00:00.0000000", "UTC") → canonical UTC."""
+    if value is None or not value.date_time:
+        return None
+    text: str = value.date_time
+    head, dot, fraction = text.partition(".")
+    moment = dt.datetime.fromisoformat(head + (dot + fraction[:6] if dot else ""))
+    if moment.tzinfo is None:
+        try:
+            zone: dt.tzinfo = ZoneInfo(value.time_zone or "UTC")
+        except (KeyError, ValueError):  # a Windows zone name; we ask for UTC, so this is a fallback only
+            zone = dt.UTC
+        moment = moment.replace(tzinfo=zone)
+    return canonical_time(moment)
+
+
+def _event(item: Any) -> GraphEvent:
+    location, coordinates = item.location, item.location.coordinates if item.location else None
+    online = item.online_meeting
+    return GraphEvent(
+        id=item.id,
+        subject=item.subject,
+        start=_utc(item.start),
+        end=_utc(item.end),
+        is_all_day=bool(item.is_all_day),
+        is_cancelled=bool(item.is_cancelled),
+        location=(location.display_name or None) if location else None,
+        latitude=coordinates.latitude if coordinates else None,
+        longitude=coordinates.longitude if coordinates else None,
+        is_online_meeting=bool(item.is_online_meeting),
+        join_url=(online.join_url if online else None) or item.online_meeting_url or None,
+    )
+
+
+def _subscription(item: Any, resource: str, expires_at: str, subscription_id: str | None = None) -> Subscription:
+    if item is None or not (item.id or subscription_id):
+        raise GraphError("Graph returned no subscription")
+    expiry = item.expiration_date_time
+    return Subscription(
+        id=str(item.id or subscription_id),
+        resource=item.resource or resource,
+        expires_at=canonical_time(expiry) if expiry else expires_at,
+    )
+
+
+def _header(headers: Any, name: str) -> str | None:
+    for key, value in dict(headers or {}).items():
+        if str(key).lower() == name:
+            return str(value)
+    return None
+
+
+def _graph_error(exc: Exception, what: str) -> GraphError:
+    """Translate an SDK or transport exception into ours; the domain decides on the subclass."""
+    from kiota_abstractions.api_error import APIError
+
+    if not isinstance(exc, APIError):
+        return GraphError(f"{what}: {type(exc).__name__}: {exc}")
+    status = exc.response_status_code
+    main = getattr(exc, "error", None)
+    code = getattr(main, "code", None)
+    detail = f"{what}: {status} {code or ''} {getattr(main, 'message', '') or ''}".strip()
+    if status == 410 or code in SYNC_STATE_CODES:
+        return SyncStateGoneError(detail, status, code)
+    if status in (429, 503):
+        raw = _header(exc.response_headers, "retry-after")
+        try:
+            delay = float(raw) if raw else 30.0
+        except ValueError:
+            delay = 30.0
+        return ThrottledError(detail, status, delay)
+    if status == 404:
+        return GraphNotFoundError(detail, status, code)
+    return GraphError(detail, status, code)

@@ -1,0 +1,19 @@
+"""The process's Graph client, created on first use (importing this module imports no SDK)."""
+
+from __future__ import annotations
+
+from shared.calendar.config import number
+from shared.graph.base import GraphClient
+from shared.per_loop import PerLoop
+from shared.settings import setting
+
+
+def _client_from_env() -> GraphClient:
+    from shared.graph.msgraph_client import MsGraphClient  # msgraph-sdk: ~0.5 s, only when Graph is called
+
+    return MsGraphClient.create(
+        setting("GRAPH_BASE_URL"), setting("AZURE_CLIENT_ID"), int(number("GRAPH_MAX_RETRIES", None, 0, 10))
+    )
+
+
+graph_client_from_env: PerLoop[GraphClient] = PerLoop(_client_from_env)

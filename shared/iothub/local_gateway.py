@@ -1,0 +1,68 @@
+"""IoTHubGateway for the local stack: cloud-to-device messages and twin patches through the local IoT Hub.
+
+The local hub (devstack/iothub) serves a small service API on loopback, shaped after IoT Hub's service REST
+API (`PATCH /twins/{id}`, `POST /devices/{id}/messages/deviceBound` with `iothub-app-*` headers). Going over
+HTTP rather than calling the hub in process keeps this gateway usable from `func start`, where the functions
+run in another process. Selected when `LOCAL_IOTHUB_SERVICE_URL` is set (docs/local-stack.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
+
+import orjson
+
+from shared.errors import ConfigurationError, StoreError
+from shared.iothub.gateway import IoTHubGateway
+from shared.settings import setting
+
+if TYPE_CHECKING:
+    import aiohttp
+
+SERVICE_URL_SETTING: Final = "LOCAL_IOTHUB_SERVICE_URL"
+
+
+class LocalIoTHubGateway(IoTHubGateway):
+    def __init__(self, service_url: str) -> None:
+        self._base = service_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalIoTHubGateway:
+        url = setting(SERVICE_URL_SETTING, environ)
+        if not url:
+            raise ConfigurationError(f"{SERVICE_URL_SETTING} is not set (the local stack sets it)")
+        return cls(url)
+
+    def _client(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        return self._session
+
+    async def _call(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> None:
+        import aiohttp
+
+        try:
+            async with self._client().request(method, self._base + path, data=body, headers=dict(headers)) as resp:
+                if resp.status >= 300:
+                    raise StoreError(f"local IoT Hub {method} {path}: {resp.status} {await resp.text()}")
+        except aiohttp.ClientError as exc:
+            raise StoreError(f"local IoT Hub {method} {path}: {type(exc).__name__}") from exc
+
+    async def send_c2d(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> None:
+        headers = {f"iothub-app-{name}": value for name, value in properties.items()}
+        await self._call("POST", f"/devices/{quote(device_id, safe='')}/messages/deviceBound", body, headers)
+
+    async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
+        body = orjson.dumps({"properties": {"desired": dict(patch)}})
+        headers = {"Content-Type": "application/json"}
+        await self._call("PATCH", f"/twins/{quote(device_id, safe='')}", body, headers)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,46 @@
+"""In-memory IoTHubGateway for unit tests: records every message and merges patches like IoT Hub does."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from shared.iothub.gateway import IoTHubGateway
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    device_id: str
+    body: bytes
+    properties: dict[str, str]
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """Twin semantics: objects merge key by key, null deletes a key, anything else (arrays too) replaces."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            merge_patch(target[key], value)
+        else:
+            target[key] = orjson.loads(orjson.dumps(value))
+
+
+@dataclass
+class MemoryIoTHubGateway(IoTHubGateway):
+    sent: list[SentMessage] = field(default_factory=list)
+    desired: dict[str, dict[str, Any]] = field(default_factory=dict)
+    patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def send_c2d(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> None:
+        self.sent.append(SentMessage(device_id, bytes(body), dict(properties)))
+
+    async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
+        self.patches.append((device_id, orjson.loads(orjson.dumps(patch))))
+        merge_patch(self.desired.setdefault(device_id, {}), patch)

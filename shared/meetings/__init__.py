@@ -1,0 +1,1 @@
+"""Teams meetings for the car: join links for calendar events and ad-hoc meetings, created at most once."""

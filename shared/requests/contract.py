@@ -1,0 +1,124 @@
+"""The request/response contract v1 (docs/messages-requests.md, docs/schemas/request-v1.schema.json).
+
+Decoding never raises: any bytes become a CarRequest, a RequestError that can be answered (it has a
+requestId), or a RequestError without requestId, which cannot be correlated with anything and is
+dead-lettered instead of answered.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import orjson
+
+VERSION: Final = 1
+MAX_REQUEST_BYTES: Final = 4096
+MAX_EVENT_ID: Final = 512
+MAX_SUBJECT: Final = 255
+Action = Literal["calendar.refresh", "meeting.join", "meeting.now"]
+ACTIONS: Final[tuple[Action, ...]] = ("calendar.refresh", "meeting.join", "meeting.now")
+
+# Error codes of replies (stable: the car switches on them).
+INVALID_REQUEST: Final = "invalid_request"
+UNSUPPORTED_VERSION: Final = "unsupported_version"
+UNKNOWN_ACTION: Final = "unknown_action"
+NO_DRIVER: Final = "no_driver"
+NO_CONSENT: Final = "no_consent"
+EVENT_NOT_FOUND: Final = "event_not_found"
+UNAVAILABLE: Final = "unavailable"
+GRAPH_ERROR: Final = "graph_error"
+
+
+@dataclass(frozen=True, slots=True)
+class CarRequest:
+    request_id: str
+    action: Action
+    event_id: str | None = None
+    subject: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestError:
+    """A request that cannot be carried out; `request_id` None means it cannot even be answered."""
+
+    request_id: str | None
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    request_id: str
+    action: str | None
+    status: Literal["ok", "error"]
+    data: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @classmethod
+    def ok(cls, request: CarRequest, **data: Any) -> Reply:
+        return cls(request.request_id, request.action, "ok", data)
+
+    @classmethod
+    def error(cls, request_id: str, action: str | None, code: str, message: str) -> Reply:
+        return cls(request_id, action, "error", {}, code, message)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"v": VERSION, "requestId": self.request_id, "status": self.status}
+        if self.action:
+            body["action"] = self.action
+        body.update(self.data)
+        if self.status == "error":
+            body["error"] = {"code": self.error_code, "message": self.error_message}
+        return body
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> Reply:
+        data = {k: v for k, v in body.items() if k not in ("v", "requestId", "status", "action", "error")}
+        error = body.get("error") or {}
+        return cls(body["requestId"], body.get("action"), body["status"], data, error.get("code"), error.get("message"))
+
+
+def _request_id(body: dict[str, Any]) -> str | None:
+    raw = body.get("requestId")
+    if not isinstance(raw, str) or len(raw) > 64:
+        return None
+    try:
+        return str(uuid.UUID(raw))  # canonical lower-case form: "A1B2..." and "a1b2..." are one request
+    except ValueError:
+        return None
+
+
+def decode_request(raw: bytes) -> CarRequest | RequestError:
+    if len(raw) > MAX_REQUEST_BYTES:
+        return RequestError(None, "too_large", f"request larger than {MAX_REQUEST_BYTES} bytes")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return RequestError(None, "invalid_json", "body is not UTF-8 JSON")
+    if not isinstance(body, dict):
+        return RequestError(None, "not_an_object", "body is not a JSON object")
+    request_id = _request_id(body)
+    if request_id is None:
+        return RequestError(None, "invalid_request_id", "requestId missing or not a UUID")
+    version = body.get("v")
+    if version != VERSION or isinstance(version, bool):
+        return RequestError(request_id, UNSUPPORTED_VERSION, f"v must be {VERSION}")
+    action = body.get("action")
+    if action not in ACTIONS:
+        return RequestError(request_id, UNKNOWN_ACTION, f"action must be one of {', '.join(ACTIONS)}")
+    event_id, subject = body.get("eventId"), body.get("subject")
+    if subject is not None and (not isinstance(subject, str) or len(subject) > MAX_SUBJECT):
+        return RequestError(request_id, INVALID_REQUEST, f"subject must be a string of at most {MAX_SUBJECT}")
+    if action == "meeting.join":
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID:
+            return RequestError(request_id, INVALID_REQUEST, "meeting.join needs eventId (a non-empty string)")
+        return CarRequest(request_id, action, event_id=event_id)
+    if action == "meeting.now":
+        return CarRequest(request_id, action, subject=subject or None)
+    return CarRequest(request_id, "calendar.refresh")

@@ -1,0 +1,184 @@
+"""Carry out car requests: exactly one reply per request, at most one side effect per requestId.
+
+For each message: decode (bad bytes → error reply, or dead letter when there is no requestId to answer);
+look up the request record (`requests` container, partition `/vehicleId`, id = requestId); a replay gets the
+stored reply again and nothing else happens. Otherwise act, store the record (create: of two racing
+instances, one wins and both send the winner's reply), then send the reply as a cloud-to-device message
+with properties `type=response` and `requestId`.
+
+Failure policy: store and IoT Hub errors raise, so the Event Hubs trigger retries the batch (every step is
+idempotent). Graph being unavailable (throttled, 5xx) is answered `unavailable` and *not* stored, so the car
+may retry with the same requestId; a definitive Graph refusal (e.g. 403) is answered and stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from shared.calendar.jobs import SyncJob, SyncQueue
+from shared.containers import VEHICLES
+from shared.device_messages import DeadLetter, DeviceMessage, canonical_time, safe_id
+from shared.errors import ConflictError
+from shared.graph.exceptions import GraphError
+from shared.iothub.gateway import IoTHubGateway
+from shared.meetings.service import MeetingService
+from shared.requests import contract as C
+from shared.requests.contract import CarRequest, Reply, RequestError, decode_request
+from shared.stores.base import DeadLetterSink, Document, DocumentStore
+
+log = logging.getLogger(__name__)
+
+REQUESTS: Final = "requests"  # container; defined in shared/cosmos_containers.json
+STREAM: Final = "requests"  # dead-letter stream name
+RECORD_TTL_SECONDS: Final = 7 * 24 * 3600
+CONCURRENCY: Final = 8
+RESPONSE_PROPERTIES: Final = {"type": "response"}
+
+
+@dataclass(slots=True)
+class RequestReport:
+    replied: int = 0
+    replayed: int = 0
+    errors: int = 0
+    dead_lettered: int = 0
+
+    def as_log(self) -> str:
+        return (
+            f"replied={self.replied} replayed={self.replayed} errors={self.errors} dead_lettered={self.dead_lettered}"
+        )
+
+
+def is_moving(vehicle: Document | None, speed_limit_kmh: float) -> bool:
+    """Safe-driving policy: the latest state says the car moves (`Vehicle.IsMoving`, or `Vehicle.Speed` above
+    the limit). Unknown state counts as standing: the car itself enforces its own driving lock too."""
+    signals = ((vehicle or {}).get("state") or {}).get("signals") or {}
+    moving = (signals.get("Vehicle.IsMoving") or {}).get("value")
+    speed = (signals.get("Vehicle.Speed") or {}).get("value")
+    if moving is True:
+        return True
+    return isinstance(speed, int | float) and not isinstance(speed, bool) and speed > speed_limit_kmh
+
+
+class RequestProcessor:
+    def __init__(
+        self,
+        store: DocumentStore,
+        gateway: IoTHubGateway,
+        dead_letters: DeadLetterSink,
+        meetings: MeetingService,
+        queue: SyncQueue,
+        moving_speed_kmh: float = 5.0,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.dead_letters = dead_letters
+        self.meetings = meetings
+        self.queue = queue
+        self.moving_speed_kmh = moving_speed_kmh
+        self.clock = clock
+        self._limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def process(self, messages: Iterable[DeviceMessage]) -> RequestReport:
+        report = RequestReport()
+        await asyncio.gather(*(self._guarded(m, report) for m in messages))
+        return report
+
+    async def _guarded(self, message: DeviceMessage, report: RequestReport) -> None:
+        async with self._limit:
+            await self.handle(message, report)
+
+    async def handle(self, message: DeviceMessage, report: RequestReport) -> None:
+        if not message.device_id:
+            await self._dead_letter(message, "no_device_id", "no connection-device-id", report)
+            return
+        vehicle_id = message.device_id
+        decoded = decode_request(message.body)
+        if isinstance(decoded, RequestError):
+            if decoded.request_id is None:
+                await self._dead_letter(message, decoded.code, decoded.message, report)
+                return
+            # Deterministic for the same bytes, so a replay gets the same reply without a stored record.
+            report.errors += 1
+            await self._send(vehicle_id, Reply.error(decoded.request_id, None, decoded.code, decoded.message), report)
+            return
+        record_id = safe_id(decoded.request_id)
+        stored = await self.store.read(REQUESTS, vehicle_id, record_id)
+        if stored is not None:
+            report.replayed += 1
+            await self._send(vehicle_id, Reply.from_dict(stored.document["reply"]), report)
+            return
+        reply, keep = await self._execute(vehicle_id, decoded)
+        if keep:
+            record = {
+                "id": record_id,
+                "vehicleId": vehicle_id,
+                "requestId": decoded.request_id,
+                "action": decoded.action,
+                "reply": reply.to_dict(),
+                "createdAt": canonical_time(self.clock()),
+                "ttl": RECORD_TTL_SECONDS,
+            }
+            try:
+                await self.store.create(REQUESTS, record)
+            except ConflictError:  # another instance handled the same request first: its reply stands
+                winner = await self.store.read(REQUESTS, vehicle_id, record_id)
+                if winner is not None:
+                    reply = Reply.from_dict(winner.document["reply"])
+        if reply.status == "error":
+            report.errors += 1
+        await self._send(vehicle_id, reply, report)
+
+    async def _execute(self, vehicle_id: str, request: CarRequest) -> tuple[Reply, bool]:
+        """The reply, and whether to store it (False for `unavailable`: the car may retry the same id)."""
+        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        vehicle = stored.document if stored else None
+        driver = (vehicle or {}).get("driver") or {}
+        user_id = driver.get("userId")
+        if not user_id:
+            return Reply.error(request.request_id, request.action, C.NO_DRIVER, "no driver is linked to this car"), True
+        calendar_consent = bool(((vehicle or {}).get("consent") or {}).get("calendar"))
+        try:
+            if request.action == "calendar.refresh":
+                if not calendar_consent:
+                    return self._no_consent(request), True
+                await self.queue.enqueue(SyncJob(user_id, "request", vehicle_id=None))
+                return Reply.ok(request, queued=True), True
+            moving = is_moving(vehicle, self.moving_speed_kmh)
+            if request.action == "meeting.join":
+                if not calendar_consent:
+                    return self._no_consent(request), True
+                assert request.event_id is not None
+                info = await self.meetings.for_event(user_id, request.event_id)
+                if info is None:
+                    message = "no such event in the driver's synced calendar"
+                    return Reply.error(request.request_id, request.action, C.EVENT_NOT_FOUND, message), True
+            else:
+                info = await self.meetings.ad_hoc(user_id, vehicle_id, request.request_id, request.subject)
+        except GraphError as exc:
+            log.warning("request %s (%s): Graph failed: %s", request.request_id, request.action, exc)
+            if exc.transient:
+                message = "Microsoft 365 is unavailable; retry later with the same requestId"
+                return Reply.error(request.request_id, request.action, C.UNAVAILABLE, message), False
+            return Reply.error(request.request_id, request.action, C.GRAPH_ERROR, "Microsoft 365 refused"), True
+        data: dict[str, Any] = info.to_reply()
+        data["audioOnly"] = moving
+        return Reply.ok(request, **data), True
+
+    @staticmethod
+    def _no_consent(request: CarRequest) -> Reply:
+        return Reply.error(request.request_id, request.action, C.NO_CONSENT, "the driver has not consented")
+
+    async def _send(self, vehicle_id: str, reply: Reply, report: RequestReport) -> None:
+        properties = {**RESPONSE_PROPERTIES, "requestId": reply.request_id}
+        await self.gateway.send_c2d(vehicle_id, reply.to_json(), properties)
+        report.replied += 1
+
+    async def _dead_letter(self, message: DeviceMessage, reason: str, detail: str, report: RequestReport) -> None:
+        await self.dead_letters.put(DeadLetter(STREAM, reason, detail, message))
+        report.dead_lettered += 1

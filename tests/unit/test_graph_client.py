@@ -1,0 +1,155 @@
+"""The msgraph-sdk GraphClient against the local Graph sandbox: Graph's wire format, through the real SDK."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from devstack.graph_sandbox import GraphSandbox, serve
+from shared.device_messages import canonical_time
+from shared.errors import ConfigurationError
+from shared.graph.exceptions import GraphNotFoundError, SyncStateGoneError, ThrottledError
+from shared.graph.msgraph_client import MsGraphClient, is_loopback_url
+from tests.calendar_support import HOUR, USER
+
+ROOT = Path(__file__).parents[2]
+T = dt.datetime.now(dt.UTC).replace(microsecond=0)  # the sandbox checks subscription expiry against real time
+START, END = canonical_time(T - HOUR), canonical_time(T + 7 * 24 * HOUR)
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[tuple[GraphSandbox, MsGraphClient]]:
+    box = GraphSandbox()
+    async with serve(box) as url:
+        client = MsGraphClient.create(url, None, max_retries=1)
+        yield box, client
+        await client.close()
+
+
+def add(box: GraphSandbox, n: int) -> list[str]:
+    return [box.add_event(USER, f"event {i}", T + i * HOUR, T + (i + 1) * HOUR) for i in range(n)]
+
+
+async def test_delta_pages_follow_next_links_to_a_delta_link_with_prefer_on_every_page(sandbox):
+    box, client = sandbox
+    # GIVEN five events and pages of two
+    ids = add(box, 5)
+    # WHEN a round is read page by page
+    page = await client.calendar_delta(USER, start=START, end=END, page_size=2)
+    seen = [e.id for e in page.events]
+    while page.next_link:
+        page = await client.calendar_delta(USER, link=page.next_link, page_size=2)
+        seen += [e.id for e in page.events]
+    # THEN all events came, in three requests, ending with a deltaLink, each request with both Prefer values
+    assert seen == ids
+    assert page.delta_link
+    calls = box.calls("delta")
+    assert len(calls) == 3
+    assert calls[0].query == {"startDateTime": START, "endDateTime": END}
+    for call in calls:
+        assert 'IdType="ImmutableId"' in call.prefer
+        assert "odata.maxpagesize=2" in call.prefer
+
+
+async def test_events_are_mapped_with_utc_times_location_and_join_url(sandbox):
+    box, client = sandbox
+    box.add_event(USER, "visit", T, T + HOUR, location="Plant", latitude=47.6, longitude=-122.1, join_url="https://t/j")
+    page = await client.calendar_delta(USER, start=START, end=END)
+    (event,) = page.events
+    assert (event.subject, event.start, event.end) == ("visit", canonical_time(T), canonical_time(T + HOUR))
+    assert (event.location, event.latitude, event.longitude) == ("Plant", 47.6, -122.1)
+    assert event.is_online_meeting
+    assert event.join_url == "https://t/j"
+
+
+async def test_a_delta_link_returns_changes_and_removed_items(sandbox):
+    box, client = sandbox
+    first, second = add(box, 2)
+    link = (await client.calendar_delta(USER, start=START, end=END)).delta_link
+    box.delete_event(USER, first)
+    box.update_event(USER, second, subject="moved")
+    page = await client.calendar_delta(USER, link=link)
+    assert page.removed == [first]
+    assert [(e.id, e.subject) for e in page.events] == [(second, "moved")]
+    assert page.delta_link
+
+
+async def test_an_expired_delta_token_raises_sync_state_gone(sandbox):
+    box, client = sandbox
+    link = (await client.calendar_delta(USER, start=START, end=END)).delta_link
+    box.invalidate_delta_tokens()
+    with pytest.raises(SyncStateGoneError) as caught:
+        await client.calendar_delta(USER, link=link)
+    assert caught.value.status == 410
+
+
+async def test_429_is_retried_after_retry_after_then_succeeds(sandbox):
+    box, client = sandbox
+    add(box, 1)
+    box.fail_next("delta", 429, {"Retry-After": "1"})
+    began = time.monotonic()
+    page = await client.calendar_delta(USER, start=START, end=END)
+    assert len(page.events) == 1
+    assert time.monotonic() - began >= 0.9  # the SDK waited as told
+    assert len(box.calls("delta")) == 2
+
+
+async def test_throttling_beyond_the_sdk_retries_raises_with_retry_after(sandbox):
+    box, client = sandbox
+    box.fail_next("delta", 503, {"Retry-After": "0"}, times=3)
+    with pytest.raises(ThrottledError) as caught:
+        await client.calendar_delta(USER, start=START, end=END)
+    assert caught.value.retry_after_seconds == 0
+
+
+async def test_create_or_get_returns_the_same_meeting_for_the_same_external_id(sandbox):
+    box, client = sandbox
+    one = await client.create_or_get_meeting(USER, "ext-1", "Sync", canonical_time(T), canonical_time(T + HOUR))
+    two = await client.create_or_get_meeting(USER, "ext-1", "Sync", canonical_time(T), canonical_time(T + HOUR))
+    other = await client.create_or_get_meeting(USER, "ext-2", "Sync", canonical_time(T), canonical_time(T + HOUR))
+    assert one == two
+    assert other.id != one.id
+    assert one.join_web_url.startswith("https://teams.microsoft.com/")
+    assert one.passcode
+    assert one.toll_number
+    assert one.conference_id
+    assert len(box.meetings) == 2
+
+
+async def test_subscription_lifecycle(sandbox):
+    box, client = sandbox
+    expiry = canonical_time(T + dt.timedelta(minutes=4000))
+    sub = await client.create_subscription(f"/users/{USER}/events", "https://x.example/n", "state", expiry)
+    assert box.subscriptions[sub.id]["clientState"] == "state"
+    assert box.subscriptions[sub.id]["lifecycleNotificationUrl"] == "https://x.example/n"
+    later = canonical_time(T + dt.timedelta(minutes=4100))
+    assert (await client.renew_subscription(sub.id, later)).expires_at == later
+    await client.reauthorize_subscription(sub.id)
+    await client.delete_subscription(sub.id)
+    await client.delete_subscription(sub.id)  # gone already: not an error
+    with pytest.raises(GraphNotFoundError):
+        await client.renew_subscription(sub.id, later)
+
+
+def test_only_loopback_graph_urls_go_without_a_token() -> None:
+    assert is_loopback_url("http://127.0.0.1:1234/v1.0")
+    assert is_loopback_url("http://localhost/v1.0")
+    assert not is_loopback_url("http://graph.example/v1.0")
+    with pytest.raises(ConfigurationError):
+        MsGraphClient.create("http://graph.example/v1.0", None)
+
+
+def test_importing_the_function_app_imports_no_graph_or_iot_hub_sdk() -> None:
+    code = (
+        "import sys, function_app; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'msgraph', 'msgraph_core', 'kiota_http', 'uamqp'}"
+        " or m.startswith('azure.iot')); print(bad); assert not bad, bad"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,297 @@
+"""Car requests: one reply per request, replays answered from the record, meetings created at most once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from devstack.graph_sandbox import GraphSandbox, serve
+from shared.calendar.documents import event_doc_id
+from shared.calendar.jobs import SyncJob
+from shared.containers import CALENDARS, MEETINGS, VEHICLES
+from shared.device_messages import DeviceMessage
+from shared.graph.base import GraphClient
+from shared.graph.msgraph_client import MsGraphClient
+from shared.graph.types import OnlineMeeting
+from shared.meetings.service import MeetingService
+from shared.requests.contract import CarRequest, RequestError, decode_request
+from shared.requests.processor import REQUESTS, RequestProcessor, RequestReport, is_moving
+from shared.stores.memory import MemoryDeadLetterSink
+from tests.calendar_support import USER, VEHICLE, World
+
+EVENT = "AAMkAGevent-1="
+SCHEMAS = Path(__file__).parents[2] / "docs" / "schemas"
+REQUEST_SCHEMA = Draft202012Validator(json.loads((SCHEMAS / "request-v1.schema.json").read_text()))
+RESPONSE_SCHEMA = Draft202012Validator(json.loads((SCHEMAS / "response-v1.schema.json").read_text()))
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    box = GraphSandbox()
+    async with serve(box) as url:
+        client = MsGraphClient.create(url, None, max_retries=0)
+        w = World(box, client)
+        yield w
+        await client.close()
+
+
+def processor(w: World, letters: MemoryDeadLetterSink | None = None) -> RequestProcessor:
+    meetings = MeetingService(w.store, w.graph, w.clock)
+    return RequestProcessor(w.store, w.gateway, letters or MemoryDeadLetterSink(), meetings, w.queue, 5.0, w.clock)
+
+
+async def vehicle(w: World, speed: float | None = None, driver: bool = True, calendar: bool = True) -> None:
+    doc: dict[str, Any] = {"id": VEHICLE, "vehicleId": VEHICLE, "type": "vehicle", "state": {"signals": {}}}
+    if speed is not None:
+        doc["state"]["signals"]["Vehicle.Speed"] = {"value": speed, "ts": "2026-11-21T07:59:00.000Z"}
+    if driver:
+        doc["driver"] = {"userId": USER, "upn": "alex@contoso.example", "timeZone": "Europe/Berlin"}
+        doc["consent"] = {"calendar": calendar, "location": False}
+    await w.store.upsert(VEHICLES, doc)
+
+
+async def calendar_event(w: World, join_url: str | None = None) -> None:
+    await w.store.upsert(
+        CALENDARS,
+        {
+            "id": event_doc_id(EVENT),
+            "userId": USER,
+            "kind": "event",
+            "eventId": EVENT,
+            "subject": "Design review",
+            "start": "2026-11-21T09:00:00.000Z",
+            "end": "2026-11-21T10:00:00.000Z",
+            "joinUrl": join_url,
+        },
+    )
+
+
+def request(action: str, request_id: str | None = None, **extra: Any) -> DeviceMessage:
+    body = {"v": 1, "requestId": request_id or str(uuid.uuid4()), "action": action, **extra}
+    return DeviceMessage(orjson.dumps(body), VEHICLE, "2026-11-21T08:00:00.000Z", 1)
+
+
+async def run(w: World, *messages: DeviceMessage, letters: MemoryDeadLetterSink | None = None) -> RequestReport:
+    return await processor(w, letters).process(messages)
+
+
+def replies(w: World) -> list[dict[str, Any]]:
+    for sent in w.gateway.sent:
+        assert sent.device_id == VEHICLE
+        assert sent.properties == {"type": "response", "requestId": sent.json()["requestId"]}
+        RESPONSE_SCHEMA.validate(sent.json())  # every reply keeps the documented contract
+    return [s.json() for s in w.gateway.sent]
+
+
+async def test_meeting_join_twice_creates_one_meeting_and_gives_the_same_reply(world: World) -> None:
+    # GIVEN a linked driver and an event without a Teams link
+    await vehicle(world)
+    await calendar_event(world)
+    msg = request("meeting.join", eventId=EVENT)
+    # WHEN the same request arrives twice (a redelivery), and then a new request for the same event
+    await run(world, msg)
+    report = await run(world, msg)
+    await run(world, request("meeting.join", eventId=EVENT))
+    # THEN one meeting exists, and the replay got exactly the first reply
+    assert len(world.sandbox.meetings) == 1
+    assert len(world.sandbox.calls("createOrGet")) == 1
+    first, second, third = replies(world)
+    assert first == second
+    assert report.replayed == 1
+    assert first["status"] == "ok"
+    assert first["joinWebUrl"] == third["joinWebUrl"]
+    assert first["passcode"]
+    assert first["dialIn"]["tollNumber"]
+    assert first["dialIn"]["conferenceId"]
+    assert first["audioOnly"] is False
+    assert len(world.store.documents(MEETINGS)) == 1  # type: ignore[attr-defined]
+
+
+async def test_meeting_join_uses_the_events_own_teams_link(world: World) -> None:
+    await vehicle(world)
+    await calendar_event(world, join_url="https://teams.microsoft.com/l/meetup-join/own")
+    await run(world, request("meeting.join", eventId=EVENT))
+    (reply,) = replies(world)
+    assert reply["joinWebUrl"] == "https://teams.microsoft.com/l/meetup-join/own"
+    assert reply["source"] == "event"
+    assert world.sandbox.meetings == {}
+
+
+async def test_meeting_now_is_idempotent_by_request_id_and_audio_only_when_moving(world: World) -> None:
+    await vehicle(world, speed=50.0)
+    msg = request("meeting.now", subject="Quick call")
+    await run(world, msg)
+    world.gateway.sent.clear()
+    await world.store.delete(REQUESTS, VEHICLE, orjson.loads(msg.body)["requestId"])  # even without the record
+    await run(world, msg)
+    assert len(world.sandbox.meetings) == 1
+    (reply,) = replies(world)
+    assert reply["status"] == "ok"
+    assert reply["audioOnly"] is True
+    assert reply["subject"] == "Quick call"
+
+
+async def test_a_car_without_driver_gets_no_driver(world: World) -> None:
+    await vehicle(world, driver=False)
+    await run(world, request("calendar.refresh"))
+    (reply,) = replies(world)
+    assert reply["status"] == "error"
+    assert reply["error"]["code"] == "no_driver"
+    assert world.queue.jobs == []
+
+
+async def test_calendar_refresh_queues_one_sync_job_even_when_replayed(world: World) -> None:
+    await vehicle(world)
+    msg = request("calendar.refresh")
+    await run(world, msg, msg)
+    assert world.queue.jobs == [(SyncJob(USER, "request"), 0)]
+    assert [r["status"] for r in replies(world)] == ["ok", "ok"]
+
+
+async def test_unknown_events_and_actions_get_typed_errors(world: World) -> None:
+    await vehicle(world)
+    await run(world, request("meeting.join", eventId="nope"), request("car.fly"), request("meeting.join"))
+    codes = sorted(r["error"]["code"] for r in replies(world))
+    assert codes == ["event_not_found", "invalid_request", "unknown_action"]
+
+
+async def test_requests_without_a_request_id_are_dead_lettered_not_answered(world: World) -> None:
+    letters = MemoryDeadLetterSink()
+    bad = [b"not json", b"[]", b'{"v":1,"action":"meeting.now"}', b'{"requestId":"123"}', b"\xff" * 10]
+    report = await run(world, *(DeviceMessage(b, VEHICLE, None, i) for i, b in enumerate(bad)), letters=letters)
+    assert report.dead_lettered == len(bad)
+    assert world.gateway.sent == []
+    assert {letter.stream for letter in letters.letters.values()} == {"requests"}
+
+
+async def test_graph_unavailable_is_answered_and_not_remembered(world: World) -> None:
+    await vehicle(world)
+    world.sandbox.fail_next("createOrGet", 503, {"Retry-After": "0"})
+    msg = request("meeting.now")
+    await run(world, msg)
+    await run(world, msg)  # the car retries with the same requestId, Graph is back
+    first, second = replies(world)
+    assert first["error"]["code"] == "unavailable"
+    assert second["status"] == "ok"
+
+
+def test_moving_means_is_moving_or_faster_than_5_kmh() -> None:
+    def doc(**signals: Any) -> dict[str, Any]:
+        return {"state": {"signals": {k: {"value": v} for k, v in signals.items()}}}
+
+    assert is_moving(doc(**{"Vehicle.IsMoving": True}), 5)
+    assert is_moving(doc(**{"Vehicle.Speed": 5.1}), 5)
+    assert not is_moving(doc(**{"Vehicle.Speed": 5}), 5)
+    assert not is_moving(doc(**{"Vehicle.Speed": True}), 5)
+    assert not is_moving(None, 5)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda d: json.dumps(d).encode(),  # json: also integers beyond 64 bits
+            st.dictionaries(
+                st.sampled_from(["v", "requestId", "action", "eventId", "subject", "x"]),
+                st.one_of(
+                    st.none(),
+                    st.booleans(),
+                    st.integers(),
+                    st.text(max_size=20),
+                    st.just(str(uuid.uuid4())),
+                    st.sampled_from(["calendar.refresh", "meeting.join", "meeting.now"]),
+                ),
+            ),
+        ),
+    )
+)
+def test_any_bytes_decode_to_a_request_or_a_typed_error(raw: bytes) -> None:
+    result = decode_request(raw)
+    assert isinstance(result, CarRequest | RequestError)
+    if isinstance(result, RequestError):
+        assert result.code
+        assert result.request_id is None or uuid.UUID(result.request_id)
+
+
+@pytest.mark.parametrize("name", ["request-v1.schema.json", "response-v1.schema.json"])
+def test_the_schema_examples_are_valid(name: str) -> None:
+    schema = json.loads((SCHEMAS / name).read_text())
+    Draft202012Validator.check_schema(schema)
+    for example in schema["examples"]:
+        Draft202012Validator(schema).validate(example)
+
+
+def test_the_request_schema_examples_decode_to_requests() -> None:
+    for example in REQUEST_SCHEMA.schema["examples"]:
+        assert isinstance(decode_request(orjson.dumps(example)), CarRequest)
+
+
+class StubGraph(GraphClient):
+    """Answers createOrGet like Graph (same externalId, same meeting); nothing else is called here."""
+
+    def __init__(self) -> None:
+        self.meetings: dict[str, OnlineMeeting] = {}
+
+    async def calendar_delta(self, user_id: str, **kw: Any) -> Any:
+        raise NotImplementedError
+
+    async def create_or_get_meeting(self, user_id: str, external_id: str, subject: str, start: str, end: str) -> Any:
+        return self.meetings.setdefault(external_id, OnlineMeeting(external_id, f"https://t/{external_id}"))
+
+    async def create_subscription(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+    async def renew_subscription(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+    async def reauthorize_subscription(self, *args: Any) -> None:
+        raise NotImplementedError
+
+    async def delete_subscription(self, *args: Any) -> None:
+        raise NotImplementedError
+
+
+REQUEST_BODIES = st.one_of(
+    st.binary(max_size=300),
+    st.builds(
+        lambda d: json.dumps(d).encode(),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "v": st.one_of(st.just(1), st.integers(), st.booleans(), st.text(max_size=3)),
+                "requestId": st.one_of(st.uuids().map(str), st.text(max_size=40), st.integers()),
+                "action": st.one_of(st.sampled_from(["calendar.refresh", "meeting.join", "meeting.now"]), st.text()),
+                "eventId": st.one_of(st.just(EVENT), st.text(max_size=600), st.none(), st.integers()),
+                "subject": st.one_of(st.text(max_size=300), st.none(), st.lists(st.integers())),
+            },
+        ),
+    ),
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(REQUEST_BODIES, min_size=1, max_size=5))
+def test_any_batch_gets_exactly_one_reply_or_dead_letter_per_message(bodies: list[bytes]) -> None:
+    async def scenario() -> None:
+        w = World(GraphSandbox(), StubGraph())
+        await vehicle(w)
+        await calendar_event(w)
+        letters = MemoryDeadLetterSink()
+        messages = [DeviceMessage(b, VEHICLE, "2026-11-21T08:00:00.000Z", i) for i, b in enumerate(bodies)]
+        report = await run(w, *messages, letters=letters)
+        assert report.replied + report.dead_lettered == len(bodies)
+        assert len(w.gateway.sent) == report.replied
+        replies(w)  # every reply matches the response schema
+
+    asyncio.run(scenario())
