@@ -38,7 +38,7 @@ setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_INFRA)
 lint: $(STAMP_PY)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy function_app.py functions shared devstack
+	$(PY) -m mypy function_app.py functions shared devstack bench
 
 unit: $(STAMP_PY)
 	$(PY) -m pytest tests/unit -q
@@ -51,6 +51,9 @@ infra-check: $(STAMP_PY) $(STAMP_INFRA)
 
 test: setup lint
 	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis .local

@@ -1,0 +1,114 @@
+"""Targets, the printed table, latest.json and the comparison with bench/baseline.json.
+
+Figures are kept flat (`name -> number`) so the baseline delta is a plain per-key comparison, and each
+target names the figure it checks, its bound and its direction.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+LATEST = RESULTS / "latest.json"
+BASELINE = BENCH / "baseline.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    figure: str
+    bound: float
+    at_least: bool  # True: figure >= bound passes; False: figure <= bound passes
+    label: str
+
+    def passes(self, value: float) -> bool:
+        return value >= self.bound if self.at_least else value <= self.bound
+
+
+TARGETS = (
+    Target("cpu.steady.null.msgsPerS", 50_000, True, "CPU path steady >= 50,000 msgs/s"),
+    Target("cpu.catch-up.null.msgsPerS", 50_000, True, "CPU path catch-up >= 50,000 msgs/s"),
+    Target("rss.peakRssMb", 250, False, "peak RSS <= 250 MB streaming"),
+    Target("writes.steady.ours.writesPerMsg", 1.1, False, "Cosmos writes/msg steady <= 1.1"),
+    Target("writes.catch-up.ours.writesPerMsg", 0.25, False, "Cosmos writes/msg catch-up <= 0.25"),
+    Target("e2e.steady.ratio", 1.5, True, "end to end steady >= 1.5x naive"),
+    Target("e2e.catch-up.ratio", 5.0, True, "end to end catch-up >= 5x naive"),
+    Target("coldstart.importS", 1.0, False, "cold start (import function_app) <= 1.0 s"),
+)
+
+# (figure, label, format) rows of the table, in order; absent figures (e.g. --skip-e2e) are left out.
+ROWS: tuple[tuple[str, str, str], ...] = (
+    ("floor.msgsPerS", "floor: orjson.loads alone, msgs/s", ",.0f"),
+    ("cpu.steady.null.msgsPerS", "CPU path steady, null sink, msgs/s", ",.0f"),
+    ("cpu.steady.memory.msgsPerS", "CPU path steady, MemoryDocumentStore, msgs/s", ",.0f"),
+    ("cpu.catch-up.null.msgsPerS", "CPU path catch-up, null sink, msgs/s", ",.0f"),
+    ("cpu.catch-up.memory.msgsPerS", "CPU path catch-up, MemoryDocumentStore, msgs/s", ",.0f"),
+    ("cpu.steady.null.ratioToFloor", "CPU path steady / floor", ".3f"),
+    ("cpu.catch-up.null.ratioToFloor", "CPU path catch-up / floor", ".3f"),
+    ("rss.peakRssMb", "peak RSS streaming (MB)", ".1f"),
+    ("rss.msgsPerS", "streaming rate incl. generator, msgs/s", ",.0f"),
+    ("writes.steady.ours.writesPerMsg", "writes/msg steady, ours", ".4f"),
+    ("writes.steady.naive.writesPerMsg", "writes/msg steady, naive", ".4f"),
+    ("writes.steady.ours.bytesPerMsg", "bytes/msg steady, ours", ",.0f"),
+    ("writes.steady.naive.bytesPerMsg", "bytes/msg steady, naive", ",.0f"),
+    ("writes.catch-up.ours.writesPerMsg", "writes/msg catch-up, ours", ".4f"),
+    ("writes.catch-up.naive.writesPerMsg", "writes/msg catch-up, naive", ".4f"),
+    ("writes.catch-up.ours.bytesPerMsg", "bytes/msg catch-up, ours", ",.0f"),
+    ("writes.catch-up.naive.bytesPerMsg", "bytes/msg catch-up, naive", ",.0f"),
+    ("e2e.steady.ours.msgsPerS", "end to end steady, ours, msgs/s", ",.1f"),
+    ("e2e.steady.naive.msgsPerS", "end to end steady, naive, msgs/s", ",.1f"),
+    ("e2e.steady.ratio", "end to end steady, ours/naive", ".2f"),
+    ("e2e.catch-up.ours.msgsPerS", "end to end catch-up, ours, msgs/s", ",.1f"),
+    ("e2e.catch-up.naive.msgsPerS", "end to end catch-up, naive, msgs/s", ",.1f"),
+    ("e2e.catch-up.ratio", "end to end catch-up, ours/naive", ".2f"),
+    ("coldstart.importS", "cold start: import function_app, median s", ".3f"),
+    ("coldstart.processS", "cold start: whole process, median s", ".3f"),
+)
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+
+
+def load_baseline() -> dict[str, float] | None:
+    if not BASELINE.exists():
+        return None
+    data: dict[str, Any] = json.loads(BASELINE.read_text())
+    figures: dict[str, float] = data.get("figures", {})
+    return figures
+
+
+def render(figures: dict[str, float], baseline: dict[str, float] | None) -> str:
+    """The table (figure, value, baseline delta) followed by the targets with PASS/FAIL."""
+    lines = [f"{'figure':<50} {'value':>14} {'vs baseline':>12}", "-" * 78]
+    for key, label, fmt in ROWS:
+        if key not in figures:
+            continue
+        value = figures[key]
+        delta = ""
+        if baseline and baseline.get(key):
+            delta = f"{(value - baseline[key]) / baseline[key] * 100:+.1f}%"
+        lines.append(f"{label:<50} {format(value, fmt):>14} {delta:>12}")
+    lines += ["", "targets:"]
+    for target in TARGETS:
+        if target.figure not in figures:
+            lines.append(f"  SKIP  {target.label}")
+            continue
+        verdict = "PASS" if target.passes(figures[target.figure]) else "FAIL"
+        lines.append(f"  {verdict}  {target.label}  (measured {figures[target.figure]:,.3g})")
+    return "\n".join(lines)
+
+
+def write(figures: dict[str, float], details: dict[str, Any], path: Path = LATEST) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    verdicts = {t.label: t.passes(figures[t.figure]) for t in TARGETS if t.figure in figures}
+    document = {"machine": machine(), "figures": figures, "targets": verdicts, "details": details}
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
