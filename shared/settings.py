@@ -86,7 +86,8 @@ def setting(name: str, environ: Mapping[str, str] | None = None) -> str | None:
     return value if value else declared.default
 
 
-def _number(name: str, environ: Mapping[str, str] | None, low: float, high: float) -> float:
+def number_setting(name: str, environ: Mapping[str, str] | None, low: float, high: float) -> float:
+    """A numeric setting within [low, high]; a clear ConfigurationError otherwise."""
     raw = setting(name, environ)
     try:
         value = float(raw or "")
@@ -108,7 +109,7 @@ class IngestionSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> IngestionSettings:
         return cls(
-            low_battery_percent=_number("LOW_BATTERY_PERCENT", environ, 0, 100),
-            low_fuel_percent=_number("LOW_FUEL_PERCENT", environ, 0, 100),
-            max_clock_skew_ms=int(_number("MAX_CLOCK_SKEW_SECONDS", environ, 0, 86_400) * 1000),
+            low_battery_percent=number_setting("LOW_BATTERY_PERCENT", environ, 0, 100),
+            low_fuel_percent=number_setting("LOW_FUEL_PERCENT", environ, 0, 100),
+            max_clock_skew_ms=int(number_setting("MAX_CLOCK_SKEW_SECONDS", environ, 0, 86_400) * 1000),
         )

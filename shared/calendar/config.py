@@ -8,23 +8,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from shared.errors import ConfigurationError
+from shared.settings import number_setting as number
 from shared.settings import setting
 
 # Storage queue of per-driver sync jobs (the queue trigger names it; the timer, webhooks and requests feed it).
 CALENDAR_SYNC_QUEUE: Final = "calendar-sync"
 # Outlook event subscriptions live at most 4230 minutes; ask for a little less so clock skew never hurts.
 SUBSCRIPTION_LIFETIME: Final = dt.timedelta(minutes=4200)
-
-
-def number(name: str, environ: Mapping[str, str] | None, low: float, high: float) -> float:
-    raw = setting(name, environ)
-    try:
-        value = float(raw or "")
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)

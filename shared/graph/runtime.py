@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared.calendar.config import number
 from shared.graph.base import GraphClient
 from shared.per_loop import PerLoop
+from shared.settings import number_setting as number
 from shared.settings import setting
 
 
