@@ -10,9 +10,14 @@ STAMP_NODE := node_modules/.installed
 VENV_INFRA := .venv-infra
 STAMP_INFRA := $(VENV_INFRA)/.installed
 
-.PHONY: help setup test unit integration lint typecheck infra-check bench clean
+.PHONY: help setup test unit integration lint infra-check bench demo dev clean
+
+VEHICLES ?= 5
+DURATION ?= 60
 
 help:
+	@echo "make demo    - the whole loop offline: local stack + simulated fleet, then a report (VEHICLES=5 DURATION=60)"
+	@echo "make dev     - keep the local stack running until Ctrl-C"
 	@echo "make test    - set up everything and run lint, type checks and the whole test suite"
 	@echo "make bench   - ingestion benchmark (docs/performance.md)"
 	@echo "make lint    - ruff + mypy only"
@@ -38,7 +43,7 @@ setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_INFRA)
 lint: $(STAMP_PY)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy function_app.py functions shared devstack bench
+	$(PY) -m mypy function_app.py functions shared devstack simulator bench
 
 unit: $(STAMP_PY)
 	$(PY) -m pytest tests/unit -q
@@ -54,6 +59,12 @@ test: setup lint
 
 bench: setup
 	$(PY) -m bench
+
+demo: setup
+	$(PY) -m devstack demo --vehicles $(VEHICLES) --duration $(DURATION)
+
+dev: setup
+	$(PY) -m devstack dev --vehicles $(VEHICLES)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis .local

@@ -1,0 +1,173 @@
+"""`make demo` and `make dev`: the local stack with a simulated fleet driving through it.
+
+The simulator runs as its own process (`python -m simulator`), exactly as a developer would run it against
+IoT Hub: the device SDK does blocking work while it connects, and a separate process also proves that
+nothing is shared between the cars and the backend but the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import aiohttp
+import orjson
+
+from devstack.report import LatencyProbe, Report, build_report
+from devstack.stack import LocalStack, StackConfig
+from shared.stores.cosmos import CosmosDocumentStore
+
+log = logging.getLogger(__name__)
+ROOT: Final = Path(__file__).resolve().parent.parent
+DRAIN_SECONDS: Final = 30.0
+DEV_STATE: Final = ROOT / ".local" / "devstack.json"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    vehicles: int = 5
+    duration: float = 60.0
+    seed: int = 1
+    bad_messages: int = 3
+
+
+async def link_demo_drivers(stack: LocalStack) -> list[str]:
+    """Link the sandbox's demo drivers to the first cars through the app's own HTTP API (PUT .../driver)."""
+    from devstack.graph_sandbox import DEMO_DRIVERS
+
+    linked: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        for vehicle, (user_id, upn) in zip(stack.config.vehicles, DEMO_DRIVERS.items(), strict=False):
+            body = {"userId": user_id, "upn": upn, "timeZone": "Europe/Berlin",
+                    "consent": {"calendar": True, "location": True}}  # fmt: skip
+            url = f"{stack.http_url}/api/vehicles/{vehicle}/driver"
+            async with session.put(url, json=body) as response:
+                if response.status != 200:
+                    raise RuntimeError(f"linking {vehicle}: {response.status} {await response.text()}")
+            linked.append(vehicle)
+    return linked
+
+
+async def run_simulator(stack: LocalStack, options: DemoOptions, out_file: Path) -> list[dict[str, Any]]:
+    assert stack.tls is not None
+    strings = stack.workdir / "devices.txt"
+    strings.write_text("\n".join(stack.connection_strings) + "\n")
+    argv = [
+        "-m", "simulator", "--connection-strings", str(strings), "--ca", str(stack.tls.ca_cert),
+        "--duration", str(options.duration), "--seed", str(options.seed),
+        "--bad-messages", str(options.bad_messages), "--out", str(out_file),
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(sys.executable, *argv, cwd=ROOT)
+    try:
+        code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(process.wait(), 10)
+    if code != 0:
+        raise RuntimeError(f"the simulator exited with {code}")
+    raw = await asyncio.to_thread(out_file.read_bytes)
+    cars: list[dict[str, Any]] = orjson.loads(raw)["cars"]
+    return cars
+
+
+async def run_demo(options: DemoOptions, config: StackConfig | None = None, out: TextIO = sys.stdout) -> Report:
+    """Start the stack, drive the fleet, drain, report. Raises ServerError if a port is taken."""
+    started = time.monotonic()
+    config = config or StackConfig.demo(options.vehicles)
+    async with LocalStack(config) as stack:
+        _say(out, describe(stack))
+        calendar_cars: list[str] = []
+        if stack.graph_sandbox is not None:
+            calendar_cars = await link_demo_drivers(stack)
+            _say(out, f"drivers linked to {', '.join(calendar_cars)} (calendars from the Graph sandbox)")
+        else:
+            _say(out, "no Graph sandbox (devstack/graph_sandbox) or Graph credentials: calendar features are off")
+        store = CosmosDocumentStore.from_settings(
+            stack.environ["COSMOS_ENDPOINT"], stack.environ["COSMOS_DATABASE"], key=stack.environ["COSMOS_KEY"]
+        )
+        probe = LatencyProbe(store)
+        probe.start()
+        try:
+            cars = await run_simulator(stack, options, stack.workdir / "cars.json")
+            assert stack.host is not None
+            if not await stack.host.drain(DRAIN_SECONDS):
+                _say(out, f"warning: functions still busy after {DRAIN_SECONDS:.0f}s; the report shows what is stored")
+            await asyncio.sleep(2 * 0.25)  # one more probe round
+            report = await build_report(store, stack.storage_connection_string(), cars, probe, calendar_cars)
+        finally:
+            await probe.stop()
+            await store.close()
+    _say(out, report.to_text(time.monotonic() - started))
+    return report
+
+
+def describe(stack: LocalStack) -> str:
+    env, cfg = stack.environ, stack.config
+    assert stack.host is not None
+    ca = stack.tls.ca_cert if stack.tls else "?"
+    lines = [
+        "Local stack is up:",
+        f"  IoT Hub (devices)   mqtts://{cfg.iothub_host}:8883  (CA: {ca})",
+        f"  IoT Hub (service)   {env['LOCAL_IOTHUB_SERVICE_URL']}",
+        f"  Storage (Azurite)   blob/queue/table {cfg.blob_port}/{cfg.queue_port}/{cfg.table_port}",
+        f"  Cosmos DB           {env['COSMOS_ENDPOINT']} (database {env['COSMOS_DATABASE']})",
+        f"  Functions HTTP      {stack.http_url or '(no HTTP functions)'}/api/...",
+        f"  Functions           {', '.join(stack.host.function_names)}",
+    ]
+    if stack.graph_url:
+        lines.append(f"  Microsoft Graph     {stack.graph_url} (sandbox)")
+    return "\n".join(lines)
+
+
+async def run_dev(vehicles: int, out: TextIO = sys.stdout) -> None:
+    """Keep the stack up until Ctrl-C, with a live one-line status; connection strings go to .local/."""
+    config = StackConfig.demo(vehicles)
+    async with LocalStack(config) as stack:
+        assert stack.host is not None
+        assert stack.tls is not None
+        _say(out, describe(stack))
+        if stack.graph_sandbox is not None:
+            await link_demo_drivers(stack)
+        DEV_STATE.parent.mkdir(exist_ok=True)
+        ca_copy = DEV_STATE.parent / "iothub-ca.pem"
+        ca_copy.write_text(stack.tls.ca_pem)
+        DEV_STATE.write_bytes(orjson.dumps({"connectionStrings": stack.connection_strings, "caCert": str(ca_copy),
+                                            "environ": stack.environ}, option=orjson.OPT_INDENT_2))  # fmt: skip
+        _say(out, f"device connection strings and settings: {DEV_STATE}")
+        _say(out, "drive cars with:  .venv/bin/python -m simulator --local --duration 600   (Ctrl-C here stops all)")
+        tty = out.isatty()
+        try:
+            while True:
+                await asyncio.sleep(1.0 if tty else 30.0)
+                line = status_line(stack)
+                out.write(f"\r{line}" if tty else f"{line}\n")
+                out.flush()
+        finally:
+            for path in (DEV_STATE, ca_copy):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+def status_line(stack: LocalStack) -> str:
+    assert stack.host is not None
+    hub = stack.hub.counters
+    d2c = sum(n for k, n in hub.items() if k.startswith("d2c:"))
+    ok = sum(n for k, n in stack.host.stats.items() if k.endswith(":ok"))
+    failed = sum(n for k, n in stack.host.stats.items() if k.endswith(":failed"))
+    return (
+        f"cars online {len(stack.hub.endpoint.sessions):3d} | d2c {d2c} | backlog {stack.host.backlog()} | "
+        f"invocations ok {ok} failed {failed} | c2d {hub['c2d:delivered']} | twin patches {hub['twin:desired']}   "
+    )
+
+
+def _say(out: TextIO, text: str) -> None:
+    out.write(text + "\n")
+    out.flush()

@@ -1,0 +1,107 @@
+"""The local function host: every function of the app, each driven by its trigger's local counterpart.
+
+    host = LocalFunctionHost(indexed_functions().values(), os.environ, event_hubs, host_json=read_host_json())
+    await host.start(http_port=7071)
+    ...
+    await host.stop()
+
+The app's settings must be in `os.environ` before the app is imported: the functions read them there,
+as they do in Azure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from devstack.eventhubs import EventHubsNamespace
+from devstack.host.bindings import FunctionSpec, function_specs
+from devstack.host.eventhub_trigger import EventHubsOptions, EventHubTrigger
+from devstack.host.http_trigger import HttpHost
+from devstack.host.queue_trigger import QueueOptions, QueueTrigger
+from devstack.host.timer_trigger import TimerTrigger
+
+log = logging.getLogger(__name__)
+HOST_JSON: Final = Path(__file__).resolve().parents[2] / "host.json"
+
+
+def read_host_json(path: Path = HOST_JSON) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(path.read_bytes())
+    return data
+
+
+class LocalFunctionHost:
+    def __init__(
+        self,
+        functions: Iterable[Any],
+        environ: Mapping[str, str],
+        event_hubs: EventHubsNamespace,
+        host_json: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.host_json = dict(host_json if host_json is not None else read_host_json())
+        self.specs = function_specs(functions, environ)
+        self.stats: Counter[str] = Counter()
+        self.event_hub_triggers: list[EventHubTrigger] = []
+        self._queue_triggers: list[QueueTrigger] = []
+        self._timers: list[TimerTrigger] = []
+        http: list[FunctionSpec] = []
+        hub_options = EventHubsOptions.from_host_json(self.host_json)
+        queue_options = QueueOptions.from_host_json(self.host_json)
+        for spec in self.specs:
+            kind = spec.trigger_type
+            if kind == "eventHubTrigger":
+                self.event_hub_triggers.append(EventHubTrigger(spec, event_hubs, hub_options, self.stats))
+            elif kind == "queueTrigger":
+                self._queue_triggers.append(QueueTrigger(spec, environ, queue_options, self.stats))
+            elif kind == "timerTrigger":
+                self._timers.append(TimerTrigger(spec, self.stats))
+            elif kind == "httpTrigger":
+                http.append(spec)
+            else:
+                log.warning("%s: %s is not driven by the local host; it will not run", spec.name, kind)
+        prefix = self.host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api")
+        self.http = HttpHost(http, self.stats, prefix) if http else None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def function_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    async def start(self, http_host: str = "127.0.0.1", http_port: int = 7071) -> None:
+        if self.http is not None:
+            await self.http.start(http_host, http_port)
+        for hub_trigger in self.event_hub_triggers:
+            self._tasks += hub_trigger.tasks()
+        for queue_trigger in self._queue_triggers:
+            self._tasks += queue_trigger.tasks()
+        for timer in self._timers:
+            self._tasks += timer.tasks()
+
+    def backlog(self) -> int:
+        """Events routed to a function's hub that it has not finished yet (for idle detection and status)."""
+        return sum(t.backlog() for t in self.event_hub_triggers)
+
+    async def drain(self, seconds: float) -> bool:
+        """Wait until every Event Hubs trigger has caught up; False on timeout."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while self.backlog():
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.http is not None:
+            await self.http.stop()

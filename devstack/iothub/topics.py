@@ -1,0 +1,124 @@
+"""IoT Hub's MQTT topics for a device, and the properties IoT Hub encodes in them.
+
+Properties travel URL-encoded in the last topic level, `key=value&...`; system properties use `$.` keys
+(`$.mid` message id, `$.cid` correlation id, `$.ct` content type, `$.ce` content encoding, `$.to` the C2D
+destination). Values are percent-decoded without turning `+` into a space (as the device SDK does).
+Ref: https://learn.microsoft.com/azure/iot/iot-mqtt-connect-to-iot-hub
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import quote, unquote
+
+SYSTEM_KEYS: Final = {
+    "$.mid": "message-id",
+    "$.cid": "correlation-id",
+    "$.uid": "user-id",
+    "$.ct": "content-type",
+    "$.ce": "content-encoding",
+    "$.exp": "absolute-expiry-time",
+    "$.to": "to",
+}
+
+TWIN_RESPONSES_FILTER: Final = "$iothub/twin/res/#"
+DESIRED_PATCHES_FILTER: Final = "$iothub/twin/PATCH/properties/desired/#"
+METHODS_FILTER: Final = "$iothub/methods/POST/#"
+
+
+def c2d_filter(device_id: str) -> str:
+    return f"devices/{device_id}/messages/devicebound/#"
+
+
+def allowed_filters(device_id: str) -> frozenset[str]:
+    """The only subscriptions IoT Hub grants a device (anything else is refused)."""
+    return frozenset({c2d_filter(device_id), TWIN_RESPONSES_FILTER, DESIRED_PATCHES_FILTER, METHODS_FILTER})
+
+
+@dataclass(frozen=True)
+class Properties:
+    """A message's properties split the way IoT Hub exposes them: system (by IoT Hub name) and application."""
+
+    system: dict[str, str] = field(default_factory=dict)
+    application: dict[str, str] = field(default_factory=dict)
+
+
+def decode_properties(encoded: str) -> Properties:
+    """`$.ct=application%2Fjson&type=telemetry` → Properties(system={content-type: ...}, application={type: ...})."""
+    props = Properties()
+    for pair in filter(None, encoded.split("&")):
+        raw_key, _, raw_value = pair.partition("=")
+        key, value = unquote(raw_key), unquote(raw_value)
+        if key in SYSTEM_KEYS:
+            props.system[SYSTEM_KEYS[key]] = value
+        else:
+            props.application[key] = value
+    return props
+
+
+def encode_properties(system: Mapping[str, str], application: Mapping[str, str]) -> str:
+    """The inverse of decode_properties, system properties first."""
+    by_name = {name: key for key, name in SYSTEM_KEYS.items()}
+    pairs = [(by_name[name], value) for name, value in system.items()]
+    pairs += list(application.items())
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+
+
+_EVENTS: Final = re.compile(r"devices/(?P<device>[^/]+)/messages/events/?(?P<props>.*)")
+_TWIN: Final = re.compile(r"\$iothub/twin/(?P<method>GET|PATCH)(?P<resource>/[^?]*)?\?(?P<query>.*)")
+
+
+def parse_event_topic(topic: str) -> tuple[str, Properties] | None:
+    """A device-to-cloud topic → (device id in the topic, properties); None if it is not one."""
+    match = _EVENTS.fullmatch(topic)
+    if match is None:
+        return None
+    return unquote(match["device"]), decode_properties(match["props"])
+
+
+@dataclass(frozen=True)
+class TwinRequest:
+    method: str  # GET | PATCH
+    resource: str  # "/" for GET, "/properties/reported/" for a reported patch
+    request_id: str
+
+
+def parse_twin_topic(topic: str) -> TwinRequest | None:
+    """`$iothub/twin/GET/?$rid=7` → TwinRequest("GET", "/", "7"); None if not a twin request."""
+    match = _TWIN.fullmatch(topic)
+    if match is None:
+        return None
+    query = decode_properties(match["query"]).application
+    request_id = query.get("$rid")
+    if request_id is None:
+        return None
+    return TwinRequest(match["method"], match["resource"] or "/", request_id)
+
+
+def twin_response_topic(status: int, request_id: str, version: int | None = None) -> str:
+    topic = f"$iothub/twin/res/{status}/?$rid={quote(request_id, safe='')}"
+    return topic if version is None else f"{topic}&$version={version}"
+
+
+def desired_patch_topic(version: int) -> str:
+    return f"$iothub/twin/PATCH/properties/desired/?$version={version}"
+
+
+def c2d_topic(device_id: str, message_id: str, application: Mapping[str, str]) -> str:
+    """The topic a cloud-to-device message is delivered on, with `$.mid`, `$.to` and the app properties."""
+    system = {"message-id": message_id, "to": f"/devices/{device_id}/messages/devicebound"}
+    return f"devices/{device_id}/messages/devicebound/{encode_properties(system, application)}"
+
+
+def filter_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT wildcard match (`+` one level, `#` the rest)."""
+    parts, levels = topic_filter.split("/"), topic.split("/")
+    for index, part in enumerate(parts):
+        if part == "#":
+            return True
+        if index >= len(levels) or (part != "+" and part != levels[index]):
+            return False
+    return len(parts) == len(levels)

@@ -1,0 +1,52 @@
+"""The messages a car sends: telemetry contract v1, car requests v1, and deliberately broken ones.
+
+Telemetry v1: `{"v":1,"seq":N,"samples":[{"ts":iso,"signals":{VSS path: value}}]}` with application property
+`type=telemetry`, content type application/json, utf-8 (docs/messages.md). Requests v1:
+`{"v":1,"requestId":uuid,"action":"meeting.join","eventId":...}` with `type=request`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+import orjson
+from azure.iot.device import Message
+
+TELEMETRY: Final = "telemetry"
+REQUEST: Final = "request"
+
+# Broken telemetry the backend must dead-letter (reason codes of shared/telemetry/contract.py).
+BAD_BODIES: Final[tuple[tuple[str, bytes], ...]] = (
+    ("invalid_json", b'{"v":1,"seq":1,"samples":[{"ts":'),
+    ("invalid_envelope", b'{"v":1,"seq":"seven","samples":[]}'),
+    ("unsupported_version", b'{"v":99,"seq":1,"samples":[{"ts":"2026-01-01T00:00:00Z","signals":{}}]}'),
+)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _message(body: bytes, kind: str) -> Message:
+    message = Message(  # type: ignore[no-untyped-call]  # the SDK's Message has no annotations
+        body, message_id=str(uuid.uuid4()), content_encoding="utf-8", content_type="application/json"
+    )
+    message.custom_properties["type"] = kind
+    return message
+
+
+def telemetry(seq: int, samples: Sequence[tuple[dt.datetime, dict[str, Any]]]) -> Message:
+    body = {"v": 1, "seq": seq, "samples": [{"ts": iso(ts), "signals": signals} for ts, signals in samples]}
+    return _message(orjson.dumps(body), TELEMETRY)
+
+
+def bad_telemetry(body: bytes) -> Message:
+    return _message(body, TELEMETRY)
+
+
+def meeting_join(request_id: str, event_id: str) -> Message:
+    body = {"v": 1, "requestId": request_id, "action": "meeting.join", "eventId": event_id}
+    return _message(orjson.dumps(body), REQUEST)
