@@ -1,4 +1,4 @@
-"""The request/response contract v1 (docs/messages-requests.md, docs/schemas/request-v1.schema.json).
+"""The request/response contract v1 (docs/messages.md, docs/schemas/request-v1.schema.json).
 
 Decoding never raises: any bytes become a CarRequest, a RequestError that can be answered (it has a
 requestId), or a RequestError without requestId, which cannot be correlated with anything and is
