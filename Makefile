@@ -10,7 +10,7 @@ STAMP_NODE := node_modules/.installed
 VENV_INFRA := .venv-infra
 STAMP_INFRA := $(VENV_INFRA)/.installed
 
-.PHONY: help setup test unit integration lint infra-check bench demo dev clean
+.PHONY: help setup chromium test unit integration lint infra-check bench demo dev clean
 
 VEHICLES ?= 5
 DURATION ?= 60
@@ -38,7 +38,14 @@ $(STAMP_INFRA): requirements-infra.txt
 	$(VENV_INFRA)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
 	touch $@
 
-setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_INFRA)
+# The dashboard's end-to-end test drives Debian's Chromium (never a downloaded browser build).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO="sudo -n"; else SUDO=false; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	  || echo "could not install chromium (apt-get, as root): the dashboard e2e test will be skipped outside CI"; }
+
+setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_INFRA) chromium
 
 lint: $(STAMP_PY)
 	$(PY) -m ruff check .

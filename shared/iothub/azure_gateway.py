@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.errors import ConfigurationError, FleetError
-from shared.iothub.gateway import IoTHubGateway
+from shared.iothub.gateway import DeviceExistsError, DeviceIdentity, IoTHubGateway, new_device_key
 from shared.settings import setting
 
 
@@ -60,6 +60,31 @@ class AzureIoTHubGateway(IoTHubGateway):
         except Exception as exc:
             raise IoTHubError(f"twin patch of {device_id}: {type(exc).__name__}: {exc}") from exc
 
+    def _create(self, device_id: str) -> DeviceIdentity:
+        primary, secondary = new_device_key(), new_device_key()
+        try:
+            self._registry().create_device_with_sas(device_id, primary, secondary, "enabled")
+        except Exception as exc:
+            if _status(exc) in (409, 412):  # DeviceAlreadyExists
+                raise DeviceExistsError(f"device {device_id} exists") from exc
+            raise IoTHubError(f"create device {device_id}: {type(exc).__name__}: {exc}") from exc
+        return DeviceIdentity(device_id, self._hostname, primary)
+
+    def _delete(self, device_id: str) -> bool:
+        try:
+            self._registry().delete_device(device_id)  # etag "*": whatever its version
+        except Exception as exc:
+            if _status(exc) == 404:
+                return False
+            raise IoTHubError(f"delete device {device_id}: {type(exc).__name__}: {exc}") from exc
+        return True
+
+    async def create_device(self, device_id: str) -> DeviceIdentity:
+        return await asyncio.to_thread(self._create, device_id)
+
+    async def delete_device(self, device_id: str) -> bool:
+        return await asyncio.to_thread(self._delete, device_id)
+
     async def send_c2d(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> None:
         await asyncio.to_thread(self._send, device_id, body, properties)
 
@@ -70,3 +95,10 @@ class AzureIoTHubGateway(IoTHubGateway):
         manager, self._manager = self._manager, None
         if manager is not None and hasattr(manager, "amqp_svc_client"):
             await asyncio.to_thread(manager.amqp_svc_client.disconnect_sync)
+
+
+def _status(exc: Exception) -> int | None:
+    """The HTTP status of the registry's msrest HttpOperationError (None for transport errors)."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None

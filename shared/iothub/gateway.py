@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from shared.errors import FleetError
+
+
+class DeviceExistsError(FleetError):
+    """A device identity with that id is already registered (its key cannot be shown again)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    """A registered device and the symmetric key it signs its SAS tokens with."""
+
+    device_id: str
+    hostname: str
+    primary_key: str
+
+    @property
+    def connection_string(self) -> str:
+        """The format of the Azure portal's device connection strings (what azure-iot-device takes)."""
+        return f"HostName={self.hostname};DeviceId={self.device_id};SharedAccessKey={self.primary_key}"
+
+
+def new_device_key() -> str:
+    """A 256-bit symmetric key, base64, as IoT Hub generates them."""
+    return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 class IoTHubGateway(ABC):
-    """Cloud-to-device messages and desired-property patches for one IoT Hub."""
+    """Cloud-to-device messages, desired-property patches and the device registry of one IoT Hub."""
 
     @abstractmethod
     async def send_c2d(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> None:
@@ -17,6 +45,14 @@ class IoTHubGateway(ABC):
     @abstractmethod
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
         """Merge `patch` into the device twin's desired properties (IoT Hub pushes it to a connected car)."""
+
+    @abstractmethod
+    async def create_device(self, device_id: str) -> DeviceIdentity:
+        """Register a device with SAS authentication and new keys; raises DeviceExistsError if it exists."""
+
+    @abstractmethod
+    async def delete_device(self, device_id: str) -> bool:
+        """Remove the device identity (its twin and queued messages go with it); False if there was none."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from shared.iothub.gateway import IoTHubGateway
+from shared.iothub.gateway import DeviceExistsError, DeviceIdentity, IoTHubGateway, new_device_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,8 @@ class MemoryIoTHubGateway(IoTHubGateway):
     sent: list[SentMessage] = field(default_factory=list)
     desired: dict[str, dict[str, Any]] = field(default_factory=dict)
     patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    devices: dict[str, str] = field(default_factory=dict)  # device id → primary key
+    hostname: str = "memory.azure-devices.net"
 
     async def send_c2d(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> None:
         self.sent.append(SentMessage(device_id, bytes(body), dict(properties)))
@@ -44,3 +46,13 @@ class MemoryIoTHubGateway(IoTHubGateway):
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
         self.patches.append((device_id, orjson.loads(orjson.dumps(patch))))
         merge_patch(self.desired.setdefault(device_id, {}), patch)
+
+    async def create_device(self, device_id: str) -> DeviceIdentity:
+        if device_id in self.devices:
+            raise DeviceExistsError(f"device {device_id} exists")
+        key = self.devices[device_id] = new_device_key()
+        return DeviceIdentity(device_id, self.hostname, key)
+
+    async def delete_device(self, device_id: str) -> bool:
+        self.desired.pop(device_id, None)
+        return self.devices.pop(device_id, None) is not None

@@ -1,0 +1,311 @@
+"""The fleet API's models: they validate every request and shape every response, and the OpenAPI document is
+generated from them (openapi.py), so the contract cannot drift from the code.
+
+Request models forbid unknown fields and are strict about JSON types (`"true"` is not a boolean). Response
+models list the fields a client may rely on; trips and history keep extra fields ingestion may add later.
+Imported on first request only (pydantic is not loaded at cold start).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Final
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from shared.drivers.link import DEVICE_ID
+
+MAX_LIMIT: Final = 100
+DEFAULT_LIMIT: Final = 50
+TOKEN_MAX: Final = 2048
+
+VehicleId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=DEVICE_ID.pattern,
+        description="The IoT Hub device id of the car (1-128 of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ ').",
+        examples=["car-001"],
+    ),
+]
+AlertId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[^/\\?#\s]{1,255}$",
+        description="An alert id as listed by GET /vehicles/{vehicleId}/alerts.",
+        examples=["car-001:dtc:P0300:20261121T080000000Z"],
+    ),
+]
+Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Items per page (at most 100).")]
+Token = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=TOKEN_MAX,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The continuationToken of the previous page, as returned.",
+    ),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _Params(BaseModel):
+    """Path and query parameters arrive as strings: numbers are parsed (lax), anything unknown is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- parameters -----------------------------------------------------------------------------------------------
+
+
+class VehiclePath(_Params):
+    vehicleId: VehicleId
+
+
+class AlertPath(_Params):
+    vehicleId: VehicleId
+    alertId: AlertId
+
+
+class DriverPath(_Params):
+    userId: uuid.UUID = Field(description="The driver's Entra object id (a GUID).")
+
+
+class NoQuery(_Params):
+    pass
+
+
+class PageQuery(_Params):
+    limit: Limit = DEFAULT_LIMIT
+    continuationToken: Token | None = None
+
+
+class TelemetryQuery(PageQuery):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: AwareDatetime | None = Field(
+        None, alias="from", description="Start of the window (ISO 8601 with a zone); default: `to` minus 1 hour."
+    )
+    to: AwareDatetime | None = Field(None, description="End of the window (ISO 8601 with a zone); default: now.")
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="History chunks per page (16 messages each).")] = 8
+
+
+# --- request bodies -------------------------------------------------------------------------------------------
+
+
+class VehicleRegistration(_Request):
+    """Register a car: its IoT Hub device identity (SAS) and its vehicle document."""
+
+    vehicleId: VehicleId
+    label: str | None = Field(None, min_length=1, max_length=64, description="A name for people, e.g. a plate.")
+
+
+class ConsentChange(_Request):
+    """The driver's privacy choices; fields left out keep their value."""
+
+    location: bool | None = Field(None, description="false: positions are dropped at ingestion and from the state.")
+    calendar: bool | None = Field(None, description="false: no calendar sync, subscription removed, agenda cleared.")
+
+    @model_validator(mode="after")
+    def _something(self) -> ConsentChange:
+        if self.location is None and self.calendar is None:
+            raise ValueError("give location and/or calendar")
+        return self
+
+
+class AlertAck(_Request):
+    note: str | None = Field(None, max_length=500, description="Why or by whom, for the record.")
+
+
+# --- responses ------------------------------------------------------------------------------------------------
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ProblemField(_Response):
+    field: str
+    message: str
+
+
+class ProblemDetails(_Response):
+    """RFC 7807 problem details (`application/problem+json`)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemField] | None = None
+
+
+class DeviceConnection(_Response):
+    """What the car needs to connect. The key is shown once: it is not stored by the API."""
+
+    vehicleId: str
+    deviceId: str
+    hostName: str
+    primaryKey: str
+    connectionString: str
+
+
+class Driver(_Response):
+    userId: str
+    upn: str | None = None
+    timeZone: str | None = None
+
+
+class Consent(_Response):
+    calendar: bool
+    location: bool
+
+
+class Position(_Response):
+    lat: float
+    lon: float
+
+
+class Signal(_Response):
+    value: Any = Field(description="The newest value (number, string, boolean or array).")
+    ts: str
+
+
+class Alert(_Response):
+    id: str
+    vehicleId: str
+    key: str | None = None
+    kind: str | None = None
+    code: str | None = None
+    status: str
+    raisedAt: str
+    clearedAt: str | None = None
+    acknowledged: bool = False
+    acknowledgedAt: str | None = None
+    note: str | None = None
+
+
+class Trip(_Open):
+    id: str
+    vehicleId: str
+    status: str
+    startTs: str
+    endTs: str | None = None
+    startPosition: Position | None = None
+    endPosition: Position | None = None
+    lastPosition: Position | None = None
+    distanceM: float | None = None
+    durationS: float | None = None
+    maxSpeedKmh: float | None = None
+    meanSpeedKmh: float | None = None
+    energyUsedPercent: float | None = None
+
+
+class VehicleSummary(_Response):
+    vehicleId: str
+    label: str | None = None
+    registeredAt: str | None = None
+    lastSeen: str | None = None
+    speedKmh: float | None = None
+    stateOfChargePercent: float | None = None
+    fuelLevelPercent: float | None = None
+    moving: bool | None = None
+    position: Position | None = Field(None, description="Only while the driver consents to location.")
+    driver: Driver | None = None
+    consent: Consent
+    activeAlerts: int
+    tripOpen: bool
+
+
+class VehicleDetail(VehicleSummary):
+    stateTs: str | None = None
+    signals: dict[str, Signal]
+    trip: Trip | None = None
+    alerts: list[Alert] = Field(description="Active alerts.")
+
+
+class Sample(_Open):
+    ts: str
+    signals: dict[str, Any]
+    rejected: dict[str, Any] = Field(default_factory=dict)
+
+
+class HistoryMessage(_Open):
+    seq: int
+    enqueuedTime: str | None = None
+    samples: list[Sample]
+
+
+class AgendaEvent(_Response):
+    id: str
+    subject: str
+    start: str
+    end: str
+    location: str | None = None
+    coordinates: Position | None = None
+    isOnlineMeeting: bool
+    joinUrl: str | None = None
+
+
+class Agenda(_Response):
+    vehicleId: str
+    userId: str | None = None
+    calendarConsent: bool
+    events: list[AgendaEvent]
+    syncedAt: str | None = None
+
+
+class Meeting(_Response):
+    id: str
+    subject: str | None = None
+    joinWebUrl: str
+    joinMeetingId: str | None = None
+    passcode: str | None = None
+    start: str | None = None
+    end: str | None = None
+    createdAt: str | None = None
+
+
+class ConsentResult(_Response):
+    vehicleId: str
+    consent: Consent
+    positionsRemoved: int = Field(description="Position signals removed from the stored state and open trip.")
+
+
+class VehiclePage(_Response):
+    items: list[VehicleSummary]
+    continuationToken: str | None = None
+
+
+class TelemetryPage(_Response):
+    vehicleId: str
+    from_: str = Field(alias="from")
+    to: str
+    items: list[HistoryMessage]
+    continuationToken: str | None = None
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, serialize_by_alias=True)
+
+
+class TripPage(_Response):
+    items: list[Trip]
+    continuationToken: str | None = None
+
+
+class AlertPage(_Response):
+    items: list[Alert]
+    continuationToken: str | None = None
+
+
+class MeetingPage(_Response):
+    items: list[Meeting]
+    continuationToken: str | None = None

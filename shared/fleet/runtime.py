@@ -1,0 +1,26 @@
+"""The process's FleetService, wired from the same per-process clients as the calendar and driver functions."""
+
+from __future__ import annotations
+
+from shared.calendar import runtime
+from shared.calendar.jobs import SyncJob
+from shared.fleet.service import FleetService
+from shared.per_loop import PerLoop
+from shared.stores.cosmos import cosmos_store_from_env
+
+
+async def forget_calendar(user_id: str, vehicle_id: str | None) -> None:
+    """Run the driver's calendar clean-up now rather than through the queue: erasure answers when it is done.
+    With no driver link left, CalendarSync.run removes the subscription, the calendar and the car's agenda."""
+    await runtime.calendar_sync.get().run(SyncJob(user_id, "erasure", vehicle_id=vehicle_id))
+
+
+fleet_service = PerLoop(
+    lambda: FleetService(
+        cosmos_store_from_env.get(),
+        runtime.gateway.get(),
+        runtime.driver_links.get(),
+        forget_calendar,
+        agenda_horizon=runtime.settings.get().agenda_horizon,
+    )
+)

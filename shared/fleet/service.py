@@ -1,0 +1,462 @@
+"""The fleet API's behaviour, one method per operation, on the store and IoT Hub interfaces (no HTTP here).
+
+Every method returns plain JSON-ready data shaped like its response model (api.py validates it on the way
+out) or raises Problem. Reads never return the vehicle document's `ingest` bookkeeping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from shared.calendar.agenda import agenda_events
+from shared.calendar.documents import DRIVER_ID, KIND_EVENT, SYNC_STATE_ID
+from shared.calendar.jobs import SyncJob
+from shared.containers import ALERTS, CALENDARS, MEETINGS, TELEMETRY, TRIPS, VEHICLES, partition_keys
+from shared.device_messages import canonical_time, safe_id
+from shared.drivers.link import DriverLink, DriverLinks
+from shared.drivers.problems import Problem
+from shared.errors import ConflictError, NotFoundError, PreconditionFailedError, StoreError
+from shared.fleet.paging import keyset_page
+from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
+from shared.stores.base import Document, DocumentStore
+from shared.telemetry import signals as S
+from shared.telemetry.vehicle import location_allowed, new_vehicle_document
+
+REQUESTS: Final = "requests"
+ACK_STATUS: Final = "ack"  # alert acknowledgements live in `alerts` as `ack:{alertId}` with this status
+MOVING_SPEED_KMH: Final = 5.0
+DEFAULT_WINDOW: Final = dt.timedelta(hours=1)
+MAX_RETRIES: Final = 10
+POSITION_FIELDS: Final = ("startPosition", "lastPosition")
+TRIP_POSITIONS: Final = ("startPosition", "lastPosition", "endPosition")
+
+# Erase a driver's calendar now (Graph subscription, stored calendar, the car's agenda): CalendarSync.run of a
+# job for a driver who is no longer linked does exactly that (shared/calendar/sync.py, `_forget`).
+ForgetCalendar = Callable[[str, str | None], Awaitable[None]]
+
+
+def ack_id(alert_id: str) -> str:
+    return f"ack:{alert_id}"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class FleetService:
+    store: DocumentStore
+    gateway: IoTHubGateway
+    links: DriverLinks
+    forget_calendar: ForgetCalendar
+    clock: Callable[[], dt.datetime] = utcnow
+    agenda_horizon: dt.timedelta = dt.timedelta(hours=24)
+
+    # --- registration ---------------------------------------------------------------------------------------
+
+    async def register(self, vehicle_id: str, label: str | None) -> dict[str, Any]:
+        """Device identity first: if the document write fails, a retry finds the identity (409) and the
+        operator deletes and registers again; the reverse order could leave a car that cannot connect."""
+        try:
+            identity = await self.gateway.create_device(vehicle_id)
+        except DeviceExistsError:
+            raise Problem(
+                409, "Vehicle exists", f"{vehicle_id} is registered; its key is shown only once (DELETE to re-register)"
+            ) from None
+        now = canonical_time(self.clock())
+
+        def change(doc: Document) -> None:
+            doc["registeredAt"] = now
+            if label is not None:
+                doc["label"] = label
+
+        await self._update(vehicle_id, change, create=True)
+        return {
+            "vehicleId": vehicle_id,
+            "deviceId": identity.device_id,
+            "hostName": identity.hostname,
+            "primaryKey": identity.primary_key,
+            "connectionString": identity.connection_string,
+        }
+
+    # --- reads ----------------------------------------------------------------------------------------------
+
+    async def list_vehicles(self, limit: int, token: str | None) -> dict[str, Any]:
+        select = (
+            "c.id, c.vehicleId, c.label, c.registeredAt, c.lastSeen, c.state, c.trip, c.alerts, c.driver, c.consent"
+        )
+        page = await keyset_page(
+            self.store,
+            VEHICLES,
+            scope="vehicles",
+            where="IS_DEFINED(c.vehicleId)",
+            parameters={},
+            key="id",
+            limit=limit,
+            token=token,
+            select=select,
+        )
+        return {"items": [summary(doc) for doc in page.items], "continuationToken": page.token}
+
+    async def get_vehicle(self, vehicle_id: str) -> dict[str, Any]:
+        doc = await self._vehicle(vehicle_id)
+        acks = await self._acks(vehicle_id)
+        state = doc.get("state") or {}
+        out = summary(doc)
+        locate = location_allowed(doc)
+        out["stateTs"] = state.get("ts")
+        out["signals"] = {
+            path: entry
+            for path, entry in (state.get("signals") or {}).items()
+            if locate or not path.startswith(S.LOCATION_BRANCH)
+        }
+        out["trip"] = doc.get("trip")
+        out["alerts"] = [
+            with_ack(alert, acks)
+            for alert in sorted((doc.get("alerts") or {}).values(), key=lambda a: a.get("raisedAt", ""), reverse=True)
+        ]
+        return out
+
+    async def telemetry(
+        self, vehicle_id: str, start: dt.datetime | None, end: dt.datetime | None, limit: int, token: str | None
+    ) -> dict[str, Any]:
+        doc = await self._vehicle(vehicle_id)
+        end = end or self.clock()
+        start = start or end - DEFAULT_WINDOW
+        try:
+            low, high = canonical_time(start), canonical_time(end)
+        except (OverflowError, ValueError):
+            raise Problem(400, "Invalid window", "from and to must be times between years 1 and 9998") from None
+        if low > high:
+            raise Problem(400, "Invalid window", "from must not be after to")
+        page = await keyset_page(
+            self.store,
+            TELEMETRY,
+            scope=f"telemetry|{vehicle_id}|{low}|{high}",
+            where='c.vehicleId = @v AND c["to"] >= @from AND c["from"] <= @to',
+            parameters={"@v": vehicle_id, "@from": low, "@to": high},
+            key="from",
+            limit=limit,
+            token=token,
+            partition_key=vehicle_id,
+            match=lambda d: d.get("vehicleId") == vehicle_id and d.get("to", "") >= low and d.get("from", "") <= high,
+        )
+        messages = [m for chunk in page.items for m in chunk.get("messages", [])]
+        if page.token is None:  # the newest history is still in the vehicle document's buffer
+            messages += (doc.get("ingest") or {}).get("pending", [])
+        items = [m for m in (in_window(m, low, high) for m in messages) if m is not None]
+        if not location_allowed(doc):  # recorded while consent was given: still not shown while it is withdrawn
+            items = [without_positions(m) for m in items]
+        return {"vehicleId": vehicle_id, "from": low, "to": high, "items": items, "continuationToken": page.token}
+
+    async def trips(self, vehicle_id: str, limit: int, token: str | None) -> dict[str, Any]:
+        doc = await self._vehicle(vehicle_id)
+        page = await keyset_page(
+            self.store,
+            TRIPS,
+            scope=f"trips|{vehicle_id}",
+            where="c.vehicleId = @v",
+            parameters={"@v": vehicle_id},
+            key="startTs",
+            descending=True,
+            limit=limit,
+            token=token,
+            partition_key=vehicle_id,
+            match=lambda d: d.get("vehicleId") == vehicle_id,
+        )
+        live = doc.get("trip")
+        items = [live if isinstance(live, dict) and live.get("id") == t["id"] else t for t in page.items]
+        if not location_allowed(doc):
+            items = [{**t, **dict.fromkeys(TRIP_POSITIONS)} for t in items]
+        return {"items": items, "continuationToken": page.token}
+
+    async def alerts(self, vehicle_id: str, limit: int, token: str | None) -> dict[str, Any]:
+        await self._vehicle(vehicle_id)
+        page = await keyset_page(
+            self.store,
+            ALERTS,
+            scope=f"alerts|{vehicle_id}",
+            where="c.vehicleId = @v",
+            parameters={"@v": vehicle_id},
+            key="raisedAt",
+            descending=True,
+            limit=limit,
+            token=token,
+            partition_key=vehicle_id,
+            match=lambda d: d.get("vehicleId") == vehicle_id and d.get("status") != ACK_STATUS,
+        )
+        acks = await self._acks(vehicle_id) if page.items else {}
+        return {"items": [with_ack(a, acks) for a in page.items], "continuationToken": page.token}
+
+    async def agenda(self, vehicle_id: str) -> dict[str, Any]:
+        doc = await self._vehicle(vehicle_id)
+        driver, consent = doc.get("driver") or {}, consent_of(doc)
+        user = driver.get("userId")
+        out: dict[str, Any] = {"vehicleId": vehicle_id, "userId": user, "calendarConsent": consent["calendar"]}
+        if not user or not consent["calendar"]:
+            return {**out, "events": [], "syncedAt": None}
+        query = "SELECT * FROM c WHERE c.userId = @u AND c.kind = @kind"
+        events = await self.store.query(CALENDARS, query, {"@u": user, "@kind": KIND_EVENT}, partition_key=user)
+        state = await self.store.read(CALENDARS, user, SYNC_STATE_ID)
+        chosen = agenda_events([e for e in events if e.get("kind") == KIND_EVENT], self.clock(), self.agenda_horizon)
+        return {**out, "events": chosen, "syncedAt": state.document.get("lastSyncAt") if state else None}
+
+    async def meetings(self, vehicle_id: str, limit: int, token: str | None) -> dict[str, Any]:
+        doc = await self._vehicle(vehicle_id)
+        user = (doc.get("driver") or {}).get("userId")
+        if not user or not consent_of(doc)["calendar"]:
+            return {"items": [], "continuationToken": None}
+        page = await keyset_page(
+            self.store,
+            MEETINGS,
+            scope=f"meetings|{vehicle_id}|{user}",
+            where="c.userId = @u",
+            parameters={"@u": user},
+            key="createdAt",
+            descending=True,
+            limit=limit,
+            token=token,
+            partition_key=user,
+            match=lambda d: d.get("userId") == user and bool(d.get("joinWebUrl")),
+        )
+        return {"items": page.items, "continuationToken": page.token}
+
+    # --- alert acknowledgement ------------------------------------------------------------------------------
+
+    async def acknowledge(self, vehicle_id: str, alert_id: str, note: str | None) -> dict[str, Any]:
+        """Ingestion upserts alert documents from its outbox (and may write the same one again), so the ack is
+        a document of its own, `ack:{alertId}` in the alert's partition, merged when alerts are read."""
+        doc = await self._vehicle(vehicle_id)
+        stored = await self.store.read(ALERTS, vehicle_id, alert_id)
+        alert = stored.document if stored else None
+        if alert is None:  # raised but its outbox entry not written yet: the vehicle document has it
+            alert = next((a for a in (doc.get("alerts") or {}).values() if a.get("id") == alert_id), None)
+        if alert is None or alert.get("status") == ACK_STATUS:
+            raise Problem(404, "No such alert", f"vehicle {vehicle_id} has no alert {alert_id}")
+        ack: Document = {
+            "id": ack_id(alert_id),
+            "vehicleId": vehicle_id,
+            "type": "alertAck",
+            "status": ACK_STATUS,
+            "alertId": alert_id,
+            "ackedAt": canonical_time(self.clock()),
+            "note": note,
+        }
+        try:
+            await self.store.create(ALERTS, ack)
+        except ConflictError:  # acknowledged before: the first acknowledgement stands (idempotent)
+            first = await self.store.read(ALERTS, vehicle_id, ack_id(alert_id))
+            ack = first.document if first else ack
+        return with_ack(alert, {alert_id: ack})
+
+    async def _acks(self, vehicle_id: str) -> dict[str, Document]:
+        query = "SELECT * FROM c WHERE c.vehicleId = @v AND c.status = @s"
+        found = await self.store.query(ALERTS, query, {"@v": vehicle_id, "@s": ACK_STATUS}, partition_key=vehicle_id)
+        return {d["alertId"]: d for d in found if d.get("status") == ACK_STATUS and isinstance(d.get("alertId"), str)}
+
+    # --- consent --------------------------------------------------------------------------------------------
+
+    async def change_consent(self, vehicle_id: str, location: bool | None, calendar: bool | None) -> dict[str, Any]:
+        """Calendar consent goes through the driver link (it re-links with the new flags, which queues the sync
+        job that removes the subscription and clears the agenda when consent is off). Location consent off:
+        ingestion drops positions from now on; here the positions already in the vehicle document go."""
+        doc = await self._vehicle(vehicle_id)
+        current = consent_of(doc)
+        wanted = {
+            "location": current["location"] if location is None else location,
+            "calendar": current["calendar"] if calendar is None else calendar,
+        }
+        driver = doc.get("driver")
+        if isinstance(driver, dict) and driver.get("userId") and wanted != current:
+            link = DriverLink(
+                str(driver["userId"]),
+                str(driver.get("upn", "")),
+                str(driver.get("timeZone", "UTC")),
+                wanted["calendar"],
+                wanted["location"],
+            )
+            await self.links.link(vehicle_id, link)
+        removed = 0
+
+        def apply(doc: Document) -> None:
+            nonlocal removed
+            doc["consent"] = dict(wanted)
+            removed = 0 if wanted["location"] else scrub_positions(doc)
+
+        await self._update(vehicle_id, apply)
+        return {"vehicleId": vehicle_id, "consent": wanted, "positionsRemoved": removed}
+
+    # --- right to erasure -----------------------------------------------------------------------------------
+
+    async def erase_vehicle(self, vehicle_id: str) -> None:
+        """The device identity and every document of the car, in every container. Idempotent.
+
+        Order: the driver link first (so no sync job writes for this car again), then the identity (so the car
+        cannot send more), then the documents, the vehicle document last. Messages already in Event Hubs when
+        the identity goes are still ingested and would create a new vehicle document: repeat the DELETE after a
+        minute if the car was sending (docs/api.md)."""
+        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        user = ((stored.document.get("driver") if stored else None) or {}).get("userId")
+        if isinstance(user, str) and user:
+            driver = await self.store.read(CALENDARS, user, DRIVER_ID)
+            if driver is not None and driver.document.get("vehicleId") == vehicle_id:
+                await self.store.delete(CALENDARS, user, DRIVER_ID)
+            # No vehicle id: the twin is deleted with the identity, the job only forgets the calendar.
+            await self.links.queue.enqueue(SyncJob(user, "unlink"))
+        await self.gateway.delete_device(vehicle_id)
+        keys = partition_keys()
+        by_vehicle = [c for c, path in keys.items() if path == "/vehicleId" and c != VEHICLES] + [VEHICLES]
+        for container in by_vehicle:
+            query = "SELECT c.id FROM c WHERE c.vehicleId = @v"
+            for d in await self.store.query(container, query, {"@v": vehicle_id}, partition_key=vehicle_id):
+                await self.store.delete(container, vehicle_id, d["id"])
+        for container in (c for c, path in keys.items() if path == "/userId"):
+            for d in await self.documents_of_vehicle(container, vehicle_id):
+                await self.store.delete(container, d["userId"], d["id"])
+
+    async def documents_of_vehicle(self, container: str, vehicle_id: str) -> list[Document]:
+        """Documents in a driver-partitioned container that belong to the car (cross-partition, rare)."""
+        out: dict[tuple[str, str], Document] = {}
+        for path in ("vehicleId", "origin.vehicleId"):
+            query = f"SELECT * FROM c WHERE c.{path} = @v"  # noqa: S608 - fixed paths
+            for d in await self.store.query(container, query, {"@v": vehicle_id}):
+                origin = d.get("origin")
+                origin = origin if isinstance(origin, dict) else {}
+                if d.get("vehicleId") == vehicle_id or origin.get("vehicleId") == vehicle_id:
+                    out[d["userId"], d["id"]] = d
+        return list(out.values())
+
+    async def erase_driver(self, user_id: str) -> None:
+        """The driver's calendar data, meetings and Graph subscription; unlinked from every car. Idempotent."""
+        query = "SELECT c.id, c.vehicleId, c.driver FROM c WHERE c.driver.userId = @u"
+        linked = [
+            d["vehicleId"]
+            for d in await self.store.query(VEHICLES, query, {"@u": user_id})
+            if (d.get("driver") or {}).get("userId") == user_id
+        ]
+        driver_doc = await self.store.read(CALENDARS, user_id, DRIVER_ID)
+        if driver_doc is not None:
+            car = driver_doc.document.get("vehicleId")
+            if isinstance(car, str) and car not in linked:
+                linked.append(car)
+            await self.store.delete(CALENDARS, user_id, DRIVER_ID)
+        for vehicle_id in linked:
+            await self.links.unlink(vehicle_id)
+        # Now that no link is left: subscription, stored calendar and the car's agenda, at once.
+        await self.forget_calendar(user_id, linked[0] if linked else None)
+        for vehicle_id in linked[1:]:
+            await self.gateway.patch_desired(vehicle_id, {"agenda": None})
+        for container in (CALENDARS, MEETINGS):
+            query = "SELECT c.id FROM c WHERE c.userId = @u"
+            for d in await self.store.query(container, query, {"@u": user_id}, partition_key=user_id):
+                await self.store.delete(container, user_id, d["id"])
+        for vehicle_id in linked:  # the cars' request records hold the driver's meeting links and subjects
+            query = "SELECT c.id, c.action FROM c WHERE c.vehicleId = @v"
+            for d in await self.store.query(REQUESTS, query, {"@v": vehicle_id}, partition_key=vehicle_id):
+                if str(d.get("action", "")).startswith("meeting."):
+                    await self.store.delete(REQUESTS, vehicle_id, d["id"])
+
+    # --- helpers --------------------------------------------------------------------------------------------
+
+    async def _vehicle(self, vehicle_id: str) -> Document:
+        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        if stored is None:
+            raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} is not registered")
+        return stored.document
+
+    async def _update(self, vehicle_id: str, change: Callable[[Document], None], create: bool = False) -> None:
+        """Read, change, etag-conditional replace, retried on 412: ingestion writes the same document."""
+        for _ in range(MAX_RETRIES):
+            stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+            if stored is None and not create:
+                raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} is not registered")
+            doc = stored.document if stored else new_vehicle_document(vehicle_id)
+            change(doc)
+            try:
+                if stored is None:
+                    await self.store.create(VEHICLES, doc)
+                else:
+                    await self.store.replace(VEHICLES, doc, stored.etag)
+            except (PreconditionFailedError, ConflictError, NotFoundError):
+                continue
+            return
+        raise StoreError(f"vehicle {vehicle_id}: document kept changing; gave up after {MAX_RETRIES} tries")
+
+
+def consent_of(doc: Document) -> dict[str, bool]:
+    """Absent consent: location not withheld (as ingestion reads it), calendar not given."""
+    consent = doc.get("consent")
+    consent = consent if isinstance(consent, dict) else {}
+    return {"location": location_allowed(doc), "calendar": consent.get("calendar") is True}
+
+
+def _number(signals: dict[str, Any], path: str) -> float | None:
+    value = (signals.get(path) or {}).get("value")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def summary(doc: Document) -> dict[str, Any]:
+    signals: dict[str, Any] = (doc.get("state") or {}).get("signals") or {}
+    speed = _number(signals, S.SPEED)
+    moving = (signals.get(S.IS_MOVING) or {}).get("value")
+    if not isinstance(moving, bool):
+        moving = None if speed is None else speed > MOVING_SPEED_KMH
+    lat, lon = _number(signals, S.LATITUDE), _number(signals, S.LONGITUDE)
+    driver = doc.get("driver") if isinstance(doc.get("driver"), dict) else None
+    return {
+        "vehicleId": doc.get("vehicleId") or doc["id"],
+        "label": doc.get("label"),
+        "registeredAt": doc.get("registeredAt"),
+        "lastSeen": doc.get("lastSeen"),
+        "speedKmh": speed,
+        "stateOfChargePercent": _number(signals, S.STATE_OF_CHARGE),
+        "fuelLevelPercent": _number(signals, S.FUEL_LEVEL),
+        "moving": moving,
+        "position": {"lat": lat, "lon": lon} if lat is not None and lon is not None and location_allowed(doc) else None,
+        "driver": driver,
+        "consent": consent_of(doc),
+        "activeAlerts": sum(1 for a in (doc.get("alerts") or {}).values() if a.get("status") == "active"),
+        "tripOpen": isinstance(doc.get("trip"), dict) and doc["trip"].get("status") == "open",
+    }
+
+
+def with_ack(alert: Document, acks: dict[str, Document]) -> dict[str, Any]:
+    ack = acks.get(alert.get("id", ""))
+    return {
+        **alert,
+        "acknowledged": ack is not None,
+        "acknowledgedAt": ack.get("ackedAt") if ack else None,
+        "note": ack.get("note") if ack else None,
+    }
+
+
+def in_window(message: Document, low: str, high: str) -> Document | None:
+    samples = [s for s in message.get("samples", []) if low <= str(s.get("ts", "")) <= high]
+    return {**message, "samples": samples} if samples else None
+
+
+def without_positions(message: Document) -> Document:
+    samples = [
+        {**s, "signals": {p: v for p, v in s.get("signals", {}).items() if not p.startswith(S.LOCATION_BRANCH)}}
+        for s in message.get("samples", [])
+    ]
+    return {**message, "samples": samples}
+
+
+def scrub_positions(doc: Document) -> int:
+    """Remove position signals from the state and positions from the open trip; the count removed."""
+    signals: dict[str, Any] = (doc.get("state") or {}).get("signals") or {}
+    gone = [p for p in signals if p.startswith(S.LOCATION_BRANCH)]
+    for path in gone:
+        del signals[path]
+    removed = len(gone)
+    trip = doc.get("trip")
+    if isinstance(trip, dict):
+        for name in POSITION_FIELDS:
+            if trip.get(name) is not None:
+                trip[name] = None
+                removed += 1
+    return removed
