@@ -49,7 +49,7 @@ def step_alerts(
     """Apply one sample (event-time order) to the active alerts in place; return alert documents to write."""
     out: list[dict[str, Any]] = []
     codes = sample.get(S.DTC_LIST)
-    if codes is not None:
+    if codes is not None and (codes or active):  # no codes and nothing active: nothing to clear or raise
         present = set(codes)
         for key in [k for k in active if k.startswith("dtc:") and k[4:] not in present]:
             out.append(_clear(active.pop(key), ts))

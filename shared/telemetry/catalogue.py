@@ -127,7 +127,14 @@ def compile_check(rule: SignalRule) -> Checker:
     are rare and keep `rule.check`. The numeric branches mirror `SignalRule._scalar` line for line.
     """
     if rule.is_array:
-        return rule.check
+        check = rule.check
+
+        def array(value: Any) -> tuple[Any, Rejection | None]:
+            if type(value) is list and not value:  # the usual DTC list: nothing to check, what check returns
+                return [], None
+            return check(value)
+
+        return array
     base, low, high, allowed = rule.base, rule.low, rule.high, rule.allowed
     if base == "boolean":
 
@@ -178,7 +185,22 @@ def compile_check(rule: SignalRule) -> Checker:
             return value, OUT_OF_RANGE
         return value, None
 
-    return number
+    # A float between the tighter of (low, -limit) and (high, limit), both finite, passes every test of `number`
+    # (NaN fails the comparison): accepted with one type check and one chained comparison.
+    try:
+        floor = -limit if low is None else max(low, -limit)
+        ceiling = limit if high is None else min(high, limit)
+        if not (isfinite(floor) and isfinite(ceiling)):
+            return number
+    except (TypeError, OverflowError):
+        return number
+
+    def bounded_float(value: Any) -> tuple[Any, Rejection | None]:
+        if type(value) is float and floor <= value <= ceiling:
+            return value, None
+        return number(value)
+
+    return bounded_float
 
 
 class Catalogue:
@@ -194,6 +216,11 @@ class Catalogue:
 
     def __len__(self) -> int:
         return len(self.rules)
+
+    @property
+    def checks(self) -> dict[str, Checker]:
+        """The rules compiled so far, by path (filled by `validate`): a hot loop may call them directly."""
+        return self._checks
 
     def validate(self, path: str, value: Any) -> tuple[Any, Rejection | None]:
         check = self._checks.get(path)

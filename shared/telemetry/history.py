@@ -24,11 +24,19 @@ MAX_SEEN_RANGES: Final = 32
 
 
 def seen_contains(ranges: list[list[int]], seq: int) -> bool:
-    return any(lo <= seq <= hi for lo, hi in ranges)
+    for lo, hi in ranges:  # noqa: SIM110 - a loop, not any(<generator>): this runs for every message
+        if lo <= seq <= hi:
+            return True
+    return False
 
 
 def seen_add(ranges: list[list[int]], seq: int) -> None:
     """Add seq to the sorted, disjoint [lo, hi] ranges in place; merge neighbours; keep the newest ranges."""
+    if len(ranges) == 1:  # the usual case, the next seq of one range: what the loop below does for it
+        only = ranges[0]
+        if len(only) == 2 and seq == only[1] + 1:
+            only[1] = seq
+            return
     for i, (lo, hi) in enumerate(ranges):
         if lo <= seq <= hi:
             return

@@ -10,14 +10,20 @@ from shared.settings import IngestionSettings
 from shared.stores.blob_deadletters import blob_dead_letters_from_env
 from shared.stores.cosmos import cosmos_store_from_env
 from shared.telemetry.ingest import BatchReport, TelemetryIngestor
+from shared.telemetry.tuning import tune_for_ingestion
 
-ingestor = PerLoop(
-    lambda: TelemetryIngestor(
+
+def _create_ingestor() -> TelemetryIngestor:
+    created = TelemetryIngestor(
         cosmos_store_from_env.get(),
         blob_dead_letters_from_env.get(),
         IngestionSettings.from_env(),
     )
-)
+    tune_for_ingestion()  # once per process, now that the clients and the catalogue are loaded
+    return created
+
+
+ingestor = PerLoop(_create_ingestor)
 
 
 async def ingest_events(events: Iterable[EventHubEventLike]) -> BatchReport:
