@@ -23,7 +23,15 @@ APP_PROPERTY_PREFIX = "iothub-app-"
 
 
 def service_app(hub: LocalIoTHub) -> web.Application:
+    def gone(device: str) -> web.Response | None:
+        """A deleted identity: IoT Hub answers 404 DeviceNotFound to C2D sends and twin updates."""
+        if hub.registry.exists(device):
+            return None
+        return web.json_response({"message": f"DeviceNotFound: {device}"}, status=404)
+
     async def patch_twin(request: web.Request) -> web.Response:
+        if (missing := gone(request.match_info["device"])) is not None:
+            return missing
         body = orjson.loads(await request.read())
         desired = body.get("properties", {}).get("desired") if isinstance(body, dict) else None
         if not isinstance(desired, dict):
@@ -35,6 +43,8 @@ def service_app(hub: LocalIoTHub) -> web.Application:
         return web.json_response(hub.twin_document(request.match_info["device"]))
 
     async def send_c2d(request: web.Request) -> web.Response:
+        if (missing := gone(request.match_info["device"])) is not None:
+            return missing
         properties = {
             name[len(APP_PROPERTY_PREFIX) :]: value
             for name, value in request.headers.items()

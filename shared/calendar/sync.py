@@ -144,8 +144,11 @@ class CalendarSync:
             self.settings.agenda_max_bytes,
         )
         vehicle_id = driver.get("vehicleId")
-        if vehicle_id and agenda_hash != state.get("agendaHash"):
-            await self.gateway.patch_desired(vehicle_id, {"agenda": agenda})
+        if (
+            vehicle_id
+            and agenda_hash != state.get("agendaHash")
+            and await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": agenda})
+        ):
             state["agendaHash"], state["agendaVehicleId"] = agenda_hash, vehicle_id
             report.agenda_patched = True
         try:
@@ -241,8 +244,7 @@ class CalendarSync:
             log.warning("user %s: could not delete the subscription: %s", user, exc)
         state = await self.store.read(CALENDARS, user, SYNC_STATE_ID)
         if vehicle_id and (state is None or state.document.get("agendaHash")):
-            await self.gateway.patch_desired(vehicle_id, {"agenda": None})
-            report.agenda_patched = True
+            report.agenda_patched = await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": None})
         for doc in await self._events(user):
             await self.store.delete(CALENDARS, user, doc["id"])
             report.removed += 1

@@ -26,7 +26,7 @@ from shared.device_messages import canonical_time, safe_id
 from shared.drivers.problems import Problem
 from shared.errors import ConflictError, NotFoundError, PreconditionFailedError, StoreError
 from shared.stores.base import Document, DocumentStore
-from shared.telemetry.vehicle import new_vehicle_document
+from shared.telemetry.vehicle import is_erased, new_vehicle_document
 
 MAX_BODY_BYTES: Final = 4096
 MAX_RETRIES: Final = 10
@@ -164,6 +164,8 @@ class DriverLinks:
         """Apply `change` to the vehicle document with optimistic concurrency; returns the previous driver."""
         for _ in range(MAX_RETRIES):
             stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+            if stored is not None and is_erased(stored.document):
+                raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} was erased; register it again first")
             doc = stored.document if stored else new_vehicle_document(vehicle_id)
             previous = doc.get("driver")
             change(doc)

@@ -23,7 +23,7 @@ from shared.fleet.paging import keyset_page
 from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
 from shared.stores.base import Document, DocumentStore
 from shared.telemetry import signals as S
-from shared.telemetry.vehicle import location_allowed, new_vehicle_document
+from shared.telemetry.vehicle import ERASED, is_erased, location_allowed, new_vehicle_document, tombstone
 
 REQUESTS: Final = "requests"
 ACK_STATUS: Final = "ack"  # alert acknowledgements live in `alerts` as `ack:{alertId}` with this status
@@ -92,7 +92,7 @@ class FleetService:
             self.store,
             VEHICLES,
             scope="vehicles",
-            where="IS_DEFINED(c.vehicleId)",
+            where=f"IS_DEFINED(c.vehicleId) AND c.type != '{ERASED}'",
             parameters={},
             key="id",
             limit=limit,
@@ -295,9 +295,8 @@ class FleetService:
         """The device identity and every document of the car, in every container. Idempotent.
 
         Order: the driver link first (so no sync job writes for this car again), then the identity (so the car
-        cannot send more), then the documents, the vehicle document last. Messages already in Event Hubs when
-        the identity goes are still ingested and would create a new vehicle document: repeat the DELETE after a
-        minute if the car was sending (docs/api.md)."""
+        cannot send more), then the documents; the vehicle document last, replaced by a tombstone so that
+        messages already in Event Hubs when the identity went are dropped, not ingested into a new car."""
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
         user = ((stored.document.get("driver") if stored else None) or {}).get("userId")
         if isinstance(user, str) and user:
@@ -308,7 +307,7 @@ class FleetService:
             await self.links.queue.enqueue(SyncJob(user, "unlink"))
         await self.gateway.delete_device(vehicle_id)
         keys = partition_keys()
-        by_vehicle = [c for c, path in keys.items() if path == "/vehicleId" and c != VEHICLES] + [VEHICLES]
+        by_vehicle = [c for c, path in keys.items() if path == "/vehicleId" and c != VEHICLES]
         for container in by_vehicle:
             query = "SELECT c.id FROM c WHERE c.vehicleId = @v"
             for d in await self.store.query(container, query, {"@v": vehicle_id}, partition_key=vehicle_id):
@@ -316,6 +315,10 @@ class FleetService:
         for container in (c for c, path in keys.items() if path == "/userId"):
             for d in await self.documents_of_vehicle(container, vehicle_id):
                 await self.store.delete(container, d["userId"], d["id"])
+        # Last, the vehicle document becomes a tombstone without personal data, which expires once Event Hubs
+        # can hold no more of the car's messages; until then ingestion drops them (shared/telemetry/vehicle.py).
+        erased_at = stored.document.get("erasedAt") if stored and is_erased(stored.document) else None
+        await self.store.upsert(VEHICLES, tombstone(vehicle_id, erased_at or canonical_time(self.clock())))
 
     async def documents_of_vehicle(self, container: str, vehicle_id: str) -> list[Document]:
         """Documents in a driver-partitioned container that belong to the car (cross-partition, rare)."""
@@ -348,7 +351,7 @@ class FleetService:
         # Now that no link is left: subscription, stored calendar and the car's agenda, at once.
         await self.forget_calendar(user_id, linked[0] if linked else None)
         for vehicle_id in linked[1:]:
-            await self.gateway.patch_desired(vehicle_id, {"agenda": None})
+            await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": None})
         for container in (CALENDARS, MEETINGS):
             query = "SELECT c.id FROM c WHERE c.userId = @u"
             for d in await self.store.query(container, query, {"@u": user_id}, partition_key=user_id):
@@ -363,7 +366,7 @@ class FleetService:
 
     async def _vehicle(self, vehicle_id: str) -> Document:
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-        if stored is None:
+        if stored is None or is_erased(stored.document):
             raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} is not registered")
         return stored.document
 
@@ -371,9 +374,11 @@ class FleetService:
         """Read, change, etag-conditional replace, retried on 412: ingestion writes the same document."""
         for _ in range(MAX_RETRIES):
             stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-            if stored is None and not create:
+            erased = stored is not None and is_erased(stored.document)
+            if (stored is None or erased) and not create:
                 raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} is not registered")
-            doc = stored.document if stored else new_vehicle_document(vehicle_id)
+            # registering an erased car again starts from a new document (its tombstone holds nothing)
+            doc = stored.document if stored and not erased else new_vehicle_document(vehicle_id)
             change(doc)
             try:
                 if stored is None:

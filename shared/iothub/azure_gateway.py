@@ -13,7 +13,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.errors import ConfigurationError, FleetError
-from shared.iothub.gateway import DeviceExistsError, DeviceIdentity, IoTHubGateway, new_device_key
+from shared.iothub.gateway import (
+    DeviceExistsError,
+    DeviceIdentity,
+    DeviceNotFoundError,
+    IoTHubGateway,
+    new_device_key,
+)
 from shared.settings import setting
 
 
@@ -49,6 +55,8 @@ class AzureIoTHubGateway(IoTHubGateway):
         try:
             self._registry().send_c2d_message(device_id, body, properties=dict(properties))
         except Exception as exc:  # the SDK raises uamqp and msrest errors of many kinds
+            if _not_found(exc):
+                raise DeviceNotFoundError(f"C2D to {device_id}: no such device") from exc
             raise IoTHubError(f"C2D to {device_id}: {type(exc).__name__}: {exc}") from exc
 
     def _patch(self, device_id: str, patch: Mapping[str, Any]) -> None:
@@ -58,6 +66,8 @@ class AzureIoTHubGateway(IoTHubGateway):
         try:
             self._registry().update_twin(device_id, twin, "*")
         except Exception as exc:
+            if _not_found(exc):
+                raise DeviceNotFoundError(f"twin patch of {device_id}: no such device") from exc
             raise IoTHubError(f"twin patch of {device_id}: {type(exc).__name__}: {exc}") from exc
 
     def _create(self, device_id: str) -> DeviceIdentity:
@@ -102,3 +112,8 @@ def _status(exc: Exception) -> int | None:
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     return status if isinstance(status, int) else None
+
+
+def _not_found(exc: Exception) -> bool:
+    """A 404 from the registry (REST), or the DeviceNotFound error condition of a C2D send (AMQP)."""
+    return _status(exc) == 404 or "DeviceNotFound" in str(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -11,9 +12,18 @@ from typing import Any
 
 from shared.errors import FleetError
 
+log = logging.getLogger(__name__)
+
 
 class DeviceExistsError(FleetError):
     """A device identity with that id is already registered (its key cannot be shown again)."""
+
+
+class DeviceNotFoundError(FleetError):
+    """No device identity with that id (the car was erased): a reply or twin patch can never be delivered.
+
+    Callers drop what they wanted to send and carry on; retrying would block the batch forever.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +50,15 @@ class IoTHubGateway(ABC):
 
     @abstractmethod
     async def send_c2d(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> None:
-        """Queue a cloud-to-device message; `properties` become its application properties."""
+        """Queue a cloud-to-device message; `properties` become its application properties.
+
+        Raises DeviceNotFoundError when the device identity does not exist."""
 
     @abstractmethod
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
-        """Merge `patch` into the device twin's desired properties (IoT Hub pushes it to a connected car)."""
+        """Merge `patch` into the device twin's desired properties (IoT Hub pushes it to a connected car).
+
+        Raises DeviceNotFoundError when the device identity does not exist."""
 
     @abstractmethod
     async def create_device(self, device_id: str) -> DeviceIdentity:
@@ -53,6 +67,24 @@ class IoTHubGateway(ABC):
     @abstractmethod
     async def delete_device(self, device_id: str) -> bool:
         """Remove the device identity (its twin and queued messages go with it); False if there was none."""
+
+    async def send_c2d_if_present(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> bool:
+        """send_c2d, except that a device that no longer exists is logged and skipped (False), not raised."""
+        try:
+            await self.send_c2d(device_id, body, properties)
+        except DeviceNotFoundError:
+            log.warning("device %s no longer exists: cloud-to-device message dropped", device_id)
+            return False
+        return True
+
+    async def patch_desired_if_present(self, device_id: str, patch: Mapping[str, Any]) -> bool:
+        """patch_desired, except that a device that no longer exists is logged and skipped (False), not raised."""
+        try:
+            await self.patch_desired(device_id, patch)
+        except DeviceNotFoundError:
+            log.warning("device %s no longer exists: twin patch dropped", device_id)
+            return False
+        return True
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

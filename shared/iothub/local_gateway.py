@@ -15,7 +15,13 @@ from urllib.parse import quote
 import orjson
 
 from shared.errors import ConfigurationError, StoreError
-from shared.iothub.gateway import DeviceExistsError, DeviceIdentity, IoTHubGateway, new_device_key
+from shared.iothub.gateway import (
+    DeviceExistsError,
+    DeviceIdentity,
+    DeviceNotFoundError,
+    IoTHubGateway,
+    new_device_key,
+)
 from shared.settings import setting
 
 if TYPE_CHECKING:
@@ -75,12 +81,15 @@ class LocalIoTHubGateway(IoTHubGateway):
 
     async def send_c2d(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> None:
         headers = {f"iothub-app-{name}": value for name, value in properties.items()}
-        await self._call("POST", f"/devices/{quote(device_id, safe='')}/messages/deviceBound", body, headers)
+        path = f"/devices/{quote(device_id, safe='')}/messages/deviceBound"
+        if await self._call("POST", path, body, headers, accept=(404,)) == 404:
+            raise DeviceNotFoundError(f"C2D to {device_id}: no such device")
 
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
         body = orjson.dumps({"properties": {"desired": dict(patch)}})
         headers = {"Content-Type": "application/json"}
-        await self._call("PATCH", f"/twins/{quote(device_id, safe='')}", body, headers)
+        if await self._call("PATCH", f"/twins/{quote(device_id, safe='')}", body, headers, accept=(404,)) == 404:
+            raise DeviceNotFoundError(f"twin patch of {device_id}: no such device")
 
     async def close(self) -> None:
         if self._session is not None:

@@ -8,7 +8,13 @@ from typing import Any
 
 import orjson
 
-from shared.iothub.gateway import DeviceExistsError, DeviceIdentity, IoTHubGateway, new_device_key
+from shared.iothub.gateway import (
+    DeviceExistsError,
+    DeviceIdentity,
+    DeviceNotFoundError,
+    IoTHubGateway,
+    new_device_key,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,20 +45,29 @@ class MemoryIoTHubGateway(IoTHubGateway):
     patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     devices: dict[str, str] = field(default_factory=dict)  # device id → primary key
     hostname: str = "memory.azure-devices.net"
+    # Ids removed with delete_device: like IoT Hub, C2D and twin patches to them fail (others are accepted
+    # without registration, so tests need not register every car).
+    deleted: set[str] = field(default_factory=set)
 
     async def send_c2d(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> None:
+        if device_id in self.deleted:
+            raise DeviceNotFoundError(f"C2D to {device_id}: no such device")
         self.sent.append(SentMessage(device_id, bytes(body), dict(properties)))
 
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
+        if device_id in self.deleted:
+            raise DeviceNotFoundError(f"twin patch of {device_id}: no such device")
         self.patches.append((device_id, orjson.loads(orjson.dumps(patch))))
         merge_patch(self.desired.setdefault(device_id, {}), patch)
 
     async def create_device(self, device_id: str) -> DeviceIdentity:
+        self.deleted.discard(device_id)
         if device_id in self.devices:
             raise DeviceExistsError(f"device {device_id} exists")
         key = self.devices[device_id] = new_device_key()
         return DeviceIdentity(device_id, self.hostname, key)
 
     async def delete_device(self, device_id: str) -> bool:
+        self.deleted.add(device_id)
         self.desired.pop(device_id, None)
         return self.devices.pop(device_id, None) is not None

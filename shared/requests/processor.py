@@ -46,10 +46,12 @@ class RequestReport:
     replayed: int = 0
     errors: int = 0
     dead_lettered: int = 0
+    undeliverable: int = 0  # the car's identity was deleted before its reply could be sent
 
     def as_log(self) -> str:
         return (
-            f"replied={self.replied} replayed={self.replayed} errors={self.errors} dead_lettered={self.dead_lettered}"
+            f"replied={self.replied} replayed={self.replayed} errors={self.errors} "
+            f"dead_lettered={self.dead_lettered} undeliverable={self.undeliverable}"
         )
 
 
@@ -176,8 +178,11 @@ class RequestProcessor:
 
     async def _send(self, vehicle_id: str, reply: Reply, report: RequestReport) -> None:
         properties = {**RESPONSE_PROPERTIES, "requestId": reply.request_id}
-        await self.gateway.send_c2d(vehicle_id, reply.to_json(), properties)
-        report.replied += 1
+        # A car erased while its request was in flight cannot get a reply: drop it rather than retry forever.
+        if await self.gateway.send_c2d_if_present(vehicle_id, reply.to_json(), properties):
+            report.replied += 1
+        else:
+            report.undeliverable += 1
 
     async def _dead_letter(self, message: DeviceMessage, reason: str, detail: str, report: RequestReport) -> None:
         await self.dead_letters.put(DeadLetter(STREAM, reason, detail, message))

@@ -51,6 +51,7 @@ class BatchReport:
     messages: int = 0
     accepted: int = 0
     duplicates: int = 0
+    erased: int = 0  # messages of erased cars still in flight: dropped, nothing stored
     dead_lettered: int = 0
     samples: int = 0
     rejected_signals: int = 0
@@ -61,6 +62,7 @@ class BatchReport:
     def add(self, update: VehicleUpdate) -> None:
         self.accepted += update.accepted
         self.duplicates += update.duplicates
+        self.erased += update.erased
         self.samples += update.samples
         self.rejected_signals += update.rejected_signals
 
@@ -69,6 +71,7 @@ class BatchReport:
             "messages": self.messages,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
+            "erased": self.erased,
             "deadLettered": self.dead_lettered,
             "samples": self.samples,
             "rejectedSignals": self.rejected_signals,

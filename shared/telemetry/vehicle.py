@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from shared.device_messages import safe_id
 from shared.settings import IngestionSettings
@@ -38,10 +38,32 @@ class VehicleUpdate:
     duplicates: int = 0
     samples: int = 0
     rejected_signals: int = 0
+    erased: int = 0  # messages of an erased car, dropped
 
 
 def new_vehicle_document(vehicle_id: str) -> dict[str, Any]:
     return {"id": safe_id(vehicle_id), "vehicleId": vehicle_id, "type": "vehicle"}
+
+
+ERASED: Final = "erased"
+# Event Hubs keeps messages at most 7 days (Standard): after that no message of an erased car can still arrive.
+TOMBSTONE_TTL_SECONDS: Final = 8 * 24 * 3600
+
+
+def tombstone(vehicle_id: str, erased_at: str) -> dict[str, Any]:
+    """What is left of an erased car: no personal data, only the fact, so that messages still in flight in
+    Event Hubs when its identity was deleted are dropped instead of creating a new vehicle document."""
+    return {
+        "id": safe_id(vehicle_id),
+        "vehicleId": vehicle_id,
+        "type": ERASED,
+        "erasedAt": erased_at,
+        "ttl": TOMBSTONE_TTL_SECONDS,
+    }
+
+
+def is_erased(doc: dict[str, Any] | None) -> bool:
+    return doc is not None and doc.get("type") == ERASED
 
 
 _DOC_KEYS = frozenset({"state", "lastSeen", "trip", "alerts", "ingest"})
@@ -109,6 +131,8 @@ def fold(
     cfg: IngestionSettings,
 ) -> VehicleUpdate:
     """Apply messages (in arrival order) to a vehicle document, mutating it. See the module docstring."""
+    if is_erased(doc):
+        return VehicleUpdate(document=None, erased=len(messages))
     if doc is None:
         doc = new_vehicle_document(vehicle_id)
     _ensure_shape(doc)

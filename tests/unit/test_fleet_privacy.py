@@ -95,10 +95,16 @@ async def test_erasing_a_vehicle_leaves_no_document_and_no_identity(fleet: Fleet
     # WHEN the car is erased, twice
     first = await fleet.call("DELETE", routes.VEHICLE, {"vehicleId": "car-001"})
     second = await fleet.call("DELETE", routes.VEHICLE, {"vehicleId": "car-001"})
-    # THEN nothing of it is left in any container, IoT Hub forgot it, and the other car is untouched
+    # THEN nothing of it is left in any container but a tombstone without personal data, IoT Hub forgot it,
+    # and the other car is untouched
     assert first.status == second.status == 204
     left = [d for d in everything(fleet) if "car-001" in str(d)]
-    assert left == []
+    assert [sorted(d) for d in left] == [["erasedAt", "id", "ttl", "type", "vehicleId"]]
+    assert left[0]["type"] == "erased"
+    # AND messages still in flight for the car are dropped, not ingested into a new document
+    await fleet.drive("car-001", range(5, 7), speed=9.0)
+    assert [d for d in everything(fleet) if "car-001" in str(d)] == left
+    assert (await fleet.call("GET", routes.VEHICLE, {"vehicleId": "car-001"})).status == 404
     assert "car-001" not in fleet.gateway.devices
     assert [d["vehicleId"] for d in everything(fleet) if d.get("type") == "vehicle"] == ["car-002"]
     # AND the driver's calendar is cleaned up by the unlink job

@@ -295,3 +295,14 @@ def test_any_batch_gets_exactly_one_reply_or_dead_letter_per_message(bodies: lis
         replies(w)  # every reply matches the response schema
 
     asyncio.run(scenario())
+
+
+async def test_a_request_from_an_erased_car_is_dropped_not_retried_forever(world: World) -> None:
+    # GIVEN a car erased (identity deleted) while its request was still in Event Hubs
+    await world.gateway.delete_device(VEHICLE)
+    # WHEN the request is processed
+    report = await run(world, request("calendar.refresh"))
+    # THEN nothing raises (a raise would make the host redeliver the batch forever) and no reply is sent
+    assert report.undeliverable == 1
+    assert report.replied == 0
+    assert world.gateway.sent == []
