@@ -24,12 +24,11 @@ from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.problems import Problem
-from shared.errors import ConflictError, NotFoundError, PreconditionFailedError, StoreError
 from shared.stores.base import Document, DocumentStore
 from shared.telemetry.vehicle import is_erased, new_vehicle_document
+from shared.vehicle_updates import update_vehicle
 
 MAX_BODY_BYTES: Final = 4096
-MAX_RETRIES: Final = 10
 # IoT Hub device ids: up to 128 of these characters (https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-identity-registry)
 DEVICE_ID: Final = re.compile(r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$")
 UPN: Final = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,63}$")
@@ -161,23 +160,19 @@ class DriverLinks:
             await self.store.delete(CALENDARS, user, DRIVER_ID)
 
     async def _update(self, vehicle_id: str, change: Callable[[Document], None]) -> dict[str, Any] | None:
-        """Apply `change` to the vehicle document with optimistic concurrency; returns the previous driver."""
-        for _ in range(MAX_RETRIES):
-            stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-            if stored is not None and is_erased(stored.document):
+        """Apply `change` to the vehicle document (created when absent); returns the previous driver."""
+        previous: list[Any] = [None]
+
+        def apply(stored: Document | None) -> Document:
+            if is_erased(stored):
                 raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} was erased; register it again first")
-            doc = stored.document if stored else new_vehicle_document(vehicle_id)
-            previous = doc.get("driver")
+            doc = stored if stored is not None else new_vehicle_document(vehicle_id)
+            previous[0] = doc.get("driver")
             change(doc)
-            try:
-                if stored is None:
-                    await self.store.create(VEHICLES, doc)
-                else:
-                    await self.store.replace(VEHICLES, doc, stored.etag)
-            except (PreconditionFailedError, ConflictError, NotFoundError):
-                continue  # telemetry (or another link call) wrote in between: read again, apply again
-            return dict(previous) if isinstance(previous, dict) else None
-        raise StoreError(f"vehicle {vehicle_id}: document kept changing; gave up after {MAX_RETRIES} tries")
+            return doc
+
+        await update_vehicle(self.store, vehicle_id, apply)
+        return dict(previous[0]) if isinstance(previous[0], dict) else None
 
 
 def _set(doc: Document, link: DriverLink) -> None:

@@ -18,18 +18,18 @@ from shared.containers import ALERTS, CALENDARS, MEETINGS, TELEMETRY, TRIPS, VEH
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLink, DriverLinks
 from shared.drivers.problems import Problem
-from shared.errors import ConflictError, NotFoundError, PreconditionFailedError, StoreError
+from shared.errors import ConflictError
 from shared.fleet.paging import keyset_page
 from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
 from shared.stores.base import Document, DocumentStore
 from shared.telemetry import signals as S
 from shared.telemetry.vehicle import ERASED, is_erased, location_allowed, new_vehicle_document, tombstone
+from shared.vehicle_updates import update_vehicle
 
 REQUESTS: Final = "requests"
 ACK_STATUS: Final = "ack"  # alert acknowledgements live in `alerts` as `ack:{alertId}` with this status
 MOVING_SPEED_KMH: Final = 5.0
 DEFAULT_WINDOW: Final = dt.timedelta(hours=1)
-MAX_RETRIES: Final = 10
 POSITION_FIELDS: Final = ("startPosition", "lastPosition")
 TRIP_POSITIONS: Final = ("startPosition", "lastPosition", "endPosition")
 
@@ -371,24 +371,17 @@ class FleetService:
         return stored.document
 
     async def _update(self, vehicle_id: str, change: Callable[[Document], None], create: bool = False) -> None:
-        """Read, change, etag-conditional replace, retried on 412: ingestion writes the same document."""
-        for _ in range(MAX_RETRIES):
-            stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-            erased = stored is not None and is_erased(stored.document)
-            if (stored is None or erased) and not create:
+        """Apply `change` to the vehicle document; a missing or erased car is a 404 unless `create`."""
+
+        def apply(stored: Document | None) -> Document:
+            if (stored is None or is_erased(stored)) and not create:
                 raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} is not registered")
             # registering an erased car again starts from a new document (its tombstone holds nothing)
-            doc = stored.document if stored and not erased else new_vehicle_document(vehicle_id)
+            doc = stored if stored is not None and not is_erased(stored) else new_vehicle_document(vehicle_id)
             change(doc)
-            try:
-                if stored is None:
-                    await self.store.create(VEHICLES, doc)
-                else:
-                    await self.store.replace(VEHICLES, doc, stored.etag)
-            except (PreconditionFailedError, ConflictError, NotFoundError):
-                continue
-            return
-        raise StoreError(f"vehicle {vehicle_id}: document kept changing; gave up after {MAX_RETRIES} tries")
+            return doc
+
+        await update_vehicle(self.store, vehicle_id, apply)
 
 
 def consent_of(doc: Document) -> dict[str, bool]:
