@@ -146,10 +146,13 @@ def _decode(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue) -> T
 
     if type(data) is not dict:
         raise _Invalid(INVALID_ENVELOPE, "body is not a JSON object")
+    # JSON (and the published schema) does not tell 1 from 1.0: an integral number counts as an integer.
     version = data.get("v")
-    if version != CONTRACT_VERSION or type(version) is not int:
+    if version != CONTRACT_VERSION or type(version) not in (int, float):
         raise _Invalid(UNSUPPORTED_VERSION, f"v={version!r}, expected {CONTRACT_VERSION}")
     seq = data.get("seq")
+    if type(seq) is float and seq.is_integer() and 0 <= seq <= MAX_SEQ:
+        seq = int(seq)
     if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
         raise _Invalid(INVALID_ENVELOPE, "seq must be an integer from 0 to 2^63-1")
     raw_samples = data.get("samples")

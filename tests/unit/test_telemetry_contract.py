@@ -117,6 +117,15 @@ def test_decode_dead_letters_broken_messages_whole(device: str | None, raw: byte
     assert decoded.message.body == raw
 
 
+def test_decode_reads_integral_numbers_as_integers_as_json_schema_does() -> None:
+    # found by the schema property test: {"v": 1.0, "seq": 0.0} is valid v1 JSON (2020-12: 0.0 is an integer)
+    raw = b'{"v": 1.0, "seq": 7.0, "samples": [{"ts": "2026-11-21T08:00:00Z", "signals": {"Vehicle.Speed": 1}}]}'
+    decoded = decode(message("car-1", raw, enqueued_s=1))
+    assert isinstance(decoded, TelemetryMessage)
+    assert decoded.seq == 7
+    assert type(decoded.seq) is int
+
+
 def test_decode_dead_letters_oversized_messages() -> None:
     padding = "x" * contract.MAX_MESSAGE_BYTES
     raw = orjson.dumps({"v": 1, "seq": 1, "pad": padding, "samples": [{"ts": iso(0), "signals": {"Vehicle.Speed": 1}}]})
