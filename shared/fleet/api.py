@@ -14,11 +14,11 @@ from typing import Any, Final
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from shared.drivers.problems import Problem
+from shared.drivers.problems import PROBLEM_JSON, Problem
 from shared.errors import FleetError
 from shared.fleet import http as routes
 from shared.fleet import models as m
-from shared.fleet.http import JSON, PROBLEM_JSON, ApiRequest, ApiResponse
+from shared.fleet.http import JSON, ApiRequest, ApiResponse
 from shared.fleet.service import FleetService
 
 log = logging.getLogger(__name__)

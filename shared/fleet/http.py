@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from shared.fleet.service import FleetService
 
+from shared.drivers.problems import PROBLEM_JSON, Problem
+
 log = logging.getLogger(__name__)
 
 # The route templates the triggers bind (functions/fleet_api.py); api.py has the operations behind each.
@@ -31,7 +33,6 @@ DRIVER: Final = "drivers/{userId}"
 OPENAPI: Final = "openapi.json"
 DASHBOARD: Final = "dashboard/{asset?}"
 
-PROBLEM_JSON: Final = "application/problem+json"
 JSON: Final = "application/json"
 
 
@@ -65,8 +66,6 @@ async def handle(route: str, request: ApiRequest, service: FleetService | None =
         return await dispatch(route, request, service)
     except Exception:
         log.exception("fleet API %s %s failed", request.method, route)
-        body = (
-            b'{"type":"https://httpstatuses.io/500","title":"Internal error","status":500,'
-            b'"detail":"the request failed; it was logged"}'
+        return ApiResponse(
+            500, Problem(500, "Internal error", "the request failed; it was logged").to_json(), PROBLEM_JSON
         )
-        return ApiResponse(500, body, PROBLEM_JSON)

@@ -10,9 +10,10 @@ from typing import Any, Final
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from shared.drivers.problems import PROBLEM_JSON
 from shared.fleet import models as m
 from shared.fleet.api import OPERATIONS, Operation
-from shared.fleet.http import JSON, PROBLEM_JSON
+from shared.fleet.http import JSON
 
 REF: Final = "#/components/schemas/{model}"
 TAGS: Final = ("vehicles", "history", "alerts", "driver", "privacy", "dashboard", "meta")
