@@ -1,4 +1,10 @@
-"""The package-level exception hierarchy: every error the domain raises on purpose derives from FleetError."""
+"""The package-level exception hierarchy: every error the domain raises on purpose derives from FleetError.
+
+Two families matter to containment (docs/architecture.md, "Failure modes"): a `PermanentError` is permanent
+*for this item* (retrying the same input fails the same way), so the caller contains it to that car or request
+(park the message, record the outcome) and lets the rest of the batch commit; every other error is transient
+and the batch is retried. `shared/faults.py` is the one place that turns a service's status into one of these.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,29 @@ class FleetError(Exception):
     """Base of every error this package raises on purpose."""
 
 
+class PermanentError(FleetError):
+    """Retrying cannot help this one item (document, message, device): contain it, never retry the batch."""
+
+    reason: str = "permanent_error"  # stable code for parked records, metrics and replies
+
+
 class ConfigurationError(FleetError):
     """A setting is missing or malformed; raised at first use so the host logs it once and clearly."""
 
 
 class StoreError(FleetError):
-    """A storage operation failed after the SDK's own retries; the trigger re-raises so the host retries."""
+    """A storage operation failed after the SDK's own retries (transient); the trigger re-raises so the host
+    retries the batch."""
+
+
+class ItemRejectedError(StoreError, PermanentError):
+    """The store refused this one item for what it is (Cosmos DB 400: too deep, bad id; 413: too large)."""
+
+    reason = "store_rejected"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ConflictError(StoreError):
@@ -25,3 +48,29 @@ class PreconditionFailedError(StoreError):
 
 class NotFoundError(StoreError):
     """A conditional replace found no document (HTTP 404)."""
+
+
+class DeviceNotFoundError(PermanentError):
+    """No device identity with that id (the car was erased): a reply or twin patch can never be delivered.
+
+    Callers record or drop what they wanted to send and carry on; retrying would block the batch forever.
+    """
+
+    reason = "device_not_found"
+
+
+class DeviceQueueFullError(PermanentError):
+    """IoT Hub holds at most 50 pending cloud-to-device messages per device; the 51st is refused
+    (403, `DeviceMaximumQueueDepthExceeded`) until the car reads its queue."""
+
+    reason = "queue_full"
+
+
+class MessageTooLargeError(PermanentError):
+    """The message exceeds IoT Hub's size limit (cloud-to-device: 64 KB; twin desired: 32 KB)."""
+
+    reason = "message_too_large"
+
+
+class IoTHubError(FleetError):
+    """IoT Hub failed a call transiently (throttled, 5xx, connection lost): the batch is retried."""

@@ -12,19 +12,14 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from shared.errors import ConfigurationError, FleetError
+from shared.errors import ConfigurationError, DeviceNotFoundError, IoTHubError
 from shared.iothub.gateway import (
     DeviceExistsError,
     DeviceIdentity,
-    DeviceNotFoundError,
     IoTHubGateway,
     new_device_key,
 )
 from shared.settings import setting
-
-
-class IoTHubError(FleetError):
-    """IoT Hub refused or failed a call (the trigger lets the host retry)."""
 
 
 class AzureIoTHubGateway(IoTHubGateway):

@@ -10,20 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import FleetError
+from shared.errors import DeviceNotFoundError, FleetError
 
 log = logging.getLogger(__name__)
 
 
 class DeviceExistsError(FleetError):
     """A device identity with that id is already registered (its key cannot be shown again)."""
-
-
-class DeviceNotFoundError(FleetError):
-    """No device identity with that id (the car was erased): a reply or twin patch can never be delivered.
-
-    Callers drop what they wanted to send and carry on; retrying would block the batch forever.
-    """
 
 
 @dataclass(frozen=True, slots=True)

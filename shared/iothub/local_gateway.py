@@ -14,11 +14,10 @@ from urllib.parse import quote
 
 import orjson
 
-from shared.errors import ConfigurationError, StoreError
+from shared.errors import ConfigurationError, DeviceNotFoundError, StoreError
 from shared.iothub.gateway import (
     DeviceExistsError,
     DeviceIdentity,
-    DeviceNotFoundError,
     IoTHubGateway,
     new_device_key,
 )

@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 
+from shared.errors import DeviceNotFoundError
 from shared.iothub.gateway import (
     DeviceExistsError,
     DeviceIdentity,
-    DeviceNotFoundError,
     IoTHubGateway,
     new_device_key,
 )

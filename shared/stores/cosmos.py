@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from shared.containers import partition_keys
 from shared.errors import ConfigurationError, ConflictError, NotFoundError, PreconditionFailedError, StoreError
+from shared.faults import cosmos_error
 from shared.per_loop import PerLoop
 from shared.settings import setting
 from shared.stores.base import Document, DocumentStore, Stored, strip_system_properties
@@ -159,7 +160,7 @@ def _errors(operation: str) -> Iterator[None]:
     except exceptions.CosmosAccessConditionFailedError as exc:
         raise PreconditionFailedError(f"{operation}: changed since read") from exc
     except exceptions.CosmosHttpResponseError as exc:
-        raise StoreError(f"{operation}: HTTP {exc.status_code}") from exc
+        raise cosmos_error(exc.status_code, operation) from exc
     except (AzureError, OSError, TimeoutError) as exc:
         raise StoreError(f"{operation}: {type(exc).__name__}") from exc
 

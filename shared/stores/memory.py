@@ -14,12 +14,17 @@ from typing import Any
 import orjson
 
 from shared.device_messages import DeadLetter
-from shared.errors import ConflictError, NotFoundError, PreconditionFailedError
+from shared.errors import ConflictError, ItemRejectedError, NotFoundError, PreconditionFailedError
 from shared.stores.base import DeadLetterSink, Document, DocumentStore, Stored
+from shared.stores.limits import item_violation
 
 
 class MemoryDocumentStore(DocumentStore):
-    """Partition key is taken from the container's key path; queries support `c.field = @param` conjunctions."""
+    """Partition key is taken from the container's key path; queries support `c.field = @param` conjunctions.
+
+    Refuses what Cosmos DB refuses (shared/stores/limits.py: item size, nesting, id), so tests see what Azure
+    would do with a hostile document instead of a kinder store.
+    """
 
     def __init__(self, partition_keys: Mapping[str, str]) -> None:
         self._keys = {name: path.strip("/").split("/") for name, path in partition_keys.items()}
@@ -35,10 +40,15 @@ class MemoryDocumentStore(DocumentStore):
         return str(value)
 
     def _put(self, container: str, document: Document) -> str:
+        raw = orjson.dumps(document)
+        partition = self._partition(container, document)
+        violation = item_violation(document, len(raw), partition)
+        if violation is not None:
+            name = f"{container}/{str(document.get('id'))[:64]}"
+            raise ItemRejectedError(f"{name}: {violation.message}", violation.status)
         self._version += 1
         etag = f'"{self._version}"'
-        raw = orjson.dumps(document)
-        self._items[container][self._partition(container, document), document["id"]] = (raw, etag)
+        self._items[container][partition, document["id"]] = (raw, etag)
         self.writes[container] += 1
         self.bytes_written[container] += len(raw)
         return etag

@@ -1,0 +1,61 @@
+"""Cosmos DB's per-item limits, checked the way the service checks them, so every stand-in refuses what Azure
+refuses (docs "Azure Cosmos DB service quotas", per-item limits).
+
+The memory store and the local Cosmos proxy (devstack) call `item_violation`; the Cosmos DB service enforces
+the same limits itself. What is refused is permanent for that item: 413 for size, 400 for the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+MAX_ITEM_BYTES: Final = 2 * 1024 * 1024  # UTF-8 JSON of the whole item
+MAX_ID_BYTES: Final = 1023
+MAX_PARTITION_KEY_BYTES: Final = 2048
+MAX_NESTING: Final = 128  # embedded objects and arrays
+FORBIDDEN_ID_CHARACTERS: Final = frozenset("/\\?#")
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """Why the service refuses an item: the HTTP status it answers and its message."""
+
+    status: int  # 413 or 400
+    code: str  # RequestEntityTooLarge | BadRequest
+    message: str
+
+
+def nesting_depth(value: Any) -> int:
+    """Levels of embedded objects and arrays (a flat document is 1), without recursion (hostile depth)."""
+    depth = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            depth = max(depth, level)
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            depth = max(depth, level)
+            stack.extend((child, level + 1) for child in item)
+    return depth
+
+
+def item_violation(document: Any, size: int, partition_key: Any = None) -> Violation | None:
+    """What Cosmos DB would refuse about this item (its serialised `size` in bytes), or None."""
+    if size > MAX_ITEM_BYTES:
+        return Violation(413, "RequestEntityTooLarge", f"Request size is too large ({size} > {MAX_ITEM_BYTES} bytes)")
+    if not isinstance(document, dict):
+        return Violation(400, "BadRequest", "The item must be a JSON object")
+    item_id = document.get("id")
+    if not isinstance(item_id, str) or not item_id:
+        return Violation(400, "BadRequest", "The required property id is missing")
+    if len(item_id.encode("utf-8")) > MAX_ID_BYTES:
+        return Violation(400, "BadRequest", f"The id exceeds the maximum allowed length of {MAX_ID_BYTES} bytes")
+    if any(ch in FORBIDDEN_ID_CHARACTERS for ch in item_id) or item_id.endswith(" "):
+        return Violation(400, "BadRequest", "The id contains an invalid character ('/', '\\\\', '?', '#')")
+    if isinstance(partition_key, str) and len(partition_key.encode("utf-8")) > MAX_PARTITION_KEY_BYTES:
+        return Violation(400, "BadRequest", f"Partition key exceeds {MAX_PARTITION_KEY_BYTES} bytes")
+    if nesting_depth(document) > MAX_NESTING:
+        return Violation(400, "BadRequest", f"The document nesting exceeds {MAX_NESTING} levels")
+    return None
