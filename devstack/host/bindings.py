@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from devstack.host.retry import RetryPolicy, call_with_retry
+from devstack.host.retry import FailureHook, RetryPolicy, RetryTiming, call_with_retry
 
 _SETTING = re.compile(r"%([^%]+)%")
 
@@ -51,9 +51,14 @@ class FunctionSpec:
     def arg_name(self) -> str:
         return str(self.trigger["name"])
 
-    async def invoke(self, argument: Any) -> Any:
-        """Call the function with its trigger argument, retrying as its policy says; the last error is raised."""
-        return await call_with_retry(self.name, self.user_function, {self.arg_name: argument}, self.retry)
+    async def invoke(
+        self, argument: Any, timing: RetryTiming | None = None, on_failure: FailureHook | None = None
+    ) -> Any:
+        """Call the function with its trigger argument, retrying as its policy says (forever for -1); the last
+        error of a finite policy is raised."""
+        return await call_with_retry(
+            self.name, self.user_function, {self.arg_name: argument}, self.retry, timing=timing, on_failure=on_failure
+        )
 
 
 def function_specs(functions: Iterable[Any], environ: Mapping[str, str]) -> list[FunctionSpec]:

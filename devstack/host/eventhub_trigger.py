@@ -2,7 +2,10 @@
 
 As in the Functions host, a partition's next batch starts only when the previous one finished (events of a
 device stay in order), and the host checkpoints whether the function succeeded or not (after its retries):
-poison messages are the function's job. Ref: https://learn.microsoft.com/azure/azure-functions/functions-bindings-event-hubs-trigger
+poison messages are the function's job. With an infinite retry policy (`max_retry_count -1`) a batch that
+keeps failing is retried forever and its partition does not move, exactly as in Azure; such a partition is
+logged as stalled after STALL_AFTER_ATTEMPTS attempts and listed by `stalled()`, so a test or the demo can fail
+on it instead of waiting. Ref: https://learn.microsoft.com/azure/azure-functions/functions-bindings-event-hubs-trigger
 """
 
 from __future__ import annotations
@@ -10,17 +13,34 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import azure.functions as func
+import orjson
+from azure.functions.meta import Datum
 
 from devstack.eventhubs import EventHubsNamespace, StoredEvent
 from devstack.host.bindings import FunctionSpec
-from devstack.host.retry import parse_interval
+from devstack.host.retry import RetryTiming, parse_interval
 
 log = logging.getLogger(__name__)
+
+# A batch that failed this many times in a row makes its partition "stalled" (logged again every as many more).
+STALL_AFTER_ATTEMPTS: Final = 5
+ERROR_TEXT_LIMIT: Final = 300
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A partition whose current batch keeps failing: nothing after `sequence_number` is processed meanwhile."""
+
+    function: str
+    partition: int
+    attempts: int
+    last_error: str
+    sequence_number: int  # of the first event of the failing batch
 
 
 @dataclass(frozen=True)
@@ -39,11 +59,20 @@ class EventHubsOptions:
         )
 
 
-def to_function_event(event: StoredEvent) -> func.EventHubEvent:
-    """The `func.EventHubEvent` the Python worker builds: body bytes, enqueued time, sequence number and
-    the IoT Hub system properties in `iothub_metadata`."""
+def trigger_metadata(events: Sequence[StoredEvent], many: bool) -> dict[str, Datum]:
+    """The trigger metadata the worker shares among a batch's events (`event.metadata`): the application
+    properties, per event in `PropertiesArray` for cardinality MANY, in `Properties` for ONE."""
+    if many:
+        return {"PropertiesArray": Datum(orjson.dumps([dict(e.properties) for e in events]).decode(), "json")}
+    return {"Properties": Datum(orjson.dumps(dict(events[0].properties)).decode(), "json")}
+
+
+def to_function_event(event: StoredEvent, metadata: Mapping[str, Datum] | None = None) -> func.EventHubEvent:
+    """The `func.EventHubEvent` the Python worker builds: body bytes, enqueued time, sequence number, the IoT Hub
+    system properties in `iothub_metadata` and the batch's trigger metadata in `metadata`."""
     return func.EventHubEvent(
         body=event.body,
+        trigger_metadata=metadata,
         enqueued_time=event.enqueued_time.replace(tzinfo=None),  # the worker hands naive UTC datetimes
         partition_key=None,
         sequence_number=event.sequence_number,
@@ -54,14 +83,23 @@ def to_function_event(event: StoredEvent) -> func.EventHubEvent:
 
 class EventHubTrigger:
     def __init__(
-        self, spec: FunctionSpec, namespace: EventHubsNamespace, options: EventHubsOptions, stats: Counter[str]
+        self,
+        spec: FunctionSpec,
+        namespace: EventHubsNamespace,
+        options: EventHubsOptions,
+        stats: Counter[str],
+        timing: RetryTiming | None = None,
+        stall_after: int = STALL_AFTER_ATTEMPTS,
     ) -> None:
         self.spec = spec
         self.hub = namespace.hub(str(spec.trigger["eventHubName"]))
         self.options = options
         self.stats = stats
+        self.timing = timing or RetryTiming()
+        self.stall_after = max(1, stall_after)
         self.many = str(spec.trigger.get("cardinality", "ONE")).upper() == "MANY"
         self.positions = [0] * len(self.hub.partitions)
+        self._failing: dict[int, Stall] = {}  # partition → its current batch's failures (absent = not failing)
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return [
@@ -72,6 +110,25 @@ class EventHubTrigger:
     def backlog(self) -> int:
         return sum(len(p.events) - pos for p, pos in zip(self.hub.partitions, self.positions, strict=True))
 
+    def stalled(self) -> list[Stall]:
+        """Partitions whose current batch has failed at least `stall_after` times in a row."""
+        return [s for _, s in sorted(self._failing.items()) if s.attempts >= self.stall_after]
+
+    def _failed(self, partition: int, sequence_number: int, attempts: int, error: BaseException) -> None:
+        text = f"{type(error).__name__}: {error}"[:ERROR_TEXT_LIMIT]
+        self._failing[partition] = Stall(self.spec.name, partition, attempts, text, sequence_number)
+        if attempts >= self.stall_after and attempts % self.stall_after == 0:
+            log.warning(
+                "partition %d of function %s has failed %d times: stalled at sequence number %d (last error %s)",
+                partition, self.spec.name, attempts, sequence_number, text,
+            )  # fmt: skip
+
+    def _finished(self, partition: int) -> None:
+        stall = self._failing.pop(partition, None)
+        if stall is not None and stall.attempts >= self.stall_after:
+            log.warning("partition %d of function %s moves again after %d failed attempts",
+                        partition, self.spec.name, stall.attempts)  # fmt: skip
+
     async def _partition(self, index: int) -> None:
         while True:
             events = await self.hub.read(
@@ -81,13 +138,24 @@ class EventHubTrigger:
                 continue
             batches = [events] if self.many else [[e] for e in events]
             for batch in batches:
-                payload: Any = [to_function_event(e) for e in batch] if self.many else to_function_event(batch[0])
+                metadata = trigger_metadata(batch, self.many)
+                payload: Any = (
+                    [to_function_event(e, metadata) for e in batch]
+                    if self.many
+                    else to_function_event(batch[0], metadata)
+                )
+                first = batch[0].sequence_number
+
+                def on_failure(attempts: int, error: BaseException, first: int = first) -> None:
+                    self._failed(index, first, attempts, error)
+
                 try:
-                    await self.spec.invoke(payload)
+                    await self.spec.invoke(payload, timing=self.timing, on_failure=on_failure)
                     self.stats[f"{self.spec.name}:ok"] += 1
-                except Exception:
+                except Exception:  # a finite policy gave up: the host checkpoints past the batch, as in Azure
                     self.stats[f"{self.spec.name}:failed"] += 1
                     log.exception(
                         "%s: batch of %d failed after retries; checkpointing past it", self.spec.name, len(batch)
                     )
+                self._finished(index)
                 self.positions[index] += len(batch)  # checkpoint

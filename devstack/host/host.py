@@ -7,6 +7,12 @@
 
 The app's settings must be in `os.environ` before the app is imported: the functions read them there,
 as they do in Azure.
+
+Retry policies are honoured as in Azure, `max_retry_count -1` included: such a batch is retried forever and
+its partition waits. `stalled()` lists partitions whose batch keeps failing and `drain()` gives up as soon as
+one is stalled, so a test or the demo fails loudly instead of hanging. Tests shorten the waits between
+retries with `retry_timing=RetryTiming(delay_scale=..., max_delay_seconds=...)` (or the environment
+settings LOCAL_HOST_RETRY_DELAY_SCALE / LOCAL_HOST_RETRY_MAX_DELAY_SECONDS): delays only, never the count.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ import orjson
 
 from devstack.eventhubs import EventHubsNamespace
 from devstack.host.bindings import FunctionSpec, function_specs
-from devstack.host.eventhub_trigger import EventHubsOptions, EventHubTrigger
+from devstack.host.eventhub_trigger import STALL_AFTER_ATTEMPTS, EventHubsOptions, EventHubTrigger, Stall
 from devstack.host.http_trigger import HttpHost
 from devstack.host.queue_trigger import QueueOptions, QueueTrigger
+from devstack.host.retry import RetryTiming
 from devstack.host.timer_trigger import TimerTrigger
 
 log = logging.getLogger(__name__)
@@ -44,8 +51,11 @@ class LocalFunctionHost:
         environ: Mapping[str, str],
         event_hubs: EventHubsNamespace,
         host_json: Mapping[str, Any] | None = None,
+        retry_timing: RetryTiming | None = None,
+        stall_after: int = STALL_AFTER_ATTEMPTS,
     ) -> None:
         self.host_json = dict(host_json if host_json is not None else read_host_json())
+        self.retry_timing = retry_timing or RetryTiming.from_environ(environ)
         self.specs = function_specs(functions, environ)
         self.stats: Counter[str] = Counter()
         self.event_hub_triggers: list[EventHubTrigger] = []
@@ -57,7 +67,9 @@ class LocalFunctionHost:
         for spec in self.specs:
             kind = spec.trigger_type
             if kind == "eventHubTrigger":
-                self.event_hub_triggers.append(EventHubTrigger(spec, event_hubs, hub_options, self.stats))
+                self.event_hub_triggers.append(
+                    EventHubTrigger(spec, event_hubs, hub_options, self.stats, self.retry_timing, stall_after)
+                )
             elif kind == "queueTrigger":
                 self._queue_triggers.append(QueueTrigger(spec, environ, queue_options, self.stats))
             elif kind == "timerTrigger":
@@ -88,11 +100,17 @@ class LocalFunctionHost:
         """Events routed to a function's hub that it has not finished yet (for idle detection and status)."""
         return sum(t.backlog() for t in self.event_hub_triggers)
 
+    def stalled(self) -> list[Stall]:
+        """Partitions whose batch has failed STALL_AFTER_ATTEMPTS times or more in a row and is still being
+        retried (function, partition, attempts, last error): with an infinite policy they never move on their own."""
+        return [stall for t in self.event_hub_triggers for stall in t.stalled()]
+
     async def drain(self, seconds: float) -> bool:
-        """Wait until every Event Hubs trigger has caught up; False on timeout."""
+        """Wait until every Event Hubs trigger has caught up; False on timeout or as soon as a partition is
+        stalled (it would never catch up: check `stalled()`)."""
         deadline = asyncio.get_running_loop().time() + seconds
         while self.backlog():
-            if asyncio.get_running_loop().time() > deadline:
+            if self.stalled() or asyncio.get_running_loop().time() > deadline:
                 return False
             await asyncio.sleep(0.1)
         return True

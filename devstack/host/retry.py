@@ -1,8 +1,12 @@
 """Function retry policies (`@app.retry`), applied as the Functions host applies them.
 
 Ref: https://learn.microsoft.com/azure/azure-functions/functions-bindings-error-pages#retries.
-`max_retry_count = -1` means retry forever; a local run caps it (LOCAL_INFINITE_RETRY_CAP) and says so in
-the log, so one broken message cannot hang the demo or a test.
+`max_retry_count = -1` means retry forever, locally too: a cap would let the Event Hubs trigger checkpoint past
+a batch that Azure would keep retrying, and hide the stalled partition a developer most needs to see. Stalls
+are reported instead (see eventhub_trigger.py and LocalFunctionHost.stalled()).
+
+Tests and demos may shorten the waits with RetryTiming; it changes how long the host sleeps between attempts,
+never how many attempts there are.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
-LOCAL_INFINITE_RETRY_CAP: Final = 5
-_warned: set[str] = set()  # functions whose infinite policy was already reported
+INFINITE: Final = -1
+# Local-only environment overrides of RetryTiming (read by the local host, never by the app).
+DELAY_SCALE_SETTING: Final = "LOCAL_HOST_RETRY_DELAY_SCALE"
+MAX_DELAY_SETTING: Final = "LOCAL_HOST_RETRY_MAX_DELAY_SECONDS"
+_MAX_EXPONENT: Final = 62  # 2**62 times any sane minimum interval is past every maximum: no float overflow
 
 
 def parse_interval(text: str) -> float:
@@ -42,6 +49,8 @@ class RetryPolicy:
     def from_settings(cls, settings: Mapping[str, Any]) -> RetryPolicy:
         strategy = str(settings["strategy"])
         count = int(settings["max_retry_count"])
+        if count < INFINITE:
+            raise ValueError(f"max_retry_count must be -1 (infinite) or >= 0, got {count}")
         if strategy == "fixed_delay":
             return cls(strategy, count, delay=parse_interval(str(settings["delay_interval"])))
         if strategy == "exponential_backoff":
@@ -53,23 +62,48 @@ class RetryPolicy:
             )
         raise ValueError(f"unknown retry strategy {strategy!r}")
 
-    def local_max_retries(self, function_name: str) -> int:
-        if self.max_retry_count >= 0:
-            return self.max_retry_count
-        if function_name not in _warned:
-            _warned.add(function_name)
-            log.warning(
-                "%s: retry policy is infinite (max_retry_count=-1); the local host stops after %d retries",
-                function_name,
-                LOCAL_INFINITE_RETRY_CAP,
-            )
-        return LOCAL_INFINITE_RETRY_CAP
+    @property
+    def infinite(self) -> bool:
+        return self.max_retry_count == INFINITE
+
+    def allows(self, retry: int) -> bool:
+        """Whether retry number `retry` (1-based) happens."""
+        return self.infinite or retry <= self.max_retry_count
 
     def delay_before(self, retry: int) -> float:
-        """Seconds to wait before retry number `retry` (1-based)."""
+        """Seconds to wait before retry number `retry` (1-based), as the policy says."""
         if self.strategy == "fixed_delay":
             return self.delay
-        return float(min(self.maximum_interval, self.minimum_interval * 2 ** (retry - 1)))
+        exponent = min(retry - 1, _MAX_EXPONENT)
+        return float(min(self.maximum_interval, self.minimum_interval * 2**exponent))
+
+
+@dataclass(frozen=True)
+class RetryTiming:
+    """How long the local host really waits between attempts: the policy's delay times `delay_scale`, at most
+    `max_delay_seconds`. For tests and demos that cannot wait minutes; the number of attempts never changes."""
+
+    delay_scale: float = 1.0
+    max_delay_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.delay_scale < 0 or (self.max_delay_seconds is not None and self.max_delay_seconds < 0):
+            raise ValueError("retry delays cannot be negative")
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> RetryTiming:
+        scale = environ.get(DELAY_SCALE_SETTING) or "1"
+        cap = environ.get(MAX_DELAY_SETTING) or None
+        return cls(float(scale), float(cap) if cap is not None else None)
+
+    def wait(self, policy_delay: float) -> float:
+        scaled = policy_delay * self.delay_scale
+        return scaled if self.max_delay_seconds is None else min(scaled, self.max_delay_seconds)
+
+
+# Called after every failed attempt with (attempts so far, the error); the Event Hubs trigger uses it to notice
+# a partition that keeps failing.
+FailureHook = Callable[[int, BaseException], None]
 
 
 async def call(function: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
@@ -88,17 +122,27 @@ async def call_with_retry(
     kwargs: Mapping[str, Any],
     policy: RetryPolicy | None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    timing: RetryTiming | None = None,
+    on_failure: FailureHook | None = None,
 ) -> Any:
-    """One invocation plus the policy's retries; the last failure is raised to the trigger."""
-    retries = policy.local_max_retries(name) if policy else 0
-    attempt = 0
+    """One invocation plus the policy's retries (forever for -1); the last failure of a finite policy is raised
+    to the trigger. Cancelling the caller (the host stopping) ends the loop at once, also during a wait."""
+    timing = timing or RetryTiming()
+    retry = 0
     while True:
         try:
             return await call(function, kwargs)
-        except Exception:
-            if policy is None or attempt >= retries:
+        except Exception as exc:
+            if on_failure is not None:
+                on_failure(retry + 1, exc)
+            retry += 1
+            if policy is None or not policy.allows(retry):
                 raise
-            attempt += 1
-            delay = policy.delay_before(attempt)
-            log.exception("%s failed; retry %d of %d in %.1fs", name, attempt, retries, delay)
+            delay = timing.wait(policy.delay_before(retry))
+            of = "∞" if policy.infinite else str(policy.max_retry_count)
+            if retry == 1:
+                log.exception("%s failed; retry %d of %s in %.1fs", name, retry, of, delay)
+            else:  # the traceback was logged once; repeating it every retry of an endless loop buries the log
+                log.warning("%s failed again (%s: %s); retry %d of %s in %.1fs", name, type(exc).__name__, exc,
+                            retry, of, delay)  # fmt: skip
             await sleep(delay)

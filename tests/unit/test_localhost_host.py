@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import azure.functions as func
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from devstack.eventhubs import EventHubsNamespace
 from devstack.host import retry
 from devstack.host.bindings import BindingError, function_specs, resolve
-from devstack.host.eventhub_trigger import EventHubsOptions, EventHubTrigger, to_function_event
+from devstack.host.eventhub_trigger import STALL_AFTER_ATTEMPTS, EventHubsOptions, EventHubTrigger, to_function_event
+from devstack.host.host import LocalFunctionHost
 from devstack.host.http_trigger import HttpRoute, match_route, route_regex
 from devstack.host.ncrontab import Schedule
 from devstack.host.retry import RetryPolicy
@@ -89,22 +91,196 @@ def test_function_events_carry_naive_utc_enqueued_time_like_the_worker() -> None
     assert event.enqueued_time == dt.datetime(2026, 1, 1, 8, 0)
 
 
-async def test_retries_follow_the_policy_then_raise() -> None:
-    calls: list[int] = []
-    delays: list[float] = []
+class Sleeps:
+    """A fake `sleep` that records the delays asked for and returns at once."""
 
-    async def flaky() -> None:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def failing(times: int, calls: list[int]) -> Callable[[], Awaitable[str]]:
+    """A function that raises `times` times, then returns "done"."""
+
+    async def function() -> str:
         calls.append(1)
-        raise RuntimeError("store down")
+        if len(calls) <= times:
+            raise RuntimeError("store down")
+        return "done"
 
-    async def sleep(seconds: float) -> None:
-        delays.append(seconds)
+    return function
 
-    policy = RetryPolicy("exponential_backoff", -1, minimum_interval=4, maximum_interval=10)
+
+async def test_finite_policies_retry_their_count_then_raise() -> None:
+    calls: list[int] = []
+    sleep = Sleeps()
+    policy = RetryPolicy("exponential_backoff", 3, minimum_interval=4, maximum_interval=10)
     with pytest.raises(RuntimeError):
-        await retry.call_with_retry("f", flaky, {}, policy, sleep=sleep)
-    assert len(calls) == 1 + retry.LOCAL_INFINITE_RETRY_CAP  # infinite is capped locally
-    assert delays == [4, 8, 10, 10, 10]
+        await retry.call_with_retry("f", failing(100, calls), {}, policy, sleep=sleep)
+    assert len(calls) == 1 + 3
+    assert sleep.delays == [4, 8, 10]
+
+    calls.clear()
+    fixed = RetryPolicy("fixed_delay", 2, delay=1.0)
+    with pytest.raises(RuntimeError):
+        await retry.call_with_retry("f", failing(100, calls), {}, fixed, sleep=Sleeps())
+    assert len(calls) == 1 + 2
+
+
+async def test_an_infinite_policy_keeps_retrying_past_five_until_the_failure_clears() -> None:
+    calls: list[int] = []
+    sleep = Sleeps()
+    attempts: list[int] = []
+    policy = RetryPolicy("exponential_backoff", -1, minimum_interval=4, maximum_interval=10)
+    result = await retry.call_with_retry(
+        "f", failing(12, calls), {}, policy, sleep=sleep, on_failure=lambda n, _: attempts.append(n)
+    )
+    assert result == "done"
+    assert len(calls) == 13
+    assert attempts == list(range(1, 13))
+    assert sleep.delays == [4, 8] + [10] * 10
+
+
+async def test_retry_timing_changes_the_delays_never_the_count() -> None:
+    calls: list[int] = []
+    sleep = Sleeps()
+    policy = RetryPolicy("exponential_backoff", 3, minimum_interval=4, maximum_interval=10)
+    timing = retry.RetryTiming(delay_scale=0.5, max_delay_seconds=3)
+    with pytest.raises(RuntimeError):
+        await retry.call_with_retry("f", failing(100, calls), {}, policy, sleep=sleep, timing=timing)
+    assert len(calls) == 1 + 3
+    assert sleep.delays == [2, 3, 3]
+    assert retry.RetryTiming.from_environ({retry.DELAY_SCALE_SETTING: "0.01"}) == retry.RetryTiming(0.01, None)
+
+
+def test_exponential_backoff_never_overflows_however_long_it_retries() -> None:
+    policy = RetryPolicy("exponential_backoff", -1, minimum_interval=4, maximum_interval=900)
+    assert policy.delay_before(100_000) == 900
+
+
+def hub_app(function: Callable[[list[func.EventHubEvent]], Awaitable[None]], max_retry_count: str) -> func.FunctionApp:
+    """An app with one Event Hubs function "stubborn" that calls `function`, under an exponential policy."""
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+    @app.function_name("stubborn")
+    @app.retry(
+        strategy="exponential_backoff",
+        max_retry_count=max_retry_count,
+        minimum_interval="00:00:04",
+        maximum_interval="00:15:00",
+    )
+    @app.event_hub_message_trigger(
+        arg_name="events", connection="EH", event_hub_name="%HUB%", cardinality=func.Cardinality.MANY
+    )
+    async def stubborn(events: list[func.EventHubEvent]) -> None:
+        await function(events)
+
+    return app
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll until `condition` holds (pytest's timeout bounds the wait; no timed assertion)."""
+    while not condition():  # noqa: ASYNC110 - polls state the host has no event for
+        await asyncio.sleep(0.005)
+
+
+async def started_host(app: func.FunctionApp, events: int) -> tuple[LocalFunctionHost, EventHubsNamespace]:
+    hubs = EventHubsNamespace(partitions=1)
+    now = dt.datetime.now(dt.UTC)
+    for n in range(events):
+        hubs.hub("telemetry").append("car-1", b"%d" % n, {"type": "telemetry"}, {}, now)
+    host = LocalFunctionHost(
+        app.get_functions(),
+        ENV,
+        hubs,
+        host_json={"extensions": {"eventHubs": {"maxEventBatchSize": 10, "maxWaitTime": "00:00:00.05"}}},
+        retry_timing=retry.RetryTiming(max_delay_seconds=0),  # no waiting, the same attempts
+    )
+    await host.start()
+    return host, hubs
+
+
+async def test_a_permanently_failing_batch_is_reported_stalled_and_its_partition_does_not_advance() -> None:
+    calls: list[int] = []
+
+    async def stubborn(events: list[func.EventHubEvent]) -> None:
+        calls.append(len(events))
+        raise ValueError("poison")
+
+    host, _ = await started_host(hub_app(stubborn, "-1"), events=3)
+    try:
+        await until(lambda: len(calls) > 3 * STALL_AFTER_ATTEMPTS)  # well past the old local cap of 5
+        [stall] = host.stalled()
+        assert (stall.function, stall.partition, stall.sequence_number) == ("stubborn", 0, 0)
+        assert stall.attempts >= 3 * STALL_AFTER_ATTEMPTS
+        assert stall.last_error == "ValueError: poison"
+        assert host.event_hub_triggers[0].positions == [0]  # nothing checkpointed past the batch
+        assert host.backlog() == 3
+        assert host.stats["stubborn:failed"] == 0  # never given up on
+        assert await host.drain(60) is False  # returns at once: a stalled partition never drains
+    finally:
+        await host.stop()
+    tasks = host._tasks
+    assert all(t.done() for t in tasks)  # stopping ended the retry loop
+    attempts = len(calls)
+    await asyncio.sleep(0.05)
+    assert len(calls) == attempts
+
+
+async def test_a_stalled_partition_moves_on_once_the_failure_clears() -> None:
+    calls: list[int] = []
+    seen: list[bytes] = []
+
+    async def recovering(events: list[func.EventHubEvent]) -> None:
+        calls.append(1)
+        if len(calls) <= 2 * STALL_AFTER_ATTEMPTS:
+            raise ConnectionError("store down")
+        seen.extend(e.get_body() for e in events)
+
+    host, _ = await started_host(hub_app(recovering, "-1"), events=3)
+    try:
+        await until(lambda: host.backlog() == 0)
+        assert host.stalled() == []
+        assert seen == [b"0", b"1", b"2"]  # the same batch, delivered whole once the store answered
+        assert host.event_hub_triggers[0].positions == [3]
+        assert host.stats["stubborn:ok"] == 1
+    finally:
+        await host.stop()
+
+
+async def test_a_finite_policy_still_checkpoints_past_a_failed_batch() -> None:
+    calls: list[int] = []
+
+    async def stubborn(events: list[func.EventHubEvent]) -> None:
+        calls.append(1)
+        raise ValueError("poison")
+
+    host, _ = await started_host(hub_app(stubborn, "2"), events=2)
+    try:
+        await until(lambda: host.backlog() == 0)
+        assert len(calls) == 3
+        assert host.stats["stubborn:failed"] == 1
+        assert host.stalled() == []
+    finally:
+        await host.stop()
+
+
+async def test_functions_see_the_application_properties_in_the_trigger_metadata() -> None:
+    received: list[list[func.EventHubEvent]] = []
+    [spec] = [s for s in function_specs(sample_app(received).get_functions(), ENV) if s.name == "ingest"]
+    hubs = EventHubsNamespace(partitions=1)
+    now = dt.datetime.now(dt.UTC)
+    hubs.hub("telemetry").append("car-1", b"a", {"type": "x"}, {}, now)
+    hubs.hub("telemetry").append("car-1", b"b", {}, {}, now)
+    trigger = EventHubTrigger(spec, hubs, EventHubsOptions(max_batch_size=10, max_wait_seconds=0.05), Counter())
+    tasks = trigger.tasks()
+    await until(lambda: trigger.backlog() == 0)
+    for task in tasks:
+        task.cancel()
+    [batch] = received
+    assert batch[0].metadata == {"PropertiesArray": [{"type": "x"}, {}]}  # shared by the batch, as in Azure
 
 
 @pytest.mark.parametrize(
