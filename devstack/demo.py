@@ -99,9 +99,17 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
             cars = await run_simulator(stack, options, stack.workdir / "cars.json")
             assert stack.host is not None
             if not await stack.host.drain(DRAIN_SECONDS):
-                _say(out, f"warning: functions still busy after {DRAIN_SECONDS:.0f}s; the report shows what is stored")
+                if stack.host.stalled():  # an infinite retry policy would wait forever: say so and fail
+                    _say(out, "error: a partition is stalled (its batch keeps failing); see the report")
+                else:
+                    _say(
+                        out,
+                        f"warning: functions still busy after {DRAIN_SECONDS:.0f}s; the report shows what is stored",
+                    )
             await asyncio.sleep(2 * 0.25)  # one more probe round
-            report = await build_report(store, stack.storage_connection_string(), cars, probe, calendar_cars)
+            report = await build_report(
+                store, stack.storage_connection_string(), cars, probe, calendar_cars, stack.host.stalled()
+            )
         finally:
             await probe.stop()
             await store.close()
@@ -162,9 +170,12 @@ def status_line(stack: LocalStack) -> str:
     d2c = sum(n for k, n in hub.items() if k.startswith("d2c:"))
     ok = sum(n for k, n in stack.host.stats.items() if k.endswith(":ok"))
     failed = sum(n for k, n in stack.host.stats.items() if k.endswith(":failed"))
+    stalled = stack.host.stalled()
+    stall = f" | STALLED {', '.join(f'{s.function}[{s.partition}]x{s.attempts}' for s in stalled)}" if stalled else ""
     return (
         f"cars online {len(stack.hub.endpoint.sessions):3d} | d2c {d2c} | backlog {stack.host.backlog()} | "
-        f"invocations ok {ok} failed {failed} | c2d {hub['c2d:delivered']} | twin patches {hub['twin:desired']}   "
+        f"invocations ok {ok} failed {failed} | c2d {hub['c2d:delivered']} | twin patches {hub['twin:desired']}"
+        f"{stall}   "
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import orjson
 
+from devstack.host.eventhub_trigger import Stall
 from shared.containers import ALERTS, TRIPS, VEHICLES, definition
 from shared.settings import DEADLETTER_CONTAINER
 from shared.stores.base import DocumentStore
@@ -98,6 +99,9 @@ class Report:
     meeting_links: int = 0
     cars_without_link: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    # Partitions the local host reported stalled ("function[partition]: N attempts, last error"): a batch that
+    # an infinite retry policy keeps retrying; everything behind it in that partition waits.
+    stalled: list[str] = field(default_factory=list)
 
     @property
     def telemetry_dead_letters(self) -> int:
@@ -106,6 +110,8 @@ class Report:
     def failures(self) -> list[str]:
         """Why the loop did not work; empty means it did."""
         out: list[str] = []
+        if self.stalled:
+            out.append(f"stalled partitions (a batch keeps failing, nothing behind it moves): {self.stalled}")
         if self.vehicles == 0 or self.sent_messages == 0:
             out.append("no telemetry was sent")
         if self.missing:
@@ -146,12 +152,21 @@ class Report:
         else:
             lines.append("calendar / Teams         not part of this run (no Graph sandbox or credentials)")
         lines.append(f"end-to-end latency       {lat} (device send → state visible in Cosmos)")
+        if self.stalled:
+            lines.append(f"stalled partitions       {'; '.join(self.stalled)}")
         if elapsed is not None:
             lines.append(f"run time                 {elapsed:.0f} s")
         failures = self.failures()
         lines.append("RESULT                   " + ("OK: the loop works" if not failures else "FAILED"))
         lines += [f"  - {f}" for f in failures]
         return "\n".join(lines)
+
+
+def describe_stall(stall: Stall) -> str:
+    return (
+        f"{stall.function}[{stall.partition}] at sequence number {stall.sequence_number}: "
+        f"{stall.attempts} attempts, last error {stall.last_error}"
+    )
 
 
 async def count_documents(store: DocumentStore) -> dict[str, int]:
@@ -195,10 +210,12 @@ async def build_report(
     cars: Sequence[Mapping[str, Any]],
     probe: LatencyProbe | None,
     calendar_vehicles: Sequence[str],
+    stalled: Sequence[Stall] = (),
 ) -> Report:
     """`cars` are the simulator's per-car logs (what each car sent and received); `calendar_vehicles` the cars
-    with a linked driver, which must get an agenda."""
+    with a linked driver, which must get an agenda; `stalled` what the local host's `stalled()` said."""
     report = Report(vehicles=len(cars), calendar=bool(calendar_vehicles), calendar_vehicles=list(calendar_vehicles))
+    report.stalled = [describe_stall(s) for s in stalled]
     history = await ingested_history(store)
     for car in cars:
         device = car["device_id"]
