@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.device_messages import DeadLetter
-from shared.stores.base import DeadLetterSink, Document, DocumentStore, Stored
+from shared.stores.base import ContainedEntry, DeadLetterSink, Document, DocumentStore, Stored
 
 
 class NullDocumentStore(DocumentStore):
@@ -61,3 +61,14 @@ class NullDeadLetterSink(DeadLetterSink):
 
     async def put(self, letter: DeadLetter) -> None:
         self.count += 1
+
+    async def list(
+        self, stream: str, device_id: str | None = None, reason: str | None = None, limit: int = 100
+    ) -> list[ContainedEntry]:
+        return []
+
+    async def get(self, name: str) -> DeadLetter | None:
+        return None
+
+    async def delete(self, name: str) -> bool:
+        return False

@@ -17,7 +17,9 @@ from typing import Final, Protocol
 
 import orjson
 
-DEADLETTER_BODY_LIMIT: Final = 64 * 1024
+# IoT Hub refuses device messages over 256 KB, so every body that can arrive is kept whole (and can be redriven);
+# only a larger body from elsewhere is cut.
+DEADLETTER_BODY_LIMIT: Final = 256 * 1024
 
 
 class EventHubEventLike(Protocol):
@@ -65,20 +67,23 @@ def messages_from_events(events: Iterable[EventHubEventLike]) -> list[DeviceMess
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message that could not be accepted, with the reason; stored whole (body bounded) for inspection."""
+    """A message contained with the reason: invalid by contract (dead-lettered) or valid but refused
+    permanently while processing it (parked). Stored whole (docs/messages.md#dead-letters-and-parked-messages),
+    so an operator can list it and redrive it through the same code after a fix (`shared/parking`)."""
 
-    stream: str  # which pipeline rejected it, e.g. "telemetry"
-    reason: str  # stable code, e.g. invalid_json
+    stream: str  # which pipeline contained it, e.g. "telemetry"
+    reason: str  # stable code, e.g. invalid_json, store_rejected
     detail: str
     message: DeviceMessage
+    truncated: bool = False  # read back from a record whose body was cut: it cannot be redriven
 
     @property
     def blob_name(self) -> str:
-        """Deterministic, so a redelivered batch overwrites the same blob instead of adding a second one."""
+        """Deterministic, so a redelivered batch overwrites the same blob instead of adding a second one; the
+        device comes first, so one car's records are listed (and erased) by prefix."""
         m = self.message
         day = (m.enqueued_time or "0000-00-00")[:10].replace("-", "/")
-        device = safe_id(m.device_id) if m.device_id else "_unknown"
-        return f"{self.stream}/{day}/{device}/{m.key}.json"
+        return f"{device_prefix(self.stream, m.device_id)}{day}/{m.key}.json"
 
     def to_json(self) -> bytes:
         body = self.message.body
@@ -96,11 +101,29 @@ class DeadLetter:
             "enqueuedTime": self.message.enqueued_time,
             "sequenceNumber": self.message.sequence_number,
             "bodyBytes": len(body),
-            "bodyTruncated": len(body) > DEADLETTER_BODY_LIMIT,
+            "bodyTruncated": self.truncated or len(body) > DEADLETTER_BODY_LIMIT,
             "body": text,
             "bodyBase64": b64,
         }
         return orjson.dumps(record)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> DeadLetter:
+        """The record `to_json` wrote; raises ValueError for anything else (a blob someone else put there)."""
+        try:
+            record = orjson.loads(data)
+            body_text, body_b64 = record["body"], record["bodyBase64"]
+            body = body_text.encode("utf-8") if body_text is not None else base64.b64decode(body_b64, validate=True)
+            message = DeviceMessage(body, record["deviceId"], record["enqueuedTime"], record["sequenceNumber"])
+            truncated = bool(record["bodyTruncated"])
+            return cls(str(record["stream"]), str(record["reason"]), str(record["detail"]), message, truncated)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"not a dead-letter record: {type(exc).__name__}") from None
+
+
+def device_prefix(stream: str, device_id: str | None) -> str:
+    """Where one device's records of one stream start (`telemetry/car-001/`)."""
+    return f"{stream}/{safe_id(device_id) if device_id else '_unknown'}/"
 
 
 # --- time -----------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from shared.device_messages import DeadLetter
 
@@ -62,14 +63,46 @@ class DocumentStore(ABC):
 
 
 class DeadLetterSink(ABC):
-    """Where messages that cannot be accepted go, whole, with the reason."""
+    """Where messages that cannot be accepted go, whole, with the reason; listed and redriven by operators."""
 
     @abstractmethod
     async def put(self, letter: DeadLetter) -> None:
         """Store one dead letter under its deterministic name (a redelivery overwrites, never duplicates)."""
 
+    @abstractmethod
+    async def list(
+        self, stream: str, device_id: str | None = None, reason: str | None = None, limit: int = 100
+    ) -> list[ContainedEntry]:
+        """The stream's records, one device's when `device_id` is given, of one reason when `reason` is; at most
+        `limit`, in name order (device, then day, then arrival)."""
+
+    @abstractmethod
+    async def get(self, name: str) -> DeadLetter | None:
+        """One record by its name, or None (gone, or not a record this sink wrote)."""
+
+    @abstractmethod
+    async def delete(self, name: str) -> bool:
+        """Remove one record (after a successful redrive, or an erasure); False if there was none."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainedEntry:
+    """A listed dead letter or parked message, without its body."""
+
+    name: str
+    stream: str
+    device_id: str | None
+    reason: str
+    size: int
+
+
+def entry_of(name: str, reason: str, size: int) -> ContainedEntry:
+    """A listing entry from a record's name (`{stream}/{device}/{yyyy}/{mm}/{dd}/{key}.json`)."""
+    stream, device, _ = [*name.split("/", 2), "", ""][:3]
+    return ContainedEntry(name, stream, None if device == "_unknown" else unquote(device), reason, size)
 
 
 def strip_system_properties(document: Mapping[str, Any]) -> Document:

@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
-from shared.device_messages import DeadLetter
+from shared.device_messages import DeadLetter, device_prefix
 from shared.errors import ConflictError, ItemRejectedError, NotFoundError, PreconditionFailedError
-from shared.stores.base import DeadLetterSink, Document, DocumentStore, Stored
+from shared.stores.base import ContainedEntry, DeadLetterSink, Document, DocumentStore, Stored, entry_of
 from shared.stores.limits import item_violation
 
 
@@ -100,8 +100,37 @@ class MemoryDocumentStore(DocumentStore):
 
 
 class MemoryDeadLetterSink(DeadLetterSink):
+    """Keeps each record as its serialised JSON, as the blob sink does, so a read-back is what Azure returns."""
+
     def __init__(self) -> None:
-        self.letters: dict[str, DeadLetter] = {}
+        self.records: dict[str, bytes] = {}
+        self.reasons: dict[str, str] = {}
+
+    @property
+    def letters(self) -> dict[str, DeadLetter]:
+        """Every record, read back (tests)."""
+        return {name: DeadLetter.from_json(raw) for name, raw in sorted(self.records.items())}
 
     async def put(self, letter: DeadLetter) -> None:
-        self.letters[letter.blob_name] = letter
+        self.records[letter.blob_name] = letter.to_json()
+        self.reasons[letter.blob_name] = letter.reason
+
+    async def list(
+        self, stream: str, device_id: str | None = None, reason: str | None = None, limit: int = 100
+    ) -> list[ContainedEntry]:
+        prefix = device_prefix(stream, device_id) if device_id is not None else f"{stream}/"
+        out = []
+        for name in sorted(self.records):
+            if name.startswith(prefix) and (reason is None or self.reasons[name] == reason):
+                out.append(entry_of(name, self.reasons[name], len(self.records[name])))
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def get(self, name: str) -> DeadLetter | None:
+        raw = self.records.get(name)
+        return None if raw is None else DeadLetter.from_json(raw)
+
+    async def delete(self, name: str) -> bool:
+        self.reasons.pop(name, None)
+        return self.records.pop(name, None) is not None

@@ -4,18 +4,24 @@ Per batch: decode every message (bad ones are dead-lettered whole, the rest carr
 for each vehicle fold its messages into the vehicle document and commit it with one etag-conditional write;
 then write the outbox (history chunks, trips, alerts) the fold produced. Vehicles run concurrently.
 
-The last committed vehicle documents are cached (bounded by bytes), so steady state needs no read: the
+The last committed vehicle documents are cached (`vehicle_cache.py`), so steady state needs no read: the
 etag-conditional write fails with 412 if another writer changed the document, and the vehicle is re-read
-and re-folded. A store failure that outlives the SDK's retries is raised after every vehicle has been tried,
-so the host's retry policy redelivers the batch; everything already written is recognised as a replay.
+and re-folded.
+
+Failures are contained by their class (`shared/faults.py`, docs/architecture.md "Failure modes"):
+- transient (throttling, timeouts, 5xx, no answer): raised after every vehicle has been tried, so the host's
+  retry policy redelivers the batch; everything already written is recognised as a replay;
+- permanent for one item (the store refuses the document: 400, 413): the vehicle's messages are retried one
+  by one, and each one that still fails is parked whole with the reason (`DeadLetterSink`), to be redriven
+  after a fix (`shared/parking`); the rest of the batch commits and the partition moves on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, OrderedDict
-from collections.abc import Coroutine, Iterator, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Final
@@ -24,12 +30,22 @@ import orjson
 
 from shared.containers import VEHICLES
 from shared.device_messages import DeadLetter, DeviceMessage, safe_id
-from shared.errors import ConflictError, FleetError, NotFoundError, PreconditionFailedError, StoreError
+from shared.errors import (
+    ConflictError,
+    FleetError,
+    NotFoundError,
+    PermanentError,
+    PreconditionFailedError,
+    StoreError,
+)
+from shared.faults import reason_of
 from shared.settings import IngestionSettings
 from shared.stores.base import DeadLetterSink, DocumentStore
 from shared.telemetry.catalogue import Catalogue, default_catalogue
 from shared.telemetry.contract import STREAM, TelemetryMessage, decode
+from shared.telemetry.job_pool import JobPool
 from shared.telemetry.vehicle import VehicleUpdate, fold
+from shared.telemetry.vehicle_cache import CachedDocument, VehicleCache
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +54,7 @@ MAX_CONFLICT_RETRIES: Final = 10
 # far below Cosmos DB's 2 MB item limit even in catch-up with large messages.
 MAX_FOLD_BYTES: Final = 512 * 1024
 PROCESSING_ERROR: Final = "processing_error"
+OUTBOX_STREAM: Final = "outbox"  # parked side documents (trips, alerts, history chunks) the store refused
 
 
 class BatchFailedError(FleetError):
@@ -57,7 +74,9 @@ class BatchReport:
     rejected_signals: int = 0
     vehicles: int = 0
     conflicts: int = 0
+    parked: int = 0  # valid messages refused permanently while processing: kept whole with the reason
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+    contained: list[str] = field(default_factory=list)  # names of the records this batch wrote (dead or parked)
 
     def add(self, update: VehicleUpdate) -> None:
         self.accepted += update.accepted
@@ -77,128 +96,9 @@ class BatchReport:
             "rejectedSignals": self.rejected_signals,
             "vehicles": self.vehicles,
             "conflicts": self.conflicts,
+            "parked": self.parked,
             "deadLetterReasons": dict(self.dead_letter_reasons),
         }
-
-
-@dataclass(slots=True)
-class _Cached:
-    doc: dict[str, Any] | None  # hot: the document itself
-    raw: bytes | None  # cold: serialised (orjson)
-    etag: str
-    outbox_written: bool
-    size: int  # hot: estimated memory of `doc` (see `estimated_size`); cold: len(raw)
-
-    def document(self) -> dict[str, Any]:
-        if self.doc is not None:
-            return self.doc
-        assert self.raw is not None
-        loaded: dict[str, Any] = orjson.loads(self.raw)
-        return loaded
-
-
-# Estimated memory of a vehicle document held as Python objects (dicts, lists, floats, strings) rather than as
-# JSON, allocator overhead included: calibrated on the streamed RSS run (bench/rss.py: 10,000 cached cars, each
-# with 15 buffered messages, cost ~205 MB of RSS, ~20 KB per car; docs/performance.md).
-DOC_BASE_BYTES: Final = 4 * 1024  # id, state bookkeeping, trip, seen ranges, alerts
-SIGNAL_BYTES: Final = 220  # one `state.signals` entry: {"value", "ts"}
-PENDING_FACTOR: Final = 2  # a buffered history entry, per byte of the message it came from
-
-
-def estimated_size(doc: dict[str, Any]) -> int:
-    """The memory a cached vehicle document takes, estimated without walking it (it is counted on every put)."""
-    size = DOC_BASE_BYTES
-    state = doc.get("state")
-    if type(state) is dict:
-        signals = state.get("signals")
-        if type(signals) is dict:
-            size += SIGNAL_BYTES * len(signals)
-    ingest = doc.get("ingest")
-    if type(ingest) is dict:
-        pending_bytes = ingest.get("pendingBytes")
-        if type(pending_bytes) is int:
-            size += PENDING_FACTOR * pending_bytes
-    return size
-
-
-class VehicleCache:
-    """Least-recently-used committed vehicle documents in two tiers, each bounded.
-
-    Hot: the most recently committed documents as dicts (`max_hot_bytes` of estimated memory), so a cache hit
-    costs no parse. A dict costs ~3-4x its JSON, so documents that drop out of the hot tier are serialised into
-    the cold tier (`max_bytes` of JSON, as this cache always was) instead of being forgotten; a cold hit is
-    parsed. So a fleet whose active cars fit the hot tier (~2,000 cars by default) is folded without parse and
-    serialisation, and a larger one costs what it did before, within the same memory.
-
-    `take` hands a document over and removes it (the fold mutates it in place, and nobody else may see it
-    half-folded); the ingestor `put`s it back once the write committed, and leaves it out when the write failed.
-    """
-
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024, max_hot_bytes: int = 40 * 1024 * 1024) -> None:
-        self._hot: OrderedDict[str, _Cached] = OrderedDict()
-        self._cold: OrderedDict[str, _Cached] = OrderedDict()
-        self._hot_bytes = 0
-        self._bytes = 0  # cold tier, serialised bytes
-        self.max_bytes = max_bytes
-        self.max_hot_bytes = max_hot_bytes
-
-    def __len__(self) -> int:
-        return len(self._hot) + len(self._cold)
-
-    def __contains__(self, vehicle_id: object) -> bool:
-        return vehicle_id in self._hot or vehicle_id in self._cold
-
-    def get(self, vehicle_id: str) -> _Cached | None:
-        """Look without taking (a hot entry's document stays cached and must not be mutated)."""
-        for tier in (self._hot, self._cold):
-            item = tier.get(vehicle_id)
-            if item is not None:
-                tier.move_to_end(vehicle_id)
-                return item
-        return None
-
-    def take(self, vehicle_id: str) -> _Cached | None:
-        """Remove and return the entry: the caller owns its document until it puts it back."""
-        item = self._hot.pop(vehicle_id, None)
-        if item is not None:
-            self._hot_bytes -= item.size
-            return item
-        item = self._cold.pop(vehicle_id, None)
-        if item is not None:
-            self._bytes -= item.size
-        return item
-
-    def put(self, vehicle_id: str, doc: dict[str, Any], etag: str, outbox_written: bool) -> _Cached:
-        self.evict(vehicle_id)
-        size = estimated_size(doc)
-        item = self._hot[vehicle_id] = _Cached(doc, None, etag, outbox_written, size)
-        self._hot_bytes += size
-        while self._hot_bytes > self.max_hot_bytes and self._hot:
-            old_id, old = self._hot.popitem(last=False)
-            self._hot_bytes -= old.size
-            if old.doc is not None:
-                self._put_cold(old_id, _Cached(None, orjson.dumps(old.doc), old.etag, old.outbox_written, 0))
-        return item
-
-    def _put_cold(self, vehicle_id: str, item: _Cached) -> None:
-        assert item.raw is not None
-        item.size = len(item.raw)
-        self._cold[vehicle_id] = item
-        self._bytes += item.size
-        while self._bytes > self.max_bytes and self._cold:
-            _, old = self._cold.popitem(last=False)
-            self._bytes -= old.size
-
-    def evict(self, vehicle_id: str) -> None:
-        old = self._hot.pop(vehicle_id, None)
-        if old is not None:
-            self._hot_bytes -= old.size
-        old = self._cold.pop(vehicle_id, None)
-        if old is not None:
-            self._bytes -= old.size
-
-
-_Job = Coroutine[Any, Any, None]
 
 
 class TelemetryIngestor:
@@ -219,8 +119,7 @@ class TelemetryIngestor:
         self.settings = settings or IngestionSettings()
         self.catalogue = catalogue or default_catalogue()
         self.cache = cache if cache is not None else VehicleCache()
-        self._concurrency = max(1, concurrency)
-        self._limit = asyncio.Semaphore(self._concurrency)
+        self._pool = JobPool(concurrency)
 
     def decode(self, messages: Sequence[DeviceMessage]) -> tuple[dict[str, list[TelemetryMessage]], list[DeadLetter]]:
         """Decode and group by vehicle, keeping arrival order within each vehicle."""
@@ -251,82 +150,53 @@ class TelemetryIngestor:
                 (self._vehicle(vehicle_id, msgs, report) for vehicle_id, msgs in by_vehicle.items()),
             )
         )
-        failures = await self._run(jobs, count)
+        failures = await self._pool.run(jobs, count)
         if failures:
-            failures.sort(key=lambda item: item[0])  # in job order, as gather would have listed them
             for _, failure in failures:
                 if not isinstance(failure, Exception):
                     raise failure  # cancellation and the like
             raise BatchFailedError(f"{len(failures)} of {count} writes failed; redeliver") from failures[0][1]
         return report
 
-    async def _run(self, jobs: Iterator[tuple[int, _Job]], count: int) -> list[tuple[int, BaseException]]:
-        """Run the jobs with at most `concurrency` in flight (across batches: the semaphore), every job to its end.
-
-        Workers take jobs from one iterator. The first runs in the caller's task; the others are started only
-        once it has waited for I/O (a callback the event loop runs then), so a batch whose writes complete
-        without waiting (a cache, a fake store) costs no task at all, and one against Cosmos DB has its
-        `concurrency` workers after its first write went out.
-        """
-        failures: list[tuple[int, BaseException]] = []
-        if count == 0:
-            return failures
-        helpers: list[asyncio.Task[None]] = []
-        handle: asyncio.Handle | None = None
-        if count > 1 and self._concurrency > 1:
-            loop = asyncio.get_running_loop()
-
-            def start_helpers() -> None:
-                for _ in range(min(self._concurrency, count) - 1):
-                    helpers.append(loop.create_task(self._worker(jobs, failures)))
-
-            handle = loop.call_soon(start_helpers)
-        try:
-            await self._worker(jobs, failures)
-            if helpers:
-                for result in await asyncio.gather(*helpers, return_exceptions=True):
-                    if isinstance(result, BaseException):
-                        failures.append((count, result))
-        finally:
-            if handle is not None:
-                handle.cancel()
-            for helper in helpers:
-                helper.cancel()
-            for _, job in jobs:  # left over only when a worker was cancelled: close them unawaited, quietly
-                job.close()
-        return failures
-
-    async def _worker(self, jobs: Iterator[tuple[int, _Job]], failures: list[tuple[int, BaseException]]) -> None:
-        async with self._limit:
-            for index, job in jobs:
-                try:
-                    await job
-                except Exception as exc:
-                    failures.append((index, exc))
-                except asyncio.CancelledError as exc:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
-                        raise  # this batch is being cancelled
-                    failures.append((index, exc))
-
     async def _dead_letter(self, letter: DeadLetter, report: BatchReport) -> None:
         await self.dead_letters.put(letter)
         report.dead_lettered += 1
         report.dead_letter_reasons[letter.reason] += 1
+        report.contained.append(letter.blob_name)
+
+    async def _park(self, msg: TelemetryMessage, exc: Exception, report: BatchReport) -> None:
+        await self.dead_letters.put(letter := _parked(msg, exc))
+        report.parked += 1
+        report.dead_letter_reasons[letter.reason] += 1
+        report.contained.append(letter.blob_name)
 
     async def _vehicle(self, vehicle_id: str, messages: list[TelemetryMessage], report: BatchReport) -> None:
         for part in _slices(messages):
             try:
-                update = await self._commit(vehicle_id, part, report)
-            except StoreError:
-                raise
-            except Exception as exc:  # a bug or a malformed document: keep the messages, carry on with the batch
-                log.exception("vehicle %s: processing failed; dead-lettering %d messages", vehicle_id, len(part))
+                report.add(await self._commit(vehicle_id, part, report))
+            except Exception as exc:
+                if not _contained(exc):
+                    raise  # transient: the batch is retried
                 self.cache.evict(vehicle_id)
+                if len(part) == 1:
+                    await self._contain(vehicle_id, part[0], exc, report)
+                    continue
+                # One of them (or their sum) is refused: each on its own, so only what fails alone is parked.
                 for msg in part:
-                    await self._dead_letter(_as_dead_letter(msg, exc), report)
-                continue
-            report.add(update)
+                    try:
+                        report.add(await self._commit(vehicle_id, [msg], report))
+                    except Exception as alone:
+                        if not _contained(alone):
+                            raise
+                        self.cache.evict(vehicle_id)
+                        await self._contain(vehicle_id, msg, alone, report)
+
+    async def _contain(self, vehicle_id: str, msg: TelemetryMessage, exc: Exception, report: BatchReport) -> None:
+        if isinstance(exc, PermanentError):
+            log.warning("vehicle %s: message seq %d parked: %s", safe_id(vehicle_id)[:64], msg.seq, reason_of(exc))
+        else:  # a bug or a malformed document: keep the message, carry on with the batch
+            log.exception("vehicle %s: processing failed; message seq %d parked", safe_id(vehicle_id)[:64], msg.seq)
+        await self._park(msg, exc, report)
 
     async def _commit(self, vehicle_id: str, messages: list[TelemetryMessage], report: BatchReport) -> VehicleUpdate:
         for _ in range(MAX_CONFLICT_RETRIES):
@@ -381,16 +251,28 @@ class TelemetryIngestor:
             return update
         raise StoreError(f"vehicle {vehicle_id}: document kept changing; gave up after {MAX_CONFLICT_RETRIES} tries")
 
-    def _put_back(self, vehicle_id: str, doc: dict[str, Any], cached: _Cached) -> None:
+    def _put_back(self, vehicle_id: str, doc: dict[str, Any], cached: CachedDocument) -> None:
         if vehicle_id not in self.cache:  # a concurrent batch may have cached a newer one meanwhile
             self.cache.put(vehicle_id, doc, cached.etag, cached.outbox_written)
 
     async def _write_outbox(self, outbox: list[dict[str, Any]]) -> None:
         if len(outbox) == 1:  # the usual case when there is one: no gather, no task
-            item = outbox[0]
-            await self.store.upsert(item["container"], item["document"])
+            await self._write_side(outbox[0])
         else:
-            await asyncio.gather(*(self.store.upsert(item["container"], item["document"]) for item in outbox))
+            await asyncio.gather(*(self._write_side(item) for item in outbox))
+
+    async def _write_side(self, item: dict[str, Any]) -> None:
+        """One outbox document. One the store refuses for good is parked (stream `outbox`) rather than raised:
+        the committed vehicle document still lists it, and raising would refuse every later message of the car."""
+        try:
+            await self.store.upsert(item["container"], item["document"])
+        except PermanentError as exc:
+            document = item["document"]
+            vehicle = str(document.get("vehicleId", ""))
+            log.warning("vehicle %s: %s document parked: %s", safe_id(vehicle)[:64], item["container"], exc.reason)
+            body = orjson.dumps(item)
+            source = DeviceMessage(body, vehicle or None, None, None)
+            await self.dead_letters.put(DeadLetter(OUTBOX_STREAM, exc.reason, str(exc)[:200], source))
 
 
 def _outbox(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -412,5 +294,12 @@ def _slices(messages: list[TelemetryMessage]) -> list[list[TelemetryMessage]]:
     return out
 
 
-def _as_dead_letter(msg: TelemetryMessage, exc: Exception) -> DeadLetter:
-    return DeadLetter(STREAM, PROCESSING_ERROR, type(exc).__name__, msg.source)
+def _contained(exc: Exception) -> bool:
+    """Contained to its vehicle: permanent for this item, or not a store failure at all (a bug, a malformed
+    document). Only transient failures (StoreError and the like, FleetError) fail the batch."""
+    return isinstance(exc, PermanentError) or not isinstance(exc, FleetError)
+
+
+def _parked(msg: TelemetryMessage, exc: Exception) -> DeadLetter:
+    reason = reason_of(exc) if isinstance(exc, PermanentError) else PROCESSING_ERROR
+    return DeadLetter(STREAM, reason, f"{type(exc).__name__}: {str(exc)[:200]}", msg.source)

@@ -135,18 +135,21 @@ def test_decode_dead_letters_oversized_messages() -> None:
 
 
 def test_dead_letter_record_holds_reason_device_time_sequence_and_bounded_body() -> None:
-    raw = b"\x00" * 100_000
+    # Every body IoT Hub can deliver (<= 256 KB) is kept whole, so it can be redriven; a larger one is cut.
+    raw = b"\x00" * 300_000
     letter = decode(DeviceMessage(raw, "car/1?", "2026-11-21T08:00:00.000Z", 42))
     assert isinstance(letter, DeadLetter)
     record = orjson.loads(letter.to_json())
-    assert record["reason"] == "invalid_json"
+    assert record["reason"] == "too_large"
     assert record["deviceId"] == "car/1?"
     assert record["enqueuedTime"] == "2026-11-21T08:00:00.000Z"
     assert record["sequenceNumber"] == 42
-    assert record["bodyBytes"] == 100_000
+    assert record["bodyBytes"] == 300_000
     assert record["bodyTruncated"] is True
-    assert len(record["body"]) == 64 * 1024
-    assert letter.blob_name.startswith("telemetry/2026/11/21/car%2F1%3F/")
+    assert len(record["body"]) == 256 * 1024
+    assert DeadLetter.from_json(letter.to_json()).truncated is True
+    # device first, so one car's records are listed (and erased) by prefix
+    assert letter.blob_name.startswith("telemetry/car%2F1%3F/2026/11/21/")
 
 
 # --- property-based: outside input never breaks the decoder -------------------------------------------------
