@@ -42,6 +42,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AzureWebJobsStorage__credential", None, "Identity-based storage: 'managedidentity' (Azure)."),
     Setting("AzureWebJobsStorage__clientId", None, "Identity-based storage: user-assigned identity client id."),
     Setting("TELEMETRY_EVENTHUB", "telemetry", "Event Hub that IoT Hub routes telemetry messages to."),
+    Setting("UNROUTED_EVENTHUB", "unrouted", "Event Hub for device messages whose type is missing or unknown."),
     Setting("EVENTHUB__fullyQualifiedNamespace", None, "Event Hubs namespace host for the triggers (Azure)."),
     Setting("EVENTHUB__credential", None, "Identity-based Event Hubs connection: 'managedidentity' (Azure)."),
     Setting("EVENTHUB__clientId", None, "Identity-based Event Hubs connection: user-assigned identity client id."),
