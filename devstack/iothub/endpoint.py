@@ -5,6 +5,10 @@ checked), a device may publish only to its own `devices/{id}/messages/events/` a
 may subscribe only to its own topics (topics.allowed_filters), and whatever the hub sends on a connection
 is for that device alone. Twin requests carry no device id, so only a per-connection server can answer
 them; a shared broker would fan every twin response and desired patch out to every car.
+
+Traffic flows one way: the endpoint owns the connections (`Sessions`) and tells the hub about device events
+(a message, a twin request, a new subscription, by device id); the hub never touches a connection, it asks
+`sessions.deliver(device_id, topic, body)` and learns whether the device took it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 
 D2CHandler = Callable[[str, Properties, bytes], Awaitable[None]]
 TwinHandler = Callable[[str, TwinRequest, bytes], Awaitable[tuple[int, bytes, int | None]]]
+SubscribedHandler = Callable[[str], Awaitable[None]]
 
 
 class DeviceRejectedError(Exception):
@@ -59,15 +64,70 @@ class Session:
             await self.writer.drain()
 
 
-class DeviceEndpoint:
-    """Serves devices; hands device-to-cloud messages and twin requests to the hub (hub.py)."""
+class Sessions:
+    """The connected devices, one session each; owned by the endpoint. Others may ask whether a device is
+    connected (`in`, `len`), deliver to it, or disconnect it, never reach into a connection."""
 
-    def __init__(self, registry: DeviceRegistry, on_d2c: D2CHandler, on_twin: TwinHandler) -> None:
+    def __init__(self) -> None:
+        self._by_device: dict[str, Session] = {}
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._by_device
+
+    def __len__(self) -> int:
+        return len(self._by_device)
+
+    def attach(self, session: Session) -> None:
+        """A device connected; IoT Hub drops the older connection of a device that connects again."""
+        old = self._by_device.get(session.device_id)
+        if old is not None:
+            old.writer.close()
+        self._by_device[session.device_id] = session
+
+    def detach(self, session: Session) -> None:
+        """This connection ended (a newer one of the same device stays)."""
+        if self._by_device.get(session.device_id) is session:
+            del self._by_device[session.device_id]
+
+    def disconnect(self, device_id: str) -> bool:
+        """Close the device's connection (its identity was deleted); False if it was not connected."""
+        session = self._by_device.pop(device_id, None)
+        if session is not None:
+            session.writer.close()
+        return session is not None
+
+    def disconnect_all(self) -> None:
+        for session in list(self._by_device.values()):
+            session.writer.close()
+        self._by_device.clear()
+
+    async def deliver(self, device_id: str, topic: str, body: bytes, qos: int = 1) -> bool:
+        """Publish to the device if it is connected and subscribed to `topic`; False (nothing sent) if not."""
+        session = self._by_device.get(device_id)
+        if session is None or not session.subscribed(topic):
+            return False
+        try:
+            await session.send(topic, body, qos)
+        except (ConnectionError, ssl.SSLError):
+            return False
+        return True
+
+
+class DeviceEndpoint:
+    """Serves devices; hands device-to-cloud messages, twin requests and subscriptions to the hub (hub.py)."""
+
+    def __init__(
+        self,
+        registry: DeviceRegistry,
+        on_d2c: D2CHandler,
+        on_twin: TwinHandler,
+        on_subscribed: SubscribedHandler | None = None,
+    ) -> None:
         self.registry = registry
         self._on_d2c = on_d2c
         self._on_twin = on_twin
-        self.sessions: dict[str, Session] = {}
-        self.on_subscribed: Callable[[Session], Awaitable[None]] | None = None
+        self._on_subscribed = on_subscribed
+        self.sessions = Sessions()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -77,8 +137,7 @@ class DeviceEndpoint:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for session in list(self.sessions.values()):
-            session.writer.close()
+        self.sessions.disconnect_all()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -100,8 +159,8 @@ class DeviceEndpoint:
         except (mqtt.ProtocolError, DeviceRejectedError) as exc:
             log.warning("closing %s: %s", session.device_id if session else "connection", exc)
         finally:
-            if session is not None and self.sessions.get(session.device_id) is session:
-                del self.sessions[session.device_id]
+            if session is not None:
+                self.sessions.detach(session)
             writer.close()
             if task is not None:
                 self._tasks.discard(task)
@@ -121,10 +180,8 @@ class DeviceEndpoint:
             log.warning("refused %s: invalid or expired SAS token", device_id)
             writer.write(mqtt.connack(mqtt.NOT_AUTHORIZED))
             return None
-        old = self.sessions.get(device_id)
-        if old is not None:  # IoT Hub drops the older connection of a device that connects again
-            old.writer.close()
-        session = self.sessions[device_id] = Session(device_id, writer)
+        session = Session(device_id, writer)
+        self.sessions.attach(session)
         writer.write(mqtt.connack(mqtt.ACCEPTED))
         await writer.drain()
         return session
@@ -145,8 +202,8 @@ class DeviceEndpoint:
                 session.subscriptions.update(f for f, _ in filters if f in allowed)
                 writer.write(mqtt.suback(packet_id, codes))
                 await writer.drain()
-                if self.on_subscribed is not None:
-                    await self.on_subscribed(session)
+                if self._on_subscribed is not None:
+                    await self._on_subscribed(session.device_id)
             elif packet.kind == mqtt.UNSUBSCRIBE:
                 packet_id, topics = mqtt.parse_unsubscribe(packet)
                 session.subscriptions.difference_update(topics)

@@ -3,6 +3,13 @@
 The service side (`send_c2d`, `patch_desired`) is what the backend's IoTHubGateway calls, in process or
 through service_api.py. Counters here are for the live status line only; the demo report counts what the
 cars received and what the functions stored, not what the hub believes it sent.
+
+Cloud-to-device messages follow IoT Hub's rules, so the backend meets here what it meets in Azure: at most
+50 pending messages per device (the 51st is refused with DeviceQueueFullError, which the service API answers
+403 DeviceMaximumQueueDepthExceeded), at most 64 KB per message (MessageTooLargeError, 413), and a message
+past its absolute expiry time is dropped, never delivered. A message counts as pending until it is written
+to the device's connection (IoT Hub keeps it until the device completes it; the difference does not matter
+to the backend, which only sees the refusal).
 """
 
 from __future__ import annotations
@@ -14,12 +21,13 @@ import ssl
 import uuid
 from collections import Counter, deque
 from collections.abc import Mapping
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from devstack.eventhubs import EventHubsNamespace
-from devstack.iothub.endpoint import DeviceEndpoint, Session
+from devstack.iothub.endpoint import DeviceEndpoint
 from devstack.iothub.registry import DeviceRegistry
 from devstack.iothub.routing import Routes
 from devstack.iothub.topics import (
@@ -30,10 +38,23 @@ from devstack.iothub.topics import (
 )
 from devstack.iothub.twin import TwinStore
 from devstack.tls import TlsFiles
+from shared.errors import DeviceQueueFullError, MessageTooLargeError
+from shared.iothub.gateway import C2D_MAX_BYTES, C2D_QUEUE_LIMIT
 
 log = logging.getLogger(__name__)
 
-C2D_QUEUE_LIMIT: Final = 50  # IoT Hub keeps at most 50 messages per device queue
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    """A cloud-to-device message waiting for its device."""
+
+    message_id: str
+    topic: str  # what the device receives it on (message id, `to`, application properties)
+    body: bytes
+    expiry: dt.datetime | None  # absolute expiry time (UTC); None = never
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expiry is not None and self.expiry <= now
 
 
 def iothub_system_properties(device_id: str, enqueued: dt.datetime, properties: Properties) -> dict[str, str]:
@@ -54,9 +75,9 @@ class LocalIoTHub:
         self.event_hubs = event_hubs
         self.routes = routes or Routes.load()
         self.twins = TwinStore()
-        self.endpoint = DeviceEndpoint(registry, self._device_to_cloud, self._twin_request)
-        self.endpoint.on_subscribed = self._flush
-        self._c2d: dict[str, deque[tuple[str, bytes]]] = {}
+        self.endpoint = DeviceEndpoint(registry, self._device_to_cloud, self._twin_request, self._flush)
+        self._c2d: dict[str, deque[PendingMessage]] = {}
+        self._flushing: dict[str, asyncio.Lock] = {}
         self.counters: Counter[str] = Counter()
 
     async def start(self, host: str, tls_files: TlsFiles, port: int = 8883) -> None:
@@ -92,37 +113,73 @@ class LocalIoTHub:
             return 204, b"", version
         return 404, b'{"message":"unsupported twin operation"}', None
 
-    async def _flush(self, session: Session) -> None:
-        """Deliver queued cloud-to-device messages once the device listens for them."""
-        queue = self._c2d.get(session.device_id)
-        if not queue or not session.subscribed(c2d_topic(session.device_id, "probe", {})):
-            return
-        while queue:
-            topic, body = queue.popleft()
-            await session.send(topic, body, qos=1)
-            self.counters["c2d:delivered"] += 1
+    def _drop_expired(self, device_id: str, now: dt.datetime) -> deque[PendingMessage]:
+        queue = self._c2d.setdefault(device_id, deque())
+        live = [m for m in queue if not m.expired(now)]
+        if len(live) != len(queue):
+            self.counters["c2d:expired"] += len(queue) - len(live)
+            queue.clear()
+            queue.extend(live)
+        return queue
+
+    async def _flush(self, device_id: str) -> None:
+        """Deliver the device's pending messages, oldest first, while it is connected and listening; expired
+        ones are dropped. One flush per device at a time, so no message goes out twice or out of order."""
+        lock = self._flushing.setdefault(device_id, asyncio.Lock())
+        async with lock:
+            queue = self._drop_expired(device_id, dt.datetime.now(dt.UTC))
+            while queue:
+                head = queue[0]
+                if not await self.endpoint.sessions.deliver(device_id, head.topic, head.body):
+                    return
+                if queue and queue[0] is head:
+                    queue.popleft()
+                self.counters["c2d:delivered"] += 1
 
     # --- service side (what IoTHubGateway does in Azure) ------------------------------------------------------
 
-    async def send_c2d(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> str:
-        """Queue a cloud-to-device message; delivered now if the device is connected and listening."""
+    async def send_c2d(
+        self,
+        device_id: str,
+        body: bytes,
+        properties: Mapping[str, str],
+        expiry: dt.datetime | None = None,
+        now: dt.datetime | None = None,
+    ) -> str:
+        """Queue a cloud-to-device message; delivered now if the device is connected and listening.
+
+        Raises MessageTooLargeError over 64 KB and DeviceQueueFullError when 50 messages are pending (after
+        dropping expired ones), as IoT Hub refuses them."""
+        if len(body) > C2D_MAX_BYTES:
+            self.counters["c2d:too_large"] += 1
+            raise MessageTooLargeError(f"C2D to {device_id}: {len(body)} bytes, the limit is {C2D_MAX_BYTES}")
+        queue = self._drop_expired(device_id, now or dt.datetime.now(dt.UTC))
+        if len(queue) >= C2D_QUEUE_LIMIT:
+            self.counters["c2d:refused"] += 1
+            raise DeviceQueueFullError(f"C2D to {device_id}: {C2D_QUEUE_LIMIT} messages pending")
         message_id = str(uuid.uuid4())
-        queue = self._c2d.setdefault(device_id, deque(maxlen=C2D_QUEUE_LIMIT))
-        queue.append((c2d_topic(device_id, message_id, properties), body))
+        queue.append(PendingMessage(message_id, c2d_topic(device_id, message_id, properties), bytes(body), expiry))
         self.counters["c2d:queued"] += 1
-        session = self.endpoint.sessions.get(device_id)
-        if session is not None:
-            await self._flush(session)
+        await self._flush(device_id)
         return message_id
+
+    def pending(self, device_id: str, now: dt.datetime | None = None) -> list[PendingMessage]:
+        """The device's undelivered, unexpired messages, oldest first."""
+        return list(self._drop_expired(device_id, now or dt.datetime.now(dt.UTC)))
+
+    def remove_device(self, device_id: str) -> None:
+        """A deleted identity: IoT Hub closes its connection and drops its twin and queued messages."""
+        self.endpoint.sessions.disconnect(device_id)
+        self.twins.remove(device_id)
+        self._c2d.pop(device_id, None)
 
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> int:
         """Merge into the twin's desired properties and push the patch to the device if it is listening."""
         twin = self.twins.get(device_id)
         pushed = twin.patch_desired(patch)
         self.counters["twin:desired"] += 1
-        session = self.endpoint.sessions.get(device_id)
-        if session is not None and session.subscribed(desired_patch_topic(0)):
-            await session.send(desired_patch_topic(twin.desired_version), orjson.dumps(pushed))
+        topic = desired_patch_topic(twin.desired_version)
+        await self.endpoint.sessions.deliver(device_id, topic, orjson.dumps(pushed), qos=0)
         return twin.desired_version
 
     def twin_document(self, device_id: str) -> dict[str, Any]:

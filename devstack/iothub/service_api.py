@@ -4,22 +4,51 @@ Shaped after IoT Hub's own service REST API so the gateway reads like the Azure 
 - `PATCH /twins/{deviceId}` with `{"properties": {"desired": {...}}}` merges desired properties;
 - `GET /twins/{deviceId}` returns the twin;
 - `POST /devices/{deviceId}/messages/deviceBound` sends a cloud-to-device message; application properties
-  come as `iothub-app-<name>` headers, as in IoT Hub's HTTPS C2D API;
+  come as `iothub-app-<name>` headers and the absolute expiry time as `iothub-expiry` (ISO 8601 UTC), as in
+  IoT Hub's HTTPS message API. 403 `DeviceMaximumQueueDepthExceeded` when 50 messages are pending, 413
+  `MessageTooLarge` over 64 KB;
 - `PUT /devices/{deviceId}` with `{"deviceId", "authentication": {"type": "sas", "symmetricKey": {"primaryKey"}}}`
   registers a device (409 if it exists), `DELETE /devices/{deviceId}` removes it (404 if there is none) and
   drops its connection, twin and queued messages (registry.py).
+Errors come as IoT Hub's REST API gives them: the status, an `iothub-errorcode` header and the body
+`{"Message": "ErrorCode:<code>;<description>", "ExceptionMessage": "Tracking ID:...-TimeStamp:..."}`.
 No authentication: it listens on 127.0.0.1 only, for processes of the developer's own machine (including
 `func start`, which runs the functions outside this process).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+from typing import Final
+
 import orjson
 from aiohttp import web
 
 from devstack.iothub.hub import LocalIoTHub
+from shared.errors import DeviceQueueFullError, MessageTooLargeError
+from shared.iothub.gateway import ERROR_CODE_HEADER
 
-APP_PROPERTY_PREFIX = "iothub-app-"
+APP_PROPERTY_PREFIX: Final = "iothub-app-"
+EXPIRY_HEADER: Final = "iothub-expiry"
+
+
+def error_response(status: int, code: str, description: str) -> web.Response:
+    """An error in the shape of IoT Hub's service REST API."""
+    now = dt.datetime.now(dt.UTC)
+    body = {
+        "Message": f"ErrorCode:{code};{description}",
+        "ExceptionMessage": f"Tracking ID:{uuid.uuid4().hex}-G:0-TimeStamp:{now:%m/%d/%Y %H:%M:%S}",
+    }
+    return web.json_response(body, status=status, headers={ERROR_CODE_HEADER: code})
+
+
+def parse_expiry(raw: str | None) -> dt.datetime | None:
+    """`iothub-expiry` (ISO 8601, UTC when no offset is given); ValueError if malformed."""
+    if not raw:
+        return None
+    parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def service_app(hub: LocalIoTHub) -> web.Application:
@@ -27,15 +56,18 @@ def service_app(hub: LocalIoTHub) -> web.Application:
         """A deleted identity: IoT Hub answers 404 DeviceNotFound to C2D sends and twin updates."""
         if hub.registry.exists(device):
             return None
-        return web.json_response({"message": f"DeviceNotFound: {device}"}, status=404)
+        return error_response(404, "DeviceNotFound", device)
 
     async def patch_twin(request: web.Request) -> web.Response:
         if (missing := gone(request.match_info["device"])) is not None:
             return missing
-        body = orjson.loads(await request.read())
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return error_response(400, "ArgumentInvalid", "the body is not JSON")
         desired = body.get("properties", {}).get("desired") if isinstance(body, dict) else None
         if not isinstance(desired, dict):
-            return web.json_response({"message": "expected {properties: {desired: {...}}}"}, status=400)
+            return error_response(400, "ArgumentInvalid", "expected {properties: {desired: {...}}}")
         await hub.patch_desired(request.match_info["device"], desired)
         return web.json_response(hub.twin_document(request.match_info["device"]))
 
@@ -50,7 +82,16 @@ def service_app(hub: LocalIoTHub) -> web.Application:
             for name, value in request.headers.items()
             if name.lower().startswith(APP_PROPERTY_PREFIX)
         }
-        message_id = await hub.send_c2d(request.match_info["device"], await request.read(), properties)
+        try:
+            expiry = parse_expiry(request.headers.get(EXPIRY_HEADER))
+        except ValueError:
+            return error_response(400, "ArgumentInvalid", f"{EXPIRY_HEADER} is not an ISO 8601 time")
+        try:
+            message_id = await hub.send_c2d(request.match_info["device"], await request.read(), properties, expiry)
+        except DeviceQueueFullError as exc:
+            return error_response(403, "DeviceMaximumQueueDepthExceeded", str(exc))
+        except MessageTooLargeError as exc:
+            return error_response(413, "MessageTooLarge", str(exc))
         return web.Response(status=204, headers={"iothub-messageid": message_id})
 
     async def put_device(request: web.Request) -> web.Response:
@@ -59,22 +100,18 @@ def service_app(hub: LocalIoTHub) -> web.Application:
             body = orjson.loads(await request.read())
             key = body["authentication"]["symmetricKey"]["primaryKey"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            return web.json_response({"message": "expected a SAS device identity"}, status=400)
+            return error_response(400, "ArgumentInvalid", "expected a SAS device identity")
         if not isinstance(key, str) or not key:
-            return web.json_response({"message": "primaryKey must be a base64 string"}, status=400)
+            return error_response(400, "ArgumentInvalid", "primaryKey must be a base64 string")
         if not hub.registry.register(device, key):
-            return web.json_response({"message": f"DeviceAlreadyExists: {device}"}, status=409)
+            return error_response(409, "DeviceAlreadyExists", device)
         return web.json_response({"deviceId": device, "status": "enabled", "authentication": {"type": "sas"}})
 
     async def delete_device(request: web.Request) -> web.Response:
         device = request.match_info["device"]
         if not hub.registry.remove(device):
-            return web.json_response({"message": f"DeviceNotFound: {device}"}, status=404)
-        session = hub.endpoint.sessions.pop(device, None)
-        if session is not None:  # IoT Hub closes the connection of a deleted device
-            session.writer.close()
-        hub.twins._twins.pop(device, None)
-        hub._c2d.pop(device, None)
+            return error_response(404, "DeviceNotFound", device)
+        hub.remove_device(device)
         return web.Response(status=204)
 
     app = web.Application()

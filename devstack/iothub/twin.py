@@ -62,3 +62,7 @@ class TwinStore:
         if twin is None:
             twin = self._twins[device_id] = Twin()
         return twin
+
+    def remove(self, device_id: str) -> None:
+        """A deleted identity's twin goes with it."""
+        self._twins.pop(device_id, None)

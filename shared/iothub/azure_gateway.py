@@ -3,6 +3,11 @@
 The SDK is synchronous (C2D over AMQP through uamqp, twins over HTTPS) and importing it loads uamqp, so it is
 imported on first use and every call runs in a worker thread, never on the event loop. The app's identity
 needs the "IoT Hub Data Contributor" role (or Twin Contributor + Service Connect) on the hub.
+
+Errors go through `shared.faults.iothub_error` like every gateway's: REST calls give the status of msrest's
+`HttpOperationError` and the error code from the `iothub-errorcode` header or the body's `ErrorCode:<code>`;
+a C2D send gives the AMQP error condition (translated to the HTTP status IoT Hub documents for the same
+error) and the error description, which carries IoT Hub's error code text.
 """
 
 from __future__ import annotations
@@ -10,16 +15,46 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
+from uuid import uuid4
 
-from shared.errors import ConfigurationError, DeviceNotFoundError, IoTHubError
+from shared.errors import ConfigurationError
+from shared.faults import iothub_error
 from shared.iothub.gateway import (
+    DEFAULT_C2D_TTL_SECONDS,
     DeviceExistsError,
     DeviceIdentity,
     IoTHubGateway,
+    c2d_expiry,
+    error_code_of,
     new_device_key,
 )
 from shared.settings import setting
+
+# AMQP 1.0 error conditions (spec, section 2.8.15) → the HTTP status IoT Hub's REST API gives the same error,
+# so one mapping (shared/faults.py) reads both. A protocol translation, not a classification: the error code
+# in the description (e.g. DeviceMaximumQueueDepthExceeded) decides before the status does.
+AMQP_STATUS: Final = {
+    "amqp:not-found": 404,
+    "amqp:unauthorized-access": 401,
+    "amqp:resource-limit-exceeded": 403,
+    "amqp:link:message-size-exceeded": 413,
+    "amqp:decode-error": 400,
+    "amqp:invalid-field": 400,
+    "amqp:internal-error": 500,
+    "com.microsoft:server-busy": 503,
+    "com.microsoft:timeout": 408,
+}
+# The system properties `IoTHubAmqpClientBase.send_message_to_device` (azure-iot-hub 2.7) takes from the
+# properties dict; every other key is an application property. `expiryTimeUtc` becomes the AMQP
+# absolute-expiry-time, an integer timestamp in milliseconds since the Unix epoch (uamqp requires an int).
+SYSTEM_PROPERTIES: Final = {
+    "contentType": "content_type",
+    "contentEncoding": "content_encoding",
+    "correlationId": "correlation_id",
+    "expiryTimeUtc": "absolute_expiry_time",
+    "messageId": "message_id",
+}
 
 
 class AzureIoTHubGateway(IoTHubGateway):
@@ -28,6 +63,7 @@ class AzureIoTHubGateway(IoTHubGateway):
         self._client_id = client_id
         self._manager: Any = None
         self._lock = threading.Lock()  # one registry manager, created once even by concurrent first calls
+        self._amqp_lock = threading.Lock()  # uamqp's SendClient is not thread-safe: one send at a time
 
     @classmethod
     def from_env(cls) -> AzureIoTHubGateway:
@@ -46,13 +82,21 @@ class AzureIoTHubGateway(IoTHubGateway):
                 self._manager = IoTHubRegistryManager.from_token_credential(self._hostname, credential)
             return self._manager
 
-    def _send(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> None:
+    def _send(self, device_id: str, body: bytes, properties: Mapping[str, str], ttl_seconds: float) -> None:
+        operation = f"C2D to {device_id}"
+        expiry_ms = int(c2d_expiry(ttl_seconds).timestamp() * 1000)
         try:
-            self._registry().send_c2d_message(device_id, body, properties=dict(properties))
-        except Exception as exc:  # the SDK raises uamqp and msrest errors of many kinds
-            if _not_found(exc):
-                raise DeviceNotFoundError(f"C2D to {device_id}: no such device") from exc
-            raise IoTHubError(f"C2D to {device_id}: {type(exc).__name__}: {exc}") from exc
+            with self._amqp_lock:
+                failure = send_message_to_device(
+                    self._registry().amqp_svc_client.amqp_client,
+                    device_id,
+                    body,
+                    {**properties, "expiryTimeUtc": expiry_ms},
+                )
+        except Exception as exc:  # connection, auth, link: no answer about this message
+            raise iothub_error(amqp_status(exc), amqp_description(exc), operation) from exc
+        if failure is not None:
+            raise iothub_error(amqp_status(failure), amqp_description(failure) or type(failure).__name__, operation)
 
     def _patch(self, device_id: str, patch: Mapping[str, Any]) -> None:
         from azure.iot.hub.models import Twin, TwinProperties  # type: ignore[import-untyped]
@@ -61,27 +105,25 @@ class AzureIoTHubGateway(IoTHubGateway):
         try:
             self._registry().update_twin(device_id, twin, "*")
         except Exception as exc:
-            if _not_found(exc):
-                raise DeviceNotFoundError(f"twin patch of {device_id}: no such device") from exc
-            raise IoTHubError(f"twin patch of {device_id}: {type(exc).__name__}: {exc}") from exc
+            raise iothub_error(rest_status(exc), rest_error_code(exc), f"twin patch of {device_id}") from exc
 
     def _create(self, device_id: str) -> DeviceIdentity:
         primary, secondary = new_device_key(), new_device_key()
         try:
             self._registry().create_device_with_sas(device_id, primary, secondary, "enabled")
         except Exception as exc:
-            if _status(exc) in (409, 412):  # DeviceAlreadyExists
+            if rest_status(exc) in (409, 412):  # DeviceAlreadyExists
                 raise DeviceExistsError(f"device {device_id} exists") from exc
-            raise IoTHubError(f"create device {device_id}: {type(exc).__name__}: {exc}") from exc
+            raise iothub_error(rest_status(exc), rest_error_code(exc), f"create device {device_id}") from exc
         return DeviceIdentity(device_id, self._hostname, primary)
 
     def _delete(self, device_id: str) -> bool:
         try:
             self._registry().delete_device(device_id)  # etag "*": whatever its version
         except Exception as exc:
-            if _status(exc) == 404:
+            if rest_status(exc) == 404:
                 return False
-            raise IoTHubError(f"delete device {device_id}: {type(exc).__name__}: {exc}") from exc
+            raise iothub_error(rest_status(exc), rest_error_code(exc), f"delete device {device_id}") from exc
         return True
 
     async def create_device(self, device_id: str) -> DeviceIdentity:
@@ -90,8 +132,14 @@ class AzureIoTHubGateway(IoTHubGateway):
     async def delete_device(self, device_id: str) -> bool:
         return await asyncio.to_thread(self._delete, device_id)
 
-    async def send_c2d(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> None:
-        await asyncio.to_thread(self._send, device_id, body, properties)
+    async def send_c2d(
+        self,
+        device_id: str,
+        body: bytes,
+        properties: Mapping[str, str],
+        ttl_seconds: float = DEFAULT_C2D_TTL_SECONDS,
+    ) -> None:
+        await asyncio.to_thread(self._send, device_id, body, properties, ttl_seconds)
 
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
         await asyncio.to_thread(self._patch, device_id, patch)
@@ -102,13 +150,70 @@ class AzureIoTHubGateway(IoTHubGateway):
             await asyncio.to_thread(manager.amqp_svc_client.disconnect_sync)
 
 
-def _status(exc: Exception) -> int | None:
+def send_message_to_device(
+    amqp_client: Any, device_id: str, body: bytes, properties: Mapping[str, Any]
+) -> BaseException | None:
+    """What `IoTHubRegistryManager.send_c2d_message` does (azure-iot-hub 2.7,
+    `IoTHubAmqpClientBase.send_message_to_device`: same message id, `to`, system and application properties,
+    on the SDK's own authenticated SendClient), except that a refused message's error is returned instead of
+    the SDK's bare `Exception("C2D message send failure")`, which cannot tell a full queue from an outage
+    (Azure/azure-iot-hub-python#5). None when IoT Hub accepted the message."""
+    import uamqp  # type: ignore[import-untyped]
+
+    props = uamqp.message.MessageProperties()
+    props.message_id = str(uuid4())
+    props.to = f"/devices/{device_id}/messages/devicebound"
+    application: dict[str, Any] = {}
+    for key, value in properties.items():
+        if key in SYSTEM_PROPERTIES:
+            setattr(props, SYSTEM_PROPERTIES[key], value)
+        else:
+            application[key] = value
+    outcome: list[BaseException | None] = []
+    message = uamqp.Message(body, properties=props, application_properties=application)
+    message.on_send_complete = lambda _result, error: outcome.append(error)  # uamqp's documented callback
+    amqp_client.queue_message(message)
+    results = amqp_client.send_all_messages(close_on_done=False)
+    if uamqp.constants.MessageState.SendFailed not in results:
+        return None
+    error = outcome[0] if outcome and outcome[0] is not None else None
+    return error if error is not None else RuntimeError("C2D message send failure")
+
+
+def _text(value: Any) -> str:
+    """uamqp gives conditions as bytes or as `ErrorCodes` members (whose value is the symbol, as bytes)."""
+    value = getattr(value, "value", value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def amqp_status(exc: BaseException) -> int | None:
+    """The HTTP-equivalent status of a uamqp error's condition; None when there is none (no answer)."""
+    condition = _text(getattr(exc, "condition", None))
+    return AMQP_STATUS.get(condition) if condition else None
+
+
+def amqp_description(exc: BaseException) -> str | None:
+    """The error description (IoT Hub puts its error code text there), else the exception's text."""
+    description = _text(getattr(exc, "description", None))
+    return description or str(exc) or None
+
+
+def rest_status(exc: BaseException) -> int | None:
     """The HTTP status of the registry's msrest HttpOperationError (None for transport errors)."""
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     return status if isinstance(status, int) else None
 
 
-def _not_found(exc: Exception) -> bool:
-    """A 404 from the registry (REST), or the DeviceNotFound error condition of a C2D send (AMQP)."""
-    return _status(exc) == 404 or "DeviceNotFound" in str(exc)
+def rest_error_code(exc: BaseException) -> str | None:
+    """IoT Hub's error code of a REST answer (header or body), else the exception text."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    body = getattr(response, "text", None)
+    if isinstance(headers, Mapping):
+        code = error_code_of(headers, body if isinstance(body, str | bytes) else None)
+        if code:
+            return code
+    return str(exc) or None

@@ -1,18 +1,68 @@
-"""What the backend asks of IoT Hub's service side. Azure: `azure-iot-hub`; locally: the devstack bridge."""
+"""What the backend asks of IoT Hub's service side. Azure: `azure-iot-hub`; locally: the devstack bridge.
+
+Every gateway turns IoT Hub's answer into an error through `shared.faults.iothub_error` (one mapping): a
+`PermanentError` (device gone, its C2D queue full, message too large) is about this one message and the
+caller contains it; `IoTHubError` is transient and the caller lets the batch be retried.
+"""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import logging
+import re
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+import orjson
 
 from shared.errors import DeviceNotFoundError, FleetError
 
 log = logging.getLogger(__name__)
+
+# IoT Hub keeps at most 50 pending cloud-to-device messages per device; the 51st send is refused (403004
+# DeviceMaximumQueueDepthExceeded) until the device completes some (docs: "IoT Hub quotas and throttling").
+C2D_QUEUE_LIMIT: Final = 50
+# IoT Hub's size limit of one cloud-to-device message (413001 MessageTooLarge above it).
+C2D_MAX_BYTES: Final = 64 * 1024
+# How long a cloud-to-device message waits for its device. A reply to a car request is useless after an hour
+# (the car gave up on it long before, and retries with the same requestId get the stored reply again), and a
+# car offline for days must not find its 50-message queue full of stale replies when it comes back. The
+# hub-wide default TTL is also 1 hour, but stating it per message keeps that true whatever the hub says.
+DEFAULT_C2D_TTL_SECONDS: Final = 3600
+
+
+def c2d_expiry(ttl_seconds: float, now: dt.datetime | None = None) -> dt.datetime:
+    """The absolute UTC time after which IoT Hub drops a C2D message sent now with this time to live."""
+    return (now or dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=ttl_seconds)
+
+
+ERROR_CODE_HEADER: Final = "iothub-errorcode"
+_ERROR_CODE_IN_MESSAGE: Final = re.compile(r"ErrorCode:\s*(\w+)")
+
+
+def error_code_of(headers: Mapping[str, str], body: bytes | str | None) -> str | None:
+    """IoT Hub's error code of a REST answer: the `iothub-errorcode` header, else `ErrorCode:<code>` in the
+    body's `Message` (`{"Message":"ErrorCode:DeviceNotFound;car-001","ExceptionMessage":"Tracking ID:..."}`),
+    else an `ErrorCode` field. None when the answer names none."""
+    header = headers.get(ERROR_CODE_HEADER)
+    if header:
+        return header
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        match = _ERROR_CODE_IN_MESSAGE.search(str(parsed.get("Message") or ""))
+        if match:
+            return match.group(1)
+        code = parsed.get("ErrorCode") or parsed.get("errorCode")
+        if isinstance(code, str | int) and not isinstance(code, bool):
+            return str(code)
+    return None
 
 
 class DeviceExistsError(FleetError):
@@ -42,10 +92,18 @@ class IoTHubGateway(ABC):
     """Cloud-to-device messages, desired-property patches and the device registry of one IoT Hub."""
 
     @abstractmethod
-    async def send_c2d(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> None:
-        """Queue a cloud-to-device message; `properties` become its application properties.
+    async def send_c2d(
+        self,
+        device_id: str,
+        body: bytes,
+        properties: Mapping[str, str],
+        ttl_seconds: float = DEFAULT_C2D_TTL_SECONDS,
+    ) -> None:
+        """Queue a cloud-to-device message; `properties` become its application properties, and IoT Hub drops
+        it undelivered `ttl_seconds` from now (its absolute expiry time).
 
-        Raises DeviceNotFoundError when the device identity does not exist."""
+        Raises DeviceNotFoundError (no such identity), DeviceQueueFullError (50 pending), MessageTooLargeError
+        (over 64 KB): permanent for this message; IoTHubError: transient, retry later."""
 
     @abstractmethod
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
@@ -61,10 +119,16 @@ class IoTHubGateway(ABC):
     async def delete_device(self, device_id: str) -> bool:
         """Remove the device identity (its twin and queued messages go with it); False if there was none."""
 
-    async def send_c2d_if_present(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> bool:
+    async def send_c2d_if_present(
+        self,
+        device_id: str,
+        body: bytes,
+        properties: Mapping[str, str],
+        ttl_seconds: float = DEFAULT_C2D_TTL_SECONDS,
+    ) -> bool:
         """send_c2d, except that a device that no longer exists is logged and skipped (False), not raised."""
         try:
-            await self.send_c2d(device_id, body, properties)
+            await self.send_c2d(device_id, body, properties, ttl_seconds)
         except DeviceNotFoundError:
             log.warning("device %s no longer exists: cloud-to-device message dropped", device_id)
             return False

@@ -1,9 +1,14 @@
 """IoTHubGateway for the local stack: cloud-to-device messages and twin patches through the local IoT Hub.
 
 The local hub (devstack/iothub) serves a small service API on loopback, shaped after IoT Hub's service REST
-API (`PATCH /twins/{id}`, `POST /devices/{id}/messages/deviceBound` with `iothub-app-*` headers). Going over
-HTTP rather than calling the hub in process keeps this gateway usable from `func start`, where the functions
-run in another process. Selected when `LOCAL_IOTHUB_SERVICE_URL` is set (docs/local-stack.md).
+API (`PATCH /twins/{id}`, `POST /devices/{id}/messages/deviceBound` with `iothub-app-*` headers and the
+absolute expiry in `iothub-expiry`). Going over HTTP rather than calling the hub in process keeps this gateway
+usable from `func start`, where the functions run in another process. Selected when
+`LOCAL_IOTHUB_SERVICE_URL` is set (docs/local-stack.md).
+
+Errors are read as IoT Hub's REST API gives them: the status, and the error code from the `iothub-errorcode`
+header or else the `ErrorCode:<code>;...` prefix of the body's `Message`; `shared.faults.iothub_error` decides
+what they mean. No answer at all (connection refused, timeout) is a transient IoTHubError.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ from urllib.parse import quote
 
 import orjson
 
-from shared.errors import ConfigurationError, DeviceNotFoundError, StoreError
+from shared.errors import ConfigurationError
+from shared.faults import iothub_error
 from shared.iothub.gateway import (
+    DEFAULT_C2D_TTL_SECONDS,
     DeviceExistsError,
     DeviceIdentity,
     IoTHubGateway,
+    c2d_expiry,
+    error_code_of,
     new_device_key,
 )
 from shared.settings import setting
@@ -27,6 +36,7 @@ if TYPE_CHECKING:
     import aiohttp
 
 SERVICE_URL_SETTING: Final = "LOCAL_IOTHUB_SERVICE_URL"
+EXPIRY_HEADER: Final = "iothub-expiry"  # absolute expiry (ISO 8601 UTC), as on IoT Hub's HTTPS message API
 
 
 class LocalIoTHubGateway(IoTHubGateway):
@@ -54,13 +64,15 @@ class LocalIoTHubGateway(IoTHubGateway):
     ) -> int:
         import aiohttp
 
+        operation = f"local IoT Hub {method} {path}"
         try:
             async with self._client().request(method, self._base + path, data=body, headers=dict(headers)) as resp:
-                if resp.status >= 300 and resp.status not in accept:
-                    raise StoreError(f"local IoT Hub {method} {path}: {resp.status} {await resp.text()}")
-                return resp.status
-        except aiohttp.ClientError as exc:
-            raise StoreError(f"local IoT Hub {method} {path}: {type(exc).__name__}") from exc
+                if resp.status < 300 or resp.status in accept:
+                    return resp.status
+                code = error_code_of(resp.headers, await resp.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:  # no answer: transient
+            raise iothub_error(None, type(exc).__name__, operation) from exc
+        raise iothub_error(resp.status, code, operation)
 
     async def create_device(self, device_id: str) -> DeviceIdentity:
         key = new_device_key()
@@ -78,17 +90,22 @@ class LocalIoTHubGateway(IoTHubGateway):
         path = f"/devices/{quote(device_id, safe='')}"
         return await self._call("DELETE", path, b"", {"If-Match": "*"}, accept=(404,)) != 404
 
-    async def send_c2d(self, device_id: str, body: bytes, properties: Mapping[str, str]) -> None:
+    async def send_c2d(
+        self,
+        device_id: str,
+        body: bytes,
+        properties: Mapping[str, str],
+        ttl_seconds: float = DEFAULT_C2D_TTL_SECONDS,
+    ) -> None:
         headers = {f"iothub-app-{name}": value for name, value in properties.items()}
-        path = f"/devices/{quote(device_id, safe='')}/messages/deviceBound"
-        if await self._call("POST", path, body, headers, accept=(404,)) == 404:
-            raise DeviceNotFoundError(f"C2D to {device_id}: no such device")
+        expiry = c2d_expiry(ttl_seconds).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        headers[EXPIRY_HEADER] = expiry
+        await self._call("POST", f"/devices/{quote(device_id, safe='')}/messages/deviceBound", body, headers)
 
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
         body = orjson.dumps({"properties": {"desired": dict(patch)}})
         headers = {"Content-Type": "application/json"}
-        if await self._call("PATCH", f"/twins/{quote(device_id, safe='')}", body, headers, accept=(404,)) == 404:
-            raise DeviceNotFoundError(f"twin patch of {device_id}: no such device")
+        await self._call("PATCH", f"/twins/{quote(device_id, safe='')}", body, headers)
 
     async def close(self) -> None:
         if self._session is not None:
