@@ -11,76 +11,79 @@ start: the SDK is ~400 MB and takes ~0.5 s to import). Pitfalls avoided (see ../
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
 from shared.device_messages import canonical_time
-from shared.errors import ConfigurationError
 from shared.graph.base import GraphClient
+from shared.graph.endpoints import GraphEndpoint, graph_endpoint, is_loopback_url
 from shared.graph.exceptions import GraphError, GraphNotFoundError, SyncStateGoneError, ThrottledError
 from shared.graph.types import DeltaPage, GraphEvent, OnlineMeeting, Subscription
 
 if TYPE_CHECKING:
     from msgraph.graph_service_client import GraphServiceClient
 
-GRAPH_SCOPE: Final = "https://graph.microsoft.com/.default"
-DEFAULT_BASE_URL: Final = "https://graph.microsoft.com/v1.0"
 # Graph answers these for an expired or unknown delta token (besides plain 410 Gone).
 SYNC_STATE_CODES: Final = frozenset({"syncStateNotFound", "syncStateInvalid", "resyncRequired"})
 CHANGE_TYPES: Final = "created,updated,deleted"
 
 
-def is_loopback_url(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+__all__ = ["MsGraphClient", "is_loopback_url"]
 
 
 class MsGraphClient(GraphClient):
     """One instance (one connection pool, one token cache) per process: see `shared.graph.runtime`."""
 
-    def __init__(self, client: GraphServiceClient, credential: Any = None) -> None:
+    def __init__(
+        self,
+        client: GraphServiceClient,
+        credential: Any = None,
+        endpoint: GraphEndpoint | None = None,
+        auth: Any = None,
+    ) -> None:
         self._client = client
         self._credential = credential
+        self.endpoint = endpoint  # the vetted GRAPH_BASE_URL and its cloud
+        self.auth = auth  # the Kiota authentication provider (tests check which hosts get which token)
 
     @classmethod
-    def create(cls, base_url: str | None, client_id: str | None, max_retries: int = 3) -> MsGraphClient:
+    def create(
+        cls, base_url: str | None, client_id: str | None, max_retries: int = 3, credential: Any = None
+    ) -> MsGraphClient:
         """Real tokens from `DefaultAzureCredential` (managed identity in Azure, client secret or developer login
-        locally); no token at all only when `base_url` is a loopback address (the sandbox, tests)."""
+        locally), for the scope and authority of the cloud GRAPH_BASE_URL names; no token at all only when it is a
+        loopback address (the sandbox, tests). Any other host raises ConfigurationError here, before a client or a
+        credential exists (shared/graph/endpoints.py). `credential` replaces DefaultAzureCredential (tests)."""
         from kiota_abstractions.authentication import AnonymousAuthenticationProvider, AuthenticationProvider
         from kiota_http.middleware.options import RetryHandlerOption
         from msgraph.graph_request_adapter import GraphRequestAdapter
         from msgraph.graph_service_client import GraphServiceClient
         from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
 
-        base = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        credential: Any = None
+        endpoint = graph_endpoint(base_url)
         auth: AuthenticationProvider
-        if is_loopback_url(base):
+        if endpoint.cloud is None:
             auth = AnonymousAuthenticationProvider()
-        elif urlparse(base).scheme != "https":
-            raise ConfigurationError(f"GRAPH_BASE_URL must be https unless it is a loopback address: {base}")
         else:
-            from azure.identity.aio import DefaultAzureCredential
             from kiota_authentication_azure.azure_identity_authentication_provider import (
                 AzureIdentityAuthenticationProvider,
             )
 
-            credential = DefaultAzureCredential(managed_identity_client_id=client_id)
+            if credential is None:
+                from azure.identity.aio import DefaultAzureCredential
+
+                credential = DefaultAzureCredential(
+                    managed_identity_client_id=client_id, authority=endpoint.cloud.authority
+                )
+            # allowed_hosts: the token is attached only to requests for this host, whatever link Graph hands out.
             auth = AzureIdentityAuthenticationProvider(
-                credential, scopes=[GRAPH_SCOPE], allowed_hosts=[urlparse(base).hostname or ""]
+                credential, scopes=[endpoint.cloud.scope], allowed_hosts=[endpoint.cloud.host]
             )
         options: dict[str, Any] = {RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=max_retries)}
         http = GraphClientFactory.create_with_default_middleware(options=options)
         adapter = GraphRequestAdapter(auth, client=http)
-        adapter.base_url = base
-        return cls(GraphServiceClient(request_adapter=adapter), credential)
+        adapter.base_url = endpoint.base_url
+        return cls(GraphServiceClient(request_adapter=adapter), credential, endpoint, auth)
 
     async def calendar_delta(
         self,
