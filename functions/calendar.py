@@ -9,10 +9,11 @@ import azure.functions as func
 from shared.calendar import runtime
 from shared.calendar.config import CALENDAR_SYNC_QUEUE
 from shared.calendar.jobs import InvalidJobError
-from shared.calendar.notifications import InvalidNotificationError
+from shared.calendar.notifications import InvalidNotificationError, NotificationTooLargeError, validation_reply
 from shared.drivers.problems import PROBLEM_JSON, Problem
 
 bp = func.Blueprint()
+NOSNIFF = "nosniff"
 
 
 @bp.function_name("calendar_sync")
@@ -46,18 +47,34 @@ async def graph_subscription_renewal(timer: func.TimerRequest) -> None:
 
 @bp.function_name("graph_notifications")
 # Anonymous: Graph cannot present a function key in a header; every notification is checked by its
-# clientState instead (constant-time comparison), and nothing else is trusted from the body.
+# clientState instead (constant-time comparison), and nothing else is trusted from the body. The domain bounds
+# what one POST may cost and answers within Graph's 3-second budget (shared/calendar/notifications.py).
 @bp.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
-    token = req.params.get("validationToken")
-    if token is not None:  # subscription handshake: echo the decoded token as plain text within 10 s
-        return func.HttpResponse(token, status_code=200, mimetype="text/plain")
     try:
+        token = req.params.get("validationToken")
+        if token is not None:  # subscription handshake: echo the decoded token as plain text within 10 s
+            return func.HttpResponse(
+                validation_reply(token),
+                status_code=200,
+                mimetype="text/plain",
+                headers={"X-Content-Type-Options": NOSNIFF},
+            )
         report = await runtime.receive_notifications(req.get_body())
+    except NotificationTooLargeError as exc:
+        return _problem(Problem(413, "Too many notifications", str(exc)))
     except InvalidNotificationError as exc:
-        problem = Problem(400, "Invalid notification", str(exc))
-        return func.HttpResponse(problem.to_json(), status_code=400, mimetype=PROBLEM_JSON)
-    logging.info(
-        "graph notifications: accepted=%d rejected=%d jobs=%d", report.accepted, report.rejected, len(report.jobs)
-    )
+        return _problem(Problem(400, "Invalid notification", str(exc)))
+    if not report.complete:
+        # Some possibly genuine notifications were not verified or queued in time (slow or failing store or
+        # queue): ask Graph to redeliver the batch; jobs are idempotent, so the part already queued is harmless.
+        problem = Problem(503, "Notifications not processed", "try again later")
+        return func.HttpResponse(
+            problem.to_json(), status_code=503, mimetype=PROBLEM_JSON, headers={"Retry-After": "60"}
+        )
     return func.HttpResponse(status_code=202)
+
+
+def _problem(problem: Problem) -> func.HttpResponse:
+    logging.warning("graph notifications: %d %s", problem.status, problem.detail)  # our own text, no body content
+    return func.HttpResponse(problem.to_json(), status_code=problem.status, mimetype=PROBLEM_JSON)
