@@ -53,7 +53,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REQUESTS_EVENTHUB", "requests", "Event Hub that IoT Hub routes car requests (type=request) to."),
     Setting("IOTHUB_HOSTNAME", None, "IoT Hub host name for replies and twin patches, e.g. <hub>.azure-devices.net."),
     Setting(
-        "GRAPH_BASE_URL", None, "Graph root; unset = https://graph.microsoft.com/v1.0. Loopback = sandbox, no token."
+        "GRAPH_BASE_URL",
+        None,
+        "Graph root, unset = https://graph.microsoft.com/v1.0. Only https://graph.microsoft.com, graph.microsoft.us,"
+        " dod-graph.microsoft.us or microsoftgraph.chinacloudapi.cn with /v1.0 or /beta (token scope follows),"
+        " or a loopback URL (local sandbox, http, no token); anything else fails at first use.",
     ),
     Setting("GRAPH_MAX_RETRIES", "3", "Retries of the Graph SDK on 429/503/504 (it honours Retry-After)."),
     Setting(
