@@ -1,6 +1,9 @@
 """The whole local stack in one async context: Azurite, Cosmos, the local IoT Hub, the function host and,
 when the calendar features exist, the Graph sandbox. Everything it starts it stops, whatever happens.
 
+The local Cosmos server is always reached through devstack/cosmos_proxy.py (it refuses the documents Azure
+refuses); COSMOS_ENDPOINT is the proxy's, the bare server sits on a free port nobody else is told about.
+
     async with LocalStack(StackConfig.demo(vehicles=5)) as stack:
         stack.connection_strings      # for the simulator
         stack.environ                 # the app settings the functions run with
@@ -22,12 +25,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from devstack.cosmos_bootstrap import bootstrap
+from devstack.cosmos_proxy import CosmosProxy, proxied_cosmos_server
 from devstack.eventhubs import EventHubsNamespace
 from devstack.host.host import LocalFunctionHost
 from devstack.iothub.hub import LocalIoTHub
 from devstack.iothub.registry import DeviceRegistry
 from devstack.iothub.service_api import ServiceApi
-from devstack.servers import COSMOS_EMULATOR_KEY, AzuriteEndpoints, ServerError, azurite, cosmos_server, port_in_use
+from devstack.servers import COSMOS_EMULATOR_KEY, AzuriteEndpoints, ServerError, azurite, port_in_use
 from devstack.tls import TlsFiles, generate
 from shared.iothub.local_gateway import SERVICE_URL_SETTING
 from shared.settings import SETTINGS
@@ -53,7 +57,7 @@ class StackConfig:
     blob_port: int = 10000
     queue_port: int = 10001
     table_port: int = 10002
-    cosmos_port: int = 8081
+    cosmos_port: int = 8081  # the proxy's port (the endpoint clients get); the bare server takes a free one
     http_port: int = 7071
     cosmos_endpoint: str | None = None  # an external Cosmos (official emulator, Azure); None = start the local one
     cosmos_key: str = COSMOS_EMULATOR_KEY
@@ -81,7 +85,7 @@ class StackConfig:
             "Functions HTTP": ("127.0.0.1", self.http_port),
         }
         if self.cosmos_endpoint is None:
-            wanted["Cosmos DB server"] = ("127.0.0.1", self.cosmos_port)
+            wanted["Cosmos DB (proxy in front of the local server)"] = ("127.0.0.1", self.cosmos_port)
         return {name: (host, port) for name, (host, port) in wanted.items() if port}
 
 
@@ -117,6 +121,7 @@ class LocalStack:
         self.http_url = ""
         self.graph_url: str | None = None
         self.graph_sandbox: Any = None
+        self.cosmos_proxy: CosmosProxy | None = None  # None when COSMOS_ENDPOINT names another Cosmos
         self._exit = contextlib.AsyncExitStack()
         self._saved_environ: dict[str, str] | None = None
 
@@ -150,7 +155,8 @@ class LocalStack:
         )
         cosmos_endpoint = config.cosmos_endpoint
         if cosmos_endpoint is None:
-            cosmos_endpoint = self._exit.enter_context(cosmos_server(self.workdir, config.cosmos_port))
+            self.cosmos_proxy = self._exit.enter_context(proxied_cosmos_server(self.workdir, config.cosmos_port))
+            cosmos_endpoint = self.cosmos_proxy.endpoint
         await bootstrap(cosmos_endpoint, config.cosmos_key, config.cosmos_database)
 
         host_ip = "127.0.0.1" if config.iothub_host == "localhost" else config.iothub_host

@@ -1,7 +1,9 @@
 """Fixtures shared by every test: the real local servers, started once per session and always stopped.
 
-Set COSMOS_ENDPOINT (and COSMOS_KEY) to run the same integration tests against the official emulator or an
-Azure account instead of the local Cosmos-compatible server; each run then uses its own database and drops it.
+The local Cosmos-compatible server is reached through devstack/cosmos_proxy.py, which refuses what Cosmos DB
+refuses (item size, depth, id length), as the whole local stack does. Set COSMOS_ENDPOINT (and COSMOS_KEY) to
+run the same integration tests against the official emulator or an Azure account instead; each run then uses
+its own database and drops it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from devstack.cosmos_bootstrap import bootstrap, drop_database
-from devstack.servers import COSMOS_EMULATOR_KEY, azurite, cosmos_server
+from devstack.cosmos_proxy import CosmosProxy, proxied_cosmos_server
+from devstack.servers import COSMOS_EMULATOR_KEY, azurite
 from shared.stores.cosmos import CosmosDocumentStore
 
 
@@ -24,13 +27,23 @@ def storage_connection_string() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def cosmos_account() -> Iterator[tuple[str, str]]:
+def local_cosmos_proxy() -> Iterator[CosmosProxy | None]:
+    """The proxy in front of the local server (None when COSMOS_ENDPOINT names another Cosmos)."""
+    if os.environ.get("COSMOS_ENDPOINT"):
+        yield None
+        return
+    with proxied_cosmos_server() as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def cosmos_account(local_cosmos_proxy: CosmosProxy | None) -> Iterator[tuple[str, str]]:
     endpoint = os.environ.get("COSMOS_ENDPOINT")
     if endpoint:
         yield endpoint, os.environ.get("COSMOS_KEY", COSMOS_EMULATOR_KEY)
         return
-    with cosmos_server() as local_endpoint:
-        yield local_endpoint, COSMOS_EMULATOR_KEY
+    assert local_cosmos_proxy is not None
+    yield local_cosmos_proxy.endpoint, COSMOS_EMULATOR_KEY
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,226 @@
+"""A streaming reverse proxy on loopback (aiohttp): the base of the proxies the local stack puts in front of its
+stand-ins (devstack/cosmos_proxy.py in front of the Cosmos-compatible server, and a plain one in front of the
+local IoT Hub's service API).
+
+Why a proxy at all: the stand-ins are third-party servers (or other engineers' code) that we neither can nor
+want to change, yet tests need them to behave like Azure — refuse what Azure refuses, and fail the way Azure
+fails. A proxy adds that in one place, for every client of the stack (functions, tests, demo), without a
+second code path in the app.
+
+Forwarding is byte-for-byte: request and response bodies are streamed, compressed bodies are not decoded,
+and only hop-by-hop headers are dropped. Subclasses decide per request with `handle` (answer, forward, or
+forward a rewritten body), and can run the whole thing in a thread of its own (`running_in_thread`) so that
+synchronous code (pytest's session fixtures, the stack's exit stack) can own it and a busy test loop never
+delays it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import struct
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, Final, TypeVar
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+log = logging.getLogger(__name__)
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus those the client library sets itself for the new connection.
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
+MAX_BODY_BYTES: Final = 64 * 1024 * 1024  # read limit for bodies a subclass inspects (above any Azure limit)
+
+Rewrite = Callable[[int, CIMultiDict[str], bytes], tuple[bytes, CIMultiDict[str]]]
+
+
+class ReverseProxy:
+    """Forwards every request to `upstream` (an origin such as https://localhost:8081); see the module doc."""
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        verify_upstream: bool = True,
+    ) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.host = host
+        self.port = port
+        self.url = ""  # set by start(): this proxy's origin, e.g. https://127.0.0.1:40123
+        self.stats: Counter[str] = Counter()
+        self._ssl_context = ssl_context
+        self._verify_upstream = verify_upstream
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    async def start(self) -> str:
+        connector = aiohttp.TCPConnector(ssl=self._verify_upstream, limit=256)
+        # auto_decompress=False: bodies go through as the server encoded them (Content-Encoding kept).
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        )
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl_context)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        scheme = "https" if self._ssl_context is not None else "http"
+        self.url = f"{scheme}://{self.host}:{self.port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- per request -------------------------------------------------------------------------------------------
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self.handle(request)
+        except UpstreamError as exc:
+            self.stats["upstream_errors"] += 1
+            log.warning("%s %s: upstream %s: %s", request.method, request.path, self.upstream, exc)
+            return self.upstream_failed(request, exc)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Decide what to do with one request; the base class forwards it unchanged."""
+        return await self.forward(request)
+
+    def upstream_failed(self, request: web.Request, exc: Exception) -> web.StreamResponse:
+        """What the client sees when the upstream cannot be reached (subclasses answer in the service's shape)."""
+        return web.Response(status=502, text=f"upstream unavailable: {type(exc).__name__}")
+
+    async def forward(
+        self, request: web.Request, body: bytes | None = None, rewrite: Rewrite | None = None
+    ) -> web.StreamResponse:
+        """Send the request upstream (with `body` if the caller already read it) and stream the answer back.
+
+        `rewrite(status, headers, body)` replaces the answer's body and headers; the answer is then read whole.
+        """
+        assert self._session is not None, "start() the proxy first"
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+        data: Any
+        if body is not None:
+            headers.popall("Content-Length", None)
+            data = body
+        elif request.body_exists:
+            data = request.content  # streamed; Content-Length (if any) is kept so nothing gets chunked
+        else:
+            data = None
+        url = URL(self.upstream + request.raw_path, encoded=True)
+        self.stats["forwarded"] += 1
+        try:
+            async with self._session.request(
+                request.method, url, headers=headers, data=data, allow_redirects=False
+            ) as upstream:
+                answer_headers = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP)
+                if rewrite is not None:
+                    raw = await upstream.read()
+                    new_body, answer_headers = rewrite(upstream.status, answer_headers, raw)
+                    answer_headers.popall("Content-Length", None)
+                    return web.Response(status=upstream.status, body=new_body, headers=answer_headers)
+                response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=answer_headers)
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise UpstreamError(str(exc) or type(exc).__name__) from exc
+
+
+class UpstreamError(Exception):
+    """The upstream server could not be reached or broke off its answer."""
+
+
+def reset_connection(request: web.Request) -> None:
+    """Break the client's connection with a TCP RST (SO_LINGER 0), as a crashed gateway or a dropped
+    load-balancer flow does: the client sees "connection reset", not a clean close."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop in a daemon thread, for servers that synchronous code owns."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coroutine: Awaitable[T], timeout: float = 30) -> T:
+        async def wrapper() -> T:
+            return await coroutine
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+P = TypeVar("P", bound=ReverseProxy)
+
+
+@contextlib.contextmanager
+def running_in_thread(proxy: P, name: str = "proxy") -> Iterator[P]:
+    """Start `proxy` on an event loop of its own (a daemon thread); stop it and the loop on exit."""
+    thread = LoopThread(name)
+    try:
+        thread.run(proxy.start())
+        yield proxy
+    finally:
+        with contextlib.suppress(Exception):
+            thread.run(proxy.stop())
+        thread.close()
+
+
+def json_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    return {"Content-Type": "application/json", **(extra or {})}
