@@ -73,6 +73,7 @@ var sharedSettings = {
   EVENTHUB__fullyQualifiedNamespace: eventHubsFullyQualifiedNamespace
   TELEMETRY_EVENTHUB: 'telemetry'
   REQUESTS_EVENTHUB: 'requests'
+  UNROUTED_EVENTHUB: 'unrouted'
   IOTHUB_HOSTNAME: iotHubHostName
   LOW_BATTERY_PERCENT: '15'
   LOW_FUEL_PERCENT: '10'

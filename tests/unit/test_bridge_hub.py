@@ -12,7 +12,7 @@ from devstack.eventhubs import EventHubsNamespace
 from devstack.iothub import mqtt_codec as mqtt
 from devstack.iothub.hub import LocalIoTHub
 from devstack.iothub.registry import DeviceRegistry, sas_token
-from devstack.iothub.routing import BUILT_IN_ENDPOINT, Routes
+from devstack.iothub.routing import Routes
 from devstack.iothub.topics import Properties, TwinRequest
 from devstack.iothub.twin import Twin
 
@@ -21,7 +21,7 @@ def test_routes_come_from_the_shared_definition() -> None:
     routes = Routes.load()
     assert routes.event_hubs({"type": "telemetry"}) == ["telemetry"]
     assert routes.event_hubs({"type": "request"}) == ["requests"]
-    assert routes.event_hubs({"type": "other"}) == [BUILT_IN_ENDPOINT]  # fallback: true
+    assert routes.event_hubs({"type": "other"}) == ["unrouted"]  # dead-lettered, never the unread fallback
 
 
 def test_sas_tokens_are_checked_like_iot_hub() -> None:
