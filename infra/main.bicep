@@ -58,6 +58,11 @@ param telemetryPartitionCount int = 4
 @maxValue(32)
 param requestsPartitionCount int = 2
 
+@description('Optional. Days every Event Hub keeps events (Standard tier: 1-7): the longest outage of the functions that loses nothing, less the time to drain the backlog. Defaults to 7.')
+@minValue(1)
+@maxValue(7)
+param eventHubsRetentionInDays int = 7
+
 @description('Optional. Cosmos DB capacity mode: serverless (pay per request) or autoscale (provisioned RU/s shared by the database). Defaults to serverless.')
 @allowed([
   'serverless'
@@ -176,6 +181,7 @@ module eventHubs 'core/messaging/event-hubs.bicep' = {
       requests: requestsPartitionCount
     }
     consumerGroupName: consumerGroupName
+    messageRetentionInDays: eventHubsRetentionInDays
   }
 }
 

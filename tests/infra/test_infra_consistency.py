@@ -225,6 +225,50 @@ def test_event_hubs_are_the_routed_hubs_each_with_the_functions_consumer_group(
     assert body(groups)["name"] == "consumerGroupName"
 
 
+def test_every_device_message_takes_exactly_one_route_so_none_reaches_the_unread_fallback() -> None:
+    # The built-in endpoint behind the fallback route is read by nothing: a message only it would take is lost.
+    # The conditions are evaluated as IoT Hub does (devstack/iothub/routing.py), on the values they name and on
+    # what a car may get wrong (no type, an empty or unknown one, the wrong case of the property or the value).
+    from devstack.iothub.routing import Routes
+
+    definition = shared_json("iothub_routes.json")
+    routes = Routes.from_definition(definition)
+    named = {
+        v.replace("''", "'") for r in definition["routes"] for v in re.findall(r"'((?:[^']|'')*)'", r["condition"])
+    }
+    samples: list[dict[str, str]] = [{}, {"other": "telemetry"}, {"type": ""}, {"type": "bogus"}]
+    samples += [{"type": v} for v in named] + [{"type": v.upper()} for v in named] + [{"Type": v} for v in named]
+    for properties in samples:
+        taken = [r.name for r in routes.matching(properties)]
+        assert len(taken) == 1, f"a message with application properties {properties} is taken by {taken}"
+    assert routes.matching({})[0].event_hub == routes.matching({"type": "bogus"})[0].event_hub == "unrouted"
+
+
+def test_every_routed_event_hub_is_read_by_a_trigger(
+    trigger_bindings: list[dict[str, Any]], app_settings: dict[str, Any], function_app_bicep: Bicep
+) -> None:
+    # A hub nobody reads is the fallback problem again: messages kept for the retention period, then gone.
+    read = {
+        resolve(b["eventHubName"], app_settings, function_app_bicep)
+        for b in trigger_bindings
+        if b["type"] == "eventHubTrigger"
+    }
+    routed = {r["eventHub"] for r in shared_json("iothub_routes.json")["routes"]}
+    assert routed <= read, f"routed to but read by no function: {sorted(routed - read)}"
+
+
+def test_event_hubs_keep_events_seven_days_by_default(main_bicep: Bicep, module_of: Any) -> None:
+    # Retention bounds the outage the functions can have without loss (README: "How long can the backend be down").
+    _, hubs_module, hubs = module_of("main.bicep", "core/messaging/event-hubs.bicep")
+    for file, name in ((main_bicep, "eventHubsRetentionInDays"), (hubs, "messageRetentionInDays")):
+        param = file.parameters[name]
+        limits = {d["type"]: d["argument"] for d in param["decorators"]}
+        assert param["default"] == 7, f"{name} defaults to 7 days"
+        assert (limits["min_value"], limits["max_value"]) == (1, 7), f"{name}: Standard allows 1-7 days"
+    assert body(hubs_module)["params"]["messageRetentionInDays"] == "eventHubsRetentionInDays"
+    assert body(hubs.resources["eventHubs"])["properties"]["messageRetentionInDays"] == "messageRetentionInDays"
+
+
 def test_every_event_hub_trigger_reads_an_existing_hub_and_consumer_group(
     trigger_bindings: list[dict[str, Any]], app_settings: dict[str, Any], function_app_bicep: Bicep
 ) -> None:

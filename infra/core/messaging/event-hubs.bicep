@@ -23,10 +23,10 @@ param partitionCounts object = {}
 @description('Required. Consumer group created on every hub for the function triggers (shared/settings.py CONSUMER_GROUP).')
 param consumerGroupName string
 
-@description('Optional. Days a hub keeps events (Standard: 1-7). Defaults to 1.')
+@description('Optional. Days each hub keeps events (Standard tier: 1-7). Retention is how long the functions can be down, stalled or throttled before unread events expire: an outage is survived without loss if it is shorter than retention minus the time to drain the backlog it leaves. Defaults to 7.')
 @minValue(1)
 @maxValue(7)
-param messageRetentionInDays int = 1
+param messageRetentionInDays int = 7
 
 resource namespace 'Microsoft.EventHub/namespaces@2024-01-01' = {
   name: name
