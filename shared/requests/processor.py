@@ -6,9 +6,21 @@ stored reply again and nothing else happens. Otherwise act, store the record (cr
 instances, one wins and both send the winner's reply), then send the reply as a cloud-to-device message
 with properties `type=response` and `requestId`.
 
-Failure policy: store and IoT Hub errors raise, so the Event Hubs trigger retries the batch (every step is
-idempotent). Graph being unavailable (throttled, 5xx) is answered `unavailable` and *not* stored, so the car
-may retry with the same requestId; a definitive Graph refusal (e.g. 403) is answered and stored.
+Failure policy (docs/architecture.md, "Failure modes"); nothing one car does can stall the batch:
+- *Transient* store or IoT Hub errors raise, so the Event Hubs trigger retries the batch (every step is
+  idempotent). The other requests of the batch are still carried out first, and each record notes which
+  Event Hubs event its reply was delivered for (`delivery.message`), so the retried batch does not send those
+  replies again; a car that asks again (a new event, same requestId) does get the stored reply again.
+- A reply IoT Hub refuses for good (the car's queue holds 50 messages, the car was erased, the reply is over
+  64 KB) is *undeliverable*: noted on the record (`delivery: {status: undeliverable, reason, at}`), counted,
+  logged without personal data, never raised. The record stays, so a later retry by the car is answered
+  from it without a second side effect.
+- A request whose own processing fails for good (the store refuses its record) is dead-lettered with the
+  reason (`shared.faults.reason_of`), never raised.
+- Graph being unavailable (throttled, 5xx) is answered `unavailable` and *not* stored, so the car may retry
+  with the same requestId; a definitive Graph refusal (e.g. 403) is answered and stored.
+Replies expire after `DEFAULT_C2D_TTL_SECONDS` (1 hour, shared/iothub/gateway.py) if the car does not read
+them, so a car that is offline for days does not come back to a full queue of stale replies.
 """
 
 from __future__ import annotations
@@ -23,13 +35,14 @@ from typing import Any, Final
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import VEHICLES
 from shared.device_messages import DeadLetter, DeviceMessage, canonical_time, safe_id
-from shared.errors import ConflictError
+from shared.errors import ConflictError, PermanentError
+from shared.faults import reason_of
 from shared.graph.exceptions import GraphError
 from shared.iothub.gateway import IoTHubGateway
 from shared.meetings.service import MeetingService
 from shared.requests import contract as C
 from shared.requests.contract import CarRequest, Reply, RequestError, decode_request
-from shared.stores.base import DeadLetterSink, Document, DocumentStore
+from shared.stores.base import DeadLetterSink, Document, DocumentStore, strip_system_properties
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +51,10 @@ STREAM: Final = "requests"  # dead-letter stream name
 RECORD_TTL_SECONDS: Final = 7 * 24 * 3600
 CONCURRENCY: Final = 8
 RESPONSE_PROPERTIES: Final = {"type": "response"}
+# delivery.status of a request record
+PENDING: Final = "pending"  # stored, reply not (yet) accepted by IoT Hub
+SENT: Final = "sent"  # IoT Hub queued the reply for the car
+UNDELIVERABLE: Final = "undeliverable"  # IoT Hub refused it for good (reason: queue_full, device_not_found, ...)
 
 
 @dataclass(slots=True)
@@ -46,12 +63,14 @@ class RequestReport:
     replayed: int = 0
     errors: int = 0
     dead_lettered: int = 0
-    undeliverable: int = 0  # the car's identity was deleted before its reply could be sent
+    undeliverable: int = 0  # IoT Hub refused the reply for good: queue full, device gone, too large
+    already_sent: int = 0  # redelivered events whose reply an earlier attempt of the batch already delivered
 
     def as_log(self) -> str:
         return (
             f"replied={self.replied} replayed={self.replayed} errors={self.errors} "
-            f"dead_lettered={self.dead_lettered} undeliverable={self.undeliverable}"
+            f"dead_lettered={self.dead_lettered} undeliverable={self.undeliverable} "
+            f"already_sent={self.already_sent}"
         )
 
 
@@ -87,13 +106,26 @@ class RequestProcessor:
         self._limit = asyncio.Semaphore(CONCURRENCY)
 
     async def process(self, messages: Iterable[DeviceMessage]) -> RequestReport:
+        """Carry out every request of the batch; raises only a transient error, and only after every other
+        request was carried out (so the retried batch finds their replies already sent)."""
         report = RequestReport()
-        await asyncio.gather(*(self._guarded(m, report) for m in messages))
+        outcomes = await asyncio.gather(*(self._guarded(m, report) for m in messages), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, Exception):  # cancellation, KeyboardInterrupt: not ours to hold back
+                raise failure
+        if failures:
+            log.warning("requests batch will be retried: %d transient failure(s); %s", len(failures), report.as_log())
+            raise failures[0]
         return report
 
     async def _guarded(self, message: DeviceMessage, report: RequestReport) -> None:
         async with self._limit:
-            await self.handle(message, report)
+            try:
+                await self.handle(message, report)
+            except PermanentError as exc:  # this request can never be carried out: park it, carry on
+                log.warning("request dead-lettered: %s", reason_of(exc))
+                await self._dead_letter(message, reason_of(exc), str(exc), report)
 
     async def handle(self, message: DeviceMessage, report: RequestReport) -> None:
         if not message.device_id:
@@ -107,15 +139,17 @@ class RequestProcessor:
                 return
             # Deterministic for the same bytes, so a replay gets the same reply without a stored record.
             report.errors += 1
-            await self._send(vehicle_id, Reply.error(decoded.request_id, None, decoded.code, decoded.message), report)
+            reply = Reply.error(decoded.request_id, None, decoded.code, decoded.message)
+            await self._send(vehicle_id, reply, message, None, report)
             return
         record_id = safe_id(decoded.request_id)
         stored = await self.store.read(REQUESTS, vehicle_id, record_id)
         if stored is not None:
             report.replayed += 1
-            await self._send(vehicle_id, Reply.from_dict(stored.document["reply"]), report)
+            await self._send(vehicle_id, Reply.from_dict(stored.document["reply"]), message, stored.document, report)
             return
         reply, keep = await self._execute(vehicle_id, decoded)
+        record: Document | None = None
         if keep:
             record = {
                 "id": record_id,
@@ -125,16 +159,18 @@ class RequestProcessor:
                 "reply": reply.to_dict(),
                 "createdAt": canonical_time(self.clock()),
                 "ttl": RECORD_TTL_SECONDS,
+                "delivery": {"status": PENDING, "message": message.key},
             }
             try:
                 await self.store.create(REQUESTS, record)
             except ConflictError:  # another instance handled the same request first: its reply stands
                 winner = await self.store.read(REQUESTS, vehicle_id, record_id)
                 if winner is not None:
-                    reply = Reply.from_dict(winner.document["reply"])
+                    record = winner.document
+                    reply = Reply.from_dict(record["reply"])
         if reply.status == "error":
             report.errors += 1
-        await self._send(vehicle_id, reply, report)
+        await self._send(vehicle_id, reply, message, record, report)
 
     async def _execute(self, vehicle_id: str, request: CarRequest) -> tuple[Reply, bool]:
         """The reply, and whether to store it (False for `unavailable`: the car may retry the same id)."""
@@ -176,13 +212,35 @@ class RequestProcessor:
     def _no_consent(request: CarRequest) -> Reply:
         return Reply.error(request.request_id, request.action, C.NO_CONSENT, "the driver has not consented")
 
-    async def _send(self, vehicle_id: str, reply: Reply, report: RequestReport) -> None:
+    async def _send(
+        self, vehicle_id: str, reply: Reply, message: DeviceMessage, record: Document | None, report: RequestReport
+    ) -> None:
+        """Send the reply and note the outcome on the record (if the request has one). A reply IoT Hub refuses
+        for good is undeliverable, not an error of the batch; a transient refusal raises (batch retried)."""
+        delivery = (record or {}).get("delivery") or {}
+        if delivery.get("message") == message.key and delivery.get("status") in (SENT, UNDELIVERABLE):
+            report.already_sent += 1  # an earlier attempt of this very batch settled this event's reply
+            return
         properties = {**RESPONSE_PROPERTIES, "requestId": reply.request_id}
-        # A car erased while its request was in flight cannot get a reply: drop it rather than retry forever.
-        if await self.gateway.send_c2d_if_present(vehicle_id, reply.to_json(), properties):
-            report.replied += 1
-        else:
+        try:
+            await self.gateway.send_c2d(vehicle_id, reply.to_json(), properties)
+        except PermanentError as exc:
+            reason = reason_of(exc)
             report.undeliverable += 1
+            # No vehicle or user id in the log: the record (partition vehicleId) says whose it was.
+            log.warning("reply to request %s undeliverable: %s", reply.request_id, reason)
+            await self._note(record, {"status": UNDELIVERABLE, "reason": reason}, message)
+            return
+        report.replied += 1
+        await self._note(record, {"status": SENT}, message)
+
+    async def _note(self, record: Document | None, outcome: dict[str, Any], message: DeviceMessage) -> None:
+        """Write the delivery outcome onto the record; which event it was for (`message`) tells a redelivered
+        batch from a car asking again."""
+        if record is None:
+            return
+        delivery = {**outcome, "at": canonical_time(self.clock()), "message": message.key}
+        await self.store.upsert(REQUESTS, {**strip_system_properties(record), "delivery": delivery})
 
     async def _dead_letter(self, message: DeviceMessage, reason: str, detail: str, report: RequestReport) -> None:
         await self.dead_letters.put(DeadLetter(STREAM, reason, detail, message))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -18,15 +21,18 @@ from jsonschema import Draft202012Validator
 from devstack.graph_sandbox import GraphSandbox, serve
 from shared.calendar.documents import event_doc_id
 from shared.calendar.jobs import SyncJob
-from shared.containers import CALENDARS, MEETINGS, VEHICLES
+from shared.containers import CALENDARS, MEETINGS, VEHICLES, partition_keys
 from shared.device_messages import DeviceMessage
+from shared.errors import IoTHubError, ItemRejectedError
 from shared.graph.base import GraphClient
 from shared.graph.msgraph_client import MsGraphClient
 from shared.graph.types import OnlineMeeting
+from shared.iothub.gateway import C2D_QUEUE_LIMIT, DEFAULT_C2D_TTL_SECONDS
 from shared.meetings.service import MeetingService
 from shared.requests.contract import CarRequest, RequestError, decode_request
 from shared.requests.processor import REQUESTS, RequestProcessor, RequestReport, is_moving
-from shared.stores.memory import MemoryDeadLetterSink
+from shared.stores.base import Document
+from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from tests.calendar_support import USER, VEHICLE, World
 
 EVENT = "AAMkAGevent-1="
@@ -76,9 +82,17 @@ async def calendar_event(w: World, join_url: str | None = None) -> None:
     )
 
 
+SEQUENCE = itertools.count(1)
+
+
 def request(action: str, request_id: str | None = None, **extra: Any) -> DeviceMessage:
     body = {"v": 1, "requestId": request_id or str(uuid.uuid4()), "action": action, **extra}
-    return DeviceMessage(orjson.dumps(body), VEHICLE, "2026-11-21T08:00:00.000Z", 1)
+    return DeviceMessage(orjson.dumps(body), VEHICLE, "2026-11-21T08:00:00.000Z", next(SEQUENCE))
+
+
+def again(message: DeviceMessage) -> DeviceMessage:
+    """The car sends the same request again: the same bytes in a new Event Hubs event."""
+    return dataclasses.replace(message, sequence_number=next(SEQUENCE))
 
 
 async def run(w: World, *messages: DeviceMessage, letters: MemoryDeadLetterSink | None = None) -> RequestReport:
@@ -98,9 +112,9 @@ async def test_meeting_join_twice_creates_one_meeting_and_gives_the_same_reply(w
     await vehicle(world)
     await calendar_event(world)
     msg = request("meeting.join", eventId=EVENT)
-    # WHEN the same request arrives twice (a redelivery), and then a new request for the same event
+    # WHEN the car sends the same request twice (a retry), and then a new request for the same event
     await run(world, msg)
-    report = await run(world, msg)
+    report = await run(world, again(msg))
     await run(world, request("meeting.join", eventId=EVENT))
     # THEN one meeting exists, and the replay got exactly the first reply
     assert len(world.sandbox.meetings) == 1
@@ -153,7 +167,7 @@ async def test_a_car_without_driver_gets_no_driver(world: World) -> None:
 async def test_calendar_refresh_queues_one_sync_job_even_when_replayed(world: World) -> None:
     await vehicle(world)
     msg = request("calendar.refresh")
-    await run(world, msg, msg)
+    await run(world, msg, again(msg))
     assert world.queue.jobs == [(SyncJob(USER, "request"), 0)]
     assert [r["status"] for r in replies(world)] == ["ok", "ok"]
 
@@ -306,3 +320,141 @@ async def test_a_request_from_an_erased_car_is_dropped_not_retried_forever(world
     assert report.undeliverable == 1
     assert report.replied == 0
     assert world.gateway.sent == []
+    assert delivery(world)["reason"] == "device_not_found"
+
+
+# --- containment: nothing one car does stalls the batch (issue 10) ------------------------------------------------
+
+OTHER = "car-002"
+
+
+def request_from(device_id: str, action: str = "calendar.refresh") -> DeviceMessage:
+    return dataclasses.replace(request(action), device_id=device_id)
+
+
+def delivery(w: World, device_id: str = VEHICLE) -> dict[str, Any]:
+    """The delivery outcome on the (only) request record of a car."""
+    [record] = [d for d in w.store.documents(REQUESTS) if d["vehicleId"] == device_id]  # type: ignore[attr-defined]
+    outcome: dict[str, Any] = record["delivery"]
+    return outcome
+
+
+def sent_to(w: World, device_id: str) -> list[dict[str, Any]]:
+    return [m.json() for m in w.gateway.sent if m.device_id == device_id]
+
+
+async def fill_queue(w: World, device_id: str) -> None:
+    """A car that never reads its cloud-to-device messages: 50 are pending."""
+    for _ in range(C2D_QUEUE_LIMIT):
+        await w.gateway.send_c2d(device_id, b"{}", {"type": "old"})
+
+
+async def test_a_full_queue_makes_one_reply_undeliverable_and_the_rest_of_the_batch_is_answered_once(
+    world: World,
+) -> None:
+    # GIVEN a car whose queue holds 50 unread messages, and a good car
+    await vehicle(world)
+    await fill_queue(world, OTHER)
+    batch = [request_from(VEHICLE), request_from(OTHER)]
+
+    # WHEN one batch carries a request from each (and the host redelivers the batch)
+    report = await run(world, *batch)
+    again_report = await run(world, *batch)
+
+    # THEN nothing raised; the good car got exactly one reply, the full car's record says undeliverable
+    [reply] = sent_to(world, VEHICLE)
+    assert reply["status"] == "ok"
+    assert (report.replied, report.undeliverable) == (1, 1)
+    assert delivery(world, OTHER)["status"] == "undeliverable"
+    assert delivery(world, OTHER)["reason"] == "queue_full"
+    assert delivery(world, OTHER)["at"]
+    assert delivery(world, VEHICLE)["status"] == "sent"
+    assert len(sent_to(world, OTHER)) == C2D_QUEUE_LIMIT  # only the old ones
+    # and the redelivered batch settled nothing twice
+    assert again_report.already_sent == 2
+    assert len(world.gateway.sent) == C2D_QUEUE_LIMIT + 1
+    assert world.queue.jobs == [(SyncJob(USER, "request"), 0)]
+
+
+async def test_replies_carry_the_reply_expiry(world: World) -> None:
+    # A car offline for days must not come back to a queue full of stale replies: IoT Hub drops them after 1 h.
+    await vehicle(world)
+    before = dt.datetime.now(dt.UTC)
+    await run(world, request("calendar.refresh"))
+    [sent] = world.gateway.sent
+    ttl = dt.timedelta(seconds=DEFAULT_C2D_TTL_SECONDS)
+    assert sent.expiry is not None
+    assert before + ttl <= sent.expiry <= dt.datetime.now(dt.UTC) + ttl
+    assert ttl == dt.timedelta(hours=1)
+
+
+async def test_a_reply_too_large_for_iot_hub_is_undeliverable(world: World) -> None:
+    await vehicle(world)
+    world.gateway.answers[VEHICLE] = (413, "MessageTooLarge")
+    report = await run(world, request("calendar.refresh"))
+    assert report.undeliverable == 1
+    assert delivery(world)["reason"] == "message_too_large"
+
+
+async def test_a_transient_iot_hub_error_raises_and_the_retry_sends_each_reply_once(world: World) -> None:
+    # GIVEN IoT Hub failing transiently for one car
+    await vehicle(world)
+    world.gateway.answers[OTHER] = (503, "ServerBusy")
+    batch = [request_from(VEHICLE), request_from(OTHER)]
+
+    # WHEN the batch runs, fails, and is retried once IoT Hub is back
+    with pytest.raises(IoTHubError):
+        await run(world, *batch)
+    assert delivery(world, OTHER)["status"] == "pending"
+    del world.gateway.answers[OTHER]
+    report = await run(world, *batch)
+
+    # THEN each car got exactly one reply, and the side effect happened once
+    assert len(sent_to(world, VEHICLE)) == 1
+    assert len(sent_to(world, OTHER)) == 1
+    assert (report.replied, report.already_sent, report.replayed) == (1, 1, 2)
+    assert world.queue.jobs == [(SyncJob(USER, "request"), 0)]
+
+
+async def test_a_car_that_asks_again_after_an_undeliverable_reply_gets_the_stored_reply(world: World) -> None:
+    # GIVEN a reply that was undeliverable because the car's queue was full
+    await vehicle(world)
+    await fill_queue(world, VEHICLE)
+    msg = request("calendar.refresh")
+    await run(world, msg)
+    assert delivery(world)["status"] == "undeliverable"
+
+    # WHEN the car reads its queue and sends the same request again
+    world.gateway.receive(VEHICLE)
+    report = await run(world, again(msg))
+
+    # THEN it gets the stored reply, without a second side effect
+    [reply] = world.gateway.receive(VEHICLE)
+    assert reply.json()["status"] == "ok"
+    assert report.replayed == 1
+    assert delivery(world)["status"] == "sent"
+    assert world.queue.jobs == [(SyncJob(USER, "request"), 0)]
+
+
+class RefusingStore(MemoryDocumentStore):
+    """Refuses request records of one car as Cosmos DB refuses an item for what it is (400/413)."""
+
+    def __init__(self, refused_vehicle: str) -> None:
+        super().__init__(partition_keys())
+        self.refused_vehicle = refused_vehicle
+
+    async def create(self, container: str, document: Document) -> str:
+        if container == REQUESTS and document.get("vehicleId") == self.refused_vehicle:
+            raise ItemRejectedError("create requests: HTTP 413", 413)
+        return await super().create(container, document)
+
+
+async def test_a_request_whose_record_the_store_refuses_is_dead_lettered_not_raised() -> None:
+    w = World(GraphSandbox(), StubGraph(), store=RefusingStore(OTHER))
+    await vehicle(w)
+    letters = MemoryDeadLetterSink()
+    report = await run(w, request_from(VEHICLE), request_from(OTHER), letters=letters)
+    [letter] = letters.letters.values()
+    assert (letter.stream, letter.reason) == ("requests", "store_rejected")
+    assert report.dead_lettered == 1
+    assert [r["status"] for r in sent_to(w, VEHICLE)] == ["ok"]
