@@ -304,15 +304,16 @@ async def _bounded(
                 results[index] = exc
 
     workers = [asyncio.create_task(worker()) for _ in range(min(limit, len(calls)))]
-    finished = asyncio.gather(*workers)
     timer = asyncio.ensure_future(over())
-    waiters: set[asyncio.Future[Any]] = {finished, timer}
     try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        running: set[asyncio.Future[Any]] = set(workers)
+        while running and not timer.done():  # wakes once per finished worker: at most `limit` + 1 times
+            await asyncio.wait({*running, timer}, return_when=asyncio.FIRST_COMPLETED)
+            running = {w for w in running if not w.done()}
     finally:
         timer.cancel()
         for task in workers:
-            task.cancel()
+            task.cancel()  # a cancelled task reports nothing: no "exception was never retrieved" later
     return dict(results)
 
 
