@@ -8,12 +8,17 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from azure.core.credentials import AccessToken
+from kiota_abstractions.request_information import RequestInformation
 
 from devstack.graph_sandbox import GraphSandbox, serve
 from shared.device_messages import canonical_time
 from shared.errors import ConfigurationError
+from shared.graph import runtime as graph_runtime
+from shared.graph.endpoints import GRAPH_CLOUDS, graph_endpoint
 from shared.graph.exceptions import GraphNotFoundError, SyncStateGoneError, ThrottledError
 from shared.graph.msgraph_client import MsGraphClient, is_loopback_url
 from tests.calendar_support import HOUR, USER
@@ -143,6 +148,137 @@ def test_only_loopback_graph_urls_go_without_a_token() -> None:
     assert not is_loopback_url("http://graph.example/v1.0")
     with pytest.raises(ConfigurationError):
         MsGraphClient.create("http://graph.example/v1.0", None)
+
+
+# ---- the Graph host allow-list -----------------------------------------------------------------------------------
+
+
+class RecordingCredential:
+    """An async token credential that records the scopes it was asked for and hands out a marker token."""
+
+    def __init__(self) -> None:
+        self.scopes: list[tuple[str, ...]] = []
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.scopes.append(scopes)
+        return AccessToken("secret-graph-token", int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("base", "normalised", "scope"),
+    [
+        (None, "https://graph.microsoft.com/v1.0", "https://graph.microsoft.com/.default"),
+        (
+            "https://graph.microsoft.com/v1.0/",
+            "https://graph.microsoft.com/v1.0",
+            "https://graph.microsoft.com/.default",
+        ),
+        (
+            "https://graph.microsoft.com/beta",
+            "https://graph.microsoft.com/beta",
+            "https://graph.microsoft.com/.default",
+        ),
+        ("https://graph.microsoft.us/v1.0", "https://graph.microsoft.us/v1.0", "https://graph.microsoft.us/.default"),
+        (
+            "https://dod-graph.microsoft.us/v1.0",
+            "https://dod-graph.microsoft.us/v1.0",
+            "https://dod-graph.microsoft.us/.default",
+        ),
+        (
+            "https://microsoftgraph.chinacloudapi.cn/v1.0",
+            "https://microsoftgraph.chinacloudapi.cn/v1.0",
+            "https://microsoftgraph.chinacloudapi.cn/.default",
+        ),
+        (
+            "HTTPS://Graph.Microsoft.com:443/v1.0",
+            "https://graph.microsoft.com/v1.0",
+            "https://graph.microsoft.com/.default",
+        ),
+    ],
+)
+def test_each_azure_cloud_gets_its_own_token_scope(base: str | None, normalised: str, scope: str) -> None:
+    endpoint = graph_endpoint(base)
+    assert (endpoint.base_url, endpoint.scope) == (normalised, scope)
+
+
+def test_the_allow_list_is_one_table_of_the_four_clouds() -> None:
+    assert {c.host for c in GRAPH_CLOUDS} == {
+        "graph.microsoft.com",
+        "graph.microsoft.us",
+        "dod-graph.microsoft.us",
+        "microsoftgraph.chinacloudapi.cn",
+    }
+
+
+FOREIGN = [
+    "https://evil.example/v1.0",
+    "https://graph.microsoft.com.evil.example/v1.0",
+    "https://evil.example/graph.microsoft.com/v1.0",
+    "https://graph.microsoft.com@evil.example/v1.0",
+    "https://user:pw@graph.microsoft.com/v1.0",
+    "https://evil.example\\@graph.microsoft.com/v1.0",
+    "https://graph.microsoft.com:8443/v1.0",
+    "http://graph.microsoft.com/v1.0",  # plain http off loopback
+    "https://graph.microsoft.com/v2.0",
+    "https://graph.microsoft.com/v1.0/users",
+    "https://graph.microsoft.com/v1.0?x=1",
+    "https://graph.microsoft.com/v1.0#x",
+    "https://graph.microsoft.com./v1.0",
+    "https://graph.microsoft.de/v1.0",  # the retired German cloud
+    "http://127.0.0.1.evil.example/v1.0",
+    "http://10.0.0.5/v1.0",
+    "ftp://127.0.0.1/v1.0",
+    "graph.microsoft.com/v1.0",
+]
+
+
+@pytest.mark.parametrize("base", FOREIGN)
+def test_a_foreign_graph_base_url_is_refused_before_any_client_or_token(
+    base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    credential = RecordingCredential()
+    with pytest.raises(ConfigurationError, match="GRAPH_BASE_URL"):
+        MsGraphClient.create(base, None, credential=credential)
+    assert credential.scopes == []  # no token was ever asked for
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "\n" not in record.getMessage()
+    assert "graph.microsoft.com" in record.getMessage()  # says what is allowed
+
+
+def test_the_runtime_refuses_a_foreign_host_at_first_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRAPH_BASE_URL", "https://graph.microsoft.com.evil.example/v1.0")
+    with pytest.raises(ConfigurationError, match="not a Microsoft Graph endpoint"):
+        graph_runtime._client_from_env()
+
+
+@pytest.mark.parametrize("base", ["http://127.0.0.1:8080/v1.0", "http://localhost:1/v1.0", "http://[::1]:9/v1.0"])
+def test_loopback_is_the_sandbox_without_a_token(base: str) -> None:
+    endpoint = graph_endpoint(base)
+    assert (endpoint.base_url, endpoint.cloud, endpoint.scope) == (base, None, None)
+
+
+async def test_the_token_is_for_the_clouds_scope_and_only_for_its_host() -> None:
+    credential = RecordingCredential()
+    client = MsGraphClient.create("https://graph.microsoft.us/v1.0", None, credential=credential)
+    assert client.endpoint is not None
+    assert client.endpoint.base_url == "https://graph.microsoft.us/v1.0"
+    # A request for the cloud's host carries the token, asked for with that cloud's scope ...
+    ours = RequestInformation()
+    ours.url = "https://graph.microsoft.us/v1.0/users/x/calendarView/delta"
+    await client.auth.authenticate_request(ours)
+    assert ours.headers.get("authorization") == {"Bearer secret-graph-token"}
+    assert credential.scopes == [("https://graph.microsoft.us/.default",)]
+    # ... and a request anywhere else (a link handed out by a server, another cloud) carries none.
+    for url in ("https://evil.example/v1.0/users", "https://graph.microsoft.com/v1.0/users"):
+        foreign = RequestInformation()
+        foreign.url = url
+        await client.auth.authenticate_request(foreign)
+        assert not foreign.headers.get("authorization")
+    assert len(credential.scopes) == 1
+    await client.close()
 
 
 def test_importing_the_function_app_imports_no_graph_or_iot_hub_sdk() -> None:
