@@ -126,6 +126,7 @@ async def test_the_validation_handshake_echoes_the_decoded_token_as_plain_text(w
     )
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.get_body().decode() == token
     assert world.queue.jobs == []
 
@@ -144,7 +145,9 @@ async def test_a_forged_client_state_enqueues_nothing(world: World, caplog: pyte
         response = await fn("graph_notifications")(http("POST", "/api/graph/notifications", notification(candidate)))
         assert response.status_code == 202
     assert world.queue.jobs == []
-    assert "clientState mismatch" in caplog.text
+    lines = [r.getMessage() for r in caplog.records if r.name == "shared.calendar.notifications"]
+    assert len(lines) == 4  # one line per POST, not one per item
+    assert all("clientState mismatch" in line and "rejected=2" in line for line in lines)
 
 
 @pytest.mark.parametrize(
