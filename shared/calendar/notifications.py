@@ -224,14 +224,14 @@ def _group(item: Any, groups: dict[tuple[str, str], _Group], report: Notificatio
     """Sort one item into its subscription's group, or count it rejected / ignored; no I/O."""
     client_state = item.get("clientState") if isinstance(item, dict) else None
     subscription_id = item.get("subscriptionId") if isinstance(item, dict) else None
-    user = user_of_client_state(client_state) if isinstance(client_state, str) else None
-    if (
-        user is None
-        or not isinstance(client_state, str)
-        or len(client_state) > MAX_CLIENT_STATE
-        or not isinstance(subscription_id, str)
-        or not 0 < len(subscription_id) <= MAX_SUBSCRIPTION_ID
-    ):
+    well_formed = (
+        isinstance(client_state, str)
+        and len(client_state) <= MAX_CLIENT_STATE
+        and isinstance(subscription_id, str)
+        and 0 < len(subscription_id) <= MAX_SUBSCRIPTION_ID
+    )
+    user = user_of_client_state(client_state) if well_formed and isinstance(client_state, str) else None
+    if user is None or not isinstance(client_state, str) or not isinstance(subscription_id, str):
         report.rejected += 1
         if report.first_rejected is None:
             report.first_rejected = _sample(subscription_id)

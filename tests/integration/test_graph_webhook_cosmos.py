@@ -1,0 +1,48 @@
+"""The Graph webhook's verification against the local Cosmos-compatible server through the real async SDK:
+concurrent point reads, reads of missing subscriptions, one read per distinct subscription."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+
+from shared.calendar.documents import SUBSCRIPTION_ID
+from shared.calendar.jobs import MemorySyncQueue, SyncJob
+from shared.calendar.notifications import handle_notifications
+from shared.calendar.subscriptions import new_client_state
+from shared.containers import CALENDARS
+from shared.stores.cosmos import CosmosDocumentStore
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_forged_batch_with_one_genuine_notification_queues_exactly_the_genuine_driver(
+    cosmos_store: CosmosDocumentStore,
+) -> None:
+    user, subscription = str(uuid.uuid4()), str(uuid.uuid4())
+    state = new_client_state(user)
+    await cosmos_store.upsert(
+        CALENDARS,
+        {
+            "id": SUBSCRIPTION_ID,
+            "userId": user,
+            "kind": "subscription",
+            "subscriptionId": subscription,
+            "clientState": state,
+            "expiresAt": "2026-11-23T00:00:00.000Z",
+        },
+    )
+    genuine = {"subscriptionId": subscription, "clientState": state, "changeType": "updated"}
+    # 6 made-up drivers (no document), each twice; the driver's own id with a guessed secret; the genuine
+    # notification three times. Few on purpose: this server answers a missing item with a 500 that costs ~0.5 s
+    # (Cosmos DB answers 404 in milliseconds), and 8 distinct subscriptions are one wave of concurrent reads.
+    forged = [{"subscriptionId": f"s{i}", "clientState": f"{uuid.uuid4()}.guess"} for i in range(6)]
+    guessed = {"subscriptionId": subscription, "clientState": f"{user}.guess"}
+    body = orjson.dumps({"value": [*forged, *forged, guessed, genuine, genuine, genuine]})
+    queue = MemorySyncQueue()
+    report = await handle_notifications(body, cosmos_store, queue)
+    assert report.complete
+    assert (report.reads, report.accepted, report.rejected) == (8, 3, 13)
+    assert queue.jobs == [(SyncJob(user, "notification"), 0)]
