@@ -62,7 +62,7 @@ async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
             )
         report = await runtime.receive_notifications(req.get_body())
     except NotificationTooLargeError as exc:
-        return _problem(Problem(413, "Too many notifications", str(exc)))
+        return _problem(Problem(413, "Notification batch too large", str(exc)))
     except InvalidNotificationError as exc:
         return _problem(Problem(400, "Invalid notification", str(exc)))
     if not report.complete:
