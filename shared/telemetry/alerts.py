@@ -4,6 +4,11 @@ One alert document per vehicle, kind and occurrence; its id is vehicle + kind + 
 so a recomputation writes the same document. The set of active alerts lives in the vehicle document
 (`alerts`), so a sample only costs a write when an alert opens or clears. Level alerts use a small hysteresis
 (`HYSTERESIS_PERCENT`) so a value hovering at the threshold does not open and clear alerts on every sample.
+
+Each alert opened is a document, so a car flooding DTCs must not write hundreds: a message may open at most
+`MAX_ALERTS_OPENED_PER_MESSAGE` alerts and a fold (one vehicle write) `MAX_ALERTS_OPENED_PER_FOLD`. An alert
+beyond the cap is counted (`ingest.suppressed.alerts`), not opened; if its condition lasts, it opens with a
+later message. Clears are always allowed: each clears an alert that was opened, so they are bounded too.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from shared.settings import IngestionSettings
 from shared.telemetry import signals as S
 
 HYSTERESIS_PERCENT: Final = 2.0
+MAX_ALERTS_OPENED_PER_MESSAGE: Final = 16
+MAX_ALERTS_OPENED_PER_FOLD: Final = 64
 
 _LEVELS: Final = (
     ("low_battery", S.STATE_OF_CHARGE, "low_battery_percent"),
@@ -45,9 +52,14 @@ def step_alerts(
     ts: str,
     sample: dict[str, Any],
     cfg: IngestionSettings,
-) -> list[dict[str, Any]]:
-    """Apply one sample (event-time order) to the active alerts in place; return alert documents to write."""
+    room: int = MAX_ALERTS_OPENED_PER_MESSAGE,
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Apply one sample (event-time order) to the active alerts in place, opening at most `room` alerts.
+
+    Returns the alert documents to write, how many alerts were opened and how many were not (over `room`).
+    """
     out: list[dict[str, Any]] = []
+    opened = skipped = 0
     codes = sample.get(S.DTC_LIST)
     if codes is not None and (codes or active):  # no codes and nothing active: nothing to clear or raise
         present = set(codes)
@@ -56,8 +68,12 @@ def step_alerts(
         for code in sorted(present):
             key = f"dtc:{code}"
             if key not in active:
+                if opened >= room:
+                    skipped += 1
+                    continue
                 active[key] = _raise(vehicle_id, key, ts, kind="dtc", code=code)
                 out.append(active[key])
+                opened += 1
     for kind, path, setting in _LEVELS:
         value = sample.get(path)
         if value is None:
@@ -67,6 +83,10 @@ def step_alerts(
             if value >= threshold + HYSTERESIS_PERCENT:
                 out.append(_clear(active.pop(kind), ts, clearValue=value))
         elif value < threshold:
+            if opened >= room:
+                skipped += 1
+                continue
             active[kind] = _raise(vehicle_id, kind, ts, kind=kind, value=value, threshold=threshold)
             out.append(active[kind])
-    return out
+            opened += 1
+    return out, opened, skipped

@@ -23,8 +23,14 @@ CATALOGUE_PATH: Final = Path(__file__).with_name("vss-6.0-signals.json")
 DTC_PATTERN: Final = re.compile(r"[PCBU][0-3][0-9A-F]{3}")
 DTC_SIGNAL: Final = "Vehicle.Diagnostics.DTCList"
 
-MAX_STRING_LENGTH: Final = 1024
-MAX_ARRAY_LENGTH: Final = 1024
+# Per-value bounds of accepted values (docs/data-model.md, "Bounds"). They keep the worst case of `state.signals`
+# over every VSS leaf (`worst_case_state_bytes`: 336,681 bytes) far below Cosmos DB's 2 MB item limit; with 1,024 the
+# string[] signals alone could hold 20 x 1 MB. Real VSS values are far shorter (VIN 17, DTC 5, URIs < 256).
+MAX_STRING_LENGTH: Final = 256  # characters of a string, scalar or array item
+MAX_ARRAY_LENGTH: Final = 256  # items of an array (cell voltages of an 800 V pack: ~200)
+MAX_STRING_ARRAY_CHARS: Final = 1024  # characters of all items of a string[] together
+# Valid DTC codes used per sample; more are rejected one by one (`too_long`). A car reports a few dozen at most.
+MAX_DTC_CODES: Final = 64
 
 _INT_RANGES: Final = {
     "int8": (-(2**7), 2**7 - 1),
@@ -52,6 +58,9 @@ NOT_ALLOWED: Final = Rejection("not_allowed")
 INVALID_DTC: Final = Rejection("invalid_dtc")
 TOO_LONG: Final = Rejection("too_long")
 CLOCK_SKEW: Final = Rejection("clock_skew")
+# Not a reason that is stored: `check` returns it for an array some of whose items are rejected, with
+# `(accepted items or None, [(index, item, reason), ...])` as the value (the DTC list, checked item by item).
+PARTIAL: Final = Rejection("partial")
 # The driver withheld location consent: the value is not stored anywhere, only that it was withheld.
 NO_LOCATION_CONSENT: Final = Rejection("no_location_consent")
 
@@ -73,6 +82,8 @@ class SignalRule:
         if self.is_array:
             if type(value) is not list:
                 return value, WRONG_TYPE
+            if self.path == DTC_SIGNAL:
+                return check_dtc_list(value)
             if len(value) > MAX_ARRAY_LENGTH:
                 return value, TOO_LONG
             out = []
@@ -81,8 +92,8 @@ class SignalRule:
                 if reason is not None:
                     return value, reason
                 out.append(norm)
-            if self.path == DTC_SIGNAL and not all(DTC_PATTERN.fullmatch(code) for code in out):
-                return value, INVALID_DTC
+            if self.base == "string" and sum(len(item) for item in out) > MAX_STRING_ARRAY_CHARS:
+                return value, TOO_LONG
             return out, None
         return self._scalar(value)
 
@@ -118,6 +129,34 @@ class SignalRule:
 
 
 Checker = Callable[[Any], tuple[Any, "Rejection | None"]]
+BadItem = tuple[int, Any, Rejection]  # (index, item, reason)
+
+
+def check_dtc_list(value: list[Any]) -> tuple[Any, Rejection | None]:
+    """The DTC list item by item: a set of codes, so one malformed code must not hide the valid ones beside it.
+
+    Returns `(codes, None)` when every item is a valid code (at most `MAX_DTC_CODES`), else
+    `((codes or None, bad items), PARTIAL)`: the valid codes are used, each bad item is rejected on its own. When
+    no item is valid, nothing is used (None): a list of garbage must not clear the car's active DTC alerts.
+    Positional arrays (cell voltages) are not checked this way: dropping an item would shift the others.
+    """
+    if not value:
+        return [], None
+    codes: list[str] = []
+    bad: list[BadItem] = []
+    fullmatch = DTC_PATTERN.fullmatch
+    for index, item in enumerate(value):
+        if type(item) is not str:
+            bad.append((index, item, WRONG_TYPE))
+        elif len(item) != 5 or fullmatch(item) is None:
+            bad.append((index, item, INVALID_DTC))
+        elif len(codes) >= MAX_DTC_CODES:
+            bad.append((index, item, TOO_LONG))
+        else:
+            codes.append(item)
+    if not bad:
+        return codes, None
+    return (codes or None, bad), PARTIAL
 
 
 def compile_check(rule: SignalRule) -> Checker:
@@ -249,6 +288,44 @@ class Catalogue:
                 unit=spec.get("unit"),
             )
         return cls(rules, data.get("license", ""))
+
+
+def worst_case_state_bytes(catalogue: Catalogue) -> int:
+    """Serialised bytes of `state.signals` if a car sent every catalogue signal at its largest accepted value.
+
+    The bound this module's per-value limits are chosen for (docs/data-model.md, "Bounds"): every string at
+    `MAX_STRING_LENGTH` characters that each serialise to 6 bytes (`\\u0001`), every array at its longest, every
+    number at its longest text, plus each entry's path, `{"value": ..., "ts": ...}` and separators.
+    """
+    entry = len('"":{"value":,"ts":"2026-11-21T08:00:00.000Z"},')
+    total = 2
+    for path, rule in catalogue.rules.items():
+        scalar = _worst_scalar_bytes(rule)
+        if not rule.is_array:
+            value = scalar
+        elif path == DTC_SIGNAL:
+            value = 2 + MAX_DTC_CODES * len('"P0300",')
+        elif rule.base == "string":  # allowed values are ASCII: one byte per character
+            per_char = 6 if rule.allowed is None else 1
+            value = 2 + MAX_STRING_ARRAY_CHARS * per_char + MAX_ARRAY_LENGTH * len('"",')
+        else:
+            value = 2 + MAX_ARRAY_LENGTH * (scalar + 1)
+        total += len(path.encode()) + entry + value
+    return total
+
+
+def _worst_scalar_bytes(rule: SignalRule) -> int:
+    base = rule.base
+    if base == "boolean":
+        return len("false")
+    if base == "string":
+        if rule.allowed is not None:
+            return 2 + max(len(value.encode()) for value in rule.allowed)
+        return 2 + 6 * MAX_STRING_LENGTH
+    if base in _INT_RANGES:
+        low, high = _INT_RANGES[base]
+        return max(len(str(low)), len(str(high)))
+    return len("-1.7976931348623157e+308")
 
 
 @cache

@@ -2,6 +2,11 @@
 
 `decode` never raises: a message is either a `TelemetryMessage` (possibly with rejected signals, which are kept
 with their reason) or a `DeadLetter` (not JSON, broken envelope, no device id, too large) that is stored whole.
+
+Rejected values come from the car, so they are kept *bounded* (docs/data-model.md, "Bounds"): scalars as they
+are, strings cut to `MAX_REJECTED_CHARS`, arrays and objects replaced by a summary (type, items, bytes) so no
+car-chosen nesting reaches a document; unknown paths cut to `MAX_PATH_CHARS`; and at most
+`MAX_REJECTED_PER_MESSAGE` rejected values per message are kept, the rest only counted (`rejectedOmitted`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from shared.device_messages import DeadLetter, DeviceMessage, parse_time, shift_time
-from shared.telemetry.catalogue import CLOCK_SKEW, Catalogue, Rejection, default_catalogue
+from shared.telemetry.catalogue import CLOCK_SKEW, PARTIAL, BadItem, Catalogue, Rejection, default_catalogue
 
 STREAM: Final = "telemetry"
 CONTRACT_VERSION: Final = 1
@@ -27,20 +32,94 @@ INVALID_JSON: Final = "invalid_json"
 UNSUPPORTED_VERSION: Final = "unsupported_version"
 INVALID_ENVELOPE: Final = "invalid_envelope"
 
+# Bounds of what is kept of rejected values (docs/data-model.md, "Bounds").
+MAX_REJECTED_PER_MESSAGE: Final = 32  # rejected values kept per message; the rest only counted
+MAX_REJECTED_CHARS: Final = 64  # characters kept of a rejected string
+MAX_PATH_CHARS: Final = 128  # characters kept of a rejected signal's path (VSS 6.0's longest: 93)
+PATH_CUT: Final = "\u2026"  # appended to a cut path, so it cannot be mistaken for a real one
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """What is kept of a rejected value too large to keep: a prefix of a string, or a summary of a container."""
+
+    value: str | None  # the first MAX_REJECTED_CHARS characters of a string; None for arrays and objects
+    kind: str  # "string" | "array" | "object"
+    size: int  # characters of a string, items of an array or object
+    bytes: int  # serialised size of the original value
+
+    def history(self, reason: str) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "reason": reason,
+            "truncated": True,
+            "type": self.kind,
+            "size": self.size,
+            "bytes": self.bytes,
+        }
+
+
+def json_size(value: Any) -> int:
+    """Serialised size of a decoded JSON value, also for one nested deeper than orjson serialises (254 levels)."""
+    try:
+        return len(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        pass
+    size = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            size += 2 + max(0, len(item) - 1) + sum(len(orjson.dumps(key)) + 1 for key in item)
+            stack.extend(item.values())
+        elif type(item) is list:
+            size += 2 + max(0, len(item) - 1)
+            stack.extend(item)
+        else:
+            size += len(orjson.dumps(item))
+    return size
+
+
+def bounded(value: Any) -> Any:
+    """A rejected value as it may be stored: scalars as they are, long strings and containers as a `Cut`."""
+    kind = type(value)
+    if kind is str:
+        if len(value) <= MAX_REJECTED_CHARS:
+            return value
+        return Cut(value[:MAX_REJECTED_CHARS], "string", len(value), json_size(value))
+    if kind is list:
+        return Cut(None, "array", len(value), json_size(value))
+    if kind is dict:
+        return Cut(None, "object", len(value), json_size(value))
+    return value  # number, boolean or null: a few bytes
+
+
+def bounded_path(path: str) -> str:
+    return path if len(path) <= MAX_PATH_CHARS else path[:MAX_PATH_CHARS] + PATH_CUT
+
 
 @dataclass(slots=True)
 class Sample:
-    """One timestamped set of signals; `signals` holds only accepted, normalised values."""
+    """One timestamped set of signals; `signals` holds only accepted, normalised values.
+
+    `rejected` holds bounded values (`bounded`): a scalar, or a `Cut` for a long string or a container.
+    """
 
     ts: str
     signals: dict[str, Any]
     rejected: dict[str, tuple[Any, Rejection]] = field(default_factory=dict)
     skewed: bool = False  # stamped too far after the enqueued time: every signal rejected for clock skew
+    omitted: int = 0  # rejected values beyond the message's budget: counted, not kept
 
     def to_history(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"ts": self.ts, "signals": self.signals}
         if self.rejected:
-            entry["rejected"] = {path: {"value": v, "reason": str(r)} for path, (v, r) in self.rejected.items()}
+            entry["rejected"] = {
+                path: v.history(str(r)) if type(v) is Cut else {"value": v, "reason": str(r)}
+                for path, (v, r) in self.rejected.items()
+            }
+        if self.omitted:
+            entry["rejectedOmitted"] = self.omitted
         return entry
 
 
@@ -67,10 +146,12 @@ class TelemetryMessage:
 
     @property
     def rejected_count(self) -> int:
+        """Rejected values, kept or only counted."""
         samples = self.samples
         if len(samples) == 1:
-            return len(samples[0].rejected)
-        return sum(len(s.rejected) for s in samples)
+            only = samples[0]
+            return len(only.rejected) + only.omitted
+        return sum(len(s.rejected) + s.omitted for s in samples)
 
     def to_history(self) -> dict[str, Any]:
         samples = self.samples
@@ -107,6 +188,15 @@ def _latest_allowed(enqueued: str, max_skew_ms: int) -> str:
             _SHIFTED_SECONDS.clear()
         head = _SHIFTED_SECONDS[key] = shifted[:19]
     return head + millis
+
+
+def _keep(rejected: dict[str, tuple[Any, Rejection]], path: str, value: Any, reason: Rejection) -> bool:
+    """Keep one rejected value, bounded; False if its (cut) path is already taken, so it is only counted."""
+    path = bounded_path(path)
+    if path in rejected:
+        return False
+    rejected[path] = (bounded(value), reason)
+    return True
 
 
 class _Invalid(Exception):
@@ -163,6 +253,7 @@ def _decode(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue) -> T
     validate = catalogue.validate
     checks = catalogue.checks  # path -> compiled rule: one call per signal instead of two
     samples: list[Sample] = []
+    room = MAX_REJECTED_PER_MESSAGE  # rejected values this message may still keep
     for index, raw in enumerate(raw_samples):
         if type(raw) is not dict:
             raise _Invalid(INVALID_ENVELOPE, f"samples[{index}] is not an object")
@@ -173,19 +264,36 @@ def _decode(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue) -> T
         raw_signals = raw.get("signals")
         if type(raw_signals) is not dict or not raw_signals:
             raise _Invalid(INVALID_ENVELOPE, f"samples[{index}].signals must be a non-empty object")
+        rejected: dict[str, tuple[Any, Rejection]] = {}
+        omitted = 0
         if ts > latest_allowed:
-            samples.append(Sample(ts, {}, {path: (value, CLOCK_SKEW) for path, value in raw_signals.items()}, True))
+            for path, value in raw_signals.items():
+                if room > 0 and _keep(rejected, path, value, CLOCK_SKEW):
+                    room -= 1
+                else:
+                    omitted += 1
+            samples.append(Sample(ts, {}, rejected, True, omitted))
             continue
         accepted: dict[str, Any] = {}
-        rejected: dict[str, tuple[Any, Rejection]] = {}
         for path, value in raw_signals.items():
             check = checks.get(path)
             norm, reason = validate(path, value) if check is None else check(value)
             if reason is None:
                 accepted[path] = norm
+                continue
+            bad: list[BadItem]
+            if reason is PARTIAL:  # an array checked item by item: the valid items are used, each bad one rejected
+                norm, bad = norm
+                if norm is not None:
+                    accepted[path] = norm
             else:
-                rejected[path] = (value, reason)
-        samples.append(Sample(ts, accepted, rejected))
+                bad = [(-1, value, reason)]
+            for index, item, why in bad:
+                if room > 0 and _keep(rejected, path if index < 0 else f"{path}[{index}]", item, why):
+                    room -= 1
+                else:
+                    omitted += 1
+        samples.append(Sample(ts, accepted, rejected, False, omitted))
     return TelemetryMessage(
         message,
         message.device_id,

@@ -7,20 +7,48 @@ Every accepted message becomes a history entry. Entries first join a small buffe
 message instead of 2 (docs/data-model.md).
 
 Replays are recognised by the device's `seq`: the vehicle document keeps the ranges of seqs already ingested
-(`ingest.seen`), compact because seqs are mostly consecutive.
+(`ingest.seen`), compact because seqs are mostly consecutive. A car that restarts its counter starts a new
+*epoch*: the old ranges are archived (`ingest.epochs`, with the enqueued time the restart was seen at) instead
+of forgotten, so a redelivery of a message from before the restart is still recognised, while a new message
+that reuses an old number (enqueued after the restart) is not mistaken for one.
+
+What one fold adds to the history is bounded (`FOLD_HISTORY_BYTES`): the vehicle document carries the new
+entries (in `pending` or in chunks in its outbox) until it is written, and must stay far below Cosmos DB's
+2 MB item limit whatever a car sends (docs/data-model.md, "Bounds").
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
 
 from shared.device_messages import compact_time, safe_id
+
+if TYPE_CHECKING:
+    from shared.telemetry.contract import TelemetryMessage
 
 CHUNK_MAX_MESSAGES: Final = 16
 CHUNK_MAX_BYTES: Final = 64 * 1024
 # A replay only re-delivers events after the last checkpoint (at most one batch), so a few ranges suffice;
 # more are kept so late messages that fill gaps are still recognised.
 MAX_SEEN_RANGES: Final = 32
+# Counter restarts remembered. A redelivery reaches back one batch (the host retries the last checkpoint), so
+# only a car that restarts several times within minutes needs more than one; each costs <= 32 ranges.
+MAX_EPOCHS: Final = 4
+
+# History one fold may add: the largest fold ingestion makes (512 KB of messages) with room for canonical
+# timestamps; a hostile message that would add more keeps its first samples and counts the rest.
+FOLD_HISTORY_BYTES: Final = 576 * 1024
+# Entries of messages above this size, or with rejected values, are measured (orjson) for the bound and the
+# chunk size; smaller clean ones are counted by their message size (the hot path: one message ~0.5 KB).
+MEASURE_ABOVE_BYTES: Final = 1024
+# An upper bound of an entry's serialised size from its message's: numbers can serialise longer than sent
+# ("1e15" -> 1000000000000000.0: x3.8 inside a float[]), timestamps become canonical, rejected values gain a
+# reason (at most MAX_REJECTED_PER_MESSAGE of them). Only decides whether a fold must measure every entry.
+ENTRY_BOUND_FACTOR: Final = 4
+ENTRY_BOUND_EXTRA: Final = 4096
 
 
 def seen_contains(ranges: list[list[int]], seq: int) -> bool:
@@ -58,10 +86,68 @@ def seen_add(ranges: list[list[int]], seq: int) -> None:
         del ranges[0]
 
 
+def epoch_of(epochs: list[dict[str, Any]], enqueued_time: str, newest_ts: str) -> dict[str, Any] | None:
+    """The archived epoch a message belongs to; None for the current one.
+
+    Epoch k holds what was enqueued before `epochs[k]["until"]` (when the restart that ended it was seen) and
+    after the previous epoch's, with no sample newer than its newest (`highTs`): every redelivery of one of its
+    messages is both. A message enqueued before every kept epoch is checked against the oldest kept one.
+    """
+    if not epochs or enqueued_time >= epochs[-1]["until"]:
+        return None
+    for epoch in epochs:
+        if enqueued_time < epoch["until"]:
+            return epoch if newest_ts <= epoch["highTs"] else None
+    return None  # unreachable: the last epoch matched above
+
+
+def start_epoch(ingest: dict[str, Any], enqueued_time: str) -> list[list[int]]:
+    """Archive the current seq ranges as an epoch ending at `enqueued_time`; return the new (empty) ranges."""
+    epochs: list[dict[str, Any]] = ingest["epochs"]
+    epochs.append({"seen": ingest["seen"], "high": ingest["high"], "highTs": ingest["highTs"], "until": enqueued_time})
+    if len(epochs) > MAX_EPOCHS:
+        del epochs[0]
+    seen: list[list[int]] = []
+    ingest["seen"] = seen
+    return seen
+
+
+def entry_bound(messages: Sequence[TelemetryMessage]) -> int:
+    """An upper bound of the history the messages add, from their sizes alone (no serialisation)."""
+    return sum(ENTRY_BOUND_FACTOR * msg.size + ENTRY_BOUND_EXTRA for msg in messages)
+
+
+def fit_entry(entry: dict[str, Any], limit: int) -> int:
+    """The entry's serialised size; if above `limit`, its first samples that fit are kept and the rest counted.
+
+    A trimmed entry says so: `samplesOmitted: {count, from, to}`. State and derivations saw every sample; only
+    the history copy is cut, and only for a message that serialises far larger than it was sent.
+    """
+    size = len(orjson.dumps(entry))
+    if size <= limit:
+        return size
+    samples: list[dict[str, Any]] = entry["samples"]
+    used = len(orjson.dumps({**entry, "samples": []})) + 128  # the envelope and the omission record
+    kept = 0
+    for sample in samples:
+        used += len(orjson.dumps(sample)) + 1
+        if used > limit:
+            break
+        kept += 1
+    dropped = [sample["ts"] for sample in samples[kept:]]
+    entry["samples"] = samples[:kept]
+    entry["samplesOmitted"] = {"count": len(dropped), "from": min(dropped), "to": max(dropped)}
+    return len(orjson.dumps(entry))
+
+
 def chunk_document(vehicle_id: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """One `telemetry` document for consecutive entries; its id depends only on its first entry."""
     first = entries[0]
     sample_times = [s["ts"] for e in entries for s in e["samples"]]
+    for entry in entries:
+        omitted = entry.get("samplesOmitted")
+        if omitted is not None:
+            sample_times += (omitted["from"], omitted["to"])
     return {
         "id": f"{safe_id(vehicle_id)}:{compact_time(first['enqueuedTime'])}:{first['seq']}",
         "vehicleId": vehicle_id,

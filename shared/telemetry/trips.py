@@ -3,18 +3,39 @@
 The open trip's running figures live in the vehicle document (`trip`), so they cost no extra write per
 sample; the `trips` container gets the trip when it opens and when it closes. Ids are deterministic
 (vehicle + start time), so a recomputation writes the same document again.
+
+Ignition that flaps must not make a trip per flip (each one is a document): an ignition ON less than
+`TRIP_RESUME_SECONDS` after the last trip closed *resumes* that trip (same id, status open again) instead of
+opening a new one; and a message may open at most `MAX_TRIPS_OPENED_PER_MESSAGE` trips, a fold (one vehicle
+write) at most `MAX_TRIPS_OPENED_PER_FOLD`; further ONs are counted (`ingest.suppressed.trips`), not opened.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import Any, Final
 
 from shared.device_messages import compact_time, safe_id
 from shared.telemetry import signals as S
 
 _EARTH_RADIUS_M = 6_371_008.8
+
+# A stop shorter than this (ignition OFF, then ON again) continues the trip: a restart at a junction or
+# the pump is not a new journey, and a flapping ignition costs one trip instead of one per flip.
+TRIP_RESUME_SECONDS: Final = 60.0
+MAX_TRIPS_OPENED_PER_MESSAGE: Final = 4  # a message batching minutes of samples holds a stop or two, not more
+MAX_TRIPS_OPENED_PER_FOLD: Final = 16
+# What `close_trip` adds to the running figures: removed again when a trip resumes.
+_CLOSING_FIELDS: Final = (
+    "endTs",
+    "endPosition",
+    "distanceM",
+    "distanceSource",
+    "durationS",
+    "meanSpeedKmh",
+    "energyUsedPercent",
+)
 
 
 def _position(view: dict[str, Any]) -> dict[str, float] | None:
@@ -99,3 +120,19 @@ def close_trip(trip: dict[str, Any], ts: str) -> dict[str, Any]:
         energyUsedPercent=round(soc_start - soc_end, 2) if soc_start is not None and soc_end is not None else None,
     )
     return closed
+
+
+def resume_trip(closed: dict[str, Any] | None, ts: str) -> dict[str, Any] | None:
+    """The last closed trip open again, if it closed less than `TRIP_RESUME_SECONDS` before `ts`; else None."""
+    if closed is None or closed.get("status") != "closed":
+        return None
+    end = closed.get("endTs")
+    if type(end) is not str or not end < ts:
+        return None
+    gap = (dt.datetime.fromisoformat(ts) - dt.datetime.fromisoformat(end)).total_seconds()
+    if gap >= TRIP_RESUME_SECONDS:
+        return None
+    trip = {key: value for key, value in closed.items() if key not in _CLOSING_FIELDS}
+    trip["status"] = "open"
+    trip["resumed"] = int(trip.get("resumed") or 0) + 1
+    return trip

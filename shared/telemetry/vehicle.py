@@ -9,6 +9,10 @@ The vehicle document (container `vehicles`) carries everything ingestion needs t
   history-chunk documents this write produced. The vehicle write is the commit point; the outbox is written
   to the other containers after it, and again by whoever next reads the document without knowing that
   happened (transactional outbox), so a crash between the two writes loses nothing.
+
+Whatever a car sends, what the fold writes stays bounded (docs/data-model.md, "Bounds"): values per value
+(catalogue, contract), history per fold (`history.FOLD_HISTORY_BYTES`), trips and alerts opened per message
+and per fold (`trips`, `alerts`), seq ranges per epoch and epochs per car (`history`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from shared.device_messages import safe_id
 from shared.settings import IngestionSettings
 from shared.telemetry import history, trips
 from shared.telemetry import signals as S
-from shared.telemetry.alerts import step_alerts
+from shared.telemetry.alerts import MAX_ALERTS_OPENED_PER_FOLD, MAX_ALERTS_OPENED_PER_MESSAGE, step_alerts
 from shared.telemetry.catalogue import NO_LOCATION_CONSENT
 from shared.telemetry.contract import TelemetryMessage
 
@@ -39,6 +43,9 @@ class VehicleUpdate:
     samples: int = 0
     rejected_signals: int = 0
     erased: int = 0  # messages of an erased car, dropped
+    trips_suppressed: int = 0  # ignition ONs over the per-message / per-fold cap: counted, no trip opened
+    alerts_suppressed: int = 0  # alerts over the per-message / per-fold cap: counted, not opened
+    history_trimmed: int = 0  # messages whose history entry kept only its first samples (fold budget)
 
 
 def new_vehicle_document(vehicle_id: str) -> dict[str, Any]:
@@ -68,7 +75,9 @@ def is_erased(doc: dict[str, Any] | None) -> bool:
 
 _DOC_KEYS = frozenset({"state", "lastSeen", "trip", "alerts", "ingest"})
 _STATE_KEYS = frozenset({"signals", "ts", "seq"})
-_INGEST_KEYS = frozenset({"seen", "high", "highTs", "cursor", "pending", "pendingBytes", "outbox"})
+_INGEST_KEYS = frozenset(
+    {"seen", "high", "highTs", "epochs", "cursor", "pending", "pendingBytes", "outbox", "lastTrip"}
+)
 
 
 def _ensure_shape(doc: dict[str, Any]) -> None:
@@ -97,10 +106,12 @@ def _ensure_shape(doc: dict[str, Any]) -> None:
     ingest.setdefault("seen", [])
     ingest.setdefault("high", None)
     ingest.setdefault("highTs", "")
+    ingest.setdefault("epochs", [])
     ingest.setdefault("cursor", "")
     ingest.setdefault("pending", [])
     ingest.setdefault("pendingBytes", 0)
     ingest.setdefault("outbox", [])
+    ingest.setdefault("lastTrip", None)
 
 
 def location_allowed(doc: dict[str, Any]) -> bool:
@@ -120,8 +131,17 @@ def withhold_location(msg: TelemetryMessage) -> None:
                 sample.rejected[path] = (None, NO_LOCATION_CONSENT)
 
 
-def _first(item: tuple[str, dict[str, Any]]) -> str:
+def _first(item: tuple[str, dict[str, Any], int]) -> str:
     return item[0]
+
+
+def _count_suppressed(ingest: dict[str, Any], kind: str, count: int) -> None:
+    """Keep a running count in the document, so an operator sees a car that hits a cap (`ingest.suppressed`)."""
+    suppressed = ingest.get("suppressed")
+    if type(suppressed) is not dict:
+        suppressed = ingest["suppressed"] = {}
+    previous = suppressed.get(kind)
+    suppressed[kind] = (previous if type(previous) is int else 0) + count
 
 
 def fold(
@@ -139,6 +159,7 @@ def fold(
     state, ingest = doc["state"], doc["ingest"]
     signals: dict[str, dict[str, Any]] = state["signals"]
     seen: list[list[int]] = ingest["seen"]
+    epochs: list[dict[str, Any]] = ingest["epochs"]
     pending: list[dict[str, Any]] = ingest["pending"]
     cursor: str = ingest["cursor"]
     locate = location_allowed(doc)
@@ -147,33 +168,54 @@ def fold(
             del signals[path]
     view = {path: entry["value"] for path, entry in signals.items()}  # state before this batch
     side: dict[tuple[str, str], dict[str, Any]] = {}
-    fresh: list[tuple[str, dict[str, Any]]] = []  # samples newer than the cursor, for derivations
+    fresh: list[tuple[str, dict[str, Any], int]] = []  # samples newer than the cursor, for derivations
     update = VehicleUpdate(document=None)
     last_seen: str | None = doc["lastSeen"]
     seen_contains, seen_add = history.seen_contains, history.seen_add
-    accepted = duplicates = rejected = samples = 0
+    accepted = duplicates = rejected = samples = trimmed = 0
+    # History this fold may add; a fold of small messages provably stays under it and measures nothing.
+    budget = history.FOLD_HISTORY_BYTES
+    measure_all = len(messages) > 1 and history.entry_bound(messages) > budget
 
-    for msg in messages:
+    for index, msg in enumerate(messages):
         seq, newest = msg.seq, msg.newest_ts
-        if seen_contains(seen, seq):
-            duplicates += 1
-            continue
-        high = ingest["high"]
-        if high is not None and seq < high and newest > ingest["highTs"]:
-            # A lower seq with newer samples: the device restarted its counter. Start a new seq history.
-            seen.clear()
-            ingest["high"], ingest["highTs"] = seq, newest
-        elif high is None or (seq > high and newest >= ingest["highTs"]):
-            ingest["high"], ingest["highTs"] = seq, max(newest, ingest["highTs"])
-        seen_add(seen, seq)
+        epoch = history.epoch_of(epochs, msg.enqueued_time, newest) if epochs else None
+        if epoch is not None:
+            # Enqueued before the car restarted its counter, and no newer than what that epoch saw: a message of
+            # an earlier epoch (a redelivery, or one never seen), checked against and added to its ranges.
+            if seen_contains(epoch["seen"], seq):
+                duplicates += 1
+                continue
+            seen_add(epoch["seen"], seq)
+        else:
+            if seen_contains(seen, seq):
+                duplicates += 1
+                continue
+            high = ingest["high"]
+            if high is not None and seq < high and newest > ingest["highTs"]:
+                # A lower seq with newer samples: the device restarted its counter. A new epoch; the old one's
+                # ranges are kept, so a redelivery of a message from before the restart is still recognised.
+                seen = history.start_epoch(ingest, msg.enqueued_time)
+                ingest["high"], ingest["highTs"] = seq, newest
+            elif high is None or (seq > high and newest >= ingest["highTs"]):
+                ingest["high"], ingest["highTs"] = seq, max(newest, ingest["highTs"])
+            seen_add(seen, seq)
         if not locate:
             withhold_location(msg)
         accepted += 1
-        rejected += msg.rejected_count
+        message_rejected = msg.rejected_count
+        rejected += message_rejected
         samples += len(msg.samples)
 
-        pending.append(msg.to_history())
-        pending_bytes = ingest["pendingBytes"] = ingest["pendingBytes"] + msg.size
+        entry = msg.to_history()
+        size = msg.size
+        if measure_all or message_rejected or size > history.MEASURE_ABOVE_BYTES:
+            size = history.fit_entry(entry, budget)
+            budget -= size
+            if "samplesOmitted" in entry:
+                trimmed += 1
+        pending.append(entry)
+        pending_bytes = ingest["pendingBytes"] = ingest["pendingBytes"] + size
         if len(pending) >= history.CHUNK_MAX_MESSAGES or pending_bytes >= history.CHUNK_MAX_BYTES:
             chunk = history.chunk_document(vehicle_id, pending)
             side["telemetry", chunk["id"]] = chunk
@@ -192,7 +234,7 @@ def fold(
             if state["ts"] is None or ts > state["ts"]:
                 state["ts"], state["seq"] = ts, seq
             if ts > cursor:
-                fresh.append((ts, sample_signals))
+                fresh.append((ts, sample_signals, index))
         if last_seen is None or msg.enqueued_time > last_seen:
             last_seen = msg.enqueued_time
 
@@ -202,27 +244,13 @@ def fold(
         rejected,
         samples,
     )
+    update.history_trimmed = trimmed
     if update.accepted == 0:
         return update
 
     if len(fresh) > 1:
         fresh.sort(key=_first)  # stable: equal times keep arrival order
-    alerts = doc["alerts"]
-    for ts, sample_signals in fresh:
-        view.update(sample_signals)
-        trip = doc["trip"]
-        ignition = sample_signals.get(S.LOW_VOLTAGE_STATE)
-        if trip is None and ignition in S.IGNITION_ON:
-            trip = doc["trip"] = trips.open_trip(vehicle_id, ts, view)
-            side["trips", trip["id"]] = trip
-        if trip is not None:
-            trips.advance_trip(trip, ts, sample_signals, view)
-            if ignition in S.IGNITION_OFF:
-                closed = trips.close_trip(trip, ts)
-                side["trips", closed["id"]] = closed
-                doc["trip"] = None
-        for alert in step_alerts(vehicle_id, alerts, ts, sample_signals, cfg):
-            side["alerts", alert["id"]] = dict(alert)
+    _derive(vehicle_id, doc, fresh, view, side, update, cfg)
     if fresh:
         ingest["cursor"] = fresh[-1][0]
     open_trip = doc["trip"]
@@ -237,3 +265,60 @@ def fold(
         ingest["outbox"] = []
     update.document = doc
     return update
+
+
+def _derive(
+    vehicle_id: str,
+    doc: dict[str, Any],
+    fresh: list[tuple[str, dict[str, Any], int]],
+    view: dict[str, Any],
+    side: dict[tuple[str, str], dict[str, Any]],
+    update: VehicleUpdate,
+    cfg: IngestionSettings,
+) -> None:
+    """Trips and alerts from the fresh samples in event-time order, within the per-message and per-fold caps."""
+    ingest, alerts = doc["ingest"], doc["alerts"]
+    trip_room, alert_room = trips.MAX_TRIPS_OPENED_PER_FOLD, MAX_ALERTS_OPENED_PER_FOLD
+    trips_by_message: dict[int, int] = {}  # trips opened per message (index in the fold)
+    alerts_by_message: dict[int, int] = {}
+    trips_suppressed = alerts_suppressed = 0
+    for ts, sample_signals, index in fresh:
+        view.update(sample_signals)
+        trip = doc["trip"]
+        ignition = sample_signals.get(S.LOW_VOLTAGE_STATE)
+        if trip is None and ignition in S.IGNITION_ON:
+            trip = trips.resume_trip(ingest["lastTrip"], ts)
+            if trip is None:
+                opened = trips_by_message.get(index, 0)
+                if opened < trips.MAX_TRIPS_OPENED_PER_MESSAGE and trip_room > 0:
+                    trip = trips.open_trip(vehicle_id, ts, view)
+                    trips_by_message[index] = opened + 1
+                    trip_room -= 1
+                else:
+                    trips_suppressed += 1
+            if trip is not None:
+                doc["trip"] = trip
+                ingest["lastTrip"] = None
+                side["trips", trip["id"]] = trip
+        if trip is not None:
+            trips.advance_trip(trip, ts, sample_signals, view)
+            if ignition in S.IGNITION_OFF:
+                closed = trips.close_trip(trip, ts)
+                side["trips", closed["id"]] = closed
+                doc["trip"] = None
+                ingest["lastTrip"] = closed
+        used = alerts_by_message.get(index, 0) if alerts_by_message else 0
+        room = min(alert_room, MAX_ALERTS_OPENED_PER_MESSAGE - used)
+        documents, opened, skipped = step_alerts(vehicle_id, alerts, ts, sample_signals, cfg, room)
+        for alert in documents:
+            side["alerts", alert["id"]] = dict(alert)
+        if opened:
+            alerts_by_message[index] = used + opened
+            alert_room -= opened
+        alerts_suppressed += skipped
+    if trips_suppressed:
+        update.trips_suppressed = trips_suppressed
+        _count_suppressed(ingest, "trips", trips_suppressed)
+    if alerts_suppressed:
+        update.alerts_suppressed = alerts_suppressed
+        _count_suppressed(ingest, "alerts", alerts_suppressed)

@@ -40,12 +40,13 @@ def test_decode_keeps_rejected_signals_with_their_reason() -> None:
     decoded = decode(message("car-001", raw, enqueued_s=1))
     assert isinstance(decoded, TelemetryMessage)
     sample = decoded.samples[0]
-    assert sample.signals == {"Vehicle.Speed": 48.0}
+    # issue 10: the DTC list is checked code by code, so the valid "P0300" is used beside the malformed one
+    assert sample.signals == {"Vehicle.Speed": 48.0, "Vehicle.Diagnostics.DTCList": ["P0300"]}
     assert {path: reason for path, (_, reason) in sample.rejected.items()} == {
         "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current": "out_of_range",
         "Vehicle.LowVoltageSystemState": "not_allowed",
         "Vehicle.IsMoving": "wrong_type",
-        "Vehicle.Diagnostics.DTCList": "invalid_dtc",
+        "Vehicle.Diagnostics.DTCList[1]": "invalid_dtc",
         "Vehicle.Flux.Capacitor": "unknown_signal",
     }
     history = decoded.to_history()["samples"][0]["rejected"]
