@@ -12,6 +12,11 @@ Everything else goes through unchanged (devstack/http_proxy.py), except the acco
 its `writableLocations`/`readableLocations` name the endpoint the SDK routes every later request to, so they
 are rewritten to the proxy's own address and the SDK never learns the upstream port.
 
+Faults (devstack/faults.py, `proxy.faults`) hit document operations only: reads are point reads and queries
+(`.../docs...` with GET, or POST with the query header), writes every other method on `.../docs...`; their
+partition key (for `key_prefix`) is the `x-ms-documentdb-partitionkey` value. Account, database, container
+and partition-range metadata are never faulted, so a client can always start.
+
     with proxied_cosmos_server(workdir, port=8081) as proxy:
         proxy.endpoint   # https://127.0.0.1:8081/ — what COSMOS_ENDPOINT gets
         proxy.upstream   # the bare server, for tests that must bypass the proxy
@@ -25,7 +30,7 @@ import shutil
 import ssl
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,6 +38,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from devstack.faults import FaultPlan, Operation
 from devstack.http_proxy import ReverseProxy, running_in_thread
 from devstack.servers import cosmos_server
 from devstack.tls import generate
@@ -108,6 +114,7 @@ class CosmosProxy(ReverseProxy):
         port: int = 0,
         tls_dir: Path | None = None,
         enforce_limits: bool = True,
+        faults: FaultPlan | None = None,
     ) -> None:
         self._tls_dir = tls_dir if tls_dir is not None else Path(tempfile.mkdtemp(prefix="cosmos-proxy-tls-"))
         self._owns_tls_dir = tls_dir is None
@@ -115,7 +122,7 @@ class CosmosProxy(ReverseProxy):
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(files.server_cert, files.server_key)
         # The upstream is the local server with its own self-signed certificate: loopback only, not verified.
-        super().__init__(upstream, host=host, port=port, ssl_context=context, verify_upstream=False)
+        super().__init__(upstream, host=host, port=port, ssl_context=context, verify_upstream=False, faults=faults)
         self.enforce_limits = enforce_limits
 
     @property
@@ -128,18 +135,35 @@ class CosmosProxy(ReverseProxy):
         if self._owns_tls_dir:
             shutil.rmtree(self._tls_dir, ignore_errors=True)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    def classify(self, request: web.Request) -> tuple[Operation, str | None] | None:
+        path = request.path
+        if "/docs" not in path:
+            return None  # account, database, container, partition-range metadata: never faulted
+        key = partition_key_value(request.headers.get(PARTITION_KEY_HEADER))
+        key_text = key if isinstance(key, str) else None
+        if request.method == "GET" or (request.method == "POST" and _true(request.headers.get(QUERY_HEADER))):
+            return Operation.READ, key_text
+        return Operation.WRITE, key_text
+
+    async def handle(self, request: web.Request, discard: bool = False) -> web.StreamResponse:
         if request.method == "GET" and request.path in ("/", ""):
             self.stats["account"] += 1
-            return await self.forward(request, rewrite=self._rewrite_account)
+            return await self.forward(request, rewrite=self._rewrite_account, discard=discard)
         if self.enforce_limits and is_document_write(request.method, request.path, request.headers):
             body = await request.read()
             violation = document_violation(body, request.headers.get(PARTITION_KEY_HEADER))
             if violation is not None:
                 self.stats[f"refused:{violation.status}"] += 1
                 return cosmos_error(violation.status, violation.code, violation.message)
-            return await self.forward(request, body=body)
-        return await self.forward(request)
+            return await self.forward(request, body=body, discard=discard)
+        return await self.forward(request, discard=discard)
+
+    def error_answer(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> web.Response:
+        answer = cosmos_error(status, code, message)
+        answer.headers.update(headers or {})
+        return answer
 
     def upstream_failed(self, request: web.Request, exc: Exception) -> web.StreamResponse:
         return cosmos_error(503, "ServiceUnavailable", f"the local Cosmos server did not answer: {exc}")
@@ -166,16 +190,21 @@ class CosmosProxy(ReverseProxy):
 
 
 @contextlib.contextmanager
-def cosmos_proxy(upstream: str, port: int = 0, tls_dir: Path | None = None) -> Iterator[CosmosProxy]:
+def cosmos_proxy(
+    upstream: str, port: int = 0, tls_dir: Path | None = None, faults: FaultPlan | None = None
+) -> Iterator[CosmosProxy]:
     """A CosmosProxy in front of `upstream`, on an event loop of its own (a daemon thread)."""
-    with running_in_thread(CosmosProxy(upstream, port=port, tls_dir=tls_dir), "cosmos-proxy") as proxy:
-        yield proxy
+    proxy = CosmosProxy(upstream, port=port, tls_dir=tls_dir, faults=faults)
+    with running_in_thread(proxy, "cosmos-proxy") as running:
+        yield running
 
 
 @contextlib.contextmanager
-def proxied_cosmos_server(workdir: Path | None = None, port: int = 0) -> Iterator[CosmosProxy]:
+def proxied_cosmos_server(
+    workdir: Path | None = None, port: int = 0, faults: FaultPlan | None = None
+) -> Iterator[CosmosProxy]:
     """The local Cosmos-compatible server on a free port, behind a CosmosProxy on `port` (0 = free)."""
     with cosmos_server(workdir) as upstream:
         tls_dir = (workdir / "cosmos-proxy-tls") if workdir is not None else None
-        with cosmos_proxy(upstream, port, tls_dir) as proxy:
+        with cosmos_proxy(upstream, port, tls_dir, faults) as proxy:
             yield proxy

@@ -12,6 +12,10 @@ and only hop-by-hop headers are dropped. Subclasses decide per request with `han
 forward a rewritten body), and can run the whole thing in a thread of its own (`running_in_thread`) so that
 synchronous code (pytest's session fixtures, the stack's exit stack) can own it and a busy test loop never
 delays it.
+
+Every proxy carries a `FaultPlan` (devstack/faults.py): before a request is handled, the plan may pick a
+fault for it — delay it, reset the connection, hold it unanswered, answer 429/503, or apply it upstream and
+then fail towards the client. `classify` says which requests are reads or writes (others are never faulted).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import ssl
 import struct
@@ -31,6 +36,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
+
+from devstack.faults import Fault, FaultKind, FaultPlan, Operation
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +73,10 @@ class ReverseProxy:
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
         verify_upstream: bool = True,
+        faults: FaultPlan | None = None,
     ) -> None:
         self.upstream = upstream.rstrip("/")
+        self.faults = faults if faults is not None else FaultPlan()
         self.host = host
         self.port = port
         self.url = ""  # set by start(): this proxy's origin, e.g. https://127.0.0.1:40123
@@ -108,26 +117,71 @@ class ReverseProxy:
     # -- per request -------------------------------------------------------------------------------------------
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         try:
+            target = self.classify(request)
+            fault = self.faults.choose(*target) if target is not None else None
+            if fault is not None:
+                return await self._inject(request, fault)
             return await self.handle(request)
         except UpstreamError as exc:
             self.stats["upstream_errors"] += 1
             log.warning("%s %s: upstream %s: %s", request.method, request.path, self.upstream, exc)
             return self.upstream_failed(request, exc)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Decide what to do with one request; the base class forwards it unchanged."""
-        return await self.forward(request)
+    def classify(self, request: web.Request) -> tuple[Operation, str | None] | None:
+        """(read or write, partition key or None) for requests faults may hit; None for the others."""
+        return (Operation.READ if request.method in ("GET", "HEAD") else Operation.WRITE), None
+
+    async def handle(self, request: web.Request, discard: bool = False) -> web.StreamResponse:
+        """Decide what to do with one request; the base class forwards it unchanged. With `discard` the
+        upstream's answer is read and dropped (the caller answers the client itself)."""
+        return await self.forward(request, discard=discard)
+
+    def error_answer(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> web.Response:
+        """An error in the service's shape (subclasses override); the base class answers plain JSON."""
+        body = {"code": code, "message": message}
+        return web.json_response(body, status=status, headers=dict(headers or {}))
+
+    async def _inject(self, request: web.Request, fault: Fault) -> web.StreamResponse:
+        self.stats[f"fault:{fault.kind}"] += 1
+        kind = fault.kind
+        if kind is FaultKind.LATENCY:
+            await asyncio.sleep(fault.latency)
+            return await self.handle(request)
+        if kind is FaultKind.THROTTLE:
+            headers = {"x-ms-retry-after-ms": str(fault.retry_after_ms), "x-ms-substatus": "3200"}
+            headers["Retry-After"] = str(max(1, math.ceil(fault.retry_after_ms / 1000)))
+            return self.error_answer(429, "TooManyRequests", "Request rate is large (injected fault)", headers)
+        if kind is FaultKind.UNAVAILABLE:
+            return self.error_answer(503, "ServiceUnavailable", "Service is unavailable (injected fault)")
+        if kind is FaultKind.BLACKHOLE:
+            while True:  # accepted, never answered while the window lasts (or until the plan is cleared)
+                if not self.faults.still_active(fault):
+                    return _reset(request)
+                await asyncio.sleep(0.05)
+        if kind is FaultKind.RESET:
+            return _reset(request)
+        await self.handle(request, discard=True)  # applied upstream; the client never hears it
+        if kind is FaultKind.APPLIED_THEN_503:
+            return self.error_answer(503, "ServiceUnavailable", "Service is unavailable (injected after apply)")
+        return _reset(request)
 
     def upstream_failed(self, request: web.Request, exc: Exception) -> web.StreamResponse:
         """What the client sees when the upstream cannot be reached (subclasses answer in the service's shape)."""
         return web.Response(status=502, text=f"upstream unavailable: {type(exc).__name__}")
 
     async def forward(
-        self, request: web.Request, body: bytes | None = None, rewrite: Rewrite | None = None
+        self,
+        request: web.Request,
+        body: bytes | None = None,
+        rewrite: Rewrite | None = None,
+        discard: bool = False,
     ) -> web.StreamResponse:
         """Send the request upstream (with `body` if the caller already read it) and stream the answer back.
 
         `rewrite(status, headers, body)` replaces the answer's body and headers; the answer is then read whole.
+        `discard`: read the answer and return it unsent (for faults that apply a request and then fail it).
         """
         assert self._session is not None, "start() the proxy first"
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
@@ -146,6 +200,9 @@ class ReverseProxy:
                 request.method, url, headers=headers, data=data, allow_redirects=False
             ) as upstream:
                 answer_headers = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP)
+                if discard:
+                    await upstream.read()
+                    return web.Response(status=upstream.status)
                 if rewrite is not None:
                     raw = await upstream.read()
                     new_body, answer_headers = rewrite(upstream.status, answer_headers, raw)
@@ -163,6 +220,11 @@ class ReverseProxy:
 
 class UpstreamError(Exception):
     """The upstream server could not be reached or broke off its answer."""
+
+
+def _reset(request: web.Request) -> web.StreamResponse:
+    reset_connection(request)
+    return web.Response(status=500)  # never sent: the connection is gone
 
 
 def reset_connection(request: web.Request) -> None:
@@ -220,7 +282,3 @@ def running_in_thread(proxy: P, name: str = "proxy") -> Iterator[P]:
         with contextlib.suppress(Exception):
             thread.run(proxy.stop())
         thread.close()
-
-
-def json_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    return {"Content-Type": "application/json", **(extra or {})}

@@ -2,7 +2,10 @@
 when the calendar features exist, the Graph sandbox. Everything it starts it stops, whatever happens.
 
 The local Cosmos server is always reached through devstack/cosmos_proxy.py (it refuses the documents Azure
-refuses); COSMOS_ENDPOINT is the proxy's, the bare server sits on a free port nobody else is told about.
+refuses); COSMOS_ENDPOINT is the proxy's, the bare server sits on a free port nobody else is told about. The
+local IoT Hub's service API is reached through a plain fault proxy too (devstack/service_proxy.py). Both
+proxies carry a fault plan (`stack.cosmos_faults`, `stack.iothub_faults`, devstack/faults.py), also
+programmable over HTTP at `stack.fault_control_url` (loopback).
 
     async with LocalStack(StackConfig.demo(vehicles=5)) as stack:
         stack.connection_strings      # for the simulator
@@ -27,11 +30,14 @@ from typing import Any, Final
 from devstack.cosmos_bootstrap import bootstrap
 from devstack.cosmos_proxy import CosmosProxy, proxied_cosmos_server
 from devstack.eventhubs import EventHubsNamespace
+from devstack.faults import FaultControl, FaultPlan
 from devstack.host.host import LocalFunctionHost
+from devstack.http_proxy import running_in_thread
 from devstack.iothub.hub import LocalIoTHub
 from devstack.iothub.registry import DeviceRegistry
 from devstack.iothub.service_api import ServiceApi
 from devstack.servers import COSMOS_EMULATOR_KEY, AzuriteEndpoints, ServerError, azurite, port_in_use
+from devstack.service_proxy import IoTHubServiceProxy
 from devstack.tls import TlsFiles, generate
 from shared.iothub.local_gateway import SERVICE_URL_SETTING
 from shared.settings import SETTINGS
@@ -64,6 +70,8 @@ class StackConfig:
     cosmos_database: str = "fleet"
     use_graph_sandbox: bool = True
     overrides: dict[str, str] = field(default_factory=dict)
+    # Functions the local host does not drive (a test drives them itself, e.g. in a worker process it kills).
+    excluded_functions: frozenset[str] = frozenset()
 
     @classmethod
     def demo(cls, vehicles: int) -> StackConfig:
@@ -122,6 +130,9 @@ class LocalStack:
         self.graph_url: str | None = None
         self.graph_sandbox: Any = None
         self.cosmos_proxy: CosmosProxy | None = None  # None when COSMOS_ENDPOINT names another Cosmos
+        self.cosmos_faults = FaultPlan(seed=1)
+        self.iothub_faults = FaultPlan(seed=2)
+        self.fault_control_url = ""
         self._exit = contextlib.AsyncExitStack()
         self._saved_environ: dict[str, str] | None = None
 
@@ -155,7 +166,9 @@ class LocalStack:
         )
         cosmos_endpoint = config.cosmos_endpoint
         if cosmos_endpoint is None:
-            self.cosmos_proxy = self._exit.enter_context(proxied_cosmos_server(self.workdir, config.cosmos_port))
+            self.cosmos_proxy = self._exit.enter_context(
+                proxied_cosmos_server(self.workdir, config.cosmos_port, self.cosmos_faults)
+            )
             cosmos_endpoint = self.cosmos_proxy.endpoint
         await bootstrap(cosmos_endpoint, config.cosmos_key, config.cosmos_database)
 
@@ -163,8 +176,13 @@ class LocalStack:
         self.tls = generate(self.workdir / "tls", [host_ip])
         await self.hub.start(config.iothub_host, self.tls, IOTHUB_PORT)
         self._exit.push_async_callback(self.hub.stop)
-        service_url = await self.service_api.start()
+        service_api_url = await self.service_api.start()
         self._exit.push_async_callback(self.service_api.stop)
+        service_proxy = IoTHubServiceProxy(service_api_url, faults=self.iothub_faults)
+        service_url = self._exit.enter_context(running_in_thread(service_proxy, "iothub-service-proxy")).url
+        control = FaultControl({"cosmos": self.cosmos_faults, "iothub": self.iothub_faults})
+        self.fault_control_url = await control.start()
+        self._exit.push_async_callback(control.stop)
 
         env = base_settings()
         env.update(
@@ -185,7 +203,8 @@ class LocalStack:
 
         from devstack.function_index import indexed_functions
 
-        self.host = LocalFunctionHost(indexed_functions().values(), os.environ, self.event_hubs)
+        functions = [fn for name, fn in indexed_functions().items() if name not in config.excluded_functions]
+        self.host = LocalFunctionHost(functions, os.environ, self.event_hubs)
         await self.host.start(http_port=config.http_port)
         self._exit.push_async_callback(self.host.stop)
         self.http_url = f"http://127.0.0.1:{self.host.http.port}" if self.host.http else ""
