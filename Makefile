@@ -10,7 +10,7 @@ STAMP_NODE := node_modules/.installed
 VENV_INFRA := .venv-infra
 STAMP_INFRA := $(VENV_INFRA)/.installed
 
-.PHONY: help setup chromium test unit integration lint infra-check bench demo dev clean
+.PHONY: help setup chromium test unit integration lint infra-check bench demo dev clean faults
 
 VEHICLES ?= 5
 DURATION ?= 60
@@ -22,6 +22,7 @@ help:
 	@echo "make bench   - ingestion benchmark (docs/performance.md)"
 	@echo "make lint    - ruff + mypy only"
 	@echo "make infra-check - Bicep parse, checkov scan and infra/code consistency tests"
+	@echo "make faults  - fault suite: the telemetry pipeline under each injected fault, one table row per fault"
 
 $(STAMP_PY): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -72,6 +73,11 @@ demo: setup
 
 dev: setup
 	$(PY) -m devstack dev --vehicles $(VEHICLES)
+
+# The telemetry pipeline under each fault of devstack/faults.py (and SIGKILL of the function worker):
+# lost, duplicated, stalled, recovery seconds per fault. FAULTS_ARGS=--ci for the test suite's size.
+faults: setup
+	$(PY) -m devstack.fault_suite $(FAULTS_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis .local
