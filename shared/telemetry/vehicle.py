@@ -188,15 +188,16 @@ def fold(
                 continue
             seen_add(epoch["seen"], seq)
         else:
-            if seen_contains(seen, seq):
-                duplicates += 1
-                continue
             high = ingest["high"]
-            if high is not None and seq < high and newest > ingest["highTs"]:
-                # A lower seq with newer samples: the device restarted its counter. A new epoch; the old one's
-                # ranges are kept, so a redelivery of a message from before the restart is still recognised.
+            if high is not None and seq <= high and newest > ingest["highTs"]:
+                # A seq already reached with samples newer than any seen: not a replay (a replay is no newer than
+                # `highTs`) but a device that restarted its counter. A new epoch; the old one's ranges are kept,
+                # so a redelivery of a message from before the restart is still recognised.
                 seen = history.start_epoch(ingest, msg.enqueued_time)
                 ingest["high"], ingest["highTs"] = seq, newest
+            elif seen_contains(seen, seq):
+                duplicates += 1
+                continue
             elif high is None or (seq > high and newest >= ingest["highTs"]):
                 ingest["high"], ingest["highTs"] = seq, max(newest, ingest["highTs"])
             seen_add(seen, seq)

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from shared.settings import IngestionSettings
+from shared.stores.limits import item_violation, nesting_depth
 from shared.telemetry import history
-from shared.telemetry.contract import TelemetryMessage, decode
+from shared.telemetry.alerts import MAX_ALERTS_OPENED_PER_MESSAGE
+from shared.telemetry.contract import MAX_PATH_CHARS, MAX_REJECTED_PER_MESSAGE, TelemetryMessage, decode
+from shared.telemetry.trips import MAX_TRIPS_OPENED_PER_MESSAGE, TRIP_RESUME_SECONDS
 from shared.telemetry.vehicle import fold
-from tests.factories import drive, message
+from tests.factories import body, drive, message
 
 CFG = IngestionSettings()
 SPEED = "Vehicle.Speed"
+IGNITION = "Vehicle.LowVoltageSystemState"
+DTC = "Vehicle.Diagnostics.DTCList"
 
 
 def decoded(raw: bytes, enqueued_s: float = 0.0) -> TelemetryMessage:
@@ -204,3 +210,161 @@ def test_without_location_consent_positions_are_dropped_and_recorded_as_withheld
     }
     assert doc["trip"]["startPosition"] is None
     assert "52.5" not in str(doc) + str(side)
+
+
+# --- issue 10: whatever a car sends, its documents stay bounded ---------------------------------------------
+
+
+def folded(doc: dict[str, Any] | None, *msgs: TelemetryMessage) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    update = fold("car-1", doc, list(msgs), CFG)
+    assert update.document is not None
+    return update.document, update.side_documents
+
+
+def test_a_speed_nested_200_levels_deep_is_kept_as_a_flat_summary() -> None:
+    deep: Any = 1.0
+    for _ in range(200):
+        deep = [deep]
+    raw = body(1, (1, {SPEED: deep, "Vehicle.IsMoving": True}))
+    assert len(raw) < 600
+    doc, _ = run(None, raw)
+    rejected = doc["ingest"]["pending"][0]["samples"][0]["rejected"][SPEED]
+    assert rejected == {
+        "value": None,
+        "reason": "wrong_type",
+        "truncated": True,
+        "type": "array",
+        "size": 1,
+        "bytes": 403,
+    }
+    assert nesting_depth(doc) <= 8
+    assert item_violation(doc, len(orjson.dumps(doc)), "car-1") is None
+    assert doc["state"]["signals"]["Vehicle.IsMoving"]["value"] is True
+
+
+def test_two_quarter_megabyte_messages_of_unknown_signals_keep_a_few_kilobytes() -> None:
+    msgs = []
+    for seq in (1, 2):
+        signals = {f"Vehicle.Unknown.S{seq}x{n:05d}": "x" * 16 for n in range(5_500)}
+        raw = body(seq, (seq, signals))
+        assert 200_000 < len(raw) <= 256 * 1024
+        msgs.append(decoded(raw, enqueued_s=600))
+    doc, side = folded(None, *msgs)
+    entries = doc["ingest"]["pending"] + [m for c, d in side if c == "telemetry" for m in d["messages"]]
+    assert sorted(e["seq"] for e in entries) == [1, 2]
+    for entry in entries:
+        sample = entry["samples"][0]
+        assert len(sample["rejected"]) == MAX_REJECTED_PER_MESSAGE
+        assert sample["rejectedOmitted"] == 5_500 - MAX_REJECTED_PER_MESSAGE
+    assert len(orjson.dumps(doc)) < 32 * 1024
+
+
+def test_long_strings_and_unknown_paths_are_cut_and_flagged() -> None:
+    long_path = "Vehicle." + "A" * 5_000
+    doc, _ = run(None, body(1, (1, {long_path: "y" * 10_000, "Vehicle.VehicleIdentification.VIN": "V" * 300})))
+    rejected = doc["ingest"]["pending"][0]["samples"][0]["rejected"]
+    cut_path = long_path[:MAX_PATH_CHARS] + "\u2026"
+    assert rejected[cut_path] == {
+        "value": "y" * 64,
+        "reason": "unknown_signal",
+        "truncated": True,
+        "type": "string",
+        "size": 10_000,
+        "bytes": 10_002,
+    }
+    assert rejected["Vehicle.VehicleIdentification.VIN"]["reason"] == "too_long"
+    assert rejected["Vehicle.VehicleIdentification.VIN"]["value"] == "V" * 64
+
+
+def test_500_samples_flipping_ignition_and_dtcs_open_one_trip_and_a_capped_number_of_alerts() -> None:
+    samples = [
+        (t, {IGNITION: "ON" if t % 2 == 0 else "OFF", DTC: [f"P{t % 1000:04d}"] if t % 2 == 0 else []})
+        for t in range(500)
+    ]
+    update = fold("car-1", None, [decoded(body(1, *samples), enqueued_s=600)], CFG)
+    trips = {d["id"] for c, d in update.side_documents if c == "trips"}
+    alerts = {d["id"] for c, d in update.side_documents if c == "alerts"}
+    assert len(trips) == 1  # each ON comes 1 s after the OFF: the trip resumes (today: 250 trips)
+    assert len(alerts) == MAX_ALERTS_OPENED_PER_MESSAGE  # today: 500 alerts
+    assert update.alerts_suppressed == 250 - MAX_ALERTS_OPENED_PER_MESSAGE
+    assert update.document is not None
+    assert update.document["ingest"]["suppressed"] == {"alerts": 250 - MAX_ALERTS_OPENED_PER_MESSAGE}
+
+
+def test_ignition_flapping_slower_than_the_debounce_is_capped_per_message() -> None:
+    samples = [(t * 61, {IGNITION: "ON" if t % 2 == 0 else "OFF"}) for t in range(40)]
+    update = fold("car-1", None, [decoded(body(1, *samples), enqueued_s=2_400)], CFG)
+    trips = {d["id"] for c, d in update.side_documents if c == "trips"}
+    assert len(trips) == MAX_TRIPS_OPENED_PER_MESSAGE
+    assert update.trips_suppressed == 20 - MAX_TRIPS_OPENED_PER_MESSAGE
+
+
+def test_a_stop_shorter_than_the_debounce_resumes_the_trip_and_a_longer_one_starts_a_new_trip() -> None:
+    doc, side = run(None, drive(1, 0, lv="ON", odo=1000), drive(2, 100, lv="OFF", odo=2000))
+    assert [d["status"] for c, d in side if c == "trips"] == ["closed"]
+    doc, side = run(doc, drive(3, 130, lv="ON", odo=2000), drive(4, 200, lv="OFF", odo=2500))
+    (trip,) = [d for c, d in side if c == "trips"]
+    assert trip["id"] == "car-1:20261121T080000000Z"  # resumed after 30 s: the same trip
+    assert (trip["status"], trip["distanceM"], trip["durationS"], trip["resumed"]) == ("closed", 1500, 200.0, 1)
+    doc, side = run(doc, drive(5, 200 + TRIP_RESUME_SECONDS, lv="ON"))
+    assert [d["id"] for c, d in side if c == "trips"] == ["car-1:20261121T080420000Z"]  # a new trip
+
+
+def test_a_seq_restart_then_a_redelivery_of_the_messages_before_it_stores_nothing_twice() -> None:
+    before = [decoded(drive(seq, seq, speed=float(seq)), enqueued_s=seq) for seq in range(1, 6)]
+    doc, _ = folded(None, *before)
+    # the car restarts its counter: seq 1, 2 again, with newer samples, enqueued later
+    doc, _ = folded(doc, *[decoded(drive(seq, 100 + seq, speed=1.0), enqueued_s=100 + seq) for seq in (1, 2)])
+    assert doc["ingest"]["seen"] == [[1, 2]]
+    assert doc["ingest"]["epochs"] == [
+        {"seen": [[1, 5]], "high": 5, "highTs": "2026-11-21T08:00:05.000Z", "until": "2026-11-21T08:01:41.000Z"}
+    ]
+    # Event Hubs redelivers the batch from before the restart (same enqueued times): all recognised
+    redelivered = [decoded(drive(seq, seq, speed=float(seq)), enqueued_s=seq) for seq in range(1, 6)]
+    update = fold("car-1", doc, redelivered, CFG)
+    assert (update.document, update.duplicates) == (None, 5)
+    # and the car goes on reusing numbers it used before the restart: nothing is lost
+    doc, _ = folded(doc, *[decoded(drive(seq, 100 + seq, speed=2.0), enqueued_s=100 + seq) for seq in (3, 4, 5)])
+    assert [e["seq"] for e in doc["ingest"]["pending"]] == [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
+    assert doc["ingest"]["seen"] == [[1, 5]]
+
+
+def test_epochs_kept_are_bounded() -> None:
+    doc = None
+    for restart in range(history.MAX_EPOCHS + 3):
+        base = 1000 * (restart + 1)
+        doc, _ = folded(doc, decoded(drive(100, base, speed=1.0), enqueued_s=base))
+        doc, _ = folded(doc, decoded(drive(restart + 1, base + 2, speed=1.0), enqueued_s=base + 2))  # restart
+    assert len(doc["ingest"]["epochs"]) == history.MAX_EPOCHS
+
+
+def test_a_malformed_dtc_does_not_hide_the_valid_ones_beside_it() -> None:
+    doc, side = run(None, drive(1, 1, dtc=["P0300", "not a code", "C1234"]))
+    assert sorted(d["code"] for c, d in side if c == "alerts") == ["C1234", "P0300"]
+    assert doc["state"]["signals"][DTC]["value"] == ["P0300", "C1234"]
+    rejected = doc["ingest"]["pending"][0]["samples"][0]["rejected"]
+    assert rejected == {f"{DTC}[1]": {"value": "not a code", "reason": "invalid_dtc"}}
+
+
+def test_a_dtc_list_of_nothing_valid_clears_no_alert() -> None:
+    doc, _ = run(None, drive(1, 1, dtc=["P0300"]))
+    doc, side = run(doc, drive(2, 2, dtc=["garbage"]))
+    assert side == []
+    assert set(doc["alerts"]) == {"dtc:P0300"}
+
+
+def test_a_history_entry_far_larger_than_its_message_keeps_its_first_samples() -> None:
+    # floats written as 1e15 serialise as 1000000000000000.0: x3.8 inside an array; a fold adds <= 576 KB
+    volts = "Vehicle.Powertrain.TractionBattery.CellVoltage.CellVoltages"
+    one = b'{"ts":"2026-11-21T08:00:00Z","signals":{"' + volts.encode() + b'":[' + b",".join([b"1e15"] * 256) + b"]}}"
+    raw = b'{"v":1,"seq":1,"samples":[' + b",".join([one] * 180) + b"]}"
+    assert len(raw) < 256 * 1024
+    update = fold("car-1", None, [decoded(raw, enqueued_s=600)], CFG)
+    assert update.history_trimmed == 1
+    assert update.document is not None
+    (chunk,) = [d for c, d in update.side_documents if c == "telemetry"]
+    entry = chunk["messages"][0]
+    assert entry["samplesOmitted"]["count"] == 180 - len(entry["samples"])
+    assert len(orjson.dumps(entry)) <= history.FOLD_HISTORY_BYTES
+    assert len(orjson.dumps(update.document)) < 1024 * 1024
+    assert update.document["state"]["signals"][volts]["value"] == [1e15] * 256
