@@ -13,8 +13,10 @@ bp = func.Blueprint()
 
 
 @bp.function_name("handle_requests")
-# Store or IoT Hub outages raise and the batch is retried: a request already answered is answered again from
-# its stored record (same reply, no second side effect). Bad requests never raise: error reply or dead letter.
+# Only transient store or IoT Hub outages raise, after the rest of the batch was carried out; the retried batch
+# skips replies already delivered for the same event and answers the rest from their records (no second side
+# effect). What one car or request does never raises: bad requests get an error reply or a dead letter, a
+# reply IoT Hub refuses for good (queue full, device gone, too large) is recorded undeliverable.
 @bp.retry(
     strategy="exponential_backoff", max_retry_count="-1", minimum_interval="00:00:02", maximum_interval="00:05:00"
 )
