@@ -77,10 +77,14 @@ async def test_twin_get_and_reported_patch() -> None:
 
 def test_mqtt_publish_round_trip() -> None:
     raw = mqtt.publish("devices/a/messages/events/", b"x" * 300, qos=1, packet_id=7)
-    reader = asyncio.StreamReader()
-    reader.feed_data(raw)
-    reader.feed_eof()
-    packet = asyncio.run(mqtt.read_packet(reader))
+
+    async def read() -> mqtt.Packet:  # the reader inside the loop: no reliance on a current event loop
+        reader = asyncio.StreamReader()
+        reader.feed_data(raw)
+        reader.feed_eof()
+        return await mqtt.read_packet(reader)
+
+    packet = asyncio.run(read())
     parsed = mqtt.parse_publish(packet)
     assert (parsed.topic, parsed.payload, parsed.qos, parsed.packet_id) == (
         "devices/a/messages/events/",
