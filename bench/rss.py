@@ -46,8 +46,8 @@ def _child(messages: int, cars: int, cache_mb: int | None) -> dict[str, Any]:
     from bench.generator import batches
     from bench.sinks import NullDeadLetterSink, NullDocumentStore
     from shared.telemetry.ingest import TelemetryIngestor
-    from shared.telemetry.vehicle_cache import VehicleCache
     from shared.telemetry.tuning import tune_for_ingestion
+    from shared.telemetry.vehicle_cache import VehicleCache
 
     cache = VehicleCache() if cache_mb is None else VehicleCache(max_bytes=cache_mb * 1024 * 1024)
     ingestor = TelemetryIngestor(NullDocumentStore(), NullDeadLetterSink(), cache=cache)
