@@ -330,7 +330,7 @@ def test_a_seq_restart_then_a_redelivery_of_the_messages_before_it_stores_nothin
 
 
 def test_epochs_kept_are_bounded() -> None:
-    doc = None
+    doc: dict[str, Any] = {"id": "car-1", "vehicleId": "car-1"}
     for restart in range(history.MAX_EPOCHS + 3):
         base = 1000 * (restart + 1)
         doc, _ = folded(doc, decoded(drive(100, base, speed=1.0), enqueued_s=base))
