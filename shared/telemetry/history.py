@@ -40,7 +40,7 @@ MAX_EPOCHS: Final = 4
 
 # History one fold may add: the largest fold ingestion makes (512 KB of messages) with room for canonical
 # timestamps; a hostile message that would add more keeps its first samples and counts the rest.
-FOLD_HISTORY_BYTES: Final = 576 * 1024
+FOLD_HISTORY_BYTES: Final = 448 * 1024
 # Entries of messages above this size, or with rejected values, are measured (orjson) for the bound and the
 # chunk size; smaller clean ones are counted by their message size (the hot path: one message ~0.5 KB).
 MEASURE_ABOVE_BYTES: Final = 1024

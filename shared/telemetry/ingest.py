@@ -50,9 +50,10 @@ from shared.telemetry.vehicle_cache import CachedDocument, VehicleCache
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES: Final = 10
-# One fold commits at most this much payload, which keeps the vehicle document (pending history + outbox)
-# far below Cosmos DB's 2 MB item limit even in catch-up with large messages.
-MAX_FOLD_BYTES: Final = 512 * 1024
+# One fold commits at most this much payload (as sent), which with the fold's own history budget
+# (history.FOLD_HISTORY_BYTES) keeps the vehicle document under 1 MiB whatever a car sends (docs/data-model.md
+# "Bounds"); catch-up folds of ordinary messages still carry dozens of messages each.
+MAX_FOLD_BYTES: Final = 384 * 1024
 PROCESSING_ERROR: Final = "processing_error"
 OUTBOX_STREAM: Final = "outbox"  # parked side documents (trips, alerts, history chunks) the store refused
 
@@ -72,6 +73,9 @@ class BatchReport:
     dead_lettered: int = 0
     samples: int = 0
     rejected_signals: int = 0
+    trips_suppressed: int = 0  # caps hit (docs/data-model.md "Bounds"): a car that floods shows here
+    alerts_suppressed: int = 0
+    history_trimmed: int = 0
     vehicles: int = 0
     conflicts: int = 0
     parked: int = 0  # valid messages refused permanently while processing: kept whole with the reason
@@ -84,6 +88,9 @@ class BatchReport:
         self.erased += update.erased
         self.samples += update.samples
         self.rejected_signals += update.rejected_signals
+        self.trips_suppressed += update.trips_suppressed
+        self.alerts_suppressed += update.alerts_suppressed
+        self.history_trimmed += update.history_trimmed
 
     def as_log(self) -> dict[str, Any]:
         return {
@@ -94,6 +101,9 @@ class BatchReport:
             "deadLettered": self.dead_lettered,
             "samples": self.samples,
             "rejectedSignals": self.rejected_signals,
+            "tripsSuppressed": self.trips_suppressed,
+            "alertsSuppressed": self.alerts_suppressed,
+            "historyTrimmed": self.history_trimmed,
             "vehicles": self.vehicles,
             "conflicts": self.conflicts,
             "parked": self.parked,

@@ -354,7 +354,7 @@ def test_a_dtc_list_of_nothing_valid_clears_no_alert() -> None:
 
 
 def test_a_history_entry_far_larger_than_its_message_keeps_its_first_samples() -> None:
-    # floats written as 1e15 serialise as 1000000000000000.0: x3.8 inside an array; a fold adds <= 576 KB
+    # floats written as 1e15 serialise as 1000000000000000.0: x3.8 inside an array; a fold adds <= FOLD_HISTORY_BYTES
     volts = "Vehicle.Powertrain.TractionBattery.CellVoltage.CellVoltages"
     one = b'{"ts":"2026-11-21T08:00:00Z","signals":{"' + volts.encode() + b'":[' + b",".join([b"1e15"] * 256) + b"]}}"
     raw = b'{"v":1,"seq":1,"samples":[' + b",".join([one] * 180) + b"]}"
