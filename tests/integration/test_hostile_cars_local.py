@@ -5,7 +5,6 @@ stay bounded (docs/data-model.md, "Bounds")."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -14,23 +13,12 @@ import pytest
 from shared.stores.blob_deadletters import BlobDeadLetterSink
 from shared.stores.cosmos import CosmosDocumentStore
 from shared.stores.limits import nesting_depth
-from shared.stores.storage_account import blob_service_client
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import body, drive, iso, message
 
 pytestmark = pytest.mark.integration
 DTC = "Vehicle.Diagnostics.DTCList"
 IGNITION = "Vehicle.LowVoltageSystemState"
-
-
-@pytest.fixture
-async def dead_letters(
-    storage_connection_string: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[BlobDeadLetterSink]:
-    monkeypatch.setenv("AzureWebJobsStorage", storage_connection_string)
-    sink = BlobDeadLetterSink(blob_service_client())
-    yield sink
-    await sink.close()
 
 
 def car(kind: str) -> str:

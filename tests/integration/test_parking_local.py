@@ -4,7 +4,7 @@ real SDK raises, the message is parked in Azurite and redriven after the fix, ex
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -13,7 +13,6 @@ from shared.parking.redrive import RedriveFilter, redrive
 from shared.stores.base import Document, DocumentStore, Stored
 from shared.stores.blob_deadletters import BlobDeadLetterSink
 from shared.stores.cosmos import CosmosDocumentStore
-from shared.stores.storage_account import blob_service_client
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import drive, message
 
@@ -51,16 +50,6 @@ class Bloating(DocumentStore):
         self, container: str, query: str, parameters: Mapping[str, Any] | None = None, partition_key: str | None = None
     ) -> Sequence[Document]:
         return await self.inner.query(container, query, parameters, partition_key)
-
-
-@pytest.fixture
-async def dead_letters(
-    storage_connection_string: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[BlobDeadLetterSink]:
-    monkeypatch.setenv("AzureWebJobsStorage", storage_connection_string)
-    sink = BlobDeadLetterSink(blob_service_client())
-    yield sink
-    await sink.close()
 
 
 async def test_a_refused_car_is_parked_in_blob_storage_and_redriven_once_after_the_fix(

@@ -7,7 +7,6 @@ The same tests run against the official emulator or an Azure account when COSMOS
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -16,23 +15,11 @@ import pytest
 from shared.settings import DEADLETTER_CONTAINER
 from shared.stores.blob_deadletters import BlobDeadLetterSink
 from shared.stores.cosmos import CosmosDocumentStore
-from shared.stores.storage_account import blob_service_client
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import drive, message
 
 pytestmark = pytest.mark.integration
 CONTAINERS = ["vehicles", "telemetry", "trips", "alerts"]
-
-
-@pytest.fixture
-async def dead_letters(
-    storage_connection_string: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[BlobDeadLetterSink]:
-    # the same resolution the function app uses: AzureWebJobsStorage as a connection string
-    monkeypatch.setenv("AzureWebJobsStorage", storage_connection_string)
-    sink = BlobDeadLetterSink(blob_service_client())
-    yield sink
-    await sink.close()
 
 
 async def contents(store: CosmosDocumentStore, prefix: str) -> dict[str, list[dict[str, Any]]]:
