@@ -15,10 +15,11 @@ from devstack.function_index import indexed_functions
 from devstack.iothub.hub import LocalIoTHub
 from devstack.iothub.registry import DeviceRegistry, sas_token
 from devstack.iothub.service_api import ServiceApi
+from shared.errors import IoTHubError
 from shared.fleet import http as routes
 from shared.fleet import runtime
 from shared.fleet.api import OPERATIONS
-from shared.iothub.azure_gateway import AzureIoTHubGateway, IoTHubError
+from shared.iothub.azure_gateway import AzureIoTHubGateway
 from shared.iothub.gateway import DeviceExistsError
 from shared.iothub.local_gateway import LocalIoTHubGateway
 from shared.per_loop import PerLoop
