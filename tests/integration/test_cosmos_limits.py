@@ -67,12 +67,15 @@ async def test_a_document_nested_129_levels_is_refused_with_400(cosmos_store: Co
 async def test_a_replace_that_makes_a_document_too_deep_is_refused(cosmos_store: CosmosDocumentStore) -> None:
     doc = vehicle(deep=nested(MAX_NESTING - 1))  # exactly 128 levels: allowed
     etag = await cosmos_store.create("vehicles", doc)
-    with pytest.raises(ItemRejectedError) as refused:
-        await cosmos_store.replace("vehicles", {**doc, "deep": nested(MAX_NESTING)}, etag)
-    assert refused.value.status == 400
-    stored = await cosmos_store.read("vehicles", doc["vehicleId"], doc["id"])
-    assert stored is not None
-    assert stored.document["deep"] == nested(MAX_NESTING - 1)
+    try:
+        with pytest.raises(ItemRejectedError) as refused:
+            await cosmos_store.replace("vehicles", {**doc, "deep": nested(MAX_NESTING)}, etag)
+        assert refused.value.status == 400
+        stored = await cosmos_store.read("vehicles", doc["vehicleId"], doc["id"])
+        assert stored is not None
+        assert stored.document["deep"] == nested(MAX_NESTING - 1)
+    finally:  # the session's database is shared: other tests list every vehicle
+        await cosmos_store.delete("vehicles", doc["vehicleId"], doc["id"])
 
 
 async def test_an_id_of_1024_bytes_is_refused_with_400(cosmos_store: CosmosDocumentStore) -> None:
@@ -87,9 +90,12 @@ async def test_a_normal_document_at_the_limits_passes(cosmos_store: CosmosDocume
     edge_id = "car-" + "y" * (MAX_ID_BYTES - 4)  # 1,023 bytes: the longest allowed id
     doc = vehicle(edge_id, deep=nested(MAX_NESTING - 1), pad="z" * (MAX_ITEM_BYTES - 64 * 1024))
     await cosmos_store.upsert("vehicles", doc)
-    stored = await cosmos_store.read("vehicles", edge_id, edge_id)
-    assert stored is not None
-    assert stored.document == doc
+    try:
+        stored = await cosmos_store.read("vehicles", edge_id, edge_id)
+        assert stored is not None
+        assert stored.document == doc
+    finally:  # the session's database is shared: other tests list every vehicle (and page on its id)
+        await cosmos_store.delete("vehicles", edge_id, edge_id)
 
 
 # --- pass-through, against a recording upstream (the proxy alone) ---------------------------------------------

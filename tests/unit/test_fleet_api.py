@@ -202,7 +202,7 @@ async def test_an_acknowledgement_survives_ingestion_rewriting_the_alert(fleet: 
 async def test_trips_come_newest_first_with_the_open_trip_live(fleet: Fleet) -> None:
     await fleet.drive("car-001", range(0, 3), lv="ON", speed=20.0)
     await fleet.drive("car-001", range(3, 4), lv="OFF")
-    await fleet.drive("car-001", range(4, 8), lv="ON", speed=60.0)
+    await fleet.drive("car-001", range(100, 104), lv="ON", speed=60.0)  # > 60 s later: a new trip
     trips = (await fleet.call("GET", routes.TRIPS, {"vehicleId": "car-001"})).json["items"]
     assert [t["status"] for t in trips] == ["open", "closed"]
     assert trips[0]["maxSpeedKmh"] == 60.0  # the running figures of the vehicle document
