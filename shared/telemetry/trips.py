@@ -38,6 +38,11 @@ _CLOSING_FIELDS: Final = (
 )
 
 
+# Every signal `open_trip` and `advance_trip` read from the view (the state as of the sample being folded):
+# the fold snapshots only these. A derivation that reads another signal from the view must add it here.
+VIEW_SIGNALS: Final[tuple[str, ...]] = (S.LATITUDE, S.LONGITUDE, S.ODOMETER, S.STATE_OF_CHARGE)
+
+
 def _position(view: dict[str, Any]) -> dict[str, float] | None:
     lat, lon = view.get(S.LATITUDE), view.get(S.LONGITUDE)
     if lat is None or lon is None:

@@ -166,7 +166,9 @@ def fold(
     if not locate:  # positions stored before consent was withdrawn do not survive the next write either
         for path in [p for p in signals if p.startswith(S.LOCATION_BRANCH)]:
             del signals[path]
-    view = {path: entry["value"] for path, entry in signals.items()}  # state before this batch
+    # The state before this batch, as far as derivations read it (trips.VIEW_SIGNALS): a copy of every signal
+    # cost ~4 % of the CPU path and was never read.
+    view: dict[str, Any] = {path: signals[path]["value"] for path in trips.VIEW_SIGNALS if path in signals}
     side: dict[tuple[str, str], dict[str, Any]] = {}
     fresh: list[tuple[str, dict[str, Any], int]] = []  # samples newer than the cursor, for derivations
     update = VehicleUpdate(document=None)
