@@ -25,6 +25,7 @@ from shared.containers import CALENDARS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.problems import Problem
 from shared.stores.base import Document, DocumentStore
+from shared.telemetry.documents import to_store
 from shared.telemetry.vehicle import is_erased, new_vehicle_document
 from shared.vehicle_updates import update_vehicle
 
@@ -166,7 +167,7 @@ class DriverLinks:
         def apply(stored: Document | None) -> Document:
             if is_erased(stored):
                 raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} was erased; register it again first")
-            doc = stored if stored is not None else new_vehicle_document(vehicle_id)
+            doc = stored if stored is not None else to_store(new_vehicle_document(vehicle_id))
             previous[0] = doc.get("driver")
             change(doc)
             return doc

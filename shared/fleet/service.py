@@ -7,7 +7,7 @@ out) or raises Problem. Reads never return the vehicle document's `ingest` bookk
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -23,6 +23,17 @@ from shared.fleet.paging import keyset_page
 from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
 from shared.stores.base import Document, DocumentStore
 from shared.telemetry import signals as S
+from shared.telemetry.documents import (
+    Consent,
+    DriverRef,
+    SignalEntry,
+    SignalValue,
+    VehicleDocument,
+    alerts_of,
+    as_vehicle,
+    signals_of,
+    to_store,
+)
 from shared.telemetry.vehicle import ERASED, is_erased, location_allowed, new_vehicle_document, tombstone
 from shared.vehicle_updates import update_vehicle
 
@@ -68,7 +79,7 @@ class FleetService:
             ) from None
         now = canonical_time(self.clock())
 
-        def change(doc: Document) -> None:
+        def change(doc: VehicleDocument) -> None:
             doc["registeredAt"] = now
             if label is not None:
                 doc["label"] = label
@@ -99,24 +110,23 @@ class FleetService:
             token=token,
             select=select,
         )
-        return {"items": [summary(doc) for doc in page.items], "continuationToken": page.token}
+        # The projection holds every field summary reads (not `type`, which it does not read).
+        return {"items": [summary(as_vehicle(doc)) for doc in page.items], "continuationToken": page.token}
 
     async def get_vehicle(self, vehicle_id: str) -> dict[str, Any]:
         doc = await self._vehicle(vehicle_id)
         acks = await self._acks(vehicle_id)
-        state = doc.get("state") or {}
+        state = doc.get("state")
         out = summary(doc)
         locate = location_allowed(doc)
-        out["stateTs"] = state.get("ts")
+        out["stateTs"] = state.get("ts") if state else None
         out["signals"] = {
-            path: entry
-            for path, entry in (state.get("signals") or {}).items()
-            if locate or not path.startswith(S.LOCATION_BRANCH)
+            path: entry for path, entry in signals_of(doc).items() if locate or not path.startswith(S.LOCATION_BRANCH)
         }
         out["trip"] = doc.get("trip")
         out["alerts"] = [
             with_ack(alert, acks)
-            for alert in sorted((doc.get("alerts") or {}).values(), key=lambda a: a.get("raisedAt", ""), reverse=True)
+            for alert in sorted(alerts_of(doc).values(), key=lambda a: a.get("raisedAt", ""), reverse=True)
         ]
         return out
 
@@ -145,8 +155,9 @@ class FleetService:
             match=lambda d: d.get("vehicleId") == vehicle_id and d.get("to", "") >= low and d.get("from", "") <= high,
         )
         messages = [m for chunk in page.items for m in chunk.get("messages", [])]
-        if page.token is None:  # the newest history is still in the vehicle document's buffer
-            messages += (doc.get("ingest") or {}).get("pending", [])
+        ingest = doc.get("ingest")
+        if page.token is None and ingest:  # the newest history is still in the vehicle document's buffer
+            messages += ingest.get("pending", [])
         items = [m for m in (in_window(m, low, high) for m in messages) if m is not None]
         if not location_allowed(doc):  # recorded while consent was given: still not shown while it is withdrawn
             items = [without_positions(m) for m in items]
@@ -193,8 +204,7 @@ class FleetService:
 
     async def agenda(self, vehicle_id: str) -> dict[str, Any]:
         doc = await self._vehicle(vehicle_id)
-        driver, consent = doc.get("driver") or {}, consent_of(doc)
-        user = driver.get("userId")
+        user, consent = driver_user(doc.get("driver")), consent_of(doc)
         out: dict[str, Any] = {"vehicleId": vehicle_id, "userId": user, "calendarConsent": consent["calendar"]}
         if not user or not consent["calendar"]:
             return {**out, "events": [], "syncedAt": None}
@@ -206,7 +216,7 @@ class FleetService:
 
     async def meetings(self, vehicle_id: str, limit: int, token: str | None) -> dict[str, Any]:
         doc = await self._vehicle(vehicle_id)
-        user = (doc.get("driver") or {}).get("userId")
+        user = driver_user(doc.get("driver"))
         if not user or not consent_of(doc)["calendar"]:
             return {"items": [], "continuationToken": None}
         page = await keyset_page(
@@ -231,9 +241,9 @@ class FleetService:
         a document of its own, `ack:{alertId}` in the alert's partition, merged when alerts are read."""
         doc = await self._vehicle(vehicle_id)
         stored = await self.store.read(ALERTS, vehicle_id, alert_id)
-        alert = stored.document if stored else None
+        alert: Mapping[str, Any] | None = stored.document if stored else None
         if alert is None:  # raised but its outbox entry not written yet: the vehicle document has it
-            alert = next((a for a in (doc.get("alerts") or {}).values() if a.get("id") == alert_id), None)
+            alert = next((a for a in alerts_of(doc).values() if a.get("id") == alert_id), None)
         if alert is None or alert.get("status") == ACK_STATUS:
             raise Problem(404, "No such alert", f"vehicle {vehicle_id} has no alert {alert_id}")
         ack: Document = {
@@ -265,7 +275,7 @@ class FleetService:
         ingestion drops positions from now on; here the positions already in the vehicle document go."""
         doc = await self._vehicle(vehicle_id)
         current = consent_of(doc)
-        wanted = {
+        wanted: Consent = {
             "location": current["location"] if location is None else location,
             "calendar": current["calendar"] if calendar is None else calendar,
         }
@@ -281,9 +291,9 @@ class FleetService:
             await self.links.link(vehicle_id, link)
         removed = 0
 
-        def apply(doc: Document) -> None:
+        def apply(doc: VehicleDocument) -> None:
             nonlocal removed
-            doc["consent"] = dict(wanted)
+            doc["consent"] = wanted.copy()
             removed = 0 if wanted["location"] else scrub_positions(doc)
 
         await self._update(vehicle_id, apply)
@@ -298,7 +308,8 @@ class FleetService:
         cannot send more), then the documents; the vehicle document last, replaced by a tombstone so that
         messages already in Event Hubs when the identity went are dropped, not ingested into a new car."""
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-        user = ((stored.document.get("driver") if stored else None) or {}).get("userId")
+        vehicle = as_vehicle(stored.document) if stored else None
+        user = driver_user(vehicle.get("driver") if vehicle else None)
         if isinstance(user, str) and user:
             driver = await self.store.read(CALENDARS, user, DRIVER_ID)
             if driver is not None and driver.document.get("vehicleId") == vehicle_id:
@@ -317,8 +328,9 @@ class FleetService:
                 await self.store.delete(container, d["userId"], d["id"])
         # Last, the vehicle document becomes a tombstone without personal data, which expires once Event Hubs
         # can hold no more of the car's messages; until then ingestion drops them (shared/telemetry/vehicle.py).
+        # Erased before: the tombstone's own time stands (a tombstone is not a VehicleDocument: read it as stored).
         erased_at = stored.document.get("erasedAt") if stored and is_erased(stored.document) else None
-        await self.store.upsert(VEHICLES, tombstone(vehicle_id, erased_at or canonical_time(self.clock())))
+        await self.store.upsert(VEHICLES, to_store(tombstone(vehicle_id, erased_at or canonical_time(self.clock()))))
 
     async def documents_of_vehicle(self, container: str, vehicle_id: str) -> list[Document]:
         """Documents in a driver-partitioned container that belong to the car (cross-partition, rare)."""
@@ -364,46 +376,59 @@ class FleetService:
 
     # --- helpers --------------------------------------------------------------------------------------------
 
-    async def _vehicle(self, vehicle_id: str) -> Document:
+    async def _vehicle(self, vehicle_id: str) -> VehicleDocument:
+        """The vehicle document, typed: the one place the reads below turn the store's dict into one."""
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
         if stored is None or is_erased(stored.document):
             raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} is not registered")
-        return stored.document
+        return as_vehicle(stored.document)
 
-    async def _update(self, vehicle_id: str, change: Callable[[Document], None], create: bool = False) -> None:
+    async def _update(self, vehicle_id: str, change: Callable[[VehicleDocument], None], create: bool = False) -> None:
         """Apply `change` to the vehicle document; a missing or erased car is a 404 unless `create`."""
 
         def apply(stored: Document | None) -> Document:
-            if (stored is None or is_erased(stored)) and not create:
+            vehicle = as_vehicle(stored) if stored is not None else None
+            if (vehicle is None or is_erased(vehicle)) and not create:
                 raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} is not registered")
             # registering an erased car again starts from a new document (its tombstone holds nothing)
-            doc = stored if stored is not None and not is_erased(stored) else new_vehicle_document(vehicle_id)
+            doc = vehicle if vehicle is not None and not is_erased(vehicle) else new_vehicle_document(vehicle_id)
             change(doc)
-            return doc
+            return to_store(doc)
 
         await update_vehicle(self.store, vehicle_id, apply)
 
 
-def consent_of(doc: Document) -> dict[str, bool]:
+def driver_user(driver: DriverRef | None) -> str | None:
+    """The linked driver's user id; None while no driver is linked."""
+    return driver.get("userId") if driver else None
+
+
+def consent_of(doc: VehicleDocument) -> dict[str, bool]:
     """Absent consent: location not withheld (as ingestion reads it), calendar not given."""
     consent = doc.get("consent")
     consent = consent if isinstance(consent, dict) else {}
     return {"location": location_allowed(doc), "calendar": consent.get("calendar") is True}
 
 
-def _number(signals: dict[str, Any], path: str) -> float | None:
-    value = (signals.get(path) or {}).get("value")
+def _value(signals: dict[str, SignalEntry], path: str) -> SignalValue:
+    entry = signals.get(path)
+    return entry.get("value") if entry else None
+
+
+def _number(signals: dict[str, SignalEntry], path: str) -> float | None:
+    value = _value(signals, path)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def summary(doc: Document) -> dict[str, Any]:
-    signals: dict[str, Any] = (doc.get("state") or {}).get("signals") or {}
+def summary(doc: VehicleDocument) -> dict[str, Any]:
+    signals = signals_of(doc)
     speed = _number(signals, S.SPEED)
-    moving = (signals.get(S.IS_MOVING) or {}).get("value")
+    moving = _value(signals, S.IS_MOVING)
     if not isinstance(moving, bool):
         moving = None if speed is None else speed > MOVING_SPEED_KMH
     lat, lon = _number(signals, S.LATITUDE), _number(signals, S.LONGITUDE)
-    driver = doc.get("driver") if isinstance(doc.get("driver"), dict) else None
+    driver = doc.get("driver")
+    trip = doc.get("trip")
     return {
         "vehicleId": doc.get("vehicleId") or doc["id"],
         "label": doc.get("label"),
@@ -414,14 +439,14 @@ def summary(doc: Document) -> dict[str, Any]:
         "fuelLevelPercent": _number(signals, S.FUEL_LEVEL),
         "moving": moving,
         "position": {"lat": lat, "lon": lon} if lat is not None and lon is not None and location_allowed(doc) else None,
-        "driver": driver,
+        "driver": driver if isinstance(driver, dict) else None,
         "consent": consent_of(doc),
-        "activeAlerts": sum(1 for a in (doc.get("alerts") or {}).values() if a.get("status") == "active"),
-        "tripOpen": isinstance(doc.get("trip"), dict) and doc["trip"].get("status") == "open",
+        "activeAlerts": sum(1 for a in alerts_of(doc).values() if a.get("status") == "active"),
+        "tripOpen": isinstance(trip, dict) and trip.get("status") == "open",
     }
 
 
-def with_ack(alert: Document, acks: dict[str, Document]) -> dict[str, Any]:
+def with_ack(alert: Mapping[str, Any], acks: dict[str, Document]) -> dict[str, Any]:
     ack = acks.get(alert.get("id", ""))
     return {
         **alert,
@@ -444,9 +469,9 @@ def without_positions(message: Document) -> Document:
     return {**message, "samples": samples}
 
 
-def scrub_positions(doc: Document) -> int:
+def scrub_positions(doc: VehicleDocument) -> int:
     """Remove position signals from the state and positions from the open trip; the count removed."""
-    signals: dict[str, Any] = (doc.get("state") or {}).get("signals") or {}
+    signals = signals_of(doc)
     gone = [p for p in signals if p.startswith(S.LOCATION_BRANCH)]
     for path in gone:
         del signals[path]

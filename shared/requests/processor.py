@@ -43,6 +43,7 @@ from shared.meetings.service import MeetingService
 from shared.requests import contract as C
 from shared.requests.contract import CarRequest, Reply, RequestError, decode_request
 from shared.stores.base import DeadLetterSink, Document, DocumentStore, strip_system_properties
+from shared.telemetry.documents import VehicleDocument, as_vehicle, signals_of
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,13 @@ class RequestReport:
         )
 
 
-def is_moving(vehicle: Document | None, speed_limit_kmh: float) -> bool:
+def is_moving(vehicle: VehicleDocument | None, speed_limit_kmh: float) -> bool:
     """Safe-driving policy: the latest state says the car moves (`Vehicle.IsMoving`, or `Vehicle.Speed` above
     the limit). Unknown state counts as standing: the car itself enforces its own driving lock too."""
-    signals = ((vehicle or {}).get("state") or {}).get("signals") or {}
-    moving = (signals.get("Vehicle.IsMoving") or {}).get("value")
-    speed = (signals.get("Vehicle.Speed") or {}).get("value")
+    signals = signals_of(vehicle) if vehicle else {}
+    moving_entry, speed_entry = signals.get("Vehicle.IsMoving"), signals.get("Vehicle.Speed")
+    moving = moving_entry.get("value") if moving_entry else None
+    speed = speed_entry.get("value") if speed_entry else None
     if moving is True:
         return True
     return isinstance(speed, int | float) and not isinstance(speed, bool) and speed > speed_limit_kmh
@@ -175,12 +177,13 @@ class RequestProcessor:
     async def _execute(self, vehicle_id: str, request: CarRequest) -> tuple[Reply, bool]:
         """The reply, and whether to store it (False for `unavailable`: the car may retry the same id)."""
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-        vehicle = stored.document if stored else None
-        driver = (vehicle or {}).get("driver") or {}
-        user_id = driver.get("userId")
+        vehicle = as_vehicle(stored.document) if stored else None  # the one conversion of the request path
+        driver = vehicle.get("driver") if vehicle else None
+        user_id = driver.get("userId") if driver else None
         if not user_id:
             return Reply.error(request.request_id, request.action, C.NO_DRIVER, "no driver is linked to this car"), True
-        calendar_consent = bool(((vehicle or {}).get("consent") or {}).get("calendar"))
+        consent = vehicle.get("consent") if vehicle else None
+        calendar_consent = bool(consent.get("calendar")) if consent else False
         try:
             if request.action == "calendar.refresh":
                 if not calendar_consent:

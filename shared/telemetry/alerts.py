@@ -13,11 +13,12 @@ later message. Clears are always allowed: each clears an alert that was opened, 
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from shared.device_messages import compact_time, safe_id
 from shared.settings import IngestionSettings
 from shared.telemetry import signals as S
+from shared.telemetry.documents import AlertDocument, SignalValue
 
 HYSTERESIS_PERCENT: Final = 2.0
 MAX_ALERTS_OPENED_PER_MESSAGE: Final = 16
@@ -29,7 +30,8 @@ _LEVELS: Final = (
 )
 
 
-def _raise(vehicle_id: str, key: str, ts: str, **fields: Any) -> dict[str, Any]:
+def _raise(vehicle_id: str, key: str, ts: str, kind: str) -> AlertDocument:
+    """A new active alert; the caller adds what its kind carries (`code`, or `value` and `threshold`)."""
     return {
         "id": f"{safe_id(vehicle_id)}:{key}:{compact_time(ts)}",
         "vehicleId": vehicle_id,
@@ -38,27 +40,27 @@ def _raise(vehicle_id: str, key: str, ts: str, **fields: Any) -> dict[str, Any]:
         "status": "active",
         "raisedAt": ts,
         "clearedAt": None,
-        **fields,
+        "kind": kind,
     }
 
 
-def _clear(alert: dict[str, Any], ts: str, **fields: Any) -> dict[str, Any]:
-    return {**alert, "status": "cleared", "clearedAt": ts, **fields}
+def _clear(alert: AlertDocument, ts: str) -> AlertDocument:
+    return {**alert, "status": "cleared", "clearedAt": ts}
 
 
 def step_alerts(
     vehicle_id: str,
-    active: dict[str, dict[str, Any]],
+    active: dict[str, AlertDocument],
     ts: str,
-    sample: dict[str, Any],
+    sample: dict[str, SignalValue],
     cfg: IngestionSettings,
     room: int = MAX_ALERTS_OPENED_PER_MESSAGE,
-) -> tuple[list[dict[str, Any]], int, int]:
+) -> tuple[list[AlertDocument], int, int]:
     """Apply one sample (event-time order) to the active alerts in place, opening at most `room` alerts.
 
     Returns the alert documents to write, how many alerts were opened and how many were not (over `room`).
     """
-    out: list[dict[str, Any]] = []
+    out: list[AlertDocument] = []
     opened = skipped = 0
     codes = sample.get(S.DTC_LIST)
     if codes is not None and (codes or active):  # no codes and nothing active: nothing to clear or raise
@@ -71,8 +73,9 @@ def step_alerts(
                 if opened >= room:
                     skipped += 1
                     continue
-                active[key] = _raise(vehicle_id, key, ts, kind="dtc", code=code)
-                out.append(active[key])
+                alert = active[key] = _raise(vehicle_id, key, ts, "dtc")
+                alert["code"] = code
+                out.append(alert)
                 opened += 1
     for kind, path, setting in _LEVELS:
         value = sample.get(path)
@@ -81,12 +84,15 @@ def step_alerts(
         threshold: float = getattr(cfg, setting)
         if kind in active:
             if value >= threshold + HYSTERESIS_PERCENT:
-                out.append(_clear(active.pop(kind), ts, clearValue=value))
+                cleared = _clear(active.pop(kind), ts)
+                cleared["clearValue"] = value
+                out.append(cleared)
         elif value < threshold:
             if opened >= room:
                 skipped += 1
                 continue
-            active[kind] = _raise(vehicle_id, kind, ts, kind=kind, value=value, threshold=threshold)
-            out.append(active[kind])
+            alert = active[kind] = _raise(vehicle_id, kind, ts, kind)
+            alert["value"], alert["threshold"] = value, threshold
+            out.append(alert)
             opened += 1
     return out, opened, skipped

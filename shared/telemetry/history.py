@@ -20,11 +20,12 @@ entries (in `pending` or in chunks in its outbox) until it is written, and must 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
 from shared.device_messages import compact_time, safe_id
+from shared.telemetry.documents import ChunkDocument, HistoryEntry, IngestState, SeqEpoch, SeqRange
 
 if TYPE_CHECKING:
     from shared.telemetry.contract import TelemetryMessage
@@ -51,14 +52,14 @@ ENTRY_BOUND_FACTOR: Final = 4
 ENTRY_BOUND_EXTRA: Final = 4096
 
 
-def seen_contains(ranges: list[list[int]], seq: int) -> bool:
+def seen_contains(ranges: list[SeqRange], seq: int) -> bool:
     for lo, hi in ranges:  # noqa: SIM110 - a loop, not any(<generator>): this runs for every message
         if lo <= seq <= hi:
             return True
     return False
 
 
-def seen_add(ranges: list[list[int]], seq: int) -> None:
+def seen_add(ranges: list[SeqRange], seq: int) -> None:
     """Add seq to the sorted, disjoint [lo, hi] ranges in place; merge neighbours; keep the newest ranges."""
     if len(ranges) == 1:  # the usual case, the next seq of one range: what the loop below does for it
         only = ranges[0]
@@ -86,7 +87,7 @@ def seen_add(ranges: list[list[int]], seq: int) -> None:
         del ranges[0]
 
 
-def epoch_of(epochs: list[dict[str, Any]], enqueued_time: str, newest_ts: str) -> dict[str, Any] | None:
+def epoch_of(epochs: list[SeqEpoch], enqueued_time: str, newest_ts: str) -> SeqEpoch | None:
     """The archived epoch a message belongs to; None for the current one.
 
     Epoch k holds what was enqueued before `epochs[k]["until"]` (when the restart that ended it was seen) and
@@ -101,13 +102,13 @@ def epoch_of(epochs: list[dict[str, Any]], enqueued_time: str, newest_ts: str) -
     return None  # unreachable: the last epoch matched above
 
 
-def start_epoch(ingest: dict[str, Any], enqueued_time: str) -> list[list[int]]:
+def start_epoch(ingest: IngestState, enqueued_time: str) -> list[SeqRange]:
     """Archive the current seq ranges as an epoch ending at `enqueued_time`; return the new (empty) ranges."""
-    epochs: list[dict[str, Any]] = ingest["epochs"]
+    epochs = ingest["epochs"]
     epochs.append({"seen": ingest["seen"], "high": ingest["high"], "highTs": ingest["highTs"], "until": enqueued_time})
     if len(epochs) > MAX_EPOCHS:
         del epochs[0]
-    seen: list[list[int]] = []
+    seen: list[SeqRange] = []
     ingest["seen"] = seen
     return seen
 
@@ -117,7 +118,7 @@ def entry_bound(messages: Sequence[TelemetryMessage]) -> int:
     return sum(ENTRY_BOUND_FACTOR * msg.size + ENTRY_BOUND_EXTRA for msg in messages)
 
 
-def fit_entry(entry: dict[str, Any], limit: int) -> int:
+def fit_entry(entry: HistoryEntry, limit: int) -> int:
     """The entry's serialised size; if above `limit`, its first samples that fit are kept and the rest counted.
 
     A trimmed entry says so: `samplesOmitted: {count, from, to}`. State and derivations saw every sample; only
@@ -126,7 +127,7 @@ def fit_entry(entry: dict[str, Any], limit: int) -> int:
     size = len(orjson.dumps(entry))
     if size <= limit:
         return size
-    samples: list[dict[str, Any]] = entry["samples"]
+    samples = entry["samples"]
     used = len(orjson.dumps({**entry, "samples": []})) + 128  # the envelope and the omission record
     kept = 0
     for sample in samples:
@@ -140,7 +141,7 @@ def fit_entry(entry: dict[str, Any], limit: int) -> int:
     return len(orjson.dumps(entry))
 
 
-def chunk_document(vehicle_id: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+def chunk_document(vehicle_id: str, entries: list[HistoryEntry]) -> ChunkDocument:
     """One `telemetry` document for consecutive entries; its id depends only on its first entry."""
     first = entries[0]
     sample_times = [s["ts"] for e in entries for s in e["samples"]]

@@ -43,6 +43,7 @@ from shared.settings import IngestionSettings
 from shared.stores.base import DeadLetterSink, DocumentStore
 from shared.telemetry.catalogue import Catalogue, default_catalogue
 from shared.telemetry.contract import STREAM, TelemetryMessage, decode
+from shared.telemetry.documents import OutboxItem, VehicleDocument, as_vehicle, to_store
 from shared.telemetry.job_pool import JobPool
 from shared.telemetry.vehicle import VehicleUpdate, fold
 from shared.telemetry.vehicle_cache import CachedDocument, VehicleCache
@@ -212,13 +213,13 @@ class TelemetryIngestor:
         for _ in range(MAX_CONFLICT_RETRIES):
             # Taken out of the cache: the fold mutates it, and until the write commits nobody else may see it.
             cached = self.cache.take(vehicle_id)
-            doc: dict[str, Any] | None
+            doc: VehicleDocument | None
             etag: str | None
             if cached is not None:
                 doc, etag, outbox_written = cached.document(), cached.etag, cached.outbox_written
             else:
                 stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-                doc, etag = (stored.document, stored.etag) if stored else (None, None)
+                doc, etag = (as_vehicle(stored.document), stored.etag) if stored else (None, None)
                 outbox_written = False
             if doc is not None and not outbox_written:
                 # A previous commit's outbox may not have been written (crash, or another instance): again.
@@ -241,9 +242,9 @@ class TelemetryIngestor:
             document = update.document
             try:
                 if etag is None:
-                    etag = await self.store.create(VEHICLES, document)
+                    etag = await self.store.create(VEHICLES, to_store(document))
                 else:
-                    etag = await self.store.replace(VEHICLES, document, etag)
+                    etag = await self.store.replace(VEHICLES, to_store(document), etag)
             except (PreconditionFailedError, ConflictError, NotFoundError):
                 report.conflicts += 1
                 self.cache.evict(vehicle_id)
@@ -261,21 +262,21 @@ class TelemetryIngestor:
             return update
         raise StoreError(f"vehicle {vehicle_id}: document kept changing; gave up after {MAX_CONFLICT_RETRIES} tries")
 
-    def _put_back(self, vehicle_id: str, doc: dict[str, Any], cached: CachedDocument) -> None:
+    def _put_back(self, vehicle_id: str, doc: VehicleDocument, cached: CachedDocument) -> None:
         if vehicle_id not in self.cache:  # a concurrent batch may have cached a newer one meanwhile
             self.cache.put(vehicle_id, doc, cached.etag, cached.outbox_written)
 
-    async def _write_outbox(self, outbox: list[dict[str, Any]]) -> None:
+    async def _write_outbox(self, outbox: list[OutboxItem]) -> None:
         if len(outbox) == 1:  # the usual case when there is one: no gather, no task
             await self._write_side(outbox[0])
         else:
             await asyncio.gather(*(self._write_side(item) for item in outbox))
 
-    async def _write_side(self, item: dict[str, Any]) -> None:
+    async def _write_side(self, item: OutboxItem) -> None:
         """One outbox document. One the store refuses for good is parked (stream `outbox`) rather than raised:
         the committed vehicle document still lists it, and raising would refuse every later message of the car."""
         try:
-            await self.store.upsert(item["container"], item["document"])
+            await self.store.upsert(item["container"], to_store(item["document"]))
         except PermanentError as exc:
             document = item["document"]
             vehicle = str(document.get("vehicleId", ""))
@@ -285,9 +286,8 @@ class TelemetryIngestor:
             await self.dead_letters.put(DeadLetter(OUTBOX_STREAM, exc.reason, str(exc)[:200], source))
 
 
-def _outbox(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    outbox: list[dict[str, Any]] = doc.get("ingest", {}).get("outbox") or []
-    return outbox
+def _outbox(doc: VehicleDocument) -> list[OutboxItem]:
+    return doc.get("ingest", {}).get("outbox") or []
 
 
 def _slices(messages: list[TelemetryMessage]) -> list[list[TelemetryMessage]]:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any, Final
+from typing import Final, cast
 
 from shared.device_messages import compact_time, safe_id
 from shared.telemetry import signals as S
+from shared.telemetry.documents import Position, SignalValue, TripDocument
 
 _EARTH_RADIUS_M = 6_371_008.8
 
@@ -43,21 +44,21 @@ _CLOSING_FIELDS: Final = (
 VIEW_SIGNALS: Final[tuple[str, ...]] = (S.LATITUDE, S.LONGITUDE, S.ODOMETER, S.STATE_OF_CHARGE)
 
 
-def _position(view: dict[str, Any]) -> dict[str, float] | None:
+def _position(view: dict[str, SignalValue]) -> Position | None:
     lat, lon = view.get(S.LATITUDE), view.get(S.LONGITUDE)
     if lat is None or lon is None:
         return None
     return {"lat": lat, "lon": lon}
 
 
-def haversine_m(a: dict[str, float], b: dict[str, float]) -> float:
+def haversine_m(a: Position, b: Position) -> float:
     lat1, lat2 = math.radians(a["lat"]), math.radians(b["lat"])
     dlat, dlon = lat2 - lat1, math.radians(b["lon"] - a["lon"])
     h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
     return 2 * _EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
 
 
-def open_trip(vehicle_id: str, ts: str, view: dict[str, Any]) -> dict[str, Any]:
+def open_trip(vehicle_id: str, ts: str, view: dict[str, SignalValue]) -> TripDocument:
     position = _position(view)
     return {
         "id": f"{safe_id(vehicle_id)}:{compact_time(ts)}",
@@ -79,7 +80,7 @@ def open_trip(vehicle_id: str, ts: str, view: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def advance_trip(trip: dict[str, Any], ts: str, sample: dict[str, Any], view: dict[str, Any]) -> None:
+def advance_trip(trip: TripDocument, ts: str, sample: dict[str, SignalValue], view: dict[str, SignalValue]) -> None:
     """Fold one sample (in event-time order) into the open trip's running figures."""
     speed = sample.get(S.SPEED)
     if speed is not None:
@@ -107,27 +108,31 @@ def advance_trip(trip: dict[str, Any], ts: str, sample: dict[str, Any], view: di
     trip["lastTs"] = ts
 
 
-def close_trip(trip: dict[str, Any], ts: str) -> dict[str, Any]:
+def close_trip(trip: TripDocument, ts: str) -> TripDocument:
     """The closed trip document: end, distance (odometer, else GPS), duration, speeds, energy used."""
     start, end = dt.datetime.fromisoformat(trip["startTs"]), dt.datetime.fromisoformat(ts)
     odo_start, odo_end = trip["startOdometerM"], trip["lastOdometerM"]
     soc_start, soc_end = trip["startSocPercent"], trip["lastSocPercent"]
     distance = odo_end - odo_start if odo_start is not None and odo_end is not None else trip["gpsDistanceM"]
-    closed = dict(trip)
+    closed = trip.copy()
     closed.update(
-        status="closed",
-        endTs=ts,
-        endPosition=trip["lastPosition"],
-        distanceM=round(distance, 1),
-        distanceSource="odometer" if odo_start is not None and odo_end is not None else "gps",
-        durationS=round((end - start).total_seconds(), 3),
-        meanSpeedKmh=round(trip["speedSumKmh"] / trip["speedSamples"], 2) if trip["speedSamples"] else None,
-        energyUsedPercent=round(soc_start - soc_end, 2) if soc_start is not None and soc_end is not None else None,
+        {
+            "status": "closed",
+            "endTs": ts,
+            "endPosition": trip["lastPosition"],
+            "distanceM": round(distance, 1),
+            "distanceSource": "odometer" if odo_start is not None and odo_end is not None else "gps",
+            "durationS": round((end - start).total_seconds(), 3),
+            "meanSpeedKmh": round(trip["speedSumKmh"] / trip["speedSamples"], 2) if trip["speedSamples"] else None,
+            "energyUsedPercent": (
+                round(soc_start - soc_end, 2) if soc_start is not None and soc_end is not None else None
+            ),
+        }
     )
     return closed
 
 
-def resume_trip(closed: dict[str, Any] | None, ts: str) -> dict[str, Any] | None:
+def resume_trip(closed: TripDocument | None, ts: str) -> TripDocument | None:
     """The last closed trip open again, if it closed less than `TRIP_RESUME_SECONDS` before `ts`; else None."""
     if closed is None or closed.get("status") != "closed":
         return None
@@ -137,7 +142,8 @@ def resume_trip(closed: dict[str, Any] | None, ts: str) -> dict[str, Any] | None
     gap = (dt.datetime.fromisoformat(ts) - dt.datetime.fromisoformat(end)).total_seconds()
     if gap >= TRIP_RESUME_SECONDS:
         return None
-    trip = {key: value for key, value in closed.items() if key not in _CLOSING_FIELDS}
+    # The closed trip without what close_trip added: every one of those fields is NotRequired in TripDocument.
+    trip = cast(TripDocument, {key: value for key, value in closed.items() if key not in _CLOSING_FIELDS})
     trip["status"] = "open"
     trip["resumed"] = int(trip.get("resumed") or 0) + 1
     return trip

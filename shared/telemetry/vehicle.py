@@ -17,9 +17,9 @@ and per fold (`trips`, `alerts`), seq ranges per epoch and epochs per car (`hist
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final, Literal, cast
 
 from shared.device_messages import safe_id
 from shared.settings import IngestionSettings
@@ -28,16 +28,28 @@ from shared.telemetry import signals as S
 from shared.telemetry.alerts import MAX_ALERTS_OPENED_PER_FOLD, MAX_ALERTS_OPENED_PER_MESSAGE, step_alerts
 from shared.telemetry.catalogue import NO_LOCATION_CONSENT
 from shared.telemetry.contract import TelemetryMessage
+from shared.telemetry.documents import (
+    HistoryEntry,
+    IngestState,
+    SideDocument,
+    SignalEntry,
+    SignalValue,
+    Tombstone,
+    VehicleDocument,
+    VehicleState,
+)
 
-SideDocument = tuple[str, dict[str, Any]]  # (container, document)
+ContainerDocument = tuple[str, SideDocument]  # (container, document)
+# A sample newer than the cursor, for the derivations: (ts, its signals, index of its message in the fold).
+FreshSample = tuple[str, dict[str, SignalValue], int]
 
 
 @dataclass(slots=True)
 class VehicleUpdate:
     """What folding a batch into one vehicle produced."""
 
-    document: dict[str, Any] | None  # the new vehicle document, None when every message was a duplicate
-    side_documents: list[SideDocument] = field(default_factory=list)
+    document: VehicleDocument | None  # the new vehicle document, None when every message was a duplicate
+    side_documents: list[ContainerDocument] = field(default_factory=list)
     accepted: int = 0
     duplicates: int = 0
     samples: int = 0
@@ -48,7 +60,7 @@ class VehicleUpdate:
     history_trimmed: int = 0  # messages whose history entry kept only its first samples (fold budget)
 
 
-def new_vehicle_document(vehicle_id: str) -> dict[str, Any]:
+def new_vehicle_document(vehicle_id: str) -> VehicleDocument:
     return {"id": safe_id(vehicle_id), "vehicleId": vehicle_id, "type": "vehicle"}
 
 
@@ -57,7 +69,7 @@ ERASED: Final = "erased"
 TOMBSTONE_TTL_SECONDS: Final = 8 * 24 * 3600
 
 
-def tombstone(vehicle_id: str, erased_at: str) -> dict[str, Any]:
+def tombstone(vehicle_id: str, erased_at: str) -> Tombstone:
     """What is left of an erased car: no personal data, only the fact, so that messages still in flight in
     Event Hubs when its identity was deleted are dropped instead of creating a new vehicle document."""
     return {
@@ -69,7 +81,7 @@ def tombstone(vehicle_id: str, erased_at: str) -> dict[str, Any]:
     }
 
 
-def is_erased(doc: dict[str, Any] | None) -> bool:
+def is_erased(doc: Mapping[str, object] | None) -> bool:
     return doc is not None and doc.get("type") == ERASED
 
 
@@ -80,7 +92,7 @@ _INGEST_KEYS = frozenset(
 )
 
 
-def _ensure_shape(doc: dict[str, Any]) -> None:
+def _ensure_shape(doc: VehicleDocument) -> None:
     """Fill what ingestion needs into a document another writer may have created (e.g. registration)."""
     state = doc.get("state")
     ingest = doc.get("ingest")
@@ -94,7 +106,7 @@ def _ensure_shape(doc: dict[str, Any]) -> None:
     ):
         return
     if state is None:
-        state = doc["state"] = {}
+        state = doc["state"] = {"signals": {}, "ts": None, "seq": None}
     state.setdefault("signals", {})
     state.setdefault("ts", None)
     state.setdefault("seq", None)
@@ -102,7 +114,17 @@ def _ensure_shape(doc: dict[str, Any]) -> None:
     doc.setdefault("trip", None)
     doc.setdefault("alerts", {})
     if ingest is None:
-        ingest = doc["ingest"] = {}
+        ingest = doc["ingest"] = {
+            "seen": [],
+            "high": None,
+            "highTs": "",
+            "epochs": [],
+            "cursor": "",
+            "pending": [],
+            "pendingBytes": 0,
+            "outbox": [],
+            "lastTrip": None,
+        }
     ingest.setdefault("seen", [])
     ingest.setdefault("high", None)
     ingest.setdefault("highTs", "")
@@ -114,7 +136,7 @@ def _ensure_shape(doc: dict[str, Any]) -> None:
     ingest.setdefault("lastTrip", None)
 
 
-def location_allowed(doc: dict[str, Any]) -> bool:
+def location_allowed(doc: Mapping[str, object]) -> bool:
     """Location consent (`consent.location`, set through the fleet API); absent means not withheld."""
     consent = doc.get("consent")
     return not (isinstance(consent, dict) and consent.get("location") is False)
@@ -131,11 +153,11 @@ def withhold_location(msg: TelemetryMessage) -> None:
                 sample.rejected[path] = (None, NO_LOCATION_CONSENT)
 
 
-def _first(item: tuple[str, dict[str, Any], int]) -> str:
+def _first(item: FreshSample) -> str:
     return item[0]
 
 
-def _count_suppressed(ingest: dict[str, Any], kind: str, count: int) -> None:
+def _count_suppressed(ingest: IngestState, kind: Literal["trips", "alerts"], count: int) -> None:
     """Keep a running count in the document, so an operator sees a car that hits a cap (`ingest.suppressed`)."""
     suppressed = ingest.get("suppressed")
     if type(suppressed) is not dict:
@@ -146,7 +168,7 @@ def _count_suppressed(ingest: dict[str, Any], kind: str, count: int) -> None:
 
 def fold(
     vehicle_id: str,
-    doc: dict[str, Any] | None,
+    doc: VehicleDocument | None,
     messages: Sequence[TelemetryMessage],
     cfg: IngestionSettings,
 ) -> VehicleUpdate:
@@ -156,21 +178,23 @@ def fold(
     if doc is None:
         doc = new_vehicle_document(vehicle_id)
     _ensure_shape(doc)
-    state, ingest = doc["state"], doc["ingest"]
-    signals: dict[str, dict[str, Any]] = state["signals"]
-    seen: list[list[int]] = ingest["seen"]
-    epochs: list[dict[str, Any]] = ingest["epochs"]
-    pending: list[dict[str, Any]] = ingest["pending"]
-    cursor: str = ingest["cursor"]
+    # Present once _ensure_shape ran: indexing them is safe here.
+    state: VehicleState = doc["state"]
+    ingest: IngestState = doc["ingest"]
+    signals: dict[str, SignalEntry] = state["signals"]
+    seen = ingest["seen"]
+    epochs = ingest["epochs"]
+    pending = ingest["pending"]
+    cursor = ingest["cursor"]
     locate = location_allowed(doc)
     if not locate:  # positions stored before consent was withdrawn do not survive the next write either
         for path in [p for p in signals if p.startswith(S.LOCATION_BRANCH)]:
             del signals[path]
     # The state before this batch, as far as derivations read it (trips.VIEW_SIGNALS): a copy of every signal
     # cost ~4 % of the CPU path and was never read.
-    view: dict[str, Any] = {path: signals[path]["value"] for path in trips.VIEW_SIGNALS if path in signals}
-    side: dict[tuple[str, str], dict[str, Any]] = {}
-    fresh: list[tuple[str, dict[str, Any], int]] = []  # samples newer than the cursor, for derivations
+    view: dict[str, SignalValue] = {path: signals[path]["value"] for path in trips.VIEW_SIGNALS if path in signals}
+    side: dict[tuple[str, str], SideDocument] = {}
+    fresh: list[FreshSample] = []  # samples newer than the cursor, for derivations
     update = VehicleUpdate(document=None)
     last_seen: str | None = doc["lastSeen"]
     seen_contains, seen_add = history.seen_contains, history.seen_add
@@ -210,7 +234,8 @@ def fold(
         rejected += message_rejected
         samples += len(msg.samples)
 
-        entry = msg.to_history()
+        # contract.py builds the entry as a plain dict of exactly this shape (TelemetryMessage.to_history).
+        entry = cast(HistoryEntry, msg.to_history())
         size = msg.size
         if measure_all or message_rejected or size > history.MEASURE_ABOVE_BYTES:
             size = history.fit_entry(entry, budget)
@@ -258,7 +283,7 @@ def fold(
         ingest["cursor"] = fresh[-1][0]
     open_trip = doc["trip"]
     if open_trip is not None and ("trips", open_trip["id"]) in side:
-        side["trips", open_trip["id"]] = dict(open_trip)  # opened in this batch: write its latest figures
+        side["trips", open_trip["id"]] = open_trip.copy()  # opened in this batch: write its latest figures
 
     doc["lastSeen"] = last_seen
     if side:
@@ -272,10 +297,10 @@ def fold(
 
 def _derive(
     vehicle_id: str,
-    doc: dict[str, Any],
-    fresh: list[tuple[str, dict[str, Any], int]],
-    view: dict[str, Any],
-    side: dict[tuple[str, str], dict[str, Any]],
+    doc: VehicleDocument,
+    fresh: list[FreshSample],
+    view: dict[str, SignalValue],
+    side: dict[tuple[str, str], SideDocument],
     update: VehicleUpdate,
     cfg: IngestionSettings,
 ) -> None:
@@ -314,7 +339,7 @@ def _derive(
         room = min(alert_room, MAX_ALERTS_OPENED_PER_MESSAGE - used)
         documents, opened, skipped = step_alerts(vehicle_id, alerts, ts, sample_signals, cfg, room)
         for alert in documents:
-            side["alerts", alert["id"]] = dict(alert)
+            side["alerts", alert["id"]] = alert.copy()
         if opened:
             alerts_by_message[index] = used + opened
             alert_room -= opened

@@ -9,26 +9,28 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import orjson
+
+from shared.telemetry.documents import VehicleDocument
 
 
 @dataclass(slots=True)
 class CachedDocument:
     """One cached vehicle document with the etag its next conditional write presents."""
 
-    doc: dict[str, Any] | None  # hot: the document itself
+    doc: VehicleDocument | None  # hot: the document itself
     raw: bytes | None  # cold: serialised (orjson)
     etag: str
     outbox_written: bool
     size: int  # hot: estimated memory of `doc` (see `estimated_size`); cold: len(raw)
 
-    def document(self) -> dict[str, Any]:
+    def document(self) -> VehicleDocument:
         if self.doc is not None:
             return self.doc
         assert self.raw is not None
-        loaded: dict[str, Any] = orjson.loads(self.raw)
+        loaded: VehicleDocument = orjson.loads(self.raw)  # what `put` serialised from a VehicleDocument
         return loaded
 
 
@@ -40,7 +42,7 @@ SIGNAL_BYTES: Final = 220  # one `state.signals` entry: {"value", "ts"}
 PENDING_FACTOR: Final = 2  # a buffered history entry, per byte of the message it came from
 
 
-def estimated_size(doc: dict[str, Any]) -> int:
+def estimated_size(doc: VehicleDocument) -> int:
     """The memory a cached vehicle document takes, estimated without walking it (it is counted on every put)."""
     size = DOC_BASE_BYTES
     state = doc.get("state")
@@ -103,7 +105,7 @@ class VehicleCache:
             self._bytes -= item.size
         return item
 
-    def put(self, vehicle_id: str, doc: dict[str, Any], etag: str, outbox_written: bool) -> CachedDocument:
+    def put(self, vehicle_id: str, doc: VehicleDocument, etag: str, outbox_written: bool) -> CachedDocument:
         self.evict(vehicle_id)
         size = estimated_size(doc)
         item = self._hot[vehicle_id] = CachedDocument(doc, None, etag, outbox_written, size)

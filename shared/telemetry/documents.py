@@ -1,0 +1,257 @@
+"""The vehicle document (container `vehicles`) and its parts, typed (docs/data-model.md, "`vehicles`").
+
+TypedDicts are plain dicts at run time: typing the fold, the ingestor and the readers with them costs nothing
+per message and lets `mypy --strict` check field names and value types. The store hands out `dict[str, Any]`;
+each reader turns it into a `VehicleDocument` once, with `as_vehicle` (a `cast`, so nothing is checked or copied
+at run time), and hands typed documents back to the store with `to_store`.
+
+What a field may be is what the code writes: ingestion owns `state`, `lastSeen`, `trip`, `alerts` and `ingest`;
+other writers (registration, driver link, consent: `shared/vehicle_updates.py`) own `label`, `registeredAt`,
+`driver` and `consent`. Cosmos DB's system properties (`_etag`, `_ts`, ...) ride along untyped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict, cast
+
+from shared.stores.base import Document
+
+# A signal's value as the catalogue accepted and normalised it: a number, boolean, string or array of them.
+SignalValue = Any
+# `[lo, hi]`: an inclusive range of message seqs already ingested (a list, as JSON stores it).
+SeqRange = list[int]
+
+
+class SignalEntry(TypedDict):
+    """`state.signals[path]`: the newest value of one signal by event time."""
+
+    value: SignalValue
+    ts: str
+
+
+class VehicleState(TypedDict):
+    """`state`: the newest value per signal, and the newest sample with the message that carried it."""
+
+    signals: dict[str, SignalEntry]
+    ts: str | None  # None until a sample with signals was folded
+    seq: int | None
+
+
+class SeqEpoch(TypedDict):
+    """`ingest.epochs[k]`: the seq ranges of a counter the car has since restarted (history.start_epoch)."""
+
+    seen: list[SeqRange]
+    high: int | None
+    highTs: str
+    until: str  # enqueued time of the message that started the next epoch
+
+
+class RejectedValue(TypedDict):
+    """A rejected value kept in the history, bounded (contract.bounded; docs/data-model.md "Bounds")."""
+
+    value: Any  # a scalar as sent, the first characters of a long string, or None for a container
+    reason: str
+    truncated: NotRequired[bool]  # the rest only for a value cut to a summary (contract.Cut.history)
+    type: NotRequired[str]
+    size: NotRequired[int]
+    bytes: NotRequired[int]
+
+
+class HistorySample(TypedDict):
+    """One sample of a history entry, as contract.Sample.to_history writes it."""
+
+    ts: str
+    signals: dict[str, SignalValue]
+    rejected: NotRequired[dict[str, RejectedValue]]  # only when the sample had rejected values
+    rejectedOmitted: NotRequired[int]  # only when the message's budget of kept rejections ran out
+
+
+# `from` is a keyword: the functional form.
+SamplesOmitted = TypedDict("SamplesOmitted", {"count": int, "from": str, "to": str})
+
+
+class HistoryEntry(TypedDict):
+    """`ingest.pending[k]` and `telemetry.messages[k]`: one accepted message (contract.TelemetryMessage.to_history)."""
+
+    seq: int
+    enqueuedTime: str
+    samples: list[HistorySample]
+    sequenceNumber: NotRequired[int]  # absent when Event Hubs gave none (local and test sources)
+    samplesOmitted: NotRequired[SamplesOmitted]  # only when the fold's history budget cut the entry
+
+
+# A `telemetry` chunk (history.chunk_document); `from`/`to` are keywords, hence the functional form.
+ChunkDocument = TypedDict(
+    "ChunkDocument",
+    {
+        "id": str,
+        "vehicleId": str,
+        "type": str,
+        "from": str,
+        "to": str,
+        "count": int,
+        "messages": list[HistoryEntry],
+    },
+)
+
+
+class Position(TypedDict):
+    lat: float
+    lon: float
+
+
+class TripDocument(TypedDict):
+    """A trip: the open one's running figures in `trip`, the last closed one in `ingest.lastTrip`, and the
+    document in container `trips` (trips.open_trip, advance_trip, close_trip, resume_trip)."""
+
+    id: str
+    vehicleId: str
+    type: str
+    status: str  # "open" | "closed"
+    startTs: str
+    startPosition: Position | None
+    startOdometerM: float | None
+    startSocPercent: float | None
+    lastTs: str
+    lastPosition: Position | None
+    lastOdometerM: float | None
+    lastSocPercent: float | None
+    gpsDistanceM: float
+    maxSpeedKmh: float | None
+    speedSumKmh: float
+    speedSamples: int
+    resumed: NotRequired[int]  # only once the debounce resumed the trip
+    # Added by close_trip, removed again by resume_trip: only on a closed trip.
+    endTs: NotRequired[str]
+    endPosition: NotRequired[Position | None]
+    distanceM: NotRequired[float]
+    distanceSource: NotRequired[str]  # "odometer" | "gps"
+    durationS: NotRequired[float]
+    meanSpeedKmh: NotRequired[float | None]
+    energyUsedPercent: NotRequired[float | None]
+
+
+class AlertDocument(TypedDict):
+    """An alert: active ones in `alerts[key]`, every raise and clear in container `alerts` (alerts.step_alerts)."""
+
+    id: str
+    vehicleId: str
+    type: str
+    key: str
+    status: str  # "active" | "cleared"
+    raisedAt: str
+    clearedAt: str | None
+    kind: str  # "dtc" | "low_battery" | "low_fuel"
+    code: NotRequired[str]  # only for kind "dtc"
+    value: NotRequired[float]  # the rest only for level alerts
+    threshold: NotRequired[float]
+    clearValue: NotRequired[float]  # only once cleared
+
+
+# What the fold writes to the other containers after the vehicle document commits.
+SideDocument = TripDocument | AlertDocument | ChunkDocument
+
+
+class OutboxItem(TypedDict):
+    """`ingest.outbox[k]`: a side document the commit owes its container (transactional outbox)."""
+
+    container: str
+    document: SideDocument
+
+
+class Suppressed(TypedDict, total=False):
+    """`ingest.suppressed`: what a cap did not open; each count absent until that cap first held something back."""
+
+    trips: int
+    alerts: int
+
+
+class IngestState(TypedDict):
+    """`ingest`: ingestion's bookkeeping. Documents written before `epochs` or `lastTrip` existed lack them; the
+    fold fills every field below (vehicle._ensure_shape) before it reads one."""
+
+    seen: list[SeqRange]
+    high: int | None
+    highTs: str
+    epochs: list[SeqEpoch]
+    cursor: str
+    pending: list[HistoryEntry]
+    pendingBytes: int
+    outbox: list[OutboxItem]
+    lastTrip: TripDocument | None
+    suppressed: NotRequired[Suppressed]  # absent until a cap first held something back
+
+
+class DriverRef(TypedDict):
+    """`driver`: the linked driver (shared/drivers/link.py, DriverLink.driver)."""
+
+    userId: str
+    upn: str
+    timeZone: str
+
+
+class Consent(TypedDict, total=False):
+    """`consent` (DriverLink.consent, the fleet API): an absent flag means location not withheld, calendar not
+    given (fleet.service.consent_of)."""
+
+    calendar: bool
+    location: bool
+
+
+class VehicleDocument(TypedDict):
+    """One document per car in `vehicles`. Only `id`, `vehicleId` and `type` are on every one: registration
+    creates it without ingestion's fields, and ingestion without the other writers'."""
+
+    id: str  # safe_id(vehicleId)
+    vehicleId: str
+    type: str  # "vehicle"; a `Tombstone` shares the container (type "erased")
+    # Ingestion's, absent until it first folded a message for the car (vehicle._ensure_shape fills them).
+    state: NotRequired[VehicleState]
+    lastSeen: NotRequired[str | None]
+    trip: NotRequired[TripDocument | None]
+    alerts: NotRequired[dict[str, AlertDocument]]
+    ingest: NotRequired[IngestState]
+    # Other writers', absent until they wrote.
+    label: NotRequired[str]  # registration, when given one
+    registeredAt: NotRequired[str]  # registration
+    driver: NotRequired[DriverRef]  # driver link; removed on unlink
+    consent: NotRequired[Consent]  # driver link and the consent API; removed on unlink
+
+
+class Tombstone(TypedDict):
+    """What is left of an erased car in `vehicles` (vehicle.tombstone): no personal data, expires with `ttl`."""
+
+    id: str
+    vehicleId: str
+    type: str  # "erased"
+    erasedAt: str
+    ttl: int
+
+
+def signals_of(doc: VehicleDocument) -> dict[str, SignalEntry]:
+    """`state.signals`: the stored dict itself (a change to it changes the document), or an empty one while
+    ingestion has written none for the car."""
+    state = doc.get("state")
+    signals = state.get("signals") if state else None
+    return signals if signals else {}
+
+
+def alerts_of(doc: VehicleDocument) -> dict[str, AlertDocument]:
+    """`alerts`, the active alerts by key; an empty dict while ingestion has written none for the car."""
+    return doc.get("alerts") or {}
+
+
+def as_vehicle(document: Document) -> VehicleDocument:
+    """A document read from `vehicles`, typed. The one conversion each reader makes; free (no check, no copy).
+
+    Safe because every writer of the container writes this shape: `id`, `vehicleId` and `type` on every
+    document (new_vehicle_document, tombstone), every other field optional in the type, and the fields
+    ingestion owns written only by the fold. A tombstone has the three as well, so the fold and the readers
+    still see one as such (`is_erased`).
+    """
+    return cast(VehicleDocument, document)
+
+
+def to_store(document: VehicleDocument | SideDocument | Tombstone) -> Document:
+    """A typed document as the store's interface takes it (it serialises any dict); free (no copy)."""
+    return cast(Document, document)
