@@ -231,7 +231,7 @@ class TelemetryIngestor:
                         if cached is not None:  # not folded yet: keep it cached, as it was
                             self._put_back(vehicle_id, doc, cached)
                         raise
-            update = fold(vehicle_id, doc, messages, self.settings)
+            update = fold(vehicle_id, doc, messages, self.settings, shaped=cached is not None)
             if update.document is None:  # all replays: nothing to write, but remember what was read
                 if cached is not None and doc is not None:
                     self._put_back(vehicle_id, doc, cached)

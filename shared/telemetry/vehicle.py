@@ -171,13 +171,20 @@ def fold(
     doc: VehicleDocument | None,
     messages: Sequence[TelemetryMessage],
     cfg: IngestionSettings,
+    *,
+    shaped: bool = False,
 ) -> VehicleUpdate:
-    """Apply messages (in arrival order) to a vehicle document, mutating it. See the module docstring."""
+    """Apply messages (in arrival order) to a vehicle document, mutating it. See the module docstring.
+
+    `shaped`: the document came out of an earlier fold (the ingestor's cache), so it has every field ingestion
+    needs and the shape check is skipped (steady state's usual case).
+    """
     if is_erased(doc):
         return VehicleUpdate(document=None, erased=len(messages))
     if doc is None:
         doc = new_vehicle_document(vehicle_id)
-    _ensure_shape(doc)
+    if not shaped:
+        _ensure_shape(doc)
     # Present once _ensure_shape ran: indexing them is safe here.
     state: VehicleState = doc["state"]
     ingest: IngestState = doc["ingest"]
@@ -335,8 +342,11 @@ def _derive(
                 side["trips", closed["id"]] = closed
                 doc["trip"] = None
                 ingest["lastTrip"] = closed
-        used = alerts_by_message.get(index, 0) if alerts_by_message else 0
-        room = min(alert_room, MAX_ALERTS_OPENED_PER_MESSAGE - used)
+        if alerts_by_message:
+            used = alerts_by_message.get(index, 0)
+            room = min(alert_room, MAX_ALERTS_OPENED_PER_MESSAGE - used)
+        else:  # nothing opened yet in this fold: the usual case, no min()
+            used, room = 0, MAX_ALERTS_OPENED_PER_MESSAGE if alert_room >= MAX_ALERTS_OPENED_PER_MESSAGE else alert_room
         documents, opened, skipped = step_alerts(vehicle_id, alerts, ts, sample_signals, cfg, room)
         for alert in documents:
             side["alerts", alert["id"]] = alert.copy()
