@@ -18,6 +18,7 @@ import orjson
 
 from shared.device_messages import DeadLetter, DeviceMessage, parse_time, shift_time
 from shared.telemetry.catalogue import CLOCK_SKEW, PARTIAL, BadItem, Catalogue, Rejection, default_catalogue
+from shared.telemetry.documents import HistoryEntry, HistorySample, RejectedValue
 
 STREAM: Final = "telemetry"
 CONTRACT_VERSION: Final = 1
@@ -48,7 +49,7 @@ class Cut:
     size: int  # characters of a string, items of an array or object
     bytes: int  # serialised size of the original value
 
-    def history(self, reason: str) -> dict[str, Any]:
+    def history(self, reason: str) -> RejectedValue:
         return {
             "value": self.value,
             "reason": reason,
@@ -111,8 +112,8 @@ class Sample:
     skewed: bool = False  # stamped too far after the enqueued time: every signal rejected for clock skew
     omitted: int = 0  # rejected values beyond the message's budget: counted, not kept
 
-    def to_history(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"ts": self.ts, "signals": self.signals}
+    def to_history(self) -> HistorySample:
+        entry: HistorySample = {"ts": self.ts, "signals": self.signals}
         if self.rejected:
             entry["rejected"] = {
                 path: v.history(str(r)) if type(v) is Cut else {"value": v, "reason": str(r)}
@@ -153,9 +154,9 @@ class TelemetryMessage:
             return len(only.rejected) + only.omitted
         return sum(len(s.rejected) + s.omitted for s in samples)
 
-    def to_history(self) -> dict[str, Any]:
+    def to_history(self) -> HistoryEntry:
         samples = self.samples
-        entry: dict[str, Any] = {
+        entry: HistoryEntry = {
             "seq": self.seq,
             "enqueuedTime": self.enqueued_time,
             "samples": [samples[0].to_history()] if len(samples) == 1 else [s.to_history() for s in samples],

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, cast
+from typing import Final, Literal
 
 from shared.device_messages import safe_id
 from shared.settings import IngestionSettings
@@ -29,7 +29,6 @@ from shared.telemetry.alerts import MAX_ALERTS_OPENED_PER_FOLD, MAX_ALERTS_OPENE
 from shared.telemetry.catalogue import NO_LOCATION_CONSENT
 from shared.telemetry.contract import TelemetryMessage
 from shared.telemetry.documents import (
-    HistoryEntry,
     IngestState,
     SideDocument,
     SignalEntry,
@@ -209,6 +208,7 @@ def fold(
     # History this fold may add; a fold of small messages provably stays under it and measures nothing.
     budget = history.FOLD_HISTORY_BYTES
     measure_all = len(messages) > 1 and history.entry_bound(messages) > budget
+    measure_above = history.MEASURE_ABOVE_BYTES
 
     for index, msg in enumerate(messages):
         seq, newest = msg.seq, msg.newest_ts
@@ -241,10 +241,9 @@ def fold(
         rejected += message_rejected
         samples += len(msg.samples)
 
-        # contract.py builds the entry as a plain dict of exactly this shape (TelemetryMessage.to_history).
-        entry = cast(HistoryEntry, msg.to_history())
+        entry = msg.to_history()
         size = msg.size
-        if measure_all or message_rejected or size > history.MEASURE_ABOVE_BYTES:
+        if measure_all or message_rejected or size > measure_above:
             size = history.fit_entry(entry, budget)
             budget -= size
             if "samplesOmitted" in entry:
