@@ -316,11 +316,14 @@ def _derive(
     trips_by_message: dict[int, int] = {}  # trips opened per message (index in the fold)
     alerts_by_message: dict[int, int] = {}
     trips_suppressed = alerts_suppressed = 0
+    # Module attributes as locals: this loop runs once per fresh sample.
+    ignition_path, ignition_on, ignition_off = S.LOW_VOLTAGE_STATE, S.IGNITION_ON, S.IGNITION_OFF
+    advance_trip, per_message = trips.advance_trip, MAX_ALERTS_OPENED_PER_MESSAGE
     for ts, sample_signals, index in fresh:
         view.update(sample_signals)
         trip = doc["trip"]
-        ignition = sample_signals.get(S.LOW_VOLTAGE_STATE)
-        if trip is None and ignition in S.IGNITION_ON:
+        ignition = sample_signals.get(ignition_path)
+        if trip is None and ignition in ignition_on:
             trip = trips.resume_trip(ingest["lastTrip"], ts)
             if trip is None:
                 opened = trips_by_message.get(index, 0)
@@ -335,24 +338,26 @@ def _derive(
                 ingest["lastTrip"] = None
                 side["trips", trip["id"]] = trip
         if trip is not None:
-            trips.advance_trip(trip, ts, sample_signals, view)
-            if ignition in S.IGNITION_OFF:
+            advance_trip(trip, ts, sample_signals, view)
+            if ignition in ignition_off:
                 closed = trips.close_trip(trip, ts)
                 side["trips", closed["id"]] = closed
                 doc["trip"] = None
                 ingest["lastTrip"] = closed
         if alerts_by_message:
             used = alerts_by_message.get(index, 0)
-            room = min(alert_room, MAX_ALERTS_OPENED_PER_MESSAGE - used)
+            room = min(alert_room, per_message - used)
         else:  # nothing opened yet in this fold: the usual case, no min()
-            used, room = 0, MAX_ALERTS_OPENED_PER_MESSAGE if alert_room >= MAX_ALERTS_OPENED_PER_MESSAGE else alert_room
+            used, room = 0, per_message if alert_room >= per_message else alert_room
         documents, opened, skipped = step_alerts(vehicle_id, alerts, ts, sample_signals, cfg, room)
-        for alert in documents:
-            side["alerts", alert["id"]] = alert.copy()
-        if opened:
-            alerts_by_message[index] = used + opened
-            alert_room -= opened
-        alerts_suppressed += skipped
+        if documents:
+            for alert in documents:
+                side["alerts", alert["id"]] = alert.copy()
+            if opened:
+                alerts_by_message[index] = used + opened
+                alert_room -= opened
+        if skipped:
+            alerts_suppressed += skipped
     if trips_suppressed:
         update.trips_suppressed = trips_suppressed
         _count_suppressed(ingest, "trips", trips_suppressed)
