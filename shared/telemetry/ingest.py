@@ -182,9 +182,9 @@ class TelemetryIngestor:
         report.contained.append(letter.blob_name)
 
     async def _vehicle(self, vehicle_id: str, messages: list[TelemetryMessage], report: BatchReport) -> None:
-        for part in _slices(messages):
+        for part, payload in _slices(messages):
             try:
-                report.add(await self._commit(vehicle_id, part, report))
+                report.add(await self._commit(vehicle_id, part, report, payload))
             except Exception as exc:
                 if not _contained(exc):
                     raise  # transient: the batch is retried
@@ -195,7 +195,7 @@ class TelemetryIngestor:
                 # One of them (or their sum) is refused: each on its own, so only what fails alone is parked.
                 for msg in part:
                     try:
-                        report.add(await self._commit(vehicle_id, [msg], report))
+                        report.add(await self._commit(vehicle_id, [msg], report, msg.size))
                     except Exception as alone:
                         if not _contained(alone):
                             raise
@@ -209,7 +209,9 @@ class TelemetryIngestor:
             log.exception("vehicle %s: processing failed; message seq %d parked", safe_id(vehicle_id)[:64], msg.seq)
         await self._park(msg, exc, report)
 
-    async def _commit(self, vehicle_id: str, messages: list[TelemetryMessage], report: BatchReport) -> VehicleUpdate:
+    async def _commit(
+        self, vehicle_id: str, messages: list[TelemetryMessage], report: BatchReport, payload: int
+    ) -> VehicleUpdate:
         for _ in range(MAX_CONFLICT_RETRIES):
             # Taken out of the cache: the fold mutates it, and until the write commits nobody else may see it.
             cached = self.cache.take(vehicle_id)
@@ -231,7 +233,7 @@ class TelemetryIngestor:
                         if cached is not None:  # not folded yet: keep it cached, as it was
                             self._put_back(vehicle_id, doc, cached)
                         raise
-            update = fold(vehicle_id, doc, messages, self.settings, shaped=cached is not None)
+            update = fold(vehicle_id, doc, messages, self.settings, shaped=cached is not None, payload_bytes=payload)
             if update.document is None:  # all replays: nothing to write, but remember what was read
                 if cached is not None and doc is not None:
                     self._put_back(vehicle_id, doc, cached)
@@ -290,17 +292,20 @@ def _outbox(doc: VehicleDocument) -> list[OutboxItem]:
     return doc.get("ingest", {}).get("outbox") or []
 
 
-def _slices(messages: list[TelemetryMessage]) -> list[list[TelemetryMessage]]:
+def _slices(messages: list[TelemetryMessage]) -> list[tuple[list[TelemetryMessage], int]]:
+    """Consecutive parts of at most MAX_FOLD_BYTES of payload, each with its payload in bytes."""
     if len(messages) == 1:
-        return [messages]
-    out: list[list[TelemetryMessage]] = [[]]
+        return [(messages, messages[0].size)]
+    out: list[tuple[list[TelemetryMessage], int]] = []
+    part: list[TelemetryMessage] = []
     size = 0
     for msg in messages:
-        if out[-1] and size + msg.size > MAX_FOLD_BYTES:
-            out.append([])
-            size = 0
-        out[-1].append(msg)
+        if part and size + msg.size > MAX_FOLD_BYTES:
+            out.append((part, size))
+            part, size = [], 0
+        part.append(msg)
         size += msg.size
+    out.append((part, size))
     return out
 
 

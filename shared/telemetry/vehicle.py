@@ -172,11 +172,13 @@ def fold(
     cfg: IngestionSettings,
     *,
     shaped: bool = False,
+    payload_bytes: int | None = None,
 ) -> VehicleUpdate:
     """Apply messages (in arrival order) to a vehicle document, mutating it. See the module docstring.
 
     `shaped`: the document came out of an earlier fold (the ingestor's cache), so it has every field ingestion
-    needs and the shape check is skipped (steady state's usual case).
+    needs and the shape check is skipped (steady state's usual case). `payload_bytes`: the messages' sizes added
+    up, when the caller has them (the ingestor slices by them).
     """
     if is_erased(doc):
         return VehicleUpdate(document=None, erased=len(messages))
@@ -207,13 +209,17 @@ def fold(
     accepted = duplicates = rejected = samples = trimmed = 0
     # History this fold may add; a fold of small messages provably stays under it and measures nothing.
     budget = history.FOLD_HISTORY_BYTES
-    measure_all = len(messages) > 1 and history.entry_bound(messages) > budget
+    count = len(messages)
+    if count > 1:
+        payload = payload_bytes if payload_bytes is not None else sum([msg.size for msg in messages])
+        measure_all = history.bound_of(count, payload) > budget
+    else:
+        measure_all = False
     measure_above = history.MEASURE_ABOVE_BYTES
 
     for index, msg in enumerate(messages):
         seq, newest = msg.seq, msg.newest_ts
-        epoch = history.epoch_of(epochs, msg.enqueued_time, newest) if epochs else None
-        if epoch is not None:
+        if epochs and (epoch := history.epoch_of(epochs, msg.enqueued_time, newest)) is not None:
             # Enqueued before the car restarted its counter, and no newer than what that epoch saw: a message of
             # an earlier epoch (a redelivery, or one never seen), checked against and added to its ranges.
             if seen_contains(epoch["seen"], seq):
@@ -237,8 +243,7 @@ def fold(
         if not locate:
             withhold_location(msg)
         accepted += 1
-        message_rejected = msg.rejected_count
-        rejected += message_rejected
+        rejected += (message_rejected := msg.rejected_count)
         samples += len(msg.samples)
 
         entry = msg.to_history()
