@@ -55,10 +55,11 @@ def step_alerts(
     sample: dict[str, SignalValue],
     cfg: IngestionSettings,
     room: int = MAX_ALERTS_OPENED_PER_MESSAGE,
-) -> tuple[list[AlertDocument], int, int]:
+) -> tuple[list[AlertDocument], int, int] | None:
     """Apply one sample (event-time order) to the active alerts in place, opening at most `room` alerts.
 
-    Returns the alert documents to write, how many alerts were opened and how many were not (over `room`).
+    Returns the alert documents to write, how many alerts were opened and how many were not (over `room`); None
+    when the sample changed nothing (most samples: the caller then has nothing to look at).
     """
     out: list[AlertDocument] = []
     opened = skipped = 0
@@ -95,4 +96,4 @@ def step_alerts(
             alert["value"], alert["threshold"] = value, threshold
             out.append(alert)
             opened += 1
-    return out, opened, skipped
+    return (out, opened, skipped) if out or skipped else None

@@ -151,10 +151,9 @@ def chunk_document(vehicle_id: str, entries: list[HistoryEntry]) -> ChunkDocumen
     """One `telemetry` document for consecutive entries; its id depends only on its first entry."""
     first = entries[0]
     sample_times = [s["ts"] for e in entries for s in e["samples"]]
-    for entry in entries:
-        omitted = entry.get("samplesOmitted")
-        if omitted is not None:
-            sample_times += (omitted["from"], omitted["to"])
+    # Entries the fold's budget cut (rare) still count their omitted samples' times.
+    for omitted in [e["samplesOmitted"] for e in entries if "samplesOmitted" in e]:
+        sample_times += (omitted["from"], omitted["to"])
     return {
         "id": f"{safe_id(vehicle_id)}:{compact_time(first['enqueuedTime'])}:{first['seq']}",
         "vehicleId": vehicle_id,

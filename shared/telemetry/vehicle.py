@@ -268,8 +268,11 @@ def fold(
             ts = sample.ts
             for path, value in sample_signals.items():
                 current = signals.get(path)
-                if current is None or ts > current["ts"]:
+                if current is None:
                     signals[path] = {"value": value, "ts": ts}
+                elif ts > current["ts"]:  # updated in place: the fold owns the document, and a new dict costs more
+                    current["value"] = value
+                    current["ts"] = ts
             if state["ts"] is None or ts > state["ts"]:
                 state["ts"], state["seq"] = ts, seq
             if ts > cursor:
@@ -349,19 +352,15 @@ def _derive(
                 side["trips", closed["id"]] = closed
                 doc["trip"] = None
                 ingest["lastTrip"] = closed
-        if alerts_by_message:
-            used = alerts_by_message.get(index, 0)
-            room = min(alert_room, per_message - used)
-        else:  # nothing opened yet in this fold: the usual case, no min()
-            used, room = 0, per_message if alert_room >= per_message else alert_room
-        documents, opened, skipped = step_alerts(vehicle_id, alerts, ts, sample_signals, cfg, room)
-        if documents:
+        # Until an alert opened in this fold, every message has its whole per-message room (the fold's is larger).
+        room = min(alert_room, per_message - alerts_by_message.get(index, 0)) if alerts_by_message else per_message
+        if (step := step_alerts(vehicle_id, alerts, ts, sample_signals, cfg, room)) is not None:
+            documents, opened, skipped = step
             for alert in documents:
                 side["alerts", alert["id"]] = alert.copy()
             if opened:
-                alerts_by_message[index] = used + opened
+                alerts_by_message[index] = alerts_by_message.get(index, 0) + opened
                 alert_room -= opened
-        if skipped:
             alerts_suppressed += skipped
     if trips_suppressed:
         update.trips_suppressed = trips_suppressed
