@@ -70,3 +70,23 @@ class World:
     def agenda(self, vehicle: str = VEHICLE) -> dict[str, Any]:
         agenda: dict[str, Any] = self.gateway.desired.get(vehicle, {}).get("agenda", {})
         return agenda
+
+
+async def subscribe_driver(store: DocumentStore, user: str, subscription: str) -> str:
+    """Store a driver's Graph subscription (as subscriptions.py does) and return its clientState."""
+    from shared.calendar.documents import SUBSCRIPTION_ID
+    from shared.calendar.subscriptions import new_client_state
+
+    state = new_client_state(user)
+    await store.upsert(
+        CALENDARS,
+        {
+            "id": SUBSCRIPTION_ID,
+            "userId": user,
+            "kind": "subscription",
+            "subscriptionId": subscription,
+            "clientState": state,
+            "expiresAt": "2026-11-23T00:00:00.000Z",
+        },
+    )
+    return state

@@ -8,12 +8,10 @@ import uuid
 import orjson
 import pytest
 
-from shared.calendar.documents import SUBSCRIPTION_ID
 from shared.calendar.jobs import MemorySyncQueue, SyncJob
 from shared.calendar.notifications import handle_notifications
-from shared.calendar.subscriptions import new_client_state
-from shared.containers import CALENDARS
 from shared.stores.cosmos import CosmosDocumentStore
+from tests.calendar_support import subscribe_driver
 
 pytestmark = pytest.mark.integration
 
@@ -22,18 +20,7 @@ async def test_a_forged_batch_with_one_genuine_notification_queues_exactly_the_g
     cosmos_store: CosmosDocumentStore,
 ) -> None:
     user, subscription = str(uuid.uuid4()), str(uuid.uuid4())
-    state = new_client_state(user)
-    await cosmos_store.upsert(
-        CALENDARS,
-        {
-            "id": SUBSCRIPTION_ID,
-            "userId": user,
-            "kind": "subscription",
-            "subscriptionId": subscription,
-            "clientState": state,
-            "expiresAt": "2026-11-23T00:00:00.000Z",
-        },
-    )
+    state = await subscribe_driver(cosmos_store, user, subscription)
     genuine = {"subscriptionId": subscription, "clientState": state, "changeType": "updated"}
     # 6 made-up drivers (no document), each twice; the driver's own id with a guessed secret; the genuine
     # notification three times. Few on purpose: this server answers a missing item with a 500 that costs ~0.5 s

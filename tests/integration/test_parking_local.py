@@ -4,35 +4,32 @@ real SDK raises, the message is parked in Azurite and redriven after the fix, ex
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 import pytest
 
 from shared.parking.redrive import RedriveFilter, redrive
-from shared.stores.base import Document, DocumentStore, Stored
+from shared.stores.base import Document
 from shared.stores.blob_deadletters import BlobDeadLetterSink
 from shared.stores.cosmos import CosmosDocumentStore
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import drive, message
+from tests.store_support import DelegatingStore
 
 pytestmark = pytest.mark.integration
 
 
-class Bloating(DocumentStore):
+class Bloating(DelegatingStore):
     """Passes everything to the real store, but pads the vehicle document of one car past Cosmos DB's 2 MB
     item limit while `bloat` is set: the real server (through the proxy) refuses it, as Azure would."""
 
     def __init__(self, inner: CosmosDocumentStore, vehicle: str) -> None:
-        self.inner, self.vehicle, self.bloat = inner, vehicle, True
+        super().__init__(inner)
+        self.vehicle, self.bloat = vehicle, True
 
     def _padded(self, container: str, document: Document) -> Document:
         if self.bloat and container == "vehicles" and document.get("vehicleId") == self.vehicle:
             return {**document, "padding": "x" * (2 * 1024 * 1024 + 1)}
         return document
-
-    async def read(self, container: str, partition_key: str, item_id: str) -> Stored | None:
-        return await self.inner.read(container, partition_key, item_id)
 
     async def create(self, container: str, document: Document) -> str:
         return await self.inner.create(container, self._padded(container, document))
@@ -42,14 +39,6 @@ class Bloating(DocumentStore):
 
     async def upsert(self, container: str, document: Document) -> str:
         return await self.inner.upsert(container, self._padded(container, document))
-
-    async def delete(self, container: str, partition_key: str, item_id: str) -> bool:
-        return await self.inner.delete(container, partition_key, item_id)
-
-    async def query(
-        self, container: str, query: str, parameters: Mapping[str, Any] | None = None, partition_key: str | None = None
-    ) -> Sequence[Document]:
-        return await self.inner.query(container, query, parameters, partition_key)
 
 
 async def test_a_refused_car_is_parked_in_blob_storage_and_redriven_once_after_the_fix(

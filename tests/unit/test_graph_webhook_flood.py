@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import azure.functions as func
@@ -17,7 +16,6 @@ import pytest
 
 from devstack.function_index import indexed_functions
 from shared.calendar import notifications, runtime
-from shared.calendar.documents import SUBSCRIPTION_ID
 from shared.calendar.jobs import MemorySyncQueue, SyncJob, SyncQueue
 from shared.calendar.notifications import (
     MAX_BODY_BYTES,
@@ -29,23 +27,23 @@ from shared.calendar.notifications import (
     NotificationTooLargeError,
     handle_notifications,
 )
-from shared.calendar.subscriptions import new_client_state
-from shared.containers import CALENDARS, partition_keys
+from shared.containers import partition_keys
 from shared.per_loop import PerLoop
-from shared.stores.base import Document, DocumentStore, Stored
+from shared.stores.base import DocumentStore, Stored
 from shared.stores.memory import MemoryDocumentStore
-from tests.calendar_support import USER
+from tests.calendar_support import USER, subscribe_driver
+from tests.store_support import DelegatingStore
 
 OTHER = "0f9b8e2d-6c1a-4f57-8d3e-5a7b9c1d2e02"
 SUB, OTHER_SUB = "8f1c1d0e-0000-4000-8000-000000000001", "8f1c1d0e-0000-4000-8000-000000000002"
 
 
-class CountingStore(DocumentStore):
+class CountingStore(DelegatingStore):
     """A memory store that counts reads and the most reads in flight at once; `hold` makes reads of the named
     partitions wait until released (a slow store), and `fail` makes them raise."""
 
     def __init__(self) -> None:
-        self.inner = MemoryDocumentStore(partition_keys())
+        super().__init__(MemoryDocumentStore(partition_keys()))
         self.reads = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -68,27 +66,6 @@ class CountingStore(DocumentStore):
             return await self.inner.read(container, partition_key, item_id)
         finally:
             self.in_flight -= 1
-
-    async def create(self, container: str, document: Document) -> str:
-        return await self.inner.create(container, document)
-
-    async def replace(self, container: str, document: Document, etag: str) -> str:
-        return await self.inner.replace(container, document, etag)
-
-    async def upsert(self, container: str, document: Document) -> str:
-        return await self.inner.upsert(container, document)
-
-    async def delete(self, container: str, partition_key: str, item_id: str) -> bool:
-        return await self.inner.delete(container, partition_key, item_id)
-
-    async def query(
-        self,
-        container: str,
-        query: str,
-        parameters: Mapping[str, Any] | None = None,
-        partition_key: str | None = None,
-    ) -> Sequence[Document]:
-        return await self.inner.query(container, query, parameters, partition_key)
 
 
 class EventDeadline(Deadline):
@@ -117,19 +94,7 @@ class StuckQueue(SyncQueue):
 
 
 async def subscribe(store: DocumentStore, user: str = USER, subscription: str = SUB) -> str:
-    state = new_client_state(user)
-    await store.upsert(
-        CALENDARS,
-        {
-            "id": SUBSCRIPTION_ID,
-            "userId": user,
-            "kind": "subscription",
-            "subscriptionId": subscription,
-            "clientState": state,
-            "expiresAt": "2026-11-23T00:00:00.000Z",
-        },
-    )
-    return state
+    return await subscribe_driver(store, user, subscription)
 
 
 def item(state: str, subscription: str = SUB, **extra: Any) -> dict[str, Any]:
