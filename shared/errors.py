@@ -74,3 +74,52 @@ class MessageTooLargeError(PermanentError):
 
 class IoTHubError(FleetError):
     """IoT Hub failed a call transiently (throttled, 5xx, connection lost): the batch is retried."""
+
+
+# --- What a caller asked for cannot be done (the HTTP layer maps each to one status: shared/api/problems.py) ---
+
+
+class RequestError(FleetError):
+    """The caller's request cannot be served as asked; `errors` lists field problems ({field, message})."""
+
+    title: str = "Invalid request"
+
+    def __init__(self, detail: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+class InvalidRequestError(RequestError):
+    """The input is malformed or out of range (a window, an id, a body field)."""
+
+
+class UnknownResourceError(RequestError):
+    """No such car, alert, brand, fleet, membership or invitation, or one the caller may not know exists."""
+
+    title = "Not found"
+
+
+class AlreadyExistsError(RequestError):
+    """Creating something that exists and cannot be created twice (a registered car: its key is shown once)."""
+
+    title = "Already exists"
+
+
+class FeatureDisabledError(RequestError):
+    """The brand has this feature switched off (calendar, Teams, commands)."""
+
+    title = "Feature disabled"
+
+
+class AuthenticationError(RequestError):
+    """No usable access token: missing, malformed, expired, wrongly signed, for another audience or tenant.
+    `reason` goes to the WWW-Authenticate header (error_description); never the token itself."""
+
+    title = "Unauthenticated"
+
+
+class AccessDeniedError(RequestError):
+    """A valid caller without the role, scope or membership the route needs (inside their brand)."""
+
+    title = "Forbidden"

@@ -1,0 +1,109 @@
+"""Roles, permissions and where they apply: the one table every route's requirement is checked against.
+
+Roles are Entra app roles (app_roles.json, also read by infra/). A role held in the token applies where a
+membership scopes it (a brand, a fleet, a car); Platform.Admin needs no membership. Platform admins hold
+every permission except the driver's own (their calendar, their consent, linking themselves): those belong
+to the driver alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import orjson
+
+APP_ROLES_PATH: Final = Path(__file__).with_name("app_roles.json")
+
+
+class Role(StrEnum):
+    PLATFORM_ADMIN = "Platform.Admin"
+    BRAND_ADMIN = "Brand.Admin"
+    FLEET_OPERATOR = "Fleet.Operator"
+    FLEET_READER = "Fleet.Reader"
+    DRIVER = "Driver"
+
+
+# The delegated scope a user's token must carry (apps calling as themselves carry roles, no scope).
+API_SCOPE: Final = "Fleet.Access"
+
+
+class Permission(StrEnum):
+    READ_VEHICLES = "vehicles.read"  # state, history (telemetry, trips) and alerts of a car
+    REGISTER_VEHICLE = "vehicles.register"
+    ACK_ALERT = "alerts.ack"
+    ERASE_VEHICLE = "vehicles.erase"
+    CHANGE_CONSENT = "consent.change"
+    READ_DRIVER_DATA = "driver.read"  # the driver's agenda and meetings
+    INVITE_DRIVER = "drivers.invite"
+    LINK_SELF = "drivers.link"  # a driver links their own calendar to a car they drive
+    UNLINK_DRIVER = "drivers.unlink"
+    ERASE_DRIVER = "drivers.erase"
+    READ_BRAND = "brands.read"
+    MANAGE_BRAND = "brands.manage"
+    CREATE_BRAND = "brands.create"
+    MANAGE_FLEETS = "fleets.manage"
+    MANAGE_MEMBERS = "members.manage"
+    READ_AUDIT = "audit.read"
+    MANAGE_PARKED = "parked.manage"
+
+
+P = Permission
+DRIVER_OWN: Final = frozenset({P.READ_DRIVER_DATA, P.CHANGE_CONSENT, P.LINK_SELF})
+
+ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
+    Role.PLATFORM_ADMIN: frozenset(Permission) - DRIVER_OWN,
+    Role.BRAND_ADMIN: frozenset({
+        P.READ_VEHICLES, P.REGISTER_VEHICLE, P.ACK_ALERT, P.ERASE_VEHICLE, P.INVITE_DRIVER, P.UNLINK_DRIVER,
+        P.ERASE_DRIVER, P.READ_BRAND, P.MANAGE_BRAND, P.MANAGE_FLEETS, P.MANAGE_MEMBERS, P.READ_AUDIT,
+    }),
+    Role.FLEET_OPERATOR: frozenset({P.READ_VEHICLES, P.REGISTER_VEHICLE, P.ACK_ALERT, P.INVITE_DRIVER, P.UNLINK_DRIVER}),
+    Role.FLEET_READER: frozenset({P.READ_VEHICLES}),
+    Role.DRIVER: frozenset({P.READ_VEHICLES, P.CHANGE_CONSENT, P.READ_DRIVER_DATA, P.LINK_SELF, P.UNLINK_DRIVER}),
+}  # fmt: skip
+
+# Privileged permissions: every use and every refused attempt is written to the audit log.
+AUDITED: Final = frozenset(Permission) - {P.READ_VEHICLES, P.READ_DRIVER_DATA, P.READ_BRAND, P.READ_AUDIT}
+
+# Where a requirement finds the resource it is checked against:
+#   public   - nobody needs to be signed in (the Graph webhook, the dashboard's assets, the OpenAPI document)
+#   caller   - any signed-in caller; the answer is scoped to what they may see (lists, "me")
+#   platform - platform admins only
+#   brand    - path parameter brandId;  fleet - brandId and fleetId;  vehicle - vehicleId (its brand and fleet)
+#   driver   - path parameter userId: the driver themselves, or an admin of a brand they drive for
+Target = Literal["public", "caller", "platform", "brand", "fleet", "vehicle", "driver"]
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """What a route needs: a permission on a target. Every route declares one (the route table test fails
+    otherwise); `shared/auth/access.py` is the one place that checks it."""
+
+    target: Target
+    permission: Permission | None = None  # None only for public and caller
+
+    @property
+    def audited(self) -> bool:
+        return self.permission is not None and self.permission in AUDITED
+
+
+PUBLIC: Final = Requirement("public")
+SIGNED_IN: Final = Requirement("caller")
+
+
+def requires(permission: Permission, on: Target) -> Requirement:
+    return Requirement(on, permission)
+
+
+@cache
+def app_roles() -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(APP_ROLES_PATH.read_bytes())
+    return data
+
+
+def role_scope(role: Role) -> str:
+    """platform, brand, fleet or vehicle: where a membership of this role applies (app_roles.json)."""
+    return str(next(r["scope"] for r in app_roles()["appRoles"] if r["value"] == role.value))
