@@ -23,7 +23,7 @@ from shared.calendar.documents import DRIVER_ID, KIND_DRIVER
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
-from shared.drivers.problems import Problem
+from shared.errors import InvalidRequestError, UnknownResourceError
 from shared.stores.base import Document, DocumentStore
 from shared.telemetry.documents import to_store
 from shared.telemetry.vehicle import is_erased, new_vehicle_document
@@ -53,20 +53,20 @@ class DriverLink:
 
 def validate_vehicle_id(vehicle_id: str | None) -> str:
     if not vehicle_id or not DEVICE_ID.match(vehicle_id):
-        raise Problem(400, "Invalid vehicle id", "vehicleId must be an IoT Hub device id (1-128 characters)")
+        raise InvalidRequestError("vehicleId must be an IoT Hub device id (1-128 characters)")
     return vehicle_id
 
 
 def parse_link(body: bytes) -> DriverLink:
     """Validate a PUT body; every problem found is listed at once."""
     if len(body) > MAX_BODY_BYTES:
-        raise Problem(413, "Body too large", f"at most {MAX_BODY_BYTES} bytes")
+        raise InvalidRequestError(f"the body is larger than {MAX_BODY_BYTES} bytes")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise Problem(400, "Invalid JSON", "the body must be a JSON object") from None
+        raise InvalidRequestError("the body must be a JSON object") from None
     if not isinstance(data, dict):
-        raise Problem(400, "Invalid body", "the body must be a JSON object")
+        raise InvalidRequestError("the body must be a JSON object")
     errors: list[dict[str, str]] = []
 
     def fail(name: str, why: str) -> None:
@@ -93,7 +93,7 @@ def parse_link(body: bytes) -> DriverLink:
         if not isinstance(calendar, bool) or not isinstance(location, bool):
             fail("consent", "calendar and location must be booleans")
     if errors:
-        raise Problem(422, "Invalid driver", "the driver link is invalid", errors)
+        raise InvalidRequestError("the driver link is invalid", errors)
     assert isinstance(user_id, str)
     assert isinstance(upn, str)
     assert isinstance(zone, str)
@@ -166,7 +166,7 @@ class DriverLinks:
 
         def apply(stored: Document | None) -> Document:
             if is_erased(stored):
-                raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} was erased; register it again first")
+                raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
             doc = stored if stored is not None else to_store(new_vehicle_document(vehicle_id))
             previous[0] = doc.get("driver")
             change(doc)

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import orjson
 
-from shared.drivers.problems import Problem
+from shared.errors import InvalidRequestError
 from shared.stores.base import Document, DocumentStore
 
 MAX_TIES: Final = 64
@@ -53,7 +53,7 @@ def encode_token(scope: str, cursor: Cursor) -> str:
 def decode_token(token: str | None, scope: str) -> Cursor | None:
     if token is None:
         return None
-    bad = Problem(400, "Invalid continuation token", "pass the continuationToken of the previous page unchanged")
+    bad = InvalidRequestError("invalid continuation token: pass the continuationToken of the previous page unchanged")
     try:
         data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (binascii.Error, ValueError):

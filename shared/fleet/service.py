@@ -1,7 +1,7 @@
 """The fleet API's behaviour, one method per operation, on the store and IoT Hub interfaces (no HTTP here).
 
 Every method returns plain JSON-ready data shaped like its response model (api.py validates it on the way
-out) or raises Problem. Reads never return the vehicle document's `ingest` bookkeeping.
+out) or raises a RequestError (shared/errors.py). Reads never return the vehicle document's `ingest` bookkeeping.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from shared.calendar.jobs import SyncJob
 from shared.containers import ALERTS, CALENDARS, MEETINGS, TELEMETRY, TRIPS, VEHICLES, partition_keys
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLink, DriverLinks
-from shared.drivers.problems import Problem
-from shared.errors import ConflictError
+from shared.errors import AlreadyExistsError, ConflictError, InvalidRequestError, UnknownResourceError
 from shared.fleet.paging import keyset_page
 from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
 from shared.stores.base import Document, DocumentStore
@@ -74,8 +73,8 @@ class FleetService:
         try:
             identity = await self.gateway.create_device(vehicle_id)
         except DeviceExistsError:
-            raise Problem(
-                409, "Vehicle exists", f"{vehicle_id} is registered; its key is shown only once (DELETE to re-register)"
+            raise AlreadyExistsError(
+                f"{vehicle_id} is registered; its key is shown only once (DELETE to re-register)"
             ) from None
         now = canonical_time(self.clock())
 
@@ -139,9 +138,9 @@ class FleetService:
         try:
             low, high = canonical_time(start), canonical_time(end)
         except (OverflowError, ValueError):
-            raise Problem(400, "Invalid window", "from and to must be times between years 1 and 9998") from None
+            raise InvalidRequestError("from and to must be times between years 1 and 9998") from None
         if low > high:
-            raise Problem(400, "Invalid window", "from must not be after to")
+            raise InvalidRequestError("from must not be after to")
         page = await keyset_page(
             self.store,
             TELEMETRY,
@@ -245,7 +244,7 @@ class FleetService:
         if alert is None:  # raised but its outbox entry not written yet: the vehicle document has it
             alert = next((a for a in alerts_of(doc).values() if a.get("id") == alert_id), None)
         if alert is None or alert.get("status") == ACK_STATUS:
-            raise Problem(404, "No such alert", f"vehicle {vehicle_id} has no alert {alert_id}")
+            raise UnknownResourceError(f"vehicle {vehicle_id} has no alert {alert_id}")
         ack: Document = {
             "id": ack_id(alert_id),
             "vehicleId": vehicle_id,
@@ -380,7 +379,7 @@ class FleetService:
         """The vehicle document, typed: the one place the reads below turn the store's dict into one."""
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
         if stored is None or is_erased(stored.document):
-            raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} is not registered")
+            raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
         return as_vehicle(stored.document)
 
     async def _update(self, vehicle_id: str, change: Callable[[VehicleDocument], None], create: bool = False) -> None:
@@ -389,7 +388,7 @@ class FleetService:
         def apply(stored: Document | None) -> Document:
             vehicle = as_vehicle(stored) if stored is not None else None
             if (vehicle is None or is_erased(vehicle)) and not create:
-                raise Problem(404, "No such vehicle", f"vehicle {vehicle_id} is not registered")
+                raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
             # registering an erased car again starts from a new document (its tombstone holds nothing)
             doc = vehicle if vehicle is not None and not is_erased(vehicle) else new_vehicle_document(vehicle_id)
             change(doc)
