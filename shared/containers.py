@@ -19,6 +19,9 @@ TRIPS: Final = "trips"
 ALERTS: Final = "alerts"
 CALENDARS: Final = "calendars"
 MEETINGS: Final = "meetings"
+TENANCY: Final = "tenancy"
+MEMBERSHIPS: Final = "memberships"
+AUDIT: Final = "audit"
 
 
 @cache

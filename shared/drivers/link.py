@@ -25,8 +25,7 @@ from shared.containers import CALENDARS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
 from shared.errors import InvalidRequestError, UnknownResourceError
 from shared.stores.base import Document, DocumentStore
-from shared.telemetry.documents import to_store
-from shared.telemetry.vehicle import is_erased, new_vehicle_document
+from shared.telemetry.vehicle import is_erased
 from shared.vehicle_updates import update_vehicle
 
 MAX_BODY_BYTES: Final = 4096
@@ -100,6 +99,15 @@ def parse_link(body: bytes) -> DriverLink:
     return DriverLink(user_id, upn, zone, bool(calendar), bool(location))
 
 
+def check_time_zone(name: str) -> str:
+    """An IANA time zone name, or InvalidRequestError."""
+    if not _is_zone(name):
+        raise InvalidRequestError(
+            "timeZone must be an IANA time zone", [{"field": "timeZone", "message": "e.g. Europe/Berlin"}]
+        )
+    return name
+
+
 def _is_zone(name: str) -> bool:
     if not 0 < len(name) <= 64 or ".." in name or name.startswith("/"):
         return False
@@ -165,9 +173,9 @@ class DriverLinks:
         previous: list[Any] = [None]
 
         def apply(stored: Document | None) -> Document:
-            if is_erased(stored):
+            if stored is None or is_erased(stored):
                 raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
-            doc = stored if stored is not None else to_store(new_vehicle_document(vehicle_id))
+            doc = stored
             previous[0] = doc.get("driver")
             change(doc)
             return doc

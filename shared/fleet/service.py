@@ -11,16 +11,27 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from shared.auth.access import Visibility
 from shared.calendar.agenda import agenda_events
 from shared.calendar.documents import DRIVER_ID, KIND_EVENT, SYNC_STATE_ID
 from shared.calendar.jobs import SyncJob
-from shared.containers import ALERTS, CALENDARS, MEETINGS, TELEMETRY, TRIPS, VEHICLES, partition_keys
+from shared.containers import (
+    ALERTS,
+    CALENDARS,
+    MEETINGS,
+    MEMBERSHIPS,
+    TELEMETRY,
+    TENANCY,
+    TRIPS,
+    VEHICLES,
+    partition_keys,
+)
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLink, DriverLinks
 from shared.errors import AlreadyExistsError, ConflictError, InvalidRequestError, UnknownResourceError
-from shared.fleet.paging import keyset_page
 from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
 from shared.stores.base import Document, DocumentStore
+from shared.stores.paging import keyset_page
 from shared.telemetry import signals as S
 from shared.telemetry.documents import (
     Consent,
@@ -34,6 +45,7 @@ from shared.telemetry.documents import (
     to_store,
 )
 from shared.telemetry.vehicle import ERASED, is_erased, location_allowed, new_vehicle_document, tombstone
+from shared.tenancy.documents import fleet_doc_id
 from shared.vehicle_updates import update_vehicle
 
 REQUESTS: Final = "requests"
@@ -67,9 +79,12 @@ class FleetService:
 
     # --- registration ---------------------------------------------------------------------------------------
 
-    async def register(self, vehicle_id: str, label: str | None) -> dict[str, Any]:
+    async def register(self, brand_id: str, fleet_id: str, vehicle_id: str, label: str | None) -> dict[str, Any]:
         """Device identity first: if the document write fails, a retry finds the identity (409) and the
-        operator deletes and registers again; the reverse order could leave a car that cannot connect."""
+        operator deletes and registers again; the reverse order could leave a car that cannot connect.
+        The car belongs to the fleet from now on: every read and write of it is scoped by its brand and fleet."""
+        if await self.store.read(TENANCY, brand_id, fleet_doc_id(fleet_id)) is None:
+            raise UnknownResourceError(f"no fleet {fleet_id} in brand {brand_id}")
         try:
             identity = await self.gateway.create_device(vehicle_id)
         except DeviceExistsError:
@@ -80,12 +95,16 @@ class FleetService:
 
         def change(doc: VehicleDocument) -> None:
             doc["registeredAt"] = now
+            doc["brandId"] = brand_id
+            doc["fleetId"] = fleet_id
             if label is not None:
                 doc["label"] = label
 
         await self._update(vehicle_id, change, create=True)
         return {
             "vehicleId": vehicle_id,
+            "brandId": brand_id,
+            "fleetId": fleet_id,
             "deviceId": identity.device_id,
             "hostName": identity.hostname,
             "primaryKey": identity.primary_key,
@@ -94,20 +113,51 @@ class FleetService:
 
     # --- reads ----------------------------------------------------------------------------------------------
 
-    async def list_vehicles(self, limit: int, token: str | None) -> dict[str, Any]:
+    async def list_vehicles(
+        self,
+        visible: Visibility,
+        limit: int,
+        token: str | None,
+        brand_id: str | None = None,
+        fleet_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The cars the caller may see (`visible`, from their grants), optionally of one brand or fleet."""
         select = (
-            "c.id, c.vehicleId, c.label, c.registeredAt, c.lastSeen, c.state, c.trip, c.alerts, c.driver, c.consent"
+            "c.id, c.vehicleId, c.brandId, c.fleetId, c.label, c.registeredAt, c.lastSeen, c.state, c.trip, "
+            "c.alerts, c.driver, c.consent"
         )
+        where, parameters = f"IS_DEFINED(c.vehicleId) AND c.type != '{ERASED}'", dict[str, Any]()
+        if not visible.everything:
+            where += (
+                " AND (ARRAY_CONTAINS(@brands, c.brandId) OR ARRAY_CONTAINS(@fleets, CONCAT(c.brandId, '/', "
+                "c.fleetId)) OR ARRAY_CONTAINS(@vehicles, c.vehicleId))"
+            )
+            parameters["@brands"] = sorted(visible.brands)
+            parameters["@fleets"] = sorted(f"{b}/{f}" for b, f in visible.fleets)
+            parameters["@vehicles"] = sorted(visible.vehicles)
+        if brand_id is not None:
+            where += " AND c.brandId = @brand"
+            parameters["@brand"] = brand_id
+        if fleet_id is not None:
+            where += " AND c.fleetId = @fleet"
+            parameters["@fleet"] = fleet_id
+        scope = "|".join(("vehicles", brand_id or "", fleet_id or "", repr(sorted(map(str, parameters.items())))))
         page = await keyset_page(
             self.store,
             VEHICLES,
-            scope="vehicles",
-            where=f"IS_DEFINED(c.vehicleId) AND c.type != '{ERASED}'",
-            parameters={},
+            scope=scope,
+            where=where,
+            parameters=parameters,
             key="id",
             limit=limit,
             token=token,
             select=select,
+            match=lambda d: (
+                visible.allows(d.get("brandId"), d.get("fleetId"), d.get("vehicleId"))
+                and (brand_id is None or d.get("brandId") == brand_id)
+                and (fleet_id is None or d.get("fleetId") == fleet_id)
+                and d.get("type") != ERASED
+            ),
         )
         # The projection holds every field summary reads (not `type`, which it does not read).
         return {"items": [summary(as_vehicle(doc)) for doc in page.items], "continuationToken": page.token}
@@ -325,6 +375,11 @@ class FleetService:
         for container in (c for c, path in keys.items() if path == "/userId"):
             for d in await self.documents_of_vehicle(container, vehicle_id):
                 await self.store.delete(container, d["userId"], d["id"])
+        # Driver memberships and pending invitations for the car (the audit log keeps its record of them).
+        query = "SELECT c.id, c.principalId, c.vehicleId FROM c WHERE c.vehicleId = @v"
+        for d in await self.store.query(MEMBERSHIPS, query, {"@v": vehicle_id}):
+            if d.get("vehicleId") == vehicle_id:
+                await self.store.delete(MEMBERSHIPS, d["principalId"], d["id"])
         # Last, the vehicle document becomes a tombstone without personal data, which expires once Event Hubs
         # can hold no more of the car's messages; until then ingestion drops them (shared/telemetry/vehicle.py).
         # Erased before: the tombstone's own time stands (a tombstone is not a VehicleDocument: read it as stored).
@@ -367,6 +422,13 @@ class FleetService:
             query = "SELECT c.id FROM c WHERE c.userId = @u"
             for d in await self.store.query(container, query, {"@u": user_id}, partition_key=user_id):
                 await self.store.delete(container, user_id, d["id"])
+        # Their memberships (they drive no car any more) and their object id in the audit log.
+        query = "SELECT c.id FROM c WHERE c.principalId = @u"
+        for d in await self.store.query(MEMBERSHIPS, query, {"@u": user_id}, partition_key=user_id):
+            await self.store.delete(MEMBERSHIPS, user_id, d["id"])
+        from shared.audit.log import AuditLog
+
+        await AuditLog(self.store).forget_driver(user_id)
         for vehicle_id in linked:  # the cars' request records hold the driver's meeting links and subjects
             query = "SELECT c.id, c.action FROM c WHERE c.vehicleId = @v"
             for d in await self.store.query(REQUESTS, query, {"@v": vehicle_id}, partition_key=vehicle_id):
@@ -430,6 +492,8 @@ def summary(doc: VehicleDocument) -> dict[str, Any]:
     trip = doc.get("trip")
     return {
         "vehicleId": doc.get("vehicleId") or doc["id"],
+        "brandId": doc.get("brandId"),
+        "fleetId": doc.get("fleetId"),
         "label": doc.get("label"),
         "registeredAt": doc.get("registeredAt"),
         "lastSeen": doc.get("lastSeen"),

@@ -214,6 +214,8 @@ class VehicleDocument(TypedDict):
     # Other writers', absent until they wrote.
     label: NotRequired[str]  # registration, when given one
     registeredAt: NotRequired[str]  # registration
+    brandId: NotRequired[str]  # the brand and fleet the car was registered in (tenancy)
+    fleetId: NotRequired[str]
     driver: NotRequired[DriverRef]  # driver link; removed on unlink
     consent: NotRequired[Consent]  # driver link and the consent API; removed on unlink
 

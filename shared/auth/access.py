@@ -1,0 +1,240 @@
+"""The one place a route's Requirement is checked: who the caller is (their token), what they hold (the token's
+app roles, scoped by their memberships), and whether that covers the resource the route names.
+
+Two answers for a refusal, chosen so that ids cannot be probed: a resource the caller cannot see at all (another
+brand's car, brand or fleet) is `UnknownResourceError` (404), exactly as if it did not exist; one they can see but
+may not act on is `AccessDeniedError` (403). A caller "sees" what one of their grants covers, and every fleet of
+a brand in which they administer, operate or read a fleet. A driver's grant covers their car only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from shared.auth.policy import ROLE_PERMISSIONS, Permission, Requirement, Role
+from shared.auth.principal import Principal
+from shared.containers import MEMBERSHIPS, VEHICLES
+from shared.device_messages import safe_id
+from shared.errors import AccessDeniedError, AuthenticationError, UnknownResourceError
+from shared.stores.base import DocumentStore
+from shared.telemetry.vehicle import is_erased
+from shared.tenancy.documents import KIND_MEMBERSHIP
+
+SCOPED_ROLES: Final = frozenset(r.value for r in Role if r is not Role.PLATFORM_ADMIN)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A role where it applies: the whole platform (no ids), a brand, a fleet of a brand, or one car."""
+
+    role: Role
+    brand_id: str | None = None
+    fleet_id: str | None = None
+    vehicle_id: str | None = None
+
+    def covers(self, brand_id: str | None, fleet_id: str | None, vehicle_id: str | None) -> bool:
+        if self.role is Role.PLATFORM_ADMIN:
+            return True
+        if self.brand_id is None or self.brand_id != brand_id:
+            return False
+        if self.vehicle_id is not None:
+            return self.vehicle_id == vehicle_id
+        return self.fleet_id is None or self.fleet_id == fleet_id
+
+    @property
+    def insider(self) -> bool:
+        """Brand and fleet grants see their brand's resources (403 inside, not 404); a car grant does not."""
+        return self.vehicle_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """What a route acts on, as far as access is concerned (ids only, no personal data but `user_id`)."""
+
+    brand_id: str | None = None
+    fleet_id: str | None = None
+    vehicle_id: str | None = None
+    user_id: str | None = None
+    driver_id: str | None = None  # the car's linked driver, for the driver's own permissions
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """What a list may show: everything (platform admins) or the brands, fleets and cars the grants cover."""
+
+    everything: bool
+    brands: frozenset[str] = frozenset()
+    fleets: frozenset[tuple[str, str]] = frozenset()
+    vehicles: frozenset[str] = frozenset()
+
+    def allows(self, brand_id: Any, fleet_id: Any, vehicle_id: Any) -> bool:
+        return (
+            self.everything
+            or brand_id in self.brands
+            or (brand_id, fleet_id) in self.fleets
+            or vehicle_id in self.vehicles
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A caller allowed through a route's requirement, with every grant they hold and the resource checked."""
+
+    principal: Principal
+    grants: tuple[Grant, ...]
+    resource: Resource = field(default_factory=Resource)
+
+    @property
+    def platform_admin(self) -> bool:
+        return any(g.role is Role.PLATFORM_ADMIN for g in self.grants)
+
+    def may(self, permission: Permission, resource: Resource) -> bool:
+        return any(_allows(g, permission, resource, self.principal) for g in self.grants)
+
+    def brands(self) -> frozenset[str]:
+        """The brands the caller works in (not as a driver)."""
+        return frozenset(g.brand_id for g in self.grants if g.brand_id is not None and g.insider)
+
+    def visibility(self, permission: Permission = Permission.READ_VEHICLES) -> Visibility:
+        held = [g for g in self.grants if permission in ROLE_PERMISSIONS[g.role]]
+        if any(g.role is Role.PLATFORM_ADMIN for g in held):
+            return Visibility(True)
+        return Visibility(
+            False,
+            frozenset(g.brand_id for g in held if g.brand_id and g.fleet_id is None and g.vehicle_id is None),
+            frozenset((g.brand_id, g.fleet_id) for g in held if g.brand_id and g.fleet_id and g.vehicle_id is None),
+            frozenset(g.vehicle_id for g in held if g.vehicle_id),
+        )
+
+    @property
+    def audit_brand(self) -> str | None:
+        return self.resource.brand_id
+
+
+def _allows(grant: Grant, permission: Permission, resource: Resource, principal: Principal) -> bool:
+    if permission not in ROLE_PERMISSIONS[grant.role]:
+        return False
+    if not grant.covers(resource.brand_id, resource.fleet_id, resource.vehicle_id):
+        return False
+    if grant.role is Role.DRIVER:  # beyond reading the car: only while they are its driver (or linking themselves)
+        if principal.is_app:
+            return False
+        if permission not in (Permission.READ_VEHICLES, Permission.LINK_SELF):
+            return resource.driver_id == principal.object_id
+    return True
+
+
+def grants_of(principal: Principal, memberships: Iterable[Mapping[str, Any]]) -> tuple[Grant, ...]:
+    """The token's app roles, each applied where a membership of the same role (in the token's tenant) scopes it.
+    A membership whose role the token does not carry grants nothing: Entra says who holds a role at all. The
+    Driver membership is the exception: the driver accepted an invitation with their own token (that is the
+    proof), and drivers of private cars come from tenants whose admins will never assign our app roles."""
+    out: list[Grant] = []
+    if principal.has_role(Role.PLATFORM_ADMIN):
+        out.append(Grant(Role.PLATFORM_ADMIN))
+    for doc in memberships:
+        role = doc.get("role")
+        if not isinstance(role, str) or role not in SCOPED_ROLES:
+            continue
+        if role != Role.DRIVER and not principal.has_role(role):
+            continue
+        if doc.get("tenantId") != principal.tenant_id:
+            continue
+        if doc.get("kind") != KIND_MEMBERSHIP or doc.get("principalId") != principal.object_id:
+            continue
+        brand = doc.get("brandId")
+        if not isinstance(brand, str) or not brand:
+            continue
+        out.append(Grant(Role(role), brand, _opt(doc.get("fleetId")), _opt(doc.get("vehicleId"))))
+    return tuple(out)
+
+
+def _opt(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+Authenticate = Callable[[str | None], Awaitable[Principal]]
+
+
+class AccessControl:
+    """Gatekeeper of the API: `authenticate` the Authorization header, then `authorize` a requirement."""
+
+    def __init__(self, store: DocumentStore, authenticate: Authenticate) -> None:
+        self.store = store
+        self._authenticate = authenticate
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise AuthenticationError("missing_token")
+        return await self._authenticate(authorization)
+
+    async def memberships(self, principal_id: str) -> list[dict[str, Any]]:
+        query = "SELECT * FROM c WHERE c.principalId = @p AND c.kind = @k"
+        found = await self.store.query(
+            MEMBERSHIPS, query, {"@p": principal_id, "@k": KIND_MEMBERSHIP}, partition_key=principal_id
+        )
+        return [dict(d) for d in found if d.get("kind") == KIND_MEMBERSHIP]
+
+    async def authorize(self, principal: Principal, requirement: Requirement, params: Mapping[str, str]) -> Access:
+        grants = grants_of(principal, await self.memberships(principal.object_id))
+        access = Access(principal, grants)
+        target, permission = requirement.target, requirement.permission
+        if target in ("public", "caller") or permission is None:
+            return access
+        if target == "platform":
+            if not access.may(permission, Resource()) or not access.platform_admin:
+                raise AccessDeniedError("this needs the Platform.Admin role")
+            return access
+        if target == "driver":
+            return await self._driver(access, permission, params.get("userId", ""))
+        resource = await self._resource(target, params)
+        access = Access(principal, grants, resource)
+        if access.may(permission, resource):
+            return access
+        if self._sees(access, resource):
+            raise AccessDeniedError(f"your roles do not allow {permission.value} here")
+        raise UnknownResourceError(_not_found(target, params))
+
+    async def _driver(self, access: Access, permission: Permission, user_id: str) -> Access:
+        """A driver acts on their own data without any role; others need the permission in a brand the driver
+        drives for (their Driver memberships), else the driver does not exist for them (404)."""
+        if user_id and user_id == access.principal.object_id and not access.principal.is_app:
+            return Access(access.principal, access.grants, Resource(user_id=user_id))
+        brands = sorted({str(d["brandId"]) for d in await self.memberships(user_id) if d.get("role") == Role.DRIVER})
+        for brand in brands if not access.platform_admin else [None, *brands]:
+            resource = Resource(brand_id=brand, user_id=user_id)
+            if access.may(permission, resource):
+                return Access(access.principal, access.grants, resource)
+        if any(g.insider and g.brand_id in brands for g in access.grants):
+            raise AccessDeniedError(f"your roles do not allow {permission.value} here")
+        raise UnknownResourceError(f"no driver {user_id}")
+
+    def _sees(self, access: Access, resource: Resource) -> bool:
+        return any(
+            g.covers(resource.brand_id, resource.fleet_id, resource.vehicle_id)
+            or (g.insider and g.brand_id is not None and g.brand_id == resource.brand_id)
+            for g in access.grants
+        )
+
+    async def _resource(self, target: str, params: Mapping[str, str]) -> Resource:
+        if target == "brand":
+            return Resource(brand_id=params.get("brandId"))
+        if target == "fleet":
+            return Resource(brand_id=params.get("brandId"), fleet_id=params.get("fleetId"))
+        if target == "vehicle":
+            vehicle_id = params.get("vehicleId", "")
+            stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id)) if vehicle_id else None
+            if stored is None or is_erased(stored.document):
+                raise UnknownResourceError(_not_found(target, params))
+            doc = stored.document
+            driver = doc.get("driver")
+            driver_id = driver.get("userId") if isinstance(driver, dict) else None
+            return Resource(_opt(doc.get("brandId")), _opt(doc.get("fleetId")), vehicle_id, None, _opt(driver_id))
+        raise AssertionError(f"unknown requirement target {target}")
+
+
+def _not_found(target: str, params: Mapping[str, str]) -> str:
+    names = {"brand": "brandId", "fleet": "fleetId", "vehicle": "vehicleId", "driver": "userId"}
+    return f"no {target} {params.get(names.get(target, ''), '')}".strip()

@@ -1,0 +1,175 @@
+"""Access control on the memory store: grants from token roles and memberships, 404 outside, 403 inside."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.auth.access import AccessControl, Grant, grants_of
+from shared.auth.policy import Permission, Role, requires
+from shared.auth.principal import Principal
+from shared.containers import MEMBERSHIPS, VEHICLES, partition_keys
+from shared.errors import AccessDeniedError, AuthenticationError, UnknownResourceError
+from shared.stores.memory import MemoryDocumentStore
+from shared.tenancy.documents import KIND_MEMBERSHIP, membership_id
+
+TENANT = "11111111-1111-1111-1111-111111111111"
+OTHER_TENANT = "22222222-2222-2222-2222-222222222222"
+P = Permission
+
+
+def principal(oid: str, *roles: Role, tenant: str = TENANT, app: bool = False) -> Principal:
+    return Principal(oid, tenant, "client", frozenset(r.value for r in roles), frozenset(), app)
+
+
+async def member(store: MemoryDocumentStore, oid: str, role: Role, brand: str, fleet=None, vehicle=None, tenant=TENANT):  # type: ignore[no-untyped-def]
+    await store.upsert(
+        MEMBERSHIPS,
+        {
+            "id": membership_id(role, brand, fleet, vehicle),
+            "kind": KIND_MEMBERSHIP,
+            "principalId": oid,
+            "tenantId": tenant,
+            "role": role.value,
+            "brandId": brand,
+            "fleetId": fleet,
+            "vehicleId": vehicle,
+        },
+    )
+
+
+async def car(store: MemoryDocumentStore, vehicle: str, brand: str, fleet: str, driver: str | None = None) -> None:
+    doc = {"id": vehicle, "vehicleId": vehicle, "brandId": brand, "fleetId": fleet}
+    if driver:
+        doc["driver"] = {"userId": driver}
+    await store.upsert(VEHICLES, doc)
+
+
+@pytest.fixture
+async def world() -> tuple[MemoryDocumentStore, AccessControl]:
+    store = MemoryDocumentStore(partition_keys())
+
+    async def nobody(_: str | None) -> Principal:
+        raise AuthenticationError("bad_signature")
+
+    await car(store, "car-1", "contoso", "berlin", driver="driver-1")
+    await car(store, "car-2", "contoso", "munich")
+    await car(store, "car-9", "fabrikam", "paris")
+    await member(store, "op-berlin", Role.FLEET_OPERATOR, "contoso", "berlin")
+    await member(store, "reader-berlin", Role.FLEET_READER, "contoso", "berlin")
+    await member(store, "admin-contoso", Role.BRAND_ADMIN, "contoso")
+    await member(store, "driver-1", Role.DRIVER, "contoso", vehicle="car-1")
+    await member(store, "driver-2", Role.DRIVER, "contoso", vehicle="car-1")
+    return store, AccessControl(store, nobody)
+
+
+OPERATOR = principal("op-berlin", Role.FLEET_OPERATOR)
+READER = principal("reader-berlin", Role.FLEET_READER)
+ADMIN = principal("admin-contoso", Role.BRAND_ADMIN)
+DRIVER = principal("driver-1")
+CO_DRIVER = principal("driver-2")
+PLATFORM = principal("root", Role.PLATFORM_ADMIN)
+
+
+async def test_operator_reads_own_fleet_403_other_fleet_404_other_brand(world) -> None:  # type: ignore[no-untyped-def]
+    _, gate = world
+    read = requires(P.READ_VEHICLES, on="vehicle")
+    access = await gate.authorize(OPERATOR, read, {"vehicleId": "car-1"})
+    assert access.resource.fleet_id == "berlin"
+    with pytest.raises(AccessDeniedError):
+        await gate.authorize(OPERATOR, read, {"vehicleId": "car-2"})  # same brand, other fleet: inside
+    with pytest.raises(UnknownResourceError):
+        await gate.authorize(OPERATOR, read, {"vehicleId": "car-9"})  # other brand: as if absent
+    with pytest.raises(UnknownResourceError):
+        await gate.authorize(OPERATOR, read, {"vehicleId": "nope"})
+
+
+async def test_reader_may_not_erase_or_ack(world) -> None:  # type: ignore[no-untyped-def]
+    _, gate = world
+    for permission in (P.ERASE_VEHICLE, P.ACK_ALERT, P.INVITE_DRIVER):
+        with pytest.raises(AccessDeniedError):
+            await gate.authorize(READER, requires(permission, on="vehicle"), {"vehicleId": "car-1"})
+
+
+async def test_membership_needs_the_token_role_and_tenant(world) -> None:  # type: ignore[no-untyped-def]
+    _, gate = world
+    read = requires(P.READ_VEHICLES, on="vehicle")
+    with pytest.raises(UnknownResourceError):  # membership but no app role in the token
+        await gate.authorize(principal("op-berlin"), read, {"vehicleId": "car-1"})
+    with pytest.raises(UnknownResourceError):  # same object id from another tenant
+        await gate.authorize(
+            principal("op-berlin", Role.FLEET_OPERATOR, tenant=OTHER_TENANT), read, {"vehicleId": "car-1"}
+        )
+
+
+async def test_driver_own_data_only_while_linked(world) -> None:  # type: ignore[no-untyped-def]
+    _, gate = world
+    agenda = requires(P.READ_DRIVER_DATA, on="vehicle")
+    await gate.authorize(DRIVER, agenda, {"vehicleId": "car-1"})
+    with pytest.raises(AccessDeniedError):  # a co-driver sees the car but not the linked driver's calendar
+        await gate.authorize(CO_DRIVER, agenda, {"vehicleId": "car-1"})
+    with pytest.raises(AccessDeniedError):  # operators and platform admins never read a driver's calendar
+        await gate.authorize(OPERATOR, agenda, {"vehicleId": "car-1"})
+    with pytest.raises(AccessDeniedError):
+        await gate.authorize(PLATFORM, agenda, {"vehicleId": "car-1"})
+    with pytest.raises(UnknownResourceError):
+        await gate.authorize(DRIVER, requires(P.READ_VEHICLES, on="vehicle"), {"vehicleId": "car-2"})
+    await gate.authorize(CO_DRIVER, requires(P.LINK_SELF, on="vehicle"), {"vehicleId": "car-1"})
+
+
+async def test_brand_admin_brand_wide_platform_everywhere(world) -> None:  # type: ignore[no-untyped-def]
+    _, gate = world
+    erase = requires(P.ERASE_VEHICLE, on="vehicle")
+    await gate.authorize(ADMIN, erase, {"vehicleId": "car-2"})
+    with pytest.raises(UnknownResourceError):
+        await gate.authorize(ADMIN, erase, {"vehicleId": "car-9"})
+    await gate.authorize(PLATFORM, erase, {"vehicleId": "car-9"})
+    with pytest.raises(AccessDeniedError):
+        await gate.authorize(ADMIN, requires(P.MANAGE_PARKED, on="platform"), {})
+    with pytest.raises(UnknownResourceError):
+        await gate.authorize(ADMIN, requires(P.MANAGE_MEMBERS, on="brand"), {"brandId": "fabrikam"})
+    with pytest.raises(AccessDeniedError):
+        await gate.authorize(OPERATOR, requires(P.MANAGE_MEMBERS, on="brand"), {"brandId": "contoso"})
+
+
+async def test_erase_driver_self_or_their_brand_admin(world) -> None:  # type: ignore[no-untyped-def]
+    _, gate = world
+    erase = requires(P.ERASE_DRIVER, on="driver")
+    await gate.authorize(DRIVER, erase, {"userId": "driver-1"})
+    await gate.authorize(ADMIN, erase, {"userId": "driver-1"})
+    await gate.authorize(PLATFORM, erase, {"userId": "driver-1"})
+    fabrikam_admin = principal("admin-fab", Role.BRAND_ADMIN)
+    with pytest.raises(UnknownResourceError):
+        await gate.authorize(fabrikam_admin, erase, {"userId": "driver-1"})
+    with pytest.raises(AccessDeniedError):  # inside the brand, without the permission
+        await gate.authorize(OPERATOR, erase, {"userId": "driver-1"})
+
+
+async def test_visibility_for_lists(world) -> None:  # type: ignore[no-untyped-def]
+    _, gate = world
+    access = await gate.authorize(OPERATOR, requires(P.READ_VEHICLES, on="caller"), {})
+    seen = access.visibility()
+    assert seen.allows("contoso", "berlin", "car-1")
+    assert not seen.allows("contoso", "munich", "car-2")
+    driver = (await gate.authorize(DRIVER, requires(P.READ_VEHICLES, on="caller"), {})).visibility()
+    assert driver.allows("contoso", "berlin", "car-1")
+    assert not driver.allows("contoso", "berlin", "car-3")
+
+
+def test_grants_ignore_forged_memberships() -> None:
+    p = principal("x", Role.FLEET_OPERATOR)
+    docs = [
+        {"kind": KIND_MEMBERSHIP, "principalId": "x", "tenantId": TENANT, "role": "Platform.Admin", "brandId": "b"},
+        {"kind": KIND_MEMBERSHIP, "principalId": "y", "tenantId": TENANT, "role": "Fleet.Operator", "brandId": "b"},
+        {"kind": "invitation", "principalId": "x", "tenantId": TENANT, "role": "Fleet.Operator", "brandId": "b"},
+        {"kind": KIND_MEMBERSHIP, "principalId": "x", "tenantId": TENANT, "role": "Fleet.Operator", "brandId": "b",
+         "fleetId": "f"},
+    ]  # fmt: skip
+    assert grants_of(p, docs) == (Grant(Role.FLEET_OPERATOR, "b", "f"),)
+
+
+async def test_missing_header_is_401(world) -> None:  # type: ignore[no-untyped-def]
+    _, gate = world
+    with pytest.raises(AuthenticationError):
+        await gate.authenticate(None)
+    with pytest.raises(AuthenticationError):
+        await gate.authenticate("Bearer x")
