@@ -3,25 +3,47 @@
 Azure sets these as app settings on the function app (infra/), `local.settings.json` sets them for the Core
 Tools, and the local stack sets them in the environment. Nothing here holds a secret: `COSMOS_KEY` exists only
 for local emulators; in Azure every client authenticates with the app's managed identity.
+
+Each setting is written once, in `SETTINGS` below: name, default, allowed range, meaning, whether Azure sets it,
+and the key under which a brand may override it. Two readers sit on top:
+
+- `setting()` / `number_setting()` / `IngestionSettings`: plain string and number reads, no dependencies. The
+  ingestion path uses only these, so importing the app and ingesting the first batch never load pydantic.
+- `app_settings()` / `auth_settings()` / `brand_settings()`: the typed pydantic-settings model
+  (shared/settings_model.py), imported on first call (~0.35 s with pydantic when nothing else loaded it yet).
+  Its fields take their defaults, ranges and docs from `SETTINGS`; a unit test keeps the two one-to-one.
+
+`python -m shared.settings --markdown` prints the README's settings table (a unit test compares them).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from shared.settings_model import AppSettings, AuthSettings, BrandSettings
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One app setting: its name, its default (None = required or optional without default) and why it exists."""
+    """One app setting: its name, its default (None = required or optional without default) and why it exists.
+
+    `low`/`high` bound a numeric setting (the typed model and `number_setting` enforce them); `brand` is the
+    camelCase key under which a brand's configuration may override it (`brand_settings`)."""
 
     name: str
     default: str | None
     doc: str
     azure: bool = True  # set on the function app in Azure (infra/ must set it)
+    low: float | None = None
+    high: float | None = None
+    brand: str | None = None
 
 
 # The binding connection prefix and Event Hub names appear in trigger decorators as `%NAME%` / prefixes.
@@ -30,6 +52,8 @@ EVENTHUB_CONNECTION = "EVENTHUB"
 CONSUMER_GROUP = "functions"
 # Blob container for dead-lettered messages in the app's storage account.
 DEADLETTER_CONTAINER = "deadletter"
+
+_ENTRA = "https://login.microsoftonline.com"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("COSMOS_ENDPOINT", None, "Cosmos DB account endpoint, e.g. https://<account>.documents.azure.com:443/."),
@@ -46,9 +70,37 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EVENTHUB__fullyQualifiedNamespace", None, "Event Hubs namespace host for the triggers (Azure)."),
     Setting("EVENTHUB__credential", None, "Identity-based Event Hubs connection: 'managedidentity' (Azure)."),
     Setting("EVENTHUB__clientId", None, "Identity-based Event Hubs connection: user-assigned identity client id."),
-    Setting("LOW_BATTERY_PERCENT", "15", "Traction battery state of charge (%) below which a low-battery alert opens."),
-    Setting("LOW_FUEL_PERCENT", "10", "Fuel level (%) below which a low-fuel alert opens."),
-    Setting("MAX_CLOCK_SKEW_SECONDS", "300", "Samples stamped later than enqueued time + this are rejected."),
+    Setting(
+        "LOW_BATTERY_PERCENT",
+        "15",
+        "Traction battery state of charge (%) below which a low-battery alert opens.",
+        low=0,
+        high=100,
+        brand="lowBatteryPercent",
+    ),
+    Setting(
+        "LOW_FUEL_PERCENT",
+        "10",
+        "Fuel level (%) below which a low-fuel alert opens.",
+        low=0,
+        high=100,
+        brand="lowFuelPercent",
+    ),
+    Setting(
+        "MAX_CLOCK_SKEW_SECONDS",
+        "300",
+        "Samples stamped later than enqueued time + this are rejected.",
+        low=0,
+        high=86_400,
+    ),
+    Setting(
+        "TELEMETRY_RETENTION_DAYS",
+        "30",
+        "Days a car's telemetry history is kept.",
+        low=1,
+        high=3650,
+        brand="telemetryRetentionDays",
+    ),
     # --- Outlook calendar and Teams in the car (shared/calendar, shared/requests, shared/meetings) ---
     Setting("REQUESTS_EVENTHUB", "requests", "Event Hub that IoT Hub routes car requests (type=request) to."),
     Setting("IOTHUB_HOSTNAME", None, "IoT Hub host name for replies and twin patches, e.g. <hub>.azure-devices.net."),
@@ -59,48 +111,135 @@ SETTINGS: tuple[Setting, ...] = (
         " dod-graph.microsoft.us or microsoftgraph.chinacloudapi.cn with /v1.0 or /beta (token scope follows),"
         " or a loopback URL (local sandbox, http, no token); anything else fails at first use.",
     ),
-    Setting("GRAPH_MAX_RETRIES", "3", "Retries of the Graph SDK on 429/503/504 (it honours Retry-After)."),
+    Setting(
+        "GRAPH_MAX_RETRIES", "3", "Retries of the Graph SDK on 429/503/504 (it honours Retry-After).", low=0, high=10
+    ),
     Setting(
         "GRAPH_NOTIFICATION_URL", None, "Public https URL of the graph_notifications function; unset = no webhooks."
     ),
     Setting("GRAPH_SUBSCRIPTION_RENEW_SCHEDULE", "0 20 * * * *", "NCRONTAB (UTC) of the subscription renewal timer."),
-    Setting("GRAPH_SUBSCRIPTION_RENEW_BEFORE_MINUTES", "1440", "Renew a subscription this long before it expires."),
+    Setting(
+        "GRAPH_SUBSCRIPTION_RENEW_BEFORE_MINUTES",
+        "1440",
+        "Renew a subscription this long before it expires.",
+        low=60,
+        high=4000,
+    ),
     Setting(
         "CALENDAR_SYNC_SCHEDULE", "0 */15 * * * *", "NCRONTAB (UTC) of the timer that enqueues every driver's sync."
     ),
-    Setting("CALENDAR_WINDOW_PAST_MINUTES", "60", "The synced calendar window starts this long before now."),
-    Setting("CALENDAR_WINDOW_DAYS", "7", "The synced calendar window ends this many days after now."),
-    Setting("CALENDAR_REBASELINE_MINUTES", "360", "Start a new delta round once the window has drifted this far."),
-    Setting("CALENDAR_PAGE_SIZE", "50", "Events per calendarView delta page (Prefer: odata.maxpagesize)."),
-    Setting("AGENDA_HOURS", "24", "The twin agenda lists the events of the next this many hours."),
     Setting(
-        "AGENDA_MAX_BYTES", "8192", "Upper bound of the serialised agenda (twin desired properties: 32 KB in all)."
+        "CALENDAR_WINDOW_PAST_MINUTES",
+        "60",
+        "The synced calendar window starts this long before now.",
+        low=0,
+        high=1440,
+    ),
+    Setting("CALENDAR_WINDOW_DAYS", "7", "The synced calendar window ends this many days after now.", low=1, high=31),
+    Setting(
+        "CALENDAR_REBASELINE_MINUTES",
+        "360",
+        "Start a new delta round once the window has drifted this far.",
+        low=15,
+        high=10_080,
+    ),
+    Setting(
+        "CALENDAR_PAGE_SIZE", "50", "Events per calendarView delta page (Prefer: odata.maxpagesize).", low=1, high=1000
+    ),
+    Setting("AGENDA_HOURS", "24", "The twin agenda lists the events of the next this many hours.", low=1, high=168),
+    Setting(
+        "AGENDA_MAX_BYTES",
+        "8192",
+        "Upper bound of the serialised agenda (twin desired properties: 32 KB in all).",
+        low=1024,
+        high=24_576,
     ),
     Setting("LOCAL_IOTHUB_SERVICE_URL", None, "Local stack only: the local IoT Hub's service API (C2D, twins).", False),
-    Setting("MOVING_SPEED_KMH", "5", "Above this speed a meeting reply is audio-only (safe-driving policy)."),
+    Setting(
+        "MOVING_SPEED_KMH",
+        "5",
+        "Above this speed a meeting reply is audio-only and the car counts as moving (safe-driving policy).",
+        low=0,
+        high=300,
+        brand="movingSpeedKmh",
+    ),
+    Setting(
+        "FEATURE_CALENDAR",
+        "true",
+        "Outlook calendar in the car (agenda, driver links): true or false.",
+        brand="calendar",
+    ),
+    Setting("FEATURE_TEAMS", "true", "Joining Teams meetings from the car: true or false.", brand="teams"),
+    # --- Who may call the API: Entra ID bearer tokens (shared/auth) ---
+    Setting(
+        "AUTH_OPENID_CONFIG_URL",
+        f"{_ENTRA}/common/v2.0/.well-known/openid-configuration",
+        "OpenID configuration document of the token issuer (issuer, JWKS); https, or http on loopback only.",
+    ),
+    Setting(
+        "AUTH_AUDIENCE", None, "Required: accepted `aud` values, comma-separated: the API's client id, api://<id>."
+    ),
+    Setting("AUTH_ALLOWED_TENANTS", None, "Entra tenant ids always allowed (the home tenant), comma-separated."),
+    Setting(
+        "AUTH_CLOCK_SKEW_SECONDS", "60", "Tolerance for a token's exp/nbf/iat against this clock.", low=0, high=600
+    ),
+    Setting(
+        "AUTH_JWKS_REFRESH_MINUTES",
+        "1440",
+        "Refetch the issuer's signing keys this often (an unknown kid refetches at once, at most every 5 minutes).",
+        low=5,
+        high=10_080,
+    ),
+    Setting("AUTH_CA_BUNDLE", None, "Local only: PEM file of the CA to trust for the local token issuer.", False),
+    Setting("AUTH_DASHBOARD_CLIENT_ID", None, "Client id of the dashboard SPA; unset = the first AUTH_AUDIENCE value."),
+    Setting(
+        "AUTH_DASHBOARD_AUTHORITY",
+        f"{_ENTRA}/organizations",
+        "Authority the dashboard signs in with (MSAL.js); https, or http on loopback only.",
+    ),
+    Setting(
+        "AUTH_API_SCOPE",
+        None,
+        "Scope the dashboard asks for; unset = api://<first AUTH_AUDIENCE value>/Fleet.Access.",
+    ),
 )
 
 _BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
+def declared(name: str) -> Setting:
+    """The declaration of one setting; an undeclared name is a programming error (KeyError)."""
+    return _BY_NAME[name]
+
+
 def setting(name: str, environ: Mapping[str, str] | None = None) -> str | None:
     """Read one declared setting (empty counts as unset); an undeclared name is a programming error."""
-    declared = _BY_NAME[name]
+    default = _BY_NAME[name].default
     env = os.environ if environ is None else environ
     value = env.get(name)
-    return value if value else declared.default
+    return value if value else default
 
 
-def number_setting(name: str, environ: Mapping[str, str] | None, low: float, high: float) -> float:
-    """A numeric setting within [low, high]; a clear ConfigurationError otherwise."""
+def number_setting(
+    name: str, environ: Mapping[str, str] | None = None, low: float | None = None, high: float | None = None
+) -> float:
+    """A numeric setting within [low, high] (default: its declared range); a clear ConfigurationError otherwise."""
+    declaration = _BY_NAME[name]
+    low = declaration.low if low is None else low
+    high = declaration.high if high is None else high
     raw = setting(name, environ)
     try:
         value = float(raw or "")
     except ValueError:
         raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if not low <= value <= high:
+    if value != value or (low is not None and value < low) or (high is not None and value > high):
         raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def moving_speed_kmh(environ: Mapping[str, str] | None = None) -> float:
+    """MOVING_SPEED_KMH of the app (a brand may override it: `brand_settings(...).moving_speed_kmh`)."""
+    return number_setting("MOVING_SPEED_KMH", environ)
 
 
 @dataclass(frozen=True)
@@ -114,7 +253,67 @@ class IngestionSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> IngestionSettings:
         return cls(
-            low_battery_percent=number_setting("LOW_BATTERY_PERCENT", environ, 0, 100),
-            low_fuel_percent=number_setting("LOW_FUEL_PERCENT", environ, 0, 100),
-            max_clock_skew_ms=int(number_setting("MAX_CLOCK_SKEW_SECONDS", environ, 0, 86_400) * 1000),
+            low_battery_percent=number_setting("LOW_BATTERY_PERCENT", environ),
+            low_fuel_percent=number_setting("LOW_FUEL_PERCENT", environ),
+            max_clock_skew_ms=int(number_setting("MAX_CLOCK_SKEW_SECONDS", environ) * 1000),
         )
+
+
+# ---- the typed model, loaded on first use ----
+
+
+def app_settings(environ: Mapping[str, str] | None = None) -> AppSettings:
+    """Every setting, typed and validated (ConfigurationError naming each bad setting). Read once per process
+    from the environment; an explicit `environ` (tests, tools) is read afresh."""
+    from shared.settings_model import load_app_settings
+
+    return load_app_settings(environ)
+
+
+def auth_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
+    """The AUTH_* settings the token validation and the dashboard need; ConfigurationError without AUTH_AUDIENCE."""
+    from shared.settings_model import AuthSettings
+
+    return AuthSettings.of(app_settings(environ))
+
+
+def brand_settings(overrides: Mapping[str, object] | None, environ: Mapping[str, str] | None = None) -> BrandSettings:
+    """The settings of one brand: the app's values with the brand's overrides on top.
+
+    Override keys are the camelCase `brand` names of `SETTINGS` (lowBatteryPercent, lowFuelPercent,
+    movingSpeedKmh, calendar, teams, telemetryRetentionDays). Unknown keys, wrong types and values out of the
+    declared range raise InvalidRequestError listing each field.
+
+    >>> brand_settings({"lowBatteryPercent": 20}, {}).low_battery_percent
+    20.0
+    """
+    from shared.settings_model import BrandSettings
+
+    return BrandSettings.layered(app_settings(environ), overrides or {})
+
+
+# ---- the README table ----
+
+
+def markdown_table() -> str:
+    """The README's settings table, one row per setting, in declaration order."""
+    rows = ["| setting | default | set in Azure | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "–" if s.default is None else f"`{s.default}`"
+        meaning = s.doc
+        if s.low is not None or s.high is not None:
+            meaning += f" Range {_number(s.low)}–{_number(s.high)}."
+        if s.brand:
+            meaning += f" A brand may override it (`{s.brand}`)."
+        rows.append(f"| `{s.name}` | {default} | {'yes' if s.azure else 'local only'} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def _number(value: float | None) -> str:
+    return "∞" if value is None else f"{value:g}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m shared.settings --markdown")
+    sys.stdout.write(markdown_table())
