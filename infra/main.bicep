@@ -16,7 +16,7 @@ param environmentName string
 })
 param location string
 
-@description('Optional. Object id of the person or pipeline running azd (azd sets AZURE_PRINCIPAL_ID); it gets the data roles to run the app locally against these resources. Empty grants nothing. Defaults to \'\'.')
+@description('Optional. Object id of the person or pipeline running azd (azd sets AZURE_PRINCIPAL_ID); it gets the data roles to run the app locally against these resources and the API\'s Platform.Admin app role. Empty grants nothing. Defaults to \'\'.')
 param principalId string = ''
 
 @description('Optional. Kind of principal principalId is. Defaults to User.')
@@ -102,6 +102,8 @@ param logRetentionInDays int = 30
 // The single definitions shared with the code (see shared/): containers and IoT Hub routes.
 var cosmosDefinition = loadJsonContent('../shared/cosmos_containers.json')
 var iotHubRouting = loadJsonContent('../shared/iothub_routes.json')
+// The API's app roles and delegated scope (app/api-registration.bicep reads the roles itself).
+var authDefinition = loadJsonContent('../shared/auth/app_roles.json')
 
 // shared/settings.py: CONSUMER_GROUP and DEADLETTER_CONTAINER.
 var consumerGroupName = 'functions'
@@ -214,6 +216,19 @@ module cosmos 'core/database/cosmos-account.bicep' = {
   }
 }
 
+// The API's app registration (Microsoft Graph extension). The deployer must be allowed to register applications
+// (default for members unless the tenant turned it off, or Application Developer) and becomes its owner.
+module apiRegistration 'app/api-registration.bicep' = {
+  name: 'api-registration'
+  scope: rg
+  params: {
+    uniqueName: 'automotive-cloud-api-${resourceToken}'
+    displayName: 'Automotive cloud API (${environmentName})'
+    functionPrincipalId: functionIdentity.outputs.principalId
+    adminPrincipalId: principalId
+  }
+}
+
 module functionApp 'app/function-app.bicep' = {
   name: 'function-app'
   scope: rg
@@ -233,8 +248,23 @@ module functionApp 'app/function-app.bicep' = {
     eventHubsFullyQualifiedNamespace: eventHubs.outputs.fullyQualifiedNamespace
     iotHubHostName: iotHub.outputs.hostName
     graphNotificationUrl: graphNotificationUrl
+    apiClientId: apiRegistration.outputs.appId
+    apiScope: 'api://${apiRegistration.outputs.appId}/${authDefinition.scopes[0].value}'
+    allowedTenantIds: tenant().tenantId
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
+  }
+}
+
+// Second step of the registration: api://<appId> and the dashboard's redirect URIs (both known only now).
+module apiRegistrationUris 'app/api-registration-uris.bicep' = {
+  name: 'api-registration-uris'
+  scope: rg
+  params: {
+    uniqueName: apiRegistration.outputs.uniqueName
+    displayName: apiRegistration.outputs.displayName
+    appId: apiRegistration.outputs.appId
+    functionHostName: functionApp.outputs.defaultHostName
   }
 }
 
@@ -284,6 +314,27 @@ output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = functionIdentity.outputs.pr
 
 @description('Whether this deployment granted the Microsoft Graph permissions.')
 output GRAPH_PERMISSIONS_GRANTED bool = grantGraphPermissions
+
+@description('Application (client) id of the API\'s app registration (multi-tenant): audience of its tokens, client id of the dashboard, subject of admin consent in customer tenants.')
+output API_CLIENT_ID string = apiRegistration.outputs.appId
+
+@description('Identifier URI of the API: az account get-access-token --resource <this>.')
+output API_IDENTIFIER_URI string = apiRegistrationUris.outputs.identifierUri
+
+@description('Delegated scope users ask for: az account get-access-token --scope <this>.')
+output API_SCOPE string = 'api://${apiRegistration.outputs.appId}/${authDefinition.scopes[0].value}'
+
+@description('App roles of the API, assigned to users, groups or apps in the Entra admin center or with Microsoft Graph.')
+output API_APP_ROLES array = apiRegistration.outputs.appRoleValues
+
+@description('Object id of the API\'s service principal in this tenant (resource of app role assignments).')
+output API_SERVICE_PRINCIPAL_ID string = apiRegistration.outputs.servicePrincipalId
+
+@description('Whether this deployment made principalId a Platform.Admin of the API.')
+output API_PLATFORM_ADMIN_ASSIGNED bool = !empty(principalId)
+
+@description('The dashboard (MSAL.js sign-in; no key).')
+output DASHBOARD_URL string = 'https://${functionApp.outputs.defaultHostName}/api/dashboard/'
 
 @description('Cosmos DB account endpoint.')
 output COSMOS_ENDPOINT string = cosmos.outputs.endpoint

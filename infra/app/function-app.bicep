@@ -48,6 +48,15 @@ param iotHubHostName string
 @description('Optional. Public https URL of the graph_notifications function for Microsoft Graph change notifications; empty turns webhooks off (the calendar timer still syncs). Defaults to \'\'.')
 param graphNotificationUrl string = ''
 
+@description('Required. Application (client) id of the API\'s app registration: the audience of the tokens the API accepts and the dashboard\'s client id.')
+param apiClientId string
+
+@description('Required. Scope the dashboard asks for, e.g. api://<clientId>/Fleet.Access.')
+param apiScope string
+
+@description('Required. Comma-separated Entra tenant ids always allowed to call the API (the home tenant); brands add theirs as data.')
+param allowedTenantIds string
+
 @description('Optional. Most instances the app scales out to. Defaults to 100.')
 @minValue(40)
 @maxValue(1000)
@@ -91,6 +100,22 @@ var sharedSettings = {
   CALENDAR_PAGE_SIZE: '50'
   AGENDA_HOURS: '24'
   AGENDA_MAX_BYTES: '8192'
+  // Platform-wide defaults; a brand's configuration (tenancy container) overrides them for its cars.
+  TELEMETRY_RETENTION_DAYS: '30'
+  FEATURE_CALENDAR: 'true'
+  FEATURE_TEAMS: 'true'
+  // Bearer tokens from Entra ID (v2). The common document serves every tenant; the app substitutes the token's tid
+  // in the issuer and accepts only allowed tenants. No function key: the HTTP routes are anonymous at the host and
+  // the app checks the token itself.
+  AUTH_OPENID_CONFIG_URL: '${environment().authentication.loginEndpoint}common/v2.0/.well-known/openid-configuration'
+  AUTH_AUDIENCE: '${apiClientId},api://${apiClientId}'
+  AUTH_ALLOWED_TENANTS: allowedTenantIds
+  AUTH_CLOCK_SKEW_SECONDS: '60'
+  AUTH_JWKS_REFRESH_MINUTES: '1440'
+  // The dashboard is a SPA redirect URI of the same registration and asks for the API's delegated scope.
+  AUTH_DASHBOARD_CLIENT_ID: apiClientId
+  AUTH_DASHBOARD_AUTHORITY: '${environment().authentication.loginEndpoint}organizations'
+  AUTH_API_SCOPE: apiScope
 }
 
 // Settings that only make sense in Azure: which managed identity to use. Locally the host and the SDKs fall back

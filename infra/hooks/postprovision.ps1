@@ -1,5 +1,6 @@
 # azd postprovision hook (Windows twin of postprovision.sh): writes local.settings.json from the azd environment
-# and prints the Microsoft Graph and Teams steps Bicep cannot do.
+# and prints the steps Bicep cannot do: app role assignments, tokens, customer-tenant onboarding, Microsoft Graph and
+# Teams. The API takes Entra ID bearer tokens only: there is no function key to hand out, and this hook prints none.
 $ErrorActionPreference = 'Stop'
 Set-Location (Join-Path $PSScriptRoot '..' '..')
 
@@ -32,6 +33,53 @@ the service principal $principalId (Microsoft Entra admin center > Enterprise ap
 New-MgServicePrincipalAppRoleAssignment in Microsoft Graph PowerShell).
 "@
 }
+
+$apiClientId = (azd env get-value API_CLIENT_ID).Trim()
+$apiSpId = (azd env get-value API_SERVICE_PRINCIPAL_ID).Trim()
+$apiScope = (azd env get-value API_SCOPE).Trim()
+$adminAssigned = (azd env get-value API_PLATFORM_ADMIN_ASSIGNED).Trim()
+$dashboardUrl = (azd env get-value DASHBOARD_URL).Trim()
+$apiBase = $dashboardUrl -replace 'dashboard/$', ''
+
+Write-Host ''
+Write-Host "== Sign-in: the API's app registration (client id $apiClientId)"
+Write-Host 'Created by this deployment: app roles Platform.Admin, Brand.Admin, Fleet.Operator, Fleet.Reader, Driver;'
+Write-Host "scope $apiScope; identifier URI api://$apiClientId; dashboard $dashboardUrl"
+if ($adminAssigned -eq 'true') {
+    Write-Host 'You (AZURE_PRINCIPAL_ID) hold Platform.Admin: sign in to the dashboard, create brands and memberships.'
+} else {
+    Write-Host 'Nobody holds Platform.Admin yet: assign it as below.'
+}
+Write-Host @"
+
+Assign an app role to a user, group or app of this tenant: Entra admin center > Enterprise applications > the
+API > Users and groups, or with Microsoft Graph PowerShell (OBJECT_ID: the user's, group's or app's object id):
+
+  Connect-MgGraph -Scopes AppRoleAssignment.ReadWrite.All, Application.Read.All
+  `$role = 'Fleet.Operator'   # or Platform.Admin, Brand.Admin, Fleet.Reader, Driver
+  `$roleId = ((Get-MgServicePrincipal -ServicePrincipalId $apiSpId).AppRoles | Where-Object Value -eq `$role).Id
+  New-MgServicePrincipalAppRoleAssignedTo -ServicePrincipalId $apiSpId -PrincipalId OBJECT_ID -ResourceId $apiSpId -AppRoleId `$roleId
+
+A role applies only where a membership scopes it (brand, fleet, car); admins manage memberships through the API.
+Users get the role in their next token (sign in again).
+
+Get a token and call the API (the Azure CLI is pre-authorized for $apiScope):
+
+  `$token = az account get-access-token --resource api://$apiClientId --query accessToken -o tsv
+  # or, the same as a v2 scope:
+  `$token = az account get-access-token --scope $apiScope --query accessToken -o tsv
+  Invoke-RestMethod -Headers @{ Authorization = "Bearer `$token" } ${apiBase}me
+
+== Onboarding a customer tenant (a company fleet whose drivers sign in with their own Entra ID)
+1. A Global Administrator (or Privileged Role Administrator) of the customer tenant opens
+     https://login.microsoftonline.com/CUSTOMER_TENANT_ID/adminconsent?client_id=$apiClientId
+   and consents: the API's service principal is created there, with Calendars.Read and
+   OnlineMeetings.ReadWrite.All of Microsoft Graph (the app reaches Graph there through its federated credential,
+   no secret). The customer's admin then assigns the app roles to their users in their own tenant.
+2. A Platform admin adds the tenant id to the brand: PUT /api/brands/{brandId} with "tenants": ["CUSTOMER_TENANT_ID"].
+3. Optional, recommended: restrict Calendars.Read to the consented drivers with Exchange RBAC for Applications
+   (docs/identity.md, "Deployment: the app registration").
+"@
 
 Write-Host @"
 

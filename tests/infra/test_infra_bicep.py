@@ -32,6 +32,8 @@ EXPECTED_RESOURCE_TYPES = {
     "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments",
     "Microsoft.Authorization/roleAssignments",
     "Microsoft.Graph/appRoleAssignedTo",
+    "Microsoft.Graph/applications",
+    "Microsoft.Graph/servicePrincipals",
 }
 
 
