@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
 MAX_AUTHORIZATION_CHARS: Final = 16 * 1024
 ALGORITHM: Final = "RS256"
 TENANT_PLACEHOLDER: Final = "{tenantid}"
-
-DEFAULT_OPENID_CONFIG_URL: Final = "https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration"
 
 
 class Reason(StrEnum):
@@ -63,39 +60,7 @@ class Reason(StrEnum):
 
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
-_ENTRA_DEFAULTS: Final[dict[str, str]] = {
-    "AUTH_OPENID_CONFIG_URL": DEFAULT_OPENID_CONFIG_URL,
-    "AUTH_CLOCK_SKEW_SECONDS": "60",
-    "AUTH_JWKS_REFRESH_MINUTES": "1440",
-}
-
 TenantCheck = Callable[[str], Awaitable[bool]]
-
-
-def _read(name: str, environ: Mapping[str, str] | None) -> str | None:
-    """One AUTH_* setting through shared.settings; until the typed settings model declares the name, the
-    environment and the defaults above (the same values the plan fixes) stand in."""
-    from shared.settings import setting
-
-    try:
-        return setting(name, environ)
-    except KeyError:
-        value = (os.environ if environ is None else environ).get(name)
-        return value if value else _ENTRA_DEFAULTS.get(name)
-
-
-def _csv(raw: str | None) -> frozenset[str]:
-    return frozenset(part.strip() for part in (raw or "").split(",") if part.strip())
-
-
-def _number(name: str, raw: str | None, low: int, high: int) -> int:
-    try:
-        value = int(raw or "")
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,15 +82,17 @@ class AuthConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthConfig:
+        """The AUTH_* settings as the typed settings model validated them (ConfigurationError otherwise)."""
+        from shared.settings import auth_settings
+
+        auth = auth_settings(environ)
         return cls(
-            openid_config_url=_read("AUTH_OPENID_CONFIG_URL", environ) or DEFAULT_OPENID_CONFIG_URL,
-            audiences=_csv(_read("AUTH_AUDIENCE", environ)),
-            allowed_tenants=_csv(_read("AUTH_ALLOWED_TENANTS", environ)),
-            clock_skew_seconds=_number("AUTH_CLOCK_SKEW_SECONDS", _read("AUTH_CLOCK_SKEW_SECONDS", environ), 0, 600),
-            jwks_refresh_minutes=_number(
-                "AUTH_JWKS_REFRESH_MINUTES", _read("AUTH_JWKS_REFRESH_MINUTES", environ), 5, 10_080
-            ),
-            ca_bundle=_read("AUTH_CA_BUNDLE", environ) or None,
+            openid_config_url=auth.openid_config_url,
+            audiences=frozenset(auth.audiences),
+            allowed_tenants=frozenset(auth.allowed_tenants),
+            clock_skew_seconds=auth.clock_skew_seconds,
+            jwks_refresh_minutes=auth.jwks_refresh_minutes,
+            ca_bundle=auth.ca_bundle or None,
         )
 
 

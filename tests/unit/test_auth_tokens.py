@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from devstack import tls
-from shared.auth import tokens as t
 from shared.auth.jwks import (
     KID_MISS_REFETCH_SECONDS,
     RETRY_AFTER_FAILURE_SECONDS,
@@ -594,7 +593,7 @@ def test_the_configuration_reads_the_auth_settings() -> None:
         "AUTH_CA_BUNDLE": "/tmp/ca.pem",
     })  # fmt: skip
     assert config == AuthConfig(
-        openid_config_url=t.DEFAULT_OPENID_CONFIG_URL,
+        openid_config_url="https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration",
         audiences=frozenset({API_CLIENT_ID, f"api://{API_CLIENT_ID}"}),
         allowed_tenants=frozenset({TENANT, BRAND_TENANT}),
         clock_skew_seconds=30,
