@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from shared.brands import BrandConfigs
 from shared.calendar.config import CALENDAR_SYNC_QUEUE, CalendarSettings
 from shared.calendar.documents import KIND_DRIVER
 from shared.calendar.jobs import StorageSyncQueue, SyncJob, SyncQueue
@@ -55,6 +56,7 @@ request_processor = PerLoop(
         MeetingService(cosmos_store_from_env.get(), graph_client_from_env.get(), utcnow),
         sync_queue.get(),
         settings.get().moving_speed_kmh,
+        brands=BrandConfigs(cosmos_store_from_env.get()),
     )
 )
 driver_links = PerLoop(lambda: DriverLinks(cosmos_store_from_env.get(), sync_queue.get()))

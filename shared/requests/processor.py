@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from shared.brands import BrandConfigs
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import VEHICLES
 from shared.device_messages import DeadLetter, DeviceMessage, canonical_time, safe_id
@@ -97,7 +98,9 @@ class RequestProcessor:
         queue: SyncQueue,
         moving_speed_kmh: float = 5.0,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        brands: BrandConfigs | None = None,
     ) -> None:
+        self.brands = brands
         self.store = store
         self.gateway = gateway
         self.dead_letters = dead_letters
@@ -184,13 +187,20 @@ class RequestProcessor:
             return Reply.error(request.request_id, request.action, C.NO_DRIVER, "no driver is linked to this car"), True
         consent = vehicle.get("consent") if vehicle else None
         calendar_consent = bool(consent.get("calendar")) if consent else False
+        speed_limit = self.moving_speed_kmh
+        if self.brands is not None and vehicle is not None:  # the brand's switches and safe-driving speed
+            brand = await self.brands.get(vehicle.get("brandId"))
+            speed_limit = brand.moving_speed_kmh
+            if not (brand.calendar if request.action == "calendar.refresh" else brand.teams):
+                message = "this feature is switched off for the car's brand"
+                return Reply.error(request.request_id, request.action, C.FEATURE_DISABLED, message), True
         try:
             if request.action == "calendar.refresh":
                 if not calendar_consent:
                     return self._no_consent(request), True
                 await self.queue.enqueue(SyncJob(user_id, "request", vehicle_id=None))
                 return Reply.ok(request, queued=True), True
-            moving = is_moving(vehicle, self.moving_speed_kmh)
+            moving = is_moving(vehicle, speed_limit)
             if request.action == "meeting.join":
                 if not calendar_consent:
                     return self._no_consent(request), True

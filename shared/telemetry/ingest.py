@@ -22,12 +22,13 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import Any, Final
 
 import orjson
 
+from shared.brands import BrandConfigs
 from shared.containers import VEHICLES
 from shared.device_messages import DeadLetter, DeviceMessage, safe_id
 from shared.errors import (
@@ -124,13 +125,30 @@ class TelemetryIngestor:
         catalogue: Catalogue | None = None,
         cache: VehicleCache | None = None,
         concurrency: int = 32,
+        brands: BrandConfigs | None = None,
     ) -> None:
         self.store = store
+        self.brands = brands
+        self._brand_settings: dict[str, tuple[object, IngestionSettings]] = {}
         self.dead_letters = dead_letters
         self.settings = settings or IngestionSettings()
         self.catalogue = catalogue or default_catalogue()
         self.cache = cache if cache is not None else VehicleCache()
         self._pool = JobPool(concurrency)
+
+    async def _settings_for(self, doc: VehicleDocument | None) -> IngestionSettings:
+        """The alert thresholds of the car's brand (its overrides on the app's settings, cached per brand)."""
+        brand = doc.get("brandId") if doc is not None and self.brands is not None else None
+        if brand is None or self.brands is None:
+            return self.settings
+        chosen = await self.brands.get(brand)
+        known = self._brand_settings.get(brand)
+        if known is None or known[0] is not chosen:
+            derived = replace(
+                self.settings, low_battery_percent=chosen.low_battery_percent, low_fuel_percent=chosen.low_fuel_percent
+            )
+            known = self._brand_settings[brand] = (chosen, derived)
+        return known[1]
 
     def decode(self, messages: Sequence[DeviceMessage]) -> tuple[dict[str, list[TelemetryMessage]], list[DeadLetter]]:
         """Decode and group by vehicle, keeping arrival order within each vehicle."""
@@ -233,7 +251,8 @@ class TelemetryIngestor:
                         if cached is not None:  # not folded yet: keep it cached, as it was
                             self._put_back(vehicle_id, doc, cached)
                         raise
-            update = fold(vehicle_id, doc, messages, self.settings, shaped=cached is not None, payload_bytes=payload)
+            cfg = await self._settings_for(doc)
+            update = fold(vehicle_id, doc, messages, cfg, shaped=cached is not None, payload_bytes=payload)
             if update.document is None:  # all replays: nothing to write, but remember what was read
                 if cached is not None and doc is not None:
                     self._put_back(vehicle_id, doc, cached)

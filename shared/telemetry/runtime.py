@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from shared.brands import BrandConfigs
 from shared.device_messages import EventHubEventLike, messages_from_events
 from shared.per_loop import PerLoop
 from shared.settings import IngestionSettings
@@ -14,10 +15,9 @@ from shared.telemetry.tuning import tune_for_ingestion
 
 
 def _create_ingestor() -> TelemetryIngestor:
+    store = cosmos_store_from_env.get()
     created = TelemetryIngestor(
-        cosmos_store_from_env.get(),
-        blob_dead_letters_from_env.get(),
-        IngestionSettings.from_env(),
+        store, blob_dead_letters_from_env.get(), IngestionSettings.from_env(), brands=BrandConfigs(store)
     )
     tune_for_ingestion()  # once per process, now that the clients and the catalogue are loaded
     return created

@@ -13,10 +13,10 @@ import uuid
 from typing import Final
 
 from shared.auth.policy import Role, role_scope
+from shared.brands import BRAND_DOC_ID as BRAND_DOC_ID  # where the brand's configuration lives
 from shared.device_messages import safe_id
 from shared.errors import InvalidRequestError
 
-BRAND_DOC_ID: Final = "brand"
 KIND_BRAND: Final = "brand"
 KIND_FLEET: Final = "fleet"
 KIND_MEMBERSHIP: Final = "membership"  # also in shared/auth/access.py, which reads them on every call
