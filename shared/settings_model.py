@@ -70,8 +70,11 @@ def _https_or_loopback(url: str | None) -> str | None:
 
 
 def _https(url: str | None) -> str | None:
-    if url is not None and (urlsplit(url).scheme != "https" or not urlsplit(url).hostname):
-        raise ValueError("must be an absolute https URL")
+    """Graph calls webhooks over https only."""
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("must be an absolute https URL")
     return url
 
 
