@@ -36,6 +36,7 @@ from devstack.http_proxy import running_in_thread
 from devstack.iothub.hub import LocalIoTHub
 from devstack.iothub.registry import DeviceRegistry
 from devstack.iothub.service_api import ServiceApi
+from devstack.oidc import STATE_FILE, LocalOidcProvider
 from devstack.servers import COSMOS_EMULATOR_KEY, AzuriteEndpoints, ServerError, azurite, port_in_use
 from devstack.service_proxy import IoTHubServiceProxy
 from devstack.tls import TlsFiles, generate
@@ -65,6 +66,7 @@ class StackConfig:
     table_port: int = 10002
     cosmos_port: int = 8081  # the proxy's port (the endpoint clients get); the bare server takes a free one
     http_port: int = 7071
+    oidc_port: int = 7443  # the local OpenID Connect provider (HTTPS)
     cosmos_endpoint: str | None = None  # an external Cosmos (official emulator, Azure); None = start the local one
     cosmos_key: str = COSMOS_EMULATOR_KEY
     cosmos_database: str = "fleet"
@@ -81,7 +83,7 @@ class StackConfig:
 
     def with_free_ports(self, iothub_host: str) -> StackConfig:
         return replace(self, iothub_host=iothub_host, blob_port=0, queue_port=0, table_port=0, cosmos_port=0,
-                       http_port=0)  # fmt: skip
+                       http_port=0, oidc_port=0)  # fmt: skip
 
     def fixed_ports(self) -> dict[str, tuple[str, int]]:
         """Ports the stack must find free, by what needs them (0 = chosen at start)."""
@@ -91,6 +93,7 @@ class StackConfig:
             "Azurite queue": ("127.0.0.1", self.queue_port),
             "Azurite table": ("127.0.0.1", self.table_port),
             "Functions HTTP": ("127.0.0.1", self.http_port),
+            "OpenID Connect provider (HTTPS)": ("127.0.0.1", self.oidc_port),
         }
         if self.cosmos_endpoint is None:
             wanted["Cosmos DB (proxy in front of the local server)"] = ("127.0.0.1", self.cosmos_port)
@@ -129,6 +132,7 @@ class LocalStack:
         self.http_url = ""
         self.graph_url: str | None = None
         self.graph_sandbox: Any = None
+        self.oidc: LocalOidcProvider | None = None
         self.cosmos_proxy: CosmosProxy | None = None  # None when COSMOS_ENDPOINT names another Cosmos
         self.cosmos_faults = FaultPlan(seed=1)
         self.iothub_faults = FaultPlan(seed=2)
@@ -174,6 +178,7 @@ class LocalStack:
 
         host_ip = "127.0.0.1" if config.iothub_host == "localhost" else config.iothub_host
         self.tls = generate(self.workdir / "tls", [host_ip])
+        oidc = self.oidc = await self._start_oidc(self.tls)
         await self.hub.start(config.iothub_host, self.tls, IOTHUB_PORT)
         self._exit.push_async_callback(self.hub.stop)
         service_api_url = await self.service_api.start()
@@ -193,6 +198,7 @@ class LocalStack:
             IOTHUB_HOSTNAME=config.iothub_host,
         )
         env[SERVICE_URL_SETTING] = service_url
+        env.update(auth_settings(oidc))
         if config.use_graph_sandbox and graph_sandbox_available() and not _graph_credentials():
             env["GRAPH_BASE_URL"] = await self._start_graph_sandbox()
         env.update(config.overrides)
@@ -208,6 +214,20 @@ class LocalStack:
         await self.host.start(http_port=config.http_port)
         self._exit.push_async_callback(self.host.stop)
         self.http_url = f"http://127.0.0.1:{self.host.http.port}" if self.host.http else ""
+        if self.host.http is not None and not config.http_port:  # the dashboard's address is known only now
+            await oidc.add_redirect_uris(*dashboard_redirect_uris(self.host.http.port))
+
+    async def _start_oidc(self, tls: TlsFiles) -> LocalOidcProvider:
+        """The local Entra stand-in (devstack/oidc), on the stack's CA. A stack on fixed ports (make dev / demo)
+        publishes it for `python -m devstack.oidc token <username>`."""
+        port = self.config.oidc_port
+        provider = LocalOidcProvider(
+            tls,
+            port=port,
+            redirect_uris=dashboard_redirect_uris(self.config.http_port) if self.config.http_port else (),
+            state_file=STATE_FILE if port else None,
+        )
+        return await self._exit.enter_async_context(provider)
 
     async def _start_graph_sandbox(self) -> str:
         from devstack.graph_sandbox import GraphSandbox, seed_demo_calendars, serve
@@ -221,6 +241,23 @@ class LocalStack:
     def storage_connection_string(self) -> str:
         assert self.storage is not None
         return self.storage.connection_string
+
+
+def dashboard_redirect_uris(http_port: int) -> list[str]:
+    return [f"http://{host}:{http_port}/api/dashboard/" for host in ("127.0.0.1", "localhost")]
+
+
+def auth_settings(oidc: LocalOidcProvider) -> dict[str, str]:
+    """The AUTH_* settings that point the API and the dashboard at the local provider instead of Entra."""
+    return {
+        "AUTH_OPENID_CONFIG_URL": oidc.common_config_url,
+        "AUTH_AUDIENCE": f"{oidc.api_client_id},api://{oidc.api_client_id}",
+        "AUTH_ALLOWED_TENANTS": oidc.home_tenant,
+        "AUTH_CA_BUNDLE": str(oidc.ca_file),
+        "AUTH_DASHBOARD_CLIENT_ID": oidc.dashboard_client_id,
+        "AUTH_DASHBOARD_AUTHORITY": oidc.authority,
+        "AUTH_API_SCOPE": oidc.api_scope,
+    }
 
 
 async def close_app_clients() -> None:

@@ -1,0 +1,103 @@
+"""The local identities (devstack/oidc/seed.json), typed: the provider signs them in, the stack and the tests
+create their memberships, brands and fleets from the same file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Final, NotRequired, TypedDict
+
+SEED_PATH: Final = Path(__file__).with_name("seed.json")
+
+
+class SeedTenant(TypedDict):
+    id: str
+    name: str
+    domain: str
+    home: bool
+
+
+class SeedApp(TypedDict):
+    clientId: str
+    name: str
+
+
+class SeedFleetRef(TypedDict):
+    brandId: str
+    fleetId: str
+
+
+class SeedUser(TypedDict):
+    username: str
+    oid: str
+    tenantId: str
+    name: str
+    roles: list[str]
+    driverOf: NotRequired[SeedFleetRef]
+
+
+class SeedDaemon(TypedDict):
+    clientId: str
+    secret: str
+    oid: str
+    tenantId: str
+    name: str
+    roles: list[str]
+
+
+class SeedFleet(TypedDict):
+    fleetId: str
+    name: str
+
+
+class SeedBrand(TypedDict):
+    brandId: str
+    name: str
+    tenants: list[str]
+    fleets: list[SeedFleet]
+
+
+class SeedMembership(TypedDict):
+    principalId: str
+    tenantId: str
+    role: str
+    brandId: str
+    fleetId: str | None
+    vehicleId: str | None
+
+
+class Seed(TypedDict):
+    tenants: list[SeedTenant]
+    api: SeedApp
+    dashboard: SeedApp
+    password: str
+    users: list[SeedUser]
+    daemons: list[SeedDaemon]
+    brands: list[SeedBrand]
+    memberships: list[SeedMembership]
+
+
+def load_seed(path: Path = SEED_PATH) -> Seed:
+    seed: Seed = json.loads(path.read_text())
+    return seed
+
+
+def home_tenant(seed: Seed) -> SeedTenant:
+    return next(t for t in seed["tenants"] if t["home"])
+
+
+def find_user(seed: Seed, username: str) -> SeedUser:
+    """The seeded user by username (case-insensitive, as Entra's sign-in names are)."""
+    wanted = username.strip().lower()
+    for user in seed["users"]:
+        if user["username"].lower() == wanted:
+            return user
+    known = ", ".join(u["username"] for u in seed["users"])
+    raise KeyError(f"no seeded user {username!r}; known: {known}")
+
+
+def find_daemon(seed: Seed, client_id: str) -> SeedDaemon:
+    for daemon in seed["daemons"]:
+        if daemon["clientId"] == client_id:
+            return daemon
+    raise KeyError(f"no seeded daemon client {client_id!r}")
