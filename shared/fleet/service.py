@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shared.auth.access import Visibility
@@ -30,6 +30,7 @@ from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLink, DriverLinks
 from shared.errors import AlreadyExistsError, ConflictError, InvalidRequestError, UnknownResourceError
 from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
+from shared.settings import moving_speed_kmh
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 from shared.telemetry import signals as S
@@ -50,7 +51,6 @@ from shared.vehicle_updates import update_vehicle
 
 REQUESTS: Final = "requests"
 ACK_STATUS: Final = "ack"  # alert acknowledgements live in `alerts` as `ack:{alertId}` with this status
-MOVING_SPEED_KMH: Final = 5.0
 DEFAULT_WINDOW: Final = dt.timedelta(hours=1)
 POSITION_FIELDS: Final = ("startPosition", "lastPosition")
 TRIP_POSITIONS: Final = ("startPosition", "lastPosition", "endPosition")
@@ -76,6 +76,7 @@ class FleetService:
     forget_calendar: ForgetCalendar
     clock: Callable[[], dt.datetime] = utcnow
     agenda_horizon: dt.timedelta = dt.timedelta(hours=24)
+    moving_speed_kmh: float = field(default_factory=moving_speed_kmh)
 
     # --- registration ---------------------------------------------------------------------------------------
 
@@ -160,13 +161,16 @@ class FleetService:
             ),
         )
         # The projection holds every field summary reads (not `type`, which it does not read).
-        return {"items": [summary(as_vehicle(doc)) for doc in page.items], "continuationToken": page.token}
+        return {
+            "items": [summary(as_vehicle(doc), self.moving_speed_kmh) for doc in page.items],
+            "continuationToken": page.token,
+        }
 
     async def get_vehicle(self, vehicle_id: str) -> dict[str, Any]:
         doc = await self._vehicle(vehicle_id)
         acks = await self._acks(vehicle_id)
         state = doc.get("state")
-        out = summary(doc)
+        out = summary(doc, self.moving_speed_kmh)
         locate = location_allowed(doc)
         out["stateTs"] = state.get("ts") if state else None
         out["signals"] = {
@@ -481,12 +485,13 @@ def _number(signals: dict[str, SignalEntry], path: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def summary(doc: VehicleDocument) -> dict[str, Any]:
+def summary(doc: VehicleDocument, moving_speed_kmh: float) -> dict[str, Any]:
+    """The list row of a car; `moving` from Vehicle.IsMoving, else from the speed (MOVING_SPEED_KMH)."""
     signals = signals_of(doc)
     speed = _number(signals, S.SPEED)
     moving = _value(signals, S.IS_MOVING)
     if not isinstance(moving, bool):
-        moving = None if speed is None else speed > MOVING_SPEED_KMH
+        moving = None if speed is None else speed > moving_speed_kmh
     lat, lon = _number(signals, S.LATITUDE), _number(signals, S.LONGITUDE)
     driver = doc.get("driver")
     trip = doc.get("trip")
