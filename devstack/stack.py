@@ -255,7 +255,7 @@ def auth_settings(oidc: LocalOidcProvider) -> dict[str, str]:
         "AUTH_ALLOWED_TENANTS": oidc.home_tenant,
         "AUTH_CA_BUNDLE": str(oidc.ca_file),
         "AUTH_DASHBOARD_CLIENT_ID": oidc.dashboard_client_id,
-        "AUTH_DASHBOARD_AUTHORITY": oidc.authority,
+        "AUTH_DASHBOARD_AUTHORITY": oidc.msal_authority,
         "AUTH_API_SCOPE": oidc.api_scope,
     }
 

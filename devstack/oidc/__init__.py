@@ -94,6 +94,12 @@ class LocalOidcProvider:
         """The home tenant's issuer; MSAL accepts it as authority (it ends in v2.0/, so no second v2.0 is added)."""
         return self.issuer(self.home_tenant)
 
+    @property
+    def msal_authority(self) -> str:
+        """The home tenant as MSAL wants it, the shape of https://login.microsoftonline.com/{tenant}: MSAL adds
+        /v2.0/.well-known/openid-configuration itself (MSAL.js also accepts `authority`)."""
+        return f"{self.base_url}/{self.home_tenant}"
+
     def config_url(self, tenant_id: str) -> str:
         return f"{self.issuer(tenant_id)}/.well-known/openid-configuration"
 

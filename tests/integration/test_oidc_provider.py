@@ -183,6 +183,34 @@ async def test_app_token_needs_the_secret(oidc: LocalOidcProvider) -> None:
     assert refused.value.error == "invalid_client"
 
 
+async def test_microsofts_msal_library_accepts_the_provider_as_an_entra_authority(oidc: LocalOidcProvider) -> None:
+    """MSAL for Python, given the tenant authority as for Entra, discovers the endpoints and gets a daemon token."""
+    msal = pytest.importorskip("msal")
+    import asyncio
+
+    import requests
+
+    daemon = oidc.seed["daemons"][0]
+    http = requests.Session()
+    http.trust_env = False  # REQUESTS_CA_BUNDLE would replace our CA
+    http.verify = str(oidc.ca_file)
+
+    def acquire() -> dict[str, Any]:
+        app = msal.ConfidentialClientApplication(
+            daemon["clientId"],
+            client_credential=daemon["secret"],
+            authority=oidc.msal_authority,
+            instance_discovery=False,
+            http_client=http,
+        )
+        result: dict[str, Any] = app.acquire_token_for_client(scopes=[f"api://{oidc.api_client_id}/.default"])
+        return result
+
+    result = await asyncio.to_thread(acquire)
+    assert "access_token" in result, result.get("error_description")
+    assert (await validate(oidc, result["access_token"]))["roles"] == daemon["roles"]
+
+
 # ---- key rotation (last: it changes the provider's keys) -------------------------------------------------------
 
 
