@@ -6,11 +6,11 @@ import logging
 
 import azure.functions as func
 
+from shared.api.problems import PROBLEM_JSON, Problem
 from shared.calendar import runtime
 from shared.calendar.config import CALENDAR_SYNC_QUEUE
 from shared.calendar.jobs import InvalidJobError
 from shared.calendar.notifications import InvalidNotificationError, NotificationTooLargeError, validation_reply
-from shared.drivers.problems import PROBLEM_JSON, Problem
 
 bp = func.Blueprint()
 NOSNIFF = "nosniff"

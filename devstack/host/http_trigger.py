@@ -1,14 +1,20 @@
 """HTTP triggers on `http://localhost:7071/api/...`, as `func start` serves them.
 
-Route templates (`cars/{id}`, `{id:int}`, optional `{id?}`), allowed methods, `func.HttpRequest` with
-`route_params`. Function keys are not checked locally, exactly as Core Tools does not check them; a
-`code` query parameter or `x-functions-key` header is accepted and ignored (see docs/local-stack.md).
+Route templates (`cars/{id}`, `{id:int}`, optional `{id?}`, catch-all `{*route}` as `func.AsgiFunctionApp`
+registers it), allowed methods, `func.HttpRequest` with `route_params` and every request header
+(Authorization included), and a `func.Context` for functions that take a `context` parameter. When several
+templates match, the most specific wins as in ASP.NET Core routing: literal segments before parameters before
+a catch-all, so `graph/notifications` reaches its own function and not the API's `{*route}`. Function keys are
+not checked locally, exactly as Core Tools does not check them (see docs/local-stack.md).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
+import threading
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,18 +27,23 @@ from devstack.host.bindings import FunctionSpec
 from devstack.host.retry import call
 
 log = logging.getLogger(__name__)
-_PARAM = re.compile(r"\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<constraint>[a-z]+))?(?P<optional>\?)?\}")
+_PARAM = re.compile(
+    r"\{(?P<catchall>\*{1,2})?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<constraint>[a-z]+))?(?P<optional>\?)?\}"
+)
 _CONSTRAINTS = {"int": r"-?\d+", "long": r"-?\d+", "guid": r"[0-9a-fA-F-]{36}", "bool": r"(?i:true|false)"}
 
 
 def route_regex(template: str) -> re.Pattern[str]:
-    """`cars/{id}/trips/{n:int?}` → a regex with named groups (optional last segments may be absent)."""
+    """`cars/{id}/trips/{n:int?}` → a regex with named groups (optional last segments may be absent);
+    `{*rest}` takes the rest of the path, slashes included, and may be empty."""
     pattern, last = "", 0
     for match in _PARAM.finditer(template):
         pattern += re.escape(template[last : match.start()])
-        body = _CONSTRAINTS.get(match["constraint"] or "", r"[^/]+")
+        body = ".*" if match["catchall"] else _CONSTRAINTS.get(match["constraint"] or "", r"[^/]+")
         group = f"(?P<{match['name']}>{body})"
-        if match["optional"]:
+        if match["catchall"] and pattern.endswith("/"):
+            pattern = pattern[:-1] + f"(?:/{group})?"
+        elif match["optional"]:
             if pattern.endswith("/"):
                 pattern = pattern[:-1] + f"(?:/{group})?"
             else:
@@ -44,17 +55,72 @@ def route_regex(template: str) -> re.Pattern[str]:
     return re.compile(pattern, re.IGNORECASE)
 
 
+def precedence(template: str) -> tuple[int, ...]:
+    """Sort key of a template, most specific first: per segment a literal (0) before a parameter (1) before a
+    catch-all (2); a template that has run out of segments sorts after one with a literal there."""
+    kinds = []
+    for segment in template.strip("/").split("/"):
+        match = _PARAM.search(segment)
+        kinds.append(0 if match is None else 2 if match["catchall"] else 1)
+    return (*kinds, 3)
+
+
 @dataclass(frozen=True)
 class HttpRoute:
     spec: FunctionSpec
     regex: re.Pattern[str]
     methods: frozenset[str] | None  # None = every method
+    template: str = ""
 
     @classmethod
     def of(cls, spec: FunctionSpec) -> HttpRoute:
-        template = str(spec.trigger.get("route") or spec.name)
+        template = str(spec.trigger.get("route") or spec.name).strip("/")
         methods = spec.trigger.get("methods")
-        return cls(spec, route_regex(template.strip("/")), frozenset(m.upper() for m in methods) if methods else None)
+        allowed = frozenset(m.upper() for m in methods) if methods else None
+        return cls(spec, route_regex(template), allowed, template)
+
+    @property
+    def takes_context(self) -> bool:
+        """The Python worker hands a `func.Context` to a parameter named `context`."""
+        return "context" in inspect.signature(self.spec.user_function).parameters
+
+
+class LocalContext(func.Context):
+    """The invocation context the Python worker passes (id, function name and directory)."""
+
+    def __init__(self, function_name: str) -> None:
+        self._invocation_id = str(uuid.uuid4())
+        self._function_name = function_name
+        self._local = threading.local
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def thread_local_storage(self) -> type[threading.local]:
+        return self._local
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return ""
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
+
+
+def sort_routes(routes: list[HttpRoute]) -> list[HttpRoute]:
+    """Most specific template first (stable: equal ones keep the app's order)."""
+    return sorted(routes, key=lambda route: precedence(route.template))
 
 
 def match_route(routes: list[HttpRoute], method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | str | None:
@@ -73,7 +139,7 @@ def match_route(routes: list[HttpRoute], method: str, path: str) -> tuple[HttpRo
 
 class HttpHost:
     def __init__(self, specs: list[FunctionSpec], stats: Counter[str], route_prefix: str = "api") -> None:
-        self.routes = [HttpRoute.of(s) for s in specs]
+        self.routes = sort_routes([HttpRoute.of(s) for s in specs])
         self.stats = stats
         self.prefix = route_prefix.strip("/")
         self._runner: web.AppRunner | None = None
@@ -113,8 +179,11 @@ class HttpHost:
             route_params=params,
             body=body,
         )
+        arguments: dict[str, Any] = {route.spec.arg_name: http_request}
+        if route.takes_context:
+            arguments["context"] = LocalContext(route.spec.name)
         try:
-            result = await call(route.spec.user_function, {route.spec.arg_name: http_request})
+            result = await call(route.spec.user_function, arguments)
         except Exception:
             self.stats[f"{route.spec.name}:failed"] += 1
             log.exception("%s failed", route.spec.name)

@@ -9,11 +9,10 @@ style and requests, so nothing else can read the key or the data.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Final
-
-from shared.fleet.http import ApiResponse
 
 ASSETS: Final = {
     "index.html": "text/html",
@@ -31,13 +30,24 @@ HEADERS: Final = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Asset:
+    """What to answer for one asset (the HTTP layer turns it into its response type)."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 @cache
 def _asset(name: str) -> bytes:
     return resources.files(__package__).joinpath("static", name).read_bytes()
 
 
-def serve(asset: str | None) -> ApiResponse:
+def serve(asset: str | None) -> Asset:
+    """The page (`asset` None) or one of its assets; anything else is 404 (no path is ever opened from input)."""
     name = asset or "index.html"
     if name not in ASSETS or (name == "index.html" and asset is not None):
-        return ApiResponse(404, b"not found", "text/plain", {"X-Content-Type-Options": "nosniff"})
-    return ApiResponse(200, _asset(name), ASSETS[name], dict(HEADERS))
+        return Asset(404, b"not found", "text/plain", {"X-Content-Type-Options": "nosniff"})
+    return Asset(200, _asset(name), ASSETS[name], dict(HEADERS))

@@ -18,8 +18,6 @@ from shared.calendar.jobs import MemorySyncQueue, SyncJob
 from shared.calendar.sync import CalendarSync
 from shared.containers import MEETINGS, partition_keys
 from shared.drivers.link import DriverLinks, parse_link
-from shared.fleet import http as routes
-from shared.fleet.http import ApiRequest, handle
 from shared.fleet.service import FleetService
 from shared.graph.msgraph_client import MsGraphClient
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
@@ -27,6 +25,7 @@ from shared.stores.cosmos import CosmosDocumentStore
 from shared.stores.memory import MemoryDeadLetterSink
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import drive, iso, message
+from tests.fleet_support import BRAND, FLEET, add_fleet, api_app, request
 
 pytestmark = pytest.mark.integration
 NOTIFY_URL = "https://fleet.example/api/graph/notifications"
@@ -41,11 +40,10 @@ class Stack:
     gateway: MemoryIoTHubGateway
     queue: MemorySyncQueue
 
-    async def call(self, method: str, route: str, params: dict[str, str], query: Any = None, body: Any = b"") -> Any:
-        raw = body if isinstance(body, bytes) else orjson.dumps(body)
-        answer = await handle(route, ApiRequest(method, params, query or {}, raw), self.service)
+    async def call(self, method: str, path: str, query: Any = None, body: Any = b"") -> Any:
+        answer = await request(api_app(self.service), method, path, query, body)
         assert answer.status < 300, answer.body
-        return orjson.loads(answer.body) if answer.body else None
+        return answer.json if answer.body else None
 
     async def everything(self) -> list[dict[str, Any]]:
         """Every document of every container, read back from the server (cross-partition)."""
@@ -70,6 +68,7 @@ async def stack(cosmos_store: CosmosDocumentStore) -> AsyncIterator[Stack]:
 
         links = DriverLinks(cosmos_store, queue, lambda: now)
         service = FleetService(cosmos_store, gateway, links, forget, lambda: now)
+        await add_fleet(cosmos_store)
         yield Stack(cosmos_store, box, sync, service, gateway, queue)
 
 
@@ -81,12 +80,12 @@ async def ingest(store: CosmosDocumentStore, vehicle: str, seconds: range, **sig
 async def test_history_trips_and_alerts_page_on_the_local_server(stack: Stack) -> None:
     car = f"car-{uuid.uuid4().hex[:8]}"
     await ingest(stack.store, car, range(0, 40), lv="ON", speed=30.0, lat=52.0, lon=10.0, dtc=["P0300", "P0171"])
-    params = {"vehicleId": car}
+    vehicle = f"/api/vehicles/{car}"
     seqs: list[int] = []
     token = None
     while True:
         query = {"from": iso(0), "to": iso(50), "limit": "1", **({"continuationToken": token} if token else {})}
-        page = await stack.call("GET", routes.TELEMETRY, params, query)
+        page = await stack.call("GET", f"{vehicle}/telemetry", query)
         seqs += [m["seq"] for m in page["items"]]
         token = page["continuationToken"]
         if token is None:
@@ -97,17 +96,17 @@ async def test_history_trips_and_alerts_page_on_the_local_server(stack: Stack) -
     token = None
     while True:
         query = {"limit": "1", **({"continuationToken": token} if token else {})}
-        page = await stack.call("GET", routes.ALERTS, params, query)
+        page = await stack.call("GET", f"{vehicle}/alerts", query)
         ids += [a["id"] for a in page["items"]]
         token = page["continuationToken"]
         if token is None:
             break
     assert len(ids) == len(set(ids)) == 2
-    acked = await stack.call("POST", routes.ALERT_ACK, {"vehicleId": car, "alertId": ids[0]})
+    acked = await stack.call("POST", f"{vehicle}/alerts/{ids[0]}/ack")
     assert acked["acknowledged"] is True
-    listed = await stack.call("GET", routes.ALERTS, params)
+    listed = await stack.call("GET", f"{vehicle}/alerts")
     assert sorted(a["acknowledged"] for a in listed["items"]) == [False, True]  # the ack is no alert itself
-    trips = await stack.call("GET", routes.TRIPS, params)
+    trips = await stack.call("GET", f"{vehicle}/trips")
     assert [t["status"] for t in trips["items"]] == ["open"]
 
 
@@ -120,7 +119,7 @@ async def test_the_fleet_list_pages_across_partitions(stack: Stack) -> None:
     token = None
     while True:
         query = {"limit": "3", **({"continuationToken": token} if token else {})}
-        page = await stack.call("GET", routes.VEHICLES, {}, query)
+        page = await stack.call("GET", "/api/vehicles", query)
         seen += [v["vehicleId"] for v in page["items"]]
         token = page["continuationToken"]
         if token is None:
@@ -133,17 +132,17 @@ async def test_erasure_leaves_no_document_of_the_car_or_the_driver_in_any_contai
     # GIVEN a registered car with history, trips, alerts and an ack, a linked driver whose calendar was
     # synced (events, sync state, Graph subscription), a Teams meeting and a request record
     car, user = f"car-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
-    await stack.call("POST", routes.VEHICLES, {}, body={"vehicleId": car})
+    await stack.call("POST", f"/api/brands/{BRAND}/fleets/{FLEET}/vehicles", body={"vehicleId": car})
     await ingest(stack.store, car, range(0, 40), lv="ON", speed=30.0, lat=52.0, lon=10.0, dtc=["P0300"])
-    alert = (await stack.call("GET", routes.ALERTS, {"vehicleId": car}))["items"][0]
-    await stack.call("POST", routes.ALERT_ACK, {"vehicleId": car, "alertId": alert["id"]})
+    alert = (await stack.call("GET", f"/api/vehicles/{car}/alerts"))["items"][0]
+    await stack.call("POST", f"/api/vehicles/{car}/alerts/{alert['id']}/ack")
     link = {"userId": user, "upn": "d@contoso.com", "timeZone": "UTC", "consent": {"calendar": True, "location": True}}
     await DriverLinks(stack.store, stack.queue).link(car, parse_link(orjson.dumps(link)))
     start = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     stack.sandbox.add_event(user, "Customer visit", start, start + dt.timedelta(hours=1), join_url="https://teams/x")
     report = await stack.sync.run(SyncJob(user, "link", full=True))
     assert report.subscription == "created"
-    agenda = await stack.call("GET", routes.AGENDA, {"vehicleId": car})
+    agenda = await stack.call("GET", f"/api/vehicles/{car}/agenda")
     assert [e["subject"] for e in agenda["events"]] == ["Customer visit"]
     await stack.store.upsert(
         MEETINGS, {"id": "m-" + user, "userId": user, "joinWebUrl": "https://teams/y", "createdAt": iso(0)}
@@ -157,12 +156,12 @@ async def test_erasure_leaves_no_document_of_the_car_or_the_driver_in_any_contai
 
     # WHEN the driver, then the car, are erased (each twice: idempotent)
     for _ in range(2):
-        assert (await handle(routes.DRIVER, ApiRequest("DELETE", {"userId": user}), stack.service)).status == 204
+        assert (await request(api_app(stack.service), "DELETE", f"/api/drivers/{user}")).status == 204
     assert not [d for d in await stack.everything() if user in str(d)]
     assert stack.sandbox.subscriptions == {}  # deleted in Graph too
     assert stack.gateway.desired.get(car, {}).get("agenda") is None
     for _ in range(2):
-        assert (await handle(routes.VEHICLE, ApiRequest("DELETE", {"vehicleId": car}), stack.service)).status == 204
+        assert (await request(api_app(stack.service), "DELETE", f"/api/vehicles/{car}")).status == 204
 
     # THEN no container holds anything of either, but the car's tombstone (no personal data)
     left = [d for d in await stack.everything() if car in str(d) or user in str(d)]

@@ -1,4 +1,4 @@
-"""The calendar, driver and request triggers, called the way the host calls them (bindings included)."""
+"""The calendar and request triggers, called the way the host calls them (bindings included), and the driver link."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ import pytest
 
 from devstack.function_index import indexed_functions
 from devstack.graph_sandbox import GraphSandbox, serve
+from shared.api.problems import status_of
 from shared.calendar import runtime
 from shared.calendar.documents import SUBSCRIPTION_ID
 from shared.calendar.jobs import SyncJob
 from shared.calendar.subscriptions import new_client_state
 from shared.containers import CALENDARS, VEHICLES
 from shared.device_messages import canonical_time
+from shared.drivers.link import parse_link, validate_vehicle_id
+from shared.errors import InvalidRequestError, UnknownResourceError
 from shared.graph.msgraph_client import MsGraphClient
 from shared.per_loop import PerLoop
 from shared.stores.memory import MemoryDeadLetterSink
@@ -83,11 +86,9 @@ def test_the_requests_trigger_reads_the_requests_hub_as_bytes_with_a_retry_polic
     assert indexed_functions()["handle_requests"].get_settings_dict("retry_policy")["strategy"] == "exponential_backoff"
 
 
-def test_http_functions_auth_levels() -> None:
-    assert bindings("graph_notifications")[0]["authLevel"] == "ANONYMOUS"  # Graph cannot send a key
-    driver = bindings("vehicle_driver")[0]
-    assert driver["authLevel"] == "FUNCTION"
-    assert driver["route"] == "vehicles/{vehicleId}/driver"
+def test_the_webhook_is_its_own_anonymous_function() -> None:
+    webhook = bindings("graph_notifications")[0]
+    assert (webhook["authLevel"], webhook["route"]) == ("ANONYMOUS", "graph/notifications")  # Graph sends no key
 
 
 # ---- webhook ---------------------------------------------------------------------------------------------------
@@ -200,10 +201,16 @@ LINK = {
 }
 
 
-async def test_put_links_the_driver_keeping_the_vehicle_document_and_starts_a_sync(world: World) -> None:
+# The driver link itself (shared/drivers/link.py); the routes that reach it are the API's (tests/unit/test_api_*).
+
+
+async def link(vehicle: str, body: bytes) -> dict[str, Any]:
+    return await runtime.driver_links.get().link(vehicle, parse_link(body))
+
+
+async def test_linking_keeps_the_vehicle_document_and_starts_a_sync(world: World) -> None:
     await world.store.upsert(VEHICLES, {"id": VEHICLE, "vehicleId": VEHICLE, "state": {"x": 1}, "lastSeen": "t"})
-    response = await fn("vehicle_driver")(http("PUT", "/api/x", orjson.dumps(LINK), vehicleId=VEHICLE))
-    assert response.status_code == 200
+    await link(VEHICLE, orjson.dumps(LINK))
     doc = (await world.store.read(VEHICLES, VEHICLE, VEHICLE)).document  # type: ignore[union-attr]
     assert doc["driver"] == {"userId": USER, "upn": "alex@contoso.example", "timeZone": "Europe/Berlin"}
     assert doc["consent"] == {"calendar": True, "location": False}
@@ -212,52 +219,49 @@ async def test_put_links_the_driver_keeping_the_vehicle_document_and_starts_a_sy
     assert (await world.store.read(CALENDARS, USER, "driver")) is not None
 
 
-async def test_put_creates_a_missing_vehicle_document(world: World) -> None:
-    response = await fn("vehicle_driver")(http("PUT", "/api/x", orjson.dumps(LINK), vehicleId="car-new"))
-    assert response.status_code == 200
-    doc = (await world.store.read(VEHICLES, "car-new", "car-new")).document  # type: ignore[union-attr]
-    assert (doc["vehicleId"], doc["type"], doc["driver"]["userId"]) == ("car-new", "vehicle", USER)
-
-
-@pytest.mark.parametrize(
-    ("body", "status", "fields"),
-    [
-        (b"{", 400, None),
-        (b"[]", 400, None),
-        (orjson.dumps({**LINK, "userId": "nope"}), 422, ["userId"]),
-        (orjson.dumps({**LINK, "timeZone": "Mars/Base", "extra": 1}), 422, ["extra", "timeZone"]),
-        (orjson.dumps({**LINK, "consent": {"calendar": "yes"}}), 422, ["consent"]),
-        (orjson.dumps({k: v for k, v in LINK.items() if k != "upn"}), 422, ["upn"]),
-        (b"x" * 5000, 413, None),
-    ],
-)
-async def test_bad_bodies_get_problem_details(world: World, body: bytes, status: int, fields: list[str] | None) -> None:
-    response = await fn("vehicle_driver")(http("PUT", "/api/x", body, vehicleId=VEHICLE))
-    assert response.status_code == status
-    assert response.mimetype == "application/problem+json"
-    problem = orjson.loads(response.get_body())
-    assert problem["status"] == status
-    if fields:
-        assert sorted(e["field"] for e in problem["errors"]) == fields
+async def test_linking_an_unregistered_car_is_refused(world: World) -> None:
+    with pytest.raises(UnknownResourceError):
+        await link("car-new", orjson.dumps(LINK))
+    assert await world.store.read(VEHICLES, "car-new", "car-new") is None
     assert world.queue.jobs == []
 
 
-async def test_delete_unlinks_and_a_second_delete_is_404(world: World) -> None:
-    await fn("vehicle_driver")(http("PUT", "/api/x", orjson.dumps(LINK), vehicleId=VEHICLE))
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        (b"{", None),
+        (b"[]", None),
+        (orjson.dumps({**LINK, "userId": "nope"}), ["userId"]),
+        (orjson.dumps({**LINK, "timeZone": "Mars/Base", "extra": 1}), ["extra", "timeZone"]),
+        (orjson.dumps({**LINK, "consent": {"calendar": "yes"}}), ["consent"]),
+        (orjson.dumps({k: v for k, v in LINK.items() if k != "upn"}), ["upn"]),
+        (b"x" * 5000, None),
+    ],
+)
+async def test_bad_links_are_invalid_requests(world: World, body: bytes, fields: list[str] | None) -> None:
+    with pytest.raises(InvalidRequestError) as refused:
+        await link(VEHICLE, body)
+    assert status_of(refused.value) == 400
+    if fields:
+        assert sorted(e["field"] for e in refused.value.errors) == fields
+    assert world.queue.jobs == []
+
+
+async def test_unlinking_twice_finds_no_driver_the_second_time(world: World) -> None:
+    await world.store.upsert(VEHICLES, {"id": VEHICLE, "vehicleId": VEHICLE})
+    await link(VEHICLE, orjson.dumps(LINK))
     world.queue.jobs.clear()
-    response = await fn("vehicle_driver")(http("DELETE", "/api/x", vehicleId=VEHICLE))
-    assert response.status_code == 204
+    assert await runtime.driver_links.get().unlink(VEHICLE) is True
     doc = (await world.store.read(VEHICLES, VEHICLE, VEHICLE)).document  # type: ignore[union-attr]
     assert "driver" not in doc
     assert world.queue.jobs == [(SyncJob(USER, "unlink", vehicle_id=VEHICLE), 0)]
     assert (await world.store.read(CALENDARS, USER, "driver")) is None
-    again = await fn("vehicle_driver")(http("DELETE", "/api/x", vehicleId=VEHICLE))
-    assert again.status_code == 404
+    assert await runtime.driver_links.get().unlink(VEHICLE) is False
 
 
-async def test_an_invalid_vehicle_id_is_a_400(world: World) -> None:
-    response = await fn("vehicle_driver")(http("PUT", "/api/x", orjson.dumps(LINK), vehicleId="a/b#c"))
-    assert response.status_code == 400
+def test_an_invalid_vehicle_id_is_an_invalid_request() -> None:
+    with pytest.raises(InvalidRequestError):
+        validate_vehicle_id("a/b#c")
 
 
 # ---- requests trigger ----------------------------------------------------------------------------------------------

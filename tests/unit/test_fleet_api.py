@@ -1,26 +1,30 @@
-"""The fleet API's handlers on in-memory stores, fed by the real ingestion: reads, paging, validation, acks."""
+"""The fleet API through the HTTP application on in-memory stores, fed by the real ingestion: reads, paging,
+validation, acks, problem answers."""
 
 from __future__ import annotations
 
 import pytest
 
 from shared.containers import ALERTS
-from shared.fleet import http as routes
 from shared.stores.memory import MemoryDocumentStore
 from tests.factories import iso
 from tests.fleet_support import Fleet
 
 LAT, LON = "Vehicle.CurrentLocation.Latitude", "Vehicle.CurrentLocation.Longitude"
+REGISTER = "/api/brands/contoso/fleets/berlin/vehicles"
+VEHICLES = "/api/vehicles"
 
 
 @pytest.fixture
-def fleet() -> Fleet:
-    return Fleet()
+async def fleet() -> Fleet:
+    fleet = Fleet()
+    await fleet.add_fleet()
+    return fleet
 
 
 async def test_registration_creates_the_identity_and_the_document_and_shows_the_key_once(fleet: Fleet) -> None:
     # WHEN a car is registered
-    answer = await fleet.call("POST", routes.VEHICLES, body={"vehicleId": "car-001", "label": "B-XY 42"})
+    answer = await fleet.call("POST", REGISTER, body={"vehicleId": "car-001", "label": "B-XY 42"})
     # THEN it gets what it needs to connect, and IoT Hub knows its key
     assert answer.status == 201
     assert answer.headers["Cache-Control"] == "no-store"
@@ -30,19 +34,19 @@ async def test_registration_creates_the_identity_and_the_document_and_shows_the_
     assert connection["connectionString"] == (
         f"HostName={fleet.gateway.hostname};DeviceId=car-001;SharedAccessKey={connection['primaryKey']}"
     )
-    vehicle = (await fleet.call("GET", routes.VEHICLE, {"vehicleId": "car-001"})).json
+    vehicle = (await fleet.call("GET", "/api/vehicles/car-001")).json
     assert vehicle["label"] == "B-XY 42"
     assert vehicle["registeredAt"]
     # AND a second registration is refused: the key is never shown again
-    again = await fleet.call("POST", routes.VEHICLES, body={"vehicleId": "car-001"})
+    again = await fleet.call("POST", REGISTER, body={"vehicleId": "car-001"})
     assert again.status == 409
     assert again.content_type == "application/problem+json"
 
 
 async def test_registration_keeps_what_ingestion_already_wrote(fleet: Fleet) -> None:
     await fleet.drive("car-002", range(3), speed=40.0)
-    assert (await fleet.call("POST", routes.VEHICLES, body={"vehicleId": "car-002"})).status == 201
-    vehicle = (await fleet.call("GET", routes.VEHICLE, {"vehicleId": "car-002"})).json
+    assert (await fleet.call("POST", REGISTER, body={"vehicleId": "car-002"})).status == 201
+    vehicle = (await fleet.call("GET", "/api/vehicles/car-002")).json
     assert vehicle["speedKmh"] == 40.0
 
 
@@ -51,7 +55,7 @@ async def test_the_vehicle_shows_live_state_driver_and_consent_but_never_ingest_
     await fleet.drive("car-001", range(5), speed=52.0, soc=80.5, lat=52.42, lon=10.78, lv="ON", moving=True)
     await fleet.link_driver("car-001")
     # WHEN it is read
-    answer = await fleet.call("GET", routes.VEHICLE, {"vehicleId": "car-001"})
+    answer = await fleet.call("GET", "/api/vehicles/car-001")
     # THEN live state, driver and consent are there, and nothing of `ingest`
     assert answer.status == 200
     vehicle = answer.json
@@ -77,7 +81,7 @@ async def test_the_fleet_list_pages_with_continuation_tokens(fleet: Fleet) -> No
     token: str | None = None
     for _ in range(10):
         query = {"limit": "2", **({"continuationToken": token} if token else {})}
-        page = (await fleet.call("GET", routes.VEHICLES, query=query)).json
+        page = (await fleet.call("GET", VEHICLES, query)).json
         seen += [v["vehicleId"] for v in page["items"]]
         token = page["continuationToken"]
         if token is None:
@@ -87,35 +91,39 @@ async def test_the_fleet_list_pages_with_continuation_tokens(fleet: Fleet) -> No
 
 
 @pytest.mark.parametrize(
-    ("route", "params", "query", "status"),
+    ("method", "path", "query", "status"),
     [
-        (routes.VEHICLES, {}, {"continuationToken": "bm90LWEtdG9rZW4"}, 400),
-        (routes.VEHICLES, {}, {"continuationToken": "%%%"}, 400),
-        (routes.VEHICLES, {}, {"limit": "0"}, 400),
-        (routes.VEHICLES, {}, {"limit": "1000"}, 400),
-        (routes.VEHICLES, {}, {"limit": "two"}, 400),
-        (routes.VEHICLES, {}, {"unknown": "1"}, 400),
-        (routes.VEHICLE, {"vehicleId": "car/001"}, {}, 400),
-        (routes.VEHICLE, {"vehicleId": "x" * 129}, {}, 400),
-        (routes.VEHICLE, {"vehicleId": "car-404"}, {}, 404),
-        (routes.TELEMETRY, {"vehicleId": "car-001"}, {"from": "yesterday"}, 400),
-        (routes.TELEMETRY, {"vehicleId": "car-001"}, {"from": "2026-11-21T08:00:00"}, 400),  # no zone
-        (routes.TELEMETRY, {"vehicleId": "car-001"}, {"from": iso(60), "to": iso(0)}, 400),
-        (routes.TELEMETRY, {"vehicleId": "car-001"}, {"from": "0001-01-01T00:00:00+23:59"}, 400),
-        (routes.ALERT_ACK, {"vehicleId": "car-001", "alertId": "no-such-alert"}, {}, 404),
-        (routes.DRIVER, {"userId": "not-a-guid"}, {}, 400),
+        ("GET", VEHICLES, {"continuationToken": "bm90LWEtdG9rZW4"}, 400),
+        ("GET", VEHICLES, {"continuationToken": "%%%"}, 400),
+        ("GET", VEHICLES, {"limit": "0"}, 400),
+        ("GET", VEHICLES, {"limit": "1000"}, 400),
+        ("GET", VEHICLES, {"limit": "two"}, 400),
+        ("GET", VEHICLES, {"unknown": "1"}, 400),
+        ("GET", VEHICLES, {"brandId": "Not A Brand"}, 400),
+        ("GET", "/api/vehicles/car%20001", {}, 400),
+        ("GET", "/api/vehicles/" + "x" * 129, {}, 400),
+        ("GET", "/api/vehicles/car-404", {}, 404),
+        ("GET", "/api/vehicles/car-001/telemetry", {"from": "yesterday"}, 400),
+        ("GET", "/api/vehicles/car-001/telemetry", {"from": "2026-11-21T08:00:00"}, 400),  # no zone
+        ("GET", "/api/vehicles/car-001/telemetry", {"from": iso(60), "to": iso(0)}, 400),
+        ("GET", "/api/vehicles/car-001/telemetry", {"from": "0001-01-01T00:00:00+23:59"}, 400),
+        ("POST", "/api/vehicles/car-001/alerts/no-such-alert/ack", {}, 404),
+        ("DELETE", "/api/drivers/not-a-guid", {}, 400),
+        ("GET", "/api/no-such-route", {}, 404),
+        ("PATCH", VEHICLES, {}, 405),
     ],
 )
 async def test_bad_parameters_get_a_problem_never_a_500(
-    fleet: Fleet, route: str, params: dict[str, str], query: dict[str, str], status: int
+    fleet: Fleet, method: str, path: str, query: dict[str, str], status: int
 ) -> None:
     await fleet.drive("car-001", range(1), speed=1.0)
-    method = {routes.ALERT_ACK: "POST", routes.DRIVER: "DELETE"}.get(route, "GET")
-    answer = await fleet.call(method, route, params, query)
+    answer = await fleet.call(method, path, query)
     assert answer.status == status
     assert answer.content_type == "application/problem+json"
+    assert answer.headers["Cache-Control"] == "no-store"
     problem = answer.json
     assert problem["status"] == status
+    assert set(problem) >= {"type", "title", "status", "detail"}
     assert "Traceback" not in answer.body.decode()
 
 
@@ -134,7 +142,7 @@ async def test_bad_parameters_get_a_problem_never_a_500(
     ],
 )
 async def test_bad_bodies_get_a_problem_never_a_500(fleet: Fleet, body: bytes | dict[str, object], status: int) -> None:
-    answer = await fleet.call("POST", routes.VEHICLES, body=body)
+    answer = await fleet.call("POST", REGISTER, body=body)
     assert answer.status == status
     assert answer.content_type == "application/problem+json"
     assert fleet.gateway.devices == {}
@@ -142,10 +150,10 @@ async def test_bad_bodies_get_a_problem_never_a_500(fleet: Fleet, body: bytes | 
 
 async def test_invalid_fields_are_all_named(fleet: Fleet) -> None:
     await fleet.drive("car-001", range(1), speed=1.0)
-    answer = await fleet.call("PATCH", routes.CONSENT, {"vehicleId": "car-001"}, body={"location": "no", "x": 1})
+    answer = await fleet.call("PATCH", "/api/vehicles/car-001/consent", body={"location": "no", "x": 1})
     assert answer.status == 422
     assert {e["field"] for e in answer.json["errors"]} == {"body.location", "body.x"}
-    empty = await fleet.call("PATCH", routes.CONSENT, {"vehicleId": "car-001"}, body={})
+    empty = await fleet.call("PATCH", "/api/vehicles/car-001/consent", body={})
     assert empty.status == 422
 
 
@@ -158,7 +166,7 @@ async def test_telemetry_history_joins_chunks_and_the_buffer_within_the_window(f
     pages = 0
     while True:
         query = {"from": iso(10), "to": iso(35), "limit": "1", **({"continuationToken": token} if token else {})}
-        answer = await fleet.call("GET", routes.TELEMETRY, {"vehicleId": "car-001"}, query)
+        answer = await fleet.call("GET", "/api/vehicles/car-001/telemetry", query)
         assert answer.status == 200
         page = answer.json
         seqs += [m["seq"] for m in page["items"]]
@@ -169,21 +177,21 @@ async def test_telemetry_history_joins_chunks_and_the_buffer_within_the_window(f
     # THEN each message in the window comes once, positions included
     assert sorted(seqs) == list(range(11, 37))
     assert pages >= 2
-    last = (await fleet.call("GET", routes.TELEMETRY, {"vehicleId": "car-001"}, {"from": iso(39), "to": iso(39)})).json
+    last = (await fleet.call("GET", "/api/vehicles/car-001/telemetry", {"from": iso(39), "to": iso(39)})).json
     assert last["items"][0]["samples"][0]["signals"][LAT] == 52.0
 
 
 async def test_an_acknowledgement_survives_ingestion_rewriting_the_alert(fleet: Fleet) -> None:
     # GIVEN a car with an active DTC alert
     await fleet.drive("car-001", range(2), dtc=["P0300"], soc=50.0)
-    alerts = (await fleet.call("GET", routes.ALERTS, {"vehicleId": "car-001"})).json["items"]
+    alerts = (await fleet.call("GET", "/api/vehicles/car-001/alerts")).json["items"]
     [alert] = alerts
     assert alert["acknowledged"] is False
     # WHEN it is acknowledged (twice: idempotent)
-    params = {"vehicleId": "car-001", "alertId": alert["id"]}
-    first = await fleet.call("POST", routes.ALERT_ACK, params, body={"note": "workshop booked"})
+    ack = f"/api/vehicles/car-001/alerts/{alert['id']}/ack"
+    first = await fleet.call("POST", ack, body={"note": "workshop booked"})
     fleet.now = fleet.now.replace(hour=23)
-    second = await fleet.call("POST", routes.ALERT_ACK, params)
+    second = await fleet.call("POST", ack)
     assert first.status == second.status == 200
     assert first.json["acknowledgedAt"] == second.json["acknowledgedAt"]
     # AND ingestion writes the alert document again (outbox replay)
@@ -192,10 +200,10 @@ async def test_an_acknowledgement_survives_ingestion_rewriting_the_alert(fleet: 
     [stored] = [d for d in store.documents(ALERTS) if d["id"] == alert["id"]]
     await store.upsert(ALERTS, stored)
     # THEN the acknowledgement is still there, in the list and in the vehicle's active alerts
-    [listed] = (await fleet.call("GET", routes.ALERTS, {"vehicleId": "car-001"})).json["items"]
+    [listed] = (await fleet.call("GET", "/api/vehicles/car-001/alerts")).json["items"]
     assert listed["acknowledged"] is True
     assert listed["note"] == "workshop booked"
-    vehicle = (await fleet.call("GET", routes.VEHICLE, {"vehicleId": "car-001"})).json
+    vehicle = (await fleet.call("GET", "/api/vehicles/car-001")).json
     assert [a["acknowledged"] for a in vehicle["alerts"]] == [True]
 
 
@@ -203,7 +211,7 @@ async def test_trips_come_newest_first_with_the_open_trip_live(fleet: Fleet) -> 
     await fleet.drive("car-001", range(0, 3), lv="ON", speed=20.0)
     await fleet.drive("car-001", range(3, 4), lv="OFF")
     await fleet.drive("car-001", range(100, 104), lv="ON", speed=60.0)  # > 60 s later: a new trip
-    trips = (await fleet.call("GET", routes.TRIPS, {"vehicleId": "car-001"})).json["items"]
+    trips = (await fleet.call("GET", "/api/vehicles/car-001/trips")).json["items"]
     assert [t["status"] for t in trips] == ["open", "closed"]
     assert trips[0]["maxSpeedKmh"] == 60.0  # the running figures of the vehicle document
 
@@ -211,33 +219,56 @@ async def test_trips_come_newest_first_with_the_open_trip_live(fleet: Fleet) -> 
 async def test_agenda_and_meetings_are_empty_without_calendar_consent(fleet: Fleet) -> None:
     await fleet.drive("car-001", range(1), speed=1.0)
     await fleet.link_driver("car-001", calendar=False)
-    agenda = (await fleet.call("GET", routes.AGENDA, {"vehicleId": "car-001"})).json
+    agenda = (await fleet.call("GET", "/api/vehicles/car-001/agenda")).json
     assert agenda["calendarConsent"] is False
     assert agenda["events"] == []
-    meetings = (await fleet.call("GET", routes.MEETINGS, {"vehicleId": "car-001"})).json
+    meetings = (await fleet.call("GET", "/api/vehicles/car-001/meetings")).json
     assert meetings == {"items": [], "continuationToken": None}
 
 
-async def test_the_openapi_document_is_served_and_names_every_operation(fleet: Fleet) -> None:
-    answer = await fleet.call("GET", routes.OPENAPI)
+async def test_the_openapi_document_is_public_and_names_every_operation_with_its_security(fleet: Fleet) -> None:
+    answer = await fleet.call("GET", "/api/openapi.json", token=None)
     assert answer.status == 200
     document = answer.json
-    assert document["openapi"] == "3.1.0"
-    operations = {op["operationId"] for path in document["paths"].values() for op in path.values()}
-    assert {"registerVehicle", "listVehicles", "changeConsent", "deleteDriver", "acknowledgeAlert"} <= operations
-    body = document["paths"]["/vehicles"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    registration = document["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+    assert document["openapi"].startswith("3.1")
+    operations = {op["operationId"]: op for path in document["paths"].values() for op in path.values()}
+    assert {
+        "registerVehicle",
+        "listVehicles",
+        "changeConsent",
+        "deleteDriver",
+        "acknowledgeAlert",
+        "linkDriver",
+    } <= set(operations)
+    body = document["paths"][REGISTER.replace("contoso", "{brandId}").replace("berlin", "{fleetId}")]["post"]
+    schema = body["requestBody"]["content"]["application/json"]["schema"]
+    registration = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
     assert registration["additionalProperties"] is False  # generated from the model that validates
+    assert operations["getVehicle"]["security"] == [{"entra": ["Fleet.Access"]}, {"bearer": []}]
+    assert operations["getVehicle"]["x-requirement"] == {
+        "target": "vehicle",
+        "permission": "vehicles.read",
+        "audited": False,
+    }
+    assert "`vehicles.erase` on the car" in operations["deleteVehicle"]["description"]
+    assert operations["getOpenapi"]["security"] == []
+    flow = document["components"]["securitySchemes"]["entra"]["flows"]["authorizationCode"]
+    assert flow["authorizationUrl"].endswith("/oauth2/v2.0/authorize")
+    assert "application/problem+json" in operations["getVehicle"]["responses"]["404"]["content"]
+    assert "422" not in operations["getVehicle"]["responses"]
+    assert (await fleet.call("GET", "/docs", token=None)).status == 404
 
 
-async def test_the_dashboard_is_static_and_carries_no_key(fleet: Fleet) -> None:
-    page = await fleet.call("GET", routes.DASHBOARD)
-    assert page.status == 200
-    assert page.content_type == "text/html"
-    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-    assert b"http://" not in page.body
-    assert b"https://" not in page.body
-    script = await fleet.call("GET", routes.DASHBOARD, {"asset": "app.js"})
+async def test_the_dashboard_is_public_static_and_carries_no_key(fleet: Fleet) -> None:
+    for path in ("/api/dashboard", "/api/dashboard/"):
+        page = await fleet.call("GET", path, token=None)
+        assert page.status == 200
+        assert page.content_type == "text/html; charset=utf-8"
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+        assert page.headers["Cache-Control"] == "no-cache"
+        assert b"http://" not in page.body
+        assert b"https://" not in page.body
+    script = await fleet.call("GET", "/api/dashboard/app.js", token=None)
     assert script.status == 200
-    assert b"x-functions-key" in script.body
-    assert (await fleet.call("GET", routes.DASHBOARD, {"asset": "../function_app.py"})).status == 404
+    assert (await fleet.call("GET", "/api/dashboard/..%2Ffunction_app.py", token=None)).status == 404
+    assert (await fleet.call("GET", "/api/dashboard/index.html", token=None)).status == 404

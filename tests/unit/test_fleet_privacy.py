@@ -6,7 +6,6 @@ import pytest
 
 from shared.calendar.documents import DRIVER_ID
 from shared.containers import CALENDARS, MEETINGS, VEHICLES, partition_keys
-from shared.fleet import http as routes
 from shared.stores.memory import MemoryDocumentStore
 from tests.factories import iso
 from tests.fleet_support import USER, Fleet
@@ -15,8 +14,10 @@ LAT = "Vehicle.CurrentLocation.Latitude"
 
 
 @pytest.fixture
-def fleet() -> Fleet:
-    return Fleet()
+async def fleet() -> Fleet:
+    fleet = Fleet()
+    await fleet.add_fleet()
+    return fleet
 
 
 def everything(fleet: Fleet) -> list[dict[str, object]]:
@@ -30,7 +31,7 @@ async def test_location_consent_off_removes_stored_positions_and_ingestion_drops
     await fleet.drive("car-001", range(3), lv="ON", speed=30.0, lat=52.0, lon=10.0)
     await fleet.link_driver("car-001")
     # WHEN the driver withdraws location consent
-    answer = await fleet.call("PATCH", routes.CONSENT, {"vehicleId": "car-001"}, body={"location": False})
+    answer = await fleet.call("PATCH", "/api/vehicles/car-001/consent", body={"location": False})
     # THEN the positions are gone from the state and the open trip
     assert answer.status == 200
     assert answer.json == {
@@ -42,7 +43,7 @@ async def test_location_consent_off_removes_stored_positions_and_ingestion_drops
     assert stored is not None
     assert not [p for p in stored.document["state"]["signals"] if p.startswith("Vehicle.CurrentLocation.")]
     assert stored.document["trip"]["startPosition"] is None
-    vehicle = (await fleet.call("GET", routes.VEHICLE, {"vehicleId": "car-001"})).json
+    vehicle = (await fleet.call("GET", "/api/vehicles/car-001")).json
     assert vehicle["position"] is None
     # AND the driver link carries the new consent (the sync job reads it there)
     driver = await fleet.store.read(CALENDARS, USER, DRIVER_ID)
@@ -53,10 +54,10 @@ async def test_location_consent_off_removes_stored_positions_and_ingestion_drops
     stored = await fleet.store.read(VEHICLES, "car-001", "car-001")
     assert stored is not None
     assert LAT not in stored.document["state"]["signals"]
-    history = await fleet.call("GET", routes.TELEMETRY, {"vehicleId": "car-001"}, {"from": iso(0), "to": iso(5)})
+    history = await fleet.call("GET", "/api/vehicles/car-001/telemetry", {"from": iso(0), "to": iso(5)})
     assert [m["seq"] for m in history.json["items"]] == [1, 2, 3, 4, 5]
     assert all(LAT not in s["signals"] for m in history.json["items"] for s in m["samples"])
-    trips = (await fleet.call("GET", routes.TRIPS, {"vehicleId": "car-001"})).json["items"]
+    trips = (await fleet.call("GET", "/api/vehicles/car-001/trips")).json["items"]
     assert all(t["startPosition"] is None and t["lastPosition"] is None for t in trips)
 
 
@@ -64,7 +65,7 @@ async def test_calendar_consent_off_goes_through_the_driver_link_which_queues_th
     await fleet.drive("car-001", range(1), speed=1.0)
     await fleet.link_driver("car-001")
     fleet.queue.jobs.clear()
-    answer = await fleet.call("PATCH", routes.CONSENT, {"vehicleId": "car-001"}, body={"calendar": False})
+    answer = await fleet.call("PATCH", "/api/vehicles/car-001/consent", body={"calendar": False})
     assert answer.status == 200
     assert answer.json["consent"] == {"calendar": False, "location": True}
     # The job sees consent.calendar false: it removes the subscription, the calendar and the car's agenda
@@ -75,16 +76,16 @@ async def test_calendar_consent_off_goes_through_the_driver_link_which_queues_th
 
 
 async def test_consent_of_an_unknown_vehicle_is_404(fleet: Fleet) -> None:
-    answer = await fleet.call("PATCH", routes.CONSENT, {"vehicleId": "car-404"}, body={"location": False})
+    answer = await fleet.call("PATCH", "/api/vehicles/car-404/consent", body={"location": False})
     assert answer.status == 404
 
 
 async def test_erasing_a_vehicle_leaves_no_document_and_no_identity(fleet: Fleet) -> None:
     # GIVEN a registered car with history, trips, alerts, an ack, a driver and a meeting made from the car
-    await fleet.call("POST", routes.VEHICLES, body={"vehicleId": "car-001"})
+    await fleet.call("POST", "/api/brands/contoso/fleets/berlin/vehicles", body={"vehicleId": "car-001"})
     await fleet.drive("car-001", range(40), lv="ON", speed=30.0, dtc=["P0300"], lat=52.0, lon=10.0)
-    alert = (await fleet.call("GET", routes.ALERTS, {"vehicleId": "car-001"})).json["items"][0]
-    await fleet.call("POST", routes.ALERT_ACK, {"vehicleId": "car-001", "alertId": alert["id"]})
+    alert = (await fleet.call("GET", "/api/vehicles/car-001/alerts")).json["items"][0]
+    await fleet.call("POST", f"/api/vehicles/car-001/alerts/{alert['id']}/ack")
     await fleet.link_driver("car-001")
     await fleet.store.upsert(
         MEETINGS,
@@ -93,8 +94,8 @@ async def test_erasing_a_vehicle_leaves_no_document_and_no_identity(fleet: Fleet
     await fleet.store.upsert("requests", {"id": "r1", "vehicleId": "car-001", "action": "meeting.now"})
     await fleet.drive("car-002", range(2), speed=1.0)  # another car, which must stay
     # WHEN the car is erased, twice
-    first = await fleet.call("DELETE", routes.VEHICLE, {"vehicleId": "car-001"})
-    second = await fleet.call("DELETE", routes.VEHICLE, {"vehicleId": "car-001"})
+    first = await fleet.call("DELETE", "/api/vehicles/car-001")
+    second = await fleet.call("DELETE", "/api/vehicles/car-001")
     # THEN nothing of it is left in any container but a tombstone without personal data, IoT Hub forgot it,
     # and the other car is untouched
     assert first.status == second.status == 204
@@ -104,7 +105,7 @@ async def test_erasing_a_vehicle_leaves_no_document_and_no_identity(fleet: Fleet
     # AND messages still in flight for the car are dropped, not ingested into a new document
     await fleet.drive("car-001", range(5, 7), speed=9.0)
     assert [d for d in everything(fleet) if "car-001" in str(d)] == left
-    assert (await fleet.call("GET", routes.VEHICLE, {"vehicleId": "car-001"})).status == 404
+    assert (await fleet.call("GET", "/api/vehicles/car-001")).status == 404
     assert "car-001" not in fleet.gateway.devices
     assert [d["vehicleId"] for d in everything(fleet) if d.get("type") == "vehicle"] == ["car-002"]
     # AND the driver's calendar is cleaned up by the unlink job
@@ -125,12 +126,12 @@ async def test_erasing_a_driver_removes_their_calendar_meetings_and_link(fleet: 
     await fleet.store.upsert("requests", {"id": "r1", "vehicleId": "car-001", "action": "meeting.join"})
     await fleet.store.upsert("requests", {"id": "r2", "vehicleId": "car-001", "action": "calendar.refresh"})
     # WHEN the driver is erased, twice
-    first = await fleet.call("DELETE", routes.DRIVER, {"userId": USER})
-    second = await fleet.call("DELETE", routes.DRIVER, {"userId": USER})
+    first = await fleet.call("DELETE", f"/api/drivers/{USER}")
+    second = await fleet.call("DELETE", f"/api/drivers/{USER}")
     # THEN no document of theirs is left, the car has no driver, and the calendar clean-up ran for the car
     assert first.status == second.status == 204
     assert [d for d in everything(fleet) if USER in str(d)] == []
     assert [d["id"] for d in everything(fleet) if d.get("vehicleId") == "car-001" and "action" in d] == ["r2"]
-    vehicle = (await fleet.call("GET", routes.VEHICLE, {"vehicleId": "car-001"})).json
+    vehicle = (await fleet.call("GET", "/api/vehicles/car-001")).json
     assert vehicle["driver"] is None
     assert fleet.forgotten[0] == (USER, "car-001")

@@ -12,18 +12,16 @@ import pytest
 
 from devstack.eventhubs import EventHubsNamespace
 from devstack.function_index import indexed_functions
+from devstack.host.http_trigger import LocalContext
 from devstack.iothub.hub import LocalIoTHub
 from devstack.iothub.registry import DeviceRegistry, sas_token
 from devstack.iothub.service_api import ServiceApi
+from shared.api import runtime
 from shared.errors import IoTHubError
-from shared.fleet import http as routes
-from shared.fleet import runtime
-from shared.fleet.api import OPERATIONS
 from shared.iothub.azure_gateway import AzureIoTHubGateway
 from shared.iothub.gateway import DeviceExistsError
 from shared.iothub.local_gateway import LocalIoTHubGateway
-from shared.per_loop import PerLoop
-from tests.fleet_support import Fleet
+from tests.fleet_support import Fleet, OpenGatekeeper
 
 
 @pytest.fixture
@@ -100,31 +98,40 @@ async def test_the_azure_gateway_maps_the_registry_managers_answers() -> None:
         await gateway.delete_device("broken")
 
 
-def test_every_operation_is_bound_by_a_trigger_with_function_auth() -> None:
-    bound: dict[tuple[str, str], str] = {}
-    for fn in indexed_functions().values():
-        triggers = [json.loads(b) for b in fn.get_raw_bindings() if json.loads(b)["type"] == "httpTrigger"]
-        for trigger in triggers:
-            for method in trigger.get("methods", []):
-                bound[trigger["route"], method.upper()] = trigger["authLevel"]
-    for op in OPERATIONS:
-        assert bound.get((op.route, op.method)) == "FUNCTION", op.operation_id
-    assert bound[routes.DASHBOARD, "GET"] == "ANONYMOUS"
+def test_the_api_is_one_anonymous_function_on_the_catch_all_route_beside_the_webhook() -> None:
+    http = {
+        name: json.loads(fn.get_raw_bindings()[0])
+        for name, fn in indexed_functions().items()
+        if json.loads(fn.get_raw_bindings()[0])["type"] == "httpTrigger"
+    }
+    assert {name: (b["route"], b["authLevel"]) for name, b in http.items()} == {
+        "http_app_func": ("/{*route}", "ANONYMOUS"),  # the API checks bearer tokens per route itself
+        "graph_notifications": ("graph/notifications", "ANONYMOUS"),
+    }
+    assert set(http["http_app_func"]["methods"]) >= {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
 
-async def test_a_trigger_maps_the_request_and_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_function_hands_the_request_to_the_api_and_maps_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the process's runtime with an open gatekeeper and in-memory stores
     fleet = Fleet()
     await fleet.drive("car-001", range(2), speed=12.0)
-    monkeypatch.setattr(runtime, "fleet_service", PerLoop(lambda: fleet.service))
-    fn: Any = indexed_functions()["fleet_vehicle"].get_user_function()
-    request = func.HttpRequest(
-        "GET", "http://localhost/api/vehicles/car-001", route_params={"vehicleId": "car-001"}, body=b""
-    )
-    response = await fn(request)
+    monkeypatch.setattr(runtime.providers, "fleet_service", lambda: fleet.service)
+    monkeypatch.setattr(runtime.providers, "gatekeeper", lambda: OpenGatekeeper())
+    fn: Any = indexed_functions()["http_app_func"].get_user_function()
+    context = LocalContext("http_app_func")
+
+    def request(path: str, token: str | None = "Bearer t") -> func.HttpRequest:
+        headers = {"Authorization": token} if token else {}
+        return func.HttpRequest("GET", f"http://localhost:7071{path}", headers=headers, body=b"")
+
+    # WHEN the host calls the function THEN the API answers through it
+    response = await fn(request("/api/vehicles/car-001"), context)
     assert response.status_code == 200
     assert response.mimetype == "application/json"
     assert orjson.loads(response.get_body())["speedKmh"] == 12.0
-    bad = func.HttpRequest("GET", "http://localhost/api/vehicles/x", route_params={"vehicleId": "a/b"}, body=b"")
-    answer = await fn(bad)
-    assert answer.status_code == 400
-    assert answer.mimetype == "application/problem+json"
+    bad = await fn(request("/api/vehicles/car%20001"), context)
+    assert bad.status_code == 400
+    assert bad.mimetype == "application/problem+json"
+    anonymous = await fn(request("/api/vehicles/car-001", token=None), context)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == 'Bearer realm="fleet-api"'

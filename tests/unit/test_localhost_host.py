@@ -6,8 +6,11 @@ import asyncio
 import datetime as dt
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import aiohttp
 import azure.functions as func
+import orjson
 import pytest
 
 from devstack.eventhubs import EventHubsNamespace
@@ -15,7 +18,7 @@ from devstack.host import retry
 from devstack.host.bindings import BindingError, function_specs, resolve
 from devstack.host.eventhub_trigger import STALL_AFTER_ATTEMPTS, EventHubsOptions, EventHubTrigger, to_function_event
 from devstack.host.host import LocalFunctionHost
-from devstack.host.http_trigger import HttpRoute, match_route, route_regex
+from devstack.host.http_trigger import HttpHost, HttpRoute, match_route, precedence, route_regex
 from devstack.host.ncrontab import Schedule
 from devstack.host.retry import RetryPolicy
 
@@ -319,3 +322,74 @@ def test_route_constraints_and_optional_parameters() -> None:
     assert regex.fullmatch("trips/12/a") is not None
     assert regex.fullmatch("trips/12") is not None
     assert regex.fullmatch("trips/x") is None
+
+
+def asgi_sample_app() -> func.AsgiFunctionApp:
+    """An ASGI application on `/{*route}` (as function_app.py mounts the API) beside a literal HTTP route."""
+
+    async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = dict(scope["headers"])
+        body = orjson.dumps({
+            "path": scope["path"],
+            "query": scope["query_string"].decode(),
+            "method": scope["method"],
+            "authorization": headers.get(b"authorization", b"").decode(),
+            "invocation": scope["azure_functions.invocation_id"],
+        })  # fmt: skip
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    app = func.AsgiFunctionApp(app=echo, http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.function_name("webhook")
+    @app.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+    def webhook(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse(b"webhook", status_code=202)
+
+    return app
+
+
+def test_templates_sort_literal_before_parameter_before_catch_all() -> None:
+    templates = ["{*route}", "vehicles/{id}", "graph/notifications", "vehicles/mine", "graph/{x}"]
+    assert sorted(templates, key=precedence) == [
+        "graph/notifications", "vehicles/mine", "vehicles/{id}", "graph/{x}", "{*route}",
+    ]  # fmt: skip (equal precedence keeps the app's order)
+    assert route_regex("{*route}").fullmatch("vehicles/car-1/alerts/a%2Fb") is not None
+    assert route_regex("{*route}").fullmatch("") is not None
+    assert route_regex("files/{*rest}").fullmatch("files/a/b")["rest"] == "a/b"  # type: ignore[index]
+
+
+async def test_the_local_host_serves_an_asgi_app_on_its_catch_all_as_the_functions_host_does() -> None:
+    # GIVEN the host with an ASGI app on /{*route} and a literal webhook route
+    app = asgi_sample_app()
+    host = HttpHost(function_specs(app.get_functions(), ENV), Counter())
+    await host.start("127.0.0.1", 0)
+    base = f"http://127.0.0.1:{host.port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            # WHEN any path under /api is called THEN the ASGI app gets it whole, with the headers and a context
+            url = f"{base}/api/vehicles/car-1/alerts?limit=2"
+            async with session.get(url, headers={"Authorization": "Bearer abc"}) as response:
+                assert response.status == 200
+                seen = await response.json()
+            assert seen["path"] == "/api/vehicles/car-1/alerts"
+            assert seen["query"] == "limit=2"
+            assert seen["authorization"] == "Bearer abc"
+            assert seen["invocation"]
+            async with session.delete(f"{base}/api/brands/b/members/p/m") as response:
+                assert (await response.json())["method"] == "DELETE"
+            # AND the literal route still reaches its own function
+            async with session.post(f"{base}/api/graph/notifications", data=b"{}") as response:
+                assert response.status == 202
+                assert await response.read() == b"webhook"
+            # AND outside the route prefix nothing answers
+            async with session.get(f"{base}/elsewhere") as response:
+                assert response.status == 404
+    finally:
+        await host.stop()
+        app.startup_task_done = False  # else its __del__ calls asyncio.run() inside this test's running loop

@@ -1,0 +1,55 @@
+"""Public by design: the OpenAPI document and the dashboard's page and assets (they hold no data)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+
+from shared.api.guard import guard
+from shared.api.openapi import build_openapi
+from shared.auth.policy import PUBLIC
+from shared.dashboard import ASSETS, serve
+
+router = APIRouter()
+ASSET_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The asset", "content": {"*/*": {"schema": {"type": "string"}}}},
+    404: {"description": "No such asset", "content": {"text/plain": {"schema": {"type": "string"}}}},
+}
+ASSET_NAMES = [name for name in ASSETS if name != "index.html"]
+Asset = Annotated[str, Path(description="The page's script or style sheet.", json_schema_extra={"enum": ASSET_NAMES})]
+PAGE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The dashboard page", "content": {"text/html": {"schema": {"type": "string"}}}}
+}
+
+
+@router.get("/openapi.json", dependencies=[guard(PUBLIC)], summary="This document", tags=["meta"])
+async def get_openapi(request: Request) -> Any:
+    return build_openapi(request.app)
+
+
+def _answer(asset: str | None) -> Response:
+    found = serve(asset)
+    return Response(found.body, status_code=found.status, headers=found.headers, media_type=found.content_type)
+
+
+@router.get(
+    "/dashboard", dependencies=[guard(PUBLIC)], response_class=Response, responses=PAGE, tags=["dashboard"],
+    summary="The fleet dashboard (the page signs in; it holds no data and no key)",
+)  # fmt: skip
+async def get_dashboard() -> Response:
+    return _answer(None)
+
+
+@router.get("/dashboard/", dependencies=[guard(PUBLIC)], response_class=Response, include_in_schema=False)
+async def get_dashboard_slash() -> Response:
+    return _answer(None)
+
+
+@router.get(
+    "/dashboard/{asset}", dependencies=[guard(PUBLIC)], response_class=Response, tags=["dashboard"],
+    summary="The dashboard's script and style sheet",
+    responses=ASSET_ANSWERS,
+)  # fmt: skip
+async def get_dashboard_asset(asset: Asset) -> Response:
+    return _answer(asset)

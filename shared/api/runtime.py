@@ -1,0 +1,97 @@
+"""The process's implementations of what the routes call, as FastAPI dependencies.
+
+Each dependency asks `providers` for its object, so a test (or the local stack) swaps one with
+`monkeypatch.setattr(runtime.providers, "gatekeeper", lambda: fake)` or, for one app instance,
+`app.dependency_overrides[runtime.gatekeeper] = lambda: fake`.
+
+The gatekeeper, the audit log and the tenancy service come from the identity code (shared/auth/access.py,
+shared/audit/, shared/tenancy/). Until they are wired, a route that needs one answers 503 (ConfigurationError):
+refusing is the only safe default for an access check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Never
+
+from shared.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from shared.api.services import AuditLog, Gatekeeper, TenancyService
+    from shared.drivers.link import DriverLinks
+    from shared.fleet.service import FleetService
+    from shared.stores.base import DeadLetterSink
+    from shared.telemetry.ingest import TelemetryIngestor
+
+
+def _unwired() -> Never:
+    raise ConfigurationError("the API's gatekeeper, audit log or tenancy service is not wired (shared/api/runtime.py)")
+
+
+def _fleet_service() -> FleetService:
+    from shared.fleet.runtime import fleet_service
+
+    return fleet_service.get()
+
+
+def _driver_links() -> DriverLinks:
+    from shared.calendar import runtime as calendar_runtime
+
+    return calendar_runtime.driver_links.get()
+
+
+def _dead_letters() -> DeadLetterSink:
+    from shared.stores.blob_deadletters import blob_dead_letters_from_env
+
+    return blob_dead_letters_from_env.get()
+
+
+def _ingestor() -> TelemetryIngestor:
+    from shared.telemetry.runtime import ingestor
+
+    return ingestor.get()
+
+
+@dataclass
+class Providers:
+    """Factories of the process's singletons (each returns the one object of its event loop or process)."""
+
+    gatekeeper: Callable[[], Gatekeeper] = _unwired
+    audit_log: Callable[[], AuditLog] = _unwired
+    tenancy: Callable[[], TenancyService] = _unwired
+    fleet_service: Callable[[], FleetService] = _fleet_service
+    driver_links: Callable[[], DriverLinks] = _driver_links
+    dead_letters: Callable[[], DeadLetterSink] = _dead_letters
+    ingestor: Callable[[], TelemetryIngestor] = _ingestor
+
+
+providers = Providers()
+
+
+def gatekeeper() -> Gatekeeper:
+    return providers.gatekeeper()
+
+
+def audit_log() -> AuditLog:
+    return providers.audit_log()
+
+
+def tenancy() -> TenancyService:
+    return providers.tenancy()
+
+
+def fleet_service() -> FleetService:
+    return providers.fleet_service()
+
+
+def driver_links() -> DriverLinks:
+    return providers.driver_links()
+
+
+def dead_letters() -> DeadLetterSink:
+    return providers.dead_letters()
+
+
+def ingestor() -> TelemetryIngestor:
+    return providers.ingestor()
