@@ -196,6 +196,7 @@ function clientsFor(tenantId) {
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     redirect_uris: [...redirectUris],
+    post_logout_redirect_uris: [...redirectUris], // MSAL's logoutRedirect comes back to the page
   }];
   for (const daemon of seed.daemons) {
     if (daemon.tenantId !== tenantId) continue;
