@@ -1,11 +1,17 @@
-// Fleet dashboard: plain JS, no dependencies. Security model in shared/dashboard/__init__.py and docs/api.md.
+// Fleet dashboard: plain JS plus MSAL.js (msal-browser.min.js, served beside this file). Security model in
+// shared/dashboard/__init__.py and docs/api.md: sign-in with authorization code + PKCE, tokens only in MSAL's
+// sessionStorage cache, the access token only in the Authorization header of same-origin API requests.
 "use strict";
 
 const REFRESH_MS = 5000;
-const KEY_STORE = "fleet.functionKey";
 const API = location.pathname.replace(/\/dashboard\/?.*$/, "");
+const PAGE = `${location.origin}${API}/dashboard/`; // the registered redirect URI
 const LAT = "Vehicle.CurrentLocation.Latitude";
 const LON = "Vehicle.CurrentLocation.Longitude";
+let config = null; // config.json: clientId, authority, knownAuthorities, protocolMode, scopes, permissions
+let auth = null; // msal.PublicClientApplication
+let me = null; // GET /api/me: roles and grants
+let vehicles = new Map(); // vehicleId -> summary (brandId, fleetId) from GET /api/vehicles
 let selected = null;
 let timer = null;
 
@@ -22,24 +28,63 @@ function el(tag, props = {}, children = []) {
   return node;
 }
 
-function keyFromFragment() {
-  const params = new URLSearchParams(location.hash.slice(1));
-  const key = params.get("key") || params.get("code");
-  if (key) {
-    sessionStorage.setItem(KEY_STORE, key);
-    history.replaceState(null, "", location.pathname + location.search); // keep it out of history
+class SignInNeeded extends Error {}
+
+// ---- sign-in ---------------------------------------------------------------------------------------------------
+
+async function loadConfig() {
+  const response = await fetch(`${API}/dashboard/config.json`, { cache: "no-store", credentials: "omit" });
+  if (!response.ok) throw new Error(`sign-in is not configured (${response.status})`);
+  return response.json();
+}
+
+function createAuth() {
+  return new msal.PublicClientApplication({
+    auth: {
+      clientId: config.clientId,
+      authority: config.authority,
+      knownAuthorities: config.knownAuthorities,
+      redirectUri: PAGE,
+      postLogoutRedirectUri: PAGE,
+    },
+    cache: { cacheLocation: "sessionStorage" },
+    system: { protocolMode: config.protocolMode },
+  });
+}
+
+// The access token for the API: from MSAL's cache, or redeemed with the refresh token. Never through a hidden
+// iframe (the page's CSP allows none): when the refresh token is gone the operator signs in again.
+async function accessToken() {
+  const account = auth.getActiveAccount();
+  if (!account) throw new SignInNeeded("not signed in");
+  try {
+    const result = await auth.acquireTokenSilent({
+      scopes: config.scopes,
+      account,
+      cacheLookupPolicy: msal.CacheLookupPolicy.AccessTokenAndRefreshToken,
+    });
+    return result.accessToken;
+  } catch (e) {
+    throw new SignInNeeded(`sign-in expired (${e.errorCode || e.message})`);
   }
 }
 
+function signIn() {
+  return auth.loginRedirect({ scopes: config.scopes, prompt: "select_account" });
+}
+
+function signOut() {
+  clearTimeout(timer);
+  return auth.logoutRedirect({ account: auth.getActiveAccount(), postLogoutRedirectUri: PAGE });
+}
+
+// ---- the API ---------------------------------------------------------------------------------------------------
+
 async function api(path, options = {}) {
-  const headers = { "x-functions-key": sessionStorage.getItem(KEY_STORE) || "" };
+  const headers = { Authorization: `Bearer ${await accessToken()}` };
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(API + path, { ...options, headers, cache: "no-store", credentials: "omit" });
-  if (response.status === 401 || response.status === 403) {
-    sessionStorage.removeItem(KEY_STORE);
-    showKeyForm("The key was refused.");
-    throw new Error("unauthorized");
-  }
+  if (response.status === 401) throw new SignInNeeded("the API refused the sign-in");
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
@@ -47,6 +92,19 @@ async function api(path, options = {}) {
   }
   return response.status === 204 ? null : response.json();
 }
+
+// Whether a grant of the caller's covers `permission` on this car. Only decides what the page offers; the API
+// checks every request itself.
+function may(permission, vehicle) {
+  const roles = (config.permissions || {})[permission] || [];
+  return Boolean(me && vehicle) && me.grants.some((g) =>
+    roles.includes(g.role)
+    && (!g.brandId || g.brandId === vehicle.brandId)
+    && (!g.fleetId || g.fleetId === vehicle.fleetId)
+    && (!g.vehicleId || g.vehicleId === vehicle.vehicleId));
+}
+
+// ---- rendering -------------------------------------------------------------------------------------------------
 
 const fmt = {
   num: (v, unit, digits = 0) => (v === null || v === undefined ? "–" : `${Number(v).toFixed(digits)} ${unit}`),
@@ -72,12 +130,19 @@ async function allVehicles() {
   return items;
 }
 
-function renderFleet(vehicles) {
+function renderWho() {
+  const where = me.grants.map((g) => [g.role, [g.brandId, g.fleetId, g.vehicleId].filter(Boolean).join("/")].filter(Boolean).join(" "));
+  $("who").textContent = `${me.name || me.username || me.objectId} · ${where.join(", ") || "no access granted yet"}`;
+  $("who").hidden = false;
+}
+
+function renderFleet(list) {
   const body = $("vehicles").tBodies[0];
   body.replaceChildren(
-    ...vehicles.map((v) => {
+    ...list.map((v) => {
       const row = el("tr", { dataset: { vehicle: v.vehicleId } }, [
         el("td", { class: "id", text: v.label ? `${v.vehicleId} (${v.label})` : v.vehicleId }),
+        el("td", { class: "fleet", text: [v.brandId, v.fleetId].filter(Boolean).join("/") || "–" }),
         el("td", { class: "num speed", text: fmt.num(v.speedKmh, "km/h") }),
         el("td", { class: "num soc", text: fmt.num(v.stateOfChargePercent, "%") }),
         el("td", { class: "moving", text: v.moving === null ? "–" : v.moving ? "yes" : "no" }),
@@ -89,6 +154,7 @@ function renderFleet(vehicles) {
       return row;
     }),
   );
+  if (!list.length) body.append(el("tr", {}, [el("td", { colspan: "7", class: "hint", text: "no cars you may see" })]));
 }
 
 function renderTrack(history) {
@@ -121,7 +187,7 @@ function renderTrack(history) {
   svg.append(line, here);
 }
 
-function renderAlerts(vehicle) {
+function renderAlerts(vehicle, canAck) {
   $("alerts").replaceChildren(
     ...(vehicle.alerts.length ? vehicle.alerts : [null]).map((a) => {
       if (!a) return el("li", { class: "hint", text: "none" });
@@ -129,7 +195,7 @@ function renderAlerts(vehicle) {
       if (a.acknowledged) {
         item.classList.add("acked");
         item.append(el("span", { class: "ack-state", text: ` (acknowledged ${fmt.time(a.acknowledgedAt)})` }));
-      } else {
+      } else if (canAck) {
         const button = el("button", { type: "button", class: "ack", dataset: { alert: a.id }, text: "Acknowledge" });
         button.addEventListener("click", async () => {
           button.disabled = true;
@@ -176,20 +242,24 @@ function renderTrips(trips) {
 }
 
 async function renderDetail() {
-  if (!selected) return;
+  const summary = vehicles.get(selected);
+  if (!summary) return;
   const id = encodeURIComponent(selected);
   const from = new Date(Date.now() - 3600 * 1000).toISOString();
+  // The agenda is the driver's own data: asked for only by the driver of this car.
+  const driverView = may("driver.read", summary);
   const [vehicle, history, trips, agenda] = await Promise.all([
     api(`/vehicles/${id}`),
     api(`/vehicles/${id}/telemetry?${new URLSearchParams({ from, limit: "100" })}`),
     api(`/vehicles/${id}/trips?limit=5`),
-    api(`/vehicles/${id}/agenda`),
+    driverView ? api(`/vehicles/${id}/agenda`) : Promise.resolve(null),
   ]);
   const driver = vehicle.driver ? ` – driver ${vehicle.driver.upn || vehicle.driver.userId}` : "";
   $("detail-title").textContent = `${vehicle.vehicleId}${driver}`;
   renderTrack(history);
-  renderAlerts(vehicle);
-  renderAgenda(agenda);
+  renderAlerts(vehicle, may("alerts.ack", summary));
+  $("agenda-box").hidden = !agenda;
+  if (agenda) renderAgenda(agenda);
   renderTrips(trips);
 }
 
@@ -201,43 +271,54 @@ function setStatus(text, error = false) {
 async function refresh() {
   clearTimeout(timer);
   try {
-    const vehicles = await allVehicles();
-    if (!selected && vehicles.length) selected = vehicles[0].vehicleId;
-    renderFleet(vehicles);
+    const list = await allVehicles();
+    vehicles = new Map(list.map((v) => [v.vehicleId, v]));
+    if (!vehicles.has(selected)) selected = list.length ? list[0].vehicleId : null;
+    renderFleet(list);
     await renderDetail();
-    setStatus(`${vehicles.length} vehicles – updated ${new Date().toLocaleTimeString()}`);
+    setStatus(`${list.length} vehicles – updated ${new Date().toLocaleTimeString()}`);
   } catch (e) {
-    if (e.message === "unauthorized") return;
+    if (e instanceof SignInNeeded) { showSignIn(e.message); return; }
     setStatus(`refresh failed: ${e.message}`, true);
   }
   timer = setTimeout(refresh, REFRESH_MS);
 }
 
-function showKeyForm(message) {
+function showSignIn(message) {
+  clearTimeout(timer);
   $("app").hidden = true;
-  $("key-form").hidden = false;
-  $("forget-key").hidden = true;
-  setStatus(message || "a function key is needed", Boolean(message));
+  $("sign-out").hidden = true;
+  $("who").hidden = true;
+  $("sign-in").hidden = false;
+  setStatus(message || "not signed in", Boolean(message));
 }
 
-function start() {
-  keyFromFragment();
-  $("key-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    sessionStorage.setItem(KEY_STORE, $("key").value.trim());
-    $("key").value = "";
-    open();
-  });
-  $("forget-key").addEventListener("click", () => { sessionStorage.removeItem(KEY_STORE); location.reload(); });
-  open();
-}
-
-function open() {
-  if (!sessionStorage.getItem(KEY_STORE)) { showKeyForm(); return; }
-  $("key-form").hidden = true;
+async function open() {
+  me = await api("/me");
+  renderWho();
+  $("sign-in").hidden = true;
   $("app").hidden = false;
-  $("forget-key").hidden = false;
-  refresh();
+  $("sign-out").hidden = false;
+  await refresh();
+}
+
+async function start() {
+  try {
+    config = await loadConfig();
+    auth = createAuth();
+    await auth.initialize();
+    $("sign-in-button").addEventListener("click", () => signIn().catch((e) => setStatus(`sign-in failed: ${e.message}`, true)));
+    $("sign-out").addEventListener("click", () => signOut().catch((e) => setStatus(`sign-out failed: ${e.message}`, true)));
+    // Back from the authority: MSAL redeems the code (with the PKCE verifier it kept) and clears the address bar.
+    const result = await auth.handleRedirectPromise();
+    const account = (result && result.account) || auth.getActiveAccount() || auth.getAllAccounts()[0];
+    if (!account) { showSignIn(); return; }
+    auth.setActiveAccount(account);
+    await open();
+  } catch (e) {
+    if (e instanceof SignInNeeded) { showSignIn(e.message); return; }
+    showSignIn(`sign-in failed: ${e.errorCode || e.message}`);
+  }
 }
 
 document.addEventListener("DOMContentLoaded", start, { once: true });
