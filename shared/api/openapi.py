@@ -5,7 +5,6 @@ the problem responses of shared/api/problems.py. Served at GET /api/openapi.json
 
 from __future__ import annotations
 
-import os
 from typing import Any, Final
 
 from fastapi import FastAPI
@@ -16,12 +15,12 @@ from pydantic.json_schema import models_json_schema
 from shared.api.guard import api_routes, requirement_of
 from shared.api.problems import PROBLEM_JSON
 from shared.auth.policy import API_SCOPE, Requirement
+from shared.errors import ConfigurationError
 from shared.fleet.models import ProblemDetails
 
 REF: Final = "#/components/schemas/{model}"
 ENTRA: Final = "entra"
 BEARER: Final = "bearer"
-DEFAULT_AUTHORITY: Final = "https://login.microsoftonline.com/organizations"
 REASONS: Final = {
     400: "Invalid path or query parameters, or a body that is not a JSON object",
     401: "No valid access token (see the WWW-Authenticate header)",
@@ -43,10 +42,15 @@ TARGETS: Final = {
 
 
 def _auth_settings() -> tuple[str, str]:
-    """The Entra authority the dashboard signs in with and the API scope it asks for (AUTH_DASHBOARD_AUTHORITY,
-    AUTH_API_SCOPE in shared/settings.py)."""
-    authority = (os.environ.get("AUTH_DASHBOARD_AUTHORITY") or DEFAULT_AUTHORITY).rstrip("/")
-    scope = os.environ.get("AUTH_API_SCOPE") or API_SCOPE
+    """The Entra authority users sign in with and the scope to ask for (AUTH_DASHBOARD_AUTHORITY, AUTH_API_SCOPE;
+    without AUTH_AUDIENCE the scope's bare name, so the document still serves on an unconfigured instance)."""
+    from shared.settings import app_settings, auth_settings
+
+    authority = str(app_settings().auth_dashboard_authority).rstrip("/")
+    try:
+        scope = auth_settings().api_scope
+    except ConfigurationError:
+        scope = API_SCOPE
     return authority, scope
 
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.api import runtime
 from shared.containers import partition_keys
 from shared.device_messages import DeadLetter, DeviceMessage
 from shared.errors import ItemRejectedError, StoreError
@@ -19,6 +20,7 @@ from shared.stores.base import Document
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry.ingest import BatchFailedError, TelemetryIngestor
 from tests.factories import drive, message
+from tests.fleet_support import Fleet
 
 CONTAINERS = ["vehicles", "telemetry", "trips", "alerts"]
 
@@ -218,3 +220,31 @@ def test_a_dead_letter_record_reads_back_as_the_message_it_contained(
         "telemetry", reason, "detail", DeviceMessage(body, device, "2026-11-21T08:00:00.000Z", sequence)
     )
     assert DeadLetter.from_json(letter.to_json()) == letter
+
+
+async def test_the_admin_routes_list_and_redrive_through_the_api_and_refuse_bad_input() -> None:
+    # GIVEN one parked message
+    store, letters = RefusingStore(), MemoryDeadLetterSink()
+    ingestor = TelemetryIngestor(store, letters)
+    await ingestor.ingest([message("car-1", poisoned(1, 1))])
+    fleet = Fleet(store=store)
+    fleet.overrides.update({runtime.dead_letters: lambda: letters, runtime.ingestor: lambda: ingestor})
+    # WHEN a platform admin lists it THEN it is there with its reason
+    listed = await fleet.call("GET", "/api/admin/parked", {"vehicleId": "car-1"})
+    assert listed.status == 200
+    assert listed.json["items"][0]["reason"] == "store_rejected"
+    # AND a dry run counts without redriving
+    dry = await fleet.call("POST", "/api/admin/parked/redrive", body={"vehicleId": "car-1", "dryRun": True})
+    assert (dry.status, dry.json["listed"], dry.json["redriven"]) == (200, 1, 0)
+    assert [r["outcome"] for r in fleet.audit.records] == ["succeeded", "succeeded"]  # parked.manage is audited
+    # AND bad input is a 400 or 422 problem, never a 5xx
+    for method, query, body, status in (
+        ("GET", {"nope": "1"}, b"", 400),
+        ("GET", {"limit": "x"}, b"", 400),
+        ("GET", {"stream": "requests"}, b"", 400),  # no redrive path for that stream: RedriveError
+        ("POST", None, b"[1]", 400),
+        ("POST", None, {"limit": 0}, 422),
+    ):
+        path = "/api/admin/parked" + ("/redrive" if method == "POST" else "")
+        answer = await fleet.call(method, path, query, body)
+        assert (answer.status, answer.content_type) == (status, "application/problem+json"), (query, body)
