@@ -1,31 +1,41 @@
-"""The dashboard in headless Chromium on the local stack, with the simulator driving beside a registered car.
+"""The dashboard in headless Chromium on the local stack, signed in through the local OpenID Connect provider.
 
-The car is registered through the fleet API (`POST /api/vehicles`), connects with the key it got, through the
-local IoT Hub (which accepts registered devices only with their own key), and sends a diagnostic code and a
-few positions; the real functions ingest them into Cosmos. The page must show the fleet with its numbers, draw
-the car's track and acknowledge its alert. A screenshot is kept in test-artifacts/ (git-ignored).
+The brands, fleets and memberships of devstack/oidc/seed.json are created through the API with a platform admin's
+token; the Berlin fleet operator registers a car in their fleet and a Munich operator one in theirs. The Berlin car
+connects with the key it got, through the local IoT Hub, and sends two diagnostic codes and a few positions; the
+real functions ingest them into Cosmos. In the browser the Berlin operator signs in on the provider's own sign-in
+page (MSAL.js, authorization code + PKCE): the page must show the Berlin car and not the Munich one, draw its track
+and acknowledge one of its alerts. The Berlin fleet reader sees the car and its alerts and no acknowledge button.
+A screenshot is kept in test-artifacts/ (git-ignored).
 
 Needs Debian's `chromium` (apt-get install -y chromium) and Playwright for Python driving it through
-`executable_path` (no browser download).
+`executable_path` (no browser download). Chromium trusts the stack's throwaway TLS certificates by their public key
+hashes only (`--ignore-certificate-errors-spki-list`), not every certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from devstack.oidc import LocalOidcProvider
+from devstack.oidc.seed import find_user
 from devstack.stack import LocalStack, StackConfig, free_loopback_address
 
 pytest.importorskip("azure.iot.device", reason="requirements-dev.txt needs azure-iot-device==2.14.0")
@@ -43,9 +53,13 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-CAR = "car-e2e"
-SIMULATED = ["car-001", "car-002"]
-DTC = "P0300"
+BRAND = "contoso-motors"
+FLEET, OTHER_FLEET = "berlin", "munich"
+CAR, OTHER_CAR = "car-e2e-berlin", "car-e2e-munich"
+OPERATOR, READER, OTHER_OPERATOR = (f"{who}@automotive.example" for who in ("berlin.operator", "berlin.reader",
+                                                                         "munich.operator"))  # fmt: skip
+ADMIN = "platform.admin@automotive.example"
+ACKED_DTC, OPEN_DTC = "P0300", "P0171"
 
 # Outside CI a missing browser skips (make test installs it); in CI (CI=true) it must be there: fail, never skip.
 pytestmark = pytest.mark.skipif(
@@ -59,9 +73,9 @@ def body(seq: int, t: dt.datetime, n: int) -> bytes:
         "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current": 77.0,
         "Vehicle.IsMoving": True,
         "Vehicle.LowVoltageSystemState": "ON",
-        "Vehicle.Diagnostics.DTCList": [DTC],
-        "Vehicle.CurrentLocation.Latitude": 52.42 + 0.001 * n,
-        "Vehicle.CurrentLocation.Longitude": 10.78 + 0.0015 * n * (1 + n % 2),
+        "Vehicle.Diagnostics.DTCList": [ACKED_DTC, OPEN_DTC],
+        "Vehicle.CurrentLocation.Latitude": 52.52 + 0.001 * n,
+        "Vehicle.CurrentLocation.Longitude": 13.40 + 0.0015 * n * (1 + n % 2),
     }
     ts = t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return orjson.dumps({"v": 1, "seq": seq, "samples": [{"ts": ts, "signals": signals}]})
@@ -97,117 +111,190 @@ async def wait_for(check: Any, seconds: float) -> Any:
         await asyncio.sleep(0.3)
 
 
+class Api:
+    """The fleet API as one signed-in user (a real token from the local provider)."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str) -> None:
+        self.http, self.base, self.headers = http, base, {"Authorization": f"Bearer {token}"}
+
+    @classmethod
+    async def as_user(cls, http: aiohttp.ClientSession, stack: LocalStack, username: str) -> Api:
+        return cls(http, f"{stack.http_url}/api", await oidc(stack).user_token(username))
+
+    async def call(self, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200,)) -> Any:
+        async with self.http.request(method, self.base + path, json=body, headers=self.headers) as response:
+            text = await response.text()
+            assert response.status in expect, f"{method} {path}: {response.status} {text}"
+            return orjson.loads(text) if text else None
+
+
+def oidc(stack: LocalStack) -> LocalOidcProvider:
+    assert stack.oidc is not None
+    return stack.oidc
+
+
+async def seed_tenancy(admin: Api, seed: Any) -> None:
+    """The seed's brands, fleets and memberships, as a platform admin creates them (PUT: a rerun changes nothing)."""
+    for brand in seed["brands"]:
+        await admin.call("PUT", f"/brands/{brand['brandId']}", {"name": brand["name"], "tenants": brand["tenants"]},
+                         expect=(200, 201))  # fmt: skip
+        for fleet in brand["fleets"]:
+            await admin.call("PUT", f"/brands/{brand['brandId']}/fleets/{fleet['fleetId']}", {"name": fleet["name"]},
+                             expect=(200, 201))  # fmt: skip
+    for m in seed["memberships"]:
+        grant = {"principalId": m["principalId"], "tenantId": m["tenantId"], "role": m["role"], "fleetId": m["fleetId"]}
+        await admin.call("PUT", f"/brands/{m['brandId']}/members", grant, expect=(200, 201))
+
+
+@dataclass(frozen=True)
+class Fleet:
+    stack: LocalStack
+    connection_string: str
+    acked_alert: str
+    open_alert: str
+
+
 @pytest.fixture(scope="module")
-async def stack() -> AsyncIterator[LocalStack]:
-    config = StackConfig(list(SIMULATED)).with_free_ports(free_loopback_address())
-    async with LocalStack(config) as running:
-        yield running
+async def fleet() -> AsyncIterator[Fleet]:
+    config = StackConfig([]).with_free_ports(free_loopback_address())
+    async with LocalStack(config) as stack, aiohttp.ClientSession() as http:
+        assert stack.tls is not None
+        # GIVEN the seeded brands, fleets and memberships, created through the API by a platform admin
+        await seed_tenancy(await Api.as_user(http, stack, ADMIN), oidc(stack).seed)
+        # AND a car registered by the Berlin operator in their fleet, one by the Munich operator in theirs
+        operator = await Api.as_user(http, stack, OPERATOR)
+        registered = await operator.call("POST", f"/brands/{BRAND}/fleets/{FLEET}/vehicles",
+                                         {"vehicleId": CAR, "label": "E2E"}, expect=(201,))  # fmt: skip
+        other = await Api.as_user(http, stack, OTHER_OPERATOR)
+        await other.call("POST", f"/brands/{BRAND}/fleets/{OTHER_FLEET}/vehicles", {"vehicleId": OTHER_CAR},
+                         expect=(201,))  # fmt: skip
+        # AND the Berlin car driving with the key it was given, reporting two diagnostic codes
+        await drive_registered_car(registered["connectionString"], stack.tls.ca_pem, messages=8)
+
+        async def ingested() -> Any:
+            vehicle = await operator.call("GET", f"/vehicles/{CAR}")
+            return vehicle if vehicle.get("speedKmh") == 42.0 and len(vehicle.get("alerts", [])) == 2 else None
+
+        alerts = {a["code"]: a["id"] for a in (await wait_for(ingested, 60))["alerts"]}
+        yield Fleet(stack, registered["connectionString"], alerts[ACKED_DTC], alerts[OPEN_DTC])
+
+
+def spki_hashes(*pem_files: Path) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of each certificate: Chromium accepts these, and only these, without a
+    trusted chain. The stack's certificates are made per run, so nothing else is ever trusted."""
+    hashes = []
+    for pem in pem_files:
+        cert = x509.load_pem_x509_certificate(pem.read_bytes())
+        spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        hashes.append(base64.b64encode(hashlib.sha256(spki).digest()).decode())
+    return ",".join(hashes)
 
 
 @contextlib.asynccontextmanager
-async def simulator(stack: LocalStack, seconds: float) -> AsyncIterator[None]:
+async def browser_page(stack: LocalStack) -> AsyncIterator[tuple[Any, list[str]]]:
+    """A fresh Chromium profile (no session, no MSAL cache) that trusts the local provider's certificate only."""
     assert stack.tls is not None
-    strings = stack.workdir / "simulated.txt"
-    strings.write_text("\n".join(stack.connection_strings) + "\n")
-    argv = ["-m", "simulator", "--connection-strings", str(strings), "--ca", str(stack.tls.ca_cert),
-            "--duration", str(seconds), "--seed", "3", "--quiet", "--no-meetings"]  # fmt: skip
-    process = await asyncio.create_subprocess_exec(sys.executable, *argv, cwd=ROOT)
+    trust = f"--ignore-certificate-errors-spki-list={spki_hashes(stack.tls.server_cert, stack.tls.ca_cert)}"
+    profile = tempfile.mkdtemp(prefix="chromium-")
     try:
-        yield
+        async with playwright.async_playwright() as pw:
+            context = await pw.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, trust],
+                viewport={"width": 1280, "height": 900},
+            )  # fmt: skip
+            try:
+                page = context.pages[0] if context.pages else await context.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                yield page, errors
+            finally:
+                await context.close()
     finally:
-        if process.returncode is None:
-            process.terminate()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(process.wait(), 10)
+        shutil.rmtree(profile, ignore_errors=True)
 
 
-async def test_the_dashboard_shows_the_fleet_and_acknowledges_an_alert(stack: LocalStack) -> None:
-    assert stack.tls is not None
-    api = f"{stack.http_url}/api"
-    async with aiohttp.ClientSession() as http, simulator(stack, 60):
-        # GIVEN a car registered through the API, driving with the key it was given
-        async with http.post(f"{api}/vehicles", json={"vehicleId": CAR, "label": "E2E"}) as response:
-            assert response.status == 201, await response.text()
-            connection = await response.json()
-        await drive_registered_car(connection["connectionString"], stack.tls.ca_cert.read_text(), messages=8)
-        # AND, with the Graph sandbox, a demo driver whose calendar has a Teams stand-up
-        calendar = stack.graph_sandbox is not None
-        if calendar:
-            from devstack.graph_sandbox import DEMO_DRIVERS
+async def sign_in(page: Any, stack: LocalStack, username: str) -> None:
+    """Open the dashboard and sign in on the provider's sign-in page, as a person would."""
+    provider = oidc(stack)
+    await page.goto(f"{stack.http_url}/api/dashboard/")
+    await page.locator("#sign-in-button").click(timeout=20_000)
+    await page.wait_for_url(f"{provider.base_url}/**", timeout=20_000)
+    await page.locator("#login").fill(find_user(provider.seed, username)["username"])
+    await page.locator("#password").fill(provider.seed["password"])
+    await page.locator("#submit").click()
+    await page.wait_for_url(f"{stack.http_url}/api/dashboard/**", timeout=20_000)
 
-            user, upn = next(iter(DEMO_DRIVERS.items()))
-            link = {"userId": user, "upn": upn, "timeZone": "Europe/Berlin",
-                    "consent": {"calendar": True, "location": True}}  # fmt: skip
-            async with http.put(f"{api}/vehicles/{CAR}/driver", json=link) as response:
-                assert response.status == 200, await response.text()
 
-        async def ingested() -> Any:
-            async with http.get(f"{api}/vehicles/{CAR}") as response:
-                vehicle = await response.json() if response.status == 200 else {}
-            return vehicle if vehicle.get("speedKmh") == 42.0 and vehicle.get("alerts") else None
+async def session_storage(page: Any) -> str:
+    return str(await page.evaluate("() => JSON.stringify(Object.entries(sessionStorage))"))
 
-        vehicle = await wait_for(ingested, 60)
-        [alert] = vehicle["alerts"]
 
-        async def simulated_cars_seen() -> bool:
-            async with http.get(f"{api}/vehicles") as response:
-                ids = {v["vehicleId"] for v in (await response.json())["items"] if v["lastSeen"]}
-            return set(SIMULATED) <= ids
+async def test_the_fleet_operator_signs_in_sees_only_their_fleet_and_acknowledges_an_alert(fleet: Fleet) -> None:
+    stack = fleet.stack
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with browser_page(stack) as (page, errors):
+        # WHEN the Berlin fleet operator signs in on the provider's page
+        await sign_in(page, stack, OPERATOR)
+        # THEN their car appears with its numbers, and the Munich car does not
+        row = page.locator(f'tr[data-vehicle="{CAR}"]')
+        await row.locator("td.speed").filter(has_text="42 km/h").wait_for(timeout=20_000)
+        assert await row.locator("td.soc").inner_text() == "77 %"
+        assert await row.locator("td.fleet").inner_text() == FLEET
+        assert await page.locator("#vehicles tbody tr[data-vehicle]").count() == 1
+        assert await page.locator(f'tr[data-vehicle="{OTHER_CAR}"]').count() == 0
+        assert "Fleet.Operator" in await page.locator("#who").inner_text()
+        # AND no code, token or key is left in the address bar; the tokens are in this tab's MSAL cache only
+        assert "#" not in page.url
+        assert "?" not in page.url
+        assert "accesstoken" in (await session_storage(page)).lower()
+        assert await page.evaluate("() => localStorage.length") == 0
+        # AND the car's track is drawn from its positions
+        await row.click()
+        await page.locator("#detail-title").filter(has_text=CAR).wait_for(timeout=20_000)
+        await page.locator("#track polyline").wait_for(timeout=20_000)
+        points = await page.locator("#track polyline").get_attribute("points")
+        assert points is not None
+        assert len(points.split()) >= 8
+        # AND the agenda, the driver's own data, is not offered to an operator
+        assert await page.locator("#agenda-box").is_hidden()
+        # AND acknowledging an alert works
+        await page.locator(f'button.ack[data-alert="{fleet.acked_alert}"]').click(timeout=20_000)
+        await page.locator(f'li.acked[data-alert="{fleet.acked_alert}"]').wait_for(timeout=20_000)
+        await page.locator(f'button.ack[data-alert="{fleet.open_alert}"]').wait_for(timeout=20_000)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        assert errors == []
+        # AND signing out leaves no token behind in the tab
+        await page.locator("#sign-out").click()  # MSAL empties its cache, then ends the provider's session
+        await page.wait_for_url(f"{oidc(stack).base_url}/**", timeout=20_000, wait_until="commit")
+        await page.goto(f"{stack.http_url}/api/dashboard/")
+        await page.locator("#sign-in-button").wait_for(timeout=20_000)
+        assert "accesstoken" not in (await session_storage(page)).lower()
 
-        await wait_for(simulated_cars_seen, 60)
+    async with aiohttp.ClientSession() as http:
+        operator = await Api.as_user(http, stack, OPERATOR)
+        stored = {a["id"]: a for a in (await operator.call("GET", f"/vehicles/{CAR}/alerts"))["items"]}
+        assert stored[fleet.acked_alert]["acknowledged"] is True
+        assert stored[fleet.open_alert]["acknowledged"] is False
 
-        # WHEN the dashboard is opened with the key in the URL fragment
-        ARTIFACTS.mkdir(exist_ok=True)
-        profile = tempfile.mkdtemp(prefix="chromium-")
-        try:
-            async with playwright.async_playwright() as pw:
-                browser = await pw.chromium.launch_persistent_context(
-                    profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                    viewport={"width": 1280, "height": 900},
-                )  # fmt: skip
-                try:
-                    page = browser.pages[0] if browser.pages else await browser.new_page()
-                    errors: list[str] = []
-                    page.on("pageerror", lambda exc: errors.append(str(exc)))
-                    await page.goto(f"{api}/dashboard#key=local-test-key")
-                    # THEN the key left the address bar, and every car appears with its numbers
-                    row = page.locator(f'tr[data-vehicle="{CAR}"]')
-                    await row.locator("td.speed").filter(has_text="42 km/h").wait_for(timeout=20_000)
-                    assert "key=" not in page.url
-                    assert await row.locator("td.soc").inner_text() == "77 %"
-                    for car in SIMULATED:
-                        await page.locator(f'tr[data-vehicle="{car}"]').wait_for(timeout=20_000)
-                    # AND the car's track is drawn from its positions
-                    await row.click()
-                    await page.locator("#detail-title").filter(has_text=CAR).wait_for(timeout=20_000)
-                    await page.locator("#track polyline").wait_for(timeout=20_000)
-                    points = await page.locator("#track polyline").get_attribute("points")
-                    assert points is not None
-                    assert len(points.split()) >= 8
-                    # AND the driver's next meetings come with their Teams links
-                    if calendar:
-                        teams = page.locator("#agenda a.teams").first
-                        await teams.wait_for(timeout=40_000)
-                        assert (await teams.get_attribute("href") or "").startswith("https://teams.microsoft.com/")
-                    # AND acknowledging the alert works
-                    button = page.locator(f'button.ack[data-alert="{alert["id"]}"]')
-                    await button.click(timeout=20_000)
-                    await page.locator(f'li.acked[data-alert="{alert["id"]}"]').wait_for(timeout=20_000)
-                    await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-                    assert errors == []
-                finally:
-                    await browser.close()
-        finally:
-            shutil.rmtree(profile, ignore_errors=True)
 
-        async with http.get(f"{api}/vehicles/{CAR}/alerts") as response:
-            [stored] = [a for a in (await response.json())["items"] if a["id"] == alert["id"]]
-        assert stored["acknowledged"] is True
+async def test_a_fleet_reader_sees_the_alerts_without_an_acknowledge_button(fleet: Fleet) -> None:
+    async with browser_page(fleet.stack) as (page, errors):
+        await sign_in(page, fleet.stack, READER)
+        await page.locator(f'tr[data-vehicle="{CAR}"]').click(timeout=20_000)
+        await page.locator(f'li[data-alert="{fleet.open_alert}"]').wait_for(timeout=20_000)
+        assert await page.locator(f'tr[data-vehicle="{OTHER_CAR}"]').count() == 0
+        assert await page.locator("button.ack").count() == 0
+        assert "Fleet.Reader" in await page.locator("#who").inner_text()
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-reader.png"), full_page=True)
+        assert errors == []
 
-        # AND erasing the car removes its identity: it can no longer connect
-        async with http.delete(f"{api}/vehicles/{CAR}") as response:
-            assert response.status == 204
-        with pytest.raises(Exception):  # noqa: B017 - the device SDK's own connection error types
-            await asyncio.wait_for(
-                drive_registered_car(connection["connectionString"], stack.tls.ca_cert.read_text(), 1, retry=False), 30
-            )
+
+async def test_an_erased_car_can_no_longer_connect(fleet: Fleet) -> None:
+    assert fleet.stack.tls is not None
+    async with aiohttp.ClientSession() as http:
+        admin = await Api.as_user(http, fleet.stack, ADMIN)
+        await admin.call("DELETE", f"/vehicles/{CAR}", expect=(204,))
+    with pytest.raises(Exception):  # noqa: B017 - the device SDK's own connection error types
+        await asyncio.wait_for(
+            drive_registered_car(fleet.connection_string, fleet.stack.tls.ca_pem, 1, retry=False), 30
+        )

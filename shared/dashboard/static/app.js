@@ -142,7 +142,7 @@ function renderFleet(list) {
     ...list.map((v) => {
       const row = el("tr", { dataset: { vehicle: v.vehicleId } }, [
         el("td", { class: "id", text: v.label ? `${v.vehicleId} (${v.label})` : v.vehicleId }),
-        el("td", { class: "fleet", text: [v.brandId, v.fleetId].filter(Boolean).join("/") || "–" }),
+        el("td", { class: "fleet", title: v.brandId || "", text: v.fleetId || "–" }),
         el("td", { class: "num speed", text: fmt.num(v.speedKmh, "km/h") }),
         el("td", { class: "num soc", text: fmt.num(v.stateOfChargePercent, "%") }),
         el("td", { class: "moving", text: v.moving === null ? "–" : v.moving ? "yes" : "no" }),
