@@ -13,6 +13,7 @@ ids. Audited requirements (`Requirement.audited`) record the outcome of every at
 
 # No `from __future__ import annotations`: FastAPI reads Guard.__call__'s annotations at runtime, and an
 # instance has no module globals to resolve strings against.
+import inspect
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,10 +37,11 @@ FAILED: Final = "failed"
 DENIED: Final = "denied"
 
 
-def _provided(request: Request, provider: Any) -> Any:
+async def _provided(request: Request, provider: Any) -> Any:
     """The runtime object, honouring `app.dependency_overrides` (resolved here, not as a sub-dependency, so a
     public route never needs a gatekeeper)."""
-    return request.app.dependency_overrides.get(provider, provider)()
+    found = request.app.dependency_overrides.get(provider, provider)()
+    return await found if inspect.isawaitable(found) else found
 
 
 def client_of(request: Request) -> dict[str, str]:
@@ -72,12 +74,12 @@ class Guard:
         if requirement.target == "public":
             yield None
             return
-        gatekeeper: Gatekeeper = _provided(request, runtime.gatekeeper)
+        gatekeeper: Gatekeeper = await _provided(request, runtime.gatekeeper)
         principal = await gatekeeper.authenticate(request.headers.get("authorization"))
         params = {name: str(value) for name, value in request.path_params.items()}
         route = request.scope.get("route")
         name = getattr(route, "name", "") or request.url.path
-        audit: AuditLog | None = _provided(request, runtime.audit_log) if requirement.audited else None
+        audit: AuditLog | None = await _provided(request, runtime.audit_log) if requirement.audited else None
         try:
             access = await gatekeeper.authorize(principal, requirement, params)
         except (AccessDeniedError, UnknownResourceError) as refused:

@@ -1,6 +1,7 @@
 """The process's implementations of what the routes call, as FastAPI dependencies.
 
-Each dependency asks `providers` for its object, so a test (or the local stack) swaps one with
+Each dependency asks `providers` for its object (async: FastAPI runs sync dependencies in a thread pool, where
+the per-event-loop clients of shared/per_loop.py cannot be reached), so a test (or the local stack) swaps one with
 `monkeypatch.setattr(runtime.providers, "gatekeeper", lambda: fake)` or, for one app instance,
 `app.dependency_overrides[runtime.gatekeeper] = lambda: fake`.
 
@@ -69,29 +70,29 @@ class Providers:
 providers = Providers()
 
 
-def gatekeeper() -> Gatekeeper:
+async def gatekeeper() -> Gatekeeper:
     return providers.gatekeeper()
 
 
-def audit_log() -> AuditLog:
+async def audit_log() -> AuditLog:
     return providers.audit_log()
 
 
-def tenancy() -> TenancyService:
+async def tenancy() -> TenancyService:
     return providers.tenancy()
 
 
-def fleet_service() -> FleetService:
+async def fleet_service() -> FleetService:
     return providers.fleet_service()
 
 
-def driver_links() -> DriverLinks:
+async def driver_links() -> DriverLinks:
     return providers.driver_links()
 
 
-def dead_letters() -> DeadLetterSink:
+async def dead_letters() -> DeadLetterSink:
     return providers.dead_letters()
 
 
-def ingestor() -> TelemetryIngestor:
+async def ingestor() -> TelemetryIngestor:
     return providers.ingestor()

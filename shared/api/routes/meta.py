@@ -13,7 +13,14 @@ from shared.dashboard import ASSETS, serve
 
 router = APIRouter()
 ASSET_ANSWERS: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The asset", "content": {"*/*": {"schema": {"type": "string"}}}},
+    200: {
+        "description": "The asset",
+        "content": {
+            "text/javascript": {"schema": {"type": "string"}},
+            "text/css": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "object"}},  # config.json: the sign-in configuration
+        },
+    },
     404: {"description": "No such asset", "content": {"text/plain": {"schema": {"type": "string"}}}},
 }
 ASSET_NAMES = [name for name in ASSETS if name != "index.html"]
