@@ -94,7 +94,9 @@ class Guard:
         except Exception as exc:
             await audit.record(access, requirement, name, params, FAILED, status_of(exc), client_of(request))
             raise
-        status = getattr(route, "status_code", None) or 200
+        status = (
+            response.status_code or getattr(route, "status_code", None) or 200
+        )  # set by the endpoint, or its default
         await audit.record(access, requirement, name, params, SUCCEEDED, status, client_of(request))
 
 

@@ -237,3 +237,15 @@ async def test_the_lazy_entry_point_answers_lifespan_and_builds_the_app_on_first
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=lazy), base_url="http://t") as client:
         assert (await client.get("/api/openapi.json")).status_code == 200
     assert lazy._app is not None
+
+
+class CreatingTenancy:
+    async def put_fleet(self, brand_id: str, fleet_id: str, name: str) -> tuple[dict[str, Any], bool]:
+        return {"brandId": brand_id, "fleetId": fleet_id, "name": name}, True
+
+
+async def test_a_created_resource_is_201_and_audited_as_such(fleet: Fleet) -> None:
+    fleet.overrides[runtime.tenancy] = CreatingTenancy
+    answer = await fleet.call("PUT", "/api/brands/contoso/fleets/hamburg", body={"name": "Hamburg"})
+    assert (answer.status, answer.json["fleetId"]) == (201, "hamburg")
+    assert (fleet.audit.records[-1]["route"], fleet.audit.records[-1]["status"]) == ("put_fleet", 201)
