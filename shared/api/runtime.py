@@ -5,18 +5,16 @@ the per-event-loop clients of shared/per_loop.py cannot be reached), so a test (
 `monkeypatch.setattr(runtime.providers, "gatekeeper", lambda: fake)` or, for one app instance,
 `app.dependency_overrides[runtime.gatekeeper] = lambda: fake`.
 
-The gatekeeper, the audit log and the tenancy service come from the identity code (shared/auth/access.py,
-shared/audit/, shared/tenancy/). Until they are wired, a route that needs one answers 503 (ConfigurationError):
-refusing is the only safe default for an access check.
+The gatekeeper, the audit log and the tenancy service come from the identity code (shared/auth/runtime.py wires
+shared/auth/access.py, shared/audit/ and shared/tenancy/ from the settings). If the settings are missing, a route
+that needs one answers 503 (ConfigurationError): refusing is the only safe default for an access check.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Never
-
-from shared.errors import ConfigurationError
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from shared.api.services import AuditLog, Gatekeeper, TenancyService
@@ -26,8 +24,22 @@ if TYPE_CHECKING:
     from shared.telemetry.ingest import TelemetryIngestor
 
 
-def _unwired() -> Never:
-    raise ConfigurationError("the API's gatekeeper, audit log or tenancy service is not wired (shared/api/runtime.py)")
+def _gatekeeper() -> Gatekeeper:
+    from shared.auth.runtime import gatekeeper
+
+    return gatekeeper.get()
+
+
+def _audit_log() -> AuditLog:
+    from shared.auth.runtime import audit_log
+
+    return audit_log.get()
+
+
+def _tenancy() -> TenancyService:
+    from shared.auth.runtime import tenancy
+
+    return tenancy.get()
 
 
 def _fleet_service() -> FleetService:
@@ -58,9 +70,9 @@ def _ingestor() -> TelemetryIngestor:
 class Providers:
     """Factories of the process's singletons (each returns the one object of its event loop or process)."""
 
-    gatekeeper: Callable[[], Gatekeeper] = _unwired
-    audit_log: Callable[[], AuditLog] = _unwired
-    tenancy: Callable[[], TenancyService] = _unwired
+    gatekeeper: Callable[[], Gatekeeper] = _gatekeeper
+    audit_log: Callable[[], AuditLog] = _audit_log
+    tenancy: Callable[[], TenancyService] = _tenancy
     fleet_service: Callable[[], FleetService] = _fleet_service
     driver_links: Callable[[], DriverLinks] = _driver_links
     dead_letters: Callable[[], DeadLetterSink] = _dead_letters

@@ -149,7 +149,7 @@ class AccessTokenValidator:
     answers whether a brand lists that tenant (its errors propagate: a store outage is a 503, not a 401).
 
     Example:
-        validator = AccessTokenValidator.from_env(extra_tenant_allowed=tenancy.is_brand_tenant)
+        validator = AccessTokenValidator.from_env(extra_tenant_allowed=tenancy.tenant_allowed)
         principal = await validator.validate(request.headers.get("Authorization"))
     """
 

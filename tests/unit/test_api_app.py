@@ -153,9 +153,13 @@ async def test_without_a_token_the_answer_is_401_with_a_bare_challenge(fleet: Fl
     assert "dXNlcg" not in malformed.headers["WWW-Authenticate"]
 
 
+def unwired() -> Any:
+    raise ConfigurationError("AUTH_AUDIENCE is not set")
+
+
 async def test_public_routes_need_no_token_and_no_gatekeeper(monkeypatch: pytest.MonkeyPatch) -> None:
     fleet = Fleet()
-    fleet.overrides[runtime.gatekeeper] = runtime.providers.gatekeeper  # not wired: raises if asked
+    fleet.overrides[runtime.gatekeeper] = unwired  # AUTH_* missing: raises if asked
     assert (await fleet.call("GET", "/api/openapi.json", token=None)).status == 200
     assert (await fleet.call("GET", "/api/dashboard", token=None)).status == 200
     refused = await fleet.call("GET", "/api/vehicles")
