@@ -8,7 +8,8 @@ from the route (`requirement_of(route)`), so the route table test, the OpenAPI d
 are all built from `app.routes`: a route without a guard fails the suite.
 
 The guard runs before the route's parameters are validated: a caller without a valid token learns nothing about
-ids. Audited requirements (`Requirement.audited`) record the outcome of every attempt, refused ones included.
+ids. Every refused attempt is recorded in the audit log; audited requirements (`Requirement.audited`) also record
+the outcome of every allowed one.
 """
 
 # No `from __future__ import annotations`: FastAPI reads Guard.__call__'s annotations at runtime, and an
@@ -79,13 +80,14 @@ class Guard:
         params = {name: str(value) for name, value in request.path_params.items()}
         route = request.scope.get("route")
         name = getattr(route, "name", "") or request.url.path
-        audit: AuditLog | None = await _provided(request, runtime.audit_log) if requirement.audited else None
         try:
             access = await gatekeeper.authorize(principal, requirement, params)
         except (AccessDeniedError, UnknownResourceError) as refused:
-            if audit is not None:
-                await audit.record(principal, requirement, name, params, DENIED, status_of(refused), client_of(request))
+            # Every refusal is recorded, reads included: probing another brand's ids is what the log is for.
+            denied: AuditLog = await _provided(request, runtime.audit_log)
+            await denied.record(principal, requirement, name, params, DENIED, status_of(refused), client_of(request))
             raise
+        audit: AuditLog | None = await _provided(request, runtime.audit_log) if requirement.audited else None
         if audit is None:
             yield access
             return
