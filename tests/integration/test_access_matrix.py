@@ -1,0 +1,582 @@
+"""The access matrix: every route of the API, for every persona and every target, with real tokens.
+
+Why: access rules live in three places (the role table in shared/auth/policy.py, each route's requirement, the
+checks in shared/auth/access.py) and a mistake in any of them is a data leak or a locked-out operator. This
+module states, by hand and independently of that code, who may do what (ALLOWED, from the tables WORKS and
+DRIVES), and checks the running application against it: tokens come from the local OpenID Connect provider
+(devstack/oidc) through the real sign-in and client-credentials flows and are validated by the app's own
+validator; the world (brands, fleets, memberships, cars, telemetry, driver links) is built through the API.
+
+Each case runs on its own copy of that world, so a mutation in one case never leaks into another, and checks:
+an allowed call answers 2xx (with a valid body, so a 422 cannot hide a refusal); a refused one answers 404 when
+the caller must not learn that the target exists (an outsider), 403 otherwise (and always 403 on platform
+routes), 401 with a challenge without a token; a refusal changes nothing but the audit log, which gains exactly
+one `denied` entry, in the partition of the brand it aimed at.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+from urllib.parse import quote
+
+import httpx
+import orjson
+import pytest
+
+from devstack.oidc import LocalOidcProvider, load_seed
+from devstack.stack import auth_settings
+from shared.api import runtime
+from shared.api.app import create_fastapi
+from shared.api.guard import requirements
+from shared.api.handlers import Shield
+from shared.audit.log import AuditLog
+from shared.auth.access import AccessControl
+from shared.auth.tokens import AccessTokenValidator
+from shared.brands import BrandConfigs
+from shared.calendar.jobs import MemorySyncQueue
+from shared.containers import AUDIT, partition_keys
+from shared.drivers.link import DriverLinks
+from shared.fleet.service import FleetService
+from shared.iothub.memory_gateway import MemoryIoTHubGateway
+from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
+from shared.telemetry.ingest import TelemetryIngestor
+from shared.tenancy.service import TenancyService
+from tests.factories import drive, message
+
+pytestmark = pytest.mark.integration
+
+SEED: Final = load_seed()
+HOME: Final = next(t["id"] for t in SEED["tenants"] if t["home"])
+DTC: Final = "P0300"
+SELF_LINK: Final = {"timeZone": "Europe/Berlin", "consent": {"calendar": True, "location": True}}
+
+# ---- who is who (seed.json usernames; the relations below are written by hand, not read from the app) ----------
+
+USERNAMES: Final = {
+    "platform-admin": "platform.admin@automotive.example",
+    "contoso-admin": "contoso.admin@automotive.example",
+    "fabrikam-admin": "fabrikam.admin@automotive.example",
+    "berlin-operator": "berlin.operator@automotive.example",
+    "berlin-reader": "berlin.reader@automotive.example",
+    "munich-operator": "munich.operator@automotive.example",
+    "paris-operator": "paris.operator@automotive.example",
+    "driver": "driver@automotive.example",
+    "customer-driver": "driver@contoso-corp.example",
+    "no-role": "norole@automotive.example",
+}
+BACKOFFICE: Final = next(d for d in SEED["daemons"] if d["name"] == "Contoso Motors back office")
+APPS: Final = {"contoso-backoffice"}
+PERSONAS: Final = [*USERNAMES, "contoso-backoffice", "anonymous"]
+OIDS: Final = {
+    **{p: next(u["oid"] for u in SEED["users"] if u["username"] == name) for p, name in USERNAMES.items()},
+    "contoso-backoffice": BACKOFFICE["oid"],
+}
+
+CARS: Final = {
+    "car-berlin": ("contoso-motors", "berlin"),
+    "car-munich": ("contoso-motors", "munich"),
+    "car-paris": ("fabrikam-mobility", "paris"),
+}
+FLEETS: Final = {"berlin": "contoso-motors", "munich": "contoso-motors", "paris": "fabrikam-mobility"}
+BRANDS: Final = ("contoso-motors", "fabrikam-mobility")
+DRIVERS: Final = ("driver", "customer-driver")  # the targets of /drivers/{userId}
+
+# persona → (role, brand, fleet): where they work (brand-wide roles name no fleet)
+WORKS: Final[dict[str, tuple[str, str | None, str | None]]] = {
+    "platform-admin": ("platform", None, None),
+    "contoso-admin": ("brand-admin", "contoso-motors", None),
+    "fabrikam-admin": ("brand-admin", "fabrikam-mobility", None),
+    "berlin-operator": ("operator", "contoso-motors", "berlin"),
+    "berlin-reader": ("reader", "contoso-motors", "berlin"),
+    "munich-operator": ("operator", "contoso-motors", "munich"),
+    "paris-operator": ("operator", "fabrikam-mobility", "paris"),
+    "contoso-backoffice": ("brand-admin", "contoso-motors", None),
+}
+# persona → the cars they are the linked driver of (by invitation and acceptance, built below)
+DRIVES: Final[dict[str, set[str]]] = {"driver": {"car-berlin", "car-paris"}, "customer-driver": {"car-munich"}}
+
+Kind = Literal["vehicle", "fleet", "brand", "driver", "platform", "caller", "public"]
+TARGETS: Final[dict[str, tuple[str | None, ...]]] = {
+    "vehicle": tuple(CARS),
+    "fleet": tuple(FLEETS),
+    "brand": BRANDS,
+    "driver": DRIVERS,
+    "platform": (None,),
+    "caller": (None,),
+    "public": (None,),
+}
+
+
+def relation(persona: str, kind: Kind, target: str | None) -> str:
+    """What `persona` is to `target`: platform, brand-admin, operator, reader, driver, self, colleague (works in
+    the target's brand but has no role on it: sees it, so a refusal is 403), outsider (must not learn it exists:
+    404), user or app (caller routes), anyone (public routes)."""
+    if kind == "public":
+        return "anyone"
+    role, brand, fleet = WORKS.get(persona, ("none", None, None))
+    if kind == "caller":
+        return "app" if persona in APPS else "user"
+    if role == "platform":
+        return "platform"
+    if kind == "platform":
+        return "other"
+    assert target is not None
+    if kind == "driver":
+        if persona == target:
+            return "self"
+        their_brands = {CARS[car][0] for car in DRIVES.get(target, ())}
+        if brand in their_brands:
+            return "brand-admin" if role == "brand-admin" else "colleague"
+        return "outsider"
+    target_brand, target_fleet = {
+        "vehicle": lambda: CARS[target],
+        "fleet": lambda: (FLEETS[target], target),
+        "brand": lambda: (target, None),
+    }[kind]()
+    if brand == target_brand:
+        if role == "brand-admin":
+            return "brand-admin"
+        if fleet is not None and fleet == target_fleet:
+            return role
+    if kind == "vehicle" and target in DRIVES.get(persona, ()):
+        return "driver"
+    return "colleague" if brand == target_brand else "outsider"
+
+
+# ---- what each route allows (hand-written from docs/identity.md; the app's routes must be exactly these) -------
+
+STAFF: Final = frozenset({"platform", "brand-admin", "operator"})
+READERS: Final = STAFF | {"reader", "driver"}
+ADMINS: Final = frozenset({"platform", "brand-admin"})
+SIGNED_IN: Final = frozenset({"user", "app"})
+DRIVER_ONLY: Final = frozenset({"driver"})
+
+ALLOWED: Final[dict[str, frozenset[str]]] = {
+    "GET /api/me": SIGNED_IN,
+    "GET /api/vehicles": SIGNED_IN,
+    "GET /api/brands": SIGNED_IN,
+    "POST /api/invitations/{invitationId}/accept": frozenset({"user"}),  # the invitee signs in as themselves
+    "POST /api/brands/{brandId}/fleets/{fleetId}/vehicles": STAFF,
+    "GET /api/vehicles/{vehicleId}": READERS,
+    "DELETE /api/vehicles/{vehicleId}": ADMINS,
+    "GET /api/vehicles/{vehicleId}/telemetry": READERS,
+    "GET /api/vehicles/{vehicleId}/trips": READERS,
+    "GET /api/vehicles/{vehicleId}/alerts": READERS,
+    "POST /api/vehicles/{vehicleId}/alerts/{alertId}/ack": STAFF,
+    "GET /api/vehicles/{vehicleId}/agenda": DRIVER_ONLY,
+    "GET /api/vehicles/{vehicleId}/meetings": DRIVER_ONLY,
+    "PATCH /api/vehicles/{vehicleId}/consent": DRIVER_ONLY,
+    "POST /api/vehicles/{vehicleId}/driver/invitations": STAFF,
+    "PUT /api/vehicles/{vehicleId}/driver": DRIVER_ONLY,
+    "DELETE /api/vehicles/{vehicleId}/driver": STAFF | {"driver"},
+    "DELETE /api/drivers/{userId}": frozenset({"platform", "brand-admin", "self"}),
+    "GET /api/brands/{brandId}": ADMINS,
+    "PUT /api/brands/{brandId}": ADMINS,
+    "GET /api/brands/{brandId}/fleets": ADMINS,
+    "PUT /api/brands/{brandId}/fleets/{fleetId}": ADMINS,
+    "GET /api/brands/{brandId}/members": ADMINS,
+    "PUT /api/brands/{brandId}/members": ADMINS,
+    "DELETE /api/brands/{brandId}/members/{principalId}/{membershipId}": ADMINS,
+    "GET /api/brands/{brandId}/audit": ADMINS,
+    "GET /api/audit": frozenset({"platform"}),
+    "GET /api/admin/parked": frozenset({"platform"}),
+    "POST /api/admin/parked/redrive": frozenset({"platform"}),
+    "GET /api/openapi.json": frozenset({"anyone"}),
+    "GET /api/dashboard": frozenset({"anyone"}),
+    "GET /api/dashboard/": frozenset({"anyone"}),
+    "GET /api/dashboard/{asset}": frozenset({"anyone"}),
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    """How a route is exercised: what its targets are, what it answers when allowed, a valid body."""
+
+    kind: Kind
+    ok: int = 200
+    body: Any = None
+
+
+def _brand_spec(brand: str) -> dict[str, Any]:
+    spec = next(b for b in SEED["brands"] if b["brandId"] == brand)
+    return {"name": spec["name"], "tenants": spec["tenants"]}
+
+
+CALLS: Final[dict[str, Call]] = {
+    "GET /api/me": Call("caller"),
+    "GET /api/vehicles": Call("caller"),
+    "GET /api/brands": Call("caller"),
+    "POST /api/invitations/{invitationId}/accept": Call("caller", body=SELF_LINK),
+    "POST /api/brands/{brandId}/fleets/{fleetId}/vehicles": Call(
+        "fleet", 201, {"vehicleId": "car-new", "label": "N 1"}
+    ),
+    "GET /api/vehicles/{vehicleId}": Call("vehicle"),
+    "DELETE /api/vehicles/{vehicleId}": Call("vehicle", 204),
+    "GET /api/vehicles/{vehicleId}/telemetry": Call("vehicle"),
+    "GET /api/vehicles/{vehicleId}/trips": Call("vehicle"),
+    "GET /api/vehicles/{vehicleId}/alerts": Call("vehicle"),
+    "POST /api/vehicles/{vehicleId}/alerts/{alertId}/ack": Call("vehicle", body={"note": "workshop booked"}),
+    "GET /api/vehicles/{vehicleId}/agenda": Call("vehicle"),
+    "GET /api/vehicles/{vehicleId}/meetings": Call("vehicle"),
+    "PATCH /api/vehicles/{vehicleId}/consent": Call("vehicle", body={"location": False}),
+    "POST /api/vehicles/{vehicleId}/driver/invitations": Call("vehicle", 201, {}),
+    "PUT /api/vehicles/{vehicleId}/driver": Call("vehicle", body=SELF_LINK),
+    "DELETE /api/vehicles/{vehicleId}/driver": Call("vehicle", 204),
+    "DELETE /api/drivers/{userId}": Call("driver", 204),
+    "GET /api/brands/{brandId}": Call("brand"),
+    "PUT /api/brands/{brandId}": Call("brand"),  # body per brand: its own name and tenants (an update, 200)
+    "GET /api/brands/{brandId}/fleets": Call("brand"),
+    "PUT /api/brands/{brandId}/fleets/{fleetId}": Call("fleet", body={"name": "Renamed"}),
+    "GET /api/brands/{brandId}/members": Call("brand"),
+    "PUT /api/brands/{brandId}/members": Call("brand"),  # body per brand: a reader of its first fleet
+    "DELETE /api/brands/{brandId}/members/{principalId}/{membershipId}": Call("brand", 204),
+    "GET /api/brands/{brandId}/audit": Call("brand"),
+    "GET /api/audit": Call("platform"),
+    "GET /api/admin/parked": Call("platform"),
+    "POST /api/admin/parked/redrive": Call("platform", body={}),
+    "GET /api/openapi.json": Call("public"),
+    "GET /api/dashboard": Call("public"),
+    "GET /api/dashboard/": Call("public"),
+    "GET /api/dashboard/{asset}": Call("public"),
+}
+# The membership each brand's DELETE revokes: (persona, seed membership id).
+REVOKED: Final = {
+    "contoso-motors": ("berlin-reader", "Fleet.Reader|contoso-motors|berlin|-"),
+    "fabrikam-mobility": ("paris-operator", "Fleet.Operator|fabrikam-mobility|paris|-"),
+}
+
+
+def expected(route: str, persona: str, target: str | None) -> int:
+    call = CALLS[route]
+    if persona == "anonymous" and call.kind != "public":
+        return 401
+    found = relation(persona, call.kind, target)
+    if found in ALLOWED[route]:
+        return call.ok
+    if call.kind == "platform":
+        return 403
+    return 404 if found == "outsider" else 403
+
+
+def cases() -> Iterator[Any]:
+    for route in ALLOWED:
+        for persona in PERSONAS:
+            for target in TARGETS[CALLS[route].kind]:
+                name = f"{route} | {persona}" + (f" | {target}" if target else "")
+                yield pytest.param(route, persona, target, id=name)
+
+
+# ---- the world: in-memory stores behind the real services, copied per case ----------------------------------
+
+
+@dataclass
+class World:
+    """Everything a request can change. The services are rebuilt over it, as the function app wires them."""
+
+    store: MemoryDocumentStore = field(default_factory=lambda: MemoryDocumentStore(partition_keys()))
+    gateway: MemoryIoTHubGateway = field(default_factory=MemoryIoTHubGateway)
+    letters: MemoryDeadLetterSink = field(default_factory=MemoryDeadLetterSink)
+    queue: MemorySyncQueue = field(default_factory=MemorySyncQueue)
+    forgotten: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def copy(self) -> World:
+        return World(*(copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)))
+
+    async def forget_calendar(self, user_id: str, vehicle_id: str | None) -> None:
+        self.forgotten.append((user_id, vehicle_id))  # production runs the calendar clean-up (Graph) here
+
+    def state(self) -> dict[str, Any]:
+        """Every container's documents and every side effect outside the store, comparable with ==."""
+        docs = {name: sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in self.store.documents(name))
+                for name in partition_keys()}  # fmt: skip
+        return {
+            **docs,
+            "devices": dict(self.gateway.devices),
+            "twins": copy.deepcopy(self.gateway.desired),
+            "c2d": len(self.gateway.sent),
+            "dead letters": dict(self.letters.records),
+            "sync jobs": [job.to_json() for job, _ in self.queue.jobs],
+            "forgotten": list(self.forgotten),
+        }
+
+    def audit(self) -> list[dict[str, Any]]:
+        return self.store.documents(AUDIT)
+
+
+@dataclass
+class Wiring:
+    """The process's objects over the current world (what shared/api/runtime.py provides in production)."""
+
+    world: World
+    validator: AccessTokenValidator
+
+    def __post_init__(self) -> None:
+        w = self.world
+        self.links = DriverLinks(w.store, w.queue)
+        self.tenancy = TenancyService(w.store, self.links, (HOME,))
+        self.fleet = FleetService(w.store, w.gateway, self.links, w.forget_calendar)
+        self.audit = AuditLog(w.store)
+        self.gatekeeper = AccessControl(w.store, self.validator.validate)
+        self.ingestor = TelemetryIngestor(w.store, w.letters, brands=BrandConfigs(w.store))
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    headers: httpx.Headers
+
+
+@dataclass
+class Matrix:
+    """One application whose dependencies resolve to the current world; real tokens per persona."""
+
+    tokens: dict[str, str]
+    validator: AccessTokenValidator
+    client: httpx.AsyncClient
+    base: World = field(default_factory=World)
+    wiring: Wiring | None = None
+    alerts: dict[str, str] = field(default_factory=dict)  # car → the id of its DTC alert
+    invitation: str = ""  # an open invitation on car-berlin
+
+    def use(self, world: World) -> World:
+        self.wiring = Wiring(world, self.validator)
+        return world
+
+    def fresh(self) -> World:
+        """A copy of the built world, made current: each case starts from the same state."""
+        return self.use(self.base.copy())
+
+    @property
+    def current(self) -> Wiring:
+        assert self.wiring is not None
+        return self.wiring
+
+    async def call(self, method: str, path: str, persona: str, body: Any = None) -> Answer:
+        headers = {} if persona == "anonymous" else {"Authorization": f"Bearer {self.tokens[persona]}"}
+        content = None if body is None else orjson.dumps(body)
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        response = await self.client.request(method, path, content=content, headers=headers)
+        ctype = response.headers.get("content-type", "")
+        parsed = orjson.loads(response.content) if "json" in ctype and response.content else response.content
+        return Answer(response.status_code, parsed, response.headers)
+
+    async def ok(self, method: str, path: str, persona: str, body: Any = None, expect: int = 200) -> Any:
+        answer = await self.call(method, path, persona, body)
+        assert answer.status == expect, f"{method} {path} as {persona}: {answer.status} {answer.body!r}"
+        return answer.body
+
+    def request_of(self, route: str, target: str | None) -> tuple[str, str, Any]:
+        """(method, path, body) of one case: the path template filled for the target, a valid body."""
+        method, template = route.split(" ", 1)
+        kind, body = CALLS[route].kind, CALLS[route].body
+        params: dict[str, str] = {"invitationId": self.invitation, "asset": "app.js"}
+        if kind == "vehicle":
+            assert target is not None
+            params |= {"vehicleId": target, "alertId": self.alerts[target]}
+        elif kind == "fleet":
+            assert target is not None
+            params |= {"brandId": FLEETS[target], "fleetId": target}
+        elif kind == "brand":
+            assert target is not None
+            member, membership = REVOKED[target]
+            params |= {"brandId": target, "principalId": OIDS[member], "membershipId": membership}
+            first_fleet = next(f for f, b in FLEETS.items() if b == target)
+            body = {
+                "PUT /api/brands/{brandId}": _brand_spec(target),
+                "PUT /api/brands/{brandId}/members": {
+                    "principalId": OIDS["no-role"],
+                    "tenantId": HOME,
+                    "role": "Fleet.Reader",
+                    "fleetId": first_fleet,
+                },
+            }.get(route, body)
+        elif kind == "driver":
+            assert target is not None
+            params |= {"userId": OIDS[target]}
+        path = template.format(**{k: quote(v, safe="") for k, v in params.items()})
+        return method, path, body
+
+
+async def build_world(m: Matrix) -> None:
+    """The world as people make it: the platform admin creates brands, fleets and memberships; operators register
+    cars; the cars send a diagnostic code; operators invite drivers, who accept with their own sign-in."""
+    admin = "platform-admin"
+    for brand in SEED["brands"]:
+        await m.ok("PUT", f"/api/brands/{brand['brandId']}", admin, _brand_spec(brand["brandId"]), 201)
+        for fleet in brand["fleets"]:
+            path = f"/api/brands/{brand['brandId']}/fleets/{fleet['fleetId']}"
+            await m.ok("PUT", path, admin, {"name": fleet["name"]}, 201)
+    for grant in SEED["memberships"]:
+        body = {k: v for k, v in grant.items() if k != "brandId"}
+        await m.ok("PUT", f"/api/brands/{grant['brandId']}/members", admin, body)
+    operators = {"car-berlin": "berlin-operator", "car-munich": "munich-operator", "car-paris": "paris-operator"}
+    for car, (brand, fleet) in CARS.items():
+        path = f"/api/brands/{brand}/fleets/{fleet}/vehicles"
+        await m.ok("POST", path, operators[car], {"vehicleId": car, "label": car.upper()}, 201)
+        batch = [
+            message(car, drive(s + 1, s, speed=30.0, dtc=[DTC]), enqueued_s=s, sequence_number=s) for s in range(2)
+        ]
+        await m.current.ingestor.ingest(batch)
+        alerts = await m.ok("GET", f"/api/vehicles/{car}/alerts", admin)
+        m.alerts[car] = next(a["id"] for a in alerts["items"] if DTC in a["id"])
+    for driver, cars in DRIVES.items():
+        for car in sorted(cars):
+            pinned = {"invitee": OIDS[driver], "inviteeTenant": _tenant_of(driver)}
+            invitation = await m.ok("POST", f"/api/vehicles/{car}/driver/invitations", operators[car], pinned, 201)
+            await m.ok("POST", f"/api/invitations/{invitation['invitationId']}/accept", driver, SELF_LINK)
+    opened = await m.ok("POST", "/api/vehicles/car-berlin/driver/invitations", "berlin-operator", {}, 201)
+    m.invitation = opened["invitationId"]
+    for car, _ in CARS.items():
+        linked = (await m.ok("GET", f"/api/vehicles/{car}", admin))["driver"]["userId"]
+        assert linked == next(OIDS[p] for p, cars in DRIVES.items() if car in cars)
+
+
+def _tenant_of(persona: str) -> str:
+    return next(u["tenantId"] for u in SEED["users"] if u["username"] == USERNAMES[persona])
+
+
+@pytest.fixture(scope="module")
+async def oidc() -> AsyncIterator[LocalOidcProvider]:
+    async with LocalOidcProvider() as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+async def matrix(oidc: LocalOidcProvider) -> AsyncIterator[Matrix]:
+    """Real tokens for every persona, one validator (its JWKS cache), one app, and the world built through it."""
+    tokens = {p: await oidc.user_token(name) for p, name in USERNAMES.items()}
+    tokens["contoso-backoffice"] = await oidc.app_token(BACKOFFICE["clientId"])
+    holder: list[Matrix] = []
+
+    async def tenant_allowed(tenant_id: str) -> bool:
+        return await holder[0].current.tenancy.tenant_allowed(tenant_id)
+
+    validator = AccessTokenValidator.from_env(extra_tenant_allowed=tenant_allowed, environ=auth_settings(oidc))
+    app = create_fastapi()
+    app.dependency_overrides.update({
+        runtime.gatekeeper: lambda: holder[0].current.gatekeeper,
+        runtime.audit_log: lambda: holder[0].current.audit,
+        runtime.tenancy: lambda: holder[0].current.tenancy,
+        runtime.fleet_service: lambda: holder[0].current.fleet,
+        runtime.driver_links: lambda: holder[0].current.links,
+        runtime.dead_letters: lambda: holder[0].current.world.letters,
+        runtime.ingestor: lambda: holder[0].current.ingestor,
+    })  # fmt: skip
+    transport = httpx.ASGITransport(app=Shield(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://fleet.test") as client:
+        built = Matrix(tokens, validator, client)
+        holder.append(built)
+        built.use(built.base)
+        await build_world(built)
+        yield built
+
+
+# ---- the tests ---------------------------------------------------------------------------------------------------
+
+
+def test_every_route_of_the_app_is_in_the_table_and_no_other() -> None:
+    app_routes = {f"{method} {path}" for method, path in requirements(create_fastapi().routes)}
+    assert sorted(app_routes - ALLOWED.keys()) == [], "routes without an ALLOWED entry"
+    assert sorted(ALLOWED.keys() - app_routes) == [], "ALLOWED names routes the app does not have"
+    assert ALLOWED.keys() == CALLS.keys()
+
+
+@pytest.mark.parametrize(("route", "persona", "target"), list(cases()))
+async def test_access(matrix: Matrix, route: str, persona: str, target: str | None) -> None:
+    world = matrix.fresh()
+    before, audit_before = world.state(), {e["id"] for e in world.audit()}
+    method, path, body = matrix.request_of(route, target)
+
+    answer = await matrix.call(method, path, persona, body)
+
+    want = expected(route, persona, target)
+    detail = answer.body.get("detail") if isinstance(answer.body, dict) else None
+    assert answer.status == want, f"expected {want}, got {answer.status} ({detail})"
+    if want < 400:
+        return
+    after = world.state()
+    assert {k: v for k, v in after.items() if k != AUDIT} == {k: v for k, v in before.items() if k != AUDIT}
+    added = [e for e in world.audit() if e["id"] not in audit_before]
+    if want == 401:
+        assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+        assert added == []
+        return
+    entries = [(e["outcome"], e["status"], e["actor"]["objectId"]) for e in added]
+    assert entries == [("denied", want, OIDS[persona])], "a refusal adds exactly one `denied` audit entry"
+    kind = CALLS[route].kind
+    victim = {"vehicle": lambda: CARS[str(target)][0], "fleet": lambda: FLEETS[str(target)],
+              "brand": lambda: target, "platform": lambda: "platform"}.get(kind)  # fmt: skip
+    if victim is not None:
+        assert added[0]["brandId"] == victim(), "a refused attempt is logged in the brand it aimed at"
+
+
+@pytest.mark.parametrize("persona", [p for p in PERSONAS if p != "anonymous"])
+async def test_lists_show_exactly_what_the_caller_may_see(matrix: Matrix, persona: str) -> None:
+    matrix.fresh()
+    cars = await matrix.ok("GET", "/api/vehicles", persona)
+    visible = {c for c in CARS if relation(persona, "vehicle", c) in ALLOWED["GET /api/vehicles/{vehicleId}"]}
+    assert {item["vehicleId"] for item in cars["items"]} == visible
+    brands = await matrix.ok("GET", "/api/brands", persona)
+    works_in = {b for b in BRANDS if relation(persona, "brand", b) in {"platform", "brand-admin", "colleague"}}
+    assert {item["brandId"] for item in brands["items"]} == works_in
+
+
+async def test_refused_attempts_change_nothing_and_the_brand_admin_sees_them(matrix: Matrix) -> None:
+    world = matrix.fresh()
+    link_before = (await matrix.ok("GET", "/api/vehicles/car-berlin", "platform-admin"))["driver"]
+
+    # GIVEN car-berlin driven by its linked driver
+    # WHEN the Berlin operator tries to link an executive's mailbox to it (the body names someone else)
+    executive = {"userId": OIDS["contoso-admin"], "upn": "ceo@automotive.example", **SELF_LINK}
+    hijack = await matrix.call("PUT", "/api/vehicles/car-berlin/driver", "berlin-operator", executive)
+    # THEN it is refused inside their brand (403, not a validation error), and the link is unchanged
+    assert hijack.status == 403
+    assert (await matrix.ok("GET", "/api/vehicles/car-berlin", "platform-admin"))["driver"] == link_before
+
+    # WHEN the Paris operator and the Fabrikam admin read car-berlin THEN it does not exist for them
+    for outsider in ("paris-operator", "fabrikam-admin"):
+        assert (await matrix.call("GET", "/api/vehicles/car-berlin", outsider)).status == 404
+
+    # WHEN the Berlin reader erases car-berlin THEN it is refused and the car is still there
+    assert (await matrix.call("DELETE", "/api/vehicles/car-berlin", "berlin-reader")).status == 403
+    assert "car-berlin" in world.gateway.devices
+
+    # THEN contoso's admin sees every attempt in contoso's audit log, by ids only (no names, no usernames)
+    log = await matrix.ok("GET", "/api/brands/contoso-motors/audit", "contoso-admin")
+    denied = [(e["action"], e["actor"]["objectId"], e["status"]) for e in log["items"] if e["outcome"] == "denied"]
+    assert sorted(denied) == sorted(
+        [
+            ("link_driver", OIDS["berlin-operator"], 403),
+            ("get_vehicle", OIDS["paris-operator"], 404),
+            ("get_vehicle", OIDS["fabrikam-admin"], 404),
+            ("delete_vehicle", OIDS["berlin-reader"], 403),
+        ]
+    )
+    written = orjson.dumps(log).decode()
+    assert not [u["username"] for u in SEED["users"] if u["username"] in written]
+    assert "ceo@automotive.example" not in written
+
+
+async def test_a_driver_unlinked_by_the_operator_no_longer_has_the_car(matrix: Matrix) -> None:
+    """An operator's unlink (a company car handed to someone else) must end the former driver's access: otherwise
+    they keep reading the car's live state and position and can link themselves again, undoing the unlink."""
+    world = matrix.fresh()
+    # GIVEN car-munich linked to the customer tenant's driver, who reads it
+    assert (await matrix.call("GET", "/api/vehicles/car-munich", "customer-driver")).status == 200
+
+    # WHEN the Munich operator unlinks them
+    await matrix.ok("DELETE", "/api/vehicles/car-munich/driver", "munich-operator", expect=204)
+
+    # THEN the car no longer exists for them: no reading it, no linking themselves back
+    read = await matrix.call("GET", "/api/vehicles/car-munich", "customer-driver")
+    assert read.status == 404, "the former driver still reads the car (live state, position)"
+    relink = await matrix.call("PUT", "/api/vehicles/car-munich/driver", "customer-driver", SELF_LINK)
+    assert relink.status == 404, "the former driver links themselves again, undoing the operator's unlink"
+    assert (await matrix.ok("GET", "/api/vehicles/car-munich", "platform-admin"))["driver"] is None
+    assert world.gateway.devices.keys() == set(CARS)
