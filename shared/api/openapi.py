@@ -33,6 +33,7 @@ REASONS: Final = {
 }
 TARGETS: Final = {
     "caller": "any signed-in caller (the answer shows only what they may see)",
+    "user": "a signed-in user acting as themselves (not an application)",
     "platform": "the platform",
     "brand": "the brand",
     "fleet": "the fleet",

@@ -98,6 +98,6 @@ class TenancyService(Protocol):
         self, access: Access, vehicle_id: str, time_zone: str, calendar: bool, location: bool
     ) -> dict[str, Any]: ...
 
-    async def unlink(self, vehicle_id: str) -> None:
-        """UnknownResourceError when the car has no driver."""
+    async def unlink(self, access: Access, vehicle_id: str) -> None:
+        """The link and the driver's membership for the car; UnknownResourceError when the car has no driver."""
         ...

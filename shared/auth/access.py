@@ -183,6 +183,10 @@ class AccessControl:
         target, permission = requirement.target, requirement.permission
         if target in ("public", "caller") or permission is None:
             return access
+        if target == "user":
+            if principal.is_app:
+                raise AccessDeniedError(f"{permission.value} is done by a user signed in as themselves, not an app")
+            return access
         if target == "platform":
             if not access.may(permission, Resource()) or not access.platform_admin:
                 raise AccessDeniedError("this needs the Platform.Admin role")

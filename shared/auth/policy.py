@@ -40,6 +40,7 @@ class Permission(StrEnum):
     READ_DRIVER_DATA = "driver.read"  # the driver's agenda and meetings
     INVITE_DRIVER = "drivers.invite"
     LINK_SELF = "drivers.link"  # a driver links their own calendar to a car they drive
+    ACCEPT_INVITATION = "invitations.accept"  # any signed-in user (never an app) becomes the invited car's driver
     UNLINK_DRIVER = "drivers.unlink"
     ERASE_DRIVER = "drivers.erase"
     READ_BRAND = "brands.read"
@@ -52,7 +53,7 @@ class Permission(StrEnum):
 
 
 P = Permission
-DRIVER_OWN: Final = frozenset({P.READ_DRIVER_DATA, P.CHANGE_CONSENT, P.LINK_SELF})
+DRIVER_OWN: Final = frozenset({P.READ_DRIVER_DATA, P.CHANGE_CONSENT, P.LINK_SELF, P.ACCEPT_INVITATION})
 
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.PLATFORM_ADMIN: frozenset(Permission) - DRIVER_OWN,
@@ -73,10 +74,11 @@ AUDITED: Final = frozenset(Permission) - {P.READ_VEHICLES, P.READ_DRIVER_DATA, P
 # Where a requirement finds the resource it is checked against:
 #   public   - nobody needs to be signed in (the Graph webhook, the dashboard's assets, the OpenAPI document)
 #   caller   - any signed-in caller; the answer is scoped to what they may see (lists, "me")
+#   user     - any signed-in user acting as themselves; an application is refused (403)
 #   platform - platform admins only
 #   brand    - path parameter brandId;  fleet - brandId and fleetId;  vehicle - vehicleId (its brand and fleet)
 #   driver   - path parameter userId: the driver themselves, or an admin of a brand they drive for
-Target = Literal["public", "caller", "platform", "brand", "fleet", "vehicle", "driver"]
+Target = Literal["public", "caller", "user", "platform", "brand", "fleet", "vehicle", "driver"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,7 +212,9 @@ class Trip(_Open):
 
 class VehicleSummary(_Response):
     vehicleId: str
-    brandId: str | None = Field(None, description="The brand the car belongs to (none for a car registered before brands).")
+    brandId: str | None = Field(
+        None, description="The brand the car belongs to (none for a car registered before brands)."
+    )
     fleetId: str | None = Field(None, description="Its fleet within the brand.")
     label: str | None = None
     registeredAt: str | None = None

@@ -335,7 +335,15 @@ class TenancyService:
         self._check_features(await self.brand(brand_id), calendar)
         return await self.links.link(vehicle_id, self._link(access, time_zone, calendar, location))
 
-    async def unlink(self, vehicle_id: str) -> None:
+    async def unlink(self, access: Access, vehicle_id: str) -> None:
+        """The car loses its driver: the link (calendar sync stops) and the driver's membership for this car, so
+        the former driver can neither read the car nor link themselves again without a new invitation. The
+        membership goes first: a retry after a failure in between still finds the driver on the car."""
+        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        driver = (stored.document.get("driver") or {}) if stored else {}
+        user, brand_id = driver.get("userId"), access.resource.brand_id
+        if user and brand_id:
+            await self.store.delete(MEMBERSHIPS, str(user), membership_id(Role.DRIVER, brand_id, None, vehicle_id))
         if not await self.links.unlink(vehicle_id):
             raise UnknownResourceError(f"vehicle {vehicle_id} has no driver")
 

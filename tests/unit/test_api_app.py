@@ -50,7 +50,7 @@ PLAN: dict[tuple[str, str], Requirement] = {
     ("GET", "/api/vehicles/{vehicleId}/meetings"): requires(P.READ_DRIVER_DATA, on="vehicle"),
     ("PATCH", "/api/vehicles/{vehicleId}/consent"): requires(P.CHANGE_CONSENT, on="vehicle"),
     ("POST", "/api/vehicles/{vehicleId}/driver/invitations"): requires(P.INVITE_DRIVER, on="vehicle"),
-    ("POST", "/api/invitations/{invitationId}/accept"): SIGNED_IN,
+    ("POST", "/api/invitations/{invitationId}/accept"): requires(P.ACCEPT_INVITATION, on="user"),
     ("PUT", "/api/vehicles/{vehicleId}/driver"): requires(P.LINK_SELF, on="vehicle"),
     ("DELETE", "/api/vehicles/{vehicleId}/driver"): requires(P.UNLINK_DRIVER, on="vehicle"),
     ("DELETE", "/api/drivers/{userId}"): requires(P.ERASE_DRIVER, on="driver"),

@@ -13,7 +13,7 @@ from shared.api.guard import guard
 from shared.api.routes.params import InvitationId, UserId, VehicleId
 from shared.api.services import TenancyService
 from shared.auth.access import Access
-from shared.auth.policy import SIGNED_IN, Permission, requires
+from shared.auth.policy import Permission, requires
 from shared.fleet import models as m
 from shared.fleet.service import FleetService
 
@@ -71,7 +71,10 @@ async def invite_driver(
     "/invitations/{invitationId}/accept", response_model=am.DriverLinkResult, summary="Accept an invitation to drive"
 )
 async def accept_invitation(
-    access: Annotated[Access, guard(SIGNED_IN)], invitationId: InvitationId, body: am.SelfLink, tenancy: Tenancy
+    access: Annotated[Access, guard(requires(Permission.ACCEPT_INVITATION, on="user"))],
+    invitationId: InvitationId,
+    body: am.SelfLink,
+    tenancy: Tenancy,
 ) -> Any:
     """The invitee (the caller) becomes the car's driver: a Driver membership and the driver link."""
     return await tenancy.accept_invitation(
@@ -96,7 +99,7 @@ async def unlink_driver(
     vehicleId: VehicleId,
     tenancy: Tenancy,
 ) -> None:
-    await tenancy.unlink(vehicleId)
+    await tenancy.unlink(access, vehicleId)
 
 
 @router.delete("/drivers/{userId}", status_code=204, summary="Erase a driver", tags=["privacy"])
