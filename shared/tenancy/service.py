@@ -131,6 +131,13 @@ class TenancyService:
         stored = await self.store.read(TENANCY, brand_id, BRAND_DOC_ID)
         if stored is None and not access.platform_admin:
             raise UnknownResourceError(f"no brand {brand_id}")  # a brand admin cannot create a brand
+        if (
+            stored is not None
+            and not access.platform_admin
+            and clean_tenants != sorted(stored.document.get("tenants") or [])
+        ):
+            # a brand's tenants are whose tokens the whole platform accepts: a platform decision (docs/identity.md)
+            raise AccessDeniedError("adding or removing a brand's Entra tenants needs Platform.Admin")
         now = canonical_time(self.clock())
         doc: Document = {
             **(dict(stored.document) if stored else {"createdAt": now}),

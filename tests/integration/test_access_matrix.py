@@ -580,3 +580,29 @@ async def test_a_driver_unlinked_by_the_operator_no_longer_has_the_car(matrix: M
     assert relink.status == 404, "the former driver links themselves again, undoing the operator's unlink"
     assert (await matrix.ok("GET", "/api/vehicles/car-munich", "platform-admin"))["driver"] is None
     assert world.gateway.devices.keys() == set(CARS)
+
+
+async def test_only_a_platform_admin_changes_which_tenants_a_brand_accepts(matrix: Matrix) -> None:
+    """A brand's tenants decide whose tokens the whole platform accepts, so a brand admin may rename their brand
+    or change its settings but not add a tenant (docs/identity.md, onboarding a customer tenant)."""
+    matrix.fresh()
+    spec = _brand_spec("fabrikam-mobility")
+    other_tenant = "0b5c6a6e-7d3f-4f0e-9a55-3c1b2a4d5e6f"
+
+    # WHEN the Fabrikam admin adds a tenant THEN it is refused (403) and audited as a failed attempt
+    widened = await matrix.call("PUT", "/api/brands/fabrikam-mobility", "fabrikam-admin",
+                                {**spec, "tenants": [other_tenant]})  # fmt: skip
+    assert widened.status == 403
+    assert (await matrix.ok("GET", "/api/brands/fabrikam-mobility", "fabrikam-admin"))["tenants"] == spec["tenants"]
+    log = await matrix.ok("GET", "/api/brands/fabrikam-mobility/audit", "fabrikam-admin")
+    assert [(e["action"], e["outcome"], e["status"]) for e in log["items"]][:1] == [("put_brand", "failed", 403)]
+
+    # WHEN they rename it with its tenants unchanged THEN that is theirs to do
+    renamed = await matrix.ok("PUT", "/api/brands/fabrikam-mobility", "fabrikam-admin", {**spec, "name": "Fabrikam"})
+    assert renamed["name"] == "Fabrikam"
+
+    # AND a platform admin adds the tenant
+    added = await matrix.ok(
+        "PUT", "/api/brands/fabrikam-mobility", "platform-admin", {**spec, "tenants": [other_tenant]}
+    )
+    assert added["tenants"] == [other_tenant]
