@@ -161,9 +161,17 @@ Authenticate = Callable[[str | None], Awaitable[Principal]]
 class AccessControl:
     """Gatekeeper of the API: `authenticate` the Authorization header, then `authorize` a requirement."""
 
-    def __init__(self, store: DocumentStore, authenticate: Authenticate) -> None:
+    def __init__(
+        self, store: DocumentStore, authenticate: Authenticate, close: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self.store = store
         self._authenticate = authenticate
+        self._close = close
+
+    async def close(self) -> None:
+        """Release the validator's connections to the issuer (a worker or the local stack shutting down)."""
+        if self._close is not None:
+            await self._close()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:

@@ -148,6 +148,12 @@ class JwksCache:
         self._miss_refetch_at: float | None = None  # last refetch caused by an unknown kid
         self._inflight: asyncio.Future[None] | None = None
 
+    async def close(self) -> None:
+        """Close the transport's connections (an HttpJsonFetcher's session) when the process or loop ends."""
+        close = getattr(self._fetch_json, "close", None)
+        if close is not None:
+            await close()
+
     async def metadata(self) -> OpenIdMetadata:
         await self._ensure_loaded()
         assert self._metadata is not None

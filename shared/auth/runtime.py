@@ -31,7 +31,7 @@ def _gatekeeper() -> AccessControl:
     from shared.auth.tokens import AccessTokenValidator
 
     validator = AccessTokenValidator.from_env(extra_tenant_allowed=_tenant_allowed)
-    return AccessControl(cosmos_store_from_env.get(), validator.validate)
+    return AccessControl(cosmos_store_from_env.get(), validator.validate, validator.close)
 
 
 tenancy = PerLoop(_tenancy)

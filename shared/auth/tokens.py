@@ -171,6 +171,9 @@ class AccessTokenValidator:
         )
         return cls(config, keys, extra_tenant_allowed)
 
+    async def close(self) -> None:
+        await self._keys.close()
+
     async def validate(self, authorization: str | None) -> Principal:
         """The caller the header's bearer token proves, or AuthenticationError(reason); IssuerUnavailableError
         when the issuer's keys cannot be had (transient)."""
