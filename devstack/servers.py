@@ -34,10 +34,19 @@ class ServerError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every socket stays bound until all are picked, else the kernel may hand out the
+    same ephemeral port twice (two Azurite services on one port: EADDRINUSE at start)."""
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        for _ in range(count):
+            s = held.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+        return ports
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -122,7 +131,8 @@ def azurite(
     """Azurite with in-memory persistence on free ports (or the ones given); yields its endpoints."""
     owned = workdir is None
     work = Path(tempfile.mkdtemp(prefix="azurite-")) if workdir is None else workdir
-    ports = AzuriteEndpoints(blob_port or free_port(), queue_port or free_port(), table_port or free_port())
+    picked = iter(free_ports(3))
+    ports = AzuriteEndpoints(blob_port or next(picked), queue_port or next(picked), table_port or next(picked))
     argv = [
         "azurite",
         "--silent",

@@ -42,6 +42,7 @@ from devstack.service_proxy import IoTHubServiceProxy
 from devstack.tls import TlsFiles, generate
 from shared.iothub.local_gateway import SERVICE_URL_SETTING
 from shared.settings import SETTINGS
+from shared.settings_model import reread_process_environment
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ class LocalStack:
             if self._saved_environ is not None:
                 os.environ.clear()
                 os.environ.update(self._saved_environ)
+                reread_process_environment()
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def _start(self) -> None:
@@ -206,6 +208,7 @@ class LocalStack:
         # The functions read their settings from the process environment, as in Azure.
         self._saved_environ = dict(os.environ)
         os.environ.update(env)  # LOCAL_IOTHUB_SERVICE_URL makes the app pick LocalIoTHubGateway
+        reread_process_environment()  # a stack started earlier in this process had other endpoints and CA files
 
         from devstack.function_index import indexed_functions
 
@@ -230,10 +233,14 @@ class LocalStack:
         return await self._exit.enter_async_context(provider)
 
     async def _start_graph_sandbox(self) -> str:
+        """Calendars for the drivers of the identity seed the provider signs in: the users who link themselves to
+        cars (by invitation) are the ones whose mailboxes the calendar sync reads."""
         from devstack.graph_sandbox import GraphSandbox, seed_demo_calendars, serve
+        from devstack.oidc.seed import seed_drivers
 
+        assert self.oidc is not None
         self.graph_sandbox = GraphSandbox()
-        seed_demo_calendars(self.graph_sandbox)
+        seed_demo_calendars(self.graph_sandbox, drivers=[user["oid"] for user in seed_drivers(self.oidc.seed)])
         url: str = await self._exit.enter_async_context(serve(self.graph_sandbox))
         self.graph_url = url
         return url

@@ -182,6 +182,13 @@ def _from_process_environment() -> AppSettings:
     return _load(None)
 
 
+def reread_process_environment() -> None:
+    """Forget the settings read from the process environment: the next read sees it as it is now. For a process
+    whose environment changes under it, as a worker restart would see it (the local stack, started and stopped
+    several times in one test session); in Azure the environment is fixed for the life of the worker."""
+    _from_process_environment.cache_clear()
+
+
 def _load(environ: Mapping[str, str] | None) -> AppSettings:
     token = _ENVIRON.set(environ)
     try:
