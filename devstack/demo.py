@@ -19,6 +19,7 @@ from typing import Any, Final, TextIO
 import aiohttp
 import orjson
 
+from devstack.demo_fleet import DemoFleet, operator_view, prepare_fleet
 from devstack.report import LatencyProbe, Report, build_report
 from devstack.stack import LocalStack, StackConfig
 from shared.stores.cosmos import CosmosDocumentStore
@@ -37,27 +38,12 @@ class DemoOptions:
     bad_messages: int = 3
 
 
-async def link_demo_drivers(stack: LocalStack) -> list[str]:
-    """Link the sandbox's demo drivers to the first cars through the app's own HTTP API (PUT .../driver)."""
-    from devstack.graph_sandbox import DEMO_DRIVERS
-
-    linked: list[str] = []
-    async with aiohttp.ClientSession() as session:
-        for vehicle, (user_id, upn) in zip(stack.config.vehicles, DEMO_DRIVERS.items(), strict=False):
-            body = {"userId": user_id, "upn": upn, "timeZone": "Europe/Berlin",
-                    "consent": {"calendar": True, "location": True}}  # fmt: skip
-            url = f"{stack.http_url}/api/vehicles/{vehicle}/driver"
-            async with session.put(url, json=body) as response:
-                if response.status != 200:
-                    raise RuntimeError(f"linking {vehicle}: {response.status} {await response.text()}")
-            linked.append(vehicle)
-    return linked
-
-
-async def run_simulator(stack: LocalStack, options: DemoOptions, out_file: Path) -> list[dict[str, Any]]:
+async def run_simulator(
+    stack: LocalStack, options: DemoOptions, connection_strings: list[str], out_file: Path
+) -> list[dict[str, Any]]:
     assert stack.tls is not None
     strings = stack.workdir / "devices.txt"
-    strings.write_text("\n".join(stack.connection_strings) + "\n")
+    strings.write_text("\n".join(connection_strings) + "\n")
     argv = [
         "-m", "simulator", "--connection-strings", str(strings), "--ca", str(stack.tls.ca_cert),
         "--duration", str(options.duration), "--seed", str(options.seed),
@@ -82,21 +68,19 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
     """Start the stack, drive the fleet, drain, report. Raises ServerError if a port is taken."""
     started = time.monotonic()
     config = config or StackConfig.demo(options.vehicles)
-    async with LocalStack(config) as stack:
+    async with LocalStack(config) as stack, aiohttp.ClientSession() as http:
         _say(out, describe(stack))
-        calendar_cars: list[str] = []
-        if stack.graph_sandbox is not None:
-            calendar_cars = await link_demo_drivers(stack)
-            _say(out, f"drivers linked to {', '.join(calendar_cars)} (calendars from the Graph sandbox)")
-        else:
-            _say(out, "no Graph sandbox (devstack/graph_sandbox) or Graph credentials: calendar features are off")
+        demo = await prepare_fleet(http, stack, config.vehicles, link_drivers=stack.graph_sandbox is not None)
+        _say(out, describe_fleet(demo, stack.graph_sandbox is not None))
+        calendar_cars = list(demo.drivers)
         store = CosmosDocumentStore.from_settings(
             stack.environ["COSMOS_ENDPOINT"], stack.environ["COSMOS_DATABASE"], key=stack.environ["COSMOS_KEY"]
         )
         probe = LatencyProbe(store)
         probe.start()
         try:
-            cars = await run_simulator(stack, options, stack.workdir / "cars.json")
+            strings = [demo.connection_strings[car] for car in config.vehicles]
+            cars = await run_simulator(stack, options, strings, stack.workdir / "cars.json")
             assert stack.host is not None
             if not await stack.host.drain(DRAIN_SECONDS):
                 if stack.host.stalled():  # an infinite retry policy would wait forever: say so and fail
@@ -110,6 +94,7 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
             report = await build_report(
                 store, stack.storage_connection_string(), cars, probe, calendar_cars, stack.host.stalled()
             )
+            report.operator = await operator_view(http, stack, demo)
         finally:
             await probe.stop()
             await store.close()
@@ -142,13 +127,15 @@ async def run_dev(vehicles: int, out: TextIO = sys.stdout) -> None:
         assert stack.host is not None
         assert stack.tls is not None
         _say(out, describe(stack))
-        if stack.graph_sandbox is not None:
-            await link_demo_drivers(stack)
+        async with aiohttp.ClientSession() as http:
+            demo = await prepare_fleet(http, stack, config.vehicles, link_drivers=stack.graph_sandbox is not None)
+        _say(out, describe_fleet(demo, stack.graph_sandbox is not None))
         DEV_STATE.parent.mkdir(exist_ok=True)
         ca_copy = DEV_STATE.parent / "iothub-ca.pem"
         ca_copy.write_text(stack.tls.ca_pem)
-        DEV_STATE.write_bytes(orjson.dumps({"connectionStrings": stack.connection_strings, "caCert": str(ca_copy),
-                                            "environ": stack.environ}, option=orjson.OPT_INDENT_2))  # fmt: skip
+        state = {"connectionStrings": list(demo.connection_strings.values()), "caCert": str(ca_copy),
+                 "environ": stack.environ}  # fmt: skip
+        DEV_STATE.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
         _say(out, f"device connection strings and settings: {DEV_STATE}")
         _say(out, "drive cars with:  .venv/bin/python -m simulator --local --duration 600   (Ctrl-C here stops all)")
         tty = out.isatty()
@@ -162,6 +149,17 @@ async def run_dev(vehicles: int, out: TextIO = sys.stdout) -> None:
             for path in (DEV_STATE, ca_copy):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+
+
+def describe_fleet(demo: DemoFleet, calendars: bool) -> str:
+    """Who registered what where, and which cars have a driver (names only: the seed's demo users)."""
+    lines = ["Fleet set up through the API (each step with that person's own token):"]
+    for car, where in demo.fleet_of.items():
+        driver = demo.drivers.get(car)
+        lines.append(f"  {car:<10} {where!s:<28} {'driver ' + driver if driver else ''}".rstrip())
+    if not calendars:
+        lines.append("  no Graph sandbox (devstack/graph_sandbox) or Graph credentials: no drivers, calendars are off")
+    return "\n".join(lines)
 
 
 def status_line(stack: LocalStack) -> str:

@@ -8,6 +8,10 @@ for what the backend did:
 - agenda updates and meeting links: what the cars' SDK handlers actually received;
 - latency: a probe polls each vehicle document and notes when each seq became visible (device send →
   state visible in Cosmos, ±the poll interval).
+
+Those figures are the whole stack's health and come from the store. The operator view is the other side: what one
+fleet operator, signed in at the local identity provider, gets from the API (`OperatorView`); the run fails if they
+see a car outside their fleet or miss one of it.
 """
 
 from __future__ import annotations
@@ -76,6 +80,118 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+@dataclass(frozen=True)
+class VehicleRow:
+    """One car as GET /api/vehicles showed it to the operator (no driver identity: only whether one is linked)."""
+
+    vehicle_id: str
+    brand_id: str | None
+    fleet_id: str | None
+    speed_kmh: float | None
+    charge_percent: float | None
+    fuel_percent: float | None
+    active_alerts: int
+    driver_linked: bool
+
+    @classmethod
+    def from_summary(cls, car: Mapping[str, Any]) -> VehicleRow:
+        """From a VehicleSummary of the API (shared/fleet/models.py)."""
+        return cls(
+            str(car["vehicleId"]), car.get("brandId"), car.get("fleetId"), car.get("speedKmh"),
+            car.get("stateOfChargePercent"), car.get("fuelLevelPercent"), int(car.get("activeAlerts") or 0),
+            car.get("driver") is not None,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Probe:
+    """GET /api/vehicles/{vehicle} for a car outside the operator's fleet. Another brand's car answers 404, as if it
+    did not exist (ids cannot be probed); another fleet of their own brand 403 (docs/identity.md)."""
+
+    vehicle_id: str
+    where: str  # brand/fleet
+    expected: int
+    status: int
+
+    @property
+    def meaning(self) -> str:
+        return {404: "as if it did not exist", 403: "not theirs"}.get(self.expected, str(self.expected))
+
+
+@dataclass
+class OperatorView:
+    """What a fleet operator sees through the API after the run. `expected` are the cars the demo registered in
+    their fleet; `probes` the answers for cars outside it."""
+
+    username: str
+    brand_id: str
+    fleet_id: str
+    expected: list[str]
+    roles: list[str] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)  # "Fleet.Operator in contoso-motors/berlin", from GET /api/me
+    rows: list[VehicleRow] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
+    error: str | None = None  # the API or the sign-in refused: nothing else here is meaningful
+
+    def failures(self) -> list[str]:
+        if self.error is not None:
+            return [f"the operator view failed: {self.error}"]
+        out: list[str] = []
+        scope = f"{self.brand_id}/{self.fleet_id}"
+        outside = sorted(r.vehicle_id for r in self.rows if (r.brand_id, r.fleet_id) != (self.brand_id, self.fleet_id))
+        if outside:
+            out.append(f"{self.username} sees cars outside {scope}: {outside}")
+        unseen = sorted(set(self.expected) - {r.vehicle_id for r in self.rows})
+        if unseen:
+            out.append(f"{self.username} does not see these cars of {scope}: {unseen}")
+        for probe in self.probes:
+            if probe.status != probe.expected:
+                out.append(f"GET /api/vehicles/{probe.vehicle_id} ({probe.where}) answered {probe.status}, "
+                           f"not {probe.expected}")  # fmt: skip
+        return out
+
+    def to_lines(self) -> list[str]:
+        lines = [
+            f"── What a fleet operator sees (signed in, GET /api/vehicles) {'─' * 12}",
+            f"signed in                {self.username} (code + PKCE at the local identity provider)",
+        ]
+        if self.error is not None:
+            return [*lines, f"error                    {self.error}"]
+        lines += [
+            f"app roles (token)        {', '.join(self.roles) or 'none'}",
+            f"where (GET /api/me)      {'; '.join(self.where) or 'nowhere'}",
+            f"cars visible             {len(self.rows)} (the demo registered {len(self.expected)} in "
+            f"{self.brand_id}/{self.fleet_id})",
+            f"  {'vehicle':<10} {'fleet':<10} {'speed':>9} {'charge/fuel':>13} {'alerts':>6}  driver linked",
+        ]
+        for row in sorted(self.rows, key=lambda r: r.vehicle_id):
+            lines.append(
+                f"  {row.vehicle_id:<10} {row.fleet_id or '-':<10} {_number(row.speed_kmh, 'km/h'):>9} "
+                f"{_energy(row):>13} {row.active_alerts:>6}  {'yes' if row.driver_linked else 'no'}"
+            )
+        if not self.probes:
+            lines.append("isolation                no car of another fleet in this run")
+        for probe in self.probes:
+            answer = probe.meaning if probe.status == probe.expected else f"EXPECTED {probe.expected}"
+            lines.append(
+                f"isolation                GET /api/vehicles/{probe.vehicle_id} ({probe.where}) → {probe.status}, "
+                f"{answer}"
+            )
+        return lines
+
+
+def _number(value: float | None, unit: str) -> str:
+    return "-" if value is None else f"{value:.0f} {unit}"
+
+
+def _energy(row: VehicleRow) -> str:
+    if row.charge_percent is not None:
+        return f"{row.charge_percent:.0f} % charge"
+    if row.fuel_percent is not None:
+        return f"{row.fuel_percent:.0f} % fuel"
+    return "-"
+
+
 @dataclass
 class Report:
     vehicles: int = 0
@@ -102,6 +218,7 @@ class Report:
     # Partitions the local host reported stalled ("function[partition]: N attempts, last error"): a batch that
     # an infinite retry policy keeps retrying; everything behind it in that partition waits.
     stalled: list[str] = field(default_factory=list)
+    operator: OperatorView | None = None  # None: the run had no operator view (a report built from the store only)
 
     @property
     def telemetry_dead_letters(self) -> int:
@@ -125,6 +242,8 @@ class Report:
                 out.append(f"agenda reached {self.agenda_cars} of {len(self.calendar_vehicles)} cars with a driver")
             if self.cars_without_link:
                 out.append(f"cars that asked but got no meeting link: {self.cars_without_link}")
+        if self.operator is not None:
+            out += self.operator.failures()
         return out
 
     def to_text(self, elapsed: float | None = None) -> str:
@@ -154,6 +273,8 @@ class Report:
         lines.append(f"end-to-end latency       {lat} (device send → state visible in Cosmos)")
         if self.stalled:
             lines.append(f"stalled partitions       {'; '.join(self.stalled)}")
+        if self.operator is not None:
+            lines += self.operator.to_lines()
         if elapsed is not None:
             lines.append(f"run time                 {elapsed:.0f} s")
         failures = self.failures()

@@ -1,40 +1,43 @@
 """The local brands, fleets and memberships, from the local identity provider's seed (devstack/oidc/seed.json).
 
-Written through the same TenancyService the API uses (validation included), as the local stack itself: a
-platform admin that exists only here. Idempotent (deterministic ids), so a restarted stack seeds again harmlessly.
+Created through the fleet API by the seed's platform admin, with a real token: the same validation, authorization
+and audit as in Azure, and no second way of writing tenancy documents to keep in step with the API. Every call is
+a PUT of a deterministic id, so seeding a stack twice changes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Final
+from devstack.api_client import ApiClient
+from devstack.oidc.seed import Seed, SeedUser
 
-from shared.auth.access import Access, Grant
-from shared.auth.policy import Role
-from shared.auth.principal import Principal
-from shared.calendar.jobs import MemorySyncQueue
-from shared.drivers.link import DriverLinks
-from shared.stores.base import DocumentStore
-from shared.tenancy.service import TenancyService
-
-SEEDER_ID: Final = "00000000-0000-0000-0000-000000005eed"  # the local stack as a platform admin
+PLATFORM_ADMIN_ROLE = "Platform.Admin"
 
 
-def home_tenants(seed: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(str(t["id"]) for t in seed["tenants"] if t.get("home"))
+def platform_admin(seed: Seed) -> SeedUser:
+    """The seeded user holding Platform.Admin (who creates brands; no membership needed)."""
+    return next(u for u in seed["users"] if PLATFORM_ADMIN_ROLE in u["roles"])
 
 
-async def seed_tenancy(store: DocumentStore, seed: Mapping[str, Any]) -> TenancyService:
-    tenants = home_tenants(seed)
-    service = TenancyService(store, DriverLinks(store, MemorySyncQueue()), tenants)
-    seeder = Principal(SEEDER_ID, tenants[0], "devstack", frozenset({Role.PLATFORM_ADMIN.value}), frozenset(), True)
-    access = Access(seeder, (Grant(Role.PLATFORM_ADMIN),))
-    for brand in seed["brands"]:
-        await service.put_brand(access, brand["brandId"], brand["name"], list(brand.get("tenants", [])), None)
-        for fleet in brand.get("fleets", []):
-            await service.put_fleet(brand["brandId"], fleet["fleetId"], fleet["name"])
+def member_of(seed: Seed, role: str, brand_id: str, fleet_id: str | None = None) -> SeedUser:
+    """The seeded user whose membership gives `role` in that brand (and fleet): the seed is the one place that says
+    who operates which fleet."""
     for m in seed["memberships"]:
-        await service.put_member(
-            access, m["brandId"], m["principalId"], m["tenantId"], m["role"], m.get("fleetId"), m.get("vehicleId")
-        )
-    return service
+        if (m["role"], m["brandId"], m["fleetId"]) == (role, brand_id, fleet_id):
+            user = next((u for u in seed["users"] if u["oid"] == m["principalId"]), None)
+            if user is not None:
+                return user
+    raise KeyError(f"no seeded user is {role} of {brand_id}/{fleet_id or '*'}")
+
+
+async def seed_tenancy(admin: ApiClient, seed: Seed) -> None:
+    """The seed's brands, fleets and memberships, as a platform admin creates them (PUT: a rerun changes nothing)."""
+    for brand in seed["brands"]:
+        await admin.call("PUT", f"/brands/{brand['brandId']}", {"name": brand["name"], "tenants": brand["tenants"]},
+                         expect=(200, 201))  # fmt: skip
+        for fleet in brand["fleets"]:
+            await admin.call("PUT", f"/brands/{brand['brandId']}/fleets/{fleet['fleetId']}", {"name": fleet["name"]},
+                             expect=(200, 201))  # fmt: skip
+    for m in seed["memberships"]:
+        grant = {"principalId": m["principalId"], "tenantId": m["tenantId"], "role": m["role"], "fleetId": m["fleetId"],
+                 "vehicleId": m["vehicleId"]}  # fmt: skip
+        await admin.call("PUT", f"/brands/{m['brandId']}/members", grant, expect=(200, 201))

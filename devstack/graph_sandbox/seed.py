@@ -1,4 +1,5 @@
-"""Realistic calendars for the demo drivers: the local stack seeds the sandbox with these.
+"""Realistic calendars for the demo drivers: the local stack seeds the sandbox with these, for the drivers of the
+local identity provider's seed (devstack/oidc/seed.json), the people who link themselves to the demo's cars.
 
 Times are relative to `now` (rounded to the half hour), so the agenda in the car always has something
 upcoming: a stand-up with a Teams link, a customer visit with an address and coordinates (navigation), a
@@ -8,15 +9,12 @@ meeting without Teams link (the car asks for one: meeting.join), a cancelled mee
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Final
 
 from devstack.graph_sandbox.sandbox import GraphSandbox
+from devstack.oidc.seed import load_seed, seed_drivers
 
-# Entra object ids of the demo drivers (fixed, so the demo's vehicle links and the sandbox agree).
-DEMO_DRIVERS: Final = {
-    "7d3c0a51-2b7e-4c1f-9a43-3f1d2c6e8a01": "alex.wilber@contoso.example",
-    "0f9b8e2d-6c1a-4f57-8d3e-5a7b9c1d2e02": "megan.bowen@contoso.example",
-}
 TEAMS: Final = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_{0}%40thread.v2/0"
 
 
@@ -25,14 +23,20 @@ def _slot(now: dt.datetime) -> dt.datetime:
     return now.replace(minute=0 if now.minute < 30 else 30) + dt.timedelta(minutes=30)
 
 
+def seed_driver_ids() -> list[str]:
+    """The Entra object ids of the identity seed's drivers (the calendar sync asks Graph for /users/{oid})."""
+    return [user["oid"] for user in seed_drivers(load_seed())]
+
+
 def seed_demo_calendars(
-    sandbox: GraphSandbox, drivers: dict[str, str] | None = None, now: dt.datetime | None = None
+    sandbox: GraphSandbox, drivers: Iterable[str] | None = None, now: dt.datetime | None = None
 ) -> dict[str, list[str]]:
-    """Add a week of events per driver; returns the event ids per driver."""
+    """Add a week of events per driver (user ids; default: the identity seed's drivers); returns the event ids per
+    driver."""
     base = _slot(now or dt.datetime.now(dt.UTC))
     hour = dt.timedelta(hours=1)
     ids: dict[str, list[str]] = {}
-    for n, user in enumerate(drivers or DEMO_DRIVERS):
+    for n, user in enumerate(seed_driver_ids() if drivers is None else drivers):
         day = base.replace(hour=0, minute=0)
         ids[user] = [
             sandbox.add_event(user, "Daily stand-up", base, base + hour / 4, join_url=TEAMS.format(f"standup{n}")),

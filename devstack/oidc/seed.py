@@ -101,3 +101,9 @@ def find_daemon(seed: Seed, client_id: str) -> SeedDaemon:
         if daemon["clientId"] == client_id:
             return daemon
     raise KeyError(f"no seeded daemon client {client_id!r}")
+
+
+def seed_drivers(seed: Seed) -> list[SeedUser]:
+    """The seeded users holding the Driver role, in seed order: the demo invites them and the Graph sandbox holds
+    their calendars, so both follow this file."""
+    return [u for u in seed["users"] if "Driver" in u["roles"]]

@@ -34,9 +34,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from devstack.api_client import ApiClient
 from devstack.oidc import LocalOidcProvider
 from devstack.oidc.seed import find_user
 from devstack.stack import LocalStack, StackConfig, free_loopback_address
+from devstack.tenancy_seed import seed_tenancy
 
 pytest.importorskip("azure.iot.device", reason="requirements-dev.txt needs azure-iot-device==2.14.0")
 playwright = pytest.importorskip("playwright.async_api", reason="requirements-dev.txt needs playwright")
@@ -111,39 +113,9 @@ async def wait_for(check: Any, seconds: float) -> Any:
         await asyncio.sleep(0.3)
 
 
-class Api:
-    """The fleet API as one signed-in user (a real token from the local provider)."""
-
-    def __init__(self, http: aiohttp.ClientSession, base: str, token: str) -> None:
-        self.http, self.base, self.headers = http, base, {"Authorization": f"Bearer {token}"}
-
-    @classmethod
-    async def as_user(cls, http: aiohttp.ClientSession, stack: LocalStack, username: str) -> Api:
-        return cls(http, f"{stack.http_url}/api", await oidc(stack).user_token(username))
-
-    async def call(self, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200,)) -> Any:
-        async with self.http.request(method, self.base + path, json=body, headers=self.headers) as response:
-            text = await response.text()
-            assert response.status in expect, f"{method} {path}: {response.status} {text}"
-            return orjson.loads(text) if text else None
-
-
 def oidc(stack: LocalStack) -> LocalOidcProvider:
     assert stack.oidc is not None
     return stack.oidc
-
-
-async def seed_tenancy(admin: Api, seed: Any) -> None:
-    """The seed's brands, fleets and memberships, as a platform admin creates them (PUT: a rerun changes nothing)."""
-    for brand in seed["brands"]:
-        await admin.call("PUT", f"/brands/{brand['brandId']}", {"name": brand["name"], "tenants": brand["tenants"]},
-                         expect=(200, 201))  # fmt: skip
-        for fleet in brand["fleets"]:
-            await admin.call("PUT", f"/brands/{brand['brandId']}/fleets/{fleet['fleetId']}", {"name": fleet["name"]},
-                             expect=(200, 201))  # fmt: skip
-    for m in seed["memberships"]:
-        grant = {"principalId": m["principalId"], "tenantId": m["tenantId"], "role": m["role"], "fleetId": m["fleetId"]}
-        await admin.call("PUT", f"/brands/{m['brandId']}/members", grant, expect=(200, 201))
 
 
 @dataclass(frozen=True)
@@ -160,12 +132,12 @@ async def fleet() -> AsyncIterator[Fleet]:
     async with LocalStack(config) as stack, aiohttp.ClientSession() as http:
         assert stack.tls is not None
         # GIVEN the seeded brands, fleets and memberships, created through the API by a platform admin
-        await seed_tenancy(await Api.as_user(http, stack, ADMIN), oidc(stack).seed)
+        await seed_tenancy(await ApiClient.as_user(http, stack, ADMIN), oidc(stack).seed)
         # AND a car registered by the Berlin operator in their fleet, one by the Munich operator in theirs
-        operator = await Api.as_user(http, stack, OPERATOR)
+        operator = await ApiClient.as_user(http, stack, OPERATOR)
         registered = await operator.call("POST", f"/brands/{BRAND}/fleets/{FLEET}/vehicles",
                                          {"vehicleId": CAR, "label": "E2E"}, expect=(201,))  # fmt: skip
-        other = await Api.as_user(http, stack, OTHER_OPERATOR)
+        other = await ApiClient.as_user(http, stack, OTHER_OPERATOR)
         await other.call("POST", f"/brands/{BRAND}/fleets/{OTHER_FLEET}/vehicles", {"vehicleId": OTHER_CAR},
                          expect=(201,))  # fmt: skip
         # AND the Berlin car driving with the key it was given, reporting two diagnostic codes
@@ -271,7 +243,7 @@ async def test_the_fleet_operator_signs_in_sees_only_their_fleet_and_acknowledge
         assert "accesstoken" not in (await session_storage(page)).lower()
 
     async with aiohttp.ClientSession() as http:
-        operator = await Api.as_user(http, stack, OPERATOR)
+        operator = await ApiClient.as_user(http, stack, OPERATOR)
         stored = {a["id"]: a for a in (await operator.call("GET", f"/vehicles/{CAR}/alerts"))["items"]}
         assert stored[fleet.acked_alert]["acknowledged"] is True
         assert stored[fleet.open_alert]["acknowledged"] is False
@@ -292,7 +264,7 @@ async def test_a_fleet_reader_sees_the_alerts_without_an_acknowledge_button(flee
 async def test_an_erased_car_can_no_longer_connect(fleet: Fleet) -> None:
     assert fleet.stack.tls is not None
     async with aiohttp.ClientSession() as http:
-        admin = await Api.as_user(http, fleet.stack, ADMIN)
+        admin = await ApiClient.as_user(http, fleet.stack, ADMIN)
         await admin.call("DELETE", f"/vehicles/{CAR}", expect=(204,))
     with pytest.raises(Exception):  # noqa: B017 - the device SDK's own connection error types
         await asyncio.wait_for(
