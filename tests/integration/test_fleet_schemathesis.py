@@ -1,9 +1,10 @@
 """Schemathesis against the whole local stack (function host on HTTP, Cosmos, local IoT Hub, Graph sandbox):
 requests generated from the served OpenAPI document must never get a 5xx nor a response that breaks it.
 
-The stack runs in a thread with its own event loop, because schemathesis calls the API synchronously. For now
-every bearer token is let through as a platform admin (tests/fleet_support.OpenGatekeeper); the audit log and
-the tenancy service are the real ones on the stack's Cosmos.
+The stack runs in a thread with its own event loop, because schemathesis calls the API synchronously. Every call
+carries a real token of the stack's OpenID Connect provider, checked by the real gatekeeper, audit log and tenancy
+service on the stack's Cosmos: the platform admin's, or a driver's for what only a driver does (their agenda,
+meetings, consent and link, accepting an invitation), so each operation gets past authorization to its own code.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from devstack.stack import LocalStack, StackConfig, free_loopback_address
-from shared.api import runtime
-from tests.fleet_support import OpenGatekeeper
+from shared.auth.policy import DRIVER_OWN
 
 schemathesis = pytest.importorskip("schemathesis", reason="requirements-dev.txt needs schemathesis")
 st_checks = schemathesis.checks
@@ -37,30 +37,24 @@ CHECKS = [
 ]
 
 
-HEADERS = {"Authorization": "Bearer local"}
+ADMIN, DRIVER = "platform.admin@automotive.example", "driver@automotive.example"
+DRIVER_PERMISSIONS = frozenset(p.value for p in DRIVER_OWN)
 
 
-def _open_runtime() -> Iterator[None]:
-    from shared.audit.log import AuditLog
-    from shared.calendar import runtime as calendar_runtime
-    from shared.stores.cosmos import cosmos_store_from_env
-    from shared.tenancy.service import TenancyService
+@dataclasses.dataclass(frozen=True)
+class FleetApi:
+    url: str
+    tokens: dict[str, str]  # username → access token
 
-    saved = dataclasses.replace(runtime.providers)
-    runtime.providers.gatekeeper = OpenGatekeeper
-    runtime.providers.audit_log = lambda: AuditLog(cosmos_store_from_env.get())
-    runtime.providers.tenancy = lambda: TenancyService(cosmos_store_from_env.get(), calendar_runtime.driver_links.get())
-    try:
-        yield
-    finally:
-        runtime.providers = saved
+    def headers_for(self, operation: Any) -> dict[str, str]:
+        requirement = operation.definition.raw.get("x-requirement") or {}
+        user = DRIVER if requirement.get("permission") in DRIVER_PERMISSIONS else ADMIN
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
 
 
 @pytest.fixture(scope="module")
-def fleet_api() -> Iterator[str]:
-    """The base URL of the local function host (http://127.0.0.1:<port>) while the stack runs."""
-    opened = _open_runtime()
-    next(opened)
+def fleet_api() -> Iterator[FleetApi]:
+    """The local function host (http://127.0.0.1:<port>) while the stack runs, and the tokens to call it with."""
     ready: dict[str, Any] = {}
     started, stop = threading.Event(), threading.Event()
 
@@ -68,7 +62,8 @@ def fleet_api() -> Iterator[str]:
         config = StackConfig(["car-001"]).with_free_ports(free_loopback_address())
         try:
             async with LocalStack(config) as stack:
-                ready["url"] = stack.http_url
+                assert stack.oidc is not None
+                ready["api"] = FleetApi(stack.http_url, {u: await stack.oidc.user_token(u) for u in (ADMIN, DRIVER)})
                 started.set()
                 await asyncio.to_thread(stop.wait)
         except BaseException as exc:
@@ -79,13 +74,12 @@ def fleet_api() -> Iterator[str]:
     thread = threading.Thread(target=lambda: asyncio.run(run()), name="local-stack", daemon=True)
     thread.start()
     started.wait(120)
-    if "url" not in ready:
+    if "api" not in ready:
         stop.set()
         raise RuntimeError(f"the local stack did not start: {ready.get('error')!r}")
-    yield ready["url"]
+    yield ready["api"]
     stop.set()
     thread.join(60)
-    next(opened, None)
 
 
 def operations(base_url: str) -> list[Any]:
@@ -94,20 +88,25 @@ def operations(base_url: str) -> list[Any]:
     return [result.ok() for result in schema.get_all_operations()]
 
 
-def test_no_server_error_and_no_response_outside_the_schema(fleet_api: str) -> None:
+def checked(operation: Any, base_url: str, headers: dict[str, str]) -> Any:
+    """One hypothesis run over the operation's generated requests, each sent with `headers`."""
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def run(case: Any) -> None:
+        case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=30)
+
+    return run
+
+
+def test_no_server_error_and_no_response_outside_the_schema(fleet_api: FleetApi) -> None:
     # schemathesis' pytest plugin (`from_fixture`) does not run on pytest 9 yet: one hypothesis run per operation
     failures: list[str] = []
-    found = operations(fleet_api)
+    found = operations(fleet_api.url)
     assert len(found) >= 30
     for operation in found:
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def run(case: Any) -> None:
-            case.call_and_validate(base_url=fleet_api, headers=HEADERS, checks=CHECKS, timeout=30)
-
         try:
-            run()
+            checked(operation, fleet_api.url, fleet_api.headers_for(operation))()
         except Exception as exc:  # collect every operation's failure, then report them all
             failures.append(f"{operation.label}: {exc}")
     assert not failures, "\n\n".join(failures)
