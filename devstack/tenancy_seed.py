@@ -38,6 +38,5 @@ async def seed_tenancy(admin: ApiClient, seed: Seed) -> None:
             await admin.call("PUT", f"/brands/{brand['brandId']}/fleets/{fleet['fleetId']}", {"name": fleet["name"]},
                              expect=(200, 201))  # fmt: skip
     for m in seed["memberships"]:
-        grant = {"principalId": m["principalId"], "tenantId": m["tenantId"], "role": m["role"], "fleetId": m["fleetId"],
-                 "vehicleId": m["vehicleId"]}  # fmt: skip
+        grant = {"principalId": m["principalId"], "tenantId": m["tenantId"], "role": m["role"], "fleetId": m["fleetId"]}
         await admin.call("PUT", f"/brands/{m['brandId']}/members", grant, expect=(200, 201))

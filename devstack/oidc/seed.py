@@ -63,7 +63,6 @@ class SeedMembership(TypedDict):
     role: str
     brandId: str
     fleetId: str | None
-    vehicleId: str | None
 
 
 class Seed(TypedDict):

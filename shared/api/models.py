@@ -56,7 +56,8 @@ InvitationId = Annotated[
         description="The invitation's secret id, as handed to the driver.",
     ),
 ]
-MemberRole = Literal["Brand.Admin", "Fleet.Operator", "Fleet.Reader", "Driver"]
+# Driver is not granted: a driver is made by accepting an invitation with their own sign-in.
+MemberRole = Literal["Brand.Admin", "Fleet.Operator", "Fleet.Reader"]
 
 
 class _Request(BaseModel):
@@ -125,13 +126,12 @@ class FleetSpec(_Request):
 
 
 class MembershipGrant(_Request):
-    """Grant a role in the brand: brand roles name no fleet or car, fleet roles a fleet, Driver a car."""
+    """Grant a role in the brand: brand roles name no fleet, fleet roles a fleet. Drivers are invited instead."""
 
     principalId: str = Field(min_length=1, max_length=64, description="The member's Entra object id.")
     tenantId: str = Field(min_length=1, max_length=64, description="The member's Entra tenant id.")
     role: MemberRole
     fleetId: FleetId | None = None
-    vehicleId: str | None = Field(None, min_length=1, max_length=128)
 
 
 # --- responses ------------------------------------------------------------------------------------------------

@@ -81,7 +81,6 @@ class TenancyService(Protocol):
         tenant_id: str,
         role: str,
         fleet_id: str | None,
-        vehicle_id: str | None,
     ) -> dict[str, Any]: ...
 
     async def delete_member(self, brand_id: str, principal_id: str, membership: str) -> None: ...

@@ -217,17 +217,22 @@ class TenancyService:
         tenant_id: str,
         role: str,
         fleet_id: str | None,
-        vehicle_id: str | None,
     ) -> dict[str, Any]:
-        """Grant a role in the brand (idempotent: the id is the role and its scope). The member's tenant must be
-        one the brand or the platform accepts; a fleet must exist; a car must be registered in the brand."""
+        """Grant a brand or fleet role (idempotent: the id is the role and its scope). The member's tenant must be
+        one the brand or the platform accepts; a fleet must exist. Driver memberships come from invitations."""
         brand = await self.brand(brand_id)
         principal_id, tenant_id = object_id(principal_id, "principalId"), object_id(tenant_id, "tenantId")
         try:
             granted = Role(role)
         except ValueError:
             raise InvalidRequestError(f"unknown role {role!r}", [{"field": "role", "message": "unknown"}]) from None
-        check_scope(granted, fleet_id, vehicle_id)
+        if granted is Role.DRIVER:
+            # the one role Entra does not vouch for (docs/identity.md): only the driver's own acceptance creates it
+            raise InvalidRequestError(
+                "a driver is made by an invitation they accept, not by a grant",
+                [{"field": "role", "message": "invite the driver: POST /api/vehicles/{vehicleId}/driver/invitations"}],
+            )
+        check_scope(granted, fleet_id, None)
         if tenant_id not in (*self.home_tenants, *(brand.get("tenants") or ())):
             raise InvalidRequestError(
                 "the member's tenant is not one of the brand's tenants",
@@ -235,9 +240,7 @@ class TenancyService:
             )
         if fleet_id is not None:
             await self.fleet(brand_id, fleet_id)
-        if vehicle_id is not None:
-            await self._vehicle_in(brand_id, None, vehicle_id)
-        return await self._grant(access, principal_id, tenant_id, granted, brand_id, fleet_id, vehicle_id)
+        return await self._grant(access, principal_id, tenant_id, granted, brand_id, fleet_id, None)
 
     async def _grant(
         self,

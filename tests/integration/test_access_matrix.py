@@ -38,7 +38,7 @@ from shared.auth.access import AccessControl
 from shared.auth.tokens import AccessTokenValidator
 from shared.brands import BrandConfigs
 from shared.calendar.jobs import MemorySyncQueue
-from shared.containers import AUDIT, partition_keys
+from shared.containers import AUDIT, MEMBERSHIPS, partition_keys
 from shared.drivers.link import DriverLinks
 from shared.fleet.service import FleetService
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
@@ -606,3 +606,17 @@ async def test_only_a_platform_admin_changes_which_tenants_a_brand_accepts(matri
         "PUT", "/api/brands/fabrikam-mobility", "platform-admin", {**spec, "tenants": [other_tenant]}
     )
     assert added["tenants"] == [other_tenant]
+
+
+async def test_no_one_is_made_a_driver_by_a_grant(matrix: Matrix) -> None:
+    """The Driver role is the one Entra does not vouch for (drivers of private cars come from tenants that never
+    assign our roles), so only the driver's own acceptance of an invitation creates it: a brand admin granting it
+    directly would hand a car's live position to anyone in the brand's tenants."""
+    world = matrix.fresh()
+    before = world.store.documents(MEMBERSHIPS)
+    grant = {"principalId": OIDS["no-role"], "tenantId": HOME, "role": "Driver", "vehicleId": "car-berlin"}
+    for admin in ("contoso-admin", "platform-admin"):
+        answer = await matrix.call("PUT", "/api/brands/contoso-motors/members", admin, grant)
+        assert answer.status == 422, answer.body
+    assert world.store.documents(MEMBERSHIPS) == before
+    assert (await matrix.call("GET", "/api/vehicles/car-berlin", "no-role")).status == 404

@@ -93,9 +93,7 @@ async def list_members(access: MemberManager, brandId: BrandId, tenancy: Tenancy
 )
 async def put_member(access: MemberManager, brandId: BrandId, body: am.MembershipGrant, tenancy: Tenancy) -> Any:
     """Idempotent: the membership's id is its role and scope, so granting twice changes nothing."""
-    return await tenancy.put_member(
-        access, brandId, body.principalId, body.tenantId, body.role, body.fleetId, body.vehicleId
-    )
+    return await tenancy.put_member(access, brandId, body.principalId, body.tenantId, body.role, body.fleetId)
 
 
 @router.delete(
