@@ -71,6 +71,8 @@ async def test_link_enqueues_to_azurite_and_the_job_syncs_into_cosmos(
     clock = Clock(dt.datetime.now(dt.UTC).replace(microsecond=0))
     for i in range(5):
         box.add_event(user, f"event {i}", clock.now + i * HOUR, clock.now + (i + 1) * HOUR)
+    # AND their car registered (a link names a car the platform knows)
+    await cosmos_store.create(VEHICLES, {"id": vehicle, "vehicleId": vehicle})
     # WHEN the driver is linked (a fresh queue: the first send creates it)
     link = parse_link(
         orjson.dumps({"userId": user, "upn": "a@contoso.example", "timeZone": "UTC", "consent": {"calendar": True}})

@@ -234,24 +234,25 @@ async def test_an_app_token_becomes_an_app_principal_without_personal_fields(set
     )
 
 
+# Claims are made when the case runs (lambdas), not at import: the suite may run minutes after collection.
 @pytest.mark.parametrize(
-    "claims",
+    "make_claims",
     [
-        pytest.param(user_claims(aud=f"api://{API_CLIENT_ID}"), id="api-uri-audience"),
-        pytest.param(user_claims(exp=int(time.time()) - 30), id="expired-within-skew"),
-        pytest.param(user_claims(nbf=int(time.time()) + 30), id="not-before-within-skew"),
-        pytest.param(user_claims(tid=BRAND_TENANT, iss=issuer_of(BRAND_TENANT)), id="a-brands-tenant"),
-        pytest.param(user_claims(roles=None), id="user-without-roles"),
-        pytest.param(app_claims(idtyp=None), id="app-token-without-idtyp"),
+        pytest.param(lambda: user_claims(aud=f"api://{API_CLIENT_ID}"), id="api-uri-audience"),
+        pytest.param(lambda: user_claims(exp=int(time.time()) - 30), id="expired-within-skew"),
+        pytest.param(lambda: user_claims(nbf=int(time.time()) + 30), id="not-before-within-skew"),
+        pytest.param(lambda: user_claims(tid=BRAND_TENANT, iss=issuer_of(BRAND_TENANT)), id="a-brands-tenant"),
+        pytest.param(lambda: user_claims(roles=None), id="user-without-roles"),
+        pytest.param(lambda: app_claims(idtyp=None), id="app-token-without-idtyp"),
     ],
 )
-async def test_tokens_at_the_edges_are_accepted(setup: Setup, claims: dict[str, Any]) -> None:
+async def test_tokens_at_the_edges_are_accepted(setup: Setup, make_claims: Callable[[], dict[str, Any]]) -> None:
+    claims = make_claims()
     assert (await setup.validator.validate(f"Bearer {sign(claims)}")).object_id == claims["oid"]
 
 
 # --- every way a token is refused ---------------------------------------------------------------------------
 
-NOW = int(time.time())
 BAD_TOKENS: list[tuple[str, Callable[[], str | None], str]] = [
     ("no-header", lambda: None, Reason.MISSING),
     ("empty-header", lambda: "", Reason.MISSING),
@@ -306,9 +307,9 @@ BAD_TOKENS: list[tuple[str, Callable[[], str | None], str]] = [
         ),
         Reason.BAD_SIGNATURE,
     ),
-    ("expired", lambda: "Bearer " + sign(user_claims(exp=NOW - 120)), Reason.EXPIRED),
-    ("not-yet-valid", lambda: "Bearer " + sign(user_claims(nbf=NOW + 600)), Reason.NOT_YET_VALID),
-    ("issued-in-the-future", lambda: "Bearer " + sign(user_claims(iat=NOW + 600)), Reason.NOT_YET_VALID),
+    ("expired", lambda: "Bearer " + sign(user_claims(exp=int(time.time()) - 120)), Reason.EXPIRED),
+    ("not-yet-valid", lambda: "Bearer " + sign(user_claims(nbf=int(time.time()) + 600)), Reason.NOT_YET_VALID),
+    ("issued-in-the-future", lambda: "Bearer " + sign(user_claims(iat=int(time.time()) + 600)), Reason.NOT_YET_VALID),
     ("wrong-audience", lambda: "Bearer " + sign(user_claims(aud="api://someone-else")), Reason.WRONG_AUDIENCE),
     (
         "graph-audience",
