@@ -38,6 +38,11 @@ class DemoOptions:
     bad_messages: int = 3
 
 
+def demo_vehicle_ids(count: int) -> list[str]:
+    """car-001, car-002, …: the ids the demo registers through the API."""
+    return [f"car-{n:03d}" for n in range(1, count + 1)]
+
+
 async def run_simulator(
     stack: LocalStack, options: DemoOptions, connection_strings: list[str], out_file: Path
 ) -> list[dict[str, Any]]:
@@ -67,10 +72,11 @@ async def run_simulator(
 async def run_demo(options: DemoOptions, config: StackConfig | None = None, out: TextIO = sys.stdout) -> Report:
     """Start the stack, drive the fleet, drain, report. Raises ServerError if a port is taken."""
     started = time.monotonic()
-    config = config or StackConfig.demo(options.vehicles)
+    config = config or StackConfig.demo()
+    vehicles = demo_vehicle_ids(options.vehicles)
     async with LocalStack(config) as stack, aiohttp.ClientSession() as http:
         _say(out, describe(stack))
-        demo = await prepare_fleet(http, stack, config.vehicles, link_drivers=stack.graph_sandbox is not None)
+        demo = await prepare_fleet(http, stack, vehicles, link_drivers=stack.graph_sandbox is not None)
         _say(out, describe_fleet(demo, stack.graph_sandbox is not None))
         calendar_cars = list(demo.drivers)
         store = CosmosDocumentStore.from_settings(
@@ -79,7 +85,7 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
         probe = LatencyProbe(store)
         probe.start()
         try:
-            strings = [demo.connection_strings[car] for car in config.vehicles]
+            strings = [demo.connection_strings[car] for car in vehicles]
             cars = await run_simulator(stack, options, strings, stack.workdir / "cars.json")
             assert stack.host is not None
             if not await stack.host.drain(DRAIN_SECONDS):
@@ -122,13 +128,14 @@ def describe(stack: LocalStack) -> str:
 
 async def run_dev(vehicles: int, out: TextIO = sys.stdout) -> None:
     """Keep the stack up until Ctrl-C, with a live one-line status; connection strings go to .local/."""
-    config = StackConfig.demo(vehicles)
-    async with LocalStack(config) as stack:
+    async with LocalStack(StackConfig.demo()) as stack:
         assert stack.host is not None
         assert stack.tls is not None
         _say(out, describe(stack))
         async with aiohttp.ClientSession() as http:
-            demo = await prepare_fleet(http, stack, config.vehicles, link_drivers=stack.graph_sandbox is not None)
+            demo = await prepare_fleet(
+                http, stack, demo_vehicle_ids(vehicles), link_drivers=stack.graph_sandbox is not None
+            )
         _say(out, describe_fleet(demo, stack.graph_sandbox is not None))
         DEV_STATE.parent.mkdir(exist_ok=True)
         ca_copy = DEV_STATE.parent / "iothub-ca.pem"

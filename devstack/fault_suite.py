@@ -276,7 +276,7 @@ class FaultSuite:
         crashing = await driver.start_crashing(opts.kills, opts.seed + index) if scenario.crash else None
 
         routed_before = len(driver.hub)
-        fleet = [(d, stack.registry.connection_string(d), s) for d, s in scripts.items()]
+        fleet = [(d, stack.registry.provision(d), s) for d, s in scripts.items()]
         sending = asyncio.create_task(cars.drive(fleet, stack.tls.ca_pem, opts.pace))
         await _first_message(driver.hub, routed_before, sending)
         fault_end: float | None = None

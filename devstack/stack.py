@@ -7,7 +7,7 @@ local IoT Hub's service API is reached through a plain fault proxy too (devstack
 proxies carry a fault plan (`stack.cosmos_faults`, `stack.iothub_faults`, devstack/faults.py), also
 programmable over HTTP at `stack.fault_control_url` (loopback).
 
-    async with LocalStack(StackConfig.demo(vehicles=5)) as stack:
+    async with LocalStack(StackConfig([f"car-{n:03d}" for n in range(1, 6)])) as stack:
         stack.connection_strings      # for the simulator
         stack.environ                 # the app settings the functions run with
 
@@ -60,6 +60,8 @@ class StackConfig:
     """Where each piece listens. The demo uses the well-known ports; tests use free ones (port 0) and a
     loopback address of their own for the IoT Hub endpoint (its port is always 8883)."""
 
+    # Device identities the hub has from the start (`connection_strings`), as if created with `az iot hub
+    # device-identity create`. Cars registered through the fleet API (the demo's) are not listed here.
     vehicles: list[str]
     iothub_host: str = "localhost"
     blob_port: int = 10000
@@ -77,9 +79,9 @@ class StackConfig:
     excluded_functions: frozenset[str] = frozenset()
 
     @classmethod
-    def demo(cls, vehicles: int) -> StackConfig:
-        ids = [f"car-{n:03d}" for n in range(1, vehicles + 1)]
-        return cls(ids, cosmos_endpoint=os.environ.get("COSMOS_ENDPOINT") or None,
+    def demo(cls) -> StackConfig:
+        """The well-known ports and no device identities: the demo registers its cars through the fleet API."""
+        return cls([], cosmos_endpoint=os.environ.get("COSMOS_ENDPOINT") or None,
                    cosmos_key=os.environ.get("COSMOS_KEY") or COSMOS_EMULATOR_KEY)  # fmt: skip
 
     def with_free_ports(self, iothub_host: str) -> StackConfig:
@@ -143,7 +145,7 @@ class LocalStack:
 
     @property
     def connection_strings(self) -> list[str]:
-        return [self.registry.connection_string(d) for d in self.config.vehicles]
+        return [self.registry.connection_string(d) for d in self.config.vehicles]  # provisioned at start
 
     async def __aenter__(self) -> LocalStack:
         try:
@@ -181,6 +183,8 @@ class LocalStack:
         host_ip = "127.0.0.1" if config.iothub_host == "localhost" else config.iothub_host
         self.tls = generate(self.workdir / "tls", [host_ip])
         oidc = self.oidc = await self._start_oidc(self.tls)
+        for device in config.vehicles:
+            self.registry.provision(device)
         await self.hub.start(config.iothub_host, self.tls, IOTHUB_PORT)
         self._exit.push_async_callback(self.hub.stop)
         service_api_url = await self.service_api.start()

@@ -1,12 +1,13 @@
-"""The local hub's device registry: every device id has a key derived from one local secret.
+"""The local hub's device registry: only a device whose identity exists may connect, as in IoT Hub.
 
-Like IoT Hub, the endpoint only accepts a device that presents a valid SAS token for its id, so a car
-cannot speak for another. Unlike IoT Hub there is no registration step: the key of `car-001` is
-HMAC(local secret, "car-001"), which lets the stack hand out connection strings for any fleet size. The
-local secret is random per stack unless given, and it protects nothing but a loopback endpoint.
-Devices registered through the service API (`PUT /devices/{id}`, what the fleet API's registration calls)
-have the key they were registered with instead, and a deleted device (`DELETE /devices/{id}`) is refused
-until it is registered again, as in IoT Hub.
+Like IoT Hub, the endpoint only accepts a device that presents a valid SAS token for its id, so a car cannot speak
+for another, and a device id the hub has no identity for is refused at CONNECT (IoT Hub answers "not authorized"
+too); C2D sends and twin updates to it answer 404 DeviceNotFound. Identities are created two ways: through the
+service API (`PUT /devices/{id}` with the device's own key: what the fleet API's registration calls), or by the test
+harness and pre-provisioned fleets with `provision(id)`, which creates the identity with a key derived from one
+local secret (HMAC(secret, id); random per stack unless given, protecting nothing but a loopback endpoint), as
+`az iot hub device-identity create` would. A deleted device (`DELETE /devices/{id}`) is refused until it is
+created again.
 SAS format: https://learn.microsoft.com/azure/iot-hub/authenticate-authorize-sas
 """
 
@@ -23,33 +24,35 @@ from devstack.iothub.topics import decode_properties
 
 
 class DeviceRegistry:
-    """Derives device keys and checks SAS tokens presented at CONNECT."""
+    """The device identities and their keys; checks the SAS tokens presented at CONNECT."""
 
     def __init__(self, hostname: str, secret: bytes | None = None) -> None:
         self.hostname = hostname
         self._secret = secret or secrets.token_bytes(32)
         self._registered: dict[str, str] = {}  # device id → the key it was registered with
-        self._removed: set[str] = set()
 
     def register(self, device_id: str, key: str) -> bool:
         """Register a device with its own key; False if it is registered already (the key is kept)."""
         if device_id in self._registered:
             return False
         self._registered[device_id] = key
-        self._removed.discard(device_id)
         return True
 
     def remove(self, device_id: str) -> bool:
         """Delete the identity: the device is refused from now on. False if it did not exist."""
-        existed = device_id not in self._removed
-        self._registered.pop(device_id, None)
-        self._removed.add(device_id)
-        return existed
+        return self._registered.pop(device_id, None) is not None
+
+    def provision(self, device_id: str) -> str:
+        """Create the identity with its derived key unless it exists; its connection string."""
+        if device_id not in self._registered:
+            self.register(device_id, self.device_key(device_id))
+        return self.connection_string(device_id)
 
     def exists(self, device_id: str) -> bool:
-        return device_id not in self._removed
+        return device_id in self._registered
 
     def device_key(self, device_id: str) -> str:
+        """The key it was registered with, else the one `provision` would give it."""
         registered = self._registered.get(device_id)
         if registered is not None:
             return registered
@@ -57,12 +60,13 @@ class DeviceRegistry:
         return base64.b64encode(digest).decode("ascii")
 
     def connection_string(self, device_id: str) -> str:
-        """What a car needs, in the exact format of the Azure portal's device connection strings."""
+        """What a car needs, in the exact format of the Azure portal's device connection strings (with the key it
+        would have unprovisioned: such a car is refused at CONNECT)."""
         return f"HostName={self.hostname};DeviceId={device_id};SharedAccessKey={self.device_key(device_id)}"
 
     def verify(self, device_id: str, password: str | None, now: float | None = None) -> bool:
         """True if `password` is an unexpired SAS token for `devices/{device_id}` signed with its key."""
-        if not password or not password.startswith("SharedAccessSignature ") or device_id in self._removed:
+        if not password or not password.startswith("SharedAccessSignature ") or device_id not in self._registered:
             return False
         fields = decode_properties(password.removeprefix("SharedAccessSignature ")).application
         resource, signature, expiry = fields.get("sr", ""), fields.get("sig", ""), fields.get("se", "")

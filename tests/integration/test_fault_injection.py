@@ -164,6 +164,7 @@ def test_an_expired_fault_is_gone() -> None:
 @pytest.fixture
 async def service_behind_proxy() -> AsyncIterator[tuple[LocalIoTHub, IoTHubServiceProxy, FaultControl]]:
     hub = LocalIoTHub(DeviceRegistry("localhost"), EventHubsNamespace())
+    hub.registry.provision("car-9")
     api = ServiceApi(hub)
     url = await api.start()
     plan = FaultPlan(seed=1)

@@ -67,7 +67,7 @@ async def local_hub(tmp_path: Path) -> AsyncIterator[Hub]:
 
 def car(h: Hub, device_id: str) -> IoTHubDeviceClient:
     return IoTHubDeviceClient.create_from_connection_string(
-        h.registry.connection_string(device_id), server_verification_cert=h.ca_pem
+        h.registry.provision(device_id), server_verification_cert=h.ca_pem
     )
 
 

@@ -29,6 +29,8 @@ Pair = tuple[LocalIoTHub, LocalIoTHubGateway]
 @pytest.fixture
 async def hub_and_gateway() -> AsyncIterator[tuple[LocalIoTHub, LocalIoTHubGateway]]:
     hub = LocalIoTHub(DeviceRegistry("localhost"), EventHubsNamespace())
+    for device in ("car-001", "car-002", "car-009"):  # identities exist, as in IoT Hub, before anything is sent
+        hub.registry.provision(device)
     api = ServiceApi(hub)
     url = await api.start()
     gateway = LocalIoTHubGateway.from_env({"LOCAL_IOTHUB_SERVICE_URL": url})
@@ -103,9 +105,17 @@ async def test_a_message_over_64_kb_is_refused_with_413(hub_and_gateway: Pair) -
     assert len(hub.pending("car-001")) == 1
 
 
+async def test_an_unknown_device_is_not_found(hub_and_gateway: Pair) -> None:
+    # a device id the hub has no identity for: 404 DeviceNotFound, as IoT Hub answers
+    _, gateway = hub_and_gateway
+    with pytest.raises(DeviceNotFoundError):
+        await gateway.patch_desired("car-never-registered", {"agenda": {}})
+    with pytest.raises(DeviceNotFoundError):
+        await gateway.send_c2d("car-never-registered", b"{}", {})
+
+
 async def test_a_deleted_device_is_permanent_not_found(hub_and_gateway: Pair) -> None:
     hub, gateway = hub_and_gateway
-    await gateway.create_device("car-009")
     assert await gateway.delete_device("car-009")
     with pytest.raises(DeviceNotFoundError):
         await gateway.send_c2d("car-009", b"{}", {})

@@ -28,6 +28,9 @@ def test_sas_tokens_are_checked_like_iot_hub() -> None:
     registry = DeviceRegistry("localhost", secret=b"k" * 32)
     key = registry.device_key("car-001")
     good = sas_token(key, "localhost/devices/car-001")
+    assert not registry.verify("car-001", good)  # no identity yet: refused, as by IoT Hub
+    registry.provision("car-001")
+    registry.provision("car-002")
     assert registry.verify("car-001", good)
     assert not registry.verify("car-002", good)  # another device's token
     assert not registry.verify("car-001", sas_token(registry.device_key("car-002"), "localhost/devices/car-001"))
