@@ -194,16 +194,14 @@ class RequestProcessor:
             if not (brand.calendar if request.action == "calendar.refresh" else brand.teams):
                 message = "this feature is switched off for the car's brand"
                 return Reply.error(request.request_id, request.action, C.FEATURE_DISABLED, message), True
+        if not calendar_consent:  # every action reads or writes the driver's Microsoft 365 data: calendar consent
+            return self._no_consent(request), True
         try:
             if request.action == "calendar.refresh":
-                if not calendar_consent:
-                    return self._no_consent(request), True
                 await self.queue.enqueue(SyncJob(user_id, "request", vehicle_id=None))
                 return Reply.ok(request, queued=True), True
             moving = is_moving(vehicle, speed_limit)
             if request.action == "meeting.join":
-                if not calendar_consent:
-                    return self._no_consent(request), True
                 assert request.event_id is not None
                 info = await self.meetings.for_event(user_id, request.event_id)
                 if info is None:

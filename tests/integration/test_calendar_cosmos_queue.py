@@ -170,3 +170,28 @@ async def test_meeting_join_replayed_against_cosmos_makes_one_meeting(
     assert len(meetings) == 1
     records = await cosmos_store.query(REQUESTS, "SELECT * FROM c WHERE c.vehicleId = @v", {"@v": vehicle}, vehicle)
     assert [r["reply"] for r in records] == [replies[0]]
+
+
+async def test_meeting_now_without_calendar_consent_answers_no_consent(
+    cosmos_store: CosmosDocumentStore, queue: StorageSyncQueue, graph: tuple[GraphSandbox, MsGraphClient]
+) -> None:
+    # GIVEN a car whose linked driver withheld calendar consent
+    box, client = graph
+    user, vehicle = ids()
+    clock = Clock(dt.datetime.now(dt.UTC))
+    driver = {"userId": user, "upn": "a@contoso.example", "timeZone": "UTC"}
+    await cosmos_store.create(
+        VEHICLES, {"id": vehicle, "vehicleId": vehicle, "driver": driver, "consent": {"calendar": False}}
+    )
+    gateway = MemoryIoTHubGateway()
+    processor = RequestProcessor(
+        cosmos_store, gateway, MemoryDeadLetterSink(), MeetingService(cosmos_store, client, clock), queue
+    )
+    # WHEN the car asks for an ad-hoc meeting (made in the driver's name)
+    body = orjson.dumps({"v": 1, "requestId": str(uuid.uuid4()), "action": "meeting.now", "subject": "Call"})
+    await processor.process([DeviceMessage(body, vehicle, None, 1)])
+    # THEN no_consent: no meeting in Graph, none stored
+    [reply] = [s.json() for s in gateway.sent]
+    assert (reply["status"], reply["error"]["code"]) == ("error", "no_consent")
+    assert box.meetings == {}
+    assert await cosmos_store.query(MEETINGS, "SELECT * FROM c WHERE c.userId = @u", {"@u": user}, user) == []

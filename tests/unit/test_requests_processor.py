@@ -155,6 +155,23 @@ async def test_meeting_now_is_idempotent_by_request_id_and_audio_only_when_movin
     assert reply["subject"] == "Quick call"
 
 
+@pytest.mark.parametrize("action", ["calendar.refresh", "meeting.join", "meeting.now"])
+async def test_without_calendar_consent_every_action_answers_no_consent(world: World, action: str) -> None:
+    # GIVEN a car whose driver did not consent to calendar access (an event is synced from before)
+    await vehicle(world, calendar=False)
+    await calendar_event(world)
+    fields = (
+        {"eventId": EVENT} if action == "meeting.join" else {"subject": "Quick call"} if action == "meeting.now" else {}
+    )
+    # WHEN the car asks (meeting.now included: an ad-hoc meeting is made in the driver's name)
+    await run(world, request(action, **fields))
+    # THEN no_consent, and nothing was created in Graph or queued for a sync
+    (reply,) = replies(world)
+    assert (reply["status"], reply["error"]["code"]) == ("error", "no_consent")
+    assert world.sandbox.meetings == {}
+    assert world.queue.jobs == []
+
+
 async def test_a_car_without_driver_gets_no_driver(world: World) -> None:
     await vehicle(world, driver=False)
     await run(world, request("calendar.refresh"))
