@@ -22,6 +22,7 @@ MEETINGS: Final = "meetings"
 TENANCY: Final = "tenancy"
 MEMBERSHIPS: Final = "memberships"
 AUDIT: Final = "audit"
+CONSENTS: Final = "consents"
 
 
 @cache
