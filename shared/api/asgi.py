@@ -8,15 +8,26 @@ has no startup work.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
 
+class NoMessageDumps(logging.Filter):
+    """Drops azure.functions' ASGI middleware dumps of every message it passes ("Received {...} from ASGI
+    worker.", logged at DEBUG on the root logger): they carry request and response bodies, i.e. e-mail addresses,
+    positions and calendar data, into any log sink that collects DEBUG (docs/privacy.md, logs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.pathname.endswith("_http_asgi.py") and str(record.msg).startswith("Received "))
+
+
 class LazyApp:
     def __init__(self) -> None:
         self._app: ASGIApp | None = None
+        logging.getLogger().addFilter(NoMessageDumps())  # records logged on the root logger pass its filters
 
     @property
     def app(self) -> ASGIApp:

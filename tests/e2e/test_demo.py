@@ -2,13 +2,19 @@
 
 Free ports and a loopback address of its own (the device SDK always dials 8883), so it runs beside a
 `make dev` stack. Set COSMOS_ENDPOINT/COSMOS_KEY to run it against another Cosmos (its own database).
+
+The platform's log records of the whole run (every logger but the local stand-ins', DEBUG included) are kept and
+checked for personal data: no e-mail address, token, calendar subject or position may be in one.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
+import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -27,8 +33,34 @@ DURATION = 20.0
 BAD_MESSAGES = 3
 
 
+class Kept(logging.Handler):
+    """Every record the platform logs (not the local stand-ins: devstack.*), formatted as a log sink would."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.name.startswith("devstack"):
+            self.lines.append(self.format(record))
+
+
 @pytest.fixture(scope="module")
-async def demo_report() -> Report:
+def platform_logs() -> Iterator[Kept]:
+    root, kept = logging.getLogger(), Kept()
+    level = root.level
+    root.addHandler(kept)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield kept
+    finally:
+        root.removeHandler(kept)
+        root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+async def demo_report(platform_logs: Kept) -> Report:
     config = StackConfig([]).with_free_ports(free_loopback_address())  # the demo registers its cars via the API
     if os.environ.get("COSMOS_ENDPOINT"):
         config = replace(
@@ -79,3 +111,23 @@ async def test_agendas_and_meeting_links_reach_the_cars(demo_report: Report) -> 
 
 async def test_the_report_says_ok(demo_report: Report) -> None:
     assert demo_report.failures() == []
+
+
+# What must never be in a log line: e-mail addresses (the seed's users), bearer tokens (JWTs start "eyJ"), the
+# subjects of the drivers' seeded calendars, and coordinates (the simulated cars drive around 52.5 N 13.4 E:
+# latitudes and longitudes with 4+ decimals).
+PERSONAL = {
+    "e-mail address": re.compile(r"[\w.+-]+@[\w-]+\.[a-z]{2,}", re.IGNORECASE),
+    "token": re.compile(r"eyJ[\w-]{10,}"),
+    "calendar subject": re.compile(r"stand-up|Fabrikam plant tour|Budget review|Team lunch|1:1 with manager"),
+    "position": re.compile(r"\b(?:5[0-4]|1[0-5])\.\d{4,}"),
+}
+
+
+async def test_the_platform_logs_no_personal_data(demo_report: Report, platform_logs: Kept) -> None:
+    assert demo_report.vehicles == VEHICLES
+    assert len(platform_logs.lines) > 10, "the capture saw the run"
+    leaks = [
+        (kind, line[:300]) for line in platform_logs.lines for kind, found in PERSONAL.items() if found.search(line)
+    ]
+    assert leaks == []
