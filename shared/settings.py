@@ -101,6 +101,13 @@ SETTINGS: tuple[Setting, ...] = (
         high=3650,
         brand="telemetryRetentionDays",
     ),
+    Setting(
+        "DATA_CATEGORY_BASES",
+        None,
+        "Legal basis per data category: comma-separated category=basis pairs, basis consent or contract (e.g."
+        " position=consent); unset = the defaults of shared/privacy/categories.json (docs/privacy.md).",
+        brand="dataCategoryBases",
+    ),
     # --- Outlook calendar and Teams in the car (shared/calendar, shared/requests, shared/meetings) ---
     Setting("REQUESTS_EVENTHUB", "requests", "Event Hub that IoT Hub routes car requests (type=request) to."),
     Setting("IOTHUB_HOSTNAME", None, "IoT Hub host name for replies and twin patches, e.g. <hub>.azure-devices.net."),
@@ -249,6 +256,9 @@ class IngestionSettings:
     low_battery_percent: float = 15.0
     low_fuel_percent: float = 10.0
     max_clock_skew_ms: int = 300_000
+    # (category, basis) pairs over the catalogue's defaults (DATA_CATEGORY_BASES, then the brand's): a tuple, so
+    # the settings stay hashable and a policy can be cached by them (shared/telemetry/privacy.py).
+    category_bases: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> IngestionSettings:
@@ -256,7 +266,18 @@ class IngestionSettings:
             low_battery_percent=number_setting("LOW_BATTERY_PERCENT", environ),
             low_fuel_percent=number_setting("LOW_FUEL_PERCENT", environ),
             max_clock_skew_ms=int(number_setting("MAX_CLOCK_SKEW_SECONDS", environ) * 1000),
+            category_bases=category_bases(environ),
         )
+
+
+def category_bases(environ: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """DATA_CATEGORY_BASES as sorted (category, basis) pairs; ConfigurationError for an unknown category or basis."""
+    from shared.privacy.categories import parse_bases
+
+    try:
+        return tuple(sorted(parse_bases(setting("DATA_CATEGORY_BASES", environ)).items()))
+    except ValueError as exc:
+        raise ConfigurationError(f"DATA_CATEGORY_BASES: {exc}") from None
 
 
 # ---- the typed model, loaded on first use ----
@@ -281,8 +302,9 @@ def brand_settings(overrides: Mapping[str, object] | None, environ: Mapping[str,
     """The settings of one brand: the app's values with the brand's overrides on top.
 
     Override keys are the camelCase `brand` names of `SETTINGS` (lowBatteryPercent, lowFuelPercent,
-    movingSpeedKmh, calendar, teams, telemetryRetentionDays). Unknown keys, wrong types and values out of the
-    declared range raise InvalidRequestError listing each field.
+    dataCategoryBases, movingSpeedKmh, calendar, teams, telemetryRetentionDays); `dataCategoryBases` is an object
+    (category → "consent" | "contract") merged over the app's, so a brand names only the categories it changes.
+    Unknown keys, wrong types and values out of the declared range raise InvalidRequestError listing each field.
 
     >>> brand_settings({"lowBatteryPercent": 20}, {}).low_battery_percent
     20.0

@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Mapping
 from contextvars import ContextVar
 from functools import cache
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from shared.errors import ConfigurationError, InvalidRequestError
+from shared.privacy.categories import Basis
 from shared.settings import SETTINGS, declared
 
 API_SCOPE_NAME = "Fleet.Access"
@@ -92,6 +93,30 @@ LoopbackOrHttpsUrl = Annotated[str, AfterValidator(_https_or_loopback)]
 OptionalHttpsUrl = Annotated[str | None, AfterValidator(_https)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
+
+def _bases_text(value: object) -> object:
+    """DATA_CATEGORY_BASES from the environment (`category=basis,...`) as a mapping; a mapping goes on as it is."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        from shared.privacy.categories import parse_bases
+
+        return parse_bases(value)
+    return value
+
+
+def _known_categories(value: dict[str, Basis]) -> dict[str, Basis]:
+    """Only categories of shared/privacy/categories.json (a typo must not silently leave a category collected)."""
+    from shared.privacy.categories import check_category, default_categories
+
+    for name in value:
+        check_category(default_categories(), name)
+    return value
+
+
+CategoryBases = Annotated[dict[str, Basis], AfterValidator(_known_categories)]
+EnvCategoryBases = Annotated[CategoryBases, NoDecode, BeforeValidator(_bases_text)]
+
 # The mapping the next AppSettings() reads instead of os.environ (None: os.environ).
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("settings_environ", default=None)
 
@@ -129,6 +154,7 @@ class AppSettings(BaseSettings):
     low_fuel_percent: FiniteFloat = env("LOW_FUEL_PERCENT")
     max_clock_skew_seconds: FiniteFloat = env("MAX_CLOCK_SKEW_SECONDS")
     telemetry_retention_days: int = env("TELEMETRY_RETENTION_DAYS")
+    data_category_bases: EnvCategoryBases = env("DATA_CATEGORY_BASES")
     requests_eventhub: str = env("REQUESTS_EVENTHUB")
     iothub_hostname: str | None = env("IOTHUB_HOSTNAME")
     graph_base_url: str | None = env("GRAPH_BASE_URL")  # its allow-list lives in shared/graph (graph_endpoint)
@@ -260,6 +286,7 @@ class BrandSettings(BaseModel):
         "calendar": "FEATURE_CALENDAR",
         "teams": "FEATURE_TEAMS",
         "telemetry_retention_days": "TELEMETRY_RETENTION_DAYS",
+        "data_category_bases": "DATA_CATEGORY_BASES",
     }
 
     low_battery_percent: FiniteFloat = brand_field("LOW_BATTERY_PERCENT")
@@ -268,6 +295,8 @@ class BrandSettings(BaseModel):
     calendar: bool = brand_field("FEATURE_CALENDAR")
     teams: bool = brand_field("FEATURE_TEAMS")
     telemetry_retention_days: int = brand_field("TELEMETRY_RETENTION_DAYS")
+    # Merged over the app's (DATA_CATEGORY_BASES) by `layered`: a brand names only the categories it changes.
+    data_category_bases: CategoryBases = brand_field("DATA_CATEGORY_BASES")
 
     @classmethod
     def layered(cls, app: AppSettings, overrides: Mapping[str, object]) -> BrandSettings:
@@ -276,8 +305,12 @@ class BrandSettings(BaseModel):
             declared(setting).brand or field: getattr(app, _app_field(setting))
             for field, setting in cls.SETTING_OF.items()
         }
+        merged = {**base, **overrides}
+        for key, value in overrides.items():  # objects (dataCategoryBases) merge key by key over the app's
+            if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+                merged[key] = {**cast(Mapping[str, object], base[key]), **value}
         try:
-            return cls.model_validate({**base, **overrides})
+            return cls.model_validate(merged)
         except ValidationError as e:
             errors = [{"field": _where(error["loc"]), "message": error["msg"]} for error in e.errors()]
             raise InvalidRequestError("invalid brand settings", errors) from None

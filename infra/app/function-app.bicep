@@ -102,6 +102,8 @@ var sharedSettings = {
   AGENDA_MAX_BYTES: '8192'
   // Platform-wide defaults; a brand's configuration (tenancy container) overrides them for its cars.
   TELEMETRY_RETENTION_DAYS: '30'
+  // Empty: the legal basis of each data category is the catalogue's (shared/privacy/categories.json, docs/privacy.md).
+  DATA_CATEGORY_BASES: ''
   FEATURE_CALENDAR: 'true'
   FEATURE_TEAMS: 'true'
   // Bearer tokens from Entra ID (v2). The common document serves every tenant; the app substitutes the token's tid

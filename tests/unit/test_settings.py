@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import ConfigurationError, InvalidRequestError
+from shared.privacy.categories import default_categories
 from shared.settings import (
     SETTINGS,
     IngestionSettings,
@@ -196,6 +197,7 @@ def test_brand_overrides_are_exactly_the_declared_brand_keys() -> None:
         "calendar",
         "teams",
         "telemetryRetentionDays",
+        "dataCategoryBases",
     }
 
 
@@ -212,6 +214,7 @@ def test_a_brand_without_overrides_has_the_app_settings() -> None:
         "calendar": True,
         "teams": False,
         "telemetryRetentionDays": 30,
+        "dataCategoryBases": {},
     }
 
 
@@ -237,6 +240,9 @@ def test_brand_overrides_win_over_the_app_settings() -> None:
         ({"teams": 1}, "teams"),
         ({"low_battery_percent": 20}, "low_battery_percent"),  # field names are not keys
         ({"commands": True}, "commands"),
+        ({"dataCategoryBases": {"position": "maybe"}}, "dataCategoryBases.position"),
+        ({"dataCategoryBases": {"positon": "consent"}}, "dataCategoryBases"),
+        ({"dataCategoryBases": "position=consent"}, "dataCategoryBases"),  # the app setting's form is not JSON's
     ],
 )
 def test_bad_brand_overrides_are_field_errors(overrides: dict[str, object], field: str) -> None:
@@ -246,6 +252,9 @@ def test_bad_brand_overrides_are_field_errors(overrides: dict[str, object], fiel
 
 
 def _valid_value(s: Setting) -> st.SearchStrategy[object]:
+    if s.name == "DATA_CATEGORY_BASES":
+        names = st.sampled_from(default_categories().names)
+        return st.dictionaries(names, st.sampled_from(["consent", "contract"]), max_size=3)
     if s.low is None:
         return st.booleans()
     if s.name == "TELEMETRY_RETENTION_DAYS":
@@ -281,7 +290,8 @@ def test_any_json_overrides_either_apply_or_name_each_bad_field(overrides: dict[
     except InvalidRequestError as e:
         fields = {error["field"] for error in e.errors}
         assert fields
-        assert fields <= set(overrides)
+        # an object's errors name the key inside it: dataCategoryBases.<category>
+        assert {f.split(".")[0] if f.startswith("dataCategoryBases.") else f for f in fields} <= set(overrides)
         return
     assert set(overrides) <= set(BRAND_KEYS)
     assert all(brand.overrides()[k] == v for k, v in overrides.items())
