@@ -1,0 +1,184 @@
+"""Everything stored about a driver and the car they drive, as a machine-readable archive (GDPR access and
+portability; the EU Data Act's right of a vehicle's user to the data it generates).
+
+The archive is NDJSON, one JSON object per line, written as it is read (keyset pages of PAGE_SIZE, never the
+whole history in memory):
+
+    {"kind": "manifest", "format": "automotive-cloud.export.v1", "userId": …, "generatedAt": …, "vehicles": [...]}
+    {"kind": "record", "category": "position", "source": "telemetry", "vehicleId": …, "record": {…}}
+    …
+    {"kind": "summary", "records": {"<category>": n, …}}
+
+Each record names its data category (shared/privacy/categories.py; `account`, `consent` and `activity` for what
+is not car data) and its source (the container). The car's signals are split by category, so a reader can take
+what they need. Car data is exported from the moment this driver was linked to the car (their link's
+`linkedAt`): what the car recorded for an earlier driver is not theirs. Secrets the platform holds (the Graph
+subscription's clientState) and other people's identities are left out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from shared.calendar.documents import DRIVER_ID, KIND_DRIVER, KIND_EVENT, KIND_SUBSCRIPTION, KIND_SYNC_STATE
+from shared.containers import ALERTS, AUDIT, CALENDARS, CONSENTS, MEETINGS, MEMBERSHIPS, TELEMETRY, TRIPS, VEHICLES
+from shared.stores.base import Document, DocumentStore
+from shared.stores.paging import keyset_page
+
+FORMAT: Final = "automotive-cloud.export.v1"
+PAGE_SIZE: Final = 100
+ACCOUNT, CONSENT, ACTIVITY, CALENDAR = "account", "consent", "activity", "calendar"
+POSITION, DRIVING, HEALTH = "position", "driving_behaviour", "vehicle_health"  # shared/privacy/categories.json
+TRIP_POSITIONS: Final[tuple[str, ...]] = ("startPosition", "endPosition", "gpsDistanceM")
+# Fields that are the platform's bookkeeping or secrets, never the person's data.
+DROPPED: Final = frozenset({"_rid", "_self", "_etag", "_attachments", "_ts", "clientState", "outbox", "cursor"})
+REQUESTS: Final = "requests"
+
+
+@dataclass(frozen=True)
+class Car:
+    vehicle_id: str
+    since: str  # linkedAt: car data from then on is this driver's
+
+
+class DriverExport:
+    """Streams one driver's archive. `category_of(signal path)` names the data category of a car signal."""
+
+    def __init__(
+        self, store: DocumentStore, category_of: Callable[[str], str | None], clock: Callable[[], dt.datetime]
+    ):
+        self.store, self.category_of, self.clock = store, category_of, clock
+        self.counts: dict[str, int] = {}
+
+    async def lines(self, user_id: str) -> AsyncIterator[bytes]:
+        cars = await self.cars(user_id)
+        now = self.clock().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        yield _line({"kind": "manifest", "format": FORMAT, "userId": user_id, "generatedAt": now,
+                     "vehicles": [{"vehicleId": c.vehicle_id, "since": c.since} for c in cars]})  # fmt: skip
+        async for record in self.records(user_id, cars):
+            self.counts[record["category"]] = self.counts.get(record["category"], 0) + 1
+            yield _line(record)
+        yield _line({"kind": "summary", "records": dict(sorted(self.counts.items()))})
+
+    async def cars(self, user_id: str) -> list[Car]:
+        """The car they are linked to (their driver document in `calendars` says which, and since when)."""
+        found = await self.store.read(CALENDARS, user_id, DRIVER_ID)
+        doc = found.document if found else None
+        if doc is None or doc.get("kind") != KIND_DRIVER or not isinstance(doc.get("vehicleId"), str):
+            return []
+        return [Car(str(doc["vehicleId"]), str(doc.get("linkedAt") or ""))]
+
+    async def records(self, user_id: str, cars: list[Car]) -> AsyncIterator[dict[str, Any]]:
+        person = {"@u": user_id}
+        async for doc in self._all(MEMBERSHIPS, "c.principalId = @u", person, user_id):
+            yield _record(ACCOUNT, MEMBERSHIPS, None, doc)
+        async for doc in self._all(CALENDARS, "c.userId = @u", person, user_id):
+            kind = doc.get("kind")
+            if kind == KIND_EVENT:
+                yield _record(CALENDAR, CALENDARS, None, doc)
+            elif kind in (KIND_DRIVER, KIND_SUBSCRIPTION, KIND_SYNC_STATE):
+                yield _record(ACCOUNT if kind == KIND_DRIVER else CALENDAR, CALENDARS, None, doc)
+        async for doc in self._all(MEETINGS, "c.userId = @u", person, user_id):
+            yield _record(CALENDAR, MEETINGS, None, doc)
+        async for doc in self._all(CONSENTS, "c.userId = @u", person, None):
+            yield _record(CONSENT, CONSENTS, doc.get("vehicleId"), doc)
+        async for doc in self._all(AUDIT, "c.actor.objectId = @u", person, None, lambda d: _actor(d) == user_id):
+            yield _record(ACTIVITY, AUDIT, None, doc)
+        for car in cars:
+            async for record in self._car(car):
+                yield record
+
+    async def _car(self, car: Car) -> AsyncIterator[dict[str, Any]]:
+        v = {"@v": car.vehicle_id}
+        stored = await self.store.read(VEHICLES, car.vehicle_id, car.vehicle_id)
+        if stored is not None:
+            state = stored.document.get("state")
+            signals = state.get("signals") if isinstance(state, dict) else None
+            for category, part in self._by_category(signals if isinstance(signals, dict) else {}).items():
+                yield {"kind": "record", "category": category, "source": VEHICLES, "vehicleId": car.vehicle_id,
+                       "record": {"state": part}}  # fmt: skip
+            ingest = stored.document.get("ingest")
+            pending = ingest.get("pending") if isinstance(ingest, dict) else None
+            if isinstance(pending, list) and pending:  # history not yet flushed into a chunk
+                for record in self._history(car.vehicle_id, {"messages": pending}):
+                    yield record
+        where = "c.vehicleId = @v"
+        async for doc in self._all(TELEMETRY, where, v, car.vehicle_id):
+            if str(doc.get("to") or "") >= car.since:
+                for record in self._history(car.vehicle_id, doc):
+                    yield record
+        async for doc in self._all(TRIPS, where, v, car.vehicle_id):
+            if str(doc.get("startTs") or "") >= car.since:  # a trip: where (position) and how (driving behaviour)
+                where_fields = {k: doc[k] for k in TRIP_POSITIONS if k in doc}
+                if where_fields:
+                    yield _record(POSITION, TRIPS, car.vehicle_id, {"id": doc.get("id"), **where_fields})
+                yield _record(DRIVING, TRIPS, car.vehicle_id, {k: x for k, x in doc.items() if k not in TRIP_POSITIONS})
+        for container, key, category in ((ALERTS, "raisedAt", HEALTH), (REQUESTS, "createdAt", CALENDAR)):
+            async for doc in self._all(container, where, v, car.vehicle_id):
+                if str(doc.get(key) or "") >= car.since:
+                    yield _record(category, container, car.vehicle_id, doc)
+
+    def _history(self, vehicle_id: str, chunk: Document) -> Iterable[dict[str, Any]]:
+        """One line per category of a history chunk: its messages with only that category's signals."""
+        per: dict[str, list[dict[str, Any]]] = {}
+        for message in chunk.get("messages") or []:
+            if not isinstance(message, dict):
+                continue
+            for sample in message.get("samples") or []:
+                if not isinstance(sample, dict):
+                    continue
+                for category, part in self._by_category(sample.get("signals") or {}).items():
+                    per.setdefault(category, []).append({"ts": sample.get("ts"), "signals": part})
+                for category, part in self._by_category(sample.get("rejected") or {}).items():
+                    per.setdefault(category, []).append({"ts": sample.get("ts"), "rejected": part})
+        for category, samples in per.items():
+            yield {"kind": "record", "category": category, "source": TELEMETRY, "vehicleId": vehicle_id,
+                   "record": {"from": chunk.get("from"), "to": chunk.get("to"), "samples": samples}}  # fmt: skip
+
+    def _by_category(self, signals: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for path, value in signals.items():
+            out.setdefault(self.category_of(path) or "uncategorised", {})[path] = value
+        return out
+
+    async def _all(
+        self,
+        container: str,
+        where: str,
+        parameters: Mapping[str, Any],
+        partition_key: str | None,
+        match: Callable[[Document], bool] = lambda _: True,
+    ) -> AsyncIterator[Document]:
+        """Every matching document, page by page (keyset on id)."""
+        token: str | None = None
+        while True:
+            page = await keyset_page(self.store, container, scope=f"export:{container}", where=where,
+                                     parameters=parameters, key="id", limit=PAGE_SIZE, token=token,
+                                     partition_key=partition_key, match=match)  # fmt: skip
+            for doc in page.items:
+                yield doc
+            if page.token is None:
+                return
+            token = page.token
+
+
+def _actor(doc: Mapping[str, Any]) -> str | None:
+    actor = doc.get("actor")
+    return actor.get("objectId") if isinstance(actor, dict) else None
+
+
+def _record(category: str, source: str, vehicle_id: object, doc: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": "record", "category": category, "source": source}
+    if isinstance(vehicle_id, str):
+        out["vehicleId"] = vehicle_id
+    out["record"] = {k: v for k, v in doc.items() if k not in DROPPED}
+    return out
+
+
+def _line(obj: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(obj) + b"\n"

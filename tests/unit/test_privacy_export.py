@@ -1,0 +1,89 @@
+"""A driver's export: every category of data they have, by category, and nothing of anyone else.
+
+Two drivers, each linked to their own car; both cars drive (positions, speed, charge, a diagnostic code, trips),
+both drivers have calendar events and a Teams meeting. The export of one must hold each of their categories and
+not one id, event or signal of the other driver or their car.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+import pytest
+
+from shared.calendar.documents import KIND_EVENT, event_doc_id
+from shared.calendar.jobs import MemorySyncQueue
+from shared.containers import AUDIT, CALENDARS, MEETINGS, partition_keys
+from shared.drivers.link import DriverLinks, parse_link
+from shared.privacy.categories import default_categories
+from shared.privacy.export import FORMAT, DriverExport
+from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
+from shared.telemetry.ingest import TelemetryIngestor
+from tests.factories import T0, drive, message
+
+ALEX, MEGAN = "7d3c0a51-2b7e-4c1f-9a43-3f1d2c6e8a01", "0f9b8e2d-6c1a-4f57-8d3e-5a7b9c1d2e02"
+CARS = {ALEX: "car-alex", MEGAN: "car-megan"}
+NOW = T0 + dt.timedelta(hours=1)
+
+
+async def world() -> MemoryDocumentStore:
+    store = MemoryDocumentStore(partition_keys())
+    links = DriverLinks(store, MemorySyncQueue(), lambda: T0 - dt.timedelta(minutes=1))
+    ingest = TelemetryIngestor(store, MemoryDeadLetterSink())
+    for user, car in CARS.items():
+        await store.upsert("vehicles", {"id": car, "vehicleId": car, "type": "vehicle"})
+        link = {"userId": user, "upn": f"{user[:4]}@contoso.example", "timeZone": "Europe/Berlin",
+                "consent": {"calendar": True, "location": True}}  # fmt: skip
+        await links.link(car, parse_link(orjson.dumps(link)))
+        trip = [dict(lv="ON", speed=40.0, lat=52.5 + s / 1000, lon=13.4, soc=80.0 - s, dtc=["P0300"]) for s in range(3)]
+        trip[-1]["lv"] = "OFF"
+        batch = [
+            message(car, drive(s + 1, s, **signals), enqueued_s=s, sequence_number=s) for s, signals in enumerate(trip)
+        ]
+        await ingest.ingest(batch)
+        await store.upsert(CALENDARS, {"id": event_doc_id(f"ev-{user}"), "userId": user, "kind": KIND_EVENT,
+                                       "eventId": f"ev-{user}", "subject": f"Review of {user[:4]}"})  # fmt: skip
+        await store.upsert(MEETINGS, {"id": f"meeting-{user}", "userId": user, "joinUrl": f"https://t/{user}"})
+        await store.upsert(AUDIT, {"id": f"a-{user}", "brandId": "contoso", "at": "t", "action": "link_driver",
+                                   "actor": {"objectId": user, "kind": "user"}})  # fmt: skip
+    return store
+
+
+async def export(store: MemoryDocumentStore, user: str) -> list[dict[str, Any]]:
+    archive = DriverExport(store, default_categories().category_of, lambda: NOW)
+    return [orjson.loads(line) async for line in archive.lines(user)]
+
+
+@pytest.mark.parametrize(("user", "other"), [(ALEX, MEGAN), (MEGAN, ALEX)])
+async def test_the_export_holds_every_category_of_the_driver_and_nothing_of_another(user: str, other: str) -> None:
+    lines = await export(await world(), user)
+    manifest, *records, summary = lines
+    assert (manifest["kind"], manifest["format"], manifest["userId"]) == ("manifest", FORMAT, user)
+    assert manifest["vehicles"] == [{"vehicleId": CARS[user], "since": manifest["vehicles"][0]["since"]}]
+    categories = {r["category"] for r in records}
+    assert {"account", "activity", "calendar", "position", "driving_behaviour", "vehicle_health"} <= categories
+    assert summary == {"kind": "summary", "records": {c: sum(r["category"] == c for r in records) for c in categories}}
+    # every car signal sits under its own category
+    for r in records:
+        if r["source"] in ("vehicles", "telemetry"):
+            paths = [
+                p for s in r["record"].get("samples", [r["record"]]) for p in (s.get("state") or s.get("signals") or {})
+            ]
+            assert {default_categories().category_of(p) for p in paths} <= {r["category"]}
+    # nothing of the other driver or their car, and no platform secret
+    text = b"".join(orjson.dumps(r) for r in lines).decode()
+    assert other not in text
+    assert CARS[other] not in text
+    assert other[:4] not in text
+    assert "clientState" not in text
+    assert "_etag" not in text
+
+
+async def test_a_driver_without_a_car_gets_their_own_records_only() -> None:
+    store = await world()
+    stranger = "11111111-2222-4333-8444-555555555555"
+    manifest, summary = await export(store, stranger)
+    assert manifest["vehicles"] == []
+    assert summary["records"] == {}
