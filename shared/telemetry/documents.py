@@ -180,6 +180,8 @@ class IngestState(TypedDict):
     outbox: list[OutboxItem]
     lastTrip: TripDocument | None
     suppressed: NotRequired[Suppressed]  # absent until a cap first held something back
+    # Data categories the last fold withheld, sorted; absent when none (privacy.enforce).
+    withheld: NotRequired[list[str]]
 
 
 class DriverRef(TypedDict):
@@ -191,8 +193,9 @@ class DriverRef(TypedDict):
 
 
 class Consent(TypedDict, total=False):
-    """`consent` (DriverLink.consent, the fleet API): an absent flag means location not withheld, calendar not
-    given (fleet.service.consent_of)."""
+    """`consent` (DriverLink.consent, the fleet API): True granted, False withdrawn, absent no record, in which
+    case each category the flag governs follows its basis (shared/privacy/categories.py: `location` governs
+    position, contract by default, and navigation_destination, consent by default; `calendar` the calendar)."""
 
     calendar: bool
     location: bool

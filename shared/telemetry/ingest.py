@@ -46,7 +46,8 @@ from shared.telemetry.catalogue import Catalogue, default_catalogue
 from shared.telemetry.contract import STREAM, TelemetryMessage, decode
 from shared.telemetry.documents import OutboxItem, VehicleDocument, as_vehicle, to_store
 from shared.telemetry.job_pool import JobPool
-from shared.telemetry.vehicle import VehicleUpdate, fold
+from shared.telemetry.privacy import Policy, policy_for, scrub_body
+from shared.telemetry.vehicle import VehicleUpdate, fold, is_erased
 from shared.telemetry.vehicle_cache import CachedDocument, VehicleCache
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,8 @@ class TelemetryIngestor:
         self._pool = JobPool(concurrency)
 
     async def _settings_for(self, doc: VehicleDocument | None) -> IngestionSettings:
-        """The alert thresholds of the car's brand (its overrides on the app's settings, cached per brand)."""
+        """The alert thresholds and data category bases of the car's brand (its overrides on the app's settings,
+        cached per brand)."""
         brand = doc.get("brandId") if doc is not None and self.brands is not None else None
         if brand is None or self.brands is None:
             return self.settings
@@ -145,7 +147,10 @@ class TelemetryIngestor:
         known = self._brand_settings.get(brand)
         if known is None or known[0] is not chosen:
             derived = replace(
-                self.settings, low_battery_percent=chosen.low_battery_percent, low_fuel_percent=chosen.low_fuel_percent
+                self.settings,
+                low_battery_percent=chosen.low_battery_percent,
+                low_fuel_percent=chosen.low_fuel_percent,
+                category_bases=tuple(sorted(chosen.data_category_bases.items())),
             )
             known = self._brand_settings[brand] = (chosen, derived)
         return known[1]
@@ -188,16 +193,48 @@ class TelemetryIngestor:
         return report
 
     async def _dead_letter(self, letter: DeadLetter, report: BatchReport) -> None:
-        await self.dead_letters.put(letter)
+        await self.dead_letters.put(letter := await self._private(letter))
         report.dead_lettered += 1
         report.dead_letter_reasons[letter.reason] += 1
         report.contained.append(letter.blob_name)
 
     async def _park(self, msg: TelemetryMessage, exc: Exception, report: BatchReport) -> None:
-        await self.dead_letters.put(letter := _parked(msg, exc))
+        await self.dead_letters.put(letter := await self._private(_parked(msg, exc)))
         report.parked += 1
         report.dead_letter_reasons[letter.reason] += 1
         report.contained.append(letter.blob_name)
+
+    async def _private(self, letter: DeadLetter) -> DeadLetter:
+        """The letter as it may be stored: its body without the categories its car withholds, or no body (then it
+        cannot be redriven: `truncated`). A car without a document, or no device id, gets the app's bases with no
+        consent record; an erased car's letters keep no body; if the car's document cannot be read for good,
+        no body either (only a transient failure is raised, so the batch is retried)."""
+        device = letter.message.device_id
+        try:
+            policy: Policy | None = await self._policy_of(device)
+        except Exception as exc:
+            if not _contained(exc):
+                raise
+            policy = None
+        body = letter.message.body
+        kept = scrub_body(body, policy) if policy is not None else None
+        if kept is body:
+            return letter
+        detail = f"{letter.detail} ({'body without withheld data categories' if kept else 'no body: withheld data'})"
+        return replace(letter, detail=detail, message=replace(letter.message, body=kept or b""), truncated=not kept)
+
+    async def _policy_of(self, vehicle_id: str | None) -> Policy | None:
+        """The car's privacy policy from its stored document (not the cache: a consent withdrawn through the API
+        since the last write must count, and no conditional write would catch it here); None for an erased car.
+        One point read per contained message: they are rare, and a car that floods them is capped by IoT Hub."""
+        doc: VehicleDocument | None = None
+        if vehicle_id:
+            stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+            doc = as_vehicle(stored.document) if stored else None
+        if is_erased(doc):
+            return None
+        cfg = await self._settings_for(doc)
+        return policy_for(doc, cfg.category_bases)
 
     async def _vehicle(self, vehicle_id: str, messages: list[TelemetryMessage], report: BatchReport) -> None:
         for part, payload in _slices(messages):

@@ -14,7 +14,9 @@ FUEL_LEVEL: Final = "Vehicle.Powertrain.FuelSystem.RelativeLevel"  # percent
 LOW_VOLTAGE_STATE: Final = "Vehicle.LowVoltageSystemState"  # UNDEFINED LOCK OFF ACC ON START
 DTC_LIST: Final = "Vehicle.Diagnostics.DTCList"
 
-# Every signal under this branch is a position: dropped at ingestion when location consent is withheld.
+# The main branch of the `position` data category. Which signals a car withholds is decided by category, not by
+# this prefix: shared/privacy/categories.json lists every position-bearing branch (the navigation destination, the
+# charging location, ...) and shared/telemetry/privacy.py enforces them.
 LOCATION_BRANCH: Final = "Vehicle.CurrentLocation."
 
 IGNITION_ON: Final = frozenset({"ON", "START"})

@@ -26,7 +26,6 @@ from shared.settings import IngestionSettings
 from shared.telemetry import history, trips
 from shared.telemetry import signals as S
 from shared.telemetry.alerts import MAX_ALERTS_OPENED_PER_FOLD, MAX_ALERTS_OPENED_PER_MESSAGE, step_alerts
-from shared.telemetry.catalogue import NO_LOCATION_CONSENT
 from shared.telemetry.contract import TelemetryMessage
 from shared.telemetry.documents import (
     IngestState,
@@ -37,6 +36,7 @@ from shared.telemetry.documents import (
     VehicleDocument,
     VehicleState,
 )
+from shared.telemetry.privacy import enforce, policy_for, policy_of, withhold
 
 ContainerDocument = tuple[str, SideDocument]  # (container, document)
 # A sample newer than the cursor, for the derivations: (ts, its signals, index of its message in the fold).
@@ -135,21 +135,17 @@ def _ensure_shape(doc: VehicleDocument) -> None:
     ingest.setdefault("lastTrip", None)
 
 
-def location_allowed(doc: Mapping[str, object]) -> bool:
-    """Location consent (`consent.location`, set through the fleet API); absent means not withheld."""
-    consent = doc.get("consent")
-    return not (isinstance(consent, dict) and consent.get("location") is False)
+def location_allowed(doc: Mapping[str, object], bases: tuple[tuple[str, str], ...] = ()) -> bool:
+    """Whether the car's position is collected (category `position`: its basis under `bases`, the catalogue's by
+    default, and `consent.location`). With the default contract basis: unless location consent is withdrawn."""
+    return "position" not in policy_for(doc, bases).withheld
 
 
 def withhold_location(msg: TelemetryMessage) -> None:
-    """Drop every position signal: recorded as rejected by policy, without its value (idempotent)."""
-    for sample in msg.samples:
-        for path in [p for p in sample.signals if p.startswith(S.LOCATION_BRANCH)]:
-            del sample.signals[path]
-            sample.rejected[path] = (None, NO_LOCATION_CONSENT)
-        for path, (value, _) in list(sample.rejected.items()):
-            if value is not None and path.startswith(S.LOCATION_BRANCH):  # a rejected position is still one
-                sample.rejected[path] = (None, NO_LOCATION_CONSENT)
+    """Drop every signal the `location` consent flag governs (position, navigation destination); idempotent."""
+    from shared.privacy.categories import default_categories
+
+    withhold(msg, policy_of(default_categories().governed_by("location")))
 
 
 def _first(item: FreshSample) -> str:
@@ -194,14 +190,16 @@ def fold(
     epochs = ingest["epochs"]
     pending = ingest["pending"]
     cursor = ingest["cursor"]
-    locate = location_allowed(doc)
-    if not locate:  # positions stored before consent was withdrawn do not survive the next write either
-        for path in [p for p in signals if p.startswith(S.LOCATION_BRANCH)]:
-            del signals[path]
+    # Data categories the car withholds (its brand's bases, its consent): what was buffered before a category
+    # became withheld is scrubbed now, and no withheld signal of these messages reaches anything below.
+    policy = policy_for(doc, cfg.category_bases)
+    scrubbed_trips = enforce(doc, ingest, policy)
     # The state before this batch, as far as derivations read it (trips.VIEW_SIGNALS): a copy of every signal
     # cost ~4 % of the CPU path and was never read.
     view: dict[str, SignalValue] = {path: signals[path]["value"] for path in trips.VIEW_SIGNALS if path in signals}
     side: dict[tuple[str, str], SideDocument] = {}
+    for scrubbed in scrubbed_trips:  # their `trips` documents still hold the positions just scrubbed
+        side["trips", scrubbed["id"]] = scrubbed.copy()
     fresh: list[FreshSample] = []  # samples newer than the cursor, for derivations
     update = VehicleUpdate(document=None)
     last_seen: str | None = doc["lastSeen"]
@@ -240,8 +238,8 @@ def fold(
             elif high is None or (seq > high and newest >= ingest["highTs"]):
                 ingest["high"], ingest["highTs"] = seq, max(newest, ingest["highTs"])
             seen_add(seen, seq)
-        if not locate:
-            withhold_location(msg)
+        if policy.withheld:
+            withhold(msg, policy)
         accepted += 1
         rejected += (message_rejected := msg.rejected_count)
         samples += len(msg.samples)
