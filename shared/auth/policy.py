@@ -36,7 +36,9 @@ class Permission(StrEnum):
     REGISTER_VEHICLE = "vehicles.register"
     ACK_ALERT = "alerts.ack"
     ERASE_VEHICLE = "vehicles.erase"
-    CHANGE_CONSENT = "consent.change"
+    CHANGE_CONSENT = "consent.change"  # the driver's own decisions (shared/privacy/consent.py)
+    READ_CONSENT = "consent.read"  # a car's consent state and its driver's records
+    RECORD_CONSENT = "consent.record"  # an operator records a driver's decision on a documented basis
     READ_DRIVER_DATA = "driver.read"  # the driver's agenda and meetings
     INVITE_DRIVER = "drivers.invite"
     LINK_SELF = "drivers.link"  # a driver links their own calendar to a car they drive
@@ -60,16 +62,22 @@ ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.BRAND_ADMIN: frozenset({
         P.READ_VEHICLES, P.REGISTER_VEHICLE, P.ACK_ALERT, P.ERASE_VEHICLE, P.INVITE_DRIVER, P.UNLINK_DRIVER,
         P.ERASE_DRIVER, P.READ_BRAND, P.MANAGE_BRAND, P.MANAGE_FLEETS, P.MANAGE_MEMBERS, P.READ_AUDIT,
+        P.READ_CONSENT, P.RECORD_CONSENT,
     }),
     Role.FLEET_OPERATOR: frozenset({
-        P.READ_VEHICLES, P.REGISTER_VEHICLE, P.ACK_ALERT, P.INVITE_DRIVER, P.UNLINK_DRIVER,
+        P.READ_VEHICLES, P.REGISTER_VEHICLE, P.ACK_ALERT, P.INVITE_DRIVER, P.UNLINK_DRIVER, P.READ_CONSENT,
+        P.RECORD_CONSENT,
     }),
     Role.FLEET_READER: frozenset({P.READ_VEHICLES}),
-    Role.DRIVER: frozenset({P.READ_VEHICLES, P.CHANGE_CONSENT, P.READ_DRIVER_DATA, P.LINK_SELF, P.UNLINK_DRIVER}),
+    Role.DRIVER: frozenset({
+        P.READ_VEHICLES, P.CHANGE_CONSENT, P.READ_DRIVER_DATA, P.LINK_SELF, P.UNLINK_DRIVER, P.READ_CONSENT,
+    }),
 }  # fmt: skip
 
 # Privileged permissions: every use and every refused attempt is written to the audit log.
-AUDITED: Final = frozenset(Permission) - {P.READ_VEHICLES, P.READ_DRIVER_DATA, P.READ_BRAND, P.READ_AUDIT}
+AUDITED: Final = frozenset(Permission) - {
+    P.READ_VEHICLES, P.READ_DRIVER_DATA, P.READ_BRAND, P.READ_AUDIT, P.READ_CONSENT,
+}  # fmt: skip
 
 # Where a requirement finds the resource it is checked against:
 #   public   - nobody needs to be signed in (the Graph webhook, the dashboard's assets, the OpenAPI document)

@@ -27,15 +27,15 @@ from shared.containers import (
     partition_keys,
 )
 from shared.device_messages import canonical_time, safe_id
-from shared.drivers.link import DriverLink, DriverLinks
+from shared.drivers.link import DriverLinks
 from shared.errors import AlreadyExistsError, ConflictError, InvalidRequestError, UnknownResourceError
 from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
+from shared.privacy.consent import Actor, ConsentService, decision
 from shared.settings import moving_speed_kmh
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 from shared.telemetry import signals as S
 from shared.telemetry.documents import (
-    Consent,
     DriverRef,
     SignalEntry,
     SignalValue,
@@ -52,7 +52,6 @@ from shared.vehicle_updates import update_vehicle
 REQUESTS: Final = "requests"
 ACK_STATUS: Final = "ack"  # alert acknowledgements live in `alerts` as `ack:{alertId}` with this status
 DEFAULT_WINDOW: Final = dt.timedelta(hours=1)
-POSITION_FIELDS: Final = ("startPosition", "lastPosition")
 TRIP_POSITIONS: Final = ("startPosition", "lastPosition", "endPosition")
 
 # Erase a driver's calendar now (Graph subscription, stored calendar, the car's agenda): CalendarSync.run of a
@@ -323,34 +322,30 @@ class FleetService:
     # --- consent --------------------------------------------------------------------------------------------
 
     async def change_consent(self, vehicle_id: str, location: bool | None, calendar: bool | None) -> dict[str, Any]:
-        """Calendar consent goes through the driver link (it re-links with the new flags, which queues the sync
-        job that removes the subscription and clears the agenda when consent is off). Location consent off:
-        ingestion drops positions from now on; here the positions already in the vehicle document go."""
-        doc = await self._vehicle(vehicle_id)
-        current = consent_of(doc)
-        wanted: Consent = {
-            "location": current["location"] if location is None else location,
-            "calendar": current["calendar"] if calendar is None else calendar,
-        }
-        driver = doc.get("driver")
-        if isinstance(driver, dict) and driver.get("userId") and wanted != current:
-            link = DriverLink(
-                str(driver["userId"]),
-                str(driver.get("upn", "")),
-                str(driver.get("timeZone", "UTC")),
-                wanted["calendar"],
-                wanted["location"],
-            )
-            await self.links.link(vehicle_id, link)
-        removed = 0
+        """The two flags of PATCH /consent as consent records (shared/privacy/consent.py): `location` decides every
+        category it governs (position, navigation destination), `calendar` the calendar. Recorded as the car's
+        driver (consent.change is theirs alone) through the API, without a terms version (this body has none).
+        The records drive the rest: the projection into the vehicle document, the scrub of what is now withheld,
+        the calendar sync's copy of the link and its job, the car's twin."""
+        from shared.privacy.categories import default_categories
 
-        def apply(doc: VehicleDocument) -> None:
-            nonlocal removed
-            doc["consent"] = wanted.copy()
-            removed = 0 if wanted["location"] else scrub_positions(doc)
+        user = driver_user((await self._vehicle(vehicle_id)).get("driver"))
+        if not user:
+            raise UnknownResourceError(f"vehicle {vehicle_id} has no driver: consent is a driver's to give")
+        catalogue = default_categories()
+        categories: dict[str, bool] = {}
+        for flag, value in (("location", location), ("calendar", calendar)):
+            if value is not None:
+                categories.update(dict.fromkeys(sorted(catalogue.governed_by(flag)), value))
+        wanted = decision(categories, "api", None, Actor("driver", user), terms_required=False)
+        answer = await self.consents.record(vehicle_id, wanted)
+        after = consent_of(await self._vehicle(vehicle_id))
+        return {"vehicleId": vehicle_id, "consent": after, "positionsRemoved": answer["removed"]}
 
-        await self._update(vehicle_id, apply)
-        return {"vehicleId": vehicle_id, "consent": wanted, "positionsRemoved": removed}
+    @property
+    def consents(self) -> ConsentService:
+        """Consent records of this service's store, IoT Hub and driver links (the consent routes use it too)."""
+        return ConsentService(self.store, self.gateway, self.links, self.clock)
 
     # --- right to erasure -----------------------------------------------------------------------------------
 
@@ -535,19 +530,3 @@ def without_positions(message: Document) -> Document:
         for s in message.get("samples", [])
     ]
     return {**message, "samples": samples}
-
-
-def scrub_positions(doc: VehicleDocument) -> int:
-    """Remove position signals from the state and positions from the open trip; the count removed."""
-    signals = signals_of(doc)
-    gone = [p for p in signals if p.startswith(S.LOCATION_BRANCH)]
-    for path in gone:
-        del signals[path]
-    removed = len(gone)
-    trip = doc.get("trip")
-    if isinstance(trip, dict):
-        for name in POSITION_FIELDS:
-            if trip.get(name) is not None:
-                trip[name] = None
-                removed += 1
-    return removed

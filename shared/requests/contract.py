@@ -8,6 +8,7 @@ dead-lettered instead of answered.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -17,8 +18,13 @@ VERSION: Final = 1
 MAX_REQUEST_BYTES: Final = 4096
 MAX_EVENT_ID: Final = 512
 MAX_SUBJECT: Final = 255
-Action = Literal["calendar.refresh", "meeting.join", "meeting.now"]
-ACTIONS: Final[tuple[Action, ...]] = ("calendar.refresh", "meeting.join", "meeting.now")
+MAX_TERMS_VERSION: Final = 64
+MAX_CATEGORIES: Final = 64
+Action = Literal["calendar.refresh", "meeting.join", "meeting.now", "consent.get", "consent.set"]
+ACTIONS: Final[tuple[Action, ...]] = ("calendar.refresh", "meeting.join", "meeting.now", "consent.get", "consent.set")
+# The driver's consent, shown and changed at the car (shared/privacy/consent.py): no Microsoft 365 data involved,
+# so neither the calendar consent nor the brand's calendar/Teams switches apply to them.
+CONSENT_ACTIONS: Final = frozenset({"consent.get", "consent.set"})
 
 # Error codes of replies (stable: the car switches on them).
 INVALID_REQUEST: Final = "invalid_request"
@@ -38,6 +44,8 @@ class CarRequest:
     action: Action
     event_id: str | None = None
     subject: str | None = None
+    categories: Mapping[str, bool] | None = None  # consent.set: category -> grant (true) or withdraw (false)
+    terms_version: str | None = None  # consent.set: the version of the terms the car's screen showed
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,4 +130,23 @@ def decode_request(raw: bytes) -> CarRequest | RequestError:
         return CarRequest(request_id, action, event_id=event_id)
     if action == "meeting.now":
         return CarRequest(request_id, action, subject=subject or None)
+    if action == "consent.get":
+        return CarRequest(request_id, action)
+    if action == "consent.set":
+        return _consent_set(request_id, body)
     return CarRequest(request_id, "calendar.refresh")
+
+
+def _consent_set(request_id: str, body: dict[str, Any]) -> CarRequest | RequestError:
+    """consent.set: `categories` (category -> boolean, at least one) and `termsVersion`; which categories exist is
+    the processor's to check (the catalogue, shared/privacy/categories.py)."""
+    categories, terms = body.get("categories"), body.get("termsVersion")
+    if (
+        not isinstance(categories, dict)
+        or not 0 < len(categories) <= MAX_CATEGORIES
+        or not all(isinstance(v, bool) for v in categories.values())
+    ):
+        return RequestError(request_id, INVALID_REQUEST, "consent.set needs categories: {category: true|false}")
+    if not isinstance(terms, str) or not 0 < len(terms) <= MAX_TERMS_VERSION:
+        return RequestError(request_id, INVALID_REQUEST, "consent.set needs termsVersion (the terms shown)")
+    return CarRequest(request_id, "consent.set", categories=dict(categories), terms_version=terms)

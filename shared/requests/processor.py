@@ -36,7 +36,7 @@ from shared.brands import BrandConfigs
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import VEHICLES
 from shared.device_messages import DeadLetter, DeviceMessage, canonical_time, safe_id
-from shared.errors import ConflictError, PermanentError
+from shared.errors import ConflictError, InvalidRequestError, PermanentError, UnknownResourceError
 from shared.faults import reason_of
 from shared.graph.exceptions import GraphError
 from shared.iothub.gateway import IoTHubGateway
@@ -183,6 +183,8 @@ class RequestProcessor:
         vehicle = as_vehicle(stored.document) if stored else None  # the one conversion of the request path
         driver = vehicle.get("driver") if vehicle else None
         user_id = driver.get("userId") if driver else None
+        if request.action in C.CONSENT_ACTIONS:
+            return await self._consent(vehicle_id, request, user_id), True
         if not user_id:
             return Reply.error(request.request_id, request.action, C.NO_DRIVER, "no driver is linked to this car"), True
         consent = vehicle.get("consent") if vehicle else None
@@ -218,6 +220,40 @@ class RequestProcessor:
         data: dict[str, Any] = info.to_reply()
         data["audioOnly"] = moving
         return Reply.ok(request, **data), True
+
+    async def _consent(self, vehicle_id: str, request: CarRequest, user_id: str | None) -> Reply:
+        """consent.get: the car's consent per category (also without a driver: the brand's bases). consent.set:
+        the driver's decision at the car's screen, recorded as theirs (whoever sits in the car acts for the linked
+        driver, as with every request); the request id goes into the records, and a replay is answered from the
+        request record, so it records nothing twice. The twin's `consent` follows either way."""
+        from shared.drivers.link import DriverLinks
+        from shared.privacy.consent import Actor, ConsentService, decision, twin_view_of
+
+        brands = self.brands
+
+        async def bases_of(brand_id: str | None) -> dict[str, str]:
+            if brands is None:
+                from shared.privacy.consent import brand_bases
+
+                return dict(await brand_bases(self.store, brand_id))
+            return dict((await brands.get(brand_id)).data_category_bases)
+
+        service = ConsentService(self.store, self.gateway, DriverLinks(self.store, self.queue, self.clock), self.clock)
+        service.bases_of = bases_of
+        try:
+            if request.action == "consent.get":
+                return Reply.ok(request, consent=twin_view_of(await service.state(vehicle_id)))
+            if not user_id:
+                return Reply.error(request.request_id, request.action, C.NO_DRIVER, "no driver is linked to this car")
+            actor = Actor("driver", user_id)
+            wanted = decision(request.categories, "car_screen", request.terms_version, actor, request.request_id)
+            answer = await service.record(vehicle_id, wanted)
+        except InvalidRequestError as exc:
+            fields = ", ".join(f"{e['field']}: {e['message']}" for e in exc.errors)[:500]
+            return Reply.error(request.request_id, request.action, C.INVALID_REQUEST, fields or exc.detail)
+        except UnknownResourceError:  # no such car, or its driver changed while this was recorded
+            return Reply.error(request.request_id, request.action, C.NO_DRIVER, "no driver is linked to this car")
+        return Reply.ok(request, consent=twin_view_of(answer), recorded=answer["recorded"])
 
     @staticmethod
     def _no_consent(request: CarRequest) -> Reply:
