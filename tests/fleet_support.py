@@ -76,6 +76,21 @@ class RecordingAudit:
 
 
 @dataclass
+class RecordingGraph:
+    """Graph's online meetings as erasure sees them: which exist (user, meeting id), and what was deleted."""
+
+    meetings: set[tuple[str, str]] = field(default_factory=set)
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+
+    async def delete_meeting(self, user_id: str, meeting_id: str) -> bool:
+        if (user_id, meeting_id) not in self.meetings:
+            return False  # Graph answered 404
+        self.meetings.discard((user_id, meeting_id))
+        self.deleted.append((user_id, meeting_id))
+        return True
+
+
+@dataclass
 class Answer:
     status: int
     body: bytes
@@ -97,6 +112,8 @@ class Fleet:
     gatekeeper: Any = field(default_factory=OpenGatekeeper)
     audit: RecordingAudit = field(default_factory=RecordingAudit)
     overrides: dict[Any, Any] = field(default_factory=dict)
+    dead_letters: MemoryDeadLetterSink = field(default_factory=MemoryDeadLetterSink)
+    graph: RecordingGraph = field(default_factory=RecordingGraph)
 
     async def _forget(self, user: str, vehicle: str | None) -> None:
         self.forgotten.append((user, vehicle))
@@ -107,7 +124,15 @@ class Fleet:
 
     @property
     def service(self) -> FleetService:
-        return FleetService(self.store, self.gateway, self.links, self._forget, lambda: self.now)
+        return FleetService(
+            self.store,
+            self.gateway,
+            self.links,
+            self._forget,
+            lambda: self.now,
+            dead_letters=lambda: self.dead_letters,
+            graph=lambda: self.graph,  # type: ignore[arg-type,return-value]
+        )
 
     def app(self) -> Shield:
         return api_app(
@@ -132,7 +157,7 @@ class Fleet:
     async def drive(self, vehicle: str, seconds: range, **signals: Any) -> None:
         """Real ingestion: one message per second of `seconds` (seq = second + 1)."""
         batch = [message(vehicle, drive(t + 1, t, **signals), enqueued_s=t, sequence_number=t) for t in seconds]
-        await TelemetryIngestor(self.store, MemoryDeadLetterSink()).ingest(batch)
+        await TelemetryIngestor(self.store, self.dead_letters).ingest(batch)
 
     async def link_driver(self, vehicle: str, calendar: bool = True, location: bool = True) -> None:
         link = {"userId": USER, "upn": "driver@contoso.com", "timeZone": "Europe/Berlin"}

@@ -8,7 +8,8 @@ the local stack serves as the drivers' Microsoft 365 tenant. Served:
   for deleted (or moved out of the window) events; a token from before `invalidate_delta_tokens()` answers
   `410 Gone` with `Location` and `syncStateNotFound`, as Graph does once its sync state is gone;
 - `POST /v1.0/users/{id}/onlineMeetings/createOrGet`: 201 with a new meeting, 200 with the one already
-  created for the same (user, externalId);
+  created for the same (user, externalId); `DELETE /v1.0/users/{id}/onlineMeetings/{meetingId}`: 204, or 404
+  when there is no such meeting (deletions are recorded in `deleted_meetings`);
 - `POST /v1.0/subscriptions`, `PATCH` / `DELETE /v1.0/subscriptions/{id}`, `POST .../{id}/reauthorize`;
 - injected faults (`fail_next`): any status with any headers, e.g. 429 with `Retry-After`.
 
@@ -106,7 +107,7 @@ class Mailbox:
 
 @dataclass
 class Fault:
-    route: str  # delta | createOrGet | subscriptions
+    route: str  # delta | createOrGet | onlineMeetings (delete) | subscriptions
     status: int
     headers: dict[str, str]
     body: dict[str, Any] | None
@@ -128,6 +129,7 @@ class GraphSandbox:
     def __init__(self) -> None:
         self.mailboxes: dict[str, Mailbox] = {}
         self.meetings: dict[tuple[str, str], dict[str, Any]] = {}
+        self.deleted_meetings: list[tuple[str, str]] = []  # (user, meeting id) in the order they were deleted
         self.subscriptions: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
@@ -183,6 +185,7 @@ class GraphSandbox:
         app.router.add_get(r"/v1.0/users/{user}/calendarView/delta{paren:(\(\))?}", self._delta)
         app.router.add_get(r"/v1.0/users/{user}/calendarview/delta{paren:(\(\))?}", self._delta)
         app.router.add_post("/v1.0/users/{user}/onlineMeetings/createOrGet", self._create_or_get)
+        app.router.add_delete("/v1.0/users/{user}/onlineMeetings/{meeting}", self._delete_meeting)
         app.router.add_post("/v1.0/subscriptions", self._create_subscription)
         app.router.add_patch("/v1.0/subscriptions/{sid}", self._renew_subscription)
         app.router.add_delete("/v1.0/subscriptions/{sid}", self._delete_subscription)
@@ -294,6 +297,19 @@ class GraphSandbox:
         }
         self.meetings[user, external_id] = meeting
         return _json(meeting, 201)
+
+    async def _delete_meeting(self, request: web.Request) -> web.Response:
+        """As Graph: 204 No Content when deleted, 404 when the user has no such meeting."""
+        fault = self._record(request, "onlineMeetings")
+        if fault is not None:
+            return fault
+        user, meeting_id = request.match_info["user"], request.match_info["meeting"]
+        key = next((k for k, m in self.meetings.items() if k[0] == user and m["id"] == meeting_id), None)
+        if key is None:
+            return _json({"error": {"code": "NotFound", "message": "online meeting not found"}}, 404)
+        del self.meetings[key]
+        self.deleted_meetings.append((user, meeting_id))
+        return web.Response(status=204)
 
     async def _create_subscription(self, request: web.Request) -> web.Response:
         fault = self._record(request, "subscriptions")

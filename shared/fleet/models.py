@@ -149,6 +149,25 @@ class ProblemDetails(_Response):
     errors: list[ProblemField] | None = None
 
 
+class GraphObjectsDeleted(_Response):
+    onlineMeetings: int
+    subscriptions: int
+
+
+class ErasureReceipt(_Response):
+    """What an erasure deleted where (shared/privacy/erasure.py). Counts of this call: erasing again deletes
+    nothing more and answers zeros (idempotent)."""
+
+    subject: str = Field(description="vehicle or driver")
+    id: str = Field(description="the car's vehicleId or the driver's object id")
+    erasedAt: str = Field(description="when the car was first erased (its tombstone), or this driver erasure")
+    deviceIdentityDeleted: bool = Field(description="the car's IoT Hub identity existed and was deleted")
+    documents: dict[str, int] = Field(description="Cosmos DB documents deleted, per container")
+    deadLetters: int = Field(description="dead-letter and parked-message blobs deleted")
+    graph: GraphObjectsDeleted = Field(description="objects the app created in Microsoft Graph, deleted there")
+    auditEntriesAnonymised: int = Field(description="audit entries whose driver object id was replaced")
+
+
 class DeviceConnection(_Response):
     """What the car needs to connect. The key is shown once: it is not stored by the API."""
 

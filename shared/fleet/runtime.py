@@ -5,7 +5,10 @@ from __future__ import annotations
 from shared.calendar import runtime
 from shared.calendar.jobs import SyncJob
 from shared.fleet.service import FleetService
+from shared.graph.runtime import graph_client_from_env
 from shared.per_loop import PerLoop
+from shared.privacy.erasure import DEFAULT_SETTLE_SECONDS
+from shared.stores.blob_deadletters import blob_dead_letters_from_env
 from shared.stores.cosmos import cosmos_store_from_env
 
 
@@ -22,5 +25,8 @@ fleet_service = PerLoop(
         runtime.driver_links.get(),
         forget_calendar,
         agenda_horizon=runtime.settings.get().agenda_horizon,
+        dead_letters=blob_dead_letters_from_env.get,
+        graph=graph_client_from_env.get,
+        erasure_settle_seconds=DEFAULT_SETTLE_SECONDS,
     )
 )

@@ -7,32 +7,31 @@ out) or raises a RequestError (shared/errors.py). Reads never return the vehicle
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shared.auth.access import Visibility
 from shared.calendar.agenda import agenda_events
-from shared.calendar.documents import DRIVER_ID, KIND_EVENT, SYNC_STATE_ID
-from shared.calendar.jobs import SyncJob
+from shared.calendar.documents import KIND_EVENT, SYNC_STATE_ID
 from shared.containers import (
     ALERTS,
     CALENDARS,
     MEETINGS,
-    MEMBERSHIPS,
     TELEMETRY,
     TENANCY,
     TRIPS,
     VEHICLES,
-    partition_keys,
 )
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLinks
 from shared.errors import AlreadyExistsError, ConflictError, InvalidRequestError, UnknownResourceError
+from shared.graph.base import GraphClient
 from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
 from shared.privacy.consent import Actor, ConsentService, decision
+from shared.privacy.erasure import Eraser, ForgetCalendar
 from shared.settings import moving_speed_kmh
-from shared.stores.base import Document, DocumentStore
+from shared.stores.base import DeadLetterSink, Document, DocumentStore
 from shared.stores.paging import keyset_page
 from shared.telemetry import signals as S
 from shared.telemetry.documents import (
@@ -45,18 +44,13 @@ from shared.telemetry.documents import (
     signals_of,
     to_store,
 )
-from shared.telemetry.vehicle import ERASED, is_erased, location_allowed, new_vehicle_document, tombstone
+from shared.telemetry.vehicle import ERASED, is_erased, location_allowed, new_vehicle_document
 from shared.tenancy.documents import fleet_doc_id
 from shared.vehicle_updates import update_vehicle
 
-REQUESTS: Final = "requests"
 ACK_STATUS: Final = "ack"  # alert acknowledgements live in `alerts` as `ack:{alertId}` with this status
 DEFAULT_WINDOW: Final = dt.timedelta(hours=1)
 TRIP_POSITIONS: Final = ("startPosition", "lastPosition", "endPosition")
-
-# Erase a driver's calendar now (Graph subscription, stored calendar, the car's agenda): CalendarSync.run of a
-# job for a driver who is no longer linked does exactly that (shared/calendar/sync.py, `_forget`).
-ForgetCalendar = Callable[[str, str | None], Awaitable[None]]
 
 
 def ack_id(alert_id: str) -> str:
@@ -76,6 +70,9 @@ class FleetService:
     clock: Callable[[], dt.datetime] = utcnow
     agenda_horizon: dt.timedelta = dt.timedelta(hours=24)
     moving_speed_kmh: float = field(default_factory=moving_speed_kmh)
+    dead_letters: Callable[[], DeadLetterSink] | None = None  # erasure deletes the car's contained messages
+    graph: Callable[[], GraphClient] | None = None  # erasure deletes the driver's online meetings
+    erasure_settle_seconds: float = 0.0  # see shared/privacy/erasure.py, the settle pass
 
     # --- registration ---------------------------------------------------------------------------------------
 
@@ -347,92 +344,28 @@ class FleetService:
         """Consent records of this service's store, IoT Hub and driver links (the consent routes use it too)."""
         return ConsentService(self.store, self.gateway, self.links, self.clock)
 
-    # --- right to erasure -----------------------------------------------------------------------------------
+    # --- right to erasure (shared/privacy/erasure.py) -----------------------------------------------------
 
-    async def erase_vehicle(self, vehicle_id: str) -> None:
-        """The device identity and every document of the car, in every container. Idempotent.
+    @property
+    def eraser(self) -> Eraser:
+        return Eraser(
+            self.store,
+            self.gateway,
+            self.links,
+            self.forget_calendar,
+            self.dead_letters,
+            self.graph,
+            self.clock,
+            self.erasure_settle_seconds,
+        )
 
-        Order: the driver link first (so no sync job writes for this car again), then the identity (so the car
-        cannot send more), then the documents; the vehicle document last, replaced by a tombstone so that
-        messages already in Event Hubs when the identity went are dropped, not ingested into a new car."""
-        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-        vehicle = as_vehicle(stored.document) if stored else None
-        user = driver_user(vehicle.get("driver") if vehicle else None)
-        if isinstance(user, str) and user:
-            driver = await self.store.read(CALENDARS, user, DRIVER_ID)
-            if driver is not None and driver.document.get("vehicleId") == vehicle_id:
-                await self.store.delete(CALENDARS, user, DRIVER_ID)
-            # No vehicle id: the twin is deleted with the identity, the job only forgets the calendar.
-            await self.links.queue.enqueue(SyncJob(user, "unlink"))
-        await self.gateway.delete_device(vehicle_id)
-        keys = partition_keys()
-        by_vehicle = [c for c, path in keys.items() if path == "/vehicleId" and c != VEHICLES]
-        for container in by_vehicle:
-            query = "SELECT c.id FROM c WHERE c.vehicleId = @v"
-            for d in await self.store.query(container, query, {"@v": vehicle_id}, partition_key=vehicle_id):
-                await self.store.delete(container, vehicle_id, d["id"])
-        for container in (c for c, path in keys.items() if path == "/userId"):
-            for d in await self.documents_of_vehicle(container, vehicle_id):
-                await self.store.delete(container, d["userId"], d["id"])
-        # Driver memberships and pending invitations for the car (the audit log keeps its record of them).
-        query = "SELECT c.id, c.principalId, c.vehicleId FROM c WHERE c.vehicleId = @v"
-        for d in await self.store.query(MEMBERSHIPS, query, {"@v": vehicle_id}):
-            if d.get("vehicleId") == vehicle_id:
-                await self.store.delete(MEMBERSHIPS, d["principalId"], d["id"])
-        # Last, the vehicle document becomes a tombstone without personal data, which expires once Event Hubs
-        # can hold no more of the car's messages; until then ingestion drops them (shared/telemetry/vehicle.py).
-        # Erased before: the tombstone's own time stands (a tombstone is not a VehicleDocument: read it as stored).
-        erased_at = stored.document.get("erasedAt") if stored and is_erased(stored.document) else None
-        await self.store.upsert(VEHICLES, to_store(tombstone(vehicle_id, erased_at or canonical_time(self.clock()))))
+    async def erase_vehicle(self, vehicle_id: str) -> dict[str, Any]:
+        """Tombstone first, then identity, documents, dead letters, meetings; the receipt. Idempotent."""
+        return (await self.eraser.erase_vehicle(vehicle_id)).as_dict()
 
-    async def documents_of_vehicle(self, container: str, vehicle_id: str) -> list[Document]:
-        """Documents in a driver-partitioned container that belong to the car (cross-partition, rare)."""
-        out: dict[tuple[str, str], Document] = {}
-        for path in ("vehicleId", "origin.vehicleId"):
-            query = f"SELECT * FROM c WHERE c.{path} = @v"  # noqa: S608 - fixed paths
-            for d in await self.store.query(container, query, {"@v": vehicle_id}):
-                origin = d.get("origin")
-                origin = origin if isinstance(origin, dict) else {}
-                if d.get("vehicleId") == vehicle_id or origin.get("vehicleId") == vehicle_id:
-                    out[d["userId"], d["id"]] = d
-        return list(out.values())
-
-    async def erase_driver(self, user_id: str) -> None:
-        """The driver's calendar data, meetings and Graph subscription; unlinked from every car. Idempotent."""
-        query = "SELECT c.id, c.vehicleId, c.driver FROM c WHERE c.driver.userId = @u"
-        linked = [
-            d["vehicleId"]
-            for d in await self.store.query(VEHICLES, query, {"@u": user_id})
-            if (d.get("driver") or {}).get("userId") == user_id
-        ]
-        driver_doc = await self.store.read(CALENDARS, user_id, DRIVER_ID)
-        if driver_doc is not None:
-            car = driver_doc.document.get("vehicleId")
-            if isinstance(car, str) and car not in linked:
-                linked.append(car)
-            await self.store.delete(CALENDARS, user_id, DRIVER_ID)
-        for vehicle_id in linked:
-            await self.links.unlink(vehicle_id)
-        # Now that no link is left: subscription, stored calendar and the car's agenda, at once.
-        await self.forget_calendar(user_id, linked[0] if linked else None)
-        for vehicle_id in linked[1:]:
-            await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": None})
-        for container in (CALENDARS, MEETINGS):
-            query = "SELECT c.id FROM c WHERE c.userId = @u"
-            for d in await self.store.query(container, query, {"@u": user_id}, partition_key=user_id):
-                await self.store.delete(container, user_id, d["id"])
-        # Their memberships (they drive no car any more) and their object id in the audit log.
-        query = "SELECT c.id FROM c WHERE c.principalId = @u"
-        for d in await self.store.query(MEMBERSHIPS, query, {"@u": user_id}, partition_key=user_id):
-            await self.store.delete(MEMBERSHIPS, user_id, d["id"])
-        from shared.audit.log import AuditLog
-
-        await AuditLog(self.store).forget_driver(user_id)
-        for vehicle_id in linked:  # the cars' request records hold the driver's meeting links and subjects
-            query = "SELECT c.id, c.action FROM c WHERE c.vehicleId = @v"
-            for d in await self.store.query(REQUESTS, query, {"@v": vehicle_id}, partition_key=vehicle_id):
-                if str(d.get("action", "")).startswith("meeting."):
-                    await self.store.delete(REQUESTS, vehicle_id, d["id"])
+    async def erase_driver(self, user_id: str) -> dict[str, Any]:
+        """Calendar, meetings (in Graph too), subscription, links, memberships, audit ids; the receipt."""
+        return (await self.eraser.erase_driver(user_id)).as_dict()
 
     # --- helpers --------------------------------------------------------------------------------------------
 

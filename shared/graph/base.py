@@ -49,5 +49,10 @@ class GraphClient(ABC):
     async def delete_subscription(self, subscription_id: str) -> None:
         """`DELETE /subscriptions/{id}`; a subscription already gone is not an error."""
 
+    async def delete_meeting(self, user_id: str, meeting_id: str) -> bool:
+        """`DELETE /users/{id}/onlineMeetings/{meetingId}` (erasure); False if it was already gone (404).
+        Not abstract so test doubles that never erase need not implement it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete online meetings")
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -197,6 +197,16 @@ class MsGraphClient(GraphClient):
             if not isinstance(error, GraphNotFoundError):
                 raise error from exc
 
+    async def delete_meeting(self, user_id: str, meeting_id: str) -> bool:
+        try:
+            await self._client.users.by_user_id(user_id).online_meetings.by_online_meeting_id(meeting_id).delete()
+        except Exception as exc:
+            error = _graph_error(exc, f"delete onlineMeeting of {user_id}")
+            if isinstance(error, GraphNotFoundError):
+                return False
+            raise error from exc
+        return True
+
     async def close(self) -> None:
         if self._credential is not None:
             await self._credential.close()

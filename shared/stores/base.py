@@ -5,12 +5,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote
 
 from shared.device_messages import DeadLetter
 
 Document = dict[str, Any]
+# The streams that contain messages (telemetry and parked outbox documents from ingestion, requests from the
+# request processor): an erasure looks in each for the car's records.
+CONTAINED_STREAMS: Final = ("telemetry", "outbox", "requests")
+ERASE_PAGE: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,18 @@ class DeadLetterSink(ABC):
     @abstractmethod
     async def delete(self, name: str) -> bool:
         """Remove one record (after a successful redrive, or an erasure); False if there was none."""
+
+    async def erase_device(self, device_id: str, streams: Sequence[str] = CONTAINED_STREAMS) -> int:
+        """Right to erasure: delete every record of one device in `streams` (names start with the stream and
+        the device, so this is a prefix listing); the number deleted. Idempotent."""
+        deleted = 0
+        for stream in streams:
+            while entries := await self.list(stream, device_id, limit=ERASE_PAGE):
+                gone = [entry for entry in entries if await self.delete(entry.name)]
+                deleted += len(gone)
+                if not gone:  # listed but not deletable: stop rather than loop
+                    break
+        return deleted
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

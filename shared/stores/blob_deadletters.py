@@ -1,7 +1,13 @@
 """Dead letters and parked messages as JSON blobs in the `deadletter` container of the app's storage account.
 
 Each blob carries its reason as blob metadata, so a listing by reason reads no bodies; names start with the
-stream and the device (`telemetry/car-001/2026/11/21/...`), so one car's records are listed by prefix.
+stream and the device (`telemetry/car-001/2026/11/21/...`), so one car's records are listed, redriven and
+erased by prefix (`DeadLetterSink.erase_device`).
+
+Migration note: records written before 2026-12-02 (commit f7dabb2) were named `{stream}/{yyyy}/{mm}/{dd}/{device}/`
+and are not found by a car's prefix. The lifecycle rule on the container (infra/, docs/data-model.md
+"Retention") deletes them after its period; to erase one car's sooner, list the stream's blobs and delete those
+whose fifth path segment is the car's id.
 """
 
 from __future__ import annotations

@@ -215,7 +215,7 @@ CALLS: Final[dict[str, Call]] = {
         "fleet", 201, {"vehicleId": "car-new", "label": "N 1"}
     ),
     "GET /api/vehicles/{vehicleId}": Call("vehicle"),
-    "DELETE /api/vehicles/{vehicleId}": Call("vehicle", 204),
+    "DELETE /api/vehicles/{vehicleId}": Call("vehicle", 200),
     "GET /api/vehicles/{vehicleId}/telemetry": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/trips": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/alerts": Call("vehicle"),
@@ -226,7 +226,7 @@ CALLS: Final[dict[str, Call]] = {
     "POST /api/vehicles/{vehicleId}/driver/invitations": Call("vehicle", 201, {}),
     "PUT /api/vehicles/{vehicleId}/driver": Call("vehicle", body=SELF_LINK),
     "DELETE /api/vehicles/{vehicleId}/driver": Call("vehicle", 204),
-    "DELETE /api/drivers/{userId}": Call("driver", 204),
+    "DELETE /api/drivers/{userId}": Call("driver", 200),
     "GET /api/brands/{brandId}": Call("brand"),
     "PUT /api/brands/{brandId}": Call("brand"),  # body per brand: its own name and tenants (an update, 200)
     "GET /api/brands/{brandId}/fleets": Call("brand"),

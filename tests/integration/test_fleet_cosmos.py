@@ -16,11 +16,12 @@ from devstack.graph_sandbox import GraphSandbox, serve
 from shared.calendar.config import CalendarSettings
 from shared.calendar.jobs import MemorySyncQueue, SyncJob
 from shared.calendar.sync import CalendarSync
-from shared.containers import MEETINGS, partition_keys
+from shared.containers import partition_keys
 from shared.drivers.link import DriverLinks, parse_link
 from shared.fleet.service import FleetService
 from shared.graph.msgraph_client import MsGraphClient
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
+from shared.meetings.service import MeetingService
 from shared.stores.cosmos import CosmosDocumentStore
 from shared.stores.memory import MemoryDeadLetterSink
 from shared.telemetry.ingest import TelemetryIngestor
@@ -39,6 +40,7 @@ class Stack:
     service: FleetService
     gateway: MemoryIoTHubGateway
     queue: MemorySyncQueue
+    graph: MsGraphClient
 
     async def call(self, method: str, path: str, query: Any = None, body: Any = b"") -> Any:
         answer = await request(api_app(self.service), method, path, query, body)
@@ -67,9 +69,9 @@ async def stack(cosmos_store: CosmosDocumentStore) -> AsyncIterator[Stack]:
             await sync.run(SyncJob(user, "erasure", vehicle_id=vehicle))
 
         links = DriverLinks(cosmos_store, queue, lambda: now)
-        service = FleetService(cosmos_store, gateway, links, forget, lambda: now)
+        service = FleetService(cosmos_store, gateway, links, forget, lambda: now, graph=lambda: graph)
         await add_fleet(cosmos_store)
-        yield Stack(cosmos_store, box, sync, service, gateway, queue)
+        yield Stack(cosmos_store, box, sync, service, gateway, queue, graph)
 
 
 async def ingest(store: CosmosDocumentStore, vehicle: str, seconds: range, **signals: Any) -> None:
@@ -144,9 +146,11 @@ async def test_erasure_leaves_no_document_of_the_car_or_the_driver_in_any_contai
     assert report.subscription == "created"
     agenda = await stack.call("GET", f"/api/vehicles/{car}/agenda")
     assert [e["subject"] for e in agenda["events"]] == ["Customer visit"]
-    await stack.store.upsert(
-        MEETINGS, {"id": "m-" + user, "userId": user, "joinWebUrl": "https://teams/y", "createdAt": iso(0)}
-    )
+    # Teams meetings created in the Graph sandbox through the real SDK: one for the event, one ad hoc from the car
+    meetings = MeetingService(stack.store, stack.graph, lambda: dt.datetime.now(dt.UTC))
+    created = [await meetings.ad_hoc(user, car, request_id, "Call") for request_id in ("req-1", "req-2")]
+    assert [m.source for m in created] == ["created", "created"]
+    assert len(stack.sandbox.meetings) == 2
     await stack.store.upsert("requests", {"id": "r-" + car, "vehicleId": car, "action": "meeting.join"})
     before = [d for d in await stack.everything() if car in str(d) or user in str(d)]
     assert {d.get("type") or d.get("kind") or d.get("action") for d in before} >= {
@@ -155,13 +159,19 @@ async def test_erasure_leaves_no_document_of_the_car_or_the_driver_in_any_contai
     }  # fmt: skip
 
     # WHEN the driver, then the car, are erased (each twice: idempotent)
-    for _ in range(2):
-        assert (await request(api_app(stack.service), "DELETE", f"/api/drivers/{user}")).status == 204
+    receipts = [await stack.call("DELETE", f"/api/drivers/{user}") for _ in range(2)]
     assert not [d for d in await stack.everything() if user in str(d)]
     assert stack.sandbox.subscriptions == {}  # deleted in Graph too
+    assert stack.sandbox.meetings == {}  # and the Teams meetings the app created, through the real SDK
+    assert len(stack.sandbox.deleted_meetings) == 2
+    assert [r["graph"] for r in receipts] == [
+        {"onlineMeetings": 2, "subscriptions": 1},
+        {"onlineMeetings": 0, "subscriptions": 0},
+    ]
+    assert receipts[0]["documents"]["meetings"] == 2
     assert stack.gateway.desired.get(car, {}).get("agenda") is None
     for _ in range(2):
-        assert (await request(api_app(stack.service), "DELETE", f"/api/vehicles/{car}")).status == 204
+        assert (await request(api_app(stack.service), "DELETE", f"/api/vehicles/{car}")).status == 200
 
     # THEN no container holds anything of either, but the car's tombstone (no personal data)
     left = [d for d in await stack.everything() if car in str(d) or user in str(d)]

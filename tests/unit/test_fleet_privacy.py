@@ -97,8 +97,14 @@ async def test_erasing_a_vehicle_leaves_no_document_and_no_identity(fleet: Fleet
     first = await fleet.call("DELETE", "/api/vehicles/car-001")
     second = await fleet.call("DELETE", "/api/vehicles/car-001")
     # THEN nothing of it is left in any container but a tombstone without personal data, IoT Hub forgot it,
-    # and the other car is untouched
-    assert first.status == second.status == 204
+    # and the other car is untouched; the receipt says what went where, the second one that nothing was left
+    assert first.status == second.status == 200
+    assert first.json["documents"] == {
+        "alerts": 2, "calendars": 1, "meetings": 1, "requests": 1, "telemetry": 2, "trips": 1, "vehicles": 1,
+    }  # fmt: skip
+    assert first.json["deviceIdentityDeleted"] is True
+    assert (second.json["documents"], second.json["deviceIdentityDeleted"]) == ({}, False)
+    assert second.json["erasedAt"] == first.json["erasedAt"]  # the first erasure's time stands
     left = [d for d in everything(fleet) if "car-001" in str(d)]
     assert [sorted(d) for d in left] == [["erasedAt", "id", "ttl", "type", "vehicleId"]]
     assert left[0]["type"] == "erased"
@@ -129,7 +135,9 @@ async def test_erasing_a_driver_removes_their_calendar_meetings_and_link(fleet: 
     first = await fleet.call("DELETE", f"/api/drivers/{USER}")
     second = await fleet.call("DELETE", f"/api/drivers/{USER}")
     # THEN no document of theirs is left, the car has no driver, and the calendar clean-up ran for the car
-    assert first.status == second.status == 204
+    assert first.status == second.status == 200
+    assert first.json["documents"] == {"calendars": 4, "meetings": 1, "requests": 1}
+    assert second.json["documents"] == {}
     assert [d for d in everything(fleet) if USER in str(d)] == []
     assert [d["id"] for d in everything(fleet) if d.get("vehicleId") == "car-001" and "action" in d] == ["r2"]
     vehicle = (await fleet.call("GET", "/api/vehicles/car-001")).json

@@ -19,7 +19,7 @@ from shared.device_messages import canonical_time
 from shared.errors import ConfigurationError
 from shared.graph import runtime as graph_runtime
 from shared.graph.endpoints import GRAPH_CLOUDS, graph_endpoint
-from shared.graph.exceptions import GraphNotFoundError, SyncStateGoneError, ThrottledError
+from shared.graph.exceptions import GraphError, GraphNotFoundError, SyncStateGoneError, ThrottledError
 from shared.graph.msgraph_client import MsGraphClient, is_loopback_url
 from tests.calendar_support import HOUR, USER
 
@@ -125,6 +125,33 @@ async def test_create_or_get_returns_the_same_meeting_for_the_same_external_id(s
     assert one.toll_number
     assert one.conference_id
     assert len(box.meetings) == 2
+
+
+async def test_an_online_meeting_is_deleted_with_graphs_status_codes(sandbox):
+    box, client = sandbox
+    # GIVEN a meeting created through createOrGet, and another user's
+    mine = await client.create_or_get_meeting(USER, "ext-1", "Sync", canonical_time(T), canonical_time(T + HOUR))
+    theirs = await client.create_or_get_meeting("other", "ext-1", "Sync", canonical_time(T), canonical_time(T + HOUR))
+    # WHEN it is deleted THEN Graph answers 204 (True), and a second delete 404 (False, not an error)
+    assert await client.delete_meeting(USER, mine.id) is True
+    assert await client.delete_meeting(USER, mine.id) is False
+    assert await client.delete_meeting(USER, theirs.id) is False  # not this user's meeting: 404
+    # THEN the sandbox recorded one deletion, sent as DELETE /users/{id}/onlineMeetings/{meetingId}
+    assert box.deleted_meetings == [(USER, mine.id)]
+    calls = [(c.method, c.path) for c in box.calls("onlineMeetings")]
+    assert calls[0] == ("DELETE", f"/v1.0/users/{USER}/onlineMeetings/{mine.id}")
+    assert list(box.meetings) == [("other", "ext-1")]
+    # AND createOrGet with the same externalId afterwards creates a new meeting (the old one is gone)
+    again = await client.create_or_get_meeting(USER, "ext-1", "Sync", canonical_time(T), canonical_time(T + HOUR))
+    assert again.id != mine.id
+
+
+async def test_a_failed_meeting_deletion_is_raised(sandbox):
+    box, client = sandbox
+    box.fail_next("onlineMeetings", 500)
+    with pytest.raises(GraphError) as caught:
+        await client.delete_meeting(USER, "MSo1")
+    assert caught.value.status == 500
 
 
 async def test_subscription_lifecycle(sandbox):

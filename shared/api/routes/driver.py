@@ -102,10 +102,11 @@ async def unlink_driver(
     await tenancy.unlink(access, vehicleId)
 
 
-@router.delete("/drivers/{userId}", status_code=204, summary="Erase a driver", tags=["privacy"])
+@router.delete("/drivers/{userId}", response_model=m.ErasureReceipt, summary="Erase a driver", tags=["privacy"])
 async def delete_driver(
     access: Annotated[Access, guard(requires(Permission.ERASE_DRIVER, on="driver"))], userId: UserId, fleet: Fleet
-) -> None:
-    """Right to erasure: the driver's calendar data, meetings and Graph subscription; unlinked from every car.
-    Idempotent."""
-    await fleet.erase_driver(str(userId))
+) -> Any:
+    """Right to erasure: the driver's calendar data, Teams meetings (deleted in Graph too) and Graph
+    subscription; unlinked from every car; their object id leaves the audit log. Idempotent; answers the
+    receipt of what this call deleted where."""
+    return await fleet.erase_driver(str(userId))

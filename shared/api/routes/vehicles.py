@@ -54,12 +54,13 @@ async def get_vehicle(
     return await fleet.get_vehicle(vehicleId)
 
 
-@router.delete("/vehicles/{vehicleId}", status_code=204, summary="Erase a car", tags=["privacy"])
+@router.delete("/vehicles/{vehicleId}", response_model=m.ErasureReceipt, summary="Erase a car", tags=["privacy"])
 async def delete_vehicle(
     access: Annotated[Access, guard(requires(Permission.ERASE_VEHICLE, on="vehicle"))],
     vehicleId: VehicleId,
     fleet: Fleet,
-) -> None:
-    """Right to erasure: removes the device identity and every document of the car in every container, and
-    unlinks its driver. Idempotent."""
-    await fleet.erase_vehicle(vehicleId)
+) -> Any:
+    """Right to erasure: a tombstone first (so ingestion in flight stops), then the device identity, every
+    document of the car in every container, its dead letters and parked messages, its driver's link, calendar
+    and Teams meetings. Idempotent; answers the receipt of what this call deleted where."""
+    return await fleet.erase_vehicle(vehicleId)
