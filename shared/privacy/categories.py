@@ -94,12 +94,18 @@ class DataCategories:
     def withheld(
         self, consent: object, overrides: Mapping[str, str] | Iterable[tuple[str, str]] = ()
     ) -> frozenset[str]:
-        """The categories not collected for a car with these consent flags (the vehicle document's `consent`)."""
+        """The categories not collected for a car with this consent (the vehicle document's `consent`): a decision
+        per category (`categories`, projected from consent records: shared/privacy/consent.py) wins over the flag
+        governing it (`location`, `calendar`); anything but a boolean is no record."""
         flags = consent if isinstance(consent, Mapping) else {}
+        decided = flags.get("categories")
+        decided = decided if isinstance(decided, Mapping) else {}
         out = []
         for name, basis in self.bases(overrides).items():
             flag = self.categories[name].consent_flag
-            recorded = flags.get(flag) if flag else None
+            recorded = decided.get(name)
+            if type(recorded) is not bool:
+                recorded = flags.get(flag) if flag else None
             collected = recorded is not False if basis == "contract" else recorded is True
             if not collected:
                 out.append(name)

@@ -65,19 +65,30 @@ def policy_of(withheld: frozenset[str], categories: DataCategories | None = None
 
 
 @cache
-def _policy_for(location: object, calendar: object, bases: tuple[tuple[str, str], ...]) -> Policy:
-    consent = {key: value for key, value in (("location", location), ("calendar", calendar)) if value is not None}
+def _policy_for(
+    location: object, calendar: object, decided: tuple[tuple[str, bool], ...], bases: tuple[tuple[str, str], ...]
+) -> Policy:
+    consent: dict[str, object] = {"categories": dict(decided)}
+    for key, value in (("location", location), ("calendar", calendar)):
+        if value is not None:
+            consent[key] = value
     return policy_of(default_categories().withheld(consent, bases))
 
 
 def policy_for(doc: Mapping[str, object] | None, bases: tuple[tuple[str, str], ...] = ()) -> Policy:
-    """The policy of a car: its vehicle document's consent flags under these bases (None: no record at all)."""
+    """The policy of a car: its vehicle document's consent (flags, and decisions per category when consent records
+    projected them) under these bases (None: no record at all)."""
     consent = doc.get("consent") if doc is not None else None
     flags = consent if isinstance(consent, dict) else {}
-    location, calendar = flags.get("location"), flags.get("calendar")
+    location, calendar, categories = flags.get("location"), flags.get("calendar"), flags.get("categories")
     # Only True, False or absent mean something: anything else is no record (and must not break the cache key).
+    decided = (
+        tuple(sorted((k, v) for k, v in categories.items() if type(v) is bool and type(k) is str))
+        if isinstance(categories, dict) and categories
+        else ()
+    )
     return _policy_for(
-        location if type(location) is bool else None, calendar if type(calendar) is bool else None, bases
+        location if type(location) is bool else None, calendar if type(calendar) is bool else None, decided, bases
     )
 
 

@@ -90,6 +90,15 @@ def test_categories_without_a_flag_follow_their_basis_and_calendar_needs_its_con
     assert "driving_behaviour" in CATEGORIES.withheld({}, {"driving_behaviour": "consent"})
 
 
+def test_a_decision_per_category_wins_over_the_flag_that_governs_it() -> None:
+    # consent records project one decision per category beside the flags (shared/privacy/consent.py)
+    consent = {"location": False, "categories": {"position": True, "navigation_destination": False}}
+    assert CATEGORIES.withheld(consent) >= {"navigation_destination"}
+    assert "position" not in CATEGORIES.withheld(consent)
+    assert "occupant_monitoring" not in CATEGORIES.withheld({"categories": {"occupant_monitoring": True}})
+    assert "position" in CATEGORIES.withheld({"categories": {"position": "no"}, "location": False})
+
+
 def test_a_branch_in_two_categories_is_refused() -> None:
     raw = (ROOT / "shared" / "privacy" / "categories.json").read_bytes()
     doubled = raw.replace(b'"Vehicle.Cabin"\n', b'"Vehicle.Cabin", "Vehicle.Speed"\n', 1)

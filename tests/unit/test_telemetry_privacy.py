@@ -321,3 +321,16 @@ def test_a_dead_letter_record_reads_back_without_a_body() -> None:
         "telemetry", "invalid_json", "x (no body: withheld data)", DeviceMessage(b"", "car-1", None, None), True
     )
     assert DeadLetter.from_json(letter.to_json()).truncated
+
+
+def test_decisions_per_category_from_consent_records_are_enforced() -> None:
+    # GIVEN a driver who granted occupant monitoring and withdrew only the destination at the car
+    consent = {"location": False, "categories": {"position": True, "navigation_destination": False}}
+    doc: dict[str, Any] = {"id": "car-1", "vehicleId": "car-1", "consent": consent}
+    doc["consent"]["categories"]["occupant_monitoring"] = True
+    doc, _ = fold_all(doc, *trip_with_positions(), body(4, (90, {HEART: 70})))
+    signals = doc["state"]["signals"]
+    assert signals[LAT]["value"] == 52.2
+    assert signals[HEART]["value"] == 70
+    assert DEST_LAT not in signals
+    assert "48.2" not in orjson.dumps(doc).decode()
