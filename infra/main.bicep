@@ -78,6 +78,11 @@ param cosmosAutoscaleMaxThroughput int = 1000
 @description('Optional. Default time to live in seconds by container name, overriding shared/cosmos_containers.json, e.g. { "telemetry": 604800 }. Defaults to {}.')
 param cosmosContainerTtlOverrides object = {}
 
+@description('Optional. Days a dead letter or parked message is kept in the deadletter blob container after its last change, by a lifecycle management rule (docs/data-model.md, "Retention"): long enough to fix and redrive. Defaults to 30.')
+@minValue(1)
+@maxValue(3650)
+param deadLetterRetentionInDays int = 30
+
 @description('Optional. Public https URL of the graph_notifications function, for Microsoft Graph change notifications (known after the first deployment); empty turns webhooks off and calendars sync on the timer only. Defaults to \'\'.')
 param graphNotificationUrl string = ''
 
@@ -149,6 +154,12 @@ module storage 'core/storage/storage-account.bicep' = {
     containerNames: [
       deploymentContainerName
       deadLetterContainerName
+    ]
+    expiringContainers: [
+      {
+        name: deadLetterContainerName
+        days: deadLetterRetentionInDays
+      }
     ]
     queueNames: [
       calendarSyncQueueName

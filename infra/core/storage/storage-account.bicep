@@ -23,6 +23,9 @@ param skuName string = 'Standard_LRS'
 @description('Required. Blob containers to create, e.g. the Flex Consumption deployment container and the dead-letter container.')
 param containerNames array
 
+@description('Optional. Blob containers whose blobs a lifecycle management rule deletes a number of days after their last change, as [{ name, days }] (retention of personal data, e.g. dead letters). Defaults to [].')
+param expiringContainers array = []
+
 @description('Optional. Queues to create. Defaults to [].')
 param queueNames array = []
 
@@ -76,6 +79,42 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
     publicAccess: 'None'
   }
 }]
+
+// Retention: each listed container's blobs are deleted once unchanged for its days (Azure runs the policy once a
+// day, so a blob may outlive its limit by up to a day).
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (!empty(expiringContainers)) {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [for expiring in expiringContainers: {
+        name: 'expire-${expiring.name}'
+        enabled: true
+        type: 'Lifecycle'
+        definition: {
+          filters: {
+            blobTypes: [
+              'blockBlob'
+            ]
+            prefixMatch: [
+              '${expiring.name}/'
+            ]
+          }
+          actions: {
+            baseBlob: {
+              delete: {
+                daysAfterModificationGreaterThan: expiring.days
+              }
+            }
+          }
+        }
+      }]
+    }
+  }
+  dependsOn: [
+    containers
+  ]
+}
 
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
