@@ -59,7 +59,7 @@ request_processor = PerLoop(
         brands=BrandConfigs(cosmos_store_from_env.get()),
     )
 )
-driver_links = PerLoop(lambda: DriverLinks(cosmos_store_from_env.get(), sync_queue.get()))
+driver_links = PerLoop(lambda: DriverLinks(cosmos_store_from_env.get(), sync_queue.get(), gateway=gateway.get()))
 
 
 async def run_sync_job(raw: bytes) -> SyncReport:

@@ -10,6 +10,7 @@ queued: it creates the Graph subscription and the first agenda.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import uuid
 import zoneinfo
@@ -23,11 +24,13 @@ from shared.calendar.documents import DRIVER_ID, KIND_DRIVER
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
-from shared.errors import InvalidRequestError, UnknownResourceError
+from shared.errors import InvalidRequestError, IoTHubError, UnknownResourceError
+from shared.iothub.gateway import IoTHubGateway
 from shared.stores.base import Document, DocumentStore
 from shared.telemetry.vehicle import is_erased
 from shared.vehicle_updates import update_vehicle
 
+log = logging.getLogger(__name__)
 MAX_BODY_BYTES: Final = 4096
 # IoT Hub device ids: up to 128 of these characters (https://learn.microsoft.com/azure/iot-hub/iot-hub-devguide-identity-registry)
 DEVICE_ID: Final = re.compile(r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$")
@@ -120,11 +123,16 @@ def _is_zone(name: str) -> bool:
 
 class DriverLinks:
     def __init__(
-        self, store: DocumentStore, queue: SyncQueue, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+        self,
+        store: DocumentStore,
+        queue: SyncQueue,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        gateway: IoTHubGateway | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
         self.clock = clock
+        self.gateway = gateway  # given: the car's twin `consent` follows a new or departed driver
 
     async def link(self, vehicle_id: str, link: DriverLink) -> Document:
         """Link (or re-link) the driver; idempotent: the same PUT twice leaves the same state."""
@@ -149,6 +157,7 @@ class DriverLinks:
         )
         # Calendar consent withdrawn: the job clears the stored calendar and the car's agenda instead.
         await self.queue.enqueue(SyncJob(link.user_id, "link", full=True))
+        await self._consent_changed(vehicle_id)
         return {"vehicleId": vehicle_id, "driver": link.driver(), "consent": link.consent()}
 
     async def unlink(self, vehicle_id: str) -> bool:
@@ -161,7 +170,23 @@ class DriverLinks:
         if user:
             await self._drop_driver_doc(user, vehicle_id)
             await self.queue.enqueue(SyncJob(user, "unlink", vehicle_id=vehicle_id))
+        await self._consent_changed(vehicle_id)
         return previous is not None
+
+    async def _consent_changed(self, vehicle_id: str) -> None:
+        """A new driver's choices become consent records and the car's twin shows them; without a driver the
+        twin shows the brand's bases (shared/privacy/consent.py). Best effort: the link stands if IoT Hub is down
+        (the car can still ask with `consent.get`, and the next decision pushes again); an erased car is skipped."""
+        if self.gateway is None:
+            return
+        from shared.privacy.consent import ConsentService
+
+        try:
+            await ConsentService(self.store, self.gateway, self, self.clock).push(vehicle_id)
+        except UnknownResourceError:
+            return
+        except IoTHubError as exc:
+            log.warning("consent twin not updated after a driver link change: %s", exc)
 
     async def _drop_driver_doc(self, user: str, vehicle_id: str) -> None:
         doc = await self.store.read(CALENDARS, user, DRIVER_ID)

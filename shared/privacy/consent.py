@@ -443,14 +443,10 @@ class ConsentService:
             await self.links.queue.enqueue(SyncJob(user, "link", full=True))
 
     async def push(self, vehicle_id: str) -> dict[str, Any]:
-        """Send the car the current state as the twin's `consent` (after a link, or a change of the brand's bases)."""
-        vehicle = await self._vehicle(vehicle_id)
-        driver = driver_of(vehicle)
-        records = await self.records(vehicle_id, driver["userId"]) if driver else []
-        twin = twin_view(
-            current_state(records, await self._bases(vehicle.get("brandId")), self.catalogue),
-            canonical_time(self.clock()),
-        )
+        """Send the car its current state as the twin's `consent` (after a driver link changed); a new driver's
+        link choices become records first. The twin sent."""
+        answer = await self.state(vehicle_id)
+        twin = {**twin_view_of(answer), "updatedAt": canonical_time(self.clock())}
         await self.gateway.patch_desired_if_present(vehicle_id, {TWIN_PROPERTY: twin})
         return twin
 

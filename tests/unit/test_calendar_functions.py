@@ -213,7 +213,9 @@ async def test_linking_keeps_the_vehicle_document_and_starts_a_sync(world: World
     await link(VEHICLE, orjson.dumps(LINK))
     doc = (await world.store.read(VEHICLES, VEHICLE, VEHICLE)).document  # type: ignore[union-attr]
     assert doc["driver"] == {"userId": USER, "upn": "alex@contoso.example", "timeZone": "Europe/Berlin"}
-    assert doc["consent"] == {"calendar": True, "location": False}
+    assert (doc["consent"]["calendar"], doc["consent"]["location"]) == (True, False)
+    # The link's choices are consent records now, projected per category (shared/privacy/consent.py)
+    assert doc["consent"]["categories"] == {"calendar": True, "navigation_destination": False, "position": False}
     assert (doc["state"], doc["lastSeen"]) == ({"x": 1}, "t")
     assert world.queue.jobs == [(SyncJob(USER, "link", full=True), 0)]
     assert (await world.store.read(CALENDARS, USER, "driver")) is not None

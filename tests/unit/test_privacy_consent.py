@@ -24,7 +24,7 @@ from shared.auth.principal import Principal
 from shared.calendar.documents import DRIVER_ID
 from shared.containers import CALENDARS, CONSENTS, TENANCY, VEHICLES
 from shared.device_messages import DeviceMessage
-from shared.drivers.link import parse_link
+from shared.drivers.link import DriverLinks, parse_link
 from shared.errors import InvalidRequestError
 from shared.privacy.categories import default_categories
 from shared.privacy.consent import Actor, current_state, decision, projection, record_id
@@ -366,3 +366,20 @@ def test_consent_set_needs_categories_and_terms() -> None:
         raw = orjson.dumps({"v": 1, "requestId": str(uuid.uuid4()), "action": "consent.set", **extra})
         decoded = decode_request(raw)
         assert getattr(decoded, "code", None) == "invalid_request", extra
+
+
+async def test_the_twin_follows_a_new_and_a_departed_driver(fleet: Fleet) -> None:
+    # GIVEN driver links that can reach the car's twin (as the function app wires them)
+    links = DriverLinks(fleet.store, fleet.queue, gateway=fleet.gateway)
+    link = {"userId": USER, "upn": "d@contoso.com", "timeZone": "UTC", "consent": {"calendar": True, "location": False}}
+    # WHEN a driver links the car, THEN their choices are records and the twin shows them
+    await links.link("car-001", parse_link(orjson.dumps(link)))
+    twin = fleet.gateway.desired["car-001"]["consent"]["categories"]
+    assert twin["position"] == {"collected": False, "basis": "contract", "granted": False}
+    assert twin["calendar"] == {"collected": True, "basis": "consent", "granted": True}
+    assert {r["via"] for r in await records(fleet)} == {"driverLink"}
+    # WHEN the driver leaves, THEN the car shows the brand's bases again (their records stay theirs)
+    await links.unlink("car-001")
+    twin = fleet.gateway.desired["car-001"]["consent"]["categories"]
+    assert twin["position"] == {"collected": True, "basis": "contract"}  # granted: null removed the key
+    assert twin["calendar"] == {"collected": False, "basis": "consent"}
