@@ -33,7 +33,6 @@ actions `consent.get` / `consent.set` (shared/requests), so a driver without a p
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,8 +48,6 @@ from shared.iothub.gateway import IoTHubGateway
 from shared.privacy.categories import Basis, DataCategories, default_categories
 from shared.stores.base import Document, DocumentStore, strip_system_properties
 from shared.vehicle_updates import update_vehicle
-
-log = logging.getLogger(__name__)
 
 Channel = Literal["car_screen", "companion_app", "api"]
 CHANNELS: Final[tuple[str, ...]] = get_args(Channel)
@@ -400,10 +397,10 @@ class ConsentService:
         at = canonical_time(self.clock())
         wanted = projection(records, user, at, self.catalogue)
         states = current_state(records, await self._bases(brand_id), self.catalogue)
-        removed = 0
+        removed, superseded = 0, False
 
         def apply(stored: Document | None) -> Document:
-            nonlocal removed
+            nonlocal removed, superseded
             from shared.telemetry.vehicle import is_erased
 
             if stored is None or is_erased(stored):
@@ -412,17 +409,20 @@ class ConsentService:
                 raise UnknownResourceError(f"vehicle {vehicle_id}: its driver changed meanwhile")
             old = stored.get("consent")
             old_count = old.get("records", 0) if isinstance(old, dict) and old.get("userId") == user else 0
-            if isinstance(old_count, int) and old_count > wanted["records"]:
-                return stored  # a writer that saw more records projected already: its view stands
+            superseded = isinstance(old_count, int) and old_count > wanted["records"]
+            if superseded:
+                return stored  # a writer that saw more records projected already: its view (and twin) stands
             stored["consent"] = dict(wanted)
             removed = _scrub(stored, states)
             return stored
 
         await update_vehicle(self.store, vehicle_id, apply)
-        if any(wanted.get(flag) != before.get(flag) for flag in FLAGS):
-            await self._link_changed(vehicle_id, user, wanted, wanted.get("calendar") != before.get("calendar"))
         answer = self._view(vehicle_id, user, states, records)
         answer["removed"] = removed
+        if superseded:
+            return answer
+        if any(wanted.get(flag) != before.get(flag) for flag in FLAGS):
+            await self._link_changed(vehicle_id, user, wanted, wanted.get("calendar") != before.get("calendar"))
         await self.gateway.patch_desired_if_present(vehicle_id, {TWIN_PROPERTY: twin_view(states, at)})
         return answer
 
