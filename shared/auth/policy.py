@@ -45,6 +45,7 @@ class Permission(StrEnum):
     ACCEPT_INVITATION = "invitations.accept"  # any signed-in user (never an app) becomes the invited car's driver
     UNLINK_DRIVER = "drivers.unlink"
     ERASE_DRIVER = "drivers.erase"
+    EXPORT_DRIVER_DATA = "drivers.export"  # everything stored about a driver and their car (access, portability)
     READ_BRAND = "brands.read"
     MANAGE_BRAND = "brands.manage"
     CREATE_BRAND = "brands.create"
@@ -61,8 +62,8 @@ ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.PLATFORM_ADMIN: frozenset(Permission) - DRIVER_OWN,
     Role.BRAND_ADMIN: frozenset({
         P.READ_VEHICLES, P.REGISTER_VEHICLE, P.ACK_ALERT, P.ERASE_VEHICLE, P.INVITE_DRIVER, P.UNLINK_DRIVER,
-        P.ERASE_DRIVER, P.READ_BRAND, P.MANAGE_BRAND, P.MANAGE_FLEETS, P.MANAGE_MEMBERS, P.READ_AUDIT,
-        P.READ_CONSENT, P.RECORD_CONSENT,
+        P.ERASE_DRIVER, P.EXPORT_DRIVER_DATA, P.READ_BRAND, P.MANAGE_BRAND, P.MANAGE_FLEETS, P.MANAGE_MEMBERS,
+        P.READ_AUDIT, P.READ_CONSENT, P.RECORD_CONSENT,
     }),
     Role.FLEET_OPERATOR: frozenset({
         P.READ_VEHICLES, P.REGISTER_VEHICLE, P.ACK_ALERT, P.INVITE_DRIVER, P.UNLINK_DRIVER, P.READ_CONSENT,

@@ -25,12 +25,14 @@ from typing import Any, Final
 
 import orjson
 
+from shared.auth.policy import Role
 from shared.calendar.documents import DRIVER_ID, KIND_DRIVER, KIND_EVENT, KIND_SUBSCRIPTION, KIND_SYNC_STATE
 from shared.containers import ALERTS, AUDIT, CALENDARS, CONSENTS, MEETINGS, MEMBERSHIPS, TELEMETRY, TRIPS, VEHICLES
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 
 FORMAT: Final = "automotive-cloud.export.v1"
+DRIVER_ROLE: Final = Role.DRIVER.value
 PAGE_SIZE: Final = 100
 ACCOUNT, CONSENT, ACTIVITY, CALENDAR = "account", "consent", "activity", "calendar"
 POSITION, DRIVING, HEALTH = "position", "driving_behaviour", "vehicle_health"  # shared/privacy/categories.json
@@ -43,7 +45,7 @@ REQUESTS: Final = "requests"
 @dataclass(frozen=True)
 class Car:
     vehicle_id: str
-    since: str  # linkedAt: car data from then on is this driver's
+    since: str  # car data from then on is this driver's ("~", after every timestamp: no history, only the state)
 
 
 class DriverExport:
@@ -66,12 +68,23 @@ class DriverExport:
         yield _line({"kind": "summary", "records": dict(sorted(self.counts.items()))})
 
     async def cars(self, user_id: str) -> list[Car]:
-        """The car they are linked to (their driver document in `calendars` says which, and since when)."""
-        found = await self.store.read(CALENDARS, user_id, DRIVER_ID)
-        doc = found.document if found else None
-        if doc is None or doc.get("kind") != KIND_DRIVER or not isinstance(doc.get("vehicleId"), str):
-            return []
-        return [Car(str(doc["vehicleId"]), str(doc.get("linkedAt") or ""))]
+        """The cars they drive: their Driver memberships (since they accepted the invitation) and the cars linked
+        to them (since their calendar link, else only the car's current state: no date, no history)."""
+        since: dict[str, str] = {}
+        query = "SELECT * FROM c WHERE c.principalId = @u AND c.role = @r"
+        for doc in await self.store.query(MEMBERSHIPS, query, {"@u": user_id, "@r": DRIVER_ROLE}, user_id):
+            car = doc.get("vehicleId")
+            if doc.get("principalId") == user_id and doc.get("role") == DRIVER_ROLE and isinstance(car, str):
+                since[car] = min(since.get(car, "~"), str(doc.get("grantedAt") or "~"))
+        link = await self.store.read(CALENDARS, user_id, DRIVER_ID)
+        linked = link.document if link and link.document.get("kind") == KIND_DRIVER else {}
+        query = "SELECT c.vehicleId, c.driver FROM c WHERE c.driver.userId = @u"
+        for doc in await self.store.query(VEHICLES, query, {"@u": user_id}):
+            car, driver = doc.get("vehicleId"), doc.get("driver")
+            if isinstance(car, str) and isinstance(driver, dict) and driver.get("userId") == user_id:
+                when = str(linked.get("linkedAt") or "~") if linked.get("vehicleId") == car else "~"
+                since[car] = min(since.get(car, "~"), when)
+        return [Car(car, when) for car, when in sorted(since.items())]
 
     async def records(self, user_id: str, cars: list[Car]) -> AsyncIterator[dict[str, Any]]:
         person = {"@u": user_id}

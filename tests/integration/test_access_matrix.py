@@ -53,6 +53,7 @@ SEED: Final = load_seed()
 HOME: Final = next(t["id"] for t in SEED["tenants"] if t["home"])
 DTC: Final = "P0300"
 SELF_LINK: Final = {"timeZone": "Europe/Berlin", "consent": {"calendar": True, "location": True}}
+DECISION: Final = {"categories": {"position": False}, "channel": "companion_app", "termsVersion": "2026-11"}
 
 # ---- who is who (seed.json usernames; the relations below are written by hand, not read from the app) ----------
 
@@ -170,10 +171,14 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "GET /api/vehicles/{vehicleId}/agenda": DRIVER_ONLY,
     "GET /api/vehicles/{vehicleId}/meetings": DRIVER_ONLY,
     "PATCH /api/vehicles/{vehicleId}/consent": DRIVER_ONLY,
+    "GET /api/vehicles/{vehicleId}/consent": STAFF | {"driver"},
+    "PUT /api/vehicles/{vehicleId}/consent": DRIVER_ONLY,
+    "POST /api/vehicles/{vehicleId}/consent/records": STAFF,  # an operator, on a documented basis
     "POST /api/vehicles/{vehicleId}/driver/invitations": STAFF,
     "PUT /api/vehicles/{vehicleId}/driver": DRIVER_ONLY,
     "DELETE /api/vehicles/{vehicleId}/driver": STAFF | {"driver"},
     "DELETE /api/drivers/{userId}": frozenset({"platform", "brand-admin", "self"}),
+    "GET /api/drivers/{userId}/export": frozenset({"platform", "brand-admin", "self"}),
     "GET /api/brands/{brandId}": ADMINS,
     "PUT /api/brands/{brandId}": ADMINS,
     "GET /api/brands/{brandId}/fleets": ADMINS,
@@ -223,10 +228,14 @@ CALLS: Final[dict[str, Call]] = {
     "GET /api/vehicles/{vehicleId}/agenda": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/meetings": Call("vehicle"),
     "PATCH /api/vehicles/{vehicleId}/consent": Call("vehicle", body={"location": False}),
+    "GET /api/vehicles/{vehicleId}/consent": Call("vehicle"),
+    "PUT /api/vehicles/{vehicleId}/consent": Call("vehicle", body=DECISION),
+    "POST /api/vehicles/{vehicleId}/consent/records": Call("vehicle", body={**DECISION, "basis": "signed form 114"}),
     "POST /api/vehicles/{vehicleId}/driver/invitations": Call("vehicle", 201, {}),
     "PUT /api/vehicles/{vehicleId}/driver": Call("vehicle", body=SELF_LINK),
     "DELETE /api/vehicles/{vehicleId}/driver": Call("vehicle", 204),
     "DELETE /api/drivers/{userId}": Call("driver", 200),
+    "GET /api/drivers/{userId}/export": Call("driver"),
     "GET /api/brands/{brandId}": Call("brand"),
     "PUT /api/brands/{brandId}": Call("brand"),  # body per brand: its own name and tenants (an update, 200)
     "GET /api/brands/{brandId}/fleets": Call("brand"),
@@ -363,7 +372,8 @@ class Matrix:
             headers["Content-Type"] = "application/json"
         response = await self.client.request(method, path, content=content, headers=headers)
         ctype = response.headers.get("content-type", "")
-        parsed = orjson.loads(response.content) if "json" in ctype and response.content else response.content
+        json_body = ("/json" in ctype or "+json" in ctype) and response.content
+        parsed = orjson.loads(response.content) if json_body else response.content
         return Answer(response.status_code, parsed, response.headers)
 
     async def ok(self, method: str, path: str, persona: str, body: Any = None, expect: int = 200) -> Any:
@@ -620,3 +630,22 @@ async def test_no_one_is_made_a_driver_by_a_grant(matrix: Matrix) -> None:
         assert answer.status == 422, answer.body
     assert world.store.documents(MEMBERSHIPS) == before
     assert (await matrix.call("GET", "/api/vehicles/car-berlin", "no-role")).status == 404
+
+
+async def test_a_driver_exports_their_cars_and_a_brand_admin_theirs_only(matrix: Matrix) -> None:
+    """The export through the API: the driver's own archive names both cars they drive and holds their records;
+    the customer tenant's driver's archive, read by contoso's admin, holds nothing of the other driver."""
+    matrix.fresh()
+    own = await matrix.call("GET", f"/api/drivers/{OIDS['driver']}/export", "driver")
+    assert own.status == 200
+    assert own.headers["content-type"].startswith("application/x-ndjson")
+    manifest, *records, summary = [orjson.loads(line) for line in own.body.splitlines()]
+    assert [v["vehicleId"] for v in manifest["vehicles"]] == sorted(DRIVES["driver"])
+    assert {"account", "driving_behaviour", "vehicle_health"} <= {r["category"] for r in records}
+    assert summary["kind"] == "summary"
+    theirs = await matrix.call("GET", f"/api/drivers/{OIDS['customer-driver']}/export", "contoso-admin")
+    assert theirs.status == 200
+    text = theirs.body.decode()
+    assert OIDS["driver"] not in text
+    assert "car-berlin" not in text
+    assert "car-munich" in text
