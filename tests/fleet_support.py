@@ -17,6 +17,7 @@ from shared.api.handlers import Shield
 from shared.auth.access import Access, Grant, Resource
 from shared.auth.policy import Requirement, Role
 from shared.auth.principal import Principal
+from shared.brands import BrandConfigs
 from shared.calendar.jobs import MemorySyncQueue
 from shared.containers import TENANCY, partition_keys
 from shared.drivers.link import DriverLinks, parse_link
@@ -132,6 +133,7 @@ class Fleet:
             lambda: self.now,
             dead_letters=lambda: self.dead_letters,
             graph=lambda: self.graph,  # type: ignore[arg-type,return-value]
+            brands=BrandConfigs(self.store),
         )
 
     def app(self) -> Shield:

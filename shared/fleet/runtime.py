@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.brands import BrandConfigs
 from shared.calendar import runtime
 from shared.calendar.jobs import SyncJob
 from shared.fleet.service import FleetService
@@ -28,5 +29,6 @@ fleet_service = PerLoop(
         dead_letters=blob_dead_letters_from_env.get,
         graph=graph_client_from_env.get,
         erasure_settle_seconds=DEFAULT_SETTLE_SECONDS,
+        brands=BrandConfigs(cosmos_store_from_env.get()),
     )
 )

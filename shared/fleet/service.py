@@ -6,12 +6,14 @@ out) or raises a RequestError (shared/errors.py). Reads never return the vehicle
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shared.auth.access import Visibility
+from shared.brands import BrandConfigs
 from shared.calendar.agenda import agenda_events
 from shared.calendar.documents import KIND_EVENT, SYNC_STATE_ID
 from shared.containers import (
@@ -44,13 +46,13 @@ from shared.telemetry.documents import (
     signals_of,
     to_store,
 )
+from shared.telemetry.privacy import POSITION, TRIP_POSITION_FIELDS, Policy, policy_for, scrub_entry
 from shared.telemetry.vehicle import ERASED, is_erased, location_allowed, new_vehicle_document
 from shared.tenancy.documents import fleet_doc_id
 from shared.vehicle_updates import update_vehicle
 
 ACK_STATUS: Final = "ack"  # alert acknowledgements live in `alerts` as `ack:{alertId}` with this status
 DEFAULT_WINDOW: Final = dt.timedelta(hours=1)
-TRIP_POSITIONS: Final = ("startPosition", "lastPosition", "endPosition")
 
 
 def ack_id(alert_id: str) -> str:
@@ -73,6 +75,7 @@ class FleetService:
     dead_letters: Callable[[], DeadLetterSink] | None = None  # erasure deletes the car's contained messages
     graph: Callable[[], GraphClient] | None = None  # erasure deletes the driver's online meetings
     erasure_settle_seconds: float = 0.0  # see shared/privacy/erasure.py, the settle pass
+    brands: BrandConfigs | None = None  # each brand's legal bases per data category (None: the app's)
 
     # --- registration ---------------------------------------------------------------------------------------
 
@@ -158,20 +161,30 @@ class FleetService:
         )
         # The projection holds every field summary reads (not `type`, which it does not read).
         return {
-            "items": [summary(as_vehicle(doc), self.moving_speed_kmh) for doc in page.items],
+            "items": [await self._summary(as_vehicle(doc)) for doc in page.items],
             "continuationToken": page.token,
         }
+
+    async def policy(self, doc: VehicleDocument) -> Policy:
+        """What the car withholds now (its consent under its brand's bases): reads hide it too, including what was
+        stored before a withdrawal and is not scrubbed yet (history chunks already flushed)."""
+        bases: tuple[tuple[str, str], ...] = ()
+        if self.brands is not None:
+            chosen = await self.brands.get(doc.get("brandId"))
+            bases = tuple(sorted(chosen.data_category_bases.items()))
+        return policy_for(doc, bases)
+
+    async def _summary(self, doc: VehicleDocument) -> dict[str, Any]:
+        return summary(doc, self.moving_speed_kmh, await self.policy(doc))
 
     async def get_vehicle(self, vehicle_id: str) -> dict[str, Any]:
         doc = await self._vehicle(vehicle_id)
         acks = await self._acks(vehicle_id)
         state = doc.get("state")
-        out = summary(doc, self.moving_speed_kmh)
-        locate = location_allowed(doc)
+        policy = await self.policy(doc)
+        out = summary(doc, self.moving_speed_kmh, policy)
         out["stateTs"] = state.get("ts") if state else None
-        out["signals"] = {
-            path: entry for path, entry in signals_of(doc).items() if locate or not path.startswith(S.LOCATION_BRANCH)
-        }
+        out["signals"] = {path: entry for path, entry in signals_of(doc).items() if policy.reason_of(path) is None}
         out["trip"] = doc.get("trip")
         out["alerts"] = [
             with_ack(alert, acks)
@@ -208,8 +221,9 @@ class FleetService:
         if page.token is None and ingest:  # the newest history is still in the vehicle document's buffer
             messages += ingest.get("pending", [])
         items = [m for m in (in_window(m, low, high) for m in messages) if m is not None]
-        if not location_allowed(doc):  # recorded while consent was given: still not shown while it is withdrawn
-            items = [without_positions(m) for m in items]
+        policy = await self.policy(doc)
+        if policy:  # recorded while it was collected: still not shown while it is withheld
+            items = [withheld_removed(m, policy) for m in items]
         return {"vehicleId": vehicle_id, "from": low, "to": high, "items": items, "continuationToken": page.token}
 
     async def trips(self, vehicle_id: str, limit: int, token: str | None) -> dict[str, Any]:
@@ -229,8 +243,8 @@ class FleetService:
         )
         live = doc.get("trip")
         items = [live if isinstance(live, dict) and live.get("id") == t["id"] else t for t in page.items]
-        if not location_allowed(doc):
-            items = [{**t, **dict.fromkeys(TRIP_POSITIONS)} for t in items]
+        if POSITION in (await self.policy(doc)).withheld:
+            items = [{**t, **dict.fromkeys(TRIP_POSITION_FIELDS)} for t in items]
         return {"items": items, "continuationToken": page.token}
 
     async def alerts(self, vehicle_id: str, limit: int, token: str | None) -> dict[str, Any]:
@@ -413,8 +427,10 @@ def _number(signals: dict[str, SignalEntry], path: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def summary(doc: VehicleDocument, moving_speed_kmh: float) -> dict[str, Any]:
-    """The list row of a car; `moving` from Vehicle.IsMoving, else from the speed (MOVING_SPEED_KMH)."""
+def summary(doc: VehicleDocument, moving_speed_kmh: float, policy: Policy | None = None) -> dict[str, Any]:
+    """The list row of a car; `moving` from Vehicle.IsMoving, else from the speed (MOVING_SPEED_KMH); no position
+    while the car withholds it (`policy`; None: as its consent flags say under the app's bases)."""
+    policy = policy if policy is not None else policy_for(doc)
     signals = signals_of(doc)
     speed = _number(signals, S.SPEED)
     moving = _value(signals, S.IS_MOVING)
@@ -434,7 +450,9 @@ def summary(doc: VehicleDocument, moving_speed_kmh: float) -> dict[str, Any]:
         "stateOfChargePercent": _number(signals, S.STATE_OF_CHARGE),
         "fuelLevelPercent": _number(signals, S.FUEL_LEVEL),
         "moving": moving,
-        "position": {"lat": lat, "lon": lon} if lat is not None and lon is not None and location_allowed(doc) else None,
+        "position": {"lat": lat, "lon": lon}
+        if lat is not None and lon is not None and POSITION not in policy.withheld
+        else None,
         "driver": driver if isinstance(driver, dict) else None,
         "consent": consent_of(doc),
         "activeAlerts": sum(1 for a in alerts_of(doc).values() if a.get("status") == "active"),
@@ -457,9 +475,8 @@ def in_window(message: Document, low: str, high: str) -> Document | None:
     return {**message, "samples": samples} if samples else None
 
 
-def without_positions(message: Document) -> Document:
-    samples = [
-        {**s, "signals": {p: v for p, v in s.get("signals", {}).items() if not p.startswith(S.LOCATION_BRANCH)}}
-        for s in message.get("samples", [])
-    ]
-    return {**message, "samples": samples}
+def withheld_removed(message: Document, policy: Policy) -> Document:
+    """A copy of a stored history entry without what the car withholds (path and reason stay)."""
+    entry = copy.deepcopy(message)
+    scrub_entry(entry, policy)  # type: ignore[arg-type]  # a stored entry is a HistoryEntry
+    return entry

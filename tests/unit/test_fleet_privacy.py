@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from shared.calendar.documents import DRIVER_ID
-from shared.containers import CALENDARS, MEETINGS, VEHICLES, partition_keys
+from shared.containers import CALENDARS, MEETINGS, TENANCY, VEHICLES, partition_keys
 from shared.stores.memory import MemoryDocumentStore
+from shared.tenancy.documents import BRAND_DOC_ID
 from tests.factories import iso
-from tests.fleet_support import USER, Fleet
+from tests.fleet_support import BRAND, FLEET, USER, Fleet
 
 LAT = "Vehicle.CurrentLocation.Latitude"
 
@@ -59,6 +60,31 @@ async def test_location_consent_off_removes_stored_positions_and_ingestion_drops
     assert all(LAT not in s["signals"] for m in history.json["items"] for s in m["samples"])
     trips = (await fleet.call("GET", "/api/vehicles/car-001/trips")).json["items"]
     assert all(t["startPosition"] is None and t["lastPosition"] is None for t in trips)
+
+
+async def test_positions_stored_before_a_brand_made_them_consent_based_are_hidden_in_every_read(fleet: Fleet) -> None:
+    # GIVEN a car without a driver whose positions were collected (contract basis) and partly flushed to history
+    await fleet.service.register(BRAND, FLEET, "car-001", None)
+    await fleet.drive("car-001", range(40), lv="ON", speed=30.0, lat=52.0, lon=10.0)
+    assert (await fleet.call("GET", "/api/vehicles/car-001")).json["position"] == {"lat": 52.0, "lon": 10.0}
+    # WHEN its brand makes position consent-based (no driver: no record, so withheld)
+    brand = await fleet.store.read(TENANCY, BRAND, BRAND_DOC_ID)
+    assert brand is not None
+    settings = {"dataCategoryBases": {"position": "consent"}}
+    await fleet.store.upsert(TENANCY, {**brand.document, "settings": settings})
+    reads = Fleet(store=fleet.store)  # a fresh instance: brand settings are cached for minutes per instance
+    # THEN no read shows a position, though the flushed history chunks still hold them until scrubbed
+    vehicle = (await reads.call("GET", "/api/vehicles/car-001")).json
+    assert vehicle["position"] is None
+    assert LAT not in vehicle["signals"]
+    history = (await reads.call("GET", "/api/vehicles/car-001/telemetry", {"from": iso(0), "to": iso(40)})).json
+    assert len(history["items"]) == 40
+    assert all(LAT not in s["signals"] for m in history["items"] for s in m["samples"])
+    assert all(s["rejected"][LAT]["value"] is None for m in history["items"] for s in m["samples"])
+    trips = (await reads.call("GET", "/api/vehicles/car-001/trips")).json["items"]
+    assert all(t["startPosition"] is None for t in trips)
+    listed = (await reads.call("GET", "/api/vehicles")).json["items"]
+    assert [v["position"] for v in listed] == [None]
 
 
 async def test_calendar_consent_off_goes_through_the_driver_link_which_queues_the_clean_up(fleet: Fleet) -> None:
