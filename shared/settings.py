@@ -259,6 +259,7 @@ class IngestionSettings:
     # (category, basis) pairs over the catalogue's defaults (DATA_CATEGORY_BASES, then the brand's): a tuple, so
     # the settings stay hashable and a policy can be cached by them (shared/telemetry/privacy.py).
     category_bases: tuple[tuple[str, str], ...] = ()
+    telemetry_retention_days: int = 30  # history chunks' item TTL (TELEMETRY_RETENTION_DAYS, or the brand's)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> IngestionSettings:
@@ -267,6 +268,7 @@ class IngestionSettings:
             low_fuel_percent=number_setting("LOW_FUEL_PERCENT", environ),
             max_clock_skew_ms=int(number_setting("MAX_CLOCK_SKEW_SECONDS", environ) * 1000),
             category_bases=category_bases(environ),
+            telemetry_retention_days=int(number_setting("TELEMETRY_RETENTION_DAYS", environ)),
         )
 
 

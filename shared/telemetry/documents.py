@@ -91,6 +91,7 @@ ChunkDocument = TypedDict(
         "to": str,
         "count": int,
         "messages": list[HistoryEntry],
+        "ttl": NotRequired[int],  # seconds: the car's brand's TELEMETRY_RETENTION_DAYS (Cosmos item TTL)
     },
 )
 

@@ -147,14 +147,15 @@ def fit_entry(entry: HistoryEntry, limit: int) -> int:
     return len(orjson.dumps(entry))
 
 
-def chunk_document(vehicle_id: str, entries: list[HistoryEntry]) -> ChunkDocument:
-    """One `telemetry` document for consecutive entries; its id depends only on its first entry."""
+def chunk_document(vehicle_id: str, entries: list[HistoryEntry], ttl_seconds: int | None = None) -> ChunkDocument:
+    """One `telemetry` document for consecutive entries; its id depends only on its first entry. `ttl_seconds`:
+    how long Cosmos keeps it (the car's retention; the container's defaultTtl when None)."""
     first = entries[0]
     sample_times = [s["ts"] for e in entries for s in e["samples"]]
     # Entries the fold's budget cut (rare) still count their omitted samples' times.
     for omitted in [e["samplesOmitted"] for e in entries if "samplesOmitted" in e]:
         sample_times += (omitted["from"], omitted["to"])
-    return {
+    chunk: ChunkDocument = {
         "id": f"{safe_id(vehicle_id)}:{compact_time(first['enqueuedTime'])}:{first['seq']}",
         "vehicleId": vehicle_id,
         "type": "telemetry",
@@ -163,3 +164,6 @@ def chunk_document(vehicle_id: str, entries: list[HistoryEntry]) -> ChunkDocumen
         "count": len(entries),
         "messages": entries,
     }
+    if ttl_seconds is not None:
+        chunk["ttl"] = ttl_seconds
+    return chunk

@@ -151,6 +151,7 @@ class TelemetryIngestor:
                 low_battery_percent=chosen.low_battery_percent,
                 low_fuel_percent=chosen.low_fuel_percent,
                 category_bases=tuple(sorted(chosen.data_category_bases.items())),
+                telemetry_retention_days=chosen.telemetry_retention_days,
             )
             known = self._brand_settings[brand] = (chosen, derived)
         return known[1]

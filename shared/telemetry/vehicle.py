@@ -64,8 +64,9 @@ def new_vehicle_document(vehicle_id: str) -> VehicleDocument:
 
 
 ERASED: Final = "erased"
+DAY_SECONDS: Final = 24 * 3600
 # Event Hubs keeps messages at most 7 days (Standard): after that no message of an erased car can still arrive.
-TOMBSTONE_TTL_SECONDS: Final = 8 * 24 * 3600
+TOMBSTONE_TTL_SECONDS: Final = 8 * DAY_SECONDS
 
 
 def tombstone(vehicle_id: str, erased_at: str) -> Tombstone:
@@ -254,7 +255,7 @@ def fold(
         pending.append(entry)
         pending_bytes = ingest["pendingBytes"] = ingest["pendingBytes"] + size
         if len(pending) >= history.CHUNK_MAX_MESSAGES or pending_bytes >= history.CHUNK_MAX_BYTES:
-            chunk = history.chunk_document(vehicle_id, pending)
+            chunk = history.chunk_document(vehicle_id, pending, cfg.telemetry_retention_days * DAY_SECONDS)
             side["telemetry", chunk["id"]] = chunk
             pending = ingest["pending"] = []
             ingest["pendingBytes"] = 0

@@ -152,3 +152,21 @@ async def test_a_vehicle_that_cannot_be_processed_is_dead_lettered_and_the_batch
     assert report.accepted == 1
     assert report.dead_letter_reasons == {"processing_error": 1}
     assert [d["vehicleId"] for d in store.documents("vehicles") if "ingest" in d] == ["car-2"]
+
+
+async def test_history_chunks_expire_after_the_retention_of_the_cars_brand() -> None:
+    # GIVEN a brand that keeps history 7 days, a car of it and a car of no brand (the app's 30 days)
+    from shared.brands import BRAND_DOC_ID, BrandConfigs
+    from shared.containers import TELEMETRY, TENANCY
+
+    store = MemoryDocumentStore(partition_keys())
+    await store.upsert(TENANCY, {"id": BRAND_DOC_ID, "brandId": "short", "settings": {"telemetryRetentionDays": 7}})
+    await store.upsert("vehicles", {"id": "car-1", "vehicleId": "car-1", "type": "vehicle", "brandId": "short"})
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), brands=BrandConfigs(store, environ={}))
+    # WHEN both send enough messages to flush a history chunk
+    batch = [message(car, drive(s + 1, s, speed=10.0), enqueued_s=s, sequence_number=s) for car in ("car-1", "car-2")
+             for s in range(20)]  # fmt: skip
+    await ingestor.ingest(batch)
+    # THEN each chunk carries its car's retention as its Cosmos item TTL
+    ttl = {d["vehicleId"]: d["ttl"] for d in store.documents(TELEMETRY)}
+    assert ttl == {"car-1": 7 * 86_400, "car-2": 30 * 86_400}
