@@ -19,6 +19,7 @@ from shared.containers import AUDIT, CALENDARS, MEETINGS, partition_keys
 from shared.drivers.link import DriverLinks, parse_link
 from shared.privacy.categories import default_categories
 from shared.privacy.export import FORMAT, DriverExport
+from shared.stores.base import DocumentStore
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import T0, drive, message
@@ -28,11 +29,13 @@ CARS = {ALEX: "car-alex", MEGAN: "car-megan"}
 NOW = T0 + dt.timedelta(hours=1)
 
 
-async def world() -> MemoryDocumentStore:
-    store = MemoryDocumentStore(partition_keys())
+async def world(store: DocumentStore | None = None, cars: dict[str, str] = CARS) -> DocumentStore:
+    """Each driver linked to their car, which drove (positions, speed, charge, a DTC, a trip); their calendar
+    event, Teams meeting and an audit entry of theirs. `store`: in memory unless given (the local Cosmos server)."""
+    store = store or MemoryDocumentStore(partition_keys())
     links = DriverLinks(store, MemorySyncQueue(), lambda: T0 - dt.timedelta(minutes=1))
     ingest = TelemetryIngestor(store, MemoryDeadLetterSink())
-    for user, car in CARS.items():
+    for user, car in cars.items():
         await store.upsert("vehicles", {"id": car, "vehicleId": car, "type": "vehicle"})
         link = {"userId": user, "upn": f"{user[:4]}@contoso.example", "timeZone": "Europe/Berlin",
                 "consent": {"calendar": True, "location": True}}  # fmt: skip
@@ -51,7 +54,7 @@ async def world() -> MemoryDocumentStore:
     return store
 
 
-async def export(store: MemoryDocumentStore, user: str) -> list[dict[str, Any]]:
+async def export(store: DocumentStore, user: str) -> list[dict[str, Any]]:
     archive = DriverExport(store, default_categories().category_of, lambda: NOW)
     return [orjson.loads(line) async for line in archive.lines(user)]
 
