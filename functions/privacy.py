@@ -8,8 +8,8 @@ import azure.functions as func
 
 bp = func.Blueprint()
 
-# Hourly: a tombstone lives 8 days after its last write and is due 7 days after the erasure, so a day of hours to
-# sweep it even if some runs fail. A literal, not a setting: nothing to tune per deployment.
+# Hourly: a tombstone lives 14 days after its last write and is due 7 days after the erasure, so a week of hours
+# to sweep it even if runs fail or the app is down for days. A literal, not a setting: nothing to tune per deployment.
 ERASURE_SWEEP_SCHEDULE = "0 17 * * * *"
 
 

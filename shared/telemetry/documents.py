@@ -200,6 +200,11 @@ class Consent(TypedDict, total=False):
 
     calendar: bool
     location: bool
+    # The projection of the consent records (shared/privacy/consent.py): decisions per category win over the flags.
+    categories: dict[str, bool]
+    userId: str
+    records: int  # how many records the view was built from: an older view never overwrites a newer one
+    updatedAt: str
 
 
 class VehicleDocument(TypedDict):

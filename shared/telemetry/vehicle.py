@@ -66,7 +66,8 @@ def new_vehicle_document(vehicle_id: str) -> VehicleDocument:
 ERASED: Final = "erased"
 DAY_SECONDS: Final = 24 * 3600
 # Event Hubs keeps messages at most 7 days (Standard): after that no message of an erased car can still arrive.
-TOMBSTONE_TTL_SECONDS: Final = 8 * DAY_SECONDS
+# The tombstone outlives that by a week, so the sweep after the window (functions/privacy.py) has days to run.
+TOMBSTONE_TTL_SECONDS: Final = 14 * DAY_SECONDS
 
 
 def tombstone(vehicle_id: str, erased_at: str) -> Tombstone:
