@@ -53,6 +53,8 @@ class Permission(StrEnum):
     MANAGE_MEMBERS = "members.manage"
     READ_AUDIT = "audit.read"
     MANAGE_PARKED = "parked.manage"
+    SEND_COMMAND = "commands.send"  # act on a car (shared/commands/catalogue.json says which role may send which)
+    MANAGE_GEOFENCES = "geofences.manage"  # a fleet's geofences, or a driver's own for their car
 
 
 P = Permission
@@ -63,15 +65,16 @@ ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.BRAND_ADMIN: frozenset({
         P.READ_VEHICLES, P.REGISTER_VEHICLE, P.ACK_ALERT, P.ERASE_VEHICLE, P.INVITE_DRIVER, P.UNLINK_DRIVER,
         P.ERASE_DRIVER, P.EXPORT_DRIVER_DATA, P.READ_BRAND, P.MANAGE_BRAND, P.MANAGE_FLEETS, P.MANAGE_MEMBERS,
-        P.READ_AUDIT, P.READ_CONSENT, P.RECORD_CONSENT,
+        P.READ_AUDIT, P.READ_CONSENT, P.RECORD_CONSENT, P.SEND_COMMAND, P.MANAGE_GEOFENCES,
     }),
     Role.FLEET_OPERATOR: frozenset({
         P.READ_VEHICLES, P.REGISTER_VEHICLE, P.ACK_ALERT, P.INVITE_DRIVER, P.UNLINK_DRIVER, P.READ_CONSENT,
-        P.RECORD_CONSENT,
+        P.RECORD_CONSENT, P.SEND_COMMAND, P.MANAGE_GEOFENCES,
     }),
     Role.FLEET_READER: frozenset({P.READ_VEHICLES}),
     Role.DRIVER: frozenset({
         P.READ_VEHICLES, P.CHANGE_CONSENT, P.READ_DRIVER_DATA, P.LINK_SELF, P.UNLINK_DRIVER, P.READ_CONSENT,
+        P.SEND_COMMAND, P.MANAGE_GEOFENCES,
     }),
 }  # fmt: skip
 
