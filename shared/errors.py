@@ -72,6 +72,28 @@ class MessageTooLargeError(PermanentError):
     reason = "message_too_large"
 
 
+class DeviceNotOnlineError(PermanentError):
+    """A direct method found the device not connected, or connected without a method subscription, within its
+    connect timeout (IoT Hub 404103 DeviceNotOnline). Permanent for this call: the caller falls back to a
+    queued cloud-to-device message instead of retrying the method."""
+
+    reason = "device_not_online"
+
+
+class DeviceTimeoutError(PermanentError):
+    """The device took the direct method but did not answer within the response timeout (IoT Hub 504101
+    GatewayTimeout). Permanent for this call: whether the device acted is unknown, so it is never re-sent blindly."""
+
+    reason = "device_timeout"
+
+
+class InvalidMethodCallError(PermanentError, ValueError):
+    """A direct method call IoT Hub would refuse (400 ArgumentInvalid, 413 over 128 KB): an empty or over-long
+    method name, a payload that is not JSON or too large, a timeout out of range."""
+
+    reason = "invalid_method_call"
+
+
 class IoTHubError(FleetError):
     """IoT Hub failed a call transiently (throttled, 5xx, connection lost): the batch is retried."""
 

@@ -10,16 +10,21 @@ status and the service's error code here and raise what comes back; domain code 
   daily quota).
 - **Permanent for this item** (contain it: park the message or record the outcome, commit the rest): 400 (the
   document is too deep, the id is invalid), 413 (too large), 404 of a device, 403
-  `DeviceMaximumQueueDepthExceeded` (the car's C2D queue holds 50 messages).
+  `DeviceMaximumQueueDepthExceeded` (the car's C2D queue holds 50 messages), and for a direct method 404103
+  `DeviceNotOnline` and 504101 `GatewayTimeout` (the car is asleep or did not answer: the caller queues a C2D
+  message instead; IoT Hub docs, "Understand and resolve Azure IoT Hub errors").
 """
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from shared.errors import (
     DeviceNotFoundError,
+    DeviceNotOnlineError,
     DeviceQueueFullError,
+    DeviceTimeoutError,
     FleetError,
     IoTHubError,
     ItemRejectedError,
@@ -33,6 +38,11 @@ TRANSIENT_STATUSES: Final = frozenset({408, 429})
 COSMOS_ITEM_STATUSES: Final = frozenset({400, 413})
 IOTHUB_QUEUE_FULL: Final = "DeviceMaximumQueueDepthExceeded"
 IOTHUB_NOT_FOUND: Final = "DeviceNotFound"
+# IoT Hub names an error by word (`iothub-errorcode: DeviceNotOnline`) or by number (the body of a direct method's
+# error, `{"Message": "{\"errorCode\":404103,...}"}`); matched as whole words, so 504000 GenericGatewayTimeout
+# (a transient gateway error) is not taken for 504101 GatewayTimeout (the device did not answer in time).
+IOTHUB_NOT_ONLINE: Final = re.compile(r"\b(DeviceNotOnline|404103|404102)\b")
+IOTHUB_DEVICE_TIMEOUT: Final = re.compile(r"\b(GatewayTimeout|504101)\b")
 
 
 def is_transient_status(status: int | None) -> bool:
@@ -62,7 +72,11 @@ def cosmos_error(status: int | None, operation: str) -> StoreError:
 def iothub_error(status: int | None, error_code: str | None, operation: str) -> FleetError:
     """An IoT Hub service answer (REST status and `ErrorCode`, or the AMQP condition text) as an error."""
     code = error_code or ""
-    if status == 404 or IOTHUB_NOT_FOUND in code:
+    if IOTHUB_NOT_ONLINE.search(code):
+        return DeviceNotOnlineError(f"{operation}: the device is not online (404103 DeviceNotOnline)")
+    if IOTHUB_DEVICE_TIMEOUT.search(code):
+        return DeviceTimeoutError(f"{operation}: the device did not answer in time (504101 GatewayTimeout)")
+    if status == 404 or IOTHUB_NOT_FOUND in code or "404001" in code:
         return DeviceNotFoundError(f"{operation}: no such device")
     if IOTHUB_QUEUE_FULL in code:
         return DeviceQueueFullError(f"{operation}: the device's cloud-to-device queue is full")

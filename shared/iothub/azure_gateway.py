@@ -8,6 +8,13 @@ Errors go through `shared.faults.iothub_error` like every gateway's: REST calls 
 `HttpOperationError` and the error code from the `iothub-errorcode` header or the body's `ErrorCode:<code>`;
 a C2D send gives the AMQP error condition (translated to the HTTP status IoT Hub documents for the same
 error) and the error description, which carries IoT Hub's error code text.
+
+Direct methods go through the SDK's REST client (`POST /twins/{id}/methods`, what
+`IoTHubRegistryManager.invoke_device_method` sends) with an HTTP read timeout longer than IoT Hub's own wait
+(connect + response timeout), so IoT Hub's 404103 / 504101 answer arrives instead of a client-side timeout:
+msrest's default of 100 s is shorter than the 600 s a call may legitimately take. The POST is sent once: with
+urllib3 2 (what `requests` installs) msrest's retry policy does not cover POST (its `method_whitelist` is
+ignored), so a device is never asked twice to unlock (tests/unit/test_iothub_methods.py checks it).
 """
 
 from __future__ import annotations
@@ -22,11 +29,14 @@ from shared.errors import ConfigurationError
 from shared.faults import iothub_error
 from shared.iothub.gateway import (
     DEFAULT_C2D_TTL_SECONDS,
+    DEFAULT_METHOD_RESPONSE_TIMEOUT,
     DeviceExistsError,
     DeviceIdentity,
     IoTHubGateway,
+    MethodResult,
     c2d_expiry,
     error_code_of,
+    method_request_body,
     new_device_key,
 )
 from shared.settings import setting
@@ -55,6 +65,8 @@ SYSTEM_PROPERTIES: Final = {
     "expiryTimeUtc": "absolute_expiry_time",
     "messageId": "message_id",
 }
+# Seconds the HTTP client waits for IoT Hub beyond the method's own connect + response timeouts.
+METHOD_HTTP_GRACE_SECONDS: Final = 30
 
 
 class AzureIoTHubGateway(IoTHubGateway):
@@ -125,6 +137,37 @@ class AzureIoTHubGateway(IoTHubGateway):
                 return False
             raise iothub_error(rest_status(exc), rest_error_code(exc), f"delete device {device_id}") from exc
         return True
+
+    def _invoke(self, device_id: str, method: str, payload: Any, connect_timeout: int, response_timeout: int) -> Any:
+        from azure.iot.hub.models import CloudToDeviceMethod
+
+        request = CloudToDeviceMethod(
+            method_name=method,
+            payload="" if payload is None else payload,  # None goes as "", as invoke_device_method sends it
+            response_timeout_in_seconds=response_timeout,
+            connect_timeout_in_seconds=connect_timeout,
+        )
+        http_timeout = connect_timeout + response_timeout + METHOD_HTTP_GRACE_SECONDS
+        try:
+            # what invoke_device_method(device_id, request) does, plus the HTTP read timeout
+            return self._registry().protocol.devices.invoke_method(device_id, request, timeout=http_timeout)
+        except Exception as exc:
+            raise iothub_error(rest_status(exc), rest_error_code(exc), f"method {method} on {device_id}") from exc
+
+    async def invoke_method(
+        self,
+        device_id: str,
+        method: str,
+        payload: Any,
+        connect_timeout: int = 0,
+        response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT,
+    ) -> MethodResult:
+        method_request_body(method, payload, connect_timeout, response_timeout)  # refuse before sending
+        result = await asyncio.to_thread(self._invoke, device_id, method, payload, connect_timeout, response_timeout)
+        status = getattr(result, "status", None)
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise iothub_error(None, f"no device status in the answer: {result!r}"[:200], f"method {method}")
+        return MethodResult(status, getattr(result, "payload", None))
 
     async def create_device(self, device_id: str) -> DeviceIdentity:
         return await asyncio.to_thread(self._create, device_id)

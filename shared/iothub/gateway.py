@@ -1,8 +1,9 @@
 """What the backend asks of IoT Hub's service side. Azure: `azure-iot-hub`; locally: the devstack bridge.
 
 Every gateway turns IoT Hub's answer into an error through `shared.faults.iothub_error` (one mapping): a
-`PermanentError` (device gone, its C2D queue full, message too large) is about this one message and the
-caller contains it; `IoTHubError` is transient and the caller lets the batch be retried.
+`PermanentError` (device gone, its C2D queue full, message too large, a direct method to a car that is
+asleep or does not answer) is about this one message or call and the caller contains it; `IoTHubError` is
+transient and the caller lets the batch be retried.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Final
 
 import orjson
 
-from shared.errors import DeviceNotFoundError, FleetError
+from shared.errors import DeviceNotFoundError, FleetError, InvalidMethodCallError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,60 @@ def c2d_expiry(ttl_seconds: float, now: dt.datetime | None = None) -> dt.datetim
     return (now or dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=ttl_seconds)
 
 
+# Direct methods (docs: "Understand and invoke direct methods from IoT Hub"): the request and response payloads are
+# JSON documents of at most 128 KB; the device must answer within responseTimeoutInSeconds (5..300, default 30),
+# and IoT Hub waits up to connectTimeoutInSeconds (0..300, default 0: it must be online now) for a device that is
+# not connected. A method name is non-empty and at most 100 characters: this platform's rule (the docs consulted
+# give no length for the name, only the characters allowed), checked here so no gateway sends a longer one.
+METHOD_NAME_MAX_CHARS: Final = 100
+METHOD_PAYLOAD_MAX_BYTES: Final = 128 * 1024
+METHOD_RESPONSE_TIMEOUT_RANGE: Final = range(5, 301)
+METHOD_CONNECT_TIMEOUT_RANGE: Final = range(0, 301)
+DEFAULT_METHOD_RESPONSE_TIMEOUT: Final = 30
+
+
+@dataclass(frozen=True, slots=True)
+class MethodResult:
+    """A device's answer to a direct method."""
+
+    status: int  # the status code the device answered with
+    payload: Any  # the JSON the device answered (None when it sent none or not JSON)
+
+
+def method_request_body(
+    method: str, payload: Any, connect_timeout: int = 0, response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT
+) -> bytes:
+    """The JSON payload of a direct method call, after IoT Hub's checks; InvalidMethodCallError for a call IoT Hub
+    would refuse (400 ArgumentInvalid, 413 for a payload over 128 KB)."""
+    if not isinstance(method, str) or not method.strip():
+        raise InvalidMethodCallError("a direct method needs a method name")
+    if len(method) > METHOD_NAME_MAX_CHARS:
+        raise InvalidMethodCallError(f"method name of {len(method)} characters, the limit is {METHOD_NAME_MAX_CHARS}")
+    for name, value, allowed in (
+        ("response_timeout", response_timeout, METHOD_RESPONSE_TIMEOUT_RANGE),
+        ("connect_timeout", connect_timeout, METHOD_CONNECT_TIMEOUT_RANGE),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+            raise InvalidMethodCallError(f"{name} must be whole seconds in {allowed.start}..{allowed.stop - 1}")
+    try:
+        body = orjson.dumps(payload)
+    except TypeError as exc:
+        raise InvalidMethodCallError(f"the method payload is not JSON: {exc}") from exc
+    if len(body) > METHOD_PAYLOAD_MAX_BYTES:
+        raise InvalidMethodCallError(f"method payload of {len(body)} bytes, the limit is {METHOD_PAYLOAD_MAX_BYTES}")
+    return body
+
+
+def method_payload(body: bytes | str | None) -> Any:
+    """What a device answered, as JSON; None when it answered nothing or something that is not JSON."""
+    if not body:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
 ERROR_CODE_HEADER: Final = "iothub-errorcode"
 _ERROR_CODE_IN_MESSAGE: Final = re.compile(r"ErrorCode:\s*(\w+)")
 
@@ -47,6 +102,8 @@ _ERROR_CODE_IN_MESSAGE: Final = re.compile(r"ErrorCode:\s*(\w+)")
 def error_code_of(headers: Mapping[str, str], body: bytes | str | None) -> str | None:
     """IoT Hub's error code of a REST answer: the `iothub-errorcode` header, else `ErrorCode:<code>` in the
     body's `Message` (`{"Message":"ErrorCode:DeviceNotFound;car-001","ExceptionMessage":"Tracking ID:..."}`),
+    else the number in a `Message` that is itself JSON (direct methods:
+    `{"Message":"{\"errorCode\":404103,\"message\":\"Timed out waiting for device to connect.\",...}"}`),
     else an `ErrorCode` field. None when the answer names none."""
     header = headers.get(ERROR_CODE_HEADER)
     if header:
@@ -56,9 +113,13 @@ def error_code_of(headers: Mapping[str, str], body: bytes | str | None) -> str |
     except orjson.JSONDecodeError:
         parsed = None
     if isinstance(parsed, dict):
-        match = _ERROR_CODE_IN_MESSAGE.search(str(parsed.get("Message") or ""))
+        message = str(parsed.get("Message") or "")
+        match = _ERROR_CODE_IN_MESSAGE.search(message)
         if match:
             return match.group(1)
+        nested = method_payload(message) if message.startswith("{") else None
+        if isinstance(nested, dict):  # a direct method's error: {"Message": "{\"errorCode\":404103,...}"}
+            parsed = nested
         code = parsed.get("ErrorCode") or parsed.get("errorCode")
         if isinstance(code, str | int) and not isinstance(code, bool):
             return str(code)
@@ -118,6 +179,28 @@ class IoTHubGateway(ABC):
     @abstractmethod
     async def delete_device(self, device_id: str) -> bool:
         """Remove the device identity (its twin and queued messages go with it); False if there was none."""
+
+    @abstractmethod
+    async def invoke_method(
+        self,
+        device_id: str,
+        method: str,
+        payload: Any,
+        connect_timeout: int = 0,
+        response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT,
+    ) -> MethodResult:
+        """Invoke a direct method on the device and return its answer (any status the device chose, 4xx/5xx
+        included: that is the device's verdict, not an error of IoT Hub's).
+
+        IoT Hub waits up to `connect_timeout` seconds (0..300) for the device to connect and subscribe to methods,
+        then up to `response_timeout` seconds (5..300) for its answer (docs: "Understand and invoke direct methods
+        from IoT Hub"). Raises InvalidMethodCallError before sending anything for an empty or over-long (100)
+        method name, a payload that is not JSON or over 128 KB, a timeout out of range; DeviceNotOnlineError (IoT
+        Hub 404103 DeviceNotOnline: not connected, or connected without a method handler, within the connect
+        timeout) and DeviceTimeoutError (504101 GatewayTimeout: no answer within the response timeout), both
+        permanent for this call (the caller falls back to a queued C2D message); DeviceNotFoundError (404001
+        DeviceNotFound); IoTHubError: transient (throttled, 5xx, no answer from IoT Hub). Error codes: docs
+        "Understand and resolve Azure IoT Hub errors"."""
 
     async def send_c2d_if_present(
         self,

@@ -1,10 +1,10 @@
-"""IoTHubGateway for the local stack: cloud-to-device messages and twin patches through the local IoT Hub.
+"""IoTHubGateway for the local stack: C2D messages, twin patches, direct methods through the local IoT Hub.
 
 The local hub (devstack/iothub) serves a small service API on loopback, shaped after IoT Hub's service REST
 API (`PATCH /twins/{id}`, `POST /devices/{id}/messages/deviceBound` with `iothub-app-*` headers and the
-absolute expiry in `iothub-expiry`). Going over HTTP rather than calling the hub in process keeps this gateway
-usable from `func start`, where the functions run in another process. Selected when
-`LOCAL_IOTHUB_SERVICE_URL` is set (docs/local-stack.md).
+absolute expiry in `iothub-expiry`, `POST /twins/{id}/methods` for direct methods). Going over HTTP rather
+than calling the hub in process keeps this gateway usable from `func start`, where the functions run in
+another process. Selected when `LOCAL_IOTHUB_SERVICE_URL` is set (docs/local-stack.md).
 
 Errors are read as IoT Hub's REST API gives them: the status, and the error code from the `iothub-errorcode`
 header or else the `ErrorCode:<code>;...` prefix of the body's `Message`; `shared.faults.iothub_error` decides
@@ -23,11 +23,15 @@ from shared.errors import ConfigurationError
 from shared.faults import iothub_error
 from shared.iothub.gateway import (
     DEFAULT_C2D_TTL_SECONDS,
+    DEFAULT_METHOD_RESPONSE_TIMEOUT,
     DeviceExistsError,
     DeviceIdentity,
     IoTHubGateway,
+    MethodResult,
     c2d_expiry,
     error_code_of,
+    method_payload,
+    method_request_body,
     new_device_key,
 )
 from shared.settings import setting
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
 
 SERVICE_URL_SETTING: Final = "LOCAL_IOTHUB_SERVICE_URL"
 EXPIRY_HEADER: Final = "iothub-expiry"  # absolute expiry (ISO 8601 UTC), as on IoT Hub's HTTPS message API
+METHOD_HTTP_GRACE_SECONDS: Final = 10  # how much longer than the hub's own wait the HTTP call may take
 
 
 class LocalIoTHubGateway(IoTHubGateway):
@@ -62,17 +67,65 @@ class LocalIoTHubGateway(IoTHubGateway):
     async def _call(
         self, method: str, path: str, body: bytes, headers: Mapping[str, str], accept: tuple[int, ...] = ()
     ) -> int:
+        status, _ = await self._request(method, path, body, headers, accept)
+        return status
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        accept: tuple[int, ...] = (),
+        wait_seconds: float | None = None,
+        operation: str | None = None,
+    ) -> tuple[int, bytes]:
         import aiohttp
 
-        operation = f"local IoT Hub {method} {path}"
+        operation = operation or f"local IoT Hub {method} {path}"
+        kwargs: dict[str, Any] = {"data": body, "headers": dict(headers)}
+        if wait_seconds is not None:
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=wait_seconds)
         try:
-            async with self._client().request(method, self._base + path, data=body, headers=dict(headers)) as resp:
+            async with self._client().request(method, self._base + path, **kwargs) as resp:
+                content = await resp.read()
                 if resp.status < 300 or resp.status in accept:
-                    return resp.status
-                code = error_code_of(resp.headers, await resp.read())
+                    return resp.status, content
+                code = error_code_of(resp.headers, content)
         except (aiohttp.ClientError, TimeoutError) as exc:  # no answer: transient
             raise iothub_error(None, type(exc).__name__, operation) from exc
         raise iothub_error(resp.status, code, operation)
+
+    async def invoke_method(
+        self,
+        device_id: str,
+        method: str,
+        payload: Any,
+        connect_timeout: int = 0,
+        response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT,
+    ) -> MethodResult:
+        method_request_body(method, payload, connect_timeout, response_timeout)  # refuse before sending
+        body = orjson.dumps(
+            {
+                "methodName": method,
+                "payload": payload,
+                "responseTimeoutInSeconds": response_timeout,
+                "connectTimeoutInSeconds": connect_timeout,
+            }
+        )
+        _, content = await self._request(
+            "POST",
+            f"/twins/{quote(device_id, safe='')}/methods",
+            body,
+            {"Content-Type": "application/json"},
+            wait_seconds=connect_timeout + response_timeout + METHOD_HTTP_GRACE_SECONDS,
+            operation=f"method {method} on {device_id}",
+        )
+        answer = method_payload(content)
+        status = answer.get("status") if isinstance(answer, dict) else None
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise iothub_error(None, "the local hub's answer has no device status", f"method {method} on {device_id}")
+        return MethodResult(status, answer.get("payload"))
 
     async def create_device(self, device_id: str) -> DeviceIdentity:
         key = new_device_key()

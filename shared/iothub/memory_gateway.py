@@ -4,13 +4,21 @@ It refuses what IoT Hub refuses, through the same mapping the real gateways use 
 deleted device (404 DeviceNotFound), a 51st pending message for one device (403
 DeviceMaximumQueueDepthExceeded; `receive` plays the car completing its messages), a body over 64 KB (413),
 and whatever answer a test puts in `answers` for a device (e.g. 503 for an outage).
+
+Direct methods are scripted per device: `on_method(device, handler)` plays a car with a method handler (it gets
+the method name and the payload as the car would, and returns a MethodResult, or awaits one); a device without
+a handler, or in `offline`, is not online (404103, like a car that is connected but never subscribed to
+methods); `connect_delay[device] = s` plays a car that connects s seconds after the call (online if the
+call's connect timeout is at least s); `response_delay[device] = s` a car that needs s seconds to answer
+(504101 GatewayTimeout when the response timeout is shorter). No time passes: the delays are compared, not slept.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +29,18 @@ from shared.iothub.gateway import (
     C2D_MAX_BYTES,
     C2D_QUEUE_LIMIT,
     DEFAULT_C2D_TTL_SECONDS,
+    DEFAULT_METHOD_RESPONSE_TIMEOUT,
     DeviceExistsError,
     DeviceIdentity,
     IoTHubGateway,
+    MethodResult,
     c2d_expiry,
+    method_request_body,
     new_device_key,
 )
+
+# What a scripted car does with a direct method: (method name, payload) → its answer.
+MethodHandler = Callable[[str, Any], MethodResult | Awaitable[MethodResult]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +52,17 @@ class SentMessage:
 
     def json(self) -> Any:
         return orjson.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class InvokedMethod:
+    """A direct method that reached its device (it was online within the connect timeout)."""
+
+    device_id: str
+    method: str
+    payload: Any
+    connect_timeout: int
+    response_timeout: int
 
 
 def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
@@ -65,6 +90,16 @@ class MemoryIoTHubGateway(IoTHubGateway):
     answers: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)
     queue_limit: int = C2D_QUEUE_LIMIT
     received: Counter[str] = field(default_factory=Counter)  # C2D messages each device has completed
+    method_handlers: dict[str, MethodHandler] = field(default_factory=dict)  # device id → its method handler
+    offline: set[str] = field(default_factory=set)  # devices not connected (their handlers stay for later)
+    connect_delay: dict[str, float] = field(default_factory=dict)  # device id → seconds until it connects
+    response_delay: dict[str, float] = field(default_factory=dict)  # device id → seconds it takes to answer
+    invoked: list[InvokedMethod] = field(default_factory=list)  # every method a device received, in order
+
+    def on_method(self, device_id: str, handler: MethodHandler) -> None:
+        """The car connects and subscribes to direct methods with this handler."""
+        self.method_handlers[device_id] = handler
+        self.offline.discard(device_id)
 
     def pending(self, device_id: str) -> int:
         """Messages queued for the device and not yet completed by it (expiry is not simulated here)."""
@@ -103,6 +138,30 @@ class MemoryIoTHubGateway(IoTHubGateway):
         self._refusal(device_id, f"twin patch of {device_id}")
         self.patches.append((device_id, orjson.loads(orjson.dumps(patch))))
         merge_patch(self.desired.setdefault(device_id, {}), patch)
+
+    async def invoke_method(
+        self,
+        device_id: str,
+        method: str,
+        payload: Any,
+        connect_timeout: int = 0,
+        response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT,
+    ) -> MethodResult:
+        operation = f"method {method} on {device_id}"
+        body = method_request_body(method, payload, connect_timeout, response_timeout)
+        self._refusal(device_id, operation)
+        handler = self.method_handlers.get(device_id)
+        if handler is None or device_id in self.offline or self.connect_delay.get(device_id, 0) > connect_timeout:
+            raise iothub_error(404, "DeviceNotOnline", operation)
+        received = orjson.loads(body)  # what the car gets: the JSON, not the caller's object
+        self.invoked.append(InvokedMethod(device_id, method, received, connect_timeout, response_timeout))
+        if self.response_delay.get(device_id, 0) > response_timeout:
+            raise iothub_error(504, "GatewayTimeout", operation)
+        answer = handler(method, received)
+        result = await answer if inspect.isawaitable(answer) else answer
+        if not isinstance(result, MethodResult):
+            raise TypeError(f"the method handler of {device_id} returned {result!r}, not a MethodResult")
+        return MethodResult(result.status, orjson.loads(orjson.dumps(result.payload)))
 
     async def create_device(self, device_id: str) -> DeviceIdentity:
         self.deleted.discard(device_id)
