@@ -1,0 +1,71 @@
+"""Point-in-shape tests: haversine distance for circles, even-odd ray casting for polygons with holes.
+
+Coordinates are WGS 84 degrees. Polygons are tested in plain lon/lat (a geofence is a few kilometres at most,
+where the difference from a geodesic edge is centimetres); rings are flat tuples `(lon0, lat0, lon1, lat1, ...)`
+so the inner loop indexes one tuple.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+EARTH_RADIUS_M: Final = 6_371_008.8  # mean radius (IUGG)
+METRES_PER_DEGREE_LAT: Final = 111_320.0
+
+# (min_lat, min_lon, max_lat, max_lon)
+BBox = tuple[float, float, float, float]
+Ring = tuple[float, ...]  # flat: lon0, lat0, lon1, lat1, ... (closed: the last pair repeats the first)
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def circle_bbox(lat: float, lon: float, radius_m: float) -> BBox:
+    """A box that contains the circle (a little larger: degrees of longitude shrink towards the poles)."""
+    dlat = radius_m / METRES_PER_DEGREE_LAT * 1.01
+    cos = math.cos(math.radians(min(89.0, abs(lat) + dlat)))
+    dlon = min(180.0, radius_m / (METRES_PER_DEGREE_LAT * max(cos, 1e-6)) * 1.01)
+    return (max(-90.0, lat - dlat), max(-180.0, lon - dlon), min(90.0, lat + dlat), min(180.0, lon + dlon))
+
+
+def ring_bbox(ring: Ring) -> BBox:
+    lons, lats = ring[0::2], ring[1::2]
+    return (min(lats), min(lons), max(lats), max(lons))
+
+
+def in_ring(ring: Ring, lat: float, lon: float) -> bool:
+    """Even-odd rule: whether the point is inside the closed ring (a point on an edge may go either way)."""
+    inside = False
+    n = len(ring) - 2  # the closing pair repeats the first
+    x1, y1 = ring[0], ring[1]
+    for i in range(2, n + 2, 2):
+        x2, y2 = ring[i], ring[i + 1]
+        if (y1 > lat) != (y2 > lat) and lon < (x2 - x1) * (lat - y1) / (y2 - y1) + x1:
+            inside = not inside
+        x1, y1 = x2, y2
+    return inside
+
+
+def in_polygon(rings: tuple[Ring, ...], lat: float, lon: float) -> bool:
+    """Inside the exterior ring and in none of the holes."""
+    if not in_ring(rings[0], lat, lon):
+        return False
+    return not any(in_ring(hole, lat, lon) for hole in rings[1:])
+
+
+def ring_area(ring: Ring) -> float:
+    """Signed shoelace area in square degrees (0 for a degenerate ring)."""
+    total = 0.0
+    for i in range(0, len(ring) - 2, 2):
+        total += ring[i] * ring[i + 3] - ring[i + 2] * ring[i + 1]
+    return total / 2
+
+
+def in_bbox(box: BBox, lat: float, lon: float) -> bool:
+    return box[0] <= lat <= box[2] and box[1] <= lon <= box[3]

@@ -1,0 +1,210 @@
+"""Geofences, the domain: parsing outside input, geometry, curfews and the spatial index (== brute force)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.errors import InvalidRequestError
+from shared.geofences.geometry import haversine_m
+from shared.geofences.index import GeofenceIndex, VehicleGeofences, brute_force
+from shared.geofences.model import (
+    MAX_VERTICES,
+    Circle,
+    FleetScope,
+    Geofence,
+    Polygon,
+    VehicleScope,
+    parse_geofence,
+)
+
+FLEET = FleetScope("acme", "north")
+
+
+def square(lon: float, lat: float, size: float) -> list[list[float]]:
+    return [[lon, lat], [lon + size, lat], [lon + size, lat + size], [lon, lat + size], [lon, lat]]
+
+
+def polygon(*rings: list[list[float]], name: str = "zone") -> dict[str, Any]:
+    return {"name": name, "shape": {"type": "Polygon", "coordinates": list(rings)}}
+
+
+def circle(lon: float, lat: float, radius: float) -> dict[str, Any]:
+    return {"name": "depot", "shape": {"type": "Circle", "center": [lon, lat], "radiusM": radius}}
+
+
+def test_circle_contains_by_haversine() -> None:
+    fence = parse_geofence(circle(11.5755, 48.1374, 500), geofence_id="depot", scope=FLEET)
+    assert isinstance(fence.shape, Circle)
+    assert fence.shape.contains(48.1374, 11.5755)
+    north = 48.1374 + 499 / 111_195
+    assert fence.shape.contains(north, 11.5755)
+    assert not fence.shape.contains(48.1374 + 501 / 111_195, 11.5755)
+
+
+def test_polygon_with_hole() -> None:
+    fence = parse_geofence(polygon(square(10, 52, 1), square(10.4, 52.4, 0.2)), geofence_id="p", scope=FLEET)
+    assert fence.shape.contains(52.1, 10.1)
+    assert not fence.shape.contains(52.5, 10.5)  # in the hole
+    assert not fence.shape.contains(53.5, 10.5)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (polygon([[10, 52], [11, 52], [11, 53], [10, 53]]), "shape.coordinates[0]"),  # not closed
+        (polygon([[10, 52], [11, 52], [12, 52], [10, 52]]), "shape.coordinates[0]"),  # collinear: no area
+        (polygon([[10, 52], [10, 52], [10, 52], [10, 52]]), "shape.coordinates[0]"),  # one point
+        (polygon([[10, 95], [11, 52], [11, 53], [10, 95]]), "shape.coordinates[0][0]"),  # latitude out of range
+        (polygon([[-170, 0], [170, 0], [170, 1], [-170, 0]]), "shape.coordinates[0]"),  # across the antimeridian
+        (polygon([[10, 52], [11, 52], [11, float("nan")], [10, 52]]), "shape.coordinates[0][2]"),
+        (circle(10, 52, 5), "shape.radiusM"),
+        (circle(10, 52, 1e9), "shape.radiusM"),
+        ({"name": "", "shape": {"type": "Circle", "center": [10, 52], "radiusM": 50}}, "name"),
+        ({"name": "x", "shape": {"type": "Point", "coordinates": [10, 52]}}, "shape.type"),
+        ({**circle(10, 52, 50), "curfew": {"timeZone": "Mars/Olympus", "allowed": []}}, "curfew.timeZone"),
+        (
+            {
+                **circle(10, 52, 50),
+                "curfew": {"timeZone": "UTC", "allowed": [{"days": ["mon"], "start": "22:00", "end": "06:00"}]},
+            },
+            "curfew.allowed[0]",
+        ),
+        ({**circle(10, 52, 50), "restricted": "yes"}, "restricted"),
+        ({**circle(10, 52, 50), "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_input_names_the_field(raw: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_geofence(raw, geofence_id="g", scope=FLEET)
+    assert field in [e["field"] for e in caught.value.errors]
+
+
+def test_too_many_vertices() -> None:
+    ring = [
+        [10 + math.cos(2 * math.pi * i / 1200) * 0.01, 52 + math.sin(2 * math.pi * i / 1200) * 0.01]
+        for i in range(1200)
+    ]
+    ring.append(ring[0])
+    with pytest.raises(InvalidRequestError):
+        parse_geofence(polygon(ring), geofence_id="g", scope=FLEET)
+    ok = ring[:: math.ceil(1200 / MAX_VERTICES)]
+    ok.append(ok[0])
+    parse_geofence(polygon(ok), geofence_id="g", scope=FLEET)
+
+
+def test_bad_id() -> None:
+    with pytest.raises(InvalidRequestError):
+        parse_geofence(circle(10, 52, 50), geofence_id="Not A Slug", scope=FLEET)
+
+
+def test_definition_round_trips() -> None:
+    raw = {
+        **polygon(square(10, 52, 1), square(10.4, 52.4, 0.2)),
+        "alerts": {"enter": True, "exit": False},
+        "restricted": True,
+        "curfew": {
+            "timeZone": "Europe/Berlin",
+            "allowed": [{"days": ["mon", "fri"], "start": "06:00", "end": "24:00"}],
+        },
+    }
+    fence = parse_geofence(raw, geofence_id="zone", scope=FLEET)
+    again = parse_geofence(fence.definition(), geofence_id="zone", scope=FLEET)
+    assert again == fence
+    assert fence.key == "zone"
+    assert parse_geofence(raw, geofence_id="home", scope=VehicleScope("car-1")).key == "v:home"
+
+
+def test_curfew_local_time() -> None:
+    raw = {
+        **circle(10, 52, 50),
+        "curfew": {"timeZone": "Europe/Berlin", "allowed": [{"days": ["mon"], "start": "06:00", "end": "22:00"}]},
+    }
+    curfew = parse_geofence(raw, geofence_id="g", scope=FLEET).curfew
+    assert curfew is not None
+    assert curfew.allows("2026-12-07T05:00:00.000Z")  # Monday 06:00 in Berlin (UTC+1)
+    assert not curfew.allows("2026-12-07T04:59:00.000Z")  # Monday 05:59
+    assert not curfew.allows("2026-12-07T21:00:00.000Z")  # Monday 22:00
+    assert not curfew.allows("2026-12-08T08:00:00.000Z")  # Tuesday
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=6),
+    max_leaves=40,
+)
+coord = st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-400, 400), min_size=0, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    shape=st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["Polygon", "Circle", "Point", 3]),
+            "coordinates": st.lists(st.lists(coord, max_size=8), max_size=3) | json_values,
+        },
+        optional={"center": coord | json_values, "radiusM": st.floats() | st.integers() | json_values},
+    ),
+    extra=st.dictionaries(st.sampled_from(["name", "alerts", "restricted", "curfew", "x"]), json_values, max_size=5),
+)
+def test_any_json_is_a_geofence_or_an_invalid_request(shape: dict[str, Any], extra: dict[str, Any]) -> None:
+    try:
+        fence = parse_geofence({"name": "g", "shape": shape, **extra}, geofence_id="g", scope=FLEET)
+    except InvalidRequestError as exc:
+        errors = exc.errors
+        fence = None
+    if fence is None:
+        assert errors
+        assert all(set(e) == {"field", "message"} for e in errors)
+        return
+    assert isinstance(fence, Geofence)
+    assert parse_geofence(fence.definition(), geofence_id="g", scope=FLEET) == fence
+
+
+points = st.tuples(st.floats(-0.05, 0.05), st.floats(-0.05, 0.05))
+
+
+@st.composite
+def fences(draw: st.DrawFn) -> list[Geofence]:
+    out: list[Geofence] = []
+    for i in range(draw(st.integers(0, 30))):
+        lat, lon = draw(points)
+        lat, lon = 52.4 + lat, 10.8 + lon
+        if draw(st.booleans()):
+            radius = draw(st.floats(10, 20_000))
+            out.append(Geofence(f"c{i}", "c", Circle(lat, lon, radius), FLEET))
+        else:
+            n = draw(st.integers(3, 12))
+            size = draw(st.floats(0.0005, 0.3))
+            ring: list[float] = []
+            for k in range(n):
+                angle = 2 * math.pi * k / n
+                r = size * draw(st.floats(0.3, 1.0))
+                ring += [lon + r * math.cos(angle), lat + r * math.sin(angle)]
+            ring += ring[:2]
+            out.append(Geofence(f"p{i}", "p", Polygon((tuple(ring),)), FLEET))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(fences(), st.lists(st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)), max_size=40))
+def test_index_equals_brute_force(geofences: list[Geofence], positions: list[tuple[float, float]]) -> None:
+    index = GeofenceIndex(geofences)
+    for lat, lon in positions + [(g.shape.bbox()[0], g.shape.bbox()[1]) for g in geofences]:
+        assert index.containing(lat, lon) == brute_force(geofences, lat, lon)
+
+
+def test_private_geofences_join_the_fleet() -> None:
+    fleet = GeofenceIndex([Geofence("home", "fleet home", Circle(52.4, 10.8, 100), FLEET)])
+    mine = Geofence("home", "my home", Circle(52.4, 10.8, 100), VehicleScope("car"))
+    both = VehicleGeofences(fleet, (mine,))
+    assert [g.key for g in both.containing(52.4, 10.8)] == ["home", "v:home"]
+    assert both.get("v:home") is mine
+
+
+def test_haversine_known_distance() -> None:
+    assert abs(haversine_m(52.5200, 13.4050, 48.1374, 11.5755) - 504_000) < 2_000  # Berlin - Munich
