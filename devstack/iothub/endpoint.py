@@ -1,14 +1,16 @@
 """The device endpoint: MQTT 3.1.1 over TLS, one connection per device, as IoT Hub serves it.
 
 What makes this IoT Hub rather than a broker: the connection is the device (client id = device id, SAS token
-checked), a device may publish only to its own `devices/{id}/messages/events/` and to `$iothub/twin/...`,
-may subscribe only to its own topics (topics.allowed_filters), and whatever the hub sends on a connection
-is for that device alone. Twin requests carry no device id, so only a per-connection server can answer
-them; a shared broker would fan every twin response and desired patch out to every car.
+checked), a device may publish only to its own `devices/{id}/messages/events/`, to `$iothub/twin/...` and to
+`$iothub/methods/res/...`, may subscribe only to its own topics (topics.allowed_filters), and whatever the hub
+sends on a connection is for that device alone. Twin requests and method answers carry no device id, so only a
+per-connection server can answer them; a shared broker would fan every twin response, desired patch and
+method request out to every car.
 
-Traffic flows one way: the endpoint owns the connections (`Sessions`) and tells the hub about device events
-(a message, a twin request, a new subscription, by device id); the hub never touches a connection, it asks
-`sessions.deliver(device_id, topic, body)` and learns whether the device took it.
+The endpoint is the one owner of the connections (`Sessions`). Traffic flows one way each (events.py): device
+events go in through the hub's `device_event` (a message, a twin request, a method answer, a new subscription,
+a device gone), and the hub reaches devices only through this endpoint's `DeviceLinks` methods (`deliver`,
+`connected`, `subscribed`, `disconnect`).
 """
 
 from __future__ import annotations
@@ -18,26 +20,29 @@ import contextlib
 import itertools
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from devstack.iothub import mqtt_codec as mqtt
+from devstack.iothub.events import (
+    DeviceEvent,
+    DeviceEvents,
+    DeviceToCloud,
+    Disconnected,
+    MethodAnswered,
+    Subscribed,
+    TwinRequested,
+)
 from devstack.iothub.registry import DeviceRegistry
 from devstack.iothub.topics import (
-    Properties,
-    TwinRequest,
+    METHOD_RESPONSE_PREFIX,
     allowed_filters,
     filter_matches,
     parse_event_topic,
+    parse_method_response_topic,
     parse_twin_topic,
-    twin_response_topic,
 )
 
 log = logging.getLogger(__name__)
-
-D2CHandler = Callable[[str, Properties, bytes], Awaitable[None]]
-TwinHandler = Callable[[str, TwinRequest, bytes], Awaitable[tuple[int, bytes, int | None]]]
-SubscribedHandler = Callable[[str], Awaitable[None]]
 
 
 class DeviceRejectedError(Exception):
@@ -65,8 +70,8 @@ class Session:
 
 
 class Sessions:
-    """The connected devices, one session each; owned by the endpoint. Others may ask whether a device is
-    connected (`in`, `len`), deliver to it, or disconnect it, never reach into a connection."""
+    """The connected devices, one session each; owned by the endpoint, used by nothing else. `in` and `len`
+    answer whether a device is connected and how many are (the demo's status line reads `len`)."""
 
     def __init__(self) -> None:
         self._by_device: dict[str, Session] = {}
@@ -89,12 +94,19 @@ class Sessions:
         if self._by_device.get(session.device_id) is session:
             del self._by_device[session.device_id]
 
+    def subscribed(self, device_id: str, topic: str) -> bool:
+        session = self._by_device.get(device_id)
+        return session is not None and session.subscribed(topic)
+
     def disconnect(self, device_id: str) -> bool:
         """Close the device's connection (its identity was deleted); False if it was not connected."""
         session = self._by_device.pop(device_id, None)
         if session is not None:
             session.writer.close()
         return session is not None
+
+    def get(self, device_id: str) -> Session | None:
+        return self._by_device.get(device_id)
 
     def disconnect_all(self) -> None:
         for session in list(self._by_device.values()):
@@ -114,22 +126,32 @@ class Sessions:
 
 
 class DeviceEndpoint:
-    """Serves devices; hands device-to-cloud messages, twin requests and subscriptions to the hub (hub.py)."""
+    """Serves devices and owns their connections; hands every device event to `events` (the hub) and offers it
+    the `DeviceLinks` methods below."""
 
-    def __init__(
-        self,
-        registry: DeviceRegistry,
-        on_d2c: D2CHandler,
-        on_twin: TwinHandler,
-        on_subscribed: SubscribedHandler | None = None,
-    ) -> None:
+    def __init__(self, registry: DeviceRegistry, events: DeviceEvents) -> None:
         self.registry = registry
-        self._on_d2c = on_d2c
-        self._on_twin = on_twin
-        self._on_subscribed = on_subscribed
+        self._events = events
         self.sessions = Sessions()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- DeviceLinks: what the hub may ask of the connections -------------------------------------------------
+
+    def connected(self, device_id: str) -> bool:
+        return device_id in self.sessions
+
+    def subscribed(self, device_id: str, topic: str) -> bool:
+        """Connected and subscribed to a filter that matches `topic`."""
+        return self.sessions.subscribed(device_id, topic)
+
+    async def deliver(self, device_id: str, topic: str, body: bytes, qos: int = 1) -> bool:
+        return await self.sessions.deliver(device_id, topic, body, qos)
+
+    def disconnect(self, device_id: str) -> bool:
+        return self.sessions.disconnect(device_id)
+
+    # --- serving devices -------------------------------------------------------------------------------------
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext) -> None:
         self._server = await asyncio.start_server(self._serve, host, port, ssl=tls, reuse_address=True)
@@ -158,12 +180,17 @@ class DeviceEndpoint:
             pass
         except (mqtt.ProtocolError, DeviceRejectedError) as exc:
             log.warning("closing %s: %s", session.device_id if session else "connection", exc)
+        except Exception:  # a fault of ours must cost this one connection, never the endpoint
+            log.exception("closing %s after an internal error", session.device_id if session else "connection")
         finally:
             if session is not None:
                 self.sessions.detach(session)
             writer.close()
             if task is not None:
                 self._tasks.discard(task)
+        if session is not None and not self.connected(session.device_id):
+            with contextlib.suppress(Exception):
+                await self._tell(Disconnected(session.device_id))
 
     async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Session | None:
         packet = await asyncio.wait_for(mqtt.read_packet(reader), 30)
@@ -199,11 +226,11 @@ class DeviceEndpoint:
                 packet_id, filters = mqtt.parse_subscribe(packet)
                 allowed = allowed_filters(session.device_id)
                 codes = [min(qos, 1) if f in allowed else mqtt.SUBSCRIBE_FAILURE for f, qos in filters]
-                session.subscriptions.update(f for f, _ in filters if f in allowed)
+                granted = frozenset(f for f, _ in filters if f in allowed)
+                session.subscriptions.update(granted)
                 writer.write(mqtt.suback(packet_id, codes))
                 await writer.drain()
-                if self._on_subscribed is not None:
-                    await self._on_subscribed(session.device_id)
+                await self._tell(Subscribed(session.device_id, granted))
             elif packet.kind == mqtt.UNSUBSCRIBE:
                 packet_id, topics = mqtt.parse_unsubscribe(packet)
                 session.subscriptions.difference_update(topics)
@@ -216,16 +243,32 @@ class DeviceEndpoint:
                 raise mqtt.ProtocolError(f"unexpected packet type {packet.kind}")
             await writer.drain()
 
+    async def _tell(self, event: DeviceEvent) -> None:
+        reply = await self._events.device_event(event)
+        if reply is not None:
+            session = self.sessions.get(event.device_id)
+            if session is not None:
+                await session.send(reply.topic, reply.body)
+
     async def _publish(self, session: Session, message: mqtt.Publish) -> None:
-        event = parse_event_topic(message.topic)
+        device_id, topic = session.device_id, message.topic
+        event = parse_event_topic(topic)
         if event is not None:
-            device_id, properties = event
-            if device_id != session.device_id:
-                raise DeviceRejectedError(f"published to {message.topic!r}, which is not its own")
-            await self._on_d2c(device_id, properties, message.payload)
+            if event[0] != device_id:
+                raise DeviceRejectedError(f"published to {topic!r}, which is not its own")
+            await self._events.device_event(DeviceToCloud(device_id, event[1], message.payload))
             return
-        request = parse_twin_topic(message.topic)
-        if request is None:
-            raise DeviceRejectedError(f"published to unsupported topic {message.topic!r}")
-        status, body, version = await self._on_twin(session.device_id, request, message.payload)
-        await session.send(twin_response_topic(status, request.request_id, version), body)
+        request = parse_twin_topic(topic)
+        if request is not None:
+            reply = await self._events.device_event(TwinRequested(device_id, request, message.payload))
+            if reply is not None:  # on this connection: the one that asked
+                await session.send(reply.topic, reply.body)
+            return
+        if topic.startswith(METHOD_RESPONSE_PREFIX):
+            answer = parse_method_response_topic(topic)
+            if answer is None:  # IoT Hub's own rule is unknown here; a garbled answer must not cost the connection
+                log.warning("%s answered a method on a malformed topic %r: ignored", device_id, topic[:200])
+                return
+            await self._events.device_event(MethodAnswered(device_id, answer, message.payload))
+            return
+        raise DeviceRejectedError(f"published to unsupported topic {topic!r}")

@@ -1,8 +1,12 @@
-"""The local IoT Hub: device endpoint + routing into Event Hubs + twins + the cloud-to-device queue.
+"""The local IoT Hub: device endpoint + routing into Event Hubs + twins + the cloud-to-device queue + direct
+methods.
 
-The service side (`send_c2d`, `patch_desired`) is what the backend's IoTHubGateway calls, in process or
-through service_api.py. Counters here are for the live status line only; the demo report counts what the
-cars received and what the functions stored, not what the hub believes it sent.
+The service side (`send_c2d`, `patch_desired`, `invoke_method`) is what the backend's IoTHubGateway calls, in
+process or through service_api.py. Counters here are for the live status line only; the demo report counts
+what the cars received and what the functions stored, not what the hub believes it sent.
+
+The endpoint owns the device connections; the hub gets every device event through `device_event` (events.py)
+and reaches devices only through the endpoint's `DeviceLinks` methods, so traffic flows one way each.
 
 Cloud-to-device messages follow IoT Hub's rules, so the backend meets here what it meets in Azure: at most
 50 pending messages per device (the 51st is refused with DeviceQueueFullError, which the service API answers
@@ -10,12 +14,21 @@ Cloud-to-device messages follow IoT Hub's rules, so the backend meets here what 
 past its absolute expiry time is dropped, never delivered. A message counts as pending until it is written
 to the device's connection (IoT Hub keeps it until the device completes it; the difference does not matter
 to the backend, which only sees the refusal).
+
+Direct methods too (docs: "Understand and invoke direct methods from IoT Hub", "Understand and resolve Azure
+IoT Hub errors"): a device counts as online for methods only while it is connected *and* subscribed to
+`$iothub/methods/POST/#`; the hub waits up to the connect timeout for that (else DeviceNotOnlineError, 404103),
+sends the request at QoS 0 with a fresh `$rid`, and waits up to the response timeout for the answer with that
+`$rid` from that device (else DeviceTimeoutError, 504101). A device that disconnects meanwhile fails the call
+with DeviceNotOnlineError, as IoT Hub reports it. Late, unknown or other devices' answers are counted and
+ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 import ssl
 import uuid
@@ -28,6 +41,16 @@ import orjson
 
 from devstack.eventhubs import EventHubsNamespace
 from devstack.iothub.endpoint import DeviceEndpoint
+from devstack.iothub.events import (
+    DeviceEvent,
+    DeviceLinks,
+    DeviceToCloud,
+    Disconnected,
+    MethodAnswered,
+    Reply,
+    Subscribed,
+    TwinRequested,
+)
 from devstack.iothub.registry import DeviceRegistry
 from devstack.iothub.routing import Routes
 from devstack.iothub.topics import (
@@ -35,10 +58,12 @@ from devstack.iothub.topics import (
     TwinRequest,
     c2d_topic,
     desired_patch_topic,
+    method_request_topic,
+    twin_response_topic,
 )
 from devstack.iothub.twin import TwinStore
 from devstack.tls import TlsFiles
-from shared.errors import DeviceQueueFullError, MessageTooLargeError
+from shared.errors import DeviceNotOnlineError, DeviceQueueFullError, DeviceTimeoutError, MessageTooLargeError
 from shared.iothub.gateway import C2D_MAX_BYTES, C2D_QUEUE_LIMIT
 
 log = logging.getLogger(__name__)
@@ -55,6 +80,14 @@ class PendingMessage:
 
     def expired(self, now: dt.datetime) -> bool:
         return self.expiry is not None and self.expiry <= now
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMethod:
+    """A direct method sent to a device and not yet answered."""
+
+    device_id: str
+    answer: asyncio.Future[tuple[int, bytes]]  # the device's status and body
 
 
 def iothub_system_properties(device_id: str, enqueued: dt.datetime, properties: Properties) -> dict[str, str]:
@@ -75,9 +108,13 @@ class LocalIoTHub:
         self.event_hubs = event_hubs
         self.routes = routes or Routes.load()
         self.twins = TwinStore()
-        self.endpoint = DeviceEndpoint(registry, self._device_to_cloud, self._twin_request, self._flush)
+        self.endpoint = DeviceEndpoint(registry, self)  # starts and stops the server; owns the connections
+        self._devices: DeviceLinks = self.endpoint  # all the hub may do with them
         self._c2d: dict[str, deque[PendingMessage]] = {}
         self._flushing: dict[str, asyncio.Lock] = {}
+        self._methods: dict[str, PendingMethod] = {}  # by request id
+        self._request_ids = itertools.count(1)
+        self._subscriptions = asyncio.Condition()  # notified whenever a device is granted subscriptions
         self.counters: Counter[str] = Counter()
 
     async def start(self, host: str, tls_files: TlsFiles, port: int = 8883) -> None:
@@ -88,7 +125,23 @@ class LocalIoTHub:
     async def stop(self) -> None:
         await self.endpoint.stop()
 
-    # --- device side -----------------------------------------------------------------------------------------
+    # --- device side: every event the endpoint hands in -------------------------------------------------------
+
+    async def device_event(self, event: DeviceEvent) -> Reply | None:
+        if isinstance(event, DeviceToCloud):
+            await self._device_to_cloud(event.device_id, event.properties, event.body)
+        elif isinstance(event, TwinRequested):
+            status, body, version = await self._twin_request(event.device_id, event.request, event.body)
+            return Reply(twin_response_topic(status, event.request.request_id, version), body)
+        elif isinstance(event, MethodAnswered):
+            self._method_answered(event)
+        elif isinstance(event, Subscribed):
+            async with self._subscriptions:
+                self._subscriptions.notify_all()
+            await self._flush(event.device_id)
+        elif isinstance(event, Disconnected):
+            self._fail_methods(event.device_id, "disconnected during the method")
+        return None
 
     async def _device_to_cloud(self, device_id: str, properties: Properties, body: bytes) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -130,7 +183,7 @@ class LocalIoTHub:
             queue = self._drop_expired(device_id, dt.datetime.now(dt.UTC))
             while queue:
                 head = queue[0]
-                if not await self.endpoint.sessions.deliver(device_id, head.topic, head.body):
+                if not await self._devices.deliver(device_id, head.topic, head.body):
                     return
                 if queue and queue[0] is head:
                     queue.popleft()
@@ -169,7 +222,8 @@ class LocalIoTHub:
 
     def remove_device(self, device_id: str) -> None:
         """A deleted identity: IoT Hub closes its connection and drops its twin and queued messages."""
-        self.endpoint.sessions.disconnect(device_id)
+        self._devices.disconnect(device_id)
+        self._fail_methods(device_id, "its identity was deleted")
         self.twins.remove(device_id)
         self._c2d.pop(device_id, None)
 
@@ -179,18 +233,79 @@ class LocalIoTHub:
         pushed = twin.patch_desired(patch)
         self.counters["twin:desired"] += 1
         topic = desired_patch_topic(twin.desired_version)
-        await self.endpoint.sessions.deliver(device_id, topic, orjson.dumps(pushed), qos=0)
+        await self._devices.deliver(device_id, topic, orjson.dumps(pushed), qos=0)
         return twin.desired_version
 
     def twin_document(self, device_id: str) -> dict[str, Any]:
         return self.twins.get(device_id).document()
+
+    def connected(self, device_id: str) -> bool:
+        return self._devices.connected(device_id)
+
+    def methods_online(self, device_id: str) -> bool:
+        """Connected and subscribed to direct methods: what IoT Hub calls online for a method."""
+        return self._devices.subscribed(device_id, method_request_topic("m", "0"))
+
+    async def invoke_method(
+        self, device_id: str, method: str, payload: bytes, connect_timeout: float, response_timeout: float
+    ) -> tuple[int, bytes]:
+        """Send direct method `method` with this JSON payload and return the device's (status, body).
+
+        Raises DeviceNotOnlineError when the device is not connected and subscribed to methods within
+        `connect_timeout` seconds, or disconnects before answering; DeviceTimeoutError when it has not answered
+        `response_timeout` seconds after the request went out."""
+        operation = f"method {method} on {device_id}"
+        if not await self._wait_methods_online(device_id, connect_timeout):
+            self.counters["method:not_online"] += 1
+            raise DeviceNotOnlineError(f"{operation}: not online within {connect_timeout} s")
+        request_id = format(next(self._request_ids), "x")
+        pending = PendingMethod(device_id, asyncio.get_running_loop().create_future())
+        self._methods[request_id] = pending
+        try:
+            if not await self._devices.deliver(device_id, method_request_topic(method, request_id), payload, qos=0):
+                self.counters["method:not_online"] += 1
+                raise DeviceNotOnlineError(f"{operation}: the device went away before the request")
+            self.counters["method:sent"] += 1
+            try:
+                async with asyncio.timeout(response_timeout):
+                    answer = await pending.answer
+            except TimeoutError:
+                self.counters["method:timeout"] += 1
+                raise DeviceTimeoutError(f"{operation}: no answer within {response_timeout} s") from None
+            self.counters["method:answered"] += 1
+            return answer
+        finally:
+            self._methods.pop(request_id, None)
+
+    async def _wait_methods_online(self, device_id: str, seconds: float) -> bool:
+        if self.methods_online(device_id) or seconds <= 0:
+            return self.methods_online(device_id)
+        try:
+            async with asyncio.timeout(seconds), self._subscriptions:
+                await self._subscriptions.wait_for(lambda: self.methods_online(device_id))
+        except TimeoutError:
+            return False
+        return True
+
+    def _method_answered(self, event: MethodAnswered) -> None:
+        pending = self._methods.get(event.response.request_id)
+        if pending is None or pending.device_id != event.device_id or pending.answer.done():
+            self.counters["method:ignored"] += 1  # late (timed out), unknown, or another device's request id
+            log.info("%s answered unknown or expired method request %r: ignored", event.device_id, event.response)
+            return
+        pending.answer.set_result((event.response.status, event.body))
+
+    def _fail_methods(self, device_id: str, why: str) -> None:
+        for pending in self._methods.values():
+            if pending.device_id == device_id and not pending.answer.done():
+                pending.answer.set_exception(DeviceNotOnlineError(f"method on {device_id}: {why}"))
 
 
 async def wait_connected(hub: LocalIoTHub, device_ids: list[str], seconds: float) -> bool:
     """True once every device has a session (for tests and the demo's start-up)."""
     deadline = asyncio.get_running_loop().time() + seconds
     while asyncio.get_running_loop().time() < deadline:
-        if all(d in hub.endpoint.sessions for d in device_ids):
+        if all(hub.connected(d) for d in device_ids):
             return True
         await asyncio.sleep(0.05)
     return False

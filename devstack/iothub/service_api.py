@@ -7,6 +7,12 @@ Shaped after IoT Hub's own service REST API so the gateway reads like the Azure 
   come as `iothub-app-<name>` headers and the absolute expiry time as `iothub-expiry` (ISO 8601 UTC), as in
   IoT Hub's HTTPS message API. 403 `DeviceMaximumQueueDepthExceeded` when 50 messages are pending, 413
   `MessageTooLarge` over 64 KB;
+- `POST /twins/{deviceId}/methods` with `{"methodName", "payload", "responseTimeoutInSeconds",
+  "connectTimeoutInSeconds"}` invokes a direct method: 200 `{"status": <device's status>, "payload": <its JSON>}`
+  (payload null when the device answered nothing or not JSON); 404 `DeviceNotOnline` when the device is not
+  connected and subscribed to methods within the connect timeout, 504 `GatewayTimeout` when it does not answer
+  within the response timeout, 404 `DeviceNotFound` for an unknown device, 400 `ArgumentInvalid` for a bad name
+  or timeout, 413 `MessageTooLarge` for a payload over 128 KB;
 - `PUT /devices/{deviceId}` with `{"deviceId", "authentication": {"type": "sas", "symmetricKey": {"primaryKey"}}}`
   registers a device (409 if it exists), `DELETE /devices/{deviceId}` removes it (404 if there is none) and
   drops its connection, twin and queued messages (registry.py).
@@ -26,8 +32,20 @@ import orjson
 from aiohttp import web
 
 from devstack.iothub.hub import LocalIoTHub
-from shared.errors import DeviceQueueFullError, MessageTooLargeError
-from shared.iothub.gateway import ERROR_CODE_HEADER
+from shared.errors import (
+    DeviceNotOnlineError,
+    DeviceQueueFullError,
+    DeviceTimeoutError,
+    InvalidMethodCallError,
+    MessageTooLargeError,
+)
+from shared.iothub.gateway import (
+    DEFAULT_METHOD_RESPONSE_TIMEOUT,
+    ERROR_CODE_HEADER,
+    METHOD_PAYLOAD_MAX_BYTES,
+    method_payload,
+    method_request_body,
+)
 
 APP_PROPERTY_PREFIX: Final = "iothub-app-"
 EXPIRY_HEADER: Final = "iothub-expiry"
@@ -94,6 +112,36 @@ def service_app(hub: LocalIoTHub) -> web.Application:
             return error_response(413, "MessageTooLarge", str(exc))
         return web.Response(status=204, headers={"iothub-messageid": message_id})
 
+    async def invoke_method(request: web.Request) -> web.Response:
+        device = request.match_info["device"]
+        if (missing := gone(device)) is not None:
+            return missing
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return error_response(400, "ArgumentInvalid", "the body is not JSON")
+        if not isinstance(body, dict):
+            return error_response(400, "ArgumentInvalid", "expected {methodName, payload, responseTimeoutInSeconds}")
+        payload = body.get("payload")
+        if len(orjson.dumps(payload)) > METHOD_PAYLOAD_MAX_BYTES:
+            return error_response(413, "MessageTooLarge", f"the payload is over {METHOD_PAYLOAD_MAX_BYTES} bytes")
+        method = body.get("methodName")
+        if not isinstance(method, str):
+            return error_response(400, "ArgumentInvalid", "methodName must be a string")
+        connect = body.get("connectTimeoutInSeconds", 0)
+        response = body.get("responseTimeoutInSeconds", DEFAULT_METHOD_RESPONSE_TIMEOUT)
+        try:
+            payload_json = method_request_body(method, payload, connect, response)
+        except InvalidMethodCallError as exc:
+            return error_response(400, "ArgumentInvalid", str(exc))
+        try:
+            status, answer = await hub.invoke_method(device, method, payload_json, connect, response)
+        except DeviceNotOnlineError as exc:
+            return error_response(404, "DeviceNotOnline", str(exc))
+        except DeviceTimeoutError as exc:
+            return error_response(504, "GatewayTimeout", str(exc))
+        return web.json_response({"status": status, "payload": method_payload(answer)})
+
     async def put_device(request: web.Request) -> web.Response:
         device = request.match_info["device"]
         try:
@@ -120,6 +168,7 @@ def service_app(hub: LocalIoTHub) -> web.Application:
     app.router.add_patch("/twins/{device}", patch_twin)
     app.router.add_get("/twins/{device}", get_twin)
     app.router.add_post("/devices/{device}/messages/deviceBound", send_c2d)
+    app.router.add_post("/twins/{device}/methods", invoke_method)
     return app
 
 

@@ -4,6 +4,10 @@ Properties travel URL-encoded in the last topic level, `key=value&...`; system p
 (`$.mid` message id, `$.cid` correlation id, `$.ct` content type, `$.ce` content encoding, `$.to` the C2D
 destination). Values are percent-decoded without turning `+` into a space (as the device SDK does).
 Ref: https://learn.microsoft.com/azure/iot/iot-mqtt-connect-to-iot-hub
+
+Direct methods (docs: "Understand and invoke direct methods from IoT Hub"): a device subscribed to
+`$iothub/methods/POST/#` receives `$iothub/methods/POST/{method name}/?$rid={request id}` (QoS 0, the body is the
+JSON payload) and answers on `$iothub/methods/res/{status}/?$rid={request id}` with any body it likes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ SYSTEM_KEYS: Final = {
 TWIN_RESPONSES_FILTER: Final = "$iothub/twin/res/#"
 DESIRED_PATCHES_FILTER: Final = "$iothub/twin/PATCH/properties/desired/#"
 METHODS_FILTER: Final = "$iothub/methods/POST/#"
+METHOD_RESPONSE_PREFIX: Final = "$iothub/methods/res/"
+# The device's status is an int; the SDK sends str(status). Anything outside a 32-bit int is not a status.
+_INT32: Final = range(-(2**31), 2**31)
 
 
 def c2d_filter(device_id: str) -> str:
@@ -69,6 +76,8 @@ def encode_properties(system: Mapping[str, str], application: Mapping[str, str])
 
 _EVENTS: Final = re.compile(r"devices/(?P<device>[^/]+)/messages/events/?(?P<props>.*)")
 _TWIN: Final = re.compile(r"\$iothub/twin/(?P<method>GET|PATCH)(?P<resource>/[^?]*)?\?(?P<query>.*)")
+_METHOD_REQUEST: Final = re.compile(r"\$iothub/methods/POST/(?P<name>[^/?]+)/\?(?P<query>.*)", re.DOTALL)
+_METHOD_RESPONSE: Final = re.compile(r"\$iothub/methods/res/(?P<status>-?[0-9]{1,10})/\?(?P<query>.*)", re.DOTALL)
 
 
 def parse_event_topic(topic: str) -> tuple[str, Properties] | None:
@@ -101,6 +110,50 @@ def parse_twin_topic(topic: str) -> TwinRequest | None:
 def twin_response_topic(status: int, request_id: str, version: int | None = None) -> str:
     topic = f"$iothub/twin/res/{status}/?$rid={quote(request_id, safe='')}"
     return topic if version is None else f"{topic}&$version={version}"
+
+
+@dataclass(frozen=True)
+class MethodResponse:
+    """A device's answer to direct method request `request_id`, with the status it chose."""
+
+    status: int
+    request_id: str
+
+
+def _request_id(query: str) -> str | None:
+    request_id = decode_properties(query).application.get("$rid")
+    return request_id or None
+
+
+def method_request_topic(method: str, request_id: str) -> str:
+    """Where the hub sends direct method `method` to a device (the SDK percent-decodes both parts)."""
+    return f"$iothub/methods/POST/{quote(method, safe='')}/?$rid={quote(request_id, safe='')}"
+
+
+def parse_method_request_topic(topic: str) -> tuple[str, str] | None:
+    """`$iothub/methods/POST/lock/?$rid=7` → ("lock", "7"); None if it is not one."""
+    match = _METHOD_REQUEST.fullmatch(topic)
+    if match is None:
+        return None
+    request_id = _request_id(match["query"])
+    return None if request_id is None else (unquote(match["name"]), request_id)
+
+
+def method_response_topic(status: int, request_id: str) -> str:
+    """What a device publishes to answer a direct method (as the SDK builds it)."""
+    return f"{METHOD_RESPONSE_PREFIX}{status}/?$rid={quote(request_id, safe='')}"
+
+
+def parse_method_response_topic(topic: str) -> MethodResponse | None:
+    """`$iothub/methods/res/200/?$rid=7` → MethodResponse(200, "7"); None if it is not a well-formed answer (a
+    status that is not a 32-bit integer, no request id). Never raises: devices publish what they like."""
+    match = _METHOD_RESPONSE.fullmatch(topic)
+    if match is None:
+        return None
+    status, request_id = int(match["status"]), _request_id(match["query"])
+    if status not in _INT32 or request_id is None:
+        return None
+    return MethodResponse(status, request_id)
 
 
 def desired_patch_topic(version: int) -> str:
