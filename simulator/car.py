@@ -1,35 +1,51 @@
 """One simulated car on the real `azure-iot-device` SDK (async API, MQTT): sends telemetry, listens for
-cloud-to-device messages and twin patches, and asks for a Teams link for its driver's next meeting.
+cloud-to-device messages, twin patches and direct methods, asks for a Teams link for its driver's next meeting,
+carries out remote commands, and sometimes sleeps.
 
 Everything the car sent and received goes into its `CarLog`; the demo report compares that with what the
 backend stored, so nothing is counted on the car's word alone except what only the car can know (what
 reached it).
+
+Remote commands (docs/messages.md, "Commands"): a direct method named after the command, answered with
+`MethodResponse`, or a queued C2D message (`type=command`) reported with `command.result` requests. The SDK's
+handlers run on its own thread and only hand what arrived to the car's loop (`_inbox`); one task there handles
+commands in order (simulator/commands.py decides, the model in simulator/drive.py changes), only while the car is
+awake and after it has read its twin (`commands.cancelled`) on this connection.
+
+Sleep: with `CarOptions.sleep` the car disconnects during some parked spells and reconnects after; tests put it to
+sleep and wake it with `sleep()` / `wake()`. Asleep it sends nothing and IoT Hub finds it not connected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
-from azure.iot.device import Message
+from azure.iot.device import Message, MethodRequest, MethodResponse
 from azure.iot.device.aio import IoTHubDeviceClient
 
 from simulator import messages
-from simulator.drive import CarModel
+from simulator.commands import CommandHandler, Fault
+from simulator.drive import CarModel, SleepSchedule
 
 log = logging.getLogger(__name__)
+
+# The `garbage` fault's method answer: the SDK writes it as `NaN`, which is not JSON.
+GARBAGE_METHOD_PAYLOAD: Final = float("nan")
 
 
 @dataclass
 class CarLog:
     device_id: str
-    sent: list[dict[str, Any]] = field(default_factory=list)  # {seq, sentAt, samples}
+    sent: list[dict[str, Any]] = field(default_factory=list)  # {seq, sentAt, samples[, locate]}
     bad_sent: list[dict[str, Any]] = field(default_factory=list)  # {reason, sentAt}
     send_errors: int = 0
     c2d: list[dict[str, Any]] = field(default_factory=list)  # {receivedAt, properties, body}
@@ -38,6 +54,12 @@ class CarLog:
     meeting_links: list[dict[str, Any]] = field(default_factory=list)  # {requestId, joinUrl, receivedAt}
     agenda: list[dict[str, Any]] = field(default_factory=list)  # the latest agenda events
     ignition_cycles: int = 0
+    # {commandId, name, via: method|c2d, receivedAt, outcome: succeeded|failed|cancelled|expired|garbage|unanswered,
+    #  reason, repeat, answeredAt, methodStatus (method only)}
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    # {requestId, commandId, status, reason, sentAt}: the command.result requests sent
+    command_reports: list[dict[str, Any]] = field(default_factory=list)
+    sleeps: list[dict[str, Any]] = field(default_factory=list)  # {asleepAt, awakeAt, forced}
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +72,11 @@ class CarOptions:
     bad_messages: tuple[int, ...] = ()  # indexes into messages.BAD_BODIES this car sends, spread over the run
     ask_for_meetings: bool = True
     trip_seconds: float = 25.0  # mean length of a drive between ignition OFF spells
+    sleep: SleepSchedule | None = None  # None: never sleeps on its own (tests may still call sleep())
+    # Test faults per command name: `error` (failed, internal_error), `garbage` (a method answer that is not JSON;
+    # a queued command's outcome a request that is not JSON), `never` (no method answer; no outcome after
+    # `delivered`). A faulty command is not carried out.
+    command_faults: Mapping[str, Fault] = field(default_factory=dict)
 
 
 def join_url_of(reply: Any) -> str | None:
@@ -65,6 +92,20 @@ def join_url_of(reply: Any) -> str | None:
     return None
 
 
+def cancelled_ids(desired: Mapping[str, Any], current: frozenset[str]) -> frozenset[str]:
+    """The twin's desired `commands.cancelled` after a patch (or the whole desired document): a list replaces the
+    ids, `null` clears them, no mention keeps them."""
+    if "commands" not in desired:
+        return current
+    commands = desired["commands"]
+    if commands is None:
+        return frozenset()
+    if not isinstance(commands, dict) or "cancelled" not in commands:
+        return current
+    ids = commands["cancelled"]
+    return frozenset(str(i) for i in ids if isinstance(i, str)) if isinstance(ids, list) else frozenset()
+
+
 class VirtualCar:
     def __init__(self, index: int, connection_string: str, ca_pem: str | None, seed: int, options: CarOptions):
         self.client = IoTHubDeviceClient.create_from_connection_string(
@@ -72,17 +113,50 @@ class VirtualCar:
         )
         device_id = dict(p.split("=", 1) for p in connection_string.split(";"))["DeviceId"]
         self.log = CarLog(device_id)
-        self.model = CarModel.create(index, seed)
+        self.model = CarModel.create(index, seed, options.sleep)
         self.options = options
+        self.commands = CommandHandler(self.model, dict(options.command_faults))
         self._asked: set[str] = set()
+        self._seq = 0
+        self._batch: list[tuple[dt.datetime, dict[str, Any]]] = []
+        self._cancelled: frozenset[str] = frozenset()  # the twin's desired commands.cancelled
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: asyncio.Queue[tuple[str, Any, float, int]] = asyncio.Queue()
+        self._link = asyncio.Lock()  # one of: send, handle a command, fall asleep, wake up
+        self._awake = asyncio.Event()  # connected, subscribed and the twin read
+        self._asleep = True  # not connected (yet)
+        self._hold_asleep = False  # sleep() was called: asleep until wake(), whatever the schedule
+        self._connection = 0  # counts connections; a method request is answered on its own connection only
 
-    # SDK handlers run on the SDK's handler thread: they only append (atomic in CPython).
+    @property
+    def connected(self) -> bool:
+        """Awake: connected, subscribed, twin read; commands are handled."""
+        return self._awake.is_set()
+
+    async def wait_awake(self, seconds: float = 30.0) -> None:
+        await asyncio.wait_for(self._awake.wait(), seconds)
+
+    async def sleep(self) -> None:
+        """Fall asleep now and stay asleep until `wake()` (for tests); returns once disconnected."""
+        self._hold_asleep = True
+        await self._fall_asleep(forced=True)
+
+    async def wake(self) -> None:
+        """Wake up now (ends a scheduled sleep too); returns once connected, subscribed and the twin read."""
+        self._hold_asleep = False
+        self.model.wake()
+        await self._wake_up()
+
+    # SDK handlers run on the SDK's handler thread: they only append (atomic in CPython) or hand over to the loop.
     def _on_message(self, message: Message) -> None:
         body = message.data if isinstance(message.data, bytes) else str(message.data).encode()
         props = dict(message.custom_properties)
-        entry = {"receivedAt": time.time(), "properties": props, "body": body.decode("utf-8", "replace")}
+        received_at = time.time()
+        entry = {"receivedAt": received_at, "properties": props, "body": body.decode("utf-8", "replace")}
         self.log.c2d.append(entry)
-        if props.get("type") == "response":
+        if props.get("type") == messages.COMMAND:
+            self._post("c2d", (props, body), received_at)
+        elif props.get("type") == "response":
             try:
                 reply = orjson.loads(body)
             except orjson.JSONDecodeError:
@@ -93,7 +167,11 @@ class VirtualCar:
                     {"requestId": props.get("requestId"), "joinUrl": url, "receivedAt": time.time()}
                 )
 
+    def _on_method(self, request: MethodRequest) -> None:
+        self._post("method", request, time.time())
+
     def _on_patch(self, patch: dict[str, Any]) -> None:
+        self._cancelled = cancelled_ids(patch, self._cancelled)
         agenda = patch.get("agenda")
         events = agenda.get("events") if isinstance(agenda, dict) else None
         self.log.desired_patches.append(
@@ -102,48 +180,207 @@ class VirtualCar:
         if isinstance(events, list):
             self.log.agenda = events
 
+    def _post(self, kind: str, item: Any, received_at: float) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed in between: the run is over
+            loop.call_soon_threadsafe(self._inbox.put_nowait, (kind, item, received_at, self._connection))
+
     async def run(self, until: float) -> CarLog:
-        self.client.on_message_received = self._on_message
-        self.client.on_twin_desired_properties_patch_received = self._on_patch
-        await self.client.connect()
+        self._loop = asyncio.get_running_loop()
+        worker = asyncio.create_task(self._serve_commands())
         try:
-            twin = await self.client.get_twin()
-            self._on_patch_from_twin(twin)
+            await self._wake_up(first=True)
             await self._drive(until)
         finally:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
             await self.client.shutdown()
         self.log.ignition_cycles = self.model.ignition_cycles
         return self.log
 
-    def _on_patch_from_twin(self, twin: dict[str, Any]) -> None:
-        agenda = twin.get("desired", {}).get("agenda")
+    def _read_twin(self, twin: dict[str, Any]) -> None:
+        desired = twin.get("desired", {})
+        self._cancelled = cancelled_ids(desired, self._cancelled)
+        agenda = desired.get("agenda")
         if isinstance(agenda, dict) and isinstance(agenda.get("events"), list):
             self.log.agenda = agenda["events"]
 
+    async def _subscribe(self, again: bool) -> None:
+        """Set the SDK's handlers. The setters block until IoT Hub acknowledges the subscription, so they run
+        off the loop (which may be serving a local hub). `again`: after a reconnect, subscribe anew: IoT Hub keeps
+        a device's subscriptions across connections, the local hub does not, so the car does not rely on it."""
+        handlers = {
+            "on_message_received": self._on_message,
+            "on_method_request_received": self._on_method,
+            "on_twin_desired_properties_patch_received": self._on_patch,
+        }
+        for name, handler in handlers.items():
+            if again:
+                await asyncio.to_thread(setattr, self.client, name, None)
+            await asyncio.to_thread(setattr, self.client, name, handler)
+
+    # --- sleep -----------------------------------------------------------------------------------------------
+
+    async def _follow_schedule(self) -> None:
+        want_asleep = self._hold_asleep or self.model.asleep
+        if want_asleep and not self._asleep:
+            await self._fall_asleep(forced=False)
+        elif not want_asleep and self._asleep and self._connection:
+            try:
+                await self._wake_up()
+            except Exception as exc:  # IoT Hub unreachable: stay asleep, try again at the next sample
+                log.warning("%s: cannot wake up: %s", self.log.device_id, exc)
+
+    async def _fall_asleep(self, forced: bool) -> None:
+        async with self._link:
+            if self._asleep:
+                return
+            if self._batch:  # what was sampled before the car went to sleep still goes out
+                await self._send_batch()
+            self._asleep = True
+            self._awake.clear()
+            await self.client.disconnect()
+            self.log.sleeps.append({"asleepAt": time.time(), "awakeAt": None, "forced": forced})
+
+    async def _wake_up(self, first: bool = False) -> None:
+        async with self._link:
+            if not self._asleep:
+                return
+            await self.client.connect()
+            self._connection += 1
+            await self._subscribe(again=not first)
+            self._read_twin(await self.client.get_twin())  # commands.cancelled before any queued command
+            self._asleep = False
+            if self.log.sleeps and self.log.sleeps[-1]["awakeAt"] is None:
+                self.log.sleeps[-1]["awakeAt"] = time.time()
+            if not first:
+                self.model.report_all()  # what changed while asleep, in the next sample
+        self._awake.set()
+
+    # --- commands --------------------------------------------------------------------------------------------
+
+    async def _serve_commands(self) -> None:
+        while True:
+            kind, item, received_at, connection = await self._inbox.get()
+            while True:
+                await self._awake.wait()
+                async with self._link:
+                    if self._asleep:
+                        continue
+                    try:
+                        if kind == "method":
+                            await self._handle_method(item, received_at, connection)
+                        else:
+                            props, body = item
+                            await self._handle_c2d(props, body, received_at)
+                    except Exception as exc:  # a send failed: the SDK retries itself; the run goes on
+                        self.log.send_errors += 1
+                        log.warning("%s: command handling failed: %s", self.log.device_id, exc)
+                    break
+
+    async def _handle_method(self, request: MethodRequest, received_at: float, connection: int) -> None:
+        if connection != self._connection:  # asleep before it was answered: IoT Hub has given up on it
+            self.log.commands.append(
+                {"commandId": None, "name": request.name, "via": "method", "receivedAt": received_at,
+                 "outcome": "unanswered", "reason": "asleep", "repeat": False, "answeredAt": None,
+                 "methodStatus": None}
+            )  # fmt: skip
+            return
+        handled = self.commands.handle(request.payload, "method", dt.datetime.now(dt.UTC), name=request.name)
+        entry = handled.log_entry(received_at)
+        entry.update(answeredAt=None, methodStatus=None)
+        self.log.commands.append(entry)
+        if handled.locate:
+            await self._send_position()
+        if handled.fault == "never":
+            return
+        payload: Any = GARBAGE_METHOD_PAYLOAD
+        status = 200
+        if handled.fault != "garbage" and handled.outcome is not None:
+            status, payload = handled.outcome.method_answer()
+        await self.client.send_method_response(MethodResponse.create_from_method_request(request, status, payload))
+        entry.update(answeredAt=time.time(), methodStatus=status)
+
+    async def _handle_c2d(self, props: dict[str, Any], body: bytes, received_at: float) -> None:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            payload = None
+        handled = self.commands.handle(
+            payload, "c2d", dt.datetime.now(dt.UTC), props.get("name"), props.get("commandId"), self._cancelled
+        )
+        entry = handled.log_entry(received_at)
+        entry.update(answeredAt=None)
+        self.log.commands.append(entry)
+        if handled.command_id is None:  # nothing to report it against
+            return
+        await self._report(handled.command_id, "delivered", dt.datetime.fromtimestamp(received_at, dt.UTC))
+        if handled.fault == "garbage":
+            await self.client.send_message(messages.garbage_request())
+        elif handled.outcome is not None:
+            if handled.locate:
+                await self._send_position()
+            outcome = handled.outcome
+            await self._report(handled.command_id, outcome.status, dt.datetime.now(dt.UTC), outcome.reason)
+        else:
+            return
+        entry.update(answeredAt=time.time())
+
+    async def _report(self, command_id: str, status: str, at: dt.datetime, reason: str | None = None) -> None:
+        request_id = str(uuid.uuid4())
+        await self.client.send_message(messages.command_result(request_id, command_id, status, at, reason))
+        self.log.command_reports.append(
+            {"requestId": request_id, "commandId": command_id, "status": status, "reason": reason,
+             "sentAt": time.time()}
+        )  # fmt: skip
+
+    async def _send_position(self) -> None:
+        """`locate`: a telemetry message with where the car is, at once."""
+        self._seq += 1
+        sample = [(dt.datetime.now(dt.UTC), self.model.position())]
+        await self._send(messages.telemetry(self._seq, sample), {"seq": self._seq, "samples": 1, "locate": True})
+
+    # --- driving ---------------------------------------------------------------------------------------------
+
     async def _drive(self, until: float) -> None:
         opts = self.options
-        seq = 0
-        batch: list[tuple[dt.datetime, dict[str, Any]]] = []
         bad_left = [messages.BAD_BODIES[i % len(messages.BAD_BODIES)] for i in opts.bad_messages]
         bad_every = max(1, int(10 / (opts.sample_seconds * opts.samples_per_message)))
         next_tick = time.monotonic()
-        while time.time() < until or batch:
-            if time.time() < until:
-                signals = self.model.step(opts.sample_seconds, opts.trip_seconds, opts.trip_seconds / 5)
-                batch.append((dt.datetime.now(dt.UTC), signals))
-            if len(batch) >= opts.samples_per_message or (batch and time.time() >= until):
-                seq += 1
-                await self._send(messages.telemetry(seq, batch), {"seq": seq, "samples": len(batch)})
-                batch = []
-                if bad_left and seq % bad_every == 0:
-                    reason, body = bad_left.pop(0)
-                    await self._send(messages.bad_telemetry(body), {"reason": reason}, bad=True)
-                if opts.ask_for_meetings:
-                    await self._ask_for_next_meeting()
+        while time.time() < until:
+            signals = self.model.step(opts.sample_seconds, opts.trip_seconds, opts.trip_seconds / 5)
+            await self._follow_schedule()
+            if not self._asleep:  # a sleeping car samples nothing
+                self._batch.append((dt.datetime.now(dt.UTC), signals))
+            if len(self._batch) >= opts.samples_per_message:
+                async with self._link:
+                    if not self._asleep:
+                        seq = await self._send_batch()
+                        if bad_left and seq % bad_every == 0:
+                            reason, body = bad_left.pop(0)
+                            await self._send(messages.bad_telemetry(body), {"reason": reason}, bad=True)
+                        if opts.ask_for_meetings:
+                            await self._ask_for_next_meeting()
             next_tick += opts.sample_seconds
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
-        for reason, body in bad_left:  # a run too short to spread them: send the rest at the end
-            await self._send(messages.bad_telemetry(body), {"reason": reason}, bad=True)
+        if self._asleep and not self._hold_asleep:
+            await self._wake_up()  # the run is over: what is left goes out
+        async with self._link:
+            if self._asleep:
+                return
+            if self._batch:
+                await self._send_batch()
+            for reason, body in bad_left:  # a run too short to spread them: send the rest at the end
+                await self._send(messages.bad_telemetry(body), {"reason": reason}, bad=True)
+
+    async def _send_batch(self) -> int:
+        """Send the samples taken so far as one message (the caller holds `_link`); returns its seq."""
+        self._seq += 1
+        batch, self._batch = self._batch, []
+        await self._send(messages.telemetry(self._seq, batch), {"seq": self._seq, "samples": len(batch)})
+        return self._seq
 
     async def _send(self, message: Message, record: dict[str, Any], bad: bool = False) -> None:
         sent_at = time.time()

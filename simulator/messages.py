@@ -2,7 +2,9 @@
 
 Telemetry v1: `{"v":1,"seq":N,"samples":[{"ts":iso,"signals":{VSS path: value}}]}` with application property
 `type=telemetry`, content type application/json, utf-8 (docs/messages.md). Requests v1:
-`{"v":1,"requestId":uuid,"action":"meeting.join","eventId":...}` with `type=request`.
+`{"v":1,"requestId":uuid,"action":"meeting.join","eventId":...}` with `type=request`; the outcome of a queued
+command is the request `{"v":1,"requestId":uuid,"action":"command.result","commandId":...,"status":...,
+"reason":...,"at":iso}` (docs/messages.md, Commands).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from azure.iot.device import Message
 
 TELEMETRY: Final = "telemetry"
 REQUEST: Final = "request"
+COMMAND: Final = "command"  # the `type` of a queued command (cloud to device)
+COMMAND_RESULT: Final = "command.result"
+GARBAGE: Final = b"\x00not json{"  # what a car with the `garbage` fault sends instead of a command.result
 
 # Broken telemetry the backend must dead-letter (reason codes of shared/telemetry/contract.py).
 BAD_BODIES: Final[tuple[tuple[str, bytes], ...]] = (
@@ -50,3 +55,26 @@ def bad_telemetry(body: bytes) -> Message:
 def meeting_join(request_id: str, event_id: str) -> Message:
     body = {"v": 1, "requestId": request_id, "action": "meeting.join", "eventId": event_id}
     return _message(orjson.dumps(body), REQUEST)
+
+
+def command_result(
+    request_id: str, command_id: str, status: str, at: dt.datetime, reason: str | None = None
+) -> Message:
+    """A queued command's progress: `delivered` on receipt, then `succeeded`, `failed` (with `reason`),
+    `cancelled` or `expired`."""
+    body: dict[str, Any] = {
+        "v": 1,
+        "requestId": request_id,
+        "action": COMMAND_RESULT,
+        "commandId": command_id,
+        "status": status,
+    }
+    if reason is not None:
+        body["reason"] = reason
+    body["at"] = iso(at)
+    return _message(orjson.dumps(body), REQUEST)
+
+
+def garbage_request() -> Message:
+    """A request whose body is not JSON (the `garbage` fault on the queued path)."""
+    return _message(GARBAGE, REQUEST)

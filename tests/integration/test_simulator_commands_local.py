@@ -1,0 +1,233 @@
+"""The car side of remote commands end to end on the real device SDK against the real local IoT Hub: a VirtualCar
+(simulator/car.py, `azure-iot-device` over MQTT/TLS) is put to sleep, commands are queued for it through the hub's
+service side (LocalIoTHubGateway, as the backend sends them), and when it wakes it reads its twin, carries them
+out and reports each with `command.result` requests, which IoT Hub routes to the `requests` Event Hub. The effect
+shows in the telemetry the hub routed to the `telemetry` Event Hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+pytest.importorskip("azure.iot.device", reason="azure-iot-device is not installed")
+
+from devstack.eventhubs import EventHubsNamespace
+from devstack.iothub.hub import LocalIoTHub, wait_connected
+from devstack.iothub.registry import DeviceRegistry
+from devstack.iothub.service_api import ServiceApi
+from devstack.stack import IOTHUB_PORT, free_loopback_address
+from devstack.tls import generate
+from shared.iothub.local_gateway import LocalIoTHubGateway
+from simulator import drive
+from simulator.car import CarOptions, VirtualCar
+from simulator.drive import SleepSchedule
+from simulator.messages import iso
+
+CAR = "car-cmd-001"
+FAST = CarOptions(sample_seconds=0.2, samples_per_message=2, ask_for_meetings=False)
+
+
+@dataclass
+class Hub:
+    hub: LocalIoTHub
+    registry: DeviceRegistry
+    gateway: LocalIoTHubGateway
+    ca_pem: str
+
+
+@pytest.fixture
+async def local_hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    address = free_loopback_address()
+    registry = DeviceRegistry(address)
+    hub = LocalIoTHub(registry, EventHubsNamespace())
+    tls = generate(tmp_path / "tls", [address])
+    await hub.start(address, tls, IOTHUB_PORT)
+    api = ServiceApi(hub)
+    url = await api.start()
+    gateway = LocalIoTHubGateway(url, address)
+    try:
+        yield Hub(hub, registry, gateway, tls.ca_pem)
+    finally:
+        await gateway.close()
+        await api.stop()
+        await hub.stop()
+
+
+def routed(h: Hub, event_hub: str, device_id: str) -> list[dict[str, Any]]:
+    """The JSON bodies IoT Hub routed to an Event Hub for a device, in the device's order (one partition)."""
+    events = [
+        e
+        for partition in h.hub.event_hubs.hub(event_hub).partitions
+        for e in partition.events
+        if e.system_properties["connection-device-id"] == device_id
+    ]
+    events.sort(key=lambda e: e.sequence_number)
+    return [orjson.loads(e.body) for e in events]
+
+
+def results(h: Hub, device_id: str = CAR) -> dict[str, list[tuple[str, str | None]]]:
+    """commandId -> the (status, reason) of its command.result requests, in order."""
+    out: dict[str, list[tuple[str, str | None]]] = {}
+    for body in routed(h, "requests", device_id):
+        if body.get("action") == "command.result":
+            out.setdefault(body["commandId"], []).append((body["status"], body.get("reason")))
+    return out
+
+
+def signal_values(h: Hub, path: str, device_id: str = CAR) -> list[Any]:
+    return [
+        s["signals"][path]
+        for body in routed(h, "telemetry", device_id)
+        for s in body["samples"]
+        if path in s["signals"]
+    ]
+
+
+async def wait_for(predicate: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.05)
+
+
+def command(name: str, params: dict[str, Any] | None = None, expires_in: float = 300) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "v": 1,
+        "commandId": str(uuid.uuid4()),
+        "name": name,
+        "params": params or {},
+        "issuedAt": iso(now),
+        "expiresAt": iso(now + dt.timedelta(seconds=expires_in)),
+    }
+
+
+async def queue(h: Hub, body: dict[str, Any], device_id: str = CAR) -> None:
+    """A queued command as the backend sends it: C2D with type=command, commandId, name; the IoT Hub expiry."""
+    properties = {"type": "command", "commandId": body["commandId"], "name": body["name"]}
+    await h.gateway.send_c2d(device_id, orjson.dumps(body), properties, ttl_seconds=300)
+
+
+@pytest.fixture
+async def car(local_hub: Hub) -> AsyncIterator[VirtualCar]:
+    h = local_hub
+    car = VirtualCar(0, h.registry.provision(CAR), h.ca_pem, 7, FAST)
+    task = asyncio.create_task(car.run(time.time() + 240))
+    try:
+        await car.wait_awake()
+        yield car
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_commands_queued_for_a_sleeping_car_are_carried_out_and_reported_when_it_wakes(
+    local_hub: Hub, car: VirtualCar
+) -> None:
+    h = local_hub
+    # GIVEN a car that drove a little and then fell asleep: IoT Hub finds it not connected
+    await wait_for(lambda: len(car.log.sent) >= 2)
+    await car.sleep()
+    assert not car.connected
+    assert CAR not in h.hub.endpoint.sessions
+    sent_before = len(car.log.sent)
+
+    # WHEN commands are queued for it: a lock, a horn that is then cancelled (the twin's commands.cancelled,
+    # patched while the car sleeps), one that expires before it wakes, and an unknown one
+    lock, horn = command("lock"), command("horn_lights", {"seconds": 2})
+    expiring, unknown = command("climate.start", {"targetTemperature": 22}, expires_in=1), command("fly")
+    for body in (lock, horn, expiring, unknown):
+        await queue(h, body)
+    await h.gateway.patch_desired(CAR, {"commands": {"cancelled": [horn["commandId"]]}})
+    await asyncio.sleep(1.5)  # the climate command's expiresAt passes; IoT Hub still holds it (its own TTL)
+    assert len(h.hub.pending(CAR)) == 4
+    assert car.log.commands == []
+    assert len(car.log.sent) == sent_before
+
+    # THEN on waking it reads its twin first, then reports each: delivered, then the outcome
+    await car.wake()
+    assert CAR in h.hub.endpoint.sessions
+    await wait_for(lambda: all(len(results(h).get(b["commandId"], [])) == 2 for b in (lock, horn, expiring, unknown)))
+    reports = results(h)
+    assert reports[lock["commandId"]] == [("delivered", None), ("succeeded", None)]
+    assert reports[horn["commandId"]] == [("delivered", None), ("cancelled", None)]
+    assert reports[expiring["commandId"]] == [("delivered", None), ("expired", None)]
+    assert reports[unknown["commandId"]] == [("delivered", None), ("failed", "unsupported")]
+    assert h.hub.pending(CAR) == []
+    # every command.result is a well-formed request
+    for body in routed(h, "requests", CAR):
+        assert body["v"] == 1
+        assert body["action"] == "command.result"
+        uuid.UUID(body["requestId"])
+        assert body["at"].endswith("Z")
+
+    # AND the lock shows in its telemetry, nothing else happened
+    await wait_for(lambda: True in signal_values(h, drive.IS_LOCKED))
+    assert car.model.locked
+    assert car.model.hazard_left == 0
+    assert not car.model.climate_on
+    logged = {c["commandId"]: c for c in car.log.commands}
+    assert logged[lock["commandId"]]["via"] == "c2d"
+    assert logged[lock["commandId"]]["outcome"] == "succeeded"
+    assert logged[horn["commandId"]]["outcome"] == "cancelled"
+    assert logged[expiring["commandId"]]["outcome"] == "expired"
+    assert all(c["receivedAt"] and c["answeredAt"] for c in car.log.commands)
+    assert [s["forced"] for s in car.log.sleeps] == [True]
+    assert car.log.sleeps[0]["awakeAt"] > car.log.sleeps[0]["asleepAt"]
+
+    # AND the same command again (IoT Hub redelivery, or a backend retry) is reported with the stored outcome
+    executed = car.commands.executed
+    await queue(h, lock)
+    await wait_for(lambda: len(results(h)[lock["commandId"]]) == 4)
+    assert results(h)[lock["commandId"]][2:] == [("delivered", None), ("succeeded", None)]
+    assert car.commands.executed == executed
+    assert car.log.commands[-1]["repeat"] is True
+
+
+async def test_a_command_queued_while_the_car_is_awake_is_carried_out_at_once(local_hub: Hub, car: VirtualCar) -> None:
+    h = local_hub
+    destination = command("destination.send", {"latitude": 48.1374, "longitude": 11.5755, "name": "Depot"})
+    await queue(h, destination)
+    await wait_for(lambda: len(results(h).get(destination["commandId"], [])) == 2)
+    assert results(h)[destination["commandId"]] == [("delivered", None), ("succeeded", None)]
+    await wait_for(lambda: 48.1374 in signal_values(h, drive.DESTINATION_LAT))
+
+
+async def test_a_car_on_a_sleep_schedule_disconnects_and_comes_back(local_hub: Hub) -> None:
+    h = local_hub
+    options = CarOptions(
+        sample_seconds=0.2,
+        samples_per_message=2,
+        ask_for_meetings=False,
+        trip_seconds=1.5,
+        sleep=SleepSchedule(probability=1.0, seconds=(1.5, 2.0)),
+    )
+    car = VirtualCar(1, h.registry.provision("car-cmd-002"), h.ca_pem, 3, options)
+    task = asyncio.create_task(car.run(time.time() + 20))
+    try:
+        await car.wait_awake()
+        await wait_for(lambda: len(car.log.sleeps) >= 1 and not car.connected, 20)
+        assert "car-cmd-002" not in h.hub.endpoint.sessions  # asleep: IoT Hub finds it not connected
+        lock = command("lock")
+        await queue(h, lock, "car-cmd-002")
+        await wait_for(lambda: car.connected, 20)
+        assert await wait_connected(h.hub, ["car-cmd-002"], 5)
+        await wait_for(lambda: len(results(h, "car-cmd-002").get(lock["commandId"], [])) == 2, 20)
+        assert results(h, "car-cmd-002")[lock["commandId"]][-1] == ("succeeded", None)
+    finally:
+        log = await task
+    seqs = [s["seq"] for s in log.sent]
+    assert seqs == list(range(1, len(seqs) + 1))  # nothing lost across sleeps, in order
+    assert [b["seq"] for b in routed(h, "telemetry", "car-cmd-002")] == seqs
+    assert all(s["awakeAt"] for s in log.sleeps)
+    assert not any(s["forced"] for s in log.sleeps)
