@@ -15,20 +15,14 @@ past its absolute expiry time is dropped, never delivered. A message counts as p
 to the device's connection (IoT Hub keeps it until the device completes it; the difference does not matter
 to the backend, which only sees the refusal).
 
-Direct methods too (docs: "Understand and invoke direct methods from IoT Hub", "Understand and resolve Azure
-IoT Hub errors"): a device counts as online for methods only while it is connected *and* subscribed to
-`$iothub/methods/POST/#`; the hub waits up to the connect timeout for that (else DeviceNotOnlineError, 404103),
-sends the request at QoS 0 with a fresh `$rid`, and waits up to the response timeout for the answer with that
-`$rid` from that device (else DeviceTimeoutError, 504101). A device that disconnects meanwhile fails the call
-with DeviceNotOnlineError, as IoT Hub reports it. Late, unknown or other devices' answers are counted and
-ignored.
+Direct methods (methods.py) follow IoT Hub's rules too: online only while connected and subscribed to methods,
+404103 / 504101 as DeviceNotOnlineError / DeviceTimeoutError.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import logging
 import ssl
 import uuid
@@ -51,6 +45,7 @@ from devstack.iothub.events import (
     Subscribed,
     TwinRequested,
 )
+from devstack.iothub.methods import DirectMethods
 from devstack.iothub.registry import DeviceRegistry
 from devstack.iothub.routing import Routes
 from devstack.iothub.topics import (
@@ -58,12 +53,11 @@ from devstack.iothub.topics import (
     TwinRequest,
     c2d_topic,
     desired_patch_topic,
-    method_request_topic,
     twin_response_topic,
 )
 from devstack.iothub.twin import TwinStore
 from devstack.tls import TlsFiles
-from shared.errors import DeviceNotOnlineError, DeviceQueueFullError, DeviceTimeoutError, MessageTooLargeError
+from shared.errors import DeviceQueueFullError, MessageTooLargeError
 from shared.iothub.gateway import C2D_MAX_BYTES, C2D_QUEUE_LIMIT
 
 log = logging.getLogger(__name__)
@@ -80,14 +74,6 @@ class PendingMessage:
 
     def expired(self, now: dt.datetime) -> bool:
         return self.expiry is not None and self.expiry <= now
-
-
-@dataclass(frozen=True, slots=True)
-class PendingMethod:
-    """A direct method sent to a device and not yet answered."""
-
-    device_id: str
-    answer: asyncio.Future[tuple[int, bytes]]  # the device's status and body
 
 
 def iothub_system_properties(device_id: str, enqueued: dt.datetime, properties: Properties) -> dict[str, str]:
@@ -112,10 +98,8 @@ class LocalIoTHub:
         self._devices: DeviceLinks = self.endpoint  # all the hub may do with them
         self._c2d: dict[str, deque[PendingMessage]] = {}
         self._flushing: dict[str, asyncio.Lock] = {}
-        self._methods: dict[str, PendingMethod] = {}  # by request id
-        self._request_ids = itertools.count(1)
-        self._subscriptions = asyncio.Condition()  # notified whenever a device is granted subscriptions
         self.counters: Counter[str] = Counter()
+        self.methods = DirectMethods(self._devices, self.counters)
 
     async def start(self, host: str, tls_files: TlsFiles, port: int = 8883) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -134,13 +118,12 @@ class LocalIoTHub:
             status, body, version = await self._twin_request(event.device_id, event.request, event.body)
             return Reply(twin_response_topic(status, event.request.request_id, version), body)
         elif isinstance(event, MethodAnswered):
-            self._method_answered(event)
+            self.methods.answered(event.device_id, event.response, event.body)
         elif isinstance(event, Subscribed):
-            async with self._subscriptions:
-                self._subscriptions.notify_all()
+            await self.methods.subscribed()
             await self._flush(event.device_id)
         elif isinstance(event, Disconnected):
-            self._fail_methods(event.device_id, "disconnected during the method")
+            self.methods.device_gone(event.device_id, "disconnected during the method")
         return None
 
     async def _device_to_cloud(self, device_id: str, properties: Properties, body: bytes) -> None:
@@ -223,7 +206,7 @@ class LocalIoTHub:
     def remove_device(self, device_id: str) -> None:
         """A deleted identity: IoT Hub closes its connection and drops its twin and queued messages."""
         self._devices.disconnect(device_id)
-        self._fail_methods(device_id, "its identity was deleted")
+        self.methods.device_gone(device_id, "its identity was deleted")
         self.twins.remove(device_id)
         self._c2d.pop(device_id, None)
 
@@ -244,61 +227,13 @@ class LocalIoTHub:
 
     def methods_online(self, device_id: str) -> bool:
         """Connected and subscribed to direct methods: what IoT Hub calls online for a method."""
-        return self._devices.subscribed(device_id, method_request_topic("m", "0"))
+        return self.methods.online(device_id)
 
     async def invoke_method(
         self, device_id: str, method: str, payload: bytes, connect_timeout: float, response_timeout: float
     ) -> tuple[int, bytes]:
-        """Send direct method `method` with this JSON payload and return the device's (status, body).
-
-        Raises DeviceNotOnlineError when the device is not connected and subscribed to methods within
-        `connect_timeout` seconds, or disconnects before answering; DeviceTimeoutError when it has not answered
-        `response_timeout` seconds after the request went out."""
-        operation = f"method {method} on {device_id}"
-        if not await self._wait_methods_online(device_id, connect_timeout):
-            self.counters["method:not_online"] += 1
-            raise DeviceNotOnlineError(f"{operation}: not online within {connect_timeout} s")
-        request_id = format(next(self._request_ids), "x")
-        pending = PendingMethod(device_id, asyncio.get_running_loop().create_future())
-        self._methods[request_id] = pending
-        try:
-            if not await self._devices.deliver(device_id, method_request_topic(method, request_id), payload, qos=0):
-                self.counters["method:not_online"] += 1
-                raise DeviceNotOnlineError(f"{operation}: the device went away before the request")
-            self.counters["method:sent"] += 1
-            try:
-                async with asyncio.timeout(response_timeout):
-                    answer = await pending.answer
-            except TimeoutError:
-                self.counters["method:timeout"] += 1
-                raise DeviceTimeoutError(f"{operation}: no answer within {response_timeout} s") from None
-            self.counters["method:answered"] += 1
-            return answer
-        finally:
-            self._methods.pop(request_id, None)
-
-    async def _wait_methods_online(self, device_id: str, seconds: float) -> bool:
-        if self.methods_online(device_id) or seconds <= 0:
-            return self.methods_online(device_id)
-        try:
-            async with asyncio.timeout(seconds), self._subscriptions:
-                await self._subscriptions.wait_for(lambda: self.methods_online(device_id))
-        except TimeoutError:
-            return False
-        return True
-
-    def _method_answered(self, event: MethodAnswered) -> None:
-        pending = self._methods.get(event.response.request_id)
-        if pending is None or pending.device_id != event.device_id or pending.answer.done():
-            self.counters["method:ignored"] += 1  # late (timed out), unknown, or another device's request id
-            log.info("%s answered unknown or expired method request %r: ignored", event.device_id, event.response)
-            return
-        pending.answer.set_result((event.response.status, event.body))
-
-    def _fail_methods(self, device_id: str, why: str) -> None:
-        for pending in self._methods.values():
-            if pending.device_id == device_id and not pending.answer.done():
-                pending.answer.set_exception(DeviceNotOnlineError(f"method on {device_id}: {why}"))
+        """Direct method `method` with this JSON payload; the device's (status, body). See DirectMethods.invoke."""
+        return await self.methods.invoke(device_id, method, payload, connect_timeout, response_timeout)
 
 
 async def wait_connected(hub: LocalIoTHub, device_ids: list[str], seconds: float) -> bool:
