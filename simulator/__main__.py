@@ -12,6 +12,8 @@ from pathlib import Path
 import orjson
 
 from simulator.car import CarOptions
+from simulator.commands import FAULTS, PARAMETERS, Fault
+from simulator.drive import SleepSchedule
 from simulator.fleet import FleetOptions, run_fleet, summary
 
 LOCAL_STATE = Path(".local/devstack.json")  # written by `python -m devstack dev`
@@ -30,9 +32,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples-per-message", type=int, default=4)
     parser.add_argument("--bad-messages", type=int, default=0, help="broken telemetry messages to inject in total")
     parser.add_argument("--no-meetings", action="store_true", help="do not ask for Teams links")
+    parser.add_argument(
+        "--sleep",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="chance that a parked spell includes a sleep (disconnected for 8-20 s); default 0: never",
+    )
+    parser.add_argument(
+        "--command-fault",
+        action="append",
+        default=[],
+        metavar="NAME=KIND",
+        help=f"answer command NAME with a fault, KIND one of {', '.join(FAULTS)} (repeatable; for tests)",
+    )
     parser.add_argument("--out", type=Path, help="write every car's log (sent, received) as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0 <= args.sleep <= 1:
+        parser.error("--sleep is a probability, 0..1")
+    faults: dict[str, Fault] = {}
+    for spec in args.command_fault:
+        name, _, kind = spec.partition("=")
+        if name not in PARAMETERS or kind not in FAULTS:
+            parser.error(f"--command-fault {spec!r}: NAME is a command ({', '.join(PARAMETERS)}), KIND one of {FAULTS}")
+        faults[name] = kind  # checked against FAULTS just above
+    args.command_faults = faults
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         duration=args.duration,
         seed=args.seed,
         bad_messages=args.bad_messages,
-        car=CarOptions(args.sample_seconds, args.samples_per_message, ask_for_meetings=not args.no_meetings),
+        car=CarOptions(
+            args.sample_seconds,
+            args.samples_per_message,
+            ask_for_meetings=not args.no_meetings,
+            sleep=SleepSchedule(probability=args.sleep) if args.sleep > 0 else None,
+            command_faults=args.command_faults,
+        ),
     )
     logs = []
     with contextlib.suppress(KeyboardInterrupt):

@@ -26,9 +26,11 @@ def _progress(logs: Sequence[CarLog], left: float) -> str:
     bad = sum(len(c.bad_sent) for c in logs)
     patches = sum(len(c.desired_patches) for c in logs)
     links = sum(len(c.meeting_links) for c in logs)
+    commands = sum(len(c.commands) for c in logs)
+    asleep = sum(1 for c in logs if c.sleeps and c.sleeps[-1]["awakeAt"] is None)
     return (
-        f"cars {len(logs)} | sent {sent} msgs / {samples} samples, {bad} bad | "
-        f"agenda updates {patches} | meeting links {links} | {max(0, left):4.0f}s left"
+        f"cars {len(logs)} ({asleep} asleep) | sent {sent} msgs / {samples} samples, {bad} bad | "
+        f"agenda updates {patches} | meeting links {links} | commands {commands} | {max(0, left):4.0f}s left"
     )
 
 
