@@ -23,6 +23,7 @@ TENANCY: Final = "tenancy"
 MEMBERSHIPS: Final = "memberships"
 AUDIT: Final = "audit"
 CONSENTS: Final = "consents"
+GEOFENCE_EVENTS: Final = "geofenceEvents"
 
 
 @cache

@@ -1,4 +1,4 @@
-"""Alerts: active diagnostic trouble codes, low traction battery and low fuel.
+"""Alerts: active diagnostic trouble codes, low traction battery and low fuel, and speeding over the fleet's limit.
 
 One alert document per vehicle, kind and occurrence; its id is vehicle + kind + the event time it was raised,
 so a recomputation writes the same document. The set of active alerts lives in the vehicle document
@@ -13,14 +13,18 @@ later message. Clears are always allowed: each clears an alert that was opened, 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Final
 
 from shared.device_messages import compact_time, safe_id
+from shared.geofences.index import SpeedLimit
 from shared.settings import IngestionSettings
 from shared.telemetry import signals as S
-from shared.telemetry.documents import AlertDocument, SignalValue
+from shared.telemetry.documents import AlertDocument, IngestState, SignalValue
 
 HYSTERESIS_PERCENT: Final = 2.0
+SPEED_HYSTERESIS_KMH: Final = 5.0  # a speeding alert clears this far below the limit
+SPEEDING: Final = "speeding"
 MAX_ALERTS_OPENED_PER_MESSAGE: Final = 16
 MAX_ALERTS_OPENED_PER_FOLD: Final = 64
 
@@ -97,3 +101,34 @@ def step_alerts(
             out.append(alert)
             opened += 1
     return (out, opened, skipped) if out or skipped else None
+
+
+def step_speed(
+    vehicle_id: str, active: dict[str, AlertDocument], ingest: IngestState, ts: str, speed: float, limit: SpeedLimit
+) -> AlertDocument | None:
+    """The fleet's speed alert for one sample (event-time order): raised once the car has been over `limit.kmh`
+    for `limit.seconds` (`ingest.speedingSince` holds when the run started), cleared once it is
+    SPEED_HYSTERESIS_KMH under the limit. Returns the document to write, if any."""
+    alert = active.get(SPEEDING)
+    if alert is not None:
+        if speed <= limit.kmh - SPEED_HYSTERESIS_KMH:
+            ingest.pop("speedingSince", None)
+            cleared = _clear(active.pop(SPEEDING), ts)
+            cleared["clearValue"] = speed
+            return cleared
+        return None
+    if speed <= limit.kmh:
+        ingest.pop("speedingSince", None)
+        return None
+    since = ingest.get("speedingSince")
+    if since is None:
+        since = ingest["speedingSince"] = ts
+    if _span(since, ts) < limit.seconds:
+        return None
+    alert = active[SPEEDING] = _raise(vehicle_id, SPEEDING, ts, SPEEDING)
+    alert["value"], alert["threshold"] = speed, limit.kmh
+    return alert
+
+
+def _span(start: str, end: str) -> float:
+    return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()

@@ -142,15 +142,83 @@ class AlertDocument(TypedDict):
     status: str  # "active" | "cleared"
     raisedAt: str
     clearedAt: str | None
-    kind: str  # "dtc" | "low_battery" | "low_fuel"
+    kind: str  # "dtc" | "low_battery" | "low_fuel" | "speeding" | geofencing's (restricted_zone, geofence_enter, ...)
     code: NotRequired[str]  # only for kind "dtc"
+    geofenceId: NotRequired[str]  # only for geofence alerts (shared/telemetry/geofencing.py); status may be "retracted"
+    scope: NotRequired[str | None]  # "fleet" | "vehicle": whose geofence
+    name: NotRequired[str | None]
     value: NotRequired[float]  # the rest only for level alerts
     threshold: NotRequired[float]
     clearValue: NotRequired[float]  # only once cleared
 
 
+class GeofenceEventDocument(TypedDict):
+    """A geofence event (container `geofenceEvents`, shared/telemetry/geofencing.py): a crossing (`enter`, `exit`),
+    a curfew violation starting or ending (`curfew`, `curfew_end`), or evaluation `suspended` / `resumed` because
+    the car withholds its position. Deterministic id; a crossing that late data proved wrong is `retracted`."""
+
+    id: str
+    vehicleId: str
+    type: str  # "geofenceEvent"
+    event: str
+    ts: str  # event time: the first sample on the new side
+    geofenceId: str | None  # None for suspended / resumed
+    scope: str | None  # "fleet" | "vehicle"
+    name: NotRequired[str | None]
+    position: NotRequired[Position | None]
+    retracted: bool
+
+
+class GeoSample(TypedDict):
+    """`geo.window[k]`: a recent position sample and the geofence tokens it was inside (a geofence's key, or the
+    key + `!curfew` while moving there outside the curfew's allowed windows)."""
+
+    ts: str
+    lat: float
+    lon: float
+    inside: list[str]
+
+
+class GeoTip(TypedDict):
+    """The evaluation state after a sample: each token inside since when, and for geofences alerting on exit, when
+    the car left (until it is back)."""
+
+    inside: dict[str, str]
+    left: dict[str, str]
+
+
+class GeoBase(GeoTip):
+    """`geo.base`: the state after the newest sample that left the window; older samples are too late."""
+
+    ts: str
+
+
+class GeoClaim(TypedDict):
+    """`geo.claims[id]`: an event or alert the window's evaluation wrote, so a re-evaluation writes only changes and
+    retracts what vanished: c "e" event / "a" alert, s its signature, t its last time (OPEN while an alert is
+    open), g the token, k the event or alert kind, r the event time or raisedAt."""
+
+    c: str
+    s: str
+    t: str
+    g: str
+    k: str
+    r: str
+
+
+class GeoState(TypedDict):
+    """`geo`: geofence evaluation (shared/telemetry/geofencing.py); absent until the car's fleet has geofences."""
+
+    window: list[GeoSample]  # sorted by ts, at most geofencing.WINDOW_SAMPLES
+    base: GeoBase | None
+    tip: GeoTip | None  # the state after the window's last sample
+    claims: dict[str, GeoClaim]
+    tooLate: NotRequired[int]  # position samples older than the window: counted, not evaluated
+    suspended: NotRequired[str]  # since when evaluation is suspended (position withheld)
+
+
 # What the fold writes to the other containers after the vehicle document commits.
-SideDocument = TripDocument | AlertDocument | ChunkDocument
+SideDocument = TripDocument | AlertDocument | ChunkDocument | GeofenceEventDocument
 
 
 class OutboxItem(TypedDict):
@@ -183,6 +251,7 @@ class IngestState(TypedDict):
     suppressed: NotRequired[Suppressed]  # absent until a cap first held something back
     # Data categories the last fold withheld, sorted; absent when none (privacy.enforce).
     withheld: NotRequired[list[str]]
+    speedingSince: NotRequired[str]  # the first sample of the current run over the fleet's speed limit
 
 
 class DriverRef(TypedDict):
@@ -220,6 +289,7 @@ class VehicleDocument(TypedDict):
     trip: NotRequired[TripDocument | None]
     alerts: NotRequired[dict[str, AlertDocument]]
     ingest: NotRequired[IngestState]
+    geo: NotRequired[GeoState]  # geofence evaluation, absent until the car's fleet or the car has geofences
     # Other writers', absent until they wrote.
     label: NotRequired[str]  # registration, when given one
     registeredAt: NotRequired[str]  # registration

@@ -2,7 +2,9 @@
 
 Per batch: decode every message (bad ones are dead-lettered whole, the rest carry on), group by vehicle, and
 for each vehicle fold its messages into the vehicle document and commit it with one etag-conditional write;
-then write the outbox (history chunks, trips, alerts) the fold produced. Vehicles run concurrently.
+then write the outbox (history chunks, trips, alerts, geofence events) the fold produced. Vehicles run
+concurrently. Each car's geofences come from a `GeofenceSource` (shared/geofences/store.py), compiled per fleet
+and cached, so they cost no read per batch.
 
 The last committed vehicle documents are cached (`vehicle_cache.py`), so steady state needs no read: the
 etag-conditional write fails with 412 if another writer changed the document, and the vehicle is re-read
@@ -40,6 +42,8 @@ from shared.errors import (
     StoreError,
 )
 from shared.faults import reason_of
+from shared.geofences.index import NO_GEOFENCES, VehicleGeofences
+from shared.geofences.store import GeofenceSource
 from shared.settings import IngestionSettings
 from shared.stores.base import DeadLetterSink, DocumentStore
 from shared.telemetry.catalogue import Catalogue, default_catalogue
@@ -79,6 +83,9 @@ class BatchReport:
     trips_suppressed: int = 0  # caps hit (docs/data-model.md "Bounds"): a car that floods shows here
     alerts_suppressed: int = 0
     history_trimmed: int = 0
+    geofence_events: int = 0  # written: crossings, curfews, suspended / resumed (geofencing.py)
+    geofence_retracted: int = 0  # events and alerts late data proved wrong
+    geofence_too_late: int = 0  # position samples older than the geofence window: not evaluated
     vehicles: int = 0
     conflicts: int = 0
     parked: int = 0  # valid messages refused permanently while processing: kept whole with the reason
@@ -94,6 +101,9 @@ class BatchReport:
         self.trips_suppressed += update.trips_suppressed
         self.alerts_suppressed += update.alerts_suppressed
         self.history_trimmed += update.history_trimmed
+        self.geofence_events += update.geofence_events
+        self.geofence_retracted += update.geofence_retracted
+        self.geofence_too_late += update.geofence_too_late
 
     def as_log(self) -> dict[str, Any]:
         return {
@@ -107,6 +117,9 @@ class BatchReport:
             "tripsSuppressed": self.trips_suppressed,
             "alertsSuppressed": self.alerts_suppressed,
             "historyTrimmed": self.history_trimmed,
+            "geofenceEvents": self.geofence_events,
+            "geofenceRetracted": self.geofence_retracted,
+            "geofenceTooLate": self.geofence_too_late,
             "vehicles": self.vehicles,
             "conflicts": self.conflicts,
             "parked": self.parked,
@@ -127,8 +140,10 @@ class TelemetryIngestor:
         cache: VehicleCache | None = None,
         concurrency: int = 32,
         brands: BrandConfigs | None = None,
+        geofences: GeofenceSource | None = None,
     ) -> None:
         self.store = store
+        self.geofences = geofences
         self.brands = brands
         self._brand_settings: dict[str, tuple[object, IngestionSettings]] = {}
         self.dead_letters = dead_letters
@@ -155,6 +170,12 @@ class TelemetryIngestor:
             )
             known = self._brand_settings[brand] = (chosen, derived)
         return known[1]
+
+    async def _geofences_for(self, vehicle_id: str, doc: VehicleDocument | None) -> VehicleGeofences:
+        """The car's geofences (its fleet's and its own), from the source's cache."""
+        if self.geofences is None or doc is None:
+            return NO_GEOFENCES if self.geofences is None else await self.geofences.for_vehicle(vehicle_id, None, None)
+        return await self.geofences.for_vehicle(vehicle_id, doc.get("brandId"), doc.get("fleetId"))
 
     def decode(self, messages: Sequence[DeviceMessage]) -> tuple[dict[str, list[TelemetryMessage]], list[DeadLetter]]:
         """Decode and group by vehicle, keeping arrival order within each vehicle."""
@@ -290,7 +311,10 @@ class TelemetryIngestor:
                             self._put_back(vehicle_id, doc, cached)
                         raise
             cfg = await self._settings_for(doc)
-            update = fold(vehicle_id, doc, messages, cfg, shaped=cached is not None, payload_bytes=payload)
+            fences = await self._geofences_for(vehicle_id, doc)
+            update = fold(
+                vehicle_id, doc, messages, cfg, shaped=cached is not None, payload_bytes=payload, geofences=fences
+            )
             if update.document is None:  # all replays: nothing to write, but remember what was read
                 if cached is not None and doc is not None:
                     self._put_back(vehicle_id, doc, cached)

@@ -23,6 +23,7 @@ from shared.privacy.categories import DataCategories, default_categories
 from shared.telemetry.catalogue import Rejection, default_catalogue
 from shared.telemetry.contract import TelemetryMessage
 from shared.telemetry.documents import HistoryEntry, IngestState, OutboxItem, TripDocument, VehicleDocument
+from shared.telemetry.geofencing import scrub as scrub_geofencing
 
 # Every field of a trip that holds a position (trips.open_trip, advance_trip, close_trip).
 TRIP_POSITION_FIELDS: Final = ("startPosition", "lastPosition", "endPosition")
@@ -187,6 +188,7 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
             if trip is not None and (count := scrub_trip(trip)):
                 removed += count
                 trips.append(trip)
+        removed += scrub_geofencing(doc)  # the geofence window's samples and states say where the car was
     if isinstance(ingest, dict):
         for entry in ingest.get("pending") or []:
             removed += scrub_entry(entry, policy)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from shared.brands import BrandConfigs
 from shared.device_messages import EventHubEventLike, messages_from_events
+from shared.geofences.store import CachedGeofenceSource
 from shared.per_loop import PerLoop
 from shared.settings import IngestionSettings
 from shared.stores.blob_deadletters import blob_dead_letters_from_env
@@ -17,7 +18,11 @@ from shared.telemetry.tuning import tune_for_ingestion
 def _create_ingestor() -> TelemetryIngestor:
     store = cosmos_store_from_env.get()
     created = TelemetryIngestor(
-        store, blob_dead_letters_from_env.get(), IngestionSettings.from_env(), brands=BrandConfigs(store)
+        store,
+        blob_dead_letters_from_env.get(),
+        IngestionSettings.from_env(),
+        brands=BrandConfigs(store),
+        geofences=CachedGeofenceSource(store),
     )
     tune_for_ingestion()  # once per process, now that the clients and the catalogue are loaded
     return created

@@ -12,7 +12,12 @@ The vehicle document (container `vehicles`) carries everything ingestion needs t
 
 Whatever a car sends, what the fold writes stays bounded (docs/data-model.md, "Bounds"): values per value
 (catalogue, contract), history per fold (`history.FOLD_HISTORY_BYTES`), trips and alerts opened per message
-and per fold (`trips`, `alerts`), seq ranges per epoch and epochs per car (`history`).
+and per fold (`trips`, `alerts`), seq ranges per epoch and epochs per car (`history`), the geofence window
+(`geofencing`).
+
+Geofences (`geofencing.py`): the position samples of the fold, late ones included, are evaluated against the car's
+geofences (the ingestor hands them in, `VehicleGeofences`) into enter/exit and curfew events, exactly once per
+crossing; the fleet's speed limit is a derivation like the other alerts.
 """
 
 from __future__ import annotations
@@ -22,10 +27,16 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from shared.device_messages import safe_id
+from shared.geofences.index import NO_GEOFENCES, SpeedLimit, VehicleGeofences
 from shared.settings import IngestionSettings
-from shared.telemetry import history, trips
+from shared.telemetry import geofencing, history, trips
 from shared.telemetry import signals as S
-from shared.telemetry.alerts import MAX_ALERTS_OPENED_PER_FOLD, MAX_ALERTS_OPENED_PER_MESSAGE, step_alerts
+from shared.telemetry.alerts import (
+    MAX_ALERTS_OPENED_PER_FOLD,
+    MAX_ALERTS_OPENED_PER_MESSAGE,
+    step_alerts,
+    step_speed,
+)
 from shared.telemetry.contract import TelemetryMessage
 from shared.telemetry.documents import (
     IngestState,
@@ -36,7 +47,7 @@ from shared.telemetry.documents import (
     VehicleDocument,
     VehicleState,
 )
-from shared.telemetry.privacy import enforce, policy_for, policy_of, withhold
+from shared.telemetry.privacy import POSITION, enforce, policy_for, policy_of, withhold
 
 ContainerDocument = tuple[str, SideDocument]  # (container, document)
 # A sample newer than the cursor, for the derivations: (ts, its signals, index of its message in the fold).
@@ -57,6 +68,9 @@ class VehicleUpdate:
     trips_suppressed: int = 0  # ignition ONs over the per-message / per-fold cap: counted, no trip opened
     alerts_suppressed: int = 0  # alerts over the per-message / per-fold cap: counted, not opened
     history_trimmed: int = 0  # messages whose history entry kept only its first samples (fold budget)
+    geofence_events: int = 0  # geofence events written (crossings, curfews, suspended / resumed)
+    geofence_retracted: int = 0  # events and geofence alerts late data proved wrong, written again as retracted
+    geofence_too_late: int = 0  # position samples older than the geofence window: not evaluated
 
 
 def new_vehicle_document(vehicle_id: str) -> VehicleDocument:
@@ -171,12 +185,14 @@ def fold(
     *,
     shaped: bool = False,
     payload_bytes: int | None = None,
+    geofences: VehicleGeofences = NO_GEOFENCES,
 ) -> VehicleUpdate:
     """Apply messages (in arrival order) to a vehicle document, mutating it. See the module docstring.
 
     `shaped`: the document came out of an earlier fold (the ingestor's cache), so it has every field ingestion
     needs and the shape check is skipped (steady state's usual case). `payload_bytes`: the messages' sizes added
-    up, when the caller has them (the ingestor slices by them).
+    up, when the caller has them (the ingestor slices by them). `geofences`: the car's (fleet's and its own) and the
+    fleet's speed limit.
     """
     if is_erased(doc):
         return VehicleUpdate(document=None, erased=len(messages))
@@ -216,6 +232,9 @@ def fold(
     else:
         measure_all = False
     measure_above = history.MEASURE_ABOVE_BYTES
+    # Position samples for geofences (late ones too: the window re-evaluates), only while there is any to evaluate.
+    positions: list[geofencing.PositionSample] | None = [] if geofences or "geo" in doc else None
+    lat_path, lon_path, speed_path = S.LATITUDE, S.LONGITUDE, S.SPEED
 
     for index, msg in enumerate(messages):
         seq, newest = msg.seq, msg.newest_ts
@@ -277,6 +296,11 @@ def fold(
                 state["ts"], state["seq"] = ts, seq
             if ts > cursor:
                 fresh.append((ts, sample_signals, index))
+            if positions is not None and (lat := sample_signals.get(lat_path)) is not None:
+                lon = sample_signals.get(lon_path)
+                if lon is not None:
+                    speed = sample_signals.get(speed_path)
+                    positions.append((ts, lat, lon, speed))
         if last_seen is None or msg.enqueued_time > last_seen:
             last_seen = msg.enqueued_time
 
@@ -292,9 +316,15 @@ def fold(
 
     if len(fresh) > 1:
         fresh.sort(key=_first)  # stable: equal times keep arrival order
-    _derive(vehicle_id, doc, fresh, view, side, update, cfg)
+    _derive(vehicle_id, doc, fresh, view, side, update, cfg, geofences.speed_limit)
     if fresh:
         ingest["cursor"] = fresh[-1][0]
+    if positions is not None:
+        withheld = POSITION in policy.withheld
+        geo = geofencing.step(vehicle_id, doc, positions, geofences, withheld, state["ts"], side)
+        if geo is not None:
+            update.geofence_events, update.geofence_retracted = geo.events, geo.retracted
+            update.geofence_too_late = geo.too_late
     open_trip = doc["trip"]
     if open_trip is not None and ("trips", open_trip["id"]) in side:
         side["trips", open_trip["id"]] = open_trip.copy()  # opened in this batch: write its latest figures
@@ -317,6 +347,7 @@ def _derive(
     side: dict[tuple[str, str], SideDocument],
     update: VehicleUpdate,
     cfg: IngestionSettings,
+    speed_limit: SpeedLimit | None = None,
 ) -> None:
     """Trips and alerts from the fresh samples in event-time order, within the per-message and per-fold caps."""
     ingest, alerts = doc["ingest"], doc["alerts"]
@@ -362,6 +393,12 @@ def _derive(
                 alerts_by_message[index] = alerts_by_message.get(index, 0) + opened
                 alert_room -= opened
             alerts_suppressed += skipped
+        if (
+            speed_limit is not None
+            and (speed := sample_signals.get(S.SPEED)) is not None
+            and (speeding := step_speed(vehicle_id, alerts, ingest, ts, speed, speed_limit)) is not None
+        ):
+            side["alerts", speeding["id"]] = speeding.copy()
     if trips_suppressed:
         update.trips_suppressed = trips_suppressed
         _count_suppressed(ingest, "trips", trips_suppressed)

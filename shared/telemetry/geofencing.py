@@ -1,0 +1,497 @@
+"""Geofence events in the fold: enter/exit crossings and curfews, in event-time order, exactly once per crossing.
+
+The vehicle document keeps the newest position samples (`geo.window`, at most WINDOW_SAMPLES, none more than
+LATENESS_SECONDS older than the newest) with the geofence tokens each was inside, and the state just before them
+(`geo.base`: the state after the newest sample that left the window). A token is a geofence's key (inside it), or
+the key + `!curfew` (moving faster than CURFEW_SPEED_KMH inside it outside its curfew's allowed windows). An event
+is a token appearing or disappearing between consecutive samples in event-time order; its id is the car, the token,
+the direction and the event time of the first sample on the new side, so recomputing it writes the same document.
+
+- A sample newer than the window's last one (steady state) continues from the state after it (`geo.tip`): the
+  events before it cannot change.
+- A late sample newer than `base.ts` is inserted where it belongs and the window is evaluated again from `base`;
+  the events (and geofence alerts) it produces are compared with what the last evaluation claimed (`geo.claims`):
+  new or changed ones are written, vanished ones are written again as retracted (same id).
+- A sample at or before `base.ts` is too late: counted (`geo.tooLate`), not evaluated.
+- Replays never get here (the fold recognises their seqs), and a sample with the same time as one in the window
+  keeps the smaller (lat, lon), so delivery order does not matter.
+
+So for any split into batches, shuffling and replays, if every sample arrives while it is still newer than `base`
+(within the lateness window) the events not retracted are the crossings of the sorted sequence (property-tested in
+tests/unit/test_geofence_fold.py). The first sample ever (or after evaluation resumes) sets the state: being inside
+is not a crossing.
+
+Consent: a car that withholds its position is not evaluated. The first fold that sees it writes a `suspended` event
+and forgets the window and states (they hold positions); the first fold that sees positions allowed again writes
+`resumed`, and the next sample starts afresh. Nothing pretends the car stayed inside or left.
+
+Alerts (container `alerts`, active ones in the vehicle document's `alerts` like the others): entering a geofence
+that alerts on enter (`geofence_enter`) or is restricted (`restricted_zone`) until leaving it; leaving one that
+alerts on exit (`geofence_exit`, "left the depot") until back; moving during its curfew (`curfew`) until stopped,
+out of it or allowed. Their ids follow the event that raised them, so they are retracted with it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Final
+
+from shared.containers import GEOFENCE_EVENTS
+from shared.device_messages import compact_time, safe_id
+from shared.geofences.index import VehicleGeofences
+from shared.geofences.model import CURFEW_SPEED_KMH, FleetScope, Geofence
+from shared.telemetry.documents import (
+    AlertDocument,
+    GeoBase,
+    GeoClaim,
+    GeofenceEventDocument,
+    GeoSample,
+    GeoState,
+    GeoTip,
+    SideDocument,
+    VehicleDocument,
+)
+
+ALERTS: Final = "alerts"
+WINDOW_SAMPLES: Final = 16  # position samples kept for late data
+LATENESS_SECONDS: Final = 120  # ... and none older than this behind the newest
+MAX_INSIDE: Final = 16  # tokens per sample (overlapping geofences): the first by key
+MAX_LEFT: Final = 16  # open "left the geofence" alerts tracked
+CURFEW: Final = "!curfew"
+OPEN: Final = "\uffff"  # a claim's last time while its alert is open: after every time, never pruned
+ENTER, EXIT = "enter", "exit"
+
+PositionSample = tuple[str, float, float, float | None]  # ts, lat, lon, speed km/h (None: not in the sample)
+Side = dict[tuple[str, str], SideDocument]
+
+
+@dataclass(slots=True)
+class GeoOutcome:
+    """What one fold did with geofences (counts for the batch report and the tests)."""
+
+    events: int = 0
+    retracted: int = 0
+    too_late: int = 0
+    reevaluated: bool = False
+
+
+@dataclass(slots=True)
+class _Claims:
+    """What an evaluation produces: claims and the documents that go with them."""
+
+    claims: dict[str, GeoClaim] = field(default_factory=dict)
+    documents: dict[str, tuple[str, SideDocument]] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=64)
+def _day(date: str) -> int:
+    return dt.date.fromisoformat(date).toordinal()
+
+
+def _seconds(ts: str) -> float:
+    """A canonical UTC time (`2026-11-21T08:00:00.000Z`) in seconds, for spans."""
+    return _day(ts[:10]) * 86400.0 + int(ts[11:13]) * 3600 + int(ts[14:16]) * 60 + float(ts[17:23])
+
+
+def tokens_at(fences: VehicleGeofences, lat: float, lon: float, speed: float | None, ts: str) -> list[str]:
+    """The tokens of one position sample, sorted, at most MAX_INSIDE."""
+    found = fences.containing(lat, lon)
+    if not found:
+        return []
+    tokens: list[str] = []
+    moving = speed is not None and speed > CURFEW_SPEED_KMH
+    for fence in found[:MAX_INSIDE]:
+        tokens.append(fence.key)
+        if moving and fence.curfew is not None and not fence.curfew.allows(ts):
+            tokens.append(fence.key + CURFEW)
+    tokens.sort()
+    return tokens[:MAX_INSIDE]
+
+
+def new_state() -> GeoState:
+    return {"window": [], "base": None, "tip": None, "claims": {}}
+
+
+def scrub(doc: VehicleDocument) -> bool:
+    """Forget every position the evaluation holds (the window, the states: they say where the car was); True if
+    there was any. The next fold writes the `suspended` event."""
+    geo = doc.get("geo")
+    if geo is None or (not geo["window"] and geo["base"] is None and geo["tip"] is None and not geo["claims"]):
+        return False
+    geo["window"], geo["base"], geo["tip"], geo["claims"] = [], None, None, {}
+    return True
+
+
+def step(
+    vehicle_id: str,
+    doc: VehicleDocument,
+    positions: list[PositionSample],
+    fences: VehicleGeofences,
+    withheld: bool,
+    now_ts: str | None,
+    side: Side,
+) -> GeoOutcome | None:
+    """Evaluate this fold's position samples (arrival order, late ones included) against the car's geofences."""
+    geo = doc.get("geo")
+    if geo is None and not fences:
+        return None  # nothing to evaluate and nothing evaluated before: the usual case of a fleet without any
+    outcome = GeoOutcome()
+    if withheld:
+        if now_ts is None or (geo is not None and "suspended" in geo):
+            return outcome
+        fresh = new_state()
+        if geo is not None and "tooLate" in geo:
+            fresh["tooLate"] = geo["tooLate"]
+        fresh["suspended"] = now_ts
+        doc["geo"] = fresh
+        _drop_geofence_alerts(doc)
+        _put(side, GEOFENCE_EVENTS, _consent_event(vehicle_id, "suspended", now_ts))
+        outcome.events += 1
+        return outcome
+    if geo is None:
+        geo = doc["geo"] = new_state()
+    elif "suspended" in geo:
+        if now_ts is None:
+            return outcome
+        del geo["suspended"]
+        geo["window"], geo["base"], geo["tip"], geo["claims"] = [], None, None, {}
+        _put(side, GEOFENCE_EVENTS, _consent_event(vehicle_id, "resumed", now_ts))
+        outcome.events += 1
+    if not positions:
+        return outcome
+    window = geo["window"]
+    base = geo["base"]
+    horizon = base["ts"] if base is not None else ""
+    appended: list[GeoSample] = []
+    inserted = False
+    for ts, lat, lon, speed in positions:
+        if ts <= horizon:
+            outcome.too_late += 1
+            continue
+        entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens_at(fences, lat, lon, speed, ts)}
+        if not window or ts > window[-1]["ts"]:
+            window.append(entry)
+            appended.append(entry)
+            continue
+        at = bisect.bisect_left([e["ts"] for e in window], ts)
+        if at < len(window) and window[at]["ts"] == ts:
+            if (lat, lon) < (window[at]["lat"], window[at]["lon"]):
+                window[at] = entry
+                inserted = True
+        else:
+            window.insert(at, entry)
+            inserted = True
+    if outcome.too_late:
+        geo["tooLate"] = geo.get("tooLate", 0) + outcome.too_late
+    if inserted or geo["tip"] is None:
+        outcome.reevaluated = inserted
+        _reevaluate(vehicle_id, doc, geo, fences, side, outcome)
+    elif appended:
+        _append(vehicle_id, doc, geo, appended, fences, side, outcome)
+    _evict(geo, fences)
+    return outcome
+
+
+def _append(
+    vehicle_id: str,
+    doc: VehicleDocument,
+    geo: GeoState,
+    entries: list[GeoSample],
+    fences: VehicleGeofences,
+    side: Side,
+    outcome: GeoOutcome,
+) -> None:
+    """Steady state: samples after the window's last one continue from the state after it."""
+    tip = geo["tip"]
+    assert tip is not None
+    produced = _Claims()
+    for entry in entries:
+        inside = tip["inside"]
+        tokens = entry["inside"]
+        if len(tokens) == len(inside) and all(t in inside for t in tokens):
+            continue  # no crossing (the usual sample)
+        _transitions(vehicle_id, tip, entry, fences, produced)
+    _write(vehicle_id, doc, geo, produced, side, outcome, full=False)
+
+
+def _reevaluate(
+    vehicle_id: str, doc: VehicleDocument, geo: GeoState, fences: VehicleGeofences, side: Side, outcome: GeoOutcome
+) -> None:
+    """The window again from `base`: what changed is written, what vanished is retracted."""
+    base = geo["base"]
+    state: GeoTip | None = {"inside": dict(base["inside"]), "left": dict(base["left"])} if base is not None else None
+    produced = _Claims()
+    for entry in geo["window"]:
+        if state is None:  # the first sample ever sets the state: being inside is not a crossing
+            state = {"inside": dict.fromkeys(entry["inside"], entry["ts"]), "left": {}}
+            continue
+        _transitions(vehicle_id, state, entry, fences, produced)
+    geo["tip"] = state
+    if state is not None:  # alerts still open (raised before the window, too) are claimed as open
+        for token, since in state["inside"].items():
+            kind = _enter_alert(token, fences)
+            if kind is not None:
+                _alert(vehicle_id, produced, token, kind, since, None, fences)
+        for key, left_at in state["left"].items():
+            _alert(vehicle_id, produced, key, "geofence_exit", left_at, None, fences)
+    _write(vehicle_id, doc, geo, produced, side, outcome, full=True)
+
+
+def _transitions(vehicle_id: str, state: GeoTip, entry: GeoSample, fences: VehicleGeofences, out: _Claims) -> None:
+    """Apply one sample to the state: its events and the alerts they raise or clear."""
+    inside, left = state["inside"], state["left"]
+    ts = entry["ts"]
+    tokens = entry["inside"]
+    lost = sorted(t for t in inside if t not in tokens)
+    for token in lost:
+        since = inside.pop(token)
+        _event(vehicle_id, out, token, EXIT, entry, fences)
+        kind = _enter_alert(token, fences)
+        if kind is not None:
+            _alert(vehicle_id, out, token, kind, since, ts, fences)
+        fence = fences.get(token)
+        if fence is not None and fence.alert_on_exit and len(left) < MAX_LEFT:
+            left[token] = ts
+            _alert(vehicle_id, out, token, "geofence_exit", ts, None, fences)
+    for token in tokens:
+        if token in inside:
+            continue
+        inside[token] = ts
+        _event(vehicle_id, out, token, ENTER, entry, fences)
+        kind = _enter_alert(token, fences)
+        if kind is not None:
+            _alert(vehicle_id, out, token, kind, ts, None, fences)
+        left_at = left.pop(token, None)
+        if left_at is not None:
+            _alert(vehicle_id, out, token, "geofence_exit", left_at, ts, fences)
+
+
+def _split(token: str) -> tuple[str, bool]:
+    return (token[: -len(CURFEW)], True) if token.endswith(CURFEW) else (token, False)
+
+
+def _enter_alert(token: str, fences: VehicleGeofences) -> str | None:
+    """The alert being inside this token raises, if any."""
+    key, curfew = _split(token)
+    if curfew:
+        return "curfew"
+    fence = fences.get(key)
+    if fence is None or not fence.alerts_on_enter:
+        return None
+    return "restricted_zone" if fence.restricted else "geofence_enter"
+
+
+def _describe(key: str, fences: VehicleGeofences) -> tuple[str, str, str | None]:
+    """geofenceId, scope and name of a geofence key (the name only while it exists)."""
+    fence: Geofence | None = fences.get(key)
+    scope = "vehicle" if key.startswith("v:") else "fleet"
+    if fence is not None:
+        scope = "fleet" if isinstance(fence.scope, FleetScope) else "vehicle"
+    return (key[2:] if key.startswith("v:") else key), scope, (fence.name if fence is not None else None)
+
+
+def _event(
+    vehicle_id: str, out: _Claims, token: str, direction: str, entry: GeoSample, fences: VehicleGeofences
+) -> None:
+    key, curfew = _split(token)
+    kind = ("curfew" if direction == ENTER else "curfew_end") if curfew else direction
+    ts = entry["ts"]
+    event_id = f"{safe_id(vehicle_id)}:{token}:{kind}:{compact_time(ts)}"
+    geofence_id, scope, name = _describe(key, fences)
+    out.claims[event_id] = {"c": "e", "s": "a", "t": ts, "g": token, "k": kind, "r": ts}
+    out.documents[event_id] = (
+        GEOFENCE_EVENTS,
+        {
+            "id": event_id,
+            "vehicleId": vehicle_id,
+            "type": "geofenceEvent",
+            "event": kind,
+            "ts": ts,
+            "geofenceId": geofence_id,
+            "scope": scope,
+            "name": name,
+            "position": {"lat": entry["lat"], "lon": entry["lon"]},
+            "retracted": False,
+        },
+    )
+
+
+def _alert_key(token: str, kind: str) -> str:
+    return f"geofence:{_split(token)[0]}:{kind}"
+
+
+def _alert(
+    vehicle_id: str,
+    out: _Claims,
+    token: str,
+    kind: str,
+    raised: str,
+    cleared: str | None,
+    fences: VehicleGeofences,
+) -> None:
+    key = _alert_key(token, kind)
+    alert_id = f"{safe_id(vehicle_id)}:{key}:{compact_time(raised)}"
+    geofence_id, scope, name = _describe(_split(token)[0], fences)
+    out.claims[alert_id] = {
+        "c": "a",
+        "s": "active" if cleared is None else f"cleared:{cleared}",
+        "t": OPEN if cleared is None else cleared,
+        "g": token,
+        "k": kind,
+        "r": raised,
+    }
+    out.documents[alert_id] = (
+        ALERTS,
+        {
+            "id": alert_id,
+            "vehicleId": vehicle_id,
+            "type": "alert",
+            "key": key,
+            "status": "active" if cleared is None else "cleared",
+            "raisedAt": raised,
+            "clearedAt": cleared,
+            "kind": kind,
+            "geofenceId": geofence_id,
+            "scope": scope,
+            "name": name,
+        },
+    )
+
+
+def _write(
+    vehicle_id: str,
+    doc: VehicleDocument,
+    geo: GeoState,
+    produced: _Claims,
+    side: Side,
+    outcome: GeoOutcome,
+    *,
+    full: bool,
+) -> None:
+    """Write what is new or changed; after a full evaluation, retract what vanished."""
+    claims = geo["claims"]
+    active = doc.get("alerts")
+    if active is None:
+        active = doc["alerts"] = {}
+    for claim_id, claim in produced.claims.items():
+        before = claims.get(claim_id)
+        if before is not None and before["s"] == claim["s"]:
+            continue
+        container, document = produced.documents[claim_id]
+        _put(side, container, document)
+        if claim["c"] == "e":
+            outcome.events += 1
+        else:
+            _track_alert(active, document)
+    if full:
+        base = geo["base"]
+        horizon = base["ts"] if base is not None else ""
+        for claim_id, claim in claims.items():
+            if claim_id in produced.claims or claim["t"] <= horizon:
+                continue
+            outcome.retracted += 1
+            _put(side, *_retracted(vehicle_id, claim_id, claim))
+            if claim["c"] == "a":
+                key = _alert_key(claim["g"], claim["k"])
+                if key in active and active[key]["id"] == claim_id:
+                    del active[key]
+        geo["claims"] = produced.claims
+    else:
+        claims.update(produced.claims)
+
+
+def _track_alert(active: dict[str, AlertDocument], document: SideDocument) -> None:
+    alert: AlertDocument = document  # type: ignore[assignment]
+    key = alert["key"]
+    if alert["status"] == "active":
+        active[key] = alert.copy()
+    elif key in active and active[key]["id"] == alert["id"]:
+        del active[key]
+
+
+def _retracted(vehicle_id: str, claim_id: str, claim: GeoClaim) -> tuple[str, SideDocument]:
+    key, _ = _split(claim["g"])
+    geofence_id = key[2:] if key.startswith("v:") else key
+    scope = "vehicle" if key.startswith("v:") else "fleet"
+    if claim["c"] == "e":
+        event: GeofenceEventDocument = {
+            "id": claim_id,
+            "vehicleId": vehicle_id,
+            "type": "geofenceEvent",
+            "event": claim["k"],
+            "ts": claim["r"],
+            "geofenceId": geofence_id,
+            "scope": scope,
+            "retracted": True,
+        }
+        return GEOFENCE_EVENTS, event
+    alert: AlertDocument = {
+        "id": claim_id,
+        "vehicleId": vehicle_id,
+        "type": "alert",
+        "key": _alert_key(claim["g"], claim["k"]),
+        "status": "retracted",
+        "raisedAt": claim["r"],
+        "clearedAt": None,
+        "kind": claim["k"],
+        "geofenceId": geofence_id,
+        "scope": scope,
+    }
+    return ALERTS, alert
+
+
+def _evict(geo: GeoState, fences: VehicleGeofences) -> None:
+    """Samples beyond the window's size or lateness leave it; the state after the last one becomes `base`."""
+    window = geo["window"]
+    if not window:
+        return
+    newest = _seconds(window[-1]["ts"])
+    count = 0
+    while count < len(window) - 1 and (
+        len(window) - count > WINDOW_SAMPLES or newest - _seconds(window[count]["ts"]) > LATENESS_SECONDS
+    ):
+        count += 1
+    if count == 0:
+        return
+    base = geo["base"]
+    state: GeoTip | None = {"inside": dict(base["inside"]), "left": dict(base["left"])} if base is not None else None
+    sink = _Claims()
+    for entry in window[:count]:
+        if state is None:
+            state = {"inside": dict.fromkeys(entry["inside"], entry["ts"]), "left": {}}
+        else:
+            _transitions("", state, entry, fences, sink)
+    assert state is not None
+    last = window[count - 1]["ts"]
+    new_base: GeoBase = {"ts": last, "inside": state["inside"], "left": state["left"]}
+    geo["base"] = new_base
+    del window[:count]
+    geo["claims"] = {k: c for k, c in geo["claims"].items() if c["t"] > last}
+
+
+def _consent_event(vehicle_id: str, kind: str, ts: str) -> GeofenceEventDocument:
+    return {
+        "id": f"{safe_id(vehicle_id)}:consent:{kind}:{compact_time(ts)}",
+        "vehicleId": vehicle_id,
+        "type": "geofenceEvent",
+        "event": kind,
+        "ts": ts,
+        "geofenceId": None,
+        "scope": None,
+        "retracted": False,
+    }
+
+
+def _drop_geofence_alerts(doc: VehicleDocument) -> None:
+    """While evaluation is suspended its alerts say nothing: they leave the active set (their documents stay)."""
+    active = doc.get("alerts")
+    if active:
+        for key in [k for k in active if k.startswith("geofence:")]:
+            del active[key]
+
+
+def _put(side: Side, container: str, document: SideDocument) -> None:
+    side[container, document["id"]] = document

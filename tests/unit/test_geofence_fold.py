@@ -1,0 +1,264 @@
+"""Geofence events in the fold: crossings exactly once under replays, shuffles, splits and late data; retraction;
+too-late samples; curfew, restricted-zone, depot and speed alerts; location consent suspends evaluation."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.device_messages import compact_time
+from shared.geofences.index import GeofenceIndex, SpeedLimit, VehicleGeofences
+from shared.geofences.model import FleetScope, Geofence, VehicleScope, parse_geofence
+from shared.settings import IngestionSettings
+from shared.telemetry import geofencing
+from shared.telemetry.contract import TelemetryMessage, decode
+from shared.telemetry.vehicle import fold
+from tests.factories import drive, iso, message
+
+CFG = IngestionSettings()
+FLEET = FleetScope("acme", "north")
+LAT0, LON0 = 52.42, 10.78
+STEP = 10.0  # seconds between samples
+
+
+def fence(gid: str, lat: float, lon: float, radius: float, **extra: Any) -> Geofence:
+    raw = {"name": gid.title(), "shape": {"type": "Circle", "center": [lon, lat], "radiusM": radius}, **extra}
+    return parse_geofence(raw, geofence_id=gid, scope=FLEET)
+
+
+# Two overlapping circles on a line of latitude; the points below are in none, A only, both, B only.
+A = fence("a", LAT0, LON0, 300)
+B = fence("b", LAT0, LON0 + 0.006, 300)
+FENCES = VehicleGeofences(GeofenceIndex([A, B]))
+POINTS = [(LAT0, LON0 - 0.01), (LAT0, LON0 - 0.001), (LAT0, LON0 + 0.003), (LAT0, LON0 + 0.007)]
+
+
+def msg(seq: int, t: float, lat: float, lon: float, speed: float = 30.0) -> TelemetryMessage:
+    result = decode(message("car-1", drive(seq, t, lat=lat, lon=lon, speed=speed), enqueued_s=t + 1))
+    assert isinstance(result, TelemetryMessage), result
+    return result
+
+
+class Car:
+    """A vehicle document folded batch after batch, with every side document as the store would hold it."""
+
+    def __init__(self, fences: VehicleGeofences = FENCES, doc: dict[str, Any] | None = None) -> None:
+        self.fences = fences
+        self.doc: Any = doc
+        self.store: dict[tuple[str, str], dict[str, Any]] = {}
+        self.too_late = 0
+
+    def batch(self, messages: list[TelemetryMessage]) -> None:
+        update = fold("car-1", self.doc, messages, CFG, geofences=self.fences)
+        self.too_late += update.geofence_too_late
+        if update.document is not None:
+            self.doc = update.document
+            for container, document in update.side_documents:
+                self.store[container, document["id"]] = dict(document)
+
+    def events(self) -> set[str]:
+        return {i for (c, i), d in self.store.items() if c == geofencing.GEOFENCE_EVENTS and not d["retracted"]}
+
+    def alerts(self) -> dict[str, dict[str, Any]]:
+        return {i: d for (c, i), d in self.store.items() if c == "alerts"}
+
+
+def crossings(samples: list[tuple[float, float, float]], fences: VehicleGeofences = FENCES) -> set[str]:
+    """The reference: token changes between consecutive samples of the sequence sorted by event time."""
+    out: set[str] = set()
+    previous: set[str] | None = None
+    for t, lat, lon in sorted(samples):
+        tokens = set(geofencing.tokens_at(fences, lat, lon, 30.0, iso(t)))
+        if previous is not None:
+            for token, kind in [(x, "exit") for x in previous - tokens] + [(x, "enter") for x in tokens - previous]:
+                out.add(f"car-1:{token}:{kind}:{compact_time(iso(t))}")
+        previous = tokens
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    route=st.lists(st.sampled_from(range(len(POINTS))), min_size=1, max_size=60),
+    seed=st.integers(0, 2**32 - 1),
+    max_shift=st.integers(0, 8),
+)
+def test_crossings_exactly_once_for_any_split_shuffle_and_replay(route: list[int], seed: int, max_shift: int) -> None:
+    # GIVEN a drive through two overlapping geofences, one position sample per message
+    rng = random.Random(seed)
+    samples = [(i * STEP, *POINTS[p]) for i, p in enumerate(route)]
+    messages = [msg(i + 1, t, lat, lon) for i, (t, lat, lon) in enumerate(samples)]
+    # WHEN every message arrives at most `max_shift` places late (within the lateness window: 8 samples, 80 s),
+    # split into batches of any size, shuffled within each, with whole batches and single messages replayed
+    order = sorted(range(len(messages)), key=lambda i: i + rng.uniform(0, max_shift))
+    batches: list[list[TelemetryMessage]] = []
+    at = 0
+    while at < len(order):
+        size = rng.randint(1, 7)
+        part = [messages[i] for i in order[at : at + size]]
+        rng.shuffle(part)
+        batches.append(part)
+        at += size
+        if rng.random() < 0.3:
+            batches.append(list(rng.choice(batches)))
+        if rng.random() < 0.3:
+            batches[-1].append(messages[rng.choice(order[:at])])
+    car = Car()
+    for part in batches:
+        car.batch(part)
+    # THEN the events not retracted are exactly the crossings of the sorted sequence, and nothing was too late
+    assert car.too_late == 0
+    assert car.events() == crossings(samples)
+    window = car.doc["geo"]["window"]
+    assert len(window) <= geofencing.WINDOW_SAMPLES
+    assert [e["ts"] for e in window] == sorted(e["ts"] for e in window)
+
+
+def test_a_late_sample_moves_the_crossing_and_retracts_the_old_one() -> None:
+    car = Car()
+    out, inside = POINTS[0], POINTS[1]
+    car.batch([msg(1, 0, *out), msg(3, 20, *inside)])
+    enter_20 = f"car-1:a:enter:{compact_time(iso(20))}"
+    assert car.events() == {enter_20}
+    car.batch([msg(2, 10, *inside)])  # late: the car was inside at 10 s already
+    enter_10 = f"car-1:a:enter:{compact_time(iso(10))}"
+    assert car.events() == {enter_10}
+    assert car.store["geofenceEvents", enter_20]["retracted"] is True
+    assert car.store["geofenceEvents", enter_10]["position"] == {"lat": inside[0], "lon": inside[1]}
+    assert car.store["geofenceEvents", enter_10]["name"] == "A"
+
+
+def test_samples_older_than_the_window_are_counted_not_evaluated() -> None:
+    car = Car()
+    car.batch([msg(i + 1, i * STEP, *POINTS[0]) for i in range(1, 40)])
+    assert car.doc["geo"]["base"] is not None
+    car.batch([msg(100, 0, *POINTS[1])])  # at 0 s: 390 s late
+    assert car.too_late == 1
+    assert car.doc["geo"]["tooLate"] == 1
+    assert car.events() == set()
+
+
+def test_the_first_sample_is_not_a_crossing() -> None:
+    car = Car()
+    car.batch([msg(1, 0, *POINTS[2])])
+    assert car.events() == set()
+    car.batch([msg(2, 10, *POINTS[0])])
+    assert car.events() == {f"car-1:a:exit:{compact_time(iso(10))}", f"car-1:b:exit:{compact_time(iso(10))}"}
+
+
+def test_no_geofences_no_geo_state() -> None:
+    car = Car(VehicleGeofences())
+    car.batch([msg(1, 0, *POINTS[1]), msg(2, 10, *POINTS[0])])
+    assert "geo" not in car.doc
+    assert car.events() == set()
+
+
+def test_restricted_zone_and_depot_alerts_open_and_clear() -> None:
+    depot = fence("depot", LAT0, LON0, 300, alerts={"exit": True})
+    zone = fence("zone", LAT0, LON0 + 0.006, 300, restricted=True)
+    car = Car(VehicleGeofences(GeofenceIndex([depot, zone])))
+    car.batch([msg(1, 0, *POINTS[1])])  # at the depot
+    car.batch([msg(2, 10, *POINTS[3])])  # left the depot, into the restricted zone
+    active = car.doc["alerts"]
+    assert set(active) == {"geofence:depot:geofence_exit", "geofence:zone:restricted_zone"}
+    assert active["geofence:zone:restricted_zone"]["raisedAt"] == iso(10)
+    car.batch([msg(3, 20, *POINTS[1])])  # back at the depot, out of the zone
+    assert car.doc["alerts"] == {}
+    statuses = {d["kind"]: (d["status"], d["clearedAt"]) for d in car.alerts().values()}
+    assert statuses == {"geofence_exit": ("cleared", iso(20)), "restricted_zone": ("cleared", iso(20))}
+
+
+def test_a_retracted_crossing_retracts_its_alert() -> None:
+    zone = fence("zone", LAT0, LON0, 300, restricted=True)
+    car = Car(VehicleGeofences(GeofenceIndex([zone])))
+    car.batch([msg(1, 0, *POINTS[0]), msg(3, 20, *POINTS[1])])
+    first = f"car-1:geofence:zone:restricted_zone:{compact_time(iso(20))}"
+    assert car.alerts()[first]["status"] == "active"
+    car.batch([msg(2, 10, *POINTS[1])])
+    assert car.alerts()[first]["status"] == "retracted"
+    assert car.doc["alerts"]["geofence:zone:restricted_zone"]["raisedAt"] == iso(10)
+
+
+def test_curfew_movement_alerts_outside_the_allowed_hours() -> None:
+    # 2026-11-21 is a Saturday: outside a weekday-only schedule
+    yard = fence(
+        "yard",
+        LAT0,
+        LON0,
+        300,
+        curfew={
+            "timeZone": "Europe/Berlin",
+            "allowed": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "06:00", "end": "20:00"}],
+        },
+    )
+    car = Car(VehicleGeofences(GeofenceIndex([yard])))
+    car.batch([msg(1, 0, *POINTS[1], speed=0.0)])  # parked in the yard: no movement, no alert
+    car.batch([msg(2, 10, *POINTS[1], speed=12.0)])  # moving inside during the curfew
+    assert f"car-1:yard!curfew:curfew:{compact_time(iso(10))}" in car.events()
+    assert car.doc["alerts"]["geofence:yard:curfew"]["raisedAt"] == iso(10)
+    car.batch([msg(3, 20, *POINTS[1], speed=0.0)])
+    assert f"car-1:yard!curfew:curfew_end:{compact_time(iso(20))}" in car.events()
+    assert car.doc["alerts"] == {}
+
+
+def test_private_geofences_are_evaluated_with_the_fleets() -> None:
+    home = parse_geofence(
+        {
+            "name": "Home",
+            "shape": {"type": "Circle", "center": [LON0, LAT0], "radiusM": 100},
+            "alerts": {"enter": True},
+        },
+        geofence_id="home",
+        scope=VehicleScope("car-1"),
+    )
+    car = Car(VehicleGeofences(GeofenceIndex([A]), (home,)))
+    car.batch([msg(1, 0, *POINTS[0])])
+    car.batch([msg(2, 10, LAT0, LON0)])
+    stamp = compact_time(iso(10))
+    assert car.events() == {f"car-1:a:enter:{stamp}", f"car-1:v:home:enter:{stamp}"}
+    event = car.store["geofenceEvents", f"car-1:v:home:enter:{stamp}"]
+    assert (event["geofenceId"], event["scope"]) == ("home", "vehicle")
+    assert car.doc["alerts"]["geofence:v:home:geofence_enter"]["name"] == "Home"
+
+
+def test_withheld_location_suspends_evaluation_and_says_so() -> None:
+    car = Car()
+    car.batch([msg(1, 0, *POINTS[0]), msg(2, 10, *POINTS[1])])
+    assert car.events() == {f"car-1:a:enter:{compact_time(iso(10))}"}
+    car.doc["consent"] = {"location": False}
+    car.batch([msg(3, 20, *POINTS[0]), msg(4, 30, *POINTS[1])])
+    suspended = f"car-1:consent:suspended:{compact_time(iso(30))}"
+    assert car.events() == {f"car-1:a:enter:{compact_time(iso(10))}", suspended}
+    geo = car.doc["geo"]
+    assert (geo["window"], geo["base"], geo["tip"], geo["suspended"]) == ([], None, None, iso(30))
+    car.batch([msg(5, 40, *POINTS[0])])  # still withheld: no second event
+    assert len(car.events()) == 2
+    car.doc["consent"] = {"location": True}
+    car.batch([msg(6, 50, *POINTS[1])])  # resumed: this sample sets the state, it is no crossing
+    car.batch([msg(7, 60, *POINTS[0])])
+    assert car.events() == {
+        f"car-1:a:enter:{compact_time(iso(10))}",
+        suspended,
+        f"car-1:consent:resumed:{compact_time(iso(50))}",
+        f"car-1:a:exit:{compact_time(iso(60))}",
+    }
+
+
+def test_speed_alert_after_n_seconds_over_the_limit_with_hysteresis() -> None:
+    fences = VehicleGeofences(GeofenceIndex([A]), speed_limit=SpeedLimit(kmh=90, seconds=15))
+    car = Car(fences)
+    car.batch([msg(1, 0, *POINTS[0], speed=95.0), msg(2, 10, *POINTS[0], speed=96.0)])
+    assert "speeding" not in car.doc["alerts"]  # 10 s over: not yet
+    car.batch([msg(3, 20, *POINTS[0], speed=97.0)])
+    alert = car.doc["alerts"]["speeding"]
+    assert (alert["raisedAt"], alert["value"], alert["threshold"]) == (iso(20), 97.0, 90)
+    car.batch([msg(4, 30, *POINTS[0], speed=88.0)])  # under the limit, within the hysteresis: still active
+    assert "speeding" in car.doc["alerts"]
+    car.batch([msg(5, 40, *POINTS[0], speed=80.0)])
+    assert "speeding" not in car.doc["alerts"]
+    assert car.alerts()[alert["id"]]["status"] == "cleared"
+    # a short burst over the limit raises nothing
+    car.batch([msg(6, 50, *POINTS[0], speed=120.0), msg(7, 60, *POINTS[0], speed=60.0)])
+    assert "speeding" not in car.doc["alerts"]
