@@ -115,6 +115,8 @@ var consumerGroupName = 'functions'
 var deadLetterContainerName = 'deadletter'
 // Queue the calendar sync works from; the host creates '<queue>-poison' on first failure, made here up front.
 var calendarSyncQueueName = 'calendar-sync'
+// Queue the command dispatch works from (shared/commands/config.py).
+var commandDispatchQueueName = 'command-dispatch'
 
 var abbrs = loadJsonContent('abbreviations.json')
 // Same subscription, environment and region: same names, so a second `azd up` changes nothing.
@@ -164,6 +166,8 @@ module storage 'core/storage/storage-account.bicep' = {
     queueNames: [
       calendarSyncQueueName
       '${calendarSyncQueueName}-poison'
+      commandDispatchQueueName
+      '${commandDispatchQueueName}-poison'
     ]
   }
 }

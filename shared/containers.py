@@ -24,6 +24,7 @@ MEMBERSHIPS: Final = "memberships"
 AUDIT: Final = "audit"
 CONSENTS: Final = "consents"
 GEOFENCE_EVENTS: Final = "geofenceEvents"
+COMMANDS: Final = "commands"
 
 
 @cache

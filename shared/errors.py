@@ -145,3 +145,20 @@ class AccessDeniedError(RequestError):
     """A valid caller without the role, scope or membership the route needs (inside their brand)."""
 
     title = "Forbidden"
+
+
+class StateConflictError(RequestError):
+    """The resource is not in a state that allows this (cancelling a delivered command; an idempotency key reused
+    for a different request)."""
+
+    title = "Conflict"
+
+
+class RateLimitedError(RequestError):
+    """The caller or the resource is over its rate limit; `retry_after` seconds until the window resets."""
+
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)

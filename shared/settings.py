@@ -177,6 +177,36 @@ SETTINGS: tuple[Setting, ...] = (
         brand="calendar",
     ),
     Setting("FEATURE_TEAMS", "true", "Joining Teams meetings from the car: true or false.", brand="teams"),
+    # --- Remote commands (shared/commands) ---
+    Setting(
+        "COMMAND_CONNECT_TIMEOUT_SECONDS",
+        "5",
+        "How long IoT Hub waits for a car to connect before a direct method gives up and the command is queued.",
+        low=0,
+        high=300,
+    ),
+    Setting(
+        "COMMAND_RESPONSE_TIMEOUT_SECONDS",
+        "20",
+        "How long a connected car has to answer a direct method before the command fails with no_response.",
+        low=5,
+        high=300,
+    ),
+    Setting(
+        "COMMANDS_PER_VEHICLE_PER_MINUTE", "10", "Commands accepted per car per minute (429 beyond).", low=1, high=600
+    ),
+    Setting(
+        "COMMANDS_PER_CALLER_PER_MINUTE",
+        "60",
+        "Commands accepted per caller (user or app) per minute, over all cars (429 beyond).",
+        low=1,
+        high=6000,
+    ),
+    Setting(
+        "COMMAND_SWEEP_SCHEDULE",
+        "*/30 * * * * *",
+        "NCRONTAB (UTC) of the timer that expires queued commands and fails unanswered ones.",
+    ),
     # --- Who may call the API: Entra ID bearer tokens (shared/auth) ---
     Setting(
         "AUTH_OPENID_CONFIG_URL",

@@ -106,6 +106,11 @@ var sharedSettings = {
   DATA_CATEGORY_BASES: ''
   FEATURE_CALENDAR: 'true'
   FEATURE_TEAMS: 'true'
+  COMMAND_CONNECT_TIMEOUT_SECONDS: '5'
+  COMMAND_RESPONSE_TIMEOUT_SECONDS: '20'
+  COMMANDS_PER_VEHICLE_PER_MINUTE: '10'
+  COMMANDS_PER_CALLER_PER_MINUTE: '60'
+  COMMAND_SWEEP_SCHEDULE: '*/30 * * * * *'
   // Bearer tokens from Entra ID (v2). The common document serves every tenant; the app substitutes the token's tid
   // in the issuer and accepts only allowed tenants. No function key: the HTTP routes are anonymous at the host and
   // the app checks the token itself.

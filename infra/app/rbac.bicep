@@ -32,7 +32,7 @@ param applicationInsightsName string
 // Built-in role ids: https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
 // Host storage (leases, Event Hubs checkpoints, timers), the deployment package and dead letters.
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-// The calendar-sync work queue (queue trigger and its poison queue).
+// The calendar-sync and command-dispatch work queues (queue triggers and their poison queues).
 var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 // Event Hubs triggers.
 var eventHubsDataReceiverRoleId = 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp
 
 from shared.api import handlers
-from shared.api.routes import admin, brands, consent, driver, history, meta, privacy, vehicles
+from shared.api.routes import admin, brands, commands, consent, driver, history, meta, privacy, vehicles
 
 PREFIX: Final = "/api"
 DESCRIPTION: Final = (
@@ -25,7 +25,7 @@ DESCRIPTION: Final = (
     "applies, or nothing for the public ones). Errors are RFC 7807 `application/problem+json`. See docs/api.md."
 )
 TAGS: Final = (
-    "identity", "vehicles", "history", "alerts", "driver", "privacy", "brands", "members", "audit", "admin",
+    "identity", "vehicles", "history", "alerts", "commands", "driver", "privacy", "brands", "members", "audit", "admin",
     "dashboard", "meta",
 )  # fmt: skip
 
@@ -46,7 +46,7 @@ def create_fastapi() -> FastAPI:
         openapi_tags=[{"name": name} for name in TAGS],
         generate_unique_id_function=operation_id,
     )
-    for module in (vehicles, history, driver, consent, privacy, brands, admin, meta):
+    for module in (vehicles, history, commands, driver, consent, privacy, brands, admin, meta):
         app.include_router(module.router, prefix=PREFIX)
     handlers.install(app)
     return app

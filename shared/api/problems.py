@@ -19,7 +19,9 @@ from shared.errors import (
     FeatureDisabledError,
     FleetError,
     InvalidRequestError,
+    RateLimitedError,
     RequestError,
+    StateConflictError,
     UnknownResourceError,
 )
 
@@ -33,6 +35,8 @@ STATUS_OF: Final[tuple[tuple[type[RequestError], int], ...]] = (
     (InvalidRequestError, 400),
     (UnknownResourceError, 404),
     (AlreadyExistsError, 409),
+    (StateConflictError, 409),
+    (RateLimitedError, 429),
     (FeatureDisabledError, 403),
     (AuthenticationError, 401),
     (AccessDeniedError, 403),
@@ -47,6 +51,7 @@ TITLES: Final = {
     409: "Already exists",
     413: "Body too large",
     422: "Invalid body",
+    429: "Too many requests",
     500: "Internal error",
     503: "Service unavailable",
 }
@@ -113,6 +118,8 @@ def answer_for(exc: BaseException, *, token_sent: bool = True) -> ProblemAnswer:
         title = exc.title if status == 400 or type(exc).title != RequestError.title else TITLES[status]
         if isinstance(exc, AuthenticationError):
             headers["WWW-Authenticate"] = www_authenticate(exc.detail if token_sent else None)
+        if isinstance(exc, RateLimitedError):
+            headers["Retry-After"] = str(exc.retry_after)
         return ProblemAnswer(Problem(status, title, exc.detail, list(exc.errors)), headers)
     if status == 503:
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from shared.api.services import AuditLog, Gatekeeper, TenancyService
+    from shared.commands.service import CommandService
     from shared.drivers.link import DriverLinks
     from shared.fleet.service import FleetService
     from shared.stores.base import DeadLetterSink
@@ -48,6 +49,12 @@ def _fleet_service() -> FleetService:
     return fleet_service.get()
 
 
+def _command_service() -> CommandService:
+    from shared.commands.runtime import command_service
+
+    return command_service.get()
+
+
 def _driver_links() -> DriverLinks:
     from shared.calendar import runtime as calendar_runtime
 
@@ -75,6 +82,7 @@ class Providers:
     tenancy: Callable[[], TenancyService] = _tenancy
     fleet_service: Callable[[], FleetService] = _fleet_service
     driver_links: Callable[[], DriverLinks] = _driver_links
+    command_service: Callable[[], CommandService] = _command_service
     dead_letters: Callable[[], DeadLetterSink] = _dead_letters
     ingestor: Callable[[], TelemetryIngestor] = _ingestor
 
@@ -96,6 +104,10 @@ async def tenancy() -> TenancyService:
 
 async def fleet_service() -> FleetService:
     return providers.fleet_service()
+
+
+async def command_service() -> CommandService:
+    return providers.command_service()
 
 
 async def driver_links() -> DriverLinks:

@@ -93,6 +93,12 @@ class Access:
     def may(self, permission: Permission, resource: Resource) -> bool:
         return any(_allows(g, permission, resource, self.principal) for g in self.grants)
 
+    def roles(self, permission: Permission, resource: Resource | None = None) -> frozenset[Role]:
+        """The roles the caller holds that grant `permission` on the resource (the one the route checked by
+        default): what a command's catalogue entry is matched against."""
+        target = self.resource if resource is None else resource
+        return frozenset(g.role for g in self.grants if _allows(g, permission, target, self.principal))
+
     def brands(self) -> frozenset[str]:
         """The brands the caller works in (not as a driver)."""
         return frozenset(g.brand_id for g in self.grants if g.brand_id is not None and g.insider)

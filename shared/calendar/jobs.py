@@ -6,8 +6,6 @@ is idempotent) and any number of producers (timer, webhooks, car requests, drive
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -80,29 +78,15 @@ class MemorySyncQueue(SyncQueue):
 
 
 class StorageSyncQueue(SyncQueue):
-    """azure-storage-queue. Messages are base64 text: the Functions queue trigger's default `messageEncoding`."""
+    """The `calendar-sync` storage queue (shared/stores/queues.py)."""
 
     def __init__(self, service: Any, queue_name: str) -> None:
-        self._service = service
-        self._queue = service.get_queue_client(queue_name)
-        self._created = False
+        from shared.stores.queues import StorageQueue
+
+        self._queue = StorageQueue(service, queue_name)
 
     async def enqueue(self, job: SyncJob, delay_seconds: int = 0) -> None:
-        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-
-        text = base64.b64encode(job.to_json()).decode("ascii")
-        try:
-            await self._queue.send_message(text, visibility_timeout=delay_seconds or None)
-        except ResourceNotFoundError:
-            # A fresh account (Azurite, a new deployment before the first trigger ran): create it once.
-            if self._created:
-                raise
-            log.info("queue %s did not exist; creating it", self._queue.queue_name)
-            with contextlib.suppress(ResourceExistsError):
-                await self._queue.create_queue()
-            self._created = True
-            await self._queue.send_message(text, visibility_timeout=delay_seconds or None)
+        await self._queue.send(job.to_json(), delay_seconds)
 
     async def close(self) -> None:
         await self._queue.close()
-        await self._service.close()

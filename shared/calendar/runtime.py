@@ -6,7 +6,6 @@ SDK; the triggers call the functions below and nothing else.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 from shared.brands import BrandConfigs
@@ -16,11 +15,12 @@ from shared.calendar.jobs import StorageSyncQueue, SyncJob, SyncQueue
 from shared.calendar.notifications import NotificationReport, handle_notifications
 from shared.calendar.subscriptions import subscriptions_due
 from shared.calendar.sync import CalendarSync, SyncReport, utcnow
+from shared.commands.runtime import command_service
 from shared.containers import CALENDARS
 from shared.device_messages import EventHubEventLike, messages_from_events
 from shared.drivers.link import DriverLinks
 from shared.graph.runtime import graph_client_from_env
-from shared.iothub.gateway import IoTHubGateway
+from shared.iothub.runtime import gateway
 from shared.meetings.service import MeetingService
 from shared.per_loop import PerLoop
 from shared.requests.processor import RequestProcessor, RequestReport
@@ -28,20 +28,7 @@ from shared.stores.blob_deadletters import blob_dead_letters_from_env
 from shared.stores.cosmos import cosmos_store_from_env
 from shared.stores.storage_account import queue_service_client
 
-
-def _gateway_from_env() -> IoTHubGateway:
-    """The local hub's gateway when the local stack set its URL, else IoT Hub (IOTHUB_HOSTNAME)."""
-    from shared.iothub.local_gateway import SERVICE_URL_SETTING, LocalIoTHubGateway
-
-    if os.environ.get(SERVICE_URL_SETTING):
-        return LocalIoTHubGateway.from_env()
-    from shared.iothub.azure_gateway import AzureIoTHubGateway  # azure-iot-hub loads uamqp: only on first use
-
-    return AzureIoTHubGateway.from_env()
-
-
 settings = PerLoop(CalendarSettings.from_env)
-gateway: PerLoop[IoTHubGateway] = PerLoop(_gateway_from_env)
 sync_queue: PerLoop[SyncQueue] = PerLoop(lambda: StorageSyncQueue(queue_service_client(), CALENDAR_SYNC_QUEUE))
 calendar_sync = PerLoop(
     lambda: CalendarSync(
@@ -57,6 +44,7 @@ request_processor = PerLoop(
         sync_queue.get(),
         settings.get().moving_speed_kmh,
         brands=BrandConfigs(cosmos_store_from_env.get()),
+        commands=command_service.get(),
     )
 )
 driver_links = PerLoop(lambda: DriverLinks(cosmos_store_from_env.get(), sync_queue.get(), gateway=gateway.get()))

@@ -7,6 +7,7 @@ from shared.calendar import runtime
 from shared.calendar.jobs import SyncJob
 from shared.fleet.service import FleetService
 from shared.graph.runtime import graph_client_from_env
+from shared.iothub.runtime import gateway
 from shared.per_loop import PerLoop
 from shared.privacy.erasure import DEFAULT_SETTLE_SECONDS
 from shared.stores.blob_deadletters import blob_dead_letters_from_env
@@ -22,7 +23,7 @@ async def forget_calendar(user_id: str, vehicle_id: str | None) -> None:
 fleet_service = PerLoop(
     lambda: FleetService(
         cosmos_store_from_env.get(),
-        runtime.gateway.get(),
+        gateway.get(),
         runtime.driver_links.get(),
         forget_calendar,
         agenda_horizon=runtime.settings.get().agenda_horizon,

@@ -20,11 +20,24 @@ MAX_EVENT_ID: Final = 512
 MAX_SUBJECT: Final = 255
 MAX_TERMS_VERSION: Final = 64
 MAX_CATEGORIES: Final = 64
-Action = Literal["calendar.refresh", "meeting.join", "meeting.now", "consent.get", "consent.set"]
-ACTIONS: Final[tuple[Action, ...]] = ("calendar.refresh", "meeting.join", "meeting.now", "consent.get", "consent.set")
+Action = Literal["calendar.refresh", "meeting.join", "meeting.now", "consent.get", "consent.set", "command.result"]
+ACTIONS: Final[tuple[Action, ...]] = (
+    "calendar.refresh",
+    "meeting.join",
+    "meeting.now",
+    "consent.get",
+    "consent.set",
+    "command.result",
+)
 # The driver's consent, shown and changed at the car (shared/privacy/consent.py): no Microsoft 365 data involved,
 # so neither the calendar consent nor the brand's calendar/Teams switches apply to them.
 CONSENT_ACTIONS: Final = frozenset({"consent.get", "consent.set"})
+# The car's report on a queued command (shared/commands): no driver and no Microsoft 365 data involved either.
+COMMAND_RESULT: Final = "command.result"
+COMMAND_STATUSES: Final = ("delivered", "succeeded", "failed", "cancelled", "expired")
+MAX_REASON: Final = 64
+MAX_MESSAGE: Final = 200
+UNKNOWN_COMMAND: Final = "unknown_command"
 
 # Error codes of replies (stable: the car switches on them).
 INVALID_REQUEST: Final = "invalid_request"
@@ -46,6 +59,10 @@ class CarRequest:
     subject: str | None = None
     categories: Mapping[str, bool] | None = None  # consent.set: category -> grant (true) or withdraw (false)
     terms_version: str | None = None  # consent.set: the version of the terms the car's screen showed
+    command_id: str | None = None  # command.result: which command, how it ended and why
+    command_status: str | None = None
+    reason: str | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +151,8 @@ def decode_request(raw: bytes) -> CarRequest | RequestError:
         return CarRequest(request_id, action)
     if action == "consent.set":
         return _consent_set(request_id, body)
+    if action == COMMAND_RESULT:
+        return _command_result(request_id, body)
     return CarRequest(request_id, "calendar.refresh")
 
 
@@ -150,3 +169,25 @@ def _consent_set(request_id: str, body: dict[str, Any]) -> CarRequest | RequestE
     if not isinstance(terms, str) or not 0 < len(terms) <= MAX_TERMS_VERSION:
         return RequestError(request_id, INVALID_REQUEST, "consent.set needs termsVersion (the terms shown)")
     return CarRequest(request_id, "consent.set", categories=dict(categories), terms_version=terms)
+
+
+def _command_result(request_id: str, body: dict[str, Any]) -> CarRequest | RequestError:
+    """command.result: `commandId` (a UUID), `status` (delivered, succeeded, failed, cancelled, expired), and for
+    a failure `reason` (a short code) and optionally `message`."""
+    raw_id, status = body.get("commandId"), body.get("status")
+    reason, message = body.get("reason"), body.get("message")
+    try:
+        command_id = str(uuid.UUID(raw_id)) if isinstance(raw_id, str) and len(raw_id) <= 64 else None
+    except ValueError:
+        command_id = None
+    if command_id is None:
+        return RequestError(request_id, INVALID_REQUEST, "command.result needs commandId (a UUID)")
+    if status not in COMMAND_STATUSES:
+        return RequestError(request_id, INVALID_REQUEST, f"status must be one of {', '.join(COMMAND_STATUSES)}")
+    if reason is not None and (not isinstance(reason, str) or not 0 < len(reason) <= MAX_REASON):
+        return RequestError(request_id, INVALID_REQUEST, f"reason must be a string of at most {MAX_REASON}")
+    if message is not None and (not isinstance(message, str) or len(message) > MAX_MESSAGE):
+        return RequestError(request_id, INVALID_REQUEST, f"message must be a string of at most {MAX_MESSAGE}")
+    return CarRequest(
+        request_id, COMMAND_RESULT, command_id=command_id, command_status=status, reason=reason, message=message
+    )

@@ -34,6 +34,8 @@ from typing import Any, Final
 
 from shared.brands import BrandConfigs
 from shared.calendar.jobs import SyncJob, SyncQueue
+from shared.commands.preconditions import is_moving
+from shared.commands.service import CommandService
 from shared.containers import VEHICLES
 from shared.device_messages import DeadLetter, DeviceMessage, canonical_time, safe_id
 from shared.errors import ConflictError, InvalidRequestError, PermanentError, UnknownResourceError
@@ -44,7 +46,7 @@ from shared.meetings.service import MeetingService
 from shared.requests import contract as C
 from shared.requests.contract import CarRequest, Reply, RequestError, decode_request
 from shared.stores.base import DeadLetterSink, Document, DocumentStore, strip_system_properties
-from shared.telemetry.documents import VehicleDocument, as_vehicle, signals_of
+from shared.telemetry.documents import as_vehicle
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +78,6 @@ class RequestReport:
         )
 
 
-def is_moving(vehicle: VehicleDocument | None, speed_limit_kmh: float) -> bool:
-    """Safe-driving policy: the latest state says the car moves (`Vehicle.IsMoving`, or `Vehicle.Speed` above
-    the limit). Unknown state counts as standing: the car itself enforces its own driving lock too."""
-    signals = signals_of(vehicle) if vehicle else {}
-    moving_entry, speed_entry = signals.get("Vehicle.IsMoving"), signals.get("Vehicle.Speed")
-    moving = moving_entry.get("value") if moving_entry else None
-    speed = speed_entry.get("value") if speed_entry else None
-    if moving is True:
-        return True
-    return isinstance(speed, int | float) and not isinstance(speed, bool) and speed > speed_limit_kmh
-
-
 class RequestProcessor:
     def __init__(
         self,
@@ -99,8 +89,10 @@ class RequestProcessor:
         moving_speed_kmh: float = 5.0,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         brands: BrandConfigs | None = None,
+        commands: CommandService | None = None,
     ) -> None:
         self.brands = brands
+        self.commands = commands
         self.store = store
         self.gateway = gateway
         self.dead_letters = dead_letters
@@ -185,6 +177,8 @@ class RequestProcessor:
         user_id = driver.get("userId") if driver else None
         if request.action in C.CONSENT_ACTIONS:
             return await self._consent(vehicle_id, request, user_id), True
+        if request.action == C.COMMAND_RESULT:
+            return await self._command_result(vehicle_id, request)
         if not user_id:
             return Reply.error(request.request_id, request.action, C.NO_DRIVER, "no driver is linked to this car"), True
         consent = vehicle.get("consent") if vehicle else None
@@ -254,6 +248,22 @@ class RequestProcessor:
         except UnknownResourceError:  # no such car, or its driver changed while this was recorded
             return Reply.error(request.request_id, request.action, C.NO_DRIVER, "no driver is linked to this car")
         return Reply.ok(request, consent=twin_view_of(answer), recorded=answer["recorded"])
+
+    async def _command_result(self, vehicle_id: str, request: CarRequest) -> tuple[Reply, bool]:
+        """The car's report on a queued command (shared/commands/service.py `report`); stored like any request,
+        so a replayed report is answered again and applied once."""
+        assert request.command_id is not None
+        assert request.command_status is not None
+        if self.commands is None:
+            message = "commands are not available here; retry later with the same requestId"
+            return Reply.error(request.request_id, request.action, C.UNAVAILABLE, message), False
+        known = await self.commands.report(
+            vehicle_id, request.command_id, request.command_status, request.reason, request.message
+        )
+        if not known:
+            message = "this car has no such command"
+            return Reply.error(request.request_id, request.action, C.UNKNOWN_COMMAND, message), True
+        return Reply.ok(request, commandId=request.command_id), True
 
     @staticmethod
     def _no_consent(request: CarRequest) -> Reply:

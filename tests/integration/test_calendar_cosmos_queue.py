@@ -53,9 +53,9 @@ async def graph() -> AsyncIterator[tuple[GraphSandbox, MsGraphClient]]:
 async def received(q: StorageSyncQueue) -> list[SyncJob]:
     """What the queue trigger would get: the host base64-decodes each message."""
     jobs = []
-    async for message in q._queue.receive_messages():
+    async for message in q._queue._queue.receive_messages():
         jobs.append(SyncJob.from_json(base64.b64decode(message.content)))
-        await q._queue.delete_message(message)
+        await q._queue._queue.delete_message(message)
     return jobs
 
 

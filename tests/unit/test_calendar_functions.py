@@ -18,6 +18,7 @@ from shared.calendar import runtime
 from shared.calendar.documents import SUBSCRIPTION_ID
 from shared.calendar.jobs import SyncJob
 from shared.calendar.subscriptions import new_client_state
+from shared.commands.service import CommandService
 from shared.containers import CALENDARS, VEHICLES
 from shared.device_messages import canonical_time
 from shared.drivers.link import parse_link, validate_vehicle_id
@@ -25,6 +26,7 @@ from shared.errors import InvalidRequestError, UnknownResourceError
 from shared.graph.msgraph_client import MsGraphClient
 from shared.per_loop import PerLoop
 from shared.stores.memory import MemoryDeadLetterSink
+from shared.stores.queues import MemoryQueue
 from tests.calendar_support import USER, VEHICLE, World
 from tests.factories import event
 
@@ -55,6 +57,8 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
             "settings": w.settings,
         }.items():
             monkeypatch.setattr(runtime, name, PerLoop(lambda v=value: v))
+        commands = CommandService(w.store, w.gateway, MemoryQueue())
+        monkeypatch.setattr(runtime, "command_service", PerLoop(lambda: commands))
         for name in ("calendar_sync", "request_processor", "driver_links"):
             monkeypatch.setattr(runtime, name, PerLoop(getattr(runtime, name)._factory))
         yield w
@@ -293,12 +297,13 @@ async def test_the_renewal_timer_queues_only_subscriptions_expiring_within_a_day
 
 
 def test_the_gateway_is_the_local_hub_when_the_local_stack_sets_its_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.iothub import runtime as iothub_runtime
     from shared.iothub.azure_gateway import AzureIoTHubGateway
     from shared.iothub.local_gateway import SERVICE_URL_SETTING, LocalIoTHubGateway
 
     monkeypatch.setenv(SERVICE_URL_SETTING, "http://127.0.0.1:9/")
-    assert isinstance(runtime._gateway_from_env(), LocalIoTHubGateway)
+    assert isinstance(iothub_runtime._gateway_from_env(), LocalIoTHubGateway)
     monkeypatch.delenv(SERVICE_URL_SETTING)
     monkeypatch.setenv("IOTHUB_HOSTNAME", "hub.azure-devices.net")
-    gateway = runtime._gateway_from_env()
+    gateway = iothub_runtime._gateway_from_env()
     assert isinstance(gateway, AzureIoTHubGateway)  # the SDK itself loads on the first call, not here

@@ -1,0 +1,129 @@
+"""A command's lifecycle: which status may follow which, and the document that records every transition.
+
+    accepted ─┬─> sent ───┬─> delivered ─┬─> succeeded ──> confirmed
+              │           │              ├─> failed (reason)
+              ├─> queued ─┘              └─> expired
+              ├─> rejected (precondition)
+              ├─> cancelled (until delivered)
+              └─> failed / expired
+
+`sent`: a direct method is in flight. `queued`: the car was not connected; a C2D message with the command's
+expiry waits in IoT Hub. `delivered`: the car has it. `confirmed`: the car's next telemetry shows the effect.
+Each transition is timestamped in `transitions`, so the record says what happened when, not only where it ended.
+
+The cloud's view gives way to the car's (the lifecycle tells the truth): if the car reports an outcome for a
+command the cloud already gave up on (expired, or cancelled after the C2D message left), the car's outcome is
+recorded with `late: true` and becomes the status. Nothing else leaves a terminal status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Final
+
+from shared.device_messages import canonical_time
+from shared.stores.base import Document
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"
+    SENT = "sent"
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    SUCCEEDED = "succeeded"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+S = Status
+NEXT: Final[Mapping[Status, frozenset[Status]]] = {
+    S.ACCEPTED: frozenset({S.SENT, S.QUEUED, S.REJECTED, S.CANCELLED, S.FAILED, S.EXPIRED}),
+    S.SENT: frozenset({S.DELIVERED, S.SUCCEEDED, S.FAILED, S.QUEUED, S.EXPIRED}),
+    S.QUEUED: frozenset({S.DELIVERED, S.SUCCEEDED, S.FAILED, S.EXPIRED, S.CANCELLED}),
+    S.DELIVERED: frozenset({S.SUCCEEDED, S.FAILED, S.EXPIRED}),
+    S.SUCCEEDED: frozenset({S.CONFIRMED}),
+    S.CONFIRMED: frozenset(),
+    S.FAILED: frozenset(),
+    S.EXPIRED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+TERMINAL: Final = frozenset(s for s, after in NEXT.items() if not after) | {S.SUCCEEDED}
+# What the car's own report may still change after the cloud gave up (see the module docstring).
+CAR_OVERRIDES: Final = frozenset({S.EXPIRED, S.CANCELLED})
+CAR_OUTCOMES: Final = frozenset({S.DELIVERED, S.SUCCEEDED, S.FAILED})
+# Order of progress, so a report that arrives after a later one (delivered after succeeded) changes nothing.
+RANK: Final = {S.ACCEPTED: 0, S.SENT: 1, S.QUEUED: 1, S.DELIVERED: 2}
+# Statuses a sweep looks at: still waiting for something that may never come.
+OPEN: Final = (S.ACCEPTED, S.SENT, S.QUEUED, S.DELIVERED)
+
+KIND: Final = "command"
+NAMESPACE: Final = uuid.UUID("0b7c4f5e-1d8a-4a43-9b55-6f0f2a8c3e11")
+
+
+def command_id(vehicle_id: str, caller: str, idempotency_key: str) -> str:
+    """The command's id, derived from who asked for what with which key: a retried POST finds the same one."""
+    return str(uuid.uuid5(NAMESPACE, f"{vehicle_id}\n{caller}\n{idempotency_key}"))
+
+
+def fingerprint(name: str, params: Mapping[str, Any]) -> str:
+    """What was asked, so an idempotency key reused for a different command is recognised (and refused)."""
+    import orjson
+
+    return hashlib.sha256(orjson.dumps({"name": name, "params": params}, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def status_of(doc: Mapping[str, Any]) -> Status:
+    return Status(doc["status"])
+
+
+def allowed(current: Status, target: Status, by_car: bool = False) -> bool:
+    """Whether `target` may follow `current` (the car's own report may also override a cloud-side end)."""
+    if target in NEXT[current]:
+        return True
+    return by_car and current in CAR_OVERRIDES and target in CAR_OUTCOMES
+
+
+def advance(
+    doc: Document,
+    target: Status,
+    at: dt.datetime,
+    reason: str | None = None,
+    message: str | None = None,
+    by_car: bool = False,
+) -> bool:
+    """Move the command document to `target` in place (appending the transition); False, unchanged, when the
+    lifecycle does not allow it (a replayed or out-of-order report)."""
+    current = status_of(doc)
+    if current == target or not allowed(current, target, by_car):
+        return False
+    if target == S.DELIVERED and RANK.get(current, 3) >= RANK[S.DELIVERED]:
+        return False
+    entry: dict[str, Any] = {"status": target.value, "at": canonical_time(at)}
+    if reason:
+        entry["reason"] = reason
+    if by_car and current in CAR_OVERRIDES:
+        entry["late"] = True
+    doc.setdefault("transitions", []).append(entry)
+    doc["status"] = target.value
+    doc["updatedAt"] = entry["at"]
+    if reason is not None or target in (S.FAILED, S.REJECTED, S.EXPIRED):
+        doc["reason"] = reason
+    if message is not None:
+        doc["message"] = message[:200]
+    return True
+
+
+def expires_at(doc: Mapping[str, Any]) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(doc["expiresAt"]).replace("Z", "+00:00"))
+
+
+def is_expired(doc: Mapping[str, Any], now: dt.datetime) -> bool:
+    return expires_at(doc) <= now

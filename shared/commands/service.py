@@ -1,0 +1,564 @@
+"""Remote commands: accept, deliver, track and end each one truthfully (docs/commands.md).
+
+- `issue` (the API): validate against the catalogue, check the caller's role for this command, find a retried
+  POST by its idempotency key (the command id is derived from car, caller and key), apply the per-car and
+  per-caller rate limits, check the preconditions on the car's live state (a refused command is stored as
+  `rejected` with the reason: it is part of the car's story), then store it `accepted` and queue its dispatch.
+- `dispatch` (the `command-dispatch` queue trigger): a direct method when the car is connected (`sent`, then
+  `succeeded` or `failed` from its answer); a C2D message with the command's expiry when it is not (`queued`).
+  A redelivered dispatch invokes again: the car answers a command id it has seen with the stored outcome.
+- `report` (the car's `command.result` requests): the outcome of a queued command.
+- `cancel` (the API): until the car has it; the car skips a cancelled command it still receives (the twin's
+  `commands.cancelled`).
+- `sweep` (a timer): nothing stays open for ever: queued past its expiry → `expired`; `sent` without an answer
+  → `failed` (no_response); `delivered` without an outcome → `failed` (no_outcome); `accepted` whose dispatch
+  was lost → dispatched again.
+- `confirmed`: when a read finds the car's live state showing the effect after the command succeeded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from shared.auth.policy import Role
+from shared.brands import BrandConfigs
+from shared.commands import contract
+from shared.commands.catalogue import CommandSpec, catalogue, command
+from shared.commands.lifecycle import (
+    KIND,
+    OPEN,
+    Status,
+    advance,
+    command_id,
+    expires_at,
+    fingerprint,
+    is_expired,
+    status_of,
+)
+from shared.commands.preconditions import failed_precondition
+from shared.commands.ratelimit import FixedWindowLimiter
+from shared.containers import COMMANDS, VEHICLES
+from shared.device_messages import canonical_time, safe_id
+from shared.errors import (
+    AccessDeniedError,
+    ConflictError,
+    DeviceNotFoundError,
+    DeviceNotOnlineError,
+    DeviceQueueFullError,
+    DeviceTimeoutError,
+    InvalidRequestError,
+    NotFoundError,
+    PermanentError,
+    PreconditionFailedError,
+    StateConflictError,
+    StoreError,
+    UnknownResourceError,
+)
+from shared.faults import reason_of
+from shared.iothub.gateway import IoTHubGateway
+from shared.stores.base import Document, DocumentStore, strip_system_properties
+from shared.stores.paging import keyset_page
+from shared.stores.queues import MessageQueue
+from shared.telemetry.documents import VehicleDocument, as_vehicle, signals_of
+from shared.telemetry.vehicle import is_erased, location_allowed
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES: Final = 10
+MAX_IDEMPOTENCY_KEY: Final = 255
+CANCELLED_IN_TWIN: Final = 32  # ids the twin's `commands.cancelled` keeps (newest last)
+GRACE_SECONDS: Final = 60  # beyond the method timeouts before the sweep calls a `sent` command unanswered
+DISPATCH_LOST_SECONDS: Final = 120  # an `accepted` command this old lost its dispatch message: send it again
+NO_OUTCOME_SECONDS: Final = 300  # a delivered command whose car reported no outcome this long after expiry
+CONFIRM_WINDOW: Final = dt.timedelta(hours=1)  # reads look for confirmation this long after success
+NUMERIC_TOLERANCE: Final = 1e-6
+CANCELLED_QUERY: Final = (
+    f"SELECT TOP {CANCELLED_IN_TWIN} c.id, c.updatedAt FROM c WHERE c.vehicleId = @v AND c.kind = @k "  # noqa: S608
+    "AND c.status = @s ORDER BY c.updatedAt DESC"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sends or cancels: their object id and the roles they hold that cover the car."""
+
+    principal_id: str
+    roles: frozenset[Role]
+    app: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSettings:
+    connect_timeout: int = 5
+    response_timeout: int = 20
+    per_vehicle_per_minute: int = 10
+    per_caller_per_minute: int = 60
+    moving_speed_kmh: float = 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CommandSettings:
+        from shared.settings import number_setting
+
+        def whole(name: str) -> int:
+            return int(number_setting(name, environ))
+
+        return cls(
+            whole("COMMAND_CONNECT_TIMEOUT_SECONDS"),
+            whole("COMMAND_RESPONSE_TIMEOUT_SECONDS"),
+            whole("COMMANDS_PER_VEHICLE_PER_MINUTE"),
+            whole("COMMANDS_PER_CALLER_PER_MINUTE"),
+            number_setting("MOVING_SPEED_KMH", environ),
+        )
+
+
+def view(doc: Mapping[str, Any], caller_id: str | None = None) -> dict[str, Any]:
+    """A command as the API shows it: no caller ids (the audit log keeps who), only their role and whether it
+    was the caller's own."""
+    issued = doc.get("issuedBy") or {}
+    shown = {k: v for k, v in strip_system_properties(doc).items() if k not in ("kind", "fingerprint", "issuedBy")}
+    shown.pop("ttl", None)
+    shown["commandId"] = shown.pop("id")
+    shown["issuedBy"] = {"role": issued.get("role"), "self": caller_id is not None and issued.get("id") == caller_id}
+    return shown
+
+
+def dispatch_message(vehicle_id: str, cid: str) -> bytes:
+    return orjson.dumps({"vehicleId": vehicle_id, "commandId": cid})
+
+
+def parse_dispatch_message(raw: bytes) -> tuple[str, str] | None:
+    """(vehicle id, command id) of a dispatch queue message; None for anything else (dropped, not retried)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    vehicle_id, cid = body.get("vehicleId"), body.get("commandId")
+    if isinstance(vehicle_id, str) and isinstance(cid, str) and vehicle_id and cid:
+        return vehicle_id, cid
+    return None
+
+
+class CommandService:
+    def __init__(
+        self,
+        store: DocumentStore,
+        gateway: IoTHubGateway,
+        queue: MessageQueue,
+        settings: CommandSettings | None = None,
+        brands: BrandConfigs | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.queue = queue
+        self.settings = settings or CommandSettings()
+        self.brands = brands
+        self.clock = clock
+        self.limiter = FixedWindowLimiter(store)
+
+    # --- the API --------------------------------------------------------------------------------------------
+
+    async def issue(
+        self,
+        caller: Caller,
+        vehicle_id: str,
+        name: Any,
+        params: Any,
+        idempotency_key: str | None,
+        ttl_seconds: int | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """The command (as `view` shows it) and whether this call created it (False: a retried POST)."""
+        spec = command(name)
+        if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidRequestError(
+                "send an Idempotency-Key header (1 to 255 characters): a retry with the same key returns the "
+                "same command instead of sending a second one",
+                [{"field": "Idempotency-Key", "message": "required, 1 to 255 characters"}],
+            )
+        filled = spec.validate(params if params is not None else {})
+        if ttl_seconds is not None and not 10 <= ttl_seconds <= spec.ttl_seconds:
+            raise InvalidRequestError(
+                f"ttlSeconds must be between 10 and {spec.ttl_seconds} for {spec.name}",
+                [{"field": "ttlSeconds", "message": f"10 to {spec.ttl_seconds}"}],
+            )
+        roles = caller.roles & spec.roles
+        if not roles:
+            raise AccessDeniedError(f"{spec.name} needs one of the roles {', '.join(sorted(spec.roles))}")
+        cid = command_id(vehicle_id, caller.principal_id, idempotency_key)
+        wanted = fingerprint(spec.name, filled)
+        existing = await self.store.read(COMMANDS, vehicle_id, cid)
+        if existing is not None:
+            return self._retried(existing.document, wanted, caller), False
+        vehicle = await self._vehicle(vehicle_id)
+        now = self.clock()
+        await self.limiter.take(
+            vehicle_id, f"vehicle:{vehicle_id}", self.settings.per_vehicle_per_minute, now, "commands per car"
+        )
+        await self.limiter.take(
+            f"caller:{caller.principal_id}",
+            f"caller:{caller.principal_id}",
+            self.settings.per_caller_per_minute,
+            now,
+            "commands per caller",
+        )
+        doc = self._new(spec, vehicle, cid, filled, wanted, caller, roles, now, ttl_seconds)
+        reason = failed_precondition(
+            spec, vehicle, await self._speed_limit(vehicle), await self._location_withheld(vehicle)
+        )
+        if reason is not None:
+            advance(doc, Status.REJECTED, now, reason)
+        try:
+            await self.store.create(COMMANDS, doc)
+        except ConflictError:  # the same retried POST, concurrently: the first one's command stands
+            stored = await self.store.read(COMMANDS, vehicle_id, cid)
+            if stored is None:
+                raise
+            return self._retried(stored.document, wanted, caller), False
+        if reason is None:
+            await self.queue.send(dispatch_message(vehicle_id, cid))
+        log.info("command %s (%s) %s", cid, spec.name, doc["status"])
+        return view(doc, caller.principal_id), True
+
+    def _retried(self, doc: Document, wanted: str, caller: Caller) -> dict[str, Any]:
+        if doc.get("fingerprint") != wanted:
+            raise StateConflictError("this Idempotency-Key was used for a different command; use a new key")
+        return view(doc, caller.principal_id)
+
+    def _new(
+        self,
+        spec: CommandSpec,
+        vehicle: VehicleDocument,
+        cid: str,
+        params: dict[str, Any],
+        wanted: str,
+        caller: Caller,
+        roles: frozenset[Role],
+        now: dt.datetime,
+        ttl_seconds: int | None,
+    ) -> Document:
+        created = canonical_time(now)
+        role = next(r for r in Role if r in roles)  # the most powerful role the caller sent it with
+        return {
+            "id": cid,
+            "vehicleId": vehicle["vehicleId"],
+            "kind": KIND,
+            "brandId": vehicle.get("brandId"),
+            "fleetId": vehicle.get("fleetId"),
+            "name": spec.name,
+            "params": params,
+            "fingerprint": wanted,
+            "status": Status.ACCEPTED.value,
+            "reason": None,
+            "transitions": [{"status": Status.ACCEPTED.value, "at": created}],
+            "createdAt": created,
+            "updatedAt": created,
+            "expiresAt": canonical_time(now + dt.timedelta(seconds=ttl_seconds or spec.ttl_seconds)),
+            "issuedBy": {"id": caller.principal_id, "role": role.value, "app": caller.app},
+            "delivery": None,
+        }
+
+    async def get(self, vehicle_id: str, cid: str, caller_id: str | None = None) -> dict[str, Any]:
+        stored = await self.store.read(COMMANDS, vehicle_id, cid)
+        if stored is None or stored.document.get("kind") != KIND:
+            raise UnknownResourceError(f"no command {cid} for this car")
+        doc = await self._confirm([stored.document], vehicle_id)
+        return view(doc[0], caller_id)
+
+    async def recent(
+        self, vehicle_id: str, limit: int, token: str | None, caller_id: str | None = None
+    ) -> dict[str, Any]:
+        """A car's commands, newest first (keyset pages)."""
+        await self._vehicle(vehicle_id)
+        page = await keyset_page(
+            self.store,
+            COMMANDS,
+            scope=f"commands|{vehicle_id}",
+            where="c.vehicleId = @v AND c.kind = @k",
+            parameters={"@v": vehicle_id, "@k": KIND},
+            key="createdAt",
+            descending=True,
+            limit=limit,
+            token=token,
+            partition_key=vehicle_id,
+            match=lambda d: d.get("kind") == KIND,
+        )
+        items = await self._confirm(page.items, vehicle_id)
+        return {"items": [view(d, caller_id) for d in items], "continuationToken": page.token}
+
+    async def cancel(self, caller: Caller, vehicle_id: str, cid: str) -> dict[str, Any]:
+        """Cancel a command the car does not have yet; StateConflictError once it does (or it has ended)."""
+        stored = await self.store.read(COMMANDS, vehicle_id, cid)
+        if stored is None or stored.document.get("kind") != KIND:
+            raise UnknownResourceError(f"no command {cid} for this car")
+        spec = command(stored.document.get("name"))
+        if not caller.roles & spec.roles:
+            raise AccessDeniedError(f"cancelling {spec.name} needs one of the roles {', '.join(sorted(spec.roles))}")
+        now = self.clock()
+
+        def change(doc: Document) -> bool:
+            if status_of(doc) == Status.CANCELLED:
+                return False
+            if not advance(doc, Status.CANCELLED, now, "cancelled_by_caller"):
+                raise StateConflictError(f"the command is {doc['status']}: it can no longer be cancelled")
+            return True
+
+        doc = await self._update(vehicle_id, cid, change)
+        if (doc.get("delivery") or {}).get("via") == "c2d":
+            await self._tell_car_cancelled(vehicle_id, cid)
+        return view(doc, caller.principal_id)
+
+    # --- delivery ---------------------------------------------------------------------------------------------
+
+    async def dispatch(self, vehicle_id: str, cid: str) -> Status | None:
+        """Deliver one accepted command; the status it ended in (None: no such command, nothing to do)."""
+        stored = await self.store.read(COMMANDS, vehicle_id, cid)
+        if stored is None or stored.document.get("kind") != KIND:
+            return None
+        doc = stored.document
+        if status_of(doc) not in (Status.ACCEPTED, Status.SENT):
+            return status_of(doc)  # already settled or queued: a redelivered message changes nothing
+        now = self.clock()
+        if is_expired(doc, now):
+            return await self._end(vehicle_id, cid, Status.EXPIRED, contract.TTL_ELAPSED)
+        if status_of(doc) == Status.ACCEPTED:
+            doc = await self._update(vehicle_id, cid, lambda d: self._mark_sent(d, now))
+            if status_of(doc) != Status.SENT:
+                return status_of(doc)
+        try:
+            result = await self.gateway.invoke_method(
+                vehicle_id,
+                doc["name"],
+                contract.payload(doc),
+                connect_timeout=self.settings.connect_timeout,
+                response_timeout=self.settings.response_timeout,
+            )
+        except DeviceNotOnlineError:
+            return await self._queue_c2d(vehicle_id, cid)
+        except DeviceTimeoutError:
+            return await self._end(vehicle_id, cid, Status.FAILED, contract.NO_RESPONSE)
+        except DeviceNotFoundError:
+            return await self._end(vehicle_id, cid, Status.FAILED, contract.DEVICE_NOT_FOUND)
+        except PermanentError as exc:
+            return await self._end(vehicle_id, cid, Status.FAILED, reason_of(exc))
+        outcome = contract.method_outcome(result.status, result.payload)
+        return await self._settle(vehicle_id, cid, outcome, by_car=False)
+
+    @staticmethod
+    def _mark_sent(doc: Document, now: dt.datetime) -> bool:
+        if not advance(doc, Status.SENT, now):
+            return False
+        doc["delivery"] = {"via": "method", "at": canonical_time(now)}
+        return True
+
+    async def _queue_c2d(self, vehicle_id: str, cid: str) -> Status:
+        stored = await self.store.read(COMMANDS, vehicle_id, cid)
+        if stored is None:
+            raise NotFoundError(f"command {cid} vanished")
+        doc = stored.document
+        now = self.clock()
+        ttl = (expires_at(doc) - now).total_seconds()
+        if ttl <= 0:
+            return await self._end(vehicle_id, cid, Status.EXPIRED, contract.TTL_ELAPSED)
+        try:
+            await self.gateway.send_c2d(
+                vehicle_id, orjson.dumps(contract.payload(doc)), contract.c2d_properties(doc), ttl_seconds=ttl
+            )
+        except DeviceQueueFullError:
+            return await self._end(vehicle_id, cid, Status.FAILED, contract.QUEUE_FULL)
+        except DeviceNotFoundError:
+            return await self._end(vehicle_id, cid, Status.FAILED, contract.DEVICE_NOT_FOUND)
+        except PermanentError as exc:
+            return await self._end(vehicle_id, cid, Status.FAILED, reason_of(exc))
+
+        def queued(d: Document) -> bool:
+            if not advance(d, Status.QUEUED, now):
+                return False
+            d["delivery"] = {"via": "c2d", "at": canonical_time(now)}
+            return True
+
+        return status_of(await self._update(vehicle_id, cid, queued))
+
+    async def _settle(self, vehicle_id: str, cid: str, outcome: contract.Outcome, by_car: bool) -> Status:
+        now = self.clock()
+
+        def change(doc: Document) -> bool:
+            changed = advance(doc, Status.DELIVERED, now, by_car=by_car)
+            if outcome.succeeded:
+                changed |= advance(doc, Status.SUCCEEDED, now, by_car=by_car)
+            else:
+                changed |= advance(doc, Status.FAILED, now, outcome.reason, outcome.message, by_car=by_car)
+            return changed
+
+        return status_of(await self._update(vehicle_id, cid, change))
+
+    async def _end(self, vehicle_id: str, cid: str, status: Status, reason: str) -> Status:
+        now = self.clock()
+        doc = await self._update(vehicle_id, cid, lambda d: advance(d, status, now, reason))
+        log.info("command %s %s (%s)", cid, doc["status"], reason)
+        return status_of(doc)
+
+    async def report(self, vehicle_id: str, cid: str, status: str, reason: str | None, message: str | None) -> bool:
+        """The car's `command.result`: False when the car has no such command (the reply says so)."""
+        stored = await self.store.read(COMMANDS, vehicle_id, cid)
+        if stored is None or stored.document.get("kind") != KIND:
+            return False
+        now = self.clock()
+        if status == "delivered":
+            await self._update(vehicle_id, cid, lambda d: advance(d, Status.DELIVERED, now, by_car=True))
+        elif status in ("succeeded", "failed"):
+            outcome = contract.Outcome(
+                status == "succeeded", reason or ("car_failed" if status == "failed" else None), message
+            )
+            await self._settle(vehicle_id, cid, outcome, by_car=True)
+        elif status == "expired":
+            await self._update(vehicle_id, cid, lambda d: advance(d, Status.EXPIRED, now, contract.TTL_ELAPSED))
+        # "cancelled": the car skipped a command we cancelled; the record already says so
+        return True
+
+    async def _tell_car_cancelled(self, vehicle_id: str, cid: str) -> None:
+        """Put the id in the twin's `commands.cancelled` (the newest CANCELLED_IN_TWIN), so the car skips the
+        queued C2D message if it arrives after all (IoT Hub cannot withdraw one message from a device's queue)."""
+        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        recent = await self.store.query(
+            COMMANDS,
+            CANCELLED_QUERY,
+            {"@v": vehicle_id, "@k": KIND, "@s": Status.CANCELLED.value},
+            partition_key=vehicle_id,
+        )
+        ids = [str(d["id"]) for d in sorted(recent, key=lambda d: str(d.get("updatedAt")))][-CANCELLED_IN_TWIN:]
+        if cid not in ids:
+            ids = [*ids[-(CANCELLED_IN_TWIN - 1) :], cid]
+        if stored is not None:
+            await self.gateway.patch_desired_if_present(vehicle_id, {"commands": {"cancelled": ids}})
+
+    # --- the sweep ----------------------------------------------------------------------------------------------
+
+    async def sweep(self) -> dict[str, int]:
+        """End what waits for something that will not come (module docstring); counts by outcome."""
+        now = self.clock()
+        counts: dict[str, int] = {}
+        stale = canonical_time(now - dt.timedelta(seconds=min(DISPATCH_LOST_SECONDS, self._method_budget())))
+        candidates = await self.store.query(
+            COMMANDS,
+            "SELECT * FROM c WHERE c.kind = @k AND ARRAY_CONTAINS(@open, c.status) AND "
+            "(c.expiresAt <= @now OR c.updatedAt <= @stale)",
+            {"@k": KIND, "@open": [s.value for s in OPEN], "@now": canonical_time(now), "@stale": stale},
+        )
+        for doc in candidates:
+            outcome = await self._sweep_one(doc, now)
+            if outcome:
+                counts[outcome] = counts.get(outcome, 0) + 1
+        return counts
+
+    def _method_budget(self) -> int:
+        return self.settings.connect_timeout + self.settings.response_timeout + GRACE_SECONDS
+
+    async def _sweep_one(self, doc: Document, now: dt.datetime) -> str | None:
+        vehicle_id, cid, status = str(doc["vehicleId"]), str(doc["id"]), status_of(doc)
+        updated = dt.datetime.fromisoformat(str(doc["updatedAt"]).replace("Z", "+00:00"))
+        age = (now - updated).total_seconds()
+        try:
+            if status in (Status.QUEUED, Status.ACCEPTED) and is_expired(doc, now):
+                return (await self._end(vehicle_id, cid, Status.EXPIRED, contract.TTL_ELAPSED)).value
+            if status == Status.SENT and age >= self._method_budget():
+                return (await self._end(vehicle_id, cid, Status.FAILED, contract.NO_RESPONSE)).value
+            if status == Status.DELIVERED and (now - expires_at(doc)).total_seconds() >= NO_OUTCOME_SECONDS:
+                return (await self._end(vehicle_id, cid, Status.FAILED, contract.NO_OUTCOME)).value
+            if status == Status.ACCEPTED and age >= DISPATCH_LOST_SECONDS:
+                await self.queue.send(dispatch_message(vehicle_id, cid))
+                return "redispatched"
+        except StoreError as exc:  # one command's trouble does not stop the sweep; the next run tries again
+            log.warning("command sweep: %s: %s", cid, exc)
+        return None
+
+    # --- confirmation ------------------------------------------------------------------------------------------
+
+    async def _confirm(self, docs: Sequence[Document], vehicle_id: str) -> list[Document]:
+        """Mark `confirmed` the succeeded commands whose effect the car's live state now shows (persisted)."""
+        now = self.clock()
+        waiting = [
+            d
+            for d in docs
+            if d.get("status") == Status.SUCCEEDED.value
+            and (spec := catalogue().get(str(d.get("name")))) is not None
+            and spec.confirm is not None
+            and now - _time(d["updatedAt"]) <= CONFIRM_WINDOW
+        ]
+        if not waiting:
+            return list(docs)
+        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        signals = signals_of(as_vehicle(stored.document)) if stored else {}
+        confirmed: dict[str, Document] = {}
+        for doc in waiting:
+            if shows_effect(doc, signals):
+                confirmed[doc["id"]] = await self._update(
+                    vehicle_id, doc["id"], lambda d: advance(d, Status.CONFIRMED, self.clock())
+                )
+        return [confirmed.get(d["id"], d) for d in docs]
+
+    # --- helpers ------------------------------------------------------------------------------------------------
+
+    async def _update(self, vehicle_id: str, cid: str, change: Callable[[Document], bool]) -> Document:
+        """Read the command, apply `change` (False: nothing to write) and write it back etag-conditionally,
+        again on a race (the car's report and the dispatch may land together)."""
+        for _ in range(MAX_RETRIES):
+            stored = await self.store.read(COMMANDS, vehicle_id, cid)
+            if stored is None:
+                raise UnknownResourceError(f"no command {cid} for this car")
+            doc = strip_system_properties(stored.document)
+            if not change(doc):
+                return doc
+            try:
+                await self.store.replace(COMMANDS, doc, stored.etag)
+            except PreconditionFailedError:
+                continue
+            return doc
+        raise StoreError(f"command {cid}: kept changing; gave up after {MAX_RETRIES} tries")
+
+    async def _vehicle(self, vehicle_id: str) -> VehicleDocument:
+        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        if stored is None or is_erased(stored.document):
+            raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
+        return as_vehicle(stored.document)
+
+    async def _speed_limit(self, vehicle: VehicleDocument) -> float:
+        if self.brands is None:
+            return self.settings.moving_speed_kmh
+        return (await self.brands.get(vehicle.get("brandId"))).moving_speed_kmh
+
+    async def _location_withheld(self, vehicle: VehicleDocument) -> bool:
+        bases: tuple[tuple[str, str], ...] = ()
+        if self.brands is not None:
+            bases = tuple(sorted((await self.brands.get(vehicle.get("brandId"))).data_category_bases.items()))
+        return not location_allowed(vehicle, bases)
+
+
+def _time(raw: Any) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+
+
+def shows_effect(doc: Mapping[str, Any], signals: Mapping[str, Any]) -> bool:
+    """Whether the live state shows the command's effect: the confirming signal, stamped after the command was
+    issued, holds the expected value (numbers within a tolerance; a `fresh` confirmation takes any value)."""
+    spec = catalogue().get(str(doc.get("name")))
+    if spec is None or spec.confirm is None:
+        return False
+    entry = signals.get(spec.confirm.signal)
+    if not isinstance(entry, dict) or not isinstance(entry.get("ts"), str) or entry["ts"] < str(doc["createdAt"]):
+        return False
+    if spec.confirm.fresh:
+        return True
+    expected, value = spec.confirm.expected(doc.get("params") or {}), entry.get("value")
+    if isinstance(expected, bool) or isinstance(value, bool):
+        return value is expected
+    if isinstance(expected, int | float) and isinstance(value, int | float):
+        return abs(float(value) - float(expected)) <= NUMERIC_TOLERANCE * max(1.0, abs(float(expected)))
+    return bool(value == expected)

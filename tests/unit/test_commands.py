@@ -1,0 +1,422 @@
+"""Remote commands (issue 14): the catalogue, the lifecycle, issue/dispatch/report/cancel/sweep and confirmation,
+on the memory store, queue and IoT Hub gateway (the local hub and real cars: tests/e2e/test_commands_local.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from shared.auth.policy import Role
+from shared.commands import contract
+from shared.commands.catalogue import car_schema, catalogue, command, markdown, schema_errors
+from shared.commands.lifecycle import NEXT, Status, advance
+from shared.commands.service import Caller, CommandService, CommandSettings, parse_dispatch_message, shows_effect
+from shared.containers import COMMANDS, VEHICLES, partition_keys
+from shared.errors import AccessDeniedError, InvalidRequestError, RateLimitedError, StateConflictError
+from shared.iothub.gateway import MethodResult
+from shared.iothub.memory_gateway import MemoryIoTHubGateway
+from shared.stores.memory import MemoryDocumentStore
+from shared.stores.queues import MemoryQueue
+
+ROOT = Path(__file__).parents[2]
+CAR = "car-001"
+T0 = dt.datetime(2026, 12, 6, 8, 0, tzinfo=dt.UTC)
+OPERATOR = Caller("op-1", frozenset({Role.FLEET_OPERATOR}))
+DRIVER = Caller("drv-1", frozenset({Role.DRIVER}))
+ADMIN = Caller("pa-1", frozenset({Role.PLATFORM_ADMIN}))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class World:
+    def __init__(self) -> None:
+        self.store = MemoryDocumentStore(partition_keys())
+        self.gateway = MemoryIoTHubGateway()
+        self.queue = MemoryQueue()
+        self.clock = Clock()
+        self.service = CommandService(
+            self.store, self.gateway, self.queue, CommandSettings(per_vehicle_per_minute=10), clock=self.clock
+        )
+
+    async def car(self, vehicle_id: str = CAR, **signals: Any) -> None:
+        state = {k.replace("_", "."): {"value": v, "ts": iso(self.clock.now)} for k, v in signals.items()}
+        doc = {"id": vehicle_id, "vehicleId": vehicle_id, "type": "vehicle", "brandId": "b1", "fleetId": "f1"}
+        if state:
+            doc["state"] = {"signals": state, "ts": iso(self.clock.now), "seq": 1}
+        await self.store.upsert(VEHICLES, doc)
+
+    async def signal(self, path: str, value: Any, vehicle_id: str = CAR) -> None:
+        stored = await self.store.read(VEHICLES, vehicle_id, vehicle_id)
+        assert stored is not None
+        doc = stored.document
+        doc.setdefault("state", {"signals": {}, "ts": None, "seq": None})["signals"][path] = {
+            "value": value,
+            "ts": iso(self.clock.now),
+        }
+        await self.store.upsert(VEHICLES, doc)
+
+    async def dispatch_all(self) -> list[Status | None]:
+        out = []
+        for raw in self.queue.drain():
+            target = parse_dispatch_message(raw)
+            assert target is not None
+            out.append(await self.service.dispatch(*target))
+        return out
+
+    def answer(self, status: int, payload: Any) -> None:
+        self.gateway.on_method(CAR, lambda name, body: MethodResult(status, payload))
+
+
+@pytest.fixture
+async def world() -> World:
+    w = World()
+    await w.car()
+    return w
+
+
+# --- the catalogue ----------------------------------------------------------------------------------------------
+
+
+def test_the_catalogue_covers_what_the_issue_lists() -> None:
+    names = set(catalogue())
+    assert names == {
+        "lock", "unlock", "climate.start", "climate.stop", "horn_lights", "charging.start", "charging.stop",
+        "charging.limit", "destination.send", "locate",
+    }  # fmt: skip
+    assert command("unlock").preconditions == ("stationary",)
+    assert command("charging.start").preconditions == ("plugged_in",)
+    assert Role.FLEET_READER not in set().union(*(s.roles for s in catalogue().values()))
+    assert Role.PLATFORM_ADMIN in command("lock").roles  # a stolen car can be locked by the platform ...
+    assert Role.PLATFORM_ADMIN not in command("unlock").roles  # ... but never opened by it
+    for spec in catalogue().values():
+        assert 10 <= spec.ttl_seconds <= 48 * 3600  # IoT Hub keeps a C2D message at most 48 h
+        Draft202012Validator.check_schema(dict(spec.parameters))
+
+
+def test_unknown_commands_and_bad_parameters_name_the_field() -> None:
+    with pytest.raises(InvalidRequestError) as unknown:
+        command("self_destruct")
+    assert unknown.value.errors[0]["field"] == "name"
+    with pytest.raises(InvalidRequestError) as bad:
+        command("charging.limit").validate({"limit": "80", "extra": 1})
+    assert {e["field"] for e in bad.value.errors} == {"params.limit", "params.extra"}
+    assert command("climate.start").validate({}) == {"targetTemperature": 21}
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-1000, 1000)
+    | st.floats(-1e3, 1e3, allow_nan=False)
+    | st.text(max_size=120),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from(sorted(catalogue())),
+    params=st.dictionaries(
+        st.sampled_from(["limit", "targetTemperature", "latitude", "longitude", "name", "seconds", "horn", "x"]),
+        JSON,
+        max_size=4,
+    ),
+)
+def test_the_parameter_checker_agrees_with_jsonschema(name: str, params: dict[str, Any]) -> None:
+    schema = dict(command(name).parameters)
+    ours = schema_errors(schema, params, "params")
+    theirs = list(Draft202012Validator(schema).iter_errors(params))
+    assert bool(ours) == bool(theirs), (ours, [e.message for e in theirs])
+
+
+def test_the_docs_and_the_car_schema_are_generated_from_the_catalogue() -> None:
+    assert markdown() in (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+    stored = json.loads((ROOT / "docs" / "schemas" / "command-v1.schema.json").read_text())
+    assert stored == orjson.loads(orjson.dumps(car_schema()))
+    Draft202012Validator.check_schema(stored)
+
+
+def test_every_command_payload_matches_the_car_schema() -> None:
+    validator = Draft202012Validator(car_schema())
+    for spec in catalogue().values():
+        required = {k: 60 if k == "limit" else 1.0 for k in spec.parameters.get("required", ())}
+        doc = {
+            "id": "7f2c3b1e-0000-4000-8000-000000000001",
+            "name": spec.name,
+            "params": spec.validate(required),
+            "createdAt": iso(T0),
+            "expiresAt": iso(T0),
+        }
+        validator.validate(contract.payload(doc))
+
+
+# --- the lifecycle ----------------------------------------------------------------------------------------------
+
+
+def test_terminal_statuses_stay_terminal_except_for_the_cars_own_word() -> None:
+    for status, after in NEXT.items():
+        for target in Status:
+            doc: dict[str, Any] = {"status": status.value}
+            moved = advance(doc, target, T0)
+            assert moved == (target in after), (status, target)
+    late: dict[str, Any] = {"status": "expired"}
+    assert advance(late, Status.SUCCEEDED, T0, by_car=True)
+    assert late["transitions"][-1]["late"] is True
+    assert not advance({"status": "rejected"}, Status.SUCCEEDED, T0, by_car=True)
+
+
+def test_a_car_answer_outside_the_contract_is_a_failure_never_a_stuck_command() -> None:
+    assert contract.method_outcome(200, {"status": "succeeded"}).succeeded
+    assert contract.method_outcome(200, "garbage").reason == contract.INVALID_RESPONSE
+    assert contract.method_outcome(200, None).reason == contract.INVALID_RESPONSE
+    assert contract.method_outcome(409, {"status": "failed", "reason": "vehicle_moving"}).reason == "vehicle_moving"
+    assert contract.method_outcome(500, {"reason": "<script>"}).reason == "car_error_500"
+    assert contract.method_outcome(500, [1, 2]).reason == "car_error_500"
+
+
+# --- issue --------------------------------------------------------------------------------------------------------
+
+
+async def test_a_retried_post_returns_the_same_command_and_sends_nothing_twice(world: World) -> None:
+    first, created = await world.service.issue(OPERATOR, CAR, "lock", {}, "key-1")
+    again, created_again = await world.service.issue(OPERATOR, CAR, "lock", {}, "key-1")
+    assert (created, created_again) == (True, False)
+    assert again["commandId"] == first["commandId"]
+    assert again["status"] == "accepted"
+    assert len(world.queue.messages) == 1
+    with pytest.raises(StateConflictError):
+        await world.service.issue(OPERATOR, CAR, "unlock", {}, "key-1")
+    other, _ = await world.service.issue(DRIVER, CAR, "lock", {}, "key-1")  # another caller's key is theirs
+    assert other["commandId"] != first["commandId"]
+
+
+async def test_roles_are_per_command(world: World) -> None:
+    with pytest.raises(AccessDeniedError):
+        await world.service.issue(ADMIN, CAR, "unlock", {}, "k")
+    locked, _ = await world.service.issue(ADMIN, CAR, "lock", {}, "k")
+    assert locked["issuedBy"] == {"role": "Platform.Admin", "self": True}
+    with pytest.raises(AccessDeniedError):
+        await world.service.issue(Caller("reader", frozenset()), CAR, "lock", {}, "k")
+
+
+async def test_preconditions_reject_from_live_state(world: World) -> None:
+    await world.car(**{"Vehicle_IsMoving": True, "Vehicle_Speed": 42.0})
+    unlock, _ = await world.service.issue(OPERATOR, CAR, "unlock", {}, "u")
+    assert (unlock["status"], unlock["reason"]) == ("rejected", "vehicle_moving")
+    await world.signal(
+        "Vehicle.Powertrain.TractionBattery.Charging.ChargingPort.AnyPosition.IsChargingCableConnected", False
+    )
+    charge, _ = await world.service.issue(OPERATOR, CAR, "charging.start", {}, "c")
+    assert (charge["status"], charge["reason"]) == ("rejected", "not_plugged_in")
+    assert world.queue.messages == []  # nothing rejected is ever sent
+    lock, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "l")
+    assert lock["status"] == "accepted"
+
+
+async def test_locate_is_refused_when_the_driver_withholds_location(world: World) -> None:
+    stored = await world.store.read(VEHICLES, CAR, CAR)
+    assert stored is not None
+    await world.store.upsert(VEHICLES, {**stored.document, "consent": {"location": False}})
+    located, _ = await world.service.issue(DRIVER, CAR, "locate", {}, "l")
+    assert (located["status"], located["reason"]) == ("rejected", "no_location_consent")
+
+
+async def test_rate_limits_per_car_and_per_caller(world: World) -> None:
+    for n in range(10):
+        await world.service.issue(OPERATOR, CAR, "lock", {}, f"k{n}")
+    with pytest.raises(RateLimitedError) as limited:
+        await world.service.issue(OPERATOR, CAR, "lock", {}, "k10")
+    assert 1 <= limited.value.retry_after <= 60
+    await world.service.issue(OPERATOR, CAR, "lock", {}, "k3")  # a retry is not a new command: no limit
+    world.clock.advance(60)
+    await world.service.issue(OPERATOR, CAR, "lock", {}, "k11")
+    world.service.settings = CommandSettings(per_caller_per_minute=2)
+    await world.car("car-002")
+    await world.service.issue(DRIVER, "car-002", "lock", {}, "a")
+    await world.service.issue(DRIVER, CAR, "lock", {}, "b")
+    with pytest.raises(RateLimitedError):
+        await world.service.issue(DRIVER, "car-002", "lock", {}, "c")
+
+
+async def test_an_unknown_car_is_not_found(world: World) -> None:
+    from shared.errors import UnknownResourceError
+
+    with pytest.raises(UnknownResourceError):
+        await world.service.issue(OPERATOR, "car-404", "lock", {}, "k")
+    with pytest.raises(InvalidRequestError):
+        await world.service.issue(OPERATOR, CAR, "lock", {}, "")
+
+
+# --- delivery -----------------------------------------------------------------------------------------------------
+
+
+async def test_a_connected_car_answers_the_method(world: World) -> None:
+    world.answer(200, {"status": "succeeded"})
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "climate.start", {"targetTemperature": 22.5}, "k")
+    assert await world.dispatch_all() == [Status.SUCCEEDED]
+    invoked = world.gateway.invoked[-1]
+    assert (invoked.method, invoked.payload["params"], invoked.payload["commandId"]) == (
+        "climate.start",
+        {"targetTemperature": 22.5},
+        cmd["commandId"],
+    )
+    got = await world.service.get(CAR, cmd["commandId"])
+    assert [t["status"] for t in got["transitions"]] == ["accepted", "sent", "delivered", "succeeded"]
+    assert got["delivery"]["via"] == "method"
+    assert await world.service.dispatch(CAR, cmd["commandId"]) == Status.SUCCEEDED  # a redelivery: nothing
+    assert len(world.gateway.invoked) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "reason"),
+    [
+        (409, {"status": "failed", "reason": "vehicle_moving", "message": "driving"}, "vehicle_moving"),
+        (500, {"status": "failed", "reason": "internal_error"}, "internal_error"),
+        (200, "not json at all", contract.INVALID_RESPONSE),
+        (404, None, "car_error_404"),
+    ],
+)
+async def test_a_car_that_answers_an_error_ends_failed_with_its_reason(
+    world: World, status: int, payload: Any, reason: str
+) -> None:
+    world.answer(status, payload)
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "horn_lights", {}, "k")
+    assert await world.dispatch_all() == [Status.FAILED]
+    got = await world.service.get(CAR, cmd["commandId"])
+    assert (got["status"], got["reason"]) == ("failed", reason)
+
+
+async def test_a_car_that_never_answers_fails_with_no_response(world: World) -> None:
+    world.answer(200, {"status": "succeeded"})
+    world.gateway.response_delay[CAR] = 10_000
+    await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
+    assert await world.dispatch_all() == [Status.FAILED]
+    got = (await world.service.recent(CAR, 10, None))["items"][0]
+    assert got["reason"] == contract.NO_RESPONSE
+
+
+async def test_a_sleeping_car_gets_it_queued_and_reports_the_outcome(world: World) -> None:
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "charging.limit", {"limit": 80}, "k")
+    assert await world.dispatch_all() == [Status.QUEUED]
+    [sent] = world.gateway.receive(CAR)
+    assert sent.properties == {"type": "command", "commandId": cmd["commandId"], "name": "charging.limit"}
+    assert sent.json()["params"] == {"limit": 80}
+    # the message expires when the command does (the gateway takes a time to live from now, the real clock's)
+    ttl = (sent.expiry - dt.datetime.now(dt.UTC)).total_seconds()
+    assert abs(ttl - command("charging.limit").ttl_seconds) < 5
+    world.clock.advance(30)
+    assert await world.service.report(CAR, cmd["commandId"], "delivered", None, None)
+    assert await world.service.report(CAR, cmd["commandId"], "succeeded", None, None)
+    assert await world.service.report(CAR, cmd["commandId"], "delivered", None, None)  # late and replayed: no change
+    got = await world.service.get(CAR, cmd["commandId"])
+    assert [t["status"] for t in got["transitions"]] == ["accepted", "sent", "queued", "delivered", "succeeded"]
+    assert not await world.service.report(CAR, "00000000-0000-4000-8000-000000000000", "succeeded", None, None)
+
+
+async def test_confirmed_when_telemetry_shows_the_effect(world: World) -> None:
+    world.answer(200, {"status": "succeeded"})
+    cmd, _ = await world.service.issue(DRIVER, CAR, "charging.limit", {"limit": 80}, "k")
+    await world.dispatch_all()
+    await world.signal("Vehicle.Powertrain.TractionBattery.Charging.ChargeLimit", 70)
+    assert (await world.service.get(CAR, cmd["commandId"]))["status"] == "succeeded"
+    world.clock.advance(2)
+    await world.signal("Vehicle.Powertrain.TractionBattery.Charging.ChargeLimit", 80)
+    got = await world.service.get(CAR, cmd["commandId"], caller_id="drv-1")
+    assert got["status"] == "confirmed"
+    assert got["issuedBy"]["self"] is True
+    stored = await world.store.read(COMMANDS, CAR, cmd["commandId"])
+    assert stored is not None
+    assert stored.document["status"] == "confirmed"
+
+
+def test_an_old_value_does_not_confirm() -> None:
+    doc = {"name": "lock", "params": {}, "createdAt": iso(T0)}
+    before = {"Vehicle.Cabin.Door.Row1.DriverSide.IsLocked": {"value": True, "ts": iso(T0 - dt.timedelta(seconds=1))}}
+    after = {"Vehicle.Cabin.Door.Row1.DriverSide.IsLocked": {"value": True, "ts": iso(T0)}}
+    assert not shows_effect(doc, before)
+    assert shows_effect(doc, after)
+    assert not shows_effect({**doc, "name": "unlock"}, after)
+
+
+async def test_cancel_until_delivered_and_the_car_is_told(world: World) -> None:
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
+    await world.dispatch_all()
+    cancelled = await world.service.cancel(OPERATOR, CAR, cmd["commandId"])
+    assert cancelled["status"] == "cancelled"
+    assert world.gateway.desired[CAR]["commands"]["cancelled"] == [cmd["commandId"]]
+    assert (await world.service.cancel(OPERATOR, CAR, cmd["commandId"]))["status"] == "cancelled"  # idempotent
+    other, _ = await world.service.issue(OPERATOR, CAR, "unlock", {}, "k2")
+    await world.dispatch_all()
+    await world.service.report(CAR, other["commandId"], "delivered", None, None)
+    with pytest.raises(StateConflictError):
+        await world.service.cancel(OPERATOR, CAR, other["commandId"])
+
+
+async def test_the_sweep_leaves_nothing_open_for_ever(world: World) -> None:
+    queued, _ = await world.service.issue(OPERATOR, CAR, "unlock", {}, "q")  # ttl 300 s
+    await world.dispatch_all()
+    world.answer(200, {"status": "succeeded"})
+    lost, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "lost")
+    world.queue.drain()  # its dispatch message is lost
+    stuck, _ = await world.service.issue(OPERATOR, CAR, "climate.stop", {}, "stuck")
+    stored = await world.store.read(COMMANDS, CAR, stuck["commandId"])
+    assert stored is not None
+    doc = stored.document
+    advance(doc, Status.SENT, world.clock.now)  # its function died while the method was in flight
+    await world.store.upsert(COMMANDS, doc)
+    world.queue.drain()
+    world.clock.advance(301)
+    counts = await world.service.sweep()
+    assert counts == {"expired": 1, "failed": 1, "redispatched": 1}
+    assert (await world.service.get(CAR, queued["commandId"]))["reason"] == contract.TTL_ELAPSED
+    assert (await world.service.get(CAR, stuck["commandId"]))["reason"] == contract.NO_RESPONSE
+    assert await world.dispatch_all() == [Status.SUCCEEDED]
+    assert (await world.service.get(CAR, lost["commandId"]))["status"] == "succeeded"
+    assert await world.service.sweep() == {}
+
+
+async def test_the_cars_late_word_wins_over_an_expiry(world: World) -> None:
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k", ttl_seconds=10)
+    await world.dispatch_all()
+    world.clock.advance(11)
+    await world.service.sweep()
+    await world.service.report(CAR, cmd["commandId"], "succeeded", None, None)
+    got = await world.service.get(CAR, cmd["commandId"])
+    assert got["status"] == "succeeded"
+    assert got["transitions"][-1]["late"] is True
+
+
+async def test_an_erased_car_fails_the_command(world: World) -> None:
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
+    world.gateway.deleted.add(CAR)
+    assert await world.dispatch_all() == [Status.FAILED]
+    assert (await world.service.get(CAR, cmd["commandId"]))["reason"] == contract.DEVICE_NOT_FOUND
+
+
+def test_dispatch_messages_that_are_not_ours_are_recognised() -> None:
+    assert parse_dispatch_message(b"{") is None
+    assert parse_dispatch_message(b"[]") is None
+    assert parse_dispatch_message(b'{"vehicleId": 1, "commandId": "x"}') is None
+    assert parse_dispatch_message(b'{"vehicleId": "a", "commandId": "b"}') == ("a", "b")
