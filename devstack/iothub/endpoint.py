@@ -105,9 +105,6 @@ class Sessions:
             session.writer.close()
         return session is not None
 
-    def get(self, device_id: str) -> Session | None:
-        return self._by_device.get(device_id)
-
     def disconnect_all(self) -> None:
         for session in list(self._by_device.values()):
             session.writer.close()
@@ -244,11 +241,8 @@ class DeviceEndpoint:
             await writer.drain()
 
     async def _tell(self, event: DeviceEvent) -> None:
-        reply = await self._events.device_event(event)
-        if reply is not None:
-            session = self.sessions.get(event.device_id)
-            if session is not None:
-                await session.send(reply.topic, reply.body)
+        """An event that asks for no reply (only a twin request gets one, on the connection that asked)."""
+        await self._events.device_event(event)
 
     async def _publish(self, session: Session, message: mqtt.Publish) -> None:
         device_id, topic = session.device_id, message.topic
