@@ -163,7 +163,7 @@ async def test_a_car_that_never_answers_times_out_and_its_late_answer_is_ignored
         started = time.monotonic()
         with pytest.raises(DeviceTimeoutError):
             await h.gateway.invoke_method("car-silent", "horn.honk", {}, response_timeout=5)
-        assert 5 <= time.monotonic() - started < 8
+        assert 5 <= time.monotonic() - started < 10
         # the late answer arrives after IoT Hub gave up: ignored, and the car stays connected
         await car.send_method_response(MethodResponse.create_from_method_request(taken[0], 200, {"late": True}))
         await wait_for(lambda: h.hub.counters["method:ignored"] == 1)
