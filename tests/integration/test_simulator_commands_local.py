@@ -1,8 +1,9 @@
 """The car side of remote commands end to end on the real device SDK against the real local IoT Hub: a VirtualCar
-(simulator/car.py, `azure-iot-device` over MQTT/TLS) is put to sleep, commands are queued for it through the hub's
-service side (LocalIoTHubGateway, as the backend sends them), and when it wakes it reads its twin, carries them
-out and reports each with `command.result` requests, which IoT Hub routes to the `requests` Event Hub. The effect
-shows in the telemetry the hub routed to the `telemetry` Event Hub.
+(simulator/car.py, `azure-iot-device` over MQTT/TLS) answers direct methods invoked through the hub's service side
+(LocalIoTHubGateway.invoke_method, as the backend invokes them); put to sleep, it is not online for a method, and
+commands queued for it (LocalIoTHubGateway.send_c2d) are carried out when it wakes, after it read its twin, and
+reported with `command.result` requests, which IoT Hub routes to the `requests` Event Hub. Effects show in the
+telemetry the hub routed to the `telemetry` Event Hub.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from devstack.iothub.registry import DeviceRegistry
 from devstack.iothub.service_api import ServiceApi
 from devstack.stack import IOTHUB_PORT, free_loopback_address
 from devstack.tls import generate
+from shared.errors import DeviceNotOnlineError, DeviceTimeoutError
 from shared.iothub.local_gateway import LocalIoTHubGateway
 from simulator import drive
 from simulator.car import CarOptions, VirtualCar
@@ -118,10 +121,9 @@ async def queue(h: Hub, body: dict[str, Any], device_id: str = CAR) -> None:
     await h.gateway.send_c2d(device_id, orjson.dumps(body), properties, ttl_seconds=300)
 
 
-@pytest.fixture
-async def car(local_hub: Hub) -> AsyncIterator[VirtualCar]:
-    h = local_hub
-    car = VirtualCar(0, h.registry.provision(CAR), h.ca_pem, 7, FAST)
+@asynccontextmanager
+async def driving(h: Hub, device_id: str = CAR, options: CarOptions = FAST) -> AsyncIterator[VirtualCar]:
+    car = VirtualCar(0, h.registry.provision(device_id), h.ca_pem, 7, options)
     task = asyncio.create_task(car.run(time.time() + 240))
     try:
         await car.wait_awake()
@@ -129,6 +131,12 @@ async def car(local_hub: Hub) -> AsyncIterator[VirtualCar]:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+async def car(local_hub: Hub) -> AsyncIterator[VirtualCar]:
+    async with driving(local_hub) as car:
+        yield car
 
 
 async def test_commands_queued_for_a_sleeping_car_are_carried_out_and_reported_when_it_wakes(
@@ -139,7 +147,7 @@ async def test_commands_queued_for_a_sleeping_car_are_carried_out_and_reported_w
     await wait_for(lambda: len(car.log.sent) >= 2)
     await car.sleep()
     assert not car.connected
-    assert CAR not in h.hub.endpoint.sessions
+    assert not h.hub.connected(CAR)
     sent_before = len(car.log.sent)
 
     # WHEN commands are queued for it: a lock, a horn that is then cancelled (the twin's commands.cancelled,
@@ -156,7 +164,7 @@ async def test_commands_queued_for_a_sleeping_car_are_carried_out_and_reported_w
 
     # THEN on waking it reads its twin first, then reports each: delivered, then the outcome
     await car.wake()
-    assert CAR in h.hub.endpoint.sessions
+    assert h.hub.connected(CAR)
     await wait_for(lambda: all(len(results(h).get(b["commandId"], [])) == 2 for b in (lock, horn, expiring, unknown)))
     reports = results(h)
     assert reports[lock["commandId"]] == [("delivered", None), ("succeeded", None)]
@@ -217,7 +225,7 @@ async def test_a_car_on_a_sleep_schedule_disconnects_and_comes_back(local_hub: H
     try:
         await car.wait_awake()
         await wait_for(lambda: len(car.log.sleeps) >= 1 and not car.connected, 20)
-        assert "car-cmd-002" not in h.hub.endpoint.sessions  # asleep: IoT Hub finds it not connected
+        assert not h.hub.connected("car-cmd-002")  # asleep: IoT Hub finds it not connected
         lock = command("lock")
         await queue(h, lock, "car-cmd-002")
         await wait_for(lambda: car.connected, 20)
@@ -231,3 +239,72 @@ async def test_a_car_on_a_sleep_schedule_disconnects_and_comes_back(local_hub: H
     assert [b["seq"] for b in routed(h, "telemetry", "car-cmd-002")] == seqs
     assert all(s["awakeAt"] for s in log.sleeps)
     assert not any(s["forced"] for s in log.sleeps)
+
+
+async def test_a_connected_car_answers_direct_methods_once_per_command(local_hub: Hub, car: VirtualCar) -> None:
+    h = local_hub
+    # WHEN a lock is invoked as a direct method
+    lock = command("lock")
+    result = await h.gateway.invoke_method(CAR, "lock", lock, response_timeout=10)
+    # THEN the car answers 200 succeeded, and its telemetry shows the doors locked
+    assert (result.status, result.payload) == (200, {"status": "succeeded"})
+    await wait_for(lambda: True in signal_values(h, drive.IS_LOCKED))
+
+    # AND a retried method, and the same command queued, get the stored outcome: nothing is done twice
+    executed = car.commands.executed
+    again = await h.gateway.invoke_method(CAR, "lock", lock, response_timeout=10)
+    assert (again.status, again.payload) == (200, {"status": "succeeded"})
+    await queue(h, lock)
+    await wait_for(lambda: len(results(h).get(lock["commandId"], [])) == 2)
+    assert results(h)[lock["commandId"]] == [("delivered", None), ("succeeded", None)]
+    assert car.commands.executed == executed
+    vias = [(c["via"], c["repeat"], c["methodStatus"] if c["via"] == "method" else None) for c in car.log.commands]
+    assert vias == [("method", False, 200), ("method", True, 200), ("c2d", True, None)]
+
+    # AND the car's refusals and the envelope's errors come back with their status and reason
+    car.model.ignition_on, car.model.phase_left, car.model.speed, car.model.target = True, 1e9, 60.0, 60.0
+    refused = await h.gateway.invoke_method(CAR, "unlock", command("unlock"), response_timeout=10)
+    assert refused.status == 409
+    assert refused.payload["reason"] == "vehicle_moving"
+    assert refused.payload["status"] == "failed"
+    assert car.model.locked  # still locked
+    unknown = await h.gateway.invoke_method(CAR, "fly", command("fly"), response_timeout=10)
+    assert (unknown.status, unknown.payload["reason"]) == (404, "unsupported")
+    expired = await h.gateway.invoke_method(CAR, "lock", command("lock", expires_in=-5), response_timeout=10)
+    assert (expired.status, expired.payload["reason"]) == (410, "expired")
+    bad = await h.gateway.invoke_method(CAR, "charging.limit", command("charging.limit", {"limit": 7}), 0, 10)
+    assert (bad.status, bad.payload["reason"]) == (400, "invalid_parameters")
+
+    # AND locate sends the position at once, in a telemetry message of its own
+    located = await h.gateway.invoke_method(CAR, "locate", command("locate"), response_timeout=10)
+    assert located.status == 200
+    [record] = [s for s in car.log.sent if s.get("locate")]
+    await wait_for(lambda: record["seq"] in [b["seq"] for b in routed(h, "telemetry", CAR)])
+    [message] = [b for b in routed(h, "telemetry", CAR) if b["seq"] == record["seq"]]
+    assert drive.LATITUDE in message["samples"][0]["signals"]
+
+    # AND a sleeping car is not online for a method
+    await car.sleep()
+    with pytest.raises(DeviceNotOnlineError):
+        await h.gateway.invoke_method(CAR, "lock", command("lock"), connect_timeout=0, response_timeout=5)
+    await car.wake()
+    answer = await h.gateway.invoke_method(CAR, "climate.start", command("climate.start"), response_timeout=10)
+    assert answer.status == 200
+
+
+async def test_faulty_answers_are_what_the_backend_must_survive(local_hub: Hub) -> None:
+    h = local_hub
+    faults = {"climate.start": "error", "horn_lights": "garbage", "charging.stop": "never"}
+    async with driving(h, "car-cmd-003", replace(FAST, command_faults=faults)) as car:  # type: ignore[arg-type]
+        error = await h.gateway.invoke_method("car-cmd-003", "climate.start", command("climate.start"), 0, 10)
+        assert (error.status, error.payload["reason"]) == (500, "internal_error")
+        garbage = await h.gateway.invoke_method("car-cmd-003", "horn_lights", command("horn_lights"), 0, 10)
+        assert (garbage.status, garbage.payload) == (200, None)  # the car's answer is not JSON
+        with pytest.raises(DeviceTimeoutError):
+            await h.gateway.invoke_method("car-cmd-003", "charging.stop", command("charging.stop"), 0, 5)
+        ok = await h.gateway.invoke_method("car-cmd-003", "lock", command("lock"), 0, 10)
+        assert ok.status == 200
+        assert [c["outcome"] for c in car.log.commands] == ["failed", "garbage", "unanswered", "succeeded"]
+        assert car.commands.executed == 1
+        assert not car.model.climate_on
+        assert car.model.hazard_left == 0
