@@ -366,7 +366,10 @@ class VirtualCar:
             next_tick += opts.sample_seconds
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
         if self._asleep and not self._hold_asleep:
-            await self._wake_up()  # the run is over: what is left goes out
+            try:
+                await self._wake_up()  # the run is over: what is left goes out
+            except Exception as exc:  # IoT Hub unreachable: what is left stays unsent, as for a failed send
+                log.warning("%s: cannot wake up at the end: %s", self.log.device_id, exc)
         async with self._link:
             if self._asleep:
                 return
