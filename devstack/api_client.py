@@ -10,7 +10,7 @@ every call goes through the same validation, authorization and audit as in Azure
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -42,9 +42,17 @@ class ApiClient:
             raise RuntimeError("the stack runs no identity provider or no HTTP functions")
         return cls(http, f"{stack.http_url}/api", await stack.oidc.user_token(username))
 
-    async def call(self, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200,)) -> Any:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        expect: tuple[int, ...] = (200,),
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
         """The decoded JSON answer (None if empty); ApiError on any status outside `expect`."""
-        async with self.http.request(method, self.base + path, json=body, headers=self.headers) as response:
+        sent = {**self.headers, **(headers or {})}
+        async with self.http.request(method, self.base + path, json=body, headers=sent) as response:
             text = await response.text()
             if response.status not in expect:
                 raise ApiError(method, path, response.status, text)
