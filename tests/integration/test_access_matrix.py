@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -38,11 +39,13 @@ from shared.auth.access import AccessControl
 from shared.auth.tokens import AccessTokenValidator
 from shared.brands import BrandConfigs
 from shared.calendar.jobs import MemorySyncQueue
+from shared.commands.service import CommandService
 from shared.containers import AUDIT, MEMBERSHIPS, partition_keys
 from shared.drivers.link import DriverLinks
 from shared.fleet.service import FleetService
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
+from shared.stores.queues import MemoryQueue
 from shared.telemetry.ingest import TelemetryIngestor
 from shared.tenancy.service import TenancyService
 from tests.factories import drive, message
@@ -168,6 +171,11 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "GET /api/vehicles/{vehicleId}/trips": READERS,
     "GET /api/vehicles/{vehicleId}/alerts": READERS,
     "POST /api/vehicles/{vehicleId}/alerts/{alertId}/ack": STAFF,
+    "GET /api/commands/catalogue": SIGNED_IN,
+    "POST /api/vehicles/{vehicleId}/commands": STAFF | {"driver"},  # which command: the catalogue's roles
+    "GET /api/vehicles/{vehicleId}/commands": READERS,
+    "GET /api/vehicles/{vehicleId}/commands/{commandId}": READERS,
+    "POST /api/vehicles/{vehicleId}/commands/{commandId}/cancel": STAFF | {"driver"},
     "GET /api/vehicles/{vehicleId}/agenda": DRIVER_ONLY,
     "GET /api/vehicles/{vehicleId}/meetings": DRIVER_ONLY,
     "PATCH /api/vehicles/{vehicleId}/consent": DRIVER_ONLY,
@@ -225,6 +233,11 @@ CALLS: Final[dict[str, Call]] = {
     "GET /api/vehicles/{vehicleId}/trips": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/alerts": Call("vehicle"),
     "POST /api/vehicles/{vehicleId}/alerts/{alertId}/ack": Call("vehicle", body={"note": "workshop booked"}),
+    "GET /api/commands/catalogue": Call("caller"),
+    "POST /api/vehicles/{vehicleId}/commands": Call("vehicle", 201, {"name": "lock"}),
+    "GET /api/vehicles/{vehicleId}/commands": Call("vehicle"),
+    "GET /api/vehicles/{vehicleId}/commands/{commandId}": Call("vehicle"),
+    "POST /api/vehicles/{vehicleId}/commands/{commandId}/cancel": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/agenda": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/meetings": Call("vehicle"),
     "PATCH /api/vehicles/{vehicleId}/consent": Call("vehicle", body={"location": False}),
@@ -290,6 +303,7 @@ class World:
     gateway: MemoryIoTHubGateway = field(default_factory=MemoryIoTHubGateway)
     letters: MemoryDeadLetterSink = field(default_factory=MemoryDeadLetterSink)
     queue: MemorySyncQueue = field(default_factory=MemorySyncQueue)
+    dispatch: MemoryQueue = field(default_factory=MemoryQueue)  # command dispatch messages
     forgotten: list[tuple[str, str | None]] = field(default_factory=list)
 
     def copy(self) -> World:
@@ -309,6 +323,7 @@ class World:
             "c2d": len(self.gateway.sent),
             "dead letters": dict(self.letters.records),
             "sync jobs": [job.to_json() for job, _ in self.queue.jobs],
+            "command dispatch": [body for body, _ in self.dispatch.messages],
             "forgotten": list(self.forgotten),
         }
 
@@ -331,6 +346,7 @@ class Wiring:
         self.audit = AuditLog(w.store)
         self.gatekeeper = AccessControl(w.store, self.validator.validate)
         self.ingestor = TelemetryIngestor(w.store, w.letters, brands=BrandConfigs(w.store))
+        self.commands = CommandService(w.store, w.gateway, w.dispatch, brands=BrandConfigs(w.store))
 
 
 @dataclass
@@ -350,6 +366,7 @@ class Matrix:
     base: World = field(default_factory=World)
     wiring: Wiring | None = None
     alerts: dict[str, str] = field(default_factory=dict)  # car → the id of its DTC alert
+    commands: dict[str, str] = field(default_factory=dict)  # car → a lock its operator sent (still accepted)
     invitation: str = ""  # an open invitation on car-berlin
 
     def use(self, world: World) -> World:
@@ -367,6 +384,7 @@ class Matrix:
 
     async def call(self, method: str, path: str, persona: str, body: Any = None) -> Answer:
         headers = {} if persona == "anonymous" else {"Authorization": f"Bearer {self.tokens[persona]}"}
+        headers["Idempotency-Key"] = str(uuid.uuid4())  # command routes need one; the others ignore it
         content = None if body is None else orjson.dumps(body)
         if content is not None:
             headers["Content-Type"] = "application/json"
@@ -388,7 +406,7 @@ class Matrix:
         params: dict[str, str] = {"invitationId": self.invitation, "asset": "app.js"}
         if kind == "vehicle":
             assert target is not None
-            params |= {"vehicleId": target, "alertId": self.alerts[target]}
+            params |= {"vehicleId": target, "alertId": self.alerts[target], "commandId": self.commands[target]}
         elif kind == "fleet":
             assert target is not None
             params |= {"brandId": FLEETS[target], "fleetId": target}
@@ -435,6 +453,8 @@ async def build_world(m: Matrix) -> None:
         await m.current.ingestor.ingest(batch)
         alerts = await m.ok("GET", f"/api/vehicles/{car}/alerts", admin)
         m.alerts[car] = next(a["id"] for a in alerts["items"] if DTC in a["id"])
+        lock = await m.ok("POST", f"/api/vehicles/{car}/commands", operators[car], {"name": "lock"}, 201)
+        m.commands[car] = lock["commandId"]
     for driver, cars in DRIVES.items():
         for car in sorted(cars):
             pinned = {"invitee": OIDS[driver], "inviteeTenant": _tenant_of(driver)}
@@ -477,6 +497,7 @@ async def matrix(oidc: LocalOidcProvider) -> AsyncIterator[Matrix]:
         runtime.driver_links: lambda: holder[0].current.links,
         runtime.dead_letters: lambda: holder[0].current.world.letters,
         runtime.ingestor: lambda: holder[0].current.ingestor,
+        runtime.command_service: lambda: holder[0].current.commands,
     })  # fmt: skip
     transport = httpx.ASGITransport(app=Shield(app))
     async with httpx.AsyncClient(transport=transport, base_url="http://fleet.test") as client:
