@@ -4,7 +4,8 @@
 - a message whose function fails becomes visible again after `visibilityTimeout`, and once it has been
   dequeued `maxDequeueCount` times (5) it moves to `<queue>-poison`;
 - bodies are base64 as the extension writes and expects them by default (plain text is accepted too);
-- polling backs off to at most 2 s locally when the queue is empty (the host's default is 1 minute).
+- polling backs off to at most host.json's `maxPollingInterval` when the queue is empty (2 s here: commands and
+  calendar jobs wait at most that long; the host's default is 1 minute).
 Ref: https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger
 """
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 log = logging.getLogger(__name__)
-MAX_IDLE_POLL_SECONDS = 2.0
+DEFAULT_MAX_POLL_SECONDS = 60.0  # the host's default maxPollingInterval (1 minute)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class QueueOptions:
     batch_size: int = 16
     max_dequeue_count: int = 5
     visibility_timeout: float = 0.0
+    max_polling_interval: float = DEFAULT_MAX_POLL_SECONDS
 
     @classmethod
     def from_host_json(cls, host: Mapping[str, Any]) -> QueueOptions:
@@ -46,6 +48,7 @@ class QueueOptions:
             batch_size=int(options.get("batchSize", 16)),
             max_dequeue_count=int(options.get("maxDequeueCount", 5)),
             visibility_timeout=parse_interval(str(options.get("visibilityTimeout", "00:00:00"))),
+            max_polling_interval=parse_interval(str(options.get("maxPollingInterval", "00:01:00"))),
         )
 
 
@@ -88,7 +91,7 @@ class QueueTrigger:
                 messages = [m async for m in queue.receive_messages(max_messages=self.options.batch_size)]
                 if not messages:
                     await asyncio.sleep(idle)
-                    idle = min(idle * 2, MAX_IDLE_POLL_SECONDS)
+                    idle = min(idle * 2, self.options.max_polling_interval)
                     continue
                 idle = 0.1
                 await asyncio.gather(*(self._handle(queue, poison, m) for m in messages))
