@@ -3,8 +3,10 @@ on the memory store, queue and IoT Hub gateway (the local hub and real cars: tes
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from shared.containers import COMMANDS, VEHICLES, partition_keys
 from shared.errors import AccessDeniedError, InvalidRequestError, RateLimitedError, StateConflictError
 from shared.iothub.gateway import MethodResult
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
+from shared.requests.contract import CarRequest, RequestError, decode_request
 from shared.stores.memory import MemoryDocumentStore
 from shared.stores.queues import MemoryQueue
 
@@ -420,3 +423,91 @@ def test_dispatch_messages_that_are_not_ours_are_recognised() -> None:
     assert parse_dispatch_message(b"[]") is None
     assert parse_dispatch_message(b'{"vehicleId": 1, "commandId": "x"}') is None
     assert parse_dispatch_message(b'{"vehicleId": "a", "commandId": "b"}') == ("a", "b")
+
+
+ANSWERS = Draft202012Validator(json.loads((ROOT / "docs" / "schemas" / "command-answer-v1.schema.json").read_text()))
+
+
+def test_every_documented_answer_reads_as_the_schema_says() -> None:
+    Draft202012Validator.check_schema(ANSWERS.schema)
+    for example in ANSWERS.schema["examples"]:
+        ANSWERS.validate(example)
+        outcome = contract.method_outcome(200 if example["status"] == "succeeded" else 409, example)
+        assert outcome.succeeded == (example["status"] == "succeeded")
+        assert outcome.reason == example.get("reason")
+
+
+@settings(max_examples=300, deadline=None)
+@given(status=st.sampled_from([200, 400, 404, 409, 410, 500]), body=JSON)
+def test_any_answer_is_an_outcome_and_a_valid_one_is_taken_at_its_word(status: int, body: Any) -> None:
+    outcome = contract.method_outcome(status, body)
+    assert (
+        outcome.reason is None or contract.REASON.fullmatch(outcome.reason) or outcome.reason.startswith("car_error_")
+    )
+    if outcome.message is not None:
+        assert len(outcome.message) <= contract.MAX_MESSAGE
+    valid = not list(ANSWERS.iter_errors(body))
+    if valid and status == 200:
+        assert outcome.succeeded == (body["status"] == "succeeded")
+    if valid and body["status"] == "failed":
+        assert not outcome.succeeded
+        assert outcome.reason == body["reason"]
+
+
+# --- the car's command.result requests --------------------------------------------------------------------------
+
+
+def result_request(command_id: str, status: str, request_id: str | None = None, **extra: Any) -> bytes:
+    body = {"v": 1, "requestId": request_id or str(uuid.uuid4()), "action": "command.result"}
+    return orjson.dumps({**body, "commandId": command_id, "status": status, **extra})
+
+
+def test_command_result_requests_decode_or_are_answered_with_an_error() -> None:
+    cid = "7b0f3c1e-2d4a-4c1b-9a57-3f1d2e8c9b10"
+    ok = decode_request(result_request(cid, "failed", reason="not_plugged_in"))
+    assert isinstance(ok, CarRequest)
+    assert (ok.command_id, ok.command_status, ok.reason) == (cid, "failed", "not_plugged_in")
+    for bad in (
+        result_request("not-a-uuid", "succeeded"),
+        result_request(cid, "exploded"),
+        result_request(cid, "failed", reason="x" * 65),
+        result_request(cid, "failed", message=7),
+    ):
+        error = decode_request(bad)
+        assert isinstance(error, RequestError)
+        assert error.request_id is not None  # answerable: the car learns what was wrong
+
+
+async def test_the_cars_report_travels_as_a_request_and_a_replay_changes_nothing(world: World) -> None:
+    from shared.calendar.jobs import MemorySyncQueue
+    from shared.device_messages import DeviceMessage
+    from shared.requests.processor import RequestProcessor
+    from shared.stores.memory import MemoryDeadLetterSink
+
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
+    await world.dispatch_all()  # no method handler: the car sleeps, the command is queued
+    processor = RequestProcessor(
+        world.store,
+        world.gateway,
+        MemoryDeadLetterSink(),
+        None,
+        MemorySyncQueue(),
+        commands=world.service,  # type: ignore[arg-type]
+    )
+    delivered = DeviceMessage(result_request(cmd["commandId"], "delivered"), CAR, iso(T0), 1)
+    succeeded = DeviceMessage(result_request(cmd["commandId"], "succeeded"), CAR, iso(T0), 2)
+    unknown = DeviceMessage(result_request(str(uuid.uuid4()), "succeeded"), CAR, iso(T0), 3)
+    report = await processor.process([delivered, succeeded, unknown])
+    assert report.replied == 3
+    replies = [orjson.loads(m.body) for m in world.gateway.receive(CAR) if m.properties.get("type") == "response"]
+    assert sorted(r["status"] for r in replies) == ["error", "ok", "ok"]
+    assert next(r for r in replies if r["status"] == "error")["error"]["code"] == "unknown_command"
+    before = await world.service.get(CAR, cmd["commandId"])
+    await processor.process([dataclasses.replace(succeeded, sequence_number=9)])  # the car retries its report
+    after = await world.service.get(CAR, cmd["commandId"])
+    assert after == before
+    assert statuses(after) == ["accepted", "sent", "queued", "delivered", "succeeded"]
+
+
+def statuses(command: dict[str, Any]) -> list[str]:
+    return [t["status"] for t in command["transitions"]]
