@@ -60,6 +60,14 @@ def client_of(request: Request) -> dict[str, str]:
     return client
 
 
+AUDIT_RESOURCE: Final = "audit_resource"
+
+
+def audit_resource(request: Request, **ids: str) -> None:
+    """Name what the endpoint acted on beyond its path parameters, for the audit entry (ids and names only)."""
+    setattr(request.state, AUDIT_RESOURCE, {k: str(v) for k, v in ids.items()})
+
+
 class Guard:
     """The dependency of one requirement (one instance per route declaration)."""
 
@@ -99,6 +107,8 @@ class Guard:
         status = (
             response.status_code or getattr(route, "status_code", None) or 200
         )  # set by the endpoint, or its default
+        # What the endpoint created, when the path does not name it (a command's id and name): ids only.
+        params |= getattr(request.state, AUDIT_RESOURCE, None) or {}
         await audit.record(access, requirement, name, params, SUCCEEDED, status, client_of(request))
 
 

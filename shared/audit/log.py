@@ -26,7 +26,9 @@ PLATFORM: Final = "platform"
 ERASED_ID: Final = "erased"
 MAX_USER_AGENT: Final = 200
 MAX_PARAM: Final = 200
-RESOURCE_PARAMS: Final = ("brandId", "fleetId", "vehicleId", "alertId", "userId", "principalId", "membershipId")
+RESOURCE_PARAMS: Final = (
+    "brandId", "fleetId", "vehicleId", "alertId", "userId", "principalId", "membershipId", "commandId", "command",
+)  # fmt: skip
 
 
 def utcnow() -> dt.datetime:

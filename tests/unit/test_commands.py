@@ -511,3 +511,42 @@ async def test_the_cars_report_travels_as_a_request_and_a_replay_changes_nothing
 
 def statuses(command: dict[str, Any]) -> list[str]:
     return [t["status"] for t in command["transitions"]]
+
+
+# --- through the HTTP layer -------------------------------------------------------------------------------------
+
+
+async def test_the_routes_answer_201_then_200_and_the_audit_names_the_command() -> None:
+    from shared.api import runtime
+    from tests.fleet_support import Fleet
+
+    fleet = Fleet()
+    await fleet.store.upsert(VEHICLES, {"id": CAR, "vehicleId": CAR, "type": "vehicle", "brandId": "b1"})
+    service = CommandService(fleet.store, fleet.gateway, MemoryQueue())
+    fleet.overrides[runtime.command_service] = lambda: service
+    key = {"Idempotency-Key": "k-1"}
+    first = await fleet.call("POST", f"/api/vehicles/{CAR}/commands", body={"name": "lock"}, headers=key)
+    again = await fleet.call("POST", f"/api/vehicles/{CAR}/commands", body={"name": "lock"}, headers=key)
+    assert (first.status, again.status) == (201, 200)
+    assert first.json["commandId"] == again.json["commandId"]
+    assert first.headers["location"] == f"/api/vehicles/{CAR}/commands/{first.json['commandId']}"
+    sent = [r for r in fleet.audit.records if r["route"] == "send_command"]
+    assert [r["params"] for r in sent] == [
+        {"vehicleId": CAR, "commandId": first.json["commandId"], "command": "lock"}
+    ] * 2
+    unlock = await fleet.call("POST", f"/api/vehicles/{CAR}/commands", body={"name": "unlock"}, headers=key)
+    assert unlock.status == 403  # the platform admin of the test app may lock any car and open none
+    another = await fleet.call(
+        "POST", f"/api/vehicles/{CAR}/commands", body={"name": "lock", "ttlSeconds": 60}, headers=key
+    )
+    assert another.status == 200  # the key names the command; a retry with other fields still gets the first one
+    bad = await fleet.call(
+        "POST", f"/api/vehicles/{CAR}/commands", body={"name": "lock", "params": {"x": 1}}, headers=key
+    )
+    assert bad.status == 422
+    assert "params.x" in bad.json["errors"][0]["message"]
+    cancelled = await fleet.call("POST", f"/api/vehicles/{CAR}/commands/{first.json['commandId']}/cancel")
+    assert cancelled.json["status"] == "cancelled"
+    assert fleet.audit.records[-1]["params"]["command"] == "lock"
+    catalogue_page = await fleet.call("GET", "/api/commands/catalogue")
+    assert [c["name"] for c in catalogue_page.json["items"]] == list(catalogue())

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from shared.api import command_models as cm
 from shared.api import runtime
-from shared.api.guard import guard
+from shared.api.guard import audit_resource, guard
 from shared.api.routes.params import CommandId, VehicleId
 from shared.auth.access import Access
 from shared.auth.policy import SIGNED_IN, Permission, requires
@@ -42,6 +42,7 @@ async def send_command(
     vehicleId: VehicleId,
     body: cm.CommandRequest,
     idempotency_key: Annotated[cm.IdempotencyKey, Header(alias="Idempotency-Key")],
+    request: Request,
     response: Response,
     commands: Commands,
 ) -> Any:
@@ -51,6 +52,7 @@ async def send_command(
     command, created = await commands.issue(
         caller_of(access), vehicleId, body.name, body.params, idempotency_key, body.ttlSeconds
     )
+    audit_resource(request, commandId=command["commandId"], command=command["name"])
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/api/vehicles/{vehicleId}/commands/{command['commandId']}"
     return command
@@ -73,6 +75,10 @@ async def get_command(access: Reader, vehicleId: VehicleId, commandId: CommandId
     response_model=cm.Command,
     summary="Cancel a command the car does not have yet",
 )
-async def cancel_command(access: Sender, vehicleId: VehicleId, commandId: CommandId, commands: Commands) -> Any:
+async def cancel_command(
+    access: Sender, vehicleId: VehicleId, commandId: CommandId, request: Request, commands: Commands
+) -> Any:
     """Until the car has it (accepted or queued); 409 once it was delivered or ended. Idempotent."""
-    return await commands.cancel(caller_of(access), vehicleId, str(commandId))
+    cancelled = await commands.cancel(caller_of(access), vehicleId, str(commandId))
+    audit_resource(request, command=cancelled["name"])
+    return cancelled
