@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
             if sink == "null":
                 figures[f"cpu.{scenario.name}.null.ratioToFloor"] = rate / floor
 
+    _step("CPU path with 1,000 geofences in the fleet against none (null sink, steady)")
+    none, fenced = cpu.geofence_rates(cpu_messages)
+    figures["cpu.geofences.none.msgsPerS"], figures["cpu.geofences.1000.msgsPerS"] = none, fenced
+    figures["cpu.geofences.ratio"] = fenced / none
+
     _step(f"peak RSS over {streamed:,} streamed messages ({args.cars:,} cars)")
     streamed_run = rss.measure(streamed, args.cars, args.cache_mb)
     figures["rss.peakRssMb"] = streamed_run["peakRssMb"]

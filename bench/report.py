@@ -40,6 +40,7 @@ TARGETS = (
     Target("e2e.steady.ratio", 1.5, True, "end to end steady >= 1.5x naive"),
     Target("e2e.catch-up.ratio", 5.0, True, "end to end catch-up >= 5x naive"),
     Target("coldstart.importS", 1.0, False, "cold start (import function_app) <= 1.0 s"),
+    Target("cpu.geofences.ratio", 0.9, True, "CPU path with 1,000 geofences >= 0.9x without (issue 14)"),
 )
 
 # (figure, label, format) rows of the table, in order; absent figures (e.g. --skip-e2e) are left out.
@@ -51,6 +52,9 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("cpu.catch-up.memory.msgsPerS", "CPU path catch-up, MemoryDocumentStore, msgs/s", ",.0f"),
     ("cpu.steady.null.ratioToFloor", "CPU path steady / floor", ".3f"),
     ("cpu.catch-up.null.ratioToFloor", "CPU path catch-up / floor", ".3f"),
+    ("cpu.geofences.none.msgsPerS", "CPU path steady, no geofences, msgs/s", ",.0f"),
+    ("cpu.geofences.1000.msgsPerS", "CPU path steady, 1,000 geofences in the fleet, msgs/s", ",.0f"),
+    ("cpu.geofences.ratio", "CPU path with 1,000 geofences / without", ".3f"),
     ("rss.peakRssMb", "peak RSS streaming (MB)", ".1f"),
     ("rss.msgsPerS", "streaming rate incl. generator, msgs/s", ",.0f"),
     ("writes.steady.ours.writesPerMsg", "writes/msg steady, ours", ".4f"),

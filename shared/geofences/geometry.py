@@ -12,6 +12,12 @@ from typing import Final
 
 EARTH_RADIUS_M: Final = 6_371_008.8  # mean radius (IUGG)
 METRES_PER_DEGREE_LAT: Final = 111_320.0
+METRES_PER_DEGREE: Final = EARTH_RADIUS_M * math.pi / 180  # on haversine's sphere
+# The flat-earth distance at the mean latitude is within FLAT_MARGIN of haversine's for the circles a geofence may
+# be (<= 100 km) away from the poles; points nearer the poles always take haversine.
+FLAT_MARGIN: Final = 0.01
+FLAT_MAX_LAT: Final = 80.0
+MAX_BANDS: Final = 64
 
 # (min_lat, min_lon, max_lat, max_lon)
 BBox = tuple[float, float, float, float]
@@ -24,6 +30,13 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def flat_distance2(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Squared equirectangular distance in m² at the mean latitude (close to haversine's for short distances)."""
+    dy = (lat2 - lat1) * METRES_PER_DEGREE
+    dx = (lon2 - lon1) * METRES_PER_DEGREE * math.cos(math.radians((lat1 + lat2) / 2))
+    return dx * dx + dy * dy
 
 
 def circle_bbox(lat: float, lon: float, radius_m: float) -> BBox:
@@ -49,6 +62,41 @@ def in_ring(ring: Ring, lat: float, lon: float) -> bool:
         if (y1 > lat) != (y2 > lat) and lon < (x2 - x1) * (lat - y1) / (y2 - y1) + x1:
             inside = not inside
         x1, y1 = x2, y2
+    return inside
+
+
+# A ring cut into horizontal bands: (min lat, max lat, band height, per band the edges (x1, y1, x2, y2) whose
+# latitude range meets it). A point is tested against its band's edges only: the same answer as `in_ring`, since an
+# edge that can cross the point's horizontal ray spans its latitude and so is listed in its band.
+BandedRing = tuple[float, float, float, tuple[tuple[tuple[float, float, float, float], ...], ...]]
+
+
+def banded(ring: Ring) -> BandedRing:
+    lat0, _, lat1, _ = ring_bbox(ring)
+    count = max(1, min(MAX_BANDS, len(ring) // 4))
+    height = (lat1 - lat0) / count or 1.0
+    bands: list[list[tuple[float, float, float, float]]] = [[] for _ in range(count)]
+    for i in range(0, len(ring) - 2, 2):
+        x1, y1, x2, y2 = ring[i], ring[i + 1], ring[i + 2], ring[i + 3]
+        lo, hi = _band(min(y1, y2), lat0, height, count), _band(max(y1, y2), lat0, height, count)
+        for b in range(lo, hi + 1):
+            bands[b].append((x1, y1, x2, y2))
+    return lat0, lat1, height, tuple(tuple(b) for b in bands)
+
+
+def _band(lat: float, lat0: float, height: float, count: int) -> int:
+    return min(count - 1, max(0, int((lat - lat0) / height)))
+
+
+def in_banded(ring: BandedRing, lat: float, lon: float) -> bool:
+    """`in_ring` on a banded ring."""
+    lat0, lat1, height, bands = ring
+    if lat < lat0 or lat > lat1:
+        return False
+    inside = False
+    for x1, y1, x2, y2 in bands[_band(lat, lat0, height, len(bands))]:
+        if (y1 > lat) != (y2 > lat) and lon < (x2 - x1) * (lat - y1) / (y2 - y1) + x1:
+            inside = not inside
     return inside
 
 

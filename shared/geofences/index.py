@@ -59,14 +59,22 @@ class GeofenceIndex:
     def containing(self, lat: float, lon: float) -> list[Geofence]:
         """The geofences the position is in, ordered by key."""
         found: list[Geofence] = []
-        candidates = self._cells.get(_cell(lat) * _LON_CELLS + _cell(lon), ())
-        for entries in (candidates, self._large):
-            for box, fence in entries:
+        candidates = self._cells.get(math.floor(lat / CELL_DEGREES) * _LON_CELLS + math.floor(lon / CELL_DEGREES))
+        if candidates is not None:
+            for box, fence in candidates:
+                if box[0] <= lat <= box[2] and box[1] <= lon <= box[3] and fence.shape.contains(lat, lon):
+                    found.append(fence)
+        if self._large:
+            for box, fence in self._large:
                 if box[0] <= lat <= box[2] and box[1] <= lon <= box[3] and fence.shape.contains(lat, lon):
                     found.append(fence)
         if len(found) > 1:
-            found.sort(key=lambda g: g.key)
+            found.sort(key=_by_key)
         return found
+
+
+def _by_key(fence: Geofence) -> str:
+    return fence.key
 
 
 def brute_force(geofences: Iterable[Geofence], lat: float, lon: float) -> list[Geofence]:
@@ -90,12 +98,16 @@ class VehicleGeofences:
     fleet: GeofenceIndex = field(default_factory=lambda: GeofenceIndex(()))
     private: tuple[Geofence, ...] = ()
     speed_limit: SpeedLimit | None = None
+    active: bool = field(init=False, compare=False)  # any geofence at all (read once per fold)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "active", bool(self.fleet.geofences) or bool(self.private))
 
     def __bool__(self) -> bool:
-        return bool(self.fleet) or bool(self.private)
+        return self.active
 
     def containing(self, lat: float, lon: float) -> list[Geofence]:
-        found = self.fleet.containing(lat, lon) if self.fleet else []
+        found = self.fleet.containing(lat, lon) if self.fleet.geofences else []
         if self.private:
             found.extend(g for g in self.private if g.shape.contains(lat, lon))
             found.sort(key=lambda g: g.key)

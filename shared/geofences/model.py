@@ -17,7 +17,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -59,11 +59,25 @@ class Circle:
     lat: float
     lon: float
     radius_m: float
+    # Squared radius with a margin each way: a flat-earth distance decides every point clearly in or out (no
+    # trigonometry but one cosine), haversine only the rest, so the answer is haversine's.
+    _inner2: float = field(init=False, compare=False, repr=False)
+    _outer2: float = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_inner2", (self.radius_m * (1 - geo.FLAT_MARGIN)) ** 2)
+        object.__setattr__(self, "_outer2", (self.radius_m * (1 + geo.FLAT_MARGIN)) ** 2)
 
     def bbox(self) -> geo.BBox:
         return geo.circle_bbox(self.lat, self.lon, self.radius_m)
 
     def contains(self, lat: float, lon: float) -> bool:
+        if -geo.FLAT_MAX_LAT < lat < geo.FLAT_MAX_LAT:
+            d2 = geo.flat_distance2(self.lat, self.lon, lat, lon)
+            if d2 <= self._inner2:
+                return True
+            if d2 >= self._outer2:
+                return False
         return geo.haversine_m(self.lat, self.lon, lat, lon) <= self.radius_m
 
     def as_json(self) -> dict[str, Any]:
@@ -73,12 +87,19 @@ class Circle:
 @dataclass(frozen=True, slots=True)
 class Polygon:
     rings: tuple[geo.Ring, ...]  # exterior first, then holes; each flat and closed
+    _banded: tuple[geo.BandedRing, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_banded", tuple(geo.banded(ring) for ring in self.rings))
 
     def bbox(self) -> geo.BBox:
         return geo.ring_bbox(self.rings[0])
 
     def contains(self, lat: float, lon: float) -> bool:
-        return geo.in_polygon(self.rings, lat, lon)
+        banded = self._banded
+        if not geo.in_banded(banded[0], lat, lon):
+            return False
+        return len(banded) == 1 or not any(geo.in_banded(hole, lat, lon) for hole in banded[1:])
 
     def as_json(self) -> dict[str, Any]:
         coordinates = [[[ring[i], ring[i + 1]] for i in range(0, len(ring), 2)] for ring in self.rings]
@@ -131,12 +152,12 @@ class Geofence:
     alert_on_exit: bool = False
     restricted: bool = False  # entering opens an alert (a `restricted_zone` alert)
     curfew: Curfew | None = None
+    # Unique among the geofences one car is evaluated against: a fleet's by id, a car's own prefixed `v:` (a colon
+    # is no id character, so a private "home" never meets a fleet's "home"). Set once: read for every sample.
+    key: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def key(self) -> str:
-        """Unique among the geofences one car is evaluated against: a fleet's by id, a car's own prefixed `v:`
-        (a colon is no id character, so a private "home" never meets a fleet's "home")."""
-        return self.id if isinstance(self.scope, FleetScope) else f"v:{self.id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.id if isinstance(self.scope, FleetScope) else f"v:{self.id}")
 
     @property
     def alerts_on_enter(self) -> bool:

@@ -124,6 +124,9 @@ def parse_speed_limit(raw: object) -> SpeedLimit | None:
 class GeofenceSource(Protocol):
     """The geofences one car is evaluated against (its fleet's and its own) and its fleet's speed limit."""
 
+    def cached(self, vehicle_id: str, brand_id: str | None, fleet_id: str | None) -> VehicleGeofences | None:
+        """The answer without I/O when there is a fresh one (steady state: no coroutine per car), else None."""
+
     async def for_vehicle(self, vehicle_id: str, brand_id: str | None, fleet_id: str | None) -> VehicleGeofences: ...
 
 
@@ -134,10 +137,14 @@ class StaticGeofences:
     fleets: Mapping[tuple[str, str], VehicleGeofences] = field(default_factory=dict)
     default: VehicleGeofences = NO_GEOFENCES
 
-    async def for_vehicle(self, vehicle_id: str, brand_id: str | None, fleet_id: str | None) -> VehicleGeofences:
+    def cached(self, vehicle_id: str, brand_id: str | None, fleet_id: str | None) -> VehicleGeofences | None:
         if brand_id is not None and fleet_id is not None:
             return self.fleets.get((brand_id, fleet_id), self.default)
         return self.default
+
+    async def for_vehicle(self, vehicle_id: str, brand_id: str | None, fleet_id: str | None) -> VehicleGeofences:
+        found = self.cached(vehicle_id, brand_id, fleet_id)
+        return self.default if found is None else found
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,14 +200,20 @@ class CachedGeofenceSource:
         self._cache: dict[tuple[str, str], tuple[float, FleetGeofences]] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[FleetGeofences]] = {}
 
-    async def for_vehicle(self, vehicle_id: str, brand_id: str | None, fleet_id: str | None) -> VehicleGeofences:
+    def cached(self, vehicle_id: str, brand_id: str | None, fleet_id: str | None) -> VehicleGeofences | None:
         if brand_id is None or fleet_id is None:
             return NO_GEOFENCES
-        key = (brand_id, fleet_id)
-        cached = self._cache.get(key)
+        cached = self._cache.get((brand_id, fleet_id))
         if cached is not None and self.clock() - cached[0] < self.refresh_seconds:
             return cached[1].for_vehicle(vehicle_id)
-        return (await self._load(key, cached)).for_vehicle(vehicle_id)
+        return None
+
+    async def for_vehicle(self, vehicle_id: str, brand_id: str | None, fleet_id: str | None) -> VehicleGeofences:
+        found = self.cached(vehicle_id, brand_id, fleet_id)
+        if found is not None or brand_id is None or fleet_id is None:
+            return found or NO_GEOFENCES
+        key = (brand_id, fleet_id)
+        return (await self._load(key, self._cache.get(key))).for_vehicle(vehicle_id)
 
     async def _load(self, key: tuple[str, str], cached: tuple[float, FleetGeofences] | None) -> FleetGeofences:
         loading = self._loading.get(key)

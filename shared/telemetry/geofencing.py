@@ -1,7 +1,7 @@
 """Geofence events in the fold: enter/exit crossings and curfews, in event-time order, exactly once per crossing.
 
-The vehicle document keeps the newest position samples (`geo.window`, at most WINDOW_SAMPLES, none more than
-LATENESS_SECONDS older than the newest) with the geofence tokens each was inside, and the state just before them
+The vehicle document keeps the newest position samples (`geo.window`: WINDOW_SAMPLES to WINDOW_MAX of them, the
+newest by event time) with the geofence tokens each was inside, and the state just before them
 (`geo.base`: the state after the newest sample that left the window). A token is a geofence's key (inside it), or
 the key + `!curfew` (moving faster than CURFEW_SPEED_KMH inside it outside its curfew's allowed windows). An event
 is a token appearing or disappearing between consecutive samples in event-time order; its id is the car, the token,
@@ -17,7 +17,8 @@ the direction and the event time of the first sample on the new side, so recompu
   keeps the smaller (lat, lon), so delivery order does not matter.
 
 So for any split into batches, shuffling and replays, if every sample arrives while it is still newer than `base`
-(within the lateness window) the events not retracted are the crossings of the sorted sequence (property-tested in
+(the lateness window: before WINDOW_SAMPLES newer position samples of the car have arrived, whatever their time
+span) the events not retracted are the crossings of the sorted sequence (property-tested in
 tests/unit/test_geofence_fold.py). The first sample ever (or after evaluation resumes) sets the state: being inside
 is not a crossing.
 
@@ -34,9 +35,7 @@ out of it or allowed. Their ids follow the event that raised them, so they are r
 from __future__ import annotations
 
 import bisect
-import datetime as dt
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Final
 
 from shared.containers import GEOFENCE_EVENTS
@@ -45,7 +44,6 @@ from shared.geofences.index import VehicleGeofences
 from shared.geofences.model import CURFEW_SPEED_KMH, FleetScope, Geofence
 from shared.telemetry.documents import (
     AlertDocument,
-    GeoBase,
     GeoClaim,
     GeofenceEventDocument,
     GeoSample,
@@ -56,10 +54,11 @@ from shared.telemetry.documents import (
 )
 
 ALERTS: Final = "alerts"
-WINDOW_SAMPLES: Final = 16  # position samples kept for late data
-LATENESS_SECONDS: Final = 120  # ... and none older than this behind the newest
+WINDOW_SAMPLES: Final = 16  # position samples kept for late data (the lateness window)
+WINDOW_MAX: Final = 24  # the window grows to this, then the oldest leave down to WINDOW_SAMPLES (amortised)
 MAX_INSIDE: Final = 16  # tokens per sample (overlapping geofences): the first by key
 MAX_LEFT: Final = 16  # open "left the geofence" alerts tracked
+PRUNE_CLAIMS_ABOVE: Final = 32  # claims of events that left the window are dropped once there are more than this
 CURFEW: Final = "!curfew"
 OPEN: Final = "\uffff"  # a claim's last time while its alert is open: after every time, never pruned
 ENTER, EXIT = "enter", "exit"
@@ -78,22 +77,14 @@ class GeoOutcome:
     reevaluated: bool = False
 
 
-@dataclass(slots=True)
 class _Claims:
     """What an evaluation produces: claims and the documents that go with them."""
 
-    claims: dict[str, GeoClaim] = field(default_factory=dict)
-    documents: dict[str, tuple[str, SideDocument]] = field(default_factory=dict)
+    __slots__ = ("claims", "documents")
 
-
-@lru_cache(maxsize=64)
-def _day(date: str) -> int:
-    return dt.date.fromisoformat(date).toordinal()
-
-
-def _seconds(ts: str) -> float:
-    """A canonical UTC time (`2026-11-21T08:00:00.000Z`) in seconds, for spans."""
-    return _day(ts[:10]) * 86400.0 + int(ts[11:13]) * 3600 + int(ts[14:16]) * 60 + float(ts[17:23])
+    def __init__(self) -> None:
+        self.claims: dict[str, GeoClaim] = {}
+        self.documents: dict[str, tuple[str, SideDocument]] = {}
 
 
 def tokens_at(fences: VehicleGeofences, lat: float, lon: float, speed: float | None, ts: str) -> list[str]:
@@ -136,8 +127,25 @@ def step(
 ) -> GeoOutcome | None:
     """Evaluate this fold's position samples (arrival order, late ones included) against the car's geofences."""
     geo = doc.get("geo")
-    if geo is None and not fences:
-        return None  # nothing to evaluate and nothing evaluated before: the usual case of a fleet without any
+    if geo is None:
+        if not fences:
+            return None  # nothing to evaluate and nothing evaluated before: the usual case of a fleet without any
+    elif len(positions) == 1 and not withheld and (tip := geo["tip"]) is not None and "suspended" not in geo:
+        # Steady state: one sample, newer than the window's last: continue from the tip, nothing to re-evaluate.
+        window = geo["window"]
+        ts, lat, lon, speed = positions[0]
+        if window and ts > window[-1]["ts"]:
+            tokens = tokens_at(fences, lat, lon, speed, ts)
+            entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens}
+            window.append(entry)
+            inside = tip["inside"]
+            outcome = None
+            if (tokens or inside) and (len(tokens) != len(inside) or not all(t in inside for t in tokens)):
+                outcome = GeoOutcome()
+                _append(vehicle_id, doc, geo, [entry], fences, side, outcome)
+            if len(window) > WINDOW_MAX:
+                _evict(geo, fences)
+            return outcome
     outcome = GeoOutcome()
     if withheld:
         if now_ts is None or (geo is not None and "suspended" in geo):
@@ -171,7 +179,7 @@ def step(
         if ts <= horizon:
             outcome.too_late += 1
             continue
-        entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens_at(fences, lat, lon, speed, ts)}
+        entry = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens_at(fences, lat, lon, speed, ts)}
         if not window or ts > window[-1]["ts"]:
             window.append(entry)
             appended.append(entry)
@@ -214,7 +222,8 @@ def _append(
         if len(tokens) == len(inside) and all(t in inside for t in tokens):
             continue  # no crossing (the usual sample)
         _transitions(vehicle_id, tip, entry, fences, produced)
-    _write(vehicle_id, doc, geo, produced, side, outcome, full=False)
+    if produced.claims:
+        _write(vehicle_id, doc, geo, produced, side, outcome, full=False)
 
 
 def _reevaluate(
@@ -444,32 +453,31 @@ def _retracted(vehicle_id: str, claim_id: str, claim: GeoClaim) -> tuple[str, Si
 
 
 def _evict(geo: GeoState, fences: VehicleGeofences) -> None:
-    """Samples beyond the window's size or lateness leave it; the state after the last one becomes `base`."""
+    """Once the window holds more than WINDOW_MAX samples, the oldest leave it down to WINDOW_SAMPLES; the state
+    after the last one that left becomes `base`."""
     window = geo["window"]
-    if not window:
+    if len(window) <= WINDOW_MAX:
         return
-    newest = _seconds(window[-1]["ts"])
-    count = 0
-    while count < len(window) - 1 and (
-        len(window) - count > WINDOW_SAMPLES or newest - _seconds(window[count]["ts"]) > LATENESS_SECONDS
-    ):
-        count += 1
-    if count == 0:
-        return
+    count = len(window) - WINDOW_SAMPLES
     base = geo["base"]
-    state: GeoTip | None = {"inside": dict(base["inside"]), "left": dict(base["left"])} if base is not None else None
-    sink = _Claims()
+    state: GeoTip | None = base  # advanced in place
     for entry in window[:count]:
         if state is None:
             state = {"inside": dict.fromkeys(entry["inside"], entry["ts"]), "left": {}}
         else:
-            _transitions("", state, entry, fences, sink)
+            tokens, inside = entry["inside"], state["inside"]
+            if (tokens or inside) and (len(tokens) != len(inside) or not all(t in inside for t in tokens)):
+                _transitions("", state, entry, fences, _Claims())
     assert state is not None
     last = window[count - 1]["ts"]
-    new_base: GeoBase = {"ts": last, "inside": state["inside"], "left": state["left"]}
-    geo["base"] = new_base
+    if base is not None:
+        base["ts"] = last
+    else:
+        geo["base"] = {"ts": last, "inside": state["inside"], "left": state["left"]}
     del window[:count]
-    geo["claims"] = {k: c for k, c in geo["claims"].items() if c["t"] > last}
+    claims = geo["claims"]
+    if len(claims) > PRUNE_CLAIMS_ABOVE:  # older ones are harmless meanwhile: never retracted, never rewritten
+        geo["claims"] = {k: c for k, c in claims.items() if c["t"] > last}
 
 
 def _consent_event(vehicle_id: str, kind: str, ts: str) -> GeofenceEventDocument:

@@ -42,7 +42,7 @@ from shared.errors import (
     StoreError,
 )
 from shared.faults import reason_of
-from shared.geofences.index import NO_GEOFENCES, VehicleGeofences
+from shared.geofences.index import NO_GEOFENCES
 from shared.geofences.store import GeofenceSource
 from shared.settings import IngestionSettings
 from shared.stores.base import DeadLetterSink, DocumentStore
@@ -170,12 +170,6 @@ class TelemetryIngestor:
             )
             known = self._brand_settings[brand] = (chosen, derived)
         return known[1]
-
-    async def _geofences_for(self, vehicle_id: str, doc: VehicleDocument | None) -> VehicleGeofences:
-        """The car's geofences (its fleet's and its own), from the source's cache."""
-        if self.geofences is None or doc is None:
-            return NO_GEOFENCES if self.geofences is None else await self.geofences.for_vehicle(vehicle_id, None, None)
-        return await self.geofences.for_vehicle(vehicle_id, doc.get("brandId"), doc.get("fleetId"))
 
     def decode(self, messages: Sequence[DeviceMessage]) -> tuple[dict[str, list[TelemetryMessage]], list[DeadLetter]]:
         """Decode and group by vehicle, keeping arrival order within each vehicle."""
@@ -311,7 +305,11 @@ class TelemetryIngestor:
                             self._put_back(vehicle_id, doc, cached)
                         raise
             cfg = await self._settings_for(doc)
-            fences = await self._geofences_for(vehicle_id, doc)
+            fences = NO_GEOFENCES
+            if self.geofences is not None:  # the car's (its fleet's and its own), cached: no await in steady state
+                brand, fleet = (doc.get("brandId"), doc.get("fleetId")) if doc is not None else (None, None)
+                found = self.geofences.cached(vehicle_id, brand, fleet)
+                fences = found if found is not None else await self.geofences.for_vehicle(vehicle_id, brand, fleet)
             update = fold(
                 vehicle_id, doc, messages, cfg, shaped=cached is not None, payload_bytes=payload, geofences=fences
             )

@@ -233,7 +233,7 @@ def fold(
         measure_all = False
     measure_above = history.MEASURE_ABOVE_BYTES
     # Position samples for geofences (late ones too: the window re-evaluates), only while there is any to evaluate.
-    positions: list[geofencing.PositionSample] | None = [] if geofences or "geo" in doc else None
+    positions: list[geofencing.PositionSample] | None = [] if geofences.active or "geo" in doc else None
     lat_path, lon_path, speed_path = S.LATITUDE, S.LONGITUDE, S.SPEED
 
     for index, msg in enumerate(messages):

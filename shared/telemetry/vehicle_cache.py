@@ -40,6 +40,7 @@ class CachedDocument:
 DOC_BASE_BYTES: Final = 4 * 1024  # id, state bookkeeping, trip, seen ranges, alerts
 SIGNAL_BYTES: Final = 220  # one `state.signals` entry: {"value", "ts"}
 PENDING_FACTOR: Final = 2  # a buffered history entry, per byte of the message it came from
+GEO_SAMPLE_BYTES: Final = 320  # one `geo.window` sample (geofencing.py) with its tokens
 
 
 def estimated_size(doc: VehicleDocument) -> int:
@@ -55,6 +56,9 @@ def estimated_size(doc: VehicleDocument) -> int:
         pending_bytes = ingest.get("pendingBytes")
         if type(pending_bytes) is int:
             size += PENDING_FACTOR * pending_bytes
+    geo = doc.get("geo")
+    if geo is not None:
+        size += GEO_SAMPLE_BYTES * len(geo["window"])
     return size
 
 

@@ -112,7 +112,7 @@ def test_crossings_exactly_once_for_any_split_shuffle_and_replay(route: list[int
     assert car.too_late == 0
     assert car.events() == crossings(samples)
     window = car.doc["geo"]["window"]
-    assert len(window) <= geofencing.WINDOW_SAMPLES
+    assert len(window) <= geofencing.WINDOW_MAX
     assert [e["ts"] for e in window] == sorted(e["ts"] for e in window)
 
 

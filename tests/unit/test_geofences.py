@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.errors import InvalidRequestError
-from shared.geofences.geometry import haversine_m
+from shared.geofences.geometry import haversine_m, in_polygon
 from shared.geofences.index import GeofenceIndex, VehicleGeofences, brute_force
 from shared.geofences.model import (
     MAX_VERTICES,
@@ -208,3 +208,26 @@ def test_private_geofences_join_the_fleet() -> None:
 
 def test_haversine_known_distance() -> None:
     assert abs(haversine_m(52.5200, 13.4050, 48.1374, 11.5755) - 504_000) < 2_000  # Berlin - Munich
+
+
+@settings(max_examples=150, deadline=None)
+@given(fences(), st.lists(st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)), max_size=40))
+def test_fast_shape_tests_equal_the_plain_ones(geofences: list[Geofence], positions: list[tuple[float, float]]) -> None:
+    """Banded ray casting == ray casting over every edge; the flat-earth shortcut == haversine."""
+    for fence in geofences:
+        shape = fence.shape
+        for lat, lon in [*positions, (shape.bbox()[0], shape.bbox()[1]), (shape.bbox()[2], shape.bbox()[3])]:
+            if isinstance(shape, Polygon):
+                assert shape.contains(lat, lon) == in_polygon(shape.rings, lat, lon)
+            else:
+                assert isinstance(shape, Circle)
+                assert shape.contains(lat, lon) == (haversine_m(shape.lat, shape.lon, lat, lon) <= shape.radius_m)
+
+
+@given(st.floats(-89.9, 89.9), st.floats(-179, 179), st.floats(10, 100_000), st.floats(0, 2 * math.pi), st.floats(0, 2))
+def test_circle_edge_anywhere(lat: float, lon: float, radius: float, bearing: float, scale: float) -> None:
+    circle_ = Circle(lat, lon, radius)
+    d = radius * scale / 111_195
+    plat = max(-90.0, min(90.0, lat + d * math.cos(bearing)))
+    plon = max(-180.0, min(180.0, lon + d * math.sin(bearing) / max(0.01, math.cos(math.radians(lat)))))
+    assert circle_.contains(plat, plon) == (haversine_m(lat, lon, plat, plon) <= radius)
