@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from shared.device_messages import canonical_time
-from shared.stores.base import Document
+from shared.stores.base import Document, strip_system_properties
 
 
 class Status(StrEnum):
@@ -127,3 +127,14 @@ def expires_at(doc: Mapping[str, Any]) -> dt.datetime:
 
 def is_expired(doc: Mapping[str, Any], now: dt.datetime) -> bool:
     return expires_at(doc) <= now
+
+
+def view(doc: Mapping[str, Any], caller_id: str | None = None) -> dict[str, Any]:
+    """A command as the API shows it: no caller ids (the audit log keeps who), only their role and whether it
+    was the caller's own."""
+    issued = doc.get("issuedBy") or {}
+    shown = {k: v for k, v in strip_system_properties(doc).items() if k not in ("kind", "fingerprint", "issuedBy")}
+    shown.pop("ttl", None)
+    shown["commandId"] = shown.pop("id")
+    shown["issuedBy"] = {"role": issued.get("role"), "self": caller_id is not None and issued.get("id") == caller_id}
+    return shown

@@ -40,6 +40,7 @@ from shared.commands.lifecycle import (
     fingerprint,
     is_expired,
     status_of,
+    view,
 )
 from shared.commands.preconditions import failed_precondition
 from shared.commands.ratelimit import FixedWindowLimiter
@@ -115,17 +116,6 @@ class CommandSettings:
             whole("COMMANDS_PER_CALLER_PER_MINUTE"),
             number_setting("MOVING_SPEED_KMH", environ),
         )
-
-
-def view(doc: Mapping[str, Any], caller_id: str | None = None) -> dict[str, Any]:
-    """A command as the API shows it: no caller ids (the audit log keeps who), only their role and whether it
-    was the caller's own."""
-    issued = doc.get("issuedBy") or {}
-    shown = {k: v for k, v in strip_system_properties(doc).items() if k not in ("kind", "fingerprint", "issuedBy")}
-    shown.pop("ttl", None)
-    shown["commandId"] = shown.pop("id")
-    shown["issuedBy"] = {"role": issued.get("role"), "self": caller_id is not None and issued.get("id") == caller_id}
-    return shown
 
 
 def dispatch_message(vehicle_id: str, cid: str) -> bytes:

@@ -27,7 +27,20 @@ import orjson
 
 from shared.auth.policy import Role
 from shared.calendar.documents import DRIVER_ID, KIND_DRIVER, KIND_EVENT, KIND_SUBSCRIPTION, KIND_SYNC_STATE
-from shared.containers import ALERTS, AUDIT, CALENDARS, CONSENTS, MEETINGS, MEMBERSHIPS, TELEMETRY, TRIPS, VEHICLES
+from shared.commands.lifecycle import KIND as COMMAND_KIND
+from shared.commands.lifecycle import view as command_view
+from shared.containers import (
+    ALERTS,
+    AUDIT,
+    CALENDARS,
+    COMMANDS,
+    CONSENTS,
+    MEETINGS,
+    MEMBERSHIPS,
+    TELEMETRY,
+    TRIPS,
+    VEHICLES,
+)
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 
@@ -135,6 +148,10 @@ class DriverExport:
             async for doc in self._all(container, where, v, car.vehicle_id):
                 if str(doc.get(key) or "") >= car.since:
                     yield _record(category, container, car.vehicle_id, doc)
+        async for doc in self._all(COMMANDS, f"{where} AND c.kind = @k", {**v, "@k": COMMAND_KIND}, car.vehicle_id):
+            if doc.get("kind") == COMMAND_KIND and str(doc.get("createdAt") or "") >= car.since:
+                # what was done to the car while they drove it; who sent it stays in the audit log (another person)
+                yield _record(ACTIVITY, COMMANDS, car.vehicle_id, command_view(doc))
 
     def _history(self, vehicle_id: str, chunk: Document) -> Iterable[dict[str, Any]]:
         """One line per category of a history chunk: its messages with only that category's signals."""

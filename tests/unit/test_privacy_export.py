@@ -90,3 +90,21 @@ async def test_a_driver_without_a_car_gets_their_own_records_only() -> None:
     manifest, summary = await export(store, stranger)
     assert manifest["vehicles"] == []
     assert summary["records"] == {}
+
+
+async def test_commands_sent_to_their_car_are_in_the_export_without_who_sent_them() -> None:
+    from shared.auth.policy import Role
+    from shared.commands.service import Caller, CommandService
+    from shared.iothub.memory_gateway import MemoryIoTHubGateway
+    from shared.stores.queues import MemoryQueue
+
+    store = await world()
+    commands = CommandService(store, MemoryIoTHubGateway(), MemoryQueue(), clock=lambda: NOW)
+    operator = "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b"
+    sent, _ = await commands.issue(Caller(operator, frozenset({Role.FLEET_OPERATOR})), CARS[ALEX], "lock", {}, "k")
+    lines = await export(store, ALEX)
+    [record] = [r for r in lines if r.get("source") == "commands"]
+    assert record["category"] == "activity"
+    assert record["record"]["commandId"] == sent["commandId"]
+    assert operator not in orjson.dumps(lines).decode()  # another person's id: the audit log keeps it
+    assert not [r for r in await export(store, MEGAN) if r.get("source") == "commands"]
