@@ -5,8 +5,11 @@ token; the Berlin fleet operator registers a car in their fleet and a Munich ope
 connects with the key it got, through the local IoT Hub, and sends two diagnostic codes and a few positions; the
 real functions ingest them into Cosmos. In the browser the Berlin operator signs in on the provider's own sign-in
 page (MSAL.js, authorization code + PKCE): the page must show the Berlin car and not the Munich one, draw its track
-and acknowledge one of its alerts. The Berlin fleet reader sees the car and its alerts and no acknowledge button.
-A screenshot is kept in test-artifacts/ (git-ignored).
+and acknowledge one of its alerts. Then the car connects again and answers direct methods as a car does: the
+operator sends `lock` from its Commands panel and watches it go to succeeded (and confirmed by the car's telemetry),
+a send whose answer is lost is retried with the same Idempotency-Key (one command), and a command queued for the
+car once it is gone again is cancelled. The Berlin fleet reader sees the car, its alerts and its commands, and no
+acknowledge, send or cancel button. Screenshots are kept in test-artifacts/ (git-ignored).
 
 Needs Debian's `chromium` (apt-get install -y chromium) and Playwright for Python driving it through
 `executable_path` (no browser download). Chromium trusts the stack's throwaway TLS certificates by their public key
@@ -35,6 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from devstack.api_client import ApiClient
+from devstack.iothub.hub import wait_connected
 from devstack.oidc import LocalOidcProvider
 from devstack.oidc.seed import find_user
 from devstack.stack import LocalStack, StackConfig, free_loopback_address
@@ -62,6 +66,11 @@ OPERATOR, READER, OTHER_OPERATOR = (f"{who}@automotive.example" for who in ("ber
                                                                          "munich.operator"))  # fmt: skip
 ADMIN = "platform.admin@automotive.example"
 ACKED_DTC, OPEN_DTC = "P0300", "P0171"
+# What the answering car reports after carrying out a command: the catalogue's confirming signal.
+EFFECTS = {
+    "lock": {"Vehicle.Cabin.Door.Row1.DriverSide.IsLocked": True},
+    "climate.start": {"Vehicle.Cabin.HVAC.IsAirConditioningActive": True},
+}
 
 # Outside CI a missing browser skips (make test installs it); in CI (CI=true) it must be there: fail, never skip.
 pytestmark = pytest.mark.skipif(
@@ -98,6 +107,43 @@ async def drive_registered_car(connection_string: str, ca_pem: str, messages: in
             message.content_type, message.content_encoding = "application/json", "utf-8"
             message.custom_properties["type"] = "telemetry"
             await client.send_message(message)
+    finally:
+        await client.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def answering_car(connection_string: str, ca_pem: str) -> AsyncIterator[list[str]]:
+    """The car connected again on the real device SDK, answering every direct method as docs/messages.md says a car
+    does (200, `{"status": "succeeded"}`) and then sending the telemetry that shows the effect. Yields the names of
+    the methods it was called with."""
+    from azure.iot.device import Message, MethodRequest, MethodResponse
+    from azure.iot.device.aio import IoTHubDeviceClient
+
+    client = IoTHubDeviceClient.create_from_connection_string(connection_string, server_verification_cert=ca_pem)
+    seen: list[str] = []
+    seq = 1000  # after the fixture's messages: a new message, not a replay
+
+    async def on_method(request: MethodRequest) -> None:
+        nonlocal seq
+        seen.append(request.name)
+        await client.send_method_response(
+            MethodResponse.create_from_method_request(request, 200, {"status": "succeeded"})
+        )
+        if request.name in EFFECTS:
+            seq += 1
+            ts = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            message = Message(
+                orjson.dumps({"v": 1, "seq": seq, "samples": [{"ts": ts, "signals": EFFECTS[request.name]}]})
+            )
+            message.content_type, message.content_encoding = "application/json", "utf-8"
+            message.custom_properties["type"] = "telemetry"
+            await client.send_message(message)
+
+    await client.connect()
+    try:
+        # the setter blocks until the hub's SUBACK, which the hub sends on this loop: set it from another thread
+        await asyncio.to_thread(setattr, client, "on_method_request_received", on_method)
+        yield seen
     finally:
         await client.shutdown()
 
@@ -249,6 +295,123 @@ async def test_the_fleet_operator_signs_in_sees_only_their_fleet_and_acknowledge
         assert stored[fleet.open_alert]["acknowledged"] is False
 
 
+async def test_the_fleet_operator_sends_commands_and_follows_them_live(fleet: Fleet) -> None:
+    stack = fleet.stack
+    assert stack.tls is not None
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with (
+        answering_car(fleet.connection_string, stack.tls.ca_pem) as methods,
+        browser_page(stack) as (page, errors),
+    ):
+        assert await wait_connected(stack.hub, [CAR], 20)
+        posts: list[str | None] = []  # the Idempotency-Key of every command the page sends
+
+        async def record(route: Any) -> None:
+            if route.request.method == "POST":
+                posts.append((await route.request.all_headers()).get("idempotency-key"))
+            await route.continue_()
+
+        await page.route(f"**/api/vehicles/{CAR}/commands", record)
+        await sign_in(page, stack, OPERATOR)
+        await page.locator(f'tr[data-vehicle="{CAR}"]').click(timeout=20_000)
+        await page.locator("#detail-title").filter(has_text=CAR).wait_for(timeout=20_000)
+        # GIVEN the commands an operator may send, with inputs from each one's JSON Schema
+        lock = page.locator('form.command[data-command="lock"] button.send')
+        await lock.wait_for(timeout=20_000)
+        temperature = page.locator('form.command[data-command="climate.start"] input[data-param="targetTemperature"]')
+        assert (await temperature.get_attribute("min"), await temperature.get_attribute("max")) == ("16", "28")
+        assert await page.locator('form.command[data-command="horn_lights"] input[data-param="horn"]').is_checked()
+        # WHEN the operator locks the car
+        await lock.click()
+        # THEN the command goes to succeeded by direct method, each transition with its time, and telemetry confirms it
+        row = page.locator("#commands tbody tr[data-command-id]").first
+        await row.locator(".name").filter(has_text="lock").wait_for(timeout=20_000)
+        await row.locator(".badge").filter(has_text="succeeded").wait_for(timeout=40_000)
+        assert await row.locator("td.delivery").inner_text() == "method"
+        steps = await row.locator("ol.transitions li").evaluate_all("items => items.map(i => i.dataset.status)")
+        assert steps[:4] == ["accepted", "sent", "delivered", "succeeded"]
+        assert methods == ["lock"]
+        await row.locator(".confirmed").wait_for(timeout=30_000)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-commands.png"), full_page=True)
+        assert len(posts) == 1
+        assert len(posts[0] or "") == 36  # crypto.randomUUID()
+
+        # AND a value outside the schema is refused in words, before anything is sent
+        limit = page.locator('form.command[data-command="charging.limit"]')
+        await limit.locator('input[data-param="limit"]').fill("7")
+        await limit.locator("button.send").click()
+        message = page.locator("#command-message")
+        await message.filter(has_text="limit must be between 50 and 100").wait_for()
+        assert len(posts) == 1
+
+        # AND the API's problems are sentences too: a 422 names the field, a 429 says when to try again
+        async def out_of_range(route: Any) -> None:  # what a page with a stale catalogue might send
+            await route.continue_(post_data=orjson.dumps({"name": "charging.limit", "params": {"limit": 7}}))
+
+        await page.route(f"**/api/vehicles/{CAR}/commands", out_of_range, times=1)
+        await limit.locator('input[data-param="limit"]').fill("80")
+        await limit.locator("button.send").click()
+        await message.filter(has_text="invalid input").wait_for(timeout=20_000)
+        assert "limit" in await message.inner_text()
+        assert "{" not in await message.inner_text()
+
+        async def too_many(route: Any) -> None:
+            problem = {"type": "https://httpstatuses.io/429", "title": "Too many requests", "status": 429,
+                       "detail": "too many commands for this car; retry after 2 s"}  # fmt: skip
+            headers = {"Retry-After": "2", "Content-Type": "application/problem+json"}
+            await route.fulfill(status=429, headers=headers, body=orjson.dumps(problem))
+
+        await page.route(f"**/api/vehicles/{CAR}/commands", too_many, times=1)
+        await lock.click()
+        await message.filter(has_text="try again in 2 s").wait_for(timeout=20_000)
+        assert await lock.is_disabled()
+        await page.wait_for_function(
+            """() => !document.querySelector('form.command[data-command="lock"] button.send').disabled""",
+            timeout=10_000,
+        )
+        assert len(posts) == 1
+
+        # WHEN the answer to a send is lost on the way back (the API stored it; the page saw a network error)
+        async def lose_the_answer(route: Any) -> None:
+            posts.append((await route.request.all_headers()).get("idempotency-key"))
+            await route.fetch()  # it reaches the API ...
+            await route.abort("connectionreset")  # ... and the page never hears back
+
+        await page.route(f"**/api/vehicles/{CAR}/commands", lose_the_answer, times=1)
+        climate = page.locator('form.command[data-command="climate.start"]')
+        await temperature.fill("22")
+        await climate.locator("button.send").click()
+        await message.filter(has_text="no answer from the API").wait_for(timeout=20_000)
+        # THEN the retry sends the same key, and the API answers with the command it stored: one command, not two
+        retry = climate.locator("button.retry")
+        assert await retry.inner_text() == "Retry climate.start"
+        await retry.click()
+        await climate.locator("button.send:not(.retry)").wait_for(timeout=20_000)
+        assert len(posts) == 3
+        assert posts[1] == posts[2] != posts[0]
+        climate_row = page.locator("#commands tbody tr[data-command-id]").first
+        await climate_row.locator(".name").filter(has_text="climate.start (targetTemperature 22)").wait_for()
+        await climate_row.locator(".badge").filter(has_text="succeeded").wait_for(timeout=40_000)
+        assert methods == ["lock", "climate.start"]
+        assert await page.locator("#commands tbody tr[data-command-id]").count() == 2
+        assert errors == []
+
+    # WHEN the car is gone (asleep) and the operator locks it again
+    async with browser_page(stack) as (page, errors):
+        await sign_in(page, stack, OPERATOR)
+        await page.locator(f'tr[data-vehicle="{CAR}"]').click(timeout=20_000)
+        await page.locator('form.command[data-command="lock"] button.send').click(timeout=20_000)
+        # THEN it is queued for the car, and the operator cancels it before the car has it
+        queued = page.locator('#commands tbody tr[data-status="queued"]')
+        await queued.wait_for(timeout=40_000)
+        assert await queued.locator("td.delivery").inner_text() == "queued"
+        await queued.locator("button.cancel").click()
+        cancelled = page.locator('#commands tbody tr[data-status="cancelled"]')
+        await cancelled.wait_for(timeout=20_000)
+        assert await cancelled.locator("button.cancel").count() == 0
+        assert errors == []
+
+
 async def test_a_fleet_reader_sees_the_alerts_without_an_acknowledge_button(fleet: Fleet) -> None:
     async with browser_page(fleet.stack) as (page, errors):
         await sign_in(page, fleet.stack, READER)
@@ -257,6 +420,11 @@ async def test_a_fleet_reader_sees_the_alerts_without_an_acknowledge_button(flee
         assert await page.locator(f'tr[data-vehicle="{OTHER_CAR}"]').count() == 0
         assert await page.locator("button.ack").count() == 0
         assert "Fleet.Reader" in await page.locator("#who").inner_text()
+        # AND the car's commands, followed like the operator does, but nothing to send or cancel
+        await page.locator("#commands tbody tr[data-command-id]").first.wait_for(timeout=20_000)
+        assert await page.locator("#commands-box").is_visible()
+        assert "may follow" in await page.locator("#command-send").inner_text()
+        assert await page.locator("#command-send form, button.send, button.cancel").count() == 0
         await page.screenshot(path=str(ARTIFACTS / "dashboard-reader.png"), full_page=True)
         assert errors == []
 

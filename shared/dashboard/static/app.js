@@ -15,6 +15,21 @@ let vehicles = new Map(); // vehicleId -> summary (brandId, fleetId) from GET /a
 let selected = null;
 let timer = null;
 
+// Remote commands (docs/commands.md): the catalogue, and the panel of the open car.
+const COMMAND_POLL_MS = 2000;
+const SETTLED = new Set(["succeeded", "confirmed", "failed", "rejected", "expired", "cancelled"]);
+const CANCELLABLE = new Set(["accepted", "queued"]);
+let catalogue = []; // GET /api/commands/catalogue items: name, title, roles, parameters (JSON Schema), ...
+let commandsFor = null; // the car whose send forms are built (rebuilt only when another car opens: input stays)
+let commandPoll = null; // the 2 s poll while a command of the open car is not settled
+let commandSeq = 0; // order of command list requests: an older answer never overwrites a newer one
+let commandShown = 0;
+let listFailed = false; // the command message says the list could not be loaded (cleared by the next good load)
+let sendBlockedUntil = 0; // after a 429: Date.now() until which the send buttons stay disabled
+// `${vehicleId}\n${name}` -> {key, body}: the Idempotency-Key of a send whose answer never came (network error,
+// 5xx). Sending the same body again reuses it, so the API returns the command it may have stored, never a second.
+const retryKeys = new Map();
+
 const $ = (id) => document.getElementById(id);
 
 function el(tag, props = {}, children = []) {
@@ -29,6 +44,20 @@ function el(tag, props = {}, children = []) {
 }
 
 class SignInNeeded extends Error {}
+
+// The API answered with an error: `problem` is its RFC 7807 body (detail, errors: [{field, message}]), if any.
+class ApiError extends Error {
+  constructor(status, detail, problem, retryAfter) {
+    super(`${status} ${detail}`);
+    this.status = status;
+    this.detail = detail;
+    this.problem = problem;
+    this.retryAfter = retryAfter;
+  }
+}
+
+// No answer at all (offline, connection reset): the request may or may not have reached the API.
+class NetworkError extends Error {}
 
 // ---- sign-in ---------------------------------------------------------------------------------------------------
 
@@ -75,20 +104,27 @@ function signIn() {
 
 function signOut() {
   clearTimeout(timer);
+  stopCommandPoll();
   return auth.logoutRedirect({ account: auth.getActiveAccount(), postLogoutRedirectUri: PAGE });
 }
 
 // ---- the API ---------------------------------------------------------------------------------------------------
 
 async function api(path, options = {}) {
-  const headers = { Authorization: `Bearer ${await accessToken()}` };
+  const headers = { ...(options.headers || {}), Authorization: `Bearer ${await accessToken()}` };
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(API + path, { ...options, headers, cache: "no-store", credentials: "omit" });
+  let response;
+  try {
+    response = await fetch(API + path, { ...options, headers, cache: "no-store", credentials: "omit" });
+  } catch (e) {
+    throw new NetworkError(`no answer from the API (${e.message})`);
+  }
   if (response.status === 401) throw new SignInNeeded("the API refused the sign-in");
   if (!response.ok) {
-    let detail = response.statusText;
-    try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
-    throw new Error(`${response.status} ${detail}`);
+    let problem = null;
+    try { problem = await response.json(); } catch (e) { /* not JSON */ }
+    const detail = problem && typeof problem.detail === "string" && problem.detail ? problem.detail : response.statusText;
+    throw new ApiError(response.status, detail, problem, response.headers.get("Retry-After"));
   }
   return response.status === 204 ? null : response.json();
 }
@@ -96,7 +132,11 @@ async function api(path, options = {}) {
 // Whether a grant of the caller's covers `permission` on this car. Only decides what the page offers; the API
 // checks every request itself.
 function may(permission, vehicle) {
-  const roles = (config.permissions || {})[permission] || [];
+  return mayAs((config.permissions || {})[permission] || [], vehicle);
+}
+
+// Whether a grant of one of `roles` covers this car (a command's catalogue entry lists the roles that may send it).
+function mayAs(roles, vehicle) {
   return Boolean(me && vehicle) && me.grants.some((g) =>
     roles.includes(g.role)
     && (!g.brandId || g.brandId === vehicle.brandId)
@@ -241,18 +281,308 @@ function renderTrips(trips) {
   );
 }
 
+// ---- remote commands -------------------------------------------------------------------------------------------
+
+const clock = (t) => (t ? new Date(t).toLocaleTimeString([], { hour12: false }) : "–");
+const delivery = { method: "method", c2d: "queued" };
+
+function commandMessage(text, error = false) {
+  listFailed = false;
+  const box = $("command-message");
+  box.textContent = text || "";
+  box.hidden = !text;
+  box.classList.toggle("error", error);
+}
+
+// The name people read for a problem's field: "body.params.limit" -> "limit"; the whole body -> none.
+function fieldName(field) {
+  const parts = String(field || "").split(".").filter((p) => !["body", "params", "request"].includes(p));
+  return parts.join(".");
+}
+
+// A clear sentence for a failed request, from the problem's own words (never its raw JSON).
+function problemText(e, what) {
+  if (e instanceof NetworkError) return `${what}: no answer from the API (network error).`;
+  if (!(e instanceof ApiError)) return `${what}: ${e.message}`;
+  const problem = e.problem || {};
+  switch (e.status) {
+    case 422: {
+      const fields = (Array.isArray(problem.errors) ? problem.errors : []).map((f) => {
+        const message = String(f.message || "invalid").replace(/^Value error, /, "");
+        const name = fieldName(f.field);
+        return name ? `${name}: ${message}` : message;
+      });
+      return `${what}: invalid input – ${fields.length ? fields.join("; ") : e.detail}.`;
+    }
+    case 409: return `${what}: refused – ${e.detail}.`;
+    case 429: {
+      const seconds = Number.parseInt(e.retryAfter, 10);
+      return `${what}: too many commands right now – try again in ${Number.isFinite(seconds) ? seconds : "a few"} s.`;
+    }
+    case 403: return `${what}: you may not do this for this car.`;
+    case 404: return `${what}: the car or command is not known (any more).`;
+    case 503: return `${what}: the service is busy – try again in a moment.`;
+    default: return `${what}: ${e.detail} (${e.status}).`;
+  }
+}
+
+// The commands this user may send to this car (the catalogue's roles against the grants of GET /api/me).
+function sendable(summary) {
+  return catalogue.filter((entry) => mayAs(entry.roles || [], summary) && entry.parameters
+    && Object.values(entry.parameters.properties || {}).every((p) => ["number", "integer", "boolean", "string"].includes(p.type)));
+}
+
+function paramInput(name, schema, required) {
+  const props = { name, dataset: { param: name, type: schema.type } };
+  if (schema.description) props.title = schema.description;
+  if (schema.type === "boolean") {
+    const box = el("input", { ...props, type: "checkbox" });
+    box.checked = schema.default !== undefined ? Boolean(schema.default) : false;
+    return box;
+  }
+  if (schema.type === "number" || schema.type === "integer") {
+    props.type = "number";
+    props.step = schema.type === "integer" ? "1" : "any";
+    if (schema.minimum !== undefined) props.min = String(schema.minimum);
+    if (schema.maximum !== undefined) props.max = String(schema.maximum);
+  } else {
+    props.type = "text";
+    if (schema.maxLength !== undefined) props.maxlength = String(schema.maxLength);
+  }
+  if (required) props.required = "";
+  if (schema.minimum !== undefined && schema.maximum !== undefined) props.placeholder = `${schema.minimum}..${schema.maximum}`;
+  const input = el("input", props);
+  if (schema.default !== undefined) input.value = String(schema.default);
+  return input;
+}
+
+// The parameters of a form, checked against the command's JSON Schema; Error with a sentence if one is wrong.
+function readParams(entry, form) {
+  const schema = entry.parameters || {};
+  const required = new Set(schema.required || []);
+  const params = {};
+  for (const [name, p] of Object.entries(schema.properties || {})) {
+    const input = form.querySelector(`input[data-param="${CSS.escape(name)}"]`);
+    if (p.type === "boolean") { params[name] = input.checked; continue; }
+    const raw = input.value.trim();
+    if (raw === "") {
+      if (required.has(name)) throw new Error(`${name} is required`);
+      continue;
+    }
+    if (p.type === "string") {
+      if (p.minLength !== undefined && raw.length < p.minLength) throw new Error(`${name} needs at least ${p.minLength} characters`);
+      if (p.maxLength !== undefined && raw.length > p.maxLength) throw new Error(`${name} may have at most ${p.maxLength} characters`);
+      params[name] = raw;
+      continue;
+    }
+    const value = Number(raw);
+    if (!Number.isFinite(value) || (p.type === "integer" && !Number.isInteger(value))) {
+      throw new Error(`${name} must be ${p.type === "integer" ? "a whole number" : "a number"}`);
+    }
+    if ((p.minimum !== undefined && value < p.minimum) || (p.maximum !== undefined && value > p.maximum)) {
+      throw new Error(`${name} must be between ${p.minimum ?? "−∞"} and ${p.maximum ?? "∞"}`);
+    }
+    params[name] = value;
+  }
+  return params;
+}
+
+function retryLabel(vehicleId, entry, button) {
+  const pending = retryKeys.has(`${vehicleId}\n${entry.name}`);
+  button.textContent = pending ? `Retry ${entry.name}` : entry.name;
+  button.classList.toggle("retry", pending);
+}
+
+function blockSending(seconds) {
+  sendBlockedUntil = Date.now() + seconds * 1000;
+  for (const b of document.querySelectorAll("#command-send button.send")) b.disabled = true;
+  setTimeout(() => {
+    if (Date.now() < sendBlockedUntil) return;
+    for (const b of document.querySelectorAll("#command-send button.send")) b.disabled = false;
+  }, seconds * 1000 + 50);
+}
+
+async function sendCommand(summary, entry, form, button) {
+  const vehicleId = summary.vehicleId;
+  let params;
+  try {
+    params = readParams(entry, form);
+  } catch (e) {
+    commandMessage(`${entry.name} was not sent: ${e.message}.`, true);
+    return;
+  }
+  const body = JSON.stringify({ name: entry.name, params });
+  const slot = `${vehicleId}\n${entry.name}`;
+  const pending = retryKeys.get(slot);
+  // A retry of the very same request keeps its key; anything else is a new command with a new key.
+  const key = pending && pending.body === body ? pending.key : crypto.randomUUID();
+  retryKeys.set(slot, { key, body });
+  button.disabled = true;
+  commandMessage(`sending ${entry.name}…`);
+  try {
+    const command = await api(`/vehicles/${encodeURIComponent(vehicleId)}/commands`, {
+      method: "POST", body, headers: { "Idempotency-Key": key },
+    });
+    retryKeys.delete(slot);
+    commandMessage(`${command.name} ${command.status}${command.reason ? ` (${command.reason})` : ""}.`);
+  } catch (e) {
+    if (e instanceof SignInNeeded) { showSignIn(e.message); return; }
+    const unknown = e instanceof NetworkError || (e instanceof ApiError && e.status >= 500);
+    if (unknown) {
+      // It may have been stored: the retry sends the same key, and the API answers with that command.
+      commandMessage(`${problemText(e, `${entry.name} may not have been sent`)} Press “Retry ${entry.name}”: `
+        + "it is the same request, so the car gets the command at most once.", true);
+    } else {
+      retryKeys.delete(slot);
+      commandMessage(problemText(e, `${entry.name} was not sent`), true);
+      if (e instanceof ApiError && e.status === 429) blockSending(Number.parseInt(e.retryAfter, 10) || 5);
+    }
+  } finally {
+    button.disabled = Date.now() < sendBlockedUntil;
+    retryLabel(vehicleId, entry, button);
+  }
+  if (vehicleId === selected) await pollCommands();
+}
+
+async function cancelCommand(vehicleId, command, button) {
+  button.disabled = true;
+  try {
+    const cancelled = await api(
+      `/vehicles/${encodeURIComponent(vehicleId)}/commands/${encodeURIComponent(command.commandId)}/cancel`,
+      { method: "POST" },
+    );
+    commandMessage(`${cancelled.name} ${cancelled.status}.`);
+  } catch (e) {
+    if (e instanceof SignInNeeded) { showSignIn(e.message); return; }
+    commandMessage(problemText(e, `${command.name} was not cancelled`), true);
+    button.disabled = false;
+  }
+  if (vehicleId === selected) await pollCommands();
+}
+
+// The send forms of the open car: one per command the user may send, inputs from its parameters' JSON Schema.
+function renderCommandForms(summary) {
+  const box = $("command-send");
+  const entries = sendable(summary);
+  if (!entries.length) {
+    box.replaceChildren(el("p", { class: "hint", text: "You may follow this car's commands but not send any." }));
+    return;
+  }
+  box.replaceChildren(...entries.map((entry) => {
+    const schema = entry.parameters || {};
+    const required = new Set(schema.required || []);
+    const button = el("button", { type: "submit", class: "send", title: entry.title, dataset: { command: entry.name } });
+    retryLabel(summary.vehicleId, entry, button);
+    button.disabled = Date.now() < sendBlockedUntil;
+    const inputs = Object.entries(schema.properties || {}).map(([name, p]) =>
+      el("label", { class: "param" }, [`${name}${required.has(name) ? "" : "?"} `, paramInput(name, p, required.has(name))]));
+    // novalidate: the page checks the values itself and says what is wrong in words (readParams)
+    const form = el("form", { class: "command", novalidate: "", dataset: { command: entry.name } },
+      [button, el("span", { class: "params" }, inputs), el("span", { class: "hint", text: entry.title })]);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (!button.disabled) sendCommand(summary, entry, form, button);
+    });
+    return form;
+  }));
+}
+
+function renderTransitions(command) {
+  return el("ol", { class: "transitions" }, command.transitions.map((t) =>
+    el("li", { title: `${t.at}${t.reason ? ` – ${t.reason}` : ""}`, dataset: { status: t.status } },
+      [`${t.status} ${clock(t.at)}${t.late ? " (late)" : ""}`])));
+}
+
+function renderCommands(vehicleId, page) {
+  const summary = vehicles.get(vehicleId);
+  const rows = page.items.map((c) => {
+    const confirmed = c.transitions.find((t) => t.status === "confirmed");
+    const status = el("td", { class: "status" }, [
+      el("span", { class: `badge status-${c.status}`, text: c.status === "confirmed" ? "succeeded" : c.status }),
+    ]);
+    if (confirmed) status.append(" ", el("span", { class: "confirmed", title: `telemetry showed it at ${confirmed.at}`, text: "✓ confirmed" }));
+    const params = Object.entries(c.params || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+    // the reason code in words ("vehicle_moving" -> "vehicle moving"), the code itself in its tooltip
+    const reason = [c.reason && c.reason.replaceAll("_", " "), c.message].filter(Boolean).join(" – ");
+    const actions = el("td", { class: "actions" });
+    const entry = catalogue.find((e) => e.name === c.name);
+    if (CANCELLABLE.has(c.status) && entry && mayAs(entry.roles || [], summary)) {
+      const button = el("button", { type: "button", class: "cancel", dataset: { command: c.commandId }, text: "Cancel" });
+      button.addEventListener("click", () => cancelCommand(vehicleId, c, button));
+      actions.append(button);
+    }
+    return el("tr", { dataset: { commandId: c.commandId, status: c.status } }, [
+      el("td", { class: "name", title: c.commandId, text: params ? `${c.name} (${params})` : c.name }),
+      status,
+      el("td", { class: "reason", title: c.reason || "", text: reason || "–" }),
+      el("td", { class: "delivery", title: c.delivery ? c.delivery.at : "", text: c.delivery ? delivery[c.delivery.via] || c.delivery.via : "–" }),
+      el("td", {}, [renderTransitions(c)]),
+      actions,
+    ]);
+  });
+  if (!rows.length) rows.push(el("tr", {}, [el("td", { colspan: "6", class: "hint", text: "no commands yet" })]));
+  $("commands").tBodies[0].replaceChildren(...rows);
+  // Live while anything is under way; quiet (the 5 s refresh only) once every command is settled.
+  clearTimeout(commandPoll);
+  commandPoll = page.items.some((c) => !SETTLED.has(c.status)) ? setTimeout(pollCommands, COMMAND_POLL_MS) : null;
+}
+
+function commandsOf(vehicleId) {
+  const seq = ++commandSeq;
+  return api(`/vehicles/${encodeURIComponent(vehicleId)}/commands?limit=10`).then((page) => ({ seq, vehicleId, page }));
+}
+
+function showCommands(answer) {
+  if (answer.vehicleId !== selected || answer.seq < commandShown) return; // another car opened, or a newer answer
+  commandShown = answer.seq;
+  if (listFailed) { listFailed = false; commandMessage(""); }
+  renderCommands(answer.vehicleId, answer.page);
+}
+
+async function pollCommands() {
+  clearTimeout(commandPoll);
+  commandPoll = null;
+  const vehicleId = selected;
+  if (!vehicleId) return;
+  try {
+    showCommands(await commandsOf(vehicleId));
+  } catch (e) {
+    if (e instanceof SignInNeeded) { showSignIn(e.message); return; }
+    commandMessage(problemText(e, "commands not updated"), true);
+    listFailed = true;
+    if (vehicleId === selected && !(e instanceof ApiError && e.status === 404)) commandPoll = setTimeout(pollCommands, COMMAND_POLL_MS);
+  }
+}
+
+function stopCommandPoll() {
+  clearTimeout(commandPoll);
+  commandPoll = null;
+}
+
+// Another car's view opens (or none): its own forms, list and messages, nothing of the previous car's.
+function openCommandPanel(summary) {
+  stopCommandPoll();
+  commandsFor = summary ? summary.vehicleId : null;
+  commandMessage("");
+  $("commands").tBodies[0].replaceChildren();
+  if (summary) renderCommandForms(summary);
+  else $("command-send").replaceChildren();
+}
+
 async function renderDetail() {
   const summary = vehicles.get(selected);
-  if (!summary) return;
+  if (!summary) { openCommandPanel(null); return; }
+  if (commandsFor !== summary.vehicleId) openCommandPanel(summary);
   const id = encodeURIComponent(selected);
   const from = new Date(Date.now() - 3600 * 1000).toISOString();
   // The agenda is the driver's own data: asked for only by the driver of this car.
   const driverView = may("driver.read", summary);
-  const [vehicle, history, trips, agenda] = await Promise.all([
+  const [vehicle, history, trips, agenda, commands] = await Promise.all([
     api(`/vehicles/${id}`),
     api(`/vehicles/${id}/telemetry?${new URLSearchParams({ from, limit: "100" })}`),
     api(`/vehicles/${id}/trips?limit=5`),
     driverView ? api(`/vehicles/${id}/agenda`) : Promise.resolve(null),
+    commandsOf(selected).catch((e) => e), // the panel says what failed; the rest of the view still shows
   ]);
   const driver = vehicle.driver ? ` – driver ${vehicle.driver.upn || vehicle.driver.userId}` : "";
   $("detail-title").textContent = `${vehicle.vehicleId}${driver}`;
@@ -261,6 +591,11 @@ async function renderDetail() {
   $("agenda-box").hidden = !agenda;
   if (agenda) renderAgenda(agenda);
   renderTrips(trips);
+  if (commands instanceof SignInNeeded) throw commands;
+  if (commands instanceof Error) {
+    commandMessage(problemText(commands, "commands not updated"), true);
+    listFailed = true;
+  } else showCommands(commands);
 }
 
 function setStatus(text, error = false) {
@@ -286,6 +621,7 @@ async function refresh() {
 
 function showSignIn(message) {
   clearTimeout(timer);
+  stopCommandPoll();
   $("app").hidden = true;
   $("sign-out").hidden = true;
   $("who").hidden = true;
@@ -296,6 +632,13 @@ function showSignIn(message) {
 async function open() {
   me = await api("/me");
   renderWho();
+  try {
+    catalogue = (await api("/commands/catalogue")).items;
+  } catch (e) {
+    if (e instanceof SignInNeeded) throw e;
+    catalogue = [];
+    setStatus(`commands unavailable: ${e.message}`, true);
+  }
   $("sign-in").hidden = true;
   $("app").hidden = false;
   $("sign-out").hidden = false;
