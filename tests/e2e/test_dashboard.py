@@ -332,6 +332,7 @@ async def test_the_fleet_operator_sends_commands_and_follows_them_live(fleet: Fl
         assert steps[:4] == ["accepted", "sent", "delivered", "succeeded"]
         assert methods == ["lock"]
         await row.locator(".confirmed").wait_for(timeout=30_000)
+        assert await page.evaluate("() => commandPoll") is None  # all settled: no 2 s polling, the 5 s refresh only
         await page.screenshot(path=str(ARTIFACTS / "dashboard-commands.png"), full_page=True)
         assert len(posts) == 1
         assert len(posts[0] or "") == 36  # crypto.randomUUID()
@@ -405,6 +406,7 @@ async def test_the_fleet_operator_sends_commands_and_follows_them_live(fleet: Fl
         queued = page.locator('#commands tbody tr[data-status="queued"]')
         await queued.wait_for(timeout=40_000)
         assert await queued.locator("td.delivery").inner_text() == "queued"
+        assert await page.evaluate("() => commandPoll !== null")  # under way: polled every 2 s
         await queued.locator("button.cancel").click()
         cancelled = page.locator('#commands tbody tr[data-status="cancelled"]')
         await cancelled.wait_for(timeout=20_000)
