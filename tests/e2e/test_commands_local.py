@@ -29,7 +29,11 @@ from simulator.car import CarOptions, VirtualCar
 
 CARS = ["cmd-car-1", "cmd-car-2", "cmd-car-3", "cmd-car-4"]
 NORMAL, FAULTY, SLEEPY, OTHER_BRAND = CARS
-FAULTS = {"climate.start": "error", "horn_lights": "garbage", "climate.stop": "never"}
+FAULTS = {
+    "climate.start": "error",
+    "charging.stop": "garbage",
+    "climate.stop": "never",
+}  # no preconditions: never rejected
 SETTLED = {"succeeded", "confirmed", "failed", "rejected", "expired", "cancelled"}
 OVERRIDES = {
     "COMMAND_RESPONSE_TIMEOUT_SECONDS": "5",
@@ -173,7 +177,7 @@ async def test_a_queued_command_can_be_cancelled_until_delivered(world: World) -
 
 @pytest.mark.parametrize(
     ("name", "reason"),
-    [("climate.start", "internal_error"), ("horn_lights", "invalid_response"), ("climate.stop", "no_response")],
+    [("climate.start", "internal_error"), ("charging.stop", "invalid_response"), ("climate.stop", "no_response")],
 )
 async def test_a_car_that_fails_answers_garbage_or_never_answers_ends_failed(
     world: World, name: str, reason: str
