@@ -56,6 +56,9 @@ SEED: Final = load_seed()
 HOME: Final = next(t["id"] for t in SEED["tenants"] if t["home"])
 DTC: Final = "P0300"
 SELF_LINK: Final = {"timeZone": "Europe/Berlin", "consent": {"calendar": True, "location": True}}
+GEOFENCE: Final = {"name": "Depot", "shape": {"type": "Circle", "center": [13.405, 52.52], "radiusM": 250}}
+SPEED_LIMIT: Final = {"speedLimitKmh": 90, "speedLimitSeconds": 30}
+GEOFENCE_ID: Final = "depot"
 DECISION: Final = {"categories": {"position": False}, "channel": "companion_app", "termsVersion": "2026-11"}
 
 # ---- who is who (seed.json usernames; the relations below are written by hand, not read from the app) ----------
@@ -158,6 +161,7 @@ READERS: Final = STAFF | {"reader", "driver"}
 ADMINS: Final = frozenset({"platform", "brand-admin"})
 SIGNED_IN: Final = frozenset({"user", "app"})
 DRIVER_ONLY: Final = frozenset({"driver"})
+FLEET_READERS: Final = STAFF | {"reader"}  # a fleet's own: a driver's grant covers their car, not its fleet
 
 ALLOWED: Final[dict[str, frozenset[str]]] = {
     "GET /api/me": SIGNED_IN,
@@ -176,6 +180,17 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "GET /api/vehicles/{vehicleId}/commands": READERS,
     "GET /api/vehicles/{vehicleId}/commands/{commandId}": READERS,
     "POST /api/vehicles/{vehicleId}/commands/{commandId}/cancel": STAFF | {"driver"},
+    "GET /api/brands/{brandId}/fleets/{fleetId}/geofences": FLEET_READERS,
+    "PUT /api/brands/{brandId}/fleets/{fleetId}/geofences/{geofenceId}": STAFF,
+    "GET /api/brands/{brandId}/fleets/{fleetId}/geofences/{geofenceId}": FLEET_READERS,
+    "DELETE /api/brands/{brandId}/fleets/{fleetId}/geofences/{geofenceId}": STAFF,
+    "GET /api/brands/{brandId}/fleets/{fleetId}/geofence-settings": FLEET_READERS,
+    "PUT /api/brands/{brandId}/fleets/{fleetId}/geofence-settings": STAFF,
+    "GET /api/vehicles/{vehicleId}/geofences": READERS,
+    "PUT /api/vehicles/{vehicleId}/geofences/{geofenceId}": STAFF | {"driver"},  # a driver's home and work
+    "GET /api/vehicles/{vehicleId}/geofences/{geofenceId}": READERS,
+    "DELETE /api/vehicles/{vehicleId}/geofences/{geofenceId}": STAFF | {"driver"},
+    "GET /api/vehicles/{vehicleId}/geofence-events": READERS,
     "GET /api/vehicles/{vehicleId}/agenda": DRIVER_ONLY,
     "GET /api/vehicles/{vehicleId}/meetings": DRIVER_ONLY,
     "PATCH /api/vehicles/{vehicleId}/consent": DRIVER_ONLY,
@@ -238,6 +253,17 @@ CALLS: Final[dict[str, Call]] = {
     "GET /api/vehicles/{vehicleId}/commands": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/commands/{commandId}": Call("vehicle"),
     "POST /api/vehicles/{vehicleId}/commands/{commandId}/cancel": Call("vehicle"),
+    "GET /api/brands/{brandId}/fleets/{fleetId}/geofences": Call("fleet"),
+    "PUT /api/brands/{brandId}/fleets/{fleetId}/geofences/{geofenceId}": Call("fleet", body=GEOFENCE),
+    "GET /api/brands/{brandId}/fleets/{fleetId}/geofences/{geofenceId}": Call("fleet"),
+    "DELETE /api/brands/{brandId}/fleets/{fleetId}/geofences/{geofenceId}": Call("fleet", 204),
+    "GET /api/brands/{brandId}/fleets/{fleetId}/geofence-settings": Call("fleet"),
+    "PUT /api/brands/{brandId}/fleets/{fleetId}/geofence-settings": Call("fleet", body=SPEED_LIMIT),
+    "GET /api/vehicles/{vehicleId}/geofences": Call("vehicle"),
+    "PUT /api/vehicles/{vehicleId}/geofences/{geofenceId}": Call("vehicle", body=GEOFENCE),
+    "GET /api/vehicles/{vehicleId}/geofences/{geofenceId}": Call("vehicle"),
+    "DELETE /api/vehicles/{vehicleId}/geofences/{geofenceId}": Call("vehicle", 204),
+    "GET /api/vehicles/{vehicleId}/geofence-events": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/agenda": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/meetings": Call("vehicle"),
     "PATCH /api/vehicles/{vehicleId}/consent": Call("vehicle", body={"location": False}),
@@ -403,7 +429,7 @@ class Matrix:
         """(method, path, body) of one case: the path template filled for the target, a valid body."""
         method, template = route.split(" ", 1)
         kind, body = CALLS[route].kind, CALLS[route].body
-        params: dict[str, str] = {"invitationId": self.invitation, "asset": "app.js"}
+        params: dict[str, str] = {"invitationId": self.invitation, "asset": "app.js", "geofenceId": GEOFENCE_ID}
         if kind == "vehicle":
             assert target is not None
             params |= {"vehicleId": target, "alertId": self.alerts[target], "commandId": self.commands[target]}
@@ -460,6 +486,10 @@ async def build_world(m: Matrix) -> None:
             pinned = {"invitee": OIDS[driver], "inviteeTenant": _tenant_of(driver)}
             invitation = await m.ok("POST", f"/api/vehicles/{car}/driver/invitations", operators[car], pinned, 201)
             await m.ok("POST", f"/api/invitations/{invitation['invitationId']}/accept", driver, SELF_LINK)
+    for fleet, brand in FLEETS.items():  # a geofence in every fleet and on every car, for the routes that read one
+        await m.ok("PUT", f"/api/brands/{brand}/fleets/{fleet}/geofences/{GEOFENCE_ID}", admin, GEOFENCE, 201)
+    for car in CARS:
+        await m.ok("PUT", f"/api/vehicles/{car}/geofences/{GEOFENCE_ID}", admin, GEOFENCE, 201)
     opened = await m.ok("POST", "/api/vehicles/car-berlin/driver/invitations", "berlin-operator", {}, 201)
     m.invitation = opened["invitationId"]
     for car, _ in CARS.items():
