@@ -2,7 +2,9 @@
 
 The simulator runs as its own process (`python -m simulator`), exactly as a developer would run it against
 IoT Hub: the device SDK does blocking work while it connects, and a separate process also proves that
-nothing is shared between the cars and the backend but the wire.
+nothing is shared between the cars and the backend but the wire. Its cars fall asleep in some parked spells
+(`--sleep`) and answer `horn_lights` with a fault (`--command-fault`), while the fleets' operators send them remote
+commands through the API (devstack/demo_commands.py) and the report shows how each one ended.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import contextlib
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import aiohttp
 import orjson
 
+from devstack.demo_commands import SIMULATOR_FAULTS, DemoCommands
 from devstack.demo_fleet import DemoFleet, operator_view, prepare_fleet
 from devstack.report import LatencyProbe, Report, build_report
 from devstack.stack import LocalStack, StackConfig
@@ -28,6 +31,9 @@ log = logging.getLogger(__name__)
 ROOT: Final = Path(__file__).resolve().parent.parent
 DRAIN_SECONDS: Final = 30.0
 DEV_STATE: Final = ROOT / ".local" / "devstack.json"
+# The command sweep (expires queued commands past their time to live) every 5 s instead of Azure's default 30 s, so
+# a command that expires shows it within a one-minute run. Settings only: the code paths are those of Azure.
+DEMO_SETTINGS: Final = {"COMMAND_SWEEP_SCHEDULE": "*/5 * * * * *"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,9 @@ class DemoOptions:
     duration: float = 60.0
     seed: int = 1
     bad_messages: int = 3
+    # Chance that a car sleeps (disconnects for 8-20 s) in one of its parked spells: with 5 cars, a 20-60 s run has
+    # sleeping cars, so commands are queued, delivered on waking or expire.
+    sleep: float = 0.5
 
 
 def demo_vehicle_ids(count: int) -> list[str]:
@@ -52,7 +61,8 @@ async def run_simulator(
     argv = [
         "-m", "simulator", "--connection-strings", str(strings), "--ca", str(stack.tls.ca_cert),
         "--duration", str(options.duration), "--seed", str(options.seed),
-        "--bad-messages", str(options.bad_messages), "--out", str(out_file),
+        "--bad-messages", str(options.bad_messages), "--out", str(out_file), "--sleep", str(options.sleep),
+        *(arg for fault in SIMULATOR_FAULTS for arg in ("--command-fault", fault)),
     ]  # fmt: skip
     process = await asyncio.create_subprocess_exec(sys.executable, *argv, cwd=ROOT)
     try:
@@ -73,6 +83,7 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
     """Start the stack, drive the fleet, drain, report. Raises ServerError if a port is taken."""
     started = time.monotonic()
     config = config or StackConfig.demo()
+    config = replace(config, overrides={**DEMO_SETTINGS, **config.overrides})
     vehicles = demo_vehicle_ids(options.vehicles)
     async with LocalStack(config) as stack, aiohttp.ClientSession() as http:
         _say(out, describe(stack))
@@ -82,13 +93,20 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
         store = CosmosDocumentStore.from_settings(
             stack.environ["COSMOS_ENDPOINT"], stack.environ["COSMOS_DATABASE"], key=stack.environ["COSMOS_KEY"]
         )
+        commands = await DemoCommands.sign_in(http, stack, demo)
         probe = LatencyProbe(store)
         probe.start()
         try:
             strings = [demo.connection_strings[car] for car in vehicles]
-            cars = await run_simulator(stack, options, strings, stack.workdir / "cars.json")
+            commands.start(time.monotonic() + options.duration)
+            try:
+                cars = await run_simulator(stack, options, strings, stack.workdir / "cars.json")
+            finally:
+                await commands.stop()
             assert stack.host is not None
-            if not await stack.host.drain(DRAIN_SECONDS):
+            drain = asyncio.create_task(stack.host.drain(DRAIN_SECONDS))
+            await commands.follow(DRAIN_SECONDS, drain)  # the commands settle while the telemetry drains
+            if not await drain:
                 if stack.host.stalled():  # an infinite retry policy would wait forever: say so and fail
                     _say(out, "error: a partition is stalled (its batch keeps failing); see the report")
                 else:
@@ -100,6 +118,7 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
             report = await build_report(
                 store, stack.storage_connection_string(), cars, probe, calendar_cars, stack.host.stalled()
             )
+            report.commands = commands.view()
             report.operator = await operator_view(http, stack, demo)
         finally:
             await probe.stop()

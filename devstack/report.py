@@ -11,12 +11,16 @@ for what the backend did:
 
 Those figures are the whole stack's health and come from the store. The operator view is the other side: what one
 fleet operator, signed in at the local identity provider, gets from the API (`OperatorView`); the run fails if they
-see a car outside their fleet or miss one of it.
+see a car outside their fleet or miss one of it. The commands (`CommandsView`) are what the fleets' operators sent
+during the run (devstack/demo_commands.py) as the API last showed them: one row each with its status, reason and
+delivery, counts by status, and p50/p95 from `createdAt` to the `succeeded` and `confirmed` transitions, by
+delivery (direct method or queued C2D); the run fails if one is stuck or none succeeded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import statistics
 import time
 from collections import Counter
@@ -192,6 +196,181 @@ def _energy(row: VehicleRow) -> str:
     return "-"
 
 
+# --- remote commands -------------------------------------------------------------------------------------------
+
+# Where a command's lifecycle ends (docs/commands.md); `succeeded` may still become `confirmed`.
+SETTLED: Final = frozenset({"succeeded", "confirmed", "failed", "rejected", "expired", "cancelled"})
+DELIVERIES: Final = {"method": "direct method", "c2d": "queued (C2D)"}
+
+
+def instant(raw: Any) -> dt.datetime | None:
+    """A time as the API writes it (ISO 8601, `Z`); None for anything else."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    """One command as GET /api/vehicles/{id}/commands/{commandId} last showed it to the operator who sent it."""
+
+    vehicle_id: str
+    command_id: str
+    name: str
+    scenario: str  # why the demo sent it ("to every connected car", "asleep when sent, ttlSeconds 10", ...)
+    status: str
+    reason: str | None
+    via: str | None  # method | c2d; None: never sent (rejected, or not dispatched yet)
+    created_at: str
+    expires_at: str | None
+    statuses: tuple[str, ...]  # every transition, in order
+    to_succeeded: float | None  # seconds from createdAt to the `succeeded` transition
+    to_confirmed: float | None  # … to `confirmed` (seen when the API is read: ± the demo's poll interval)
+
+    @classmethod
+    def from_command(cls, command: Mapping[str, Any], scenario: str) -> CommandRow:
+        """From a Command of the API (shared/api/command_models.py)."""
+        transitions = [t for t in command.get("transitions") or [] if isinstance(t, dict)]
+        created = instant(command.get("createdAt"))
+
+        def seconds_to(status: str) -> float | None:
+            at = next((instant(t.get("at")) for t in transitions if t.get("status") == status), None)
+            return None if at is None or created is None else max(0.0, (at - created).total_seconds())
+
+        delivery = command.get("delivery") or {}
+        return cls(
+            str(command["vehicleId"]), str(command["commandId"]), str(command["name"]), scenario,
+            str(command["status"]), command.get("reason"), delivery.get("via"), str(command.get("createdAt")),
+            command.get("expiresAt"), tuple(str(t.get("status")) for t in transitions), seconds_to("succeeded"),
+            seconds_to("confirmed"),
+        )  # fmt: skip
+
+    def waits_for_car(self, at: dt.datetime) -> bool:
+        """Still open, rightly: queued in IoT Hub for a car that slept until its run ended (or delivered to it, the
+        outcome still to come), and not yet expired. Anything else open after the run is stuck."""
+        expires = instant(self.expires_at)
+        return self.status in ("queued", "delivered") and self.via == "c2d" and expires is not None and expires > at
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    count: int
+    p50: float
+    p95: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Percentiles | None:
+        p50, p95 = percentile(sorted(values), 50), percentile(sorted(values), 95)
+        return None if p50 is None or p95 is None else cls(len(values), p50, p95)
+
+    def __str__(self) -> str:
+        return f"p50 {self.p50:.1f} s, p95 {self.p95:.1f} s (n={self.count})"
+
+
+@dataclass(frozen=True)
+class RetriedPost:
+    """The same POST sent again with the same Idempotency-Key: the API must answer 200 with the same command."""
+
+    vehicle_id: str
+    name: str
+    first_id: str
+    status: int
+    retried_id: str
+
+    @property
+    def same(self) -> bool:
+        return self.status == 200 and self.retried_id == self.first_id
+
+
+@dataclass
+class CommandsView:
+    """The commands the fleets' operators sent during the run, as the API last showed them (`read_at`). The
+    percentiles are computed by `summarize` from the rows: delivery ("method" | "c2d") → Percentiles."""
+
+    rows: list[CommandRow] = field(default_factory=list)
+    retried: RetriedPost | None = None
+    read_at: dt.datetime | None = None
+    error: str | None = None  # the API or a sign-in refused what an operator needed: the run failed
+    time_to_succeeded: dict[str, Percentiles] = field(default_factory=dict)
+    time_to_confirmed: dict[str, Percentiles] = field(default_factory=dict)
+
+    def summarize(self) -> CommandsView:
+        for milestone, target in (("to_succeeded", self.time_to_succeeded), ("to_confirmed", self.time_to_confirmed)):
+            target.clear()
+            for via in DELIVERIES:
+                values = [v for r in self.rows if r.via == via and (v := getattr(r, milestone)) is not None]
+                if (stats := Percentiles.of(values)) is not None:
+                    target[via] = stats
+        return self
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(row.status for row in self.rows)
+
+    def waiting(self) -> list[CommandRow]:
+        """Open when last read, rightly: waiting in IoT Hub for a car that slept until the end of its run."""
+        at = self.read_at or dt.datetime.now(dt.UTC)
+        return [r for r in self.rows if r.status not in SETTLED and r.waits_for_car(at)]
+
+    def unaccounted(self) -> list[CommandRow]:
+        """Open when last read and not waiting for a sleeping car: stuck (the sweep should have ended them)."""
+        waiting = {r.command_id for r in self.waiting()}
+        return [r for r in self.rows if r.status not in SETTLED and r.command_id not in waiting]
+
+    def failures(self) -> list[str]:
+        out: list[str] = []
+        if self.error is not None:
+            out.append(f"the API refused an operator's command: {self.error}")
+        if not self.rows:
+            out.append("no command was sent")
+        elif not any(r.status in ("succeeded", "confirmed") for r in self.rows):
+            out.append("no command succeeded")
+        for row in self.unaccounted():
+            out.append(f"command {row.name} to {row.vehicle_id} still {row.status} ({', '.join(row.statuses)})")
+        if self.retried is not None and not self.retried.same:
+            out.append(
+                f"the retried POST ({self.retried.name} to {self.retried.vehicle_id}) answered {self.retried.status} "
+                f"with {self.retried.retried_id}, not 200 with {self.retried.first_id}"
+            )
+        return out
+
+    def to_lines(self) -> list[str]:
+        lines = [f"── Commands (each fleet's operator, POST /api/vehicles/{{id}}/commands) {'─' * 6}"]
+        if self.error is not None:
+            lines.append(f"error                    {self.error}")
+        waiting = {r.command_id for r in self.waiting()}
+        lines.append(
+            f"  {'vehicle':<9} {'command':<14} {'status':<10} {'reason':<16} {'via':<7} {'succeeded':>9} "
+            f"{'confirmed':>9}  why it was sent"
+        )
+        for row in self.rows:
+            note = row.scenario + ("; the car slept through the end of the run" if row.command_id in waiting else "")
+            lines.append(
+                f"  {row.vehicle_id:<9} {row.name:<14} {row.status:<10} {row.reason or '-':<16} {row.via or '-':<7} "
+                f"{_seconds(row.to_succeeded):>9} {_seconds(row.to_confirmed):>9}  {note}"
+            )
+        counts = ", ".join(f"{status} {n}" for status, n in sorted(self.counts.items())) or "none"
+        lines.append(f"by status                {counts}")
+        for label, stats in (("time to succeeded", self.time_to_succeeded),
+                             ("time to confirmed", self.time_to_confirmed)):  # fmt: skip
+            shown = "; ".join(f"{DELIVERIES[via]} {stats[via]}" for via in DELIVERIES if via in stats)
+            lines.append(f"{label:<25}{shown or 'n/a'} (from createdAt)")
+        if self.retried is not None:
+            same = "the same commandId" if self.retried.same else f"commandId {self.retried.retried_id}"
+            lines.append(
+                f"idempotency              the {self.retried.name} POST to {self.retried.vehicle_id} sent again with "
+                f"its Idempotency-Key: {self.retried.status}, {same}"
+            )
+        return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
 @dataclass
 class Report:
     vehicles: int = 0
@@ -219,6 +398,7 @@ class Report:
     # an infinite retry policy keeps retrying; everything behind it in that partition waits.
     stalled: list[str] = field(default_factory=list)
     operator: OperatorView | None = None  # None: the run had no operator view (a report built from the store only)
+    commands: CommandsView | None = None  # None: the run sent no commands (a report built from the store only)
 
     @property
     def telemetry_dead_letters(self) -> int:
@@ -244,6 +424,8 @@ class Report:
                 out.append(f"cars that asked but got no meeting link: {self.cars_without_link}")
         if self.operator is not None:
             out += self.operator.failures()
+        if self.commands is not None:
+            out += self.commands.failures()
         return out
 
     def to_text(self, elapsed: float | None = None) -> str:
@@ -273,6 +455,8 @@ class Report:
         lines.append(f"end-to-end latency       {lat} (device send → state visible in Cosmos)")
         if self.stalled:
             lines.append(f"stalled partitions       {'; '.join(self.stalled)}")
+        if self.commands is not None:
+            lines += self.commands.to_lines()
         if self.operator is not None:
             lines += self.operator.to_lines()
         if elapsed is not None:

@@ -24,7 +24,7 @@ pytest.importorskip(
 )
 
 from devstack.demo import DemoOptions, run_demo
-from devstack.report import Report
+from devstack.report import SETTLED, Report
 from devstack.servers import COSMOS_EMULATOR_KEY
 from devstack.stack import StackConfig, free_loopback_address, graph_sandbox_available
 
@@ -107,6 +107,52 @@ async def test_agendas_and_meeting_links_reach_the_cars(demo_report: Report) -> 
     assert demo_report.agenda_cars == len(demo_report.calendar_vehicles)
     assert demo_report.meeting_requests >= 1
     assert demo_report.cars_without_link == []
+
+
+async def test_operators_commands_are_followed_until_they_settle(demo_report: Report) -> None:
+    commands = demo_report.commands
+    assert commands is not None
+    assert commands.error is None
+    rows = commands.rows
+    assert {r.name for r in rows} >= {"lock", "horn_lights", "climate.start", "charging.limit"}
+    waiting = {r.command_id for r in commands.waiting()}  # queued for a car that slept through the end of the run
+    assert all(r.status in SETTLED or r.command_id in waiting for r in rows), [(r.name, r.statuses) for r in rows]
+    assert commands.unaccounted() == []
+    assert sum(commands.counts.values()) == len(rows)
+    confirmed = [r for r in rows if r.status == "confirmed"]
+    assert confirmed
+    assert all("succeeded" in r.statuses and r.to_succeeded is not None for r in confirmed)
+    assert all(r.to_confirmed is not None and r.to_succeeded is not None and r.to_confirmed >= r.to_succeeded
+               for r in confirmed)  # fmt: skip
+
+
+async def test_a_retried_post_is_the_same_command(demo_report: Report) -> None:
+    assert demo_report.commands is not None
+    retried = demo_report.commands.retried
+    assert retried is not None
+    assert (retried.status, retried.retried_id) == (200, retried.first_id)
+    assert [r.command_id for r in demo_report.commands.rows].count(retried.first_id) == 1
+
+
+async def test_the_cars_fault_and_a_moving_car_show_their_reasons(demo_report: Report) -> None:
+    assert demo_report.commands is not None
+    rows = demo_report.commands.rows
+    horn = [(r.status, r.reason, r.via) for r in rows if r.name == "horn_lights" and r.status != "rejected"]
+    assert horn == [("failed", "internal_error", "method")]
+    unlocks = [(r.status, r.reason, r.via) for r in rows if r.name == "unlock"]
+    assert unlocks == [("rejected", "vehicle_moving", None)]  # refused on the live state: nothing sent to the car
+    assert any("queued" in r.statuses and r.via == "c2d" for r in rows), "no command found a car asleep"
+
+
+async def test_the_report_has_the_time_to_succeeded(demo_report: Report) -> None:
+    commands = demo_report.commands
+    assert commands is not None
+    for stats in (commands.time_to_succeeded["method"], commands.time_to_confirmed["method"]):
+        assert stats.count >= 1
+        assert 0 <= stats.p50 <= stats.p95 < DURATION + 30
+    assert commands.time_to_succeeded["method"].count == sum(
+        1 for r in commands.rows if r.via == "method" and r.to_succeeded is not None
+    )
 
 
 async def test_the_report_says_ok(demo_report: Report) -> None:
