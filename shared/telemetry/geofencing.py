@@ -56,7 +56,7 @@ from shared.telemetry.documents import (
 ALERTS: Final = "alerts"
 WINDOW_SAMPLES: Final = 16  # position samples kept for late data (the lateness window)
 WINDOW_MAX: Final = 24  # the window grows to this, then the oldest leave down to WINDOW_SAMPLES (amortised)
-MAX_INSIDE: Final = 16  # tokens per sample (overlapping geofences): the first by key
+MAX_INSIDE: Final = 8  # tokens per sample (overlapping geofences, their curfews): the first by key
 MAX_LEFT: Final = 16  # open "left the geofence" alerts tracked
 PRUNE_CLAIMS_ABOVE: Final = 32  # claims of events that left the window are dropped once there are more than this
 CURFEW: Final = "!curfew"
