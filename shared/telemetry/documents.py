@@ -150,6 +150,7 @@ class AlertDocument(TypedDict):
     value: NotRequired[float]  # the rest only for level alerts
     threshold: NotRequired[float]
     clearValue: NotRequired[float]  # only once cleared
+    clearReason: NotRequired[str]  # "location_withheld": a geofence alert ended because evaluation was suspended
 
 
 class GeofenceEventDocument(TypedDict):

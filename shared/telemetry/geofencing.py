@@ -155,7 +155,7 @@ def step(
             fresh["tooLate"] = geo["tooLate"]
         fresh["suspended"] = now_ts
         doc["geo"] = fresh
-        _drop_geofence_alerts(doc)
+        _end_geofence_alerts(doc, now_ts, side)
         _put(side, GEOFENCE_EVENTS, _consent_event(vehicle_id, "suspended", now_ts))
         outcome.events += 1
         return outcome
@@ -493,12 +493,15 @@ def _consent_event(vehicle_id: str, kind: str, ts: str) -> GeofenceEventDocument
     }
 
 
-def _drop_geofence_alerts(doc: VehicleDocument) -> None:
-    """While evaluation is suspended its alerts say nothing: they leave the active set (their documents stay)."""
+def _end_geofence_alerts(doc: VehicleDocument, ts: str, side: Side) -> None:
+    """While evaluation is suspended its alerts say nothing: each active one is cleared at the suspension with the
+    reason (`clearReason: location_withheld`), which says the evaluation stopped, not that the car left."""
     active = doc.get("alerts")
     if active:
         for key in [k for k in active if k.startswith("geofence:")]:
-            del active[key]
+            ended: AlertDocument = {**active.pop(key), "status": "cleared", "clearedAt": ts}
+            ended["clearReason"] = "location_withheld"
+            _put(side, ALERTS, ended)
 
 
 def _put(side: Side, container: str, document: SideDocument) -> None:

@@ -224,7 +224,7 @@ def test_private_geofences_are_evaluated_with_the_fleets() -> None:
 
 
 def test_withheld_location_suspends_evaluation_and_says_so() -> None:
-    car = Car()
+    car = Car(VehicleGeofences(GeofenceIndex([fence("a", LAT0, LON0, 300, restricted=True), B])))
     car.batch([msg(1, 0, *POINTS[0]), msg(2, 10, *POINTS[1])])
     assert car.events() == {f"car-1:a:enter:{compact_time(iso(10))}"}
     car.doc["consent"] = {"location": False}
@@ -233,6 +233,10 @@ def test_withheld_location_suspends_evaluation_and_says_so() -> None:
     assert car.events() == {f"car-1:a:enter:{compact_time(iso(10))}", suspended}
     geo = car.doc["geo"]
     assert (geo["window"], geo["base"], geo["tip"], geo["suspended"]) == ([], None, None, iso(30))
+    # the restricted-zone alert ends with the suspension, saying why (not that the car left)
+    assert car.doc["alerts"] == {}
+    ended = next(d for d in car.alerts().values() if d["kind"] == "restricted_zone")
+    assert (ended["status"], ended["clearedAt"], ended["clearReason"]) == ("cleared", iso(30), "location_withheld")
     car.batch([msg(5, 40, *POINTS[0])])  # still withheld: no second event
     assert len(car.events()) == 2
     car.doc["consent"] = {"location": True}
