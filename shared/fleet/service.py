@@ -46,6 +46,7 @@ from shared.telemetry.documents import (
     signals_of,
     to_store,
 )
+from shared.telemetry.motion import motion
 from shared.telemetry.privacy import POSITION, TRIP_POSITION_FIELDS, Policy, policy_for, scrub_entry
 from shared.telemetry.vehicle import ERASED, is_erased, location_allowed, new_vehicle_document
 from shared.tenancy.documents import fleet_doc_id
@@ -428,14 +429,13 @@ def _number(signals: dict[str, SignalEntry], path: str) -> float | None:
 
 
 def summary(doc: VehicleDocument, moving_speed_kmh: float, policy: Policy | None = None) -> dict[str, Any]:
-    """The list row of a car; `moving` from Vehicle.IsMoving, else from the speed (MOVING_SPEED_KMH); no position
-    while the car withholds it (`policy`; None: as its consent flags say under the app's bases)."""
+    """The list row of a car; `moving` by the safe-driving rule (shared/telemetry/motion.py: Vehicle.IsMoving, or
+    the speed above MOVING_SPEED_KMH), the one commands and requests apply; no position while the car withholds it
+    (`policy`; None: as its consent flags say under the app's bases)."""
     policy = policy if policy is not None else policy_for(doc)
     signals = signals_of(doc)
     speed = _number(signals, S.SPEED)
-    moving = _value(signals, S.IS_MOVING)
-    if not isinstance(moving, bool):
-        moving = None if speed is None else speed > moving_speed_kmh
+    moving = motion(doc, moving_speed_kmh)
     lat, lon = _number(signals, S.LATITUDE), _number(signals, S.LONGITUDE)
     driver = doc.get("driver")
     trip = doc.get("trip")

@@ -34,7 +34,6 @@ from typing import Any, Final
 
 from shared.brands import BrandConfigs
 from shared.calendar.jobs import SyncJob, SyncQueue
-from shared.commands.preconditions import is_moving
 from shared.commands.service import CommandService
 from shared.containers import VEHICLES
 from shared.device_messages import DeadLetter, DeviceMessage, canonical_time, safe_id
@@ -47,6 +46,7 @@ from shared.requests import contract as C
 from shared.requests.contract import CarRequest, Reply, RequestError, decode_request
 from shared.stores.base import DeadLetterSink, Document, DocumentStore, strip_system_properties
 from shared.telemetry.documents import as_vehicle
+from shared.telemetry.motion import is_moving
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from jsonschema import Draft202012Validator
 from devstack.graph_sandbox import GraphSandbox, serve
 from shared.calendar.documents import event_doc_id
 from shared.calendar.jobs import SyncJob
-from shared.commands.preconditions import is_moving
 from shared.containers import CALENDARS, MEETINGS, VEHICLES, partition_keys
 from shared.device_messages import DeviceMessage
 from shared.errors import IoTHubError, ItemRejectedError
@@ -34,6 +33,7 @@ from shared.requests.contract import CarRequest, RequestError, decode_request
 from shared.requests.processor import REQUESTS, RequestProcessor, RequestReport
 from shared.stores.base import Document
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
+from shared.telemetry.motion import is_moving
 from tests.calendar_support import USER, VEHICLE, World
 
 EVENT = "AAMkAGevent-1="
@@ -476,3 +476,21 @@ async def test_a_request_whose_record_the_store_refuses_is_dead_lettered_not_rai
     assert (letter.stream, letter.reason) == ("requests", "store_rejected")
     assert report.dead_lettered == 1
     assert [r["status"] for r in sent_to(w, VEHICLE)] == ["ok"]
+
+
+def test_one_motion_rule_for_commands_requests_and_the_fleet_api() -> None:
+    from shared.fleet.service import summary
+    from shared.telemetry.motion import motion
+
+    def car(**signals: Any) -> Any:
+        state = {k.replace("_", "."): {"value": v, "ts": "2026-11-21T07:59:00.000Z"} for k, v in signals.items()}
+        return {"id": "c", "vehicleId": "c", "type": "vehicle", "state": {"signals": state}}
+
+    contradicting = car(Vehicle_IsMoving=False, Vehicle_Speed=40.0)  # the car says it stands at 40 km/h
+    assert motion(contradicting, 5) is True
+    assert is_moving(contradicting, 5)
+    assert summary(contradicting, 5)["moving"] is True  # what the API shows is what the preconditions apply
+    assert motion(car(Vehicle_IsMoving=False), 5) is False
+    assert motion(car(Vehicle_Speed=3.0), 5) is False
+    assert motion(car(), 5) is None
+    assert summary(car(), 5)["moving"] is None
