@@ -89,7 +89,7 @@ class _Claims:
 
 def tokens_at(fences: VehicleGeofences, lat: float, lon: float, speed: float | None, ts: str) -> list[str]:
     """The tokens of one position sample, sorted, at most MAX_INSIDE."""
-    found = fences.containing(lat, lon)
+    found = fences.containing(lat, lon) if fences.private else fences.fleet.containing(lat, lon)
     if not found:
         return []
     tokens: list[str] = []

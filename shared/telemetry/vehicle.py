@@ -34,6 +34,7 @@ from shared.telemetry import signals as S
 from shared.telemetry.alerts import (
     MAX_ALERTS_OPENED_PER_FOLD,
     MAX_ALERTS_OPENED_PER_MESSAGE,
+    SPEEDING,
     step_alerts,
     step_speed,
 )
@@ -396,6 +397,8 @@ def _derive(
         if (
             speed_limit is not None
             and (speed := sample_signals.get(S.SPEED)) is not None
+            # under the limit with no run over it and no alert open: nothing to do (most samples)
+            and (speed > speed_limit.kmh or "speedingSince" in ingest or SPEEDING in alerts)
             and (speeding := step_speed(vehicle_id, alerts, ingest, ts, speed, speed_limit)) is not None
         ):
             side["alerts", speeding["id"]] = speeding.copy()
