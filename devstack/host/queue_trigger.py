@@ -1,6 +1,7 @@
 """Queue triggers: poll the storage queue (Azurite locally) with the host's rules.
 
-- up to `batchSize` messages at a time, each invocation independent;
+- up to `batchSize` messages at a time, each invocation independent and concurrent; a new batch is fetched as soon
+  as the messages still running drop to `newBatchThreshold` (one slow message does not hold up the queue);
 - a message whose function fails becomes visible again after `visibilityTimeout`, and once it has been
   dequeued `maxDequeueCount` times (5) it moves to `<queue>-poison`;
 - bodies are base64 as the extension writes and expects them by default (plain text is accepted too);
@@ -37,6 +38,7 @@ DEFAULT_MAX_POLL_SECONDS = 60.0  # the host's default maxPollingInterval (1 minu
 @dataclass(frozen=True)
 class QueueOptions:
     batch_size: int = 16
+    new_batch_threshold: int = 8
     max_dequeue_count: int = 5
     visibility_timeout: float = 0.0
     max_polling_interval: float = DEFAULT_MAX_POLL_SECONDS
@@ -46,6 +48,7 @@ class QueueOptions:
         options = host.get("extensions", {}).get("queues", {})
         return cls(
             batch_size=int(options.get("batchSize", 16)),
+            new_batch_threshold=int(options.get("newBatchThreshold", int(options.get("batchSize", 16)) // 2)),
             max_dequeue_count=int(options.get("maxDequeueCount", 5)),
             visibility_timeout=parse_interval(str(options.get("visibilityTimeout", "00:00:00"))),
             max_polling_interval=parse_interval(str(options.get("maxPollingInterval", "00:01:00"))),
@@ -86,16 +89,27 @@ class QueueTrigger:
         with contextlib.suppress(ResourceExistsError):
             await queue.create_queue()
         idle = 0.1
+        running: set[asyncio.Task[None]] = set()
         try:
             while True:
-                messages = [m async for m in queue.receive_messages(max_messages=self.options.batch_size)]
+                if len(running) > self.options.new_batch_threshold:  # as the host: fetch more once it drops to it
+                    _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                # The host dequeues with a 10-minute visibility timeout (renewed while the function runs), so a
+                # message in progress is never handed out twice while it runs.
+                received = queue.receive_messages(max_messages=self.options.batch_size, visibility_timeout=600)
+                messages = [m async for m in received]
                 if not messages:
                     await asyncio.sleep(idle)
                     idle = min(idle * 2, self.options.max_polling_interval)
+                    running = {t for t in running if not t.done()}
                     continue
                 idle = 0.1
-                await asyncio.gather(*(self._handle(queue, poison, m) for m in messages))
+                running |= {asyncio.create_task(self._handle(queue, poison, m)) for m in messages}
         finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
             await self.service.close()
 
     async def _handle(self, queue: QueueClient, poison: QueueClient, message: Any) -> None:
