@@ -29,9 +29,10 @@ from typing import Any, Final
 
 from shared.calendar.documents import DRIVER_ID, SUBSCRIPTION_ID
 from shared.calendar.jobs import SyncJob
-from shared.containers import CALENDARS, MEETINGS, MEMBERSHIPS, VEHICLES, partition_keys
+from shared.containers import CALENDARS, MEETINGS, MEMBERSHIPS, TENANCY, VEHICLES, partition_keys
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLinks
+from shared.geofences.store import KIND_VEHICLE_GEOFENCE
 from shared.graph.base import GraphClient
 from shared.iothub.gateway import IoTHubGateway
 from shared.stores.base import DeadLetterSink, Document, DocumentStore
@@ -39,6 +40,8 @@ from shared.telemetry.documents import to_store
 from shared.telemetry.vehicle import ERASED, is_erased, tombstone
 from shared.vehicle_updates import update_vehicle
 
+# A car's own geofences in tenancy (partition brandId): by kind and car, both indexed.
+OWN_GEOFENCES: Final = "SELECT c.id, c.brandId, c.vehicleId FROM c WHERE c.kind = @k AND c.vehicleId = @v"
 log = logging.getLogger(__name__)
 
 REQUESTS: Final = "requests"
@@ -168,6 +171,10 @@ class Eraser:
                     await self._erase_meeting(d, receipt)
                 elif await self.store.delete(container, d["userId"], d["id"]):
                     receipt.documents[container] += 1
+        # The car's own geofences (a driver's home and work: positions), kept with its brand's in tenancy.
+        for d in await self.store.query(TENANCY, OWN_GEOFENCES, {"@k": KIND_VEHICLE_GEOFENCE, "@v": vehicle_id}):
+            if d.get("vehicleId") == vehicle_id and await self.store.delete(TENANCY, str(d["brandId"]), d["id"]):
+                receipt.documents[TENANCY] += 1
         # Driver memberships and pending invitations for the car (the audit log keeps its record of them).
         query = "SELECT c.id, c.principalId, c.vehicleId FROM c WHERE c.vehicleId = @v"
         for d in await self.store.query(MEMBERSHIPS, query, {"@v": vehicle_id}):

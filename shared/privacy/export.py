@@ -35,12 +35,15 @@ from shared.containers import (
     CALENDARS,
     COMMANDS,
     CONSENTS,
+    GEOFENCE_EVENTS,
     MEETINGS,
     MEMBERSHIPS,
     TELEMETRY,
+    TENANCY,
     TRIPS,
     VEHICLES,
 )
+from shared.geofences.store import KIND_VEHICLE_GEOFENCE
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 
@@ -53,6 +56,8 @@ TRIP_POSITIONS: Final[tuple[str, ...]] = ("startPosition", "endPosition", "gpsDi
 # Fields that are the platform's bookkeeping or secrets, never the person's data.
 DROPPED: Final = frozenset({"_rid", "_self", "_etag", "_attachments", "_ts", "clientState", "outbox", "cursor"})
 REQUESTS: Final = "requests"
+# A car's own geofences (a driver's home and work), kept with its brand's (shared/geofences/store.py).
+OWN_GEOFENCES: Final = "SELECT * FROM c WHERE c.kind = @k AND c.vehicleId = @v"
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,13 @@ class DriverExport:
             async for doc in self._all(container, where, v, car.vehicle_id):
                 if str(doc.get(key) or "") >= car.since:
                     yield _record(category, container, car.vehicle_id, doc)
+        async for doc in self._all(GEOFENCE_EVENTS, where, v, car.vehicle_id):  # where the car crossed what
+            if str(doc.get("ts") or "") >= car.since:
+                yield _record(POSITION, GEOFENCE_EVENTS, car.vehicle_id, doc)
+        own = {"@k": KIND_VEHICLE_GEOFENCE, "@v": car.vehicle_id}
+        for doc in await self.store.query(TENANCY, OWN_GEOFENCES, own):  # the car's own places (home, work)
+            if doc.get("vehicleId") == car.vehicle_id:
+                yield _record(POSITION, TENANCY, car.vehicle_id, doc)
         async for doc in self._all(COMMANDS, f"{where} AND c.kind = @k", {**v, "@k": COMMAND_KIND}, car.vehicle_id):
             if doc.get("kind") == COMMAND_KIND and str(doc.get("createdAt") or "") >= car.since:
                 # what was done to the car while they drove it; who sent it stays in the audit log (another person)

@@ -175,3 +175,16 @@ async def test_the_sweep_leaves_a_car_registered_again_alone(fleet: Fleet) -> No
     before = of(fleet, "car-001")
     assert await fleet.service.eraser.sweep_erased() == {}
     assert of(fleet, "car-001") == before
+
+
+async def test_the_cars_own_geofences_and_events_go_with_it_and_the_fleets_stay(fleet: Fleet) -> None:
+    home = {"name": "Home", "shape": {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}}
+    for path in ("/api/vehicles/car-001/geofences/home", "/api/brands/contoso/fleets/berlin/geofences/depot"):
+        assert (await fleet.call("PUT", path, body=home)).status == 201
+    await fleet.drive("car-001", range(2), speed=20.0, lat=52.5, lon=13.4)
+    receipt = await fleet.call("DELETE", "/api/vehicles/car-001")
+    assert receipt.status == 200
+    assert receipt.json["documents"].get("tenancy") == 1
+    assert of(fleet, "car-001") == [d for d in of(fleet, "car-001") if d.get("type") == "erased"]
+    depot = await fleet.call("GET", "/api/brands/contoso/fleets/berlin/geofences/depot")
+    assert depot.status == 200  # the fleet's geofence is not the car's

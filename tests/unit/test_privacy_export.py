@@ -108,3 +108,20 @@ async def test_commands_sent_to_their_car_are_in_the_export_without_who_sent_the
     assert record["record"]["commandId"] == sent["commandId"]
     assert operator not in orjson.dumps(lines).decode()  # another person's id: the audit log keeps it
     assert not [r for r in await export(store, MEGAN) if r.get("source") == "commands"]
+
+
+async def test_the_cars_own_geofences_and_geofence_events_are_position_records() -> None:
+    from shared.containers import GEOFENCE_EVENTS, TENANCY
+    from shared.geofences.store import KIND_VEHICLE_GEOFENCE
+
+    store = await world()
+    home = {"id": "geofence@car-alex:home", "brandId": "contoso", "kind": KIND_VEHICLE_GEOFENCE, "vehicleId": "car-alex",
+            "name": "Home", "shape": {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}}  # fmt: skip
+    await store.upsert(TENANCY, home)
+    await store.upsert(TENANCY, {**home, "id": "geofence@car-megan:home", "vehicleId": "car-megan"})
+    crossing = {"id": "e1", "vehicleId": "car-alex", "ts": (T0 + dt.timedelta(minutes=1)).isoformat(), "kind": "enter"}
+    await store.upsert(GEOFENCE_EVENTS, crossing)
+    lines = await export(store, ALEX)
+    mine = [r for r in lines if r.get("source") in (TENANCY, GEOFENCE_EVENTS)]
+    assert {(r["source"], r["category"]) for r in mine} == {(TENANCY, "position"), (GEOFENCE_EVENTS, "position")}
+    assert "car-megan" not in orjson.dumps(lines).decode()
