@@ -215,6 +215,7 @@ class GeoState(TypedDict):
     tip: GeoTip | None  # the state after the window's last sample
     claims: dict[str, GeoClaim]
     tooLate: NotRequired[int]  # position samples older than the window: counted, not evaluated
+    suppressed: NotRequired[int]  # position samples not evaluated because a fold hit its write cap
     suspended: NotRequired[str]  # since when evaluation is suspended (position withheld)
 
 

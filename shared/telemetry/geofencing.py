@@ -58,6 +58,8 @@ WINDOW_SAMPLES: Final = 16  # position samples kept for late data (the lateness 
 WINDOW_MAX: Final = 24  # the window grows to this, then the oldest leave down to WINDOW_SAMPLES (amortised)
 MAX_INSIDE: Final = 8  # tokens per sample (overlapping geofences, their curfews): the first by key
 MAX_LEFT: Final = 16  # open "left the geofence" alerts tracked
+CHUNK: Final = WINDOW_MAX - WINDOW_SAMPLES  # samples of one fold inserted and evaluated at a time
+MAX_WRITES_PER_FOLD: Final = 128  # geofence events and alerts one fold may write (a legitimate car: a handful)
 PRUNE_CLAIMS_ABOVE: Final = 32  # claims of events that left the window are dropped once there are more than this
 CURFEW: Final = "!curfew"
 OPEN: Final = "\uffff"  # a claim's last time while its alert is open: after every time, never pruned
@@ -74,6 +76,7 @@ class GeoOutcome:
     events: int = 0
     retracted: int = 0
     too_late: int = 0
+    suppressed: int = 0  # samples not evaluated: the fold's write cap was reached
     reevaluated: bool = False
 
 
@@ -170,6 +173,42 @@ def step(
         outcome.events += 1
     if not positions:
         return outcome
+    if len(positions) > 1:
+        positions = sorted(positions, key=_first)  # stable; the window then takes them mostly as appends
+    # In chunks, each evaluated before the window is cut back: the window never holds more than WINDOW_MAX + CHUNK
+    # samples, and what one fold writes is capped (a car flooding crossings writes MAX_WRITES_PER_FOLD, the rest
+    # of its samples in this fold are counted in `geo.suppressed` and not evaluated).
+    budget = MAX_WRITES_PER_FOLD
+    for start in range(0, len(positions), CHUNK):
+        if budget <= 0:
+            outcome.suppressed += len(positions) - start
+            break
+        before = len(side)
+        _chunk(vehicle_id, doc, geo, positions[start : start + CHUNK], fences, side, outcome)
+        _evict(geo, fences)
+        budget -= len(side) - before
+    if outcome.too_late:
+        geo["tooLate"] = geo.get("tooLate", 0) + outcome.too_late
+    if outcome.suppressed:
+        geo["suppressed"] = geo.get("suppressed", 0) + outcome.suppressed
+    return outcome
+
+
+def _first(sample: PositionSample) -> str:
+    return sample[0]
+
+
+def _chunk(
+    vehicle_id: str,
+    doc: VehicleDocument,
+    geo: GeoState,
+    positions: list[PositionSample],
+    fences: VehicleGeofences,
+    side: Side,
+    outcome: GeoOutcome,
+) -> None:
+    """Insert some samples where they belong by event time and evaluate: from the tip when they all come after
+    the window, else the whole window again from the base."""
     window = geo["window"]
     base = geo["base"]
     horizon = base["ts"] if base is not None else ""
@@ -179,7 +218,7 @@ def step(
         if ts <= horizon:
             outcome.too_late += 1
             continue
-        entry = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens_at(fences, lat, lon, speed, ts)}
+        entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens_at(fences, lat, lon, speed, ts)}
         if not window or ts > window[-1]["ts"]:
             window.append(entry)
             appended.append(entry)
@@ -192,15 +231,11 @@ def step(
         else:
             window.insert(at, entry)
             inserted = True
-    if outcome.too_late:
-        geo["tooLate"] = geo.get("tooLate", 0) + outcome.too_late
-    if inserted or geo["tip"] is None:
-        outcome.reevaluated = inserted
+    if inserted or (geo["tip"] is None and window):
+        outcome.reevaluated = outcome.reevaluated or inserted
         _reevaluate(vehicle_id, doc, geo, fences, side, outcome)
     elif appended:
         _append(vehicle_id, doc, geo, appended, fences, side, outcome)
-    _evict(geo, fences)
-    return outcome
 
 
 def _append(

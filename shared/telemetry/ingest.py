@@ -86,6 +86,7 @@ class BatchReport:
     geofence_events: int = 0  # written: crossings, curfews, suspended / resumed (geofencing.py)
     geofence_retracted: int = 0  # events and alerts late data proved wrong
     geofence_too_late: int = 0  # position samples older than the geofence window: not evaluated
+    geofence_suppressed: int = 0  # position samples a fold's cap of geofence writes left unevaluated
     vehicles: int = 0
     conflicts: int = 0
     parked: int = 0  # valid messages refused permanently while processing: kept whole with the reason
@@ -104,6 +105,7 @@ class BatchReport:
         self.geofence_events += update.geofence_events
         self.geofence_retracted += update.geofence_retracted
         self.geofence_too_late += update.geofence_too_late
+        self.geofence_suppressed += update.geofence_suppressed
 
     def as_log(self) -> dict[str, Any]:
         return {
@@ -120,6 +122,7 @@ class BatchReport:
             "geofenceEvents": self.geofence_events,
             "geofenceRetracted": self.geofence_retracted,
             "geofenceTooLate": self.geofence_too_late,
+            "geofenceSuppressed": self.geofence_suppressed,
             "vehicles": self.vehicles,
             "conflicts": self.conflicts,
             "parked": self.parked,

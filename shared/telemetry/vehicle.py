@@ -72,6 +72,7 @@ class VehicleUpdate:
     geofence_events: int = 0  # geofence events written (crossings, curfews, suspended / resumed)
     geofence_retracted: int = 0  # events and geofence alerts late data proved wrong, written again as retracted
     geofence_too_late: int = 0  # position samples older than the geofence window: not evaluated
+    geofence_suppressed: int = 0  # position samples not evaluated: the fold wrote its cap of geofence documents
 
 
 def new_vehicle_document(vehicle_id: str) -> VehicleDocument:
@@ -325,7 +326,7 @@ def fold(
         geo = geofencing.step(vehicle_id, doc, positions, geofences, withheld, state["ts"], side)
         if geo is not None:
             update.geofence_events, update.geofence_retracted = geo.events, geo.retracted
-            update.geofence_too_late = geo.too_late
+            update.geofence_too_late, update.geofence_suppressed = geo.too_late, geo.suppressed
     open_trip = doc["trip"]
     if open_trip is not None and ("trips", open_trip["id"]) in side:
         side["trips", open_trip["id"]] = open_trip.copy()  # opened in this batch: write its latest figures

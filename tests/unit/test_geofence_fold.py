@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -266,3 +267,38 @@ def test_speed_alert_after_n_seconds_over_the_limit_with_hysteresis() -> None:
     # a short burst over the limit raises nothing
     car.batch([msg(6, 50, *POINTS[0], speed=120.0), msg(7, 60, *POINTS[0], speed=60.0)])
     assert "speeding" not in car.doc["alerts"]
+
+
+def test_many_samples_in_one_fold_are_evaluated_in_order() -> None:
+    rng = random.Random(5)
+    samples = [(i * STEP, *POINTS[rng.randrange(len(POINTS))]) for i in range(60)]
+    messages = [msg(i + 1, t, lat, lon) for i, (t, lat, lon) in enumerate(samples)]
+    rng.shuffle(messages)
+    car = Car()
+    car.batch(messages)
+    assert car.events() == crossings(samples)
+    assert len(car.doc["geo"]["window"]) <= geofencing.WINDOW_MAX
+
+
+def test_a_car_flooding_crossings_writes_a_bounded_amount() -> None:
+    # GIVEN 8 overlapping restricted geofences alerting on exit too, and one message of 1,500 samples flipping
+    # in and out of all of them every sample
+    zones = [fence(f"z{i}", LAT0, LON0, 300 + i, restricted=True, alerts={"exit": True}) for i in range(8)]
+    car = Car(VehicleGeofences(GeofenceIndex(zones)))
+    lat, lon, speed = "Vehicle.CurrentLocation.Latitude", "Vehicle.CurrentLocation.Longitude", "Vehicle.Speed"
+    samples = [
+        {"ts": iso(t), "signals": {lat: LAT0 if t % 2 else LAT0 + 0.01, lon: LON0, speed: 30.0}} for t in range(1500)
+    ]
+    raw = orjson.dumps({"v": 1, "seq": 1, "samples": samples})
+    decoded = decode(message("car-1", raw, enqueued_s=1501))
+    assert isinstance(decoded, TelemetryMessage)
+    update = fold("car-1", None, [decoded], CFG, geofences=car.fences)
+    # THEN one fold writes at most the cap (plus the chunk that crossed it), counts what it left, and the vehicle
+    # document stays far below Cosmos DB's item limit
+    assert update.document is not None
+    written = [d for c, d in update.side_documents if c in ("geofenceEvents", "alerts")]
+    assert len(written) <= geofencing.MAX_WRITES_PER_FOLD + geofencing.CHUNK * 3 * geofencing.MAX_INSIDE
+    assert update.geofence_suppressed > 1400
+    assert update.document["geo"]["suppressed"] == update.geofence_suppressed
+    assert len(orjson.dumps(update.document["geo"])) < 64 * 1024  # the rest is this message's history entry
+    assert len(orjson.dumps(update.document)) < 1024 * 1024
