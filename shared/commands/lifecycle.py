@@ -55,7 +55,8 @@ NEXT: Final[Mapping[Status, frozenset[Status]]] = {
     S.REJECTED: frozenset(),
     S.CANCELLED: frozenset(),
 }
-TERMINAL: Final = frozenset(s for s, after in NEXT.items() if not after) | {S.SUCCEEDED}
+# Settled: the outcome is known (only `confirmed` may still follow `succeeded`); clients stop following these.
+SETTLED: Final = frozenset(s for s, after in NEXT.items() if not after) | {S.SUCCEEDED}
 # What the car's own report may still change after the cloud gave up (see the module docstring).
 CAR_OVERRIDES: Final = frozenset({S.EXPIRED, S.CANCELLED})
 CAR_OUTCOMES: Final = frozenset({S.DELIVERED, S.SUCCEEDED, S.FAILED})

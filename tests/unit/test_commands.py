@@ -550,3 +550,12 @@ async def test_the_routes_answer_201_then_200_and_the_audit_names_the_command() 
     assert fleet.audit.records[-1]["params"]["command"] == "lock"
     catalogue_page = await fleet.call("GET", "/api/commands/catalogue")
     assert [c["name"] for c in catalogue_page.json["items"]] == list(catalogue())
+
+
+def test_settled_statuses_are_the_ends_of_the_lifecycle() -> None:
+    from shared.commands.lifecycle import OPEN, SETTLED
+
+    assert SETTLED == {Status.SUCCEEDED, Status.CONFIRMED, Status.FAILED, Status.EXPIRED, Status.REJECTED,
+                       Status.CANCELLED}  # fmt: skip
+    assert set(OPEN) | SETTLED == set(Status)
+    assert not set(OPEN) & SETTLED
