@@ -177,6 +177,29 @@ SETTINGS: tuple[Setting, ...] = (
         brand="calendar",
     ),
     Setting("FEATURE_TEAMS", "true", "Joining Teams meetings from the car: true or false.", brand="teams"),
+    # --- Device provisioning (shared/provisioning): DPS and the IoT Hubs cars are assigned to ---
+    Setting(
+        "IOTHUB_STAMPS",
+        None,
+        "The IoT Hubs cars may be assigned to, as JSON: "
+        '[{"hostName": "<hub>.azure-devices.net", "region": "eu"}, ...]; '
+        "unset: IOTHUB_HOSTNAME alone, for every region.",
+    ),
+    Setting("DPS_ID_SCOPE", None, "ID scope of the Device Provisioning Service cars provision through."),
+    Setting(
+        "DPS_GLOBAL_ENDPOINT",
+        "global.azure-devices-provisioning.net",
+        "The DPS device endpoint cars connect to for provisioning (shown to operators, given to the simulator).",
+    ),
+    Setting(
+        "DPS_HOSTNAME", None, "The DPS service endpoint for enrollments, e.g. <dps>.azure-devices-provisioning.net."
+    ),
+    Setting(
+        "PROVISIONING_DEVELOPMENT_KEYS",
+        "false",
+        "true: registering a symmetric-key car answers its device key derived from the enrollment group key "
+        "(development and test fleets only; production cars carry certificates and get no secret from the API).",
+    ),
     # --- Remote commands (shared/commands) ---
     Setting(
         "COMMAND_CONNECT_TIMEOUT_SECONDS",

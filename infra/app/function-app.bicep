@@ -84,6 +84,12 @@ var sharedSettings = {
   REQUESTS_EVENTHUB: 'requests'
   UNROUTED_EVENTHUB: 'unrouted'
   IOTHUB_HOSTNAME: iotHubHostName
+  // Device provisioning (issue 15): the DPS module's outputs once infra creates it; empty = the one hub above.
+  IOTHUB_STAMPS: ''
+  DPS_ID_SCOPE: ''
+  DPS_GLOBAL_ENDPOINT: 'global.azure-devices-provisioning.net'
+  DPS_HOSTNAME: ''
+  PROVISIONING_DEVELOPMENT_KEYS: 'false'
   LOW_BATTERY_PERCENT: '15'
   LOW_FUEL_PERCENT: '10'
   MAX_CLOCK_SKEW_SECONDS: '300'
