@@ -278,6 +278,19 @@ class Consent(TypedDict, total=False):
     updatedAt: str
 
 
+class Provisioning(TypedDict):
+    """`provisioning` of a car pre-registered for DPS (shared/provisioning): how it attests, the region its data
+    stays in, where it stands, and the hub the allocation function assigned it to (the multi-hub gateway reads it)."""
+
+    attestation: str  # "x509" | "symmetricKey"
+    region: str
+    status: str  # "preregistered" | "assigned" | "revoked"
+    hub: str | None  # the IoT Hub host name, None until the car first provisioned
+    preregisteredAt: str
+    assignedAt: NotRequired[str]
+    revokedAt: NotRequired[str]
+
+
 class VehicleDocument(TypedDict):
     """One document per car in `vehicles`. Only `id`, `vehicleId` and `type` are on every one: registration
     creates it without ingestion's fields, and ingestion without the other writers'."""
@@ -299,6 +312,7 @@ class VehicleDocument(TypedDict):
     fleetId: NotRequired[str]
     driver: NotRequired[DriverRef]  # driver link; removed on unlink
     consent: NotRequired[Consent]  # driver link and the consent API; removed on unlink
+    provisioning: NotRequired[Provisioning]  # pre-registration for DPS; absent for cars registered directly
 
 
 class Tombstone(TypedDict):
