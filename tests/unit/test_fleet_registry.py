@@ -107,6 +107,7 @@ def test_the_api_is_one_anonymous_function_on_the_catch_all_route_beside_the_web
     assert {name: (b["route"], b["authLevel"]) for name, b in http.items()} == {
         "http_app_func": ("/{*route}", "ANONYMOUS"),  # the API checks bearer tokens per route itself
         "graph_notifications": ("graph/notifications", "ANONYMOUS"),
+        "provisioning_allocate": ("provisioning/allocate", "FUNCTION"),  # DPS authenticates with the function key
     }
     assert set(http["http_app_func"]["methods"]) >= {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
