@@ -7,7 +7,7 @@ service API (`PUT /devices/{id}` with the device's own key: what the fleet API's
 harness and pre-provisioned fleets with `provision(id)`, which creates the identity with a key derived from one
 local secret (HMAC(secret, id); random per stack unless given, protecting nothing but a loopback endpoint), as
 `az iot hub device-identity create` would. A deleted device (`DELETE /devices/{id}`) is refused until it is
-created again.
+created again; a disabled one (`set_enabled(id, False)`, IoT Hub's device status) until it is enabled again.
 SAS format: https://learn.microsoft.com/azure/iot-hub/authenticate-authorize-sas
 """
 
@@ -30,6 +30,7 @@ class DeviceRegistry:
         self.hostname = hostname
         self._secret = secret or secrets.token_bytes(32)
         self._registered: dict[str, str] = {}  # device id → the key it was registered with
+        self._disabled: set[str] = set()  # identities whose status is "disabled": refused at CONNECT
 
     def register(self, device_id: str, key: str) -> bool:
         """Register a device with its own key; False if it is registered already (the key is kept)."""
@@ -41,6 +42,24 @@ class DeviceRegistry:
     def remove(self, device_id: str) -> bool:
         """Delete the identity: the device is refused from now on. False if it did not exist."""
         return self._registered.pop(device_id, None) is not None
+
+    def set_enabled(self, device_id: str, enabled: bool) -> bool:
+        """IoT Hub's device `status`: a disabled device is refused at CONNECT until enabled again (the caller closes
+        its open connection). False if there is no such identity."""
+        if not self.exists(device_id):
+            return False
+        if enabled:
+            self._disabled.discard(device_id)
+        else:
+            self._disabled.add(device_id)
+        return True
+
+    def enabled(self, device_id: str) -> bool:
+        return device_id not in self._disabled
+
+    def clear_status(self, device_id: str) -> None:
+        """A deleted identity: created again, it starts enabled."""
+        self._disabled.discard(device_id)
 
     def provision(self, device_id: str) -> str:
         """Create the identity with its derived key unless it exists; its connection string."""
@@ -67,6 +86,8 @@ class DeviceRegistry:
     def verify(self, device_id: str, password: str | None, now: float | None = None) -> bool:
         """True if `password` is an unexpired SAS token for `devices/{device_id}` signed with its key."""
         if not password or not password.startswith("SharedAccessSignature ") or device_id not in self._registered:
+            return False
+        if device_id in self._disabled:
             return False
         fields = decode_properties(password.removeprefix("SharedAccessSignature ")).application
         resource, signature, expiry = fields.get("sr", ""), fields.get("sig", ""), fields.get("se", "")

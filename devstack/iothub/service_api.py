@@ -15,7 +15,9 @@ Shaped after IoT Hub's own service REST API so the gateway reads like the Azure 
   or timeout, 413 `MessageTooLarge` for a payload over 128 KB;
 - `PUT /devices/{deviceId}` with `{"deviceId", "authentication": {"type": "sas", "symmetricKey": {"primaryKey"}}}`
   registers a device (409 if it exists), `DELETE /devices/{deviceId}` removes it (404 if there is none) and
-  drops its connection, twin and queued messages (registry.py).
+  drops its connection, twin and queued messages (registry.py);
+- `PUT /devices/{deviceId}` with `If-Match` and `{"deviceId", "status": "enabled" | "disabled"}` updates its status
+  (404 if there is none): a disabled device's connection is closed and it is refused at CONNECT, as on IoT Hub.
 Errors come as IoT Hub's REST API gives them: the status, an `iothub-errorcode` header and the body
 `{"Message": "ErrorCode:<code>;<description>", "ExceptionMessage": "Tracking ID:...-TimeStamp:..."}`.
 No authentication: it listens on 127.0.0.1 only, for processes of the developer's own machine (including
@@ -144,6 +146,8 @@ def service_app(hub: LocalIoTHub) -> web.Application:
 
     async def put_device(request: web.Request) -> web.Response:
         device = request.match_info["device"]
+        if "If-Match" in request.headers:  # an update of an existing identity: here, its status
+            return await update_device(request, device)
         try:
             body = orjson.loads(await request.read())
             key = body["authentication"]["symmetricKey"]["primaryKey"]
@@ -155,10 +159,25 @@ def service_app(hub: LocalIoTHub) -> web.Application:
             return error_response(409, "DeviceAlreadyExists", device)
         return web.json_response({"deviceId": device, "status": "enabled", "authentication": {"type": "sas"}})
 
+    async def update_device(request: web.Request, device: str) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return error_response(400, "ArgumentInvalid", "the body is not JSON")
+        status = body.get("status") if isinstance(body, dict) else None
+        if status not in ("enabled", "disabled"):
+            return error_response(400, "ArgumentInvalid", "status must be enabled or disabled")
+        if not hub.registry.set_enabled(device, status == "enabled"):
+            return error_response(404, "DeviceNotFound", device)
+        if status == "disabled":  # IoT Hub closes a disabled device's connection; it cannot connect again
+            hub.endpoint.disconnect(device)
+        return web.json_response({"deviceId": device, "status": status})
+
     async def delete_device(request: web.Request) -> web.Response:
         device = request.match_info["device"]
         if not hub.registry.remove(device):
             return error_response(404, "DeviceNotFound", device)
+        hub.registry.clear_status(device)
         hub.remove_device(device)
         return web.Response(status=204)
 

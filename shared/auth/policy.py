@@ -36,6 +36,7 @@ class Permission(StrEnum):
     REGISTER_VEHICLE = "vehicles.register"
     ACK_ALERT = "alerts.ack"
     ERASE_VEHICLE = "vehicles.erase"
+    REVOKE_VEHICLE = "vehicles.revoke"  # a stolen or scrapped car: refused at provisioning, disabled on its hub
     CHANGE_CONSENT = "consent.change"  # the driver's own decisions (shared/privacy/consent.py)
     READ_CONSENT = "consent.read"  # a car's consent state and its driver's records
     RECORD_CONSENT = "consent.record"  # an operator records a driver's decision on a documented basis
@@ -63,13 +64,13 @@ DRIVER_OWN: Final = frozenset({P.READ_DRIVER_DATA, P.CHANGE_CONSENT, P.LINK_SELF
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.PLATFORM_ADMIN: frozenset(Permission) - DRIVER_OWN,
     Role.BRAND_ADMIN: frozenset({
-        P.READ_VEHICLES, P.REGISTER_VEHICLE, P.ACK_ALERT, P.ERASE_VEHICLE, P.INVITE_DRIVER, P.UNLINK_DRIVER,
-        P.ERASE_DRIVER, P.EXPORT_DRIVER_DATA, P.READ_BRAND, P.MANAGE_BRAND, P.MANAGE_FLEETS, P.MANAGE_MEMBERS,
-        P.READ_AUDIT, P.READ_CONSENT, P.RECORD_CONSENT, P.SEND_COMMAND, P.MANAGE_GEOFENCES,
+        P.READ_VEHICLES, P.REGISTER_VEHICLE, P.ACK_ALERT, P.ERASE_VEHICLE, P.REVOKE_VEHICLE, P.INVITE_DRIVER,
+        P.UNLINK_DRIVER, P.ERASE_DRIVER, P.EXPORT_DRIVER_DATA, P.READ_BRAND, P.MANAGE_BRAND, P.MANAGE_FLEETS,
+        P.MANAGE_MEMBERS, P.READ_AUDIT, P.READ_CONSENT, P.RECORD_CONSENT, P.SEND_COMMAND, P.MANAGE_GEOFENCES,
     }),
     Role.FLEET_OPERATOR: frozenset({
-        P.READ_VEHICLES, P.REGISTER_VEHICLE, P.ACK_ALERT, P.INVITE_DRIVER, P.UNLINK_DRIVER, P.READ_CONSENT,
-        P.RECORD_CONSENT, P.SEND_COMMAND, P.MANAGE_GEOFENCES,
+        P.READ_VEHICLES, P.REGISTER_VEHICLE, P.REVOKE_VEHICLE, P.ACK_ALERT, P.INVITE_DRIVER, P.UNLINK_DRIVER,
+        P.READ_CONSENT, P.RECORD_CONSENT, P.SEND_COMMAND, P.MANAGE_GEOFENCES,
     }),
     Role.FLEET_READER: frozenset({P.READ_VEHICLES}),
     Role.DRIVER: frozenset({

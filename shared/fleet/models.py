@@ -9,7 +9,7 @@ Imported on first request only (pydantic is not loaded at cold start).
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -99,11 +99,32 @@ class TelemetryQuery(PageQuery):
 # --- request bodies -------------------------------------------------------------------------------------------
 
 
+class ProvisioningChoice(_Request):
+    """Pre-register the car for the Device Provisioning Service instead of creating its IoT Hub identity."""
+
+    attestation: Literal["x509", "symmetricKey"] = Field(
+        description="How the car proves who it is to DPS: a certificate of the brand's CA whose subject CN is the "
+        "vehicle id (production), or a key derived from a symmetric-key enrollment group (development and test)."
+    )
+    region: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="Where the car's data stays (data residency): it is only ever assigned to an IoT hub of this "
+        "region (IOTHUB_STAMPS).",
+        examples=["eu"],
+    )
+
+
 class VehicleRegistration(_Request):
-    """Register a car: its IoT Hub device identity (SAS) and its vehicle document."""
+    """Register a car: its IoT Hub device identity (SAS) and its vehicle document (direct mode, for development),
+    or, with `provisioning`, pre-register it for DPS (the production path: no identity, no secret)."""
 
     vehicleId: VehicleId
     label: str | None = Field(None, min_length=1, max_length=64, description="A name for people, e.g. a plate.")
+    provisioning: ProvisioningChoice | None = Field(
+        None, description="Pre-register for the Device Provisioning Service; absent: direct mode."
+    )
 
 
 class ConsentChange(_Request):
@@ -176,6 +197,43 @@ class DeviceConnection(_Response):
     hostName: str
     primaryKey: str
     connectionString: str
+
+
+class ProvisioningState(_Response):
+    attestation: Literal["x509", "symmetricKey"]
+    region: str
+    status: Literal["preregistered", "assigned", "revoked"]
+
+
+class DpsEndpoint(_Response):
+    globalEndpoint: str = Field(description="The DPS device endpoint the car provisions through.")
+    idScope: str | None = Field(description="The DPS instance's ID scope (null until infra created DPS).")
+
+
+class Preregistration(_Response):
+    """A car pre-registered for DPS: what its provisioning client needs. No secret, except `deviceKey` for a
+    symmetric-key car when the deployment allows development keys (PROVISIONING_DEVELOPMENT_KEYS)."""
+
+    vehicleId: str
+    brandId: str
+    fleetId: str
+    registrationId: str
+    provisioning: ProvisioningState
+    dps: DpsEndpoint
+    deviceKey: str | None = Field(
+        None, description="Development only: the device key derived from the enrollment group key. Shown once."
+    )
+    development: bool | None = Field(None, description="true when deviceKey is a development key.")
+
+
+class Revocation(_Response):
+    """A revoked car: refused by the allocation function from now on, disabled on its IoT hub."""
+
+    vehicleId: str
+    status: Literal["revoked"]
+    revokedAt: str
+    hub: str | None = Field(description="The hub the car was assigned to, null if it never provisioned.")
+    deviceDisabled: bool = Field(description="Whether a device identity was found on the hub and disabled.")
 
 
 class Driver(_Response):

@@ -10,7 +10,7 @@ import copy
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from shared.auth.access import Visibility
 from shared.brands import BrandConfigs
@@ -27,17 +27,27 @@ from shared.containers import (
 )
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLinks
-from shared.errors import AlreadyExistsError, ConflictError, InvalidRequestError, UnknownResourceError
+from shared.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidRequestError,
+    StateConflictError,
+    UnknownResourceError,
+)
 from shared.graph.base import GraphClient
 from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
 from shared.privacy.consent import Actor, ConsentService, decision
 from shared.privacy.erasure import Eraser, ForgetCalendar
+from shared.provisioning.enrollment import EnrollmentKeys, enrollment_keys_from_env
+from shared.provisioning.preregistration import ProvisioningConfig, check_region, new_provisioning
+from shared.provisioning.preregistration import answer as preregistration_answer
 from shared.settings import moving_speed_kmh
 from shared.stores.base import DeadLetterSink, Document, DocumentStore
 from shared.stores.paging import keyset_page
 from shared.telemetry import signals as S
 from shared.telemetry.documents import (
     DriverRef,
+    Provisioning,
     SignalEntry,
     SignalValue,
     VehicleDocument,
@@ -77,15 +87,29 @@ class FleetService:
     graph: Callable[[], GraphClient] | None = None  # erasure deletes the driver's online meetings
     erasure_settle_seconds: float = 0.0  # see shared/privacy/erasure.py, the settle pass
     brands: BrandConfigs | None = None  # each brand's legal bases per data category (None: the app's)
+    # Pre-registration for DPS (shared/provisioning): DPS endpoint, ID scope, stamps, development keys; read lazily.
+    provisioning_config: Callable[[], ProvisioningConfig] = ProvisioningConfig.from_env
+    enrollment_keys: Callable[[], EnrollmentKeys | None] = enrollment_keys_from_env
 
     # --- registration ---------------------------------------------------------------------------------------
 
-    async def register(self, brand_id: str, fleet_id: str, vehicle_id: str, label: str | None) -> dict[str, Any]:
-        """Device identity first: if the document write fails, a retry finds the identity (409) and the
-        operator deletes and registers again; the reverse order could leave a car that cannot connect.
+    async def register(
+        self,
+        brand_id: str,
+        fleet_id: str,
+        vehicle_id: str,
+        label: str | None,
+        provisioning: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Direct mode (no `provisioning`, for development): device identity first: if the document write fails, a
+        retry finds the identity (409) and the operator deletes and registers again; the reverse order could leave
+        a car that cannot connect. With `provisioning` ({attestation, region}): pre-registration for DPS, no
+        identity (DPS creates it at first boot) and no secret (shared/provisioning/preregistration.py).
         The car belongs to the fleet from now on: every read and write of it is scoped by its brand and fleet."""
         if await self.store.read(TENANCY, brand_id, fleet_doc_id(fleet_id)) is None:
             raise UnknownResourceError(f"no fleet {fleet_id} in brand {brand_id}")
+        if provisioning is not None:
+            return await self._preregister(brand_id, fleet_id, vehicle_id, label, provisioning)
         try:
             identity = await self.gateway.create_device(vehicle_id)
         except DeviceExistsError:
@@ -110,6 +134,66 @@ class FleetService:
             "hostName": identity.hostname,
             "primaryKey": identity.primary_key,
             "connectionString": identity.connection_string,
+        }
+
+    async def _preregister(
+        self, brand_id: str, fleet_id: str, vehicle_id: str, label: str | None, choice: Mapping[str, str]
+    ) -> dict[str, Any]:
+        config = self.provisioning_config()
+        check_region(config, choice["region"])
+        keys = self.enrollment_keys() if choice["attestation"] == "symmetricKey" and config.development_keys else None
+        now = canonical_time(self.clock())
+        written: list[dict[str, Any]] = []
+
+        def change(doc: VehicleDocument) -> None:
+            if "registeredAt" in doc or "provisioning" in doc:
+                raise AlreadyExistsError(f"{vehicle_id} is registered (DELETE to register it again)")
+            provisioning = new_provisioning(choice["attestation"], choice["region"], now)
+            written.append(provisioning)
+            doc["registeredAt"] = now
+            doc["brandId"] = brand_id
+            doc["fleetId"] = fleet_id
+            doc["provisioning"] = cast(Provisioning, provisioning)
+            if label is not None:
+                doc["label"] = label
+
+        await self._update(vehicle_id, change, create=True)
+        try:
+            return await preregistration_answer(config, keys, vehicle_id, brand_id, fleet_id, written[-1])
+        finally:
+            if keys is not None:
+                await keys.close()
+
+    # --- revocation -----------------------------------------------------------------------------------------
+
+    async def revoke(self, vehicle_id: str) -> dict[str, Any]:
+        """A stolen or scrapped car: `provisioning.status` revoked first (the allocation function refuses it from
+        this write on, so it cannot re-provision in between), then its device disabled on its hub (its connection
+        is closed and it cannot connect again). Idempotent: the first `revokedAt` stays; a retry after a failed
+        hub call disables it then. Only for cars pre-registered for DPS (409 for a car registered directly: erase
+        it instead)."""
+        now = canonical_time(self.clock())
+        states: list[dict[str, Any]] = []
+
+        def change(doc: VehicleDocument) -> None:
+            current = doc.get("provisioning")
+            if not isinstance(current, dict):
+                raise StateConflictError(f"{vehicle_id} was registered directly, not for DPS: erase it instead")
+            updated = dict(current)
+            if updated.get("status") != "revoked":
+                updated.update({"status": "revoked", "revokedAt": now})
+            doc["provisioning"] = cast(Provisioning, updated)
+            states.append(updated)
+
+        await self._update(vehicle_id, change)
+        disabled = await self.gateway.set_device_enabled(vehicle_id, False)
+        state = states[-1]
+        return {
+            "vehicleId": vehicle_id,
+            "status": "revoked",
+            "revokedAt": state["revokedAt"],
+            "hub": state.get("hub"),
+            "deviceDisabled": disabled,
         }
 
     # --- reads ----------------------------------------------------------------------------------------------

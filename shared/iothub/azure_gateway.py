@@ -138,6 +138,36 @@ class AzureIoTHubGateway(IoTHubGateway):
             raise iothub_error(rest_status(exc), rest_error_code(exc), f"delete device {device_id}") from exc
         return True
 
+    def _set_enabled(self, device_id: str, enabled: bool) -> bool:
+        """Read the identity and write it back with the new status and its etag (IoT Hub's PUT /devices/{id} with
+        If-Match, what `update_device_with_sas` / `update_device_with_certificate_authority` send, without having
+        to restate the keys or the authentication type); a concurrent change (412) reads again."""
+        operation = f"{'enable' if enabled else 'disable'} device {device_id}"
+        wanted = "enabled" if enabled else "disabled"
+        for _ in range(3):
+            try:
+                device = self._registry().get_device(device_id)
+            except Exception as exc:
+                if rest_status(exc) == 404:
+                    return False
+                raise iothub_error(rest_status(exc), rest_error_code(exc), operation) from exc
+            if getattr(device, "status", None) == wanted:
+                return True
+            device.status = wanted
+            device.status_reason = None if enabled else "revoked"
+            etag = getattr(device, "etag", None) or "*"
+            quoted = etag if etag == "*" or etag.startswith('"') else f'"{etag}"'
+            try:
+                self._registry().protocol.devices.create_or_update_identity(device_id, device, quoted)
+            except Exception as exc:
+                if rest_status(exc) == 412:
+                    continue
+                if rest_status(exc) == 404:
+                    return False
+                raise iothub_error(rest_status(exc), rest_error_code(exc), operation) from exc
+            return True
+        raise iothub_error(412, "PreconditionFailed", operation)
+
     def _invoke(self, device_id: str, method: str, payload: Any, connect_timeout: int, response_timeout: int) -> Any:
         from azure.iot.hub.models import CloudToDeviceMethod
 
@@ -174,6 +204,9 @@ class AzureIoTHubGateway(IoTHubGateway):
 
     async def delete_device(self, device_id: str) -> bool:
         return await asyncio.to_thread(self._delete, device_id)
+
+    async def set_device_enabled(self, device_id: str, enabled: bool) -> bool:
+        return await asyncio.to_thread(self._set_enabled, device_id, enabled)
 
     async def send_c2d(
         self,

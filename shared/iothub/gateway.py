@@ -202,6 +202,13 @@ class IoTHubGateway(ABC):
         DeviceNotFound); IoTHubError: transient (throttled, 5xx, no answer from IoT Hub). Error codes: docs
         "Understand and resolve Azure IoT Hub errors"."""
 
+    async def set_device_enabled(self, device_id: str, enabled: bool) -> bool:
+        """Enable or disable the device identity (IoT Hub's device `status`): a disabled device cannot connect, and
+        its open connection is closed. Its twin and identity stay (revocation is undone by enabling it again).
+        False when there is no such identity; idempotent. Every gateway overrides it; a multi-hub one applies it
+        on every hub (an identity left enabled on an old hub could still connect)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot enable or disable devices")
+
     async def send_c2d_if_present(
         self,
         device_id: str,

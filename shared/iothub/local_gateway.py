@@ -143,6 +143,13 @@ class LocalIoTHubGateway(IoTHubGateway):
         path = f"/devices/{quote(device_id, safe='')}"
         return await self._call("DELETE", path, b"", {"If-Match": "*"}, accept=(404,)) != 404
 
+    async def set_device_enabled(self, device_id: str, enabled: bool) -> bool:
+        """IoT Hub's update: `PUT /devices/{id}` with `If-Match` and the new `status` (the local hub keeps the
+        identity's authentication as it is)."""
+        body = orjson.dumps({"deviceId": device_id, "status": "enabled" if enabled else "disabled"})
+        headers = {"Content-Type": "application/json", "If-Match": "*"}
+        return await self._call("PUT", f"/devices/{quote(device_id, safe='')}", body, headers, accept=(404,)) != 404
+
     async def send_c2d(
         self,
         device_id: str,

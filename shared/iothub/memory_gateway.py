@@ -82,6 +82,7 @@ class MemoryIoTHubGateway(IoTHubGateway):
     desired: dict[str, dict[str, Any]] = field(default_factory=dict)
     patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     devices: dict[str, str] = field(default_factory=dict)  # device id → primary key
+    disabled: set[str] = field(default_factory=set)  # identities set_device_enabled(False) disabled
     hostname: str = "memory.azure-devices.net"
     # Ids removed with delete_device: like IoT Hub, C2D and twin patches to them fail (others are accepted
     # without registration, so tests need not register every car).
@@ -174,3 +175,16 @@ class MemoryIoTHubGateway(IoTHubGateway):
         self.deleted.add(device_id)
         self.desired.pop(device_id, None)
         return self.devices.pop(device_id, None) is not None
+
+    async def set_device_enabled(self, device_id: str, enabled: bool) -> bool:
+        """Registered devices only (tests register with create_device); a disabled one is also taken offline."""
+        if device_id in self.answers:
+            self._refusal(device_id, f"update device {device_id}")
+        if device_id not in self.devices:
+            return False
+        if enabled:
+            self.disabled.discard(device_id)
+        else:
+            self.disabled.add(device_id)
+            self.offline.add(device_id)
+        return True

@@ -30,8 +30,8 @@ async def list_vehicles(
 @router.post(
     "/brands/{brandId}/fleets/{fleetId}/vehicles",
     status_code=201,
-    response_model=m.DeviceConnection,
-    summary="Register a car in a fleet",
+    response_model=m.DeviceConnection | m.Preregistration,
+    summary="Register a car in a fleet (direct mode) or pre-register it for DPS",
 )
 async def register_vehicle(
     access: Annotated[Access, guard(requires(Permission.REGISTER_VEHICLE, on="fleet"))],
@@ -40,9 +40,13 @@ async def register_vehicle(
     body: m.VehicleRegistration,
     fleet: Fleet,
 ) -> Any:
-    """Creates the car's IoT Hub device identity (SAS) and its vehicle document; returns what the car needs to
-    connect. The key is shown once: store it in the car."""
-    return await fleet.register(brandId, fleetId, body.vehicleId, body.label)
+    """Without `provisioning` (direct mode, for development): creates the car's IoT Hub device identity (SAS) and
+    its vehicle document and returns what the car needs to connect; the key is shown once. With `provisioning`
+    (the production path): pre-registers the car for the Device Provisioning Service: no identity (DPS creates it
+    at first boot, on the hub of the car's region), no secret; the answer is what its provisioning client needs
+    (a derived development key only for symmetric-key cars where PROVISIONING_DEVELOPMENT_KEYS is true)."""
+    choice = body.provisioning.model_dump() if body.provisioning is not None else None
+    return await fleet.register(brandId, fleetId, body.vehicleId, body.label, choice)
 
 
 @router.get("/vehicles/{vehicleId}", response_model=m.VehicleDetail, summary="A car's live state, driver and consent")
@@ -64,3 +68,20 @@ async def delete_vehicle(
     document of the car in every container, its dead letters and parked messages, its driver's link, calendar
     and Teams meetings. Idempotent; answers the receipt of what this call deleted where."""
     return await fleet.erase_vehicle(vehicleId)
+
+
+@router.post(
+    "/vehicles/{vehicleId}/revoke",
+    response_model=m.Revocation,
+    summary="Revoke a stolen or scrapped car's identity",
+    tags=["provisioning"],
+)
+async def revoke_vehicle(
+    access: Annotated[Access, guard(requires(Permission.REVOKE_VEHICLE, on="vehicle"))],
+    vehicleId: VehicleId,
+    fleet: Fleet,
+) -> Any:
+    """The allocation function refuses the car from now on (it cannot provision again) and its device is disabled
+    on its IoT hub (its connection is closed and it cannot connect). Idempotent; the car's data stays (DELETE
+    erases it). Only for cars pre-registered for DPS: 409 for one registered directly."""
+    return await fleet.revoke(vehicleId)

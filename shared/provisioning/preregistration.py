@@ -1,0 +1,80 @@
+"""Pre-registration: what registering a car for DPS writes and answers (no HTTP here; FleetService.register calls it).
+
+A pre-registered car has no IoT Hub identity yet: DPS creates it at first boot, on the hub the allocation function
+picks. The vehicle document gets `provisioning` (status preregistered); the answer carries what the car's
+provisioning client needs, the registration id, DPS's global endpoint and ID scope, and no secret, except a
+development key for a symmetric-key car when PROVISIONING_DEVELOPMENT_KEYS is true (enrollment.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import InvalidRequestError
+from shared.provisioning.enrollment import EnrollmentKeys
+from shared.provisioning.model import Stamp, parse_stamps, region_allowed
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningConfig:
+    global_endpoint: str
+    id_scope: str | None
+    development_keys: bool
+    stamps: tuple[Stamp, ...]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ProvisioningConfig:
+        from shared.settings import setting
+
+        return cls(
+            global_endpoint=setting("DPS_GLOBAL_ENDPOINT", environ) or "global.azure-devices-provisioning.net",
+            id_scope=setting("DPS_ID_SCOPE", environ),
+            development_keys=(setting("PROVISIONING_DEVELOPMENT_KEYS", environ) or "").strip().lower() == "true",
+            stamps=parse_stamps(setting("IOTHUB_STAMPS", environ), setting("IOTHUB_HOSTNAME", environ)),
+        )
+
+
+def check_region(config: ProvisioningConfig, region: str) -> None:
+    """A car may only be pre-registered in a region some IoT hub serves (when hubs are configured at all)."""
+    if config.stamps and not region_allowed(config.stamps, region):
+        served = ", ".join(sorted({s.region for s in config.stamps}))
+        raise InvalidRequestError(f"no IoT hub serves region {region} (served: {served})")
+
+
+def new_provisioning(attestation: str, region: str, now: str) -> dict[str, Any]:
+    return {
+        "attestation": attestation,
+        "region": region,
+        "status": "preregistered",
+        "hub": None,
+        "preregisteredAt": now,
+    }
+
+
+async def answer(
+    config: ProvisioningConfig,
+    keys: EnrollmentKeys | None,
+    vehicle_id: str,
+    brand_id: str,
+    fleet_id: str,
+    provisioning: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The registration's answer: what the car needs to provision itself (a development key only if allowed)."""
+    out: dict[str, Any] = {
+        "vehicleId": vehicle_id,
+        "brandId": brand_id,
+        "fleetId": fleet_id,
+        "registrationId": vehicle_id,
+        "provisioning": {
+            "attestation": provisioning["attestation"],
+            "region": provisioning["region"],
+            "status": provisioning["status"],
+        },
+        "dps": {"globalEndpoint": config.global_endpoint, "idScope": config.id_scope},
+    }
+    if provisioning["attestation"] == "symmetricKey" and config.development_keys and keys is not None:
+        out["deviceKey"] = await keys.device_key(vehicle_id)
+        out["development"] = True
+    return out

@@ -1,0 +1,168 @@
+"""Pre-registration and revocation through the fleet API (httpx's ASGI transport, in-memory stores)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+from typing import Any
+
+import orjson
+import pytest
+
+from shared.api import runtime
+from shared.containers import VEHICLES
+from shared.provisioning.allocation import Allocation, Allocator, Refusal, parse_request
+from shared.provisioning.enrollment import SYMMETRIC_KEY_GROUP_ID, MemoryEnrollmentKeys
+from shared.provisioning.model import Stamp
+from shared.provisioning.preregistration import ProvisioningConfig
+from tests.fleet_support import BRAND, FLEET, Fleet
+
+EU1, US1 = "hub-eu-1.azure-devices.net", "hub-us-1.azure-devices.net"
+GROUP_KEY = base64.b64encode(b"k" * 64).decode()
+REGISTER = f"/api/brands/{BRAND}/fleets/{FLEET}/vehicles"
+
+
+def config(development_keys: bool = False) -> ProvisioningConfig:
+    return ProvisioningConfig(
+        "global.azure-devices-provisioning.net", "0ne00ABCDEF", development_keys, (Stamp(EU1, "eu"), Stamp(US1, "us"))
+    )
+
+
+async def fleet_with(development_keys: bool = False) -> Fleet:
+    fleet = Fleet()
+    await fleet.add_fleet()
+    keys = MemoryEnrollmentKeys({SYMMETRIC_KEY_GROUP_ID: GROUP_KEY})
+    service = dataclasses.replace(
+        fleet.service, provisioning_config=lambda: config(development_keys), enrollment_keys=lambda: keys
+    )
+    fleet.overrides[runtime.fleet_service] = lambda: service
+    return fleet
+
+
+async def document(fleet: Fleet, vehicle_id: str) -> dict[str, Any]:
+    stored = await fleet.store.read(VEHICLES, vehicle_id, vehicle_id)
+    assert stored is not None
+    return stored.document
+
+
+async def test_x509_preregistration_creates_no_identity_and_answers_no_secret() -> None:
+    fleet = await fleet_with(development_keys=True)
+    body = {"vehicleId": "car-001", "label": "B-XY 1", "provisioning": {"attestation": "x509", "region": "eu"}}
+    answer = await fleet.call("POST", REGISTER, body=body)
+    assert answer.status == 201, answer.json
+    assert answer.json == {
+        "vehicleId": "car-001",
+        "brandId": BRAND,
+        "fleetId": FLEET,
+        "registrationId": "car-001",
+        "provisioning": {"attestation": "x509", "region": "eu", "status": "preregistered"},
+        "dps": {"globalEndpoint": "global.azure-devices-provisioning.net", "idScope": "0ne00ABCDEF"},
+        "deviceKey": None,
+        "development": None,
+    }
+    assert fleet.gateway.devices == {}  # DPS creates the identity at first boot
+    doc = await document(fleet, "car-001")
+    assert doc["provisioning"] == {
+        "attestation": "x509",
+        "region": "eu",
+        "status": "preregistered",
+        "hub": None,
+        "preregisteredAt": doc["registeredAt"],
+    }
+    assert (doc["brandId"], doc["fleetId"], doc["label"]) == (BRAND, FLEET, "B-XY 1")
+    again = await fleet.call("POST", REGISTER, body=body)
+    assert again.status == 409
+
+
+async def test_symmetric_key_development_key_is_derived_and_marked() -> None:
+    fleet = await fleet_with(development_keys=True)
+    body = {"vehicleId": "car-002", "provisioning": {"attestation": "symmetricKey", "region": "eu"}}
+    answer = await fleet.call("POST", REGISTER, body=body)
+    assert answer.status == 201
+    expected = base64.b64encode(hmac.new(base64.b64decode(GROUP_KEY), b"car-002", hashlib.sha256).digest()).decode()
+    assert answer.json["deviceKey"] == expected
+    assert answer.json["development"] is True
+    assert expected not in orjson.dumps(await document(fleet, "car-002")).decode()  # never stored
+
+
+async def test_without_development_keys_a_symmetric_key_car_gets_no_key() -> None:
+    fleet = await fleet_with(development_keys=False)
+    body = {"vehicleId": "car-003", "provisioning": {"attestation": "symmetricKey", "region": "eu"}}
+    answer = await fleet.call("POST", REGISTER, body=body)
+    assert answer.status == 201
+    assert answer.json["deviceKey"] is None
+    assert answer.json["development"] is None
+
+
+@pytest.mark.parametrize(
+    ("provisioning", "status"),
+    [
+        ({"attestation": "tpm", "region": "eu"}, 422),
+        ({"attestation": "x509"}, 422),
+        ({"attestation": "x509", "region": "EU!"}, 422),
+        ({"attestation": "x509", "region": "eu", "hub": "x"}, 422),
+        ({"attestation": "x509", "region": "apac"}, 400),  # no hub serves it
+    ],
+)
+async def test_bad_provisioning_choices_are_refused(provisioning: dict[str, Any], status: int) -> None:
+    fleet = await fleet_with()
+    answer = await fleet.call("POST", REGISTER, body={"vehicleId": "car-009", "provisioning": provisioning})
+    assert answer.status == status
+    assert await fleet.store.read(VEHICLES, "car-009", "car-009") is None
+
+
+async def test_direct_mode_is_unchanged() -> None:
+    fleet = await fleet_with()
+    answer = await fleet.call("POST", REGISTER, body={"vehicleId": "car-010"})
+    assert answer.status == 201
+    assert set(answer.json) == {"vehicleId", "deviceId", "hostName", "primaryKey", "connectionString"}
+    assert "car-010" in fleet.gateway.devices
+    assert "provisioning" not in await document(fleet, "car-010")
+
+
+async def test_revocation_refuses_provisioning_and_disables_the_device() -> None:
+    fleet = await fleet_with()
+    body = {"vehicleId": "car-020", "provisioning": {"attestation": "symmetricKey", "region": "eu"}}
+    assert (await fleet.call("POST", REGISTER, body=body)).status == 201
+    allocator = Allocator(fleet.store, config().stamps)
+    request = parse_request(
+        orjson.dumps({"deviceRuntimeContext": {"registrationId": "car-020", "symmetricKey": {}}, "linkedHubs": [EU1]})
+    )
+    assert not isinstance(request, Refusal)
+    assert isinstance(await allocator.allocate(request), Allocation)
+    await fleet.gateway.create_device("car-020")  # what DPS did on the hub
+
+    answer = await fleet.call("POST", "/api/vehicles/car-020/revoke")
+    assert answer.status == 200, answer.json
+    assert answer.json == {
+        "vehicleId": "car-020",
+        "status": "revoked",
+        "revokedAt": fleet.now.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "hub": EU1,
+        "deviceDisabled": True,
+    }
+    assert "car-020" in fleet.gateway.disabled
+    refusal = await allocator.allocate(request)
+    assert isinstance(refusal, Refusal)
+    assert refusal.reason == "revoked"
+    audited = [r for r in fleet.audit.records if r["route"] == "revoke_vehicle"]
+    assert [(r["outcome"], r["status"]) for r in audited] == [("succeeded", 200)]
+
+    again = await fleet.call("POST", "/api/vehicles/car-020/revoke")  # idempotent: the first time stays
+    assert again.status == 200
+    assert again.json == answer.json
+    assert (await document(fleet, "car-020"))["provisioning"]["status"] == "revoked"
+
+
+async def test_revoking_a_car_that_never_provisioned_or_a_direct_one() -> None:
+    fleet = await fleet_with()
+    body = {"vehicleId": "car-021", "provisioning": {"attestation": "x509", "region": "eu"}}
+    assert (await fleet.call("POST", REGISTER, body=body)).status == 201
+    answer = await fleet.call("POST", "/api/vehicles/car-021/revoke")
+    assert answer.status == 200
+    assert (answer.json["hub"], answer.json["deviceDisabled"]) == (None, False)
+    assert (await fleet.call("POST", REGISTER, body={"vehicleId": "car-022"})).status == 201
+    assert (await fleet.call("POST", "/api/vehicles/car-022/revoke")).status == 409
+    assert (await fleet.call("POST", "/api/vehicles/car-404/revoke")).status == 404
