@@ -1,6 +1,6 @@
 targetScope = 'subscription'
 
-metadata description = 'The automotive cloud: cars send telemetry to IoT Hub, routes carry it to Event Hubs, Python functions on Flex Consumption store it in Cosmos DB. Every service-to-service call uses a managed identity and RBAC; no resource keeps a usable key.'
+metadata description = 'The automotive cloud: cars provision themselves through DPS onto one of several IoT Hubs and send telemetry there, routes carry it to Event Hubs, Python functions on Flex Consumption store it in Cosmos DB. Every service-to-service call uses a managed identity and RBAC; no resource keeps a usable key.'
 
 @description('Required. Name of the azd environment; seeds the resource token and names the resource group.')
 @minLength(1)
@@ -30,7 +30,23 @@ param principalType string = 'User'
 @description('Optional. Grant the function app\'s identity the Microsoft Graph application permissions Calendars.Read and OnlineMeetings.ReadWrite.All. The deployer must be allowed to grant app roles (Privileged Role Administrator or Global Administrator); otherwise an admin grants them later. Defaults to false.')
 param grantGraphPermissions bool = false
 
-@description('Optional. IoT Hub tier. Defaults to S1.')
+@description('Optional. The IoT Hubs ("stamps") cars may be assigned to, by region: one hub holds at most 1,000,000 devices, and data residency keeps a market\'s cars on hubs in its region. Each entry is { nameSuffix: string, location: string, region: string }: nameSuffix is appended to the hub\'s name (iot-<token>-<suffix>; the first stamp keeps \'\' and is today\'s hub), location is its Azure region (\'\' = location), region is the label the allocation function matches a car\'s market against. Every stamp is an IoT Hub with the routes of shared/iothub_routes.json into the one Event Hubs namespace (docs/stamps.md says why), linked to the Device Provisioning Service; the first is also the default hub (IOTHUB_HOSTNAME) of cars registered without DPS. An array of plain objects, not a user-defined type: neither Bicep parser the checks use (pycep) reads those yet. Defaults to one stamp, today\'s hub: [{ nameSuffix: \'\', location: \'\', region: \'default\' }].')
+@minLength(1)
+@maxLength(10)
+param iotHubStamps array = [
+  {
+    nameSuffix: ''
+    location: ''
+    region: 'default'
+  }
+]
+
+@description('Optional. Units of the Device Provisioning Service (S1; each 1,000 registrations per minute). Defaults to 1.')
+@minValue(1)
+@maxValue(10)
+param dpsCapacity int = 1
+
+@description('Optional. IoT Hub tier of every stamp. Defaults to S1.')
 @allowed([
   'S1'
   'S2'
@@ -38,7 +54,7 @@ param grantGraphPermissions bool = false
 ])
 param iotHubSkuName string = 'S1'
 
-@description('Optional. IoT Hub units (S1: 400,000 messages/day each). Defaults to 1.')
+@description('Optional. IoT Hub units of every stamp (S1: 400,000 messages/day each). Defaults to 1.')
 @minValue(1)
 @maxValue(200)
 param iotHubCapacity int = 1
@@ -127,6 +143,9 @@ var tags = {
 
 var routedEventHubs = [for route in iotHubRouting.routes: route.eventHub]
 var eventHubNames = union(routedEventHubs, [])
+// The stamps' names and regions: the first keeps today's names, so adding DPS to a deployment changes no hub.
+var stampSuffixes = [for stamp in iotHubStamps: empty(stamp.nameSuffix) ? '' : '-${stamp.nameSuffix}']
+var stampLocations = [for stamp in iotHubStamps: empty(stamp.location) ? location : stamp.location]
 var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
 
@@ -202,19 +221,63 @@ module eventHubs 'core/messaging/event-hubs.bicep' = {
   }
 }
 
-module iotHub 'core/iot/iot-hub.bicep' = {
-  name: 'iot-hub'
+// Every stamp: the same hub module, the same routes, the same Event Hubs namespace (ingestion is unchanged, and a
+// car that moves hubs keeps writing to the same partitions: docs/stamps.md).
+module iotHubs 'core/iot/iot-hub.bicep' = [for (stamp, i) in iotHubStamps: {
+  name: 'iot-hub${stampSuffixes[i]}'
   scope: rg
   params: {
-    name: '${abbrs.devicesIotHubs}${resourceToken}'
-    identityName: '${abbrs.managedIdentityUserAssignedIdentities}iot-${resourceToken}'
-    location: location
+    name: '${abbrs.devicesIotHubs}${resourceToken}${stampSuffixes[i]}'
+    identityName: '${abbrs.managedIdentityUserAssignedIdentities}iot-${resourceToken}${stampSuffixes[i]}'
+    location: stampLocations[i]
     tags: tags
     skuName: iotHubSkuName
     capacity: iotHubCapacity
     eventHubNamespaceName: eventHubs.outputs.name
     routing: iotHubRouting
   }
+}]
+
+// DPS's own identity, created first: its role on every hub must exist before DPS links them.
+module dpsIdentity 'core/security/user-assigned-identity.bicep' = {
+  name: 'dps-identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}dps-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module iotHubRbac 'app/iot-hub-rbac.bicep' = [for (stamp, i) in iotHubStamps: {
+  name: 'iot-hub-rbac${stampSuffixes[i]}'
+  scope: rg
+  params: {
+    iotHubName: iotHubs[i].outputs.name
+    functionPrincipalId: functionIdentity.outputs.principalId
+    dpsPrincipalId: dpsIdentity.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+}]
+
+module provisioningService 'core/iot/provisioning-service.bicep' = {
+  name: 'provisioning-service'
+  scope: rg
+  params: {
+    name: '${abbrs.devicesProvisioningServices}${resourceToken}'
+    location: location
+    tags: tags
+    identityId: dpsIdentity.outputs.resourceId
+    linkedHubs: [for (stamp, i) in iotHubStamps: {
+      hostName: iotHubs[i].outputs.hostName
+      location: stampLocations[i]
+    }]
+    capacity: dpsCapacity
+  }
+  dependsOn: [
+    iotHubRbac
+  ]
 }
 
 module cosmos 'core/database/cosmos-account.bicep' = {
@@ -261,7 +324,13 @@ module functionApp 'app/function-app.bicep' = {
     cosmosEndpoint: cosmos.outputs.endpoint
     cosmosDatabaseName: cosmos.outputs.databaseName
     eventHubsFullyQualifiedNamespace: eventHubs.outputs.fullyQualifiedNamespace
-    iotHubHostName: iotHub.outputs.hostName
+    iotHubHostName: iotHubs[0].outputs.hostName
+    iotHubStamps: [for (stamp, i) in iotHubStamps: {
+      hostName: iotHubs[i].outputs.hostName
+      region: stamp.region
+    }]
+    dpsIdScope: provisioningService.outputs.idScope
+    dpsHostName: provisioningService.outputs.serviceOperationsHostName
     graphNotificationUrl: graphNotificationUrl
     apiClientId: apiRegistration.outputs.appId
     apiScope: 'api://${apiRegistration.outputs.appId}/${authDefinition.scopes[0].value}'
@@ -292,7 +361,7 @@ module rbac 'app/rbac.bicep' = {
     userPrincipalType: principalType
     storageAccountName: storage.outputs.name
     eventHubNamespaceName: eventHubs.outputs.name
-    iotHubName: iotHub.outputs.name
+    provisioningServiceName: provisioningService.outputs.name
     cosmosAccountName: cosmos.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
   }
@@ -357,11 +426,31 @@ output COSMOS_ENDPOINT string = cosmos.outputs.endpoint
 @description('Cosmos DB database name.')
 output COSMOS_DATABASE string = cosmos.outputs.databaseName
 
-@description('IoT Hub host name cars and services connect to.')
-output IOTHUB_HOSTNAME string = iotHub.outputs.hostName
+@description('Host name of the default IoT Hub (the first stamp): cars registered without DPS connect to it.')
+output IOTHUB_HOSTNAME string = iotHubs[0].outputs.hostName
 
-@description('IoT Hub name (for az iot hub device-identity ...).')
-output IOTHUB_NAME string = iotHub.outputs.name
+@description('Name of the default IoT Hub (for az iot hub device-identity ...).')
+output IOTHUB_NAME string = iotHubs[0].outputs.name
+
+@description('Every IoT Hub stamp: [{ name, hostName, location, region }], the first the default hub.')
+output IOTHUB_STAMPS array = [for (stamp, i) in iotHubStamps: {
+  name: iotHubs[i].outputs.name
+  hostName: iotHubs[i].outputs.hostName
+  location: stampLocations[i]
+  region: stamp.region
+}]
+
+@description('Name of the Device Provisioning Service (az iot dps ... --dps-name).')
+output DPS_NAME string = provisioningService.outputs.name
+
+@description('ID scope cars provision with.')
+output DPS_ID_SCOPE string = provisioningService.outputs.idScope
+
+@description('Service endpoint of the Device Provisioning Service (enrollments).')
+output DPS_HOSTNAME string = provisioningService.outputs.serviceOperationsHostName
+
+@description('Device endpoint cars provision through (global.azure-devices-provisioning.net).')
+output DPS_GLOBAL_ENDPOINT string = provisioningService.outputs.deviceProvisioningHostName
 
 @description('Event Hubs namespace name.')
 output EVENTHUB_NAMESPACE string = eventHubs.outputs.name

@@ -45,6 +45,16 @@ param eventHubsFullyQualifiedNamespace string
 @description('Required. IoT Hub host name, e.g. <hub>.azure-devices.net (replies and twin patches to cars).')
 param iotHubHostName string
 
+@description('Required. The IoT Hub stamps cars may be assigned to, each { hostName: \'<hub>.azure-devices.net\', region: \'<region label>\' } (IOTHUB_STAMPS, read by the allocation function and the multi-hub gateway).')
+@minLength(1)
+param iotHubStamps array
+
+@description('Required. ID scope of the Device Provisioning Service.')
+param dpsIdScope string
+
+@description('Required. Service endpoint of the Device Provisioning Service, e.g. <dps>.azure-devices-provisioning.net.')
+param dpsHostName string
+
 @description('Optional. Public https URL of the graph_notifications function for Microsoft Graph change notifications; empty turns webhooks off (the calendar timer still syncs). Defaults to \'\'.')
 param graphNotificationUrl string = ''
 
@@ -84,11 +94,11 @@ var sharedSettings = {
   REQUESTS_EVENTHUB: 'requests'
   UNROUTED_EVENTHUB: 'unrouted'
   IOTHUB_HOSTNAME: iotHubHostName
-  // Device provisioning (issue 15): the DPS module's outputs once infra creates it; empty = the one hub above.
-  IOTHUB_STAMPS: ''
-  DPS_ID_SCOPE: ''
+  // Device provisioning (issue 15): the stamps and the DPS module's outputs (docs/stamps.md).
+  IOTHUB_STAMPS: string(iotHubStamps)
+  DPS_ID_SCOPE: dpsIdScope
   DPS_GLOBAL_ENDPOINT: 'global.azure-devices-provisioning.net'
-  DPS_HOSTNAME: ''
+  DPS_HOSTNAME: dpsHostName
   PROVISIONING_DEVELOPMENT_KEYS: 'false'
   LOW_BATTERY_PERCENT: '15'
   LOW_FUEL_PERCENT: '10'

@@ -20,8 +20,8 @@ param storageAccountName string
 @description('Required. Name of the Event Hubs namespace.')
 param eventHubNamespaceName string
 
-@description('Required. Name of the IoT Hub.')
-param iotHubName string
+@description('Required. Name of the Device Provisioning Service (the IoT Hub stamps get their roles in app/iot-hub-rbac.bicep, one module per hub).')
+param provisioningServiceName string
 
 @description('Required. Name of the Cosmos DB account.')
 param cosmosAccountName string
@@ -38,8 +38,12 @@ var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var eventHubsDataReceiverRoleId = 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'
 // Developers only: publish test events to the hubs.
 var eventHubsDataSenderRoleId = '2b629674-e913-4c01-ae53-ef4638d8f975'
-// Cloud-to-device messages, device twins, direct methods; developers also register devices with it.
-var iotHubDataContributorRoleId = '4fc6c259-987e-4a07-842e-c321cc9d413f'
+// The function app reads enrollment groups (a development fleet's group key, from which a symmetric-key car's
+// device key is derived) and nothing else: reads only, no enrollment writes.
+// https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/internet-of-things#device-provisioning-service-data-reader
+var dpsDataReaderRoleId = '10745317-c249-44a1-a5ce-3a4353c0bbd8'
+// Developers only: create and update enrollment groups (infra/hooks/postprovision.sh runs as you).
+var dpsDataContributorRoleId = 'dfce44e4-17b7-4bd1-a6d1-04996ec95633'
 // Entra ID-authenticated telemetry to Application Insights (local auth is off).
 var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
 // Cosmos DB data plane (a Cosmos DB role, not an Azure RBAC one): Cosmos DB Built-in Data Contributor.
@@ -55,8 +59,8 @@ resource eventHubNamespace 'Microsoft.EventHub/namespaces@2024-01-01' existing =
   name: eventHubNamespaceName
 }
 
-resource iotHub 'Microsoft.Devices/IotHubs@2023-06-30' existing = {
-  name: iotHubName
+resource provisioningService 'Microsoft.Devices/provisioningServices@2026-08-31' existing = {
+  name: provisioningServiceName
 }
 
 resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' existing = {
@@ -99,11 +103,11 @@ resource functionEventHubsReceiver 'Microsoft.Authorization/roleAssignments@2022
   }
 }
 
-resource functionIotHub 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(iotHub.id, functionPrincipalId, iotHubDataContributorRoleId)
-  scope: iotHub
+resource functionDps 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(provisioningService.id, functionPrincipalId, dpsDataReaderRoleId)
+  scope: provisioningService
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', iotHubDataContributorRoleId)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', dpsDataReaderRoleId)
     principalId: functionPrincipalId
     principalType: 'ServicePrincipal'
   }
@@ -171,11 +175,11 @@ resource userEventHubsSender 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-resource userIotHub 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantUser) {
-  name: guid(iotHub.id, userPrincipalId, iotHubDataContributorRoleId)
-  scope: iotHub
+resource userDps 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantUser) {
+  name: guid(provisioningService.id, userPrincipalId, dpsDataContributorRoleId)
+  scope: provisioningService
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', iotHubDataContributorRoleId)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', dpsDataContributorRoleId)
     principalId: userPrincipalId
     principalType: userPrincipalType
   }

@@ -1,5 +1,5 @@
-# azd postprovision hook (Windows twin of postprovision.sh): writes local.settings.json from the azd environment
-# and prints the steps Bicep cannot do: app role assignments, tokens, customer-tenant onboarding, Microsoft Graph and
+# azd postprovision hook (Windows twin of postprovision.sh): writes local.settings.json from the azd environment,
+# creates the Device Provisioning Service's enrollment groups (DPS data plane: ARM cannot) and prints the steps Bicep cannot do: app role assignments, tokens, customer-tenant onboarding, Microsoft Graph and
 # Teams. The API takes Entra ID bearer tokens only: there is no function key to hand out, and this hook prints none.
 $ErrorActionPreference = 'Stop'
 Set-Location (Join-Path $PSScriptRoot '..' '..')
@@ -13,6 +13,73 @@ if (Test-Path local.settings.json) {
 $document = [ordered]@{ IsEncrypted = $false; Values = ($localSettings | ConvertFrom-Json) }
 $document | ConvertTo-Json -Depth 5 | Set-Content -Path local.settings.json -Encoding utf8
 Write-Host 'Wrote local.settings.json (no secrets: the host and the SDKs use your az login / azd auth login identity).'
+
+# ---- Device Provisioning Service: enrollment groups (data plane: ARM cannot create them); see postprovision.sh ----
+function Get-Optional([string] $name, [string] $default) {
+    $value = (azd env get-value $name 2>$null | Out-String).Trim()
+    if ($LASTEXITCODE -ne 0 -or -not $value) { return $default }
+    return $value
+}
+$dpsName = (azd env get-value DPS_NAME).Trim()
+$resourceGroup = (azd env get-value AZURE_RESOURCE_GROUP).Trim()
+$idScope = (azd env get-value DPS_ID_SCOPE).Trim()
+$allocateUrl = "$((azd env get-value AZURE_FUNCTION_URL).Trim())/api/provisioning/allocate"
+$devGroup = Get-Optional 'DPS_DEVELOPMENT_GROUP' 'development-fleet'
+$brandCa = Get-Optional 'DPS_BRAND_CA_CERTIFICATE' ''
+$caName = Get-Optional 'DPS_BRAND_CA_NAME' 'brand-intermediate-ca'
+$x509Group = Get-Optional 'DPS_X509_GROUP' 'brand-x509'
+$dpsArgs = @('--dps-name', $dpsName, '--resource-group', $resourceGroup)
+$allocation = @('--allocation-policy', 'custom', '--webhook-url', $allocateUrl, '--api-version', '2021-10-01', '--reprovision-policy', 'reprovisionandmigratedata')
+
+Write-Host ''
+Write-Host "== Device Provisioning Service $dpsName (ID scope $idScope; cars use global.azure-devices-provisioning.net)"
+Write-Host "Custom allocation webhook of every enrollment group: $allocateUrl"
+
+function Set-EnrollmentGroup([string] $group, [string[]] $attestation) {
+    az iot dps enrollment-group show @dpsArgs --enrollment-id $group --auth-type login *> $null
+    if ($LASTEXITCODE -eq 0) {
+        az iot dps enrollment-group update @dpsArgs --enrollment-id $group --auth-type login @allocation --output none
+        Write-Host "Updated enrollment group $group."
+    } else {
+        az iot dps enrollment-group create @dpsArgs --enrollment-id $group --auth-type login @attestation @allocation --output none
+        Write-Host "Created enrollment group $group."
+    }
+}
+
+if (-not (Get-Command az -ErrorAction SilentlyContinue)) {
+    Write-Host "The Azure CLI is not on PATH: create the enrollment groups as docs/stamps.md shows (az extension add --name azure-iot)."
+} else {
+    az extension show --name azure-iot *> $null
+    if ($LASTEXITCODE -ne 0) { az extension add --name azure-iot --only-show-errors }
+    if ($devGroup -ne 'none') {
+        Set-EnrollmentGroup $devGroup @('--attestation-type', 'symmetrickey')
+    }
+    if (-not $brandCa) {
+        Write-Host 'No brand CA yet: for X.509 cars, put the PUBLIC certificate of the brand''s intermediate CA in a file and run'
+        Write-Host '  azd env set DPS_BRAND_CA_CERTIFICATE C:\path\brand-intermediate-ca.pem; azd hooks run postprovision'
+    } else {
+        az iot dps certificate show @dpsArgs --certificate-name $caName *> $null
+        if ($LASTEXITCODE -ne 0) {
+            az iot dps certificate create @dpsArgs --certificate-name $caName --path $brandCa --output none
+            Write-Host "Uploaded $brandCa to DPS as $caName (not verified yet)."
+        }
+        $verified = (az iot dps certificate show @dpsArgs --certificate-name $caName --query properties.isVerified -o tsv).Trim()
+        if ($verified -eq 'true') {
+            Set-EnrollmentGroup $x509Group @('--ca-name', $caName)
+        } else {
+            $etag = (az iot dps certificate show @dpsArgs --certificate-name $caName --query etag -o tsv).Trim()
+            $code = (az iot dps certificate generate-verification-code @dpsArgs --certificate-name $caName --etag $etag --query properties.verificationCode -o tsv).Trim()
+            Write-Host @"
+The brand CA $caName awaits proof of possession. Where its private key lives, sign a certificate for the code:
+  openssl req -new -newkey rsa:2048 -nodes -keyout verification.key -subj "/CN=$code" -out verification.csr
+  openssl x509 -req -in verification.csr -CA brand-intermediate-ca.pem -CAkey brand-intermediate-ca.key -CAcreateserial -days 1 -sha256 -out verification.pem
+then, here:
+  az iot dps certificate verify --dps-name $dpsName --resource-group $resourceGroup --certificate-name $caName --path verification.pem --etag (az iot dps certificate show --dps-name $dpsName --resource-group $resourceGroup --certificate-name $caName --query etag -o tsv)
+  azd hooks run postprovision     # creates the X.509 enrollment group $x509Group now that the CA is verified
+"@
+        }
+    }
+}
 
 $clientId = (azd env get-value AZURE_FUNCTION_IDENTITY_CLIENT_ID).Trim()
 $principalId = (azd env get-value AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID).Trim()

@@ -1,7 +1,8 @@
 #!/bin/sh
 # azd postprovision hook: run after `azd provision` / `azd up` with the azd environment's values in the
 # environment. 1) writes local.settings.json so `func start` runs locally against the Azure resources with your
-# own sign-in (identity-based settings, no keys); 2) prints the steps Bicep cannot do: assigning the API's app
+# own sign-in (identity-based settings, no keys); 2) creates the Device Provisioning Service's enrollment groups,
+# which are DPS data-plane objects ARM cannot create (docs/stamps.md); 3) prints the steps Bicep cannot do: assigning the API's app
 # roles, getting a token, onboarding a customer tenant (admin consent), Microsoft Graph permissions (when not
 # granted by the deployment) and the Teams application access policy. The API takes Entra ID bearer tokens only:
 # there is no function key to hand out, and this hook prints none.
@@ -17,6 +18,98 @@ if [ -f local.settings.json ]; then
 fi
 printf '{\n  "IsEncrypted": false,\n  "Values": %s\n}\n' "$local_settings" > local.settings.json
 echo "Wrote local.settings.json (no secrets: the host and the SDKs use your az login / azd auth login identity)."
+
+# ---- Device Provisioning Service: enrollment groups (data plane: ARM cannot create them) ----
+# Both groups use the custom allocation policy: DPS asks the function app's /api/provisioning/allocate which hub a
+# car goes to (ARM cannot set a webhook either). Runs as you (az login) with Entra ID (--auth-type login): the
+# deployment gave you Device Provisioning Service Data Contributor; DPS has no shared access key to use.
+# Optional azd values: DPS_DEVELOPMENT_GROUP (symmetric-key group for development and test fleets, default
+# development-fleet, "none" skips it), DPS_BRAND_CA_CERTIFICATE (PEM file of the brand's intermediate CA, public
+# part only), DPS_BRAND_CA_NAME (default brand-intermediate-ca), DPS_X509_GROUP (default brand-x509).
+optional() { azd env get-value "$1" 2>/dev/null || true; }
+dps_name=$(azd env get-value DPS_NAME)
+resource_group=$(azd env get-value AZURE_RESOURCE_GROUP)
+id_scope=$(azd env get-value DPS_ID_SCOPE)
+allocate_url="$(azd env get-value AZURE_FUNCTION_URL)/api/provisioning/allocate"
+dev_group=$(optional DPS_DEVELOPMENT_GROUP)
+dev_group=${dev_group:-development-fleet}
+brand_ca=$(optional DPS_BRAND_CA_CERTIFICATE)
+ca_name=$(optional DPS_BRAND_CA_NAME)
+ca_name=${ca_name:-brand-intermediate-ca}
+x509_group=$(optional DPS_X509_GROUP)
+x509_group=${x509_group:-brand-x509}
+# The request/response shapes of the custom allocation webhook the allocation function implements.
+webhook_api_version=2021-10-01
+dps_args="--dps-name $dps_name --resource-group $resource_group"
+allocation="--allocation-policy custom --webhook-url $allocate_url --api-version $webhook_api_version --reprovision-policy reprovisionandmigratedata"
+
+echo
+echo "== Device Provisioning Service ${dps_name} (ID scope ${id_scope}; cars use global.azure-devices-provisioning.net)"
+echo "Custom allocation webhook of every enrollment group: ${allocate_url}"
+
+# Create the enrollment group, or update its allocation when it exists (a second run changes nothing else).
+upsert_group() {
+  group=$1
+  shift
+  # shellcheck disable=SC2086
+  if az iot dps enrollment-group show $dps_args --enrollment-id "$group" --auth-type login >/dev/null 2>&1; then
+    az iot dps enrollment-group update $dps_args --enrollment-id "$group" --auth-type login $allocation --output none
+    echo "Updated enrollment group ${group}."
+  else
+    az iot dps enrollment-group create $dps_args --enrollment-id "$group" --auth-type login "$@" $allocation --output none
+    echo "Created enrollment group ${group}."
+  fi
+}
+
+if ! command -v az >/dev/null 2>&1; then
+  cat <<MSG
+The Azure CLI is not on PATH: create the enrollment groups yourself (az extension add --name azure-iot):
+  az iot dps enrollment-group create ${dps_args} --auth-type login --enrollment-id ${dev_group} --attestation-type symmetrickey ${allocation}
+  az iot dps enrollment-group create ${dps_args} --auth-type login --enrollment-id ${x509_group} --ca-name ${ca_name} ${allocation}
+(the second after uploading and verifying the brand's intermediate CA as below; see docs/stamps.md).
+MSG
+else
+  az extension show --name azure-iot >/dev/null 2>&1 || az extension add --name azure-iot --only-show-errors
+  if [ "$dev_group" != "none" ]; then
+    # Symmetric-key group attestation: each car's key is HMAC-SHA256(group key, registration id), derived by the
+    # API in development mode (PROVISIONING_DEVELOPMENT_KEYS) or by the test rig; the group key stays in DPS.
+    upsert_group "$dev_group" --attestation-type symmetrickey
+  fi
+  if [ -z "$brand_ca" ]; then
+    cat <<MSG
+No brand CA yet: for X.509 cars, put the PUBLIC certificate of the brand's intermediate CA in a file and run
+  azd env set DPS_BRAND_CA_CERTIFICATE /path/to/brand-intermediate-ca.pem && azd hooks run postprovision
+MSG
+  else
+    # shellcheck disable=SC2086
+    if ! az iot dps certificate show $dps_args --certificate-name "$ca_name" >/dev/null 2>&1; then
+      az iot dps certificate create $dps_args --certificate-name "$ca_name" --path "$brand_ca" --output none
+      echo "Uploaded ${brand_ca} to DPS as ${ca_name} (not verified yet)."
+    fi
+    # shellcheck disable=SC2086
+    verified=$(az iot dps certificate show $dps_args --certificate-name "$ca_name" --query properties.isVerified -o tsv)
+    if [ "$verified" = "true" ]; then
+      upsert_group "$x509_group" --ca-name "$ca_name"
+    else
+      # Proof of possession: DPS hands out a code; whoever holds the CA's private key (the brand's PKI, never
+      # this machine) signs a certificate whose subject CN is that code, and DPS checks it against the CA.
+      # shellcheck disable=SC2086
+      etag=$(az iot dps certificate show $dps_args --certificate-name "$ca_name" --query etag -o tsv)
+      # shellcheck disable=SC2086
+      code=$(az iot dps certificate generate-verification-code $dps_args --certificate-name "$ca_name" --etag "$etag" --query properties.verificationCode -o tsv)
+      cat <<MSG
+The brand CA ${ca_name} awaits proof of possession. Where its private key lives, sign a certificate for the code:
+  openssl req -new -newkey rsa:2048 -nodes -keyout verification.key -subj "/CN=${code}" -out verification.csr
+  openssl x509 -req -in verification.csr -CA brand-intermediate-ca.pem -CAkey brand-intermediate-ca.key \\
+    -CAcreateserial -days 1 -sha256 -out verification.pem
+then, here:
+  az iot dps certificate verify ${dps_args} --certificate-name ${ca_name} --path verification.pem \\
+    --etag \$(az iot dps certificate show ${dps_args} --certificate-name ${ca_name} --query etag -o tsv)
+  azd hooks run postprovision     # creates the X.509 enrollment group ${x509_group} now that the CA is verified
+MSG
+    fi
+  fi
+fi
 
 client_id=$(azd env get-value AZURE_FUNCTION_IDENTITY_CLIENT_ID)
 principal_id=$(azd env get-value AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID)

@@ -27,6 +27,8 @@ ROLE = {
     "a638d3c7-ab3a-418d-83e6-5f17a39d4fde": "Azure Event Hubs Data Receiver",
     "2b629674-e913-4c01-ae53-ef4638d8f975": "Azure Event Hubs Data Sender",
     "4fc6c259-987e-4a07-842e-c321cc9d413f": "IoT Hub Data Contributor",
+    "10745317-c249-44a1-a5ce-3a4353c0bbd8": "Device Provisioning Service Data Reader",
+    "dfce44e4-17b7-4bd1-a6d1-04996ec95633": "Device Provisioning Service Data Contributor",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "00000000-0000-0000-0000-000000000002": "Cosmos DB Built-in Data Contributor",
 }
@@ -37,7 +39,8 @@ FORBIDDEN_ROLES = {
     "f58310d9-a9f6-439a-9e8d-f62e7b41a168": "Role Based Access Control Administrator",
     "00000000-0000-0000-0000-000000000001": "Cosmos DB Built-in Data Reader",  # not broader, but unused
 }
-# (principal, role, scope resource type): why each exists is in app/rbac.bicep and core/iot/iot-hub.bicep.
+# (principal, role, scope resource type): why each exists is in app/rbac.bicep, app/iot-hub-rbac.bicep (one
+# module per IoT Hub stamp) and core/iot/iot-hub.bicep.
 EXPECTED_ROLES = {
     ("function", "Storage Blob Data Owner", "Microsoft.Storage/storageAccounts"),
     ("function", "Storage Queue Data Contributor", "Microsoft.Storage/storageAccounts"),
@@ -45,18 +48,22 @@ EXPECTED_ROLES = {
     ("function", "IoT Hub Data Contributor", "Microsoft.Devices/IotHubs"),
     ("function", "Monitoring Metrics Publisher", "Microsoft.Insights/components"),
     ("function", "Cosmos DB Built-in Data Contributor", "Microsoft.DocumentDB/databaseAccounts"),
+    ("function", "Device Provisioning Service Data Reader", "Microsoft.Devices/provisioningServices"),
     ("iothub", "Azure Event Hubs Data Sender", "Microsoft.EventHub/namespaces"),
+    ("dps", "IoT Hub Data Contributor", "Microsoft.Devices/IotHubs"),
     ("user", "Storage Blob Data Owner", "Microsoft.Storage/storageAccounts"),
     ("user", "Storage Queue Data Contributor", "Microsoft.Storage/storageAccounts"),
     ("user", "Azure Event Hubs Data Receiver", "Microsoft.EventHub/namespaces"),
     ("user", "Azure Event Hubs Data Sender", "Microsoft.EventHub/namespaces"),
     ("user", "IoT Hub Data Contributor", "Microsoft.Devices/IotHubs"),
     ("user", "Cosmos DB Built-in Data Contributor", "Microsoft.DocumentDB/databaseAccounts"),
+    ("user", "Device Provisioning Service Data Contributor", "Microsoft.Devices/provisioningServices"),
 }
 PRINCIPALS = {
     "functionPrincipalId": "function",
     "userPrincipalId": "user",
     "identity.properties.principalId": "iothub",
+    "dpsPrincipalId": "dps",
 }
 
 
@@ -345,8 +352,8 @@ def test_every_identity_has_exactly_the_data_roles_it_needs(bicep: dict[str, Bic
 
 
 def test_the_developer_roles_are_skipped_without_a_principal(bicep: dict[str, Bicep]) -> None:
-    rbac = bicep["app/rbac.bicep"]
-    assert "!empty(userPrincipalId)" in rbac.text.replace(" ", "")
+    for file in ("app/rbac.bicep", "app/iot-hub-rbac.bicep"):
+        assert "!empty(userPrincipalId)" in bicep[file].text.replace(" ", ""), file
     for _, principal, role, _, when in _role_assignments(bicep):
         if principal == "user":
             assert when == "grantUser", f"{role} for the developer must be conditional"

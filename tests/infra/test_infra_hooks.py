@@ -24,6 +24,10 @@ AZD_VALUES = {
     "API_SCOPE": "api://aaaaaaaa-1111-2222-3333-444444444444/Fleet.Access",
     "API_PLATFORM_ADMIN_ASSIGNED": "true",
     "DASHBOARD_URL": "https://func-x.azurewebsites.net/api/dashboard/",
+    "DPS_NAME": "provs-x",
+    "DPS_ID_SCOPE": "0ne00000001",
+    "AZURE_RESOURCE_GROUP": "rg-dev",
+    "AZURE_FUNCTION_URL": "https://func-x.azurewebsites.net",
 }
 
 
