@@ -48,6 +48,7 @@ from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.stores.queues import MemoryQueue
 from shared.telemetry.ingest import TelemetryIngestor
 from shared.tenancy.service import TenancyService
+from shared.vehicle_updates import update_vehicle
 from tests.factories import drive, message
 
 pytestmark = pytest.mark.integration
@@ -171,6 +172,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "POST /api/brands/{brandId}/fleets/{fleetId}/vehicles": STAFF,
     "GET /api/vehicles/{vehicleId}": READERS,
     "DELETE /api/vehicles/{vehicleId}": ADMINS,
+    "POST /api/vehicles/{vehicleId}/revoke": STAFF,
     "GET /api/vehicles/{vehicleId}/telemetry": READERS,
     "GET /api/vehicles/{vehicleId}/trips": READERS,
     "GET /api/vehicles/{vehicleId}/alerts": READERS,
@@ -244,6 +246,7 @@ CALLS: Final[dict[str, Call]] = {
     ),
     "GET /api/vehicles/{vehicleId}": Call("vehicle"),
     "DELETE /api/vehicles/{vehicleId}": Call("vehicle", 200),
+    "POST /api/vehicles/{vehicleId}/revoke": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/telemetry": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/trips": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/alerts": Call("vehicle"),
@@ -290,6 +293,14 @@ CALLS: Final[dict[str, Call]] = {
     "GET /api/dashboard": Call("public"),
     "GET /api/dashboard/": Call("public"),
     "GET /api/dashboard/{asset}": Call("public"),
+}
+PROVISIONED: Final = {
+    "attestation": "x509",
+    "region": "eu",
+    "status": "assigned",
+    "hub": "memory.azure-devices.net",
+    "preregisteredAt": "2026-11-21T07:00:00.000Z",
+    "assignedAt": "2026-11-21T07:01:00.000Z",
 }
 # The membership each brand's DELETE revokes: (persona, seed membership id).
 REVOKED: Final = {
@@ -481,6 +492,8 @@ async def build_world(m: Matrix) -> None:
         m.alerts[car] = next(a["id"] for a in alerts["items"] if DTC in a["id"])
         lock = await m.ok("POST", f"/api/vehicles/{car}/commands", operators[car], {"name": "lock"}, 201)
         m.commands[car] = lock["commandId"]
+        # ... and the car is also enrolled for DPS, assigned to its hub, so there is something to revoke
+        await update_vehicle(m.current.world.store, car, lambda doc: {**(doc or {}), "provisioning": PROVISIONED})
     for driver, cars in DRIVES.items():
         for car in sorted(cars):
             pinned = {"invitee": OIDS[driver], "inviteeTenant": _tenant_of(driver)}
