@@ -16,8 +16,8 @@ retries once there. Nothing is lost: IoT Hub refused the call on the old hub, so
                               default_hub="eu.azure-devices.net", store=store)
     await gateway.send_c2d("car-001", b"{}", {})   # to the hub car-001's document names
 
-Deleting a device removes its identity from every hub, the car's own first: an identity left on a hub the
-car moved away from could still connect there (its certificate is still valid) and still holds its twin.
+Deleting or disabling a device (erasure, revocation) acts on every hub, the car's own first: an identity left on
+a hub the car moved away from could still connect there (its certificate is still valid) and still holds its twin.
 """
 
 from __future__ import annotations
@@ -213,6 +213,19 @@ class MultiHubGateway(IoTHubGateway):
         for hub in (first, *(h for h in self.hubs if h != first)):
             deleted = await self._gateways[hub].delete_device(device_id) or deleted
         return deleted
+
+    async def set_device_enabled(self, device_id: str, enabled: bool) -> bool:
+        """Disabling (revocation) applies on every hub, the car's own first: an identity left enabled on a hub the
+        car moved away from could still connect there. Enabling (revocation undone) applies on the car's hub only:
+        identities on hubs it left stay off. True if a hub had the identity."""
+        self.forget(device_id)
+        first = await self.hub_of(device_id)
+        self.forget(device_id)
+        hubs = (first,) if enabled else (first, *(h for h in self.hubs if h != first))
+        found = False
+        for hub in hubs:
+            found = await self._gateways[hub].set_device_enabled(device_id, enabled) or found
+        return found
 
     async def close(self) -> None:
         for gateway in self._gateways.values():

@@ -223,6 +223,24 @@ async def test_delete_device_removes_the_identity_from_every_hub(
     assert await gateway.delete_device("car-1") is False
 
 
+async def test_revocation_disables_the_identity_on_every_hub_and_enabling_restores_only_the_cars_hub(
+    gateway: MultiHubGateway, hubs: dict[str, MemoryIoTHubGateway], store: CountingStore
+) -> None:
+    # GIVEN a car that moved from the EU hub to the US hub, its old identity still on the EU hub
+    await hubs[EU].create_device("car-1")
+    await hubs[US].create_device("car-1")
+    await put_vehicle(store, "car-1", US)
+    # WHEN it is revoked (stolen car) THEN no hub lets it connect
+    assert await gateway.set_device_enabled("car-1", False) is True
+    assert hubs[EU].disabled == {"car-1"}
+    assert hubs[US].disabled == {"car-1"}
+    # WHEN the revocation is undone THEN only the hub it lives on takes it back
+    assert await gateway.set_device_enabled("car-1", True) is True
+    assert hubs[US].disabled == set()
+    assert hubs[EU].disabled == {"car-1"}
+    assert await gateway.set_device_enabled("unknown", False) is False
+
+
 async def test_close_closes_every_hub(gateway: MultiHubGateway) -> None:
     await gateway.close()  # the memory gateways have nothing to release: it must simply reach each
 
