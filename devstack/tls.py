@@ -85,3 +85,100 @@ def generate(directory: Path, addresses: Iterable[str], days: int = 2) -> TlsFil
     for path in (files.ca_cert, files.server_cert, files.server_key):
         path.chmod(0o644)
     return files
+
+
+# --- a device PKI for X.509 attestation (DPS enrollment groups, X.509 devices at the hub) --------------------
+
+
+@dataclass(frozen=True)
+class DevicePki:
+    """A local test CA as a carmaker has it: a root and the brand's intermediate (what an X.509 enrollment group
+    registers); device certificates are issued by the intermediate with CN = registration id."""
+
+    root_cert: x509.Certificate
+    intermediate_cert: x509.Certificate
+    intermediate_key: ec.EllipticCurvePrivateKey
+
+    @property
+    def root_pem(self) -> str:
+        return self.root_cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+    @property
+    def intermediate_pem(self) -> str:
+        return self.intermediate_cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+@dataclass(frozen=True)
+class DeviceCertificate:
+    """A device's certificate chain (device, then intermediate: what it presents in TLS) and key, as PEM files."""
+
+    cert_file: Path
+    key_file: Path
+
+
+def _ca_cert(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: ec.EllipticCurvePrivateKey, days: int
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )  # keyCertSign, cRLSign
+        .sign(signer, hashes.SHA256())
+    )
+
+
+def device_pki(brand: str = "brand", days: int = 2) -> DevicePki:
+    """A fresh root CA and the brand's intermediate, in memory (a stack makes one per start)."""
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root_name = f"automotive-cloud local device root CA ({brand})"
+    root = _ca_cert(root_name, root_key, _name(root_name), root_key, days)
+    key = ec.generate_private_key(ec.SECP256R1())
+    intermediate = _ca_cert(f"{brand} intermediate CA", key, root.subject, root_key, days)
+    return DevicePki(root, intermediate, key)
+
+
+def issue_device_certificate(
+    pki: DevicePki,
+    registration_id: str,
+    directory: Path,
+    *,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> DeviceCertificate:
+    """A device certificate (CN = registration id, client authentication) issued by the intermediate, written
+    with the intermediate after it (the chain the device presents) and its key; validity two days from now unless
+    given (an expired one for tests: `not_after` in the past)."""
+    now = dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(registration_id))
+        .issuer_name(pki.intermediate_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - dt.timedelta(minutes=5))
+        .not_valid_after(not_after or now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(pki.intermediate_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in registration_id)
+    files = DeviceCertificate(directory / f"{safe}.pem", directory / f"{safe}.key")
+    files.cert_file.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM) + pki.intermediate_cert.public_bytes(serialization.Encoding.PEM)
+    )
+    files.key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    files.key_file.chmod(0o600)
+    return files

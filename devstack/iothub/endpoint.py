@@ -122,6 +122,12 @@ class Sessions:
         return True
 
 
+def peer_common_names(writer: asyncio.StreamWriter) -> list[str]:
+    """The subject CNs of the client certificate the TLS layer verified (none if the device sent none)."""
+    cert = writer.get_extra_info("peercert") or {}
+    return [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+
+
 class DeviceEndpoint:
     """Serves devices and owns their connections; hands every device event to `events` (the hub) and offers it
     the `DeviceLinks` methods below."""
@@ -151,6 +157,9 @@ class DeviceEndpoint:
     # --- serving devices -------------------------------------------------------------------------------------
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext) -> None:
+        if self.registry.device_ca_pems:  # X.509 devices: ask for a client certificate, chained to these CAs
+            tls.verify_mode = ssl.CERT_OPTIONAL
+            tls.load_verify_locations(cadata="".join(self.registry.device_ca_pems))
         self._server = await asyncio.start_server(self._serve, host, port, ssl=tls, reuse_address=True)
 
     async def stop(self) -> None:
@@ -200,7 +209,12 @@ class DeviceEndpoint:
             log.warning("refused %s: username %r does not start with %r", device_id, connect.username, expected_user)
             writer.write(mqtt.connack(mqtt.BAD_CREDENTIALS))
             return None
-        if not self.registry.verify(device_id, connect.password):
+        if self.registry.authenticates_by_certificate(device_id):
+            if not self.registry.verify_certificate_subject(device_id, peer_common_names(writer)):
+                log.warning("refused %s: no client certificate chained to a trusted CA with CN = its id", device_id)
+                writer.write(mqtt.connack(mqtt.NOT_AUTHORIZED))
+                return None
+        elif not self.registry.verify(device_id, connect.password):
             log.warning("refused %s: invalid or expired SAS token", device_id)
             writer.write(mqtt.connack(mqtt.NOT_AUTHORIZED))
             return None

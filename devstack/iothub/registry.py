@@ -8,6 +8,10 @@ harness and pre-provisioned fleets with `provision(id)`, which creates the ident
 local secret (HMAC(secret, id); random per stack unless given, protecting nothing but a loopback endpoint), as
 `az iot hub device-identity create` would. A deleted device (`DELETE /devices/{id}`) is refused until it is
 created again; a disabled one (`set_enabled(id, False)`, IoT Hub's device status) until it is enabled again.
+X.509 devices (CA-signed, what DPS creates for an X.509 enrollment group): `register_x509(id)`; such a device presents
+no SAS token but a TLS client certificate chained to a CA the hub trusts (`trust_device_ca(pem)`, checked by the TLS
+layer) whose subject CN is its device id (checked by `verify_certificate_subject`), as IoT Hub's `certificateAuthority`
+authentication type does.
 SAS format: https://learn.microsoft.com/azure/iot-hub/authenticate-authorize-sas
 """
 
@@ -31,17 +35,42 @@ class DeviceRegistry:
         self._secret = secret or secrets.token_bytes(32)
         self._registered: dict[str, str] = {}  # device id → the key it was registered with
         self._disabled: set[str] = set()  # identities whose status is "disabled": refused at CONNECT
+        self._x509: set[str] = set()  # devices authenticated by a CA-signed certificate (no key)
+        self.device_ca_pems: list[str] = []  # the CAs whose device certificates the endpoint accepts
 
     def register(self, device_id: str, key: str) -> bool:
         """Register a device with its own key; False if it is registered already (the key is kept)."""
-        if device_id in self._registered:
+        if device_id in self._registered or device_id in self._x509:
             return False
         self._registered[device_id] = key
         return True
 
     def remove(self, device_id: str) -> bool:
         """Delete the identity: the device is refused from now on. False if it did not exist."""
-        return self._registered.pop(device_id, None) is not None
+        x509_device = device_id in self._x509
+        self._x509.discard(device_id)
+        return self._registered.pop(device_id, None) is not None or x509_device
+
+    # --- X.509 (certificate authority) devices ---------------------------------------------------------------
+
+    def trust_device_ca(self, pem: str) -> None:
+        """Accept device certificates chained to this CA (must be given before the endpoint starts)."""
+        if pem not in self.device_ca_pems:
+            self.device_ca_pems.append(pem)
+
+    def register_x509(self, device_id: str) -> bool:
+        """Register a device that authenticates with a certificate (CN = device id); False if it exists."""
+        if device_id in self._registered or device_id in self._x509:
+            return False
+        self._x509.add(device_id)
+        return True
+
+    def authenticates_by_certificate(self, device_id: str) -> bool:
+        return device_id in self._x509
+
+    def verify_certificate_subject(self, device_id: str, common_names: list[str]) -> bool:
+        """True if `device_id` is an X.509 device and the (chain-verified) certificate's subject CN is its id."""
+        return device_id in self._x509 and common_names == [device_id]
 
     def set_enabled(self, device_id: str, enabled: bool) -> bool:
         """IoT Hub's device `status`: a disabled device is refused at CONNECT until enabled again (the caller closes
@@ -68,7 +97,7 @@ class DeviceRegistry:
         return self.connection_string(device_id)
 
     def exists(self, device_id: str) -> bool:
-        return device_id in self._registered
+        return device_id in self._registered or device_id in self._x509
 
     def device_key(self, device_id: str) -> str:
         """The key it was registered with, else the one `provision` would give it."""
