@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -15,6 +16,7 @@ from simulator.car import CarOptions
 from simulator.commands import FAULTS, PARAMETERS, Fault
 from simulator.drive import SleepSchedule
 from simulator.fleet import FleetOptions, run_fleet, summary
+from simulator.provisioning import ProvisionedDevice, load_provisioning_file, provision_all
 
 LOCAL_STATE = Path(".local/devstack.json")  # written by `python -m devstack dev`
 
@@ -24,6 +26,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--connection-strings", type=Path, help="file with one device connection string per line")
     source.add_argument("--local", action="store_true", help=f"use the running local stack ({LOCAL_STATE})")
+    source.add_argument(
+        "--provision",
+        type=Path,
+        metavar="FILE",
+        help="first boot: provision each car through DPS from this JSON file (simulator/provisioning.py), then drive",
+    )
     parser.add_argument("--vehicles", type=int, default=None, help="use only the first N devices")
     parser.add_argument("--ca", type=Path, help="PEM of the CA that signed the hub's certificate (local hubs)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds to drive (default 60)")
@@ -66,14 +74,27 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure.iot.device").setLevel(logging.ERROR)  # its own retries log loudly
     ca_pem = args.ca.read_text() if args.ca else None
+    strings: list[str] = []
     if args.local:
         state = orjson.loads(LOCAL_STATE.read_bytes())
         strings = list(state["connectionStrings"])
         ca_pem = ca_pem or Path(state["caCert"]).read_text()
-    else:
+    elif args.connection_strings:
         strings = [line.strip() for line in args.connection_strings.read_text().splitlines() if line.strip()]
-    if args.vehicles:
-        strings = strings[: args.vehicles]
+    cars: list[str | ProvisionedDevice] = []
+    if args.provision:
+        configs = load_provisioning_file(args.provision)[: args.vehicles or None]
+        if ca_pem:
+            configs = [
+                c if c.server_verification_cert else replace(c, server_verification_cert=ca_pem) for c in configs
+            ]
+        try:
+            cars.extend(asyncio.run(provision_all(configs)))
+        except Exception as exc:  # the SDK's ServiceError names DPS's status code
+            print(f"provisioning failed: {exc}", file=sys.stderr)
+            return 1
+    else:
+        cars.extend(strings[: args.vehicles or None])
     options = FleetOptions(
         duration=args.duration,
         seed=args.seed,
@@ -88,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logs = []
     with contextlib.suppress(KeyboardInterrupt):
-        logs = asyncio.run(run_fleet(strings, ca_pem, options, None if args.quiet else sys.stderr))
+        logs = asyncio.run(run_fleet(cars, ca_pem, options, None if args.quiet else sys.stderr))
     if args.out:
         args.out.write_bytes(orjson.dumps(summary(logs), option=orjson.OPT_INDENT_2))
     return 0 if logs else 1

@@ -35,6 +35,7 @@ from azure.iot.device.aio import IoTHubDeviceClient
 from simulator import messages
 from simulator.commands import CommandHandler, Fault
 from simulator.drive import CarModel, SleepSchedule
+from simulator.provisioning import ProvisionedDevice
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,24 @@ def cancelled_ids(desired: Mapping[str, Any], current: frozenset[str]) -> frozen
 
 
 class VirtualCar:
-    def __init__(self, index: int, connection_string: str, ca_pem: str | None, seed: int, options: CarOptions):
-        self.client = IoTHubDeviceClient.create_from_connection_string(
-            connection_string, server_verification_cert=ca_pem, keep_alive=30
-        )
-        device_id = dict(p.split("=", 1) for p in connection_string.split(";"))["DeviceId"]
+    def __init__(
+        self,
+        index: int,
+        connection_string: str | ProvisionedDevice,
+        ca_pem: str | None,
+        seed: int,
+        options: CarOptions,
+    ):
+        """`connection_string`: the device's connection string, or where DPS put it (simulator/provisioning.py:
+        the car then authenticates at its assigned hub as it did at DPS, by certificate or derived key)."""
+        if isinstance(connection_string, ProvisionedDevice):
+            self.client = connection_string.client(keep_alive=30)
+            device_id = connection_string.device_id
+        else:
+            self.client = IoTHubDeviceClient.create_from_connection_string(
+                connection_string, server_verification_cert=ca_pem, keep_alive=30
+            )
+            device_id = dict(p.split("=", 1) for p in connection_string.split(";"))["DeviceId"]
         self.log = CarLog(device_id)
         self.model = CarModel.create(index, seed, options.sleep)
         self.options = options

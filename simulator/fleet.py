@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from simulator.car import CarLog, CarOptions, VirtualCar
+from simulator.provisioning import ProvisionedDevice
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,13 @@ def _progress(logs: Sequence[CarLog], left: float) -> str:
 
 
 async def run_fleet(
-    connection_strings: Sequence[str], ca_pem: str | None, options: FleetOptions, out: TextIO | None = sys.stderr
+    connection_strings: Sequence[str | ProvisionedDevice],
+    ca_pem: str | None,
+    options: FleetOptions,
+    out: TextIO | None = sys.stderr,
 ) -> list[CarLog]:
-    """Run every car until `options.duration` has passed; returns each car's log (also on Ctrl-C)."""
+    """Run every car until `options.duration` has passed; returns each car's log (also on Ctrl-C). A car is given
+    by its connection string or, after its first boot through DPS, by where it was provisioned."""
     # Bad message n (each kind in turn) goes to car n mod fleet size.
     per_car_bad: list[list[int]] = [[] for _ in connection_strings]
     for n in range(options.bad_messages):
