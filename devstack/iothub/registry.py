@@ -69,8 +69,9 @@ class DeviceRegistry:
         return device_id in self._x509
 
     def verify_certificate_subject(self, device_id: str, common_names: list[str]) -> bool:
-        """True if `device_id` is an X.509 device and the (chain-verified) certificate's subject CN is its id."""
-        return device_id in self._x509 and common_names == [device_id]
+        """True if `device_id` is an enabled X.509 device and the (chain-verified) certificate's subject CN is its
+        id."""
+        return device_id in self._x509 and device_id not in self._disabled and common_names == [device_id]
 
     def set_enabled(self, device_id: str, enabled: bool) -> bool:
         """IoT Hub's device `status`: a disabled device is refused at CONNECT until enabled again (the caller closes
