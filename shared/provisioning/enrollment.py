@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 API_VERSION: Final = "2021-10-01"
 DPS_SCOPE: Final = "https://azure-devices-provisioning.net/.default"
-# The symmetric-key enrollment group of development and test fleets (infra creates it with this id).
-SYMMETRIC_KEY_GROUP_ID: Final = "cars-symmetric-key"
+# The symmetric-key enrollment group of development and test fleets (the postprovision hook's DPS_DEVELOPMENT_GROUP).
+SYMMETRIC_KEY_GROUP_ID: Final = "development-fleet"
 
 
 class EnrollmentKeyError(FleetError):

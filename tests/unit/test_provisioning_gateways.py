@@ -147,7 +147,7 @@ def test_device_keys_derive_as_dps_checks_them() -> None:
 
 
 async def test_memory_keys() -> None:
-    keys = MemoryEnrollmentKeys({"cars-symmetric-key": GROUP_KEY})
+    keys = MemoryEnrollmentKeys({"development-fleet": GROUP_KEY})
     assert await keys.device_key("car-001") == derive_device_key(GROUP_KEY, "car-001")
     with pytest.raises(EnrollmentKeyError):
         await keys.group_key("other")
@@ -167,7 +167,7 @@ async def fake_dps() -> AsyncIterator[tuple[str, list[web.Request]]]:
         group = request.match_info["group"]
         if request.headers.get("Authorization") != "Bearer entra-token":
             return web.json_response({"errorCode": 401002, "message": "Unauthorized"}, status=401)
-        if group == "cars-symmetric-key":
+        if group == "development-fleet":
             return web.json_response(
                 {"type": "symmetricKey", "symmetricKey": {"primaryKey": GROUP_KEY, "secondaryKey": "b" * 44}}
             )
