@@ -1,0 +1,164 @@
+"""The local DPS's protocol parsing (devstack/dps/protocol.py): topics, usernames, registration bodies, SAS tokens,
+checked against what the installed device SDK itself sends and parses."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import string
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from azure.iot.device.common.auth import sastoken
+from azure.iot.device.common.auth.signing_mechanism import SymmetricKeySigningMechanism
+from azure.iot.device.provisioning.pipeline import mqtt_topic_provisioning as sdk_topics
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devstack.dps import protocol as dps
+from simulator.provisioning import ProvisioningConfig, load_provisioning_file
+
+ids = st.text(alphabet=string.ascii_lowercase + string.digits + "-._:", min_size=1, max_size=128)
+request_ids = st.uuids().map(str)
+anything = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(request_ids)
+def test_the_sdks_register_topic_parses(rid: str) -> None:
+    assert dps.parse_request_topic(sdk_topics.get_register_topic_for_publish(rid)) == dps.Request("register", rid)
+
+
+@given(request_ids, st.text(alphabet=string.ascii_letters + string.digits + ".-", min_size=1, max_size=80))
+def test_the_sdks_status_topic_parses(rid: str, operation_id: str) -> None:
+    topic = sdk_topics.get_query_topic_for_publish(rid, operation_id)
+    assert dps.parse_request_topic(topic) == dps.Request("status", rid, operation_id)
+
+
+@given(st.text(max_size=200))
+def test_any_topic_parses_or_is_none_never_raises(topic: str) -> None:
+    request = dps.parse_request_topic(topic)
+    assert request is None or (request.request_id and request.kind in {"register", "status"})
+
+
+@given(st.sampled_from([200, 202, 400, 401, 404, 429]), request_ids, st.none() | st.integers(1, 60))
+def test_the_sdk_reads_our_response_topics(status: int, rid: str, retry_after: int | None) -> None:
+    topic = dps.response_topic(status, rid, retry_after)
+    assert sdk_topics.is_dps_response_topic(topic)
+    assert sdk_topics.extract_status_code_from_dps_response_topic(topic) == str(status)
+    properties = sdk_topics.extract_properties_from_dps_response_topic(topic)
+    assert properties["rid"] == rid
+    assert properties.get("retry-after") == (None if retry_after is None else str(retry_after))
+
+
+@given(ids)
+def test_the_sdks_username_gives_scope_and_registration_id(registration_id: str) -> None:
+    username = f"0ne00000001/registrations/{registration_id}/api-version=2019-03-31&ClientVersion=py-azure-iot/2.14"
+    assert dps.parse_username(username) == ("0ne00000001", registration_id)
+
+
+@pytest.mark.parametrize(
+    "username", [None, "", "scope/devices/car/api-version=1", "scope/registrations//api-version=1", "scope/reg"]
+)
+def test_other_usernames_are_none(username: str | None) -> None:
+    assert dps.parse_username(username) is None
+
+
+@given(ids, anything)
+def test_the_sdks_registration_body_parses(registration_id: str, payload: object) -> None:
+    body = orjson.dumps({"payload": payload, "registrationId": registration_id})
+    assert dps.parse_registration(body, registration_id) == dps.Registration(registration_id, payload)
+
+
+@given(st.binary(max_size=300), ids)
+def test_any_body_is_a_registration_or_malformed_never_anything_else(body: bytes, registration_id: str) -> None:
+    try:
+        registration = dps.parse_registration(body, registration_id)
+    except dps.MalformedError:
+        return
+    assert registration.registration_id == registration_id
+
+
+@given(ids, ids)
+def test_a_body_for_another_registration_id_is_malformed(claimed: str, connected: str) -> None:
+    body = orjson.dumps({"registrationId": claimed})
+    if claimed == connected:
+        assert dps.parse_registration(body, connected).registration_id == claimed
+    else:
+        with pytest.raises(dps.MalformedError):
+            dps.parse_registration(body, connected)
+
+
+@given(st.text(max_size=140))
+def test_registration_ids_follow_dps_rules(registration_id: str) -> None:
+    ok = dps.valid_registration_id(registration_id)
+    assert ok == (
+        0 < len(registration_id) <= 128
+        and all(c in string.ascii_lowercase + string.digits + "-._:" for c in registration_id)
+    )
+
+
+@given(st.binary(min_size=16, max_size=64), ids)
+def test_the_derived_key_is_hmac_sha256_of_the_registration_id(group: bytes, registration_id: str) -> None:
+    group_key = base64.b64encode(group).decode()
+    expected = base64.b64encode(hmac.new(group, registration_id.encode(), hashlib.sha256).digest()).decode()
+    assert dps.derive_device_key(group_key, registration_id) == expected
+
+
+@given(ids, st.binary(min_size=32, max_size=32))
+def test_the_sdks_own_sas_token_verifies_and_only_for_its_registration(registration_id: str, key: bytes) -> None:
+    device_key = base64.b64encode(key).decode()
+    resource = f"0ne00000001/registrations/{registration_id}"
+    token = str(sastoken.RenewableSasToken(resource, SymmetricKeySigningMechanism(device_key), ttl=3600))
+    assert dps.verify_sas(token, device_key, resource, time.time())
+    assert not dps.verify_sas(token, device_key, resource, time.time() + 7200)  # expired
+    assert not dps.verify_sas(token, device_key, resource + "x", time.time())  # another registration
+    other = base64.b64encode(bytes(b ^ 1 for b in key)).decode()
+    assert not dps.verify_sas(token, other, resource, time.time())  # another key
+
+
+@given(st.text(max_size=200))
+def test_any_password_is_refused_or_verified_never_raises(password: str) -> None:
+    assert dps.verify_sas(password, base64.b64encode(b"k" * 32).decode(), "scope/registrations/car", 0) in {
+        True,
+        False,
+    }
+
+
+def test_a_provisioning_file_gives_the_cars_configs(tmp_path: Path) -> None:
+    """simulator --provision: relative paths resolve against the file; a group key derives the device key."""
+    (tmp_path / "ca.pem").write_text("PEM")
+    group_key = base64.b64encode(b"g" * 32).decode()
+    entries = [
+        {
+            "provisioningHost": "127.0.0.9",
+            "idScope": "0ne1",
+            "registrationId": "car-1",
+            "attestation": {"type": "x509", "certificate": "car-1.pem", "key": "car-1.key"},
+            "serverVerificationCert": "ca.pem",
+            "payload": {"vin": "V1"},
+        },
+        {
+            "provisioningHost": "127.0.0.9",
+            "idScope": "0ne1",
+            "registrationId": "car-2",
+            "attestation": {"type": "symmetricKey", "groupKey": group_key},
+        },
+    ]
+    path = tmp_path / "fleet.json"
+    path.write_bytes(orjson.dumps(entries))
+    x509_car, sas_car = load_provisioning_file(path)
+    assert (x509_car.certificate, x509_car.key) == (tmp_path / "car-1.pem", tmp_path / "car-1.key")
+    assert (x509_car.server_verification_cert, x509_car.payload, x509_car.attestation) == ("PEM", {"vin": "V1"}, "x509")
+    assert sas_car.device_key == dps.derive_device_key(group_key, "car-2")
+    assert sas_car.attestation == "symmetricKey"
+    with pytest.raises(ValueError, match="attestation type"):
+        ProvisioningConfig.from_json({**entries[1], "attestation": {"type": "tpm"}})
+    with pytest.raises(ValueError, match="not a provisioning config"):
+        ProvisioningConfig.from_json({"idScope": "x"})
