@@ -15,6 +15,7 @@ import pytest
 from azure.iot.device.common.auth import sastoken
 from azure.iot.device.common.auth.signing_mechanism import SymmetricKeySigningMechanism
 from azure.iot.device.provisioning.pipeline import mqtt_topic_provisioning as sdk_topics
+from azure.iot.device.provisioning.pipeline.pipeline_stages_provisioning import DeviceRegistrationPayload
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ from simulator.provisioning import ProvisioningConfig, load_provisioning_file
 ids = st.text(alphabet=string.ascii_lowercase + string.digits + "-._:", min_size=1, max_size=128)
 request_ids = st.uuids().map(str)
 anything = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
@@ -72,7 +73,7 @@ def test_other_usernames_are_none(username: str | None) -> None:
 
 @given(ids, anything)
 def test_the_sdks_registration_body_parses(registration_id: str, payload: object) -> None:
-    body = orjson.dumps({"payload": payload, "registrationId": registration_id})
+    body = DeviceRegistrationPayload(registration_id, payload).get_json_string().encode()  # the SDK's own encoder
     assert dps.parse_registration(body, registration_id) == dps.Registration(registration_id, payload)
 
 
