@@ -226,6 +226,15 @@ class Preregistration(_Response):
     development: bool | None = Field(None, description="true when deviceKey is a development key.")
 
 
+class Reinstatement(_Response):
+    """A recovered car: admitted by the allocation function again, its device enabled on its hub."""
+
+    vehicleId: str
+    status: Literal["preregistered", "assigned"]
+    hub: str | None = Field(description="The hub the car is assigned to, null if it never provisioned.")
+    deviceEnabled: bool = Field(description="Whether a device identity was found on the hub and enabled.")
+
+
 class Revocation(_Response):
     """A revoked car: refused by the allocation function from now on, disabled on its IoT hub."""
 

@@ -196,6 +196,27 @@ class FleetService:
             "deviceDisabled": disabled,
         }
 
+    async def reinstate(self, vehicle_id: str) -> dict[str, Any]:
+        """A recovered car: back to `assigned` (or `preregistered` if it never provisioned), `revokedAt` removed,
+        its device enabled again on its hub. Idempotent; 409 for a car registered directly."""
+        states: list[dict[str, Any]] = []
+
+        def change(doc: VehicleDocument) -> None:
+            current = doc.get("provisioning")
+            if not isinstance(current, dict):
+                raise StateConflictError(f"{vehicle_id} was registered directly, not for DPS")
+            updated: dict[str, Any] = dict(current)
+            if updated.get("status") == "revoked":
+                updated["status"] = "assigned" if updated.get("hub") else "preregistered"
+                updated.pop("revokedAt", None)
+            doc["provisioning"] = cast(Provisioning, updated)
+            states.append(updated)
+
+        await self._update(vehicle_id, change)
+        state = states[-1]
+        enabled = await self.gateway.set_device_enabled(vehicle_id, True) if state.get("hub") else False
+        return {"vehicleId": vehicle_id, "status": state["status"], "hub": state.get("hub"), "deviceEnabled": enabled}
+
     # --- reads ----------------------------------------------------------------------------------------------
 
     async def list_vehicles(

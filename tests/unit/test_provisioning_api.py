@@ -166,3 +166,35 @@ async def test_revoking_a_car_that_never_provisioned_or_a_direct_one() -> None:
     assert (await fleet.call("POST", REGISTER, body={"vehicleId": "car-022"})).status == 201
     assert (await fleet.call("POST", "/api/vehicles/car-022/revoke")).status == 409
     assert (await fleet.call("POST", "/api/vehicles/car-404/revoke")).status == 404
+
+
+async def test_a_recovered_car_is_reinstated() -> None:
+    fleet = await fleet_with()
+    body = {"vehicleId": "car-030", "provisioning": {"attestation": "symmetricKey", "region": "eu"}}
+    assert (await fleet.call("POST", REGISTER, body=body)).status == 201
+    allocator = Allocator(fleet.store, config().stamps)
+    request = parse_request(
+        orjson.dumps({"deviceRuntimeContext": {"registrationId": "car-030", "symmetricKey": {}}, "linkedHubs": [EU1]})
+    )
+    assert not isinstance(request, Refusal)
+    assert isinstance(await allocator.allocate(request), Allocation)
+    await fleet.gateway.create_device("car-030")
+    assert (await fleet.call("POST", "/api/vehicles/car-030/revoke")).status == 200
+
+    answer = await fleet.call("POST", "/api/vehicles/car-030/reinstate")
+    assert answer.status == 200, answer.json
+    assert answer.json == {"vehicleId": "car-030", "status": "assigned", "hub": EU1, "deviceEnabled": True}
+    assert "car-030" not in fleet.gateway.disabled
+    provisioning = (await document(fleet, "car-030"))["provisioning"]
+    assert provisioning["status"] == "assigned"
+    assert "revokedAt" not in provisioning
+    assert isinstance(await allocator.allocate(request), Allocation)  # admitted again
+    assert (await fleet.call("POST", "/api/vehicles/car-030/reinstate")).json == answer.json  # idempotent
+
+    never = {"vehicleId": "car-031", "provisioning": {"attestation": "x509", "region": "eu"}}
+    assert (await fleet.call("POST", REGISTER, body=never)).status == 201
+    assert (await fleet.call("POST", "/api/vehicles/car-031/revoke")).status == 200
+    back = await fleet.call("POST", "/api/vehicles/car-031/reinstate")
+    assert back.json == {"vehicleId": "car-031", "status": "preregistered", "hub": None, "deviceEnabled": False}
+    assert (await fleet.call("POST", REGISTER, body={"vehicleId": "car-032"})).status == 201
+    assert (await fleet.call("POST", "/api/vehicles/car-032/reinstate")).status == 409

@@ -85,3 +85,19 @@ async def revoke_vehicle(
     on its IoT hub (its connection is closed and it cannot connect). Idempotent; the car's data stays (DELETE
     erases it). Only for cars pre-registered for DPS: 409 for one registered directly."""
     return await fleet.revoke(vehicleId)
+
+
+@router.post(
+    "/vehicles/{vehicleId}/reinstate",
+    response_model=m.Reinstatement,
+    summary="Reinstate a revoked car that was recovered",
+    tags=["provisioning"],
+)
+async def reinstate_vehicle(
+    access: Annotated[Access, guard(requires(Permission.REVOKE_VEHICLE, on="vehicle"))],
+    vehicleId: VehicleId,
+    fleet: Fleet,
+) -> Any:
+    """Undo a revocation: the allocation function admits the car again and its device is enabled on its hub.
+    Idempotent; 409 for a car registered directly."""
+    return await fleet.reinstate(vehicleId)
