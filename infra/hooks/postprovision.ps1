@@ -15,6 +15,8 @@ $document | ConvertTo-Json -Depth 5 | Set-Content -Path local.settings.json -Enc
 Write-Host 'Wrote local.settings.json (no secrets: the host and the SDKs use your az login / azd auth login identity).'
 
 # ---- Device Provisioning Service: enrollment groups (data plane: ARM cannot create them); see postprovision.sh ----
+# DPS authenticates to the webhook with a function key in its URL: a key of its own ("dps") on the allocation
+# function only, read here and written into the enrollment groups, never printed.
 function Get-Optional([string] $name, [string] $default) {
     $value = (azd env get-value $name 2>$null | Out-String).Trim()
     if ($LASTEXITCODE -ne 0 -or -not $value) { return $default }
@@ -23,19 +25,36 @@ function Get-Optional([string] $name, [string] $default) {
 $dpsName = (azd env get-value DPS_NAME).Trim()
 $resourceGroup = (azd env get-value AZURE_RESOURCE_GROUP).Trim()
 $idScope = (azd env get-value DPS_ID_SCOPE).Trim()
+$appName = (azd env get-value AZURE_FUNCTION_NAME).Trim()
 $allocateUrl = "$((azd env get-value AZURE_FUNCTION_URL).Trim())/api/provisioning/allocate"
 $devGroup = Get-Optional 'DPS_DEVELOPMENT_GROUP' 'development-fleet'
 $brandCa = Get-Optional 'DPS_BRAND_CA_CERTIFICATE' ''
 $caName = Get-Optional 'DPS_BRAND_CA_NAME' 'brand-intermediate-ca'
 $x509Group = Get-Optional 'DPS_X509_GROUP' 'brand-x509'
 $dpsArgs = @('--dps-name', $dpsName, '--resource-group', $resourceGroup)
-$allocation = @('--allocation-policy', 'custom', '--webhook-url', $allocateUrl, '--api-version', '2021-10-01', '--reprovision-policy', 'reprovisionandmigratedata')
+$keyArgs = @('--resource-group', $resourceGroup, '--name', $appName, '--function-name', 'provisioning_allocate')
+$allocation = $null
 
 Write-Host ''
 Write-Host "== Device Provisioning Service $dpsName (ID scope $idScope; cars use global.azure-devices-provisioning.net)"
-Write-Host "Custom allocation webhook of every enrollment group: $allocateUrl"
+Write-Host "Custom allocation webhook of every enrollment group: $allocateUrl (with the allocation function's key)"
+
+# The allocation function's own key for DPS; $null while the function is not deployed.
+function Get-AllocationKey {
+    $key = (az functionapp function keys list @keyArgs --query dps -o tsv 2>$null | Out-String).Trim()
+    if ($LASTEXITCODE -ne 0) { return $null }
+    if (-not $key) {
+        $key = (az functionapp function keys set @keyArgs --key-name dps --query value -o tsv 2>$null | Out-String).Trim()
+        if ($LASTEXITCODE -ne 0) { return $null }
+    }
+    if ($key) { return $key } else { return $null }
+}
 
 function Set-EnrollmentGroup([string] $group, [string[]] $attestation) {
+    if (-not $allocation) {
+        Write-Host "Skipped enrollment group ${group}: the allocation function is not deployed yet (see above)."
+        return
+    }
     az iot dps enrollment-group show @dpsArgs --enrollment-id $group --auth-type login *> $null
     if ($LASTEXITCODE -eq 0) {
         az iot dps enrollment-group update @dpsArgs --enrollment-id $group --auth-type login @allocation --output none
@@ -47,10 +66,18 @@ function Set-EnrollmentGroup([string] $group, [string[]] $attestation) {
 }
 
 if (-not (Get-Command az -ErrorAction SilentlyContinue)) {
-    Write-Host "The Azure CLI is not on PATH: create the enrollment groups as docs/stamps.md shows (az extension add --name azure-iot)."
+    Write-Host "The Azure CLI is not on PATH: create the enrollment groups as docs/stamps.md shows (az extension add --name azure-iot), each with --allocation-policy custom and the webhook above plus the allocation function's key."
 } else {
     az extension show --name azure-iot *> $null
     if ($LASTEXITCODE -ne 0) { az extension add --name azure-iot --only-show-errors }
+    $key = Get-AllocationKey
+    if ($key) {
+        $allocation = @('--allocation-policy', 'custom', '--webhook-url', "${allocateUrl}?code=$key", '--api-version', '2021-10-01', '--reprovision-policy', 'reprovisionandmigratedata')
+    } else {
+        Write-Host 'The allocation function is not deployed yet (azd up provisions before it deploys, and DPS''s key for it exists only then): after the deployment, run'
+        Write-Host '  azd hooks run postprovision'
+        Write-Host 'to create the enrollment groups.'
+    }
     if ($devGroup -ne 'none') {
         Set-EnrollmentGroup $devGroup @('--attestation-type', 'symmetrickey')
     }
@@ -68,10 +95,10 @@ if (-not (Get-Command az -ErrorAction SilentlyContinue)) {
             Set-EnrollmentGroup $x509Group @('--ca-name', $caName)
         } else {
             $etag = (az iot dps certificate show @dpsArgs --certificate-name $caName --query etag -o tsv).Trim()
-            $code = (az iot dps certificate generate-verification-code @dpsArgs --certificate-name $caName --etag $etag --query properties.verificationCode -o tsv).Trim()
+            $verificationCode = (az iot dps certificate generate-verification-code @dpsArgs --certificate-name $caName --etag $etag --query properties.verificationCode -o tsv).Trim()
             Write-Host @"
 The brand CA $caName awaits proof of possession. Where its private key lives, sign a certificate for the code:
-  openssl req -new -newkey rsa:2048 -nodes -keyout verification.key -subj "/CN=$code" -out verification.csr
+  openssl req -new -newkey rsa:2048 -nodes -keyout verification.key -subj "/CN=$verificationCode" -out verification.csr
   openssl x509 -req -in verification.csr -CA brand-intermediate-ca.pem -CAkey brand-intermediate-ca.key -CAcreateserial -days 1 -sha256 -out verification.pem
 then, here:
   az iot dps certificate verify --dps-name $dpsName --resource-group $resourceGroup --certificate-name $caName --path verification.pem --etag (az iot dps certificate show --dps-name $dpsName --resource-group $resourceGroup --certificate-name $caName --query etag -o tsv)

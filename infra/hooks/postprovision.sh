@@ -23,6 +23,9 @@ echo "Wrote local.settings.json (no secrets: the host and the SDKs use your az l
 # Both groups use the custom allocation policy: DPS asks the function app's /api/provisioning/allocate which hub a
 # car goes to (ARM cannot set a webhook either). Runs as you (az login) with Entra ID (--auth-type login): the
 # deployment gave you Device Provisioning Service Data Contributor; DPS has no shared access key to use.
+# DPS authenticates to the webhook with a function key in its URL, the one credential it supports: a key of its
+# own ("dps") on the allocation function only (not a host key), created by the host, read here and written into
+# the enrollment groups, never printed. Rotate it: az functionapp function keys delete ... --key-name dps, rerun.
 # Optional azd values: DPS_DEVELOPMENT_GROUP (symmetric-key group for development and test fleets, default
 # development-fleet, "none" skips it), DPS_BRAND_CA_CERTIFICATE (PEM file of the brand's intermediate CA, public
 # part only), DPS_BRAND_CA_NAME (default brand-intermediate-ca), DPS_X509_GROUP (default brand-x509).
@@ -30,6 +33,7 @@ optional() { azd env get-value "$1" 2>/dev/null || true; }
 dps_name=$(azd env get-value DPS_NAME)
 resource_group=$(azd env get-value AZURE_RESOURCE_GROUP)
 id_scope=$(azd env get-value DPS_ID_SCOPE)
+app_name=$(azd env get-value AZURE_FUNCTION_NAME)
 allocate_url="$(azd env get-value AZURE_FUNCTION_URL)/api/provisioning/allocate"
 dev_group=$(optional DPS_DEVELOPMENT_GROUP)
 dev_group=${dev_group:-development-fleet}
@@ -38,19 +42,36 @@ ca_name=$(optional DPS_BRAND_CA_NAME)
 ca_name=${ca_name:-brand-intermediate-ca}
 x509_group=$(optional DPS_X509_GROUP)
 x509_group=${x509_group:-brand-x509}
+allocate_function=provisioning_allocate
 # The request/response shapes of the custom allocation webhook the allocation function implements.
 webhook_api_version=2021-10-01
 dps_args="--dps-name $dps_name --resource-group $resource_group"
-allocation="--allocation-policy custom --webhook-url $allocate_url --api-version $webhook_api_version --reprovision-policy reprovisionandmigratedata"
+key_args="--resource-group $resource_group --name $app_name --function-name $allocate_function"
+allocation=""
 
 echo
 echo "== Device Provisioning Service ${dps_name} (ID scope ${id_scope}; cars use global.azure-devices-provisioning.net)"
-echo "Custom allocation webhook of every enrollment group: ${allocate_url}"
+echo "Custom allocation webhook of every enrollment group: ${allocate_url} (with the allocation function's key)"
+
+# The allocation function's own key for DPS; fails while the function is not deployed.
+allocation_key() {
+  # shellcheck disable=SC2086
+  key=$(az functionapp function keys list $key_args --query dps -o tsv 2>/dev/null) || return 1
+  if [ -z "$key" ]; then
+    # shellcheck disable=SC2086
+    key=$(az functionapp function keys set $key_args --key-name dps --query value -o tsv 2>/dev/null) || return 1
+  fi
+  [ -n "$key" ] && printf '%s' "$key"
+}
 
 # Create the enrollment group, or update its allocation when it exists (a second run changes nothing else).
 upsert_group() {
   group=$1
   shift
+  if [ -z "$allocation" ]; then
+    echo "Skipped enrollment group ${group}: the allocation function is not deployed yet (see above)."
+    return 0
+  fi
   # shellcheck disable=SC2086
   if az iot dps enrollment-group show $dps_args --enrollment-id "$group" --auth-type login >/dev/null 2>&1; then
     az iot dps enrollment-group update $dps_args --enrollment-id "$group" --auth-type login $allocation --output none
@@ -63,13 +84,21 @@ upsert_group() {
 
 if ! command -v az >/dev/null 2>&1; then
   cat <<MSG
-The Azure CLI is not on PATH: create the enrollment groups yourself (az extension add --name azure-iot):
-  az iot dps enrollment-group create ${dps_args} --auth-type login --enrollment-id ${dev_group} --attestation-type symmetrickey ${allocation}
-  az iot dps enrollment-group create ${dps_args} --auth-type login --enrollment-id ${x509_group} --ca-name ${ca_name} ${allocation}
-(the second after uploading and verifying the brand's intermediate CA as below; see docs/stamps.md).
+The Azure CLI is not on PATH: create the enrollment groups as docs/stamps.md shows (az extension add --name
+azure-iot), each with --allocation-policy custom and the webhook above plus the allocation function's key.
 MSG
 else
   az extension show --name azure-iot >/dev/null 2>&1 || az extension add --name azure-iot --only-show-errors
+  if key=$(allocation_key); then
+    allocation="--allocation-policy custom --webhook-url ${allocate_url}?code=${key} --api-version ${webhook_api_version} --reprovision-policy reprovisionandmigratedata"
+  else
+    cat <<MSG
+The allocation function is not deployed yet (azd up provisions before it deploys, and DPS's key for it exists only
+then): after the deployment, run
+  azd hooks run postprovision
+to create the enrollment groups.
+MSG
+  fi
   if [ "$dev_group" != "none" ]; then
     # Symmetric-key group attestation: each car's key is HMAC-SHA256(group key, registration id), derived by the
     # API in development mode (PROVISIONING_DEVELOPMENT_KEYS) or by the test rig; the group key stays in DPS.
@@ -96,10 +125,10 @@ MSG
       # shellcheck disable=SC2086
       etag=$(az iot dps certificate show $dps_args --certificate-name "$ca_name" --query etag -o tsv)
       # shellcheck disable=SC2086
-      code=$(az iot dps certificate generate-verification-code $dps_args --certificate-name "$ca_name" --etag "$etag" --query properties.verificationCode -o tsv)
+      verification_code=$(az iot dps certificate generate-verification-code $dps_args --certificate-name "$ca_name" --etag "$etag" --query properties.verificationCode -o tsv)
       cat <<MSG
 The brand CA ${ca_name} awaits proof of possession. Where its private key lives, sign a certificate for the code:
-  openssl req -new -newkey rsa:2048 -nodes -keyout verification.key -subj "/CN=${code}" -out verification.csr
+  openssl req -new -newkey rsa:2048 -nodes -keyout verification.key -subj "/CN=${verification_code}" -out verification.csr
   openssl x509 -req -in verification.csr -CA brand-intermediate-ca.pem -CAkey brand-intermediate-ca.key \\
     -CAcreateserial -days 1 -sha256 -out verification.pem
 then, here:

@@ -28,6 +28,7 @@ AZD_VALUES = {
     "DPS_ID_SCOPE": "0ne00000001",
     "AZURE_RESOURCE_GROUP": "rg-dev",
     "AZURE_FUNCTION_URL": "https://func-x.azurewebsites.net",
+    "AZURE_FUNCTION_NAME": "func-x",
 }
 
 
@@ -91,9 +92,17 @@ def test_hook_prints_what_the_app_registration_cannot_automate(project: Path) ->
 
 @pytest.mark.parametrize("hook", ["postprovision.sh", "postprovision.ps1"])
 def test_hooks_hand_out_no_function_key(hook: str) -> None:
-    # The API takes Entra ID tokens only: no hook may fetch or print a function or host key.
+    # The API takes Entra ID tokens only: no hook may fetch or print a function or host key. The one exception is
+    # DPS's key for the allocation webhook (functions/provisioning.py: DPS can present nothing else): a function
+    # key of the allocation function alone, never a host key, and it only goes into the enrollment groups'
+    # webhook URL (tests/infra/test_infra_provisioning.py checks it is never printed).
     text = (ROOT / "infra" / "hooks" / hook).read_text(encoding="utf-8").lower()
-    for word in ("functionapp keys", "function keys", "functionkeys", "x-functions-key", "host/default", "listkeys"):
+    for word in ("functionapp keys", "functionkeys", "host/default", "listkeys", "x-functions-key"):
         assert word not in text, f"{hook} mentions {word}"
-    assert "?code=" not in text
-    assert "&code=" not in text
+    for line in text.splitlines():
+        if "function keys" in line and not line.lstrip().startswith("#"):
+            assert "az functionapp function keys" in line, f"{hook}: {line.strip()}"
+            assert "keyargs" in line.replace("_", ""), f"{hook}: a function key other than the allocation function's"
+        if "?code=" in line or "&code=" in line:
+            assert "webhook-url" in line, f"{hook}: a key in a URL outside the DPS webhook: {line.strip()}"
+    assert "provisioning_allocate" in text, "the allocation function (functions/provisioning.py) is named"

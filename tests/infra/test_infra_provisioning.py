@@ -183,10 +183,13 @@ def test_abbreviation_and_readme(main_bicep: Bicep) -> None:
 
 # ---- the postprovision hook: enrollment groups ----
 
+KEY = "S3cr3t-DPS-key=="
 FAKE_AZ = """#!/bin/sh
 echo "$*" >> "{log}"
 case "$*" in
   "extension show"*) exit 0;;
+  "functionapp function keys list"*) [ {deployed} = 1 ] || exit 1; echo "{existing_key}"; exit 0;;
+  "functionapp function keys set"*) [ {deployed} = 1 ] || exit 1; echo "{key}"; exit 0;;
   *"enrollment-group show"*) exit {group_exists};;
   *"certificate show"*"isVerified"*) echo {verified}; exit 0;;
   *"certificate show"*"etag"*) echo etag-1; exit 0;;
@@ -204,6 +207,8 @@ def hook_with_az(
     group_exists: bool = False,
     ca_exists: bool = False,
     verified: bool = False,
+    deployed: bool = True,
+    key_exists: bool = True,
 ) -> tuple[str, list[str]]:
     """Run postprovision.sh with a fake azd (AZD_VALUES + extra) and a fake az that logs its arguments."""
     hooks = tmp_path / "project" / "infra" / "hooks"
@@ -221,6 +226,9 @@ def hook_with_az(
             group_exists=0 if group_exists else 1,
             ca_exists=0 if ca_exists else 1,
             verified="true" if verified else "false",
+            deployed=1 if deployed else 0,
+            existing_key=KEY if key_exists else "",
+            key=KEY,
         )
     )
     for tool in ("azd", "az"):
@@ -237,7 +245,19 @@ def hook_with_az(
     return result.stdout, log.read_text().splitlines() if log.exists() else []
 
 
-CUSTOM = f"--allocation-policy custom --webhook-url {ALLOCATE_URL} --api-version 2021-10-01"
+def test_the_hooks_name_the_allocation_function_the_app_registers(trigger_bindings: list[dict[str, Any]]) -> None:
+    # The webhook URL and the key DPS uses belong to the function the app really registers, at FUNCTION level.
+    (allocate,) = [
+        b for b in trigger_bindings if b["type"] == "httpTrigger" and b.get("route") == "provisioning/allocate"
+    ]
+    assert allocate["authLevel"] == "FUNCTION"
+    for hook in ("postprovision.sh", "postprovision.ps1"):
+        text = (ROOT / "infra" / "hooks" / hook).read_text(encoding="utf-8")
+        assert allocate["functionName"] in text, hook
+        assert "/api/provisioning/allocate" in text, hook
+
+
+CUSTOM = f"--allocation-policy custom --webhook-url {ALLOCATE_URL}?code={KEY} --api-version 2021-10-01"
 
 
 def test_the_hook_creates_the_symmetric_key_group_with_the_custom_allocation_webhook(tmp_path: Path) -> None:
@@ -252,6 +272,29 @@ def test_the_hook_creates_the_symmetric_key_group_with_the_custom_allocation_web
     assert CUSTOM in create
     assert "azd env set DPS_BRAND_CA_CERTIFICATE" in out
     assert "0ne00000001" in out
+    assert KEY not in out, "the webhook's key is written into DPS, never printed"
+    (read_key,) = [c for c in calls if "function keys" in c]
+    assert read_key.startswith("functionapp function keys list --resource-group rg-dev --name func-x")
+    assert "--function-name provisioning_allocate --query dps" in read_key
+
+
+def test_the_allocation_function_gets_a_key_of_its_own_for_dps(tmp_path: Path) -> None:
+    # GIVEN a deployed allocation function without DPS's key WHEN the hook runs THEN it creates a function key
+    # named dps on that function alone (never a host key) and uses it in the webhook URL, without printing it
+    out, calls = hook_with_az(tmp_path, {}, key_exists=False)
+    (create_key,) = [c for c in calls if "function keys set" in c]
+    assert "--function-name provisioning_allocate --key-name dps" in create_key
+    assert any(CUSTOM in c for c in calls if "enrollment-group create" in c)
+    assert KEY not in out
+
+
+def test_before_the_first_deployment_the_hook_says_when_to_run_again(tmp_path: Path) -> None:
+    # GIVEN the first `azd up` (postprovision runs before the code is deployed) WHEN the hook runs THEN no
+    # enrollment group is created without the webhook's key, and it says to rerun the hook after deploying
+    out, calls = hook_with_az(tmp_path, {}, deployed=False)
+    assert not [c for c in calls if "enrollment-group" in c]
+    assert "azd hooks run postprovision" in out
+    assert "Skipped enrollment group development-fleet" in out
 
 
 def test_a_second_run_updates_the_groups_allocation_and_creates_nothing(tmp_path: Path) -> None:
@@ -299,6 +342,9 @@ def test_the_powershell_hook_does_the_same(tmp_path: Path) -> None:
         "--allocation-policy', 'custom'",
         "'--api-version', '2021-10-01'",
         "certificate generate-verification-code",
+        "az functionapp function keys list @keyArgs --query dps",
+        "--key-name dps",
+        "?code=$key",
         "--ca-name'",
         "--auth-type login",
     ):
