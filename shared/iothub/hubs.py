@@ -54,32 +54,6 @@ DEFAULT_CACHE_SECONDS: Final = 30.0
 DEFAULT_CACHE_ENTRIES: Final = 10_000
 
 
-def stamp_hostnames(raw: str) -> tuple[str, ...]:
-    """The hub host names of IOTHUB_STAMPS (`[{"hostName": "<hub>.azure-devices.net", "region": "eu"}, ...]`),
-    lower-cased, in order; ConfigurationError naming what is wrong for anything else.
-
-    >>> stamp_hostnames('[{"hostName": "EU.azure-devices.net", "region": "eu"}]')
-    ('eu.azure-devices.net',)
-    """
-    try:
-        data: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ConfigurationError(f"{STAMPS_SETTING} is not JSON: {exc}") from None
-    if not isinstance(data, list) or not data:
-        raise ConfigurationError(f"{STAMPS_SETTING} must be a non-empty JSON array of {{hostName, region}}")
-    hosts: list[str] = []
-    for index, item in enumerate(data):
-        host = item.get("hostName") if isinstance(item, dict) else None
-        region = item.get("region") if isinstance(item, dict) else None
-        if not isinstance(host, str) or not host.strip() or not isinstance(region, str) or not region.strip():
-            raise ConfigurationError(f"{STAMPS_SETTING}[{index}] needs a hostName and a region (non-empty strings)")
-        host = host.strip().lower()
-        if host in hosts:
-            raise ConfigurationError(f"{STAMPS_SETTING} lists {host} twice")
-        hosts.append(host)
-    return tuple(hosts)
-
-
 def local_service_urls(raw: str, default_hub: str | None) -> dict[str, str] | None:
     """LOCAL_IOTHUB_SERVICE_URL as {hub host name: service URL} when it is a JSON object (several local hubs),
     None when it is a single URL (one local hub, today's behaviour)."""

@@ -12,7 +12,7 @@ import os
 
 from shared.errors import ConfigurationError
 from shared.iothub.gateway import IoTHubGateway
-from shared.iothub.hubs import STAMPS_SETTING, MultiHubGateway, local_service_urls, stamp_hostnames
+from shared.iothub.hubs import STAMPS_SETTING, MultiHubGateway, local_service_urls
 from shared.per_loop import PerLoop
 from shared.settings import setting
 
@@ -48,7 +48,9 @@ def _gateway_from_env() -> IoTHubGateway:
             f"IOTHUB_HOSTNAME is not set (the hub of cars registered without DPS; {STAMPS_SETTING} is)"
         )
     client_id = setting("AZURE_CLIENT_ID")
-    hosts = dict.fromkeys((default_hub.lower(), *stamp_hostnames(stamps)))
+    from shared.provisioning.model import parse_stamps  # the one parser of IOTHUB_STAMPS (allocation uses it too)
+
+    hosts = dict.fromkeys((default_hub.lower(), *(stamp.host_name for stamp in parse_stamps(stamps, default_hub))))
     azure: dict[str, IoTHubGateway] = {host: AzureIoTHubGateway(host, client_id) for host in hosts}
     return _multi(azure, default_hub)
 
