@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query
 
 from shared.api import models as am
 from shared.api import runtime
 from shared.api.guard import guard
+from shared.api.problems import PROBLEM_JSON
 from shared.api.routes.params import BrandId, FleetId, VehicleId
 from shared.auth.access import Access
 from shared.auth.policy import SIGNED_IN, Permission, requires
@@ -16,6 +17,13 @@ from shared.fleet import models as m
 from shared.fleet.service import FleetService
 
 router = APIRouter(tags=["vehicles"])
+# Revocation applies to cars pre-registered for DPS; a car registered in direct mode answers 409 (a problem).
+NOT_FOR_DIRECT_MODE: Final[dict[int | str, dict[str, Any]]] = {
+    409: {
+        "description": "The car was registered in direct mode, not for DPS",
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+    }
+}
 Fleet = Annotated[FleetService, Depends(runtime.fleet_service)]
 
 
@@ -72,6 +80,7 @@ async def delete_vehicle(
 
 @router.post(
     "/vehicles/{vehicleId}/revoke",
+    responses=NOT_FOR_DIRECT_MODE,
     response_model=m.Revocation,
     summary="Revoke a stolen or scrapped car's identity",
     tags=["provisioning"],
@@ -89,6 +98,7 @@ async def revoke_vehicle(
 
 @router.post(
     "/vehicles/{vehicleId}/reinstate",
+    responses=NOT_FOR_DIRECT_MODE,
     response_model=m.Reinstatement,
     summary="Reinstate a revoked car that was recovered",
     tags=["provisioning"],
