@@ -36,7 +36,7 @@ from devstack.iothub.hub import LocalIoTHub
 from devstack.iothub.registry import DeviceRegistry, sign
 from devstack.stack import IOTHUB_PORT, free_loopback_address
 from devstack.tls import DevicePki, device_pki, generate, issue_device_certificate
-from simulator.provisioning import ProvisionedDevice, ProvisioningConfig, provision
+from simulator.provisioning import ProvisionedDevice, ProvisioningConfig, provision, provision_all
 
 ID_SCOPE = "0ne00local1"
 
@@ -199,8 +199,7 @@ async def test_an_x509_car_and_a_symmetric_key_car_provision_onto_the_chosen_hub
     s = setup
     x509_config = s.x509_config("car-x509-001")
     x509_config = ProvisioningConfig(**{**x509_config.__dict__, "payload": {"hub": "b", "vin": "WVW000001"}})
-    x509_car = await provision(x509_config)  # one after the other: see simulator.provisioning.provision_all
-    sas_car = await provision(s.sas_config("car-sas-001"))
+    x509_car, sas_car = await provision_all([x509_config, s.sas_config("car-sas-001")])  # both at once
 
     assert (x509_car.assigned_hub, x509_car.device_id) == (s.hosts["b"], "car-x509-001")
     assert (sas_car.assigned_hub, sas_car.device_id) == (s.hosts["a"], "car-sas-001")
