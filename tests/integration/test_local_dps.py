@@ -36,6 +36,7 @@ from devstack.iothub.hub import LocalIoTHub
 from devstack.iothub.registry import DeviceRegistry, sign
 from devstack.stack import IOTHUB_PORT, free_loopback_address
 from devstack.tls import DevicePki, device_pki, generate, issue_device_certificate
+from shared.provisioning.allocation import AllocationRequest, parse_request
 from simulator.provisioning import ProvisionedDevice, ProvisioningConfig, provision, provision_all
 
 ID_SCOPE = "0ne00local1"
@@ -214,6 +215,10 @@ async def test_an_x509_car_and_a_symmetric_key_car_provision_onto_the_chosen_hub
     assert sorted(x509_request["linkedHubs"]) == sorted(s.hosts.values())
     sas_request = next(r for r in s.webhook.requests if r["deviceRuntimeContext"]["registrationId"] == "car-sas-001")
     assert sas_request["deviceRuntimeContext"]["symmetricKey"] == {}
+    # what the cloud's allocation function reads from them (shared/provisioning/allocation.py)
+    hubs = tuple(x509_request["linkedHubs"])
+    assert parse_request(x509_request) == AllocationRequest("car-x509-001", "x509", "car-x509-001", hubs)
+    assert parse_request(sas_request) == AllocationRequest("car-sas-001", "symmetricKey", None, hubs)
 
     await send_telemetry(x509_car, '{"hello": "from x509"}')
     await send_telemetry(sas_car, '{"hello": "from sas"}')
@@ -232,6 +237,9 @@ async def test_a_re_provisioned_car_moves_to_the_other_hub_and_is_gone_from_the_
     assert not s.hubs["a"].registry.exists("car-mover")
     assert s.hubs["b"].registry.exists("car-mover")
     assert s.webhook.requests[-1]["deviceRuntimeContext"]["currentIotHubHostName"] == s.hosts["a"]
+    moved = parse_request(s.webhook.requests[-1])
+    assert isinstance(moved, AllocationRequest)
+    assert moved.current_hub == s.hosts["a"]
     await send_telemetry(second, '{"n": 2}')
     assert await routed(s.hubs["b"], "car-mover") == [b'{"n": 2}']
     assert await routed(s.hubs["a"], "car-mover") == [b'{"n": 1}']
