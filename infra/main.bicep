@@ -41,6 +41,9 @@ param iotHubStamps array = [
   }
 ]
 
+@description('Optional. Development and test fleets: registering a symmetric-key car answers its device key, derived from the development-fleet enrollment group\'s key (PROVISIONING_DEVELOPMENT_KEYS), and the function app may read that key (a custom role of two DPS data actions; creating it needs Owner or User Access Administrator). Never in production: cars there carry certificates. Defaults to false.')
+param provisioningDevelopmentKeys bool = false
+
 @description('Optional. Units of the Device Provisioning Service (S1; each 1,000 registrations per minute). Defaults to 1.')
 @minValue(1)
 @maxValue(10)
@@ -330,6 +333,7 @@ module functionApp 'app/function-app.bicep' = {
       region: stamp.region
     }]
     dpsIdScope: provisioningService.outputs.idScope
+    provisioningDevelopmentKeys: provisioningDevelopmentKeys
     dpsHostName: provisioningService.outputs.serviceOperationsHostName
     graphNotificationUrl: graphNotificationUrl
     apiClientId: apiRegistration.outputs.appId
@@ -362,6 +366,7 @@ module rbac 'app/rbac.bicep' = {
     storageAccountName: storage.outputs.name
     eventHubNamespaceName: eventHubs.outputs.name
     provisioningServiceName: provisioningService.outputs.name
+    developmentKeys: provisioningDevelopmentKeys
     cosmosAccountName: cosmos.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
   }

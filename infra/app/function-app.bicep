@@ -55,6 +55,9 @@ param dpsIdScope string
 @description('Required. Service endpoint of the Device Provisioning Service, e.g. <dps>.azure-devices-provisioning.net.')
 param dpsHostName string
 
+@description('Optional. Whether registering a symmetric-key car answers its development device key (PROVISIONING_DEVELOPMENT_KEYS; development and test fleets only). Defaults to false.')
+param provisioningDevelopmentKeys bool = false
+
 @description('Optional. Public https URL of the graph_notifications function for Microsoft Graph change notifications; empty turns webhooks off (the calendar timer still syncs). Defaults to \'\'.')
 param graphNotificationUrl string = ''
 
@@ -99,7 +102,7 @@ var sharedSettings = {
   DPS_ID_SCOPE: dpsIdScope
   DPS_GLOBAL_ENDPOINT: 'global.azure-devices-provisioning.net'
   DPS_HOSTNAME: dpsHostName
-  PROVISIONING_DEVELOPMENT_KEYS: 'false'
+  PROVISIONING_DEVELOPMENT_KEYS: provisioningDevelopmentKeys ? 'true' : 'false'
   LOW_BATTERY_PERCENT: '15'
   LOW_FUEL_PERCENT: '10'
   MAX_CLOCK_SKEW_SECONDS: '300'

@@ -14,6 +14,9 @@ param userPrincipalId string = ''
 ])
 param userPrincipalType string = 'User'
 
+@description('Optional. Whether registration hands out development device keys (PROVISIONING_DEVELOPMENT_KEYS): only then may the function app read the keys of the symmetric-key enrollment groups. Defaults to false.')
+param developmentKeys bool = false
+
 @description('Required. Name of the storage account.')
 param storageAccountName string
 
@@ -38,10 +41,16 @@ var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var eventHubsDataReceiverRoleId = 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'
 // Developers only: publish test events to the hubs.
 var eventHubsDataSenderRoleId = '2b629674-e913-4c01-ae53-ef4638d8f975'
-// The function app reads enrollment groups (a development fleet's group key, from which a symmetric-key car's
-// device key is derived) and nothing else: reads only, no enrollment writes.
-// https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/internet-of-things#device-provisioning-service-data-reader
-var dpsDataReaderRoleId = '10745317-c249-44a1-a5ce-3a4353c0bbd8'
+// Development mode only: the function app reads a symmetric-key enrollment group's key (a car's development key is
+// derived from it: POST /enrollmentGroups/{id}/attestationmechanism). That is DPS's "Fetch Attestation Mechanism
+// Details" data action, which the built-in Device Provisioning Service Data Reader (provisioningServices/*/read)
+// does not include, and Data Contributor would also let the app write enrollments: hence a role of exactly these
+// two data actions, assignable in this resource group only. Production (no development keys) grants nothing on DPS.
+// Data actions: https://learn.microsoft.com/azure/role-based-access-control/permissions/internet-of-things
+var enrollmentKeyReaderDataActions = [
+  'Microsoft.Devices/provisioningServices/enrollmentGroups/read'
+  'Microsoft.Devices/provisioningServices/attestationmechanism/details/action'
+]
 // Developers only: create and update enrollment groups (infra/hooks/postprovision.sh runs as you).
 var dpsDataContributorRoleId = 'dfce44e4-17b7-4bd1-a6d1-04996ec95633'
 // Entra ID-authenticated telemetry to Application Insights (local auth is off).
@@ -103,11 +112,31 @@ resource functionEventHubsReceiver 'Microsoft.Authorization/roleAssignments@2022
   }
 }
 
-resource functionDps 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(provisioningService.id, functionPrincipalId, dpsDataReaderRoleId)
+resource enrollmentKeyReader 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (developmentKeys) {
+  name: guid(resourceGroup().id, 'dps-enrollment-key-reader')
+  properties: {
+    roleName: 'DPS enrollment group key reader (${resourceGroup().name})'
+    description: 'Reads the enrollment groups of the Device Provisioning Service and their attestation (a symmetric-key group\'s key), nothing else: development device keys of the automotive cloud.'
+    type: 'CustomRole'
+    assignableScopes: [
+      resourceGroup().id
+    ]
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: enrollmentKeyReaderDataActions
+        notDataActions: []
+      }
+    ]
+  }
+}
+
+resource functionDps 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (developmentKeys) {
+  name: guid(provisioningService.id, functionPrincipalId, enrollmentKeyReader.id)
   scope: provisioningService
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', dpsDataReaderRoleId)
+    roleDefinitionId: enrollmentKeyReader.id
     principalId: functionPrincipalId
     principalType: 'ServicePrincipal'
   }

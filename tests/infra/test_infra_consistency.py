@@ -27,8 +27,8 @@ ROLE = {
     "a638d3c7-ab3a-418d-83e6-5f17a39d4fde": "Azure Event Hubs Data Receiver",
     "2b629674-e913-4c01-ae53-ef4638d8f975": "Azure Event Hubs Data Sender",
     "4fc6c259-987e-4a07-842e-c321cc9d413f": "IoT Hub Data Contributor",
-    "10745317-c249-44a1-a5ce-3a4353c0bbd8": "Device Provisioning Service Data Reader",
     "dfce44e4-17b7-4bd1-a6d1-04996ec95633": "Device Provisioning Service Data Contributor",
+    "custom:enrollmentKeyReader": "DPS enrollment group key reader (custom)",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "00000000-0000-0000-0000-000000000002": "Cosmos DB Built-in Data Contributor",
 }
@@ -48,7 +48,7 @@ EXPECTED_ROLES = {
     ("function", "IoT Hub Data Contributor", "Microsoft.Devices/IotHubs"),
     ("function", "Monitoring Metrics Publisher", "Microsoft.Insights/components"),
     ("function", "Cosmos DB Built-in Data Contributor", "Microsoft.DocumentDB/databaseAccounts"),
-    ("function", "Device Provisioning Service Data Reader", "Microsoft.Devices/provisioningServices"),
+    ("function", "DPS enrollment group key reader (custom)", "Microsoft.Devices/provisioningServices"),
     ("iothub", "Azure Event Hubs Data Sender", "Microsoft.EventHub/namespaces"),
     ("dps", "IoT Hub Data Contributor", "Microsoft.Devices/IotHubs"),
     ("user", "Storage Blob Data Owner", "Microsoft.Storage/storageAccounts"),
@@ -323,12 +323,20 @@ def _role_assignments(bicep: dict[str, Bicep]) -> list[tuple[str, str, str, str,
                 continue
             config = body(r)
             if r["type"] == "Microsoft.Authorization/roleAssignments":
-                role_var = function(config["properties"]["roleDefinitionId"], "subscription_resource_id")
-                role_id = b.var(role_var["resource_name_1"])
+                definition = config["properties"]["roleDefinitionId"]
+                role_var = function(definition, "subscription_resource_id")
+                if role_var is None:  # a custom role of this file: `roleDefinitionId: <roleDefinitions symbol>.id`
+                    role_ref = accessor(definition)
+                    custom = str(role_ref).removesuffix(".id")
+                    assert b.resources[custom]["type"] == "Microsoft.Authorization/roleDefinitions", f"{file}:{name}"
+                    role_id = f"custom:{custom}"
+                else:
+                    role_ref = role_var["resource_name_1"]
+                    role_id = b.var(role_ref)
                 scope = config["scope"]
                 guid_args = list(function(config["name"], "guid").values())
                 assert accessor(guid_args[0]) == f"{scope}.id", f"{file}:{name} name is not guid(scope.id, ...)"
-                assert role_var["resource_name_1"] in guid_args, f"{file}:{name} name must include the role"
+                assert role_ref in [accessor(a) for a in guid_args], f"{file}:{name} name must include the role"
             elif r["type"] == "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments":
                 role_var = re.fullmatch(r".*/sqlRoleDefinitions/\$\{(\w+)\}", config["properties"]["roleDefinitionId"])
                 assert role_var, f"{file}:{name}"
@@ -357,6 +365,8 @@ def test_the_developer_roles_are_skipped_without_a_principal(bicep: dict[str, Bi
     for _, principal, role, _, when in _role_assignments(bicep):
         if principal == "user":
             assert when == "grantUser", f"{role} for the developer must be conditional"
+        elif role == "DPS enrollment group key reader (custom)":
+            assert when == "developmentKeys", "the app reads enrollment group keys in development mode only"
         else:
             assert when is None, f"{role} for {principal} must always be assigned"
 

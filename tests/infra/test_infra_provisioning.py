@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infra_model import INFRA, ROOT, Bicep, body, function, loop_source
+from infra_model import INFRA, ROOT, Bicep, body, condition, loop_source
 from test_infra_hooks import AZD_VALUES
 
 DPS_MODULE = "core/iot/provisioning-service.bicep"
@@ -158,18 +158,43 @@ def test_main_outputs_the_stamps_and_dps_for_azd(main_bicep: Bicep) -> None:
     assert expr(outputs["IOTHUB_HOSTNAME"]["value"]) == "iotHubs[0].outputs.hostName"
 
 
-def test_the_function_reads_enrollments_and_writes_none(bicep: dict[str, Bicep], module_of: Any) -> None:
-    # least privilege: Data Reader (enrollment groups, for development keys), never Data Contributor
+def test_the_function_reads_enrollment_group_keys_in_development_mode_only(
+    bicep: dict[str, Bicep], main_bicep: Bicep, module_of: Any, app_settings: dict[str, Any]
+) -> None:
+    # Least privilege: reading a group's key is "Fetch Attestation Mechanism Details", which the built-in Data
+    # Reader lacks and Data Contributor exceeds (enrollment writes): a custom role of exactly two data actions,
+    # assignable in this resource group, defined and assigned only when development keys are on.
     rbac = bicep["app/rbac.bicep"]
+    (definition,) = rbac.resources_of_type("Microsoft.Authorization/roleDefinitions").values()
+    assert condition(definition) == "developmentKeys"
+    properties = body(definition)["properties"]
+    assert properties["type"] == "CustomRole"
+    (scope,) = properties["assignableScopes"]
+    assert scope["operator"]["operands"]["operand_1"]["function"]["type"] == "resource_group"
+    assert scope["operator"]["operands"]["operand_2"] == "id", "assignable in this resource group only"
+    (permissions,) = properties["permissions"]
+    assert permissions["actions"] == []
+    assert rbac.var(permissions["dataActions"]) == [
+        "Microsoft.Devices/provisioningServices/enrollmentGroups/read",
+        "Microsoft.Devices/provisioningServices/attestationmechanism/details/action",
+    ]
     (assignment,) = [
-        body(r)
+        r
         for r in rbac.resources_of_type("Microsoft.Authorization/roleAssignments").values()
         if body(r)["properties"]["principalId"] == "functionPrincipalId" and body(r)["scope"] == "provisioningService"
     ]
-    role = function(assignment["properties"]["roleDefinitionId"], "subscription_resource_id")["resource_name_1"]
-    assert rbac.var(role) == "10745317-c249-44a1-a5ce-3a4353c0bbd8"  # Device Provisioning Service Data Reader
-    _, declaration, _ = module_of("main.bicep", "app/rbac.bicep")
-    assert expr(body(declaration)["params"]["provisioningServiceName"]) == "provisioningService.outputs.name"
+    assert condition(assignment) == "developmentKeys"
+    assert rbac.parameters["developmentKeys"]["default"] is False
+    # one switch: the same parameter turns the app setting and the role on
+    assert main_bicep.parameters["provisioningDevelopmentKeys"]["default"] is False
+    _, rbac_module, _ = module_of("main.bicep", "app/rbac.bicep")
+    assert body(rbac_module)["params"]["developmentKeys"] == "provisioningDevelopmentKeys"
+    assert expr(body(rbac_module)["params"]["provisioningServiceName"]) == "provisioningService.outputs.name"
+    _, app_module, _ = module_of("main.bicep", "app/function-app.bicep")
+    assert body(app_module)["params"]["provisioningDevelopmentKeys"] == "provisioningDevelopmentKeys"
+    assert "provisioningDevelopmentKeys" in json.dumps(app_settings["PROVISIONING_DEVELOPMENT_KEYS"])
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["provisioningDevelopmentKeys"]["value"] == "${PROVISIONING_DEVELOPMENT_KEYS=false}"
 
 
 def test_abbreviation_and_readme(main_bicep: Bicep) -> None:
