@@ -18,7 +18,7 @@ import secrets
 import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from devstack.iothub.registry import DeviceRegistry, sign
 from devstack.stack import IOTHUB_PORT, free_loopback_address
 from devstack.tls import DevicePki, device_pki, generate, issue_device_certificate
 from shared.provisioning.allocation import AllocationRequest, parse_request
+from simulator.__main__ import main as simulator_main
 from simulator.provisioning import ProvisionedDevice, ProvisioningConfig, provision, provision_all
 
 ID_SCOPE = "0ne00local1"
@@ -399,3 +400,40 @@ async def test_an_x509_device_at_the_hub_needs_its_own_certificate(setup: Setup)
         await asyncio.wait_for(send_telemetry(impostor, "{}"), 20)
     await send_telemetry(car, '{"ok": true}')
     assert await routed(s.hub_of(car.assigned_hub), "car-x509-own") == [b'{"ok": true}']
+
+
+async def test_a_disabled_enrollment_group_answers_disabled_and_creates_nothing(setup: Setup) -> None:
+    s = setup
+    s.dps.groups = [replace(g, enabled=False) if g.attestation == "symmetricKey" else g for g in s.dps.groups]
+    assert "invalid registration status disabled" in await refused(provision(s.sas_config("car-disabled")))
+    assert s.nowhere("car-disabled")
+    assert s.webhook.requests == []
+
+
+async def test_the_simulator_cli_boots_a_fleet_through_dps_and_drives_it(setup: Setup, tmp_path: Path) -> None:
+    """`python -m simulator --provision FILE`: an X.509 car and a development-key car (group key in the file)
+    provision, connect to their hubs and send telemetry there."""
+    s = setup
+    files = issue_device_certificate(s.pki, "car-cli-x509", s.certs)
+    (tmp_path / "ca.pem").write_text(s.ca_pem)
+    common = {"provisioningHost": s.dps_host, "idScope": ID_SCOPE, "serverVerificationCert": "ca.pem"}
+    entries = [
+        {
+            **common,
+            "registrationId": "car-cli-x509",
+            "attestation": {"type": "x509", "certificate": str(files.cert_file), "key": str(files.key_file)},
+            "payload": {"hub": "b"},
+        },
+        {**common, "registrationId": "car-cli-sas", "attestation": {"type": "symmetricKey", "groupKey": s.group_key}},
+    ]
+    config = tmp_path / "cars.json"
+    config.write_bytes(orjson.dumps(entries))
+    argv = ["--provision", str(config), "--duration", "4", "--quiet", "--no-meetings", "--out", str(tmp_path / "o")]
+    assert await asyncio.to_thread(simulator_main, argv) == 0
+    assert s.dps.assignments["car-cli-x509"].hub == s.hosts["b"]
+    assert s.dps.assignments["car-cli-sas"].hub == s.hosts["a"]
+    assert await routed(s.hubs["b"], "car-cli-x509")
+    assert await routed(s.hubs["a"], "car-cli-sas")
+    cars = orjson.loads((tmp_path / "o").read_bytes())["cars"]
+    assert sorted(c["device_id"] for c in cars) == ["car-cli-sas", "car-cli-x509"]
+    assert all(c["sent"] for c in cars)
