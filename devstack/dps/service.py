@@ -429,6 +429,7 @@ class LocalDps:
             old = self.hubs[previous.hub]
             migrated = {k: v for k, v in old.twins.get(device_id).desired.items()}
             old.registry.remove(device_id)
+            old.registry.clear_status(device_id)  # as the service API's DELETE /devices/{id} does
             old.remove_device(device_id)
         if group.attestation == "x509":
             if hub.registry.exists(device_id) and not hub.registry.authenticates_by_certificate(device_id):
