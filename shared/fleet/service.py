@@ -39,7 +39,12 @@ from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
 from shared.privacy.consent import Actor, ConsentService, decision
 from shared.privacy.erasure import Eraser, ForgetCalendar
 from shared.provisioning.enrollment import EnrollmentKeys, enrollment_keys_from_env
-from shared.provisioning.preregistration import ProvisioningConfig, check_region, new_provisioning
+from shared.provisioning.preregistration import (
+    ProvisioningConfig,
+    check_region,
+    check_registration_id,
+    new_provisioning,
+)
 from shared.provisioning.preregistration import answer as preregistration_answer
 from shared.settings import moving_speed_kmh
 from shared.stores.base import DeadLetterSink, Document, DocumentStore
@@ -139,6 +144,7 @@ class FleetService:
     async def _preregister(
         self, brand_id: str, fleet_id: str, vehicle_id: str, label: str | None, choice: Mapping[str, str]
     ) -> dict[str, Any]:
+        check_registration_id(vehicle_id)
         config = self.provisioning_config()
         check_region(config, choice["region"])
         keys = self.enrollment_keys() if choice["attestation"] == "symmetricKey" and config.development_keys else None

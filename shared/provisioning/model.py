@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
@@ -21,7 +22,10 @@ Status = Literal["preregistered", "assigned", "revoked"]
 ATTESTATIONS: Final[tuple[str, ...]] = get_args(Attestation)
 ADMITTED: Final = frozenset({"preregistered", "assigned"})  # statuses the allocation function admits
 REVOKED: Final = "revoked"
-DEFAULT_REGION: Final = "default"  # the region of IOTHUB_HOSTNAME when IOTHUB_STAMPS is unset
+# A DPS registration id (docs, "Individual Enrollment - Create Or Update"): up to 128 alphanumerics and `: . _ -`,
+# no special character at the start or end. A car pre-registered for DPS uses its vehicle id as registration id, so
+# its vehicle id must be one (IoT Hub device ids allow more characters than DPS does).
+REGISTRATION_ID: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9:._-]{0,126}[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.errors import InvalidRequestError
 from shared.provisioning.enrollment import EnrollmentKeys
-from shared.provisioning.model import Stamp, parse_stamps, region_allowed
+from shared.provisioning.model import REGISTRATION_ID, Stamp, parse_stamps, region_allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,14 @@ class ProvisioningConfig:
             id_scope=setting("DPS_ID_SCOPE", environ),
             development_keys=(setting("PROVISIONING_DEVELOPMENT_KEYS", environ) or "").strip().lower() == "true",
             stamps=parse_stamps(setting("IOTHUB_STAMPS", environ), setting("IOTHUB_HOSTNAME", environ)),
+        )
+
+
+def check_registration_id(vehicle_id: str) -> None:
+    if not REGISTRATION_ID.fullmatch(vehicle_id):
+        raise InvalidRequestError(
+            f"{vehicle_id!r} cannot be a DPS registration id: 1-128 letters, digits and : . _ - "
+            "(not first or last); register it in direct mode or choose another vehicle id"
         )
 
 

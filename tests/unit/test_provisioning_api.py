@@ -113,6 +113,15 @@ async def test_bad_provisioning_choices_are_refused(provisioning: dict[str, Any]
     assert await fleet.store.read(VEHICLES, "car-009", "car-009") is None
 
 
+@pytest.mark.parametrize("vehicle_id", ["car(1)", "-car", "car-", "car@x"])
+async def test_a_vehicle_id_dps_cannot_take_is_refused(vehicle_id: str) -> None:
+    fleet = await fleet_with()
+    body = {"vehicleId": vehicle_id, "provisioning": {"attestation": "x509", "region": "eu"}}
+    answer = await fleet.call("POST", REGISTER, body=body)
+    assert answer.status == 400
+    assert "registration id" in answer.json["detail"]
+
+
 async def test_direct_mode_is_unchanged() -> None:
     fleet = await fleet_with()
     answer = await fleet.call("POST", REGISTER, body={"vehicleId": "car-010"})
