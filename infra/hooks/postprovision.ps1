@@ -74,9 +74,9 @@ if (-not (Get-Command az -ErrorAction SilentlyContinue)) {
     if ($key) {
         $allocation = @('--allocation-policy', 'custom', '--webhook-url', "${allocateUrl}?code=$key", '--api-version', '2021-10-01', '--reprovision-policy', 'reprovisionandmigratedata')
     } else {
-        Write-Host 'The allocation function is not deployed yet (azd up provisions before it deploys, and DPS''s key for it exists only then): after the deployment, run'
-        Write-Host '  azd hooks run postprovision'
-        Write-Host 'to create the enrollment groups.'
+        Write-Host 'The allocation function is not deployed yet (azd up provisions before it deploys, and DPS''s key for it exists only then):'
+        Write-Host 'the postdeploy hook (azure.yaml) runs this again after the deployment and creates the enrollment groups'
+        Write-Host '(or run: azd hooks run postprovision).'
     }
     if ($devGroup -ne 'none') {
         Set-EnrollmentGroup $devGroup @('--attestation-type', 'symmetrickey')

@@ -94,9 +94,8 @@ else
   else
     cat <<MSG
 The allocation function is not deployed yet (azd up provisions before it deploys, and DPS's key for it exists only
-then): after the deployment, run
-  azd hooks run postprovision
-to create the enrollment groups.
+then): the postdeploy hook (azure.yaml) runs this again after the deployment and creates the enrollment groups
+(or run: azd hooks run postprovision).
 MSG
   fi
   if [ "$dev_group" != "none" ]; then
