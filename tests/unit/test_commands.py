@@ -555,7 +555,7 @@ async def test_the_routes_answer_201_then_200_and_the_audit_names_the_command() 
 def test_settled_statuses_are_the_ends_of_the_lifecycle() -> None:
     from shared.commands.lifecycle import OPEN, SETTLED
 
-    assert SETTLED == {Status.SUCCEEDED, Status.CONFIRMED, Status.FAILED, Status.EXPIRED, Status.REJECTED,
-                       Status.CANCELLED}  # fmt: skip
+    ends = {Status.SUCCEEDED, Status.CONFIRMED, Status.FAILED, Status.EXPIRED, Status.REJECTED, Status.CANCELLED}
+    assert ends == SETTLED
     assert set(OPEN) | SETTLED == set(Status)
     assert not set(OPEN) & SETTLED
