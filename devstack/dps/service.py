@@ -273,7 +273,7 @@ class LocalDps:
             attested = refused  # DPS answers the registration 401; the connection itself is accepted
         writer.write(mqtt.connack(mqtt.ACCEPTED))
         await writer.drain()
-        lock = asyncio.Lock()
+        subscribed = False  # answers go out only to a device listening on $dps/registrations/res/#
         while True:
             packet = await mqtt.read_packet(reader)
             if packet.kind == mqtt.PUBLISH:
@@ -284,11 +284,12 @@ class LocalDps:
                 if request is None:
                     raise mqtt.ProtocolError(f"published to {message.topic[:200]!r}, which DPS does not serve")
                 status, body, retry = await self._request(registration_id, attested, request, message.payload)
-                async with lock:
+                if subscribed:
                     writer.write(mqtt.publish(dps.response_topic(status, request.request_id, retry), body))
             elif packet.kind == mqtt.SUBSCRIBE:
                 packet_id, filters = mqtt.parse_subscribe(packet)
                 codes = [min(q, 1) if f == dps.RESPONSE_FILTER else mqtt.SUBSCRIBE_FAILURE for f, q in filters]
+                subscribed = subscribed or any(f == dps.RESPONSE_FILTER for f, _ in filters)
                 writer.write(mqtt.suback(packet_id, codes))
             elif packet.kind == mqtt.UNSUBSCRIBE:
                 packet_id, _ = mqtt.parse_unsubscribe(packet)
