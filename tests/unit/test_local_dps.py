@@ -4,6 +4,7 @@ checked against what the installed device SDK itself sends and parses."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import string
@@ -16,10 +17,14 @@ from azure.iot.device.common.auth import sastoken
 from azure.iot.device.common.auth.signing_mechanism import SymmetricKeySigningMechanism
 from azure.iot.device.provisioning.pipeline import mqtt_topic_provisioning as sdk_topics
 from azure.iot.device.provisioning.pipeline.pipeline_stages_provisioning import DeviceRegistrationPayload
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given
 from hypothesis import strategies as st
 
 from devstack.dps import protocol as dps
+from devstack.dps.service import EnrollmentGroup, Refused, sas_attestation, x509_attestation
+from devstack.tls import DevicePki, device_pki, issue_device_certificate
 from simulator.provisioning import ProvisioningConfig, load_provisioning_file
 
 ids = st.text(alphabet=string.ascii_lowercase + string.digits + "-._:", min_size=1, max_size=128)
@@ -163,3 +168,55 @@ def test_a_provisioning_file_gives_the_cars_configs(tmp_path: Path) -> None:
         ProvisioningConfig.from_json({**entries[1], "attestation": {"type": "tpm"}})
     with pytest.raises(ValueError, match="not a provisioning config"):
         ProvisioningConfig.from_json({"idScope": "x"})
+
+
+def _leaf_der(pki: DevicePki, cn: str, directory: Path, **validity: dt.datetime) -> bytes:
+    files = issue_device_certificate(pki, cn, directory, **validity)
+    return x509.load_pem_x509_certificate(files.cert_file.read_bytes()).public_bytes(serialization.Encoding.DER)
+
+
+def test_x509_attestation_takes_the_issuing_groups_valid_certificate_for_its_own_id(tmp_path: Path) -> None:
+    pki, other = device_pki("brand"), device_pki("other")
+    groups = [
+        EnrollmentGroup("other", "x509", "http://x", (), ca_pem=other.intermediate_pem),
+        EnrollmentGroup("brand", "x509", "http://x", (), ca_pem=pki.intermediate_pem),
+    ]
+    now = dt.datetime.now(dt.UTC)
+    attested = x509_attestation(_leaf_der(pki, "car-1", tmp_path), "car-1", groups, now)
+    assert attested.group.group_id == "brand"
+    assert attested.runtime["x509"]["subjectName"] == "CN=car-1"
+    refusals = {
+        "no certificate": (None, "car-1", groups),
+        "another registration id": (_leaf_der(pki, "car-2", tmp_path), "car-1", groups),
+        "expired": (
+            _leaf_der(pki, "car-1", tmp_path, not_before=now - dt.timedelta(days=9), not_after=now - dt.timedelta(1)),
+            "car-1",
+            groups,
+        ),
+        "not yet valid": (
+            _leaf_der(pki, "car-1", tmp_path, not_before=now + dt.timedelta(days=1), not_after=now + dt.timedelta(9)),
+            "car-1",
+            groups,
+        ),
+        "a CA no group holds": (_leaf_der(device_pki("stranger"), "car-1", tmp_path), "car-1", groups),
+        "the root, not the registered intermediate": (
+            _leaf_der(pki, "car-1", tmp_path),
+            "car-1",
+            [EnrollmentGroup("root", "x509", "http://x", (), ca_pem=pki.root_pem)],
+        ),
+    }
+    for case, (leaf, registration_id, candidates) in refusals.items():
+        with pytest.raises(Refused) as refused:
+            x509_attestation(leaf, registration_id, candidates, now)
+        assert (refused.value.status, refused.value.error_code) == (401, dps.UNAUTHORIZED), case
+
+
+def test_sas_attestation_finds_the_group_whose_derived_key_signed() -> None:
+    keys = [base64.b64encode(bytes([n]) * 32).decode() for n in (1, 2)]
+    groups = [EnrollmentGroup(f"g{n}", "symmetricKey", "http://x", (), primary_key=k) for n, k in enumerate(keys)]
+    resource = "scope/registrations/car-1"
+    token = sastoken.RenewableSasToken(resource, SymmetricKeySigningMechanism(dps.derive_device_key(keys[1], "car-1")))
+    assert sas_attestation(str(token), "scope", "car-1", groups, time.time()).group.group_id == "g1"
+    for scope, registration_id in (("other", "car-1"), ("scope", "car-2")):
+        with pytest.raises(Refused):
+            sas_attestation(str(token), scope, registration_id, groups, time.time())
