@@ -182,12 +182,19 @@ async def test_preregistered_cars_provision_onto_their_regions_hub_and_a_revoked
         await asyncio.wait_for(provision(w.x509("car-unknown")), 30)
     assert not any(h.registry.exists("car-unknown") for h in w.hubs.values())
 
+    # AND a certificate renewal (a new certificate and key from the same CA) re-provisions it where it was
+    assigned_at = (await w.provisioning("car-eu-1"))["assignedAt"]
+    renewed = await provision(w.x509("car-eu-1"))
+    assert renewed.assigned_hub == w.hosts["eu"]
+    assert (await w.provisioning("car-eu-1"))["assignedAt"] == assigned_at  # the same answer, nothing rewritten
+    await send_telemetry(renewed, '{"hello": "renewed"}')
+
     # WHEN the EU car is revoked
     revoked = await w.fleet.revoke("car-eu-1")
     assert (revoked["hub"], revoked["deviceDisabled"]) == (w.hosts["eu"], True)
     # THEN it cannot connect to its hub, nor provision again
     with pytest.raises(Exception):  # noqa: B017 - the SDK's connection errors vary; refused is what counts
-        await asyncio.wait_for(send_telemetry(eu_car, '{"hello": "again"}'), 20)
+        await asyncio.wait_for(send_telemetry(renewed, '{"hello": "again"}'), 20)
     with pytest.raises(ClientError):
         await asyncio.wait_for(provision(w.x509("car-eu-1")), 30)
     assert (await w.provisioning("car-eu-1"))["status"] == "revoked"
