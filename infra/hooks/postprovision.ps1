@@ -27,7 +27,8 @@ $resourceGroup = (azd env get-value AZURE_RESOURCE_GROUP).Trim()
 $idScope = (azd env get-value DPS_ID_SCOPE).Trim()
 $appName = (azd env get-value AZURE_FUNCTION_NAME).Trim()
 $allocateUrl = "$((azd env get-value AZURE_FUNCTION_URL).Trim())/api/provisioning/allocate"
-$devGroup = Get-Optional 'DPS_DEVELOPMENT_GROUP' 'development-fleet'
+# The group's name is fixed: the app derives development keys from it (shared/provisioning/enrollment.py); 'none' skips it.
+$devGroup = if ((Get-Optional 'DPS_DEVELOPMENT_GROUP' '') -eq 'none') { 'none' } else { 'development-fleet' }
 $brandCa = Get-Optional 'DPS_BRAND_CA_CERTIFICATE' ''
 $caName = Get-Optional 'DPS_BRAND_CA_NAME' 'brand-intermediate-ca'
 $x509Group = Get-Optional 'DPS_X509_GROUP' 'brand-x509'

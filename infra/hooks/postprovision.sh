@@ -26,8 +26,8 @@ echo "Wrote local.settings.json (no secrets: the host and the SDKs use your az l
 # DPS authenticates to the webhook with a function key in its URL, the one credential it supports: a key of its
 # own ("dps") on the allocation function only (not a host key), created by the host, read here and written into
 # the enrollment groups, never printed. Rotate it: az functionapp function keys delete ... --key-name dps, rerun.
-# Optional azd values: DPS_DEVELOPMENT_GROUP (symmetric-key group for development and test fleets, default
-# development-fleet, "none" skips it), DPS_BRAND_CA_CERTIFICATE (PEM file of the brand's intermediate CA, public
+# Optional azd values: DPS_DEVELOPMENT_GROUP ("none" skips the symmetric-key group for development and test fleets;
+# its name is development-fleet, the one the app derives development keys from: shared/provisioning/enrollment.py), DPS_BRAND_CA_CERTIFICATE (PEM file of the brand's intermediate CA, public
 # part only), DPS_BRAND_CA_NAME (default brand-intermediate-ca), DPS_X509_GROUP (default brand-x509).
 optional() { azd env get-value "$1" 2>/dev/null || true; }
 dps_name=$(azd env get-value DPS_NAME)
@@ -35,8 +35,8 @@ resource_group=$(azd env get-value AZURE_RESOURCE_GROUP)
 id_scope=$(azd env get-value DPS_ID_SCOPE)
 app_name=$(azd env get-value AZURE_FUNCTION_NAME)
 allocate_url="$(azd env get-value AZURE_FUNCTION_URL)/api/provisioning/allocate"
-dev_group=$(optional DPS_DEVELOPMENT_GROUP)
-dev_group=${dev_group:-development-fleet}
+dev_group=development-fleet
+[ "$(optional DPS_DEVELOPMENT_GROUP)" = none ] && dev_group=none
 brand_ca=$(optional DPS_BRAND_CA_CERTIFICATE)
 ca_name=$(optional DPS_BRAND_CA_NAME)
 ca_name=${ca_name:-brand-intermediate-ca}
