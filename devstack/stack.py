@@ -11,24 +11,41 @@ programmable over HTTP at `stack.fault_control_url` (loopback).
         stack.connection_strings      # for the simulator
         stack.environ                 # the app settings the functions run with
 
+With `StackConfig.provisioning` (on in the demo and `make dev`, off by default) it also runs what issue 15 needs:
+a second hub (hub B, region "us", on a loopback address of its own; hub A, `iothub_host`, is region "eu"), both
+routing into the same Event Hubs namespace, the device PKI both hubs trust (`stack.pki`), and the local Device
+Provisioning Service (`stack.dps`, on a third loopback address) with an X.509 enrollment group (the PKI's brand
+intermediate) and the symmetric-key group `development-fleet`, both calling the app's allocation webhook
+(`{http_url}/api/provisioning/allocate`) and linked to both hubs. The app gets IOTHUB_STAMPS, the hubs' service URLs
+as a {"host": "url"} map, DPS_ID_SCOPE, DPS_GLOBAL_ENDPOINT and development keys: it reads the symmetric group's key
+as in Azure (DpsEnrollmentKeys: DPS's service API with a managed-identity token), from `LocalDpsServiceApi` below.
+
 The app settings start from the defaults in shared/settings.py (the one list), then the stack's endpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import importlib.util
 import logging
 import os
+import secrets
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
+from aiohttp import web
+
 from devstack.cosmos_bootstrap import bootstrap
 from devstack.cosmos_proxy import CosmosProxy, proxied_cosmos_server
+from devstack.dps.service import EnrollmentGroup, LocalDps
 from devstack.eventhubs import EventHubsNamespace
 from devstack.faults import FaultControl, FaultPlan
 from devstack.host.host import LocalFunctionHost
@@ -39,8 +56,9 @@ from devstack.iothub.service_api import ServiceApi
 from devstack.oidc import STATE_FILE, LocalOidcProvider
 from devstack.servers import COSMOS_EMULATOR_KEY, AzuriteEndpoints, ServerError, azurite, port_in_use
 from devstack.service_proxy import IoTHubServiceProxy
-from devstack.tls import TlsFiles, generate
+from devstack.tls import DevicePki, TlsFiles, device_pki, generate
 from shared.iothub.local_gateway import SERVICE_URL_SETTING
+from shared.provisioning.enrollment import DPS_SCOPE, SYMMETRIC_KEY_GROUP_ID
 from shared.settings import SETTINGS
 from shared.settings_model import reread_process_environment
 
@@ -48,6 +66,14 @@ log = logging.getLogger(__name__)
 
 IOTHUB_PORT: Final = 8883  # the device SDK always dials 8883
 GRAPH_CREDENTIAL_SETTINGS: Final = ("GRAPH_CLIENT_SECRET", "GRAPH_CLIENT_CERTIFICATE_PATH")
+# Provisioning (StackConfig.provisioning): the id scope of the local DPS, its enrollment groups, and the regions
+# (IOTHUB_STAMPS) of hub A (`iothub_host`) and hub B.
+DPS_ID_SCOPE: Final = "0ne00L0CA17"
+X509_GROUP_ID: Final = "local-brands-x509"
+PKI_BRAND: Final = "local-brands"
+HUB_A_REGION: Final = "eu"
+HUB_B_REGION: Final = "us"
+ALLOCATION_PATH: Final = "/api/provisioning/allocate"
 
 
 def graph_sandbox_available() -> bool:
@@ -77,12 +103,18 @@ class StackConfig:
     overrides: dict[str, str] = field(default_factory=dict)
     # Functions the local host does not drive (a test drives them itself, e.g. in a worker process it kills).
     excluded_functions: frozenset[str] = frozenset()
+    # Two hubs and the local DPS (module docstring). Off: one hub, as before issue 15.
+    provisioning: bool = False
+    # Loopback addresses of hub B and the DPS device endpoint (both on port 8883); None: a free one at start.
+    hub_b_host: str | None = None
+    dps_host: str | None = None
 
     @classmethod
     def demo(cls) -> StackConfig:
-        """The well-known ports and no device identities: the demo registers its cars through the fleet API."""
+        """The well-known ports, two hubs and DPS, no device identities: the demo registers (pre-registers) its cars
+        through the fleet API."""
         return cls([], cosmos_endpoint=os.environ.get("COSMOS_ENDPOINT") or None,
-                   cosmos_key=os.environ.get("COSMOS_KEY") or COSMOS_EMULATOR_KEY)  # fmt: skip
+                   cosmos_key=os.environ.get("COSMOS_KEY") or COSMOS_EMULATOR_KEY, provisioning=True)  # fmt: skip
 
     def with_free_ports(self, iothub_host: str) -> StackConfig:
         return replace(self, iothub_host=iothub_host, blob_port=0, queue_port=0, table_port=0, cosmos_port=0,
@@ -100,6 +132,10 @@ class StackConfig:
         }
         if self.cosmos_endpoint is None:
             wanted["Cosmos DB (proxy in front of the local server)"] = ("127.0.0.1", self.cosmos_port)
+        if self.provisioning and self.hub_b_host:
+            wanted["IoT Hub B device endpoint (MQTT/TLS)"] = (self.hub_b_host, IOTHUB_PORT)
+        if self.provisioning and self.dps_host:
+            wanted["DPS device endpoint (MQTT/TLS)"] = (self.dps_host, IOTHUB_PORT)
         return {name: (host, port) for name, (host, port) in wanted.items() if port}
 
 
@@ -128,6 +164,25 @@ class LocalStack:
         self.event_hubs = EventHubsNamespace()
         self.hub = LocalIoTHub(self.registry, self.event_hubs)
         self.service_api = ServiceApi(self.hub)
+        # Every hub by host name, hub A first; with provisioning, hub B (same Event Hubs namespace) and DPS too.
+        self.hubs: dict[str, LocalIoTHub] = {config.iothub_host: self.hub}
+        self.regions: dict[str, str] = {HUB_A_REGION: config.iothub_host}  # region → hub host (IOTHUB_STAMPS)
+        self.hub_b: LocalIoTHub | None = None
+        self.dps: LocalDps | None = None
+        self.dps_host = ""
+        self.dps_id_scope = DPS_ID_SCOPE
+        self.pki: DevicePki | None = None
+        self.group_key = ""  # the symmetric-key group's primary key (base64)
+        self.dps_service_url = ""
+        if config.provisioning:
+            taken = {config.iothub_host, "127.0.0.1"}
+            hub_b_host = config.hub_b_host or _free_address(taken)
+            self.dps_host = config.dps_host or _free_address(taken | {hub_b_host})
+            self.hub_b = LocalIoTHub(DeviceRegistry(hub_b_host), self.event_hubs)
+            self.hubs[hub_b_host] = self.hub_b
+            self.regions[HUB_B_REGION] = hub_b_host
+            self.pki = device_pki(PKI_BRAND)
+            self.group_key = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
         self.environ: dict[str, str] = {}
         self.tls: TlsFiles | None = None
         self.storage: AzuriteEndpoints | None = None
@@ -146,6 +201,15 @@ class LocalStack:
     @property
     def connection_strings(self) -> list[str]:
         return [self.registry.connection_string(d) for d in self.config.vehicles]  # provisioned at start
+
+    def hub_of(self, device_id: str) -> LocalIoTHub:
+        """The hub that holds the device's identity (DPS put it there), else hub A."""
+        return next((hub for hub in self.hubs.values() if hub.registry.exists(device_id)), self.hub)
+
+    def host_of(self, device_id: str) -> str:
+        """The host name of `hub_of(device_id)`."""
+        hub = self.hub_of(device_id)
+        return next(host for host, h in self.hubs.items() if h is hub)
 
     async def __aenter__(self) -> LocalStack:
         try:
@@ -181,16 +245,28 @@ class LocalStack:
         await bootstrap(cosmos_endpoint, config.cosmos_key, config.cosmos_database)
 
         host_ip = "127.0.0.1" if config.iothub_host == "localhost" else config.iothub_host
-        self.tls = generate(self.workdir / "tls", [host_ip])
+        self.tls = generate(self.workdir / "tls", [host_ip, *(h for h in self.hubs if h != config.iothub_host),
+                                                   *([self.dps_host] if self.dps_host else [])])  # fmt: skip
         oidc = self.oidc = await self._start_oidc(self.tls)
         for device in config.vehicles:
             self.registry.provision(device)
+        if self.pki is not None:
+            for hub in self.hubs.values():
+                hub.registry.trust_device_ca(self.pki.root_pem)  # X.509 devices DPS creates (before the start)
         await self.hub.start(config.iothub_host, self.tls, IOTHUB_PORT)
         self._exit.push_async_callback(self.hub.stop)
         service_api_url = await self.service_api.start()
         self._exit.push_async_callback(self.service_api.stop)
         service_proxy = IoTHubServiceProxy(service_api_url, faults=self.iothub_faults)
         service_url = self._exit.enter_context(running_in_thread(service_proxy, "iothub-service-proxy")).url
+        service_urls = {config.iothub_host: service_url}
+        if self.hub_b is not None:  # hub B: its own service API, no fault proxy
+            hub_b_host = self.regions[HUB_B_REGION]
+            await self.hub_b.start(hub_b_host, self.tls, IOTHUB_PORT)
+            self._exit.push_async_callback(self.hub_b.stop)
+            hub_b_api = ServiceApi(self.hub_b)
+            service_urls[hub_b_host] = await hub_b_api.start()
+            self._exit.push_async_callback(hub_b_api.stop)
         control = FaultControl({"cosmos": self.cosmos_faults, "iothub": self.iothub_faults})
         self.fault_control_url = await control.start()
         self._exit.push_async_callback(control.stop)
@@ -204,6 +280,8 @@ class LocalStack:
             IOTHUB_HOSTNAME=config.iothub_host,
         )
         env[SERVICE_URL_SETTING] = service_url
+        if config.provisioning:
+            env.update(await self._start_dps_service_api(service_urls))
         env.update(auth_settings(oidc))
         if config.use_graph_sandbox and graph_sandbox_available() and not _graph_credentials():
             env["GRAPH_BASE_URL"] = await self._start_graph_sandbox()
@@ -223,6 +301,42 @@ class LocalStack:
         self.http_url = f"http://127.0.0.1:{self.host.http.port}" if self.host.http else ""
         if self.host.http is not None and not config.http_port:  # the dashboard's address is known only now
             await oidc.add_redirect_uris(*dashboard_redirect_uris(self.host.http.port))
+        if config.provisioning:
+            await self._start_dps()
+
+    async def _start_dps_service_api(self, service_urls: dict[str, str]) -> dict[str, str]:
+        """The settings of the provisioning features, and the local DPS service API the app reads the group key
+        from (started before the functions, which read it; the DPS device side starts after them)."""
+        api = LocalDpsServiceApi(lambda: self.dps.groups if self.dps is not None else [])
+        self.dps_service_url = await api.start()
+        self._exit.push_async_callback(api.stop)
+        stamps = [{"hostName": host, "region": region} for region, host in self.regions.items()]
+        return {
+            "IOTHUB_STAMPS": orjson.dumps(stamps).decode(),
+            SERVICE_URL_SETTING: orjson.dumps(service_urls).decode(),
+            "DPS_ID_SCOPE": DPS_ID_SCOPE,
+            "DPS_GLOBAL_ENDPOINT": self.dps_host,
+            "DPS_HOSTNAME": self.dps_service_url,
+            "PROVISIONING_DEVELOPMENT_KEYS": "true",
+            # LOCAL ONLY: the App Service managed-identity endpoint azure-identity reads (DefaultAzureCredential →
+            # ManagedIdentityCredential), served by LocalDpsServiceApi: tokens for DPS's service API and nothing else.
+            "IDENTITY_ENDPOINT": f"{self.dps_service_url}/msi/token",
+            "IDENTITY_HEADER": api.identity_header,
+        }
+
+    async def _start_dps(self) -> None:
+        """The local DPS's device endpoint, its groups calling the app's allocation webhook, linked to both hubs."""
+        assert self.tls is not None
+        assert self.pki is not None
+        webhook = f"{self.http_url}{ALLOCATION_PATH}"
+        linked = tuple(self.hubs)
+        groups = [
+            EnrollmentGroup(X509_GROUP_ID, "x509", webhook, linked, ca_pem=self.pki.intermediate_pem),
+            EnrollmentGroup(SYMMETRIC_KEY_GROUP_ID, "symmetricKey", webhook, linked, primary_key=self.group_key),
+        ]
+        self.dps = LocalDps(DPS_ID_SCOPE, groups, self.hubs)
+        await self.dps.start(self.dps_host, self.tls, IOTHUB_PORT)
+        self._exit.push_async_callback(self.dps.stop)
 
     async def _start_oidc(self, tls: TlsFiles) -> LocalOidcProvider:
         """The local Entra stand-in (devstack/oidc), on the stack's CA. A stack on fixed ports (make dev / demo)
@@ -295,6 +409,67 @@ async def close_app_clients() -> None:
 
 def _graph_credentials() -> bool:
     return any(os.environ.get(name) for name in GRAPH_CREDENTIAL_SETTINGS)
+
+
+class LocalDpsServiceApi:
+    """LOCAL ONLY. The part of DPS's service API the app calls, `POST /enrollmentGroups/{id}/attestationmechanism`
+    (the group's keys, for development keys: shared/provisioning/enrollment.py), and the managed-identity token
+    endpoint (App Service's protocol: `GET ?resource=&api-version=2019-08-01` with `X-IDENTITY-HEADER`) that gives the
+    app's DefaultAzureCredential a token for it, so the app runs its Azure code path unchanged. Tokens are random
+    per stack, only for DPS's resource, and checked; it listens on 127.0.0.1 only."""
+
+    RESOURCE: Final = DPS_SCOPE.removesuffix("/.default")
+
+    def __init__(self, groups: Callable[[], list[EnrollmentGroup]]) -> None:
+        self._groups = groups  # the DPS's current enrollment groups
+        self.identity_header = secrets.token_urlsafe(16)
+        self._token = secrets.token_urlsafe(32)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_get("/msi/token", self._msi_token)
+        app.router.add_post("/enrollmentGroups/{group_id}/attestationmechanism", self._attestation)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _msi_token(self, request: web.Request) -> web.Response:
+        if request.headers.get("X-IDENTITY-HEADER") != self.identity_header:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        if request.query.get("resource", "").removesuffix("/.default").rstrip("/") != self.RESOURCE:
+            return web.json_response({"error": "invalid_resource", "error_description": "only DPS here"}, status=400)
+        expires = int(time.time()) + 3600
+        return web.json_response(
+            {"access_token": self._token, "expires_on": str(expires), "resource": self.RESOURCE, "token_type": "Bearer"}
+        )
+
+    async def _attestation(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self._token}":
+            return web.json_response({"message": "Unauthorized"}, status=401, headers={"x-ms-error-code": "401002"})
+        group_id = request.match_info["group_id"]
+        group = next((g for g in self._groups() if g.group_id == group_id), None)
+        if group is None:
+            return web.json_response({"message": "Not found"}, status=404, headers={"x-ms-error-code": "404202"})
+        if group.primary_key is None:
+            return web.json_response({"type": "x509", "x509": {"signingCertificates": {}}})
+        mechanism = {"primaryKey": group.primary_key, "secondaryKey": group.primary_key}
+        return web.json_response({"type": "symmetricKey", "symmetricKey": mechanism})
+
+
+def _free_address(taken: set[str]) -> str:
+    for _ in range(20):
+        address = free_loopback_address()
+        if address not in taken:
+            return address
+    raise ServerError("no second free loopback address with port 8883")
 
 
 def free_loopback_address() -> str:
