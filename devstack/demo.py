@@ -2,9 +2,11 @@
 
 The simulator runs as its own process (`python -m simulator`), exactly as a developer would run it against
 IoT Hub: the device SDK does blocking work while it connects, and a separate process also proves that
-nothing is shared between the cars and the backend but the wire. Its cars fall asleep in some parked spells
-(`--sleep`) and answer `horn_lights` with a fault (`--command-fault`), while the fleets' operators send them remote
-commands through the API (devstack/demo_commands.py) and the report shows how each one ended.
+nothing is shared between the cars and the backend but the wire. With the stack's DPS (StackConfig.provisioning, on
+in `make demo` and `make dev`) the operators pre-register the cars and the simulator boots them through DPS
+(`--provision FILE`): each lands on the hub of its region, and the report says which. Its cars fall asleep in some
+parked spells (`--sleep`) and answer `horn_lights` with a fault (`--command-fault`), while the fleets' operators send
+them remote commands through the API (devstack/demo_commands.py) and the report shows how each one ended.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -23,7 +26,7 @@ import orjson
 
 from devstack.demo_commands import SIMULATOR_FAULTS, DemoCommands
 from devstack.demo_fleet import DemoFleet, operator_view, prepare_fleet
-from devstack.report import LatencyProbe, Report, build_report
+from devstack.report import HubPlacement, LatencyProbe, Report, build_report
 from devstack.stack import LocalStack, StackConfig
 from shared.stores.cosmos import CosmosDocumentStore
 
@@ -52,14 +55,23 @@ def demo_vehicle_ids(count: int) -> list[str]:
     return [f"car-{n:03d}" for n in range(1, count + 1)]
 
 
+def simulator_source(stack: LocalStack, demo: DemoFleet, vehicles: list[str]) -> list[str]:
+    """The simulator's cars: a provisioning file (first boot through DPS) or a file of connection strings."""
+    if demo.provisioning:
+        path = stack.workdir / "provisioning.json"
+        path.write_bytes(orjson.dumps([demo.provisioning[car] for car in vehicles], option=orjson.OPT_INDENT_2))
+        return ["--provision", str(path)]
+    path = stack.workdir / "devices.txt"
+    path.write_text("\n".join(demo.connection_strings[car] for car in vehicles) + "\n")
+    return ["--connection-strings", str(path)]
+
+
 async def run_simulator(
-    stack: LocalStack, options: DemoOptions, connection_strings: list[str], out_file: Path
+    stack: LocalStack, options: DemoOptions, source: list[str], out_file: Path
 ) -> list[dict[str, Any]]:
     assert stack.tls is not None
-    strings = stack.workdir / "devices.txt"
-    strings.write_text("\n".join(connection_strings) + "\n")
     argv = [
-        "-m", "simulator", "--connection-strings", str(strings), "--ca", str(stack.tls.ca_cert),
+        "-m", "simulator", *source, "--ca", str(stack.tls.ca_cert),
         "--duration", str(options.duration), "--seed", str(options.seed),
         "--bad-messages", str(options.bad_messages), "--out", str(out_file), "--sleep", str(options.sleep),
         *(arg for fault in SIMULATOR_FAULTS for arg in ("--command-fault", fault)),
@@ -97,10 +109,10 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
         probe = LatencyProbe(store)
         probe.start()
         try:
-            strings = [demo.connection_strings[car] for car in vehicles]
+            source = simulator_source(stack, demo, vehicles)
             commands.start(time.monotonic() + options.duration)
             try:
-                cars = await run_simulator(stack, options, strings, stack.workdir / "cars.json")
+                cars = await run_simulator(stack, options, source, stack.workdir / "cars.json")
             finally:
                 await commands.stop()
             assert stack.host is not None
@@ -120,6 +132,8 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
             )
             report.commands = commands.view()
             report.operator = await operator_view(http, stack, demo)
+            if stack.dps is not None:
+                report.hubs = hubs_of(stack, demo)
         finally:
             await probe.stop()
             await store.close()
@@ -127,14 +141,40 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
     return report
 
 
+def hubs_of(stack: LocalStack, demo: DemoFleet) -> dict[str, HubPlacement]:
+    """Where DPS put each car (its assignment), with the region it was pre-registered in."""
+    assert stack.dps is not None
+    region_of_hub = {host: region for region, host in stack.regions.items()}
+    out: dict[str, HubPlacement] = {}
+    for car in demo.fleet_of:
+        assignment = stack.dps.assignments.get(car)
+        hub = assignment.hub if assignment is not None else None
+        out[car] = HubPlacement(
+            demo.attestation.get(car, "?"), demo.region.get(car, "?"), hub, region_of_hub.get(hub or "")
+        )
+    return out
+
+
 def describe(stack: LocalStack) -> str:
     env, cfg = stack.environ, stack.config
     assert stack.host is not None
     ca = stack.tls.ca_cert if stack.tls else "?"
+    hub_lines = [f"  IoT Hub (devices)   mqtts://{cfg.iothub_host}:8883  (CA: {ca})",
+                 f"  IoT Hub (service)   {env['LOCAL_IOTHUB_SERVICE_URL']}"]  # fmt: skip
+    if stack.dps is not None:
+        hub_lines = [
+            f"  IoT Hub {name} ({region})  mqtts://{host}:8883"
+            for name, (region, host) in zip("AB", stack.regions.items(), strict=True)
+        ]
+        hub_lines += [
+            f"  IoT Hub (service)   {env['LOCAL_IOTHUB_SERVICE_URL']}",
+            f"  DPS (devices)       mqtts://{stack.dps_host}:8883  id scope {stack.dps_id_scope}; groups "
+            + ", ".join(g.group_id for g in stack.dps.groups),
+            f"  TLS CA              {ca}",
+        ]
     lines = [
         "Local stack is up:",
-        f"  IoT Hub (devices)   mqtts://{cfg.iothub_host}:8883  (CA: {ca})",
-        f"  IoT Hub (service)   {env['LOCAL_IOTHUB_SERVICE_URL']}",
+        *hub_lines,
         f"  Storage (Azurite)   blob/queue/table {cfg.blob_port}/{cfg.queue_port}/{cfg.table_port}",
         f"  Cosmos DB           {env['COSMOS_ENDPOINT']} (database {env['COSMOS_DATABASE']})",
         f"  Functions HTTP      {stack.http_url or '(no HTTP functions)'}/api/...",
@@ -159,11 +199,19 @@ async def run_dev(vehicles: int, out: TextIO = sys.stdout) -> None:
         DEV_STATE.parent.mkdir(exist_ok=True)
         ca_copy = DEV_STATE.parent / "iothub-ca.pem"
         ca_copy.write_text(stack.tls.ca_pem)
+        provision_file = DEV_STATE.parent / "provisioning.json"
         state = {"connectionStrings": list(demo.connection_strings.values()), "caCert": str(ca_copy),
                  "environ": stack.environ}  # fmt: skip
         DEV_STATE.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
-        _say(out, f"device connection strings and settings: {DEV_STATE}")
-        _say(out, "drive cars with:  .venv/bin/python -m simulator --local --duration 600   (Ctrl-C here stops all)")
+        _say(out, f"device settings: {DEV_STATE}")
+        if demo.provisioning:  # the cars are pre-registered: they boot through DPS
+            provision_file.write_bytes(orjson.dumps(list(demo.provisioning.values()), option=orjson.OPT_INDENT_2))
+            _say(out, f"drive cars with:  .venv/bin/python -m simulator --provision {provision_file} --ca {ca_copy} "
+                      "--duration 600   (Ctrl-C here stops all)")  # fmt: skip
+        else:
+            _say(
+                out, "drive cars with:  .venv/bin/python -m simulator --local --duration 600   (Ctrl-C here stops all)"
+            )
         tty = out.isatty()
         try:
             while True:
@@ -172,7 +220,7 @@ async def run_dev(vehicles: int, out: TextIO = sys.stdout) -> None:
                 out.write(f"\r{line}" if tty else f"{line}\n")
                 out.flush()
         finally:
-            for path in (DEV_STATE, ca_copy):
+            for path in (DEV_STATE, ca_copy, provision_file):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
@@ -182,7 +230,8 @@ def describe_fleet(demo: DemoFleet, calendars: bool) -> str:
     lines = ["Fleet set up through the API (each step with that person's own token):"]
     for car, where in demo.fleet_of.items():
         driver = demo.drivers.get(car)
-        lines.append(f"  {car:<10} {where!s:<28} {'driver ' + driver if driver else ''}".rstrip())
+        dps = f"pre-registered {demo.attestation[car]:<12} region {demo.region[car]:<3} " if car in demo.region else ""
+        lines.append(f"  {car:<10} {where!s:<28} {dps}{'driver ' + driver if driver else ''}".rstrip())
     if not calendars:
         lines.append("  no Graph sandbox (devstack/graph_sandbox) or Graph credentials: no drivers, calendars are off")
     return "\n".join(lines)
@@ -190,14 +239,17 @@ def describe_fleet(demo: DemoFleet, calendars: bool) -> str:
 
 def status_line(stack: LocalStack) -> str:
     assert stack.host is not None
-    hub = stack.hub.counters
+    hub: Counter[str] = Counter()
+    for each in stack.hubs.values():
+        hub.update(each.counters)
     d2c = sum(n for k, n in hub.items() if k.startswith("d2c:"))
     ok = sum(n for k, n in stack.host.stats.items() if k.endswith(":ok"))
     failed = sum(n for k, n in stack.host.stats.items() if k.endswith(":failed"))
     stalled = stack.host.stalled()
     stall = f" | STALLED {', '.join(f'{s.function}[{s.partition}]x{s.attempts}' for s in stalled)}" if stalled else ""
+    online = sum(len(h.endpoint.sessions) for h in stack.hubs.values())
     return (
-        f"cars online {len(stack.hub.endpoint.sessions):3d} | d2c {d2c} | backlog {stack.host.backlog()} | "
+        f"cars online {online:3d} | d2c {d2c} | backlog {stack.host.backlog()} | "
         f"invocations ok {ok} failed {failed} | c2d {hub['c2d:delivered']} | twin patches {hub['twin:desired']}"
         f"{stall}   "
     )

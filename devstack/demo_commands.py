@@ -1,8 +1,8 @@
 """Remote commands in the demo (issue 14): each fleet's operator, signed in with their own token, acts on their cars
 through the API while the simulator drives them, then follows every command until it settles.
 
-While the cars drive (once they connected: the demo runs in the process of the local IoT Hub, so
-`stack.hub.connected(car)` says which car is online and which fell asleep):
+While the cars drive (once they connected: the demo runs in the process of the local IoT Hubs, so
+`stack.hub_of(car).connected(car)`, on the hub the car lives on, says which car is online and which fell asleep):
 
 - a lock to every connected car; the first lock's POST is sent again with the same Idempotency-Key, which must
   answer 200 with the same commandId (nothing is sent twice);
@@ -144,16 +144,20 @@ class DemoCommands:
     # --- while the cars drive ----------------------------------------------------------------------------------
 
     async def _during_run(self, ends_at: float) -> None:
-        hub, cars = self.stack.hub, list(self.demo.fleet_of)
+        cars = list(self.demo.fleet_of)
+
+        def online(car: str) -> bool:  # on the hub it lives on (DPS may have put it on either)
+            return self.stack.hub_of(car).connected(car)
+
         connect_by = min(ends_at, time.monotonic() + CONNECT_SECONDS)
-        while not all(hub.connected(c) for c in cars) and time.monotonic() < connect_by and not self._stop.is_set():
+        while not all(online(c) for c in cars) and time.monotonic() < connect_by and not self._stop.is_set():
             await self._pause(0.1)
-        connected = [c for c in cars if hub.connected(c)]
+        connected = [c for c in cars if online(c)]
         seen = set(connected)
         await self._first_round(connected)
         steady, next_steady = 0, time.monotonic() + STEADY_SECONDS
         while not self._stop.is_set() and ends_at - time.monotonic() > LAST_SECONDS:
-            awake = [c for c in cars if hub.connected(c)]
+            awake = [c for c in cars if online(c)]
             late = [c for c in awake if c not in seen]  # connected after the first round: their lock now
             seen.update(late)
             asleep = [c for c in sorted(seen - set(awake)) if c not in self._slept][: SLEEPERS - len(self._slept)]

@@ -14,7 +14,9 @@ fleet operator, signed in at the local identity provider, gets from the API (`Op
 see a car outside their fleet or miss one of it. The commands (`CommandsView`) are what the fleets' operators sent
 during the run (devstack/demo_commands.py) as the API last showed them: one row each with its status, reason and
 delivery, counts by status, and p50/p95 from `createdAt` to the `succeeded` and `confirmed` transitions, by
-delivery (direct method or queued C2D); the run fails if one is stuck or none succeeded.
+delivery (direct method or queued C2D); the run fails if one is stuck or none succeeded. With the stack's DPS the
+report also says which hub each car landed on (`HubPlacement`, from the DPS's assignments): the run fails if a car
+was not assigned or landed on a hub outside the region it was pre-registered in.
 """
 
 from __future__ import annotations
@@ -82,6 +84,20 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+@dataclass(frozen=True)
+class HubPlacement:
+    """Where DPS put one car: how it attested, the region it was pre-registered in, its hub and that hub's region."""
+
+    attestation: str
+    region: str
+    hub: str | None  # None: not assigned
+    hub_region: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.hub is not None and self.hub_region == self.region
 
 
 @dataclass(frozen=True)
@@ -399,6 +415,7 @@ class Report:
     stalled: list[str] = field(default_factory=list)
     operator: OperatorView | None = None  # None: the run had no operator view (a report built from the store only)
     commands: CommandsView | None = None  # None: the run sent no commands (a report built from the store only)
+    hubs: dict[str, HubPlacement] = field(default_factory=dict)  # car → where DPS put it (empty: no DPS in the run)
 
     @property
     def telemetry_dead_letters(self) -> int:
@@ -422,6 +439,9 @@ class Report:
                 out.append(f"agenda reached {self.agenda_cars} of {len(self.calendar_vehicles)} cars with a driver")
             if self.cars_without_link:
                 out.append(f"cars that asked but got no meeting link: {self.cars_without_link}")
+        misplaced = sorted(car for car, placed in self.hubs.items() if not placed.ok)
+        if misplaced:
+            out.append(f"cars DPS did not put on a hub of their region: {misplaced}")
         if self.operator is not None:
             out += self.operator.failures()
         if self.commands is not None:
@@ -455,6 +475,11 @@ class Report:
         lines.append(f"end-to-end latency       {lat} (device send → state visible in Cosmos)")
         if self.stalled:
             lines.append(f"stalled partitions       {'; '.join(self.stalled)}")
+        if self.hubs:
+            lines.append("provisioned through DPS  car → hub (its region), as the allocation function chose")
+            for car, placed in sorted(self.hubs.items()):
+                where = f"{placed.hub} ({placed.hub_region})" if placed.hub else "NOT ASSIGNED"
+                lines.append(f"  {car:<22} {placed.attestation:<12} region {placed.region:<3} → {where}")
         if self.commands is not None:
             lines += self.commands.to_lines()
         if self.operator is not None:

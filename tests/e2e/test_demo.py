@@ -1,7 +1,7 @@
 """The whole loop, as `make demo` runs it, with a small fleet: car → local IoT Hub → functions → Cosmos → car.
 
-Free ports and a loopback address of its own (the device SDK always dials 8883), so it runs beside a
-`make dev` stack. Set COSMOS_ENDPOINT/COSMOS_KEY to run it against another Cosmos (its own database).
+Free ports and loopback addresses of its own (the device SDK always dials 8883), so it runs beside a
+`make dev` stack. As `make demo`, it runs two hubs and DPS: the cars are pre-registered and provision themselves. Set COSMOS_ENDPOINT/COSMOS_KEY to run it against another Cosmos (its own database).
 
 The platform's log records of the whole run (every logger but the local stand-ins', DEBUG included) are kept and
 checked for personal data: no e-mail address, token, calendar subject or position may be in one.
@@ -61,7 +61,8 @@ def platform_logs() -> Iterator[Kept]:
 
 @pytest.fixture(scope="module")
 async def demo_report(platform_logs: Kept) -> Report:
-    config = StackConfig([]).with_free_ports(free_loopback_address())  # the demo registers its cars via the API
+    # the demo pre-registers its cars through the API and they boot through the stack's DPS, as in `make demo`
+    config = StackConfig([], provisioning=True).with_free_ports(free_loopback_address())
     if os.environ.get("COSMOS_ENDPOINT"):
         config = replace(
             config,
@@ -82,6 +83,20 @@ async def test_every_valid_message_is_ingested_exactly_once(demo_report: Report)
     assert demo_report.duplicated == {}
     assert demo_report.ingested_messages == demo_report.sent_messages
     assert demo_report.ingested_samples == demo_report.sent_samples
+
+
+async def test_the_cars_provisioned_through_dps_onto_hubs_of_their_regions(demo_report: Report) -> None:
+    hubs = demo_report.hubs
+    assert len(hubs) == VEHICLES
+    assert all(placed.ok for placed in hubs.values()), hubs
+    assert {p.hub_region for p in hubs.values()} == {"eu", "us"}  # both hubs have cars
+    assert {p.attestation for p in hubs.values()} == {"x509", "symmetricKey"}
+    assert {(p.attestation, p.region) for p in hubs.values()} == {
+        ("x509", "eu"),
+        ("x509", "us"),
+        ("symmetricKey", "eu"),
+        ("symmetricKey", "us"),
+    }
 
 
 async def test_every_bad_message_is_dead_lettered(demo_report: Report) -> None:
