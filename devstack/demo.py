@@ -163,7 +163,7 @@ def describe(stack: LocalStack) -> str:
                  f"  IoT Hub (service)   {env['LOCAL_IOTHUB_SERVICE_URL']}"]  # fmt: skip
     if stack.dps is not None:
         hub_lines = [
-            f"  IoT Hub {name} ({region})  mqtts://{host}:8883"
+            f"  {f'IoT Hub {name} ({region})':<20}mqtts://{host}:8883"
             for name, (region, host) in zip("AB", stack.regions.items(), strict=True)
         ]
         hub_lines += [

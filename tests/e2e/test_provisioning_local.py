@@ -276,7 +276,11 @@ async def test_a_re_provisioned_car_loses_and_duplicates_no_telemetry(world: Wor
     """The X.509 car's certificate is renewed: it falls asleep, provisions again with the new certificate (same
     registration id), and wakes on the hub DPS gives it (the same one: its region has one hub)."""
     stack = world.stack
+    if X509_CAR not in world.cars:  # run on its own: boot the X.509 car first
+        await world.preregister(X509_CAR, "x509", HUB_A_REGION)
+        await world.boot(X509_CAR, world.x509_config(X509_CAR), 0)
     car = world.cars[X509_CAR]
+    await car.wait_awake()
     await asyncio.sleep(2)  # some telemetry before
     before = len(car.log.sent)
     await car.sleep()
