@@ -94,7 +94,8 @@ def in_banded(ring: BandedRing, lat: float, lon: float) -> bool:
     if lat < lat0 or lat > lat1:
         return False
     inside = False
-    for x1, y1, x2, y2 in bands[_band(lat, lat0, height, len(bands))]:
+    band = int((lat - lat0) / height)  # _band inlined (lat0 <= lat here: never below 0)
+    for x1, y1, x2, y2 in bands[band if band < len(bands) else -1]:
         if (y1 > lat) != (y2 > lat) and lon < (x2 - x1) * (lat - y1) / (y2 - y1) + x1:
             inside = not inside
     return inside

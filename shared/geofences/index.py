@@ -1,10 +1,22 @@
 """A spatial index of one fleet's geofences: a uniform grid of cells, so a position is tested only against the
-geofences whose bounding box touches its cell.
+geofences whose boundary passes through its cell.
 
-Each geofence is listed in every cell its bounding box covers (cells of CELL_DEGREES, ~1.1 km of latitude); one
-larger than MAX_CELLS cells goes to a short list tested by bounding box first. A lookup is one dict read, a
-bounding-box test per candidate and the exact test (haversine or ray casting) only for the few left. The answer is
-the same as testing every geofence (property-tested against brute force).
+Each geofence is listed in the cells its bounding box covers (cells of CELL_DEGREES, ~1.1 km of latitude), and
+when the index is built each of those cells is classified against the shape: covered whole (every point of the cell
+is inside: listed without a test), missed whole (not listed) or crossed by the boundary (listed with its bounding
+box, tested per position). So a lookup is one dict read, and only positions in a cell a boundary crosses take the
+bounding-box and exact tests (haversine or ray casting). Most cells of a fleet are in no geofence or wholly inside
+some: for them the index also holds the tokens a sample there is inside (`answers`, one shared tuple per cell), so
+the fold's usual lookup is that one dict read. A geofence larger than MAX_CELLS cells goes to a short list tested
+by bounding box first (and the answers are not used). The answer is the same as testing every geofence
+(property-tested against brute force).
+
+Classifying a cell is exact, with margins far above rounding: a cell is taken as the rectangle its positions map
+to, grown by MARGIN_DEGREES; a polygon covers or misses it when no edge of any ring comes within that margin (then
+every position in it has the same even-odd answer, the one of its centre, and ray casting computes it without
+error: a position is further than the margin from every edge); a circle covers it when the largest haversine
+distance from the centre to the rectangle is below the radius (1 - RADIUS_MARGIN), misses it when the smallest is
+above the radius (1 + RADIUS_MARGIN) (both bounded from the rectangle's latitude and longitude ranges).
 """
 
 from __future__ import annotations
@@ -14,41 +26,98 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from shared.geofences.geometry import BBox
-from shared.geofences.model import Geofence
+from shared.geofences.geometry import EARTH_RADIUS_M, BBox, Ring
+from shared.geofences.model import Circle, Geofence, Polygon
 
 CELL_DEGREES: Final = 0.01
 MAX_CELLS: Final = 4096
-_LON_CELLS: Final = 40_000  # > 360 / CELL_DEGREES: row stride of a cell key
+LON_CELLS: Final = 40_000  # > 360 / CELL_DEGREES: row stride of a cell key
+FINE: Final = 4  # a cell a boundary crosses is also classified in FINE x FINE sub-cells
+FINE_DEGREES: Final = CELL_DEGREES / FINE
+FINE_LON_CELLS: Final = LON_CELLS * FINE
+MAX_INSIDE: Final = 8  # tokens per sample (overlapping geofences, their curfews): the first by key
+CURFEW: Final = "!curfew"  # a geofence's key + this: moving inside it outside its curfew's allowed windows
+MARGIN_DEGREES: Final = 1e-9  # ~0.1 mm: far above the rounding of a cell key or of ray casting (~1e-13 degrees)
+RADIUS_MARGIN: Final = 1e-7
+_LON_CELLS: Final = LON_CELLS
 
 Entry = tuple[BBox, Geofence]
+Cell = tuple[tuple[Geofence, ...], tuple[Entry, ...]]  # covering the whole cell (by key), crossing it (by key)
+Tokens = tuple[str, ...]
+NO_TOKENS: Final[Tokens] = ()
 
 
 def _cell(value: float) -> int:
     return math.floor(value / CELL_DEGREES)
 
 
+def cell_key(lat: float, lon: float) -> int:
+    """The key of the cell a position is in (the fold inlines this)."""
+    return math.floor(lat / CELL_DEGREES) * LON_CELLS + math.floor(lon / CELL_DEGREES)
+
+
 class GeofenceIndex:
     """The geofences one car is evaluated against, found by position."""
 
-    __slots__ = ("_cells", "_large", "by_key", "geofences")
+    __slots__ = ("_cells", "_large", "answers", "by_key", "fine", "geofences")
 
     def __init__(self, geofences: Iterable[Geofence]) -> None:
         self.geofences: tuple[Geofence, ...] = tuple(sorted(geofences, key=lambda g: g.key))
         self.by_key: dict[str, Geofence] = {g.key: g for g in self.geofences}
-        cells: dict[int, list[Entry]] = {}
+        full: dict[int, list[Geofence]] = {}
+        partial: dict[int, list[Entry]] = {}
         large: list[Entry] = []
-        for fence in self.geofences:
+        for fence in self.geofences:  # by key: so is every cell's list
             box = fence.shape.bbox()
             lat0, lon0, lat1, lon1 = _cell(box[0]), _cell(box[1]), _cell(box[2]), _cell(box[3])
             if (lat1 - lat0 + 1) * (lon1 - lon0 + 1) > MAX_CELLS:
                 large.append((box, fence))
                 continue
-            for i in range(lat0, lat1 + 1):
-                for j in range(lon0, lon1 + 1):
-                    cells.setdefault(i * _LON_CELLS + j, []).append((box, fence))
-        self._cells: dict[int, tuple[Entry, ...]] = {k: tuple(v) for k, v in cells.items()}
+            for key, covered in _classify(fence, lat0, lon0, lat1, lon1, CELL_DEGREES, LON_CELLS):
+                if covered:
+                    full.setdefault(key, []).append(fence)
+                else:
+                    partial.setdefault(key, []).append((box, fence))
+        self._cells: dict[int, Cell] = {
+            key: (tuple(full.get(key, ())), tuple(partial.get(key, ()))) for key in full.keys() | partial.keys()
+        }
         self._large: tuple[Entry, ...] = tuple(large)
+        # Per cell, the tokens of a sample there when they do not depend on the position (no boundary crosses the
+        # cell), the speed or the time (no curfew); None: ask `fine`. A cell not listed: in none.
+        shared: dict[Tokens, Tokens] = {}
+        answers: dict[int, Tokens | None] = {}
+        for key, (covering, crossing) in self._cells.items():
+            answers[key] = None if crossing else _tokens(covering, shared)
+        # The same for the sub-cells of each cell a boundary crosses: the cell's covering geofences and those
+        # covering the sub-cell whole. A sub-cell not listed (a boundary crosses it too, or a curfew): test.
+        fine_full: dict[int, list[Geofence]] = {}
+        fine_crossed: set[int] = set()
+        for fence in {id(fence): fence for _, crossing in self._cells.values() for _, fence in crossing}.values():
+            box = fence.shape.bbox()
+            lat0, lon0, lat1, lon1 = _fine(box[0]), _fine(box[1]), _fine(box[2]), _fine(box[3])
+            for key, covered in _classify(fence, lat0, lon0, lat1, lon1, FINE_DEGREES, FINE_LON_CELLS):
+                if covered:
+                    fine_full.setdefault(key, []).append(fence)
+                else:
+                    fine_crossed.add(key)
+        fine: dict[int, Tokens | None] = {}
+        for key, (covering, crossing) in self._cells.items():
+            if not crossing:
+                continue
+            i, j = divmod(key + LON_CELLS // 2, LON_CELLS)
+            j -= LON_CELLS // 2
+            for fi in range(i * FINE, (i + 1) * FINE):
+                for fj in range(j * FINE, (j + 1) * FINE):
+                    fkey = fi * FINE_LON_CELLS + fj
+                    if fkey in fine_crossed:
+                        continue
+                    inner = [f for f in fine_full.get(fkey, ()) if any(f is g for _, g in crossing)]
+                    fences = sorted((*covering, *inner), key=_by_key) if inner else covering
+                    tokens = _tokens(fences, shared)
+                    if tokens is not None:
+                        fine[fkey] = tokens
+        self.answers = answers
+        self.fine = fine
 
     def __bool__(self) -> bool:
         return bool(self.geofences)
@@ -58,23 +127,139 @@ class GeofenceIndex:
 
     def containing(self, lat: float, lon: float) -> list[Geofence]:
         """The geofences the position is in, ordered by key."""
-        found: list[Geofence] = []
-        candidates = self._cells.get(math.floor(lat / CELL_DEGREES) * _LON_CELLS + math.floor(lon / CELL_DEGREES))
-        if candidates is not None:
-            for box, fence in candidates:
+        cell = self._cells.get(math.floor(lat / CELL_DEGREES) * _LON_CELLS + math.floor(lon / CELL_DEGREES))
+        if cell is not None:
+            covering, crossing = cell
+            found = list(covering)
+            tested = False
+            for box, fence in crossing:
                 if box[0] <= lat <= box[2] and box[1] <= lon <= box[3] and fence.shape.contains(lat, lon):
                     found.append(fence)
+                    tested = True
+            if tested and covering:
+                found.sort(key=_by_key)
+        else:
+            found = []
         if self._large:
             for box, fence in self._large:
                 if box[0] <= lat <= box[2] and box[1] <= lon <= box[3] and fence.shape.contains(lat, lon):
                     found.append(fence)
-        if len(found) > 1:
-            found.sort(key=_by_key)
+            if len(found) > 1:
+                found.sort(key=_by_key)
         return found
 
 
 def _by_key(fence: Geofence) -> str:
     return fence.key
+
+
+def _fine(value: float) -> int:
+    return math.floor(value / FINE_DEGREES)
+
+
+def _tokens(covering: Iterable[Geofence], shared: dict[Tokens, Tokens]) -> Tokens | None:
+    """The tokens of a sample inside exactly these geofences (by key), one shared tuple; None with a curfew (the
+    speed and the time decide)."""
+    fences = tuple(covering)
+    if any(f.curfew is not None for f in fences):
+        return None
+    tokens = tuple(f.key for f in fences[:MAX_INSIDE])
+    return shared.setdefault(tokens, tokens)
+
+
+def _classify(
+    fence: Geofence, lat0: int, lon0: int, lat1: int, lon1: int, size: float, stride: int
+) -> list[tuple[int, bool]]:
+    """The cells (of `size` degrees, keys `i * stride + j`) of the box lat0..lat1 x lon0..lon1 the shape does not
+    miss whole: (key, covers it whole)."""
+    shape = fence.shape
+    if isinstance(shape, Circle):
+        return _circle_cells(shape, lat0, lon0, lat1, lon1, size, stride)
+    assert isinstance(shape, Polygon)
+    return _polygon_cells(shape, lat0, lon0, lat1, lon1, size, stride)
+
+
+def _bounds(index: int, size: float) -> tuple[float, float]:
+    """The rectangle side of a cell index, grown by the margin (every value the cell key maps to it is inside)."""
+    return index * size - MARGIN_DEGREES, (index + 1) * size + MARGIN_DEGREES
+
+
+def _circle_cells(
+    circle: Circle, lat0: int, lon0: int, lat1: int, lon1: int, size: float, stride: int
+) -> list[tuple[int, bool]]:
+    # haversine: a = sin²(dφ/2) + cos φ1 cos φ2 sin²(dλ/2), each term bounded over a row and a column; the circle
+    # covers the cell when the largest a is below its radius's, misses it when the smallest is above.
+    def sin2(angle_deg: float) -> float:
+        return math.sin(math.radians(min(180.0, angle_deg)) / 2) ** 2
+
+    inner = sin2(circle.radius_m * (1 - RADIUS_MARGIN) / EARTH_RADIUS_M * 180 / math.pi)
+    outer = sin2(circle.radius_m * (1 + RADIUS_MARGIN) / EARTH_RADIUS_M * 180 / math.pi)
+    cos1 = math.cos(math.radians(circle.lat))
+    columns: list[tuple[int, float, float]] = []
+    for j in range(lon0, lon1 + 1):
+        west, east = _bounds(j, size)
+        near = 0.0 if west <= circle.lon <= east else min(abs(west - circle.lon), abs(east - circle.lon))
+        far = max(abs(west - circle.lon), abs(east - circle.lon))
+        columns.append((j, sin2(near), sin2(far)))
+    out: list[tuple[int, bool]] = []
+    for i in range(lat0, lat1 + 1):
+        south, north = _bounds(i, size)
+        south, north = max(-90.0, south), min(90.0, north)
+        near = 0.0 if south <= circle.lat <= north else min(abs(south - circle.lat), abs(north - circle.lat))
+        far = max(abs(south - circle.lat), abs(north - circle.lat))
+        cos_south, cos_north = math.cos(math.radians(south)), math.cos(math.radians(north))
+        cos_max = 1.0 if south <= 0 <= north else max(cos_south, cos_north)
+        cos_min = max(0.0, min(cos_south, cos_north))
+        near_lat, far_lat = sin2(near), sin2(far)
+        for j, near_lon, far_lon in columns:
+            if near_lat + cos1 * cos_min * near_lon > outer:
+                continue  # missed whole
+            out.append((i * stride + j, far_lat + cos1 * cos_max * far_lon < inner))
+    return out
+
+
+def _polygon_cells(
+    polygon: Polygon, lat0: int, lon0: int, lat1: int, lon1: int, size: float, stride: int
+) -> list[tuple[int, bool]]:
+    crossed: set[int] = set()
+    for ring in polygon.rings:
+        _mark_edges(ring, lat0, lat1, size, stride, crossed)
+    out: list[tuple[int, bool]] = []
+    for i in range(lat0, lat1 + 1):
+        answer: bool | None = None  # the answer of the cells since the last crossed one (no edge between them)
+        for j in range(lon0, lon1 + 1):
+            key = i * stride + j
+            if key in crossed:
+                out.append((key, False))
+                answer = None
+                continue
+            if answer is None:
+                answer = polygon.contains((i + 0.5) * size, (j + 0.5) * size)
+            if answer:
+                out.append((key, True))
+    return out
+
+
+def _mark_edges(ring: Ring, lat0: int, lat1: int, size: float, stride: int, crossed: set[int]) -> None:
+    """Every cell (in rows lat0..lat1) an edge of the ring comes within the margin of."""
+    for k in range(0, len(ring) - 2, 2):
+        x1, y1, x2, y2 = ring[k], ring[k + 1], ring[k + 2], ring[k + 3]
+        low, high = math.floor(min(y1, y2) / size) - 1, math.floor(max(y1, y2) / size) + 1
+        for i in range(max(lat0, low), min(lat1, high) + 1):
+            south, north = _bounds(i, size)
+            south, north = south - MARGIN_DEGREES, north + MARGIN_DEGREES
+            if max(y1, y2) < south or min(y1, y2) > north:
+                continue
+            if y1 == y2:
+                west, east = min(x1, x2), max(x1, x2)
+            else:  # the part of the edge inside the row's latitudes
+                t_a = min(1.0, max(0.0, (south - y1) / (y2 - y1)))
+                t_b = min(1.0, max(0.0, (north - y1) / (y2 - y1)))
+                xa, xb = x1 + (x2 - x1) * t_a, x1 + (x2 - x1) * t_b
+                west, east = min(xa, xb), max(xa, xb)
+            west, east = west - 2 * MARGIN_DEGREES, east + 2 * MARGIN_DEGREES
+            for j in range(math.floor(west / size), math.floor(east / size) + 1):
+                crossed.add(i * stride + j)
 
 
 def brute_force(geofences: Iterable[Geofence], lat: float, lon: float) -> list[Geofence]:
@@ -99,9 +284,16 @@ class VehicleGeofences:
     private: tuple[Geofence, ...] = ()
     speed_limit: SpeedLimit | None = None
     active: bool = field(init=False, compare=False)  # any geofence at all (read once per fold)
+    # The fleet's tokens per cell and sub-cell when they are the car's whole answer (no private geofence, no large
+    # one), else None.
+    answers: dict[int, Tokens | None] | None = field(init=False, compare=False, repr=False)
+    fine: dict[int, Tokens | None] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "active", bool(self.fleet.geofences) or bool(self.private))
+        plain = not self.private and not self.fleet._large
+        object.__setattr__(self, "answers", self.fleet.answers if plain else None)
+        object.__setattr__(self, "fine", self.fleet.fine)
 
     def __bool__(self) -> bool:
         return self.active

@@ -38,6 +38,13 @@ DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CLOCK: Final = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
 
 
+_FLAT_MAX_LAT: Final = geo.FLAT_MAX_LAT
+_METRES_PER_DEGREE: Final = geo.METRES_PER_DEGREE
+_cos, _radians = math.cos, math.radians
+_LAST_OF_MINUTE: Final = dt.timedelta(seconds=59, microseconds=999_999)
+_MAX_MINUTES: Final = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class FleetScope:
     brand_id: str
@@ -72,8 +79,11 @@ class Circle:
         return geo.circle_bbox(self.lat, self.lon, self.radius_m)
 
     def contains(self, lat: float, lon: float) -> bool:
-        if -geo.FLAT_MAX_LAT < lat < geo.FLAT_MAX_LAT:
-            d2 = geo.flat_distance2(self.lat, self.lon, lat, lon)
+        if -_FLAT_MAX_LAT < lat < _FLAT_MAX_LAT:
+            # geo.flat_distance2 inlined (the same expressions, so the same value)
+            dy = (lat - self.lat) * _METRES_PER_DEGREE
+            dx = (lon - self.lon) * _METRES_PER_DEGREE * _cos(_radians((self.lat + lat) / 2))
+            d2 = dx * dx + dy * dy
             if d2 <= self._inner2:
                 return True
             if d2 >= self._outer2:
@@ -125,12 +135,29 @@ class Curfew:
 
     time_zone: str
     windows: tuple[Window, ...]
+    # Answers per UTC minute (`ts[:16]`), kept when the zone's offset is the same whole number of minutes at both
+    # ends of that minute (so every time in it has the same local minute); bounded.
+    _minutes: dict[str, bool] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def allows(self, ts: str) -> bool:
         """Whether a canonical UTC time (`2026-11-21T08:00:00.000Z`) falls in an allowed window."""
-        local = _utc(ts).astimezone(_zone(self.time_zone))
+        known = self._minutes.get(ts[:16])
+        if known is not None:
+            return known
+        utc = _utc(ts)
+        zone = _zone(self.time_zone)
+        local = utc.astimezone(zone)
         day, minute = local.weekday(), local.hour * 60 + local.minute
-        return any(day in w.days and w.start <= minute < w.end for w in self.windows)
+        answer = any(day in w.days and w.start <= minute < w.end for w in self.windows)
+        if len(ts) == 24 and ts[16] == ":" and ts.endswith("Z"):
+            start = utc.replace(second=0, microsecond=0)
+            offset = start.astimezone(zone).utcoffset()
+            end = (start + _LAST_OF_MINUTE).astimezone(zone).utcoffset()
+            if offset is not None and offset == end and offset.total_seconds() % 60 == 0:
+                if len(self._minutes) >= _MAX_MINUTES:
+                    self._minutes.clear()
+                self._minutes[ts[:16]] = answer
+        return answer
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -177,7 +177,7 @@ class GeoSample(TypedDict):
     ts: str
     lat: float
     lon: float
-    inside: list[str]
+    inside: list[str] | tuple[str, ...]  # a tuple (shared, immutable) as the fold writes it, a list as read back
 
 
 class GeoTip(TypedDict):

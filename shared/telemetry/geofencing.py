@@ -36,11 +36,22 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from math import floor
 from typing import Final
 
 from shared.containers import GEOFENCE_EVENTS
 from shared.device_messages import compact_time, safe_id
-from shared.geofences.index import VehicleGeofences
+from shared.geofences.index import (
+    CELL_DEGREES,
+    CURFEW,
+    FINE_DEGREES,
+    FINE_LON_CELLS,
+    LON_CELLS,
+    MAX_INSIDE,
+    NO_TOKENS,
+    Tokens,
+    VehicleGeofences,
+)
 from shared.geofences.model import CURFEW_SPEED_KMH, FleetScope, Geofence
 from shared.telemetry.documents import (
     AlertDocument,
@@ -56,12 +67,10 @@ from shared.telemetry.documents import (
 ALERTS: Final = "alerts"
 WINDOW_SAMPLES: Final = 16  # position samples kept for late data (the lateness window)
 WINDOW_MAX: Final = 24  # the window grows to this, then the oldest leave down to WINDOW_SAMPLES (amortised)
-MAX_INSIDE: Final = 8  # tokens per sample (overlapping geofences, their curfews): the first by key
 MAX_LEFT: Final = 16  # open "left the geofence" alerts tracked
 CHUNK: Final = WINDOW_MAX - WINDOW_SAMPLES  # samples of one fold inserted and evaluated at a time
 MAX_WRITES_PER_FOLD: Final = 128  # geofence events and alerts one fold may write (a legitimate car: a handful)
 PRUNE_CLAIMS_ABOVE: Final = 32  # claims of events that left the window are dropped once there are more than this
-CURFEW: Final = "!curfew"
 OPEN: Final = "\uffff"  # a claim's last time while its alert is open: after every time, never pruned
 ENTER, EXIT = "enter", "exit"
 
@@ -90,19 +99,34 @@ class _Claims:
         self.documents: dict[str, tuple[str, SideDocument]] = {}
 
 
-def tokens_at(fences: VehicleGeofences, lat: float, lon: float, speed: float | None, ts: str) -> list[str]:
-    """The tokens of one position sample, sorted, at most MAX_INSIDE."""
+def tokens_at(fences: VehicleGeofences, lat: float, lon: float, speed: float | None, ts: str) -> Tokens:
+    """The tokens of one position sample, sorted, at most MAX_INSIDE (MAX_INSIDE and CURFEW: shared.geofences.index).
+    Usually one dict read: the index's answer for the position's cell (`VehicleGeofences.answers`)."""
+    answers = fences.answers
+    if answers is not None:
+        tokens = answers.get(floor(lat / CELL_DEGREES) * LON_CELLS + floor(lon / CELL_DEGREES), NO_TOKENS)
+        if tokens is not None:
+            return tokens
+        tokens = fences.fine.get(floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES))
+        if tokens is not None:
+            return tokens
+    return tested(fences, lat, lon, speed, ts)
+
+
+def tested(fences: VehicleGeofences, lat: float, lon: float, speed: float | None, ts: str) -> Tokens:
+    """tokens_at the slow way: the geofences the index finds by testing, their curfews (the fold calls it when
+    the index has no answer for the cell)."""
     found = fences.containing(lat, lon) if fences.private else fences.fleet.containing(lat, lon)
     if not found:
-        return []
-    tokens: list[str] = []
+        return NO_TOKENS
+    listed: list[str] = []
     moving = speed is not None and speed > CURFEW_SPEED_KMH
     for fence in found[:MAX_INSIDE]:
-        tokens.append(fence.key)
+        listed.append(fence.key)
         if moving and fence.curfew is not None and not fence.curfew.allows(ts):
-            tokens.append(fence.key + CURFEW)
-    tokens.sort()
-    return tokens[:MAX_INSIDE]
+            listed.append(fence.key + CURFEW)
+    listed.sort()
+    return tuple(listed[:MAX_INSIDE])
 
 
 def new_state() -> GeoState:
@@ -138,16 +162,24 @@ def step(
         window = geo["window"]
         ts, lat, lon, speed = positions[0]
         if window and ts > window[-1]["ts"]:
-            tokens = tokens_at(fences, lat, lon, speed, ts)
+            # tokens_at inlined: usually the cell's answer (a shared tuple), one dict read
+            answers = fences.answers
+            tokens: Tokens | None = None
+            if answers is not None:
+                tokens = answers.get(floor(lat / CELL_DEGREES) * LON_CELLS + floor(lon / CELL_DEGREES), NO_TOKENS)
+                if tokens is None:
+                    tokens = fences.fine.get(floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES))
+            if tokens is None:
+                tokens = tested(fences, lat, lon, speed, ts)
             entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens}
             window.append(entry)
             inside = tip["inside"]
             outcome = None
-            if (tokens or inside) and (len(tokens) != len(inside) or not all(t in inside for t in tokens)):
+            if (tokens or inside) and (len(tokens) != len(inside) or not all(map(inside.__contains__, tokens))):
                 outcome = GeoOutcome()
-                _append(vehicle_id, doc, geo, [entry], fences, side, outcome)
+                append(vehicle_id, doc, geo, [entry], fences, side, outcome)
             if len(window) > WINDOW_MAX:
-                _evict(geo, fences)
+                evict(geo, fences)
             return outcome
     outcome = GeoOutcome()
     if withheld:
@@ -185,7 +217,7 @@ def step(
             break
         before = len(side)
         _chunk(vehicle_id, doc, geo, positions[start : start + CHUNK], fences, side, outcome)
-        _evict(geo, fences)
+        evict(geo, fences)
         budget -= len(side) - before
     if outcome.too_late:
         geo["tooLate"] = geo.get("tooLate", 0) + outcome.too_late
@@ -235,10 +267,10 @@ def _chunk(
         outcome.reevaluated = outcome.reevaluated or inserted
         _reevaluate(vehicle_id, doc, geo, fences, side, outcome)
     elif appended:
-        _append(vehicle_id, doc, geo, appended, fences, side, outcome)
+        append(vehicle_id, doc, geo, appended, fences, side, outcome)
 
 
-def _append(
+def append(
     vehicle_id: str,
     doc: VehicleDocument,
     geo: GeoState,
@@ -254,7 +286,7 @@ def _append(
     for entry in entries:
         inside = tip["inside"]
         tokens = entry["inside"]
-        if len(tokens) == len(inside) and all(t in inside for t in tokens):
+        if len(tokens) == len(inside) and all(map(inside.__contains__, tokens)):
             continue  # no crossing (the usual sample)
         _transitions(vehicle_id, tip, entry, fences, produced)
     if produced.claims:
@@ -487,7 +519,7 @@ def _retracted(vehicle_id: str, claim_id: str, claim: GeoClaim) -> tuple[str, Si
     return ALERTS, alert
 
 
-def _evict(geo: GeoState, fences: VehicleGeofences) -> None:
+def evict(geo: GeoState, fences: VehicleGeofences) -> None:
     """Once the window holds more than WINDOW_MAX samples, the oldest leave it down to WINDOW_SAMPLES; the state
     after the last one that left becomes `base`."""
     window = geo["window"]
@@ -496,13 +528,18 @@ def _evict(geo: GeoState, fences: VehicleGeofences) -> None:
     count = len(window) - WINDOW_SAMPLES
     base = geo["base"]
     state: GeoTip | None = base  # advanced in place
+    previous: list[str] | tuple[str, ...] | None = None  # the tokens of the entry before, when they were applied
     for entry in window[:count]:
+        tokens = entry["inside"]
+        if tokens is previous:
+            continue  # the same shared tuple as the sample before: no crossing (the usual case)
         if state is None:
-            state = {"inside": dict.fromkeys(entry["inside"], entry["ts"]), "left": {}}
+            state = {"inside": dict.fromkeys(tokens, entry["ts"]), "left": {}}
         else:
-            tokens, inside = entry["inside"], state["inside"]
-            if (tokens or inside) and (len(tokens) != len(inside) or not all(t in inside for t in tokens)):
+            inside = state["inside"]
+            if (tokens or inside) and (len(tokens) != len(inside) or not all(map(inside.__contains__, tokens))):
                 _transitions("", state, entry, fences, _Claims())
+        previous = tokens
     assert state is not None
     last = window[count - 1]["ts"]
     if base is not None:

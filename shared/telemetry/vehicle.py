@@ -24,10 +24,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from math import floor
 from typing import Final, Literal
 
 from shared.device_messages import safe_id
-from shared.geofences.index import NO_GEOFENCES, SpeedLimit, VehicleGeofences
+from shared.geofences.index import (
+    CELL_DEGREES,
+    FINE_DEGREES,
+    FINE_LON_CELLS,
+    LON_CELLS,
+    NO_GEOFENCES,
+    NO_TOKENS,
+    SpeedLimit,
+    Tokens,
+    VehicleGeofences,
+)
 from shared.settings import IngestionSettings
 from shared.telemetry import geofencing, history, trips
 from shared.telemetry import signals as S
@@ -40,6 +51,7 @@ from shared.telemetry.alerts import (
 )
 from shared.telemetry.contract import TelemetryMessage
 from shared.telemetry.documents import (
+    GeoSample,
     IngestState,
     SideDocument,
     SignalEntry,
@@ -323,7 +335,38 @@ def fold(
         ingest["cursor"] = fresh[-1][0]
     if positions is not None:
         withheld = POSITION in policy.withheld
-        geo = geofencing.step(vehicle_id, doc, positions, geofences, withheld, state["ts"], side)
+        geo_state = doc.get("geo")
+        if (
+            len(positions) == 1
+            and not withheld
+            and geo_state is not None
+            and (tip := geo_state["tip"]) is not None
+            and (window := geo_state["window"])
+            and positions[0][0] > window[-1]["ts"]
+            and "suspended" not in geo_state
+        ):
+            # geofencing.step's steady state inlined (one sample, newer than the window's last): continue from
+            # the tip; the tokens are usually the index's answer for the position's cell, one dict read.
+            ts, lat, lon, speed = positions[0]
+            answers = geofences.answers
+            tokens: Tokens | None = None
+            if answers is not None:
+                tokens = answers.get(floor(lat / CELL_DEGREES) * LON_CELLS + floor(lon / CELL_DEGREES), NO_TOKENS)
+                if tokens is None:
+                    tokens = geofences.fine.get(floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES))
+            if tokens is None:
+                tokens = geofencing.tested(geofences, lat, lon, speed, ts)
+            sample_entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens}
+            window.append(sample_entry)
+            inside = tip["inside"]
+            geo = None
+            if (tokens or inside) and (len(tokens) != len(inside) or not all(map(inside.__contains__, tokens))):
+                geo = geofencing.GeoOutcome()
+                geofencing.append(vehicle_id, doc, geo_state, [sample_entry], geofences, side, geo)
+            if len(window) > geofencing.WINDOW_MAX:
+                geofencing.evict(geo_state, geofences)
+        else:
+            geo = geofencing.step(vehicle_id, doc, positions, geofences, withheld, state["ts"], side)
         if geo is not None:
             update.geofence_events, update.geofence_retracted = geo.events, geo.retracted
             update.geofence_too_late, update.geofence_suppressed = geo.too_late, geo.suppressed

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from shared.errors import InvalidRequestError
 from shared.geofences.geometry import haversine_m, in_polygon
-from shared.geofences.index import GeofenceIndex, VehicleGeofences, brute_force
+from shared.geofences.index import MAX_INSIDE, GeofenceIndex, VehicleGeofences, brute_force
 from shared.geofences.model import (
     MAX_VERTICES,
     Circle,
@@ -21,6 +21,7 @@ from shared.geofences.model import (
     VehicleScope,
     parse_geofence,
 )
+from shared.telemetry import geofencing
 
 FLEET = FleetScope("acme", "north")
 
@@ -196,6 +197,33 @@ def test_index_equals_brute_force(geofences: list[Geofence], positions: list[tup
     index = GeofenceIndex(geofences)
     for lat, lon in positions + [(g.shape.bbox()[0], g.shape.bbox()[1]) for g in geofences]:
         assert index.containing(lat, lon) == brute_force(geofences, lat, lon)
+
+
+@settings(max_examples=150, deadline=None)
+@given(fences(), st.lists(st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)), max_size=40), st.floats(0, 1))
+def test_cell_answers_equal_brute_force(
+    geofences: list[Geofence], positions: list[tuple[float, float]], scale: float
+) -> None:
+    """The tokens the fold reads from the index's per-cell and per-sub-cell answers (or works out where there is
+    none) are brute force's keys, also next to every boundary."""
+    fences = VehicleGeofences(GeofenceIndex(geofences))
+    near: list[tuple[float, float]] = []
+    for g in geofences:
+        shape = g.shape
+        if isinstance(shape, Circle):  # on both sides of the circle, a hair from it
+            for factor in (1 - 1e-6, 1 + 1e-6, scale):
+                d = shape.radius_m * factor / 111_195
+                near += [(shape.lat + d, shape.lon), (shape.lat, shape.lon + d / math.cos(math.radians(shape.lat)))]
+        else:
+            assert isinstance(shape, Polygon)
+            ring = shape.rings[0]
+            for k in range(0, len(ring) - 2, 2):  # along each edge
+                x = ring[k] + (ring[k + 2] - ring[k]) * scale
+                y = ring[k + 1] + (ring[k + 3] - ring[k + 1]) * scale
+                near += [(y, x), (y + 1e-9, x), (y - 1e-9, x), (y, x + 1e-9), (y, x - 1e-9)]
+    for lat, lon in positions + near + [(g.shape.bbox()[0], g.shape.bbox()[1]) for g in geofences]:
+        expected = tuple(g.key for g in brute_force(geofences, lat, lon)[:MAX_INSIDE])
+        assert geofencing.tokens_at(fences, lat, lon, 0.0, "2026-11-21T08:00:00.000Z") == expected
 
 
 def test_private_geofences_join_the_fleet() -> None:
