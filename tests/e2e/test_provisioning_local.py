@@ -39,6 +39,8 @@ from devstack.iothub.hub import wait_connected
 from devstack.stack import HUB_A_REGION, HUB_B_REGION, LocalStack, StackConfig, drain, free_loopback_address
 from devstack.tenancy_seed import platform_admin, seed_tenancy
 from devstack.tls import issue_device_certificate
+from shared.containers import VEHICLES
+from shared.device_messages import safe_id
 from shared.stores.cosmos import CosmosDocumentStore
 from simulator.car import CarOptions, VirtualCar
 from simulator.provisioning import ProvisionedDevice, ProvisioningConfig, derive_device_key, provision
@@ -122,6 +124,17 @@ class World:
         self.cars[vehicle_id], self.devices[vehicle_id] = car, device
         self.tasks[vehicle_id] = asyncio.create_task(car.run(time.time() + 600))
         return device
+
+    async def document(self, vehicle_id: str) -> dict[str, Any]:
+        """The vehicle document in Cosmos (where the allocation function records the car's hub)."""
+        env = self.stack.environ
+        store = CosmosDocumentStore.from_settings(env["COSMOS_ENDPOINT"], env["COSMOS_DATABASE"], key=env["COSMOS_KEY"])
+        try:
+            stored = await store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        finally:
+            await store.close()
+        assert stored is not None
+        return dict(stored.document)
 
     async def vehicle(self, vehicle_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.operator.call("GET", f"/vehicles/{vehicle_id}")
@@ -211,6 +224,9 @@ async def test_an_x509_car_and_a_symmetric_key_car_provision_onto_their_regions_
     assert (sas_car.assigned_hub, sas_car.device_id) == (stack.regions[HUB_B_REGION], SAS_CAR)
     assert stack.host_of(X509_CAR) == stack.regions[HUB_A_REGION]
     assert stack.host_of(SAS_CAR) == stack.regions[HUB_B_REGION]
+    for car, device in ((X509_CAR, x509_car), (SAS_CAR, sas_car)):  # the allocation function recorded its choice
+        provisioning = (await world.document(car))["provisioning"]
+        assert (provisioning["status"], provisioning["hub"]) == ("assigned", device.assigned_hub)
     assert stack.hubs[stack.regions[HUB_A_REGION]].registry.authenticates_by_certificate(X509_CAR)
     assert not stack.hubs[stack.regions[HUB_A_REGION]].registry.exists(SAS_CAR)
     assert not stack.hubs[stack.regions[HUB_B_REGION]].registry.exists(X509_CAR)
