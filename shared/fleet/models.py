@@ -127,6 +127,19 @@ class VehicleRegistration(_Request):
     )
 
 
+class RegionMove(_Request):
+    """Move a car pre-registered for DPS to another region (data residency: a car sold abroad)."""
+
+    region: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="The car's new region: from its next provisioning on it is only assigned to an IoT hub of this "
+        "region (IOTHUB_STAMPS).",
+        examples=["us"],
+    )
+
+
 class ConsentChange(_Request):
     """The driver's privacy choices; fields left out keep their value."""
 
@@ -243,6 +256,20 @@ class Revocation(_Response):
     revokedAt: str
     hub: str | None = Field(description="The hub the car was assigned to, null if it never provisioned.")
     deviceDisabled: bool = Field(description="Whether a device identity was found on the hub and disabled.")
+
+
+class RegionChange(_Response):
+    """The car's region after a move; the car changes hubs when it next provisions (docs/provisioning.md)."""
+
+    vehicleId: str
+    region: str
+    previousRegion: str
+    status: Literal["preregistered", "assigned"]
+    hub: str | None = Field(description="The hub the car is on now, null if it never provisioned.")
+    movesAtNextProvisioning: bool = Field(
+        description="true when its current hub is not in the new region: its next provisioning assigns it a hub of "
+        "the new region (a car that never provisioned lands there at first boot: false)."
+    )
 
 
 class Driver(_Response):

@@ -39,6 +39,7 @@ from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
 from shared.privacy.consent import Actor, ConsentService, decision
 from shared.privacy.erasure import Eraser, ForgetCalendar
 from shared.provisioning.enrollment import EnrollmentKeys, enrollment_keys_from_env
+from shared.provisioning.model import hub_in_region
 from shared.provisioning.preregistration import (
     ProvisioningConfig,
     check_region,
@@ -222,6 +223,42 @@ class FleetService:
         state = states[-1]
         enabled = await self.gateway.set_device_enabled(vehicle_id, True) if state.get("hub") else False
         return {"vehicleId": vehicle_id, "status": state["status"], "hub": state.get("hub"), "deviceEnabled": enabled}
+
+    async def move_region(self, vehicle_id: str, region: str) -> dict[str, Any]:
+        """Data residency changes (a car sold abroad): `provisioning.region` becomes `region`, a region some stamp
+        serves (400 otherwise, as at pre-registration). Nothing else changes now: the car keeps its hub until it
+        provisions again, when the allocation function assigns it a hub of the new region (its current hub is
+        kept only while it is in that region). 409 for a car registered directly or revoked. Idempotent."""
+        config = self.provisioning_config()
+        states: list[tuple[str, dict[str, Any]]] = []
+
+        def change(doc: VehicleDocument) -> None:
+            current = doc.get("provisioning")
+            if not isinstance(current, dict):
+                raise StateConflictError(
+                    f"{vehicle_id} was registered directly, not for DPS: it has no region to move (erase it and "
+                    "pre-register it in the new region)"
+                )
+            if current.get("status") == "revoked":
+                raise StateConflictError(f"{vehicle_id} is revoked: reinstate it before moving it")
+            check_region(config, region)
+            updated: dict[str, Any] = dict(current)
+            previous = str(updated.get("region"))
+            updated["region"] = region
+            doc["provisioning"] = cast(Provisioning, updated)
+            states.append((previous, updated))
+
+        await self._update(vehicle_id, change)
+        previous, state = states[-1]
+        hub = state.get("hub")
+        return {
+            "vehicleId": vehicle_id,
+            "region": region,
+            "previousRegion": previous,
+            "status": state["status"],
+            "hub": hub,
+            "movesAtNextProvisioning": isinstance(hub, str) and not hub_in_region(config.stamps, hub, region),
+        }
 
     # --- reads ----------------------------------------------------------------------------------------------
 

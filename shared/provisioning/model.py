@@ -67,6 +67,11 @@ def region_allowed(stamps: Iterable[Stamp], region: str) -> bool:
     return "*" in found or region in found
 
 
+def hub_in_region(stamps: Iterable[Stamp], hub: str, region: str) -> bool:
+    """Whether `hub` is a stamp of `region` (the single IOTHUB_HOSTNAME stamp serves every region)."""
+    return any(s.host_name == hub.lower() and s.region in (region, "*") for s in stamps)
+
+
 def stable_index(registration_id: str, count: int) -> int:
     """A hash of the registration id that every instance and every Python process computes alike."""
     digest = hashlib.sha256(registration_id.encode("utf-8")).digest()

@@ -8,11 +8,9 @@ host). A fleet operator signs in with the local OpenID Connect provider and pre-
 ProvisioningDeviceClient (simulator/provisioning.py) and then drives as a VirtualCar on its hub: its telemetry is
 ingested, a command reaches it through its hub, its twin comes from its hub. An unregistered and a revoked car are
 refused at provisioning and cannot connect. A re-provisioned car (a renewed certificate, the way a car re-provisions
-in the field) loses and duplicates no telemetry.
-
-There is no API to change a car's region, so the re-provisioned car stays on its hub (the allocation keeps a car on
-its current hub while that hub is still in its region); moving hubs on re-provisioning is covered at the DPS level by
-tests/integration/test_local_dps.py and test_provisioning_end_to_end.py.
+in the field) stays on its hub and loses and duplicates no telemetry; a car moved to another region through the API
+(PUT /api/vehicles/{id}/provisioning/region) re-provisions mid-drive onto the new region's hub and loses and
+duplicates nothing either.
 """
 
 from __future__ import annotations
@@ -329,3 +327,82 @@ async def test_a_re_provisioned_car_loses_and_duplicates_no_telemetry(world: Wor
     assert len(sent) == len(set(sent))
     vehicle = await world.vehicle(X509_CAR)
     assert vehicle["signals"]
+
+
+async def test_a_car_moved_to_another_region_re_provisions_onto_its_hub_and_loses_and_duplicates_nothing(
+    world: World,
+) -> None:
+    """The symmetric-key car (region us, hub B) is sold to Europe: the operator moves it to region eu through the API
+    while it drives; it re-provisions mid-drive (DPS: re-provision and migrate data), the allocation function does not
+    keep it on hub B (outside its new region) and puts it on hub A; it keeps driving there. Every seq it sent is
+    stored exactly once, and commands and its twin then go through hub A."""
+    stack = world.stack
+    hub_a, hub_b = stack.regions[HUB_A_REGION], stack.regions[HUB_B_REGION]
+    if SAS_CAR not in world.cars:  # run on its own: boot the symmetric-key car first
+        answer = await world.preregister(SAS_CAR, "symmetricKey", HUB_B_REGION)
+        await world.boot(SAS_CAR, world.sas_config(SAS_CAR, answer["deviceKey"]), 1)
+    assert world.devices[SAS_CAR].assigned_hub == hub_b
+    car = world.cars[SAS_CAR]
+    await car.wait_awake()
+    await asyncio.sleep(2)  # some telemetry through hub B
+
+    moved = await world.operator.call(
+        "PUT", f"/vehicles/{SAS_CAR}/provisioning/region", {"region": HUB_A_REGION}, expect=(200,)
+    )
+    assert moved == {
+        "vehicleId": SAS_CAR,
+        "region": HUB_A_REGION,
+        "previousRegion": HUB_B_REGION,
+        "status": "assigned",
+        "hub": hub_b,
+        "movesAtNextProvisioning": True,
+    }
+    assert stack.host_of(SAS_CAR) == hub_b  # nothing moves before the car provisions again
+    await asyncio.sleep(1)  # it keeps driving on hub B meanwhile
+    before = len(car.log.sent)
+
+    await car.sleep()  # what it sampled goes out through hub B first
+    again = await asyncio.wait_for(provision(world.sas_config(SAS_CAR, world.answers[SAS_CAR]["deviceKey"])), 60)
+    assert (again.assigned_hub, again.device_id) == (hub_a, SAS_CAR)
+    assert stack.hubs[hub_a].registry.exists(SAS_CAR)
+    assert not stack.hubs[hub_b].registry.exists(SAS_CAR)  # DPS moved the identity
+    provisioning = (await world.document(SAS_CAR))["provisioning"]
+    assert (provisioning["region"], provisioning["status"], provisioning["hub"]) == (HUB_A_REGION, "assigned", hub_a)
+    old_client = car.client
+    car.client = await asyncio.to_thread(again.client, 30)
+    await old_client.shutdown()
+    world.devices[SAS_CAR] = again
+    await car.wake()
+    assert await wait_connected(stack.hubs[hub_a], [SAS_CAR], 30)
+    await asyncio.sleep(3)  # telemetry through hub A
+    locks_before = sum(1 for c in car.log.commands if c["name"] == "lock" and c["via"] == "method")
+    assert len(car.log.sent) > before
+
+    # commands and the twin go through hub A now
+    command = await world.command(SAS_CAR, "lock")
+    assert command["status"] in {"succeeded", "confirmed"}, repr(command)
+    assert command["delivery"]["via"] == "method"
+    locks = sum(1 for c in car.log.commands if c["name"] == "lock" and c["via"] == "method")
+    assert locks == locks_before + 1  # it reached the car, now on hub A
+    desired = stack.hubs[hub_a].twins.get(SAS_CAR).desired  # migrated from hub B, with the allocation's twin
+    assert stack.oidc is not None
+    assert desired["brand"]["brandId"] == seed_fleets(stack.oidc.seed)[0].brand_id
+    assert "consent" in desired
+
+    task = world.tasks.pop(SAS_CAR)
+    await car.sleep()  # the car stops sending; what it sampled went out
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    sent = [s["seq"] for s in car.log.sent]
+    assert await drain(stack, 30)
+    store = CosmosDocumentStore.from_settings(
+        stack.environ["COSMOS_ENDPOINT"], stack.environ["COSMOS_DATABASE"], key=stack.environ["COSMOS_KEY"]
+    )
+    try:
+        stored = await read_stored(store, SAS_CAR)
+    finally:
+        await store.close()
+    result = delivery({SAS_CAR: sent}, stored)
+    assert (result.lost, result.duplicated) == ({}, {})  # nothing lost, nothing twice, across both hubs
+    assert sorted(entry["seq"] for entry in stored.history(SAS_CAR)) == sorted(sent)  # and nothing else
+    assert len(sent) == len(set(sent))

@@ -174,6 +174,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "DELETE /api/vehicles/{vehicleId}": ADMINS,
     "POST /api/vehicles/{vehicleId}/revoke": STAFF,
     "POST /api/vehicles/{vehicleId}/reinstate": STAFF,
+    "PUT /api/vehicles/{vehicleId}/provisioning/region": STAFF,
     "GET /api/vehicles/{vehicleId}/telemetry": READERS,
     "GET /api/vehicles/{vehicleId}/trips": READERS,
     "GET /api/vehicles/{vehicleId}/alerts": READERS,
@@ -249,6 +250,8 @@ CALLS: Final[dict[str, Call]] = {
     "DELETE /api/vehicles/{vehicleId}": Call("vehicle", 200),
     "POST /api/vehicles/{vehicleId}/revoke": Call("vehicle"),
     "POST /api/vehicles/{vehicleId}/reinstate": Call("vehicle"),
+    # build_world enrolls every car for DPS (PROVISIONED: assigned, region eu), so the move is allowed: 200
+    "PUT /api/vehicles/{vehicleId}/provisioning/region": Call("vehicle", body={"region": "us"}),
     "GET /api/vehicles/{vehicleId}/telemetry": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/trips": Call("vehicle"),
     "GET /api/vehicles/{vehicleId}/alerts": Call("vehicle"),

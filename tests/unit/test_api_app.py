@@ -44,6 +44,7 @@ PLAN: dict[tuple[str, str], Requirement] = {
     ("DELETE", "/api/vehicles/{vehicleId}"): requires(P.ERASE_VEHICLE, on="vehicle"),
     ("POST", "/api/vehicles/{vehicleId}/revoke"): requires(P.REVOKE_VEHICLE, on="vehicle"),
     ("POST", "/api/vehicles/{vehicleId}/reinstate"): requires(P.REVOKE_VEHICLE, on="vehicle"),
+    ("PUT", "/api/vehicles/{vehicleId}/provisioning/region"): requires(P.REVOKE_VEHICLE, on="vehicle"),
     ("GET", "/api/vehicles/{vehicleId}/telemetry"): requires(P.READ_VEHICLES, on="vehicle"),
     ("GET", "/api/vehicles/{vehicleId}/trips"): requires(P.READ_VEHICLES, on="vehicle"),
     ("GET", "/api/vehicles/{vehicleId}/alerts"): requires(P.READ_VEHICLES, on="vehicle"),

@@ -111,3 +111,28 @@ async def reinstate_vehicle(
     """Undo a revocation: the allocation function admits the car again and its device is enabled on its hub.
     Idempotent; 409 for a car registered directly."""
     return await fleet.reinstate(vehicleId)
+
+
+@router.put(
+    "/vehicles/{vehicleId}/provisioning/region",
+    responses={
+        409: {
+            "description": "The car was registered in direct mode, not for DPS, or it is revoked",
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+        }
+    },
+    response_model=m.RegionChange,
+    summary="Move a car to another region (data residency)",
+    tags=["provisioning"],
+)
+async def move_vehicle_region(
+    access: Annotated[Access, guard(requires(Permission.REVOKE_VEHICLE, on="vehicle"))],
+    vehicleId: VehicleId,
+    body: m.RegionMove,
+    fleet: Fleet,
+) -> Any:
+    """A car sold abroad: its `provisioning.region` becomes `region` (400 for a region no IoT hub serves). The car
+    moves at its next provisioning: the allocation function then assigns it a hub of the new region, and DPS
+    re-provisions it there migrating its twin (docs/provisioning.md, "Moving a car to another region"). Idempotent;
+    409 for a car registered directly or revoked."""
+    return await fleet.move_region(vehicleId, body.region)
