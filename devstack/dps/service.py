@@ -35,7 +35,7 @@ import datetime as dt
 import logging
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -186,9 +186,20 @@ class LocalDps:
     groups' `linked_hubs` name). Start with `start(host, tls_files)`; devices dial `host`:8883 with id scope
     `id_scope`."""
 
-    def __init__(self, id_scope: str, groups: list[EnrollmentGroup], hubs: Mapping[str, LocalIoTHub]) -> None:
+    def __init__(
+        self,
+        id_scope: str,
+        groups: list[EnrollmentGroup],
+        hubs: Mapping[str, LocalIoTHub],
+        tls_accepted_cas: Sequence[str] = (),
+    ) -> None:
         self.id_scope = id_scope
         self.groups = list(groups)
+        # Azure DPS takes any client certificate in the TLS handshake and decides attestation afterwards (401 for a
+        # chain no enrollment group's CA issued). Python's ssl cannot ask for a certificate without verifying its
+        # chain, so the handshake accepts the groups' CAs plus these: stand-ins for "any other CA", whose devices then
+        # get the 401 DPS gives. A chain from a CA in neither list is refused in the handshake (docs/local-stack.md).
+        self.tls_accepted_cas = list(tls_accepted_cas)
         self.hubs = dict(hubs)
         self.assignments: dict[str, Assignment] = {}  # registration id → where it lives
         self.refusals: list[tuple[str, int, str]] = []  # (registration id, status, message), for tests and logs
@@ -202,7 +213,7 @@ class LocalDps:
     def tls_context(self, tls_files: TlsFiles) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(tls_files.server_cert, tls_files.server_key)
-        cas = [g.ca_pem for g in self.groups if g.ca_pem is not None]
+        cas = [g.ca_pem for g in self.groups if g.ca_pem is not None] + self.tls_accepted_cas
         if cas:
             context.verify_mode = ssl.CERT_OPTIONAL
             context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | NO_CHECK_TIME
