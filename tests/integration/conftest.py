@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from shared.stores.blob_deadletters import BlobDeadLetterSink
 from shared.stores.storage_account import blob_service_client
-from tests.local_hub_support import Hub, started_hub
 
 
 @pytest.fixture
@@ -21,10 +19,3 @@ async def dead_letters(
     sink = BlobDeadLetterSink(blob_service_client())
     yield sink
     await sink.close()
-
-
-@pytest.fixture
-async def local_hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    """A local IoT Hub, its service API and the gateway to it (tests/local_hub_support.py)."""
-    async with started_hub(tmp_path) as hub:
-        yield hub
