@@ -44,7 +44,7 @@ __all__ = [
 SCRIPT: Final = Path(__file__).with_name("provider.mjs")
 # Where a long-running stack (make dev) tells `python -m devstack.oidc token ...` how to reach its provider.
 STATE_FILE: Final = Path(tempfile.gettempdir()) / "automotive-cloud-oidc.json"
-START_TIMEOUT_SECONDS: Final = 20.0
+START_TIMEOUT_SECONDS: Final = 60.0
 
 
 class LocalOidcProvider:
@@ -192,20 +192,32 @@ class LocalOidcProvider:
             self._write_state()
 
     async def _wait_ready(self) -> int:
+        """Waits for the provider's ready line. The log is read once more after the deadline: a test loop that was
+        busy elsewhere for the whole wait must not turn a provider that did start into a failure."""
         assert self._process is not None
         assert self.log_file is not None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + START_TIMEOUT_SECONDS
-        while loop.time() < deadline:
-            for line in self.log_file.read_text(errors="replace").splitlines():
-                if line.startswith('{"ready"'):
-                    port: int = json.loads(line)["port"]
-                    return port
-            if self._process.returncode is not None:
+        started = loop.time()
+        while True:
+            port = self._ready_port()
+            if port is not None:
+                return port
+            if self._process.returncode is not None or loop.time() - started > START_TIMEOUT_SECONDS:
                 break
             await asyncio.sleep(0.05)
+        state = "running" if self._process.returncode is None else f"exited with {self._process.returncode}"
         output = self.log_file.read_text(errors="replace")[-2000:]
-        raise ServerError(f"the local OpenID Connect provider did not start:\n{output}")
+        raise ServerError(
+            f"the local OpenID Connect provider did not start within {loop.time() - started:.1f}s ({state}):\n{output}"
+        )
+
+    def _ready_port(self) -> int | None:
+        assert self.log_file is not None
+        for line in self.log_file.read_text(errors="replace").splitlines():
+            if line.startswith('{"ready"'):
+                port: int = json.loads(line)["port"]
+                return port
+        return None
 
     def _write_state(self) -> None:
         assert self._state_file is not None
