@@ -19,6 +19,7 @@ from shared.calendar.documents import KIND_SUBSCRIPTION, SUBSCRIPTION_ID
 from shared.calendar.jobs import SubscriptionAction
 from shared.containers import CALENDARS
 from shared.device_messages import canonical_time
+from shared.graph.access import is_delegated_user
 from shared.graph.base import GraphClient
 from shared.graph.exceptions import GraphNotFoundError
 from shared.stores.base import DocumentStore
@@ -37,7 +38,8 @@ def user_of_client_state(client_state: str) -> str | None:
 
 
 def resource_of(user_id: str) -> str:
-    return f"/users/{user_id}/events"
+    """The driver's events: `/me/events` for a signed-in account (its own token says who), else by object id."""
+    return "/me/events" if is_delegated_user(user_id) else f"/users/{user_id}/events"
 
 
 class SubscriptionManager:
@@ -83,12 +85,12 @@ class SubscriptionManager:
             return await self._create(user_id, doc)
         try:
             if action == "reauthorize":
-                await self.graph.reauthorize_subscription(doc["subscriptionId"])
+                await self.graph.reauthorize_subscription(user_id, doc["subscriptionId"])
                 return "reauthorized"
             expires = dt.datetime.fromisoformat(doc["expiresAt"])
             if action == "renew" or expires - self.clock() <= self.renew_before:
                 expires_at = canonical_time(self.clock() + SUBSCRIPTION_LIFETIME)
-                renewed = await self.graph.renew_subscription(doc["subscriptionId"], expires_at)
+                renewed = await self.graph.renew_subscription(user_id, doc["subscriptionId"], expires_at)
                 doc["expiresAt"] = renewed.expires_at
                 doc["renewedAt"] = canonical_time(self.clock())
                 await self.store.upsert(CALENDARS, doc)
@@ -103,7 +105,7 @@ class SubscriptionManager:
         doc = await self.read(user_id)
         if doc is None:
             return False
-        await self.graph.delete_subscription(doc["subscriptionId"])
+        await self.graph.delete_subscription(user_id, doc["subscriptionId"])
         await self.store.delete(CALENDARS, user_id, SUBSCRIPTION_ID)
         return True
 
@@ -113,14 +115,14 @@ class SubscriptionManager:
     async def _create(self, user_id: str, old: dict[str, Any] | None) -> str:
         if old is not None:  # best effort: a stale subscription would keep notifying with a dead clientState
             try:
-                await self.graph.delete_subscription(old["subscriptionId"])
+                await self.graph.delete_subscription(user_id, old["subscriptionId"])
             except Exception:
                 log.warning("could not delete old subscription %s", old["subscriptionId"], exc_info=True)
         assert self.notification_url is not None
         client_state = new_client_state(user_id)
         expires_at = canonical_time(self.clock() + SUBSCRIPTION_LIFETIME)
         created = await self.graph.create_subscription(
-            resource_of(user_id), self.notification_url, client_state, expires_at
+            user_id, resource_of(user_id), self.notification_url, client_state, expires_at
         )
         await self.store.upsert(
             CALENDARS,

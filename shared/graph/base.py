@@ -1,7 +1,12 @@
 """The GraphClient interface: exactly the Graph calls the app makes, nothing more.
 
-Implementations: `MsGraphClient` (msgraph-sdk; Azure, and the local sandbox through GRAPH_BASE_URL) and test
-doubles. Every method raises GraphError subclasses, never SDK exceptions.
+Every call names the user whose calendar or meetings it is about, because that also says whose credential
+pays for it: an Entra object id is reached with the application permission (`/users/{id}/...`), a signed-in
+driver's account id (`acct-...`, shared/graph/access.py) with that driver's own delegated token (`/me/...`).
+
+Implementations: `MsGraphClient` (msgraph-sdk, one per credential kind; Azure, and the local sandbox through
+GRAPH_BASE_URL), `GraphAccess` (routes each call to the right one) and test doubles. Every method raises
+GraphError subclasses, never SDK exceptions.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ class GraphClient(ABC):
         link: str | None = None,
         page_size: int = 50,
     ) -> DeltaPage:
-        """One page of `/users/{id}/calendarView/delta`: a new round for [start, end), or the page at `link`
-        (a nextLink or a stored deltaLink). Raises SyncStateGoneError when the link is no longer valid."""
+        """One page of `/users/{id}/calendarView/delta` (`/me/...` for a driver account): a new round for
+        [start, end), or the page at `link` (a nextLink or a stored deltaLink).
+        Raises SyncStateGoneError when the link is no longer valid."""
 
     @abstractmethod
     async def create_or_get_meeting(
@@ -33,20 +39,22 @@ class GraphClient(ABC):
 
     @abstractmethod
     async def create_subscription(
-        self, resource: str, notification_url: str, client_state: str, expires_at: str
+        self, user_id: str, resource: str, notification_url: str, client_state: str, expires_at: str
     ) -> Subscription:
-        """`POST /subscriptions` for created/updated/deleted changes; lifecycle events go to the same URL."""
+        """`POST /subscriptions` for created/updated/deleted changes of `resource` (user_id's events, see
+        shared.calendar.subscriptions.resource_of) with user_id's credential; lifecycle events go to the same
+        URL."""
 
     @abstractmethod
-    async def renew_subscription(self, subscription_id: str, expires_at: str) -> Subscription:
+    async def renew_subscription(self, user_id: str, subscription_id: str, expires_at: str) -> Subscription:
         """`PATCH /subscriptions/{id}` with a new expiry. GraphNotFoundError if it is gone."""
 
     @abstractmethod
-    async def reauthorize_subscription(self, subscription_id: str) -> None:
+    async def reauthorize_subscription(self, user_id: str, subscription_id: str) -> None:
         """`POST /subscriptions/{id}/reauthorize` (answer to a `reauthorizationRequired` lifecycle event)."""
 
     @abstractmethod
-    async def delete_subscription(self, subscription_id: str) -> None:
+    async def delete_subscription(self, user_id: str, subscription_id: str) -> None:
         """`DELETE /subscriptions/{id}`; a subscription already gone is not an error."""
 
     async def delete_meeting(self, user_id: str, meeting_id: str) -> bool:

@@ -33,3 +33,17 @@ class ThrottledError(GraphError):
 
 class GraphNotFoundError(GraphError):
     """The resource (subscription, user, event) does not exist (404)."""
+
+
+class GraphForbiddenError(GraphError):
+    """403: the credential lacks the permission, or the account cannot do this at all (a personal Microsoft
+    account has no Teams `onlineMeetings`). Not transient: asking again gets the same answer."""
+
+
+class ReauthRequiredError(GraphError):
+    """A driver's delegated token cannot be had (refresh token revoked or expired, token cache unreadable) or
+    Graph refused it with 401 InvalidAuthenticationToken. Only the driver signing in again fixes it, so it is
+    not transient (status 401) and must not be retried in a loop. Application-permission 401s stay GraphError."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 401, "reauth_required")

@@ -6,18 +6,37 @@ start: the SDK is ~400 MB and takes ~0.5 s to import). Pitfalls avoided (see ../
 - `with_url()` keeps no headers, so `Prefer` is sent again on every page;
 - the SDK's retry handler retries 429/503/504 for POST too and honours `Retry-After`; every POST we send is
   idempotent (createOrGet with an externalId), so that is safe.
+
+Two kinds, one class: `create` (application permission, `/users/{id}/...`, the managed identity's token) and
+`create_delegated` (a signed-in driver, `/me/...`, that driver's token, read per call from
+`shared.graph.access.acting_for`). The SDK's `client.me` is `/users/me-token-to-replace`, which its
+UrlReplaceHandler middleware turns into `/me` on the wire, so both kinds share the same request builders.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from kiota_abstractions.authentication import AuthenticationProvider
+from kiota_abstractions.request_information import RequestInformation
+
 from shared.device_messages import canonical_time
+from shared.graph.access import DelegatedTokens, acting_for, current_account
 from shared.graph.base import GraphClient
 from shared.graph.endpoints import GraphEndpoint, graph_endpoint, is_loopback_url
-from shared.graph.exceptions import GraphError, GraphNotFoundError, SyncStateGoneError, ThrottledError
+from shared.graph.exceptions import (
+    GraphError,
+    GraphForbiddenError,
+    GraphNotFoundError,
+    ReauthRequiredError,
+    SyncStateGoneError,
+    ThrottledError,
+)
 from shared.graph.types import DeltaPage, GraphEvent, OnlineMeeting, Subscription
 
 if TYPE_CHECKING:
@@ -28,7 +47,48 @@ SYNC_STATE_CODES: Final = frozenset({"syncStateNotFound", "syncStateInvalid", "r
 CHANGE_TYPES: Final = "created,updated,deleted"
 
 
-__all__ = ["MsGraphClient", "is_loopback_url"]
+__all__ = ["DelegatedAuthenticationProvider", "MsGraphClient", "is_loopback_url"]
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an absolute URL, the default port made explicit; None if it has no host."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if not host or scheme not in ("http", "https"):
+        return None
+    return scheme, host, port if port is not None else (443 if scheme == "https" else 80)
+
+
+class DelegatedAuthenticationProvider(AuthenticationProvider):
+    """Attaches the token of the account the call in flight is for (`acting_for`), and only to the vetted Graph
+    origin: https on the cloud's host, or exactly the loopback sandbox's origin (which must see delegated tokens
+    to know who `/me` is). A link Graph (or anything posing as it) hands out for another host gets no token."""
+
+    def __init__(self, tokens: DelegatedTokens, endpoint: GraphEndpoint) -> None:
+        self.tokens = tokens
+        origin = _origin(endpoint.base_url)
+        assert origin is not None  # a vetted endpoint always has one
+        self.origin = origin
+
+    def allows(self, url: str) -> bool:
+        return _origin(url) == self.origin
+
+    async def authenticate_request(
+        self, request: RequestInformation, additional_authentication_context: dict[str, Any] | None = None
+    ) -> None:
+        if not self.allows(request.url):
+            return
+        user_id = current_account()
+        if user_id is None:  # a programming error: a delegated call outside acting_for
+            raise ReauthRequiredError("a delegated Graph call without an account")
+        token = await self.tokens.access_token(user_id)
+        if request.headers.contains("Authorization"):
+            request.headers.remove("Authorization")
+        request.headers.add("Authorization", f"Bearer {token}")
 
 
 class MsGraphClient(GraphClient):
@@ -40,11 +100,14 @@ class MsGraphClient(GraphClient):
         credential: Any = None,
         endpoint: GraphEndpoint | None = None,
         auth: Any = None,
+        *,
+        delegated: bool = False,
     ) -> None:
         self._client = client
         self._credential = credential
         self.endpoint = endpoint  # the vetted GRAPH_BASE_URL and its cloud
         self.auth = auth  # the Kiota authentication provider (tests check which hosts get which token)
+        self.delegated = delegated  # True: `/me` with the driver's token of each call
 
     @classmethod
     def create(
@@ -54,11 +117,7 @@ class MsGraphClient(GraphClient):
         locally), for the scope and authority of the cloud GRAPH_BASE_URL names; no token at all only when it is a
         loopback address (the sandbox, tests). Any other host raises ConfigurationError here, before a client or a
         credential exists (shared/graph/endpoints.py). `credential` replaces DefaultAzureCredential (tests)."""
-        from kiota_abstractions.authentication import AnonymousAuthenticationProvider, AuthenticationProvider
-        from kiota_http.middleware.options import RetryHandlerOption
-        from msgraph.graph_request_adapter import GraphRequestAdapter
-        from msgraph.graph_service_client import GraphServiceClient
-        from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
+        from kiota_abstractions.authentication import AnonymousAuthenticationProvider
 
         endpoint = graph_endpoint(base_url)
         auth: AuthenticationProvider
@@ -79,11 +138,35 @@ class MsGraphClient(GraphClient):
             auth = AzureIdentityAuthenticationProvider(
                 credential, scopes=[endpoint.cloud.scope], allowed_hosts=[endpoint.cloud.host]
             )
-        options: dict[str, Any] = {RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=max_retries)}
-        http = GraphClientFactory.create_with_default_middleware(options=options)
-        adapter = GraphRequestAdapter(auth, client=http)
-        adapter.base_url = endpoint.base_url
-        return cls(GraphServiceClient(request_adapter=adapter), credential, endpoint, auth)
+        return cls(_service_client(endpoint, auth, max_retries), credential, endpoint, auth)
+
+    @classmethod
+    def create_delegated(cls, base_url: str | None, tokens: DelegatedTokens, max_retries: int = 3) -> MsGraphClient:
+        """The client for signed-in drivers: `/me/...` with the token `tokens` gives for the account of each
+        call. GRAPH_BASE_URL is vetted as for `create`; unlike application tokens, delegated tokens are sent to a
+        loopback sandbox (it verifies them and takes `/me` from their `oid`)."""
+        endpoint = graph_endpoint(base_url)
+        auth = DelegatedAuthenticationProvider(tokens, endpoint)
+        return cls(_service_client(endpoint, auth, max_retries), None, endpoint, auth, delegated=True)
+
+    def _mailbox(self, user_id: str) -> Any:
+        """The request builder for the user's mailbox: `/me` (delegated) or `/users/{id}`."""
+        return self._client.me if self.delegated else self._client.users.by_user_id(user_id)
+
+    @contextlib.contextmanager
+    def _as(self, user_id: str) -> Iterator[None]:
+        """Delegated: the calls in the block carry `user_id`'s token (a no-op for application permission)."""
+        if not self.delegated:
+            yield
+            return
+        with acting_for(user_id):
+            yield
+
+    def _error(self, exc: Exception, what: str) -> GraphError:
+        error = _graph_error(exc, what)
+        if self.delegated and error.status == 401 and not isinstance(error, ReauthRequiredError):
+            return ReauthRequiredError(f"{what}: Graph refused the driver's token ({error.code or 401})")
+        return error
 
     async def calendar_delta(
         self,
@@ -97,7 +180,7 @@ class MsGraphClient(GraphClient):
         from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import DeltaRequestBuilder
 
-        builder = self._client.users.by_user_id(user_id).calendar_view.delta
+        builder = self._mailbox(user_id).calendar_view.delta
         config: RequestConfiguration[Any] = RequestConfiguration()
         # Immutable ids survive moves between folders; UTC times need no Windows time zone table.
         for value in ('IdType="ImmutableId"', 'outlook.timezone="UTC"', f"odata.maxpagesize={page_size}"):
@@ -109,9 +192,10 @@ class MsGraphClient(GraphClient):
                 start_date_time=start, end_date_time=end
             )
         try:
-            response = await builder.get(request_configuration=config)
+            with self._as(user_id):
+                response = await builder.get(request_configuration=config)
         except Exception as exc:
-            raise _graph_error(exc, f"calendarView delta for {user_id}") from exc
+            raise self._error(exc, f"calendarView delta for {user_id}") from exc
         if response is None:
             raise GraphError("calendarView delta: empty response")
         page = DeltaPage(next_link=response.odata_next_link, delta_link=response.odata_delta_link)
@@ -138,9 +222,10 @@ class MsGraphClient(GraphClient):
             end_date_time=dt.datetime.fromisoformat(end),
         )
         try:
-            meeting = await self._client.users.by_user_id(user_id).online_meetings.create_or_get.post(body)
+            with self._as(user_id):
+                meeting = await self._mailbox(user_id).online_meetings.create_or_get.post(body)
         except Exception as exc:
-            raise _graph_error(exc, f"onlineMeetings/createOrGet for {user_id}") from exc
+            raise self._error(exc, f"onlineMeetings/createOrGet for {user_id}") from exc
         if meeting is None or not meeting.id or not meeting.join_web_url:
             raise GraphError("createOrGet returned no meeting id or joinWebUrl")
         ids, audio = meeting.join_meeting_id_settings, meeting.audio_conferencing
@@ -155,7 +240,7 @@ class MsGraphClient(GraphClient):
         )
 
     async def create_subscription(
-        self, resource: str, notification_url: str, client_state: str, expires_at: str
+        self, user_id: str, resource: str, notification_url: str, client_state: str, expires_at: str
     ) -> Subscription:
         from msgraph.generated.models.subscription import Subscription as GraphSubscription
 
@@ -168,40 +253,45 @@ class MsGraphClient(GraphClient):
             client_state=client_state,
         )
         try:
-            created = await self._client.subscriptions.post(body)
+            with self._as(user_id):
+                created = await self._client.subscriptions.post(body)
         except Exception as exc:
-            raise _graph_error(exc, f"create subscription on {resource}") from exc
+            raise self._error(exc, f"create subscription on {resource}") from exc
         return _subscription(created, resource, expires_at)
 
-    async def renew_subscription(self, subscription_id: str, expires_at: str) -> Subscription:
+    async def renew_subscription(self, user_id: str, subscription_id: str, expires_at: str) -> Subscription:
         from msgraph.generated.models.subscription import Subscription as GraphSubscription
 
         body = GraphSubscription(expiration_date_time=dt.datetime.fromisoformat(expires_at))
         try:
-            renewed = await self._client.subscriptions.by_subscription_id(subscription_id).patch(body)
+            with self._as(user_id):
+                renewed = await self._client.subscriptions.by_subscription_id(subscription_id).patch(body)
         except Exception as exc:
-            raise _graph_error(exc, f"renew subscription {subscription_id}") from exc
+            raise self._error(exc, f"renew subscription {subscription_id}") from exc
         return _subscription(renewed, "", expires_at, subscription_id)
 
-    async def reauthorize_subscription(self, subscription_id: str) -> None:
+    async def reauthorize_subscription(self, user_id: str, subscription_id: str) -> None:
         try:
-            await self._client.subscriptions.by_subscription_id(subscription_id).reauthorize.post()
+            with self._as(user_id):
+                await self._client.subscriptions.by_subscription_id(subscription_id).reauthorize.post()
         except Exception as exc:
-            raise _graph_error(exc, f"reauthorize subscription {subscription_id}") from exc
+            raise self._error(exc, f"reauthorize subscription {subscription_id}") from exc
 
-    async def delete_subscription(self, subscription_id: str) -> None:
+    async def delete_subscription(self, user_id: str, subscription_id: str) -> None:
         try:
-            await self._client.subscriptions.by_subscription_id(subscription_id).delete()
+            with self._as(user_id):
+                await self._client.subscriptions.by_subscription_id(subscription_id).delete()
         except Exception as exc:
-            error = _graph_error(exc, f"delete subscription {subscription_id}")
+            error = self._error(exc, f"delete subscription {subscription_id}")
             if not isinstance(error, GraphNotFoundError):
                 raise error from exc
 
     async def delete_meeting(self, user_id: str, meeting_id: str) -> bool:
         try:
-            await self._client.users.by_user_id(user_id).online_meetings.by_online_meeting_id(meeting_id).delete()
+            with self._as(user_id):
+                await self._mailbox(user_id).online_meetings.by_online_meeting_id(meeting_id).delete()
         except Exception as exc:
-            error = _graph_error(exc, f"delete onlineMeeting of {user_id}")
+            error = self._error(exc, f"delete onlineMeeting of {user_id}")
             if isinstance(error, GraphNotFoundError):
                 return False
             raise error from exc
@@ -210,6 +300,19 @@ class MsGraphClient(GraphClient):
     async def close(self) -> None:
         if self._credential is not None:
             await self._credential.close()
+
+
+def _service_client(endpoint: GraphEndpoint, auth: Any, max_retries: int) -> GraphServiceClient:
+    from kiota_http.middleware.options import RetryHandlerOption
+    from msgraph.graph_request_adapter import GraphRequestAdapter
+    from msgraph.graph_service_client import GraphServiceClient
+    from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
+
+    options: dict[str, Any] = {RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=max_retries)}
+    http = GraphClientFactory.create_with_default_middleware(options=options)
+    adapter = GraphRequestAdapter(auth, client=http)
+    adapter.base_url = endpoint.base_url
+    return GraphServiceClient(request_adapter=adapter)
 
 
 def _utc(value: Any) -> str | None:
@@ -268,6 +371,8 @@ def _graph_error(exc: Exception, what: str) -> GraphError:
     """Translate an SDK or transport exception into ours; the domain decides on the subclass."""
     from kiota_abstractions.api_error import APIError
 
+    if isinstance(exc, GraphError):  # ours already, e.g. ReauthRequiredError from the token provider
+        return exc
     if not isinstance(exc, APIError):
         return GraphError(f"{what}: {type(exc).__name__}: {exc}")
     status = exc.response_status_code
@@ -285,4 +390,6 @@ def _graph_error(exc: Exception, what: str) -> GraphError:
         return ThrottledError(detail, status, delay)
     if status == 404:
         return GraphNotFoundError(detail, status, code)
+    if status == 403:
+        return GraphForbiddenError(detail, status, code)
     return GraphError(detail, status, code)

@@ -157,16 +157,16 @@ async def test_a_failed_meeting_deletion_is_raised(sandbox):
 async def test_subscription_lifecycle(sandbox):
     box, client = sandbox
     expiry = canonical_time(T + dt.timedelta(minutes=4000))
-    sub = await client.create_subscription(f"/users/{USER}/events", "https://x.example/n", "state", expiry)
+    sub = await client.create_subscription(USER, f"/users/{USER}/events", "https://x.example/n", "state", expiry)
     assert box.subscriptions[sub.id]["clientState"] == "state"
     assert box.subscriptions[sub.id]["lifecycleNotificationUrl"] == "https://x.example/n"
     later = canonical_time(T + dt.timedelta(minutes=4100))
-    assert (await client.renew_subscription(sub.id, later)).expires_at == later
-    await client.reauthorize_subscription(sub.id)
-    await client.delete_subscription(sub.id)
-    await client.delete_subscription(sub.id)  # gone already: not an error
+    assert (await client.renew_subscription(USER, sub.id, later)).expires_at == later
+    await client.reauthorize_subscription(USER, sub.id)
+    await client.delete_subscription(USER, sub.id)
+    await client.delete_subscription(USER, sub.id)  # gone already: not an error
     with pytest.raises(GraphNotFoundError):
-        await client.renew_subscription(sub.id, later)
+        await client.renew_subscription(USER, sub.id, later)
 
 
 def test_only_loopback_graph_urls_go_without_a_token() -> None:
