@@ -250,7 +250,12 @@ SETTINGS: tuple[Setting, ...] = (
         low=5,
         high=10_080,
     ),
-    Setting("AUTH_CA_BUNDLE", None, "Local only: PEM file of the CA to trust for the local token issuer.", False),
+    Setting(
+        "AUTH_CA_BUNDLE",
+        None,
+        "Local only: PEM file of the local stack's CA, trusted for its token issuer and its Key Vault stand-in.",
+        False,
+    ),
     Setting("AUTH_DASHBOARD_CLIENT_ID", None, "Client id of the dashboard SPA; unset = the first AUTH_AUDIENCE value."),
     Setting(
         "AUTH_DASHBOARD_AUTHORITY",
@@ -261,6 +266,26 @@ SETTINGS: tuple[Setting, ...] = (
         "AUTH_API_SCOPE",
         None,
         "Scope the dashboard asks for; unset = api://<first AUTH_AUDIENCE value>/Fleet.Access.",
+    ),
+    # --- Drivers sign in from the car with their own Microsoft account (shared/accounts) ---
+    Setting(
+        "SIGNIN_CLIENT_ID",
+        None,
+        "Client id of the public client app registration cars sign drivers in with (device code flow: 'Allow public"
+        " client flows' on, no redirect URI, no secret); unset = sign-in off, cars get feature_disabled.",
+    ),
+    Setting(
+        "SIGNIN_AUTHORITY",
+        f"{_ENTRA}/common",
+        "Authority of the car sign-in: /common for work, school and personal Microsoft accounts, /organizations,"
+        " /consumers or one tenant; https, or http on loopback only.",
+    ),
+    Setting(
+        "TOKEN_KEY_ID",
+        None,
+        "Key Vault key that wraps the data keys encrypting drivers' token caches: https://<vault>.vault.azure.net"
+        "/keys/<name>[/<version>] (versionless: the current version wraps, older ones still unwrap), or a loopback"
+        " https URL for the local stand-in; any other host fails at first use.",
     ),
 )
 

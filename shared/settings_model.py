@@ -192,6 +192,9 @@ class AppSettings(BaseSettings):
     auth_dashboard_client_id: str | None = env("AUTH_DASHBOARD_CLIENT_ID")
     auth_dashboard_authority: LoopbackOrHttpsUrl = env("AUTH_DASHBOARD_AUTHORITY")
     auth_api_scope: str | None = env("AUTH_API_SCOPE")
+    signin_client_id: str | None = env("SIGNIN_CLIENT_ID")
+    signin_authority: LoopbackOrHttpsUrl = env("SIGNIN_AUTHORITY")
+    token_key_id: str | None = env("TOKEN_KEY_ID")  # its allow-list lives in shared/accounts/keys.py (token_key)
 
     @classmethod
     def settings_customise_sources(
