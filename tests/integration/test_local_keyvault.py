@@ -183,9 +183,9 @@ async def test_an_envelope_naming_another_vault_is_refused_without_a_request(vau
     ],
 )
 async def test_a_key_id_off_the_allow_list_is_refused_before_any_request(
-    vault: LocalKeyVault, make_key_id: object
+    vault: LocalKeyVault, make_key_id: Callable[[str], str]
 ) -> None:
-    key_id = make_key_id(vault.url)  # type: ignore[operator]
+    key_id = make_key_id(vault.url)
     with pytest.raises(ConfigurationError, match="TOKEN_KEY_ID"):
         TokenVault.from_settings({"TOKEN_KEY_ID": key_id, "AUTH_CA_BUNDLE": str(vault.ca_file)})
     assert vault.operations == []
