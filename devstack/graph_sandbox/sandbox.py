@@ -13,8 +13,25 @@ the local stack serves as the drivers' Microsoft 365 tenant. Served:
 - `POST /v1.0/subscriptions`, `PATCH` / `DELETE /v1.0/subscriptions/{id}`, `POST .../{id}/reauthorize`;
 - injected faults (`fail_next`): any status with any headers, e.g. 429 with `Retry-After`.
 
-Every request is recorded (`requests`) so tests can count Graph calls and check headers. Not a Graph: no
-auth (it listens on loopback only), no recurrence expansion (seed occurrences), no $select/$filter.
+Delegated access (drivers signed in from the car, issue 13): `GET /v1.0/me/calendarView/delta`,
+`POST /v1.0/me/onlineMeetings/createOrGet`, `DELETE /v1.0/me/onlineMeetings/{id}` and subscriptions on
+`/me/events` take `Authorization: Bearer <jwt>` and check it as Graph does: RS256 against the JWKS at
+`jwks_url` (https on the local CA `ca_file`), `aud` Graph's (URI or app id), `exp`/`nbf` with Graph's five
+minutes of clock skew; `/me` is the token's `oid` (its mailbox is keyed by that oid). A missing, malformed,
+badly signed, expired or foreign-audience token answers 401 InvalidAuthenticationToken with
+`WWW-Authenticate`; an app-only token (no `scp`) on `/me` answers 400 as Graph does; a token whose `scp` lacks
+the permission answers 403 (ErrorAccessDenied for calendars and event subscriptions, Forbidden for
+onlineMeetings). A subscription created with a delegated token belongs to its user: only that user's token
+renews, reauthorizes or deletes it (anyone else, and a request without a token, gets 404 / 401).
+
+Stated choices where the stand-in cannot know Graph's exact answer: createOrGet or deleting a meeting as a
+personal Microsoft account (tid 9188040d-6c67-4c5b-b112-36a304b66dad) answers 403 Forbidden (real Graph
+offers no Teams onlineMeetings to personal accounts; its exact status and code for the attempt are not
+documented); the issuer is not checked beyond naming the token's tenant (Graph trusts Entra's issuers only).
+
+Every request is recorded (`requests`, with the verified caller's oid) so tests can count Graph calls and
+check headers and tokens. Not a Graph: the `/users/{id}` routes take no token (it listens on loopback only),
+no recurrence expansion (seed occurrences), no $select/$filter, no change notifications are sent.
 """
 
 from __future__ import annotations
@@ -25,13 +42,23 @@ import itertools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from aiohttp import web
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+    from shared.auth.jwks import HttpJsonFetcher
+
 MAX_SUBSCRIPTION_MINUTES: Final = 4230
 DEFAULT_PAGE_SIZE: Final = 10
+GRAPH_AUDIENCES: Final = ("https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000")
+PERSONAL_TENANT: Final = "9188040d-6c67-4c5b-b112-36a304b66dad"
+CLOCK_SKEW_SECONDS: Final = 300.0  # Microsoft.IdentityModel's default, which Graph's token validation uses
+CALENDAR_SCOPES: Final = frozenset({"Calendars.Read", "Calendars.ReadWrite"})
+MEETING_SCOPES: Final = frozenset({"OnlineMeetings.ReadWrite"})
 
 
 def graph_time(value: dt.datetime) -> str:
@@ -121,16 +148,49 @@ class RecordedRequest:
     headers: dict[str, str]
     prefer: tuple[str, ...]
     route: str
+    caller: str | None = None  # the oid of the verified delegated token, if one came
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a verified delegated token is for, and what it may do."""
+
+    oid: str
+    tid: str
+    scopes: frozenset[str]
+
+    @property
+    def personal(self) -> bool:
+        return self.tid == PERSONAL_TENANT
+
+
+class Refused(Exception):
+    """A request Graph would refuse before doing anything; carries Graph's answer."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 class GraphSandbox:
-    """The tenant's state; `app()` serves it. Mutate it from tests (add/update/delete events, faults)."""
+    """The tenant's state; `app()` serves it. Mutate it from tests (add/update/delete events, faults).
 
-    def __init__(self) -> None:
+    `jwks_url` (and `ca_file`, the CA its https server's certificate chains to) enables the delegated `/me`
+    routes; without it every delegated token is refused (401)."""
+
+    def __init__(
+        self, jwks_url: str | None = None, ca_file: str | None = None, clock_skew_seconds: float = CLOCK_SKEW_SECONDS
+    ) -> None:
         self.mailboxes: dict[str, Mailbox] = {}
         self.meetings: dict[tuple[str, str], dict[str, Any]] = {}
         self.deleted_meetings: list[tuple[str, str]] = []  # (user, meeting id) in the order they were deleted
         self.subscriptions: dict[str, dict[str, Any]] = {}
+        self.subscription_owners: dict[str, str] = {}  # subscription id → oid, for those created delegated
+        self.jwks_url = jwks_url
+        self.ca_file = ca_file
+        self.clock_skew_seconds = clock_skew_seconds
+        self._keys: dict[str, RSAPublicKey] = {}
+        self._fetcher: HttpJsonFetcher | None = None
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.epoch = 0
@@ -190,15 +250,148 @@ class GraphSandbox:
         app.router.add_patch("/v1.0/subscriptions/{sid}", self._renew_subscription)
         app.router.add_delete("/v1.0/subscriptions/{sid}", self._delete_subscription)
         app.router.add_post("/v1.0/subscriptions/{sid}/reauthorize", self._reauthorize_subscription)
+        app.router.add_get(r"/v1.0/me/calendarView/delta{paren:(\(\))?}", self._me_delta)
+        app.router.add_get(r"/v1.0/me/calendarview/delta{paren:(\(\))?}", self._me_delta)
+        app.router.add_post("/v1.0/me/onlineMeetings/createOrGet", self._me_create_or_get)
+        app.router.add_delete("/v1.0/me/onlineMeetings/{meeting}", self._me_delete_meeting)
+        app.on_cleanup.append(self._close)
         return app
 
-    def _record(self, request: web.Request, route: str) -> web.Response | None:
+    async def _close(self, _app: web.Application) -> None:
+        if self._fetcher is not None:
+            await self._fetcher.close()
+
+    # --- delegated tokens -------------------------------------------------------------------------------------
+
+    async def _signing_key(self, kid: str) -> RSAPublicKey | None:
+        """The provider's key by kid; an unknown kid fetches the JWKS again (keys roll)."""
+        if kid not in self._keys and self.jwks_url:
+            from shared.auth.jwks import HttpJsonFetcher, parse_jwks
+
+            if self._fetcher is None:
+                self._fetcher = HttpJsonFetcher(self.ca_file)
+            try:
+                self._keys = parse_jwks(await self._fetcher(self.jwks_url))
+            except Exception:  # the provider is down: Graph cannot validate either, the token is refused
+                return None
+        return self._keys.get(kid)
+
+    async def caller(self, request: web.Request) -> Caller:
+        """The verified delegated caller of `request`, or Refused with Graph's 401 (or 400 for an app token)."""
+        import jwt
+
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Refused(_unauthenticated("Access token is empty."))
+        token = token.strip()
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Refused(_unauthenticated("IDX14100: JWT is not well formed, there are no dots (.).")) from None
+        key = await self._signing_key(str(header.get("kid") or ""))
+        if key is None or header.get("alg") != "RS256":
+            raise Refused(_unauthenticated("Access token validation failure."))
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=["RS256"],
+                audience=list(GRAPH_AUDIENCES),
+                leeway=self.clock_skew_seconds,
+                options={"require": ["exp", "aud", "oid", "tid"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Refused(_unauthenticated("Lifetime validation failed, the token is expired.")) from None
+        except jwt.ImmatureSignatureError:
+            raise Refused(_unauthenticated("Lifetime validation failed, the token is not yet valid.")) from None
+        except jwt.InvalidAudienceError:
+            raise Refused(_unauthenticated("Access token validation failure. Invalid audience.")) from None
+        except jwt.PyJWTError:
+            raise Refused(_unauthenticated("Access token validation failure.")) from None
+        oid, tid, scp = claims.get("oid"), claims.get("tid"), claims.get("scp")
+        if not isinstance(oid, str) or not isinstance(tid, str) or tid not in str(claims.get("iss", "")):
+            raise Refused(_unauthenticated("Access token validation failure. Invalid issuer."))
+        if not isinstance(scp, str):  # an application token: Graph has no /me for it
+            only = "/me request is only valid with delegated authentication flow."
+            raise Refused(_error(400, "BadRequest", only))
+        return Caller(oid, tid, frozenset(scp.split()))
+
+    async def _delegated(
+        self, request: web.Request, route: str, scopes: frozenset[str], denied: str
+    ) -> tuple[Caller, web.Response | None]:
+        """Authenticate, record, apply a fault, then check the permission: Graph's order of refusals."""
+        try:
+            caller = await self.caller(request)
+        except Refused:
+            self._record(request, route, faults=False)
+            raise
+        fault = self._record(request, route, caller.oid)
+        if fault is not None:
+            return caller, fault
+        if not caller.scopes & scopes:
+            message = "Access is denied. Check credentials and try again."
+            return caller, _error(403, denied, message)
+        return caller, None
+
+    async def _me_delta(self, request: web.Request) -> web.Response:
+        try:
+            caller, refused = await self._delegated(request, "delta", CALENDAR_SCOPES, "ErrorAccessDenied")
+        except Refused as no:
+            return no.response
+        if refused is not None:
+            return refused
+        return self._delta_of(request, caller.oid, "me")
+
+    async def _me_create_or_get(self, request: web.Request) -> web.Response:
+        try:
+            caller, refused = await self._delegated(request, "createOrGet", MEETING_SCOPES, "Forbidden")
+        except Refused as no:
+            return no.response
+        if caller.personal:  # the stand-in's stated choice (module docstring)
+            return _no_teams()
+        if refused is not None:
+            return refused
+        return await self._create_or_get_for(request, caller.oid)
+
+    async def _me_delete_meeting(self, request: web.Request) -> web.Response:
+        try:
+            caller, refused = await self._delegated(request, "onlineMeetings", MEETING_SCOPES, "Forbidden")
+        except Refused as no:
+            return no.response
+        if caller.personal:
+            return _no_teams()
+        if refused is not None:
+            return refused
+        return self._delete_meeting_of(caller.oid, request.match_info["meeting"])
+
+    async def _subscription_caller(self, request: web.Request, route: str) -> tuple[Caller | None, web.Response | None]:
+        """Subscriptions serve both kinds: no token is the application path (loopback), a token is a driver."""
+        if "Authorization" not in request.headers:
+            return None, self._record(request, route)
+        try:
+            caller, refused = await self._delegated(request, route, CALENDAR_SCOPES, "ErrorAccessDenied")
+        except Refused as no:
+            return None, no.response
+        return caller, refused
+
+    def _visible(self, sid: str, caller: Caller | None) -> bool:
+        """A delegated subscription is its user's; an application one the application's (Graph: 404 else)."""
+        owner = self.subscription_owners.get(sid)
+        return sid in self.subscriptions and owner == (caller.oid if caller else None)
+
+    def _record(
+        self, request: web.Request, route: str, caller: str | None = None, faults: bool = True
+    ) -> web.Response | None:
         prefer = tuple(
             part.strip() for value in request.headers.getall("Prefer", []) for part in value.split(",") if part.strip()
         )
         self.requests.append(
-            RecordedRequest(request.method, request.path, dict(request.query), dict(request.headers), prefer, route)
+            RecordedRequest(
+                request.method, request.path, dict(request.query), dict(request.headers), prefer, route, caller
+            )
         )
+        if not faults:
+            return None
         for i, fault in enumerate(self.faults):
             if fault.route == route:
                 del self.faults[i]
@@ -210,8 +403,12 @@ class GraphSandbox:
         if fault is not None:
             return fault
         user = request.match_info["user"]
+        return self._delta_of(request, user, f"users/{user}")
+
+    def _delta_of(self, request: web.Request, user: str, path: str) -> web.Response:
+        """A delta page of `user`'s mailbox; links name `path` (`users/{id}` or `me`), as the request did."""
         box = self.mailbox(user)
-        base = f"{request.scheme}://{request.host}/v1.0/users/{user}/calendarView/delta"
+        base = f"{request.scheme}://{request.host}/v1.0/{path}/calendarView/delta"
         page_size = _page_size(self.requests[-1].prefer)
         query = request.query
         if "$skiptoken" in query or "$deltatoken" in query:
@@ -265,7 +462,9 @@ class GraphSandbox:
         fault = self._record(request, "createOrGet")
         if fault is not None:
             return fault
-        user = request.match_info["user"]
+        return await self._create_or_get_for(request, request.match_info["user"])
+
+    async def _create_or_get_for(self, request: web.Request, user: str) -> web.Response:
         body = await _body(request)
         external_id = body.get("externalId")
         if not isinstance(external_id, str) or not external_id:
@@ -303,7 +502,9 @@ class GraphSandbox:
         fault = self._record(request, "onlineMeetings")
         if fault is not None:
             return fault
-        user, meeting_id = request.match_info["user"], request.match_info["meeting"]
+        return self._delete_meeting_of(request.match_info["user"], request.match_info["meeting"])
+
+    def _delete_meeting_of(self, user: str, meeting_id: str) -> web.Response:
         key = next((k for k, m in self.meetings.items() if k[0] == user and m["id"] == meeting_id), None)
         if key is None:
             return _json({"error": {"code": "NotFound", "message": "online meeting not found"}}, 404)
@@ -312,10 +513,16 @@ class GraphSandbox:
         return web.Response(status=204)
 
     async def _create_subscription(self, request: web.Request) -> web.Response:
-        fault = self._record(request, "subscriptions")
-        if fault is not None:
-            return fault
+        caller, refused = await self._subscription_caller(request, "subscriptions")
+        if refused is not None:
+            return refused
         body = await _body(request)
+        resource = str(body.get("resource") or "").strip("/").lower()
+        if caller is None and resource.startswith("me/"):
+            only = "/me request is only valid with delegated authentication flow."
+            return _error(400, "BadRequest", only)
+        if caller is not None and resource not in ("me/events", f"users/{caller.oid}/events"):
+            return _error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
         problem = _check_expiry(body.get("expirationDateTime"))
         missing = [k for k in ("changeType", "notificationUrl", "resource") if not body.get(k)]
         if missing or problem:
@@ -332,14 +539,16 @@ class GraphSandbox:
             "clientState": body.get("clientState"),
         }
         self.subscriptions[sub["id"]] = sub
+        if caller is not None:
+            self.subscription_owners[sub["id"]] = caller.oid
         return _json(sub, 201)
 
     async def _renew_subscription(self, request: web.Request) -> web.Response:
-        fault = self._record(request, "subscriptions")
-        if fault is not None:
-            return fault
+        caller, refused = await self._subscription_caller(request, "subscriptions")
+        if refused is not None:
+            return refused
         sub = self.subscriptions.get(request.match_info["sid"])
-        if sub is None:
+        if sub is None or not self._visible(request.match_info["sid"], caller):
             return _json({"error": {"code": "ResourceNotFound", "message": "subscription not found"}}, 404)
         body = await _body(request)
         problem = _check_expiry(body.get("expirationDateTime"))
@@ -349,19 +558,22 @@ class GraphSandbox:
         return _json(sub, 200)
 
     async def _reauthorize_subscription(self, request: web.Request) -> web.Response:
-        fault = self._record(request, "subscriptions")
-        if fault is not None:
-            return fault
-        if request.match_info["sid"] not in self.subscriptions:
+        caller, refused = await self._subscription_caller(request, "subscriptions")
+        if refused is not None:
+            return refused
+        if not self._visible(request.match_info["sid"], caller):
             return _json({"error": {"code": "ResourceNotFound", "message": "subscription not found"}}, 404)
         return web.Response(status=204)
 
     async def _delete_subscription(self, request: web.Request) -> web.Response:
-        fault = self._record(request, "subscriptions")
-        if fault is not None:
-            return fault
-        if self.subscriptions.pop(request.match_info["sid"], None) is None:
+        caller, refused = await self._subscription_caller(request, "subscriptions")
+        if refused is not None:
+            return refused
+        sid = request.match_info["sid"]
+        if not self._visible(sid, caller):
             return _json({"error": {"code": "ResourceNotFound", "message": "subscription not found"}}, 404)
+        del self.subscriptions[sid]
+        self.subscription_owners.pop(sid, None)
         return web.Response(status=204)
 
 
@@ -390,6 +602,26 @@ async def _body(request: web.Request) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """Graph's error body, with the innerError every Graph error carries."""
+    inner = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"), "request-id": str(uuid.uuid4())}
+    inner["client-request-id"] = inner["request-id"]
+    return _json({"error": {"code": code, "message": message, "innerError": inner}}, status, headers)
+
+
+def _unauthenticated(message: str) -> web.Response:
+    challenge = (
+        'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
+        'client_id="00000003-0000-0000-c000-000000000000"'
+    )
+    return _error(401, "InvalidAuthenticationToken", message, {"WWW-Authenticate": challenge})
+
+
+def _no_teams() -> web.Response:
+    message = "Online meetings are not available for Microsoft personal accounts."
+    return _error(403, "Forbidden", message)
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

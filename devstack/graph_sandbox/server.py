@@ -28,12 +28,13 @@ async def serve(sandbox: GraphSandbox, host: str = "127.0.0.1", port: int = 0) -
         await runner.cleanup()
 
 
-async def _main(port: int, seed: bool) -> None:
-    from devstack.graph_sandbox.seed import seed_demo_calendars
+async def _main(port: int, seed: bool, jwks_url: str | None, ca_file: str | None) -> None:
+    from devstack.graph_sandbox.seed import seed_account_calendars, seed_accounts, seed_demo_calendars
 
-    sandbox = GraphSandbox()
+    sandbox = GraphSandbox(jwks_url, ca_file)
     if seed:
         seed_demo_calendars(sandbox)
+        seed_account_calendars(sandbox, seed_accounts())
     async with serve(sandbox, port=port) as url:
         print(f"Graph sandbox at {url} (set GRAPH_BASE_URL to it)", flush=True)
         await asyncio.Event().wait()
@@ -43,9 +44,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Local Microsoft Graph sandbox for the calendar features")
     parser.add_argument("--port", type=int, default=8095)
     parser.add_argument("--no-seed", action="store_true", help="start with empty calendars")
+    parser.add_argument("--jwks-url", help="the identity provider's JWKS, to verify delegated tokens on /me routes")
+    parser.add_argument("--ca-file", help="a CA file to trust for the JWKS URL (the local provider's CA)")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args.port, not args.no_seed))
+        asyncio.run(_main(args.port, not args.no_seed, args.jwks_url, args.ca_file))
 
 
 if __name__ == "__main__":

@@ -304,11 +304,15 @@ class MsGraphClient(GraphClient):
 
 def _service_client(endpoint: GraphEndpoint, auth: Any, max_retries: int) -> GraphServiceClient:
     from kiota_http.middleware.options import RetryHandlerOption
+    from msgraph import graph_request_adapter
     from msgraph.graph_request_adapter import GraphRequestAdapter
     from msgraph.graph_service_client import GraphServiceClient
     from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]
 
-    options: dict[str, Any] = {RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=max_retries)}
+    # The SDK's own options first: without its UrlReplaceHandlerOption, `client.me` would go out as
+    # `/users/me-token-to-replace` (they are dropped as soon as one passes one's own HTTP client).
+    options: dict[str, Any] = dict(graph_request_adapter.options)
+    options[RetryHandlerOption.get_key()] = RetryHandlerOption(max_retries=max_retries)
     http = GraphClientFactory.create_with_default_middleware(options=options)
     adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = endpoint.base_url
