@@ -105,6 +105,12 @@ param deadLetterRetentionInDays int = 30
 @description('Optional. Public https URL of the graph_notifications function, for Microsoft Graph change notifications (known after the first deployment); empty turns webhooks off and calendars sync on the timer only. Defaults to \'\'.')
 param graphNotificationUrl string = ''
 
+@description('Optional. Client id of the public client app registration cars sign drivers in with (SIGNIN_CLIENT_ID): "Allow public client flows" on, no redirect URI, no secret, delegated Calendars.Read, OnlineMeetings.ReadWrite and offline_access (README, "Drivers sign in from the car"). Empty turns the car sign-in off: cars get feature_disabled. Defaults to \'\'.')
+param signinClientId string = ''
+
+@description('Optional. Authority of the car sign-in (SIGNIN_AUTHORITY): <login endpoint>common for work, school and personal Microsoft accounts, organizations for work and school only, consumers for personal only, or one tenant id. Defaults to this cloud\'s login endpoint + common.')
+param signinAuthority string = '${environment().authentication.loginEndpoint}common'
+
 @description('Optional. Most instances the function app scales out to. Defaults to 100.')
 @minValue(40)
 @maxValue(1000)
@@ -136,6 +142,8 @@ var deadLetterContainerName = 'deadletter'
 var calendarSyncQueueName = 'calendar-sync'
 // Queue the command dispatch works from (shared/commands/config.py).
 var commandDispatchQueueName = 'command-dispatch'
+// Queue the car sign-in polls the token endpoint from, one message per pending device-code flow (shared/accounts).
+var signinPollQueueName = 'signin-poll'
 
 var abbrs = loadJsonContent('abbreviations.json')
 // Same subscription, environment and region: same names, so a second `azd up` changes nothing.
@@ -190,6 +198,8 @@ module storage 'core/storage/storage-account.bicep' = {
       '${calendarSyncQueueName}-poison'
       commandDispatchQueueName
       '${commandDispatchQueueName}-poison'
+      signinPollQueueName
+      '${signinPollQueueName}-poison'
     ]
   }
 }
@@ -297,6 +307,18 @@ module cosmos 'core/database/cosmos-account.bicep' = {
   }
 }
 
+// Drivers' token caches are sealed under this vault's key (envelope encryption); the app may only wrap and unwrap.
+module keyVault 'core/security/key-vault.bicep' = {
+  name: 'key-vault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    functionPrincipalId: functionIdentity.outputs.principalId
+  }
+}
+
 // The API's app registration (Microsoft Graph extension). The deployer must be allowed to register applications
 // (default for members unless the tenant turned it off, or Application Developer) and becomes its owner.
 module apiRegistration 'app/api-registration.bicep' = {
@@ -339,6 +361,9 @@ module functionApp 'app/function-app.bicep' = {
     apiClientId: apiRegistration.outputs.appId
     apiScope: 'api://${apiRegistration.outputs.appId}/${authDefinition.scopes[0].value}'
     allowedTenantIds: tenant().tenantId
+    tokenKeyId: keyVault.outputs.tokenWrapKid
+    signinClientId: signinClientId
+    signinAuthority: signinAuthority
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
   }
@@ -456,6 +481,9 @@ output DPS_HOSTNAME string = provisioningService.outputs.serviceOperationsHostNa
 
 @description('Device endpoint cars provision through (global.azure-devices-provisioning.net).')
 output DPS_GLOBAL_ENDPOINT string = provisioningService.outputs.deviceProvisioningHostName
+
+@description('Name of the vault of drivers\' token caches (its wrapping key\'s URI is TOKEN_KEY_ID in LOCAL_SETTINGS).')
+output TOKEN_VAULT_NAME string = keyVault.outputs.name
 
 @description('Event Hubs namespace name.')
 output EVENTHUB_NAMESPACE string = eventHubs.outputs.name

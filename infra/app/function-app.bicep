@@ -70,6 +70,15 @@ param apiScope string
 @description('Required. Comma-separated Entra tenant ids always allowed to call the API (the home tenant); brands add theirs as data.')
 param allowedTenantIds string
 
+@description('Required. Versionless URI of the Key Vault key that wraps the data keys of drivers\' token caches (TOKEN_KEY_ID), e.g. https://<vault>.vault.azure.net/keys/token-key.')
+param tokenKeyId string
+
+@description('Required. Client id of the public client app registration cars sign drivers in with (SIGNIN_CLIENT_ID); empty turns the car sign-in off.')
+param signinClientId string
+
+@description('Required. Authority of the car sign-in (SIGNIN_AUTHORITY), e.g. https://login.microsoftonline.com/common.')
+param signinAuthority string
+
 @description('Optional. Most instances the app scales out to. Defaults to 100.')
 @minValue(40)
 @maxValue(1000)
@@ -142,6 +151,10 @@ var sharedSettings = {
   AUTH_DASHBOARD_CLIENT_ID: apiClientId
   AUTH_DASHBOARD_AUTHORITY: '${environment().authentication.loginEndpoint}organizations'
   AUTH_API_SCOPE: apiScope
+  // Drivers sign in from the car (device code flow, shared/accounts); their token caches are sealed under this key.
+  SIGNIN_CLIENT_ID: signinClientId
+  SIGNIN_AUTHORITY: signinAuthority
+  TOKEN_KEY_ID: tokenKeyId
 }
 
 // Settings that only make sense in Azure: which managed identity to use. Locally the host and the SDKs fall back

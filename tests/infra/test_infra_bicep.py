@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infra_model import INFRA, ROOT, Bicep, body, condition, function, unquote
+from infra_model import INFRA, ROOT, Bicep, accessor, body, condition, function, unquote
 
 EXPECTED_RESOURCE_TYPES = {
     "Microsoft.Resources/resourceGroups",
@@ -34,6 +34,8 @@ EXPECTED_RESOURCE_TYPES = {
     "Microsoft.Graph/appRoleAssignedTo",
     "Microsoft.Graph/applications",
     "Microsoft.Graph/servicePrincipals",
+    "Microsoft.KeyVault/vaults",
+    "Microsoft.KeyVault/vaults/keys",
 }
 
 
@@ -201,6 +203,67 @@ def test_function_app_runs_python311_on_flex_consumption_as_its_identity(
     assert not {"FUNCTIONS_WORKER_RUNTIME", "WEBSITE_RUN_FROM_PACKAGE", "FUNCTIONS_EXTENSION_VERSION"} & set(
         app_settings
     )
+
+
+def test_key_vault_is_rbac_only_recoverable_and_holds_a_rotated_wrapping_key(bicep: dict[str, Bicep]) -> None:
+    # GIVEN the vault of drivers' token caches THEN Azure RBAC decides every call (no access policy can widen it),
+    # a deleted vault or key stays recoverable for 90 days and nobody can purge it sooner
+    vault = the(bicep, "Microsoft.KeyVault/vaults")
+    properties = vault["properties"]
+    assert properties["enableRbacAuthorization"] is True
+    assert "accessPolicies" not in properties
+    assert properties["enablePurgeProtection"] is True
+    assert properties["enableSoftDelete"] is True
+    module = bicep["core/security/key-vault.bicep"]
+    assert properties["softDeleteRetentionInDays"] == "softDeleteRetentionInDays"
+    assert module.parameters["softDeleteRetentionInDays"]["default"] == 90
+    assert properties["sku"] == {"family": "A", "name": "standard"}
+    for flag in ("enabledForDeployment", "enabledForDiskEncryption", "enabledForTemplateDeployment"):
+        assert properties[flag] is False, flag
+    # THEN the key is RSA 3072 (4096 allowed), for wrapping only, not exportable, and rotated by policy
+    key = the(bicep, "Microsoft.KeyVault/vaults/keys")["properties"]
+    assert key["kty"] == "RSA"
+    assert key["keySize"] == "keySize"
+    assert module.parameters["keySize"]["default"] == 3072
+    assert key["keyOps"] == ["wrapKey", "unwrapKey"]
+    assert key["attributes"]["exportable"] is False
+    actions = {action["action"]["type"]: action["trigger"] for action in key["rotationPolicy"]["lifetimeActions"]}
+    assert actions["rotate"] == {"timeAfterCreate": "keyRotationInterval"}
+    assert key["rotationPolicy"]["attributes"]["expiryTime"] == "keyExpiryTime"
+
+
+def test_the_app_may_only_wrap_and_unwrap_with_the_token_key(bicep: dict[str, Bicep]) -> None:
+    # Key Vault Crypto Service Encryption User (keys/read, wrapKey, unwrapKey), on the key itself, for the app only
+    module = bicep["core/security/key-vault.bicep"]
+    (assignment,) = module.resources_of_type("Microsoft.Authorization/roleAssignments").values()
+    config = body(assignment)
+    assert config["scope"] == "key"
+    assert module.var("cryptoServiceEncryptionUserRoleId") == "e147488a-f6f5-4113-8e2d-b22465e65bf6"
+    assert config["properties"]["principalId"] == "functionPrincipalId"
+    assert config["properties"]["principalType"] == "ServicePrincipal"
+    assert condition(assignment) is None
+    for file, b in bicep.items():  # nobody gets the vault's broader roles anywhere
+        for broader in ("00482a5a-887f-4fb3-b363-3b7fe8e74483", "14b46e9e-c2b7-41b4-b07b-48a6ebf60603"):
+            assert broader not in b.text, f"{file} grants Key Vault Administrator or Crypto Officer"
+
+
+def test_token_key_id_is_the_keys_versionless_uri_and_sign_in_is_configurable(
+    main_bicep: Bicep, module_of: Any, app_settings: dict[str, Any]
+) -> None:
+    _, key_vault, module = module_of("main.bicep", "core/security/key-vault.bicep")
+    assert accessor(module.outputs["tokenWrapKid"]["value"]) == "key.properties.keyUri"
+    assert accessor(body(key_vault)["params"]["functionPrincipalId"]) == "functionIdentity.outputs.principalId"
+    _, function_app, _ = module_of("main.bicep", "app/function-app.bicep")
+    params = body(function_app)["params"]
+    assert accessor(params["tokenKeyId"]) == "keyVault.outputs.tokenWrapKid"
+    assert (params["signinClientId"], params["signinAuthority"]) == ("signinClientId", "signinAuthority")
+    assert app_settings["TOKEN_KEY_ID"] == "tokenKeyId"
+    assert app_settings["SIGNIN_CLIENT_ID"] == "signinClientId"
+    assert app_settings["SIGNIN_AUTHORITY"] == "signinAuthority"
+    # the sign-in's defaults are written once, in main.bicep: off, and the cloud's /common authority
+    assert main_bicep.parameters["signinClientId"]["default"] == ""
+    assert "common" in json.dumps(main_bicep.parameters["signinAuthority"]["default"])
+    assert "loginEndpoint" in json.dumps(main_bicep.parameters["signinAuthority"]["default"])
 
 
 def test_basic_auth_publishing_is_off(bicep: dict[str, Bicep]) -> None:

@@ -31,6 +31,7 @@ ROLE = {
     "custom:enrollmentKeyReader": "DPS enrollment group key reader (custom)",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "00000000-0000-0000-0000-000000000002": "Cosmos DB Built-in Data Contributor",
+    "e147488a-f6f5-4113-8e2d-b22465e65bf6": "Key Vault Crypto Service Encryption User",
 }
 FORBIDDEN_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
@@ -49,6 +50,8 @@ EXPECTED_ROLES = {
     ("function", "Monitoring Metrics Publisher", "Microsoft.Insights/components"),
     ("function", "Cosmos DB Built-in Data Contributor", "Microsoft.DocumentDB/databaseAccounts"),
     ("function", "DPS enrollment group key reader (custom)", "Microsoft.Devices/provisioningServices"),
+    # wrap/unwrap with the one key that seals drivers' token caches (no person gets it: core/security/key-vault.bicep)
+    ("function", "Key Vault Crypto Service Encryption User", "Microsoft.KeyVault/vaults/keys"),
     ("iothub", "Azure Event Hubs Data Sender", "Microsoft.EventHub/namespaces"),
     ("dps", "IoT Hub Data Contributor", "Microsoft.Devices/IotHubs"),
     ("user", "Storage Blob Data Owner", "Microsoft.Storage/storageAccounts"),

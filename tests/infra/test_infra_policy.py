@@ -19,6 +19,8 @@ SCANNED_TYPES = {
     "Microsoft.EventHub/namespaces",
     "Microsoft.Web/sites",
     "Microsoft.Web/serverfarms",
+    "Microsoft.KeyVault/vaults",
+    "Microsoft.KeyVault/vaults/keys",
 }
 SUPPRESSION = re.compile(r"//\s*checkov:skip=(CKV2?_[A-Z]+_\d+):\s*(\S.*)")
 
