@@ -264,6 +264,11 @@ async def test_two_accounts_interleaved_never_use_each_others_token(env: Env) ->
 
 async def test_create_or_get_for_a_work_account_through_me(env: Env) -> None:
     carla = env.sign_in(CARLA)
+    # GIVEN her seeded calendar's first event, a call without any link (the car joins it through createOrGet)
+    page = await env.graph.calendar_delta(carla, start=WINDOW["start"], end=WINDOW["end"])
+    first = next(e for e in page.events if e.id == next(iter(env.sandbox.mailbox(CARLA["oid"]).events)))
+    assert (first.subject, first.join_url, first.is_online_meeting) == ("Supplier call", None, False)
+    env.sandbox.requests.clear()
     start, end = canonical_time(T), canonical_time(T + dt.timedelta(minutes=30))
     one = await env.graph.create_or_get_meeting(carla, "car-event-1", "Supplier call", start, end)
     two = await env.graph.create_or_get_meeting(carla, "car-event-1", "Supplier call", start, end)
