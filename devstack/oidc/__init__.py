@@ -8,6 +8,11 @@ issuer, JWKS and key rotation instead of tokens we make ourselves.
         await oidc.rotate_keys()            # new key signs; the old one stays published
         await oidc.retire_old_keys()        # the old one is gone from the JWKS
 
+The car sign-in (device authorization grant, RFC 8628) as Entra serves it: MSAL's PublicClientApplication with
+`oidc.signin_client_id` and authority `oidc.common_authority` (or /organizations, /consumers, /{tenant}), a person
+approving at the verification page with `approve_device_code`, and `await oidc.revoke_grants(username)` for what a
+password reset does. Its Graph access tokens verify against `oidc.graph_jwks_url`.
+
 The identities are in devstack/oidc/seed.json (`oidc.seed`). HTTPS only (MSAL.js refuses http authorities), with
 the stack's throwaway CA from devstack/tls.py.
 """
@@ -26,18 +31,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from devstack.oidc.client import TOOL_REDIRECT_URI, OidcClient, OidcFlowError, Pkce, TokenSet
-from devstack.oidc.seed import SEED_PATH, Seed, SeedTenant, home_tenant, load_seed
+from devstack.oidc.client import (
+    TOOL_REDIRECT_URI,
+    DeviceApprovalError,
+    OidcClient,
+    OidcFlowError,
+    Pkce,
+    TokenSet,
+    approve_device_code,
+)
+from devstack.oidc.seed import SEED_PATH, Seed, SeedAccount, SeedTenant, home_tenant, load_seed
 from devstack.servers import ServerError, port_in_use
 from devstack.tls import TlsFiles, generate
 
 __all__ = [
+    "GRAPH_RESOURCE",
     "STATE_FILE",
+    "DeviceApprovalError",
     "LocalOidcProvider",
     "OidcClient",
     "OidcFlowError",
     "Pkce",
     "TokenSet",
+    "approve_device_code",
     "load_seed",
 ]
 
@@ -45,6 +61,7 @@ SCRIPT: Final = Path(__file__).with_name("provider.mjs")
 # Where a long-running stack (make dev) tells `python -m devstack.oidc token ...` how to reach its provider.
 STATE_FILE: Final = Path(tempfile.gettempdir()) / "automotive-cloud-oidc.json"
 START_TIMEOUT_SECONDS: Final = 60.0
+GRAPH_RESOURCE: Final = "https://graph.microsoft.com"  # the aud of the delegated Graph tokens
 
 
 class LocalOidcProvider:
@@ -52,6 +69,8 @@ class LocalOidcProvider:
 
     `redirect_uris` are the dashboard's (more can be added later with `add_redirect_uris`, e.g. once the function
     host's port is known); the token helpers' own loopback redirect URI is always registered.
+    `device_code_ttl_seconds` (Entra: 900) and `device_poll_interval_seconds` (Entra: 5) shape the device flow;
+    tests shorten them so that an expiry or the next poll does not take minutes.
     """
 
     def __init__(
@@ -62,7 +81,13 @@ class LocalOidcProvider:
         redirect_uris: Sequence[str] = (),
         seed_path: Path = SEED_PATH,
         state_file: Path | None = None,
+        device_code_ttl_seconds: int = 900,
+        device_poll_interval_seconds: int = 5,
     ) -> None:
+        if device_code_ttl_seconds < 1 or device_poll_interval_seconds < 1:
+            raise ValueError("the device code's lifetime and poll interval are whole seconds >= 1")
+        self.device_code_ttl_seconds = device_code_ttl_seconds
+        self.device_poll_interval_seconds = device_poll_interval_seconds
         self.seed: Seed = load_seed(seed_path)
         self._seed_path = seed_path
         self._tls = tls
@@ -124,6 +149,38 @@ class LocalOidcProvider:
     def dashboard_client_id(self) -> str:
         return self.seed["dashboard"]["clientId"]
 
+    # ---- the car sign-in (device flow, delegated Graph) ----
+
+    @property
+    def common_authority(self) -> str:
+        """MSAL's authority for any Microsoft account, work, school or personal: https://127.0.0.1:PORT/common."""
+        return f"{self.base_url}/common"
+
+    @property
+    def signin_client_id(self) -> str:
+        """The car sign-in app registration (public client, device code)."""
+        return self.seed["signinClient"]["clientId"]
+
+    @property
+    def graph_jwks_url(self) -> str:
+        """The keys of the delegated Graph tokens (the provider's one key set, Entra's common JWKS address)."""
+        return f"{self.base_url}/common/discovery/v2.0/keys"
+
+    @property
+    def device_login_url(self) -> str:
+        """The verification page a person opens (Entra's is https://microsoft.com/devicelogin)."""
+        return f"{self.base_url}/devicelogin"
+
+    @property
+    def accounts(self) -> list[SeedAccount]:
+        return list(self.seed["accounts"])
+
+    async def revoke_grants(self, username: str) -> int:
+        """Every grant and refresh token of the account stops working, as after a password reset in Entra: their
+        refresh answers invalid_grant (AADSTS50173). Returns how many grants were revoked."""
+        result = await self.client.admin(self._admin_token, "revoke-grants", {"username": username})
+        return int(result["revokedGrants"])
+
     @property
     def client(self) -> OidcClient:
         assert self._client is not None, "the provider is not running"
@@ -179,6 +236,8 @@ class LocalOidcProvider:
                 "--key", str(self._tls.server_key), "--seed", str(self._seed_path), "--exit-with-stdin"]  # fmt: skip
         for uri in self._redirect_uris:
             argv += ["--redirect-uri", uri]
+        argv += ["--device-code-ttl", str(self.device_code_ttl_seconds),
+                 "--device-poll-interval", str(self.device_poll_interval_seconds)]  # fmt: skip
         env = {**os.environ, "OIDC_ADMIN_TOKEN": self._admin_token}
         with self.log_file.open("wb") as out:
             self._process = await asyncio.create_subprocess_exec(

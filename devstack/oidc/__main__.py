@@ -4,6 +4,7 @@
     python -m devstack.oidc token berlin.operator@automotive.example
     python -m devstack.oidc app-token 094d1581-bb5c-4d14-bdef-a6258e820877
     python -m devstack.oidc serve                       # the provider alone, until Ctrl-C
+    python -m devstack.oidc serve --device-code-ttl 60 --device-poll-interval 1   # quicker device flows
 
 `token` and `app-token` talk to the provider of the stack that `make dev` runs (it leaves its address in
 STATE_FILE), or to the one `serve` runs. They drive the same flows as the dashboard and a daemon would.
@@ -50,12 +51,21 @@ def _users() -> None:
         print(f"{user['username']:40} {tenants[user['tenantId']]:9} {roles:16} {' '.join(scopes)}")
     for daemon in seed["daemons"]:
         print(f"{daemon['clientId']:40} {'app':9} {','.join(daemon['roles']):16} {daemon['name']}")
-    print(f"\npassword for every user: {seed['password']}")
+    print(f"\ndriver accounts (car sign-in with the device flow, client {seed['signinClient']['clientId']}):")
+    for account in seed["accounts"]:
+        print(f"{account['username']:40} {account['type']:9} {account['name']}")
+    print(f"\npassword for every user and account: {seed['password']}")
 
 
-async def _serve(port: int) -> None:
-    async with LocalOidcProvider(port=port, state_file=STATE_FILE) as oidc:
+async def _serve(port: int, device_code_ttl: int, device_poll_interval: int) -> None:
+    async with LocalOidcProvider(
+        port=port,
+        state_file=STATE_FILE,
+        device_code_ttl_seconds=device_code_ttl,
+        device_poll_interval_seconds=device_poll_interval,
+    ) as oidc:
         print(f"authority   {oidc.authority}\ncommon      {oidc.common_config_url}\nCA          {oidc.ca_file}")
+        print(f"device flow {oidc.common_authority} (client {oidc.signin_client_id}), page {oidc.device_login_url}")
         print("Ctrl-C stops it", flush=True)
         await asyncio.Event().wait()
 
@@ -72,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--claims", action="store_true", help="print the token's claims instead")
     serve = sub.add_parser("serve", help="run the provider alone until Ctrl-C")
     serve.add_argument("--port", type=int, default=7443)
+    serve.add_argument("--device-code-ttl", type=int, default=900, help="device codes live this long (Entra: 900 s)")
+    serve.add_argument("--device-poll-interval", type=int, default=5, help="the device flow's interval (Entra: 5 s)")
     args = parser.parse_args(argv)
     if args.command == "users":
         _users()
@@ -79,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it cleanly too
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(args.port))
+            asyncio.run(_serve(args.port, args.device_code_ttl, args.device_poll_interval))
         return 0
     client = _client()
     try:

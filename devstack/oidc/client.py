@@ -1,9 +1,13 @@
 """Getting tokens from the local provider the way real clients do: a browser signing in through the
 authorization code + PKCE flow (the dashboard's flow, driven over HTTP: authorize, the sign-in page, the redirect,
 the code redemption) and a daemon using client credentials. No token is ever made here; the provider issues them.
+`approve_device_code` is the person at the other end of a device-code sign-in (RFC 8628): the verification page, the
+code, the sign-in, Accept or Decline, over HTTP as a browser would.
 
     client = OidcClient("https://127.0.0.1:5443", Path("ca.pem"), load_seed())
     token = await client.user_token("berlin.operator@automotive.example")
+    await approve_device_code(flow["verification_uri"], flow["user_code"], "ada@outlook.example", password,
+                              ca_file=oidc.ca_file)
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import hashlib
 import re
 import secrets
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import unescape
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
@@ -35,6 +40,128 @@ class OidcFlowError(RuntimeError):
     def __init__(self, message: str, error: str = "") -> None:
         super().__init__(message)
         self.error = error
+
+
+class DeviceApprovalError(OidcFlowError):
+    """A page of the device sign-in was not what a person would see next. `error` names the step that failed:
+    `code_refused` (wrong, expired or used code), `sign_in_refused` (wrong password, or an account the authority
+    does not admit), `unexpected_page`; `page_message` is what the page told the person."""
+
+    def __init__(self, message: str, error: str, page_message: str = "") -> None:
+        super().__init__(message, error)
+        self.page_message = page_message
+
+
+@dataclass
+class _Form:
+    action: str
+    fields: dict[str, str] = field(default_factory=dict)
+    buttons: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _Page(HTMLParser):
+    """What a person reads on a provider page: its name (the `data-page` of <main>), its alert, its forms."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.name = ""
+        self.alert = ""
+        self.text: list[str] = []
+        self.forms: list[_Form] = []
+        self._in_alert = False
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "main":
+            self.name = a.get("data-page", "")
+        elif a.get("role") == "alert":
+            self._in_alert = True
+        elif tag == "form":
+            self.forms.append(_Form(unescape(a.get("action", ""))))
+        elif tag == "input" and self.forms and a.get("name"):
+            self.forms[-1].fields[a["name"]] = a.get("value", "")
+        elif tag == "button" and self.forms and a.get("name"):
+            self.forms[-1].buttons.append((a["name"], a.get("value", "")))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "p":
+            self._in_alert = False
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._in_alert:
+            self.alert += data
+
+    def form_with(self, name: str) -> _Form:
+        for form in self.forms:
+            if name in form.fields or any(button == name for button, _ in form.buttons):
+                return form
+        raise KeyError(name)
+
+
+async def approve_device_code(
+    verification_uri: str,
+    user_code: str,
+    username: str,
+    password: str,
+    *,
+    ca_file: Path | str,
+    decline: bool = False,
+) -> None:
+    """Be the person who got a device code: open `verification_uri`, enter `user_code`, sign in, then Accept (or
+    Decline) the permissions, following the pages and forms as a browser does (one fresh cookie jar). Returns once
+    the provider shows that the sign-in is done (or declined); raises DeviceApprovalError at the first page that is
+    not the expected next one, with what it said."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=context), cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as session:
+        url, page = await _open(session, "GET", verification_uri, None)
+        _expect(page, "code", url, "the code form")
+        form = page.form_with("user_code")
+        url, page = await _open(session, "POST", urljoin(url, form.action), {**form.fields, "user_code": user_code})
+        if page.name == "code":
+            raise DeviceApprovalError(f"the code {user_code} was refused: {page.alert}", "code_refused", page.alert)
+        _expect(page, "signin", url, "the sign-in form")
+        form = page.form_with("password")
+        url, page = await _open(
+            session, "POST", urljoin(url, form.action), {**form.fields, "login": username, "password": password}
+        )
+        if page.name == "signin":
+            raise DeviceApprovalError(f"the sign-in of {username} was refused: {page.alert}", "sign_in_refused",
+                                      page.alert)  # fmt: skip
+        _expect(page, "consent", url, "the permissions page")
+        form = page.form_with("decision")
+        decision = "decline" if decline else "accept"
+        if ("decision", decision) not in form.buttons:
+            raise DeviceApprovalError(f"the permissions page at {url} has no {decision} button", "unexpected_page")
+        url, page = await _open(session, "POST", urljoin(url, form.action), {**form.fields, "decision": decision})
+        _expect(page, "declined" if decline else "done", url, "the end of the sign-in")
+
+
+async def _open(
+    session: aiohttp.ClientSession, method: str, url: str, form: dict[str, str] | None
+) -> tuple[str, _Page]:
+    """Follow redirects like a browser until a page; any status but 200 is not a page a person should see."""
+    for _ in range(10):
+        async with session.request(method, url, data=form, allow_redirects=False) as response:
+            if response.status in (301, 302, 303, 307, 308):
+                method, url, form = "GET", urljoin(url, response.headers["Location"]), None
+                continue
+            body = await response.text()
+            if response.status != 200:
+                raise DeviceApprovalError(f"{method} {url} answered {response.status}: {body[:300]}", "unexpected_page")
+            return url, _Page(body)
+    raise DeviceApprovalError(f"too many redirects from {url}", "unexpected_page")
+
+
+def _expect(page: _Page, name: str, url: str, what: str) -> None:
+    if page.name != name:
+        said = page.alert or " ".join(" ".join(page.text).split())[:300]
+        raise DeviceApprovalError(f"expected {what} at {url}, got the {page.name or 'unknown'} page: {said}",
+                                  "unexpected_page", said)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -212,7 +339,7 @@ class OidcClient:
         )
 
     async def admin(self, admin_token: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """POST to the provider's loopback admin routes (key rotation, redirect URIs)."""
+        """POST to the provider's loopback admin routes (key rotation, redirect URIs, revoking an account's grants)."""
         headers = {"Authorization": f"Bearer {admin_token}"}
         async with (
             self._session() as session,
