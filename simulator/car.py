@@ -12,6 +12,13 @@ handlers run on its own thread and only hand what arrived to the car's loop (`_i
 commands in order (simulator/commands.py decides, the model in simulator/drive.py changes), only while the car is
 awake and after it has read its twin (`commands.cancelled`) on this connection.
 
+Requests and replies: each request has its own requestId and the cloud answers on C2D with `type=response` and that
+requestId; the car keeps every distinct reply per requestId (`ReplyBook`), since `auth.signin` is answered twice:
+the device-code prompt at once, the outcome later. Tests and the CLI drive sign-in with `sign_in`,
+`signin_outcome`, `signin_status`, `sign_out`, `select_profile`, `join_meeting` and `ask` (any request), and read
+the twin's desired `account` with `account` / `wait_account` (simulator/signin.py). These send only while the car
+is awake, so `run()` must be under way.
+
 Sleep: with `CarOptions.sleep` the car disconnects during some parked spells and reconnects after; tests put it to
 sleep and wake it with `sleep()` / `wake()`. Asleep it sends nothing and IoT Hub finds it not connected.
 """
@@ -24,7 +31,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -36,6 +43,17 @@ from simulator import messages
 from simulator.commands import CommandHandler, Fault
 from simulator.drive import CarModel, SleepSchedule
 from simulator.provisioning import ProvisionedDevice
+from simulator.signin import (
+    SELECT,
+    SIGNIN,
+    SIGNOUT,
+    STATUS,
+    Changes,
+    ReplyBook,
+    SigninPrompt,
+    TwinAccount,
+    is_outcome_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +71,9 @@ class CarLog:
     desired_patches: list[dict[str, Any]] = field(default_factory=list)  # {receivedAt, version, agendaEvents}
     requests: list[dict[str, Any]] = field(default_factory=list)  # {requestId, eventId, sentAt}
     meeting_links: list[dict[str, Any]] = field(default_factory=list)  # {requestId, joinUrl, receivedAt}
+    # meeting.join answered with an error, e.g. teams_unavailable for a personal account: {requestId, code, receivedAt}
+    meeting_refusals: list[dict[str, Any]] = field(default_factory=list)
+    asked: list[dict[str, Any]] = field(default_factory=list)  # other asks: {requestId, action, sentAt}
     agenda: list[dict[str, Any]] = field(default_factory=list)  # the latest agenda events
     ignition_cycles: int = 0
     # {commandId, name, via: method|c2d, receivedAt, outcome: succeeded|failed|cancelled|expired|garbage|unanswered,
@@ -81,7 +102,9 @@ class CarOptions:
 
 
 def join_url_of(reply: Any) -> str | None:
-    """The Teams link in a `meeting.join` reply, wherever the reply keeps it."""
+    """The meeting link in a `meeting.join` reply, wherever the reply keeps it: a Teams link (`source` `created`,
+    work or school accounts) or the event's own online-meeting link (`source` `event`, also for personal accounts).
+    None for an error reply such as `teams_unavailable` (`refusal_of` says which)."""
     if isinstance(reply, dict):
         for key in ("joinUrl", "joinWebUrl"):
             if isinstance(reply.get(key), str):
@@ -90,6 +113,14 @@ def join_url_of(reply: Any) -> str | None:
             found = join_url_of(value)
             if found:
                 return found
+    return None
+
+
+def refusal_of(reply: Any) -> str | None:
+    """The error code of an error reply (`teams_unavailable`, `no_consent`, ...), else None."""
+    if isinstance(reply, dict) and reply.get("status") == "error" and isinstance(reply.get("error"), dict):
+        code = reply["error"].get("code")
+        return str(code) if isinstance(code, str) else "no_code"
     return None
 
 
@@ -141,6 +172,9 @@ class VirtualCar:
         self._asleep = True  # not connected (yet)
         self._hold_asleep = False  # sleep() was called: asleep until wake(), whatever the schedule
         self._connection = 0  # counts connections; a method request is answered on its own connection only
+        self.replies = ReplyBook()  # every distinct reply per requestId (two for an auth.signin)
+        self._account = TwinAccount()  # the twin's desired `account`
+        self._changes = Changes()  # wakes what waits for a reply or an account change
 
     @property
     def connected(self) -> bool:
@@ -161,6 +195,91 @@ class VirtualCar:
         self.model.wake()
         await self._wake_up()
 
+    # --- requests, replies, driver sign-in ------------------------------------------------------------------
+
+    @property
+    def account(self) -> dict[str, Any] | None:
+        """The twin's desired `account` as the car has it now (a copy): `{active, profiles: {P: {state, name,
+        username, type, capabilities, since}}, updatedAt}`, or None when the twin has none."""
+        return self._account.value
+
+    async def wait_account(
+        self, predicate: Callable[[dict[str, Any] | None], bool], seconds: float = 30.0
+    ) -> dict[str, Any] | None:
+        """The account once `predicate(account)` holds (checked now and after every change); TimeoutError after
+        `seconds`."""
+        self._bind_loop()
+        box = await self._changes.wait_for(lambda: (a,) if predicate(a := self.account) else None, seconds)
+        return box[0]
+
+    def replies_to(self, request_id: str) -> list[dict[str, Any]]:
+        """Every distinct reply received for `request_id`, in arrival order."""
+        return self.replies.replies(request_id)
+
+    async def ask(self, action: str, fields: Mapping[str, Any] | None = None, seconds: float = 30.0) -> dict[str, Any]:
+        """Send one request (a new requestId) once the car is awake and return the first reply to it; TimeoutError
+        when none came within `seconds` (sending included). Fields are sent as given."""
+        self._bind_loop()
+        request_id = str(uuid.uuid4())
+        async with asyncio.timeout(seconds):
+            await self._send_request(request_id, action, fields)
+            return await self._changes.wait_for(lambda: self.replies.first(request_id), seconds)
+
+    async def sign_in(self, profile: str, time_zone: str | None = None, seconds: float = 30.0) -> SigninPrompt:
+        """`auth.signin` for driver profile `profile`: the prompt to show (code, URL, QR text, expiry). Raises
+        SigninRefused for an error reply (`feature_disabled`, `invalid_request`); the outcome comes later, see
+        `signin_outcome`. A flow already pending for this profile comes back with `resumed` set."""
+        fields: dict[str, Any] = {"profile": profile}
+        if time_zone is not None:
+            fields["timeZone"] = time_zone
+        return SigninPrompt.from_reply(await self.ask(SIGNIN, fields, seconds))
+
+    async def signin_outcome(self, prompt: SigninPrompt, seconds: float) -> dict[str, Any]:
+        """The reply that ends the prompt's flow: `status` ok with `signin.state` signed_in and `account`, or
+        `status` error with state expired|declined|failed and `error.code` signin_expired|signin_declined|
+        signin_failed. Taken from whichever `auth.signin` request the cloud answers (the second message for the
+        prompt's requestId, or for the request that started a resumed flow). TimeoutError after `seconds`."""
+        self._bind_loop()
+        return await self._changes.wait_for(
+            lambda: self.replies.find(lambda reply: is_outcome_of(prompt.flow_id, reply)), seconds
+        )
+
+    async def signin_status(self, flow_id: str, seconds: float = 30.0) -> dict[str, Any]:
+        """`auth.status`: the reply (`signin` with the flow's state, or error `flow_not_found`)."""
+        return await self.ask(STATUS, {"flowId": flow_id}, seconds)
+
+    async def sign_out(self, profile: str, seconds: float = 30.0) -> dict[str, Any]:
+        """`auth.signout`: the reply (`profile`, `signedOut`)."""
+        return await self.ask(SIGNOUT, {"profile": profile}, seconds)
+
+    async def select_profile(self, profile: str, seconds: float = 30.0) -> dict[str, Any]:
+        """`profile.select`: the reply (`profile`, `account` of that profile or null)."""
+        return await self.ask(SELECT, {"profile": profile}, seconds)
+
+    async def join_meeting(self, event_id: str, seconds: float = 30.0) -> dict[str, Any]:
+        """`meeting.join` for an agenda event: the reply (`joinWebUrl` and `source`, or an error such as
+        `teams_unavailable`; `join_url_of` and `refusal_of` read it). Logged like the car's own asks."""
+        return await self.ask("meeting.join", {"eventId": event_id}, seconds)
+
+    def _bind_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+
+    async def _send_request(self, request_id: str, action: str, fields: Mapping[str, Any] | None) -> None:
+        """Send once the car is awake, between its other sends (a send to a sleeping car would wake the SDK)."""
+        while True:
+            await self._awake.wait()
+            async with self._link:
+                if self._asleep:
+                    continue
+                await self.client.send_message(messages.request(request_id, action, fields))
+                if action == "meeting.join":  # counted with the car's own asks (the demo report compares)
+                    event_id = (fields or {}).get("eventId")
+                    self.log.requests.append({"requestId": request_id, "eventId": event_id, "sentAt": time.time()})
+                else:
+                    self.log.asked.append({"requestId": request_id, "action": action, "sentAt": time.time()})
+                return
+
     # SDK handlers run on the SDK's handler thread: they only append (atomic in CPython) or hand over to the loop.
     def _on_message(self, message: Message) -> None:
         body = message.data if isinstance(message.data, bytes) else str(message.data).encode()
@@ -175,17 +294,28 @@ class VirtualCar:
                 reply = orjson.loads(body)
             except orjson.JSONDecodeError:
                 return
+            if not isinstance(reply, dict):
+                return
             url = join_url_of(reply)
             if url:
                 self.log.meeting_links.append(
                     {"requestId": props.get("requestId"), "joinUrl": url, "receivedAt": time.time()}
                 )
+            elif reply.get("action") == "meeting.join" and (code := refusal_of(reply)):
+                self.log.meeting_refusals.append(
+                    {"requestId": props.get("requestId"), "code": code, "receivedAt": time.time()}
+                )
+            request_id = props.get("requestId") or reply.get("requestId")
+            if isinstance(request_id, str) and self.replies.add(request_id, reply):
+                self._notify()  # last: whoever waits for this reply finds the log written
 
     def _on_method(self, request: MethodRequest) -> None:
         self._post("method", request, time.time())
 
     def _on_patch(self, patch: dict[str, Any]) -> None:
         self._cancelled = cancelled_ids(patch, self._cancelled)
+        if self._account.patch(patch):
+            self._notify()
         agenda = patch.get("agenda")
         events = agenda.get("events") if isinstance(agenda, dict) else None
         self.log.desired_patches.append(
@@ -193,6 +323,14 @@ class VirtualCar:
         )
         if isinstance(events, list):
             self.log.agenda = events
+
+    def _notify(self) -> None:
+        """Wake the coroutines waiting for a reply or the account (from the SDK's thread or the loop)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed in between: nobody waits any more
+            loop.call_soon_threadsafe(self._changes.notify)
 
     def _post(self, kind: str, item: Any, received_at: float) -> None:
         loop = self._loop
@@ -217,6 +355,8 @@ class VirtualCar:
     def _read_twin(self, twin: dict[str, Any]) -> None:
         desired = twin.get("desired", {})
         self._cancelled = cancelled_ids(desired, self._cancelled)
+        self._account.read_twin(desired)
+        self._notify()
         agenda = desired.get("agenda")
         if isinstance(agenda, dict) and isinstance(agenda.get("events"), list):
             self.log.agenda = agenda["events"]

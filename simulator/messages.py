@@ -2,7 +2,8 @@
 
 Telemetry v1: `{"v":1,"seq":N,"samples":[{"ts":iso,"signals":{VSS path: value}}]}` with application property
 `type=telemetry`, content type application/json, utf-8 (docs/messages.md). Requests v1:
-`{"v":1,"requestId":uuid,"action":"meeting.join","eventId":...}` with `type=request`; the outcome of a queued
+`{"v":1,"requestId":uuid,"action":"meeting.join","eventId":...}` with `type=request` (driver sign-in:
+`auth.signin`, `auth.status`, `auth.signout`, `profile.select`, built by `request`); the outcome of a queued
 command is the request `{"v":1,"requestId":uuid,"action":"command.result","commandId":...,"status":...,
 "reason":...,"at":iso}` (docs/messages.md, Commands).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -52,9 +53,16 @@ def bad_telemetry(body: bytes) -> Message:
     return _message(body, TELEMETRY)
 
 
-def meeting_join(request_id: str, event_id: str) -> Message:
-    body = {"v": 1, "requestId": request_id, "action": "meeting.join", "eventId": event_id}
+def request(request_id: str, action: str, fields: Mapping[str, Any] | None = None) -> Message:
+    """Any car request: the envelope (`v`, `requestId`, `action`) and the action's fields, sent as given (a test
+    may send a field the cloud must refuse)."""
+    body: dict[str, Any] = {"v": 1, "requestId": request_id, "action": action}
+    body.update(fields or {})
     return _message(orjson.dumps(body), REQUEST)
+
+
+def meeting_join(request_id: str, event_id: str) -> Message:
+    return request(request_id, "meeting.join", {"eventId": event_id})
 
 
 def command_result(
