@@ -201,7 +201,7 @@ _ENVELOPES = st.fixed_dictionaries({}, optional=_FIELD_VALUES) | st.dictionaries
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sealed=_ENVELOPES | _JSON, context=st.text(max_size=50))
+@given(sealed=_ENVELOPES | _JSON | st.binary(max_size=64), context=st.text(max_size=50))
 def test_any_envelope_opens_or_fails_with_sealed_data_error_only(sealed: Any, context: str) -> None:
     vault = TokenVault(_KEYS)
     try:
