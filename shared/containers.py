@@ -25,6 +25,7 @@ AUDIT: Final = "audit"
 CONSENTS: Final = "consents"
 GEOFENCE_EVENTS: Final = "geofenceEvents"
 COMMANDS: Final = "commands"
+SIGNINS: Final = "signins"
 
 
 @cache

@@ -279,6 +279,7 @@ SETTINGS: tuple[Setting, ...] = (
         f"{_ENTRA}/common",
         "Authority of the car sign-in: /common for work, school and personal Microsoft accounts, /organizations,"
         " /consumers or one tenant; https, or http on loopback only.",
+        brand="signinAuthority",
     ),
     Setting(
         "TOKEN_KEY_ID",
@@ -382,8 +383,9 @@ def brand_settings(overrides: Mapping[str, object] | None, environ: Mapping[str,
     """The settings of one brand: the app's values with the brand's overrides on top.
 
     Override keys are the camelCase `brand` names of `SETTINGS` (lowBatteryPercent, lowFuelPercent,
-    dataCategoryBases, movingSpeedKmh, calendar, teams, telemetryRetentionDays); `dataCategoryBases` is an object
-    (category → "consent" | "contract") merged over the app's, so a brand names only the categories it changes.
+    dataCategoryBases, movingSpeedKmh, calendar, teams, telemetryRetentionDays, signinAuthority);
+    `dataCategoryBases` is an object (category → "consent" | "contract") merged over the app's, so a brand names
+    only the categories it changes.
     Unknown keys, wrong types and values out of the declared range raise InvalidRequestError listing each field.
 
     >>> brand_settings({"lowBatteryPercent": 20}, {}).low_battery_percent

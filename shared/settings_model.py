@@ -300,6 +300,7 @@ class BrandSettings(BaseModel):
         "teams": "FEATURE_TEAMS",
         "telemetry_retention_days": "TELEMETRY_RETENTION_DAYS",
         "data_category_bases": "DATA_CATEGORY_BASES",
+        "signin_authority": "SIGNIN_AUTHORITY",
     }
 
     low_battery_percent: FiniteFloat = brand_field("LOW_BATTERY_PERCENT")
@@ -310,6 +311,8 @@ class BrandSettings(BaseModel):
     telemetry_retention_days: int = brand_field("TELEMETRY_RETENTION_DAYS")
     # Merged over the app's (DATA_CATEGORY_BASES) by `layered`: a brand names only the categories it changes.
     data_category_bases: CategoryBases = brand_field("DATA_CATEGORY_BASES")
+    # The car sign-in's authority for this brand's cars: /common, /organizations, /consumers or the brand's tenant.
+    signin_authority: LoopbackOrHttpsUrl = brand_field("SIGNIN_AUTHORITY")
 
     @classmethod
     def layered(cls, app: AppSettings, overrides: Mapping[str, object]) -> BrandSettings:

@@ -8,14 +8,11 @@ condition; on a race it reads again and applies the change again. Fields the cha
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
 
 from shared.containers import VEHICLES
 from shared.device_messages import safe_id
-from shared.errors import ConflictError, NotFoundError, PreconditionFailedError, StoreError
 from shared.stores.base import Document, DocumentStore
-
-MAX_RETRIES: Final = 10
+from shared.stores.conditional import update_document
 
 
 async def update_vehicle(
@@ -23,15 +20,4 @@ async def update_vehicle(
 ) -> Document:
     """Apply `change` (given the stored document, or None when there is none; it may raise to refuse) and write
     its result: create when there was none, else an etag-conditional replace. Returns what was written."""
-    for _ in range(MAX_RETRIES):
-        stored = await store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-        doc = change(stored.document if stored else None)
-        try:
-            if stored is None:
-                await store.create(VEHICLES, doc)
-            else:
-                await store.replace(VEHICLES, doc, stored.etag)
-        except (PreconditionFailedError, ConflictError, NotFoundError):
-            continue  # ingestion (or another writer) wrote in between: read again, apply again
-        return doc
-    raise StoreError(f"vehicle {vehicle_id}: document kept changing; gave up after {MAX_RETRIES} tries")
+    return await update_document(store, VEHICLES, vehicle_id, safe_id(vehicle_id), change)

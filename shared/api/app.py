@@ -16,7 +16,19 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp
 
 from shared.api import handlers
-from shared.api.routes import admin, brands, commands, consent, driver, geofences, history, meta, privacy, vehicles
+from shared.api.routes import (
+    accounts,
+    admin,
+    brands,
+    commands,
+    consent,
+    driver,
+    geofences,
+    history,
+    meta,
+    privacy,
+    vehicles,
+)
 
 PREFIX: Final = "/api"
 DESCRIPTION: Final = (
@@ -46,7 +58,7 @@ def create_fastapi() -> FastAPI:
         openapi_tags=[{"name": name} for name in TAGS],
         generate_unique_id_function=operation_id,
     )
-    for module in (vehicles, history, commands, geofences, driver, consent, privacy, brands, admin, meta):
+    for module in (vehicles, history, commands, geofences, driver, accounts, consent, privacy, brands, admin, meta):
         app.include_router(module.router, prefix=PREFIX)
     handlers.install(app)
     return app

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from shared.accounts.service import AccountService
     from shared.api.services import AuditLog, Gatekeeper, TenancyService
     from shared.commands.service import CommandService
     from shared.drivers.link import DriverLinks
@@ -73,6 +74,12 @@ def _ingestor() -> TelemetryIngestor:
     return ingestor.get()
 
 
+def _account_service() -> AccountService | None:
+    from shared.accounts.runtime import account_service_if_enabled
+
+    return account_service_if_enabled()
+
+
 @dataclass
 class Providers:
     """Factories of the process's singletons (each returns the one object of its event loop or process)."""
@@ -85,6 +92,7 @@ class Providers:
     command_service: Callable[[], CommandService] = _command_service
     dead_letters: Callable[[], DeadLetterSink] = _dead_letters
     ingestor: Callable[[], TelemetryIngestor] = _ingestor
+    account_service: Callable[[], AccountService | None] = _account_service
 
 
 providers = Providers()
@@ -120,3 +128,7 @@ async def dead_letters() -> DeadLetterSink:
 
 async def ingestor() -> TelemetryIngestor:
     return providers.ingestor()
+
+
+async def account_service() -> AccountService | None:
+    return providers.account_service()

@@ -56,10 +56,13 @@ class Permission(StrEnum):
     MANAGE_PARKED = "parked.manage"
     SEND_COMMAND = "commands.send"  # act on a car (shared/commands/catalogue.json says which role may send which)
     MANAGE_GEOFENCES = "geofences.manage"  # a fleet's geofences, or a driver's own for their car
+    MANAGE_OWN_ACCOUNT = "accounts.own"  # a driver's own sign-ins at cars (shared/accounts): list, sign out
 
 
 P = Permission
-DRIVER_OWN: Final = frozenset({P.READ_DRIVER_DATA, P.CHANGE_CONSENT, P.LINK_SELF, P.ACCEPT_INVITATION})
+DRIVER_OWN: Final = frozenset(
+    {P.READ_DRIVER_DATA, P.CHANGE_CONSENT, P.LINK_SELF, P.ACCEPT_INVITATION, P.MANAGE_OWN_ACCOUNT}
+)
 
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.PLATFORM_ADMIN: frozenset(Permission) - DRIVER_OWN,

@@ -4,6 +4,8 @@
   car with a point read;
 - `syncState` (id "sync"): deltaLink, window, last sync, counts and the hash of the last agenda sent;
 - `subscription` (id "subscription"): the Graph subscription and its clientState;
+- `account` (id "account", driver accounts only): who signed in at which cars, what the account may do, and
+  its MSAL token cache, sealed (shared/accounts);
 - `event` (id "event-<hash of the Graph id>"): one per event occurrence in the window.
 
 Ids are deterministic, so every write is an idempotent upsert and a replayed job changes nothing.
@@ -17,6 +19,7 @@ from typing import Any, Final
 from shared.graph.types import GraphEvent
 
 DRIVER_ID: Final = "driver"
+ACCOUNT_DOC_ID: Final = "account"  # a signed-in driver account: who, what it may do, its sealed tokens
 SYNC_STATE_ID: Final = "sync"
 SUBSCRIPTION_ID: Final = "subscription"
 KIND_DRIVER: Final = "driver"

@@ -25,6 +25,7 @@ from typing import Final
 from shared.calendar.agenda import agenda_events, build_agenda
 from shared.calendar.config import CalendarSettings
 from shared.calendar.documents import (
+    ACCOUNT_DOC_ID,
     DRIVER_ID,
     KIND_EVENT,
     KIND_SYNC_STATE,
@@ -37,8 +38,9 @@ from shared.calendar.subscriptions import SubscriptionManager
 from shared.containers import CALENDARS
 from shared.device_messages import canonical_time
 from shared.errors import ConflictError, NotFoundError, PreconditionFailedError
+from shared.graph.access import is_delegated_user
 from shared.graph.base import GraphClient
-from shared.graph.exceptions import GraphError, SyncStateGoneError, ThrottledError
+from shared.graph.exceptions import GraphError, ReauthRequiredError, SyncStateGoneError, ThrottledError
 from shared.iothub.gateway import IoTHubGateway
 from shared.stores.base import Document, DocumentStore
 
@@ -97,14 +99,22 @@ class CalendarSync:
             vehicle_id = job.vehicle_id or (driver.document.get("vehicleId") if driver else None)
             await self._forget(job.user_id, vehicle_id, report)
             return report
+        if driver.document.get("reauthRequired"):  # a driver account whose sign-in stopped working: wait for them
+            report.outcome = "reauth_required"
+            return report
         try:
             report.subscription = await self.subscriptions.maintain(job.user_id, job.subscription)
+        except ReauthRequiredError:
+            report.outcome = "reauth_required"
+            return report
         except GraphError as exc:
             # Notifications only make sync faster; the timer still syncs. Never let them block the sync.
             log.warning("user %s: subscription upkeep failed: %s", job.user_id, exc)
             report.subscription = "failed"
         try:
             await self._sync(job, driver.document, report)
+        except ReauthRequiredError:  # marked on the account (shared/accounts/tokens.py); no retry, no loop
+            report.outcome = "reauth_required"
         except ThrottledError as exc:
             delay = max(1, min(int(exc.retry_after_seconds + 0.999), 3600))
             log.warning("user %s: Graph throttled (%s); job re-queued in %ss", job.user_id, exc.status, delay)
@@ -143,14 +153,15 @@ class CalendarSync:
             canonical_time(now),
             self.settings.agenda_max_bytes,
         )
-        vehicle_id = driver.get("vehicleId")
-        if (
-            vehicle_id
-            and agenda_hash != state.get("agendaHash")
-            and await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": agenda})
-        ):
-            state["agendaHash"], state["agendaVehicleId"] = agenda_hash, vehicle_id
-            report.agenda_patched = True
+        # A company driver's agenda goes to their one car; a driver account's to every car where it is the
+        # active profile (`vehicleIds`), again to all of them when that set changed.
+        targets = sorted(driver.get("vehicleIds") or ([driver["vehicleId"]] if driver.get("vehicleId") else []))
+        if targets and (agenda_hash != state.get("agendaHash") or targets != state.get("agendaVehicleIds", targets)):
+            patched = [v for v in targets if await self.gateway.patch_desired_if_present(v, {"agenda": agenda})]
+            if patched:
+                state["agendaHash"], state["agendaVehicleId"] = agenda_hash, patched[0]
+                state["agendaVehicleIds"] = targets
+                report.agenda_patched = True
         try:
             if stored is None:
                 await self.store.create(CALENDARS, state)
@@ -240,7 +251,7 @@ class CalendarSync:
         try:
             if await self.subscriptions.remove(user):
                 report.subscription = "deleted"
-        except GraphError as exc:
+        except GraphError as exc:  # (a signed-out account whose token no longer works: it expires within 3 days)
             log.warning("user %s: could not delete the subscription: %s", user, exc)
         state = await self.store.read(CALENDARS, user, SYNC_STATE_ID)
         if vehicle_id and (state is None or state.document.get("agendaHash")):
@@ -249,3 +260,8 @@ class CalendarSync:
             await self.store.delete(CALENDARS, user, doc["id"])
             report.removed += 1
         await self.store.delete(CALENDARS, user, SYNC_STATE_ID)
+        if is_delegated_user(user):  # a driver account signed out of its last car: its tokens go last
+            account = await self.store.read(CALENDARS, user, ACCOUNT_DOC_ID)
+            if account is not None and account.document.get("state") == "signed_out":
+                await self.store.delete(CALENDARS, user, ACCOUNT_DOC_ID)
+                await self.store.delete(CALENDARS, user, DRIVER_ID)

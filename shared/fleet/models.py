@@ -373,6 +373,17 @@ class AgendaEvent(_Response):
     joinUrl: str | None = None
 
 
+class SignedInCar(_Response):
+    vehicleId: str
+    profile: str | None = Field(None, description="the car's driver profile that holds your account")
+    since: str | None = None
+    state: str | None = Field(None, description="signed_in, or reauth_required: sign in again at the car")
+
+
+class SignedInCars(_Response):
+    cars: list[SignedInCar]
+
+
 class Agenda(_Response):
     vehicleId: str
     userId: str | None = None

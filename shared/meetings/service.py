@@ -21,12 +21,17 @@ from typing import Any, Final
 from shared.calendar.documents import digest, event_doc_id
 from shared.containers import CALENDARS, MEETINGS
 from shared.device_messages import canonical_time
+from shared.errors import FleetError
 from shared.graph.base import GraphClient
 from shared.graph.types import OnlineMeeting
 from shared.stores.base import DocumentStore
 
 AD_HOC_DURATION: Final = dt.timedelta(hours=1)
 DEFAULT_SUBJECT: Final = "Meeting from the car"
+
+
+class TeamsUnavailableError(FleetError):
+    """The driver's account (a personal Microsoft account) cannot create Teams meetings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +76,18 @@ class MeetingService:
         self.graph = graph
         self.clock = clock
 
-    async def for_event(self, user_id: str, event_id: str) -> MeetingInfo | None:
-        """The event's own Teams link when it has one, else a meeting created for it. None: no such event in
-        the synced calendar."""
+    async def for_event(self, user_id: str, event_id: str, create: bool = True) -> MeetingInfo | None:
+        """The event's own Teams link when it has one, else a meeting created for it (when `create`: the
+        driver's account can create Teams meetings; else TeamsUnavailableError). None: no such event in the
+        synced calendar."""
         stored = await self.store.read(CALENDARS, user_id, event_doc_id(event_id))
         if stored is None:
             return None
         event = stored.document
         if event.get("joinUrl"):
             return MeetingInfo(event["joinUrl"], "event", subject=event.get("subject"))
+        if not create:
+            raise TeamsUnavailableError("the event has no online-meeting link and the account cannot create one")
         now = self.clock()
         start = event.get("start") or canonical_time(now)
         end = event.get("end") or canonical_time(dt.datetime.fromisoformat(start) + AD_HOC_DURATION)

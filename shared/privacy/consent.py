@@ -345,6 +345,15 @@ class ConsentService:
         answer["recorded"] = written
         return answer
 
+    async def withdraw(self, vehicle_id: str, user_id: str, d: Decision) -> None:
+        """A driver's decision about a car they may not be driving right now (signing out of one of their cars
+        from their own session): recorded as theirs; projected onto the car only while they drive it."""
+        vehicle = await self._vehicle(vehicle_id)
+        if (driver_of(vehicle) or {}).get("userId") == user_id:
+            await self.record(vehicle_id, d)
+            return
+        await self._append(vehicle_id, user_id, d)
+
     async def records(self, vehicle_id: str, user_id: str) -> list[Document]:
         query = "SELECT * FROM c WHERE c.vehicleId = @v AND c.userId = @u"
         found = await self.store.query(CONSENTS, query, {"@v": vehicle_id, "@u": user_id}, partition_key=vehicle_id)

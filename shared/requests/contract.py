@@ -7,6 +7,7 @@ dead-lettered instead of answered.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,18 @@ MAX_EVENT_ID: Final = 512
 MAX_SUBJECT: Final = 255
 MAX_TERMS_VERSION: Final = 64
 MAX_CATEGORIES: Final = 64
-Action = Literal["calendar.refresh", "meeting.join", "meeting.now", "consent.get", "consent.set", "command.result"]
+Action = Literal[
+    "calendar.refresh",
+    "meeting.join",
+    "meeting.now",
+    "consent.get",
+    "consent.set",
+    "command.result",
+    "auth.signin",
+    "auth.status",
+    "auth.signout",
+    "profile.select",
+]
 ACTIONS: Final[tuple[Action, ...]] = (
     "calendar.refresh",
     "meeting.join",
@@ -28,7 +40,16 @@ ACTIONS: Final[tuple[Action, ...]] = (
     "consent.get",
     "consent.set",
     "command.result",
+    "auth.signin",
+    "auth.status",
+    "auth.signout",
+    "profile.select",
 )
+# The driver's own Microsoft account at the car (shared/accounts): sign-in, its status, sign-out, which profile
+# drives. They come before any driver exists, so neither a linked driver nor calendar consent is asked for.
+ACCOUNT_ACTIONS: Final = frozenset({"auth.signin", "auth.status", "auth.signout", "profile.select"})
+PROFILE: Final = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+MAX_TIME_ZONE: Final = 64
 # The driver's consent, shown and changed at the car (shared/privacy/consent.py): no Microsoft 365 data involved,
 # so neither the calendar consent nor the brand's calendar/Teams switches apply to them.
 CONSENT_ACTIONS: Final = frozenset({"consent.get", "consent.set"})
@@ -49,6 +70,8 @@ FEATURE_DISABLED: Final = "feature_disabled"
 EVENT_NOT_FOUND: Final = "event_not_found"
 UNAVAILABLE: Final = "unavailable"
 GRAPH_ERROR: Final = "graph_error"
+FLOW_NOT_FOUND: Final = "flow_not_found"
+TEAMS_UNAVAILABLE: Final = "teams_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +86,9 @@ class CarRequest:
     command_status: str | None = None
     reason: str | None = None
     message: str | None = None
+    profile: str | None = None  # auth.signin, auth.signout, profile.select: the car's driver-profile slot
+    time_zone: str | None = None  # auth.signin: the driver's IANA time zone, for the agenda
+    flow_id: str | None = None  # auth.status: which sign-in
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +179,8 @@ def decode_request(raw: bytes) -> CarRequest | RequestError:
         return _consent_set(request_id, body)
     if action == COMMAND_RESULT:
         return _command_result(request_id, body)
+    if action in ACCOUNT_ACTIONS:
+        return _account_request(request_id, action, body)
     return CarRequest(request_id, "calendar.refresh")
 
 
@@ -191,3 +219,28 @@ def _command_result(request_id: str, body: dict[str, Any]) -> CarRequest | Reque
     return CarRequest(
         request_id, COMMAND_RESULT, command_id=command_id, command_status=status, reason=reason, message=message
     )
+
+
+def _account_request(request_id: str, action: Action, body: dict[str, Any]) -> CarRequest | RequestError:
+    """auth.signin (`profile`, optional `timeZone` and `termsVersion`), auth.signout and profile.select
+    (`profile`), auth.status (`flowId`, a UUID)."""
+    if action == "auth.status":
+        raw = body.get("flowId")
+        try:
+            flow_id = str(uuid.UUID(raw)) if isinstance(raw, str) and len(raw) <= 64 else None
+        except ValueError:
+            flow_id = None
+        if flow_id is None:
+            return RequestError(request_id, INVALID_REQUEST, "auth.status needs flowId (a UUID)")
+        return CarRequest(request_id, action, flow_id=flow_id)
+    profile = body.get("profile")
+    if not isinstance(profile, str) or not PROFILE.fullmatch(profile):
+        return RequestError(request_id, INVALID_REQUEST, f"{action} needs profile (1-16 letters, digits, _ or -)")
+    if action != "auth.signin":
+        return CarRequest(request_id, action, profile=profile)
+    zone, terms = body.get("timeZone"), body.get("termsVersion")
+    if zone is not None and (not isinstance(zone, str) or not 0 < len(zone) <= MAX_TIME_ZONE):
+        return RequestError(request_id, INVALID_REQUEST, f"timeZone must be an IANA name of at most {MAX_TIME_ZONE}")
+    if terms is not None and (not isinstance(terms, str) or not 0 < len(terms) <= MAX_TERMS_VERSION):
+        return RequestError(request_id, INVALID_REQUEST, "termsVersion must be the version of the terms shown")
+    return CarRequest(request_id, action, profile=profile, time_zone=zone, terms_version=terms)

@@ -28,20 +28,27 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from shared.accounts.service import AccountService
 from shared.brands import BrandConfigs
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.commands.service import CommandService
 from shared.containers import VEHICLES
 from shared.device_messages import DeadLetter, DeviceMessage, canonical_time, safe_id
-from shared.errors import ConflictError, InvalidRequestError, PermanentError, UnknownResourceError
+from shared.errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidRequestError,
+    PermanentError,
+    UnknownResourceError,
+)
 from shared.faults import reason_of
 from shared.graph.exceptions import GraphError
 from shared.iothub.gateway import IoTHubGateway
-from shared.meetings.service import MeetingService
+from shared.meetings.service import MeetingService, TeamsUnavailableError
 from shared.requests import contract as C
 from shared.requests.contract import CarRequest, Reply, RequestError, decode_request
 from shared.stores.base import DeadLetterSink, Document, DocumentStore, strip_system_properties
@@ -90,9 +97,11 @@ class RequestProcessor:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         brands: BrandConfigs | None = None,
         commands: CommandService | None = None,
+        accounts: AccountService | None = None,
     ) -> None:
         self.brands = brands
         self.commands = commands
+        self.accounts = accounts
         self.store = store
         self.gateway = gateway
         self.dead_letters = dead_letters
@@ -179,6 +188,8 @@ class RequestProcessor:
             return await self._consent(vehicle_id, request, user_id), True
         if request.action == C.COMMAND_RESULT:
             return await self._command_result(vehicle_id, request)
+        if request.action in C.ACCOUNT_ACTIONS:
+            return await self._account(vehicle_id, vehicle, request)
         if not user_id:
             return Reply.error(request.request_id, request.action, C.NO_DRIVER, "no driver is linked to this car"), True
         consent = vehicle.get("consent") if vehicle else None
@@ -197,14 +208,23 @@ class RequestProcessor:
                 await self.queue.enqueue(SyncJob(user_id, "request", vehicle_id=None))
                 return Reply.ok(request, queued=True), True
             moving = is_moving(vehicle, speed_limit)
+            # A driver signed in with a personal Microsoft account has a calendar but no Teams createOrGet: the
+            # event's own online-meeting link, or a reason the car can show (docs/messages.md, capabilities).
+            account = driver.get("account") if driver else None
+            teams = account is None or account.get("teams") is not False
             if request.action == "meeting.join":
                 assert request.event_id is not None
-                info = await self.meetings.for_event(user_id, request.event_id)
+                info = await self.meetings.for_event(user_id, request.event_id, create=teams)
                 if info is None:
                     message = "no such event in the driver's synced calendar"
                     return Reply.error(request.request_id, request.action, C.EVENT_NOT_FOUND, message), True
+            elif not teams:
+                raise TeamsUnavailableError("personal accounts cannot create Teams meetings")
             else:
                 info = await self.meetings.ad_hoc(user_id, vehicle_id, request.request_id, request.subject)
+        except TeamsUnavailableError:
+            message = "the driver's account cannot create Teams meetings and this event has no online-meeting link"
+            return Reply.error(request.request_id, request.action, C.TEAMS_UNAVAILABLE, message), True
         except GraphError as exc:
             log.warning("request %s (%s): Graph failed: %s", request.request_id, request.action, exc)
             if exc.transient:
@@ -248,6 +268,55 @@ class RequestProcessor:
         except UnknownResourceError:  # no such car, or its driver changed while this was recorded
             return Reply.error(request.request_id, request.action, C.NO_DRIVER, "no driver is linked to this car")
         return Reply.ok(request, consent=twin_view_of(answer), recorded=answer["recorded"])
+
+    async def _account(
+        self, vehicle_id: str, vehicle: Mapping[str, object] | None, request: CarRequest
+    ) -> tuple[Reply, bool]:
+        """The driver's own account at the car (shared/accounts/service.py). Only the car itself reaches here
+        (its IoT Hub identity is the message's device id), so a flow is always started for, and bound to, the
+        car that asked. `auth.status` is not stored (the flow moves on); the others are, so a replay answers the
+        same flow and never starts a second one."""
+        from shared.accounts.identity import IdentityUnavailableError
+        from shared.accounts.service import SigninDisabledError
+        from shared.drivers.link import check_time_zone
+
+        action, rid = request.action, request.request_id
+        if self.accounts is None:
+            return Reply.error(rid, action, C.FEATURE_DISABLED, "driver sign-in is not available here"), True
+        if vehicle is None:
+            return Reply.error(rid, action, C.INVALID_REQUEST, "this car is not registered"), True
+        try:
+            if action == "auth.status":
+                assert request.flow_id is not None
+                view = await self.accounts.status(vehicle_id, request.flow_id)
+                if view is None:
+                    return Reply.error(rid, action, C.FLOW_NOT_FOUND, "this car has no such sign-in"), False
+                return Reply.ok(request, signin=view), False
+            assert request.profile is not None
+            if action == "auth.signout":
+                signed_out = await self.accounts.sign_out(vehicle_id, request.profile)
+                return Reply.ok(request, profile=request.profile, signedOut=signed_out), True
+            if action == "profile.select":
+                account = await self.accounts.select(vehicle_id, request.profile)
+                return Reply.ok(request, profile=request.profile, account=account), True
+            zone = check_time_zone(request.time_zone) if request.time_zone else None
+            brand = vehicle.get("brandId")
+            signin = await self.accounts.start(
+                vehicle_id, brand if isinstance(brand, str) else None, request.profile, rid, zone, request.terms_version
+            )
+            return Reply.ok(request, signin=signin), True
+        except SigninDisabledError:
+            return Reply.error(rid, action, C.FEATURE_DISABLED, "driver sign-in is not set up for this car"), True
+        except ConfigurationError as exc:
+            log.error("sign-in: %s", exc)
+            return Reply.error(rid, action, C.FEATURE_DISABLED, "driver sign-in is misconfigured for this brand"), True
+        except IdentityUnavailableError:
+            message = "the sign-in service is unavailable; retry later with the same requestId"
+            return Reply.error(rid, action, C.UNAVAILABLE, message), False
+        except InvalidRequestError as exc:
+            return Reply.error(rid, action, C.INVALID_REQUEST, exc.detail[:200]), True
+        except UnknownResourceError as exc:
+            return Reply.error(rid, action, C.INVALID_REQUEST, str(exc)[:200]), True
 
     async def _command_result(self, vehicle_id: str, request: CarRequest) -> tuple[Reply, bool]:
         """The car's report on a queued command (shared/commands/service.py `report`); stored like any request,

@@ -256,12 +256,22 @@ class IngestState(TypedDict):
     speedingSince: NotRequired[str]  # the first sample of the current run over the fleet's speed limit
 
 
+class DriverAccountRef(TypedDict):
+    """`driver.account`: a driver signed in from the car with their own Microsoft account (shared/accounts)."""
+
+    type: str  # personal | work
+    teams: bool  # can create Teams meetings (createOrGet); personal accounts cannot
+
+
 class DriverRef(TypedDict):
-    """`driver`: the linked driver (shared/drivers/link.py, DriverLink.driver)."""
+    """`driver`: the linked driver (shared/drivers/link.py, DriverLink.driver), or the account of the car's
+    active driver profile (shared/accounts: then also `profile` and `account`)."""
 
     userId: str
     upn: str
     timeZone: str
+    profile: NotRequired[str]
+    account: NotRequired[DriverAccountRef]
 
 
 class Consent(TypedDict, total=False):

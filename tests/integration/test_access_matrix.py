@@ -169,6 +169,8 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "GET /api/vehicles": SIGNED_IN,
     "GET /api/brands": SIGNED_IN,
     "POST /api/invitations/{invitationId}/accept": frozenset({"user"}),  # the invitee signs in as themselves
+    "GET /api/me/cars": frozenset({"user"}),  # a driver's own sign-ins at cars: users as themselves, never apps
+    "DELETE /api/me/cars/{vehicleId}": frozenset({"user"}),
     "POST /api/brands/{brandId}/fleets/{fleetId}/vehicles": STAFF,
     "GET /api/vehicles/{vehicleId}": READERS,
     "DELETE /api/vehicles/{vehicleId}": ADMINS,
@@ -243,6 +245,8 @@ CALLS: Final[dict[str, Call]] = {
     "GET /api/vehicles": Call("caller"),
     "GET /api/brands": Call("caller"),
     "POST /api/invitations/{invitationId}/accept": Call("caller", body=SELF_LINK),
+    "GET /api/me/cars": Call("caller"),
+    "DELETE /api/me/cars/{vehicleId}": Call("caller", 204),  # idempotent: 204 also where nobody signed in
     "POST /api/brands/{brandId}/fleets/{fleetId}/vehicles": Call(
         "fleet", 201, {"vehicleId": "car-new", "label": "N 1"}
     ),
@@ -446,6 +450,7 @@ class Matrix:
         method, template = route.split(" ", 1)
         kind, body = CALLS[route].kind, CALLS[route].body
         params: dict[str, str] = {"invitationId": self.invitation, "asset": "app.js", "geofenceId": GEOFENCE_ID}
+        params["vehicleId"] = "car-nobody-signed-in-to"  # the caller's own routes (/api/me/cars/{vehicleId})
         if kind == "vehicle":
             assert target is not None
             params |= {"vehicleId": target, "alertId": self.alerts[target], "commandId": self.commands[target]}

@@ -198,6 +198,7 @@ def test_brand_overrides_are_exactly_the_declared_brand_keys() -> None:
         "teams",
         "telemetryRetentionDays",
         "dataCategoryBases",
+        "signinAuthority",
     }
 
 
@@ -215,6 +216,7 @@ def test_a_brand_without_overrides_has_the_app_settings() -> None:
         "teams": False,
         "telemetryRetentionDays": 30,
         "dataCategoryBases": {},
+        "signinAuthority": "https://login.microsoftonline.com/common",
     }
 
 
@@ -243,6 +245,8 @@ def test_brand_overrides_win_over_the_app_settings() -> None:
         ({"dataCategoryBases": {"position": "maybe"}}, "dataCategoryBases.position"),
         ({"dataCategoryBases": {"positon": "consent"}}, "dataCategoryBases"),
         ({"dataCategoryBases": "position=consent"}, "dataCategoryBases"),  # the app setting's form is not JSON's
+        ({"signinAuthority": "http://login.example.com/common"}, "signinAuthority"),  # http only on loopback
+        ({"signinAuthority": 7}, "signinAuthority"),
     ],
 )
 def test_bad_brand_overrides_are_field_errors(overrides: dict[str, object], field: str) -> None:
@@ -255,6 +259,9 @@ def _valid_value(s: Setting) -> st.SearchStrategy[object]:
     if s.name == "DATA_CATEGORY_BASES":
         names = st.sampled_from(default_categories().names)
         return st.dictionaries(names, st.sampled_from(["consent", "contract"]), max_size=3)
+    if s.name == "SIGNIN_AUTHORITY":
+        tenants = ["common", "organizations", "consumers", "9188040d-6c67-4c5b-b112-36a304b66dad"]
+        return st.sampled_from([f"https://login.microsoftonline.com/{t}" for t in tenants])
     if s.low is None:
         return st.booleans()
     if s.name == "TELEMETRY_RETENTION_DAYS":

@@ -1,0 +1,277 @@
+"""Driver sign-in from the car (shared/accounts/service.py, tokens.py): flows, polls, profiles, sign-out and
+reauthentication, against the in-memory store, gateway and queues with a scripted identity provider. The real
+MSAL, Key Vault and Graph run in tests/integration and tests/e2e."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.accounts import profiles as P
+from shared.accounts.identity import ReauthNeededError
+from shared.accounts.ids import CONSUMER_TENANT, SignedInAccount, account_id
+from shared.accounts.service import PollMessage
+from shared.accounts.tokens import DelegatedTokenSource
+from shared.calendar.documents import ACCOUNT_DOC_ID, DRIVER_ID
+from shared.containers import CALENDARS, CONSENTS, SIGNINS
+from shared.device_messages import canonical_time
+from shared.graph.exceptions import ReauthRequiredError
+from tests.accounts_support import CAR, OTHER_CAR, WORK_TENANT, FakeVault, World
+
+
+@pytest.fixture
+async def world() -> World:
+    w = World()
+    await w.register(CAR, OTHER_CAR)
+    return w
+
+
+async def test_signin_answers_with_the_code_and_queues_one_poll_after_the_interval(world: World) -> None:
+    view = await world.service.start(CAR, "contoso-motors", "1", "r1")
+    assert view["state"] == "pending"
+    assert view["userCode"] == "CODE1"
+    assert view["interval"] == 5
+    assert view["qr"] == {"text": "https://microsoft.com/devicelogin"}
+    assert "device_code" not in orjson.dumps(view).decode()
+    assert "dc-1" not in orjson.dumps(view).decode()
+    [(raw, delay)] = world.polls.messages
+    assert delay == 5
+    assert PollMessage.parse(raw) == PollMessage(CAR, "1", view["flowId"], 0)
+    stored = await world.doc(SIGNINS, CAR, P.DOC_ID)
+    assert stored is not None
+    assert "dc-1" not in orjson.dumps(stored).decode()
+    assert world.gateway.desired[CAR]["account"]["profiles"]["1"]["state"] == "pending"
+
+
+async def test_a_second_signin_while_one_is_pending_returns_the_same_flow(world: World) -> None:
+    first = await world.service.start(CAR, "contoso-motors", "1", "r1")
+    again = await world.service.start(CAR, "contoso-motors", "1", "r2")
+    assert world.identity.started == 1
+    assert again["flowId"] == first["flowId"]
+    assert again["userCode"] == first["userCode"]
+    assert again["resumed"]
+    world.identity.answers = ["signed_in"]
+    await world.run_polls()
+    assert sorted(rid for _, rid, _ in world.replies) == ["r1", "r2"]  # both requests learn the outcome
+
+
+async def test_polls_follow_pending_and_slow_down_and_a_stale_message_never_polls(world: World) -> None:
+    view = await world.service.start(CAR, "contoso-motors", "1", "r1")
+    [(first, _)] = world.polls.messages
+    world.identity.answers = ["pending"]
+    assert await world.run_polls() == ["pending"]
+    [(second, delay)] = world.polls.messages
+    assert delay == 5
+    assert PollMessage.parse(second) == PollMessage(CAR, "1", view["flowId"], 1)
+    # The first message delivered again (at-least-once queue): stale, no token request.
+    assert await world.service.poll(PollMessage.parse(first), world.reply) == "skipped"  # type: ignore[arg-type]
+    assert len(world.identity.polls) == 1
+    world.identity.answers = ["slow_down"]
+    assert await world.run_polls() == ["slow_down"]
+    [(_, delay)] = world.polls.messages
+    assert delay == 10
+    flow = (await world.doc(SIGNINS, CAR, P.DOC_ID))["profiles"]["1"]["flow"]  # type: ignore[index]
+    assert flow["interval"] == 10
+    assert "leaseUntil" not in flow
+
+
+async def test_a_poller_that_died_holding_the_lease_is_taken_over_after_it(world: World) -> None:
+    await world.service.start(CAR, "contoso-motors", "1", "r1")
+    [(raw, _)] = world.polls.messages
+    message = PollMessage.parse(raw)
+    assert message is not None
+
+    def claim_and_die(doc: dict[str, Any]) -> None:  # what a claim does, then nothing (the instance crashed)
+        flow = doc["profiles"]["1"]["flow"]
+        flow["polls"] = 1
+        flow["leaseUntil"] = canonical_time(world.now + dt.timedelta(seconds=60))
+
+    await P.update(world.store, CAR, claim_and_die)
+    world.polls.drain()
+    assert await world.service.poll(message, world.reply) == "waiting"  # the redelivery waits for the lease
+    [(again, delay)] = world.polls.messages
+    assert delay >= 60
+    assert world.identity.polls == []
+    world.now += dt.timedelta(seconds=61)
+    world.polls.drain()
+    world.identity.answers = ["signed_in"]
+    assert await world.service.poll(PollMessage.parse(again), world.reply) == "signed_in"  # type: ignore[arg-type]
+
+
+async def test_a_signed_in_personal_account_drives_the_car_with_its_own_calendar_and_consent(world: World) -> None:
+    await world.sign_in(CAR, "1")
+    acct = account_id(CONSUMER_TENANT, world.identity.account.object_id)
+    account = await world.doc(CALENDARS, acct, ACCOUNT_DOC_ID)
+    assert account is not None
+    assert account["state"] == "signed_in"
+    assert account["type"] == "personal"
+    assert account["capabilities"] == {"calendar": True, "teams": False}
+    assert account["tokenCache"]["ctx"] == acct
+    assert b"cache-ada" not in orjson.dumps(account)
+    vehicle = await world.vehicle(CAR)
+    assert vehicle["driver"]["userId"] == acct
+    assert vehicle["driver"]["account"] == {"type": "personal", "teams": False}
+    assert vehicle["driver"]["timeZone"] == "Europe/Berlin"
+    assert vehicle["consent"]["calendar"] is True
+    driver = await world.doc(CALENDARS, acct, DRIVER_ID)
+    assert driver is not None
+    assert driver["vehicleIds"] == [CAR]
+    assert driver["consent"]["calendar"] is True
+    records = await world.store.query(CONSENTS, "SELECT * FROM c", {}, partition_key=CAR)
+    assert any(r.get("channel") == "car_screen" and r.get("granted") is True for r in records)
+    [(car, rid, body)] = world.replies
+    assert (car, rid, body["status"]) == (CAR, "r1", "ok")
+    assert body["account"]["username"] == "ada@outlook.example"
+    twin = world.gateway.desired[CAR]["account"]
+    assert twin["active"] == "1"
+    assert twin["profiles"]["1"]["state"] == "signed_in"
+    assert "tokenCache" not in orjson.dumps(twin).decode()
+    assert acct not in orjson.dumps(twin).decode()
+    assert any(job.user_id == acct for job, _ in world.jobs.jobs)
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"), [("expired", "signin_expired"), ("declined", "signin_declined"), ("failed", "signin_failed")]
+)
+async def test_an_ended_flow_tells_the_car_why_and_leaves_no_device_code(world: World, answer: str, code: str) -> None:
+    await world.service.start(CAR, "contoso-motors", "1", "r1")
+    world.identity.answers = [answer]
+    assert await world.run_polls() == [answer]
+    [(_, _, body)] = world.replies
+    assert body["status"] == "error"
+    assert body["error"]["code"] == code
+    assert body["signin"]["state"] == answer
+    flow = (await world.doc(SIGNINS, CAR, P.DOC_ID))["profiles"]["1"]["flow"]  # type: ignore[index]
+    assert "sealed" not in flow
+    assert world.polls.messages == []
+
+
+async def test_a_flow_past_its_expiry_ends_without_asking_the_provider(world: World) -> None:
+    await world.service.start(CAR, "contoso-motors", "1", "r1")
+    world.now += dt.timedelta(minutes=16)
+    assert await world.run_polls() == ["expired"]
+    assert world.identity.polls == []
+
+
+async def test_a_car_cannot_read_another_cars_flow(world: World) -> None:
+    view = await world.service.start(CAR, "contoso-motors", "1", "r1")
+    assert (await world.service.status(CAR, view["flowId"]))["state"] == "pending"  # type: ignore[index]
+    assert await world.service.status(OTHER_CAR, view["flowId"]) is None
+
+
+async def test_switching_profiles_switches_the_driver_and_where_each_agenda_goes(world: World) -> None:
+    await world.sign_in(CAR, "1")
+    ada = account_id(CONSUMER_TENANT, world.identity.account.object_id)
+    world.identity.account = SignedInAccount(
+        WORK_TENANT, "6b3f0e2a-9c41-4d7e-8a25-0f1e2d3c4b5a", "carla@northwind.example", "Carla",
+        frozenset({"Calendars.Read", "OnlineMeetings.ReadWrite"}), b"cache-carla",
+    )  # fmt: skip
+    await world.sign_in(CAR, "2", "r2")
+    carla = world.identity.account.id
+    assert (await world.vehicle(CAR))["driver"]["account"] == {"type": "work", "teams": True}
+    assert (await world.doc(CALENDARS, ada, DRIVER_ID))["vehicleIds"] == []  # type: ignore[index]
+    assert (await world.doc(CALENDARS, carla, DRIVER_ID))["vehicleIds"] == [CAR]  # type: ignore[index]
+    view = await world.service.select(CAR, "1")
+    assert view is not None
+    assert view["username"] == "ada@outlook.example"
+    assert (await world.vehicle(CAR))["driver"]["userId"] == ada
+    assert (await world.doc(CALENDARS, ada, DRIVER_ID))["vehicleIds"] == [CAR]  # type: ignore[index]
+    assert (await world.doc(CALENDARS, carla, DRIVER_ID))["vehicleIds"] == []  # type: ignore[index]
+    assert await world.service.select(CAR, "3") is None  # an empty profile: nobody's calendar
+    assert "driver" not in await world.vehicle(CAR)
+    assert (CAR, {"agenda": None}) in world.gateway.patches  # a null removes the agenda from the twin
+
+
+async def test_signing_out_of_the_last_car_withdraws_consent_and_leaves_the_tokens_to_the_sync(world: World) -> None:
+    await world.sign_in(CAR, "1")
+    acct = world.identity.account.id
+    world.jobs.jobs.clear()
+    assert await world.service.sign_out(CAR, "1") is True
+    account = await world.doc(CALENDARS, acct, ACCOUNT_DOC_ID)
+    assert account is not None
+    assert account["state"] == "signed_out"
+    assert account["cars"] == {}
+    driver = await world.doc(CALENDARS, acct, DRIVER_ID)
+    assert driver is not None
+    assert driver["consent"]["calendar"] is False
+    assert driver["vehicleIds"] == []
+    assert any(job.user_id == acct and job.reason == "signout" for job, _ in world.jobs.jobs)
+    records = await world.store.query(CONSENTS, "SELECT * FROM c", {}, partition_key=CAR)
+    assert any(r.get("granted") is False for r in records)
+    assert "driver" not in await world.vehicle(CAR)
+    assert world.gateway.desired[CAR]["account"]["profiles"] == {}
+    assert await world.service.sign_out(CAR, "1") is False
+
+
+async def test_one_account_on_two_cars_signs_out_of_one_and_keeps_the_other(world: World) -> None:
+    await world.sign_in(CAR, "1")
+    await world.sign_in(OTHER_CAR, "1", "r2")
+    acct = world.identity.account.id
+    assert [c["vehicleId"] for c in await world.service.cars_of(acct)] == [CAR, OTHER_CAR]
+    assert await world.service.sign_out_of(acct, CAR) is True
+    assert [c["vehicleId"] for c in await world.service.cars_of(acct)] == [OTHER_CAR]
+    assert (await world.doc(CALENDARS, acct, ACCOUNT_DOC_ID))["state"] == "signed_in"  # type: ignore[index]
+    assert (await world.doc(CALENDARS, acct, DRIVER_ID))["vehicleIds"] == [OTHER_CAR]  # type: ignore[index]
+
+
+async def test_a_refused_refresh_marks_reauth_required_once_and_never_asks_again(world: World) -> None:
+    await world.sign_in(CAR, "1")
+    acct = world.identity.account.id
+    tokens = DelegatedTokenSource(world.store, FakeVault(), world.identity, world.service.mark_reauth_required)
+    assert await tokens.access_token(acct) == "access-token"
+    assert await tokens.access_token(acct) == "access-token"
+    assert world.identity.refreshes == 1
+    tokens.forget(acct)
+    world.identity.refresh_error = ReauthNeededError("invalid_grant")
+    for _ in range(3):
+        with pytest.raises(ReauthRequiredError):
+            await tokens.access_token(acct)
+    assert world.identity.refreshes == 2  # one refused refresh, then no more asking
+    assert world.gateway.desired[CAR]["account"]["profiles"]["1"]["state"] == "reauth_required"
+    assert (await world.doc(CALENDARS, acct, DRIVER_ID))["reauthRequired"] is True  # type: ignore[index]
+    account = await world.doc(CALENDARS, acct, ACCOUNT_DOC_ID)
+    assert account is not None
+    assert "tokenCache" not in account
+
+
+async def test_a_tampered_token_cache_means_reauth_required_not_a_crash(world: World) -> None:
+    await world.sign_in(CAR, "1")
+    acct = world.identity.account.id
+    stored = await world.store.read(CALENDARS, acct, ACCOUNT_DOC_ID)
+    assert stored is not None
+    doc = dict(stored.document)
+    doc["tokenCache"] = {"ctx": acct, "data": "%%%not base64%%%"}
+    await world.store.upsert(CALENDARS, doc)
+    tokens = DelegatedTokenSource(world.store, FakeVault(), world.identity, world.service.mark_reauth_required)
+    with pytest.raises(ReauthRequiredError):
+        await tokens.access_token(acct)
+    assert world.identity.refreshes == 0
+    assert world.gateway.desired[CAR]["account"]["profiles"]["1"]["state"] == "reauth_required"
+
+
+async def test_signing_in_again_after_reauth_resumes_the_sync(world: World) -> None:
+    await world.sign_in(CAR, "1")
+    acct = world.identity.account.id
+    await world.service.mark_reauth_required(acct)
+    await world.sign_in(CAR, "1", "r2")
+    assert "reauthRequired" not in (await world.doc(CALENDARS, acct, DRIVER_ID))  # type: ignore[operator]
+    assert world.gateway.desired[CAR]["account"]["profiles"]["1"]["state"] == "signed_in"
+
+
+@given(
+    st.binary(max_size=300)
+    | st.builds(
+        orjson.dumps,
+        st.dictionaries(
+            st.text(max_size=10), st.integers(-(2**31), 2**31) | st.text(max_size=20) | st.none(), max_size=6
+        ),
+    )
+)
+def test_poll_messages_from_anywhere_parse_or_are_refused_never_crash(raw: bytes) -> None:
+    message = PollMessage.parse(raw)
+    assert message is None or PollMessage.parse(message.to_json()) == message
