@@ -100,6 +100,12 @@ class StackConfig:
     cosmos_key: str = COSMOS_EMULATOR_KEY
     cosmos_database: str = "fleet"
     use_graph_sandbox: bool = True
+    # The local provider's device sign-in (issue 13): Entra's code lifetime, poll interval and Graph token lifetime
+    # by default; tests shorten them (a Graph token under 5 minutes is refreshed at every call, so a revoked
+    # account shows at once instead of after an hour).
+    signin_code_seconds: int = 900
+    signin_poll_seconds: int = 5
+    graph_token_seconds: int = 3600
     overrides: dict[str, str] = field(default_factory=dict)
     # Functions the local host does not drive (a test drives them itself, e.g. in a worker process it kills).
     excluded_functions: frozenset[str] = frozenset()
@@ -190,6 +196,7 @@ class LocalStack:
         self.http_url = ""
         self.graph_url: str | None = None
         self.graph_sandbox: Any = None
+        self.key_vault: Any = None  # devstack.keyvault.LocalKeyVault: the key sealing drivers' token caches
         self.oidc: LocalOidcProvider | None = None
         self.cosmos_proxy: CosmosProxy | None = None  # None when COSMOS_ENDPOINT names another Cosmos
         self.cosmos_faults = FaultPlan(seed=1)
@@ -283,6 +290,7 @@ class LocalStack:
         if config.provisioning:
             env.update(await self._start_dps_service_api(service_urls))
         env.update(auth_settings(oidc))
+        env.update(await self._start_signin(oidc))
         if config.use_graph_sandbox and graph_sandbox_available() and not _graph_credentials():
             env["GRAPH_BASE_URL"] = await self._start_graph_sandbox()
         env.update(config.overrides)
@@ -345,20 +353,39 @@ class LocalStack:
         provider = LocalOidcProvider(
             tls,
             port=port,
+            device_code_ttl_seconds=self.config.signin_code_seconds,
+            device_poll_interval_seconds=self.config.signin_poll_seconds,
+            graph_token_ttl_seconds=self.config.graph_token_seconds,
             redirect_uris=dashboard_redirect_uris(self.config.http_port) if self.config.http_port else (),
             state_file=STATE_FILE if port else None,
         )
         return await self._exit.enter_async_context(provider)
 
+    async def _start_signin(self, oidc: LocalOidcProvider) -> dict[str, str]:
+        """Driver sign-in from the car (shared/accounts): the local provider's public client and `common`
+        authority, and the Key Vault stand-in whose key seals drivers' token caches (the same azure-keyvault-keys
+        code path as in Azure; its CA is the stack's, which AUTH_CA_BUNDLE already names)."""
+        from devstack.keyvault import LocalKeyVault
+
+        assert self.tls is not None
+        self.key_vault = await self._exit.enter_async_context(LocalKeyVault(self.tls))
+        return {
+            "SIGNIN_CLIENT_ID": oidc.signin_client_id,
+            "SIGNIN_AUTHORITY": oidc.common_authority,
+            "TOKEN_KEY_ID": self.key_vault.key_id(),
+        }
+
     async def _start_graph_sandbox(self) -> str:
         """Calendars for the drivers of the identity seed the provider signs in: the users who link themselves to
         cars (by invitation) are the ones whose mailboxes the calendar sync reads."""
-        from devstack.graph_sandbox import GraphSandbox, seed_demo_calendars, serve
+        from devstack.graph_sandbox import GraphSandbox, seed_account_calendars, seed_demo_calendars, serve
         from devstack.oidc.seed import seed_drivers
 
         assert self.oidc is not None
-        self.graph_sandbox = GraphSandbox()
+        # Drivers signed in from the car call /me with the tokens the provider issues: the sandbox checks them.
+        self.graph_sandbox = GraphSandbox(jwks_url=self.oidc.graph_jwks_url, ca_file=str(self.oidc.ca_file))
         seed_demo_calendars(self.graph_sandbox, drivers=[user["oid"] for user in seed_drivers(self.oidc.seed)])
+        seed_account_calendars(self.graph_sandbox, self.oidc.accounts)
         url: str = await self._exit.enter_async_context(serve(self.graph_sandbox))
         self.graph_url = url
         return url

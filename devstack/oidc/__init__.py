@@ -83,11 +83,13 @@ class LocalOidcProvider:
         state_file: Path | None = None,
         device_code_ttl_seconds: int = 900,
         device_poll_interval_seconds: int = 5,
+        graph_token_ttl_seconds: int = 3600,
     ) -> None:
         if device_code_ttl_seconds < 1 or device_poll_interval_seconds < 1:
             raise ValueError("the device code's lifetime and poll interval are whole seconds >= 1")
         self.device_code_ttl_seconds = device_code_ttl_seconds
         self.device_poll_interval_seconds = device_poll_interval_seconds
+        self.graph_token_ttl_seconds = graph_token_ttl_seconds  # short ones make every Graph call refresh (tests)
         self.seed: Seed = load_seed(seed_path)
         self._seed_path = seed_path
         self._tls = tls
@@ -181,6 +183,11 @@ class LocalOidcProvider:
         result = await self.client.admin(self._admin_token, "revoke-grants", {"username": username})
         return int(result["revokedGrants"])
 
+    async def token_requests(self) -> dict[str, int]:
+        """How many token requests the sign-in client made, by "<grant type> <username>" (device code polls,
+        refreshes): tests see that an account whose refresh was refused is not asked about again."""
+        return {str(k): int(v) for k, v in (await self.client.admin_get(self._admin_token, "token-requests")).items()}
+
     @property
     def client(self) -> OidcClient:
         assert self._client is not None, "the provider is not running"
@@ -237,7 +244,8 @@ class LocalOidcProvider:
         for uri in self._redirect_uris:
             argv += ["--redirect-uri", uri]
         argv += ["--device-code-ttl", str(self.device_code_ttl_seconds),
-                 "--device-poll-interval", str(self.device_poll_interval_seconds)]  # fmt: skip
+                 "--device-poll-interval", str(self.device_poll_interval_seconds),
+                 "--graph-token-ttl", str(self.graph_token_ttl_seconds)]  # fmt: skip
         env = {**os.environ, "OIDC_ADMIN_TOKEN": self._admin_token}
         with self.log_file.open("wb") as out:
             self._process = await asyncio.create_subprocess_exec(

@@ -338,6 +338,15 @@ class OidcClient:
             expires_in=int(body.get("expires_in", 0)),
         )
 
+    async def admin_get(self, admin_token: str, path: str) -> dict[str, Any]:
+        """GET a loopback admin route (counters)."""
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        async with self._session() as session, session.get(f"{self.base_url}/_admin/{path}", headers=headers) as got:
+            result: dict[str, Any] = await got.json(content_type=None)
+            if got.status != 200:
+                raise OidcFlowError(f"admin {path} answered {got.status}: {result}")
+            return result
+
     async def admin(self, admin_token: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """POST to the provider's loopback admin routes (key rotation, redirect URIs, revoking an account's grants)."""
         headers = {"Authorization": f"Bearer {admin_token}"}

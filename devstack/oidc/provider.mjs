@@ -2,7 +2,8 @@
 // Entra where our code and MSAL.js look. Started by devstack/oidc/__init__.py; never used outside a local stack.
 //
 //   node provider.mjs --port 0 --cert server.pem --key server.key --seed seed.json [--redirect-uri URI ...]
-//                     [--device-code-ttl 900] [--device-poll-interval 5] [--exit-with-stdin]
+//                     [--device-code-ttl 900] [--device-poll-interval 5] [--graph-token-ttl 3600]
+//                     [--exit-with-stdin]
 //
 // What is Entra-like, and why:
 // - One Provider per tenant, each with issuer https://HOST/{tenantId}/v2.0 and Entra's endpoint paths
@@ -52,6 +53,7 @@ const { values: args } = parseArgs({
     'redirect-uri': { type: 'string', multiple: true, default: [] },
     'device-code-ttl': { type: 'string', default: '900' }, // Entra's device codes live 15 minutes
     'device-poll-interval': { type: 'string', default: '5' }, // Entra's interval
+    'graph-token-ttl': { type: 'string', default: '3600' }, // Entra's Graph access tokens: 60-90 minutes
     'exit-with-stdin': { type: 'boolean', default: false },
   },
 });
@@ -85,6 +87,10 @@ const SCOPE_TEXT = {
 };
 const AUTHORITIES = new Set(['common', 'organizations', 'consumers', ...seed.tenants.map((t) => t.id)]);
 const DEVICE_CODE_TTL = Number(args['device-code-ttl']);
+const GRAPH_TOKEN_TTL = Number(args['graph-token-ttl']);
+// Token requests of the sign-in client by grant type and account (GET /_admin/token-requests): how tests see
+// that a revoked account is not asked about again and again.
+const tokenRequests = new Map(); // `${grantType} ${username}` -> count
 const DEVICE_INTERVAL = Number(args['device-poll-interval']);
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 const daemons = new Map(seed.daemons.map((d) => [d.clientId, d]));
@@ -526,7 +532,7 @@ function buildDeviceProvider() {
     interactions: { url: (_ctx, interaction) => `/devicelogin/interaction/${interaction.uid}` },
     issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
     ttl: {
-      AccessToken: 3600, IdToken: 3600, DeviceCode: DEVICE_CODE_TTL, RefreshToken: 90 * 86400, Session: 86400,
+      AccessToken: GRAPH_TOKEN_TTL, IdToken: 3600, DeviceCode: DEVICE_CODE_TTL, RefreshToken: 90 * 86400, Session: 86400,
       Interaction: 600, Grant: 90 * 86400,
     },
     renderError(ctx, out) {
@@ -573,7 +579,7 @@ function buildDeviceProvider() {
             scope: GRAPH_SCOPES.map((s) => `${GRAPH}/${s}`).join(' '),
             audience: GRAPH,
             accessTokenFormat: 'jwt',
-            accessTokenTTL: 3600,
+            accessTokenTTL: GRAPH_TOKEN_TTL,
             jwt: { sign: { alg: 'RS256', kid: signingKeys[0].kid } },
           };
         },
@@ -585,6 +591,13 @@ function buildDeviceProvider() {
   provider.use(async (ctx, next) => {
     await next();
     const body = ctx.body;
+    if (ctx.oidc?.route === 'token') {
+      const grantType = ctx.oidc.params?.grant_type || '?';
+      const accountId = ctx.oidc.entities?.Account?.accountId || ctx.oidc.entities?.RefreshToken?.accountId;
+      const who = (accountId && people.get(accountId)?.username) || '?';
+      const key = `${grantType} ${who}`;
+      tokenRequests.set(key, (tokenRequests.get(key) || 0) + 1);
+    }
     if (ctx.oidc?.route === 'device_authorization' && body?.device_code) {
       ctx.body = {
         user_code: body.user_code,
@@ -813,9 +826,13 @@ function commonConfiguration(authority = 'common') {
 }
 
 async function admin(path, req, res) {
-  if (req.headers.authorization !== `Bearer ${ADMIN_TOKEN}` || !ADMIN_TOKEN || req.method !== 'POST') {
+  if (req.headers.authorization !== `Bearer ${ADMIN_TOKEN}` || !ADMIN_TOKEN) {
     return sendJson(res, 403, { error: 'forbidden' });
   }
+  if (req.method === 'GET' && path === '/_admin/token-requests') {
+    return sendJson(res, 200, Object.fromEntries(tokenRequests));
+  }
+  if (req.method !== 'POST') return sendJson(res, 403, { error: 'forbidden' });
   if (path === '/_admin/keys/rotate') {
     signingKeys = [newSigningKey(), ...signingKeys];
   } else if (path === '/_admin/keys/retire') {

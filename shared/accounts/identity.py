@@ -83,21 +83,31 @@ class MsalIdentity(Identity):
         self.client_id = client_id
         self.ca_file = ca_file
         self._http_cache: dict[Any, Any] = {}
+        self._session: Any = None
 
     def _app(self, authority: str, cache: Any) -> Any:
         import msal  # type: ignore[import-untyped]
 
-        local = is_local_authority(authority)
-        return msal.PublicClientApplication(
-            self.client_id,
-            authority=authority,
-            token_cache=cache,
-            http_cache=self._http_cache,
+        options: dict[str, Any] = {}
+        if is_local_authority(authority):
             # The local provider is not an Entra host: no instance discovery against login.microsoftonline.com,
-            # and its certificate is from the local stack's CA.
-            instance_discovery=False if local else None,
-            verify=(self.ca_file or True) if local else True,
+            # and its certificate is from the local stack's CA. A session of our own rather than `verify=`:
+            # requests lets REQUESTS_CA_BUNDLE from the environment override a client's `verify`.
+            options["instance_discovery"] = False
+            options["http_client"] = self._local_session()
+        return msal.PublicClientApplication(
+            self.client_id, authority=authority, token_cache=cache, http_cache=self._http_cache, **options
         )
+
+    def _local_session(self) -> Any:
+        if self._session is None:
+            import requests
+
+            session = requests.Session()
+            session.trust_env = False
+            session.verify = self.ca_file or True
+            self._session = session
+        return self._session
 
     async def start(self, authority: str, scopes: Sequence[str]) -> dict[str, Any]:
         def run() -> dict[str, Any]:
@@ -152,7 +162,7 @@ class MsalIdentity(Identity):
             cache = msal.SerializableTokenCache()
             cache.deserialize(token_cache.decode())
             app = self._app(authority, cache)
-            accounts = app.get_accounts(home_account_id=home_account_id)
+            accounts = [a for a in app.get_accounts() if a.get("home_account_id") == home_account_id]
             if not accounts:
                 raise ReauthNeededError("the token cache holds no account")
             result = app.acquire_token_silent_with_error(list(scopes), account=accounts[0])

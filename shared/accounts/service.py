@@ -34,11 +34,11 @@ from shared.accounts.authority import vet_authority
 from shared.accounts.identity import Identity, IdentityUnavailableError, PollOutcome
 from shared.accounts.ids import PROFILE, SIGNIN_SCOPES, SignedInAccount, account_type
 from shared.calendar.documents import ACCOUNT_DOC_ID as ACCOUNT_ID
-from shared.calendar.documents import DRIVER_ID, KIND_DRIVER
+from shared.calendar.documents import DRIVER_ID, KIND_DRIVER, SYNC_STATE_ID
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS
 from shared.device_messages import canonical_time, safe_id
-from shared.errors import FleetError, UnknownResourceError
+from shared.errors import FleetError, PreconditionFailedError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
 from shared.requests.contract import Reply
 from shared.stores.base import Document, DocumentStore, strip_system_properties
@@ -492,6 +492,9 @@ class AccountService:
         old = previous[0] if isinstance(previous[0], dict) else None
         if old and old.get("userId") and old["userId"] != account_id:
             await self._leave(vehicle_id, str(old["userId"]), company=not old.get("profile"))
+        if not old or old.get("userId") != account_id:  # this driver's own consent records now apply to the car
+            with contextlib.suppress(UnknownResourceError):
+                await self._consent_service().reproject(vehicle_id)
 
         def include(stored: Document | None) -> Document:
             doc: Document = strip_system_properties(stored) if stored else {"id": DRIVER_ID, "userId": account_id}
@@ -513,7 +516,20 @@ class AccountService:
             return doc
 
         await update_document(self.store, CALENDARS, account_id, DRIVER_ID, include)
+        await self._forget_agenda_sent(account_id)
         await self.sync_queue.enqueue(SyncJob(account_id, "profile", full=False))
+
+    async def _forget_agenda_sent(self, account_id: str) -> None:
+        """The sync sends the agenda only when it changed; a car that just took this account (back) has another
+        driver's agenda, so the next sync must send it whatever it sent before."""
+        stored = await self.store.read(CALENDARS, account_id, SYNC_STATE_ID)
+        if stored is None or "agendaHash" not in stored.document:
+            return
+        doc = strip_system_properties(stored.document)
+        doc.pop("agendaHash", None)
+        doc.pop("agendaVehicleIds", None)
+        with contextlib.suppress(PreconditionFailedError):  # a sync wrote meanwhile: it sent the agenda itself
+            await self.store.replace(CALENDARS, doc, stored.etag)
 
     async def _leave(self, vehicle_id: str, user_id: str, company: bool) -> None:
         """The car's previous driver no longer drives it: a profile account stops sending its agenda here; a
@@ -656,8 +672,8 @@ class AccountService:
         again (no retry loop against the identity provider)."""
 
         def mark(stored: Document | None) -> Document:
-            if stored is None:
-                raise UnknownResourceError("account gone")
+            if stored is None or stored.get("state") != P.SIGNED_IN:  # gone, signed out, or already marked
+                raise UnknownResourceError("account not signed in")
             doc = strip_system_properties(stored)
             doc["state"] = P.REAUTH_REQUIRED
             doc.pop("tokenCache", None)  # unusable now; the next sign-in stores a new one

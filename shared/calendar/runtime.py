@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from shared.accounts.runtime import account_service_if_enabled
 from shared.brands import BrandConfigs
 from shared.calendar.config import CALENDAR_SYNC_QUEUE, CalendarSettings
 from shared.calendar.documents import KIND_DRIVER
@@ -19,6 +20,7 @@ from shared.commands.runtime import command_service
 from shared.containers import CALENDARS
 from shared.device_messages import EventHubEventLike, messages_from_events
 from shared.drivers.link import DriverLinks
+from shared.graph.access import GraphAccess
 from shared.graph.runtime import graph_client_from_env
 from shared.iothub.runtime import gateway
 from shared.meetings.service import MeetingService
@@ -30,9 +32,35 @@ from shared.stores.storage_account import queue_service_client
 
 settings = PerLoop(CalendarSettings.from_env)
 sync_queue: PerLoop[SyncQueue] = PerLoop(lambda: StorageSyncQueue(queue_service_client(), CALENDAR_SYNC_QUEUE))
+
+
+def _graph_access() -> GraphAccess:
+    """One Graph access for calendars and meetings: the app's permission for company drivers, each signed-in
+    driver's own token for `acct-` accounts (shared/graph/access.py)."""
+    from shared.accounts.runtime import LazyDelegatedTokens
+    from shared.graph.runtime import delegated_client_from_env
+
+    return GraphAccess(graph_client_from_env.get(), delegated_client_from_env(LazyDelegatedTokens()))
+
+
+async def _reauth_required(user_id: str) -> None:
+    """Graph refused a driver's token (401): their account says reauth_required (shared/accounts)."""
+    from shared.accounts.runtime import account_service_if_enabled
+
+    service = account_service_if_enabled()
+    if service is not None:
+        await service.mark_reauth_required(user_id)
+
+
+graph_access: PerLoop[GraphAccess] = PerLoop(_graph_access)
 calendar_sync = PerLoop(
     lambda: CalendarSync(
-        cosmos_store_from_env.get(), graph_client_from_env.get(), gateway.get(), sync_queue.get(), settings.get()
+        cosmos_store_from_env.get(),
+        graph_access.get(),
+        gateway.get(),
+        sync_queue.get(),
+        settings.get(),
+        on_reauth=_reauth_required,
     )
 )
 request_processor = PerLoop(
@@ -40,11 +68,12 @@ request_processor = PerLoop(
         cosmos_store_from_env.get(),
         gateway.get(),
         blob_dead_letters_from_env.get(),
-        MeetingService(cosmos_store_from_env.get(), graph_client_from_env.get(), utcnow),
+        MeetingService(cosmos_store_from_env.get(), graph_access.get(), utcnow),
         sync_queue.get(),
         settings.get().moving_speed_kmh,
         brands=BrandConfigs(cosmos_store_from_env.get()),
         commands=command_service.get(),
+        accounts=account_service_if_enabled(),
     )
 )
 driver_links = PerLoop(lambda: DriverLinks(cosmos_store_from_env.get(), sync_queue.get(), gateway=gateway.get()))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -81,7 +81,9 @@ class CalendarSync:
         queue: SyncQueue,
         settings: CalendarSettings,
         clock: Callable[[], dt.datetime] = utcnow,
+        on_reauth: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        self.on_reauth = on_reauth  # a driver account Graph refused (401): shared/accounts marks reauth_required
         self.store = store
         self.graph = graph
         self.gateway = gateway
@@ -105,7 +107,7 @@ class CalendarSync:
         try:
             report.subscription = await self.subscriptions.maintain(job.user_id, job.subscription)
         except ReauthRequiredError:
-            report.outcome = "reauth_required"
+            await self._reauth(report)
             return report
         except GraphError as exc:
             # Notifications only make sync faster; the timer still syncs. Never let them block the sync.
@@ -113,14 +115,19 @@ class CalendarSync:
             report.subscription = "failed"
         try:
             await self._sync(job, driver.document, report)
-        except ReauthRequiredError:  # marked on the account (shared/accounts/tokens.py); no retry, no loop
-            report.outcome = "reauth_required"
+        except ReauthRequiredError:  # marked on the account (shared/accounts); no retry, no loop
+            await self._reauth(report)
         except ThrottledError as exc:
             delay = max(1, min(int(exc.retry_after_seconds + 0.999), 3600))
             log.warning("user %s: Graph throttled (%s); job re-queued in %ss", job.user_id, exc.status, delay)
             await self.queue.enqueue(job, delay_seconds=delay)
             report.outcome = "throttled"
         return report
+
+    async def _reauth(self, report: SyncReport) -> None:
+        report.outcome = "reauth_required"
+        if self.on_reauth is not None:
+            await self.on_reauth(report.user_id)
 
     async def _sync(self, job: SyncJob, driver: Document, report: SyncReport) -> None:
         user = job.user_id

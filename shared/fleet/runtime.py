@@ -6,7 +6,6 @@ from shared.brands import BrandConfigs
 from shared.calendar import runtime
 from shared.calendar.jobs import SyncJob
 from shared.fleet.service import FleetService
-from shared.graph.runtime import graph_client_from_env
 from shared.iothub.runtime import gateway
 from shared.per_loop import PerLoop
 from shared.privacy.erasure import DEFAULT_SETTLE_SECONDS
@@ -28,7 +27,7 @@ fleet_service = PerLoop(
         forget_calendar,
         agenda_horizon=runtime.settings.get().agenda_horizon,
         dead_letters=blob_dead_letters_from_env.get,
-        graph=graph_client_from_env.get,
+        graph=runtime.graph_access.get,
         erasure_settle_seconds=DEFAULT_SETTLE_SECONDS,
         brands=BrandConfigs(cosmos_store_from_env.get()),
     )

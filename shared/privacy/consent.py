@@ -345,6 +345,17 @@ class ConsentService:
         answer["recorded"] = written
         return answer
 
+    async def reproject(self, vehicle_id: str) -> dict[str, Any]:
+        """The car's current driver changed to one with records of their own (a driver profile chosen at the car):
+        project their records onto the vehicle document and the twin, as their last decision left it."""
+        vehicle = await self._vehicle(vehicle_id)
+        driver = driver_of(vehicle)
+        if driver is None:
+            return await self.push(vehicle_id)
+        user = str(driver["userId"])
+        records = await self.records(vehicle_id, user)
+        return await self._project(vehicle_id, user, records, vehicle.get("brandId"), _flags(vehicle))
+
     async def withdraw(self, vehicle_id: str, user_id: str, d: Decision) -> None:
         """A driver's decision about a car they may not be driving right now (signing out of one of their cars
         from their own session): recorded as theirs; projected onto the car only while they drive it."""

@@ -128,6 +128,9 @@ class Eraser:
             receipt.documents[VEHICLES] += 1
         receipt.device_identity_deleted = await self.gateway.delete_device(vehicle_id)
         await self._unlink_driver(vehicle_id, _driver_of(previous), receipt)
+        from shared.accounts.erasure import forget_car
+
+        await forget_car(self.store, vehicle_id)  # signed-in driver accounts no longer list the car
         receipt.add(await self.sweep_vehicle(vehicle_id))
         if self.settle_seconds > 0:
             await asyncio.sleep(self.settle_seconds)
@@ -190,6 +193,10 @@ class Eraser:
         """The driver's calendar data, meetings (in Graph too) and Graph subscription, their memberships, their
         cars' meeting request records and their object id in the audit log; unlinked from every car."""
         receipt = ErasureReceipt("driver", user_id, canonical_time(self.clock()))
+        from shared.accounts.erasure import forget_account
+
+        # A driver signed in from cars: their name and username leave those cars' profiles (and twins) first.
+        await forget_account(self.store, self.gateway, user_id, receipt.erased_at)
         query = "SELECT c.id, c.vehicleId, c.driver FROM c WHERE c.driver.userId = @u"
         linked = [
             d["vehicleId"]

@@ -72,6 +72,7 @@ UNAVAILABLE: Final = "unavailable"
 GRAPH_ERROR: Final = "graph_error"
 FLOW_NOT_FOUND: Final = "flow_not_found"
 TEAMS_UNAVAILABLE: Final = "teams_unavailable"
+REAUTH_REQUIRED: Final = "reauth_required"
 
 
 @dataclass(frozen=True, slots=True)

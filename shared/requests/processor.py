@@ -46,7 +46,7 @@ from shared.errors import (
     UnknownResourceError,
 )
 from shared.faults import reason_of
-from shared.graph.exceptions import GraphError
+from shared.graph.exceptions import GraphError, GraphForbiddenError, ReauthRequiredError
 from shared.iothub.gateway import IoTHubGateway
 from shared.meetings.service import MeetingService, TeamsUnavailableError
 from shared.requests import contract as C
@@ -224,6 +224,12 @@ class RequestProcessor:
                 info = await self.meetings.ad_hoc(user_id, vehicle_id, request.request_id, request.subject)
         except TeamsUnavailableError:
             message = "the driver's account cannot create Teams meetings and this event has no online-meeting link"
+            return Reply.error(request.request_id, request.action, C.TEAMS_UNAVAILABLE, message), True
+        except ReauthRequiredError:  # the driver's own sign-in stopped working: the twin's `account` says so too
+            message = "the driver must sign in again at the car"
+            return Reply.error(request.request_id, request.action, C.REAUTH_REQUIRED, message), True
+        except GraphForbiddenError:  # a backstop to the capability check: Graph refused the Teams meeting
+            message = "the driver's account cannot create Teams meetings"
             return Reply.error(request.request_id, request.action, C.TEAMS_UNAVAILABLE, message), True
         except GraphError as exc:
             log.warning("request %s (%s): Graph failed: %s", request.request_id, request.action, exc)

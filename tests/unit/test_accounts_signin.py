@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.accounts import profiles as P
+from shared.accounts.erasure import forget_account, forget_car
 from shared.accounts.identity import ReauthNeededError
 from shared.accounts.ids import CONSUMER_TENANT, SignedInAccount, account_id
 from shared.accounts.service import PollMessage
@@ -180,6 +181,7 @@ async def test_switching_profiles_switches_the_driver_and_where_each_agenda_goes
     assert view is not None
     assert view["username"] == "ada@outlook.example"
     assert (await world.vehicle(CAR))["driver"]["userId"] == ada
+    assert (await world.vehicle(CAR))["consent"]["calendar"] is True  # her own records project onto the car again
     assert (await world.doc(CALENDARS, ada, DRIVER_ID))["vehicleIds"] == [CAR]  # type: ignore[index]
     assert (await world.doc(CALENDARS, carla, DRIVER_ID))["vehicleIds"] == []  # type: ignore[index]
     assert await world.service.select(CAR, "3") is None  # an empty profile: nobody's calendar
@@ -275,3 +277,17 @@ async def test_signing_in_again_after_reauth_resumes_the_sync(world: World) -> N
 def test_poll_messages_from_anywhere_parse_or_are_refused_never_crash(raw: bytes) -> None:
     message = PollMessage.parse(raw)
     assert message is None or PollMessage.parse(message.to_json()) == message
+
+
+async def test_erasing_the_driver_empties_their_profiles_and_erasing_a_car_leaves_their_list(world: World) -> None:
+    await world.sign_in(CAR, "1")
+    await world.sign_in(OTHER_CAR, "1", "r2")
+    acct = world.identity.account.id
+    assert await forget_car(world.store, OTHER_CAR) == 1
+    assert [c["vehicleId"] for c in await world.service.cars_of(acct)] == [CAR]
+    assert (await world.doc(CALENDARS, acct, DRIVER_ID))["vehicleIds"] == [CAR]  # type: ignore[index]
+    assert await forget_account(world.store, world.gateway, acct, canonical_time(world.now)) == 1
+    profiles = (await world.doc(SIGNINS, CAR, P.DOC_ID))["profiles"]  # type: ignore[index]
+    assert profiles == {}
+    assert world.gateway.desired[CAR]["account"]["profiles"] == {}
+    assert "ada" not in orjson.dumps(world.gateway.desired[CAR]).decode()

@@ -1,0 +1,67 @@
+"""Erasure and driver accounts: a signed-in account names cars (its `cars`), and cars name accounts (their
+profiles hold the account's name and username). Erasing either side removes the other side's mention, so no
+personal data of an erased driver stays in a car's profiles and no erased car stays in an account's list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.accounts import profiles as P
+from shared.calendar.documents import ACCOUNT_DOC_ID, DRIVER_ID
+from shared.containers import CALENDARS
+from shared.errors import UnknownResourceError
+from shared.iothub.gateway import IoTHubGateway
+from shared.stores.base import Document, DocumentStore, strip_system_properties
+from shared.stores.conditional import update_document
+
+
+async def forget_account(store: DocumentStore, gateway: IoTHubGateway, account_id: str, at: str) -> int:
+    """The driver is erased: every car's profile holding their account is emptied (and its twin told). The
+    account's own documents go with the driver's calendar partition. Returns the profiles emptied."""
+    stored = await store.read(CALENDARS, account_id, ACCOUNT_DOC_ID)
+    cars: dict[str, Any] = dict((stored.document.get("cars") or {}) if stored else {})
+    emptied = 0
+    for vehicle_id in sorted(cars):
+        removed: list[str] = []
+
+        def drop(doc: Document, removed: list[str] = removed) -> None:
+            for name, entry in list(doc["profiles"].items()):
+                if isinstance(entry, dict) and entry.get("accountId") == account_id:
+                    del doc["profiles"][name]
+                    removed.append(name)
+
+        doc = await P.update(store, vehicle_id, drop)
+        if removed:
+            emptied += len(removed)
+            await gateway.patch_desired_if_present(vehicle_id, {P.TWIN_PROPERTY: P.twin_view(doc, at, removed)})
+    return emptied
+
+
+async def forget_car(store: DocumentStore, vehicle_id: str) -> int:
+    """The car is erased: the accounts signed in on it no longer list it, nor send it their agenda (read before
+    the car's own partitions are swept). Returns the accounts changed."""
+    doc = await P.read(store, vehicle_id)
+    changed = 0
+    for account_id in sorted({str(e["accountId"]) for e in doc["profiles"].values() if e.get("accountId")}):
+
+        def leave_account(stored: Document | None) -> Document:
+            if stored is None:
+                raise UnknownResourceError("account gone")
+            account = strip_system_properties(stored)
+            account["cars"] = {k: v for k, v in (account.get("cars") or {}).items() if k != vehicle_id}
+            return account
+
+        def leave_driver(stored: Document | None) -> Document:
+            if stored is None:
+                raise UnknownResourceError("driver document gone")
+            driver = strip_system_properties(stored)
+            driver["vehicleIds"] = [v for v in driver.get("vehicleIds") or [] if v != vehicle_id]
+            return driver
+
+        for item, change in ((ACCOUNT_DOC_ID, leave_account), (DRIVER_ID, leave_driver)):
+            try:
+                await update_document(store, CALENDARS, account_id, item, change)
+            except UnknownResourceError:
+                continue
+        changed += 1
+    return changed
