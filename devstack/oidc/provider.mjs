@@ -65,7 +65,9 @@ const API_RESOURCE = `api://${API_ID}`;
 const API_SCOPES = ['Fleet.Access']; // delegated scopes the API exposes (shared/auth/app_roles.json "scopes")
 const OIDC_SCOPES = ['openid', 'profile', 'email', 'offline_access'];
 const COOKIE_KEYS = [crypto.randomBytes(32).toString('base64url')];
-const users = new Map(seed.users.map((u) => [u.oid, u]));
+// Driver accounts also sign in to the platform's API (their own sign-ins at cars: GET /api/me/cars), with no roles.
+const apiUsers = [...seed.users, ...(seed.accounts || []).map((a) => ({ ...a, roles: [] }))];
+const users = new Map(apiUsers.map((u) => [u.oid, u]));
 // Who can sign in with the device flow: the driver accounts and every seeded user (all are work accounts but those
 // of the Microsoft accounts tenant). They get Graph tokens, never the API's app roles.
 const PERSONAL_TENANT = '9188040d-6c67-4c5b-b112-36a304b66dad'; // Entra's tenant of all personal Microsoft accounts
@@ -788,7 +790,7 @@ async function interaction(tenant, provider, uid, action, req, res) {
   if (req.method === 'POST' && action === 'login') {
     const form = await readForm(req);
     const username = (form.get('login') || '').trim().toLowerCase();
-    const user = seed.users.find((u) => u.username.toLowerCase() === username && u.tenantId === tenant.id);
+    const user = apiUsers.find((u) => u.username.toLowerCase() === username && u.tenantId === tenant.id);
     if (!user || form.get('password') !== seed.password) {
       return sendHtml(res, 200, loginPage(tenant, uid, username, 'Your account or password is incorrect.'));
     }

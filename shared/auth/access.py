@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shared.auth.policy import ROLE_PERMISSIONS, Permission, Requirement, Role
+from shared.auth.policy import GUEST_PERMISSIONS, ROLE_PERMISSIONS, Permission, Requirement, Role
 from shared.auth.principal import Principal
 from shared.containers import MEMBERSHIPS, VEHICLES
 from shared.device_messages import safe_id
@@ -192,6 +192,8 @@ class AccessControl:
         return [dict(d) for d in found if d.get("kind") == KIND_MEMBERSHIP]
 
     async def authorize(self, principal: Principal, requirement: Requirement, params: Mapping[str, str]) -> Access:
+        if principal.guest and requirement.permission not in GUEST_PERMISSIONS:
+            raise AuthenticationError("tenant_not_allowed")  # as before guests existed: 401, nothing learnt
         grants = grants_of(principal, await self.memberships(principal.object_id))
         access = Access(principal, grants)
         target, permission = requirement.target, requirement.permission

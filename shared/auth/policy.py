@@ -60,6 +60,8 @@ class Permission(StrEnum):
 
 
 P = Permission
+# What a guest (a user of a tenant no brand accepts: a driver's own Microsoft account) may do: their sign-ins only.
+GUEST_PERMISSIONS: Final = frozenset({Permission.MANAGE_OWN_ACCOUNT})
 DRIVER_OWN: Final = frozenset(
     {P.READ_DRIVER_DATA, P.CHANGE_CONSENT, P.LINK_SELF, P.ACCEPT_INVITATION, P.MANAGE_OWN_ACCOUNT}
 )

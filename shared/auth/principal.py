@@ -19,6 +19,10 @@ class Principal:
     is_app: bool
     name: str | None = None
     username: str | None = None
+    # A user of a tenant neither the platform nor any brand accepts (a driver's personal Microsoft account, their
+    # employer's tenant): no roles, whatever the token says, and only the routes of their own sign-ins at cars
+    # (policy.GUEST_PERMISSIONS); anything else is refused as from a tenant not allowed (401).
+    guest: bool = False
 
     def has_role(self, role: str) -> bool:
         return role in self.roles

@@ -5,7 +5,8 @@ shape before any parsing, the pinned algorithm (RS256 only: `none` and HS256-wit
 before a key is looked up), the signature against the issuer's JWKS (jwks.py), and only then the claims:
 `exp`/`nbf`/`iat` with AUTH_CLOCK_SKEW_SECONDS, `aud` in AUTH_AUDIENCE, `iss` equal to the configured issuer
 with `{tenantid}` replaced by the token's `tid` (Entra's multi-tenant `common` keys sign every tenant's tokens,
-so the issuer check is what binds a token to its tenant), then the tenant allow-list, then scope or role.
+so the issuer check is what binds a token to its tenant), then the tenant allow-list (a user of another tenant is
+a guest without roles: shared/auth/principal.py), then scope or role.
 
 Reasons (`Reason`) are fixed strings for `WWW-Authenticate: Bearer error="invalid_token",
 error_description="<reason>"`; nothing of the token or its claims is ever echoed or logged.
@@ -19,7 +20,7 @@ import base64
 import binascii
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
@@ -193,7 +194,11 @@ class AccessTokenValidator:
         if tenant not in self._config.allowed_tenants and not (
             self._extra_tenant_allowed is not None and await self._extra_tenant_allowed(tenant)
         ):
-            raise _refuse(Reason.TENANT_NOT_ALLOWED)
+            # Drivers signed in at cars with accounts of any tenant may manage those sign-ins, and nothing else:
+            # a guest, whose app roles (assigned by an admin of a tenant we do not trust) are ignored.
+            if claims.get("idtyp") == "app" or claims.get("scp") is None:
+                raise _refuse(Reason.TENANT_NOT_ALLOWED)
+            return replace(_principal({**claims, "roles": []}, tenant, object_id, client_id), guest=True)
         return _principal(claims, tenant, object_id, client_id)
 
     def _verified_claims(self, token: str, key: RSAPublicKey) -> dict[str, Any]:

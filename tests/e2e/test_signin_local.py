@@ -26,6 +26,7 @@ import pytest
 
 pytest.importorskip("azure.iot.device", reason="azure-iot-device is not installed")
 
+from devstack.api_client import ApiClient, ApiError
 from devstack.demo_fleet import DemoFleet, prepare_fleet
 from devstack.iothub.hub import wait_connected
 from devstack.oidc import approve_device_code
@@ -50,6 +51,7 @@ class World:
     demo: DemoFleet
     cars: dict[str, VirtualCar]
     store: DocumentStore
+    http: aiohttp.ClientSession
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @property
@@ -123,7 +125,7 @@ async def world() -> AsyncIterator[World]:
         }
         from shared.stores.cosmos import cosmos_store_from_env
 
-        w = World(stack, demo, cars, cosmos_store_from_env.get())
+        w = World(stack, demo, cars, cosmos_store_from_env.get(), http)
         w.tasks = [asyncio.create_task(c.run(time.time() + 900)) for c in cars.values()]
         assert await wait_connected(stack.hub, CARS, 30)
         for car in cars.values():
@@ -255,25 +257,42 @@ async def test_a_tampered_token_cache_means_reauth_required_and_nothing_crashes(
     assert profile_state(car, "2") == "signed_in"  # Ben's sign-in on the same car is untouched
 
 
-async def test_signing_out_leaves_no_token_subscription_or_calendar(world: World) -> None:
-    family, work = world.cars[FAMILY_CAR], world.cars[WORK_CAR]
-    ben, carla = world.account_of(BEN), world.account_of(CARLA)
-    assert await world.docs(ben)
-    out = await family.sign_out("2")
-    assert out["signedOut"] is True
+async def test_signing_out_at_the_car_leaves_no_token_subscription_or_calendar(world: World) -> None:
+    work = world.cars[WORK_CAR]
+    carla = world.account_of(CARLA)
+    assert await world.docs(carla)
     out = await work.sign_out("1")  # Carla needs to sign in again; she signs out instead
     assert out["signedOut"] is True
 
     async def gone() -> bool:
-        return not await world.docs(ben) and not await world.docs(carla)
+        return not await world.docs(carla)
 
-    await until(gone, 40, "Ben's and Carla's tokens, calendars and sync state deleted")
+    await until(gone, 40, "Carla's tokens, calendar and sync state deleted")
     sandbox = world.stack.graph_sandbox
-    oids = {find_account(world.stack.oidc.seed, u)["oid"] for u in (BEN, CARLA)}  # type: ignore[union-attr]
-    assert not [sid for sid, owner in sandbox.subscription_owners.items() if owner in oids]
+    oid = find_account(world.stack.oidc.seed, CARLA)["oid"]  # type: ignore[union-attr]
+    assert not [sid for sid, owner in sandbox.subscription_owners.items() if owner == oid]
     assert profile_state(work, "1") is None
-    await until(lambda: _true(profile_state(family, "2") is None), what="profile 2 gone from the twin")
     assert "driver" not in await world.vehicle(WORK_CAR)
+
+
+async def test_a_personal_account_driver_sees_their_cars_in_their_own_session_and_signs_out(world: World) -> None:
+    """Ben's own session: a token of his personal account for the platform's API (a tenant no brand accepts, so a
+    guest without roles): his cars, and signing out of one; nothing else of the API is his."""
+    ben = await ApiClient.as_user(world.http, world.stack, BEN)
+    mine = await ben.call("GET", "/me/cars")
+    assert [(c["vehicleId"], c["profile"], c["state"]) for c in mine["cars"]] == [(FAMILY_CAR, "2", "signed_in")]
+    for path in ("/vehicles", "/me", f"/vehicles/{FAMILY_CAR}"):
+        with pytest.raises(ApiError) as refused:
+            await ben.call("GET", path)
+        assert refused.value.status == 401
+    await ben.call("DELETE", f"/me/cars/{FAMILY_CAR}", expect=(204,))
+    await until(lambda: _true(profile_state(world.cars[FAMILY_CAR], "2") is None), what="Ben gone from the car")
+
+    async def gone() -> bool:
+        return not await world.docs(world.account_of(BEN))
+
+    await until(gone, 40, "Ben's tokens, calendar and sync state deleted")
+    assert (await ben.call("GET", "/me/cars"))["cars"] == []
 
 
 async def _true(value: bool) -> bool:

@@ -329,9 +329,9 @@ BAD_TOKENS: list[tuple[str, Callable[[], str | None], str]] = [
     ("no-oid", lambda: "Bearer " + sign(user_claims(oid=None)), Reason.MISSING_CLAIMS),
     ("no-azp", lambda: "Bearer " + sign(user_claims(azp=None)), Reason.MISSING_CLAIMS),
     ("tid-not-a-string", lambda: "Bearer " + sign(user_claims(tid=42)), Reason.MISSING_CLAIMS),
-    (
+    (  # an application of another tenant: never a guest (a user of one is: see the guest test below)
         "tenant-not-allowed",
-        lambda: "Bearer " + sign(user_claims(tid=STRANGER_TENANT, iss=issuer_of(STRANGER_TENANT))),
+        lambda: "Bearer " + sign(app_claims(tid=STRANGER_TENANT, iss=issuer_of(STRANGER_TENANT))),
         Reason.TENANT_NOT_ALLOWED,
     ),
     ("user-without-the-api-scope", lambda: "Bearer " + sign(user_claims(scp="User.Read")), Reason.MISSING_SCOPE),
@@ -341,6 +341,22 @@ BAD_TOKENS: list[tuple[str, Callable[[], str | None], str]] = [
     ("roles-not-a-list", lambda: "Bearer " + sign(app_claims(roles="Platform.Admin")), Reason.MALFORMED),
     ("exp-not-a-number", lambda: "Bearer " + sign(user_claims(exp="tomorrow")), Reason.MALFORMED),
 ]
+
+
+async def test_a_user_of_a_tenant_nobody_accepts_is_a_guest_whose_roles_are_ignored(setup: Setup) -> None:
+    """A driver's own Microsoft account (personal, or an employer's tenant no brand lists) may manage their
+    sign-ins at cars, and nothing else (shared/auth/access.py refuses a guest everywhere else with 401): app roles
+    an admin of that tenant assigned are not ours to honour."""
+    header = "Bearer " + sign(
+        user_claims(tid=STRANGER_TENANT, iss=issuer_of(STRANGER_TENANT), roles=["Platform.Admin"])
+    )
+    principal = await setup.validator.validate(header)
+    assert principal.guest is True
+    assert principal.roles == frozenset()
+    assert principal.tenant_id == STRANGER_TENANT
+    home = await setup.validator.validate("Bearer " + sign(user_claims()))
+    assert home.guest is False
+    assert home.roles == frozenset({"Fleet.Operator"})
 
 
 @pytest.mark.parametrize(("authorization", "reason"), [pytest.param(a, r, id=n) for n, a, r in BAD_TOKENS])
