@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from shared.accounts.vault import KeyUnavailableError, SealedDataError
+from shared.accounts.sealing import KeyUnavailableError, SealedDataError
 from shared.errors import ConfigurationError, FleetError
 
 if TYPE_CHECKING:

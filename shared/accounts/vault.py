@@ -26,7 +26,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from shared.errors import PermanentError, StoreError
+# Re-exported: callers catch them as the vault's errors.
+from shared.accounts.sealing import KeyUnavailableError as KeyUnavailableError
+from shared.accounts.sealing import SealedDataError as SealedDataError
 
 if TYPE_CHECKING:
     from shared.accounts.keys import KeyWrapper
@@ -42,18 +44,6 @@ _FIELDS: Final = frozenset({"version", "keyId", "wrapAlgorithm", "algorithm", "w
 # Associated data: a fixed label, then the context. The label pins the purpose and format; the context (the rest
 # of the bytes, so no separator can be forged) pins the account.
 _AAD_LABEL: Final = b"automotive-cloud token cache v1\x00"
-
-
-class SealedDataError(PermanentError):
-    """A sealed token cache that can never be opened as it is: tampered, sealed for another account, under another
-    key or key version, or in an unknown format. Permanent for this cache: the driver signs in again."""
-
-    reason = "sealed_data_unreadable"
-
-
-class KeyUnavailableError(StoreError):
-    """Key Vault could not wrap or unwrap now (unreachable, throttled, 5xx, 401/403 including a disabled key): the
-    sealed cache is intact and the operation is retried later, like any store failure."""
 
 
 class TokenVault:
