@@ -58,6 +58,7 @@ GRAPH_AUDIENCES: Final = ("https://graph.microsoft.com", "00000003-0000-0000-c00
 PERSONAL_TENANT: Final = "9188040d-6c67-4c5b-b112-36a304b66dad"
 CLOCK_SKEW_SECONDS: Final = 300.0  # Microsoft.IdentityModel's default, which Graph's token validation uses
 CALENDAR_SCOPES: Final = frozenset({"Calendars.Read", "Calendars.ReadWrite"})
+MAIL_SCOPES: Final = frozenset({"Mail.Send"})
 MEETING_SCOPES: Final = frozenset({"OnlineMeetings.ReadWrite"})
 
 
@@ -101,6 +102,7 @@ class SandboxEvent:
     is_all_day: bool = False
     is_cancelled: bool = False
     version: int = 0
+    organizer: str = "organizer@contoso-corp.example"  # who a "running late" message goes to
 
     def to_graph(self) -> dict[str, Any]:
         location: dict[str, Any] = {"displayName": self.location or ""}
@@ -121,6 +123,7 @@ class SandboxEvent:
             "isOnlineMeeting": self.join_url is not None,
             "onlineMeetingProvider": "teamsForBusiness" if self.join_url else "unknown",
             "onlineMeeting": {"joinUrl": self.join_url} if self.join_url else None,
+            "organizer": {"emailAddress": {"name": self.organizer.split("@")[0], "address": self.organizer}},
         }
 
 
@@ -184,6 +187,7 @@ class GraphSandbox:
         self.mailboxes: dict[str, Mailbox] = {}
         self.meetings: dict[tuple[str, str], dict[str, Any]] = {}
         self.deleted_meetings: list[tuple[str, str]] = []  # (user, meeting id) in the order they were deleted
+        self.sent_mail: list[dict[str, Any]] = []  # {user, to, subject, text} in the order they were sent
         self.subscriptions: dict[str, dict[str, Any]] = {}
         self.subscription_owners: dict[str, str] = {}  # subscription id → oid, for those created delegated
         self.jwks_url = jwks_url
@@ -254,6 +258,8 @@ class GraphSandbox:
         app.router.add_get(r"/v1.0/me/calendarview/delta{paren:(\(\))?}", self._me_delta)
         app.router.add_post("/v1.0/me/onlineMeetings/createOrGet", self._me_create_or_get)
         app.router.add_delete("/v1.0/me/onlineMeetings/{meeting}", self._me_delete_meeting)
+        app.router.add_post("/v1.0/users/{user}/sendMail", self._send_mail)
+        app.router.add_post("/v1.0/me/sendMail", self._me_send_mail)
         app.on_cleanup.append(self._close)
         return app
 
@@ -457,6 +463,34 @@ class GraphSandbox:
         else:
             body["@odata.deltaLink"] = f"{base}?$deltatoken={_token({**state, 'upto': upto, 'offset': 0})}"
         return _json(body)
+
+    async def _send_mail(self, request: web.Request) -> web.Response:
+        fault = self._record(request, "sendMail")
+        if fault is not None:
+            return fault
+        return await self._send_mail_for(request, request.match_info["user"])
+
+    async def _me_send_mail(self, request: web.Request) -> web.Response:
+        try:
+            caller, refused = await self._delegated(request, "sendMail", MAIL_SCOPES, "ErrorAccessDenied")
+        except Refused as no:
+            return no.response
+        if refused is not None:
+            return refused
+        return await self._send_mail_for(request, caller.oid)
+
+    async def _send_mail_for(self, request: web.Request, user: str) -> web.Response:
+        """Graph's sendMail: 202 and no body; the message is recorded (`sent_mail`) instead of delivered."""
+        # Graph's action parameters are case-insensitive: the docs write `message`, the SDK sends `Message`.
+        body = {str(k).lower(): v for k, v in (await _body(request)).items()}
+        message = body.get("message")
+        recipients = message.get("toRecipients") if isinstance(message, dict) else None
+        if not isinstance(message, dict) or not isinstance(recipients, list) or not recipients:
+            return _error(400, "ErrorInvalidRecipients", "At least one recipient is required.")
+        to = [str((r.get("emailAddress") or {}).get("address", "")) for r in recipients if isinstance(r, dict)]
+        text = (message.get("body") or {}).get("content", "")
+        self.sent_mail.append({"user": user, "to": to, "subject": message.get("subject"), "text": text})
+        return web.Response(status=202)
 
     async def _create_or_get(self, request: web.Request) -> web.Response:
         fault = self._record(request, "createOrGet")

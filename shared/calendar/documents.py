@@ -56,6 +56,7 @@ def event_document(user_id: str, event: GraphEvent, synced_at: str) -> dict[str,
         ),
         "isOnlineMeeting": event.is_online_meeting,
         "joinUrl": event.join_url,
+        "organizer": event.organizer,
     }
     # The content hash lets a full resync skip rewriting events that did not change.
     body["hash"] = digest(*(f"{k}={body[k]}" for k in sorted(body)), length=16)

@@ -99,6 +99,9 @@ class GraphAccess(GraphClient):
     async def delete_meeting(self, user_id: str, meeting_id: str) -> bool:
         return await self.client_for(user_id).delete_meeting(user_id, meeting_id)
 
+    async def send_mail(self, user_id: str, to: str, subject: str, text: str) -> None:
+        await self.client_for(user_id).send_mail(user_id, to, subject, text)
+
     async def create_subscription(
         self, user_id: str, resource: str, notification_url: str, client_state: str, expires_at: str
     ) -> Subscription:

@@ -62,5 +62,10 @@ class GraphClient(ABC):
         Not abstract so test doubles that never erase need not implement it."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete online meetings")
 
+    async def send_mail(self, user_id: str, to: str, subject: str, text: str) -> None:
+        """`POST /users/{id}/sendMail` (or `/me/sendMail`): a plain-text message from the driver's mailbox, kept
+        in Sent Items. Not abstract so test doubles that never mail need not implement it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot send mail")
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

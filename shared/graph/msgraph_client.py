@@ -297,6 +297,26 @@ class MsGraphClient(GraphClient):
             raise error from exc
         return True
 
+    async def send_mail(self, user_id: str, to: str, subject: str, text: str) -> None:
+        from msgraph.generated.models.body_type import BodyType
+        from msgraph.generated.models.email_address import EmailAddress
+        from msgraph.generated.models.item_body import ItemBody
+        from msgraph.generated.models.message import Message
+        from msgraph.generated.models.recipient import Recipient
+        from msgraph.generated.users.item.send_mail.send_mail_post_request_body import SendMailPostRequestBody
+
+        message = Message(
+            subject=subject,
+            body=ItemBody(content_type=BodyType.Text, content=text),
+            to_recipients=[Recipient(email_address=EmailAddress(address=to))],
+        )
+        body = SendMailPostRequestBody(message=message, save_to_sent_items=True)
+        try:
+            with self._as(user_id):
+                await self._mailbox(user_id).send_mail.post(body)
+        except Exception as exc:
+            raise self._error(exc, f"sendMail for {user_id}") from exc
+
     async def close(self) -> None:
         if self._credential is not None:
             await self._credential.close()
@@ -350,7 +370,13 @@ def _event(item: Any) -> GraphEvent:
         longitude=coordinates.longitude if coordinates else None,
         is_online_meeting=bool(item.is_online_meeting),
         join_url=(online.join_url if online else None) or item.online_meeting_url or None,
+        organizer=_organizer(item),
     )
+
+
+def _organizer(item: Any) -> str | None:
+    address = item.organizer.email_address if item.organizer is not None else None
+    return (address.address or None) if address is not None else None
 
 
 def _subscription(item: Any, resource: str, expires_at: str, subscription_id: str | None = None) -> Subscription:

@@ -20,6 +20,7 @@ class GraphEvent:
     longitude: float | None = None
     is_online_meeting: bool = False
     join_url: str | None = None
+    organizer: str | None = None  # the organiser's email address (who a "running late" message goes to)
 
 
 @dataclass(frozen=True, slots=True)
