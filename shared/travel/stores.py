@@ -1,0 +1,145 @@
+"""Where the planner keeps what outlives one run: geocoded places and each car's travel state.
+
+Both are interfaces with a memory implementation (tests, the simulator) and one over shared.stores.DocumentStore
+(Cosmos DB in Azure, the local Cosmos-compatible server in the stack). The planner never writes: it returns the
+new state and the caller persists it, so a failed run changes nothing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Final
+
+from shared.maps.types import GeoPoint, Place
+from shared.stores.base import DocumentStore
+
+KIND_PLACE: Final = "place"
+KIND_TRAVEL: Final = "travel"
+TRAVEL_DOC_ID: Final = "travel"
+CALENDARS: Final = "calendars"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedPlace:
+    """A geocode remembered: the place, or None when the text matched nothing (also remembered: a bad location
+    text costs one transaction, not one per sync)."""
+
+    place: Place | None
+
+
+class PlaceCache(ABC):
+    @abstractmethod
+    async def get(self, user_id: str, key: str) -> CachedPlace | None:
+        """The remembered geocode of `key` (destinations.place_key), None when never geocoded or expired."""
+
+    @abstractmethod
+    async def put(self, user_id: str, key: str, place: Place | None, ttl_seconds: int) -> None:
+        """Remember a geocode for `ttl_seconds`."""
+
+
+def place_to_json(place: Place | None) -> dict[str, Any] | None:
+    if place is None:
+        return None
+    return {
+        "lat": place.point.lat,
+        "lon": place.point.lon,
+        "label": place.label,
+        "countryCode": place.country_code,
+        "kind": place.kind,
+        "confidence": place.confidence,
+    }
+
+
+def place_from_json(raw: Any) -> Place | None:
+    if not isinstance(raw, dict):
+        return None
+    return Place(
+        GeoPoint(float(raw["lat"]), float(raw["lon"])),
+        str(raw.get("label") or ""),
+        raw.get("countryCode"),
+        raw.get("kind") or "address",
+        raw.get("confidence") or "medium",
+    )
+
+
+class MemoryPlaceCache(PlaceCache):
+    """No expiry (a test or simulator run is shorter than any ttl)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], CachedPlace] = {}
+
+    async def get(self, user_id: str, key: str) -> CachedPlace | None:
+        return self.entries.get((user_id, key))
+
+    async def put(self, user_id: str, key: str, place: Place | None, ttl_seconds: int) -> None:
+        self.entries[user_id, key] = CachedPlace(place)
+
+
+class DocumentPlaceCache(PlaceCache):
+    """Small documents in the driver's `calendars` partition (kind "place", id "place-<key>", with `ttl`): they
+    go with the driver's other calendar data, and an erasure of the partition takes them too."""
+
+    def __init__(self, store: DocumentStore, container: str = CALENDARS) -> None:
+        self._store = store
+        self._container = container
+
+    async def get(self, user_id: str, key: str) -> CachedPlace | None:
+        stored = await self._store.read(self._container, user_id, f"place-{key}")
+        if stored is None or stored.document.get("kind") != KIND_PLACE:
+            return None
+        return CachedPlace(place_from_json(stored.document.get("place")))
+
+    async def put(self, user_id: str, key: str, place: Place | None, ttl_seconds: int) -> None:
+        document = {
+            "id": f"place-{key}",
+            "userId": user_id,
+            "kind": KIND_PLACE,
+            "place": place_to_json(place),
+            "ttl": ttl_seconds,
+        }
+        await self._store.upsert(self._container, document)
+
+
+class TravelStateStore(ABC):
+    """Each car's planner state (planner.new_state's JSON-safe dict) between runs."""
+
+    @abstractmethod
+    async def load(self, vehicle_id: str) -> dict[str, Any] | None:
+        """The car's state, None when the planner never ran for it."""
+
+    @abstractmethod
+    async def save(self, vehicle_id: str, state: dict[str, Any]) -> None:
+        """Overwrite the car's state (last writer wins: two runs at once at worst both route once)."""
+
+
+class MemoryTravelStateStore(TravelStateStore):
+    def __init__(self) -> None:
+        self.states: dict[str, dict[str, Any]] = {}
+
+    async def load(self, vehicle_id: str) -> dict[str, Any] | None:
+        return self.states.get(vehicle_id)
+
+    async def save(self, vehicle_id: str, state: dict[str, Any]) -> None:
+        self.states[vehicle_id] = state
+
+
+class DocumentTravelStateStore(TravelStateStore):
+    """One document (id "travel", kind "travel") per car in `container`, partitioned by `partition_field`
+    (the integrator picks the container; its partition key path must be `/<partition_field>`)."""
+
+    def __init__(self, store: DocumentStore, container: str, partition_field: str = "vehicleId") -> None:
+        self._store = store
+        self._container = container
+        self._field = partition_field
+
+    async def load(self, vehicle_id: str) -> dict[str, Any] | None:
+        stored = await self._store.read(self._container, vehicle_id, TRAVEL_DOC_ID)
+        if stored is None or stored.document.get("kind") != KIND_TRAVEL:
+            return None
+        state = stored.document.get("state")
+        return state if isinstance(state, dict) else None
+
+    async def save(self, vehicle_id: str, state: dict[str, Any]) -> None:
+        document = {"id": TRAVEL_DOC_ID, self._field: vehicle_id, "kind": KIND_TRAVEL, "state": state}
+        await self._store.upsert(self._container, document)
