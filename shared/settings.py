@@ -161,6 +161,46 @@ SETTINGS: tuple[Setting, ...] = (
         low=1024,
         high=24_576,
     ),
+    # --- Calendar-aware driving: Azure Maps and travel figures (shared/maps, shared/travel; issue 17) ---
+    Setting(
+        "MAPS_BASE_URL",
+        None,
+        "Azure Maps root, unset = https://atlas.microsoft.com. Only https://atlas.microsoft.com,"
+        " us.atlas.microsoft.com or eu.atlas.microsoft.com (managed identity token), or a loopback URL (local"
+        " sandbox, http, no token); anything else fails at first use.",
+    ),
+    Setting(
+        "MAPS_CLIENT_ID",
+        None,
+        "The Azure Maps account's uniqueId, sent as x-ms-client-id with the managed identity's token.",
+    ),
+    Setting(
+        "MAPS_MAX_RETRIES", "2", "Retries of a Maps call on 429/5xx (Retry-After honoured, up to 30 s).", low=0, high=10
+    ),
+    Setting(
+        "TRAVEL_ROUTES_PER_CAR_PER_HOUR",
+        "12",
+        "Budget: at most this many Azure Maps route calls per car per hour (each is a billed transaction).",
+        low=0,
+        high=120,
+    ),
+    Setting(
+        "TRAVEL_RECOMPUTE_KM",
+        "2",
+        "Recompute a meeting's route when the car moved more than this since the last route.",
+        low=0.1,
+        high=100,
+    ),
+    Setting(
+        "TRAVEL_MAX_EVENTS", "3", "Travel figures for at most the next this many meetings with a place.", low=0, high=10
+    ),
+    Setting(
+        "TRAVEL_PARKING_MINUTES",
+        "5",
+        "Buffer for parking and walking in: leaveBy = start - travel time - this.",
+        low=0,
+        high=60,
+    ),
     Setting("LOCAL_IOTHUB_SERVICE_URL", None, "Local stack only: the local IoT Hub's service API (C2D, twins).", False),
     Setting(
         "MOVING_SPEED_KMH",

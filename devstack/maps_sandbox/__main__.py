@@ -1,0 +1,3 @@
+from devstack.maps_sandbox.server import main
+
+main()
