@@ -523,11 +523,10 @@ class AccountService:
         """The sync sends the agenda only when it changed; a car that just took this account (back) has another
         driver's agenda, so the next sync must send it whatever it sent before."""
         stored = await self.store.read(CALENDARS, account_id, SYNC_STATE_ID)
-        if stored is None or "agendaHash" not in stored.document:
+        if stored is None or "agendaHashes" not in stored.document:
             return
         doc = strip_system_properties(stored.document)
-        doc.pop("agendaHash", None)
-        doc.pop("agendaVehicleIds", None)
+        doc.pop("agendaHashes", None)
         with contextlib.suppress(PreconditionFailedError):  # a sync wrote meanwhile: it sent the agenda itself
             await self.store.replace(CALENDARS, doc, stored.etag)
 

@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from shared.calendar.agenda import agenda_events, build_agenda
 from shared.calendar.config import CalendarSettings
@@ -47,6 +47,10 @@ from shared.stores.base import Document, DocumentStore
 log = logging.getLogger(__name__)
 
 MAX_PAGES: Final = 500  # a runaway nextLink chain must end; 500 pages of 50 is far beyond any real week
+
+
+# (vehicle id, user id, agenda items, now) → the items that car gets (a new list; the input is shared by the cars).
+AgendaEnricher = Callable[[str, str, list[dict[str, Any]], dt.datetime], Awaitable[list[dict[str, Any]]]]
 
 
 def utcnow() -> dt.datetime:
@@ -82,7 +86,9 @@ class CalendarSync:
         settings: CalendarSettings,
         clock: Callable[[], dt.datetime] = utcnow,
         on_reauth: Callable[[str], Awaitable[None]] | None = None,
+        enrich: AgendaEnricher | None = None,
     ) -> None:
+        self.enrich = enrich  # per-car additions to the agenda items (travel to each meeting: shared/travel)
         self.on_reauth = on_reauth  # a driver account Graph refused (401): shared/accounts marks reauth_required
         self.store = store
         self.graph = graph
@@ -155,20 +161,21 @@ class CalendarSync:
         # patches again, which is harmless; the other order could lose an agenda update for good.
         if events is None:
             events = await self._events(user)
-        agenda, agenda_hash = build_agenda(
-            agenda_events(events, now, self.settings.agenda_horizon),
-            canonical_time(now),
-            self.settings.agenda_max_bytes,
-        )
         # A company driver's agenda goes to their one car; a driver account's to every car where it is the
-        # active profile (`vehicleIds`), again to all of them when that set changed.
+        # active profile (`vehicleIds`). Each car's agenda may differ (travel to each meeting from where that car
+        # is: `enrich`), so each car's hash is kept and a car gets its agenda only when its own changed.
         targets = sorted(driver.get("vehicleIds") or ([driver["vehicleId"]] if driver.get("vehicleId") else []))
-        if targets and (agenda_hash != state.get("agendaHash") or targets != state.get("agendaVehicleIds", targets)):
-            patched = [v for v in targets if await self.gateway.patch_desired_if_present(v, {"agenda": agenda})]
-            if patched:
-                state["agendaHash"], state["agendaVehicleId"] = agenda_hash, patched[0]
-                state["agendaVehicleIds"] = targets
+        items = agenda_events(events, now, self.settings.agenda_horizon)
+        sent: dict[str, str] = dict(state.get("agendaHashes") or {})
+        for vehicle_id in targets:
+            mine = await self.enrich(vehicle_id, user, items, now) if self.enrich is not None else items
+            agenda, agenda_hash = build_agenda(mine, canonical_time(now), self.settings.agenda_max_bytes)
+            if sent.get(vehicle_id) == agenda_hash:
+                continue
+            if await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": agenda}):
+                sent[vehicle_id] = agenda_hash
                 report.agenda_patched = True
+        state["agendaHashes"] = {v: h for v, h in sent.items() if v in targets}
         try:
             if stored is None:
                 await self.store.create(CALENDARS, state)
@@ -261,7 +268,7 @@ class CalendarSync:
         except GraphError as exc:  # (a signed-out account whose token no longer works: it expires within 3 days)
             log.warning("user %s: could not delete the subscription: %s", user, exc)
         state = await self.store.read(CALENDARS, user, SYNC_STATE_ID)
-        if vehicle_id and (state is None or state.document.get("agendaHash")):
+        if vehicle_id and (state is None or state.document.get("agendaHashes")):
             report.agenda_patched = await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": None})
         for doc in await self._events(user):
             await self.store.delete(CALENDARS, user, doc["id"])
