@@ -6,15 +6,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared import settings as _settings
-
-
-def _number(name: str, default: float, environ: Mapping[str, str] | None, low: float, high: float) -> float:
-    """The declared setting when shared/settings.py has it, else the default here (the planner does not depend
-    on the settings list being updated first)."""
-    if any(s.name == name for s in _settings.SETTINGS):
-        return _settings.number_setting(name, environ, low, high)
-    return default
+from shared.settings import number_setting as number
 
 
 @dataclass(frozen=True)
@@ -36,8 +28,8 @@ class TravelSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TravelSettings:
         return cls(
-            routes_per_car_per_hour=int(_number("TRAVEL_ROUTES_PER_CAR_PER_HOUR", 12, environ, 1, 120)),
-            recompute_km=_number("TRAVEL_RECOMPUTE_KM", 2.0, environ, 0.1, 100),
-            max_events=int(_number("TRAVEL_MAX_EVENTS", 3, environ, 1, 10)),
-            parking=dt.timedelta(minutes=_number("TRAVEL_PARKING_MINUTES", 5, environ, 0, 60)),
+            routes_per_car_per_hour=int(number("TRAVEL_ROUTES_PER_CAR_PER_HOUR", environ)),
+            recompute_km=number("TRAVEL_RECOMPUTE_KM", environ),
+            max_events=int(number("TRAVEL_MAX_EVENTS", environ)),
+            parking=dt.timedelta(minutes=number("TRAVEL_PARKING_MINUTES", environ)),
         )

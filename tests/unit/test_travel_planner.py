@@ -9,9 +9,11 @@ import math
 from typing import Any
 
 import orjson
+import pytest
 
 from shared.containers import partition_keys
 from shared.device_messages import canonical_time
+from shared.errors import ConfigurationError
 from shared.maps.errors import MapsError, MapsThrottledError
 from shared.maps.types import GeoPoint
 from shared.stores.memory import MemoryDocumentStore
@@ -343,3 +345,19 @@ async def test_the_state_survives_a_document_store_round_trip() -> None:
     world.state = await store.load("car-1")
     await world.plan([item("e1", 120, "Potsdam")], car(), NOW + dt.timedelta(minutes=1))
     assert world.maps.count("route") == 1
+
+
+def test_settings_come_from_the_app_settings() -> None:
+    assert TravelSettings.from_env({}) == TravelSettings()
+    custom = TravelSettings.from_env({"TRAVEL_ROUTES_PER_CAR_PER_HOUR": "6", "TRAVEL_PARKING_MINUTES": "10"})
+    assert custom.routes_per_car_per_hour == 6
+    assert custom.parking == dt.timedelta(minutes=10)
+    with pytest.raises(ConfigurationError):
+        TravelSettings.from_env({"TRAVEL_RECOMPUTE_KM": "0"})
+
+
+async def test_a_zero_budget_makes_no_route_call() -> None:
+    world = World(dataclasses.replace(SETTINGS, routes_per_car_per_hour=0))
+    plan = await world.plan([item("e1", 60, "Potsdam")], car())
+    assert plan.travel == {"e1": {"unavailable": "maps_unavailable"}}
+    assert world.maps.calls == ["geocode"]
