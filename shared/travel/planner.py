@@ -46,6 +46,7 @@ class CarSnapshot:
     usable_kwh: float | None = None
     model: str | None = None
     last_trip: Mapping[str, Any] | None = None  # `ingest.lastTrip`: folded into the learnt consumption once
+    trip_id: str | None = None  # the open trip's id (`trip.id`): a new one means the car started
 
     @classmethod
     def from_vehicle(
@@ -73,6 +74,8 @@ class CarSnapshot:
             ignition = True
         elif low_voltage in S.IGNITION_OFF:
             ignition = False
+        trip = vehicle.get("trip")
+        trip_id = trip.get("id") if isinstance(trip, Mapping) and trip.get("status") == "open" else None
         ingest = vehicle.get("ingest")
         last_trip = ingest.get("lastTrip") if isinstance(ingest, Mapping) else None
         return cls(
@@ -83,6 +86,7 @@ class CarSnapshot:
             usable_kwh=usable_kwh,
             model=model,
             last_trip=last_trip if isinstance(last_trip, Mapping) else None,
+            trip_id=trip_id if isinstance(trip_id, str) else None,
         )
 
 
@@ -109,6 +113,7 @@ def new_state() -> dict[str, Any]:
         "geocodes": [],
         "backoffUntil": None,
         "ignitionOn": None,
+        "tripId": None,
         "consumption": None,
         "events": {},
         "notices": [],
@@ -280,9 +285,14 @@ async def plan_travel(
     run = _Run(st, now, settings)
     usable = car.usable_kwh or C.model_figures(car.model)[0].usable_kwh
     _fold_trip(st, car.last_trip, usable)
-    started = st.get("ignitionOn") is False and car.ignition_on is True
+    # Started: ignition seen off then on, or a trip this planner has not seen yet (a run may miss the off).
+    started = (st.get("ignitionOn") is False and car.ignition_on is True) or (
+        car.trip_id is not None and car.trip_id != st.get("tripId")
+    )
     if car.ignition_on is not None:
         st["ignitionOn"] = car.ignition_on
+    if car.trip_id is not None:
+        st["tripId"] = car.trip_id
     if not car.location_consent:
         st["events"] = {}  # routes hold the car's positions: none kept without consent
     old_events: dict[str, Any] = st["events"]
@@ -369,11 +379,7 @@ async def _plan_one(
     if reason is None and entry is not None:
         return refreshed(entry["travel"], start, now, settings.parking, False), dict(entry)
     if run.backing_off or not run.budget.take(now):
-        return (
-            _kept(entry, start, run, stale=True)
-            if entry and entry.get("dest") == key
-            else ({"unavailable": "maps_unavailable"}, None)
-        )
+        return _kept(entry if entry and entry.get("dest") == key else None, start, run, stale=True)
     electric = car.soc_percent is not None
     consumption = consumption_of(st, car.model)
     ev = None
@@ -388,11 +394,7 @@ async def _plan_one(
         return {"unavailable": "no_route"}, {**base, "travel": {"unavailable": "no_route"}}
     except MapsError as error:
         run.failed(error)
-        return (
-            _kept(entry, start, run, stale=True)
-            if entry and entry.get("dest") == key
-            else ({"unavailable": "maps_unavailable"}, None)
-        )
+        return _kept(entry if entry and entry.get("dest") == key else None, start, run, stale=True)
     is_reachable: bool | None = None
     stop: ChargingStop | None = None
     if ev is not None:

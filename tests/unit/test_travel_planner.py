@@ -126,6 +126,36 @@ async def test_the_car_starting_routes_again() -> None:
     assert world.maps.count("route") == 2  # still on: not a start
 
 
+async def test_a_new_trip_counts_as_a_start_even_when_the_off_was_missed() -> None:
+    world = World()
+    await world.plan([item("e1", 120, "Potsdam")], car(trip_id="trip-1"))
+    await world.plan([item("e1", 120, "Potsdam")], car(trip_id="trip-1"), NOW + dt.timedelta(minutes=1))
+    assert world.maps.count("route") == 1
+    await world.plan([item("e1", 120, "Potsdam")], car(trip_id="trip-2"), NOW + dt.timedelta(minutes=2))
+    assert world.maps.count("route") == 2
+
+
+def test_the_snapshot_reads_the_vehicle_document() -> None:
+    vehicle = {
+        "state": {
+            "signals": {
+                "Vehicle.CurrentLocation.Latitude": {"value": 52.52, "ts": "t"},
+                "Vehicle.CurrentLocation.Longitude": {"value": 13.405, "ts": "t"},
+                "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current": {"value": 42, "ts": "t"},
+                "Vehicle.LowVoltageSystemState": {"value": "ON", "ts": "t"},
+            }
+        },
+        "trip": {"id": "trip-9", "status": "open"},
+        "ingest": {"lastTrip": {"id": "trip-8", "status": "closed"}},
+    }
+    snapshot = CarSnapshot.from_vehicle(vehicle, location_consent=True, model="vw-id3-58")
+    assert snapshot.position == BERLIN
+    assert (snapshot.soc_percent, snapshot.ignition_on, snapshot.trip_id) == (42.0, True, "trip-9")
+    assert snapshot.last_trip == {"id": "trip-8", "status": "closed"}
+    bare = CarSnapshot.from_vehicle({"id": "v"}, location_consent=False)
+    assert (bare.position, bare.soc_percent, bare.ignition_on, bare.trip_id) == (None, None, None, None)
+
+
 async def test_a_near_meeting_is_refreshed_every_five_minutes() -> None:
     world = World()
     await world.plan([item("e1", 25, "Potsdam")], car())
@@ -343,8 +373,11 @@ async def test_the_state_survives_a_document_store_round_trip() -> None:
     assert await store.load("car-1") == plan.state
     assert await store.load("car-2") is None
     world.state = await store.load("car-1")
-    await world.plan([item("e1", 120, "Potsdam")], car(), NOW + dt.timedelta(minutes=1))
-    assert world.maps.count("route") == 1
+    before = orjson.dumps(world.state)
+    loaded = world.state
+    await world.plan([item("e1", 120, "Potsdam")], car(position=moved(5)), NOW + dt.timedelta(minutes=1))
+    assert world.maps.count("route") == 2
+    assert orjson.dumps(loaded) == before  # the planner never changes the state it was given
 
 
 def test_settings_come_from_the_app_settings() -> None:
