@@ -111,6 +111,17 @@ param signinClientId string = ''
 @description('Optional. Authority of the car sign-in (SIGNIN_AUTHORITY): <login endpoint>common for work, school and personal Microsoft accounts, organizations for work and school only, consumers for personal only, or one tenant id. Defaults to this cloud\'s login endpoint + common.')
 param signinAuthority string = '${environment().authentication.loginEndpoint}common'
 
+@description('Optional. Region of the Azure Maps account (Azure Maps is offered in a few regions only; its data at rest stays there). Defaults to westeurope.')
+param mapsLocation string = 'westeurope'
+
+@description('Optional. Azure Maps endpoint the app calls (MAPS_BASE_URL): eu or us keep request processing in that geography, global lets Azure pick. Defaults to eu.')
+@allowed([
+  'eu'
+  'us'
+  'global'
+])
+param mapsGeography string = 'eu'
+
 @description('Optional. Most instances the function app scales out to. Defaults to 100.')
 @minValue(40)
 @maxValue(1000)
@@ -319,6 +330,21 @@ module keyVault 'core/security/key-vault.bicep' = {
   }
 }
 
+// Azure Maps for travel figures (issue 17): Entra ID only; the app reads it with Azure Maps Data Reader.
+module maps 'core/maps/maps-account.bicep' = {
+  name: 'maps'
+  scope: rg
+  params: {
+    name: '${abbrs.mapsAccounts}${resourceToken}'
+    location: mapsLocation
+    tags: tags
+    geography: mapsGeography
+    functionPrincipalId: functionIdentity.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+}
+
 // The API's app registration (Microsoft Graph extension). The deployer must be allowed to register applications
 // (default for members unless the tenant turned it off, or Application Developer) and becomes its owner.
 module apiRegistration 'app/api-registration.bicep' = {
@@ -364,6 +390,8 @@ module functionApp 'app/function-app.bicep' = {
     tokenKeyId: keyVault.outputs.tokenWrapKid
     signinClientId: signinClientId
     signinAuthority: signinAuthority
+    mapsBaseUrl: maps.outputs.baseUrl
+    mapsClientId: maps.outputs.clientId
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
   }

@@ -55,6 +55,12 @@ param dpsIdScope string
 @description('Required. Service endpoint of the Device Provisioning Service, e.g. <dps>.azure-devices-provisioning.net.')
 param dpsHostName string
 
+@description('Required. MAPS_BASE_URL: the Azure Maps endpoint (https://atlas.microsoft.com or its eu / us geography).')
+param mapsBaseUrl string
+
+@description('Required. MAPS_CLIENT_ID: the Azure Maps account\'s uniqueId (x-ms-client-id).')
+param mapsClientId string
+
 @description('Optional. Whether registering a symmetric-key car answers its development device key (PROVISIONING_DEVELOPMENT_KEYS; development and test fleets only). Defaults to false.')
 param provisioningDevelopmentKeys bool = false
 
@@ -128,6 +134,14 @@ var sharedSettings = {
   CALENDAR_PAGE_SIZE: '50'
   AGENDA_HOURS: '24'
   AGENDA_MAX_BYTES: '8192'
+  // Calendar-aware driving (issue 17): Azure Maps with the managed identity, and the per-car budget of route calls.
+  MAPS_BASE_URL: mapsBaseUrl
+  MAPS_CLIENT_ID: mapsClientId
+  MAPS_MAX_RETRIES: '2'
+  TRAVEL_ROUTES_PER_CAR_PER_HOUR: '12'
+  TRAVEL_RECOMPUTE_KM: '2'
+  TRAVEL_MAX_EVENTS: '3'
+  TRAVEL_PARKING_MINUTES: '5'
   // Platform-wide defaults; a brand's configuration (tenancy container) overrides them for its cars.
   TELEMETRY_RETENTION_DAYS: '30'
   // Empty: the legal basis of each data category is the catalogue's (shared/privacy/categories.json, docs/privacy.md).

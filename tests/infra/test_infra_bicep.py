@@ -15,6 +15,7 @@ from infra_model import INFRA, ROOT, Bicep, accessor, body, condition, function,
 EXPECTED_RESOURCE_TYPES = {
     "Microsoft.Resources/resourceGroups",
     "Microsoft.ManagedIdentity/userAssignedIdentities",
+    "Microsoft.Maps/accounts",
     "Microsoft.Storage/storageAccounts",
     "Microsoft.Storage/storageAccounts/blobServices/containers",
     "Microsoft.Storage/storageAccounts/queueServices/queues",
@@ -174,6 +175,27 @@ def test_cosmos_is_entra_id_only_and_serverless_by_default(bicep: dict[str, Bice
     assert "EnableServerless" in json.dumps(account["capabilities"])
     cosmos = bicep["core/database/cosmos-account.bicep"]
     assert cosmos.parameters["capacityMode"]["default"] == "serverless"
+
+
+def test_azure_maps_is_gen2_entra_id_only_with_the_reader_role_and_wired_settings(
+    bicep: dict[str, Bicep], app_settings: dict[str, Any], module_of: Any
+) -> None:
+    account = the(bicep, "Microsoft.Maps/accounts")
+    assert account["kind"] == "Gen2"
+    assert account["sku"]["name"] == "G2"
+    assert account["properties"]["disableLocalAuth"] is True, "no shared keys or SAS tokens: Entra ID only"
+    maps = bicep["core/maps/maps-account.bicep"]
+    assert maps.variables["mapsDataReaderRoleId"]["value"] == "423170ca-a8f6-4b0f-8487-9e4eb8f49bfa"
+    assert "uniqueId" in maps.text.split("output clientId", 1)[1].splitlines()[0]
+    # The app reads MAPS_BASE_URL and MAPS_CLIENT_ID from the account's outputs, nothing typed by hand.
+    assert app_settings["MAPS_BASE_URL"] == "mapsBaseUrl"
+    assert app_settings["MAPS_CLIENT_ID"] == "mapsClientId"
+    _, declaration, _ = module_of("main.bicep", "app/function-app.bicep")
+    params = body(declaration)["params"]
+    assert accessor(params["mapsBaseUrl"]) == "maps.outputs.baseUrl"
+    assert accessor(params["mapsClientId"]) == "maps.outputs.clientId"
+    _, declaration, _ = module_of("main.bicep", "core/maps/maps-account.bicep")
+    assert accessor(body(declaration)["params"]["functionPrincipalId"]) == "functionIdentity.outputs.principalId"
 
 
 def test_iot_hub_keeps_device_keys_but_no_service_keys(bicep: dict[str, Bicep]) -> None:

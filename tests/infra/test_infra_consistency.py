@@ -32,6 +32,7 @@ ROLE = {
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "00000000-0000-0000-0000-000000000002": "Cosmos DB Built-in Data Contributor",
     "e147488a-f6f5-4113-8e2d-b22465e65bf6": "Key Vault Crypto Service Encryption User",
+    "423170ca-a8f6-4b0f-8487-9e4eb8f49bfa": "Azure Maps Data Reader",
 }
 FORBIDDEN_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
@@ -52,6 +53,8 @@ EXPECTED_ROLES = {
     ("function", "DPS enrollment group key reader (custom)", "Microsoft.Devices/provisioningServices"),
     # wrap/unwrap with the one key that seals drivers' token caches (no person gets it: core/security/key-vault.bicep)
     ("function", "Key Vault Crypto Service Encryption User", "Microsoft.KeyVault/vaults/keys"),
+    # geocoding, routes and charging stations for travel figures (core/maps/maps-account.bicep, issue 17)
+    ("function", "Azure Maps Data Reader", "Microsoft.Maps/accounts"),
     ("iothub", "Azure Event Hubs Data Sender", "Microsoft.EventHub/namespaces"),
     ("dps", "IoT Hub Data Contributor", "Microsoft.Devices/IotHubs"),
     ("user", "Storage Blob Data Owner", "Microsoft.Storage/storageAccounts"),
@@ -61,6 +64,7 @@ EXPECTED_ROLES = {
     ("user", "IoT Hub Data Contributor", "Microsoft.Devices/IotHubs"),
     ("user", "Cosmos DB Built-in Data Contributor", "Microsoft.DocumentDB/databaseAccounts"),
     ("user", "Device Provisioning Service Data Contributor", "Microsoft.Devices/provisioningServices"),
+    ("user", "Azure Maps Data Reader", "Microsoft.Maps/accounts"),
 }
 PRINCIPALS = {
     "functionPrincipalId": "function",
@@ -363,7 +367,7 @@ def test_every_identity_has_exactly_the_data_roles_it_needs(bicep: dict[str, Bic
 
 
 def test_the_developer_roles_are_skipped_without_a_principal(bicep: dict[str, Bicep]) -> None:
-    for file in ("app/rbac.bicep", "app/iot-hub-rbac.bicep"):
+    for file in ("app/rbac.bicep", "app/iot-hub-rbac.bicep", "core/maps/maps-account.bicep"):
         assert "!empty(userPrincipalId)" in bicep[file].text.replace(" ", ""), file
     for _, principal, role, _, when in _role_assignments(bicep):
         if principal == "user":
