@@ -1,0 +1,106 @@
+"""The calendar sync's enricher (shared/travel/enricher.py) over a MemoryDocumentStore: it reads the vehicle
+document, respects the consent ingestion enforces, adds travel and local times, notifies once and keeps state."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from shared.containers import partition_keys
+from shared.device_messages import canonical_time, safe_id
+from shared.stores.memory import MemoryDocumentStore
+from shared.travel.config import TravelSettings
+from shared.travel.enricher import TravelEnricher
+from shared.travel.stores import MemoryPlaceCache, MemoryTravelStateStore
+from tests.unit.test_travel_maps_double import BERLIN, FakeMaps
+
+NOW = dt.datetime(2026, 12, 7, 8, 0, tzinfo=dt.UTC)
+CAR = "car-1"
+
+
+def vehicle(consent_location: bool | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": safe_id(CAR),
+        "vehicleId": CAR,
+        "type": "vehicle",
+        "state": {
+            "signals": {
+                "Vehicle.CurrentLocation.Latitude": {"value": BERLIN.lat, "ts": "t"},
+                "Vehicle.CurrentLocation.Longitude": {"value": BERLIN.lon, "ts": "t"},
+            },
+            "ts": "t",
+            "seq": 1,
+        },
+        "driver": {"userId": "u1", "upn": "u1@example.com", "timeZone": "Europe/Berlin"},
+    }
+    if consent_location is not None:
+        doc["consent"] = {"location": consent_location, "calendar": True}
+    return doc
+
+
+def meeting(start_min: int, location: str) -> dict[str, Any]:
+    start = NOW + dt.timedelta(minutes=start_min)
+    return {
+        "id": "e1",
+        "subject": "Review",
+        "start": canonical_time(start),
+        "end": canonical_time(start + dt.timedelta(hours=1)),
+        "location": location,
+        "isOnlineMeeting": False,
+        "joinUrl": None,
+    }
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.fail = False
+
+    async def __call__(self, vehicle_id: str, payload: dict[str, Any]) -> None:
+        if self.fail:
+            raise RuntimeError("C2D refused")
+        self.messages.append((vehicle_id, payload))
+
+
+async def setup(consent: bool | None) -> tuple[TravelEnricher, FakeMaps, Sent]:
+    store = MemoryDocumentStore(partition_keys())
+    await store.create("vehicles", vehicle(consent))
+    maps, sent = FakeMaps(), Sent()
+    enricher = TravelEnricher(
+        store, lambda: maps, MemoryTravelStateStore(), MemoryPlaceCache(), TravelSettings(), notify=sent
+    )
+    return enricher, maps, sent
+
+
+async def test_travel_local_times_and_one_late_notice() -> None:
+    enricher, maps, sent = await setup(True)
+    items = [meeting(60, "Wolfsburg")]  # ~2 h 24 min away: late
+    out = await enricher("car-1", "u1", items, NOW)
+    assert out[0]["localStart"] == "2026-12-07T10:00:00+01:00"
+    assert out[0]["travel"]["lateByMinutes"] > 0
+    assert [p["type"] for _, p in sent.messages] == ["travel.late"]
+    await enricher("car-1", "u1", items, NOW + dt.timedelta(minutes=1))  # same bucket
+    assert len(sent.messages) == 1
+    assert maps.calls == ["geocode", "route"]
+    assert "travel" not in items[0]  # the sync's items are not changed
+
+
+async def test_withdrawn_location_consent_is_location_off_without_maps() -> None:
+    enricher, maps, sent = await setup(False)
+    out = await enricher("car-1", "u1", [meeting(60, "Wolfsburg")], NOW)
+    assert out[0]["travel"] == {"unavailable": "location_off"}
+    assert maps.calls == []
+    assert sent.messages == []
+
+
+async def test_a_failed_notice_keeps_the_budget_and_is_sent_next_time() -> None:
+    enricher, maps, sent = await setup(None)  # no record: position under its default basis (contract)
+    sent.fail = True
+    with pytest.raises(RuntimeError):
+        await enricher("car-1", "u1", [meeting(60, "Wolfsburg")], NOW)
+    sent.fail = False
+    await enricher("car-1", "u1", [meeting(60, "Wolfsburg")], NOW + dt.timedelta(minutes=1))
+    assert len(sent.messages) == 1
+    assert maps.count("route") == 1  # the first run's route was remembered
