@@ -115,3 +115,24 @@ async def test_a_credential_failure_is_a_transient_maps_error() -> None:
 def test_loopback_with_extras_is_refused(raw: str) -> None:
     with pytest.raises(ConfigurationError):
         maps_endpoint(raw)
+
+
+async def test_the_runtime_client_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.maps.runtime import maps_client
+
+    monkeypatch.setenv("MAPS_BASE_URL", "https://atlas.microsoft.com.evil.example")
+    maps_client.reset()
+    with pytest.raises(ConfigurationError):
+        maps_client.get()
+    monkeypatch.setenv("MAPS_BASE_URL", "http://127.0.0.1:7076")
+    monkeypatch.setenv("MAPS_MAX_RETRIES", "4")
+    maps_client.reset()
+    client = maps_client.get()
+    try:
+        assert isinstance(client, AzureMapsClient)
+        assert client.endpoint.scope is None
+        assert client.max_retries == 4
+        assert maps_client.get() is client  # one per process and loop
+    finally:
+        await client.close()
+        maps_client.reset()
