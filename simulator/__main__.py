@@ -22,6 +22,7 @@ from simulator.drive import SleepSchedule
 from simulator.fleet import FleetOptions, run_fleet, summary
 from simulator.provisioning import ProvisionedDevice, load_provisioning_file, provision_all
 from simulator.signin import MAX_TIME_ZONE, SIGNED_IN, SigninPrompt, SigninRefused, valid_profile
+from simulator.travel import TravelOptions
 
 LOCAL_STATE = Path(".local/devstack.json")  # written by `python -m devstack dev`
 
@@ -53,6 +54,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="chance that a parked spell includes a sleep (disconnected for 8-20 s); default 0: never",
     )
     parser.add_argument(
+        "--drive-to-meetings",
+        action="store_true",
+        help="drive to the next meeting of the agenda (its travel destination or coordinates, else ask "
+        "navigate.to_meeting) instead of the random loop, and park there",
+    )
+    parser.add_argument(
+        "--late",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="P",
+        help="with --drive-to-meetings: share of cars (0..1; alone: all) that drive at half the speed that would "
+        "make it in time, so they arrive late",
+    )
+    parser.add_argument(
+        "--low-charge",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="P",
+        help="share of cars (0..1; alone: all) that start with 8-18 %% state of charge",
+    )
+    parser.add_argument(
+        "--cruise-kmh", type=float, default=50.0, help="with --drive-to-meetings: cruising speed (default 50)"
+    )
+    parser.add_argument(
+        "--tell-organiser",
+        action="store_true",
+        help="answer a travel.late notice with meeting.late (the organiser gets a running-late message)",
+    )
+    parser.add_argument(
         "--command-fault",
         action="append",
         default=[],
@@ -71,6 +105,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 <= args.sleep <= 1:
         parser.error("--sleep is a probability, 0..1")
+    for name in ("late", "low_charge"):
+        if not 0 <= getattr(args, name) <= 1:
+            parser.error(f"--{name.replace('_', '-')} is a share of cars, 0..1")
+    if not 0 < args.cruise_kmh <= 250:
+        parser.error("--cruise-kmh is 0 < km/h <= 250")
     if args.sign_in is not None and not valid_profile(args.sign_in):
         parser.error("--sign-in PROFILE: 1 to 16 of A-Z a-z 0-9 _ -")
     if args.time_zone is not None and (args.sign_in is None or not 0 < len(args.time_zone) <= MAX_TIME_ZONE):
@@ -121,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             ask_for_meetings=not args.no_meetings,
             sleep=SleepSchedule(probability=args.sleep) if args.sleep > 0 else None,
             command_faults=args.command_faults,
+            travel=TravelOptions(
+                drive_to_meetings=args.drive_to_meetings,
+                late=args.late,
+                low_charge=args.low_charge,
+                cruise_kmh=args.cruise_kmh,
+                tell_organiser=args.tell_organiser,
+            ),
         ),
     )
     if args.sign_in is not None:

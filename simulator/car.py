@@ -19,6 +19,13 @@ the device-code prompt at once, the outcome later. Tests and the CLI drive sign-
 the twin's desired `account` with `account` / `wait_account` (simulator/signin.py). These send only while the car
 is awake, so `run()` must be under way.
 
+Calendar-aware driving (issue 17, simulator/travel.py): with `CarOptions.travel.drive_to_meetings` the car drives to
+its next meeting (the agenda's `travel.destination`, else the event's coordinates, else it asks
+`navigate.to_meeting` and follows the answer) instead of its random loop, and logs its arrival (late or not).
+Proactive notices (`type=notice`, e.g. `travel.late`) go into `CarLog.notices`; with `tell_organiser` a
+`travel.late` notice is answered with `meeting.late`. Tests and the CLI call `head_to`, `follow_agenda`,
+`follow_navigation`, `navigate_to_meeting` and `meeting_late`.
+
 Sleep: with `CarOptions.sleep` the car disconnects during some parked spells and reconnects after; tests put it to
 sleep and wake it with `sleep()` / `wake()`. Asleep it sends nothing and IoT Hub finds it not connected.
 """
@@ -39,8 +46,8 @@ import orjson
 from azure.iot.device import Message, MethodRequest, MethodResponse
 from azure.iot.device.aio import IoTHubDeviceClient
 
-from simulator import messages
-from simulator.commands import CommandHandler, Fault
+from simulator import messages, travel
+from simulator.commands import CommandHandler, Fault, parse_time
 from simulator.drive import CarModel, SleepSchedule
 from simulator.provisioning import ProvisionedDevice
 from simulator.signin import (
@@ -82,6 +89,13 @@ class CarLog:
     # {requestId, commandId, status, reason, sentAt}: the command.result requests sent
     command_reports: list[dict[str, Any]] = field(default_factory=list)
     sleeps: list[dict[str, Any]] = field(default_factory=list)  # {asleepAt, awakeAt, forced}
+    notices: list[dict[str, Any]] = field(default_factory=list)  # {receivedAt, notice}: proactive C2D notices
+    # where the car set off for: {eventId, lat, lon, label, source: agenda|navigate|given, at}
+    navigation: list[dict[str, Any]] = field(default_factory=list)
+    # {eventId, label, lat, lon, arrivedAt, start, lateBySeconds (0: in time; None: no meeting start)}
+    arrivals: list[dict[str, Any]] = field(default_factory=list)
+    late: bool = False  # this car dawdles (TravelOptions.late)
+    low_charge: bool = False  # this car started below 20 % (TravelOptions.low_charge)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +113,7 @@ class CarOptions:
     # a queued command's outcome a request that is not JSON), `never` (no method answer; no outcome after
     # `delivered`). A faulty command is not carried out.
     command_faults: Mapping[str, Fault] = field(default_factory=dict)
+    travel: travel.TravelOptions = field(default_factory=travel.TravelOptions)  # driving to meetings
 
 
 def join_url_of(reply: Any) -> str | None:
@@ -157,8 +172,10 @@ class VirtualCar:
                 connection_string, server_verification_cert=ca_pem, keep_alive=30
             )
             device_id = dict(p.split("=", 1) for p in connection_string.split(";"))["DeviceId"]
-        self.log = CarLog(device_id)
-        self.model = CarModel.create(index, seed, options.sleep)
+        late, low_charge = travel.draws(index, seed, options.travel)
+        self.log = CarLog(device_id, late=late, low_charge=low_charge)
+        self.model = CarModel.create(index, seed, options.sleep, low_charge=low_charge)
+        self.model.cruise_kmh, self.model.dawdle = options.travel.cruise_kmh, late
         self.options = options
         self.commands = CommandHandler(self.model, dict(options.command_faults))
         self._asked: set[str] = set()
@@ -175,6 +192,12 @@ class VirtualCar:
         self.replies = ReplyBook()  # every distinct reply per requestId (two for an auth.signin)
         self._account = TwinAccount()  # the twin's desired `account`
         self._changes = Changes()  # wakes what waits for a reply or an account change
+        self.target: travel.Target | None = None  # where the car is driving (drive_to_meetings, head_to)
+        self._arrivals_seen = 0
+        self._navigate_asked: set[str] = set()  # event ids navigate.to_meeting was sent for
+        self._followed: set[str] = set()  # requestIds of navigation answers already followed
+        self._late_sent: set[str] = set()  # event ids a notice was answered with meeting.late for
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def connected(self) -> bool:
@@ -261,6 +284,114 @@ class VirtualCar:
         `teams_unavailable`; `join_url_of` and `refusal_of` read it). Logged like the car's own asks."""
         return await self.ask("meeting.join", {"eventId": event_id}, seconds)
 
+    # --- calendar-aware driving --------------------------------------------------------------------------------
+
+    def head_to(self, target: travel.Target, source: str = "given", now: dt.datetime | None = None) -> None:
+        """Drive to `target` and park there (in time, or late for a dawdling car: its start is the deadline)."""
+        now = now or dt.datetime.now(dt.UTC)
+        within = (target.start - now).total_seconds() if target.start is not None else None
+        if self.target is None or (self.target.lat, self.target.lon) != (target.lat, target.lon):
+            self.log.navigation.append(
+                {"eventId": target.event_id, "lat": target.lat, "lon": target.lon, "label": target.label,
+                 "source": source, "at": time.time()}
+            )  # fmt: skip
+        self.target = target
+        self.model.head_to(target.lat, target.lon, target.label, within)
+
+    def follow_agenda(self, now: dt.datetime | None = None) -> travel.Target | None:
+        """Head for the next meeting of the agenda when the agenda says where it is; None when it does not (the
+        car then asks `navigate.to_meeting`, see `_ask_navigation`)."""
+        now = now or dt.datetime.now(dt.UTC)
+        event = travel.next_meeting(self.log.agenda, now)
+        target = travel.destination_of(event) if event is not None else None
+        if target is not None:
+            self.head_to(target, "agenda", now)
+        return target
+
+    def follow_navigation(self, reply: Mapping[str, Any], now: dt.datetime | None = None) -> travel.Target | None:
+        """Follow an `ok` `navigate.to_meeting` reply (once per requestId): set it as the destination and drive
+        there; the meeting's start comes from the agenda when the event is in it."""
+        request_id = reply.get("requestId")
+        start = None
+        for event in self.log.agenda:
+            if isinstance(event, dict) and event.get("id") == reply.get("eventId"):
+                start = parse_time(event.get("start"))
+        target = travel.navigation_target(reply, start)
+        if target is None or (isinstance(request_id, str) and request_id in self._followed):
+            return target
+        if isinstance(request_id, str):
+            self._followed.add(request_id)
+        self.head_to(target, "navigate", now)
+        return target
+
+    async def navigate_to_meeting(self, event_id: str, seconds: float = 30.0) -> dict[str, Any]:
+        """`navigate.to_meeting`: the reply (`destination`, `eventId`, `eta`, `leaveBy`, or an error such as
+        `no_location`); an `ok` one is followed (the car drives there)."""
+        reply = await self.ask(travel.NAVIGATE, {"eventId": event_id}, seconds)
+        self.follow_navigation(reply)
+        return reply
+
+    async def meeting_late(
+        self, event_id: str, eta_minutes: int | None = None, seconds: float = 30.0
+    ) -> dict[str, Any]:
+        """`meeting.late`: the reply (`sent` true, or false when already sent for this meeting and ETA bucket;
+        `eta`), or an error such as `feature_disabled` or `no_organizer`."""
+        fields: dict[str, Any] = {"eventId": event_id}
+        if eta_minutes is not None:
+            fields["etaMinutes"] = eta_minutes
+        return await self.ask(travel.MEETING_LATE, fields, seconds)
+
+    def _check_arrival(self) -> None:
+        if self.model.arrivals == self._arrivals_seen:
+            return
+        self._arrivals_seen = self.model.arrivals
+        target, now = self.target, dt.datetime.now(dt.UTC)
+        start = target.start if target is not None else None
+        late = None if start is None else max(0, int((now - start).total_seconds()))
+        self.log.arrivals.append(
+            {"eventId": target.event_id if target else None, "label": target.label if target else None,
+             "lat": self.model.lat, "lon": self.model.lon, "arrivedAt": now.timestamp(),
+             "start": messages.iso(start) if start else None, "lateBySeconds": late}
+        )  # fmt: skip
+
+    async def _ask_navigation(self) -> None:
+        """The next meeting has a place the agenda did not locate: ask where it is (once per event; the caller
+        holds `_link`)."""
+        event = travel.next_meeting(self.log.agenda, dt.datetime.now(dt.UTC))
+        if event is None or travel.destination_of(event) is not None or event["id"] in self._navigate_asked:
+            return
+        self._navigate_asked.add(event["id"])
+        request_id = str(uuid.uuid4())
+        await self.client.send_message(messages.navigate_to_meeting(request_id, event["id"]))
+        self.log.asked.append({"requestId": request_id, "action": travel.NAVIGATE, "sentAt": time.time()})
+
+    def _on_notice(self, notice: dict[str, Any]) -> None:
+        """On the loop: a `travel.late` notice answered with `meeting.late` (once per meeting), when asked to."""
+        event_id = notice.get("eventId")
+        if not self.options.travel.tell_organiser or notice.get("type") != travel.TRAVEL_LATE:
+            return
+        if not isinstance(event_id, str) or event_id in self._late_sent:
+            return
+        self._late_sent.add(event_id)
+        minutes = travel.eta_minutes(notice, dt.datetime.now(dt.UTC))
+        task = asyncio.create_task(self._tell_organiser(event_id, minutes))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tell_organiser(self, event_id: str, minutes: int | None) -> None:
+        try:
+            await self.meeting_late(event_id, minutes)
+        except TimeoutError:  # no reply: the car's log shows the request; the driver may ask again
+            log.warning("%s: meeting.late for %s: no reply", self.log.device_id, event_id)
+
+    def _in_loop(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run `callback(*args)` on the car's loop (from the SDK's thread); dropped when the loop is gone."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed in between: the run is over
+            loop.call_soon_threadsafe(callback, *args)
+
     def _bind_loop(self) -> None:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
@@ -289,6 +420,11 @@ class VirtualCar:
         self.log.c2d.append(entry)
         if props.get("type") == messages.COMMAND:
             self._post("c2d", (props, body), received_at)
+        elif props.get("type") == travel.NOTICE:
+            notice = travel.notice_of(props, body)
+            if notice is not None:
+                self.log.notices.append({"receivedAt": received_at, "notice": notice})
+                self._in_loop(self._on_notice, notice)
         elif props.get("type") == "response":
             try:
                 reply = orjson.loads(body)
@@ -305,6 +441,8 @@ class VirtualCar:
                 self.log.meeting_refusals.append(
                     {"requestId": props.get("requestId"), "code": code, "receivedAt": time.time()}
                 )
+            if reply.get("action") == travel.NAVIGATE and reply.get("status") == "ok":
+                self._in_loop(self.follow_navigation, reply)
             request_id = props.get("requestId") or reply.get("requestId")
             if isinstance(request_id, str) and self.replies.add(request_id, reply):
                 self._notify()  # last: whoever waits for this reply finds the log written
@@ -347,7 +485,9 @@ class VirtualCar:
             await self._drive(until)
         finally:
             worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(worker, *self._tasks, return_exceptions=True)
             await self.client.shutdown()
         self.log.ignition_cycles = self.model.ignition_cycles
         return self.log
@@ -504,7 +644,10 @@ class VirtualCar:
         bad_every = max(1, int(10 / (opts.sample_seconds * opts.samples_per_message)))
         next_tick = time.monotonic()
         while time.time() < until:
+            if opts.travel.drive_to_meetings:
+                self.follow_agenda()
             signals = self.model.step(opts.sample_seconds, opts.trip_seconds, opts.trip_seconds / 5)
+            self._check_arrival()
             await self._follow_schedule()
             if not self._asleep:  # a sleeping car samples nothing
                 self._batch.append((dt.datetime.now(dt.UTC), signals))
@@ -517,6 +660,8 @@ class VirtualCar:
                             await self._send(messages.bad_telemetry(body), {"reason": reason}, bad=True)
                         if opts.ask_for_meetings:
                             await self._ask_for_next_meeting()
+                        if opts.travel.drive_to_meetings and opts.travel.ask_navigation:
+                            await self._ask_navigation()
             next_tick += opts.sample_seconds
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
         if self._asleep and not self._hold_asleep:

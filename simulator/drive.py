@@ -11,6 +11,13 @@ once a minute. The car plugs its charging cable in during some parked spells and
 on; charging raises the state of charge up to the charge limit. With a `SleepSchedule` the car falls asleep
 during some parked spells (`asleep`); the car's I/O (simulator/car.py) then drops its connection.
 Plugging and sleeping draw from generators of their own, so a seed's route is the same with or without them.
+
+Driving to a destination (`head_to`, decided by simulator/travel.py): instead of the random loop the car heads
+straight for it with the ignition on until it is there, then parks there until it gets another. Its speed is
+`cruise_kmh`, raised to what arrives in time when `arrive_within` (seconds to a meeting's start) needs more; a
+`dawdle` car drives at half the speed that would make it in time (never faster than cruising), so it arrives late.
+The battery falls with distance by `consumption_kwh_per_100km` over `capacity_kwh` (the defaults keep the old
+0.18 % per km) plus a small idle draw.
 """
 
 from __future__ import annotations
@@ -47,6 +54,10 @@ PLUG_IN_PROBABILITY: Final = 0.5  # of a parked spell
 CHARGE_PERCENT_PER_SECOND: Final = 0.05  # a fast charger, sped up a little for short demos
 CLIMATE_MAX_SECONDS: Final = 1800.0  # pre-conditioning switches itself off after 30 minutes
 MOVING_KMH: Final = 0.5  # above this the car is moving (Vehicle.IsMoving)
+MAX_KMH: Final = 250.0  # the fastest a car drives to be in time
+CAPACITY_KWH: Final = 77.0  # usable battery capacity by default (a mid-size EV)
+CONSUMPTION_KWH_PER_100KM: Final = 13.86  # by default: 0.18 % of CAPACITY_KWH per km
+LOW_CHARGE_PERCENT: Final = (8.0, 18.0)  # where a low-charge car starts
 
 DTC_CODES: Final = ("P0A80", "P0420", "U0100", "B1000", "C0035")
 CITIES: Final = ((47.6205, -122.3493), (48.1374, 11.5755), (52.5200, 13.4050), (51.5072, -0.1276))
@@ -112,12 +123,22 @@ class CarModel:
     _again: set[str] = field(default_factory=set)  # sent in the next sample whatever their value
     _since_all: float = 0.0
     _charged_since_start: bool = False
+    # Driving to a destination instead of the random loop.
+    steer: bool = False  # head for `destination` (set by head_to)
+    cruise_kmh: float = 50.0
+    arrive_within: float | None = None  # seconds until the car should be there (a meeting's start)
+    dawdle: bool = False  # arrive late on purpose
+    arrived: bool = False  # at the destination, parked
+    arrivals: int = 0
+    capacity_kwh: float = CAPACITY_KWH
+    consumption_kwh_per_100km: float = CONSUMPTION_KWH_PER_100KM
 
     @classmethod
-    def create(cls, index: int, seed: int, sleep: SleepSchedule | None = None) -> CarModel:
+    def create(cls, index: int, seed: int, sleep: SleepSchedule | None = None, low_charge: bool = False) -> CarModel:
+        """`low_charge`: start between 8 and 18 % (its own generator: the route does not change)."""
         rng = random.Random(f"{seed}:{index}")
         lat, lon = CITIES[index % len(CITIES)]
-        return cls(
+        model = cls(
             rng,
             lat + rng.uniform(-0.02, 0.02),
             lon + rng.uniform(-0.02, 0.02),
@@ -129,6 +150,9 @@ class CarModel:
             sleep=sleep,
             sleep_rng=random.Random(f"{seed}:{index}:sleep"),
         )
+        if low_charge:
+            model.soc = random.Random(f"{seed}:{index}:charge").uniform(*LOW_CHARGE_PERCENT)
+        return model
 
     @property
     def moving(self) -> bool:
@@ -138,6 +162,33 @@ class CarModel:
     def asleep(self) -> bool:
         """In the scheduled sleep of a parked spell."""
         return self.sleep_left > 0
+
+    def head_to(self, lat: float, lon: float, name: str | None = None, arrive_within: float | None = None) -> None:
+        """Drive to (lat, lon) and park there; it becomes the navigation destination too (its signals go out).
+        `arrive_within`: seconds until the car should be there (None: no deadline, cruise)."""
+        if self.destination != (lat, lon):
+            self._again.update((DESTINATION_LAT, DESTINATION_LON))
+            self.arrived = False
+        self.destination, self.destination_name = (lat, lon), name
+        self.steer, self.arrive_within = True, arrive_within
+        if not self.ignition_on and not self.arrived:
+            self.phase_left = min(self.phase_left, 1.0)  # parked at the last destination: set off soon
+
+    def distance_to_destination(self) -> float | None:
+        """Metres left to the destination (None: none set)."""
+        if self.destination is None:
+            return None
+        return distance_m(self.lat, self.lon, *self.destination)
+
+    def steer_speed(self, remaining_m: float) -> float:
+        """The speed (km/h) the car aims at on its way to the destination."""
+        left = self.arrive_within
+        needed = remaining_m / left * 3.6 if left is not None and left > 0 else None
+        if self.dawdle:
+            return min(self.cruise_kmh, needed * 0.5) if needed is not None else self.cruise_kmh * 0.5
+        if needed is None:
+            return self.cruise_kmh
+        return min(MAX_KMH, max(self.cruise_kmh, needed * 1.2))
 
     def wake(self) -> None:
         """End the current scheduled sleep now (the car was woken up)."""
@@ -182,6 +233,9 @@ class CarModel:
         elif name == "charging.limit":
             self.charge_limit = int(params["limit"])
             self._again.add(CHARGE_LIMIT)
+        elif name == "destination.send" and self.steer:  # a car driving to destinations drives there
+            self.head_to(float(params["latitude"]), float(params["longitude"]), params.get("name"))
+            self._again.update((DESTINATION_LAT, DESTINATION_LON))
         elif name == "destination.send":
             self.destination = (float(params["latitude"]), float(params["longitude"]))
             self.destination_name = params.get("name")
@@ -218,6 +272,11 @@ class CarModel:
     def step(self, seconds: float, trip_seconds: float = 25.0, parked_seconds: float = 5.0) -> dict[str, Any]:
         """Advance `seconds` and return this sample's signals (the ignition state only when it changes)."""
         signals: dict[str, Any] = {}
+        if self.arrive_within is not None:
+            self.arrive_within -= seconds
+        en_route = self.steer and self.destination is not None and not self.arrived
+        if en_route and self.ignition_on:
+            self.phase_left = max(self.phase_left, seconds + 1.0)  # the trip lasts until the car is there
         self.phase_left -= seconds
         if self.phase_left <= 0:
             self.ignition_on = not self.ignition_on
@@ -233,19 +292,34 @@ class CarModel:
             signals[LOW_VOLTAGE_STATE] = "ON" if self.ignition_on else "OFF"
         if not self.ignition_on:
             self._parked(seconds)
-        if self.ignition_on:
+        if self.ignition_on and en_route and self.destination is not None:
+            remaining = distance_m(self.lat, self.lon, *self.destination)
+            self.target = self.steer_speed(remaining)
+            self.speed += max(-8.0, min(6.0, (self.target - self.speed) * 0.3)) * seconds
+            self.speed = max(1.0, self.speed)
+            self.heading = bearing(self.lat, self.lon, *self.destination)
+            metres = self.speed / 3.6 * seconds
+            if metres >= remaining:  # there: park at the destination until the next one
+                metres = remaining
+                self.lat, self.lon = self.destination
+                self.odometer += metres
+                self._drain(metres, seconds)
+                self.arrived, self.arrivals = True, self.arrivals + 1
+                self.ignition_on, self.speed, self.phase_left = False, 0.0, math.inf
+                self._park()
+                signals[LOW_VOLTAGE_STATE] = "OFF"
+            else:
+                self._move(metres)
+                self._drain(metres, seconds)
+        elif self.ignition_on:
             if self.rng.random() < 0.1:
                 self.target = self.rng.choice((30.0, 50.0, 50.0, 80.0, 120.0))
             self.speed += max(-8.0, min(6.0, (self.target - self.speed) * 0.3)) * seconds
             self.speed = max(0.0, self.speed + self.rng.uniform(-1, 1))
             self.heading = (self.heading + self.rng.uniform(-8, 8) * seconds) % 360
             metres = self.speed / 3.6 * seconds
-            self.odometer += metres
-            self.lat += metres * math.cos(math.radians(self.heading)) / _M_PER_DEG_LAT
-            self.lon += (
-                metres * math.sin(math.radians(self.heading)) / (_M_PER_DEG_LAT * math.cos(math.radians(self.lat)))
-            )
-            self.soc = max(0.0, self.soc - metres / 1000 * 0.18 - 0.002 * seconds)
+            self._move(metres)
+            self._drain(metres, seconds)
             if self.rng.random() < 0.01 * seconds:
                 self._toggle_dtc()
                 signals[DTC_LIST] = list(self.dtcs)
@@ -263,6 +337,16 @@ class CarModel:
         signals.update(self._command_signals(seconds))
         self._timers(seconds)  # after the sample: a command's effect is in at least one sample
         return signals
+
+    def _move(self, metres: float) -> None:
+        self.odometer += metres
+        self.lat += metres * math.cos(math.radians(self.heading)) / _M_PER_DEG_LAT
+        self.lon += metres * math.sin(math.radians(self.heading)) / (_M_PER_DEG_LAT * math.cos(math.radians(self.lat)))
+
+    def _drain(self, metres: float, seconds: float) -> None:
+        """State of charge falls with distance (consumption over capacity) and a little with time."""
+        per_km = self.consumption_kwh_per_100km / self.capacity_kwh  # percent of the battery per km
+        self.soc = max(0.0, self.soc - metres / 1000 * per_km - 0.002 * seconds)
 
     def _park(self) -> None:
         """A parked spell begins: maybe plug the cable in, maybe schedule a sleep."""
@@ -316,3 +400,18 @@ class CarModel:
             code = self.rng.choice(DTC_CODES)
             if code not in self.dtcs:
                 self.dtcs.append(code)
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres (haversine)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * 6_371_000.0 * math.asin(math.sqrt(min(1.0, a)))
+
+
+def bearing(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Initial heading from the first point to the second, degrees 0-360 (0 north)."""
+    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
+    y = math.sin(dl) * math.cos(p2)
+    x = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
+    return math.degrees(math.atan2(y, x)) % 360

@@ -3,7 +3,8 @@
 Telemetry v1: `{"v":1,"seq":N,"samples":[{"ts":iso,"signals":{VSS path: value}}]}` with application property
 `type=telemetry`, content type application/json, utf-8 (docs/messages.md). Requests v1:
 `{"v":1,"requestId":uuid,"action":"meeting.join","eventId":...}` with `type=request` (driver sign-in:
-`auth.signin`, `auth.status`, `auth.signout`, `profile.select`, built by `request`); the outcome of a queued
+`auth.signin`, `auth.status`, `auth.signout`, `profile.select`, built by `request`; calendar-aware driving:
+`navigate.to_meeting`, `meeting.late`); the outcome of a queued
 command is the request `{"v":1,"requestId":uuid,"action":"command.result","commandId":...,"status":...,
 "reason":...,"at":iso}` (docs/messages.md, Commands).
 """
@@ -63,6 +64,20 @@ def request(request_id: str, action: str, fields: Mapping[str, Any] | None = Non
 
 def meeting_join(request_id: str, event_id: str) -> Message:
     return request(request_id, "meeting.join", {"eventId": event_id})
+
+
+def navigate_to_meeting(request_id: str, event_id: str) -> Message:
+    """Where an agenda event is, ready for the car's navigation (the reply's `destination`)."""
+    return request(request_id, "navigate.to_meeting", {"eventId": event_id})
+
+
+def meeting_late(request_id: str, event_id: str, eta_minutes: int | None = None) -> Message:
+    """Tell the meeting's organiser the driver is running late (`etaMinutes` 1-240 from now; without it the cloud
+    uses its own ETA)."""
+    fields: dict[str, Any] = {"eventId": event_id}
+    if eta_minutes is not None:
+        fields["etaMinutes"] = eta_minutes
+    return request(request_id, "meeting.late", fields)
 
 
 def command_result(
