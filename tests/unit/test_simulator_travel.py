@@ -30,6 +30,7 @@ pytest.importorskip(
 
 from azure.iot.device import Message
 
+from shared.requests.contract import CarRequest, RequestError, decode_request
 from simulator import drive, messages, travel
 from simulator.__main__ import parse_args
 from simulator.car import CarOptions, VirtualCar
@@ -378,8 +379,20 @@ def test_the_documented_travel_errors_are_codes_of_the_schema() -> None:
         ({"action": "meeting.late", "eventId": "E1", "etaMinutes": 12.5}, "etaMinutes not whole"),
     ],
 )
-def test_the_schema_refuses_bad_travel_requests(body: dict[str, Any], why: str) -> None:
-    assert not REQUEST_SCHEMA.is_valid({"v": 1, "requestId": "1d2e3f4a-5b6c-4d7e-8f9a-0b1c2d3e4f5a", **body}), why
+def test_the_schema_and_the_cloud_s_decoder_refuse_bad_travel_requests(body: dict[str, Any], why: str) -> None:
+    request = {"v": 1, "requestId": "1d2e3f4a-5b6c-4d7e-8f9a-0b1c2d3e4f5a", **body}
+    assert not REQUEST_SCHEMA.is_valid(request), why
+    refused = decode_request(orjson.dumps(request))
+    assert isinstance(refused, RequestError), why
+    assert refused.code == "invalid_request", why
+
+
+def test_the_cloud_s_decoder_takes_the_documented_travel_requests() -> None:
+    requests = [m for m in travel_doc_messages() if "requestId" in m and "status" not in m]
+    for request in requests:
+        decoded = decode_request(orjson.dumps(request))
+        assert isinstance(decoded, CarRequest), request
+        assert (decoded.action, decoded.event_id) == (request["action"], request["eventId"])
 
 
 def test_the_schema_refuses_replies_without_what_the_car_needs() -> None:
