@@ -100,6 +100,7 @@ class StackConfig:
     cosmos_key: str = COSMOS_EMULATOR_KEY
     cosmos_database: str = "fleet"
     use_graph_sandbox: bool = True
+    use_maps_sandbox: bool = True  # calendar-aware driving (issue 17): travel to meetings in the agenda
     # The local provider's device sign-in (issue 13): Entra's code lifetime, poll interval and Graph token lifetime
     # by default; tests shorten them (a Graph token under 5 minutes is refreshed at every call, so a revoked
     # account shows at once instead of after an hour).
@@ -196,6 +197,7 @@ class LocalStack:
         self.http_url = ""
         self.graph_url: str | None = None
         self.graph_sandbox: Any = None
+        self.maps_sandbox: Any = None  # devstack.maps_sandbox.MapsSandbox: the local Azure Maps
         self.key_vault: Any = None  # devstack.keyvault.LocalKeyVault: the key sealing drivers' token caches
         self.oidc: LocalOidcProvider | None = None
         self.cosmos_proxy: CosmosProxy | None = None  # None when COSMOS_ENDPOINT names another Cosmos
@@ -293,6 +295,8 @@ class LocalStack:
         env.update(await self._start_signin(oidc))
         if config.use_graph_sandbox and graph_sandbox_available() and not _graph_credentials():
             env["GRAPH_BASE_URL"] = await self._start_graph_sandbox()
+        if config.use_maps_sandbox:
+            env["MAPS_BASE_URL"] = await self._start_maps_sandbox()
         env.update(config.overrides)
         self.environ = env
         # The functions read their settings from the process environment, as in Azure.
@@ -374,6 +378,15 @@ class LocalStack:
             "SIGNIN_AUTHORITY": oidc.common_authority,
             "TOKEN_KEY_ID": self.key_vault.key_id(),
         }
+
+    async def _start_maps_sandbox(self) -> str:
+        """Azure Maps for calendar-aware driving (devstack/maps_sandbox: geocoding, routes with traffic, EV
+        charging along a route), loopback only: the app's Maps client runs its Azure code path against it."""
+        from devstack.maps_sandbox import MapsSandbox, serve
+
+        self.maps_sandbox = MapsSandbox()
+        url: str = await self._exit.enter_async_context(serve(self.maps_sandbox))
+        return url
 
     async def _start_graph_sandbox(self) -> str:
         """Calendars for the drivers of the identity seed the provider signs in: the users who link themselves to

@@ -26,6 +26,7 @@ CONSENTS: Final = "consents"
 GEOFENCE_EVENTS: Final = "geofenceEvents"
 COMMANDS: Final = "commands"
 SIGNINS: Final = "signins"
+TRAVEL: Final = "travel"
 
 
 @cache

@@ -217,6 +217,13 @@ SETTINGS: tuple[Setting, ...] = (
         brand="calendar",
     ),
     Setting("FEATURE_TEAMS", "true", "Joining Teams meetings from the car: true or false.", brand="teams"),
+    Setting(
+        "FEATURE_LATE_MESSAGES",
+        "false",
+        "meeting.late: a 'running late' email to the meeting's organiser from the driver's mailbox (Graph Mail.Send): "
+        "true or false; off unless the brand opts in.",
+        brand="lateMessages",
+    ),
     # --- Device provisioning (shared/provisioning): DPS and the IoT Hubs cars are assigned to ---
     Setting(
         "IOTHUB_STAMPS",

@@ -180,6 +180,7 @@ class AppSettings(BaseSettings):
     moving_speed_kmh: FiniteFloat = env("MOVING_SPEED_KMH")
     feature_calendar: bool = env("FEATURE_CALENDAR")
     feature_teams: bool = env("FEATURE_TEAMS")
+    feature_late_messages: bool = env("FEATURE_LATE_MESSAGES")
     iothub_stamps: str | None = env("IOTHUB_STAMPS")
     dps_id_scope: str | None = env("DPS_ID_SCOPE")
     dps_global_endpoint: str = env("DPS_GLOBAL_ENDPOINT")
@@ -305,6 +306,7 @@ class BrandSettings(BaseModel):
         "moving_speed_kmh": "MOVING_SPEED_KMH",
         "calendar": "FEATURE_CALENDAR",
         "teams": "FEATURE_TEAMS",
+        "late_messages": "FEATURE_LATE_MESSAGES",
         "telemetry_retention_days": "TELEMETRY_RETENTION_DAYS",
         "data_category_bases": "DATA_CATEGORY_BASES",
         "signin_authority": "SIGNIN_AUTHORITY",
@@ -315,6 +317,7 @@ class BrandSettings(BaseModel):
     moving_speed_kmh: FiniteFloat = brand_field("MOVING_SPEED_KMH")
     calendar: bool = brand_field("FEATURE_CALENDAR")
     teams: bool = brand_field("FEATURE_TEAMS")
+    late_messages: bool = brand_field("FEATURE_LATE_MESSAGES")
     telemetry_retention_days: int = brand_field("TELEMETRY_RETENTION_DAYS")
     # Merged over the app's (DATA_CATEGORY_BASES) by `layered`: a brand names only the categories it changes.
     data_category_bases: CategoryBases = brand_field("DATA_CATEGORY_BASES")

@@ -7,6 +7,9 @@ SDK; the triggers call the functions below and nothing else.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from shared.accounts.runtime import account_service_if_enabled
 from shared.brands import BrandConfigs
@@ -15,7 +18,7 @@ from shared.calendar.documents import KIND_DRIVER
 from shared.calendar.jobs import StorageSyncQueue, SyncJob, SyncQueue
 from shared.calendar.notifications import NotificationReport, handle_notifications
 from shared.calendar.subscriptions import subscriptions_due
-from shared.calendar.sync import CalendarSync, SyncReport, utcnow
+from shared.calendar.sync import AgendaEnricher, CalendarSync, SyncReport, utcnow
 from shared.commands.runtime import command_service
 from shared.containers import CALENDARS
 from shared.device_messages import EventHubEventLike, messages_from_events
@@ -26,9 +29,13 @@ from shared.iothub.runtime import gateway
 from shared.meetings.service import MeetingService
 from shared.per_loop import PerLoop
 from shared.requests.processor import RequestProcessor, RequestReport
+from shared.settings import setting
 from shared.stores.blob_deadletters import blob_dead_letters_from_env
 from shared.stores.cosmos import cosmos_store_from_env
 from shared.stores.storage_account import queue_service_client
+
+if TYPE_CHECKING:
+    from shared.travel.car_requests import TravelRequests
 
 settings = PerLoop(CalendarSettings.from_env)
 sync_queue: PerLoop[SyncQueue] = PerLoop(lambda: StorageSyncQueue(queue_service_client(), CALENDAR_SYNC_QUEUE))
@@ -52,6 +59,51 @@ async def _reauth_required(user_id: str) -> None:
         await service.mark_reauth_required(user_id)
 
 
+def _travel() -> AgendaEnricher | None:
+    """Calendar-aware driving (shared/travel): travel to each meeting from where each car is, when Azure Maps is
+    configured (MAPS_BASE_URL or MAPS_CLIENT_ID); without it the agenda is as before."""
+    if not (setting("MAPS_BASE_URL") or setting("MAPS_CLIENT_ID")):
+        return None
+    from shared.containers import TRAVEL
+    from shared.maps.runtime import maps_client
+    from shared.travel.config import TravelSettings
+    from shared.travel.enricher import TravelEnricher
+    from shared.travel.notices import NOTICE_PROPERTIES
+    from shared.travel.stores import DocumentPlaceCache, DocumentTravelStateStore
+
+    store = cosmos_store_from_env.get()
+
+    async def notify(vehicle_id: str, payload: dict[str, Any]) -> None:
+        await gateway.get().send_c2d_if_present(vehicle_id, orjson.dumps(payload), NOTICE_PROPERTIES)
+
+    return TravelEnricher(
+        store,
+        maps_client.get,
+        DocumentTravelStateStore(store, TRAVEL),
+        DocumentPlaceCache(store),
+        TravelSettings.from_env(),
+        notify,
+    )
+
+
+travel: PerLoop[AgendaEnricher | None] = PerLoop(_travel)
+
+
+def _travel_requests() -> TravelRequests | None:
+    """navigate.to_meeting and meeting.late, when Azure Maps is configured."""
+    if not (setting("MAPS_BASE_URL") or setting("MAPS_CLIENT_ID")):
+        return None
+    from shared.containers import TRAVEL
+    from shared.maps.runtime import maps_client
+    from shared.travel.car_requests import TravelRequests
+    from shared.travel.config import TravelSettings
+    from shared.travel.stores import DocumentPlaceCache, DocumentTravelStateStore
+
+    store = cosmos_store_from_env.get()
+    places, states = DocumentPlaceCache(store), DocumentTravelStateStore(store, TRAVEL)
+    return TravelRequests(store, maps_client.get, places, states, graph_access.get(), TravelSettings.from_env())
+
+
 graph_access: PerLoop[GraphAccess] = PerLoop(_graph_access)
 calendar_sync = PerLoop(
     lambda: CalendarSync(
@@ -61,6 +113,7 @@ calendar_sync = PerLoop(
         sync_queue.get(),
         settings.get(),
         on_reauth=_reauth_required,
+        enrich=travel.get(),
     )
 )
 request_processor = PerLoop(
@@ -74,6 +127,7 @@ request_processor = PerLoop(
         brands=BrandConfigs(cosmos_store_from_env.get()),
         commands=command_service.get(),
         accounts=account_service_if_enabled(),
+        travel=_travel_requests(),
     )
 )
 driver_links = PerLoop(lambda: DriverLinks(cosmos_store_from_env.get(), sync_queue.get(), gateway=gateway.get()))

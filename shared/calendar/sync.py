@@ -42,13 +42,14 @@ from shared.graph.access import is_delegated_user
 from shared.graph.base import GraphClient
 from shared.graph.exceptions import GraphError, ReauthRequiredError, SyncStateGoneError, ThrottledError
 from shared.iothub.gateway import IoTHubGateway
-from shared.stores.base import Document, DocumentStore
+from shared.stores.base import Document, DocumentStore, strip_system_properties
 
 log = logging.getLogger(__name__)
 
 MAX_PAGES: Final = 500  # a runaway nextLink chain must end; 500 pages of 50 is far beyond any real week
 
 
+TRAVEL_REASON: Final = "travel"  # a job that only rebuilds the agenda (shared/telemetry/travel_ping.py)
 # (vehicle id, user id, agenda items, now) → the items that car gets (a new list; the input is shared by the cars).
 AgendaEnricher = Callable[[str, str, list[dict[str, Any]], dt.datetime], Awaitable[list[dict[str, Any]]]]
 
@@ -110,6 +111,9 @@ class CalendarSync:
         if driver.document.get("reauthRequired"):  # a driver account whose sign-in stopped working: wait for them
             report.outcome = "reauth_required"
             return report
+        if job.reason == TRAVEL_REASON:  # the car moved or started: the stored calendar, travel again, no Graph
+            await self._agenda_only(job.user_id, driver.document, report)
+            return report
         try:
             report.subscription = await self.subscriptions.maintain(job.user_id, job.subscription)
         except ReauthRequiredError:
@@ -129,6 +133,21 @@ class CalendarSync:
             await self.queue.enqueue(job, delay_seconds=delay)
             report.outcome = "throttled"
         return report
+
+    async def _agenda_only(self, user: str, driver: Document, report: SyncReport) -> None:
+        """The agenda from the stored calendar (travel recomputed as the enricher decides); the sync state gets
+        only the hashes of what each car was sent."""
+        report.outcome = "agenda"
+        stored = await self.store.read(CALENDARS, user, SYNC_STATE_ID)
+        if stored is None:  # never synced: the next sync sends the agenda
+            return
+        state = strip_system_properties(stored.document)
+        await self._push_agenda(user, driver, await self._events(user), state, self.clock(), report)
+        if report.agenda_patched:
+            try:
+                await self.store.replace(CALENDARS, state, stored.etag)
+            except (PreconditionFailedError, ConflictError, NotFoundError):
+                report.outcome = "superseded"  # a sync wrote meanwhile; the next one compares again
 
     async def _reauth(self, report: SyncReport) -> None:
         report.outcome = "reauth_required"
@@ -161,9 +180,23 @@ class CalendarSync:
         # patches again, which is harmless; the other order could lose an agenda update for good.
         if events is None:
             events = await self._events(user)
-        # A company driver's agenda goes to their one car; a driver account's to every car where it is the
-        # active profile (`vehicleIds`). Each car's agenda may differ (travel to each meeting from where that car
-        # is: `enrich`), so each car's hash is kept and a car gets its agenda only when its own changed.
+        await self._push_agenda(user, driver, events, state, now, report)
+        try:
+            if stored is None:
+                await self.store.create(CALENDARS, state)
+            else:
+                await self.store.replace(CALENDARS, state, stored.etag)
+        except (PreconditionFailedError, ConflictError, NotFoundError):
+            log.info("user %s: another job synced at the same time; its state stands", user)
+            report.outcome = "superseded"
+
+    async def _push_agenda(
+        self, user: str, driver: Document, events: list[Document], state: Document, now: dt.datetime, report: SyncReport
+    ) -> None:
+        """A company driver's agenda goes to their one car; a driver account's to every car where it is the
+        active profile (`vehicleIds`). Each car's agenda may differ (travel to each meeting from where that car
+        is: `enrich`), so each car's hash is kept (`state["agendaHashes"]`) and a car gets its agenda only when its
+        own changed."""
         targets = sorted(driver.get("vehicleIds") or ([driver["vehicleId"]] if driver.get("vehicleId") else []))
         items = agenda_events(events, now, self.settings.agenda_horizon)
         sent: dict[str, str] = dict(state.get("agendaHashes") or {})
@@ -176,14 +209,6 @@ class CalendarSync:
                 sent[vehicle_id] = agenda_hash
                 report.agenda_patched = True
         state["agendaHashes"] = {v: h for v, h in sent.items() if v in targets}
-        try:
-            if stored is None:
-                await self.store.create(CALENDARS, state)
-            else:
-                await self.store.replace(CALENDARS, state, stored.etag)
-        except (PreconditionFailedError, ConflictError, NotFoundError):
-            log.info("user %s: another job synced at the same time; its state stands", user)
-            report.outcome = "superseded"
 
     def _drifted(self, state: Document, now: dt.datetime) -> bool:
         window = state.get("window") or {}

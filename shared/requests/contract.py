@@ -32,6 +32,8 @@ Action = Literal[
     "auth.status",
     "auth.signout",
     "profile.select",
+    "navigate.to_meeting",
+    "meeting.late",
 ]
 ACTIONS: Final[tuple[Action, ...]] = (
     "calendar.refresh",
@@ -44,7 +46,12 @@ ACTIONS: Final[tuple[Action, ...]] = (
     "auth.status",
     "auth.signout",
     "profile.select",
+    "navigate.to_meeting",
+    "meeting.late",
 )
+# Calendar-aware driving (shared/travel): where the meeting is, and telling its organiser the driver is late.
+TRAVEL_ACTIONS: Final = frozenset({"navigate.to_meeting", "meeting.late"})
+MAX_ETA_MINUTES: Final = 240
 # The driver's own Microsoft account at the car (shared/accounts): sign-in, its status, sign-out, which profile
 # drives. They come before any driver exists, so neither a linked driver nor calendar consent is asked for.
 ACCOUNT_ACTIONS: Final = frozenset({"auth.signin", "auth.status", "auth.signout", "profile.select"})
@@ -73,6 +80,9 @@ GRAPH_ERROR: Final = "graph_error"
 FLOW_NOT_FOUND: Final = "flow_not_found"
 TEAMS_UNAVAILABLE: Final = "teams_unavailable"
 REAUTH_REQUIRED: Final = "reauth_required"
+NO_LOCATION: Final = "no_location"
+NOT_FOUND: Final = "not_found"
+NO_ORGANIZER: Final = "no_organizer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +100,7 @@ class CarRequest:
     profile: str | None = None  # auth.signin, auth.signout, profile.select: the car's driver-profile slot
     time_zone: str | None = None  # auth.signin: the driver's IANA time zone, for the agenda
     flow_id: str | None = None  # auth.status: which sign-in
+    eta_minutes: int | None = None  # meeting.late: minutes until the car expects to arrive
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +179,17 @@ def decode_request(raw: bytes) -> CarRequest | RequestError:
     event_id, subject = body.get("eventId"), body.get("subject")
     if subject is not None and (not isinstance(subject, str) or len(subject) > MAX_SUBJECT):
         return RequestError(request_id, INVALID_REQUEST, f"subject must be a string of at most {MAX_SUBJECT}")
-    if action == "meeting.join":
+    if action == "meeting.join" or action in TRAVEL_ACTIONS:
         if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID:
-            return RequestError(request_id, INVALID_REQUEST, "meeting.join needs eventId (a non-empty string)")
-        return CarRequest(request_id, action, event_id=event_id)
+            return RequestError(request_id, INVALID_REQUEST, f"{action} needs eventId (a non-empty string)")
+        eta = body.get("etaMinutes")
+        if (
+            action == "meeting.late"
+            and eta is not None
+            and (not isinstance(eta, int) or isinstance(eta, bool) or not 0 < eta <= MAX_ETA_MINUTES)
+        ):
+            return RequestError(request_id, INVALID_REQUEST, f"etaMinutes must be a whole number 1-{MAX_ETA_MINUTES}")
+        return CarRequest(request_id, action, event_id=event_id, eta_minutes=eta)
     if action == "meeting.now":
         return CarRequest(request_id, action, subject=subject or None)
     if action == "consent.get":

@@ -54,6 +54,7 @@ from shared.requests.contract import CarRequest, Reply, RequestError, decode_req
 from shared.stores.base import DeadLetterSink, Document, DocumentStore, strip_system_properties
 from shared.telemetry.documents import as_vehicle
 from shared.telemetry.motion import is_moving
+from shared.travel.car_requests import TravelRequests
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,9 @@ class RequestProcessor:
         brands: BrandConfigs | None = None,
         commands: CommandService | None = None,
         accounts: AccountService | None = None,
+        travel: TravelRequests | None = None,
     ) -> None:
+        self.travel = travel  # calendar-aware driving (shared/travel); None: Azure Maps not configured
         self.brands = brands
         self.commands = commands
         self.accounts = accounts
@@ -203,6 +206,11 @@ class RequestProcessor:
                 return Reply.error(request.request_id, request.action, C.FEATURE_DISABLED, message), True
         if not calendar_consent:  # every action reads or writes the driver's Microsoft 365 data: calendar consent
             return self._no_consent(request), True
+        if request.action in C.TRAVEL_ACTIONS:
+            if request.action == "meeting.late" and not await self._late_messages(vehicle):
+                message = "telling the organiser is switched off for the car's brand"
+                return Reply.error(request.request_id, request.action, C.FEATURE_DISABLED, message), True
+            return await self._travel(vehicle_id, vehicle, user_id, request)
         try:
             if request.action == "calendar.refresh":
                 await self.queue.enqueue(SyncJob(user_id, "request", vehicle_id=None))
@@ -323,6 +331,40 @@ class RequestProcessor:
             return Reply.error(rid, action, C.INVALID_REQUEST, exc.detail[:200]), True
         except UnknownResourceError as exc:
             return Reply.error(rid, action, C.INVALID_REQUEST, str(exc)[:200]), True
+
+    async def _late_messages(self, vehicle: Mapping[str, object] | None) -> bool:
+        """meeting.late is opt-in per brand (FEATURE_LATE_MESSAGES, a brand's `lateMessages`)."""
+        if self.brands is None:
+            from shared.settings import brand_settings
+
+            return brand_settings(None).late_messages
+        brand = vehicle.get("brandId") if vehicle is not None else None
+        return (await self.brands.get(brand if isinstance(brand, str) else None)).late_messages
+
+    async def _travel(
+        self, vehicle_id: str, vehicle: Mapping[str, object] | None, user_id: str, request: CarRequest
+    ) -> tuple[Reply, bool]:
+        """navigate.to_meeting and meeting.late (shared/travel/car_requests.py). Navigation sends the meeting's
+        place to the car, so it needs the car's location consent like the agenda's travel figures do."""
+        action, rid = request.action, request.request_id
+        if self.travel is None:
+            return Reply.error(rid, action, C.FEATURE_DISABLED, "calendar-aware driving is not set up here"), True
+        assert request.event_id is not None
+        if action == "navigate.to_meeting":
+            from shared.travel.enricher import location_consented
+
+            if vehicle is None or not await location_consented(self.store, dict(vehicle)):
+                return Reply.error(rid, action, C.NO_CONSENT, "the driver has not consented to location use"), True
+            answer = await self.travel.navigate(vehicle_id, user_id, request.event_id)
+        else:
+            driver = vehicle.get("driver") if vehicle is not None else None
+            zone = driver.get("timeZone") if isinstance(driver, Mapping) else None
+            answer = await self.travel.late(
+                vehicle_id, user_id, request.event_id, request.eta_minutes, zone if isinstance(zone, str) else None
+            )
+        if answer.error is not None:
+            return Reply.error(rid, action, answer.error, answer.message), answer.keep
+        return Reply.ok(request, **(answer.data or {})), True
 
     async def _command_result(self, vehicle_id: str, request: CarRequest) -> tuple[Reply, bool]:
         """The car's report on a queued command (shared/commands/service.py `report`); stored like any request,

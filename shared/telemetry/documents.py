@@ -323,6 +323,7 @@ class VehicleDocument(TypedDict):
     driver: NotRequired[DriverRef]  # driver link; removed on unlink
     consent: NotRequired[Consent]  # driver link and the consent API; removed on unlink
     provisioning: NotRequired[Provisioning]  # pre-registration for DPS; absent for cars registered directly
+    travelPing: NotRequired[dict[str, Any]]  # ingestion: where the car was when travel was last due (travel_ping.py)
 
 
 class Tombstone(TypedDict):

@@ -21,12 +21,13 @@ Failures are contained by their class (`shared/faults.py`, docs/architecture.md 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 
@@ -130,6 +131,32 @@ class BatchReport:
         }
 
 
+class TravelTrigger:
+    """Asks for the driver's agenda job when the car's travel is due (shared/telemetry/travel_ping.py). Its ping
+    rides on the document ingestion writes; the job is best effort: a queue that fails is logged, never fails the
+    batch (the calendar timer recomputes travel anyway)."""
+
+    def __init__(
+        self,
+        enqueue: Callable[[str], Awaitable[None]],
+        recompute_km: float = 2.0,
+        every: dt.timedelta = dt.timedelta(minutes=5),
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.enqueue, self.recompute_km, self.every, self.clock = enqueue, recompute_km, every, clock
+
+    def due(self, document: VehicleDocument) -> str | None:
+        from shared.telemetry.travel_ping import travel_due
+
+        return travel_due(cast(dict[str, Any], document), self.clock(), self.recompute_km, self.every)
+
+    async def request(self, user_id: str) -> None:
+        try:
+            await self.enqueue(user_id)
+        except Exception as exc:  # best effort (docstring)
+            log.warning("travel job not queued: %s", type(exc).__name__)
+
+
 class TelemetryIngestor:
     """Ingests batches; one instance per process keeps its vehicle cache between batches."""
 
@@ -144,7 +171,9 @@ class TelemetryIngestor:
         concurrency: int = 32,
         brands: BrandConfigs | None = None,
         geofences: GeofenceSource | None = None,
+        travel: TravelTrigger | None = None,
     ) -> None:
+        self.travel = travel  # calendar-aware driving: the driver's agenda job when the car started or moved
         self.store = store
         self.geofences = geofences
         self.brands = brands
@@ -324,6 +353,7 @@ class TelemetryIngestor:
                 return update
             # From here the document is folded: if the write fails it is not put back (a re-read gets it right).
             document = update.document
+            travel_user = self.travel.due(document) if self.travel is not None else None
             try:
                 if etag is None:
                     etag = await self.store.create(VEHICLES, to_store(document))
@@ -343,6 +373,8 @@ class TelemetryIngestor:
                 # Written: the cached document need not keep it (the next fold replaces it before any write).
                 document["ingest"]["outbox"] = []
             self.cache.put(vehicle_id, document, etag, outbox_written=True)
+            if travel_user is not None and self.travel is not None:
+                await self.travel.request(travel_user)
             return update
         raise StoreError(f"vehicle {vehicle_id}: document kept changing; gave up after {MAX_CONFLICT_RETRIES} tries")
 

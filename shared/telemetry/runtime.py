@@ -8,11 +8,30 @@ from shared.brands import BrandConfigs
 from shared.device_messages import EventHubEventLike, messages_from_events
 from shared.geofences.store import CachedGeofenceSource
 from shared.per_loop import PerLoop
-from shared.settings import IngestionSettings
+from shared.settings import IngestionSettings, setting
 from shared.stores.blob_deadletters import blob_dead_letters_from_env
 from shared.stores.cosmos import cosmos_store_from_env
-from shared.telemetry.ingest import BatchReport, TelemetryIngestor
+from shared.telemetry.ingest import BatchReport, TelemetryIngestor, TravelTrigger
 from shared.telemetry.tuning import tune_for_ingestion
+
+
+def _travel_trigger() -> TravelTrigger | None:
+    """With Azure Maps configured (calendar-aware driving), a car that started or moved asks for its driver's
+    agenda job (reason "travel": no Graph call; the planner decides on Maps calls within its budget)."""
+    if not (setting("MAPS_BASE_URL") or setting("MAPS_CLIENT_ID")):
+        return None
+    from shared.calendar.config import CALENDAR_SYNC_QUEUE
+    from shared.calendar.jobs import StorageSyncQueue, SyncJob
+    from shared.calendar.sync import TRAVEL_REASON
+    from shared.stores.storage_account import queue_service_client
+    from shared.travel.config import TravelSettings
+
+    queue = StorageSyncQueue(queue_service_client(), CALENDAR_SYNC_QUEUE)
+
+    async def enqueue(user_id: str) -> None:
+        await queue.enqueue(SyncJob(user_id, TRAVEL_REASON))
+
+    return TravelTrigger(enqueue, TravelSettings.from_env().recompute_km)
 
 
 def _create_ingestor() -> TelemetryIngestor:
@@ -23,6 +42,7 @@ def _create_ingestor() -> TelemetryIngestor:
         IngestionSettings.from_env(),
         brands=BrandConfigs(store),
         geofences=CachedGeofenceSource(store),
+        travel=_travel_trigger(),
     )
     tune_for_ingestion()  # once per process, now that the clients and the catalogue are loaded
     return created

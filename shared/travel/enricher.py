@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from shared.device_messages import safe_id
-from shared.maps.base import MapsClient
+from shared.maps.base import MapsClient, calls_for_car
 from shared.stores.base import DocumentStore
 from shared.travel.agenda_travel import add_travel
 from shared.travel.config import TravelSettings
@@ -58,16 +58,17 @@ class TravelEnricher:
         zone = driver.get("timeZone") if isinstance(driver, Mapping) else None
         consent = await location_consented(self.store, vehicle) if stored is not None else False
         car = CarSnapshot.from_vehicle(vehicle, consent, self.model_of(vehicle))
-        plan = await plan_travel(
-            items,
-            car,
-            await self.states.load(vehicle_id),
-            now,
-            user_id=user_id,
-            maps=self.maps(),
-            places=self.places,
-            settings=self.settings,
-        )
+        with calls_for_car(vehicle_id):  # the local sandbox counts Maps transactions per car (never sent to Azure)
+            plan = await plan_travel(
+                items,
+                car,
+                await self.states.load(vehicle_id),
+                now,
+                user_id=user_id,
+                maps=self.maps(),
+                places=self.places,
+                settings=self.settings,
+            )
         self.last_plan = plan
         enriched = add_travel(items, plan.travel, zone if isinstance(zone, str) else None)
         # Saved before notifying: a failed send must not lose the calls already counted against the budget.

@@ -20,6 +20,7 @@ from shared.travel.budget import parse_utc
 BUCKET_MINUTES: Final = 5
 LEAVE_SOON: Final = dt.timedelta(minutes=5)
 NOTICE_TYPE: Final = "travel.late"
+NOTICE_PROPERTIES: Final = {"type": "notice"}  # the C2D message's properties (docs/messages.md)
 
 
 @dataclass(frozen=True, slots=True)
