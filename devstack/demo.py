@@ -26,7 +26,7 @@ import orjson
 
 from devstack.demo_commands import SIMULATOR_FAULTS, DemoCommands
 from devstack.demo_fleet import DemoFleet, operator_view, prepare_fleet
-from devstack.report import HubPlacement, LatencyProbe, Report, build_report
+from devstack.report import HubPlacement, LatencyProbe, MapsView, Report, build_report
 from devstack.stack import LocalStack, StackConfig
 from shared.stores.cosmos import CosmosDocumentStore
 
@@ -134,11 +134,26 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
             report.operator = await operator_view(http, stack, demo)
             if stack.dps is not None:
                 report.hubs = hubs_of(stack, demo)
+            report.maps = maps_view(stack, time.monotonic() - started)
         finally:
             await probe.stop()
             await store.close()
     _say(out, report.to_text(time.monotonic() - started))
     return report
+
+
+def maps_view(stack: LocalStack, seconds: float) -> MapsView | None:
+    """The Maps transactions each car caused (the sandbox counts them per car), with the route budget."""
+    if stack.maps_sandbox is None:
+        return None
+    from shared.travel.config import TravelSettings
+
+    per_car: dict[str, Counter[str]] = {}
+    for request in stack.maps_sandbox.requests:
+        if request.caller:
+            per_car.setdefault(request.caller, Counter())[request.op] += 1
+    budget = TravelSettings.from_env(stack.environ).routes_per_car_per_hour
+    return MapsView(seconds, budget, per_car)
 
 
 def hubs_of(stack: LocalStack, demo: DemoFleet) -> dict[str, HubPlacement]:

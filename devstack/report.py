@@ -388,6 +388,31 @@ def _seconds(value: float | None) -> str:
 
 
 @dataclass
+class MapsView:
+    """Azure Maps transactions per car in the run (the local Maps sandbox counts them per car), against the
+    per-car hourly route budget (TRAVEL_ROUTES_PER_CAR_PER_HOUR): a run shorter than an hour lies in one hour."""
+
+    seconds: float
+    budget: int
+    per_car: dict[str, Counter[str]]  # car → {"route": n, "geocode": n, "alongRoute": n}
+
+    def failures(self) -> list[str]:
+        over = sorted(car for car, calls in self.per_car.items() if calls["route"] + calls["alongRoute"] > self.budget)
+        return [f"cars over the Maps route budget ({self.budget} per hour): {over}"] if over else []
+
+    def to_lines(self) -> list[str]:
+        if not self.per_car:
+            return ["Azure Maps (travel)      no calls (no car with a driver had a meeting with a place)"]
+        routes = [c["route"] + c["alongRoute"] for c in self.per_car.values()]
+        geocodes = sum(c["geocode"] for c in self.per_car.values())
+        return [
+            f"Azure Maps (travel)      {sum(routes)} route and charging calls for {len(self.per_car)} cars in "
+            f"{self.seconds:.0f} s (at most {max(routes)} per car; budget {self.budget} per car per hour), "
+            f"{geocodes} geocodes",
+        ]
+
+
+@dataclass
 class Report:
     vehicles: int = 0
     sent_messages: int = 0
@@ -416,6 +441,7 @@ class Report:
     operator: OperatorView | None = None  # None: the run had no operator view (a report built from the store only)
     commands: CommandsView | None = None  # None: the run sent no commands (a report built from the store only)
     hubs: dict[str, HubPlacement] = field(default_factory=dict)  # car → where DPS put it (empty: no DPS in the run)
+    maps: MapsView | None = None  # None: no Maps sandbox in the run
 
     @property
     def telemetry_dead_letters(self) -> int:
@@ -446,6 +472,8 @@ class Report:
             out += self.operator.failures()
         if self.commands is not None:
             out += self.commands.failures()
+        if self.maps is not None:
+            out += self.maps.failures()
         return out
 
     def to_text(self, elapsed: float | None = None) -> str:
@@ -482,6 +510,8 @@ class Report:
                 lines.append(f"  {car:<22} {placed.attestation:<12} region {placed.region:<3} → {where}")
         if self.commands is not None:
             lines += self.commands.to_lines()
+        if self.maps is not None:
+            lines += self.maps.to_lines()
         if self.operator is not None:
             lines += self.operator.to_lines()
         if elapsed is not None:

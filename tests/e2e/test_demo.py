@@ -192,3 +192,14 @@ async def test_the_platform_logs_no_personal_data(demo_report: Report, platform_
         (kind, line[:300]) for line in platform_logs.lines for kind, found in PERSONAL.items() if found.search(line)
     ]
     assert leaks == []
+
+
+async def test_maps_calls_per_car_are_in_the_report_within_the_budget(demo_report: Report) -> None:
+    maps = demo_report.maps
+    assert maps is not None
+    assert maps.per_car, "the cars with a driver routed to their meetings"
+    assert set(maps.per_car) <= set(demo_report.calendar_vehicles)  # only cars with a driver cost Maps calls
+    for calls in maps.per_car.values():
+        assert calls["route"] + calls["alongRoute"] <= maps.budget
+    assert "Azure Maps (travel)" in demo_report.to_text()
+    assert maps.failures() == []
