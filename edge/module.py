@@ -1,0 +1,273 @@
+"""The module: source → collector (policy) → outbox → IoT Hub, and the twin's policy and agenda back.
+
+`Transport` is the only thing that talks to IoT Hub. `IoTHubTransport` is the real one on
+`azure.iot.device.aio.IoTHubModuleClient` (`create_from_edge_environment()` in a car, a module connection string
+locally); tests use any object with the same methods. `send` returning is the acknowledgement the outbox waits
+for: the SDK's `send_message` returns once the hub (edgeHub in a car, IoT Hub directly) accepted the message.
+
+Each flush (every `intervalSeconds` of the policy):
+1. when the link was down, a reported-property patch probes it first; nothing is framed while it is down;
+2. messages framed earlier and not acknowledged are sent again as they are (same seq, same body): at most the
+   one or two in flight when the link dropped, and queued requests; sent first so seqs arrive in order;
+3. live first: the newest batch of samples that arrived since the last flush goes out as one message, before
+   any of the backlog;
+4. gaps (queued requests went with 3);
+5. the backlog (samples left from an outage) drains oldest first at `backlog_per_second` messages per second.
+While sending fails nothing new is framed, so the samples of an outage stay evictable by priority and the first
+flush after reconnecting sends what is current, not what was current when the link dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from edge import contract, policy
+from edge.outbox import Outbox, Outgoing
+from edge.sources import Reading, Source
+
+log = logging.getLogger("edge")
+
+DesiredHandler = Callable[[dict[str, Any]], None]
+MessageHandler = Callable[[bytes, dict[str, str]], None]
+
+
+class Transport(Protocol):
+    async def connect(self) -> None: ...
+
+    async def send(self, kind: str, body: bytes) -> None:
+        """Return only when the hub accepted the message; raise when it did not."""
+
+    async def report(self, patch: dict[str, Any]) -> None: ...
+
+    async def desired(self) -> dict[str, Any]: ...
+
+    def on_desired(self, handler: DesiredHandler) -> None: ...
+
+    def on_message(self, handler: MessageHandler) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class IoTHubTransport:
+    """The real SDK: one `IoTHubModuleClient`."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @classmethod
+    def from_environment(cls, connection_string: str | None) -> IoTHubTransport:
+        from azure.iot.device.aio import IoTHubModuleClient
+
+        if connection_string:
+            return cls(IoTHubModuleClient.create_from_connection_string(connection_string))
+        return cls(IoTHubModuleClient.create_from_edge_environment())
+
+    async def connect(self) -> None:
+        await self.client.connect()
+
+    async def send(self, kind: str, body: bytes) -> None:
+        from azure.iot.device import Message
+
+        message = Message(body, content_encoding=contract.CONTENT_ENCODING)  # type: ignore[no-untyped-call]
+        message.content_type = contract.CONTENT_TYPE
+        message.custom_properties.update(contract.properties(kind))
+        await self.client.send_message(message)
+
+    async def report(self, patch: dict[str, Any]) -> None:
+        await self.client.patch_twin_reported_properties(patch)
+
+    async def desired(self) -> dict[str, Any]:
+        twin: dict[str, Any] = await self.client.get_twin()
+        return dict(twin.get("desired", {}))
+
+    def on_desired(self, handler: DesiredHandler) -> None:
+        self.client.on_twin_desired_properties_patch_received = handler
+
+    def on_message(self, handler: MessageHandler) -> None:
+        def received(message: Any) -> None:
+            data = message.data if isinstance(message.data, bytes) else str(message.data).encode()
+            handler(data, {str(k): str(v) for k, v in (message.custom_properties or {}).items()})
+
+        self.client.on_message_received = received
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.shutdown()
+
+
+@dataclass
+class EdgeModule:
+    outbox: Outbox
+    source: Source
+    transport: Transport
+    backlog_per_second: float = 5.0
+    max_samples: int = 200
+    clock: Callable[[], float] = time.monotonic
+    collector: policy.Collector = field(default_factory=policy.Collector)
+    online: bool = False
+    replies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    _mark: int = 0
+    _tokens: float = 0.0
+    _last_flush: float | None = None
+    _reported: dict[str, Any] = field(default_factory=dict)
+    _report_due: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._mark = self.outbox.newest_id()  # after a restart, what is stored is backlog
+        saved = self.outbox.get("policy")
+        if saved is not None:
+            with contextlib.suppress(policy.PolicyError):
+                self.collector.apply(policy.parse(saved))
+        self.transport.on_desired(self.on_desired)
+        self.transport.on_message(self.on_message)
+
+    # -- cloud to car ----------------------------------------------------------------------------------------------
+
+    @property
+    def agenda(self) -> Any:
+        """The last agenda the twin carried, kept across restarts and outages (a tunnel)."""
+        return self.outbox.get("agenda")
+
+    def on_desired(self, patch: dict[str, Any]) -> None:
+        """A twin patch (or the whole desired document): policy and agenda take effect at once."""
+        if "agenda" in patch:
+            self.outbox.put("agenda", patch["agenda"])
+        if "collection" in patch and patch["collection"] is not None:
+            try:
+                new = policy.parse(patch["collection"])
+            except policy.PolicyError as exc:
+                bad = patch["collection"].get("version") if isinstance(patch["collection"], dict) else None
+                self._report_due["collection"] = {
+                    "version": self.collector.policy.version, "status": "rejected",
+                    "rejectedVersion": str(bad)[:64] if bad is not None else None, "error": str(exc)[:256],
+                }  # fmt: skip
+                log.warning("collection policy refused, keeping %s: %s", self.collector.policy.version, exc)
+            else:
+                self.collector.apply(new)
+                self.outbox.put("policy", patch["collection"])
+                self._report_due["collection"] = {
+                    "version": new.version,
+                    "status": "applied",
+                    "rejectedVersion": None,
+                    "error": None,
+                }
+
+    def on_message(self, body: bytes, properties: dict[str, str]) -> None:
+        """Replies to the car's requests (type=response), kept by requestId; the first copy wins."""
+        try:
+            message = contract.loads(body)
+        except ValueError:
+            return
+        if isinstance(message, dict) and isinstance(message.get("requestId"), str):
+            self.replies.setdefault(message["requestId"], []).append(message)
+
+    # -- car to cloud ----------------------------------------------------------------------------------------------
+
+    def request(self, action: str, **fields: Any) -> str:
+        """Queue a car request (e.g. meeting.join) durably; it is sent once the module is online."""
+        request_id = str(fields.pop("requestId", None) or uuid.uuid4())
+        self.outbox.queue_request({"v": 1, "requestId": request_id, "action": action, **fields})
+        return request_id
+
+    def collect(self, reading: Reading) -> int:
+        """Thin a reading by the policy and store what is kept; returns how many samples were stored."""
+        out = self.collector.offer(reading.ts, reading.signals)
+        if out:
+            self.outbox.append_many([(contract.utc_stamp(ts), sig, prio) for ts, sig, prio in out])
+        return len(out)
+
+    async def flush(self) -> int:
+        """One send round (see the module docstring); returns messages acknowledged. Never raises on the link."""
+        now = self.clock()
+        if self._last_flush is not None and self.online:  # no credit saved up while offline
+            elapsed = now - self._last_flush
+            self._tokens = min(self.backlog_per_second * 10, self._tokens + elapsed * self.backlog_per_second)
+        self._last_flush = now
+        sent = 0
+        try:
+            if not self.online:  # probe the link before framing, so what goes first after an outage is current
+                await self.transport.report({"link": {"reconnectedAt": contract.utc_stamp(time.time())}})
+                self.online, self._tokens = True, 0.0
+            for msg in self.outbox.pending():  # at most one or two framed before the link dropped, and requests
+                sent += await self._send(msg)
+            newest = self.outbox.newest_id()
+            live = self.outbox.frame(newest=True, above_id=self._mark, max_samples=self.max_samples)
+            self._mark = newest
+            if live is not None:
+                sent += await self._send(live)
+            for gap in self.outbox.frame_gaps():
+                sent += await self._send(gap)
+            while self._tokens >= 1:
+                backlog = self.outbox.frame(newest=False, max_samples=self.max_samples)
+                if backlog is None:
+                    break
+                self._tokens -= 1
+                sent += await self._send(backlog)
+            await self._report()
+        except Exception as exc:  # any failure of the link: stay offline, retry next flush
+            if self.online:
+                log.warning("offline: %s", type(exc).__name__)
+            self.online = False
+        return sent
+
+    async def _send(self, msg: Outgoing) -> int:
+        await self.transport.send(msg.kind, msg.body)
+        self.online = True
+        self.outbox.ack(msg.kind, msg.key)
+        return 1
+
+    async def _report(self) -> None:
+        state = {
+            "outbox": {"epoch": self.outbox.epoch, "storedBytes": self.outbox.stored_bytes(),
+                       "gaps": len(self.outbox.gaps())},
+            "sources": {"rejected": dict(self.source.rejected)},
+            **self._report_due,
+        }  # fmt: skip
+        patch = {k: v for k, v in state.items() if self._reported.get(k) != v}
+        if patch:
+            await self.transport.report(patch)
+            self._reported.update(patch)
+            self._report_due.clear()
+
+    async def sync_twin(self) -> None:
+        """After (re)connecting: the whole desired document, for what changed while offline."""
+        self.on_desired(await self.transport.desired())
+
+    # -- main loop -------------------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Collect and send until `stop` is set; then one last flush and close (graceful stop)."""
+        collector = asyncio.create_task(self._collect_until(stop))
+        try:
+            with contextlib.suppress(Exception):
+                await self.transport.connect()
+                await self.sync_twin()
+            while not stop.is_set():
+                was_online = self.online
+                await self.flush()
+                if self.online and not was_online:
+                    with contextlib.suppress(Exception):
+                        await self.sync_twin()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.collector.policy.interval)
+        finally:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+            await self.flush()
+            await self.transport.close()
+            self.outbox.close()
+
+    async def _collect_until(self, stop: asyncio.Event) -> None:
+        async for reading in self.source.readings():
+            if stop.is_set():
+                return
+            self.collect(reading)
+            await self.source.ack(reading)  # after the outbox committed: the source may now forget it
