@@ -7,6 +7,10 @@ sends on a connection is for that device alone. Twin requests and method answers
 per-connection server can answer them; a shared broker would fan every twin response, desired patch and
 method request out to every car.
 
+A module identity connects the same way with client id `{device}/{module}` and its own SAS token (registry.py); its
+session, twin and methods are keyed by that client id, and it may publish only to its own
+`devices/{device}/modules/{module}/messages/events/` (topics.py).
+
 The endpoint is the one owner of the connections (`Sessions`). Traffic flows one way each (events.py): device
 events go in through the hub's `device_event` (a message, a twin request, a method answer, a new subscription,
 a device gone), and the hub reaches devices only through this endpoint's `DeviceLinks` methods (`deliver`,

@@ -17,6 +17,13 @@ to the backend, which only sees the refusal).
 
 Direct methods (methods.py) follow IoT Hub's rules too: online only while connected and subscribed to methods,
 404103 / 504101 as DeviceNotOnlineError / DeviceTimeoutError.
+
+Module identities (registry.py; what an IoT Edge module in the car connects as): connections, twins and pending
+methods are keyed by identity (`{device}/{module}` for a module), so twin requests, desired patches and direct
+methods work on a module's own connection exactly as on a device's. A module's messages are routed like the
+device's, stamped `connection-device-id` (the car) and `connection-module-id`, so the backend's ingestion sees the
+car. Cloud-to-device messages have no module form: IoT Hub delivers none to modules (topics.py), and neither does
+this hub; the cloud reaches a module through its twin and direct methods.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import logging
 import ssl
 import uuid
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +53,7 @@ from devstack.iothub.events import (
     TwinRequested,
 )
 from devstack.iothub.methods import DirectMethods
-from devstack.iothub.registry import DeviceRegistry
+from devstack.iothub.registry import DeviceRegistry, identity_key, split_identity
 from devstack.iothub.routing import Routes
 from devstack.iothub.topics import (
     Properties,
@@ -76,15 +83,21 @@ class PendingMessage:
         return self.expiry is not None and self.expiry <= now
 
 
-def iothub_system_properties(device_id: str, enqueued: dt.datetime, properties: Properties) -> dict[str, str]:
-    """The `iothub-*` system properties IoT Hub stamps on a routed message, prefix removed as the host does."""
+def iothub_system_properties(
+    device_id: str, enqueued: dt.datetime, properties: Properties, module_id: str | None = None
+) -> dict[str, str]:
+    """The `iothub-*` system properties IoT Hub stamps on a routed message, prefix removed as the host does; a
+    module's message also carries `connection-module-id` (and the auth scope "module")."""
+    scope = "device" if module_id is None else "module"
     stamped = {
         "connection-device-id": device_id,
-        "connection-auth-method": '{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}',
+        "connection-auth-method": f'{{"scope":"{scope}","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}}',
         "connection-auth-generation-id": "local",
         "enqueuedtime": enqueued.isoformat().replace("+00:00", "Z"),
         "message-source": "Telemetry",
     }
+    if module_id is not None:
+        stamped["connection-module-id"] = module_id
     return {**properties.system, **stamped}
 
 
@@ -126,9 +139,12 @@ class LocalIoTHub:
             self.methods.device_gone(event.device_id, "disconnected during the method")
         return None
 
-    async def _device_to_cloud(self, device_id: str, properties: Properties, body: bytes) -> None:
+    async def _device_to_cloud(self, identity: str, properties: Properties, body: bytes) -> None:
+        """Route a device's or a module's message; the partition key is the device id (a car's messages, from the
+        device or any of its modules, stay in one partition, in order)."""
         now = dt.datetime.now(dt.UTC)
-        system = iothub_system_properties(device_id, now, properties)
+        device_id, module_id = split_identity(identity)
+        system = iothub_system_properties(device_id, now, properties, module_id)
         for name in self.routes.event_hubs(properties.application):
             self.event_hubs.hub(name).append(device_id, body, properties.application, system, now)
             self.counters[f"d2c:{name}"] += 1
@@ -203,12 +219,27 @@ class LocalIoTHub:
         """The device's undelivered, unexpired messages, oldest first."""
         return list(self._drop_expired(device_id, now or dt.datetime.now(dt.UTC)))
 
-    def remove_device(self, device_id: str) -> None:
-        """A deleted identity: IoT Hub closes its connection and drops its twin and queued messages."""
+    def remove_device(self, device_id: str, module_ids: Iterable[str] = ()) -> None:
+        """A deleted identity: IoT Hub closes its connection and drops its twin and queued messages, and those of
+        its modules (`module_ids`: the registry forgets them with the device, so the caller names them)."""
         self._devices.disconnect(device_id)
         self.methods.device_gone(device_id, "its identity was deleted")
         self.twins.remove(device_id)
         self._c2d.pop(device_id, None)
+        for module_id in module_ids:
+            self.remove_module(device_id, module_id)
+
+    def remove_module(self, device_id: str, module_id: str) -> None:
+        """A deleted module identity: its connection is closed, its twin and pending methods go."""
+        identity = identity_key(device_id, module_id)
+        self._devices.disconnect(identity)
+        self.methods.device_gone(identity, "its identity was deleted")
+        self.twins.remove(identity)
+
+    def disconnect_modules(self, device_id: str) -> None:
+        """Close the connections of the device's modules (the device was disabled: they are refused too)."""
+        for module_id in self.registry.modules(device_id):
+            self._devices.disconnect(identity_key(device_id, module_id))
 
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> int:
         """Merge into the twin's desired properties and push the patch to the device if it is listening."""
@@ -221,6 +252,24 @@ class LocalIoTHub:
 
     def twin_document(self, device_id: str) -> dict[str, Any]:
         return self.twins.get(device_id).document()
+
+    def twin_json(self, device_id: str, module_id: str | None = None) -> dict[str, Any]:
+        """The twin as IoT Hub's service REST API returns it (`GET /twins/{id}[/modules/{mid}]`, the azure-iot-hub
+        SDK's `Twin` model): ids, etag, version, and the properties with their `$version`s. Tags and `$metadata`
+        are not kept locally."""
+        identity = identity_key(device_id, module_id)
+        twin = self.twins.get(identity)
+        document: dict[str, Any] = {"deviceId": device_id}
+        if module_id is not None:
+            document["moduleId"] = module_id
+        document.update(
+            etag=twin.etag,
+            version=twin.version,
+            status="enabled" if self.registry.enabled(device_id) else "disabled",
+            connectionState="Connected" if self.connected(identity) else "Disconnected",
+            properties=twin.document(),
+        )
+        return document
 
     def connected(self, device_id: str) -> bool:
         return self._devices.connected(device_id)

@@ -18,6 +18,22 @@ Shaped after IoT Hub's own service REST API so the gateway reads like the Azure 
   drops its connection, twin and queued messages (registry.py);
 - `PUT /devices/{deviceId}` with `If-Match` and `{"deviceId", "status": "enabled" | "disabled"}` updates its status
   (404 if there is none): a disabled device's connection is closed and it is refused at CONNECT, as on IoT Hub.
+Module identities and module twins (what `IoTHubRegistryManager`'s module calls send; docs "IoT Hub REST: Modules"):
+- `PUT /devices/{deviceId}/modules/{moduleId}` with `{"moduleId", "deviceId", "managedBy", "authentication": {"type":
+  "sas", "symmetricKey": {"primaryKey", "secondaryKey"}}}` creates a module (keys generated when none are given; 404
+  DeviceNotFound without its device, 409 ModuleAlreadyExistsOnDevice); with `If-Match` (`*` or its etag, else 412
+  PreconditionFailed) it replaces the module's keys. SAS only: other authentication types answer 400 here.
+- `GET /devices/{deviceId}/modules/{moduleId}` returns the module with its keys (as IoT Hub shows them to a caller
+  with registry read), `GET /devices/{deviceId}/modules` all of the device's, `DELETE .../modules/{moduleId}`
+  (`If-Match` `*` or its etag) removes it and closes its connection: 204, 404 ModuleNotFound;
+- `GET /twins/{deviceId}/modules/{moduleId}` returns the module twin (`deviceId`, `moduleId`, `etag`, `version`,
+  `properties`), `PATCH` with `{"properties": {"desired": {...}}}` and `If-Match` (`*` or the twin's etag, else 412
+  PreconditionFailed) merges desired properties, pushes them to the connected module and returns the twin. Tags are
+  not kept locally (a patch with tags answers 400);
+- `POST /twins/{deviceId}/modules/{moduleId}/methods` invokes a direct method on the module, as for a device;
+- `POST /devices/{deviceId}/modules/{moduleId}/messages/deviceBound`: IoT Hub delivers no cloud-to-device message to a
+  module, so this answers 400 ArgumentInvalid (IoT Hub's exact answer to such a send was not observed; the service SDKs
+  of Node and Python offer no such call).
 Errors come as IoT Hub's REST API gives them: the status, an `iothub-errorcode` header and the body
 `{"Message": "ErrorCode:<code>;<description>", "ExceptionMessage": "Tracking ID:...-TimeStamp:..."}`.
 No authentication: it listens on 127.0.0.1 only, for processes of the developer's own machine (including
@@ -26,14 +42,18 @@ No authentication: it listens on 127.0.0.1 only, for processes of the developer'
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import uuid
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
 from devstack.iothub.hub import LocalIoTHub
+from devstack.iothub.registry import identity_key
+from devstack.iothub.twin import etag_matches
 from shared.errors import (
     DeviceNotOnlineError,
     DeviceQueueFullError,
@@ -47,6 +67,7 @@ from shared.iothub.gateway import (
     METHOD_PAYLOAD_MAX_BYTES,
     method_payload,
     method_request_body,
+    new_device_key,
 )
 
 APP_PROPERTY_PREFIX: Final = "iothub-app-"
@@ -115,8 +136,8 @@ def service_app(hub: LocalIoTHub) -> web.Application:
         return web.Response(status=204, headers={"iothub-messageid": message_id})
 
     async def invoke_method(request: web.Request) -> web.Response:
-        device = request.match_info["device"]
-        if (missing := gone(device)) is not None:
+        device, module = request.match_info["device"], request.match_info.get("module")
+        if (missing := gone(device) if module is None else module_gone(device, module)) is not None:
             return missing
         try:
             body = orjson.loads(await request.read())
@@ -137,7 +158,9 @@ def service_app(hub: LocalIoTHub) -> web.Application:
         except InvalidMethodCallError as exc:
             return error_response(400, "ArgumentInvalid", str(exc))
         try:
-            status, answer = await hub.invoke_method(device, method, payload_json, connect, response)
+            status, answer = await hub.invoke_method(
+                identity_key(device, module), method, payload_json, connect, response
+            )
         except DeviceNotOnlineError as exc:
             return error_response(404, "DeviceNotOnline", str(exc))
         except DeviceTimeoutError as exc:
@@ -171,15 +194,126 @@ def service_app(hub: LocalIoTHub) -> web.Application:
             return error_response(404, "DeviceNotFound", device)
         if status == "disabled":  # IoT Hub closes a disabled device's connection; it cannot connect again
             hub.endpoint.disconnect(device)
+            hub.disconnect_modules(device)  # nor can its modules
         return web.json_response({"deviceId": device, "status": status})
 
     async def delete_device(request: web.Request) -> web.Response:
         device = request.match_info["device"]
+        modules = hub.registry.modules(device)  # deleted with the device
         if not hub.registry.remove(device):
             return error_response(404, "DeviceNotFound", device)
         hub.registry.clear_status(device)
-        hub.remove_device(device)
+        hub.remove_device(device, modules)
         return web.Response(status=204)
+
+    # --- module identities and module twins ------------------------------------------------------------------
+
+    def module_gone(device: str, module: str) -> web.Response | None:
+        if not hub.registry.exists(device):
+            return error_response(404, "DeviceNotFound", device)
+        if not hub.registry.module_exists(device, module):
+            return error_response(404, "ModuleNotFound", f"{device}/{module}")
+        return None
+
+    def module_json(device: str, module: str) -> dict[str, Any]:
+        key = hub.registry.modules(device)[module]
+        return {
+            "deviceId": device,
+            "moduleId": module,
+            "managedBy": managed_by.get(identity_key(device, module)),
+            "generationId": generations.get(identity_key(device, module), "provisioned"),
+            "etag": module_etag(key),
+            "connectionState": "Connected" if hub.connected(identity_key(device, module)) else "Disconnected",
+            "cloudToDeviceMessageCount": 0,
+            "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": None}},
+        }
+
+    async def put_module(request: web.Request) -> web.Response:
+        device, module = request.match_info["device"], request.match_info["module"]
+        body = await json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        if not isinstance(body, dict) or body.get("moduleId", module) != module:
+            return error_response(400, "ArgumentInvalid", "expected a module identity with this moduleId")
+        authentication = body.get("authentication") or {"type": "sas"}
+        keys = authentication.get("symmetricKey") if isinstance(authentication, dict) else None
+        if not isinstance(authentication, dict) or authentication.get("type", "sas") != "sas":
+            return error_response(400, "ArgumentInvalid", "the local hub supports SAS module identities only")
+        key = keys.get("primaryKey") if isinstance(keys, dict) else None
+        if key is not None and (not isinstance(key, str) or not _is_base64(key)):
+            return error_response(400, "ArgumentInvalid", "primaryKey must be a base64 string")
+        if not hub.registry.exists(device):
+            return error_response(404, "DeviceNotFound", device)
+        if "If-Match" in request.headers:  # an update: the module's keys
+            if not hub.registry.module_exists(device, module):
+                return error_response(404, "ModuleNotFound", f"{device}/{module}")
+            if not etag_matches(request.headers["If-Match"], module_etag(hub.registry.modules(device)[module])):
+                return error_response(412, "PreconditionFailed", f"{device}/{module} changed since")
+            if key is not None:
+                hub.registry.set_module_key(device, module, key)
+        elif not hub.registry.register_module(device, module, key or new_device_key()):
+            return error_response(409, "ModuleAlreadyExistsOnDevice", f"{device}/{module}")
+        else:
+            generations[identity_key(device, module)] = uuid.uuid4().hex[:18]
+        if isinstance(body.get("managedBy"), str):
+            managed_by[identity_key(device, module)] = body["managedBy"]
+        return web.json_response(module_json(device, module))
+
+    async def get_module(request: web.Request) -> web.Response:
+        device, module = request.match_info["device"], request.match_info["module"]
+        if (missing := module_gone(device, module)) is not None:
+            return missing
+        return web.json_response(module_json(device, module))
+
+    async def get_modules(request: web.Request) -> web.Response:
+        device = request.match_info["device"]
+        if (missing := gone(device)) is not None:
+            return missing
+        return web.json_response([module_json(device, m) for m in hub.registry.modules(device)])
+
+    async def delete_module(request: web.Request) -> web.Response:
+        device, module = request.match_info["device"], request.match_info["module"]
+        if (missing := module_gone(device, module)) is not None:
+            return missing
+        if not etag_matches(request.headers.get("If-Match"), module_etag(hub.registry.modules(device)[module])):
+            return error_response(412, "PreconditionFailed", f"{device}/{module} changed since")
+        hub.registry.remove_module(device, module)
+        hub.remove_module(device, module)
+        return web.Response(status=204)
+
+    async def get_module_twin(request: web.Request) -> web.Response:
+        device, module = request.match_info["device"], request.match_info["module"]
+        if (missing := module_gone(device, module)) is not None:
+            return missing
+        return web.json_response(hub.twin_json(device, module))
+
+    async def patch_module_twin(request: web.Request) -> web.Response:
+        device, module = request.match_info["device"], request.match_info["module"]
+        if (missing := module_gone(device, module)) is not None:
+            return missing
+        body = await json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        if not isinstance(body, dict):
+            return error_response(400, "ArgumentInvalid", "expected {properties: {desired: {...}}}")
+        if body.get("tags"):
+            return error_response(400, "ArgumentInvalid", "the local hub keeps no twin tags")
+        properties = body.get("properties") or {}
+        desired = properties.get("desired") or {} if isinstance(properties, dict) else None
+        if not isinstance(desired, dict):
+            return error_response(400, "ArgumentInvalid", "expected {properties: {desired: {...}}}")
+        identity = identity_key(device, module)
+        if not etag_matches(request.headers.get("If-Match"), hub.twins.get(identity).etag):
+            return error_response(412, "PreconditionFailed", f"the twin of {identity} changed since")
+        if desired:
+            await hub.patch_desired(identity, desired)
+        return web.json_response(hub.twin_json(device, module))
+
+    async def c2d_to_module(request: web.Request) -> web.Response:
+        return error_response(400, "ArgumentInvalid", "IoT Hub delivers no cloud-to-device messages to modules")
+
+    managed_by: dict[str, str] = {}  # identity → the module's managedBy (e.g. "iotEdge")
+    generations: dict[str, str] = {}  # identity → generation id (new each time the module is created)
 
     app = web.Application()
     app.router.add_put("/devices/{device}", put_device)
@@ -188,7 +322,36 @@ def service_app(hub: LocalIoTHub) -> web.Application:
     app.router.add_get("/twins/{device}", get_twin)
     app.router.add_post("/devices/{device}/messages/deviceBound", send_c2d)
     app.router.add_post("/twins/{device}/methods", invoke_method)
+    app.router.add_get("/devices/{device}/modules", get_modules)
+    app.router.add_put("/devices/{device}/modules/{module}", put_module)
+    app.router.add_get("/devices/{device}/modules/{module}", get_module)
+    app.router.add_delete("/devices/{device}/modules/{module}", delete_module)
+    app.router.add_post("/devices/{device}/modules/{module}/messages/deviceBound", c2d_to_module)
+    app.router.add_get("/twins/{device}/modules/{module}", get_module_twin)
+    app.router.add_patch("/twins/{device}/modules/{module}", patch_module_twin)
+    app.router.add_post("/twins/{device}/modules/{module}/methods", invoke_method)
     return app
+
+
+async def json_body(request: web.Request) -> Any:
+    """The request's JSON, or IoT Hub's 400 ArgumentInvalid answer when it is not JSON."""
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error_response(400, "ArgumentInvalid", "the body is not JSON")
+
+
+def module_etag(key: str) -> str:
+    """A module identity's etag: it changes when its keys do (the only thing the local hub lets an update change)."""
+    return base64.b64encode(hashlib.sha256(key.encode()).digest()[:8]).decode("ascii")
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except ValueError:
+        return False
+    return bool(text)
 
 
 class ServiceApi:

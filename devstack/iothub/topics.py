@@ -8,6 +8,12 @@ Ref: https://learn.microsoft.com/azure/iot/iot-mqtt-connect-to-iot-hub
 Direct methods (docs: "Understand and invoke direct methods from IoT Hub"): a device subscribed to
 `$iothub/methods/POST/#` receives `$iothub/methods/POST/{method name}/?$rid={request id}` (QoS 0, the body is the
 JSON payload) and answers on `$iothub/methods/res/{status}/?$rid={request id}` with any body it likes.
+
+A module identity (registry.py) uses the same `$iothub/twin/...` and `$iothub/methods/...` topics on its own
+connection, and sends on `devices/{device}/modules/{module}/messages/events/{props}`. It is granted no C2D topic:
+IoT Hub delivers no cloud-to-device messages to modules (azure-iot-sdk-node#279: "Modules connected to the hub can
+do D2C, but not C2D, inputs, or outputs"), and `devices/{device}/modules/{module}/inputs/#`, which the SDK's module
+client subscribes to for edgeHub's routes, is refused (SUBACK failure; the SDK ignores it and keeps running).
 """
 
 from __future__ import annotations
@@ -40,9 +46,16 @@ def c2d_filter(device_id: str) -> str:
     return f"devices/{device_id}/messages/devicebound/#"
 
 
-def allowed_filters(device_id: str) -> frozenset[str]:
-    """The only subscriptions IoT Hub grants a device (anything else is refused)."""
-    return frozenset({c2d_filter(device_id), TWIN_RESPONSES_FILTER, DESIRED_PATCHES_FILTER, METHODS_FILTER})
+def allowed_filters(identity: str) -> frozenset[str]:
+    """The only subscriptions IoT Hub grants a device (anything else is refused). `identity` is a device id or a
+    module's `{device}/{module}`: a module gets the twin and method topics, never a C2D one."""
+    shared = {TWIN_RESPONSES_FILTER, DESIRED_PATCHES_FILTER, METHODS_FILTER}
+    return frozenset(shared if "/" in identity else {c2d_filter(identity), *shared})
+
+
+def input_filter(device_id: str, module_id: str) -> str:
+    """What the SDK's module client subscribes to for edgeHub routes (IoT Hub refuses it)."""
+    return f"devices/{device_id}/modules/{module_id}/inputs/#"
 
 
 @dataclass(frozen=True)
@@ -74,18 +87,22 @@ def encode_properties(system: Mapping[str, str], application: Mapping[str, str])
     return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
 
 
-_EVENTS: Final = re.compile(r"devices/(?P<device>[^/]+)/messages/events/?(?P<props>.*)")
+_EVENTS: Final = re.compile(r"devices/(?P<device>[^/]+)(?:/modules/(?P<module>[^/]+))?/messages/events/?(?P<props>.*)")
 _TWIN: Final = re.compile(r"\$iothub/twin/(?P<method>GET|PATCH)(?P<resource>/[^?]*)?\?(?P<query>.*)")
 _METHOD_REQUEST: Final = re.compile(r"\$iothub/methods/POST/(?P<name>[^/?]+)/\?(?P<query>.*)", re.DOTALL)
 _METHOD_RESPONSE: Final = re.compile(r"\$iothub/methods/res/(?P<status>-?[0-9]{1,10})/\?(?P<query>.*)", re.DOTALL)
 
 
 def parse_event_topic(topic: str) -> tuple[str, Properties] | None:
-    """A device-to-cloud topic → (device id in the topic, properties); None if it is not one."""
+    """A device-to-cloud topic → (identity in the topic, properties); None if it is not one. The identity is the
+    device id, or `{device}/{module}` for a module's `devices/{device}/modules/{module}/messages/events/`."""
     match = _EVENTS.fullmatch(topic)
     if match is None:
         return None
-    return unquote(match["device"]), decode_properties(match["props"])
+    identity = unquote(match["device"])
+    if match["module"] is not None:
+        identity = f"{identity}/{unquote(match['module'])}"
+    return identity, decode_properties(match["props"])
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from shared.iothub.gateway import (
     DeviceIdentity,
     IoTHubGateway,
     MethodResult,
+    ModuleTwin,
     c2d_expiry,
     error_code_of,
     method_request_body,
@@ -118,6 +119,25 @@ class AzureIoTHubGateway(IoTHubGateway):
             self._registry().update_twin(device_id, twin, "*")
         except Exception as exc:
             raise iothub_error(rest_status(exc), rest_error_code(exc), f"twin patch of {device_id}") from exc
+
+    def _patch_module(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
+        from azure.iot.hub.models import Twin, TwinProperties
+
+        twin = Twin(properties=TwinProperties(desired=dict(patch)))
+        try:
+            self._registry().update_module_twin(device_id, module_id, twin, "*")
+        except Exception as exc:
+            operation = f"twin patch of {device_id}/{module_id}"
+            raise iothub_error(rest_status(exc), rest_error_code(exc), operation) from exc
+
+    def _get_module_twin(self, device_id: str, module_id: str) -> ModuleTwin:
+        try:
+            twin = self._registry().get_module_twin(device_id, module_id)
+        except Exception as exc:
+            operation = f"twin of {device_id}/{module_id}"
+            raise iothub_error(rest_status(exc), rest_error_code(exc), operation) from exc
+        # msrest's model → IoT Hub's JSON again (the model's own serialize gives the REST keys)
+        return ModuleTwin.from_json(twin.serialize())
 
     def _create(self, device_id: str) -> DeviceIdentity:
         primary, secondary = new_device_key(), new_device_key()
@@ -219,6 +239,12 @@ class AzureIoTHubGateway(IoTHubGateway):
 
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
         await asyncio.to_thread(self._patch, device_id, patch)
+
+    async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
+        await asyncio.to_thread(self._patch_module, device_id, module_id, patch)
+
+    async def get_module_twin(self, device_id: str, module_id: str) -> ModuleTwin:
+        return await asyncio.to_thread(self._get_module_twin, device_id, module_id)
 
     async def close(self) -> None:
         manager, self._manager = self._manager, None

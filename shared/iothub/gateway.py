@@ -144,6 +144,42 @@ class DeviceIdentity:
         return f"HostName={self.hostname};DeviceId={self.device_id};SharedAccessKey={self.primary_key}"
 
 
+@dataclass(frozen=True, slots=True)
+class ModuleTwin:
+    """A module twin as the service side reads it: desired and reported properties (without IoT Hub's `$version`
+    and `$metadata`, given apart), the twin's etag and version (what an If-Match update names)."""
+
+    device_id: str
+    module_id: str
+    desired: dict[str, Any]
+    reported: dict[str, Any]
+    desired_version: int
+    reported_version: int
+    etag: str | None = None
+    version: int | None = None
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> ModuleTwin:
+        """From IoT Hub's twin JSON (`GET /twins/{id}/modules/{mid}`: deviceId, moduleId, etag, version,
+        properties.desired / properties.reported with `$version` and `$metadata`)."""
+        properties = document.get("properties") or {}
+        desired, reported = properties.get("desired") or {}, properties.get("reported") or {}
+        return cls(
+            str(document.get("deviceId", "")),
+            str(document.get("moduleId", "")),
+            _without_metadata(desired),
+            _without_metadata(reported),
+            int(desired.get("$version", 0)),
+            int(reported.get("$version", 0)),
+            document.get("etag"),
+            document.get("version"),
+        )
+
+
+def _without_metadata(properties: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in properties.items() if not key.startswith("$")}
+
+
 def new_device_key() -> str:
     """A 256-bit symmetric key, base64, as IoT Hub generates them."""
     return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
@@ -201,6 +237,21 @@ class IoTHubGateway(ABC):
         permanent for this call (the caller falls back to a queued C2D message); DeviceNotFoundError (404001
         DeviceNotFound); IoTHubError: transient (throttled, 5xx, no answer from IoT Hub). Error codes: docs
         "Understand and resolve Azure IoT Hub errors"."""
+
+    async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
+        """Merge `patch` into the module twin's desired properties (IoT Hub pushes it to the connected module: how the
+        backend sets the car's Edge module's collection policy). Unconditional (If-Match `*`).
+
+        Raises DeviceNotFoundError when the device or the module identity does not exist (IoT Hub 404
+        DeviceNotFound / ModuleNotFound); IoTHubError: transient. Every gateway overrides it."""
+        raise NotImplementedError(f"{type(self).__name__} has no module twins")
+
+    async def get_module_twin(self, device_id: str, module_id: str) -> ModuleTwin:
+        """The module twin (its desired and reported properties: e.g. what policy the module says it applies).
+
+        Raises DeviceNotFoundError when the device or the module identity does not exist. Every gateway overrides
+        it."""
+        raise NotImplementedError(f"{type(self).__name__} has no module twins")
 
     async def set_device_enabled(self, device_id: str, enabled: bool) -> bool:
         """Enable or disable the device identity (IoT Hub's device `status`): a disabled device cannot connect, and

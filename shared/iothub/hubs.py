@@ -38,6 +38,7 @@ from shared.iothub.gateway import (
     DeviceIdentity,
     IoTHubGateway,
     MethodResult,
+    ModuleTwin,
 )
 from shared.stores.base import DocumentStore
 
@@ -172,6 +173,12 @@ class MultiHubGateway(IoTHubGateway):
         return await self._on_devices_hub(
             device_id, lambda g: g.invoke_method(device_id, method, payload, connect_timeout, response_timeout)
         )
+
+    async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
+        await self._on_devices_hub(device_id, lambda g: g.patch_module_desired(device_id, module_id, patch))
+
+    async def get_module_twin(self, device_id: str, module_id: str) -> ModuleTwin:
+        return await self._on_devices_hub(device_id, lambda g: g.get_module_twin(device_id, module_id))
 
     async def create_device(self, device_id: str) -> DeviceIdentity:
         """On the car's hub when its document names one, else (a car registered directly) on the default hub."""

@@ -28,6 +28,7 @@ from shared.iothub.gateway import (
     DeviceIdentity,
     IoTHubGateway,
     MethodResult,
+    ModuleTwin,
     c2d_expiry,
     error_code_of,
     method_payload,
@@ -167,7 +168,24 @@ class LocalIoTHubGateway(IoTHubGateway):
         headers = {"Content-Type": "application/json"}
         await self._call("PATCH", f"/twins/{quote(device_id, safe='')}", body, headers)
 
+    async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
+        """`PATCH /twins/{id}/modules/{mid}` with `If-Match: *`, as the SDK's update_module_twin sends it."""
+        body = orjson.dumps({"properties": {"desired": dict(patch)}})
+        headers = {"Content-Type": "application/json", "If-Match": '"*"'}
+        await self._call("PATCH", _module_twin_path(device_id, module_id), body, headers)
+
+    async def get_module_twin(self, device_id: str, module_id: str) -> ModuleTwin:
+        _, content = await self._request("GET", _module_twin_path(device_id, module_id), b"", {})
+        document = method_payload(content)
+        if not isinstance(document, dict):
+            raise iothub_error(None, "the local hub's module twin is not a JSON object", f"twin of {module_id}")
+        return ModuleTwin.from_json(document)
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _module_twin_path(device_id: str, module_id: str) -> str:
+    return f"/twins/{quote(device_id, safe='')}/modules/{quote(module_id, safe='')}"

@@ -34,6 +34,7 @@ from shared.iothub.gateway import (
     DeviceIdentity,
     IoTHubGateway,
     MethodResult,
+    ModuleTwin,
     c2d_expiry,
     method_request_body,
     new_device_key,
@@ -96,6 +97,11 @@ class MemoryIoTHubGateway(IoTHubGateway):
     connect_delay: dict[str, float] = field(default_factory=dict)  # device id → seconds until it connects
     response_delay: dict[str, float] = field(default_factory=dict)  # device id → seconds it takes to answer
     invoked: list[InvokedMethod] = field(default_factory=list)  # every method a device received, in order
+    # Module twins by (device id, module id): what the backend set, and what a test plays the module reporting.
+    # Like device twins, a module need not be registered; a deleted device's modules are refused.
+    module_desired: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    module_reported: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    module_patches: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     def on_method(self, device_id: str, handler: MethodHandler) -> None:
         """The car connects and subscribes to direct methods with this handler."""
@@ -140,6 +146,19 @@ class MemoryIoTHubGateway(IoTHubGateway):
         self.patches.append((device_id, orjson.loads(orjson.dumps(patch))))
         merge_patch(self.desired.setdefault(device_id, {}), patch)
 
+    async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
+        self._refusal(device_id, f"twin patch of {device_id}/{module_id}")
+        self.module_patches.append((device_id, module_id, orjson.loads(orjson.dumps(patch))))
+        merge_patch(self.module_desired.setdefault((device_id, module_id), {}), patch)
+
+    async def get_module_twin(self, device_id: str, module_id: str) -> ModuleTwin:
+        """The desired version counts the backend's patches; the reported one is 1 (tests set `module_reported`)."""
+        self._refusal(device_id, f"twin of {device_id}/{module_id}")
+        key = (device_id, module_id)
+        patched = sum(1 for d, m, _ in self.module_patches if (d, m) == key)
+        desired, reported = self.module_desired.get(key, {}), self.module_reported.get(key, {})
+        return ModuleTwin(device_id, module_id, orjson.loads(orjson.dumps(desired)), dict(reported), 1 + patched, 1)
+
     async def invoke_method(
         self,
         device_id: str,
@@ -174,6 +193,8 @@ class MemoryIoTHubGateway(IoTHubGateway):
     async def delete_device(self, device_id: str) -> bool:
         self.deleted.add(device_id)
         self.desired.pop(device_id, None)
+        for key in [k for k in self.module_desired if k[0] == device_id]:
+            del self.module_desired[key]
         return self.devices.pop(device_id, None) is not None
 
     async def set_device_enabled(self, device_id: str, enabled: bool) -> bool:
