@@ -47,6 +47,7 @@ import datetime as dt
 import hashlib
 import uuid
 from typing import Any, Final
+from urllib.parse import quote
 
 import orjson
 from aiohttp import web
@@ -352,6 +353,34 @@ def _is_base64(text: str) -> bool:
     except ValueError:
         return False
     return bool(text)
+
+
+async def module_connection_string(
+    service_url: str, hostname: str, device_id: str, module_id: str, managed_by: str = "iotEdge"
+) -> str:
+    """The module's connection string from a running local hub, creating the module identity (with generated keys)
+    unless it exists: what `az iot hub module-identity create` + `connection-string show` do, for a process outside
+    the stack (an Edge module under `make dev`: `service_url` is the stack's LOCAL_IOTHUB_SERVICE_URL, `hostname` its
+    IOTHUB_HOSTNAME). In process, `registry.provision_module(device_id, module_id)` gives the same. Raises
+    LookupError when the device does not exist, aiohttp.ClientResponseError for any other refusal."""
+    import aiohttp
+
+    path = f"{service_url.rstrip('/')}/devices/{quote(device_id, safe='')}/modules/{quote(module_id, safe='')}"
+    identity = {"deviceId": device_id, "moduleId": module_id, "managedBy": managed_by}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with session.put(path, data=orjson.dumps(identity)) as created:
+            status = created.status
+            answer = await created.json() if status == 200 else None
+        if status == 409:  # it exists: read its keys
+            async with session.get(path) as read:
+                read.raise_for_status()
+                answer = await read.json()
+        elif status == 404:
+            raise LookupError(f"no device {device_id} in the local hub")
+        elif answer is None:
+            raise aiohttp.ClientResponseError(created.request_info, (), status=status, message="module not created")
+    key = answer["authentication"]["symmetricKey"]["primaryKey"]
+    return f"HostName={hostname};DeviceId={device_id};ModuleId={module_id};SharedAccessKey={key}"
 
 
 class ServiceApi:

@@ -16,6 +16,7 @@ import pytest
 from azure.iot.device import Message, MethodRequest, MethodResponse
 from azure.iot.device.aio import IoTHubModuleClient
 
+from devstack.iothub.service_api import module_connection_string
 from devstack.iothub.topics import input_filter
 from shared.errors import DeviceNotFoundError
 from shared.iothub.azure_gateway import AzureIoTHubGateway
@@ -211,6 +212,23 @@ async def test_module_identity_crud_through_the_sdk(local_hub: Hub, sdk_gateway:
         await asyncio.wait_for(again.connect(), 30)
     for client in (module, again):
         await asyncio.wait_for(client.shutdown(), 10)
+
+
+async def test_a_process_outside_the_stack_gets_a_module_connection_string(local_hub: Hub) -> None:  # noqa: F811
+    """What an Edge module under `make dev` does with the stack's LOCAL_IOTHUB_SERVICE_URL and IOTHUB_HOSTNAME."""
+    h = local_hub
+    with pytest.raises(LookupError):
+        await module_connection_string(h.service_url, h.address, "car-edge-8", MODULE)
+    h.registry.provision("car-edge-8")
+    first = await module_connection_string(h.service_url, h.address, "car-edge-8", MODULE)
+    assert first == await module_connection_string(h.service_url, h.address, "car-edge-8", MODULE)  # kept
+    assert first == h.registry.module_connection_string("car-edge-8", MODULE)
+    module = module_client(h, "car-edge-8", first)
+    await module.connect()
+    try:
+        assert h.hub.connected("car-edge-8/telematics")
+    finally:
+        await module.shutdown()
 
 
 async def test_a_wrong_key_and_the_devices_key_are_refused(local_hub: Hub) -> None:  # noqa: F811
