@@ -8,7 +8,7 @@ from edge import powercut
 
 
 def test_power_cuts_lose_nothing_acknowledged_and_gaps_are_exactly_the_evicted(tmp_path: Path) -> None:
-    result = powercut.run(tmp_path, kills=15, budget=30_000, seed=5)
+    result = powercut.run(tmp_path, kills=15, budget=6_000, seed=5)
     assert result.kills == 15
     assert result.acked > 500
     assert result.lost == 0
