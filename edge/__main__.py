@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--backlog-per-second", type=float, default=float(os.environ.get("EDGE_BACKLOG_PER_SECOND", 5)))
     parser.add_argument("--connection-string", default=os.environ.get("EDGE_MODULE_CONNECTION_STRING"))
+    parser.add_argument("--ca-cert", type=Path, default=os.environ.get("EDGE_CA_CERT"),
+                        help="PEM of the hub's CA (the local hub's; not needed against Azure)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     outbox_path = Path(args.outbox)
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     module = EdgeModule(
         Outbox(outbox_path, budget_bytes=args.budget_bytes),
         make_source(args.source, outbox_path.parent),
-        IoTHubTransport.from_environment(args.connection_string),
+        IoTHubTransport.from_environment(args.connection_string, args.ca_cert.read_text() if args.ca_cert else None),
         backlog_per_second=args.backlog_per_second,
     )
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -39,7 +40,8 @@ MessageHandler = Callable[[bytes, dict[str, str]], None]
 
 
 class Transport(Protocol):
-    async def connect(self) -> None: ...
+    async def connect(self) -> None:
+        """Connect and deliver twin patches and messages to the handlers given to `on_desired` / `on_message`."""
 
     async def send(self, kind: str, body: bytes) -> None:
         """Return only when the hub accepted the message; raise when it did not."""
@@ -56,21 +58,51 @@ class Transport(Protocol):
 
 
 class IoTHubTransport:
-    """The real SDK: one `IoTHubModuleClient`."""
+    """The real SDK: one `IoTHubModuleClient`.
+
+    Handlers are set after connecting, from another thread (the SDK's setter waits for the subscription, which
+    would block the loop), and the SDK calls them on its own threads: they are handed to the module's loop, so
+    the outbox and the collector have one owner.
+    """
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self._desired: DesiredHandler | None = None
+        self._message: MessageHandler | None = None
+        self._subscribed = False
 
     @classmethod
-    def from_environment(cls, connection_string: str | None) -> IoTHubTransport:
+    def from_environment(cls, connection_string: str | None, ca_pem: str | None = None) -> IoTHubTransport:
+        """In a car, from the IoT Edge environment; locally, a module connection string (and the local hub's CA)."""
         from azure.iot.device.aio import IoTHubModuleClient
 
         if connection_string:
-            return cls(IoTHubModuleClient.create_from_connection_string(connection_string))
+            kwargs: dict[str, Any] = {"server_verification_cert": ca_pem} if ca_pem else {}
+            return cls(IoTHubModuleClient.create_from_connection_string(connection_string, **kwargs))
         return cls(IoTHubModuleClient.create_from_edge_environment())
 
     async def connect(self) -> None:
         await self.client.connect()
+        if self._subscribed:
+            return
+        loop = asyncio.get_running_loop()
+        if self._desired is not None:
+            desired = self._desired
+
+            def on_patch(patch: dict[str, Any]) -> None:
+                loop.call_soon_threadsafe(desired, {k: v for k, v in patch.items() if k != "$version"})
+
+            await asyncio.to_thread(setattr, self.client, "on_twin_desired_properties_patch_received", on_patch)
+        if self._message is not None and os.environ.get("IOTEDGE_MODULEID"):  # inputs exist only under edgeHub
+            handler = self._message
+
+            def received(message: Any) -> None:
+                data = message.data if isinstance(message.data, bytes) else str(message.data).encode()
+                props = {str(k): str(v) for k, v in (message.custom_properties or {}).items()}
+                loop.call_soon_threadsafe(handler, data, props)
+
+            await asyncio.to_thread(setattr, self.client, "on_message_received", received)
+        self._subscribed = True
 
     async def send(self, kind: str, body: bytes) -> None:
         from azure.iot.device import Message
@@ -85,17 +117,13 @@ class IoTHubTransport:
 
     async def desired(self) -> dict[str, Any]:
         twin: dict[str, Any] = await self.client.get_twin()
-        return dict(twin.get("desired", {}))
+        return {k: v for k, v in twin.get("desired", {}).items() if k != "$version"}
 
     def on_desired(self, handler: DesiredHandler) -> None:
-        self.client.on_twin_desired_properties_patch_received = handler
+        self._desired = handler
 
     def on_message(self, handler: MessageHandler) -> None:
-        def received(message: Any) -> None:
-            data = message.data if isinstance(message.data, bytes) else str(message.data).encode()
-            handler(data, {str(k): str(v) for k, v in (message.custom_properties or {}).items()})
-
-        self.client.on_message_received = received
+        self._message = handler
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -252,8 +280,9 @@ class EdgeModule:
             while not stop.is_set():
                 was_online = self.online
                 await self.flush()
-                if self.online and not was_online:
+                if self.online and not was_online:  # (re)connected: subscriptions, and what changed meanwhile
                     with contextlib.suppress(Exception):
+                        await self.transport.connect()
                         await self.sync_twin()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.collector.policy.interval)
