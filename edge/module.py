@@ -153,6 +153,8 @@ class EdgeModule:
         if saved is not None:
             with contextlib.suppress(policy.PolicyError):
                 self.collector.apply(policy.parse(saved))
+        if self.source.cursor_key is not None:
+            self.source.resume(self.outbox.get(self.source.cursor_key))
         self.transport.on_desired(self.on_desired)
         self.transport.on_message(self.on_message)
 
@@ -208,7 +210,9 @@ class EdgeModule:
         """Thin a reading by the policy and store what is kept; returns how many samples were stored."""
         out = self.collector.offer(reading.ts, reading.signals)
         if out:
-            self.outbox.append_many([(contract.utc_stamp(ts), sig, prio) for ts, sig, prio in out])
+            key = self.source.cursor_key
+            cursor = (key, reading.token) if key is not None else None
+            self.outbox.append_many([(contract.utc_stamp(ts), sig, prio) for ts, sig, prio in out], cursor)
         return len(out)
 
     async def flush(self) -> int:

@@ -172,10 +172,18 @@ class Outbox:
         """Store one sample durably; when this returns, the sample may be acknowledged to its source."""
         return self.append_many([(ts, signals, priority)])[-1]
 
-    def append_many(self, samples: Sequence[tuple[str, dict[str, Any], int]]) -> list[int]:
-        """Store samples in one transaction (one fsync), evicting what the budget requires; return their ids."""
+    def append_many(
+        self, samples: Sequence[tuple[str, dict[str, Any], int]], cursor: tuple[str, Any] | None = None
+    ) -> list[int]:
+        """Store samples in one transaction (one fsync), evicting what the budget requires; return their ids.
+
+        `cursor` (key, JSON value): where the source is, committed with the samples, so a source that resumes
+        from it (`get(key)`) never delivers a stored sample again after a crash.
+        """
         ids: list[int] = []
         with self._tx(self._db):
+            if cursor is not None:
+                self._db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (cursor[0], contract.dumps(cursor[1])))
             for ts, signals, priority in samples:
                 body = contract.dumps(signals)
                 cur = self._db.execute(

@@ -87,6 +87,10 @@ class FileHub:
 class CountingSource:
     start: int
     rejected: Counter[str] = field(default_factory=Counter)
+    cursor_key: str | None = None  # every run counts from fresh values: nothing to resume
+
+    def resume(self, position: Any) -> None:
+        return None
 
     async def readings(self) -> AsyncIterator[Reading]:
         n = self.start

@@ -2,8 +2,9 @@
 
 - `JsonLinesSource`: one JSON object per line, `{"ts": ISO 8601 with a zone | epoch seconds, "signals": {...}}`.
   A line that is not such an object is counted (`invalid_line`) and skipped; each signal is checked as the cloud
-  checks it (edge/vss.py) and a rejected one is dropped and counted by reason. `ack` persists the byte offset
-  after the reading, so a restarted module resumes after the last line the outbox committed.
+  checks it (edge/vss.py) and a rejected one is dropped and counted by reason. The byte offset after a reading
+  is committed with its samples (exactly once: a crash between storing and acknowledging cannot make the line
+  read and stored again); `ack` also writes it to `offset_path` for whoever produces the feed.
 - `DriveModelSource`: the simulator's drive model (`simulator.drive.CarModel`, a pure model that imports
   nothing of the cloud) for tests and the demo.
 - `KuksaSource`: the Eclipse Kuksa databroker through `kuksa-client` (`VSSClient.subscribe_current_values`),
@@ -37,7 +38,15 @@ class Reading:
 
 
 class Source(Protocol):
+    """`cursor_key`: when not None, `Reading.token` is a position the module commits with the samples (the
+    outbox's `cursor`), and `resume(position)` is called with the last committed one before `readings()`."""
+
     rejected: Counter[str]
+
+    @property
+    def cursor_key(self) -> str | None: ...
+
+    def resume(self, position: Any) -> None: ...
 
     def readings(self) -> AsyncIterator[Reading]: ...
 
@@ -85,9 +94,18 @@ class JsonLinesSource:
     follow: bool = False
     poll_seconds: float = 0.2
     rejected: Counter[str] = field(default_factory=Counter)
+    start: int | None = None
+
+    @property
+    def cursor_key(self) -> str | None:
+        return f"source:jsonl:{self.path.name}"
+
+    def resume(self, position: Any) -> None:
+        if type(position) is int and position >= 0:
+            self.start = position
 
     async def readings(self) -> AsyncIterator[Reading]:
-        offset = self._offset()
+        offset = self._offset() if self.start is None else self.start
         with self.path.open("rb") as fh:
             fh.seek(offset)
             while True:
@@ -144,6 +162,10 @@ class DriveModelSource:
     steps: int | None = None
     clock: Callable[[], float] = time.time
     rejected: Counter[str] = field(default_factory=Counter)
+    cursor_key: str | None = None
+
+    def resume(self, position: Any) -> None:
+        return None
 
     async def readings(self) -> AsyncIterator[Reading]:
         from simulator.drive import CarModel  # a pure model; imported here so the image needs it only when used
@@ -180,6 +202,10 @@ class KuksaSource:
     client: Any = None
     clock: Callable[[], float] = time.time
     rejected: Counter[str] = field(default_factory=Counter)
+    cursor_key: str | None = None
+
+    def resume(self, position: Any) -> None:
+        return None  # a subscription starts from the current values
 
     async def readings(self) -> AsyncIterator[Reading]:
         if self.client is not None:

@@ -25,8 +25,13 @@ T0 = 1_800_000_000.0
 
 
 class NoSource:
+    cursor_key: str | None = None
+
     def __init__(self) -> None:
         self.rejected: Counter[str] = Counter()
+
+    def resume(self, position: Any) -> None:
+        return None
 
     async def readings(self) -> AsyncIterator[Reading]:
         return

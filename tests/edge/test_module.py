@@ -21,8 +21,13 @@ T0 = 1_800_000_000.0
 
 
 class ListSource:
+    cursor_key: str | None = None
+
     def __init__(self) -> None:
         self.rejected: Counter[str] = Counter()
+
+    def resume(self, position: Any) -> None:
+        return None
 
     async def readings(self) -> AsyncIterator[Reading]:
         return
@@ -195,3 +200,21 @@ def test_desired_collection_of_the_wrong_shape_is_reported(tmp_path: Path, bad: 
     assert module.collector.policy.version == "default"
     if bad is not None:
         assert hub.reported["collection"]["status"] == "rejected"
+
+
+def test_a_line_stored_but_not_acknowledged_is_not_read_again_after_a_crash(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.jsonl"
+    feed.write_bytes(b'{"ts": 1800000000, "signals": {"Vehicle.Speed": 1.0}}\n{"ts": 1800000001, "signals": {}}\n')
+
+    async def first_reading(module: EdgeModule, source: JsonLinesSource) -> list[Reading]:
+        return [r async for r in source.readings()]
+
+    source = JsonLinesSource(feed, offset_path=tmp_path / "feed.offset")
+    module = EdgeModule(Outbox(tmp_path / "o.db"), source, FakeHub())
+    (reading,) = asyncio.run(first_reading(module, source))
+    module.collect(reading)  # stored with its offset; the process dies before source.ack
+    module.outbox.close()
+    assert not (tmp_path / "feed.offset").exists()
+    again = JsonLinesSource(feed, offset_path=tmp_path / "feed.offset")
+    EdgeModule(Outbox(tmp_path / "o.db"), again, FakeHub())
+    assert asyncio.run(first_reading(module, again)) == []
