@@ -146,6 +146,7 @@ class EdgeModule:
     _last_flush: float | None = None
     _reported: dict[str, Any] = field(default_factory=dict)
     _report_due: dict[str, Any] = field(default_factory=dict)
+    _policy_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._mark = self.outbox.newest_id()  # after a restart, what is stored is backlog
@@ -181,6 +182,7 @@ class EdgeModule:
                 log.warning("collection policy refused, keeping %s: %s", self.collector.policy.version, exc)
             else:
                 self.collector.apply(new)
+                self._policy_changed.set()  # a shorter interval takes effect now, not after the old one
                 self.outbox.put("policy", patch["collection"])
                 self._report_due["collection"] = {
                     "version": new.version,
@@ -288,8 +290,11 @@ class EdgeModule:
                     with contextlib.suppress(Exception):
                         await self.transport.connect()
                         await self.sync_twin()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.collector.policy.interval)
+                self._policy_changed.clear()
+                waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._policy_changed.wait())]
+                await asyncio.wait(waits, timeout=self.collector.policy.interval, return_when=asyncio.FIRST_COMPLETED)
+                for waiting in waits:
+                    waiting.cancel()
         finally:
             collector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
