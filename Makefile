@@ -57,7 +57,7 @@ dashboard-vendor: $(STAMP_NODE)
 lint: $(STAMP_PY)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy function_app.py functions shared devstack simulator bench
+	$(PY) -m mypy function_app.py functions shared devstack simulator bench edge
 
 unit: $(STAMP_PY)
 	$(PY) -m pytest tests/unit -q
