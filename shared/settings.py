@@ -277,6 +277,12 @@ SETTINGS: tuple[Setting, ...] = (
         "*/30 * * * * *",
         "NCRONTAB (UTC) of the timer that expires queued commands and fails unanswered ones.",
     ),
+    # --- Cloud-controlled collection (shared/collection; issue 16) ---
+    Setting(
+        "EDGE_MODULE_ID",
+        "carlink",
+        "The id of the cars' IoT Edge module (edge/deployment.template.json) whose twin gets the collection policy.",
+    ),
     # --- Who may call the API: Entra ID bearer tokens (shared/auth) ---
     Setting(
         "AUTH_OPENID_CONFIG_URL",

@@ -191,6 +191,7 @@ class AppSettings(BaseSettings):
     commands_per_vehicle_per_minute: int = env("COMMANDS_PER_VEHICLE_PER_MINUTE")
     commands_per_caller_per_minute: int = env("COMMANDS_PER_CALLER_PER_MINUTE")
     command_sweep_schedule: str = env("COMMAND_SWEEP_SCHEDULE")
+    edge_module_id: str = env("EDGE_MODULE_ID")
     auth_openid_config_url: LoopbackOrHttpsUrl = env("AUTH_OPENID_CONFIG_URL")
     auth_audience: CommaList = env("AUTH_AUDIENCE")
     auth_allowed_tenants: CommaList = env("AUTH_ALLOWED_TENANTS")

@@ -154,6 +154,8 @@ var sharedSettings = {
   COMMANDS_PER_VEHICLE_PER_MINUTE: '10'
   COMMANDS_PER_CALLER_PER_MINUTE: '60'
   COMMAND_SWEEP_SCHEDULE: '*/30 * * * * *'
+  // Cloud-controlled collection (issue 16): the Edge module whose twin carries the collection policy.
+  EDGE_MODULE_ID: 'carlink'
   // Bearer tokens from Entra ID (v2). The common document serves every tenant; the app substitutes the token's tid
   // in the issuer and accepts only allowed tenants. No function key: the HTTP routes are anonymous at the host and
   // the app checks the token itself.

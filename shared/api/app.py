@@ -20,6 +20,7 @@ from shared.api.routes import (
     accounts,
     admin,
     brands,
+    collection,
     commands,
     consent,
     driver,
@@ -58,7 +59,21 @@ def create_fastapi() -> FastAPI:
         openapi_tags=[{"name": name} for name in TAGS],
         generate_unique_id_function=operation_id,
     )
-    for module in (vehicles, history, commands, geofences, driver, accounts, consent, privacy, brands, admin, meta):
+    routers = (
+        vehicles,
+        history,
+        commands,
+        geofences,
+        driver,
+        accounts,
+        consent,
+        privacy,
+        brands,
+        collection,
+        admin,
+        meta,
+    )
+    for module in routers:
         app.include_router(module.router, prefix=PREFIX)
     handlers.install(app)
     return app

@@ -62,6 +62,7 @@ from shared.telemetry.documents import (
     signals_of,
     to_store,
 )
+from shared.telemetry.gaps import gaps_of
 from shared.telemetry.motion import motion
 from shared.telemetry.privacy import POSITION, TRIP_POSITION_FIELDS, Policy, policy_for, scrub_entry
 from shared.telemetry.vehicle import ERASED, is_erased, location_allowed, new_vehicle_document
@@ -132,6 +133,7 @@ class FleetService:
                 doc["label"] = label
 
         await self._update(vehicle_id, change, create=True)
+        await self._collection_policy(brand_id, fleet_id, vehicle_id)
         return {
             "vehicleId": vehicle_id,
             "brandId": brand_id,
@@ -170,6 +172,13 @@ class FleetService:
         finally:
             if keys is not None:
                 await keys.close()
+
+    async def _collection_policy(self, brand_id: str, fleet_id: str, vehicle_id: str) -> None:
+        """The car's Edge module gets its fleet's (or brand's) collection policy, if its module identity exists
+        already; otherwise the next PUT of the policy reaches it (shared/collection/service.py)."""
+        from shared.collection.service import CollectionService
+
+        await CollectionService(self.store, self.gateway, self.clock).push_to_vehicle(brand_id, fleet_id, vehicle_id)
 
     # --- revocation -----------------------------------------------------------------------------------------
 
@@ -339,6 +348,7 @@ class FleetService:
             with_ack(alert, acks)
             for alert in sorted(alerts_of(doc).values(), key=lambda a: a.get("raisedAt", ""), reverse=True)
         ]
+        out["gaps"] = gaps_of(doc)
         return out
 
     async def telemetry(

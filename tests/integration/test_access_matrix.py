@@ -57,6 +57,7 @@ SEED: Final = load_seed()
 HOME: Final = next(t["id"] for t in SEED["tenants"] if t["home"])
 DTC: Final = "P0300"
 SELF_LINK: Final = {"timeZone": "Europe/Berlin", "consent": {"calendar": True, "location": True}}
+COLLECTION: Final = {"default": {"rateHz": 0.5}, "signals": {"Vehicle.Speed": {"rateHz": 2}}}
 GEOFENCE: Final = {"name": "Depot", "shape": {"type": "Circle", "center": [13.405, 52.52], "radiusM": 250}}
 SPEED_LIMIT: Final = {"speedLimitKmh": 90, "speedLimitSeconds": 30}
 GEOFENCE_ID: Final = "depot"
@@ -216,6 +217,10 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "PUT /api/brands/{brandId}/members": ADMINS,
     "DELETE /api/brands/{brandId}/members/{principalId}/{membershipId}": ADMINS,
     "GET /api/brands/{brandId}/audit": ADMINS,
+    "PUT /api/brands/{brandId}/collection-policy": ADMINS,  # what the brand's cars collect: its admins only
+    "GET /api/brands/{brandId}/collection-policy": ADMINS,
+    "PUT /api/brands/{brandId}/fleets/{fleetId}/collection-policy": ADMINS,
+    "GET /api/brands/{brandId}/fleets/{fleetId}/collection-policy": FLEET_READERS,
     "GET /api/audit": frozenset({"platform"}),
     "GET /api/admin/parked": frozenset({"platform"}),
     "POST /api/admin/parked/redrive": frozenset({"platform"}),
@@ -295,6 +300,10 @@ CALLS: Final[dict[str, Call]] = {
     "PUT /api/brands/{brandId}/members": Call("brand"),  # body per brand: a reader of its first fleet
     "DELETE /api/brands/{brandId}/members/{principalId}/{membershipId}": Call("brand", 204),
     "GET /api/brands/{brandId}/audit": Call("brand"),
+    "PUT /api/brands/{brandId}/collection-policy": Call("brand", body=COLLECTION),
+    "GET /api/brands/{brandId}/collection-policy": Call("brand"),
+    "PUT /api/brands/{brandId}/fleets/{fleetId}/collection-policy": Call("fleet", body=COLLECTION),
+    "GET /api/brands/{brandId}/fleets/{fleetId}/collection-policy": Call("fleet"),
     "GET /api/audit": Call("platform"),
     "GET /api/admin/parked": Call("platform"),
     "POST /api/admin/parked/redrive": Call("platform", body={}),

@@ -1,0 +1,85 @@
+"""Cloud-controlled collection end to end on the real local IoT Hub (issue 16): the backend's PUT of a collection
+policy reaches a car's Edge module, a real `azure-iot-device` IoTHubModuleClient, as a desired-property patch
+through LocalIoTHubGateway; the car's module code (edge/policy.py `parse`) accepts what it receives, and the whole
+module twin after the hub merged the patches (what a restarted module reads) is the new policy, not a mix.
+A car with no module identity is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from edge import policy as edge
+from shared.collection.service import CollectionService
+from shared.containers import TENANCY, VEHICLES, partition_keys
+from shared.device_messages import safe_id
+from shared.stores.memory import MemoryDocumentStore
+from shared.tenancy.documents import BRAND_DOC_ID, fleet_doc_id
+from tests.integration.test_local_iothub_methods import Hub, local_hub  # noqa: F401 - the fixture
+from tests.integration.test_local_iothub_modules import MODULE, module_client
+from tests.integration.test_local_iothub_revocation import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+async def world() -> MemoryDocumentStore:
+    store = MemoryDocumentStore(partition_keys())
+    await store.upsert(TENANCY, {"id": BRAND_DOC_ID, "kind": "brand", "brandId": "contoso", "name": "Contoso"})
+    await store.upsert(TENANCY, {"id": fleet_doc_id("berlin"), "kind": "fleet", "brandId": "contoso",
+                                 "fleetId": "berlin", "name": "Berlin"})  # fmt: skip
+    return store
+
+
+async def register(store: MemoryDocumentStore, vehicle_id: str) -> None:
+    """The vehicle document registration writes (only the fields the push reads)."""
+    document = {"id": safe_id(vehicle_id), "type": "vehicle", "vehicleId": vehicle_id, "brandId": "contoso",
+                "fleetId": "berlin"}  # fmt: skip
+    await store.upsert(VEHICLES, document)
+
+
+async def test_a_put_policy_reaches_the_module_and_replaces_the_old_one(local_hub: Hub) -> None:  # noqa: F811
+    h, patches = local_hub, list[dict[str, Any]]()
+    store = await world()
+    await register(store, "car-edge")
+    await register(store, "car-plain")
+    h.registry.provision("car-plain")  # a car without the Edge module
+    module = module_client(h, "car-edge")
+    await module.connect()
+    service = CollectionService(store, h.gateway, module_id=MODULE)
+    try:
+        await asyncio.to_thread(setattr, module, "on_twin_desired_properties_patch_received", patches.append)
+        first = await service.put("contoso", None, {
+            "signals": {"Vehicle.Speed": {"rateHz": 10}, "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current":
+                        {"rateHz": 0.1}},
+            "captures": [{"name": "hard_braking", "trigger": {"signal": "Vehicle.Speed", "dropPerSecond": 12}}],
+        })  # fmt: skip
+        assert first["push"] == {"cars": 2, "patched": 1, "withoutModule": 1, "failed": 0, "overridden": 0}
+        assert await wait_until(lambda: len(patches) == 1)
+        received = edge.parse(patches[0]["collection"])
+        assert received.version == "brand-1"
+        assert received.rule("Vehicle.Speed").rate_hz == 10
+        assert [c.name for c in received.captures] == ["hard_braking"]
+
+        second = await service.put("contoso", "berlin", {"intervalSeconds": 2, "default": {"rateHz": 0.5}})
+        assert second["push"]["patched"] == 1
+        assert await wait_until(lambda: len(patches) == 2)
+        received = edge.parse(patches[1]["collection"])
+        assert received.version == "fleet-1"
+        assert received.interval == 2
+        assert received.rule("Vehicle.Speed").rate_hz == 0.5  # the brand's signal rule is gone, not merged
+
+        # the module reports what it applied; the backend reads it back from the module twin
+        await module.patch_twin_reported_properties({"collection": {"version": received.version, "status": "applied"}})
+        twin = await module.get_twin()
+    finally:
+        await module.shutdown()
+    restarted = edge.parse(twin["desired"]["collection"])  # what the module applies after a restart
+    assert restarted.version == "fleet-1"
+    assert restarted.captures == ()
+    for path in ("Vehicle.Speed", "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current", "Vehicle.Other"):
+        assert restarted.rule(path).rate_hz == 0.5
+    read = await h.gateway.get_module_twin("car-edge", MODULE)
+    assert read.reported["collection"] == {"version": "fleet-1", "status": "applied"}

@@ -1,0 +1,146 @@
+"""Collection policy routes through the HTTP application on in-memory stores and the memory IoT Hub gateway:
+validation as problems, versions per change, layering brand → fleet, the push to module twins with its counts,
+and registration giving a new car the effective policy."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import pytest
+
+from edge import policy as edge
+from shared.collection.service import CollectionService
+from tests.fleet_support import Fleet
+
+BRAND: Final = "/api/brands/contoso/collection-policy"
+BERLIN: Final = "/api/brands/contoso/fleets/berlin/collection-policy"
+PARIS: Final = "/api/brands/contoso/fleets/paris/collection-policy"
+MODULE: Final = "carlink"
+SLOW: Final[dict[str, Any]] = {"default": {"rateHz": 0.2}}
+FAST: Final[dict[str, Any]] = {
+    "intervalSeconds": 2,
+    "signals": {"Vehicle.Speed": {"rateHz": 10, "onChange": True, "deadband": 1}},
+    "captures": [{"name": "hard_braking", "trigger": {"signal": "Vehicle.Speed", "dropPerSecond": 12}}],
+}
+
+
+@pytest.fixture
+async def fleet(monkeypatch: pytest.MonkeyPatch) -> Fleet:
+    monkeypatch.delenv("EDGE_MODULE_ID", raising=False)
+    fleet = Fleet()
+    await fleet.add_fleet("contoso", "berlin")
+    await fleet.add_fleet("contoso", "paris")
+    for car, where in (("car-b1", "berlin"), ("car-b2", "berlin"), ("car-p1", "paris")):
+        answer = await fleet.call("POST", f"/api/brands/contoso/fleets/{where}/vehicles", body={"vehicleId": car})
+        assert answer.status == 201, answer.json
+    return fleet
+
+
+def twin(fleet: Fleet, car: str) -> dict[str, Any]:
+    return fleet.gateway.module_desired.get((car, MODULE), {})
+
+
+def applied(fleet: Fleet, car: str) -> edge.Policy:
+    """What the car's module would apply after a restart: the whole `collection` of its twin."""
+    return edge.parse(twin(fleet, car)["collection"])
+
+
+async def test_brand_policy_is_versioned_stored_and_pushed_to_every_car(fleet: Fleet) -> None:
+    assert (await fleet.call("GET", BRAND)).json["scope"] == "none"
+    first = await fleet.call("PUT", BRAND, body=SLOW)
+    assert first.status == 200, first.json
+    assert first.json["version"] == "brand-1"
+    assert first.json["scope"] == "brand"
+    assert first.json["push"] == {"cars": 3, "patched": 3, "withoutModule": 0, "failed": 0, "overridden": 0}
+    assert first.json["policy"]["default"]["rateHz"] == 0.2
+    assert first.json["policy"]["intervalSeconds"] == 5.0
+    assert {applied(fleet, car).version for car in ("car-b1", "car-b2", "car-p1")} == {"brand-1"}
+    second = await fleet.call("PUT", BRAND, body=FAST)
+    assert second.json["version"] == "brand-2"
+    assert (await fleet.call("GET", BRAND)).json["version"] == "brand-2"
+    assert (await fleet.call("GET", BERLIN)).json | {"fleetId": None} == (await fleet.call("GET", BRAND)).json
+    assert applied(fleet, "car-p1").rule("Vehicle.Speed").rate_hz == 10
+    assert applied(fleet, "car-p1").default.rate_hz == 1.0  # brand-2 has no default: the module's, not brand-1's
+    assert "put_brand_collection_policy" in {r["route"] for r in fleet.audit.records}
+
+
+async def test_fleet_policy_overrides_the_brands(fleet: Fleet) -> None:
+    await fleet.call("PUT", BRAND, body=FAST)
+    own = await fleet.call("PUT", BERLIN, body=SLOW)
+    assert own.json["version"] == "fleet-1"
+    assert own.json["scope"] == "fleet"
+    assert own.json["push"]["cars"] == 2
+    assert own.json["push"]["patched"] == 2
+    assert applied(fleet, "car-b1").version == "fleet-1"
+    assert applied(fleet, "car-b1").rule("Vehicle.Speed").rate_hz == 0.2  # brand's signal gone, not merged
+    assert applied(fleet, "car-b1").captures == ()
+    # a brand change now leaves berlin alone and reaches paris
+    again = await fleet.call("PUT", BRAND, body=FAST)
+    assert again.json["push"] == {"cars": 1, "patched": 1, "withoutModule": 0, "failed": 0, "overridden": 2}
+    assert applied(fleet, "car-b1").version == "fleet-1"
+    assert applied(fleet, "car-p1").version == "brand-2"
+    assert (await fleet.call("GET", BERLIN)).json["version"] == "fleet-1"
+    assert (await fleet.call("GET", PARIS)).json["version"] == "brand-2"
+    assert (await fleet.call("GET", PARIS)).json["scope"] == "brand"
+
+
+async def test_cars_without_the_module_and_failing_cars_are_counted_not_fatal(fleet: Fleet) -> None:
+    fleet.gateway.answers["car-b1"] = (404, "ModuleNotFound")
+    fleet.gateway.answers["car-b2"] = (503, "ServiceUnavailable")
+    answer = await fleet.call("PUT", BERLIN, body=SLOW)
+    assert answer.status == 200, answer.json
+    assert answer.json["push"] == {"cars": 2, "patched": 0, "withoutModule": 1, "failed": 1, "overridden": 0}
+    assert (await fleet.call("GET", BERLIN)).json["version"] == "fleet-1"  # stored all the same
+    del fleet.gateway.answers["car-b2"]
+    retried = await fleet.call("PUT", BERLIN, body=SLOW)
+    assert retried.json["push"]["patched"] == 1
+    assert applied(fleet, "car-b2").version == "fleet-2"
+
+
+async def test_the_module_id_is_a_setting(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGE_MODULE_ID", "telematics")
+    await fleet.call("PUT", BERLIN, body=SLOW)
+    assert "collection" in fleet.gateway.module_desired[("car-b1", "telematics")]
+    assert ("car-b1", MODULE) not in fleet.gateway.module_desired
+
+
+async def test_a_car_registered_into_a_fleet_gets_the_effective_policy(fleet: Fleet) -> None:
+    await fleet.call("PUT", BRAND, body=FAST)
+    await fleet.call("PUT", BERLIN, body=SLOW)
+    for car, where in (("car-b3", "berlin"), ("car-p2", "paris")):
+        assert (
+            await fleet.call("POST", f"/api/brands/contoso/fleets/{where}/vehicles", body={"vehicleId": car})
+        ).status == 201
+    assert applied(fleet, "car-b3").version == "fleet-1"
+    assert applied(fleet, "car-p2").version == "brand-1"
+
+
+async def test_registration_without_any_policy_writes_no_twin(fleet: Fleet) -> None:
+    assert twin(fleet, "car-b1") == {}
+    service = CollectionService(fleet.store, fleet.gateway)
+    assert await service.push_to_vehicle("contoso", "berlin", "car-b1") == "none"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"version": "mine"},  # the server sets it
+        {"signals": {"Speed": {}}},
+        {"default": {"rateHz": 1000}},
+        {"captures": [{"name": "x", "trigger": {"signal": "Vehicle.Speed"}}]},
+        {"colour": "red"},
+    ],
+)
+async def test_bad_policies_are_problems_and_change_nothing(fleet: Fleet, body: Any) -> None:
+    answer = await fleet.call("PUT", BERLIN, body=body)
+    assert answer.status in (400, 422), answer.json
+    assert answer.content_type == "application/problem+json"
+    assert (await fleet.call("GET", BERLIN)).json["scope"] == "none"
+    assert fleet.gateway.module_patches == []
+
+
+async def test_unknown_brand_or_fleet(fleet: Fleet) -> None:
+    assert (await fleet.call("PUT", "/api/brands/contoso/fleets/nowhere/collection-policy", body=SLOW)).status == 404
+    assert (await fleet.call("GET", "/api/brands/nobody/collection-policy")).status == 404
+    assert (await fleet.call("PUT", "/api/brands/Not_A_Slug/collection-policy", body=SLOW)).status in (400, 422)
