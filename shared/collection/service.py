@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
+
 from shared.collection import policy as fmt
 from shared.containers import TENANCY, VEHICLES
 from shared.device_messages import canonical_time
@@ -39,6 +41,10 @@ BRAND_POLICY_ID: Final = "collection-policy"
 TWIN_PROPERTY: Final = "collection"
 PUSH_CONCURRENCY: Final = 16
 WRITE_ATTEMPTS: Final = 5
+# IoT Hub keeps at most 32 KB of desired properties per twin (docs: "Understand and use device twins", twin size);
+# the module twin also carries the agenda (AGENDA_MAX_BYTES, 8 KB) and the signals an earlier policy named (reset
+# to the default rule by the push), so a policy, every field spelled out, may take half.
+POLICY_MAX_BYTES: Final = 16 * 1024
 
 
 def policy_doc_id(fleet_id: str | None) -> str:
@@ -110,6 +116,12 @@ class CollectionService:
             raise InvalidRequestError(
                 f"not a collection policy: {problems[0][0]} {problems[0][1]}",
                 [{"field": f, "message": m} for f, m in problems[:20]],
+            )
+        size = len(orjson.dumps(fmt.normalized({**body, "version": "fleet-0000000000"})))
+        if size > POLICY_MAX_BYTES:
+            raise InvalidRequestError(
+                f"the policy takes {size} bytes in the module twin, at most {POLICY_MAX_BYTES} fit",
+                [{"field": "collection", "message": "too large for the module twin"}],
             )
         document = await self._store_next(brand_id, fleet_id, body)
         pushed = await self.push(brand_id, fleet_id, document["policy"])

@@ -10,6 +10,7 @@ import pytest
 
 from edge import policy as edge
 from shared.collection.service import CollectionService
+from shared.errors import InvalidRequestError
 from tests.fleet_support import Fleet
 
 BRAND: Final = "/api/brands/contoso/collection-policy"
@@ -137,6 +138,16 @@ async def test_bad_policies_are_problems_and_change_nothing(fleet: Fleet, body: 
     assert answer.status in (400, 422), answer.json
     assert answer.content_type == "application/problem+json"
     assert (await fleet.call("GET", BERLIN)).json["scope"] == "none"
+    assert fleet.gateway.module_patches == []
+
+
+async def test_a_policy_over_the_twin_budget_is_refused(fleet: Fleet) -> None:
+    """Through the API the 4 KB body limit (shared/api/handlers.py) refuses it first (413); the service's own
+    check is what holds if that limit is raised."""
+    big = {"signals": {f"Vehicle.Signal{i}": {"rateHz": 1} for i in range(300)}}
+    assert (await fleet.call("PUT", BERLIN, body=big)).status == 413
+    with pytest.raises(InvalidRequestError, match="at most 16384 fit"):
+        await CollectionService(fleet.store, fleet.gateway).put("contoso", "berlin", big)
     assert fleet.gateway.module_patches == []
 
 
