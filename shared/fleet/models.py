@@ -343,11 +343,22 @@ class VehicleSummary(_Response):
     tripOpen: bool
 
 
+class Gaps(_Response):
+    count: int = Field(description="Gap reports the car sent: data it had and the cloud will never get.")
+    samples: int = Field(description="Samples those reports say were lost.")
+    unknown: int = Field(0, description="Reports that could not say how many (a reset store).")
+    lastAt: str | None = Field(None, description="When the newest report arrived (IoT Hub's enqueued time).")
+
+
 class VehicleDetail(VehicleSummary):
     stateTs: str | None = None
     signals: dict[str, Signal]
     trip: Trip | None = None
     alerts: list[Alert] = Field(description="Active alerts.")
+    gaps: Gaps = Field(
+        description="Samples the car evicted or lost before sending (docs/messages.md, Gaps): counted, never silent; "
+        "all zero until it reports one."
+    )
 
 
 class Sample(_Open):

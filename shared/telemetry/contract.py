@@ -2,6 +2,12 @@
 
 `decode` never raises: a message is either a `TelemetryMessage` (possibly with rejected signals, which are kept
 with their reason) or a `DeadLetter` (not JSON, broken envelope, no device id, too large) that is stored whole.
+`decode_any` also knows the car's gap reports (docs/messages.md "Gaps"): IoT Hub routes `type=gap` with
+telemetry, and the trigger does not see application properties (shared/device_messages.py), so the body tells
+them apart: an object with `gap` and no `samples` is a gap report, decoded by the same rules into a `GapMessage`.
+
+`epoch` (optional, 1-64 characters of [0-9a-f]) names the car's seq counter: a car whose storage was reset starts
+a new epoch, and duplicate detection is per (epoch, seq) (vehicle.fold).
 
 Rejected values come from the car, so they are kept *bounded* (docs/data-model.md, "Bounds"): scalars as they
 are, strings cut to `MAX_REJECTED_CHARS`, arrays and objects replaced by a summary (type, items, bytes) so no
@@ -12,7 +18,7 @@ car-chosen nesting reaches a document; unknown paths cut to `MAX_PATH_CHARS`; an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 
@@ -24,6 +30,11 @@ STREAM: Final = "telemetry"
 CONTRACT_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 256 * 1024
 MAX_SEQ: Final = 2**63 - 1
+MAX_EPOCH_CHARS: Final = 64
+HEX: Final = "0123456789abcdef"
+GAP_REASONS: Final = frozenset({"evicted", "store_reset"})
+MAX_GAP_DETAIL_CHARS: Final = 200
+MAX_PRIORITY: Final = 2**31 - 1
 
 # Dead-letter reason codes (stable: dashboards and alerts match on them).
 MISSING_DEVICE_ID: Final = "missing_device_id"
@@ -135,6 +146,7 @@ class TelemetryMessage:
     sequence_number: int | None
     samples: list[Sample]
     size: int
+    epoch: str | None = None  # the car's seq counter (None: a car that sends none)
 
     @property
     def newest_ts(self) -> str:
@@ -163,7 +175,28 @@ class TelemetryMessage:
         }
         if self.sequence_number is not None:
             entry["sequenceNumber"] = self.sequence_number
+        if self.epoch is not None:
+            entry["epoch"] = self.epoch
         return entry
+
+
+@dataclass(frozen=True, slots=True)
+class GapMessage:
+    """A gap report: samples the car had and the cloud will never get (evicted over its disk budget, or a store
+    that was reset). `gap_id` is unique per epoch, so a redelivered report is the same gap."""
+
+    source: DeviceMessage
+    device_id: str
+    enqueued_time: str
+    epoch: str | None
+    gap_id: int
+    reason: str
+    first_ts: str | None  # `from`: null when the car cannot say (a corrupt store)
+    last_ts: str | None  # `to`
+    samples: int | None
+    priority: int | None
+    detail: str | None
+    size: int
 
 
 _SHIFTED_SECONDS: dict[tuple[str, int], str] = {}
@@ -213,7 +246,21 @@ def decode(
     max_clock_skew_ms: int = 300_000,
     catalogue: Catalogue | None = None,
 ) -> TelemetryMessage | DeadLetter:
-    """Decode one device message against contract v1. Never raises."""
+    """Decode one device message against contract v1 telemetry (a gap report is an invalid envelope here). Never
+    raises."""
+    decoded = decode_any(message, max_clock_skew_ms=max_clock_skew_ms, catalogue=catalogue)
+    if type(decoded) is GapMessage:
+        return DeadLetter(STREAM, INVALID_ENVELOPE, "a gap report, not telemetry", message)
+    return cast(TelemetryMessage | DeadLetter, decoded)
+
+
+def decode_any(
+    message: DeviceMessage,
+    *,
+    max_clock_skew_ms: int = 300_000,
+    catalogue: Catalogue | None = None,
+) -> TelemetryMessage | GapMessage | DeadLetter:
+    """Decode one message of the telemetry hub: telemetry v1 or a gap report. Never raises."""
     try:
         return _decode(message, max_clock_skew_ms, catalogue or default_catalogue())
     except _Invalid as bad:
@@ -222,7 +269,75 @@ def decode(
         return DeadLetter(STREAM, "decoder_error", type(unexpected).__name__, message)
 
 
-def _decode(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue) -> TelemetryMessage:
+def _epoch(data: dict[str, Any]) -> str | None:
+    epoch = data.get("epoch")
+    if epoch is None:
+        return None
+    if type(epoch) is not str or not 0 < len(epoch) <= MAX_EPOCH_CHARS or epoch.strip(HEX):
+        raise _Invalid(INVALID_ENVELOPE, f"epoch must be 1 to {MAX_EPOCH_CHARS} characters of [0-9a-f]")
+    return epoch
+
+
+def _optional_int(gap: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    value = gap.get(key)
+    if value is None:
+        return None
+    if type(value) is float and value.is_integer() and low <= value <= high:
+        value = int(value)
+    if type(value) is not int or not low <= value <= high:
+        raise _Invalid(INVALID_ENVELOPE, f"gap.{key} must be null or an integer from {low} to {high}")
+    return value
+
+
+def _optional_time(gap: dict[str, Any], key: str) -> str | None:
+    value = gap.get(key)
+    if value is None:
+        return None
+    ts = parse_time(value) if type(value) is str else None
+    if ts is None:
+        raise _Invalid(INVALID_ENVELOPE, f"gap.{key} must be null or an ISO 8601 time with a zone")
+    return ts
+
+
+def _gap(
+    message: DeviceMessage, device_id: str, enqueued_time: str, data: dict[str, Any], epoch: str | None, size: int
+) -> GapMessage:
+    gap = data["gap"]
+    if type(gap) is not dict:
+        raise _Invalid(INVALID_ENVELOPE, "gap must be an object")
+    gap_id = _optional_int(gap, "id", 0, MAX_SEQ)
+    if gap_id is None:
+        raise _Invalid(INVALID_ENVELOPE, f"gap.id must be an integer from 0 to {MAX_SEQ}")
+    reason = gap.get("reason")
+    if type(reason) is not str or reason not in GAP_REASONS:
+        raise _Invalid(INVALID_ENVELOPE, f"gap.reason must be one of {sorted(GAP_REASONS)}")
+    first, last = _optional_time(gap, "from"), _optional_time(gap, "to")
+    if first is not None and last is not None and first > last:
+        raise _Invalid(INVALID_ENVELOPE, "gap.from must not be after gap.to")
+    samples = _optional_int(gap, "samples", 0, MAX_SEQ)
+    priority = _optional_int(gap, "priority", -MAX_PRIORITY - 1, MAX_PRIORITY)
+    detail = gap.get("detail")
+    if detail is not None and type(detail) is not str:
+        raise _Invalid(INVALID_ENVELOPE, "gap.detail must be null or a string")
+    if detail is not None and len(detail) > MAX_GAP_DETAIL_CHARS:
+        detail = detail[:MAX_GAP_DETAIL_CHARS] + PATH_CUT
+    return GapMessage(
+        message,
+        device_id,
+        enqueued_time,
+        epoch,
+        gap_id,
+        reason,
+        first,
+        last,
+        samples,
+        priority,
+        detail,
+        size,
+    )
+
+
+def _decode(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue) -> TelemetryMessage | GapMessage:
     if not message.device_id:
         raise _Invalid(MISSING_DEVICE_ID, "no iothub connection-device-id system property")
     if message.enqueued_time is None:
@@ -241,6 +356,9 @@ def _decode(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue) -> T
     version = data.get("v")
     if version != CONTRACT_VERSION or type(version) not in (int, float):
         raise _Invalid(UNSUPPORTED_VERSION, f"v={version!r}, expected {CONTRACT_VERSION}")
+    epoch = _epoch(data) if "epoch" in data else None
+    if "gap" in data and "samples" not in data:
+        return _gap(message, message.device_id, message.enqueued_time, data, epoch, len(body))
     seq = data.get("seq")
     if type(seq) is float and seq.is_integer() and 0 <= seq <= MAX_SEQ:
         seq = int(seq)
@@ -303,4 +421,5 @@ def _decode(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue) -> T
         message.sequence_number,
         samples,
         len(body),
+        epoch,
     )

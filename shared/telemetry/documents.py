@@ -44,6 +44,7 @@ class SeqEpoch(TypedDict):
     high: int | None
     highTs: str
     until: str  # enqueued time of the message that started the next epoch
+    epoch: NotRequired[str | None]  # the car's name for it (contract `epoch`); absent or None: it named none
 
 
 class RejectedValue(TypedDict):
@@ -77,6 +78,7 @@ class HistoryEntry(TypedDict):
     enqueuedTime: str
     samples: list[HistorySample]
     sequenceNumber: NotRequired[int]  # absent when Event Hubs gave none (local and test sources)
+    epoch: NotRequired[str]  # the car's seq counter, when it names one (contract `epoch`)
     samplesOmitted: NotRequired[SamplesOmitted]  # only when the fold's history budget cut the entry
 
 
@@ -219,8 +221,35 @@ class GeoState(TypedDict):
     suspended: NotRequired[str]  # since when evaluation is suspended (position withheld)
 
 
+class GapSummary(TypedDict):
+    """`gaps` of a vehicle: what the car reported it will never send (gaps.py), shown by the API."""
+
+    count: int  # gap reports
+    samples: int  # samples they say were lost (reports that cannot say count 0 here)
+    unknown: int  # reports that could not say how many (a reset store)
+    lastAt: str | None  # enqueued time of the newest report
+
+
+class GapDocument(TypedDict):
+    """One gap report in `gaps` (gaps.py): deterministic id from vehicle, epoch and gap id."""
+
+    id: str
+    vehicleId: str
+    type: str  # "gap"
+    epoch: str | None
+    gapId: int
+    reason: str
+    fromTs: str | None
+    toTs: str | None
+    samples: int | None
+    priority: int | None
+    detail: str | None
+    reportedAt: str  # enqueued time of the (first stored) report
+    ttl: int
+
+
 # What the fold writes to the other containers after the vehicle document commits.
-SideDocument = TripDocument | AlertDocument | ChunkDocument | GeofenceEventDocument
+SideDocument = TripDocument | AlertDocument | ChunkDocument | GeofenceEventDocument | GapDocument
 
 
 class OutboxItem(TypedDict):
@@ -254,6 +283,10 @@ class IngestState(TypedDict):
     # Data categories the last fold withheld, sorted; absent when none (privacy.enforce).
     withheld: NotRequired[list[str]]
     speedingSince: NotRequired[str]  # the first sample of the current run over the fleet's speed limit
+    # The current epoch as the car names it (contract `epoch`); absent or None while it names none.
+    epoch: NotRequired[str | None]
+    # Gap ids already counted, per epoch ("" for none), so a redelivered gap report counts once (gaps.py).
+    gapsSeen: NotRequired[dict[str, list[SeqRange]]]
 
 
 class DriverAccountRef(TypedDict):
@@ -314,6 +347,7 @@ class VehicleDocument(TypedDict):
     trip: NotRequired[TripDocument | None]
     alerts: NotRequired[dict[str, AlertDocument]]
     ingest: NotRequired[IngestState]
+    gaps: NotRequired[GapSummary]  # the car's gap reports, absent until it sent one (gaps.py)
     geo: NotRequired[GeoState]  # geofence evaluation, absent until the car's fleet or the car has geofences
     # Other writers', absent until they wrote.
     label: NotRequired[str]  # registration, when given one

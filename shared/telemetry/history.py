@@ -105,12 +105,56 @@ def epoch_of(epochs: list[SeqEpoch], enqueued_time: str, newest_ts: str) -> SeqE
 def start_epoch(ingest: IngestState, enqueued_time: str) -> list[SeqRange]:
     """Archive the current seq ranges as an epoch ending at `enqueued_time`; return the new (empty) ranges."""
     epochs = ingest["epochs"]
-    epochs.append({"seen": ingest["seen"], "high": ingest["high"], "highTs": ingest["highTs"], "until": enqueued_time})
+    archived: SeqEpoch = {
+        "seen": ingest["seen"],
+        "high": ingest["high"],
+        "highTs": ingest["highTs"],
+        "until": enqueued_time,
+    }
+    name = ingest.get("epoch")
+    if name is not None:
+        archived["epoch"] = name
+    epochs.append(archived)
     if len(epochs) > MAX_EPOCHS:
         del epochs[0]
     seen: list[SeqRange] = []
     ingest["seen"] = seen
     return seen
+
+
+def seen_in_epoch(
+    ingest: IngestState, epoch: str | None, enqueued_time: str, newest_ts: str
+) -> tuple[list[SeqRange], bool]:
+    """The seq ranges a message of the car's named `epoch` is checked against and added to, and whether they are
+    the current epoch's. Used once the car names epochs (contract `epoch`), so a reset store (a new epoch, its
+    seq from anywhere, even lower) is never taken for replays of the old one:
+
+    - the current epoch's: `ingest.seen` (the usual case: one comparison);
+    - an archived epoch it names: that epoch's ranges (a late redelivery from before the reset);
+    - a message without an epoch from a car that named one: an archived unnamed epoch by enqueued time
+      (`epoch_of`), else a new unnamed epoch;
+    - a new name: the current ranges are archived under their name (`start_epoch`) and the new epoch starts empty;
+      the first named epoch of a car with no history just takes the name.
+    """
+    current = ingest.get("epoch")
+    if epoch == current:
+        return ingest["seen"], True
+    epochs = ingest["epochs"]
+    if epoch is not None:
+        for archived in epochs:
+            if archived.get("epoch") == epoch:
+                return archived["seen"], False
+    else:
+        found = epoch_of(epochs, enqueued_time, newest_ts)
+        if found is not None and found.get("epoch") is None:
+            return found["seen"], False
+    if current is None and not ingest["seen"] and ingest["high"] is None:
+        ingest["epoch"] = epoch
+        return ingest["seen"], True
+    seen = start_epoch(ingest, enqueued_time)
+    ingest["epoch"] = epoch
+    ingest["high"], ingest["highTs"] = None, ""
+    return seen, True
 
 
 def entry_bound(messages: Sequence[TelemetryMessage]) -> int:

@@ -48,11 +48,12 @@ from shared.geofences.store import GeofenceSource
 from shared.settings import IngestionSettings
 from shared.stores.base import DeadLetterSink, DocumentStore
 from shared.telemetry.catalogue import Catalogue, default_catalogue
-from shared.telemetry.contract import STREAM, TelemetryMessage, decode
+from shared.telemetry.contract import STREAM, GapMessage, TelemetryMessage, decode_any
 from shared.telemetry.documents import OutboxItem, VehicleDocument, as_vehicle, to_store
+from shared.telemetry.gaps import fold_gaps
 from shared.telemetry.job_pool import JobPool
 from shared.telemetry.privacy import Policy, policy_for, scrub_body
-from shared.telemetry.vehicle import VehicleUpdate, fold, is_erased
+from shared.telemetry.vehicle import VehicleUpdate, ensure_shape, fold, is_erased, new_vehicle_document
 from shared.telemetry.vehicle_cache import CachedDocument, VehicleCache
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class BatchReport:
     geofence_retracted: int = 0  # events and alerts late data proved wrong
     geofence_too_late: int = 0  # position samples older than the geofence window: not evaluated
     geofence_suppressed: int = 0  # position samples a fold's cap of geofence writes left unevaluated
+    gaps: int = 0  # gap reports counted (docs/messages.md "Gaps")
+    gap_duplicates: int = 0  # gap reports already counted: redeliveries
     vehicles: int = 0
     conflicts: int = 0
     parked: int = 0  # valid messages refused permanently while processing: kept whole with the reason
@@ -107,6 +110,8 @@ class BatchReport:
         self.geofence_retracted += update.geofence_retracted
         self.geofence_too_late += update.geofence_too_late
         self.geofence_suppressed += update.geofence_suppressed
+        self.gaps += update.gaps
+        self.gap_duplicates += update.gap_duplicates
 
     def as_log(self) -> dict[str, Any]:
         return {
@@ -124,6 +129,8 @@ class BatchReport:
             "geofenceRetracted": self.geofence_retracted,
             "geofenceTooLate": self.geofence_too_late,
             "geofenceSuppressed": self.geofence_suppressed,
+            "gaps": self.gaps,
+            "gapDuplicates": self.gap_duplicates,
             "vehicles": self.vehicles,
             "conflicts": self.conflicts,
             "parked": self.parked,
@@ -204,32 +211,51 @@ class TelemetryIngestor:
         return known[1]
 
     def decode(self, messages: Sequence[DeviceMessage]) -> tuple[dict[str, list[TelemetryMessage]], list[DeadLetter]]:
-        """Decode and group by vehicle, keeping arrival order within each vehicle."""
+        """Decode and group by vehicle, keeping arrival order within each vehicle (telemetry only: gap reports
+        are left out; `decode_all` has them)."""
+        by_vehicle, _, letters = self.decode_all(messages)
+        return by_vehicle, letters
+
+    def decode_all(
+        self, messages: Sequence[DeviceMessage]
+    ) -> tuple[dict[str, list[TelemetryMessage]], dict[str, list[GapMessage]], list[DeadLetter]]:
+        """Decode and group telemetry and gap reports by vehicle, keeping arrival order within each vehicle."""
         by_vehicle: dict[str, list[TelemetryMessage]] = {}
+        gaps: dict[str, list[GapMessage]] = {}
         letters: list[DeadLetter] = []
         skew = self.settings.max_clock_skew_ms
         catalogue = self.catalogue
         for message in messages:
-            decoded = decode(message, max_clock_skew_ms=skew, catalogue=catalogue)
-            if isinstance(decoded, DeadLetter):
-                letters.append(decoded)
-            else:
+            decoded = decode_any(message, max_clock_skew_ms=skew, catalogue=catalogue)
+            kind = type(decoded)
+            if kind is TelemetryMessage:
+                assert isinstance(decoded, TelemetryMessage)
                 group = by_vehicle.get(decoded.device_id)
                 if group is None:
                     by_vehicle[decoded.device_id] = [decoded]
                 else:
                     group.append(decoded)
-        return by_vehicle, letters
+            elif kind is GapMessage:
+                assert isinstance(decoded, GapMessage)
+                gaps.setdefault(decoded.device_id, []).append(decoded)
+            else:
+                assert isinstance(decoded, DeadLetter)
+                letters.append(decoded)
+        return by_vehicle, gaps, letters
 
     async def ingest(self, messages: Sequence[DeviceMessage]) -> BatchReport:
         report = BatchReport(messages=len(messages))
-        by_vehicle, letters = self.decode(messages)
-        report.vehicles = len(by_vehicle)
-        count = len(letters) + len(by_vehicle)
+        by_vehicle, gaps, letters = self.decode_all(messages)
+        vehicles = by_vehicle.keys() | gaps.keys() if gaps else by_vehicle.keys()
+        report.vehicles = len(vehicles)
+        count = len(letters) + len(vehicles)
         jobs = enumerate(
             chain(
                 (self._dead_letter(letter, report) for letter in letters),
-                (self._vehicle(vehicle_id, msgs, report) for vehicle_id, msgs in by_vehicle.items()),
+                (
+                    self._vehicle(vehicle_id, by_vehicle.get(vehicle_id, []), report, gaps.get(vehicle_id, ()))
+                    for vehicle_id in vehicles
+                ),
             )
         )
         failures = await self._pool.run(jobs, count)
@@ -284,14 +310,27 @@ class TelemetryIngestor:
         cfg = await self._settings_for(doc)
         return policy_for(doc, cfg.category_bases)
 
-    async def _vehicle(self, vehicle_id: str, messages: list[TelemetryMessage], report: BatchReport) -> None:
-        for part, payload in _slices(messages):
+    async def _vehicle(
+        self,
+        vehicle_id: str,
+        messages: list[TelemetryMessage],
+        report: BatchReport,
+        gaps: Sequence[GapMessage] = (),
+    ) -> None:
+        """The vehicle's messages in slices, one commit each; its gap reports ride on the first commit."""
+        for part, payload in _slices(messages) if messages else [([], 0)]:
             try:
-                report.add(await self._commit(vehicle_id, part, report, payload))
+                report.add(await self._commit(vehicle_id, part, report, payload, gaps))
+                gaps = ()
             except Exception as exc:
                 if not _contained(exc):
                     raise  # transient: the batch is retried
                 self.cache.evict(vehicle_id)
+                if gaps:  # contained with telemetry: the reports alone, then each on its own if need be
+                    await self._gaps_alone(vehicle_id, gaps, report)
+                    gaps = ()
+                if not part:
+                    continue
                 if len(part) == 1:
                     await self._contain(vehicle_id, part[0], exc, report)
                     continue
@@ -305,6 +344,28 @@ class TelemetryIngestor:
                         self.cache.evict(vehicle_id)
                         await self._contain(vehicle_id, msg, alone, report)
 
+    async def _gaps_alone(self, vehicle_id: str, gaps: Sequence[GapMessage], report: BatchReport) -> None:
+        """Gap reports whose commit with telemetry was refused: together, else each on its own, else parked."""
+        try:
+            report.add(await self._commit(vehicle_id, [], report, 0, gaps))
+            return
+        except Exception as exc:
+            if not _contained(exc):
+                raise
+            self.cache.evict(vehicle_id)
+        for gap in gaps:
+            try:
+                report.add(await self._commit(vehicle_id, [], report, 0, [gap]))
+            except Exception as alone:
+                if not _contained(alone):
+                    raise
+                self.cache.evict(vehicle_id)
+                log.warning("vehicle %s: gap %d parked", safe_id(vehicle_id)[:64], gap.gap_id)
+                await self.dead_letters.put(letter := await self._private(_parked_gap(gap, alone)))
+                report.parked += 1
+                report.dead_letter_reasons[letter.reason] += 1
+                report.contained.append(letter.blob_name)
+
     async def _contain(self, vehicle_id: str, msg: TelemetryMessage, exc: Exception, report: BatchReport) -> None:
         if isinstance(exc, PermanentError):
             log.warning("vehicle %s: message seq %d parked: %s", safe_id(vehicle_id)[:64], msg.seq, reason_of(exc))
@@ -313,7 +374,12 @@ class TelemetryIngestor:
         await self._park(msg, exc, report)
 
     async def _commit(
-        self, vehicle_id: str, messages: list[TelemetryMessage], report: BatchReport, payload: int
+        self,
+        vehicle_id: str,
+        messages: list[TelemetryMessage],
+        report: BatchReport,
+        payload: int,
+        gaps: Sequence[GapMessage] = (),
     ) -> VehicleUpdate:
         for _ in range(MAX_CONFLICT_RETRIES):
             # Taken out of the cache: the fold mutates it, and until the write commits nobody else may see it.
@@ -342,9 +408,14 @@ class TelemetryIngestor:
                 brand, fleet = (doc.get("brandId"), doc.get("fleetId")) if doc is not None else (None, None)
                 found = self.geofences.cached(vehicle_id, brand, fleet)
                 fences = found if found is not None else await self.geofences.for_vehicle(vehicle_id, brand, fleet)
-            update = fold(
-                vehicle_id, doc, messages, cfg, shaped=cached is not None, payload_bytes=payload, geofences=fences
-            )
+            if messages:
+                update = fold(
+                    vehicle_id, doc, messages, cfg, shaped=cached is not None, payload_bytes=payload, geofences=fences
+                )
+            else:
+                update = VehicleUpdate(document=None)
+            if gaps:
+                _fold_gaps(vehicle_id, doc, gaps, cfg, update)
             if update.document is None:  # all replays: nothing to write, but remember what was read
                 if cached is not None and doc is not None:
                     self._put_back(vehicle_id, doc, cached)
@@ -421,6 +492,40 @@ def _slices(messages: list[TelemetryMessage]) -> list[tuple[list[TelemetryMessag
         size += msg.size
     out.append((part, size))
     return out
+
+
+def _fold_gaps(
+    vehicle_id: str,
+    doc: VehicleDocument | None,
+    gaps: Sequence[GapMessage],
+    cfg: IngestionSettings,
+    update: VehicleUpdate,
+) -> None:
+    """Count the gap reports into the document this commit writes (the folded one, else the one read, else a new
+    one) and owe their `gaps` documents in its outbox; nothing to write if every report was a redelivery."""
+    if is_erased(doc):
+        update.erased += len(gaps)
+        return
+    target = update.document if update.document is not None else doc
+    if target is None:
+        target = new_vehicle_document(vehicle_id)
+    ensure_shape(target)
+    items, duplicates = fold_gaps(target, gaps, cfg)
+    update.gaps += len(items)
+    update.gap_duplicates += duplicates
+    if not items:
+        return
+    ingest = target["ingest"]
+    # Not folded by this commit: the outbox it holds was written already (the commit's first step), so only the
+    # gaps are owed.
+    ingest["outbox"] = ingest["outbox"] + items if update.document is not None else items
+    update.side_documents += [(item["container"], item["document"]) for item in items]
+    update.document = target
+
+
+def _parked_gap(gap: GapMessage, exc: Exception) -> DeadLetter:
+    reason = reason_of(exc) if isinstance(exc, PermanentError) else PROCESSING_ERROR
+    return DeadLetter(STREAM, reason, f"{type(exc).__name__}: {str(exc)[:200]}", gap.source)
 
 
 def _contained(exc: Exception) -> bool:

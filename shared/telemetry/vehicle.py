@@ -85,6 +85,8 @@ class VehicleUpdate:
     geofence_retracted: int = 0  # events and geofence alerts late data proved wrong, written again as retracted
     geofence_too_late: int = 0  # position samples older than the geofence window: not evaluated
     geofence_suppressed: int = 0  # position samples not evaluated: the fold wrote its cap of geofence documents
+    gaps: int = 0  # gap reports counted (gaps.py)
+    gap_duplicates: int = 0  # gap reports already counted: redeliveries
 
 
 def new_vehicle_document(vehicle_id: str) -> VehicleDocument:
@@ -163,6 +165,11 @@ def _ensure_shape(doc: VehicleDocument) -> None:
     ingest.setdefault("pendingBytes", 0)
     ingest.setdefault("outbox", [])
     ingest.setdefault("lastTrip", None)
+
+
+def ensure_shape(doc: VehicleDocument) -> None:
+    """`_ensure_shape` for the other folds of ingestion (gaps.py)."""
+    _ensure_shape(doc)
 
 
 def location_allowed(doc: Mapping[str, object], bases: tuple[tuple[str, str], ...] = ()) -> bool:
@@ -250,9 +257,23 @@ def fold(
     positions: list[geofencing.PositionSample] | None = [] if geofences.active or "geo" in doc else None
     lat_path, lon_path, speed_path = S.LATITUDE, S.LONGITUDE, S.SPEED
 
+    current_epoch = ingest.get("epoch")
     for index, msg in enumerate(messages):
         seq, newest = msg.seq, msg.newest_ts
-        if epochs and (epoch := history.epoch_of(epochs, msg.enqueued_time, newest)) is not None:
+        if msg.epoch is not None or current_epoch is not None:
+            # The car names its counter (contract `epoch`): seqs are unique per epoch, so a seq is a duplicate only
+            # if its own epoch saw it, and no heuristic guesses restarts (history.seen_in_epoch).
+            seen, fresh_epoch = history.seen_in_epoch(ingest, msg.epoch, msg.enqueued_time, newest)
+            if seen_contains(seen, seq):
+                duplicates += 1
+                continue
+            seen_add(seen, seq)
+            if fresh_epoch:
+                current_epoch = msg.epoch
+                high = ingest["high"]
+                if high is None or (seq > high and newest >= ingest["highTs"]):
+                    ingest["high"], ingest["highTs"] = seq, max(newest, ingest["highTs"])
+        elif epochs and (epoch := history.epoch_of(epochs, msg.enqueued_time, newest)) is not None:
             # Enqueued before the car restarted its counter, and no newer than what that epoch saw: a message of
             # an earlier epoch (a redelivery, or one never seen), checked against and added to its ranges.
             if seen_contains(epoch["seen"], seq):

@@ -190,7 +190,8 @@ envelopes = st.fixed_dictionaries(
             ),
             max_size=3,
         ),
-    }
+    },
+    optional={"epoch": st.one_of(st.from_regex(r"\A[0-9a-f]{1,64}\Z"), st.text(max_size=70), st.integers())},
 )
 
 
