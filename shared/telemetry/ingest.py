@@ -227,19 +227,15 @@ class TelemetryIngestor:
         catalogue = self.catalogue
         for message in messages:
             decoded = decode_any(message, max_clock_skew_ms=skew, catalogue=catalogue)
-            kind = type(decoded)
-            if kind is TelemetryMessage:
-                assert isinstance(decoded, TelemetryMessage)
+            if isinstance(decoded, TelemetryMessage):  # the usual case first: one isinstance per message
                 group = by_vehicle.get(decoded.device_id)
                 if group is None:
                     by_vehicle[decoded.device_id] = [decoded]
                 else:
                     group.append(decoded)
-            elif kind is GapMessage:
-                assert isinstance(decoded, GapMessage)
+            elif isinstance(decoded, GapMessage):
                 gaps.setdefault(decoded.device_id, []).append(decoded)
             else:
-                assert isinstance(decoded, DeadLetter)
                 letters.append(decoded)
         return by_vehicle, gaps, letters
 
