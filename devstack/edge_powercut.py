@@ -95,6 +95,8 @@ class Result:
     seq_backwards: int = 0
     seq_twice: int = 0
     entries: int = 0
+    routed: int = 0  # telemetry messages of the module IoT Hub routed, copies included
+    routed_distinct: int = 0  # distinct (epoch, seq) among them: each must be one history entry
     rejected: int = 0
     to_current: list[float] = field(default_factory=list)
     interrupted: int = 0
@@ -115,6 +117,8 @@ class Result:
             bad.append(f"{self.gaps_differ} gap reports differ between the module and Cosmos")
         if self.cloud_gaps is not None and self.summary_samples != self.cloud_gap_samples:
             bad.append(f"the vehicle's gap summary counts {self.summary_samples}, its reports {self.cloud_gap_samples}")
+        if self.routed_distinct != self.entries:
+            bad.append(f"IoT Hub routed {self.routed_distinct} distinct messages, the history holds {self.entries}")
         if self.acknowledged != self.lines:
             bad.append(f"only {self.acknowledged} of {self.lines} lines acknowledged at the end")
         return bad
@@ -326,6 +330,8 @@ async def run(
     reconnects: list[Reconnect] = []
     result = Result()
 
+    proc: asyncio.subprocess.Process | None = None
+
     async def start() -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(*argv, cwd=ROOT, env=env, stderr=stderr)
 
@@ -381,6 +387,8 @@ async def run(
         finally:
             box.close()
         score(result, feed, entries, doc, gaps, await cosmos.gaps(doc))
+        copies = Counter(routed_keys(stack, vehicle))
+        result.routed, result.routed_distinct = copies.total(), len(copies)
         result.cuts = flap.cuts
         for r in reconnects:
             if r.target < 0 or cosmos.visible_before(r.at) >= r.target:
@@ -396,7 +404,7 @@ async def run(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if proc.returncode is None:
+        if proc is not None and proc.returncode is None:
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
         stderr.close()
@@ -416,6 +424,20 @@ async def settled(
             return again, doc
         entries = again
     return entries, doc
+
+
+def routed_keys(stack: LocalStack, vehicle: str) -> list[tuple[str, int]]:
+    """(epoch, seq) of every telemetry message of the car IoT Hub routed to the ingestion Event Hub, copies too."""
+    keys = []
+    for partition in stack.event_hubs.hub("telemetry").partitions:
+        for event in partition.events:
+            if (
+                event.system_properties.get("connection-device-id") == vehicle
+                and event.properties.get("type") == "telemetry"
+            ):
+                message = contract.loads(event.body)
+                keys.append((str(message.get("epoch")), int(message["seq"])))
+    return keys
 
 
 def score(
@@ -482,7 +504,10 @@ def table(result: Result) -> str:
         ("evicted (missing, inside reported gaps)", result.evicted),
         ("samples counted by the module's gaps", f"{result.gap_samples} in {result.gaps} gaps"),
         ("samples counted by the gaps in Cosmos", cloud),
-        ("history entries", result.entries), ("seq stored twice", result.seq_twice),
+        ("history entries", result.entries),
+        ("messages routed by IoT Hub", f"{result.routed} ({result.routed - result.routed_distinct} resent copies, "
+                                       "dropped by the cloud's seq dedup)"),
+        ("seq stored twice", result.seq_twice),
         ("seq backwards", result.seq_backwards), ("rejected values", result.rejected),
         ("reconnects measured", f"{len(t)} (+{result.interrupted} cut short by a kill or a cut)"),
         ("time to current after reconnect, median", median), ("time to current after reconnect, worst", worst),
