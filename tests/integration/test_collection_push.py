@@ -2,12 +2,14 @@
 policy reaches a car's Edge module, a real `azure-iot-device` IoTHubModuleClient, as a desired-property patch
 through LocalIoTHubGateway; the car's module code (edge/policy.py `parse`) accepts what it receives, and the whole
 module twin after the hub merged the patches (what a restarted module reads) is the new policy, not a mix.
-A car with no module identity is skipped and counted.
+A car with no module identity is skipped and counted. The storage, layering and the cars' query also run on the
+local Cosmos server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -16,8 +18,12 @@ from edge import policy as edge
 from shared.collection.service import CollectionService
 from shared.containers import TENANCY, VEHICLES, partition_keys
 from shared.device_messages import safe_id
+from shared.fleet.service import FleetService
+from shared.iothub.memory_gateway import MemoryIoTHubGateway
+from shared.stores.cosmos import CosmosDocumentStore
 from shared.stores.memory import MemoryDocumentStore
 from shared.tenancy.documents import BRAND_DOC_ID, fleet_doc_id
+from tests.fleet_support import add_fleet, api_app, request
 from tests.integration.test_local_iothub_methods import Hub, local_hub  # noqa: F401 - the fixture
 from tests.integration.test_local_iothub_modules import MODULE, module_client
 from tests.integration.test_local_iothub_revocation import wait_until
@@ -83,3 +89,26 @@ async def test_a_put_policy_reaches_the_module_and_replaces_the_old_one(local_hu
         assert restarted.rule(path).rate_hz == 0.5
     read = await h.gateway.get_module_twin("car-edge", MODULE)
     assert read.reported["collection"] == {"version": "fleet-1", "status": "applied"}
+
+
+async def test_policies_on_the_local_cosmos_server(cosmos_store: CosmosDocumentStore) -> None:
+    """Storage, layering and the cars' query on a real query engine; concurrent PUTs get distinct versions (the
+    etag-conditional write)."""
+    brand, fleet = f"b-{uuid.uuid4().hex[:8]}", "berlin"
+    gateway = MemoryIoTHubGateway()
+    service = FleetService(cosmos_store, gateway, None, None)  # type: ignore[arg-type]
+    await add_fleet(cosmos_store, brand, fleet)
+    await add_fleet(cosmos_store, brand, "paris")
+    for car, where in ((f"{brand}-1", fleet), (f"{brand}-2", fleet), (f"{brand}-3", "paris")):
+        path = f"/api/brands/{brand}/fleets/{where}/vehicles"
+        assert (await request(api_app(service), "POST", path, body={"vehicleId": car})).status == 201
+    collection = CollectionService(cosmos_store, gateway, module_id=MODULE)
+    brand_put = await collection.put(brand, None, {"default": {"rateHz": 0.5}})
+    assert brand_put["push"] == {"cars": 3, "patched": 3, "withoutModule": 0, "failed": 0, "overridden": 0}
+    answers = await asyncio.gather(*(collection.put(brand, fleet, {"intervalSeconds": n}) for n in (2, 3, 4)))
+    assert sorted(a["version"] for a in answers) == ["fleet-1", "fleet-2", "fleet-3"]
+    assert (await collection.get(brand, fleet))["version"] == "fleet-3"
+    again = await collection.put(brand, None, {"default": {"rateHz": 0.2}})
+    assert again["push"] == {"cars": 1, "patched": 1, "withoutModule": 0, "failed": 0, "overridden": 2}
+    assert gateway.module_desired[(f"{brand}-3", MODULE)]["collection"]["version"] == "brand-2"
+    assert gateway.module_desired[(f"{brand}-1", MODULE)]["collection"]["version"] in {"fleet-1", "fleet-2", "fleet-3"}
