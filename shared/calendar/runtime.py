@@ -19,6 +19,7 @@ from shared.calendar.jobs import StorageSyncQueue, SyncJob, SyncQueue
 from shared.calendar.notifications import NotificationReport, handle_notifications
 from shared.calendar.subscriptions import subscriptions_due
 from shared.calendar.sync import AgendaEnricher, CalendarSync, SyncReport, utcnow
+from shared.collection.service import edge_module_id
 from shared.commands.runtime import command_service
 from shared.containers import CALENDARS
 from shared.device_messages import EventHubEventLike, messages_from_events
@@ -114,6 +115,7 @@ calendar_sync = PerLoop(
         settings.get(),
         on_reauth=_reauth_required,
         enrich=travel.get(),
+        module_id=edge_module_id(),
     )
 )
 request_processor = PerLoop(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -37,7 +38,7 @@ from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.calendar.subscriptions import SubscriptionManager
 from shared.containers import CALENDARS
 from shared.device_messages import canonical_time
-from shared.errors import ConflictError, NotFoundError, PreconditionFailedError
+from shared.errors import ConflictError, DeviceNotFoundError, NotFoundError, PreconditionFailedError
 from shared.graph.access import is_delegated_user
 from shared.graph.base import GraphClient
 from shared.graph.exceptions import GraphError, ReauthRequiredError, SyncStateGoneError, ThrottledError
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 MAX_PAGES: Final = 500  # a runaway nextLink chain must end; 500 pages of 50 is far beyond any real week
 
 
+NO_MODULE_SECONDS: Final = 600.0
+NO_MODULE_KEPT: Final = 100_000
 TRAVEL_REASON: Final = "travel"  # a job that only rebuilds the agenda (shared/telemetry/travel_ping.py)
 # (vehicle id, user id, agenda items, now) → the items that car gets (a new list; the input is shared by the cars).
 AgendaEnricher = Callable[[str, str, list[dict[str, Any]], dt.datetime], Awaitable[list[dict[str, Any]]]]
@@ -88,8 +91,13 @@ class CalendarSync:
         clock: Callable[[], dt.datetime] = utcnow,
         on_reauth: Callable[[str], Awaitable[None]] | None = None,
         enrich: AgendaEnricher | None = None,
+        module_id: str | None = None,
     ) -> None:
         self.enrich = enrich  # per-car additions to the agenda items (travel to each meeting: shared/travel)
+        # A car with the in-car Edge module (edge/) gets its agenda on the module twin too, so the driver sees it
+        # offline (the module keeps it); cars without one are remembered for a while (IoT Hub answers 404).
+        self.module_id = module_id
+        self._no_module: dict[str, float] = {}
         self.on_reauth = on_reauth  # a driver account Graph refused (401): shared/accounts marks reauth_required
         self.store = store
         self.graph = graph
@@ -208,7 +216,18 @@ class CalendarSync:
             if await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": agenda}):
                 sent[vehicle_id] = agenda_hash
                 report.agenda_patched = True
+                await self._to_module(vehicle_id, agenda)
         state["agendaHashes"] = {v: h for v, h in sent.items() if v in targets}
+
+    async def _to_module(self, vehicle_id: str, agenda: dict[str, Any]) -> None:
+        if self.module_id is None or self._no_module.get(vehicle_id, 0.0) > time.monotonic():
+            return
+        try:
+            await self.gateway.patch_module_desired(vehicle_id, self.module_id, {"agenda": agenda})
+        except DeviceNotFoundError:  # no Edge module in this car: ask again in a while
+            if len(self._no_module) > NO_MODULE_KEPT:
+                self._no_module.clear()
+            self._no_module[vehicle_id] = time.monotonic() + NO_MODULE_SECONDS
 
     def _drifted(self, state: Document, now: dt.datetime) -> bool:
         window = state.get("window") or {}

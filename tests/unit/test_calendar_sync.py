@@ -189,3 +189,23 @@ def test_the_agenda_is_cut_to_its_size_limit_and_says_so() -> None:
     assert 0 < agenda["count"] < 100
     _, same_digest = build_agenda(items, "2026-11-21T09:00:00.000Z", 8192)
     assert same_digest == digest  # syncedAt alone is no change
+
+
+async def test_a_car_with_the_edge_module_gets_its_agenda_on_the_module_twin_too(world: World) -> None:
+    """The in-car module keeps the agenda for a tunnel (edge/): the sync writes it to the module twin as well; a
+    car without the module (IoT Hub 404) is not asked again for a while."""
+    t = world.clock.now
+    world.sandbox.add_event(USER, "stand-up", t + HOUR, t + 2 * HOUR)
+    sync = world.sync()
+    sync.module_id = "carlink"
+    await sync.run(job())
+    [(device, module, patch)] = world.gateway.module_patches
+    assert (device, module) == (VEHICLE, "carlink")
+    assert patch["agenda"] == world.agenda()
+    world.gateway.answers[VEHICLE] = (404, "ModuleNotFound")
+    sync._no_module.clear()
+    await sync._to_module(VEHICLE, {"events": []})  # 404: remembered
+    assert VEHICLE in sync._no_module
+    before = len(world.gateway.module_patches)
+    await sync._to_module(VEHICLE, {"events": []})  # not asked again
+    assert len(world.gateway.module_patches) == before
