@@ -45,6 +45,7 @@ from shared.errors import (
     PermanentError,
     UnknownResourceError,
 )
+from shared.errors import RequestError as RefusedError
 from shared.faults import reason_of
 from shared.graph.exceptions import GraphError, GraphForbiddenError, ReauthRequiredError
 from shared.iothub.gateway import IoTHubGateway
@@ -332,6 +333,30 @@ class RequestProcessor:
         except UnknownResourceError as exc:
             return Reply.error(rid, action, C.INVALID_REQUEST, str(exc)[:200]), True
 
+    async def _send_destination(
+        self, vehicle_id: str, user_id: str, request_id: str, data: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The meeting's place also goes to the car's navigation as the `destination.send` command, sent as the
+        driver (idempotent per request: the requestId is its Idempotency-Key). Best effort: the reply carries the
+        destination either way, and says the command's id when it was sent."""
+        if self.commands is None:
+            return {}
+        from shared.auth.policy import Role
+        from shared.commands.service import Caller
+
+        place = data.get("destination") or {}
+        params = {"latitude": place.get("lat"), "longitude": place.get("lon")}
+        if isinstance(place.get("label"), str) and place["label"]:
+            params["name"] = place["label"][:100]
+        try:
+            command, _ = await self.commands.issue(
+                Caller(user_id, frozenset({Role.DRIVER})), vehicle_id, "destination.send", params, request_id
+            )
+        except (RefusedError, PermanentError) as exc:  # rate limited, invalid coordinates, the car gone
+            log.info("navigate.to_meeting: destination not sent as a command: %s", type(exc).__name__)
+            return {}
+        return {"commandId": command["commandId"]}
+
     async def _late_messages(self, vehicle: Mapping[str, object] | None) -> bool:
         """meeting.late is opt-in per brand (FEATURE_LATE_MESSAGES, a brand's `lateMessages`)."""
         if self.brands is None:
@@ -356,6 +381,8 @@ class RequestProcessor:
             if vehicle is None or not await location_consented(self.store, dict(vehicle)):
                 return Reply.error(rid, action, C.NO_CONSENT, "the driver has not consented to location use"), True
             answer = await self.travel.navigate(vehicle_id, user_id, request.event_id)
+            if answer.data is not None:
+                answer.data.update(await self._send_destination(vehicle_id, user_id, rid, answer.data))
         else:
             driver = vehicle.get("driver") if vehicle is not None else None
             zone = driver.get("timeZone") if isinstance(driver, Mapping) else None

@@ -162,6 +162,12 @@ async def test_navigate_to_meeting_answers_the_geocoded_destination(world: World
     answer = await world.cars[DRIVEN].navigate_to_meeting(world.events["Design review"])
     assert answer["status"] == "ok"
     assert (answer["destination"]["lat"], answer["destination"]["lon"]) == pytest.approx(REDMOND, abs=0.01)
+    assert answer["commandId"]  # the place also went to the car's navigation as the destination.send command
+    car = world.cars[DRIVEN]
+    await until(
+        lambda: _true(any(c.get("commandId") == answer["commandId"] for c in car.log.commands)),
+        what="the car got destination.send",
+    )
     island = await world.cars[DRIVEN].ask("navigate.to_meeting", {"eventId": "no-such-event"})
     assert island["error"]["code"] == "event_not_found"
 
