@@ -1,0 +1,1 @@
+"""The analytics lake: Parquet tables exported from what ingestion stored (docs/analytics.md)."""
