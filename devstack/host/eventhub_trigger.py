@@ -59,12 +59,26 @@ class EventHubsOptions:
         )
 
 
-def trigger_metadata(events: Sequence[StoredEvent], many: bool) -> dict[str, Datum]:
+def trigger_metadata(
+    events: Sequence[StoredEvent], many: bool, hub: str = "", consumer_group: str = "$Default"
+) -> dict[str, Datum]:
     """The trigger metadata the worker shares among a batch's events (`event.metadata`): the application
-    properties, per event in `PropertiesArray` for cardinality MANY, in `Properties` for ONE."""
+    properties, per event in `PropertiesArray` for cardinality MANY, in `Properties` for ONE; and, as the
+    Functions host passes with every invocation, the `PartitionContext` (no last-enqueued-event properties: the
+    host does not serialise them for out-of-process workers)."""
+    context = {
+        "FullyQualifiedNamespace": "localhost",
+        "EventHubName": hub,
+        "ConsumerGroup": consumer_group,
+        "PartitionId": str(events[0].partition),
+        "IsCheckpointingAfterInvocation": True,
+    }
+    partition = {"PartitionContext": Datum(orjson.dumps(context).decode(), "json")}
     if many:
-        return {"PropertiesArray": Datum(orjson.dumps([dict(e.properties) for e in events]).decode(), "json")}
-    return {"Properties": Datum(orjson.dumps(dict(events[0].properties)).decode(), "json")}
+        return {"PropertiesArray": Datum(orjson.dumps([dict(e.properties) for e in events]).decode(), "json")} | (
+            partition
+        )
+    return {"Properties": Datum(orjson.dumps(dict(events[0].properties)).decode(), "json")} | partition
 
 
 def to_function_event(event: StoredEvent, metadata: Mapping[str, Datum] | None = None) -> func.EventHubEvent:
@@ -98,6 +112,7 @@ class EventHubTrigger:
         self.timing = timing or RetryTiming()
         self.stall_after = max(1, stall_after)
         self.many = str(spec.trigger.get("cardinality", "ONE")).upper() == "MANY"
+        self.consumer_group = str(spec.trigger.get("consumerGroup") or "$Default")
         self.positions = [0] * len(self.hub.partitions)
         self._failing: dict[int, Stall] = {}  # partition → its current batch's failures (absent = not failing)
 
@@ -138,7 +153,7 @@ class EventHubTrigger:
                 continue
             batches = [events] if self.many else [[e] for e in events]
             for batch in batches:
-                metadata = trigger_metadata(batch, self.many)
+                metadata = trigger_metadata(batch, self.many, self.hub.name, self.consumer_group)
                 payload: Any = (
                     [to_function_event(e, metadata) for e in batch]
                     if self.many

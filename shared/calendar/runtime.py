@@ -163,4 +163,13 @@ async def receive_notifications(body: bytes) -> NotificationReport:
 
 
 async def handle_requests(events: Iterable[EventHubEventLike]) -> RequestReport:
-    return await request_processor.get().process(messages_from_events(events))
+    from shared.observability.metrics import observe_batch
+
+    batch = events if isinstance(events, list) else list(events)
+    try:
+        report = await request_processor.get().process(messages_from_events(batch))
+    except Exception:
+        observe_batch("handle_requests", batch, committed=False)
+        raise
+    observe_batch("handle_requests", batch, committed=True)
+    return report

@@ -45,6 +45,8 @@ from shared.errors import (
 from shared.faults import reason_of
 from shared.geofences.index import NO_GEOFENCES
 from shared.geofences.store import GeofenceSource
+from shared.observability import tracing
+from shared.observability.metrics import add
 from shared.settings import IngestionSettings
 from shared.stores.base import DeadLetterSink, DocumentStore
 from shared.telemetry.catalogue import Catalogue, default_catalogue
@@ -95,6 +97,7 @@ class BatchReport:
     conflicts: int = 0
     parked: int = 0  # valid messages refused permanently while processing: kept whole with the reason
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+    parked_reasons: Counter[str] = field(default_factory=Counter)  # the parked part of dead_letter_reasons
     contained: list[str] = field(default_factory=list)  # names of the records this batch wrote (dead or parked)
 
     def add(self, update: VehicleUpdate) -> None:
@@ -136,6 +139,19 @@ class BatchReport:
             "parked": self.parked,
             "deadLetterReasons": dict(self.dead_letter_reasons),
         }
+
+    def record_metrics(self) -> None:
+        """The batch's counts as metrics (docs/operations.md): one add per outcome and reason, not per message."""
+        name = "carlink.ingest.messages"
+        add(name, self.accepted, {"outcome": "accepted"})
+        add(name, self.duplicates, {"outcome": "duplicate"})
+        add(name, self.erased, {"outcome": "erased"})
+        for reason, count in (self.dead_letter_reasons - self.parked_reasons).items():
+            add(name, count, {"outcome": "dead_letter", "reason": reason})
+        for reason, count in self.parked_reasons.items():
+            add(name, count, {"outcome": "parked", "reason": reason})
+        add("carlink.ingest.samples", self.samples, {"outcome": "accepted"})
+        add("carlink.ingest.samples", self.rejected_signals, {"outcome": "rejected"})
 
 
 class TravelTrigger:
@@ -245,11 +261,12 @@ class TelemetryIngestor:
         vehicles = by_vehicle.keys() | gaps.keys() if gaps else by_vehicle.keys()
         report.vehicles = len(vehicles)
         count = len(letters) + len(vehicles)
+        vehicle = self._traced_vehicle if tracing.enabled() else self._vehicle
         jobs = enumerate(
             chain(
                 (self._dead_letter(letter, report) for letter in letters),
                 (
-                    self._vehicle(vehicle_id, by_vehicle.get(vehicle_id, []), report, gaps.get(vehicle_id, ()))
+                    vehicle(vehicle_id, by_vehicle.get(vehicle_id, []), report, gaps.get(vehicle_id, ()))
                     for vehicle_id in vehicles
                 ),
             )
@@ -272,6 +289,7 @@ class TelemetryIngestor:
         await self.dead_letters.put(letter := await self._private(_parked(msg, exc)))
         report.parked += 1
         report.dead_letter_reasons[letter.reason] += 1
+        report.parked_reasons[letter.reason] += 1
         report.contained.append(letter.blob_name)
 
     async def _private(self, letter: DeadLetter) -> DeadLetter:
@@ -340,6 +358,22 @@ class TelemetryIngestor:
                         self.cache.evict(vehicle_id)
                         await self._contain(vehicle_id, msg, alone, report)
 
+    async def _traced_vehicle(
+        self,
+        vehicle_id: str,
+        messages: list[TelemetryMessage],
+        report: BatchReport,
+        gaps: Sequence[GapMessage] = (),
+    ) -> None:
+        """`_vehicle` in a span that continues the car's own trace (its newest message's context), so the car's
+        document write is in the trace the car started; it links to the batch and to the car's other messages."""
+        carriers = [m.source.trace for m in messages if m.source.trace is not None]
+        parent = tracing.context_of(carriers[-1]) if carriers else None
+        links = tracing.links_to(carriers[:-1], current=True)
+        attributes = {tracing.CAR_ID: vehicle_id, tracing.MESSAGES: len(messages)}
+        with tracing.span(tracing.INGEST_VEHICLE, attributes, parent=parent, links=links):
+            await self._vehicle(vehicle_id, messages, report, gaps)
+
     async def _gaps_alone(self, vehicle_id: str, gaps: Sequence[GapMessage], report: BatchReport) -> None:
         """Gap reports whose commit with telemetry was refused: together, else each on its own, else parked."""
         try:
@@ -360,6 +394,7 @@ class TelemetryIngestor:
                 await self.dead_letters.put(letter := await self._private(_parked_gap(gap, alone)))
                 report.parked += 1
                 report.dead_letter_reasons[letter.reason] += 1
+                report.parked_reasons[letter.reason] += 1
                 report.contained.append(letter.blob_name)
 
     async def _contain(self, vehicle_id: str, msg: TelemetryMessage, exc: Exception, report: BatchReport) -> None:

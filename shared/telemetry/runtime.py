@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from shared.brands import BrandConfigs
 from shared.device_messages import EventHubEventLike, messages_from_events
 from shared.geofences.store import CachedGeofenceSource
+from shared.observability.metrics import observe_batch
 from shared.per_loop import PerLoop
 from shared.settings import IngestionSettings, setting
 from shared.stores.blob_deadletters import blob_dead_letters_from_env
@@ -49,8 +50,18 @@ def _create_ingestor() -> TelemetryIngestor:
 
 
 ingestor = PerLoop(_create_ingestor)
+FUNCTION = "ingest_telemetry"  # the trigger's function name, the metrics' `function` attribute
 
 
 async def ingest_events(events: Iterable[EventHubEventLike]) -> BatchReport:
-    """Ingest one Event Hubs batch with the process's ingestor (its vehicle cache lives across batches)."""
-    return await ingestor.get().ingest(messages_from_events(events))
+    """Ingest one Event Hubs batch with the process's ingestor (its vehicle cache lives across batches), and
+    record its metrics (lag and batch count by partition, messages by outcome)."""
+    batch = events if isinstance(events, list) else list(events)
+    try:
+        report = await ingestor.get().ingest(messages_from_events(batch))
+    except Exception:
+        observe_batch(FUNCTION, batch, committed=False)
+        raise
+    report.record_metrics()
+    observe_batch(FUNCTION, batch, committed=True)
+    return report

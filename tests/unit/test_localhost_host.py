@@ -283,7 +283,10 @@ async def test_functions_see_the_application_properties_in_the_trigger_metadata(
     for task in tasks:
         task.cancel()
     [batch] = received
-    assert batch[0].metadata == {"PropertiesArray": [{"type": "x"}, {}]}  # shared by the batch, as in Azure
+    assert batch[0].metadata is not None
+    assert batch[0].metadata["PropertiesArray"] == [{"type": "x"}, {}]  # shared by the batch, as in Azure
+    assert batch[0].metadata["PartitionContext"]["PartitionId"] == "0"  # as the Functions host passes it
+    assert batch[0].metadata["PartitionContext"]["EventHubName"] == "telemetry"
 
 
 @pytest.mark.parametrize(

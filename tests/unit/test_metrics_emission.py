@@ -1,0 +1,107 @@
+"""Metrics where the facts are known: recorded through shared/observability/metrics.py into a real SDK
+MeterProvider with an InMemoryMetricReader (no mocks), and read back as the local views read them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import azure.functions as func
+import orjson
+import pytest
+from azure.functions.meta import Datum
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from shared.containers import partition_keys
+from shared.observability import metrics
+from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
+from shared.telemetry.ingest import TelemetryIngestor
+from tests.factories import drive, message
+
+
+@pytest.fixture
+def reader() -> Iterator[InMemoryMetricReader]:
+    """A provider of the test's own (the global one can be set once per process)."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    metrics.use_meter_provider(provider)
+    yield reader
+    metrics.use_meter_provider(None)
+    provider.shutdown()
+
+
+def view(reader: InMemoryMetricReader, name: str) -> list[metrics.Series]:
+    return metrics.snapshot(reader).get(name, [])
+
+
+def partition_event(partition: str, enqueued: dt.datetime, seq: int) -> func.EventHubEvent:
+    """An event as the Functions host hands it over, with the batch's `PartitionContext` trigger metadata."""
+    context = {"EventHubName": "telemetry", "ConsumerGroup": "functions", "PartitionId": partition}
+    return func.EventHubEvent(
+        body=b"{}",
+        trigger_metadata={"PartitionContext": Datum(orjson.dumps(context).decode(), "json")},
+        enqueued_time=enqueued.replace(tzinfo=None),
+        sequence_number=seq,
+        iothub_metadata={},
+    )
+
+
+async def test_a_telemetry_batch_counts_its_messages_by_outcome_and_reason(reader: InMemoryMetricReader) -> None:
+    # GIVEN a batch with good messages, a replay, a broken message and a car whose document breaks the fold
+    store, letters = MemoryDocumentStore(partition_keys()), MemoryDeadLetterSink()
+    await store.create("vehicles", {"id": "car-9", "vehicleId": "car-9", "state": {"signals": "oops"}})
+    batch = [
+        message("car-1", drive(1, 1, speed=1.0, soc=50.0)),
+        message("car-1", drive(1, 1, speed=1.0, soc=50.0)),  # the same seq again: a duplicate
+        message("car-2", drive(1, 1, speed=2.0)),
+        message("car-3", b'{"v": 1, "seq": "broken"'),
+        message("car-9", drive(1, 1, speed=3.0)),
+    ]
+    # WHEN it is ingested and its report recorded
+    report = await TelemetryIngestor(store, letters).ingest(batch)
+    report.record_metrics()
+    # THEN the counters say what the report says, by outcome and reason
+    rows = view(reader, "carlink.ingest.messages")
+    assert metrics.total(rows, outcome="accepted") == report.accepted == 2
+    assert metrics.total(rows, outcome="duplicate") == report.duplicates == 1
+    assert metrics.total(rows, outcome="dead_letter", reason="invalid_json") == 1
+    assert metrics.total(rows, outcome="parked", reason="processing_error") == report.parked == 1
+    samples = view(reader, "carlink.ingest.samples")
+    assert metrics.total(samples, outcome="accepted") == report.samples
+
+
+def test_a_committed_batch_records_its_lag_and_partition(reader: InMemoryMetricReader) -> None:
+    # GIVEN two batches of partition 3 whose oldest events were enqueued 2 s and 30 s ago, one of 7 failing
+    now = dt.datetime.now(dt.UTC)
+    first = [partition_event("3", now - dt.timedelta(seconds=2), 10), partition_event("3", now, 11)]
+    second = [partition_event("3", now - dt.timedelta(seconds=30), 12)]
+    # WHEN they finish
+    metrics.observe_batch("ingest_telemetry", first, committed=True)
+    metrics.observe_batch("ingest_telemetry", second, committed=True)
+    metrics.observe_batch("ingest_telemetry", [partition_event("7", now, 1)], committed=False)
+    # THEN partition 3's lag histogram holds the batches' oldest events; partition 7 counts a failed batch
+    [lag] = view(reader, "carlink.ingest.lag")
+    assert lag.attributes == {"function": "ingest_telemetry", "partition": "3"}
+    assert lag.count == 2
+    assert lag.minimum is not None and 2 <= lag.minimum < 30
+    assert lag.maximum is not None and lag.maximum >= 30
+    batches = view(reader, "carlink.ingest.batches")
+    assert metrics.total(batches, partition="3", outcome="committed") == 2
+    assert metrics.total(batches, partition="7", outcome="failed") == 1
+    assert metrics.total(batches, partition="7", outcome="committed") == 0
+
+
+def test_percentiles_come_from_the_histogram_within_its_buckets(reader: InMemoryMetricReader) -> None:
+    for value in [0.2] * 90 + [7.0] * 10:
+        metrics.record("carlink.ingest.lag", value, {"function": "f", "partition": "0"})
+    lag = metrics.merged(view(reader, "carlink.ingest.lag"))
+    assert lag is not None and lag.count == 100
+    p50, p95 = metrics.percentile(lag, 0.5), metrics.percentile(lag, 0.95)
+    assert p50 is not None and 0.1 <= p50 <= 0.25  # the bucket that holds 0.2
+    assert p95 is not None and 5.0 <= p95 <= 7.0  # the bucket that holds 7, clamped to the recorded max
+
+
+def test_a_name_outside_the_catalogue_is_refused(reader: InMemoryMetricReader) -> None:
+    with pytest.raises(KeyError):
+        metrics.add("carlink.not.in.the.catalogue", 1)
