@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from bench import coldstart, cpu, report, rss, writes
+from bench import cost as cost_table
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             figures[f"writes.{scenario.name}.{pipeline}.writesPerMsg"] = cost.writes_per_message
             figures[f"writes.{scenario.name}.{pipeline}.bytesPerMsg"] = cost.bytes_per_message
             details[f"writes.{scenario.name}.{pipeline}.byContainer"] = cost.writes_by_container
+            figures[f"ru.{scenario.name}.{pipeline}.perMsg"] = cost.request_units_per_message
+            details[f"ru.{scenario.name}.{pipeline}.byContainer"] = cost.request_units_by_container
+            details[f"writes.{scenario.name}.{pipeline}.bytesByContainer"] = cost.bytes_by_container
+        figures[f"ru.{scenario.name}.ratio"] = (
+            figures[f"ru.{scenario.name}.ours.perMsg"] / figures[f"ru.{scenario.name}.naive.perMsg"]
+        )
 
     if not args.skip_e2e:
         from bench import e2e  # imports the Cosmos SDK and devstack only when used
@@ -88,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     baseline = report.load_baseline()
     print(report.render(figures, baseline))
+    print(cost_table.render(figures, details))
     report.write(figures, details)
     print(f"\nwritten {report.LATEST.relative_to(report.BENCH.parent)}", end="")
     if args.save_baseline:

@@ -41,6 +41,8 @@ TARGETS = (
     Target("e2e.catch-up.ratio", 5.0, True, "end to end catch-up >= 5x naive"),
     Target("coldstart.importS", 1.0, False, "cold start (import function_app) <= 1.0 s"),
     Target("cpu.geofences.ratio", 0.9, True, "CPU path with 1,000 geofences >= 0.9x without (issue 14)"),
+    Target("ru.steady.ratio", 0.6, False, "modelled Cosmos RU/msg steady <= 0.6x naive (issue 19)"),
+    Target("ru.catch-up.ratio", 0.15, False, "modelled Cosmos RU/msg catch-up <= 0.15x naive (issue 19)"),
 )
 
 # (figure, label, format) rows of the table, in order; absent figures (e.g. --skip-e2e) are left out.
@@ -65,6 +67,12 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("writes.catch-up.naive.writesPerMsg", "writes/msg catch-up, naive", ".4f"),
     ("writes.catch-up.ours.bytesPerMsg", "bytes/msg catch-up, ours", ",.0f"),
     ("writes.catch-up.naive.bytesPerMsg", "bytes/msg catch-up, naive", ",.0f"),
+    ("ru.steady.ours.perMsg", "modelled Cosmos RU/msg steady, ours", ".2f"),
+    ("ru.steady.naive.perMsg", "modelled Cosmos RU/msg steady, naive", ".2f"),
+    ("ru.steady.ratio", "modelled Cosmos RU/msg steady, ours/naive", ".3f"),
+    ("ru.catch-up.ours.perMsg", "modelled Cosmos RU/msg catch-up, ours", ".2f"),
+    ("ru.catch-up.naive.perMsg", "modelled Cosmos RU/msg catch-up, naive", ".2f"),
+    ("ru.catch-up.ratio", "modelled Cosmos RU/msg catch-up, ours/naive", ".3f"),
     ("e2e.steady.ours.msgsPerS", "end to end steady, ours, msgs/s", ",.1f"),
     ("e2e.steady.naive.msgsPerS", "end to end steady, naive, msgs/s", ",.1f"),
     ("e2e.steady.ratio", "end to end steady, ours/naive", ".2f"),

@@ -7,12 +7,13 @@ every write is counted (operations and bytes per container) so tests and benchma
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from shared.cost.request_units import write_request_units
 from shared.device_messages import DeadLetter, device_prefix
 from shared.errors import ConflictError, ItemRejectedError, NotFoundError, PreconditionFailedError
 from shared.stores.base import ContainedEntry, DeadLetterSink, Document, DocumentStore, Stored, entry_of
@@ -32,6 +33,8 @@ class MemoryDocumentStore(DocumentStore):
         self._version = 0
         self.writes: Counter[str] = Counter()
         self.bytes_written: Counter[str] = Counter()
+        # What the writes would have cost in Cosmos, estimated from their sizes (shared/cost/request_units.py).
+        self.request_units: defaultdict[str, float] = defaultdict(float)
 
     def _partition(self, container: str, document: Mapping[str, Any]) -> str:
         value: Any = document
@@ -51,6 +54,7 @@ class MemoryDocumentStore(DocumentStore):
         self._items[container][partition, document["id"]] = (raw, etag)
         self.writes[container] += 1
         self.bytes_written[container] += len(raw)
+        self.request_units[container] += write_request_units(len(raw))
         return etag
 
     async def read(self, container: str, partition_key: str, item_id: str) -> Stored | None:
