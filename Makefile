@@ -10,13 +10,14 @@ STAMP_NODE := node_modules/.installed
 VENV_INFRA := .venv-infra
 STAMP_INFRA := $(VENV_INFRA)/.installed
 
-.PHONY: help setup chromium dashboard-vendor test unit integration lint infra-check bench demo dev clean faults
+.PHONY: help setup chromium dashboard-vendor test unit integration lint infra-check bench demo dev clean faults report
 
 VEHICLES ?= 5
 DURATION ?= 60
 
 help:
 	@echo "make demo    - the whole loop offline: local stack + simulated fleet, then a report (VEHICLES=5 DURATION=60)"
+	@echo "make report  - fleet analytics (PDF, PNGs, table) over the last demo's lake (.demo/lake) or LAKE=<dir>"
 	@echo "make dev     - keep the local stack running until Ctrl-C"
 	@echo "make test    - set up everything and run lint, type checks and the whole test suite"
 	@echo "make bench   - ingestion benchmark (docs/performance.md)"
@@ -76,6 +77,13 @@ bench: setup
 
 demo: setup
 	$(PY) -m devstack demo --vehicles $(VEHICLES) --duration $(DURATION)
+
+# The fleet analyst's report (analytics/): the Power BI model's measures computed with DuckDB over the lake's
+# Parquet. LAKE: a directory (default: the one `make demo` copies out of Azurite); the report goes to REPORT_OUT.
+LAKE ?= .demo/lake
+REPORT_OUT ?= .demo/report
+report: $(STAMP_PY)
+	$(PY) -m analytics --lake $(LAKE) --out $(REPORT_OUT)
 
 dev: setup
 	$(PY) -m devstack dev --vehicles $(VEHICLES)
