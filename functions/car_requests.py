@@ -7,6 +7,8 @@ import logging
 import azure.functions as func
 
 from shared.calendar.runtime import handle_requests
+from shared.observability import tracing
+from shared.observability.setup import ensure_configured
 from shared.settings import CONSUMER_GROUP, EVENTHUB_CONNECTION
 
 bp = func.Blueprint()
@@ -29,5 +31,7 @@ bp = func.Blueprint()
     data_type=func.DataType.BINARY,
 )
 async def handle_car_requests(events: list[func.EventHubEvent]) -> None:
-    report = await handle_requests(events)
+    ensure_configured()
+    with tracing.batch_span(tracing.REQUESTS_BATCH, events):
+        report = await handle_requests(events)
     logging.info("requests batch %s", report.as_log())

@@ -6,6 +6,8 @@ import logging
 
 import azure.functions as func
 
+from shared.observability import tracing
+from shared.observability.setup import ensure_configured
 from shared.settings import CONSUMER_GROUP, EVENTHUB_CONNECTION
 from shared.telemetry.runtime import ingest_events
 
@@ -27,5 +29,7 @@ bp = func.Blueprint()
     data_type=func.DataType.BINARY,  # the exact bytes each car sent, not a re-serialised copy
 )
 async def ingest_telemetry(events: list[func.EventHubEvent]) -> None:
-    report = await ingest_events(events)
+    ensure_configured()
+    with tracing.batch_span(tracing.INGEST_BATCH, events):
+        report = await ingest_events(events)
     logging.info("telemetry batch %s", report.as_log())

@@ -12,10 +12,12 @@ import base64
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import orjson
+
+from shared.observability import tracing
 
 # IoT Hub refuses device messages over 256 KB, so every body that can arrive is kept whole (and can be redriven);
 # only a larger body from elsewhere is cut.
@@ -45,6 +47,8 @@ class DeviceMessage:
     device_id: str | None
     enqueued_time: str | None  # canonical UTC, see canonical_time()
     sequence_number: int | None  # Event Hubs sequence number within its partition
+    # The car's W3C trace context (shared/observability/tracing.py), attached only while tracing is on.
+    trace: Mapping[str, str] | None = field(default=None, compare=False, hash=False)
 
     @classmethod
     def from_event(cls, event: EventHubEventLike) -> DeviceMessage:
@@ -62,7 +66,11 @@ class DeviceMessage:
 
 
 def messages_from_events(events: Iterable[EventHubEventLike]) -> list[DeviceMessage]:
-    return [DeviceMessage.from_event(e) for e in events]
+    """The batch's messages; with tracing on, each with its car's trace context (shared/observability/tracing.py)."""
+    if not tracing.enabled():
+        return [DeviceMessage.from_event(e) for e in events]
+    batch = list(events)
+    return tracing.with_trace_context([DeviceMessage.from_event(e) for e in batch], batch)
 
 
 @dataclass(frozen=True, slots=True)

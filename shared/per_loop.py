@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from shared.observability.setup import ensure_configured
+
 T = TypeVar("T")
 
 
@@ -22,6 +24,7 @@ class PerLoop(Generic[T]):
     def get(self) -> T:
         loop = asyncio.get_running_loop()
         if self._value is None or self._loop is not loop:
+            ensure_configured()  # the first client of the process: traces and metrics too (once, lazily)
             self._value, self._loop = self._factory(), loop
         return self._value
 

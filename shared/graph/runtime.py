@@ -10,6 +10,8 @@ from __future__ import annotations
 from shared.graph.access import DelegatedTokens, GraphAccess
 from shared.graph.base import GraphClient
 from shared.graph.endpoints import graph_endpoint
+from shared.observability import tracing
+from shared.observability.traced import GRAPH_CALLS, traced
 from shared.per_loop import PerLoop
 from shared.settings import number_setting as number
 from shared.settings import setting
@@ -24,7 +26,8 @@ def _client_from_env() -> GraphClient:
     base_url = graph_endpoint(setting("GRAPH_BASE_URL")).base_url
     from shared.graph.msgraph_client import MsGraphClient  # msgraph-sdk: ~0.5 s, only when Graph is called
 
-    return MsGraphClient.create(base_url, setting("AZURE_CLIENT_ID"), _max_retries())
+    client = MsGraphClient.create(base_url, setting("AZURE_CLIENT_ID"), _max_retries())
+    return traced(client, tracing.GRAPH, GRAPH_CALLS)  # a span per Graph call (no user id recorded)
 
 
 def delegated_client_from_env(tokens: DelegatedTokens) -> GraphClient:
@@ -33,7 +36,7 @@ def delegated_client_from_env(tokens: DelegatedTokens) -> GraphClient:
     base_url = graph_endpoint(setting("GRAPH_BASE_URL")).base_url
     from shared.graph.msgraph_client import MsGraphClient
 
-    return MsGraphClient.create_delegated(base_url, tokens, _max_retries())
+    return traced(MsGraphClient.create_delegated(base_url, tokens, _max_retries()), tracing.GRAPH, GRAPH_CALLS)
 
 
 def graph_access_from_env(tokens: DelegatedTokens | None) -> GraphAccess:

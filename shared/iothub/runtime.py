@@ -13,6 +13,8 @@ import os
 from shared.errors import ConfigurationError
 from shared.iothub.gateway import IoTHubGateway
 from shared.iothub.hubs import STAMPS_SETTING, MultiHubGateway, local_service_urls
+from shared.observability import tracing
+from shared.observability.traced import IOTHUB_CALLS, traced
 from shared.per_loop import PerLoop
 from shared.settings import setting
 
@@ -55,4 +57,9 @@ def _gateway_from_env() -> IoTHubGateway:
     return _multi(azure, default_hub)
 
 
-gateway: PerLoop[IoTHubGateway] = PerLoop(_gateway_from_env)
+def _traced_gateway() -> IoTHubGateway:
+    """Every call of the process's gateway in a span `carlink.iothub.<call>` (shared/observability/traced.py)."""
+    return traced(_gateway_from_env(), tracing.IOTHUB, IOTHUB_CALLS, car_argument=True)
+
+
+gateway: PerLoop[IoTHubGateway] = PerLoop(_traced_gateway)

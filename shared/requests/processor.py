@@ -50,6 +50,7 @@ from shared.faults import reason_of
 from shared.graph.exceptions import GraphError, GraphForbiddenError, ReauthRequiredError
 from shared.iothub.gateway import IoTHubGateway
 from shared.meetings.service import MeetingService, TeamsUnavailableError
+from shared.observability import tracing
 from shared.requests import contract as C
 from shared.requests.contract import CarRequest, Reply, RequestError, decode_request
 from shared.stores.base import DeadLetterSink, Document, DocumentStore, strip_system_properties
@@ -119,7 +120,8 @@ class RequestProcessor:
         """Carry out every request of the batch; raises only a transient error, and only after every other
         request was carried out (so the retried batch finds their replies already sent)."""
         report = RequestReport()
-        outcomes = await asyncio.gather(*(self._guarded(m, report) for m in messages), return_exceptions=True)
+        guarded = self._traced if tracing.enabled() else self._guarded
+        outcomes = await asyncio.gather(*(guarded(m, report) for m in messages), return_exceptions=True)
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         for failure in failures:
             if not isinstance(failure, Exception):  # cancellation, KeyboardInterrupt: not ours to hold back
@@ -128,6 +130,12 @@ class RequestProcessor:
             log.warning("requests batch will be retried: %d transient failure(s); %s", len(failures), report.as_log())
             raise failures[0]
         return report
+
+    async def _traced(self, message: DeviceMessage, report: RequestReport) -> None:
+        """`_guarded` in a span that continues the car's trace (its message's `traceparent`)."""
+        car = {tracing.CAR_ID: message.device_id} if message.device_id else None
+        with tracing.span(tracing.REQUEST, car, parent=tracing.context_of(message.trace)):
+            await self._guarded(message, report)
 
     async def _guarded(self, message: DeviceMessage, report: RequestReport) -> None:
         async with self._limit:
@@ -153,6 +161,7 @@ class RequestProcessor:
             await self._send(vehicle_id, reply, message, None, report)
             return
         record_id = safe_id(decoded.request_id)
+        tracing.set_attribute(tracing.REQUEST_ID, decoded.request_id)
         stored = await self.store.read(REQUESTS, vehicle_id, record_id)
         if stored is not None:
             report.replayed += 1
@@ -422,7 +431,9 @@ class RequestProcessor:
         if delivery.get("message") == message.key and delivery.get("status") in (SENT, UNDELIVERABLE):
             report.already_sent += 1  # an earlier attempt of this very batch settled this event's reply
             return
-        properties = {**RESPONSE_PROPERTIES, "requestId": reply.request_id}
+        tracing.set_attribute(tracing.OUTCOME, reply.status)
+        # With tracing on, the reply carries the request span's trace context back to the car.
+        properties = tracing.inject({**RESPONSE_PROPERTIES, "requestId": reply.request_id})
         try:
             await self.gateway.send_c2d(vehicle_id, reply.to_json(), properties)
         except PermanentError as exc:
