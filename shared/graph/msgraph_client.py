@@ -333,7 +333,13 @@ def _service_client(endpoint: GraphEndpoint, auth: Any, max_retries: int) -> Gra
     # `/users/me-token-to-replace` (they are dropped as soon as one passes one's own HTTP client).
     options: dict[str, Any] = dict(graph_request_adapter.options)
     options[RetryHandlerOption.get_key()] = RetryHandlerOption(max_retries=max_retries)
-    http = GraphClientFactory.create_with_default_middleware(options=options)
+    from kiota_http.kiota_client_factory import KiotaClientFactory
+
+    from shared.observability.metrics import counting_transport
+
+    client = KiotaClientFactory.get_default_client()
+    client._transport = counting_transport(client._transport, "carlink.graph.requests")  # under the retries
+    http = GraphClientFactory.create_with_default_middleware(client=client, options=options)
     adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = endpoint.base_url
     return GraphServiceClient(request_adapter=adapter)

@@ -35,6 +35,7 @@ from shared.maps.base import MapsClient, current_car
 from shared.maps.endpoints import MapsEndpoint, maps_endpoint
 from shared.maps.errors import MapsError, MapsThrottledError, NoRouteError
 from shared.maps.types import ChargingStop, Confidence, EvParams, GeoPoint, Place, PlaceKind, Route, decimate
+from shared.observability.metrics import add, http_outcome
 
 if TYPE_CHECKING:
     from azure.core.credentials import AccessToken
@@ -189,6 +190,7 @@ class AzureMapsClient(MapsClient):
             except (TimeoutError, aiohttp.ClientError) as exc:
                 status = None
                 log.warning("maps %s: no response (%s), attempt %d", op, type(exc).__name__, attempt + 1)
+            add("carlink.maps.requests", 1, {"outcome": http_outcome(status)})  # every attempt: 429s show
             if status is not None and status not in RETRYABLE:
                 log.info("maps %s: status %d", op, status)
                 return status, content

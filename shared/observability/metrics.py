@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
+    import httpx
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 
@@ -172,6 +173,27 @@ def http_outcome(status: int | None) -> str:
     if status < 400:
         return "ok"
     return "client_error" if status < 500 else "server_error"
+
+
+def counting_transport(inner: httpx.AsyncBaseTransport, metric: str) -> httpx.AsyncBaseTransport:
+    """`inner`, counting every HTTP attempt into `metric` by outcome. Put under an SDK's retry middleware (the
+    Graph SDK's), it sees the 429s the middleware retries, which the caller never does."""
+    import httpx
+
+    class Counting(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            try:
+                response = await inner.handle_async_request(request)
+            except httpx.TransportError:
+                add(metric, 1, {"outcome": http_outcome(None)})
+                raise
+            add(metric, 1, {"outcome": http_outcome(response.status_code)})
+            return response
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    return Counting()
 
 
 def since(start: float) -> float:

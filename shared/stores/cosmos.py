@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 from shared.containers import partition_keys
 from shared.errors import ConfigurationError, ConflictError, NotFoundError, PreconditionFailedError, StoreError
 from shared.faults import cosmos_error
+from shared.observability.metrics import add
 from shared.per_loop import PerLoop
 from shared.settings import setting
 from shared.stores.base import Document, DocumentStore, Stored, strip_system_properties
@@ -59,7 +60,9 @@ class CosmosDocumentStore(DocumentStore):
             credential = DefaultAzureCredential(managed_identity_client_id=client_id)
         # The local emulators serve a self-signed certificate; only for them is TLS verification relaxed.
         local = urlparse(endpoint).hostname in LOOPBACK_HOSTS
-        client = CosmosClient(endpoint, credential=credential, connection_verify=not local)
+        client = CosmosClient(
+            endpoint, credential=credential, connection_verify=not local, raw_response_hook=record_request_charge
+        )
         return cls(client, database, local_server=local)
 
     def container(self, name: str) -> ContainerProxy:
@@ -172,6 +175,32 @@ def _etag(result: Any) -> str:
     if not etag:
         raise StoreError("the service returned no etag")
     return str(etag)
+
+
+def record_request_charge(response: Any) -> None:
+    """The client's response hook: the request units of every response (`x-ms-request-charge`) into
+    carlink.cosmos.request_charge by container and operation. The local Cosmos server sends none."""
+    http = response.http_response
+    charge = http.headers.get("x-ms-request-charge")
+    if not charge:
+        return
+    request = http.request
+    parts = urlparse(request.url).path.split("/")
+    container = parts[parts.index("colls") + 1] if "colls" in parts[:-1] else "-"
+    add("carlink.cosmos.request_charge", float(charge), {"container": container, "operation": _operation(request)})
+
+
+def _operation(request: Any) -> str:
+    method, headers = request.method, request.headers
+    if method == "GET":
+        return "read"
+    if method == "PUT":
+        return "replace"
+    if method == "DELETE":
+        return "delete"
+    if str(headers.get("x-ms-documentdb-isquery", "")).lower() == "true":
+        return "query"
+    return "upsert" if str(headers.get("x-ms-documentdb-is-upsert", "")).lower() == "true" else "create"
 
 
 def _store_from_env() -> CosmosDocumentStore:
