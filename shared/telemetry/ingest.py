@@ -370,7 +370,7 @@ class TelemetryIngestor:
         carriers = [m.source.trace for m in messages if m.source.trace is not None]
         parent = tracing.context_of(carriers[-1]) if carriers else None
         links = tracing.links_to(carriers[:-1], current=True)
-        attributes = {tracing.CAR_ID: vehicle_id, tracing.MESSAGES: len(messages)}
+        attributes: dict[str, str | int] = {tracing.CAR_ID: vehicle_id, tracing.MESSAGES: len(messages)}
         with tracing.span(tracing.INGEST_VEHICLE, attributes, parent=parent, links=links):
             await self._vehicle(vehicle_id, messages, report, gaps)
 
