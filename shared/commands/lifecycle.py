@@ -122,6 +122,31 @@ def advance(
     return True
 
 
+OUTCOMES: Final = frozenset({S.SUCCEEDED, S.FAILED, S.EXPIRED, S.REJECTED, S.CANCELLED})
+
+
+def record_outcome(before: str | None, doc: Mapping[str, Any]) -> None:
+    """A command document was written: if that write settled it (succeeded, failed, expired, rejected,
+    cancelled), count the outcome and its time since accepted (docs/operations.md). Called after the write
+    commits, so a write lost to a race counts nothing; a late report of the car after `expired` is not counted
+    again."""
+    status = doc.get("status")
+    if status == before or status not in OUTCOMES or (before is not None and Status(before) in SETTLED):
+        return
+    from shared.observability.metrics import add, record
+
+    name = str(doc.get("name", "unknown"))
+    add("carlink.commands.outcomes", 1, {"command": name, "status": status, "reason": str(doc.get("reason") or "")})
+    try:
+        accepted = dt.datetime.fromisoformat(str(doc["createdAt"]))
+        settled = dt.datetime.fromisoformat(str(doc["updatedAt"]))
+    except (KeyError, ValueError):
+        return
+    record(
+        "carlink.commands.latency", max(0.0, (settled - accepted).total_seconds()), {"command": name, "status": status}
+    )
+
+
 def expires_at(doc: Mapping[str, Any]) -> dt.datetime:
     return dt.datetime.fromisoformat(str(doc["expiresAt"]).replace("Z", "+00:00"))
 

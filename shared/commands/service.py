@@ -39,6 +39,7 @@ from shared.commands.lifecycle import (
     expires_at,
     fingerprint,
     is_expired,
+    record_outcome,
     status_of,
     view,
 )
@@ -212,6 +213,7 @@ class CommandService:
             if stored is None:
                 raise
             return self._retried(stored.document, wanted, caller), False
+        record_outcome(None, doc)  # rejected on its preconditions: settled as it was created
         if reason is None:
             await self.queue.send(dispatch_message(vehicle_id, cid))
         log.info("command %s (%s) %s", cid, spec.name, doc["status"])
@@ -504,12 +506,14 @@ class CommandService:
             if stored is None:
                 raise UnknownResourceError(f"no command {cid} for this car")
             doc = strip_system_properties(stored.document)
+            before = doc.get("status")
             if not change(doc):
                 return doc
             try:
                 await self.store.replace(COMMANDS, doc, stored.etag)
             except PreconditionFailedError:
                 continue
+            record_outcome(before, doc)
             return doc
         raise StoreError(f"command {cid}: kept changing; gave up after {MAX_RETRIES} tries")
 

@@ -84,8 +84,10 @@ def test_a_committed_batch_records_its_lag_and_partition(reader: InMemoryMetricR
     [lag] = view(reader, "carlink.ingest.lag")
     assert lag.attributes == {"function": "ingest_telemetry", "partition": "3"}
     assert lag.count == 2
-    assert lag.minimum is not None and 2 <= lag.minimum < 30
-    assert lag.maximum is not None and lag.maximum >= 30
+    assert lag.minimum is not None
+    assert 2 <= lag.minimum < 30
+    assert lag.maximum is not None
+    assert lag.maximum >= 30
     batches = view(reader, "carlink.ingest.batches")
     assert metrics.total(batches, partition="3", outcome="committed") == 2
     assert metrics.total(batches, partition="7", outcome="failed") == 1
@@ -96,12 +98,39 @@ def test_percentiles_come_from_the_histogram_within_its_buckets(reader: InMemory
     for value in [0.2] * 90 + [7.0] * 10:
         metrics.record("carlink.ingest.lag", value, {"function": "f", "partition": "0"})
     lag = metrics.merged(view(reader, "carlink.ingest.lag"))
-    assert lag is not None and lag.count == 100
+    assert lag is not None
+    assert lag.count == 100
     p50, p95 = metrics.percentile(lag, 0.5), metrics.percentile(lag, 0.95)
-    assert p50 is not None and 0.1 <= p50 <= 0.25  # the bucket that holds 0.2
-    assert p95 is not None and 5.0 <= p95 <= 7.0  # the bucket that holds 7, clamped to the recorded max
+    assert p50 is not None
+    assert 0.1 <= p50 <= 0.25
+    assert p95 is not None
+    assert 5.0 <= p95 <= 7.0
 
 
 def test_a_name_outside_the_catalogue_is_refused(reader: InMemoryMetricReader) -> None:
     with pytest.raises(KeyError):
         metrics.add("carlink.not.in.the.catalogue", 1)
+
+
+async def test_settled_commands_count_their_outcome_and_latency_once(reader: InMemoryMetricReader) -> None:
+    from tests.unit.test_commands import CAR, OPERATOR, World
+
+    # GIVEN a moving car, one unlock (rejected on its preconditions) and one lock the car answers
+    world = World()
+    await world.car(**{"Vehicle_IsMoving": True, "Vehicle_Speed": 42.0})
+    world.answer(200, {"status": "succeeded"})
+    await world.service.issue(OPERATOR, CAR, "unlock", {}, "u")
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "l")
+    world.clock.now += dt.timedelta(seconds=3)
+    # WHEN the lock is dispatched, and dispatched again (a redelivery changes nothing)
+    await world.dispatch_all()
+    await world.service.dispatch(CAR, cmd["commandId"])
+    # THEN each settled command counted once, with its reason, and its time from accepted to settled
+    outcomes = view(reader, "carlink.commands.outcomes")
+    assert metrics.total(outcomes, command="unlock", status="rejected", reason="vehicle_moving") == 1
+    assert metrics.total(outcomes, command="lock", status="succeeded") == 1
+    assert metrics.total(outcomes) == 2
+    latency = metrics.merged(view(reader, "carlink.commands.latency"), command="lock")
+    assert latency is not None
+    assert latency.count == 1
+    assert latency.value == 3.0
