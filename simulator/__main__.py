@@ -127,6 +127,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # OTEL_TRACES_EXPORTER=console|otlp: the cars trace their sends (docs/tracing.md); otherwise nothing is traced
+    from shared.observability.setup import ensure_configured
+
+    ensure_configured()
     logging.getLogger("azure.iot.device").setLevel(logging.ERROR)  # its own retries log loudly
     ca_pem = args.ca.read_text() if args.ca else None
     strings: list[str] = []

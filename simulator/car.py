@@ -45,7 +45,9 @@ from typing import Any, Final
 import orjson
 from azure.iot.device import Message, MethodRequest, MethodResponse
 from azure.iot.device.aio import IoTHubDeviceClient
+from opentelemetry.trace import SpanKind
 
+from shared.observability import tracing
 from simulator import messages, travel
 from simulator.commands import CommandHandler, Fault, parse_time
 from simulator.drive import CarModel, SleepSchedule
@@ -362,7 +364,7 @@ class VirtualCar:
             return
         self._navigate_asked.add(event["id"])
         request_id = str(uuid.uuid4())
-        await self.client.send_message(messages.navigate_to_meeting(request_id, event["id"]))
+        await self._traced_send(messages.navigate_to_meeting(request_id, event["id"]))
         self.log.asked.append({"requestId": request_id, "action": travel.NAVIGATE, "sentAt": time.time()})
 
     def _on_notice(self, notice: dict[str, Any]) -> None:
@@ -403,7 +405,7 @@ class VirtualCar:
             async with self._link:
                 if self._asleep:
                     continue
-                await self.client.send_message(messages.request(request_id, action, fields))
+                await self._traced_send(messages.request(request_id, action, fields))
                 if action == "meeting.join":  # counted with the car's own asks (the demo report compares)
                     event_id = (fields or {}).get("eventId")
                     self.log.requests.append({"requestId": request_id, "eventId": event_id, "sentAt": time.time()})
@@ -411,10 +413,27 @@ class VirtualCar:
                     self.log.asked.append({"requestId": request_id, "action": action, "sentAt": time.time()})
                 return
 
+    async def _traced_send(self, message: Message) -> None:
+        """Send a device-to-cloud message. With tracing on, in its own span whose W3C context the message carries
+        as its `traceparent` property (docs/messages.md "Trace context"), so the cloud continues the car's trace."""
+        if not tracing.enabled():
+            await self.client.send_message(message)
+            return
+        kind = str(message.custom_properties.get("type", ""))
+        attributes = {tracing.CAR_ID: self.log.device_id, tracing.MESSAGE_TYPE: kind}
+        with tracing.span(tracing.CAR_SEND, attributes, kind=SpanKind.PRODUCER):
+            tracing.inject(message.custom_properties)
+            await self.client.send_message(message)
+
     # SDK handlers run on the SDK's handler thread: they only append (atomic in CPython) or hand over to the loop.
     def _on_message(self, message: Message) -> None:
         body = message.data if isinstance(message.data, bytes) else str(message.data).encode()
         props = dict(message.custom_properties)
+        if tracing.enabled():  # the cloud's reply, in the trace it names (the car's request's trace)
+            attributes = {tracing.CAR_ID: self.log.device_id, tracing.MESSAGE_TYPE: str(props.get("type", ""))}
+            parent = tracing.context_of(tracing.carrier_of(props))
+            with tracing.span(tracing.CAR_RECEIVE, attributes, parent=parent, kind=SpanKind.CONSUMER):
+                pass
         received_at = time.time()
         entry = {"receivedAt": received_at, "properties": props, "body": body.decode("utf-8", "replace")}
         self.log.c2d.append(entry)
@@ -612,7 +631,7 @@ class VirtualCar:
             return
         await self._report(handled.command_id, "delivered", dt.datetime.fromtimestamp(received_at, dt.UTC))
         if handled.fault == "garbage":
-            await self.client.send_message(messages.garbage_request())
+            await self._traced_send(messages.garbage_request())
         elif handled.outcome is not None:
             if handled.locate:
                 await self._send_position()
@@ -624,7 +643,7 @@ class VirtualCar:
 
     async def _report(self, command_id: str, status: str, at: dt.datetime, reason: str | None = None) -> None:
         request_id = str(uuid.uuid4())
-        await self.client.send_message(messages.command_result(request_id, command_id, status, at, reason))
+        await self._traced_send(messages.command_result(request_id, command_id, status, at, reason))
         self.log.command_reports.append(
             {"requestId": request_id, "commandId": command_id, "status": status, "reason": reason,
              "sentAt": time.time()}
@@ -687,7 +706,7 @@ class VirtualCar:
     async def _send(self, message: Message, record: dict[str, Any], bad: bool = False) -> None:
         sent_at = time.time()
         try:
-            await self.client.send_message(message)
+            await self._traced_send(message)
         except Exception as exc:  # the SDK retries itself; what still fails is counted, the run goes on
             self.log.send_errors += 1
             log.warning("%s: send failed: %s", self.log.device_id, exc)
@@ -701,5 +720,5 @@ class VirtualCar:
         event_id = str(upcoming[0]["id"])
         self._asked.add(event_id)
         request_id = str(uuid.uuid4())
-        await self.client.send_message(messages.meeting_join(request_id, event_id))
+        await self._traced_send(messages.meeting_join(request_id, event_id))
         self.log.requests.append({"requestId": request_id, "eventId": event_id, "sentAt": time.time()})

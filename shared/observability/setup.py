@@ -144,7 +144,7 @@ def configure_local(
             provider = TracerProvider(resource=_resource())  # type: ignore[arg-type]
             trace.set_tracer_provider(provider)
             reader = metric_reader if metric_reader is not None else _local_reader()
-            if reader is not None:
+            if reader is not None and not isinstance(metrics.get_meter_provider(), MeterProvider):
                 metrics.set_meter_provider(MeterProvider(resource=_resource(), metric_readers=[reader]))  # type: ignore[arg-type]
             if span_exporter is None:
                 exporter = _exporter_from(env)

@@ -51,6 +51,7 @@ REQUEST_ACTION: Final = "carlink.request.action"
 BATCH_SIZE: Final = "messaging.batch.message_count"  # OpenTelemetry messaging semantic conventions
 PARTITION: Final = "messaging.destination.partition.id"
 MESSAGES: Final = "carlink.messages"  # a car's messages in this span
+MESSAGE_TYPE: Final = "carlink.message.type"  # the message's `type` property: telemetry, request, response, ...
 OUTCOME: Final = "carlink.outcome"  # e.g. the reply's status, a delivery's outcome
 DEPENDENCY: Final = "carlink.dependency"  # readiness: which dependency a check reached
 
