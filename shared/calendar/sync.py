@@ -43,6 +43,7 @@ from shared.graph.access import is_delegated_user
 from shared.graph.base import GraphClient
 from shared.graph.exceptions import GraphError, ReauthRequiredError, SyncStateGoneError, ThrottledError
 from shared.iothub.gateway import IoTHubGateway
+from shared.observability.metrics import add
 from shared.stores.base import Document, DocumentStore, strip_system_properties
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ MAX_PAGES: Final = 500  # a runaway nextLink chain must end; 500 pages of 50 is 
 
 NO_MODULE_SECONDS: Final = 600.0
 NO_MODULE_KEPT: Final = 100_000
+AGENDA_PUSHES: Final = "carlink.calendar.agenda_pushes"
 TRAVEL_REASON: Final = "travel"  # a job that only rebuilds the agenda (shared/telemetry/travel_ping.py)
 # (vehicle id, user id, agenda items, now) → the items that car gets (a new list; the input is shared by the cars).
 AgendaEnricher = Callable[[str, str, list[dict[str, Any]], dt.datetime], Awaitable[list[dict[str, Any]]]]
@@ -213,7 +215,13 @@ class CalendarSync:
             agenda, agenda_hash = build_agenda(mine, canonical_time(now), self.settings.agenda_max_bytes)
             if sent.get(vehicle_id) == agenda_hash:
                 continue
-            if await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": agenda}):
+            try:
+                pushed = await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": agenda})
+            except Exception:
+                add(AGENDA_PUSHES, 1, {"target": "twin", "outcome": "failed"})
+                raise
+            add(AGENDA_PUSHES, 1, {"target": "twin", "outcome": "pushed" if pushed else "device_not_found"})
+            if pushed:
                 sent[vehicle_id] = agenda_hash
                 report.agenda_patched = True
                 await self._to_module(vehicle_id, agenda)
@@ -224,7 +232,9 @@ class CalendarSync:
             return
         try:
             await self.gateway.patch_module_desired(vehicle_id, self.module_id, {"agenda": agenda})
+            add(AGENDA_PUSHES, 1, {"target": "module", "outcome": "pushed"})
         except DeviceNotFoundError:  # no Edge module in this car: ask again in a while
+            add(AGENDA_PUSHES, 1, {"target": "module", "outcome": "device_not_found"})
             if len(self._no_module) > NO_MODULE_KEPT:
                 self._no_module.clear()
             self._no_module[vehicle_id] = time.monotonic() + NO_MODULE_SECONDS

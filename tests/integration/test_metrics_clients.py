@@ -118,3 +118,32 @@ async def test_the_local_cosmos_server_charges_a_flat_unit_per_request(
     # (docs/operations.md "Metrics locally").
     await cosmos_store.upsert("vehicles", {"id": "car-ru", "vehicleId": "car-ru"})
     assert counted(reader, "carlink.cosmos.request_charge", container="vehicles", operation="upsert") == 1
+
+
+async def test_agenda_pushes_count_the_twin_and_the_module_by_outcome(reader: InMemoryMetricReader) -> None:
+    import dataclasses
+
+    from shared.calendar.jobs import SyncJob
+    from tests.calendar_support import VEHICLE, World
+
+    box = GraphSandbox()
+    async with serve_graph(box) as url:
+        client = MsGraphClient.create(url, None, max_retries=0)
+        try:
+            world = World(box, client)
+            world.settings = dataclasses.replace(world.settings, page_size=2)
+            await world.link()
+            t = world.clock.now
+            box.add_event(USER, "stand-up", t + HOUR, t + 2 * HOUR)
+            sync = world.sync()
+            sync.module_id = "carlink"
+            # WHEN a sync pushes the agenda to the car's twin and its Edge module, then to a car without the module
+            await sync.run(SyncJob(USER, "test"))
+            world.gateway.answers[VEHICLE] = (404, "ModuleNotFound")
+            await sync._to_module(VEHICLE, {"events": []})
+        finally:
+            await client.close()
+    # THEN each push is counted where it went, with its outcome
+    assert counted(reader, "carlink.calendar.agenda_pushes", target="twin", outcome="pushed") == 1
+    assert counted(reader, "carlink.calendar.agenda_pushes", target="module", outcome="pushed") == 1
+    assert counted(reader, "carlink.calendar.agenda_pushes", target="module", outcome="device_not_found") == 1
