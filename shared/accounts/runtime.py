@@ -14,7 +14,9 @@ from shared.brands import BrandConfigs
 from shared.calendar.config import CALENDAR_SYNC_QUEUE
 from shared.calendar.jobs import StorageSyncQueue, SyncQueue
 from shared.errors import ConfigurationError, PermanentError
+from shared.faults import reason_of
 from shared.iothub.runtime import gateway
+from shared.observability.metrics import C2D_UNDELIVERABLE, add
 from shared.per_loop import PerLoop
 from shared.settings import setting
 from shared.stores.cosmos import cosmos_store_from_env
@@ -82,11 +84,15 @@ async def send_outcome(vehicle_id: str, request_id: str, body: dict[str, Any]) -
     reached for good (queue full, gone) learns it from the twin's `account` instead."""
     reply = outcome_reply(request_id, body)
     try:
-        await gateway.get().send_c2d_if_present(
+        sent = await gateway.get().send_c2d_if_present(
             vehicle_id, reply.to_json(), {"type": "response", "requestId": request_id}
         )
     except PermanentError as exc:
         log.warning("sign-in outcome undeliverable to the car: %s", type(exc).__name__)
+        add(C2D_UNDELIVERABLE, 1, {"kind": "signin", "reason": reason_of(exc)})
+        return
+    if not sent:
+        add(C2D_UNDELIVERABLE, 1, {"kind": "signin", "reason": "device_not_found"})
 
 
 async def run_poll(raw: bytes) -> str:

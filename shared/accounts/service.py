@@ -40,6 +40,7 @@ from shared.containers import CALENDARS
 from shared.device_messages import canonical_time, safe_id
 from shared.errors import FleetError, PreconditionFailedError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
+from shared.observability.metrics import add
 from shared.requests.contract import Reply
 from shared.stores.base import Document, DocumentStore, strip_system_properties
 from shared.stores.conditional import update_document
@@ -272,6 +273,7 @@ class AccountService:
         flow = claimed[0]
         if canonical_time(now) >= flow["expiresAt"]:
             await self._end(message, "expired", reply)
+            add("carlink.accounts.signins", 1, {"outcome": "expired"})
             return "expired"
         assert self.identity is not None
         state = orjson.loads(await self.vault.open(flow["sealed"], _flow_context(message.vehicle_id, message.flow_id)))
@@ -290,9 +292,11 @@ class AccountService:
             return outcome.status
         if outcome.status == "signed_in":
             await self._complete(message, flow, outcome, reply)
+            add("carlink.accounts.signins", 1, {"outcome": "signed_in"})
             return "signed_in"
         log.info("sign-in flow %s ended: %s (%s)", message.flow_id, outcome.status, outcome.error)
         await self._end(message, outcome.status, reply)
+        add("carlink.accounts.signins", 1, {"outcome": outcome.status})
         return outcome.status
 
     # ---- inside ----

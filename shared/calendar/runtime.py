@@ -75,7 +75,10 @@ def _travel() -> AgendaEnricher | None:
     store = cosmos_store_from_env.get()
 
     async def notify(vehicle_id: str, payload: dict[str, Any]) -> None:
-        await gateway.get().send_c2d_if_present(vehicle_id, orjson.dumps(payload), NOTICE_PROPERTIES)
+        if not await gateway.get().send_c2d_if_present(vehicle_id, orjson.dumps(payload), NOTICE_PROPERTIES):
+            from shared.observability.metrics import C2D_UNDELIVERABLE, add
+
+            add(C2D_UNDELIVERABLE, 1, {"kind": "notice", "reason": "device_not_found"})
 
     return TravelEnricher(
         store,

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CATALOGUE_PATH: Final = Path(__file__).with_name("metrics.json")
 Attributes = Mapping[str, str]
+C2D_UNDELIVERABLE: Final = "carlink.iothub.c2d_undeliverable"  # recorded from several places
 
 
 @dataclass(frozen=True, slots=True)

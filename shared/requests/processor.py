@@ -51,6 +51,7 @@ from shared.graph.exceptions import GraphError, GraphForbiddenError, ReauthRequi
 from shared.iothub.gateway import IoTHubGateway
 from shared.meetings.service import MeetingService, TeamsUnavailableError
 from shared.observability import tracing
+from shared.observability.metrics import C2D_UNDELIVERABLE, add
 from shared.requests import contract as C
 from shared.requests.contract import CarRequest, Reply, RequestError, decode_request
 from shared.stores.base import DeadLetterSink, Document, DocumentStore, strip_system_properties
@@ -439,6 +440,7 @@ class RequestProcessor:
         except PermanentError as exc:
             reason = reason_of(exc)
             report.undeliverable += 1
+            add(C2D_UNDELIVERABLE, 1, {"kind": "reply", "reason": reason})
             # No vehicle or user id in the log: the record (partition vehicleId) says whose it was.
             log.warning("reply to request %s undeliverable: %s", reply.request_id, reason)
             await self._note(record, {"status": UNDELIVERABLE, "reason": reason}, message)

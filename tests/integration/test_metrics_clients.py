@@ -24,7 +24,7 @@ from shared.graph.msgraph_client import MsGraphClient
 from shared.maps.azure_client import AzureMapsClient
 from shared.observability import metrics
 from shared.stores.cosmos import CosmosDocumentStore, record_request_charge
-from tests.calendar_support import HOUR, USER
+from tests.calendar_support import HOUR, USER, World
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ async def test_agenda_pushes_count_the_twin_and_the_module_by_outcome(reader: In
     import dataclasses
 
     from shared.calendar.jobs import SyncJob
-    from tests.calendar_support import VEHICLE, World
+    from tests.calendar_support import VEHICLE
 
     box = GraphSandbox()
     async with serve_graph(box) as url:
@@ -147,3 +147,28 @@ async def test_agenda_pushes_count_the_twin_and_the_module_by_outcome(reader: In
     assert counted(reader, "carlink.calendar.agenda_pushes", target="twin", outcome="pushed") == 1
     assert counted(reader, "carlink.calendar.agenda_pushes", target="module", outcome="pushed") == 1
     assert counted(reader, "carlink.calendar.agenda_pushes", target="module", outcome="device_not_found") == 1
+
+
+async def test_a_reply_iot_hub_refuses_for_good_counts_as_undeliverable_with_its_reason(
+    reader: InMemoryMetricReader,
+) -> None:
+    from tests.calendar_support import VEHICLE as CAR
+    from tests.unit.test_requests_processor import fill_queue, request_from, run, vehicle
+
+    box = GraphSandbox()
+    async with serve_graph(box) as url:
+        client = MsGraphClient.create(url, None, max_retries=0)
+        try:
+            world = World(box, client)
+            # GIVEN a car whose cloud-to-device queue is full, and one that was deleted
+            await vehicle(world)
+            await fill_queue(world, "car-full")
+            await world.gateway.delete_device(CAR)
+            # WHEN both ask for something
+            report = await run(world, request_from("car-full"), request_from(CAR))
+        finally:
+            await client.close()
+    # THEN each reply that could not be delivered is counted with IoT Hub's reason
+    assert report.undeliverable == 2
+    assert counted(reader, "carlink.iothub.c2d_undeliverable", kind="reply", reason="queue_full") == 1
+    assert counted(reader, "carlink.iothub.c2d_undeliverable", kind="reply", reason="device_not_found") == 1

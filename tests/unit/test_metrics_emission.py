@@ -134,3 +134,22 @@ async def test_settled_commands_count_their_outcome_and_latency_once(reader: InM
     assert latency is not None
     assert latency.count == 1
     assert latency.value == 3.0
+
+
+async def test_sign_ins_count_each_flow_that_ended_by_its_outcome(reader: InMemoryMetricReader) -> None:
+    from tests.accounts_support import CAR, OTHER_CAR
+    from tests.accounts_support import World as Accounts
+
+    world = Accounts()
+    await world.register(CAR, OTHER_CAR)
+    # GIVEN one driver who signs in, one who declines and a flow left to expire
+    await world.sign_in(CAR, "1")
+    await world.service.start(OTHER_CAR, "contoso-motors", "1", "r2")
+    world.identity.answers = ["declined"]
+    await world.run_polls()
+    await world.service.start(OTHER_CAR, "contoso-motors", "2", "r3")
+    world.now += dt.timedelta(minutes=16)
+    await world.run_polls()
+    # THEN each ended flow is counted once by outcome; pending polls are not outcomes
+    signins = view(reader, "carlink.accounts.signins")
+    assert {r.attributes["outcome"]: r.value for r in signins} == {"signed_in": 1, "declined": 1, "expired": 1}
