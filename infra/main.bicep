@@ -135,6 +135,15 @@ param functionMaximumInstanceCount int = 100
 ])
 param functionInstanceMemoryMB int = 2048
 
+@description('Optional. Retention of the analytics lake (docs/analytics.md "Retention"): days after its last change a lake file is deleted. Defaults to 730.')
+@minValue(2)
+@maxValue(3650)
+param lakeRetentionInDays int = 730
+
+@description('Optional. Days after its last change a lake file moves to the cool tier. Defaults to 30.')
+@minValue(1)
+param lakeCoolAfterDays int = 30
+
 @description('Optional. Days Log Analytics keeps logs. Defaults to 30.')
 @minValue(30)
 @maxValue(730)
@@ -212,6 +221,19 @@ module storage 'core/storage/storage-account.bicep' = {
       signinPollQueueName
       '${signinPollQueueName}-poison'
     ]
+  }
+}
+
+// The analytics lake (issue 18): its own ADLS Gen2 account, written by the function app's identity only.
+module lake 'core/storage/data-lake.bicep' = {
+  name: 'lake'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}lake${resourceToken}'
+    location: location
+    tags: tags
+    coolAfterDays: lakeCoolAfterDays
+    retentionInDays: lakeRetentionInDays
   }
 }
 
@@ -370,6 +392,7 @@ module functionApp 'app/function-app.bicep' = {
     identityClientId: functionIdentity.outputs.clientId
     storageBlobEndpoint: storage.outputs.blobEndpoint
     storageQueueEndpoint: storage.outputs.queueEndpoint
+    lakeBlobEndpoint: lake.outputs.blobEndpoint
     deploymentContainerName: deploymentContainerName
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     cosmosEndpoint: cosmos.outputs.endpoint
@@ -417,6 +440,7 @@ module rbac 'app/rbac.bicep' = {
     userPrincipalId: principalId
     userPrincipalType: principalType
     storageAccountName: storage.outputs.name
+    lakeAccountName: lake.outputs.name
     eventHubNamespaceName: eventHubs.outputs.name
     provisioningServiceName: provisioningService.outputs.name
     developmentKeys: provisioningDevelopmentKeys
@@ -518,6 +542,12 @@ output EVENTHUB_NAMESPACE string = eventHubs.outputs.name
 
 @description('Event Hubs fully qualified namespace, e.g. <name>.servicebus.windows.net.')
 output EVENTHUB_FULLY_QUALIFIED_NAMESPACE string = eventHubs.outputs.fullyQualifiedNamespace
+
+@description('Blob endpoint of the analytics lake (LAKE_BLOB_SERVICE_URI).')
+output LAKE_BLOB_SERVICE_URI string = lake.outputs.blobEndpoint
+
+@description('Data Lake endpoint of the analytics lake, for Power BI / Fabric: https://<account>.dfs.core.windows.net/.')
+output LAKE_DFS_ENDPOINT string = lake.outputs.dfsEndpoint
 
 @description('Storage account name.')
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name

@@ -283,6 +283,18 @@ SETTINGS: tuple[Setting, ...] = (
         "carlink",
         "The id of the cars' IoT Edge module (edge/deployment.template.json) whose twin gets the collection policy.",
     ),
+    # --- The analytics lake (shared/lake; issue 18, docs/analytics.md) ---
+    Setting("LAKE_CONTAINER", "lake", "Blob container of the analytics lake (Parquet tables by brand and day)."),
+    Setting(
+        "LAKE_BLOB_SERVICE_URI",
+        None,
+        "Blob endpoint of the lake's ADLS Gen2 account (managed identity); unset: the app's storage (Azurite locally).",
+    ),
+    Setting(
+        "LAKE_EXPORT_SCHEDULE",
+        "0 */1 * * * *",
+        "NCRONTAB (UTC) of the timer that exports what changed in Cosmos DB to the lake.",
+    ),
     # --- Who may call the API: Entra ID bearer tokens (shared/auth) ---
     Setting(
         "AUTH_OPENID_CONFIG_URL",

@@ -27,6 +27,9 @@ param storageBlobEndpoint string
 @description('Required. Queue endpoint of the same storage account.')
 param storageQueueEndpoint string
 
+@description('Required. Blob endpoint of the analytics lake\'s ADLS Gen2 account (LAKE_BLOB_SERVICE_URI).')
+param lakeBlobEndpoint string
+
 @description('Required. Blob container that holds the deployment package.')
 param deploymentContainerName string
 
@@ -156,6 +159,10 @@ var sharedSettings = {
   COMMAND_SWEEP_SCHEDULE: '*/30 * * * * *'
   // Cloud-controlled collection (issue 16): the Edge module whose twin carries the collection policy.
   EDGE_MODULE_ID: 'carlink'
+  // The analytics lake (issue 18, docs/analytics.md): its own account, the export timer every minute.
+  LAKE_CONTAINER: 'lake'
+  LAKE_BLOB_SERVICE_URI: lakeBlobEndpoint
+  LAKE_EXPORT_SCHEDULE: '0 */1 * * * *'
   // Bearer tokens from Entra ID (v2). The common document serves every tenant; the app substitutes the token's tid
   // in the issuer and accepts only allowed tenants. No function key: the HTTP routes are anonymous at the host and
   // the app checks the token itself.

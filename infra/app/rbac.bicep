@@ -20,6 +20,9 @@ param developmentKeys bool = false
 @description('Required. Name of the storage account.')
 param storageAccountName string
 
+@description('Required. Name of the analytics lake\'s storage account (ADLS Gen2).')
+param lakeAccountName string
+
 @description('Required. Name of the Event Hubs namespace.')
 param eventHubNamespaceName string
 
@@ -35,6 +38,8 @@ param applicationInsightsName string
 // Built-in role ids: https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
 // Host storage (leases, Event Hubs checkpoints, timers), the deployment package and dead letters.
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+// The analytics lake: read, write and delete Parquet files (export, repair, erasure), on the lake account only.
+var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 // The calendar-sync and command-dispatch work queues (queue triggers and their poison queues).
 var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 // Event Hubs triggers.
@@ -64,6 +69,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
 
+resource lake 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: lakeAccountName
+}
+
 resource eventHubNamespace 'Microsoft.EventHub/namespaces@2024-01-01' existing = {
   name: eventHubNamespaceName
 }
@@ -87,6 +96,16 @@ resource functionStorageBlob 'Microsoft.Authorization/roleAssignments@2022-04-01
   scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwnerRoleId)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource functionLake 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(lake.id, functionPrincipalId, storageBlobDataContributorRoleId)
+  scope: lake
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributorRoleId)
     principalId: functionPrincipalId
     principalType: 'ServicePrincipal'
   }

@@ -131,7 +131,9 @@ SAMPLES: Final = Table(
         Column("enqueued_time", TIMESTAMP, "enqueuedTime (IoT Hub)", nullable=False),
         *(Column(signal.column, signal.type, signal.path) for signal in SIGNALS),
     ),
-    key=("vehicle_id", "epoch", "seq", "sample"),
+    # Not (epoch, seq): a car that restarts its counter without naming epochs reuses seqs, and ingestion keeps both
+    # messages (shared/telemetry/history.py); a redelivery has the same enqueued time, a new message another.
+    key=("vehicle_id", "enqueued_time", "seq", "sample"),
     date_column="ts",
     doc="One row per accepted telemetry sample (the history ingestion stored: chunks and the pending buffer).",
 )

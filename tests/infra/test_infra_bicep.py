@@ -148,12 +148,15 @@ def test_no_secret_is_read_or_generated_anywhere(bicep: dict[str, Bicep]) -> Non
 
 
 def test_storage_accepts_only_entra_id_over_tls12(bicep: dict[str, Bicep]) -> None:
-    properties = the(bicep, "Microsoft.Storage/storageAccounts")["properties"]
-    assert properties["allowSharedKeyAccess"] is False
-    assert properties["allowBlobPublicAccess"] is False
-    assert properties["minimumTlsVersion"] == "TLS1_2"
-    assert properties["supportsHttpsTrafficOnly"] is True
-    assert properties["defaultToOAuthAuthentication"] is True
+    accounts = created(bicep, "Microsoft.Storage/storageAccounts")
+    assert len(accounts) == 2, "the app's storage and the analytics lake"
+    for _, _, account in accounts:
+        properties = body(account)["properties"]
+        assert properties["allowSharedKeyAccess"] is False
+        assert properties["allowBlobPublicAccess"] is False
+        assert properties["minimumTlsVersion"] == "TLS1_2"
+        assert properties["supportsHttpsTrafficOnly"] is True
+        assert properties["defaultToOAuthAuthentication"] is True
 
 
 def test_application_insights_accepts_only_entra_id(bicep: dict[str, Bicep]) -> None:

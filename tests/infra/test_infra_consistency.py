@@ -23,6 +23,7 @@ IDENTITY_SETTING = re.compile(r"(__credential|__clientId|^AZURE_CLIENT_ID)$")
 
 ROLE = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
     "a638d3c7-ab3a-418d-83e6-5f17a39d4fde": "Azure Event Hubs Data Receiver",
     "2b629674-e913-4c01-ae53-ef4638d8f975": "Azure Event Hubs Data Sender",
@@ -45,6 +46,7 @@ FORBIDDEN_ROLES = {
 # module per IoT Hub stamp) and core/iot/iot-hub.bicep.
 EXPECTED_ROLES = {
     ("function", "Storage Blob Data Owner", "Microsoft.Storage/storageAccounts"),
+    ("function", "Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts"),  # the lake account
     ("function", "Storage Queue Data Contributor", "Microsoft.Storage/storageAccounts"),
     ("function", "Azure Event Hubs Data Receiver", "Microsoft.EventHub/namespaces"),
     ("function", "IoT Hub Data Contributor", "Microsoft.Devices/IotHubs"),

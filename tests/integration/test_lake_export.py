@@ -1,0 +1,232 @@
+"""The lake feed against the real local servers: ingestion into the local Cosmos server, export to Azurite.
+
+Each test gets its own Cosmos database (the exporter reads whole containers) and its own lake container. The
+exporter's windows are whole seconds of Cosmos `_ts`; `settle` waits until the last write's second is inside the
+next window (at most ~2 s), which is what the timer's lag does in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from devstack.cosmos_bootstrap import bootstrap, drop_database
+from shared.lake.export import STATE_NAME, LakeExporter
+from shared.lake.schema import SAMPLES, TABLES
+from shared.lake.store import BlobLakeStore, LakeStore, read_table
+from shared.stores.blob_deadletters import BlobDeadLetterSink
+from shared.stores.cosmos import CosmosDocumentStore
+from shared.stores.storage_account import blob_service_client
+from shared.telemetry.ingest import TelemetryIngestor
+from tests.factories import body, message
+
+pytestmark = pytest.mark.integration
+
+SPEED = "Vehicle.Speed"
+LAT = "Vehicle.CurrentLocation.Latitude"
+LON = "Vehicle.CurrentLocation.Longitude"
+SOC = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"
+ODO = "Vehicle.TraveledDistance"
+LV = "Vehicle.LowVoltageSystemState"
+
+
+@pytest.fixture
+async def db(cosmos_account: tuple[str, str]) -> AsyncIterator[CosmosDocumentStore]:
+    endpoint, key = cosmos_account
+    name = f"lake-{uuid.uuid4().hex[:10]}"
+    await bootstrap(endpoint, key, name)
+    store = CosmosDocumentStore.from_settings(endpoint, name, key=key)
+    yield store
+    await store.close()
+    await drop_database(endpoint, key, name)
+
+
+@pytest.fixture
+async def lake(storage_connection_string: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[BlobLakeStore]:
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection_string)
+    monkeypatch.setenv("LAKE_CONTAINER", f"lake{uuid.uuid4().hex[:12]}")
+    monkeypatch.delenv("LAKE_BLOB_SERVICE_URI", raising=False)
+    store = BlobLakeStore.from_settings()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def sink(storage_connection_string: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[BlobDeadLetterSink]:
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection_string)
+    out = BlobDeadLetterSink(blob_service_client())
+    yield out
+    await out.close()
+
+
+async def settle() -> None:
+    """Wait until every write made so far is older than the exporter's window end (now - 1 s)."""
+    await asyncio.sleep(int(time.time()) + 2 - time.time())
+
+
+async def export(db: CosmosDocumentStore, lake: LakeStore) -> None:
+    await settle()
+    report = await LakeExporter(db, lake, lag_seconds=1).run()
+    assert report.skipped is None, report
+
+
+async def register(db: CosmosDocumentStore, vehicle_id: str, **extra: Any) -> None:
+    doc = {"id": vehicle_id, "vehicleId": vehicle_id, "type": "vehicle", "brandId": "acme", "fleetId": "berlin"}
+    await db.upsert("vehicles", {**doc, **extra})
+
+
+def drive(car: str, seq: int, **more: Any) -> Any:
+    """One message of a car: ignition on for seq < 12, then off (a trip opens and closes)."""
+    signals = {SPEED: float(seq), ODO: 1000 + 100 * seq, SOC: 80.0 - seq / 2, LV: "ON" if seq < 12 else "OFF"}
+    signals.update(more)
+    return message(car, body(seq, (seq * 10, signals)), enqueued_s=seq * 10, sequence_number=seq)
+
+
+async def files(lake: LakeStore) -> dict[str, bytes]:
+    out = {}
+    for table in TABLES:
+        for file in await lake.list(f"{table.name}/"):
+            data = await lake.read(file.name)
+            assert data is not None
+            out[file.name] = data
+    return out
+
+
+async def stored_samples(db: CosmosDocumentStore) -> set[tuple[Any, ...]]:
+    """What ingestion stored of each sample, from the chunks and the vehicle documents' pending buffers."""
+    out = set()
+    entries = [(c["vehicleId"], m) for c in await db.query("telemetry", "SELECT * FROM c") for m in c["messages"]]
+    for v in await db.query("vehicles", "SELECT * FROM c"):
+        entries += [(v["vehicleId"], m) for m in (v.get("ingest") or {}).get("pending", [])]
+    for car, m in entries:
+        for s in m["samples"]:
+            sig = s["signals"]
+            out.add((car, m["seq"], sig.get(SPEED), sig.get(LAT), sig.get(SOC)))
+    return out
+
+
+async def lake_samples(lake: LakeStore) -> list[tuple[Any, ...]]:
+    rows = (await read_table(lake, "samples")).to_pylist()
+    return [(r["vehicle_id"], r["seq"], r["speed_kmh"], r["latitude"], r["soc_percent"]) for r in rows]
+
+
+async def test_batches_become_parquet_equal_to_cosmos_and_a_redelivery_changes_no_byte(
+    db: CosmosDocumentStore, lake: BlobLakeStore, sink: BlobDeadLetterSink
+) -> None:
+    # GIVEN two registered cars of brand acme driving 20 messages each, a bad signal value among them
+    cars = ["car-a", "car-b"]
+    for car in cars:
+        await register(db, car)
+    batches = [[drive(car, seq, **({SPEED: "fast"} if seq == 3 else {})) for car in cars] for seq in range(1, 21)]
+    for b in batches[:10]:
+        await TelemetryIngestor(db, sink).ingest(b)
+    await export(db, lake)  # a first run mid-way: later runs add to it
+    for b in batches[10:]:
+        await TelemetryIngestor(db, sink).ingest(b)
+    await export(db, lake)
+
+    # THEN the lake holds exactly the samples Cosmos holds (16 in a chunk, 4 pending per car), nothing twice,
+    # and the rejected value is not there
+    got = await lake_samples(lake)
+    assert len(got) == len(set(got)) == 40
+    assert set(got) == await stored_samples(db)
+    assert {r[2] for r in got if r[1] == 3} == {None}
+    names = sorted(await files(lake))
+    assert all(n.startswith(("samples/brand=acme/date=2026-11-21/", "trips/brand=acme/")) for n in names), names
+    trips = (await read_table(lake, "trips")).to_pylist()
+    cosmos_trips = await db.query("trips", "SELECT * FROM c")
+    assert sorted((t["trip_id"], t["status"], t["distance_m"]) for t in trips) == sorted(
+        (t["id"], t["status"], t.get("distanceM")) for t in cosmos_trips
+    )
+    assert [t["status"] for t in trips] == ["closed", "closed"]
+
+    # WHEN the last five batches are delivered again and the exporter runs
+    before = await files(lake)
+    for b in batches[-5:]:
+        await TelemetryIngestor(db, sink).ingest(b)
+    await export(db, lake)
+
+    # THEN not one byte of the lake changed
+    assert await files(lake) == before
+
+
+async def test_withheld_position_never_reaches_the_lake(
+    db: CosmosDocumentStore, lake: BlobLakeStore, sink: BlobDeadLetterSink
+) -> None:
+    # GIVEN a car whose driver withdrew location consent, and one without a decision (position: contract)
+    await register(db, "private", consent={"location": False})
+    await register(db, "fleet")
+    for seq in range(1, 21):
+        batch = [drive(car, seq, **{LAT: 52.5, LON: 13.4}) for car in ("private", "fleet")]
+        await TelemetryIngestor(db, sink).ingest(batch)
+    await export(db, lake)
+
+    # THEN the private car's samples and trips have no position, the other car's have
+    samples = (await read_table(lake, "samples")).to_pylist()
+    assert {r["latitude"] for r in samples if r["vehicle_id"] == "private"} == {None}
+    assert {r["longitude"] for r in samples if r["vehicle_id"] == "private"} == {None}
+    assert {r["latitude"] for r in samples if r["vehicle_id"] == "fleet"} == {52.5}
+    trips = {t["vehicle_id"]: t for t in (await read_table(lake, "trips")).to_pylist()}
+    assert trips["private"]["start_latitude"] is None
+    assert trips["fleet"]["start_latitude"] == 52.5
+    assert set(await lake_samples(lake)) == await stored_samples(db)
+
+
+async def test_a_truncated_file_is_skipped_by_readers_and_rewritten_by_the_next_run(
+    db: CosmosDocumentStore, lake: BlobLakeStore, sink: BlobDeadLetterSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN an exported lake
+    await register(db, "car-t")
+    for seq in range(1, 21):
+        await TelemetryIngestor(db, sink).ingest([drive("car-t", seq)])
+    await export(db, lake)
+    whole = await files(lake)
+    chunk = next(n for n in whole if n.startswith("samples/") and "/c-" in n)
+    trips = next(n for n in whole if n.startswith("trips/"))
+
+    # WHEN a chunk file and a merged file are cut mid-write
+    for name in (chunk, trips):
+        await lake.write(name, whole[name][: len(whole[name]) // 2])
+
+    # THEN a reader skips them and says why
+    with caplog.at_level(logging.WARNING, logger="shared.lake.store"):
+        rows = (await read_table(lake, SAMPLES.name)).to_pylist()
+    assert len(rows) == 4  # the pending file only
+    assert f"skipped {chunk}" in caplog.text
+    assert "truncated" in caplog.text
+
+    # AND the next run (nothing new in Cosmos) rewrites both from Cosmos, byte for byte as before
+    await export(db, lake)
+    assert await files(lake) == whole
+
+
+async def test_the_state_records_the_window_before_anything_is_written(
+    db: CosmosDocumentStore, lake: BlobLakeStore, sink: BlobDeadLetterSink
+) -> None:
+    # GIVEN a run that died after claiming its window (the state says inflight, files half written)
+    await register(db, "car-c")
+    for seq in range(1, 21):
+        await TelemetryIngestor(db, sink).ingest([drive("car-c", seq)])
+    await settle()
+    exporter = LakeExporter(db, lake, lag_seconds=1)
+    await exporter.run()
+    whole = await files(lake)
+    state = await lake.read(STATE_NAME)
+    assert state is not None
+    assert b'"inflight":null' in state
+    for name in list(whole)[1:]:
+        await lake.delete(name)
+    watermark = int(state.split(b'"watermark":')[1].split(b",")[0])
+    await lake.write(STATE_NAME, state.replace(b'"inflight":null', f'"inflight":[0,{watermark}]'.encode()))
+
+    # WHEN the next run comes
+    await exporter.run()
+
+    # THEN it finished that window: the same files, the same bytes
+    assert await files(lake) == whole
