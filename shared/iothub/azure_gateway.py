@@ -10,7 +10,8 @@ a C2D send gives the AMQP error condition (translated to the HTTP status IoT Hub
 error) and the error description, which carries IoT Hub's error code text.
 
 Direct methods go through the SDK's REST client (`POST /twins/{id}/methods`, what
-`IoTHubRegistryManager.invoke_device_method` sends) with an HTTP read timeout longer than IoT Hub's own wait
+`IoTHubRegistryManager.invoke_device_method` sends; `POST /twins/{id}/modules/{mid}/methods`, what
+`invoke_device_module_method` sends, for a module) with an HTTP read timeout longer than IoT Hub's own wait
 (connect + response timeout), so IoT Hub's 404103 / 504101 answer arrives instead of a client-side timeout:
 msrest's default of 100 s is shorter than the 600 s a call may legitimately take. The POST is sent once: with
 urllib3 2 (what `requests` installs) msrest's retry policy does not cover POST (its `method_whitelist` is
@@ -188,7 +189,15 @@ class AzureIoTHubGateway(IoTHubGateway):
             return True
         raise iothub_error(412, "PreconditionFailed", operation)
 
-    def _invoke(self, device_id: str, method: str, payload: Any, connect_timeout: int, response_timeout: int) -> Any:
+    def _invoke(
+        self,
+        device_id: str,
+        module_id: str | None,
+        method: str,
+        payload: Any,
+        connect_timeout: int,
+        response_timeout: int,
+    ) -> Any:
         from azure.iot.hub.models import CloudToDeviceMethod
 
         request = CloudToDeviceMethod(
@@ -198,11 +207,34 @@ class AzureIoTHubGateway(IoTHubGateway):
             connect_timeout_in_seconds=connect_timeout,
         )
         http_timeout = connect_timeout + response_timeout + METHOD_HTTP_GRACE_SECONDS
+        protocol = self._registry().protocol
+        target = device_id if module_id is None else f"{device_id}/{module_id}"
         try:
-            # what invoke_device_method(device_id, request) does, plus the HTTP read timeout
-            return self._registry().protocol.devices.invoke_method(device_id, request, timeout=http_timeout)
+            # what invoke_device_method(device_id, request) / invoke_device_module_method(device_id, module_id,
+            # request) do, plus the HTTP read timeout
+            if module_id is None:
+                return protocol.devices.invoke_method(device_id, request, timeout=http_timeout)
+            return protocol.modules.invoke_method(device_id, module_id, request, timeout=http_timeout)
         except Exception as exc:
-            raise iothub_error(rest_status(exc), rest_error_code(exc), f"method {method} on {device_id}") from exc
+            raise iothub_error(rest_status(exc), rest_error_code(exc), f"method {method} on {target}") from exc
+
+    async def _method(
+        self,
+        device_id: str,
+        module_id: str | None,
+        method: str,
+        payload: Any,
+        connect_timeout: int,
+        response_timeout: int,
+    ) -> MethodResult:
+        method_request_body(method, payload, connect_timeout, response_timeout)  # refuse before sending
+        result = await asyncio.to_thread(
+            self._invoke, device_id, module_id, method, payload, connect_timeout, response_timeout
+        )
+        status = getattr(result, "status", None)
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise iothub_error(None, f"no device status in the answer: {result!r}"[:200], f"method {method}")
+        return MethodResult(status, getattr(result, "payload", None))
 
     async def invoke_method(
         self,
@@ -212,12 +244,18 @@ class AzureIoTHubGateway(IoTHubGateway):
         connect_timeout: int = 0,
         response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT,
     ) -> MethodResult:
-        method_request_body(method, payload, connect_timeout, response_timeout)  # refuse before sending
-        result = await asyncio.to_thread(self._invoke, device_id, method, payload, connect_timeout, response_timeout)
-        status = getattr(result, "status", None)
-        if isinstance(status, bool) or not isinstance(status, int):
-            raise iothub_error(None, f"no device status in the answer: {result!r}"[:200], f"method {method}")
-        return MethodResult(status, getattr(result, "payload", None))
+        return await self._method(device_id, None, method, payload, connect_timeout, response_timeout)
+
+    async def invoke_module_method(
+        self,
+        device_id: str,
+        module_id: str,
+        method: str,
+        payload: Any,
+        connect_timeout: int = 0,
+        response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT,
+    ) -> MethodResult:
+        return await self._method(device_id, module_id, method, payload, connect_timeout, response_timeout)
 
     async def create_device(self, device_id: str) -> DeviceIdentity:
         return await asyncio.to_thread(self._create, device_id)

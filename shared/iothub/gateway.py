@@ -238,6 +238,21 @@ class IoTHubGateway(ABC):
         DeviceNotFound); IoTHubError: transient (throttled, 5xx, no answer from IoT Hub). Error codes: docs
         "Understand and resolve Azure IoT Hub errors"."""
 
+    async def invoke_module_method(
+        self,
+        device_id: str,
+        module_id: str,
+        method: str,
+        payload: Any,
+        connect_timeout: int = 0,
+        response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT,
+    ) -> MethodResult:
+        """invoke_method on a module of the device (IoT Hub `POST /twins/{id}/modules/{mid}/methods`, what
+        `IoTHubRegistryManager.invoke_device_module_method` sends): how the backend reaches the car's Edge module,
+        which gets no cloud-to-device messages. Same rules and errors as invoke_method; a module identity that does
+        not exist (404 ModuleNotFound) is DeviceNotFoundError like a missing device. Every gateway overrides it."""
+        raise NotImplementedError(f"{type(self).__name__} has no module methods")
+
     async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
         """Merge `patch` into the module twin's desired properties (IoT Hub pushes it to the connected module: how the
         backend sets the car's Edge module's collection policy). Unconditional (If-Match `*`).

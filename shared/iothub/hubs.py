@@ -174,6 +174,20 @@ class MultiHubGateway(IoTHubGateway):
             device_id, lambda g: g.invoke_method(device_id, method, payload, connect_timeout, response_timeout)
         )
 
+    async def invoke_module_method(
+        self,
+        device_id: str,
+        module_id: str,
+        method: str,
+        payload: Any,
+        connect_timeout: int = 0,
+        response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT,
+    ) -> MethodResult:
+        return await self._on_devices_hub(
+            device_id,
+            lambda g: g.invoke_module_method(device_id, module_id, method, payload, connect_timeout, response_timeout),
+        )
+
     async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
         await self._on_devices_hub(device_id, lambda g: g.patch_module_desired(device_id, module_id, patch))
 

@@ -2,9 +2,9 @@
 
 The local hub (devstack/iothub) serves a small service API on loopback, shaped after IoT Hub's service REST
 API (`PATCH /twins/{id}`, `POST /devices/{id}/messages/deviceBound` with `iothub-app-*` headers and the
-absolute expiry in `iothub-expiry`, `POST /twins/{id}/methods` for direct methods). Going over HTTP rather
-than calling the hub in process keeps this gateway usable from `func start`, where the functions run in
-another process. Selected when `LOCAL_IOTHUB_SERVICE_URL` is set (docs/local-stack.md).
+absolute expiry in `iothub-expiry`, `POST /twins/{id}/methods` and `/twins/{id}/modules/{mid}/methods` for direct
+methods). Going over HTTP rather than calling the hub in process keeps this gateway usable from `func start`,
+where the functions run in another process. Selected when `LOCAL_IOTHUB_SERVICE_URL` is set (docs/local-stack.md).
 
 Errors are read as IoT Hub's REST API gives them: the status, and the error code from the `iothub-errorcode`
 header or else the `ErrorCode:<code>;...` prefix of the body's `Message`; `shared.faults.iothub_error` decides
@@ -105,6 +105,26 @@ class LocalIoTHubGateway(IoTHubGateway):
         connect_timeout: int = 0,
         response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT,
     ) -> MethodResult:
+        path = f"/twins/{quote(device_id, safe='')}/methods"
+        return await self._method(path, device_id, method, payload, connect_timeout, response_timeout)
+
+    async def invoke_module_method(
+        self,
+        device_id: str,
+        module_id: str,
+        method: str,
+        payload: Any,
+        connect_timeout: int = 0,
+        response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT,
+    ) -> MethodResult:
+        """`POST /twins/{id}/modules/{mid}/methods`, as invoke_device_module_method sends it."""
+        path = f"{_module_twin_path(device_id, module_id)}/methods"
+        target = f"{device_id}/{module_id}"
+        return await self._method(path, target, method, payload, connect_timeout, response_timeout)
+
+    async def _method(
+        self, path: str, device_id: str, method: str, payload: Any, connect_timeout: int, response_timeout: int
+    ) -> MethodResult:
         method_request_body(method, payload, connect_timeout, response_timeout)  # refuse before sending
         body = orjson.dumps(
             {
@@ -116,7 +136,7 @@ class LocalIoTHubGateway(IoTHubGateway):
         )
         _, content = await self._request(
             "POST",
-            f"/twins/{quote(device_id, safe='')}/methods",
+            path,
             body,
             {"Content-Type": "application/json"},
             wait_seconds=connect_timeout + response_timeout + METHOD_HTTP_GRACE_SECONDS,

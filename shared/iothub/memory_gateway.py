@@ -11,6 +11,8 @@ a handler, or in `offline`, is not online (404103, like a car that is connected 
 methods); `connect_delay[device] = s` plays a car that connects s seconds after the call (online if the
 call's connect timeout is at least s); `response_delay[device] = s` a car that needs s seconds to answer
 (504101 GatewayTimeout when the response timeout is shorter). No time passes: the delays are compared, not slept.
+A module is scripted the same way with `on_module_method(device, module, handler)` (its identity then exists;
+a method to any other module is 404 ModuleNotFound), its keys in `offline` and the delays being "device/module".
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class InvokedMethod:
     payload: Any
     connect_timeout: int
     response_timeout: int
+    module_id: str | None = None  # a module method (invoke_module_method)
 
 
 def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
@@ -97,6 +100,9 @@ class MemoryIoTHubGateway(IoTHubGateway):
     connect_delay: dict[str, float] = field(default_factory=dict)  # device id → seconds until it connects
     response_delay: dict[str, float] = field(default_factory=dict)  # device id → seconds it takes to answer
     invoked: list[InvokedMethod] = field(default_factory=list)  # every method a device received, in order
+    # Module identities (device id, module id) that exist: a module method to any other is 404 ModuleNotFound.
+    # Their handlers, `offline`, `connect_delay` and `response_delay` are keyed "device/module".
+    modules: set[tuple[str, str]] = field(default_factory=set)
     # Module twins by (device id, module id): what the backend set, and what a test plays the module reporting.
     # Like device twins, a module need not be registered; a deleted device's modules are refused.
     module_desired: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -107,6 +113,11 @@ class MemoryIoTHubGateway(IoTHubGateway):
         """The car connects and subscribes to direct methods with this handler."""
         self.method_handlers[device_id] = handler
         self.offline.discard(device_id)
+
+    def on_module_method(self, device_id: str, module_id: str, handler: MethodHandler) -> None:
+        """The car's module (its identity now exists) connects and subscribes to direct methods."""
+        self.modules.add((device_id, module_id))
+        self.on_method(f"{device_id}/{module_id}", handler)
 
     def pending(self, device_id: str) -> int:
         """Messages queued for the device and not yet completed by it (expiry is not simulated here)."""
@@ -167,20 +178,45 @@ class MemoryIoTHubGateway(IoTHubGateway):
         connect_timeout: int = 0,
         response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT,
     ) -> MethodResult:
-        operation = f"method {method} on {device_id}"
+        return await self._invoke(device_id, None, method, payload, connect_timeout, response_timeout)
+
+    async def invoke_module_method(
+        self,
+        device_id: str,
+        module_id: str,
+        method: str,
+        payload: Any,
+        connect_timeout: int = 0,
+        response_timeout: int = DEFAULT_METHOD_RESPONSE_TIMEOUT,
+    ) -> MethodResult:
+        return await self._invoke(device_id, module_id, method, payload, connect_timeout, response_timeout)
+
+    async def _invoke(
+        self,
+        device_id: str,
+        module_id: str | None,
+        method: str,
+        payload: Any,
+        connect_timeout: int,
+        response_timeout: int,
+    ) -> MethodResult:
+        target = device_id if module_id is None else f"{device_id}/{module_id}"
+        operation = f"method {method} on {target}"
         body = method_request_body(method, payload, connect_timeout, response_timeout)
         self._refusal(device_id, operation)
-        handler = self.method_handlers.get(device_id)
-        if handler is None or device_id in self.offline or self.connect_delay.get(device_id, 0) > connect_timeout:
+        if module_id is not None and (device_id, module_id) not in self.modules:
+            raise iothub_error(404, "ModuleNotFound", operation)
+        handler = self.method_handlers.get(target)
+        if handler is None or target in self.offline or self.connect_delay.get(target, 0) > connect_timeout:
             raise iothub_error(404, "DeviceNotOnline", operation)
         received = orjson.loads(body)  # what the car gets: the JSON, not the caller's object
-        self.invoked.append(InvokedMethod(device_id, method, received, connect_timeout, response_timeout))
-        if self.response_delay.get(device_id, 0) > response_timeout:
+        self.invoked.append(InvokedMethod(device_id, method, received, connect_timeout, response_timeout, module_id))
+        if self.response_delay.get(target, 0) > response_timeout:
             raise iothub_error(504, "GatewayTimeout", operation)
         answer = handler(method, received)
         result = await answer if inspect.isawaitable(answer) else answer
         if not isinstance(result, MethodResult):
-            raise TypeError(f"the method handler of {device_id} returned {result!r}, not a MethodResult")
+            raise TypeError(f"the method handler of {target} returned {result!r}, not a MethodResult")
         return MethodResult(result.status, orjson.loads(orjson.dumps(result.payload)))
 
     async def create_device(self, device_id: str) -> DeviceIdentity:
@@ -195,6 +231,7 @@ class MemoryIoTHubGateway(IoTHubGateway):
         self.desired.pop(device_id, None)
         for key in [k for k in self.module_desired if k[0] == device_id]:
             del self.module_desired[key]
+        self.modules = {m for m in self.modules if m[0] != device_id}
         return self.devices.pop(device_id, None) is not None
 
     async def set_device_enabled(self, device_id: str, enabled: bool) -> bool:

@@ -11,9 +11,7 @@ import asyncio
 import ssl
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -22,47 +20,17 @@ import pytest
 from azure.iot.device import MethodRequest, MethodResponse
 from azure.iot.device.aio import IoTHubDeviceClient
 
-from devstack.eventhubs import EventHubsNamespace
 from devstack.iothub import mqtt_codec as mqtt
-from devstack.iothub.hub import LocalIoTHub
-from devstack.iothub.registry import DeviceRegistry, sas_token
-from devstack.iothub.service_api import ServiceApi
+from devstack.iothub.registry import sas_token
 from devstack.iothub.topics import METHODS_FILTER, parse_method_request_topic
-from devstack.stack import IOTHUB_PORT, free_loopback_address
-from devstack.tls import generate
+from devstack.stack import IOTHUB_PORT
 from shared.errors import DeviceNotFoundError, DeviceNotOnlineError, DeviceTimeoutError, InvalidMethodCallError
 from shared.iothub.gateway import METHOD_PAYLOAD_MAX_BYTES, MethodResult
-from shared.iothub.local_gateway import LocalIoTHubGateway
+from tests.iothub_support import Hub
+from tests.iothub_support import local_hub as local_hub_fixture
 
 Handler = Callable[[MethodRequest], Awaitable[None]]
-
-
-@dataclass
-class Hub:
-    hub: LocalIoTHub
-    registry: DeviceRegistry
-    gateway: LocalIoTHubGateway
-    address: str
-    service_url: str
-    ca_pem: str
-
-
-@pytest.fixture
-async def local_hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    address = free_loopback_address()
-    registry = DeviceRegistry(address)
-    hub = LocalIoTHub(registry, EventHubsNamespace())
-    tls = generate(tmp_path / "tls", [address])
-    await hub.start(address, tls, IOTHUB_PORT)
-    api = ServiceApi(hub)
-    url = await api.start()
-    gateway = LocalIoTHubGateway(url, address)
-    try:
-        yield Hub(hub, registry, gateway, address, url, tls.ca_pem)
-    finally:
-        await gateway.close()
-        await api.stop()
-        await hub.stop()
+local_hub = local_hub_fixture  # the fixture (tests/iothub_support.py), under the name the tests take
 
 
 async def sdk_car(

@@ -21,8 +21,7 @@ from devstack.iothub.topics import input_filter
 from shared.errors import DeviceNotFoundError
 from shared.iothub.azure_gateway import AzureIoTHubGateway
 from shared.iothub.gateway import ModuleTwin
-from tests.integration.test_local_iothub_methods import Hub, local_hub  # noqa: F401 - the fixture
-from tests.integration.test_local_iothub_revocation import wait_until
+from tests.iothub_support import Hub, local_hub, wait_until  # noqa: F401 - the fixture
 
 MODULE = "telematics"
 

@@ -5,27 +5,17 @@ CONNECT, as IoT Hub does with a disabled device, until it is enabled again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 from azure.iot.device.aio import IoTHubDeviceClient
 
-from tests.integration.test_local_iothub_methods import Hub, local_hub  # noqa: F401 - the fixture
+from tests.iothub_support import Hub, local_hub, wait_until  # noqa: F401 - the fixture
 
 
 def client(h: Hub, device_id: str) -> IoTHubDeviceClient:
     return IoTHubDeviceClient.create_from_connection_string(
         h.registry.provision(device_id), server_verification_cert=h.ca_pem, connection_retry=False
     )
-
-
-async def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 async def test_a_disabled_device_is_disconnected_and_refused_until_enabled(local_hub: Hub) -> None:  # noqa: F811

@@ -5,11 +5,8 @@ and with the real SDK against a loopback HTTP server (no network), the argument 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from azure.iot.device.iothub.pipeline import mqtt_topic_iothub as _sdk_topics
@@ -38,8 +35,11 @@ from shared.faults import iothub_error, is_permanent
 from shared.iothub.azure_gateway import AzureIoTHubGateway
 from shared.iothub.gateway import METHOD_PAYLOAD_MAX_BYTES, MethodResult, error_code_of, method_request_body
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
+from tests.iothub_support import FakeIoTHub
+from tests.iothub_support import sdk_gateway as sdk_gateway_fixture
 
 sdk_topics: Any = _sdk_topics  # the device SDK's own topic code (untyped)
+sdk_gateway = sdk_gateway_fixture  # the fixture (tests/iothub_support.py), under the name the tests take
 
 # --- topics -----------------------------------------------------------------------------------------------------
 
@@ -257,47 +257,6 @@ async def test_an_answer_without_a_device_status_is_transient() -> None:
 
 
 # --- AzureIoTHubGateway with the real SDK against a loopback HTTP server ------------------------------------------
-
-
-class FakeIoTHub(BaseHTTPRequestHandler):
-    answers: ClassVar[list[tuple[int, dict[str, str], str]]] = []
-    requests: ClassVar[list[tuple[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        FakeIoTHub.requests.append((self.path, json.loads(body)))
-        status, headers, text = FakeIoTHub.answers.pop(0)
-        data = text.encode()
-        self.send_response(status)
-        for name, value in {**headers, "content-type": "application/json"}.items():
-            self.send_header(name, value)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def sdk_gateway() -> Iterator[AzureIoTHubGateway]:
-    from azure.iot.hub import IoTHubRegistryManager  # type: ignore[import-untyped]
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeIoTHub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    FakeIoTHub.answers.clear()
-    FakeIoTHub.requests.clear()
-    manager = IoTHubRegistryManager.from_connection_string(
-        "HostName=hub.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=" + "a" * 44
-    )
-    manager.protocol.config.base_url = f"http://127.0.0.1:{server.server_port}"
-    gateway = AzureIoTHubGateway("hub.azure-devices.net")
-    gateway._manager = manager
-    try:
-        yield gateway
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 async def test_the_sdk_posts_iot_hubs_rest_shape_and_reads_the_answer(sdk_gateway: AzureIoTHubGateway) -> None:
