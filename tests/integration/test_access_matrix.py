@@ -34,6 +34,7 @@ from shared.api import runtime
 from shared.api.app import create_fastapi
 from shared.api.guard import requirements
 from shared.api.handlers import Shield
+from shared.api.routes import meta
 from shared.audit.log import AuditLog
 from shared.auth.access import AccessControl
 from shared.auth.tokens import AccessTokenValidator
@@ -44,6 +45,7 @@ from shared.containers import AUDIT, MEMBERSHIPS, partition_keys
 from shared.drivers.link import DriverLinks
 from shared.fleet.service import FleetService
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
+from shared.observability.readiness import CachedReadiness
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.stores.queues import MemoryQueue
 from shared.telemetry.ingest import TelemetryIngestor
@@ -225,6 +227,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "GET /api/admin/parked": frozenset({"platform"}),
     "POST /api/admin/parked/redrive": frozenset({"platform"}),
     "GET /api/openapi.json": frozenset({"anyone"}),
+    "GET /api/health/ready": frozenset({"anyone"}),
     "GET /api/dashboard": frozenset({"anyone"}),
     "GET /api/dashboard/": frozenset({"anyone"}),
     "GET /api/dashboard/{asset}": frozenset({"anyone"}),
@@ -308,6 +311,7 @@ CALLS: Final[dict[str, Call]] = {
     "GET /api/admin/parked": Call("platform"),
     "POST /api/admin/parked/redrive": Call("platform", body={}),
     "GET /api/openapi.json": Call("public"),
+    "GET /api/health/ready": Call("public"),
     "GET /api/dashboard": Call("public"),
     "GET /api/dashboard/": Call("public"),
     "GET /api/dashboard/{asset}": Call("public"),
@@ -560,6 +564,7 @@ async def matrix(oidc: LocalOidcProvider) -> AsyncIterator[Matrix]:
         runtime.dead_letters: lambda: holder[0].current.world.letters,
         runtime.ingestor: lambda: holder[0].current.ingestor,
         runtime.command_service: lambda: holder[0].current.commands,
+        meta.readiness_checker: lambda: CachedReadiness({}),  # who may ask; what it answers: test_readiness_local
     })  # fmt: skip
     transport = httpx.ASGITransport(app=Shield(app))
     async with httpx.AsyncClient(transport=transport, base_url="http://fleet.test") as client:

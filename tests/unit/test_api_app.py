@@ -99,6 +99,7 @@ PLAN: dict[tuple[str, str], Requirement] = {
     ("GET", "/api/admin/parked"): requires(P.MANAGE_PARKED, on="platform"),
     ("POST", "/api/admin/parked/redrive"): requires(P.MANAGE_PARKED, on="platform"),
     ("GET", "/api/openapi.json"): PUBLIC,
+    ("GET", "/api/health/ready"): PUBLIC,  # the platform's probes carry no token; the answer is ok/down per dependency
     ("GET", "/api/dashboard"): PUBLIC,
     ("GET", "/api/dashboard/"): PUBLIC,
     ("GET", "/api/dashboard/{asset}"): PUBLIC,

@@ -1,15 +1,18 @@
-"""Public by design: the OpenAPI document and the dashboard's page and assets (they hold no data)."""
+"""Public by design: the OpenAPI document, the dashboard's page and assets (they hold no data) and readiness."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+import orjson
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from shared.api.guard import guard
 from shared.api.openapi import build_openapi
 from shared.auth.policy import PUBLIC
 from shared.dashboard import ASSETS, serve
+from shared.observability.readiness import CachedReadiness
+from shared.per_loop import PerLoop
 
 router = APIRouter()
 ASSET_ANSWERS: dict[int | str, dict[str, Any]] = {
@@ -60,3 +63,31 @@ async def get_dashboard_slash() -> Response:
 )  # fmt: skip
 async def get_dashboard_asset(asset: Asset) -> Response:
     return _answer(asset)
+
+
+READY: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Every dependency answered: `{status: ready, checks: {cosmos: ok, queues: ok, iothub: ok}}`"},
+    503: {"description": "A dependency did not answer in time: `status: not_ready`, the ones `down` named"},
+}
+_readiness = PerLoop(CachedReadiness)
+
+
+def readiness_checker() -> CachedReadiness:
+    """The process's readiness checker (a dependency: tests give the route their own probes)."""
+    return _readiness.get()
+
+
+@router.get(
+    "/health/ready", dependencies=[guard(PUBLIC)], tags=["meta"], responses=READY,
+    summary="Readiness for the platform's probes: can the app reach Cosmos DB, its queues and IoT Hub",
+)  # fmt: skip
+async def get_readiness(checker: Annotated[CachedReadiness, Depends(readiness_checker)]) -> Response:
+    """Public, as the platform's probes (load balancers, Front Door, a stamp router) carry no token; the answer
+    names dependencies and ok/down only, and is cached for a few seconds (shared/observability/readiness.py)."""
+    answer = await checker.get()
+    return Response(
+        orjson.dumps(answer.to_json()),
+        status_code=200 if answer.ready else 503,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
