@@ -49,13 +49,15 @@ class DeviceMessage:
     sequence_number: int | None  # Event Hubs sequence number within its partition
     # The car's W3C trace context (shared/observability/tracing.py), attached only while tracing is on.
     trace: Mapping[str, str] | None = field(default=None, compare=False, hash=False)
+    module_id: str | None = None  # `connection-module-id`: sent by a module of the car (its IoT Edge module)
 
     @classmethod
     def from_event(cls, event: EventHubEventLike) -> DeviceMessage:
         meta = event.iothub_metadata or {}
         device_id = meta.get("connection-device-id") or None
         enqueued = _parse_time(meta.get("enqueuedtime")) or _from_datetime(event.enqueued_time)
-        return cls(event.get_body(), device_id, enqueued, event.sequence_number)
+        module_id = meta.get("connection-module-id") or None
+        return cls(event.get_body(), device_id, enqueued, event.sequence_number, module_id=module_id)
 
     @property
     def key(self) -> str:

@@ -6,6 +6,9 @@
   `rejected` with the reason: it is part of the car's story), then store it `accepted` and queue its dispatch.
 - `dispatch` (the `command-dispatch` queue trigger): a direct method when the car is connected (`sent`, then
   `succeeded` or `failed` from its answer); a C2D message with the command's expiry when it is not (`queued`).
+  A car with the IoT Edge module (`module_id`, EDGE_MODULE_ID: IoT Hub has that module identity) gets the method
+  on the module, and when the module is not connected an entry in its module twin's `commands` (IoT Hub has no
+  C2D for modules); a car without one (404) is remembered for NO_MODULE_SECONDS and gets the device method.
   A redelivered dispatch invokes again: the car answers a command id it has seen with the stored outcome.
 - `report` (the car's `command.result` requests): the outcome of a queued command.
 - `cancel` (the API): until the car has it; the car skips a cancelled command it still receives (the twin's
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -54,6 +58,7 @@ from shared.errors import (
     DeviceNotOnlineError,
     DeviceQueueFullError,
     DeviceTimeoutError,
+    FleetError,
     InvalidRequestError,
     NotFoundError,
     PermanentError,
@@ -64,6 +69,7 @@ from shared.errors import (
 )
 from shared.faults import reason_of
 from shared.iothub.gateway import IoTHubGateway
+from shared.iothub.module_inbox import ModuleInbox
 from shared.stores.base import Document, DocumentStore, strip_system_properties
 from shared.stores.paging import keyset_page
 from shared.stores.queues import MessageQueue
@@ -75,10 +81,18 @@ log = logging.getLogger(__name__)
 MAX_RETRIES: Final = 10
 MAX_IDEMPOTENCY_KEY: Final = 255
 CANCELLED_IN_TWIN: Final = 32  # ids the twin's `commands.cancelled` keeps (newest last)
+VIA_MODULE_TWIN: Final = "module_twin"  # delivery.via of a command waiting in the Edge module's twin
 GRACE_SECONDS: Final = 60  # beyond the method timeouts before the sweep calls a `sent` command unanswered
 DISPATCH_LOST_SECONDS: Final = 120  # an `accepted` command this old lost its dispatch message: send it again
 NO_OUTCOME_SECONDS: Final = 300  # a delivered command whose car reported no outcome this long after expiry
 CONFIRM_WINDOW: Final = dt.timedelta(hours=1)  # reads look for confirmation this long after success
+NO_MODULE_SECONDS: Final = 600.0  # a car without the Edge module is not asked again for this long
+NO_MODULE_KEPT: Final = 10_000  # cars remembered without one (forgotten all at once beyond)
+# The module twin's `commands` (shared/iothub/module_inbox.py): its share of the twin's 32 KB (policy 16 KB, agenda
+# 8 KB, replies 4 KB), and at most this many commands waiting; a further one fails `queue_full`, as at 50 C2D.
+MODULE_COMMANDS_PROPERTY: Final = "commands"
+MODULE_COMMANDS_KEPT: Final = 12
+MODULE_COMMANDS_MAX_BYTES: Final = 4 * 1024
 NUMERIC_TOLERANCE: Final = 1e-6
 CANCELLED_QUERY: Final = (
     f"SELECT TOP {CANCELLED_IN_TWIN} c.id, c.updatedAt FROM c WHERE c.vehicleId = @v AND c.kind = @k "  # noqa: S608
@@ -146,7 +160,10 @@ class CommandService:
         settings: CommandSettings | None = None,
         brands: BrandConfigs | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        module_id: str | None = None,
     ) -> None:
+        self.module_id = module_id  # the in-car IoT Edge module's id (EDGE_MODULE_ID); None: cars have none
+        self._no_module: dict[str, float] = {}  # car → monotonic time until which it is known to have none
         self.store = store
         self.gateway = gateway
         self.queue = queue
@@ -305,6 +322,7 @@ class CommandService:
         doc = await self._update(vehicle_id, cid, change)
         if (doc.get("delivery") or {}).get("via") == "c2d":
             await self._tell_car_cancelled(vehicle_id, cid)
+        await self._unqueue_module(vehicle_id, cid, doc)  # the twin can take it back, unlike a C2D queue
         return view(doc, caller.principal_id)
 
     # --- delivery ---------------------------------------------------------------------------------------------
@@ -324,24 +342,40 @@ class CommandService:
             doc = await self._update(vehicle_id, cid, lambda d: self._mark_sent(d, now))
             if status_of(doc) != Status.SENT:
                 return status_of(doc)
+        module = self._module_of(vehicle_id)
+        if module is not None:
+            try:
+                return await self._invoke(vehicle_id, cid, doc, module)
+            except DeviceNotFoundError:  # no such module (or no such car: the device method says which)
+                self._remember_no_module(vehicle_id)
+        return await self._invoke(vehicle_id, cid, doc, None)
+
+    async def _invoke(self, vehicle_id: str, cid: str, doc: Document, module: str | None) -> Status:
+        """The direct method on the car (`module` None) or its Edge module; queued when it is not connected. A
+        module that does not exist raises DeviceNotFoundError (the car may have none)."""
         try:
-            result = await self.gateway.invoke_method(
-                vehicle_id,
-                doc["name"],
-                contract.payload(doc),
-                connect_timeout=self.settings.connect_timeout,
-                response_timeout=self.settings.response_timeout,
-            )
+            if module is None:
+                result = await self.gateway.invoke_method(
+                    vehicle_id, doc["name"], contract.payload(doc), self.settings.connect_timeout,
+                    self.settings.response_timeout,
+                )  # fmt: skip
+            else:
+                result = await self.gateway.invoke_module_method(
+                    vehicle_id, module, doc["name"], contract.payload(doc), self.settings.connect_timeout,
+                    self.settings.response_timeout,
+                )  # fmt: skip
         except DeviceNotOnlineError:
-            return await self._queue_c2d(vehicle_id, cid)
+            return await self._queue(vehicle_id, cid, module)
         except DeviceTimeoutError:
             return await self._end(vehicle_id, cid, Status.FAILED, contract.NO_RESPONSE)
         except DeviceNotFoundError:
+            if module is not None:
+                raise
             return await self._end(vehicle_id, cid, Status.FAILED, contract.DEVICE_NOT_FOUND)
         except PermanentError as exc:
             return await self._end(vehicle_id, cid, Status.FAILED, reason_of(exc))
         outcome = contract.method_outcome(result.status, result.payload)
-        return await self._settle(vehicle_id, cid, outcome, by_car=False)
+        return await self._settle(vehicle_id, cid, outcome, by_car=False, module=module)
 
     @staticmethod
     def _mark_sent(doc: Document, now: dt.datetime) -> bool:
@@ -350,7 +384,25 @@ class CommandService:
         doc["delivery"] = {"via": "method", "at": canonical_time(now)}
         return True
 
-    async def _queue_c2d(self, vehicle_id: str, cid: str) -> Status:
+    def _module_of(self, vehicle_id: str) -> str | None:
+        """The Edge module to try first, unless the car was found without one lately."""
+        if self.module_id is None or self._no_module.get(vehicle_id, 0.0) > time.monotonic():
+            return None
+        return self.module_id
+
+    def _remember_no_module(self, vehicle_id: str) -> None:
+        if len(self._no_module) > NO_MODULE_KEPT:
+            self._no_module.clear()
+        self._no_module[vehicle_id] = time.monotonic() + NO_MODULE_SECONDS
+
+    def _module_inbox(self) -> ModuleInbox:
+        return ModuleInbox(
+            self.gateway, MODULE_COMMANDS_PROPERTY, MODULE_COMMANDS_KEPT, MODULE_COMMANDS_MAX_BYTES, evict=False
+        )
+
+    async def _queue(self, vehicle_id: str, cid: str, module: str | None) -> Status:
+        """The car is not connected: a C2D message with the command's expiry waits for it in IoT Hub; for its Edge
+        module (no C2D for modules) an entry in the module twin's `commands` until the expiry."""
         stored = await self.store.read(COMMANDS, vehicle_id, cid)
         if stored is None:
             raise NotFoundError(f"command {cid} vanished")
@@ -359,29 +411,47 @@ class CommandService:
         ttl = (expires_at(doc) - now).total_seconds()
         if ttl <= 0:
             return await self._end(vehicle_id, cid, Status.EXPIRED, contract.TTL_ELAPSED)
+        body = orjson.dumps(contract.payload(doc))
         try:
-            await self.gateway.send_c2d(
-                vehicle_id, orjson.dumps(contract.payload(doc)), contract.c2d_properties(doc), ttl_seconds=ttl
-            )
+            if module is None:
+                await self.gateway.send_c2d(vehicle_id, body, contract.c2d_properties(doc), ttl_seconds=ttl)
+            else:
+                await self._module_inbox().put(vehicle_id, module, cid, body, expires_at(doc), now)
         except DeviceQueueFullError:
             return await self._end(vehicle_id, cid, Status.FAILED, contract.QUEUE_FULL)
         except DeviceNotFoundError:
             return await self._end(vehicle_id, cid, Status.FAILED, contract.DEVICE_NOT_FOUND)
         except PermanentError as exc:
             return await self._end(vehicle_id, cid, Status.FAILED, reason_of(exc))
+        delivery = {"via": "c2d"} if module is None else {"via": VIA_MODULE_TWIN, "module": module}
 
         def queued(d: Document) -> bool:
             if not advance(d, Status.QUEUED, now):
                 return False
-            d["delivery"] = {"via": "c2d", "at": canonical_time(now)}
+            d["delivery"] = {**delivery, "at": canonical_time(now)}
             return True
 
         return status_of(await self._update(vehicle_id, cid, queued))
 
-    async def _settle(self, vehicle_id: str, cid: str, outcome: contract.Outcome, by_car: bool) -> Status:
+    async def _unqueue_module(self, vehicle_id: str, cid: str, doc: Document) -> None:
+        """Take a command out of the module twin once the car reported it or it was cancelled. Best effort: the
+        module carries out an id once and ignores expired entries, and the next queued command prunes them."""
+        delivery = doc.get("delivery") or {}
+        if delivery.get("via") != VIA_MODULE_TWIN or not isinstance(delivery.get("module"), str):
+            return
+        try:
+            await self._module_inbox().remove(vehicle_id, delivery["module"], cid)
+        except FleetError as exc:
+            log.info("command %s: not taken out of the module twin: %s", cid, type(exc).__name__)
+
+    async def _settle(
+        self, vehicle_id: str, cid: str, outcome: contract.Outcome, by_car: bool, module: str | None = None
+    ) -> Status:
         now = self.clock()
 
         def change(doc: Document) -> bool:
+            if module is not None and isinstance(doc.get("delivery"), dict):
+                doc["delivery"]["module"] = module  # the method went to the car's Edge module
             changed = advance(doc, Status.DELIVERED, now, by_car=by_car)
             if outcome.succeeded:
                 changed |= advance(doc, Status.SUCCEEDED, now, by_car=by_car)
@@ -413,6 +483,7 @@ class CommandService:
         elif status == "expired":
             await self._update(vehicle_id, cid, lambda d: advance(d, Status.EXPIRED, now, contract.TTL_ELAPSED))
         # "cancelled": the car skipped a command we cancelled; the record already says so
+        await self._unqueue_module(vehicle_id, cid, stored.document)  # the module has it: its twin entry goes
         return True
 
     async def _tell_car_cancelled(self, vehicle_id: str, cid: str) -> None:

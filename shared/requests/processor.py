@@ -21,6 +21,8 @@ Failure policy (docs/architecture.md, "Failure modes"); nothing one car does can
   with the same requestId; a definitive Graph refusal (e.g. 403) is answered and stored.
 Replies expire after `DEFAULT_C2D_TTL_SECONDS` (1 hour, shared/iothub/gateway.py) if the car does not read
 them, so a car that is offline for days does not come back to a full queue of stale replies.
+A request sent by the car's IoT Edge module (`connection-module-id`) is answered to that module, which gets no C2D
+messages: a module direct method `reply`, else an entry in its twin's `replies` (shared/requests/module_replies.py).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from shared.observability import tracing
 from shared.observability.metrics import C2D_UNDELIVERABLE, add
 from shared.requests import contract as C
 from shared.requests.contract import CarRequest, Reply, RequestError, decode_request
+from shared.requests.module_replies import reply_to_module
 from shared.stores.base import DeadLetterSink, Document, DocumentStore, strip_system_properties
 from shared.telemetry.documents import as_vehicle
 from shared.telemetry.motion import is_moving
@@ -435,8 +438,12 @@ class RequestProcessor:
         tracing.set_attribute(tracing.OUTCOME, reply.status)
         # With tracing on, the reply carries the request span's trace context back to the car.
         properties = tracing.inject({**RESPONSE_PROPERTIES, "requestId": reply.request_id})
+        via: dict[str, str] = {}
         try:
-            await self.gateway.send_c2d(vehicle_id, reply.to_json(), properties)
+            if message.module_id:  # the car's Edge module asked: modules get no C2D messages
+                via["via"] = await reply_to_module(self.gateway, vehicle_id, message.module_id, reply, self.clock())
+            else:
+                await self.gateway.send_c2d(vehicle_id, reply.to_json(), properties)
         except PermanentError as exc:
             reason = reason_of(exc)
             report.undeliverable += 1
@@ -446,7 +453,7 @@ class RequestProcessor:
             await self._note(record, {"status": UNDELIVERABLE, "reason": reason}, message)
             return
         report.replied += 1
-        await self._note(record, {"status": SENT}, message)
+        await self._note(record, {"status": SENT, **via}, message)
 
     async def _note(self, record: Document | None, outcome: dict[str, Any], message: DeviceMessage) -> None:
         """Write the delivery outcome onto the record; which event it was for (`message`) tells a redelivered
