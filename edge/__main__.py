@@ -14,6 +14,7 @@ import os
 import signal
 from pathlib import Path
 
+from edge.commands import ModuleCommands, drive_model_executor, unsupported
 from edge.module import EdgeModule, IoTHubTransport
 from edge.outbox import DEFAULT_BUDGET_BYTES, Outbox
 from edge.sources import DriveModelSource, JsonLinesSource, KuksaSource, Source
@@ -55,11 +56,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     outbox_path = Path(args.outbox)
     outbox_path.parent.mkdir(parents=True, exist_ok=True)
+    outbox = Outbox(outbox_path, budget_bytes=args.budget_bytes)
+    source = make_source(args.source, outbox_path.parent)
+    # Commands act on the drive model; the other sources have no actuators wired: `unsupported`.
+    executor = drive_model_executor(source.model) if isinstance(source, DriveModelSource) else unsupported
     module = EdgeModule(
-        Outbox(outbox_path, budget_bytes=args.budget_bytes),
-        make_source(args.source, outbox_path.parent),
+        outbox,
+        source,
         IoTHubTransport.from_environment(args.connection_string, args.ca_cert.read_text() if args.ca_cert else None),
         backlog_per_second=args.backlog_per_second,
+        commands=ModuleCommands(outbox, executor),
     )
 
     async def run() -> None:

@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge import contract, policy
+from edge.commands import ModuleCommands, Outcome, command_id_of, report_id
 from edge.outbox import Outbox, Outgoing
 from edge.sources import Reading, Source
 
@@ -37,6 +39,9 @@ log = logging.getLogger("edge")
 
 DesiredHandler = Callable[[dict[str, Any]], None]
 MessageHandler = Callable[[bytes, dict[str, str]], None]
+# A direct method to the module: (method name, payload) -> (status, payload answered).
+MethodHandler = Callable[[str, Any], Awaitable[tuple[int, Any]]]
+REPLY_METHOD = "reply"
 
 
 class Transport(Protocol):
@@ -54,6 +59,8 @@ class Transport(Protocol):
 
     def on_message(self, handler: MessageHandler) -> None: ...
 
+    def on_method(self, handler: MethodHandler) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -69,6 +76,7 @@ class IoTHubTransport:
         self.client = client
         self._desired: DesiredHandler | None = None
         self._message: MessageHandler | None = None
+        self._method: MethodHandler | None = None
         self._subscribed = False
 
     @classmethod
@@ -102,7 +110,29 @@ class IoTHubTransport:
                 loop.call_soon_threadsafe(handler, data, props)
 
             await asyncio.to_thread(setattr, self.client, "on_message_received", received)
+        if self._method is not None:
+            await asyncio.to_thread(setattr, self.client, "on_method_request_received", self._method_handler(loop))
         self._subscribed = True
+
+    def _method_handler(self, loop: asyncio.AbstractEventLoop) -> Callable[[Any], None]:
+        """The SDK's handler (on its thread): the module's answer is computed and sent on the module's loop."""
+        from azure.iot.device import MethodResponse
+
+        method, client = self._method, self.client
+        assert method is not None
+
+        async def answer(request: Any) -> None:
+            try:
+                status, payload = await method(str(request.name), request.payload)
+            except Exception as exc:  # never leave IoT Hub waiting for an answer that will not come
+                log.warning("method %s failed: %s", request.name, type(exc).__name__)
+                status, payload = 500, {"status": "failed", "reason": "internal_error", "message": type(exc).__name__}
+            await client.send_method_response(MethodResponse.create_from_method_request(request, status, payload))
+
+        def received(request: Any) -> None:
+            asyncio.run_coroutine_threadsafe(answer(request), loop)
+
+        return received
 
     async def send(self, kind: str, body: bytes) -> None:
         from azure.iot.device import Message
@@ -125,6 +155,9 @@ class IoTHubTransport:
     def on_message(self, handler: MessageHandler) -> None:
         self._message = handler
 
+    def on_method(self, handler: MethodHandler) -> None:
+        self._method = handler
+
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.client.shutdown()
@@ -141,6 +174,8 @@ class EdgeModule:
     collector: policy.Collector = field(default_factory=policy.Collector)
     online: bool = False
     replies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    commands: ModuleCommands | None = None  # None: every command answered `unsupported` (ModuleCommands' default)
+    wall_clock: Callable[[], float] = time.time  # expiries of what the twin holds are absolute times
     _mark: int = 0
     _tokens: float = 0.0
     _last_flush: float | None = None
@@ -156,8 +191,11 @@ class EdgeModule:
                 self.collector.apply(policy.parse(saved))
         if self.source.cursor_key is not None:
             self.source.resume(self.outbox.get(self.source.cursor_key))
+        if self.commands is None:
+            self.commands = ModuleCommands(self.outbox)
         self.transport.on_desired(self.on_desired)
         self.transport.on_message(self.on_message)
+        self.transport.on_method(self.on_method)
 
     # -- cloud to car ----------------------------------------------------------------------------------------------
 
@@ -167,9 +205,14 @@ class EdgeModule:
         return self.outbox.get("agenda")
 
     def on_desired(self, patch: dict[str, Any]) -> None:
-        """A twin patch (or the whole desired document): policy and agenda take effect at once."""
+        """A twin patch (or the whole desired document): policy and agenda take effect at once; replies and
+        queued commands left in the twin while the module was away are taken (each id once)."""
         if "agenda" in patch:
             self.outbox.put("agenda", patch["agenda"])
+        for body in self._twin_entries(patch.get("replies")):
+            self._take_reply(body)
+        for body in self._twin_entries(patch.get("commands")):
+            self._queued_command(body)
         if "collection" in patch and patch["collection"] is not None:
             try:
                 new = policy.parse(patch["collection"])
@@ -197,8 +240,63 @@ class EdgeModule:
             message = contract.loads(body)
         except ValueError:
             return
-        if isinstance(message, dict) and isinstance(message.get("requestId"), str):
-            self.replies.setdefault(message["requestId"], []).append(message)
+        self._take_reply(message)
+
+    def _take_reply(self, message: Any) -> bool:
+        if not isinstance(message, dict) or not isinstance(message.get("requestId"), str):
+            return False
+        copies = self.replies.setdefault(message["requestId"], [])
+        if message not in copies:  # the same reply by method and from the twin: kept once
+            copies.append(message)
+        return True
+
+    def _twin_entries(self, entries: Any) -> list[Any]:
+        """The bodies of a twin inbox (`{id: {"body": JSON text, "expiresAt"}}`) not yet expired; junk skipped."""
+        if not isinstance(entries, dict):
+            return []
+        now = contract.utc_stamp(self.wall_clock())
+        out = []
+        for entry in entries.values():
+            if not isinstance(entry, dict) or not isinstance(entry.get("body"), str):
+                continue  # null: an entry the backend removed
+            if not isinstance(entry.get("expiresAt"), str) or entry["expiresAt"] <= now:
+                continue
+            try:
+                out.append(contract.loads(entry["body"].encode()))
+            except ValueError:
+                continue
+        return out
+
+    async def on_method(self, name: str, payload: Any) -> tuple[int, Any]:
+        """A direct method from the backend: `reply` (a reply to one of the car's requests), else a command named
+        after itself (docs/messages.md "Commands"; an unknown name is answered 404 `unsupported`)."""
+        if name == REPLY_METHOD:
+            if not self._take_reply(payload):
+                return 400, {"message": "a reply is a JSON object with a requestId"}
+            return 200, {"requestId": payload["requestId"]}
+        assert self.commands is not None
+        outcome, _ = self.commands.run(payload, "method", dt.datetime.now(dt.UTC), name)
+        return outcome.method_answer()
+
+    def _queued_command(self, body: Any) -> None:
+        """A command left in the module twin: carried out once, reported like a queued C2D command (`delivered`,
+        then its outcome) with `command.result` requests whose ids are fixed per command and status."""
+        command_id = command_id_of(body)
+        if command_id is None:
+            return
+        assert self.commands is not None
+        now = dt.datetime.now(dt.UTC)
+        name = body.get("name") if isinstance(body.get("name"), str) else None
+        outcome, _ = self.commands.run(body, "twin", now, name)
+        for status in ("delivered", outcome.status):
+            self._report_command(command_id, status, now, outcome if status != "delivered" else None)
+
+    def _report_command(self, command_id: str, status: str, at: dt.datetime, outcome: Outcome | None) -> None:
+        fields: dict[str, Any] = {"commandId": command_id, "status": status}
+        if outcome is not None and outcome.reason:
+            fields["reason"] = outcome.reason
+        fields["at"] = contract.utc_stamp(at.timestamp())
+        self.request("command.result", requestId=report_id(command_id, status), **fields)
 
     # -- car to cloud ----------------------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,9 @@ class FileHub:
         return None
 
     def on_message(self, handler: Callable[[bytes, dict[str, str]], None]) -> None:
+        return None
+
+    def on_method(self, handler: Callable[[str, Any], Awaitable[tuple[int, Any]]]) -> None:
         return None
 
     async def close(self) -> None:

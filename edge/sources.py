@@ -163,14 +163,22 @@ class DriveModelSource:
     clock: Callable[[], float] = time.time
     rejected: Counter[str] = field(default_factory=Counter)
     cursor_key: str | None = None
+    _model: Any = None
+
+    @property
+    def model(self) -> Any:
+        """The car model (also what the module's commands act on: edge/commands.py)."""
+        if self._model is None:
+            from simulator.drive import CarModel  # a pure model; imported here so the image needs it only when used
+
+            self._model = CarModel.create(0, self.seed)
+        return self._model
 
     def resume(self, position: Any) -> None:
         return None
 
     async def readings(self) -> AsyncIterator[Reading]:
-        from simulator.drive import CarModel  # a pure model; imported here so the image needs it only when used
-
-        model = CarModel.create(0, self.seed)
+        model = self.model
         n = 0
         while self.steps is None or n < self.steps:
             signals = accept(model.step(self.period), self.rejected)

@@ -1,4 +1,5 @@
-"""A stand-in for IoT Hub behind edge.module.Transport, until the local hub has module identities.
+"""A stand-in for IoT Hub behind edge.module.Transport (the local hub, with module identities, is the real one), and
+a source that yields nothing.
 
 It is not IoT Hub: it accepts every message while `up`, raises ConnectionError while not (as the SDK's
 send_message does when the link is down and its retry gives up), keeps what it accepted in order, and holds
@@ -7,14 +8,17 @@ a desired-properties document. Deduplication by (epoch, seq) is the cloud's rule
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge import contract
+from edge.sources import Reading
 
 DesiredHandler = Callable[[dict[str, Any]], None]
 MessageHandler = Callable[[bytes, dict[str, str]], None]
+MethodHandler = Callable[[str, Any], Awaitable[tuple[int, Any]]]
 
 
 @dataclass
@@ -25,6 +29,7 @@ class FakeHub:
     twin: dict[str, Any] = field(default_factory=dict)
     desired_handler: DesiredHandler | None = None
     message_handler: MessageHandler | None = None
+    method_handler: MethodHandler | None = None
 
     async def connect(self) -> None:
         if not self.up:
@@ -51,6 +56,9 @@ class FakeHub:
     def on_message(self, handler: MessageHandler) -> None:
         self.message_handler = handler
 
+    def on_method(self, handler: MethodHandler) -> None:
+        self.method_handler = handler
+
     async def close(self) -> None:
         return None
 
@@ -72,3 +80,22 @@ class FakeHub:
                 seen.add(key)
                 out.append(message)
         return out
+
+
+class NoSource:
+    """A source that yields nothing: the tests give the module readings themselves."""
+
+    cursor_key: str | None = None
+
+    def __init__(self) -> None:
+        self.rejected: Counter[str] = Counter()
+
+    def resume(self, position: Any) -> None:
+        return None
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        return
+        yield
+
+    async def ack(self, reading: Reading) -> None:
+        return None

@@ -51,9 +51,13 @@ def test_the_package_imports_nothing_of_the_cloud_app() -> None:
         text = path.read_text()
         assert not re.search(r"^\s*(from|import) (shared|functions|devstack)\b", text, re.M), path.name
         for module in re.findall(r"^\s*from (simulator\S*) import", text, re.M):
-            assert module == "simulator.drive", path.name
+            assert module in ("simulator.drive", "simulator.commands"), path.name
     drive = (EDGE.parent / "simulator" / "drive.py").read_text()
     assert not re.search(r"^\s*(from|import) (shared|functions|devstack|simulator)\b", drive, re.M)
+    commands = (EDGE.parent / "simulator" / "commands.py").read_text()  # the car's command rules: the model only
+    assert re.findall(r"^\s*(?:from|import) (shared|functions|devstack|simulator\S*)\b", commands, re.M) == [
+        "simulator.drive"
+    ]
 
 
 def test_cli_refuses_an_unknown_source(tmp_path: Path) -> None:

@@ -6,52 +6,16 @@ agenda kept across a disconnect with a request asked offline sent once after rec
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from edge import contract
-from edge.module import EdgeModule, IoTHubTransport
-from edge.outbox import Outbox
 from edge.sources import Reading
-from tests.integration.test_local_iothub_methods import Hub, local_hub  # noqa: F401 - the fixture
-from tests.integration.test_local_iothub_revocation import wait_until
+from tests.edge.hub_support import MODULE, routed, start
+from tests.iothub_support import Hub, local_hub, wait_until  # noqa: F401 - the fixture
 
-MODULE = "carlink"
 T0 = 1_800_000_000.0
-
-
-class NoSource:
-    cursor_key: str | None = None
-
-    def __init__(self) -> None:
-        self.rejected: Counter[str] = Counter()
-
-    def resume(self, position: Any) -> None:
-        return None
-
-    async def readings(self) -> AsyncIterator[Reading]:
-        return
-        yield
-
-    async def ack(self, reading: Reading) -> None:
-        return None
-
-
-def routed(h: Hub, name: str) -> list[Any]:
-    return [e for p in h.hub.event_hubs.hub(name).partitions for e in p.events]
-
-
-async def start(h: Hub, device: str, tmp_path: Path) -> EdgeModule:
-    connection_string = h.registry.provision_module(device, MODULE)
-    transport = IoTHubTransport.from_environment(connection_string, h.ca_pem)
-    module = EdgeModule(Outbox(tmp_path / f"{device}.db"), NoSource(), transport)
-    await transport.connect()
-    await module.sync_twin()
-    return module
 
 
 async def test_telemetry_and_policy_through_the_module_twin(local_hub: Hub, tmp_path: Path) -> None:  # noqa: F811

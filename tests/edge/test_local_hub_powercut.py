@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 from edge import contract
-from tests.edge.test_local_hub import MODULE, routed
-from tests.integration.test_local_iothub_methods import Hub, local_hub  # noqa: F401 - the fixture
-from tests.integration.test_local_iothub_revocation import wait_until
+from tests.edge.hub_support import MODULE, routed
+from tests.iothub_support import Hub, local_hub, wait_until  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_800_000_000

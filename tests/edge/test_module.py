@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +14,9 @@ from edge import contract
 from edge.module import EdgeModule
 from edge.outbox import Outbox
 from edge.sources import JsonLinesSource, Reading
-from tests.edge.fakes import FakeHub
+from tests.edge.fakes import FakeHub, NoSource
 
 T0 = 1_800_000_000.0
-
-
-class ListSource:
-    cursor_key: str | None = None
-
-    def __init__(self) -> None:
-        self.rejected: Counter[str] = Counter()
-
-    def resume(self, position: Any) -> None:
-        return None
-
-    async def readings(self) -> AsyncIterator[Reading]:
-        return
-        yield
-
-    async def ack(self, reading: Reading) -> None:
-        return None
 
 
 class Clock:
@@ -47,7 +29,7 @@ class Clock:
 
 def make(tmp_path: Path, hub: FakeHub, **kw: Any) -> tuple[EdgeModule, Clock]:
     clock = Clock()
-    module = EdgeModule(Outbox(tmp_path / "o.db"), ListSource(), hub, clock=clock, **kw)
+    module = EdgeModule(Outbox(tmp_path / "o.db"), NoSource(), hub, clock=clock, **kw)
     return module, clock
 
 
@@ -218,3 +200,68 @@ def test_a_line_stored_but_not_acknowledged_is_not_read_again_after_a_crash(tmp_
     again = JsonLinesSource(feed, offset_path=tmp_path / "feed.offset")
     EdgeModule(Outbox(tmp_path / "o.db"), again, FakeHub())
     assert asyncio.run(first_reading(module, again)) == []
+
+
+# --- replies and commands from the cloud (the module method, the module twin) ------------------------------------
+
+
+def call(hub: FakeHub, name: str, payload: Any) -> tuple[int, Any]:
+    """The backend invokes a direct method on the module (what the SDK's handler hands the module)."""
+    handler = hub.method_handler
+    assert handler is not None
+
+    async def invoke() -> tuple[int, Any]:
+        return await handler(name, payload)
+
+    return asyncio.run(invoke())
+
+
+def twin_entry(body: dict[str, Any], expires: str = "2999-01-01T00:00:00.000Z") -> dict[str, Any]:
+    return {"body": contract.dumps(body).decode(), "queuedAt": "2026-12-06T08:00:00.000Z", "expiresAt": expires}
+
+
+def test_replies_by_method_and_from_the_twin_are_kept_once_and_expired_ones_ignored(tmp_path: Path) -> None:
+    hub = FakeHub()
+    module, _ = make(tmp_path, hub)
+    reply = {"v": 1, "requestId": "r1", "status": "ok", "action": "meeting.join"}
+    assert call(hub, "reply", reply) == (200, {"requestId": "r1"})
+    assert call(hub, "reply", [1, 2])[0] == 400
+    stale = {"v": 1, "requestId": "r2", "status": "ok"}
+    hub.push_desired({"replies": {"r1": twin_entry(reply), "r2": twin_entry(stale, "2020-01-01T00:00:00.000Z"),
+                                  "r3": {"body": "not json", "expiresAt": "2999-01-01T00:00:00.000Z"}, "r4": None}})  # fmt: skip
+    assert module.replies == {"r1": [reply]}  # the same reply by method and from the twin: once
+
+
+def test_commands_are_answered_once_and_unknown_ones_404(tmp_path: Path) -> None:
+    from edge.commands import ModuleCommands, drive_model_executor
+    from simulator.drive import CarModel
+
+    hub = FakeHub()
+    outbox = Outbox(tmp_path / "o.db")
+    model = CarModel.create(0, 7)
+    module = EdgeModule(outbox, NoSource(), hub, commands=ModuleCommands(outbox, drive_model_executor(model)))
+    payload = {"v": 1, "commandId": "c1", "name": "charging.limit", "params": {"limit": 80},
+               "issuedAt": "2026-12-06T08:00:00.000Z", "expiresAt": "2999-01-01T00:00:00.000Z"}  # fmt: skip
+    assert call(hub, "charging.limit", payload) == (200, {"status": "succeeded"})
+    again_asked = call(hub, "charging.limit", {**payload, "params": {"limit": 1}})
+    assert again_asked == (200, {"status": "succeeded"})  # the same command id: its stored outcome, nothing redone
+    status, answer = call(hub, "teleport", {**payload, "commandId": "c2", "name": "teleport"})
+    assert (status, answer["reason"]) == (404, "unsupported")
+    # a module restarted on the same outbox remembers what it did
+    again = EdgeModule(outbox, NoSource(), FakeHub(), commands=ModuleCommands(outbox, drive_model_executor(model)))
+    assert again.commands is not None
+    assert module.commands is not None
+    assert again.commands.remembered("c1") == module.commands.remembered("c1") is not None
+
+
+def test_a_command_in_the_twin_runs_once_and_is_reported_delivered_then_its_outcome(tmp_path: Path) -> None:
+    hub = FakeHub()
+    module, _ = make(tmp_path, hub)  # no actuators: every command fails `unsupported`
+    payload = {"v": 1, "commandId": "3f2b8a4e-0000-4000-8000-000000000001", "name": "lock", "params": {},
+               "issuedAt": "2026-12-06T08:00:00.000Z", "expiresAt": "2999-01-01T00:00:00.000Z"}  # fmt: skip
+    hub.push_desired({"commands": {payload["commandId"]: twin_entry(payload)}})
+    hub.push_desired({"commands": {payload["commandId"]: twin_entry(payload)}})  # read again after a reconnect
+    asyncio.run(module.flush())
+    reports = [(r["action"], r["status"], r.get("reason")) for r in hub.of_kind("request")]
+    assert reports == [("command.result", "delivered", None), ("command.result", "failed", "unsupported")]
+    assert len({r["requestId"] for r in hub.of_kind("request")}) == 2
