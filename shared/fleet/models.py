@@ -200,6 +200,7 @@ class ErasureReceipt(_Response):
     deadLetters: int = Field(description="dead-letter and parked-message blobs deleted")
     graph: GraphObjectsDeleted = Field(description="objects the app created in Microsoft Graph, deleted there")
     auditEntriesAnonymised: int = Field(description="audit entries whose driver object id was replaced")
+    lakeRows: int = Field(default=0, description="rows removed from the analytics lake (docs/analytics.md)")
 
 
 class DeviceConnection(_Response):

@@ -7,6 +7,7 @@ from shared.calendar import runtime
 from shared.calendar.jobs import SyncJob
 from shared.fleet.service import FleetService
 from shared.iothub.runtime import gateway
+from shared.lake.runtime import lake_from_env
 from shared.per_loop import PerLoop
 from shared.privacy.erasure import DEFAULT_SETTLE_SECONDS
 from shared.stores.blob_deadletters import blob_dead_letters_from_env
@@ -29,6 +30,7 @@ fleet_service = PerLoop(
         dead_letters=blob_dead_letters_from_env.get,
         graph=runtime.graph_access.get,
         erasure_settle_seconds=DEFAULT_SETTLE_SECONDS,
+        lake=lake_from_env.get,
         brands=BrandConfigs(cosmos_store_from_env.get()),
     )
 )

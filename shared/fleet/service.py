@@ -36,6 +36,7 @@ from shared.errors import (
 )
 from shared.graph.base import GraphClient
 from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
+from shared.lake.store import LakeStore
 from shared.privacy.consent import Actor, ConsentService, decision
 from shared.privacy.erasure import Eraser, ForgetCalendar
 from shared.provisioning.enrollment import EnrollmentKeys, enrollment_keys_from_env
@@ -93,6 +94,7 @@ class FleetService:
     dead_letters: Callable[[], DeadLetterSink] | None = None  # erasure deletes the car's contained messages
     graph: Callable[[], GraphClient] | None = None  # erasure deletes the driver's online meetings
     erasure_settle_seconds: float = 0.0  # see shared/privacy/erasure.py, the settle pass
+    lake: Callable[[], LakeStore] | None = None  # erasure removes the car's rows from the analytics lake
     brands: BrandConfigs | None = None  # each brand's legal bases per data category (None: the app's)
     # Pre-registration for DPS (shared/provisioning): DPS endpoint, ID scope, stamps, development keys; read lazily.
     provisioning_config: Callable[[], ProvisioningConfig] = ProvisioningConfig.from_env
@@ -530,6 +532,7 @@ class FleetService:
             self.graph,
             self.clock,
             self.erasure_settle_seconds,
+            self.lake,
         )
 
     async def erase_vehicle(self, vehicle_id: str) -> dict[str, Any]:

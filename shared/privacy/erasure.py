@@ -8,7 +8,8 @@ A car, in this order:
    commit trips and history between the deletes and the tombstone;
 2. its IoT Hub identity, so the car cannot send any more;
 3. its driver's link, calendar (subscription included) and meetings (in Graph too), every document of the car
-   in every container, its dead letters and parked messages (blob names start with the car, so by prefix);
+   in every container, its dead letters and parked messages (blob names start with the car, so by prefix), its
+   rows in the analytics lake (shared/lake/erasure.py);
 4. a **settle pass** after `settle_seconds`: the side documents (trips, alerts, history chunks) of a batch that
    committed just before the tombstone are written right after its commit, so they may land after step 3;
    the pass deletes them. What arrives later still (a stalled instance, a dead letter of a message that was in
@@ -35,6 +36,7 @@ from shared.drivers.link import DriverLinks
 from shared.geofences.store import KIND_VEHICLE_GEOFENCE
 from shared.graph.base import GraphClient
 from shared.iothub.gateway import IoTHubGateway
+from shared.lake.store import LakeStore
 from shared.stores.base import DeadLetterSink, Document, DocumentStore
 from shared.telemetry.documents import to_store
 from shared.telemetry.vehicle import ERASED, is_erased, tombstone
@@ -73,10 +75,12 @@ class ErasureReceipt:
     dead_letters: int = 0
     graph: Counter[str] = field(default_factory=Counter)  # onlineMeetings, subscriptions
     audit_entries_anonymised: int = 0
+    lake_rows: int = 0  # rows removed from the analytics lake (shared/lake/erasure.py)
 
     def add(self, other: ErasureReceipt) -> None:
         self.documents.update(other.documents)
         self.dead_letters += other.dead_letters
+        self.lake_rows += other.lake_rows
         self.graph.update(other.graph)
         self.audit_entries_anonymised += other.audit_entries_anonymised
 
@@ -90,6 +94,7 @@ class ErasureReceipt:
             "deadLetters": self.dead_letters,
             "graph": {"onlineMeetings": self.graph["onlineMeetings"], "subscriptions": self.graph["subscriptions"]},
             "auditEntriesAnonymised": self.audit_entries_anonymised,
+            "lakeRows": self.lake_rows,
         }
 
 
@@ -107,6 +112,7 @@ class Eraser:
     graph: Callable[[], GraphClient] | None = None
     clock: Callable[[], dt.datetime] = utcnow
     settle_seconds: float = 0.0
+    lake: Callable[[], LakeStore] | None = None  # the analytics lake; None: not wired (unit tests)
 
     # --- a car ----------------------------------------------------------------------------------------------
 
@@ -185,6 +191,10 @@ class Eraser:
                 receipt.documents[MEMBERSHIPS] += 1
         if self.dead_letters is not None:
             receipt.dead_letters += await self.dead_letters().erase_device(vehicle_id)
+        if self.lake is not None:
+            from shared.lake.erasure import erase_vehicle  # pyarrow: loaded only when an erasure runs
+
+            receipt.lake_rows += await erase_vehicle(self.lake(), vehicle_id)
         return receipt
 
     # --- a driver -------------------------------------------------------------------------------------------

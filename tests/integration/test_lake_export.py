@@ -230,3 +230,43 @@ async def test_the_state_records_the_window_before_anything_is_written(
 
     # THEN it finished that window: the same files, the same bytes
     assert await files(lake) == whole
+
+
+async def _forget(user: str, vehicle: str | None) -> None:
+    return None
+
+
+async def test_erasure_removes_the_car_from_every_lake_table_and_a_second_erasure_changes_nothing(
+    db: CosmosDocumentStore, lake: BlobLakeStore, sink: BlobDeadLetterSink
+) -> None:
+    # GIVEN two cars of one fleet in the lake, with samples, trips and a DTC alert each
+    from shared.calendar.jobs import MemorySyncQueue
+    from shared.drivers.link import DriverLinks
+    from shared.fleet.service import FleetService
+    from shared.iothub.memory_gateway import MemoryIoTHubGateway
+
+    for car in ("gone", "kept"):
+        await register(db, car)
+    for seq in range(1, 21):
+        batch = [drive(car, seq, **{"Vehicle.Diagnostics.DTCList": ["P0300"]}) for car in ("gone", "kept")]
+        await TelemetryIngestor(db, sink).ingest(batch)
+    await export(db, lake)
+    assert {r["vehicle_id"] for r in (await read_table(lake, "alerts")).to_pylist()} == {"gone", "kept"}
+    service = FleetService(db, MemoryIoTHubGateway(), DriverLinks(db, MemorySyncQueue()), _forget, lake=lambda: lake)
+
+    # WHEN the car is erased through the fleet service (the API's DELETE /api/vehicles/{id})
+    receipt = await service.erase_vehicle("gone")
+
+    # THEN no table holds a row of it, the other car is untouched, and the receipt counts the rows
+    for table in TABLES:
+        rows = (await read_table(lake, table.name)).to_pylist()
+        assert "gone" not in {r["vehicle_id"] for r in rows}, table.name
+    assert {r["vehicle_id"] for r in (await read_table(lake, "samples")).to_pylist()} == {"kept"}
+    assert receipt["lakeRows"] == 20 + 1 + 1  # samples, its trip, its alert
+    after = await files(lake)
+
+    # AND neither the next export (the tombstone is in its window) nor a second erasure brings anything back
+    await export(db, lake)
+    again = await service.erase_vehicle("gone")
+    assert again["lakeRows"] == 0
+    assert await files(lake) == after
