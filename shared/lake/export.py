@@ -69,6 +69,9 @@ STATE_VERSION: Final = 1
 LAG_SECONDS: Final = 2
 # Cars per vehicle lookup (ARRAY_CONTAINS over a parameter list).
 LOOKUP_BATCH: Final = 100
+# A run that claimed a window and has not finished it after this long is taken to have died: the next run takes
+# the window over (Flex Consumption's default function timeout is 30 minutes; a run takes seconds).
+TAKEOVER_SECONDS: Final = 120
 # Each run reads back what the last one wrote; once per this many seconds of windows, every file.
 REPAIR_EVERY_SECONDS: Final = 3600
 PARQUET_COMPRESSION: Final = "snappy"  # what Power BI / Fabric and DuckDB all read
@@ -136,6 +139,7 @@ class ExportState:
 
     watermark: int = 0
     inflight: tuple[int, int] | None = None
+    claimed_at: int = 0  # when the run exporting `inflight` claimed it (epoch seconds)
     pending: dict[str, list[str]] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
 
@@ -145,6 +149,7 @@ class ExportState:
                 "version": STATE_VERSION,
                 "watermark": self.watermark,
                 "inflight": list(self.inflight) if self.inflight else None,
+                "claimedAt": self.claimed_at,
                 "pending": dict(sorted(self.pending.items())),
                 "written": sorted(self.written),
             }
@@ -157,6 +162,7 @@ class ExportState:
         return cls(
             watermark=int(raw.get("watermark", 0)),
             inflight=(int(inflight[0]), int(inflight[1])) if inflight else None,
+            claimed_at=int(raw.get("claimedAt", 0)),
             pending={str(k): [str(n) for n in v] for k, v in (raw.get("pending") or {}).items()},
             written=[str(n) for n in raw.get("written") or ()],
         )
@@ -215,12 +221,15 @@ class LakeExporter:
         """Export the next window (or finish the one a failed run left); returns what it did."""
         report = ExportReport()
         state, version = await self._load()
-        end = int(self.clock().timestamp()) - self.lag_seconds
-        window = state.inflight or (state.watermark, end)
+        now = int(self.clock().timestamp())
+        if state.inflight and now - state.claimed_at < TAKEOVER_SECONDS:
+            report.skipped = "another run is under way"
+            return report
+        window = state.inflight or (state.watermark, now - self.lag_seconds)
         if window[1] <= window[0]:
             report.skipped = "no new window"
             return report
-        state.inflight = window
+        state.inflight, state.claimed_at = window, now
         try:
             version = await self._save(state, version)  # claims the window: a concurrent run fails here
         except PreconditionFailedError:
@@ -236,6 +245,19 @@ class LakeExporter:
         await self._save(state, version)
         log.info("lake export: %s", report.as_log())
         return report
+
+    async def run_to_now(self, patience_seconds: float = 60.0) -> ExportReport:
+        """Export everything Cosmos holds up to now (the demo and tests, before reading the lake): waits until the
+        current second is inside a window, and for a timer run under way to finish."""
+        import asyncio
+
+        await asyncio.sleep(max(0.0, int(self.clock().timestamp()) + self.lag_seconds + 1 - self.clock().timestamp()))
+        deadline = self.clock().timestamp() + patience_seconds
+        while True:
+            report = await self.run()
+            if report.skipped != "another run is under way" or self.clock().timestamp() > deadline:
+                return report
+            await asyncio.sleep(0.2)
 
     async def _export_window(
         self, window: tuple[int, int], state: ExportState, written: list[str], report: ExportReport

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from devstack.cosmos_bootstrap import bootstrap, drop_database
@@ -222,8 +223,8 @@ async def test_the_state_records_the_window_before_anything_is_written(
     assert b'"inflight":null' in state
     for name in list(whole)[1:]:
         await lake.delete(name)
-    watermark = int(state.split(b'"watermark":')[1].split(b",")[0])
-    await lake.write(STATE_NAME, state.replace(b'"inflight":null', f'"inflight":[0,{watermark}]'.encode()))
+    died = {**orjson.loads(state), "inflight": [0, orjson.loads(state)["watermark"]], "claimedAt": 0}
+    await lake.write(STATE_NAME, orjson.dumps(died))
 
     # WHEN the next run comes
     await exporter.run()
