@@ -246,19 +246,6 @@ class LakeExporter:
         log.info("lake export: %s", report.as_log())
         return report
 
-    async def run_to_now(self, patience_seconds: float = 60.0) -> ExportReport:
-        """Export everything Cosmos holds up to now (the demo and tests, before reading the lake): waits until the
-        current second is inside a window, and for a timer run under way to finish."""
-        import asyncio
-
-        await asyncio.sleep(max(0.0, int(self.clock().timestamp()) + self.lag_seconds + 1 - self.clock().timestamp()))
-        deadline = self.clock().timestamp() + patience_seconds
-        while True:
-            report = await self.run()
-            if report.skipped != "another run is under way" or self.clock().timestamp() > deadline:
-                return report
-            await asyncio.sleep(0.2)
-
     async def _export_window(
         self, window: tuple[int, int], state: ExportState, written: list[str], report: ExportReport
     ) -> None:
