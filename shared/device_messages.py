@@ -115,6 +115,8 @@ class DeadLetter:
             "body": text,
             "bodyBase64": b64,
         }
+        if self.message.module_id:  # read back, a module's request is still answered to the module
+            record["moduleId"] = self.message.module_id
         return orjson.dumps(record)
 
     @classmethod
@@ -124,7 +126,10 @@ class DeadLetter:
             record = orjson.loads(data)
             body_text, body_b64 = record["body"], record["bodyBase64"]
             body = body_text.encode("utf-8") if body_text is not None else base64.b64decode(body_b64, validate=True)
-            message = DeviceMessage(body, record["deviceId"], record["enqueuedTime"], record["sequenceNumber"])
+            message = DeviceMessage(
+                body, record["deviceId"], record["enqueuedTime"], record["sequenceNumber"],
+                module_id=record.get("moduleId"),
+            )  # fmt: skip
             truncated = bool(record["bodyTruncated"])
             return cls(str(record["stream"]), str(record["reason"]), str(record["detail"]), message, truncated)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:

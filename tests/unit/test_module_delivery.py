@@ -16,7 +16,7 @@ from shared.auth.policy import Role
 from shared.calendar.jobs import MemorySyncQueue
 from shared.commands.service import MODULE_COMMANDS_KEPT, Caller, CommandService, CommandSettings
 from shared.containers import COMMANDS, VEHICLES, partition_keys
-from shared.device_messages import DeviceMessage
+from shared.device_messages import DeadLetter, DeviceMessage
 from shared.iothub.gateway import MethodResult
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
 from shared.meetings.service import MeetingService
@@ -154,3 +154,11 @@ async def test_a_full_module_twin_fails_the_next_command_as_queue_full(world: Wo
     assert refused is not None
     assert refused.document["reason"] == "queue_full"
     assert len(world.twin()["commands"]) == MODULE_COMMANDS_KEPT
+
+
+def test_a_parked_module_request_keeps_its_module_id_so_a_redrive_answers_the_module() -> None:
+    message = DeviceMessage(b"{}", CAR, "2026-12-06T08:00:00.000Z", 7, module_id=MODULE)
+    for sent in (message, DeviceMessage(b"{}", CAR, "2026-12-06T08:00:00.000Z", 7)):
+        record = DeadLetter("requests", "store_rejected", "refused", sent).to_json()
+        assert DeadLetter.from_json(record).message.module_id == sent.module_id
+        assert ("moduleId" in orjson.loads(record)) is (sent.module_id is not None)  # device records unchanged
