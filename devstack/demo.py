@@ -26,7 +26,7 @@ import orjson
 
 from devstack.demo_commands import SIMULATOR_FAULTS, DemoCommands
 from devstack.demo_fleet import DemoFleet, operator_view, prepare_fleet
-from devstack.report import HubPlacement, LatencyProbe, MapsView, Report, build_report
+from devstack.report import HubPlacement, LatencyProbe, MapsView, Report, build_report, status_metrics
 from devstack.stack import LocalStack, StackConfig
 from shared.stores.cosmos import CosmosDocumentStore
 
@@ -266,7 +266,7 @@ def status_line(stack: LocalStack) -> str:
     return (
         f"cars online {online:3d} | d2c {d2c} | backlog {stack.host.backlog()} | "
         f"invocations ok {ok} failed {failed} | c2d {hub['c2d:delivered']} | twin patches {hub['twin:desired']}"
-        f"{stall}   "
+        f" | {status_metrics()}{stall}   "
     )
 
 

@@ -34,10 +34,12 @@ import orjson
 
 from devstack.host.eventhub_trigger import Stall
 from shared.containers import ALERTS, TRIPS, VEHICLES, definition
+from shared.observability import metrics
 from shared.settings import DEADLETTER_CONTAINER
 from shared.stores.base import DocumentStore
 
 POLL_SECONDS: Final = 0.25
+INGEST_FUNCTION: Final = "ingest_telemetry"  # the `function` attribute of the telemetry trigger's metrics
 
 
 class LatencyProbe:
@@ -413,6 +415,87 @@ class MapsView:
 
 
 @dataclass
+class MetricsView:
+    """What the app's own metrics say (shared/observability/metrics.json, read from the local MeterProvider's
+    reader through `metrics.local_view()`): the lag percentiles and the error counts of the report come from here,
+    the same figures `make dev`'s status line, the local host's /admin/metrics and, in Azure, the workbook show."""
+
+    lag: metrics.Series | None = None  # carlink.ingest.lag of ingest_telemetry, every partition together
+    batches: Counter[str] = field(default_factory=Counter)  # outcome → batches (ingest_telemetry)
+    messages: Counter[str] = field(default_factory=Counter)  # outcome → messages
+    dead_letters: Counter[str] = field(default_factory=Counter)  # reason → messages
+    parked: Counter[str] = field(default_factory=Counter)  # reason → messages
+    samples: int = 0
+    undeliverable: Counter[str] = field(default_factory=Counter)  # "kind/reason" → C2D messages
+    commands: Counter[str] = field(default_factory=Counter)  # settled status → commands
+    graph: Counter[str] = field(default_factory=Counter)  # outcome → requests
+    maps: Counter[str] = field(default_factory=Counter)  # outcome → requests
+    request_units: float = 0.0
+
+    @classmethod
+    def of(cls, view: Mapping[str, Sequence[metrics.Series]]) -> MetricsView:
+        def by(name: str, *keys: str, **where: str) -> Counter[str]:
+            out: Counter[str] = Counter()
+            for row in view.get(name, ()):
+                if all(row.attributes.get(k) == v for k, v in where.items()):
+                    out["/".join(row.attributes.get(k, "") for k in keys)] += int(row.value)
+            return +out
+
+        return cls(
+            lag=metrics.merged(view.get("carlink.ingest.lag", ()), function=INGEST_FUNCTION),
+            batches=by("carlink.ingest.batches", "outcome", function=INGEST_FUNCTION),
+            messages=by("carlink.ingest.messages", "outcome"),
+            dead_letters=by("carlink.ingest.messages", "reason", outcome="dead_letter"),
+            parked=by("carlink.ingest.messages", "reason", outcome="parked"),
+            samples=int(metrics.total(view.get("carlink.ingest.samples", ()), outcome="accepted")),
+            undeliverable=by("carlink.iothub.c2d_undeliverable", "kind", "reason"),
+            commands=by("carlink.commands.outcomes", "status"),
+            graph=by("carlink.graph.requests", "outcome"),
+            maps=by("carlink.maps.requests", "outcome"),
+            request_units=metrics.total(view.get("carlink.cosmos.request_charge", ())),
+        )
+
+    def lag_text(self) -> str:
+        lag = self.lag
+        if lag is None or not lag.count:
+            return "n/a (no batch committed)"
+        q = {p: metrics.percentile(lag, p / 100) or 0.0 for p in (50, 95, 99)}
+        return (
+            f"p50 {q[50]:.2f} s, p95 {q[95]:.2f} s, p99 {q[99]:.2f} s, max {lag.maximum or 0.0:.2f} s "
+            f"(n={lag.count} batches)"
+        )
+
+    def to_lines(self) -> list[str]:
+        def listed(counts: Counter[str]) -> str:
+            return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+        return [
+            f"ingestion lag (metrics)  {self.lag_text()}, enqueued in Event Hubs → batch committed",
+            f"messages (metrics)       {listed(self.messages)}; {self.samples} samples; batches {listed(self.batches)}",
+            f"errors (metrics)         dead letters: {listed(self.dead_letters)}; parked: {listed(self.parked)}; "
+            f"C2D undeliverable: {listed(self.undeliverable)}; commands failed {self.commands['failed']}, "
+            f"expired {self.commands['expired']}; Graph 429 {self.graph['throttled']}, "
+            f"Maps 429 {self.maps['throttled']}",
+            f"requests (metrics)       Graph {sum(self.graph.values())}, Maps {sum(self.maps.values())}, Cosmos "
+            f"{self.request_units:.0f} RU (the local Cosmos server charges a flat 1 per request)",
+        ]
+
+
+def status_metrics() -> str:
+    """The metrics part of `make dev`'s status line: lag, messages and errors since the stack started."""
+    view = MetricsView.of(metrics.snapshot())
+    lag = view.lag
+    p95 = metrics.percentile(lag, 0.95) if lag is not None else None
+    lag_text = "n/a" if p95 is None or lag is None else f"p95 {p95:.1f}s max {lag.maximum or 0.0:.1f}s"
+    errors = sum(view.dead_letters.values()), sum(view.parked.values()), view.batches["failed"]
+    return (
+        f"lag {lag_text} | msgs {view.messages['accepted']} dup {view.messages['duplicate']} | "
+        f"dead {errors[0]} parked {errors[1]} failed batches {errors[2]} | cmds ok {view.commands['succeeded']} "
+        f"failed {view.commands['failed']} | 429 {view.graph['throttled'] + view.maps['throttled']}"
+    )
+
+
+@dataclass
 class Report:
     vehicles: int = 0
     sent_messages: int = 0
@@ -442,6 +525,7 @@ class Report:
     commands: CommandsView | None = None  # None: the run sent no commands (a report built from the store only)
     hubs: dict[str, HubPlacement] = field(default_factory=dict)  # car → where DPS put it (empty: no DPS in the run)
     maps: MapsView | None = None  # None: no Maps sandbox in the run
+    metrics: MetricsView | None = None  # None: a report built from the store only
 
     @property
     def telemetry_dead_letters(self) -> int:
@@ -460,6 +544,10 @@ class Report:
             out.append(f"messages ingested more than once: {self.duplicated}")
         if self.telemetry_dead_letters != self.sent_bad:
             out.append(f"{self.sent_bad} bad messages sent, {self.telemetry_dead_letters} telemetry dead letters")
+        if self.metrics is not None and sum(self.metrics.dead_letters.values()) != self.sent_bad:
+            out.append(
+                f"{self.sent_bad} bad messages sent, the metrics count {sum(self.metrics.dead_letters.values())}"
+            )
         if self.calendar:
             if self.agenda_cars < len(self.calendar_vehicles):
                 out.append(f"agenda reached {self.agenda_cars} of {len(self.calendar_vehicles)} cars with a driver")
@@ -501,6 +589,8 @@ class Report:
         else:
             lines.append("calendar / Teams         not part of this run (no Graph sandbox or credentials)")
         lines.append(f"end-to-end latency       {lat} (device send → state visible in Cosmos)")
+        if self.metrics is not None:
+            lines += self.metrics.to_lines()
         if self.stalled:
             lines.append(f"stalled partitions       {'; '.join(self.stalled)}")
         if self.hubs:
@@ -613,4 +703,5 @@ async def build_report(
     for alert in await store.query(ALERTS, "SELECT c.key FROM c"):
         report.alerts[str(alert.get("key", "?")).split(":")[0]] += 1
     report.dead_letters = await dead_letter_reasons(storage_connection_string)
+    report.metrics = MetricsView.of(metrics.snapshot())  # the local stack's view since it started
     return report

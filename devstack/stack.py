@@ -58,6 +58,7 @@ from devstack.servers import COSMOS_EMULATOR_KEY, AzuriteEndpoints, ServerError,
 from devstack.service_proxy import IoTHubServiceProxy
 from devstack.tls import DevicePki, TlsFiles, device_pki, generate
 from shared.iothub.local_gateway import SERVICE_URL_SETTING
+from shared.observability.metrics import configure_local_metrics, local_view
 from shared.provisioning.enrollment import DPS_SCOPE, SYMMETRIC_KEY_GROUP_ID
 from shared.settings import SETTINGS
 from shared.settings_model import reread_process_environment
@@ -242,6 +243,10 @@ class LocalStack:
     async def _start(self) -> None:
         config = self.config
         check_ports(config)
+        # The app's metrics, read back by the status line, the host's /admin/metrics and the demo's report: from
+        # zero for this stack (docs/operations.md "Metrics locally").
+        configure_local_metrics()
+        local_view().reset()
         self.storage = self._exit.enter_context(
             azurite(self.workdir, config.blob_port, config.queue_port, config.table_port)
         )

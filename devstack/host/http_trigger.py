@@ -147,6 +147,8 @@ class HttpHost:
 
     async def start(self, host: str, port: int) -> None:
         app = web.Application(client_max_size=100 * 1024 * 1024)
+        # Local only, beside the host's own /admin API: the app's metrics as the local stack sees them.
+        app.router.add_get("/admin/metrics", _metrics)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -190,6 +192,14 @@ class HttpHost:
             return web.Response(status=500)
         self.stats[f"{route.spec.name}:ok"] += 1
         return to_aiohttp(result)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """`GET /admin/metrics`: every catalogue metric recorded since the stack started (counters by attribute set,
+    histograms with count, sum, min, max and p50/p95/p99), from shared/observability/metrics.py's local view."""
+    from shared.observability.metrics import as_json, snapshot
+
+    return web.json_response(as_json(snapshot()))
 
 
 def to_aiohttp(result: Any) -> web.Response:

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -208,19 +208,21 @@ _local_reader: InMemoryMetricReader | None = None
 
 
 def local_reader() -> InMemoryMetricReader:
-    """The reader the local stack's MeterProvider collects into (setup.py builds the provider around it):
-    `make dev`'s status line, the local host's /metrics and the demo's report read it through `snapshot()`."""
+    """The reader the local stack's MeterProvider collects into (setup.py builds the provider around it). It
+    hands out deltas, which `local_view()` adds up, so a stack can start its view from zero (`reset`)."""
     global _local_reader
     if _local_reader is None:
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.metrics import Counter, Histogram
+        from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 
-        _local_reader = InMemoryMetricReader()
+        delta = AggregationTemporality.DELTA
+        _local_reader = InMemoryMetricReader(preferred_temporality={Counter: delta, Histogram: delta})
     return _local_reader
 
 
 def configure_local_metrics() -> None:
     """Install a global SDK MeterProvider around `local_reader()` unless one is installed already (setup.py's
-    local configuration does the same; this is for the local stack when it runs without it)."""
+    `configure_local` does the same, whichever comes first wins): the local stack's metrics are always on."""
     from opentelemetry import metrics as otel
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 
@@ -241,12 +243,30 @@ class Series:
     bounds: tuple[float, ...] = ()
     bucket_counts: tuple[int, ...] = ()
 
+    def plus(self, other: Series) -> Series:
+        """This and another of the same metric together (counter values, histogram buckets, min and max)."""
+        if not self.bucket_counts:
+            return Series(self.attributes, self.value + other.value)
+        mins = [m for m in (self.minimum, other.minimum) if m is not None]
+        maxs = [m for m in (self.maximum, other.maximum) if m is not None]
+        return Series(
+            self.attributes,
+            self.value + other.value,
+            self.count + other.count,
+            min(mins) if mins else None,
+            max(maxs) if maxs else None,
+            self.bounds,
+            tuple(a + b for a, b in zip(self.bucket_counts, other.bucket_counts, strict=True)),
+        )
+
 
 def snapshot(reader: InMemoryMetricReader | None = None) -> dict[str, list[Series]]:
-    """Every catalogue metric recorded so far (cumulative), by name: what the local views show."""
+    """Every catalogue metric `reader` holds, by name; without one, the local stack's view since its reset."""
+    if reader is None:
+        return local_view().collect()
     from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
 
-    data: MetricsData | None = (reader or local_reader()).get_metrics_data()
+    data: MetricsData | None = reader.get_metrics_data()
     out: dict[str, list[Series]] = {}
     known = catalogue()
     for resource in data.resource_metrics if data is not None else ():
@@ -263,8 +283,8 @@ def snapshot(reader: InMemoryMetricReader | None = None) -> dict[str, list[Serie
                                 attributes,
                                 float(point.sum),
                                 int(point.count),
-                                point.min,
-                                point.max,
+                                point.min if point.count else None,
+                                point.max if point.count else None,
                                 tuple(point.explicit_bounds),
                                 tuple(point.bucket_counts),
                             )
@@ -272,6 +292,41 @@ def snapshot(reader: InMemoryMetricReader | None = None) -> dict[str, list[Serie
                     elif isinstance(point, NumberDataPoint):
                         rows.append(Series(attributes, float(point.value)))
     return out
+
+
+class LocalView:
+    """The local stack's metrics: the deltas `local_reader()` hands out, added up since the last `reset()`. The
+    status line, the local host's `/admin/metrics` and the demo's report all read this one view."""
+
+    def __init__(self, reader: InMemoryMetricReader) -> None:
+        self.reader = reader
+        self.series: dict[tuple[str, tuple[tuple[str, str], ...]], Series] = {}
+
+    def collect(self) -> dict[str, list[Series]]:
+        for name, rows in snapshot(self.reader).items():
+            for row in rows:
+                key = (name, tuple(sorted(row.attributes.items())))
+                known = self.series.get(key)
+                self.series[key] = row if known is None else known.plus(row)
+        out: dict[str, list[Series]] = {}
+        for (name, _), row in sorted(self.series.items()):
+            out.setdefault(name, []).append(row)
+        return out
+
+    def reset(self) -> None:
+        """From now on (a stack starting): what was recorded before is dropped."""
+        self.collect()
+        self.series.clear()
+
+
+_local_view: LocalView | None = None
+
+
+def local_view() -> LocalView:
+    global _local_view
+    if _local_view is None:
+        _local_view = LocalView(local_reader())
+    return _local_view
 
 
 def total(rows: Iterable[Series], **where: str) -> float:
@@ -288,22 +343,10 @@ def merged(rows: Iterable[Series], **where: str) -> Series | None:
     chosen = [r for r in rows if r.bucket_counts and all(r.attributes.get(k) == v for k, v in where.items())]
     if not chosen:
         return None
-    bounds = chosen[0].bounds
-    counts = [0] * len(chosen[0].bucket_counts)
-    for row in chosen:
-        for i, c in enumerate(row.bucket_counts):
-            counts[i] += c
-    mins = [r.minimum for r in chosen if r.minimum is not None]
-    maxs = [r.maximum for r in chosen if r.maximum is not None]
-    return Series(
-        dict(where),
-        sum(r.value for r in chosen),
-        sum(r.count for r in chosen),
-        min(mins) if mins else None,
-        max(maxs) if maxs else None,
-        bounds,
-        tuple(counts),
-    )
+    out = replace(chosen[0], attributes=dict(where))
+    for row in chosen[1:]:
+        out = out.plus(row)
+    return out
 
 
 def percentile(series: Series, q: float) -> float | None:
@@ -341,3 +384,21 @@ def as_json(view: Mapping[str, list[Series]]) -> dict[str, Any]:
             items.append(item)
         out[name] = {"unit": catalogue()[name].unit, "series": items}
     return out
+
+
+def markdown_table() -> str:
+    """The catalogue as docs/operations.md's metrics table (`python -m shared.observability.metrics --markdown`;
+    tests/unit/test_metrics_catalogue.py compares them)."""
+    lines = ["| metric | kind | unit | attributes | meaning |", "|---|---|---|---|---|"]
+    for spec in catalogue().values():
+        attributes = "<br>".join(f"`{k}`: {v}" for k, v in spec.attributes.items()).replace("|", "\\|") or "–"
+        lines.append(f"| `{spec.name}` | {spec.instrument} | `{spec.unit}` | {attributes} | {spec.description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--markdown"]:
+        raise SystemExit("usage: python -m shared.observability.metrics --markdown")
+    print(markdown_table())

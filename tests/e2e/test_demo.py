@@ -27,6 +27,7 @@ from devstack.demo import DemoOptions, run_demo
 from devstack.report import SETTLED, Report
 from devstack.servers import COSMOS_EMULATOR_KEY
 from devstack.stack import StackConfig, free_loopback_address, graph_sandbox_available
+from shared.observability import metrics
 
 VEHICLES = 5
 DURATION = 20.0
@@ -203,3 +204,22 @@ async def test_maps_calls_per_car_are_in_the_report_within_the_budget(demo_repor
         assert calls["route"] + calls["alongRoute"] <= maps.budget
     assert "Azure Maps (travel)" in demo_report.to_text()
     assert maps.failures() == []
+
+
+async def test_the_metrics_count_what_was_ingested_and_give_the_lag(demo_report: Report) -> None:
+    """The report's metrics come from the app's own instruments (the local MeterProvider's reader), and agree with
+    the store: every message Cosmos holds was counted accepted once, every bad one as a dead letter."""
+    seen = demo_report.metrics
+    assert seen is not None
+    assert seen.messages["accepted"] == demo_report.ingested_messages
+    assert seen.samples == demo_report.ingested_samples
+    assert sum(seen.dead_letters.values()) == demo_report.telemetry_dead_letters == BAD_MESSAGES
+    assert seen.batches["committed"] > 0
+    assert seen.lag is not None
+    assert seen.lag.count == seen.batches["committed"]  # one lag value per committed batch
+    p50, p95 = metrics.percentile(seen.lag, 0.5), metrics.percentile(seen.lag, 0.95)
+    assert p50 is not None
+    assert p95 is not None
+    assert 0 <= p50 <= p95 <= (seen.lag.maximum or 0.0)
+    assert seen.commands["succeeded"] > 0
+    assert "ingestion lag (metrics)  p50" in demo_report.to_text()

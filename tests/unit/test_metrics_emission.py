@@ -4,6 +4,7 @@ MeterProvider with an InMemoryMetricReader (no mocks), and read back as the loca
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterator
 
 import azure.functions as func
@@ -153,3 +154,33 @@ async def test_sign_ins_count_each_flow_that_ended_by_its_outcome(reader: InMemo
     # THEN each ended flow is counted once by outcome; pending polls are not outcomes
     signins = view(reader, "carlink.accounts.signins")
     assert {r.attributes["outcome"]: r.value for r in signins} == {"signed_in": 1, "declined": 1, "expired": 1}
+
+
+async def test_the_local_host_serves_the_local_view_at_admin_metrics() -> None:
+    import aiohttp
+
+    from devstack.host.http_trigger import HttpHost
+
+    # GIVEN the local stack's metrics (the global provider around local_reader(), as a stack starts them)
+    metrics.configure_local_metrics()
+    metrics.use_meter_provider(None)
+    metrics.local_view().reset()
+    metrics.add("carlink.ingest.messages", 7, {"outcome": "accepted"})
+    metrics.record("carlink.ingest.lag", 0.3, {"function": "ingest_telemetry", "partition": "1"})
+    host = HttpHost([], Counter())
+    await host.start("127.0.0.1", 0)
+    try:
+        # WHEN the host is asked, twice (the view adds the reader's deltas up: a second read loses nothing)
+        async with aiohttp.ClientSession() as http:
+            for _ in range(2):
+                async with http.get(f"http://127.0.0.1:{host.port}/admin/metrics") as response:
+                    assert response.status == 200
+                    body = await response.json()
+    finally:
+        await host.stop()
+    # THEN it answers what was recorded since the reset
+    [accepted] = body["carlink.ingest.messages"]["series"]
+    assert (accepted["attributes"], accepted["value"]) == ({"outcome": "accepted"}, 7.0)
+    [lag] = body["carlink.ingest.lag"]["series"]
+    assert (lag["count"], lag["max"]) == (1, 0.3)
+    assert 0.25 <= lag["p50"] <= 0.3
