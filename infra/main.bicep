@@ -49,6 +49,9 @@ param provisioningDevelopmentKeys bool = false
 @maxValue(10)
 param dpsCapacity int = 1
 
+@description('Optional. Resource id of an existing action group the fleet health alerts notify (infra/app/monitoring.bicep; thresholds and runbooks in docs/operations.md). \'\' fires them without notifying anyone. Defaults to \'\'.')
+param alertActionGroupId string = ''
+
 @description('Optional. IoT Hub tier of every stamp. Defaults to S1.')
 @allowed([
   'S1'
@@ -246,6 +249,18 @@ module monitoring 'core/monitor/monitoring.bicep' = {
     location: location
     tags: tags
     retentionInDays: logRetentionInDays
+  }
+}
+
+// Fleet health: the workbook and alert rules over the app's metrics (docs/operations.md).
+module fleetHealth 'app/monitoring.bicep' = {
+  name: 'fleet-health'
+  scope: rg
+  params: {
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    location: location
+    tags: tags
+    actionGroupId: alertActionGroupId
   }
 }
 
