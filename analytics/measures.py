@@ -42,6 +42,9 @@ _ENERGY_PER_CAR_DAY: Final = """(
            max(energy_consumed_kwh) - min(energy_consumed_kwh) AS kwh,
            max(odometer_m) - min(odometer_m) AS metres
     FROM samples GROUP BY vehicle_id, date HAVING count(energy_consumed_kwh) > 0)"""
+# A car-day's distance: its odometer's rise (trips are closed only after a minute parked; this counts open ones).
+_ODOMETER_PER_CAR_DAY: Final = """(
+    SELECT vehicle_id, date, max(odometer_m) - min(odometer_m) AS metres FROM samples GROUP BY vehicle_id, date)"""
 # Closed trips that have both a distance and the battery they used.
 _TRIPS_WITH_ENERGY: Final = "(SELECT * FROM trips WHERE distance_m > 0 AND energy_used_percent IS NOT NULL)"
 SUCCEEDED: Final = ("succeeded", "confirmed")
@@ -51,7 +54,13 @@ MEASURES: Final[tuple[Measure | Ratio, ...]] = (
     Measure("Samples", "samples", "count(*)", "samples", "Accepted telemetry samples."),
     Measure("Active Cars", "trips", "count(DISTINCT vehicle_id)", "cars", "Cars that started a trip."),
     Measure("Trips", "trips", "count(*)", "trips", "Trips started (open or closed)."),
-    Measure("Distance km", "trips", "sum(distance_m) / 1000.0", "km", "Distance of the closed trips."),
+    Measure(
+        "Distance km",
+        _ODOMETER_PER_CAR_DAY,
+        "sum(metres) / 1000.0",
+        "km",
+        "Distance driven: each car's odometer rise per day (open trips included, a trip over midnight split by day).",
+    ),
     Measure("Driving Hours", "trips", "sum(duration_s) / 3600.0", "h", "Duration of the closed trips."),
     Measure(
         "Energy per 100 km",

@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 
-from devstack.demo import DemoOptions, run_demo, run_dev
+from devstack.demo import DEMO_LAKE, DemoOptions, run_demo, run_dev
 from devstack.servers import ServerError
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "demo":
-            options = DemoOptions(args.vehicles, args.duration, args.seed, args.bad_messages)
+            options = DemoOptions(args.vehicles, args.duration, args.seed, args.bad_messages, lake_dir=DEMO_LAKE)
             report = asyncio.run(run_demo(options))
             return 0 if not report.failures() else 1
         with contextlib.suppress(KeyboardInterrupt):

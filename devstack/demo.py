@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 ROOT: Final = Path(__file__).resolve().parent.parent
 DRAIN_SECONDS: Final = 30.0
 DEV_STATE: Final = ROOT / ".local" / "devstack.json"
+DEMO_LAKE: Final = ROOT / ".demo" / "lake"  # `make report`'s default lake (Makefile LAKE)
 # The command sweep (expires queued commands past their time to live) every 5 s instead of Azure's default 30 s, so
 # a command that expires shows it within a one-minute run. Settings only: the code paths are those of Azure.
 DEMO_SETTINGS: Final = {"COMMAND_SWEEP_SCHEDULE": "*/5 * * * * *"}
@@ -48,6 +49,8 @@ class DemoOptions:
     # Chance that a car sleeps (disconnects for 8-20 s) in one of its parked spells: with 5 cars, a 20-60 s run has
     # sleeping cars, so commands are queued, delivered on waking or expire.
     sleep: float = 0.5
+    # Where the run's analytics lake is copied out of Azurite at the end, for `make report` (None: not copied).
+    lake_dir: Path | None = None
 
 
 def demo_vehicle_ids(count: int) -> list[str]:
@@ -127,6 +130,7 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
                         f"warning: functions still busy after {DRAIN_SECONDS:.0f}s; the report shows what is stored",
                     )
             await asyncio.sleep(2 * 0.25)  # one more probe round
+            lake_files = await save_lake(stack, store, options.lake_dir, out)
             report = await build_report(
                 store, stack.storage_connection_string(), cars, probe, calendar_cars, stack.host.stalled()
             )
@@ -139,7 +143,27 @@ async def run_demo(options: DemoOptions, config: StackConfig | None = None, out:
             await probe.stop()
             await store.close()
     _say(out, report.to_text(time.monotonic() - started))
+    if lake_files is not None:
+        _say(out, f"\nAnalytics lake: {lake_files} Parquet files in {options.lake_dir}; the fleet report: make report")
     return report
+
+
+async def save_lake(stack: LocalStack, store: CosmosDocumentStore, target: Path | None, out: TextIO) -> int | None:
+    """Export the lake up to now (its timer runs once a minute) and copy it out of Azurite to `target`."""
+    if target is None:
+        return None
+    from analytics.local import LakeNotCurrentError, blob_lake, copy_to_directory, export_until
+    from shared.lake.schema import DEFAULT_CONTAINER
+
+    lake = blob_lake(stack.storage_connection_string(), stack.environ.get("LAKE_CONTAINER") or DEFAULT_CONTAINER)
+    try:
+        await export_until(store, lake, time.time())
+        return await copy_to_directory(lake, target)
+    except LakeNotCurrentError as exc:
+        _say(out, f"warning: the analytics lake is not current, not copied: {exc}")
+        return None
+    finally:
+        await lake.close()
 
 
 def maps_view(stack: LocalStack, seconds: float) -> MapsView | None:

@@ -77,7 +77,8 @@ def lake(tmp_path: Path) -> Path:
         sample("c2", at(DAY1, 18), 2, odometer_m=95000.0),  # no energy counter: not in energy per 100 km
     ])  # fmt: skip
     # written before the charge limit and energy columns existed: they read as NULL
-    write(root, SAMPLES, DAY2, "c-2", [sample("c1", at(DAY2, 7), 6, is_charging=True)],
+    write(root, SAMPLES, DAY2, "c-2", [sample("c1", at(DAY2, 7), 6, is_charging=True, odometer_m=21000.0),
+                                        sample("c1", at(DAY2, 8), 7, odometer_m=51000.0)],
           drop=("energy_consumed_kwh", "charge_limit_percent"))  # fmt: skip
     trip = {"status": "closed", "trip_id": ""}
     write(root, TRIPS, DAY1, "m-1", [
@@ -123,17 +124,17 @@ def test_the_measures_over_a_lake_worked_out_by_hand(lake: Path) -> None:
     figures = compute(lake)
     assert figures.totals == {
         "Fleet Size": 2,
-        "Samples": 8,
+        "Samples": 9,
         "Active Cars": 2,
         "Trips": 3,
-        "Distance km": 40.0,
+        "Distance km": 140.0,  # odometers: c1 20 km and c2 90 km on day 1, c1 30 km on day 2
         "Driving Hours": 1.5,
         "Energy per 100 km": pytest.approx(10.0),  # c1 on day 1: 2 kWh over 20 km
         "Battery % per 100 km": pytest.approx(20.0),  # 2 % over the 10 km trip that has it
         "Charging Sessions": 3,  # c1 10:00, c2 first seen charging, c1 on day 2 (after false at 12:00)
         "Alerts": 4,
         "DTC Alerts": 3,
-        "Alerts per 1000 km": pytest.approx(100.0),
+        "Alerts per 1000 km": pytest.approx(4 / 140 * 1000),
         "Commands": 4,
         "Commands Succeeded": 2,
         "Command Success Rate": 0.5,
@@ -142,9 +143,10 @@ def test_the_measures_over_a_lake_worked_out_by_hand(lake: Path) -> None:
         "Teams Links": 1,
         "Calendar Refreshes": 1,
     }
-    assert figures.per_day("Distance km") == {DAY1: 10.0, DAY2: 30.0}
+    assert figures.per_day("Distance km") == {DAY1: 110.0, DAY2: 30.0}
+    assert figures.per_day("Driving Hours") == {DAY1: 0.5, DAY2: 1.0}  # the closed trips
     assert figures.per_day("Charging Sessions") == {DAY1: 2, DAY2: 1}
-    assert figures.per_day("Alerts per 1000 km") == {DAY1: 400.0, DAY2: 0.0}  # no alerts on day 2: 0, not blank
+    assert figures.per_day("Alerts per 1000 km") == {DAY1: pytest.approx(4 / 110 * 1000), DAY2: 0.0}  # 0, not blank
     assert figures.per_day("Fleet Size") == {DAY1: 2, DAY2: 1}
     assert figures.by[("DTC Alerts", "code")] == {"P0420": 2, "U0100": 1, "(none)": 0}
     assert figures.by[("Trips", "start_hour")] == {"7": 2, "18": 1}
