@@ -17,10 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
-
-if TYPE_CHECKING:
-    from edge.outbox import Gap
+from dataclasses import dataclass
+from typing import Any, Final
 
 VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 262_144  # docs/messages.md: at most 256 KB
@@ -50,6 +48,19 @@ def telemetry_body(seq: int, epoch: str, samples: Sequence[tuple[str, bytes]]) -
     return (
         b'{"v":1,"seq":' + str(seq).encode() + b',"epoch":' + dumps(epoch) + b',"samples":[' + b",".join(parts) + b"]}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Samples the cloud will never get, and why (`evicted`, `store_reset`)."""
+
+    id: int
+    reason: str
+    first_ts: str | None
+    last_ts: str | None
+    samples: int | None
+    priority: int | None
+    detail: str | None
 
 
 def gap_body(epoch: str, gap: Gap) -> bytes:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from edge import contract
+from edge.contract import Gap
 
 SCHEMA_VERSION: Final = 1
 DEFAULT_BUDGET_BYTES: Final = 64 * 1024 * 1024
@@ -67,19 +68,6 @@ class Outgoing:
     key: int
     body: bytes
     live: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Samples the cloud will never get, and why (`evicted`, `store_reset`)."""
-
-    id: int
-    reason: str
-    first_ts: str | None
-    last_ts: str | None
-    samples: int | None
-    priority: int | None
-    detail: str | None
 
 
 class Outbox:

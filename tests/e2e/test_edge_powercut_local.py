@@ -18,7 +18,7 @@ pytest.importorskip("azure.iot.device", reason="azure-iot-device is not installe
 from devstack.edge_powercut import Feed, Result, run, score, table
 from devstack.stack import LocalStack, StackConfig, free_loopback_address
 from devstack.tcp_flap import TcpFlap
-from edge.outbox import Gap
+from edge.contract import Gap
 
 
 async def test_sigkill_while_the_link_flaps_loses_and_duplicates_nothing_in_cosmos(tmp_path: Path) -> None:
