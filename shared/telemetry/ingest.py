@@ -366,9 +366,14 @@ class TelemetryIngestor:
         gaps: Sequence[GapMessage] = (),
     ) -> None:
         """`_vehicle` in a span that continues the car's own trace (its newest message's context), so the car's
-        document write is in the trace the car started; it links to the batch and to the car's other messages."""
+        document write is in the trace the car started; it links to the batch and to the car's other messages.
+        A car that sent no trace context gets no span of its own (its writes are traced under the batch): a span
+        per car and batch would cost the hot path more than the batch's whole decode (bench/cpu.py)."""
         carriers = [m.source.trace for m in messages if m.source.trace is not None]
-        parent = tracing.context_of(carriers[-1]) if carriers else None
+        if not carriers:
+            await self._vehicle(vehicle_id, messages, report, gaps)
+            return
+        parent = tracing.context_of(carriers[-1])
         links = tracing.links_to(carriers[:-1], current=True)
         attributes: dict[str, str | int] = {tracing.CAR_ID: vehicle_id, tracing.MESSAGES: len(messages)}
         with tracing.span(tracing.INGEST_VEHICLE, attributes, parent=parent, links=links):
