@@ -4,7 +4,10 @@ calls, and nothing at all while tracing is off (shared/observability, docs/traci
 from __future__ import annotations
 
 import json
+import os
 import string
+import subprocess
+import sys
 
 import azure.functions as func
 from azure.functions.meta import Datum
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from bench.coldstart import DUMMY_CONNECTION_STRING
 from shared.containers import partition_keys
 from shared.device_messages import messages_from_events
 from shared.graph.base import GraphClient
@@ -71,7 +75,8 @@ def test_whatever_a_car_sends_is_either_ignored_or_a_context_opentelemetry_reads
 
     span_context = get_current_span(context).get_span_context()
     assert span_context.is_valid
-    assert f"{span_context.trace_id:032x}" == taken[3:35] and f"{span_context.span_id:016x}" == taken[36:52]
+    assert f"{span_context.trace_id:032x}" == taken[3:35]
+    assert f"{span_context.span_id:016x}" == taken[36:52]
 
 
 def test_tracestate_is_kept_only_beside_a_valid_traceparent_and_bounded() -> None:
@@ -101,10 +106,9 @@ async def test_a_cars_messages_are_ingested_in_the_cars_trace_and_the_batch_link
         ("car-1", drive(1, 1, speed=10.0), {"type": "telemetry", "traceparent": TRACEPARENT}),
         ("car-2", drive(1, 1, speed=20.0), {"type": "telemetry"}),
     )
-    with captured_spans() as exporter:
-        # WHEN the trigger's batch span wraps the ingestion of a batch where one car sent trace context
-        with tracing.batch_span(tracing.INGEST_BATCH, events):
-            report = await ingestor.ingest(messages_from_events(events))
+    # WHEN the trigger's batch span wraps the ingestion of a batch where one car sent trace context
+    with captured_spans() as exporter, tracing.batch_span(tracing.INGEST_BATCH, events):
+        report = await ingestor.ingest(messages_from_events(events))
     assert report.accepted == 2
     spans = {(s.name, (s.attributes or {}).get(tracing.CAR_ID)): s for s in exporter.get_finished_spans()}
     batch_span = spans[(tracing.INGEST_BATCH, None)]
@@ -116,7 +120,8 @@ async def test_a_cars_messages_are_ingested_in_the_cars_trace_and_the_batch_link
     assert [f"{link.context.trace_id:032x}" for link in batch_span.links] == [TRACE_ID]
     # AND the car's span continues the car's trace (its parent is the car's send) and links back to the batch
     assert f"{traced_car.context.trace_id:032x}" == TRACE_ID
-    assert traced_car.parent is not None and f"{traced_car.parent.span_id:016x}" == CAR_SPAN
+    assert traced_car.parent is not None
+    assert f"{traced_car.parent.span_id:016x}" == CAR_SPAN
     assert [link.context.span_id for link in traced_car.links] == [batch_span.context.span_id]
     # AND a car that sent no context costs no span of its own (its store calls are traced under the batch)
     assert (tracing.INGEST_VEHICLE, "car-2") not in spans
@@ -148,9 +153,41 @@ async def test_iothub_calls_are_spans_with_the_car_and_graph_calls_never_name_th
         await graph.send_mail("user-1", "someone@example.com", "subject", "text")
     spans = {s.name: s for s in exporter.get_finished_spans()}
     send = spans["carlink.iothub.send_c2d"]
-    assert (send.attributes or {})[tracing.CAR_ID] == "car-7" and send.kind is SpanKind.CLIENT
-    assert send.parent is not None and send.parent.span_id == spans[tracing.REQUEST].context.span_id
+    assert (send.attributes or {})[tracing.CAR_ID] == "car-7"
+    assert send.kind is SpanKind.CLIENT
+    assert send.parent is not None
+    assert send.parent.span_id == spans[tracing.REQUEST].context.span_id
     # the reply carries the request's trace context to the car
     assert memory.sent[0].properties["traceparent"].split("-")[1] == f"{send.context.trace_id:032x}"
     mail = spans["carlink.graph.send_mail"]
     assert "user-1" not in repr(dict(mail.attributes or {}))
+
+
+def test_in_azure_the_distro_is_configured_off_the_first_invocations_path() -> None:
+    # GIVEN a fresh process with Application Insights configured (a dummy ingestion endpoint nothing listens on)
+    # WHEN the first invocation asks for telemetry THEN it returns at once with the distro still loading, and
+    # tracing comes on when the background configuration finished (a process of its own: providers are global)
+    probe = """
+import time
+from shared.observability import setup, tracing
+setup.ensure_configured()
+print(setup.mode(), tracing.enabled())
+deadline = time.monotonic() + 30
+while setup.mode() == "azure-pending" and time.monotonic() < deadline:
+    time.sleep(0.05)
+with tracing.span(tracing.REQUEST) as span:
+    print(setup.mode(), tracing.enabled(), span is not None and span.get_span_context().is_valid)
+from azure.core.settings import settings
+print(settings.tracing_implementation() is not None)
+"""
+    environ = {**os.environ, "APPLICATIONINSIGHTS_CONNECTION_STRING": DUMMY_CONNECTION_STRING}
+    environ.pop("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", None)
+    done = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:3] == ["azure-pending False", "azure True True", "True"]
+
+
+def test_without_settings_telemetry_stays_off() -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("APPLICATIONINSIGHTS_", "OTEL_"))}
+    probe = "from shared.observability import setup, tracing; setup.ensure_configured(); print(setup.mode(), tracing.enabled())"
+    done = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "off False"
