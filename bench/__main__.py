@@ -76,6 +76,16 @@ def main(argv: list[str] | None = None) -> int:
             figures[f"ru.{scenario.name}.ours.perMsg"] / figures[f"ru.{scenario.name}.naive.perMsg"]
         )
 
+    _step("lake feed per message (steady, one export per minute of fleet time; docs/analytics.md)")
+    from bench import lake  # pyarrow only when used
+
+    lake_run = lake.lake_cost(cpu.STEADY, 2 if quick else 5)
+    figures["lake.cpuUsPerMsg"] = lake_run.cpu_us_per_message
+    figures["lake.blobWritesPerMsg"] = lake_run.blob_writes_per_message
+    figures["lake.bytesPerMsg"] = lake_run.bytes_per_message
+    figures["lake.cosmosRuPerMsg"] = lake_run.cosmos_ru_per_message
+    details["lake"] = lake_run.as_dict()
+
     if not args.skip_e2e:
         from bench import e2e  # imports the Cosmos SDK and devstack only when used
 

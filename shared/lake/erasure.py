@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from shared.lake.export import encode_parquet, rows_of
+from shared.lake.export import encode_table
 from shared.lake.schema import TABLES
 from shared.lake.store import DamagedFileError, LakeStore, parquet_table
 
@@ -41,7 +41,7 @@ async def erase_vehicle(lake: LakeStore, vehicle_id: str) -> int:
                 continue
             kept = part.filter(pc.invert(mine))
             if kept.num_rows:
-                await lake.write(file.name, encode_parquet(table, rows_of(kept)))
+                await lake.write(file.name, encode_table(kept))
             else:
                 await lake.delete(file.name)
             removed += count

@@ -1,14 +1,15 @@
 """The lake feed: what Cosmos DB holds, exported to Parquet by `_ts` window (docs/analytics.md, "Feed").
 
 A timer runs `LakeExporter.run` every minute. Each run reads what changed in Cosmos since the last run (documents
-whose `_ts` is in the window `(watermark, now - LAG_SECONDS]`, one query per container) and writes:
+whose `_ts` is in the window `(watermark, now - LAG_SECONDS]`, one query per container) and merges it into the
+lake, the newest row per key winning:
 
-- `samples`: one file per history chunk (`c-<chunk id>`, the chunk's id is deterministic, so writing it again
-  writes the same bytes) and one per car and day for the buffer not yet chunked (`p-<car>`, rewritten whenever
-  the car's document changes). Together: exactly the history ingestion stored, current within a run;
+- `samples`: the history chunks written in the window and the pending buffer of every car whose document changed,
+  into one file per brand and ten minutes of sample time (`t-HHMM`). A pending entry that later moves into a chunk
+  has the same key (car, enqueued time, seq, sample), so it lands on its own row again: exactly the history
+  ingestion stored, current within a run;
 - `trips`, `alerts`, `commands`, `geofence_events`, `usage`: documents change (a trip closes, a command moves on),
-  so each touched (brand, day) partition is merged: old rows and new, the newest per key, into one new file
-  (`m-<window end>`), and the older files of the partition are deleted.
+  into one file per brand and day (`part`).
 
 Why Cosmos and not the event stream: ingestion already decided what is accepted (validation, seq dedup across
 epochs, the privacy policy, erasure); the lake reads the result instead of deciding it a second time, so the
@@ -16,9 +17,10 @@ measures over the lake are those over Cosmos by construction. A redelivered Even
 Cosmos (ingestion's replays are byte-for-byte no-ops), so it changes nothing in the lake.
 
 Idempotent and crash-safe: the window is recorded in the state blob (`_state/export.json`, etag-conditional, so
-two runs never interleave) before any file is written, and a run that died is repeated with the same window and
-the same file names. Each file is written whole (store.py); the next run reads back the footers of the files the
-last one wrote and rewrites any that is damaged.
+two runs never interleave) before any file is written, a run that died is redone with the same window, files have
+fixed names and merging the same rows again gives the same bytes (a file whose bytes would not change is not
+written). Each file is written whole (store.py); the next run reads back the footers of the files the last one
+wrote and rebuilds any damaged one from Cosmos, readers skip it meanwhile.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from shared.containers import VEHICLES
-from shared.device_messages import safe_id
+from shared.device_messages import canonical_time
 from shared.errors import PreconditionFailedError
 from shared.lake import rows as R
 from shared.lake.schema import (
@@ -43,19 +45,17 @@ from shared.lake.schema import (
     GEOFENCE_EVENTS,
     NO_BRAND,
     SAMPLES,
+    TABLES_BY_NAME,
     TRIPS,
     USAGE,
     LakePath,
     LakePathError,
     Table,
     arrow_schema,
-    escape,
     parse_path,
-    partition_prefix,
-    unescape,
 )
-from shared.lake.store import DamagedFileError, LakeStore, parquet_table
-from shared.stores.base import Document, DocumentStore
+from shared.lake.store import DamagedFileError, LakeStore, check_footer, conform, parquet_table
+from shared.stores.base import DocumentStore
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -74,6 +74,10 @@ LOOKUP_BATCH: Final = 100
 TAKEOVER_SECONDS: Final = 120
 # Each run reads back what the last one wrote; once per this many seconds of windows, every file.
 REPAIR_EVERY_SECONDS: Final = 3600
+# Samples files: one per brand and ten minutes of sample time (144 a day), rewritten while their minutes fill.
+SAMPLES_BUCKET_SECONDS: Final = 600
+# Every other table: one file per brand and day.
+MERGED_STEM: Final = "part"
 PARQUET_COMPRESSION: Final = "snappy"  # what Power BI / Fabric and DuckDB all read
 
 RowBuilder = Callable[[Mapping[str, Any], "str | None"], "R.Row | None"]
@@ -134,13 +138,12 @@ class ExportReport:
 
 @dataclass(slots=True)
 class ExportState:
-    """`_state/export.json`: the window done, the window under way, the pending files each car has, and the
-    files the last run wrote (their footers are checked by the next run)."""
+    """`_state/export.json`: the window done, the window under way and since when, and the files the last run
+    wrote (their footers are checked by the next run)."""
 
     watermark: int = 0
     inflight: tuple[int, int] | None = None
     claimed_at: int = 0  # when the run exporting `inflight` claimed it (epoch seconds)
-    pending: dict[str, list[str]] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
 
     def to_json(self) -> bytes:
@@ -150,7 +153,6 @@ class ExportState:
                 "watermark": self.watermark,
                 "inflight": list(self.inflight) if self.inflight else None,
                 "claimedAt": self.claimed_at,
-                "pending": dict(sorted(self.pending.items())),
                 "written": sorted(self.written),
             }
         )
@@ -163,30 +165,51 @@ class ExportState:
             watermark=int(raw.get("watermark", 0)),
             inflight=(int(inflight[0]), int(inflight[1])) if inflight else None,
             claimed_at=int(raw.get("claimedAt", 0)),
-            pending={str(k): [str(n) for n in v] for k, v in (raw.get("pending") or {}).items()},
             written=[str(n) for n in raw.get("written") or ()],
         )
 
 
-def encode_parquet(table: Table, rows: Sequence[R.Row]) -> bytes:
-    """Rows as one Parquet file in the table's schema, sorted by key: the same rows give the same bytes."""
+def rows_table(table: Table, rows: Sequence[R.Row]) -> pa.Table:
+    """Rows (dicts) as a pyarrow table in the table's schema; a column a row lacks is null."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     schema = arrow_schema(table)
-    ordered = sorted(rows, key=lambda row: tuple(_sortable(row[k]) for k in table.key))
-    columns = [pa.array([row.get(f.name) for row in ordered], type=f.type) for f in schema]
+    return pa.Table.from_arrays(
+        [pa.array([row.get(f.name) for row in rows], type=f.type) for f in schema], schema=schema
+    )
+
+
+def merge(table: Table, old: pa.Table | None, new: pa.Table) -> pa.Table:
+    """Old rows and new, one row per key (the new one wins), sorted by key: the same rows give the same table.
+    An old file missing a column (written before it existed) gets it as null (store.conform)."""
+    import pyarrow as pa
+
+    schema = arrow_schema(table)
+    both = pa.concat_tables([conform(old, schema), new] if old is not None else [new])
+    both = both.append_column("__row", pa.array(range(both.num_rows), pa.int64()))
+    newest = both.group_by(list(table.key), use_threads=False).aggregate([("__row", "max")])
+    picked = both.take(newest.column("__row_max")).drop_columns(["__row"])
+    return picked.sort_by([(key, "ascending") for key in table.key])
+
+
+def encode_table(data: pa.Table) -> bytes:
+    import pyarrow.parquet as pq
+
     sink = io.BytesIO()
-    pq.write_table(pa.Table.from_arrays(columns, schema=schema), sink, compression=PARQUET_COMPRESSION)
+    pq.write_table(data, sink, compression=PARQUET_COMPRESSION)
     return sink.getvalue()
 
 
-def _sortable(value: Any) -> Any:
-    return (value is None, value if value is not None else 0)
+def encode_parquet(table: Table, rows: Sequence[R.Row]) -> bytes:
+    """Rows as one Parquet file in the table's schema, one per key, sorted by key: the same rows, the same bytes."""
+    return encode_table(merge(table, None, rows_table(table, rows)))
 
 
-def rows_of(data: pa.Table) -> list[R.Row]:
-    return data.to_pylist()  # type: ignore[no-any-return]
+def samples_stem(ts: dt.datetime) -> str:
+    """`2026-11-21/t-0810`: the day and the ten minutes of a sample's time (a samples file per brand and bucket)."""
+    ts = ts.astimezone(dt.UTC)
+    minute = ts.minute - ts.minute % (SAMPLES_BUCKET_SECONDS // 60)
+    return f"{ts.date().isoformat()}/t-{ts.hour:02d}{minute:02d}"
 
 
 class LakeExporter:
@@ -236,19 +259,18 @@ class LakeExporter:
             report.skipped = "another run holds the state"
             return report
         report.window = window
-        repaired = await self._verify(state.written, report)
         written: list[str] = []
-        await self._export_window(window, state, written, report)
+        for name in sorted(set(state.written)):  # the last run's files, read back: a damaged one is rebuilt
+            await self._check(name, written, report)
+        await self._export_window(window, written, report)
         if window[0] // REPAIR_EVERY_SECONDS != window[1] // REPAIR_EVERY_SECONDS:
-            await self._repair_all(report)  # once an hour: every footer, not only the last run's
-        state.watermark, state.inflight, state.written = window[1], None, written + repaired
+            await self._repair_all(written, report)  # once an hour: every footer, not only the last run's
+        state.watermark, state.inflight, state.written = window[1], None, sorted(set(written))
         await self._save(state, version)
         log.info("lake export: %s", report.as_log())
         return report
 
-    async def _export_window(
-        self, window: tuple[int, int], state: ExportState, written: list[str], report: ExportReport
-    ) -> None:
+    async def _export_window(self, window: tuple[int, int], written: list[str], report: ExportReport) -> None:
         params = {"@f": window[0], "@t": window[1]}
         vehicles = await self.store.query(VEHICLES, VEHICLES_QUERY, params)
         chunks = await self.store.query(SAMPLES.container, CHUNKS_QUERY, params)
@@ -259,22 +281,29 @@ class LakeExporter:
         for _, _, docs in merged:
             wanted.update(str(d["vehicleId"]) for d in docs if isinstance(d.get("vehicleId"), str))
         cars.update(await self._lookup(wanted - cars.keys()))
-        # History chunks: one file per chunk and day, named by the chunk.
-        for chunk in chunks:
-            car = cars.get(str(chunk.get("vehicleId")))
-            if car is None or car.erased or not isinstance(chunk.get("id"), str):
+        # Samples: the chunks written and the pending buffers of the cars changed in the window. A pending entry
+        # that later moves into a chunk has the same key, so it merges into the same row.
+        partitions: dict[tuple[str, str], list[R.Row]] = defaultdict(list)
+        for vehicle_id, car, entries in [
+            *((str(c.get("vehicleId")), cars.get(str(c.get("vehicleId"))), c.get("messages")) for c in chunks),
+            *((str(v.get("vehicleId")), cars.get(str(v.get("vehicleId"))), v.get("pending")) for v in vehicles),
+        ]:
+            if car is None or car.erased or not isinstance(entries, list):
                 continue
-            sample_rows = list(R.sample_rows(str(chunk["vehicleId"]), car.fleet, chunk.get("messages") or []))
-            for date, day_rows in _by_date(sample_rows, "ts").items():
-                name = LakePath(SAMPLES.name, car.brand, date, f"c-{escape(safe_id(chunk['id']))}").name
-                await self._write(SAMPLES, name, day_rows, written, report)
-        # The buffer not chunked yet: one file per car and day, replaced whenever the car's document changes.
-        for vehicle in vehicles:
-            vehicle_id = vehicle.get("vehicleId")
-            if isinstance(vehicle_id, str):
-                await self._pending(vehicle_id, cars[vehicle_id], vehicle.get("pending"), state, written, report)
+            for row in R.sample_rows(vehicle_id, car.fleet, entries):
+                partitions[car.brand, samples_stem(row["ts"])].append(row)
+        for (brand, stem), rows in sorted(partitions.items()):
+            await self._upsert(SAMPLES, LakePath(SAMPLES.name, brand, stem[:10], stem[11:]).name, rows, written, report)
         for table, builder, docs in merged:
-            await self._merge(table, builder, docs, cars, window, written, report)
+            partitions = defaultdict(list)
+            for doc in docs:
+                car = cars.get(str(doc.get("vehicleId")))
+                built = builder(doc, car.fleet) if car is not None and not car.erased else None
+                if built is not None and car is not None:
+                    brand = car.brand if car.brand != NO_BRAND else str(doc.get("brandId") or NO_BRAND)
+                    partitions[brand, _date(built[table.date_column])].append(built)
+            for (brand, date), rows in sorted(partitions.items()):
+                await self._upsert(table, LakePath(table.name, brand, date, MERGED_STEM).name, rows, written, report)
 
     async def _lookup(self, vehicle_ids: Iterable[str]) -> dict[str, Car]:
         """Brand and fleet of the cars a window's documents name (a projection, not the whole documents)."""
@@ -288,92 +317,98 @@ class LakeExporter:
         # A car without a vehicle document (erased and its tombstone expired) gets no rows.
         return out | {vid: Car(NO_BRAND, None, True) for vid in ids if vid not in out}
 
-    async def _pending(
-        self,
-        vehicle_id: str,
-        car: Car,
-        pending: object,
-        state: ExportState,
-        written: list[str],
-        report: ExportReport,
-    ) -> None:
-        entries = pending if isinstance(pending, list) and not car.erased else []
-        names = []
-        for date, day_rows in _by_date(list(R.sample_rows(vehicle_id, car.fleet, entries)), "ts").items():
-            name = LakePath(SAMPLES.name, car.brand, date, f"p-{escape(safe_id(vehicle_id))}").name
-            await self._write(SAMPLES, name, day_rows, written, report)
-            names.append(name)
-        for stale in set(state.pending.get(vehicle_id, ())) - set(names):
-            report.files_deleted += await self.lake.delete(stale)
-        if names:
-            state.pending[vehicle_id] = sorted(names)
-        else:
-            state.pending.pop(vehicle_id, None)
+    # --- files ------------------------------------------------------------------------------------------------
 
-    async def _merge(
-        self,
-        table: Table,
-        builder: RowBuilder,
-        docs: Sequence[Document],
-        cars: Mapping[str, Car],
-        window: tuple[int, int],
-        written: list[str],
-        report: ExportReport,
+    async def _upsert(
+        self, table: Table, name: str, rows: Sequence[R.Row], written: list[str], report: ExportReport
     ) -> None:
-        partitions: dict[tuple[str, str], list[R.Row]] = defaultdict(list)
-        for doc in docs:
-            car = cars.get(str(doc.get("vehicleId")))
-            if car is None or car.erased:
-                continue
-            row = builder(doc, car.fleet)
-            if row is not None:
-                brand = car.brand if car.brand != NO_BRAND else str(doc.get("brandId") or NO_BRAND)
-                partitions[brand, _date(row[table.date_column])].append(row)
-        for (brand, date), new_rows in sorted(partitions.items()):
-            await self._merge_partition(table, brand, date, new_rows, window, written, report)
-
-    async def _merge_partition(
-        self,
-        table: Table,
-        brand: str,
-        date: str,
-        new_rows: list[R.Row],
-        window: tuple[int, int],
-        written: list[str],
-        report: ExportReport,
-    ) -> None:
-        prefix = partition_prefix(table.name, brand, date)
-        target = LakePath(table.name, brand, date, f"m-{window[1]}").name
-        existing = await self.lake.list(prefix)
-        merged: dict[tuple[Any, ...], R.Row] = {}
-        for file in existing:  # this window's own file too, from a run that died after deleting the older ones
-            data = await self.lake.read(file.name)
-            if data is None:
-                continue
+        """Merge rows into the file `name` (the newest row per key wins), written only when its bytes change. A
+        damaged file is rebuilt from Cosmos first, so its rows are not lost."""
+        old = await self.lake.read(name)
+        existing: pa.Table | None = None
+        if old is not None:
             try:
-                for row in rows_of(parquet_table(data)):
-                    merged[tuple(row.get(k) for k in table.key)] = row
+                existing = parquet_table(old)
             except DamagedFileError as exc:
-                log.warning("lake: %s damaged (%s); its partition is rebuilt from Cosmos", file.name, exc)
-                await self._rebuild_partition(table, target, window[1], written, report)
-                return
-        for row in new_rows:
-            merged[tuple(row.get(k) for k in table.key)] = row
-        await self._write(table, target, list(merged.values()), written, report)
-        for file in existing:
-            if file.name != target:
-                report.files_deleted += await self.lake.delete(file.name)
+                log.warning("lake: %s damaged (%s); rebuilt from Cosmos", name, exc)
+                existing = rows_table(table, await self._rebuild_rows(parse_path(name)))
+                report.files_repaired += 1
+                old = None
+        data = encode_table(merge(table, existing, rows_table(table, rows)))
+        report.rows[table.name] = report.rows.get(table.name, 0) + len(rows)
+        if data != old:
+            await self.lake.write(name, data)
+            report.files_written += 1
+            report.bytes_written += len(data)
+        written.append(name)
 
-    async def _rebuild_partition(
-        self, table: Table, name: str, end: int, written: list[str], report: ExportReport
-    ) -> None:
-        """A merged partition from its container alone (every document up to `end`), into the file `name`."""
-        where = parse_path(name)
+    async def _check(self, name: str, written: list[str], report: ExportReport) -> None:
+        """Read a file's footer back; rebuild the file from Cosmos when it is damaged."""
+        data = await self.lake.read(name)
+        if data is None:
+            return  # erased (emptied) since
+        try:
+            check_footer(data)
+        except DamagedFileError as exc:
+            log.warning("lake: %s damaged (%s); rebuilt from Cosmos", name, exc)
+            try:
+                where = parse_path(name)
+            except LakePathError:
+                return
+            table = TABLES_BY_NAME[where.table]
+            rows = await self._rebuild_rows(where)
+            data = encode_table(merge(table, None, rows_table(table, rows)))
+            await self.lake.write(name, data)
+            report.files_repaired += 1
+            report.files_written += 1
+            report.bytes_written += len(data)
+            written.append(name)
+
+    async def repair(self) -> ExportReport:
+        """Check every lake file's footer and rebuild the damaged ones from Cosmos."""
+        report = ExportReport()
+        await self._repair_all([], report)
+        return report
+
+    async def _repair_all(self, written: list[str], report: ExportReport) -> None:
+        for table in (SAMPLES, *(t for t, _, _ in MERGED)):
+            for file in await self.lake.list(f"{table.name}/"):
+                await self._check(file.name, written, report)
+
+    async def _rebuild_rows(self, where: LakePath) -> list[R.Row]:
+        """Every row a file should hold, from Cosmos alone: the chunks and pending buffers with samples in a
+        samples file's ten minutes, or every document of a merged table's brand and day."""
+        table = TABLES_BY_NAME[where.table]
+        if table is SAMPLES:
+            start = dt.datetime.fromisoformat(f"{where.date}T{where.stem[2:4]}:{where.stem[4:6]}:00+00:00")
+            end = start + dt.timedelta(seconds=SAMPLES_BUCKET_SECONDS)
+            chunks = await self.store.query(
+                SAMPLES.container,
+                'SELECT * FROM c WHERE c["from"] < @e AND c["to"] >= @s',
+                {"@s": canonical_time(start), "@e": canonical_time(end)},
+            )
+            vehicles = await self.store.query(
+                VEHICLES,
+                "SELECT c.vehicleId, c.type, c.brandId, c.fleetId, c.ingest.pending AS pending FROM c "
+                "WHERE c.brandId = @b",
+                {"@b": where.brand},
+            )
+            cars = {str(v["vehicleId"]): _car(v) for v in vehicles if isinstance(v.get("vehicleId"), str)}
+            cars.update(await self._lookup({str(c.get("vehicleId")) for c in chunks} - cars.keys()))
+            sources = [(c.get("vehicleId"), c.get("messages")) for c in chunks]
+            sources += [(v.get("vehicleId"), v.get("pending")) for v in vehicles]
+            out = []
+            for vehicle_id, entries in sources:
+                car = cars.get(str(vehicle_id))
+                if car is None or car.erased or car.brand != where.brand or not isinstance(entries, list):
+                    continue
+                out += [r for r in R.sample_rows(str(vehicle_id), car.fleet, entries) if start <= r["ts"] < end]
+            return out
         query, builder = next((q, b) for t, q, b in MERGED if t is table)
-        docs = await self.store.query(table.container, query, {"@f": 0, "@t": end})
-        report.documents += len(docs)
+        end_ts = int(self.clock().timestamp())
+        docs = await self.store.query(table.container, query, {"@f": 0, "@t": end_ts})
         cars = await self._lookup({str(d["vehicleId"]) for d in docs if isinstance(d.get("vehicleId"), str)})
-        new_rows = []
+        out = []
         for doc in docs:
             car = cars.get(str(doc.get("vehicleId")))
             row = builder(doc, car.fleet) if car is not None and not car.erased else None
@@ -386,96 +421,8 @@ class LakeExporter:
                     where.date,
                 )
             ):
-                new_rows.append(row)
-        for file in await self.lake.list(partition_prefix(table.name, where.brand, where.date)):
-            if file.name != name:
-                report.files_deleted += await self.lake.delete(file.name)
-        report.files_repaired += 1
-        await self._write(table, name, new_rows, written, report)
-
-    async def _write(
-        self, table: Table, name: str, rows: Sequence[R.Row], written: list[str], report: ExportReport
-    ) -> None:
-        if not rows:
-            report.files_deleted += await self.lake.delete(name)
-            return
-        data = encode_parquet(table, rows)
-        await self.lake.write(name, data)
-        written.append(name)
-        report.files_written += 1
-        report.bytes_written += len(data)
-        report.rows[table.name] = report.rows.get(table.name, 0) + len(rows)
-
-    # --- damaged files ----------------------------------------------------------------------------------------
-
-    async def _verify(self, names: Iterable[str], report: ExportReport) -> list[str]:
-        """Read back each file the last run wrote; rewrite a damaged one from Cosmos. Returns the rewritten."""
-        rewritten: list[str] = []
-        for name in sorted(set(names)):
-            data = await self.lake.read(name)
-            if data is None:
-                continue  # replaced or erased since
-            try:
-                parquet_table(data)
-            except DamagedFileError as exc:
-                log.warning("lake: %s damaged (%s); rewritten", name, exc)
-                rewritten += await self.repair_file(name, report)
-        return rewritten
-
-    async def repair(self) -> ExportReport:
-        """Check every lake file's footer and rewrite the damaged ones from Cosmos."""
-        report = ExportReport()
-        await self._repair_all(report)
-        return report
-
-    async def _repair_all(self, report: ExportReport) -> None:
-        for table in (SAMPLES, *(t for t, _, _ in MERGED)):
-            for file in await self.lake.list(f"{table.name}/"):
-                data = await self.lake.read(file.name)
-                if data is None:
-                    continue
-                try:
-                    parquet_table(data)
-                except DamagedFileError as exc:
-                    log.warning("lake: %s damaged (%s); rewritten", file.name, exc)
-                    await self.repair_file(file.name, report)
-
-    async def repair_file(self, name: str, report: ExportReport) -> list[str]:
-        """Rewrite one damaged file from the Cosmos documents it was made of."""
-        try:
-            where = parse_path(name)
-        except LakePathError:
-            return []
-        written: list[str] = []
-        end = int(self.clock().timestamp()) - self.lag_seconds
-        if where.table == SAMPLES.name:
-            await self.lake.delete(name)
-            report.files_deleted += 1
-            await self._repair_samples(where, written, report)
-        else:
-            table = next(t for t, _, _ in MERGED if t.name == where.table)
-            await self._rebuild_partition(table, name, end, written, report)
-            return written
-        report.files_repaired += 1
-        return written
-
-    async def _repair_samples(self, where: LakePath, written: list[str], report: ExportReport) -> None:
-        """A chunk file from its chunk, a pending file from its car's buffer (both found by the id in the name)."""
-        kind, _, escaped = where.stem.partition("-")
-        item_id = unescape(escaped)
-        container, query = (
-            (SAMPLES.container, "SELECT * FROM c WHERE c.id = @i")
-            if kind == "c"
-            else (VEHICLES, "SELECT c.vehicleId, c.ingest.pending AS messages FROM c WHERE c.id = @i")
-        )
-        for doc in await self.store.query(container, query, {"@i": item_id}):
-            vehicle_id = doc.get("vehicleId")
-            car = (await self._lookup([vehicle_id])).get(vehicle_id) if isinstance(vehicle_id, str) else None
-            if car is None or car.erased or not isinstance(vehicle_id, str):
-                continue
-            messages = doc.get("messages")
-            sample_rows = list(R.sample_rows(vehicle_id, car.fleet, messages if isinstance(messages, list) else []))
-            await self._write(SAMPLES, where.name, _by_date(sample_rows, "ts").get(where.date, []), written, report)
+                out.append(row)
+        return out
 
 
 def _car(doc: Mapping[str, Any]) -> Car:
@@ -490,10 +437,3 @@ def _car(doc: Mapping[str, Any]) -> Car:
 
 def _date(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).date().isoformat()
-
-
-def _by_date(rows: list[R.Row], column: str) -> dict[str, list[R.Row]]:
-    out: dict[str, list[R.Row]] = defaultdict(list)
-    for row in rows:
-        out[_date(row[column])].append(row)
-    return dict(out)

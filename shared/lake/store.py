@@ -255,6 +255,20 @@ def parquet_table(data: bytes) -> pa.Table:
         raise DamagedFileError(f"unreadable Parquet: {exc}") from exc
 
 
+def check_footer(data: bytes) -> None:
+    """Raise DamagedFileError unless the file ends in a readable Parquet footer (cheaper than reading the data:
+    a file cut mid-write has none)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if len(data) < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
+        raise DamagedFileError("no Parquet magic at both ends (truncated?)")
+    try:
+        pq.ParquetFile(pa.BufferReader(data)).metadata  # noqa: B018 - parsing the footer is the check
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DamagedFileError(f"unreadable Parquet footer: {exc}") from exc
+
+
 async def read_table(store: LakeStore, table: str) -> pa.Table:
     """Every readable file of a table, with `brand` and `date` columns from the path, unified by column name (a
     column an old file lacks is null). Damaged files and names outside the layout are skipped and logged."""
