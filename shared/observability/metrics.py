@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     import httpx
     from opentelemetry.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader, MetricsData
 
 log = logging.getLogger(__name__)
 
@@ -220,15 +220,45 @@ def local_reader() -> InMemoryMetricReader:
     return _local_reader
 
 
-def configure_local_metrics() -> None:
-    """Install a global SDK MeterProvider around `local_reader()` unless one is installed already (setup.py's
-    `configure_local` does the same, whichever comes first wins): the local stack's metrics are always on."""
+def configure_local_metrics(environ: Mapping[str, str] | None = None) -> None:
+    """Install a global SDK MeterProvider around `local_reader()` (and `exporting_readers()`) unless one is
+    installed already (setup.py's `configure_local` does the same, whichever comes first wins): the local stack's
+    metrics are always on."""
     from opentelemetry import metrics as otel
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 
     if isinstance(otel.get_meter_provider(), SdkMeterProvider):
         return
-    otel.set_meter_provider(SdkMeterProvider(metric_readers=[local_reader()]))
+    otel.set_meter_provider(SdkMeterProvider(metric_readers=[local_reader(), *exporting_readers(environ)]))
+
+
+def exporting_readers(environ: Mapping[str, str] | None = None) -> list[MetricReader]:
+    """Locally, besides the in-memory view: `OTEL_METRICS_EXPORTER=console` prints every metric each
+    `OTEL_METRIC_EXPORT_INTERVAL` ms (default 60 s); `otlp` sends them to `OTEL_EXPORTER_OTLP_ENDPOINT` when
+    opentelemetry-exporter-otlp is installed (not a dependency of the app)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    wanted = env.get("OTEL_METRICS_EXPORTER", "").strip().lower()
+    if wanted not in ("console", "otlp"):
+        return []
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter, PeriodicExportingMetricReader
+
+    exporter: MetricExporter
+    if wanted == "console":
+        import sys
+
+        exporter = ConsoleMetricExporter(out=sys.stdout)  # the stream of now, not of the SDK's import
+    else:
+        try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[import-not-found,unused-ignore]
+                OTLPMetricExporter,
+            )
+        except ImportError:
+            log.warning("OTEL_METRICS_EXPORTER=otlp needs opentelemetry-exporter-otlp; metrics stay local")
+            return []
+        exporter = OTLPMetricExporter()
+    return [PeriodicExportingMetricReader(exporter)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,3 +184,19 @@ async def test_the_local_host_serves_the_local_view_at_admin_metrics() -> None:
     [lag] = body["carlink.ingest.lag"]["series"]
     assert (lag["count"], lag["max"]) == (1, 0.3)
     assert 0.25 <= lag["p50"] <= 0.3
+
+
+def test_locally_the_metrics_can_go_to_the_console(capsys: pytest.CaptureFixture[str]) -> None:
+    assert metrics.exporting_readers({}) == []
+    [reader] = metrics.exporting_readers({"OTEL_METRICS_EXPORTER": "console"})
+    provider = MeterProvider(metric_readers=[reader])
+    metrics.use_meter_provider(provider)
+    try:
+        metrics.add("carlink.accounts.signins", 1, {"outcome": "signed_in"})
+        provider.force_flush()
+    finally:
+        metrics.use_meter_provider(None)
+        provider.shutdown()
+    printed = capsys.readouterr().out
+    assert '"name": "carlink.accounts.signins"' in printed
+    assert '"outcome": "signed_in"' in printed
