@@ -195,6 +195,7 @@ def _pages(figures: Figures) -> list[MplFigure]:
             xs = [d + (i - (len(measures) - 1) / 2) * width for d in range(len(days))]
             ax.bar(xs, [series.get(day) or 0.0 for day in days], width, label=f"{name} ({_fmt(figures.totals[name])})")
         ax.set_xticks(range(len(days)), days, rotation=30, ha="right")
+        ax.set_xlim(-0.75, max(len(days), 5) - 0.25)  # a bar of a one-day lake is not the page's width
         ax.set_ylabel(unit)
         ax.legend(loc="upper left", fontsize=8)
         if not days:
@@ -256,3 +257,5 @@ def _pages(figures: Figures) -> list[MplFigure]:
 
 def _empty(ax: Axes) -> None:
     ax.text(0.5, 0.5, "no data in the lake", ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.set_xticks([])
+    ax.set_yticks([])
