@@ -7,6 +7,9 @@ Layout, in one blob container (setting `LAKE_CONTAINER`, default `lake`), hive-p
 
     <table>/brand=<brand>/date=<YYYY-MM-DD>/<name>.parquet
 
+with `<name>` `t-HHMM` for `samples` (the ten minutes of sample time starting at HH:MM) and `part` for every other
+table (shared/lake/export.py writes them; the names are fixed, so a rewrite replaces a file).
+
 DuckDB reads a table with `read_parquet('<root>/<table>/**/*.parquet', hive_partitioning=true,
 union_by_name=true)`: `brand` and `date` come from the path (they are not stored in the files), and a column an
 old file lacks (a signal added later) reads as NULL. Times are UTC timestamps with millisecond precision, ids
@@ -354,3 +357,28 @@ def parse_path(name: str) -> LakePath:
 def table_glob(root: str, table: str) -> str:
     """What DuckDB reads for a table under a root (a directory or an `az://` / `abfss://` URL)."""
     return f"{root.rstrip('/')}/{table}/**/*{PARQUET_SUFFIX}"
+
+
+def markdown() -> str:
+    """The tables and columns as docs/analytics.md shows them (a unit test keeps the two equal)."""
+    lines: list[str] = []
+    for table in TABLES:
+        key = ", ".join(f"`{k}`" for k in table.key)
+        lines += [
+            f"#### `{table.name}` (from `{table.container}`)",
+            "",
+            f"{table.doc} Key: {key}; `date` partition: the UTC day of `{table.date_column}`.",
+            "",
+            "| column | type | null | from |",
+            "|---|---|---|---|",
+        ]
+        for column in table.columns:
+            lines.append(
+                f"| `{column.name}` | {column.type} | {'yes' if column.nullable else 'no'} | {column.source} |"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

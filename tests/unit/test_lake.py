@@ -247,3 +247,10 @@ def test_history_entries_become_one_row_per_sample_with_typed_signals() -> None:
         True,
     )
     assert (second["sample"], second["dtc_count"], second["speed_kmh"]) == (1, 2, None)
+
+
+def test_docs_show_the_schema_module_tables() -> None:
+    from shared.lake.schema import markdown
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "analytics.md").read_text()
+    assert markdown() in docs, "regenerate docs/analytics.md's tables: python -m shared.lake.schema"
