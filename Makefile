@@ -17,7 +17,7 @@ DURATION ?= 60
 
 help:
 	@echo "make demo    - the whole loop offline: local stack + simulated fleet, then a report (VEHICLES=5 DURATION=60)"
-	@echo "make report  - fleet analytics (PDF, PNGs, table) over the last demo's lake (.demo/lake) or LAKE=<dir>"
+	@echo "make report  - fleet analytics (PDF, PNGs, table) over the last demo's lake (.demo/lake), or LAKE=<dir or container URL>"
 	@echo "make dev     - keep the local stack running until Ctrl-C"
 	@echo "make test    - set up everything and run lint, type checks and the whole test suite"
 	@echo "make bench   - ingestion benchmark (docs/performance.md)"
@@ -79,7 +79,8 @@ demo: setup
 	$(PY) -m devstack demo --vehicles $(VEHICLES) --duration $(DURATION)
 
 # The fleet analyst's report (analytics/): the Power BI model's measures computed with DuckDB over the lake's
-# Parquet. LAKE: a directory (default: the one `make demo` copies out of Azurite); the report goes to REPORT_OUT.
+# Parquet. LAKE: a directory (default: the one `make demo` copies out of Azurite) or the container URL in Azure
+# (read as you: az login, Storage Blob Data Reader); the report goes to REPORT_OUT.
 LAKE ?= .demo/lake
 REPORT_OUT ?= .demo/report
 report: $(STAMP_PY)

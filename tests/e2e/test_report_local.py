@@ -9,9 +9,11 @@ computations but the measures' meaning.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from contextlib import redirect_stdout
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ pytest.importorskip(
     "azure.iot.device", reason="azure-iot-device is not installed: requirements-dev.txt needs azure-iot-device==2.14.0"
 )
 
+from analytics.__main__ import main
 from analytics.local import blob_lake, copy_to_directory, export_until
 from analytics.measures import MEASURES
 from analytics.report import BREAKDOWNS, Figures, compute
@@ -45,6 +48,8 @@ class Run:
     docs: Docs
     lake: Path
     exports: int
+    cli_exit: int
+    cli_output: str
 
 
 async def snapshot(store: CosmosDocumentStore) -> Docs:
@@ -66,7 +71,8 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         store = CosmosDocumentStore.from_settings(
             stack.environ["COSMOS_ENDPOINT"], stack.environ["COSMOS_DATABASE"], key=stack.environ["COSMOS_KEY"]
         )
-        lake = blob_lake(stack.storage_connection_string(), stack.environ.get("LAKE_CONTAINER") or DEFAULT_CONTAINER)
+        container = stack.environ.get("LAKE_CONTAINER") or DEFAULT_CONTAINER
+        lake = blob_lake(stack.storage_connection_string(), container)
         try:
             commands = await DemoCommands.sign_in(http, stack, demo)
             commands.start(time.monotonic() + DURATION)
@@ -92,10 +98,15 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
             else:
                 pytest.fail("Cosmos kept changing after the run")
             await copy_to_directory(lake, target)
+            # `make report` straight from the stack's storage account (as against a running `make dev`)
+            out = io.StringIO()
+            with redirect_stdout(out):
+                code = await asyncio.to_thread(main, ["--connection-string", stack.storage_connection_string(),
+                                                      "--container", container, "--out", str(target.parent / "out")])  # fmt: skip
         finally:
             await lake.close()
             await store.close()
-    return Run(before, target, exports)
+    return Run(before, target, exports, code, out.getvalue())
 
 
 # --- the measures, worked out over the Cosmos documents -----------------------------------------------------------
@@ -280,3 +291,11 @@ async def test_the_report_renders_from_the_runs_lake(run: Run, tmp_path: Path) -
     } | {_day(t["startTs"]) for t in run.docs["trips"]} | {
         _day(c["createdAt"]) for c in run.docs["commands"] if c.get("kind") == "command"
     }
+
+
+async def test_make_report_reads_the_lake_straight_from_the_stacks_storage(run: Run) -> None:
+    assert run.cli_exit == 0
+    copied = sum(1 for _ in run.lake.rglob("*.parquet"))
+    assert f"copied {copied} lake files" in run.cli_output
+    line = next(line for line in run.cli_output.splitlines() if line.startswith("Samples "))
+    assert line.split()[1] == f"{compute(run.lake).totals['Samples']:,.0f}"
