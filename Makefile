@@ -58,7 +58,7 @@ dashboard-vendor: $(STAMP_NODE)
 lint: $(STAMP_PY)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy function_app.py functions shared devstack simulator bench edge
+	$(PY) -m mypy function_app.py functions shared devstack simulator bench edge analytics
 
 unit: $(STAMP_PY)
 	$(PY) -m pytest tests/unit -q
