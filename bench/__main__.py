@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     cold = coldstart.cold_start(3 if quick else 7)
     figures["coldstart.importS"] = cold["importS"]
     figures["coldstart.processS"] = cold["processS"]
+    figures["coldstart.telemetryImportS"] = cold["telemetryImportS"]
+    figures["coldstart.telemetryReadyS"] = cold["telemetryReadyS"]
     details["coldstartRuns"] = cold["runs"]
     details["seconds"] = round(time.perf_counter() - started, 1)
 

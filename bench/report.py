@@ -40,6 +40,7 @@ TARGETS = (
     Target("e2e.steady.ratio", 1.5, True, "end to end steady >= 1.5x naive"),
     Target("e2e.catch-up.ratio", 5.0, True, "end to end catch-up >= 5x naive"),
     Target("coldstart.importS", 1.0, False, "cold start (import function_app) <= 1.0 s"),
+    Target("coldstart.telemetryReadyS", 1.0, False, "cold start with telemetry on, distro on the path <= 1.0 s"),
     Target("cpu.geofences.ratio", 0.9, True, "CPU path with 1,000 geofences >= 0.9x without (issue 14)"),
     Target("ru.steady.ratio", 0.6, False, "modelled Cosmos RU/msg steady <= 0.6x naive (issue 19)"),
     Target("ru.catch-up.ratio", 0.15, False, "modelled Cosmos RU/msg catch-up <= 0.15x naive (issue 19)"),
@@ -85,6 +86,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("e2e.catch-up.ratio", "end to end catch-up, ours/naive", ".2f"),
     ("coldstart.importS", "cold start: import function_app, median s", ".3f"),
     ("coldstart.processS", "cold start: whole process, median s", ".3f"),
+    ("coldstart.telemetryImportS", "cold start, telemetry on: import function_app, s", ".3f"),
+    ("coldstart.telemetryReadyS", "cold start, telemetry on: import + distro configured, s", ".3f"),
 )
 
 
