@@ -72,6 +72,8 @@ LOOKUP_BATCH: Final = 100
 # A run that claimed a window and has not finished it after this long is taken to have died: the next run takes
 # the window over (Flex Consumption's default function timeout is 30 minutes; a run takes seconds).
 TAKEOVER_SECONDS: Final = 120
+# The longest window a run exports (the first run, from 0, takes everything: a backfill).
+MAX_WINDOW_SECONDS: Final = 3600
 # Each run reads back what the last one wrote; once per this many seconds of windows, every file.
 REPAIR_EVERY_SECONDS: Final = 3600
 # Samples files: one per brand and ten minutes of sample time (144 a day), rewritten while their minutes fill.
@@ -248,7 +250,10 @@ class LakeExporter:
         if state.inflight and now - state.claimed_at < TAKEOVER_SECONDS:
             report.skipped = "another run is under way"
             return report
-        window = state.inflight or (state.watermark, now - self.lag_seconds)
+        end = now - self.lag_seconds
+        if state.watermark:  # after an outage, an hour of changes per run: each run's reads stay bounded
+            end = min(end, state.watermark + MAX_WINDOW_SECONDS)
+        window = state.inflight or (state.watermark, end)
         if window[1] <= window[0]:
             report.skipped = "no new window"
             return report

@@ -271,3 +271,24 @@ async def test_erasure_removes_the_car_from_every_lake_table_and_a_second_erasur
     again = await service.erase_vehicle("gone")
     assert again["lakeRows"] == 0
     assert await files(lake) == after
+
+
+async def test_a_window_under_way_is_not_exported_twice_and_a_late_exporter_catches_up_an_hour_a_run(
+    db: CosmosDocumentStore, lake: BlobLakeStore
+) -> None:
+    # GIVEN a state whose window another run claimed just now
+    now = int(time.time())
+    behind = now - 3 * 3600 - 600
+    claimed = {"version": 1, "watermark": behind, "inflight": [behind, now - 60], "claimedAt": now}
+    await lake.write(STATE_NAME, orjson.dumps(claimed))
+    exporter = LakeExporter(db, lake, lag_seconds=1)
+
+    # WHEN another run comes THEN it does nothing
+    report = await exporter.run()
+    assert report.skipped == "another run is under way"
+    assert await lake.read(STATE_NAME) == orjson.dumps(claimed)
+
+    # AND once nothing is under way, over three hours behind, each run exports one hour
+    await lake.write(STATE_NAME, orjson.dumps({**claimed, "inflight": None, "claimedAt": 0}))
+    windows = [(await exporter.run()).window for _ in range(3)]
+    assert windows == [(behind + n * 3600, behind + (n + 1) * 3600) for n in range(3)]
