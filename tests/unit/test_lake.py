@@ -18,10 +18,14 @@ from shared.errors import PreconditionFailedError
 from shared.lake import rows as R
 from shared.lake.export import ExportState, encode_parquet
 from shared.lake.schema import (
+    ALERTS,
+    COMMANDS,
+    GEOFENCE_EVENTS,
     SAMPLES,
     SIGNALS,
     TABLES,
     TRIPS,
+    USAGE,
     LakePath,
     LakePathError,
     arrow_schema,
@@ -223,6 +227,24 @@ def test_a_trip_row_of_any_document_is_none_or_encodes(doc: dict[str, Any]) -> N
     row = R.trip_row({"vehicleId": "v", **doc}, None)
     if row is not None:
         encode_parquet(TRIPS, [row])
+
+
+BUILDERS = [
+    (R.alert_row, ALERTS, ["id", "kind", "raisedAt", "clearedAt", "value", "code"]),
+    (R.command_row, COMMANDS, ["id", "kind", "createdAt", "updatedAt", "transitions", "issuedBy", "delivery"]),
+    (R.geofence_event_row, GEOFENCE_EVENTS, ["id", "event", "ts", "retracted", "scope"]),
+    (R.usage_row, USAGE, ["id", "createdAt", "reply", "action"]),
+]
+
+
+@pytest.mark.parametrize(("builder", "table", "fields"), BUILDERS, ids=[t.name for _, t, _ in BUILDERS])
+@settings(max_examples=50)
+@given(data=st.data())
+def test_every_row_builder_takes_any_document(builder: Any, table: Any, fields: list[str], data: Any) -> None:
+    doc = data.draw(st.dictionaries(st.sampled_from(fields), json_values | st.just("2026-11-21T08:00:00.000Z")))
+    row = builder({"vehicleId": "v", "kind": "command", **doc}, None)
+    if row is not None:
+        encode_parquet(table, [row])
 
 
 def test_history_entries_become_one_row_per_sample_with_typed_signals() -> None:
