@@ -43,6 +43,8 @@ VEHICLE_WRITES = ("ContainerProxy.replace_item", "ContainerProxy.create_item")
 class Traced:
     car: VirtualCar
     spans: InMemorySpanExporter
+    http_url: str
+    http: aiohttp.ClientSession
 
     def finished(self) -> list[ReadableSpan]:
         return list(self.spans.get_finished_spans())
@@ -74,7 +76,7 @@ async def traced() -> AsyncIterator[Traced]:
             try:
                 assert await wait_connected(stack.hub, [CAR], 30)
                 await car.wait_awake()
-                yield Traced(car, spans)
+                yield Traced(car, spans, stack.http_url, http)
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -175,3 +177,17 @@ def _under(span: ReadableSpan, ancestor: ReadableSpan, spans: list[ReadableSpan]
             return True
         current = ids.get(current.parent.span_id)
     return False
+
+
+async def test_the_stack_is_ready_and_the_readiness_round_is_traced(traced: Traced) -> None:
+    # GIVEN the whole local stack up WHEN the platform probes readiness (no token), with the app's own clients
+    async with traced.http.get(f"{traced.http_url}/api/health/ready") as answer:
+        body = await answer.json()
+        assert (answer.status, body) == (
+            200,
+            {"status": "ready", "checks": {"cosmos": "ok", "iothub": "ok", "queues": "ok"}},
+        )
+    # THEN the round is a span naming each dependency's state
+    rounds = by_name(traced.finished(), tracing.READINESS)
+    assert rounds
+    assert (rounds[-1].attributes or {})[f"{tracing.DEPENDENCY}.iothub"] == "ok"

@@ -72,8 +72,9 @@ READY: dict[int | str, dict[str, Any]] = {
 _readiness = PerLoop(CachedReadiness)
 
 
-def readiness_checker() -> CachedReadiness:
-    """The process's readiness checker (a dependency: tests give the route their own probes)."""
+async def readiness_checker() -> CachedReadiness:
+    """The process's readiness checker (a dependency: tests give the route their own probes). Async, so FastAPI
+    runs it on the event loop, whose checker it is (a plain function would run in a worker thread)."""
     return _readiness.get()
 
 
