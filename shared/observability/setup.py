@@ -10,12 +10,14 @@ Which pipeline (first match):
   variables): an SDK TracerProvider and MeterProvider with that exporter; the meter reads through
   `shared.observability.metrics.local_reader()`.
 - otherwise tracing stays off: `tracing.span()` costs a global read (the CPU benchmark runs this way).
-Tests and the local stack call `configure_local(span_exporter=...)` directly (an in-memory exporter).
+Tests use `captured_spans()` (an in-memory exporter, tracing off again after the block).
 
-Cold start: nothing here is imported by `function_app`; each trigger calls `ensure_configured()` on entry,
-which decides on the first call and is one boolean test afterwards. The distro costs ~0.5 s to import and
-configure (bench/coldstart.py `telemetryReadyS`), so in Azure it runs on a background thread started by the
-first invocation: that invocation is not held up, and its spans (before the provider exists) are not recorded.
+Cold start: `function_app` imports this module and tracing.py, which need only the standard library; the SDK and
+the distro are imported when configured. The Event Hubs triggers and the first client a process creates
+(shared/per_loop.py) call `ensure_configured()`, which decides on the first call and is one boolean test afterwards.
+The distro costs ~0.4 s to import and configure (bench/coldstart.py `telemetryReadyS`), so in Azure it runs on a
+background thread started by the first invocation: that invocation is not held up, and its spans (before the
+provider exists) are not recorded.
 """
 
 from __future__ import annotations
