@@ -136,9 +136,10 @@ class RequestProcessor:
         return report
 
     async def _traced(self, message: DeviceMessage, report: RequestReport) -> None:
-        """`_guarded` in a span that continues the car's trace (its message's `traceparent`)."""
+        """`_guarded` in a span that continues the car's trace (its message's `traceparent`), linked to its batch."""
         car = {tracing.CAR_ID: message.device_id} if message.device_id else None
-        with tracing.span(tracing.REQUEST, car, parent=tracing.context_of(message.trace)):
+        parent, batch = tracing.context_of(message.trace), tracing.links_to((), current=True)
+        with tracing.span(tracing.REQUEST, car, parent=parent, links=batch if parent is not None else None):
             await self._guarded(message, report)
 
     async def _guarded(self, message: DeviceMessage, report: RequestReport) -> None:

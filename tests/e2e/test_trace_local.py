@@ -146,6 +146,10 @@ async def test_a_request_is_followed_from_the_cars_send_to_the_reply_the_car_rec
     request = (await traced.until(handled, 20, "the request span in the car's trace"))[0]
     assert request.context is not None
     assert parent_of(request) == send.context.span_id
+    batches = by_name(traced.finished(), tracing.REQUESTS_BATCH)
+    assert [link.context.span_id for link in request.links] == [
+        b.context.span_id for b in batches if any(link.context.trace_id == trace_id for link in b.links)
+    ]  # the request links to the batch that carried it, which links to the car's send
     attributes = request.attributes or {}
     assert (attributes[tracing.CAR_ID], attributes[tracing.REQUEST_ID], attributes[tracing.OUTCOME]) == (
         CAR,
