@@ -351,6 +351,60 @@ class Gaps(_Response):
     lastAt: str | None = Field(None, description="When the newest report arrived (IoT Hub's enqueued time).")
 
 
+class CostFigures(_Response):
+    period: str = Field(description="The UTC day (2026-12-06) or month (2026-12).")
+    since: str = Field(description="When the meter first counted in the period.")
+    requestUnits: float = Field(description="Cosmos DB request units of the car's reads and writes.")
+    messages: int
+    hubUnits: int = Field(description="IoT Hub's 4 KB message units.")
+    bytes: int = Field(description="The messages as the car sent them.")
+    cpuMs: float = Field(description="Function CPU time, each batch's shared over its messages.")
+
+
+class CostMeter(_Response):
+    estimated: bool = Field(
+        description="True where the request units are estimated from document sizes (Microsoft's published "
+        "table) because the server reported no real charge (the local stack)."
+    )
+    today: CostFigures | None = None
+    monthToDate: CostFigures | None = None
+    previousDay: CostFigures | None = None
+    previousMonth: CostFigures | None = None
+    monthlyUsd: float | None = Field(
+        None,
+        description="The month at the car's rate and costs per message, priced with the list prices (prices) in a "
+        "fleet of fleetCarsAssumed cars like it (docs/cost.md).",
+    )
+    monthlyUsdByService: dict[str, float] = Field(default_factory=dict)
+    mapsCallsLastHour: int | None = Field(None, description="Azure Maps calls of the car's travel planning.")
+    graphCalls: int | None = Field(None, description="Not metered per car yet: always null.")
+    prices: str
+    fleetCarsAssumed: int
+
+
+class BrandCostPeriod(_Response):
+    period: str
+    cars: int
+    requestUnits: float
+    messages: int
+    hubUnits: int
+    bytes: int
+    cpuMs: float
+    requestUnitsPerCar: float
+    messagesPerCar: float
+
+
+class BrandCost(_Response):
+    brandId: str
+    estimated: bool = Field(description="Some request units are estimated from document sizes (the local stack).")
+    cars: int = Field(description="Cars with a cost meter.")
+    days: list[BrandCostPeriod] = Field(description="Today and yesterday, newest first.")
+    months: list[BrandCostPeriod] = Field(description="This month and the last, newest first.")
+    monthlyUsdPerCar: float | None = None
+    monthlyUsdTotal: float | None = None
+    prices: str
+
+
 class VehicleDetail(VehicleSummary):
     stateTs: str | None = None
     signals: dict[str, Signal]
@@ -360,6 +414,7 @@ class VehicleDetail(VehicleSummary):
         description="Samples the car evicted or lost before sending (docs/messages.md, Gaps): counted, never silent; "
         "all zero until it reports one."
     )
+    cost: CostMeter | None = Field(None, description="The car's cost meter (docs/cost.md).")
 
 
 class Sample(_Open):

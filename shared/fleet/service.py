@@ -22,9 +22,11 @@ from shared.containers import (
     MEETINGS,
     TELEMETRY,
     TENANCY,
+    TRAVEL,
     TRIPS,
     VEHICLES,
 )
+from shared.cost.view import brand_cost, vehicle_cost
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLinks
 from shared.errors import (
@@ -68,6 +70,7 @@ from shared.telemetry.motion import motion
 from shared.telemetry.privacy import POSITION, TRIP_POSITION_FIELDS, Policy, policy_for, scrub_entry
 from shared.telemetry.vehicle import ERASED, is_erased, location_allowed, new_vehicle_document
 from shared.tenancy.documents import fleet_doc_id
+from shared.travel.stores import TRAVEL_DOC_ID
 from shared.vehicle_updates import update_vehicle
 
 ACK_STATUS: Final = "ack"  # alert acknowledgements live in `alerts` as `ack:{alertId}` with this status
@@ -351,7 +354,26 @@ class FleetService:
             for alert in sorted(alerts_of(doc).values(), key=lambda a: a.get("raisedAt", ""), reverse=True)
         ]
         out["gaps"] = gaps_of(doc)
+        out["cost"] = vehicle_cost(doc.get("cost"), self.clock(), await self._maps_calls(vehicle_id))
         return out
+
+    async def _maps_calls(self, vehicle_id: str) -> int | None:
+        """Azure Maps calls of the car's travel planning in the last hour (its budget, shared/travel/budget.py);
+        None while it has no travel document."""
+        stored = await self.store.read(TRAVEL, vehicle_id, TRAVEL_DOC_ID)
+        state = stored.document.get("state") if stored is not None else None
+        calls = state.get("calls") if isinstance(state, dict) else None
+        return len(calls) if isinstance(calls, list) else None
+
+    async def brand_cost(self, brand_id: str) -> dict[str, Any]:
+        """The brand's cost meter: its cars' `cost` blocks summed per day and month (docs/cost.md, "The cost
+        meter": one query on demand over the brand's cars, no rollup write)."""
+        rows = await self.store.query(
+            VEHICLES,
+            "SELECT c.cost FROM c WHERE c.brandId = @brand AND IS_DEFINED(c.cost) AND c.type != @erased",
+            {"@brand": brand_id, "@erased": ERASED},
+        )
+        return brand_cost(brand_id, rows, self.clock())
 
     async def telemetry(
         self, vehicle_id: str, start: dt.datetime | None, end: dt.datetime | None, limit: int, token: str | None

@@ -334,6 +334,29 @@ class Provisioning(TypedDict):
     revokedAt: NotRequired[str]
 
 
+class CostPeriod(TypedDict):
+    """`cost.day`, `cost.month` and the previous ones: what the car cost in one UTC day ("2026-12-06") or month
+    ("2026-12") as the cost meter counted it (shared/cost/meter.py)."""
+
+    on: str
+    since: str  # when the meter first counted in this period
+    ru: float  # Cosmos request units (estimated from sizes where `estimated`)
+    messages: int
+    hubUnits: int  # IoT Hub 4 KB units
+    bytes: int  # the messages as sent
+    cpuMs: float  # function CPU, the batch's shared over its messages
+
+
+class VehicleCost(TypedDict):
+    """`cost`: the car's cost meter, carried by ingestion's vehicle write (docs/data-model.md)."""
+
+    estimated: bool  # request units estimated from document sizes (the local server reports no charge)
+    day: CostPeriod
+    month: CostPeriod
+    prevDay: NotRequired[CostPeriod]
+    prevMonth: NotRequired[CostPeriod]
+
+
 class VehicleDocument(TypedDict):
     """One document per car in `vehicles`. Only `id`, `vehicleId` and `type` are on every one: registration
     creates it without ingestion's fields, and ingestion without the other writers'."""
@@ -358,6 +381,7 @@ class VehicleDocument(TypedDict):
     consent: NotRequired[Consent]  # driver link and the consent API; removed on unlink
     provisioning: NotRequired[Provisioning]  # pre-registration for DPS; absent for cars registered directly
     travelPing: NotRequired[dict[str, Any]]  # ingestion: where the car was when travel was last due (travel_ping.py)
+    cost: NotRequired[VehicleCost]  # ingestion: the cost meter (shared/cost/meter.py)
 
 
 class Tombstone(TypedDict):

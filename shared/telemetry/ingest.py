@@ -33,6 +33,8 @@ import orjson
 
 from shared.brands import BrandConfigs
 from shared.containers import VEHICLES
+from shared.cost import meter
+from shared.cost.meter import CostMeter
 from shared.device_messages import DeadLetter, DeviceMessage, safe_id
 from shared.errors import (
     ConflictError,
@@ -195,7 +197,9 @@ class TelemetryIngestor:
         brands: BrandConfigs | None = None,
         geofences: GeofenceSource | None = None,
         travel: TravelTrigger | None = None,
+        cost: CostMeter | None = None,
     ) -> None:
+        self.cost = cost  # the cost meter (shared/cost/meter.py): each car's charges carried in its own writes
         self.travel = travel  # calendar-aware driving: the driver's agenda job when the car started or moved
         self.store = store
         self.geofences = geofences
@@ -257,6 +261,8 @@ class TelemetryIngestor:
 
     async def ingest(self, messages: Sequence[DeviceMessage]) -> BatchReport:
         report = BatchReport(messages=len(messages))
+        if self.cost is not None:
+            self.cost.batch_started()
         by_vehicle, gaps, letters = self.decode_all(messages)
         vehicles = by_vehicle.keys() | gaps.keys() if gaps else by_vehicle.keys()
         report.vehicles = len(vehicles)
@@ -277,6 +283,8 @@ class TelemetryIngestor:
                 if not isinstance(failure, Exception):
                     raise failure  # cancellation and the like
             raise BatchFailedError(f"{len(failures)} of {count} writes failed; redeliver") from failures[0][1]
+        if self.cost is not None:
+            self.cost.batch_ended(len(messages))
         return report
 
     async def _dead_letter(self, letter: DeadLetter, report: BatchReport) -> None:
@@ -417,6 +425,20 @@ class TelemetryIngestor:
         payload: int,
         gaps: Sequence[GapMessage] = (),
     ) -> VehicleUpdate:
+        """`_metered_commit` with the car's cost meter open: the Cosmos calls made for it are charged to it."""
+        if self.cost is None:
+            return await self._metered_commit(vehicle_id, messages, report, payload, gaps)
+        with meter.metering():
+            return await self._metered_commit(vehicle_id, messages, report, payload, gaps)
+
+    async def _metered_commit(
+        self,
+        vehicle_id: str,
+        messages: list[TelemetryMessage],
+        report: BatchReport,
+        payload: int,
+        gaps: Sequence[GapMessage] = (),
+    ) -> VehicleUpdate:
         for _ in range(MAX_CONFLICT_RETRIES):
             # Taken out of the cache: the fold mutates it, and until the write commits nobody else may see it.
             cached = self.cache.take(vehicle_id)
@@ -453,6 +475,8 @@ class TelemetryIngestor:
             if gaps:
                 _fold_gaps(vehicle_id, doc, gaps, cfg, update)
             if update.document is None:  # all replays: nothing to write, but remember what was read
+                if doc is not None:
+                    self._charge(doc)  # a read's charge waits for the car's next write; no message counted
                 if cached is not None and doc is not None:
                     self._put_back(vehicle_id, doc, cached)
                 elif doc is not None and etag is not None:
@@ -461,6 +485,7 @@ class TelemetryIngestor:
             # From here the document is folded: if the write fails it is not put back (a re-read gets it right).
             document = update.document
             travel_user = self.travel.due(document) if self.travel is not None else None
+            self._charge(document, messages, update.accepted, update.gaps)  # with the charges so far
             try:
                 if etag is None:
                     etag = await self.store.create(VEHICLES, to_store(document))
@@ -479,11 +504,27 @@ class TelemetryIngestor:
                     raise
                 # Written: the cached document need not keep it (the next fold replaces it before any write).
                 document["ingest"]["outbox"] = []
+            self._charge(document)  # this write's own charge: carried by the car's next write (docs/cost.md)
             self.cache.put(vehicle_id, document, etag, outbox_written=True)
             if travel_user is not None and self.travel is not None:
                 await self.travel.request(travel_user)
             return update
         raise StoreError(f"vehicle {vehicle_id}: document kept changing; gave up after {MAX_CONFLICT_RETRIES} tries")
+
+    def _charge(
+        self, document: VehicleDocument, messages: Sequence[TelemetryMessage] = (), accepted: int = 0, gaps: int = 0
+    ) -> None:
+        """Count into the car's `cost` block the charges of its calls so far and its accepted messages (and gap
+        reports): IoT Hub units and bytes as sent, CPU at the last batch's rate. Replays count no message."""
+        charges = meter.current()
+        if self.cost is None or charges is None:
+            return
+        units, size = meter.hub_units(messages) if accepted else (0, 0)
+        if accepted and accepted < len(messages):  # some were replays: their share only
+            units, size = units * accepted // len(messages), size * accepted // len(messages)
+        counted = accepted + gaps
+        cpu_ms = counted * self.cost.cpu_ms_per_message
+        meter.record(document, self.cost.now, charges, counted, units + gaps, size, cpu_ms)
 
     def _put_back(self, vehicle_id: str, doc: VehicleDocument, cached: CachedDocument) -> None:
         if vehicle_id not in self.cache:  # a concurrent batch may have cached a newer one meanwhile

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from shared.brands import BrandConfigs
+from shared.cost.meter import CostMeter
 from shared.device_messages import EventHubEventLike, messages_from_events
 from shared.geofences.store import CachedGeofenceSource
 from shared.observability.metrics import observe_batch
@@ -44,6 +45,7 @@ def _create_ingestor() -> TelemetryIngestor:
         brands=BrandConfigs(store),
         geofences=CachedGeofenceSource(store),
         travel=_travel_trigger(),
+        cost=CostMeter(),
     )
     tune_for_ingestion()  # once per process, now that the clients and the catalogue are loaded
     return created

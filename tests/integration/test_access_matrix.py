@@ -219,6 +219,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "PUT /api/brands/{brandId}/members": ADMINS,
     "DELETE /api/brands/{brandId}/members/{principalId}/{membershipId}": ADMINS,
     "GET /api/brands/{brandId}/audit": ADMINS,
+    "GET /api/brands/{brandId}/cost": ADMINS,  # the cost meter of the brand's cars
     "PUT /api/brands/{brandId}/collection-policy": ADMINS,  # what the brand's cars collect: its admins only
     "GET /api/brands/{brandId}/collection-policy": ADMINS,
     "PUT /api/brands/{brandId}/fleets/{fleetId}/collection-policy": ADMINS,
@@ -303,6 +304,7 @@ CALLS: Final[dict[str, Call]] = {
     "PUT /api/brands/{brandId}/members": Call("brand"),  # body per brand: a reader of its first fleet
     "DELETE /api/brands/{brandId}/members/{principalId}/{membershipId}": Call("brand", 204),
     "GET /api/brands/{brandId}/audit": Call("brand"),
+    "GET /api/brands/{brandId}/cost": Call("brand"),
     "PUT /api/brands/{brandId}/collection-policy": Call("brand", body=COLLECTION),
     "GET /api/brands/{brandId}/collection-policy": Call("brand"),
     "PUT /api/brands/{brandId}/fleets/{fleetId}/collection-policy": Call("fleet", body=COLLECTION),

@@ -91,6 +91,7 @@ PLAN: dict[tuple[str, str], Requirement] = {
     ("PUT", "/api/brands/{brandId}/members"): requires(P.MANAGE_MEMBERS, on="brand"),
     ("DELETE", "/api/brands/{brandId}/members/{principalId}/{membershipId}"): requires(P.MANAGE_MEMBERS, on="brand"),
     ("GET", "/api/brands/{brandId}/audit"): requires(P.READ_AUDIT, on="brand"),
+    ("GET", "/api/brands/{brandId}/cost"): requires(P.READ_BRAND, on="brand"),  # the cost meter: its admins
     ("PUT", "/api/brands/{brandId}/collection-policy"): requires(P.MANAGE_FLEETS, on="brand"),
     ("GET", "/api/brands/{brandId}/collection-policy"): requires(P.READ_BRAND, on="brand"),
     ("PUT", "/api/brands/{brandId}/fleets/{fleetId}/collection-policy"): requires(P.MANAGE_FLEETS, on="fleet"),

@@ -66,6 +66,20 @@ async def get_vehicle(
     return await fleet.get_vehicle(vehicleId)
 
 
+@router.get(
+    "/brands/{brandId}/cost", response_model=m.BrandCost, summary="A brand's cost meter per day", tags=["brands"]
+)
+async def get_brand_cost(
+    access: Annotated[Access, guard(requires(Permission.READ_BRAND, on="brand"))],
+    brandId: BrandId,
+    fleet: Fleet,
+) -> Any:
+    """What the brand's cars cost: request units, IoT Hub messages and units, function CPU per day (today and
+    yesterday) and month (this and the last), per car on average, and the estimated month in USD per car
+    (docs/cost.md, "The cost meter"). `estimated` says the request units are estimated from document sizes."""
+    return await fleet.brand_cost(brandId)
+
+
 @router.delete("/vehicles/{vehicleId}", response_model=m.ErasureReceipt, summary="Erase a car", tags=["privacy"])
 async def delete_vehicle(
     access: Annotated[Access, guard(requires(Permission.ERASE_VEHICLE, on="vehicle"))],

@@ -1,0 +1,151 @@
+"""The cost meter as the API and the dashboard show it: a car's `cost` block, its estimated month in USD, and a
+brand's totals per day (docs/cost.md "The cost meter").
+
+The month is estimated with the cost model (`model.car_month`, list prices from `prices.json`): the car's own
+figures this month (request units, bytes and CPU per message; its rate, messages since the month's first count)
+priced as if the whole fleet were like it (`Assumptions.cars`), so the capacity bought in units is shared as it
+would be in production. Locally the request units are estimated from document sizes, and the view says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any, Final
+
+from shared.cost.model import DEFAULT_ASSUMPTIONS, MessageCost, car_month, load_prices
+from shared.telemetry.documents import CostPeriod, VehicleCost
+
+MIN_ELAPSED_S: Final = 60.0  # a rate measured over less than a minute is not a rate
+PRICES: Final = "shared/cost/prices.json"
+
+
+@cache
+def _prices() -> dict[str, float]:
+    return load_prices()
+
+
+def _when(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def monthly_usd(period: CostPeriod, now: dt.datetime) -> tuple[float, dict[str, float]] | None:
+    """(total, by service) in USD for a month at the car's rate and costs per message in `period`; None before
+    it sent a message."""
+    messages = period["messages"]
+    if messages <= 0:
+        return None
+    elapsed = max(MIN_ELAPSED_S, (now - _when(period["since"])).total_seconds())
+    per_message = period["bytes"] / messages
+    cost = MessageCost(
+        request_units=period["ru"] / messages,
+        history_bytes=per_message,  # the history keeps about what the car sent
+        cpu_seconds=period["cpuMs"] / 1000 / messages,
+        message_bytes=per_message,
+    )
+    month = car_month(cost, elapsed / messages, _prices())
+    return round(month.total, 4), {name: round(usd, 4) for name, usd in month.by_service().items()}
+
+
+def _figures(period: CostPeriod) -> dict[str, Any]:
+    return {
+        "period": period["on"],
+        "since": period["since"],
+        "requestUnits": period["ru"],
+        "messages": period["messages"],
+        "hubUnits": period["hubUnits"],
+        "bytes": period["bytes"],
+        "cpuMs": period["cpuMs"],
+    }
+
+
+def vehicle_cost(cost: VehicleCost | None, now: dt.datetime, maps_calls_last_hour: int | None = None) -> dict[str, Any]:
+    """The car's cost meter: today and the month to date (a period the clock has left reads as zero), the
+    previous day and month, and the month's estimate in USD."""
+    day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
+    out: dict[str, Any] = {
+        "estimated": bool(cost and cost["estimated"]),
+        "today": None,
+        "monthToDate": None,
+        "previousDay": None,
+        "previousMonth": None,
+        "monthlyUsd": None,
+        "monthlyUsdByService": {},
+        "mapsCallsLastHour": maps_calls_last_hour,
+        "graphCalls": None,  # not metered per car yet (docs/cost.md)
+        "prices": PRICES,
+        "fleetCarsAssumed": DEFAULT_ASSUMPTIONS.cars,
+    }
+    if cost is None:
+        return out
+    if cost["day"]["on"] == day:
+        out["today"] = _figures(cost["day"])
+        out["previousDay"] = _figures(cost["prevDay"]) if "prevDay" in cost else None
+    elif cost["day"]["on"] < day:
+        out["previousDay"] = _figures(cost["day"])
+    current = cost["month"] if cost["month"]["on"] == month else None
+    if current is not None:
+        out["monthToDate"] = _figures(current)
+        out["previousMonth"] = _figures(cost["prevMonth"]) if "prevMonth" in cost else None
+    elif cost["month"]["on"] < month:
+        out["previousMonth"] = _figures(cost["month"])
+    basis = current if current is not None else cost.get("prevMonth") or cost["month"]
+    estimate = monthly_usd(basis, now if current is not None else _end_of(basis))
+    if estimate is not None:
+        out["monthlyUsd"], out["monthlyUsdByService"] = estimate
+    return out
+
+
+def _end_of(period: CostPeriod) -> dt.datetime:
+    """The end of a past month: its rate is over the days it ran."""
+    year, month = (int(part) for part in period["on"].split("-"))
+    return dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
+
+
+def brand_cost(brand_id: str, costs: Iterable[Mapping[str, Any]], now: dt.datetime) -> dict[str, Any]:
+    """A brand's totals per day and per month (the days and months its cars' blocks still hold: today,
+    yesterday, this and last month) and the average per car, from the cars' `cost` blocks."""
+    days: dict[str, dict[str, Any]] = {}
+    months: dict[str, dict[str, Any]] = {}
+    cars = 0
+    estimated = False
+    monthly: list[float] = []
+    for row in costs:
+        cost = row.get("cost")
+        if not isinstance(cost, dict):
+            continue
+        cars += 1
+        estimated = estimated or bool(cost.get("estimated"))
+        for key, into in (("day", days), ("prevDay", days), ("month", months), ("prevMonth", months)):
+            period = cost.get(key)
+            if isinstance(period, dict):
+                _sum_into(into, period)
+        usd = vehicle_cost(cost, now)["monthlyUsd"]  # type: ignore[arg-type]
+        if usd is not None:
+            monthly.append(usd)
+    return {
+        "brandId": brand_id,
+        "estimated": estimated,
+        "cars": cars,
+        "days": [days[on] for on in sorted(days, reverse=True)],
+        "months": [months[on] for on in sorted(months, reverse=True)],
+        "monthlyUsdPerCar": round(sum(monthly) / len(monthly), 4) if monthly else None,
+        "monthlyUsdTotal": round(sum(monthly), 4) if monthly else None,
+        "prices": PRICES,
+    }
+
+
+def _sum_into(into: dict[str, dict[str, Any]], period: Mapping[str, Any]) -> None:
+    on = str(period.get("on"))
+    total = into.setdefault(
+        on,
+        {"period": on, "cars": 0, "requestUnits": 0.0, "messages": 0, "hubUnits": 0, "bytes": 0, "cpuMs": 0.0},
+    )
+    total["cars"] += 1
+    total["requestUnits"] = round(total["requestUnits"] + float(period.get("ru", 0.0)), 2)
+    total["cpuMs"] = round(total["cpuMs"] + float(period.get("cpuMs", 0.0)), 2)
+    for name in ("messages", "hubUnits", "bytes"):
+        total[name] += int(period.get(name, 0))
+    total["requestUnitsPerCar"] = round(total["requestUnits"] / total["cars"], 2)
+    total["messagesPerCar"] = round(total["messages"] / total["cars"], 2)

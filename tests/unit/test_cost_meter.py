@@ -1,0 +1,228 @@
+"""The cost meter's accounting (shared/cost/meter.py, ingestion's `cost` block): each car's charges land in its
+own document under concurrency, a replay counts nothing twice, days and months roll over."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.containers import partition_keys
+from shared.cost import meter
+from shared.cost.meter import Charges, CostMeter
+from shared.cost.request_units import write_request_units
+from shared.cost.view import brand_cost, vehicle_cost
+from shared.device_messages import DeviceMessage
+from shared.stores.base import Document, Stored
+from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
+from shared.telemetry.documents import VehicleDocument
+from shared.telemetry.ingest import TelemetryIngestor
+from tests.factories import drive, message
+
+DAY_1 = dt.datetime(2026, 1, 31, 23, 58, tzinfo=dt.UTC)
+
+
+class ChargingStore(MemoryDocumentStore):
+    """The memory store answering each call with a charge, as Cosmos's response hook reports one (estimated from
+    the document's size, like the local server's hook), after yielding so that the batch's cars interleave."""
+
+    def __init__(self, seed: int = 1) -> None:
+        super().__init__(partition_keys())
+        self.random = random.Random(seed)
+        self.charged: defaultdict[str, list[float]] = defaultdict(list)  # vehicle id -> charges of its writes
+
+    async def _yield(self) -> None:
+        for _ in range(self.random.randrange(3)):
+            await asyncio.sleep(0)
+
+    def _charge(self, document: Document) -> None:
+        ru = write_request_units(len(orjson.dumps(document)))
+        self.charged[str(document.get("vehicleId"))].append(ru)
+        meter.charge(ru, estimated=True)
+
+    async def create(self, container: str, document: Document) -> str:
+        await self._yield()
+        etag = await super().create(container, document)
+        self._charge(document)
+        await self._yield()  # the SDK still awaits after its response hook ran
+        return etag
+
+    async def replace(self, container: str, document: Document, etag: str) -> str:
+        await self._yield()
+        new = await super().replace(container, document, etag)
+        self._charge(document)
+        await self._yield()
+        return new
+
+    async def upsert(self, container: str, document: Document) -> str:
+        await self._yield()
+        etag = await super().upsert(container, document)
+        self._charge(document)
+        await self._yield()
+        return etag
+
+    async def read(self, container: str, partition_key: str, item_id: str) -> Stored | None:
+        await self._yield()
+        return await super().read(container, partition_key, item_id)
+
+
+class Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def batch(cars: int, seq: int, repeats: int = 1) -> list[DeviceMessage]:
+    """Car n sends `repeats * (n % 3 + 1)` messages: documents of different sizes per car."""
+    out = []
+    for n in range(cars):
+        for k in range((n % 3 + 1) * repeats):
+            s = seq * 100 + k
+            out.append(message(f"car-{n}", drive(s, s, speed=float(n), soc=50.0), enqueued_s=s, sequence_number=s))
+    return out
+
+
+def cost_of(store: MemoryDocumentStore, car: str) -> Any:
+    return next(d for d in store.documents("vehicles") if d["vehicleId"] == car)["cost"]
+
+
+async def test_each_car_is_charged_its_own_writes_under_concurrency_carried_by_its_next_write() -> None:
+    # GIVEN 30 cars of different document sizes whose writes interleave in the store
+    store, clock = ChargingStore(), Clock(DAY_1)
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(clock), concurrency=8)
+    first, second = batch(30, 1), batch(30, 2)
+    # WHEN two batches are ingested
+    await ingestor.ingest(first)
+    after_first = {car: list(charges) for car, charges in store.charged.items()}
+    await ingestor.ingest(second)
+    # THEN each car's stored block holds exactly the charges of its own first batch's writes (the second's ride
+    # on its next write), its messages, their 4 KB units and bytes
+    for n in range(30):
+        car = f"car-{n}"
+        cost = cost_of(store, car)
+        assert cost["estimated"] is True
+        assert abs(cost["day"]["ru"] - sum(after_first[car])) < 0.02
+        assert cost["day"]["ru"] == cost["month"]["ru"]
+        sent = [m for m in first + second if m.device_id == car]
+        assert cost["day"]["messages"] == len(sent) == 2 * (n % 3 + 1)
+        assert cost["day"]["hubUnits"] == len(sent)  # each well under 4 KB
+        assert cost["day"]["bytes"] == sum(len(m.body) for m in sent)
+    sizes = {round(cost_of(store, f"car-{n}")["day"]["ru"], 2) for n in range(30)}
+    assert len(sizes) > 1  # the cars really were charged differently
+
+
+async def test_a_replayed_batch_counts_no_message_twice_and_what_it_did_not_write_costs_nothing() -> None:
+    store, clock = ChargingStore(), Clock(DAY_1)
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(clock))
+    batches = [batch(10, s) for s in range(1, 4)]
+    for b in batches:
+        await ingestor.ingest(b)
+    writes = sum(store.writes.values())
+    before = {f"car-{n}": cost_of(store, f"car-{n}") for n in range(10)}
+    # WHEN the last batch is redelivered to the warm ingestor: nothing to write
+    report = await ingestor.ingest(batches[-1])
+    assert report.accepted == 0
+    assert sum(store.writes.values()) == writes
+    assert {f"car-{n}": cost_of(store, f"car-{n}") for n in range(10)} == before
+    # THEN the next batch counts only its own messages on top
+    await ingestor.ingest(batch(10, 4))
+    for n in range(10):
+        cost = cost_of(store, f"car-{n}")
+        assert cost["day"]["messages"] == 4 * (n % 3 + 1)
+        assert cost["day"]["ru"] > before[f"car-{n}"]["day"]["ru"]
+
+
+async def test_a_replay_through_a_cold_ingestor_counts_no_message_twice() -> None:
+    store, clock = ChargingStore(), Clock(DAY_1)
+    first = batch(5, 1)
+    await TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(clock)).ingest(first)
+    cold = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(clock))
+    await cold.ingest(first)  # a host restart redelivers it: all duplicates
+    await cold.ingest(batch(5, 2))
+    for n in range(5):
+        assert cost_of(store, f"car-{n}")["day"]["messages"] == 2 * (n % 3 + 1)
+
+
+async def test_days_and_months_roll_over_and_keep_the_previous_one() -> None:
+    store, clock = ChargingStore(), Clock(DAY_1)
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(clock))
+    await ingestor.ingest(batch(3, 1))
+    await ingestor.ingest(batch(3, 2))
+    clock.now = DAY_1 + dt.timedelta(minutes=5)  # 1 February, 00:03
+    await ingestor.ingest(batch(3, 3))
+    cost = cost_of(store, "car-2")
+    assert cost["prevDay"]["on"] == "2026-01-31"
+    assert cost["prevDay"]["messages"] == 6
+    assert cost["day"] == {**cost["day"], "on": "2026-02-01", "messages": 3, "since": "2026-02-01T00:03:00Z"}
+    assert cost["prevMonth"]["on"] == "2026-01"
+    assert cost["month"]["on"] == "2026-02"
+    assert cost["month"]["messages"] == 3
+    # the view reads a period the clock has left as the previous one
+    view = vehicle_cost(cost, DAY_1 + dt.timedelta(days=1, minutes=5))
+    assert view["today"] is None
+    assert view["previousDay"]["period"] == "2026-02-01"
+    assert view["monthToDate"]["period"] == "2026-02"
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 60 * 24 * 70), st.floats(0, 50), st.integers(0, 20)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_record_keeps_every_charge_in_exactly_one_day_and_one_month(steps: list[tuple[int, float, int]]) -> None:
+    """Whatever the order of the clock (a little behind on another instance, too), the day and month blocks plus
+    the previous ones never lose or double what was recorded within the last day or month."""
+    doc: VehicleDocument = {"id": "c", "vehicleId": "c", "type": "vehicle"}
+    start = dt.datetime(2026, 12, 30, tzinfo=dt.UTC)
+    recorded: list[tuple[dt.datetime, int]] = []
+    for minutes, ru, messages in sorted(steps):
+        now = start + dt.timedelta(minutes=minutes)
+        meter.record(doc, now, Charges(ru=ru, requests=1, estimated=True), messages, messages, 100 * messages)
+        recorded.append((now, messages))
+    cost = doc.get("cost")
+    if cost is None:
+        assert all(ru == 0 and m == 0 for _, ru, m in steps)
+        return
+    last = recorded[-1][0]
+    today = sum(m for when, m in recorded if when.date() == last.date())
+    this_month = sum(m for when, m in recorded if (when.year, when.month) == (last.year, last.month))
+    assert cost["day"]["messages"] == today
+    assert cost["month"]["messages"] == this_month
+    assert cost["day"]["hubUnits"] == today
+    assert cost["day"]["bytes"] == 100 * today
+
+
+async def test_the_view_estimates_the_month_in_usd_and_the_brand_sums_its_cars() -> None:
+    store, clock = ChargingStore(), Clock(DAY_1 - dt.timedelta(hours=1))
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(clock))
+    for s in range(1, 6):
+        clock.now += dt.timedelta(minutes=1)
+        await ingestor.ingest(batch(6, s))
+    costs = [{"cost": d["cost"]} for d in store.documents("vehicles")]
+    view = vehicle_cost(costs[0]["cost"], clock.now)
+    assert view["estimated"] is True
+    assert view["monthlyUsd"] is not None
+    assert view["monthlyUsd"] > 0
+    assert set(view["monthlyUsdByService"]) >= {"IoT Hub", "Cosmos DB", "Functions"}
+    brand = brand_cost("b", [*costs, {"cost": None}], clock.now)
+    assert brand["cars"] == 6
+    assert brand["days"][0]["period"] == "2026-01-31"
+    assert brand["days"][0]["messages"] == sum(c["cost"]["day"]["messages"] for c in costs)
+    assert brand["monthlyUsdPerCar"] is not None
+    assert brand["monthlyUsdPerCar"] > 0
+
+
+async def test_without_a_meter_the_document_carries_no_cost() -> None:
+    store = ChargingStore()
+    await TelemetryIngestor(store, MemoryDeadLetterSink()).ingest(batch(3, 1))
+    assert all("cost" not in d for d in store.documents("vehicles"))
