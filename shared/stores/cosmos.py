@@ -181,26 +181,24 @@ def _etag(result: Any) -> str:
 
 def record_request_charge(response: Any) -> None:
     """The client's response hook: the request units of every response (`x-ms-request-charge`) into
-    carlink.cosmos.request_charge by container and operation. The local Cosmos server sends none."""
-    http = response.http_response
-    charge = http.headers.get("x-ms-request-charge")
-    if not charge:
-        return
-    request = http.request
-    container = _container_of(request)
-    add("carlink.cosmos.request_charge", float(charge), {"container": container, "operation": _operation(request)})
-    meter.charge(float(charge), estimated=False)
+    carlink.cosmos.request_charge by container and operation, and into the cost meter of the car the call was
+    made for (shared/cost/meter.py)."""
+    charge = _record_metric(response)
+    if charge is not None:
+        meter.charge(charge, estimated=False)
 
 
 def record_estimated_charge(response: Any) -> None:
-    """The local server's response hook: it sends a charge of 1 for every request, so the charge is estimated
-    from the published table by the size of the document written (the request body) or read (the response body),
-    shared/cost/request_units.py; recorded with `estimated` on the metric and in the car's cost meter."""
+    """The local server's response hook. It answers a charge of 1 for every request: the metric keeps counting
+    that (requests, docs/operations.md "Metrics locally"), while the cost meter gets the charge estimated from
+    the published table by the size of the document written (request body) or read (response body)."""
+    _record_metric(response)
     http = response.http_response
-    request = http.request
-    operation = _operation(request)
+    if "/docs" not in urlparse(http.request.url).path:
+        return  # metadata (account, containers, partition key ranges): not billed as request units
+    operation = _operation(http.request)
     if operation in {"create", "replace", "upsert"}:
-        ru = write_request_units(_size(getattr(request, "body", None)))
+        ru = write_request_units(_size(getattr(http.request, "body", None)))
     elif operation == "delete":
         ru = write_request_units(0)
     else:
@@ -209,10 +207,21 @@ def record_estimated_charge(response: Any) -> None:
         except Exception:  # a streamed or unloaded body: the minimum
             body = None
         ru = point_read_request_units(_size(body))
-    container = _container_of(request)
-    attributes = {"container": container, "operation": operation, "estimated": "true"}
-    add("carlink.cosmos.request_charge", ru, attributes)
     meter.charge(ru, estimated=True)
+
+
+def _record_metric(response: Any) -> float | None:
+    http = response.http_response
+    charge = http.headers.get("x-ms-request-charge")
+    if not charge:
+        return None
+    request = http.request
+    add(
+        "carlink.cosmos.request_charge",
+        float(charge),
+        {"container": _container_of(request), "operation": _operation(request)},
+    )
+    return float(charge)
 
 
 def _container_of(request: Any) -> str:
