@@ -65,7 +65,8 @@ from devstack.demo_fleet import prepare_fleet
 from devstack.stack import IOTHUB_PORT, LocalStack, StackConfig, drain, free_loopback_address
 from devstack.tcp_flap import TcpFlap
 from edge import contract
-from edge.outbox import Gap, Outbox
+from edge.contract import Gap
+from edge.outbox import Outbox
 from shared.containers import TELEMETRY, VEHICLES
 from shared.iothub.local_gateway import SERVICE_URL_SETTING, LocalIoTHubGateway
 

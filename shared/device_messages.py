@@ -12,12 +12,13 @@ import base64
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Protocol
 
 import orjson
 
 from shared.observability import tracing
+from shared.trigger_metadata import application_properties
 
 # IoT Hub refuses device messages over 256 KB, so every body that can arrive is kept whole (and can be redriven);
 # only a larger body from elsewhere is cut.
@@ -69,10 +70,12 @@ class DeviceMessage:
 
 def messages_from_events(events: Iterable[EventHubEventLike]) -> list[DeviceMessage]:
     """The batch's messages; with tracing on, each with its car's trace context (shared/observability/tracing.py)."""
-    if not tracing.enabled():
+    if not tracing.enabled():  # the hot path reads no properties
         return [DeviceMessage.from_event(e) for e in events]
     batch = list(events)
-    return tracing.with_trace_context([DeviceMessage.from_event(e) for e in batch], batch)
+    carriers = [tracing.carrier_of(properties) for properties in application_properties(batch)]
+    messages = [DeviceMessage.from_event(e) for e in batch]
+    return [m if c is None else replace(m, trace=c) for m, c in zip(messages, carriers, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 
 from shared.device_messages import DeadLetter, DeviceMessage, EventHubEventLike
 from shared.stores.base import DeadLetterSink
+from shared.trigger_metadata import application_properties
 
 STREAM: Final = "unrouted"
 UNTYPED: Final = "untyped_message"
@@ -67,20 +68,6 @@ def classify(properties: Mapping[str, Any] | None) -> tuple[str, str]:
         hint = f" (found {', '.join(shown(k) for k in near)})" if near else ""
         return UNTYPED, f"no '{TYPE_PROPERTY}' application property{hint}"
     return UNKNOWN_TYPE, f"{TYPE_PROPERTY}={shown(str(value))}"
-
-
-def application_properties(events: Sequence[UnroutedEventLike]) -> list[Mapping[str, Any] | None]:
-    """Each event's application properties, or None where the metadata does not say."""
-    metadata = events[0].metadata if events else None
-    if not metadata:
-        return [None] * len(events)
-    batch = metadata.get("PropertiesArray")
-    if isinstance(batch, list) and len(batch) == len(events):
-        return [p if isinstance(p, Mapping) else None for p in batch]
-    single = metadata.get("Properties")
-    if len(events) == 1 and isinstance(single, Mapping):
-        return [single]
-    return [None] * len(events)
 
 
 def letters_for(events: Sequence[UnroutedEventLike]) -> list[DeadLetter]:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from shared import trigger_metadata
+
 if TYPE_CHECKING:
     import httpx
     from opentelemetry.metrics import MeterProvider
@@ -127,18 +129,8 @@ def record(name: str, value: float, attributes: Attributes | None = None) -> Non
 
 
 def partition_of(events: Sequence[Any]) -> str:
-    """The Event Hubs partition id of a batch, from the trigger metadata's `PartitionContext` (the Functions host
-    passes it with every invocation; the local host too). "unknown" when the metadata lacks it (unit tests)."""
-    if not events:
-        return "unknown"
-    try:
-        meta = events[0].metadata or {}
-        context = meta.get("PartitionContext") or {}
-        if isinstance(context, str):
-            context = json.loads(context)
-        return str(context.get("PartitionId", "unknown"))
-    except (AttributeError, TypeError, ValueError):
-        return "unknown"
+    """The batch's Event Hubs partition id (shared/trigger_metadata.py); "unknown" when the metadata lacks it."""
+    return trigger_metadata.partition_of(events) or "unknown"
 
 
 def batch_lag_seconds(events: Sequence[Any], now: dt.datetime | None = None) -> float | None:

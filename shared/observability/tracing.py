@@ -21,11 +21,12 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, Final
 
+from shared.trigger_metadata import application_properties, partition_of
+
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Link, Span, SpanKind, Tracer
 
-    from shared.device_messages import DeviceMessage
 
 TRACER_NAME: Final = "carlink"
 
@@ -189,27 +190,6 @@ def set_attribute(key: str, value: str | int | float | bool) -> None:
     get_current_span().set_attribute(key, value)
 
 
-def with_trace_context(messages: list[DeviceMessage], events: Sequence[Any]) -> list[DeviceMessage]:
-    """The batch's messages with each car's trace context attached (from the trigger metadata's application
-    properties, shared/unrouted.py); unchanged when tracing is off, so the hot path reads no properties."""
-    if _tracer is None or not messages:
-        return messages
-    from dataclasses import replace
-
-    from shared.unrouted import application_properties
-
-    carriers = [carrier_of(properties) for properties in application_properties(events)]
-    return [m if c is None else replace(m, trace=c) for m, c in zip(messages, carriers, strict=True)]
-
-
-def partition_of(events: Sequence[Any]) -> str | None:
-    """The Event Hubs partition of a batch, from the trigger metadata's `PartitionContext` when the host gives it."""
-    metadata = getattr(events[0], "metadata", None) if events else None
-    context = metadata.get("PartitionContext") if isinstance(metadata, Mapping) else None
-    partition = context.get("PartitionId") if isinstance(context, Mapping) else None
-    return str(partition) if partition is not None else None
-
-
 def batch_attributes(events: Sequence[Any]) -> dict[str, str | int | float | bool]:
     attributes: dict[str, str | int | float | bool] = {BATCH_SIZE: len(events)}
     partition = partition_of(events)
@@ -223,8 +203,6 @@ def batch_span(name: str, events: Sequence[Any]) -> AbstractContextManager[Span 
     batch has many parents; each car's own spans continue the car's trace and link back here)."""
     if _tracer is None:
         return _NOTHING
-    from shared.unrouted import application_properties
-
     carriers = [carrier_of(properties) for properties in application_properties(events)]
     return span(name, batch_attributes(events), links=links_to(carriers), kind=_consumer())
 
