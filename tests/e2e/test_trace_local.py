@@ -156,6 +156,10 @@ async def test_a_request_is_followed_from_the_cars_send_to_the_reply_the_car_rec
         request_id,
         "ok",
     )
+    # AND what the request stored (its outcome record, for a redelivered request) is a Cosmos call under it
+    trace = traced.trace(trace_id)
+    stored = [s for s in trace if s.name.startswith("ContainerProxy.") and _under(s, request, trace)]
+    assert stored, sorted({s.name for s in trace})
     # AND the reply is an IoT Hub call under it
     replies = [
         s for s in by_name(traced.trace(trace_id), "carlink.iothub.send_c2d") if parent_of(s) == request.context.span_id
