@@ -14,7 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from shared.observability.backlog import PartitionEnd, PartitionPositions
+
 DEFAULT_PARTITIONS: Final = 4
+LOCAL_NAMESPACE: Final = "localhost"  # the FullyQualifiedNamespace the local triggers and checkpoints name
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +88,15 @@ class EventHubsNamespace:
         if found is None:
             found = self.hubs[name] = EventHub(name, self._partitions)
         return found
+
+
+class LocalPartitionPositions(PartitionPositions):
+    """The in-memory hubs' partitions for the backlog timer: each numbers its events from 0 and keeps them all."""
+
+    def __init__(self, hubs: EventHubsNamespace, namespace: str = LOCAL_NAMESPACE) -> None:
+        self.namespace = namespace
+        self._hubs = hubs
+
+    async def partitions(self, hub: str) -> list[PartitionEnd]:
+        parts = self._hubs.hub(hub).partitions
+        return [PartitionEnd(str(i), 0, len(p.events) - 1, not p.events) for i, p in enumerate(parts)]

@@ -295,6 +295,12 @@ SETTINGS: tuple[Setting, ...] = (
         "0 */1 * * * *",
         "NCRONTAB (UTC) of the timer that exports what changed in Cosmos DB to the lake.",
     ),
+    # --- Ingestion backlog (shared/observability/backlog.py; issue 20, docs/operations.md) ---
+    Setting(
+        "INGEST_BACKLOG_SCHEDULE",
+        "0 */1 * * * *",
+        "NCRONTAB (UTC) of the timer that measures each Event Hubs partition's backlog behind its checkpoint.",
+    ),
     # --- Who may call the API: Entra ID bearer tokens (shared/auth) ---
     Setting(
         "AUTH_OPENID_CONFIG_URL",

@@ -21,8 +21,9 @@ import azure.functions as func
 import orjson
 from azure.functions.meta import Datum
 
-from devstack.eventhubs import EventHubsNamespace, StoredEvent
+from devstack.eventhubs import LOCAL_NAMESPACE, EventHubsNamespace, LocalPartitionPositions, StoredEvent
 from devstack.host.bindings import FunctionSpec
+from devstack.host.checkpoints import BlobCheckpointWriter
 from devstack.host.retry import RetryTiming, parse_interval
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def trigger_metadata(
     Functions host passes with every invocation, the `PartitionContext` (no last-enqueued-event properties: the
     host does not serialise them for out-of-process workers)."""
     context = {
-        "FullyQualifiedNamespace": "localhost",
+        "FullyQualifiedNamespace": LOCAL_NAMESPACE,
         "EventHubName": hub,
         "ConsumerGroup": consumer_group,
         "PartitionId": str(events[0].partition),
@@ -104,8 +105,10 @@ class EventHubTrigger:
         stats: Counter[str],
         timing: RetryTiming | None = None,
         stall_after: int = STALL_AFTER_ATTEMPTS,
+        checkpoints: BlobCheckpointWriter | None = None,
     ) -> None:
         self.spec = spec
+        self.namespace = namespace
         self.hub = namespace.hub(str(spec.trigger["eventHubName"]))
         self.options = options
         self.stats = stats
@@ -114,13 +117,30 @@ class EventHubTrigger:
         self.many = str(spec.trigger.get("cardinality", "ONE")).upper() == "MANY"
         self.consumer_group = str(spec.trigger.get("consumerGroup") or "$Default")
         self.positions = [0] * len(self.hub.partitions)
+        self.checkpoints = checkpoints
         self._failing: dict[int, Stall] = {}  # partition → its current batch's failures (absent = not failing)
+        self._consuming = asyncio.Event()
+        self._consuming.set()
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        return [
+        # the backlog timer of this process reads these hubs instead of Event Hubs (shared/observability/backlog.py)
+        from shared.observability.backlog import use_local_positions
+
+        use_local_positions(LocalPartitionPositions(self.namespace))
+        tasks = [
             asyncio.create_task(self._partition(index), name=f"{self.spec.name}[{index}]")
             for index in range(len(self.hub.partitions))
         ]
+        if self.checkpoints is not None:
+            tasks.append(asyncio.create_task(self.checkpoints.run(), name=f"{self.spec.name}[checkpoints]"))
+        return tasks
+
+    def pause(self) -> None:
+        """Stop starting batches (a batch under way finishes), as a stopped function app does: events pile up."""
+        self._consuming.clear()
+
+    def resume(self) -> None:
+        self._consuming.set()
 
     def backlog(self) -> int:
         return sum(len(p.events) - pos for p, pos in zip(self.hub.partitions, self.positions, strict=True))
@@ -146,10 +166,11 @@ class EventHubTrigger:
 
     async def _partition(self, index: int) -> None:
         while True:
+            await self._consuming.wait()
             events = await self.hub.read(
                 index, self.positions[index], self.options.max_batch_size, self.options.max_wait_seconds
             )
-            if not events:
+            if not events or not self._consuming.is_set():  # paused while waiting: read them again on resume
                 continue
             batches = [events] if self.many else [[e] for e in events]
             for batch in batches:
@@ -174,3 +195,5 @@ class EventHubTrigger:
                     )
                 self._finished(index)
                 self.positions[index] += len(batch)  # checkpoint
+                if self.checkpoints is not None:
+                    self.checkpoints.mark(self.hub.name, self.consumer_group, index, batch[-1].sequence_number)

@@ -29,6 +29,7 @@ import orjson
 
 from devstack.eventhubs import EventHubsNamespace
 from devstack.host.bindings import FunctionSpec, function_specs
+from devstack.host.checkpoints import BlobCheckpointWriter
 from devstack.host.eventhub_trigger import STALL_AFTER_ATTEMPTS, EventHubsOptions, EventHubTrigger, Stall
 from devstack.host.http_trigger import HttpHost
 from devstack.host.queue_trigger import QueueOptions, QueueTrigger
@@ -67,8 +68,11 @@ class LocalFunctionHost:
         for spec in self.specs:
             kind = spec.trigger_type
             if kind == "eventHubTrigger":
+                checkpoints = BlobCheckpointWriter.from_environ(environ)  # in Azurite, as in Azure (backlog timer)
                 self.event_hub_triggers.append(
-                    EventHubTrigger(spec, event_hubs, hub_options, self.stats, self.retry_timing, stall_after)
+                    EventHubTrigger(
+                        spec, event_hubs, hub_options, self.stats, self.retry_timing, stall_after, checkpoints
+                    )
                 )
             elif kind == "queueTrigger":
                 self._queue_triggers.append(QueueTrigger(spec, environ, queue_options, self.stats))

@@ -163,6 +163,8 @@ var sharedSettings = {
   LAKE_CONTAINER: 'lake'
   LAKE_BLOB_SERVICE_URI: lakeBlobEndpoint
   LAKE_EXPORT_SCHEDULE: '0 */1 * * * *'
+  // The ingestion backlog timer (issue 20, docs/operations.md): each partition's distance behind its checkpoint.
+  INGEST_BACKLOG_SCHEDULE: '0 */1 * * * *'
   // Bearer tokens from Entra ID (v2). The common document serves every tenant; the app substitutes the token's tid
   // in the issuer and accepts only allowed tenants. No function key: the HTTP routes are anonymous at the host and
   // the app checks the token itself.
