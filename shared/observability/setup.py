@@ -44,7 +44,7 @@ SERVICE_NAME: Final = "carlink-functions"
 # The distro's instrumentations this app has no use for (it runs none of these frameworks in the worker).
 _UNUSED_INSTRUMENTATIONS: Final = ("django", "flask", "psycopg2")
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # ensure_configured holds it while configure_local takes it again
 _decided = False
 _mode = "off"  # off | azure-pending | azure | local
 
@@ -145,9 +145,11 @@ def configure_local(
         if not isinstance(provider, TracerProvider):
             provider = TracerProvider(resource=_resource())  # type: ignore[arg-type]
             trace.set_tracer_provider(provider)
-            reader = metric_reader if metric_reader is not None else _local_reader()
-            if reader is not None and not isinstance(metrics.get_meter_provider(), MeterProvider):
-                metrics.set_meter_provider(MeterProvider(resource=_resource(), metric_readers=[reader]))  # type: ignore[arg-type]
+            if not isinstance(metrics.get_meter_provider(), MeterProvider):
+                from shared.observability.metrics import exporting_readers, local_reader
+
+                readers = [metric_reader or local_reader(), *exporting_readers(env)]
+                metrics.set_meter_provider(MeterProvider(resource=_resource(), metric_readers=readers))  # type: ignore[arg-type]
             if span_exporter is None:
                 exporter = _exporter_from(env)
                 if exporter is not None:
@@ -159,24 +161,15 @@ def configure_local(
         _decided, _mode = True, "local"
 
 
-def _local_reader() -> MetricReader | None:
-    try:
-        from shared.observability.metrics import local_reader  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # the metrics catalogue's module not there yet: traces only
-        return None
-    reader: MetricReader = local_reader()
-    return reader
-
-
 def _exporter_from(env: Mapping[str, str]) -> SpanExporter | None:
     wanted = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if wanted == "otlp" or (not wanted and env.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
-        try:  # opentelemetry-exporter-otlp is not a dependency of the app; install it to use an OTLP collector
+        try:  # a development requirement (the local stack's), not the app's: Azure exports with the distro
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
                 OTLPSpanExporter,
             )
         except ImportError:
-            log.warning("OTLP exporter not installed (pip install opentelemetry-exporter-otlp-proto-http); console")
+            log.warning("OTLP exporter not installed (opentelemetry-exporter-otlp-proto-http); console")
         else:
             otlp: SpanExporter = OTLPSpanExporter()
             return otlp
