@@ -20,7 +20,7 @@ param alertsEnabled bool = true
 @maxValue(1440)
 param lagMinutes int = 5
 
-@description('Optional. Partition not progressing: a partition that committed a batch (carlink.ingest.batches) in the last 6 hours but none for this many minutes, typically a batch failing and retried for ever. A fleet that goes quiet at night fires it too: raise it for such fleets. Defaults to 15.')
+@description('Optional. Partition not progressing: a partition that has committed no batch (carlink.ingest.batches) for this many minutes while events waited for it all that time (carlink.ingest.backlog never 0), typically a batch failing and retried for ever, or a consumer that does not run. A quiet partition (backlog 0) does not fire; without backlog figures the rule falls back to "no batch for this many minutes". Defaults to 15.')
 @minValue(5)
 @maxValue(300)
 param stalledPartitionMinutes int = 15
@@ -63,6 +63,7 @@ var lagQuery = 'customMetrics | where name == "carlink.ingest.lag" | extend part
 var throughputQuery = 'customMetrics | where name == "carlink.ingest.messages" | extend outcome = tostring(customDimensions.outcome) | summarize messages = sum(valueSum) by bin(timestamp, 5m), outcome | order by timestamp asc'
 var samplesQuery = 'customMetrics | where name == "carlink.ingest.samples" | extend outcome = tostring(customDimensions.outcome) | summarize samples = sum(valueSum) by bin(timestamp, 5m), outcome | order by timestamp asc'
 var errorsQuery = 'customMetrics | where name == "carlink.ingest.messages" | extend outcome = tostring(customDimensions.outcome), reason = tostring(customDimensions.reason) | where outcome in ("dead_letter", "parked") | summarize messages = sum(valueSum) by outcome, reason | order by messages desc'
+var backlogQuery = 'customMetrics | where name == "carlink.ingest.backlog" | extend hub = tostring(customDimensions.hub), partition = tostring(customDimensions.partition) | summarize events = max(valueMax) by bin(timestamp, 5m), series = strcat(hub, "/", partition) | order by timestamp asc'
 var batchesQuery = 'customMetrics | where name == "carlink.ingest.batches" | extend fn = tostring(customDimensions["function"]), partition = tostring(customDimensions.partition), outcome = tostring(customDimensions.outcome) | summarize batches = sum(valueSum), last = max(timestamp) by fn, partition, outcome | order by fn asc, partition asc'
 var requestUnitsQuery = 'customMetrics | where name == "carlink.cosmos.request_charge" | extend container = tostring(customDimensions.container), operation = tostring(customDimensions.operation) | summarize requestUnits = sum(valueSum) by bin(timestamp, 5m), container | order by timestamp asc'
 var throttlingQuery = 'customMetrics | where name in ("carlink.graph.requests", "carlink.maps.requests") | extend outcome = tostring(customDimensions.outcome) | summarize requests = sum(valueSum), throttled = sumif(valueSum, outcome == "throttled") by bin(timestamp, 5m), service = name | order by timestamp asc'
@@ -88,6 +89,19 @@ var workbookContent = {
         version: 'KqlItem/1.0'
         title: 'Ingestion lag by partition (worst and mean seconds per 5 minutes)'
         query: lagQuery
+        queryType: 0
+        resourceType: 'microsoft.insights/components'
+        visualization: 'timechart'
+        size: 0
+      }
+    }
+    {
+      type: 3
+      name: 'backlog'
+      content: {
+        version: 'KqlItem/1.0'
+        title: 'Ingestion backlog by partition (events enqueued after the consumer\'s checkpoint, worst per 5 minutes)'
+        query: backlogQuery
         queryType: 0
         resourceType: 'microsoft.insights/components'
         visualization: 'timechart'
@@ -258,11 +272,14 @@ var alertRules = [
   {
     name: 'partition-not-progressing'
     displayName: 'A partition is not progressing'
-    description: 'A partition committed batches in the last 6 hours but none for ${stalledPartitionMinutes} minutes. Runbook: docs/operations.md#alert-partition-not-progressing.'
+    description: 'A partition has committed no batch for ${stalledPartitionMinutes} minutes while events waited for it. Runbook: docs/operations.md#alert-partition-not-progressing.'
     severity: 1
     frequency: 'PT5M'
     window: 'PT6H'
-    query: 'customMetrics | where name == "carlink.ingest.batches" | extend fn = tostring(customDimensions["function"]), partition = tostring(customDimensions.partition), outcome = tostring(customDimensions.outcome) | summarize lastCommitted = maxif(timestamp, outcome == "committed"), failed = sumif(valueSum, outcome == "failed") by fn, partition | where isempty(lastCommitted) or lastCommitted < ago(${stalledPartitionMinutes}m)'
+    // Batches seen in the window (fn, partition) full-outer-joined with the backlog of the last N minutes: a partition
+    // stalls when it committed nothing for N minutes and its backlog never fell to 0 meanwhile (or was not measured);
+    // a consumer that never committed in the window but has a backlog fires too, a quiet partition does not.
+    query: 'let since = ago(${stalledPartitionMinutes}m); let batches = customMetrics | where name == "carlink.ingest.batches" | extend fn = tostring(customDimensions["function"]), partition = tostring(customDimensions.partition), outcome = tostring(customDimensions.outcome) | summarize lastCommitted = maxif(timestamp, outcome == "committed"), failed = sumif(valueSum, outcome == "failed") by fn, partition; let waiting = customMetrics | where name == "carlink.ingest.backlog" and timestamp > since | extend fn = tostring(customDimensions["function"]), partition = tostring(customDimensions.partition) | summarize fewestWaiting = min(valueMin), mostWaiting = max(valueMax) by fn, partition; batches | join kind=fullouter waiting on fn, partition | extend fn = coalesce(fn, fn1), partition = coalesce(partition, partition1) | where (isempty(lastCommitted) or lastCommitted < since) and (isnull(fewestWaiting) or fewestWaiting > 0) | project fn, partition, lastCommitted, failed, fewestWaiting, mostWaiting'
   }
   {
     name: 'dead-letter-rate'
