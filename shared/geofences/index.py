@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from shared.geofences.geometry import EARTH_RADIUS_M, BBox, Ring
-from shared.geofences.model import Circle, Geofence, Polygon
+from shared.geofences.model import CURFEW_SPEED_KMH, Circle, Geofence, Polygon
 
 CELL_DEGREES: Final = 0.01
 MAX_CELLS: Final = 4096
@@ -45,6 +45,10 @@ Entry = tuple[BBox, Geofence]
 Cell = tuple[tuple[Geofence, ...], tuple[Entry, ...]]  # covering the whole cell (by key), crossing it (by key)
 Tokens = tuple[str, ...]
 NO_TOKENS: Final[Tokens] = ()
+# A sub-cell with no shared answer: the geofences covering it whole and those whose boundary crosses it (both by
+# key), the tokens of a position in it that none of the crossing ones contains and that is not moving (or of no
+# curfew), and whether any of them has a curfew.
+SubCell = tuple[tuple[Geofence, ...], tuple[Geofence, ...], Tokens, bool]
 
 
 def _cell(value: float) -> int:
@@ -59,7 +63,7 @@ def cell_key(lat: float, lon: float) -> int:
 class GeofenceIndex:
     """The geofences one car is evaluated against, found by position."""
 
-    __slots__ = ("_cells", "_large", "answers", "by_key", "fine", "geofences")
+    __slots__ = ("_cells", "_large", "_subs", "answers", "by_key", "fine", "geofences")
 
     def __init__(self, geofences: Iterable[Geofence]) -> None:
         self.geofences: tuple[Geofence, ...] = tuple(sorted(geofences, key=lambda g: g.key))
@@ -90,34 +94,36 @@ class GeofenceIndex:
             answers[key] = None if crossing else _tokens(covering, shared)
         # The same for the sub-cells of each cell a boundary crosses: the cell's covering geofences and those
         # covering the sub-cell whole. A sub-cell not listed (a boundary crosses it too, or a curfew): test.
+        # The others (a boundary crosses them, or a curfew covers them): their lists (`sub_tokens`).
         fine_full: dict[int, list[Geofence]] = {}
-        fine_crossed: set[int] = set()
+        fine_crossed: dict[int, list[Geofence]] = {}
         for fence in {id(fence): fence for _, crossing in self._cells.values() for _, fence in crossing}.values():
             box = fence.shape.bbox()
             lat0, lon0, lat1, lon1 = _fine(box[0]), _fine(box[1]), _fine(box[2]), _fine(box[3])
             for key, covered in _classify(fence, lat0, lon0, lat1, lon1, FINE_DEGREES, FINE_LON_CELLS):
-                if covered:
-                    fine_full.setdefault(key, []).append(fence)
-                else:
-                    fine_crossed.add(key)
+                (fine_full if covered else fine_crossed).setdefault(key, []).append(fence)
         fine: dict[int, Tokens | None] = {}
+        subs: dict[int, SubCell] = {}
         for key, (covering, crossing) in self._cells.items():
             if not crossing:
                 continue
+            listed = {id(fence) for _, fence in crossing}
             i, j = divmod(key + LON_CELLS // 2, LON_CELLS)
             j -= LON_CELLS // 2
             for fi in range(i * FINE, (i + 1) * FINE):
                 for fj in range(j * FINE, (j + 1) * FINE):
                     fkey = fi * FINE_LON_CELLS + fj
-                    if fkey in fine_crossed:
-                        continue
-                    inner = [f for f in fine_full.get(fkey, ()) if any(f is g for _, g in crossing)]
-                    fences = sorted((*covering, *inner), key=_by_key) if inner else covering
-                    tokens = _tokens(fences, shared)
+                    inner = [f for f in fine_full.get(fkey, ()) if id(f) in listed]
+                    crossed = [f for f in fine_crossed.get(fkey, ()) if id(f) in listed]
+                    fences = tuple(sorted((*covering, *inner), key=_by_key)) if inner else covering
+                    tokens = None if crossed else _tokens(fences, shared)
                     if tokens is not None:
                         fine[fkey] = tokens
+                    else:
+                        subs[fkey] = _sub_cell(fences, sorted(crossed, key=_by_key), shared)
         self.answers = answers
         self.fine = fine
+        self._subs = subs  # also filled on first use, for the sub-cells of a cell a curfew covers whole
 
     def __bool__(self) -> bool:
         return bool(self.geofences)
@@ -147,6 +153,55 @@ class GeofenceIndex:
             if len(found) > 1:
                 found.sort(key=_by_key)
         return found
+
+    def sub_tokens(self, fine_key: int, lat: float, lon: float, speed: float | None, ts: str) -> Tokens:
+        """The tokens of a position whose cell and sub-cell (`fine_key`) have no shared answer, for a car whose
+        answers are the fleet's (no private geofence, no large one): only the geofences whose boundary crosses the
+        sub-cell are tested (usually one), the sub-cell's lists are worked out on its first lookup. The same as
+        `geofencing.tested` (property-tested)."""
+        sub = self._subs.get(fine_key)
+        if sub is None:
+            sub = self._subs[fine_key] = self._sub_cell(math.floor(lat / FINE_DEGREES), math.floor(lon / FINE_DEGREES))
+        covering, crossing, plain, curfews = sub
+        found: tuple[Geofence, ...] | list[Geofence] = covering
+        if crossing:
+            hits = [fence for fence in crossing if fence.shape.contains(lat, lon)]
+            if hits:
+                found = sorted((*covering, *hits), key=_by_key) if covering else hits
+        moving = curfews and speed is not None and speed > CURFEW_SPEED_KMH
+        if found is covering and not moving:
+            return plain
+        if not moving:
+            return tuple([fence.key for fence in found[:MAX_INSIDE]])
+        listed: list[str] = []
+        for fence in found[:MAX_INSIDE]:  # geofencing.tested's tokens
+            listed.append(fence.key)
+            if fence.curfew is not None and not fence.curfew.allows(ts):
+                listed.append(fence.key + CURFEW)
+        listed.sort()
+        return tuple(listed[:MAX_INSIDE])
+
+    def _sub_cell(self, fi: int, fj: int) -> SubCell:
+        """A sub-cell's lists from its cell's (those of crossed cells are made with the index): each geofence
+        crossing the cell classified against the sub-cell (a position there is within the margin of both
+        rectangles, so what misses the cell misses it)."""
+        cell = self._cells.get((fi // FINE) * LON_CELLS + fj // FINE)
+        if cell is None:
+            return (), (), NO_TOKENS, False
+        covering, crossing = cell
+        inner: list[Geofence] = []
+        crossed: list[Geofence] = []
+        for _, fence in crossing:
+            for _, covered in _classify(fence, fi, fj, fi, fj, FINE_DEGREES, FINE_LON_CELLS):
+                (inner if covered else crossed).append(fence)
+        whole = tuple(sorted((*covering, *inner), key=_by_key)) if inner else covering
+        return _sub_cell(whole, crossed, {})
+
+
+def _sub_cell(covering: tuple[Geofence, ...], crossing: list[Geofence], shared: dict[Tokens, Tokens]) -> SubCell:
+    plain = tuple(f.key for f in covering[:MAX_INSIDE])
+    curfews = any(f.curfew is not None for f in covering) or any(f.curfew is not None for f in crossing)
+    return covering, tuple(crossing), shared.setdefault(plain, plain), curfews
 
 
 def _by_key(fence: Geofence) -> str:

@@ -107,9 +107,11 @@ def tokens_at(fences: VehicleGeofences, lat: float, lon: float, speed: float | N
         tokens = answers.get(floor(lat / CELL_DEGREES) * LON_CELLS + floor(lon / CELL_DEGREES), NO_TOKENS)
         if tokens is not None:
             return tokens
-        tokens = fences.fine.get(floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES))
+        fine_key = floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES)
+        tokens = fences.fine.get(fine_key)
         if tokens is not None:
             return tokens
+        return fences.fleet.sub_tokens(fine_key, lat, lon, speed, ts)
     return tested(fences, lat, lon, speed, ts)
 
 
@@ -162,15 +164,7 @@ def step(
         window = geo["window"]
         ts, lat, lon, speed = positions[0]
         if window and ts > window[-1]["ts"]:
-            # tokens_at inlined: usually the cell's answer (a shared tuple), one dict read
-            answers = fences.answers
-            tokens: Tokens | None = None
-            if answers is not None:
-                tokens = answers.get(floor(lat / CELL_DEGREES) * LON_CELLS + floor(lon / CELL_DEGREES), NO_TOKENS)
-                if tokens is None:
-                    tokens = fences.fine.get(floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES))
-            if tokens is None:
-                tokens = tested(fences, lat, lon, speed, ts)
+            tokens = tokens_at(fences, lat, lon, speed, ts)
             entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens}
             window.append(entry)
             inside = tip["inside"]

@@ -428,8 +428,11 @@ class TelemetryIngestor:
         """`_metered_commit` with the car's cost meter open: the Cosmos calls made for it are charged to it."""
         if self.cost is None:
             return await self._metered_commit(vehicle_id, messages, report, payload, gaps)
-        with meter.metering():
+        token = meter.open_meter()
+        try:
             return await self._metered_commit(vehicle_id, messages, report, payload, gaps)
+        finally:
+            meter.close_meter(token)
 
     async def _metered_commit(
         self,
@@ -517,24 +520,39 @@ class TelemetryIngestor:
         """Count into the car's `cost` block the charges of its calls so far and its accepted messages (and gap
         reports): IoT Hub units and bytes as sent, CPU at the last batch's rate. Replays count no message."""
         charges = meter.current()
-        if self.cost is None or charges is None:
+        if charges is None or self.cost is None or not (charges.ru or accepted or gaps):
             return
         units, size = meter.hub_units(messages) if accepted else (0, 0)
         if accepted and accepted < len(messages):  # some were replays: their share only
             units, size = units * accepted // len(messages), size * accepted // len(messages)
         counted = accepted + gaps
-        cpu_ms = counted * self.cost.cpu_ms_per_message
-        meter.record(document, self.cost.now, charges, counted, units + gaps, size, cpu_ms)
+        meter.record(
+            document, self.cost.now, charges, counted, units + gaps, size, counted * self.cost.cpu_ms_per_message
+        )
 
     def _put_back(self, vehicle_id: str, doc: VehicleDocument, cached: CachedDocument) -> None:
         if vehicle_id not in self.cache:  # a concurrent batch may have cached a newer one meanwhile
             self.cache.put(vehicle_id, doc, cached.etag, cached.outbox_written)
 
+    _store_waits = False  # set once an outbox write was seen waiting (the event loop ran during it)
+
     async def _write_outbox(self, outbox: list[OutboxItem]) -> None:
         if len(outbox) == 1:  # the usual case when there is one: no gather, no task
             await self._write_side(outbox[0])
-        else:
+        elif self._store_waits:
             await asyncio.gather(*(self._write_side(item) for item in outbox))
+        else:  # one after the other until a write waits: a store answering at once (cache, fake) costs no task
+            ran: list[bool] = []
+            handle = asyncio.get_running_loop().call_soon(ran.append, True)
+            try:
+                for at, item in enumerate(outbox):
+                    if ran:
+                        self._store_waits = True
+                        await asyncio.gather(*(self._write_side(rest) for rest in outbox[at:]))
+                        break
+                    await self._write_side(item)
+            finally:
+                handle.cancel()
 
     async def _write_side(self, item: OutboxItem) -> None:
         """One outbox document. One the store refuses for good is parked (stream `outbox`) rather than raised:

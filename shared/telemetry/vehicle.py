@@ -374,8 +374,11 @@ def fold(
             if answers is not None:
                 tokens = answers.get(floor(lat / CELL_DEGREES) * LON_CELLS + floor(lon / CELL_DEGREES), NO_TOKENS)
                 if tokens is None:
-                    tokens = geofences.fine.get(floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES))
-            if tokens is None:
+                    fine_key = floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES)
+                    tokens = geofences.fine.get(fine_key)
+                    if tokens is None:
+                        tokens = geofences.fleet.sub_tokens(fine_key, lat, lon, speed, ts)
+            else:
                 tokens = geofencing.tested(geofences, lat, lon, speed, ts)
             sample_entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens}
             window.append(sample_entry)

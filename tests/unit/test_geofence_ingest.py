@@ -3,7 +3,10 @@ the outbox into `geofenceEvents`, a replayed batch writing nothing new."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import pytest
 
 from shared.containers import GEOFENCE_EVENTS, TENANCY, VEHICLES, partition_keys
 from shared.geofences.model import FleetScope, VehicleScope, parse_geofence
@@ -33,8 +36,18 @@ def circle(name: str, radius: float = 300, **extra: Any) -> dict[str, Any]:
     return {"name": name, "shape": {"type": "Circle", "center": [LON, LAT], "radiusM": radius}, **extra}
 
 
-async def setup() -> tuple[MemoryDocumentStore, TelemetryIngestor, CachedGeofenceSource, Clock]:
-    store = MemoryDocumentStore(partition_keys())
+class WaitingStore(MemoryDocumentStore):
+    """Answers a write only after the event loop ran, as a remote store does."""
+
+    async def upsert(self, container: str, document: dict[str, Any]) -> str:
+        await asyncio.sleep(0)
+        return await super().upsert(container, document)
+
+
+async def setup(
+    store_type: type[MemoryDocumentStore] = MemoryDocumentStore,
+) -> tuple[MemoryDocumentStore, TelemetryIngestor, CachedGeofenceSource, Clock]:
+    store = store_type(partition_keys())
     await store.upsert(
         VEHICLES, {"id": "car-1", "vehicleId": "car-1", "type": "vehicle", "brandId": "acme", "fleetId": "north"}
     )
@@ -78,6 +91,25 @@ async def test_events_and_alerts_are_written_through_the_outbox_once() -> None:
     clock.now = 61
     await ingestor.ingest([message("car-1", drive(3, 20, lat=LAT + 0.01, lon=LON, speed=20.0), enqueued_s=21)])
     assert source.reads == 2
+
+
+@pytest.mark.parametrize("store_type", [MemoryDocumentStore, WaitingStore])
+async def test_a_crossing_writes_its_whole_outbox_whether_the_store_waits_or_not(
+    store_type: type[MemoryDocumentStore],
+) -> None:
+    """Several outbox documents go out one after the other while the store answers at once (no task), together
+    once a write waited: the same documents either way."""
+    store, ingestor, _, _ = await setup(store_type)
+    await ingestor.ingest([message("car-1", drive(1, 0, lat=LAT, lon=LON, speed=20.0), enqueued_s=1)])
+    await ingestor.ingest([message("car-1", drive(2, 10, lat=LAT + 0.01, lon=LON, speed=95.0), enqueued_s=11)])
+    written = {(c, d["id"]) for c in (GEOFENCE_EVENTS, "alerts") for d in store.documents(c)}
+    assert written == {
+        (GEOFENCE_EVENTS, "car-1:depot:exit:20261121T080010000Z"),
+        (GEOFENCE_EVENTS, "car-1:v:home:exit:20261121T080010000Z"),
+        ("alerts", "car-1:geofence:depot:geofence_exit:20261121T080010000Z"),
+        ("alerts", "car-1:speeding:20261121T080010000Z"),
+    }
+    assert ingestor._store_waits is (store_type is WaitingStore)
 
 
 async def test_a_broken_document_is_skipped_not_fatal() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -199,6 +200,28 @@ def test_index_equals_brute_force(geofences: list[Geofence], positions: list[tup
         assert index.containing(lat, lon) == brute_force(geofences, lat, lon)
 
 
+CURFEW_RAW = {"timeZone": "Europe/Berlin", "allowed": [{"days": ["mon"], "start": "06:00", "end": "22:00"}]}
+
+
+def near_boundaries(geofences: list[Geofence], scale: float) -> list[tuple[float, float]]:
+    """Positions a hair either side of every circle and along every polygon edge."""
+    near: list[tuple[float, float]] = []
+    for g in geofences:
+        shape = g.shape
+        if isinstance(shape, Circle):
+            for factor in (1 - 1e-6, 1 + 1e-6, scale):
+                d = shape.radius_m * factor / 111_195
+                near += [(shape.lat + d, shape.lon), (shape.lat, shape.lon + d / math.cos(math.radians(shape.lat)))]
+        else:
+            assert isinstance(shape, Polygon)
+            ring = shape.rings[0]
+            for k in range(0, len(ring) - 2, 2):
+                x = ring[k] + (ring[k + 2] - ring[k]) * scale
+                y = ring[k + 1] + (ring[k + 3] - ring[k + 1]) * scale
+                near += [(y, x), (y + 1e-9, x), (y - 1e-9, x), (y, x + 1e-9), (y, x - 1e-9)]
+    return near
+
+
 @settings(max_examples=150, deadline=None)
 @given(fences(), st.lists(st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)), max_size=40), st.floats(0, 1))
 def test_cell_answers_equal_brute_force(
@@ -207,23 +230,34 @@ def test_cell_answers_equal_brute_force(
     """The tokens the fold reads from the index's per-cell and per-sub-cell answers (or works out where there is
     none) are brute force's keys, also next to every boundary."""
     fences = VehicleGeofences(GeofenceIndex(geofences))
-    near: list[tuple[float, float]] = []
-    for g in geofences:
-        shape = g.shape
-        if isinstance(shape, Circle):  # on both sides of the circle, a hair from it
-            for factor in (1 - 1e-6, 1 + 1e-6, scale):
-                d = shape.radius_m * factor / 111_195
-                near += [(shape.lat + d, shape.lon), (shape.lat, shape.lon + d / math.cos(math.radians(shape.lat)))]
-        else:
-            assert isinstance(shape, Polygon)
-            ring = shape.rings[0]
-            for k in range(0, len(ring) - 2, 2):  # along each edge
-                x = ring[k] + (ring[k + 2] - ring[k]) * scale
-                y = ring[k + 1] + (ring[k + 3] - ring[k + 1]) * scale
-                near += [(y, x), (y + 1e-9, x), (y - 1e-9, x), (y, x + 1e-9), (y, x - 1e-9)]
+    near = near_boundaries(geofences, scale)
     for lat, lon in positions + near + [(g.shape.bbox()[0], g.shape.bbox()[1]) for g in geofences]:
         expected = tuple(g.key for g in brute_force(geofences, lat, lon)[:MAX_INSIDE])
         assert geofencing.tokens_at(fences, lat, lon, 0.0, "2026-11-21T08:00:00.000Z") == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    fences(),
+    st.lists(st.booleans(), min_size=30, max_size=30),
+    st.lists(st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)), max_size=30),
+    st.floats(0, 1),
+)
+def test_sub_cell_tokens_equal_the_tested_ones(
+    geofences: list[Geofence], curfews: list[bool], positions: list[tuple[float, float]], scale: float
+) -> None:
+    """The fold's lookup (cell, sub-cell, then the sub-cell's lists: `GeofenceIndex.sub_tokens`) gives the tokens
+    `geofencing.tested` works out from every candidate of the cell, curfews included (moving or not, allowed or
+    not), next to every boundary too."""
+    curfew = parse_geofence({**circle(10, 52, 50), "curfew": CURFEW_RAW}, geofence_id="g", scope=FLEET).curfew
+    geofences = [replace(g, curfew=curfew) if c else g for g, c in zip(geofences, curfews, strict=False)]
+    fences = VehicleGeofences(GeofenceIndex(geofences))
+    assert fences.answers is not None
+    for lat, lon in positions + near_boundaries(geofences, scale):
+        for speed in (None, 0.0, 30.0):
+            for ts in ("2026-12-07T08:00:00.000Z", "2026-12-08T08:00:00.000Z"):  # allowed, curfew
+                expected = geofencing.tested(fences, lat, lon, speed, ts)
+                assert geofencing.tokens_at(fences, lat, lon, speed, ts) == expected
 
 
 def test_private_geofences_join_the_fleet() -> None:
