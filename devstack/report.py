@@ -114,6 +114,8 @@ class VehicleRow:
     fuel_percent: float | None
     active_alerts: int
     driver_linked: bool
+    monthly_usd: float | None = None  # the car's cost meter: its estimated month (docs/cost.md)
+    cost_estimated: bool = False
 
     @classmethod
     def from_summary(cls, car: Mapping[str, Any]) -> VehicleRow:
@@ -121,7 +123,7 @@ class VehicleRow:
         return cls(
             str(car["vehicleId"]), car.get("brandId"), car.get("fleetId"), car.get("speedKmh"),
             car.get("stateOfChargePercent"), car.get("fuelLevelPercent"), int(car.get("activeAlerts") or 0),
-            car.get("driver") is not None,
+            car.get("driver") is not None, car.get("monthlyUsd"), bool(car.get("costEstimated")),
         )  # fmt: skip
 
 
@@ -166,6 +168,9 @@ class OperatorView:
         unseen = sorted(set(self.expected) - {r.vehicle_id for r in self.rows})
         if unseen:
             out.append(f"{self.username} does not see these cars of {scope}: {unseen}")
+        unmetered = sorted(r.vehicle_id for r in self.rows if r.vehicle_id in self.expected and r.monthly_usd is None)
+        if unmetered:
+            out.append(f"no estimated monthly cost for {unmetered}")
         for probe in self.probes:
             if probe.status != probe.expected:
                 out.append(f"GET /api/vehicles/{probe.vehicle_id} ({probe.where}) answered {probe.status}, "
@@ -184,12 +189,19 @@ class OperatorView:
             f"where (GET /api/me)      {'; '.join(self.where) or 'nowhere'}",
             f"cars visible             {len(self.rows)} (the demo registered {len(self.expected)} in "
             f"{self.brand_id}/{self.fleet_id})",
-            f"  {'vehicle':<10} {'fleet':<10} {'speed':>9} {'charge/fuel':>13} {'alerts':>6}  driver linked",
+            f"  {'vehicle':<10} {'fleet':<10} {'speed':>9} {'charge/fuel':>13} {'alerts':>6}  {'driver':<6} "
+            f"{'cost a month':>12}",
         ]
         for row in sorted(self.rows, key=lambda r: r.vehicle_id):
             lines.append(
                 f"  {row.vehicle_id:<10} {row.fleet_id or '-':<10} {_number(row.speed_kmh, 'km/h'):>9} "
-                f"{_energy(row):>13} {row.active_alerts:>6}  {'yes' if row.driver_linked else 'no'}"
+                f"{_energy(row):>13} {row.active_alerts:>6}  {'yes' if row.driver_linked else 'no':<6} "
+                f"{_usd(row.monthly_usd):>12}"
+            )
+        if any(r.cost_estimated for r in self.rows):
+            lines.append(
+                "cost a month             estimated: the car's meter at its rate in a fleet of 1,000,000 like it, "
+                "list prices; request units from document sizes (the local Cosmos server reports none), docs/cost.md"
             )
         if not self.probes:
             lines.append("isolation                no car of another fleet in this run")
@@ -204,6 +216,10 @@ class OperatorView:
 
 def _number(value: float | None, unit: str) -> str:
     return "-" if value is None else f"{value:.0f} {unit}"
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"$ {value:.4f}" if value < 1 else f"$ {value:,.2f}"
 
 
 def _energy(row: VehicleRow) -> str:

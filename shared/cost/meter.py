@@ -16,7 +16,7 @@ import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -51,15 +51,26 @@ def current() -> Charges | None:
     return _CURRENT.get()
 
 
+def open_meter() -> Token[Charges | None]:
+    """A fresh accumulator for the calls made from here in this task (and the tasks it starts, which copy the
+    context) until `close_meter`; the hot path's form of `metering` (no generator)."""
+    return _CURRENT.set(Charges())
+
+
+def close_meter(token: Token[Charges | None]) -> None:
+    _CURRENT.reset(token)
+
+
 @contextlib.contextmanager
 def metering() -> Iterator[Charges]:
-    """A fresh accumulator for the calls made in this block (and the tasks it starts, which copy the context)."""
-    charges = Charges()
-    token = _CURRENT.set(charges)
+    """A fresh accumulator for the calls made in this block."""
+    token = open_meter()
     try:
+        charges = _CURRENT.get()
+        assert charges is not None
         yield charges
     finally:
-        _CURRENT.reset(token)
+        close_meter(token)
 
 
 class _Sized(Protocol):
@@ -80,42 +91,86 @@ def _period(on: str, since: str) -> CostPeriod:
     return {"on": on, "since": since, "ru": 0.0, "messages": 0, "hubUnits": 0, "bytes": 0, "cpuMs": 0.0}
 
 
-def _add(period: CostPeriod, ru: float, messages: int, units: int, size: int, cpu_ms: float) -> None:
-    period["ru"] = round(period["ru"] + ru, 2)
-    if messages:
-        period["messages"] += messages
-        period["hubUnits"] += units
-        period["bytes"] += size
-        period["cpuMs"] = round(period["cpuMs"] + cpu_ms, 2)
+@dataclass(frozen=True, slots=True)
+class When:
+    """The billing clock's reading as the cost block keeps it: computed once per batch, not per car."""
+
+    day: str  # 2026-12-06
+    month: str  # 2026-12
+    stamp: str  # 2026-12-06T12:00:00Z
+
+    @classmethod
+    def of(cls, now: dt.datetime) -> When:
+        day = now.strftime("%Y-%m-%d")
+        return cls(day, day[:7], now.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def record(
     document: VehicleDocument,
-    now: dt.datetime,
+    when: When,
     charges: Charges,
     messages: int = 0,
     units: int = 0,
     size: int = 0,
     cpu_ms: float = 0.0,
 ) -> None:
-    """Add the charges so far (then zeroed) and the messages' costs to the document's `cost` block, today's and
-    the month's, rolling both over when `now` (UTC, the billing clock) starts a new day or month. A clock a
-    little behind (another instance) adds to the current period rather than reopening an old one."""
+    """Add the charges so far (then zeroed) and the messages' costs to today's period of the document's `cost`
+    block. Only today's is touched per write; the month's (`month`: its days before today) takes a day when the
+    billing clock `when` starts the next one (`_roll`). A clock a little behind (another instance) adds to the
+    current day rather than reopening an old one. Sums are unrounded: rounded ones drift."""
     if not (charges.ru or messages):
         return
-    day, stamp = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    month = day[:7]
     cost = document.get("cost")
-    if cost is None:
-        cost = document["cost"] = VehicleCost(estimated=False, day=_period(day, stamp), month=_period(month, stamp))
-    if cost["day"]["on"] < day:
-        cost["prevDay"], cost["day"] = cost["day"], _period(day, stamp)
-    if cost["month"]["on"] < month:
-        cost["prevMonth"], cost["month"] = cost["month"], _period(month, stamp)
-    cost["estimated"] = charges.estimated or (cost["estimated"] and charges.requests == 0)
-    _add(cost["day"], charges.ru, messages, units, size, cpu_ms)
-    _add(cost["month"], charges.ru, messages, units, size, cpu_ms)
+    if cost is None or cost["day"]["on"] < when.day:
+        cost = _roll(document, cost, when)
+    if charges.estimated and not cost["estimated"]:
+        cost["estimated"] = True
+    period = cost["day"]
+    period["ru"] += charges.ru
+    if messages:
+        period["messages"] += messages
+        period["hubUnits"] += units
+        period["bytes"] += size
+        period["cpuMs"] += cpu_ms
     charges.ru, charges.requests = 0.0, 0
+
+
+def _roll(document: VehicleDocument, cost: VehicleCost | None, when: When) -> VehicleCost:
+    """A new day: yesterday becomes `prevDay` and joins its month's closed days (or, in a new month, closes that
+    month as `prevMonth`)."""
+    if cost is None:
+        cost = document["cost"] = VehicleCost(
+            estimated=False, day=_period(when.day, when.stamp), month=_period(when.month, when.stamp)
+        )
+        return cost
+    old = cost["day"]
+    if cost["month"]["on"] < when.month:
+        cost["prevMonth"] = _sum(cost["month"], old)
+        cost["month"] = _period(when.month, when.stamp)
+    else:
+        cost["month"] = _sum(cost["month"], old)
+    cost["prevDay"], cost["day"] = old, _period(when.day, when.stamp)
+    return cost
+
+
+def _sum(month: CostPeriod, day: CostPeriod) -> CostPeriod:
+    """The month with a day of it added (a day of another month adds nothing)."""
+    if not day["on"].startswith(month["on"]):
+        return month
+    return {
+        "on": month["on"],
+        "since": min(month["since"], day["since"]),
+        "ru": month["ru"] + day["ru"],
+        "messages": month["messages"] + day["messages"],
+        "hubUnits": month["hubUnits"] + day["hubUnits"],
+        "bytes": month["bytes"] + day["bytes"],
+        "cpuMs": month["cpuMs"] + day["cpuMs"],
+    }
+
+
+def month_to_date(cost: VehicleCost) -> CostPeriod:
+    """The month of the block's current day, that day included (`month` holds only the days before it)."""
+    return _sum(cost["month"], cost["day"])
 
 
 class CostMeter:
@@ -124,12 +179,12 @@ class CostMeter:
 
     def __init__(self, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.clock = clock
-        self.now = clock()
+        self.now = When.of(clock())
         self.cpu_ms_per_message = 0.0
         self._started = 0.0
 
     def batch_started(self) -> None:
-        self.now = self.clock()
+        self.now = When.of(self.clock())
         self._started = time.process_time()
 
     def batch_ended(self, messages: int) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any, Final
 
+from shared.cost.meter import month_to_date
 from shared.cost.model import DEFAULT_ASSUMPTIONS, MessageCost, car_month, load_prices
 from shared.telemetry.documents import CostPeriod, VehicleCost
 
@@ -52,11 +53,11 @@ def _figures(period: CostPeriod) -> dict[str, Any]:
     return {
         "period": period["on"],
         "since": period["since"],
-        "requestUnits": period["ru"],
+        "requestUnits": round(period["ru"], 2),
         "messages": period["messages"],
         "hubUnits": period["hubUnits"],
         "bytes": period["bytes"],
-        "cpuMs": period["cpuMs"],
+        "cpuMs": round(period["cpuMs"], 3),
     }
 
 
@@ -84,13 +85,14 @@ def vehicle_cost(cost: VehicleCost | None, now: dt.datetime, maps_calls_last_hou
         out["previousDay"] = _figures(cost["prevDay"]) if "prevDay" in cost else None
     elif cost["day"]["on"] < day:
         out["previousDay"] = _figures(cost["day"])
-    current = cost["month"] if cost["month"]["on"] == month else None
+    this_month = month_to_date(cost)
+    current = this_month if this_month["on"] == month else None
     if current is not None:
         out["monthToDate"] = _figures(current)
         out["previousMonth"] = _figures(cost["prevMonth"]) if "prevMonth" in cost else None
-    elif cost["month"]["on"] < month:
-        out["previousMonth"] = _figures(cost["month"])
-    basis = current if current is not None else cost.get("prevMonth") or cost["month"]
+    elif this_month["on"] < month:
+        out["previousMonth"] = _figures(this_month)
+    basis = current if current is not None else this_month
     estimate = monthly_usd(basis, now if current is not None else _end_of(basis))
     if estimate is not None:
         out["monthlyUsd"], out["monthlyUsdByService"] = estimate
@@ -117,10 +119,11 @@ def brand_cost(brand_id: str, costs: Iterable[Mapping[str, Any]], now: dt.dateti
             continue
         cars += 1
         estimated = estimated or bool(cost.get("estimated"))
-        for key, into in (("day", days), ("prevDay", days), ("month", months), ("prevMonth", months)):
+        for key, into in (("day", days), ("prevDay", days), ("prevMonth", months)):
             period = cost.get(key)
             if isinstance(period, dict):
                 _sum_into(into, period)
+        _sum_into(months, month_to_date(cost))  # type: ignore[arg-type]
         usd = vehicle_cost(cost, now)["monthlyUsd"]  # type: ignore[arg-type]
         if usd is not None:
             monthly.append(usd)

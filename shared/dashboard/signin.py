@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 ENTRA_HOSTS: Final = frozenset({"login.microsoftonline.com"})
 # What the page decides with: it shows an action only where a grant of one of these roles covers the car. The
 # server checks every request anyway; hiding buttons is for the operator's sake, not security.
-PAGE_PERMISSIONS: Final = (Permission.ACK_ALERT, Permission.READ_DRIVER_DATA)
+PAGE_PERMISSIONS: Final = (Permission.ACK_ALERT, Permission.READ_DRIVER_DATA, Permission.READ_BRAND)
 
 
 def authority_origin(authority: str) -> str:

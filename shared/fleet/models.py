@@ -342,6 +342,10 @@ class VehicleSummary(_Response):
     consent: Consent
     activeAlerts: int
     tripOpen: bool
+    monthlyUsd: float | None = Field(
+        None, description="The car's estimated month in USD from its cost meter (GET /api/vehicles/{id} `cost`)."
+    )
+    costEstimated: bool = Field(False, description="Its request units are estimated from sizes (local stack).")
 
 
 class Gaps(_Response):

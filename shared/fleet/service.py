@@ -287,7 +287,7 @@ class FleetService:
         """The cars the caller may see (`visible`, from their grants), optionally of one brand or fleet."""
         select = (
             "c.id, c.vehicleId, c.brandId, c.fleetId, c.label, c.registeredAt, c.lastSeen, c.state, c.trip, "
-            "c.alerts, c.driver, c.consent"
+            "c.alerts, c.driver, c.consent, c.cost"
         )
         where, parameters = f"IS_DEFINED(c.vehicleId) AND c.type != '{ERASED}'", dict[str, Any]()
         if not visible.everything:
@@ -338,7 +338,10 @@ class FleetService:
         return policy_for(doc, bases)
 
     async def _summary(self, doc: VehicleDocument) -> dict[str, Any]:
-        return summary(doc, self.moving_speed_kmh, await self.policy(doc))
+        out = summary(doc, self.moving_speed_kmh, await self.policy(doc))
+        meter = vehicle_cost(doc.get("cost"), self.clock())
+        out["monthlyUsd"], out["costEstimated"] = meter["monthlyUsd"], meter["estimated"]
+        return out
 
     async def get_vehicle(self, vehicle_id: str) -> dict[str, Any]:
         doc = await self._vehicle(vehicle_id)
@@ -355,6 +358,7 @@ class FleetService:
         ]
         out["gaps"] = gaps_of(doc)
         out["cost"] = vehicle_cost(doc.get("cost"), self.clock(), await self._maps_calls(vehicle_id))
+        out["monthlyUsd"], out["costEstimated"] = out["cost"]["monthlyUsd"], out["cost"]["estimated"]
         return out
 
     async def _maps_calls(self, vehicle_id: str) -> int | None:

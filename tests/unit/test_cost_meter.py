@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.cost import meter
-from shared.cost.meter import Charges, CostMeter
+from shared.cost.meter import Charges, CostMeter, When, month_to_date
 from shared.cost.view import brand_cost, vehicle_cost
 from shared.device_messages import DeviceMessage
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
@@ -60,7 +60,7 @@ async def test_each_car_is_charged_its_own_writes_under_concurrency_carried_by_i
         cost = cost_of(store, car)
         assert cost["estimated"] is True
         assert abs(cost["day"]["ru"] - sum(after_first[car])) < 0.02
-        assert cost["day"]["ru"] == cost["month"]["ru"]
+        assert cost["day"]["ru"] == month_to_date(cost)["ru"]  # the month's closed days: none yet
         sent = [m for m in first + second if m.device_id == car]
         assert cost["day"]["messages"] == len(sent) == 2 * (n % 3 + 1)
         assert cost["day"]["hubUnits"] == len(sent)  # each well under 4 KB
@@ -113,8 +113,9 @@ async def test_days_and_months_roll_over_and_keep_the_previous_one() -> None:
     assert cost["prevDay"]["messages"] == 6
     assert cost["day"] == {**cost["day"], "on": "2026-02-01", "messages": 3, "since": "2026-02-01T00:03:00Z"}
     assert cost["prevMonth"]["on"] == "2026-01"
-    assert cost["month"]["on"] == "2026-02"
-    assert cost["month"]["messages"] == 3
+    assert cost["prevMonth"]["messages"] == 6
+    assert cost["month"] == {**cost["month"], "on": "2026-02", "messages": 0}  # no closed day yet
+    assert month_to_date(cost)["messages"] == 3
     # the view reads a period the clock has left as the previous one
     view = vehicle_cost(cost, DAY_1 + dt.timedelta(days=1, minutes=5))
     assert view["today"] is None
@@ -137,8 +138,9 @@ def test_record_keeps_every_charge_in_exactly_one_day_and_one_month(steps: list[
     recorded: list[tuple[dt.datetime, int]] = []
     for minutes, ru, messages in sorted(steps):
         now = start + dt.timedelta(minutes=minutes)
-        meter.record(doc, now, Charges(ru=ru, requests=1, estimated=True), messages, messages, 100 * messages)
-        recorded.append((now, messages))
+        meter.record(doc, When.of(now), Charges(ru=ru, requests=1, estimated=True), messages, messages, 100 * messages)
+        if ru or messages:  # nothing to record opens no period
+            recorded.append((now, messages))
     cost = doc.get("cost")
     if cost is None:
         assert all(ru == 0 and m == 0 for _, ru, m in steps)
@@ -147,7 +149,11 @@ def test_record_keeps_every_charge_in_exactly_one_day_and_one_month(steps: list[
     today = sum(m for when, m in recorded if when.date() == last.date())
     this_month = sum(m for when, m in recorded if (when.year, when.month) == (last.year, last.month))
     assert cost["day"]["messages"] == today
-    assert cost["month"]["messages"] == this_month
+    assert month_to_date(cost)["messages"] == this_month
+    for key, form in (("prevDay", "%Y-%m-%d"), ("prevMonth", "%Y-%m")):  # the last period before, whole
+        if key in cost:
+            on = cost[key]["on"]  # type: ignore[literal-required]
+            assert cost[key]["messages"] == sum(m for when, m in recorded if when.strftime(form) == on)  # type: ignore[literal-required]
     assert cost["day"]["hubUnits"] == today
     assert cost["day"]["bytes"] == 100 * today
 

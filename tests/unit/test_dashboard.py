@@ -26,7 +26,11 @@ def test_in_azure_the_page_signs_in_with_entra_id_for_the_api_scope() -> None:
         "knownAuthorities": ["login.microsoftonline.com"],
         "protocolMode": "AAD",
         "scopes": [f"api://{API_ID}/Fleet.Access"],
-        "permissions": {"alerts.ack": ["Brand.Admin", "Fleet.Operator", "Platform.Admin"], "driver.read": ["Driver"]},
+        "permissions": {
+            "alerts.ack": ["Brand.Admin", "Fleet.Operator", "Platform.Admin"],
+            "driver.read": ["Driver"],
+            "brands.read": ["Brand.Admin", "Platform.Admin"],  # the brand's cost meter
+        },
     }
 
 

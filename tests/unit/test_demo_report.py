@@ -18,8 +18,8 @@ def test_a_stalled_partition_fails_the_report_and_is_named() -> None:
     assert Report(vehicles=1, sent_messages=1).failures() == []
 
 
-def row(vehicle: str, fleet: str = "berlin", brand: str = "contoso-motors") -> VehicleRow:
-    return VehicleRow(vehicle, brand, fleet, 40.0, 80.0, None, 1, False)
+def row(vehicle: str, fleet: str = "berlin", brand: str = "contoso-motors", usd: float | None = 0.3125) -> VehicleRow:
+    return VehicleRow(vehicle, brand, fleet, 40.0, 80.0, None, 1, False, usd, True)
 
 
 def view(rows: list[VehicleRow], paris_status: int = 404) -> OperatorView:
@@ -54,3 +54,12 @@ def test_an_operator_view_wider_or_narrower_than_the_fleet_fails_and_says_which_
     assert Report(vehicles=1, sent_messages=1, operator=refused).failures() == [
         "the operator view failed: GET /me: 401"
     ]
+
+
+def test_each_car_shows_its_estimated_monthly_cost_and_one_without_fails() -> None:
+    text = "\n".join(view([row("car-001"), row("car-004", usd=12.5)]).to_lines())
+    assert "$ 0.3125" in text
+    assert "$ 12.50" in text
+    assert "estimated: the car's meter at its rate" in text
+    unmetered = view([row("car-001"), row("car-004", usd=None)])
+    assert unmetered.failures() == ["no estimated monthly cost for ['car-004']"]

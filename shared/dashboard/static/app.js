@@ -156,6 +156,67 @@ const fmt = {
   },
 };
 
+const usd = (v) => (v === null || v === undefined ? "–" : `$${Number(v).toFixed(v < 1 ? 4 : 2)}`);
+
+// Whether a brand-wide grant of a role with `permission` covers this brand (the brand's cost meter: its admins).
+function mayOnBrand(permission, brandId) {
+  const roles = (config.permissions || {})[permission] || [];
+  return Boolean(me) && me.grants.some((g) =>
+    roles.includes(g.role) && (!g.brandId || g.brandId === brandId) && !g.fleetId && !g.vehicleId);
+}
+
+function costCells(figures) {
+  if (!figures) return [el("td", { colspan: "4", class: "hint", text: "nothing yet" })];
+  return [
+    el("td", { class: "num ru", text: fmt.num(figures.requestUnits, "RU", 1) }),
+    el("td", { class: "num messages", text: fmt.num(figures.messages, "msgs") }),
+    el("td", { class: "num hub", text: fmt.num(figures.hubUnits, "units") }),
+    el("td", { class: "num cpu", text: fmt.num(figures.cpuMs, "ms", 1) }),
+  ];
+}
+
+// The car's cost meter (GET /api/vehicles/{id} `cost`): today, the month to date, the month's estimate in USD.
+function renderCost(cost) {
+  $("cost-box").hidden = !cost;
+  if (!cost) return;
+  const monthly = $("cost-monthly");
+  monthly.textContent = cost.monthlyUsd === null ? "no estimate yet" : `≈ ${usd(cost.monthlyUsd)} a month`;
+  monthly.dataset.usd = cost.monthlyUsd === null ? "" : String(cost.monthlyUsd);
+  $("cost-estimated").hidden = !cost.estimated;
+  $("cost-table").tBodies[0].replaceChildren(
+    el("tr", { class: "today" }, [el("th", { text: "today" }), ...costCells(cost.today)]),
+    el("tr", { class: "month" }, [el("th", { text: "month to date" }), ...costCells(cost.monthToDate)]),
+  );
+  const maps = cost.mapsCallsLastHour === null ? "–" : String(cost.mapsCallsLastHour);
+  $("cost-extra").textContent = `Azure Maps calls in the last hour: ${maps} · Graph calls: not metered · `
+    + `prices: ${cost.prices}, as in a fleet of ${cost.fleetCarsAssumed.toLocaleString()} cars like this one`;
+}
+
+// The brands this user administers (GET /api/brands/{id}/cost): per-day totals and the month per car.
+async function renderBrandCosts(list) {
+  const brands = [...new Set(list.map((v) => v.brandId).filter(Boolean))].filter((b) => mayOnBrand("brands.read", b));
+  $("brand-cost-box").hidden = !brands.length;
+  if (!brands.length) return;
+  const answers = await Promise.all(brands.map((b) => api(`/brands/${encodeURIComponent(b)}/cost`).catch((e) => e)));
+  $("brand-costs").tBodies[0].replaceChildren(...answers.map((answer, i) => {
+    if (answer instanceof SignInNeeded) throw answer;
+    if (answer instanceof Error) {
+      return el("tr", { dataset: { brand: brands[i] } }, [el("td", { text: brands[i] }), el("td", { colspan: "5", class: "hint", text: answer.message })]);
+    }
+    const day = (answer.days || [])[0];
+    const month = (answer.months || [])[0];
+    const period = (p) => (p ? `${fmt.num(p.requestUnits, "RU", 1)} · ${p.messages} msgs (${p.period})` : "–");
+    return el("tr", { dataset: { brand: answer.brandId } }, [
+      el("td", { text: answer.estimated ? `${answer.brandId} (estimated)` : answer.brandId }),
+      el("td", { class: "num", text: String(answer.cars) }),
+      el("td", { class: "day", text: period(day) }),
+      el("td", { class: "month", text: period(month) }),
+      el("td", { class: "num per-car", text: usd(answer.monthlyUsdPerCar) }),
+      el("td", { class: "num total", text: usd(answer.monthlyUsdTotal) }),
+    ]);
+  }));
+}
+
 async function allVehicles() {
   const items = [];
   let token = null;
@@ -591,6 +652,7 @@ async function renderDetail() {
   $("agenda-box").hidden = !agenda;
   if (agenda) renderAgenda(agenda);
   renderTrips(trips);
+  renderCost(vehicle.cost);
   if (commands instanceof SignInNeeded) throw commands;
   if (commands instanceof Error) {
     commandMessage(problemText(commands, "commands not updated"), true);
@@ -610,7 +672,7 @@ async function refresh() {
     vehicles = new Map(list.map((v) => [v.vehicleId, v]));
     if (!vehicles.has(selected)) selected = list.length ? list[0].vehicleId : null;
     renderFleet(list);
-    await renderDetail();
+    await Promise.all([renderDetail(), renderBrandCosts(list)]);
     setStatus(`${list.length} vehicles – updated ${new Date().toLocaleTimeString()}`);
   } catch (e) {
     if (e instanceof SignInNeeded) { showSignIn(e.message); return; }
