@@ -32,7 +32,7 @@ from shared.observability import metrics
 from shared.settings import CONSUMER_GROUP, setting
 
 if TYPE_CHECKING:
-    from azure.storage.blob.aio import ContainerClient
+    from azure.storage.blob.aio import BlobServiceClient
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +188,16 @@ class EventHubPartitions(PartitionPositions):
 class BlobCheckpoints(CheckpointSource):
     """The Functions extension's checkpoint blobs (only their metadata is read: one list call per hub)."""
 
-    def __init__(self, container: ContainerClient) -> None:
-        self._container = container
+    def __init__(self, service: BlobServiceClient) -> None:
+        self._service = service  # owned: a container client's close leaves the service's HTTP session open
+        self._container = service.get_container_client(CHECKPOINT_CONTAINER)
 
     @classmethod
     def from_settings(cls) -> BlobCheckpoints:
         """Over AzureWebJobsStorage: the connection string locally, the app's identity in Azure."""
         from shared.stores.storage_account import blob_service_client
 
-        return cls(blob_service_client().get_container_client(CHECKPOINT_CONTAINER))
+        return cls(blob_service_client())
 
     async def checkpoints(self, namespace: str, hub: str, consumer_group: str) -> dict[str, int]:
         from azure.core.exceptions import ResourceNotFoundError
@@ -215,7 +216,7 @@ class BlobCheckpoints(CheckpointSource):
         return {partition: number for partition, number in out.items() if number >= 0}
 
     async def close(self) -> None:
-        await self._container.close()
+        await self._service.close()
 
 
 # --- Selection --------------------------------------------------------------------------------------------------

@@ -34,6 +34,14 @@ async def container(storage_connection_string: str) -> AsyncIterator[ContainerCl
 
 
 @pytest.fixture
+async def reader(storage_connection_string: str) -> AsyncIterator[BlobCheckpoints]:
+    """The backlog's checkpoint reader, on its own client as the timer makes it."""
+    reader = BlobCheckpoints(BlobServiceClient.from_connection_string(storage_connection_string))
+    yield reader
+    await reader.close()
+
+
+@pytest.fixture
 def namespace() -> str:
     """A namespace of the test's own, so tests sharing Azurite never read each other's checkpoints."""
     return f"ns-{uuid.uuid4().hex[:8]}.servicebus.windows.net"
@@ -47,7 +55,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
 
 
 async def test_the_reader_reads_checkpoints_as_the_functions_extension_stores_them(
-    container: ContainerClient, namespace: str
+    container: ContainerClient, reader: BlobCheckpoints, namespace: str
 ) -> None:
     # GIVEN blobs as the extension (v5) leaves them: the checkpoints of consumer group `functions` of hub
     # `telemetry`, with the namespace, hub and group in lower case; ownership blobs beside them; another group's
@@ -64,7 +72,7 @@ async def test_the_reader_reads_checkpoints_as_the_functions_extension_stores_th
         await container.upload_blob(name, b"", overwrite=True, metadata=metadata)
 
     # WHEN the backlog's reader lists them, the names given as the trigger metadata spells them
-    found = await BlobCheckpoints(container).checkpoints(namespace.upper(), "Telemetry", "Functions")
+    found = await reader.checkpoints(namespace.upper(), "Telemetry", "Functions")
 
     # THEN it has this group's checkpoints by partition, nothing else
     assert found == {"0": 41, "1": 7}
@@ -88,7 +96,7 @@ def consumer_app(handled: list[int]) -> func.FunctionApp:
 
 
 async def test_stopping_the_consumer_grows_the_backlog_and_resuming_drains_it(
-    storage_connection_string: str, container: ContainerClient, namespace: str
+    storage_connection_string: str, reader: BlobCheckpoints, namespace: str
 ) -> None:
     # GIVEN the local host's trigger on a hub of 2 partitions, checkpointing to Azurite
     handled: list[int] = []
@@ -99,7 +107,7 @@ async def test_stopping_the_consumer_grows_the_backlog_and_resuming_drains_it(
     trigger = EventHubTrigger(
         spec, hubs, EventHubsOptions(max_batch_size=10, max_wait_seconds=0.05), Counter(), checkpoints=writer
     )
-    positions, reader = LocalPartitionPositions(hubs, namespace), BlobCheckpoints(container)
+    positions = LocalPartitionPositions(hubs, namespace)
     now = dt.datetime.now(dt.UTC)
 
     def send(count: int) -> None:
