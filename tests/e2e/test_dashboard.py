@@ -65,6 +65,7 @@ CAR, OTHER_CAR = "car-e2e-berlin", "car-e2e-munich"
 OPERATOR, READER, OTHER_OPERATOR = (f"{who}@automotive.example" for who in ("berlin.operator", "berlin.reader",
                                                                          "munich.operator"))  # fmt: skip
 ADMIN = "platform.admin@automotive.example"
+BRAND_ADMIN = "contoso.admin@automotive.example"
 ACKED_DTC, OPEN_DTC = "P0300", "P0171"
 # What the answering car reports after carrying out a command: the catalogue's confirming signal.
 EFFECTS = {
@@ -275,6 +276,13 @@ async def test_the_fleet_operator_signs_in_sees_only_their_fleet_and_acknowledge
         assert len(points.split()) >= 8
         # AND the agenda, the driver's own data, is not offered to an operator
         assert await page.locator("#agenda-box").is_hidden()
+        # AND the car's cost meter shows its estimated month, labelled an estimate (the local Cosmos server
+        # reports no charge); the brand's meter is for its admins only
+        await page.locator("#cost-monthly").filter(has_text="$").wait_for(timeout=20_000)
+        assert float(await page.locator("#cost-monthly").get_attribute("data-usd") or "0") > 0
+        assert await page.locator("#cost-estimated").is_visible()
+        assert "msgs" in await page.locator("#cost-table tr.today").inner_text()
+        assert await page.locator("#brand-cost-box").is_hidden()
         # AND acknowledging an alert works
         await page.locator(f'button.ack[data-alert="{fleet.acked_alert}"]').click(timeout=20_000)
         await page.locator(f'li.acked[data-alert="{fleet.acked_alert}"]').wait_for(timeout=20_000)
@@ -428,6 +436,17 @@ async def test_a_fleet_reader_sees_the_alerts_without_an_acknowledge_button(flee
         assert "may follow" in await page.locator("#command-send").inner_text()
         assert await page.locator("#command-send form, button.send, button.cancel").count() == 0
         await page.screenshot(path=str(ARTIFACTS / "dashboard-reader.png"), full_page=True)
+        assert errors == []
+
+
+async def test_the_brand_admin_sees_the_brands_cost_meter(fleet: Fleet) -> None:
+    async with browser_page(fleet.stack) as (page, errors):
+        await sign_in(page, fleet.stack, BRAND_ADMIN)
+        brand = page.locator(f'#brand-costs tr[data-brand="{BRAND}"]')
+        await brand.locator("td.per-car").filter(has_text="$").wait_for(timeout=20_000)
+        assert "(estimated)" in await brand.inner_text()
+        assert "msgs" in await brand.locator("td.day").inner_text()
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-brand-cost.png"), full_page=True)
         assert errors == []
 
 

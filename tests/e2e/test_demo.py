@@ -125,6 +125,18 @@ async def test_agendas_and_meeting_links_reach_the_cars(demo_report: Report) -> 
     assert demo_report.cars_without_link == []
 
 
+async def test_each_car_shows_an_estimated_monthly_cost(demo_report: Report) -> None:
+    view = demo_report.operator
+    assert view is not None
+    assert view.error is None
+    assert view.rows
+    for row in view.rows:
+        assert row.monthly_usd is not None, row.vehicle_id
+        assert row.monthly_usd > 0
+        assert row.cost_estimated  # the local Cosmos server reports no charge: estimated from sizes
+    assert "cost a month             estimated" in demo_report.to_text()
+
+
 async def test_operators_commands_are_followed_until_they_settle(demo_report: Report) -> None:
     commands = demo_report.commands
     assert commands is not None

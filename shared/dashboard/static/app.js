@@ -4,6 +4,9 @@
 "use strict";
 
 const REFRESH_MS = 5000;
+// A brand's cost meter is one query over all its cars (docs/cost.md): asked for once a minute, not every refresh.
+const BRAND_COST_MS = 60000;
+let brandCostAt = 0;
 const API = location.pathname.replace(/\/dashboard\/?.*$/, "");
 const PAGE = `${location.origin}${API}/dashboard/`; // the registered redirect URI
 const LAT = "Vehicle.CurrentLocation.Latitude";
@@ -196,7 +199,8 @@ function renderCost(cost) {
 async function renderBrandCosts(list) {
   const brands = [...new Set(list.map((v) => v.brandId).filter(Boolean))].filter((b) => mayOnBrand("brands.read", b));
   $("brand-cost-box").hidden = !brands.length;
-  if (!brands.length) return;
+  if (!brands.length || Date.now() - brandCostAt < BRAND_COST_MS) return;
+  brandCostAt = Date.now();
   const answers = await Promise.all(brands.map((b) => api(`/brands/${encodeURIComponent(b)}/cost`).catch((e) => e)));
   $("brand-costs").tBodies[0].replaceChildren(...answers.map((answer, i) => {
     if (answer instanceof SignInNeeded) throw answer;
