@@ -10,11 +10,11 @@ import pytest
 from shared.cost import meter
 from shared.cost.meter import CostMeter
 from shared.cost.request_units import point_read_request_units, write_request_units
-from shared.cost.view import vehicle_cost
 from shared.stores.cosmos import CosmosDocumentStore
 from shared.stores.memory import MemoryDeadLetterSink
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import drive, message
+from tests.fleet_support import Fleet
 
 
 async def test_a_write_and_a_read_are_charged_by_size_not_the_servers_flat_unit(
@@ -51,9 +51,12 @@ async def test_ingestion_carries_each_cars_estimated_charges_and_the_api_shows_t
         # the first commit's read (a miss) and create, the second's replace: estimated, each at least the 1 KB
         # write cost or a 1 RU read, never the server's flat 1 per request
         assert cost["day"]["ru"] >= 2 * write_request_units(0) + 1
-    stored = await cosmos_store.read("vehicles", cars[0], cars[0])
-    assert stored is not None
-    view = vehicle_cost(stored.document["cost"], clock + dt.timedelta(minutes=2))
+    # the API over the same store: the car's meter, labelled an estimate (and no travel document: no Maps calls)
+    fleet = Fleet(store=cosmos_store, now=clock + dt.timedelta(minutes=2))
+    answer = await fleet.call("GET", f"/api/vehicles/{cars[0]}")
+    assert answer.status == 200
+    view = answer.json["cost"]
+    assert view["mapsCallsLastHour"] is None
     assert view["estimated"] is True
     assert view["today"]["messages"] == 3
     assert view["monthlyUsd"] > 0

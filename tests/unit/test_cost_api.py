@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+from shared.containers import TRAVEL
 from shared.cost.meter import CostMeter
 from shared.telemetry.ingest import TelemetryIngestor
+from shared.travel.stores import DocumentTravelStateStore
 from tests.cost_support import ChargingStore
-from tests.factories import drive, message
+from tests.factories import drive, iso, message
 from tests.fleet_support import BRAND, Fleet
 
 REGISTER = f"/api/brands/{BRAND}/fleets/berlin/vehicles"
@@ -44,6 +46,14 @@ async def test_a_car_shows_its_cost_meter_and_estimated_month() -> None:
     assert cost["monthlyUsdByService"]["Cosmos DB"] > 0
     assert cost["graphCalls"] is None
     assert cost["prices"] == "shared/cost/prices.json"
+
+
+async def test_the_cars_maps_calls_come_from_its_travel_planning() -> None:
+    fleet = await metered_fleet(cars=1, batches=1)
+    assert (await fleet.call("GET", "/api/vehicles/car-000")).json["cost"]["mapsCallsLastHour"] is None
+    calls = [iso(-60), iso(-30)]
+    await DocumentTravelStateStore(fleet.store, TRAVEL).save("car-000", {"calls": calls, "events": {}})
+    assert (await fleet.call("GET", "/api/vehicles/car-000")).json["cost"]["mapsCallsLastHour"] == 2
 
 
 async def test_a_car_never_metered_shows_an_empty_meter() -> None:
