@@ -1,13 +1,13 @@
 """The cost meter: what each car costs, counted in the writes ingestion already makes (docs/cost.md "The cost meter").
 
 Every Cosmos call's request charge is attributed to the car it was made for: ingestion opens a `Charges`
-accumulator around each car's commit (`metering`, a context variable, so the concurrent commits of a batch, each
+accumulator around each car's commit (`open_meter`, a context variable, so the concurrent commits of a batch, each
 in its own task, never mix), and the store's response hook adds each call's charge to it (`charge`). The charges
 land in the car's vehicle document as its `cost` block, with what else the car cost: IoT Hub messages in 4 KB
 units, the function's CPU time per batch shared over its messages. Nothing is written for the meter alone: a
 write's own charge is known only after the write, so it is carried by the car's *next* write (it waits in the
-cached document). The block keeps today, the month to date and the previous day and month: small, because the
-vehicle document's size is itself a cost.
+cached document). The block keeps today, the month's closed days and the previous day and month: small, because
+the vehicle document's size is itself a cost.
 """
 
 from __future__ import annotations
