@@ -7,7 +7,9 @@
   (signals with their sample times), ingest bookkeeping (seen ranges, high seq, cursor), open trip and
   alerts; the history as (seq, samples) per message and the number of chunks; trips and alerts documents.
   Dropped: `lastSeen`, `enqueuedTime` and `sequenceNumber` (when IoT Hub/Event Hubs received the message),
-  chunk ids (they carry the first entry's enqueued time), and the outbox (empty once written). An open trip's
+  chunk ids (they carry the first entry's enqueued time), the outbox (empty once written) and, of the cost
+  meter's `cost` block, all but its counts of messages, IoT Hub units and bytes (a retried write is billed
+  again, and CPU time is never the same). An open trip's
   copy in `trips` holds its figures as of the batch that opened it, so it depends on where batches were cut:
   only what it was opened with is compared (its running figures are in the vehicle document, compared whole).
   Vehicle ids are replaced by the car's index, so scenarios with their own device ids compare.
@@ -116,7 +118,7 @@ def comparable(stored: Stored, cars: Mapping[str, str]) -> dict[str, Any]:
             ingest = dict(vehicle.get("ingest") or {})
             ingest.pop("pending", None)
             ingest.pop("pendingBytes", None)
-            state = _relabel({**vehicle, "ingest": ingest}, names)
+            state = _relabel({**vehicle, "ingest": ingest, "cost": _metered(vehicle.get("cost"))}, names)
         history = sorted(
             (_relabel({"seq": e.get("seq"), "samples": e.get("samples")}, names) for e in stored.history(device)),
             key=lambda e: e["seq"] if isinstance(e["seq"], int) else -1,
@@ -130,6 +132,19 @@ def comparable(stored: Stored, cars: Mapping[str, str]) -> dict[str, Any]:
             "alerts": _by_id(stored.documents.get("alerts", []), device, names),
         }
     return out
+
+
+def _metered(cost: Any) -> Any:
+    """What the cost meter counted that a fault must not change: messages, IoT Hub units and bytes. Its request
+    units and CPU time do change (a retried write is billed again), as do the wall-clock stamps."""
+    if not isinstance(cost, dict):
+        return cost
+    periods = {name: cost.get(name) for name in ("day", "month", "prevDay", "prevMonth")}
+    return {
+        name: {k: period.get(k) for k in ("messages", "hubUnits", "bytes")}
+        for name, period in periods.items()
+        if isinstance(period, dict)
+    }
 
 
 def _by_id(docs: Iterable[dict[str, Any]], device: str, names: Mapping[str, str]) -> list[Any]:
