@@ -104,6 +104,7 @@ class GeofenceIndex:
                 (fine_full if covered else fine_crossed).setdefault(key, []).append(fence)
         fine: dict[int, Tokens | None] = {}
         subs: dict[int, SubCell] = {}
+        same: dict[tuple[Tokens, Tokens], SubCell] = {}  # one SubCell per distinct pair of lists (most repeat)
         for key, (covering, crossing) in self._cells.items():
             if not crossing:
                 continue
@@ -120,7 +121,12 @@ class GeofenceIndex:
                     if tokens is not None:
                         fine[fkey] = tokens
                     else:
-                        subs[fkey] = _sub_cell(fences, sorted(crossed, key=_by_key), shared)
+                        crossed.sort(key=_by_key)
+                        lists = (tuple(f.key for f in fences), tuple(f.key for f in crossed))
+                        sub = same.get(lists)
+                        if sub is None:
+                            sub = same[lists] = _sub_cell(fences, crossed, shared)
+                        subs[fkey] = sub
         self.answers = answers
         self.fine = fine
         self._subs = subs  # also filled on first use, for the sub-cells of a cell a curfew covers whole
