@@ -92,9 +92,9 @@ class GeofenceIndex:
         answers: dict[int, Tokens | None] = {}
         for key, (covering, crossing) in self._cells.items():
             answers[key] = None if crossing else _tokens(covering, shared)
-        # The same for the sub-cells of each cell a boundary crosses: the cell's covering geofences and those
-        # covering the sub-cell whole. A sub-cell not listed (a boundary crosses it too, or a curfew): test.
-        # The others (a boundary crosses them, or a curfew covers them): their lists (`sub_tokens`).
+        # The same for the sub-cells of each cell a boundary crosses (`fine`): the cell's covering geofences and
+        # those covering the sub-cell whole. The others (a boundary crosses them too, or a curfew is involved) get
+        # their lists (`_subs`, read by `sub_tokens`): what covers them, what crosses them (to test).
         fine_full: dict[int, list[Geofence]] = {}
         fine_crossed: dict[int, list[Geofence]] = {}
         for fence in {id(fence): fence for _, crossing in self._cells.values() for _, fence in crossing}.values():
@@ -163,8 +163,8 @@ class GeofenceIndex:
     def sub_tokens(self, fine_key: int, lat: float, lon: float, speed: float | None, ts: str) -> Tokens:
         """The tokens of a position whose cell and sub-cell (`fine_key`) have no shared answer, for a car whose
         answers are the fleet's (no private geofence, no large one): only the geofences whose boundary crosses the
-        sub-cell are tested (usually one), the sub-cell's lists are worked out on its first lookup. The same as
-        `geofencing.tested` (property-tested)."""
+        sub-cell are tested (usually one; the lists of a sub-cell in a cell no boundary crosses are made on its
+        first lookup). The same as `geofencing.tested` (property-tested)."""
         sub = self._subs.get(fine_key)
         if sub is None:
             sub = self._subs[fine_key] = self._sub_cell(math.floor(lat / FINE_DEGREES), math.floor(lon / FINE_DEGREES))
