@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
             if sink == "null":
                 figures[f"cpu.{scenario.name}.null.ratioToFloor"] = rate / floor
 
+    _step("CPU path steady with the cost meter on, as the function app runs it (null sink)")
+    metered = cpu.cpu_rate(cpu.SCENARIOS[0], "null", cpu_messages, metered=True)
+    figures["cpu.steady.metered.msgsPerS"] = metered
+    figures["cpu.steady.metered.ratio"] = metered / figures["cpu.steady.null.msgsPerS"]
+
     _step("CPU path with 1,000 geofences in the fleet against none (null sink, steady)")
     none, fenced = cpu.geofence_rates(cpu_messages)
     figures["cpu.geofences.none.msgsPerS"], figures["cpu.geofences.1000.msgsPerS"] = none, fenced

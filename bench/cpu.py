@@ -20,6 +20,7 @@ import orjson
 from bench.generator import batches, take
 from bench.sinks import NullDeadLetterSink, NullDocumentStore
 from shared.containers import partition_keys
+from shared.cost.meter import CostMeter
 from shared.device_messages import DeviceMessage
 from shared.geofences.index import GeofenceIndex, SpeedLimit, VehicleGeofences
 from shared.geofences.model import FleetScope, Geofence, parse_geofence
@@ -89,8 +90,11 @@ def floor_rate(messages: int, rounds: int = 5) -> float:
     return _best_rate(run, rounds)
 
 
-def cpu_rate(scenario: Scenario, sink: str, messages: int, rounds: int = 3, warmup: int = 20) -> float:
-    """msgs/s of `TelemetryIngestor.ingest` (decode, validate, fold, derive, commit to the sink), one core."""
+def cpu_rate(
+    scenario: Scenario, sink: str, messages: int, rounds: int = 3, warmup: int = 20, metered: bool = False
+) -> float:
+    """msgs/s of `TelemetryIngestor.ingest` (decode, validate, fold, derive, commit to the sink), one core;
+    `metered`: with the cost meter on, as the function app runs it (shared/telemetry/runtime.py)."""
     prepare_process()
     count = max(1, messages // 100)
     source = batches(scenario.cars, scenario.repeats)
@@ -101,7 +105,7 @@ def cpu_rate(scenario: Scenario, sink: str, messages: int, rounds: int = 3, warm
 
         def run() -> int:
             store, letters = SINKS[sink]()
-            ingestor = TelemetryIngestor(store, letters)
+            ingestor = TelemetryIngestor(store, letters, cost=CostMeter() if metered else None)
             # Warm with a copy of the first batches so each round starts from the same state.
             for batch in warm:
                 loop.run_until_complete(ingestor.ingest(batch))

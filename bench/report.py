@@ -53,6 +53,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("cpu.steady.memory.msgsPerS", "CPU path steady, MemoryDocumentStore, msgs/s", ",.0f"),
     ("cpu.catch-up.null.msgsPerS", "CPU path catch-up, null sink, msgs/s", ",.0f"),
     ("cpu.catch-up.memory.msgsPerS", "CPU path catch-up, MemoryDocumentStore, msgs/s", ",.0f"),
+    ("cpu.steady.metered.msgsPerS", "CPU path steady, null sink, cost meter on, msgs/s", ",.0f"),
+    ("cpu.steady.metered.ratio", "CPU path steady, cost meter on / off", ".3f"),
     ("cpu.steady.null.ratioToFloor", "CPU path steady / floor", ".3f"),
     ("cpu.catch-up.null.ratioToFloor", "CPU path catch-up / floor", ".3f"),
     ("cpu.geofences.none.msgsPerS", "CPU path steady, no geofences, msgs/s", ",.0f"),

@@ -425,94 +425,84 @@ class TelemetryIngestor:
         payload: int,
         gaps: Sequence[GapMessage] = (),
     ) -> VehicleUpdate:
-        """`_metered_commit` with the car's cost meter open: the Cosmos calls made for it are charged to it."""
-        if self.cost is None:
-            return await self._metered_commit(vehicle_id, messages, report, payload, gaps)
-        token = meter.open_meter()
+        """Fold the car's messages into its document and commit it (etag-conditional, re-read and re-folded on a
+        conflict), then its outbox. With the cost meter on, the Cosmos calls made for the car are charged to it."""
+        token = meter.open_meter() if self.cost is not None else None
         try:
-            return await self._metered_commit(vehicle_id, messages, report, payload, gaps)
-        finally:
-            meter.close_meter(token)
-
-    async def _metered_commit(
-        self,
-        vehicle_id: str,
-        messages: list[TelemetryMessage],
-        report: BatchReport,
-        payload: int,
-        gaps: Sequence[GapMessage] = (),
-    ) -> VehicleUpdate:
-        for _ in range(MAX_CONFLICT_RETRIES):
-            # Taken out of the cache: the fold mutates it, and until the write commits nobody else may see it.
-            cached = self.cache.take(vehicle_id)
-            doc: VehicleDocument | None
-            etag: str | None
-            if cached is not None:
-                doc, etag, outbox_written = cached.document(), cached.etag, cached.outbox_written
-            else:
-                stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-                doc, etag = (as_vehicle(stored.document), stored.etag) if stored else (None, None)
-                outbox_written = False
-            if doc is not None and not outbox_written:
-                # A previous commit's outbox may not have been written (crash, or another instance): again.
-                outbox = _outbox(doc)
+            for _ in range(MAX_CONFLICT_RETRIES):
+                # Taken out of the cache: the fold mutates it, and until the write commits nobody else may see it.
+                cached = self.cache.take(vehicle_id)
+                doc: VehicleDocument | None
+                etag: str | None
+                if cached is not None:
+                    doc, etag, outbox_written = cached.document(), cached.etag, cached.outbox_written
+                else:
+                    stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+                    doc, etag = (as_vehicle(stored.document), stored.etag) if stored else (None, None)
+                    outbox_written = False
+                if doc is not None and not outbox_written:
+                    # A previous commit's outbox may not have been written (crash, or another instance): again.
+                    outbox = _outbox(doc)
+                    if outbox:
+                        try:
+                            await self._write_outbox(outbox)
+                        except BaseException:
+                            if cached is not None:  # not folded yet: keep it cached, as it was
+                                self._put_back(vehicle_id, doc, cached)
+                            raise
+                cfg = await self._settings_for(doc)
+                fences = NO_GEOFENCES
+                if self.geofences is not None:  # the car's (its fleet's and its own), cached: no await in steady state
+                    brand, fleet = (doc.get("brandId"), doc.get("fleetId")) if doc is not None else (None, None)
+                    found = self.geofences.cached(vehicle_id, brand, fleet)
+                    fences = found if found is not None else await self.geofences.for_vehicle(vehicle_id, brand, fleet)
+                if messages:
+                    shaped, size = cached is not None, payload
+                    update = fold(vehicle_id, doc, messages, cfg, shaped=shaped, payload_bytes=size, geofences=fences)
+                else:
+                    update = VehicleUpdate(document=None)
+                if gaps:
+                    _fold_gaps(vehicle_id, doc, gaps, cfg, update)
+                if update.document is None:  # all replays: nothing to write, but remember what was read
+                    if doc is not None:
+                        self._charge(doc)  # a read's charge waits for the car's next write; no message counted
+                    if cached is not None and doc is not None:
+                        self._put_back(vehicle_id, doc, cached)
+                    elif doc is not None and etag is not None:
+                        self.cache.put(vehicle_id, doc, etag, outbox_written=True)
+                    return update
+                # From here the document is folded: if the write fails it is not put back (a re-read gets it right).
+                document = update.document
+                travel_user = self.travel.due(document) if self.travel is not None else None
+                self._charge(document, messages, update.accepted, update.gaps)  # with the charges so far
+                try:
+                    if etag is None:
+                        etag = await self.store.create(VEHICLES, to_store(document))
+                    else:
+                        etag = await self.store.replace(VEHICLES, to_store(document), etag)
+                except (PreconditionFailedError, ConflictError, NotFoundError):
+                    report.conflicts += 1
+                    self.cache.evict(vehicle_id)
+                    continue
+                outbox = document["ingest"]["outbox"]
                 if outbox:
                     try:
                         await self._write_outbox(outbox)
                     except BaseException:
-                        if cached is not None:  # not folded yet: keep it cached, as it was
-                            self._put_back(vehicle_id, doc, cached)
+                        self.cache.put(vehicle_id, document, etag, outbox_written=False)
                         raise
-            cfg = await self._settings_for(doc)
-            fences = NO_GEOFENCES
-            if self.geofences is not None:  # the car's (its fleet's and its own), cached: no await in steady state
-                brand, fleet = (doc.get("brandId"), doc.get("fleetId")) if doc is not None else (None, None)
-                found = self.geofences.cached(vehicle_id, brand, fleet)
-                fences = found if found is not None else await self.geofences.for_vehicle(vehicle_id, brand, fleet)
-            if messages:
-                update = fold(
-                    vehicle_id, doc, messages, cfg, shaped=cached is not None, payload_bytes=payload, geofences=fences
-                )
-            else:
-                update = VehicleUpdate(document=None)
-            if gaps:
-                _fold_gaps(vehicle_id, doc, gaps, cfg, update)
-            if update.document is None:  # all replays: nothing to write, but remember what was read
-                if doc is not None:
-                    self._charge(doc)  # a read's charge waits for the car's next write; no message counted
-                if cached is not None and doc is not None:
-                    self._put_back(vehicle_id, doc, cached)
-                elif doc is not None and etag is not None:
-                    self.cache.put(vehicle_id, doc, etag, outbox_written=True)
+                    # Written: the cached document need not keep it (the next fold replaces it before any write).
+                    document["ingest"]["outbox"] = []
+                self._charge(document)  # this write's own charge: carried by the car's next write (docs/cost.md)
+                self.cache.put(vehicle_id, document, etag, outbox_written=True)
+                if travel_user is not None and self.travel is not None:
+                    await self.travel.request(travel_user)
                 return update
-            # From here the document is folded: if the write fails it is not put back (a re-read gets it right).
-            document = update.document
-            travel_user = self.travel.due(document) if self.travel is not None else None
-            self._charge(document, messages, update.accepted, update.gaps)  # with the charges so far
-            try:
-                if etag is None:
-                    etag = await self.store.create(VEHICLES, to_store(document))
-                else:
-                    etag = await self.store.replace(VEHICLES, to_store(document), etag)
-            except (PreconditionFailedError, ConflictError, NotFoundError):
-                report.conflicts += 1
-                self.cache.evict(vehicle_id)
-                continue
-            outbox = document["ingest"]["outbox"]
-            if outbox:
-                try:
-                    await self._write_outbox(outbox)
-                except BaseException:
-                    self.cache.put(vehicle_id, document, etag, outbox_written=False)
-                    raise
-                # Written: the cached document need not keep it (the next fold replaces it before any write).
-                document["ingest"]["outbox"] = []
-            self._charge(document)  # this write's own charge: carried by the car's next write (docs/cost.md)
-            self.cache.put(vehicle_id, document, etag, outbox_written=True)
-            if travel_user is not None and self.travel is not None:
-                await self.travel.request(travel_user)
-            return update
-        raise StoreError(f"vehicle {vehicle_id}: document kept changing; gave up after {MAX_CONFLICT_RETRIES} tries")
+            tries = MAX_CONFLICT_RETRIES
+            raise StoreError(f"vehicle {vehicle_id}: document kept changing; gave up after {tries} tries")
+        finally:
+            if token is not None:
+                meter.close_meter(token)
 
     def _charge(
         self, document: VehicleDocument, messages: Sequence[TelemetryMessage] = (), accepted: int = 0, gaps: int = 0
