@@ -11,58 +11,25 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
-import pytest
 from azure.iot.device import Message
 from azure.iot.device.aio import IoTHubDeviceClient
 
-from devstack.eventhubs import EventHubsNamespace
 from devstack.graph_sandbox import GraphSandbox
-from devstack.iothub.hub import LocalIoTHub
-from devstack.iothub.registry import DeviceRegistry
-from devstack.iothub.service_api import ServiceApi
-from devstack.stack import IOTHUB_PORT, free_loopback_address
-from devstack.tls import generate
 from shared.containers import partition_keys
 from shared.device_messages import DeviceMessage
 from shared.iothub.gateway import C2D_QUEUE_LIMIT
-from shared.iothub.local_gateway import LocalIoTHubGateway
 from shared.meetings.service import MeetingService
 from shared.requests.processor import REQUESTS, RequestProcessor
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from tests.calendar_support import World
+from tests.iothub_support import Hub
+from tests.iothub_support import local_hub as local_hub_fixture
+
+local_hub = local_hub_fixture  # the fixture (tests/iothub_support.py), under the name the tests take
 
 SILENT, GOOD = "car-silent", "car-good"
-
-
-@dataclass
-class Hub:
-    hub: LocalIoTHub
-    registry: DeviceRegistry
-    gateway: LocalIoTHubGateway
-    ca_pem: str
-
-
-@pytest.fixture
-async def local_hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    address = free_loopback_address()
-    registry = DeviceRegistry(address)
-    hub = LocalIoTHub(registry, EventHubsNamespace())
-    tls = generate(tmp_path / "tls", [address])
-    await hub.start(address, tls, IOTHUB_PORT)
-    api = ServiceApi(hub)
-    url = await api.start()
-    gateway = LocalIoTHubGateway(url, address)
-    try:
-        yield Hub(hub, registry, gateway, tls.ca_pem)
-    finally:
-        await gateway.close()
-        await api.stop()
-        await hub.stop()
 
 
 def car(h: Hub, device_id: str) -> IoTHubDeviceClient:

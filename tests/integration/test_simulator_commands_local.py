@@ -14,8 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -23,47 +22,19 @@ import pytest
 
 pytest.importorskip("azure.iot.device", reason="azure-iot-device is not installed")
 
-from devstack.eventhubs import EventHubsNamespace
-from devstack.iothub.hub import LocalIoTHub, wait_connected
-from devstack.iothub.registry import DeviceRegistry
-from devstack.iothub.service_api import ServiceApi
-from devstack.stack import IOTHUB_PORT, free_loopback_address
-from devstack.tls import generate
+from devstack.iothub.hub import wait_connected
 from shared.errors import DeviceNotOnlineError, DeviceTimeoutError
-from shared.iothub.local_gateway import LocalIoTHubGateway
 from simulator import drive
 from simulator.car import CarOptions, VirtualCar
 from simulator.drive import SleepSchedule
 from simulator.messages import iso
+from tests.iothub_support import Hub
+from tests.iothub_support import local_hub as local_hub_fixture
+
+local_hub = local_hub_fixture  # the fixture (tests/iothub_support.py), under the name the tests take
 
 CAR = "car-cmd-001"
 FAST = CarOptions(sample_seconds=0.2, samples_per_message=2, ask_for_meetings=False)
-
-
-@dataclass
-class Hub:
-    hub: LocalIoTHub
-    registry: DeviceRegistry
-    gateway: LocalIoTHubGateway
-    ca_pem: str
-
-
-@pytest.fixture
-async def local_hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    address = free_loopback_address()
-    registry = DeviceRegistry(address)
-    hub = LocalIoTHub(registry, EventHubsNamespace())
-    tls = generate(tmp_path / "tls", [address])
-    await hub.start(address, tls, IOTHUB_PORT)
-    api = ServiceApi(hub)
-    url = await api.start()
-    gateway = LocalIoTHubGateway(url, address)
-    try:
-        yield Hub(hub, registry, gateway, tls.ca_pem)
-    finally:
-        await gateway.close()
-        await api.stop()
-        await hub.stop()
 
 
 def routed(h: Hub, event_hub: str, device_id: str) -> list[dict[str, Any]]:
