@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 import orjson
 
@@ -35,20 +35,7 @@ Action = Literal[
     "navigate.to_meeting",
     "meeting.late",
 ]
-ACTIONS: Final[tuple[Action, ...]] = (
-    "calendar.refresh",
-    "meeting.join",
-    "meeting.now",
-    "consent.get",
-    "consent.set",
-    "command.result",
-    "auth.signin",
-    "auth.status",
-    "auth.signout",
-    "profile.select",
-    "navigate.to_meeting",
-    "meeting.late",
-)
+ACTIONS: Final[tuple[Action, ...]] = get_args(Action)  # written once, in the Literal
 # Calendar-aware driving (shared/travel): where the meeting is, and telling its organiser the driver is late.
 TRAVEL_ACTIONS: Final = frozenset({"navigate.to_meeting", "meeting.late"})
 MAX_ETA_MINUTES: Final = 240

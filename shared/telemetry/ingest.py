@@ -57,6 +57,7 @@ from shared.telemetry.documents import OutboxItem, VehicleDocument, as_vehicle, 
 from shared.telemetry.gaps import fold_gaps
 from shared.telemetry.job_pool import JobPool
 from shared.telemetry.privacy import Policy, policy_for, scrub_body
+from shared.telemetry.travel_ping import travel_due
 from shared.telemetry.vehicle import VehicleUpdate, ensure_shape, fold, is_erased, new_vehicle_document
 from shared.telemetry.vehicle_cache import CachedDocument, VehicleCache
 
@@ -171,8 +172,6 @@ class TravelTrigger:
         self.enqueue, self.recompute_km, self.every, self.clock = enqueue, recompute_km, every, clock
 
     def due(self, document: VehicleDocument) -> str | None:
-        from shared.telemetry.travel_ping import travel_due
-
         return travel_due(cast(dict[str, Any], document), self.clock(), self.recompute_km, self.every)
 
     async def request(self, user_id: str) -> None:
