@@ -11,8 +11,7 @@ from shared.accounts.service import SIGNIN_POLL_QUEUE, AccountService, PollMessa
 from shared.accounts.tokens import DelegatedTokenSource
 from shared.accounts.vault_runtime import token_vault
 from shared.brands import BrandConfigs
-from shared.calendar.config import CALENDAR_SYNC_QUEUE
-from shared.calendar.jobs import StorageSyncQueue, SyncQueue
+from shared.calendar.jobs import SyncQueue, sync_queue_from_env
 from shared.errors import ConfigurationError, PermanentError
 from shared.faults import reason_of
 from shared.iothub.runtime import gateway
@@ -40,7 +39,7 @@ async def _authority_of(brand_id: str | None) -> str:
 
 identity: PerLoop[Identity | None] = PerLoop(_identity)
 # The calendar's job queue (shared/calendar/runtime.py holds the same; this module sits below it).
-sync_jobs: PerLoop[SyncQueue] = PerLoop(lambda: StorageSyncQueue(queue_service_client(), CALENDAR_SYNC_QUEUE))
+sync_jobs: PerLoop[SyncQueue] = sync_queue_from_env
 poll_queue: PerLoop[MessageQueue] = PerLoop(lambda: StorageQueue(queue_service_client(), SIGNIN_POLL_QUEUE))
 account_service = PerLoop(
     lambda: AccountService(

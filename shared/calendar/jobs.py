@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from shared.errors import FleetError
+from shared.per_loop import PerLoop
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +91,15 @@ class StorageSyncQueue(SyncQueue):
 
     async def close(self) -> None:
         await self._queue.close()
+
+
+def _storage_sync_queue() -> SyncQueue:
+    from shared.calendar.config import CALENDAR_SYNC_QUEUE
+    from shared.stores.storage_account import queue_service_client
+
+    return StorageSyncQueue(queue_service_client(), CALENDAR_SYNC_QUEUE)
+
+
+# The one client of the `calendar-sync` queue per process and loop, for everyone who enqueues jobs (the calendar
+# runtime, the driver accounts, ingestion's travel trigger).
+sync_queue_from_env: PerLoop[SyncQueue] = PerLoop(_storage_sync_queue)

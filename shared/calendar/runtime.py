@@ -13,9 +13,9 @@ import orjson
 
 from shared.accounts.runtime import account_service_if_enabled
 from shared.brands import BrandConfigs
-from shared.calendar.config import CALENDAR_SYNC_QUEUE, CalendarSettings
+from shared.calendar.config import CalendarSettings
 from shared.calendar.documents import KIND_DRIVER
-from shared.calendar.jobs import StorageSyncQueue, SyncJob, SyncQueue
+from shared.calendar.jobs import SyncJob, SyncQueue, sync_queue_from_env
 from shared.calendar.notifications import NotificationReport, handle_notifications
 from shared.calendar.subscriptions import subscriptions_due
 from shared.calendar.sync import AgendaEnricher, CalendarSync, SyncReport, utcnow
@@ -33,13 +33,12 @@ from shared.requests.processor import RequestProcessor, RequestReport
 from shared.settings import setting
 from shared.stores.blob_deadletters import blob_dead_letters_from_env
 from shared.stores.cosmos import cosmos_store_from_env
-from shared.stores.storage_account import queue_service_client
 
 if TYPE_CHECKING:
     from shared.travel.car_requests import TravelRequests
 
 settings = PerLoop(CalendarSettings.from_env)
-sync_queue: PerLoop[SyncQueue] = PerLoop(lambda: StorageSyncQueue(queue_service_client(), CALENDAR_SYNC_QUEUE))
+sync_queue: PerLoop[SyncQueue] = sync_queue_from_env
 
 
 def _graph_access() -> GraphAccess:

@@ -22,16 +22,12 @@ def _travel_trigger() -> TravelTrigger | None:
     agenda job (reason "travel": no Graph call; the planner decides on Maps calls within its budget)."""
     if not (setting("MAPS_BASE_URL") or setting("MAPS_CLIENT_ID")):
         return None
-    from shared.calendar.config import CALENDAR_SYNC_QUEUE
-    from shared.calendar.jobs import StorageSyncQueue, SyncJob
+    from shared.calendar.jobs import SyncJob, sync_queue_from_env
     from shared.calendar.sync import TRAVEL_REASON
-    from shared.stores.storage_account import queue_service_client
     from shared.travel.config import TravelSettings
 
-    queue = StorageSyncQueue(queue_service_client(), CALENDAR_SYNC_QUEUE)
-
     async def enqueue(user_id: str) -> None:
-        await queue.enqueue(SyncJob(user_id, TRAVEL_REASON))
+        await sync_queue_from_env.get().enqueue(SyncJob(user_id, TRAVEL_REASON))
 
     return TravelTrigger(enqueue, TravelSettings.from_env().recompute_km)
 
