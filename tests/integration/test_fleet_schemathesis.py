@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import os
+import pkgutil
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +26,24 @@ from shared.auth.policy import DRIVER_OWN
 
 schemathesis = pytest.importorskip("schemathesis", reason="requirements-dev.txt needs schemathesis")
 st_checks = schemathesis.checks
+
+
+def _import_all(package: Any) -> None:
+    """Import every submodule now, at collection, while this is the only thread.
+
+    schemathesis is a pytest plugin, so pytest rewrites (ast-parses) each of its modules on first import, and it
+    imports many lazily, in the middle of the test, while the local stack's thread compiles our own modules (no
+    .pyc in a fresh clone). CPython 3.11.7 keeps the AST recursion depth in process-wide state (gh-106905), so two
+    threads parsing at once fail with "SystemError: AST constructor recursion depth mismatch"; CI saw exactly that.
+    """
+    for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        try:
+            importlib.import_module(module.name)
+        except ImportError:  # optional extras (e.g. allure reporting) that are not installed
+            continue
+
+
+_import_all(schemathesis)
 
 pytestmark = pytest.mark.integration
 # Per operation. Each request that misses a vehicle costs ~0.4 s on the local Cosmos server (its 500 for a missing
