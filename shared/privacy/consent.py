@@ -36,13 +36,12 @@ import datetime as dt
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, Protocol, get_args
 
 from shared.calendar.documents import DRIVER_ID
-from shared.calendar.jobs import SyncJob
+from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS, CONSENTS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
-from shared.drivers.link import DriverLinks
 from shared.errors import ConflictError, InvalidRequestError, StoreError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
 from shared.privacy.categories import Basis, DataCategories, default_categories
@@ -305,13 +304,20 @@ async def brand_bases(store: DocumentStore, brand_id: str | None) -> Mapping[str
     return (await BrandConfigs(store).get(brand_id)).data_category_bases
 
 
+class Links(Protocol):
+    """What the service needs of the driver links (shared/drivers/link.py `DriverLinks`): their calendar-sync
+    queue. A protocol, not an import, because the links push consent through this service (no import circle)."""
+
+    queue: SyncQueue
+
+
 @dataclass
 class ConsentService:
     """Records decisions, derives the state, keeps the vehicle document and the car's twin in step."""
 
     store: DocumentStore
     gateway: IoTHubGateway
-    links: DriverLinks
+    links: Links
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     bases_of: BasesOf | None = None
     catalogue: DataCategories = field(default_factory=default_categories)
