@@ -226,13 +226,10 @@ def compile_check(rule: SignalRule) -> Checker:
 
     # A float between the tighter of (low, -limit) and (high, limit), both finite, passes every test of `number`
     # (NaN fails the comparison): accepted with one type check and one chained comparison.
-    try:
-        floor = -limit if low is None else max(low, -limit)
-        ceiling = limit if high is None else min(high, limit)
-        if not (isfinite(floor) and isfinite(ceiling)):
-            return number
-    except (TypeError, OverflowError):
+    bounds = _float_bounds(rule)
+    if bounds is None:
         return number
+    floor, ceiling = bounds
 
     def bounded_float(value: Any) -> tuple[Any, Rejection | None]:
         if type(value) is float and floor <= value <= ceiling:
@@ -242,6 +239,51 @@ def compile_check(rule: SignalRule) -> Checker:
     return bounded_float
 
 
+def _float_bounds(rule: SignalRule) -> tuple[float, float] | None:
+    """The finite range within which a float passes every test of a float rule, or None."""
+    limit = _FLOAT_LIMIT.get(rule.base, math.inf)
+    low, high = rule.low, rule.high
+    try:
+        floor = -limit if low is None else max(low, -limit)
+        ceiling = limit if high is None else min(high, limit)
+    except (TypeError, OverflowError):
+        return None
+    return (floor, ceiling) if math.isfinite(floor) and math.isfinite(ceiling) else None
+
+
+# (type, low, high): a value of exactly that type with low <= value <= high is accepted by its rule unchanged.
+PlainRange = tuple[type, Any, Any]
+
+
+def plain_range(rule: SignalRule) -> PlainRange | None:
+    """The scalar values a rule accepts unchanged, as one type and one closed range (None for arrays and strings):
+    a hot loop accepts most values with one lookup, one type check and one chained comparison instead of a call.
+
+    Floats: `_float_bounds`. Integers: the datatype's range and the rule's bounds together (a float for an integer
+    rule is normalised, so it is not plain). Booleans: False <= value <= True holds for both.
+    """
+    if rule.is_array:
+        return None
+    base = rule.base
+    if base == "boolean":
+        return (bool, False, True)
+    if base in _INT_RANGES:
+        low: float = _INT_RANGES[base][0]
+        high: float = _INT_RANGES[base][1]
+        try:
+            if rule.low is not None and rule.low > low:
+                low = rule.low
+            if rule.high is not None and rule.high < high:
+                high = rule.high
+        except TypeError:
+            return None
+        return (int, low, high)
+    if base == "string":
+        return None
+    bounds = _float_bounds(rule)
+    return None if bounds is None else (float, *bounds)
+
+
 class Catalogue:
     """Signal path → rule. `validate` is the hot path of ingestion: one dict lookup and one rule call."""
 
@@ -249,6 +291,7 @@ class Catalogue:
         self.rules = rules
         self.licence = licence
         self._checks: dict[str, Checker] = {}
+        self._ranges: dict[str, PlainRange] = {}
 
     def __contains__(self, path: object) -> bool:
         return path in self.rules
@@ -261,6 +304,11 @@ class Catalogue:
         """The rules compiled so far, by path (filled by `validate`): a hot loop may call them directly."""
         return self._checks
 
+    @property
+    def ranges(self) -> dict[str, PlainRange]:
+        """`plain_range` of the rules compiled so far (filled with `checks`), by path."""
+        return self._ranges
+
     def validate(self, path: str, value: Any) -> tuple[Any, Rejection | None]:
         check = self._checks.get(path)
         if check is None:
@@ -268,6 +316,9 @@ class Catalogue:
             if rule is None:
                 return value, UNKNOWN_SIGNAL
             check = self._checks[path] = compile_check(rule)
+            plain = plain_range(rule)
+            if plain is not None:
+                self._ranges[path] = plain
         return check(value)
 
     @classmethod

@@ -17,7 +17,9 @@ car-chosen nesting reaches a document; unknown paths cut to `MAX_PATH_CHARS`; an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Final, cast
 
 import orjson
@@ -260,7 +262,29 @@ def decode_any(
     max_clock_skew_ms: int = 300_000,
     catalogue: Catalogue | None = None,
 ) -> TelemetryMessage | GapMessage | DeadLetter:
-    """Decode one message of the telemetry hub: telemetry v1 or a gap report. Never raises."""
+    """Decode one message of the telemetry hub: telemetry v1 or a gap report. Never raises.
+
+    The usual message (v1 telemetry, every signal accepted) takes `_decode_fast`; anything else, and anything the
+    fast path is not sure of, takes `decode_reference`, so every bad input gets the reference's answer.
+    """
+    catalogue = catalogue or default_catalogue()
+    try:
+        fast = _decode_fast(message, max_clock_skew_ms, catalogue)
+    except Exception:  # a fast-path bug must cost speed, not the message
+        fast = None
+    if fast is not None:
+        return fast
+    return decode_reference(message, max_clock_skew_ms=max_clock_skew_ms, catalogue=catalogue)
+
+
+def decode_reference(
+    message: DeviceMessage,
+    *,
+    max_clock_skew_ms: int = 300_000,
+    catalogue: Catalogue | None = None,
+) -> TelemetryMessage | GapMessage | DeadLetter:
+    """`decode_any` without its fast path: orjson and the contract's checks by hand, the reference every answer of
+    the fast path is tested against (tests/unit/test_contract_fast_path.py). Never raises."""
     try:
         return _decode(message, max_clock_skew_ms, catalogue or default_catalogue())
     except _Invalid as bad:
@@ -335,6 +359,86 @@ def _gap(
         detail,
         size,
     )
+
+
+# orjson's integers: outside this range it returns a float where msgspec returns an int.
+_INT_LOW: Final = -(2**63)
+_INT_HIGH: Final = 2**64 - 1
+
+
+@cache
+def _envelope_decoder() -> Callable[[bytes], Any]:
+    """msgspec's decoder of the v1 envelope, made on first use (msgspec is imported here, not at cold start).
+
+    Unknown fields are refused, not skipped: msgspec skips them without checking UTF-8 or number ranges, which
+    orjson refuses (`invalid_json`), so a message with any other field takes the reference path.
+    """
+    import msgspec
+
+    # defstruct: the types as objects (this module's annotations are strings, which a local class cannot resolve)
+    sample = msgspec.defstruct("RawSample", [("ts", str), ("signals", dict[str, Any])], forbid_unknown_fields=True)
+    samples: Any = list[sample]  # type: ignore[valid-type]
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [("v", int), ("seq", int), ("samples", samples)]
+    fields.append(("epoch", str | None, None))
+    envelope = msgspec.defstruct("RawMessage", fields, forbid_unknown_fields=True)
+    return msgspec.json.Decoder(envelope).decode
+
+
+def _decode_fast(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue) -> TelemetryMessage | None:
+    """A well-formed v1 message whose every signal is accepted, decoded and validated by msgspec's typed decoder
+    instead of `orjson.loads` and the envelope's checks by hand; None for anything else (not JSON, another shape,
+    an unknown or rejected signal, a skewed sample, a signal seen for the first time): `_decode` decides those.
+
+    Equal to `_decode` on what it accepts (tests/unit/test_contract_fast_path.py, the fuzzed corpus): the same
+    checks in the same order, and integers orjson would have read as floats are left to the reference.
+    """
+    body = message.body
+    enqueued = message.enqueued_time
+    if not message.device_id or enqueued is None or len(body) > MAX_MESSAGE_BYTES:
+        return None
+    decode = _envelope_decoder()
+    try:
+        raw = decode(body)
+    except Exception:  # not JSON, not this shape, or nested deeper than msgspec goes: the reference says which
+        return None
+    seq, epoch, raw_samples = raw.seq, raw.epoch, raw.samples
+    if raw.v != CONTRACT_VERSION or not 0 <= seq <= MAX_SEQ or not raw_samples:
+        return None
+    if epoch is not None and (not 0 < len(epoch) <= MAX_EPOCH_CHARS or epoch.strip(HEX)):
+        return None
+    latest_allowed = _latest_allowed(enqueued, max_skew_ms)
+    checks, ranges = catalogue.checks, catalogue.ranges
+    samples: list[Sample] = []
+    for raw_sample in raw_samples:
+        ts = parse_time(raw_sample.ts)
+        raw_signals = raw_sample.signals
+        if ts is None or ts > latest_allowed or not raw_signals:
+            return None
+        accepted: dict[str, Any] = {}
+        for path, value in raw_signals.items():
+            plain = ranges.get(path)
+            if plain is not None and type(value) is plain[0] and plain[1] <= value <= plain[2]:
+                accepted[path] = value  # what the rule returns for it, without the call (catalogue.plain_range)
+                continue
+            check = checks.get(path)
+            if check is None:
+                return None
+            norm, reason = check(value)
+            if reason is not None:
+                return None
+            kind = type(norm)
+            if (kind is int and not _INT_LOW <= norm <= _INT_HIGH) or (kind is list and norm and _wide(norm)):
+                return None
+            accepted[path] = norm
+        samples.append(Sample(ts, accepted, {}, False, 0))
+    return TelemetryMessage(
+        message, message.device_id, seq, enqueued, message.sequence_number, samples, len(body), epoch
+    )
+
+
+def _wide(items: list[Any]) -> bool:
+    """Whether an array holds an integer orjson would have read as a float."""
+    return any(type(item) is int and not _INT_LOW <= item <= _INT_HIGH for item in items)
 
 
 def _decode(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue) -> TelemetryMessage | GapMessage:
