@@ -301,6 +301,12 @@ SETTINGS: tuple[Setting, ...] = (
         "0 */1 * * * *",
         "NCRONTAB (UTC) of the timer that measures each Event Hubs partition's backlog behind its checkpoint.",
     ),
+    # --- The cost meter's brand history (shared/cost/rollup.py; issue 19, docs/cost.md) ---
+    Setting(
+        "COST_ROLLUP_SCHEDULE",
+        "0 10 0 * * *",
+        "NCRONTAB (UTC) of the daily timer that keeps each brand's cost of the day just closed (after midnight UTC).",
+    ),
     # --- Who may call the API: Entra ID bearer tokens (shared/auth) ---
     Setting(
         "AUTH_OPENID_CONFIG_URL",

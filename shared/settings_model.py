@@ -196,6 +196,7 @@ class AppSettings(BaseSettings):
     lake_blob_service_uri: str | None = env("LAKE_BLOB_SERVICE_URI")
     lake_export_schedule: str = env("LAKE_EXPORT_SCHEDULE")
     ingest_backlog_schedule: str = env("INGEST_BACKLOG_SCHEDULE")
+    cost_rollup_schedule: str = env("COST_ROLLUP_SCHEDULE")
     auth_openid_config_url: LoopbackOrHttpsUrl = env("AUTH_OPENID_CONFIG_URL")
     auth_audience: CommaList = env("AUTH_AUDIENCE")
     auth_allowed_tenants: CommaList = env("AUTH_ALLOWED_TENANTS")

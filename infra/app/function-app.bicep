@@ -165,6 +165,8 @@ var sharedSettings = {
   LAKE_EXPORT_SCHEDULE: '0 */1 * * * *'
   // The ingestion backlog timer (issue 20, docs/operations.md): each partition's distance behind its checkpoint.
   INGEST_BACKLOG_SCHEDULE: '0 */1 * * * *'
+  // The cost meter's brand history (issue 19, docs/cost.md): each brand's day just closed, once a day.
+  COST_ROLLUP_SCHEDULE: '0 10 0 * * *'
   // Bearer tokens from Entra ID (v2). The common document serves every tenant; the app substitutes the token's tid
   // in the issuer and accepts only allowed tenants. No function key: the HTTP routes are anonymous at the host and
   // the app checks the token itself.

@@ -2,7 +2,8 @@
 
 - `driver` (id "driver"): the link to the vehicle, copied from the vehicle document, so a sync job finds its
   car with a point read;
-- `syncState` (id "sync"): deltaLink, window, last sync, counts and the hash of the last agenda sent;
+- `syncState` (id "sync"): deltaLink, window, last sync, counts, the hash of the last agenda sent and the
+  driver's Graph calls per day and car (`graphCalls`, the cost meter: shared/cost/graph_calls.py);
 - `subscription` (id "subscription"): the Graph subscription and its clientState;
 - `account` (id "account", driver accounts only): who signed in at which cars, what the account may do, and
   its MSAL token cache, sealed (shared/accounts);

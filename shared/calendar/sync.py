@@ -37,6 +37,7 @@ from shared.calendar.documents import (
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.calendar.subscriptions import SubscriptionManager
 from shared.containers import CALENDARS
+from shared.cost import graph_calls
 from shared.device_messages import canonical_time
 from shared.errors import ConflictError, DeviceNotFoundError, NotFoundError, PreconditionFailedError
 from shared.graph.access import is_delegated_user
@@ -82,6 +83,11 @@ class SyncReport:
         )
 
 
+def agenda_cars(driver: Document) -> list[str]:
+    """The cars the driver's agenda goes to: a driver account's active cars, or a company driver's one car."""
+    return sorted(driver.get("vehicleIds") or ([driver["vehicleId"]] if driver.get("vehicleId") else []))
+
+
 class CalendarSync:
     def __init__(
         self,
@@ -112,6 +118,10 @@ class CalendarSync:
     async def run(self, job: SyncJob) -> SyncReport:
         """Run one job. Raises StoreError and transient GraphError so the queue redelivers it; on throttling
         the job is re-queued after `Retry-After` instead (a redelivery at once would only be throttled again)."""
+        with graph_calls.counting():  # the job's Graph requests, carried by the sync state it writes (_sync)
+            return await self._run(job)
+
+    async def _run(self, job: SyncJob) -> SyncReport:
         report = SyncReport(job.user_id)
         driver = await self.store.read(CALENDARS, job.user_id, DRIVER_ID)
         if driver is None or not driver.document.get("consent", {}).get("calendar"):
@@ -186,6 +196,9 @@ class CalendarSync:
             "removed": report.removed,
             "full": report.full,
         }
+        counted = graph_calls.current()
+        if counted is not None:  # the cost meter's Graph calls of the driver's cars (docs/cost.md)
+            state["graphCalls"] = graph_calls.record(state.get("graphCalls"), now, counted.calls, agenda_cars(driver))
         # The twin first, the state (with the agenda hash) last: if the state write fails, the next job
         # patches again, which is harmless; the other order could lose an agenda update for good.
         if events is None:
@@ -207,7 +220,7 @@ class CalendarSync:
         active profile (`vehicleIds`). Each car's agenda may differ (travel to each meeting from where that car
         is: `enrich`), so each car's hash is kept (`state["agendaHashes"]`) and a car gets its agenda only when its
         own changed."""
-        targets = sorted(driver.get("vehicleIds") or ([driver["vehicleId"]] if driver.get("vehicleId") else []))
+        targets = agenda_cars(driver)
         items = agenda_events(events, now, self.settings.agenda_horizon)
         sent: dict[str, str] = dict(state.get("agendaHashes") or {})
         for vehicle_id in targets:

@@ -61,9 +61,15 @@ def _figures(period: CostPeriod) -> dict[str, Any]:
     }
 
 
-def vehicle_cost(cost: VehicleCost | None, now: dt.datetime, maps_calls_last_hour: int | None = None) -> dict[str, Any]:
+def vehicle_cost(
+    cost: VehicleCost | None,
+    now: dt.datetime,
+    maps_calls_last_hour: int | None = None,
+    graph: tuple[float | None, float | None] = (None, None),
+) -> dict[str, Any]:
     """The car's cost meter: today and the month to date (a period the clock has left reads as zero), the
-    previous day and month, and the month's estimate in USD."""
+    previous day and month, and the month's estimate in USD. `graph`: the car's share of its driver's Graph
+    calls today and this month (`graph_calls.car_calls`); free of charge, so not in the USD."""
     day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
     out: dict[str, Any] = {
         "estimated": bool(cost and cost["estimated"]),
@@ -74,7 +80,8 @@ def vehicle_cost(cost: VehicleCost | None, now: dt.datetime, maps_calls_last_hou
         "monthlyUsd": None,
         "monthlyUsdByService": {},
         "mapsCallsLastHour": maps_calls_last_hour,
-        "graphCalls": None,  # not metered per car yet (docs/cost.md)
+        "graphCallsToday": graph[0],
+        "graphCalls": graph[1],
         "prices": PRICES,
         "fleetCarsAssumed": DEFAULT_ASSUMPTIONS.cars,
     }

@@ -381,7 +381,13 @@ class CostMeter(_Response):
     )
     monthlyUsdByService: dict[str, float] = Field(default_factory=dict)
     mapsCallsLastHour: int | None = Field(None, description="Azure Maps calls of the car's travel planning.")
-    graphCalls: int | None = Field(None, description="Not metered per car yet: always null.")
+    graphCalls: float | None = Field(
+        None,
+        description="Microsoft Graph calls this month for the car's driver (calendar sync: delta pages, subscription "
+        "upkeep; retries included), the car's share where the driver's agenda goes to several cars. Free of "
+        "charge, so not in monthlyUsd; they count against Graph's throttling limits. Null without a synced driver.",
+    )
+    graphCallsToday: float | None = Field(None, description="The same, today (UTC).")
     prices: str
     fleetCarsAssumed: int
 
@@ -398,6 +404,10 @@ class BrandCostPeriod(_Response):
     messagesPerCar: float
 
 
+class BrandCostDay(BrandCostPeriod):
+    estimated: bool = Field(description="Some request units of the day are estimated from document sizes.")
+
+
 class BrandCost(_Response):
     brandId: str
     estimated: bool = Field(description="Some request units are estimated from document sizes (the local stack).")
@@ -407,6 +417,11 @@ class BrandCost(_Response):
     monthlyUsdPerCar: float | None = None
     monthlyUsdTotal: float | None = None
     prices: str
+    history: list[BrandCostDay] = Field(
+        default_factory=list,
+        description="The daily rollup (the cost_rollup timer, once a day): one entry per closed day of the last "
+        "`days` days that the brand's cars counted anything, newest first (docs/cost.md).",
+    )
 
 
 class VehicleDetail(VehicleSummary):

@@ -26,6 +26,7 @@ from shared.containers import (
     TRIPS,
     VEHICLES,
 )
+from shared.cost import graph_calls, rollup
 from shared.cost.view import brand_cost, vehicle_cost
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLinks
@@ -357,7 +358,9 @@ class FleetService:
             for alert in sorted(alerts_of(doc).values(), key=lambda a: a.get("raisedAt", ""), reverse=True)
         ]
         out["gaps"] = gaps_of(doc)
-        out["cost"] = vehicle_cost(doc.get("cost"), self.clock(), await self._maps_calls(vehicle_id))
+        now = self.clock()
+        graph = graph_calls.car_calls(await self._graph_calls(doc), vehicle_id, now)
+        out["cost"] = vehicle_cost(doc.get("cost"), now, await self._maps_calls(vehicle_id), graph)
         out["monthlyUsd"], out["costEstimated"] = out["cost"]["monthlyUsd"], out["cost"]["estimated"]
         return out
 
@@ -375,15 +378,28 @@ class FleetService:
         calls = state.get("calls") if isinstance(state, dict) else None
         return len(calls) if isinstance(calls, list) else None
 
-    async def brand_cost(self, brand_id: str) -> dict[str, Any]:
-        """The brand's cost meter: its cars' `cost` blocks summed per day and month (docs/cost.md, "The cost
-        meter": one query on demand over the brand's cars, no rollup write)."""
+    async def _graph_calls(self, doc: VehicleDocument) -> Any:
+        """The `graphCalls` block of the car's driver's calendar sync state (shared/cost/graph_calls.py); None
+        without a driver or before their first sync. A query, not a point read, for the reason `_maps_calls` says."""
+        driver = doc.get("driver")
+        user = driver.get("userId") if isinstance(driver, dict) else None
+        if not isinstance(user, str) or not user:
+            return None
         rows = await self.store.query(
-            VEHICLES,
-            "SELECT c.cost FROM c WHERE c.brandId = @brand AND IS_DEFINED(c.cost) AND c.type != @erased",
-            {"@brand": brand_id, "@erased": ERASED},
+            CALENDARS,
+            "SELECT c.graphCalls FROM c WHERE c.userId = @u AND c.id = @id",
+            {"@u": user, "@id": SYNC_STATE_ID},
+            partition_key=user,
         )
-        return brand_cost(brand_id, rows, self.clock())
+        return rows[0].get("graphCalls") if rows else None
+
+    async def brand_cost(self, brand_id: str, days: int = rollup.DEFAULT_HISTORY_DAYS) -> dict[str, Any]:
+        """The brand's cost meter: its cars' `cost` blocks summed per day and month (docs/cost.md, "The cost
+        meter": one query on demand over the brand's cars), and the daily rollup's last `days` days."""
+        now = self.clock()
+        out = brand_cost(brand_id, await rollup.brand_cost_rows(self.store, brand_id), now)
+        out["history"] = await rollup.history(self.store, brand_id, now, days)
+        return out
 
     async def telemetry(
         self, vehicle_id: str, start: dt.datetime | None, end: dt.datetime | None, limit: int, token: str | None

@@ -335,10 +335,12 @@ def _service_client(endpoint: GraphEndpoint, auth: Any, max_retries: int) -> Gra
     options[RetryHandlerOption.get_key()] = RetryHandlerOption(max_retries=max_retries)
     from kiota_http.kiota_client_factory import KiotaClientFactory
 
+    from shared.cost.graph_calls import metered_transport
     from shared.observability.metrics import counting_transport
 
     client = KiotaClientFactory.get_default_client()
-    client._transport = counting_transport(client._transport, "carlink.graph.requests")  # under the retries
+    # Under the retries: the metric and the cost meter's per-driver count (docs/cost.md) see every attempt.
+    client._transport = metered_transport(counting_transport(client._transport, "carlink.graph.requests"))
     http = GraphClientFactory.create_with_default_middleware(client=client, options=options)
     adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = endpoint.base_url

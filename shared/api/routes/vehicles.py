@@ -13,6 +13,7 @@ from shared.api.problems import PROBLEM_JSON
 from shared.api.routes.params import BrandId, FleetId, VehicleId
 from shared.auth.access import Access
 from shared.auth.policy import SIGNED_IN, Permission, requires
+from shared.cost.rollup import DEFAULT_HISTORY_DAYS, MAX_HISTORY_DAYS
 from shared.fleet import models as m
 from shared.fleet.service import FleetService
 
@@ -73,11 +74,15 @@ async def get_brand_cost(
     access: Annotated[Access, guard(requires(Permission.READ_BRAND, on="brand"))],
     brandId: BrandId,
     fleet: Fleet,
+    days: Annotated[
+        int, Query(ge=1, le=MAX_HISTORY_DAYS, description="Days of rolled-up history.")
+    ] = DEFAULT_HISTORY_DAYS,
 ) -> Any:
     """What the brand's cars cost: request units, IoT Hub messages and units, function CPU per day (today and
     yesterday) and month (this and the last), per car on average, and the estimated month in USD per car
-    (docs/cost.md, "The cost meter"). `estimated` says the request units are estimated from document sizes."""
-    return await fleet.brand_cost(brandId)
+    (docs/cost.md, "The cost meter"). `estimated` says the request units are estimated from document sizes.
+    `history`: the daily rollup's closed days of the last `days` days."""
+    return await fleet.brand_cost(brandId, days)
 
 
 @router.delete("/vehicles/{vehicleId}", response_model=m.ErasureReceipt, summary="Erase a car", tags=["privacy"])
