@@ -191,8 +191,19 @@ function renderCost(cost) {
     el("tr", { class: "month" }, [el("th", { text: "month to date" }), ...costCells(cost.monthToDate)]),
   );
   const maps = cost.mapsCallsLastHour === null ? "–" : String(cost.mapsCallsLastHour);
-  $("cost-extra").textContent = `Azure Maps calls in the last hour: ${maps} · Graph calls: not metered · `
+  // Graph is free of charge: its calls are shown because they count against Graph's throttling (docs/cost.md).
+  const calls = (n) => String(Math.round((n || 0) * 10) / 10);
+  const graph = cost.graphCalls === null ? "–" : `${calls(cost.graphCalls)} (today ${calls(cost.graphCallsToday)})`;
+  $("cost-extra").textContent = `Azure Maps calls in the last hour: ${maps} · Graph calls this month: ${graph}, free · `
     + `prices: ${cost.prices}, as in a fleet of ${cost.fleetCarsAssumed.toLocaleString()} cars like this one`;
+}
+
+// The daily rollup's closed days (GET /api/brands/{id}/cost `history`, the last 31 by default), summed.
+function history(days) {
+  if (!days.length) return "–";
+  const ru = days.reduce((sum, d) => sum + d.requestUnits, 0);
+  const messages = days.reduce((sum, d) => sum + d.messages, 0);
+  return `${fmt.num(ru, "RU", 1)} · ${messages} msgs (${days.length} days)`;
 }
 
 // The brands this user administers (GET /api/brands/{id}/cost): per-day totals and the month per car.
@@ -205,7 +216,7 @@ async function renderBrandCosts(list) {
   $("brand-costs").tBodies[0].replaceChildren(...answers.map((answer, i) => {
     if (answer instanceof SignInNeeded) throw answer;
     if (answer instanceof Error) {
-      return el("tr", { dataset: { brand: brands[i] } }, [el("td", { text: brands[i] }), el("td", { colspan: "5", class: "hint", text: answer.message })]);
+      return el("tr", { dataset: { brand: brands[i] } }, [el("td", { text: brands[i] }), el("td", { colspan: "6", class: "hint", text: answer.message })]);
     }
     const day = (answer.days || [])[0];
     const month = (answer.months || [])[0];
@@ -217,6 +228,7 @@ async function renderBrandCosts(list) {
       el("td", { class: "month", text: period(month) }),
       el("td", { class: "num per-car", text: usd(answer.monthlyUsdPerCar) }),
       el("td", { class: "num total", text: usd(answer.monthlyUsdTotal) }),
+      el("td", { class: "history", text: history(answer.history || []) }),
     ]);
   }));
 }
