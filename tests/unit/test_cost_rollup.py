@@ -4,10 +4,18 @@ the brand route shows it after the cars' own blocks have moved on."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
+import pytest
+from azure.functions.timer import TimerRequest
+
+from devstack.function_index import indexed_functions
+from devstack.host.ncrontab import Schedule
 from shared.containers import TENANCY
 from shared.cost import rollup
 from shared.cost.meter import CostMeter
+from shared.per_loop import PerLoop
+from shared.settings import SETTINGS
 from shared.stores.base import strip_system_properties
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.cost_support import ChargingStore
@@ -23,9 +31,15 @@ def cost_days_in(fleet: Fleet) -> list[dict[str, object]]:
     return [d for d in fleet.store.documents(TENANCY) if d.get("kind") == rollup.KIND_COST_DAY]
 
 
-async def fleet_over(days: int, messages_a_day: int) -> tuple[Fleet, dt.datetime]:
+def default(name: str) -> str | None:
+    return next(s.default for s in SETTINGS if s.name == name)
+
+
+async def fleet_over(days: int, messages_a_day: int, now: dt.datetime | None = None) -> tuple[Fleet, dt.datetime]:
     """Two cars of BRAND, each sending `messages_a_day` on each of `days` days ending today (fleet.now)."""
     fleet = Fleet(store=ChargingStore())
+    if now is not None:
+        fleet.now = now
     await fleet.add_fleet()
     for car in CARS:
         assert (
@@ -102,3 +116,24 @@ async def test_a_brand_whose_cars_counted_nothing_that_day_gets_no_document() ->
     report = await rollup.roll_up(fleet.store, fleet.now)
     assert (report.written, sorted(report.empty)) == ([], [BRAND, "quiet"])
     assert cost_days_in(fleet) == []
+
+
+async def test_the_timer_fires_once_a_day_after_midnight_and_rolls_up_yesterday(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The function as the host indexes and calls it, on the app's store (here a memory one)."""
+    from shared.stores import cosmos
+
+    fn = indexed_functions()["cost_rollup"]
+    (trigger,) = [json.loads(b) for b in fn.get_raw_bindings()]
+    assert (trigger["type"], trigger["schedule"]) == ("timerTrigger", "%COST_ROLLUP_SCHEDULE%")
+    schedule = Schedule.parse(str(default("COST_ROLLUP_SCHEDULE")))
+    first = schedule.next_after(dt.datetime(2026, 12, 6, 12, tzinfo=dt.UTC))
+    assert (first, schedule.next_after(first)) == (first.replace(day=7, hour=0, minute=10), first + DAY)
+    # WHEN it fires on a brand whose cars sent yesterday and today (by the real clock: the function reads it)
+    fleet, first_day = await fleet_over(days=2, messages_a_day=1, now=dt.datetime.now(dt.UTC))
+    monkeypatch.setattr(cosmos, "cosmos_store_from_env", PerLoop(lambda: fleet.store))
+    await fn.get_user_function()(TimerRequest(past_due=False))
+    # THEN yesterday's document is there
+    (document,) = cost_days_in(fleet)
+    assert (document["period"], document["messages"]) == (first_day.strftime("%Y-%m-%d"), 2)
