@@ -2,7 +2,11 @@
 
 Steady-state ingestion needs no read: the etag-conditional write fails with 412 if another writer changed the
 document, and the ingestor then re-reads. Split from the ingestor because what it trades (memory against parse
-time) changes on its own, measured by `bench/rss.py` (docs/performance.md).
+time) changes on its own, measured by `bench/rss.py` (docs/performance.md, "Cars per instance").
+
+Its size comes from the instance, not a constant: `VehicleCache.for_instance` takes the memory the instance
+gives the cache and the working set it really has (the cars of the Event Hubs partitions it owns), and
+`cars_that_fit` says how many cars that memory holds.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import orjson
 
 from shared.telemetry.documents import VehicleDocument
 
+MIB: Final = 1024 * 1024
+
 
 @dataclass(slots=True)
 class CachedDocument:
@@ -25,6 +31,7 @@ class CachedDocument:
     etag: str
     outbox_written: bool
     size: int  # hot: estimated memory of `doc` (see `estimated_size`); cold: len(raw)
+    tick: int = 0  # the cache's put count when this entry was put (hot tier: how long it has been idle)
 
     def document(self) -> VehicleDocument:
         if self.doc is not None:
@@ -35,12 +42,24 @@ class CachedDocument:
 
 
 # Estimated memory of a vehicle document held as Python objects (dicts, lists, floats, strings) rather than as
-# JSON, allocator overhead included: calibrated on the streamed RSS run (bench/rss.py: 10,000 cached cars, each
-# with 15 buffered messages, cost ~205 MB of RSS, ~20 KB per car; docs/performance.md).
+# JSON, allocator overhead included: calibrated on the streamed RSS run (bench/rss.py, 10,000 cars whose buffers
+# fill in step: ~6 KB per car without history, ~1.25 KB more per buffered ~460-byte message (a 4-key entry, its
+# sample dict, the 10-signal dict and their values: ~2.7 bytes per byte sent); docs/performance.md).
 DOC_BASE_BYTES: Final = 4 * 1024  # id, state bookkeeping, trip, seen ranges, alerts
 SIGNAL_BYTES: Final = 220  # one `state.signals` entry: {"value", "ts"}
-PENDING_FACTOR: Final = 2  # a buffered history entry, per byte of the message it came from
+PENDING_FACTOR_TENTHS: Final = 31  # a buffered history entry, per byte of the message it came from, in tenths
 GEO_SAMPLE_BYTES: Final = 320  # one `geo.window` sample (geofencing.py) with its tokens
+
+# What one car costs at most in each tier with the benchmark's messages (10 signals, ~460 bytes, a buffer of up to
+# 15 entries before it is flushed at `history.CHUNK_MAX_MESSAGES` = 16): hot ~28 KB estimated (6.3 + 15 x 1.43),
+# cold ~10 KB of JSON. A working set of N cars needs no more than N times these.
+HOT_BYTES_PER_CAR: Final = 28 * 1024
+COLD_BYTES_PER_CAR: Final = 10 * 1024
+# The hot tier's share of the cache's memory when the working set is unknown or too large to be cached whole.
+HOT_SHARE: Final = 0.8
+# A hot entry idle for more than this many rounds of the whole cache (puts / cached cars) is stale (its car went
+# quiet): it is demoted to make room. Otherwise the document being put is the one that goes cold (below).
+STALE_ROUNDS: Final = 2
 
 
 def estimated_size(doc: VehicleDocument) -> int:
@@ -55,39 +74,97 @@ def estimated_size(doc: VehicleDocument) -> int:
     if type(ingest) is dict:
         pending_bytes = ingest.get("pendingBytes")
         if type(pending_bytes) is int:
-            size += PENDING_FACTOR * pending_bytes
+            size += PENDING_FACTOR_TENTHS * pending_bytes // 10
     geo = doc.get("geo")
     if geo is not None:
         size += GEO_SAMPLE_BYTES * len(geo["window"])
     return size
 
 
-class VehicleCache:
-    """Least-recently-used committed vehicle documents in two tiers, each bounded.
+def partitions_owned(partition_count: int, instances: int = 1) -> int:
+    """Event Hubs partitions one instance reads: each partition is read by one instance at a time, spread evenly;
+    scaled in to one instance, it reads them all (the most it must hold)."""
+    if partition_count < 1 or instances < 1:
+        raise ValueError("partition_count and instances must be at least 1")
+    return -(-partition_count // min(instances, partition_count))
 
-    Hot: the most recently committed documents as dicts (`max_hot_bytes` of estimated memory), so a cache hit
-    costs no parse. A dict costs ~3-4x its JSON, so documents that drop out of the hot tier are serialised into
-    the cold tier (`max_bytes` of JSON, as this cache always was) instead of being forgotten; a cold hit is
-    parsed. So a fleet whose active cars fit the hot tier (~2,000 cars by default) is folded without parse and
-    serialisation, and a larger one costs what it did before, within the same memory.
+
+def cars_that_fit(memory_bytes: int) -> tuple[int, int]:
+    """(hot, cached): how many cars a cache of `memory_bytes` holds with full history buffers (the worst case) as
+    dicts, folded without a parse; and how many it holds at all, part of them as JSON (a parse per batch each)."""
+    return memory_bytes // HOT_BYTES_PER_CAR, memory_bytes // COLD_BYTES_PER_CAR
+
+
+def tier_sizes(memory_bytes: int, working_set_cars: int | None = None) -> tuple[int, int]:
+    """(hot, cold) bytes for a cache of `memory_bytes` serving `working_set_cars` cars: all hot if they fit; else
+    as many hot as leave room for the rest cold (`h / HOT + (memory - h) / COLD = cars`), so every car stays
+    cached (a car dropped costs a point read); if not even that fits, `HOT_SHARE` hot and the rest cold."""
+    if memory_bytes < 0 or (working_set_cars is not None and working_set_cars < 0):
+        raise ValueError("memory_bytes and working_set_cars must not be negative")
+    if working_set_cars is None or working_set_cars * COLD_BYTES_PER_CAR > memory_bytes:
+        hot = int(memory_bytes * HOT_SHARE)
+        return hot, memory_bytes - hot
+    if working_set_cars * HOT_BYTES_PER_CAR <= memory_bytes:
+        hot = working_set_cars * HOT_BYTES_PER_CAR
+        return hot, min(memory_bytes - hot, working_set_cars * COLD_BYTES_PER_CAR)
+    hot = (memory_bytes - working_set_cars * COLD_BYTES_PER_CAR) * HOT_BYTES_PER_CAR
+    hot //= HOT_BYTES_PER_CAR - COLD_BYTES_PER_CAR
+    return hot, memory_bytes - hot
+
+
+class VehicleCache:
+    """Committed vehicle documents in two tiers, each bounded.
+
+    Hot: documents as dicts (`max_hot_bytes` of estimated memory), so a cache hit costs no parse. A dict costs
+    ~2.6x its JSON, so documents that do not fit the hot tier are serialised into the cold tier (`max_bytes` of
+    JSON, least recently used evicted) instead of being forgotten; a cold hit is parsed.
+
+    Which document goes cold when the hot tier is full: the one being put, unless the least recently used hot one
+    is stale (idle for `STALE_ROUNDS` rounds of the whole cache). Cars of a partition come round in turn, so the
+    document just put is the one needed last: demoting the least recently used one instead (plain LRU) would
+    demote, on every put, the next car to come, and a working set one car larger than the hot tier would never
+    hit it (the 10,000-car run did exactly that: 0 % hot hits with 3,300 cars hot). This way the hot tier keeps
+    what fits (hot hits = hot tier / working set) and a car that went quiet leaves it after two rounds.
 
     `take` hands a document over and removes it (the fold mutates it in place, and nobody else may see it
     half-folded); the ingestor `put`s it back once the write committed, and leaves it out when the write failed.
     """
 
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024, max_hot_bytes: int = 40 * 1024 * 1024) -> None:
+    def __init__(self, max_bytes: int = 64 * MIB, max_hot_bytes: int = 40 * MIB) -> None:
         self._hot: OrderedDict[str, CachedDocument] = OrderedDict()
         self._cold: OrderedDict[str, CachedDocument] = OrderedDict()
         self._hot_bytes = 0
         self._bytes = 0  # cold tier, serialised bytes
+        self._ticks = 0  # puts so far
         self.max_bytes = max_bytes
         self.max_hot_bytes = max_hot_bytes
+
+    @classmethod
+    def for_instance(cls, memory_bytes: int, working_set_cars: int | None = None) -> VehicleCache:
+        """A cache within `memory_bytes` (what the instance gives it) for `working_set_cars`: the cars of the Event
+        Hubs partitions the instance owns (`partitions_owned` x cars per partition), split by `tier_sizes`."""
+        hot, cold = tier_sizes(memory_bytes, working_set_cars)
+        return cls(max_bytes=cold, max_hot_bytes=hot)
 
     def __len__(self) -> int:
         return len(self._hot) + len(self._cold)
 
     def __contains__(self, vehicle_id: object) -> bool:
         return vehicle_id in self._hot or vehicle_id in self._cold
+
+    @property
+    def hot_cars(self) -> int:
+        return len(self._hot)
+
+    @property
+    def hot_bytes(self) -> int:
+        """Estimated memory of the hot tier's documents."""
+        return self._hot_bytes
+
+    @property
+    def cold_bytes(self) -> int:
+        """Serialised bytes of the cold tier's documents."""
+        return self._bytes
 
     def get(self, vehicle_id: str) -> CachedDocument | None:
         """Look without taking (a hot entry's document stays cached and must not be mutated)."""
@@ -110,22 +187,36 @@ class VehicleCache:
         return item
 
     def put(self, vehicle_id: str, doc: VehicleDocument, etag: str, outbox_written: bool) -> CachedDocument:
+        """Cache a committed document: hot if it fits (after demoting stale hot entries), else cold."""
         self.evict(vehicle_id)
+        self._ticks += 1
         size = estimated_size(doc)
-        item = self._hot[vehicle_id] = CachedDocument(doc, None, etag, outbox_written, size)
-        self._hot_bytes += size
-        while self._hot_bytes > self.max_hot_bytes and self._hot:
-            old_id, old = self._hot.popitem(last=False)
-            self._hot_bytes -= old.size
-            if old.doc is not None:
-                self._put_cold(old_id, CachedDocument(None, orjson.dumps(old.doc), old.etag, old.outbox_written, 0))
-        return item
+        hot = self._hot
+        if self._hot_bytes + size > self.max_hot_bytes:
+            stale_before = self._ticks - STALE_ROUNDS * len(self)
+            while hot and self._hot_bytes + size > self.max_hot_bytes:
+                old_id, old = next(iter(hot.items()))
+                if old.tick > stale_before:
+                    break  # the least recently used is still in use: the newcomer goes cold
+                del hot[old_id]
+                self._hot_bytes -= old.size
+                self._demote(old_id, old)
+        item = CachedDocument(doc, None, etag, outbox_written, size, self._ticks)
+        if self._hot_bytes + size <= self.max_hot_bytes:
+            hot[vehicle_id] = item
+            self._hot_bytes += size
+            return item
+        self._demote(vehicle_id, item)
+        return self._cold.get(vehicle_id, item)
 
-    def _put_cold(self, vehicle_id: str, item: CachedDocument) -> None:
-        assert item.raw is not None
-        item.size = len(item.raw)
-        self._cold[vehicle_id] = item
-        self._bytes += item.size
+    def _demote(self, vehicle_id: str, item: CachedDocument) -> None:
+        """Serialise a hot entry into the cold tier (evicting the least recently used cold ones beyond `max_bytes`)."""
+        assert item.doc is not None
+        raw = orjson.dumps(item.doc)
+        if len(raw) > self.max_bytes:
+            return
+        self._cold[vehicle_id] = CachedDocument(None, raw, item.etag, item.outbox_written, len(raw), item.tick)
+        self._bytes += len(raw)
         while self._bytes > self.max_bytes and self._cold:
             _, old = self._cold.popitem(last=False)
             self._bytes -= old.size
