@@ -301,6 +301,28 @@ SETTINGS: tuple[Setting, ...] = (
         "0 */1 * * * *",
         "NCRONTAB (UTC) of the timer that measures each Event Hubs partition's backlog behind its checkpoint.",
     ),
+    # --- The vehicle cache of an ingestion instance (shared/telemetry/vehicle_cache.py; issue 19, docs/performance.md)
+    Setting(
+        "VEHICLE_CACHE_MB",
+        "1024",
+        "Memory (MB) an ingestion instance gives its vehicle cache (half of a 2,048 MB instance): ~37,000 cars hot.",
+        low=0,
+        high=65_536,
+    ),
+    Setting(
+        "TELEMETRY_PARTITION_COUNT",
+        "4",
+        "Partitions of the telemetry event hub (infra's telemetryPartitionCount): the vehicle cache's working set.",
+        low=1,
+        high=2048,
+    ),
+    Setting(
+        "TELEMETRY_CARS_PER_PARTITION",
+        "0",
+        "Cars sending to one telemetry partition (fleet / partitions); 0 = unknown: the cache keeps 80 % of it hot.",
+        low=0,
+        high=10_000_000,
+    ),
     # --- The cost meter's brand history (shared/cost/rollup.py; issue 19, docs/cost.md) ---
     Setting(
         "COST_ROLLUP_SCHEDULE",

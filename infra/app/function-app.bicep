@@ -165,6 +165,11 @@ var sharedSettings = {
   LAKE_EXPORT_SCHEDULE: '0 */1 * * * *'
   // The ingestion backlog timer (issue 20, docs/operations.md): each partition's distance behind its checkpoint.
   INGEST_BACKLOG_SCHEDULE: '0 */1 * * * *'
+  // The vehicle cache of an ingestion instance (issue 19, docs/performance.md "Cars per instance"): its memory, and
+  // the working set it is sized for (the telemetry hub's partitions, main.bicep's default 4; cars per partition).
+  VEHICLE_CACHE_MB: '1024'
+  TELEMETRY_PARTITION_COUNT: '4'
+  TELEMETRY_CARS_PER_PARTITION: '0'
   // The cost meter's brand history (issue 19, docs/cost.md): each brand's day just closed, once a day.
   COST_ROLLUP_SCHEDULE: '0 10 0 * * *'
   // Bearer tokens from Entra ID (v2). The common document serves every tenant; the app substitutes the token's tid

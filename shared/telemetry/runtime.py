@@ -15,6 +15,7 @@ from shared.stores.blob_deadletters import blob_dead_letters_from_env
 from shared.stores.cosmos import cosmos_store_from_env
 from shared.telemetry.ingest import BatchReport, TelemetryIngestor, TravelTrigger
 from shared.telemetry.tuning import tune_for_ingestion
+from shared.telemetry.vehicle_cache import vehicle_cache_from_env
 
 
 def _travel_trigger() -> TravelTrigger | None:
@@ -42,6 +43,7 @@ def _create_ingestor() -> TelemetryIngestor:
         geofences=CachedGeofenceSource(store),
         travel=_travel_trigger(),
         cost=CostMeter(),
+        cache=vehicle_cache_from_env(),  # sized for the instance's memory and partitions (docs/performance.md)
     )
     tune_for_ingestion()  # once per process, now that the clients and the catalogue are loaded
     return created

@@ -12,11 +12,13 @@ gives the cache and the working set it really has (the cars of the Event Hubs pa
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 import orjson
 
+from shared.settings import number_setting
 from shared.telemetry.documents import VehicleDocument
 
 MIB: Final = 1024 * 1024
@@ -110,6 +112,21 @@ def tier_sizes(memory_bytes: int, working_set_cars: int | None = None) -> tuple[
     hot = (memory_bytes - working_set_cars * COLD_BYTES_PER_CAR) * HOT_BYTES_PER_CAR
     hot //= HOT_BYTES_PER_CAR - COLD_BYTES_PER_CAR
     return hot, memory_bytes - hot
+
+
+def working_set_from_env(environ: Mapping[str, str] | None = None) -> int | None:
+    """Cars of the partitions an instance may own: all of TELEMETRY_PARTITION_COUNT (scaled in to one instance,
+    the most it must hold; scaled out it holds fewer and the cache fills less) x TELEMETRY_CARS_PER_PARTITION;
+    None when the cars per partition are not configured (0)."""
+    per_partition = int(number_setting("TELEMETRY_CARS_PER_PARTITION", environ))
+    partitions = partitions_owned(int(number_setting("TELEMETRY_PARTITION_COUNT", environ)))
+    return partitions * per_partition or None
+
+
+def vehicle_cache_from_env(environ: Mapping[str, str] | None = None) -> VehicleCache:
+    """The ingestion instance's cache: VEHICLE_CACHE_MB for `working_set_from_env` (shared/telemetry/runtime.py)."""
+    memory = int(number_setting("VEHICLE_CACHE_MB", environ)) * MIB
+    return VehicleCache.for_instance(memory, working_set_from_env(environ))
 
 
 class VehicleCache:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bench.generator import batches
 from shared.containers import partition_keys
+from shared.errors import ConfigurationError
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry.documents import VehicleDocument
 from shared.telemetry.ingest import TelemetryIngestor
@@ -26,6 +27,7 @@ from shared.telemetry.vehicle_cache import (
     estimated_size,
     partitions_owned,
     tier_sizes,
+    vehicle_cache_from_env,
 )
 
 
@@ -117,6 +119,18 @@ def test_tier_sizes_by_working_set() -> None:
     assert cars_that_fit(1024 * MIB) == (1024 * MIB // HOT_BYTES_PER_CAR, 1024 * MIB // COLD_BYTES_PER_CAR)
     cache = VehicleCache.for_instance(180 * MIB, working_set_cars=10_000)
     assert (cache.max_hot_bytes, cache.max_bytes) == tier_sizes(180 * MIB, 10_000)
+
+
+def test_the_instance_cache_is_sized_from_its_settings() -> None:
+    env = {"VEHICLE_CACHE_MB": "180", "TELEMETRY_PARTITION_COUNT": "4", "TELEMETRY_CARS_PER_PARTITION": "2500"}
+    cache = vehicle_cache_from_env(env)  # one instance may own all 4 partitions: 10,000 cars
+    assert (cache.max_hot_bytes, cache.max_bytes) == tier_sizes(180 * MIB, 10_000)
+    cache = vehicle_cache_from_env({**env, "TELEMETRY_CARS_PER_PARTITION": "0"})  # unknown working set
+    assert (cache.max_hot_bytes, cache.max_bytes) == tier_sizes(180 * MIB)
+    cache = vehicle_cache_from_env({})  # the defaults: 1,024 MB, working set unknown
+    assert cache.max_hot_bytes + cache.max_bytes == 1024 * MIB
+    with pytest.raises(ConfigurationError):
+        vehicle_cache_from_env({**env, "TELEMETRY_PARTITION_COUNT": "0"})
 
 
 @settings(max_examples=300, deadline=None)
