@@ -282,6 +282,7 @@ async def test_the_fleet_operator_signs_in_sees_only_their_fleet_and_acknowledge
         assert float(await page.locator("#cost-monthly").get_attribute("data-usd") or "0") > 0
         assert await page.locator("#cost-estimated").is_visible()
         assert "msgs" in await page.locator("#cost-table tr.today").inner_text()
+        assert "Graph calls this month:" in await page.locator("#cost-extra").inner_text()
         assert await page.locator("#brand-cost-box").is_hidden()
         # AND acknowledging an alert works
         await page.locator(f'button.ack[data-alert="{fleet.acked_alert}"]').click(timeout=20_000)
@@ -446,6 +447,7 @@ async def test_the_brand_admin_sees_the_brands_cost_meter(fleet: Fleet) -> None:
         await brand.locator("td.per-car").filter(has_text="$").wait_for(timeout=20_000)
         assert "(estimated)" in await brand.inner_text()
         assert "msgs" in await brand.locator("td.day").inner_text()
+        assert await brand.locator("td.history").inner_text() == "–"  # no daily rollup has run on this stack yet
         await page.screenshot(path=str(ARTIFACTS / "dashboard-brand-cost.png"), full_page=True)
         assert errors == []
 
