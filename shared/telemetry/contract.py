@@ -226,6 +226,26 @@ def _latest_allowed(enqueued: str, max_skew_ms: int) -> str:
     return head + millis
 
 
+_SECONDS: Final = frozenset(f":{n:02d}" for n in range(60))  # ":00" to ":59"
+_MINUTES: set[str] = set()  # "YYYY-MM-DDTHH:MM" prefixes parse_time accepted in canonical timestamps
+
+
+def _canonical_time(text: str) -> str | None:
+    """`parse_time(text)`, with a canonical timestamp of an already seen minute recognised by three set lookups.
+
+    A canonical "YYYY-MM-DDTHH:MM:SS.mmmZ" is what parse_time returns as it is; once its minute's prefix parsed,
+    any second 00-59 and millis 000-999 of that minute parses too (fromisoformat refuses only second 60).
+    """
+    if len(text) == 24 and text[:16] in _MINUTES and text[16:19] in _SECONDS and text[19:] in _MILLIS:
+        return text
+    ts = parse_time(text)
+    if ts is not None and ts is text and len(text) == 24:  # canonical: remember its minute
+        if len(_MINUTES) >= 4096:
+            _MINUTES.clear()
+        _MINUTES.add(text[:16])
+    return ts
+
+
 def _keep(rejected: dict[str, tuple[Any, Rejection]], path: str, value: Any, reason: Rejection) -> bool:
     """Keep one rejected value, bounded; False if its (cut) path is already taken, so it is only counted."""
     path = bounded_path(path)
@@ -410,7 +430,7 @@ def _decode_fast(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue)
     checks, ranges = catalogue.checks, catalogue.ranges
     samples: list[Sample] = []
     for raw_sample in raw_samples:
-        ts = parse_time(raw_sample.ts)
+        ts = _canonical_time(raw_sample.ts)
         raw_signals = raw_sample.signals
         if ts is None or ts > latest_allowed or not raw_signals:
             return None

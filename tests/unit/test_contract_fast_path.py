@@ -10,6 +10,7 @@ detail.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import random
@@ -19,7 +20,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.device_messages import DeadLetter, DeviceMessage
+from shared.device_messages import DeadLetter, DeviceMessage, parse_time
 from shared.telemetry import contract
 from shared.telemetry.catalogue import SignalRule, compile_check, default_catalogue, plain_range
 from shared.telemetry.contract import GapMessage, TelemetryMessage
@@ -272,3 +273,17 @@ def test_fast_path_takes_the_usual_message_and_leaves_the_rest() -> None:
     assert isinstance(widened, TelemetryMessage)
     assert type(widened.samples[0].signals["Vehicle.Speed"]) is float
     assert contract._decode_fast(wide, 300_000, CATALOGUE) is None
+
+
+@given(
+    st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9998, 12, 30), timezones=st.just(dt.UTC)),
+    st.sampled_from(["", ":60", ":5", "60.000Z", ".1234Z", "+00:00", " ", "\u0661", "Z"]),
+    st.integers(min_value=0, max_value=30),
+)
+@settings(max_examples=500)
+def test_canonical_time_is_parse_time(value: dt.datetime, damage: str, at: int) -> None:
+    text = iso(0, value)
+    assert contract._canonical_time(text) == parse_time(text)
+    assert contract._canonical_time(text) == parse_time(text)  # its minute now known
+    broken = text[:at] + damage + text[at + len(damage) :]
+    assert contract._canonical_time(broken) == parse_time(broken)
