@@ -58,7 +58,7 @@ async def test_a_sync_counts_every_graph_request_it_sent_into_the_sync_state(wor
     today = world.clock.now.strftime("%Y-%m-%d")
     assert block["day"] == {"on": today, "calls": sent, "cars": {VEHICLE: float(sent)}}  # type: ignore[index]
     # WHEN a delta page is throttled once and the SDK retries it
-    world.sandbox.fail_next("delta", 429, {"Retry-After": "0"})
+    world.sandbox.fail_next("delta", 429, {"Retry-After": "1"})  # (0 would mean the default backoff, ~3 s)
     await world.sync().run(SyncJob(USER, "test"))
     # THEN both attempts count: a retried 429 counts against Graph's throttling like any request
     assert len(world.sandbox.requests) == sent + 2
