@@ -198,8 +198,10 @@ function renderCost(cost) {
     + `prices: ${cost.prices}, as in a fleet of ${cost.fleetCarsAssumed.toLocaleString()} cars like this one`;
 }
 
-// The daily rollup's closed days (GET /api/brands/{id}/cost `history`, the last 31 by default), summed.
-function history(days) {
+// The daily rollup's closed days (GET /api/brands/{id}/cost `history`, the last 31 by default), summed. Not named
+// `history`: a top-level function of this classic script would replace window.history, which MSAL uses to clear
+// the sign-in response from the address bar.
+function rolledUpDays(days) {
   if (!days.length) return "–";
   const ru = days.reduce((sum, d) => sum + d.requestUnits, 0);
   const messages = days.reduce((sum, d) => sum + d.messages, 0);
@@ -228,7 +230,7 @@ async function renderBrandCosts(list) {
       el("td", { class: "month", text: period(month) }),
       el("td", { class: "num per-car", text: usd(answer.monthlyUsdPerCar) }),
       el("td", { class: "num total", text: usd(answer.monthlyUsdTotal) }),
-      el("td", { class: "history", text: history(answer.history || []) }),
+      el("td", { class: "history", text: rolledUpDays(answer.history || []) }),
     ]);
   }));
 }
