@@ -21,7 +21,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end run on the local Cosmos server")
     parser.add_argument("--messages", type=int, default=None, help="messages streamed for peak RSS (1,000,000)")
     parser.add_argument("--cars", type=int, default=10_000, help="fleet size of the streamed RSS run")
-    parser.add_argument("--cache-mb", type=int, default=None, help="VehicleCache budget for the RSS run (64)")
+    parser.add_argument("--cache-mb", type=int, default=None, help="vehicle cache MB, RSS and scale runs (150)")
     parser.add_argument("--e2e-messages", type=int, default=None, help="messages per scenario end to end (3,000)")
     parser.add_argument("--save-baseline", action="store_true", help="write bench/baseline.json from this run")
     return parser.parse_args(argv)
@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     figures["rss.peakRssMb"] = streamed_run["peakRssMb"]
     figures["rss.msgsPerS"] = streamed_run["messages"] / streamed_run["seconds"]
     details["rss"] = streamed_run
+
+    _step(f"CPU path {args.cars:,} cars against steady state, caches sized as the RSS run's (issue 19)")
+    all_hot = None if quick else rss.ALL_HOT_MB  # --quick: one round, without the all-hot figure
+    scale = rss.scale_rates(args.cars, 1 if quick else 3, args.cache_mb or rss.CACHE_MB, all_hot)
+    figures |= {f"scale.{key}": value for key, value in scale.items()}
 
     for scenario in cpu.SCENARIOS:
         for pipeline in ("ours", "naive"):

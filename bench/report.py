@@ -44,6 +44,7 @@ TARGETS = (
     Target("cpu.geofences.ratio", 0.9, True, "CPU path with 1,000 geofences >= 0.9x without (issue 14)"),
     Target("ru.steady.ratio", 0.6, False, "modelled Cosmos RU/msg steady <= 0.6x naive (issue 19)"),
     Target("ru.catch-up.ratio", 0.15, False, "modelled Cosmos RU/msg catch-up <= 0.15x naive (issue 19)"),
+    Target("scale.ratio", 0.75, True, "10,000-car stream >= 0.75x steady state (issue 19)"),
 )
 
 # (figure, label, format) rows of the table, in order; absent figures (e.g. --skip-e2e) are left out.
@@ -62,6 +63,12 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("cpu.geofences.ratio", "CPU path with 1,000 geofences / without", ".3f"),
     ("rss.peakRssMb", "peak RSS streaming (MB)", ".1f"),
     ("rss.msgsPerS", "streaming rate incl. generator, msgs/s", ",.0f"),
+    ("scale.steady.msgsPerS", "CPU path steady (100 cars), same cache as RSS, msgs/s", ",.0f"),
+    ("scale.cars.msgsPerS", "CPU path 10,000 cars, same cache as RSS, msgs/s", ",.0f"),
+    ("scale.ratio", "CPU path 10,000 cars / steady", ".3f"),
+    ("scale.hotCarsShare", "10,000 cars: share hot at the buffers' fullest", ".3f"),
+    ("scale.allHot.msgsPerS", "CPU path 10,000 cars, all hot (cache 1 GB), msgs/s", ",.0f"),
+    ("scale.allHot.ratio", "CPU path 10,000 cars all hot / steady", ".3f"),
     ("writes.steady.ours.writesPerMsg", "writes/msg steady, ours", ".4f"),
     ("writes.steady.naive.writesPerMsg", "writes/msg steady, naive", ".4f"),
     ("writes.steady.ours.bytesPerMsg", "bytes/msg steady, ours", ",.0f"),
