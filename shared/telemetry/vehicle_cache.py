@@ -45,8 +45,8 @@ class CachedDocument:
 
 # Estimated memory of a vehicle document held as Python objects (dicts, lists, floats, strings) rather than as
 # JSON, allocator overhead included: calibrated on the streamed RSS run (bench/rss.py, 10,000 cars whose buffers
-# fill in step: ~6 KB per car without history, ~1.25 KB more per buffered ~460-byte message (a 4-key entry, its
-# sample dict, the 10-signal dict and their values: ~2.7 bytes per byte sent); docs/performance.md).
+# fill in step: ~6.4 KB of RSS per car without history, ~1.45 KB more per buffered ~460-byte message (a 4-key
+# entry, its sample dict, the 10-signal dict and their values: ~3.1 bytes per byte sent); docs/performance.md).
 DOC_BASE_BYTES: Final = 4 * 1024  # id, state bookkeeping, trip, seen ranges, alerts
 SIGNAL_BYTES: Final = 220  # one `state.signals` entry: {"value", "ts"}
 PENDING_FACTOR_TENTHS: Final = 31  # a buffered history entry, per byte of the message it came from, in tenths
@@ -133,7 +133,7 @@ class VehicleCache:
     """Committed vehicle documents in two tiers, each bounded.
 
     Hot: documents as dicts (`max_hot_bytes` of estimated memory), so a cache hit costs no parse. A dict costs
-    ~2.6x its JSON, so documents that do not fit the hot tier are serialised into the cold tier (`max_bytes` of
+    ~2.8x its JSON, so documents that do not fit the hot tier are serialised into the cold tier (`max_bytes` of
     JSON, least recently used evicted) instead of being forgotten; a cold hit is parsed.
 
     Which document goes cold when the hot tier is full: the one being put, unless the least recently used hot one
