@@ -432,6 +432,7 @@ module functionApp 'app/function-app.bicep' = {
     mapsClientId: maps.outputs.clientId
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
+    telemetryPartitionCount: telemetryPartitionCount
   }
 }
 

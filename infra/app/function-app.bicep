@@ -101,6 +101,10 @@ param maximumInstanceCount int = 100
 ])
 param instanceMemoryMB int = 2048
 
+@description('Optional. Partitions of the telemetry hub (main.bicep telemetryPartitionCount): the working set the vehicle cache is sized for. Defaults to 4.')
+@minValue(1)
+param telemetryPartitionCount int = 4
+
 // Settings that hold in Azure and, unchanged, in local.settings.json: endpoints and names, no credential.
 // Values come from parameters only: the appSettings loop below needs them known when the deployment starts.
 // Every name the code reads is declared in shared/settings.py (tests/infra checks both ways); values of settings
@@ -166,9 +170,9 @@ var sharedSettings = {
   // The ingestion backlog timer (issue 20, docs/operations.md): each partition's distance behind its checkpoint.
   INGEST_BACKLOG_SCHEDULE: '0 */1 * * * *'
   // The vehicle cache of an ingestion instance (issue 19, docs/performance.md "Cars per instance"): its memory, and
-  // the working set it is sized for (the telemetry hub's partitions, main.bicep's default 4; cars per partition).
-  VEHICLE_CACHE_MB: '1024'
-  TELEMETRY_PARTITION_COUNT: '4'
+  // the working set it is sized for (the telemetry hub's partitions; cars per partition). Half the instance's memory.
+  VEHICLE_CACHE_MB: string(instanceMemoryMB / 2)
+  TELEMETRY_PARTITION_COUNT: string(telemetryPartitionCount)
   TELEMETRY_CARS_PER_PARTITION: '0'
   // The cost meter's brand history (issue 19, docs/cost.md): each brand's day just closed, once a day.
   COST_ROLLUP_SCHEDULE: '0 10 0 * * *'
