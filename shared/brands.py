@@ -43,7 +43,7 @@ class BrandConfigs:
         cached = self._cache.get(brand_id)
         if cached is not None and now - cached[0] < CACHE_SECONDS:
             return cached[1]
-        from shared.settings import brand_settings
+        from shared.settings_model import brand_settings
 
         overrides: Mapping[str, object] = {}
         if brand_id is not None:

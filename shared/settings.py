@@ -9,9 +9,10 @@ and the key under which a brand may override it. Two readers sit on top:
 
 - `setting()` / `number_setting()` / `IngestionSettings`: plain string and number reads, no dependencies. The
   ingestion path uses only these, so importing the app and ingesting the first batch never load pydantic.
-- `app_settings()` / `auth_settings()` / `brand_settings()`: the typed pydantic-settings model
-  (shared/settings_model.py), imported on first call (~0.35 s with pydantic when nothing else loaded it yet).
-  Its fields take their defaults, ranges and docs from `SETTINGS`; a unit test keeps the two one-to-one.
+- `app_settings()` / `auth_settings()` / `brand_settings()` in shared/settings_model.py: the typed
+  pydantic-settings model, imported where first needed (~0.35 s with pydantic when nothing else loaded it yet).
+  Its fields take their defaults, ranges and docs from `SETTINGS` (the model imports this module, never the other
+  way round); a unit test keeps the two one-to-one.
 
 `python -m shared.settings --markdown` prints the README's settings table (a unit test compares them).
 """
@@ -22,12 +23,8 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from shared.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from shared.settings_model import AppSettings, AuthSettings, BrandSettings
 
 
 @dataclass(frozen=True)
@@ -458,41 +455,6 @@ def category_bases(environ: Mapping[str, str] | None = None) -> tuple[tuple[str,
         return tuple(sorted(parse_bases(setting("DATA_CATEGORY_BASES", environ)).items()))
     except ValueError as exc:
         raise ConfigurationError(f"DATA_CATEGORY_BASES: {exc}") from None
-
-
-# ---- the typed model, loaded on first use ----
-
-
-def app_settings(environ: Mapping[str, str] | None = None) -> AppSettings:
-    """Every setting, typed and validated (ConfigurationError naming each bad setting). Read once per process
-    from the environment; an explicit `environ` (tests, tools) is read afresh."""
-    from shared.settings_model import load_app_settings
-
-    return load_app_settings(environ)
-
-
-def auth_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
-    """The AUTH_* settings the token validation and the dashboard need; ConfigurationError without AUTH_AUDIENCE."""
-    from shared.settings_model import AuthSettings
-
-    return AuthSettings.of(app_settings(environ))
-
-
-def brand_settings(overrides: Mapping[str, object] | None, environ: Mapping[str, str] | None = None) -> BrandSettings:
-    """The settings of one brand: the app's values with the brand's overrides on top.
-
-    Override keys are the camelCase `brand` names of `SETTINGS` (lowBatteryPercent, lowFuelPercent,
-    dataCategoryBases, movingSpeedKmh, calendar, teams, telemetryRetentionDays, signinAuthority);
-    `dataCategoryBases` is an object (category → "consent" | "contract") merged over the app's, so a brand names
-    only the categories it changes.
-    Unknown keys, wrong types and values out of the declared range raise InvalidRequestError listing each field.
-
-    >>> brand_settings({"lowBatteryPercent": 20}, {}).low_battery_percent
-    20.0
-    """
-    from shared.settings_model import BrandSettings
-
-    return BrandSettings.layered(app_settings(environ), overrides or {})
 
 
 # ---- the README table ----

@@ -371,4 +371,33 @@ def field_settings() -> dict[str, str]:
     return {alias: name for name, info in AppSettings.model_fields.items() if (alias := _alias(info))}
 
 
+# ---- the typed model's doors (callers import them inside functions: pydantic stays off the cold path) ----
+
+
+def app_settings(environ: Mapping[str, str] | None = None) -> AppSettings:
+    """Every setting, typed and validated (ConfigurationError naming each bad setting). Read once per process
+    from the environment; an explicit `environ` (tests, tools) is read afresh."""
+    return load_app_settings(environ)
+
+
+def auth_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
+    """The AUTH_* settings the token validation and the dashboard need; ConfigurationError without AUTH_AUDIENCE."""
+    return AuthSettings.of(app_settings(environ))
+
+
+def brand_settings(overrides: Mapping[str, object] | None, environ: Mapping[str, str] | None = None) -> BrandSettings:
+    """The settings of one brand: the app's values with the brand's overrides on top.
+
+    Override keys are the camelCase `brand` names of `SETTINGS` (lowBatteryPercent, lowFuelPercent,
+    dataCategoryBases, movingSpeedKmh, calendar, teams, telemetryRetentionDays, signinAuthority);
+    `dataCategoryBases` is an object (category → "consent" | "contract") merged over the app's, so a brand names
+    only the categories it changes.
+    Unknown keys, wrong types and values out of the declared range raise InvalidRequestError listing each field.
+
+    >>> brand_settings({"lowBatteryPercent": 20}, {}).low_battery_percent
+    20.0
+    """
+    return BrandSettings.layered(app_settings(environ), overrides or {})
+
+
 assert [s.name for s in SETTINGS] == list(field_settings()), "AppSettings must mirror SETTINGS, in order"

@@ -45,7 +45,7 @@ TARGETS: Final = {
 def _auth_settings() -> tuple[str, str]:
     """The Entra authority users sign in with and the scope to ask for (AUTH_DASHBOARD_AUTHORITY, AUTH_API_SCOPE;
     without AUTH_AUDIENCE the scope's bare name, so the document still serves on an unconfigured instance)."""
-    from shared.settings import app_settings, auth_settings
+    from shared.settings_model import app_settings, auth_settings
 
     authority = str(app_settings().auth_dashboard_authority).rstrip("/")
     try:

@@ -16,7 +16,7 @@ from shared.tenancy.service import TenancyService
 
 def _tenancy() -> TenancyService:
     from shared.calendar import runtime as calendar_runtime
-    from shared.settings import auth_settings
+    from shared.settings_model import auth_settings
 
     home = tuple(auth_settings().allowed_tenants)
     return TenancyService(cosmos_store_from_env.get(), calendar_runtime.driver_links.get(), home)

@@ -84,7 +84,7 @@ class AuthConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthConfig:
         """The AUTH_* settings as the typed settings model validated them (ConfigurationError otherwise)."""
-        from shared.settings import auth_settings
+        from shared.settings_model import auth_settings
 
         auth = auth_settings(environ)
         return cls(

@@ -60,13 +60,13 @@ def _file(name: str) -> bytes:
 
 def _config() -> bytes:
     """The MSAL.js configuration; ConfigurationError (503 at the HTTP layer) while AUTH_AUDIENCE is not set."""
-    from shared.settings import auth_settings
+    from shared.settings_model import auth_settings
 
     return json.dumps(client_config(auth_settings()), separators=(",", ":")).encode()
 
 
 def _headers() -> dict[str, str]:
-    from shared.settings import app_settings
+    from shared.settings_model import app_settings
 
     policy = content_security_policy(str(app_settings().auth_dashboard_authority))
     return {"Content-Security-Policy": policy, **HEADERS}

@@ -374,7 +374,7 @@ class RequestProcessor:
     async def _late_messages(self, vehicle: Mapping[str, object] | None) -> bool:
         """meeting.late is opt-in per brand (FEATURE_LATE_MESSAGES, a brand's `lateMessages`)."""
         if self.brands is None:
-            from shared.settings import brand_settings
+            from shared.settings_model import brand_settings
 
             return brand_settings(None).late_messages
         brand = vehicle.get("brandId") if vehicle is not None else None

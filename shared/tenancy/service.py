@@ -125,7 +125,7 @@ class TenancyService:
             raise InvalidRequestError(f"at most {MAX_TENANTS} tenants", [{"field": "tenants", "message": "too many"}])
         clean_tenants = sorted({object_id(t, "tenants") for t in tenants})
         overrides = dict(settings or {})
-        from shared.settings import brand_settings  # validates every override (unknown keys, ranges)
+        from shared.settings_model import brand_settings  # validates every override (unknown keys, ranges)
 
         brand_settings(overrides)
         stored = await self.store.read(TENANCY, brand_id, BRAND_DOC_ID)
@@ -365,7 +365,7 @@ class TenancyService:
 
     @staticmethod
     def _check_features(brand: Mapping[str, Any], calendar: bool) -> None:
-        from shared.settings import brand_settings
+        from shared.settings_model import brand_settings
 
         if calendar and not brand_settings(brand_settings_of(brand)).calendar:
             raise FeatureDisabledError("the brand has the calendar in the car switched off")

@@ -10,7 +10,7 @@ import pytest
 
 from shared.dashboard import ASSETS, FILES, serve
 from shared.dashboard.signin import client_config, content_security_policy
-from shared.settings import auth_settings
+from shared.settings_model import auth_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "shared" / "dashboard" / "static"

@@ -8,7 +8,8 @@ import pytest
 
 from shared.errors import ConfigurationError, InvalidRequestError
 from shared.privacy.categories import DataCategories, default_categories, markdown_table, parse_bases
-from shared.settings import IngestionSettings, brand_settings
+from shared.settings import IngestionSettings
+from shared.settings_model import brand_settings
 from shared.telemetry.catalogue import default_catalogue
 
 ROOT = Path(__file__).resolve().parents[2]

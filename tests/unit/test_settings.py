@@ -18,14 +18,12 @@ from shared.settings import (
     SETTINGS,
     IngestionSettings,
     Setting,
-    app_settings,
-    auth_settings,
-    brand_settings,
     markdown_table,
     moving_speed_kmh,
     number_setting,
     setting,
 )
+from shared.settings_model import app_settings, auth_settings, brand_settings
 
 ROOT = Path(__file__).parents[2]
 
