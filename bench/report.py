@@ -45,6 +45,8 @@ TARGETS = (
     Target("ru.steady.ratio", 0.6, False, "modelled Cosmos RU/msg steady <= 0.6x naive (issue 19)"),
     Target("ru.catch-up.ratio", 0.15, False, "modelled Cosmos RU/msg catch-up <= 0.15x naive (issue 19)"),
     Target("scale.ratio", 0.75, True, "10,000-car stream >= 0.75x steady state (issue 19)"),
+    Target("cpu.steady.null.ratioToFloor", 0.08, True, "CPU path steady >= 0.08x the orjson.loads floor (issue 19)"),
+    Target("cpu.catch-up.null.ratioToFloor", 0.12, True, "CPU path catch-up >= 0.12x the floor (issue 19)"),
 )
 
 # (figure, label, format) rows of the table, in order; absent figures (e.g. --skip-e2e) are left out.
