@@ -45,6 +45,14 @@ Entry = tuple[BBox, Geofence]
 Cell = tuple[tuple[Geofence, ...], tuple[Entry, ...]]  # covering the whole cell (by key), crossing it (by key)
 Tokens = tuple[str, ...]
 NO_TOKENS: Final[Tokens] = ()
+# How long a lookup's answer holds for the next position of the same car (`GeofenceIndex.sub_lookup`,
+# `geofencing.lookup`): anywhere in the same sub-cell, at the same position, at the same position while not moving.
+IN_SUB_CELL: Final = 0
+AT_POSITION: Final = 1
+AT_REST: Final = 2
+MEMO_CARS: Final = 65_536  # cars remembered per index (`GeofenceIndex.last`); beyond, it starts again
+# A car's last lookup: the sub-cell key, how long it holds, the position, the tokens.
+Remembered = tuple[int, int, float, float, "Tokens"]
 # A sub-cell with no shared answer: the geofences covering it whole and those whose boundary crosses it (both by
 # key), the tokens of a position in it that none of the crossing ones contains and that is not moving (or of no
 # curfew), and whether any of them has a curfew.
@@ -63,7 +71,7 @@ def cell_key(lat: float, lon: float) -> int:
 class GeofenceIndex:
     """The geofences one car is evaluated against, found by position."""
 
-    __slots__ = ("_cells", "_large", "_subs", "answers", "by_key", "fine", "geofences")
+    __slots__ = ("_cells", "_large", "_subs", "answers", "by_key", "fine", "geofences", "last")
 
     def __init__(self, geofences: Iterable[Geofence]) -> None:
         self.geofences: tuple[Geofence, ...] = tuple(sorted(geofences, key=lambda g: g.key))
@@ -130,6 +138,9 @@ class GeofenceIndex:
         self.answers = answers
         self.fine = fine
         self._subs = subs  # also filled on first use, for the sub-cells of a cell a curfew covers whole
+        # Per car, its last lookup (`geofencing.lookup`): a car's next position is usually in the same sub-cell.
+        # Made with the index, so a change of the fleet's geofences starts afresh.
+        self.last: dict[str, Remembered] = {}
 
     def __bool__(self) -> bool:
         return bool(self.geofences)
@@ -165,6 +176,15 @@ class GeofenceIndex:
         answers are the fleet's (no private geofence, no large one): only the geofences whose boundary crosses the
         sub-cell are tested (usually one; the lists of a sub-cell in a cell no boundary crosses are made on its
         first lookup). The same as `geofencing.tested` (property-tested)."""
+        return self.sub_lookup(fine_key, lat, lon, speed, ts)[0]
+
+    def sub_lookup(
+        self, fine_key: int, lat: float, lon: float, speed: float | None, ts: str
+    ) -> tuple[Tokens, int | None]:
+        """`sub_tokens`, and for how long the answer holds (`geofencing.lookup` remembers it): AT_POSITION (the
+        same position at any speed and time: no curfew involved), AT_REST (the same position while not moving:
+        a curfew is involved, the car is not moving) or None (moving where a curfew is involved: speed and time
+        decide)."""
         sub = self._subs.get(fine_key)
         if sub is None:
             sub = self._subs[fine_key] = self._sub_cell(math.floor(lat / FINE_DEGREES), math.floor(lon / FINE_DEGREES))
@@ -175,17 +195,18 @@ class GeofenceIndex:
             if hits:
                 found = sorted((*covering, *hits), key=_by_key) if covering else hits
         moving = curfews and speed is not None and speed > CURFEW_SPEED_KMH
+        holds = AT_REST if curfews else AT_POSITION
         if found is covering and not moving:
-            return plain
+            return plain, holds
         if not moving:
-            return tuple([fence.key for fence in found[:MAX_INSIDE]])
+            return tuple([fence.key for fence in found[:MAX_INSIDE]]), holds
         listed: list[str] = []
         for fence in found[:MAX_INSIDE]:  # geofencing.tested's tokens
             listed.append(fence.key)
             if fence.curfew is not None and not fence.curfew.allows(ts):
                 listed.append(fence.key + CURFEW)
         listed.sort()
-        return tuple(listed[:MAX_INSIDE])
+        return tuple(listed[:MAX_INSIDE]), None
 
     def _sub_cell(self, fi: int, fj: int) -> SubCell:
         """A sub-cell's lists from its cell's (those of crossed cells are made with the index): each geofence
@@ -349,12 +370,15 @@ class VehicleGeofences:
     # one), else None.
     answers: dict[int, Tokens | None] | None = field(init=False, compare=False, repr=False)
     fine: dict[int, Tokens | None] = field(init=False, compare=False, repr=False)
+    # The fleet's cars' last lookups when the answers are the fleet's (as `answers`), else None.
+    last: dict[str, Remembered] | None = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "active", bool(self.fleet.geofences) or bool(self.private))
         plain = not self.private and not self.fleet._large
         object.__setattr__(self, "answers", self.fleet.answers if plain else None)
         object.__setattr__(self, "fine", self.fleet.fine)
+        object.__setattr__(self, "last", self.fleet.last if plain else None)
 
     def __bool__(self) -> bool:
         return self.active

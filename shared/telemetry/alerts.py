@@ -68,7 +68,11 @@ def step_alerts(
     out: list[AlertDocument] = []
     opened = skipped = 0
     codes = sample.get(S.DTC_LIST)
-    if codes is not None and (codes or active):  # no codes and nothing active: nothing to clear or raise
+    if codes is not None and not codes:  # no codes (most samples): clear the DTC alerts open, if any
+        if active:  # e.g. a car with geofence alerts open: no set to build
+            for key in [k for k in active if k.startswith("dtc:")]:
+                out.append(_clear(active.pop(key), ts))
+    elif codes is not None:
         present = set(codes)
         for key in [k for k in active if k.startswith("dtc:") and k[4:] not in present]:
             out.append(_clear(active.pop(key), ts))

@@ -42,12 +42,15 @@ from typing import Final
 from shared.containers import GEOFENCE_EVENTS
 from shared.device_messages import compact_time, safe_id
 from shared.geofences.index import (
+    AT_POSITION,
     CELL_DEGREES,
     CURFEW,
     FINE_DEGREES,
     FINE_LON_CELLS,
+    IN_SUB_CELL,
     LON_CELLS,
     MAX_INSIDE,
+    MEMO_CARS,
     NO_TOKENS,
     Tokens,
     VehicleGeofences,
@@ -115,6 +118,42 @@ def tokens_at(fences: VehicleGeofences, lat: float, lon: float, speed: float | N
     return tested(fences, lat, lon, speed, ts)
 
 
+def lookup(vehicle_id: str, fences: VehicleGeofences, lat: float, lon: float, speed: float | None, ts: str) -> Tokens:
+    """tokens_at for the car's next sample, remembering its last answer (`VehicleGeofences.last`): a car's next
+    position is usually in the same sub-cell (driving) or the same place (standing), and then the index is not
+    read at all. An answer is reused only where it cannot differ: anywhere in the sub-cell when it is the cell's
+    or the sub-cell's shared answer, at the same position when a boundary crosses the sub-cell, and at the same
+    position while not moving when a curfew is involved (property-tested == tokens_at)."""
+    last = fences.last
+    if last is None:
+        return tested(fences, lat, lon, speed, ts)
+    fine_key = floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES)
+    before = last.get(vehicle_id)
+    if before is not None and before[0] == fine_key:
+        holds = before[1]
+        if holds == IN_SUB_CELL or (
+            lat == before[2]
+            and lon == before[3]
+            and (holds == AT_POSITION or speed is None or speed <= CURFEW_SPEED_KMH)
+        ):
+            return before[4]
+    answers = fences.answers
+    assert answers is not None  # as `last`
+    tokens = answers.get(floor(lat / CELL_DEGREES) * LON_CELLS + floor(lon / CELL_DEGREES), NO_TOKENS)
+    holds_for: int | None = IN_SUB_CELL
+    if tokens is None:
+        tokens = fences.fine.get(fine_key)
+        if tokens is None:
+            tokens, holds_for = fences.fleet.sub_lookup(fine_key, lat, lon, speed, ts)
+    if holds_for is not None:
+        if len(last) >= MEMO_CARS and vehicle_id not in last:
+            last.clear()
+        last[vehicle_id] = (fine_key, holds_for, lat, lon, tokens)
+    elif before is not None:
+        del last[vehicle_id]
+    return tokens
+
+
 def tested(fences: VehicleGeofences, lat: float, lon: float, speed: float | None, ts: str) -> Tokens:
     """tokens_at the slow way: the geofences the index finds by testing, their curfews (the fold calls it when
     the index has no answer for the cell)."""
@@ -164,7 +203,7 @@ def step(
         window = geo["window"]
         ts, lat, lon, speed = positions[0]
         if window and ts > window[-1]["ts"]:
-            tokens = tokens_at(fences, lat, lon, speed, ts)
+            tokens = lookup(vehicle_id, fences, lat, lon, speed, ts)
             entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens}
             window.append(entry)
             inside = tip["inside"]

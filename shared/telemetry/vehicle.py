@@ -24,19 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from math import floor
 from typing import Final, Literal
 
 from shared.device_messages import safe_id
 from shared.geofences.index import (
-    CELL_DEGREES,
-    FINE_DEGREES,
-    FINE_LON_CELLS,
-    LON_CELLS,
     NO_GEOFENCES,
-    NO_TOKENS,
     SpeedLimit,
-    Tokens,
     VehicleGeofences,
 )
 from shared.settings import IngestionSettings
@@ -371,24 +364,19 @@ def fold(
             and "suspended" not in geo_state
         ):
             # geofencing.step's steady state inlined (one sample, newer than the window's last): continue from
-            # the tip; the tokens are usually the index's answer for the position's cell, one dict read.
+            # the tip; the tokens are usually the car's last answer (same sub-cell), else the index's.
             ts, lat, lon, speed = positions[0]
-            answers = geofences.answers
-            tokens: Tokens | None = None
-            if answers is not None:
-                tokens = answers.get(floor(lat / CELL_DEGREES) * LON_CELLS + floor(lon / CELL_DEGREES), NO_TOKENS)
-                if tokens is None:
-                    fine_key = floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES)
-                    tokens = geofences.fine.get(fine_key)
-                    if tokens is None:
-                        tokens = geofences.fleet.sub_tokens(fine_key, lat, lon, speed, ts)
-            else:
-                tokens = geofencing.tested(geofences, lat, lon, speed, ts)
+            tokens = geofencing.lookup(vehicle_id, geofences, lat, lon, speed, ts)
+            previous = window[-1]["inside"]  # the tip's tokens: the same tuple when nothing changed
             sample_entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens}
             window.append(sample_entry)
             inside = tip["inside"]
             geo = None
-            if (tokens or inside) and (len(tokens) != len(inside) or not all(map(inside.__contains__, tokens))):
+            if (
+                tokens is not previous
+                and (tokens or inside)
+                and (len(tokens) != len(inside) or not all(map(inside.__contains__, tokens)))
+            ):
                 geo = geofencing.GeoOutcome()
                 geofencing.append(vehicle_id, doc, geo_state, [sample_entry], geofences, side, geo)
             if len(window) > geofencing.WINDOW_MAX:

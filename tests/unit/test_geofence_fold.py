@@ -302,3 +302,71 @@ def test_a_car_flooding_crossings_writes_a_bounded_amount() -> None:
     assert update.document["geo"]["suppressed"] == update.geofence_suppressed
     assert len(orjson.dumps(update.document["geo"])) < 64 * 1024  # the rest is this message's history entry
     assert len(orjson.dumps(update.document)) < 1024 * 1024
+
+
+WEEKDAYS = {"timeZone": "Europe/Berlin", "allowed": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "06:00", "end": "20:00"}]}  # fmt: skip
+MIXED = [
+    A,
+    fence("b", LAT0, LON0 + 0.006, 300, alerts={"exit": True}),
+    fence("yard", LAT0, LON0 + 0.003, 250, curfew=WEEKDAYS, alerts={"enter": True}),
+    fence("zone", LAT0, LON0 + 0.0065, 120, restricted=True),
+]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    route=st.lists(
+        st.tuples(
+            st.sampled_from(["stay", "creep", *range(len(POINTS))]),
+            st.sampled_from([0.0, 4.0, 30.0]),  # speed: standing, under the curfew's threshold, moving
+            st.sampled_from([[], [], ["P0420"], None]),  # DTCs: none (most), one, not in the sample
+        ),
+        min_size=1,
+        max_size=50,
+    ),
+    seed=st.integers(0, 2**32 - 1),
+    weekday=st.booleans(),
+)
+def test_the_steady_path_writes_what_testing_every_sample_writes(
+    route: list[tuple[str | int, float, list[str] | None]], seed: int, weekday: bool
+) -> None:
+    # GIVEN a car driving, standing and creeping through overlapping geofences (restricted, alerting on exit, a
+    # curfew), mostly one message per fold (the steady path), sometimes two or one late
+    rng = random.Random(seed)
+    start = 2 * 86_400 + 8 * 3_600 if weekday else 0.0  # Monday 09:00 in Berlin, or the Saturday
+    lat, lon = POINTS[0]
+    messages: list[TelemetryMessage] = []
+    for i, (where, speed, dtc) in enumerate(route):
+        if where == "creep":
+            lat, lon = lat + rng.uniform(-2e-5, 2e-5), lon + rng.uniform(-2e-5, 2e-5)
+        elif where != "stay":
+            lat, lon = POINTS[int(where)]
+        signals: dict[str, Any] = {"lat": lat, "lon": lon, "speed": speed} | ({} if dtc is None else {"dtc": dtc})
+        t = start + i * STEP
+        decoded = decode(message("car-1", drive(i + 1, t, **signals), enqueued_s=t + 1))
+        assert isinstance(decoded, TelemetryMessage)
+        messages.append(decoded)
+    batches: list[list[TelemetryMessage]] = []
+    at = 0
+    while at < len(messages):
+        size = 1 if rng.random() < 0.8 else 2
+        part = messages[at : at + size]
+        if len(part) == 2 and rng.random() < 0.5:
+            part.reverse()
+        batches.append(part)
+        at += size
+    if len(batches) > 3 and rng.random() < 0.5:
+        batches.insert(len(batches) - 1, batches.pop(len(batches) - 3))  # one fold two places late
+    # WHEN it is folded with the remembered lookups (`geofencing.lookup`) and, as the reference, with every sample's
+    # tokens worked out by testing the geofences (`geofencing.tested`: a fresh tuple each time, so the steady path
+    # also compares with the tip as before)
+    remembered = VehicleGeofences(GeofenceIndex(MIXED))
+    reference = VehicleGeofences(GeofenceIndex(MIXED))
+    object.__setattr__(reference, "last", None)
+    car, expected = Car(remembered), Car(reference)
+    for part in batches:
+        car.batch(part)
+        expected.batch(part)
+        # THEN the documents (vehicle, events, alerts) are the same after every fold
+        assert orjson.loads(orjson.dumps(car.doc)) == orjson.loads(orjson.dumps(expected.doc))
+        assert car.store == expected.store

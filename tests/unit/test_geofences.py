@@ -293,3 +293,50 @@ def test_circle_edge_anywhere(lat: float, lon: float, radius: float, bearing: fl
     plat = max(-90.0, min(90.0, lat + d * math.cos(bearing)))
     plon = max(-180.0, min(180.0, lon + d * math.sin(bearing) / max(0.01, math.cos(math.radians(lat)))))
     assert circle_.contains(plat, plon) == (haversine_m(lat, lon, plat, plon) <= radius)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    fences(),
+    st.lists(st.booleans(), min_size=30, max_size=30),
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),  # car
+            st.sampled_from(["elsewhere", "stay", "nudge", "boundary"]),
+            st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)),
+            st.sampled_from([None, 0.0, 5.0, 30.0]),  # speed: not in the sample, standing, at the threshold, moving
+            st.booleans(),  # during the curfew
+            st.integers(0, 10_000),
+        ),
+        max_size=80,
+    ),
+    st.floats(0, 1),
+)
+def test_a_cars_remembered_answer_equals_the_index(
+    geofences: list[Geofence],
+    curfews: list[bool],
+    moves: list[tuple[int, str, tuple[float, float], float | None, bool, int]],
+    scale: float,
+) -> None:
+    """`geofencing.lookup` (a car's last answer reused in the same sub-cell, or at the same place) gives what
+    `tokens_at` and `tested` give for every sample of cars that drive, stand still, creep inside a sub-cell and
+    cross boundaries, with and without curfews, moving or not."""
+    curfew = parse_geofence({**circle(10, 52, 50), "curfew": CURFEW_RAW}, geofence_id="g", scope=FLEET).curfew
+    geofences = [replace(g, curfew=curfew) if c else g for g, c in zip(geofences, curfews, strict=False)]
+    fences = VehicleGeofences(GeofenceIndex(geofences))
+    assert fences.last is not None
+    near = near_boundaries(geofences, scale)
+    at: dict[int, tuple[float, float]] = {}
+    for car, move, position, speed, during, pick in moves:
+        lat, lon = at.get(car, position)
+        if move == "elsewhere":
+            lat, lon = position
+        elif move == "nudge":
+            lat, lon = lat + (pick % 7 - 3) * 1e-5, lon + (pick % 5 - 2) * 1e-5
+        elif move == "boundary" and near:
+            lat, lon = near[pick % len(near)]
+        at[car] = lat, lon
+        ts = "2026-12-08T08:00:00.000Z" if during else "2026-12-07T08:00:00.000Z"
+        expected = geofencing.tokens_at(fences, lat, lon, speed, ts)
+        assert geofencing.lookup(f"car-{car}", fences, lat, lon, speed, ts) == expected
+        assert expected == geofencing.tested(fences, lat, lon, speed, ts)
