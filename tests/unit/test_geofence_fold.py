@@ -14,7 +14,8 @@ from shared.device_messages import compact_time
 from shared.geofences.index import GeofenceIndex, SpeedLimit, VehicleGeofences
 from shared.geofences.model import FleetScope, Geofence, VehicleScope, parse_geofence
 from shared.settings import IngestionSettings
-from shared.telemetry import geofencing
+from shared.telemetry import alerts, geofencing
+from shared.telemetry import signals as S
 from shared.telemetry.contract import TelemetryMessage, decode
 from shared.telemetry.vehicle import fold
 from tests.factories import drive, iso, message
@@ -370,3 +371,62 @@ def test_the_steady_path_writes_what_testing_every_sample_writes(
         # THEN the documents (vehicle, events, alerts) are the same after every fold
         assert orjson.loads(orjson.dumps(car.doc)) == orjson.loads(orjson.dumps(expected.doc))
         assert car.store == expected.store
+
+
+def _step_alerts_before(  # step_alerts as it was before 73eddc3 (the reference of the test below)
+    vehicle_id: str,
+    active: dict[str, Any],
+    ts: str,
+    sample: dict[str, Any],
+    cfg: IngestionSettings,
+    room: int = alerts.MAX_ALERTS_OPENED_PER_MESSAGE,
+) -> tuple[list[Any], int, int] | None:
+    out: list[Any] = []
+    opened = skipped = 0
+    codes = sample.get(S.DTC_LIST)
+    if codes is not None and (codes or active):
+        present = set(codes)
+        for key in [k for k in active if k.startswith("dtc:") and k[4:] not in present]:
+            out.append({**active.pop(key), "status": "cleared", "clearedAt": ts})
+        for code in sorted(present):
+            key = f"dtc:{code}"
+            if key not in active:
+                if opened >= room:
+                    skipped += 1
+                    continue
+                alert = active[key] = alerts._raise(vehicle_id, key, ts, "dtc")
+                alert["code"] = code
+                out.append(alert)
+                opened += 1
+    step = alerts.step_alerts(
+        vehicle_id, active, ts, {k: v for k, v in sample.items() if k != S.DTC_LIST}, cfg, room - opened
+    )
+    if step is not None:
+        out += step[0]
+        opened, skipped = opened + step[1], skipped + step[2]
+    return (out, opened, skipped) if out or skipped else None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    open_keys=st.lists(
+        st.sampled_from(["dtc:P0420", "dtc:U0100", "geofence:a:geofence_exit", "low_battery"]), unique=True
+    ),
+    codes=st.one_of(st.none(), st.lists(st.sampled_from(["P0420", "U0100", "B1234"]), unique=True)),
+    soc=st.one_of(st.none(), st.floats(0, 100)),
+    room=st.integers(0, 3),
+)
+def test_alerts_of_a_sample_without_codes_are_what_they_were(
+    open_keys: list[str], codes: list[str] | None, soc: float | None, room: int
+) -> None:
+    """step_alerts' shortcut for a sample without DTCs (no set built: cars with geofence alerts open) clears,
+    raises and leaves open what the code before it did."""
+    ts = iso(50)
+    active = {key: alerts._raise("car-1", key, iso(10), "dtc" if key.startswith("dtc:") else key) for key in open_keys}
+    sample: dict[str, Any] = {} if codes is None else {S.DTC_LIST: codes}
+    if soc is not None:
+        sample[S.STATE_OF_CHARGE] = soc
+    before = {key: dict(alert) for key, alert in active.items()}
+    expected = _step_alerts_before("car-1", before, ts, sample, CFG, room)
+    assert alerts.step_alerts("car-1", active, ts, sample, CFG, room) == expected
+    assert active == before
