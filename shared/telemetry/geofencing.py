@@ -216,6 +216,8 @@ def step(
             return outcome
     outcome = GeoOutcome()
     if withheld:
+        if fences.last is not None:
+            fences.last.pop(vehicle_id, None)  # its last position, in memory only: forgotten too
         if now_ts is None or (geo is not None and "suspended" in geo):
             return outcome
         fresh = new_state()

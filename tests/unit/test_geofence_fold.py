@@ -229,8 +229,11 @@ def test_withheld_location_suspends_evaluation_and_says_so() -> None:
     car = Car(VehicleGeofences(GeofenceIndex([fence("a", LAT0, LON0, 300, restricted=True), B])))
     car.batch([msg(1, 0, *POINTS[0]), msg(2, 10, *POINTS[1])])
     assert car.events() == {f"car-1:a:enter:{compact_time(iso(10))}"}
+    car.batch([msg(20, 15, *POINTS[1])])  # a steady fold (one sample after the window): its lookup is remembered
+    assert "car-1" in car.fences.fleet.last
     car.doc["consent"] = {"location": False}
     car.batch([msg(3, 20, *POINTS[0]), msg(4, 30, *POINTS[1])])
+    assert "car-1" not in car.fences.fleet.last  # forgotten with the window
     suspended = f"car-1:consent:suspended:{compact_time(iso(30))}"
     assert car.events() == {f"car-1:a:enter:{compact_time(iso(10))}", suspended}
     geo = car.doc["geo"]
