@@ -27,6 +27,8 @@ GEOFENCE_EVENTS: Final = "geofenceEvents"
 COMMANDS: Final = "commands"
 SIGNINS: Final = "signins"
 TRAVEL: Final = "travel"
+GAPS: Final = "gaps"
+REQUESTS: Final = "requests"
 
 
 @cache

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from shared.calendar.documents import DRIVER_ID, SUBSCRIPTION_ID
 from shared.calendar.jobs import SyncJob
-from shared.containers import CALENDARS, MEETINGS, MEMBERSHIPS, TENANCY, VEHICLES, partition_keys
+from shared.containers import CALENDARS, MEETINGS, MEMBERSHIPS, REQUESTS, TENANCY, VEHICLES, partition_keys
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLinks
 from shared.geofences.store import KIND_VEHICLE_GEOFENCE
@@ -46,7 +46,6 @@ from shared.vehicle_updates import update_vehicle
 OWN_GEOFENCES: Final = "SELECT c.id, c.brandId, c.vehicleId FROM c WHERE c.kind = @k AND c.vehicleId = @v"
 log = logging.getLogger(__name__)
 
-REQUESTS: Final = "requests"
 REQUESTS_STREAM: Final = "requests"  # shared/requests/processor.py: the car's requests, with the driver's text
 # Event Hubs keeps every event at most this long (infra: eventHubsRetentionInDays); after it no message of an
 # erased car can still arrive, so the sweep runs once this has passed since the erasure.

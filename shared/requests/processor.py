@@ -38,7 +38,7 @@ from shared.accounts.service import AccountService
 from shared.brands import BrandConfigs
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.commands.service import CommandService
-from shared.containers import VEHICLES
+from shared.containers import REQUESTS, VEHICLES
 from shared.device_messages import DeadLetter, DeviceMessage, canonical_time, safe_id
 from shared.errors import (
     ConfigurationError,
@@ -64,7 +64,6 @@ from shared.travel.car_requests import TravelRequests
 
 log = logging.getLogger(__name__)
 
-REQUESTS: Final = "requests"  # container; defined in shared/cosmos_containers.json
 STREAM: Final = "requests"  # dead-letter stream name
 RECORD_TTL_SECONDS: Final = 7 * 24 * 3600
 CONCURRENCY: Final = 8

@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from shared.containers import GAPS
 from shared.device_messages import safe_id
 from shared.settings import IngestionSettings
 from shared.telemetry.contract import GapMessage
 from shared.telemetry.documents import GapDocument, GapSummary, OutboxItem, VehicleDocument
 from shared.telemetry.history import seen_add, seen_contains
 
-GAPS: Final = "gaps"  # the Cosmos container (shared/cosmos_containers.json)
 MAX_GAP_EPOCHS: Final = 4  # epochs whose gap ids are remembered, as many as seq epochs (history.MAX_EPOCHS)
 NO_EPOCH: Final = "-"  # in ids, for a car that names no epoch (an epoch is [0-9a-f], so never "-")
 DAY_SECONDS: Final = 24 * 3600

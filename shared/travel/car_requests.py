@@ -27,11 +27,10 @@ from shared.stores.base import DocumentStore
 from shared.travel.budget import parse_utc
 from shared.travel.config import TravelSettings
 from shared.travel.destinations import destination_json, resolve
-from shared.travel.stores import PlaceCache, TravelStateStore
+from shared.travel.stores import KIND_LATE, PlaceCache, TravelStateStore
 
 ETA_BUCKET_MINUTES: Final = 5
 LATE_RECORD_TTL_SECONDS: Final = 2 * 24 * 3600
-KIND_LATE: Final = "lateMessage"
 
 
 @dataclass(frozen=True, slots=True)

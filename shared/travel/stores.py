@@ -16,6 +16,7 @@ from shared.stores.base import DocumentStore
 
 KIND_PLACE: Final = "place"
 KIND_TRAVEL: Final = "travel"
+KIND_LATE: Final = "lateMessage"  # a late notice sent for a meeting (shared/travel/car_requests.py)
 TRAVEL_DOC_ID: Final = "travel"
 CALENDARS: Final = "calendars"
 

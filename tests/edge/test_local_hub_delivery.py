@@ -30,11 +30,11 @@ from shared.auth.policy import Role
 from shared.calendar.documents import event_doc_id
 from shared.calendar.jobs import MemorySyncQueue
 from shared.commands.service import Caller, CommandService, CommandSettings
-from shared.containers import CALENDARS, COMMANDS, VEHICLES, partition_keys
+from shared.containers import CALENDARS, COMMANDS, REQUESTS, VEHICLES, partition_keys
 from shared.device_messages import DeviceMessage, safe_id
 from shared.graph.msgraph_client import MsGraphClient
 from shared.meetings.service import MeetingService
-from shared.requests.processor import REQUESTS, RequestProcessor, RequestReport
+from shared.requests.processor import RequestProcessor, RequestReport
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.stores.queues import MemoryQueue
 from simulator.drive import CarModel

@@ -17,13 +17,13 @@ from devstack.graph_sandbox import GraphSandbox, serve
 from shared.calendar.config import CALENDAR_SYNC_QUEUE, CalendarSettings
 from shared.calendar.jobs import StorageSyncQueue, SyncJob
 from shared.calendar.sync import CalendarSync
-from shared.containers import CALENDARS, MEETINGS, VEHICLES
+from shared.containers import CALENDARS, MEETINGS, REQUESTS, VEHICLES
 from shared.device_messages import DeviceMessage
 from shared.drivers.link import DriverLinks, parse_link
 from shared.graph.msgraph_client import MsGraphClient
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
 from shared.meetings.service import MeetingService
-from shared.requests.processor import REQUESTS, RequestProcessor
+from shared.requests.processor import RequestProcessor
 from shared.stores.base import Document
 from shared.stores.cosmos import CosmosDocumentStore
 from shared.stores.memory import MemoryDeadLetterSink

@@ -12,10 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.containers import VEHICLES
+from shared.containers import GAPS, VEHICLES
 from shared.stores.blob_deadletters import BlobDeadLetterSink
 from shared.stores.cosmos import CosmosDocumentStore
-from shared.telemetry.gaps import GAPS
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import body, iso, message
 

@@ -17,11 +17,11 @@ from azure.iot.device import Message
 from azure.iot.device.aio import IoTHubDeviceClient
 
 from devstack.graph_sandbox import GraphSandbox
-from shared.containers import partition_keys
+from shared.containers import REQUESTS, partition_keys
 from shared.device_messages import DeviceMessage
 from shared.iothub.gateway import C2D_QUEUE_LIMIT
 from shared.meetings.service import MeetingService
-from shared.requests.processor import REQUESTS, RequestProcessor
+from shared.requests.processor import RequestProcessor
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from tests.calendar_support import World
 from tests.iothub_support import Hub

@@ -15,12 +15,12 @@ import pytest
 from shared.auth.policy import Role
 from shared.calendar.jobs import MemorySyncQueue
 from shared.commands.service import MODULE_COMMANDS_KEPT, Caller, CommandService, CommandSettings
-from shared.containers import COMMANDS, VEHICLES, partition_keys
+from shared.containers import COMMANDS, REQUESTS, VEHICLES, partition_keys
 from shared.device_messages import DeadLetter, DeviceMessage
 from shared.iothub.gateway import MethodResult
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
 from shared.meetings.service import MeetingService
-from shared.requests.processor import REQUESTS, RequestProcessor
+from shared.requests.processor import RequestProcessor
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.stores.queues import MemoryQueue
 

@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 from devstack.graph_sandbox import GraphSandbox, serve
 from shared.calendar.documents import event_doc_id
 from shared.calendar.jobs import SyncJob
-from shared.containers import CALENDARS, MEETINGS, VEHICLES, partition_keys
+from shared.containers import CALENDARS, MEETINGS, REQUESTS, VEHICLES, partition_keys
 from shared.device_messages import DeviceMessage
 from shared.errors import IoTHubError, ItemRejectedError
 from shared.graph.base import GraphClient
@@ -30,7 +30,7 @@ from shared.graph.types import OnlineMeeting
 from shared.iothub.gateway import C2D_QUEUE_LIMIT, DEFAULT_C2D_TTL_SECONDS
 from shared.meetings.service import MeetingService
 from shared.requests.contract import CarRequest, RequestError, decode_request
-from shared.requests.processor import REQUESTS, RequestProcessor, RequestReport
+from shared.requests.processor import RequestProcessor, RequestReport
 from shared.stores.base import Document
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry.motion import is_moving

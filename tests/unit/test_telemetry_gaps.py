@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.containers import VEHICLES, partition_keys
+from shared.containers import GAPS, VEHICLES, partition_keys
 from shared.device_messages import DeadLetter, DeviceMessage
 from shared.fleet.models import VehicleDetail
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry.contract import GapMessage, TelemetryMessage, decode, decode_any
-from shared.telemetry.gaps import GAPS, gap_document_id
+from shared.telemetry.gaps import gap_document_id
 from shared.telemetry.ingest import TelemetryIngestor
 from shared.telemetry.vehicle import tombstone
 from tests.factories import body, drive, iso, message
