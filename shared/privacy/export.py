@@ -35,17 +35,22 @@ from shared.containers import (
     CALENDARS,
     COMMANDS,
     CONSENTS,
+    GAPS,
     GEOFENCE_EVENTS,
     MEETINGS,
     MEMBERSHIPS,
+    REQUESTS,
+    SIGNINS,
     TELEMETRY,
     TENANCY,
+    TRAVEL,
     TRIPS,
     VEHICLES,
 )
 from shared.geofences.store import KIND_VEHICLE_GEOFENCE
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
+from shared.travel.stores import KIND_LATE, KIND_PLACE, KIND_TRAVEL, TRAVEL_DOC_ID
 
 FORMAT: Final = "automotive-cloud.export.v1"
 DRIVER_ROLE: Final = Role.DRIVER.value
@@ -54,8 +59,22 @@ ACCOUNT, CONSENT, ACTIVITY, CALENDAR = "account", "consent", "activity", "calend
 POSITION, DRIVING, HEALTH = "position", "driving_behaviour", "vehicle_health"  # shared/privacy/categories.json
 TRIP_POSITIONS: Final[tuple[str, ...]] = ("startPosition", "endPosition", "gpsDistanceM")
 # Fields that are the platform's bookkeeping or secrets, never the person's data.
-DROPPED: Final = frozenset({"_rid", "_self", "_etag", "_attachments", "_ts", "clientState", "outbox", "cursor"})
-REQUESTS: Final = "requests"
+DROPPED: Final = frozenset(
+    {"_rid", "_self", "_etag", "_attachments", "_ts", "clientState", "outbox", "cursor", "tokenCache"}
+)
+# Kinds of the driver's `calendars` documents that are calendar data; the rest there (the driver link, the driver
+# account, anything newer) are account data.
+CALENDAR_KINDS: Final = frozenset({KIND_EVENT, KIND_SUBSCRIPTION, KIND_SYNC_STATE, KIND_PLACE, KIND_LATE})
+# Every container the archive reads; the rest are left out for the reason given. A unit test checks that the two
+# cover shared/cosmos_containers.json, so a new container is a decision, not an omission.
+EXPORTED: Final = frozenset(
+    {MEMBERSHIPS, CALENDARS, MEETINGS, CONSENTS, AUDIT, VEHICLES, TELEMETRY, GAPS, TRIPS, ALERTS, REQUESTS,
+     GEOFENCE_EVENTS, TENANCY, COMMANDS, TRAVEL}
+)  # fmt: skip
+NOT_EXPORTED: Final = {
+    SIGNINS: "the car's driver profiles name other drivers' accounts and hold sealed sign-in flows (secrets); the "
+    "driver's own account is exported from `calendars` (kind `account`, without its sealed token cache)",
+}
 # A car's own geofences (a driver's home and work), kept with its brand's (shared/geofences/store.py).
 OWN_GEOFENCES: Final = "SELECT * FROM c WHERE c.kind = @k AND c.vehicleId = @v"
 
@@ -109,11 +128,11 @@ class DriverExport:
         async for doc in self._all(MEMBERSHIPS, "c.principalId = @u", person, user_id):
             yield _record(ACCOUNT, MEMBERSHIPS, None, doc)
         async for doc in self._all(CALENDARS, "c.userId = @u", person, user_id):
+            # Their partition holds only what is theirs: events, the sync state and subscription, geocoded meeting
+            # places and late notices are calendar data; the driver link, the driver account and any other kind
+            # are account data (secrets are DROPPED)
             kind = doc.get("kind")
-            if kind == KIND_EVENT:
-                yield _record(CALENDAR, CALENDARS, None, doc)
-            elif kind in (KIND_DRIVER, KIND_SUBSCRIPTION, KIND_SYNC_STATE):
-                yield _record(ACCOUNT if kind == KIND_DRIVER else CALENDAR, CALENDARS, None, doc)
+            yield _record(ACCOUNT if kind not in CALENDAR_KINDS else CALENDAR, CALENDARS, None, doc)
         async for doc in self._all(MEETINGS, "c.userId = @u", person, user_id):
             yield _record(CALENDAR, MEETINGS, None, doc)
         async for doc in self._all(CONSENTS, "c.userId = @u", person, None):
@@ -121,12 +140,17 @@ class DriverExport:
         async for doc in self._all(AUDIT, "c.actor.objectId = @u", person, None, lambda d: _actor(d) == user_id):
             yield _record(ACTIVITY, AUDIT, None, doc)
         for car in cars:
-            async for record in self._car(car):
+            async for record in self._car(car, user_id):
                 yield record
 
-    async def _car(self, car: Car) -> AsyncIterator[dict[str, Any]]:
+    async def _car(self, car: Car, user_id: str) -> AsyncIterator[dict[str, Any]]:
         v = {"@v": car.vehicle_id}
         stored = await self.store.read(VEHICLES, car.vehicle_id, car.vehicle_id)
+        if stored is not None and _driver_of(stored.document) == user_id:
+            # the car's calendar-aware driving state: routes from the car to this driver's next meetings
+            travel = await self.store.read(TRAVEL, car.vehicle_id, TRAVEL_DOC_ID)
+            if travel is not None and travel.document.get("kind") == KIND_TRAVEL:
+                yield _record(POSITION, TRAVEL, car.vehicle_id, travel.document)
         if stored is not None:
             state = stored.document.get("state")
             signals = state.get("signals") if isinstance(state, dict) else None
@@ -149,7 +173,12 @@ class DriverExport:
                 if where_fields:
                     yield _record(POSITION, TRIPS, car.vehicle_id, {"id": doc.get("id"), **where_fields})
                 yield _record(DRIVING, TRIPS, car.vehicle_id, {k: x for k, x in doc.items() if k not in TRIP_POSITIONS})
-        for container, key, category in ((ALERTS, "raisedAt", HEALTH), (REQUESTS, "createdAt", CALENDAR)):
+        # alerts; what the car asked for them; samples the car lost while they drove (gap reports)
+        for container, key, category in (
+            (ALERTS, "raisedAt", HEALTH),
+            (REQUESTS, "createdAt", CALENDAR),
+            (GAPS, "reportedAt", HEALTH),
+        ):
             async for doc in self._all(container, where, v, car.vehicle_id):
                 if str(doc.get(key) or "") >= car.since:
                     yield _record(category, container, car.vehicle_id, doc)
@@ -207,6 +236,11 @@ class DriverExport:
             if page.token is None:
                 return
             token = page.token
+
+
+def _driver_of(vehicle: Mapping[str, Any]) -> str | None:
+    driver = vehicle.get("driver")
+    return driver.get("userId") if isinstance(driver, dict) else None
 
 
 def _actor(doc: Mapping[str, Any]) -> str | None:

@@ -22,7 +22,7 @@ from shared.privacy.export import FORMAT, DriverExport
 from shared.stores.base import DocumentStore
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry.ingest import TelemetryIngestor
-from tests.factories import T0, drive, message
+from tests.factories import T0, drive, iso, message
 
 ALEX, MEGAN = "7d3c0a51-2b7e-4c1f-9a43-3f1d2c6e8a01", "0f9b8e2d-6c1a-4f57-8d3e-5a7b9c1d2e02"
 CARS = {ALEX: "car-alex", MEGAN: "car-megan"}
@@ -125,3 +125,54 @@ async def test_the_cars_own_geofences_and_geofence_events_are_position_records()
     mine = [r for r in lines if r.get("source") in (TENANCY, GEOFENCE_EVENTS)]
     assert {(r["source"], r["category"]) for r in mine} == {(TENANCY, "position"), (GEOFENCE_EVENTS, "position")}
     assert "car-megan" not in orjson.dumps(lines).decode()
+
+
+def test_every_container_is_exported_or_left_out_for_a_stated_reason() -> None:
+    from shared.containers import partition_keys
+    from shared.privacy.export import EXPORTED, NOT_EXPORTED
+
+    assert EXPORTED | set(NOT_EXPORTED) == set(partition_keys())
+    assert not EXPORTED & set(NOT_EXPORTED)
+    assert all(len(reason) > 40 for reason in NOT_EXPORTED.values())
+
+
+async def test_gap_reports_travel_state_account_places_and_late_notices_are_theirs_and_no_secret() -> None:
+    from shared.containers import CALENDARS, GAPS, TRAVEL
+    from shared.travel.stores import KIND_LATE, KIND_PLACE, KIND_TRAVEL, TRAVEL_DOC_ID
+
+    store = await world()
+    ingest = TelemetryIngestor(store, MemoryDeadLetterSink())
+    for user, car in CARS.items():
+        gap = {"id": 1, "reason": "evicted", "from": iso(1), "to": iso(2), "samples": 40, "priority": 0, "detail": None}
+        await ingest.ingest([message(car, orjson.dumps({"v": 1, "gap": gap}), enqueued_s=30, sequence_number=99)])
+        route = {"eventId": f"ev-{user}", "origin": {"lat": 52.5, "lon": 13.4}, "minutes": 25}
+        await store.upsert(
+            TRAVEL, {"id": TRAVEL_DOC_ID, "vehicleId": car, "kind": KIND_TRAVEL, "state": {"routes": [route]}}
+        )
+        account = {"id": "account", "userId": user, "kind": "account", "username": f"{user[:4]}@outlook.example",
+                   "tokenCache": {"sealed": f"SEALED-{user}"}, "cars": {car: {"profile": 1}}}  # fmt: skip
+        for doc in (account, {"id": "place-k", "userId": user, "kind": KIND_PLACE, "lat": 52.5, "label": "HQ"},
+                    {"id": "late-1", "userId": user, "kind": KIND_LATE, "eventId": f"ev-{user}", "vehicleId": car}):  # fmt: skip
+            await store.upsert(CALENDARS, doc)
+    lines = await export(store, ALEX)
+    seen = {(r["source"], r["category"], r["record"].get("kind") or r["record"].get("type")) for r in lines[1:-1]}
+    assert {(GAPS, "vehicle_health", "gap"), (TRAVEL, "position", KIND_TRAVEL), (CALENDARS, "account", "account"),
+            (CALENDARS, "calendar", KIND_PLACE), (CALENDARS, "calendar", KIND_LATE)} <= seen  # fmt: skip
+    [account] = [r["record"] for r in lines[1:-1] if r["record"].get("kind") == "account"]
+    assert "tokenCache" not in account
+    assert account["username"].startswith(ALEX[:4])
+    text = orjson.dumps(lines).decode()
+    assert "SEALED-" not in text
+    assert "car-megan" not in text
+    assert MEGAN[:4] not in text
+
+
+async def test_the_travel_state_follows_the_cars_current_driver_only() -> None:
+    from shared.containers import TRAVEL
+    from shared.travel.stores import KIND_TRAVEL, TRAVEL_DOC_ID
+
+    store = await world()
+    await store.upsert(TRAVEL, {"id": TRAVEL_DOC_ID, "vehicleId": CARS[ALEX], "kind": KIND_TRAVEL, "state": {}})
+    assert [r for r in await export(store, ALEX) if r.get("source") == TRAVEL]
+    await DriverLinks(store, MemorySyncQueue()).unlink(CARS[ALEX])  # the car has no driver now: not Alex's routes
+    assert not [r for r in await export(store, ALEX) if r.get("source") == TRAVEL]
