@@ -366,32 +366,21 @@ class FleetService:
 
     async def _maps_calls(self, vehicle_id: str) -> int | None:
         """Azure Maps calls of the car's travel planning in the last hour (its budget, shared/travel/budget.py);
-        None while it has no travel document. A query, not a point read: most cars have none, and the local
-        server answers a missing item's read with a 500 the SDK retries (~0.4 s) before the store falls back."""
-        rows = await self.store.query(
-            TRAVEL,
-            "SELECT c.state FROM c WHERE c.vehicleId = @v AND c.id = @id",
-            {"@v": vehicle_id, "@id": TRAVEL_DOC_ID},
-            partition_key=vehicle_id,
-        )
-        state = rows[0].get("state") if rows else None
+        None while it has no travel document. A point read (1 RU a KB; a query costs more)."""
+        stored = await self.store.read(TRAVEL, vehicle_id, TRAVEL_DOC_ID)
+        state = stored.document.get("state") if stored is not None else None
         calls = state.get("calls") if isinstance(state, dict) else None
         return len(calls) if isinstance(calls, list) else None
 
     async def _graph_calls(self, doc: VehicleDocument) -> Any:
         """The `graphCalls` block of the car's driver's calendar sync state (shared/cost/graph_calls.py); None
-        without a driver or before their first sync. A query, not a point read, for the reason `_maps_calls` says."""
+        without a driver or before their first sync. A point read, as `_maps_calls`."""
         driver = doc.get("driver")
         user = driver.get("userId") if isinstance(driver, dict) else None
         if not isinstance(user, str) or not user:
             return None
-        rows = await self.store.query(
-            CALENDARS,
-            "SELECT c.graphCalls FROM c WHERE c.userId = @u AND c.id = @id",
-            {"@u": user, "@id": SYNC_STATE_ID},
-            partition_key=user,
-        )
-        return rows[0].get("graphCalls") if rows else None
+        stored = await self.store.read(CALENDARS, user, SYNC_STATE_ID)
+        return stored.document.get("graphCalls") if stored is not None else None
 
     async def brand_cost(self, brand_id: str, days: int = rollup.DEFAULT_HISTORY_DAYS) -> dict[str, Any]:
         """The brand's cost meter: its cars' `cost` blocks summed per day and month (docs/cost.md, "The cost

@@ -39,8 +39,9 @@ class CosmosDocumentStore(DocumentStore):
         self._client = client
         self._database = client.get_database_client(database)
         self._containers: dict[str, ContainerProxy] = {}
-        # The local Cosmos-compatible server answers a point read of a missing item with a 500 instead of a
-        # 404; against a loopback endpoint such a 500 is resolved with a query by id (see read()).
+        # The bare local Cosmos-compatible server answers a point read of a missing item with a 500 instead of a
+        # 404 (the local stack's proxy, devstack/cosmos_proxy.py, answers 404 as Cosmos DB does; the end-to-end
+        # benchmark talks to the bare server); against a loopback endpoint such a 500 is resolved with a query by id.
         self._local_server = local_server
 
     @classmethod

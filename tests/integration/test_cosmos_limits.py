@@ -116,6 +116,12 @@ class Recorder:
             location = {"name": "local", "databaseAccountEndpoint": origin}
             account = {"id": "localhost", "writableLocations": [location], "readableLocations": [location]}
             return web.json_response(account, headers={"Content-Location": origin})
+        if "/docs/server-bug" in request.path:  # a 500 that is not the missing-item one: passed on as it is
+            return web.json_response({"message": "Cannot read properties of null (reading 'x')"}, status=500)
+        if "/docs/missing" in request.path:  # the bare server's answer for a point read of a missing item
+            return web.json_response(
+                {"message": "Cannot read properties of undefined (reading 'vehicleId')"}, status=500
+            )
         if request.path.endswith("/gzip"):
             return web.Response(
                 body=gzip.compress(b"compressed answer"), headers={"Content-Encoding": "gzip", "x-ms-custom": "1"}
@@ -231,3 +237,32 @@ def test_only_document_writes_are_checked() -> None:
     assert partition_key_value('["car-1"]') == "car-1"
     assert partition_key_value("[]") == []
     assert partition_key_value(None) is None
+
+
+async def test_a_point_read_of_a_missing_item_is_a_404_as_in_cosmos_db(
+    cosmos_store: CosmosDocumentStore, local_cosmos_proxy: CosmosProxy | None
+) -> None:
+    """Through the real SDK, without the store's fallback: Cosmos DB answers 404 NotFound at once; the bare server
+    answers 500, which the SDK retries (~0.5 s a read) and the store used to resolve with a query."""
+    from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+    if local_cosmos_proxy is None:
+        pytest.skip("COSMOS_ENDPOINT names another Cosmos: it answers 404 itself")
+    before = local_cosmos_proxy.stats["missing:404"]
+    with pytest.raises(CosmosResourceNotFoundError):
+        await cosmos_store.container("vehicles").read_item("no-such-car", partition_key="no-such-car")
+    assert local_cosmos_proxy.stats["missing:404"] == before + 1
+    assert await cosmos_store.read("vehicles", "no-such-car", "no-such-car") is None
+
+
+async def test_only_the_missing_item_500_becomes_a_404(proxied_recorder: tuple[CosmosProxy, Recorder]) -> None:
+    proxy, _ = proxied_recorder
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{proxy.url}/dbs/d/colls/c/docs/missing", ssl=False) as answer:
+            assert answer.status == 404
+            assert (await answer.json())["code"] == "NotFound"
+        async with session.get(f"{proxy.url}/dbs/d/colls/c/docs/server-bug", ssl=False) as answer:
+            assert answer.status == 500
+            assert "null" in (await answer.json())["message"]
+        async with session.get(f"{proxy.url}/dbs/d/colls/c/docs/present", ssl=False) as answer:
+            assert answer.status == 201  # any other answer goes through unchanged

@@ -46,8 +46,7 @@ def _import_all(package: Any) -> None:
 _import_all(schemathesis)
 
 pytestmark = pytest.mark.integration
-# Per operation. Each request that misses a vehicle costs ~0.4 s on the local Cosmos server (its 500 for a missing
-# item is retried by the SDK before the store falls back to a query), so CI keeps this small; raise it locally.
+# Per operation; CI keeps this small, raise it locally.
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "6"))
 CHECKS = [
     st_checks.not_a_server_error,

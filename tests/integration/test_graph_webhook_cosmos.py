@@ -23,8 +23,7 @@ async def test_a_forged_batch_with_one_genuine_notification_queues_exactly_the_g
     state = await subscribe_driver(cosmos_store, user, subscription)
     genuine = {"subscriptionId": subscription, "clientState": state, "changeType": "updated"}
     # 6 made-up drivers (no document), each twice; the driver's own id with a guessed secret; the genuine
-    # notification three times. Few on purpose: this server answers a missing item with a 500 that costs ~0.5 s
-    # (Cosmos DB answers 404 in milliseconds), and 8 distinct subscriptions are one wave of concurrent reads.
+    # notification three times; 8 distinct subscriptions are one wave of concurrent reads.
     forged = [{"subscriptionId": f"s{i}", "clientState": f"{uuid.uuid4()}.guess"} for i in range(6)]
     guessed = {"subscriptionId": subscription, "clientState": f"{user}.guess"}
     body = orjson.dumps({"value": [*forged, *forged, guessed, genuine, genuine, genuine]})
