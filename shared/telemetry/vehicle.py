@@ -370,11 +370,13 @@ def fold(
             previous = window[-1]["inside"]  # the tip's tokens: the same tuple when nothing changed
             sample_entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens}
             window.append(sample_entry)
-            inside = tip["inside"]
             geo = None
             if (
                 tokens is not previous
-                and (tokens or inside)
+                and (
+                    (inside := tip["inside"])  # not read otherwise: one object less touched per message
+                    or tokens
+                )
                 and (len(tokens) != len(inside) or not all(map(inside.__contains__, tokens)))
             ):
                 geo = geofencing.GeoOutcome()
