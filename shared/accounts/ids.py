@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -21,8 +22,9 @@ CONSUMER_TENANT: Final = "9188040d-6c67-4c5b-b112-36a304b66dad"
 GRAPH_RESOURCE: Final = "https://graph.microsoft.com"
 CALENDAR_SCOPE: Final = "Calendars.Read"
 MEETINGS_SCOPE: Final = "OnlineMeetings.ReadWrite"
+MAIL_SCOPE: Final = "Mail.Send"  # meeting.late sends "running late" as the driver (/me/sendMail)
 # What the car sign-in asks for; MSAL adds openid, profile and offline_access itself.
-SIGNIN_SCOPES: Final = (f"{GRAPH_RESOURCE}/{CALENDAR_SCOPE}", f"{GRAPH_RESOURCE}/{MEETINGS_SCOPE}")
+SIGNIN_SCOPES: Final = tuple(f"{GRAPH_RESOURCE}/{s}" for s in (CALENDAR_SCOPE, MEETINGS_SCOPE, MAIL_SCOPE))
 PROFILE: Final = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 
 AccountType = Literal["personal", "work"]
@@ -49,17 +51,31 @@ def granted_scopes(scope: str | None) -> frozenset[str]:
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What the driver's account lets the car do: personal accounts have calendars but no Teams createOrGet."""
+    """What the driver's account lets the car do, from the scopes actually granted: personal accounts have
+    calendars and mail but no Teams createOrGet; a user or tenant admin may grant fewer than the sign-in asks."""
 
     calendar: bool
     teams: bool
+    mail: bool
 
     @classmethod
     def of(cls, kind: AccountType, scopes: frozenset[str]) -> Capabilities:
-        return cls(calendar=CALENDAR_SCOPE in scopes, teams=kind == "work" and MEETINGS_SCOPE in scopes)
+        return cls(
+            calendar=CALENDAR_SCOPE in scopes,
+            teams=kind == "work" and MEETINGS_SCOPE in scopes,
+            mail=MAIL_SCOPE in scopes,
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"calendar": self.calendar, "teams": self.teams}
+        return {"calendar": self.calendar, "teams": self.teams, "mail": self.mail}
+
+
+def can_send_mail(account: Mapping[str, Any]) -> bool:
+    """Whether a stored account document's grant includes Mail.Send. Read from its `scopes` (what the token
+    response granted), not its `capabilities`: accounts signed in before the sign-in asked for Mail.Send have no
+    `mail` there, and their tokens would be refused 403 by Graph."""
+    scopes = account.get("scopes")
+    return isinstance(scopes, list) and MAIL_SCOPE in scopes
 
 
 @dataclass(frozen=True, slots=True)

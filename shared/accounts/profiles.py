@@ -2,7 +2,7 @@
 
     {"id": "profiles", "vehicleId": V, "kind": "carProfiles", "active": "1",
      "profiles": {"1": {"accountId": "acct-…", "state": "signed_in", "name": …, "username": …, "type": "personal",
-                        "capabilities": {"calendar": true, "teams": false}, "since": …,
+                        "capabilities": {"calendar": true, "teams": false, "mail": true}, "since": …,
                         "flow": {"flowId": …, "state": "pending", "userCode": …, "sealed": {…}, …}}}}
 
 A profile is the car's slot for one driver (key fob, seat memory); the car says which is active. A profile
@@ -57,7 +57,10 @@ def profile_view(profile: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """What the car may know of one profile (no ids of the account, no flow secrets)."""
     if not profile or not profile.get("state"):
         return None
-    return {k: profile[k] for k in VIEW_FIELDS if profile.get(k) is not None}
+    view = {k: profile[k] for k in VIEW_FIELDS if profile.get(k) is not None}
+    if isinstance(view.get("capabilities"), Mapping):  # signed in before Mail.Send was asked for: no mail
+        view["capabilities"] = {"mail": False, **view["capabilities"]}
+    return view
 
 
 def twin_view(doc: Mapping[str, Any], at: str, removed: Iterable[str] = ()) -> dict[str, Any]:

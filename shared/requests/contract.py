@@ -70,6 +70,7 @@ REAUTH_REQUIRED: Final = "reauth_required"
 NO_LOCATION: Final = "no_location"
 NOT_FOUND: Final = "not_found"
 NO_ORGANIZER: Final = "no_organizer"
+MAIL_UNAVAILABLE: Final = "mail_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,13 +16,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from shared.calendar.documents import digest, event_doc_id
+from shared.accounts.ids import can_send_mail
+from shared.calendar.documents import ACCOUNT_DOC_ID, digest, event_doc_id
 from shared.containers import CALENDARS
 from shared.device_messages import canonical_time
 from shared.errors import ConflictError
+from shared.graph.access import is_delegated_user
 from shared.graph.base import GraphClient
 from shared.maps.base import MapsClient
 from shared.maps.errors import MapsError
+from shared.requests import contract as C
 from shared.stores.base import DocumentStore
 from shared.travel.budget import parse_utc
 from shared.travel.config import TravelSettings
@@ -31,6 +34,7 @@ from shared.travel.stores import KIND_LATE, PlaceCache, TravelStateStore
 
 ETA_BUCKET_MINUTES: Final = 5
 LATE_RECORD_TTL_SECONDS: Final = 2 * 24 * 3600
+MAIL_REFUSED: Final = "your account does not let the car send mail: sign in again at the car to allow it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,8 @@ class TravelRequests:
         self, vehicle_id: str, user_id: str, event_id: str, eta_minutes: int | None, time_zone: str | None = None
     ) -> Answer:
         """One email per meeting and ETA bucket to the organiser: "running late, arriving about 10:12"."""
+        if not await self._can_send_mail(user_id):
+            return Answer(error=C.MAIL_UNAVAILABLE, message=MAIL_REFUSED)
         event = await self._event(user_id, event_id)
         if event is None:
             return Answer(error="event_not_found", message="no such event in the driver's synced calendar")
@@ -124,7 +130,7 @@ class TravelRequests:
             return Answer({"sent": False, "eta": record["eta"]})
         subject = f"Running late: {str(event.get('subject') or 'our meeting')[:200]}"
         text = f"I am on my way and expect to arrive at about {_clock_text(eta, time_zone)}. Sent from my car."
-        from shared.graph.exceptions import GraphError
+        from shared.graph.exceptions import GraphError, GraphForbiddenError
 
         try:
             await self.graph.send_mail(user_id, organizer, subject, text)
@@ -132,8 +138,19 @@ class TravelRequests:
             await self.store.delete(CALENDARS, user_id, record_id)
             if exc.transient:
                 return Answer(error="unavailable", message="Microsoft 365 is unavailable; retry", keep=False)
+            if isinstance(exc, GraphForbiddenError) and is_delegated_user(user_id):  # Mail.Send revoked since
+                return Answer(error=C.MAIL_UNAVAILABLE, message=MAIL_REFUSED)
             return Answer(error="graph_error", message="Microsoft 365 refused the message")
         return Answer({"sent": True, "eta": record["eta"]})
+
+    async def _can_send_mail(self, user_id: str) -> bool:
+        """A driver signed in from the car sends as themselves (/me/sendMail): only with Mail.Send granted, which
+        accounts signed in before the sign-in asked for it lack; asking Graph would only get a 403. A company
+        driver sends through the app's permission; a missing account document is left to the token provider."""
+        if not is_delegated_user(user_id):
+            return True
+        stored = await self.store.read(CALENDARS, user_id, ACCOUNT_DOC_ID)
+        return stored is None or can_send_mail(stored.document)
 
 
 def _clock_text(eta: dt.datetime, time_zone: str | None) -> str:

@@ -111,7 +111,7 @@ async def test_a_signed_in_personal_account_drives_the_car_with_its_own_calendar
     assert account is not None
     assert account["state"] == "signed_in"
     assert account["type"] == "personal"
-    assert account["capabilities"] == {"calendar": True, "teams": False}
+    assert account["capabilities"] == {"calendar": True, "teams": False, "mail": False}
     assert account["tokenCache"]["ctx"] == acct
     assert b"cache-ada" not in orjson.dumps(account)
     vehicle = await world.vehicle(CAR)
