@@ -77,13 +77,14 @@ const people = new Map([...seed.users, ...(seed.accounts || [])].map((p) => [p.o
 }]));
 const findPerson = (username) => [...people.values()].find((p) => p.username.toLowerCase() === String(username || '').trim().toLowerCase());
 const GRAPH = 'https://graph.microsoft.com';
-const GRAPH_SCOPES = ['User.Read', 'Calendars.Read', 'Calendars.ReadWrite', 'OnlineMeetings.ReadWrite'];
+const GRAPH_SCOPES = ['User.Read', 'Calendars.Read', 'Calendars.ReadWrite', 'OnlineMeetings.ReadWrite', 'Mail.Send'];
 const WORK_ONLY_SCOPES = new Set(['OnlineMeetings.ReadWrite']); // no Teams meetings for personal accounts
 const SCOPE_TEXT = {
   'User.Read': 'Sign you in and read your profile',
   'Calendars.Read': 'Read your calendars',
   'Calendars.ReadWrite': 'Have full access to your calendars',
   'OnlineMeetings.ReadWrite': 'Create and join online meetings on your behalf',
+  'Mail.Send': 'Send mail as you',
   openid: 'Sign you in', profile: 'View your basic profile', email: 'View your email address',
   offline_access: 'Maintain access to data you have given it access to',
 };

@@ -466,3 +466,62 @@ async def test_a_subscription_on_me_needs_a_delegated_token(env: Env) -> None:
             canonical_time(T + dt.timedelta(hours=1)),
         )
     assert env.sandbox.subscriptions == {}
+
+
+# ---- mail (meeting.late as the driver) -------------------------------------------------------------------------
+
+
+async def late_for(env: Env, user: str, scopes: list[str]) -> tuple[Any, MemoryDocumentStore]:
+    """meeting.late through the real delegated client, for an account whose stored grant is `scopes`."""
+    from shared.calendar.documents import ACCOUNT_DOC_ID, event_doc_id
+    from shared.containers import CALENDARS
+    from shared.travel.car_requests import TravelRequests
+    from shared.travel.config import TravelSettings
+    from shared.travel.stores import MemoryPlaceCache, MemoryTravelStateStore
+
+    store = MemoryDocumentStore(partition_keys())
+    await store.upsert(CALENDARS, {"id": ACCOUNT_DOC_ID, "userId": user, "kind": "account", "scopes": scopes})
+    await store.upsert(
+        CALENDARS,
+        {"id": event_doc_id("e1"), "userId": user, "kind": "event", "eventId": "e1", "subject": "Review",
+         "start": WINDOW["end"], "end": WINDOW["end"], "organizer": "grace@contoso-corp.example"},
+    )  # fmt: skip
+
+    def no_maps() -> Any:
+        raise AssertionError("meeting.late with etaMinutes needs no map")
+
+    travel = TravelRequests(store, no_maps, MemoryPlaceCache(), MemoryTravelStateStore(), env.graph, TravelSettings())
+    return await travel.late("car-1", user, "e1", 10), store
+
+
+async def late_records(store: MemoryDocumentStore, user: str) -> list[Any]:
+    from shared.containers import CALENDARS
+    from shared.travel.stores import KIND_LATE
+
+    return list(await store.query(CALENDARS, "SELECT * FROM c WHERE c.kind = @kind", {"@kind": KIND_LATE}, user))
+
+
+async def test_a_driver_sends_running_late_as_themselves_only_with_mail_send(env: Env) -> None:
+    # GIVEN Ada signed in before the sign-in asked for Mail.Send: neither her stored grant nor her token has it
+    ada = env.sign_in(ADA, "Calendars.Read")
+    refused, store = await late_for(env, ada, ["Calendars.Read", "offline_access", "openid", "profile"])
+    # THEN meeting.late says why without asking Graph, and leaves no record of a message
+    assert refused.error == "mail_unavailable"
+    assert [r for r in env.sandbox.requests if r.route == "sendMail"] == []
+    assert await late_records(store, ada) == []
+    # Graph itself refuses her token at /me/sendMail as Outlook does
+    with pytest.raises(GraphForbiddenError) as denied:
+        await env.graph.send_mail(ada, "grace@contoso-corp.example", "Running late", "ETA 10:12")
+    assert (denied.value.status, denied.value.code) == (403, "ErrorAccessDenied")
+    # WHEN her grant was withdrawn after a sign-in that had it: Graph's 403 means the same answer, no record
+    revoked, store = await late_for(env, ada, ["Calendars.Read", "Mail.Send"])
+    assert revoked.error == "mail_unavailable"
+    assert await late_records(store, ada) == []
+    assert env.sandbox.sent_mail == []
+    # WHEN she signs in again and grants Mail.Send: the email goes from her own mailbox
+    env.sign_in(ADA, "Calendars.Read Mail.Send")
+    sent, store = await late_for(env, ada, ["Calendars.Read", "Mail.Send"])
+    assert sent.data is not None
+    assert sent.data["sent"] is True
+    assert [(m["user"], m["to"]) for m in env.sandbox.sent_mail] == [(ADA["oid"], ["grace@contoso-corp.example"])]
+    assert len(await late_records(store, ada)) == 1

@@ -30,11 +30,12 @@ import requests
 
 from devstack.oidc import DeviceApprovalError, LocalOidcProvider, approve_device_code
 from devstack.oidc.seed import PERSONAL_TENANT_ID, find_account, load_seed
+from shared.accounts.ids import SIGNIN_SCOPES, Capabilities, granted_scopes
 
 pytestmark = pytest.mark.integration
 
 SEED = load_seed()
-GRAPH_SCOPES = ["https://graph.microsoft.com/Calendars.Read", "https://graph.microsoft.com/OnlineMeetings.ReadWrite"]
+GRAPH_SCOPES = list(SIGNIN_SCOPES)  # what the car sign-in asks for (shared/accounts/service.py)
 WORK_ACCOUNTS = ["carla@northwind.example", "driver@contoso-corp.example"]
 CONTOSO_CORP = next(t["id"] for t in SEED["tenants"] if t["domain"] == "contoso-corp.example")
 
@@ -205,8 +206,10 @@ async def test_a_work_account_gets_calendar_and_teams(oidc: LocalOidcProvider, u
     token = graph_claims(oidc, result["access_token"], account["tenantId"])
     assert (token["oid"], token["tid"], token["azp"], token["idtyp"]) == (
         account["oid"], account["tenantId"], oidc.signin_client_id, "user")  # fmt: skip
-    assert set(token["scp"].split()) == {"Calendars.Read", "OnlineMeetings.ReadWrite"}
-    assert {"Calendars.Read", "OnlineMeetings.ReadWrite", "offline_access"} <= set(result["scope"].split())
+    assert set(token["scp"].split()) == {"Calendars.Read", "OnlineMeetings.ReadWrite", "Mail.Send"}
+    assert {"Calendars.Read", "OnlineMeetings.ReadWrite", "Mail.Send", "offline_access"} <= set(result["scope"].split())
+    assert Capabilities.of("work", granted_scopes(result["scope"])).as_dict() == {
+        "calendar": True, "teams": True, "mail": True}  # fmt: skip
     assert result["refresh_token"]
 
 
@@ -216,16 +219,19 @@ async def test_a_personal_account_gets_the_calendar_but_never_teams(oidc: LocalO
 
     assert result["id_token_claims"]["tid"] == PERSONAL_TENANT_ID
     token = graph_claims(oidc, result["access_token"], PERSONAL_TENANT_ID)
-    assert token["scp"] == "Calendars.Read"
-    assert "Calendars.Read" in result["scope"].split()
+    assert set(token["scp"].split()) == {"Calendars.Read", "Mail.Send"}
+    assert {"Calendars.Read", "Mail.Send"} <= set(result["scope"].split())
     assert "OnlineMeetings.ReadWrite" not in result["scope"]
+    assert Capabilities.of("personal", granted_scopes(result["scope"])).as_dict() == {
+        "calendar": True, "teams": False, "mail": True}  # fmt: skip
 
     # asking again for the same scopes on refresh gets the same answer, not an error
     [account] = app.get_accounts(username="ada@outlook.example")
     refreshed = app.acquire_token_silent_with_error(GRAPH_SCOPES, account, force_refresh=True)
     assert refreshed is not None
     assert "access_token" in refreshed, refreshed
-    assert graph_claims(oidc, refreshed["access_token"], PERSONAL_TENANT_ID)["scp"] == "Calendars.Read"
+    assert set(graph_claims(oidc, refreshed["access_token"], PERSONAL_TENANT_ID)["scp"].split()) == {
+        "Calendars.Read", "Mail.Send"}  # fmt: skip
 
 
 async def test_declining_ends_the_flow(oidc: LocalOidcProvider) -> None:
