@@ -108,7 +108,7 @@ param deadLetterRetentionInDays int = 30
 @description('Optional. Public https URL of the graph_notifications function, for Microsoft Graph change notifications (known after the first deployment); empty turns webhooks off and calendars sync on the timer only. Defaults to \'\'.')
 param graphNotificationUrl string = ''
 
-@description('Optional. Client id of the public client app registration cars sign drivers in with (SIGNIN_CLIENT_ID): "Allow public client flows" on, no redirect URI, no secret, delegated Calendars.Read, OnlineMeetings.ReadWrite and offline_access (docs/accounts.md). Empty turns the car sign-in off: cars get feature_disabled. Defaults to \'\'.')
+@description('Optional. Client id of the public client app registration cars sign drivers in with (SIGNIN_CLIENT_ID): "Allow public client flows" on, no redirect URI, no secret, delegated Calendars.Read, OnlineMeetings.ReadWrite, Mail.Send and offline_access (docs/accounts.md). Empty turns the car sign-in off: cars get feature_disabled. Defaults to \'\'.')
 param signinClientId string = ''
 
 @description('Optional. Authority of the car sign-in (SIGNIN_AUTHORITY): <login endpoint>common for work, school and personal Microsoft accounts, organizations for work and school only, consumers for personal only, or one tenant id. Defaults to this cloud\'s login endpoint + common.')

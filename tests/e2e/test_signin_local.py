@@ -150,7 +150,7 @@ async def test_a_personal_account_signs_in_gets_its_agenda_and_joins_without_tea
     outcome = await car.signin_outcome(prompt, 60)
     assert outcome["status"] == "ok"
     assert outcome["account"]["type"] == "personal"
-    assert outcome["account"]["capabilities"] == {"calendar": True, "teams": False}
+    assert outcome["account"]["capabilities"] == {"calendar": True, "teams": False, "mail": True}
     await until(lambda: _true(profile_state(car, "1") == "signed_in"), what="twin account signed_in")
     assert (car.account or {})["active"] == "1"
     await until(lambda: _true(len(car.log.agenda) >= 2), what="Ada's agenda in the car")
@@ -173,7 +173,7 @@ async def test_a_personal_account_signs_in_gets_its_agenda_and_joins_without_tea
 async def test_a_work_account_on_another_car_gets_a_teams_link(world: World) -> None:
     car = world.cars[WORK_CAR]
     outcome = await world.sign_in(WORK_CAR, "1", CARLA)
-    assert outcome["account"]["capabilities"] == {"calendar": True, "teams": True}
+    assert outcome["account"]["capabilities"] == {"calendar": True, "teams": True, "mail": True}
     await until(lambda: _true(any(e["subject"] == "Supplier call" for e in car.log.agenda)), what="Carla's agenda")
     call = next(e for e in car.log.agenda if e["subject"] == "Supplier call")
     joined = await car.join_meeting(call["id"])
