@@ -20,9 +20,9 @@ Delegated access (drivers signed in from the car, issue 13): `GET /v1.0/me/calen
 minutes of clock skew; `/me` is the token's `oid` (its mailbox is keyed by that oid). A missing, malformed,
 badly signed, expired or foreign-audience token answers 401 InvalidAuthenticationToken with
 `WWW-Authenticate`; an app-only token (no `scp`) on `/me` answers 400 as Graph does; a token whose `scp` lacks
-the permission answers 403 (ErrorAccessDenied for calendars and event subscriptions, Forbidden for
-onlineMeetings). A subscription created with a delegated token belongs to its user: only that user's token
-renews, reauthorizes or deletes it (anyone else, and a request without a token, gets 404 / 401).
+the permission answers 403 (ErrorAccessDenied for calendars, event subscriptions and `/me/sendMail` without
+Mail.Send; Forbidden for onlineMeetings). A subscription created with a delegated token belongs to its user:
+only that user's token renews, reauthorizes or deletes it (anyone else, and a request without a token, gets 404 / 401).
 
 Stated choices where the stand-in cannot know Graph's exact answer: createOrGet or deleting a meeting as a
 personal Microsoft account (tid 9188040d-6c67-4c5b-b112-36a304b66dad) answers 403 Forbidden (real Graph
