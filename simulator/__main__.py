@@ -250,7 +250,7 @@ async def _wait_outcome(car: VirtualCar, prompt: SigninPrompt, out: TextIO) -> d
 
 
 def describe_account(account: Any) -> str:
-    """`Ada Lovelace (ada@outlook.example), personal account: calendar yes, Teams no`."""
+    """`Ada Lovelace (ada@outlook.example), personal account: calendar yes, Teams no, mail yes`."""
     if not isinstance(account, dict):
         return "(no account in the reply)"
     caps = account.get("capabilities") or {}
@@ -261,7 +261,7 @@ def describe_account(account: Any) -> str:
 
     return (
         f"{account.get('name')} ({account.get('username')}), {account.get('type')} account: "
-        f"calendar {yes('calendar')}, Teams {yes('teams')}"
+        f"calendar {yes('calendar')}, Teams {yes('teams')}, mail {yes('mail')}"
     )
 
 
