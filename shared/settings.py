@@ -301,8 +301,9 @@ SETTINGS: tuple[Setting, ...] = (
     # --- The vehicle cache of an ingestion instance (shared/telemetry/vehicle_cache.py; issue 19, docs/performance.md)
     Setting(
         "VEHICLE_CACHE_MB",
-        "1024",
-        "Memory (MB) an ingestion instance gives its vehicle cache (half of a 2,048 MB instance): ~37,000 cars hot.",
+        "512",
+        "Memory (MB) an ingestion instance gives its vehicle cache, as estimated (a quarter of a 2,048 MB instance: "
+        "the estimate is calibrated on 10-signal messages and may count other shapes ~1.7x low): ~18,000 cars hot.",
         low=0,
         high=65_536,
     ),

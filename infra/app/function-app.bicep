@@ -170,8 +170,9 @@ var sharedSettings = {
   // The ingestion backlog timer (issue 20, docs/operations.md): each partition's distance behind its checkpoint.
   INGEST_BACKLOG_SCHEDULE: '0 */1 * * * *'
   // The vehicle cache of an ingestion instance (issue 19, docs/performance.md "Cars per instance"): its memory, and
-  // the working set it is sized for (the telemetry hub's partitions; cars per partition). Half the instance's memory.
-  VEHICLE_CACHE_MB: string(instanceMemoryMB / 2)
+  // the working set it is sized for (the telemetry hub's partitions; cars per partition). A quarter of the instance's
+  // memory, as estimated: the estimate may count other message shapes ~1.7x low (docs/performance.md).
+  VEHICLE_CACHE_MB: string(instanceMemoryMB / 4)
   TELEMETRY_PARTITION_COUNT: string(telemetryPartitionCount)
   TELEMETRY_CARS_PER_PARTITION: '0'
   // The cost meter's brand history (issue 19, docs/cost.md): each brand's day just closed, once a day.

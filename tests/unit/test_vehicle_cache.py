@@ -127,8 +127,8 @@ def test_the_instance_cache_is_sized_from_its_settings() -> None:
     assert (cache.max_hot_bytes, cache.max_bytes) == tier_sizes(180 * MIB, 10_000)
     cache = vehicle_cache_from_env({**env, "TELEMETRY_CARS_PER_PARTITION": "0"})  # unknown working set
     assert (cache.max_hot_bytes, cache.max_bytes) == tier_sizes(180 * MIB)
-    cache = vehicle_cache_from_env({})  # the defaults: 1,024 MB, working set unknown
-    assert cache.max_hot_bytes + cache.max_bytes == 1024 * MIB
+    cache = vehicle_cache_from_env({})  # the defaults: 512 MB, working set unknown
+    assert cache.max_hot_bytes + cache.max_bytes == 512 * MIB
     with pytest.raises(ConfigurationError):
         vehicle_cache_from_env({**env, "TELEMETRY_PARTITION_COUNT": "0"})
 
