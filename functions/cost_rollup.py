@@ -12,6 +12,9 @@ bp = func.Blueprint()
 
 
 @bp.function_name("cost_rollup")
+# The host never re-runs a failed timer by itself, and a day missed today is gone tomorrow (the cars' blocks keep
+# only yesterday): retry within the hour. Safe: each brand's day is an upsert under a fixed id.
+@bp.retry(strategy="fixed_delay", max_retry_count="5", delay_interval="00:05:00")
 @bp.timer_trigger(arg_name="timer", schedule="%COST_ROLLUP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def cost_rollup(timer: func.TimerRequest) -> None:
     """Write yesterday's cost document per brand (idempotent: a replay writes the same documents). Raises when a

@@ -150,7 +150,7 @@ class DriverExport:
             # the car's calendar-aware driving state: routes from the car to this driver's next meetings
             travel = await self.store.read(TRAVEL, car.vehicle_id, TRAVEL_DOC_ID)
             if travel is not None and travel.document.get("kind") == KIND_TRAVEL:
-                yield _record(POSITION, TRAVEL, car.vehicle_id, travel.document)
+                yield _record(POSITION, TRAVEL, car.vehicle_id, _travel_since(travel.document, car.since))
         if stored is not None:
             state = stored.document.get("state")
             signals = state.get("signals") if isinstance(state, dict) else None
@@ -236,6 +236,23 @@ class DriverExport:
             if page.token is None:
                 return
             token = page.token
+
+
+def _travel_since(doc: Mapping[str, Any], since: str) -> dict[str, Any]:
+    """The travel document with only the routes planned since `since`: the state is replaced at the next planning
+    run, not when the driver changes, so it may still hold an earlier driver's meetings (their ids, the car's
+    position then, the destination) and the late notices sent for them."""
+    state = doc.get("state")
+    if not isinstance(state, dict):
+        return dict(doc)
+    events = state.get("events")
+    kept = {
+        event_id: route
+        for event_id, route in (events.items() if isinstance(events, dict) else ())
+        if isinstance(route, dict) and str(route.get("routedAt") or "") >= since
+    }
+    notices = [k for k in state.get("notices") or () if isinstance(k, str) and k.rsplit("|", 1)[0] in kept]
+    return {**doc, "state": {**state, "events": kept, "notices": notices}}
 
 
 def _driver_of(vehicle: Mapping[str, Any]) -> str | None:

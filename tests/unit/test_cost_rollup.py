@@ -127,6 +127,8 @@ async def test_the_timer_fires_once_a_day_after_midnight_and_rolls_up_yesterday(
     fn = indexed_functions()["cost_rollup"]
     (trigger,) = [json.loads(b) for b in fn.get_raw_bindings()]
     assert (trigger["type"], trigger["schedule"]) == ("timerTrigger", "%COST_ROLLUP_SCHEDULE%")
+    retry = fn.get_settings_dict("retry_policy")  # a failed run is retried: a day missed today is gone tomorrow
+    assert (retry["strategy"], retry["max_retry_count"]) == ("fixed_delay", "5")
     schedule = Schedule.parse(str(default("COST_ROLLUP_SCHEDULE")))
     first = schedule.next_after(dt.datetime(2026, 12, 6, 12, tzinfo=dt.UTC))
     assert (first, schedule.next_after(first)) == (first.replace(day=7, hour=0, minute=10), first + DAY)

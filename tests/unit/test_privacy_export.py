@@ -176,3 +176,45 @@ async def test_the_travel_state_follows_the_cars_current_driver_only() -> None:
     assert [r for r in await export(store, ALEX) if r.get("source") == TRAVEL]
     await DriverLinks(store, MemorySyncQueue()).unlink(CARS[ALEX])  # the car has no driver now: not Alex's routes
     assert not [r for r in await export(store, ALEX) if r.get("source") == TRAVEL]
+
+
+async def test_the_export_reads_exactly_the_containers_it_declares() -> None:
+    from shared.containers import TRAVEL
+    from shared.privacy.export import EXPORTED
+    from shared.travel.stores import KIND_TRAVEL, TRAVEL_DOC_ID
+
+    class Recording(MemoryDocumentStore):
+        def __init__(self) -> None:
+            super().__init__(partition_keys())
+            self.read_from: set[str] = set()
+
+        async def read(self, container: str, partition_key: str, item_id: str) -> Any:
+            self.read_from.add(container)
+            return await super().read(container, partition_key, item_id)
+
+        async def query(self, container: str, *args: Any, **kwargs: Any) -> Any:
+            self.read_from.add(container)
+            return await super().query(container, *args, **kwargs)
+
+    store = Recording()
+    await world(store)
+    await store.upsert(TRAVEL, {"id": TRAVEL_DOC_ID, "vehicleId": CARS[ALEX], "kind": KIND_TRAVEL, "state": {}})
+    store.read_from.clear()
+    await export(store, ALEX)
+    assert store.read_from == EXPORTED
+
+
+async def test_the_travel_state_holds_no_route_of_an_earlier_driver() -> None:
+    from shared.containers import TRAVEL
+    from shared.travel.stores import KIND_TRAVEL, TRAVEL_DOC_ID
+
+    store = await world()  # Alex linked a minute before T0
+    before, after = iso(-3600), iso(60)
+    routes = {"THEIRS": {"routedAt": before, "origin": {"lat": 1.0, "lon": 2.0}, "dest": "their-office"},
+              "ALEX-1": {"routedAt": after, "origin": {"lat": 52.5, "lon": 13.4}, "dest": "alex-office"}}  # fmt: skip
+    state = {"events": routes, "notices": ["THEIRS|10", "ALEX-1|5"], "calls": []}
+    await store.upsert(TRAVEL, {"id": TRAVEL_DOC_ID, "vehicleId": CARS[ALEX], "kind": KIND_TRAVEL, "state": state})
+    [record] = [r["record"] for r in await export(store, ALEX) if r.get("source") == TRAVEL]
+    assert list(record["state"]["events"]) == ["ALEX-1"]
+    assert record["state"]["notices"] == ["ALEX-1|5"]
+    assert "their-office" not in orjson.dumps(record).decode()
