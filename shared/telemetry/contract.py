@@ -17,6 +17,7 @@ car-chosen nesting reaches a document; unknown paths cut to `MAX_PATH_CHARS`; an
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -290,11 +291,20 @@ def decode_any(
     catalogue = catalogue or default_catalogue()
     try:
         fast = _decode_fast(message, max_clock_skew_ms, catalogue)
-    except Exception:  # a fast-path bug must cost speed, not the message
+    except Exception as exc:  # a fast-path bug (or msgspec missing) must cost speed, not the message
+        _fast_path_raised(type(exc).__name__)
         fast = None
     if fast is not None:
         return fast
     return decode_reference(message, max_clock_skew_ms=max_clock_skew_ms, catalogue=catalogue)
+
+
+@cache
+def _fast_path_raised(kind: str) -> None:
+    """Say once per exception type (never the message: it may hold positions) that the fast path raised."""
+    logging.getLogger(__name__).warning(
+        "telemetry fast decode raised %s; such messages take the reference decoder (logged once)", kind
+    )
 
 
 def decode_reference(

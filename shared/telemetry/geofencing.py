@@ -150,7 +150,7 @@ def lookup(vehicle_id: str, fences: VehicleGeofences, lat: float, lon: float, sp
             last.clear()
         last[vehicle_id] = (fine_key, holds_for, lat, lon, tokens)
     elif before is not None:
-        del last[vehicle_id]
+        last.pop(vehicle_id, None)  # not `del`: the memo may have been cleared since `before` was read
     return tokens
 
 

@@ -311,3 +311,23 @@ def test_canonical_time_is_parse_time(value: dt.datetime, damage: str, at: int) 
     assert contract._canonical_time(text) == parse_time(text)  # its minute now known
     broken = text[:at] + damage + text[at + len(damage) :]
     assert contract._canonical_time(broken) == parse_time(broken)
+
+
+def test_a_fast_path_that_raises_costs_speed_not_the_message_and_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.factories import drive, message
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(contract, "_decode_fast", broken)
+    contract._fast_path_raised.cache_clear()
+    sent = [message("car-1", drive(s + 1, s, speed=50.0), enqueued_s=s) for s in range(3)]
+    with caplog.at_level("WARNING", logger=contract.__name__):
+        decoded = [contract.decode_any(m) for m in sent]
+    assert decoded == [contract.decode_reference(m) for m in sent]
+    assert all(isinstance(d, TelemetryMessage) for d in decoded)
+    warnings = [r for r in caplog.records if "fast decode raised RuntimeError" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "car-1" not in caplog.text
