@@ -118,8 +118,36 @@ class CalendarSync:
     async def run(self, job: SyncJob) -> SyncReport:
         """Run one job. Raises StoreError and transient GraphError so the queue redelivers it; on throttling
         the job is re-queued after `Retry-After` instead (a redelivery at once would only be throttled again)."""
-        with graph_calls.counting():  # the job's Graph requests, carried by the sync state it writes (_sync)
-            return await self._run(job)
+        with graph_calls.counting() as counted:  # the job's Graph requests, carried by the sync state it writes
+            try:
+                return await self._run(job)
+            finally:
+                if counted.calls and not counted.recorded:  # throttled, superseded, reauth, failed: still sent
+                    await self._record_calls(job.user_id, counted.calls)
+
+    async def _record_calls(self, user: str, calls: int) -> None:
+        """Add a job's Graph calls to the driver's sync state when the job wrote no state of its own (it was
+        throttled, superseded, needed a new sign-in or failed), so the meter shows the calls that throttling
+        counts. Best effort, and never creates the state: a driver never synced (or forgotten) has none to carry
+        them, and a store error here must not replace the job's own outcome or error."""
+        try:
+            driver = await self.store.read(CALENDARS, user, DRIVER_ID)
+            cars = agenda_cars(driver.document) if driver is not None else []
+            for _ in range(3):
+                stored = await self.store.read(CALENDARS, user, SYNC_STATE_ID)
+                if stored is None:
+                    return
+                state = strip_system_properties(stored.document)
+                state["graphCalls"] = graph_calls.record(state.get("graphCalls"), self.clock(), calls, cars)
+                try:
+                    await self.store.replace(CALENDARS, state, stored.etag)
+                    return
+                except PreconditionFailedError:
+                    continue  # a sync wrote meanwhile: add to what it wrote
+                except NotFoundError:
+                    return
+        except Exception as exc:  # the meter is best effort; the job's outcome stands
+            log.warning("user %s: %d Graph calls not recorded: %s", user, calls, type(exc).__name__)
 
     async def _run(self, job: SyncJob) -> SyncReport:
         report = SyncReport(job.user_id)
@@ -209,6 +237,8 @@ class CalendarSync:
                 await self.store.create(CALENDARS, state)
             else:
                 await self.store.replace(CALENDARS, state, stored.etag)
+            if counted is not None:
+                counted.recorded = True
         except (PreconditionFailedError, ConflictError, NotFoundError):
             log.info("user %s: another job synced at the same time; its state stands", user)
             report.outcome = "superseded"

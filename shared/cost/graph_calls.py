@@ -48,6 +48,7 @@ class GraphCalls:
     """The Graph requests sent so far by the job that opened the counter."""
 
     calls: int = 0
+    recorded: bool = False  # carried by the state the job wrote; else the job records them on its way out
 
 
 _COUNTING: ContextVar[GraphCalls | None] = ContextVar("carlink_cost_graph_calls", default=None)

@@ -91,6 +91,23 @@ async def test_a_driver_with_two_cars_shares_the_calls_and_the_next_day_closes_t
     assert graph_calls.car_calls(block, "car-a", world.clock.now) == (0.5, 1.5)  # type: ignore[arg-type]
 
 
+async def test_a_throttled_job_that_writes_no_state_still_records_the_calls_it_sent(world: World) -> None:
+    # GIVEN a driver synced once
+    world.sandbox.add_event(USER, "e0", world.clock.now + HOUR, world.clock.now + 2 * HOUR)
+    await world.sync().run(SyncJob(USER, "test"))
+    recorded = (await state(world))["graphCalls"]["day"]["calls"]  # type: ignore[index]
+    sent = len(world.sandbox.requests)
+    # WHEN the next job is throttled past the SDK's retry: re-queued, no state of its own written
+    world.sandbox.fail_next("delta", 429, {"Retry-After": "1"}, times=2)
+    report = await world.sync().run(SyncJob(USER, "test"))
+    assert report.outcome == "throttled"
+    # THEN the two requests it sent are in the driver's sync state all the same, shared over their car
+    block = (await state(world))["graphCalls"]
+    assert len(world.sandbox.requests) == sent + 2
+    assert block["day"]["calls"] == recorded + 2  # type: ignore[index]
+    assert block["day"]["cars"] == {VEHICLE: float(recorded + 2)}  # type: ignore[index]
+
+
 async def test_a_job_that_does_not_reach_graph_counts_nothing(world: World) -> None:
     await world.link(calendar=False)
     await world.sync().run(SyncJob(USER, "test"))
