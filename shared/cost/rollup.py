@@ -21,11 +21,11 @@ from shared.containers import TENANCY, VEHICLES
 from shared.cost.view import brand_cost
 from shared.stores.base import Document, DocumentStore
 from shared.telemetry.vehicle import ERASED
+from shared.tenancy.documents import KIND_BRAND
 
 log = logging.getLogger(__name__)
 
 KIND_COST_DAY: Final = "costDay"
-KIND_BRAND: Final = "brand"  # shared/tenancy/service.py's brand configuration document
 DEFAULT_HISTORY_DAYS: Final = 31
 MAX_HISTORY_DAYS: Final = 366
 CONCURRENT_BRANDS: Final = 4  # each brand is one cross-partition query over its cars: a few at a time

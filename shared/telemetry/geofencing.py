@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from math import floor
 from typing import Final
 
-from shared.containers import GEOFENCE_EVENTS
+from shared.containers import ALERTS, GEOFENCE_EVENTS
 from shared.device_messages import compact_time, safe_id
 from shared.geofences.index import (
     AT_POSITION,
@@ -67,7 +67,6 @@ from shared.telemetry.documents import (
     VehicleDocument,
 )
 
-ALERTS: Final = "alerts"
 WINDOW_SAMPLES: Final = 16  # position samples kept for late data (the lateness window)
 WINDOW_MAX: Final = 24  # the window grows to this, then the oldest leave down to WINDOW_SAMPLES (amortised)
 MAX_LEFT: Final = 16  # open "left the geofence" alerts tracked

@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
+from shared.containers import VEHICLES
 from shared.device_messages import safe_id
 from shared.maps.base import MapsClient, calls_for_car
 from shared.stores.base import DocumentStore
@@ -22,7 +23,6 @@ from shared.travel.notices import late_notices, record_sent
 from shared.travel.planner import CarSnapshot, TravelPlan, plan_travel
 from shared.travel.stores import PlaceCache, TravelStateStore
 
-VEHICLES: Final = "vehicles"
 # Sends one C2D message (the notice's payload) to the car; raises when it could not (the notice stays due).
 Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
 

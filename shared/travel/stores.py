@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Final
 
+from shared.containers import CALENDARS
 from shared.maps.types import GeoPoint, Place
 from shared.stores.base import DocumentStore
 
@@ -18,7 +19,6 @@ KIND_PLACE: Final = "place"
 KIND_TRAVEL: Final = "travel"
 KIND_LATE: Final = "lateMessage"  # a late notice sent for a meeting (shared/travel/car_requests.py)
 TRAVEL_DOC_ID: Final = "travel"
-CALENDARS: Final = "calendars"
 
 
 @dataclass(frozen=True, slots=True)
