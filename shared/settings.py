@@ -327,6 +327,14 @@ SETTINGS: tuple[Setting, ...] = (
         "0 10 0 * * *",
         "NCRONTAB (UTC) of the daily timer that keeps each brand's cost of the day just closed (after midnight UTC).",
     ),
+    Setting(
+        "COST_SNAPSHOT_MAX_AGE_SECONDS",
+        "900",
+        "Age (s) up to which GET /api/brands/{id}/cost answers from the brand's cost snapshot (one point read); "
+        "older, it sums the brand's cars again (a paged scan). 0 = always sum, keep no snapshot.",
+        low=0,
+        high=86_400,
+    ),
     # --- Who may call the API: Entra ID bearer tokens (shared/auth) ---
     Setting(
         "AUTH_OPENID_CONFIG_URL",

@@ -200,6 +200,7 @@ class AppSettings(BaseSettings):
     telemetry_partition_count: int = env("TELEMETRY_PARTITION_COUNT")
     telemetry_cars_per_partition: int = env("TELEMETRY_CARS_PER_PARTITION")
     cost_rollup_schedule: str = env("COST_ROLLUP_SCHEDULE")
+    cost_snapshot_max_age_seconds: int = env("COST_SNAPSHOT_MAX_AGE_SECONDS")
     auth_openid_config_url: LoopbackOrHttpsUrl = env("AUTH_OPENID_CONFIG_URL")
     auth_audience: CommaList = env("AUTH_AUDIENCE")
     auth_allowed_tenants: CommaList = env("AUTH_ALLOWED_TENANTS")

@@ -177,6 +177,8 @@ var sharedSettings = {
   TELEMETRY_CARS_PER_PARTITION: '0'
   // The cost meter's brand history (issue 19, docs/cost.md): each brand's day just closed, once a day.
   COST_ROLLUP_SCHEDULE: '0 10 0 * * *'
+  // The brand cost route answers from a snapshot younger than this, else sums the brand's cars again (paged).
+  COST_SNAPSHOT_MAX_AGE_SECONDS: '900'
   // Bearer tokens from Entra ID (v2). The common document serves every tenant; the app substitutes the token's tid
   // in the issuer and accepts only allowed tenants. No function key: the HTTP routes are anonymous at the host and
   // the app checks the token itself.

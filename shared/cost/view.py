@@ -112,38 +112,65 @@ def _end_of(period: CostPeriod) -> dt.datetime:
     return dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
 
 
-def brand_cost(brand_id: str, costs: Iterable[Mapping[str, Any]], now: dt.datetime) -> dict[str, Any]:
-    """A brand's totals per day and per month (the days and months its cars' blocks still hold: today,
-    yesterday, this and last month) and the average per car, from the cars' `cost` blocks."""
-    days: dict[str, dict[str, Any]] = {}
-    months: dict[str, dict[str, Any]] = {}
-    cars = 0
-    estimated = False
-    monthly: list[float] = []
-    for row in costs:
+class BrandCostSum:
+    """A brand's totals per day and per month (the days and months its cars' blocks still hold: today, yesterday,
+    this and last month) and the average per car, summed one car's `cost` block at a time (`add`).
+
+    It holds those few periods and a running sum, never the cars: a brand of a million cars is summed in the
+    memory of the page of blocks being added (shared/cost/rollup.py `sum_brand_cost`). The arithmetic is the
+    same for any split into pages; only the order of the additions can move the last rounded digit.
+    """
+
+    __slots__ = ("_days", "_estimated", "_months", "_usd_cars", "_usd_total", "brand_id", "cars", "now")
+
+    def __init__(self, brand_id: str, now: dt.datetime) -> None:
+        self.brand_id = brand_id
+        self.now = now
+        self.cars = 0
+        self._days: dict[str, dict[str, Any]] = {}
+        self._months: dict[str, dict[str, Any]] = {}
+        self._estimated = False
+        self._usd_total = 0.0  # the cars' monthly USD, added in order (as `sum` of a list would)
+        self._usd_cars = 0
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Count one car's row (`{"cost": <block>}`); a row without a block is no car with a meter."""
         cost = row.get("cost")
         if not isinstance(cost, dict):
-            continue
-        cars += 1
-        estimated = estimated or bool(cost.get("estimated"))
-        for key, into in (("day", days), ("prevDay", days), ("prevMonth", months)):
+            return
+        self.cars += 1
+        self._estimated = self._estimated or bool(cost.get("estimated"))
+        for key, into in (("day", self._days), ("prevDay", self._days), ("prevMonth", self._months)):
             period = cost.get(key)
             if isinstance(period, dict):
                 _sum_into(into, period)
-        _sum_into(months, month_to_date(cost))  # type: ignore[arg-type]
-        usd = vehicle_cost(cost, now)["monthlyUsd"]  # type: ignore[arg-type]
+        _sum_into(self._months, month_to_date(cost))  # type: ignore[arg-type]
+        usd = vehicle_cost(cost, self.now)["monthlyUsd"]  # type: ignore[arg-type]
         if usd is not None:
-            monthly.append(usd)
-    return {
-        "brandId": brand_id,
-        "estimated": estimated,
-        "cars": cars,
-        "days": [days[on] for on in sorted(days, reverse=True)],
-        "months": [months[on] for on in sorted(months, reverse=True)],
-        "monthlyUsdPerCar": round(sum(monthly) / len(monthly), 4) if monthly else None,
-        "monthlyUsdTotal": round(sum(monthly), 4) if monthly else None,
-        "prices": PRICES,
-    }
+            self._usd_total += usd
+            self._usd_cars += 1
+
+    def result(self) -> dict[str, Any]:
+        """The brand's view as the API answers it (`days` and `months` newest first)."""
+        counted = self._usd_cars > 0
+        return {
+            "brandId": self.brand_id,
+            "estimated": self._estimated,
+            "cars": self.cars,
+            "days": [dict(self._days[on]) for on in sorted(self._days, reverse=True)],
+            "months": [dict(self._months[on]) for on in sorted(self._months, reverse=True)],
+            "monthlyUsdPerCar": round(self._usd_total / self._usd_cars, 4) if counted else None,
+            "monthlyUsdTotal": round(self._usd_total, 4) if counted else None,
+            "prices": PRICES,
+        }
+
+
+def brand_cost(brand_id: str, costs: Iterable[Mapping[str, Any]], now: dt.datetime) -> dict[str, Any]:
+    """`BrandCostSum` over rows already in hand (a few cars; a brand's whole fleet is paged, see rollup.py)."""
+    total = BrandCostSum(brand_id, now)
+    for row in costs:
+        total.add(row)
+    return total.result()
 
 
 def _sum_into(into: dict[str, dict[str, Any]], period: Mapping[str, Any]) -> None:

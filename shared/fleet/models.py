@@ -417,6 +417,11 @@ class BrandCost(_Response):
     monthlyUsdPerCar: float | None = None
     monthlyUsdTotal: float | None = None
     prices: str
+    asOf: str | None = Field(
+        default=None,
+        description="When the cars' blocks were summed: the brand's cost snapshot, at most "
+        "COST_SNAPSHOT_MAX_AGE_SECONDS old (docs/cost.md).",
+    )
     history: list[BrandCostDay] = Field(
         default_factory=list,
         description="The daily rollup (the cost_rollup timer, once a day): one entry per closed day of the last "

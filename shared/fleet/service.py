@@ -27,7 +27,7 @@ from shared.containers import (
     VEHICLES,
 )
 from shared.cost import graph_calls, rollup
-from shared.cost.view import brand_cost, vehicle_cost
+from shared.cost.view import vehicle_cost
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLinks
 from shared.errors import (
@@ -51,7 +51,7 @@ from shared.provisioning.preregistration import (
     new_provisioning,
 )
 from shared.provisioning.preregistration import answer as preregistration_answer
-from shared.settings import moving_speed_kmh
+from shared.settings import moving_speed_kmh, number_setting
 from shared.stores.base import DeadLetterSink, Document, DocumentStore
 from shared.stores.paging import keyset_page
 from shared.telemetry import signals as S
@@ -383,10 +383,12 @@ class FleetService:
         return stored.document.get("graphCalls") if stored is not None else None
 
     async def brand_cost(self, brand_id: str, days: int = rollup.DEFAULT_HISTORY_DAYS) -> dict[str, Any]:
-        """The brand's cost meter: its cars' `cost` blocks summed per day and month (docs/cost.md, "The cost
-        meter": one query on demand over the brand's cars), and the daily rollup's last `days` days."""
+        """The brand's cost meter: its cars' `cost` blocks summed per day and month as of `asOf` (docs/cost.md,
+        "The cost meter": the brand's snapshot, one point read, summed again page by page when older than
+        COST_SNAPSHOT_MAX_AGE_SECONDS), and the daily rollup's last `days` days."""
         now = self.clock()
-        out = brand_cost(brand_id, await rollup.brand_cost_rows(self.store, brand_id), now)
+        max_age = number_setting("COST_SNAPSHOT_MAX_AGE_SECONDS")
+        out = await rollup.brand_cost_now(self.store, brand_id, now, max_age)
         out["history"] = await rollup.history(self.store, brand_id, now, days)
         return out
 
