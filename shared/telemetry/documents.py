@@ -173,8 +173,8 @@ class GeofenceEventDocument(TypedDict):
 
 
 class GeoSample(TypedDict):
-    """`geo.window[k]`: a recent position sample and the geofence tokens it was inside (a geofence's key, or the
-    key + `!curfew` while moving there outside the curfew's allowed windows)."""
+    """`geo.window[k]` as written before the flat window (`GeoState.w`): read only to convert it
+    (`geofencing.upgrade`)."""
 
     ts: str
     lat: float
@@ -212,7 +212,12 @@ class GeoClaim(TypedDict):
 class GeoState(TypedDict):
     """`geo`: geofence evaluation (shared/telemetry/geofencing.py); absent until the car's fleet has geofences."""
 
-    window: list[GeoSample]  # sorted by ts, at most geofencing.WINDOW_SAMPLES
+    # The window, flat: `ts, lat, lon, tokens` of each recent position sample in turn (geofencing.STRIDE items a
+    # sample; sorted by ts; WINDOW_SAMPLES to WINDOW_MAX samples). tokens: the geofence tokens the sample was inside
+    # (a geofence's key, or the key + `!curfew` while moving there outside the curfew's allowed windows), a tuple
+    # (shared, immutable) as the fold writes it, a list as read back. One list per car: no object per sample.
+    w: NotRequired[list[Any]]  # always there once folded; absent only in a document written before it
+    window: NotRequired[list[GeoSample]]  # the window as documents written before `w` hold it: converted on fold
     base: GeoBase | None
     tip: GeoTip | None  # the state after the window's last sample
     claims: dict[str, GeoClaim]

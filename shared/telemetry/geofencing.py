@@ -1,11 +1,14 @@
 """Geofence events in the fold: enter/exit crossings and curfews, in event-time order, exactly once per crossing.
 
-The vehicle document keeps the newest position samples (`geo.window`: WINDOW_SAMPLES to WINDOW_MAX of them, the
-newest by event time) with the geofence tokens each was inside, and the state just before them
-(`geo.base`: the state after the newest sample that left the window). A token is a geofence's key (inside it), or
-the key + `!curfew` (moving faster than CURFEW_SPEED_KMH inside it outside its curfew's allowed windows). An event
-is a token appearing or disappearing between consecutive samples in event-time order; its id is the car, the token,
-the direction and the event time of the first sample on the new side, so recomputing it writes the same document.
+The vehicle document keeps the newest position samples (`geo.w`: WINDOW_SAMPLES to WINDOW_MAX of them, the
+newest by event time) with the geofence tokens each was inside, as one flat list (`ts, lat, lon, tokens` of each
+sample in turn: one object per car instead of a dict per sample, which the steady path would touch cold), and the
+state just before them (`geo.base`: the state after the newest sample that left the window). A document written
+before has them as `geo.window`, a list of dicts: the first fold converts it (`upgrade`). A token is a geofence's
+key (inside it), or the key + `!curfew` (moving faster than CURFEW_SPEED_KMH inside it outside its curfew's allowed
+windows). An event is a token appearing or disappearing between consecutive samples in event-time order; its id
+is the car, the token, the direction and the event time of the first sample on the new side, so recomputing it
+writes the same document.
 
 - A sample newer than the window's last one (steady state) continues from the state after it (`geo.tip`): the
   events before it cannot change.
@@ -37,7 +40,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from math import floor
-from typing import Final
+from typing import Any, Final
 
 from shared.containers import ALERTS, GEOFENCE_EVENTS
 from shared.device_messages import compact_time, safe_id
@@ -60,7 +63,6 @@ from shared.telemetry.documents import (
     AlertDocument,
     GeoClaim,
     GeofenceEventDocument,
-    GeoSample,
     GeoState,
     GeoTip,
     SideDocument,
@@ -71,6 +73,8 @@ WINDOW_SAMPLES: Final = 16  # position samples kept for late data (the lateness 
 WINDOW_MAX: Final = 24  # the window grows to this, then the oldest leave down to WINDOW_SAMPLES (amortised)
 MAX_LEFT: Final = 16  # open "left the geofence" alerts tracked
 CHUNK: Final = WINDOW_MAX - WINDOW_SAMPLES  # samples of one fold inserted and evaluated at a time
+STRIDE: Final = 4  # items per sample in `geo.w`: ts, lat, lon, tokens
+WINDOW_MAX_ITEMS: Final = STRIDE * WINDOW_MAX
 MAX_WRITES_PER_FOLD: Final = 128  # geofence events and alerts one fold may write (a legitimate car: a handful)
 PRUNE_CLAIMS_ABOVE: Final = 32  # claims of events that left the window are dropped once there are more than this
 OPEN: Final = "\uffff"  # a claim's last time while its alert is open: after every time, never pruned
@@ -170,16 +174,29 @@ def tested(fences: VehicleGeofences, lat: float, lon: float, speed: float | None
 
 
 def new_state() -> GeoState:
-    return {"window": [], "base": None, "tip": None, "claims": {}}
+    return {"w": [], "base": None, "tip": None, "claims": {}}
+
+
+def upgrade(geo: GeoState) -> None:
+    """A `geo` written before the flat window (`window`: a dict per sample) in the current format, in place."""
+    old = geo.pop("window", None)
+    if "w" not in geo:
+        flat: list[Any] = []
+        for sample in old or ():
+            flat += (sample["ts"], sample["lat"], sample["lon"], sample["inside"])
+        geo["w"] = flat
 
 
 def scrub(doc: VehicleDocument) -> bool:
     """Forget every position the evaluation holds (the window, the states: they say where the car was); True if
     there was any. The next fold writes the `suspended` event."""
     geo = doc.get("geo")
-    if geo is None or (not geo["window"] and geo["base"] is None and geo["tip"] is None and not geo["claims"]):
+    if geo is None or (
+        not geo.get("w") and not geo.get("window") and geo["base"] is None and geo["tip"] is None and not geo["claims"]
+    ):
         return False
-    geo["window"], geo["base"], geo["tip"], geo["claims"] = [], None, None, {}
+    geo.pop("window", None)
+    geo["w"], geo["base"], geo["tip"], geo["claims"] = [], None, None, {}
     return True
 
 
@@ -197,22 +214,24 @@ def step(
     if geo is None:
         if not fences:
             return None  # nothing to evaluate and nothing evaluated before: the usual case of a fleet without any
-    elif len(positions) == 1 and not withheld and (tip := geo["tip"]) is not None and "suspended" not in geo:
-        # Steady state: one sample, newer than the window's last: continue from the tip, nothing to re-evaluate.
-        window = geo["window"]
-        ts, lat, lon, speed = positions[0]
-        if window and ts > window[-1]["ts"]:
-            tokens = lookup(vehicle_id, fences, lat, lon, speed, ts)
-            entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens}
-            window.append(entry)
-            inside = tip["inside"]
-            outcome = None
-            if (tokens or inside) and (len(tokens) != len(inside) or not all(map(inside.__contains__, tokens))):
-                outcome = GeoOutcome()
-                append(vehicle_id, doc, geo, [entry], fences, side, outcome)
-            if len(window) > WINDOW_MAX:
-                evict(geo, fences)
-            return outcome
+    else:
+        if "w" not in geo:
+            upgrade(geo)
+        if len(positions) == 1 and not withheld and (tip := geo["tip"]) is not None and "suspended" not in geo:
+            # Steady state: one sample, newer than the window's last: continue from the tip, nothing to re-evaluate.
+            window = geo["w"]
+            ts, lat, lon, speed = positions[0]
+            if window and ts > window[-STRIDE]:
+                tokens = lookup(vehicle_id, fences, lat, lon, speed, ts)
+                window += (ts, lat, lon, tokens)
+                inside = tip["inside"]
+                outcome = None
+                if (tokens or inside) and (len(tokens) != len(inside) or not all(map(inside.__contains__, tokens))):
+                    outcome = GeoOutcome()
+                    append(vehicle_id, doc, geo, len(window) - STRIDE, fences, side, outcome)
+                if len(window) > WINDOW_MAX_ITEMS:
+                    evict(geo, fences)
+                return outcome
     outcome = GeoOutcome()
     if withheld:
         if fences.last is not None:
@@ -234,7 +253,7 @@ def step(
         if now_ts is None:
             return outcome
         del geo["suspended"]
-        geo["window"], geo["base"], geo["tip"], geo["claims"] = [], None, None, {}
+        geo["w"], geo["base"], geo["tip"], geo["claims"] = [], None, None, {}
         _put(side, GEOFENCE_EVENTS, _consent_event(vehicle_id, "resumed", now_ts))
         outcome.events += 1
     if not positions:
@@ -275,32 +294,33 @@ def _chunk(
 ) -> None:
     """Insert some samples where they belong by event time and evaluate: from the tip when they all come after
     the window, else the whole window again from the base."""
-    window = geo["window"]
+    window = geo["w"]
     base = geo["base"]
     horizon = base["ts"] if base is not None else ""
-    appended: list[GeoSample] = []
+    appended: int | None = None  # where the samples appended after the window's last one start
     inserted = False
     for ts, lat, lon, speed in positions:
         if ts <= horizon:
             outcome.too_late += 1
             continue
-        entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens_at(fences, lat, lon, speed, ts)}
-        if not window or ts > window[-1]["ts"]:
-            window.append(entry)
-            appended.append(entry)
+        tokens = tokens_at(fences, lat, lon, speed, ts)
+        if not window or ts > window[-STRIDE]:
+            if appended is None:
+                appended = len(window)
+            window += (ts, lat, lon, tokens)
             continue
-        at = bisect.bisect_left([e["ts"] for e in window], ts)
-        if at < len(window) and window[at]["ts"] == ts:
-            if (lat, lon) < (window[at]["lat"], window[at]["lon"]):
-                window[at] = entry
+        at = STRIDE * bisect.bisect_left(window[::STRIDE], ts)
+        if at < len(window) and window[at] == ts:
+            if (lat, lon) < (window[at + 1], window[at + 2]):
+                window[at : at + STRIDE] = (ts, lat, lon, tokens)
                 inserted = True
         else:
-            window.insert(at, entry)
+            window[at:at] = (ts, lat, lon, tokens)
             inserted = True
     if inserted or (geo["tip"] is None and window):
         outcome.reevaluated = outcome.reevaluated or inserted
         _reevaluate(vehicle_id, doc, geo, fences, side, outcome)
-    elif appended:
+    elif appended is not None:
         append(vehicle_id, doc, geo, appended, fences, side, outcome)
 
 
@@ -308,21 +328,23 @@ def append(
     vehicle_id: str,
     doc: VehicleDocument,
     geo: GeoState,
-    entries: list[GeoSample],
+    start: int,
     fences: VehicleGeofences,
     side: Side,
     outcome: GeoOutcome,
 ) -> None:
-    """Steady state: samples after the window's last one continue from the state after it."""
+    """Steady state: the samples from `start` (an index into `geo.w`), after the window's last one before them,
+    continue from the state after it."""
     tip = geo["tip"]
     assert tip is not None
     produced = _Claims()
-    for entry in entries:
+    window = geo["w"]
+    for at in range(start, len(window), STRIDE):
         inside = tip["inside"]
-        tokens = entry["inside"]
+        tokens = window[at + 3]
         if len(tokens) == len(inside) and all(map(inside.__contains__, tokens)):
             continue  # no crossing (the usual sample)
-        _transitions(vehicle_id, tip, entry, fences, produced)
+        _transitions(vehicle_id, tip, window[at], window[at + 1], window[at + 2], tokens, fences, produced)
     if produced.claims:
         _write(vehicle_id, doc, geo, produced, side, outcome, full=False)
 
@@ -334,11 +356,13 @@ def _reevaluate(
     base = geo["base"]
     state: GeoTip | None = {"inside": dict(base["inside"]), "left": dict(base["left"])} if base is not None else None
     produced = _Claims()
-    for entry in geo["window"]:
+    window = geo["w"]
+    for at in range(0, len(window), STRIDE):
+        ts, lat, lon, tokens = window[at : at + STRIDE]
         if state is None:  # the first sample ever sets the state: being inside is not a crossing
-            state = {"inside": dict.fromkeys(entry["inside"], entry["ts"]), "left": {}}
+            state = {"inside": dict.fromkeys(tokens, ts), "left": {}}
             continue
-        _transitions(vehicle_id, state, entry, fences, produced)
+        _transitions(vehicle_id, state, ts, lat, lon, tokens, fences, produced)
     geo["tip"] = state
     if state is not None:  # alerts still open (raised before the window, too) are claimed as open
         for token, since in state["inside"].items():
@@ -350,15 +374,22 @@ def _reevaluate(
     _write(vehicle_id, doc, geo, produced, side, outcome, full=True)
 
 
-def _transitions(vehicle_id: str, state: GeoTip, entry: GeoSample, fences: VehicleGeofences, out: _Claims) -> None:
+def _transitions(
+    vehicle_id: str,
+    state: GeoTip,
+    ts: str,
+    lat: float,
+    lon: float,
+    tokens: Tokens | list[str],
+    fences: VehicleGeofences,
+    out: _Claims,
+) -> None:
     """Apply one sample to the state: its events and the alerts they raise or clear."""
     inside, left = state["inside"], state["left"]
-    ts = entry["ts"]
-    tokens = entry["inside"]
     lost = sorted(t for t in inside if t not in tokens)
     for token in lost:
         since = inside.pop(token)
-        _event(vehicle_id, out, token, EXIT, entry, fences)
+        _event(vehicle_id, out, token, EXIT, ts, lat, lon, fences)
         kind = _enter_alert(token, fences)
         if kind is not None:
             _alert(vehicle_id, out, token, kind, since, ts, fences)
@@ -370,7 +401,7 @@ def _transitions(vehicle_id: str, state: GeoTip, entry: GeoSample, fences: Vehic
         if token in inside:
             continue
         inside[token] = ts
-        _event(vehicle_id, out, token, ENTER, entry, fences)
+        _event(vehicle_id, out, token, ENTER, ts, lat, lon, fences)
         kind = _enter_alert(token, fences)
         if kind is not None:
             _alert(vehicle_id, out, token, kind, ts, None, fences)
@@ -404,11 +435,17 @@ def _describe(key: str, fences: VehicleGeofences) -> tuple[str, str, str | None]
 
 
 def _event(
-    vehicle_id: str, out: _Claims, token: str, direction: str, entry: GeoSample, fences: VehicleGeofences
+    vehicle_id: str,
+    out: _Claims,
+    token: str,
+    direction: str,
+    ts: str,
+    lat: float,
+    lon: float,
+    fences: VehicleGeofences,
 ) -> None:
     key, curfew = _split(token)
     kind = ("curfew" if direction == ENTER else "curfew_end") if curfew else direction
-    ts = entry["ts"]
     event_id = f"{safe_id(vehicle_id)}:{token}:{kind}:{compact_time(ts)}"
     geofence_id, scope, name = _describe(key, fences)
     out.claims[event_id] = {"c": "e", "s": "a", "t": ts, "g": token, "k": kind, "r": ts}
@@ -423,7 +460,7 @@ def _event(
             "geofenceId": geofence_id,
             "scope": scope,
             "name": name,
-            "position": {"lat": entry["lat"], "lon": entry["lon"]},
+            "position": {"lat": lat, "lon": lon},
             "retracted": False,
         },
     )
@@ -556,31 +593,31 @@ def _retracted(vehicle_id: str, claim_id: str, claim: GeoClaim) -> tuple[str, Si
 def evict(geo: GeoState, fences: VehicleGeofences) -> None:
     """Once the window holds more than WINDOW_MAX samples, the oldest leave it down to WINDOW_SAMPLES; the state
     after the last one that left becomes `base`."""
-    window = geo["window"]
-    if len(window) <= WINDOW_MAX:
+    window = geo["w"]
+    if len(window) <= WINDOW_MAX_ITEMS:
         return
-    count = len(window) - WINDOW_SAMPLES
+    end = len(window) - STRIDE * WINDOW_SAMPLES  # the items of the samples that leave
     base = geo["base"]
     state: GeoTip | None = base  # advanced in place
-    previous: list[str] | tuple[str, ...] | None = None  # the tokens of the entry before, when they were applied
-    for entry in window[:count]:
-        tokens = entry["inside"]
+    previous: list[str] | tuple[str, ...] | None = None  # the tokens of the sample before, when they were applied
+    for at in range(0, end, STRIDE):
+        tokens = window[at + 3]
         if tokens is previous:
             continue  # the same shared tuple as the sample before: no crossing (the usual case)
         if state is None:
-            state = {"inside": dict.fromkeys(tokens, entry["ts"]), "left": {}}
+            state = {"inside": dict.fromkeys(tokens, window[at]), "left": {}}
         else:
             inside = state["inside"]
             if (tokens or inside) and (len(tokens) != len(inside) or not all(map(inside.__contains__, tokens))):
-                _transitions("", state, entry, fences, _Claims())
+                _transitions("", state, window[at], window[at + 1], window[at + 2], tokens, fences, _Claims())
         previous = tokens
     assert state is not None
-    last = window[count - 1]["ts"]
+    last: str = window[end - STRIDE]
     if base is not None:
         base["ts"] = last
     else:
         geo["base"] = {"ts": last, "inside": state["inside"], "left": state["left"]}
-    del window[:count]
+    del window[:end]
     claims = geo["claims"]
     if len(claims) > PRUNE_CLAIMS_ABOVE:  # older ones are harmless meanwhile: never retracted, never rewritten
         geo["claims"] = {k: c for k, c in claims.items() if c["t"] > last}

@@ -24,10 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from math import floor
 from typing import Final, Literal
 
 from shared.device_messages import safe_id
 from shared.geofences.index import (
+    FINE_DEGREES,
+    FINE_LON_CELLS,
+    IN_SUB_CELL,
     NO_GEOFENCES,
     SpeedLimit,
     VehicleGeofences,
@@ -44,7 +48,6 @@ from shared.telemetry.alerts import (
 )
 from shared.telemetry.contract import TelemetryMessage
 from shared.telemetry.documents import (
-    GeoSample,
     IngestState,
     SideDocument,
     SignalEntry,
@@ -359,17 +362,26 @@ def fold(
             and not withheld
             and geo_state is not None
             and (tip := geo_state["tip"]) is not None
-            and (window := geo_state["window"])
-            and positions[0][0] > window[-1]["ts"]
+            and (window := geo_state.get("w"))  # None in a document written before `w`: step converts it
+            and positions[0][0] > window[-4]  # the window's last sample's ts (geofencing.STRIDE items a sample)
             and "suspended" not in geo_state
         ):
             # geofencing.step's steady state inlined (one sample, newer than the window's last): continue from
-            # the tip; the tokens are usually the car's last answer (same sub-cell), else the index's.
+            # the tip; the tokens are usually the car's last answer (same sub-cell: geofencing.lookup's first
+            # case, read here without a call), else the index's.
             ts, lat, lon, speed = positions[0]
-            tokens = geofencing.lookup(vehicle_id, geofences, lat, lon, speed, ts)
-            previous = window[-1]["inside"]  # the tip's tokens: the same tuple when nothing changed
-            sample_entry: GeoSample = {"ts": ts, "lat": lat, "lon": lon, "inside": tokens}
-            window.append(sample_entry)
+            memo = geofences.last
+            before = memo.get(vehicle_id) if memo is not None else None
+            if (
+                before is not None
+                and before[1] == IN_SUB_CELL
+                and before[0] == floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES)
+            ):
+                tokens = before[4]
+            else:
+                tokens = geofencing.lookup(vehicle_id, geofences, lat, lon, speed, ts)
+            previous = window[-1]  # the tip's tokens: the same tuple when nothing changed
+            window += (ts, lat, lon, tokens)
             geo = None
             if (
                 tokens is not previous
@@ -380,8 +392,8 @@ def fold(
                 and (len(tokens) != len(inside) or not all(map(inside.__contains__, tokens)))
             ):
                 geo = geofencing.GeoOutcome()
-                geofencing.append(vehicle_id, doc, geo_state, [sample_entry], geofences, side, geo)
-            if len(window) > geofencing.WINDOW_MAX:
+                geofencing.append(vehicle_id, doc, geo_state, len(window) - 4, geofences, side, geo)
+            if len(window) > geofencing.WINDOW_MAX_ITEMS:
                 geofencing.evict(geo_state, geofences)
         else:
             geo = geofencing.step(vehicle_id, doc, positions, geofences, withheld, state["ts"], side)

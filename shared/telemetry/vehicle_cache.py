@@ -50,7 +50,7 @@ class CachedDocument:
 DOC_BASE_BYTES: Final = 4 * 1024  # id, state bookkeeping, trip, seen ranges, alerts
 SIGNAL_BYTES: Final = 220  # one `state.signals` entry: {"value", "ts"}
 PENDING_FACTOR_TENTHS: Final = 31  # a buffered history entry, per byte of the message it came from, in tenths
-GEO_SAMPLE_BYTES: Final = 320  # one `geo.window` sample (geofencing.py) with its tokens
+GEO_SAMPLE_BYTES: Final = 200  # one `geo.w` sample (geofencing.py): ~160 as folded, ~270 read back (token lists)
 
 # What one car costs at most in each tier with the benchmark's messages (10 signals, ~460 bytes, a buffer of up to
 # 15 entries before it is flushed at `history.CHUNK_MAX_MESSAGES` = 16): hot ~28 KB estimated (6.3 + 15 x 1.43),
@@ -79,7 +79,7 @@ def estimated_size(doc: VehicleDocument) -> int:
             size += PENDING_FACTOR_TENTHS * pending_bytes // 10
     geo = doc.get("geo")
     if geo is not None:
-        size += GEO_SAMPLE_BYTES * len(geo["window"])
+        size += GEO_SAMPLE_BYTES * (len(geo["w"]) // 4 if "w" in geo else len(geo.get("window", ())))
     return size
 
 

@@ -4,6 +4,7 @@ too-late samples; curfew, restricted-zone, depot and speed alerts; location cons
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -113,9 +114,10 @@ def test_crossings_exactly_once_for_any_split_shuffle_and_replay(route: list[int
     # THEN the events not retracted are exactly the crossings of the sorted sequence, and nothing was too late
     assert car.too_late == 0
     assert car.events() == crossings(samples)
-    window = car.doc["geo"]["window"]
-    assert len(window) <= geofencing.WINDOW_MAX
-    assert [e["ts"] for e in window] == sorted(e["ts"] for e in window)
+    window = car.doc["geo"]["w"]
+    assert len(window) <= geofencing.WINDOW_MAX_ITEMS
+    times = window[:: geofencing.STRIDE]
+    assert times == sorted(times)
 
 
 def test_a_late_sample_moves_the_crossing_and_retracts_the_old_one() -> None:
@@ -237,7 +239,7 @@ def test_withheld_location_suspends_evaluation_and_says_so() -> None:
     suspended = f"car-1:consent:suspended:{compact_time(iso(30))}"
     assert car.events() == {f"car-1:a:enter:{compact_time(iso(10))}", suspended}
     geo = car.doc["geo"]
-    assert (geo["window"], geo["base"], geo["tip"], geo["suspended"]) == ([], None, None, iso(30))
+    assert (geo["w"], geo["base"], geo["tip"], geo["suspended"]) == ([], None, None, iso(30))
     # the restricted-zone alert ends with the suspension, saying why (not that the car left)
     assert car.doc["alerts"] == {}
     ended = next(d for d in car.alerts().values() if d["kind"] == "restricted_zone")
@@ -281,7 +283,7 @@ def test_many_samples_in_one_fold_are_evaluated_in_order() -> None:
     car = Car()
     car.batch(messages)
     assert car.events() == crossings(samples)
-    assert len(car.doc["geo"]["window"]) <= geofencing.WINDOW_MAX
+    assert len(car.doc["geo"]["w"]) <= geofencing.WINDOW_MAX_ITEMS
 
 
 def test_a_car_flooding_crossings_writes_a_bounded_amount() -> None:
@@ -433,3 +435,75 @@ def test_alerts_of_a_sample_without_codes_are_what_they_were(
     expected = _step_alerts_before("car-1", before, ts, sample, CFG, room)
     assert alerts.step_alerts("car-1", active, ts, sample, CFG, room) == expected
     assert active == before
+
+
+def _prefix() -> list[TelemetryMessage]:
+    """30 samples crossing A and B every third one, the 21st arriving last (late: inserted, re-evaluated)."""
+    messages = [msg(i + 1, i * STEP, *POINTS[i // 3 % 4]) for i in range(30)]
+    return messages[:20] + messages[21:] + messages[20:21]
+
+
+def _as_written_before(geo: dict[str, Any]) -> dict[str, Any]:
+    """`geo` as the code before the flat window wrote it (a dict per sample in `window`), read back from JSON."""
+    old = orjson.loads(orjson.dumps(geo))
+    w = old.pop("w")
+    s = geofencing.STRIDE
+    old["window"] = [{"ts": w[i], "lat": w[i + 1], "lon": w[i + 2], "inside": w[i + 3]} for i in range(0, len(w), s)]
+    return old
+
+
+def test_a_geo_state_the_code_before_wrote_is_converted_to_what_this_code_writes() -> None:
+    # GIVEN `geo` as the code before the flat window (7299f55) wrote it for these messages, one per fold
+    written_before = orjson.loads((Path(__file__).parent / "geo_before_flat_window.json").read_bytes())
+    car = Car(VehicleGeofences(GeofenceIndex([A, B])))
+    for m in _prefix():
+        car.batch([m])
+    # THEN this code writes the same samples and states for them; converting the former gives exactly this code's
+    assert _as_written_before(car.doc["geo"]) == written_before
+    converted = orjson.loads(orjson.dumps(written_before))
+    geofencing.upgrade(converted)
+    assert converted == orjson.loads(orjson.dumps(car.doc["geo"]))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    route=st.lists(st.sampled_from(range(len(POINTS))), min_size=1, max_size=30),
+    late=st.lists(st.integers(0, 6), max_size=3),
+    batch=st.integers(1, 3),
+    withhold_at=st.one_of(st.none(), st.integers(0, 30)),
+    back=st.one_of(st.none(), st.integers(1, 24)),
+)
+def test_a_document_written_before_the_flat_window_folds_as_one_written_after(
+    route: list[int], late: list[int], batch: int, withhold_at: int | None, back: int | None
+) -> None:
+    # GIVEN a car's document after 30 samples as this code writes it, and the same document with `geo` as the code
+    # before the flat window wrote it (`geo.window`, a dict per sample)
+    prefix = _prefix()
+    after = Car(VehicleGeofences(GeofenceIndex([A, B])))
+    for m in prefix:
+        after.batch([m])
+    before = Car(VehicleGeofences(GeofenceIndex([A, B])), orjson.loads(orjson.dumps(after.doc)))
+    before.doc["geo"] = _as_written_before(after.doc["geo"])
+    after.store.clear()
+    # WHEN both fold the same messages: new samples in folds of `batch` (one: the steady path), some of them
+    # arriving a few places late, maybe with location consent withdrawn (scrubbed and suspended) and given back,
+    # the first fold maybe with a late sample `back` samples before the window's end (inserted, or too late)
+    order = list(range(len(route)))
+    for shift in late:
+        if len(order) > shift:
+            order.append(order.pop(len(order) - 1 - shift))
+    parts = [order[i : i + batch] for i in range(0, len(order), batch)]
+    t0 = len(prefix)
+    for n, part in enumerate(parts):
+        for car in (before, after):  # each its own messages (a fold withholding positions scrubs them in place)
+            if withhold_at is not None and n == withhold_at % len(parts):
+                car.doc["consent"] = {"location": False}
+            elif withhold_at is not None and n == withhold_at % len(parts) + 1:
+                car.doc["consent"] = {"location": True}
+            messages = [msg(t0 + i + 1, (t0 + i) * STEP, *POINTS[route[i]]) for i in part]
+            if n == 0 and back is not None:
+                messages.append(msg(1000, (t0 - back) * STEP + 5, *POINTS[route[0]]))
+            car.batch(messages)
+        # THEN they write the same events and alerts and hold the same document after every fold
+        assert before.store == after.store
+        assert orjson.loads(orjson.dumps(before.doc)) == orjson.loads(orjson.dumps(after.doc))
