@@ -63,13 +63,15 @@ def cost_day_id(day: str) -> str:
 
 
 async def brand_cost_pages(
-    store: DocumentStore, brand_id: str, page_size: int = PAGE_SIZE
+    store: DocumentStore, brand_id: str, page_size: int | None = None
 ) -> AsyncIterator[list[Document]]:
     """The brand's cars' `{id, cost}` rows, at most `page_size` a query, in id order (`id` is always indexed).
 
     The rows are filtered and sorted again here, so a store that evaluates only part of the query (the memory
-    store) still pages correctly. A car written between pages is summed with its figures of that moment, as with
-    one query; a car registered behind the cursor is not summed until the next sum."""
+    store) still pages correctly; ids are ASCII (IoT Hub device ids, `safe_id`), so Python's order is the
+    server's. A car written between pages is summed with its figures of that moment, as with one query; a car
+    registered behind the cursor is not summed until the next sum."""
+    page_size = page_size or PAGE_SIZE
     after = ""
     while True:
         found = await store.query(
@@ -98,7 +100,7 @@ def _summed(row: Document, brand_id: str, after: str) -> bool:
 
 
 async def sum_brand_cost(
-    store: DocumentStore, brand_id: str, now: dt.datetime, page_size: int = PAGE_SIZE
+    store: DocumentStore, brand_id: str, now: dt.datetime, page_size: int | None = None
 ) -> dict[str, Any]:
     """The brand's view (`view.BrandCostSum`) summed page by page: memory bounded by the page, not the brand."""
     total = BrandCostSum(brand_id, now)

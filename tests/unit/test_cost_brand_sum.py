@@ -1,0 +1,184 @@
+"""A brand's cost summed at any size (shared/cost/view.py `BrandCostSum`, shared/cost/rollup.py): the running sum
+equals the whole-list sum it replaced, the brand's cars are read a page at a time, and the snapshot is answered
+while fresh and summed again when not."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.containers import TENANCY, VEHICLES, partition_keys
+from shared.cost import rollup
+from shared.cost.meter import month_to_date
+from shared.cost.view import PRICES, BrandCostSum, _sum_into, brand_cost, vehicle_cost
+from shared.device_messages import canonical_time
+from shared.stores.memory import MemoryDocumentStore
+from shared.telemetry.vehicle import ERASED
+from shared.tenancy.documents import COST_SNAPSHOT_DOC_ID, KIND_COST_SNAPSHOT
+from tests.cost_support import RecordingStore
+
+NOW = dt.datetime(2026, 1, 31, 18, 30, tzinfo=dt.UTC)
+SINCE = ("2025-12-15T08:00:00.000Z", "2026-01-01T00:00:00.000Z", "2026-01-30T12:00:00.000Z", "2026-01-31T18:29:30.000Z")
+
+
+def reference_brand_cost(brand_id: str, costs: Iterable[Mapping[str, Any]], now: dt.datetime) -> dict[str, Any]:
+    """`view.brand_cost` as it was before the running sum (a list of every car's month, summed at the end)."""
+    days: dict[str, dict[str, Any]] = {}
+    months: dict[str, dict[str, Any]] = {}
+    cars = 0
+    estimated = False
+    monthly: list[float] = []
+    for row in costs:
+        cost = row.get("cost")
+        if not isinstance(cost, dict):
+            continue
+        cars += 1
+        estimated = estimated or bool(cost.get("estimated"))
+        for key, into in (("day", days), ("prevDay", days), ("prevMonth", months)):
+            period = cost.get(key)
+            if isinstance(period, dict):
+                _sum_into(into, period)
+        _sum_into(months, month_to_date(cost))  # type: ignore[arg-type]
+        usd = vehicle_cost(cost, now)["monthlyUsd"]  # type: ignore[arg-type]
+        if usd is not None:
+            monthly.append(usd)
+    return {
+        "brandId": brand_id,
+        "estimated": estimated,
+        "cars": cars,
+        "days": [days[on] for on in sorted(days, reverse=True)],
+        "months": [months[on] for on in sorted(months, reverse=True)],
+        "monthlyUsdPerCar": round(sum(monthly) / len(monthly), 4) if monthly else None,
+        "monthlyUsdTotal": round(sum(monthly), 4) if monthly else None,
+        "prices": PRICES,
+    }
+
+
+def period(on: str) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {
+            "on": st.just(on),
+            "since": st.sampled_from(SINCE),
+            "ru": st.floats(0, 1e6, allow_nan=False, allow_infinity=False),
+            "messages": st.integers(0, 100_000),
+            "hubUnits": st.integers(0, 200_000),
+            "bytes": st.integers(0, 10**9),
+            "cpuMs": st.floats(0, 1e6, allow_nan=False, allow_infinity=False),
+        }
+    )
+
+
+def cost_block() -> st.SearchStrategy[dict[str, Any]]:
+    """A car's block: its current day and month (this one or an older one), maybe the previous ones."""
+    return st.sampled_from(["2026-01-31", "2026-01-30", "2025-12-31"]).flatmap(
+        lambda day: st.fixed_dictionaries(
+            {"estimated": st.booleans(), "day": period(day), "month": period(day[:7])},
+            optional={"prevDay": period("2026-01-29"), "prevMonth": period("2025-12")},
+        )
+    )
+
+
+ROWS = st.lists(st.one_of(cost_block().map(lambda c: {"cost": c}), st.just({"cost": None}), st.just({})), max_size=12)
+
+
+@given(ROWS, st.sampled_from([NOW, NOW + dt.timedelta(days=3), NOW - dt.timedelta(days=400)]))
+def test_the_running_sum_is_the_whole_list_sum_it_replaced(rows: list[dict[str, Any]], now: dt.datetime) -> None:
+    assert brand_cost("b", rows, now) == reference_brand_cost("b", rows, now)
+
+
+@given(ROWS, st.integers(1, 5))
+def test_adding_page_by_page_is_adding_car_by_car(rows: list[dict[str, Any]], page: int) -> None:
+    total = BrandCostSum("b", NOW)
+    for start in range(0, len(rows), page):
+        for row in rows[start : start + page]:
+            total.add(row)
+        total.result()  # a look in the middle changes nothing
+    assert total.result() == reference_brand_cost("b", rows, NOW)
+
+
+def block(messages: int) -> dict[str, Any]:
+    day = {"on": "2026-01-31", "since": SINCE[2], "ru": 7.5 * messages, "messages": messages, "hubUnits": messages}
+    day |= {"bytes": 600 * messages, "cpuMs": 0.2 * messages}
+    return {"estimated": True, "day": day, "month": {**day, "on": "2026-01", "messages": 0, "ru": 0.0}}
+
+
+async def brand_of(cars: int) -> RecordingStore:
+    """`cars` metered cars of brand b, and what the sum must leave out: an erased car, a car never metered, a car
+    of another brand."""
+    memory = MemoryDocumentStore(partition_keys())
+    for n in range(cars):
+        car = f"car-{n:03d}"
+        await memory.upsert(
+            VEHICLES, {"id": car, "vehicleId": car, "brandId": "b", "type": "vehicle", "cost": block(n)}
+        )
+    for car, brand, kind, cost in (
+        ("car-000a", "b", ERASED, block(5)),
+        ("car-000b", "b", "vehicle", None),
+        ("car-000c", "other", "vehicle", block(5)),
+    ):
+        document = {"id": car, "vehicleId": car, "brandId": brand, "type": kind}
+        await memory.upsert(VEHICLES, document | ({"cost": cost} if cost else {}))
+    return RecordingStore(memory)
+
+
+async def test_a_brand_is_summed_a_page_at_a_time_in_id_order() -> None:
+    store = await brand_of(7)
+    pages = [page async for page in rollup.brand_cost_pages(store, "b", page_size=3)]
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [r["id"] for p in pages for r in p] == [f"car-{n:03d}" for n in range(7)]
+    queries = store.of("query", VEHICLES)
+    assert len(queries) == 3
+    assert [q.parameters["@after"] for q in queries] == ["", "car-002", "car-005"]
+    assert {q.parameters["@n"] for q in queries} == {3}
+    # the same figures as the old one-query sum over the brand's cars
+    rows = [{"cost": block(n)} for n in range(7)]
+    assert await rollup.sum_brand_cost(store, "b", NOW, page_size=3) == reference_brand_cost("b", rows, NOW)
+
+
+async def test_a_brand_of_whole_pages_ends_on_an_empty_page() -> None:
+    store = await brand_of(6)
+    assert [len(p) async for p in rollup.brand_cost_pages(store, "b", page_size=3)] == [3, 3]
+    assert [q.parameters["@after"] for q in store.of("query", VEHICLES)] == ["", "car-002", "car-005"]
+
+
+async def test_the_snapshot_is_answered_while_fresh_and_summed_again_after() -> None:
+    store = await brand_of(4)
+    first = await rollup.brand_cost_now(store, "b", NOW, max_age_s=900)
+    assert first["asOf"] == canonical_time(NOW)
+    assert first["cars"] == 4
+    stored = await store.read(TENANCY, "b", COST_SNAPSHOT_DOC_ID)
+    assert stored is not None
+    assert (stored.document["kind"], stored.document["asOf"]) == (KIND_COST_SNAPSHOT, first["asOf"])
+    # WHEN a car is added and the route asked again within the age: the snapshot, one point read
+    car = {"id": "car-100", "vehicleId": "car-100", "brandId": "b", "type": "vehicle", "cost": block(9)}
+    await store.upsert(VEHICLES, car)
+    store.calls.clear()
+    assert await rollup.brand_cost_now(store, "b", NOW + dt.timedelta(seconds=899), max_age_s=900) == first
+    assert [(c.operation, c.container) for c in store.calls] == [("read", TENANCY)]
+    # AND at the age: summed again, with the new car, and kept
+    later = NOW + dt.timedelta(seconds=900)
+    again = await rollup.brand_cost_now(store, "b", later, max_age_s=900)
+    assert (again["cars"], again["asOf"]) == (5, canonical_time(later))
+    assert len(store.of("query", VEHICLES)) == 1
+    assert len(store.of("upsert", TENANCY)) == 1
+
+
+async def test_a_snapshot_from_a_clock_ahead_is_summed_again() -> None:
+    store = await brand_of(2)
+    await rollup.brand_cost_now(store, "b", NOW + dt.timedelta(minutes=5), max_age_s=900)
+    store.calls.clear()
+    assert (await rollup.brand_cost_now(store, "b", NOW, max_age_s=900))["asOf"] == canonical_time(NOW)
+    assert len(store.of("query", VEHICLES)) == 1
+
+
+async def test_no_snapshot_when_disabled_or_when_the_brand_has_no_metered_car() -> None:
+    store = await brand_of(2)
+    assert (await rollup.brand_cost_now(store, "b", NOW, max_age_s=0))["cars"] == 2
+    assert [c.operation for c in store.calls] == ["query"]  # no read, no write
+    assert (await rollup.brand_cost_now(store, "nobody", NOW, max_age_s=900))["cars"] == 0
+    assert store.of("upsert", TENANCY) == []
+    assert await store.read(TENANCY, "nobody", COST_SNAPSHOT_DOC_ID) is None
