@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any, Final
 
 from shared.cost.meter import month_to_date
-from shared.cost.model import DEFAULT_ASSUMPTIONS, MessageCost, car_month, load_prices
+from shared.cost.model import DEFAULT_ASSUMPTIONS, CarMonth, MessageCost, car_month, load_prices
 from shared.telemetry.documents import CostPeriod, VehicleCost
 
 MIN_ELAPSED_S: Final = 60.0  # a rate measured over less than a minute is not a rate
@@ -34,6 +34,13 @@ def _when(value: str) -> dt.datetime:
 def monthly_usd(period: CostPeriod, now: dt.datetime) -> tuple[float, dict[str, float]] | None:
     """(total, by service) in USD for a month at the car's rate and costs per message in `period`; None before
     it sent a message."""
+    month = _car_month(period, now)
+    if month is None:
+        return None
+    return round(month.total, 4), {name: round(usd, 4) for name, usd in month.by_service().items()}
+
+
+def _car_month(period: CostPeriod, now: dt.datetime) -> CarMonth | None:
     messages = period["messages"]
     if messages <= 0:
         return None
@@ -45,8 +52,12 @@ def monthly_usd(period: CostPeriod, now: dt.datetime) -> tuple[float, dict[str, 
         cpu_seconds=period["cpuMs"] / 1000 / messages,
         message_bytes=per_message,
     )
-    month = car_month(cost, elapsed / messages, _prices())
-    return round(month.total, 4), {name: round(usd, 4) for name, usd in month.by_service().items()}
+    return car_month(cost, elapsed / messages, _prices())
+
+
+def _rate_until(this_month: CostPeriod, month: str, now: dt.datetime) -> dt.datetime:
+    """The month's rate runs to `now` while it is the current month (`month`), to its end once it is past."""
+    return now if this_month["on"] == month else _end_of(this_month)
 
 
 def _figures(period: CostPeriod) -> dict[str, Any]:
@@ -99,8 +110,7 @@ def vehicle_cost(
         out["previousMonth"] = _figures(cost["prevMonth"]) if "prevMonth" in cost else None
     elif this_month["on"] < month:
         out["previousMonth"] = _figures(this_month)
-    basis = current if current is not None else this_month
-    estimate = monthly_usd(basis, now if current is not None else _end_of(basis))
+    estimate = monthly_usd(this_month, _rate_until(this_month, month, now))
     if estimate is not None:
         out["monthlyUsd"], out["monthlyUsdByService"] = estimate
     return out
@@ -121,11 +131,12 @@ class BrandCostSum:
     same for any split into pages; only the order of the additions can move the last rounded digit.
     """
 
-    __slots__ = ("_days", "_estimated", "_months", "_usd_cars", "_usd_total", "brand_id", "cars", "now")
+    __slots__ = ("_days", "_estimated", "_month", "_months", "_usd_cars", "_usd_total", "brand_id", "cars", "now")
 
     def __init__(self, brand_id: str, now: dt.datetime) -> None:
         self.brand_id = brand_id
         self.now = now
+        self._month = now.strftime("%Y-%m")
         self.cars = 0
         self._days: dict[str, dict[str, Any]] = {}
         self._months: dict[str, dict[str, Any]] = {}
@@ -144,10 +155,11 @@ class BrandCostSum:
             period = cost.get(key)
             if isinstance(period, dict):
                 _sum_into(into, period)
-        _sum_into(self._months, month_to_date(cost))  # type: ignore[arg-type]
-        usd = vehicle_cost(cost, self.now)["monthlyUsd"]  # type: ignore[arg-type]
-        if usd is not None:
-            self._usd_total += usd
+        this_month = month_to_date(cost)  # type: ignore[arg-type]
+        _sum_into(self._months, this_month)
+        car = _car_month(this_month, _rate_until(this_month, self._month, self.now))  # as vehicle_cost's monthlyUsd
+        if car is not None:
+            self._usd_total += round(car.total, 4)
             self._usd_cars += 1
 
     def result(self) -> dict[str, Any]:
