@@ -80,8 +80,9 @@ async def get_brand_cost(
 ) -> Any:
     """What the brand's cars cost: request units, IoT Hub messages and units, function CPU per day (today and
     yesterday) and month (this and the last), per car on average, and the estimated month in USD per car
-    (docs/cost.md, "The cost meter"). `estimated` says the request units are estimated from document sizes.
-    `history`: the daily rollup's closed days of the last `days` days."""
+    (docs/cost.md, "The cost meter"), as of `asOf`: the brand's snapshot, at most COST_SNAPSHOT_MAX_AGE_SECONDS
+    old. `estimated` says the request units are estimated from document sizes. `history`: the daily rollup's
+    closed days of the last `days` days."""
     return await fleet.brand_cost(brandId, days)
 
 
