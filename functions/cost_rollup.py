@@ -17,8 +17,9 @@ bp = func.Blueprint()
 @bp.retry(strategy="fixed_delay", max_retry_count="5", delay_interval="00:05:00")
 @bp.timer_trigger(arg_name="timer", schedule="%COST_ROLLUP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def cost_rollup(timer: func.TimerRequest) -> None:
-    """Write yesterday's cost document per brand (idempotent: a replay writes the same documents). Raises when a
-    brand failed, so the host records the run as failed; the others are written."""
+    """Write yesterday's cost document per brand (idempotent: a replay writes the same documents), each brand's
+    cars summed page by page (memory one page per brand in flight, whatever its size). Raises when a brand failed,
+    so the host records the run as failed; the others are written."""
     from shared.cost.rollup import roll_up
     from shared.stores.cosmos import cosmos_store_from_env
 

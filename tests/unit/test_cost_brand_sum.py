@@ -8,6 +8,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -182,3 +183,12 @@ async def test_no_snapshot_when_disabled_or_when_the_brand_has_no_metered_car() 
     assert (await rollup.brand_cost_now(store, "nobody", NOW, max_age_s=900))["cars"] == 0
     assert store.of("upsert", TENANCY) == []
     assert await store.read(TENANCY, "nobody", COST_SNAPSHOT_DOC_ID) is None
+
+
+async def test_the_daily_rollup_sums_the_brand_by_pages_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await brand_of(7)
+    monkeypatch.setattr(rollup, "PAGE_SIZE", 3)
+    document = await rollup.roll_up_brand(store, "b", NOW + dt.timedelta(days=1))
+    assert document is not None
+    assert (document["period"], document["cars"], document["messages"]) == ("2026-01-31", 7, sum(range(7)))
+    assert [q.parameters["@after"] for q in store.of("query", VEHICLES)] == ["", "car-002", "car-005"]
