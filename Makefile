@@ -10,7 +10,7 @@ STAMP_NODE := node_modules/.installed
 VENV_INFRA := .venv-infra
 STAMP_INFRA := $(VENV_INFRA)/.installed
 
-.PHONY: help setup chromium dashboard-vendor test unit integration lint infra-check bench demo dev clean faults report
+.PHONY: help setup native chromium dashboard-vendor test unit integration lint infra-check bench demo dev clean faults report
 
 VEHICLES ?= 5
 DURATION ?= 60
@@ -47,7 +47,16 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
 	  || echo "could not install chromium (apt-get, as root): the dashboard e2e test will be skipped outside CI"; }
 
-setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_INFRA) chromium
+setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_INFRA) $(NATIVE) chromium
+
+# The telemetry fold compiled with mypyc (shared/native.py): rebuilt when its sources change; without a C compiler
+# it says so and the fold runs interpreted. `TELEMETRY_COMPILED=false` runs the interpreted fold anyway.
+NATIVE := .native/manifest.json
+$(NATIVE): $(STAMP_PY) shared/native.py native/build.py $(wildcard shared/telemetry/*.py)
+	$(PY) -m native.build > .native-build.log 2>&1 || { cat .native-build.log; exit 1; }
+	@tail -n 1 .native-build.log
+
+native: $(NATIVE)
 
 # The dashboard ships MSAL.js's browser build at the version package.json pins (tests/unit/test_dashboard.py
 # fails while they differ): run after changing that pin.
@@ -58,7 +67,7 @@ dashboard-vendor: $(STAMP_NODE)
 lint: $(STAMP_PY)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy function_app.py functions shared devstack simulator bench edge analytics
+	$(PY) -m mypy function_app.py functions shared devstack simulator bench edge analytics native
 
 unit: $(STAMP_PY)
 	$(PY) -m pytest tests/unit -q
@@ -71,6 +80,7 @@ infra-check: $(STAMP_PY) $(STAMP_INFRA)
 
 test: setup lint
 	$(PY) -m pytest -q
+	TELEMETRY_COMPILED=false $(PY) -m pytest -q -p no:randomly -m interpreted
 
 bench: setup
 	$(PY) -m bench

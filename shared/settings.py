@@ -308,6 +308,12 @@ SETTINGS: tuple[Setting, ...] = (
         high=65_536,
     ),
     Setting(
+        "TELEMETRY_COMPILED",
+        "true",
+        "Run the telemetry fold compiled (mypyc) when a build of exactly the deployed sources is present: true or "
+        "false (shared/native.py; false runs the same code interpreted, ~1.5x slower).",
+    ),
+    Setting(
         "TELEMETRY_PARTITION_COUNT",
         "4",
         "Partitions of the telemetry event hub (infra's telemetryPartitionCount): the vehicle cache's working set.",

@@ -197,6 +197,7 @@ class AppSettings(BaseSettings):
     lake_export_schedule: str = env("LAKE_EXPORT_SCHEDULE")
     ingest_backlog_schedule: str = env("INGEST_BACKLOG_SCHEDULE")
     vehicle_cache_mb: int = env("VEHICLE_CACHE_MB")
+    telemetry_compiled: bool = env("TELEMETRY_COMPILED")
     telemetry_partition_count: int = env("TELEMETRY_PARTITION_COUNT")
     telemetry_cars_per_partition: int = env("TELEMETRY_CARS_PER_PARTITION")
     cost_rollup_schedule: str = env("COST_ROLLUP_SCHEDULE")

@@ -173,6 +173,7 @@ var sharedSettings = {
   // the working set it is sized for (the telemetry hub's partitions; cars per partition). A quarter of the instance's
   // memory, as estimated: the estimate may count other message shapes ~1.7x low (docs/performance.md).
   VEHICLE_CACHE_MB: string(instanceMemoryMB / 4)
+  TELEMETRY_COMPILED: 'true'
   TELEMETRY_PARTITION_COUNT: string(telemetryPartitionCount)
   TELEMETRY_CARS_PER_PARTITION: '0'
   // The cost meter's brand history (issue 19, docs/cost.md): each brand's day just closed, once a day.

@@ -174,8 +174,9 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
         return 0, []
     removed = 0
     trips: list[TripDocument] = []
-    state = doc.get("state")
-    signals = state.get("signals") if isinstance(state, dict) else None
+    # A stored document of any age or writer: read without trusting its shape (a compiled fold checks types).
+    state: Any = doc.get("state")
+    signals: Any = state.get("signals") if isinstance(state, dict) else None
     if signals:
         gone = [p for p in signals if policy.reason_of(p) is not None]
         for path in gone:

@@ -120,7 +120,7 @@ def close_trip(trip: TripDocument, ts: str) -> TripDocument:
             "status": "closed",
             "endTs": ts,
             "endPosition": trip["lastPosition"],
-            "distanceM": round(distance, 1),
+            "distanceM": round(float(distance), 1),  # float as declared (an odometer in whole metres is an int)
             "distanceSource": "odometer" if odo_start is not None and odo_end is not None else "gps",
             "durationS": round((end - start).total_seconds(), 3),
             "meanSpeedKmh": round(trip["speedSumKmh"] / trip["speedSamples"], 2) if trip["speedSamples"] else None,

@@ -335,5 +335,6 @@ def test_azure_yaml_declares_the_python_function_service_and_the_hook() -> None:
     assert fields == {"project": ".", "language": "python", "host": "function"}
     hooks = re.findall(r"run: (\S+)", text)
     assert "./infra/hooks/postprovision.sh" in hooks
+    assert "./infra/hooks/prepackage.sh" in hooks  # the compiled fold (shared/native.py)
     for hook in hooks:
         assert (ROOT / hook).is_file(), hook

@@ -224,6 +224,7 @@ async def _ingest(corpus: list[DeviceMessage]) -> tuple[bytes, list[tuple[str, s
     return orjson.dumps(documents), dead, reports
 
 
+@pytest.mark.interpreted  # monkeypatches / subclasses what the compiled fold reads natively
 async def test_ingestion_with_the_fast_path_leaves_what_the_reference_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
     # The whole pipeline on the damaged corpus, 12 cars, batches of 100: every container's documents (serialised,
     # so types and key order count), the dead letters and the batch reports are the same with either decoder.
@@ -313,6 +314,7 @@ def test_canonical_time_is_parse_time(value: dt.datetime, damage: str, at: int) 
     assert contract._canonical_time(broken) == parse_time(broken)
 
 
+@pytest.mark.interpreted  # monkeypatches / subclasses what the compiled fold reads natively
 def test_a_fast_path_that_raises_costs_speed_not_the_message_and_says_so_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

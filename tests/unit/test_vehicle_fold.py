@@ -370,6 +370,7 @@ def test_a_history_entry_far_larger_than_its_message_keeps_its_first_samples() -
     assert update.document["state"]["signals"][volts]["value"] == [1e15] * 256
 
 
+@pytest.mark.interpreted  # monkeypatches / subclasses what the compiled fold reads natively
 def test_trip_derivations_read_only_the_signals_the_fold_snapshots() -> None:
     # The fold copies only trips.VIEW_SIGNALS of the state into the derivations' view (a full copy cost ~4 % of
     # the CPU path): a derivation reading any other signal from the view must fail here.
