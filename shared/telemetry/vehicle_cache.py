@@ -44,17 +44,32 @@ class CachedDocument:
 
 
 # Estimated memory of a vehicle document held as Python objects (dicts, lists, floats, strings) rather than as
-# JSON, allocator overhead included: calibrated on the streamed RSS run (bench/rss.py, 10,000 cars whose buffers
-# fill in step: ~6.4 KB of RSS per car without history, ~1.45 KB more per buffered ~460-byte message (a 4-key
-# entry, its sample dict, the 10-signal dict and their values: ~3.1 bytes per byte sent); docs/performance.md).
-DOC_BASE_BYTES: Final = 4 * 1024  # id, state bookkeeping, trip, seen ranges, alerts
-SIGNAL_BYTES: Final = 220  # one `state.signals` entry: {"value", "ts"}
-PENDING_FACTOR_TENTHS: Final = 31  # a buffered history entry, per byte of the message it came from, in tenths
+# JSON. Calibrated on documents built by ingestion from messages of many shapes (bench/doc_memory.py: 1 to 30
+# signals, numbers and strings, 1 to 200 samples per message, buffers of 0 to 15 entries) against a deep
+# `sys.getsizeof` walk with each object rounded up to pymalloc's 16 bytes: within 0.84-1.17x of it for every shape
+# (tests/unit/test_vehicle_cache.py holds it to 0.75-1.33x of the plain walk). The process's RSS per car was
+# 1.04-1.12x that walk with full buffers (docs/performance.md, "Cars per instance"). A buffered message costs a
+# fixed part (its entry, sample list, sample and signals dicts, its timestamps) and a part that grows with its
+# bytes; a per-byte factor alone, as before, was 0.42-0.57x for small or many-sample messages and up to 2.2x high
+# on small documents.
+DOC_BASE_BYTES: Final = 1536  # id, state and ingest bookkeeping, seen ranges, the withheld-signal list
+SIGNAL_BYTES: Final = 256  # one `state.signals` entry: {"value", "ts"}
+TRIP_BYTES: Final = 1800  # the open trip (`trip`) or the last closed one (`ingest.lastTrip`), each
+ALERT_BYTES: Final = 700  # one active alert (`alerts`)
+ENTRY_BYTES: Final = 256  # a buffered history entry (`ingest.pending`): the entry dict, its samples list, seq, times
+SAMPLE_BYTES: Final = 320  # a sample in a buffered entry: its dict, its signals dict, its timestamp
+PENDING_FACTOR_TENTHS: Final = 21  # a buffered entry, per byte of the message it came from, in tenths
+# Buffered messages averaging more bytes than this (more than the benchmark's) have their samples counted entry by
+# entry, at most 15 (`history.CHUNK_MAX_MESSAGES`), a few % of what such messages cost to ingest; smaller ones are
+# taken to be alike and their samples read from the first and last entry, so the benchmark's path pays no loop
+# (a buffer of small one-sample messages with small several-sample ones between them: down to 0.67x measured).
+COUNTED_ENTRY_BYTES: Final = 512
 GEO_SAMPLE_BYTES: Final = 200  # one `geo.w` sample (geofencing.py): ~160 as folded, ~270 read back (token lists)
 
 # What one car costs at most in each tier with the benchmark's messages (10 signals, ~460 bytes, a buffer of up to
-# 15 entries before it is flushed at `history.CHUNK_MAX_MESSAGES` = 16): hot ~28 KB estimated (6.3 + 15 x 1.43),
-# cold ~10 KB of JSON. A working set of N cars needs no more than N times these.
+# 15 entries before it is flushed at `history.CHUNK_MAX_MESSAGES` = 16): hot ~28 KB estimated (26.7 KB without an
+# open trip, 28.4 with one; RSS measured 28.1 KB per car, bench/doc_memory.py), cold ~10 KB of JSON. A working set
+# of N cars needs no more than N times these.
 HOT_BYTES_PER_CAR: Final = 28 * 1024
 COLD_BYTES_PER_CAR: Final = 10 * 1024
 # The hot tier's share of the cache's memory when the working set is unknown or too large to be cached whole.
@@ -65,18 +80,36 @@ STALE_ROUNDS: Final = 2
 
 
 def estimated_size(doc: VehicleDocument) -> int:
-    """The memory a cached vehicle document takes, estimated without walking it (it is counted on every put)."""
+    """The memory a cached vehicle document takes, estimated without walking it (it is counted on every put): a few
+    lengths and sizes, and the samples of the buffered entries (a fixed cost each, which bytes do not tell)."""
     size = DOC_BASE_BYTES
     state = doc.get("state")
     if type(state) is dict:
         signals = state.get("signals")
         if type(signals) is dict:
             size += SIGNAL_BYTES * len(signals)
+    if doc.get("trip") is not None:
+        size += TRIP_BYTES
+    alerts = doc.get("alerts")
+    if type(alerts) is dict:
+        size += ALERT_BYTES * len(alerts)
     ingest = doc.get("ingest")
     if type(ingest) is dict:
+        if ingest.get("lastTrip") is not None:
+            size += TRIP_BYTES
+        pending = ingest.get("pending")
         pending_bytes = ingest.get("pendingBytes")
         if type(pending_bytes) is int:
             size += PENDING_FACTOR_TENTHS * pending_bytes // 10
+        if type(pending) is list and pending:
+            entries = len(pending)
+            if type(pending_bytes) is int and pending_bytes > COUNTED_ENTRY_BYTES * entries:
+                samples = 0  # large messages, a backlog among live ones maybe: each entry's samples counted
+                for entry in pending:
+                    samples += len(entry["samples"])
+            else:  # small ones, alike: the first and last entry say (counting them all cost ~4x the rest here)
+                samples = (len(pending[0]["samples"]) + len(pending[-1]["samples"])) * entries // 2
+            size += ENTRY_BYTES * entries + SAMPLE_BYTES * samples
     geo = doc.get("geo")
     if geo is not None:
         size += GEO_SAMPLE_BYTES * (len(geo["w"]) // 4 if "w" in geo else len(geo.get("window", ())))
