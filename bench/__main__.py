@@ -51,6 +51,16 @@ def main(argv: list[str] | None = None) -> int:
             if sink == "null":
                 figures[f"cpu.{scenario.name}.null.ratioToFloor"] = rate / floor
 
+    from shared import native
+
+    details["fold"] = "compiled" if native.active() else "interpreted"
+    if native.active():
+        _step("CPU path steady and catch-up with the same fold interpreted (another process, null sink)")
+        steady, catch_up = cpu.interpreted_rates(cpu_messages)
+        figures["cpu.steady.interpreted.msgsPerS"], figures["cpu.catch-up.interpreted.msgsPerS"] = steady, catch_up
+        figures["cpu.steady.compiledSpeedup"] = figures["cpu.steady.null.msgsPerS"] / steady
+        figures["cpu.catch-up.compiledSpeedup"] = figures["cpu.catch-up.null.msgsPerS"] / catch_up
+
     _step("CPU path steady with the cost meter on, as the function app runs it (null sink)")
     metered = cpu.cpu_rate(cpu.SCENARIOS[0], "null", cpu_messages, metered=True)
     figures["cpu.steady.metered.msgsPerS"] = metered
@@ -116,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     details["seconds"] = round(time.perf_counter() - started, 1)
 
     baseline = report.load_baseline()
+    print(f"telemetry fold: {details['fold']} (shared/native.py)")
     print(report.render(figures, baseline))
     print(cost_table.render(figures, details))
     report.write(figures, details)

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 
@@ -191,3 +192,37 @@ def geofence_rates(messages: int, rounds: int = 5, warmup: int = 20) -> tuple[fl
         return none, with_fences
     finally:
         loop.close()
+
+
+INTERPRETED_SCRIPT = """
+import json, sys
+from bench.cpu import CATCH_UP, STEADY, cpu_rate
+from shared import native
+assert not native.active(), "the fold is compiled in the interpreted run"
+count = int(sys.argv[1])
+print(json.dumps([cpu_rate(STEADY, "null", count), cpu_rate(CATCH_UP, "null", count)]))
+"""
+
+
+def interpreted_rates(messages: int) -> tuple[float, float]:
+    """Steady and catch-up msgs/s (null sink) of the same code interpreted, in another process with
+    TELEMETRY_COMPILED=false: the baseline of the compiled fold (shared/native.py), measured in the same run."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from shared import native
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, native.SETTING: "false", "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", INTERPRETED_SCRIPT, str(messages)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    steady, catch_up = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(steady), float(catch_up)

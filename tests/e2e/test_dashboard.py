@@ -446,6 +446,7 @@ async def test_the_brand_admin_sees_the_brands_cost_meter(fleet: Fleet) -> None:
         brand = page.locator(f'#brand-costs tr[data-brand="{BRAND}"]')
         await brand.locator("td.per-car").filter(has_text="$").wait_for(timeout=20_000)
         assert "(estimated)" in await brand.inner_text()
+        assert " · as of " in await brand.locator("td.brand").inner_text()  # the snapshot's time
         assert "msgs" in await brand.locator("td.day").inner_text()
         assert await brand.locator("td.history").inner_text() == "–"  # no daily rollup has run on this stack yet
         await page.screenshot(path=str(ARTIFACTS / "dashboard-brand-cost.png"), full_page=True)

@@ -223,8 +223,10 @@ async function renderBrandCosts(list) {
     const day = (answer.days || [])[0];
     const month = (answer.months || [])[0];
     const period = (p) => (p ? `${fmt.num(p.requestUnits, "RU", 1)} · ${p.messages} msgs (${p.period})` : "–");
+    // The figures are the brand's snapshot (summed at most COST_SNAPSHOT_MAX_AGE_SECONDS ago): say when.
+    const asOf = answer.asOf ? ` · as of ${fmt.time(answer.asOf)}` : "";
     return el("tr", { dataset: { brand: answer.brandId } }, [
-      el("td", { text: answer.estimated ? `${answer.brandId} (estimated)` : answer.brandId }),
+      el("td", { class: "brand", text: `${answer.brandId}${answer.estimated ? " (estimated)" : ""}${asOf}` }),
       el("td", { class: "num", text: String(answer.cars) }),
       el("td", { class: "day", text: period(day) }),
       el("td", { class: "month", text: period(month) }),
