@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Final, cast
 
@@ -113,18 +113,30 @@ def bounded_path(path: str) -> str:
     return path if len(path) <= MAX_PATH_CHARS else path[:MAX_PATH_CHARS] + PATH_CUT
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Sample:
     """One timestamped set of signals; `signals` holds only accepted, normalised values.
 
     `rejected` holds bounded values (`bounded`): a scalar, or a `Cut` for a long string or a container.
+    (`__init__` written out so a compiled fold compiles it: shared/native.py.)
     """
 
     ts: str
     signals: dict[str, Any]
-    rejected: dict[str, tuple[Any, Rejection]] = field(default_factory=dict)
-    skewed: bool = False  # stamped too far after the enqueued time: every signal rejected for clock skew
-    omitted: int = 0  # rejected values beyond the message's budget: counted, not kept
+    rejected: dict[str, tuple[Any, Rejection]]
+    skewed: bool  # stamped too far after the enqueued time: every signal rejected for clock skew
+    omitted: int  # rejected values beyond the message's budget: counted, not kept
+
+    def __init__(
+        self,
+        ts: str,
+        signals: dict[str, Any],
+        rejected: dict[str, tuple[Any, Rejection]] | None = None,
+        skewed: bool = False,
+        omitted: int = 0,
+    ) -> None:
+        self.ts, self.signals, self.skewed, self.omitted = ts, signals, skewed, omitted
+        self.rejected = {} if rejected is None else rejected
 
     def to_history(self) -> HistorySample:
         entry: HistorySample = {"ts": self.ts, "signals": self.signals}
@@ -138,9 +150,9 @@ class Sample:
         return entry
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class TelemetryMessage:
-    """An accepted v1 message from one device."""
+    """An accepted v1 message from one device. (`__init__` written out so a compiled fold compiles it.)"""
 
     source: DeviceMessage  # as received: kept for dead-lettering should processing fail later
     device_id: str
@@ -149,7 +161,21 @@ class TelemetryMessage:
     sequence_number: int | None
     samples: list[Sample]
     size: int
-    epoch: str | None = None  # the car's seq counter (None: a car that sends none)
+    epoch: str | None  # the car's seq counter (None: a car that sends none)
+
+    def __init__(
+        self,
+        source: DeviceMessage,
+        device_id: str,
+        seq: int,
+        enqueued_time: str,
+        sequence_number: int | None,
+        samples: list[Sample],
+        size: int,
+        epoch: str | None = None,
+    ) -> None:
+        self.source, self.device_id, self.seq, self.enqueued_time = source, device_id, seq, enqueued_time
+        self.sequence_number, self.samples, self.size, self.epoch = sequence_number, samples, size, epoch
 
     @property
     def newest_ts(self) -> str:

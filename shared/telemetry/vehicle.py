@@ -23,7 +23,7 @@ crossing; the fleet's speed limit is a derivation like the other alerts.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from math import floor
 from typing import Final, Literal
 
@@ -63,26 +63,38 @@ ContainerDocument = tuple[str, SideDocument]  # (container, document)
 FreshSample = tuple[str, dict[str, SignalValue], int]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class VehicleUpdate:
-    """What folding a batch into one vehicle produced."""
+    """What folding a batch into one vehicle produced.
+
+    `__init__` written out (not the dataclass's): a compiled fold (shared/native.py) compiles it; the one
+    dataclasses generates at run time stays interpreted, and one is made per car and batch."""
 
     document: VehicleDocument | None  # the new vehicle document, None when every message was a duplicate
-    side_documents: list[ContainerDocument] = field(default_factory=list)
-    accepted: int = 0
-    duplicates: int = 0
-    samples: int = 0
-    rejected_signals: int = 0
-    erased: int = 0  # messages of an erased car, dropped
-    trips_suppressed: int = 0  # ignition ONs over the per-message / per-fold cap: counted, no trip opened
-    alerts_suppressed: int = 0  # alerts over the per-message / per-fold cap: counted, not opened
-    history_trimmed: int = 0  # messages whose history entry kept only its first samples (fold budget)
-    geofence_events: int = 0  # geofence events written (crossings, curfews, suspended / resumed)
-    geofence_retracted: int = 0  # events and geofence alerts late data proved wrong, written again as retracted
-    geofence_too_late: int = 0  # position samples older than the geofence window: not evaluated
-    geofence_suppressed: int = 0  # position samples not evaluated: the fold wrote its cap of geofence documents
-    gaps: int = 0  # gap reports counted (gaps.py)
-    gap_duplicates: int = 0  # gap reports already counted: redeliveries
+    side_documents: list[ContainerDocument]
+    accepted: int
+    duplicates: int
+    samples: int
+    rejected_signals: int
+    erased: int  # messages of an erased car, dropped
+    trips_suppressed: int  # ignition ONs over the per-message / per-fold cap: counted, no trip opened
+    alerts_suppressed: int  # alerts over the per-message / per-fold cap: counted, not opened
+    history_trimmed: int  # messages whose history entry kept only its first samples (fold budget)
+    geofence_events: int  # geofence events written (crossings, curfews, suspended / resumed)
+    geofence_retracted: int  # events and geofence alerts late data proved wrong, written again as retracted
+    geofence_too_late: int  # position samples older than the geofence window: not evaluated
+    geofence_suppressed: int  # position samples not evaluated: the fold wrote its cap of geofence documents
+    gaps: int  # gap reports counted (gaps.py)
+    gap_duplicates: int  # gap reports already counted: redeliveries
+
+    def __init__(self, document: VehicleDocument | None, *, erased: int = 0) -> None:
+        self.document = document
+        self.side_documents = []
+        self.accepted = self.duplicates = self.samples = self.rejected_signals = 0
+        self.erased = erased
+        self.trips_suppressed = self.alerts_suppressed = self.history_trimmed = 0
+        self.geofence_events = self.geofence_retracted = self.geofence_too_late = self.geofence_suppressed = 0
+        self.gaps = self.gap_duplicates = 0
 
 
 def new_vehicle_document(vehicle_id: str) -> VehicleDocument:

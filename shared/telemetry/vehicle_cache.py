@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -24,16 +24,29 @@ from shared.telemetry.documents import VehicleDocument
 MIB: Final = 1024 * 1024
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class CachedDocument:
-    """One cached vehicle document with the etag its next conditional write presents."""
+    """One cached vehicle document with the etag its next conditional write presents. (`__init__` written
+    out so a compiled fold compiles it: shared/native.py.)"""
 
     doc: VehicleDocument | None  # hot: the document itself
     raw: bytes | None  # cold: serialised (orjson)
     etag: str
     outbox_written: bool
     size: int  # hot: estimated memory of `doc` (see `estimated_size`); cold: len(raw)
-    tick: int = 0  # the cache's put count when this entry was put (hot tier: how long it has been idle)
+    tick: int  # the cache's put count when this entry was put (hot tier: how long it has been idle)
+
+    def __init__(
+        self, doc: VehicleDocument | None, raw: bytes | None, etag: str, outbox_written: bool, size: int, tick: int = 0
+    ) -> None:
+        self.doc, self.raw, self.etag, self.outbox_written, self.size, self.tick = (
+            doc,
+            raw,
+            etag,
+            outbox_written,
+            size,
+            tick,
+        )
 
     def document(self) -> VehicleDocument:
         if self.doc is not None:
@@ -83,17 +96,18 @@ def estimated_size(doc: VehicleDocument) -> int:
     """The memory a cached vehicle document takes, estimated without walking it (it is counted on every put): a few
     lengths and sizes, and the samples of the buffered entries (a fixed cost each, which bytes do not tell)."""
     size = DOC_BASE_BYTES
-    state = doc.get("state")
+    # Any document, of any shape a writer left (read as Any: a compiled fold checks declared types).
+    state: Any = doc.get("state")
     if type(state) is dict:
         signals = state.get("signals")
         if type(signals) is dict:
             size += SIGNAL_BYTES * len(signals)
     if doc.get("trip") is not None:
         size += TRIP_BYTES
-    alerts = doc.get("alerts")
+    alerts: Any = doc.get("alerts")
     if type(alerts) is dict:
         size += ALERT_BYTES * len(alerts)
-    ingest = doc.get("ingest")
+    ingest: Any = doc.get("ingest")
     if type(ingest) is dict:
         if ingest.get("lastTrip") is not None:
             size += TRIP_BYTES
@@ -110,7 +124,7 @@ def estimated_size(doc: VehicleDocument) -> int:
             else:  # small ones, alike: the first and last entry say (counting them all cost ~4x the rest here)
                 samples = (len(pending[0]["samples"]) + len(pending[-1]["samples"])) * entries // 2
             size += ENTRY_BYTES * entries + SAMPLE_BYTES * samples
-    geo = doc.get("geo")
+    geo: Any = doc.get("geo")
     if geo is not None:
         size += GEO_SAMPLE_BYTES * (len(geo["w"]) // 4 if "w" in geo else len(geo.get("window", ())))
     return size
