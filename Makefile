@@ -47,8 +47,6 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
 	  || echo "could not install chromium (apt-get, as root): the dashboard e2e test will be skipped outside CI"; }
 
-setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_INFRA) $(NATIVE) chromium
-
 # The telemetry fold compiled with mypyc (shared/native.py): rebuilt when its sources change; without a C compiler
 # it says so and the fold runs interpreted. `TELEMETRY_COMPILED=false` runs the interpreted fold anyway.
 NATIVE := .native/manifest.json
@@ -57,6 +55,8 @@ $(NATIVE): $(STAMP_PY) shared/native.py native/build.py $(wildcard shared/teleme
 	@tail -n 1 .native-build.log
 
 native: $(NATIVE)
+
+setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_INFRA) $(NATIVE) chromium
 
 # The dashboard ships MSAL.js's browser build at the version package.json pins (tests/unit/test_dashboard.py
 # fails while they differ): run after changing that pin.
