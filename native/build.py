@@ -21,8 +21,6 @@ from pathlib import Path
 
 from shared import native
 
-GROUP = "carlink_fold"  # mypyc's runtime library: `.native/carlink_fold__mypyc.<suffix>`
-
 
 def build(out: Path = native.NATIVE_DIR) -> None:
     from mypyc.build import mypycify
@@ -33,7 +31,7 @@ def build(out: Path = native.NATIVE_DIR) -> None:
     expected = native.manifest()  # before compiling: what was compiled is what the manifest names
     sources = [str(path.relative_to(native.ROOT)) for path in native.sources()]
     with tempfile.TemporaryDirectory(prefix="native-") as temp:
-        modules = mypycify(sources, opt_level="3", target_dir=str(Path(temp) / "c"), group_name=GROUP)
+        modules = mypycify(sources, opt_level="3", target_dir=str(Path(temp) / "c"), group_name=native.GROUP)
         setup(
             name="carlink-compiled-fold",
             ext_modules=modules,

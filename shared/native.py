@@ -8,13 +8,15 @@ and these sources byte for byte, so an edited module, a build for another Python
 all silently means the interpreted fold (the same code, slower: docs/performance.md, "Compiled fold"). The
 setting `TELEMETRY_COMPILED=false` turns the compiled fold off without a redeploy.
 
-Light on purpose (hashlib, json, sysconfig): it runs at the import of `shared.telemetry`, so on cold start.
+Light on purpose (hashlib, json, sysconfig, logging): it runs at the import of `shared.telemetry`, so on cold start.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import logging
 import sys
 import sysconfig
 from collections.abc import Mapping
@@ -46,6 +48,7 @@ COMPILED: Final = (
     "vehicle_cache",
 )
 SETTING: Final = "TELEMETRY_COMPILED"
+GROUP: Final = "carlink_fold"  # mypyc's runtime library, holding all the compiled code: `.native/carlink_fold__mypyc.*`
 
 
 def sources() -> list[Path]:
@@ -83,9 +86,19 @@ def use_compiled(package_path: list[str]) -> bool:
     they are wanted and usable; True if so."""
     if not wanted() or not usable():
         return False
-    package_path.insert(0, str(NATIVE_DIR / PACKAGE))
-    if str(NATIVE_DIR) not in sys.path:
+    added = str(NATIVE_DIR) not in sys.path
+    if added:
         sys.path.append(str(NATIVE_DIR))  # mypyc's shared runtime module; appended: it shadows nothing
+    try:
+        # All the compiled code is in this one library: if it loads (right platform, a libc it can link with),
+        # every module does. If not, the interpreted fold runs instead of an ImportError at the first message.
+        importlib.import_module(f"{GROUP}__mypyc")
+    except (ImportError, OSError) as exc:
+        if added:
+            sys.path.remove(str(NATIVE_DIR))
+        logging.getLogger(__name__).warning("compiled fold not loadable (%s): running it interpreted", exc)
+        return False
+    package_path.insert(0, str(NATIVE_DIR / PACKAGE))
     return True
 
 

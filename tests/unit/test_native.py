@@ -4,6 +4,7 @@ and only while the setting allows it; anything else is the interpreted fold, nev
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,15 +23,33 @@ def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return out
 
 
+LIBRARY = f"{native.GROUP}__mypyc"
+
+
 def test_a_build_of_these_sources_is_used_first(build: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(native.SETTING, raising=False)
+    monkeypatch.delitem(sys.modules, LIBRARY, raising=False)
+    (build / f"{LIBRARY}.py").write_text("", "utf-8")  # stands in for mypyc's runtime library
     path = ["/the/sources"]
     monkeypatch.setattr("sys.path", ["/x"])
     assert native.use_compiled(path)
     assert path == [str(build / native.PACKAGE), "/the/sources"]
-    import sys
-
     assert sys.path == ["/x", str(build)]  # appended: mypyc's runtime library shadows nothing
+
+
+def test_a_build_that_cannot_load_here_is_not_used(
+    build: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Right suffix and sources, but the library does not load (e.g. built against a newer libc than the worker's).
+    monkeypatch.delenv(native.SETTING, raising=False)
+    monkeypatch.delitem(sys.modules, LIBRARY, raising=False)
+    (build / f"{LIBRARY}.py").write_text("raise ImportError('GLIBC_2.99 not found')\n", "utf-8")
+    path = ["/the/sources"]
+    monkeypatch.setattr("sys.path", ["/x"])
+    assert not native.use_compiled(path)
+    assert path == ["/the/sources"]
+    assert sys.path == ["/x"]
+    assert "running it interpreted" in caplog.text
 
 
 @pytest.mark.parametrize(
