@@ -50,7 +50,7 @@ chromium:
 # The telemetry fold compiled with mypyc (shared/native.py): rebuilt when its sources change; without a C compiler
 # it says so and the fold runs interpreted. `TELEMETRY_COMPILED=false` runs the interpreted fold anyway.
 NATIVE := .native/manifest.json
-$(NATIVE): $(STAMP_PY) shared/native.py native/build.py $(wildcard shared/telemetry/*.py)
+$(NATIVE): $(STAMP_PY) native/build.py pyproject.toml $(shell find shared -name '*.py')
 	$(PY) -m native.build > .native-build.log 2>&1 || { cat .native-build.log; exit 1; }
 	@tail -n 1 .native-build.log
 

@@ -1,11 +1,11 @@
 """The telemetry fold compiled with mypyc, used when a build matches the sources exactly.
 
 `native/build.py` (run by `make setup` and before `azd deploy`) compiles the modules of `shared/telemetry`
-listed in `COMPILED` into C extensions under `.native/`, with a manifest of the interpreter's extension
-suffix and a digest of the sources it compiled. `shared/telemetry/__init__.py` calls `use_compiled` as the
-package is imported: the compiled modules shadow the sources only when the manifest matches this interpreter
-and these sources byte for byte, so an edited module, a build for another Python or platform, or no build at
-all silently means the interpreted fold (the same code, slower: docs/performance.md, "Compiled fold"). The
+listed in `COMPILED` into C extensions under `.native/`, with a manifest of the interpreter's extension suffix
+and a digest of the sources it was built from (all of `shared/`: `inputs`). `shared/telemetry/__init__.py` calls
+`use_compiled` as the package is imported: the compiled modules shadow the sources only when the manifest matches
+this interpreter and these sources byte for byte, so an edit, a build for another Python or platform, or no build
+at all silently means the interpreted fold (the same code, slower: docs/performance.md, "Compiled fold"). The
 setting `TELEMETRY_COMPILED=false` turns the compiled fold off without a redeploy.
 
 Light on purpose (hashlib, json, sysconfig, logging): it runs at the import of `shared.telemetry`, so on cold start.
@@ -55,11 +55,18 @@ def sources() -> list[Path]:
     return [ROOT / PACKAGE / f"{name}.py" for name in COMPILED]
 
 
+def inputs() -> list[Path]:
+    """Everything a build depends on: mypyc copies `Final` values of the modules the compiled ones import and
+    checks their classes' attribute types as they were at build time, so an edit anywhere in `shared/` (or of
+    mypy's configuration) makes a build stale, not only an edit of a compiled module."""
+    return [*sorted((ROOT / "shared").rglob("*.py")), ROOT / "pyproject.toml"]
+
+
 def digest() -> str:
-    """What a build must have compiled to be used: every compiled module's source, in order."""
+    """What a build must have been made from to be used (~4 ms: `shared/` is ~1.4 MB of sources)."""
     sha = hashlib.sha256()
-    for path in sources():
-        sha.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in inputs():
+        sha.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
     return sha.hexdigest()
 
 

@@ -9,7 +9,7 @@ set -eu
 cd "$(dirname "$0")/../.."
 
 if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] && command -v python3.11 >/dev/null && command -v cc >/dev/null && command -v make >/dev/null \
-  && make native; then
+  && make native && .venv/bin/python -m native.build --check; then
   echo "prepackage: the telemetry fold is compiled (.native/)"
 else
   rm -rf .native

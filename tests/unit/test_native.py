@@ -77,14 +77,18 @@ def test_any_other_build_is_ignored(build: Path, monkeypatch: pytest.MonkeyPatch
     assert path == ["/the/sources"]
 
 
-def test_the_digest_follows_every_compiled_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    package = tmp_path / native.PACKAGE
-    package.mkdir(parents=True)
-    for name in native.COMPILED:
-        (package / f"{name}.py").write_text(f"# {name}\n", "utf-8")
+@pytest.mark.parametrize("edited", ["shared/telemetry/vehicle.py", "shared/geofences/index.py", "pyproject.toml"])
+def test_the_digest_follows_every_source_a_build_depends_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, edited: str
+) -> None:
+    # A compiled module (its code), a module it imports (mypyc copies its Final values and checks its classes'
+    # attribute types as built), mypy's configuration: an edit of any makes the build stale.
+    for name in ("shared/telemetry/vehicle.py", "shared/geofences/index.py", "pyproject.toml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(f"# {name}\n", "utf-8")
     monkeypatch.setattr(native, "ROOT", tmp_path)
     before = native.digest()
-    (package / f"{native.COMPILED[-1]}.py").write_text("# changed\n", "utf-8")
+    (tmp_path / edited).write_text("# changed\n", "utf-8")
     assert native.digest() != before
 
 
