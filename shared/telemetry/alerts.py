@@ -118,7 +118,7 @@ def step_speed(
         if speed <= limit.kmh - SPEED_HYSTERESIS_KMH:
             ingest.pop("speedingSince", None)
             cleared = _clear(active.pop(SPEEDING), ts)
-            cleared["clearValue"] = speed
+            cleared["clearValue"] = float(speed)  # float as declared, whole or not
             return cleared
         return None
     if speed <= limit.kmh:
@@ -130,7 +130,7 @@ def step_speed(
     if _span(since, ts) < limit.seconds:
         return None
     alert = active[SPEEDING] = _raise(vehicle_id, SPEEDING, ts, SPEEDING)
-    alert["value"], alert["threshold"] = speed, limit.kmh
+    alert["value"], alert["threshold"] = float(speed), limit.kmh
     return alert
 
 

@@ -11,13 +11,13 @@ a car numbers its gaps consecutively per epoch), for the newest `MAX_GAP_EPOCHS`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from shared.containers import GAPS
 from shared.device_messages import safe_id
 from shared.settings import IngestionSettings
 from shared.telemetry.contract import GapMessage
-from shared.telemetry.documents import GapDocument, GapSummary, OutboxItem, VehicleDocument
+from shared.telemetry.documents import GapDocument, GapSummary, OutboxItem, VehicleDocument, untyped
 from shared.telemetry.history import seen_add, seen_contains
 
 MAX_GAP_EPOCHS: Final = 4  # epochs whose gap ids are remembered, as many as seq epochs (history.MAX_EPOCHS)
@@ -55,10 +55,11 @@ def fold_gaps(doc: VehicleDocument, gaps: Sequence[GapMessage], cfg: IngestionSe
     """Count the reports not counted before into `doc["gaps"]` (mutating the shaped document) and return the
     `gaps` documents they owe (outbox items) and how many were redeliveries."""
     ingest = doc["ingest"]
-    seen_by_epoch = ingest.get("gapsSeen")
+    # Stored documents of any shape: read as Any where a guard follows (a compiled fold checks declared types).
+    seen_by_epoch: Any = untyped(ingest).get("gapsSeen")
     if type(seen_by_epoch) is not dict:
         seen_by_epoch = ingest["gapsSeen"] = {}
-    summary = doc.get("gaps")
+    summary: Any = untyped(doc).get("gaps")
     if type(summary) is not dict:
         summary = empty_summary()
     items: list[OutboxItem] = []
@@ -89,7 +90,7 @@ def fold_gaps(doc: VehicleDocument, gaps: Sequence[GapMessage], cfg: IngestionSe
 
 def gaps_of(doc: VehicleDocument) -> GapSummary:
     """The car's gap summary as the API shows it: all zero until it reported one."""
-    summary = doc.get("gaps")
+    summary: Any = untyped(doc).get("gaps")
     if type(summary) is not dict:
         return empty_summary()
     return {

@@ -215,7 +215,7 @@ def step(
         if not fences:
             return None  # nothing to evaluate and nothing evaluated before: the usual case of a fleet without any
     else:
-        if "w" not in geo:
+        if "w" not in geo or "window" in geo:  # written before the flat window (or by both versions)
             upgrade(geo)
         if len(positions) == 1 and not withheld and (tip := geo["tip"]) is not None and "suspended" not in geo:
             # Steady state: one sample, newer than the window's last: continue from the tip, nothing to re-evaluate.

@@ -22,7 +22,7 @@ import orjson
 from shared.privacy.categories import DataCategories, default_categories
 from shared.telemetry.catalogue import Rejection, default_catalogue
 from shared.telemetry.contract import TelemetryMessage
-from shared.telemetry.documents import HistoryEntry, IngestState, OutboxItem, TripDocument, VehicleDocument
+from shared.telemetry.documents import HistoryEntry, IngestState, TripDocument, VehicleDocument, untyped
 from shared.telemetry.geofencing import scrub as scrub_geofencing
 
 # Every field of a trip that holds a position (trips.open_trip, advance_trip, close_trip).
@@ -157,7 +157,7 @@ def scrub_withheld(doc: VehicleDocument, policy: Policy) -> int:
     removed. A scrubbed open or last trip joins the outbox, so the next writer of the document (ingestion)
     rewrites its `trips` document without positions; older history and trips are the API's to hide."""
     removed, trips = _scrub(doc, policy)
-    ingest = doc.get("ingest")
+    ingest: Any = untyped(doc).get("ingest")
     if trips and isinstance(ingest, dict):
         outbox = [
             item
@@ -175,26 +175,32 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
     removed = 0
     trips: list[TripDocument] = []
     # A stored document of any age or writer: read without trusting its shape (a compiled fold checks types).
-    state: Any = doc.get("state")
+    stored = untyped(doc)
+    state: Any = stored.get("state")
     signals: Any = state.get("signals") if isinstance(state, dict) else None
-    if signals:
+    if isinstance(signals, dict) and signals:
         gone = [p for p in signals if policy.reason_of(p) is not None]
         for path in gone:
             del signals[path]
         removed += len(gone)
     positions = POSITION in policy.withheld
-    ingest: IngestState | None = doc.get("ingest")
+    ingest: Any = stored.get("ingest")
     if positions:
-        for trip in (doc.get("trip"), ingest.get("lastTrip") if isinstance(ingest, dict) else None):
-            if trip is not None and (count := scrub_trip(trip)):
+        trip: Any
+        for trip in (stored.get("trip"), ingest.get("lastTrip") if isinstance(ingest, dict) else None):
+            if isinstance(trip, dict) and (count := scrub_trip(cast(TripDocument, trip))):
                 removed += count
-                trips.append(trip)
+                trips.append(cast(TripDocument, trip))
         removed += scrub_geofencing(doc)  # the geofence window's samples and states say where the car was
     if isinstance(ingest, dict):
-        for entry in ingest.get("pending") or []:
-            removed += scrub_entry(entry, policy)
-        outbox: list[OutboxItem] = ingest.get("outbox") or []
-        for item in outbox:
+        pending: Any = ingest.get("pending")
+        for entry in pending if isinstance(pending, list) else ():
+            if isinstance(entry, dict):
+                removed += scrub_entry(cast(HistoryEntry, entry), policy)
+        outbox: Any = ingest.get("outbox")
+        for item in outbox if isinstance(outbox, list) else ():
+            if not isinstance(item, dict):
+                continue
             document: Any = item.get("document")
             if not isinstance(document, dict):
                 continue

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from shared.device_messages import compact_time, safe_id
 from shared.telemetry import signals as S
-from shared.telemetry.documents import Position, SignalValue, TripDocument
+from shared.telemetry.documents import Position, SignalValue, TripDocument, untyped
 
 _EARTH_RADIUS_M = 6_371_008.8
 
@@ -134,9 +134,9 @@ def close_trip(trip: TripDocument, ts: str) -> TripDocument:
 
 def resume_trip(closed: TripDocument | None, ts: str) -> TripDocument | None:
     """The last closed trip open again, if it closed less than `TRIP_RESUME_SECONDS` before `ts`; else None."""
-    if closed is None or closed.get("status") != "closed":
+    if closed is None or untyped(closed).get("status") != "closed":
         return None
-    end = closed.get("endTs")
+    end: Any = untyped(closed).get("endTs")  # any shape: guarded (a compiled fold checks declared types)
     if type(end) is not str or not end < ts:
         return None
     gap = (dt.datetime.fromisoformat(ts) - dt.datetime.fromisoformat(end)).total_seconds()

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import floor
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from shared.device_messages import safe_id
 from shared.geofences.index import (
@@ -55,6 +55,7 @@ from shared.telemetry.documents import (
     Tombstone,
     VehicleDocument,
     VehicleState,
+    untyped,
 )
 from shared.telemetry.privacy import POSITION, enforce, policy_for, policy_of, withhold
 
@@ -199,10 +200,10 @@ def _first(item: FreshSample) -> str:
 
 def _count_suppressed(ingest: IngestState, kind: Literal["trips", "alerts"], count: int) -> None:
     """Keep a running count in the document, so an operator sees a car that hits a cap (`ingest.suppressed`)."""
-    suppressed = ingest.get("suppressed")
+    suppressed: Any = untyped(ingest).get("suppressed")  # any shape: guarded (a compiled fold checks declared types)
     if type(suppressed) is not dict:
         suppressed = ingest["suppressed"] = {}
-    previous = suppressed.get(kind)
+    previous: Any = suppressed.get(kind)
     suppressed[kind] = (previous if type(previous) is int else 0) + count
 
 
@@ -347,7 +348,7 @@ def fold(
                 lon = sample_signals.get(lon_path)
                 if lon is not None:
                     speed = sample_signals.get(speed_path)
-                    positions.append((ts, lat, lon, speed))
+                    positions.append((ts, float(lat), float(lon), speed))  # float as declared (52 -> 52.0)
         if last_seen is None or msg.enqueued_time > last_seen:
             last_seen = msg.enqueued_time
 
@@ -375,6 +376,7 @@ def fold(
             and geo_state is not None
             and (tip := geo_state["tip"]) is not None
             and (window := geo_state.get("w"))  # None in a document written before `w`: step converts it
+            and "window" not in geo_state  # both formats (a rollback wrote the old one too): step converts it
             and positions[0][0] > window[-4]  # the window's last sample's ts (geofencing.STRIDE items a sample)
             and "suspended" not in geo_state
         ):

@@ -19,7 +19,7 @@ from typing import Any, Final
 import orjson
 
 from shared.settings import number_setting
-from shared.telemetry.documents import VehicleDocument
+from shared.telemetry.documents import VehicleDocument, untyped
 
 MIB: Final = 1024 * 1024
 
@@ -94,20 +94,31 @@ STALE_ROUNDS: Final = 2
 
 def estimated_size(doc: VehicleDocument) -> int:
     """The memory a cached vehicle document takes, estimated without walking it (it is counted on every put): a few
-    lengths and sizes, and the samples of the buffered entries (a fixed cost each, which bytes do not tell)."""
+    lengths and sizes, and the samples of the buffered entries (a fixed cost each, which bytes do not tell).
+
+    Never raises: it runs after the document's write is committed, so a document of a shape nobody expected (any
+    writer, any age) is counted as a typical full one, and nothing is below the base."""
+    try:
+        return max(DOC_BASE_BYTES, _estimated_size(doc))
+    except (TypeError, KeyError, AttributeError, IndexError, ValueError):
+        return HOT_BYTES_PER_CAR
+
+
+def _estimated_size(doc: VehicleDocument) -> int:
     size = DOC_BASE_BYTES
     # Any document, of any shape a writer left (read as Any: a compiled fold checks declared types).
-    state: Any = doc.get("state")
+    stored = untyped(doc)
+    state: Any = stored.get("state")
     if type(state) is dict:
         signals = state.get("signals")
         if type(signals) is dict:
             size += SIGNAL_BYTES * len(signals)
-    if doc.get("trip") is not None:
+    if stored.get("trip") is not None:
         size += TRIP_BYTES
-    alerts: Any = doc.get("alerts")
+    alerts: Any = stored.get("alerts")
     if type(alerts) is dict:
         size += ALERT_BYTES * len(alerts)
-    ingest: Any = doc.get("ingest")
+    ingest: Any = stored.get("ingest")
     if type(ingest) is dict:
         if ingest.get("lastTrip") is not None:
             size += TRIP_BYTES
@@ -124,7 +135,7 @@ def estimated_size(doc: VehicleDocument) -> int:
             else:  # small ones, alike: the first and last entry say (counting them all cost ~4x the rest here)
                 samples = (len(pending[0]["samples"]) + len(pending[-1]["samples"])) * entries // 2
             size += ENTRY_BYTES * entries + SAMPLE_BYTES * samples
-    geo: Any = doc.get("geo")
+    geo: Any = stored.get("geo")
     if geo is not None:
         size += GEO_SAMPLE_BYTES * (len(geo["w"]) // 4 if "w" in geo else len(geo.get("window", ())))
     return size
