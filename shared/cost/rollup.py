@@ -42,6 +42,8 @@ CONCURRENT_BRANDS: Final = 4  # each brand is a paged cross-partition scan of it
 # Cost blocks per query: ~550 bytes each (a review measured 5.5 MB for 10,000 cars), so ~0.5 MB a page, well under
 # a response's 4 MB; a million cars are a thousand queries of the same request units per car as one query.
 PAGE_SIZE: Final = 1000
+# A snapshot written by an instance whose clock is ahead of ours by up to this is still fresh (not rescanned).
+CLOCK_SKEW_S: Final = 60.0
 BRAND_COST_PAGE: Final = (
     "SELECT TOP @n c.id, c.cost FROM c WHERE c.brandId = @brand AND IS_DEFINED(c.cost) AND c.type != @erased "
     "AND c.id > @after ORDER BY c.id"
@@ -122,26 +124,41 @@ def _fresh(document: Document, now: dt.datetime, max_age_s: float) -> bool:
         age = (now - dt.datetime.fromisoformat(as_of.replace("Z", "+00:00"))).total_seconds()
     except ValueError:
         return False
-    return 0 <= age < max_age_s  # a snapshot from a clock ahead of ours is not trusted to be recent
+    # A snapshot from a clock far ahead of ours is not trusted to be recent; a minute ahead is an instance's skew.
+    return -CLOCK_SKEW_S <= age < max_age_s
 
 
 async def brand_cost_now(store: DocumentStore, brand_id: str, now: dt.datetime, max_age_s: float) -> dict[str, Any]:
     """The brand's view with its `asOf`: the snapshot's (one point read) while younger than `max_age_s`, else
     summed now (`sum_brand_cost`) and kept as the snapshot. `max_age_s` 0: always summed, nothing kept.
 
-    Two instances refreshing the same stale snapshot at once both scan and both upsert the same deterministic id
-    with figures as of their own clocks: harmless (the later write wins; either is a correct sum), it costs one
-    extra scan. A brand without a metered car keeps no snapshot: its scan is cheap, and a read of an unknown
-    brand leaves nothing behind."""
+    Calls that find the snapshot stale at once in one process share one summation (`_summed_once`); two
+    instances refreshing at once both scan and both upsert the same deterministic id with figures as of their own
+    clocks: harmless (the later write wins; either is a correct sum), it costs one extra scan. A brand without a
+    metered car keeps no snapshot (a read of an unknown brand leaves nothing behind), so each call scans it: cheap
+    for a brand with few cars, a full scan for a large fleet registered before its first message (not solved)."""
     if max_age_s > 0:
         stored = await store.read(TENANCY, brand_id, COST_SNAPSHOT_DOC_ID)
         if stored is not None and _fresh(stored.document, now, max_age_s):
             return {**stored.document["view"], "asOf": stored.document["asOf"]}
-    view = await sum_brand_cost(store, brand_id, now)
+    view = await _summed_once(store, brand_id, now)
     as_of = canonical_time(now)
     if max_age_s > 0 and view["cars"] > 0:
         await store.upsert(TENANCY, snapshot_document(brand_id, view, as_of))
     return {**view, "asOf": as_of}
+
+
+# Summations under way in this process, per event loop, store and brand: later callers await the first one's.
+_SUMMING: dict[tuple[int, int, str], asyncio.Future[dict[str, Any]]] = {}
+
+
+async def _summed_once(store: DocumentStore, brand_id: str, now: dt.datetime) -> dict[str, Any]:
+    key = (id(asyncio.get_running_loop()), id(store), brand_id)
+    running = _SUMMING.get(key)
+    if running is None:
+        running = _SUMMING[key] = asyncio.ensure_future(sum_brand_cost(store, brand_id, now))
+        running.add_done_callback(lambda _: _SUMMING.pop(key, None))
+    return await asyncio.shield(running)
 
 
 def cost_day_document(brand_id: str, view: dict[str, Any], day: str) -> Document | None:

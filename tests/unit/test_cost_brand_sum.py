@@ -4,8 +4,9 @@ while fresh and summed again when not."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from shared.cost import rollup
 from shared.cost.meter import month_to_date
 from shared.cost.view import PRICES, BrandCostSum, _sum_into, brand_cost, vehicle_cost
 from shared.device_messages import canonical_time
+from shared.stores.base import Document
 from shared.stores.memory import MemoryDocumentStore
 from shared.telemetry.vehicle import ERASED
 from shared.tenancy.documents import COST_SNAPSHOT_DOC_ID, KIND_COST_SNAPSHOT
@@ -173,6 +175,38 @@ async def test_a_snapshot_from_a_clock_ahead_is_summed_again() -> None:
     await rollup.brand_cost_now(store, "b", NOW + dt.timedelta(minutes=5), max_age_s=900)
     store.calls.clear()
     assert (await rollup.brand_cost_now(store, "b", NOW, max_age_s=900))["asOf"] == canonical_time(NOW)
+    assert len(store.of("query", VEHICLES)) == 1
+
+
+async def test_a_snapshot_from_an_instance_a_little_ahead_is_fresh() -> None:
+    # Instances' clocks differ by seconds: a snapshot written "in the future" by less than CLOCK_SKEW_S is recent.
+    store = await brand_of(2)
+    ahead = NOW + dt.timedelta(seconds=rollup.CLOCK_SKEW_S - 1)
+    first = await rollup.brand_cost_now(store, "b", ahead, max_age_s=900)
+    store.calls.clear()
+    assert await rollup.brand_cost_now(store, "b", NOW, max_age_s=900) == first
+    assert store.of("query", VEHICLES) == []
+
+
+class Suspending(RecordingStore):
+    """A store whose queries take a round trip (the memory store's never suspend, so calls would not overlap)."""
+
+    async def query(
+        self, container: str, query: str, parameters: Mapping[str, Any] | None = None, partition_key: str | None = None
+    ) -> Sequence[Document]:
+        await asyncio.sleep(0.01)
+        return await super().query(container, query, parameters, partition_key)
+
+
+async def test_calls_that_find_the_snapshot_stale_at_once_sum_the_brand_once() -> None:
+    store = Suspending((await brand_of(4)).inner)
+    answers = await asyncio.gather(*(rollup.brand_cost_now(store, "b", NOW, max_age_s=900) for _ in range(5)))
+    assert all(a == answers[0] for a in answers)
+    assert answers[0]["cars"] == 4
+    assert len(store.of("query", VEHICLES)) == 1  # one summation (one page), shared by the five calls
+    # and the next stale call sums again: nothing is left waiting
+    store.calls.clear()
+    await rollup.brand_cost_now(store, "b", NOW + dt.timedelta(seconds=900), max_age_s=900)
     assert len(store.of("query", VEHICLES)) == 1
 
 
