@@ -47,6 +47,7 @@ from shared.containers import (
     TRIPS,
     VEHICLES,
 )
+from shared.device_messages import safe_id
 from shared.geofences.store import KIND_VEHICLE_GEOFENCE
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
@@ -145,7 +146,7 @@ class DriverExport:
 
     async def _car(self, car: Car, user_id: str) -> AsyncIterator[dict[str, Any]]:
         v = {"@v": car.vehicle_id}
-        stored = await self.store.read(VEHICLES, car.vehicle_id, car.vehicle_id)
+        stored = await self.store.read(VEHICLES, car.vehicle_id, safe_id(car.vehicle_id))  # ids are escaped
         if stored is not None and _driver_of(stored.document) == user_id:
             # the car's calendar-aware driving state: routes from the car to this driver's next meetings
             travel = await self.store.read(TRAVEL, car.vehicle_id, TRAVEL_DOC_ID)

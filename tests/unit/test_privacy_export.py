@@ -16,6 +16,7 @@ import pytest
 from shared.calendar.documents import KIND_EVENT, event_doc_id
 from shared.calendar.jobs import MemorySyncQueue
 from shared.containers import AUDIT, CALENDARS, MEETINGS, partition_keys
+from shared.device_messages import safe_id
 from shared.drivers.link import DriverLinks, parse_link
 from shared.privacy.categories import default_categories
 from shared.privacy.export import FORMAT, DriverExport
@@ -36,7 +37,7 @@ async def world(store: DocumentStore | None = None, cars: dict[str, str] = CARS)
     links = DriverLinks(store, MemorySyncQueue(), lambda: T0 - dt.timedelta(minutes=1))
     ingest = TelemetryIngestor(store, MemoryDeadLetterSink())
     for user, car in cars.items():
-        await store.upsert("vehicles", {"id": car, "vehicleId": car, "type": "vehicle"})
+        await store.upsert("vehicles", {"id": safe_id(car), "vehicleId": car, "type": "vehicle"})
         link = {"userId": user, "upn": f"{user[:4]}@contoso.example", "timeZone": "Europe/Berlin",
                 "consent": {"calendar": True, "location": True}}  # fmt: skip
         await links.link(car, parse_link(orjson.dumps(link)))
@@ -218,3 +219,13 @@ async def test_the_travel_state_holds_no_route_of_an_earlier_driver() -> None:
     assert list(record["state"]["events"]) == ["ALEX-1"]
     assert record["state"]["notices"] == ["ALEX-1|5"]
     assert "their-office" not in orjson.dumps(record).decode()
+
+
+async def test_a_car_whose_id_needs_escaping_is_exported_whole() -> None:
+    # IoT Hub device ids may hold characters a Cosmos id may not ('#', '?', '/', '%'): the vehicle document's id is
+    # the escaped one (safe_id), and the export must read it by that id, or it leaves out the car's state.
+    car = "car#alex?1"
+    store = await world(cars={ALEX: car})
+    lines = await export(store, ALEX)
+    vehicle = [r for r in lines[1:-1] if r["source"] == "vehicles"]
+    assert vehicle, "the car's state is missing from the export"
