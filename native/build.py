@@ -1,6 +1,6 @@
 """Compile the telemetry fold (`shared.native.COMPILED`) with mypyc into `.native/`.
 
-`python -m native.build` writes the C extensions under `.native/shared/telemetry/`, mypyc's runtime library
+`python -m native.build` writes the C extensions under `.native/shared/<package>/`, mypyc's runtime library
 under `.native/`, and `.native/manifest.json` last (what `shared.native.usable` checks): an interrupted build
 leaves no manifest and is not used. Needs a C compiler and the Python headers (Debian: gcc, as `make setup`
 has); without them it says so and exits 0 unless `--strict`: the interpreted fold is the same code.
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     except (Exception, SystemExit) as exc:  # setuptools reports a compiler error as SystemExit
         print(f"native.build: the fold was not compiled ({type(exc).__name__}: {exc}); it runs interpreted")
         return 1 if args.strict else 0
-    print(f"native.build: compiled {len(native.COMPILED)} modules of {native.PACKAGE} into {native.NATIVE_DIR}")
+    built = ", ".join(f"{len(names)} of {package}" for package, names in native.COMPILED.items())
+    print(f"native.build: compiled {built} into {native.NATIVE_DIR}")
     return 0
 
 

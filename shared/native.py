@@ -1,9 +1,10 @@
 """The telemetry fold compiled with mypyc, used when a build matches the sources exactly.
 
-`native/build.py` (run by `make setup` and before `azd deploy`) compiles the modules of `shared/telemetry`
-listed in `COMPILED` into C extensions under `.native/`, with a manifest of the interpreter's extension suffix
-and a digest of the sources it was built from (all of `shared/`: `inputs`). `shared/telemetry/__init__.py` calls
-`use_compiled` as the package is imported: the compiled modules shadow the sources only when the manifest matches
+`native/build.py` (run by `make setup` and before `azd deploy`) compiles the modules listed in `COMPILED` (the
+fold in `shared/telemetry`, the geofence index it looks positions up in) into C extensions under `.native/`, with a
+manifest of the interpreter's extension suffix and a digest of the sources it was built from (all of `shared/`:
+`inputs`). Each of those packages' `__init__.py` calls `use_compiled` as the package is imported: the compiled
+modules shadow the sources only when the manifest matches
 this interpreter and these sources byte for byte, so an edit, a build for another Python or platform, or no build
 at all silently means the interpreted fold (the same code, slower: docs/performance.md, "Compiled fold"). The
 setting `TELEMETRY_COMPILED=false` turns the compiled fold off without a redeploy.
@@ -29,30 +30,36 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 NATIVE_DIR: Final = ROOT / ".native"
 MANIFEST: Final = NATIVE_DIR / "manifest.json"
 PACKAGE: Final = "shared/telemetry"
-# The fold's hot path. Not compiled: catalogue (subclasses a builtin, which mypyc cannot), and what runs once
-# per process (runtime, tuning) or per batch around the fold (job_pool).
-COMPILED: Final = (
-    "alerts",
-    "contract",
-    "documents",
-    "gaps",
-    "geofencing",
-    "history",
-    "ingest",
-    "motion",
-    "privacy",
-    "signals",
-    "travel_ping",
-    "trips",
-    "vehicle",
-    "vehicle_cache",
-)
+GEOFENCES: Final = "shared/geofences"
+# Per package, the modules compiled. The fold's hot path: not catalogue (subclasses a builtin, which mypyc cannot),
+# nor what runs once per process (runtime, tuning) or per batch around the fold (job_pool). Of the geofences, what
+# a position is looked up in (index, geometry); not model (parses the API's input: compiled, its declared types
+# would be checked as it runs, turning a bad request's clear error into a TypeError), store, service (I/O).
+COMPILED: Final[dict[str, tuple[str, ...]]] = {
+    PACKAGE: (
+        "alerts",
+        "contract",
+        "documents",
+        "gaps",
+        "geofencing",
+        "history",
+        "ingest",
+        "motion",
+        "privacy",
+        "signals",
+        "travel_ping",
+        "trips",
+        "vehicle",
+        "vehicle_cache",
+    ),
+    GEOFENCES: ("geometry", "index"),
+}
 SETTING: Final = "TELEMETRY_COMPILED"
 GROUP: Final = "carlink_fold"  # mypyc's runtime library, holding all the compiled code: `.native/carlink_fold__mypyc.*`
 
 
 def sources() -> list[Path]:
-    return [ROOT / PACKAGE / f"{name}.py" for name in COMPILED]
+    return [ROOT / package / f"{name}.py" for package, names in COMPILED.items() for name in names]
 
 
 def inputs() -> list[Path]:
@@ -88,9 +95,9 @@ def usable() -> bool:
     return isinstance(built, dict) and built == manifest()
 
 
-def use_compiled(package_path: list[str]) -> bool:
-    """Put the compiled modules first on the package's path (and the build's runtime library on sys.path) when
-    they are wanted and usable; True if so."""
+def use_compiled(package_path: list[str], package: str) -> bool:
+    """Put the compiled modules of `package` (its dotted name) first on its path (and the build's runtime library
+    on sys.path) when they are wanted and usable; True if so."""
     if not wanted() or not usable():
         return False
     added = str(NATIVE_DIR) not in sys.path
@@ -105,11 +112,15 @@ def use_compiled(package_path: list[str]) -> bool:
             sys.path.remove(str(NATIVE_DIR))
         logging.getLogger(__name__).warning("compiled fold not loadable (%s): running it interpreted", exc)
         return False
-    package_path.insert(0, str(NATIVE_DIR / PACKAGE))
+    package_path.insert(0, str(NATIVE_DIR / package.replace(".", "/")))
     return True
 
 
 def active() -> bool:
-    """Whether the fold running in this process is the compiled one (for the benchmark and the logs)."""
-    vehicle = sys.modules.get("shared.telemetry.vehicle")
-    return vehicle is not None and not str(getattr(vehicle, "__file__", "")).endswith(".py")
+    """Whether the fold running in this process is the compiled one, all of it (for the benchmark and the logs):
+    a module of each compiled package, as imported, is an extension."""
+    for package, names in COMPILED.items():
+        module = sys.modules.get(f"{package.replace('/', '.')}.{names[0]}")
+        if module is None or str(getattr(module, "__file__", "")).endswith(".py"):
+            return False
+    return True

@@ -12,7 +12,7 @@ from typing import Final
 
 EARTH_RADIUS_M: Final = 6_371_008.8  # mean radius (IUGG)
 METRES_PER_DEGREE_LAT: Final = 111_320.0
-METRES_PER_DEGREE: Final = EARTH_RADIUS_M * math.pi / 180  # on haversine's sphere
+METRES_PER_DEGREE: Final[float] = EARTH_RADIUS_M * math.pi / 180  # on haversine's sphere
 # The flat-earth distance at the mean latitude is within FLAT_MARGIN of haversine's for the circles a geofence may
 # be (<= 100 km) away from the poles; points nearer the poles always take haversine.
 FLAT_MARGIN: Final = 0.01

@@ -38,8 +38,8 @@ DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CLOCK: Final = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
 
 
-_FLAT_MAX_LAT: Final = geo.FLAT_MAX_LAT
-_METRES_PER_DEGREE: Final = geo.METRES_PER_DEGREE
+_FLAT_MAX_LAT: Final[float] = geo.FLAT_MAX_LAT
+_METRES_PER_DEGREE: Final[float] = geo.METRES_PER_DEGREE
 _cos, _radians = math.cos, math.radians
 _LAST_OF_MINUTE: Final = dt.timedelta(seconds=59, microseconds=999_999)
 _MAX_MINUTES: Final = 1024

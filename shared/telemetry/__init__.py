@@ -5,4 +5,4 @@ The fold's modules run compiled (mypyc) when a build of exactly these sources ex
 
 from shared.native import use_compiled
 
-use_compiled(__path__)
+use_compiled(__path__, __name__)

@@ -16,7 +16,8 @@ from shared import native
 def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A stand-in build directory with a manifest of the current sources."""
     out = tmp_path / ".native"
-    (out / native.PACKAGE).mkdir(parents=True)
+    for package in native.COMPILED:
+        (out / package).mkdir(parents=True)
     monkeypatch.setattr(native, "NATIVE_DIR", out)
     monkeypatch.setattr(native, "MANIFEST", out / "manifest.json")
     (out / "manifest.json").write_text(json.dumps(native.manifest()), "utf-8")
@@ -32,9 +33,13 @@ def test_a_build_of_these_sources_is_used_first(build: Path, monkeypatch: pytest
     (build / f"{LIBRARY}.py").write_text("", "utf-8")  # stands in for mypyc's runtime library
     path = ["/the/sources"]
     monkeypatch.setattr("sys.path", ["/x"])
-    assert native.use_compiled(path)
-    assert path == [str(build / native.PACKAGE), "/the/sources"]
+    assert native.use_compiled(path, "shared.telemetry")
+    assert path == [str(build / "shared/telemetry"), "/the/sources"]
     assert sys.path == ["/x", str(build)]  # appended: mypyc's runtime library shadows nothing
+    geofences = ["/the/geofences"]
+    assert native.use_compiled(geofences, "shared.geofences")  # the second package: the library is loaded once
+    assert geofences == [str(build / "shared/geofences"), "/the/geofences"]
+    assert sys.path == ["/x", str(build)]
 
 
 def test_a_build_that_cannot_load_here_is_not_used(
@@ -46,7 +51,7 @@ def test_a_build_that_cannot_load_here_is_not_used(
     (build / f"{LIBRARY}.py").write_text("raise ImportError('GLIBC_2.99 not found')\n", "utf-8")
     path = ["/the/sources"]
     monkeypatch.setattr("sys.path", ["/x"])
-    assert not native.use_compiled(path)
+    assert not native.use_compiled(path, "shared.telemetry")
     assert path == ["/the/sources"]
     assert sys.path == ["/x"]
     assert "running it interpreted" in caplog.text
@@ -73,7 +78,7 @@ def test_any_other_build_is_ignored(build: Path, monkeypatch: pytest.MonkeyPatch
         manifest.write_text(json.dumps(written), "utf-8")
     path = ["/the/sources"]
     assert not native.usable()
-    assert not native.use_compiled(path)
+    assert not native.use_compiled(path, "shared.telemetry")
     assert path == ["/the/sources"]
 
 
@@ -116,13 +121,26 @@ def test_turned_off_a_usable_build_is_not_used(build: Path, monkeypatch: pytest.
     monkeypatch.setenv(native.SETTING, "false")
     path = ["/the/sources"]
     assert native.usable()
-    assert not native.use_compiled(path)
+    assert not native.use_compiled(path, "shared.telemetry")
     assert path == ["/the/sources"]
 
 
-def test_every_compiled_module_exists_and_the_rest_of_the_package_is_named() -> None:
-    package = native.ROOT / native.PACKAGE
-    modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
-    assert set(native.COMPILED) <= modules
-    # What stays interpreted, and why, is in shared/native.py's comment: a new module is a decision to make.
-    assert modules - set(native.COMPILED) == {"catalogue", "runtime", "tuning", "job_pool"}
+# What stays interpreted, and why, is in shared/native.py's comment: a new module is a decision to make.
+INTERPRETED = {
+    "shared/telemetry": {"catalogue", "runtime", "tuning", "job_pool"},
+    "shared/geofences": {"model", "service", "store"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(native.COMPILED))
+def test_every_compiled_module_exists_and_the_rest_of_the_package_is_named(package: str) -> None:
+    modules = {p.stem for p in (native.ROOT / package).glob("*.py")} - {"__init__"}
+    assert set(native.COMPILED[package]) <= modules
+    assert modules - set(native.COMPILED[package]) == INTERPRETED[package]
+
+
+@pytest.mark.parametrize("package", sorted(native.COMPILED))
+def test_each_compiled_package_asks_for_its_build(package: str) -> None:
+    # Without the call in its __init__.py a package's compiled modules are built but never used.
+    init = (native.ROOT / package / "__init__.py").read_text("utf-8")
+    assert "use_compiled(__path__, __name__)" in init
