@@ -228,32 +228,35 @@ class GapMessage:
     size: int
 
 
-_SHIFTED_SECONDS: dict[tuple[str, int], str] = {}
+_SHIFTED: dict[tuple[str, int], str] = {}
+_SECONDS: Final = frozenset(f":{n:02d}" for n in range(60))  # ":00" to ":59"
 _MILLIS: Final = frozenset(f".{n:03d}Z" for n in range(1000))  # ".000Z" to ".999Z": one set lookup, no regex
 
 
 def _latest_allowed(enqueued: str, max_skew_ms: int) -> str:
-    """`shift_time(enqueued, max_skew_ms)`, memoised per second of enqueued time when the skew is whole seconds.
+    """`shift_time(enqueued, max_skew_ms)`, memoised per minute of enqueued time when the skew is whole minutes
+    (the default, MAX_CLOCK_SKEW_SECONDS 300), else per second when it is whole seconds.
 
-    A batch's enqueued times fall within a few seconds, and a shift by whole seconds leaves ".mmmZ" as it is,
-    so one datetime round trip serves every message enqueued in the same second.
+    A batch's enqueued times fall within a few seconds (a catch-up's within minutes), and a shift by whole minutes
+    leaves ":SS.mmmZ" as it is (by whole seconds ".mmmZ"), so one datetime round trip serves every message enqueued
+    in the same minute (second).
     """
     millis = enqueued[19:]
     if max_skew_ms % 1000 or len(enqueued) != 24 or millis not in _MILLIS:
         return shift_time(enqueued, max_skew_ms)
-    key = (enqueued[:19], max_skew_ms)
-    head = _SHIFTED_SECONDS.get(key)
+    cut = 16 if max_skew_ms % 60_000 == 0 and enqueued[16:19] in _SECONDS else 19
+    key = (enqueued[:cut], max_skew_ms)
+    head = _SHIFTED.get(key)
     if head is None:
         shifted = shift_time(enqueued, max_skew_ms)
-        if len(shifted) != 24:  # only fixed-width results split cleanly into second and millis
+        if len(shifted) != 24:  # only fixed-width results split cleanly into minute, second and millis
             return shifted
-        if len(_SHIFTED_SECONDS) >= 4096:
-            _SHIFTED_SECONDS.clear()
-        head = _SHIFTED_SECONDS[key] = shifted[:19]
-    return head + millis
+        if len(_SHIFTED) >= 4096:
+            _SHIFTED.clear()
+        head = _SHIFTED[key] = shifted[:cut]
+    return head + enqueued[cut:]
 
 
-_SECONDS: Final = frozenset(f":{n:02d}" for n in range(60))  # ":00" to ":59"
 _MINUTES: set[str] = set()  # "YYYY-MM-DDTHH:MM" prefixes parse_time accepted in canonical timestamps
 
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.containers import partition_keys
-from shared.device_messages import DeadLetter, DeviceMessage, parse_time
+from shared.device_messages import DeadLetter, DeviceMessage, parse_time, shift_time
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry import contract, ingest
 from shared.telemetry.catalogue import SignalRule, compile_check, default_catalogue, plain_range
@@ -312,6 +312,22 @@ def test_canonical_time_is_parse_time(value: dt.datetime, damage: str, at: int) 
     assert contract._canonical_time(text) == parse_time(text)  # its minute now known
     broken = text[:at] + damage + text[at + len(damage) :]
     assert contract._canonical_time(broken) == parse_time(broken)
+
+
+@given(
+    st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9998, 12, 30), timezones=st.just(dt.UTC)),
+    st.sampled_from([300_000, 60_000, 3_600_000, 86_400_000, 90_000, 1_000, 0, 1_500, 59_999]),
+    st.integers(min_value=-120_000, max_value=120_000),
+)
+@settings(max_examples=500)
+def test_the_latest_allowed_time_is_the_enqueued_time_shifted(value: dt.datetime, skew_ms: int, later_ms: int) -> None:
+    # Memoised per minute (whole-minute skews) or second (whole seconds): the first call fills the memo, the
+    # second reads it, the third is another time of the same minute or the next ones (across days and years).
+    enqueued = iso(0, value)
+    assert contract._latest_allowed(enqueued, skew_ms) == shift_time(enqueued, skew_ms)
+    assert contract._latest_allowed(enqueued, skew_ms) == shift_time(enqueued, skew_ms)
+    other = shift_time(enqueued, later_ms)
+    assert contract._latest_allowed(other, skew_ms) == shift_time(other, skew_ms)
 
 
 @pytest.mark.interpreted  # monkeypatches / subclasses what the compiled fold reads natively
