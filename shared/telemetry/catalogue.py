@@ -284,6 +284,18 @@ def plain_range(rule: SignalRule) -> PlainRange | None:
     return None if bounds is None else (float, *bounds)
 
 
+ANY_TEXT: Final[frozenset[str]] = frozenset()
+
+
+def plain_text(rule: SignalRule) -> frozenset[str] | None:
+    """The strings a scalar string rule accepts unchanged are those of at most MAX_STRING_LENGTH characters in
+    this set, or any such string when it is ANY_TEXT (empty: an `allowed` list is never empty); None for other
+    rules. Like `plain_range`, so a hot loop accepts the usual string without calling the rule."""
+    if rule.is_array or rule.base != "string":
+        return None
+    return rule.allowed or ANY_TEXT
+
+
 class Catalogue:
     """Signal path → rule. `validate` is the hot path of ingestion: one dict lookup and one rule call."""
 
@@ -292,6 +304,8 @@ class Catalogue:
         self.licence = licence
         self._checks: dict[str, Checker] = {}
         self._ranges: dict[str, PlainRange] = {}
+        self._texts: dict[str, frozenset[str]] = {}
+        self._lists: set[str] = set()
 
     def __contains__(self, path: object) -> bool:
         return path in self.rules
@@ -309,6 +323,16 @@ class Catalogue:
         """`plain_range` of the rules compiled so far (filled with `checks`), by path."""
         return self._ranges
 
+    @property
+    def texts(self) -> dict[str, frozenset[str]]:
+        """`plain_text` of the string rules compiled so far, by path."""
+        return self._texts
+
+    @property
+    def lists(self) -> set[str]:
+        """The array rules compiled so far: each accepts an empty list unchanged (`SignalRule.check`)."""
+        return self._lists
+
     def validate(self, path: str, value: Any) -> tuple[Any, Rejection | None]:
         check = self._checks.get(path)
         if check is None:
@@ -319,6 +343,11 @@ class Catalogue:
             plain = plain_range(rule)
             if plain is not None:
                 self._ranges[path] = plain
+            text = plain_text(rule)
+            if text is not None:
+                self._texts[path] = text
+            if rule.is_array:
+                self._lists.add(path)
         return check(value)
 
     @classmethod

@@ -26,7 +26,15 @@ from typing import Any, Final, cast
 import orjson
 
 from shared.device_messages import DeadLetter, DeviceMessage, parse_time, shift_time
-from shared.telemetry.catalogue import CLOCK_SKEW, PARTIAL, BadItem, Catalogue, Rejection, default_catalogue
+from shared.telemetry.catalogue import (
+    CLOCK_SKEW,
+    MAX_STRING_LENGTH,
+    PARTIAL,
+    BadItem,
+    Catalogue,
+    Rejection,
+    default_catalogue,
+)
 from shared.telemetry.documents import HistoryEntry, HistorySample, RejectedValue
 
 STREAM: Final = "telemetry"
@@ -466,7 +474,7 @@ def _decode_fast(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue)
     if epoch is not None and (not 0 < len(epoch) <= MAX_EPOCH_CHARS or epoch.strip(HEX)):
         return None
     latest_allowed = _latest_allowed(enqueued, max_skew_ms)
-    checks, ranges = catalogue.checks, catalogue.ranges
+    checks, ranges, texts, lists = catalogue.checks, catalogue.ranges, catalogue.texts, catalogue.lists
     samples: list[Sample] = []
     for raw_sample in raw_samples:
         ts = _canonical_time(raw_sample.ts)
@@ -475,9 +483,20 @@ def _decode_fast(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue)
             return None
         accepted: dict[str, Any] = {}
         for path, value in raw_signals.items():
+            # What the rule returns for the usual values, without the call: a number in its plain range
+            # (catalogue.plain_range), a short string it allows (plain_text), an empty list for an array.
             plain = ranges.get(path)
             if plain is not None and type(value) is plain[0] and plain[1] <= value <= plain[2]:
-                accepted[path] = value  # what the rule returns for it, without the call (catalogue.plain_range)
+                accepted[path] = value
+                continue
+            kind = type(value)
+            if kind is str:
+                allowed = texts.get(path)
+                if allowed is not None and len(value) <= MAX_STRING_LENGTH and (not allowed or value in allowed):
+                    accepted[path] = value
+                    continue
+            elif kind is list and not value and path in lists:
+                accepted[path] = value  # a fresh list from the decoder: the rule would return an equal new one
                 continue
             check = checks.get(path)
             if check is None:

@@ -25,7 +25,7 @@ from shared.containers import partition_keys
 from shared.device_messages import DeadLetter, DeviceMessage, parse_time, shift_time
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry import contract, ingest
-from shared.telemetry.catalogue import SignalRule, compile_check, default_catalogue, plain_range
+from shared.telemetry.catalogue import SignalRule, compile_check, default_catalogue, plain_range, plain_text
 from shared.telemetry.contract import GapMessage, TelemetryMessage
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import iso
@@ -278,6 +278,29 @@ def test_plain_range_agrees_with_the_rule_on_any_number(path: str, value: float 
         assert norm is value
     else:
         assert reason is not None
+
+
+@given(
+    st.sampled_from(sorted(CATALOGUE.rules)),
+    st.one_of(
+        st.text(max_size=300),
+        st.sampled_from(["", "x" * 256, "x" * 257, "ON", "OFF", "on", "P0301", "\u0661"]),
+        st.sampled_from(sorted({v for r in CATALOGUE.rules.values() for v in r.allowed or ()})),
+        st.just([]),
+    ),
+)
+@settings(max_examples=1000)
+def test_plain_text_and_empty_lists_agree_with_the_rule(path: str, value: str | list[Any]) -> None:
+    rule = CATALOGUE.rules[path]
+    norm, reason = compile_check(rule)(value)
+    text = plain_text(rule)
+    if type(value) is str and text is not None:
+        if len(value) <= 256 and (not text or value in text):
+            assert (norm, reason) == (value, None)
+        else:
+            assert reason is not None
+    if value == [] and rule.is_array:
+        assert (norm, reason) == ([], None)
 
 
 def test_fast_path_takes_the_usual_message_and_leaves_the_rest() -> None:
