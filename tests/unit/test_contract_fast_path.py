@@ -337,6 +337,13 @@ def test_canonical_time_is_parse_time(value: dt.datetime, damage: str, at: int) 
     assert contract._canonical_time(broken) == parse_time(broken)
 
 
+def test_the_remembered_minutes_start_as_none() -> None:
+    # Before any minute is remembered (and after), a text shaped like a canonical time is parsed, not taken.
+    for text in ("\0" * 16 + ":00.000Z", "2026-13-01T00:00:00.000Z", "2026-12-06T24:00:00.000Z"):
+        assert contract._canonical_time(text) is None
+    assert contract._Recent().ts_minute not in {"", "\0"}
+
+
 @given(
     st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9998, 12, 30), timezones=st.just(dt.UTC)),
     st.sampled_from([300_000, 60_000, 3_600_000, 86_400_000, 90_000, 1_000, 0, 1_500, 59_999]),
