@@ -9,7 +9,12 @@ this interpreter and these sources byte for byte, so an edit, a build for anothe
 at all silently means the interpreted fold (the same code, slower: docs/performance.md, "Compiled fold"). The
 setting `TELEMETRY_COMPILED=false` turns the compiled fold off without a redeploy.
 
-Light on purpose (hashlib, json, sysconfig, logging): it runs at the import of `shared.telemetry`, so on cold start.
+Decided once per process (`_decided`), at the first of those packages' imports: the compiled fold calls the
+compiled index natively, so a process must never mix a compiled package with an interpreted one (as a build
+swapped in, a source edited or the setting changed between two imports would otherwise make it).
+
+Light on purpose (hashlib, json, sysconfig, logging): it runs at the import of `shared.telemetry` or
+`shared.geofences`, so on cold start.
 """
 
 from __future__ import annotations
@@ -95,9 +100,23 @@ def usable() -> bool:
     return isinstance(built, dict) and built == manifest()
 
 
+_decided: bool | None = None  # whether this process runs the build: set by the first `use_compiled`
+
+
 def use_compiled(package_path: list[str], package: str) -> bool:
     """Put the compiled modules of `package` (its dotted name) first on its path (and the build's runtime library
-    on sys.path) when they are wanted and usable; True if so."""
+    on sys.path) when they are wanted, usable and loadable; True if so. The first call decides for the process:
+    later ones follow it (the compiled packages call each other natively)."""
+    global _decided
+    if _decided is None:
+        _decided = _load()
+    if _decided:
+        package_path.insert(0, str(NATIVE_DIR / package.replace(".", "/")))
+    return _decided
+
+
+def _load() -> bool:
+    """Whether the build is wanted and usable, with its runtime library loaded (and on sys.path) if so."""
     if not wanted() or not usable():
         return False
     added = str(NATIVE_DIR) not in sys.path
@@ -112,7 +131,6 @@ def use_compiled(package_path: list[str], package: str) -> bool:
             sys.path.remove(str(NATIVE_DIR))
         logging.getLogger(__name__).warning("compiled fold not loadable (%s): running it interpreted", exc)
         return False
-    package_path.insert(0, str(NATIVE_DIR / package.replace(".", "/")))
     return True
 
 

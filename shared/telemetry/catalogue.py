@@ -289,11 +289,11 @@ ANY_TEXT: Final[frozenset[str]] = frozenset()
 
 def plain_text(rule: SignalRule) -> frozenset[str] | None:
     """The strings a scalar string rule accepts unchanged are those of at most MAX_STRING_LENGTH characters in
-    this set, or any such string when it is ANY_TEXT (empty: an `allowed` list is never empty); None for other
-    rules. Like `plain_range`, so a hot loop accepts the usual string without calling the rule."""
+    this set, or any such string when it is ANY_TEXT (no `allowed`); None for other rules, and for one allowing
+    nothing (then the rule decides). Like `plain_range`, so a hot loop accepts the usual string without a call."""
     if rule.is_array or rule.base != "string":
         return None
-    return rule.allowed or ANY_TEXT
+    return ANY_TEXT if rule.allowed is None else (rule.allowed or None)
 
 
 class Catalogue:

@@ -247,14 +247,13 @@ _NEVER: Final = "\0" * 25  # longer than the 24 characters both prefix tests tak
 class _Recent:
     """The last minute each memo below answered: most of a batch's messages were enqueued, and their samples
     taken, in the same minute, and a prefix test costs less than a memo's key and lookup (a native class when
-    compiled: its attributes are plain fields)."""
+    compiled: its attributes are plain fields). Each is replaced whole, never half (one attribute)."""
 
-    __slots__ = ("shift_head", "shift_minute", "shift_skew", "ts_minute")
+    __slots__ = ("shift", "ts_minute")
 
     def __init__(self) -> None:
-        self.shift_minute = _NEVER  # enqueued[:16] of the last whole-minute shift
-        self.shift_skew = -1
-        self.shift_head = ""  # that minute shifted
+        # enqueued[:16] of the last whole-minute shift, its skew, that minute shifted
+        self.shift: tuple[str, int, str] = (_NEVER, -1, "")
         self.ts_minute = _NEVER  # the last canonical minute `_canonical_time` accepted
 
 
@@ -269,15 +268,15 @@ def _latest_allowed(enqueued: str, max_skew_ms: int) -> str:
     leaves ":SS.mmmZ" as it is (by whole seconds ".mmmZ"), so one datetime round trip serves every message enqueued
     in the same minute (second).
     """
-    recent = _RECENT
+    minute, skew, shifted_minute = _RECENT.shift
     if (
-        max_skew_ms == recent.shift_skew
-        and enqueued.startswith(recent.shift_minute)
+        max_skew_ms == skew
+        and enqueued.startswith(minute)
         and len(enqueued) == 24
         and enqueued[19:] in _MILLIS
         and enqueued[16:19] in _SECONDS
     ):
-        return recent.shift_head + enqueued[16:]
+        return shifted_minute + enqueued[16:]
     millis = enqueued[19:]
     if max_skew_ms % 1000 or len(enqueued) != 24 or millis not in _MILLIS:
         return shift_time(enqueued, max_skew_ms)
@@ -292,7 +291,7 @@ def _latest_allowed(enqueued: str, max_skew_ms: int) -> str:
             _SHIFTED.clear()
         head = _SHIFTED[key] = shifted[:cut]
     if cut == 16:
-        recent.shift_minute, recent.shift_skew, recent.shift_head = key[0], max_skew_ms, head
+        _RECENT.shift = (key[0], max_skew_ms, head)
     return head + enqueued[cut:]
 
 

@@ -303,6 +303,14 @@ def test_plain_text_and_empty_lists_agree_with_the_rule(path: str, value: str | 
         assert (norm, reason) == ([], None)
 
 
+def test_a_string_rule_allowing_nothing_is_left_to_the_rule() -> None:
+    # from_json never builds one (an empty list is None there), but a rule allowing nothing accepts nothing.
+    rule = SignalRule("Vehicle.X", "string", False, None, None, frozenset(), None)
+    assert plain_text(rule) is None
+    assert compile_check(rule)("x")[1] is not None
+    assert plain_text(SignalRule("Vehicle.X", "string", False, None, None, None, None)) == frozenset()
+
+
 def test_fast_path_takes_the_usual_message_and_leaves_the_rest() -> None:
     _warm()
     signals = {"Vehicle.Speed": 50.5, "Vehicle.IsMoving": True, "Vehicle.Diagnostics.DTCList": []}
@@ -342,6 +350,7 @@ def test_the_remembered_minutes_start_as_none() -> None:
     for text in ("\0" * 16 + ":00.000Z", "2026-13-01T00:00:00.000Z", "2026-12-06T24:00:00.000Z"):
         assert contract._canonical_time(text) is None
     assert contract._Recent().ts_minute not in {"", "\0"}
+    assert contract._Recent().shift[0] not in {"", "\0"}
 
 
 @given(

@@ -20,6 +20,7 @@ def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (out / package).mkdir(parents=True)
     monkeypatch.setattr(native, "NATIVE_DIR", out)
     monkeypatch.setattr(native, "MANIFEST", out / "manifest.json")
+    monkeypatch.setattr(native, "_decided", None)  # as in a new process
     (out / "manifest.json").write_text(json.dumps(native.manifest()), "utf-8")
     return out
 
@@ -80,6 +81,23 @@ def test_any_other_build_is_ignored(build: Path, monkeypatch: pytest.MonkeyPatch
     assert not native.usable()
     assert not native.use_compiled(path, "shared.telemetry")
     assert path == ["/the/sources"]
+
+
+def test_the_first_package_decides_for_the_process(build: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The compiled fold calls the compiled index natively: a build usable by the time the second package is
+    # imported (swapped in, the setting changed) must not give a process one package compiled, one not.
+    monkeypatch.setenv(native.SETTING, "false")
+    telemetry = ["/the/sources"]
+    assert not native.use_compiled(telemetry, "shared.telemetry")
+    monkeypatch.delenv(native.SETTING)
+    monkeypatch.delitem(sys.modules, LIBRARY, raising=False)
+    (build / f"{LIBRARY}.py").write_text("", "utf-8")
+    monkeypatch.setattr("sys.path", ["/x"])
+    assert native.usable()
+    geofences = ["/the/geofences"]
+    assert not native.use_compiled(geofences, "shared.geofences")
+    assert geofences == ["/the/geofences"]
+    assert sys.path == ["/x"]
 
 
 @pytest.mark.parametrize("edited", ["shared/telemetry/vehicle.py", "shared/geofences/index.py", "pyproject.toml"])
