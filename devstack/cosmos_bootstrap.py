@@ -17,6 +17,7 @@ def indexing_policy(container: dict[str, Any]) -> dict[str, Any]:
         "automatic": True,
         "includedPaths": [{"path": p} for p in container["includedPaths"]],
         "excludedPaths": [{"path": "/*"}, {"path": '/"_etag"/?'}],
+        "compositeIndexes": container["compositeIndexes"],
     }
 
 

@@ -176,6 +176,7 @@ def test_cosmos_containers_come_from_the_shared_json(main_bicep: Bicep, module_o
     assert accessor(params["name"]) == "container.name"
     assert accessor(params["partitionKeyPath"]) == "container.partitionKey"
     assert accessor(params["includedPaths"]) == "container.includedPaths"
+    assert accessor(params["compositeIndexes"]) == "container.compositeIndexes"
     ttl = json.dumps(params["defaultTtl"])
     assert "containerTtlOverrides" in ttl
     assert "defaultTtl" in ttl
@@ -187,6 +188,7 @@ def test_cosmos_containers_come_from_the_shared_json(main_bicep: Bicep, module_o
     assert indexing["indexingMode"] == "consistent"
     assert indexing["excludedPaths"] == [{"path": "/*"}]
     assert indexing["includedPaths"] == "indexedPaths"
+    assert indexing["compositeIndexes"] == "compositeIndexes"
     assert accessor(loop_source(container.variables["indexedPaths"]["value"])) == "includedPaths"
 
 
@@ -200,6 +202,27 @@ def test_every_json_container_has_a_partition_key_and_index_paths() -> None:
         assert container["partitionKey"].startswith("/"), container["name"]
         assert container["includedPaths"], container["name"]
         assert container["defaultTtl"] is None or container["defaultTtl"] >= -1, container["name"]
+        for composite in container["compositeIndexes"]:  # Cosmos DB takes 2 to 8 paths, no wildcard or `/?`
+            assert 2 <= len(composite) <= 8, container["name"]
+            for part in composite:
+                assert set(part) == {"path", "order"}, container["name"]
+                assert part["path"].startswith("/"), container["name"]
+                assert not part["path"].endswith(("/?", "/*")), container["name"]
+                assert part["order"] in ("ascending", "descending"), container["name"]
+
+
+def test_the_brand_cost_query_has_its_composite_index() -> None:
+    # A brand's cars are summed page by page, filtered by brand and ordered by id (shared/cost/rollup.py): without
+    # a (brandId, id) composite index every page scans other brands' cars in id order (RU grows with the fleet).
+    from shared.cost import rollup
+
+    query = rollup.BRAND_COST_PAGE
+    assert "c.brandId = @brand" in query
+    assert query.rstrip().endswith("ORDER BY c.id")
+    (vehicles,) = [c for c in shared_json("cosmos_containers.json")["containers"] if c["name"] == "vehicles"]
+    assert [{"path": "/brandId", "order": "ascending"}, {"path": "/id", "order": "ascending"}] in vehicles[
+        "compositeIndexes"
+    ]
 
 
 # ---- IoT Hub routes, Event Hubs, consumer groups, queues ----

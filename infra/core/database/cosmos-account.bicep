@@ -9,7 +9,7 @@ param location string
 @description('Optional. Tags of the account. Defaults to {}.')
 param tags object = {}
 
-@description('Required. Database name and containers, the content of shared/cosmos_containers.json: { database, containers: [{ name, partitionKey, defaultTtl, includedPaths }] }.')
+@description('Required. Database name and containers, the content of shared/cosmos_containers.json: { database, containers: [{ name, partitionKey, defaultTtl, includedPaths, compositeIndexes }] }.')
 param definition object
 
 @description('Optional. Capacity mode: serverless (pay per request, ~0 at idle) or autoscale provisioned throughput shared by the database\'s containers. Defaults to serverless.')
@@ -87,6 +87,7 @@ module containers 'cosmos-container.bicep' = [for container in definition.contai
     name: container.name
     partitionKeyPath: container.partitionKey
     includedPaths: container.includedPaths
+    compositeIndexes: container.compositeIndexes
     enableTtl: contains(containerTtlOverrides, container.name) || container.defaultTtl != null
     defaultTtl: contains(containerTtlOverrides, container.name) ? containerTtlOverrides[container.name] : (container.defaultTtl ?? -1)
   }

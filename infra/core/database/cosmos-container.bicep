@@ -15,6 +15,9 @@ param partitionKeyPath string
 @description('Required. Paths to index, e.g. [\'/vehicleId/?\']; everything else is excluded.')
 param includedPaths array
 
+@description('Required. Composite indexes, each a list of { path, order } (a filter property, then the ORDER BY one); [] for none.')
+param compositeIndexes array
+
 @description('Optional. Turn time to live on for the container. Defaults to false.')
 param enableTtl bool = false
 
@@ -58,6 +61,7 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
             path: '/*'
           }
         ]
+        compositeIndexes: compositeIndexes
       }
     }, enableTtl ? {
       defaultTtl: defaultTtl
