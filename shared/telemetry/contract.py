@@ -518,23 +518,21 @@ def _decode_fast(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue)
         raw_signals = raw_sample.signals
         if ts is None or ts > latest_allowed or not raw_signals:
             return None
-        accepted: dict[str, Any] = {}
+        # Every signal accepted (else the reference decides), so the decoded dict (fresh, and only this one) becomes
+        # the sample's: a value the rule normalises is replaced in place (the same keys: no resize while iterating).
         for path, value in raw_signals.items():
             # What the rule returns for the usual values, without the call: a number in its plain range
             # (catalogue.plain_range), a short string it allows (plain_text), an empty list for an array.
             plain = ranges.get(path)
             if plain is not None and type(value) is plain[0] and plain[1] <= value <= plain[2]:
-                accepted[path] = value
                 continue
             kind = type(value)
             if kind is str:
                 allowed = texts.get(path)
                 if allowed is not None and len(value) <= MAX_STRING_LENGTH and (not allowed or value in allowed):
-                    accepted[path] = value
                     continue
             elif kind is list and not value and path in lists:
-                accepted[path] = value  # a fresh list from the decoder: the rule would return an equal new one
-                continue
+                continue  # a fresh list from the decoder: the rule would return an equal new one
             check = checks.get(path)
             if check is None:
                 return None
@@ -544,8 +542,9 @@ def _decode_fast(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue)
             kind = type(norm)
             if (kind is int and not _INT_LOW <= norm <= _INT_HIGH) or (kind is list and norm and _wide(norm)):
                 return None
-            accepted[path] = norm
-        samples.append(Sample(ts, accepted, {}, False, 0))
+            if norm is not value:
+                raw_signals[path] = norm
+        samples.append(Sample(ts, raw_signals, {}, False, 0))
     return TelemetryMessage(
         message, message.device_id, seq, enqueued, message.sequence_number, samples, len(body), epoch
     )
