@@ -302,10 +302,12 @@ class Catalogue:
     def __init__(self, rules: dict[str, SignalRule], licence: str) -> None:
         self.rules = rules
         self.licence = licence
-        self._checks: dict[str, Checker] = {}
-        self._ranges: dict[str, PlainRange] = {}
-        self._texts: dict[str, frozenset[str]] = {}
-        self._lists: set[str] = set()
+        # Filled by `validate` as each path is first seen; plain attributes, not properties: the decode's hot loop
+        # reads them once per message (a property would be a call each).
+        self.checks: dict[str, Checker] = {}  # the rules compiled so far, by path: a hot loop may call them
+        self.ranges: dict[str, PlainRange] = {}  # `plain_range` of those rules
+        self.texts: dict[str, frozenset[str]] = {}  # `plain_text` of the string rules among them
+        self.lists: set[str] = set()  # the array rules among them: each accepts an empty list unchanged
 
     def __contains__(self, path: object) -> bool:
         return path in self.rules
@@ -313,41 +315,21 @@ class Catalogue:
     def __len__(self) -> int:
         return len(self.rules)
 
-    @property
-    def checks(self) -> dict[str, Checker]:
-        """The rules compiled so far, by path (filled by `validate`): a hot loop may call them directly."""
-        return self._checks
-
-    @property
-    def ranges(self) -> dict[str, PlainRange]:
-        """`plain_range` of the rules compiled so far (filled with `checks`), by path."""
-        return self._ranges
-
-    @property
-    def texts(self) -> dict[str, frozenset[str]]:
-        """`plain_text` of the string rules compiled so far, by path."""
-        return self._texts
-
-    @property
-    def lists(self) -> set[str]:
-        """The array rules compiled so far: each accepts an empty list unchanged (`SignalRule.check`)."""
-        return self._lists
-
     def validate(self, path: str, value: Any) -> tuple[Any, Rejection | None]:
-        check = self._checks.get(path)
+        check = self.checks.get(path)
         if check is None:
             rule = self.rules.get(path)
             if rule is None:
                 return value, UNKNOWN_SIGNAL
-            check = self._checks[path] = compile_check(rule)
+            check = self.checks[path] = compile_check(rule)
             plain = plain_range(rule)
             if plain is not None:
-                self._ranges[path] = plain
+                self.ranges[path] = plain
             text = plain_text(rule)
             if text is not None:
-                self._texts[path] = text
+                self.texts[path] = text
             if rule.is_array:
-                self._lists.add(path)
+                self.lists.add(path)
         return check(value)
 
     @classmethod

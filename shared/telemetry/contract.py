@@ -362,7 +362,8 @@ def decode_any(
     The usual message (v1 telemetry, every signal accepted) takes `_decode_fast`; anything else, and anything the
     fast path is not sure of, takes `decode_reference`, so every bad input gets the reference's answer.
     """
-    catalogue = catalogue or default_catalogue()
+    if catalogue is None:  # not `or`: that would call Catalogue.__len__ per message (and replace an empty one)
+        catalogue = default_catalogue()
     try:
         fast = _decode_fast(message, max_clock_skew_ms, catalogue)
     except Exception as exc:  # a fast-path bug (or msgspec missing) must cost speed, not the message
@@ -390,7 +391,7 @@ def decode_reference(
     """`decode_any` without its fast path: orjson and the contract's checks by hand, the reference every answer of
     the fast path is tested against (tests/unit/test_contract_fast_path.py). Never raises."""
     try:
-        return _decode(message, max_clock_skew_ms, catalogue or default_catalogue())
+        return _decode(message, max_clock_skew_ms, default_catalogue() if catalogue is None else catalogue)
     except _Invalid as bad:
         return DeadLetter(STREAM, bad.reason, bad.detail, message)
     except Exception as unexpected:  # a decoder bug must not lose the batch: dead-letter and carry on

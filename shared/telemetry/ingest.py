@@ -206,7 +206,7 @@ class TelemetryIngestor:
         self._brand_settings: dict[str, tuple[object, IngestionSettings]] = {}
         self.dead_letters = dead_letters
         self.settings = settings or IngestionSettings()
-        self.catalogue = catalogue or default_catalogue()
+        self.catalogue = default_catalogue() if catalogue is None else catalogue
         self.cache = cache if cache is not None else VehicleCache()
         self._pool = JobPool(concurrency)
 
