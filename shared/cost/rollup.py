@@ -31,7 +31,7 @@ from shared.cost.view import BrandCostSum
 from shared.device_messages import canonical_time
 from shared.stores.base import Document, DocumentStore
 from shared.telemetry.vehicle import ERASED
-from shared.tenancy.documents import COST_SNAPSHOT_DOC_ID, KIND_BRAND, KIND_COST_SNAPSHOT
+from shared.tenancy.documents import BRAND_DOC_ID, COST_SNAPSHOT_DOC_ID, KIND_BRAND, KIND_COST_SNAPSHOT
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +136,16 @@ async def brand_cost_now(store: DocumentStore, brand_id: str, now: dt.datetime, 
 
     Calls that find the snapshot stale at once in one process share one summation (`_summed_once`); two
     instances refreshing at once both scan and both upsert the same deterministic id with figures as of their own
-    clocks: harmless (the later write wins; either is a correct sum), it costs one extra scan. A brand without a
-    metered car keeps no snapshot (a read of an unknown brand leaves nothing behind), so each call scans it: cheap
-    for a brand with few cars, a full scan for a large fleet registered before its first message (not solved)."""
+    clocks: harmless (the later write wins; either is a correct sum), it costs one extra scan. A sum of no metered
+    car is kept only for a registered brand (one point read of its configuration): a large fleet registered before
+    its first message is scanned once per `max_age_s`, not on every call, and an unknown brand leaves nothing."""
     if max_age_s > 0:
         stored = await store.read(TENANCY, brand_id, COST_SNAPSHOT_DOC_ID)
         if stored is not None and _fresh(stored.document, now, max_age_s):
             return {**stored.document["view"], "asOf": stored.document["asOf"]}
     view = await _summed_once(store, brand_id, now)
     as_of = canonical_time(now)
-    if max_age_s > 0 and view["cars"] > 0:
+    if max_age_s > 0 and (view["cars"] > 0 or await store.read(TENANCY, brand_id, BRAND_DOC_ID) is not None):
         await store.upsert(TENANCY, snapshot_document(brand_id, view, as_of))
     return {**view, "asOf": as_of}
 

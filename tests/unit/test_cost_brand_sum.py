@@ -21,7 +21,7 @@ from shared.device_messages import canonical_time
 from shared.stores.base import Document
 from shared.stores.memory import MemoryDocumentStore
 from shared.telemetry.vehicle import ERASED
-from shared.tenancy.documents import COST_SNAPSHOT_DOC_ID, KIND_COST_SNAPSHOT
+from shared.tenancy.documents import BRAND_DOC_ID, COST_SNAPSHOT_DOC_ID, KIND_BRAND, KIND_COST_SNAPSHOT
 from tests.cost_support import RecordingStore
 
 NOW = dt.datetime(2026, 1, 31, 18, 30, tzinfo=dt.UTC)
@@ -217,6 +217,20 @@ async def test_no_snapshot_when_disabled_or_when_the_brand_has_no_metered_car() 
     assert (await rollup.brand_cost_now(store, "nobody", NOW, max_age_s=900))["cars"] == 0
     assert store.of("upsert", TENANCY) == []
     assert await store.read(TENANCY, "nobody", COST_SNAPSHOT_DOC_ID) is None
+
+
+async def test_a_registered_brand_with_no_metered_car_keeps_its_empty_sum() -> None:
+    # A fleet registered before its first message: scanned once per max age, not on every call.
+    store = await brand_of(0)
+    await store.upsert(TENANCY, {"id": BRAND_DOC_ID, "brandId": "e", "kind": KIND_BRAND, "name": "E"})
+    first = await rollup.brand_cost_now(store, "e", NOW, max_age_s=900)
+    assert first["cars"] == 0
+    assert len(store.of("upsert", TENANCY)) == 2  # the brand, then its snapshot
+    store.calls.clear()
+    again = await rollup.brand_cost_now(store, "e", NOW + dt.timedelta(seconds=60), max_age_s=900)
+    assert again == first
+    assert store.of("query", VEHICLES) == []  # one point read
+    assert [c.operation for c in store.calls] == ["read"]
 
 
 async def test_the_daily_rollup_sums_the_brand_by_pages_too(monkeypatch: pytest.MonkeyPatch) -> None:
