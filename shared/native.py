@@ -34,14 +34,14 @@ from shared.settings import setting
 ROOT: Final = Path(__file__).resolve().parent.parent
 NATIVE_DIR: Final = ROOT / ".native"
 MANIFEST: Final = NATIVE_DIR / "manifest.json"
-PACKAGE: Final = "shared/telemetry"
+TELEMETRY: Final = "shared/telemetry"
 GEOFENCES: Final = "shared/geofences"
 # Per package, the modules compiled. The fold's hot path: not catalogue (subclasses a builtin, which mypyc cannot),
 # nor what runs once per process (runtime, tuning) or per batch around the fold (job_pool). Of the geofences, what
 # a position is looked up in (index, geometry); not model (parses the API's input: compiled, its declared types
 # would be checked as it runs, turning a bad request's clear error into a TypeError), store, service (I/O).
 COMPILED: Final[dict[str, tuple[str, ...]]] = {
-    PACKAGE: (
+    TELEMETRY: (
         "alerts",
         "contract",
         "documents",

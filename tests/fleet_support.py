@@ -4,7 +4,7 @@ HTTP application called in process through httpx's ASGI transport (the same app 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,6 +155,14 @@ class Fleet:
 
     async def add_fleet(self, brand_id: str = BRAND, fleet_id: str = FLEET) -> None:
         await add_fleet(self.store, brand_id, fleet_id)
+
+    async def register(self, brand_id: str, fleet_id: str, vehicles: Iterable[str]) -> None:
+        """A new fleet with these cars, registered through the API as its operator would."""
+        await self.add_fleet(brand_id, fleet_id)
+        for vehicle in vehicles:
+            path = f"/api/brands/{brand_id}/fleets/{fleet_id}/vehicles"
+            answer = await self.call("POST", path, body={"vehicleId": vehicle})
+            assert answer.status == 201, answer.body
 
     async def drive(self, vehicle: str, seconds: range, **signals: Any) -> None:
         """Real ingestion: one message per second of `seconds` (seq = second + 1)."""

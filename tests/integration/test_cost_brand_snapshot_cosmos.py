@@ -37,11 +37,7 @@ async def test_the_brand_route_sums_by_pages_then_answers_from_its_snapshot_unti
     start = dt.datetime.now(dt.UTC).replace(hour=9, minute=0, second=0, microsecond=0)
     store = RecordingStore(cosmos_store)
     fleet = Fleet(store=store, now=start)
-    await fleet.add_fleet(brand, "f1")
-    for car in cars:
-        assert (
-            await fleet.call("POST", f"/api/brands/{brand}/fleets/f1/vehicles", body={"vehicleId": car})
-        ).status == 201
+    await fleet.register(brand, "f1", cars)
     clock = {"now": start}
     ingestor = TelemetryIngestor(cosmos_store, fleet.dead_letters, cost=CostMeter(lambda: clock["now"]))
 

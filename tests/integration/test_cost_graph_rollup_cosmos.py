@@ -46,8 +46,7 @@ async def test_a_sync_carries_its_graph_calls_in_cosmos_and_the_car_shows_them(
     brand, car = f"b-{uuid.uuid4().hex[:8]}", f"car-{uuid.uuid4().hex[:8]}"
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     fleet = Fleet(store=cosmos_store, now=now)
-    await fleet.add_fleet(brand, "f1")
-    assert (await fleet.call("POST", f"/api/brands/{brand}/fleets/f1/vehicles", body={"vehicleId": car})).status == 201
+    await fleet.register(brand, "f1", [car])
     user = str(uuid.uuid4())
     link = {"userId": user, "upn": "a@contoso.example", "timeZone": "UTC", "consent": {"calendar": True}}
     await fleet.links.link(car, parse_link(orjson.dumps(link)))
@@ -72,11 +71,7 @@ async def test_the_daily_rollup_writes_one_document_per_brand_and_day_and_the_ro
     brand, cars = f"b-{uuid.uuid4().hex[:8]}", [f"car-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     today = dt.datetime.now(dt.UTC).replace(hour=9, minute=0, second=0, microsecond=0)
     fleet = Fleet(store=cosmos_store, now=today)
-    await fleet.add_fleet(brand, "f1")
-    for car in cars:
-        assert (
-            await fleet.call("POST", f"/api/brands/{brand}/fleets/f1/vehicles", body={"vehicleId": car})
-        ).status == 201
+    await fleet.register(brand, "f1", cars)
     yesterday = today - dt.timedelta(days=1)
     ingestor = TelemetryIngestor(cosmos_store, fleet.dead_letters, cost=CostMeter(lambda: yesterday))
     for seq in (1, 2):
