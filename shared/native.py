@@ -38,8 +38,11 @@ TELEMETRY: Final = "shared/telemetry"
 GEOFENCES: Final = "shared/geofences"
 # Per package, the modules compiled. The fold's hot path: not catalogue (subclasses a builtin, which mypyc cannot),
 # nor what runs once per process (runtime, tuning) or per batch around the fold (job_pool). Of the geofences, what
-# a position is looked up in (index, geometry); not model (parses the API's input: compiled, its declared types
-# would be checked as it runs, turning a bad request's clear error into a TypeError), store, service (I/O).
+# a position is looked up in (index, geometry) and the source the ingestor asks for a car's geofences on every
+# batch (store: its `cached`, an interpreted call per car otherwise; what it parses, the speed limit's request body
+# and stored documents, it takes as `object` or `Any` and checks itself, so no declared type is checked on input);
+# not model (parses the API's input: compiled, its declared types would be checked as it runs, turning a bad
+# request's clear error into a TypeError), nor service (the API's, I/O per request).
 COMPILED: Final[dict[str, tuple[str, ...]]] = {
     TELEMETRY: (
         "alerts",
@@ -57,7 +60,7 @@ COMPILED: Final[dict[str, tuple[str, ...]]] = {
         "vehicle",
         "vehicle_cache",
     ),
-    GEOFENCES: ("geometry", "index"),
+    GEOFENCES: ("geometry", "index", "store"),
 }
 SETTING: Final = "TELEMETRY_COMPILED"
 GROUP: Final = "carlink_fold"  # mypyc's runtime library, holding all the compiled code: `.native/carlink_fold__mypyc.*`
