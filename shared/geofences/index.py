@@ -51,12 +51,25 @@ IN_SUB_CELL: Final = 0
 AT_POSITION: Final = 1
 AT_REST: Final = 2
 MEMO_CARS: Final = 65_536  # cars remembered per index (`GeofenceIndex.last`); beyond, it starts again
-# A car's last lookup: the sub-cell key, how long it holds, the position, the tokens.
-Remembered = tuple[int, int, float, float, "Tokens"]
 # A sub-cell with no shared answer: the geofences covering it whole and those whose boundary crosses it (both by
 # key), the tokens of a position in it that none of the crossing ones contains and that is not moving (or of no
 # curfew), and whether any of them has a curfew.
 SubCell = tuple[tuple[Geofence, ...], tuple[Geofence, ...], Tokens, bool]
+
+
+class Remembered:
+    """A car's last lookup (`geofencing.lookup`): the sub-cell key, how long the answer holds, the position, the
+    tokens. One object per car, updated in place: compiled, its numbers are fields of the object itself, so the
+    fold's check on every message reads one object (a tuple of boxed numbers read four)."""
+
+    __slots__ = ("fine_key", "holds", "lat", "lon", "tokens")
+
+    def __init__(self, fine_key: int, holds: int, lat: float, lon: float, tokens: Tokens) -> None:
+        self.fine_key = fine_key
+        self.holds = holds
+        self.lat = lat
+        self.lon = lon
+        self.tokens = tokens
 
 
 def _cell(value: float) -> int:

@@ -55,6 +55,7 @@ from shared.geofences.index import (
     MAX_INSIDE,
     MEMO_CARS,
     NO_TOKENS,
+    Remembered,
     Tokens,
     VehicleGeofences,
 )
@@ -80,7 +81,11 @@ PRUNE_CLAIMS_ABOVE: Final = 32  # claims of events that left the window are drop
 OPEN: Final = "\uffff"  # a claim's last time while its alert is open: after every time, never pruned
 ENTER, EXIT = "enter", "exit"
 
-PositionSample = tuple[str, float, float, float | None]  # ts, lat, lon, speed km/h (None: not in the sample)
+# ts, lat, lon, speed km/h (None: not in the sample). lat and lon are float objects, typed Any so that a compiled
+# fold keeps the very objects the sample holds (a float-typed item is unboxed and boxed again: two new objects per
+# position sample, which the window would hold apart from the signals'); code that computes with them declares a
+# float first (`vehicle.fold`) or passes them to float parameters.
+PositionSample = tuple[str, Any, Any, float | None]
 Side = dict[tuple[str, str], SideDocument]
 
 
@@ -132,14 +137,14 @@ def lookup(vehicle_id: str, fences: VehicleGeofences, lat: float, lon: float, sp
         return tested(fences, lat, lon, speed, ts)
     fine_key = floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES)
     before = last.get(vehicle_id)
-    if before is not None and before[0] == fine_key:
-        holds = before[1]
+    if before is not None and before.fine_key == fine_key:
+        holds = before.holds
         if holds == IN_SUB_CELL or (
-            lat == before[2]
-            and lon == before[3]
+            lat == before.lat
+            and lon == before.lon
             and (holds == AT_POSITION or speed is None or speed <= CURFEW_SPEED_KMH)
         ):
-            return before[4]
+            return before.tokens
     answers = fences.answers
     assert answers is not None  # as `last`
     tokens = answers.get(floor(lat / CELL_DEGREES) * LON_CELLS + floor(lon / CELL_DEGREES), NO_TOKENS)
@@ -149,9 +154,12 @@ def lookup(vehicle_id: str, fences: VehicleGeofences, lat: float, lon: float, sp
         if tokens is None:
             tokens, holds_for = fences.fleet.sub_lookup(fine_key, lat, lon, speed, ts)
     if holds_for is not None:
-        if len(last) >= MEMO_CARS and vehicle_id not in last:
-            last.clear()
-        last[vehicle_id] = (fine_key, holds_for, lat, lon, tokens)
+        if before is not None:  # updated in place: no allocation, and the fold's next check reads the same object
+            before.fine_key, before.holds, before.lat, before.lon, before.tokens = fine_key, holds_for, lat, lon, tokens
+        else:
+            if len(last) >= MEMO_CARS:
+                last.clear()
+            last[vehicle_id] = Remembered(fine_key, holds_for, lat, lon, tokens)
     elif before is not None:
         last.pop(vehicle_id, None)  # not `del`: the memo may have been cleared since `before` was read
     return tokens

@@ -348,7 +348,16 @@ def fold(
                 lon = sample_signals.get(lon_path)
                 if lon is not None:
                     speed = sample_signals.get(speed_path)
-                    positions.append((ts, float(lat), float(lon), speed))  # float as declared (52 -> 52.0)
+                    # float as declared (52 -> 52.0); a float as is, the object itself: the window shares it with
+                    # the signals (typed Any: a compiled fold unboxes what is typed float and boxes it again into
+                    # the tuple, a new object)
+                    lat_object: Any = lat
+                    if type(lat) is not float:
+                        lat_object = float(lat)
+                    lon_object: Any = lon
+                    if type(lon) is not float:
+                        lon_object = float(lon)
+                    positions.append((ts, lat_object, lon_object, speed))
         if last_seen is None or msg.enqueued_time > last_seen:
             last_seen = msg.enqueued_time
 
@@ -383,19 +392,21 @@ def fold(
             # geofencing.step's steady state inlined (one sample, newer than the window's last): continue from
             # the tip; the tokens are usually the car's last answer (same sub-cell: geofencing.lookup's first
             # case, read here without a call), else the index's.
-            ts, lat, lon, speed = positions[0]
+            ts, lat_value, lon_value, speed = positions[0]
+            lat_deg: float = lat_value  # unboxed to compute with; the window takes the objects (PositionSample)
+            lon_deg: float = lon_value
             memo = geofences.last
             before = memo.get(vehicle_id) if memo is not None else None
             if (
                 before is not None
-                and before[1] == IN_SUB_CELL
-                and before[0] == floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES)
+                and before.holds == IN_SUB_CELL
+                and before.fine_key == floor(lat_deg / FINE_DEGREES) * FINE_LON_CELLS + floor(lon_deg / FINE_DEGREES)
             ):
-                tokens = before[4]
+                tokens = before.tokens
             else:
-                tokens = geofencing.lookup(vehicle_id, geofences, lat, lon, speed, ts)
+                tokens = geofencing.lookup(vehicle_id, geofences, lat_deg, lon_deg, speed, ts)
             previous = window[-1]  # the tip's tokens: the same tuple when nothing changed
-            window += (ts, lat, lon, tokens)
+            window += (ts, lat_value, lon_value, tokens)
             geo = None
             if (
                 tokens is not previous

@@ -227,6 +227,24 @@ def test_private_geofences_are_evaluated_with_the_fleets() -> None:
     assert car.doc["alerts"]["geofence:v:home:geofence_enter"]["name"] == "Home"
 
 
+def test_the_window_holds_the_samples_own_coordinates_and_whole_degrees_as_floats() -> None:
+    """The window keeps the float objects the sample holds (compiled, converting them made two new objects per
+    sample, held apart from the signals'), and a whole number as the float it declares (52 -> 52.0)."""
+    car = Car()
+    car.batch([msg(1, 0, *POINTS[0])])
+    car.batch([msg(2, 10, *POINTS[1])])  # a steady fold: the window's inlined path
+    car.batch([msg(3, 20, *POINTS[2]), msg(4, 30, *POINTS[3])])  # two samples: geofencing.step
+    window, signals = car.doc["geo"]["w"], car.doc["state"]["signals"]
+    assert window[-3] is signals[S.LATITUDE]["value"]
+    assert window[-2] is signals[S.LONGITUDE]["value"]
+    whole = decode(message("car-1", drive(5, 40, lat=52, lon=10, speed=0), enqueued_s=41))
+    assert isinstance(whole, TelemetryMessage)
+    car.batch([whole])
+    latest = car.doc["geo"]["w"][-3:-1]
+    assert [type(x) for x in latest] == [float, float]
+    assert orjson.dumps(latest) == b"[52.0,10.0]"
+
+
 def test_withheld_location_suspends_evaluation_and_says_so() -> None:
     car = Car(VehicleGeofences(GeofenceIndex([fence("a", LAT0, LON0, 300, restricted=True), B])))
     car.batch([msg(1, 0, *POINTS[0]), msg(2, 10, *POINTS[1])])
