@@ -101,6 +101,49 @@ def in_banded(ring: BandedRing, lat: float, lon: float) -> bool:
     return inside
 
 
+class PointTest:
+    """A shape's point test, built once per geofence. Compiled with the index (the shapes of `model` are not: they
+    parse the API's input), so the index's tests of a position call no interpreted code."""
+
+    def contains(self, lat: float, lon: float) -> bool:
+        raise NotImplementedError
+
+
+class CircleTest(PointTest):
+    """Within `radius_m` of the centre by haversine. The squared radius with a margin each way lets a flat-earth
+    distance decide every point clearly in or out (no trigonometry but one cosine), haversine only the rest, so the
+    answer is haversine's."""
+
+    def __init__(self, lat: float, lon: float, radius_m: float) -> None:
+        self.lat = lat
+        self.lon = lon
+        self.radius_m = radius_m
+        self.inner2 = (radius_m * (1 - FLAT_MARGIN)) ** 2
+        self.outer2 = (radius_m * (1 + FLAT_MARGIN)) ** 2
+
+    def contains(self, lat: float, lon: float) -> bool:
+        if -FLAT_MAX_LAT < lat < FLAT_MAX_LAT:
+            d2 = flat_distance2(self.lat, self.lon, lat, lon)
+            if d2 <= self.inner2:
+                return True
+            if d2 >= self.outer2:
+                return False
+        return haversine_m(self.lat, self.lon, lat, lon) <= self.radius_m
+
+
+class PolygonTest(PointTest):
+    """Inside the exterior ring and in none of the holes, each ring banded."""
+
+    def __init__(self, rings: tuple[Ring, ...]) -> None:
+        self.rings = tuple([banded(ring) for ring in rings])
+
+    def contains(self, lat: float, lon: float) -> bool:
+        rings = self.rings
+        if not in_banded(rings[0], lat, lon):
+            return False
+        return len(rings) == 1 or not any(in_banded(hole, lat, lon) for hole in rings[1:])
+
+
 def in_polygon(rings: tuple[Ring, ...], lat: float, lon: float) -> bool:
     """Inside the exterior ring and in none of the holes."""
     if not in_ring(rings[0], lat, lon):

@@ -169,7 +169,7 @@ class GeofenceIndex:
             found = list(covering)
             tested = False
             for box, fence in crossing:
-                if box[0] <= lat <= box[2] and box[1] <= lon <= box[3] and fence.shape.contains(lat, lon):
+                if box[0] <= lat <= box[2] and box[1] <= lon <= box[3] and fence.shape.test.contains(lat, lon):
                     found.append(fence)
                     tested = True
             if tested and covering:
@@ -178,7 +178,7 @@ class GeofenceIndex:
             found = []
         if self._large:
             for box, fence in self._large:
-                if box[0] <= lat <= box[2] and box[1] <= lon <= box[3] and fence.shape.contains(lat, lon):
+                if box[0] <= lat <= box[2] and box[1] <= lon <= box[3] and fence.shape.test.contains(lat, lon):
                     found.append(fence)
             if len(found) > 1:
                 found.sort(key=_by_key)
@@ -204,7 +204,7 @@ class GeofenceIndex:
         covering, crossing, plain, curfews = sub
         found: tuple[Geofence, ...] | list[Geofence] = covering
         if crossing:
-            hits = [fence for fence in crossing if fence.shape.contains(lat, lon)]
+            hits = [fence for fence in crossing if fence.shape.test.contains(lat, lon)]
             if hits:
                 found = sorted((*covering, *hits), key=_by_key) if covering else hits
         moving = curfews and speed is not None and speed > CURFEW_SPEED_KMH
@@ -399,7 +399,7 @@ class VehicleGeofences:
     def containing(self, lat: float, lon: float) -> list[Geofence]:
         found = self.fleet.containing(lat, lon) if self.fleet.geofences else []
         if self.private:
-            found.extend(g for g in self.private if g.shape.contains(lat, lon))
+            found.extend(g for g in self.private if g.shape.test.contains(lat, lon))
             found.sort(key=lambda g: g.key)
         return found
 

@@ -38,9 +38,6 @@ DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CLOCK: Final = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
 
 
-_FLAT_MAX_LAT: Final[float] = geo.FLAT_MAX_LAT
-_METRES_PER_DEGREE: Final[float] = geo.METRES_PER_DEGREE
-_cos, _radians = math.cos, math.radians
 _LAST_OF_MINUTE: Final = dt.timedelta(seconds=59, microseconds=999_999)
 _MAX_MINUTES: Final = 1024
 
@@ -66,29 +63,16 @@ class Circle:
     lat: float
     lon: float
     radius_m: float
-    # Squared radius with a margin each way: a flat-earth distance decides every point clearly in or out (no
-    # trigonometry but one cosine), haversine only the rest, so the answer is haversine's.
-    _inner2: float = field(init=False, compare=False, repr=False)
-    _outer2: float = field(init=False, compare=False, repr=False)
+    test: geo.PointTest = field(init=False, compare=False, repr=False)  # compiled with the index
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_inner2", (self.radius_m * (1 - geo.FLAT_MARGIN)) ** 2)
-        object.__setattr__(self, "_outer2", (self.radius_m * (1 + geo.FLAT_MARGIN)) ** 2)
+        object.__setattr__(self, "test", geo.CircleTest(self.lat, self.lon, self.radius_m))
 
     def bbox(self) -> geo.BBox:
         return geo.circle_bbox(self.lat, self.lon, self.radius_m)
 
     def contains(self, lat: float, lon: float) -> bool:
-        if -_FLAT_MAX_LAT < lat < _FLAT_MAX_LAT:
-            # geo.flat_distance2 inlined (the same expressions, so the same value)
-            dy = (lat - self.lat) * _METRES_PER_DEGREE
-            dx = (lon - self.lon) * _METRES_PER_DEGREE * _cos(_radians((self.lat + lat) / 2))
-            d2 = dx * dx + dy * dy
-            if d2 <= self._inner2:
-                return True
-            if d2 >= self._outer2:
-                return False
-        return geo.haversine_m(self.lat, self.lon, lat, lon) <= self.radius_m
+        return self.test.contains(lat, lon)
 
     def as_json(self) -> dict[str, Any]:
         return {"type": "Circle", "center": [self.lon, self.lat], "radiusM": self.radius_m}
@@ -97,19 +81,16 @@ class Circle:
 @dataclass(frozen=True, slots=True)
 class Polygon:
     rings: tuple[geo.Ring, ...]  # exterior first, then holes; each flat and closed
-    _banded: tuple[geo.BandedRing, ...] = field(init=False, compare=False, repr=False)
+    test: geo.PointTest = field(init=False, compare=False, repr=False)  # compiled with the index
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_banded", tuple(geo.banded(ring) for ring in self.rings))
+        object.__setattr__(self, "test", geo.PolygonTest(self.rings))
 
     def bbox(self) -> geo.BBox:
         return geo.ring_bbox(self.rings[0])
 
     def contains(self, lat: float, lon: float) -> bool:
-        banded = self._banded
-        if not geo.in_banded(banded[0], lat, lon):
-            return False
-        return len(banded) == 1 or not any(geo.in_banded(hole, lat, lon) for hole in banded[1:])
+        return self.test.contains(lat, lon)
 
     def as_json(self) -> dict[str, Any]:
         coordinates = [[[ring[i], ring[i + 1]] for i in range(0, len(ring), 2)] for ring in self.rings]
