@@ -71,6 +71,18 @@ class Remembered:
         self.lon = lon
         self.tokens = tokens
 
+    def answer(self, fine_key: int, lat: float, lon: float, speed: float | None) -> Tokens | None:
+        """The tokens for the car's next position if this answer still holds there, else None: anywhere in the same
+        sub-cell, or at the same position (while not moving, when a curfew is involved)."""
+        if fine_key != self.fine_key:
+            return None
+        holds = self.holds
+        if holds == IN_SUB_CELL or (
+            lat == self.lat and lon == self.lon and (holds == AT_POSITION or speed is None or speed <= CURFEW_SPEED_KMH)
+        ):
+            return self.tokens
+        return None
+
 
 def _cell(value: float) -> int:
     return math.floor(value / CELL_DEGREES)

@@ -45,7 +45,6 @@ from typing import Any, Final
 from shared.containers import ALERTS, GEOFENCE_EVENTS
 from shared.device_messages import compact_time, safe_id
 from shared.geofences.index import (
-    AT_POSITION,
     CELL_DEGREES,
     CURFEW,
     FINE_DEGREES,
@@ -137,14 +136,10 @@ def lookup(vehicle_id: str, fences: VehicleGeofences, lat: float, lon: float, sp
         return tested(fences, lat, lon, speed, ts)
     fine_key = floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES)
     before = last.get(vehicle_id)
-    if before is not None and before.fine_key == fine_key:
-        holds = before.holds
-        if holds == IN_SUB_CELL or (
-            lat == before.lat
-            and lon == before.lon
-            and (holds == AT_POSITION or speed is None or speed <= CURFEW_SPEED_KMH)
-        ):
-            return before.tokens
+    if before is not None:
+        remembered = before.answer(fine_key, lat, lon, speed)
+        if remembered is not None:
+            return remembered
     answers = fences.answers
     assert answers is not None  # as `last`
     tokens = answers.get(floor(lat / CELL_DEGREES) * LON_CELLS + floor(lon / CELL_DEGREES), NO_TOKENS)

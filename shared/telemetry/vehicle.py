@@ -31,7 +31,6 @@ from shared.device_messages import safe_id
 from shared.geofences.index import (
     FINE_DEGREES,
     FINE_LON_CELLS,
-    IN_SUB_CELL,
     NO_GEOFENCES,
     SpeedLimit,
     VehicleGeofences,
@@ -390,19 +389,17 @@ def fold(
             and "suspended" not in geo_state
         ):
             # geofencing.step's steady state inlined (one sample, newer than the window's last): continue from
-            # the tip; the tokens are usually the car's last answer (same sub-cell: geofencing.lookup's first
-            # case, read here without a call), else the index's.
+            # the tip; the tokens are usually the car's last answer (same sub-cell, or same place), else the index's.
             ts, lat_value, lon_value, speed = positions[0]
             lat_deg: float = lat_value  # unboxed to compute with; the window takes the objects (PositionSample)
             lon_deg: float = lon_value
+            # the car's last answer, if it holds here (geofencing.lookup's first case, read here without a call)
             memo = geofences.last
             before = memo.get(vehicle_id) if memo is not None else None
-            if (
-                before is not None
-                and before.holds == IN_SUB_CELL
-                and before.fine_key == floor(lat_deg / FINE_DEGREES) * FINE_LON_CELLS + floor(lon_deg / FINE_DEGREES)
-            ):
-                tokens = before.tokens
+            fine_key = floor(lat_deg / FINE_DEGREES) * FINE_LON_CELLS + floor(lon_deg / FINE_DEGREES)
+            remembered = before.answer(fine_key, lat_deg, lon_deg, speed) if before is not None else None
+            if remembered is not None:
+                tokens = remembered
             else:
                 tokens = geofencing.lookup(vehicle_id, geofences, lat_deg, lon_deg, speed, ts)
             previous = window[-1]  # the tip's tokens: the same tuple when nothing changed
