@@ -69,9 +69,11 @@ def step_alerts(
     opened = skipped = 0
     codes = sample.get(S.DTC_LIST)
     if codes is not None and not codes:  # no codes (most samples): clear the DTC alerts open, if any
-        if active:  # e.g. a car with geofence alerts open: no set to build
-            for key in [k for k in active if k.startswith("dtc:")]:
-                out.append(_clear(active.pop(key), ts))
+        for key in active:  # e.g. a car with geofence alerts open: looked at without building a list
+            if key.startswith("dtc:"):
+                for dtc in [k for k in active if k.startswith("dtc:")]:
+                    out.append(_clear(active.pop(dtc), ts))
+                break
     elif codes is not None:
         present = set(codes)
         for key in [k for k in active if k.startswith("dtc:") and k[4:] not in present]:

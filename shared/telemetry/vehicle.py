@@ -262,7 +262,10 @@ def fold(
         measure_all = False
     measure_above = history.MEASURE_ABOVE_BYTES
     # Position samples for geofences (late ones too: the window re-evaluates), only while there is any to evaluate.
-    positions: list[geofencing.PositionSample] | None = [] if geofences.active or "geo" in doc else None
+    evaluate = geofences.active or "geo" in doc
+    # The first in `position`; a list only when there are more (steady state: one sample, no list per fold).
+    position: geofencing.PositionSample | None = None
+    positions: list[geofencing.PositionSample] | None = None
     lat_path, lon_path, speed_path = S.LATITUDE, S.LONGITUDE, S.SPEED
 
     current_epoch = ingest.get("epoch")
@@ -343,7 +346,7 @@ def fold(
                 state["ts"], state["seq"] = ts, seq
             if ts > cursor:
                 fresh.append((ts, sample_signals, index))
-            if positions is not None and (lat := sample_signals.get(lat_path)) is not None:
+            if evaluate and (lat := sample_signals.get(lat_path)) is not None:
                 lon = sample_signals.get(lon_path)
                 if lon is not None:
                     speed = sample_signals.get(speed_path)
@@ -356,7 +359,12 @@ def fold(
                     lon_object: Any = lon
                     if type(lon) is not float:
                         lon_object = float(lon)
-                    positions.append((ts, lat_object, lon_object, speed))
+                    if position is None:
+                        position = (ts, lat_object, lon_object, speed)
+                    elif positions is None:
+                        positions = [position, (ts, lat_object, lon_object, speed)]
+                    else:
+                        positions.append((ts, lat_object, lon_object, speed))
         if last_seen is None or msg.enqueued_time > last_seen:
             last_seen = msg.enqueued_time
 
@@ -375,22 +383,23 @@ def fold(
     _derive(vehicle_id, doc, fresh, view, side, update, cfg, geofences.speed_limit)
     if fresh:
         ingest["cursor"] = fresh[-1][0]
-    if positions is not None:
+    if evaluate:
         withheld = POSITION in policy.withheld
         geo_state = doc.get("geo")
         if (
-            len(positions) == 1
+            position is not None
+            and positions is None
             and not withheld
             and geo_state is not None
             and (tip := geo_state["tip"]) is not None
             and (window := geo_state.get("w"))  # None in a document written before `w`: step converts it
             and "window" not in geo_state  # both formats (a rollback wrote the old one too): step converts it
-            and positions[0][0] > window[-4]  # the window's last sample's ts (geofencing.STRIDE items a sample)
+            and position[0] > window[-4]  # the window's last sample's ts (geofencing.STRIDE items a sample)
             and "suspended" not in geo_state
         ):
             # geofencing.step's steady state inlined (one sample, newer than the window's last): continue from
             # the tip; the tokens are usually the car's last answer (same sub-cell, or same place), else the index's.
-            ts, lat_value, lon_value, speed = positions[0]
+            ts, lat_value, lon_value, speed = position
             lat_deg: float = lat_value  # unboxed to compute with; the window takes the objects (PositionSample)
             lon_deg: float = lon_value
             # the car's last answer, if it holds here (geofencing.lookup's first case, read here without a call)
@@ -418,7 +427,8 @@ def fold(
             if len(window) > geofencing.WINDOW_MAX_ITEMS:
                 geofencing.evict(geo_state, geofences)
         else:
-            geo = geofencing.step(vehicle_id, doc, positions, geofences, withheld, state["ts"], side)
+            every = positions if positions is not None else [position] if position is not None else []
+            geo = geofencing.step(vehicle_id, doc, every, geofences, withheld, state["ts"], side)
         if geo is not None:
             update.geofence_events, update.geofence_retracted = geo.events, geo.retracted
             update.geofence_too_late, update.geofence_suppressed = geo.too_late, geo.suppressed
