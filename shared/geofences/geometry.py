@@ -65,40 +65,54 @@ def in_ring(ring: Ring, lat: float, lon: float) -> bool:
     return inside
 
 
-# A ring cut into horizontal bands: (min lat, max lat, band height, per band the edges (x1, y1, x2, y2) whose
-# latitude range meets it). A point is tested against its band's edges only: the same answer as `in_ring`, since an
-# edge that can cross the point's horizontal ray spans its latitude and so is listed in its band.
-BandedRing = tuple[float, float, float, tuple[tuple[tuple[float, float, float, float], ...], ...]]
+class Edge:
+    """One edge of a ring, (x1, y1) to (x2, y2) in lon/lat. Compiled, its coordinates are fields of the object: a
+    band's test reads one object per edge, not a tuple and the four float objects it points to."""
+
+    def __init__(self, x1: float, y1: float, x2: float, y2: float) -> None:
+        self.x1 = x1
+        self.y1 = y1
+        self.x2 = x2
+        self.y2 = y2
 
 
-def banded(ring: Ring) -> BandedRing:
-    lat0, _, lat1, _ = ring_bbox(ring)
-    count = max(1, min(MAX_BANDS, len(ring) // 4))
-    height = (lat1 - lat0) / count or 1.0
-    bands: list[list[tuple[float, float, float, float]]] = [[] for _ in range(count)]
-    for i in range(0, len(ring) - 2, 2):
-        x1, y1, x2, y2 = ring[i], ring[i + 1], ring[i + 2], ring[i + 3]
-        lo, hi = _band(min(y1, y2), lat0, height, count), _band(max(y1, y2), lat0, height, count)
-        for b in range(lo, hi + 1):
-            bands[b].append((x1, y1, x2, y2))
-    return lat0, lat1, height, tuple(tuple(b) for b in bands)
+class BandedRing:
+    """A ring cut into horizontal bands, each listing the edges whose latitude range meets it. A point is tested
+    against its band's edges only: the same answer as `in_ring`, since an edge that can cross the point's
+    horizontal ray spans its latitude and so is listed in its band."""
+
+    def __init__(self, ring: Ring) -> None:
+        lat0, _, lat1, _ = ring_bbox(ring)
+        count = max(1, min(MAX_BANDS, len(ring) // 4))
+        height = (lat1 - lat0) / count or 1.0
+        bands: list[list[Edge]] = [[] for _ in range(count)]
+        for i in range(0, len(ring) - 2, 2):
+            x1, y1, x2, y2 = ring[i], ring[i + 1], ring[i + 2], ring[i + 3]
+            edge = Edge(x1, y1, x2, y2)
+            lo, hi = _band(min(y1, y2), lat0, height, count), _band(max(y1, y2), lat0, height, count)
+            for b in range(lo, hi + 1):
+                bands[b].append(edge)
+        self.lat0 = lat0
+        self.lat1 = lat1
+        self.height = height
+        self.bands: tuple[tuple[Edge, ...], ...] = tuple([tuple(b) for b in bands])
+
+    def contains(self, lat: float, lon: float) -> bool:
+        """`in_ring` on the banded ring."""
+        if lat < self.lat0 or lat > self.lat1:
+            return False
+        inside = False
+        bands = self.bands
+        band = int((lat - self.lat0) / self.height)  # _band inlined (lat0 <= lat here: never below 0)
+        for edge in bands[band if band < len(bands) else -1]:
+            y1, y2 = edge.y1, edge.y2
+            if (y1 > lat) != (y2 > lat) and lon < (edge.x2 - edge.x1) * (lat - y1) / (y2 - y1) + edge.x1:
+                inside = not inside
+        return inside
 
 
 def _band(lat: float, lat0: float, height: float, count: int) -> int:
     return min(count - 1, max(0, int((lat - lat0) / height)))
-
-
-def in_banded(ring: BandedRing, lat: float, lon: float) -> bool:
-    """`in_ring` on a banded ring."""
-    lat0, lat1, height, bands = ring
-    if lat < lat0 or lat > lat1:
-        return False
-    inside = False
-    band = int((lat - lat0) / height)  # _band inlined (lat0 <= lat here: never below 0)
-    for x1, y1, x2, y2 in bands[band if band < len(bands) else -1]:
-        if (y1 > lat) != (y2 > lat) and lon < (x2 - x1) * (lat - y1) / (y2 - y1) + x1:
-            inside = not inside
-    return inside
 
 
 class PointTest:
@@ -135,13 +149,13 @@ class PolygonTest(PointTest):
     """Inside the exterior ring and in none of the holes, each ring banded."""
 
     def __init__(self, rings: tuple[Ring, ...]) -> None:
-        self.rings = tuple([banded(ring) for ring in rings])
+        self.rings = tuple([BandedRing(ring) for ring in rings])
 
     def contains(self, lat: float, lon: float) -> bool:
         rings = self.rings
-        if not in_banded(rings[0], lat, lon):
+        if not rings[0].contains(lat, lon):
             return False
-        return len(rings) == 1 or not any(in_banded(hole, lat, lon) for hole in rings[1:])
+        return len(rings) == 1 or not any(hole.contains(lat, lon) for hole in rings[1:])
 
 
 def in_polygon(rings: tuple[Ring, ...], lat: float, lon: float) -> bool:

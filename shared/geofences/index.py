@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from shared.geofences.geometry import EARTH_RADIUS_M, BBox, Ring
+from shared.geofences.geometry import EARTH_RADIUS_M, BBox, PointTest, Ring
 from shared.geofences.model import CURFEW_SPEED_KMH, Circle, Geofence, Polygon
 
 CELL_DEGREES: Final = 0.01
@@ -54,7 +54,7 @@ MEMO_CARS: Final = 65_536  # cars remembered per index (`GeofenceIndex.last`); b
 # A sub-cell with no shared answer: the geofences covering it whole and those whose boundary crosses it (both by
 # key), the tokens of a position in it that none of the crossing ones contains and that is not moving (or of no
 # curfew), and whether any of them has a curfew.
-SubCell = tuple[tuple[Geofence, ...], tuple[Geofence, ...], Tokens, bool]
+SubCell = tuple[tuple[Geofence, ...], tuple[tuple[PointTest, Geofence], ...], Tokens, bool]  # crossing: with tests
 
 
 class Remembered:
@@ -216,7 +216,7 @@ class GeofenceIndex:
         covering, crossing, plain, curfews = sub
         found: tuple[Geofence, ...] | list[Geofence] = covering
         if crossing:
-            hits = [fence for fence in crossing if fence.shape.test.contains(lat, lon)]
+            hits = [fence for test, fence in crossing if test.contains(lat, lon)]
             if hits:
                 found = sorted((*covering, *hits), key=_by_key) if covering else hits
         moving = curfews and speed is not None and speed > CURFEW_SPEED_KMH
@@ -253,7 +253,8 @@ class GeofenceIndex:
 def _sub_cell(covering: tuple[Geofence, ...], crossing: list[Geofence], shared: dict[Tokens, Tokens]) -> SubCell:
     plain = tuple(f.key for f in covering[:MAX_INSIDE])
     curfews = any(f.curfew is not None for f in covering) or any(f.curfew is not None for f in crossing)
-    return covering, tuple(crossing), shared.setdefault(plain, plain), curfews
+    # each crossing geofence with its test: a position's test reads the test, not the geofence, shape and test
+    return covering, tuple([(f.shape.test, f) for f in crossing]), shared.setdefault(plain, plain), curfews
 
 
 def _by_key(fence: Geofence) -> str:
