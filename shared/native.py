@@ -40,7 +40,7 @@ GEOFENCES: Final = "shared/geofences"
 # nor what runs once per process (runtime, tuning) or per batch around the fold (job_pool). Of the geofences, what
 # a position is looked up in (index, geometry) and the source the ingestor asks for a car's geofences on every
 # batch (store: its `cached`, an interpreted call per car otherwise; what it parses, the speed limit's request body
-# and stored documents, it takes as `object` or `Any` and checks itself, so no declared type is checked on input);
+# and stored documents, it takes as `object` or `Any` and checks itself, so no declared type of those is checked);
 # not model (parses the API's input: compiled, its declared types would be checked as it runs, turning a bad
 # request's clear error into a TypeError), nor service (the API's, I/O per request).
 COMPILED: Final[dict[str, tuple[str, ...]]] = {

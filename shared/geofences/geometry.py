@@ -135,6 +135,11 @@ class CircleTest(PointTest):
         self.inner2 = (radius_m * (1 - FLAT_MARGIN)) ** 2
         self.outer2 = (radius_m * (1 + FLAT_MARGIN)) ** 2
 
+    def __reduce__(self) -> tuple[type[CircleTest], tuple[float, float, float]]:
+        """Copied and pickled as its arguments (compiled, the default would make one calling `__init__` with none,
+        so a geofence holding it could not be copied)."""
+        return CircleTest, (self.lat, self.lon, self.radius_m)
+
     def contains(self, lat: float, lon: float) -> bool:
         if -FLAT_MAX_LAT < lat < FLAT_MAX_LAT:
             d2 = flat_distance2(self.lat, self.lon, lat, lon)
@@ -149,7 +154,12 @@ class PolygonTest(PointTest):
     """Inside the exterior ring and in none of the holes, each ring banded."""
 
     def __init__(self, rings: tuple[Ring, ...]) -> None:
+        self.source = rings
         self.rings = tuple([BandedRing(ring) for ring in rings])
+
+    def __reduce__(self) -> tuple[type[PolygonTest], tuple[tuple[Ring, ...]]]:
+        """Copied and pickled as its rings (as `CircleTest`)."""
+        return PolygonTest, (self.source,)
 
     def contains(self, lat: float, lon: float) -> bool:
         rings = self.rings

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 from dataclasses import replace
 from typing import Any
 
@@ -119,6 +121,20 @@ def test_definition_round_trips() -> None:
     assert again == fence
     assert fence.key == "zone"
     assert parse_geofence(raw, geofence_id="home", scope=VehicleScope("car-1")).key == "v:home"
+
+
+def test_geofences_copy_and_pickle_with_their_compiled_tests() -> None:
+    """A geofence holds its shape's point test (compiled with the index): copied or pickled, it is rebuilt from the
+    shape, not from an empty object."""
+    fences = [
+        parse_geofence(circle(10, 52, 500), geofence_id="c", scope=FLEET),
+        parse_geofence(polygon(square(10, 52, 1), square(10.4, 52.4, 0.2)), geofence_id="p", scope=FLEET),
+    ]
+    for fence in fences:
+        for again in (copy.deepcopy(fence), pickle.loads(pickle.dumps(fence))):
+            assert again == fence
+            for lat, lon in [(52.0, 10.0), (52.5, 10.5), (52.001, 10.001), (53.0, 11.0)]:
+                assert again.shape.contains(lat, lon) == fence.shape.contains(lat, lon)
 
 
 def test_curfew_local_time() -> None:
