@@ -32,12 +32,33 @@ async def bootstrap(endpoint: str, key: str, database: str | None = None) -> Non
             kwargs: dict[str, Any] = {}
             if container["defaultTtl"] is not None:
                 kwargs["default_ttl"] = container["defaultTtl"]
-            await db.create_container_if_not_exists(
-                id=container["name"],
-                partition_key=PartitionKey(path=container["partitionKey"]),
-                indexing_policy=indexing_policy(container),
-                **kwargs,
+            partition = PartitionKey(path=container["partitionKey"])
+            policy = indexing_policy(container)
+            proxy = await db.create_container_if_not_exists(
+                id=container["name"], partition_key=partition, indexing_policy=policy, **kwargs
             )
+            # An existing container keeps the policy it was created with: one made before an index was added (a
+            # long-lived COSMOS_ENDPOINT) is brought up to the definition, or the queries that need it fail there.
+            if outdated(await proxy.read(), policy, container["defaultTtl"]):
+                await db.replace_container(proxy, partition_key=partition, indexing_policy=policy, **kwargs)
+
+
+def outdated(properties: dict[str, Any], policy: dict[str, Any], default_ttl: int | None) -> bool:
+    """Whether a container's properties differ from the definition in what bootstrap sets: the paths it indexes,
+    its composite indexes (each path's order ascending unless said) and its default TTL."""
+    current = properties.get("indexingPolicy") or {}
+
+    def composites(indexes: list[list[dict[str, str]]] | None) -> list[list[tuple[str, str]]]:
+        return [[(i["path"], i.get("order", "ascending").lower()) for i in index] for index in indexes or []]
+
+    def paths(entries: list[dict[str, str]] | None) -> set[str]:
+        return {entry["path"] for entry in entries or []}
+
+    return (
+        composites(current.get("compositeIndexes")) != composites(policy["compositeIndexes"])
+        or paths(current.get("includedPaths")) != paths(policy["includedPaths"])
+        or properties.get("defaultTtl") != default_ttl
+    )
 
 
 async def drop_database(endpoint: str, key: str, database: str) -> None:
