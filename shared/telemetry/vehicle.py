@@ -412,7 +412,11 @@ def fold(
             else:
                 tokens = geofencing.lookup(vehicle_id, geofences, lat_deg, lon_deg, speed, ts)
             previous = window[-1]  # the tip's tokens: the same tuple when nothing changed
-            window += (ts, lat_value, lon_value, tokens)
+            # four appends, not `+= (...)`: no tuple made and freed per message
+            window.append(ts)
+            window.append(lat_value)
+            window.append(lon_value)
+            window.append(tokens)
             geo = None
             if (
                 tokens is not previous
