@@ -18,6 +18,10 @@ METRES_PER_DEGREE: Final[float] = EARTH_RADIUS_M * math.pi / 180  # on haversine
 FLAT_MARGIN: Final = 0.01
 FLAT_MAX_LAT: Final = 80.0
 MAX_BANDS: Final = 64
+# A reach (`PointTest.reach`) keeps this far from a boundary: far above the rounding of haversine (~1e-9 m here) and
+# of ray casting (~1e-13 degrees), far below what a position can tell (~1 m).
+REACH_SLACK_M: Final = 0.001
+REACH_SLACK_DEGREES: Final = 1e-9
 
 # (min_lat, min_lon, max_lat, max_lon)
 BBox = tuple[float, float, float, float]
@@ -122,6 +126,12 @@ class PointTest:
     def contains(self, lat: float, lon: float) -> bool:
         raise NotImplementedError
 
+    def reach(self, lat: float, lon: float, area: BBox) -> float:
+        """How far (degrees, each way in latitude and in longitude) a position may move from (lat, lon) within
+        `area` (a rectangle that holds it) with `contains` giving the same answer: a lower bound, 0.0 on or near
+        the boundary. The index's lookups reuse an answer that far (`index.Remembered`)."""
+        raise NotImplementedError
+
 
 class CircleTest(PointTest):
     """Within `radius_m` of the centre by haversine. The squared radius with a margin each way lets a flat-earth
@@ -149,6 +159,13 @@ class CircleTest(PointTest):
                 return False
         return haversine_m(self.lat, self.lon, lat, lon) <= self.radius_m
 
+    def reach(self, lat: float, lon: float, area: BBox) -> float:
+        """The margin to the radius over twice the metres per degree: a position at most `h` degrees away in
+        latitude and in longitude is at most 2h degrees of arc away (along the meridian, then the parallel), and
+        the distance from the centre (haversine's, as `contains`) changes by no more than that."""
+        margin = abs(haversine_m(self.lat, self.lon, lat, lon) - self.radius_m) - REACH_SLACK_M
+        return margin / (2 * METRES_PER_DEGREE) if margin > 0 else 0.0
+
 
 class PolygonTest(PointTest):
     """Inside the exterior ring and in none of the holes, each ring banded."""
@@ -166,6 +183,40 @@ class PolygonTest(PointTest):
         if not rings[0].contains(lat, lon):
             return False
         return len(rings) == 1 or not any(hole.contains(lat, lon) for hole in rings[1:])
+
+    def reach(self, lat: float, lon: float, area: BBox) -> float:
+        """The distance (plain lon/lat, as ray casting) to the nearest edge of any ring that meets `area`, over
+        sqrt 2: the square of that half-side around the position is in the disc no edge enters, so every position
+        in it is on the same side of every boundary. Edges outside `area` cannot be crossed moving within it."""
+        lat0, lon0, lat1, lon1 = area
+        nearest2 = math.inf
+        for ring in self.source:
+            for i in range(0, len(ring) - 2, 2):
+                x1, y1, x2, y2 = ring[i], ring[i + 1], ring[i + 2], ring[i + 3]
+                if (y1 < lat0 and y2 < lat0) or (y1 > lat1 and y2 > lat1):
+                    continue
+                if (x1 < lon0 and x2 < lon0) or (x1 > lon1 and x2 > lon1):
+                    continue
+                d2 = segment_distance2(lon, lat, x1, y1, x2, y2)
+                if d2 < nearest2:
+                    nearest2 = d2
+        if nearest2 == math.inf:
+            return math.inf
+        reach = math.sqrt(nearest2 / 2) - REACH_SLACK_DEGREES
+        return reach if reach > 0 else 0.0
+
+
+def segment_distance2(x: float, y: float, x1: float, y1: float, x2: float, y2: float) -> float:
+    """Squared distance in the plane from (x, y) to the segment (x1, y1)-(x2, y2)."""
+    dx, dy = x2 - x1, y2 - y1
+    length2 = dx * dx + dy * dy
+    t = ((x - x1) * dx + (y - y1) * dy) / length2 if length2 > 0 else 0.0
+    if t < 0.0:
+        t = 0.0
+    elif t > 1.0:
+        t = 1.0
+    ex, ey = x - (x1 + t * dx), y - (y1 + t * dy)
+    return ex * ex + ey * ey
 
 
 def in_polygon(rings: tuple[Ring, ...], lat: float, lon: float) -> bool:

@@ -46,7 +46,8 @@ Cell = tuple[tuple[Geofence, ...], tuple[Entry, ...]]  # covering the whole cell
 Tokens = tuple[str, ...]
 NO_TOKENS: Final[Tokens] = ()
 # How long a lookup's answer holds for the next position of the same car (`GeofenceIndex.sub_lookup`,
-# `geofencing.lookup`): anywhere in the same sub-cell, at the same position, at the same position while not moving.
+# `geofencing.lookup`): anywhere in the same sub-cell; near the same position (within its reach in the sub-cell,
+# `GeofenceIndex.reach`); near it while not moving.
 IN_SUB_CELL: Final = 0
 AT_POSITION: Final = 1
 AT_REST: Final = 2
@@ -58,27 +59,34 @@ SubCell = tuple[tuple[Geofence, ...], tuple[tuple[PointTest, Geofence], ...], To
 
 
 class Remembered:
-    """A car's last lookup (`geofencing.lookup`): the sub-cell key, how long the answer holds, the position, the
-    tokens. One object per car, updated in place: compiled, its numbers are fields of the object itself, so the
-    fold's check on every message reads one object (a tuple of boxed numbers read four)."""
+    """A car's last lookup (`geofencing.lookup`): the sub-cell key, how long the answer holds, the position, how far
+    from it the answer holds (`reach`, degrees each way: 0.0 only there), the tokens. One object per car, updated in
+    place: compiled, its numbers are fields of the object itself, so the fold's check on every message reads one
+    object (a tuple of boxed numbers read four)."""
 
-    __slots__ = ("fine_key", "holds", "lat", "lon", "tokens")
+    __slots__ = ("fine_key", "holds", "lat", "lon", "reach", "tokens")
 
-    def __init__(self, fine_key: int, holds: int, lat: float, lon: float, tokens: Tokens) -> None:
+    def __init__(self, fine_key: int, holds: int, lat: float, lon: float, reach: float, tokens: Tokens) -> None:
         self.fine_key = fine_key
         self.holds = holds
         self.lat = lat
         self.lon = lon
+        self.reach = reach
         self.tokens = tokens
 
     def answer(self, fine_key: int, lat: float, lon: float, speed: float | None) -> Tokens | None:
         """The tokens for the car's next position if this answer still holds there, else None: anywhere in the same
-        sub-cell, or at the same position (while not moving, when a curfew is involved)."""
+        sub-cell, or within `reach` of the position in it (while not moving, when a curfew is involved)."""
         if fine_key != self.fine_key:
             return None
         holds = self.holds
-        if holds == IN_SUB_CELL or (
-            lat == self.lat and lon == self.lon and (holds == AT_POSITION or speed is None or speed <= CURFEW_SPEED_KMH)
+        if holds == IN_SUB_CELL:
+            return self.tokens
+        reach = self.reach
+        if (
+            abs(lat - self.lat) <= reach
+            and abs(lon - self.lon) <= reach
+            and (holds == AT_POSITION or speed is None or speed <= CURFEW_SPEED_KMH)
         ):
             return self.tokens
         return None
@@ -206,8 +214,8 @@ class GeofenceIndex:
     def sub_lookup(
         self, fine_key: int, lat: float, lon: float, speed: float | None, ts: str
     ) -> tuple[Tokens, int | None]:
-        """`sub_tokens`, and for how long the answer holds (`geofencing.lookup` remembers it): AT_POSITION (the
-        same position at any speed and time: no curfew involved), AT_REST (the same position while not moving:
+        """`sub_tokens`, and for how long the answer holds (`geofencing.lookup` remembers it): AT_POSITION (near
+        the same position, `reach`, at any speed and time: no curfew involved), AT_REST (near it while not moving:
         a curfew is involved, the car is not moving) or None (moving where a curfew is involved: speed and time
         decide)."""
         sub = self._subs.get(fine_key)
@@ -232,6 +240,24 @@ class GeofenceIndex:
                 listed.append(fence.key + CURFEW)
         listed.sort()
         return tuple(listed[:MAX_INSIDE]), None
+
+    def reach(self, fine_key: int, lat: float, lon: float) -> float:
+        """How far (degrees each way) a position in a sub-cell with no shared answer may move within it with the
+        same geofences containing it: the least reach of the geofences whose boundary crosses it (`sub_lookup`
+        made the sub-cell's lists). 0.0 on or near a boundary."""
+        sub = self._subs.get(fine_key)
+        if sub is None:
+            return 0.0
+        fi, fj = math.floor(lat / FINE_DEGREES), math.floor(lon / FINE_DEGREES)
+        lat0, lat1 = _bounds(fi, FINE_DEGREES)
+        lon0, lon1 = _bounds(fj, FINE_DEGREES)
+        area = (lat0, lon0, lat1, lon1)
+        reach = math.inf
+        for test, _ in sub[1]:
+            value = test.reach(lat, lon, area)
+            if value < reach:
+                reach = value
+        return reach
 
     def _sub_cell(self, fi: int, fj: int) -> SubCell:
         """A sub-cell's lists from its cell's (those of crossed cells are made with the index): each geofence

@@ -127,10 +127,11 @@ def tokens_at(fences: VehicleGeofences, lat: float, lon: float, speed: float | N
 
 def lookup(vehicle_id: str, fences: VehicleGeofences, lat: float, lon: float, speed: float | None, ts: str) -> Tokens:
     """tokens_at for the car's next sample, remembering its last answer (`VehicleGeofences.last`): a car's next
-    position is usually in the same sub-cell (driving) or the same place (standing), and then the index is not
-    read at all. An answer is reused only where it cannot differ: anywhere in the sub-cell when it is the cell's
-    or the sub-cell's shared answer, at the same position when a boundary crosses the sub-cell, and at the same
-    position while not moving when a curfew is involved (property-tested == tokens_at)."""
+    position is usually in the same sub-cell (driving) or near the same place, and then the index is not read at
+    all. An answer is reused only where it cannot differ: anywhere in the sub-cell when it is the cell's or the
+    sub-cell's shared answer, within its reach (`GeofenceIndex.reach`: no boundary that far) when a boundary
+    crosses the sub-cell, and there only while not moving when a curfew is involved (property-tested ==
+    tokens_at)."""
     last = fences.last
     if last is None:
         return tested(fences, lat, lon, speed, ts)
@@ -140,21 +141,42 @@ def lookup(vehicle_id: str, fences: VehicleGeofences, lat: float, lon: float, sp
         remembered = before.answer(fine_key, lat, lon, speed)
         if remembered is not None:
             return remembered
+    return lookup_missed(vehicle_id, fences, last, before, fine_key, lat, lon, speed, ts)
+
+
+def lookup_missed(
+    vehicle_id: str,
+    fences: VehicleGeofences,
+    last: dict[str, Remembered],
+    before: Remembered | None,
+    fine_key: int,
+    lat: float,
+    lon: float,
+    speed: float | None,
+    ts: str,
+) -> Tokens:
+    """`lookup` once the car's last answer (`before`, read from `last`) does not hold at the position in sub-cell
+    `fine_key`: the index's answer, remembered. The fold calls it after its own check, so nothing is read twice."""
     answers = fences.answers
     assert answers is not None  # as `last`
     tokens = answers.get(floor(lat / CELL_DEGREES) * LON_CELLS + floor(lon / CELL_DEGREES), NO_TOKENS)
     holds_for: int | None = IN_SUB_CELL
+    reach = 0.0
     if tokens is None:
         tokens = fences.fine.get(fine_key)
         if tokens is None:
-            tokens, holds_for = fences.fleet.sub_lookup(fine_key, lat, lon, speed, ts)
+            fleet = fences.fleet
+            tokens, holds_for = fleet.sub_lookup(fine_key, lat, lon, speed, ts)
+            if holds_for is not None:
+                reach = fleet.reach(fine_key, lat, lon)
     if holds_for is not None:
         if before is not None:  # updated in place: no allocation, and the fold's next check reads the same object
-            before.fine_key, before.holds, before.lat, before.lon, before.tokens = fine_key, holds_for, lat, lon, tokens
+            before.fine_key, before.holds, before.lat, before.lon = fine_key, holds_for, lat, lon
+            before.reach, before.tokens = reach, tokens
         else:
             if len(last) >= MEMO_CARS:
                 last.clear()
-            last[vehicle_id] = Remembered(fine_key, holds_for, lat, lon, tokens)
+            last[vehicle_id] = Remembered(fine_key, holds_for, lat, lon, reach, tokens)
     elif before is not None:
         last.pop(vehicle_id, None)  # not `del`: the memo may have been cleared since `before` was read
     return tokens

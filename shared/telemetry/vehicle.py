@@ -398,7 +398,8 @@ def fold(
             and "suspended" not in geo_state
         ):
             # geofencing.step's steady state inlined (one sample, newer than the window's last): continue from
-            # the tip; the tokens are usually the car's last answer (same sub-cell, or same place), else the index's.
+            # the tip; the tokens are usually the car's last answer (same sub-cell, or near the same place), else
+            # the index's (asked without reading the car's answer again).
             ts, lat_value, lon_value, speed = position
             lat_deg: float = lat_value  # unboxed to compute with; the window takes the objects (PositionSample)
             lon_deg: float = lon_value
@@ -409,8 +410,12 @@ def fold(
             remembered = before.answer(fine_key, lat_deg, lon_deg, speed) if before is not None else None
             if remembered is not None:
                 tokens = remembered
+            elif memo is not None:
+                tokens = geofencing.lookup_missed(
+                    vehicle_id, geofences, memo, before, fine_key, lat_deg, lon_deg, speed, ts
+                )
             else:
-                tokens = geofencing.lookup(vehicle_id, geofences, lat_deg, lon_deg, speed, ts)
+                tokens = geofencing.tested(geofences, lat_deg, lon_deg, speed, ts)
             previous = window[-1]  # the tip's tokens: the same tuple when nothing changed
             # four appends, not `+= (...)`: no tuple made and freed per message
             window.append(ts)

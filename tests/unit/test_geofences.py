@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from shared.errors import InvalidRequestError
 from shared.geofences.geometry import haversine_m, in_polygon
-from shared.geofences.index import MAX_INSIDE, GeofenceIndex, VehicleGeofences, brute_force
+from shared.geofences.index import FINE_DEGREES, MAX_INSIDE, GeofenceIndex, VehicleGeofences, brute_force
 from shared.geofences.model import (
     MAX_VERTICES,
     Circle,
@@ -311,6 +311,92 @@ def test_circle_edge_anywhere(lat: float, lon: float, radius: float, bearing: fl
     assert circle_.contains(plat, plon) == (haversine_m(lat, lon, plat, plon) <= radius)
 
 
+def sub_cell_area(lat: float, lon: float) -> tuple[float, float, float, float]:
+    """The rectangle of the sub-cell a position is in, as the index's `reach` takes it."""
+    fi, fj = math.floor(lat / FINE_DEGREES), math.floor(lon / FINE_DEGREES)
+    return (
+        fi * FINE_DEGREES - 1e-9,
+        fj * FINE_DEGREES - 1e-9,
+        (fi + 1) * FINE_DEGREES + 1e-9,
+        (fj + 1) * FINE_DEGREES + 1e-9,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fences(),
+    st.floats(0, 1),
+    st.lists(st.tuples(st.floats(-1, 1), st.floats(-1, 1)), min_size=1, max_size=12),
+    st.lists(st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)), max_size=6),
+)
+def test_a_shape_answers_alike_within_its_reach(
+    geofences: list[Geofence],
+    scale: float,
+    offsets: list[tuple[float, float]],
+    positions: list[tuple[float, float]],
+) -> None:
+    """Every position within a shape's reach (each way, in the sub-cell) of another gets the same answer, near
+    the boundary (a hair either side) and anywhere: the reach is a lower bound, so a lookup may reuse an answer
+    that far."""
+    for fence in geofences:
+        test = fence.shape.test
+        for lat, lon in [*near_boundaries([fence], scale), *positions]:
+            area = sub_cell_area(lat, lon)
+            reach = test.reach(lat, lon, area)
+            assert reach >= 0.0
+            inside = test.contains(lat, lon)
+            for u, v in offsets:
+                there_lat = min(area[2], max(area[0], lat + u * min(reach, 1.0)))
+                there_lon = min(area[3], max(area[1], lon + v * min(reach, 1.0)))
+                assert test.contains(there_lat, there_lon) == inside, (fence.key, lat, lon, reach, u, v)
+
+
+@pytest.mark.parametrize("lat", [0.0, 52.4, 84.0, 89.5, -89.5])
+def test_a_circle_reach_holds_towards_the_poles_and_is_most_of_the_margin(lat: float) -> None:
+    """A circle's reach is sound where degrees of longitude shrink to nothing, and not needlessly small: from
+    100 m inside the edge (along the meridian), a quarter of the margin's degrees of latitude at least."""
+    circle_ = Circle(lat, 10.0, 1_000.0)
+    test = circle_.test
+    start = lat + (1_000.0 - 100.0) / 111_195 * (1 if lat < 89 else -1)
+    area = (start - 0.01, 9.99, start + 0.01, 10.01)
+    reach = test.reach(start, 10.0, area)
+    assert reach > 0.25 * 100.0 / 111_195
+    for u in (-1.0, -0.5, 0.0, 0.5, 1.0):
+        for v in (-1.0, -0.5, 0.0, 0.5, 1.0):
+            assert test.contains(start + u * reach, 10.0 + v * reach)
+
+
+def test_a_polygon_reach_is_the_distance_to_the_nearest_edge_in_the_area() -> None:
+    """Half a diagonal: the square of that half-side around the position stays off every edge; edges outside the
+    area do not count (moving within it cannot cross them)."""
+    ring = tuple(c for point in square(10.0, 52.0, 0.01) for c in point)
+    test = Polygon((ring,)).test
+    reach = test.reach(52.005, 10.002, (51.0, 9.0, 53.0, 11.0))  # 0.002 from the west edge
+    assert reach == pytest.approx(0.002 / math.sqrt(2), abs=1e-8)
+    reach = test.reach(52.005, 10.002, (52.004, 10.001, 52.006, 10.003))  # no edge in the area
+    assert reach == math.inf
+    assert test.reach(52.0, 10.005, (51.0, 9.0, 53.0, 11.0)) == 0.0  # on the south edge
+
+
+def test_a_cars_answer_is_reused_within_its_reach_and_not_beyond() -> None:
+    """100 m inside a depot's edge, in a sub-cell its boundary crosses: the next position 44 m further out reuses
+    the answer (the index is not asked: the remembered position stays), one 111 m out, past the edge in the same
+    sub-cell, is asked again and is outside."""
+    fences = VehicleGeofences(GeofenceIndex([Geofence("depot", "depot", Circle(52.4, 10.8, 1_000.0), FLEET)]))
+    assert fences.last is not None
+    start = 52.4 + 900 / 111_195
+    ts = "2026-12-07T08:00:00.000Z"
+    assert geofencing.lookup("car", fences, start, 10.8, 30.0, ts) == ("depot",)
+    memo = fences.last["car"]
+    assert 0.9 * 100 / (2 * 111_195) < memo.reach < 100 / (2 * 111_195)
+    assert geofencing.lookup("car", fences, start + 0.0004, 10.8, 30.0, ts) == ("depot",)
+    assert fences.last["car"].lat == start  # reused, not asked again
+    outside = start + 0.001
+    assert math.floor(outside / FINE_DEGREES) == math.floor(start / FINE_DEGREES)  # the same sub-cell
+    assert geofencing.lookup("car", fences, outside, 10.8, 30.0, ts) == ()
+    assert fences.last["car"].lat == outside
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     fences(),
@@ -318,7 +404,7 @@ def test_circle_edge_anywhere(lat: float, lon: float, radius: float, bearing: fl
     st.lists(
         st.tuples(
             st.integers(0, 2),  # car
-            st.sampled_from(["elsewhere", "stay", "nudge", "boundary"]),
+            st.sampled_from(["elsewhere", "stay", "nudge", "creep", "reach", "boundary"]),
             st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)),
             st.sampled_from([None, 0.0, 5.0, 30.0]),  # speed: not in the sample, standing, at the threshold, moving
             st.booleans(),  # during the curfew
@@ -334,9 +420,9 @@ def test_a_cars_remembered_answer_equals_the_index(
     moves: list[tuple[int, str, tuple[float, float], float | None, bool, int]],
     scale: float,
 ) -> None:
-    """`geofencing.lookup` (a car's last answer reused in the same sub-cell, or at the same place) gives what
+    """`geofencing.lookup` (a car's last answer reused in the same sub-cell, or within its reach) gives what
     `tokens_at` and `tested` give for every sample of cars that drive, stand still, creep inside a sub-cell and
-    cross boundaries, with and without curfews, moving or not."""
+    across boundaries, with and without curfews, moving or not."""
     curfew = parse_geofence({**circle(10, 52, 50), "curfew": CURFEW_RAW}, geofence_id="g", scope=FLEET).curfew
     geofences = [replace(g, curfew=curfew) if c else g for g, c in zip(geofences, curfews, strict=False)]
     fences = VehicleGeofences(GeofenceIndex(geofences))
@@ -349,8 +435,21 @@ def test_a_cars_remembered_answer_equals_the_index(
             lat, lon = position
         elif move == "nudge":
             lat, lon = lat + (pick % 7 - 3) * 1e-5, lon + (pick % 5 - 2) * 1e-5
-        elif move == "boundary" and near:
+        elif move == "creep":  # 1e-6 to 1e-9 degrees: near a boundary, across it or up to the reach of an answer
+            lat, lon = (
+                lat + (pick % 7 - 3) * 10.0 ** -(6 + pick % 4),
+                lon + (pick % 5 - 2) * 10.0 ** -(6 + pick // 7 % 4),
+            )
+        elif move == "reach" and (memo := fences.last.get(f"car-{car}")) is not None and memo.reach < 1:
+            # to a corner of the square the car's last answer is reused in, in its sub-cell (a boundary may be
+            # just beyond)
+            area = sub_cell_area(lat, lon)
+            lat = min(area[2] - 2e-9, max(area[0] + 2e-9, lat + (1 if pick % 2 else -1) * memo.reach))
+            lon = min(area[3] - 2e-9, max(area[1] + 2e-9, lon + (1 if pick % 4 > 1 else -1) * memo.reach))
+        elif move == "boundary" and near:  # on it, a hair either side, or up to ~100 m off it
             lat, lon = near[pick % len(near)]
+            off = (pick // 7 % 3 - 1) * 10.0 ** -(3 + pick % 5)
+            lat, lon = lat + off, lon + off * (pick // 21 % 3 - 1)
         at[car] = lat, lon
         ts = "2026-12-08T08:00:00.000Z" if during else "2026-12-07T08:00:00.000Z"
         expected = geofencing.tokens_at(fences, lat, lon, speed, ts)
