@@ -74,8 +74,12 @@ class IssuedBy(BaseModel):
 class Delivery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    via: Literal["method", "c2d"] = Field(description="A direct method (connected car) or a queued C2D message.")
+    via: Literal["method", "c2d", "module_twin"] = Field(
+        description="A direct method (connected car or its Edge module), a queued C2D message (the car is away), or "
+        "an entry in the Edge module's twin (the module is away: docs/messages.md)."
+    )
     at: str
+    module: str | None = Field(None, description="The car's Edge module it went to, if it went to one.")
 
 
 class Command(BaseModel):

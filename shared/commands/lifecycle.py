@@ -12,8 +12,9 @@ expiry waits in IoT Hub. `delivered`: the car has it. `confirmed`: the car's nex
 Each transition is timestamped in `transitions`, so the record says what happened when, not only where it ended.
 
 The cloud's view gives way to the car's (the lifecycle tells the truth): if the car reports an outcome for a
-command the cloud already gave up on (expired, or cancelled after the C2D message left), the car's outcome is
-recorded with `late: true` and becomes the status. Nothing else leaves a terminal status.
+command the cloud already gave up on (expired, cancelled after the C2D message left, or failed for want of an
+answer: `no_response`, `no_outcome`), the car's outcome is recorded with `late: true` and becomes the status. Nothing
+else leaves a terminal status.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final
 
+from shared.commands.contract import NO_OUTCOME, NO_RESPONSE
 from shared.device_messages import canonical_time
 from shared.stores.base import Document, strip_system_properties
 
@@ -57,8 +59,10 @@ NEXT: Final[Mapping[Status, frozenset[Status]]] = {
 }
 # Settled: the outcome is known (only `confirmed` may still follow `succeeded`); clients stop following these.
 SETTLED: Final = frozenset(s for s, after in NEXT.items() if not after) | {S.SUCCEEDED}
-# What the car's own report may still change after the cloud gave up (see the module docstring).
+# What the car's own report may still change after the cloud gave up (see the module docstring): these statuses,
+# and `failed` for one of these reasons (the cloud heard nothing; the car may yet say what happened).
 CAR_OVERRIDES: Final = frozenset({S.EXPIRED, S.CANCELLED})
+GAVE_UP: Final = frozenset({NO_RESPONSE, NO_OUTCOME})
 CAR_OUTCOMES: Final = frozenset({S.DELIVERED, S.SUCCEEDED, S.FAILED})
 # Order of progress, so a report that arrives after a later one (delivered after succeeded) changes nothing.
 RANK: Final = {S.ACCEPTED: 0, S.SENT: 1, S.QUEUED: 1, S.DELIVERED: 2}
@@ -85,11 +89,17 @@ def status_of(doc: Mapping[str, Any]) -> Status:
     return Status(doc["status"])
 
 
-def allowed(current: Status, target: Status, by_car: bool = False) -> bool:
-    """Whether `target` may follow `current` (the car's own report may also override a cloud-side end)."""
-    if target in NEXT[current]:
+def allowed(current: Status, target: Status, by_car: bool = False, reason: str | None = None) -> bool:
+    """Whether `target` may follow `current` (`reason`: the current one's); the car's own report may also override
+    a cloud-side end."""
+    if target in NEXT[current] and target != current:
         return True
-    return by_car and current in CAR_OVERRIDES and target in CAR_OUTCOMES
+    return by_car and target in CAR_OUTCOMES and overridable(current, reason)
+
+
+def overridable(current: Status, reason: str | None) -> bool:
+    """Whether the status is the cloud giving up, which the car's own outcome replaces."""
+    return current in CAR_OVERRIDES or (current == S.FAILED and reason in GAVE_UP)
 
 
 def advance(
@@ -103,20 +113,24 @@ def advance(
     """Move the command document to `target` in place (appending the transition); False, unchanged, when the
     lifecycle does not allow it (a replayed or out-of-order report)."""
     current = status_of(doc)
-    if current == target or not allowed(current, target, by_car):
+    current_reason = doc.get("reason")
+    if not allowed(current, target, by_car, current_reason if isinstance(current_reason, str) else None):
         return False
     if target == S.DELIVERED and RANK.get(current, 3) >= RANK[S.DELIVERED]:
         return False
     entry: dict[str, Any] = {"status": target.value, "at": canonical_time(at)}
     if reason:
         entry["reason"] = reason
-    if by_car and current in CAR_OVERRIDES:
+    if by_car and (target == current or target not in NEXT[current]):
         entry["late"] = True
     doc.setdefault("transitions", []).append(entry)
     doc["status"] = target.value
     doc["updatedAt"] = entry["at"]
     if reason is not None or target in (S.FAILED, S.REJECTED, S.EXPIRED):
         doc["reason"] = reason
+    elif target == S.SUCCEEDED and doc.get("reason") is not None:  # the car's late word: no failure left to explain
+        doc["reason"] = None
+        doc.pop("message", None)
     if message is not None:
         doc["message"] = message[:200]
     return True

@@ -322,7 +322,9 @@ class CommandService:
         doc = await self._update(vehicle_id, cid, change)
         if (doc.get("delivery") or {}).get("via") == "c2d":
             await self._tell_car_cancelled(vehicle_id, cid)
-        await self._unqueue_module(vehicle_id, cid, doc)  # the twin can take it back, unlike a C2D queue
+        # the twin can take it back, unlike a C2D queue; if it cannot now, the caller hears so (the module would
+        # still carry it out) and a retried cancel takes it out again
+        await self._unqueue_module(vehicle_id, cid, doc, strict=True)
         return view(doc, caller.principal_id)
 
     # --- delivery ---------------------------------------------------------------------------------------------
@@ -375,7 +377,8 @@ class CommandService:
         except PermanentError as exc:
             return await self._end(vehicle_id, cid, Status.FAILED, reason_of(exc))
         outcome = contract.method_outcome(result.status, result.payload)
-        return await self._settle(vehicle_id, cid, outcome, by_car=False, module=module)
+        # the car's own answer: it wins over what the cloud concluded meanwhile (the sweep's no_response)
+        return await self._settle(vehicle_id, cid, outcome, by_car=True, module=module)
 
     @staticmethod
     def _mark_sent(doc: Document, now: dt.datetime) -> bool:
@@ -407,6 +410,10 @@ class CommandService:
         if stored is None:
             raise NotFoundError(f"command {cid} vanished")
         doc = stored.document
+        if status_of(doc) not in (Status.ACCEPTED, Status.SENT):
+            # another dispatch of it (a redelivered message, the sweep's) queued it, or it was cancelled meanwhile:
+            # queueing it again would send it twice, or back into a module twin a cancel just took it out of
+            return status_of(doc)
         now = self.clock()
         ttl = (expires_at(doc) - now).total_seconds()
         if ttl <= 0:
@@ -433,15 +440,21 @@ class CommandService:
 
         return status_of(await self._update(vehicle_id, cid, queued))
 
-    async def _unqueue_module(self, vehicle_id: str, cid: str, doc: Document) -> None:
-        """Take a command out of the module twin once the car reported it or it was cancelled. Best effort: the
-        module carries out an id once and ignores expired entries, and the next queued command prunes them."""
+    async def _unqueue_module(self, vehicle_id: str, cid: str, doc: Document, strict: bool = False) -> None:
+        """Take a command out of the module twin once the car reported it or it was cancelled. After a report, best
+        effort: the module carries out an id once and ignores expired entries, and the next queued command prunes
+        them. After a cancel (`strict`), IoT Hub's error is raised: the module would still carry it out. A module
+        that no longer exists has nothing to take out."""
         delivery = doc.get("delivery") or {}
         if delivery.get("via") != VIA_MODULE_TWIN or not isinstance(delivery.get("module"), str):
             return
         try:
             await self._module_inbox().remove(vehicle_id, delivery["module"], cid)
+        except DeviceNotFoundError:
+            return
         except FleetError as exc:
+            if strict:
+                raise
             log.info("command %s: not taken out of the module twin: %s", cid, type(exc).__name__)
 
     async def _settle(
@@ -490,17 +503,26 @@ class CommandService:
         """Put the id in the twin's `commands.cancelled` (the newest CANCELLED_IN_TWIN), so the car skips the
         queued C2D message if it arrives after all (IoT Hub cannot withdraw one message from a device's queue)."""
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-        recent = await self.store.query(
-            COMMANDS,
-            CANCELLED_QUERY,
-            {"@v": vehicle_id, "@k": KIND, "@s": Status.CANCELLED.value},
-            partition_key=vehicle_id,
-        )
-        ids = [str(d["id"]) for d in sorted(recent, key=lambda d: str(d.get("updatedAt")))][-CANCELLED_IN_TWIN:]
-        if cid not in ids:
-            ids = [*ids[-(CANCELLED_IN_TWIN - 1) :], cid]
-        if stored is not None:
+        if stored is None:
+            return
+        # The list is written whole, so a cancel of the same car at the same time may write an older one over it:
+        # read again after writing, and write again until what is written is what the store says (the last writer
+        # reads after every cancel written before its write).
+        patched: list[str] | None = None
+        for _ in range(MAX_RETRIES):
+            recent = await self.store.query(
+                COMMANDS,
+                CANCELLED_QUERY,
+                {"@v": vehicle_id, "@k": KIND, "@s": Status.CANCELLED.value},
+                partition_key=vehicle_id,
+            )
+            ids = [str(d["id"]) for d in sorted(recent, key=lambda d: str(d.get("updatedAt")))][-CANCELLED_IN_TWIN:]
+            if cid not in ids:
+                ids = [*ids[-(CANCELLED_IN_TWIN - 1) :], cid]
+            if ids == patched:
+                return
             await self.gateway.patch_desired_if_present(vehicle_id, {"commands": {"cancelled": ids}})
+            patched = ids
 
     # --- the sweep ----------------------------------------------------------------------------------------------
 

@@ -190,6 +190,22 @@ def test_terminal_statuses_stay_terminal_except_for_the_cars_own_word() -> None:
     assert not advance({"status": "rejected"}, Status.SUCCEEDED, T0, by_car=True)
 
 
+@pytest.mark.parametrize("gave_up", [contract.NO_RESPONSE, contract.NO_OUTCOME])
+def test_the_cars_word_replaces_a_failure_the_cloud_concluded_from_silence(gave_up: str) -> None:
+    """`no_response` and `no_outcome` say the cloud heard nothing: a later outcome from the car (its method answer
+    or its report) replaces them, once; a failure the car itself gave stays."""
+    doc: dict[str, Any] = {"status": "failed", "reason": gave_up}
+    assert advance(doc, Status.SUCCEEDED, T0, by_car=True)
+    assert (doc["status"], doc["reason"], doc["transitions"][-1]["late"]) == ("succeeded", None, True)
+    failed: dict[str, Any] = {"status": "failed", "reason": gave_up}
+    assert advance(failed, Status.FAILED, T0, "vehicle_moving", by_car=True)
+    assert (failed["reason"], failed["transitions"][-1]["late"]) == ("vehicle_moving", True)
+    assert not advance(failed, Status.FAILED, T0, "car_failed", by_car=True)  # the car's own word stays
+    assert not advance(failed, Status.SUCCEEDED, T0, by_car=True)
+    assert not advance({"status": "failed", "reason": gave_up}, Status.SUCCEEDED, T0)  # only the car's word
+    assert not advance({"status": "failed", "reason": gave_up}, Status.DELIVERED, T0, by_car=True)
+
+
 def test_a_car_answer_outside_the_contract_is_a_failure_never_a_stuck_command() -> None:
     assert contract.method_outcome(200, {"status": "succeeded"}).succeeded
     assert contract.method_outcome(200, "garbage").reason == contract.INVALID_RESPONSE
@@ -398,6 +414,54 @@ async def test_the_sweep_leaves_nothing_open_for_ever(world: World) -> None:
     assert await world.dispatch_all() == [Status.SUCCEEDED]
     assert (await world.service.get(CAR, lost["commandId"]))["status"] == "succeeded"
     assert await world.service.sweep() == {}
+
+
+async def test_a_car_that_reports_after_the_sweep_gave_up_on_its_answer_is_taken_at_its_word(world: World) -> None:
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
+    world.queue.drain()
+    await world.service._update(CAR, cmd["commandId"], lambda d: advance(d, Status.SENT, world.clock.now))
+    world.clock.advance(200)
+    assert await world.service.sweep() == {"failed": 1}
+    assert await world.service.report(CAR, cmd["commandId"], "succeeded", None, None)
+    got = await world.service.get(CAR, cmd["commandId"])
+    assert (got["status"], got["reason"], got["transitions"][-1]["late"]) == ("succeeded", None, True)
+
+
+async def test_a_second_dispatch_does_not_queue_a_queued_command_again(world: World) -> None:
+    """Two dispatches of one command (a redelivered message, the sweep's) may both pass their first look: the one
+    that finds it queued sends nothing."""
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
+    assert await world.dispatch_all() == [Status.QUEUED]
+    assert await world.service._queue(CAR, cmd["commandId"], None) == Status.QUEUED
+    await world.service.cancel(OPERATOR, CAR, cmd["commandId"])
+    assert await world.service._queue(CAR, cmd["commandId"], None) == Status.CANCELLED
+    assert len(world.gateway.receive(CAR)) == 1
+
+
+async def test_cancels_of_one_car_at_once_keep_every_id_in_the_twin(world: World) -> None:
+    """The twin's `commands.cancelled` is written whole: a cancel whose read missed another cancel written just
+    after it (that one's own write of the list may land first) reads again after writing and writes the list the
+    store holds."""
+    ids = []
+    for key in ("a", "b", "c"):
+        cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, key)
+        ids.append(cmd["commandId"])
+    await world.dispatch_all()
+    for cid in ids:
+        await world.service._update(CAR, cid, lambda d: advance(d, Status.CANCELLED, world.clock.now))
+        world.clock.advance(1)
+    query = world.store.query
+    reads = 0
+
+    async def first_read_before_the_last_cancel(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        found = await query(*args, **kwargs)
+        return [d for d in found if d["id"] != ids[-1]] if reads == 1 else found
+
+    world.store.query = first_read_before_the_last_cancel  # type: ignore[method-assign]
+    await world.service._tell_car_cancelled(CAR, ids[0])
+    assert world.gateway.desired[CAR]["commands"]["cancelled"] == ids
 
 
 async def test_the_cars_late_word_wins_over_an_expiry(world: World) -> None:

@@ -12,11 +12,13 @@ from typing import Any, cast
 import orjson
 import pytest
 
+from shared.api.command_models import Command
 from shared.auth.policy import Role
 from shared.calendar.jobs import MemorySyncQueue
 from shared.commands.service import MODULE_COMMANDS_KEPT, Caller, CommandService, CommandSettings
 from shared.containers import COMMANDS, REQUESTS, VEHICLES, partition_keys
 from shared.device_messages import DeadLetter, DeviceMessage
+from shared.errors import IoTHubError
 from shared.iothub.gateway import MethodResult
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
 from shared.meetings.service import MeetingService
@@ -135,11 +137,21 @@ async def test_a_command_for_a_module_away_waits_in_its_twin_until_reported_or_c
     assert orjson.loads(waiting[first["commandId"]]["body"])["name"] == "lock"
     assert world.gateway.sent == []  # no C2D for the device: nobody would read it
 
+    waiting_view = Command.model_validate(await world.commands.get(CAR, second["commandId"]))  # as the API reads it
+    assert waiting_view.delivery is not None
+    assert (waiting_view.delivery.via, waiting_view.delivery.module) == ("module_twin", MODULE)
+
     assert await world.commands.report(CAR, first["commandId"], "delivered", None, None)
     assert list(world.twin()["commands"]) == [second["commandId"]]  # the module has it: taken out
-    cancelled = await world.commands.cancel(DRIVER, CAR, second["commandId"])
+    world.gateway.answers[CAR] = (503, "ServiceUnavailable")
+    with pytest.raises(IoTHubError):  # the module would still carry it out: the caller hears so ...
+        await world.commands.cancel(DRIVER, CAR, second["commandId"])
+    assert list(world.twin()["commands"]) == [second["commandId"]]
+    del world.gateway.answers[CAR]
+    cancelled = await world.commands.cancel(DRIVER, CAR, second["commandId"])  # ... and a retry takes it out
     assert cancelled["status"] == "cancelled"
     assert world.twin()["commands"] == {}  # unlike a C2D queue, the twin gives it back
+    Command.model_validate(cancelled)
 
 
 async def test_a_full_module_twin_fails_the_next_command_as_queue_full(world: World) -> None:
