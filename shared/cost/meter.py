@@ -5,9 +5,9 @@ accumulator around each car's commit (`open_meter`, a context variable, so the c
 in its own task, never mix), and the store's response hook adds each call's charge to it (`charge`). The charges
 land in the car's vehicle document as its `cost` block, with what else the car cost: IoT Hub messages in 4 KB
 units, the function's CPU time per batch shared over its messages. Nothing is written for the meter alone: a
-write's own charge is known only after the write, so it is carried by the car's *next* write (it waits in the
-cached document). The block keeps today, the month's closed days and the previous day and month: small, because
-the vehicle document's size is itself a cost.
+write's own charge is known only after the write, so it is carried by the car's *next* write (the ingestor keeps
+it for the car, whether or not the car stays cached). The block keeps today, the month's closed days and the
+previous day and month: small, because the vehicle document's size is itself a cost.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ class MessageCost:
     history_bytes: float  # bytes per message that stay stored in Cosmos for the history's retention
     cpu_seconds: float  # function CPU per message (the CPU path's steady rate, MemoryDocumentStore sink)
     message_bytes: float  # the message as the car sends it
+    hub_units: float | None = None  # IoT Hub 4 KB units per message as counted (None: from message_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,9 @@ def car_month(
     fleet_per_s = assume.cars / interval_s
     lines: list[Line] = []
 
-    chunks = max(1, math.ceil(message.message_bytes / IOT_HUB_UNIT_BYTES))
+    # units as counted per message where the meter counted them (a car of 1 KB and 7 KB messages pays 1.5 a
+    # message, not the 1 its average size would say), else from the size
+    chunks = message.hub_units or max(1, math.ceil(message.message_bytes / IOT_HUB_UNIT_BYTES))
     daily = fleet_per_s * 86_400 * chunks
     tier, units, hub_total = min(
         (
@@ -115,7 +118,7 @@ def car_month(
             "IoT Hub",
             f"{units} x {tier.upper()}",
             hub_total / assume.cars,
-            f"{chunks} x 4 KB unit(s) per message, {daily:,.0f} a day for the fleet",
+            f"{chunks:g} x 4 KB unit(s) per message, {daily:,.0f} a day for the fleet",
         )
     )
 

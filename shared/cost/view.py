@@ -51,6 +51,7 @@ def _car_month(period: CostPeriod, now: dt.datetime) -> CarMonth | None:
         history_bytes=per_message,  # the history keeps about what the car sent
         cpu_seconds=period["cpuMs"] / 1000 / messages,
         message_bytes=per_message,
+        hub_units=period["hubUnits"] / messages,
     )
     return car_month(cost, elapsed / messages, _prices())
 
@@ -157,7 +158,9 @@ class BrandCostSum:
                 _sum_into(into, period)
         this_month = month_to_date(cost)  # type: ignore[arg-type]
         _sum_into(self._months, this_month)
-        car = _car_month(this_month, _rate_until(this_month, self._month, self.now))  # as vehicle_cost's monthlyUsd
+        if this_month["on"] != self._month:
+            return  # silent since an earlier month: its estimate is of that month, not of this one's bill
+        car = _car_month(this_month, self.now)  # as vehicle_cost's monthlyUsd
         if car is not None:
             self._usd_total += round(car.total, 4)
             self._usd_cars += 1
@@ -169,8 +172,8 @@ class BrandCostSum:
             "brandId": self.brand_id,
             "estimated": self._estimated,
             "cars": self.cars,
-            "days": [dict(self._days[on]) for on in sorted(self._days, reverse=True)],
-            "months": [dict(self._months[on]) for on in sorted(self._months, reverse=True)],
+            "days": [rounded(self._days[on]) for on in sorted(self._days, reverse=True)],
+            "months": [rounded(self._months[on]) for on in sorted(self._months, reverse=True)],
             "monthlyUsdPerCar": round(self._usd_total / self._usd_cars, 4) if counted else None,
             "monthlyUsdTotal": round(self._usd_total, 4) if counted else None,
             "prices": PRICES,
@@ -186,15 +189,27 @@ def brand_cost(brand_id: str, costs: Iterable[Mapping[str, Any]], now: dt.dateti
 
 
 def _sum_into(into: dict[str, dict[str, Any]], period: Mapping[str, Any]) -> None:
+    """Add a car's period to the brand's of that day or month: unrounded (rounded sums drift with the order and
+    drop what each car adds below the last digit); `rounded` makes the answer."""
     on = str(period.get("on"))
     total = into.setdefault(
         on,
         {"period": on, "cars": 0, "requestUnits": 0.0, "messages": 0, "hubUnits": 0, "bytes": 0, "cpuMs": 0.0},
     )
     total["cars"] += 1
-    total["requestUnits"] = round(total["requestUnits"] + float(period.get("ru", 0.0)), 2)
-    total["cpuMs"] = round(total["cpuMs"] + float(period.get("cpuMs", 0.0)), 2)
+    total["requestUnits"] += float(period.get("ru", 0.0))
+    total["cpuMs"] += float(period.get("cpuMs", 0.0))
     for name in ("messages", "hubUnits", "bytes"):
         total[name] += int(period.get(name, 0))
-    total["requestUnitsPerCar"] = round(total["requestUnits"] / total["cars"], 2)
-    total["messagesPerCar"] = round(total["messages"] / total["cars"], 2)
+
+
+def rounded(total: Mapping[str, Any]) -> dict[str, Any]:
+    """A brand's period as the API answers it: sums rounded once, and per car."""
+    cars = total["cars"]
+    return {
+        **total,
+        "requestUnits": round(total["requestUnits"], 2),
+        "cpuMs": round(total["cpuMs"], 2),
+        "requestUnitsPerCar": round(total["requestUnits"] / cars, 2),
+        "messagesPerCar": round(total["messages"] / cars, 2),
+    }

@@ -64,6 +64,7 @@ from shared.telemetry.vehicle_cache import CachedDocument, VehicleCache
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES: Final = 10
+CARRIED_CARS: Final = 100_000  # cars whose charges an ingestor keeps for their next write (~150 bytes each)
 # One fold commits at most this much payload (as sent), which with the fold's own history budget
 # (history.FOLD_HISTORY_BYTES) keeps the vehicle document under 1 MiB whatever a car sends (docs/data-model.md
 # "Bounds"); catch-up folds of ordinary messages still carry dozens of messages each.
@@ -199,6 +200,9 @@ class TelemetryIngestor:
         cost: CostMeter | None = None,
     ) -> None:
         self.cost = cost  # the cost meter (shared/cost/meter.py): each car's charges carried in its own writes
+        # Per car, the charges its next write carries (a write's own, a read's that wrote nothing, a failed
+        # commit's): held here, not in the cached document, so a car that leaves the cache keeps them.
+        self._carried: dict[str, meter.Charges] = {}
         self.travel = travel  # calendar-aware driving: the driver's agenda job when the car started or moved
         self.store = store
         self.geofences = geofences
@@ -463,8 +467,7 @@ class TelemetryIngestor:
                 if gaps:
                     _fold_gaps(vehicle_id, doc, gaps, cfg, update)
                 if update.document is None:  # all replays: nothing to write, but remember what was read
-                    if doc is not None:
-                        self._charge(doc)  # a read's charge waits for the car's next write; no message counted
+                    self._carry(vehicle_id)  # a read's charge waits for the car's next write; no message counted
                     if cached is not None and doc is not None:
                         self._put_back(vehicle_id, doc, cached)
                     elif doc is not None and etag is not None:
@@ -473,7 +476,8 @@ class TelemetryIngestor:
                 # From here the document is folded: if the write fails it is not put back (a re-read gets it right).
                 document = update.document
                 travel_user = self.travel.due(document) if self.travel is not None else None
-                self._charge(document, messages, update.accepted, update.gaps)  # with the charges so far
+                # with the charges so far and those carried (kept until this write is known to have landed)
+                self._charge(vehicle_id, document, messages, update.accepted, update.gaps)
                 try:
                     if etag is None:
                         etag = await self.store.create(VEHICLES, to_store(document))
@@ -483,6 +487,8 @@ class TelemetryIngestor:
                     report.conflicts += 1
                     self.cache.evict(vehicle_id)
                     continue
+                if self.cost is not None:
+                    self._carried.pop(vehicle_id, None)  # written: the next write carries only what follows
                 outbox = document["ingest"]["outbox"]
                 if outbox:
                     try:
@@ -492,7 +498,7 @@ class TelemetryIngestor:
                         raise
                     # Written: the cached document need not keep it (the next fold replaces it before any write).
                     document["ingest"]["outbox"] = []
-                self._charge(document)  # this write's own charge: carried by the car's next write (docs/cost.md)
+                self._carry(vehicle_id)  # this write's own charge: carried by the car's next write (docs/cost.md)
                 self.cache.put(vehicle_id, document, etag, outbox_written=True)
                 if travel_user is not None and self.travel is not None:
                     await self.travel.request(travel_user)
@@ -501,15 +507,42 @@ class TelemetryIngestor:
             raise StoreError(f"vehicle {vehicle_id}: document kept changing; gave up after {tries} tries")
         finally:
             if token is not None:
+                self._carry(vehicle_id)  # what a failed commit spent (nothing once written: carried there)
                 meter.close_meter(token)
 
-    def _charge(
-        self, document: VehicleDocument, messages: Sequence[TelemetryMessage] = (), accepted: int = 0, gaps: int = 0
-    ) -> None:
-        """Count into the car's `cost` block the charges of its calls so far and its accepted messages (and gap
-        reports): IoT Hub units and bytes as sent, CPU at the last batch's rate. Replays count no message."""
+    def _carry(self, vehicle_id: str) -> None:
+        """Keep the charges of the car's calls so far for its next write (they are then zeroed)."""
         charges = meter.current()
-        if charges is None or self.cost is None or not (charges.ru or accepted or gaps):
+        if charges is None or self.cost is None or not charges.ru:
+            return
+        carried = self._carried.get(vehicle_id)
+        if carried is None:
+            if len(self._carried) >= CARRIED_CARS:  # the oldest go (cars this instance no longer reads, mostly)
+                del self._carried[next(iter(self._carried))]
+            carried = self._carried[vehicle_id] = meter.Charges()
+        carried.ru += charges.ru
+        carried.estimated = carried.estimated or charges.estimated
+        charges.ru, charges.requests = 0.0, 0
+
+    def _charge(
+        self,
+        vehicle_id: str,
+        document: VehicleDocument,
+        messages: Sequence[TelemetryMessage] = (),
+        accepted: int = 0,
+        gaps: int = 0,
+    ) -> None:
+        """Count into the car's `cost` block the charges of its calls so far, those carried from before, and its
+        accepted messages (and gap reports): IoT Hub units and bytes as sent, CPU at the last batch's rate.
+        Replays count no message."""
+        charges = meter.current()
+        if charges is None or self.cost is None:
+            return
+        carried = self._carried.get(vehicle_id)
+        if carried is not None:  # added to this document; dropped once it is written (a retry adds it again)
+            charges.ru += carried.ru
+            charges.estimated = charges.estimated or carried.estimated
+        if not (charges.ru or accepted or gaps):
             return
         units, size = meter.hub_units(messages) if accepted else (0, 0)
         if accepted and accepted < len(messages):  # some were replays: their share only

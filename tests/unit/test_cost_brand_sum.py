@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from shared.containers import TENANCY, VEHICLES, partition_keys
 from shared.cost import rollup
 from shared.cost.meter import month_to_date
-from shared.cost.view import PRICES, BrandCostSum, _sum_into, brand_cost, vehicle_cost
+from shared.cost.view import PRICES, BrandCostSum, _sum_into, brand_cost, rounded, vehicle_cost
 from shared.device_messages import canonical_time
 from shared.stores.base import Document
 from shared.stores.memory import MemoryDocumentStore
@@ -29,7 +29,8 @@ SINCE = ("2025-12-15T08:00:00.000Z", "2026-01-01T00:00:00.000Z", "2026-01-30T12:
 
 
 def reference_brand_cost(brand_id: str, costs: Iterable[Mapping[str, Any]], now: dt.datetime) -> dict[str, Any]:
-    """`view.brand_cost` as it was before the running sum (a list of every car's month, summed at the end)."""
+    """`view.brand_cost` as a list of every car's month, summed at the end: each period's sums rounded once, and
+    only the cars metered this month in its USD (a car silent since an earlier month priced that month)."""
     days: dict[str, dict[str, Any]] = {}
     months: dict[str, dict[str, Any]] = {}
     cars = 0
@@ -45,16 +46,17 @@ def reference_brand_cost(brand_id: str, costs: Iterable[Mapping[str, Any]], now:
             period = cost.get(key)
             if isinstance(period, dict):
                 _sum_into(into, period)
-        _sum_into(months, month_to_date(cost))  # type: ignore[arg-type]
+        this_month = month_to_date(cost)  # type: ignore[arg-type]
+        _sum_into(months, this_month)
         usd = vehicle_cost(cost, now)["monthlyUsd"]  # type: ignore[arg-type]
-        if usd is not None:
+        if usd is not None and this_month["on"] == now.strftime("%Y-%m"):
             monthly.append(usd)
     return {
         "brandId": brand_id,
         "estimated": estimated,
         "cars": cars,
-        "days": [days[on] for on in sorted(days, reverse=True)],
-        "months": [months[on] for on in sorted(months, reverse=True)],
+        "days": [rounded(days[on]) for on in sorted(days, reverse=True)],
+        "months": [rounded(months[on]) for on in sorted(months, reverse=True)],
         "monthlyUsdPerCar": round(sum(monthly) / len(monthly), 4) if monthly else None,
         "monthlyUsdTotal": round(sum(monthly), 4) if monthly else None,
         "prices": PRICES,
@@ -101,6 +103,23 @@ def test_adding_page_by_page_is_adding_car_by_car(rows: list[dict[str, Any]], pa
             total.add(row)
         total.result()  # a look in the middle changes nothing
     assert total.result() == reference_brand_cost("b", rows, NOW)
+
+
+def test_a_brand_counts_what_each_car_adds_below_the_last_digit_and_prices_only_this_months_cars() -> None:
+    """Sums are rounded once: 1,000 cars of 0.004 RU each make 4 RU, not 0 (rounded at each addition, every car
+    added nothing). A car silent since last month shows in last month's totals, not in this month's USD."""
+    tiny = {"on": "2026-01-31", "since": SINCE[2], "ru": 0.004, "messages": 1, "hubUnits": 1, "bytes": 400}
+    tiny |= {"cpuMs": 0.004}
+    rows = [{"cost": {"estimated": True, "day": tiny, "month": {**tiny, "on": "2026-01", "messages": 0}}}] * 1_000
+    answer = brand_cost("b", rows, NOW)
+    assert answer["days"][0]["requestUnits"] == 4.0
+    assert answer["days"][0]["cpuMs"] == 4.0
+    silent = {**tiny, "on": "2025-12-20", "since": SINCE[0], "ru": 900.0, "messages": 100}
+    old = {"cost": {"estimated": True, "day": silent, "month": {**silent, "on": "2025-12", "messages": 0}}}
+    with_silent = brand_cost("b", [*rows, old], NOW)
+    assert with_silent["monthlyUsdTotal"] == answer["monthlyUsdTotal"]
+    assert with_silent["cars"] == 1_001
+    assert [m["period"] for m in with_silent["months"]] == ["2026-01", "2025-12"]
 
 
 def block(messages: int) -> dict[str, Any]:

@@ -69,6 +69,36 @@ async def test_each_car_is_charged_its_own_writes_under_concurrency_carried_by_i
     assert len(sizes) > 1  # the cars really were charged differently
 
 
+class LoggedStore(ChargingStore):
+    """The charging store, also noting which container each charged write went to (in `charged`'s order)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.containers: dict[str, list[str]] = {}
+
+    def _charge(self, document: Any) -> None:
+        super()._charge(document)
+        self.containers.setdefault(str(document.get("vehicleId")), []).append(str(document.get("type")))
+
+
+async def test_a_cars_carried_charges_survive_its_leaving_the_cache() -> None:
+    """A write's own charge waits for the car's next write: in the ingestor, not in the cached document, so a car
+    evicted in between (a working set over the cache, a car that sends once an hour) still has it counted."""
+    store, clock = LoggedStore(), Clock(DAY_1)
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(clock), concurrency=8)
+    await ingestor.ingest(batch(12, 1))
+    for n in range(12):
+        ingestor.cache.evict(f"car-{n}")
+    await ingestor.ingest(batch(12, 2))
+    for n in range(12):
+        car = f"car-{n}"
+        kinds = store.containers[car]
+        last_vehicle_write = len(kinds) - 1 - kinds[::-1].index("vehicle")
+        # everything charged before the stored document's own write: the first batch's writes, the outbox the
+        # second batch wrote again on reading the car back
+        assert abs(cost_of(store, car)["day"]["ru"] - sum(store.charged[car][:last_vehicle_write])) < 0.02
+
+
 async def test_a_replayed_batch_counts_no_message_twice_and_what_it_did_not_write_costs_nothing() -> None:
     store, clock = ChargingStore(), Clock(DAY_1)
     ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(clock))

@@ -82,6 +82,17 @@ def test_iot_hub_takes_the_cheapest_tier_for_the_fleet() -> None:
     assert small.usd == pytest.approx(100 / 1_000)
 
 
+def test_iot_hub_is_priced_by_the_units_counted_not_by_the_average_size() -> None:
+    """A car sending 1 KB and 7 KB messages in turn averages 4 KB (one unit) but pays 1.5 units a message: the
+    meter's count is what is priced."""
+    prices = load_prices()
+    by_size = car_month(MessageCost(6.0, 4096.0, 100e-6, 4096.0), 60.0, prices).lines[0]
+    counted = car_month(MessageCost(6.0, 4096.0, 100e-6, 4096.0, hub_units=1.5), 60.0, prices).lines[0]
+    assert by_size.how.startswith("1 x 4 KB")
+    assert counted.how.startswith("1.5 x 4 KB")
+    assert counted.usd > by_size.usd
+
+
 def test_the_benchmark_prints_ours_beside_naive() -> None:
     figures = {"ru.steady.ours.perMsg": 7.3, "ru.steady.naive.perMsg": 9.9, "cpu.steady.memory.msgsPerS": 10_000.0}
     details = {f"writes.steady.{p}.bytesByContainer": {TELEMETRY: 450.0} for p in ("ours", "naive")}
