@@ -53,3 +53,19 @@ class FixedWindowLimiter:
             except (ConflictError, PreconditionFailedError):
                 continue  # another instance counted first: read its count and try again
         raise RateLimitedError(f"too many concurrent {what}", 1)
+
+    async def give_back(self, partition: str, subject: str, now: dt.datetime) -> None:
+        """Uncount one `take` of this minute's window for a request refused after it (best effort: a lost race
+        re-reads; a window that ended meanwhile has nothing to give back to)."""
+        window = int(now.timestamp()) // WINDOW_SECONDS
+        item_id = safe_id(f"rate:{subject}:{window}")
+        for _ in range(MAX_RACES):
+            stored = await self.store.read(COMMANDS, partition, item_id)
+            count = int(stored.document.get("count", 0)) if stored else 0
+            if stored is None or count <= 0:
+                return
+            try:
+                await self.store.replace(COMMANDS, {**stored.document, "count": count - 1}, stored.etag)
+                return
+            except (ConflictError, PreconditionFailedError):
+                continue

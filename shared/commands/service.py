@@ -63,6 +63,7 @@ from shared.errors import (
     NotFoundError,
     PermanentError,
     PreconditionFailedError,
+    RateLimitedError,
     StateConflictError,
     StoreError,
     UnknownResourceError,
@@ -94,6 +95,11 @@ MODULE_COMMANDS_PROPERTY: Final = "commands"
 MODULE_COMMANDS_KEPT: Final = 12
 MODULE_COMMANDS_MAX_BYTES: Final = 4 * 1024
 NUMERIC_TOLERANCE: Final = 1e-6
+# Every path it filters on is indexed (shared/cosmos_containers.json): open commands of any car, past expiry or idle.
+SWEEP_QUERY: Final = (
+    "SELECT * FROM c WHERE c.kind = @k AND ARRAY_CONTAINS(@open, c.status) AND "
+    "(c.expiresAt <= @now OR c.updatedAt <= @stale)"
+)
 CANCELLED_QUERY: Final = (
     f"SELECT TOP {CANCELLED_IN_TWIN} c.id, c.updatedAt FROM c WHERE c.vehicleId = @v AND c.kind = @k "  # noqa: S608
     "AND c.status = @s ORDER BY c.updatedAt DESC"
@@ -207,16 +213,16 @@ class CommandService:
             return self._retried(existing.document, wanted, caller), False
         vehicle = await self._vehicle(vehicle_id)
         now = self.clock()
-        await self.limiter.take(
-            vehicle_id, f"vehicle:{vehicle_id}", self.settings.per_vehicle_per_minute, now, "commands per car"
-        )
-        await self.limiter.take(
-            f"caller:{caller.principal_id}",
-            f"caller:{caller.principal_id}",
-            self.settings.per_caller_per_minute,
-            now,
-            "commands per caller",
-        )
+        car_slot = (vehicle_id, f"vehicle:{vehicle_id}")
+        caller_slot = (f"caller:{caller.principal_id}", f"caller:{caller.principal_id}")
+        # the caller's slot first: a caller over its limit costs the car none of its own (a driver's command is
+        # not refused because an operator's script keeps retrying); one refused by the car's is given back
+        await self.limiter.take(*caller_slot, self.settings.per_caller_per_minute, now, "commands per caller")
+        try:
+            await self.limiter.take(*car_slot, self.settings.per_vehicle_per_minute, now, "commands per car")
+        except RateLimitedError:
+            await self.limiter.give_back(*caller_slot, now)
+            raise
         doc = self._new(spec, vehicle, cid, filled, wanted, caller, roles, now, ttl_seconds)
         reason = failed_precondition(
             spec, vehicle, await self._speed_limit(vehicle), await self._location_withheld(vehicle)
@@ -226,6 +232,8 @@ class CommandService:
         try:
             await self.store.create(COMMANDS, doc)
         except ConflictError:  # the same retried POST, concurrently: the first one's command stands
+            for slot in (car_slot, caller_slot):  # this one sent nothing: its slots go back
+                await self.limiter.give_back(*slot, now)
             stored = await self.store.read(COMMANDS, vehicle_id, cid)
             if stored is None:
                 raise
@@ -533,8 +541,7 @@ class CommandService:
         stale = canonical_time(now - dt.timedelta(seconds=min(DISPATCH_LOST_SECONDS, self._method_budget())))
         candidates = await self.store.query(
             COMMANDS,
-            "SELECT * FROM c WHERE c.kind = @k AND ARRAY_CONTAINS(@open, c.status) AND "
-            "(c.expiresAt <= @now OR c.updatedAt <= @stale)",
+            SWEEP_QUERY,
             {"@k": KIND, "@open": [s.value for s in OPEN], "@now": canonical_time(now), "@stale": stale},
         )
         for doc in candidates:

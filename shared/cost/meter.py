@@ -23,6 +23,7 @@ from typing import Final, Protocol
 from shared.telemetry.documents import CostPeriod, VehicleCost, VehicleDocument
 
 IOT_HUB_UNIT_BYTES: Final = 4096  # IoT Hub meters device-to-cloud messages in 4 KB units
+RATE_WINDOW_MESSAGES: Final = 100  # messages (of any batches) the CPU rate is measured over, at least
 
 
 @dataclass(slots=True)
@@ -174,19 +175,28 @@ def month_to_date(cost: VehicleCost) -> CostPeriod:
 
 
 class CostMeter:
-    """Ingestion's side of the meter: the billing clock and the CPU time per message of the last batch (a batch's
-    CPU is known only at its end, so each batch's messages are charged at the previous batch's rate)."""
+    """Ingestion's side of the meter: the billing clock and the CPU time per message (a batch's CPU is known only at
+    its end, so messages are charged at the rate measured before them).
+
+    The rate is the process's CPU time over the messages of the batches that ended since the last measurement, at
+    least RATE_WINDOW_MESSAGES of them: one window for the ingestor, not a start time per batch, so batches that
+    overlap (an instance reads several partitions on one event loop) are neither counted twice nor lost, and a
+    one-message batch does not set the rate for the next hundred. `time.process_time` is the whole worker's: the
+    other functions' CPU on the instance (the API, timers) is shared over the messages too (docs/cost.md)."""
 
     def __init__(self, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.clock = clock
         self.now = When.of(clock())
         self.cpu_ms_per_message = 0.0
-        self._started = 0.0
+        self._cpu_mark = time.process_time()
+        self._messages = 0  # ended since the mark
 
     def batch_started(self) -> None:
         self.now = When.of(self.clock())
-        self._started = time.process_time()
 
     def batch_ended(self, messages: int) -> None:
-        if messages:
-            self.cpu_ms_per_message = (time.process_time() - self._started) * 1000 / messages
+        self._messages += messages
+        if self._messages >= RATE_WINDOW_MESSAGES:
+            cpu = time.process_time()
+            self.cpu_ms_per_message = (cpu - self._cpu_mark) * 1000 / self._messages
+            self._cpu_mark, self._messages = cpu, 0

@@ -279,6 +279,22 @@ async def test_rate_limits_per_car_and_per_caller(world: World) -> None:
         await world.service.issue(DRIVER, "car-002", "lock", {}, "c")
 
 
+async def test_a_refused_command_costs_no_one_else_a_slot(world: World) -> None:
+    """A caller over its limit does not use up the car's slots (the driver can still lock the car an operator's
+    script keeps hammering), and a command the car's limit refuses gives the caller's slot back."""
+    world.service.settings = CommandSettings(per_vehicle_per_minute=3, per_caller_per_minute=2)
+    for key in ("a", "b"):
+        await world.service.issue(OPERATOR, CAR, "lock", {}, key)
+    for n in range(5):  # the script retries over its own limit
+        with pytest.raises(RateLimitedError, match="per caller"):
+            await world.service.issue(OPERATOR, CAR, "lock", {}, f"again-{n}")
+    await world.service.issue(DRIVER, CAR, "lock", {}, "mine")  # the car's third slot is still there
+    with pytest.raises(RateLimitedError, match="per car"):
+        await world.service.issue(DRIVER, CAR, "lock", {}, "mine-2")
+    await world.car("car-002")
+    await world.service.issue(DRIVER, "car-002", "lock", {}, "other")  # the refusal above cost the driver nothing
+
+
 async def test_an_unknown_car_is_not_found(world: World) -> None:
     from shared.errors import UnknownResourceError
 
@@ -462,6 +478,19 @@ async def test_cancels_of_one_car_at_once_keep_every_id_in_the_twin(world: World
     world.store.query = first_read_before_the_last_cancel  # type: ignore[method-assign]
     await world.service._tell_car_cancelled(CAR, ids[0])
     assert world.gateway.desired[CAR]["commands"]["cancelled"] == ids
+
+
+def test_the_sweeps_and_cancels_queries_filter_on_indexed_paths_only() -> None:
+    """The sweep reads across every car each run: a filter on a path the index lacks would load every command."""
+    import re
+
+    from shared.commands.service import CANCELLED_QUERY, SWEEP_QUERY
+
+    containers = json.loads((ROOT / "shared" / "cosmos_containers.json").read_text())["containers"]
+    indexed = {p.removesuffix("/?") for c in containers if c["name"] == COMMANDS for p in c["includedPaths"]}
+    for query in (SWEEP_QUERY, CANCELLED_QUERY):
+        filtered = query.split(" WHERE ", 1)[1]
+        assert {f"/{name}" for name in re.findall(r"c\.(\w+)", filtered)} <= indexed, query
 
 
 async def test_the_cars_late_word_wins_over_an_expiry(world: World) -> None:

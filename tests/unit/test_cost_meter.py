@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -97,6 +98,28 @@ async def test_a_cars_carried_charges_survive_its_leaving_the_cache() -> None:
         # everything charged before the stored document's own write: the first batch's writes, the outbox the
         # second batch wrote again on reading the car back
         assert abs(cost_of(store, car)["day"]["ru"] - sum(store.charged[car][:last_vehicle_write])) < 0.02
+
+
+def test_overlapping_batches_share_one_cpu_window(monkeypatch: Any) -> None:
+    """Batch A (100 messages) and batch B (1) overlap: the CPU between the last measurement and their ends is
+    shared over their 101 messages, not B's start time overwriting A's and A's 100 messages sharing only what
+    followed B."""
+    cpu = [10.0]
+    monkeypatch.setattr(meter.time, "process_time", lambda: cpu[0])
+    costs = CostMeter(Clock(DAY_1))
+    costs.batch_started()  # A
+    cpu[0] += 0.5
+    costs.batch_started()  # B
+    cpu[0] += 0.01
+    costs.batch_ended(1)  # B: under the window, no rate yet
+    assert costs.cpu_ms_per_message == 0.0
+    cpu[0] += 0.5
+    costs.batch_ended(100)  # A
+    assert costs.cpu_ms_per_message == pytest.approx(1010 / 101)
+    costs.batch_started()
+    cpu[0] += 0.2
+    costs.batch_ended(100)
+    assert costs.cpu_ms_per_message == pytest.approx(2.0)
 
 
 async def test_a_replayed_batch_counts_no_message_twice_and_what_it_did_not_write_costs_nothing() -> None:
