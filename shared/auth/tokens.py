@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from shared.auth.jwks import HttpJsonFetcher, JwksCache, UnknownKeyError, is_allowed_url
-from shared.auth.policy import API_SCOPE
+from shared.auth.policy import API_SCOPE, Role
 from shared.auth.principal import Principal
 from shared.errors import AuthenticationError, ConfigurationError
 
@@ -191,15 +191,17 @@ class AccessTokenValidator:
         issuer = (await self._keys.metadata()).issuer.replace(TENANT_PLACEHOLDER, tenant)
         if claims.get("iss") != issuer:
             raise _refuse(Reason.WRONG_ISSUER)
-        if tenant not in self._config.allowed_tenants and not (
-            self._extra_tenant_allowed is not None and await self._extra_tenant_allowed(tenant)
-        ):
-            # Drivers signed in at cars with accounts of any tenant may manage those sign-ins, and nothing else:
-            # a guest, whose app roles (assigned by an admin of a tenant we do not trust) are ignored.
-            if claims.get("idtyp") == "app" or claims.get("scp") is None:
-                raise _refuse(Reason.TENANT_NOT_ALLOWED)
-            return replace(_principal({**claims, "roles": []}, tenant, object_id, client_id), guest=True)
-        return _principal(claims, tenant, object_id, client_id)
+        if tenant in self._config.allowed_tenants:
+            return _principal(claims, tenant, object_id, client_id)
+        if self._extra_tenant_allowed is not None and await self._extra_tenant_allowed(tenant):
+            # A customer tenant a brand lists: its own admins assign our app roles there (docs/identity.md), so
+            # the platform-wide one is not theirs to give; what the others reach, memberships decide.
+            return _principal(_without_platform_admin(claims), tenant, object_id, client_id)
+        # Drivers signed in at cars with accounts of any tenant may manage those sign-ins, and nothing else:
+        # a guest, whose app roles (assigned by an admin of a tenant we do not trust) are ignored.
+        if claims.get("idtyp") == "app" or claims.get("scp") is None:
+            raise _refuse(Reason.TENANT_NOT_ALLOWED)
+        return replace(_principal({**claims, "roles": []}, tenant, object_id, client_id), guest=True)
 
     def _verified_claims(self, token: str, key: RSAPublicKey) -> dict[str, Any]:
         """Signature first, then exp/nbf/iat (with skew) and aud, by PyJWT; each failure mapped to its reason."""
@@ -231,6 +233,14 @@ class AccessTokenValidator:
         except jwt.PyJWTError:
             raise _refuse(Reason.INVALID) from None
         return claims
+
+
+def _without_platform_admin(claims: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The claims with Platform.Admin taken out of `roles` (a malformed claim is left for `_principal` to refuse)."""
+    roles = claims.get("roles")
+    if not isinstance(roles, list):
+        return claims
+    return {**claims, "roles": [r for r in roles if r != Role.PLATFORM_ADMIN]}
 
 
 def _principal(claims: Mapping[str, Any], tenant: str, object_id: str, client_id: str) -> Principal:

@@ -359,6 +359,19 @@ async def test_a_user_of_a_tenant_nobody_accepts_is_a_guest_whose_roles_are_igno
     assert home.roles == frozenset({"Fleet.Operator"})
 
 
+async def test_a_customer_tenant_cannot_make_anyone_platform_admin(setup: Setup) -> None:
+    """A brand's customer tenant is trusted for its users and their memberships, and its admins assign our app
+    roles there: Platform.Admin (every brand) only comes from the platform's own tenants (AUTH_ALLOWED_TENANTS).
+    Its other roles stay; an app holding only Platform.Admin holds no role of ours."""
+    claims = user_claims(tid=BRAND_TENANT, iss=issuer_of(BRAND_TENANT), roles=["Platform.Admin", "Fleet.Operator"])
+    customer = await setup.validator.validate("Bearer " + sign(claims))
+    assert (customer.guest, customer.roles) == (False, frozenset({"Fleet.Operator"}))
+    app = app_claims(tid=BRAND_TENANT, iss=issuer_of(BRAND_TENANT), roles=["Platform.Admin"])
+    assert await refused(setup.validator, "Bearer " + sign(app)) == Reason.MISSING_ROLE
+    home = await setup.validator.validate("Bearer " + sign(user_claims(roles=["Platform.Admin"])))
+    assert home.roles == frozenset({"Platform.Admin"})
+
+
 @pytest.mark.parametrize(("authorization", "reason"), [pytest.param(a, r, id=n) for n, a, r in BAD_TOKENS])
 async def test_a_bad_token_is_refused_with_its_reason(
     setup: Setup, authorization: Callable[[], str | None], reason: str
