@@ -123,6 +123,11 @@ class FleetService:
             raise UnknownResourceError(f"no fleet {fleet_id} in brand {brand_id}")
         if provisioning is not None:
             return await self._preregister(brand_id, fleet_id, vehicle_id, label, provisioning)
+        # A car registered already (pre-registered for DPS, with no device identity until its first boot, perhaps
+        # in another brand) is not taken over: refused before an identity is made for it, and again at the write.
+        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        if stored is not None and _registered(as_vehicle(stored.document)):
+            raise AlreadyExistsError(f"{vehicle_id} is registered (DELETE to register it again)")
         try:
             identity = await self.gateway.create_device(vehicle_id)
         except DeviceExistsError:
@@ -132,6 +137,8 @@ class FleetService:
         now = canonical_time(self.clock())
 
         def change(doc: VehicleDocument) -> None:
+            if _registered(doc):
+                raise AlreadyExistsError(f"{vehicle_id} is registered (DELETE to register it again)")
             doc["registeredAt"] = now
             doc["brandId"] = brand_id
             doc["fleetId"] = fleet_id
@@ -161,7 +168,7 @@ class FleetService:
         written: list[dict[str, Any]] = []
 
         def change(doc: VehicleDocument) -> None:
-            if "registeredAt" in doc or "provisioning" in doc:
+            if _registered(doc):
                 raise AlreadyExistsError(f"{vehicle_id} is registered (DELETE to register it again)")
             provisioning = new_provisioning(choice["attestation"], choice["region"], now)
             written.append(provisioning)
@@ -604,6 +611,11 @@ class FleetService:
             return to_store(doc)
 
         await update_vehicle(self.store, vehicle_id, apply)
+
+
+def _registered(doc: VehicleDocument) -> bool:
+    """Registered, directly or for DPS (an erased car's tombstone is not: registering it again starts afresh)."""
+    return not is_erased(doc) and ("registeredAt" in doc or "provisioning" in doc)
 
 
 def driver_user(driver: DriverRef | None) -> str | None:

@@ -131,6 +131,21 @@ async def test_direct_mode_is_unchanged() -> None:
     assert "provisioning" not in await document(fleet, "car-010")
 
 
+async def test_a_car_pre_registered_elsewhere_is_not_taken_over_by_a_direct_registration() -> None:
+    """A car pre-registered for DPS has no device identity until it boots: a direct registration of its id (any
+    fleet, any brand) is refused before an identity is made, and the car stays where it was."""
+    fleet = await fleet_with()
+    await fleet.add_fleet("other-brand", "other-fleet")
+    body = {"vehicleId": "car-020", "provisioning": {"attestation": "x509", "region": "eu"}}
+    assert (await fleet.call("POST", REGISTER, body=body)).status == 201
+    elsewhere = "/api/brands/other-brand/fleets/other-fleet/vehicles"
+    taken = await fleet.call("POST", elsewhere, body={"vehicleId": "car-020"})
+    assert taken.status == 409
+    assert "car-020" not in fleet.gateway.devices  # no identity, no key handed out
+    doc = await document(fleet, "car-020")
+    assert (doc["brandId"], doc["fleetId"]) == (BRAND, FLEET)
+
+
 async def test_revocation_refuses_provisioning_and_disables_the_device() -> None:
     fleet = await fleet_with()
     body = {"vehicleId": "car-020", "provisioning": {"attestation": "symmetricKey", "region": "eu"}}
