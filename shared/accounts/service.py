@@ -470,14 +470,14 @@ class AccountService:
         """The account becomes the car's driver: the vehicle document's `driver` (what requests, consent and the
         calendar sync read) and the account's driver document lists this car among those its agenda goes to."""
         account_id = str(account["userId"])
-        previous: list[Any] = [None]
+        previous: list[Any] = [None, None]  # the driver, the brand
 
         def drive(doc: Document | None) -> Document:
             from shared.telemetry.vehicle import is_erased
 
             if doc is None or is_erased(doc):
                 raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
-            previous[0] = doc.get("driver")
+            previous[0], previous[1] = doc.get("driver"), doc.get("brandId")
             if (previous[0] or {}).get("userId") != account_id:
                 doc.pop("consent", None)  # the new driver's own records project onto it (ConsentService)
             doc["driver"] = {
@@ -495,6 +495,9 @@ class AccountService:
         await update_vehicle(self.store, vehicle_id, drive)
         old = previous[0] if isinstance(previous[0], dict) else None
         if old and old.get("userId") and old["userId"] != account_id:
+            from shared.drivers.link import drop_driver_membership
+
+            await drop_driver_membership(self.store, str(old["userId"]), previous[1], vehicle_id)
             await self._leave(vehicle_id, str(old["userId"]), company=not old.get("profile"))
         if not old or old.get("userId") != account_id:  # this driver's own consent records now apply to the car
             with contextlib.suppress(UnknownResourceError):

@@ -20,14 +20,16 @@ from typing import Any, Final
 
 import orjson
 
+from shared.auth.policy import Role
 from shared.calendar.documents import DRIVER_ID, KIND_DRIVER
 from shared.calendar.jobs import SyncJob, SyncQueue
-from shared.containers import CALENDARS, VEHICLES
+from shared.containers import CALENDARS, MEMBERSHIPS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
 from shared.errors import InvalidRequestError, IoTHubError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
 from shared.stores.base import Document, DocumentStore
 from shared.telemetry.vehicle import is_erased
+from shared.tenancy.documents import membership_id
 from shared.vehicle_updates import update_vehicle
 
 log = logging.getLogger(__name__)
@@ -135,11 +137,20 @@ class DriverLinks:
         self.gateway = gateway  # given: the car's twin `consent` follows a new or departed driver
 
     async def link(self, vehicle_id: str, link: DriverLink) -> Document:
-        """Link (or re-link) the driver; idempotent: the same PUT twice leaves the same state."""
-        previous = await self._update(vehicle_id, lambda doc: _set(doc, link))
+        """Link (or re-link) the driver; idempotent: the same PUT twice leaves the same state. A driver it
+        replaces loses the car: their link, and their Driver membership for it (else they would still read it,
+        link themselves back and find its new driver's data in their export)."""
+        brand: list[Any] = [None]
+
+        def change(doc: Document) -> None:
+            brand[0] = doc.get("brandId")
+            _set(doc, link)
+
+        previous = await self._update(vehicle_id, change)
         now = canonical_time(self.clock())
         old_user = (previous or {}).get("userId")
         if old_user and old_user != link.user_id:
+            await drop_driver_membership(self.store, str(old_user), brand[0], vehicle_id)
             await self._drop_driver_doc(old_user, vehicle_id)
             await self.queue.enqueue(SyncJob(old_user, "unlink", vehicle_id=vehicle_id))
         await self.store.upsert(
@@ -207,6 +218,12 @@ class DriverLinks:
 
         await update_vehicle(self.store, vehicle_id, apply)
         return dict(previous[0]) if isinstance(previous[0], dict) else None
+
+
+async def drop_driver_membership(store: DocumentStore, user_id: str, brand_id: Any, vehicle_id: str) -> None:
+    """The user's Driver membership for the car (in its brand), if any: they no longer drive it."""
+    if isinstance(brand_id, str) and brand_id:
+        await store.delete(MEMBERSHIPS, user_id, membership_id(Role.DRIVER, brand_id, None, vehicle_id))
 
 
 def _set(doc: Document, link: DriverLink) -> None:

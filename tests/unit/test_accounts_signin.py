@@ -18,10 +18,12 @@ from shared.accounts.identity import ReauthNeededError
 from shared.accounts.ids import CONSUMER_TENANT, SignedInAccount, account_id
 from shared.accounts.service import PollMessage
 from shared.accounts.tokens import DelegatedTokenSource
+from shared.auth.policy import Role
 from shared.calendar.documents import ACCOUNT_DOC_ID, DRIVER_ID
-from shared.containers import CALENDARS, CONSENTS, SIGNINS
+from shared.containers import CALENDARS, CONSENTS, MEMBERSHIPS, SIGNINS, VEHICLES
 from shared.device_messages import canonical_time
 from shared.graph.exceptions import ReauthRequiredError
+from shared.tenancy.documents import membership_id
 from tests.accounts_support import CAR, OTHER_CAR, WORK_TENANT, FakeVault, World
 
 
@@ -187,6 +189,20 @@ async def test_switching_profiles_switches_the_driver_and_where_each_agenda_goes
     assert await world.service.select(CAR, "3") is None  # an empty profile: nobody's calendar
     assert "driver" not in await world.vehicle(CAR)
     assert (CAR, {"agenda": None}) in world.gateway.patches  # a null removes the agenda from the twin
+
+
+async def test_signing_in_at_a_car_ends_its_former_drivers_membership(world: World) -> None:
+    """A company driver invited to the car (a Driver membership) is replaced by an account signed in at its screen:
+    the membership goes, so the former driver no longer reads the car, links back or exports its new driver's
+    data (shared/auth/access.py grants by membership)."""
+    former = "0e5d4c3b-2a19-4f8e-8d7c-6b5a49382716"
+    membership = membership_id(Role.DRIVER, "contoso-motors", None, CAR)
+    await world.store.upsert(MEMBERSHIPS, {"id": membership, "principalId": former, "kind": "membership"})
+    stored = await world.store.read(VEHICLES, CAR, CAR)
+    assert stored is not None
+    await world.store.upsert(VEHICLES, {**stored.document, "driver": {"userId": former, "upn": "f@contoso.example"}})
+    await world.sign_in(CAR, "1")
+    assert await world.store.read(MEMBERSHIPS, former, membership) is None
 
 
 async def test_signing_out_of_the_last_car_withdraws_consent_and_leaves_the_tokens_to_the_sync(world: World) -> None:
