@@ -27,5 +27,7 @@ bp = func.Blueprint()
     data_type=func.DataType.BINARY,  # kept byte for byte, whatever the car sent
 )
 async def dead_letter_unrouted_messages(events: list[func.EventHubEvent]) -> None:
-    report = await dead_letter_unrouted(events)
+    from shared.telemetry.runtime import ingestor
+
+    report = await dead_letter_unrouted(events, private=ingestor.get().private_letter)
     logging.warning("unrouted device messages %s", report.as_log())

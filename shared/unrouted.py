@@ -13,7 +13,7 @@ event of it, `Properties` for one event), as the Functions host hands them over.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -79,15 +79,21 @@ def letters_for(events: Sequence[UnroutedEventLike]) -> list[DeadLetter]:
 
 
 async def dead_letter_unrouted(
-    events: Sequence[UnroutedEventLike], sink: DeadLetterSink | None = None
+    events: Sequence[UnroutedEventLike],
+    sink: DeadLetterSink | None = None,
+    private: Callable[[DeadLetter], Awaitable[DeadLetter]] | None = None,
 ) -> UnroutedReport:
-    """Dead-letter every event of the batch. A sink failure raises, so the trigger's retry policy retries the
+    """Dead-letter every event of the batch, each as `private` lets it be stored (the trigger passes ingestion's:
+    a body without the data categories its car withholds, as for telemetry's own dead letters; an untyped message
+    is often telemetry, positions and all). A sink failure raises, so the trigger's retry policy retries the
     batch; record names are deterministic, so a retried batch overwrites instead of duplicating."""
     if sink is None:
         from shared.stores.blob_deadletters import blob_dead_letters_from_env
 
         sink = blob_dead_letters_from_env.get()
     letters = letters_for(events)
+    if private is not None:
+        letters = [await private(letter) for letter in letters]
     await asyncio.gather(*(sink.put(letter) for letter in letters))
     report = UnroutedReport()
     for letter in letters:

@@ -12,8 +12,9 @@ from shared.device_messages import DeadLetter
 
 Document = dict[str, Any]
 # The streams that contain messages (telemetry and parked outbox documents from ingestion, requests from the
-# request processor): an erasure looks in each for the car's records.
-CONTAINED_STREAMS: Final = ("telemetry", "outbox", "requests")
+# request processor, messages no route takes from shared/unrouted.py): an erasure looks in each for the car's
+# records.
+CONTAINED_STREAMS: Final = ("telemetry", "outbox", "requests", "unrouted")
 ERASE_PAGE: Final = 1000
 
 

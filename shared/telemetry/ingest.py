@@ -291,20 +291,21 @@ class TelemetryIngestor:
         return report
 
     async def _dead_letter(self, letter: DeadLetter, report: BatchReport) -> None:
-        await self.dead_letters.put(letter := await self._private(letter))
+        await self.dead_letters.put(letter := await self.private_letter(letter))
         report.dead_lettered += 1
         report.dead_letter_reasons[letter.reason] += 1
         report.contained.append(letter.blob_name)
 
     async def _park(self, msg: TelemetryMessage, exc: Exception, report: BatchReport) -> None:
-        await self.dead_letters.put(letter := await self._private(_parked(msg, exc)))
+        await self.dead_letters.put(letter := await self.private_letter(_parked(msg, exc)))
         report.parked += 1
         report.dead_letter_reasons[letter.reason] += 1
         report.parked_reasons[letter.reason] += 1
         report.contained.append(letter.blob_name)
 
-    async def _private(self, letter: DeadLetter) -> DeadLetter:
-        """The letter as it may be stored: its body without the categories its car withholds, or no body (then it
+    async def private_letter(self, letter: DeadLetter) -> DeadLetter:
+        """The letter as it may be stored (this ingestor's own, and the unrouted messages' of shared/unrouted.py):
+        its body without the categories its car withholds, or no body (then it
         cannot be redriven: `truncated`). A car without a document, or no device id, gets the app's bases with no
         consent record; an erased car's letters keep no body; if the car's document cannot be read for good,
         no body either (only a transient failure is raised, so the batch is retried)."""
@@ -407,7 +408,7 @@ class TelemetryIngestor:
                     raise
                 self.cache.evict(vehicle_id)
                 log.warning("vehicle %s: gap %d parked", safe_id(vehicle_id)[:64], gap.gap_id)
-                await self.dead_letters.put(letter := await self._private(_parked_gap(gap, alone)))
+                await self.dead_letters.put(letter := await self.private_letter(_parked_gap(gap, alone)))
                 report.parked += 1
                 report.dead_letter_reasons[letter.reason] += 1
                 report.parked_reasons[letter.reason] += 1

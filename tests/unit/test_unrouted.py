@@ -10,9 +10,12 @@ import pytest
 from azure.functions.meta import Datum
 
 from devstack.function_index import indexed_functions
+from shared.containers import VEHICLES, partition_keys
 from shared.per_loop import PerLoop
 from shared.stores import blob_deadletters
-from shared.stores.memory import MemoryDeadLetterSink
+from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
+from shared.telemetry import runtime as telemetry_runtime
+from shared.telemetry.ingest import TelemetryIngestor
 from shared.unrouted import SHOWN_CHARACTERS, UNKNOWN_TYPE, UNTYPED, classify, dead_letter_unrouted
 
 
@@ -62,11 +65,14 @@ def test_the_type_shown_is_escaped_and_bounded() -> None:
 async def test_the_trigger_dead_letters_through_the_apps_sink(monkeypatch: pytest.MonkeyPatch) -> None:
     sink = MemoryDeadLetterSink()
     monkeypatch.setattr(blob_deadletters, "blob_dead_letters_from_env", PerLoop(lambda: sink))
+    store = MemoryDocumentStore(partition_keys())
+    monkeypatch.setattr(telemetry_runtime, "ingestor", PerLoop(lambda: TelemetryIngestor(store, sink)))
     function = indexed_functions()["dead_letter_unrouted"]
     assert orjson.loads(function.get_raw_bindings()[0])["eventHubName"] == "%UNROUTED_EVENTHUB%"
     await function.get_user_function()(batch((b"x", {"type": "telemetry2"})))
     [letter] = sink.letters.values()
-    assert (letter.reason, letter.detail) == (UNKNOWN_TYPE, "type='telemetry2'")
+    assert letter.reason == UNKNOWN_TYPE
+    assert letter.detail.startswith("type='telemetry2'")  # kept as ingestion keeps a letter (not JSON: no body)
 
 
 async def test_a_store_failure_raises_so_the_batch_is_retried() -> None:
@@ -76,3 +82,20 @@ async def test_a_store_failure_raises_so_the_batch_is_retried() -> None:
 
     with pytest.raises(ConnectionError):
         await dead_letter_unrouted(batch((b"x", {})), Down())
+
+
+async def test_a_car_that_withholds_its_position_has_none_in_its_unrouted_letters_and_erasure_takes_them() -> None:
+    """Telemetry sent without its `type` is still telemetry: its letter keeps no key of a category the car
+    withholds (as telemetry's own dead letters), and the car's erasure deletes its `unrouted` letters too."""
+    store, sink = MemoryDocumentStore(partition_keys()), MemoryDeadLetterSink()
+    await store.upsert(VEHICLES, {"id": "car-001", "vehicleId": "car-001", "consent": {"location": False}})
+    ingestor = TelemetryIngestor(store, sink)
+    position = {"Vehicle.CurrentLocation.Latitude": 52.52, "Vehicle.CurrentLocation.Longitude": 13.4}
+    signals = {"Vehicle.Speed": 50.0, **position}
+    body = orjson.dumps({"v": 1, "samples": [{"ts": "2026-11-21T08:00:00.000Z", "signals": signals}]})
+    await dead_letter_unrouted(batch((body, {})), sink, private=ingestor.private_letter)
+    [letter] = sink.letters.values()
+    assert b"CurrentLocation" not in letter.message.body
+    assert b"Vehicle.Speed" in letter.message.body
+    assert await sink.erase_device("car-001") == 1
+    assert sink.letters == {}
