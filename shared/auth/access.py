@@ -218,15 +218,18 @@ class AccessControl:
         raise UnknownResourceError(_not_found(target, params))
 
     async def _driver(self, access: Access, permission: Permission, user_id: str) -> Access:
-        """A driver acts on their own data without any role; others need the permission in a brand the driver
-        drives for (their Driver memberships), else the driver does not exist for them (404)."""
+        """A driver acts on their own data without any role; a platform admin on anyone's; others need the
+        permission in *every* brand the driver drives for (their Driver memberships): the export and the erasure
+        span all the driver's cars, so a brand admin of one of their brands must not read or erase what they do
+        in another (403), and a driver in none of the caller's brands does not exist for them (404)."""
         if user_id and user_id == access.principal.object_id and not access.principal.is_app:
             return Access(access.principal, access.grants, Resource(user_id=user_id))
         brands = sorted({str(d["brandId"]) for d in await self.memberships(user_id) if d.get("role") == Role.DRIVER})
-        for brand in brands if not access.platform_admin else [None, *brands]:
-            resource = Resource(brand_id=brand, user_id=user_id)
-            if access.may(permission, resource):
-                return Access(access.principal, access.grants, resource)
+        if access.platform_admin and access.may(permission, Resource(user_id=user_id)):
+            return Access(access.principal, access.grants, Resource(user_id=user_id))
+        resources = [Resource(brand_id=brand, user_id=user_id) for brand in brands]
+        if resources and all(access.may(permission, resource) for resource in resources):
+            return Access(access.principal, access.grants, resources[0])
         if any(g.insider and g.brand_id in brands for g in access.grants):
             raise AccessDeniedError(f"your roles do not allow {permission.value} here")
         raise UnknownResourceError(f"no driver {user_id}")

@@ -141,7 +141,9 @@ def relation(persona: str, kind: Kind, target: str | None) -> str:
             return "self"
         their_brands = {CARS[car][0] for car in DRIVES.get(target, ())}
         if brand in their_brands:
-            return "brand-admin" if role == "brand-admin" else "colleague"
+            # a brand admin of *all* the driver's brands: the export and the erasure span every one of their
+            # cars, so an admin of one brand of a driver who also drives for another sees them but is refused
+            return "brand-admin" if role == "brand-admin" and their_brands == {brand} else "colleague"
         return "outsider"
     target_brand, target_fleet = {
         "vehicle": lambda: CARS[target],
