@@ -605,8 +605,12 @@ class FleetService:
             vehicle = as_vehicle(stored) if stored is not None else None
             if (vehicle is None or is_erased(vehicle)) and not create:
                 raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
-            # registering an erased car again starts from a new document (its tombstone holds nothing)
-            doc = vehicle if vehicle is not None and not is_erased(vehicle) else new_vehicle_document(vehicle_id)
+            if vehicle is not None and not is_erased(vehicle):
+                doc = vehicle
+            else:  # registering an erased car again starts from a new document (its tombstone holds nothing) ...
+                doc = new_vehicle_document(vehicle_id)
+                if vehicle is not None:  # ... that takes none of the erased car's messages still in flight
+                    doc["notBefore"] = canonical_time(self.clock())
             change(doc)
             return to_store(doc)
 

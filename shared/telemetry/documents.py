@@ -381,6 +381,9 @@ class VehicleDocument(TypedDict):
     # Other writers', absent until they wrote.
     label: NotRequired[str]  # registration, when given one
     registeredAt: NotRequired[str]  # registration
+    # registration over an erased car's tombstone: messages enqueued before it are the erased car's, still in
+    # flight (Event Hubs keeps them up to 7 days), and are dropped (vehicle.fold)
+    notBefore: NotRequired[str]
     brandId: NotRequired[str]  # the brand and fleet the car was registered in (tenancy)
     fleetId: NotRequired[str]
     driver: NotRequired[DriverRef]  # driver link; removed on unlink

@@ -225,8 +225,16 @@ def fold(
     """
     if is_erased(doc):
         return VehicleUpdate(document=None, erased=len(messages))
+    erased_before = 0
     if doc is None:
         doc = new_vehicle_document(vehicle_id)
+    elif (not_before := doc.get("notBefore")) is not None:
+        # registered again after an erasure: what was enqueued before is the erased car's, still in flight
+        kept = [msg for msg in messages if msg.enqueued_time >= not_before]
+        if len(kept) < len(messages):
+            if not kept:
+                return VehicleUpdate(document=None, erased=len(messages))
+            erased_before, messages = len(messages) - len(kept), kept
     if not shaped:
         _ensure_shape(doc)
     # Present once _ensure_shape ran: indexing them is safe here.
@@ -248,7 +256,7 @@ def fold(
     for scrubbed in scrubbed_trips:  # their `trips` documents still hold the positions just scrubbed
         side["trips", scrubbed["id"]] = scrubbed.copy()
     fresh: list[FreshSample] = []  # samples newer than the cursor, for derivations
-    update = VehicleUpdate(document=None)
+    update = VehicleUpdate(document=None, erased=erased_before)
     last_seen: str | None = doc["lastSeen"]
     seen_contains, seen_add = history.seen_contains, history.seen_add
     accepted = duplicates = rejected = samples = trimmed = 0

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from shared.calendar.documents import DRIVER_ID
 from shared.containers import CALENDARS, MEETINGS, TENANCY, VEHICLES, partition_keys
 from shared.stores.memory import MemoryDocumentStore
+from shared.telemetry.ingest import TelemetryIngestor
 from shared.tenancy.documents import BRAND_DOC_ID
-from tests.factories import iso
+from tests.factories import T0, drive, iso, message
 from tests.fleet_support import BRAND, FLEET, USER, Fleet
 
 LAT = "Vehicle.CurrentLocation.Latitude"
@@ -99,6 +102,25 @@ async def test_calendar_consent_off_goes_through_the_driver_link_which_queues_th
     driver = await fleet.store.read(CALENDARS, USER, DRIVER_ID)
     assert driver is not None
     assert driver.document["consent"]["calendar"] is False
+
+
+async def test_a_car_registered_again_after_its_erasure_takes_none_of_the_erased_cars_messages(fleet: Fleet) -> None:
+    """Erased, then registered again (for another owner, say) while the erased car's messages are still in flight
+    (Event Hubs keeps them up to 7 days): those are dropped, not folded into the new car's document; what it sends
+    after its registration is ingested."""
+    register = "/api/brands/contoso/fleets/berlin/vehicles"
+    await fleet.call("POST", register, body={"vehicleId": "car-001"})
+    await fleet.drive("car-001", range(3), speed=30.0, lat=52.0, lon=10.0)
+    assert (await fleet.call("DELETE", "/api/vehicles/car-001")).status == 200
+    fleet.now = T0 + dt.timedelta(seconds=100)
+    assert (await fleet.call("POST", register, body={"vehicleId": "car-001"})).status == 201
+    batch = [message("car-001", drive(s + 1, s, speed=float(s), lat=52.0, lon=10.0), enqueued_s=s, sequence_number=s)
+             for s in (50, 150)]  # fmt: skip
+    report = await TelemetryIngestor(fleet.store, fleet.dead_letters).ingest(batch)
+    assert (report.accepted, report.erased) == (1, 1)
+    state = (await fleet.call("GET", "/api/vehicles/car-001")).json
+    assert state["signals"]["Vehicle.Speed"]["value"] == 150.0
+    assert report.accepted == 1
 
 
 async def test_consent_of_an_unknown_vehicle_is_404(fleet: Fleet) -> None:
