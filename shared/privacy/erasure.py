@@ -50,6 +50,7 @@ REQUESTS_STREAM: Final = "requests"  # shared/requests/processor.py: the car's r
 # Event Hubs keeps every event at most this long (infra: eventHubsRetentionInDays); after it no message of an
 # erased car can still arrive, so the sweep runs once this has passed since the erasure.
 IN_FLIGHT_WINDOW: Final = dt.timedelta(days=7)
+RECHECK_DRIVER_SECONDS: Final = 600  # after a driver's erasure, longer than a calendar sync job runs
 DEFAULT_SETTLE_SECONDS: Final = 2.0
 SWEPT_AT: Final = "sweptAt"
 
@@ -154,12 +155,13 @@ class Eraser:
             return
         driver = await self.store.read(CALENDARS, user, DRIVER_ID)
         if driver is not None and driver.document.get("vehicleId") == vehicle_id:
+            # Nothing else links the driver: their calendar goes now (subscription included), and the job queued
+            # first repeats that should this call be cut short once the link is gone (a retry could no longer
+            # find the driver; no vehicle id: the twin went with the identity).
+            await self.links.queue.enqueue(SyncJob(user, "unlink"))
             if await self.store.delete(CALENDARS, user, DRIVER_ID):
                 receipt.documents[CALENDARS] += 1
-            # Nothing else links the driver: their calendar goes now (subscription included), and the queued
-            # job repeats that should this call be cut short (no vehicle id: the twin went with the identity).
             await self._forget(user, None, receipt)
-            await self.links.queue.enqueue(SyncJob(user, "unlink"))
             # Every meeting of theirs was created at this car's request (the app creates meetings for no one else).
             await self._erase_meetings(user, receipt)
 
@@ -244,6 +246,10 @@ class Eraser:
         from shared.audit.log import AuditLog  # the auth policy behind it is the API's, not ingestion's
 
         receipt.audit_entries_anonymised = await AuditLog(self.store).forget_driver(user_id)
+        # A calendar sync job that read the link before it went may still write events (or a subscription) after
+        # the deletes above: a job for the driver runs again once any such job is over, finds no link, and forgets
+        # what it wrote (shared/calendar/sync.py `_forget`).
+        await self.links.queue.enqueue(SyncJob(user_id, "unlink"), delay_seconds=RECHECK_DRIVER_SECONDS)
         for vehicle_id in linked:  # the cars' request records (and contained requests) hold their meeting texts
             query = "SELECT c.id, c.action FROM c WHERE c.vehicleId = @v"
             for d in await self.store.query(REQUESTS, query, {"@v": vehicle_id}, partition_key=vehicle_id):

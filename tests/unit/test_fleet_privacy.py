@@ -7,7 +7,9 @@ import datetime as dt
 import pytest
 
 from shared.calendar.documents import DRIVER_ID
+from shared.calendar.jobs import SyncJob
 from shared.containers import CALENDARS, MEETINGS, TENANCY, VEHICLES, partition_keys
+from shared.privacy.erasure import RECHECK_DRIVER_SECONDS
 from shared.stores.memory import MemoryDocumentStore
 from shared.telemetry.ingest import TelemetryIngestor
 from shared.tenancy.documents import BRAND_DOC_ID
@@ -191,3 +193,5 @@ async def test_erasing_a_driver_removes_their_calendar_meetings_and_link(fleet: 
     vehicle = (await fleet.call("GET", "/api/vehicles/car-001")).json
     assert vehicle["driver"] is None
     assert fleet.forgotten[0] == (USER, "car-001")
+    # AND a calendar job for them runs again later: a sync that read the link before it went forgets what it wrote
+    assert (SyncJob(USER, "unlink"), RECHECK_DRIVER_SECONDS) in fleet.queue.jobs
