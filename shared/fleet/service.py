@@ -34,6 +34,7 @@ from shared.errors import (
     AlreadyExistsError,
     ConflictError,
     InvalidRequestError,
+    IoTHubError,
     StateConflictError,
     UnknownResourceError,
 )
@@ -217,6 +218,11 @@ class FleetService:
         await self._update(vehicle_id, change)
         disabled = await self.gateway.set_device_enabled(vehicle_id, False)
         state = states[-1]
+        if not disabled and state.get("hub"):
+            # Allocated, so DPS makes its identity right after allocating: one made after this call would be
+            # enabled, and the car connected though revoked. Answered 503 (the revocation is recorded): the
+            # caller's retry disables it.
+            raise IoTHubError(f"{vehicle_id}: no device identity on its hub yet (DPS may be creating it); retry")
         return {
             "vehicleId": vehicle_id,
             "status": "revoked",

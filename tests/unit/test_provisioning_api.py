@@ -180,6 +180,29 @@ async def test_revocation_refuses_provisioning_and_disables_the_device() -> None
     assert (await document(fleet, "car-020"))["provisioning"]["status"] == "revoked"
 
 
+async def test_revoking_a_car_between_its_allocation_and_its_identity_answers_retry_until_it_is_disabled() -> None:
+    """DPS creates the device right after the allocation answered: a revocation in between finds no identity to
+    disable, and one made after it would be enabled. The revocation is recorded and answered 503; the retry
+    disables the identity DPS made meanwhile."""
+    fleet = await fleet_with()
+    body = {"vehicleId": "car-025", "provisioning": {"attestation": "symmetricKey", "region": "eu"}}
+    assert (await fleet.call("POST", REGISTER, body=body)).status == 201
+    allocator = Allocator(fleet.store, config().stamps)
+    request = parse_request(
+        orjson.dumps({"deviceRuntimeContext": {"registrationId": "car-025", "symmetricKey": {}}, "linkedHubs": [EU1]})
+    )
+    assert not isinstance(request, Refusal)
+    assert isinstance(await allocator.allocate(request), Allocation)
+    early = await fleet.call("POST", "/api/vehicles/car-025/revoke")
+    assert early.status == 503
+    assert "retry-after" in early.headers
+    assert (await document(fleet, "car-025"))["provisioning"]["status"] == "revoked"
+    await fleet.gateway.create_device("car-025")  # what DPS did on the hub meanwhile
+    again = await fleet.call("POST", "/api/vehicles/car-025/revoke")
+    assert (again.status, again.json["deviceDisabled"]) == (200, True)
+    assert "car-025" in fleet.gateway.disabled
+
+
 async def test_revoking_a_car_that_never_provisioned_or_a_direct_one() -> None:
     fleet = await fleet_with()
     body = {"vehicleId": "car-021", "provisioning": {"attestation": "x509", "region": "eu"}}
