@@ -165,6 +165,12 @@ class FleetService:
         config = self.provisioning_config()
         check_region(config, choice["region"])
         keys = self.enrollment_keys() if choice["attestation"] == "symmetricKey" and config.development_keys else None
+        device_key: str | None = None
+        if keys is not None:  # before the write: DPS failing here leaves no registration whose key was never shown
+            try:
+                device_key = await keys.device_key(vehicle_id)
+            finally:
+                await keys.close()
         now = canonical_time(self.clock())
         written: list[dict[str, Any]] = []
 
@@ -181,11 +187,7 @@ class FleetService:
                 doc["label"] = label
 
         await self._update(vehicle_id, change, create=True)
-        try:
-            return await preregistration_answer(config, keys, vehicle_id, brand_id, fleet_id, written[-1])
-        finally:
-            if keys is not None:
-                await keys.close()
+        return preregistration_answer(config, device_key, vehicle_id, brand_id, fleet_id, written[-1])
 
     async def _collection_policy(self, brand_id: str, fleet_id: str, vehicle_id: str) -> None:
         """The car's Edge module gets its fleet's (or brand's) collection policy, if its module identity exists

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import InvalidRequestError
-from shared.provisioning.enrollment import EnrollmentKeys
 from shared.provisioning.model import REGISTRATION_ID, Stamp, parse_stamps, region_allowed
 
 
@@ -61,15 +60,17 @@ def new_provisioning(attestation: str, region: str, now: str) -> dict[str, Any]:
     }
 
 
-async def answer(
+def answer(
     config: ProvisioningConfig,
-    keys: EnrollmentKeys | None,
+    device_key: str | None,
     vehicle_id: str,
     brand_id: str,
     fleet_id: str,
     provisioning: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The registration's answer: what the car needs to provision itself (a development key only if allowed)."""
+    """The registration's answer: what the car needs to provision itself (a development key only if allowed:
+    `device_key`, derived by the caller before it wrote the registration, so a failure to derive it leaves no
+    registration whose key was never shown)."""
     out: dict[str, Any] = {
         "vehicleId": vehicle_id,
         "brandId": brand_id,
@@ -82,7 +83,7 @@ async def answer(
         },
         "dps": {"globalEndpoint": config.global_endpoint, "idScope": config.id_scope},
     }
-    if provisioning["attestation"] == "symmetricKey" and config.development_keys and keys is not None:
-        out["deviceKey"] = await keys.device_key(vehicle_id)
+    if provisioning["attestation"] == "symmetricKey" and config.development_keys and device_key is not None:
+        out["deviceKey"] = device_key
         out["development"] = True
     return out

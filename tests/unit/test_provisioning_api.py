@@ -87,6 +87,21 @@ async def test_symmetric_key_development_key_is_derived_and_marked() -> None:
     assert expected not in orjson.dumps(await document(fleet, "car-002")).decode()  # never stored
 
 
+async def test_a_development_key_dps_cannot_give_now_leaves_no_registration_behind() -> None:
+    """The key is derived before the registration is written: DPS failing then is an error the operator retries,
+    not a registered car whose key was never shown (a retry would be 409)."""
+    fleet = await fleet_with(development_keys=True)
+    missing = MemoryEnrollmentKeys({})  # no enrollment group yet: the key cannot be derived
+    service = dataclasses.replace(fleet.overrides[runtime.fleet_service](), enrollment_keys=lambda: missing)
+    fleet.overrides[runtime.fleet_service] = lambda: service
+    body = {"vehicleId": "car-004", "provisioning": {"attestation": "symmetricKey", "region": "eu"}}
+    failed = await fleet.call("POST", REGISTER, body=body)
+    assert failed.status >= 500
+    assert await fleet.store.read(VEHICLES, "car-004", "car-004") is None
+    missing.keys[SYMMETRIC_KEY_GROUP_ID] = GROUP_KEY
+    assert (await fleet.call("POST", REGISTER, body=body)).status == 201
+
+
 async def test_without_development_keys_a_symmetric_key_car_gets_no_key() -> None:
     fleet = await fleet_with(development_keys=False)
     body = {"vehicleId": "car-003", "provisioning": {"attestation": "symmetricKey", "region": "eu"}}
