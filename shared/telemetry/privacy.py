@@ -209,6 +209,9 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
                     removed += scrub_entry(entry, policy)
             elif item.get("container") == "trips" and positions:
                 removed += scrub_trip(document)
+            elif item.get("container") == "geofenceEvents" and positions and document.get("position") is not None:
+                document["position"] = None  # where the crossing was: an event stored again from the outbox
+                removed += 1
     return removed, trips
 
 

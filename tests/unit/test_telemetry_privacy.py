@@ -205,6 +205,19 @@ def test_withdrawal_scrubs_positions_in_chunks_still_in_the_outbox() -> None:
     assert "52.123456" not in orjson.dumps(doc["ingest"]["outbox"]).decode()
 
 
+def test_withdrawal_scrubs_the_position_of_geofence_events_still_in_the_outbox() -> None:
+    """A crossing's event document waits in the outbox until written (and is written again from it after a fresh
+    read): withdrawing takes its position out there too."""
+    event = {"id": "car-1:depot:enter:1", "vehicleId": "car-1", "type": "geofenceEvent", "event": "enter",
+             "position": {"lat": 52.123456, "lon": 13.654321}, "retracted": False}  # fmt: skip
+    doc: dict[str, Any] = {"id": "car-1", "vehicleId": "car-1", "consent": {"location": False},
+                           "ingest": {"outbox": [{"container": "geofenceEvents", "document": event}]}}  # fmt: skip
+    assert scrub_positions(doc) > 0  # type: ignore[arg-type]
+    outbox = orjson.dumps(doc["ingest"]["outbox"]).decode()
+    assert "52.123456" not in outbox
+    assert doc["ingest"]["outbox"][0]["document"]["event"] == "enter"
+
+
 # --- dead letters ------------------------------------------------------------------------------------------------
 
 
