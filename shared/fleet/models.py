@@ -201,6 +201,7 @@ class ErasureReceipt(_Response):
     graph: GraphObjectsDeleted = Field(description="objects the app created in Microsoft Graph, deleted there")
     auditEntriesAnonymised: int = Field(description="audit entries whose driver object id was replaced")
     lakeRows: int = Field(default=0, description="rows removed from the analytics lake (docs/analytics.md)")
+    commandsAnonymised: int = Field(default=0, description="commands the driver sent whose sender id was replaced")
 
 
 class DeviceConnection(_Response):

@@ -30,16 +30,28 @@ from typing import Any, Final
 
 from shared.calendar.documents import DRIVER_ID, SUBSCRIPTION_ID
 from shared.calendar.jobs import SyncJob
-from shared.containers import CALENDARS, MEETINGS, MEMBERSHIPS, REQUESTS, TENANCY, VEHICLES, partition_keys
+from shared.containers import (
+    CALENDARS,
+    COMMANDS,
+    MEETINGS,
+    MEMBERSHIPS,
+    REQUESTS,
+    TENANCY,
+    TRAVEL,
+    VEHICLES,
+    partition_keys,
+)
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLinks
 from shared.geofences.store import KIND_VEHICLE_GEOFENCE
 from shared.graph.base import GraphClient
 from shared.iothub.gateway import IoTHubGateway
 from shared.lake.store import LakeStore
-from shared.stores.base import DeadLetterSink, Document, DocumentStore
+from shared.stores.base import DeadLetterSink, Document, DocumentStore, strip_system_properties
+from shared.stores.conditional import update_document
 from shared.telemetry.documents import to_store
 from shared.telemetry.vehicle import ERASED, is_erased, tombstone
+from shared.travel.stores import TRAVEL_DOC_ID
 from shared.vehicle_updates import update_vehicle
 
 # A car's own geofences in tenancy (partition brandId): by kind and car, both indexed.
@@ -47,6 +59,8 @@ OWN_GEOFENCES: Final = "SELECT c.id, c.brandId, c.vehicleId FROM c WHERE c.kind 
 log = logging.getLogger(__name__)
 
 REQUESTS_STREAM: Final = "requests"  # shared/requests/processor.py: the car's requests, with the driver's text
+# Request records that name the driver or hold their words: meetings, profile choices and sign-ins at the car.
+PERSONAL_REQUESTS: Final = ("meeting.", "profile.", "auth.")
 # Event Hubs keeps every event at most this long (infra: eventHubsRetentionInDays); after it no message of an
 # erased car can still arrive, so the sweep runs once this has passed since the erasure.
 IN_FLIGHT_WINDOW: Final = dt.timedelta(days=7)
@@ -76,6 +90,7 @@ class ErasureReceipt:
     graph: Counter[str] = field(default_factory=Counter)  # onlineMeetings, subscriptions
     audit_entries_anonymised: int = 0
     lake_rows: int = 0  # rows removed from the analytics lake (shared/lake/erasure.py)
+    commands_anonymised: int = 0  # commands the driver sent, their sender id replaced
 
     def add(self, other: ErasureReceipt) -> None:
         self.documents.update(other.documents)
@@ -83,6 +98,7 @@ class ErasureReceipt:
         self.lake_rows += other.lake_rows
         self.graph.update(other.graph)
         self.audit_entries_anonymised += other.audit_entries_anonymised
+        self.commands_anonymised += other.commands_anonymised
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +111,7 @@ class ErasureReceipt:
             "graph": {"onlineMeetings": self.graph["onlineMeetings"], "subscriptions": self.graph["subscriptions"]},
             "auditEntriesAnonymised": self.audit_entries_anonymised,
             "lakeRows": self.lake_rows,
+            "commandsAnonymised": self.commands_anonymised,
         }
 
 
@@ -250,16 +267,44 @@ class Eraser:
         # the deletes above: a job for the driver runs again once any such job is over, finds no link, and forgets
         # what it wrote (shared/calendar/sync.py `_forget`).
         await self.links.queue.enqueue(SyncJob(user_id, "unlink"), delay_seconds=RECHECK_DRIVER_SECONDS)
-        for vehicle_id in linked:  # the cars' request records (and contained requests) hold their meeting texts
+        for vehicle_id in linked:
+            # the cars' request records (and contained requests) hold their meeting texts, their name and username
+            # (profile and sign-in replies)
             query = "SELECT c.id, c.action FROM c WHERE c.vehicleId = @v"
             for d in await self.store.query(REQUESTS, query, {"@v": vehicle_id}, partition_key=vehicle_id):
-                if str(d.get("action", "")).startswith("meeting.") and await self.store.delete(
+                if str(d.get("action", "")).startswith(PERSONAL_REQUESTS) and await self.store.delete(
                     REQUESTS, vehicle_id, d["id"]
                 ):
                     receipt.documents[REQUESTS] += 1
             if self.dead_letters is not None:
                 receipt.dead_letters += await self.dead_letters().erase_device(vehicle_id, (REQUESTS_STREAM,))
+            # their travel planning at the car: route origins (where the car was), destinations (their meetings)
+            if await self.store.delete(TRAVEL, vehicle_id, TRAVEL_DOC_ID):
+                receipt.documents[TRAVEL] += 1
+        receipt.commands_anonymised = await self._anonymise_commands(user_id)
         return receipt
+
+    async def _anonymise_commands(self, user_id: str) -> int:
+        """The commands they sent keep the record (what was done to which car, when) but not who: their object id
+        becomes `erased`, as in the audit log."""
+        from shared.audit.log import ERASED_ID  # as the audit log's (the API's policy behind it: imported late)
+
+        query = "SELECT c.id, c.vehicleId FROM c WHERE c.kind = @k AND c.issuedBy.id = @u"
+        changed = 0
+        for d in await self.store.query(COMMANDS, query, {"@k": "command", "@u": user_id}):
+
+            def anonymise(doc: Document | None) -> Document:
+                issued = doc.get("issuedBy") if doc is not None else None
+                if doc is None or not isinstance(issued, dict) or issued.get("id") != user_id:
+                    raise _GoneError  # gone, or not theirs (any more): nothing to write
+                return {**strip_system_properties(doc), "issuedBy": {**issued, "id": ERASED_ID}}
+
+            try:
+                await update_document(self.store, COMMANDS, str(d["vehicleId"]), str(d["id"]), anonymise)
+            except _GoneError:
+                continue
+            changed += 1
+        return changed
 
     # --- shared steps ---------------------------------------------------------------------------------------
 
@@ -318,6 +363,11 @@ class Eraser:
             out[vehicle_id] = receipt
             log.info("erased vehicle %s swept: %s", safe_id(vehicle_id)[:64], receipt.as_dict()["documents"])
         return out
+
+
+class _GoneError(Exception):
+    """Nothing to update: the document went between the query and the update (expired, erased with its car), or
+    is not the driver's (any more)."""
 
 
 class _NotATombstoneError(Exception):

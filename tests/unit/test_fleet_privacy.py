@@ -8,11 +8,12 @@ import pytest
 
 from shared.calendar.documents import DRIVER_ID
 from shared.calendar.jobs import SyncJob
-from shared.containers import CALENDARS, MEETINGS, TENANCY, VEHICLES, partition_keys
+from shared.containers import CALENDARS, COMMANDS, MEETINGS, TENANCY, TRAVEL, VEHICLES, partition_keys
 from shared.privacy.erasure import RECHECK_DRIVER_SECONDS
 from shared.stores.memory import MemoryDocumentStore
 from shared.telemetry.ingest import TelemetryIngestor
 from shared.tenancy.documents import BRAND_DOC_ID
+from shared.travel.stores import TRAVEL_DOC_ID
 from tests.factories import T0, drive, iso, message
 from tests.fleet_support import BRAND, FLEET, USER, Fleet
 
@@ -181,12 +182,17 @@ async def test_erasing_a_driver_removes_their_calendar_meetings_and_link(fleet: 
     await fleet.store.upsert(MEETINGS, {"id": "m1", "userId": USER, "joinWebUrl": "https://teams"})
     await fleet.store.upsert("requests", {"id": "r1", "vehicleId": "car-001", "action": "meeting.join"})
     await fleet.store.upsert("requests", {"id": "r2", "vehicleId": "car-001", "action": "calendar.refresh"})
+    await fleet.store.upsert("requests", {"id": "r3", "vehicleId": "car-001", "action": "profile.select"})
+    await fleet.store.upsert(TRAVEL, {"id": TRAVEL_DOC_ID, "vehicleId": "car-001", "kind": "travel", "state": {}})
+    command = {"id": "c1", "vehicleId": "car-001", "kind": "command", "issuedBy": {"id": USER, "role": "Driver"}}
+    await fleet.store.upsert(COMMANDS, command)
     # WHEN the driver is erased, twice
     first = await fleet.call("DELETE", f"/api/drivers/{USER}")
     second = await fleet.call("DELETE", f"/api/drivers/{USER}")
     # THEN no document of theirs is left, the car has no driver, and the calendar clean-up ran for the car
     assert first.status == second.status == 200
-    assert first.json["documents"] == {"calendars": 4, "meetings": 1, "requests": 1}
+    assert first.json["documents"] == {"calendars": 4, "meetings": 1, "requests": 2, "travel": 1}
+    assert (first.json["commandsAnonymised"], second.json["commandsAnonymised"]) == (1, 0)
     assert second.json["documents"] == {}
     assert [d for d in everything(fleet) if USER in str(d)] == []
     assert [d["id"] for d in everything(fleet) if d.get("vehicleId") == "car-001" and "action" in d] == ["r2"]
