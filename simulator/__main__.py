@@ -147,11 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             configs = [
                 c if c.server_verification_cert else replace(c, server_verification_cert=ca_pem) for c in configs
             ]
-        try:
-            cars.extend(asyncio.run(provision_all(configs)))
-        except Exception as exc:  # the SDK's ServiceError names DPS's status code
-            print(f"provisioning failed: {exc}", file=sys.stderr)
+        assigned, refused = asyncio.run(provision_all(configs))
+        for registration_id, exc in refused:  # the SDK's ServiceError names DPS's status code
+            print(f"provisioning {registration_id} failed: {exc}", file=sys.stderr)
+        if not assigned:
             return 1
+        cars.extend(assigned)
     else:
         cars.extend(strings[: args.vehicles or None])
     options = FleetOptions(

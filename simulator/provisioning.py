@@ -174,7 +174,20 @@ async def provision(config: ProvisioningConfig) -> ProvisionedDevice:
     return ProvisionedDevice(config, state.assigned_hub, state.device_id)
 
 
-async def provision_all(configs: list[ProvisioningConfig]) -> list[ProvisionedDevice]:
+async def provision_all(
+    configs: list[ProvisioningConfig],
+) -> tuple[list[ProvisionedDevice], list[tuple[str, BaseException]]]:
     """Every car's first boot at once, as a fleet leaving the factory would (the SDK serialises the connects on its
-    pipeline thread; each registration takes about 2 s: the SDK waits 2 s before its first status poll)."""
-    return list(await asyncio.gather(*(provision(c) for c in configs)))
+    pipeline thread; each registration takes about 2 s: the SDK waits 2 s before its first status poll). The cars
+    assigned, and each refused one with its error: one car DPS refuses (revoked, unknown) does not stop the fleet."""
+    results = await asyncio.gather(*(provision(c) for c in configs), return_exceptions=True)
+    assigned: list[ProvisionedDevice] = []
+    refused: list[tuple[str, BaseException]] = []
+    for config, result in zip(configs, results, strict=True):
+        if isinstance(result, ProvisionedDevice):
+            assigned.append(result)
+        elif isinstance(result, Exception):
+            refused.append((config.registration_id, result))
+        else:  # a cancellation or an exit: not one car's trouble
+            raise result
+    return assigned, refused

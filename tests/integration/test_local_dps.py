@@ -204,7 +204,11 @@ async def test_an_x509_car_and_a_symmetric_key_car_provision_onto_the_chosen_hub
     s = setup
     x509_config = s.x509_config("car-x509-001")
     x509_config = ProvisioningConfig(**{**x509_config.__dict__, "payload": {"hub": "b", "vin": "WVW000001"}})
-    x509_car, sas_car = await provision_all([x509_config, s.sas_config("car-sas-001")])  # both at once
+    s.webhook.refused.add("car-sas-refused")  # one car the allocation refuses does not stop the others
+    (x509_car, sas_car), refused_cars = await provision_all(
+        [x509_config, s.sas_config("car-sas-001"), s.sas_config("car-sas-refused")]
+    )  # all at once
+    assert [registration_id for registration_id, _ in refused_cars] == ["car-sas-refused"]
 
     assert (x509_car.assigned_hub, x509_car.device_id) == (s.hosts["b"], "car-x509-001")
     assert (sas_car.assigned_hub, sas_car.device_id) == (s.hosts["a"], "car-sas-001")
