@@ -67,14 +67,14 @@ class Visibility:
     everything: bool
     brands: frozenset[str] = frozenset()
     fleets: frozenset[tuple[str, str]] = frozenset()
-    vehicles: frozenset[str] = frozenset()
+    vehicles: frozenset[tuple[str, str]] = frozenset()  # (brand, car): a car's grant is in its brand, as a fleet's
 
     def allows(self, brand_id: Any, fleet_id: Any, vehicle_id: Any) -> bool:
         return (
             self.everything
             or brand_id in self.brands
             or (brand_id, fleet_id) in self.fleets
-            or vehicle_id in self.vehicles
+            or (brand_id, vehicle_id) in self.vehicles
         )
 
 
@@ -111,7 +111,7 @@ class Access:
             False,
             frozenset(g.brand_id for g in held if g.brand_id and g.fleet_id is None and g.vehicle_id is None),
             frozenset((g.brand_id, g.fleet_id) for g in held if g.brand_id and g.fleet_id and g.vehicle_id is None),
-            frozenset(g.vehicle_id for g in held if g.vehicle_id),
+            frozenset((g.brand_id, g.vehicle_id) for g in held if g.brand_id and g.vehicle_id),
         )
 
     @property

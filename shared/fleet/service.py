@@ -309,11 +309,12 @@ class FleetService:
         if not visible.everything:
             where += (
                 " AND (ARRAY_CONTAINS(@brands, c.brandId) OR ARRAY_CONTAINS(@fleets, CONCAT(c.brandId, '/', "
-                "c.fleetId)) OR ARRAY_CONTAINS(@vehicles, c.vehicleId))"
+                "c.fleetId)) OR ARRAY_CONTAINS(@vehicles, CONCAT(c.brandId, '/', c.vehicleId)))"
             )
             parameters["@brands"] = sorted(visible.brands)
             parameters["@fleets"] = sorted(f"{b}/{f}" for b, f in visible.fleets)
-            parameters["@vehicles"] = sorted(visible.vehicles)
+            # a car's grant in its brand: a car erased and registered in another brand is not its old driver's
+            parameters["@vehicles"] = sorted(f"{b}/{v}" for b, v in visible.vehicles)
         if brand_id is not None:
             where += " AND c.brandId = @brand"
             parameters["@brand"] = brand_id

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from shared.auth.access import Visibility
 from shared.containers import ALERTS
+from shared.containers import VEHICLES as VEHICLE_DOCS
 from shared.stores.memory import MemoryDocumentStore
 from tests.factories import iso
 from tests.fleet_support import Fleet
@@ -88,6 +90,19 @@ async def test_the_fleet_list_pages_with_continuation_tokens(fleet: Fleet) -> No
             break
     # THEN every car comes exactly once, in order
     assert seen == [f"car-{n:03d}" for n in range(7)]
+
+
+async def test_a_cars_own_grant_lists_it_only_in_the_brand_it_was_given_in(fleet: Fleet) -> None:
+    """A Driver grant names a brand and a car: the same car id registered in another brand (after an erasure, its
+    old driver's membership left) is not listed to them."""
+    await fleet.add_fleet("other", "fleet-o")
+    for brand, fleet_id, car in (("contoso", "berlin", "car-001"), ("other", "fleet-o", "car-002")):
+        await fleet.store.upsert(
+            VEHICLE_DOCS, {"id": car, "vehicleId": car, "type": "vehicle", "brandId": brand, "fleetId": fleet_id}
+        )
+    visible = Visibility(False, vehicles=frozenset({("contoso", "car-001"), ("contoso", "car-002")}))
+    listed = await fleet.service.list_vehicles(visible, 10, None)
+    assert [v["vehicleId"] for v in listed["items"]] == ["car-001"]
 
 
 @pytest.mark.parametrize(
