@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from shared.lake.export import encode_table
+from shared.errors import PreconditionFailedError
+from shared.lake.export import MAX_WRITE_RACES, encode_table
 from shared.lake.schema import TABLES
 from shared.lake.store import DamagedFileError, LakeStore, parquet_table
 
@@ -25,24 +26,32 @@ async def erase_vehicle(lake: LakeStore, vehicle_id: str) -> int:
     removed = 0
     for table in TABLES:
         for file in await lake.list(f"{table.name}/"):
-            data = await lake.read(file.name)
-            if data is None:
-                continue
-            try:
-                part = parquet_table(data)
-            except DamagedFileError as exc:
-                log.warning("lake erasure: %s unreadable (%s); the export's repair rewrites it", file.name, exc)
-                continue
-            if "vehicle_id" not in part.column_names:
-                continue
-            mine = pc.equal(part.column("vehicle_id"), vehicle_id)
-            count = pc.sum(mine).as_py() or 0
-            if not count:
-                continue
-            kept = part.filter(pc.invert(mine))
-            if kept.num_rows:
-                await lake.write(file.name, encode_table(kept))
+            for _ in range(MAX_WRITE_RACES):
+                current = await lake.read_versioned(file.name)
+                if current is None:
+                    break
+                data, version = current
+                try:
+                    part = parquet_table(data)
+                except DamagedFileError as exc:
+                    log.warning("lake erasure: %s unreadable (%s); the export's repair rewrites it", file.name, exc)
+                    break
+                if "vehicle_id" not in part.column_names:
+                    break
+                mine = pc.equal(part.column("vehicle_id"), vehicle_id)
+                count = pc.sum(mine).as_py() or 0
+                if not count:
+                    break
+                kept = part.filter(pc.invert(mine))
+                try:  # over the version read: an export that merged in between is filtered again, not lost
+                    if kept.num_rows:
+                        await lake.write_if(file.name, encode_table(kept), version)
+                    else:
+                        await lake.delete(file.name)
+                except PreconditionFailedError:
+                    continue
+                removed += count
+                break
             else:
-                await lake.delete(file.name)
-            removed += count
+                raise PreconditionFailedError(f"lake file {file.name} kept changing during an erasure; retry it")
     return removed

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 STATE_NAME: Final = "_state/export.json"
 STATE_VERSION: Final = 1
+MAX_WRITE_RACES: Final = 5  # a file changed between its read and its conditional write this often: give up
 # Cosmos sets `_ts` (seconds) at commit; a window ends this long before now, so a write committed in its last
 # second is visible to the query (and a document written later falls in the next window).
 LAG_SECONDS: Final = 2
@@ -327,24 +328,36 @@ class LakeExporter:
     async def _upsert(
         self, table: Table, name: str, rows: Sequence[R.Row], written: list[str], report: ExportReport
     ) -> None:
-        """Merge rows into the file `name` (the newest row per key wins), written only when its bytes change. A
-        damaged file is rebuilt from Cosmos first, so its rows are not lost."""
-        old = await self.lake.read(name)
-        existing: pa.Table | None = None
-        if old is not None:
-            try:
-                existing = parquet_table(old)
-            except DamagedFileError as exc:
-                log.warning("lake: %s damaged (%s); rebuilt from Cosmos", name, exc)
-                existing = rows_table(table, await self._rebuild_rows(parse_path(name)))
-                report.files_repaired += 1
-                old = None
-        data = encode_table(merge(table, existing, rows_table(table, rows)))
+        """Merge rows into the file `name` (the newest row per key wins), written only when its bytes change, and
+        only over the version read (`write_if`): an erasure that took a car's rows out in between is merged again,
+        not overwritten with the rows it removed. A damaged file is rebuilt from Cosmos first, so its rows are not
+        lost."""
+        new = rows_table(table, rows)
         report.rows[table.name] = report.rows.get(table.name, 0) + len(rows)
-        if data != old:
-            await self.lake.write(name, data)
+        for _ in range(MAX_WRITE_RACES):
+            current = await self.lake.read_versioned(name)
+            old, version = current if current is not None else (None, None)
+            existing: pa.Table | None = None
+            if old is not None:
+                try:
+                    existing = parquet_table(old)
+                except DamagedFileError as exc:
+                    log.warning("lake: %s damaged (%s); rebuilt from Cosmos", name, exc)
+                    existing = rows_table(table, await self._rebuild_rows(parse_path(name)))
+                    report.files_repaired += 1
+                    old = None
+            data = encode_table(merge(table, existing, new))
+            if data == old:
+                break
+            try:
+                await self.lake.write_if(name, data, version)
+            except PreconditionFailedError:
+                continue  # changed since read (an erasure, another run): merge into what is there now
             report.files_written += 1
             report.bytes_written += len(data)
+            break
+        else:
+            raise PreconditionFailedError(f"lake file {name} kept changing; gave up after {MAX_WRITE_RACES} tries")
         written.append(name)
 
     async def _check(self, name: str, written: list[str], report: ExportReport) -> None:

@@ -23,6 +23,7 @@ from shared.lake.schema import SAMPLES, TABLES
 from shared.lake.store import BlobLakeStore, LakeStore, parquet_table, read_table
 from shared.stores.blob_deadletters import BlobDeadLetterSink
 from shared.stores.cosmos import CosmosDocumentStore
+from shared.stores.memory import MemoryDeadLetterSink
 from shared.stores.storage_account import blob_service_client
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import body, message
@@ -271,6 +272,51 @@ async def test_erasure_removes_the_car_from_every_lake_table_and_a_second_erasur
     again = await service.erase_vehicle("gone")
     assert again["lakeRows"] == 0
     assert await files(lake) == after
+
+
+async def test_an_export_that_read_a_file_before_an_erasure_does_not_write_the_erased_cars_rows_back(
+    db: CosmosDocumentStore, lake: BlobLakeStore
+) -> None:
+    """The export merges its new rows into what a file held when it read it: an erasure that took a car's rows out
+    between its read and its write makes its conditional write fail, and it merges again into what is there now
+    (a plain write put the erased car's rows back)."""
+    from shared.lake.erasure import erase_vehicle
+
+    # GIVEN two cars in the lake, and new rows of the one that stays
+    for car in ("gone", "kept"):
+        await register(db, car)
+    ingestor = TelemetryIngestor(db, MemoryDeadLetterSink())
+    await ingestor.ingest([drive(car, s) for s in (1, 2) for car in ("gone", "kept")])
+    await export(db, lake)
+    await ingestor.ingest([drive("kept", 3)])
+
+    # WHEN the car is erased from the lake between the next export's read of the samples file and its write
+    erased: list[int] = []
+    write, write_if = lake.write, lake.write_if
+
+    async def erase_first() -> None:
+        erased.append(0)  # once: the erasure's own writes come through here too
+        erased[0] = await erase_vehicle(lake, "gone")
+
+    async def erasure_then_write(name: str, data: bytes) -> None:
+        if name.startswith("samples/") and not erased:
+            await erase_first()
+        await write(name, data)
+
+    async def erasure_then_write_if(name: str, data: bytes, version: str | None) -> str:
+        if name.startswith("samples/") and not erased:
+            await erase_first()
+        return await write_if(name, data, version)
+
+    lake.write, lake.write_if = erasure_then_write, erasure_then_write_if  # type: ignore[method-assign]
+    await export(db, lake)
+    lake.write, lake.write_if = write, write_if  # type: ignore[method-assign]
+
+    # THEN the erasure happened, and the file holds the new rows of the one car and none of the other
+    assert erased[0] > 0
+    rows = (await read_table(lake, "samples")).to_pylist()
+    assert "gone" not in {r["vehicle_id"] for r in rows}
+    assert len([r for r in rows if r["vehicle_id"] == "kept"]) == 3
 
 
 async def test_a_window_under_way_is_not_exported_twice_and_a_late_exporter_catches_up_an_hour_a_run(
