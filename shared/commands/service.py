@@ -210,7 +210,12 @@ class CommandService:
         wanted = fingerprint(spec.name, filled)
         existing = await self.store.read(COMMANDS, vehicle_id, cid)
         if existing is not None:
-            return self._retried(existing.document, wanted, caller), False
+            answer = self._retried(existing.document, wanted, caller)
+            if status_of(existing.document) == Status.ACCEPTED:
+                # its dispatch message may be what failed the first POST: sent again (a second one changes
+                # nothing: dispatch goes by status), so the retry does not wait for the sweep
+                await self.queue.send(dispatch_message(vehicle_id, cid))
+            return answer, False
         vehicle = await self._vehicle(vehicle_id)
         now = self.clock()
         car_slot = (vehicle_id, f"vehicle:{vehicle_id}")
