@@ -45,6 +45,7 @@ from shared.errors import (
     ConflictError,
     InvalidRequestError,
     PermanentError,
+    PreconditionFailedError,
     UnknownResourceError,
 )
 from shared.errors import RequestError as RefusedError
@@ -67,6 +68,7 @@ log = logging.getLogger(__name__)
 STREAM: Final = "requests"  # dead-letter stream name
 RECORD_TTL_SECONDS: Final = 7 * 24 * 3600
 CONCURRENCY: Final = 8
+NOTE_RACES: Final = 5  # a record changed between its read and the delivery note this often: the note is given up
 RESPONSE_PROPERTIES: Final = {"type": "response"}
 # delivery.status of a request record
 PENDING: Final = "pending"  # stored, reply not (yet) accepted by IoT Hub
@@ -461,7 +463,19 @@ class RequestProcessor:
         if record is None:
             return
         delivery = {**outcome, "at": canonical_time(self.clock()), "message": message.key}
-        await self.store.upsert(REQUESTS, {**strip_system_properties(record), "delivery": delivery})
+        # onto the record as it is now, and only while it exists: a driver's erasure may have deleted it since it
+        # was read (an upsert would write it, with the driver's words, back)
+        for _ in range(NOTE_RACES):
+            stored = await self.store.read(REQUESTS, str(record["vehicleId"]), str(record["id"]))
+            if stored is None:
+                return
+            try:
+                await self.store.replace(
+                    REQUESTS, {**strip_system_properties(stored.document), "delivery": delivery}, stored.etag
+                )
+                return
+            except PreconditionFailedError:
+                continue
 
     async def _dead_letter(self, message: DeviceMessage, reason: str, detail: str, report: RequestReport) -> None:
         await self.dead_letters.put(DeadLetter(STREAM, reason, detail, message))

@@ -329,6 +329,24 @@ def test_any_batch_gets_exactly_one_reply_or_dead_letter_per_message(bodies: lis
     asyncio.run(scenario())
 
 
+async def test_a_record_deleted_while_its_reply_is_sent_is_not_written_back(world: World) -> None:
+    """A driver's erasure deletes the car's meeting records; one deleted while its reply was on its way must not
+    come back with the delivery note (an upsert wrote it back, the driver's request and all)."""
+    await vehicle(world)
+    await calendar_event(world)
+    send = world.gateway.send_c2d
+
+    async def erased_meanwhile(device_id: str, body: bytes, properties: Any, ttl_seconds: float = 0) -> None:
+        for doc in list(world.store.documents(REQUESTS)):  # type: ignore[attr-defined]
+            await world.store.delete(REQUESTS, doc["vehicleId"], doc["id"])
+        await send(device_id, body, properties, ttl_seconds)
+
+    world.gateway.send_c2d = erased_meanwhile  # type: ignore[method-assign]
+    await run(world, request("meeting.join", eventId=EVENT))
+    assert len(world.gateway.sent) == 1
+    assert world.store.documents(REQUESTS) == []  # type: ignore[attr-defined]
+
+
 async def test_a_request_from_an_erased_car_is_dropped_not_retried_forever(world: World) -> None:
     # GIVEN a car erased (identity deleted) while its request was still in Event Hubs
     await world.gateway.delete_device(VEHICLE)
