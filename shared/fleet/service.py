@@ -117,8 +117,9 @@ class FleetService:
     ) -> dict[str, Any]:
         """Direct mode (no `provisioning`, for development): device identity first: if the document write fails, a
         retry finds the identity without a document and makes it again (new keys: the first were never shown);
-        the reverse order could leave a car that cannot connect. With `provisioning` ({attestation, region}): pre-registration for DPS, no
-        identity (DPS creates it at first boot) and no secret (shared/provisioning/preregistration.py).
+        the reverse order could leave a car that cannot connect. With `provisioning` ({attestation, region}):
+        pre-registration for DPS, no identity (DPS creates it at first boot) and no secret
+        (shared/provisioning/preregistration.py).
         The car belongs to the fleet from now on: every read and write of it is scoped by its brand and fleet."""
         if await self.store.read(TENANCY, brand_id, fleet_doc_id(fleet_id)) is None:
             raise UnknownResourceError(f"no fleet {fleet_id} in brand {brand_id}")
