@@ -123,22 +123,24 @@ class CalendarSync:
                 return await self._run(job)
             finally:
                 if counted.calls and not counted.recorded:  # throttled, superseded, reauth, failed: still sent
-                    await self._record_calls(job.user_id, counted.calls)
+                    await self._record_calls(job.user_id, counted)
 
-    async def _record_calls(self, user: str, calls: int) -> None:
+    async def _record_calls(self, user: str, counted: graph_calls.GraphCalls) -> None:
         """Add a job's Graph calls to the driver's sync state when the job wrote no state of its own (it was
         throttled, superseded, needed a new sign-in or failed), so the meter shows the calls that throttling
         counts. Best effort, and never creates the state: a driver never synced (or forgotten) has none to carry
         them, and a store error here must not replace the job's own outcome or error."""
+        calls = counted.calls
         try:
             driver = await self.store.read(CALENDARS, user, DRIVER_ID)
             cars = agenda_cars(driver.document) if driver is not None else []
             for _ in range(3):
                 stored = await self.store.read(CALENDARS, user, SYNC_STATE_ID)
-                if stored is None:
-                    return
+                if stored is None or stored.document.get(graph_calls.GRAPH_CALLS_BY) == counted.run:
+                    return  # no state to carry them, or this run's own write did carry them (its answer was lost)
                 state = strip_system_properties(stored.document)
                 state["graphCalls"] = graph_calls.record(state.get("graphCalls"), self.clock(), calls, cars)
+                state[graph_calls.GRAPH_CALLS_BY] = counted.run
                 try:
                     await self.store.replace(CALENDARS, state, stored.etag)
                     return
@@ -227,6 +229,7 @@ class CalendarSync:
         counted = graph_calls.current()
         if counted is not None:  # the cost meter's Graph calls of the driver's cars (docs/cost.md)
             state["graphCalls"] = graph_calls.record(state.get("graphCalls"), now, counted.calls, agenda_cars(driver))
+            state[graph_calls.GRAPH_CALLS_BY] = counted.run
         # The twin first, the state (with the agenda hash) last: if the state write fails, the next job
         # patches again, which is harmless; the other order could lose an agenda update for good.
         if events is None:

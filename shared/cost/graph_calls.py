@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, NotRequired, TypedDict
 
 if TYPE_CHECKING:
     import httpx
@@ -49,7 +50,12 @@ class GraphCalls:
 
     calls: int = 0
     recorded: bool = False  # carried by the state the job wrote; else the job records them on its way out
+    # This run's mark in the state it writes (`GRAPH_CALLS_BY`): a write whose answer was lost (a timeout, an SDK
+    # retry answered 412) still carried the calls, and the run, finding its mark, does not add them twice.
+    run: str = field(default_factory=lambda: uuid.uuid4().hex)
 
+
+GRAPH_CALLS_BY: Final = "graphCallsBy"  # the sync state's mark of the run whose calls it carries last
 
 _COUNTING: ContextVar[GraphCalls | None] = ContextVar("carlink_cost_graph_calls", default=None)
 

@@ -18,6 +18,7 @@ from shared.calendar.documents import DRIVER_ID, KIND_DRIVER, SYNC_STATE_ID
 from shared.calendar.jobs import SyncJob
 from shared.containers import CALENDARS
 from shared.cost import graph_calls
+from shared.errors import StoreError
 from shared.graph.msgraph_client import MsGraphClient
 from tests.calendar_support import HOUR, NOTIFY_URL, USER, VEHICLE, World
 from tests.fleet_support import BRAND, FLEET, Fleet
@@ -106,6 +107,28 @@ async def test_a_throttled_job_that_writes_no_state_still_records_the_calls_it_s
     assert len(world.sandbox.requests) == sent + 2
     assert block["day"]["calls"] == recorded + 2  # type: ignore[index]
     assert block["day"]["cars"] == {VEHICLE: float(recorded + 2)}  # type: ignore[index]
+
+
+async def test_a_state_write_whose_answer_was_lost_counts_the_calls_once(world: World) -> None:
+    """The state's replace went through but its answer did not come back (a timeout; the SDK's retry answered 412):
+    the job records its calls on its way out, and finds them already there (its run's mark), so once."""
+    world.sandbox.add_event(USER, "e0", world.clock.now + HOUR, world.clock.now + 2 * HOUR)
+    await world.sync().run(SyncJob(USER, "test"))
+    recorded = (await state(world))["graphCalls"]["day"]["calls"]  # type: ignore[index]
+    replace = world.store.replace
+
+    async def lost_answer(container: str, document: dict[str, object], etag: str) -> str:
+        await replace(container, document, etag)
+        if document.get("id") == SYNC_STATE_ID and not lost:
+            lost.append(True)
+            raise StoreError("the write's answer was lost")
+        return etag
+
+    lost: list[bool] = []
+    world.store.replace = lost_answer  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        await world.sync().run(SyncJob(USER, "test"))
+    assert (await state(world))["graphCalls"]["day"]["calls"] == recorded + 1  # type: ignore[index]
 
 
 async def test_a_job_that_does_not_reach_graph_counts_nothing(world: World) -> None:
