@@ -640,13 +640,25 @@ class CommandService:
         return not location_allowed(vehicle, bases)
 
 
+def _handed_over(doc: Mapping[str, Any]) -> str:
+    """When the car had the command, as the record knows it: the `delivered` transition of a command that was
+    queued, else the last `sent` one, else its creation."""
+    transitions = [t for t in doc.get("transitions") or () if isinstance(t, dict) and isinstance(t.get("at"), str)]
+    queued = any(t.get("status") == Status.QUEUED.value for t in transitions)
+    wanted = Status.DELIVERED.value if queued else Status.SENT.value
+    times = [str(t["at"]) for t in transitions if t.get("status") == wanted]
+    return max(times) if times else str(doc["createdAt"])
+
+
 def _time(raw: Any) -> dt.datetime:
     return dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
 
 
 def shows_effect(doc: Mapping[str, Any], signals: Mapping[str, Any]) -> bool:
     """Whether the live state shows the command's effect: the confirming signal, stamped after the command was
-    issued, holds the expected value (numbers within a tolerance; a `fresh` confirmation takes any value)."""
+    issued, holds the expected value (numbers within a tolerance). A `fresh` confirmation takes any value stamped
+    after the car had the command: a queued command's `delivered` (the car's routine telemetry on waking, before
+    it ran the command, is not its answer), a connected car's `sent`."""
     spec = catalogue().get(str(doc.get("name")))
     if spec is None or spec.confirm is None:
         return False
@@ -654,7 +666,7 @@ def shows_effect(doc: Mapping[str, Any], signals: Mapping[str, Any]) -> bool:
     if not isinstance(entry, dict) or not isinstance(entry.get("ts"), str) or entry["ts"] < str(doc["createdAt"]):
         return False
     if spec.confirm.fresh:
-        return True
+        return str(entry["ts"]) > _handed_over(doc)
     expected, value = spec.confirm.expected(doc.get("params") or {}), entry.get("value")
     if isinstance(expected, bool) or isinstance(value, bool):
         return value is expected

@@ -402,6 +402,28 @@ def test_an_old_value_does_not_confirm() -> None:
     assert not shows_effect({**doc, "name": "unlock"}, after)
 
 
+def test_a_fresh_position_confirms_a_locate_only_once_the_car_had_it() -> None:
+    """A sleeping car's routine position on waking comes before it runs a queued locate: only a position stamped
+    after the car reported the command delivered confirms it; for a connected car, one after it was sent."""
+
+    def at(seconds: int) -> str:
+        return iso(T0 + dt.timedelta(seconds=seconds))
+
+    def position(seconds: int) -> dict[str, Any]:
+        return {"Vehicle.CurrentLocation.Latitude": {"value": 52.5, "ts": at(seconds)}}
+
+    queued = {"name": "locate", "params": {}, "createdAt": at(0), "transitions": [
+        {"status": "accepted", "at": at(0)}, {"status": "sent", "at": at(0)}, {"status": "queued", "at": at(1)},
+        {"status": "delivered", "at": at(600)}, {"status": "succeeded", "at": at(601)}]}  # fmt: skip
+    assert not shows_effect(queued, position(590))  # the wake-up telemetry
+    assert shows_effect(queued, position(605))
+    connected = {"name": "locate", "params": {}, "createdAt": at(0), "transitions": [
+        {"status": "accepted", "at": at(0)}, {"status": "sent", "at": at(1)},
+        {"status": "delivered", "at": at(3)}, {"status": "succeeded", "at": at(3)}]}  # fmt: skip
+    assert shows_effect(connected, position(2))
+    assert not shows_effect(connected, position(0))
+
+
 async def test_cancel_until_delivered_and_the_car_is_told(world: World) -> None:
     cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
     await world.dispatch_all()
