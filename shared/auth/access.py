@@ -15,12 +15,12 @@ from typing import Any, Final
 
 from shared.auth.policy import GUEST_PERMISSIONS, ROLE_PERMISSIONS, Permission, Requirement, Role
 from shared.auth.principal import Principal
-from shared.containers import MEMBERSHIPS, VEHICLES
+from shared.containers import MEMBERSHIPS, TENANCY, VEHICLES
 from shared.device_messages import safe_id
 from shared.errors import AccessDeniedError, AuthenticationError, UnknownResourceError
 from shared.stores.base import DocumentStore
 from shared.telemetry.vehicle import is_erased
-from shared.tenancy.documents import KIND_MEMBERSHIP
+from shared.tenancy.documents import BRAND_DOC_ID, KIND_MEMBERSHIP
 
 SCOPED_ROLES: Final = frozenset(r.value for r in Role if r is not Role.PLATFORM_ADMIN)
 
@@ -194,7 +194,10 @@ class AccessControl:
     async def authorize(self, principal: Principal, requirement: Requirement, params: Mapping[str, str]) -> Access:
         if principal.guest and requirement.permission not in GUEST_PERMISSIONS:
             raise AuthenticationError("tenant_not_allowed")  # as before guests existed: 401, nothing learnt
-        grants = grants_of(principal, await self.memberships(principal.object_id))
+        memberships = await self.memberships(principal.object_id)
+        if not principal.home and memberships:
+            memberships = await self._of_accepting_brands(principal.tenant_id, memberships)
+        grants = grants_of(principal, memberships)
         access = Access(principal, grants)
         target, permission = requirement.target, requirement.permission
         if target in ("public", "caller") or permission is None:
@@ -216,6 +219,18 @@ class AccessControl:
         if self._sees(access, resource):
             raise AccessDeniedError(f"your roles do not allow {permission.value} here")
         raise UnknownResourceError(_not_found(target, params))
+
+    async def _of_accepting_brands(
+        self, tenant_id: str, memberships: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """A customer tenant's memberships in the brands that list the tenant now: a brand that stopped accepting
+        it (a platform admin took it off the brand) ends them at once, whatever other brand still lists it. One
+        point read per brand the caller has a membership in."""
+        listing: dict[str, bool] = {}
+        for brand_id in {str(d.get("brandId")) for d in memberships}:
+            stored = await self.store.read(TENANCY, brand_id, BRAND_DOC_ID)
+            listing[brand_id] = stored is not None and tenant_id in (stored.document.get("tenants") or ())
+        return [d for d in memberships if listing.get(str(d.get("brandId")), False)]
 
     async def _driver(self, access: Access, permission: Permission, user_id: str) -> Access:
         """A driver acts on their own data without any role; a platform admin on anyone's; others need the

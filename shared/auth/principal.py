@@ -23,6 +23,9 @@ class Principal:
     # employer's tenant): no roles, whatever the token says, and only the routes of their own sign-ins at cars
     # (policy.GUEST_PERMISSIONS); anything else is refused as from a tenant not allowed (401).
     guest: bool = False
+    # Of the platform's own tenants (AUTH_ALLOWED_TENANTS). A brand's customer tenant is not: its memberships
+    # count only in the brands that list it now (access.AccessControl), its Platform.Admin never (tokens.py).
+    home: bool = True
 
     def has_role(self, role: str) -> bool:
         return role in self.roles

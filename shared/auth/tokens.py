@@ -196,12 +196,12 @@ class AccessTokenValidator:
         if self._extra_tenant_allowed is not None and await self._extra_tenant_allowed(tenant):
             # A customer tenant a brand lists: its own admins assign our app roles there (docs/identity.md), so
             # the platform-wide one is not theirs to give; what the others reach, memberships decide.
-            return _principal(_without_platform_admin(claims), tenant, object_id, client_id)
+            return replace(_principal(_without_platform_admin(claims), tenant, object_id, client_id), home=False)
         # Drivers signed in at cars with accounts of any tenant may manage those sign-ins, and nothing else:
         # a guest, whose app roles (assigned by an admin of a tenant we do not trust) are ignored.
         if claims.get("idtyp") == "app" or claims.get("scp") is None:
             raise _refuse(Reason.TENANT_NOT_ALLOWED)
-        return replace(_principal({**claims, "roles": []}, tenant, object_id, client_id), guest=True)
+        return replace(_principal({**claims, "roles": []}, tenant, object_id, client_id), guest=True, home=False)
 
     def _verified_claims(self, token: str, key: RSAPublicKey) -> dict[str, Any]:
         """Signature first, then exp/nbf/iat (with skew) and aud, by PyJWT; each failure mapped to its reason."""

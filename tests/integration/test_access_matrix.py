@@ -729,6 +729,21 @@ async def test_only_a_platform_admin_changes_which_tenants_a_brand_accepts(matri
     assert added["tenants"] == [other_tenant]
 
 
+async def test_a_brand_that_stops_accepting_a_tenant_ends_its_members_access_at_once(matrix: Matrix) -> None:
+    """A platform admin takes the customer tenant off Contoso while Fabrikam still lists it (so its tokens are
+    still accepted): its driver's Contoso membership counts no more, at once, on every instance."""
+    matrix.fresh()
+    customer = _tenant_of("customer-driver")
+    assert (await matrix.call("GET", "/api/vehicles/car-munich", "customer-driver")).status == 200
+    fabrikam = _brand_spec("fabrikam-mobility")
+    await matrix.ok("PUT", "/api/brands/fabrikam-mobility", "platform-admin",
+                    {**fabrikam, "tenants": [*fabrikam["tenants"], customer]})  # fmt: skip
+    contoso = _brand_spec("contoso-motors")
+    await matrix.ok("PUT", "/api/brands/contoso-motors", "platform-admin",
+                    {**contoso, "tenants": [t for t in contoso["tenants"] if t != customer]})  # fmt: skip
+    assert (await matrix.call("GET", "/api/vehicles/car-munich", "customer-driver")).status == 404
+
+
 async def test_no_one_is_made_a_driver_by_a_grant(matrix: Matrix) -> None:
     """The Driver role is the one Entra does not vouch for (drivers of private cars come from tenants that never
     assign our roles), so only the driver's own acceptance of an invitation creates it: a brand admin granting it
