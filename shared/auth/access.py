@@ -220,9 +220,7 @@ class AccessControl:
             raise AccessDeniedError(f"your roles do not allow {permission.value} here")
         raise UnknownResourceError(_not_found(target, params))
 
-    async def _of_accepting_brands(
-        self, tenant_id: str, memberships: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
+    async def _of_accepting_brands(self, tenant_id: str, memberships: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A customer tenant's memberships in the brands that list the tenant now: a brand that stopped accepting
         it (a platform admin took it off the brand) ends them at once, whatever other brand still lists it. One
         point read per brand the caller has a membership in."""
