@@ -85,6 +85,7 @@ CANCELLED_IN_TWIN: Final = 32  # ids the twin's `commands.cancelled` keeps (newe
 VIA_MODULE_TWIN: Final = "module_twin"  # delivery.via of a command waiting in the Edge module's twin
 GRACE_SECONDS: Final = 60  # beyond the method timeouts before the sweep calls a `sent` command unanswered
 DISPATCH_LOST_SECONDS: Final = 120  # an `accepted` command this old lost its dispatch message: send it again
+REDISPATCH_AFTER_SECONDS: Final = 10  # a retried POST finds its command still `accepted` this long: dispatch again
 NO_OUTCOME_SECONDS: Final = 300  # a delivered command whose car reported no outcome this long after expiry
 CONFIRM_WINDOW: Final = dt.timedelta(hours=1)  # reads look for confirmation this long after success
 NO_MODULE_SECONDS: Final = 600.0  # a car without the Edge module is not asked again for this long
@@ -211,9 +212,11 @@ class CommandService:
         existing = await self.store.read(COMMANDS, vehicle_id, cid)
         if existing is not None:
             answer = self._retried(existing.document, wanted, caller)
-            if status_of(existing.document) == Status.ACCEPTED:
-                # its dispatch message may be what failed the first POST: sent again (a second one changes
-                # nothing: dispatch goes by status), so the retry does not wait for the sweep
+            accepted_for = (self.clock() - _time(existing.document["updatedAt"])).total_seconds()
+            if status_of(existing.document) == Status.ACCEPTED and accepted_for >= REDISPATCH_AFTER_SECONDS:
+                # still not picked up: its dispatch message may be what failed the first POST, so it is sent
+                # again rather than waiting for the sweep (a retry within seconds finds the first one on its way:
+                # two dispatches at once would both call the car)
                 await self.queue.send(dispatch_message(vehicle_id, cid))
             return answer, False
         vehicle = await self._vehicle(vehicle_id)

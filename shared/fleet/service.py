@@ -77,6 +77,7 @@ from shared.vehicle_updates import update_vehicle
 
 ACK_STATUS: Final = "ack"  # alert acknowledgements live in `alerts` as `ack:{alertId}` with this status
 DEFAULT_WINDOW: Final = dt.timedelta(hours=1)
+ALLOCATION_SETTLE_SECONDS: Final = 300  # after an allocation, DPS has made the car's identity (or failed to)
 
 
 def ack_id(alert_id: str) -> str:
@@ -226,10 +227,11 @@ class FleetService:
         await self._update(vehicle_id, change)
         disabled = await self.gateway.set_device_enabled(vehicle_id, False)
         state = states[-1]
-        if not disabled and state.get("hub"):
-            # Allocated, so DPS makes its identity right after allocating: one made after this call would be
-            # enabled, and the car connected though revoked. Answered 503 (the revocation is recorded): the
-            # caller's retry disables it.
+        if not disabled and _just_allocated(state, self.clock()):
+            # Allocated moments ago, so DPS may be making its identity right now: one made after this call would
+            # be enabled, and the car connected though revoked. Answered 503 (the revocation is recorded): the
+            # caller's retry disables it. Long after (DPS failed, or the identity was deleted) there is none to wait
+            # for: answered with deviceDisabled false.
             raise IoTHubError(f"{vehicle_id}: no device identity on its hub yet (DPS may be creating it); retry")
         return {
             "vehicleId": vehicle_id,
@@ -630,6 +632,18 @@ class FleetService:
             return to_store(doc)
 
         await update_vehicle(self.store, vehicle_id, apply)
+
+
+def _just_allocated(provisioning: Mapping[str, Any], now: dt.datetime) -> bool:
+    """Assigned to a hub within the last ALLOCATION_SETTLE_SECONDS (DPS creates the identity after the answer)."""
+    assigned = provisioning.get("assignedAt")
+    if not provisioning.get("hub") or not isinstance(assigned, str):
+        return False
+    try:
+        at = dt.datetime.fromisoformat(assigned.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return (now - at).total_seconds() < ALLOCATION_SETTLE_SECONDS
 
 
 def _registered(doc: VehicleDocument) -> bool:

@@ -44,6 +44,7 @@ from shared.errors import (
     ConfigurationError,
     ConflictError,
     InvalidRequestError,
+    NotFoundError,
     PermanentError,
     PreconditionFailedError,
     UnknownResourceError,
@@ -476,6 +477,8 @@ class RequestProcessor:
                 return
             except PreconditionFailedError:
                 continue
+            except NotFoundError:  # deleted between the read and the replace: nothing to note
+                return
 
     async def _dead_letter(self, message: DeviceMessage, reason: str, detail: str, report: RequestReport) -> None:
         await self.dead_letters.put(DeadLetter(STREAM, reason, detail, message))

@@ -224,8 +224,11 @@ async def test_a_retried_post_returns_the_same_command_and_sends_nothing_twice(w
     assert (created, created_again) == (True, False)
     assert again["commandId"] == first["commandId"]
     assert again["status"] == "accepted"
-    # still accepted: its dispatch may be what failed the first POST, so the retry queues it again; the car gets
-    # it once all the same (dispatch goes by status)
+    assert len(world.queue.messages) == 1  # a retry within seconds: the first dispatch is on its way
+    # still accepted after a while: its dispatch may be what failed the first POST, so a retry queues it again;
+    # the car gets it once all the same (dispatch goes by status)
+    world.clock.advance(10)
+    await world.service.issue(OPERATOR, CAR, "lock", {}, "key-1")
     assert len(world.queue.messages) == 2
     world.answer(200, {"status": "succeeded"})
     assert await world.dispatch_all() == [Status.SUCCEEDED, Status.SUCCEEDED]

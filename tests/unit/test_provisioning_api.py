@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 from typing import Any
@@ -216,7 +217,7 @@ async def test_revoking_a_car_between_its_allocation_and_its_identity_answers_re
     fleet = await fleet_with()
     body = {"vehicleId": "car-025", "provisioning": {"attestation": "symmetricKey", "region": "eu"}}
     assert (await fleet.call("POST", REGISTER, body=body)).status == 201
-    allocator = Allocator(fleet.store, config().stamps)
+    allocator = Allocator(fleet.store, config().stamps, clock=lambda: fleet.now)
     request = parse_request(
         orjson.dumps({"deviceRuntimeContext": {"registrationId": "car-025", "symmetricKey": {}}, "linkedHubs": [EU1]})
     )
@@ -230,6 +231,11 @@ async def test_revoking_a_car_between_its_allocation_and_its_identity_answers_re
     again = await fleet.call("POST", "/api/vehicles/car-025/revoke")
     assert (again.status, again.json["deviceDisabled"]) == (200, True)
     assert "car-025" in fleet.gateway.disabled
+    # long after an allocation whose identity never came (DPS failed, or it was deleted): nothing to wait for
+    await fleet.gateway.delete_device("car-025")
+    fleet.now += dt.timedelta(minutes=10)
+    late = await fleet.call("POST", "/api/vehicles/car-025/revoke")
+    assert (late.status, late.json["deviceDisabled"]) == (200, False)
 
 
 async def test_revoking_a_car_that_never_provisioned_or_a_direct_one() -> None:
