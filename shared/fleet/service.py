@@ -117,9 +117,9 @@ class FleetService:
         provisioning: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Direct mode (no `provisioning`, for development): device identity first: if the document write fails, a
-        retry finds the identity without a document and makes it again (new keys: the first were never shown);
-        the reverse order could leave a car that cannot connect. With `provisioning` ({attestation, region}):
-        pre-registration for DPS, no identity (DPS creates it at first boot) and no secret
+        retry finds the identity (409: an identity without a document may be a registration still under way, so
+        it is not made again); the reverse order could leave a car that cannot connect. With `provisioning`
+        ({attestation, region}): pre-registration for DPS, no identity (DPS creates it at first boot) and no secret
         (shared/provisioning/preregistration.py).
         The car belongs to the fleet from now on: every read and write of it is scoped by its brand and fleet."""
         if await self.store.read(TENANCY, brand_id, fleet_doc_id(fleet_id)) is None:
@@ -134,14 +134,9 @@ class FleetService:
         try:
             identity = await self.gateway.create_device(vehicle_id)
         except DeviceExistsError:
-            if stored is not None:
-                raise AlreadyExistsError(
-                    f"{vehicle_id} is registered; its key is shown only once (DELETE to re-register)"
-                ) from None
-            # An identity without any document: a registration that failed after making it (its key was never
-            # shown, the car never sent a message). Made again, with new keys, so a retry finishes it.
-            await self.gateway.delete_device(vehicle_id)
-            identity = await self.gateway.create_device(vehicle_id)
+            raise AlreadyExistsError(
+                f"{vehicle_id} is registered; its key is shown only once (DELETE to re-register)"
+            ) from None
         now = canonical_time(self.clock())
 
         def change(doc: VehicleDocument) -> None:

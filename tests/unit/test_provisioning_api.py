@@ -162,20 +162,6 @@ async def test_a_car_pre_registered_elsewhere_is_not_taken_over_by_a_direct_regi
     assert (doc["brandId"], doc["fleetId"]) == (BRAND, FLEET)
 
 
-async def test_a_direct_registration_that_failed_after_making_the_identity_finishes_on_retry() -> None:
-    """The identity is made first: if the document write then fails, the key was never shown and the car never
-    connected. The retry makes the identity again (new keys) and registers the car, instead of a 409 nobody can
-    get out of (DELETE finds no car)."""
-    fleet = await fleet_with()
-    await fleet.gateway.create_device("car-040")  # what the failed first attempt left
-    stranded_key = fleet.gateway.devices["car-040"]
-    answer = await fleet.call("POST", REGISTER, body={"vehicleId": "car-040"})
-    assert answer.status == 201, answer.json
-    assert answer.json["primaryKey"] != stranded_key
-    assert (await document(fleet, "car-040"))["registeredAt"]
-    assert (await fleet.call("POST", REGISTER, body={"vehicleId": "car-040"})).status == 409  # registered now
-
-
 async def test_revocation_refuses_provisioning_and_disables_the_device() -> None:
     fleet = await fleet_with()
     body = {"vehicleId": "car-020", "provisioning": {"attestation": "symmetricKey", "region": "eu"}}
