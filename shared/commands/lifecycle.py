@@ -118,6 +118,8 @@ def advance(
         return False
     if target == S.DELIVERED and RANK.get(current, 3) >= RANK[S.DELIVERED]:
         return False
+    if by_car and reason in GAVE_UP:  # the cloud's words for its own silence: a car that sends them means itself
+        reason = f"car_{reason}"
     entry: dict[str, Any] = {"status": target.value, "at": canonical_time(at)}
     if reason:
         entry["reason"] = reason

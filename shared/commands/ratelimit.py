@@ -9,17 +9,20 @@ instances; an in-process limit would let N instances accept N times the limit.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Final
 
 from shared.containers import COMMANDS
 from shared.device_messages import safe_id
-from shared.errors import ConflictError, PreconditionFailedError, RateLimitedError
+from shared.errors import ConflictError, PreconditionFailedError, RateLimitedError, StoreError
 from shared.stores.base import DocumentStore
 
 WINDOW_SECONDS: Final = 60
 COUNTER_TTL_SECONDS: Final = 2 * WINDOW_SECONDS
 MAX_RACES: Final = 10
 KIND: Final = "rate"
+
+log = logging.getLogger(__name__)
 
 
 class FixedWindowLimiter:
@@ -59,13 +62,16 @@ class FixedWindowLimiter:
         re-reads; a window that ended meanwhile has nothing to give back to)."""
         window = int(now.timestamp()) // WINDOW_SECONDS
         item_id = safe_id(f"rate:{subject}:{window}")
-        for _ in range(MAX_RACES):
-            stored = await self.store.read(COMMANDS, partition, item_id)
-            count = int(stored.document.get("count", 0)) if stored else 0
-            if stored is None or count <= 0:
-                return
-            try:
-                await self.store.replace(COMMANDS, {**stored.document, "count": count - 1}, stored.etag)
-                return
-            except (ConflictError, PreconditionFailedError):
-                continue
+        try:
+            for _ in range(MAX_RACES):
+                stored = await self.store.read(COMMANDS, partition, item_id)
+                count = int(stored.document.get("count", 0)) if stored else 0
+                if stored is None or count <= 0:
+                    return
+                try:
+                    await self.store.replace(COMMANDS, {**stored.document, "count": count - 1}, stored.etag)
+                    return
+                except (ConflictError, PreconditionFailedError):
+                    continue
+        except StoreError as exc:  # the caller's answer (a 429, the stored command) stands; the slot stays taken
+            log.warning("rate limit %s: slot not given back: %s", KIND, type(exc).__name__)

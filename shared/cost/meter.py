@@ -178,25 +178,34 @@ class CostMeter:
     """Ingestion's side of the meter: the billing clock and the CPU time per message (a batch's CPU is known only at
     its end, so messages are charged at the rate measured before them).
 
-    The rate is the process's CPU time over the messages of the batches that ended since the last measurement, at
-    least RATE_WINDOW_MESSAGES of them: one window for the ingestor, not a start time per batch, so batches that
-    overlap (an instance reads several partitions on one event loop) are neither counted twice nor lost, and a
-    one-message batch does not set the rate for the next hundred. `time.process_time` is the whole worker's: the
-    other functions' CPU on the instance (the API, timers) is shared over the messages too (docs/cost.md)."""
+    The rate is the process's CPU time while batches ran, over the messages of the batches that ended since the
+    last measurement, at least RATE_WINDOW_MESSAGES of them: one window for the ingestor, not a start time per
+    batch, so batches that overlap (an instance reads several partitions on one event loop) are neither counted
+    twice nor lost, a one-message batch does not set the rate for the next hundred, and time with no batch running
+    (idle, start-up) is not counted. `time.process_time` is the whole worker's: the other functions' CPU while a
+    batch runs (the API, timers) is shared over the messages too (docs/cost.md)."""
 
     def __init__(self, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.clock = clock
         self.now = When.of(clock())
         self.cpu_ms_per_message = 0.0
-        self._cpu_mark = time.process_time()
-        self._messages = 0  # ended since the mark
+        self._running = 0  # batches under way
+        self._since = 0.0  # process CPU when the running ones began
+        self._busy = 0.0  # CPU seconds while batches ran, since the last measurement
+        self._messages = 0  # of the batches that ended since the last measurement
 
     def batch_started(self) -> None:
         self.now = When.of(self.clock())
+        if self._running == 0:
+            self._since = time.process_time()
+        self._running += 1
 
     def batch_ended(self, messages: int) -> None:
+        self._running = max(0, self._running - 1)
+        cpu = time.process_time()
+        self._busy += cpu - self._since
+        self._since = cpu
         self._messages += messages
         if self._messages >= RATE_WINDOW_MESSAGES:
-            cpu = time.process_time()
-            self.cpu_ms_per_message = (cpu - self._cpu_mark) * 1000 / self._messages
-            self._cpu_mark, self._messages = cpu, 0
+            self.cpu_ms_per_message = self._busy * 1000 / self._messages
+            self._busy, self._messages = 0.0, 0

@@ -204,6 +204,11 @@ def test_the_cars_word_replaces_a_failure_the_cloud_concluded_from_silence(gave_
     assert not advance(failed, Status.SUCCEEDED, T0, by_car=True)
     assert not advance({"status": "failed", "reason": gave_up}, Status.SUCCEEDED, T0)  # only the car's word
     assert not advance({"status": "failed", "reason": gave_up}, Status.DELIVERED, T0, by_car=True)
+    # a car that reports the cloud's own word for silence does not leave its failure open to every replay
+    echoed: dict[str, Any] = {"status": "failed", "reason": gave_up}
+    assert advance(echoed, Status.FAILED, T0, gave_up, by_car=True)
+    assert echoed["reason"] == f"car_{gave_up}"
+    assert not advance(echoed, Status.FAILED, T0, gave_up, by_car=True)
 
 
 def test_a_car_answer_outside_the_contract_is_a_failure_never_a_stuck_command() -> None:

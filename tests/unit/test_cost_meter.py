@@ -101,9 +101,9 @@ async def test_a_cars_carried_charges_survive_its_leaving_the_cache() -> None:
 
 
 def test_overlapping_batches_share_one_cpu_window(monkeypatch: Any) -> None:
-    """Batch A (100 messages) and batch B (1) overlap: the CPU between the last measurement and their ends is
-    shared over their 101 messages, not B's start time overwriting A's and A's 100 messages sharing only what
-    followed B."""
+    """Batch A (100 messages) and batch B (1) overlap: the CPU while they ran is shared over their 101 messages,
+    not B's start time overwriting A's and A's 100 messages sharing only what followed B; the CPU while no batch
+    runs is not a message's."""
     cpu = [10.0]
     monkeypatch.setattr(meter.time, "process_time", lambda: cpu[0])
     costs = CostMeter(Clock(DAY_1))
@@ -116,10 +116,11 @@ def test_overlapping_batches_share_one_cpu_window(monkeypatch: Any) -> None:
     cpu[0] += 0.5
     costs.batch_ended(100)  # A
     assert costs.cpu_ms_per_message == pytest.approx(1010 / 101)
+    cpu[0] += 5.0  # no batch running: idle, the API, a timer's work
     costs.batch_started()
     cpu[0] += 0.2
     costs.batch_ended(100)
-    assert costs.cpu_ms_per_message == pytest.approx(2.0)
+    assert costs.cpu_ms_per_message == pytest.approx(2.0)  # only the CPU while batches ran
 
 
 async def test_a_replayed_batch_counts_no_message_twice_and_what_it_did_not_write_costs_nothing() -> None:
