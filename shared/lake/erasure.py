@@ -44,10 +44,8 @@ async def erase_vehicle(lake: LakeStore, vehicle_id: str) -> int:
                     break
                 kept = part.filter(pc.invert(mine))
                 try:  # over the version read: an export that merged in between is filtered again, not lost
-                    if kept.num_rows:
-                        await lake.write_if(file.name, encode_table(kept), version)
-                    else:
-                        await lake.delete(file.name)
+                    # (a file left empty stays, empty: a delete cannot be made conditional on the version read)
+                    await lake.write_if(file.name, encode_table(kept), version)
                 except PreconditionFailedError:
                     continue
                 removed += count

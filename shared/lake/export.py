@@ -352,13 +352,22 @@ class LakeExporter:
             try:
                 await self.lake.write_if(name, data, version)
             except PreconditionFailedError:
-                continue  # changed since read (an erasure, another run): merge into what is there now
+                # changed since read (an erasure, another run): merge into what is there now, without the rows of
+                # a car erased since this run read it from Cosmos
+                new = await self._without_erased(table, rows)
+                continue
             report.files_written += 1
             report.bytes_written += len(data)
             break
         else:
             raise PreconditionFailedError(f"lake file {name} kept changing; gave up after {MAX_WRITE_RACES} tries")
         written.append(name)
+
+    async def _without_erased(self, table: Table, rows: Sequence[R.Row]) -> pa.Table:
+        """The rows of the cars that are not erased now (their vehicle documents read again)."""
+        cars = await self._lookup({str(r["vehicle_id"]) for r in rows if r.get("vehicle_id") is not None})
+        kept = [r for r in rows if not (c := cars.get(str(r.get("vehicle_id")))) or not c.erased]
+        return rows_table(table, kept)
 
     async def _check(self, name: str, written: list[str], report: ExportReport) -> None:
         """Read a file's footer back; rebuild the file from Cosmos when it is damaged."""

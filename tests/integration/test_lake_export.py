@@ -278,9 +278,11 @@ async def test_an_export_that_read_a_file_before_an_erasure_does_not_write_the_e
     db: CosmosDocumentStore, lake: BlobLakeStore
 ) -> None:
     """The export merges its new rows into what a file held when it read it: an erasure that took a car's rows out
-    between its read and its write makes its conditional write fail, and it merges again into what is there now
-    (a plain write put the erased car's rows back)."""
+    between its read and its write makes its conditional write fail, and it merges again into what is there now,
+    without the rows of the car it read before the car was erased (a plain write put the erased car's rows back)."""
     from shared.lake.erasure import erase_vehicle
+    from shared.telemetry.documents import to_store
+    from shared.telemetry.vehicle import tombstone
 
     # GIVEN two cars in the lake, and new rows of the one that stays
     for car in ("gone", "kept"):
@@ -288,7 +290,7 @@ async def test_an_export_that_read_a_file_before_an_erasure_does_not_write_the_e
     ingestor = TelemetryIngestor(db, MemoryDeadLetterSink())
     await ingestor.ingest([drive(car, s) for s in (1, 2) for car in ("gone", "kept")])
     await export(db, lake)
-    await ingestor.ingest([drive("kept", 3)])
+    await ingestor.ingest([drive(car, 3) for car in ("gone", "kept")])  # new rows of both for the next run
 
     # WHEN the car is erased from the lake between the next export's read of the samples file and its write
     erased: list[int] = []
@@ -296,6 +298,7 @@ async def test_an_export_that_read_a_file_before_an_erasure_does_not_write_the_e
 
     async def erase_first() -> None:
         erased.append(0)  # once: the erasure's own writes come through here too
+        await db.upsert("vehicles", to_store(tombstone("gone", "2026-11-21T09:00:00.000Z")))  # as the erasure does
         erased[0] = await erase_vehicle(lake, "gone")
 
     async def erasure_then_write(name: str, data: bytes) -> None:
