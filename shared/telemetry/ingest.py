@@ -264,8 +264,18 @@ class TelemetryIngestor:
 
     async def ingest(self, messages: Sequence[DeviceMessage]) -> BatchReport:
         report = BatchReport(messages=len(messages))
-        if self.cost is not None:
-            self.cost.batch_started()
+        if self.cost is None:
+            return await self._ingest(messages, report)
+        self.cost.batch_started()
+        try:
+            await self._ingest(messages, report)
+        except BaseException:
+            self.cost.batch_ended(0)  # its CPU counts (the redelivery's messages carry it); the meter runs on
+            raise
+        self.cost.batch_ended(len(messages))
+        return report
+
+    async def _ingest(self, messages: Sequence[DeviceMessage], report: BatchReport) -> BatchReport:
         by_vehicle, gaps, letters = self.decode_all(messages)
         vehicles = by_vehicle.keys() | gaps.keys() if gaps else by_vehicle.keys()
         report.vehicles = len(vehicles)
@@ -286,8 +296,6 @@ class TelemetryIngestor:
                 if not isinstance(failure, Exception):
                     raise failure  # cancellation and the like
             raise BatchFailedError(f"{len(failures)} of {count} writes failed; redeliver") from failures[0][1]
-        if self.cost is not None:
-            self.cost.batch_ended(len(messages))
         return report
 
     async def _dead_letter(self, letter: DeadLetter, report: BatchReport) -> None:

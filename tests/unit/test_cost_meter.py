@@ -14,9 +14,10 @@ from shared.cost import meter
 from shared.cost.meter import Charges, CostMeter, When, month_to_date
 from shared.cost.view import brand_cost, vehicle_cost
 from shared.device_messages import DeviceMessage
+from shared.errors import StoreError
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry.documents import VehicleDocument
-from shared.telemetry.ingest import TelemetryIngestor
+from shared.telemetry.ingest import BatchFailedError, TelemetryIngestor
 from tests.cost_support import ChargingStore
 from tests.factories import drive, message
 
@@ -121,6 +122,27 @@ def test_overlapping_batches_share_one_cpu_window(monkeypatch: Any) -> None:
     cpu[0] += 0.2
     costs.batch_ended(100)
     assert costs.cpu_ms_per_message == pytest.approx(2.0)  # only the CPU while batches ran
+
+
+async def test_a_failed_batch_leaves_the_cpu_window_counting_only_while_batches_run(monkeypatch: Any) -> None:
+    """A batch that raises (a store outage: redelivered) ends its share of the window all the same: the next
+    batches' rate still leaves out the time no batch ran."""
+    cpu = [100.0]
+    monkeypatch.setattr(meter.time, "process_time", lambda: cpu[0])
+
+    class Down(ChargingStore):
+        async def read(self, container: str, partition_key: str, item_id: str) -> Any:
+            raise StoreError("down")
+
+    costs = CostMeter(Clock(DAY_1))
+    failing = TelemetryIngestor(Down(), MemoryDeadLetterSink(), cost=costs)
+    with pytest.raises(BatchFailedError):
+        await failing.ingest(batch(3, 1))
+    cpu[0] += 50.0  # idle: no batch running
+    costs.batch_started()
+    cpu[0] += 0.3
+    costs.batch_ended(100)
+    assert costs.cpu_ms_per_message == pytest.approx(3.0)
 
 
 async def test_a_replayed_batch_counts_no_message_twice_and_what_it_did_not_write_costs_nothing() -> None:
