@@ -51,6 +51,7 @@ NO_TOKENS: Final[Tokens] = ()
 IN_SUB_CELL: Final = 0
 AT_POSITION: Final = 1
 AT_REST: Final = 2
+MOVING_THIS_MINUTE: Final = 3
 MEMO_CARS: Final = 65_536  # cars remembered per index (`GeofenceIndex.last`); beyond, it starts again
 # A sub-cell with no shared answer: the geofences covering it whole and those whose boundary crosses it (both by
 # key), the tokens of a position in it that none of the crossing ones contains and that is not moving (or of no
@@ -60,34 +61,43 @@ SubCell = tuple[tuple[Geofence, ...], tuple[tuple[PointTest, Geofence], ...], To
 
 class Remembered:
     """A car's last lookup (`geofencing.lookup`): the sub-cell key, how long the answer holds, the position, how far
-    from it the answer holds (`reach`, degrees each way: 0.0 only there), the tokens. One object per car, updated in
-    place: compiled, its numbers are fields of the object itself, so the fold's check on every message reads one
-    object (a tuple of boxed numbers read four)."""
+    from it the answer holds (`reach`, degrees each way: 0.0 only there), the tokens, and for a moving car's answer
+    with curfews the UTC minute it was given in (`minute`, `ts[:16]`). One object per car, updated in place:
+    compiled, its numbers are fields of the object itself, so the fold's check on every message reads one object (a
+    tuple of boxed numbers read four)."""
 
-    __slots__ = ("fine_key", "holds", "lat", "lon", "reach", "tokens")
+    __slots__ = ("fine_key", "holds", "lat", "lon", "minute", "reach", "tokens")
 
-    def __init__(self, fine_key: int, holds: int, lat: float, lon: float, reach: float, tokens: Tokens) -> None:
+    def __init__(
+        self, fine_key: int, holds: int, lat: float, lon: float, reach: float, tokens: Tokens, minute: str = ""
+    ) -> None:
         self.fine_key = fine_key
         self.holds = holds
         self.lat = lat
         self.lon = lon
         self.reach = reach
         self.tokens = tokens
+        self.minute = minute
 
-    def answer(self, fine_key: int, lat: float, lon: float, speed: float | None) -> Tokens | None:
+    def answer(self, fine_key: int, lat: float, lon: float, speed: float | None, ts: str) -> Tokens | None:
         """The tokens for the car's next position if this answer still holds there, else None: anywhere in the same
-        sub-cell, or within `reach` of the position in it (while not moving, when a curfew is involved)."""
+        sub-cell, or within `reach` of the position in it; when a curfew is involved, only while not moving, or
+        while moving in the same UTC minute (a curfew's answer is the same all minute: `Curfew.same_all_minute`)."""
         if fine_key != self.fine_key:
             return None
         holds = self.holds
         if holds == IN_SUB_CELL:
             return self.tokens
         reach = self.reach
-        if (
-            abs(lat - self.lat) <= reach
-            and abs(lon - self.lon) <= reach
-            and (holds == AT_POSITION or speed is None or speed <= CURFEW_SPEED_KMH)
-        ):
+        if abs(lat - self.lat) > reach or abs(lon - self.lon) > reach:
+            return None
+        if holds == AT_POSITION:
+            return self.tokens
+        moving = speed is not None and speed > CURFEW_SPEED_KMH
+        if holds == AT_REST:
+            return None if moving else self.tokens
+        # moving, with curfews: the same minute of canonical UTC time (`...T08:00:00.000Z`), as it was given in
+        if moving and len(ts) == 24 and ts[23] == "Z" and ts.startswith(self.minute):
             return self.tokens
         return None
 
@@ -216,8 +226,8 @@ class GeofenceIndex:
     ) -> tuple[Tokens, int | None]:
         """`sub_tokens`, and for how long the answer holds (`geofencing.lookup` remembers it): AT_POSITION (near
         the same position, `reach`, at any speed and time: no curfew involved), AT_REST (near it while not moving:
-        a curfew is involved, the car is not moving) or None (moving where a curfew is involved: speed and time
-        decide)."""
+        a curfew is involved, the car is not moving), MOVING_THIS_MINUTE (near it while moving in ts's UTC minute:
+        every curfew involved answers alike all that minute) or None (speed and time decide)."""
         sub = self._subs.get(fine_key)
         if sub is None:
             sub = self._subs[fine_key] = self._sub_cell(math.floor(lat / FINE_DEGREES), math.floor(lon / FINE_DEGREES))
@@ -234,12 +244,16 @@ class GeofenceIndex:
         if not moving:
             return tuple([fence.key for fence in found[:MAX_INSIDE]]), holds
         listed: list[str] = []
+        minute_long = len(ts) == 24 and ts[23] == "Z"  # canonical UTC time: `Remembered.answer` compares its minute
         for fence in found[:MAX_INSIDE]:  # geofencing.tested's tokens
             listed.append(fence.key)
-            if fence.curfew is not None and not fence.curfew.allows(ts):
-                listed.append(fence.key + CURFEW)
+            curfew = fence.curfew
+            if curfew is not None:
+                if not curfew.allows(ts):
+                    listed.append(fence.key + CURFEW)
+                minute_long = minute_long and curfew.same_all_minute(ts)
         listed.sort()
-        return tuple(listed[:MAX_INSIDE]), None
+        return tuple(listed[:MAX_INSIDE]), MOVING_THIS_MINUTE if minute_long else None
 
     def reach(self, fine_key: int, lat: float, lon: float) -> float:
         """How far (degrees each way) a position in a sub-cell with no shared answer may move within it with the

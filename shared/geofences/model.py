@@ -121,16 +121,19 @@ class Curfew:
     _minutes: dict[str, bool] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def allows(self, ts: str) -> bool:
-        """Whether a canonical UTC time (`2026-11-21T08:00:00.000Z`) falls in an allowed window."""
-        known = self._minutes.get(ts[:16])
-        if known is not None:
-            return known
+        """Whether a time (ISO 8601; the fold's are canonical UTC, `2026-11-21T08:00:00.000Z`) falls in an allowed
+        window. Remembered per minute of canonical times only: another form's first 16 characters are no UTC minute."""
+        canonical = len(ts) == 24 and ts[16] == ":" and ts.endswith("Z")
+        if canonical:
+            known = self._minutes.get(ts[:16])
+            if known is not None:
+                return known
         utc = _utc(ts)
         zone = _zone(self.time_zone)
         local = utc.astimezone(zone)
         day, minute = local.weekday(), local.hour * 60 + local.minute
         answer = any(day in w.days and w.start <= minute < w.end for w in self.windows)
-        if len(ts) == 24 and ts[16] == ":" and ts.endswith("Z"):
+        if canonical:
             start = utc.replace(second=0, microsecond=0)
             offset = start.astimezone(zone).utcoffset()
             end = (start + _LAST_OF_MINUTE).astimezone(zone).utcoffset()
@@ -139,6 +142,11 @@ class Curfew:
                     self._minutes.clear()
                 self._minutes[ts[:16]] = answer
         return answer
+
+    def same_all_minute(self, ts: str) -> bool:
+        """Whether `allows(ts)`, already asked, answers the same for every time of ts's UTC minute (`ts[:16]`): a
+        moving car's answer is remembered for that minute only then (`GeofenceIndex.sub_lookup`)."""
+        return len(ts) == 24 and ts[16] == ":" and ts.endswith("Z") and ts[:16] in self._minutes
 
     def as_json(self) -> dict[str, Any]:
         return {

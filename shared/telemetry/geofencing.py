@@ -53,6 +53,7 @@ from shared.geofences.index import (
     LON_CELLS,
     MAX_INSIDE,
     MEMO_CARS,
+    MOVING_THIS_MINUTE,
     NO_TOKENS,
     Remembered,
     Tokens,
@@ -130,15 +131,15 @@ def lookup(vehicle_id: str, fences: VehicleGeofences, lat: float, lon: float, sp
     position is usually in the same sub-cell (driving) or near the same place, and then the index is not read at
     all. An answer is reused only where it cannot differ: anywhere in the sub-cell when it is the cell's or the
     sub-cell's shared answer, within its reach (`GeofenceIndex.reach`: no boundary that far) when a boundary
-    crosses the sub-cell, and there only while not moving when a curfew is involved (property-tested ==
-    tokens_at)."""
+    crosses the sub-cell, and there, when a curfew is involved, only while not moving or while moving in the same
+    UTC minute (property-tested == tokens_at)."""
     last = fences.last
     if last is None:
         return tested(fences, lat, lon, speed, ts)
     fine_key = floor(lat / FINE_DEGREES) * FINE_LON_CELLS + floor(lon / FINE_DEGREES)
     before = last.get(vehicle_id)
     if before is not None:
-        remembered = before.answer(fine_key, lat, lon, speed)
+        remembered = before.answer(fine_key, lat, lon, speed, ts)
         if remembered is not None:
             return remembered
     return lookup_missed(vehicle_id, fences, last, before, fine_key, lat, lon, speed, ts)
@@ -170,13 +171,14 @@ def lookup_missed(
             if holds_for is not None:
                 reach = fleet.reach(fine_key, lat, lon)
     if holds_for is not None:
+        minute = ts[:16] if holds_for == MOVING_THIS_MINUTE else ""
         if before is not None:  # updated in place: no allocation, and the fold's next check reads the same object
             before.fine_key, before.holds, before.lat, before.lon = fine_key, holds_for, lat, lon
-            before.reach, before.tokens = reach, tokens
+            before.reach, before.tokens, before.minute = reach, tokens, minute
         else:
             if len(last) >= MEMO_CARS:
                 last.clear()
-            last[vehicle_id] = Remembered(fine_key, holds_for, lat, lon, reach, tokens)
+            last[vehicle_id] = Remembered(fine_key, holds_for, lat, lon, reach, tokens, minute)
     elif before is not None:
         last.pop(vehicle_id, None)  # not `del`: the memo may have been cleared since `before` was read
     return tokens

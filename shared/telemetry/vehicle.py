@@ -415,7 +415,7 @@ def fold(
             memo = geofences.last
             before = memo.get(vehicle_id) if memo is not None else None
             fine_key = floor(lat_deg / FINE_DEGREES) * FINE_LON_CELLS + floor(lon_deg / FINE_DEGREES)
-            remembered = before.answer(fine_key, lat_deg, lon_deg, speed) if before is not None else None
+            remembered = before.answer(fine_key, lat_deg, lon_deg, speed, ts) if before is not None else None
             if remembered is not None:
                 tokens = remembered
             elif memo is not None:

@@ -148,6 +148,8 @@ def test_curfew_local_time() -> None:
     assert not curfew.allows("2026-12-07T04:59:00.000Z")  # Monday 05:59
     assert not curfew.allows("2026-12-07T21:00:00.000Z")  # Monday 22:00
     assert not curfew.allows("2026-12-08T08:00:00.000Z")  # Tuesday
+    # another form of time is not taken for the canonical minute its first characters spell
+    assert not curfew.allows("2026-12-07T05:00:30+01:00")  # Monday 05:00 in Berlin
 
 
 json_values = st.recursive(
@@ -397,6 +399,46 @@ def test_a_cars_answer_is_reused_within_its_reach_and_not_beyond() -> None:
     assert fences.last["car"].lat == outside
 
 
+def test_a_moving_cars_answer_in_a_curfew_is_reused_within_its_minute_and_not_beyond() -> None:
+    """Driving 100 m inside a depot under curfew (until 06:00 in Berlin, 05:00 UTC): within the minute the answer
+    (with the curfew) is reused; at 05:00 it is asked again and the curfew has ended; standing still, or a time not
+    in canonical form or in a minute a curfew may change in, is asked again too."""
+    curfew = parse_geofence({**circle(10, 52, 50), "curfew": CURFEW_RAW}, geofence_id="g", scope=FLEET).curfew
+    depot = Geofence("depot", "depot", Circle(52.4, 10.8, 1_000.0), FLEET, curfew=curfew)
+    fences = VehicleGeofences(GeofenceIndex([depot]))
+    assert fences.last is not None
+    start = 52.4 + 900 / 111_195
+    assert geofencing.lookup("car", fences, start, 10.8, 30.0, "2026-12-07T04:59:00.000Z") == ("depot", "depot!curfew")
+    assert fences.last["car"].minute == "2026-12-07T04:59"
+    nearby = start + 0.0001
+    assert geofencing.lookup("car", fences, nearby, 10.8, 30.0, "2026-12-07T04:59:59.999Z") == ("depot", "depot!curfew")
+    assert fences.last["car"].lat == start  # reused, not asked again
+    assert geofencing.lookup("car", fences, nearby, 10.8, 30.0, "2026-12-07T05:00:00.000Z") == ("depot",)
+    assert fences.last["car"].lat == nearby  # asked again: another minute
+    assert geofencing.lookup("car", fences, start, 10.8, 30.0, "2026-12-07T05:00:30+01:00") == ("depot", "depot!curfew")
+    assert "car" not in fences.last  # asked (04:00 UTC), and not remembered: not in canonical form
+    assert geofencing.lookup("car", fences, nearby, 10.8, 0.0, "2026-12-07T04:59:00.000Z") == ("depot",)
+    assert fences.last["car"].lat == nearby  # asked again: standing
+    # Berlin's local mean time (+00:53:28) splits a UTC minute in two local ones: not remembered
+    assert geofencing.lookup("car", fences, start, 10.8, 30.0, "1850-01-07T04:59:00.000Z") == ("depot", "depot!curfew")
+    assert "car" not in fences.last
+
+
+# Monday 2026-12-07: CURFEW_RAW's curfew ends at 05:00 UTC (06:00 in Berlin); the next day is all curfew. The same
+# minutes at other seconds, and times not in canonical form (not remembered by the minute).
+MINUTES = (
+    "2026-12-07T04:59:00.000Z",
+    "2026-12-07T04:59:31.250Z",
+    "2026-12-07T04:59:59.999Z",
+    "2026-12-07T05:00:00.000Z",
+    "2026-12-07T05:00:42.000Z",
+    "2026-12-07T04:59:40+01:00",
+    "2026-12-07T05:00:05Z",
+    "2026-12-07T08:00:00.000Z",
+    "2026-12-08T08:00:00.000Z",
+)
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     fences(),
@@ -407,7 +449,7 @@ def test_a_cars_answer_is_reused_within_its_reach_and_not_beyond() -> None:
             st.sampled_from(["elsewhere", "stay", "nudge", "creep", "reach", "boundary"]),
             st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)),
             st.sampled_from([None, 0.0, 5.0, 30.0]),  # speed: not in the sample, standing, at the threshold, moving
-            st.booleans(),  # during the curfew
+            st.sampled_from(MINUTES),  # when: minutes either side of the curfew's end, seconds apart in each
             st.integers(0, 10_000),
         ),
         max_size=80,
@@ -417,19 +459,20 @@ def test_a_cars_answer_is_reused_within_its_reach_and_not_beyond() -> None:
 def test_a_cars_remembered_answer_equals_the_index(
     geofences: list[Geofence],
     curfews: list[bool],
-    moves: list[tuple[int, str, tuple[float, float], float | None, bool, int]],
+    moves: list[tuple[int, str, tuple[float, float], float | None, str, int]],
     scale: float,
 ) -> None:
     """`geofencing.lookup` (a car's last answer reused in the same sub-cell, or within its reach) gives what
     `tokens_at` and `tested` give for every sample of cars that drive, stand still, creep inside a sub-cell and
-    across boundaries, with and without curfews, moving or not."""
+    across boundaries, with and without curfews, moving or not, within a minute and across the minute a curfew
+    ends (a moving car's answer is reused within its minute only)."""
     curfew = parse_geofence({**circle(10, 52, 50), "curfew": CURFEW_RAW}, geofence_id="g", scope=FLEET).curfew
     geofences = [replace(g, curfew=curfew) if c else g for g, c in zip(geofences, curfews, strict=False)]
     fences = VehicleGeofences(GeofenceIndex(geofences))
     assert fences.last is not None
     near = near_boundaries(geofences, scale)
     at: dict[int, tuple[float, float]] = {}
-    for car, move, position, speed, during, pick in moves:
+    for car, move, position, speed, ts, pick in moves:
         lat, lon = at.get(car, position)
         if move == "elsewhere":
             lat, lon = position
@@ -451,7 +494,6 @@ def test_a_cars_remembered_answer_equals_the_index(
             off = (pick // 7 % 3 - 1) * 10.0 ** -(3 + pick % 5)
             lat, lon = lat + off, lon + off * (pick // 21 % 3 - 1)
         at[car] = lat, lon
-        ts = "2026-12-08T08:00:00.000Z" if during else "2026-12-07T08:00:00.000Z"
         expected = geofencing.tokens_at(fences, lat, lon, speed, ts)
         assert geofencing.lookup(f"car-{car}", fences, lat, lon, speed, ts) == expected
         assert expected == geofencing.tested(fences, lat, lon, speed, ts)
