@@ -347,6 +347,49 @@ async def test_a_record_deleted_while_its_reply_is_sent_is_not_written_back(worl
     assert world.store.documents(REQUESTS) == []  # type: ignore[attr-defined]
 
 
+class MeddlingStore(MemoryDocumentStore):
+    """Before the first replace of a request record (the delivery note), another writer acts on it: deletes it (a
+    driver's erasure) or writes it (its etag changes), as can happen between the note's read and its write."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(partition_keys())
+        self.action = action
+        self.meddled = False
+
+    async def replace(self, container: str, document: Document, etag: str) -> str:
+        if container == REQUESTS and not self.meddled:
+            self.meddled = True
+            if self.action == "delete":
+                await self.delete(REQUESTS, str(document["vehicleId"]), str(document["id"]))
+            else:
+                stored = await self.read(REQUESTS, str(document["vehicleId"]), str(document["id"]))
+                assert stored is not None
+                await self.upsert(REQUESTS, {**stored.document, "otherWriter": True})
+        return await super().replace(container, document, etag)
+
+
+async def test_a_record_deleted_between_the_notes_read_and_write_stays_deleted(world: World) -> None:
+    w = World(world.sandbox, world.graph, store=MeddlingStore("delete"))
+    await vehicle(w)
+    await calendar_event(w)
+    report = await run(w, request("meeting.join", eventId=EVENT))
+    assert report.replied == 1
+    assert w.store.meddled  # type: ignore[attr-defined]
+    assert w.store.documents(REQUESTS) == []  # type: ignore[attr-defined]
+
+
+async def test_a_record_written_between_the_notes_read_and_write_gets_the_note_and_keeps_the_other_write(
+    world: World,
+) -> None:
+    w = World(world.sandbox, world.graph, store=MeddlingStore("write"))
+    await vehicle(w)
+    await calendar_event(w)
+    await run(w, request("meeting.join", eventId=EVENT))
+    [record] = w.store.documents(REQUESTS)  # type: ignore[attr-defined]
+    assert record["delivery"]["status"] == "sent"
+    assert record["otherWriter"] is True
+
+
 async def test_a_request_from_an_erased_car_is_dropped_not_retried_forever(world: World) -> None:
     # GIVEN a car erased (identity deleted) while its request was still in Event Hubs
     await world.gateway.delete_device(VEHICLE)
