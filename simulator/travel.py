@@ -173,6 +173,8 @@ UNAVAILABLE_TEXT: Final = {
     "not_found": "place not found",
     "no_route": "no route",
     "maps_unavailable": "maps unavailable",
+    "all_day": "all-day event",
+    "started": "meeting started",
 }
 
 

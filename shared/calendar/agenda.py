@@ -46,6 +46,8 @@ def agenda_events(events: Iterable[dict[str, Any]], now: dt.datetime, horizon: d
         }
         if e.get("coordinates"):
             item["coordinates"] = e["coordinates"]
+        if e.get("isAllDay"):
+            item["isAllDay"] = True  # a day, not a time to be somewhere by: no travel figures (shared/travel)
         out.append(item)
     return out
 

@@ -46,8 +46,8 @@ def late_notices(
         if not isinstance(travel, Mapping) or "leaveBy" not in travel or not isinstance(item.get("id"), str):
             continue
         at = now or parse_utc(str(travel["computedAt"]))
-        if str(item.get("end")) <= canonical_time(at):
-            continue
+        if str(item.get("start")) <= canonical_time(at):
+            continue  # started (or over): a notice would only say, every bucket, how late the driver now is
         late = int(travel.get("lateByMinutes") or 0)
         leave_soon = parse_utc(str(travel["leaveBy"])) - at <= LEAVE_SOON
         if late <= 0 and not leave_soon:

@@ -306,6 +306,12 @@ async def plan_travel(
             continue
         if not (end_text > canonical_time(now) and start_text < until):
             continue
+        if item.get("isAllDay"):  # its start is a midnight, no time to be there by: no route, no notice
+            travel[event_id] = {"unavailable": "all_day"}
+            continue
+        if start_text <= canonical_time(now):  # under way: no leave-by left to tell, nor lateness to grow
+            travel[event_id] = {"unavailable": "started"}
+            continue
         kind = classify(item).kind
         if kind in ("online_only", "no_location", "not_found"):
             travel[event_id] = {"unavailable": kind}

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from shared.calendar.agenda import build_agenda
+from shared.calendar.agenda import agenda_events, build_agenda
 from shared.travel.agenda_travel import add_travel
 from shared.travel.notices import late_notices, lateness_bucket, record_sent
 
@@ -117,6 +117,27 @@ def test_a_late_driver_gets_one_notice_per_bucket() -> None:
     assert [n.key for n in worse] == ["e1|2"]
     assert "joinUrl" not in worse[0].payload
     assert record_sent(record_sent(state, worse), worse)["notices"] == ["e1|1", "e1|2"]
+
+
+def test_a_meeting_under_way_gets_no_notice_however_late() -> None:
+    """A meeting that started (the driver may be in it) is no longer one to leave for: no notice, and the next
+    meeting's notice is not held back by it."""
+    started = [*agenda(3)]
+    started[1] = {**started[1], "start": "2026-03-29T07:45:00.000Z"}  # three minutes before NOW
+    assert late_notices(started, [], NOW) == []
+    later = event("e2", "2026-03-29T08:30:00.000Z", "2026-03-29T09:30:00.000Z")
+    items = add_travel([started[1], later], {"e1": started[1]["travel"], "e2": {**TRAVEL, "lateByMinutes": 4}},
+                       "Europe/Berlin")  # fmt: skip
+    assert [n.key for n in late_notices(items, [], NOW)] == ["e2|1"]
+
+
+def test_the_agenda_says_which_events_are_all_day() -> None:
+    stored = [
+        {"eventId": "day", "start": "2026-03-29T00:00:00.000Z", "end": "2026-03-30T00:00:00.000Z", "isAllDay": True},
+        {"eventId": "timed", "start": "2026-03-29T10:00:00.000Z", "end": "2026-03-29T11:00:00.000Z", "isAllDay": False},
+    ]
+    items = agenda_events(stored, NOW, dt.timedelta(hours=24))
+    assert [(i["id"], i.get("isAllDay")) for i in items] == [("day", True), ("timed", None)]
 
 
 def test_leave_now_is_due_before_lateness_and_nothing_when_there_is_time() -> None:

@@ -66,6 +66,20 @@ class World:
         return plan
 
 
+async def test_a_meeting_under_way_or_all_day_is_not_routed_nor_takes_a_slot() -> None:
+    """An all-day event has no time to be there by, and a meeting that started has no leave-by left: neither is
+    routed (no Maps call, every run) nor takes one of the TRAVEL_MAX_EVENTS slots of the meetings after it."""
+    world = World(dataclasses.replace(SETTINGS, max_events=1))
+    day = {**item("day", -480, "ExCeL London"), "end": canonical_time(NOW + dt.timedelta(hours=16)), "isAllDay": True}
+    under_way = item("now", -10, "Potsdam")
+    plan = await world.plan([day, under_way, item("next", 90, "Potsdam")], car())
+    assert plan.travel["day"] == {"unavailable": "all_day"}
+    assert plan.travel["now"] == {"unavailable": "started"}
+    assert "leaveBy" in plan.travel["next"]
+    assert world.maps.count("route") == 1
+    assert world.maps.count("geocode") == 1  # Potsdam, for "next" only
+
+
 async def test_fresh_figures_follow_the_contract() -> None:
     world = World()
     plan = await world.plan([item("e1", 60, "Potsdam")], car())
