@@ -218,6 +218,15 @@ def test_withdrawal_scrubs_the_position_of_geofence_events_still_in_the_outbox()
     assert doc["ingest"]["outbox"][0]["document"]["event"] == "enter"
 
 
+def test_withdrawal_takes_away_where_the_travel_planner_last_routed_from() -> None:
+    """`travelPing` keeps the position the car's last travel job routed from; after withdrawal no job runs that
+    would overwrite it, so withdrawal removes it."""
+    doc: dict[str, Any] = {"id": "car-1", "vehicleId": "car-1", "consent": {"location": False},
+                           "travelPing": {"lat": 52.123456, "lon": 13.654321, "trip": None, "at": "2026-12-07T08:00:00+00:00"}}  # fmt: skip
+    assert scrub_positions(doc) == 1  # type: ignore[arg-type]
+    assert "travelPing" not in doc
+
+
 # --- dead letters ------------------------------------------------------------------------------------------------
 
 
