@@ -24,7 +24,6 @@ from shared.telemetry.catalogue import Rejection, default_catalogue
 from shared.telemetry.contract import TelemetryMessage
 from shared.telemetry.documents import HistoryEntry, IngestState, TripDocument, VehicleDocument, untyped
 from shared.telemetry.geofencing import scrub as scrub_geofencing
-from shared.telemetry.travel_ping import PING
 
 # Every field of a trip that holds a position (trips.open_trip, advance_trip, close_trip).
 TRIP_POSITION_FIELDS: Final = ("startPosition", "lastPosition", "endPosition")
@@ -193,8 +192,7 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
                 removed += count
                 trips.append(cast(TripDocument, trip))
         removed += scrub_geofencing(doc)  # the geofence window's samples and states say where the car was
-        if stored.get(PING) is not None:  # where the travel planner last routed from (travel_ping.py)
-            del stored[PING]
+        if doc.pop("travelPing", None) is not None:  # where the travel planner last routed from (travel_ping.PING)
             removed += 1
     if isinstance(ingest, dict):
         pending: Any = ingest.get("pending")
