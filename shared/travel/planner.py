@@ -32,6 +32,9 @@ from shared.travel.stores import PlaceCache
 STATE_VERSION: Final = 1
 MIN_THROTTLE_BACKOFF: Final = dt.timedelta(seconds=60)
 NOTICES_KEPT: Final = 50
+# A route request refused for what it asks (400, 404, 422: points Maps cannot route, with a code 2025-01-01 does not
+# document): that meeting has no route. 401/403 (the account's role or client id) and 408/429/5xx back off instead.
+ROUTE_REFUSED: Final = frozenset({400, 404, 422})
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +402,8 @@ async def _plan_one(
     except NoRouteError:
         return {"unavailable": "no_route"}, {**base, "travel": {"unavailable": "no_route"}}
     except MapsError as error:
+        if error.status in ROUTE_REFUSED:  # this pair's request, not Maps nor the account: no back-off for the car
+            return {"unavailable": "no_route"}, {**base, "travel": {"unavailable": "no_route"}}
         run.failed(error)
         return _kept(entry if entry and entry.get("dest") == key else None, start, run, stale=True)
     is_reachable: bool | None = None

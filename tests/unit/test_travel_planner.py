@@ -268,6 +268,23 @@ async def test_maps_unavailable_when_there_are_no_earlier_figures() -> None:
     assert plan.state["backoffUntil"] == canonical_time(NOW + SETTINGS.transient_backoff)
 
 
+async def test_a_route_refused_as_a_bad_request_is_that_meetings_not_the_cars() -> None:
+    """A 400 on one route says nothing about Maps or the other meetings: that meeting has no route (kept until the
+    car moves or its place changes), the next is routed, and no back-off stops the car's travel."""
+    world = World()
+    wolfsburg = {"lat": 52.4227, "lon": 10.7865}
+    items = [item("e1", 120, "Somewhere odd", coordinates={"lat": 55.0, "lon": 15.0}),
+             item("e2", 180, "Wolfsburg", coordinates=wolfsburg)]  # fmt: skip
+    world.maps.fail = [MapsError("bad request", 400, "BadRequest")]
+    plan = await world.plan(items, car())
+    assert plan.travel["e1"] == {"unavailable": "no_route"}
+    assert "leaveBy" in plan.travel["e2"]
+    assert plan.state["backoffUntil"] is None
+    again = await world.plan(items, car(), NOW + dt.timedelta(minutes=1))
+    assert again.travel["e1"] == {"unavailable": "no_route"}
+    assert world.maps.calls == ["route", "route"]  # neither asked again
+
+
 async def test_low_charge_is_not_reachable_and_gets_a_charging_stop() -> None:
     world = World()
     # 25 % of 58 kWh = 14.5 kWh at 19 kWh/100 km: Wolfsburg (~230 km by road) is out of reach, Potsdam
