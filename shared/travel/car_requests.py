@@ -30,6 +30,7 @@ from shared.stores.base import DocumentStore
 from shared.travel.budget import parse_utc
 from shared.travel.config import TravelSettings
 from shared.travel.destinations import destination_json, resolve
+from shared.travel.planner import refreshed
 from shared.travel.stores import KIND_LATE, PlaceCache, TravelStateStore
 
 ETA_BUCKET_MINUTES: Final = 5
@@ -65,11 +66,18 @@ class TravelRequests:
         stored = await self.store.read(CALENDARS, user_id, event_doc_id(event_id))
         return dict(stored.document) if stored is not None else None
 
-    async def _figures(self, vehicle_id: str, event_id: str) -> Mapping[str, Any]:
+    async def _figures(self, vehicle_id: str, event: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The planner's last figures for the event, as of now (as the car's agenda shows them: once leave-by has
+        passed, the lateness and the ETA move with the clock), or none."""
         state = await self.states.load(vehicle_id) or {}
-        entry = (state.get("events") or {}).get(event_id) or {}
+        entry = (state.get("events") or {}).get(str(event.get("eventId"))) or {}
         travel = entry.get("travel") if isinstance(entry, Mapping) else None
-        return travel if isinstance(travel, Mapping) else {}
+        if not isinstance(travel, Mapping):
+            return {}
+        start = event.get("start")
+        if not isinstance(start, str):
+            return travel
+        return refreshed(travel, parse_utc(start), self.clock(), self.settings.parking, bool(travel.get("stale")))
 
     async def navigate(self, vehicle_id: str, user_id: str, event_id: str) -> Answer:
         """The meeting's place (its coordinates, else its location geocoded, cached), with the latest ETA and
@@ -88,7 +96,7 @@ class TravelRequests:
                 return Answer(error="no_location", message="this meeting has no place to drive to")
             return Answer(error="not_found", message="the meeting's location could not be found on the map")
         data: dict[str, Any] = {"eventId": event_id, "destination": destination_json(resolved.place)}
-        figures = await self._figures(vehicle_id, event_id)
+        figures = await self._figures(vehicle_id, event)
         for key in ("eta", "leaveBy"):
             if isinstance(figures.get(key), str):
                 data[key] = figures[key]
@@ -109,7 +117,7 @@ class TravelRequests:
         now = self.clock()
         eta = now + dt.timedelta(minutes=eta_minutes) if eta_minutes else None
         if eta is None:
-            known = (await self._figures(vehicle_id, event_id)).get("eta")
+            known = (await self._figures(vehicle_id, event)).get("eta")
             eta = parse_utc(known) if isinstance(known, str) else None
         if eta is None:
             return Answer(error="invalid_request", message="no ETA known: send etaMinutes")

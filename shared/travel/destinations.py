@@ -126,7 +126,8 @@ async def resolve(
         return Resolved(Place(destination.point, label, None, "address", "high"), None)
     if destination.kind != "query" or destination.text is None:
         return Resolved(None, destination.kind)
-    key = place_key(str(item.get("id") or item.get("eventId") or ""), destination.text)
+    # the Graph event id: an agenda item's `id`, a stored event document's `eventId` (its `id` is the document's)
+    key = place_key(str(item.get("eventId") or item.get("id") or ""), destination.text)
     cached = await cache.get(user_id, key)
     if cached is not None:
         return Resolved(cached.place, None if cached.place else "not_found")

@@ -108,6 +108,30 @@ async def test_meeting_late_needs_an_organiser_and_an_eta() -> None:
     assert mail.sent == []
 
 
+async def test_meeting_late_without_an_eta_mails_the_figures_as_of_now_not_as_routed() -> None:
+    """Routed at 08:40 (an hour's drive, ETA 09:40); at 09:00 the driver is still parked, past leave-by (08:55): the
+    car's agenda shows an ETA of 10:00, and so does the organiser's mail, not the 09:40 of the route."""
+    requests, mail, _ = await world(organizer="grace@contoso.example")
+    travel = {"durationSeconds": 3600, "eta": "2026-12-06T09:40:00.000Z", "leaveBy": "2026-12-06T08:55:00.000Z",
+              "lateByMinutes": 0, "computedAt": "2026-12-06T08:40:00.000Z", "stale": False}  # fmt: skip
+    await requests.states.save(CAR, {"events": {"e1": {"routedAt": "2026-12-06T08:40:00.000Z", "travel": travel}}})
+    answer = await requests.late(CAR, USER, "e1", None, "Europe/Berlin")
+    assert answer.data == {"sent": True, "eta": "2026-12-06T10:00:00.000Z"}
+    assert "11:00 (Europe/Berlin)" in mail.sent[0][3]
+
+
+async def test_navigating_to_a_meeting_reuses_the_planners_geocode() -> None:
+    """The planner geocodes an agenda item (`id`: the Graph event id); `navigate.to_meeting` resolves the stored
+    event document (`eventId`: the same id): one geocode, one cached place."""
+    from shared.travel.destinations import resolve
+
+    requests, _, maps = await world(location="Potsdam")
+    await resolve({"id": "e1", "location": "Potsdam"}, USER, maps, requests.places, 3600)
+    answer = await requests.navigate(CAR, USER, "e1")
+    assert answer.data is not None
+    assert maps.count("geocode") == 1
+
+
 def vehicle(lat: float, lon: float, trip: str | None = None, driver: bool = True) -> dict[str, Any]:
     doc: dict[str, Any] = {"state": {"signals": {S.LATITUDE: {"value": lat}, S.LONGITUDE: {"value": lon}}}}
     if driver:
