@@ -271,12 +271,12 @@ class AzureMapsClient(MapsClient):
                 raise NoRouteError("route: no driving route between the points", 400, code)
         if status != 200:
             raise self._refused("route", status, content)
-        data = self._json("route", content)
+        features = self._json("route", content).get("features")
         path = next(
             (
                 feature
-                for feature in data.get("features") or []
-                if isinstance(feature, dict) and (feature.get("properties") or {}).get("type") == "RoutePath"
+                for feature in (features if isinstance(features, list) else [])
+                if isinstance(feature, dict) and _obj(feature.get("properties")).get("type") == "RoutePath"
             ),
             None,
         )
@@ -314,6 +314,11 @@ class AzureMapsClient(MapsClient):
             await close()
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """A JSON object of the answer, or an empty one for anything else (a field sent as a string, a list, null)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
@@ -329,15 +334,15 @@ def _place(feature: Any) -> Place | None:
     """A Geocoding feature: geometry Point [lon, lat]; properties.type, confidence, address."""
     if not isinstance(feature, dict):
         return None
-    coordinates = (feature.get("geometry") or {}).get("coordinates")
+    coordinates = _obj(feature.get("geometry")).get("coordinates")
     if not isinstance(coordinates, list) or len(coordinates) < 2:
         return None
     point = _point(coordinates[0], coordinates[1])
     if point is None:
         return None
-    properties = feature.get("properties") or {}
-    address = properties.get("address") or {}
-    country = (address.get("countryRegion") or {}).get("ISO")
+    properties = _obj(feature.get("properties"))
+    address = _obj(properties.get("address"))
+    country = _obj(address.get("countryRegion")).get("ISO")
     label = address.get("formattedAddress") or properties.get("name") or ""
     entity = properties.get("type")
     kind: PlaceKind = "address" if entity == "Address" else "locality" if entity in _LOCALITY_TYPES else "poi"
@@ -346,17 +351,17 @@ def _place(feature: Any) -> Place | None:
 
 
 def _route(feature: dict[str, Any], ev: EvParams | None) -> Route:
-    properties = feature.get("properties") or {}
+    properties = _obj(feature.get("properties"))
     length = _number(properties.get("distanceInMeters"))
     free_flow = _number(properties.get("durationInSeconds"))
     with_traffic = _number(properties.get("durationTrafficInSeconds"))
     if length is None or free_flow is None:
         raise MapsError("route: distance or duration missing", 200, "bad_response")
     travel = with_traffic if with_traffic is not None else free_flow
-    lines = (feature.get("geometry") or {}).get("coordinates") or []
+    lines = _obj(feature.get("geometry")).get("coordinates")
     points = [
         point
-        for line in lines
+        for line in (lines if isinstance(lines, list) else [])
         if isinstance(line, list)
         for pair in line
         if isinstance(pair, list) and len(pair) >= 2 and (point := _point(pair[0], pair[1])) is not None
@@ -379,12 +384,12 @@ def _stop(result: Any) -> ChargingStop | None:
     """A Search Along Route result: poi.name, position {lat, lon}, address.freeformAddress, detourTime."""
     if not isinstance(result, dict):
         return None
-    position = result.get("position") or {}
+    position = _obj(result.get("position"))
     point = _point(position.get("lon"), position.get("lat"))
     if point is None:
         return None
-    name = (result.get("poi") or {}).get("name")
-    address = (result.get("address") or {}).get("freeformAddress")
+    name = _obj(result.get("poi")).get("name")
+    address = _obj(result.get("address")).get("freeformAddress")
     detour = _number(result.get("detourTime"))
     return ChargingStop(
         str(name) if name else "Charging station",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.maps import azure_client
 from shared.maps.errors import MapsError, MapsThrottledError, NoRouteError
@@ -115,3 +117,52 @@ def test_error_json_and_retry_after_parsing() -> None:
         None,
         None,
     ]
+
+
+# Any JSON where the wire format has an object, a list or a number: what a proxy, a new API version or a bug may send.
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _shaped(keys: list[str]) -> st.SearchStrategy[object]:
+    """Objects with the wire format's own keys (so parsing goes deep), each holding any JSON value, nested."""
+    return st.recursive(
+        _json_values,
+        lambda inner: st.dictionaries(st.sampled_from(keys), inner, max_size=len(keys)) | st.lists(inner, max_size=3),
+        max_leaves=12,
+    )
+
+
+GEOCODE_KEYS = ["type", "geometry", "coordinates", "properties", "address", "countryRegion", "ISO",
+                "formattedAddress", "name", "confidence"]  # fmt: skip
+ROUTE_KEYS = ["properties", "distanceInMeters", "durationInSeconds", "durationTrafficInSeconds", "departureTime",
+              "arrivalTime", "geometry", "coordinates", "type"]  # fmt: skip
+STOP_KEYS = ["position", "lat", "lon", "poi", "name", "address", "freeformAddress", "detourTime"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_shaped(GEOCODE_KEYS), _shaped(ROUTE_KEYS), _shaped(STOP_KEYS))
+def test_any_answer_parses_or_is_a_bad_response_never_a_crash(geocode: object, route: object, stop: object) -> None:
+    """A field of another type than the wire format's (`"countryRegion": "DE"`, a list for `properties`) is no
+    place, no stop, or a MapsError(bad_response) for a route: never an AttributeError or TypeError that would fail
+    the calendar sync instead of keeping the last figures."""
+    azure_client._place(geocode)
+    azure_client._stop(stop)
+    if isinstance(route, dict):
+        try:
+            azure_client._route(route, EvParams(40.0, 58.0, 18.0))
+        except MapsError as error:
+            assert error.code == "bad_response"
+
+
+def test_a_field_of_another_type_is_no_crash() -> None:
+    feature = {"geometry": {"coordinates": [10.7865, 52.4227]}, "properties": {"address": {"countryRegion": "DE"}}}
+    place = azure_client._place(feature)
+    assert place is not None
+    assert place.country_code is None
+    assert azure_client._stop({"position": {"lat": 52.0, "lon": 13.0}, "poi": "IONITY", "address": []}) is not None
+    with pytest.raises(MapsError):
+        azure_client._route({"properties": [], "geometry": "x"}, None)
