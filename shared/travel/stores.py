@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from shared.containers import CALENDARS
+from shared.errors import ConflictError, PreconditionFailedError
 from shared.maps.types import GeoPoint, Place
 from shared.stores.base import DocumentStore
 
@@ -103,26 +104,47 @@ class DocumentPlaceCache(PlaceCache):
 
 
 class TravelStateStore(ABC):
-    """Each car's planner state (planner.new_state's JSON-safe dict) between runs."""
+    """Each car's planner state (planner.new_state's JSON-safe dict) between runs. Runs of one car may overlap
+    (the calendar queue runs several jobs at once): they read with `read` and write with `write`, conditional on
+    what they read, so the budget's calls and the notices sent are never lost nor doubled."""
 
     @abstractmethod
+    async def read(self, vehicle_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The car's state (None when the planner never ran for it) and the etag `write` takes."""
+
+    @abstractmethod
+    async def write(self, vehicle_id: str, state: dict[str, Any], etag: str | None) -> str:
+        """Store the state if it is still the one read (`etag`; None: there was none) and return the new etag;
+        PreconditionFailedError or ConflictError when another run wrote it since."""
+
     async def load(self, vehicle_id: str) -> dict[str, Any] | None:
-        """The car's state, None when the planner never ran for it."""
+        """The car's state, for a reader that writes nothing."""
+        return (await self.read(vehicle_id))[0]
 
-    @abstractmethod
     async def save(self, vehicle_id: str, state: dict[str, Any]) -> None:
-        """Overwrite the car's state (last writer wins: two runs at once at worst both route once)."""
+        """Overwrite the car's state (set-up and tests; runs use `write`)."""
+        _, etag = await self.read(vehicle_id)
+        await self.write(vehicle_id, state, etag)
 
 
 class MemoryTravelStateStore(TravelStateStore):
     def __init__(self) -> None:
         self.states: dict[str, dict[str, Any]] = {}
+        self._etags: dict[str, str] = {}
+        self._writes = 0
 
-    async def load(self, vehicle_id: str) -> dict[str, Any] | None:
-        return self.states.get(vehicle_id)
+    async def read(self, vehicle_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        return self.states.get(vehicle_id), self._etags.get(vehicle_id)
 
-    async def save(self, vehicle_id: str, state: dict[str, Any]) -> None:
-        self.states[vehicle_id] = state
+    async def write(self, vehicle_id: str, state: dict[str, Any], etag: str | None) -> str:
+        current = self._etags.get(vehicle_id)
+        if etag is None and current is not None:
+            raise ConflictError(f"travel state of {vehicle_id} exists")
+        if etag is not None and etag != current:
+            raise PreconditionFailedError(f"travel state of {vehicle_id} changed")
+        self._writes += 1
+        self.states[vehicle_id], self._etags[vehicle_id] = state, f'"{self._writes}"'
+        return self._etags[vehicle_id]
 
 
 class DocumentTravelStateStore(TravelStateStore):
@@ -134,13 +156,16 @@ class DocumentTravelStateStore(TravelStateStore):
         self._container = container
         self._field = partition_field
 
-    async def load(self, vehicle_id: str) -> dict[str, Any] | None:
+    async def read(self, vehicle_id: str) -> tuple[dict[str, Any] | None, str | None]:
         stored = await self._store.read(self._container, vehicle_id, TRAVEL_DOC_ID)
-        if stored is None or stored.document.get("kind") != KIND_TRAVEL:
-            return None
+        if stored is None:
+            return None, None
         state = stored.document.get("state")
-        return state if isinstance(state, dict) else None
+        usable = stored.document.get("kind") == KIND_TRAVEL and isinstance(state, dict)
+        return (state if usable else None), stored.etag
 
-    async def save(self, vehicle_id: str, state: dict[str, Any]) -> None:
+    async def write(self, vehicle_id: str, state: dict[str, Any], etag: str | None) -> str:
         document = {"id": TRAVEL_DOC_ID, self._field: vehicle_id, "kind": KIND_TRAVEL, "state": state}
-        await self._store.upsert(self._container, document)
+        if etag is None:
+            return await self._store.create(self._container, document)
+        return await self._store.replace(self._container, document, etag)

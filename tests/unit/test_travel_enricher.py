@@ -104,3 +104,48 @@ async def test_a_failed_notice_keeps_the_budget_and_is_sent_next_time() -> None:
     await enricher("car-1", "u1", [meeting(60, "Wolfsburg")], NOW + dt.timedelta(minutes=1))
     assert len(sent.messages) == 1
     assert maps.count("route") == 1  # the first run's route was remembered
+
+
+class Overlapping(MemoryTravelStateStore):
+    """Another run of the same car (`other`) plans, saves and notifies between this run's read and its write, as
+    two calendar jobs of one driver do when the queue hands them to two workers at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.other: Any = None
+
+    async def write(self, vehicle_id: str, state: dict[str, Any], etag: str | None) -> str:
+        if self.other is not None:
+            other, self.other = self.other, None
+            await other()
+        return await super().write(vehicle_id, state, etag)
+
+
+async def test_two_runs_at_once_send_one_notice_and_count_every_call() -> None:
+    store = MemoryDocumentStore(partition_keys())
+    await store.create("vehicles", vehicle(True))
+    maps, sent, states = FakeMaps(), Sent(), Overlapping()
+    enricher = TravelEnricher(store, lambda: maps, states, MemoryPlaceCache(), TravelSettings(), notify=sent)
+    items = [meeting(60, "Wolfsburg")]  # late: a notice is due
+    states.other = lambda: enricher("car-1", "u1", items, NOW)
+    await enricher("car-1", "u1", items, NOW)
+    assert [p["type"] for _, p in sent.messages] == ["travel.late"]  # not one per run
+    state = await states.load("car-1")
+    assert state is not None
+    assert len(state["calls"]) == maps.count("route") == 2  # the run that lost the race counted its route too
+
+
+async def test_a_notice_whose_send_failed_is_given_back_and_sent_by_the_next_run() -> None:
+    store = MemoryDocumentStore(partition_keys())
+    await store.create("vehicles", vehicle(True))
+    maps, sent, states = FakeMaps(), Sent(), MemoryTravelStateStore()
+    enricher = TravelEnricher(store, lambda: maps, states, MemoryPlaceCache(), TravelSettings(), notify=sent)
+    items = [meeting(60, "Wolfsburg")]
+    await enricher("car-1", "u1", items, NOW)
+    assert len(sent.messages) == 1
+    sent.fail = True  # the claim is given back when the send fails: the next run sends it
+    with pytest.raises(RuntimeError):
+        await enricher("car-1", "u1", items, NOW + dt.timedelta(minutes=6))  # the next lateness bucket
+    sent.fail = False
+    await enricher("car-1", "u1", items, NOW + dt.timedelta(minutes=7))
+    assert len(sent.messages) == 2
