@@ -4,10 +4,13 @@ personal data of an erased driver stays in a car's profiles and no erased car st
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from shared.accounts import profiles as P
+from shared.accounts.service import leave_car
 from shared.calendar.documents import ACCOUNT_DOC_ID, DRIVER_ID
+from shared.calendar.jobs import SyncQueue
 from shared.containers import CALENDARS
 from shared.errors import UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
@@ -37,19 +40,15 @@ async def forget_account(store: DocumentStore, gateway: IoTHubGateway, account_i
     return emptied
 
 
-async def forget_car(store: DocumentStore, vehicle_id: str) -> int:
+async def forget_car(store: DocumentStore, vehicle_id: str, sync_queue: SyncQueue | None = None) -> int:
     """The car is erased: the accounts signed in on it no longer list it, nor send it their agenda (read before
-    the car's own partitions are swept). Returns the accounts changed."""
+    the car's own partitions are swept); an account left with no car is signed out as by a sign-out
+    (`leave_car`: its `signout` job on `sync_queue`, else the timer's next job, ends the subscription and the
+    tokens). Returns the accounts changed."""
     doc = await P.read(store, vehicle_id)
     changed = 0
     for account_id in sorted({str(e["accountId"]) for e in doc["profiles"].values() if e.get("accountId")}):
-
-        def leave_account(stored: Document | None) -> Document:
-            if stored is None:
-                raise UnknownResourceError("account gone")
-            account = strip_system_properties(stored)
-            account["cars"] = {k: v for k, v in (account.get("cars") or {}).items() if k != vehicle_id}
-            return account
+        await leave_car(store, sync_queue, account_id, vehicle_id)
 
         def leave_driver(stored: Document | None) -> Document:
             if stored is None:
@@ -58,10 +57,7 @@ async def forget_car(store: DocumentStore, vehicle_id: str) -> int:
             driver["vehicleIds"] = [v for v in driver.get("vehicleIds") or [] if v != vehicle_id]
             return driver
 
-        for item, change in ((ACCOUNT_DOC_ID, leave_account), (DRIVER_ID, leave_driver)):
-            try:
-                await update_document(store, CALENDARS, account_id, item, change)
-            except UnknownResourceError:
-                continue
+        with contextlib.suppress(UnknownResourceError):
+            await update_document(store, CALENDARS, account_id, DRIVER_ID, leave_driver)
         changed += 1
     return changed

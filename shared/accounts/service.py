@@ -225,24 +225,41 @@ class AccountService:
         await self._push_twin(vehicle_id, doc)
         return P.profile_view(entry)
 
-    async def sign_out(self, vehicle_id: str, profile: str, channel: str = "car_screen") -> bool:
+    async def sign_out(
+        self, vehicle_id: str, profile: str, channel: str = "car_screen", only: str | None = None
+    ) -> bool:
         """`auth.signout` (and the driver's own DELETE): this profile forgets its account; the account forgets
         this car; calendar consent for this car is withdrawn; with no car left the tokens, the subscription and
         the stored calendar go (the sync job that removes the subscription needs the token, so it deletes the
-        account document last). False when nothing was signed in there."""
-        doc = await P.read(self.store, vehicle_id)
-        entry = doc["profiles"].get(profile) or {}
-        account_id = entry.get("accountId")
+        account document last). The profile goes last, with an etag condition and only while it holds an account
+        signed out here: a sign-out cut short (a store or IoT Hub error) leaves the profile, so its retry finishes
+        the job, and an account that signed in on the profile meanwhile is signed out too. `only`: act only if the
+        profile holds that account (the driver's own session). False when nothing was signed in there."""
+        done: list[tuple[str, str]] = []  # the sign-ins (account, since) detached here
+        again: list[bool] = [False]  # the profile holds a sign-in not detached yet (one completed meanwhile)
 
         def forget(d: Document) -> None:
-            d["profiles"].pop(profile, None)
+            current = _holder(d["profiles"].get(profile))
+            again[0] = current is not None and current not in done
+            if not again[0]:
+                d["profiles"].pop(profile, None)
 
-        doc = await P.update(self.store, vehicle_id, forget)
-        if account_id:
-            await self._withdraw_calendar(vehicle_id, account_id, channel)
-            await self._detach(vehicle_id, account_id)
+        doc = await P.read(self.store, vehicle_id)
+        while True:
+            holder = _holder(doc["profiles"].get(profile))
+            if only is not None and (holder is None or holder[0] != only):
+                return bool(done)  # the profile holds another driver's sign-in (or none): not the caller's
+            if holder is not None and holder not in done:
+                await self._withdraw_calendar(vehicle_id, holder[0], channel)
+                await self._detach(vehicle_id, holder[0])
+                done.append(holder)
+            if profile not in doc["profiles"]:
+                break
+            doc = await P.update(self.store, vehicle_id, forget)
+            if not again[0]:
+                break
         await self._push_twin(vehicle_id, doc, removed=(profile,))
-        return bool(account_id)
+        return bool(done)
 
     # ---- the poll queue ----
 
@@ -549,21 +566,9 @@ class AccountService:
         await self._exclude(user_id, vehicle_id)
 
     async def _exclude(self, account_id: str, vehicle_id: str) -> None:
-        stored = await self.store.read(CALENDARS, account_id, DRIVER_ID)
-        if stored is None or vehicle_id not in (stored.document.get("vehicleIds") or []):
-            return
+        from shared.drivers.link import exclude_car
 
-        def drop(doc: Document | None) -> Document:
-            if doc is None:
-                raise UnknownResourceError("driver document gone")
-            doc = strip_system_properties(doc)
-            doc["vehicleIds"] = [v for v in doc.get("vehicleIds") or [] if v != vehicle_id]
-            return doc
-
-        try:
-            await update_document(self.store, CALENDARS, account_id, DRIVER_ID, drop)
-        except UnknownResourceError:
-            return
+        await exclude_car(self.store, account_id, vehicle_id)
 
     async def _deactivate(self, vehicle_id: str, only: str | None) -> None:
         """No account drives the car any more (a profile without one was chosen, or `only` signed out): the
@@ -599,34 +604,7 @@ class AccountService:
         removes the subscription and the calendar, then the account document (the tokens)."""
         await self._deactivate(vehicle_id, account_id)
         await self._exclude(account_id, vehicle_id)
-        left: list[int] = []
-
-        def leave(stored: Document | None) -> Document:
-            if stored is None:
-                raise UnknownResourceError("account gone")
-            doc = strip_system_properties(stored)
-            cars = dict(doc.get("cars") or {})
-            cars.pop(vehicle_id, None)
-            doc["cars"] = cars
-            left[:] = [len(cars)]
-            if not cars:
-                doc["state"] = "signed_out"
-            return doc
-
-        try:
-            await update_document(self.store, CALENDARS, account_id, ACCOUNT_ID, leave)
-        except UnknownResourceError:
-            return
-        if left == [0]:
-
-            def stop(stored: Document | None) -> Document:
-                doc: Document = strip_system_properties(stored) if stored else {"id": DRIVER_ID, "userId": account_id}
-                doc.update({"kind": KIND_DRIVER, "vehicleIds": [], "vehicleId": None})
-                doc["consent"] = {"calendar": False, "location": True}
-                return doc
-
-            await update_document(self.store, CALENDARS, account_id, DRIVER_ID, stop)
-            await self.sync_queue.enqueue(SyncJob(account_id, "signout"))
+        await leave_car(self.store, self.sync_queue, account_id, vehicle_id)
 
     async def _record_consent(
         self, vehicle_id: str, account: SignedInAccount, terms_version: str | None, flow: Mapping[str, Any]
@@ -725,12 +703,54 @@ class AccountService:
         ]
 
     async def sign_out_of(self, account_id: str, vehicle_id: str) -> bool:
-        """The driver signs out of one of their cars from their own session (channel `api`)."""
+        """The driver signs out of one of their cars from their own session (channel `api`). Only their own
+        sign-in: a profile that holds another driver's account since is left alone (their side is cleaned)."""
         account = await self._account(account_id)
         car = (account or {}).get("cars", {}).get(vehicle_id)
         if not car:
             return False
-        return await self.sign_out(vehicle_id, str(car.get("profile")), channel="api")
+        if await self.sign_out(vehicle_id, str(car.get("profile")), channel="api", only=account_id):
+            return True
+        await self._withdraw_calendar(vehicle_id, account_id, "api")  # the account still lists a car it left
+        await self._detach(vehicle_id, account_id)
+        return True
+
+
+async def leave_car(store: DocumentStore, sync_queue: SyncQueue | None, account_id: str, vehicle_id: str) -> None:
+    """The account no longer lists the car. With no car left it is signed out: its driver document stops (no
+    car, no calendar consent) and a `signout` sync job removes the subscription (with the account's token,
+    shared/accounts/tokens.py) and the calendar, then the account document. `sync_queue` None: the timer's next
+    job for the driver document does the same. Nothing when the account is gone."""
+    left: list[int] = []
+
+    def leave(stored: Document | None) -> Document:
+        if stored is None:
+            raise UnknownResourceError("account gone")
+        doc = strip_system_properties(stored)
+        cars = dict(doc.get("cars") or {})
+        cars.pop(vehicle_id, None)
+        doc["cars"] = cars
+        left[:] = [len(cars)]
+        if not cars:
+            doc["state"] = "signed_out"
+        return doc
+
+    try:
+        await update_document(store, CALENDARS, account_id, ACCOUNT_ID, leave)
+    except UnknownResourceError:
+        return
+    if left != [0]:
+        return
+
+    def stop(stored: Document | None) -> Document:
+        doc: Document = strip_system_properties(stored) if stored else {"id": DRIVER_ID, "userId": account_id}
+        doc.update({"kind": KIND_DRIVER, "vehicleIds": [], "vehicleId": None})
+        doc["consent"] = {"calendar": False, "location": True}
+        return doc
+
+    await update_document(store, CALENDARS, account_id, DRIVER_ID, stop)
+    if sync_queue is not None:
+        await sync_queue.enqueue(SyncJob(account_id, "signout"))
 
 
 def outcome_reply(request_id: str, body: Mapping[str, Any]) -> Reply:
@@ -743,6 +763,14 @@ def outcome_reply(request_id: str, body: Mapping[str, Any]) -> Reply:
 def _flow_context(vehicle_id: str, flow_id: str) -> str:
     """The sealed flow opens only for its own car and flow: a copy moved to another car fails to decrypt."""
     return f"signin/{safe_id(vehicle_id)}/{flow_id}"
+
+
+def _holder(entry: Any) -> tuple[str, str] | None:
+    """Which sign-in a profile holds: its account and when it signed in (a new sign-in of the same account on
+    the same profile is another one)."""
+    if not isinstance(entry, dict) or not entry.get("accountId"):
+        return None
+    return str(entry["accountId"]), str(entry.get("since"))
 
 
 def _pending(flow: Mapping[str, Any], now: dt.datetime) -> bool:

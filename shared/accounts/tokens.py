@@ -3,7 +3,11 @@
 An access token is kept in memory (per process, per account) until five minutes before it expires, so a sync
 round or a `meeting.join` costs no refresh and no Key Vault call. The cache is opened (unwrap: one Key Vault
 call, then the data key is cached by the vault) only to refresh; a rotated refresh token is sealed and stored
-again with an etag condition (of two instances refreshing at once, either stored cache works).
+again on the etag of the read the refresh started from: of two instances refreshing at once either stored cache
+works, and a sign-in meanwhile (a newer refresh token) keeps its cache.
+
+A signed-out account (no car left) is still served, never kept in memory, while its Graph subscription is to be
+deleted: the `signout` sync job deletes it with the account's token, then the account document with the tokens.
 
 A refresh the identity provider refuses for good (`invalid_grant`: password changed, consent revoked, account
 deleted), a cache that cannot be opened (tampered, wrong key), or an account that is not signed in marks the
@@ -23,13 +27,15 @@ from shared.accounts.ids import GRAPH_RESOURCE
 from shared.accounts.profiles import REAUTH_REQUIRED, SIGNED_IN
 from shared.accounts.service import Vault
 from shared.calendar.documents import ACCOUNT_DOC_ID as ACCOUNT_ID
+from shared.calendar.documents import SUBSCRIPTION_ID
 from shared.containers import CALENDARS
-from shared.errors import PreconditionFailedError
+from shared.errors import NotFoundError, PreconditionFailedError
 from shared.graph.exceptions import GraphError, ReauthRequiredError
-from shared.stores.base import DocumentStore, strip_system_properties
+from shared.stores.base import Document, DocumentStore, strip_system_properties
 
 log = logging.getLogger(__name__)
 EARLY_SECONDS: Final = 300.0
+SIGNED_OUT: Final = "signed_out"
 MAX_CACHED: Final = 10_000
 
 
@@ -59,9 +65,11 @@ class DelegatedTokenSource:
         if cached is not None and cached[1] > self.clock():
             return cached[0]
         stored = await self.store.read(CALENDARS, user_id, ACCOUNT_ID)
-        account = stored.document if stored else None
-        if account is None or account.get("state") != SIGNED_IN or not account.get("tokenCache"):
-            if account is not None and account.get("state") != REAUTH_REQUIRED and account.get("state") != "signed_out":
+        account = stored.document if stored else {}
+        state = account.get("state")
+        cleaning_up = state == SIGNED_OUT and await self._subscription_left(user_id)
+        if stored is None or not account.get("tokenCache") or (state != SIGNED_IN and not cleaning_up):
+            if stored is not None and state not in (REAUTH_REQUIRED, SIGNED_OUT):
                 await self._reauth(user_id)
             raise ReauthRequiredError("the driver's account is not signed in")
         if self.identity is None:
@@ -86,7 +94,9 @@ class DelegatedTokenSource:
         except IdentityUnavailableError as exc:
             raise GraphError(f"the identity provider is unavailable: {exc}", None, "identity_unavailable") from exc
         if refreshed.token_cache is not None:
-            await self._store_cache(user_id, refreshed.token_cache)
+            await self._store_cache(user_id, account, stored.etag, refreshed.token_cache)
+        if cleaning_up:  # not kept: the token serves the sign-out's clean-up only
+            return refreshed.access_token
         if len(self._tokens) >= MAX_CACHED:
             self._tokens.clear()
         self._tokens[user_id] = (refreshed.access_token, self.clock() + max(0.0, refreshed.expires_in - EARLY_SECONDS))
@@ -96,13 +106,17 @@ class DelegatedTokenSource:
         self.forget(user_id)
         await self.mark_reauth_required(user_id)
 
-    async def _store_cache(self, user_id: str, cache: bytes) -> None:
-        stored = await self.store.read(CALENDARS, user_id, ACCOUNT_ID)
-        if stored is None or stored.document.get("state") != SIGNED_IN:
-            return
-        doc = strip_system_properties(stored.document)
+    async def _subscription_left(self, user_id: str) -> bool:
+        """A signed-out account whose Graph subscription is still to be deleted (the `signout` sync job deletes
+        it with this account's token, then the account document with the tokens)."""
+        return await self.store.read(CALENDARS, user_id, SUBSCRIPTION_ID) is not None
+
+    async def _store_cache(self, user_id: str, account: Document, etag: str, cache: bytes) -> None:
+        """The rotated cache, on the condition that the account is still as read before the refresh: a sign-in
+        meanwhile stored a newer cache (another refresh token), which is kept."""
+        doc = strip_system_properties(account)
         doc["tokenCache"] = await self.vault.seal(cache, user_id)
         try:
-            await self.store.replace(CALENDARS, doc, stored.etag)
-        except PreconditionFailedError:  # another instance stored its refreshed cache: either one works
+            await self.store.replace(CALENDARS, doc, etag)
+        except (PreconditionFailedError, NotFoundError):  # changed or gone since the read: the newer one stands
             return

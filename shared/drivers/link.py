@@ -14,7 +14,7 @@ import logging
 import re
 import uuid
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,7 +27,8 @@ from shared.containers import CALENDARS, MEMBERSHIPS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
 from shared.errors import InvalidRequestError, IoTHubError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
-from shared.stores.base import Document, DocumentStore
+from shared.stores.base import Document, DocumentStore, strip_system_properties
+from shared.stores.conditional import update_document
 from shared.telemetry.vehicle import is_erased
 from shared.tenancy.documents import membership_id
 from shared.vehicle_updates import update_vehicle
@@ -149,10 +150,9 @@ class DriverLinks:
         previous = await self._update(vehicle_id, change)
         now = canonical_time(self.clock())
         old_user = (previous or {}).get("userId")
-        if old_user and old_user != link.user_id:
+        if previous and old_user and old_user != link.user_id:
             await drop_driver_membership(self.store, str(old_user), brand[0], vehicle_id)
-            await self._drop_driver_doc(old_user, vehicle_id)
-            await self.queue.enqueue(SyncJob(old_user, "unlink", vehicle_id=vehicle_id))
+            await self._leave(previous, vehicle_id)
         await self.store.upsert(
             CALENDARS,
             {
@@ -177,10 +177,8 @@ class DriverLinks:
         if stored is None or not stored.document.get("driver"):
             return False
         previous = await self._update(vehicle_id, _unset)
-        user = (previous or {}).get("userId")
-        if user:
-            await self._drop_driver_doc(user, vehicle_id)
-            await self.queue.enqueue(SyncJob(user, "unlink", vehicle_id=vehicle_id))
+        if previous and previous.get("userId"):
+            await self._leave(previous, vehicle_id)
         await self._consent_changed(vehicle_id)
         return previous is not None
 
@@ -198,6 +196,42 @@ class DriverLinks:
             return
         except IoTHubError as exc:
             log.warning("consent twin not updated after a driver link change: %s", exc)
+
+    async def _leave(self, previous: Mapping[str, Any], vehicle_id: str) -> None:
+        """The car's previous driver no longer drives it. A company driver's link goes, and its job forgets the
+        calendar and clears the car's agenda. A driver account signed in at the car (`profile`) stays signed in on
+        its profile, but its agenda no longer goes to the car (its driver document's `vehicleIds`), the profile is
+        no longer the car's active one, and the car's agenda is cleared now (the account's sync job would not:
+        its calendar consent stands)."""
+        user, profile = str(previous["userId"]), previous.get("profile")
+        if not profile:
+            await self._drop_driver_doc(user, vehicle_id)
+            await self.queue.enqueue(SyncJob(user, "unlink", vehicle_id=vehicle_id))
+            return
+        await exclude_car(self.store, user, vehicle_id)
+        await self._deselect(vehicle_id, str(profile), user)
+
+    async def _deselect(self, vehicle_id: str, profile: str, account_id: str) -> None:
+        """The profile holding the account is no longer the car's active one; the twin's `agenda` and `account`
+        follow (best effort, as `_consent_changed`: the car can ask again)."""
+        from shared.accounts import profiles as P  # a leaf module (it imports nothing of shared/drivers)
+
+        patch: dict[str, Any] = {"agenda": None}
+        if (await P.read(self.store, vehicle_id)).get("active") == profile:
+
+            def deselect(doc: Document) -> None:
+                entry = doc["profiles"].get(profile) or {}
+                if doc.get("active") == profile and entry.get("accountId") == account_id:
+                    doc["active"] = None
+
+            doc = await P.update(self.store, vehicle_id, deselect)
+            patch[P.TWIN_PROPERTY] = P.twin_view(doc, canonical_time(self.clock()))
+        if self.gateway is None:
+            return
+        try:
+            await self.gateway.patch_desired_if_present(vehicle_id, patch)
+        except IoTHubError as exc:
+            log.warning("agenda and profiles not updated on the twin after a driver link change: %s", exc)
 
     async def _drop_driver_doc(self, user: str, vehicle_id: str) -> None:
         doc = await self.store.read(CALENDARS, user, DRIVER_ID)
@@ -218,6 +252,26 @@ class DriverLinks:
 
         await update_vehicle(self.store, vehicle_id, apply)
         return dict(previous[0]) if isinstance(previous[0], dict) else None
+
+
+async def exclude_car(store: DocumentStore, account_id: str, vehicle_id: str) -> None:
+    """A driver account (a driver document listing several cars, `vehicleIds`) no longer sends its agenda to the
+    car; it stays signed in there (shared/accounts)."""
+    stored = await store.read(CALENDARS, account_id, DRIVER_ID)
+    if stored is None or vehicle_id not in (stored.document.get("vehicleIds") or []):
+        return
+
+    def drop(doc: Document | None) -> Document:
+        if doc is None:
+            raise UnknownResourceError("driver document gone")
+        doc = strip_system_properties(doc)
+        doc["vehicleIds"] = [v for v in doc.get("vehicleIds") or [] if v != vehicle_id]
+        return doc
+
+    try:
+        await update_document(store, CALENDARS, account_id, DRIVER_ID, drop)
+    except UnknownResourceError:
+        return
 
 
 async def drop_driver_membership(store: DocumentStore, user_id: str, brand_id: Any, vehicle_id: str) -> None:

@@ -153,7 +153,8 @@ class Eraser:
         await self._unlink_driver(vehicle_id, _driver_of(previous), receipt)
         from shared.accounts.erasure import forget_car
 
-        await forget_car(self.store, vehicle_id)  # signed-in driver accounts no longer list the car
+        # signed-in driver accounts no longer list the car; one left with no car signs out (its signout job)
+        await forget_car(self.store, vehicle_id, self.links.queue)
         receipt.add(await self.sweep_vehicle(vehicle_id))
         if self.settle_seconds > 0:
             await asyncio.sleep(self.settle_seconds)
