@@ -8,16 +8,23 @@ CALENDAR_REBASELINE_MINUTES a new round (a re-baseline) starts; so does a `410 G
 A full round deletes the stored events it did not see again (out of the window, or deleted meanwhile).
 
 Every write is idempotent (deterministic ids, upserts), and the state is written last with an etag condition:
-a job that crashes half-way is simply run again, and of two concurrent jobs for one driver the later write
-loses harmlessly (both applied the same changes).
+a job that crashes half-way is simply run again. Two concurrent jobs for one driver start from the same deltaLink
+and may interleave their event writes and twin patches (one may push an agenda the other already knew to be out
+of date); only one state write wins. The loser (`superseded`) therefore queues a follow-up job (`full`): a new
+delta round that rewrites the stored calendar from Graph and re-sends every car's agenda whatever the stored
+hashes say, so the store and the cars converge on Graph's truth (a superseded agenda-only job queues a full
+agenda-only job, which needs no Graph). Throttled and follow-up jobs are delayed with jitter, so a driver's jobs
+do not collide again.
 
 See https://learn.microsoft.com/graph/delta-query-events
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +63,10 @@ NO_MODULE_SECONDS: Final = 600.0
 NO_MODULE_KEPT: Final = 100_000
 AGENDA_PUSHES: Final = "carlink.calendar.agenda_pushes"
 TRAVEL_REASON: Final = "travel"  # a job that only rebuilds the agenda (shared/telemetry/travel_ping.py)
+SUPERSEDED_REASON: Final = "superseded"  # the follow-up of a job that lost its state write to a concurrent one
+FOLLOW_UP_SECONDS: Final = 5  # a superseded job's follow-up waits this long (plus jitter): the other job is done
+MAX_REQUEUE_SECONDS: Final = 3600
+JITTER_MAX_SECONDS: Final = 30
 # (vehicle id, user id, agenda items, now) → the items that car gets (a new list; the input is shared by the cars).
 AgendaEnricher = Callable[[str, str, list[dict[str, Any]], dt.datetime], Awaitable[list[dict[str, Any]]]]
 
@@ -81,6 +92,13 @@ class SyncReport:
             f"upserted={self.upserted} removed={self.removed} agenda={self.agenda_patched} "
             f"subscription={self.subscription}"
         )
+
+
+def jittered(delay: int) -> int:
+    """`delay` plus up to half of it (at least 5 s, at most JITTER_MAX_SECONDS) at random, capped at
+    MAX_REQUEUE_SECONDS: a driver's jobs throttled by the same `Retry-After` must not all come back at once."""
+    spread = min(JITTER_MAX_SECONDS, max(5, delay // 2))
+    return min(delay + random.randint(0, spread), MAX_REQUEUE_SECONDS)
 
 
 def agenda_cars(driver: Document) -> list[str]:
@@ -162,7 +180,7 @@ class CalendarSync:
             report.outcome = "reauth_required"
             return report
         if job.reason == TRAVEL_REASON:  # the car moved or started: the stored calendar, travel again, no Graph
-            await self._agenda_only(job.user_id, driver.document, report)
+            await self._agenda_only(job, driver.document, report)
             return report
         try:
             report.subscription = await self.subscriptions.maintain(job.user_id, job.subscription)
@@ -178,26 +196,39 @@ class CalendarSync:
         except ReauthRequiredError:  # marked on the account (shared/accounts); no retry, no loop
             await self._reauth(report)
         except ThrottledError as exc:
-            delay = max(1, min(int(exc.retry_after_seconds + 0.999), 3600))
+            delay = jittered(max(1, min(int(exc.retry_after_seconds + 0.999), MAX_REQUEUE_SECONDS)))
             log.warning("user %s: Graph throttled (%s); job re-queued in %ss", job.user_id, exc.status, delay)
+            if report.subscription != "failed":  # its subscription action is done: a retry must not repeat it
+                job = dataclasses.replace(job, subscription=None)
             await self.queue.enqueue(job, delay_seconds=delay)
             report.outcome = "throttled"
         return report
 
-    async def _agenda_only(self, user: str, driver: Document, report: SyncReport) -> None:
+    async def _follow_up(self, job: SyncJob) -> None:
+        """This job lost its state write to a concurrent one after both wrote events and patched twins, in an
+        order nobody knows: the stored agenda hashes may not be what the cars have, and the stored calendar may
+        hold an event the winner saw deleted. A `full` job puts both right (see the module docstring)."""
+        reason = TRAVEL_REASON if job.reason == TRAVEL_REASON else SUPERSEDED_REASON
+        await self.queue.enqueue(SyncJob(job.user_id, reason, full=True), delay_seconds=jittered(FOLLOW_UP_SECONDS))
+
+    async def _agenda_only(self, job: SyncJob, driver: Document, report: SyncReport) -> None:
         """The agenda from the stored calendar (travel recomputed as the enricher decides); the sync state gets
-        only the hashes of what each car was sent."""
+        only the hashes of what each car was sent. A `full` job sends every car its agenda, changed or not."""
+        user = job.user_id
         report.outcome = "agenda"
         stored = await self.store.read(CALENDARS, user, SYNC_STATE_ID)
         if stored is None:  # never synced: the next sync sends the agenda
             return
         state = strip_system_properties(stored.document)
-        await self._push_agenda(user, driver, await self._events(user), state, self.clock(), report)
+        events = await self._events(user)
+        await self._push_agenda(user, driver, events, state, self.clock(), report, force=job.full)
         if report.agenda_patched:
             try:
                 await self.store.replace(CALENDARS, state, stored.etag)
             except (PreconditionFailedError, ConflictError, NotFoundError):
-                report.outcome = "superseded"  # a sync wrote meanwhile; the next one compares again
+                log.info("user %s: another job wrote the sync state meanwhile; agenda follow-up queued", user)
+                report.outcome = "superseded"
+                await self._follow_up(job)
 
     async def _reauth(self, report: SyncReport) -> None:
         report.outcome = "reauth_required"
@@ -234,7 +265,7 @@ class CalendarSync:
         # patches again, which is harmless; the other order could lose an agenda update for good.
         if events is None:
             events = await self._events(user)
-        await self._push_agenda(user, driver, events, state, now, report)
+        await self._push_agenda(user, driver, events, state, now, report, force=job.full)
         try:
             if stored is None:
                 await self.store.create(CALENDARS, state)
@@ -243,23 +274,32 @@ class CalendarSync:
             if counted is not None:
                 counted.recorded = True
         except (PreconditionFailedError, ConflictError, NotFoundError):
-            log.info("user %s: another job synced at the same time; its state stands", user)
+            log.info("user %s: another job synced at the same time; its state stands, full follow-up queued", user)
             report.outcome = "superseded"
+            await self._follow_up(job)
 
     async def _push_agenda(
-        self, user: str, driver: Document, events: list[Document], state: Document, now: dt.datetime, report: SyncReport
+        self,
+        user: str,
+        driver: Document,
+        events: list[Document],
+        state: Document,
+        now: dt.datetime,
+        report: SyncReport,
+        *,
+        force: bool = False,
     ) -> None:
         """A company driver's agenda goes to their one car; a driver account's to every car where it is the
         active profile (`vehicleIds`). Each car's agenda may differ (travel to each meeting from where that car
         is: `enrich`), so each car's hash is kept (`state["agendaHashes"]`) and a car gets its agenda only when its
-        own changed."""
+        own changed, or with `force` (a `full` job) whatever the stored hash says."""
         targets = agenda_cars(driver)
         items = agenda_events(events, now, self.settings.agenda_horizon)
         sent: dict[str, str] = dict(state.get("agendaHashes") or {})
         for vehicle_id in targets:
             mine = await self.enrich(vehicle_id, user, items, now) if self.enrich is not None else items
             agenda, agenda_hash = build_agenda(mine, canonical_time(now), self.settings.agenda_max_bytes)
-            if sent.get(vehicle_id) == agenda_hash:
+            if not force and sent.get(vehicle_id) == agenda_hash:
                 continue
             try:
                 pushed = await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": agenda})

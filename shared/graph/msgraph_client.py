@@ -4,8 +4,13 @@ The SDK is imported here only, and this module is imported only when a Graph cal
 start: the SDK is ~400 MB and takes ~0.5 s to import). Pitfalls avoided (see ../shared/FINDINGS.md):
 - delta paging uses `with_url(link)` page by page, because the SDK's PageIterator drops the deltaLink;
 - `with_url()` keeps no headers, so `Prefer` is sent again on every page;
-- the SDK's retry handler retries 429/503/504 for POST too and honours `Retry-After`; every POST we send is
-  idempotent (createOrGet with an externalId), so that is safe.
+- the SDK's retry handler retries 429/503/504 for every method, POST included, and honours `Retry-After`. That is
+  safe for GET, PATCH, DELETE and createOrGet (idempotent by its externalId), but not for `sendMail`,
+  `POST /subscriptions` and `.../reauthorize`: a 503/504 may come after Graph did the work, and a retry would
+  send the mail twice or leave a second subscription. Those three go out with the SDK's retries off
+  (`_no_sdk_retry`); only a 429 with `Retry-After` (Graph refused the request before doing anything) is retried,
+  here, at most `max_retries` times and for at most MAX_POST_RETRY_AFTER seconds each. Any other failure is the
+  caller's to handle.
 
 Two kinds, one class: `create` (application permission, `/users/{id}/...`, the managed identity's token) and
 `create_delegated` (a signed-in driver, `/me/...`, that driver's token, read per call from
@@ -15,10 +20,11 @@ UrlReplaceHandler middleware turns into `/me` on the wire, so both kinds share t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -45,6 +51,8 @@ if TYPE_CHECKING:
 # Graph answers these for an expired or unknown delta token (besides plain 410 Gone).
 SYNC_STATE_CODES: Final = frozenset({"syncStateNotFound", "syncStateInvalid", "resyncRequired"})
 CHANGE_TYPES: Final = "created,updated,deleted"
+MAX_POST_RETRY_AFTER: Final = 30.0  # a non-idempotent POST throttled for longer raises ThrottledError at once
+T = TypeVar("T")
 
 
 __all__ = ["DelegatedAuthenticationProvider", "MsGraphClient", "is_loopback_url"]
@@ -102,12 +110,14 @@ class MsGraphClient(GraphClient):
         auth: Any = None,
         *,
         delegated: bool = False,
+        max_retries: int = 3,
     ) -> None:
         self._client = client
         self._credential = credential
         self.endpoint = endpoint  # the vetted GRAPH_BASE_URL and its cloud
         self.auth = auth  # the Kiota authentication provider (tests check which hosts get which token)
         self.delegated = delegated  # True: `/me` with the driver's token of each call
+        self.max_retries = max_retries  # 429 retries of the non-idempotent POSTs (`_post_once`)
 
     @classmethod
     def create(
@@ -138,7 +148,7 @@ class MsGraphClient(GraphClient):
             auth = AzureIdentityAuthenticationProvider(
                 credential, scopes=[endpoint.cloud.scope], allowed_hosts=[endpoint.cloud.host]
             )
-        return cls(_service_client(endpoint, auth, max_retries), credential, endpoint, auth)
+        return cls(_service_client(endpoint, auth, max_retries), credential, endpoint, auth, max_retries=max_retries)
 
     @classmethod
     def create_delegated(cls, base_url: str | None, tokens: DelegatedTokens, max_retries: int = 3) -> MsGraphClient:
@@ -147,7 +157,8 @@ class MsGraphClient(GraphClient):
         loopback sandbox (it verifies them and takes `/me` from their `oid`)."""
         endpoint = graph_endpoint(base_url)
         auth = DelegatedAuthenticationProvider(tokens, endpoint)
-        return cls(_service_client(endpoint, auth, max_retries), None, endpoint, auth, delegated=True)
+        client = _service_client(endpoint, auth, max_retries)
+        return cls(client, None, endpoint, auth, delegated=True, max_retries=max_retries)
 
     def _mailbox(self, user_id: str) -> Any:
         """The request builder for the user's mailbox: `/me` (delegated) or `/users/{id}`."""
@@ -161,6 +172,24 @@ class MsGraphClient(GraphClient):
             return
         with acting_for(user_id):
             yield
+
+    async def _post_once(self, send: Callable[[Any], Awaitable[T]]) -> T:
+        """A non-idempotent POST: `send(config)` with the SDK's retries off; only a 429 with a `Retry-After` of
+        at most MAX_POST_RETRY_AFTER seconds is sent again (Graph did nothing), at most `max_retries` times."""
+        from kiota_abstractions.api_error import APIError
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+
+        attempt = 0
+        while True:
+            config: RequestConfiguration[Any] = RequestConfiguration(options=[_no_sdk_retry()])
+            try:
+                return await send(config)
+            except APIError as exc:
+                delay = _retry_after(exc) if exc.response_status_code == 429 else None
+                if delay is None or delay > MAX_POST_RETRY_AFTER or attempt >= self.max_retries:
+                    raise
+                attempt += 1
+                await asyncio.sleep(delay)
 
     def _error(self, exc: Exception, what: str) -> GraphError:
         error = _graph_error(exc, what)
@@ -254,7 +283,7 @@ class MsGraphClient(GraphClient):
         )
         try:
             with self._as(user_id):
-                created = await self._client.subscriptions.post(body)
+                created = await self._post_once(lambda config: self._client.subscriptions.post(body, config))
         except Exception as exc:
             raise self._error(exc, f"create subscription on {resource}") from exc
         return _subscription(created, resource, expires_at)
@@ -273,7 +302,8 @@ class MsGraphClient(GraphClient):
     async def reauthorize_subscription(self, user_id: str, subscription_id: str) -> None:
         try:
             with self._as(user_id):
-                await self._client.subscriptions.by_subscription_id(subscription_id).reauthorize.post()
+                reauthorize = self._client.subscriptions.by_subscription_id(subscription_id).reauthorize
+                await self._post_once(lambda config: reauthorize.post(config))
         except Exception as exc:
             raise self._error(exc, f"reauthorize subscription {subscription_id}") from exc
 
@@ -313,7 +343,8 @@ class MsGraphClient(GraphClient):
         body = SendMailPostRequestBody(message=message, save_to_sent_items=True)
         try:
             with self._as(user_id):
-                await self._mailbox(user_id).send_mail.post(body)
+                send_mail = self._mailbox(user_id).send_mail
+                await self._post_once(lambda config: send_mail.post(body, config))
         except Exception as exc:
             raise self._error(exc, f"sendMail for {user_id}") from exc
 
@@ -345,6 +376,22 @@ def _service_client(endpoint: GraphEndpoint, auth: Any, max_retries: int) -> Gra
     adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = endpoint.base_url
     return GraphServiceClient(request_adapter=adapter)
+
+
+def _no_sdk_retry() -> Any:
+    """The per-request option that turns the SDK's retry handler off (see the module docstring)."""
+    from kiota_http.middleware.options import RetryHandlerOption
+
+    return RetryHandlerOption(max_retries=0, should_retry=False)
+
+
+def _retry_after(exc: Any) -> float | None:
+    """The seconds of a numeric `Retry-After` header of an SDK error, None if there is none."""
+    raw = _header(getattr(exc, "response_headers", None), "retry-after")
+    try:
+        return max(0.0, float(raw)) if raw else None
+    except ValueError:
+        return None
 
 
 def _utc(value: Any) -> str | None:

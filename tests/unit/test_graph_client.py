@@ -113,6 +113,73 @@ async def test_throttling_beyond_the_sdk_retries_raises_with_retry_after(sandbox
     assert caught.value.retry_after_seconds == 0
 
 
+# ---- non-idempotent POSTs: no SDK retry on 503/504 (Graph may have done the work), 429 + Retry-After only ----
+
+
+async def test_send_mail_is_not_sent_again_after_a_504(sandbox):
+    box, client = sandbox  # max_retries=1: the SDK would retry once
+    box.fail_next("sendMail", 504)
+    with pytest.raises(GraphError) as caught:
+        await client.send_mail(USER, "organiser@example.com", "Running late", "10:12")
+    assert caught.value.status == 504
+    assert len(box.calls("sendMail")) == 1
+    assert box.sent_mail == []
+
+
+async def test_send_mail_is_not_sent_again_after_a_503(sandbox):
+    box, client = sandbox
+    box.fail_next("sendMail", 503, {"Retry-After": "1"})
+    with pytest.raises(ThrottledError):
+        await client.send_mail(USER, "organiser@example.com", "Running late", "10:12")
+    assert len(box.calls("sendMail")) == 1
+
+
+async def test_send_mail_is_sent_again_after_a_429_with_retry_after(sandbox):
+    box, client = sandbox
+    box.fail_next("sendMail", 429, {"Retry-After": "1"})
+    began = time.monotonic()
+    await client.send_mail(USER, "organiser@example.com", "Running late", "10:12")
+    assert time.monotonic() - began >= 0.9
+    assert len(box.calls("sendMail")) == 2
+    assert [m["to"] for m in box.sent_mail] == [["organiser@example.com"]]
+
+
+async def test_a_429_beyond_the_retries_or_without_retry_after_is_raised(sandbox):
+    box, client = sandbox
+    box.fail_next("sendMail", 429, {"Retry-After": "0"}, times=2)
+    with pytest.raises(ThrottledError):
+        await client.send_mail(USER, "organiser@example.com", "Running late", "10:12")
+    assert len(box.calls("sendMail")) == 2  # one retry (max_retries=1)
+    box.fail_next("sendMail", 429)
+    with pytest.raises(ThrottledError):
+        await client.send_mail(USER, "organiser@example.com", "Running late", "10:12")
+    assert len(box.calls("sendMail")) == 3
+    assert box.sent_mail == []
+
+
+async def test_subscription_create_and_reauthorize_are_not_sent_again_after_a_5xx(sandbox):
+    box, client = sandbox
+    expiry = canonical_time(T + dt.timedelta(minutes=4000))
+    box.fail_next("subscriptions", 504)
+    with pytest.raises(GraphError) as caught:
+        await client.create_subscription(USER, f"/users/{USER}/events", "https://x.example/n", "state", expiry)
+    assert caught.value.status == 504
+    assert [c.method for c in box.calls("subscriptions")] == ["POST"]
+    sub = await client.create_subscription(USER, f"/users/{USER}/events", "https://x.example/n", "state", expiry)
+    box.fail_next("subscriptions", 503, {"Retry-After": "1"})
+    with pytest.raises(ThrottledError):
+        await client.reauthorize_subscription(USER, sub.id)
+    assert [c.path.rsplit("/", 1)[-1] for c in box.calls("subscriptions")][-1] == "reauthorize"
+    assert len(box.calls("subscriptions")) == 3
+
+
+async def test_idempotent_calls_keep_the_sdk_retries(sandbox):
+    box, client = sandbox
+    box.fail_next("createOrGet", 503, {"Retry-After": "1"})
+    await client.create_or_get_meeting(USER, "ext-1", "Sync", canonical_time(T), canonical_time(T + HOUR))
+    assert len(box.calls("createOrGet")) == 2
+
+
 async def test_create_or_get_returns_the_same_meeting_for_the_same_external_id(sandbox):
     box, client = sandbox
     one = await client.create_or_get_meeting(USER, "ext-1", "Sync", canonical_time(T), canonical_time(T + HOUR))
