@@ -26,14 +26,14 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge import contract, policy
 from edge.commands import ModuleCommands, Outcome, command_id_of, report_id
 from edge.outbox import Outbox, Outgoing
-from edge.sources import Reading, Source
+from edge.sources import Reading, Source, valid_ts
 
 log = logging.getLogger("edge")
 
@@ -42,6 +42,7 @@ MessageHandler = Callable[[bytes, dict[str, str]], None]
 # A direct method to the module: (method name, payload) -> (status, payload answered).
 MethodHandler = Callable[[str, Any], Awaitable[tuple[int, Any]]]
 REPLY_METHOD = "reply"
+KEPT_REPLIES = 256  # request ids whose replies the module keeps (the oldest forgotten first)
 
 
 class Transport(Protocol):
@@ -173,9 +174,11 @@ class EdgeModule:
     clock: Callable[[], float] = time.monotonic
     collector: policy.Collector = field(default_factory=policy.Collector)
     online: bool = False
-    replies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    replies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # the newest KEPT_REPLIES request ids
     commands: ModuleCommands | None = None  # None: every command answered `unsupported` (ModuleCommands' default)
     wall_clock: Callable[[], float] = time.time  # expiries of what the twin holds are absolute times
+    source_backoff: tuple[float, float] = (1.0, 60.0)  # seconds before restarting a failed source: first, most
+    source_restarts: int = 0  # times the source failed and was restarted (reported under `sources`)
     _mark: int = 0
     _tokens: float = 0.0
     _last_flush: float | None = None
@@ -248,6 +251,8 @@ class EdgeModule:
         copies = self.replies.setdefault(message["requestId"], [])
         if message not in copies:  # the same reply by method and from the twin: kept once
             copies.append(message)
+        while len(self.replies) > KEPT_REPLIES:  # bounded: the oldest request ids go first
+            del self.replies[next(iter(self.replies))]
         return True
 
     def _twin_entries(self, entries: Any) -> list[Any]:
@@ -307,12 +312,29 @@ class EdgeModule:
         return request_id
 
     def collect(self, reading: Reading) -> int:
-        """Thin a reading by the policy and store what is kept; returns how many samples were stored."""
-        out = self.collector.offer(reading.ts, reading.signals)
-        if out:
-            key = self.source.cursor_key
-            cursor = (key, reading.token) if key is not None else None
-            self.outbox.append_many([(contract.utc_stamp(ts), sig, prio) for ts, sig, prio in out], cursor)
+        """Thin a reading by the policy and store what is kept; returns how many samples were stored.
+
+        A reading that cannot be stored (a time no stamp can be written for, a value JSON cannot carry) is counted
+        as rejected (`invalid_reading`) and skipped, its position committed; a failure of the outbox itself
+        (SQLite's) is raised."""
+        key = self.source.cursor_key
+        cursor = (key, reading.token) if key is not None else None
+        out: list[policy.Out] = []
+        try:
+            if not valid_ts(reading.ts):  # before the collector: a wrong time must not become its clock
+                raise ValueError("time out of range")
+            out = self.collector.offer(reading.ts, reading.signals)
+            if out:
+                self.outbox.append_many([(contract.utc_stamp(ts), sig, prio) for ts, sig, prio in out], cursor)
+        except BaseException as exc:
+            self.collector.forget(out)  # not stored: when the reading comes again, it is not thinned as sent
+            if not isinstance(exc, (ValueError, OverflowError, TypeError)):
+                raise
+            log.warning("reading rejected: %s", type(exc).__name__)  # the type only: readings are personal data
+            self.source.rejected["invalid_reading"] += 1
+            if cursor is not None:
+                self.outbox.put(*cursor)  # not read again after a restart
+            return 0
         return len(out)
 
     async def flush(self) -> int:
@@ -358,8 +380,8 @@ class EdgeModule:
     async def _report(self) -> None:
         state = {
             "outbox": {"epoch": self.outbox.epoch, "storedBytes": self.outbox.stored_bytes(),
-                       "gaps": len(self.outbox.gaps())},
-            "sources": {"rejected": dict(self.source.rejected)},
+                       "gaps": self.outbox.pending_gaps()},
+            "sources": {"rejected": dict(self.source.rejected), "restarts": self.source_restarts},
             **self._report_due,
         }  # fmt: skip
         patch = {k: v for k, v in state.items() if self._reported.get(k) != v}
@@ -395,15 +417,43 @@ class EdgeModule:
                     waiting.cancel()
         finally:
             collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await collector
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # never: _collect_until keeps its errors; the last flush and close still run
+                log.warning("collector failed: %s", type(exc).__name__)
             await self.flush()
             await self.transport.close()
             self.outbox.close()
 
     async def _collect_until(self, stop: asyncio.Event) -> None:
-        async for reading in self.source.readings():
-            if stop.is_set():
-                return
-            self.collect(reading)
-            await self.source.ack(reading)  # after the outbox committed: the source may now forget it
+        """Collect until `stop` or the end of a finite source. The source is supervised: when it (or storing what
+        it read) fails, the error is logged (its type only) and it is started again after a backoff (first, then
+        doubled up to the most of `source_backoff`), from the position last committed: a Kuksa databroker not up
+        yet or restarted, a full disk, a feed file gone for a while."""
+        delay = self.source_backoff[0]
+        while not stop.is_set():
+            readings: AsyncIterator[Reading] | None = None
+            try:
+                if self.source.cursor_key is not None:  # from what the outbox holds, not where the source got to
+                    self.source.resume(self.outbox.get(self.source.cursor_key))
+                readings = self.source.readings()
+                async for reading in readings:
+                    if stop.is_set():
+                        return
+                    self.collect(reading)
+                    await self.source.ack(reading)  # after the outbox committed: the source may now forget it
+                    delay = self.source_backoff[0]
+                return  # a finite source ended
+            except Exception as exc:
+                self.source_restarts += 1
+                log.warning("source failed: %s; restarting in %.1f s", type(exc).__name__, delay)
+            finally:
+                aclose = getattr(readings, "aclose", None)
+                if aclose is not None:
+                    with contextlib.suppress(Exception):
+                        await aclose()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, self.source_backoff[1])

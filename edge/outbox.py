@@ -19,12 +19,18 @@ its duplicate detection on (epoch, seq).
 
 Bounded disk: `budget_bytes` over the stored sample and message bodies. Over budget, the lowest-priority oldest
 samples are evicted first; each eviction is recorded as a gap (ids, time range, count, priority) that goes to
-the cloud as a `type=gap` message through this same outbox.
+the cloud as a `type=gap` message through this same outbox. An acknowledged gap is kept for a post-mortem (the
+newest `KEPT_ACKED_GAPS`; older ones are deleted), and at most one quarantined file is kept.
+
+Quarantine is for corruption only (not a database, malformed, a failed quick_check): an operational error at
+opening (locked, disk I/O error, disk full, cannot open) is raised and the file left as it is, unsent samples
+and all; the module fails and IoT Edge starts it again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import sqlite3
 import time
@@ -43,6 +49,9 @@ DEFAULT_MAX_SAMPLES: Final = 200
 TELEMETRY: Final = "telemetry"
 GAP: Final = "gap"
 REQUEST: Final = "request"
+KEPT_ACKED_GAPS: Final = 4096  # acknowledged gaps kept (about 150 bytes each) for a post-mortem and powercut
+# gaps.framed: 0 recorded, 1 framed as a message, 2 acknowledged by IoT Hub
+_ACKED: Final = 2
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,7 +94,9 @@ class Outbox:
         self.quarantined: Path | None = None
         try:
             self._db = self._open()
-        except sqlite3.DatabaseError as exc:  # not a database, torn header, failed quick_check
+        except sqlite3.OperationalError:  # locked, I/O error, disk full, cannot open: the file may be fine
+            raise
+        except sqlite3.DatabaseError as exc:  # not a database, malformed (torn pages), failed quick_check
             self.quarantined = self._quarantine()
             self._db = self._open()
             self._record_gap(
@@ -123,12 +134,18 @@ class Outbox:
         return db
 
     def _quarantine(self) -> Path:
-        """Move the unreadable file (and its WAL and shared memory) aside, kept for a post-mortem."""
+        """Move the unreadable file (and its WAL and shared memory) aside, kept for a post-mortem; an older
+        quarantined file is deleted (at most one is kept: the disk stays bounded)."""
         target = self.path.with_name(f"{self.path.name}.corrupt-{int(self._clock() * 1000)}")
+        moved = {Path(f"{target}{suffix}") for suffix in ("", "-wal", "-shm")}
         for suffix in ("", "-wal", "-shm"):
             src = Path(f"{self.path}{suffix}")
             if src.exists():
                 src.rename(Path(f"{target}{suffix}"))
+        for old in self.path.parent.glob(f"{glob.escape(self.path.name)}.corrupt-*"):
+            if old not in moved:
+                with contextlib.suppress(OSError):
+                    old.unlink()
         return target
 
     @staticmethod
@@ -287,8 +304,13 @@ class Outbox:
         return out
 
     def gaps(self) -> list[Gap]:
-        """Every gap recorded in this store (reported or not): what powercut and the tests compare with."""
+        """The gaps recorded in this store, reported or not (of the acknowledged ones the newest KEPT_ACKED_GAPS):
+        what powercut and the tests compare with."""
         return self._gaps("")
+
+    def pending_gaps(self) -> int:
+        """How many gaps IoT Hub has not acknowledged yet (counted, not loaded: this runs at every flush)."""
+        return int(self._db.execute("SELECT COUNT(*) FROM gaps WHERE framed<?", (_ACKED,)).fetchone()[0])
 
     def _gaps(self, where: str) -> list[Gap]:
         rows = self._db.execute(
@@ -305,6 +327,13 @@ class Outbox:
             self._db.execute("DELETE FROM messages WHERE kind=? AND key=?", (kind, key))
             if kind == REQUEST:
                 self._db.execute("DELETE FROM requests WHERE n=?", (key,))
+            elif kind == GAP:  # kept a while for a post-mortem; the oldest acknowledged beyond the bound deleted
+                self._db.execute("UPDATE gaps SET framed=? WHERE id=?", (_ACKED, key))
+                self._db.execute(
+                    "DELETE FROM gaps WHERE framed=? AND id<=(SELECT id FROM gaps WHERE framed=? ORDER BY id DESC"
+                    " LIMIT 1 OFFSET ?)",
+                    (_ACKED, _ACKED, KEPT_ACKED_GAPS),
+                )
         if row is not None:
             self._bytes -= int(row[0])
 
@@ -327,6 +356,7 @@ class Outbox:
             self._db.execute("UPDATE meta SET value=? WHERE key='next_request'", (str(n + 1),))
             self._db.execute("INSERT INTO requests VALUES (?, ?, ?)", (rid, n, body))
             self._db.execute("INSERT INTO messages VALUES (?, ?, 0, ?)", (REQUEST, n, body))
+        self._bytes += len(body)  # a message like any other: `ack` takes it off again
         return Outgoing(REQUEST, n, body, False)
 
     def queued_requests(self) -> list[str]:

@@ -19,6 +19,11 @@
   `preSeconds` (what the policy had thinned out) and of the next `postSeconds` is sent whole, at `priority`.
 - `priority` orders eviction when the disk budget is full: lowest first.
 
+Times are the readings' own. When they go backwards (the car's clock corrected by GNSS or NTP, or one reading
+stamped far ahead), a signal's next value is sent and its rate and on-change checks start again from it, the
+pre-capture memory forgets readings more than a window away from the new time, and a capture window applies to
+readings from its trigger's time only: a clock that jumped is never a reason to stop sending.
+
 A policy that does not parse is refused whole: the last good one stays in force and the reported property says
 why (`parse` raises `PolicyError`). The collector takes a new policy at once, so it governs the next reading,
 well within one message interval.
@@ -172,6 +177,7 @@ class Collector:
     _sent: dict[str, tuple[float, Any]] = field(default_factory=dict)  # path -> (ts, value) last collected
     _last: dict[str, tuple[float, Any]] = field(default_factory=dict)  # path -> (ts, value) last read
     _ring: deque[tuple[float, dict[str, Any], set[str]]] = field(default_factory=deque)
+    _post_from: float = math.inf  # the open capture window: [trigger - preSeconds, trigger + postSeconds]
     _post_until: float = -math.inf
     _post_priority: int = 0
 
@@ -189,9 +195,12 @@ class Collector:
                     if rest:
                         out.append((old_ts, rest, fired.priority))
                         emitted.update(rest)
-            self._post_until = max(self._post_until, ts + fired.post)
+            if self._post_from <= ts <= self._post_until:  # a trigger inside the open window extends it
+                self._post_until = max(self._post_until, ts + fired.post)
+            else:  # a new window (also after the clock went back before the last one)
+                self._post_from, self._post_until = ts - fired.pre, ts + fired.post
             self._post_priority = fired.priority
-        if ts <= self._post_until:
+        if self._post_from <= ts <= self._post_until:
             chosen, priority = dict(signals), self._post_priority
         else:
             chosen, priority = self._thin(ts, signals)
@@ -202,6 +211,17 @@ class Collector:
             out.append((ts, chosen, priority))
         return out
 
+    def forget(self, out: list[Out]) -> None:
+        """What `offer` returned could not be stored: it was not sent after all, so the same reading offered again
+        (its source restarted from the last stored position) is sent."""
+        for ts, signals, _ in out:
+            for path in signals:
+                if path in self._sent and self._sent[path][0] == ts:
+                    del self._sent[path]
+            for old_ts, _, emitted in self._ring:
+                if old_ts == ts:
+                    emitted.difference_update(signals)
+
     def _thin(self, ts: float, signals: dict[str, Any]) -> tuple[dict[str, Any], int]:
         chosen: dict[str, Any] = {}
         priority = 0
@@ -210,7 +230,7 @@ class Collector:
             if rule.rate_hz <= 0:
                 continue
             last = self._sent.get(path)
-            if last is not None:
+            if last is not None and ts >= last[0]:  # a time before the last one sent: the clock went back, send
                 if ts - last[0] < 0.99 / rule.rate_hz:  # 1 % slack: readings jitter and T+0.1 is not exact
                     continue
                 if rule.on_change and ts - last[0] < rule.heartbeat and _same(last[1], value, rule.deadband):
@@ -245,7 +265,9 @@ class Collector:
     def _remember(self, ts: float, signals: dict[str, Any], emitted: set[str]) -> None:
         keep = max((c.pre for c in self.policy.captures), default=0.0)
         self._ring.append((ts, signals, emitted))
-        while self._ring and self._ring[0][0] < ts - keep:
+        # Oldest first, everything more than `keep` from now on either side: after the clock jumped (either way)
+        # what was remembered before goes, instead of staying until the time catches up.
+        while self._ring and not ts - keep <= self._ring[0][0] <= ts + keep:
             self._ring.popleft()
 
 

@@ -1,8 +1,9 @@
 """Where the module's signals come from, behind one interface: `readings()` and `ack(reading)`.
 
 - `JsonLinesSource`: one JSON object per line, `{"ts": ISO 8601 with a zone | epoch seconds, "signals": {...}}`.
-  A line that is not such an object is counted (`invalid_line`) and skipped; each signal is checked as the cloud
-  checks it (edge/vss.py) and a rejected one is dropped and counted by reason. The byte offset after a reading
+  A line that is not such an object (or whose time is outside UTC years 1000-9998) is counted (`invalid_line`)
+  and skipped; each signal is checked as the cloud checks it (edge/vss.py) and a rejected one is dropped and
+  counted by reason (an integer too large for any float: `out_of_range`). The byte offset after a reading
   is committed with its samples (exactly once: a crash between storing and acknowledging cannot make the line
   read and stored again); `ack` also writes it to `offset_path` for whoever produces the feed.
 - `DriveModelSource`: the simulator's drive model (`simulator.drive.CarModel`, a pure model that imports
@@ -23,7 +24,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from edge import vss
 
@@ -63,7 +64,10 @@ def accept(signals: Any, rejected: Counter[str]) -> dict[str, Any]:
         if not isinstance(path, str):
             rejected["unknown_signal"] += 1
             continue
-        cleaned, reason = vss.check(path, value)
+        try:
+            cleaned, reason = vss.check(path, value)
+        except OverflowError:  # an integer literal beyond any float (math.isfinite cannot convert it)
+            cleaned, reason = None, "out_of_range"
         if reason is None:
             out[path] = cleaned
         else:
@@ -71,8 +75,21 @@ def accept(signals: Any, rejected: Counter[str]) -> dict[str, Any]:
     return out
 
 
+# The times a reading may carry: UTC years 1000-9998, so the canonical stamp (contract.utc_stamp) always has four
+# digits (strftime does not pad a year below 1000, and cannot write year 10000, which a zone offset reaches from
+# 9999-12-31).
+MIN_TS: Final = dt.datetime(1000, 1, 1, tzinfo=dt.UTC).timestamp()
+MAX_TS: Final = dt.datetime(9999, 1, 1, tzinfo=dt.UTC).timestamp()
+
+
+def valid_ts(ts: float) -> bool:
+    """Epoch seconds within the years a stamp can be written for (NaN and infinities are not)."""
+    return MIN_TS <= ts < MAX_TS
+
+
 def parse_ts(value: Any) -> float | None:
-    """Epoch seconds from ISO 8601 with a zone (the contract's rule) or a number; None when neither."""
+    """Epoch seconds from ISO 8601 with a zone (the contract's rule) or a number; None when neither, or when the
+    moment is outside UTC years 1000-9998."""
     if type(value) in (int, float) and 0 < value < 1e11:
         return float(value)
     if isinstance(value, str) and len(value) <= 40:
@@ -81,7 +98,8 @@ def parse_ts(value: Any) -> float | None:
         except ValueError:
             return None
         if moment.tzinfo is not None:
-            return moment.timestamp()
+            ts = moment.timestamp()
+            return ts if valid_ts(ts) else None
     return None
 
 
