@@ -92,6 +92,14 @@ def _travel() -> AgendaEnricher | None:
 travel: PerLoop[AgendaEnricher | None] = PerLoop(_travel)
 
 
+async def _forget_travel(user_id: str, vehicle_id: str | None) -> int:
+    """Travel's places, late-mail records and the car's routes go with the calendar (with or without Maps
+    configured now: they may be from before)."""
+    from shared.travel.stores import forget_travel
+
+    return await forget_travel(cosmos_store_from_env.get(), user_id, vehicle_id)
+
+
 def _travel_requests() -> TravelRequests | None:
     """navigate.to_meeting and meeting.late, when Azure Maps is configured."""
     if not (setting("MAPS_BASE_URL") or setting("MAPS_CLIENT_ID")):
@@ -118,6 +126,7 @@ calendar_sync = PerLoop(
         on_reauth=_reauth_required,
         enrich=travel.get(),
         module_id=edge_module_id(),
+        forget_derived=_forget_travel,
     )
 )
 request_processor = PerLoop(

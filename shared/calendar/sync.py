@@ -67,6 +67,9 @@ SUPERSEDED_REASON: Final = "superseded"  # the follow-up of a job that lost its 
 FOLLOW_UP_SECONDS: Final = 5  # a superseded job's follow-up waits this long (plus jitter): the other job is done
 MAX_REQUEUE_SECONDS: Final = 3600
 JITTER_MAX_SECONDS: Final = 30
+# (user id, the car or None) → deletes what other features derived from the driver's calendar (the travel planner's
+# geocoded meeting places, late-mail records, the car's meeting routes) when the calendar goes; the count deleted.
+ForgetDerived = Callable[[str, str | None], Awaitable[int]]
 # (vehicle id, user id, agenda items, now) → the items that car gets (a new list; the input is shared by the cars).
 AgendaEnricher = Callable[[str, str, list[dict[str, Any]], dt.datetime], Awaitable[list[dict[str, Any]]]]
 
@@ -118,8 +121,10 @@ class CalendarSync:
         on_reauth: Callable[[str], Awaitable[None]] | None = None,
         enrich: AgendaEnricher | None = None,
         module_id: str | None = None,
+        forget_derived: ForgetDerived | None = None,
     ) -> None:
         self.enrich = enrich  # per-car additions to the agenda items (travel to each meeting: shared/travel)
+        self.forget_derived = forget_derived  # what others kept of the calendar (shared/travel: places, routes)
         # A car with the in-car Edge module (edge/) gets its agenda on the module twin too, so the driver sees it
         # offline (the module keeps it); cars without one are remembered for a while (IoT Hub answers 404).
         self.module_id = module_id
@@ -413,6 +418,8 @@ class CalendarSync:
         for doc in await self._events(user):
             await self.store.delete(CALENDARS, user, doc["id"])
             report.removed += 1
+        if self.forget_derived is not None:  # the meetings' places and routes go with the meetings
+            report.removed += await self.forget_derived(user, vehicle_id)
         await self.store.delete(CALENDARS, user, SYNC_STATE_ID)
         if is_delegated_user(user):  # a driver account signed out of its last car: its tokens go last
             account = await self.store.read(CALENDARS, user, ACCOUNT_DOC_ID)

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Final
 
-from shared.containers import CALENDARS
+from shared.containers import CALENDARS, TRAVEL
 from shared.errors import ConflictError, PreconditionFailedError
 from shared.maps.types import GeoPoint, Place
 from shared.stores.base import DocumentStore
@@ -169,3 +169,19 @@ class DocumentTravelStateStore(TravelStateStore):
         if etag is None:
             return await self._store.create(self._container, document)
         return await self._store.replace(self._container, document, etag)
+
+
+async def forget_travel(store: DocumentStore, user_id: str, vehicle_id: str | None) -> int:
+    """What travel derived from a driver's calendar, deleted when the calendar goes (unlink, consent withdrawn,
+    sign-out; calendar sync's `forget_derived`): the geocoded meeting places and late-mail records in the driver's
+    calendar partition, and the car's travel state (its meetings' labels and routes from the car's positions).
+    Run again by the delayed unlink check, it also deletes what a travel job still running at the unlink wrote
+    back. The count deleted."""
+    query = "SELECT c.id FROM c WHERE c.userId = @user AND c.kind = @kind"
+    deleted = 0
+    for kind in (KIND_PLACE, KIND_LATE):
+        for row in await store.query(CALENDARS, query, {"@user": user_id, "@kind": kind}, partition_key=user_id):
+            deleted += await store.delete(CALENDARS, user_id, str(row["id"]))
+    if vehicle_id is not None:
+        deleted += await store.delete(TRAVEL, vehicle_id, TRAVEL_DOC_ID)
+    return deleted

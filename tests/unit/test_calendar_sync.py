@@ -151,6 +151,31 @@ async def test_an_unlinked_driver_is_forgotten_and_the_agenda_cleared(world: Wor
     assert world.gateway.patches[-1] == (VEHICLE, {"agenda": None})
 
 
+async def test_an_unlinked_drivers_meeting_places_late_mails_and_the_cars_routes_go_with_the_calendar(
+    world: World,
+) -> None:
+    """The travel planner derived geocoded meeting places, late-mail records (the driver's partition) and the car's
+    routes to the meetings (its travel state): calendar data too, deleted with the calendar; another driver's stay."""
+    from shared.calendar.sync import CalendarSync
+    from shared.containers import TRAVEL
+    from shared.travel.stores import KIND_LATE, KIND_PLACE, TRAVEL_DOC_ID, forget_travel
+
+    for doc in ({"id": "place-k1", "userId": USER, "kind": KIND_PLACE, "place": None},
+                {"id": "late-k2", "userId": USER, "kind": KIND_LATE, "eventId": "a"},
+                {"id": "place-k3", "userId": "someone-else", "kind": KIND_PLACE, "place": None}):  # fmt: skip
+        await world.store.upsert(CALENDARS, doc)
+    await world.store.upsert(TRAVEL, {"id": TRAVEL_DOC_ID, "vehicleId": VEHICLE, "kind": "travel", "state": {}})
+    sync = CalendarSync(world.store, world.graph, world.gateway, world.queue, world.settings, world.clock,
+                        forget_derived=lambda user, car: forget_travel(world.store, user, car))  # fmt: skip
+    await world.store.delete(CALENDARS, USER, "driver")
+    report = await sync.run(SyncJob(USER, "unlink", vehicle_id=VEHICLE))
+    assert report.outcome == "not_linked"
+    assert await world.store.read(CALENDARS, USER, "place-k1") is None
+    assert await world.store.read(CALENDARS, USER, "late-k2") is None
+    assert await world.store.read(TRAVEL, VEHICLE, TRAVEL_DOC_ID) is None
+    assert await world.store.read(CALENDARS, "someone-else", "place-k3") is not None
+
+
 async def test_subscriptions_are_created_renewed_when_due_and_recreated_when_gone(world: World) -> None:
     world.settings = dataclasses.replace(world.settings, notification_url=NOTIFY_URL)
     # the sandbox checks expiry against the real clock
