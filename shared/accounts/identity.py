@@ -18,7 +18,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from shared.accounts.authority import is_local_authority
 from shared.accounts.ids import SignedInAccount, granted_scopes
-from shared.errors import FleetError
+from shared.errors import ConfigurationError, FleetError
 
 T = TypeVar("T")
 PollStatus = Literal["pending", "slow_down", "signed_in", "expired", "declined", "failed"]
@@ -90,6 +90,8 @@ class MsalIdentity(Identity):
 
         options: dict[str, Any] = {}
         if is_local_authority(authority):
+            if self.ca_file is None:  # a brand's loopback authority in Azure: device codes to whatever listens there
+                raise ConfigurationError("a loopback sign-in authority is for the local stack only (AUTH_CA_BUNDLE)")
             # The local provider is not an Entra host: no instance discovery against login.microsoftonline.com,
             # and its certificate is from the local stack's CA. A session of our own rather than `verify=`:
             # requests lets REQUESTS_CA_BUNDLE from the environment override a client's `verify`.

@@ -289,3 +289,18 @@ async def test_a_signed_out_account_gets_no_token_once_nothing_is_left_to_clean_
         await tokens.access_token(acct)
     assert world.identity.refreshes == 0
     assert (await world.doc(CALENDARS, acct, ACCOUNT_DOC_ID))["state"] == "signed_out"  # type: ignore[index]
+
+
+# ---- a loopback sign-in authority outside the local stack ----
+
+
+def test_a_loopback_authority_is_refused_without_the_local_stacks_ca_before_anything_is_sent() -> None:
+    """A brand's `signinAuthority` pointing at loopback would, in Azure, hand device codes and refresh tokens to
+    whatever listens on the instance: only the local stack (its CA configured, AUTH_CA_BUNDLE) may use one."""
+    from shared.accounts.identity import MsalIdentity
+    from shared.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="local stack only"):
+        MsalIdentity("client-id")._app("https://localhost:8443/contoso", None)
+    with pytest.raises(ConfigurationError, match="local stack only"):
+        MsalIdentity("client-id")._app("https://127.0.0.1/contoso", None)
