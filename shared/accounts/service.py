@@ -411,14 +411,20 @@ class AccountService:
         stored = await self._store_account(account, outcome.home_account_id, flow["authority"], sealed, message, now)
         previous: list[str | None] = [None]
         done: list[dict[str, Any]] = []
+        moved: list[str] = []  # other profiles of this car that held the account: it holds one profile per car
 
         def sign_in(doc: Document) -> None:
             done.clear()
+            moved.clear()
             entry = doc["profiles"].setdefault(message.profile, {})
             mine = entry.get("flow")
             if not isinstance(mine, dict) or mine.get("flowId") != message.flow_id:
                 return
             previous[0] = entry.get("accountId")
+            for other, held in list(doc["profiles"].items()):
+                if other != message.profile and isinstance(held, dict) and held.get("accountId") == account.id:
+                    del doc["profiles"][other]  # its name and username would stay on the car, signed in nowhere
+                    moved.append(other)
             mine.update({"state": P.SIGNED_IN, "endedAt": now})
             mine.pop("sealed", None)
             mine.pop("leaseUntil", None)
@@ -441,7 +447,7 @@ class AccountService:
         }
         for request_id in done[0].get("requestIds", []):
             await reply(message.vehicle_id, request_id, body)
-        await self._push_twin(message.vehicle_id, doc)
+        await self._push_twin(message.vehicle_id, doc, removed=tuple(moved))
         log.info("sign-in flow %s: signed in (%s account)", message.flow_id, account.type)
 
     async def _store_account(

@@ -304,3 +304,21 @@ def test_a_loopback_authority_is_refused_without_the_local_stacks_ca_before_anyt
         MsalIdentity("client-id")._app("https://localhost:8443/contoso", None)
     with pytest.raises(ConfigurationError, match="local stack only"):
         MsalIdentity("client-id")._app("https://127.0.0.1/contoso", None)
+
+
+# ---- an account holds one profile per car ----
+
+
+async def test_signing_in_on_another_profile_of_the_same_car_moves_the_account_there(world: World) -> None:
+    """The account document keeps one profile per car: signed in on profile 2 after profile 1, the account leaves
+    profile 1 (whose name and username would otherwise stay on the car, signed in nowhere, past sign-out and
+    erasure)."""
+    await world.sign_in(CAR, "1")
+    acct = world.identity.account.id
+    await world.sign_in(CAR, "2", "r2")
+    profiles = await P.read(world.store, CAR)
+    assert [p for p, e in profiles["profiles"].items() if e.get("accountId") == acct] == ["2"]
+    assert await world.service.sign_out(CAR, "2") is True
+    profiles = await P.read(world.store, CAR)
+    assert not any(e.get("accountId") == acct for e in profiles["profiles"].values())
+    await signed_out_everywhere(world, acct)
