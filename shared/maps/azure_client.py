@@ -345,7 +345,8 @@ def _place(feature: Any) -> Place | None:
     country = _obj(address.get("countryRegion")).get("ISO")
     label = address.get("formattedAddress") or properties.get("name") or ""
     entity = properties.get("type")
-    kind: PlaceKind = "address" if entity == "Address" else "locality" if entity in _LOCALITY_TYPES else "poi"
+    located = isinstance(entity, str) and entity in _LOCALITY_TYPES  # (a list there is unhashable)
+    kind: PlaceKind = "address" if entity == "Address" else "locality" if located else "poi"
     confidence = _CONFIDENCE.get(str(properties.get("confidence", "")).lower(), "low")
     return Place(point, str(label), country.upper() if isinstance(country, str) else None, kind, confidence)
 

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from shared.containers import VEHICLES
 from shared.device_messages import safe_id
-from shared.errors import ConflictError, PreconditionFailedError, StoreError
+from shared.errors import ConflictError, NotFoundError, PreconditionFailedError, StoreError
 from shared.maps.base import MapsClient, calls_for_car
 from shared.stores.base import DocumentStore
 from shared.travel.agenda_travel import add_travel
@@ -84,7 +84,7 @@ class TravelEnricher:
                 # Saved before notifying: a failed send must not lose the calls already counted against the budget.
                 etag = await self.states.write(vehicle_id, plan.state, etag)
                 break
-            except (PreconditionFailedError, ConflictError):
+            except (PreconditionFailedError, ConflictError, NotFoundError):
                 # Another run of this car saved first: plan again from its state (its routes are reused).
                 spent += _new_calls(state, plan.state)
         else:
@@ -101,7 +101,7 @@ class TravelEnricher:
         it, and give the claim back if the send failed (the next run sends it)."""
         try:
             claimed = await self.states.write(vehicle_id, record_sent(state, [notice]), etag)
-        except (PreconditionFailedError, ConflictError):
+        except (PreconditionFailedError, ConflictError, NotFoundError):
             return  # another run wrote the state since: it saw the same figures and decides this notice
         try:
             await notify(vehicle_id, notice.payload)

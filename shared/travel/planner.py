@@ -314,6 +314,8 @@ async def plan_travel(
             continue
         if start_text <= canonical_time(now):  # under way: no leave-by left to tell, nor lateness to grow
             travel[event_id] = {"unavailable": "started"}
+            if event_id in old_events:  # kept, not routed again: meeting.late without etaMinutes still has an ETA
+                events[event_id] = old_events[event_id]
             continue
         kind = classify(item).kind
         if kind in ("online_only", "no_location", "not_found"):

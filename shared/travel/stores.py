@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from shared.containers import CALENDARS, TRAVEL
-from shared.errors import ConflictError, PreconditionFailedError
+from shared.errors import ConflictError, NotFoundError, PreconditionFailedError
 from shared.maps.types import GeoPoint, Place
 from shared.stores.base import DocumentStore
 
@@ -115,7 +115,8 @@ class TravelStateStore(ABC):
     @abstractmethod
     async def write(self, vehicle_id: str, state: dict[str, Any], etag: str | None) -> str:
         """Store the state if it is still the one read (`etag`; None: there was none) and return the new etag;
-        PreconditionFailedError or ConflictError when another run wrote it since."""
+        PreconditionFailedError, ConflictError or NotFoundError (deleted meanwhile: the calendar went, or it
+        expired) when it is no longer the one read."""
 
     async def load(self, vehicle_id: str) -> dict[str, Any] | None:
         """The car's state, for a reader that writes nothing."""
@@ -140,6 +141,8 @@ class MemoryTravelStateStore(TravelStateStore):
         current = self._etags.get(vehicle_id)
         if etag is None and current is not None:
             raise ConflictError(f"travel state of {vehicle_id} exists")
+        if etag is not None and current is None:  # as Cosmos DB: a replace of a deleted (or expired) item is a 404
+            raise NotFoundError(f"travel state of {vehicle_id} is gone")
         if etag is not None and etag != current:
             raise PreconditionFailedError(f"travel state of {vehicle_id} changed")
         self._writes += 1

@@ -166,6 +166,8 @@ def test_a_field_of_another_type_is_no_crash() -> None:
     place = azure_client._place(feature)
     assert place is not None
     assert place.country_code is None
+    listed = {"geometry": {"coordinates": [10.7865, 52.4227]}, "properties": {"type": ["Address"], "confidence": []}}
+    assert azure_client._place(listed) is not None
     assert azure_client._stop({"position": {"lat": 52.0, "lon": 13.0}, "poi": "IONITY", "address": []}) is not None
     with pytest.raises(MapsError):
         azure_client._route({"properties": [], "geometry": "x"}, None)

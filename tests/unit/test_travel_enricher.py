@@ -149,3 +149,30 @@ async def test_a_notice_whose_send_failed_is_given_back_and_sent_by_the_next_run
     sent.fail = False
     await enricher("car-1", "u1", items, NOW + dt.timedelta(minutes=7))
     assert len(sent.messages) == 2
+
+
+class Forgotten(MemoryTravelStateStore):
+    """The car's travel state is deleted (the calendar went, or it expired) between a run's read and its write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forget_once = False
+
+    async def write(self, vehicle_id: str, state: dict[str, Any], etag: str | None) -> str:
+        if self.forget_once:
+            self.forget_once = False
+            self.states.pop(vehicle_id, None)
+            self._etags.pop(vehicle_id, None)
+        return await super().write(vehicle_id, state, etag)
+
+
+async def test_a_state_deleted_while_a_run_plans_is_written_afresh_not_a_failed_job() -> None:
+    store = MemoryDocumentStore(partition_keys())
+    await store.create("vehicles", vehicle(True))
+    maps, sent, states = FakeMaps(), Sent(), Forgotten()
+    enricher = TravelEnricher(store, lambda: maps, states, MemoryPlaceCache(), TravelSettings(), notify=sent)
+    await enricher("car-1", "u1", [meeting(120, "Potsdam")], NOW)
+    states.forget_once = True
+    out = await enricher("car-1", "u1", [meeting(120, "Potsdam")], NOW + dt.timedelta(minutes=1))
+    assert "leaveBy" in out[0]["travel"]
+    assert await states.load("car-1") is not None

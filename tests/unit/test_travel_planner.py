@@ -80,6 +80,17 @@ async def test_a_meeting_under_way_or_all_day_is_not_routed_nor_takes_a_slot() -
     assert world.maps.count("geocode") == 1  # Potsdam, for "next" only
 
 
+async def test_a_meeting_that_started_keeps_its_last_route_for_a_late_mail() -> None:
+    """Routed before it started, a meeting under way is not routed again, but its last figures stay in the car's
+    state: `meeting.late` without etaMinutes (the driver still on the way) takes its ETA from them."""
+    world = World()
+    routed = await world.plan([item("e1", 60, "Potsdam")], car())
+    later = await world.plan([item("e1", 60, "Potsdam")], car(), NOW + dt.timedelta(minutes=65))
+    assert later.travel["e1"] == {"unavailable": "started"}
+    assert later.state["events"]["e1"]["travel"] == routed.travel["e1"]
+    assert world.maps.count("route") == 1
+
+
 async def test_fresh_figures_follow_the_contract() -> None:
     world = World()
     plan = await world.plan([item("e1", 60, "Potsdam")], car())
