@@ -714,7 +714,11 @@ class AccountService:
         account = await self._account(account_id)
         car = (account or {}).get("cars", {}).get(vehicle_id)
         if not car:
-            return False
+            # A sign-out cut short after the account left the car (its last step, the profile, failed): the
+            # profile that still holds this account is finished here, as its retry.
+            held = [p for p, e in (await P.read(self.store, vehicle_id))["profiles"].items()
+                    if isinstance(e, dict) and e.get("accountId") == account_id]  # fmt: skip
+            return bool(held) and await self.sign_out(vehicle_id, held[0], channel="api", only=account_id)
         if await self.sign_out(vehicle_id, str(car.get("profile")), channel="api", only=account_id):
             return True
         await self._withdraw_calendar(vehicle_id, account_id, "api")  # the account still lists a car it left

@@ -256,7 +256,8 @@ class DriverLinks:
 
 async def exclude_car(store: DocumentStore, account_id: str, vehicle_id: str) -> None:
     """A driver account (a driver document listing several cars, `vehicleIds`) no longer sends its agenda to the
-    car; it stays signed in there (shared/accounts)."""
+    car, and the car's travel state (derived from that agenda) goes; the account stays signed in there
+    (shared/accounts)."""
     stored = await store.read(CALENDARS, account_id, DRIVER_ID)
     if stored is None or vehicle_id not in (stored.document.get("vehicleIds") or []):
         return
@@ -272,6 +273,9 @@ async def exclude_car(store: DocumentStore, account_id: str, vehicle_id: str) ->
         await update_document(store, CALENDARS, account_id, DRIVER_ID, drop)
     except UnknownResourceError:
         return
+    from shared.travel.stores import forget_car_travel
+
+    await forget_car_travel(store, vehicle_id)  # the routes to this account's meetings, from the car's positions
 
 
 async def drop_driver_membership(store: DocumentStore, user_id: str, brand_id: Any, vehicle_id: str) -> None:

@@ -186,5 +186,11 @@ async def forget_travel(store: DocumentStore, user_id: str, vehicle_id: str | No
         for row in await store.query(CALENDARS, query, {"@user": user_id, "@kind": kind}, partition_key=user_id):
             deleted += await store.delete(CALENDARS, user_id, str(row["id"]))
     if vehicle_id is not None:
-        deleted += await store.delete(TRAVEL, vehicle_id, TRAVEL_DOC_ID)
+        deleted += await forget_car_travel(store, vehicle_id)
     return deleted
+
+
+async def forget_car_travel(store: DocumentStore, vehicle_id: str) -> bool:
+    """The car's travel state (its driver's meeting labels, routes from the car's positions), when the driver whose
+    agenda it was derived from no longer drives it (an account signing out of it: shared/drivers/link.py)."""
+    return await store.delete(TRAVEL, vehicle_id, TRAVEL_DOC_ID)

@@ -84,6 +84,44 @@ async def test_a_sign_out_cut_short_by_a_transient_error_is_finished_by_its_retr
     assert world.gateway.desired[CAR]["account"]["profiles"] == {}  # a null removed it
 
 
+async def test_a_drivers_own_sign_out_cut_short_at_the_profile_is_finished_by_its_retry(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DELETE /me/cars/V failing at its last step (the profile), after the account already left the car: the
+    retry finds the car gone from the account but the profile still holding it, and finishes the sign-out."""
+    await world.sign_in(CAR, "1")
+    acct = world.identity.account.id
+    update = P.update
+    failed: list[bool] = []
+
+    async def flaky(store: Any, vehicle_id: str, change: Any) -> Any:
+        if not failed:
+            failed.append(True)
+            raise StoreError("503 from the store")
+        return await update(store, vehicle_id, change)
+
+    monkeypatch.setattr(P, "update", flaky)
+    with pytest.raises(StoreError):
+        await world.service.sign_out_of(acct, CAR)
+    assert await world.service.sign_out_of(acct, CAR) is True  # the retry
+    await signed_out_everywhere(world, acct)
+    assert (await world.doc(SIGNINS, CAR, P.DOC_ID))["profiles"] == {}  # type: ignore[index]
+
+
+async def test_signing_out_of_a_car_takes_the_cars_routes_to_the_accounts_meetings(world: World) -> None:
+    """The car's travel state holds the account's meeting labels and routes from the car's positions: derived
+    from the account's calendar, it goes when the account leaves the car (the signout job names no car)."""
+    from shared.containers import TRAVEL
+    from shared.travel.stores import TRAVEL_DOC_ID
+
+    await world.sign_in(CAR, "1")
+    await world.store.upsert(TRAVEL, {"id": TRAVEL_DOC_ID, "vehicleId": CAR, "kind": "travel", "state": {"v": 1}})
+    await world.store.upsert(TRAVEL, {"id": TRAVEL_DOC_ID, "vehicleId": OTHER_CAR, "kind": "travel", "state": {}})
+    assert await world.service.sign_out(CAR, "1") is True
+    assert await world.store.read(TRAVEL, CAR, TRAVEL_DOC_ID) is None
+    assert await world.store.read(TRAVEL, OTHER_CAR, TRAVEL_DOC_ID) is not None  # not the account's car
+
+
 async def test_a_sign_in_completing_during_a_sign_out_is_signed_out_too(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
