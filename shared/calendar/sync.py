@@ -10,11 +10,11 @@ A full round deletes the stored events it did not see again (out of the window, 
 Every write is idempotent (deterministic ids, upserts), and the state is written last with an etag condition:
 a job that crashes half-way is simply run again. Two concurrent jobs for one driver start from the same deltaLink
 and may interleave their event writes and twin patches (one may push an agenda the other already knew to be out
-of date); only one state write wins. The loser (`superseded`) therefore queues a follow-up job (`full`): a new
-delta round that rewrites the stored calendar from Graph and re-sends every car's agenda whatever the stored
-hashes say, so the store and the cars converge on Graph's truth (a superseded agenda-only job queues a full
-agenda-only job, which needs no Graph). Throttled and follow-up jobs are delayed with jitter, so a driver's jobs
-do not collide again.
+of date); only one state write wins. The loser (`superseded`), if it wrote events or patched an agenda, therefore
+queues a follow-up job (`full`): a new delta round that rewrites the stored calendar from Graph and re-sends every
+car's agenda whatever the stored hashes say, so the store and the cars converge on Graph's truth (a superseded
+agenda-only job queues a full agenda-only job, which needs no Graph). Throttled and follow-up jobs are delayed
+with jitter, so a driver's jobs do not collide again.
 
 See https://learn.microsoft.com/graph/delta-query-events
 """
@@ -279,9 +279,10 @@ class CalendarSync:
             if counted is not None:
                 counted.recorded = True
         except (PreconditionFailedError, ConflictError, NotFoundError):
-            log.info("user %s: another job synced at the same time; its state stands, full follow-up queued", user)
             report.outcome = "superseded"
-            await self._follow_up(job)
+            if report.upserted or report.removed or report.agenda_patched:  # else it changed nothing to put right
+                log.info("user %s: another job synced at the same time; its state stands, follow-up queued", user)
+                await self._follow_up(job)
 
     async def _push_agenda(
         self,

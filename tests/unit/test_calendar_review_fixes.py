@@ -114,6 +114,33 @@ async def test_a_superseded_job_that_pushed_a_deleted_meeting_is_followed_by_a_f
     assert queued == [(SUPERSEDED_REASON, True, None, True)]
 
 
+async def test_a_superseded_job_that_changed_nothing_queues_no_follow_up(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Graph's duplicate notifications start jobs that find nothing new: the one that loses the state write has
+    nothing to put right, so it queues nothing (a follow-up would cost a full round and a push to every car)."""
+    from shared.calendar.documents import SYNC_STATE_ID
+    from shared.errors import PreconditionFailedError
+
+    world.sandbox.add_event(USER, "keep", world.clock.now + HOUR, world.clock.now + 2 * HOUR)
+    await world.sync().run(job())
+    replace = world.store.replace
+    lost: list[bool] = []
+
+    async def another_job_wrote_first(container: str, document: Any, etag: str) -> str:
+        if container == CALENDARS and document.get("id") == SYNC_STATE_ID and not lost:
+            lost.append(True)
+            raise PreconditionFailedError("sync state changed")
+        return await replace(container, document, etag)
+
+    monkeypatch.setattr(world.store, "replace", another_job_wrote_first)
+    world.queue.jobs.clear()
+    report = await world.sync().run(job())
+    assert report.outcome == "superseded"
+    assert (report.upserted, report.removed, report.agenda_patched) == (0, 0, False)
+    assert world.queue.jobs == []
+
+
 async def test_a_superseded_agenda_job_is_followed_by_one_that_sends_the_agenda_whatever_the_hash(
     world: World,
 ) -> None:
