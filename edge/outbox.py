@@ -128,6 +128,13 @@ class Outbox:
                             ("next_request", "0"),
                         ],
                     )
+                # A module before gaps were marked acknowledged (framed=2) deleted only the gap's message on the
+                # ack: a framed gap with no message left was acknowledged (else it would count as pending forever
+                # and never be pruned). Idempotent, and nothing to do on a store written since.
+                db.execute(
+                    "UPDATE gaps SET framed=? WHERE framed=1 AND id NOT IN (SELECT key FROM messages WHERE kind=?)",
+                    (_ACKED, GAP),
+                )
         except BaseException:
             db.close()
             raise

@@ -95,6 +95,24 @@ def test_acknowledged_gaps_are_forgotten_beyond_a_bound_and_pending_ones_counted
     assert box.pending_gaps() == len(box.gaps()) - 3 > 0
 
 
+def test_gaps_a_module_before_the_acknowledged_mark_acknowledged_are_not_pending_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    """The module before this one deleted a gap's message on the ack and left the gap `framed=1`: reopened by this
+    one, such gaps are acknowledged (not counted pending forever), a framed one still in flight is not."""
+    box = Outbox(tmp_path / "o.db", budget_bytes=10)
+    many_gaps(box, 3)
+    framed = box.frame_gaps()
+    assert len(framed) >= 2
+    for msg in framed[:-1]:  # acknowledged the old way: the message deleted, the gap left framed
+        box._db.execute("DELETE FROM messages WHERE kind=? AND key=?", (msg.kind, msg.key))
+    box.close()
+    reopened = Outbox(tmp_path / "o.db", budget_bytes=10)
+    assert reopened.pending_gaps() == 1 + len(reopened.gaps()) - len(framed)
+    reopened.ack(framed[-1].kind, framed[-1].key)
+    assert reopened.pending_gaps() == len(reopened.gaps()) - len(framed)
+
+
 def test_the_module_reports_pending_gaps_without_loading_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hub = FakeHub()
     box = Outbox(tmp_path / "o.db", budget_bytes=10)
