@@ -3,14 +3,17 @@
 ```json
 {"collection": {"version": "fleet-7", "intervalSeconds": 5,
   "default": {"rateHz": 1, "priority": 0},
-  "signals": {"Vehicle.Speed": {"rateHz": 2, "onChange": true, "deadband": 0.5, "priority": 1},
-              "Vehicle.Cabin.HVAC.IsAirConditioningActive": {"rateHz": 0}},
+  "signals": [{"path": "Vehicle.Cabin.HVAC.IsAirConditioningActive", "rateHz": 0},
+              {"path": "Vehicle.Speed", "rateHz": 2, "onChange": true, "deadband": 0.5, "priority": 1}],
   "captures": [{"name": "hard_braking", "trigger": {"signal": "Vehicle.Speed", "dropPerSecond": 15},
                 "preSeconds": 10, "postSeconds": 10, "priority": 3},
                {"name": "new_dtc", "trigger": {"signal": "Vehicle.Diagnostics.DTCList", "newItem": true},
                 "preSeconds": 10, "postSeconds": 10, "priority": 3}]}}
 ```
 
+- `signals`: one rule per VSS path, an array of `{"path", <rule fields>}` (IoT Hub refuses '.' in a twin
+  property name, so a path cannot be a key; the backend sends them sorted by path); a path at most once. A signal
+  not named follows `default`.
 - `rateHz`: at most this many values per second of that signal (0: not collected); `onChange`: only when the
   value moved by more than `deadband` (any change for non-numbers), and at least every `heartbeatSeconds`
   (default 60) so the cloud's state stays fresh.
@@ -116,13 +119,19 @@ def parse(doc: Any) -> Policy:
     version = d.get("version")
     if not isinstance(version, (str, int)) or isinstance(version, bool) or len(str(version)) > 64:
         raise PolicyError("collection.version must be a string or integer (at most 64 characters)")
-    signals_doc = _obj(d.get("signals", {}), "collection.signals")
+    signals_doc = d.get("signals", [])
+    if not isinstance(signals_doc, list):
+        raise PolicyError('collection.signals must be a list of {"path": ..., <rule>} objects')
     if len(signals_doc) > MAX_SIGNALS:
         raise PolicyError(f"collection.signals has more than {MAX_SIGNALS} entries")
     signals: dict[str, SignalRule] = {}
-    for path, rule in signals_doc.items():
-        if not path.startswith("Vehicle."):
-            raise PolicyError(f"collection.signals: {path[:64]!r} is not a VSS path")
+    for i, entry in enumerate(signals_doc):
+        rule = _obj(entry, f"collection.signals[{i}]")
+        path = rule.get("path")
+        if not isinstance(path, str) or not path.startswith("Vehicle."):
+            raise PolicyError(f"collection.signals[{i}].path: {str(path)[:64]!r} is not a VSS path")
+        if path in signals:
+            raise PolicyError(f"collection.signals: {path[:64]!r} appears more than once")
         signals[path] = _rule(rule, f"collection.signals[{path}]")
     captures_doc = d.get("captures", [])
     if not isinstance(captures_doc, list) or len(captures_doc) > MAX_CAPTURES:

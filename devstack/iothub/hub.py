@@ -18,6 +18,10 @@ to the backend, which only sees the refusal).
 Direct methods (methods.py) follow IoT Hub's rules too: online only while connected and subscribed to methods,
 404103 / 504101 as DeviceNotOnlineError / DeviceTimeoutError.
 
+Twin patches, desired (service side) and reported (a device's `$iothub/twin/PATCH/properties/reported/`), are
+refused whole when a property name breaks IoT Hub's rule (twin.py `check_keys`: no '.', '$', '#', space or control
+character, at most 1 KB): the service API answers 400 ArgumentInvalid, the device gets twin response status 400.
+
 Module identities (registry.py; what an IoT Edge module in the car connects as): connections, twins and pending
 methods are keyed by identity (`{device}/{module}` for a module), so twin requests, desired patches and direct
 methods work on a module's own connection exactly as on a device's. A module's messages are routed like the
@@ -62,7 +66,7 @@ from devstack.iothub.topics import (
     desired_patch_topic,
     twin_response_topic,
 )
-from devstack.iothub.twin import TwinStore
+from devstack.iothub.twin import TwinKeyError, TwinStore
 from devstack.tls import TlsFiles
 from shared.errors import DeviceQueueFullError, MessageTooLargeError
 from shared.iothub.gateway import C2D_MAX_BYTES, C2D_QUEUE_LIMIT
@@ -99,6 +103,14 @@ def iothub_system_properties(
     if module_id is not None:
         stamped["connection-module-id"] = module_id
     return {**properties.system, **stamped}
+
+
+def twin_error(code: int, message: str) -> bytes:
+    """The body of a refused twin operation, as IoT Hub answers it (`errorCode`, `trackingId`, `message`,
+    `timestampUtc`)."""
+    now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+    body = {"errorCode": code, "trackingId": uuid.uuid4().hex, "message": message, "timestampUtc": now}
+    return orjson.dumps(body)
 
 
 class LocalIoTHub:
@@ -160,7 +172,11 @@ class LocalIoTHub:
                 return 400, b'{"message":"invalid JSON"}', None
             if not isinstance(patch, dict):
                 return 400, b'{"message":"a patch is a JSON object"}', None
-            version = twin.patch_reported(patch)
+            try:
+                version = twin.patch_reported(patch)
+            except TwinKeyError as exc:  # refused whole, as IoT Hub does (errorCode 400004)
+                self.counters["twin:refused"] += 1
+                return 400, twin_error(400004, str(exc)), None
             self.counters["twin:reported"] += 1
             return 204, b"", version
         return 404, b'{"message":"unsupported twin operation"}', None
@@ -242,7 +258,8 @@ class LocalIoTHub:
             self._devices.disconnect(identity_key(device_id, module_id))
 
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> int:
-        """Merge into the twin's desired properties and push the patch to the device if it is listening."""
+        """Merge into the twin's desired properties and push the patch to the device if it is listening.
+        TwinKeyError (nothing changed, nothing pushed) for a property name IoT Hub refuses."""
         twin = self.twins.get(device_id)
         pushed = twin.patch_desired(patch)
         self.counters["twin:desired"] += 1

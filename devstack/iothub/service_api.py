@@ -30,6 +30,8 @@ Module identities and module twins (what `IoTHubRegistryManager`'s module calls 
   `properties`), `PATCH` with `{"properties": {"desired": {...}}}` and `If-Match` (`*` or the twin's etag, else 412
   PreconditionFailed) merges desired properties, pushes them to the connected module and returns the twin. Tags are
   not kept locally (a patch with tags answers 400);
+- a twin patch with a property (or tag) name IoT Hub refuses (twin.py `check_keys`: '.', '$', '#', space, control
+  characters, over 1 KB, at any depth) answers 400 ArgumentInvalid and changes nothing;
 - `POST /twins/{deviceId}/modules/{moduleId}/methods` invokes a direct method on the module, as for a device;
 - `POST /devices/{deviceId}/modules/{moduleId}/messages/deviceBound`: IoT Hub delivers no cloud-to-device message to a
   module, so this answers 400 ArgumentInvalid (IoT Hub's exact answer to such a send was not observed; the service SDKs
@@ -54,7 +56,7 @@ from aiohttp import web
 
 from devstack.iothub.hub import LocalIoTHub
 from devstack.iothub.registry import identity_key
-from devstack.iothub.twin import etag_matches
+from devstack.iothub.twin import TwinKeyError, check_keys, etag_matches
 from shared.errors import (
     DeviceNotOnlineError,
     DeviceQueueFullError,
@@ -110,7 +112,11 @@ def service_app(hub: LocalIoTHub) -> web.Application:
         desired = body.get("properties", {}).get("desired") if isinstance(body, dict) else None
         if not isinstance(desired, dict):
             return error_response(400, "ArgumentInvalid", "expected {properties: {desired: {...}}}")
-        await hub.patch_desired(request.match_info["device"], desired)
+        try:
+            check_keys(body.get("tags") or {})  # not kept locally, but a name IoT Hub refuses is refused here too
+            await hub.patch_desired(request.match_info["device"], desired)
+        except TwinKeyError as exc:
+            return error_response(400, "ArgumentInvalid", str(exc))
         return web.json_response(hub.twin_document(request.match_info["device"]))
 
     async def get_twin(request: web.Request) -> web.Response:
@@ -307,7 +313,10 @@ def service_app(hub: LocalIoTHub) -> web.Application:
         if not etag_matches(request.headers.get("If-Match"), hub.twins.get(identity).etag):
             return error_response(412, "PreconditionFailed", f"the twin of {identity} changed since")
         if desired:
-            await hub.patch_desired(identity, desired)
+            try:
+                await hub.patch_desired(identity, desired)
+            except TwinKeyError as exc:
+                return error_response(400, "ArgumentInvalid", str(exc))
         return web.json_response(hub.twin_json(device, module))
 
     async def c2d_to_module(request: web.Request) -> web.Response:

@@ -5,10 +5,17 @@ The backend refuses what the schema refuses before it stores or pushes a policy;
 small one for the keywords the schema uses (held to `jsonschema`'s verdict by the same test), as
 shared/commands/catalogue.py does: no JSON Schema library at the API's cold start, and errors that name the field.
 
-`normalized` spells every field out. A twin patch merges into the desired properties, so a field a new policy
-leaves out would otherwise keep its old value in the twin, and the module, which reads the whole `collection`
-object of each patch as the policy, must never see nulls: every field is given, and a signal the new policy drops
-is given the default rule (`replacement`).
+The API takes and stores a policy with `signals` keyed by VSS path (the schema). The module twin cannot carry
+that: IoT Hub refuses a property name with '.' (or '$', '#', space, control characters; docs "Understand and use
+device twins", tags and properties format) with 400 ArgumentInvalid. `twin_form` is the one statement of what
+the twin's desired `collection` holds: the same policy with `signals` an array of `{"path": ..., <rule fields>}`
+sorted by path (edge/policy.py `parse` reads it).
+
+`normalized` spells every field out. A twin patch merges objects into the desired properties, so a field a new
+policy leaves out would otherwise keep its old value in the twin, and the module, which reads the whole
+`collection` object of each patch as the policy, must never see nulls: every field is given. Arrays (`signals`,
+`captures`) are replaced whole by a patch, so the patch `{"collection": twin_form(policy)}` makes the twin hold
+exactly the new policy, whatever an earlier one named.
 """
 
 from __future__ import annotations
@@ -161,13 +168,9 @@ def normalized(policy: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def replacement(current: Any, new: Mapping[str, Any]) -> dict[str, Any]:
-    """The `collection` patch that turns the twin's `current` desired collection into `new` (normalized):
-    a signal only `current` names gets `new`'s default rule (the same behaviour as leaving it out, without a null
-    the module would refuse); `captures` is an array, which IoT Hub replaces whole."""
-    patch = dict(new)
-    old_signals = current.get("signals") if isinstance(current, dict) else None
-    if isinstance(old_signals, dict):
-        dropped = {path: dict(new["default"]) for path in old_signals if path not in new["signals"]}
-        patch["signals"] = {**new["signals"], **dropped}
-    return patch
+def twin_form(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """The module twin's desired `collection` for a valid policy: `normalized`, with `signals` an array of
+    `{"path": <VSS path>, <the rule's fields>}` sorted by path, so every key is a valid twin property name. The
+    whole of it is the patch: IoT Hub replaces arrays, so no signal of an earlier policy stays behind."""
+    full = normalized(policy)
+    return {**full, "signals": [{"path": path, **rule} for path, rule in full["signals"].items()]}

@@ -3,7 +3,9 @@ module twin (desired property `collection`) of each of their cars' Edge modules 
 
 A fleet's policy overrides its brand's whole (no field-by-field merge: what a fleet says is what its cars do).
 Each document counts its changes; what a car receives carries `version` `brand-<n>` or `fleet-<n>`, so the
-module's reported `collection.version` says which policy, and which change of it, the car applies.
+module's reported `collection.version` says which policy, and which change of it, the car applies. Stored and
+in the API a policy's `signals` are keyed by VSS path; the twin carries them as an array (policy.py `twin_form`:
+IoT Hub refuses '.' in a property name).
 
 The push happens in the PUT: every car of the scope whose module exists gets a patch (at most PUSH_CONCURRENCY at a
 time); a car without the module (not an Edge car yet, or its module identity not created by its deployment) is
@@ -42,8 +44,8 @@ TWIN_PROPERTY: Final = "collection"
 PUSH_CONCURRENCY: Final = 16
 WRITE_ATTEMPTS: Final = 5
 # IoT Hub keeps at most 32 KB of desired properties per twin (docs: "Understand and use device twins", twin size);
-# the module twin also carries the agenda (AGENDA_MAX_BYTES, 8 KB) and the signals an earlier policy named (reset
-# to the default rule by the push), so a policy, every field spelled out, may take half.
+# the module twin also carries the agenda (AGENDA_MAX_BYTES, 8 KB), queued commands and replies (4 KB each), so a
+# policy, in its twin form (policy.twin_form: every field spelled out, signals as an array), may take half.
 POLICY_MAX_BYTES: Final = 16 * 1024
 
 
@@ -117,7 +119,7 @@ class CollectionService:
                 f"not a collection policy: {problems[0][0]} {problems[0][1]}",
                 [{"field": f, "message": m} for f, m in problems[:20]],
             )
-        size = len(orjson.dumps(fmt.normalized({**body, "version": "fleet-0000000000"})))
+        size = len(orjson.dumps(fmt.twin_form({**body, "version": "fleet-0000000000"})))
         if size > POLICY_MAX_BYTES:
             raise InvalidRequestError(
                 f"the policy takes {size} bytes in the module twin, at most {POLICY_MAX_BYTES} fit",
@@ -176,11 +178,11 @@ class CollectionService:
         return await self._patch(vehicle_id, document["policy"])
 
     async def _patch(self, vehicle_id: str, policy: Mapping[str, Any]) -> str:
-        """One car: read its module twin (what the twin holds decides the signals to reset), then patch it."""
+        """One car: its module twin's `collection` becomes the policy's twin form (arrays replaced whole, every
+        other field given: nothing of an earlier policy stays)."""
         try:
-            twin = await self.gateway.get_module_twin(vehicle_id, self.module_id)
-            patch = fmt.replacement(twin.desired.get(TWIN_PROPERTY), policy)
-            await self.gateway.patch_module_desired(vehicle_id, self.module_id, {TWIN_PROPERTY: patch})
+            patch = {TWIN_PROPERTY: fmt.twin_form(policy)}
+            await self.gateway.patch_module_desired(vehicle_id, self.module_id, patch)
         except DeviceNotFoundError:
             return "missing"
         except FleetError:

@@ -38,6 +38,20 @@ def test_modules_routes_volume_restart_and_default_policy() -> None:
     assert policy.parse(content["carlink"]["properties.desired"]["collection"]).captures
 
 
+def test_the_manifests_twins_have_only_names_iot_hub_accepts() -> None:
+    """IoT Hub refuses a deployment whose module twins' desired properties have a name with '.', '$', '#', a space
+    or a control character (400 ArgumentInvalid): the policy's signal paths are values, in an array."""
+    from devstack.iothub.twin import check_keys  # the local hub's check (the edge package imports no devstack)
+
+    content = manifest()
+    for module in ("$edgeAgent", "$edgeHub", "carlink"):
+        check_keys(content[module]["properties.desired"])
+    collection = content["carlink"]["properties.desired"]["collection"]
+    paths = [entry["path"] for entry in collection["signals"]]
+    assert paths == sorted(paths)
+    assert set(policy.parse(collection).signals) == set(paths) >= {"Vehicle.Speed", "Vehicle.Diagnostics.DTCList"}
+
+
 def test_dockerfile_copies_only_the_edge_package_and_its_data() -> None:
     copies = [line.split()[1] for line in (EDGE / "Dockerfile").read_text().splitlines() if line.startswith("COPY")]
     assert copies == [

@@ -19,7 +19,7 @@ def sent(col: policy.Collector, readings: list[tuple[float, dict[str, Any]]]) ->
 
 
 def test_a_clock_that_goes_back_an_hour_keeps_rate_limited_signals_flowing() -> None:
-    col = policy.Collector(policy.parse({"version": 1, "signals": {"Vehicle.Speed": {"rateHz": 1}}}))
+    col = policy.Collector(policy.parse({"version": 1, "signals": [{"path": "Vehicle.Speed", "rateHz": 1}]}))
     before = sent(col, [(T0 + n, {"Vehicle.Speed": float(n)}) for n in range(10)])
     after = sent(col, [(T0 - 3600 + n, {"Vehicle.Speed": float(n)}) for n in range(10)])
     assert len(before) == 10
@@ -27,8 +27,8 @@ def test_a_clock_that_goes_back_an_hour_keeps_rate_limited_signals_flowing() -> 
 
 
 def test_one_reading_stamped_a_year_ahead_does_not_silence_the_ones_after_it() -> None:
-    col = policy.Collector(policy.parse({"version": 1, "signals": {
-        "Vehicle.Speed": {"rateHz": 1, "onChange": True, "deadband": 0.5, "heartbeatSeconds": 5}}}))  # fmt: skip
+    col = policy.Collector(policy.parse({"version": 1, "signals": [
+        {"path": "Vehicle.Speed", "rateHz": 1, "onChange": True, "deadband": 0.5, "heartbeatSeconds": 5}]}))  # fmt: skip
     readings = [(T0 + n, {"Vehicle.Speed": float(n)}) for n in range(5)]
     readings += [(T0 + YEAR, {"Vehicle.Speed": 99.0})]
     readings += [(T0 + n, {"Vehicle.Speed": float(n)}) for n in range(5, 15)]

@@ -26,7 +26,7 @@ async def test_telemetry_and_policy_through_the_module_twin(local_hub: Hub, tmp_
             module.collect(Reading(T0 + n / 10, {"Vehicle.Speed": float(n)}))
         await module.flush()
         assert await wait_until(lambda: len(routed(h, "telemetry")) == 1)
-        policy = {"version": "fleet-7", "intervalSeconds": 2, "signals": {"Vehicle.Speed": {"rateHz": 10}}}
+        policy = {"version": "fleet-7", "intervalSeconds": 2, "signals": [{"path": "Vehicle.Speed", "rateHz": 10}]}
         await h.gateway.patch_module_desired("car-edge-e1", MODULE, {"collection": policy})
         assert await wait_until(lambda: module.collector.policy.version == "fleet-7")
         for n in range(10, 20):

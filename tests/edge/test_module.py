@@ -75,7 +75,7 @@ def test_policy_change_through_the_twin_changes_what_is_sent_by_the_next_message
     assert len(hub.telemetry()[-1]["samples"]) == 1
     hub.push_desired(
         {"collection": {"version": "v2", "intervalSeconds": 1,
-                        "signals": {"Vehicle.Speed": {"rateHz": 10}, "Vehicle.IsMoving": {"rateHz": 0}}}}
+                        "signals": [{"path": "Vehicle.IsMoving", "rateHz": 0}, {"path": "Vehicle.Speed", "rateHz": 10}]}}
     )  # fmt: skip
     for n in range(10, 20):
         module.collect(Reading(T0 + n / 10, {"Vehicle.Speed": float(n), "Vehicle.IsMoving": True}))
@@ -90,8 +90,8 @@ def test_policy_change_through_the_twin_changes_what_is_sent_by_the_next_message
 def test_malformed_policy_keeps_the_last_good_one_and_reports_the_error(tmp_path: Path) -> None:
     hub = FakeHub()
     module, _ = make(tmp_path, hub)
-    hub.push_desired({"collection": {"version": "good", "signals": {"Vehicle.Speed": {"rateHz": 5}}}})
-    hub.push_desired({"collection": {"version": "bad", "signals": {"Vehicle.Speed": {"rateHz": "fast"}}}})
+    hub.push_desired({"collection": {"version": "good", "signals": [{"path": "Vehicle.Speed", "rateHz": 5}]}})
+    hub.push_desired({"collection": {"version": "bad", "signals": [{"path": "Vehicle.Speed", "rateHz": "fast"}]}})
     asyncio.run(module.flush())
     assert module.collector.policy.version == "good"
     report = hub.reported["collection"]

@@ -24,8 +24,8 @@ def run(col: policy.Collector, readings: list[tuple[float, dict[str, Any]]]) -> 
 
 
 def test_on_change_with_dead_band_and_heartbeat() -> None:
-    col = policy.Collector(policy.parse({"version": 1, "signals": {
-        "Vehicle.Speed": {"rateHz": 10, "onChange": True, "deadband": 1.0, "heartbeatSeconds": 5}}}))  # fmt: skip
+    col = policy.Collector(policy.parse({"version": 1, "signals": [
+        {"path": "Vehicle.Speed", "rateHz": 10, "onChange": True, "deadband": 1.0, "heartbeatSeconds": 5}]}))  # fmt: skip
     values = [50.0, 50.5, 50.9, 52.0, 52.2, 52.2, 52.2, 52.2, 52.2, 52.2]
     out = run(col, [(T0 + i, {"Vehicle.Speed": v}) for i, v in enumerate(values)])
     assert [(ts - T0, s["Vehicle.Speed"]) for ts, s, _ in out] == [(0, 50.0), (3, 52.0), (8, 52.2)]
@@ -57,10 +57,18 @@ def test_new_dtc_triggers_a_capture() -> None:
 @pytest.mark.parametrize(
     ("doc", "field"),
     [
-        ({"signals": {}}, "version"),
+        ({"signals": []}, "version"),
         ({"version": 1, "intervalSeconds": 0}, "intervalSeconds"),
-        ({"version": 1, "signals": {"Speed": {}}}, "VSS path"),
-        ({"version": 1, "signals": {"Vehicle.Speed": {"onChange": "yes"}}}, "onChange"),
+        ({"version": 1, "signals": [{"path": "Speed"}]}, r"signals\[0\]\.path: 'Speed' is not a VSS path"),
+        ({"version": 1, "signals": [{"rateHz": 1}]}, r"signals\[0\]\.path: 'None' is not a VSS path"),
+        ({"version": 1, "signals": [{"path": "Vehicle.Speed", "onChange": "yes"}]}, "onChange"),
+        ({"version": 1, "signals": ["Vehicle.Speed"]}, r"collection.signals\[0\] must be an object"),
+        (
+            {"version": 1, "signals": [{"path": "Vehicle.Speed"}, {"path": "Vehicle.A"}, {"path": "Vehicle.Speed"}]},
+            "'Vehicle.Speed' appears more than once",
+        ),
+        ({"version": 1, "signals": [{"path": f"Vehicle.S{i}"} for i in range(1025)]}, "more than 1024 entries"),
+        ({"version": 1, "signals": {"Vehicle.Speed": {"rateHz": 1}}}, "collection.signals must be a list"),
         ({"version": 1, "captures": [{"name": "x", "trigger": {"signal": "Vehicle.Speed"}}]}, "trigger needs"),
         ({"version": 1, "captures": [{"trigger": {"signal": "Vehicle.Speed", "above": 5}}]}, "name"),
         ({"version": 1, "default": {"rateHz": 1e9}}, "rateHz"),

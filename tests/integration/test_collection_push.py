@@ -1,7 +1,8 @@
 """Cloud-controlled collection end to end on the real local IoT Hub (issue 16): the backend's PUT of a collection
 policy reaches a car's Edge module, a real `azure-iot-device` IoTHubModuleClient, as a desired-property patch
 through LocalIoTHubGateway; the car's module code (edge/policy.py `parse`) accepts what it receives, and the whole
-module twin after the hub merged the patches (what a restarted module reads) is the new policy, not a mix.
+module twin after the hub merged the patches (what a restarted module reads) is the new policy, not a mix. The
+local hub refuses property names IoT Hub refuses ('.' among them), so the signal paths travel as values.
 A car with no module identity is skipped and counted. The storage, layering and the cars' query also run on the
 local Cosmos server.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -64,6 +65,8 @@ async def test_a_put_policy_reaches_the_module_and_replaces_the_old_one(local_hu
         })  # fmt: skip
         assert first["push"] == {"cars": 2, "patched": 1, "withoutModule": 1, "failed": 0, "overridden": 0}
         assert await wait_until(lambda: len(patches) == 1)
+        assert [e["path"] for e in patches[0]["collection"]["signals"]] == [  # an array: IoT Hub refuses '.' in names
+            "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current", "Vehicle.Speed"]  # fmt: skip
         received = edge.parse(patches[0]["collection"])
         assert received.version == "brand-1"
         assert received.rule("Vehicle.Speed").rate_hz == 10
@@ -82,8 +85,10 @@ async def test_a_put_policy_reaches_the_module_and_replaces_the_old_one(local_hu
         twin = await module.get_twin()
     finally:
         await module.shutdown()
-    restarted = edge.parse(twin["desired"]["collection"])  # what the module applies after a restart
+    collection = cast(dict[str, Any], twin)["desired"]["collection"]
+    restarted = edge.parse(collection)  # what the module applies after a restart
     assert restarted.version == "fleet-1"
+    assert collection["signals"] == []  # the brand's signals gone from the twin, not reset to the default
     assert restarted.captures == ()
     for path in ("Vehicle.Speed", "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current", "Vehicle.Other"):
         assert restarted.rule(path).rate_hz == 0.5

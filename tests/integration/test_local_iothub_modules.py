@@ -18,7 +18,7 @@ from azure.iot.device.aio import IoTHubModuleClient
 
 from devstack.iothub.service_api import module_connection_string
 from devstack.iothub.topics import input_filter
-from shared.errors import DeviceNotFoundError
+from shared.errors import DeviceNotFoundError, PermanentError
 from shared.iothub.azure_gateway import AzureIoTHubGateway
 from shared.iothub.gateway import ModuleTwin
 from tests.iothub_support import Hub, local_hub, wait_until  # noqa: F401 - the fixture
@@ -123,6 +123,37 @@ async def test_module_twin_reported_desired_and_etag_through_both_gateways(
             answer = await resp.json()
     assert (answer["version"], answer["properties"]["desired"]["x"], answer["moduleId"]) == (5, 1, MODULE)
     assert answer["etag"] != read.etag
+
+
+async def test_twin_property_names_iot_hub_refuses_are_refused_on_both_sides(
+    local_hub: Hub,  # noqa: F811
+    sdk_gateway: AzureIoTHubGateway,
+) -> None:
+    """'.', '$', '#', spaces and control characters in a property name, at any depth: the whole patch is refused,
+    400 ArgumentInvalid to the service SDKs, twin response 400 to the device SDK; good patches still go through."""
+    from azure.iot.device.exceptions import ClientError, ServiceError
+
+    h, patches = local_hub, list[dict[str, Any]]()
+    module = module_client(h, "car-edge-keys")
+    await module.connect()
+    try:
+        await asyncio.to_thread(setattr, module, "on_twin_desired_properties_patch_received", patches.append)
+        bad = {"collection": {"version": "v1", "signals": {"Vehicle.Speed": {"rateHz": 1}}}}
+        for gateway in (h.gateway, sdk_gateway):
+            with pytest.raises(PermanentError, match="ArgumentInvalid"):
+                await gateway.patch_module_desired("car-edge-keys", MODULE, bad)
+        with pytest.raises((ServiceError, ClientError)):
+            await module.patch_twin_reported_properties({"sources": {"rejected": {"bad reason": 1}}, "ok": 1})
+        good = {"collection": {"version": "v1", "signals": [{"path": "Vehicle.Speed", "rateHz": 1}]}}
+        await h.gateway.patch_module_desired("car-edge-keys", MODULE, good)
+        assert await wait_until(lambda: len(patches) == 1)
+        await module.patch_twin_reported_properties({"sources": {"rejected": {"bad_reason": 1}}})
+        twin = await module.get_twin()
+    finally:
+        await module.shutdown()
+    assert patches == [{**good, "$version": 2}]  # the refused patches reached nobody
+    assert twin["desired"] == {**good, "$version": 2}
+    assert twin["reported"] == {"sources": {"rejected": {"bad_reason": 1}}, "$version": 2}
 
 
 async def test_direct_methods_reach_the_module(local_hub: Hub, sdk_gateway: AzureIoTHubGateway) -> None:  # noqa: F811

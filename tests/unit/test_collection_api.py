@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import orjson
 import pytest
 
+from devstack.iothub.twin import check_keys
 from edge import policy as edge
-from shared.collection.service import CollectionService
+from shared.collection import policy as fmt
+from shared.collection.service import POLICY_MAX_BYTES, CollectionService
 from shared.errors import InvalidRequestError
 from tests.fleet_support import Fleet
 
@@ -75,6 +78,7 @@ async def test_fleet_policy_overrides_the_brands(fleet: Fleet) -> None:
     assert applied(fleet, "car-b1").version == "fleet-1"
     assert applied(fleet, "car-b1").rule("Vehicle.Speed").rate_hz == 0.2  # brand's signal gone, not merged
     assert applied(fleet, "car-b1").captures == ()
+    assert twin(fleet, "car-b1")["collection"]["signals"] == []  # gone from the twin too: it never only grows
     # a brand change now leaves berlin alone and reaches paris
     again = await fleet.call("PUT", BRAND, body=FAST)
     assert again.json["push"] == {"cars": 1, "patched": 1, "withoutModule": 0, "failed": 0, "overridden": 2}
@@ -148,6 +152,38 @@ async def test_a_policy_over_the_twin_budget_is_refused(fleet: Fleet) -> None:
     assert (await fleet.call("PUT", BERLIN, body=big)).status == 413
     with pytest.raises(InvalidRequestError, match="at most 16384 fit"):
         await CollectionService(fleet.store, fleet.gateway).put("contoso", "berlin", big)
+    assert fleet.gateway.module_patches == []
+
+
+async def test_the_twin_holds_the_policy_in_a_form_iot_hub_accepts(fleet: Fleet) -> None:
+    """IoT Hub refuses a twin patch with '.' in a property name (400 ArgumentInvalid): the path of a signal is a
+    value in the twin, `signals` an array sorted by path; what the backend patches is exactly the policy."""
+    body = {"signals": {"Vehicle.Speed": {"rateHz": 2}, "Vehicle.Cabin.Door.Row1.IsOpen": {"onChange": True}}}
+    answer = await fleet.call("PUT", BERLIN, body=body)
+    assert answer.status == 200, answer.json
+    assert set(answer.json["policy"]["signals"]) == set(body["signals"])  # the API keeps its form
+    for _, _, patch in fleet.gateway.module_patches:
+        check_keys(patch)
+    signals = twin(fleet, "car-b1")["collection"]["signals"]
+    assert [s["path"] for s in signals] == ["Vehicle.Cabin.Door.Row1.IsOpen", "Vehicle.Speed"]
+    assert signals[1] == {"path": "Vehicle.Speed", "rateHz": 2, "onChange": False, "deadband": 0.0,
+                          "heartbeatSeconds": 60.0, "priority": 0}  # fmt: skip
+    assert [p for _, _, p in fleet.gateway.module_patches][-1] == {"collection": twin(fleet, "car-b1")["collection"]}
+
+
+async def test_the_size_check_measures_the_twin_form(fleet: Fleet) -> None:
+    """The 16 KB are what the twin holds: a policy whose API form would fit but whose twin form does not is
+    refused."""
+
+    def sizes(n: int) -> tuple[int, int]:
+        policy = {"version": "fleet-0000000000", "signals": {f"Vehicle.S{i:04}": {} for i in range(n)}}
+        return len(orjson.dumps(fmt.normalized(policy))), len(orjson.dumps(fmt.twin_form(policy)))
+
+    n = next(n for n in range(1, 1025) if sizes(n)[1] > POLICY_MAX_BYTES)
+    assert sizes(n)[0] <= POLICY_MAX_BYTES  # the API's form would have passed
+    with pytest.raises(InvalidRequestError, match="in the module twin"):
+        await CollectionService(fleet.store, fleet.gateway).put("contoso", "berlin", {
+            "signals": {f"Vehicle.S{i:04}": {} for i in range(n)}})  # fmt: skip
     assert fleet.gateway.module_patches == []
 
 

@@ -1,5 +1,7 @@
 """The collection policy format: the backend's checker, `jsonschema` on docs/schemas/collection-policy-v1.schema.json
-and the car's module (edge/policy.py `parse`) on one corpus of valid and invalid policies.
+and the car's module (edge/policy.py `parse`) on one corpus of valid and invalid policies. The corpus is in the API's
+form (`signals` keyed by path); the module reads the twin's form (`signals` an array of {path, rule}), so it gets
+each document as `as_twin` turns it, the way the backend's `twin_form` does for a valid one.
 
 The backend is stricter than the module in the cases listed in BACKEND_ONLY (the module ignores or coerces what the
 schema refuses); everything else must get the same verdict from all three.
@@ -14,6 +16,7 @@ import jsonschema
 import orjson
 import pytest
 
+from devstack.iothub.twin import check_keys
 from edge import policy as edge
 from shared.collection import policy as fmt
 
@@ -94,7 +97,7 @@ INVALID: Final[list[Any]] = [
     with_(("default", "deadband"), -0.1),
     with_(("default", "heartbeatSeconds"), 0),
     with_(("default", "priority"), 10),
-    with_(("signals",), []),
+    with_(("signals",), "Vehicle.Speed"),  # an object in the API, an array in the twin: neither a string
     with_(("signals", "Speed"), {"rateHz": 1}),  # not a VSS path
     with_(("signals", SPEED), None),
     with_(("signals", SPEED), {"rateHz": "fast"}),
@@ -128,9 +131,17 @@ BACKEND_ONLY: Final[list[Any]] = [
 ]
 
 
+def as_twin(document: Any) -> Any:
+    """The document with `signals` in the twin's form (each entry kept as it is, so a bad rule stays bad)."""
+    if not isinstance(document, dict) or not isinstance(document.get("signals"), dict):
+        return document
+    signals = [{"path": p, **r} if isinstance(r, dict) else r for p, r in sorted(document["signals"].items())]
+    return {**document, "signals": signals}
+
+
 def module_accepts(document: Any) -> bool:
     try:
-        edge.parse(document)
+        edge.parse(as_twin(document))
     except edge.PolicyError:
         return False
     return True
@@ -171,6 +182,7 @@ def test_errors_name_the_field() -> None:
     assert ("collection.signals[Speed]", "must match ^Vehicle\\.") in fmt.errors(with_(("signals", "Speed"), {}))
     assert ("collection.captures[0].name", "is required") in fmt.errors(without("captures", 0, "name"))
     assert ("collection.default.rateHz", "must be at most 100") in fmt.errors(with_(("default", "rateHz"), 101))
+    assert ("collection.signals", "must be a JSON object") in fmt.errors(with_(("signals",), []))  # the API's form
 
 
 def test_normalized_spells_out_the_modules_defaults_and_means_the_same_policy() -> None:
@@ -181,39 +193,39 @@ def test_normalized_spells_out_the_modules_defaults_and_means_the_same_policy() 
                                "priority": 0}  # fmt: skip
     assert full["captures"][0] == {**FULL["captures"][1], "preSeconds": 10.0, "postSeconds": 10.0, "priority": 3}
     assert fmt.errors(full) == []
-    assert edge.parse(full) == edge.parse(doc)
+    assert edge.parse(fmt.twin_form(full)) == edge.parse(as_twin(doc))
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """IoT Hub's twin patch semantics (objects merge, anything else replaces)."""
+    """IoT Hub's twin patch semantics (objects merge, null deletes, anything else, arrays too, replaces)."""
     out = copy.deepcopy(target)
     for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
-def same_behaviour(a: edge.Policy, b: edge.Policy, paths: tuple[str, ...]) -> bool:
-    """The module applies a and b alike to every signal in `paths` (and to any other, through the default)."""
-    head = (a.version, a.interval, a.default, a.captures) == (b.version, b.interval, b.default, b.captures)
-    return head and all(a.rule(path) == b.rule(path) for path in paths)
+@pytest.mark.parametrize("document", VALID)
+def test_the_twin_form_has_only_valid_twin_names_and_is_the_same_policy(document: Any) -> None:
+    twin = fmt.twin_form(document)
+    check_keys({"collection": twin})  # what IoT Hub refuses with 400 ArgumentInvalid: '.', '$', '#', ' ', ...
+    assert edge.parse(twin) == edge.parse(as_twin(document))
+    paths = [entry["path"] for entry in twin["signals"]]
+    assert paths == sorted(document.get("signals", {}))
+    assert b"null" not in orjson.dumps(twin)  # the module refuses nulls; IoT Hub refuses them inside arrays
 
 
-def test_replacement_merged_into_the_old_twin_is_the_new_policy_for_the_module() -> None:
-    old = fmt.normalized(FULL)
-    new = fmt.normalized({"version": "fleet-8", "default": {"rateHz": 0.2}, "signals": {"Vehicle.Other": {}}})
-    patch = fmt.replacement(old, new)
-    paths = (SPEED, "Vehicle.Cabin.HVAC.IsAirConditioningActive", "Vehicle.Other", "Vehicle.Unnamed")
-    assert edge.parse(patch).signals != edge.parse(new).signals  # the dropped signals are named, with the default
-    assert same_behaviour(edge.parse(patch), edge.parse(new), paths)  # what the module reads from the patch
-    assert same_behaviour(edge.parse(merge(old, patch)), edge.parse(new), paths)  # a restart reads the whole twin
-    assert not same_behaviour(edge.parse(merge(old, new)), edge.parse(new), paths)  # why: a plain patch keeps old
-    assert b"null" not in orjson.dumps(patch)  # the module refuses nulls; IoT Hub refuses them inside arrays
-
-
-def test_replacement_of_an_empty_twin_is_the_policy() -> None:
-    new = fmt.normalized(FULL)
-    assert fmt.replacement(None, new) == new
-    assert fmt.replacement({"unexpected": 1}, new) == new
+def test_the_twin_form_patched_over_an_older_one_leaves_exactly_the_new_policy() -> None:
+    """The whole twin form is the patch: arrays are replaced whole, every other field is given, so nothing of an
+    earlier policy stays in the twin (what a restarted module reads), and the twin does not grow."""
+    old = {"collection": fmt.twin_form(FULL), "agenda": {"events": []}}
+    new = fmt.twin_form({"version": "fleet-8", "default": {"rateHz": 0.2}, "signals": {"Vehicle.Other": {}}})
+    merged = merge(old, {"collection": new})
+    assert merged == {"collection": new, "agenda": {"events": []}}
+    assert [entry["path"] for entry in merged["collection"]["signals"]] == ["Vehicle.Other"]
+    assert edge.parse(merged["collection"]).rule(SPEED) == edge.parse(new).default  # dropped: the new default
+    assert fmt.twin_form(fmt.normalized(FULL)) == fmt.twin_form(FULL)  # a stored (normalized) policy: the same
