@@ -154,9 +154,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "AGENDA_MAX_BYTES",
         "8192",
-        "Upper bound of the serialised agenda (twin desired properties: 32 KB in all).",
+        "Upper bound of the serialised agenda (its JSON). IoT Hub keeps at most 32 KB (32,768 B) of desired"
+        " properties per twin; the Edge module's twin holds the agenda with the collection policy (16,000), queued"
+        " commands and replies (4,096 each) and the JSON around them (up to 130 B; 384 kept): 8,192 at most.",
         low=1024,
-        high=24_576,
+        high=8192,
     ),
     # --- Calendar-aware driving: Azure Maps and travel figures (shared/maps, shared/travel; issue 17) ---
     Setting(

@@ -20,7 +20,8 @@ Direct methods (methods.py) follow IoT Hub's rules too: online only while connec
 
 Twin patches, desired (service side) and reported (a device's `$iothub/twin/PATCH/properties/reported/`), are
 refused whole when a property name breaks IoT Hub's rule (twin.py `check_keys`: no '.', '$', '#', space or control
-character, at most 1 KB): the service API answers 400 ArgumentInvalid, the device gets twin response status 400.
+character, at most 1 KB) or when the properties they would leave are over 32 KB or 10 levels deep (twin.py
+`check_section`): the service API answers 400 ArgumentInvalid, the device gets twin response status 400.
 
 Module identities (registry.py; what an IoT Edge module in the car connects as): connections, twins and pending
 methods are keyed by identity (`{device}/{module}` for a module), so twin requests, desired patches and direct
@@ -66,7 +67,7 @@ from devstack.iothub.topics import (
     desired_patch_topic,
     twin_response_topic,
 )
-from devstack.iothub.twin import TwinKeyError, TwinStore
+from devstack.iothub.twin import TwinError, TwinStore
 from devstack.tls import TlsFiles
 from shared.errors import DeviceQueueFullError, MessageTooLargeError
 from shared.iothub.gateway import C2D_MAX_BYTES, C2D_QUEUE_LIMIT
@@ -174,7 +175,7 @@ class LocalIoTHub:
                 return 400, b'{"message":"a patch is a JSON object"}', None
             try:
                 version = twin.patch_reported(patch)
-            except TwinKeyError as exc:  # refused whole, as IoT Hub does (errorCode 400004)
+            except TwinError as exc:  # a bad name, too large or too deep: refused whole (errorCode 400004)
                 self.counters["twin:refused"] += 1
                 return 400, twin_error(400004, str(exc)), None
             self.counters["twin:reported"] += 1
@@ -259,7 +260,8 @@ class LocalIoTHub:
 
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> int:
         """Merge into the twin's desired properties and push the patch to the device if it is listening.
-        TwinKeyError (nothing changed, nothing pushed) for a property name IoT Hub refuses."""
+        TwinError (nothing changed, nothing pushed) for a property name IoT Hub refuses or desired properties it
+        would leave over 32 KB or 10 levels deep."""
         twin = self.twins.get(device_id)
         pushed = twin.patch_desired(patch)
         self.counters["twin:desired"] += 1

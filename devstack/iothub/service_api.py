@@ -31,7 +31,8 @@ Module identities and module twins (what `IoTHubRegistryManager`'s module calls 
   PreconditionFailed) merges desired properties, pushes them to the connected module and returns the twin. Tags are
   not kept locally (a patch with tags answers 400);
 - a twin patch with a property (or tag) name IoT Hub refuses (twin.py `check_keys`: '.', '$', '#', space, control
-  characters, over 1 KB, at any depth) answers 400 ArgumentInvalid and changes nothing;
+  characters, over 1 KB, at any depth), or that would leave the desired properties over 32 KB or its tags over 8 KB
+  or either nested over 10 levels (twin.py `check_section`), answers 400 ArgumentInvalid and changes nothing;
 - `POST /twins/{deviceId}/modules/{moduleId}/methods` invokes a direct method on the module, as for a device;
 - `POST /devices/{deviceId}/modules/{moduleId}/messages/deviceBound`: IoT Hub delivers no cloud-to-device message to a
   module, so this answers 400 ArgumentInvalid (IoT Hub's exact answer to such a send was not observed; the service SDKs
@@ -56,7 +57,7 @@ from aiohttp import web
 
 from devstack.iothub.hub import LocalIoTHub
 from devstack.iothub.registry import identity_key
-from devstack.iothub.twin import TwinKeyError, check_keys, etag_matches
+from devstack.iothub.twin import TwinError, check_tags, etag_matches
 from shared.errors import (
     DeviceNotOnlineError,
     DeviceQueueFullError,
@@ -112,10 +113,13 @@ def service_app(hub: LocalIoTHub) -> web.Application:
         desired = body.get("properties", {}).get("desired") if isinstance(body, dict) else None
         if not isinstance(desired, dict):
             return error_response(400, "ArgumentInvalid", "expected {properties: {desired: {...}}}")
+        tags = body.get("tags") or {}
+        if not isinstance(tags, dict):
+            return error_response(400, "ArgumentInvalid", "tags must be a JSON object")
         try:
-            check_keys(body.get("tags") or {})  # not kept locally, but a name IoT Hub refuses is refused here too
+            check_tags(tags)  # not kept locally, but a name or a size IoT Hub refuses is refused here too
             await hub.patch_desired(request.match_info["device"], desired)
-        except TwinKeyError as exc:
+        except TwinError as exc:
             return error_response(400, "ArgumentInvalid", str(exc))
         return web.json_response(hub.twin_document(request.match_info["device"]))
 
@@ -315,7 +319,7 @@ def service_app(hub: LocalIoTHub) -> web.Application:
         if desired:
             try:
                 await hub.patch_desired(identity, desired)
-            except TwinKeyError as exc:
+            except TwinError as exc:
                 return error_response(400, "ArgumentInvalid", str(exc))
         return web.json_response(hub.twin_json(device, module))
 

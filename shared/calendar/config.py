@@ -40,7 +40,7 @@ class CalendarSettings:
             rebaseline_after=dt.timedelta(minutes=number("CALENDAR_REBASELINE_MINUTES", environ, 15, 10_080)),
             page_size=int(number("CALENDAR_PAGE_SIZE", environ, 1, 1000)),
             agenda_horizon=dt.timedelta(hours=number("AGENDA_HOURS", environ, 1, 168)),
-            agenda_max_bytes=int(number("AGENDA_MAX_BYTES", environ, 1024, 24_576)),
+            agenda_max_bytes=int(number("AGENDA_MAX_BYTES", environ)),  # its declared range: the module twin budget
             notification_url=url,
             renew_before=dt.timedelta(minutes=number("GRAPH_SUBSCRIPTION_RENEW_BEFORE_MINUTES", environ, 60, 4000)),
             moving_speed_kmh=number("MOVING_SPEED_KMH", environ, 0, 300),

@@ -43,10 +43,11 @@ BRAND_POLICY_ID: Final = "collection-policy"
 TWIN_PROPERTY: Final = "collection"
 PUSH_CONCURRENCY: Final = 16
 WRITE_ATTEMPTS: Final = 5
-# IoT Hub keeps at most 32 KB of desired properties per twin (docs: "Understand and use device twins", twin size);
-# the module twin also carries the agenda (AGENDA_MAX_BYTES, 8 KB), queued commands and replies (4 KB each), so a
-# policy, in its twin form (policy.twin_form: every field spelled out, signals as an array), may take half.
-POLICY_MAX_BYTES: Final = 16 * 1024
+# IoT Hub keeps at most 32 KB (32,768 B) of desired properties per twin (docs: "Understand and use device twins",
+# twin size); the module twin also carries the agenda (AGENDA_MAX_BYTES, at most 8,192), queued commands and
+# replies (4,096 each) and the JSON around the four (up to 130 B; 384 kept), so a policy in its twin form
+# (policy.twin_form: every field spelled out, signals as an array) may take 32,768 - 16,768 = 16,000.
+POLICY_MAX_BYTES: Final = 16_000
 
 
 def policy_doc_id(fleet_id: str | None) -> str:

@@ -150,7 +150,7 @@ async def test_a_policy_over_the_twin_budget_is_refused(fleet: Fleet) -> None:
     check is what holds if that limit is raised."""
     big = {"signals": {f"Vehicle.Signal{i}": {"rateHz": 1} for i in range(300)}}
     assert (await fleet.call("PUT", BERLIN, body=big)).status == 413
-    with pytest.raises(InvalidRequestError, match="at most 16384 fit"):
+    with pytest.raises(InvalidRequestError, match=f"at most {POLICY_MAX_BYTES} fit"):
         await CollectionService(fleet.store, fleet.gateway).put("contoso", "berlin", big)
     assert fleet.gateway.module_patches == []
 
