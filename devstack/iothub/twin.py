@@ -37,6 +37,8 @@ from typing import Any, Final
 
 import orjson
 
+from shared.iothub.twin_values import null_in_array
+
 KEY_MAX_BYTES: Final = 1024  # "up to 1 KB in length", UTF-8
 KEY_FORBIDDEN: Final = frozenset(".$# ")
 HUB_OWNED: Final = frozenset({"$version", "$metadata"})  # top-level only: what the hub writes into a twin it returns
@@ -148,8 +150,11 @@ def check_tags(patch: Mapping[str, Any]) -> None:
 
 
 def patched(section: Mapping[str, Any], patch: Mapping[str, Any], name: str, max_bytes: int) -> dict[str, Any]:
-    """`section` with `patch` merged in, as a new dict; TwinError (names, size, depth) leaves `section` as it is."""
+    """`section` with `patch` merged in, as a new dict; TwinError (names, a null inside an array, size, depth)
+    leaves `section` as it is."""
     check_keys(patch)
+    if null_in_array(patch):  # IoT Hub replaces arrays whole and takes no null in one (shared/iothub/twin_values.py)
+        raise TwinError(f"Twin {name}: an array holds a null or an object with a null property.")
     result = copy.deepcopy(dict(section))
     merge_patch(result, patch)
     check_section(name, result, max_bytes)

@@ -3,7 +3,8 @@
 Desired properties hold at most 32 KB per twin and other features share them, so the agenda keeps under
 AGENDA_MAX_BYTES (8 KB by default) and says `truncated: true` when events were left out. A twin patch merges
 objects key by key, so every key of `agenda` is always written (an absent key would keep its old value);
-`events` is an array and is replaced whole.
+`events` is an array and is replaced whole, and IoT Hub refuses a null inside an array: an event's null fields
+(`location`, `joinUrl`, a travel figure's `reachable`) are left out, and the car reads a missing one as null.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Final
 import orjson
 
 from shared.device_messages import canonical_time
+from shared.iothub.twin_values import without_nulls_in_arrays
 
 SUBJECT_MAX: Final = 120
 
@@ -58,7 +60,7 @@ def build_agenda(items: list[dict[str, Any]], synced_at: str, max_bytes: int) ->
     Drops events from the end until the serialised agenda fits `max_bytes` (subjects are cut to
     SUBJECT_MAX characters first, so one long subject cannot push every other event out).
     """
-    kept = list(items)
+    kept = without_nulls_in_arrays(list(items))  # the events are an array in the twin: a missing field is null
     truncated = False
     while True:
         agenda = {"events": kept, "count": len(kept), "truncated": truncated, "syncedAt": synced_at}

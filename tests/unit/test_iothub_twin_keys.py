@@ -11,6 +11,8 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devstack.eventhubs import EventHubsNamespace
 from devstack.iothub.hub import LocalIoTHub
@@ -140,3 +142,32 @@ async def test_the_service_api_refuses_a_bad_name_in_a_desired_patch(service: tu
             assert resp.status == 200
     assert hub.twins.get(identity_key("car-001", "carlink")).desired == {}
     assert hub.twin_document("car-001")["desired"] == {"ok": 1, "$version": 2}  # only the good patch counted
+
+
+def test_a_null_inside_an_array_is_refused_whole_as_iot_hub_refuses_it() -> None:
+    """IoT Hub replaces arrays whole and takes no null in one, nor a null property of an object in one (Azure/
+    iotedge#4896): refused, nothing changed. A null outside arrays deletes, as before."""
+    from devstack.iothub.twin import TwinError
+
+    twin = Twin()
+    twin.patch_desired({"agenda": {"events": [{"id": "a", "location": "Wolfsburg"}], "count": 1}})
+    before = twin.desired
+    for bad in ({"agenda": {"events": [{"id": "a", "location": None}]}}, {"list": [1, None]},
+                {"deep": [{"inner": {"x": None}}]}, {"nested": [[None]]}):  # fmt: skip
+        with pytest.raises(TwinError, match="null"):
+            twin.patch_desired(bad)
+        assert twin.desired == before
+    twin.patch_desired({"agenda": {"count": None}})  # outside an array: deletes
+    assert "count" not in twin.desired["agenda"]
+
+
+@given(st.recursive(st.none() | st.integers() | st.text(max_size=3),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("abc"), inner, max_size=3),
+                    max_leaves=12))  # fmt: skip
+def test_leaving_nulls_out_of_arrays_leaves_none_and_keeps_the_rest(value: object) -> None:
+    from shared.iothub.twin_values import null_in_array, without_nulls_in_arrays
+
+    cleaned = without_nulls_in_arrays(value)
+    assert not null_in_array(cleaned)
+    if not null_in_array(value):
+        assert cleaned == value

@@ -150,3 +150,19 @@ def test_leave_now_is_due_before_lateness_and_nothing_when_there_is_time() -> No
 
 def test_buckets() -> None:
     assert [lateness_bucket(m) for m in (0, 1, 5, 6, 10, 11)] == [0, 1, 1, 2, 2, 3]
+
+
+def test_the_agenda_holds_no_null_in_its_events_array_as_iot_hub_requires() -> None:
+    """IoT Hub refuses a twin array holding a null property at any depth: an online meeting without a place, a
+    travel figure of a car that is not electric leave those fields out (the car reads missing as null)."""
+    from shared.iothub.twin_values import null_in_array
+
+    items = add_travel([event("e1", "2026-03-29T10:00:00.000Z", "2026-03-29T11:00:00.000Z", location=None)],
+                       {"e1": {**TRAVEL, "reachable": None, "chargingStop": None}}, "Europe/Berlin")  # fmt: skip
+    agenda, _ = build_agenda(items, "2026-03-29T07:48:00.000Z", 8192)
+    assert not null_in_array(agenda)
+    [only] = agenda["events"]
+    assert "location" not in only
+    assert "joinUrl" not in only
+    assert "reachable" not in only["travel"]
+    assert items[0]["location"] is None  # the input is not changed
