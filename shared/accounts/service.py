@@ -33,6 +33,7 @@ from shared.accounts import profiles as P
 from shared.accounts.authority import vet_authority
 from shared.accounts.identity import Identity, IdentityUnavailableError, PollOutcome
 from shared.accounts.ids import PROFILE, SIGNIN_SCOPES, SignedInAccount, account_type
+from shared.calendar.agenda import clear_module_agenda
 from shared.calendar.documents import ACCOUNT_DOC_ID as ACCOUNT_ID
 from shared.calendar.documents import DRIVER_ID, KIND_DRIVER, SYNC_STATE_ID
 from shared.calendar.jobs import SyncJob, SyncQueue
@@ -603,6 +604,7 @@ class AccountService:
             return
         await self._exclude(str(old["userId"]), vehicle_id)
         await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": None})
+        await clear_module_agenda(self.gateway, vehicle_id)
         await self._push_consent(vehicle_id)
 
     async def _detach(self, vehicle_id: str, account_id: str) -> None:

@@ -17,9 +17,15 @@ from typing import Any, Final
 import orjson
 
 from shared.device_messages import canonical_time
+from shared.errors import DeviceNotFoundError
+from shared.iothub.gateway import IoTHubGateway
 from shared.iothub.twin_values import without_nulls_in_arrays
 
 SUBJECT_MAX: Final = 120
+# IoT Hub keeps a twin string value up to 4 KB: a longer one gets the whole agenda patch refused (and every sync of
+# the driver after it). A place is cut (a geocoder needs far less); a join link is left out rather than cut.
+LOCATION_MAX: Final = 256
+JOIN_URL_MAX: Final = 2048
 
 
 def agenda_events(events: Iterable[dict[str, Any]], now: dt.datetime, horizon: dt.timedelta) -> list[dict[str, Any]]:
@@ -42,9 +48,9 @@ def agenda_events(events: Iterable[dict[str, Any]], now: dt.datetime, horizon: d
             "subject": (e.get("subject") or "")[:SUBJECT_MAX],
             "start": e["start"],
             "end": e["end"],
-            "location": e.get("location"),
+            "location": location[:LOCATION_MAX] if isinstance(location := e.get("location"), str) else None,
             "isOnlineMeeting": bool(e.get("isOnlineMeeting")),
-            "joinUrl": e.get("joinUrl"),
+            "joinUrl": url if isinstance(url := e.get("joinUrl"), str) and len(url) <= JOIN_URL_MAX else None,
         }
         if e.get("coordinates"):
             item["coordinates"] = e["coordinates"]
@@ -73,3 +79,15 @@ def build_agenda(items: list[dict[str, Any]], synced_at: str, max_bytes: int) ->
         kept = kept[:-1]
     content = orjson.dumps({k: v for k, v in agenda.items() if k != "syncedAt"}, option=orjson.OPT_SORT_KEYS)
     return agenda, hashlib.sha256(content).hexdigest()[:32]
+
+
+async def clear_module_agenda(gateway: IoTHubGateway, vehicle_id: str) -> None:
+    """The car's Edge module keeps a copy of the agenda in its twin (for the driver offline): when the agenda goes
+    from the car's twin (a driver unlinked, signed out, erased, consent withdrawn) it goes from there too. A car
+    without the module (404) has nothing to clear."""
+    from shared.collection.service import edge_module_id
+
+    try:
+        await gateway.patch_module_desired(vehicle_id, edge_module_id(), {"agenda": None})
+    except DeviceNotFoundError:
+        return

@@ -319,7 +319,7 @@ class CalendarSync:
                 await self._to_module(vehicle_id, agenda)
         state["agendaHashes"] = {v: h for v, h in sent.items() if v in targets}
 
-    async def _to_module(self, vehicle_id: str, agenda: dict[str, Any]) -> None:
+    async def _to_module(self, vehicle_id: str, agenda: dict[str, Any] | None) -> None:
         if self.module_id is None or self._no_module.get(vehicle_id, 0.0) > time.monotonic():
             return
         try:
@@ -416,6 +416,7 @@ class CalendarSync:
         state = await self.store.read(CALENDARS, user, SYNC_STATE_ID)
         if vehicle_id and (state is None or state.document.get("agendaHashes")):
             report.agenda_patched = await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": None})
+            await self._to_module(vehicle_id, None)  # the Edge module's copy too
         for doc in await self._events(user):
             await self.store.delete(CALENDARS, user, doc["id"])
             report.removed += 1

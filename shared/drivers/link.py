@@ -21,6 +21,7 @@ from typing import Any, Final
 import orjson
 
 from shared.auth.policy import Role
+from shared.calendar.agenda import clear_module_agenda
 from shared.calendar.documents import DRIVER_ID, KIND_DRIVER
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS, MEMBERSHIPS, VEHICLES
@@ -230,6 +231,7 @@ class DriverLinks:
             return
         try:
             await self.gateway.patch_desired_if_present(vehicle_id, patch)
+            await clear_module_agenda(self.gateway, vehicle_id)  # the Edge module's copy of the agenda too
         except IoTHubError as exc:
             log.warning("agenda and profiles not updated on the twin after a driver link change: %s", exc)
 
@@ -269,13 +271,15 @@ async def exclude_car(store: DocumentStore, account_id: str, vehicle_id: str) ->
         doc["vehicleIds"] = [v for v in doc.get("vehicleIds") or [] if v != vehicle_id]
         return doc
 
+    from shared.travel.stores import forget_car_travel
+
+    # first: the routes to this account's meetings, from the car's positions (a retry after a failure here finds
+    # the car still listed and deletes them again; done last, a retry would return above with them left)
+    await forget_car_travel(store, vehicle_id)
     try:
         await update_document(store, CALENDARS, account_id, DRIVER_ID, drop)
     except UnknownResourceError:
         return
-    from shared.travel.stores import forget_car_travel
-
-    await forget_car_travel(store, vehicle_id)  # the routes to this account's meetings, from the car's positions
 
 
 async def drop_driver_membership(store: DocumentStore, user_id: str, brand_id: Any, vehicle_id: str) -> None:

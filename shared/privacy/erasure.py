@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from shared.calendar.agenda import clear_module_agenda
 from shared.calendar.documents import DRIVER_ID, SUBSCRIPTION_ID
 from shared.calendar.jobs import SyncJob
 from shared.containers import (
@@ -245,6 +246,7 @@ class Eraser:
         await self._forget(user_id, linked[0] if linked else None, receipt)
         for vehicle_id in linked[1:]:
             await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": None})
+            await clear_module_agenda(self.gateway, vehicle_id)
         await self._erase_meetings(user_id, receipt)
         query = "SELECT c.id FROM c WHERE c.userId = @u"
         for d in await self.store.query(CALENDARS, query, {"@u": user_id}, partition_key=user_id):

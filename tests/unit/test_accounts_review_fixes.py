@@ -360,3 +360,13 @@ async def test_signing_in_on_another_profile_of_the_same_car_moves_the_account_t
     profiles = await P.read(world.store, CAR)
     assert not any(e.get("accountId") == acct for e in profiles["profiles"].values())
     await signed_out_everywhere(world, acct)
+
+
+async def test_signing_out_clears_the_agenda_from_the_edge_modules_twin_too(world: World) -> None:
+    """The module keeps its copy of the agenda for the driver offline: a sign-out takes it from there too."""
+    from shared.collection.service import edge_module_id
+
+    await world.sign_in(CAR, "1")
+    await world.gateway.patch_module_desired(CAR, edge_module_id(), {"agenda": {"events": [{"id": "x"}]}})
+    assert await world.service.sign_out(CAR, "1") is True
+    assert "agenda" not in world.gateway.module_desired[CAR, edge_module_id()]

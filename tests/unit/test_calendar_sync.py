@@ -176,6 +176,20 @@ async def test_an_unlinked_drivers_meeting_places_late_mails_and_the_cars_routes
     assert await world.store.read(CALENDARS, "someone-else", "place-k3") is not None
 
 
+async def test_an_unlinked_drivers_agenda_goes_from_the_edge_modules_twin_too(world: World) -> None:
+    """The car's Edge module keeps a copy of the agenda (for the driver offline): it goes with the car's."""
+    from shared.calendar.sync import CalendarSync
+
+    sync = CalendarSync(world.store, world.graph, world.gateway, world.queue, world.settings, world.clock,
+                        module_id="carlink")  # fmt: skip
+    world.sandbox.add_event(USER, "a", world.clock.now + HOUR, world.clock.now + 2 * HOUR)
+    await sync.run(job())
+    assert world.gateway.module_desired[VEHICLE, "carlink"]["agenda"]["events"]
+    await world.store.delete(CALENDARS, USER, "driver")
+    await sync.run(SyncJob(USER, "unlink", vehicle_id=VEHICLE))
+    assert "agenda" not in world.gateway.module_desired[VEHICLE, "carlink"]
+
+
 async def test_subscriptions_are_created_renewed_when_due_and_recreated_when_gone(world: World) -> None:
     world.settings = dataclasses.replace(world.settings, notification_url=NOTIFY_URL)
     # the sandbox checks expiry against the real clock
