@@ -84,7 +84,12 @@ class TravelEnricher:
                 # Saved before notifying: a failed send must not lose the calls already counted against the budget.
                 etag = await self.states.write(vehicle_id, plan.state, etag)
                 break
-            except (PreconditionFailedError, ConflictError, NotFoundError):
+            except NotFoundError:
+                # Deleted since it was read: the driver's calendar went (forget_travel) or it expired. Nothing is
+                # written back (it would be the gone driver's routes): this run's agenda has no travel, the next
+                # run starts afresh.
+                return add_travel(items, {}, zone if isinstance(zone, str) else None)
+            except (PreconditionFailedError, ConflictError):
                 # Another run of this car saved first: plan again from its state (its routes are reused).
                 spent += _new_calls(state, plan.state)
         else:

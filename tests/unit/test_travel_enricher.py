@@ -166,7 +166,9 @@ class Forgotten(MemoryTravelStateStore):
         return await super().write(vehicle_id, state, etag)
 
 
-async def test_a_state_deleted_while_a_run_plans_is_written_afresh_not_a_failed_job() -> None:
+async def test_a_state_deleted_while_a_run_plans_is_not_written_back_nor_a_failed_job() -> None:
+    """Deleted meanwhile (the driver's calendar went: their meetings' routes must not come back; or it expired):
+    this run's agenda has no travel, nothing is written, and the next run starts afresh."""
     store = MemoryDocumentStore(partition_keys())
     await store.create("vehicles", vehicle(True))
     maps, sent, states = FakeMaps(), Sent(), Forgotten()
@@ -174,5 +176,7 @@ async def test_a_state_deleted_while_a_run_plans_is_written_afresh_not_a_failed_
     await enricher("car-1", "u1", [meeting(120, "Potsdam")], NOW)
     states.forget_once = True
     out = await enricher("car-1", "u1", [meeting(120, "Potsdam")], NOW + dt.timedelta(minutes=1))
-    assert "leaveBy" in out[0]["travel"]
-    assert await states.load("car-1") is not None
+    assert "travel" not in out[0]
+    assert await states.load("car-1") is None
+    again = await enricher("car-1", "u1", [meeting(120, "Potsdam")], NOW + dt.timedelta(minutes=2))
+    assert "leaveBy" in again[0]["travel"]
