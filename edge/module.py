@@ -189,6 +189,9 @@ class EdgeModule:
     def __post_init__(self) -> None:
         self._mark = self.outbox.newest_id()  # after a restart, what is stored is backlog
         saved = self.outbox.get("policy")
+        if isinstance(saved, dict) and isinstance(saved.get("signals"), dict):  # saved by a module before the array
+            saved = {**saved, "signals": [{**rule, "path": path} for path, rule in saved["signals"].items()
+                                          if isinstance(rule, dict)]}  # fmt: skip
         if saved is not None:
             with contextlib.suppress(policy.PolicyError):
                 self.collector.apply(policy.parse(saved))

@@ -135,3 +135,15 @@ def test_queued_requests_keep_the_byte_account_exact(tmp_path: Path) -> None:
     assert box.stored_bytes() == len(first.body) == box._stored_bytes()
     box.ack(first.kind, first.key)
     assert box.stored_bytes() == 0 == box._stored_bytes()
+
+
+def test_a_policy_saved_before_signals_became_an_array_is_still_applied_after_a_restart(tmp_path: Path) -> None:
+    """A module that saved its policy with `signals` keyed by path (before the twin's array form) restarts offline
+    on it, not on the built-in default (which would lose its captures)."""
+    box = Outbox(tmp_path / "o.db", budget_bytes=1000)
+    box.put("policy", {"version": "fleet-3", "signals": {"Vehicle.Speed": {"rateHz": 2.0}},
+                       "captures": [{"name": "hard_braking", "trigger": {"signal": "Vehicle.Speed", "dropPerSecond": 15}}]})  # fmt: skip
+    module = EdgeModule(box, NoSource(), FakeHub())
+    assert module.collector.policy.version == "fleet-3"
+    assert module.collector.policy.rule("Vehicle.Speed").rate_hz == 2.0
+    assert module.collector.policy.captures
