@@ -37,6 +37,7 @@ from typing import Any, Final
 
 import orjson
 
+from shared.iothub.module_inbox import TWIN_STRING_MAX_BYTES
 from shared.iothub.twin_values import null_in_array
 
 KEY_MAX_BYTES: Final = 1024  # "up to 1 KB in length", UTF-8
@@ -149,12 +150,25 @@ def check_tags(patch: Mapping[str, Any]) -> None:
     check_section("tags", merged, TAGS_MAX_BYTES)
 
 
+def _long_string(value: Any) -> bool:
+    """Whether a string value anywhere in `value` is over IoT Hub's 4 KB (UTF-8) for one twin value."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass")) > TWIN_STRING_MAX_BYTES
+    if isinstance(value, Mapping):
+        return any(_long_string(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_long_string(item) for item in value)
+    return False
+
+
 def patched(section: Mapping[str, Any], patch: Mapping[str, Any], name: str, max_bytes: int) -> dict[str, Any]:
     """`section` with `patch` merged in, as a new dict; TwinError (names, a null inside an array, size, depth)
     leaves `section` as it is."""
     check_keys(patch)
     if null_in_array(patch):  # IoT Hub replaces arrays whole and takes no null in one (shared/iothub/twin_values.py)
         raise TwinError(f"Twin {name}: an array holds a null or an object with a null property.")
+    if _long_string(patch):
+        raise TwinError(f"Twin {name}: a string value is over {TWIN_STRING_MAX_BYTES} bytes.")
     result = copy.deepcopy(dict(section))
     merge_patch(result, patch)
     check_section(name, result, max_bytes)

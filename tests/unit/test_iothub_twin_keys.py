@@ -171,3 +171,13 @@ def test_leaving_nulls_out_of_arrays_leaves_none_and_keeps_the_rest(value: objec
     assert not null_in_array(cleaned)
     if not null_in_array(value):
         assert cleaned == value
+
+
+def test_a_string_value_over_4_kb_is_refused_whole() -> None:
+    from devstack.iothub.twin import TwinError
+
+    twin = Twin()
+    twin.patch_desired({"ok": "x" * 4096})
+    with pytest.raises(TwinError, match="string"):
+        twin.patch_desired({"deep": [{"text": "é" * 2049}]})  # 4,098 bytes in UTF-8
+    assert "deep" not in twin.desired

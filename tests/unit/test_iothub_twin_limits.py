@@ -34,9 +34,24 @@ from shared.requests.module_replies import REPLIES_MAX_BYTES
 from shared.settings import declared
 
 
+def filled(before: dict[str, Any], key: str, total: int) -> dict[str, Any]:
+    """A patch {key: {p0: "xx…", p1: …}} after which `before` merged with it takes exactly `total` bytes of compact
+    JSON, in strings of at most 4,000 characters (IoT Hub keeps a string value up to 4 KB)."""
+    count = 1
+    while True:
+        parts = {f"p{i}": "x" * 4000 for i in range(count - 1)}
+        parts[f"p{count - 1}"] = ""
+        fill = total - len(orjson.dumps({**before, key: parts}))
+        if fill <= 4000:
+            assert fill >= 0
+            parts[f"p{count - 1}"] = "x" * fill
+            return {key: parts}
+        count += 1
+
+
 def sized(total: int, key: str = "blob") -> dict[str, Any]:
     """A one-property section whose compact JSON takes exactly `total` bytes."""
-    return {key: "x" * (total - len(orjson.dumps({key: ""})))}
+    return filled({}, key, total)
 
 
 def nested(levels: int) -> dict[str, Any]:
@@ -72,15 +87,13 @@ def test_desired_up_to_32_kb_is_kept_beyond_refused_whole() -> None:
     twin = Twin()
     twin.patch_desired({"agenda": {"events": []}})
     before = (twin.document(), twin.version, twin.etag)
-    used = len(orjson.dumps(twin.desired))
     # the merged section, not the patch: this patch alone fits, with what is there it does not
-    patch = {"policy": "x" * (DESIRED_MAX_BYTES - used - len(',"policy":""') + 1)}
+    patch = filled(dict(twin.desired), "policy", DESIRED_MAX_BYTES + 1)
     assert len(orjson.dumps(patch)) < DESIRED_MAX_BYTES
     with pytest.raises(TwinLimitError, match="32768"):
         twin.patch_desired(patch)
     assert (twin.document(), twin.version, twin.etag) == before
-    patch["policy"] = patch["policy"][:-1]
-    twin.patch_desired(patch)
+    twin.patch_desired(filled(dict(twin.desired), "policy", DESIRED_MAX_BYTES))
     assert section_size(twin.desired) == DESIRED_MAX_BYTES
 
 

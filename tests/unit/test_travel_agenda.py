@@ -166,3 +166,15 @@ def test_the_agenda_holds_no_null_in_its_events_array_as_iot_hub_requires() -> N
     assert "joinUrl" not in only
     assert "reachable" not in only["travel"]
     assert items[0]["location"] is None  # the input is not changed
+
+
+def test_no_agenda_string_can_exceed_what_a_twin_value_holds() -> None:
+    """IoT Hub refuses a twin string over 4 KB, which would refuse the whole agenda (every sync after it): a
+    place is cut, a join link too long to be one is left out."""
+    long_place, long_url = "Building 7, " * 500, "https://teams.microsoft.com/l/" + "x" * 5000
+    stored = [{"eventId": "e", "start": "2026-03-29T10:00:00.000Z", "end": "2026-03-29T11:00:00.000Z",
+               "subject": "s" * 5000, "location": long_place, "joinUrl": long_url}]  # fmt: skip
+    [item] = agenda_events(stored, NOW, dt.timedelta(hours=24))
+    assert all(len(v.encode()) <= 4096 for v in item.values() if isinstance(v, str))
+    assert item["location"] == long_place[:256]
+    assert item["joinUrl"] is None
