@@ -37,12 +37,14 @@ from typing import Any, Final
 
 import orjson
 
-from shared.iothub.module_inbox import TWIN_STRING_MAX_BYTES
-from shared.iothub.twin_values import null_in_array
+from shared.iothub.twin_values import (
+    HUB_OWNED,
+    TWIN_STRING_MAX_BYTES,
+    keys_problem,
+    long_string,
+    null_in_array,
+)
 
-KEY_MAX_BYTES: Final = 1024  # "up to 1 KB in length", UTF-8
-KEY_FORBIDDEN: Final = frozenset(".$# ")
-HUB_OWNED: Final = frozenset({"$version", "$metadata"})  # top-level only: what the hub writes into a twin it returns
 TAGS_MAX_BYTES: Final = 8 * 1024  # "an 8-KB size limit on the value of tags"
 DESIRED_MAX_BYTES: Final = 32 * 1024  # "a 32-KB size limit each on the value of properties/desired and
 REPORTED_MAX_BYTES: Final = 32 * 1024  # properties/reported"
@@ -63,34 +65,13 @@ class TwinLimitError(TwinError):
     """A patch that would leave tags, desired or reported properties over IoT Hub's size or depth limit."""
 
 
-def key_problem(key: str) -> str | None:
-    """Why IoT Hub refuses `key` as a tag or property name, or None when it is valid."""
-    shown = repr(key[:64]) + ("..." if len(key) > 64 else "")
-    if len(key.encode("utf-8", "surrogatepass")) > KEY_MAX_BYTES:
-        return f"Property or Tag name {shown} is longer than {KEY_MAX_BYTES} bytes."
-    if any(c in KEY_FORBIDDEN or unicodedata.category(c) == "Cc" for c in key):
-        return (
-            f"Property or Tag name has invalid characters. Error in Property/Tag {shown}. "
-            "Must not contain Control Characters, '.', '$', '#', or ' '."
-        )
-    return None
-
-
 def check_keys(value: Any, top: bool = True) -> None:
-    """Raise TwinKeyError for the first key of `value` (a patch, at any depth, arrays included) IoT Hub refuses.
-    `top`: `value` is a whole desired or reported patch, where the hub's own `$version` / `$metadata` pass (and
-    are ignored by `merge_patch`)."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if top and key in HUB_OWNED:
-                continue
-            problem = key_problem(str(key))
-            if problem is not None:
-                raise TwinKeyError(problem)
-            check_keys(item, top=False)
-    elif isinstance(value, list):
-        for item in value:
-            check_keys(item, top=False)
+    """Raise TwinKeyError for the first key of `value` (a patch, at any depth, arrays included) IoT Hub refuses
+    (shared/iothub/twin_values.py: the rule the in-memory gateway applies too). `top`: `value` is a whole desired
+    or reported patch, where the hub's own `$version` / `$metadata` pass (and are ignored by `merge_patch`)."""
+    problem = keys_problem(value, top)
+    if problem is not None:
+        raise TwinKeyError(problem)
 
 
 def _text_bytes(text: str) -> int:
@@ -150,24 +131,13 @@ def check_tags(patch: Mapping[str, Any]) -> None:
     check_section("tags", merged, TAGS_MAX_BYTES)
 
 
-def _long_string(value: Any) -> bool:
-    """Whether a string value anywhere in `value` is over IoT Hub's 4 KB (UTF-8) for one twin value."""
-    if isinstance(value, str):
-        return len(value.encode("utf-8", "surrogatepass")) > TWIN_STRING_MAX_BYTES
-    if isinstance(value, Mapping):
-        return any(_long_string(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_long_string(item) for item in value)
-    return False
-
-
 def patched(section: Mapping[str, Any], patch: Mapping[str, Any], name: str, max_bytes: int) -> dict[str, Any]:
     """`section` with `patch` merged in, as a new dict; TwinError (names, a null inside an array, size, depth)
     leaves `section` as it is."""
     check_keys(patch)
     if null_in_array(patch):  # IoT Hub replaces arrays whole and takes no null in one (shared/iothub/twin_values.py)
         raise TwinError(f"Twin {name}: an array holds a null or an object with a null property.")
-    if _long_string(patch):
+    if long_string(patch):
         raise TwinError(f"Twin {name}: a string value is over {TWIN_STRING_MAX_BYTES} bytes.")
     result = copy.deepcopy(dict(section))
     merge_patch(result, patch)

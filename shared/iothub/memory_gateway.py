@@ -41,6 +41,7 @@ from shared.iothub.gateway import (
     method_request_body,
     new_device_key,
 )
+from shared.iothub.twin_values import patch_problem
 
 # What a scripted car does with a direct method: (method name, payload) → its answer.
 MethodHandler = Callable[[str, Any], MethodResult | Awaitable[MethodResult]]
@@ -154,11 +155,13 @@ class MemoryIoTHubGateway(IoTHubGateway):
 
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
         self._refusal(device_id, f"twin patch of {device_id}")
+        _refused_as_iot_hub_does(patch, f"twin patch of {device_id}")
         self.patches.append((device_id, orjson.loads(orjson.dumps(patch))))
         merge_patch(self.desired.setdefault(device_id, {}), patch)
 
     async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
         self._refusal(device_id, f"twin patch of {device_id}/{module_id}")
+        _refused_as_iot_hub_does(patch, f"twin patch of {device_id}/{module_id}")
         self.module_patches.append((device_id, module_id, orjson.loads(orjson.dumps(patch))))
         merge_patch(self.module_desired.setdefault((device_id, module_id), {}), patch)
 
@@ -246,3 +249,11 @@ class MemoryIoTHubGateway(IoTHubGateway):
             self.disabled.add(device_id)
             self.offline.add(device_id)
         return True
+
+
+def _refused_as_iot_hub_does(patch: Mapping[str, Any], operation: str) -> None:
+    """What IoT Hub answers 400 ArgumentInvalid to (shared/iothub/twin_values.py), raised as the Azure gateway
+    raises it, so a unit test meets it where Azure would."""
+    problem = patch_problem(patch)
+    if problem is not None:
+        raise iothub_error(400, "ArgumentInvalid", f"{operation}: {problem}")

@@ -20,15 +20,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
 from shared.device_messages import canonical_time
 from shared.errors import DeviceQueueFullError, MessageTooLargeError
 from shared.iothub.gateway import IoTHubGateway
-
-TWIN_STRING_MAX_BYTES: Final = 4 * 1024  # IoT Hub: a twin's string values are at most 4 KB
+from shared.iothub.twin_values import TWIN_STRING_MAX_BYTES
 
 
 @dataclass(frozen=True, slots=True)

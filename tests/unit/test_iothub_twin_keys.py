@@ -19,7 +19,8 @@ from devstack.iothub.hub import LocalIoTHub
 from devstack.iothub.registry import DeviceRegistry, identity_key
 from devstack.iothub.service_api import ServiceApi
 from devstack.iothub.topics import TwinRequest
-from devstack.iothub.twin import KEY_MAX_BYTES, Twin, TwinKeyError, check_keys, key_problem
+from devstack.iothub.twin import Twin, TwinKeyError, check_keys
+from shared.iothub.twin_values import KEY_MAX_BYTES, key_problem
 
 BAD_KEYS = [
     "Vehicle.Speed",
@@ -181,3 +182,22 @@ def test_a_string_value_over_4_kb_is_refused_whole() -> None:
     with pytest.raises(TwinError, match="string"):
         twin.patch_desired({"deep": [{"text": "é" * 2049}]})  # 4,098 bytes in UTF-8
     assert "deep" not in twin.desired
+
+
+async def test_the_in_memory_gateway_refuses_what_iot_hub_refuses_as_the_azure_gateway_raises_it() -> None:
+    """The unit tests' gateway applies the same rules (shared/iothub/twin_values.py) and raises what the Azure
+    gateway raises for IoT Hub's 400, so a unit test meets a refused patch where Azure would."""
+    from shared.errors import PermanentError
+    from shared.iothub.memory_gateway import MemoryIoTHubGateway
+
+    gateway = MemoryIoTHubGateway()
+    for bad in ({"signals": {"Vehicle.Speed": {}}}, {"agenda": {"events": [{"location": None}]}},
+                {"text": "x" * 4097}):  # fmt: skip
+        with pytest.raises(PermanentError, match="ArgumentInvalid"):
+            await gateway.patch_desired("car-1", bad)
+        with pytest.raises(PermanentError, match="ArgumentInvalid"):
+            await gateway.patch_module_desired("car-1", "carlink", bad)
+    assert gateway.patches == []
+    assert gateway.module_patches == []
+    await gateway.patch_desired("car-1", {"agenda": {"events": [{"id": "a"}], "count": None}})
+    assert gateway.patches
