@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from devstack.graph_sandbox import GraphSandbox
+from devstack.graph_sandbox import GraphSandbox, serve
 from shared.calendar.config import CalendarSettings
 from shared.calendar.documents import DRIVER_ID, KIND_DRIVER
 from shared.calendar.jobs import MemorySyncQueue
 from shared.calendar.sync import CalendarSync
 from shared.containers import CALENDARS, partition_keys
 from shared.graph.base import GraphClient
+from shared.graph.msgraph_client import MsGraphClient
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
 from shared.stores.base import DocumentStore
 from shared.stores.memory import MemoryDocumentStore
@@ -90,3 +93,13 @@ async def subscribe_driver(store: DocumentStore, user: str, subscription: str) -
         },
     )
     return state
+
+
+@contextlib.asynccontextmanager
+async def sandbox_world() -> AsyncIterator[World]:
+    """A World whose Graph is the sandbox served over HTTP through the real SDK (no retries: tests count calls)."""
+    box = GraphSandbox()
+    async with serve(box) as url:
+        client = MsGraphClient.create(url, None, max_retries=0)
+        yield World(box, client)
+        await client.close()

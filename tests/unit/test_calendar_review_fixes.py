@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from devstack.graph_sandbox import GraphSandbox, serve
 from shared.calendar.documents import SUBSCRIPTION_ID
 from shared.calendar.jobs import SyncJob
 from shared.calendar.subscriptions import SubscriptionManager
@@ -22,19 +21,14 @@ from shared.calendar.sync import SUPERSEDED_REASON, TRAVEL_REASON, CalendarSync,
 from shared.containers import CALENDARS
 from shared.device_messages import canonical_time
 from shared.graph.exceptions import GraphError
-from shared.graph.msgraph_client import MsGraphClient
-from tests.calendar_support import HOUR, NOTIFY_URL, USER, World
+from tests.calendar_support import HOUR, NOTIFY_URL, USER, World, sandbox_world
 
 
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
-    box = GraphSandbox()
-    async with serve(box) as url:
-        client = MsGraphClient.create(url, None, max_retries=0)
-        w = World(box, client)
+    async with sandbox_world() as w:
         await w.link()
         yield w
-        await client.close()
 
 
 def job(**kw: Any) -> SyncJob:

@@ -5,7 +5,6 @@ patch: the service API answers 400 ArgumentInvalid, a device's reported patch ge
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -15,7 +14,6 @@ import pytest
 from devstack.eventhubs import EventHubsNamespace
 from devstack.iothub.hub import LocalIoTHub
 from devstack.iothub.registry import DeviceRegistry, identity_key
-from devstack.iothub.service_api import ServiceApi
 from devstack.iothub.topics import TwinRequest
 from devstack.iothub.twin import (
     DESIRED_MAX_BYTES,
@@ -32,6 +30,7 @@ from shared.collection.service import POLICY_MAX_BYTES
 from shared.commands.service import MODULE_COMMANDS_MAX_BYTES
 from shared.requests.module_replies import REPLIES_MAX_BYTES
 from shared.settings import declared
+from tests.unit.test_iothub_twin_keys import service  # noqa: F401 - the same local hub and service API
 
 
 def filled(before: dict[str, Any], key: str, total: int) -> dict[str, Any]:
@@ -155,19 +154,6 @@ async def test_the_hubs_own_patch_desired_over_the_limit_pushes_nothing() -> Non
     assert hub.counters["twin:desired"] == 0
 
 
-@pytest.fixture
-async def service() -> AsyncIterator[tuple[LocalIoTHub, str]]:
-    hub = LocalIoTHub(DeviceRegistry("localhost"), EventHubsNamespace())
-    hub.registry.provision("car-001")
-    hub.registry.provision_module("car-001", "carlink")
-    api = ServiceApi(hub)
-    url = await api.start()
-    try:
-        yield hub, url
-    finally:
-        await api.stop()
-
-
 async def refused(session: aiohttp.ClientSession, url: str, body: Any) -> str:
     async with session.patch(url, data=orjson.dumps(body), headers={"If-Match": '"*"'}) as resp:
         assert resp.status == 400
@@ -178,7 +164,7 @@ async def refused(session: aiohttp.ClientSession, url: str, body: Any) -> str:
     return message
 
 
-async def test_the_service_api_refuses_a_patch_over_the_limits(service: tuple[LocalIoTHub, str]) -> None:
+async def test_the_service_api_refuses_a_patch_over_the_limits(service: tuple[LocalIoTHub, str]) -> None:  # noqa: F811
     hub, url = service
     module = f"{url}/twins/car-001/modules/carlink"
     async with aiohttp.ClientSession() as session:
