@@ -4,18 +4,16 @@ personal data of an erased driver stays in a car's profiles and no erased car st
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from shared.accounts import profiles as P
 from shared.accounts.service import leave_car
-from shared.calendar.documents import ACCOUNT_DOC_ID, DRIVER_ID
+from shared.calendar.documents import ACCOUNT_DOC_ID
 from shared.calendar.jobs import SyncQueue
 from shared.containers import CALENDARS
-from shared.errors import UnknownResourceError
+from shared.drivers.link import exclude_car
 from shared.iothub.gateway import IoTHubGateway
-from shared.stores.base import Document, DocumentStore, strip_system_properties
-from shared.stores.conditional import update_document
+from shared.stores.base import Document, DocumentStore
 
 
 async def forget_account(store: DocumentStore, gateway: IoTHubGateway, account_id: str, at: str) -> int:
@@ -49,15 +47,6 @@ async def forget_car(store: DocumentStore, vehicle_id: str, sync_queue: SyncQueu
     changed = 0
     for account_id in sorted({str(e["accountId"]) for e in doc["profiles"].values() if e.get("accountId")}):
         await leave_car(store, sync_queue, account_id, vehicle_id)
-
-        def leave_driver(stored: Document | None) -> Document:
-            if stored is None:
-                raise UnknownResourceError("driver document gone")
-            driver = strip_system_properties(stored)
-            driver["vehicleIds"] = [v for v in driver.get("vehicleIds") or [] if v != vehicle_id]
-            return driver
-
-        with contextlib.suppress(UnknownResourceError):
-            await update_document(store, CALENDARS, account_id, DRIVER_ID, leave_driver)
+        await exclude_car(store, account_id, vehicle_id)  # its agenda no longer goes to the car
         changed += 1
     return changed
