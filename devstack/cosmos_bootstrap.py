@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.containers import definition
+from shared.containers import definition, partition_paths
 
 
 def indexing_policy(container: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +32,10 @@ async def bootstrap(endpoint: str, key: str, database: str | None = None) -> Non
             kwargs: dict[str, Any] = {}
             if container["defaultTtl"] is not None:
                 kwargs["default_ttl"] = container["defaultTtl"]
-            partition = PartitionKey(path=container["partitionKey"])
+            paths = partition_paths(container["name"])
+            partition = (
+                PartitionKey(path=paths[0]) if len(paths) == 1 else PartitionKey(path=list(paths), kind="MultiHash")
+            )
             policy = indexing_policy(container)
             proxy = await db.create_container_if_not_exists(
                 id=container["name"], partition_key=partition, indexing_policy=policy, **kwargs

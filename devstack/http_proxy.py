@@ -177,14 +177,18 @@ class ReverseProxy:
         body: bytes | None = None,
         rewrite: Rewrite | None = None,
         discard: bool = False,
+        add_headers: Mapping[str, str] | None = None,
     ) -> web.StreamResponse:
-        """Send the request upstream (with `body` if the caller already read it) and stream the answer back.
+        """Send the request upstream (with `body` if the caller already read it, and `add_headers` set on it) and
+        stream the answer back.
 
         `rewrite(status, headers, body)` replaces the answer's body and headers; the answer is then read whole.
         `discard`: read the answer and return it unsent (for faults that apply a request and then fail it).
         """
         assert self._session is not None, "start() the proxy first"
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+        for name, value in (add_headers or {}).items():
+            headers[name] = value
         data: Any
         if body is not None:
             headers.popall("Content-Length", None)

@@ -21,7 +21,7 @@ CALENDARS: Final = "calendars"
 MEETINGS: Final = "meetings"
 TENANCY: Final = "tenancy"
 MEMBERSHIPS: Final = "memberships"
-AUDIT: Final = "audit"
+AUDIT: Final = "auditEntries"
 CONSENTS: Final = "consents"
 GEOFENCE_EVENTS: Final = "geofenceEvents"
 COMMANDS: Final = "commands"
@@ -38,5 +38,20 @@ def definition() -> dict[str, Any]:
 
 
 def partition_keys() -> dict[str, str]:
-    """Container name → partition key path, e.g. {"vehicles": "/vehicleId", ...}."""
+    """Container name → partition key path, e.g. {"vehicles": "/vehicleId", ...}: the top level of a hierarchical
+    key, which is what the stores take as a document's partition key (a prefix of the full key there)."""
     return {c["name"]: c["partitionKey"] for c in definition()["containers"]}
+
+
+@cache
+def hierarchical_keys() -> dict[str, tuple[str, ...]]:
+    """Containers whose partition key has more than one level → their paths below the top, e.g. ("/id",)."""
+    return {c["name"]: tuple(c["subpartitionKeys"]) for c in definition()["containers"] if c.get("subpartitionKeys")}
+
+
+def partition_paths(container: str) -> tuple[str, ...]:
+    """Every level of a container's partition key, top first: one path, or up to three (Cosmos DB MultiHash)."""
+    for c in definition()["containers"]:
+        if c["name"] == container:
+            return (c["partitionKey"], *c.get("subpartitionKeys", ()))
+    raise KeyError(container)

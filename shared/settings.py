@@ -99,6 +99,14 @@ SETTINGS: tuple[Setting, ...] = (
         brand="telemetryRetentionDays",
     ),
     Setting(
+        "AUDIT_RETENTION_DAYS",
+        "400",
+        "Days an audit entry is kept (its item ttl): a year and a month, so a yearly review always finds the whole "
+        "year before it.",
+        low=1,
+        high=3650,
+    ),
+    Setting(
         "DATA_CATEGORY_BASES",
         None,
         "Legal basis per data category: comma-separated category=basis pairs, basis consent or contract (e.g."

@@ -154,6 +154,7 @@ class AppSettings(BaseSettings):
     low_fuel_percent: FiniteFloat = env("LOW_FUEL_PERCENT")
     max_clock_skew_seconds: FiniteFloat = env("MAX_CLOCK_SKEW_SECONDS")
     telemetry_retention_days: int = env("TELEMETRY_RETENTION_DAYS")
+    audit_retention_days: int = env("AUDIT_RETENTION_DAYS")
     data_category_bases: EnvCategoryBases = env("DATA_CATEGORY_BASES")
     requests_eventhub: str = env("REQUESTS_EVENTHUB")
     iothub_hostname: str | None = env("IOTHUB_HOSTNAME")

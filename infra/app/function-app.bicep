@@ -151,6 +151,7 @@ var sharedSettings = {
   TRAVEL_PARKING_MINUTES: '5'
   // Platform-wide defaults; a brand's configuration (tenancy container) overrides them for its cars.
   TELEMETRY_RETENTION_DAYS: '30'
+  AUDIT_RETENTION_DAYS: '400'
   // Empty: the legal basis of each data category is the catalogue's (shared/privacy/categories.json, docs/privacy.md).
   DATA_CATEGORY_BASES: ''
   FEATURE_CALENDAR: 'true'

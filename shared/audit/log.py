@@ -1,9 +1,14 @@
-"""Append-only audit entries in the `audit` container, partitioned by brand ("platform" for platform-wide ones).
+"""Append-only audit entries in the `auditEntries` container, by brand ("platform" for platform-wide ones).
 
 An entry names the actor by ids only (object id, tenant, client app id), never by name or username; the
 resource by ids (a car, fleet, brand, membership, a driver's object id). Entries are never updated but for one
 case: erasing a driver replaces their object id wherever it appears (privacy), keeping the entry itself.
-A refused attempt is written to the partition of the brand it aimed at, so that brand's admins see it.
+A refused attempt is written under the brand it aimed at, so that brand's admins see it.
+
+The partition key is hierarchical, the brand and then the entry's id: a brand's entries are read by the brand
+prefix, and a brand that audits millions of commands a day (or is flooded with refused attempts) grows past one
+logical partition's 20 GB instead of having its audited routes refused once it is full. Each entry expires
+`retention_days` after it was written (AUDIT_RETENTION_DAYS), so the container does not grow for ever.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from shared.auth.policy import Requirement
 from shared.auth.principal import Principal
 from shared.containers import AUDIT, VEHICLES
 from shared.device_messages import canonical_time, safe_id
+from shared.settings import declared
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 
 PLATFORM: Final = "platform"
+DAY_SECONDS: Final = 86_400
 ERASED_ID: Final = "erased"
 MAX_USER_AGENT: Final = 200
 MAX_PARAM: Final = 200
@@ -39,6 +46,7 @@ def utcnow() -> dt.datetime:
 class AuditLog:
     store: DocumentStore
     clock: Callable[[], dt.datetime] = utcnow
+    retention_days: int = int(declared("AUDIT_RETENTION_DAYS").default or 0)
 
     async def record(
         self,
@@ -68,6 +76,7 @@ class AuditLog:
                 "appId": principal.client_id if principal else None,
                 "userAgent": (client.get("userAgent") or "")[:MAX_USER_AGENT] or None,
             },
+            "ttl": self.retention_days * DAY_SECONDS,
         }
         await self.store.create(AUDIT, entry)
 
@@ -105,9 +114,22 @@ class AuditLog:
             for doc in await self.store.query(AUDIT, query, {"@u": user_id}):
                 entry = {k: v for k, v in doc.items() if not k.startswith("_")}
                 if _scrub(entry, user_id):
+                    entry["ttl"] = max(1, self.remaining_ttl(entry))  # a rewrite restarts the ttl: keep the expiry
                     await self.store.upsert(AUDIT, entry)
                     changed += 1
         return changed
+
+    def remaining_ttl(self, entry: Mapping[str, Any]) -> int:
+        """Seconds left of the entry's retention, counted from its `at` (a rewrite's ttl counts from the rewrite, so
+        it is given this); 0 or less once it is over. An entry without a readable time gets the whole retention."""
+        retention = self.retention_days * DAY_SECONDS
+        try:
+            written = dt.datetime.fromisoformat(str(entry["at"]))
+        except (KeyError, ValueError):
+            return retention
+        if written.tzinfo is None:
+            written = written.replace(tzinfo=dt.UTC)
+        return min(retention, retention - int((self.clock() - written).total_seconds()))
 
 
 def _actor(principal: Principal | None) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from shared.audit.log import AuditLog
 from shared.auth.access import AccessControl
 from shared.per_loop import PerLoop
+from shared.settings import number_setting
 from shared.stores.cosmos import cosmos_store_from_env
 from shared.tenancy.service import TenancyService
 
@@ -36,4 +37,6 @@ def _gatekeeper() -> AccessControl:
 
 tenancy = PerLoop(_tenancy)
 gatekeeper = PerLoop(_gatekeeper)
-audit_log = PerLoop(lambda: AuditLog(cosmos_store_from_env.get()))
+audit_log = PerLoop(
+    lambda: AuditLog(cosmos_store_from_env.get(), retention_days=int(number_setting("AUDIT_RETENTION_DAYS")))
+)

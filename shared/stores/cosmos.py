@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from shared.containers import partition_keys
+from shared.containers import hierarchical_keys, partition_keys
 from shared.cost import meter
 from shared.cost.request_units import point_read_request_units, write_request_units
 from shared.errors import ConfigurationError, ConflictError, NotFoundError, PreconditionFailedError, StoreError
@@ -79,7 +79,9 @@ class CosmosDocumentStore(DocumentStore):
 
         try:
             with _errors(f"read {container}/{item_id}"):
-                item = await self.container(container).read_item(item=item_id, partition_key=partition_key)
+                item = await self.container(container).read_item(
+                    item=item_id, partition_key=_full_key(container, partition_key, item_id)
+                )
         except NotFoundError:
             return None
         except StoreError as exc:
@@ -98,7 +100,7 @@ class CosmosDocumentStore(DocumentStore):
             items = self.container(container).query_items(
                 query=f"SELECT * FROM c WHERE c.id = @id AND c.{key_path} = @pk",  # noqa: S608 - path from our definition
                 parameters=[{"name": "@id", "value": item_id}, {"name": "@pk", "value": partition_key}],
-                partition_key=partition_key,
+                partition_key=_full_key(container, partition_key, item_id),
             )
             found = [item async for item in items]
         return Stored(strip_system_properties(found[0]), found[0]["_etag"]) if found else None
@@ -127,7 +129,9 @@ class CosmosDocumentStore(DocumentStore):
     async def delete(self, container: str, partition_key: str, item_id: str) -> bool:
         try:
             with _errors(f"delete {container}/{item_id}"):
-                await self.container(container).delete_item(item=item_id, partition_key=partition_key)
+                await self.container(container).delete_item(
+                    item=item_id, partition_key=_full_key(container, partition_key, item_id)
+                )
         except NotFoundError:
             return False
         return True
@@ -142,7 +146,9 @@ class CosmosDocumentStore(DocumentStore):
         """Single-partition queries must also filter on the partition key in the query text (the local
         server ignores the partition key header); it is good practice on Azure as well."""
         params = [{"name": name, "value": value} for name, value in (parameters or {}).items()]
-        kwargs: dict[str, Any] = {"partition_key": partition_key} if partition_key is not None else {}
+        kwargs: dict[str, Any] = {}
+        if partition_key is not None:  # a hierarchical key's top level is a prefix: routed to its partitions only
+            kwargs["partition_key"] = [partition_key] if container in hierarchical_keys() else partition_key
         with _errors(f"query {container}"):
             items = self.container(container).query_items(query=query, parameters=params, **kwargs)
             return [strip_system_properties(item) async for item in items]
@@ -169,6 +175,17 @@ def _errors(operation: str) -> Iterator[None]:
         raise cosmos_error(exc.status_code, operation) from exc
     except (AzureError, OSError, TimeoutError) as exc:
         raise StoreError(f"{operation}: {type(exc).__name__}") from exc
+
+
+def _full_key(container: str, partition_key: str, item_id: str) -> str | list[str]:
+    """The key a point operation presents. The store's interface names a document by its top-level key and id; a
+    hierarchical key whose level below is the id (the only kind defined) is those two."""
+    below = hierarchical_keys().get(container)
+    if below is None:
+        return partition_key
+    if below != ("/id",):
+        raise ConfigurationError(f"{container}: point operations need every level of its partition key {below}")
+    return [partition_key, item_id]
 
 
 def _etag(result: Any) -> str:

@@ -58,7 +58,8 @@ def item_violation(document: Any, size: int, partition_key: Any = None) -> Viola
         return Violation(400, "BadRequest", f"The id exceeds the maximum allowed length of {MAX_ID_BYTES} bytes")
     if any(ch in FORBIDDEN_ID_CHARACTERS for ch in item_id) or item_id.endswith(" "):
         return Violation(400, "BadRequest", "The id contains an invalid character ('/', '\\\\', '?', '#')")
-    if isinstance(partition_key, str) and len(partition_key.encode("utf-8")) > MAX_PARTITION_KEY_BYTES:
+    levels = partition_key if isinstance(partition_key, list) else [partition_key]  # a hierarchical key: each level
+    if any(isinstance(key, str) and len(key.encode("utf-8")) > MAX_PARTITION_KEY_BYTES for key in levels):
         return Violation(400, "BadRequest", f"Partition key exceeds {MAX_PARTITION_KEY_BYTES} bytes")
     if nesting_depth(document) > MAX_NESTING:
         return Violation(400, "BadRequest", f"The document nesting exceeds {MAX_NESTING} levels")

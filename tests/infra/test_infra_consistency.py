@@ -174,7 +174,12 @@ def test_cosmos_containers_come_from_the_shared_json(main_bicep: Bicep, module_o
     assert accessor(loop_source(containers)) == "definition.containers", "one container per JSON entry"
     params = body(containers)["params"]
     assert accessor(params["name"]) == "container.name"
-    assert accessor(params["partitionKeyPath"]) == "container.partitionKey"
+    # every level of the key: the top one, then the JSON's subpartitionKeys when it has them
+    levels = function(params["partitionKeyPaths"], "concat")
+    assert [accessor(top) for top in levels["arg_1"]] == ["container.partitionKey"]
+    below = levels["arg_2"]["operator"]["operands"]
+    assert accessor(below["true_value"]) == "container.subpartitionKeys"
+    assert below["false_value"] == []
     assert accessor(params["includedPaths"]) == "container.includedPaths"
     assert accessor(params["compositeIndexes"]) == "container.compositeIndexes"
     ttl = json.dumps(params["defaultTtl"])
@@ -183,7 +188,8 @@ def test_cosmos_containers_come_from_the_shared_json(main_bicep: Bicep, module_o
 
     (resource,) = container.resources_of_type("Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers").values()
     definition = function(body(resource)["properties"]["resource"], "union")["arg_1"]
-    assert definition["partitionKey"]["paths"] == ["partitionKeyPath"]
+    assert definition["partitionKey"]["paths"] == "partitionKeyPaths"
+    assert "MultiHash" in json.dumps(definition["partitionKey"]["kind"])
     indexing = definition["indexingPolicy"]
     assert indexing["indexingMode"] == "consistent"
     assert indexing["excludedPaths"] == [{"path": "/*"}]
@@ -200,6 +206,9 @@ def test_every_json_container_has_a_partition_key_and_index_paths() -> None:
     # the Bicep passes these straight through: a malformed entry would fail only at deployment
     for container in shared_json("cosmos_containers.json")["containers"]:
         assert container["partitionKey"].startswith("/"), container["name"]
+        below = container.get("subpartitionKeys", [])
+        assert len(below) <= 2, container["name"]  # 3 levels at most
+        assert all(p.startswith("/") for p in below), container["name"]
         assert container["includedPaths"], container["name"]
         assert container["defaultTtl"] is None or container["defaultTtl"] >= -1, container["name"]
         for composite in container["compositeIndexes"]:  # Cosmos DB takes 2 to 8 paths, no wildcard or `/?`

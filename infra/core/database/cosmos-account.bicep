@@ -9,7 +9,7 @@ param location string
 @description('Optional. Tags of the account. Defaults to {}.')
 param tags object = {}
 
-@description('Required. Database name and containers, the content of shared/cosmos_containers.json: { database, containers: [{ name, partitionKey, defaultTtl, includedPaths, compositeIndexes }] }.')
+@description('Required. Database name and containers, the content of shared/cosmos_containers.json: { database, containers: [{ name, partitionKey, subpartitionKeys?, defaultTtl, includedPaths, compositeIndexes }] }.')
 param definition object
 
 @description('Optional. Capacity mode: serverless (pay per request, ~0 at idle) or autoscale provisioned throughput shared by the database\'s containers. Defaults to serverless.')
@@ -85,7 +85,7 @@ module containers 'cosmos-container.bicep' = [for container in definition.contai
     accountName: account.name
     databaseName: database.name
     name: container.name
-    partitionKeyPath: container.partitionKey
+    partitionKeyPaths: concat([container.partitionKey], contains(container, 'subpartitionKeys') ? container.subpartitionKeys : [])
     includedPaths: container.includedPaths
     compositeIndexes: container.compositeIndexes
     enableTtl: contains(containerTtlOverrides, container.name) || container.defaultTtl != null

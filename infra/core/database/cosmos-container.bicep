@@ -1,4 +1,4 @@
-metadata description = 'One Cosmos DB container: hash partition key, an index of only the listed paths, optional default time to live.'
+metadata description = 'One Cosmos DB container: hash partition key (hierarchical with more than one path), an index of only the listed paths, optional default time to live.'
 
 @description('Required. Name of the Cosmos DB account.')
 param accountName string
@@ -9,8 +9,10 @@ param databaseName string
 @description('Required. Name of the container.')
 param name string
 
-@description('Required. Partition key path, e.g. /vehicleId.')
-param partitionKeyPath string
+@description('Required. Partition key paths, top level first: one (e.g. [\'/vehicleId\']), or up to three for a hierarchical key (e.g. [\'/brandId\', \'/id\']).')
+@minLength(1)
+@maxLength(3)
+param partitionKeyPaths array
 
 @description('Required. Paths to index, e.g. [\'/vehicleId/?\']; everything else is excluded.')
 param includedPaths array
@@ -45,10 +47,8 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
     resource: union({
       id: name
       partitionKey: {
-        paths: [
-          partitionKeyPath
-        ]
-        kind: 'Hash'
+        paths: partitionKeyPaths
+        kind: length(partitionKeyPaths) > 1 ? 'MultiHash' : 'Hash'
         version: 2
       }
       // Index only what the code queries: every write costs fewer RUs.
