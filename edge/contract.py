@@ -22,10 +22,14 @@ from typing import Any, Final
 
 VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 262_144  # docs/messages.md: at most 256 KB
+# What a body may take: IoT Hub (and the SDK's check before sending) count the properties too; the SDK counts ours
+# at about 210 bytes, so 1 KB is left for them.
+MAX_BODY_BYTES: Final = MAX_MESSAGE_BYTES - 1024
 TARGET_MESSAGE_BYTES: Final = 64 * 1024  # well under the limit; IoT Hub bills per 4 KB either way
 CONTENT_TYPE: Final = "application/json"
 CONTENT_ENCODING: Final = "utf-8"
 GAP_REASONS: Final = ("evicted", "store_reset")
+_SAMPLE_FRAME: Final = len(b'{"ts":' + b',"signals":' + b"}")  # what telemetry_body puts around one sample
 
 
 def dumps(value: Any) -> bytes:
@@ -40,6 +44,12 @@ def utc_stamp(seconds: float) -> str:
     """Canonical UTC with milliseconds, as the cloud stores `ts`."""
     moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def sample_bytes(ts: str, body: bytes) -> int:
+    """Bytes one stored sample takes in a telemetry body (the comma between samples not counted): counted without
+    building the part, so framing can size a batch before copying large bodies."""
+    return _SAMPLE_FRAME + len(dumps(ts)) + len(body)
 
 
 def telemetry_body(seq: int, epoch: str, samples: Sequence[tuple[str, bytes]]) -> bytes:

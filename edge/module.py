@@ -434,7 +434,9 @@ class EdgeModule:
         """Collect until `stop` or the end of a finite source. The source is supervised: when it (or storing what
         it read) fails, the error is logged (its type only) and it is started again after a backoff (first, then
         doubled up to the most of `source_backoff`), from the position last committed: a Kuksa databroker not up
-        yet or restarted, a full disk, a feed file gone for a while."""
+        yet or restarted, a full disk, a feed file gone for a while. An endless source that ends without an error
+        (a databroker closing the subscription cleanly) is restarted the same way, else collection would stop
+        with nothing in the log."""
         delay = self.source_backoff[0]
         while not stop.is_set():
             readings: AsyncIterator[Reading] | None = None
@@ -448,7 +450,10 @@ class EdgeModule:
                     self.collect(reading)
                     await self.source.ack(reading)  # after the outbox committed: the source may now forget it
                     delay = self.source_backoff[0]
-                return  # a finite source ended
+                if not self.source.endless or stop.is_set():
+                    return  # a finite source ended (or the module is stopping: no restart to log)
+                self.source_restarts += 1
+                log.warning("source ended; restarting in %.1f s", delay)
             except Exception as exc:
                 self.source_restarts += 1
                 log.warning("source failed: %s; restarting in %.1f s", type(exc).__name__, delay)

@@ -20,7 +20,8 @@ its duplicate detection on (epoch, seq).
 Bounded disk: `budget_bytes` over the stored sample and message bodies. Over budget, the lowest-priority oldest
 samples are evicted first; each eviction is recorded as a gap (ids, time range, count, priority) that goes to
 the cloud as a `type=gap` message through this same outbox. An acknowledged gap is kept for a post-mortem (the
-newest `KEPT_ACKED_GAPS`; older ones are deleted), and at most one quarantined file is kept.
+newest `KEPT_ACKED_GAPS`; older ones are deleted), and at most one quarantined file is kept. A sample too large
+for a message of its own is evicted the same way when framed (IoT Hub would refuse it at every retry).
 
 Quarantine is for corruption only (not a database, malformed, a failed quick_check): an operational error at
 opening (locked, disk I/O error, disk full, cannot open) is raised and the file left as it is, unsent samples
@@ -102,6 +103,7 @@ class Outbox:
             self._record_gap(
                 "store_reset", None, None, None, None, None, None, f"quarantined {self.quarantined.name}: {exc}"
             )
+        self._drop_unsendable()
         self.epoch: str = self._meta("epoch")
         self._bytes = self._stored_bytes()
 
@@ -273,30 +275,68 @@ class Outbox:
 
         `newest`: the newest samples above `above_id` (live first); else the oldest (the backlog). Samples in the
         body are in event order either way. The seq counter and the move commit together: a seq names one body.
+
+        A body never exceeds `contract.MAX_BODY_BYTES`, whatever `max_bytes` asks. A sample too large for a message
+        on its own is evicted here as a gap (`evicted`, detail `too_large`): framed, IoT Hub (the SDK already) would
+        refuse it on every retry, and since what is in flight is sent first it would hold back everything else.
         """
         order = "DESC" if newest else "ASC"
+        limit = min(max_bytes, contract.MAX_BODY_BYTES)
         with self._tx(self._db):
-            rows = self._db.execute(
-                f"SELECT id, ts, body FROM samples WHERE id>? ORDER BY id {order} LIMIT ?",  # noqa: S608 - fixed text
-                (above_id, max_samples),
-            ).fetchall()
-            if not rows:
-                return None
-            chosen: list[tuple[int, str, bytes]] = []
-            size = 64
-            for sid, ts, body in rows:
-                size += len(body) + len(ts) + 24
-                if chosen and size > max_bytes:
-                    break
-                chosen.append((int(sid), str(ts), bytes(body)))
-            chosen.sort()
             seq = int(self._meta("next_seq"))
+            empty = len(contract.telemetry_body(seq, self.epoch, []))
+            chosen: list[tuple[int, str, bytes]] = []
+            while not chosen:  # each round without a sample to frame evicted at least one: it ends
+                rows = self._db.execute(
+                    f"SELECT id, ts, priority, body FROM samples WHERE id>? ORDER BY id {order} LIMIT ?",  # noqa: S608
+                    (above_id, max_samples),
+                ).fetchall()
+                if not rows:
+                    return None
+                size = empty
+                for sid, ts, priority, body in rows:
+                    part = contract.sample_bytes(str(ts), bytes(body))
+                    if empty + part > contract.MAX_BODY_BYTES:
+                        self._evict_too_large(int(sid), str(ts), int(priority), len(body), empty + part)
+                        continue
+                    if chosen and size + 1 + part > limit:  # 1: the comma
+                        break
+                    size += part + (1 if chosen else 0)
+                    chosen.append((int(sid), str(ts), bytes(body)))
+            chosen.sort()
             payload = contract.telemetry_body(seq, self.epoch, [(ts, body) for _, ts, body in chosen])
             self._db.executemany("DELETE FROM samples WHERE id=?", [(c[0],) for c in chosen])
             self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (str(seq + 1),))
             self._db.execute("INSERT INTO messages VALUES (?, ?, ?, ?)", (TELEMETRY, seq, int(newest), payload))
             self._bytes += len(payload) - sum(len(c[2]) for c in chosen)
         return Outgoing(TELEMETRY, seq, payload, newest)
+
+    def _evict_too_large(self, sid: int, ts: str, priority: int, stored: int, framed: int) -> None:
+        """One sample no message can carry leaves the store as a gap of its own (the cloud's gap reasons are
+        `evicted` and `store_reset`, so `evicted`, the detail saying why): counted and reported, never silent."""
+        self._db.execute("DELETE FROM samples WHERE id=?", (sid,))
+        self._bytes -= stored
+        detail = f"too_large: one sample takes {framed} bytes framed, over {contract.MAX_BODY_BYTES}"
+        self._record_gap("evicted", sid, sid, ts, ts, 1, priority, detail)
+
+    def _drop_unsendable(self) -> None:
+        """A telemetry message framed over the limit (by a module before `frame` evicted such samples) would be sent
+        first at every flush and refused every time, holding back everything else: it is dropped as a gap."""
+        rows = self._db.execute(
+            "SELECT key, body FROM messages WHERE kind=? AND LENGTH(body)>?", (TELEMETRY, contract.MAX_BODY_BYTES)
+        ).fetchall()
+        if not rows:
+            return  # any store this module framed: nothing to write at opening
+        with self._tx(self._db):
+            for key, body in rows:
+                try:
+                    stamps = sorted(str(s["ts"]) for s in contract.loads(bytes(body))["samples"])
+                except (ValueError, KeyError, TypeError):  # never: this module wrote it; the gap still says so
+                    stamps = []
+                self._db.execute("DELETE FROM messages WHERE kind=? AND key=?", (TELEMETRY, key))
+                detail = f"too_large: message seq {key} takes {len(body)} bytes, over {contract.MAX_BODY_BYTES}"
+                first, last = (stamps[0], stamps[-1]) if stamps else (None, None)
+                self._record_gap("evicted", None, None, first, last, len(stamps) or None, None, detail)
 
     def frame_gaps(self) -> list[Outgoing]:
         """Turn recorded gaps into `type=gap` messages (one per gap; its id is its idempotency key)."""

@@ -91,6 +91,7 @@ class CountingSource:
     start: int
     rejected: Counter[str] = field(default_factory=Counter)
     cursor_key: str | None = None  # every run counts from fresh values: nothing to resume
+    endless: bool = True  # it never ends
 
     def resume(self, position: Any) -> None:
         return None

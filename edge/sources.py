@@ -40,12 +40,19 @@ class Reading:
 
 class Source(Protocol):
     """`cursor_key`: when not None, `Reading.token` is a position the module commits with the samples (the
-    outbox's `cursor`), and `resume(position)` is called with the last committed one before `readings()`."""
+    outbox's `cursor`), and `resume(position)` is called with the last committed one before `readings()`.
+
+    `endless`: `readings()` has no end of its own (a subscription, a followed file), so when it ends anyway (a
+    databroker closing the stream cleanly) the module restarts it like a failed one; a finite source (a file read
+    once, a drive of `steps`) ends collection."""
 
     rejected: Counter[str]
 
     @property
     def cursor_key(self) -> str | None: ...
+
+    @property
+    def endless(self) -> bool: ...
 
     def resume(self, position: Any) -> None: ...
 
@@ -117,6 +124,10 @@ class JsonLinesSource:
     @property
     def cursor_key(self) -> str | None:
         return f"source:jsonl:{self.path.name}"
+
+    @property
+    def endless(self) -> bool:
+        return self.follow
 
     def resume(self, position: Any) -> None:
         if type(position) is int and position >= 0:
@@ -192,6 +203,10 @@ class DriveModelSource:
             self._model = CarModel.create(0, self.seed)
         return self._model
 
+    @property
+    def endless(self) -> bool:
+        return self.steps is None
+
     def resume(self, position: Any) -> None:
         return None
 
@@ -229,6 +244,10 @@ class KuksaSource:
     clock: Callable[[], float] = time.time
     rejected: Counter[str] = field(default_factory=Counter)
     cursor_key: str | None = None
+
+    @property
+    def endless(self) -> bool:
+        return True  # a subscription has no end: a stream the databroker closed is subscribed again
 
     def resume(self, position: Any) -> None:
         return None  # a subscription starts from the current values

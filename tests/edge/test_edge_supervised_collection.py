@@ -1,11 +1,12 @@
 """The module's collection never dies silently: readings that cannot be stored are counted and skipped, a source
-(or the store under it) that fails is restarted after a backoff from the position last committed, and the
-module's replies are bounded."""
+(or the store under it) that fails is restarted after a backoff from the position last committed, so is a Kuksa
+subscription the databroker ended cleanly, and the module's replies are bounded."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 import math
 import re
@@ -20,8 +21,8 @@ import pytest
 from edge import module as edge_module
 from edge.module import EdgeModule
 from edge.outbox import Outbox
-from edge.sources import MAX_TS, MIN_TS, JsonLinesSource, Reading, parse_ts
-from tests.edge.fakes import FakeHub, NoSource
+from edge.sources import MAX_TS, MIN_TS, JsonLinesSource, KuksaSource, Reading, parse_ts
+from tests.edge.fakes import FakeHub, NoSource, Point, StandInVSSClient
 
 T0 = 1_800_000_000.0
 CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -133,6 +134,66 @@ def test_a_failing_source_is_restarted_after_a_backoff_and_reported(
     assert hub.reported["sources"]["restarts"] == 2
     assert "ConnectionError" in caplog.text
     assert "52.37" not in caplog.text
+
+
+def run_until(module: EdgeModule, check: Callable[[], bool], seconds: float = 3.0) -> bool:
+    """Run the module until `check` holds (or `seconds` passed), then stop it as IoT Edge would; whether it held."""
+
+    async def main() -> bool:
+        stop = asyncio.Event()
+        running = asyncio.create_task(module.run(stop))
+        done = await until(check, seconds)
+        stop.set()
+        await running
+        return done
+
+    return asyncio.run(main())
+
+
+def restart_logs(caplog: pytest.LogCaptureFixture, what: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "edge" and r.msg.startswith(f"source {what}")]
+
+
+def test_a_kuksa_subscription_that_ends_cleanly_is_subscribed_again_and_each_end_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = StandInVSSClient([{"Vehicle.Speed": Point(42.0, None)}])  # one update, then the stream closes
+    ticks = itertools.count()
+    source = KuksaSource(["Vehicle.Speed"], client=client, clock=lambda: T0 + next(ticks))
+    hub = FakeHub()
+    module = EdgeModule(Outbox(tmp_path / "o.db"), source, hub)
+    module.source_backoff = (0.01, 0.04)
+    with caplog.at_level(logging.WARNING, logger="edge"):
+        resubscribed = run_until(module, lambda: client.subscriptions >= 3)
+    assert resubscribed, "collection stopped when the subscription ended"
+    assert len(samples(hub)) == client.subscriptions  # one update per subscription, each stored and sent
+    ended = restart_logs(caplog, "ended")
+    assert len(ended) == module.source_restarts == client.subscriptions  # once per end (the last: during backoff)
+    assert [r.args for r in ended] == [(0.01,)] * len(ended)  # an update arrived: the backoff starts over
+    assert restart_logs(caplog, "failed") == []
+    assert hub.reported["sources"]["restarts"] == module.source_restarts
+
+
+def test_a_subscription_that_keeps_ending_backs_off_like_a_failing_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = StandInVSSClient([])  # closed at once, again and again
+    module = EdgeModule(Outbox(tmp_path / "o.db"), KuksaSource(["Vehicle.Speed"], client=client), FakeHub())
+    module.source_backoff = (0.01, 0.04)
+    with caplog.at_level(logging.WARNING, logger="edge"):
+        assert run_until(module, lambda: client.subscriptions >= 5)
+    delays = [r.args[0] for r in restart_logs(caplog, "ended") if isinstance(r.args, tuple)]
+    assert delays[:4] == [0.01, 0.02, 0.04, 0.04]  # doubled up to the most, as after failures
+    assert module.source_restarts == len(delays) >= 4
+
+
+def test_a_finite_source_that_ends_is_not_restarted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    module = EdgeModule(Outbox(tmp_path / "o.db"), NoSource(), FakeHub())
+    module.source_backoff = (0.01, 0.02)
+    with caplog.at_level(logging.WARNING, logger="edge"):
+        run_until(module, lambda: False, 0.2)  # the source ends at once; the module runs on until stopped
+    assert module.source_restarts == 0
+    assert restart_logs(caplog, "") == []
 
 
 def test_a_store_failure_restarts_the_source_from_the_committed_position(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from edge import policy
 from edge.sources import DriveModelSource, KuksaSource, Reading
+from tests.edge.fakes import Point, StandInVSSClient
 
 T0 = 1_800_000_000.0
 
@@ -78,26 +77,6 @@ def test_new_dtc_triggers_a_capture() -> None:
 def test_malformed_policies_name_the_field(doc: dict[str, Any], field: str) -> None:
     with pytest.raises(policy.PolicyError, match=field):
         policy.parse(doc)
-
-
-@dataclass
-class Point:
-    value: Any
-    timestamp: dt.datetime | None
-
-
-class StandInVSSClient:
-    """The shape of kuksa_client.grpc.aio.VSSClient.subscribe_current_values: batches of {path: Datapoint}.
-    Not a databroker: none runs here."""
-
-    def __init__(self, batches: list[dict[str, Point | None]]) -> None:
-        self.batches = batches
-        self.asked: list[str] = []
-
-    async def subscribe_current_values(self, paths: list[str]) -> AsyncIterator[dict[str, Point | None]]:
-        self.asked = paths
-        for batch in self.batches:
-            yield batch
 
 
 def test_kuksa_updates_become_readings_with_the_cloud_rules() -> None:
