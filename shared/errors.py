@@ -98,6 +98,12 @@ class IoTHubError(FleetError):
     """IoT Hub failed a call transiently (throttled, 5xx, connection lost): the batch is retried."""
 
 
+class IoTHubPreconditionFailedError(IoTHubError):
+    """An IoT Hub update conditional on an etag (If-Match) found the twin or identity changed since it was read
+    (412 PreconditionFailed). Read it again and retry; raised on after a bounded number of tries, it is transient
+    like any IoTHubError (another writer keeps winning now, not forever)."""
+
+
 # --- What a caller asked for cannot be done (the HTTP layer maps each to one status: shared/api/problems.py) ---
 
 

@@ -27,6 +27,7 @@ from shared.errors import (
     DeviceTimeoutError,
     FleetError,
     IoTHubError,
+    IoTHubPreconditionFailedError,
     ItemRejectedError,
     MessageTooLargeError,
     PermanentError,
@@ -84,4 +85,6 @@ def iothub_error(status: int | None, error_code: str | None, operation: str) -> 
         return MessageTooLargeError(f"{operation}: message too large")
     if status == 400:
         return PermanentError(f"{operation}: refused ({code or status})")
+    if status == 412 or "PreconditionFailed" in code:
+        return IoTHubPreconditionFailedError(f"{operation}: changed since it was read (412 PreconditionFailed)")
     return IoTHubError(f"{operation}: {status or 'no answer'} {code}".strip())

@@ -14,7 +14,11 @@ session, twin and methods are keyed by that client id, and it may publish only t
 The endpoint is the one owner of the connections (`Sessions`). Traffic flows one way each (events.py): device
 events go in through the hub's `device_event` (a message, a twin request, a method answer, a new subscription,
 a device gone), and the hub reaches devices only through this endpoint's `DeviceLinks` methods (`deliver`,
-`connected`, `subscribed`, `disconnect`).
+`deliver_c2d`, `connected`, `subscribed`, `disconnect`).
+
+Cloud-to-device messages go out at QoS 1 and each connection remembers which it has not had a PUBACK for: a PUBACK
+is handed in as `C2DCompleted`, and when the connection ends those never acknowledged are handed in as
+`C2DReleased`, so the hub keeps them (against the device's 50) and delivers them again, as IoT Hub does.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from dataclasses import dataclass, field
 
 from devstack.iothub import mqtt_codec as mqtt
 from devstack.iothub.events import (
+    C2DCompleted,
+    C2DReleased,
     DeviceEvent,
     DeviceEvents,
     DeviceToCloud,
@@ -60,17 +66,36 @@ class Session:
     device_id: str
     writer: asyncio.StreamWriter
     subscriptions: set[str] = field(default_factory=set)
+    unacknowledged: dict[int, str] = field(default_factory=dict)  # packet id → C2D message id, until its PUBACK
     _ids: itertools.cycle[int] = field(default_factory=lambda: itertools.cycle(range(1, 65536)))
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def subscribed(self, topic: str) -> bool:
         return any(filter_matches(f, topic) for f in self.subscriptions)
 
-    async def send(self, topic: str, payload: bytes, qos: int = 0) -> None:
+    async def send(self, topic: str, payload: bytes, qos: int = 0, message_id: str | None = None) -> None:
+        """Publish; with a `message_id` (a C2D message, QoS 1) it is remembered until the device's PUBACK."""
         async with self._lock:
             packet_id = next(self._ids) if qos else None
-            self.writer.write(mqtt.publish(topic, payload, qos, packet_id))
-            await self.writer.drain()
+            if message_id is not None and packet_id is not None:
+                self.unacknowledged[packet_id] = message_id  # before writing: the PUBACK may come at once
+            try:
+                self.writer.write(mqtt.publish(topic, payload, qos, packet_id))
+                await self.writer.drain()
+            except BaseException:
+                if packet_id is not None:
+                    self.unacknowledged.pop(packet_id, None)  # never sent: nothing to acknowledge
+                raise
+
+    def acknowledged(self, packet_id: int) -> str | None:
+        """The C2D message a PUBACK completes; None for a packet id this connection is not waiting for."""
+        return self.unacknowledged.pop(packet_id, None)
+
+    def release(self) -> tuple[str, ...]:
+        """The C2D messages this connection delivered and never had a PUBACK for (it ended)."""
+        released = tuple(self.unacknowledged.values())
+        self.unacknowledged.clear()
+        return released
 
 
 class Sessions:
@@ -114,13 +139,15 @@ class Sessions:
             session.writer.close()
         self._by_device.clear()
 
-    async def deliver(self, device_id: str, topic: str, body: bytes, qos: int = 1) -> bool:
+    async def deliver(
+        self, device_id: str, topic: str, body: bytes, qos: int = 1, message_id: str | None = None
+    ) -> bool:
         """Publish to the device if it is connected and subscribed to `topic`; False (nothing sent) if not."""
         session = self._by_device.get(device_id)
         if session is None or not session.subscribed(topic):
             return False
         try:
-            await session.send(topic, body, qos)
+            await session.send(topic, body, qos, message_id)
         except (ConnectionError, ssl.SSLError):
             return False
         return True
@@ -154,6 +181,9 @@ class DeviceEndpoint:
 
     async def deliver(self, device_id: str, topic: str, body: bytes, qos: int = 1) -> bool:
         return await self.sessions.deliver(device_id, topic, body, qos)
+
+    async def deliver_c2d(self, device_id: str, message_id: str, topic: str, body: bytes) -> bool:
+        return await self.sessions.deliver(device_id, topic, body, 1, message_id)
 
     def disconnect(self, device_id: str) -> bool:
         return self.sessions.disconnect(device_id)
@@ -198,7 +228,13 @@ class DeviceEndpoint:
             writer.close()
             if task is not None:
                 self._tasks.discard(task)
-        if session is not None and not self.connected(session.device_id):
+        if session is None:
+            return
+        with contextlib.suppress(Exception):
+            released = session.release()  # whether or not a newer connection of the device exists
+            if released:
+                await self._tell(C2DReleased(session.device_id, released))
+        if not self.connected(session.device_id):
             with contextlib.suppress(Exception):
                 await self._tell(Disconnected(session.device_id))
 
@@ -254,7 +290,11 @@ class DeviceEndpoint:
                 writer.write(mqtt.PINGRESP_PACKET)
             elif packet.kind == mqtt.DISCONNECT:
                 return
-            elif packet.kind != mqtt.PUBACK:  # PUBACKs of what we sent: C2D is at-least-once, nothing to do
+            elif packet.kind == mqtt.PUBACK:  # the device completes a C2D message (other QoS 1 sends: none)
+                message_id = session.acknowledged(mqtt.packet_id_of(packet))
+                if message_id is not None:
+                    await self._tell(C2DCompleted(session.device_id, message_id))
+            else:
                 raise mqtt.ProtocolError(f"unexpected packet type {packet.kind}")
             await writer.drain()
 

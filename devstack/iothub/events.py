@@ -51,13 +51,30 @@ class Subscribed:
 
 
 @dataclass(frozen=True, slots=True)
+class C2DCompleted:
+    """The device acknowledged (MQTT PUBACK) cloud-to-device message `message_id`: IoT Hub completes it."""
+
+    device_id: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class C2DReleased:
+    """A connection ended with these cloud-to-device messages delivered but not acknowledged: IoT Hub makes them
+    visible again (and delivers them anew) instead of taking them as completed."""
+
+    device_id: str
+    message_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Disconnected:
     """The device has no connection any more (it left, dropped, or was disconnected)."""
 
     device_id: str
 
 
-DeviceEvent = DeviceToCloud | TwinRequested | MethodAnswered | Subscribed | Disconnected
+DeviceEvent = DeviceToCloud | TwinRequested | MethodAnswered | Subscribed | C2DCompleted | C2DReleased | Disconnected
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,5 +99,9 @@ class DeviceLinks(Protocol):
     def subscribed(self, device_id: str, topic: str) -> bool: ...
 
     async def deliver(self, device_id: str, topic: str, body: bytes, qos: int = 1) -> bool: ...
+
+    async def deliver_c2d(self, device_id: str, message_id: str, topic: str, body: bytes) -> bool:
+        """deliver at QoS 1, the device's PUBACK coming back as C2DCompleted (or C2DReleased if it never does)."""
+        ...
 
     def disconnect(self, device_id: str) -> bool: ...

@@ -11,9 +11,12 @@ and reaches devices only through the endpoint's `DeviceLinks` methods, so traffi
 Cloud-to-device messages follow IoT Hub's rules, so the backend meets here what it meets in Azure: at most
 50 pending messages per device (the 51st is refused with DeviceQueueFullError, which the service API answers
 403 DeviceMaximumQueueDepthExceeded), at most 64 KB per message (MessageTooLargeError, 413), and a message
-past its absolute expiry time is dropped, never delivered. A message counts as pending until it is written
-to the device's connection (IoT Hub keeps it until the device completes it; the difference does not matter
-to the backend, which only sees the refusal).
+past its absolute expiry time is dropped, never delivered. A message is pending until the device completes it
+(docs: "the cloud-to-device message life cycle"; over MQTT, its PUBACK): once delivered it is invisible but still
+counts against the 50, and a connection that ends before the PUBACK leaves it to be delivered again when the
+device is back, its delivery count one higher; after C2D_MAX_DELIVERY_COUNT deliveries (IoT Hub's default
+maxDeliveryCount) it is dead-lettered (IoT Hub's feedback: `deliveryCountExceeded`; here the counter
+`c2d:dead_lettered`). Its expiry applies in every state.
 
 Direct methods (methods.py) follow IoT Hub's rules too: online only while connected and subscribed to methods,
 404103 / 504101 as DeviceNotOnlineError / DeviceTimeoutError.
@@ -41,13 +44,15 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from devstack.eventhubs import EventHubsNamespace
 from devstack.iothub.endpoint import DeviceEndpoint
 from devstack.iothub.events import (
+    C2DCompleted,
+    C2DReleased,
     DeviceEvent,
     DeviceLinks,
     DeviceToCloud,
@@ -74,15 +79,21 @@ from shared.iothub.gateway import C2D_MAX_BYTES, C2D_QUEUE_LIMIT
 
 log = logging.getLogger(__name__)
 
+# IoT Hub's default maxDeliveryCount: how often a message may go to its device unacknowledged before it is
+# dead-lettered instead of delivered again.
+C2D_MAX_DELIVERY_COUNT: Final = 10
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class PendingMessage:
-    """A cloud-to-device message waiting for its device."""
+    """A cloud-to-device message the hub holds for its device until the device completes it."""
 
     message_id: str
     topic: str  # what the device receives it on (message id, `to`, application properties)
     body: bytes
     expiry: dt.datetime | None  # absolute expiry time (UTC); None = never
+    delivery_count: int = 0  # how often it went to the device
+    in_flight: bool = False  # delivered on the current connection, its PUBACK not yet in (IoT Hub: Invisible)
 
     def expired(self, now: dt.datetime) -> bool:
         return self.expiry is not None and self.expiry <= now
@@ -148,6 +159,10 @@ class LocalIoTHub:
         elif isinstance(event, Subscribed):
             await self.methods.subscribed()
             await self._flush(event.device_id)
+        elif isinstance(event, C2DCompleted):
+            self._complete(event.device_id, event.message_id)
+        elif isinstance(event, C2DReleased):
+            await self._release(event.device_id, event.message_ids)
         elif isinstance(event, Disconnected):
             self.methods.device_gone(event.device_id, "disconnected during the method")
         return None
@@ -192,18 +207,54 @@ class LocalIoTHub:
         return queue
 
     async def _flush(self, device_id: str) -> None:
-        """Deliver the device's pending messages, oldest first, while it is connected and listening; expired
-        ones are dropped. One flush per device at a time, so no message goes out twice or out of order."""
+        """Deliver the device's messages not in flight, oldest first, while it is connected and listening; expired
+        ones are dropped. Each stays queued (invisible) until its PUBACK. One flush per device at a time, so no
+        message goes out twice on one connection."""
         lock = self._flushing.setdefault(device_id, asyncio.Lock())
         async with lock:
             queue = self._drop_expired(device_id, dt.datetime.now(dt.UTC))
-            while queue:
-                head = queue[0]
-                if not await self._devices.deliver(device_id, head.topic, head.body):
+            for message in list(queue):
+                if self._c2d.get(device_id) is not queue:
+                    return  # the device was deleted meanwhile
+                if message.in_flight or not any(m is message for m in queue):
+                    continue  # awaiting its PUBACK, or completed or expired meanwhile
+                message.in_flight, delivered = True, False
+                message.delivery_count += 1
+                try:
+                    delivered = await self._devices.deliver_c2d(
+                        device_id, message.message_id, message.topic, message.body
+                    )
+                finally:
+                    if not delivered and message.in_flight:  # it never reached the device: as it was
+                        message.in_flight = False
+                        message.delivery_count -= 1
+                if not delivered:
                     return
-                if queue and queue[0] is head:
-                    queue.popleft()
                 self.counters["c2d:delivered"] += 1
+
+    def _complete(self, device_id: str, message_id: str) -> None:
+        """The device's PUBACK: the message leaves the queue (one already expired or deleted is no matter)."""
+        queue = self._c2d.get(device_id, deque())
+        for message in queue:
+            if message.message_id == message_id:
+                queue.remove(message)
+                self.counters["c2d:completed"] += 1
+                return
+
+    async def _release(self, device_id: str, message_ids: tuple[str, ...]) -> None:
+        """A connection ended before these were acknowledged: visible again, and delivered again now if the device
+        has another connection; one delivered C2D_MAX_DELIVERY_COUNT times is dead-lettered instead."""
+        queue = self._c2d.get(device_id)
+        if queue is None:
+            return
+        released = set(message_ids)
+        for message in [m for m in queue if m.in_flight and m.message_id in released]:
+            message.in_flight = False
+            if message.delivery_count >= C2D_MAX_DELIVERY_COUNT:
+                queue.remove(message)
+                self.counters["c2d:dead_lettered"] += 1
+                log.info("C2D %s to %s dead-lettered: deliveryCountExceeded", message.message_id, device_id)
+        await self._flush(device_id)
 
     # --- service side (what IoTHubGateway does in Azure) ------------------------------------------------------
 
@@ -233,7 +284,8 @@ class LocalIoTHub:
         return message_id
 
     def pending(self, device_id: str, now: dt.datetime | None = None) -> list[PendingMessage]:
-        """The device's undelivered, unexpired messages, oldest first."""
+        """The device's unexpired messages it has not completed (queued or in flight: what counts against the 50),
+        oldest first."""
         return list(self._drop_expired(device_id, now or dt.datetime.now(dt.UTC)))
 
     def remove_device(self, device_id: str, module_ids: Iterable[str] = ()) -> None:

@@ -121,12 +121,12 @@ class AzureIoTHubGateway(IoTHubGateway):
         except Exception as exc:
             raise iothub_error(rest_status(exc), rest_error_code(exc), f"twin patch of {device_id}") from exc
 
-    def _patch_module(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
+    def _patch_module(self, device_id: str, module_id: str, patch: Mapping[str, Any], etag: str | None) -> None:
         from azure.iot.hub.models import Twin, TwinProperties
 
         twin = Twin(properties=TwinProperties(desired=dict(patch)))
-        try:
-            self._registry().update_module_twin(device_id, module_id, twin, "*")
+        try:  # the SDK sends the etag quoted in If-Match; a stale one is 412 PreconditionFailed
+            self._registry().update_module_twin(device_id, module_id, twin, etag or "*")
         except Exception as exc:
             operation = f"twin patch of {device_id}/{module_id}"
             raise iothub_error(rest_status(exc), rest_error_code(exc), operation) from exc
@@ -278,8 +278,10 @@ class AzureIoTHubGateway(IoTHubGateway):
     async def patch_desired(self, device_id: str, patch: Mapping[str, Any]) -> None:
         await asyncio.to_thread(self._patch, device_id, patch)
 
-    async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
-        await asyncio.to_thread(self._patch_module, device_id, module_id, patch)
+    async def patch_module_desired(
+        self, device_id: str, module_id: str, patch: Mapping[str, Any], etag: str | None = None
+    ) -> None:
+        await asyncio.to_thread(self._patch_module, device_id, module_id, patch, etag)
 
     async def get_module_twin(self, device_id: str, module_id: str) -> ModuleTwin:
         return await asyncio.to_thread(self._get_module_twin, device_id, module_id)

@@ -253,16 +253,22 @@ class IoTHubGateway(ABC):
         not exist (404 ModuleNotFound) is DeviceNotFoundError like a missing device. Every gateway overrides it."""
         raise NotImplementedError(f"{type(self).__name__} has no module methods")
 
-    async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
+    async def patch_module_desired(
+        self, device_id: str, module_id: str, patch: Mapping[str, Any], etag: str | None = None
+    ) -> None:
         """Merge `patch` into the module twin's desired properties (IoT Hub pushes it to the connected module: how the
-        backend sets the car's Edge module's collection policy). Unconditional (If-Match `*`).
+        backend sets the car's Edge module's collection policy). With `etag` (a ModuleTwin's, as read), only if the
+        twin has not changed since (IoT Hub's PATCH with If-Match: a read-modify-write that must not lose a
+        concurrent one); without, unconditional (If-Match `*`).
 
-        Raises DeviceNotFoundError when the device or the module identity does not exist (IoT Hub 404
-        DeviceNotFound / ModuleNotFound); IoTHubError: transient. Every gateway overrides it."""
+        Raises IoTHubPreconditionFailedError when the twin's etag is no longer `etag` (412 PreconditionFailed);
+        DeviceNotFoundError when the device or the module identity does not exist (IoT Hub 404 DeviceNotFound /
+        ModuleNotFound); IoTHubError: transient. Every gateway overrides it."""
         raise NotImplementedError(f"{type(self).__name__} has no module twins")
 
     async def get_module_twin(self, device_id: str, module_id: str) -> ModuleTwin:
-        """The module twin (its desired and reported properties: e.g. what policy the module says it applies).
+        """The module twin (its desired and reported properties: e.g. what policy the module says it applies) and its
+        etag, for a conditional patch_module_desired.
 
         Raises DeviceNotFoundError when the device or the module identity does not exist. Every gateway overrides
         it."""

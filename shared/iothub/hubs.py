@@ -188,8 +188,10 @@ class MultiHubGateway(IoTHubGateway):
             lambda g: g.invoke_module_method(device_id, module_id, method, payload, connect_timeout, response_timeout),
         )
 
-    async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
-        await self._on_devices_hub(device_id, lambda g: g.patch_module_desired(device_id, module_id, patch))
+    async def patch_module_desired(
+        self, device_id: str, module_id: str, patch: Mapping[str, Any], etag: str | None = None
+    ) -> None:
+        await self._on_devices_hub(device_id, lambda g: g.patch_module_desired(device_id, module_id, patch, etag))
 
     async def get_module_twin(self, device_id: str, module_id: str) -> ModuleTwin:
         return await self._on_devices_hub(device_id, lambda g: g.get_module_twin(device_id, module_id))

@@ -188,10 +188,13 @@ class LocalIoTHubGateway(IoTHubGateway):
         headers = {"Content-Type": "application/json"}
         await self._call("PATCH", f"/twins/{quote(device_id, safe='')}", body, headers)
 
-    async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
-        """`PATCH /twins/{id}/modules/{mid}` with `If-Match: *`, as the SDK's update_module_twin sends it."""
+    async def patch_module_desired(
+        self, device_id: str, module_id: str, patch: Mapping[str, Any], etag: str | None = None
+    ) -> None:
+        """`PATCH /twins/{id}/modules/{mid}` with `If-Match` the quoted etag, or `"*"`, as the SDK's
+        update_module_twin sends it."""
         body = orjson.dumps({"properties": {"desired": dict(patch)}})
-        headers = {"Content-Type": "application/json", "If-Match": '"*"'}
+        headers = {"Content-Type": "application/json", "If-Match": if_match(etag)}
         await self._call("PATCH", _module_twin_path(device_id, module_id), body, headers)
 
     async def get_module_twin(self, device_id: str, module_id: str) -> ModuleTwin:
@@ -205,6 +208,12 @@ class LocalIoTHubGateway(IoTHubGateway):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def if_match(etag: str | None) -> str:
+    """IoT Hub's `If-Match` value: the etag quoted (as the SDK's `_ensure_quoted` sends it), or `"*"` for any."""
+    value = etag or "*"
+    return value if len(value) > 1 and value[0] == value[-1] == '"' else f'"{value}"'
 
 
 def _module_twin_path(device_id: str, module_id: str) -> str:

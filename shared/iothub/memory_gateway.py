@@ -13,10 +13,13 @@ call's connect timeout is at least s); `response_delay[device] = s` a car that n
 (504101 GatewayTimeout when the response timeout is shorter). No time passes: the delays are compared, not slept.
 A module is scripted the same way with `on_module_method(device, module, handler)` (its identity then exists;
 a method to any other module is 404 ModuleNotFound), its keys in `offline` and the delays being "device/module".
+Module twins carry an etag that changes with every patch, and a patch naming a stale one is refused 412
+PreconditionFailed, as IoT Hub refuses it.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import inspect
 from collections import Counter
@@ -159,19 +162,29 @@ class MemoryIoTHubGateway(IoTHubGateway):
         self.patches.append((device_id, orjson.loads(orjson.dumps(patch))))
         merge_patch(self.desired.setdefault(device_id, {}), patch)
 
-    async def patch_module_desired(self, device_id: str, module_id: str, patch: Mapping[str, Any]) -> None:
-        self._refusal(device_id, f"twin patch of {device_id}/{module_id}")
-        _refused_as_iot_hub_does(patch, f"twin patch of {device_id}/{module_id}")
+    def _module_version(self, device_id: str, module_id: str) -> int:
+        """The module twin's version: 1, and one more with each patch of the backend's."""
+        return 1 + sum(1 for d, m, _ in self.module_patches if (d, m) == (device_id, module_id))
+
+    async def patch_module_desired(
+        self, device_id: str, module_id: str, patch: Mapping[str, Any], etag: str | None = None
+    ) -> None:
+        operation = f"twin patch of {device_id}/{module_id}"
+        self._refusal(device_id, operation)
+        _refused_as_iot_hub_does(patch, operation)
+        if etag not in (None, "*") and etag.strip('"') != twin_etag(self._module_version(device_id, module_id)):
+            raise iothub_error(412, "PreconditionFailed", operation)
         self.module_patches.append((device_id, module_id, orjson.loads(orjson.dumps(patch))))
         merge_patch(self.module_desired.setdefault((device_id, module_id), {}), patch)
 
     async def get_module_twin(self, device_id: str, module_id: str) -> ModuleTwin:
-        """The desired version counts the backend's patches; the reported one is 1 (tests set `module_reported`)."""
+        """The desired version and the twin's (its etag) count the backend's patches; the reported one is 1 (tests
+        set `module_reported`)."""
         self._refusal(device_id, f"twin of {device_id}/{module_id}")
-        key = (device_id, module_id)
-        patched = sum(1 for d, m, _ in self.module_patches if (d, m) == key)
+        key, version = (device_id, module_id), self._module_version(device_id, module_id)
         desired, reported = self.module_desired.get(key, {}), self.module_reported.get(key, {})
-        return ModuleTwin(device_id, module_id, orjson.loads(orjson.dumps(desired)), dict(reported), 1 + patched, 1)
+        copied = orjson.loads(orjson.dumps(desired))
+        return ModuleTwin(device_id, module_id, copied, dict(reported), version, 1, twin_etag(version), version)
 
     async def invoke_method(
         self,
@@ -249,6 +262,11 @@ class MemoryIoTHubGateway(IoTHubGateway):
             self.disabled.add(device_id)
             self.offline.add(device_id)
         return True
+
+
+def twin_etag(version: int) -> str:
+    """A twin's etag in IoT Hub's shape (base64 of 8 bytes, e.g. "AAAAAAAAAAI="), from its version."""
+    return base64.b64encode(version.to_bytes(8, "big")).decode("ascii")
 
 
 def _refused_as_iot_hub_does(patch: Mapping[str, Any], operation: str) -> None:

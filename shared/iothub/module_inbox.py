@@ -13,6 +13,10 @@ Bounded: IoT Hub keeps at most 32 KB of desired properties per twin and 4 KB per
 also carries the collection policy (at most 16 KB) and the agenda (8 KB), so each property here gets a byte budget
 and a count; every write first drops the expired entries and then the oldest until the new one fits. Entries are
 never relied on being removed: the module ignores expired ones and handles an id once.
+
+A write reads the twin and patches it conditionally on the etag it read (If-Match), so two concurrent writes
+cannot both pass the budget check on the same read: the loser gets 412, reads again and decides on what the
+winner left, at most PUT_ATTEMPTS times.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from shared.device_messages import canonical_time
-from shared.errors import DeviceQueueFullError, MessageTooLargeError
-from shared.iothub.gateway import IoTHubGateway
+from shared.errors import DeviceQueueFullError, IoTHubPreconditionFailedError, MessageTooLargeError
+from shared.iothub.gateway import IoTHubGateway, ModuleTwin
 from shared.iothub.twin_values import TWIN_STRING_MAX_BYTES
+
+# Reads and conditional patches one put tries before giving up on a twin that keeps changing under it.
+PUT_ATTEMPTS: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +62,31 @@ class ModuleInbox:
 
         Raises MessageTooLargeError for a body over 4 KB or an entry over the budget alone (permanent for it),
         DeviceQueueFullError when full of live entries and not `evict`, DeviceNotFoundError when the device or
-        module does not exist, IoTHubError (transient)."""
+        module does not exist, IoTHubPreconditionFailedError when the twin changed between each of PUT_ATTEMPTS
+        reads and its patch (transient), IoTHubError (transient)."""
         if len(body) > TWIN_STRING_MAX_BYTES:
             raise MessageTooLargeError(f"{len(body)} bytes do not fit one module twin value (4 KB)")
         entry = {"body": body.decode("utf-8"), "queuedAt": canonical_time(now), "expiresAt": canonical_time(expires_at)}
         size = _size(key, entry)
         if size > self.max_bytes:
             raise MessageTooLargeError(f"an entry of {size} bytes does not fit {self.property} ({self.max_bytes})")
-        twin = await self.gateway.get_module_twin(device_id, module_id)
+        for _ in range(PUT_ATTEMPTS):
+            twin = await self.gateway.get_module_twin(device_id, module_id)
+            patch = self._patch(twin, key, entry, size, now)
+            try:
+                await self.gateway.patch_module_desired(device_id, module_id, {self.property: patch}, twin.etag)
+            except IoTHubPreconditionFailedError:
+                continue  # another write changed the twin since the read: decide again on what it left
+            return
+        raise IoTHubPreconditionFailedError(
+            f"the twin of {device_id}/{module_id} changed under each of {PUT_ATTEMPTS} writes of {self.property} {key}"
+        )
+
+    def _patch(self, twin: ModuleTwin, key: str, entry: dict[str, str], size: int, now: dt.datetime) -> dict[str, Any]:
+        """The patch that adds `entry` to what `twin` holds, deleting what must go for it to fit; DeviceQueueFullError
+        when that would evict a live entry and this inbox does not evict."""
+        if twin.etag is None:  # the patch would be unconditional and this check racy (every gateway gives one)
+            raise ValueError(f"the twin of {twin.device_id}/{twin.module_id} was read without an etag")
         current = twin.desired.get(self.property)
         patch: dict[str, Any] = {key: entry}
         entries = current if isinstance(current, Mapping) else {}
@@ -73,7 +97,7 @@ class ModuleInbox:
             )
         for old in (*expired, *evicted):
             patch[old] = None
-        await self.gateway.patch_module_desired(device_id, module_id, {self.property: patch})
+        return patch
 
     async def remove(self, device_id: str, module_id: str, key: str) -> None:
         """Delete the entry (null in a twin patch deletes the property). DeviceNotFoundError, IoTHubError."""

@@ -8,8 +8,6 @@ refusals of calls IoT Hub refuses. A hand-written MQTT device plays what the SDK
 from __future__ import annotations
 
 import asyncio
-import ssl
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,13 +18,9 @@ import pytest
 from azure.iot.device import MethodRequest, MethodResponse
 from azure.iot.device.aio import IoTHubDeviceClient
 
-from devstack.iothub import mqtt_codec as mqtt
-from devstack.iothub.registry import sas_token
-from devstack.iothub.topics import METHODS_FILTER, parse_method_request_topic
-from devstack.stack import IOTHUB_PORT
 from shared.errors import DeviceNotFoundError, DeviceNotOnlineError, DeviceTimeoutError, InvalidMethodCallError
 from shared.iothub.gateway import METHOD_PAYLOAD_MAX_BYTES, MethodResult
-from tests.iothub_support import Hub
+from tests.iothub_support import Hub, RawDevice
 from tests.iothub_support import local_hub as local_hub_fixture
 
 Handler = Callable[[MethodRequest], Awaitable[None]]
@@ -195,50 +189,6 @@ async def test_the_service_api_answers_bad_calls_as_iot_hub_does(
 
 
 # --- a device that answers what the SDK never would -------------------------------------------------------------
-
-
-class RawDevice:
-    """A device speaking MQTT 3.1.1 by hand (CONNECT with its SAS token, SUBSCRIBE, PUBLISH anything)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def connect(cls, h: Hub, device_id: str) -> RawDevice:
-        h.registry.provision(device_id)
-        context = ssl.create_default_context(cadata=h.ca_pem)
-        reader, writer = await asyncio.open_connection(h.address, IOTHUB_PORT, ssl=context)
-        password = sas_token(h.registry.device_key(device_id), f"{h.address}/devices/{device_id}")
-        fields = b"".join(
-            mqtt._encode_string(text) for text in (device_id, f"{h.address}/{device_id}/?api-version=1", password)
-        )
-        body = mqtt._encode_string("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 60) + fields
-        writer.write(mqtt.encode(mqtt.CONNECT, 0, body))
-        connack = await mqtt.read_packet(reader)
-        assert (connack.kind, connack.body[-1]) == (mqtt.CONNACK, mqtt.ACCEPTED)
-        device = cls(reader, writer)
-        writer.write(mqtt.encode(mqtt.SUBSCRIBE, 2, struct.pack("!H", 1) + mqtt._encode_string(METHODS_FILTER) + b"\0"))
-        assert (await mqtt.read_packet(reader)).kind == mqtt.SUBACK
-        return device
-
-    async def method_request(self) -> tuple[str, str, bytes]:
-        """The next direct method: (name, request id, payload)."""
-        packet = await asyncio.wait_for(mqtt.read_packet(self.reader), 10)
-        message = mqtt.parse_publish(packet)
-        parsed = parse_method_request_topic(message.topic)
-        assert parsed is not None, message.topic
-        return parsed[0], parsed[1], message.payload
-
-    async def publish(self, topic: str, payload: bytes) -> None:
-        self.writer.write(mqtt.publish(topic, payload))
-        await self.writer.drain()
-
-    async def ping(self) -> bool:
-        self.writer.write(mqtt.encode(mqtt.PINGREQ, 0, b""))
-        return (await asyncio.wait_for(mqtt.read_packet(self.reader), 5)).kind == mqtt.PINGRESP
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 async def test_a_car_answering_garbage_gets_its_status_counted_and_keeps_its_connection(local_hub: Hub) -> None:

@@ -2,12 +2,14 @@
 (what the car's IoT Edge module runs) connects with a module connection string over MQTT/TLS, sends on
 `devices/{id}/modules/{module}/messages/events`, reads and reports its module twin, receives desired patches and
 direct methods; the backend reaches it through LocalIoTHubGateway and through the real azure-iot-hub service SDK
-(`IoTHubRegistryManager`, pointed at the local service API) as it would reach IoT Hub.
+(`IoTHubRegistryManager`, pointed at the local service API) as it would reach IoT Hub, etag-conditional twin patches
+(the module inbox's read-modify-write) included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import aiohttp
@@ -18,9 +20,10 @@ from azure.iot.device.aio import IoTHubModuleClient
 
 from devstack.iothub.service_api import module_connection_string
 from devstack.iothub.topics import input_filter
-from shared.errors import DeviceNotFoundError, PermanentError
+from shared.errors import DeviceNotFoundError, DeviceQueueFullError, IoTHubPreconditionFailedError, PermanentError
 from shared.iothub.azure_gateway import AzureIoTHubGateway
-from shared.iothub.gateway import ModuleTwin
+from shared.iothub.gateway import IoTHubGateway, ModuleTwin
+from shared.iothub.module_inbox import ModuleInbox
 from tests.iothub_support import Hub, local_hub, wait_until  # noqa: F401 - the fixture
 
 MODULE = "telematics"
@@ -123,6 +126,55 @@ async def test_module_twin_reported_desired_and_etag_through_both_gateways(
             answer = await resp.json()
     assert (answer["version"], answer["properties"]["desired"]["x"], answer["moduleId"]) == (5, 1, MODULE)
     assert answer["etag"] != read.etag
+
+
+@pytest.mark.parametrize("which", ["local", "sdk"])
+async def test_two_concurrent_inbox_writes_cannot_both_pass_its_budget(
+    local_hub: Hub,  # noqa: F811
+    sdk_gateway: AzureIoTHubGateway,
+    which: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each put reads the twin, decides what fits and patches with If-Match the etag it read: of two puts that read
+    the same twin and together exceed the budget, the second patch is refused 412, re-reads and decides again."""
+    h, car = local_hub, f"car-edge-race-{which}"
+    h.registry.provision_module(car, MODULE)
+    gateway: IoTHubGateway = h.gateway if which == "local" else sdk_gateway
+    # a stale etag is refused (412 PreconditionFailed), through either gateway; the current one is taken
+    read = await gateway.get_module_twin(car, MODULE)
+    await gateway.patch_module_desired(car, MODULE, {"other": 1}, read.etag)
+    with pytest.raises(IoTHubPreconditionFailedError):
+        await gateway.patch_module_desired(car, MODULE, {"other": 2}, read.etag)
+    assert (await gateway.get_module_twin(car, MODULE)).desired == {"other": 1}
+
+    reads = 0
+    both_read = asyncio.Barrier(2)
+    get_module_twin = gateway.get_module_twin
+
+    async def read_together(device_id: str, module_id: str) -> ModuleTwin:
+        """The first two reads return only once both are done: both puts see the same twin."""
+        nonlocal reads
+        twin = await get_module_twin(device_id, module_id)
+        reads += 1
+        if reads <= 2:
+            await both_read.wait()
+        return twin
+
+    monkeypatch.setattr(gateway, "get_module_twin", read_together)
+    now = dt.datetime.now(dt.UTC)
+    later = now + dt.timedelta(hours=1)
+    body = b'{"pad":"' + b"x" * 100 + b'"}'  # two such entries are over 300 bytes, one is not
+    commands = ModuleInbox(gateway, "commands", kept=8, max_bytes=300, evict=False)
+    outcomes = await asyncio.gather(
+        commands.put(car, MODULE, "c1", body, later, now), commands.put(car, MODULE, "c2", body, later, now),
+        return_exceptions=True,
+    )  # fmt: skip
+    # THEN one landed, and the other, deciding again on what the first left, was refused (a command never evicts)
+    assert sorted(type(o).__name__ for o in outcomes) == ["DeviceQueueFullError", "NoneType"]
+    assert reads == 3
+    held = (await get_module_twin(car, MODULE)).desired["commands"]
+    assert len(held) == 1
+    assert isinstance(outcomes[0 if "c2" in held else 1], DeviceQueueFullError)
 
 
 async def test_twin_property_names_iot_hub_refuses_are_refused_on_both_sides(

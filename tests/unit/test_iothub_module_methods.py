@@ -22,13 +22,14 @@ from shared.errors import (
     DeviceTimeoutError,
     InvalidMethodCallError,
     IoTHubError,
+    IoTHubPreconditionFailedError,
     MessageTooLargeError,
 )
 from shared.iothub.azure_gateway import AzureIoTHubGateway
-from shared.iothub.gateway import MethodResult
+from shared.iothub.gateway import MethodResult, ModuleTwin
 from shared.iothub.hubs import MultiHubGateway
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
-from shared.iothub.module_inbox import ModuleInbox, drop
+from shared.iothub.module_inbox import PUT_ATTEMPTS, ModuleInbox, drop
 from shared.stores.memory import MemoryDocumentStore
 from tests.iothub_support import FakeIoTHub
 from tests.iothub_support import sdk_gateway as sdk_gateway_fixture
@@ -172,6 +173,47 @@ async def test_the_inbox_keeps_the_newest_live_entries_within_its_bounds() -> No
     with pytest.raises(DeviceQueueFullError):  # a command is refused, never one dropped unseen
         await strict.put("car-001", "carlink", "c3", b"{}", NOW + dt.timedelta(hours=1), NOW)
     assert sorted(gateway.module_desired[("car-001", "carlink")]["commands"]) == ["c1", "c2"]
+
+
+def losing_every_race(gateway: MemoryIoTHubGateway, races: int) -> list[int]:
+    """Play another writer that patches the module twin right after each of the first `races` reads (so the read's
+    etag is stale when the inbox patches); the list counts the reads."""
+    read, reads = gateway.get_module_twin, [0]
+
+    async def get_module_twin(device_id: str, module_id: str) -> ModuleTwin:
+        twin = await read(device_id, module_id)
+        reads[0] += 1
+        if reads[0] <= races:
+            await gateway.patch_module_desired(device_id, module_id, {"agenda": {"n": reads[0]}})
+        return twin
+
+    gateway.get_module_twin = get_module_twin  # type: ignore[method-assign]
+    return reads
+
+
+async def test_the_inbox_writes_only_on_the_twin_it_read_and_reads_again_after_a_412() -> None:
+    gateway = MemoryIoTHubGateway()
+    stale = await gateway.get_module_twin("car-001", "carlink")
+    await gateway.patch_module_desired("car-001", "carlink", {"agenda": {}}, stale.etag)
+    with pytest.raises(IoTHubPreconditionFailedError):  # the memory gateway refuses a stale etag as IoT Hub does
+        await gateway.patch_module_desired("car-001", "carlink", {"agenda": {"x": 1}}, stale.etag)
+
+    reads = losing_every_race(gateway, races=2)
+    inbox = ModuleInbox(gateway, "replies", kept=3, max_bytes=2048)
+    await inbox.put("car-001", "carlink", "r1", b"{}", NOW + dt.timedelta(hours=1), NOW)
+    assert reads == [3]  # two lost races, each read again, then written
+    assert sorted(gateway.module_desired[("car-001", "carlink")]["replies"]) == ["r1"]
+
+
+async def test_a_twin_that_keeps_changing_fails_the_put_with_a_typed_error_after_bounded_tries() -> None:
+    gateway = MemoryIoTHubGateway()
+    reads = losing_every_race(gateway, races=PUT_ATTEMPTS + 10)
+    inbox = ModuleInbox(gateway, "commands", kept=2, max_bytes=2048, evict=False)
+    with pytest.raises(IoTHubPreconditionFailedError, match="changed under each of") as failed:
+        await inbox.put("car-001", "carlink", "c1", b"{}", NOW + dt.timedelta(hours=1), NOW)
+    assert isinstance(failed.value, IoTHubError)  # transient: the caller retries later, as for any IoT Hub error
+    assert reads == [PUT_ATTEMPTS]
+    assert "commands" not in gateway.module_desired[("car-001", "carlink")]
 
 
 entries = st.dictionaries(

@@ -11,7 +11,7 @@ from devstack.iothub.registry import DeviceRegistry, identity_key, sas_token, sp
 from devstack.iothub.topics import allowed_filters, c2d_filter, input_filter, parse_event_topic
 from devstack.iothub.twin import Twin, etag_matches
 from shared.containers import partition_keys
-from shared.errors import DeviceNotFoundError
+from shared.errors import DeviceNotFoundError, IoTHubPreconditionFailedError
 from shared.iothub.gateway import ModuleTwin
 from shared.iothub.hubs import MultiHubGateway
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
@@ -138,9 +138,14 @@ async def test_memory_and_multi_hub_gateways_keep_module_twins_per_hub() -> None
     await multi.patch_module_desired("car-1", "m", {"policy": {"rpm": None}})
     eu.module_reported[("car-1", "m")] = {"applied": 3}
     twin = await multi.get_module_twin("car-1", "m")
-    assert twin == ModuleTwin("car-1", "m", {"policy": {"hz": 1}}, {"applied": 3}, 3, 1)
+    assert twin == ModuleTwin("car-1", "m", {"policy": {"hz": 1}}, {"applied": 3}, 3, 1, "AAAAAAAAAAM=", 3)
     assert [d for d, _, _ in us.module_patches] == ["car-us"]  # car-1 has no document: the default hub
     assert (await eu.get_module_twin("car-1", "other")).desired == {}  # module twins are per module
+    # an etag-conditional patch goes to the car's hub with its etag: a stale one is refused there (412)
+    with pytest.raises(IoTHubPreconditionFailedError):
+        await multi.patch_module_desired("car-us", "m", {"x": 1}, twin.etag)
+    await multi.patch_module_desired("car-us", "m", {"x": 1}, (await multi.get_module_twin("car-us", "m")).etag)
+    assert us.module_desired[("car-us", "m")] == {"policy": {"hz": 2}, "x": 1}
 
     await eu.delete_device("car-1")
     with pytest.raises(DeviceNotFoundError):
