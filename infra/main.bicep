@@ -167,6 +167,8 @@ var calendarSyncQueueName = 'calendar-sync'
 var commandDispatchQueueName = 'command-dispatch'
 // Queue the car sign-in polls the token endpoint from, one message per pending device-code flow (shared/accounts).
 var signinPollQueueName = 'signin-poll'
+// Queue a collection policy's push goes on from, a page of cars per message (shared/collection/rollout.py).
+var collectionRolloutQueueName = 'collection-rollout'
 
 var abbrs = loadJsonContent('abbreviations.json')
 // Same subscription, environment and region: same names, so a second `azd up` changes nothing.
@@ -223,6 +225,8 @@ module storage 'core/storage/storage-account.bicep' = {
       '${commandDispatchQueueName}-poison'
       signinPollQueueName
       '${signinPollQueueName}-poison'
+      collectionRolloutQueueName
+      '${collectionRolloutQueueName}-poison'
     ]
   }
 }

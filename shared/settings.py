@@ -290,6 +290,14 @@ SETTINGS: tuple[Setting, ...] = (
         "carlink",
         "The id of the cars' IoT Edge module (edge/deployment.template.json) whose twin gets the collection policy.",
     ),
+    Setting(
+        "COLLECTION_PUSH_PAGE",
+        "500",
+        "Cars a collection policy's rollout patches per step: the first step in the PUT, each further one a queue "
+        "message (shared/collection/rollout.py); 500 at 16 at a time take a few seconds.",
+        low=1,
+        high=5000,
+    ),
     # --- The analytics lake (shared/lake; issue 18, docs/analytics.md) ---
     Setting("LAKE_CONTAINER", "lake", "Blob container of the analytics lake (Parquet tables by brand and day)."),
     Setting(

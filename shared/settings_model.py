@@ -193,6 +193,7 @@ class AppSettings(BaseSettings):
     commands_per_caller_per_minute: int = env("COMMANDS_PER_CALLER_PER_MINUTE")
     command_sweep_schedule: str = env("COMMAND_SWEEP_SCHEDULE")
     edge_module_id: str = env("EDGE_MODULE_ID")
+    collection_push_page: int = env("COLLECTION_PUSH_PAGE")
     lake_container: str = env("LAKE_CONTAINER")
     lake_blob_service_uri: str | None = env("LAKE_BLOB_SERVICE_URI")
     lake_export_schedule: str = env("LAKE_EXPORT_SCHEDULE")

@@ -164,6 +164,7 @@ var sharedSettings = {
   COMMAND_SWEEP_SCHEDULE: '*/30 * * * * *'
   // Cloud-controlled collection (issue 16): the Edge module whose twin carries the collection policy.
   EDGE_MODULE_ID: 'carlink'
+  COLLECTION_PUSH_PAGE: '500'
   // The analytics lake (issue 18, docs/analytics.md): its own account, the export timer every minute.
   LAKE_CONTAINER: 'lake'
   LAKE_BLOB_SERVICE_URI: lakeBlobEndpoint

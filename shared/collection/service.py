@@ -7,10 +7,12 @@ module's reported `collection.version` says which policy, and which change of it
 in the API a policy's `signals` are keyed by VSS path; the twin carries them as an array (policy.py `twin_form`:
 IoT Hub refuses '.' in a property name).
 
-The push happens in the PUT: every car of the scope whose module exists gets a patch (at most PUSH_CONCURRENCY at a
-time); a car without the module (not an Edge car yet, or its module identity not created by its deployment) is
-skipped and counted, as is a car IoT Hub failed for; PUT again to retry them. A car registered into a fleet gets
-the effective policy at registration (`push_to_vehicle`), when its module identity already exists.
+The push (rollout.py) starts in the PUT: the first page of the scope's cars (COLLECTION_PUSH_PAGE) is patched there
+(at most PUSH_CONCURRENCY at a time), the rest a page per queue message, its progress kept in `tenancy` and shown
+with the policy. A car without the module (not an Edge car yet, or its module identity not created by its deployment) is
+skipped and counted, as is a car IoT Hub refuses the patch for; one IoT Hub throttles is tried again later. A car
+registered into a fleet gets the effective policy at registration (`push_to_vehicle`), when its module identity
+already exists. Two PUTs of one scope at the same moment may leave some of its cars with the older policy: PUT again.
 """
 
 from __future__ import annotations
@@ -24,19 +26,33 @@ from typing import Any, Final
 import orjson
 
 from shared.collection import policy as fmt
-from shared.containers import TENANCY, VEHICLES
+from shared.collection.rollout import (
+    DONE,
+    MAX_STALLS,
+    ROLLOUT_KIND,
+    RUNNING,
+    THROTTLED_DELAY_SECONDS,
+    Continuation,
+    PageOutcome,
+    car_page,
+    progress_view,
+    rollout_doc_id,
+)
+from shared.containers import TENANCY
 from shared.device_messages import canonical_time
 from shared.errors import ConflictError as StoreConflict
 from shared.errors import (
     DeviceNotFoundError,
     FleetError,
     InvalidRequestError,
+    IoTHubError,
     PreconditionFailedError,
     UnknownResourceError,
 )
 from shared.iothub.gateway import IoTHubGateway
-from shared.settings import setting
+from shared.settings import number_setting, setting
 from shared.stores.base import Document, DocumentStore
+from shared.stores.queues import MessageQueue
 
 KIND: Final = "collectionPolicy"
 BRAND_POLICY_ID: Final = "collection-policy"
@@ -62,24 +78,14 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@dataclass
-class PushResult:
-    """What a push did: cars of the scope, patched, without the module, failed, left to their fleet's policy."""
+class RolloutNotReadyError(FleetError):
+    """A continuation ahead of the rollout's progress (its write has not landed yet): the host tries it again."""
 
-    cars: int = 0
-    patched: int = 0
-    without_module: int = 0
-    failed: int = 0
-    overridden: int = 0
 
-    def as_json(self) -> dict[str, int]:
-        return {
-            "cars": self.cars,
-            "patched": self.patched,
-            "withoutModule": self.without_module,
-            "failed": self.failed,
-            "overridden": self.overridden,
-        }
+def _rollout_queue() -> MessageQueue:
+    from shared.collection.runtime import rollout_queue
+
+    return rollout_queue.get()
 
 
 def view(document: Mapping[str, Any] | None, brand_id: str, fleet_id: str | None) -> dict[str, Any]:
@@ -103,6 +109,8 @@ class CollectionService:
     gateway: IoTHubGateway
     clock: Callable[[], dt.datetime] = utcnow
     module_id: str = field(default_factory=edge_module_id)
+    queue: Callable[[], MessageQueue] = _rollout_queue  # asked only when a rollout needs a second page
+    page_size: int = field(default_factory=lambda: int(number_setting("COLLECTION_PUSH_PAGE")))
 
     # --- the API ------------------------------------------------------------------------------------------------
 
@@ -127,13 +135,15 @@ class CollectionService:
                 [{"field": "collection", "message": "too large for the module twin"}],
             )
         document = await self._store_next(brand_id, fleet_id, body)
-        pushed = await self.push(brand_id, fleet_id, document["policy"])
-        return {**view(document, brand_id, fleet_id), "push": pushed.as_json()}
+        progress = await self.start_rollout(brand_id, fleet_id, document)
+        return {**view(document, brand_id, fleet_id), "push": progress_view(progress)}
 
     async def get(self, brand_id: str, fleet_id: str | None) -> dict[str, Any]:
         """A fleet: its effective policy (its own, else its brand's). A brand: the brand's."""
         await self._scope_exists(brand_id, fleet_id)
-        return view(await self.effective_document(brand_id, fleet_id), brand_id, fleet_id)
+        shown = view(await self.effective_document(brand_id, fleet_id), brand_id, fleet_id)
+        progress = await self.store.read(TENANCY, brand_id, rollout_doc_id(fleet_id))
+        return {**shown, "push": progress_view(progress.document) if progress else None}
 
     # --- layering and the push -------------------------------------------------------------------------------------
 
@@ -145,30 +155,110 @@ class CollectionService:
         brand = await self.store.read(TENANCY, brand_id, policy_doc_id(None))
         return brand.document if brand is not None else None
 
-    async def push(self, brand_id: str, fleet_id: str | None, policy: Mapping[str, Any]) -> PushResult:
-        """Patch the module twin of every car of the scope (a brand's: not those of fleets with their own)."""
-        result = PushResult()
+    async def start_rollout(self, brand_id: str, fleet_id: str | None, document: Mapping[str, Any]) -> Document:
+        """The stored version's rollout: its first page patched here, the rest queued (rollout.py). Its progress,
+        or the newer one's when a newer version's rollout has started meanwhile (this one then stops)."""
+        number, now = int(document["version"]), canonical_time(self.clock())
+        page = await self._push_page(brand_id, fleet_id, document["policy"], "")
+        progress: Document = {
+            "id": rollout_doc_id(fleet_id), "brandId": brand_id, "fleetId": fleet_id, "kind": ROLLOUT_KIND,
+            "version": number, "label": document["policy"]["version"], "state": RUNNING, "after": "", "cars": 0,
+            "patched": 0, "withoutModule": 0, "failed": 0, "overridden": 0, "startedAt": now, "updatedAt": now,
+        }  # fmt: skip
+        _advance(progress, page, now)
+        for _ in range(WRITE_ATTEMPTS):
+            stored = await self.store.read(TENANCY, brand_id, progress["id"])
+            if stored is not None and int(stored.document.get("version", 0)) > number:
+                return stored.document  # a newer PUT's rollout runs: this one stops here
+            if page.more:  # queued before the progress is written: a failed write still leaves the message
+                await self._queue_next(Continuation(brand_id, fleet_id, number, progress["after"]), page)
+            try:
+                if stored is None:
+                    await self.store.create(TENANCY, progress)
+                else:
+                    await self.store.replace(TENANCY, progress, stored.etag)
+            except (StoreConflict, PreconditionFailedError):
+                continue
+            return progress
+        raise StoreConflict(f"collection rollout of {brand_id} kept changing; try again")
+
+    async def continue_rollout(self, message: Continuation) -> str:
+        """One queue message: the next page, when the message is the rollout's next step (else a duplicate or a
+        replaced version's: nothing). `continued`, `done`, `stale`, `superseded` or `raced`."""
+        progress_id = rollout_doc_id(message.fleet_id)
+        stored = await self.store.read(TENANCY, message.brand_id, progress_id)
+        if stored is None:
+            raise RolloutNotReadyError(f"collection rollout {progress_id} of {message.brand_id} not written yet")
+        progress = dict(stored.document)
+        version, after = int(progress.get("version", 0)), str(progress.get("after", ""))
+        if version > message.version or (version == message.version and message.after < after):
+            return "superseded" if version > message.version else "stale"
+        if version < message.version or message.after > after:
+            raise RolloutNotReadyError(f"collection rollout {progress_id} of {message.brand_id} behind its message")
+        if progress.get("state") != RUNNING:
+            return "stale"
+        policy = await self.store.read(TENANCY, message.brand_id, policy_doc_id(message.fleet_id))
+        if policy is None or int(policy.document.get("version", 0)) != message.version:
+            return "superseded"  # a newer version is stored: its own rollout pushes it to every car
+        now = canonical_time(self.clock())
+        page = await self._push_page(message.brand_id, message.fleet_id, policy.document["policy"], message.after)
+        stalls = 0
+        if page.stopped_at is not None and page.after == message.after:  # not one car further
+            stalls = message.stalls + 1
+            if stalls >= MAX_STALLS:  # IoT Hub kept failing this car: counted, and the push goes on past it
+                page.cars, page.failed, page.after, stalls = page.cars + 1, page.failed + 1, page.stopped_at, 0
+        _advance(progress, page, now)
+        if page.more:
+            next_step = Continuation(message.brand_id, message.fleet_id, message.version, progress["after"], stalls)
+            await self._queue_next(next_step, page)
+        try:
+            await self.store.replace(TENANCY, progress, stored.etag)
+        except (StoreConflict, PreconditionFailedError):
+            return "raced"  # a duplicate of this message advanced it first; its next message is queued
+        return "continued" if page.more else "done"
+
+    async def _queue_next(self, step: Continuation, page: PageOutcome) -> None:
+        delay = THROTTLED_DELAY_SECONDS if page.stopped_at is not None else 0
+        await self.queue().send(step.encode(), delay)
+
+    async def _push_page(
+        self, brand_id: str, fleet_id: str | None, policy: Mapping[str, Any], after: str
+    ) -> PageOutcome:
+        """Patch the module twins of the scope's next `page_size` cars (a brand's: not those of fleets with their own
+        policy); the cursor stops before the first car IoT Hub failed transiently (throttled), so it is tried again."""
         overriding: set[str] = set()
         if fleet_id is None:
             overriding = {str(d["fleetId"]) for d in await self._fleet_policies(brand_id)}
-        cars = await self._cars(brand_id, fleet_id)
-        result.overridden = sum(1 for _, fleet in cars if fleet in overriding)
-        targets = [car for car, fleet in cars if fleet not in overriding]
-        result.cars = len(targets)
+        rows = await car_page(self.store, brand_id, fleet_id, after, self.page_size)
+        outcomes: dict[str, str] = {}
         limit = asyncio.Semaphore(PUSH_CONCURRENCY)
 
-        async def one(vehicle_id: str) -> None:
+        async def one(row: Mapping[str, Any]) -> None:
+            if row.get("fleetId") in overriding:
+                outcomes[row["id"]] = "overridden"
+                return
             async with limit:
-                outcome = await self._patch(vehicle_id, policy)
-            if outcome == "patched":
-                result.patched += 1
-            elif outcome == "missing":
-                result.without_module += 1
-            else:
-                result.failed += 1
+                outcomes[row["id"]] = await self._patch(str(row["vehicleId"]), policy)
 
-        await asyncio.gather(*(one(car) for car in targets))
-        return result
+        await asyncio.gather(*(one(row) for row in rows))
+        page = PageOutcome(after=after, more=len(rows) == self.page_size)
+        for row in rows:
+            outcome = outcomes[row["id"]]
+            if outcome == "retry":
+                page.stopped_at, page.more = str(row["id"]), True
+                break
+            page.after = str(row["id"])
+            if outcome == "overridden":
+                page.overridden += 1
+                continue
+            page.cars += 1
+            if outcome == "patched":
+                page.patched += 1
+            elif outcome == "missing":
+                page.without_module += 1
+            else:
+                page.failed += 1
+        return page
 
     async def push_to_vehicle(self, brand_id: str, fleet_id: str, vehicle_id: str) -> str:
         """At registration: the car's effective policy to its module. `patched`, `missing` (no module yet),
@@ -176,7 +266,8 @@ class CollectionService:
         document = await self.effective_document(brand_id, fleet_id)
         if document is None:
             return "none"
-        return await self._patch(vehicle_id, document["policy"])
+        outcome = await self._patch(vehicle_id, document["policy"])
+        return "failed" if outcome == "retry" else outcome
 
     async def _patch(self, vehicle_id: str, policy: Mapping[str, Any]) -> str:
         """One car: its module twin's `collection` becomes the policy's twin form (arrays replaced whole, every
@@ -186,8 +277,10 @@ class CollectionService:
             await self.gateway.patch_module_desired(vehicle_id, self.module_id, patch)
         except DeviceNotFoundError:
             return "missing"
+        except IoTHubError:
+            return "retry"  # throttled or unavailable: the rollout tries it again later
         except FleetError:
-            return "failed"  # counted in the answer; the policy is stored and a PUT again retries the car
+            return "failed"  # refused: counted; the policy is stored and a PUT again retries the car
         return "patched"
 
     # --- storage ---------------------------------------------------------------------------------------------------
@@ -233,20 +326,11 @@ class CollectionService:
         )  # fmt: skip
         return [d for d in found if d.get("kind") == KIND and d.get("fleetId")]
 
-    async def _cars(self, brand_id: str, fleet_id: str | None) -> list[tuple[str, str | None]]:
-        """(vehicle id, fleet id) of the scope's registered cars (a cross-partition query of `vehicles`)."""
-        from shared.telemetry.vehicle import ERASED
 
-        query, parameters = "SELECT * FROM c WHERE c.brandId = @b AND IS_DEFINED(c.vehicleId)", {"@b": brand_id}
-        if fleet_id is not None:
-            query += " AND c.fleetId = @f"
-            parameters["@f"] = fleet_id
-        found = await self.store.query(VEHICLES, query, parameters)
-        return sorted(
-            (str(d["vehicleId"]), d.get("fleetId"))
-            for d in found
-            if d.get("brandId") == brand_id
-            and (fleet_id is None or d.get("fleetId") == fleet_id)
-            and d.get("type") != ERASED
-            and isinstance(d.get("vehicleId"), str)
-        )
+def _advance(progress: Document, page: PageOutcome, now: str) -> None:
+    """Add a page's counts to the rollout's progress and move its cursor."""
+    for key, value in (("cars", page.cars), ("patched", page.patched), ("withoutModule", page.without_module),
+                       ("failed", page.failed), ("overridden", page.overridden)):  # fmt: skip
+        progress[key] = int(progress.get(key, 0)) + value
+    progress["after"], progress["updatedAt"] = page.after, now
+    progress["state"] = RUNNING if page.more else DONE

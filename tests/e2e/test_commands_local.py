@@ -24,7 +24,9 @@ pytest.importorskip("azure.iot.device", reason="azure-iot-device is not installe
 from devstack.api_client import ApiClient, ApiError
 from devstack.demo_fleet import DemoFleet, FleetRef, operator_of, prepare_fleet, seed_fleets
 from devstack.iothub.hub import wait_connected
+from devstack.iothub.registry import identity_key
 from devstack.stack import LocalStack, StackConfig, free_loopback_address
+from devstack.tenancy_seed import platform_admin
 from simulator.car import CarOptions, VirtualCar
 
 CARS = ["cmd-car-1", "cmd-car-2", "cmd-car-3", "cmd-car-4"]
@@ -40,6 +42,7 @@ OVERRIDES = {
     "COMMAND_CONNECT_TIMEOUT_SECONDS": "1",
     "COMMAND_SWEEP_SCHEDULE": "*/2 * * * * *",
     "COMMANDS_PER_VEHICLE_PER_MINUTE": "30",
+    "COLLECTION_PUSH_PAGE": "1",  # a collection policy's rollout: one car in the PUT, each other by queue message
 }
 
 
@@ -50,6 +53,7 @@ class World:
     operators: dict[str, ApiClient]
     cars: dict[str, VirtualCar]
     stranger: ApiClient  # an operator of another brand than NORMAL's
+    admin: ApiClient  # the platform admin
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def send(
@@ -93,7 +97,8 @@ async def world() -> AsyncIterator[World]:
                             replace(options, command_faults=FAULTS if car == FAULTY else {}))
             for n, car in enumerate(CARS)
         }  # fmt: skip
-        w = World(stack, demo, operators, cars, stranger)
+        admin = await ApiClient.as_user(http, stack, platform_admin(seed)["username"])
+        w = World(stack, demo, operators, cars, stranger, admin)
         until = time.time() + 600
         w.tasks = [asyncio.create_task(c.run(until)) for c in cars.values()]
         assert await wait_connected(stack.hub, CARS, 30)
@@ -207,3 +212,25 @@ async def test_bad_input_gets_a_problem_and_another_brands_car_is_not_found(worl
     assert foreign.value.status == 404
     page = await operator.call("GET", f"/vehicles/{NORMAL}/commands")
     assert all(c["status"] in SETTLED | {"accepted", "sent", "queued", "delivered"} for c in page["items"])
+
+
+async def test_a_collection_policy_rolls_out_to_every_car_of_the_brand_through_the_queue(world: World) -> None:
+    """Cloud-controlled collection at scale, in miniature: with one car a page, the PUT patches one module twin and
+    the local function host's queue trigger (`collection_rollout`, Azurite) the others, until the progress the API
+    shows says done."""
+    brand = world.demo.fleet_of[NORMAL].brand_id
+    cars = sorted(c for c in CARS if world.demo.fleet_of[c].brand_id == brand)
+    assert len(cars) >= 2
+    for car in cars:
+        world.stack.registry.provision_module(car, "carlink")  # as the car's IoT Edge deployment would
+    put = await world.admin.call("PUT", f"/brands/{brand}/collection-policy", {"default": {"rateHz": 0.5}})
+    assert (put["push"]["state"], put["push"]["patched"]) == ("running", 1)
+    deadline = time.monotonic() + 30
+    push = put["push"]
+    while push["state"] != "done" and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        push = (await world.admin.call("GET", f"/brands/{brand}/collection-policy"))["push"]
+    assert (push["state"], push["cars"], push["patched"], push["failed"]) == ("done", len(cars), len(cars), 0)
+    for car in cars:
+        desired = world.stack.hub.twins.get(identity_key(car, "carlink")).desired
+        assert desired["collection"]["version"] == put["version"]

@@ -16,6 +16,7 @@ from typing import Any, cast
 import pytest
 
 from edge import policy as edge
+from shared.collection.rollout import Continuation
 from shared.collection.service import CollectionService
 from shared.containers import TENANCY, VEHICLES, partition_keys
 from shared.device_messages import safe_id
@@ -23,6 +24,7 @@ from shared.fleet.service import FleetService
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
 from shared.stores.cosmos import CosmosDocumentStore
 from shared.stores.memory import MemoryDocumentStore
+from shared.stores.queues import MemoryQueue
 from shared.tenancy.documents import BRAND_DOC_ID, fleet_doc_id
 from tests.fleet_support import add_fleet, api_app, request
 from tests.integration.test_local_iothub_methods import Hub, local_hub  # noqa: F401 - the fixture
@@ -63,7 +65,7 @@ async def test_a_put_policy_reaches_the_module_and_replaces_the_old_one(local_hu
                         {"rateHz": 0.1}},
             "captures": [{"name": "hard_braking", "trigger": {"signal": "Vehicle.Speed", "dropPerSecond": 12}}],
         })  # fmt: skip
-        assert first["push"] == {"cars": 2, "patched": 1, "withoutModule": 1, "failed": 0, "overridden": 0}
+        assert counts(first["push"]) == {"cars": 2, "patched": 1, "withoutModule": 1, "failed": 0, "overridden": 0}
         assert await wait_until(lambda: len(patches) == 1)
         assert [e["path"] for e in patches[0]["collection"]["signals"]] == [  # an array: IoT Hub refuses '.' in names
             "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current", "Vehicle.Speed"]  # fmt: skip
@@ -96,6 +98,39 @@ async def test_a_put_policy_reaches_the_module_and_replaces_the_old_one(local_hu
     assert read.reported["collection"] == {"version": "fleet-1", "status": "applied"}
 
 
+def counts(push: dict[str, Any]) -> dict[str, Any]:
+    return {k: push[k] for k in ("cars", "patched", "withoutModule", "failed", "overridden")}
+
+
+async def test_a_rollout_pages_through_a_brands_cars_on_the_local_cosmos_server(
+    cosmos_store: CosmosDocumentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keyset pages of the scope's cars (TOP, c.id > @after, ORDER BY brandId, id) and the progress document on
+    a real query engine: every car once, a page per message, duplicates recognised."""
+    monkeypatch.setenv("COLLECTION_PUSH_PAGE", "3")  # the setting, read when the service is made
+    brand = f"r-{uuid.uuid4().hex[:8]}"
+    gateway, queue = MemoryIoTHubGateway(), MemoryQueue()
+    await add_fleet(cosmos_store, brand, "berlin")
+    cars = [f"{brand}-{n:02}" for n in range(11)]
+    for car in cars:
+        await cosmos_store.create(
+            VEHICLES, {"id": safe_id(car), "vehicleId": car, "brandId": brand, "fleetId": "berlin"}
+        )
+    collection = CollectionService(cosmos_store, gateway, module_id=MODULE, queue=lambda: queue)
+    assert (await collection.put(brand, None, {"default": {"rateHz": 0.5}}))["push"]["state"] == "running"
+    outcomes = []
+    while queue.messages:
+        for body in queue.drain():
+            step = Continuation.decode(body)
+            assert step is not None
+            outcomes += [await collection.continue_rollout(step), await collection.continue_rollout(step)]
+    assert outcomes.count("done") == 1
+    assert outcomes.count("stale") == len(outcomes) // 2
+    assert {gateway.module_desired[(car, MODULE)]["collection"]["version"] for car in cars} == {"brand-1"}
+    push = (await collection.get(brand, None))["push"]
+    assert (push["state"], push["cars"], push["patched"]) == ("done", len(cars), len(cars))
+
+
 async def test_policies_on_the_local_cosmos_server(cosmos_store: CosmosDocumentStore) -> None:
     """Storage, layering and the cars' query on a real query engine; concurrent PUTs get distinct versions (the
     etag-conditional write)."""
@@ -109,11 +144,11 @@ async def test_policies_on_the_local_cosmos_server(cosmos_store: CosmosDocumentS
         assert (await request(api_app(service), "POST", path, body={"vehicleId": car})).status == 201
     collection = CollectionService(cosmos_store, gateway, module_id=MODULE)
     brand_put = await collection.put(brand, None, {"default": {"rateHz": 0.5}})
-    assert brand_put["push"] == {"cars": 3, "patched": 3, "withoutModule": 0, "failed": 0, "overridden": 0}
+    assert counts(brand_put["push"]) == {"cars": 3, "patched": 3, "withoutModule": 0, "failed": 0, "overridden": 0}
     answers = await asyncio.gather(*(collection.put(brand, fleet, {"intervalSeconds": n}) for n in (2, 3, 4)))
     assert sorted(a["version"] for a in answers) == ["fleet-1", "fleet-2", "fleet-3"]
     assert (await collection.get(brand, fleet))["version"] == "fleet-3"
     again = await collection.put(brand, None, {"default": {"rateHz": 0.2}})
-    assert again["push"] == {"cars": 1, "patched": 1, "withoutModule": 0, "failed": 0, "overridden": 2}
+    assert counts(again["push"]) == {"cars": 1, "patched": 1, "withoutModule": 0, "failed": 0, "overridden": 2}
     assert gateway.module_desired[(f"{brand}-3", MODULE)]["collection"]["version"] == "brand-2"
     assert gateway.module_desired[(f"{brand}-1", MODULE)]["collection"]["version"] in {"fleet-1", "fleet-2", "fleet-3"}

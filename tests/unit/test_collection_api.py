@@ -12,8 +12,11 @@ import pytest
 from devstack.iothub.twin import check_keys
 from edge import policy as edge
 from shared.collection import policy as fmt
+from shared.collection import runtime as collection_runtime
+from shared.collection.rollout import Continuation
 from shared.collection.service import POLICY_MAX_BYTES, CollectionService
 from shared.errors import InvalidRequestError
+from shared.stores.queues import MemoryQueue
 from tests.fleet_support import Fleet
 
 BRAND: Final = "/api/brands/contoso/collection-policy"
@@ -28,8 +31,32 @@ FAST: Final[dict[str, Any]] = {
 }
 
 
+class Queue:
+    """The rollout queue as the process's PerLoop hands it out."""
+
+    def __init__(self) -> None:
+        self.queue = MemoryQueue()
+
+    def get(self) -> MemoryQueue:
+        return self.queue
+
+
+COUNTS: Final = ("cars", "patched", "withoutModule", "failed", "overridden")
+
+
+def counts(push: dict[str, Any]) -> dict[str, Any]:
+    return {k: push[k] for k in COUNTS}
+
+
 @pytest.fixture
-async def fleet(monkeypatch: pytest.MonkeyPatch) -> Fleet:
+def rollout_queue(monkeypatch: pytest.MonkeyPatch) -> MemoryQueue:
+    queue = Queue()
+    monkeypatch.setattr(collection_runtime, "rollout_queue", queue)
+    return queue.queue
+
+
+@pytest.fixture
+async def fleet(monkeypatch: pytest.MonkeyPatch, rollout_queue: MemoryQueue) -> Fleet:
     monkeypatch.delenv("EDGE_MODULE_ID", raising=False)
     fleet = Fleet()
     await fleet.add_fleet("contoso", "berlin")
@@ -55,14 +82,18 @@ async def test_brand_policy_is_versioned_stored_and_pushed_to_every_car(fleet: F
     assert first.status == 200, first.json
     assert first.json["version"] == "brand-1"
     assert first.json["scope"] == "brand"
-    assert first.json["push"] == {"cars": 3, "patched": 3, "withoutModule": 0, "failed": 0, "overridden": 0}
+    assert counts(first.json["push"]) == {"cars": 3, "patched": 3, "withoutModule": 0, "failed": 0, "overridden": 0}
+    assert first.json["push"]["state"] == "done"
+    assert first.json["push"]["version"] == "brand-1"
     assert first.json["policy"]["default"]["rateHz"] == 0.2
     assert first.json["policy"]["intervalSeconds"] == 5.0
     assert {applied(fleet, car).version for car in ("car-b1", "car-b2", "car-p1")} == {"brand-1"}
     second = await fleet.call("PUT", BRAND, body=FAST)
     assert second.json["version"] == "brand-2"
     assert (await fleet.call("GET", BRAND)).json["version"] == "brand-2"
-    assert (await fleet.call("GET", BERLIN)).json | {"fleetId": None} == (await fleet.call("GET", BRAND)).json
+    brand = (await fleet.call("GET", BRAND)).json
+    # the fleet's cars get the brand's policy; `push` is a scope's own rollout (the fleet has none)
+    assert (await fleet.call("GET", BERLIN)).json | {"fleetId": None, "push": brand["push"]} == brand
     assert applied(fleet, "car-p1").rule("Vehicle.Speed").rate_hz == 10
     assert applied(fleet, "car-p1").default.rate_hz == 1.0  # brand-2 has no default: the module's, not brand-1's
     assert "put_brand_collection_policy" in {r["route"] for r in fleet.audit.records}
@@ -81,7 +112,7 @@ async def test_fleet_policy_overrides_the_brands(fleet: Fleet) -> None:
     assert twin(fleet, "car-b1")["collection"]["signals"] == []  # gone from the twin too: it never only grows
     # a brand change now leaves berlin alone and reaches paris
     again = await fleet.call("PUT", BRAND, body=FAST)
-    assert again.json["push"] == {"cars": 1, "patched": 1, "withoutModule": 0, "failed": 0, "overridden": 2}
+    assert counts(again.json["push"]) == {"cars": 1, "patched": 1, "withoutModule": 0, "failed": 0, "overridden": 2}
     assert applied(fleet, "car-b1").version == "fleet-1"
     assert applied(fleet, "car-p1").version == "brand-2"
     assert (await fleet.call("GET", BERLIN)).json["version"] == "fleet-1"
@@ -89,17 +120,41 @@ async def test_fleet_policy_overrides_the_brands(fleet: Fleet) -> None:
     assert (await fleet.call("GET", PARIS)).json["scope"] == "brand"
 
 
-async def test_cars_without_the_module_and_failing_cars_are_counted_not_fatal(fleet: Fleet) -> None:
+async def test_cars_without_the_module_and_failing_cars_are_counted_not_fatal(
+    fleet: Fleet, rollout_queue: MemoryQueue
+) -> None:
     fleet.gateway.answers["car-b1"] = (404, "ModuleNotFound")
-    fleet.gateway.answers["car-b2"] = (503, "ServiceUnavailable")
+    fleet.gateway.answers["car-b2"] = (400, "ArgumentInvalid")
     answer = await fleet.call("PUT", BERLIN, body=SLOW)
     assert answer.status == 200, answer.json
-    assert answer.json["push"] == {"cars": 2, "patched": 0, "withoutModule": 1, "failed": 1, "overridden": 0}
+    assert counts(answer.json["push"]) == {"cars": 2, "patched": 0, "withoutModule": 1, "failed": 1, "overridden": 0}
     assert (await fleet.call("GET", BERLIN)).json["version"] == "fleet-1"  # stored all the same
     del fleet.gateway.answers["car-b2"]
     retried = await fleet.call("PUT", BERLIN, body=SLOW)
     assert retried.json["push"]["patched"] == 1
     assert applied(fleet, "car-b2").version == "fleet-2"
+    assert rollout_queue.messages == []
+
+
+async def test_a_throttled_car_is_tried_again_later_by_the_rollout_not_counted_failed(
+    fleet: Fleet, rollout_queue: MemoryQueue
+) -> None:
+    fleet.gateway.answers["car-b2"] = (429, "ThrottlingException")
+    answer = await fleet.call("PUT", BERLIN, body=SLOW)
+    push = answer.json["push"]
+    assert (push["state"], push["patched"], push["failed"]) == ("running", 1, 0)
+    ((_body, delay),) = rollout_queue.messages
+    assert delay == 30  # IoT Hub is given time
+    del fleet.gateway.answers["car-b2"]
+    step = Continuation.decode(rollout_queue.drain()[0])
+    assert step is not None
+    service = CollectionService(fleet.store, fleet.gateway, lambda: fleet.now, queue=lambda: rollout_queue)
+    assert await service.continue_rollout(step) == "done"
+    assert applied(fleet, "car-b2").version == "fleet-1"
+    shown = (await fleet.call("GET", BERLIN)).json["push"]
+    assert (shown["state"], shown["cars"], shown["patched"], shown["failed"]) == ("done", 2, 2, 0)
+    assert await service.continue_rollout(step) == "stale"  # a duplicate delivery changes nothing
+    assert (await fleet.call("GET", BERLIN)).json["push"] == shown
 
 
 async def test_the_module_id_is_a_setting(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,8 @@
 """Collection policies: what the cars' Edge modules collect, per brand and per fleet (a fleet's overrides its
 brand's). Writes need `fleets.manage` (brand admins; audited), reads `brands.read` on a brand or `vehicles.read` on
-a fleet. A PUT stores the next version and pushes it to the module twins of the scope's cars at once (no
-redeployment); the format is docs/schemas/collection-policy-v1.schema.json, the behaviour shared/collection/.
+a fleet. A PUT stores the next version and pushes it to the module twins of the scope's cars (no redeployment):
+the first page of cars in the PUT, the rest by queue, its progress in `push`. The format is
+docs/schemas/collection-policy-v1.schema.json, the behaviour shared/collection/.
 """
 
 from __future__ import annotations
@@ -43,12 +44,19 @@ PolicyBody = Annotated[
 
 
 class Push(BaseModel):
+    """The rollout of a scope's own policy: the first page of its cars is patched in the PUT, the rest a page per
+    queue message (shared/collection/rollout.py); the counts grow until `state` is `done`."""
+
     model_config = ConfigDict(extra="forbid")
-    cars: int = Field(description="Cars of the scope the policy applies to.")
+    version: str | None = Field(description="The policy version this rollout pushes (a newer PUT starts its own).")
+    state: Literal["running", "done"] | None = Field(description="`running` while cars remain to be patched.")
+    cars: int = Field(description="Cars of the scope the policy applies to, reached so far.")
     patched: int = Field(description="Module twins patched.")
     withoutModule: int = Field(description="Cars whose Edge module identity does not exist: skipped.")
-    failed: int = Field(description="Cars IoT Hub failed for: PUT again to retry them.")
+    failed: int = Field(description="Cars IoT Hub refused the patch for (or kept failing ~10 min): PUT again to retry.")
     overridden: int = Field(description="A brand's PUT: cars left alone because their fleet has its own policy.")
+    startedAt: str | None
+    updatedAt: str | None
 
 
 class CollectionPolicyView(BaseModel):
@@ -59,6 +67,7 @@ class CollectionPolicyView(BaseModel):
     version: str | None = Field(description="`brand-<n>` or `fleet-<n>`: what the module reports it applies.")
     policy: dict[str, Any] | None = Field(description="The policy as the module twin carries it, every field given.")
     updatedAt: str | None
+    push: Push | None = Field(default=None, description="The rollout of this scope's own policy; null if it has none.")
 
 
 class CollectionPolicyPut(CollectionPolicyView):

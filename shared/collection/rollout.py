@@ -1,0 +1,131 @@
+"""A collection policy's push to its cars, a page at a time (COLLECTION_PUSH_PAGE cars): inline in the PUT for the
+first page, then one queue message per page (`collection-rollout`), so a brand of millions of cars gets it without
+an HTTP request that would time out, and IoT Hub's throttling delays the push instead of failing cars.
+
+The rollout's progress is a document of its own in `tenancy` (`collection-rollout[:fleet:{id}]`): the policy version
+it pushes, the cursor (the last car id done, keyset order) and the counts. A continuation message names the version
+and the cursor it continues from, and is acted on only when they are the document's: a duplicate delivery, or one
+for a version a newer PUT replaced, changes nothing. The next message is queued before the progress is written (a
+failed write then leaves a message for the same cursor, never none); a message found ahead of the progress (its
+write not landed yet) is retried by the host. A car IoT Hub throttles (or fails transiently) stops the page's cursor
+before it: the next message, delayed, starts there (after MAX_STALLS in a row at the same car it is counted failed).
+Patching a car twice with the same policy is harmless, and the counts move only with the cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from shared.containers import VEHICLES
+from shared.stores.base import Document, DocumentStore
+
+COLLECTION_ROLLOUT_QUEUE: Final = "collection-rollout"
+ROLLOUT_KIND: Final = "collectionRollout"
+THROTTLED_DELAY_SECONDS: Final = 30  # before a page stopped by throttling starts again
+MAX_STALLS: Final = 20  # pages in a row stopped at the same car before it is counted failed (~10 min)
+RUNNING, DONE = "running", "done"
+
+# brandId first in the ORDER BY though fixed: served by the composite index (brandId, id) (shared/cost/rollup.py).
+CAR_PAGE: Final = (
+    "SELECT TOP @n c.id, c.vehicleId, c.fleetId, c.brandId, c.type FROM c WHERE c.brandId = @b "
+    "AND IS_DEFINED(c.vehicleId) AND c.id > @after{fleet} ORDER BY c.brandId, c.id"
+)
+
+
+def rollout_doc_id(fleet_id: str | None) -> str:
+    return f"collection-rollout:fleet:{fleet_id}" if fleet_id else "collection-rollout"
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """One queue message: push the page after `after` of the scope's cars, for policy version `version`."""
+
+    brand_id: str
+    fleet_id: str | None
+    version: int
+    after: str
+    stalls: int = 0
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {"brandId": self.brand_id, "fleetId": self.fleet_id, "version": self.version, "after": self.after,
+             "stalls": self.stalls}
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, body: bytes) -> Continuation | None:
+        """None for anything else (a message not ours: retrying cannot fix it)."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        fields = ("brandId", "fleetId", "version", "after", "stalls")
+        brand, fleet, version, after, stalls = (data.get(k) for k in fields)
+        if not isinstance(brand, str) or not brand or not isinstance(after, str):
+            return None
+        if fleet is not None and (not isinstance(fleet, str) or not fleet):
+            return None
+        if type(version) is not int or type(stalls) is not int or version < 1 or stalls < 0:
+            return None
+        return cls(brand, fleet, version, after, stalls)
+
+
+@dataclass
+class PageOutcome:
+    """What one page did: cars of the scope seen (up to the cursor), patched, without the module, failed, left to
+    their fleet's own policy; the cursor after it, whether cars remain, and the car a transient failure stopped at."""
+
+    cars: int = 0
+    patched: int = 0
+    without_module: int = 0
+    failed: int = 0
+    overridden: int = 0
+    after: str = ""
+    more: bool = False
+    stopped_at: str | None = None
+
+
+async def car_page(store: DocumentStore, brand_id: str, fleet_id: str | None, after: str, size: int) -> list[Document]:
+    """The scope's registered cars after `after` in id order, at most `size`. Filtered and sorted again here, so a
+    store that evaluates only part of the query (the memory store) pages the same."""
+    from shared.telemetry.vehicle import ERASED
+
+    params: dict[str, Any] = {"@n": size, "@b": brand_id, "@after": after}
+    query = CAR_PAGE.format(fleet=" AND c.fleetId = @f" if fleet_id is not None else "")
+    if fleet_id is not None:
+        params["@f"] = fleet_id
+    found = await store.query(VEHICLES, query, params)
+    rows = [r for r in found if _in_scope(r, brand_id, fleet_id, after) and r.get("type") != ERASED]
+    return sorted(rows, key=lambda r: str(r["id"]))[:size]
+
+
+def _in_scope(row: Mapping[str, Any], brand_id: str, fleet_id: str | None, after: str) -> bool:
+    row_id = row.get("id")
+    return (
+        isinstance(row_id, str)
+        and row_id > after
+        and isinstance(row.get("vehicleId"), str)
+        and row.get("brandId") == brand_id
+        and (fleet_id is None or row.get("fleetId") == fleet_id)
+    )
+
+
+def progress_view(progress: Mapping[str, Any]) -> dict[str, Any]:
+    """A rollout as the API shows it (in a PUT's answer and with the policy)."""
+    return {
+        "version": progress.get("label"),
+        "state": progress.get("state"),
+        "cars": progress.get("cars", 0),
+        "patched": progress.get("patched", 0),
+        "withoutModule": progress.get("withoutModule", 0),
+        "failed": progress.get("failed", 0),
+        "overridden": progress.get("overridden", 0),
+        "startedAt": progress.get("startedAt"),
+        "updatedAt": progress.get("updatedAt"),
+    }

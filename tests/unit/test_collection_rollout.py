@@ -1,0 +1,189 @@
+"""A collection policy's rollout over a scope of many cars: the first page in the PUT, the rest a page per queue
+message, the progress the one cursor (shared/collection/rollout.py). Every car gets the policy once the queue is
+drained, whatever the delivery: duplicates, a newer version replacing the rollout, throttling, messages found ahead
+of the progress; and the counts match the cars."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any, Final
+
+import pytest
+
+from shared.collection.rollout import Continuation, car_page
+from shared.collection.service import CollectionService, RolloutNotReadyError
+from shared.containers import TENANCY, VEHICLES, partition_keys
+from shared.iothub.memory_gateway import MemoryIoTHubGateway
+from shared.stores.memory import MemoryDocumentStore
+from shared.stores.queues import MemoryQueue
+from tests.fleet_support import add_fleet
+
+BRAND: Final = "contoso"
+PAGE: Final = 50
+POLICY: Final[dict[str, Any]] = {"default": {"rateHz": 0.2}}
+
+
+class World:
+    def __init__(self) -> None:
+        self.store = MemoryDocumentStore(partition_keys())
+        self.gateway = MemoryIoTHubGateway()
+        self.queue = MemoryQueue()
+        self.now = dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC)
+        self.service = CollectionService(
+            self.store, self.gateway, lambda: self.now, queue=lambda: self.queue, page_size=PAGE
+        )
+
+    async def cars(self, fleet: str, count: int) -> list[str]:
+        await add_fleet(self.store, BRAND, fleet)
+        ids = [f"{fleet}-{n:04}" for n in range(count)]
+        for car in ids:
+            await self.store.create(VEHICLES, {"id": car, "vehicleId": car, "brandId": BRAND, "fleetId": fleet})
+        return ids
+
+    def version_of(self, car: str) -> str | None:
+        collection_twin = self.gateway.module_desired.get((car, "carlink"), {}).get("collection")
+        return None if collection_twin is None else str(collection_twin["version"])
+
+    async def drain(self, duplicate: bool = False) -> list[str]:
+        """Play the queue trigger until it is empty (each message twice when `duplicate`)."""
+        outcomes = []
+        while self.queue.messages:
+            outcomes += await self.deliver(duplicate)
+        return outcomes
+
+    async def deliver(self, duplicate: bool = False) -> list[str]:
+        """Play the trigger on the messages queued now (those they queue wait: delays elapse between calls)."""
+        outcomes = []
+        for body in self.queue.drain():
+            step = Continuation.decode(body)
+            assert step is not None
+            for _ in range(2 if duplicate else 1):
+                outcomes.append(await self.service.continue_rollout(step))
+        return outcomes
+
+    async def progress(self, fleet: str | None = None) -> dict[str, Any]:
+        answer = await self.service.get(BRAND, fleet)
+        push = answer["push"]
+        assert isinstance(push, dict)
+        return push
+
+
+@pytest.mark.parametrize("duplicate", [False, True])
+async def test_every_car_of_a_large_brand_gets_the_policy_a_page_per_message(duplicate: bool) -> None:
+    world = World()
+    cars = await world.cars("berlin", 3 * PAGE + 7) + await world.cars("paris", PAGE)
+    answer = await world.service.put(BRAND, None, POLICY)
+    assert answer["push"]["state"] == "running"
+    assert answer["push"]["patched"] == PAGE  # the first page, in the PUT
+    outcomes = await world.drain(duplicate)
+    assert outcomes.count("done") == 1
+    if duplicate:
+        assert set(outcomes) == {"continued", "stale", "done"}
+    assert {world.version_of(car) for car in cars} == {"brand-1"}
+    progress = await world.progress()
+    assert (progress["state"], progress["cars"], progress["patched"], progress["failed"]) == (
+        "done",
+        len(cars),
+        len(cars),
+        0,
+    )
+
+
+async def test_a_newer_version_replaces_a_running_rollout_and_every_car_ends_with_it() -> None:
+    world = World()
+    cars = await world.cars("berlin", 4 * PAGE)
+    await world.service.put(BRAND, None, POLICY)
+    old = world.queue.drain()  # the first version's continuation, delivered late
+    await world.service.put(BRAND, None, {"default": {"rateHz": 1}})
+    assert (
+        await world.service.continue_rollout(Continuation.decode(old[0]) or Continuation(BRAND, None, 1, ""))
+        == "superseded"
+    )
+    await world.drain()
+    assert {world.version_of(car) for car in cars} == {"brand-2"}
+    assert (await world.progress())["version"] == "brand-2"
+
+
+async def test_a_fleet_with_its_own_policy_is_left_alone_by_its_brands_rollout() -> None:
+    world = World()
+    berlin = await world.cars("berlin", PAGE + 3)
+    paris = await world.cars("paris", PAGE + 3)
+    await world.service.put(BRAND, "paris", {"default": {"rateHz": 2}})
+    await world.drain()
+    await world.service.put(BRAND, None, POLICY)
+    await world.drain()
+    assert {world.version_of(car) for car in berlin} == {"brand-1"}
+    assert {world.version_of(car) for car in paris} == {"fleet-1"}
+    progress = await world.progress()
+    assert (progress["cars"], progress["overridden"]) == (len(berlin), len(paris))
+
+
+async def test_throttling_delays_the_push_from_the_first_car_it_stopped_and_every_car_gets_it_once() -> None:
+    world = World()
+    cars = await world.cars("berlin", 2 * PAGE + 5)
+    throttled = set(random.Random(7).sample(cars, 12))
+    for car in throttled:
+        world.gateway.answers[car] = (429, "ThrottlingException")
+    await world.service.put(BRAND, None, POLICY)
+    rounds = 0
+    while world.queue.messages:
+        assert {delay for _, delay in world.queue.messages} <= {0, 30}
+        if rounds == 5:  # IoT Hub lets them through again
+            for car in throttled:
+                del world.gateway.answers[car]
+        await world.deliver()
+        rounds += 1
+        assert rounds < 50
+    assert {world.version_of(car) for car in cars} == {"brand-1"}
+    progress = await world.progress()
+    assert (progress["cars"], progress["patched"], progress["failed"]) == (len(cars), len(cars), 0)
+
+
+async def test_a_car_iot_hub_keeps_failing_is_counted_failed_and_the_push_goes_past_it() -> None:
+    world = World()
+    cars = await world.cars("berlin", PAGE + 5)
+    world.gateway.answers[cars[3]] = (503, "ServiceUnavailable")
+    await world.service.put(BRAND, None, POLICY)
+    await world.drain()
+    assert world.version_of(cars[3]) is None
+    assert {world.version_of(car) for car in cars if car != cars[3]} == {"brand-1"}
+    progress = await world.progress()
+    assert (progress["state"], progress["cars"], progress["patched"], progress["failed"]) == (
+        "done",
+        len(cars),
+        len(cars) - 1,
+        1,
+    )
+
+
+async def test_a_message_ahead_of_the_progress_is_retried_not_dropped() -> None:
+    world = World()
+    await world.cars("berlin", PAGE + 5)
+    ahead = Continuation(BRAND, None, 1, "berlin-0049")
+    with pytest.raises(RolloutNotReadyError):  # the PUT's progress write has not landed yet
+        await world.service.continue_rollout(ahead)
+    await world.service.put(BRAND, None, POLICY)
+    with pytest.raises(RolloutNotReadyError):
+        await world.service.continue_rollout(Continuation(BRAND, None, 2, ""))
+    assert await world.service.continue_rollout(Continuation(BRAND, None, 1, "berlin-0020")) == "stale"
+    assert await world.service.continue_rollout(ahead) == "done"
+
+
+def test_continuations_refuse_what_is_not_theirs() -> None:
+    step = Continuation(BRAND, "berlin", 3, "car-9", 2)
+    assert Continuation.decode(step.encode()) == step
+    for body in (b"", b"[]", b'{"brandId": "b"}', b'{"brandId": "", "fleetId": null, "version": 1, "after": "", '
+                 b'"stalls": 0}', b'{"brandId": "b", "fleetId": null, "version": 0, "after": "", "stalls": 0}'):  # fmt: skip
+        assert Continuation.decode(body) is None
+
+
+async def test_a_page_is_the_scopes_registered_cars_in_id_order() -> None:
+    world = World()
+    await world.cars("berlin", 5)
+    await world.store.create(VEHICLES, {"id": "gone", "vehicleId": "gone", "brandId": BRAND, "type": "erased"})
+    await world.store.create(VEHICLES, {"id": "other", "vehicleId": "other", "brandId": "fabrikam"})
+    assert [r["id"] for r in await car_page(world.store, BRAND, None, "berlin-0001", 3)] == [
+        "berlin-0002", "berlin-0003", "berlin-0004",
+    ]  # fmt: skip
+    assert await world.store.read(TENANCY, BRAND, "collection-rollout") is None
