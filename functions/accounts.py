@@ -14,8 +14,7 @@ bp = func.Blueprint()
 @bp.function_name("signin_poll")
 # Each message is one poll of one flow, invisible for the flow's `interval`; the next poll is a new message.
 # Failures raise (Cosmos, Key Vault or the identity provider's transport down): the host retries the message and
-# then moves it to `signin-poll-poison`; the flow's expiry ends it regardless (auth.status says expired), but for a
-# flow whose code was redeemed: its retry (or the car asking again) finishes it, or ends it failed after an hour.
+# then moves it to `signin-poll-poison`; the flow's expiry ends it regardless (auth.status says expired).
 @bp.queue_trigger(arg_name="msg", queue_name=SIGNIN_POLL_QUEUE, connection="AzureWebJobsStorage")
 async def signin_poll(msg: func.QueueMessage) -> None:
     from shared.accounts.runtime import run_poll

@@ -55,7 +55,6 @@ class ScriptedIdentity(Identity):
         )
         self.refreshes = 0
         self.refresh_error: Exception | None = None
-        self.redeemed: list[str] = []  # device codes that brought tokens: as at Entra, each only once
 
     async def start(self, authority: str, scopes: Sequence[str]) -> dict[str, Any]:
         self.started += 1
@@ -70,11 +69,8 @@ class ScriptedIdentity(Identity):
 
     async def poll(self, authority: str, flow: dict[str, Any]) -> PollOutcome:
         self.polls.append(flow["device_code"])
-        if flow["device_code"] in self.redeemed:  # Entra refuses a code that already brought tokens
-            return PollOutcome("failed", flow, error="invalid_grant")
         status = self.answers.pop(0) if self.answers else "pending"
         if status == "signed_in":
-            self.redeemed.append(flow["device_code"])
             return PollOutcome("signed_in", flow, self.account, f"{self.account.object_id}.{self.account.tenant_id}")
         if status == "slow_down":
             return PollOutcome("slow_down", {**flow, "interval": flow["interval"] + 5})

@@ -15,19 +15,10 @@ On success the account's MSAL cache is sealed (shared/accounts/vault.py) into th
 the profile becomes active, the driver becomes the car's driver (the vehicle document's `driver`, as a company
 link does), the driver's consent to the calendar is recorded (channel `car_screen`), and the calendar sync runs
 as for any driver: through the driver's own token (shared/graph/access.py).
-
-A device code is redeemed once: asked again, the provider refuses it (`invalid_grant`, `bad_verification_code`)
-and the sign-in would be lost. So the first write after the token response records it on the flow (who signed
-in, the cache sealed for the account; the sealed device code goes), still under the poll's lease and etag
-condition, and the flow stays `pending` with that record until the completion's last step marks it `signed_in`.
-Every step in between is idempotent (the same ids, times taken from the record), so a completion cut short
-anywhere (a store, Key Vault or IoT Hub failure, a crash) is finished by the poll message's retry from the record,
-never by a second redemption.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -41,14 +32,14 @@ import orjson
 from shared.accounts import profiles as P
 from shared.accounts.authority import vet_authority
 from shared.accounts.identity import Identity, IdentityUnavailableError, PollOutcome
-from shared.accounts.ids import PROFILE, SIGNIN_SCOPES, Capabilities, account_type
+from shared.accounts.ids import PROFILE, SIGNIN_SCOPES, SignedInAccount, account_type
 from shared.calendar.agenda import clear_module_agenda
 from shared.calendar.documents import ACCOUNT_DOC_ID as ACCOUNT_ID
 from shared.calendar.documents import DRIVER_ID, KIND_DRIVER, SYNC_STATE_ID
 from shared.calendar.jobs import SyncJob, SyncQueue
-from shared.containers import CALENDARS, VEHICLES
+from shared.containers import CALENDARS
 from shared.device_messages import canonical_time, safe_id
-from shared.errors import FleetError, PermanentError, PreconditionFailedError, StoreError, UnknownResourceError
+from shared.errors import FleetError, PreconditionFailedError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
 from shared.observability.metrics import add
 from shared.requests.contract import Reply
@@ -65,11 +56,6 @@ LEASE_SECONDS: Final = 60
 MAX_REQUEST_IDS: Final = 5  # requests answered when a pending flow ends (a car that asked again after a restart)
 SLOW_DOWN_SECONDS: Final = 5
 RESPONSE_TYPE: Final = "response"
-# Waits between tries of the redemption's record (sealing and writing it): until it is written the tokens exist
-# only in this process, so a transient Key Vault or Cosmos DB failure there is retried here, within the lease.
-RECORD_RETRY_SECONDS: Final = (1.0, 2.0, 4.0, 8.0)
-# A redeemed flow whose completion keeps failing (a bug, a permanent refusal) stops being retried after this.
-COMPLETION_WINDOW: Final = dt.timedelta(hours=1)
 
 
 class SigninDisabledError(FleetError):
@@ -303,8 +289,6 @@ class AccountService:
         if not claimed:
             return await self._skip(message, doc, now)
         flow = claimed[0]
-        if isinstance(flow.get("redeemed"), dict):  # a completion cut short: finish it, never redeem again
-            return await self._resume_completion(message, flow, reply, now)
         if canonical_time(now) >= flow["expiresAt"]:
             await self._end(message, "expired", reply)
             add("carlink.accounts.signins", 1, {"outcome": "expired"})
@@ -325,12 +309,7 @@ class AccountService:
             await self._next(message, interval, interval)
             return outcome.status
         if outcome.status == "signed_in":
-            recorded = await self._record_redemption(message, outcome)
-            if recorded is None:  # the profile was signed out or restarted meanwhile: the car takes no account
-                log.info("sign-in flow %s: signed in after the flow went; the tokens are dropped", message.flow_id)
-                return "skipped"
-            if not await self._complete(message, recorded, reply):
-                return "skipped"
+            await self._complete(message, flow, outcome, reply)
             add("carlink.accounts.signins", 1, {"outcome": "signed_in"})
             return "signed_in"
         log.info("sign-in flow %s ended: %s (%s)", message.flow_id, outcome.status, outcome.error)
@@ -399,8 +378,8 @@ class AccountService:
             if not isinstance(flow, dict) or flow.get("flowId") != message.flow_id or flow.get("state") != P.PENDING:
                 return
             flow.update({"state": state, "endedAt": canonical_time(self.clock())})
-            for key in ("sealed", "redeemed", "linked", "leaseUntil"):  # no device code or tokens kept
-                flow.pop(key, None)
+            flow.pop("sealed", None)  # the device code is of no use any more
+            flow.pop("leaseUntil", None)
             if entry.get("state") == P.PENDING:
                 entry.pop("state", None)
             ended.append(dict(flow))
@@ -425,219 +404,95 @@ class AccountService:
             await reply(message.vehicle_id, request_id, body)
         await self._push_twin(message.vehicle_id, doc)
 
-    async def _record_redemption(self, message: PollMessage, outcome: PollOutcome) -> dict[str, Any] | None:
-        """The token response, recorded on the flow before anything else (the completion's first step): who signed
-        in and the cache sealed for the account; the device code goes. The flow as recorded, None when it is gone.
-        Tried again here on transient failures: until this write lands the tokens exist only in this process."""
+    async def _complete(self, message: PollMessage, flow: dict[str, Any], outcome: PollOutcome, reply: Replier) -> None:
         account = outcome.account
         assert account is not None
-        record: dict[str, Any] = {
-            "accountId": account.id,
-            "tenantId": account.tenant_id,
-            "objectId": account.object_id,
-            "homeAccountId": outcome.home_account_id or f"{account.object_id}.{account.tenant_id}",
-            "username": account.username,
-            "name": account.name,
-            "scopes": sorted(account.scopes),
-            "at": canonical_time(self.clock()),
-        }
-        recorded: list[dict[str, Any]] = []
+        now = canonical_time(self.clock())
+        sealed = await self.vault.seal(account.token_cache, account.id)
+        stored = await self._store_account(account, outcome.home_account_id, flow["authority"], sealed, message, now)
+        previous: list[str | None] = [None]
+        done: list[dict[str, Any]] = []
+        moved: list[str] = []  # other profiles of this car that held the account: it holds one profile per car
 
-        def redeem(doc: Document) -> None:
-            recorded.clear()
-            mine = (doc["profiles"].get(message.profile) or {}).get("flow")
-            if not isinstance(mine, dict) or mine.get("flowId") != message.flow_id or mine.get("state") != P.PENDING:
+        def sign_in(doc: Document) -> None:
+            done.clear()
+            moved.clear()
+            entry = doc["profiles"].setdefault(message.profile, {})
+            mine = entry.get("flow")
+            if not isinstance(mine, dict) or mine.get("flowId") != message.flow_id:
                 return
-            mine.setdefault("redeemed", record)  # a write that landed unbeknown to us (a timeout) keeps its own
+            previous[0] = entry.get("accountId")
+            for other, held in list(doc["profiles"].items()):
+                if other != message.profile and isinstance(held, dict) and held.get("accountId") == account.id:
+                    del doc["profiles"][other]  # its name and username would stay on the car, signed in nowhere
+                    moved.append(other)
+            mine.update({"state": P.SIGNED_IN, "endedAt": now})
             mine.pop("sealed", None)
-            mine["leaseUntil"] = canonical_time(self.clock() + dt.timedelta(seconds=LEASE_SECONDS))
-            recorded.append(dict(mine))
+            mine.pop("leaseUntil", None)
+            entry.update(_profile_entry(account, now, flow.get("timeZone")))
+            doc["active"] = message.profile
+            done.append(dict(mine))
 
-        for wait in (*RECORD_RETRY_SECONDS, None):
-            try:
-                if "tokenCache" not in record:
-                    record["tokenCache"] = await self.vault.seal(account.token_cache, account.id)
-                await P.update(self.store, message.vehicle_id, redeem)
-                return recorded[0] if recorded else None
-            except StoreError as exc:  # Key Vault's KeyUnavailableError is one too
-                if wait is None or isinstance(exc, PermanentError):
-                    raise
-                log.warning("sign-in flow %s: recording the sign-in failed, retrying: %s", message.flow_id, exc)
-                await asyncio.sleep(wait)
-        raise AssertionError("unreachable")
-
-    async def _resume_completion(
-        self, message: PollMessage, flow: dict[str, Any], reply: Replier, now: dt.datetime
-    ) -> str:
-        """A redeemed flow claimed again: its completion was cut short. Finished from the record; after
-        COMPLETION_WINDOW of failing (a bug, a permanent refusal) ended `failed` instead, and what it did is undone
-        as a sign-out does, so the car is not left half signed in and nothing retries forever."""
-        at = dt.datetime.fromisoformat(str(flow["redeemed"]["at"]))
-        if now >= at + COMPLETION_WINDOW:
-            log.error("sign-in flow %s: completion kept failing since %s; given up", message.flow_id, at)
-            link = flow.get("linked")
-            await self._end(message, "failed", reply)
-            if isinstance(link, dict):  # the profile took the account (and dropped the one it held)
-                if link.get("replaced"):
-                    await self._detach(message.vehicle_id, str(link["replaced"]))
-                await self.sign_out(message.vehicle_id, message.profile, only=str(flow["redeemed"]["accountId"]))
-            add("carlink.accounts.signins", 1, {"outcome": "failed"})
-            return "failed"
-        log.info("sign-in flow %s: resuming its completion", message.flow_id)
-        if not await self._complete(message, flow, reply):
-            return "skipped"
-        add("carlink.accounts.signins", 1, {"outcome": "signed_in"})
-        return "signed_in"
-
-    async def _complete(self, message: PollMessage, flow: dict[str, Any], reply: Replier) -> bool:
-        """The steps after the redemption's record, each idempotent, the flow ending `signed_in` last: cut short
-        anywhere, the retry runs them again from the record (see the module docstring). False when the car does
-        not take the account (its profile was signed out or restarted meanwhile)."""
-        record: dict[str, Any] = flow["redeemed"]
-        account_id, tenant_id = str(record["accountId"]), str(record["tenantId"])
-        vehicle_id, profile, time_zone = message.vehicle_id, message.profile, flow.get("timeZone")
-        linked = await self._link(message, record, time_zone)
-        if linked is None:  # signed out or restarted since the redemption, before the account was stored
-            return False
-        mine, doc = linked
-        link = mine["linked"]
-        stored = await self._store_account(message, record, str(flow["authority"]))
-        if link.get("replaced"):
-            await self._detach(vehicle_id, str(link["replaced"]))
-        if doc.get("active") == profile:  # not if another profile was chosen since (it drives the car then)
-            try:
-                await self._activate(vehicle_id, profile, stored, time_zone, before=link.get("driver"))
-            except UnknownResourceError:  # the car is gone (erased): nothing to drive
-                log.info("sign-in flow %s: the car is no longer registered", message.flow_id)
-        await self._record_consent(vehicle_id, account_id, tenant_id, flow.get("termsVersion"), mine)
+        doc = await P.update(self.store, message.vehicle_id, sign_in)
+        if not done:  # the profile was signed out or restarted meanwhile: this car does not take the account
+            await self._detach(message.vehicle_id, account.id)
+            return
+        if previous[0] and previous[0] != account.id:
+            await self._detach(message.vehicle_id, str(previous[0]))
+        await self._activate(message.vehicle_id, message.profile, stored, flow.get("timeZone"))
+        await self._record_consent(message.vehicle_id, account, flow.get("termsVersion"), done[0])
         body = {
             "status": "ok",
-            "signin": P.flow_view({**mine, "state": P.SIGNED_IN}, profile),
-            "account": P.profile_view(_profile_entry(record, time_zone)),
+            "signin": P.flow_view(done[0], message.profile),
+            "account": P.profile_view(doc["profiles"][message.profile]),
         }
-        for request_id in mine.get("requestIds", []):
-            await reply(vehicle_id, request_id, body)
-        removed = tuple(link.get("moved") or ())
-        await self._push_twin(vehicle_id, await P.read(self.store, vehicle_id), removed)
-        if not await self._finish(message, account_id, str(record["at"])):
-            await self._detach(vehicle_id, account_id)
-            await self._push_twin(vehicle_id, await P.read(self.store, vehicle_id), removed)
-            return False
-        log.info("sign-in flow %s: signed in (%s account)", message.flow_id, account_type(tenant_id))
-        return True
+        for request_id in done[0].get("requestIds", []):
+            await reply(message.vehicle_id, request_id, body)
+        await self._push_twin(message.vehicle_id, doc, removed=tuple(moved))
+        log.info("sign-in flow %s: signed in (%s account)", message.flow_id, account.type)
 
-    async def _link(
-        self, message: PollMessage, record: Mapping[str, Any], time_zone: str | None
-    ) -> tuple[dict[str, Any], Document] | None:
-        """The profile takes the account and becomes the active one; an account holds one profile per car, so
-        another profile of this car holding it goes. Done once: the flow records what it replaced (the profile's
-        account, the profiles removed, the car's driver before), so a retry detaches and hands over the same.
-        The flow and the profiles, or None when the flow is gone or already finished."""
-        account_id = str(record["accountId"])
-        vehicle = await self.store.read(VEHICLES, message.vehicle_id, safe_id(message.vehicle_id))
-        driver = (vehicle.document.get("driver") if vehicle else None) or {}
-        before = None
-        if isinstance(driver, dict) and driver.get("userId") and driver["userId"] != account_id:
-            before = {"userId": driver["userId"], "profile": driver.get("profile")}
-        linked: list[dict[str, Any]] = []
-
-        def link(doc: Document) -> None:
-            linked.clear()
-            entry = doc["profiles"].get(message.profile)
-            mine = entry.get("flow") if isinstance(entry, dict) else None
-            if not isinstance(mine, dict) or mine.get("flowId") != message.flow_id or "redeemed" not in mine:
-                return
-            if "linked" not in mine:
-                assert isinstance(entry, dict)
-                previous = entry.get("accountId")
-                moved = [
-                    other
-                    for other, held in doc["profiles"].items()
-                    if other != message.profile and isinstance(held, dict) and held.get("accountId") == account_id
-                ]
-                for other in moved:  # its name and username would stay on the car, signed in nowhere
-                    del doc["profiles"][other]
-                entry.update(_profile_entry(record, time_zone))
-                doc["active"] = message.profile
-                replaced = previous if previous and previous != account_id else None
-                mine["linked"] = {"replaced": replaced, "moved": moved, "driver": before}
-            linked.append(dict(mine))
-
-        doc = await P.update(self.store, message.vehicle_id, link)
-        return (linked[0], doc) if linked else None
-
-    async def _finish(self, message: PollMessage, account_id: str, at: str) -> bool:
-        """The last step: the flow is `signed_in` and its record (the sealed cache) goes. False when the flow is
-        gone (the profile was signed out meanwhile) and no profile of the car holds the account: the caller
-        detaches it, as the car does not take it."""
-        found: list[bool] = []
-
-        def finish(doc: Document) -> None:
-            found.clear()
-            held = any(isinstance(e, dict) and e.get("accountId") == account_id for e in doc["profiles"].values())
-            mine = (doc["profiles"].get(message.profile) or {}).get("flow")
-            if isinstance(mine, dict) and mine.get("flowId") == message.flow_id:
-                if mine.get("state") == P.PENDING:
-                    mine.update({"state": P.SIGNED_IN, "endedAt": at})
-                    for key in ("sealed", "redeemed", "linked", "leaseUntil"):
-                        mine.pop(key, None)
-                found.append(True)
-            elif held:
-                found.append(True)
-
-        await P.update(self.store, message.vehicle_id, finish)
-        return bool(found)
-
-    async def _store_account(self, message: PollMessage, record: Mapping[str, Any], authority: str) -> Document:
-        """The account's document lists the car (since the redemption). A retry leaves the cache it stored then:
-        a refresh since may have rotated it."""
-        account_id, tenant_id = str(record["accountId"]), str(record["tenantId"])
-        kind = account_type(tenant_id)
-        here = {"profile": message.profile, "since": record["at"]}
-
+    async def _store_account(
+        self,
+        account: SignedInAccount,
+        home: str | None,
+        authority: str,
+        sealed: dict[str, Any],
+        message: PollMessage,
+        now: str,
+    ) -> Document:
         def put(stored: Document | None) -> Document:
-            doc: Document = strip_system_properties(stored) if stored else {"id": ACCOUNT_ID, "userId": account_id}
+            doc: Document = strip_system_properties(stored) if stored else {"id": ACCOUNT_ID, "userId": account.id}
             cars = dict(doc.get("cars") or {})
-            again = cars.get(message.vehicle_id) == here and doc.get("tokenCache")
-            cars[message.vehicle_id] = here
+            cars[message.vehicle_id] = {"profile": message.profile, "since": now}
             doc.update(
                 {
                     "kind": KIND_ACCOUNT,
-                    "tenantId": tenant_id,
-                    "objectId": record["objectId"],
-                    "homeAccountId": record["homeAccountId"],
-                    "username": record["username"],
-                    "name": record["name"],
-                    "type": kind,
-                    "scopes": list(record["scopes"]),
-                    "capabilities": Capabilities.of(kind, frozenset(record["scopes"])).as_dict(),
+                    "tenantId": account.tenant_id,
+                    "objectId": account.object_id,
+                    "homeAccountId": home or f"{account.object_id}.{account.tenant_id}",
+                    "username": account.username,
+                    "name": account.name,
+                    "type": account.type,
+                    "scopes": sorted(account.scopes),
+                    "capabilities": account.capabilities.as_dict(),
                     "authority": authority,
                     "state": P.SIGNED_IN,
-                    "tokenCache": doc["tokenCache"] if again else record["tokenCache"],
+                    "tokenCache": sealed,
                     "cars": cars,
-                    "updatedAt": record["at"],
+                    "updatedAt": now,
                 }
             )
             return doc
 
-        return await update_document(self.store, CALENDARS, account_id, ACCOUNT_ID, put)
+        return await update_document(self.store, CALENDARS, account.id, ACCOUNT_ID, put)
 
     async def _account(self, account_id: str) -> Document | None:
         stored = await self.store.read(CALENDARS, account_id, ACCOUNT_ID)
         return strip_system_properties(stored.document) if stored else None
 
-    async def _activate(
-        self,
-        vehicle_id: str,
-        profile: str,
-        account: Document,
-        time_zone: str | None,
-        before: Mapping[str, Any] | None = None,
-    ) -> None:
+    async def _activate(self, vehicle_id: str, profile: str, account: Document, time_zone: str | None) -> None:
         """The account becomes the car's driver: the vehicle document's `driver` (what requests, consent and the
-        calendar sync read) and the account's driver document lists this car among those its agenda goes to.
-        `before`: the driver a sign-in found when it linked the profile; a retry finds its own account driving
-        (its first try wrote that), and hands over from `before` again (each hand-over step is idempotent)."""
+        calendar sync read) and the account's driver document lists this car among those its agenda goes to."""
         account_id = str(account["userId"])
         previous: list[Any] = [None, None]  # the driver, the brand
 
@@ -663,8 +518,6 @@ class AccountService:
 
         await update_vehicle(self.store, vehicle_id, drive)
         old = previous[0] if isinstance(previous[0], dict) else None
-        if before and (old or {}).get("userId") == account_id:
-            old = dict(before)
         if old and old.get("userId") and old["userId"] != account_id:
             from shared.drivers.link import drop_driver_membership
 
@@ -762,16 +615,15 @@ class AccountService:
         await leave_car(self.store, self.sync_queue, account_id, vehicle_id)
 
     async def _record_consent(
-        self, vehicle_id: str, account_id: str, tenant_id: str, terms_version: str | None, flow: Mapping[str, Any]
+        self, vehicle_id: str, account: SignedInAccount, terms_version: str | None, flow: Mapping[str, Any]
     ) -> None:
-        """The sign-in is the driver's consent to the car showing their calendar, given at the car's screen
-        (recorded once: the same decision again records nothing)."""
+        """The sign-in is the driver's consent to the car showing their calendar, given at the car's screen."""
         from shared.privacy.consent import Actor, decision
 
         service = self._consent_service()
         categories = dict.fromkeys(sorted(service.catalogue.governed_by("calendar")), True)
         request_ids = flow.get("requestIds") or [None]
-        actor = Actor("driver", account_id, tenant_id)
+        actor = Actor("driver", account.id, account.tenant_id)
         wanted = decision(categories, "car_screen", terms_version, actor, request_ids[0], terms_required=False)
         try:
             await service.record(vehicle_id, wanted)
@@ -934,11 +786,7 @@ def _holder(entry: Any) -> tuple[str, str] | None:
 
 
 def _pending(flow: Mapping[str, Any], now: dt.datetime) -> bool:
-    """Under way: not expired, or redeemed already (its completion is to be finished, whatever the code's expiry;
-    a new flow must not replace it)."""
-    if flow.get("state") != P.PENDING:
-        return False
-    return "redeemed" in flow or str(flow.get("expiresAt", "")) > canonical_time(now)
+    return flow.get("state") == P.PENDING and str(flow.get("expiresAt", "")) > canonical_time(now)
 
 
 def _expire_view(flow: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
@@ -948,16 +796,14 @@ def _expire_view(flow: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
     return flow
 
 
-def _profile_entry(record: Mapping[str, Any], time_zone: str | None) -> dict[str, Any]:
-    """A profile holding the account of a redemption's record (`since` the redemption: the same on a retry)."""
-    kind = account_type(str(record["tenantId"]))
+def _profile_entry(account: SignedInAccount, now: str, time_zone: str | None) -> dict[str, Any]:
     return {
-        "accountId": record["accountId"],
+        "accountId": account.id,
         "state": P.SIGNED_IN,
-        "name": record["name"],
-        "username": record["username"],
-        "type": kind,
-        "capabilities": Capabilities.of(kind, frozenset(record["scopes"])).as_dict(),
-        "since": record["at"],
+        "name": account.name,
+        "username": account.username,
+        "type": account_type(account.tenant_id),
+        "capabilities": account.capabilities.as_dict(),
+        "since": now,
         "timeZone": time_zone,
     }

@@ -234,17 +234,6 @@ async def test_a_personal_account_gets_the_calendar_but_never_teams(oidc: LocalO
         "Calendars.Read", "Mail.Send"}  # fmt: skip
 
 
-async def test_a_device_code_brings_tokens_once(oidc: LocalOidcProvider) -> None:
-    """Why the backend records a sign-in's token response before anything else (shared/accounts/service.py): asked
-    again, the code that brought the tokens is refused, so a completion that polled again would lose the sign-in."""
-    app = msal_app(oidc)
-    flow, _ = await signed_in(oidc, app, "ada@outlook.example")
-    await asyncio.sleep(oidc.device_poll_interval_seconds)
-    again = poll(app, flow)
-    assert "access_token" not in again
-    entra_error(again, "bad_verification_code", 70018)  # the backend ends the flow `failed` on it
-
-
 async def test_declining_ends_the_flow(oidc: LocalOidcProvider) -> None:
     app = msal_app(oidc)
     flow = start(app)
