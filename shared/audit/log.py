@@ -16,15 +16,16 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shared.auth.access import Access
 from shared.auth.policy import Requirement
 from shared.auth.principal import Principal
 from shared.containers import AUDIT, VEHICLES
+from shared.errors import NotFoundError
 from shared.device_messages import canonical_time, safe_id
-from shared.settings import declared
+from shared.settings import number_setting
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 
@@ -46,7 +47,7 @@ def utcnow() -> dt.datetime:
 class AuditLog:
     store: DocumentStore
     clock: Callable[[], dt.datetime] = utcnow
-    retention_days: int = int(declared("AUDIT_RETENTION_DAYS").default or 0)
+    retention_days: int = field(default_factory=lambda: int(number_setting("AUDIT_RETENTION_DAYS")))
 
     async def record(
         self,
@@ -62,10 +63,13 @@ class AuditLog:
         principal = who.principal if isinstance(who, Access) else who
         brand = who.resource.brand_id if isinstance(who, Access) else None
         brand = brand or path_params.get("brandId") or await self._brand_of(path_params.get("vehicleId"))
+        now = self.clock()
         entry: Document = {
             "id": str(uuid.uuid4()),
             "brandId": brand or PLATFORM,
-            "at": canonical_time(self.clock()),
+            "at": canonical_time(now),
+            # when it goes, fixed at write time: a rewrite (erasure) keeps it whatever the setting is by then
+            "expiresAt": canonical_time(now + dt.timedelta(days=self.retention_days)),
             "action": route_name,
             "permission": requirement.permission.value if requirement.permission else None,
             "resource": {k: str(v)[:MAX_PARAM] for k, v in path_params.items() if k in RESOURCE_PARAMS},
@@ -102,34 +106,54 @@ class AuditLog:
             partition_key=brand_id,
             match=lambda d: d.get("brandId") == brand_id,
         )
-        items = [{k: v for k, v in d.items() if not k.startswith("_")} for d in page.items]
+        items = [{k: v for k, v in d.items() if not k.startswith("_") and k != "ttl"} for d in page.items]
         return {"items": items, "continuationToken": page.token}
 
     async def forget_driver(self, user_id: str) -> int:
         """Right to erasure: the driver's object id leaves every entry (as actor or as resource); the entries
-        stay, so the record of what was done remains. Cross-partition, rare."""
+        stay, so the record of what was done remains. Cross-partition, rare. Also in an older deployment's `audit`
+        container while it exists (shared/audit/migrate.py), so what the migration copies later is scrubbed."""
+        from shared.audit.migrate import LEGACY
+
         changed = 0
-        for field in ("actor.objectId", "resource.userId", "resource.principalId"):
-            query = f"SELECT * FROM c WHERE c.{field} = @u"  # noqa: S608 - fixed paths
-            for doc in await self.store.query(AUDIT, query, {"@u": user_id}):
+        for container in (AUDIT, LEGACY):
+            try:
+                changed += await self._forget_in(container, user_id)
+            except (NotFoundError, KeyError):  # no such container: a deployment made after the change
+                if container == AUDIT:
+                    raise
+        return changed
+
+    async def _forget_in(self, container: str, user_id: str) -> int:
+        changed = 0
+        for path in ("actor.objectId", "resource.userId", "resource.principalId"):
+            query = f"SELECT * FROM c WHERE c.{path} = @u"  # noqa: S608 - fixed paths
+            for doc in await self.store.query(container, query, {"@u": user_id}):
                 entry = {k: v for k, v in doc.items() if not k.startswith("_")}
                 if _scrub(entry, user_id):
-                    entry["ttl"] = max(1, self.remaining_ttl(entry))  # a rewrite restarts the ttl: keep the expiry
-                    await self.store.upsert(AUDIT, entry)
+                    if container == AUDIT:  # a rewrite restarts the ttl: given what is left, the expiry kept
+                        entry["ttl"] = max(1, self.remaining_ttl(entry))
+                    await self.store.upsert(container, entry)
                     changed += 1
         return changed
 
     def remaining_ttl(self, entry: Mapping[str, Any]) -> int:
-        """Seconds left of the entry's retention, counted from its `at` (a rewrite's ttl counts from the rewrite, so
-        it is given this); 0 or less once it is over. An entry without a readable time gets the whole retention."""
+        """Seconds left of the entry's retention (a rewrite's ttl counts from the rewrite, so it is given this): to
+        its `expiresAt`, or for an entry written before there was one (the migration's), to its `at` plus the
+        retention; 0 or less once it is over. An entry without a readable time gets the whole retention."""
         retention = self.retention_days * DAY_SECONDS
         try:
-            written = dt.datetime.fromisoformat(str(entry["at"]))
+            if "expiresAt" in entry:
+                ends = _utc(dt.datetime.fromisoformat(str(entry["expiresAt"])))
+            else:
+                ends = _utc(dt.datetime.fromisoformat(str(entry["at"]))) + dt.timedelta(seconds=retention)
         except (KeyError, ValueError):
             return retention
-        if written.tzinfo is None:
-            written = written.replace(tzinfo=dt.UTC)
-        return min(retention, retention - int((self.clock() - written).total_seconds()))
+        return int((ends - self.clock()).total_seconds())
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def _actor(principal: Principal | None) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ delete once the copy is checked.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
 from dataclasses import asdict, dataclass
 from typing import Final
@@ -23,6 +24,7 @@ import orjson
 
 from shared.audit.log import AuditLog
 from shared.containers import AUDIT
+from shared.device_messages import canonical_time
 from shared.errors import ConflictError, NotFoundError
 from shared.stores.base import DocumentStore
 from shared.stores.paging import keyset_page
@@ -65,6 +67,7 @@ async def copy_legacy(store: DocumentStore, log: AuditLog, source: str = LEGACY)
                 result.expired += 1
                 continue
             entry["ttl"] = remaining
+            entry.setdefault("expiresAt", canonical_time(log.clock() + dt.timedelta(seconds=remaining)))
             try:
                 await store.create(AUDIT, entry)
             except ConflictError:

@@ -57,7 +57,10 @@ async def test_a_brands_log_is_read_by_its_prefix_and_erasure_rewrites_by_the_fu
     assert len(ids) == len(set(ids)) == 5
     assert rest["continuationToken"] is None
     assert {e["brandId"] for e in first["items"] + rest["items"]} == {brand}
-    assert all(e["ttl"] == 30 * DAY_SECONDS for e in first["items"])
+    assert all("ttl" not in e and e["expiresAt"] > e["at"] for e in first["items"])
+    stored_first = await cosmos_store.read(AUDIT, brand, first["items"][0]["id"])  # a point read: the full key
+    assert stored_first is not None
+    assert stored_first.document["ttl"] == 30 * DAY_SECONDS
     if local_cosmos_proxy is not None:  # the SDK sent them by the brand prefix, not across every partition
         assert local_cosmos_proxy.stats["prefix-query"] > prefix_queries
 
@@ -67,7 +70,9 @@ async def test_a_brands_log_is_read_by_its_prefix_and_erasure_rewrites_by_the_fu
     assert stored.document["brandId"] == brand
     erased = [e for e in (await log.page(brand, limit=10, token=None))["items"] if e["actor"]["objectId"] == "erased"]
     assert len(erased) == 1
-    assert 0 < erased[0]["ttl"] <= 30 * DAY_SECONDS
+    rewritten = await cosmos_store.read(AUDIT, brand, erased[0]["id"])
+    assert rewritten is not None
+    assert 0 < rewritten.document["ttl"] <= 30 * DAY_SECONDS
     assert await cosmos_store.delete(AUDIT, other, (await log.page(other, limit=1, token=None))["items"][0]["id"])
 
 
@@ -99,4 +104,7 @@ async def test_an_older_deployments_audit_container_is_copied_over(
     assert (first.copied, first.expired, again.copied, again.present) == (3, 1, 0, 3)  # 30 days old: expired
     copied = (await log.page(brand, limit=10, token=None))["items"]
     assert sorted(e["id"] for e in copied) == [f"{brand}-{n}" for n in range(3)]
-    assert all(0 < e["ttl"] <= 30 * DAY_SECONDS for e in copied)
+    for entry in copied:
+        stored = await cosmos_store.read(AUDIT, brand, entry["id"])
+        assert stored is not None
+        assert 0 < stored.document["ttl"] <= 30 * DAY_SECONDS

@@ -53,23 +53,40 @@ async def test_an_entry_expires_after_the_retention() -> None:
     assert default == int(declared("AUDIT_RETENTION_DAYS").default or 0) == 400
 
 
-async def test_a_drivers_erasure_keeps_each_entrys_expiry() -> None:
+async def test_a_drivers_erasure_keeps_each_entrys_expiry_whatever_the_setting_is_by_then() -> None:
     clock = Clock()
     store = MemoryDocumentStore(partition_keys())
-    log = AuditLog(store, clock=clock, retention_days=30)
-    await _record(log, "driver-1")
+    await _record(AuditLog(store, clock=clock, retention_days=30), "driver-1")
     clock.now = T0 + dt.timedelta(days=10, hours=6)
-    assert await log.forget_driver("driver-1") == 1
+    erasure = AuditLog(store, clock=clock)  # as the erasure service makes it: the setting's value (400 here)
+    assert erasure.retention_days == 400
+    assert await erasure.forget_driver("driver-1") == 1
     (entry,) = store.documents(AUDIT)
     assert entry["actor"]["objectId"] == "erased"
-    # A rewrite restarts Cosmos DB's ttl clock: the entry is given what was left, not 30 days again.
+    # A rewrite restarts Cosmos DB's ttl clock: the entry is given what was left of its own 30 days.
     assert entry["ttl"] == 30 * DAY_SECONDS - (10 * DAY_SECONDS + 6 * 3600)
+    assert entry["expiresAt"] == "2026-02-09T12:00:00.000Z"
+    page = await erasure.page("contoso", 10, None)
+    assert "ttl" not in page["items"][0]  # Cosmos DB's bookkeeping, not what the entry says
     clock.now = T0 + dt.timedelta(days=31)
-    await _record(log, "driver-2")
+    await _record(AuditLog(store, clock=clock, retention_days=30), "driver-2")
     entry = next(e for e in store.documents(AUDIT) if e["actor"]["objectId"] == "driver-2")
     clock.now = T0 + dt.timedelta(days=70)  # past its expiry, the local store having kept it: still a valid ttl
-    assert await log.forget_driver("driver-2") == 1
+    assert await erasure.forget_driver("driver-2") == 1
     assert next(e for e in store.documents(AUDIT) if e["id"] == entry["id"])["ttl"] == 1
+
+
+async def test_an_erasure_before_the_migration_scrubs_the_old_container_too() -> None:
+    clock = Clock()
+    store = MemoryDocumentStore({**partition_keys(), LEGACY: "/brandId"})
+    log = AuditLog(store, clock=clock, retention_days=30)
+    old = {"id": "e1", "brandId": "contoso", "at": "2026-01-09T12:00:00.000000Z", "actor": {"objectId": "driver-1"}}
+    await store.create(LEGACY, old)
+    assert await log.forget_driver("driver-1") == 1
+    await copy_legacy(store, log)
+    (copied,) = store.documents(AUDIT)
+    assert copied["actor"]["objectId"] == "erased"  # the copy cannot bring the erased id back
+    assert copied["expiresAt"] == "2026-02-08T12:00:00.000Z"
 
 
 async def test_the_migration_copies_old_entries_with_what_is_left_of_their_retention(
