@@ -3,13 +3,16 @@ first page, then one queue message per page (`collection-rollout`), so a brand o
 an HTTP request that would time out, and IoT Hub's throttling delays the push instead of failing cars.
 
 The rollout's progress is a document of its own in `tenancy` (`collection-rollout[:fleet:{id}]`): the policy version
-it pushes, the cursor (the last car id done, keyset order) and the counts. A continuation message names the version
-and the cursor it continues from, and is acted on only when they are the document's: a duplicate delivery, or one
-for a version a newer PUT replaced, changes nothing. The next message is queued before the progress is written (a
-failed write then leaves a message for the same cursor, never none); a message found ahead of the progress (its
-write not landed yet) is retried by the host. A car IoT Hub throttles (or fails transiently) stops the page's cursor
-before it: the next message, delayed, starts there (after MAX_STALLS in a row at the same car it is counted failed).
-Patching a car twice with the same policy is harmless, and the counts move only with the cursor.
+it pushes, its step (pages done), the cursor (the last car id done, keyset order) and the counts. A message carries
+the step it is to do, and acts only when that is the progress's: each step is written (etag-conditional) before the
+next message is sent, so of two copies of a message running at once one writes and sends, the other patched the
+same cars again (harmless: the same policy) and stops; a copy of the step before sends the current step's message
+again (the first sending may have been lost with a crash), which is then a duplicate like any other; anything older,
+or for a version a newer PUT replaced, changes nothing. A car IoT Hub throttles (or fails transiently) stops the page
+there: no new patch is sent, the cursor stays before that car, and the next message starts with it after a delay
+that doubles while the same car keeps stopping it (after MAX_STALLS it is counted failed and the push goes on).
+The counts move only with the cursor. A rollout whose message reached the poison queue (Cosmos DB or the queue down
+for minutes) stays `running`: PUT the policy again.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from shared.stores.base import Document, DocumentStore
 
 COLLECTION_ROLLOUT_QUEUE: Final = "collection-rollout"
 ROLLOUT_KIND: Final = "collectionRollout"
-THROTTLED_DELAY_SECONDS: Final = 30  # before a page stopped by throttling starts again
-MAX_STALLS: Final = 20  # pages in a row stopped at the same car before it is counted failed (~10 min)
+THROTTLED_DELAY_SECONDS: Final = 30  # before a page stopped by throttling starts again (doubled per stall, to 8 min)
+MAX_STALLS: Final = 8  # pages in a row stopped at the same car before it is counted failed (~40 min)
 RUNNING, DONE = "running", "done"
 
 # brandId first in the ORDER BY though fixed: served by the composite index (brandId, id) (shared/cost/rollup.py).
@@ -49,11 +52,12 @@ class Continuation:
     version: int
     after: str
     stalls: int = 0
+    step: int = 0  # the progress's step this message carries out (pages done before it)
 
     def encode(self) -> bytes:
         return orjson.dumps(
             {"brandId": self.brand_id, "fleetId": self.fleet_id, "version": self.version, "after": self.after,
-             "stalls": self.stalls}
+             "stalls": self.stalls, "step": self.step}
         )  # fmt: skip
 
     @classmethod
@@ -65,15 +69,17 @@ class Continuation:
             return None
         if not isinstance(data, dict):
             return None
-        fields = ("brandId", "fleetId", "version", "after", "stalls")
-        brand, fleet, version, after, stalls = (data.get(k) for k in fields)
+        fields = ("brandId", "fleetId", "version", "after", "stalls", "step")
+        brand, fleet, version, after, stalls, step = (data.get(k) for k in fields)
         if not isinstance(brand, str) or not brand or not isinstance(after, str):
             return None
         if fleet is not None and (not isinstance(fleet, str) or not fleet):
             return None
-        if type(version) is not int or type(stalls) is not int or version < 1 or stalls < 0:
+        if type(version) is not int or type(stalls) is not int or type(step) is not int:
             return None
-        return cls(brand, fleet, version, after, stalls)
+        if version < 1 or stalls < 0 or step < 0:
+            return None
+        return cls(brand, fleet, version, after, stalls, step)
 
 
 @dataclass

@@ -162,16 +162,15 @@ class CollectionService:
         page = await self._push_page(brand_id, fleet_id, document["policy"], "")
         progress: Document = {
             "id": rollout_doc_id(fleet_id), "brandId": brand_id, "fleetId": fleet_id, "kind": ROLLOUT_KIND,
-            "version": number, "label": document["policy"]["version"], "state": RUNNING, "after": "", "cars": 0,
-            "patched": 0, "withoutModule": 0, "failed": 0, "overridden": 0, "startedAt": now, "updatedAt": now,
+            "version": number, "label": document["policy"]["version"], "state": RUNNING, "step": 0, "after": "",
+            "stalls": 0, "cars": 0, "patched": 0, "withoutModule": 0, "failed": 0, "overridden": 0, "startedAt": now,
+            "updatedAt": now,
         }  # fmt: skip
-        _advance(progress, page, now)
+        _advance(progress, page, now, 0)
         for _ in range(WRITE_ATTEMPTS):
             stored = await self.store.read(TENANCY, brand_id, progress["id"])
             if stored is not None and int(stored.document.get("version", 0)) > number:
                 return stored.document  # a newer PUT's rollout runs: this one stops here
-            if page.more:  # queued before the progress is written: a failed write still leaves the message
-                await self._queue_next(Continuation(brand_id, fleet_id, number, progress["after"]), page)
             try:
                 if stored is None:
                     await self.store.create(TENANCY, progress)
@@ -179,46 +178,59 @@ class CollectionService:
                     await self.store.replace(TENANCY, progress, stored.etag)
             except (StoreConflict, PreconditionFailedError):
                 continue
+            if page.more:  # once, after the write: the message is the written step's
+                await self._queue_next(progress)
             return progress
         raise StoreConflict(f"collection rollout of {brand_id} kept changing; try again")
 
     async def continue_rollout(self, message: Continuation) -> str:
-        """One queue message: the next page, when the message is the rollout's next step (else a duplicate or a
-        replaced version's: nothing). `continued`, `done`, `stale`, `superseded` or `raced`."""
+        """One queue message: the next page, when the message is the rollout's current step (rollout.py). `continued`,
+        `done`, `resent` (the step before: its next message sent again, in case a crash lost it), `stale` (older,
+        or a duplicate), `superseded` (a newer version's rollout runs) or `raced` (a duplicate won the write)."""
         progress_id = rollout_doc_id(message.fleet_id)
         stored = await self.store.read(TENANCY, message.brand_id, progress_id)
         if stored is None:
-            raise RolloutNotReadyError(f"collection rollout {progress_id} of {message.brand_id} not written yet")
+            raise RolloutNotReadyError(f"collection rollout {progress_id} of {message.brand_id} not written")
         progress = dict(stored.document)
-        version, after = int(progress.get("version", 0)), str(progress.get("after", ""))
-        if version > message.version or (version == message.version and message.after < after):
-            return "superseded" if version > message.version else "stale"
-        if version < message.version or message.after > after:
+        version, step = int(progress.get("version", 0)), int(progress.get("step", 0))
+        if version > message.version:
+            return "superseded"
+        if version < message.version or message.step > step:
             raise RolloutNotReadyError(f"collection rollout {progress_id} of {message.brand_id} behind its message")
-        if progress.get("state") != RUNNING:
+        if progress.get("state") != RUNNING or message.step < step - 1:
             return "stale"
+        if message.step == step - 1:  # its write landed; the next message may not have been sent (a crash)
+            await self._queue_next(progress)
+            return "resent"
         policy = await self.store.read(TENANCY, message.brand_id, policy_doc_id(message.fleet_id))
         if policy is None or int(policy.document.get("version", 0)) != message.version:
             return "superseded"  # a newer version is stored: its own rollout pushes it to every car
         now = canonical_time(self.clock())
-        page = await self._push_page(message.brand_id, message.fleet_id, policy.document["policy"], message.after)
+        after = str(progress.get("after", ""))
+        page = await self._push_page(message.brand_id, message.fleet_id, policy.document["policy"], after)
         stalls = 0
-        if page.stopped_at is not None and page.after == message.after:  # not one car further
-            stalls = message.stalls + 1
+        if page.stopped_at is not None and page.after == after:  # not one car further
+            stalls = int(progress.get("stalls", 0)) + 1
             if stalls >= MAX_STALLS:  # IoT Hub kept failing this car: counted, and the push goes on past it
                 page.cars, page.failed, page.after, stalls = page.cars + 1, page.failed + 1, page.stopped_at, 0
-        _advance(progress, page, now)
-        if page.more:
-            next_step = Continuation(message.brand_id, message.fleet_id, message.version, progress["after"], stalls)
-            await self._queue_next(next_step, page)
+        _advance(progress, page, now, stalls)
         try:
             await self.store.replace(TENANCY, progress, stored.etag)
         except (StoreConflict, PreconditionFailedError):
-            return "raced"  # a duplicate of this message advanced it first; its next message is queued
+            return "raced"  # a duplicate of this message wrote first and queues the next step itself
+        if page.more:
+            await self._queue_next(progress)
         return "continued" if page.more else "done"
 
-    async def _queue_next(self, step: Continuation, page: PageOutcome) -> None:
-        delay = THROTTLED_DELAY_SECONDS if page.stopped_at is not None else 0
+    async def _queue_next(self, progress: Mapping[str, Any]) -> None:
+        """The message for the progress's current step; after a page stopped by throttling, delayed (doubling with
+        each page in a row that stopped at the same car)."""
+        stalls = int(progress.get("stalls", 0))
+        delay = THROTTLED_DELAY_SECONDS * 2 ** min(stalls, 4) if progress.get("stopped") else 0
+        step = Continuation(
+            str(progress["brandId"]), progress.get("fleetId"), int(progress["version"]), str(progress["after"]),
+            stalls, int(progress["step"]),
+        )  # fmt: skip
         await self.queue().send(step.encode(), delay)
 
     async def _push_page(
@@ -233,12 +245,19 @@ class CollectionService:
         outcomes: dict[str, str] = {}
         limit = asyncio.Semaphore(PUSH_CONCURRENCY)
 
+        halted: list[bool] = []  # once IoT Hub throttles, no new patch is sent: they would be sent again
+
         async def one(row: Mapping[str, Any]) -> None:
             if row.get("fleetId") in overriding:
                 outcomes[row["id"]] = "overridden"
                 return
             async with limit:
-                outcomes[row["id"]] = await self._patch(str(row["vehicleId"]), policy)
+                if halted:
+                    outcomes[row["id"]] = "retry"
+                    return
+                outcome = outcomes[row["id"]] = await self._patch(str(row["vehicleId"]), policy)
+                if outcome == "retry":
+                    halted.append(True)
 
         await asyncio.gather(*(one(row) for row in rows))
         page = PageOutcome(after=after, more=len(rows) == self.page_size)
@@ -327,10 +346,12 @@ class CollectionService:
         return [d for d in found if d.get("kind") == KIND and d.get("fleetId")]
 
 
-def _advance(progress: Document, page: PageOutcome, now: str) -> None:
-    """Add a page's counts to the rollout's progress and move its cursor."""
+def _advance(progress: Document, page: PageOutcome, now: str, stalls: int) -> None:
+    """Add a page's counts to the rollout's progress, move its cursor and count the step."""
     for key, value in (("cars", page.cars), ("patched", page.patched), ("withoutModule", page.without_module),
                        ("failed", page.failed), ("overridden", page.overridden)):  # fmt: skip
         progress[key] = int(progress.get(key, 0)) + value
-    progress["after"], progress["updatedAt"] = page.after, now
+    progress["after"], progress["updatedAt"], progress["stalls"] = page.after, now, stalls
+    progress["step"] = int(progress.get("step", 0)) + 1
+    progress["stopped"] = page.stopped_at is not None
     progress["state"] = RUNNING if page.more else DONE

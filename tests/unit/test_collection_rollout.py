@@ -5,6 +5,7 @@ of the progress; and the counts match the cars."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 from typing import Any, Final
@@ -78,8 +79,9 @@ async def test_every_car_of_a_large_brand_gets_the_policy_a_page_per_message(dup
     assert answer["push"]["patched"] == PAGE  # the first page, in the PUT
     outcomes = await world.drain(duplicate)
     assert outcomes.count("done") == 1
-    if duplicate:
-        assert set(outcomes) == {"continued", "stale", "done"}
+    if duplicate:  # a copy of the step before sends the current step again, which then comes as a duplicate
+        assert set(outcomes) <= {"continued", "resent", "stale", "done"}
+        assert "resent" in outcomes
     assert {world.version_of(car) for car in cars} == {"brand-1"}
     progress = await world.progress()
     assert (progress["state"], progress["cars"], progress["patched"], progress["failed"]) == (
@@ -128,7 +130,7 @@ async def test_throttling_delays_the_push_from_the_first_car_it_stopped_and_ever
     await world.service.put(BRAND, None, POLICY)
     rounds = 0
     while world.queue.messages:
-        assert {delay for _, delay in world.queue.messages} <= {0, 30}
+        assert {delay for _, delay in world.queue.messages} <= {0, 30, 60, 120, 240, 480}
         if rounds == 5:  # IoT Hub lets them through again
             for car in throttled:
                 del world.gateway.answers[car]
@@ -160,14 +162,44 @@ async def test_a_car_iot_hub_keeps_failing_is_counted_failed_and_the_push_goes_p
 async def test_a_message_ahead_of_the_progress_is_retried_not_dropped() -> None:
     world = World()
     await world.cars("berlin", PAGE + 5)
-    ahead = Continuation(BRAND, None, 1, "berlin-0049")
-    with pytest.raises(RolloutNotReadyError):  # the PUT's progress write has not landed yet
-        await world.service.continue_rollout(ahead)
+    with pytest.raises(RolloutNotReadyError):  # no progress written
+        await world.service.continue_rollout(Continuation(BRAND, None, 1, "", step=1))
     await world.service.put(BRAND, None, POLICY)
-    with pytest.raises(RolloutNotReadyError):
-        await world.service.continue_rollout(Continuation(BRAND, None, 2, ""))
-    assert await world.service.continue_rollout(Continuation(BRAND, None, 1, "berlin-0020")) == "stale"
-    assert await world.service.continue_rollout(ahead) == "done"
+    ((sent, _),) = world.queue.messages
+    assert Continuation.decode(sent) == Continuation(BRAND, None, 1, "berlin-0049", step=1)
+    with pytest.raises(RolloutNotReadyError):  # a newer version's message before its progress
+        await world.service.continue_rollout(Continuation(BRAND, None, 2, "", step=1))
+    with pytest.raises(RolloutNotReadyError):  # a step ahead of the progress
+        await world.service.continue_rollout(Continuation(BRAND, None, 1, "", step=2))
+    assert await world.service.continue_rollout(Continuation(BRAND, None, 1, "", step=0)) == "resent"
+    assert len(world.queue.messages) == 2  # the first sending may have been lost: sent again
+    assert await world.service.continue_rollout(Continuation(BRAND, None, 1, "berlin-0049", step=1)) == "done"
+    assert await world.service.continue_rollout(Continuation(BRAND, None, 1, "berlin-0049", step=1)) == "stale"
+
+
+async def test_two_copies_of_a_step_running_at_once_patch_each_car_at_most_twice_and_count_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = World()
+    cars = await world.cars("berlin", 4 * PAGE)
+    await world.service.put(BRAND, None, POLICY)
+    (body,) = world.queue.drain()
+    step = Continuation.decode(body)
+    assert step is not None
+    patch = world.gateway.patch_module_desired
+
+    async def slow_patch(*args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0)  # the other copy runs meanwhile, as two instances would
+        await patch(*args, **kwargs)
+
+    monkeypatch.setattr(world.gateway, "patch_module_desired", slow_patch)
+    first = await asyncio.gather(world.service.continue_rollout(step), world.service.continue_rollout(step))
+    assert sorted(first) == ["continued", "raced"]
+    assert len(world.queue.messages) == 1  # only the winner sends the next step: no second chain
+    await world.drain()
+    assert len(world.gateway.module_patches) == len(cars) + PAGE  # the raced page twice, every other car once
+    progress = await world.progress()
+    assert (progress["cars"], progress["patched"]) == (len(cars), len(cars))
 
 
 def test_continuations_refuse_what_is_not_theirs() -> None:
