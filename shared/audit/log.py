@@ -23,13 +23,14 @@ from shared.auth.access import Access
 from shared.auth.policy import Requirement
 from shared.auth.principal import Principal
 from shared.containers import AUDIT, VEHICLES
-from shared.errors import NotFoundError
 from shared.device_messages import canonical_time, safe_id
+from shared.errors import NotFoundError
 from shared.settings import number_setting
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 
 PLATFORM: Final = "platform"
+LEGACY: Final = "audit"  # an older deployment's container, partitioned by brand alone (shared/audit/migrate.py)
 DAY_SECONDS: Final = 86_400
 ERASED_ID: Final = "erased"
 MAX_USER_AGENT: Final = 200
@@ -113,8 +114,6 @@ class AuditLog:
         """Right to erasure: the driver's object id leaves every entry (as actor or as resource); the entries
         stay, so the record of what was done remains. Cross-partition, rare. Also in an older deployment's `audit`
         container while it exists (shared/audit/migrate.py), so what the migration copies later is scrubbed."""
-        from shared.audit.migrate import LEGACY
-
         changed = 0
         for container in (AUDIT, LEGACY):
             try:

@@ -22,14 +22,13 @@ from typing import Final
 
 import orjson
 
-from shared.audit.log import AuditLog
+from shared.audit.log import LEGACY, AuditLog
 from shared.containers import AUDIT
 from shared.device_messages import canonical_time
 from shared.errors import ConflictError, NotFoundError
 from shared.stores.base import DocumentStore
 from shared.stores.paging import keyset_page
 
-LEGACY: Final = "audit"
 PAGE: Final = 200
 
 

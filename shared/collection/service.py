@@ -40,8 +40,8 @@ from shared.collection.rollout import (
 )
 from shared.containers import TENANCY
 from shared.device_messages import canonical_time
-from shared.errors import ConflictError as StoreConflict
 from shared.errors import (
+    ConfigurationError,
     DeviceNotFoundError,
     FleetError,
     InvalidRequestError,
@@ -49,6 +49,7 @@ from shared.errors import (
     PreconditionFailedError,
     UnknownResourceError,
 )
+from shared.errors import ConflictError as StoreConflict
 from shared.iothub.gateway import IoTHubGateway
 from shared.settings import number_setting, setting
 from shared.stores.base import Document, DocumentStore
@@ -82,12 +83,6 @@ class RolloutNotReadyError(FleetError):
     """A continuation ahead of the rollout's progress (its write has not landed yet): the host tries it again."""
 
 
-def _rollout_queue() -> MessageQueue:
-    from shared.collection.runtime import rollout_queue
-
-    return rollout_queue.get()
-
-
 def view(document: Mapping[str, Any] | None, brand_id: str, fleet_id: str | None) -> dict[str, Any]:
     """A stored policy as the API shows it; `scope` says whose it is (`none`: the module's built-in default)."""
     if document is None:
@@ -109,7 +104,9 @@ class CollectionService:
     gateway: IoTHubGateway
     clock: Callable[[], dt.datetime] = utcnow
     module_id: str = field(default_factory=edge_module_id)
-    queue: Callable[[], MessageQueue] = _rollout_queue  # asked only when a rollout needs a second page
+    # The rollout queue (shared/collection/runtime.py), asked only when a rollout needs a second page; None where
+    # no rollout starts (a registration's push to one car).
+    queue: Callable[[], MessageQueue] | None = None
     page_size: int = field(default_factory=lambda: int(number_setting("COLLECTION_PUSH_PAGE")))
 
     # --- the API ------------------------------------------------------------------------------------------------
@@ -231,6 +228,8 @@ class CollectionService:
             str(progress["brandId"]), progress.get("fleetId"), int(progress["version"]), str(progress["after"]),
             stalls, int(progress["step"]),
         )  # fmt: skip
+        if self.queue is None:
+            raise ConfigurationError("this collection service has no rollout queue")
         await self.queue().send(step.encode(), delay)
 
     async def _push_page(

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from devstack.cosmos_proxy import CosmosProxy
-from shared.audit.log import DAY_SECONDS, AuditLog
-from shared.audit.migrate import LEGACY, copy_legacy
+from shared.audit.log import DAY_SECONDS, LEGACY, AuditLog
+from shared.audit.migrate import copy_legacy
 from shared.auth.policy import Permission, requires
 from shared.auth.principal import Principal
 from shared.containers import AUDIT

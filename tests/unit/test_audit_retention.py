@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 
 from shared.audit import migrate
-from shared.audit.log import DAY_SECONDS, AuditLog
-from shared.audit.migrate import LEGACY, copy_legacy
+from shared.audit.log import DAY_SECONDS, LEGACY, AuditLog
+from shared.audit.migrate import copy_legacy
 from shared.auth.policy import Permission, requires
 from shared.auth.principal import Principal
 from shared.containers import AUDIT, hierarchical_keys, partition_keys, partition_paths

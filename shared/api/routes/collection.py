@@ -24,8 +24,12 @@ router = APIRouter()
 
 
 async def collection_service(fleet: Annotated[FleetService, Depends(runtime.fleet_service)]) -> CollectionService:
-    """On the fleet service's store, IoT Hub gateway and clock."""
-    return CollectionService(fleet.store, fleet.gateway, fleet.clock)
+    """On the fleet service's store, IoT Hub gateway and clock, and the process's rollout queue."""
+    from shared.collection import runtime as collection_runtime
+
+    return CollectionService(
+        fleet.store, fleet.gateway, fleet.clock, queue=lambda: collection_runtime.rollout_queue.get()
+    )
 
 
 Collection = Annotated[CollectionService, Depends(collection_service)]
