@@ -53,6 +53,7 @@ from shared.errors import ConflictError as StoreConflict
 from shared.iothub.gateway import IoTHubGateway
 from shared.settings import number_setting, setting
 from shared.stores.base import Document, DocumentStore
+from shared.stores.conditional import update_document
 from shared.stores.queues import MessageQueue
 
 KIND: Final = "collectionPolicy"
@@ -77,6 +78,14 @@ def edge_module_id() -> str:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class _Superseded(Exception):
+    """Raised inside a rollout's progress update when a newer version's rollout has written it."""
+
+    def __init__(self, progress: Document) -> None:
+        super().__init__("superseded")
+        self.progress = progress
 
 
 class RolloutNotReadyError(FleetError):
@@ -164,21 +173,19 @@ class CollectionService:
             "updatedAt": now,
         }  # fmt: skip
         _advance(progress, page, now, 0)
-        for _ in range(WRITE_ATTEMPTS):
-            stored = await self.store.read(TENANCY, brand_id, progress["id"])
-            if stored is not None and int(stored.document.get("version", 0)) > number:
-                return stored.document  # a newer PUT's rollout runs: this one stops here
-            try:
-                if stored is None:
-                    await self.store.create(TENANCY, progress)
-                else:
-                    await self.store.replace(TENANCY, progress, stored.etag)
-            except (StoreConflict, PreconditionFailedError):
-                continue
-            if page.more:  # once, after the write: the message is the written step's
-                await self._queue_next(progress)
+
+        def replace_older(stored: Document | None) -> Document:
+            if stored is not None and int(stored.get("version", 0)) > number:
+                raise _Superseded(stored)  # a newer PUT's rollout runs: this one stops here
             return progress
-        raise StoreConflict(f"collection rollout of {brand_id} kept changing; try again")
+
+        try:
+            await update_document(self.store, TENANCY, brand_id, progress["id"], replace_older)
+        except _Superseded as newer:
+            return newer.progress
+        if page.more:  # once, after the write: the message is the written step's
+            await self._queue_next(progress)
+        return progress
 
     async def continue_rollout(self, message: Continuation) -> str:
         """One queue message: the next page, when the message is the rollout's current step (rollout.py). `continued`,
