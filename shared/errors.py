@@ -98,6 +98,15 @@ class IoTHubError(FleetError):
     """IoT Hub failed a call transiently (throttled, 5xx, connection lost): the batch is retried."""
 
 
+class IoTHubAccessDeniedError(IoTHubError):
+    """IoT Hub refused the caller, not the call (401 `IoTHubUnauthorized`: the identity has no data-plane role on
+    the hub, or its token does not apply; 403010: the operation is not in the hub's tier). Transient like any
+    IoTHubError to a batch (granting the role resumes it with nothing lost), but nothing that paces itself car by
+    car should wait on it: every car fails the same way until someone fixes the deployment."""
+
+    reason = "iothub_access_denied"
+
+
 class IoTHubPreconditionFailedError(IoTHubError):
     """An IoT Hub update conditional on an etag (If-Match) found the twin or identity changed since it was read
     (412 PreconditionFailed). Read it again and retry; raised on after a bounded number of tries, it is transient

@@ -7,7 +7,9 @@ status and the service's error code here and raise what comes back; domain code 
 - **Transient** (retry the batch; an outage pauses the partition and resumes with nothing lost): throttling
   (429), timeouts (408), server errors (5xx), no answer at all, and statuses that are about the account rather
   than the item (Cosmos DB 401/403: keys, RBAC, a disabled region; IoT Hub 403 `IotHubQuotaExceeded`, the hub's
-  daily quota).
+  daily quota). IoT Hub 401 (the identity has no data-plane role, or its token does not apply) and 403010 (not in
+  the hub's tier) are `IoTHubAccessDeniedError`: still transient to a batch, but a rollout stops at once instead of
+  waiting on every car in turn.
 - **Permanent for this item** (contain it: park the message or record the outcome, commit the rest): 400 (the
   document is too deep, the id is invalid), 413 (too large), 404 of a device, 403
   `DeviceMaximumQueueDepthExceeded` (the car's C2D queue holds 50 messages), and for a direct method 404103
@@ -26,6 +28,7 @@ from shared.errors import (
     DeviceQueueFullError,
     DeviceTimeoutError,
     FleetError,
+    IoTHubAccessDeniedError,
     IoTHubError,
     IoTHubPreconditionFailedError,
     ItemRejectedError,
@@ -44,6 +47,9 @@ IOTHUB_NOT_FOUND: Final = "DeviceNotFound"
 # (a transient gateway error) is not taken for 504101 GatewayTimeout (the device did not answer in time).
 IOTHUB_NOT_ONLINE: Final = re.compile(r"\b(DeviceNotOnline|404103|404102)\b")
 IOTHUB_DEVICE_TIMEOUT: Final = re.compile(r"\b(GatewayTimeout|504101)\b")
+# The caller is refused (401002, 401003 IoTHubUnauthorized: no role, a token that does not apply) or the hub's tier
+# has no such operation (403010, e.g. twins or cloud-to-device on the basic tier): no car would fare better.
+IOTHUB_ACCESS_DENIED: Final = re.compile(r"\b(IoTHubUnauthorized\w*|40100\d|403010)\b", re.IGNORECASE)
 
 
 def is_transient_status(status: int | None) -> bool:
@@ -85,6 +91,8 @@ def iothub_error(status: int | None, error_code: str | None, operation: str) -> 
         return MessageTooLargeError(f"{operation}: message too large")
     if status == 400:
         return PermanentError(f"{operation}: refused ({code or status})")
+    if status == 401 or IOTHUB_ACCESS_DENIED.search(code):
+        return IoTHubAccessDeniedError(f"{operation}: IoT Hub refused this identity ({code or status})")
     if status == 412 or "PreconditionFailed" in code:
         return IoTHubPreconditionFailedError(f"{operation}: changed since it was read (412 PreconditionFailed)")
     return IoTHubError(f"{operation}: {status or 'no answer'} {code}".strip())

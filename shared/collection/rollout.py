@@ -11,8 +11,12 @@ again (the first sending may have been lost with a crash), which is then a dupli
 or for a version a newer PUT replaced, changes nothing. A car IoT Hub throttles (or fails transiently) stops the page
 there: no new patch is sent, the cursor stays before that car, and the next message starts with it after a delay
 that doubles while the same car keeps stopping it (after MAX_STALLS it is counted failed and the push goes on).
-The counts move only with the cursor. A rollout whose message reached the poison queue (Cosmos DB or the queue down
-for minutes) stays `running`: PUT the policy again.
+The counts move only with the cursor. A car IoT Hub refuses because it refuses the deployment (401: the Function
+App's identity has no data-plane role; 403010: the hub's tier has no module twins) fails the rollout at once
+(`failed`, reason `iothub_access_denied`): every car would fail the same way. PUT the policy again once fixed. A rollout
+no page moved for STALLED_AFTER_SECONDS (its message reached the poison queue while Cosmos DB or the queue was down,
+or was lost) has its current step's message sent again by a sweep (timer `collection_rollout_sweep`), at most
+MAX_SWEEPS times in a row; then it fails (reason `stalled`): PUT the policy again.
 """
 
 from __future__ import annotations
@@ -30,7 +34,12 @@ COLLECTION_ROLLOUT_QUEUE: Final = "collection-rollout"
 ROLLOUT_KIND: Final = "collectionRollout"
 THROTTLED_DELAY_SECONDS: Final = 30  # before a page stopped by throttling starts again (doubled per stall, to 8 min)
 MAX_STALLS: Final = 8  # pages in a row stopped at the same car before it is counted failed (~40 min)
-RUNNING, DONE = "running", "done"
+STALLED_AFTER_SECONDS: Final = 20 * 60  # no page for this long: its message is gone (the longest wait is 8 min)
+MAX_SWEEPS: Final = 6  # times in a row the sweep sends a stalled rollout's message again, then it fails (~2 h)
+SWEEP_SCHEDULE: Final = "0 */5 * * * *"  # the sweep's timer (NCRONTAB, with seconds)
+RUNNING, DONE, FAILED = "running", "done", "failed"
+STALLED: Final = "stalled"  # the reason of a rollout the sweep gave up on
+DENIED: Final = "denied"  # a car's patch refused because IoT Hub refuses the deployment (IoTHubAccessDeniedError)
 
 # brandId first in the ORDER BY though fixed: served by the composite index (brandId, id) (shared/cost/rollup.py).
 CAR_PAGE: Final = (
@@ -85,7 +94,8 @@ class Continuation:
 @dataclass
 class PageOutcome:
     """What one page did: cars of the scope seen (up to the cursor), patched, without the module, failed, left to
-    their fleet's own policy; the cursor after it, whether cars remain, and the car a transient failure stopped at."""
+    their fleet's own policy; the cursor after it, whether cars remain, the car a transient failure stopped at, and
+    why no page can follow, if none can."""
 
     cars: int = 0
     patched: int = 0
@@ -95,6 +105,7 @@ class PageOutcome:
     after: str = ""
     more: bool = False
     stopped_at: str | None = None
+    reason: str | None = None  # why the rollout cannot go on (it fails): IoT Hub refuses the deployment
 
 
 async def car_page(store: DocumentStore, brand_id: str, fleet_id: str | None, after: str, size: int) -> list[Document]:
@@ -127,6 +138,7 @@ def progress_view(progress: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "version": progress.get("label"),
         "state": progress.get("state"),
+        "reason": progress.get("reason"),
         "cars": progress.get("cars", 0),
         "patched": progress.get("patched", 0),
         "withoutModule": progress.get("withoutModule", 0),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -27,10 +28,15 @@ import orjson
 
 from shared.collection import policy as fmt
 from shared.collection.rollout import (
+    DENIED,
     DONE,
+    FAILED,
     MAX_STALLS,
+    MAX_SWEEPS,
     ROLLOUT_KIND,
     RUNNING,
+    STALLED,
+    STALLED_AFTER_SECONDS,
     THROTTLED_DELAY_SECONDS,
     Continuation,
     PageOutcome,
@@ -45,7 +51,9 @@ from shared.errors import (
     DeviceNotFoundError,
     FleetError,
     InvalidRequestError,
+    IoTHubAccessDeniedError,
     IoTHubError,
+    NotFoundError,
     PreconditionFailedError,
     UnknownResourceError,
 )
@@ -60,12 +68,16 @@ KIND: Final = "collectionPolicy"
 BRAND_POLICY_ID: Final = "collection-policy"
 TWIN_PROPERTY: Final = "collection"
 PUSH_CONCURRENCY: Final = 16
+# The running rollouts (a few per brand: kind is indexed); how long since a page moved each is checked in code.
+SWEEP_QUERY: Final = "SELECT * FROM c WHERE c.kind = @k AND c.state = @s"
 WRITE_ATTEMPTS: Final = 5
 # IoT Hub keeps at most 32 KB (32,768 B) of desired properties per twin (docs: "Understand and use device twins",
 # twin size); the module twin also carries the agenda (AGENDA_MAX_BYTES, at most 8,192), queued commands and
 # replies (4,096 each) and the JSON around the four (up to 130 B; 384 kept), so a policy in its twin form
 # (policy.twin_form: every field spelled out, signals as an array) may take 32,768 - 16,768 = 16,000.
 POLICY_MAX_BYTES: Final = 16_000
+
+log = logging.getLogger(__name__)
 
 
 def policy_doc_id(fleet_id: str | None) -> str:
@@ -213,7 +225,7 @@ class CollectionService:
         after = str(progress.get("after", ""))
         page = await self._push_page(message.brand_id, message.fleet_id, policy.document["policy"], after)
         stalls = 0
-        if page.stopped_at is not None and page.after == after:  # not one car further
+        if page.reason is None and page.stopped_at is not None and page.after == after:  # not one car further
             stalls = int(progress.get("stalls", 0)) + 1
             if stalls >= MAX_STALLS:  # IoT Hub kept failing this car: counted, and the push goes on past it
                 page.cars, page.failed, page.after, stalls = page.cars + 1, page.failed + 1, page.stopped_at, 0
@@ -225,6 +237,41 @@ class CollectionService:
         if page.more:
             await self._queue_next(progress)
         return "continued" if page.more else "done"
+
+    async def sweep(self) -> dict[str, int]:
+        """Running rollouts no page moved for STALLED_AFTER_SECONDS (their message reached the poison queue, or was
+        lost): the current step's message sent again (`resent`), or after MAX_SWEEPS of those in a row the rollout
+        `failed` with reason `stalled`. A rollout that moved meanwhile is left alone (`moved`). Counts by outcome."""
+        now = self.clock()
+        counts: dict[str, int] = {}
+        running = await self.store.query(TENANCY, SWEEP_QUERY, {"@k": ROLLOUT_KIND, "@s": RUNNING})
+        for found in running:
+            if not _stalled(found, now):
+                continue
+            try:
+                outcome = await self._sweep_one(str(found["brandId"]), str(found["id"]), now)
+            except FleetError as exc:  # one rollout's trouble does not stop the sweep; the next run tries again
+                log.warning("collection rollout sweep: %s: %s", found.get("id"), type(exc).__name__)
+                continue
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return counts
+
+    async def _sweep_one(self, brand_id: str, progress_id: str, now: dt.datetime) -> str:
+        stored = await self.store.read(TENANCY, brand_id, progress_id)
+        if stored is None or not _stalled(stored.document, now):
+            return "moved"
+        progress = dict(stored.document)
+        progress["sweeps"], progress["sweptAt"] = int(progress.get("sweeps", 0)) + 1, canonical_time(now)
+        if progress["sweeps"] > MAX_SWEEPS:
+            progress["state"], progress["reason"] = FAILED, STALLED
+        try:
+            await self.store.replace(TENANCY, progress, stored.etag)
+        except (StoreConflict, PreconditionFailedError, NotFoundError):
+            return "moved"  # a page (or another sweep) wrote first
+        if progress["state"] == FAILED:
+            return "failed"
+        await self._queue_next(progress)  # the current step: a copy of it still alive is a duplicate like any other
+        return "resent"
 
     async def _queue_next(self, progress: Mapping[str, Any]) -> None:
         """The message for the progress's current step; after a page stopped by throttling, delayed (doubling with
@@ -262,13 +309,16 @@ class CollectionService:
                     outcomes[row["id"]] = "retry"
                     return
                 outcome = outcomes[row["id"]] = await self._patch(str(row["vehicleId"]), policy)
-                if outcome == "retry":
+                if outcome in ("retry", DENIED):
                     halted.append(True)
 
         await asyncio.gather(*(one(row) for row in rows))
         page = PageOutcome(after=after, more=len(rows) == self.page_size)
         for row in rows:
             outcome = outcomes[row["id"]]
+            if outcome == DENIED:  # every car would be refused the same way: the rollout fails here
+                page.stopped_at, page.more, page.reason = str(row["id"]), False, IoTHubAccessDeniedError.reason
+                break
             if outcome == "retry":
                 page.stopped_at, page.more = str(row["id"]), True
                 break
@@ -292,7 +342,7 @@ class CollectionService:
         if document is None:
             return "none"
         outcome = await self._patch(vehicle_id, document["policy"])
-        return "failed" if outcome == "retry" else outcome
+        return "failed" if outcome in ("retry", DENIED) else outcome
 
     async def _patch(self, vehicle_id: str, policy: Mapping[str, Any]) -> str:
         """One car: its module twin's `collection` becomes the policy's twin form (arrays replaced whole, every
@@ -302,6 +352,8 @@ class CollectionService:
             await self.gateway.patch_module_desired(vehicle_id, self.module_id, patch)
         except DeviceNotFoundError:
             return "missing"
+        except IoTHubAccessDeniedError:
+            return DENIED  # the deployment's identity or the hub's tier, not this car: nothing to wait for
         except IoTHubError:
             return "retry"  # throttled or unavailable: the rollout tries it again later
         except FleetError:
@@ -360,4 +412,15 @@ def _advance(progress: Document, page: PageOutcome, now: str, stalls: int) -> No
     progress["after"], progress["updatedAt"], progress["stalls"] = page.after, now, stalls
     progress["step"] = int(progress.get("step", 0)) + 1
     progress["stopped"] = page.stopped_at is not None
-    progress["state"] = RUNNING if page.more else DONE
+    progress.pop("sweeps", None)  # a message got through: the chain is alive
+    progress.pop("sweptAt", None)
+    progress["state"] = FAILED if page.reason is not None else RUNNING if page.more else DONE
+    if page.reason is not None:
+        progress["reason"] = page.reason
+
+
+def _stalled(progress: Mapping[str, Any], now: dt.datetime) -> bool:
+    """Running, and neither a page nor the sweep touched it for STALLED_AFTER_SECONDS."""
+    before = canonical_time(now - dt.timedelta(seconds=STALLED_AFTER_SECONDS))
+    last = max(str(progress.get("updatedAt") or ""), str(progress.get("sweptAt") or ""))
+    return progress.get("kind") == ROLLOUT_KIND and progress.get("state") == RUNNING and last < before

@@ -10,6 +10,7 @@ local Cosmos server.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from typing import Any, cast
 
@@ -129,6 +130,33 @@ async def test_a_rollout_pages_through_a_brands_cars_on_the_local_cosmos_server(
     assert {gateway.module_desired[(car, MODULE)]["collection"]["version"] for car in cars} == {"brand-1"}
     push = (await collection.get(brand, None))["push"]
     assert (push["state"], push["cars"], push["patched"]) == ("done", len(cars), len(cars))
+
+
+async def test_the_sweep_finds_a_stalled_rollout_on_the_local_cosmos_server(
+    cosmos_store: CosmosDocumentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep's cross-partition query of running rollouts on a real query engine: one whose message was lost is
+    found 20 minutes later and its step sent again; the progress records the sweep (etag-conditional replace)."""
+    monkeypatch.setenv("COLLECTION_PUSH_PAGE", "3")
+    brand = f"s-{uuid.uuid4().hex[:8]}"
+    gateway, queue = MemoryIoTHubGateway(), MemoryQueue()
+    await add_fleet(cosmos_store, brand, "berlin")
+    for n in range(7):
+        car = f"{brand}-{n:02}"
+        await cosmos_store.create(
+            VEHICLES, {"id": safe_id(car), "vehicleId": car, "brandId": brand, "fleetId": "berlin"}
+        )
+    now = [dt.datetime.now(dt.UTC)]
+    collection = CollectionService(cosmos_store, gateway, lambda: now[0], module_id=MODULE, queue=lambda: queue)
+    await collection.put(brand, None, {"default": {"rateHz": 0.5}})
+    (lost,) = queue.drain()
+    now[0] += dt.timedelta(minutes=21)
+    await collection.sweep()  # other tests' rollouts in this database may be swept too: only ours is checked
+    mine = [body for body in queue.drain() if Continuation.decode(body) == Continuation.decode(lost)]
+    assert len(mine) == 1
+    stored = await cosmos_store.read(TENANCY, brand, "collection-rollout")
+    assert stored is not None
+    assert (stored.document["state"], stored.document["sweeps"]) == ("running", 1)
 
 
 async def test_policies_on_the_local_cosmos_server(cosmos_store: CosmosDocumentStore) -> None:

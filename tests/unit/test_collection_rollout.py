@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import random
 from typing import Any, Final
 
 import pytest
 
-from shared.collection.rollout import Continuation, car_page
+from shared.collection.rollout import MAX_SWEEPS, SWEEP_SCHEDULE, Continuation, car_page
 from shared.collection.service import CollectionService, RolloutNotReadyError
 from shared.containers import TENANCY, VEHICLES, partition_keys
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
@@ -159,6 +160,55 @@ async def test_a_car_iot_hub_keeps_failing_is_counted_failed_and_the_push_goes_p
     )
 
 
+@pytest.mark.parametrize("answer", [(401, "IoTHubUnauthorized"), (403, "403010")])
+async def test_a_hub_that_refuses_the_deployment_fails_the_rollout_at_once(
+    answer: tuple[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No role on the hub (401) or a tier without module twins (403010): every car would be refused alike, so the
+    rollout stops at the first refusal with the reason, instead of waiting ~40 minutes on each car in turn."""
+    world = World()
+    cars = await world.cars("berlin", 3 * PAGE)
+    calls: list[str] = []
+    patch = world.gateway.patch_module_desired
+
+    async def counted(device_id: str, *args: Any, **kwargs: Any) -> None:
+        calls.append(device_id)
+        await patch(device_id, *args, **kwargs)
+
+    monkeypatch.setattr(world.gateway, "patch_module_desired", counted)
+    await world.service.put(BRAND, None, POLICY)  # the first page goes through
+    for car in cars[PAGE:]:
+        world.gateway.answers[car] = answer  # then the role is taken away
+    assert await world.drain() == ["done"]  # one message, and no next one
+    progress = await world.progress()
+    assert (progress["state"], progress["reason"]) == ("failed", "iothub_access_denied")
+    assert (progress["cars"], progress["patched"], progress["failed"]) == (PAGE, PAGE, 0)  # the cursor stays
+    assert len(calls) <= PAGE + 16  # the calls already in flight (PUSH_CONCURRENCY), not the page
+    assert await world.service.continue_rollout(Continuation(BRAND, None, 1, cars[PAGE - 1], step=1)) == "stale"
+
+    world.gateway.answers.clear()  # the role granted again: a PUT again pushes to every car
+    answer_again = await world.service.put(BRAND, None, POLICY)
+    assert (answer_again["push"]["state"], answer_again["push"]["reason"]) == ("running", None)
+    await world.drain()
+    assert {world.version_of(car) for car in cars} == {"brand-2"}
+    assert (await world.progress())["state"] == "done"
+
+
+async def test_a_refused_first_page_fails_the_put_s_rollout_and_queues_nothing() -> None:
+    world = World()
+    cars = await world.cars("berlin", 2 * PAGE)
+    for car in cars:
+        world.gateway.answers[car] = (401, None)
+    answer = await world.service.put(BRAND, None, POLICY)
+    assert answer["version"] == "brand-1"  # the policy is stored: a PUT again pushes it once the role is fixed
+    assert (answer["push"]["state"], answer["push"]["reason"], answer["push"]["cars"]) == (
+        "failed",
+        "iothub_access_denied",
+        0,
+    )
+    assert not world.queue.messages
+
+
 async def test_a_message_ahead_of_the_progress_is_retried_not_dropped() -> None:
     world = World()
     await world.cars("berlin", PAGE + 5)
@@ -219,3 +269,93 @@ async def test_a_page_is_the_scopes_registered_cars_in_id_order() -> None:
         "berlin-0002", "berlin-0003", "berlin-0004",
     ]  # fmt: skip
     assert await world.store.read(TENANCY, BRAND, "collection-rollout") is None
+
+
+async def test_a_rollout_whose_message_was_lost_is_resumed_by_the_sweep() -> None:
+    """The message reached the poison queue (Cosmos DB down for minutes) or was lost: 20 minutes without a page,
+    the sweep sends the current step again, and the push finishes as if nothing happened."""
+    world = World()
+    cars = await world.cars("berlin", 3 * PAGE)
+    await world.service.put(BRAND, None, POLICY)
+    assert await world.deliver() == ["continued"]
+    world.queue.drain()  # the next message poisoned
+    world.now += dt.timedelta(minutes=19)
+    assert await world.service.sweep() == {}  # a delayed message may still come: not stalled yet
+    assert not world.queue.messages
+    world.now += dt.timedelta(minutes=2)
+    assert await world.service.sweep() == {"resent": 1}
+    assert await world.service.sweep() == {}  # once per 20 minutes, not per run
+    await world.drain()
+    assert {world.version_of(car) for car in cars} == {"brand-1"}
+    progress = await world.progress()
+    assert (progress["state"], progress["cars"], progress["patched"]) == ("done", len(cars), len(cars))
+    world.now += dt.timedelta(hours=1)
+    assert await world.service.sweep() == {}  # done: nothing to sweep
+    stored = await world.store.read(TENANCY, BRAND, "collection-rollout")
+    assert stored is not None
+    assert "sweeps" not in stored.document  # the page that got through reset the count
+
+
+async def test_a_rollout_the_sweep_cannot_revive_fails_as_stalled_and_a_put_starts_afresh() -> None:
+    world = World()
+    cars = await world.cars("berlin", 2 * PAGE)
+    await world.service.put(BRAND, None, POLICY)
+    outcomes: list[dict[str, int]] = []
+    for _ in range(MAX_SWEEPS + 1):
+        world.queue.drain()  # every message poisoned (the trouble lasts)
+        world.now += dt.timedelta(minutes=21)
+        outcomes.append(await world.service.sweep())
+    assert outcomes == [{"resent": 1}] * MAX_SWEEPS + [{"failed": 1}]
+    assert not world.queue.messages
+    progress = await world.progress()
+    assert (progress["state"], progress["reason"], progress["cars"]) == ("failed", "stalled", PAGE)
+    world.now += dt.timedelta(hours=1)
+    assert await world.service.sweep() == {}  # failed stays failed
+    await world.service.put(BRAND, None, POLICY)
+    await world.drain()
+    assert {world.version_of(car) for car in cars} == {"brand-2"}
+
+
+async def test_the_sweep_leaves_a_rollout_a_page_moved_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World()
+    await world.cars("berlin", 3 * PAGE)
+    await world.service.put(BRAND, None, POLICY)
+    (body,) = world.queue.drain()
+    world.now += dt.timedelta(minutes=25)  # the message was delayed, not lost: it runs while the sweep looks
+    read = world.store.read
+
+    async def page_lands_first(container: str, partition_key: str, item_id: str) -> Any:
+        found = await read(container, partition_key, item_id)
+        step = Continuation.decode(body)
+        assert step is not None
+        monkeypatch.setattr(world.store, "read", read)
+        assert await world.service.continue_rollout(step) == "continued"
+        return found  # the sweep writes on the etag it read: it loses
+
+    monkeypatch.setattr(world.store, "read", page_lands_first)
+    assert await world.service.sweep() == {"moved": 1}
+    assert len(world.queue.messages) == 1  # the page's next message only: no second chain
+
+
+async def test_the_sweep_runs_on_a_timer_and_the_queue_trigger_and_timer_share_the_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from devstack.function_index import indexed_functions
+    from shared.collection import runtime
+
+    sweep = indexed_functions()["collection_rollout_sweep"]
+    [timer] = [json.loads(b) for b in sweep.get_raw_bindings()]
+    assert (timer["type"], timer["schedule"], timer["runOnStartup"]) == ("timerTrigger", SWEEP_SCHEDULE, False)
+    world = World()
+    await world.cars("berlin", 2 * PAGE)
+    await world.service.put(BRAND, None, POLICY)
+    world.queue.drain()
+    world.now += dt.timedelta(minutes=21)
+
+    class Provider:
+        def get(self) -> CollectionService:
+            return world.service
+
+    monkeypatch.setattr(runtime, "collection_service", Provider())
+    await sweep.get_user_function()(None)
+    assert len(world.queue.messages) == 1

@@ -25,8 +25,10 @@ from devstack.iothub.topics import (
 from shared.errors import (
     DeviceNotFoundError,
     DeviceNotOnlineError,
+    DeviceQueueFullError,
     DeviceTimeoutError,
     InvalidMethodCallError,
+    IoTHubAccessDeniedError,
     IoTHubError,
     MessageTooLargeError,
     PermanentError,
@@ -117,6 +119,14 @@ def test_garbled_answers_are_not_answers(topic: str) -> None:
         (None, None, IoTHubError),
         (413, "MessageTooLarge", MessageTooLargeError),
         (400, "ArgumentInvalid", PermanentError),
+        # the caller refused (no data-plane role, a token that does not apply) or the tier lacks the operation:
+        # transient to a batch, but typed so a rollout stops at once instead of waiting on every car
+        (401, "IoTHubUnauthorized", IoTHubAccessDeniedError),
+        (401, None, IoTHubAccessDeniedError),
+        (None, "401003 IoTHubUnauthorized: principal has no assigned permissions", IoTHubAccessDeniedError),
+        (403, "403010", IoTHubAccessDeniedError),
+        (403, "IoTHubQuotaExceeded", IoTHubError),  # the hub's daily quota: comes back at midnight UTC
+        (403, "DeviceMaximumQueueDepthExceeded", DeviceQueueFullError),
     ],
 )
 def test_method_errors_map_once(status: int | None, code: str | None, expected: type[Exception]) -> None:

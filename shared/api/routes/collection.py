@@ -53,11 +53,18 @@ class Push(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     version: str | None = Field(description="The policy version this rollout pushes (a newer PUT starts its own).")
-    state: Literal["running", "done"] | None = Field(description="`running` while cars remain to be patched.")
+    state: Literal["running", "done", "failed"] | None = Field(
+        description="`running` while cars remain to be patched; `failed`: stopped for good (`reason`), PUT again."
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Why a `failed` rollout stopped: `iothub_access_denied` (the hub refuses the deployment's "
+        "identity, or its tier has no module twins), `stalled` (no page got through for hours).",
+    )
     cars: int = Field(description="Cars of the scope the policy applies to, reached so far.")
     patched: int = Field(description="Module twins patched.")
     withoutModule: int = Field(description="Cars whose Edge module identity does not exist: skipped.")
-    failed: int = Field(description="Cars IoT Hub refused the patch for (or kept failing ~10 min): PUT again to retry.")
+    failed: int = Field(description="Cars IoT Hub refused the patch for (or kept failing ~40 min): PUT again to retry.")
     overridden: int = Field(description="A brand's PUT: cars left alone because their fleet has its own policy.")
     startedAt: str | None
     updatedAt: str | None
