@@ -359,3 +359,91 @@ async def test_the_sweep_runs_on_a_timer_and_the_queue_trigger_and_timer_share_t
     monkeypatch.setattr(runtime, "collection_service", Provider())
     await sweep.get_user_function()(None)
     assert len(world.queue.messages) == 1
+
+
+async def _race_a_page(world: World, monkeypatch: pytest.MonkeyPatch, newer: Any, expected: str) -> None:
+    """Run the rollout's queued page with its first patches held until `newer()` (a PUT and its whole rollout)
+    has run: the older page's patches then land after the newer rollout's on the same cars."""
+    (body,) = world.queue.drain()
+    step = Continuation.decode(body)
+    assert step is not None
+    patch = world.gateway.patch_module_desired
+    held, released = asyncio.Event(), asyncio.Event()
+
+    async def racing(device_id: str, module_id: str, change: Any, *args: Any, **kwargs: Any) -> None:
+        if change["collection"]["version"] == "brand-1" and not released.is_set():
+            held.set()
+            await released.wait()
+        await patch(device_id, module_id, change, *args, **kwargs)
+
+    async def the_newer() -> None:
+        await held.wait()
+        await newer()
+        released.set()
+
+    monkeypatch.setattr(world.gateway, "patch_module_desired", racing)
+    outcome, _ = await asyncio.gather(world.service.continue_rollout(step), the_newer())
+    assert outcome == expected
+    await world.drain()
+
+
+async def test_a_newer_put_while_an_older_page_runs_leaves_no_car_with_the_older(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The older page's patches land after the newer rollout passed those cars: the page reads the policy again
+    once they landed, and gives them the newer one."""
+    world = World()
+    cars = await world.cars("berlin", 2 * PAGE)
+    await world.service.put(BRAND, None, POLICY)
+
+    async def newer() -> None:
+        await world.service.put(BRAND, None, {"default": {"rateHz": 1}})
+        await world.drain()
+
+    await _race_a_page(world, monkeypatch, newer, "raced")  # the newer rollout's progress replaced this one's
+    assert {world.version_of(car) for car in cars} == {"brand-2"}
+
+
+async def test_a_fleets_put_while_its_brands_page_runs_leaves_its_cars_with_the_fleets_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = World()
+    berlin = await world.cars("berlin", PAGE)
+    paris = await world.cars("paris", PAGE)  # the brand's second page
+    await world.service.put(BRAND, None, POLICY)
+
+    async def fleets_own() -> None:
+        await world.service.put(BRAND, "paris", {"default": {"rateHz": 1}})
+        await world.drain()
+
+    await _race_a_page(world, monkeypatch, fleets_own, "continued")  # the fleet's rollout is another
+    assert {world.version_of(car) for car in berlin} == {"brand-1"}
+    assert {world.version_of(car) for car in paris} == {"fleet-1"}
+
+
+async def test_a_car_throttled_while_given_the_newer_policy_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.collection import service as collection_service
+    from shared.faults import iothub_error
+
+    monkeypatch.setattr(collection_service, "FENCE_RETRY_SECONDS", 0.0)
+    world = World()
+    cars = await world.cars("berlin", 2 * PAGE)
+    await world.service.put(BRAND, None, POLICY)
+    throttled_once: set[str] = set()
+
+    async def newer() -> None:
+        await world.service.put(BRAND, None, {"default": {"rateHz": 1}})
+        await world.drain()
+        patch = world.gateway.patch_module_desired  # the race's hold, which this wraps
+
+        async def throttling(device_id: str, module_id: str, change: Any, *args: Any, **kwargs: Any) -> None:
+            if change["collection"]["version"] == "brand-2" and device_id not in throttled_once:
+                throttled_once.add(device_id)
+                raise iothub_error(429, "ThrottlingException", "twin patch")
+            await patch(device_id, module_id, change, *args, **kwargs)
+
+        monkeypatch.setattr(world.gateway, "patch_module_desired", throttling)
+
+    await _race_a_page(world, monkeypatch, newer, "raced")
+    assert throttled_once  # the page's cars were given the newer policy again, throttled first
+    assert {world.version_of(car) for car in cars} == {"brand-2"}
