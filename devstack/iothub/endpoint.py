@@ -76,7 +76,7 @@ class Session:
     async def send(self, topic: str, payload: bytes, qos: int = 0, message_id: str | None = None) -> None:
         """Publish; with a `message_id` (a C2D message, QoS 1) it is remembered until the device's PUBACK."""
         async with self._lock:
-            packet_id = next(self._ids) if qos else None
+            packet_id = self._next_packet_id() if qos else None
             if message_id is not None and packet_id is not None:
                 self.unacknowledged[packet_id] = message_id  # before writing: the PUBACK may come at once
             try:
@@ -86,6 +86,14 @@ class Session:
                 if packet_id is not None:
                     self.unacknowledged.pop(packet_id, None)  # never sent: nothing to acknowledge
                 raise
+
+    def _next_packet_id(self) -> int:
+        """The next of 1..65535 not held by a message still waiting for its PUBACK (MQTT 3.1.1, 2.3.1: an id is
+        reusable only once acknowledged); at most 50 wait (IoT Hub's C2D queue), so a free one is always near."""
+        packet_id = next(self._ids)
+        while packet_id in self.unacknowledged:
+            packet_id = next(self._ids)
+        return packet_id
 
     def acknowledged(self, packet_id: int) -> str | None:
         """The C2D message a PUBACK completes; None for a packet id this connection is not waiting for."""
