@@ -39,6 +39,7 @@ from shared.calendar.documents import DRIVER_ID, KIND_DRIVER, SYNC_STATE_ID
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS
 from shared.device_messages import canonical_time, safe_id
+from shared.drivers.periods import end_period
 from shared.errors import FleetError, PreconditionFailedError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
 from shared.observability.metrics import add
@@ -521,6 +522,8 @@ class AccountService:
         if old and old.get("userId") and old["userId"] != account_id:
             from shared.drivers.link import drop_driver_membership
 
+            # the time they drove it (their export keeps it), while their membership and link still date it
+            await end_period(self.store, str(old["userId"]), vehicle_id, previous[1], canonical_time(self.clock()))
             await drop_driver_membership(self.store, str(old["userId"]), previous[1], vehicle_id)
             await self._leave(vehicle_id, str(old["userId"]), company=not old.get("profile"))
         if not old or old.get("userId") != account_id:  # this driver's own consent records now apply to the car
@@ -580,7 +583,7 @@ class AccountService:
     async def _deactivate(self, vehicle_id: str, only: str | None) -> None:
         """No account drives the car any more (a profile without one was chosen, or `only` signed out): the
         vehicle's driver goes if it came from a profile, the agenda is cleared and the twin's consent follows."""
-        previous: list[Any] = [None]
+        previous: list[Any] = [None, None]  # the driver it had, the brand
 
         def undrive(doc: Document | None) -> Document:
             from shared.telemetry.vehicle import is_erased
@@ -588,7 +591,7 @@ class AccountService:
             if doc is None or is_erased(doc):
                 raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
             driver = doc.get("driver")
-            previous[0] = None
+            previous[0], previous[1] = None, doc.get("brandId")
             if isinstance(driver, dict) and driver.get("profile") and (only is None or driver.get("userId") == only):
                 previous[0] = driver
                 doc.pop("driver", None)
@@ -602,6 +605,7 @@ class AccountService:
         old = previous[0]
         if not old:
             return
+        await end_period(self.store, str(old["userId"]), vehicle_id, previous[1], canonical_time(self.clock()))
         await self._exclude(str(old["userId"]), vehicle_id)
         await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": None})
         await clear_module_agenda(self.gateway, vehicle_id)

@@ -17,6 +17,7 @@ from shared.auth.policy import GUEST_PERMISSIONS, ROLE_PERMISSIONS, Permission, 
 from shared.auth.principal import Principal
 from shared.containers import MEMBERSHIPS, TENANCY, VEHICLES
 from shared.device_messages import safe_id
+from shared.drivers.periods import former_brands
 from shared.errors import AccessDeniedError, AuthenticationError, UnknownResourceError
 from shared.stores.base import DocumentStore
 from shared.telemetry.vehicle import is_erased
@@ -232,12 +233,14 @@ class AccessControl:
 
     async def _driver(self, access: Access, permission: Permission, user_id: str) -> Access:
         """A driver acts on their own data without any role; a platform admin on anyone's; others need the
-        permission in *every* brand the driver drives for (their Driver memberships): the export and the erasure
+        permission in *every* brand the driver drives for (their Driver memberships) or drove for (the cars their
+        export still holds for the time they drove them, shared/drivers/periods.py): the export and the erasure
         span all the driver's cars, so a brand admin of one of their brands must not read or erase what they do
         in another (403), and a driver in none of the caller's brands does not exist for them (404)."""
         if user_id and user_id == access.principal.object_id and not access.principal.is_app:
             return Access(access.principal, access.grants, Resource(user_id=user_id))
-        brands = sorted({str(d["brandId"]) for d in await self.memberships(user_id) if d.get("role") == Role.DRIVER})
+        driving = {str(d["brandId"]) for d in await self.memberships(user_id) if d.get("role") == Role.DRIVER}
+        brands = sorted(driving | await former_brands(self.store, user_id), key=str)
         if access.platform_admin and access.may(permission, Resource(user_id=user_id)):
             return Access(access.principal, access.grants, Resource(user_id=user_id))
         resources = [Resource(brand_id=brand, user_id=user_id) for brand in brands]

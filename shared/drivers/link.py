@@ -26,6 +26,7 @@ from shared.calendar.documents import DRIVER_ID, KIND_DRIVER
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS, MEMBERSHIPS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
+from shared.drivers.periods import end_period
 from shared.errors import InvalidRequestError, IoTHubError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
 from shared.stores.base import Document, DocumentStore, strip_system_properties
@@ -141,7 +142,8 @@ class DriverLinks:
     async def link(self, vehicle_id: str, link: DriverLink) -> Document:
         """Link (or re-link) the driver; idempotent: the same PUT twice leaves the same state. A driver it
         replaces loses the car: their link, and their Driver membership for it (else they would still read it,
-        link themselves back and find its new driver's data in their export)."""
+        link themselves back and find its new driver's data in their export); the time they drove it is recorded
+        first, while those still date it (their export keeps the car for that time, shared/drivers/periods.py)."""
         brand: list[Any] = [None]
 
         def change(doc: Document) -> None:
@@ -152,6 +154,7 @@ class DriverLinks:
         now = canonical_time(self.clock())
         old_user = (previous or {}).get("userId")
         if previous and old_user and old_user != link.user_id:
+            await end_period(self.store, str(old_user), vehicle_id, brand[0], now)
             await drop_driver_membership(self.store, str(old_user), brand[0], vehicle_id)
             await self._leave(previous, vehicle_id)
         await self.store.upsert(
@@ -173,7 +176,9 @@ class DriverLinks:
         return {"vehicleId": vehicle_id, "driver": link.driver(), "consent": link.consent()}
 
     async def unlink(self, vehicle_id: str) -> bool:
-        """False when the vehicle had no driver (answered 404)."""
+        """False when the vehicle had no driver (answered 404). The caller records the time the driver drove the
+        car (`periods.end_period`) before what dates it goes: shared/tenancy/service.py does, before the Driver
+        membership; an erasure of the driver has nothing to keep."""
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
         if stored is None or not stored.document.get("driver"):
             return False

@@ -4,15 +4,18 @@ portability; the EU Data Act's right of a vehicle's user to the data it generate
 The archive is NDJSON, one JSON object per line, written as it is read (keyset pages of PAGE_SIZE, never the
 whole history in memory):
 
-    {"kind": "manifest", "format": "automotive-cloud.export.v1", "userId": …, "generatedAt": …, "vehicles": [...]}
+    {"kind": "manifest", "format": "automotive-cloud.export.v1", "userId": …, "generatedAt": …,
+     "vehicles": [{"vehicleId": …, "since": …}, {"vehicleId": …, "since": …, "until": …}, …]}
     {"kind": "record", "category": "position", "source": "telemetry", "vehicleId": …, "record": {…}}
     …
     {"kind": "summary", "records": {"<category>": n, …}}
 
 Each record names its data category (shared/privacy/categories.py; `account`, `consent` and `activity` for what
 is not car data) and its source (the container). The car's signals are split by category, so a reader can take
-what they need. Car data is exported from the moment this driver was linked to the car (their link's
-`linkedAt`): what the car recorded for an earlier driver is not theirs. Secrets the platform holds (the Graph
+what they need. Car data is exported for the time this person drove the car: from when they became its driver
+(their accepted invitation, else their link's `linkedAt`) until they left it (replaced or unlinked: the period
+recorded then, shared/drivers/periods.py), sample by sample. What the car recorded for an earlier or a later
+driver is not theirs, nor is the car's current state once they left it. Secrets the platform holds (the Graph
 subscription's clientState) and other people's identities are left out.
 """
 
@@ -20,13 +23,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
-from shared.auth.policy import Role
-from shared.calendar.documents import DRIVER_ID, KIND_DRIVER, KIND_EVENT, KIND_SUBSCRIPTION, KIND_SYNC_STATE
+from shared.calendar.documents import KIND_EVENT, KIND_SUBSCRIPTION, KIND_SYNC_STATE
 from shared.commands.lifecycle import KIND as COMMAND_KIND
 from shared.commands.lifecycle import view as command_view
 from shared.containers import (
@@ -48,13 +49,13 @@ from shared.containers import (
     VEHICLES,
 )
 from shared.device_messages import safe_id
+from shared.drivers.periods import Period, began, driver_link, driver_memberships, former_periods, merged
 from shared.geofences.store import KIND_VEHICLE_GEOFENCE
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 from shared.travel.stores import KIND_LATE, KIND_PLACE, KIND_TRAVEL, TRAVEL_DOC_ID
 
 FORMAT: Final = "automotive-cloud.export.v1"
-DRIVER_ROLE: Final = Role.DRIVER.value
 PAGE_SIZE: Final = 100
 ACCOUNT, CONSENT, ACTIVITY, CALENDAR = "account", "consent", "activity", "calendar"
 POSITION, DRIVING, HEALTH = "position", "driving_behaviour", "vehicle_health"  # shared/privacy/categories.json
@@ -80,12 +81,6 @@ NOT_EXPORTED: Final = {
 OWN_GEOFENCES: Final = "SELECT * FROM c WHERE c.kind = @k AND c.vehicleId = @v"
 
 
-@dataclass(frozen=True)
-class Car:
-    vehicle_id: str
-    since: str  # car data from then on is this driver's ("~", after every timestamp: no history, only the state)
-
-
 class DriverExport:
     """Streams one driver's archive. `category_of(signal path)` names the data category of a car signal."""
 
@@ -99,32 +94,28 @@ class DriverExport:
         cars = await self.cars(user_id)
         now = self.clock().isoformat(timespec="milliseconds").replace("+00:00", "Z")
         yield _line({"kind": "manifest", "format": FORMAT, "userId": user_id, "generatedAt": now,
-                     "vehicles": [{"vehicleId": c.vehicle_id, "since": c.since} for c in cars]})  # fmt: skip
+                     "vehicles": [_car_entry(c) for c in cars]})  # fmt: skip
         async for record in self.records(user_id, cars):
             self.counts[record["category"]] = self.counts.get(record["category"], 0) + 1
             yield _line(record)
         yield _line({"kind": "summary", "records": dict(sorted(self.counts.items()))})
 
-    async def cars(self, user_id: str) -> list[Car]:
+    async def cars(self, user_id: str) -> list[Period]:
         """The cars they drive: their Driver memberships (since they accepted the invitation) and the cars linked
-        to them (since their calendar link, else only the car's current state: no date, no history)."""
-        since: dict[str, str] = {}
-        query = "SELECT * FROM c WHERE c.principalId = @u AND c.role = @r"
-        for doc in await self.store.query(MEMBERSHIPS, query, {"@u": user_id, "@r": DRIVER_ROLE}, user_id):
-            car = doc.get("vehicleId")
-            if doc.get("principalId") == user_id and doc.get("role") == DRIVER_ROLE and isinstance(car, str):
-                since[car] = min(since.get(car, "~"), str(doc.get("grantedAt") or "~"))
-        link = await self.store.read(CALENDARS, user_id, DRIVER_ID)
-        linked = link.document if link and link.document.get("kind") == KIND_DRIVER else {}
+        to them (since their calendar link, else only the car's current state: no date, no history); and the cars
+        they drove before, for the time they drove them (shared/drivers/periods.py)."""
+        memberships = await driver_memberships(self.store, user_id)
+        link = await driver_link(self.store, user_id)
+        cars = {doc["vehicleId"] for doc in memberships if isinstance(doc.get("vehicleId"), str)}
         query = "SELECT c.vehicleId, c.driver FROM c WHERE c.driver.userId = @u"
         for doc in await self.store.query(VEHICLES, query, {"@u": user_id}):
-            car, driver = doc.get("vehicleId"), doc.get("driver")
-            if isinstance(car, str) and isinstance(driver, dict) and driver.get("userId") == user_id:
-                when = str(linked.get("linkedAt") or "~") if linked.get("vehicleId") == car else "~"
-                since[car] = min(since.get(car, "~"), when)
-        return [Car(car, when) for car, when in sorted(since.items())]
+            car = doc.get("vehicleId")
+            if isinstance(car, str) and _driver_of(doc) == user_id:
+                cars.add(car)
+        driving = [Period(car, began(user_id, car, memberships, link)) for car in cars]
+        return merged([*driving, *await former_periods(self.store, user_id)])
 
-    async def records(self, user_id: str, cars: list[Car]) -> AsyncIterator[dict[str, Any]]:
+    async def records(self, user_id: str, cars: list[Period]) -> AsyncIterator[dict[str, Any]]:
         person = {"@u": user_id}
         async for doc in self._all(MEMBERSHIPS, "c.principalId = @u", person, user_id):
             yield _record(ACCOUNT, MEMBERSHIPS, None, doc)
@@ -144,32 +135,38 @@ class DriverExport:
             async for record in self._car(car, user_id):
                 yield record
 
-    async def _car(self, car: Car, user_id: str) -> AsyncIterator[dict[str, Any]]:
+    async def _car(self, car: Period, user_id: str) -> AsyncIterator[dict[str, Any]]:
+        """What the car recorded in the period, and while they drive it now, its state (which holds no time: once
+        they left, it is the next driver's)."""
         v = {"@v": car.vehicle_id}
         stored = await self.store.read(VEHICLES, car.vehicle_id, safe_id(car.vehicle_id))  # ids are escaped
-        if stored is not None and _driver_of(stored.document) == user_id:
+        current = car.until is None  # they drive it now: its undated state is theirs
+        if current and stored is not None and _driver_of(stored.document) == user_id:
             # the car's calendar-aware driving state: routes from the car to this driver's next meetings
             travel = await self.store.read(TRAVEL, car.vehicle_id, TRAVEL_DOC_ID)
             if travel is not None and travel.document.get("kind") == KIND_TRAVEL:
                 yield _record(POSITION, TRAVEL, car.vehicle_id, _travel_since(travel.document, car.since))
         if stored is not None:
             state = stored.document.get("state")
-            signals = state.get("signals") if isinstance(state, dict) else None
+            signals = state.get("signals") if current and isinstance(state, dict) else None
             for category, part in self._by_category(signals if isinstance(signals, dict) else {}).items():
                 yield {"kind": "record", "category": category, "source": VEHICLES, "vehicleId": car.vehicle_id,
                        "record": {"state": part}}  # fmt: skip
             ingest = stored.document.get("ingest")
             pending = ingest.get("pending") if isinstance(ingest, dict) else None
             if isinstance(pending, list) and pending:  # history not yet flushed into a chunk
-                for record in self._history(car.vehicle_id, {"messages": pending}):
+                for record in self._history(car, {"messages": pending}):
                     yield record
         where = "c.vehicleId = @v"
         async for doc in self._all(TELEMETRY, where, v, car.vehicle_id):
-            if str(doc.get("to") or "") >= car.since:
-                for record in self._history(car.vehicle_id, doc):
+            # a chunk spans the time of its messages, which may start before the period or end after it
+            if str(doc.get("to") or "") >= car.since and (current or str(doc.get("from") or "") < str(car.until)):
+                for record in self._history(car, doc):
                     yield record
         async for doc in self._all(TRIPS, where, v, car.vehicle_id):
-            if str(doc.get("startTs") or "") >= car.since:  # a trip: where (position) and how (driving behaviour)
+            # a trip: where (position) and how (driving behaviour). One the car drove across a change of driver
+            # (never switched off) mixes both people's (its end, its distance): it is neither's; their samples are.
+            if car.holds(doc.get("startTs")) and car.holds(doc.get("endTs") or doc.get("lastTs") or doc.get("startTs")):
                 where_fields = {k: doc[k] for k in TRIP_POSITIONS if k in doc}
                 if where_fields:
                     yield _record(POSITION, TRIPS, car.vehicle_id, {"id": doc.get("id"), **where_fields})
@@ -181,35 +178,37 @@ class DriverExport:
             (GAPS, "reportedAt", HEALTH),
         ):
             async for doc in self._all(container, where, v, car.vehicle_id):
-                if str(doc.get(key) or "") >= car.since:
+                if car.holds(doc.get(key)):
                     yield _record(category, container, car.vehicle_id, doc)
         async for doc in self._all(GEOFENCE_EVENTS, where, v, car.vehicle_id):  # where the car crossed what
-            if str(doc.get("ts") or "") >= car.since:
+            if car.holds(doc.get("ts")):
                 yield _record(POSITION, GEOFENCE_EVENTS, car.vehicle_id, doc)
         own = {"@k": KIND_VEHICLE_GEOFENCE, "@v": car.vehicle_id}
-        for doc in await self.store.query(TENANCY, OWN_GEOFENCES, own):  # the car's own places (home, work)
+        # the car's own places (home, work): undated, so its current driver's
+        for doc in await self.store.query(TENANCY, OWN_GEOFENCES, own) if current else ():
             if doc.get("vehicleId") == car.vehicle_id:
                 yield _record(POSITION, TENANCY, car.vehicle_id, doc)
         async for doc in self._all(COMMANDS, f"{where} AND c.kind = @k", {**v, "@k": COMMAND_KIND}, car.vehicle_id):
-            if doc.get("kind") == COMMAND_KIND and str(doc.get("createdAt") or "") >= car.since:
+            if doc.get("kind") == COMMAND_KIND and car.holds(doc.get("createdAt")):
                 # what was done to the car while they drove it; who sent it stays in the audit log (another person)
                 yield _record(ACTIVITY, COMMANDS, car.vehicle_id, command_view(doc))
 
-    def _history(self, vehicle_id: str, chunk: Document) -> Iterable[dict[str, Any]]:
-        """One line per category of a history chunk: its messages with only that category's signals."""
+    def _history(self, car: Period, chunk: Document) -> Iterable[dict[str, Any]]:
+        """One line per category of a history chunk: its samples of the period with only that category's
+        signals."""
         per: dict[str, list[dict[str, Any]]] = {}
         for message in chunk.get("messages") or []:
             if not isinstance(message, dict):
                 continue
             for sample in message.get("samples") or []:
-                if not isinstance(sample, dict):
+                if not isinstance(sample, dict) or not car.holds(sample.get("ts")):
                     continue
                 for category, part in self._by_category(sample.get("signals") or {}).items():
                     per.setdefault(category, []).append({"ts": sample.get("ts"), "signals": part})
                 for category, part in self._by_category(sample.get("rejected") or {}).items():
                     per.setdefault(category, []).append({"ts": sample.get("ts"), "rejected": part})
         for category, samples in per.items():
-            yield {"kind": "record", "category": category, "source": TELEMETRY, "vehicleId": vehicle_id,
+            yield {"kind": "record", "category": category, "source": TELEMETRY, "vehicleId": car.vehicle_id,
                    "record": {"from": chunk.get("from"), "to": chunk.get("to"), "samples": samples}}  # fmt: skip
 
     def _by_category(self, signals: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -254,6 +253,13 @@ def _travel_since(doc: Mapping[str, Any], since: str) -> dict[str, Any]:
     }
     notices = [k for k in state.get("notices") or () if isinstance(k, str) and k.rsplit("|", 1)[0] in kept]
     return {**doc, "state": {**state, "events": kept, "notices": notices}}
+
+
+def _car_entry(car: Period) -> dict[str, Any]:
+    entry: dict[str, Any] = {"vehicleId": car.vehicle_id, "since": car.since}
+    if car.until is not None:
+        entry["until"] = car.until
+    return entry
 
 
 def _driver_of(vehicle: Mapping[str, Any]) -> str | None:

@@ -19,6 +19,7 @@ from shared.auth.policy import Role
 from shared.containers import MEMBERSHIPS, TENANCY, VEHICLES
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLink, DriverLinks
+from shared.drivers.periods import end_period
 from shared.errors import (
     AccessDeniedError,
     FeatureDisabledError,
@@ -347,11 +348,16 @@ class TenancyService:
 
     async def unlink(self, access: Access, vehicle_id: str) -> None:
         """The car loses its driver: the link (calendar sync stops) and the driver's membership for this car, so
-        the former driver can neither read the car nor link themselves again without a new invitation. The
-        membership goes first: a retry after a failure in between still finds the driver on the car."""
+        the former driver can neither read the car nor link themselves again without a new invitation. The time
+        they drove it is recorded first, while the membership and the link date it (their export keeps the car for
+        that time); the membership goes next: a retry after a failure in between still finds the driver on the
+        car."""
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
         driver = (stored.document.get("driver") or {}) if stored else {}
         user, brand_id = driver.get("userId"), access.resource.brand_id
+        if user and stored is not None:
+            brand = stored.document.get("brandId") or brand_id
+            await end_period(self.store, str(user), vehicle_id, brand, canonical_time(self.clock()))
         if user and brand_id:
             await self.store.delete(MEMBERSHIPS, str(user), membership_id(Role.DRIVER, brand_id, None, vehicle_id))
         if not await self.links.unlink(vehicle_id):

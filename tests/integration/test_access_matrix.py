@@ -687,19 +687,23 @@ async def test_a_driver_unlinked_by_the_operator_no_longer_has_the_car(matrix: M
 async def test_a_driver_replaced_by_a_new_one_no_longer_has_the_car(matrix: Matrix) -> None:
     """A company car handed to a new driver by invitation: the former driver's Driver membership goes with their
     link, else they would keep reading the car (its new driver's position), link themselves back (and then send
-    commands as its driver), and export the new driver's trips as theirs."""
+    commands as its driver), and export the new driver's trips as theirs. Their export keeps the car for the time
+    they drove it (shared/drivers/periods.py), with nothing of the new driver's."""
     matrix.fresh()
     # GIVEN car-munich driven by the customer tenant's driver; WHEN the operator invites the other driver, who accepts
     pinned = {"invitee": OIDS["driver"], "inviteeTenant": _tenant_of("driver")}
     invitation = await matrix.ok("POST", "/api/vehicles/car-munich/driver/invitations", "munich-operator", pinned, 201)
     await matrix.ok("POST", f"/api/invitations/{invitation['invitationId']}/accept", "driver", SELF_LINK)
-    # THEN the former driver no longer finds the car, cannot link back, and their export names it no more
+    # THEN the former driver no longer finds the car and cannot link back; their export holds it until the handover
     read = await matrix.call("GET", "/api/vehicles/car-munich", "customer-driver")
     assert read.status == 404, "the former driver still reads the car (its new driver's live state, position)"
     relink = await matrix.call("PUT", "/api/vehicles/car-munich/driver", "customer-driver", SELF_LINK)
     assert relink.status == 404, "the former driver links themselves back"
     export = await matrix.call("GET", f"/api/drivers/{OIDS['customer-driver']}/export", "customer-driver")
-    assert "car-munich" not in [v["vehicleId"] for v in orjson.loads(export.body.splitlines()[0])["vehicles"]]
+    manifest = orjson.loads(export.body.splitlines()[0])
+    [munich] = [v for v in manifest["vehicles"] if v["vehicleId"] == "car-munich"]
+    assert "until" in munich, "the former driver's export holds the car after the handover"
+    assert OIDS["driver"] not in export.body.decode(), "the new driver's data is in the former driver's export"
     assert (await matrix.call("GET", "/api/vehicles/car-munich", "driver")).status == 200
 
 

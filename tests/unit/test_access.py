@@ -144,6 +144,31 @@ async def test_erase_driver_self_or_their_brand_admin(world) -> None:  # type: i
         await gate.authorize(OPERATOR, erase, {"userId": "driver-1"})
 
 
+async def test_a_brand_admin_may_not_export_a_driver_who_drove_a_car_of_another_brand(world) -> None:  # type: ignore[no-untyped-def]
+    """Their export keeps the other brand's car for the time they drove it (shared/drivers/periods.py): an admin of
+    only the brand they drive for now must not read it (403, as for a driver of two brands); they and a platform
+    admin may."""
+    from shared.drivers.periods import end_period
+
+    store, gate = world
+    former = membership_id(Role.DRIVER, "fabrikam", None, "car-9")
+    await member(store, "driver-1", Role.DRIVER, "fabrikam", vehicle="car-9")
+    stored = await store.read(MEMBERSHIPS, "driver-1", former)
+    assert stored is not None
+    await store.upsert(MEMBERSHIPS, {**stored.document, "grantedAt": "2026-12-01T08:00:00.000Z"})
+    # driver-1 leaves car-9: the time they drove it is recorded, then the membership goes
+    await end_period(store, "driver-1", "car-9", "fabrikam", "2026-12-06T04:20:00.000Z")
+    await store.delete(MEMBERSHIPS, "driver-1", former)
+    export = requires(P.EXPORT_DRIVER_DATA, on="driver")
+    await gate.authorize(DRIVER, export, {"userId": "driver-1"})
+    await gate.authorize(PLATFORM, export, {"userId": "driver-1"})
+    with pytest.raises(AccessDeniedError):
+        await gate.authorize(ADMIN, export, {"userId": "driver-1"})
+    with pytest.raises(AccessDeniedError):
+        await gate.authorize(ADMIN, requires(P.ERASE_DRIVER, on="driver"), {"userId": "driver-1"})
+    await gate.authorize(ADMIN, export, {"userId": "driver-2"})  # a driver of contoso's cars only
+
+
 async def test_visibility_for_lists(world) -> None:  # type: ignore[no-untyped-def]
     _, gate = world
     access = await gate.authorize(OPERATOR, requires(P.READ_VEHICLES, on="caller"), {})

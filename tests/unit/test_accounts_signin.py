@@ -205,6 +205,28 @@ async def test_signing_in_at_a_car_ends_its_former_drivers_membership(world: Wor
     assert await world.store.read(MEMBERSHIPS, former, membership) is None
 
 
+async def test_signing_in_at_a_car_records_the_time_its_former_driver_drove_it(world: World) -> None:
+    """The former driver's export keeps the car for the time they drove it (shared/drivers/periods.py): recorded
+    from their membership before it goes, up to the sign-in; a driver account that leaves the car in turn (its
+    start unknown: no history in its export) records nothing."""
+    from shared.drivers.periods import former_periods
+
+    former = "0e5d4c3b-2a19-4f8e-8d7c-6b5a49382716"
+    accepted = canonical_time(world.now - dt.timedelta(days=3))
+    membership = membership_id(Role.DRIVER, "contoso-motors", None, CAR)
+    await world.store.upsert(MEMBERSHIPS, {"id": membership, "principalId": former, "kind": "membership",
+                                           "role": "Driver", "vehicleId": CAR, "grantedAt": accepted})  # fmt: skip
+    stored = await world.store.read(VEHICLES, CAR, CAR)
+    assert stored is not None
+    await world.store.upsert(VEHICLES, {**stored.document, "driver": {"userId": former, "upn": "f@contoso.example"}})
+    await world.sign_in(CAR, "1")
+    [period] = await former_periods(world.store, former)
+    assert (period.vehicle_id, period.since, period.until) == (CAR, accepted, canonical_time(world.now))
+    world.now += dt.timedelta(hours=1)
+    assert await world.service.sign_out(CAR, "1") is True
+    assert await former_periods(world.store, world.identity.account.id) == []
+
+
 async def test_signing_out_of_the_last_car_withdraws_consent_and_leaves_the_tokens_to_the_sync(world: World) -> None:
     await world.sign_in(CAR, "1")
     acct = world.identity.account.id

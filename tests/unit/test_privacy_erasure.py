@@ -145,6 +145,40 @@ async def test_erasing_the_driver_deletes_their_meetings_in_graph_and_their_cons
     assert (await fleet.call("DELETE", f"/api/drivers/{USER}")).json["graph"]["onlineMeetings"] == 0
 
 
+async def _replaced(fleet: Fleet) -> str:
+    """USER drove car-001 and was replaced by another driver: the time they drove it is recorded (their export
+    keeps it, shared/drivers/periods.py). Returns the other driver."""
+    import orjson
+
+    from shared.drivers.link import DriverLinks, parse_link
+
+    other = "0f9b8e2d-6c1a-4f57-8d3e-5a7b9c1d2e02"
+    await fleet.link_driver("car-001")
+    link = {
+        "userId": other,
+        "upn": "o@contoso.com",
+        "timeZone": "UTC",
+        "consent": {"calendar": False, "location": True},
+    }
+    later = fleet.now + dt.timedelta(hours=1)
+    await DriverLinks(fleet.store, fleet.queue, lambda: later).link("car-001", parse_link(orjson.dumps(link)))
+    assert [d for d in of(fleet, USER) if d.get("kind") == "drivingPeriod"]
+    return other
+
+
+async def test_erasing_a_former_driver_deletes_the_record_of_the_time_they_drove_the_car(fleet: Fleet) -> None:
+    await _replaced(fleet)
+    receipt = (await fleet.call("DELETE", f"/api/drivers/{USER}")).json
+    assert receipt["documents"]["memberships"] == 1
+    assert of(fleet, USER) == []
+
+
+async def test_erasing_the_car_deletes_the_record_of_the_time_a_former_driver_drove_it(fleet: Fleet) -> None:
+    await _replaced(fleet)
+    assert (await fleet.call("DELETE", "/api/vehicles/car-001")).status == 200
+    assert [d for d in of(fleet, USER) if d.get("kind") == "drivingPeriod"] == []
+
+
 async def test_the_sweep_after_the_in_flight_window_deletes_what_arrived_late_once(fleet: Fleet) -> None:
     # GIVEN an erased car, then a trip and a dead letter of it that arrived late (a stalled instance)
     await fleet.call("DELETE", "/api/vehicles/car-001")

@@ -229,3 +229,159 @@ async def test_a_car_whose_id_needs_escaping_is_exported_whole() -> None:
     lines = await export(store, ALEX)
     vehicle = [r for r in lines[1:-1] if r["source"] == "vehicles"]
     assert vehicle, "the car's state is missing from the export"
+
+
+HANDOVER = dt.timedelta(minutes=30)  # when the car is linked to its next driver, after T0
+
+
+async def _issue(store: DocumentStore, car: str, at: dt.datetime, key: str) -> str:
+    from shared.auth.policy import Role
+    from shared.commands.service import Caller, CommandService
+    from shared.iothub.memory_gateway import MemoryIoTHubGateway
+    from shared.stores.queues import MemoryQueue
+
+    operator = "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b"
+    service = CommandService(store, MemoryIoTHubGateway(), MemoryQueue(), clock=lambda: at)
+    sent, _ = await service.issue(Caller(operator, frozenset({Role.FLEET_OPERATOR})), car, "lock", {}, key)
+    return str(sent["commandId"])
+
+
+async def handover(store: DocumentStore, car: str) -> tuple[str, str]:
+    """Alex drives the car (`world`: linked a minute before T0, a trip at T0 with a DTC, a command at T0+10 min);
+    at T0+30 min it is linked to Megan, who drives it from T0+40 min (20 messages: a history chunk then holds the
+    end of Alex's time and the start of hers; a trip elsewhere, another DTC) and has a command sent to it. Returns
+    the two commands' ids."""
+    theirs = await _issue(store, car, T0 + dt.timedelta(minutes=10), "alex-lock")
+    megan = {"userId": MEGAN, "upn": "megan@contoso.example", "timeZone": "Europe/Berlin",
+             "consent": {"calendar": False, "location": True}}  # fmt: skip
+    await DriverLinks(store, MemorySyncQueue(), lambda: T0 + HANDOVER).link(car, parse_link(orjson.dumps(megan)))
+    await megan_drives(store, car)
+    hers = await _issue(store, car, T0 + dt.timedelta(minutes=45), "megan-lock")
+    assert await store.query("telemetry", "SELECT * FROM c", {}), "the test needs a flushed history chunk"
+    return theirs, hers
+
+
+async def megan_drives(store: DocumentStore, car: str, start: int = 40 * 60) -> None:
+    trip = [dict(lv="ON", speed=90.0, lat=41.9 + s / 1000, lon=12.5, soc=60.0, dtc=["P0420"]) for s in range(20)]
+    trip[-1]["lv"] = "OFF"
+    batch = [message(car, drive(10 + s, start + s, **signals), enqueued_s=start + s, sequence_number=10 + s)
+             for s, signals in enumerate(trip)]  # fmt: skip
+    await TelemetryIngestor(store, MemoryDeadLetterSink()).ingest(batch)
+
+
+def samples_of(records: list[dict[str, Any]]) -> list[str]:
+    return [s["ts"] for r in records if r["source"] == "telemetry" for s in r["record"]["samples"]]
+
+
+def assert_nothing_of_megan(lines: list[dict[str, Any]], hers: str) -> None:
+    text = orjson.dumps(lines).decode()
+    for leak in (MEGAN, "megan@", "41.9", "P0420", hers):
+        assert leak not in text, f"{leak} (the new driver's) is in the former driver's export"
+
+
+async def test_a_replaced_driver_keeps_the_car_for_the_time_they_drove_it_and_nothing_of_the_next_driver() -> None:
+    """A company car handed to another driver: the former driver's export still holds the car for the time they
+    drove it (their trip, positions, alert, the command sent to it then), and nothing recorded after the handover
+    (the new driver's trip, positions, alert, command, the car's current state): that is another person's data."""
+    car = CARS[ALEX]
+    store = await world(cars={ALEX: car})
+    theirs, hers = await handover(store, car)
+
+    lines = await export(store, ALEX)
+    manifest, *records, _ = lines
+    assert manifest["vehicles"] == [{"vehicleId": car, "since": iso(-60), "until": iso(30 * 60)}]
+    trips = [r["record"] for r in records if r["source"] == "trips" and r["category"] == "driving_behaviour"]
+    assert [t["startTs"] for t in trips] == [iso(0)], "the former driver's trip is missing, or the next driver's is in"
+    assert [r["record"]["commandId"] for r in records if r["source"] == "commands"] == [theirs]
+    assert iso(0) in samples_of(records), "the former driver's positions are missing"
+    assert max(samples_of(records)) < iso(30 * 60), "a sample from after the handover is in the former's export"
+    assert not [r for r in records if r["source"] == "vehicles"], "the car's current state is the new driver's"
+    assert [r["record"]["code"] for r in records if r["source"] == "alerts"] == ["P0300"]
+    [period] = [r["record"] for r in records if r["source"] == "memberships"]  # the record of the time they drove it
+    assert (period["vehicleId"], period["since"], period["until"]) == (car, iso(-60), iso(30 * 60))
+    assert_nothing_of_megan(lines, hers)
+
+
+async def test_the_new_drivers_export_holds_no_sample_of_the_former_from_a_chunk_spanning_the_handover() -> None:
+    car = CARS[ALEX]
+    store = await world(cars={ALEX: car})
+    _, hers = await handover(store, car)
+    manifest, *records, _ = await export(store, MEGAN)
+    assert manifest["vehicles"] == [{"vehicleId": car, "since": iso(30 * 60)}]
+    assert samples_of(records)
+    assert min(samples_of(records)) >= iso(30 * 60), "the former driver's samples are in the new driver's export"
+    assert [r["record"]["commandId"] for r in records if r["source"] == "commands"] == [hers]
+    assert ALEX not in orjson.dumps(records).decode()
+
+
+async def test_a_driver_who_comes_back_gets_both_times_and_not_the_one_between() -> None:
+    car = CARS[ALEX]
+    store = await world(cars={ALEX: car})
+    await handover(store, car)
+    alex = {"userId": ALEX, "upn": "alex@contoso.example", "timeZone": "Europe/Berlin",
+            "consent": {"calendar": False, "location": True}}  # fmt: skip
+    back = T0 + dt.timedelta(hours=2)
+    await DriverLinks(store, MemorySyncQueue(), lambda: back).link(car, parse_link(orjson.dumps(alex)))
+    lines = await export(store, ALEX)
+    manifest, *records, _ = lines
+    assert manifest["vehicles"] == [
+        {"vehicleId": car, "since": iso(-60), "until": iso(30 * 60)},
+        {"vehicleId": car, "since": iso(2 * 3600)},
+    ]
+    assert samples_of(records)
+    assert max(samples_of(records)) < iso(30 * 60)
+    trips = [r["record"]["startTs"] for r in records if r["source"] == "trips" and r["category"] == "driving_behaviour"]
+    assert trips == [iso(0)]
+    # and Megan, replaced in turn, keeps her time and nothing of Alex's two
+    manifest, *records, _ = await export(store, MEGAN)
+    assert manifest["vehicles"] == [{"vehicleId": car, "since": iso(30 * 60), "until": iso(2 * 3600)}]
+    assert samples_of(records)
+    assert min(samples_of(records)) >= iso(30 * 60)
+
+
+async def test_a_driver_unlinked_by_the_operator_keeps_the_car_from_accepting_the_invitation_to_the_unlink() -> None:
+    """The period starts when they accepted the invitation (their Driver membership), not at their last re-link,
+    and ends at the operator's unlink: recorded before the membership and the link that date it go. A trip the
+    car drove across the change (never switched off) is left out: its end is the next driver's."""
+    from shared.auth.access import Access, Grant, Resource
+    from shared.auth.policy import Role
+    from shared.auth.principal import Principal
+    from shared.tenancy.service import TenancyService
+    from tests.fleet_support import BRAND, FLEET, Fleet
+
+    tenant, car = "5c1b2a4d-0b5c-4a6e-9d3f-7f0e9a553c1b", "car-001"
+    fleet = Fleet()
+    await fleet.register(BRAND, FLEET, [car])
+    now = [T0 - dt.timedelta(hours=1)]
+    links = DriverLinks(fleet.store, MemorySyncQueue(), lambda: now[0])
+    tenancy = TenancyService(fleet.store, links, home_tenants=(tenant,), clock=lambda: now[0])
+
+    def person(oid: str, *grants: Grant) -> Access:
+        principal = Principal(oid, tenant, "client", frozenset(), frozenset(), False, username=f"{oid[:4]}@c.example")
+        return Access(principal, grants, Resource(BRAND, FLEET, car))
+
+    operator = person("9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b", Grant(Role.FLEET_OPERATOR, BRAND, FLEET))
+    for driver, accepted in ((ALEX, now[0]), (MEGAN, T0 + dt.timedelta(minutes=35))):
+        now[0] = accepted
+        invitation = await tenancy.invite_driver(operator, car, driver, None)
+        await tenancy.accept_invitation(person(driver), invitation["invitationId"], "Europe/Berlin", False, True)
+        if driver == ALEX:
+            now[0] = T0 + dt.timedelta(minutes=5)  # Alex changes his link: linkedAt moves, the membership stays
+            await tenancy.link_self(person(ALEX), car, "Europe/Berlin", False, True)
+            await fleet.drive(car, range(3), lv="ON", speed=40.0, lat=52.5, lon=13.4)
+            now[0] = T0 + HANDOVER
+            await tenancy.unlink(operator, car)
+    await megan_drives(fleet.store, car)
+
+    lines = await export(fleet.store, ALEX)
+    manifest, *records, _ = lines
+    assert manifest["vehicles"] == [{"vehicleId": car, "since": iso(-3600), "until": iso(30 * 60)}]
+    assert samples_of(records)
+    assert max(samples_of(records)) < iso(30 * 60)
+    assert [r["record"]["code"] for r in records if r["source"] == "alerts"] == []  # Megan's DTC, not Alex's
+    # the car was never switched off between them: one trip, from Alex's start to Megan's end, is neither's
+    assert not [r for r in records if r["source"] == "trips"]
+    assert_nothing_of_megan(lines, "no command")
+    # the record of the time Alex drove it went to his partition before his membership and link went
+    stored = await fleet.store.query("memberships", "SELECT * FROM c WHERE c.principalId = @u", {"@u": ALEX})
+    assert [(d["kind"], d.get("role")) for d in stored] == [("drivingPeriod", None)]
