@@ -1,4 +1,5 @@
-"""DPS's custom allocation webhook: the Device Provisioning Service asks which IoT hub a car goes to.
+"""DPS's custom allocation webhook: the Device Provisioning Service asks which IoT hub a car goes to; and the sweep
+of direct-mode registrations abandoned half-way (a timer, at the end).
 
 DPS cannot send a bearer token: it calls Azure Functions webhooks with the function key in the URL (the
 enrollment's custom allocation definition holds `https://<app>/api/provisioning/allocate?code=<key>`; docs
@@ -30,6 +31,9 @@ bp = func.Blueprint()
 # DPS waits a bounded time for the webhook; answer well within it, or say 503 so the device retries later.
 BUDGET_SECONDS: Final = 10.0
 MAX_BODY_BYTES: Final = 64 * 1024
+# Every 10 minutes: a registration's claim lapses after 5 (shared/fleet/service.py, REGISTRATION_LEASE_SECONDS), so an
+# identity a crashed registration left is gone within 15. A literal, not a setting: nothing to tune per deployment.
+REGISTRATION_SWEEP_SCHEDULE: Final = "0 */10 * * * *"
 
 
 @bp.function_name("provisioning_allocate")
@@ -59,3 +63,15 @@ async def provisioning_allocate(req: func.HttpRequest) -> func.HttpResponse:
 
 def _problem(problem: Problem) -> func.HttpResponse:
     return func.HttpResponse(problem.to_json(), status_code=problem.status, mimetype=PROBLEM_JSON, headers=NO_STORE)
+
+
+@bp.function_name("registration_sweep")
+@bp.timer_trigger(arg_name="timer", schedule=REGISTRATION_SWEEP_SCHEDULE, run_on_startup=False, use_monitor=True)
+async def registration_sweep(timer: func.TimerRequest) -> None:
+    """Direct-mode registrations abandoned after their identity was made (the attempt died before it completed or
+    cleaned up, and no retry came): the identity deleted, the claim removed
+    (FleetService.sweep_abandoned_registrations). A failure raises: the next run tries again."""
+    from shared.fleet.runtime import fleet_service  # the API's wiring: loaded only when the timer fires
+
+    swept = await fleet_service.get().sweep_abandoned_registrations()
+    logging.info("registration sweep: %d abandoned registrations swept", len(swept))

@@ -18,6 +18,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
@@ -30,7 +31,10 @@ REGISTER_PREFIX: Final = "$dps/registrations/PUT/iotdps-register/"
 STATUS_PREFIX: Final = "$dps/registrations/GET/iotdps-get-operationstatus/"
 RESPONSE_FILTER: Final = "$dps/registrations/res/#"
 API_VERSION: Final = "2019-03-31"
-MAX_ID_LENGTH: Final = 128  # DPS: registration ids are alphanumeric plus - . _ :, at most 128 characters
+# REST "Runtime Registration - Register Device", `registrationId`: "a case-insensitive string (up to 128 characters
+# long) of alphanumeric characters plus certain special characters : . _ -. No special characters allowed at start or
+# end." (shared/provisioning/model.py holds the same rule for pre-registration.)
+REGISTRATION_ID: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9:._-]{0,126}[A-Za-z0-9])?")
 MAX_BODY_BYTES: Final = 64 * 1024
 
 # errorCode values as DPS reports them (401002 seen in the SDKs' logs; 400209 for a failed custom allocation)
@@ -62,10 +66,13 @@ class MalformedError(ValueError):
 
 
 def valid_registration_id(registration_id: str) -> bool:
-    """DPS's rule: 1..128 characters, lowercase alphanumerics and - . _ : (DPS lowercases ids; we require it)."""
-    return 0 < len(registration_id) <= MAX_ID_LENGTH and all(
-        c.isascii() and (c.islower() or c.isdigit() or c in "-._:") for c in registration_id
-    )
+    """DPS's rule: 1..128 ASCII letters (either case), digits and - . _ :, a letter or digit at both ends."""
+    return REGISTRATION_ID.fullmatch(registration_id) is not None
+
+
+def registration_key(registration_id: str) -> str:
+    """What identifies a registration to DPS: its id without case (`CAR-7` and `car-7` are one registration)."""
+    return registration_id.lower()
 
 
 def _query(topic: str, prefix: str) -> dict[str, str] | None:

@@ -10,17 +10,23 @@ dials 8883), one connection per registering device (protocol.py has the topics a
   id. Symmetric key: the password must be an unexpired SAS token for `{idScope}/registrations/{registrationId}`
   signed with the device key derived from a symmetric-key group's key (HMAC-SHA256 of the registration id), else
   401. An unknown id scope is 401 too. A malformed register body (not JSON, no or a different `registrationId`)
-  is **400** (errorCode 400004). Nothing is created for any of them.
+  or a registration id DPS does not take (protocol.valid_registration_id) is **400** (errorCode 400004). Nothing is
+  created for any of them.
+- **Registration ids are case-insensitive**, as DPS documents them: `CAR-7` registering after `car-7` is the same
+  registration (`assignments` is keyed by protocol.registration_key), which keeps the device id of its first
+  assignment, so the hub gets no second identity. The certificate's CN matches the registration id without case.
+  Azure does not document which case a new registration's device id takes: here the id as the device sent it.
 - **Custom allocation.** DPS posts the documented request (`enrollmentGroup`, `deviceRuntimeContext` with
   `registrationId`, `currentIotHubHostName`/`currentDeviceId` when assigned before, `x509` or `symmetricKey`,
   the device's `payload`, and `linkedHubs`) to the group's webhook; a 200 with an `iotHubHostName` among the linked
   hubs assigns the device there, with its `initialTwin`'s desired properties applied and the answer's `payload`
   handed back to the device. Any other answer, or a hub the group is not linked to, ends the registration
   `failed` (errorCode 400209, "Custom allocation failed with status code: N"), nothing created.
-- **Devices on the hubs.** The device id is the registration id. An X.509 device is registered on its hub as a
-  CA-authenticated device (the hub must trust the same root, `DeviceRegistry.trust_device_ca`), a symmetric-key
-  device with its derived key. Re-provisioning to another hub deletes the identity from the old one (IoT Hub's
-  default re-provisioning policy, "re-provision and migrate data": the twin's desired properties move with it).
+- **Devices on the hubs.** The device id is the registration id (as first assigned). An X.509 device is registered
+  on its hub as a CA-authenticated device (the hub must trust the same root, `DeviceRegistry.trust_device_ca`), a
+  symmetric-key device with its derived key. Re-provisioning to another hub deletes the identity from the old one
+  (IoT Hub's default re-provisioning policy, "re-provision and migrate data": the twin's desired properties move with
+  it).
 - A disabled enrollment group answers `disabled`; a device that registers again while its operation runs gets
   the same operation.
 
@@ -142,7 +148,7 @@ def x509_attestation(
             continue
         if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
             raise Refused(401, dps.UNAUTHORIZED, "Unauthorized: the certificate is not valid now")
-        if _common_names(leaf) != [registration_id]:
+        if [cn.lower() for cn in _common_names(leaf)] != [registration_id.lower()]:  # case-insensitive ids
             raise Refused(401, dps.UNAUTHORIZED, "Unauthorized: the certificate's subject is not the registration id")
         return Attested(
             group,
@@ -201,7 +207,7 @@ class LocalDps:
         # get the 401 DPS gives. A chain from a CA in neither list is refused in the handshake (docs/local-stack.md).
         self.tls_accepted_cas = list(tls_accepted_cas)
         self.hubs = dict(hubs)
-        self.assignments: dict[str, Assignment] = {}  # registration id → where it lives
+        self.assignments: dict[str, Assignment] = {}  # registration_key(registration id) → where it lives
         self.refusals: list[tuple[str, int, str]] = []  # (registration id, status, message), for tests and logs
         self._operations: dict[str, Operation] = {}
         self._server: asyncio.Server | None = None
@@ -316,8 +322,10 @@ class LocalDps:
     def _attest(
         self, writer: asyncio.StreamWriter, id_scope: str, registration_id: str, password: str | None
     ) -> Attested:
-        if id_scope != self.id_scope or not dps.valid_registration_id(registration_id):
+        if id_scope != self.id_scope:
             raise Refused(401, dps.UNAUTHORIZED, "Unauthorized")
+        if not dps.valid_registration_id(registration_id):
+            raise Refused(400, dps.BAD_REQUEST, "Invalid RegistrationId")
         ssl_object = writer.get_extra_info("ssl_object")
         leaf = ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) else None
         if leaf is not None:
@@ -348,7 +356,7 @@ class LocalDps:
             operation = self._register(attested, registration)
             return 202, orjson.dumps({"operationId": operation.operation_id, "status": "assigning"}), POLL_SECONDS
         found = self._operations.get(request.operation_id or "")
-        if found is None or found.registration_id != registration_id:
+        if found is None or dps.registration_key(found.registration_id) != dps.registration_key(registration_id):
             return 404, dps.error_body(404, dps.NOT_FOUND, "Operation not found", tracking, now), None
         if found.result is None:
             return 202, orjson.dumps({"operationId": found.operation_id, "status": "assigning"}), POLL_SECONDS
@@ -357,7 +365,8 @@ class LocalDps:
     # --- registration -----------------------------------------------------------------------------------------
 
     def _register(self, attested: Attested, registration: dps.Registration) -> Operation:
-        running = [o for o in self._operations.values() if o.registration_id == registration.registration_id]
+        key = dps.registration_key(registration.registration_id)
+        running = [o for o in self._operations.values() if dps.registration_key(o.registration_id) == key]
         if running and running[-1].result is None:
             return running[-1]
         operation = Operation(f"4.{uuid.uuid4().hex[:16]}.{uuid.uuid4()}", registration.registration_id)
@@ -390,7 +399,7 @@ class LocalDps:
     async def allocation_request(self, attested: Attested, registration: dps.Registration) -> dict[str, Any]:
         """The documented custom-allocation request body."""
         context: dict[str, Any] = {"registrationId": registration.registration_id, **attested.runtime}
-        previous = self.assignments.get(registration.registration_id)
+        previous = self.assignments.get(dps.registration_key(registration.registration_id))
         if previous is not None:
             context["currentIotHubHostName"] = previous.hub
             context["currentDeviceId"] = previous.device_id
@@ -423,19 +432,24 @@ class LocalDps:
         if not isinstance(hub_name, str) or hub_name not in group.linked_hubs or hub_name not in self.hubs:
             raise Refused(400, dps.CUSTOM_ALLOCATION_FAILED, f"Custom allocation chose no linked hub: {hub_name!r}")
         desired = _desired_of(answer.get("initialTwin"))
-        substatus = self._place(registration_id, hub_name, group, desired)
+        device_id, substatus = self._place(registration_id, hub_name, group, desired)
         return {
             "assignedHub": hub_name,
-            "deviceId": registration_id,
+            "deviceId": device_id,
             "status": "assigned",
             "substatus": substatus,
             "payload": answer.get("payload"),
         }
 
-    def _place(self, device_id: str, hub_name: str, group: EnrollmentGroup, desired: dict[str, Any]) -> str:
-        """Create the identity on `hub_name` (and delete it from the hub it leaves); IoT Hub's substatus."""
+    def _place(
+        self, registration_id: str, hub_name: str, group: EnrollmentGroup, desired: dict[str, Any]
+    ) -> tuple[str, str]:
+        """Create the identity on `hub_name` (and delete it from the hub it leaves); its device id (the one the
+        registration was first assigned with, whatever case the id has now) and IoT Hub's substatus."""
         hub = self.hubs[hub_name]
-        previous = self.assignments.get(device_id)
+        key = dps.registration_key(registration_id)
+        previous = self.assignments.get(key)
+        device_id = previous.device_id if previous is not None else registration_id
         migrated: dict[str, Any] = {}
         if previous is not None and previous.hub != hub_name and previous.hub in self.hubs:
             old = self.hubs[previous.hub]
@@ -449,14 +463,14 @@ class LocalDps:
             created = hub.registry.register_x509(device_id)
         else:
             assert group.primary_key is not None
-            key = dps.derive_device_key(group.primary_key, device_id)
-            if hub.registry.exists(device_id) and hub.registry.device_key(device_id) != key:
+            # the key the registering device holds: derived from the id as it registered (its case included)
+            device_key = dps.derive_device_key(group.primary_key, registration_id)
+            if hub.registry.exists(device_id) and hub.registry.device_key(device_id) != device_key:
                 hub.registry.remove(device_id)
-            created = hub.registry.register(device_id, key)
+            created = hub.registry.register(device_id, device_key)
         if created:
             twin = hub.twins.get(device_id)
             twin.patch_desired({**migrated, **desired})
-        self.assignments[device_id] = Assignment(
-            hub_name, device_id, dps.utc(dt.datetime.now(dt.UTC)), group.attestation
-        )
-        return "deviceDataMigrated" if previous is not None and previous.hub != hub_name else "initialAssignment"
+        self.assignments[key] = Assignment(hub_name, device_id, dps.utc(dt.datetime.now(dt.UTC)), group.attestation)
+        moved = previous is not None and previous.hub != hub_name
+        return device_id, "deviceDataMigrated" if moved else "initialAssignment"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
@@ -33,13 +35,14 @@ from shared.drivers.link import DriverLinks
 from shared.errors import (
     AlreadyExistsError,
     ConflictError,
+    FleetError,
     InvalidRequestError,
     IoTHubError,
     StateConflictError,
     UnknownResourceError,
 )
 from shared.graph.base import GraphClient
-from shared.iothub.gateway import DeviceExistsError, IoTHubGateway
+from shared.iothub.gateway import DeviceExistsError, DeviceIdentity, IoTHubGateway
 from shared.lake.store import LakeStore
 from shared.privacy.consent import Actor, ConsentService, decision
 from shared.privacy.erasure import Eraser, ForgetCalendar
@@ -58,6 +61,7 @@ from shared.stores.paging import keyset_page
 from shared.telemetry import signals as S
 from shared.telemetry.documents import (
     DriverRef,
+    PendingRegistration,
     Provisioning,
     SignalEntry,
     SignalValue,
@@ -78,6 +82,13 @@ from shared.vehicle_updates import update_vehicle
 ACK_STATUS: Final = "ack"  # alert acknowledgements live in `alerts` as `ack:{alertId}` with this status
 DEFAULT_WINDOW: Final = dt.timedelta(hours=1)
 ALLOCATION_SETTLE_SECONDS: Final = 300  # after an allocation, DPS has made the car's identity (or failed to)
+# A direct registration's claim on its car (`pendingRegistration`) holds this long: no other registration of the car
+# starts meanwhile (one that is still running is never raced), after it the claim has lapsed (a retry takes it over,
+# the sweep removes what it left). Far longer than a registration takes (three calls); a crashed one blocks its car
+# this long at most.
+REGISTRATION_LEASE_SECONDS: Final = 300
+
+log = logging.getLogger(__name__)
 
 
 def ack_id(alert_id: str) -> str:
@@ -116,40 +127,45 @@ class FleetService:
         label: str | None,
         provisioning: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Direct mode (no `provisioning`, for development): device identity first: if the document write fails, a
-        retry finds the identity (409: an identity without a document may be a registration still under way, so
-        it is not made again); the reverse order could leave a car that cannot connect. With `provisioning`
-        ({attestation, region}): pre-registration for DPS, no identity (DPS creates it at first boot) and no secret
-        (shared/provisioning/preregistration.py).
+        """Direct mode (no `provisioning`, for development): the car is claimed (`pendingRegistration`), its device
+        identity created, then its document completed in the write that removes the claim, and the key answered
+        once. A failure after the identity deletes it and releases the claim (if IoT Hub fails too, the released
+        claim still names it); a retry of the registration then completes it with one identity, a new key (nobody
+        saw the old one). An attempt that died without cleaning up holds the car for REGISTRATION_LEASE_SECONDS
+        (409 meanwhile), then a retry takes over or `sweep_abandoned_registrations` deletes what it left.
+        With `provisioning` ({attestation, region}): pre-registration for DPS, no identity (DPS creates it at first
+        boot) and no secret (shared/provisioning/preregistration.py).
         The car belongs to the fleet from now on: every read and write of it is scoped by its brand and fleet."""
         if await self.store.read(TENANCY, brand_id, fleet_doc_id(fleet_id)) is None:
             raise UnknownResourceError(f"no fleet {fleet_id} in brand {brand_id}")
         if provisioning is not None:
             return await self._preregister(brand_id, fleet_id, vehicle_id, label, provisioning)
-        # A car registered already (pre-registered for DPS, with no device identity until its first boot, perhaps
-        # in another brand) is not taken over: refused before an identity is made for it, and again at the write.
-        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-        if stored is not None and _registered(as_vehicle(stored.document)):
-            raise AlreadyExistsError(f"{vehicle_id} is registered (DELETE to register it again)")
+        # The car is claimed first (a car registered already, pre-registered for DPS perhaps in another brand, is
+        # refused before an identity is made for it), so every identity this makes has a record naming it.
+        attempt, took_over = await self._claim_registration(vehicle_id)
+        ours = took_over  # whether an identity of this registration may exist (an earlier attempt's, if taken over)
         try:
-            identity = await self.gateway.create_device(vehicle_id)
-        except DeviceExistsError:
-            raise AlreadyExistsError(
-                f"{vehicle_id} is registered; its key is shown only once (DELETE to re-register)"
+            identity = await self._create_identity(vehicle_id, attempt, took_over)
+            ours = True
+            await self._complete_registration(vehicle_id, attempt, brand_id, fleet_id, label)
+        except _Superseded as superseded:
+            if ours and superseded.orphaned:  # erased (or swept) meanwhile: no record names the identity
+                await self._delete_identity(vehicle_id)
+            raise StateConflictError(
+                f"the registration of {vehicle_id} was interrupted (the car was erased, or another registration "
+                "took it over): register it again"
             ) from None
-        now = canonical_time(self.clock())
-
-        def change(doc: VehicleDocument) -> None:
-            if _registered(doc):
-                raise AlreadyExistsError(f"{vehicle_id} is registered (DELETE to register it again)")
-            doc["registeredAt"] = now
-            doc["brandId"] = brand_id
-            doc["fleetId"] = fleet_id
-            if label is not None:
-                doc["label"] = label
-
-        await self._update(vehicle_id, change, create=True)
-        await self._collection_policy(brand_id, fleet_id, vehicle_id)
+        except Exception:
+            await self._abandon_registration(vehicle_id, attempt, ours)
+            raise
+        try:
+            await self._collection_policy(brand_id, fleet_id, vehicle_id)
+        except FleetError as exc:  # registered: the key must still be answered (a retry would be 409)
+            log.warning(
+                "vehicle %s registered; its collection policy was not pushed (%s): the fleet's next policy reaches it",
+                safe_id(vehicle_id)[:64],
+                type(exc).__name__,
+            )
         return {
             "vehicleId": vehicle_id,
             "brandId": brand_id,
@@ -159,6 +175,162 @@ class FleetService:
             "primaryKey": identity.primary_key,
             "connectionString": identity.connection_string,
         }
+
+    # A direct registration: claim → identity → completion, each step recoverable (docs/provisioning.md, "Direct
+    # mode"). The claim is `pendingRegistration` on the vehicle document, written conditionally like every other
+    # write of it; the completion is conditional on the claim still being this attempt's.
+
+    async def _claim_registration(self, vehicle_id: str, sweep: bool = False) -> tuple[str, bool]:
+        """Claim the car for one registration attempt: (its attempt id, whether it took over an earlier claim, so an
+        identity found on the hub may be that attempt's). A registered car is 409 (AlreadyExistsError); a claim still
+        held by a running attempt is 409 (StateConflictError). `sweep`: only an abandoned claim is taken
+        (_NothingToSweep otherwise)."""
+        now = self.clock()
+        attempt = f"{'sweep-' if sweep else ''}{uuid.uuid4().hex}"
+        took_over: list[bool] = []
+
+        def change(doc: VehicleDocument) -> None:
+            took_over.clear()
+            pending = doc.get("pendingRegistration")
+            if sweep and (pending is None or _registered(doc) or not _abandoned(pending, now)):
+                raise _NothingToSweep
+            if _registered(doc):
+                raise AlreadyExistsError(f"{vehicle_id} is registered (DELETE to register it again)")
+            if pending is not None and not _abandoned(pending, now):
+                raise StateConflictError(
+                    f"a registration of {vehicle_id} is under way; if it failed, retry after "
+                    f"{_lease_left(pending, now)} s"
+                )
+            took_over.append(pending is not None)
+            doc["pendingRegistration"] = {"attempt": attempt, "startedAt": canonical_time(now)}
+
+        await self._update(vehicle_id, change, create=True)
+        return attempt, took_over[-1]
+
+    async def _create_identity(self, vehicle_id: str, attempt: str, took_over: bool) -> DeviceIdentity:
+        """The car's SAS identity. One that exists already is an earlier attempt's when this one took its claim over
+        (that attempt never completed, so nobody saw its key): deleted and made again. Otherwise it is none of ours:
+        409, left alone."""
+        try:
+            return await self.gateway.create_device(vehicle_id)
+        except DeviceExistsError:
+            if not took_over:
+                raise AlreadyExistsError(
+                    f"{vehicle_id} is registered; its key is shown only once (DELETE to re-register)"
+                ) from None
+        await self._holding(vehicle_id, attempt)  # never delete an identity a newer attempt may have made
+        await self.gateway.delete_device(vehicle_id)
+        try:
+            return await self.gateway.create_device(vehicle_id)
+        except DeviceExistsError:
+            raise StateConflictError(f"another registration of {vehicle_id} is under way") from None
+
+    async def _holding(self, vehicle_id: str, attempt: str) -> None:
+        """_Superseded unless the car's claim is still this attempt's and has not lapsed (no other attempt can take
+        it over then, so what this attempt does to the identity races nobody)."""
+        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        pending = as_vehicle(stored.document).get("pendingRegistration") if stored is not None else None
+        if pending is None or pending.get("attempt") != attempt or _abandoned(pending, self.clock()):
+            raise _Superseded(orphaned=False)
+
+    async def _complete_registration(
+        self, vehicle_id: str, attempt: str, brand_id: str, fleet_id: str, label: str | None
+    ) -> None:
+        """The registered car's document, in the write that removes this attempt's claim (_Superseded when the claim
+        is no longer this attempt's: erased, swept or taken over meanwhile)."""
+        now = canonical_time(self.clock())
+
+        def change(doc: VehicleDocument) -> None:
+            pending = doc.get("pendingRegistration")
+            if pending is None or pending.get("attempt") != attempt:
+                raise _Superseded(orphaned=pending is None and not _registered(doc))
+            del doc["pendingRegistration"]
+            doc["registeredAt"] = now
+            doc["brandId"] = brand_id
+            doc["fleetId"] = fleet_id
+            if label is not None:
+                doc["label"] = label
+
+        try:
+            await self._update(vehicle_id, change, create=True)
+        except FleetError:
+            # A write that timed out may have been applied: then the car is registered (by this attempt: nobody
+            # else can complete it while it holds the claim) and the key must be answered, not deleted.
+            if not await self._completed(vehicle_id, now, brand_id, fleet_id):
+                raise
+
+    async def _completed(self, vehicle_id: str, registered_at: str, brand_id: str, fleet_id: str) -> bool:
+        try:
+            stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        except FleetError:
+            return False
+        doc = as_vehicle(stored.document) if stored is not None else None
+        return (
+            doc is not None
+            and "pendingRegistration" not in doc
+            and (doc.get("registeredAt"), doc.get("brandId"), doc.get("fleetId")) == (registered_at, brand_id, fleet_id)
+        )
+
+    async def _abandon_registration(self, vehicle_id: str, attempt: str, ours: bool) -> None:
+        """After a failure, while the claim is still this attempt's: the identity this registration may have made
+        deleted, then the claim removed; if the identity could not be deleted, the claim stays, released (it names
+        the identity; a retry takes it over at once, the sweep removes both). Best effort: when the claim cannot be
+        read or is no longer this attempt's nothing is touched, and the claim's lease and the sweep finish it."""
+        if ours:
+            try:
+                await self._holding(vehicle_id, attempt)
+            except (_Superseded, FleetError) as exc:
+                log.warning("registration of %s left to the sweep (%s)", safe_id(vehicle_id)[:64], type(exc).__name__)
+                return
+        deleted = not ours or await self._delete_identity(vehicle_id)
+
+        def change(doc: VehicleDocument) -> None:
+            pending = doc.get("pendingRegistration")
+            if pending is None or pending.get("attempt") != attempt:
+                raise _Superseded(orphaned=False)  # another attempt's now: nothing of ours to release
+            if deleted:
+                del doc["pendingRegistration"]
+            else:
+                doc["pendingRegistration"] = cast(PendingRegistration, {**pending, "released": True})
+
+        try:
+            await self._update(vehicle_id, change, create=True)
+        except (_Superseded, FleetError) as exc:
+            log.warning("registration of %s not released (%s)", safe_id(vehicle_id)[:64], type(exc).__name__)
+
+    async def _delete_identity(self, vehicle_id: str) -> bool:
+        """delete_device; False when IoT Hub failed (logged), True when the identity is gone."""
+        try:
+            await self.gateway.delete_device(vehicle_id)
+        except FleetError as exc:
+            log.warning("identity of %s not deleted (%s)", safe_id(vehicle_id)[:64], type(exc).__name__)
+            return False
+        return True
+
+    async def sweep_abandoned_registrations(self) -> list[str]:
+        """Direct registrations abandoned (their claim released or lapsed): each claimed by the sweep, its identity
+        deleted, then its claim removed. The cars swept. A timer runs it (functions/provisioning.py); a car whose
+        identity IoT Hub would not delete now keeps the sweep's claim, which lapses, and the next run tries again."""
+        # served by the index (/pendingRegistration/attempt/?): a few documents read, not every car's
+        query = "SELECT * FROM c WHERE IS_DEFINED(c.pendingRegistration.attempt)"
+        now = self.clock()
+        swept: list[str] = []
+        for doc in await self.store.query(VEHICLES, query):
+            vehicle_id, pending = doc.get("vehicleId"), doc.get("pendingRegistration")
+            if not isinstance(vehicle_id, str) or not isinstance(pending, dict) or is_erased(doc):
+                continue
+            if not _abandoned(cast(PendingRegistration, pending), now):
+                continue
+            try:
+                attempt, _ = await self._claim_registration(vehicle_id, sweep=True)
+            except (_NothingToSweep, FleetError):  # completed, taken over or erased since the query
+                continue
+            if not await self._delete_identity(vehicle_id):
+                continue
+            await self._abandon_registration(vehicle_id, attempt, ours=False)
+            swept.append(vehicle_id)
+            log.info("abandoned registration of %s swept", safe_id(vehicle_id)[:64])
+        return swept
 
     async def _preregister(
         self, brand_id: str, fleet_id: str, vehicle_id: str, label: str | None, choice: Mapping[str, str]
@@ -179,6 +351,11 @@ class FleetService:
         def change(doc: VehicleDocument) -> None:
             if _registered(doc):
                 raise AlreadyExistsError(f"{vehicle_id} is registered (DELETE to register it again)")
+            if "pendingRegistration" in doc:  # a direct registration may have made its identity: not both
+                raise StateConflictError(
+                    f"a direct registration of {vehicle_id} is under way or was interrupted: retry it, or erase the "
+                    "car (DELETE) before pre-registering it"
+                )
             provisioning = new_provisioning(choice["attestation"], choice["region"], now)
             written.append(provisioning)
             doc["registeredAt"] = now
@@ -639,6 +816,41 @@ def _just_allocated(provisioning: Mapping[str, Any], now: dt.datetime) -> bool:
     except ValueError:
         return False
     return (now - at).total_seconds() < ALLOCATION_SETTLE_SECONDS
+
+
+class _Superseded(Exception):
+    """This registration attempt no longer holds its car's claim. `orphaned`: no claim and no registration at all
+    (the car was erased or swept meanwhile), so an identity the attempt made is named by nothing."""
+
+    def __init__(self, orphaned: bool) -> None:
+        super().__init__("superseded")
+        self.orphaned = orphaned
+
+
+class _NothingToSweep(Exception):
+    """The claim the sweep found is gone, or no longer abandoned."""
+
+
+def _started(pending: PendingRegistration) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(pending.get("startedAt")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _abandoned(pending: PendingRegistration, now: dt.datetime) -> bool:
+    """A claim no attempt may still act on: released by its failed attempt, lapsed, or unreadable."""
+    started = _started(pending)
+    return (
+        pending.get("released") is True
+        or started is None
+        or (now - started).total_seconds() >= (REGISTRATION_LEASE_SECONDS)
+    )
+
+
+def _lease_left(pending: PendingRegistration, now: dt.datetime) -> int:
+    started = _started(pending)
+    return 0 if started is None else max(1, int(REGISTRATION_LEASE_SECONDS - (now - started).total_seconds()))
 
 
 def _registered(doc: VehicleDocument) -> bool:

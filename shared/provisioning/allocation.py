@@ -14,6 +14,11 @@ how the device authenticated (X.509: the certificate's subject CN is the registr
 region (model.choose_hub), and records it on the vehicle document with the etag-conditional update every
 non-ingestion writer uses. Idempotent: the same request answers the same hub and twin and writes nothing new
 when the car is assigned there already.
+
+Registration ids: DPS compares them without case, IoT Hub device ids (and vehicle ids) with case. A car is admitted
+under exactly its vehicle id (lower case for every car pre-registered since that became the rule); a registration id
+that is a pre-registered car's in another case is refused (`registration_id_case`): which case DPS would give the
+device id is not documented, and a second identity beside the car's, or one no document names, is never made.
 """
 
 from __future__ import annotations
@@ -31,7 +36,15 @@ from shared.device_messages import canonical_time
 from shared.drivers.link import DEVICE_ID
 from shared.privacy.categories import default_categories
 from shared.privacy.consent import current_state, twin_view
-from shared.provisioning.model import ADMITTED, Attestation, Stamp, choose_hub, provisioning_of
+from shared.provisioning.model import (
+    ADMITTED,
+    Attestation,
+    Stamp,
+    canonical_registration_id,
+    choose_hub,
+    is_canonical_registration_id,
+    provisioning_of,
+)
 from shared.stores.base import Document, DocumentStore
 from shared.telemetry.vehicle import is_erased
 from shared.vehicle_updates import update_vehicle
@@ -47,6 +60,7 @@ RefusalReason = Literal[
     "revoked",
     "attestation_mismatch",  # pre-registered for the other kind, or a certificate for another subject
     "no_hub_in_region",  # no linked hub serves the car's region: never placed outside it
+    "registration_id_case",  # the id of a pre-registered car in another case (DPS ignores case, IoT Hub does not)
 ]
 
 
@@ -163,6 +177,9 @@ class Allocator:
     async def allocate(self, request: AllocationRequest) -> Allocation | Refusal:
         """Admit, choose the hub, record it, answer the initial twin; a Refusal when the car may not register."""
         now = canonical_time(self.clock())
+        variant = await self._case_variant(request.registration_id)
+        if variant is not None:
+            return variant
         chosen: list[str] = []
 
         def change(stored: Document | None) -> Document:
@@ -181,6 +198,25 @@ class Allocator:
         except _Refused as refused:
             return refused.refusal
         return Allocation(chosen[-1], await self._initial_twin(doc, now))
+
+    async def _case_variant(self, registration_id: str) -> Refusal | None:
+        """A refusal when `registration_id` is not a car's id but a pre-registered car's in another case."""
+        from shared.containers import VEHICLES
+        from shared.device_messages import safe_id
+
+        if is_canonical_registration_id(registration_id):
+            return None
+        if await self.store.read(VEHICLES, registration_id, safe_id(registration_id)) is not None:
+            return None  # a car pre-registered under exactly this id (before ids had to be lowercase): the rules
+        canonical = canonical_registration_id(registration_id)
+        stored = await self.store.read(VEHICLES, canonical, safe_id(canonical))
+        if stored is None or is_erased(stored.document) or provisioning_of(stored.document) is None:
+            return None  # unknown: the rules refuse it as such
+        return Refusal(
+            "registration_id_case",
+            f"{registration_id} is the pre-registered {canonical} in another case: the car must register as "
+            f"{canonical}",
+        )
 
     async def _record(self, vehicle_id: str, change: Callable[[Document | None], Document]) -> Document:
         """update_vehicle, except that an unchanged document is not written again."""

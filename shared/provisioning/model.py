@@ -22,10 +22,22 @@ Status = Literal["preregistered", "assigned", "revoked"]
 ATTESTATIONS: Final[tuple[str, ...]] = get_args(Attestation)
 ADMITTED: Final = frozenset({"preregistered", "assigned"})  # statuses the allocation function admits
 REVOKED: Final = "revoked"
-# A DPS registration id (docs, "Individual Enrollment - Create Or Update"): up to 128 alphanumerics and `: . _ -`,
-# no special character at the start or end. A car pre-registered for DPS uses its vehicle id as registration id, so
-# its vehicle id must be one (IoT Hub device ids allow more characters than DPS does).
+# A DPS registration id (docs, "Individual Enrollment - Create Or Update", "Runtime Registration - Register Device"):
+# a case-insensitive string of up to 128 alphanumerics and `: . _ -`, no special character at the start or end. A car
+# pre-registered for DPS uses its vehicle id as registration id, so its vehicle id must be one (IoT Hub device ids
+# allow more characters than DPS does), and in lower case (`is_canonical_registration_id`).
 REGISTRATION_ID: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9:._-]{0,126}[A-Za-z0-9])?$")
+
+
+def canonical_registration_id(registration_id: str) -> str:
+    """The one spelling of a registration id a car is pre-registered under: DPS compares registration ids without
+    case, IoT Hub device ids (and our vehicle ids) with case, so `CAR-7` and `car-7` are one DPS registration but
+    would be two cars and two identities. Lower case (registration ids are ASCII)."""
+    return registration_id.lower()
+
+
+def is_canonical_registration_id(registration_id: str) -> bool:
+    return registration_id == canonical_registration_id(registration_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import InvalidRequestError
-from shared.provisioning.model import REGISTRATION_ID, Stamp, parse_stamps, region_allowed
+from shared.provisioning.model import (
+    REGISTRATION_ID,
+    Stamp,
+    canonical_registration_id,
+    is_canonical_registration_id,
+    parse_stamps,
+    region_allowed,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +43,20 @@ class ProvisioningConfig:
 
 
 def check_registration_id(vehicle_id: str) -> None:
+    """A vehicle id DPS can take as registration id, in lower case. DPS compares registration ids without case and
+    IoT Hub device ids with case, and Azure does not document which case DPS gives the device id it creates: with
+    lowercase ids only, the registration id, the device id and the vehicle id are one string whichever way DPS folds
+    case, and no two pre-registered cars differ only in case (one DPS registration, two cars)."""
     if not REGISTRATION_ID.fullmatch(vehicle_id):
         raise InvalidRequestError(
             f"{vehicle_id!r} cannot be a DPS registration id: 1-128 letters, digits and : . _ - "
             "(not first or last); register it in direct mode or choose another vehicle id"
+        )
+    if not is_canonical_registration_id(vehicle_id):
+        raise InvalidRequestError(
+            f"{vehicle_id!r} cannot be a DPS registration id: DPS compares registration ids without case, IoT Hub "
+            f"device ids with case, so a car pre-registered for DPS needs a lowercase vehicle id "
+            f"({canonical_registration_id(vehicle_id)!r})"
         )
 
 

@@ -340,6 +340,18 @@ class Provisioning(TypedDict):
     revokedAt: NotRequired[str]
 
 
+class PendingRegistration(TypedDict):
+    """`pendingRegistration` of a car whose direct-mode registration is under way or was interrupted (FleetService):
+    the claim taken before its IoT Hub identity is created, so an identity no completed registration names always
+    has this record. `attempt` names the registration holding it (the completing write is conditional on it);
+    `released` when that attempt failed and could not delete its identity (a retry takes over at once); after
+    REGISTRATION_LEASE_SECONDS from `startedAt` it has lapsed (a retry takes over, the sweep deletes the identity)."""
+
+    attempt: str
+    startedAt: str
+    released: NotRequired[bool]
+
+
 class CostPeriod(TypedDict):
     """`cost.day`, `cost.month` and the previous ones: what the car cost in one UTC day ("2026-12-06") or month
     ("2026-12") as the cost meter counted it (shared/cost/meter.py)."""
@@ -389,6 +401,7 @@ class VehicleDocument(TypedDict):
     driver: NotRequired[DriverRef]  # driver link; removed on unlink
     consent: NotRequired[Consent]  # driver link and the consent API; removed on unlink
     provisioning: NotRequired[Provisioning]  # pre-registration for DPS; absent for cars registered directly
+    pendingRegistration: NotRequired[PendingRegistration]  # a direct registration under way or interrupted
     travelPing: NotRequired[dict[str, Any]]  # ingestion: where the car was when travel was last due (travel_ping.py)
     cost: NotRequired[VehicleCost]  # ingestion: the cost meter (shared/cost/meter.py)
 

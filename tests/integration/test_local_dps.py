@@ -108,7 +108,7 @@ class Setup:
 
     def nowhere(self, registration_id: str) -> bool:
         """Nothing was created for it: no identity on either hub, no assignment."""
-        return registration_id not in self.dps.assignments and not any(
+        return dps.registration_key(registration_id) not in self.dps.assignments and not any(
             h.registry.exists(registration_id) for h in self.hubs.values()
         )
 
@@ -263,6 +263,31 @@ async def test_a_car_the_allocation_refuses_cannot_provision(setup: Setup) -> No
     assert ("car-revoked", 400, "Custom allocation failed with status code: 403") in s.dps.refusals
 
 
+async def test_registration_ids_differing_only_in_case_are_one_registration_and_one_identity(setup: Setup) -> None:
+    """DPS documents the registration id as case-insensitive (REST "Runtime Registration - Register Device"), IoT
+    Hub device ids as case-sensitive. So `CAR-CASE` registering after `car-case` is the same registration: DPS asks
+    the webhook with the current device id and places the one identity again, never a second one beside it.
+
+    Not documented by Azure: which case the device id of a new registration takes, and which case the webhook
+    sees. The local DPS keeps the device id of the registration's first assignment and passes the registration id
+    on as the device sent it (the allocation function refuses a case variant of a car: see
+    test_provisioning_allocation.py), the safe reading: one registration, one identity."""
+    s = setup
+    first = await provision(s.sas_config("car-case"))
+    assert (first.assigned_hub, first.device_id) == (s.hosts["a"], "car-case")
+    second = await provision(s.sas_config("CAR-CASE"))  # its own derived key: HMAC of the id as it sends it
+    assert (second.assigned_hub, second.device_id) == (s.hosts["a"], "car-case")
+    context = s.webhook.requests[-1]["deviceRuntimeContext"]
+    assert (context["registrationId"], context["currentDeviceId"]) == ("CAR-CASE", "car-case")
+    assert context["currentIotHubHostName"] == s.hosts["a"]
+    assert s.hubs["a"].registry.exists("car-case")
+    assert not any(h.registry.exists("CAR-CASE") for h in s.hubs.values())
+    assert not s.hubs["b"].registry.exists("car-case")
+    assert len(s.dps.assignments) == 1
+    await send_telemetry(second, '{"case": "upper"}')
+    assert await routed(s.hubs["a"], "car-case") == [b'{"case": "upper"}']
+
+
 @pytest.mark.parametrize(
     "case",
     ["expired certificate", "subject is not the registration id"],
@@ -352,6 +377,27 @@ async def test_a_valid_raw_registration_is_accepted_202_assigning(setup: Setup) 
     status, body = await raw_register(s, "car-raw", token, registration_body("car-raw"))
     assert (status, body["status"]) == (202, "assigning")
     assert body["operationId"]
+
+
+@pytest.mark.parametrize(("registration_id", "status"), [("Car-Mixed", 202), ("-car-edge", 400), ("car-edge:", 400)])
+async def test_registration_ids_are_checked_as_azure_checks_them(
+    setup: Setup, registration_id: str, status: int
+) -> None:
+    """Upper case is allowed (the registration id is case-insensitive), a special character at either end is not
+    (REST "Runtime Registration - Register Device"); Azure answers an invalid one 400 with errorCode 400004 ("Invalid
+    RegistrationId", as the C SDK's users report it), and nothing is created."""
+    s = setup
+    key = dps.derive_device_key(s.group_key, registration_id)
+    resource = f"{ID_SCOPE}/registrations/{registration_id}"
+    token = sas(key, resource, int(dt.datetime.now(dt.UTC).timestamp()) + 600)
+    answer_status, body = await raw_register(s, registration_id, token, registration_body(registration_id))
+    assert answer_status == status
+    if status == 400:
+        assert body["errorCode"] == dps.BAD_REQUEST
+        assert s.nowhere(registration_id)
+        assert s.webhook.requests == []
+    else:
+        assert body["status"] == "assigning"
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from azure.iot.device.exceptions import ClientError
 
+from devstack.dps import protocol as dps_protocol
 from devstack.dps.service import EnrollmentGroup, LocalDps
 from devstack.eventhubs import EventHubsNamespace
 from devstack.function_index import indexed_functions
@@ -29,6 +30,7 @@ from devstack.tls import DevicePki, device_pki, generate, issue_device_certifica
 from shared.calendar.jobs import MemorySyncQueue
 from shared.containers import TENANCY, VEHICLES, partition_keys
 from shared.drivers.link import DriverLinks
+from shared.errors import InvalidRequestError
 from shared.fleet.service import FleetService
 from shared.iothub.hubs import MultiHubGateway
 from shared.iothub.local_gateway import LocalIoTHubGateway
@@ -204,3 +206,31 @@ async def test_preregistered_cars_provision_onto_their_regions_hub_and_a_revoked
     refusal = (400, "Custom allocation failed with status code: 403")
     assert ("car-unknown", *refusal) in w.dps.refusals
     assert ("car-eu-1", *refusal) in w.dps.refusals
+
+
+async def test_a_case_variant_of_a_preregistered_car_gets_no_identity_of_its_own(world: World) -> None:
+    """DPS takes `CAR-CASE-1` as the registration of `car-case-1` (registration ids are case-insensitive), IoT Hub
+    would keep `CAR-CASE-1` and `car-case-1` apart (device ids are case-sensitive). The API refuses to pre-register the
+    variant, and a device registering with it is refused by the allocation function (Azure does not document which
+    case it would give the device id): the car keeps its one identity, no second one appears on any hub."""
+    w = world
+    answer = await w.fleet.register(
+        "contoso", "berlin", "car-case-1", None, {"attestation": "symmetricKey", "region": "eu"}
+    )
+    car = await provision(w.sas("car-case-1", answer["deviceKey"]))
+    assert (car.assigned_hub, car.device_id) == (w.hosts["eu"], "car-case-1")
+    before = await w.provisioning("car-case-1")
+    with pytest.raises(InvalidRequestError):
+        await w.fleet.register("contoso", "berlin", "CAR-CASE-1", None, {"attestation": "symmetricKey", "region": "eu"})
+
+    group_key = next(g.primary_key for g in w.dps.groups if g.primary_key is not None)
+    variant = w.sas("CAR-CASE-1", dps_protocol.derive_device_key(group_key, "CAR-CASE-1"))
+    with pytest.raises(ClientError):
+        await asyncio.wait_for(provision(variant), 30)
+    assert ("CAR-CASE-1", 400, "Custom allocation failed with status code: 403") in w.dps.refusals
+    assert not any(h.registry.exists("CAR-CASE-1") for h in w.hubs.values())
+    assert w.hubs["eu"].registry.exists("car-case-1")
+    assert not w.hubs["us"].registry.exists("car-case-1")
+    assert await w.provisioning("car-case-1") == before
+    assert await w.store.read(VEHICLES, "CAR-CASE-1", "CAR-CASE-1") is None
+    await send_telemetry(car, '{"still": "here"}')

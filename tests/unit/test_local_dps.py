@@ -27,7 +27,7 @@ from devstack.dps.service import EnrollmentGroup, Refused, sas_attestation, x509
 from devstack.tls import DevicePki, device_pki, issue_device_certificate
 from simulator.provisioning import ProvisioningConfig, load_provisioning_file
 
-ids = st.text(alphabet=string.ascii_lowercase + string.digits + "-._:", min_size=1, max_size=128)
+ids = st.from_regex(dps.REGISTRATION_ID, fullmatch=True)  # registration ids DPS takes, either case
 request_ids = st.uuids().map(str)
 anything = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
@@ -101,13 +101,38 @@ def test_a_body_for_another_registration_id_is_malformed(claimed: str, connected
             dps.parse_registration(body, connected)
 
 
-@given(st.text(max_size=140))
+@given(st.text(max_size=140) | st.text(alphabet=string.ascii_letters + string.digits + "-._:", max_size=140))
 def test_registration_ids_follow_dps_rules(registration_id: str) -> None:
+    """Azure's rule (REST "Runtime Registration - Register Device", `registrationId`): "a case-insensitive string (up
+    to 128 characters long) of alphanumeric characters plus certain special characters : . _ -. No special characters
+    allowed at start or end." Upper case is allowed (the local DPS used to refuse it, stricter than Azure); a special
+    character at either end is not (the local DPS used to take it, kinder than Azure)."""
     ok = dps.valid_registration_id(registration_id)
+    alphanumeric = string.ascii_letters + string.digits
     assert ok == (
         0 < len(registration_id) <= 128
-        and all(c in string.ascii_lowercase + string.digits + "-._:" for c in registration_id)
+        and all(c in alphanumeric + "-._:" for c in registration_id)
+        and registration_id[0] in alphanumeric
+        and registration_id[-1] in alphanumeric
     )
+
+
+@pytest.mark.parametrize(
+    ("registration_id", "valid"),
+    [
+        *[("car-7", True), ("Car-7", True), ("CAR-7", True), ("a", True), ("a:b.c_d-e", True), ("x" * 128, True)],
+        *[("-car-7", False), ("car-7-", False), (":car", False), ("car.", False), ("_", False), ("x" * 129, False)],
+        *[("", False), ("car 7", False), ("car/7", False), ("cär-7", False)],
+    ],
+)
+def test_registration_id_examples(registration_id: str, valid: bool) -> None:
+    assert dps.valid_registration_id(registration_id) is valid
+
+
+def test_registration_records_are_keyed_case_insensitively() -> None:
+    """One DPS registration per case-insensitive id: `car-7` and `CAR-7` are the same registration."""
+    assert dps.registration_key("CAR-7") == dps.registration_key("car-7") == dps.registration_key("Car-7")
+    assert dps.registration_key("car-7") != dps.registration_key("car-8")
 
 
 @given(st.binary(min_size=16, max_size=64), ids)
@@ -185,6 +210,10 @@ def test_x509_attestation_takes_the_issuing_groups_valid_certificate_for_its_own
     attested = x509_attestation(_leaf_der(pki, "car-1", tmp_path), "car-1", groups, now)
     assert attested.group.group_id == "brand"
     assert attested.runtime["x509"]["subjectName"] == "CN=car-1"
+    # the registration id is case-insensitive to DPS, so a CN differing from it only in case names the same
+    # registration (DPS passes the subject on as it is; the allocation function decides whether it admits it)
+    upper = x509_attestation(_leaf_der(pki, "CAR-1", tmp_path), "car-1", groups, now)
+    assert upper.runtime["x509"]["subjectName"] == "CN=CAR-1"
     refusals = {
         "no certificate": (None, "car-1", groups),
         "another registration id": (_leaf_der(pki, "car-2", tmp_path), "car-1", groups),

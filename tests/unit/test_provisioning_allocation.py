@@ -249,6 +249,37 @@ async def test_refusals_write_nothing(docs: tuple[dict[str, Any], ...], reason: 
     assert [await store.read(VEHICLES, "car-001", "car-001")] == before
 
 
+async def test_a_registration_id_differing_from_the_car_only_in_case_is_refused_and_writes_nothing() -> None:
+    """DPS takes registration ids case-insensitively (REST "Runtime Registration - Register Device"), so a device
+    registering as `CAR-001` is DPS's registration of the pre-registered `car-001`. Which case DPS then passes here
+    and gives the device id on the hub is not documented; IoT Hub ids are case-sensitive, so admitting the variant
+    could put a second identity `CAR-001` beside `car-001`'s, or one no vehicle document names. The safe behaviour:
+    refused with its own reason (the firmware must register with the vehicle id), nothing written."""
+    store, allocator = await world(vehicle())
+    before = await store.read(VEHICLES, "car-001", "car-001")
+    for variant in ("CAR-001", "Car-001"):
+        refusal = await allocate(allocator, request(variant))
+        assert isinstance(refusal, Refusal)
+        assert refusal.reason == "registration_id_case"
+        assert "car-001" in refusal.detail
+        assert not refusal.client_error
+    assert await store.read(VEHICLES, "car-001", "car-001") == before
+    # an unknown mixed-case id is just unknown
+    refusal = await allocate(allocator, request("CAR-999"))
+    assert isinstance(refusal, Refusal)
+    assert refusal.reason == "unknown"
+
+
+async def test_a_car_pre_registered_under_a_mixed_case_id_still_provisions_with_exactly_that_id() -> None:
+    """Before vehicle ids for DPS had to be lowercase a car could be pre-registered as `Car-002`: it keeps
+    provisioning under exactly that id (its device id is that id), its case variants are refused."""
+    _, allocator = await world(vehicle("Car-002"))
+    assert isinstance(await allocate(allocator, request("Car-002")), Allocation)
+    refusal = await allocate(allocator, request("car-002"))
+    assert isinstance(refusal, Refusal)
+    assert refusal.reason == "unknown"
+
+
 async def test_no_hub_in_the_region_is_refused() -> None:
     store, allocator = await world(vehicle())
     refusal = await allocate(allocator, request(hubs=[US1]))
