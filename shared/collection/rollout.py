@@ -12,11 +12,14 @@ or for a version a newer PUT replaced, changes nothing. A car IoT Hub throttles 
 there: no new patch is sent, the cursor stays before that car, and the next message starts with it after a delay
 that doubles while the same car keeps stopping it (after MAX_STALLS it is counted failed and the push goes on).
 The counts move only with the cursor. A car IoT Hub refuses because it refuses the deployment (401: the Function
-App's identity has no data-plane role; 403010: the hub's tier has no module twins) fails the rollout at once
-(`failed`, reason `iothub_access_denied`): every car would fail the same way. PUT the policy again once fixed. A rollout
-no page moved for STALLED_AFTER_SECONDS (its message reached the poison queue while Cosmos DB or the queue was down,
-or was lost) has its current step's message sent again by a sweep (timer `collection_rollout_sweep`), at most
-MAX_SWEEPS times in a row; then it fails (reason `stalled`): PUT the policy again.
+App's identity has no data-plane role; 403010: the hub's tier has no module twins) stops the page like throttling,
+and after MAX_DENIALS such pages in a row (~20 minutes: longer than a new role assignment takes to apply) the
+rollout fails (`failed`, reason `iothub_access_denied`) instead of waiting on every car in turn: PUT the policy again
+once fixed. A rollout no page moved for STALLED_AFTER_SECONDS (its message reached the poison queue while Cosmos DB
+or the queue was down, or was lost) has its current step's message sent again by a sweep (timer
+`collection_rollout_sweep`), at most MAX_SWEEPS times in a row; then it fails (reason `stalled`): PUT the policy
+again. The sweep also starts the rollout of a stored policy newer than its scope's rollout (a PUT that stopped between
+storing the policy and writing its rollout's progress).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from shared.stores.base import Document, DocumentStore
 COLLECTION_ROLLOUT_QUEUE: Final = "collection-rollout"
 ROLLOUT_KIND: Final = "collectionRollout"
 THROTTLED_DELAY_SECONDS: Final = 30  # before a page stopped by throttling starts again (doubled per stall, to 8 min)
+MAX_DENIALS: Final = 6  # pages in a row IoT Hub refused the deployment on (delays doubling: ~20 min), then it fails
 MAX_STALLS: Final = 8  # pages in a row stopped at the same car before it is counted failed (~40 min)
 STALLED_AFTER_SECONDS: Final = 20 * 60  # no page for this long: its message is gone (the longest wait is 8 min)
 MAX_SWEEPS: Final = 6  # times in a row the sweep sends a stalled rollout's message again, then it fails (~2 h)
@@ -105,6 +109,7 @@ class PageOutcome:
     after: str = ""
     more: bool = False
     stopped_at: str | None = None
+    denied: bool = False  # stopped because IoT Hub refused the deployment (401, 403010), not this car
     reason: str | None = None  # why the rollout cannot go on (it fails): IoT Hub refuses the deployment
 
 

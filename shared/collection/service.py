@@ -31,6 +31,7 @@ from shared.collection.rollout import (
     DENIED,
     DONE,
     FAILED,
+    MAX_DENIALS,
     MAX_STALLS,
     MAX_SWEEPS,
     ROLLOUT_KIND,
@@ -71,8 +72,9 @@ PUSH_CONCURRENCY: Final = 16
 FENCE_ROUNDS: Final = 3  # a page's cars checked against newer policies stored while it ran (`_fence`)
 FENCE_ATTEMPTS: Final = 4  # a car's patch with the newer policy, throttled: tried after 1, 2 and 4 s again
 FENCE_RETRY_SECONDS: Final = 1.0
-# The running rollouts (a few per brand: kind is indexed); how long since a page moved each is checked in code.
-SWEEP_QUERY: Final = "SELECT * FROM c WHERE c.kind = @k AND c.state = @s"
+# The rollouts and the policies (one of each per brand and per fleet with its own: kind is indexed); which are
+# stalled or have no rollout of their version is decided in code.
+KIND_QUERY: Final = "SELECT * FROM c WHERE c.kind = @k"
 WRITE_ATTEMPTS: Final = 5
 # IoT Hub keeps at most 32 KB (32,768 B) of desired properties per twin (docs: "Understand and use device twins",
 # twin size); the module twin also carries the agenda (AGENDA_MAX_BYTES, at most 8,192), queued commands and
@@ -187,6 +189,7 @@ class CollectionService:
             "stalls": 0, "cars": 0, "patched": 0, "withoutModule": 0, "failed": 0, "overridden": 0, "startedAt": now,
             "updatedAt": now,
         }  # fmt: skip
+        _deny(progress, page)
         _advance(progress, page, now, 0)
 
         def replace_older(stored: Document | None) -> Document:
@@ -227,8 +230,9 @@ class CollectionService:
         now = canonical_time(self.clock())
         after = str(progress.get("after", ""))
         page = await self._push_page(message.brand_id, message.fleet_id, policy.document["policy"], after)
+        _deny(progress, page)
         stalls = 0
-        if page.reason is None and page.stopped_at is not None and page.after == after:  # not one car further
+        if page.stopped_at is not None and page.after == after:  # not one car further
             stalls = int(progress.get("stalls", 0)) + 1
             if stalls >= MAX_STALLS:  # IoT Hub kept failing this car: counted, and the push goes on past it
                 page.cars, page.failed, page.after, stalls = page.cars + 1, page.failed + 1, page.stopped_at, 0
@@ -244,11 +248,18 @@ class CollectionService:
     async def sweep(self) -> dict[str, int]:
         """Running rollouts no page moved for STALLED_AFTER_SECONDS (their message reached the poison queue, or was
         lost): the current step's message sent again (`resent`), or after MAX_SWEEPS of those in a row the rollout
-        `failed` with reason `stalled`. A rollout that moved meanwhile is left alone (`moved`). Counts by outcome."""
+        `failed` with reason `stalled`; a rollout that moved meanwhile is left alone (`moved`). And a policy stored
+        that long ago with no rollout of its version (the PUT stopped between storing it and writing its rollout's
+        progress): its rollout started (`started`). Counts by outcome."""
         now = self.clock()
         counts: dict[str, int] = {}
-        running = await self.store.query(TENANCY, SWEEP_QUERY, {"@k": ROLLOUT_KIND, "@s": RUNNING})
-        for found in running:
+        rollouts = [
+            d for d in await self.store.query(TENANCY, KIND_QUERY, {"@k": ROLLOUT_KIND}) if _is(d, ROLLOUT_KIND)
+        ]
+        policies = [d for d in await self.store.query(TENANCY, KIND_QUERY, {"@k": KIND}) if _is(d, KIND)]
+        pushed = {(str(d["brandId"]), d.get("fleetId") or None): int(d.get("version", 0)) for d in rollouts}
+        before = canonical_time(now - dt.timedelta(seconds=STALLED_AFTER_SECONDS))
+        for found in rollouts:
             if not _stalled(found, now):
                 continue
             try:
@@ -257,6 +268,18 @@ class CollectionService:
                 log.warning("collection rollout sweep: %s: %s", found.get("id"), type(exc).__name__)
                 continue
             counts[outcome] = counts.get(outcome, 0) + 1
+        for policy in policies:
+            brand_id, fleet_id = str(policy["brandId"]), policy.get("fleetId") or None
+            if pushed.get((brand_id, fleet_id), 0) >= int(policy.get("version", 0)):
+                continue
+            if str(policy.get("updatedAt") or "") >= before:  # its PUT may still be running
+                continue
+            try:
+                await self.start_rollout(brand_id, fleet_id, policy)
+            except FleetError as exc:
+                log.warning("collection rollout sweep: %s of %s: %s", policy.get("id"), brand_id, type(exc).__name__)
+                continue
+            counts["started"] = counts.get("started", 0) + 1
         return counts
 
     async def _sweep_one(self, brand_id: str, progress_id: str, now: dt.datetime) -> str:
@@ -302,6 +325,7 @@ class CollectionService:
         limit = asyncio.Semaphore(PUSH_CONCURRENCY)
 
         halted: list[bool] = []  # once IoT Hub throttles, no new patch is sent: they would be sent again
+        sent: set[str] = set()
 
         async def one(row: Mapping[str, Any]) -> None:
             if row.get("fleetId") in overriding:
@@ -311,17 +335,19 @@ class CollectionService:
                 if halted:
                     outcomes[row["id"]] = "retry"
                     return
+                sent.add(row["id"])
                 outcome = outcomes[row["id"]] = await self._patch(str(row["vehicleId"]), policy)
                 if outcome in ("retry", DENIED):
                     halted.append(True)
 
         await asyncio.gather(*(one(row) for row in rows))
-        await self._fence(brand_id, fleet_id, policy, [row for row in rows if outcomes[row["id"]] == "patched"])
+        # every car a patch was sent to: one answered with an error (a timeout) may have landed all the same
+        await self._fence(brand_id, fleet_id, policy, [row for row in rows if row["id"] in sent])
         page = PageOutcome(after=after, more=len(rows) == self.page_size)
         for row in rows:
             outcome = outcomes[row["id"]]
-            if outcome == DENIED:  # every car would be refused the same way: the rollout fails here
-                page.stopped_at, page.more, page.reason = str(row["id"]), False, IoTHubAccessDeniedError.reason
+            if outcome == DENIED:  # every car would be refused alike: stopped here, failed if it lasts (MAX_DENIALS)
+                page.stopped_at, page.more, page.denied = str(row["id"]), True, True
                 break
             if outcome == "retry":
                 page.stopped_at, page.more = str(row["id"]), True
@@ -467,8 +493,21 @@ def _advance(progress: Document, page: PageOutcome, now: str, stalls: int) -> No
         progress["reason"] = page.reason
 
 
+def _deny(progress: Document, page: PageOutcome) -> None:
+    """Count the pages in a row IoT Hub refused the deployment on; at MAX_DENIALS (~20 min, past the time a new
+    role assignment takes to apply) the rollout fails with the reason instead of going on."""
+    denials = int(progress.get("denials", 0)) + 1 if page.denied else 0
+    progress["denials"] = denials
+    if denials >= MAX_DENIALS:
+        page.more, page.reason = False, IoTHubAccessDeniedError.reason
+
+
 def _stalled(progress: Mapping[str, Any], now: dt.datetime) -> bool:
     """Running, and neither a page nor the sweep touched it for STALLED_AFTER_SECONDS."""
     before = canonical_time(now - dt.timedelta(seconds=STALLED_AFTER_SECONDS))
     last = max(str(progress.get("updatedAt") or ""), str(progress.get("sweptAt") or ""))
     return progress.get("kind") == ROLLOUT_KIND and progress.get("state") == RUNNING and last < before
+
+
+def _is(document: Mapping[str, Any], kind: str) -> bool:
+    return document.get("kind") == kind and isinstance(document.get("brandId"), str)

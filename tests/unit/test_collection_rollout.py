@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import pytest
 
-from shared.collection.rollout import MAX_SWEEPS, SWEEP_SCHEDULE, Continuation, car_page
+from shared.collection.rollout import MAX_DENIALS, MAX_SWEEPS, SWEEP_SCHEDULE, Continuation, car_page
 from shared.collection.service import CollectionService, RolloutNotReadyError
 from shared.containers import TENANCY, VEHICLES, partition_keys
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
@@ -161,11 +161,12 @@ async def test_a_car_iot_hub_keeps_failing_is_counted_failed_and_the_push_goes_p
 
 
 @pytest.mark.parametrize("answer", [(401, "IoTHubUnauthorized"), (403, "403010")])
-async def test_a_hub_that_refuses_the_deployment_fails_the_rollout_at_once(
+async def test_a_hub_that_refuses_the_deployment_fails_the_rollout_once_it_lasts(
     answer: tuple[int, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No role on the hub (401) or a tier without module twins (403010): every car would be refused alike, so the
-    rollout stops at the first refusal with the reason, instead of waiting ~40 minutes on each car in turn."""
+    """No role on the hub (401) or a tier without module twins (403010): every car would be refused alike, so each
+    page stops at the first refusal, and after MAX_DENIALS pages in a row (~20 min) the rollout fails with the
+    reason, instead of waiting ~40 minutes on each car in turn."""
     world = World()
     cars = await world.cars("berlin", 3 * PAGE)
     calls: list[str] = []
@@ -179,11 +180,15 @@ async def test_a_hub_that_refuses_the_deployment_fails_the_rollout_at_once(
     await world.service.put(BRAND, None, POLICY)  # the first page goes through
     for car in cars[PAGE:]:
         world.gateway.answers[car] = answer  # then the role is taken away
-    assert await world.drain() == ["done"]  # one message, and no next one
+    delays: list[int] = []
+    while world.queue.messages:
+        delays += [delay for _, delay in world.queue.messages]
+        await world.deliver()
+    assert delays == [0, 60, 120, 240, 480, 480]  # paced like throttling while it may be a role still applying
     progress = await world.progress()
     assert (progress["state"], progress["reason"]) == ("failed", "iothub_access_denied")
     assert (progress["cars"], progress["patched"], progress["failed"]) == (PAGE, PAGE, 0)  # the cursor stays
-    assert len(calls) <= PAGE + 16  # the calls already in flight (PUSH_CONCURRENCY), not the page
+    assert len(calls) <= PAGE + MAX_DENIALS * 16  # the calls in flight when each page stopped, not the pages
     assert await world.service.continue_rollout(Continuation(BRAND, None, 1, cars[PAGE - 1], step=1)) == "stale"
 
     world.gateway.answers.clear()  # the role granted again: a PUT again pushes to every car
@@ -194,19 +199,20 @@ async def test_a_hub_that_refuses_the_deployment_fails_the_rollout_at_once(
     assert (await world.progress())["state"] == "done"
 
 
-async def test_a_refused_first_page_fails_the_put_s_rollout_and_queues_nothing() -> None:
+async def test_a_role_that_takes_a_while_to_apply_delays_the_rollout_without_failing_it() -> None:
     world = World()
     cars = await world.cars("berlin", 2 * PAGE)
     for car in cars:
-        world.gateway.answers[car] = (401, None)
+        world.gateway.answers[car] = (401, "IoTHubUnauthorized")  # a fresh deployment: the role not yet applied
     answer = await world.service.put(BRAND, None, POLICY)
-    assert answer["version"] == "brand-1"  # the policy is stored: a PUT again pushes it once the role is fixed
-    assert (answer["push"]["state"], answer["push"]["reason"], answer["push"]["cars"]) == (
-        "failed",
-        "iothub_access_denied",
-        0,
-    )
-    assert not world.queue.messages
+    assert (answer["version"], answer["push"]["state"], answer["push"]["cars"]) == ("brand-1", "running", 0)
+    await world.deliver()
+    await world.deliver()
+    world.gateway.answers.clear()  # applied
+    await world.drain()
+    progress = await world.progress()
+    assert (progress["state"], progress["reason"], progress["patched"]) == ("done", None, len(cars))
+    assert {world.version_of(car) for car in cars} == {"brand-1"}
 
 
 async def test_a_message_ahead_of_the_progress_is_retried_not_dropped() -> None:
@@ -447,3 +453,49 @@ async def test_a_car_throttled_while_given_the_newer_policy_is_tried_again(monke
     await _race_a_page(world, monkeypatch, newer, "raced")
     assert throttled_once  # the page's cars were given the newer policy again, throttled first
     assert {world.version_of(car) for car in cars} == {"brand-2"}
+
+
+async def test_an_older_patch_answered_with_an_error_but_applied_is_fenced_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IoT Hub applied the older page's patch and the answer was lost (a timeout): the page counts the car for a
+    retry, but the fence still gives it the newer policy the newer rollout had already patched."""
+    from shared.faults import iothub_error
+
+    world = World()
+    cars = await world.cars("berlin", 2 * PAGE)
+    await world.service.put(BRAND, None, POLICY)
+    lost = cars[-1]  # not among the patches already in flight when the race began: it goes through the wrapper
+
+    async def newer() -> None:
+        await world.service.put(BRAND, None, {"default": {"rateHz": 1}})
+        await world.drain()
+        patch = world.gateway.patch_module_desired  # the race's hold, which this wraps
+
+        async def answer_lost(device_id: str, module_id: str, change: Any, *args: Any, **kwargs: Any) -> None:
+            await patch(device_id, module_id, change, *args, **kwargs)
+            if device_id == lost and change["collection"]["version"] == "brand-1":
+                raise iothub_error(None, "TimeoutError", "twin patch")  # applied, the answer lost
+
+        monkeypatch.setattr(world.gateway, "patch_module_desired", answer_lost)
+
+    await _race_a_page(world, monkeypatch, newer, "raced")
+    assert world.version_of(lost) == "brand-2"
+    assert {world.version_of(car) for car in cars} == {"brand-2"}
+
+
+async def test_a_put_that_stopped_before_its_rollout_is_rolled_out_by_the_sweep() -> None:
+    """The PUT stored its policy and stopped (a crash, the instance recycled) before writing its rollout's progress:
+    20 minutes on, the sweep starts the rollout of the stored version."""
+    world = World()
+    cars = await world.cars("berlin", 2 * PAGE)
+    await world.service.put(BRAND, None, POLICY)
+    await world.drain()
+    await world.service._store_next(BRAND, None, {"default": {"rateHz": 1}})  # brand-2, and nothing more
+    world.now += dt.timedelta(minutes=5)
+    assert await world.service.sweep() == {}  # its PUT may still be running
+    world.now += dt.timedelta(minutes=16)
+    assert await world.service.sweep() == {"started": 1}
+    await world.drain()
+    assert {world.version_of(car) for car in cars} == {"brand-2"}
+    assert (await world.progress())["state"] == "done"
+    world.now += dt.timedelta(hours=1)
+    assert await world.service.sweep() == {}
