@@ -232,15 +232,21 @@ class AccessControl:
         return [d for d in memberships if listing.get(str(d.get("brandId")), False)]
 
     async def _driver(self, access: Access, permission: Permission, user_id: str) -> Access:
-        """A driver acts on their own data without any role; a platform admin on anyone's; others need the
-        permission in *every* brand the driver drives for (their Driver memberships) or drove for (the cars their
-        export still holds for the time they drove them, shared/drivers/periods.py): the export and the erasure
-        span all the driver's cars, so a brand admin of one of their brands must not read or erase what they do
-        in another (403), and a driver in none of the caller's brands does not exist for them (404)."""
+        """A driver acts on their own data without any role; a platform admin on anyone's. Others reach only a
+        person who drives or drove (a Driver membership, or a recorded period, shared/drivers/periods.py), and
+        need the permission in *every* brand that person is in: each of their memberships, whatever its role (a
+        Driver's car, a Fleet.Operator's fleet, ...), and each brand they drove for (the cars their export still
+        holds for the time they drove them). The export and the erasure span all of it (their roles, their audit
+        trail, every car), so an admin of one of their brands must not read or erase what they are or do in
+        another (403), and a person in none of the caller's brands, or who never drove, does not exist for them
+        (404: this is the drivers' route; anyone else's data is theirs or a platform admin's to ask for)."""
         if user_id and user_id == access.principal.object_id and not access.principal.is_app:
             return Access(access.principal, access.grants, Resource(user_id=user_id))
-        driving = {str(d["brandId"]) for d in await self.memberships(user_id) if d.get("role") == Role.DRIVER}
-        brands = sorted(driving | await former_brands(self.store, user_id), key=str)
+        memberships = await self.memberships(user_id)
+        drove = await former_brands(self.store, user_id)
+        driver = bool(drove) or any(d.get("role") == Role.DRIVER for d in memberships)
+        member = {_opt(d.get("brandId")) for d in memberships}  # None: a brand no brand admin covers
+        brands = sorted(member | drove, key=str) if driver else []
         if access.platform_admin and access.may(permission, Resource(user_id=user_id)):
             return Access(access.principal, access.grants, Resource(user_id=user_id))
         resources = [Resource(brand_id=brand, user_id=user_id) for brand in brands]

@@ -184,9 +184,10 @@ class DriverExport:
             if car.holds(doc.get("ts")):
                 yield _record(POSITION, GEOFENCE_EVENTS, car.vehicle_id, doc)
         own = {"@k": KIND_VEHICLE_GEOFENCE, "@v": car.vehicle_id}
-        # the car's own places (home, work): undated, so its current driver's
-        for doc in await self.store.query(TENANCY, OWN_GEOFENCES, own) if current else ():
-            if doc.get("vehicleId") == car.vehicle_id:
+        # the car's own places (home, work): the driver's whose period holds when the place was last set (a former
+        # driver's home stays theirs, never the next driver's; one set before any driver or undated is nobody's)
+        for doc in await self.store.query(TENANCY, OWN_GEOFENCES, own):
+            if doc.get("vehicleId") == car.vehicle_id and car.holds(doc.get("updatedAt")):
                 yield _record(POSITION, TENANCY, car.vehicle_id, doc)
         async for doc in self._all(COMMANDS, f"{where} AND c.kind = @k", {**v, "@k": COMMAND_KIND}, car.vehicle_id):
             if doc.get("kind") == COMMAND_KIND and car.holds(doc.get("createdAt")):

@@ -269,10 +269,16 @@ class TenancyService:
         return {"membershipId": doc["id"], **_public(doc)}
 
     async def delete_member(self, brand_id: str, principal_id: str, membership: str) -> None:
-        """Revoke a membership of this brand; one of another brand (or none) is 404."""
+        """Revoke a membership of this brand; one of another brand (or none) is 404, and so is anything else in the
+        principal's partition (the record of the time they drove a car is their export's, not a grant to revoke).
+        A Driver's membership dates the time they drove its car: that is recorded first, as unlink does."""
         stored = await self.store.read(MEMBERSHIPS, principal_id, membership)
-        if stored is None or stored.document.get("brandId") != brand_id:
+        doc = stored.document if stored is not None else {}
+        if doc.get("kind") != KIND_MEMBERSHIP or doc.get("brandId") != brand_id:
             raise UnknownResourceError(f"no membership {membership} in brand {brand_id}")
+        vehicle_id = doc.get("vehicleId")
+        if doc.get("role") == Role.DRIVER.value and isinstance(vehicle_id, str) and vehicle_id:
+            await end_period(self.store, principal_id, vehicle_id, brand_id, canonical_time(self.clock()))
         await self.store.delete(MEMBERSHIPS, principal_id, membership)
 
     # --- drivers: invitation, acceptance, linking themselves ----------------------------------------------

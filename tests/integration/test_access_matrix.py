@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from shared.brands import BrandConfigs
 from shared.calendar.jobs import MemorySyncQueue
 from shared.commands.service import CommandService
 from shared.containers import AUDIT, MEMBERSHIPS, partition_keys
+from shared.device_messages import canonical_time
 from shared.drivers.link import DriverLinks
 from shared.fleet.service import FleetService
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
@@ -51,7 +53,7 @@ from shared.stores.queues import MemoryQueue
 from shared.telemetry.ingest import TelemetryIngestor
 from shared.tenancy.service import TenancyService
 from shared.vehicle_updates import update_vehicle
-from tests.factories import drive, message
+from tests.factories import T0, drive, message
 
 pytestmark = pytest.mark.integration
 
@@ -690,10 +692,17 @@ async def test_a_driver_replaced_by_a_new_one_no_longer_has_the_car(matrix: Matr
     commands as its driver), and export the new driver's trips as theirs. Their export keeps the car for the time
     they drove it (shared/drivers/periods.py), with nothing of the new driver's."""
     matrix.fresh()
-    # GIVEN car-munich driven by the customer tenant's driver; WHEN the operator invites the other driver, who accepts
+    # GIVEN car-munich driven by the customer tenant's driver (since the world was built), which sends samples
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    theirs = (now - T0).total_seconds()  # seconds after T0, as the message factories count them
+    handover, hers = now + dt.timedelta(minutes=10), theirs + 15 * 60
+    await _drive(matrix, "car-munich", theirs, first=100)
+    # WHEN the operator invites the other driver, who accepts ten minutes later, and drives the car from then on
+    matrix.current.links.clock = matrix.current.tenancy.clock = lambda: handover
     pinned = {"invitee": OIDS["driver"], "inviteeTenant": _tenant_of("driver")}
     invitation = await matrix.ok("POST", "/api/vehicles/car-munich/driver/invitations", "munich-operator", pinned, 201)
     await matrix.ok("POST", f"/api/invitations/{invitation['invitationId']}/accept", "driver", SELF_LINK)
+    await _drive(matrix, "car-munich", hers, first=200)
     # THEN the former driver no longer finds the car and cannot link back; their export holds it until the handover
     read = await matrix.call("GET", "/api/vehicles/car-munich", "customer-driver")
     assert read.status == 404, "the former driver still reads the car (its new driver's live state, position)"
@@ -702,9 +711,19 @@ async def test_a_driver_replaced_by_a_new_one_no_longer_has_the_car(matrix: Matr
     export = await matrix.call("GET", f"/api/drivers/{OIDS['customer-driver']}/export", "customer-driver")
     manifest = orjson.loads(export.body.splitlines()[0])
     [munich] = [v for v in manifest["vehicles"] if v["vehicleId"] == "car-munich"]
-    assert "until" in munich, "the former driver's export holds the car after the handover"
-    assert OIDS["driver"] not in export.body.decode(), "the new driver's data is in the former driver's export"
+    assert munich["until"] == canonical_time(handover), "the former driver's export holds the car after the handover"
+    records = [orjson.loads(line) for line in export.body.splitlines()[1:-1]]
+    samples = [s["ts"] for r in records if r["source"] == "telemetry" for s in r["record"]["samples"]]
+    assert samples, "the former driver's samples are missing from their export"
+    assert max(samples) < canonical_time(handover), "the new driver's samples are in the former driver's export"
     assert (await matrix.call("GET", "/api/vehicles/car-munich", "driver")).status == 200
+
+
+async def _drive(matrix: Matrix, car: str, start: float, first: int) -> None:
+    """Three samples of the car, a second apart from `start` (seconds after T0), through the world's ingestion."""
+    batch = [message(car, drive(first + s, start + s, speed=50.0, lat=48.1, lon=11.6), enqueued_s=start + s,
+                     sequence_number=first + s) for s in range(3)]  # fmt: skip
+    await matrix.current.ingestor.ingest(batch)
 
 
 async def test_only_a_platform_admin_changes_which_tenants_a_brand_accepts(matrix: Matrix) -> None:

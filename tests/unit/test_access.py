@@ -169,6 +169,42 @@ async def test_a_brand_admin_may_not_export_a_driver_who_drove_a_car_of_another_
     await gate.authorize(ADMIN, export, {"userId": "driver-2"})  # a driver of contoso's cars only
 
 
+async def test_a_brand_admin_may_not_export_or_erase_a_driver_who_works_in_another_brand(world) -> None:  # type: ignore[no-untyped-def]
+    """Every brand the person is in counts, whatever their role there: a Fleet.Operator of zeta who once drove a
+    fabrikam car is exported or erased (their zeta role and audit trail with it) by an admin of both brands only;
+    an admin of neither does not learn they exist; someone who never drove is not the drivers' route's to reach."""
+    from shared.drivers.periods import end_period
+
+    store, gate = world
+    person, drove = "op-zeta", membership_id(Role.DRIVER, "fabrikam", None, "car-9")
+    await member(store, person, Role.FLEET_OPERATOR, "zeta", "athens")
+    await store.upsert(MEMBERSHIPS, {"id": drove, "kind": KIND_MEMBERSHIP, "principalId": person, "tenantId": TENANT,
+                                     "role": "Driver", "brandId": "fabrikam", "vehicleId": "car-9",
+                                     "grantedAt": "2026-12-01T08:00:00.000Z"})  # fmt: skip
+    await end_period(store, person, "car-9", "fabrikam", "2026-12-06T04:20:00.000Z")  # they left car-9
+    await store.delete(MEMBERSHIPS, person, drove)
+    for other in ("admin-fabrikam", "admin-zeta"):
+        await member(store, other, Role.BRAND_ADMIN, other.removeprefix("admin-"))
+    fabrikam_admin, zeta_admin = (
+        principal("admin-fabrikam", Role.BRAND_ADMIN),
+        principal("admin-zeta", Role.BRAND_ADMIN),
+    )
+    for permission in (P.EXPORT_DRIVER_DATA, P.ERASE_DRIVER):
+        need = requires(permission, on="driver")
+        for admin in (fabrikam_admin, zeta_admin):  # an admin of one of their brands: inside, refused
+            with pytest.raises(AccessDeniedError):
+                await gate.authorize(admin, need, {"userId": person})
+        with pytest.raises(UnknownResourceError):  # an admin of neither
+            await gate.authorize(ADMIN, need, {"userId": person})
+        await gate.authorize(principal(person, Role.FLEET_OPERATOR), need, {"userId": person})
+        await gate.authorize(PLATFORM, need, {"userId": person})
+        with pytest.raises(UnknownResourceError):  # a colleague who never drove: not a driver, as before
+            await gate.authorize(ADMIN, need, {"userId": "op-berlin"})
+    # an admin of both brands may
+    await member(store, "admin-fabrikam", Role.BRAND_ADMIN, "zeta")
+    await gate.authorize(fabrikam_admin, requires(P.EXPORT_DRIVER_DATA, on="driver"), {"userId": person})
+
+
 async def test_visibility_for_lists(world) -> None:  # type: ignore[no-untyped-def]
     _, gate = world
     access = await gate.authorize(OPERATOR, requires(P.READ_VEHICLES, on="caller"), {})

@@ -117,7 +117,8 @@ async def test_the_cars_own_geofences_and_geofence_events_are_position_records()
 
     store = await world()
     home = {"id": "geofence@car-alex:home", "brandId": "contoso", "kind": KIND_VEHICLE_GEOFENCE, "vehicleId": "car-alex",
-            "name": "Home", "shape": {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}}  # fmt: skip
+            "name": "Home", "shape": {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100},
+            "updatedAt": iso(0)}  # fmt: skip
     await store.upsert(TENANCY, home)
     await store.upsert(TENANCY, {**home, "id": "geofence@car-megan:home", "vehicleId": "car-megan"})
     crossing = {"id": "e1", "vehicleId": "car-alex", "ts": (T0 + dt.timedelta(minutes=1)).isoformat(), "kind": "enter"}
@@ -385,3 +386,148 @@ async def test_a_driver_unlinked_by_the_operator_keeps_the_car_from_accepting_th
     # the record of the time Alex drove it went to his partition before his membership and link went
     stored = await fleet.store.query("memberships", "SELECT * FROM c WHERE c.principalId = @u", {"@u": ALEX})
     assert [(d["kind"], d.get("role")) for d in stored] == [("drivingPeriod", None)]
+
+
+async def test_the_cars_own_geofences_are_the_driver_whose_time_they_were_set_in() -> None:
+    """A car's home and work (geofences of the car) are set by or for its driver: each goes to the driver whose
+    period holds when it was last set (`updatedAt`), the former driver's home to the former driver, never to the
+    next one; a place set before anyone drove the car is in neither export."""
+    from shared.containers import TENANCY
+    from shared.geofences.store import KIND_VEHICLE_GEOFENCE
+
+    car = CARS[ALEX]
+    store = await world(cars={ALEX: car})
+    shape = {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}
+    for name, at in (("depot", iso(-7200)), ("alex-home", iso(5 * 60)), ("megan-home", iso(45 * 60))):
+        await store.upsert(TENANCY, {"id": f"geofence@{car}:{name}", "brandId": "contoso", "geofenceId": name,
+                                     "kind": KIND_VEHICLE_GEOFENCE, "vehicleId": car, "name": name, "shape": shape,
+                                     "updatedAt": at})  # fmt: skip
+    await handover(store, car)
+
+    def places(lines: list[dict[str, Any]]) -> list[str]:
+        return [r["record"]["geofenceId"] for r in lines if r.get("source") == TENANCY]
+
+    assert places(await export(store, ALEX)) == ["alex-home"], "the former driver's home is not in their export"
+    assert places(await export(store, MEGAN)) == ["megan-home"], "the former driver's home is in the next's export"
+
+
+# ---- a handover through the tenancy service: invitations accepted, a membership revoked, a handover that fails --
+
+TENANT = "5c1b2a4d-0b5c-4a6e-9d3f-7f0e9a553c1b"
+OPERATOR = "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b"
+
+
+class Brand:
+    """car-001 of the fleet support's brand, its operator, and drivers who accept invitations to it, at `now`."""
+
+    def __init__(self) -> None:
+        from shared.tenancy.service import TenancyService
+        from tests.fleet_support import Fleet
+
+        self.car = "car-001"
+        self.now = T0 - dt.timedelta(hours=1)
+        self.fleet = Fleet()
+        self.store = self.fleet.store
+        self.links = DriverLinks(self.store, MemorySyncQueue(), lambda: self.now)
+        self.tenancy = TenancyService(self.store, self.links, home_tenants=(TENANT,), clock=lambda: self.now)
+
+    def person(self, oid: str, *grants: Any) -> Any:
+        from shared.auth.access import Access, Resource
+        from shared.auth.principal import Principal
+        from tests.fleet_support import BRAND, FLEET
+
+        principal = Principal(oid, TENANT, "client", frozenset(), frozenset(), False, username=f"{oid[:4]}@c.example")
+        return Access(principal, grants, Resource(BRAND, FLEET, self.car))
+
+    async def accept(self, driver: str, at: dt.datetime) -> None:
+        from shared.auth.access import Grant
+        from shared.auth.policy import Role
+        from tests.fleet_support import BRAND, FLEET
+
+        if not await self.store.read("vehicles", self.car, self.car):
+            await self.fleet.register(BRAND, FLEET, [self.car])
+        self.now = at
+        operator = self.person(OPERATOR, Grant(Role.FLEET_OPERATOR, BRAND, FLEET))
+        invitation = await self.tenancy.invite_driver(operator, self.car, driver, None)
+        await self.tenancy.accept_invitation(self.person(driver), invitation["invitationId"], "UTC", False, True)
+
+    async def memberships(self, user: str) -> list[tuple[str, Any]]:
+        found = await self.store.query("memberships", "SELECT * FROM c WHERE c.principalId = @u", {"@u": user}, user)
+        return sorted((d["kind"], d.get("role")) for d in found)
+
+
+def fail_once(store: DocumentStore, operation: str, container: str, partition: str) -> None:
+    """The store's next `operation` ("create" or "delete") in `container` for `partition` fails (once)."""
+    from shared.errors import StoreError
+
+    real = getattr(store, operation)
+    failed: list[bool] = []
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        key = args[1] if operation == "delete" else args[1].get("principalId")
+        if not failed and args[0] == container and key == partition:
+            failed.append(True)
+            raise StoreError(f"{operation} {container}: injected")
+        return await real(*args, **kwargs)
+
+    setattr(store, operation, failing)
+
+
+@pytest.mark.parametrize(
+    ("operation", "container"),
+    [("create", "memberships"), ("delete", "calendars"), ("delete", "memberships")],
+    ids=["recording-the-period", "dropping-the-link", "dropping-the-membership"],
+)
+async def test_a_handover_that_failed_half_way_releases_the_former_driver_when_retried(
+    operation: str, container: str
+) -> None:
+    """Megan accepts an invitation to Alex's car and the store fails after the car names her: recording Alex's
+    time, dropping his link or his membership. The car names Megan already, so the retry no longer finds Alex as
+    the driver it replaces; it must still end his time, his link and his Driver membership (else he keeps reading
+    the car and his export's open period holds Megan's samples)."""
+    from shared.errors import StoreError
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    fail_once(brand.store, operation, container, ALEX)
+    with pytest.raises(StoreError):
+        await brand.accept(MEGAN, T0 + HANDOVER)
+    retried = T0 + HANDOVER + dt.timedelta(minutes=1)
+    await brand.accept(MEGAN, retried)  # the car asks again, or Megan does
+    await megan_drives(brand.store, brand.car)
+
+    assert await brand.memberships(ALEX) == [("drivingPeriod", None)], "the former driver keeps the car"
+    assert await brand.store.read(CALENDARS, ALEX, "driver") is None, "the former driver's link stays on the car"
+    ended = iso(((retried if operation == "create" else T0 + HANDOVER) - T0).total_seconds())  # else recorded first
+    manifest, *records, _ = await export(brand.store, ALEX)
+    assert manifest["vehicles"] == [{"vehicleId": brand.car, "since": iso(-3600), "until": ended}]
+    assert not [s for s in samples_of(records) if s >= ended], "the new driver's samples are in the former's export"
+    # and once done, the next link finds nobody left to release
+    from shared.drivers.link import release_car
+
+    assert await release_car(brand.store, MemorySyncQueue(), brand.car, MEGAN, iso(7200)) == 0
+
+
+async def test_a_brand_admin_cannot_delete_the_record_of_the_time_a_driver_drove_a_car() -> None:
+    """The record (kind drivingPeriod) sits in the driver's partition of memberships, with the brand and an id of
+    the membership pattern: the route that revokes memberships must not take it (it would shrink the driver's
+    export, their right of access); revoking a Driver membership there records the time first, as unlink does."""
+    from shared.auth.policy import Role
+    from shared.drivers.periods import former_periods, period_id
+    from shared.errors import UnknownResourceError
+    from shared.tenancy.documents import membership_id
+    from tests.fleet_support import BRAND
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    await brand.accept(MEGAN, T0 + HANDOVER)
+    record = period_id(brand.car, iso(-3600))
+    assert await brand.memberships(ALEX) == [("drivingPeriod", None)]
+    with pytest.raises(UnknownResourceError):
+        await brand.tenancy.delete_member(BRAND, ALEX, record)
+    assert await brand.memberships(ALEX) == [("drivingPeriod", None)], "the period record was deleted"
+    # the admin revokes Megan's Driver membership: her time so far is recorded before it goes
+    brand.now = T0 + dt.timedelta(hours=2)
+    await brand.tenancy.delete_member(BRAND, MEGAN, membership_id(Role.DRIVER, BRAND, None, brand.car))
+    [period] = await former_periods(brand.store, MEGAN)
+    assert (period.since, period.until) == (iso(30 * 60), iso(2 * 3600))
