@@ -87,6 +87,15 @@ ALLOCATION_SETTLE_SECONDS: Final = 300  # after an allocation, DPS has made the 
 # the sweep removes what it left). Far longer than a registration takes (three calls); a crashed one blocks its car
 # this long at most.
 REGISTRATION_LEASE_SECONDS: Final = 300
+# The attempt holding a claim stops acting on the identity (creating, deleting it) with this much of its lease left,
+# and nobody takes a lapsed claim over (a retry, the sweep) before this long after the lease: an IoT Hub call of the
+# attempt may outlast its lease by margin + grace (create_device takes no timeout) before it can race a takeover.
+REGISTRATION_MARGIN_SECONDS: Final = 60
+REGISTRATION_GRACE_SECONDS: Final = 60
+# The sweep's query: it filters only on indexed paths of `vehicles` (shared/cosmos_containers.json).
+SWEEP_QUERY: Final = "SELECT * FROM c WHERE IS_DEFINED(c.pendingRegistration.attempt)"
+# What a document created by a claim holds besides it (no record worth keeping once the claim goes).
+_BARE_KEYS: Final = frozenset({"id", "vehicleId", "type"})
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +136,15 @@ class FleetService:
         label: str | None,
         provisioning: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Direct mode (no `provisioning`, for development): the car is claimed (`pendingRegistration`), its device
-        identity created, then its document completed in the write that removes the claim, and the key answered
-        once. A failure after the identity deletes it and releases the claim (if IoT Hub fails too, the released
-        claim still names it); a retry of the registration then completes it with one identity, a new key (nobody
-        saw the old one). An attempt that died without cleaning up holds the car for REGISTRATION_LEASE_SECONDS
-        (409 meanwhile), then a retry takes over or `sweep_abandoned_registrations` deletes what it left.
+        """Direct mode (no `provisioning`, for development): the car is claimed (`pendingRegistration`), the claim
+        marked `creating`, its device identity created, then its document completed in the write that removes the
+        claim, and the key answered once. Any failure once the claim is marked (an IoT Hub timeout included: the
+        create may have been applied) deletes the identity and removes the claim, restoring what it replaced (an
+        erased car's tombstone; nothing for a car that had no document); if IoT Hub fails too, the claim stays,
+        released, still naming the identity, and a retry takes it over at once. An identity that existed before the
+        claim (made outside the API) is none of ours: 409, left alone. An attempt that died without cleaning up
+        holds the car until its lease and a grace period have passed (409 meanwhile), then a retry takes over or
+        `sweep_abandoned_registrations` deletes what it left.
         With `provisioning` ({attestation, region}): pre-registration for DPS, no identity (DPS creates it at first
         boot) and no secret (shared/provisioning/preregistration.py).
         The car belongs to the fleet from now on: every read and write of it is scoped by its brand and fleet."""
@@ -142,18 +154,27 @@ class FleetService:
             return await self._preregister(brand_id, fleet_id, vehicle_id, label, provisioning)
         # The car is claimed first (a car registered already, pre-registered for DPS perhaps in another brand, is
         # refused before an identity is made for it), so every identity this makes has a record naming it.
-        attempt, took_over = await self._claim_registration(vehicle_id)
-        ours = took_over  # whether an identity of this registration may exist (an earlier attempt's, if taken over)
+        attempt, earlier = await self._claim_registration(vehicle_id)
+        ours = earlier  # whether an identity of this registration may exist (an earlier attempt's, if taken over)
         try:
-            identity = await self._create_identity(vehicle_id, attempt, took_over)
-            ours = True
+            await self._mark_creating(vehicle_id, attempt)
+            ours = True  # from here on the identity may exist whatever create_device answers (a timeout included)
+            identity = await self._create_identity(vehicle_id, attempt, earlier)
             await self._complete_registration(vehicle_id, attempt, brand_id, fleet_id, label)
         except _Superseded as superseded:
             if ours and superseded.orphaned:  # erased (or swept) meanwhile: no record names the identity
                 await self._delete_identity(vehicle_id)
+            elif not superseded.orphaned:  # still ours but too close to its lapse to act on: released, for a retry
+                await self._release_quietly(vehicle_id, attempt, identity_kept=ours)
             raise StateConflictError(
                 f"the registration of {vehicle_id} was interrupted (the car was erased, or another registration "
                 "took it over): register it again"
+            ) from None
+        except _Foreign:
+            await self._disown(vehicle_id, attempt)
+            await self._release_quietly(vehicle_id, attempt, identity_kept=False)
+            raise AlreadyExistsError(
+                f"{vehicle_id} is registered; its key is shown only once (DELETE to re-register)"
             ) from None
         except Exception:
             await self._abandon_registration(vehicle_id, attempt, ours)
@@ -176,21 +197,33 @@ class FleetService:
             "connectionString": identity.connection_string,
         }
 
-    # A direct registration: claim → identity → completion, each step recoverable (docs/provisioning.md, "Direct
-    # mode"). The claim is `pendingRegistration` on the vehicle document, written conditionally like every other
-    # write of it; the completion is conditional on the claim still being this attempt's.
+    # A direct registration: claim → mark `creating` → identity → completion, each step recoverable
+    # (docs/provisioning.md, "Direct mode"). The claim is `pendingRegistration` on the vehicle document, written
+    # conditionally like every other write of it; the completion is conditional on the claim still being this
+    # attempt's. The claim keeps what it replaced (`replaced`: an erased car's tombstone) so that removing it without
+    # a registration restores that; a document holding nothing but the claim is deleted instead.
 
     async def _claim_registration(self, vehicle_id: str, sweep: bool = False) -> tuple[str, bool]:
-        """Claim the car for one registration attempt: (its attempt id, whether it took over an earlier claim, so an
-        identity found on the hub may be that attempt's). A registered car is 409 (AlreadyExistsError); a claim still
-        held by a running attempt is 409 (StateConflictError). `sweep`: only an abandoned claim is taken
-        (_NothingToSweep otherwise)."""
+        """Claim the car for one registration attempt: (its attempt id, whether it took over a claim whose attempt
+        was creating an identity, so an identity found on the hub is that attempt's; the new claim keeps `creating`
+        and `replaced`). A registered car is 409 (AlreadyExistsError); a claim still held by an attempt that may be
+        running is 409 (StateConflictError). `sweep`: only an abandoned claim is taken (_NothingToSweep otherwise)."""
         now = self.clock()
         attempt = f"{'sweep-' if sweep else ''}{uuid.uuid4().hex}"
-        took_over: list[bool] = []
+        creating: list[bool] = []
 
-        def change(doc: VehicleDocument) -> None:
-            took_over.clear()
+        def apply(stored: Document | None) -> Document:
+            creating.clear()
+            vehicle = as_vehicle(stored) if stored is not None else None
+            replaced: Document | None = None
+            if vehicle is not None and is_erased(vehicle):  # registering an erased car again starts afresh ...
+                if sweep:
+                    raise _NothingToSweep
+                replaced = {k: v for k, v in vehicle.items() if not k.startswith("_")}  # ... its tombstone kept
+                doc = new_vehicle_document(vehicle_id)
+                doc["notBefore"] = canonical_time(now)  # ... taking none of the erased car's messages in flight
+            else:
+                doc = vehicle if vehicle is not None else new_vehicle_document(vehicle_id)
             pending = doc.get("pendingRegistration")
             if sweep and (pending is None or _registered(doc) or not _abandoned(pending, now)):
                 raise _NothingToSweep
@@ -201,23 +234,45 @@ class FleetService:
                     f"a registration of {vehicle_id} is under way; if it failed, retry after "
                     f"{_lease_left(pending, now)} s"
                 )
-            took_over.append(pending is not None)
-            doc["pendingRegistration"] = {"attempt": attempt, "startedAt": canonical_time(now)}
+            claim: dict[str, Any] = {"attempt": attempt, "startedAt": canonical_time(now)}
+            if pending is not None and _claim_field(pending, "creating") is True:
+                claim["creating"] = True
+            if pending is not None and isinstance(_claim_field(pending, "replaced"), dict):
+                replaced = _claim_field(pending, "replaced")
+            if replaced is not None:
+                claim["replaced"] = replaced
+            creating.append("creating" in claim)
+            doc["pendingRegistration"] = cast(PendingRegistration, claim)
+            return to_store(doc)
 
-        await self._update(vehicle_id, change, create=True)
-        return attempt, took_over[-1]
+        await update_vehicle(self.store, vehicle_id, apply)
+        return attempt, creating[-1]
 
-    async def _create_identity(self, vehicle_id: str, attempt: str, took_over: bool) -> DeviceIdentity:
-        """The car's SAS identity. One that exists already is an earlier attempt's when this one took its claim over
-        (that attempt never completed, so nobody saw its key): deleted and made again. Otherwise it is none of ours:
-        409, left alone."""
+    async def _mark_creating(self, vehicle_id: str, attempt: str) -> None:
+        """Before create_device: the claim records that this attempt is creating an identity (conditional on the
+        claim being this attempt's with REGISTRATION_MARGIN_SECONDS of its lease left, _Superseded otherwise). Only
+        a claim so marked lets a takeover or the sweep delete the car's identity."""
+        now = self.clock()
+
+        def apply(stored: Document | None) -> Document:
+            vehicle = as_vehicle(stored) if stored is not None else None
+            pending = vehicle.get("pendingRegistration") if vehicle is not None else None
+            if vehicle is None or pending is None or pending.get("attempt") != attempt or not _acting(pending, now):
+                raise _Superseded(orphaned=False)
+            vehicle["pendingRegistration"] = cast(PendingRegistration, {**pending, "creating": True})
+            return to_store(vehicle)
+
+        await update_vehicle(self.store, vehicle_id, apply)
+
+    async def _create_identity(self, vehicle_id: str, attempt: str, earlier: bool) -> DeviceIdentity:
+        """The car's SAS identity. One that exists already is an earlier attempt's when this one took over a claim
+        marked `creating` (that attempt never completed, so nobody saw its key): deleted and made again. Otherwise it
+        existed before the claim, none of ours: _Foreign (409, left alone)."""
         try:
             return await self.gateway.create_device(vehicle_id)
         except DeviceExistsError:
-            if not took_over:
-                raise AlreadyExistsError(
-                    f"{vehicle_id} is registered; its key is shown only once (DELETE to re-register)"
-                ) from None
+            if not earlier:
+                raise _Foreign from None
         await self._holding(vehicle_id, attempt)  # never delete an identity a newer attempt may have made
         await self.gateway.delete_device(vehicle_id)
         try:
@@ -226,11 +281,12 @@ class FleetService:
             raise StateConflictError(f"another registration of {vehicle_id} is under way") from None
 
     async def _holding(self, vehicle_id: str, attempt: str) -> None:
-        """_Superseded unless the car's claim is still this attempt's and has not lapsed (no other attempt can take
-        it over then, so what this attempt does to the identity races nobody)."""
+        """_Superseded unless the car's claim is still this attempt's with REGISTRATION_MARGIN_SECONDS of its lease
+        left (nobody takes it over before the lease and REGISTRATION_GRACE_SECONDS have passed, so what this
+        attempt does to the identity now races nobody, unless an IoT Hub call outlasts margin and grace)."""
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
         pending = as_vehicle(stored.document).get("pendingRegistration") if stored is not None else None
-        if pending is None or pending.get("attempt") != attempt or _abandoned(pending, self.clock()):
+        if pending is None or pending.get("attempt") != attempt or not _acting(pending, self.clock()):
             raise _Superseded(orphaned=False)
 
     async def _complete_registration(
@@ -244,7 +300,7 @@ class FleetService:
             pending = doc.get("pendingRegistration")
             if pending is None or pending.get("attempt") != attempt:
                 raise _Superseded(orphaned=pending is None and not _registered(doc))
-            del doc["pendingRegistration"]
+            del doc["pendingRegistration"]  # and with it the tombstone it replaced: the car is registered again
             doc["registeredAt"] = now
             doc["brandId"] = brand_id
             doc["fleetId"] = fleet_id
@@ -272,31 +328,86 @@ class FleetService:
         )
 
     async def _abandon_registration(self, vehicle_id: str, attempt: str, ours: bool) -> None:
-        """After a failure, while the claim is still this attempt's: the identity this registration may have made
-        deleted, then the claim removed; if the identity could not be deleted, the claim stays, released (it names
-        the identity; a retry takes it over at once, the sweep removes both). Best effort: when the claim cannot be
-        read or is no longer this attempt's nothing is touched, and the claim's lease and the sweep finish it."""
+        """After a failure, while the claim is still this attempt's (with its margin left): the identity this
+        registration may have made deleted, then the claim removed (what it replaced restored); if the identity
+        could not be deleted, or the claim is too close to its lapse to delete it now, the claim stays, released
+        (it names the identity; a retry takes it over at once, the sweep removes both). Best effort: when the claim
+        cannot be read or written the claim's lease and the sweep finish it."""
         if ours:
             try:
                 await self._holding(vehicle_id, attempt)
-            except (_Superseded, FleetError) as exc:
+            except _Superseded:
+                await self._release_quietly(vehicle_id, attempt, identity_kept=True)
+                return
+            except FleetError as exc:
                 log.warning("registration of %s left to the sweep (%s)", safe_id(vehicle_id)[:64], type(exc).__name__)
                 return
         deleted = not ours or await self._delete_identity(vehicle_id)
+        await self._release_quietly(vehicle_id, attempt, identity_kept=not deleted)
 
-        def change(doc: VehicleDocument) -> None:
-            pending = doc.get("pendingRegistration")
-            if pending is None or pending.get("attempt") != attempt:
-                raise _Superseded(orphaned=False)  # another attempt's now: nothing of ours to release
-            if deleted:
-                del doc["pendingRegistration"]
-            else:
-                doc["pendingRegistration"] = cast(PendingRegistration, {**pending, "released": True})
+    async def _disown(self, vehicle_id: str, attempt: str) -> None:
+        """create_device found an identity this attempt did not make: the claim's `creating` mark removed first,
+        so that if removing the claim fails too no takeover or sweep deletes that identity. Tried twice; if both
+        writes fail the mark stays (docs/provisioning.md, "Direct mode": the residual cases)."""
 
+        def apply(stored: Document | None) -> Document:
+            vehicle = as_vehicle(stored) if stored is not None else None
+            pending = vehicle.get("pendingRegistration") if vehicle is not None else None
+            if vehicle is None or pending is None or pending.get("attempt") != attempt:
+                raise _Superseded(orphaned=False)
+            vehicle["pendingRegistration"] = cast(
+                PendingRegistration, {k: v for k, v in pending.items() if k != "creating"}
+            )
+            return to_store(vehicle)
+
+        for _ in range(2):
+            try:
+                await update_vehicle(self.store, vehicle_id, apply)
+                return
+            except _Superseded:
+                return
+            except FleetError as exc:
+                log.warning("claim on %s not disowned (%s)", safe_id(vehicle_id)[:64], type(exc).__name__)
+
+    async def _release_quietly(self, vehicle_id: str, attempt: str, identity_kept: bool) -> None:
         try:
-            await self._update(vehicle_id, change, create=True)
+            await self._release(vehicle_id, attempt, identity_kept)
         except (_Superseded, FleetError) as exc:
             log.warning("registration of %s not released (%s)", safe_id(vehicle_id)[:64], type(exc).__name__)
+
+    async def _release(self, vehicle_id: str, attempt: str, identity_kept: bool) -> None:
+        """Give up this attempt's claim (_Superseded when it is not this attempt's any more). `identity_kept` (an
+        identity of the registration may still exist): the claim stays, released, naming it. Otherwise the claim
+        goes: the tombstone it replaced is restored, a document holding nothing but the claim is deleted (only while
+        the claim may still be acted on, so nobody else writes the car meanwhile; later it stays released for the
+        sweep), and any other document keeps everything but the claim."""
+        now = self.clock()
+        only_claim: list[bool] = []
+
+        def apply(stored: Document | None) -> Document:
+            only_claim.clear()
+            vehicle = as_vehicle(stored) if stored is not None else None
+            pending = vehicle.get("pendingRegistration") if vehicle is not None else None
+            if vehicle is None or pending is None or pending.get("attempt") != attempt:
+                raise _Superseded(orphaned=False)  # another attempt's now (or erased): nothing of ours to release
+            replaced = _claim_field(pending, "replaced")
+            rest = {k: v for k, v in vehicle.items() if k != "pendingRegistration"}
+            bare = replaced is None and set(rest) <= _BARE_KEYS
+            if identity_kept or (bare and not _acting(pending, now)):
+                vehicle["pendingRegistration"] = cast(PendingRegistration, {**pending, "released": True})
+                return to_store(vehicle)
+            if isinstance(replaced, dict):
+                return cast(Document, copy.deepcopy(replaced))
+            if bare:
+                only_claim.append(True)
+                raise _OnlyTheClaim
+            return to_store(cast(VehicleDocument, rest))
+
+        try:
+            await update_vehicle(self.store, vehicle_id, apply)
+        except _OnlyTheClaim:
+            # The claim is this attempt's and live (no registration can take the car meanwhile): nothing else in it.
+            await self.store.delete(VEHICLES, vehicle_id, safe_id(vehicle_id))
 
     async def _delete_identity(self, vehicle_id: str) -> bool:
         """delete_device; False when IoT Hub failed (logged), True when the identity is gone."""
@@ -308,11 +419,13 @@ class FleetService:
         return True
 
     async def sweep_abandoned_registrations(self) -> list[str]:
-        """Direct registrations abandoned (their claim released or lapsed): each claimed by the sweep, its identity
-        deleted, then its claim removed. The cars swept. A timer runs it (functions/provisioning.py); a car whose
-        identity IoT Hub would not delete now keeps the sweep's claim, which lapses, and the next run tries again."""
+        """Direct registrations abandoned (their claim released, or lapsed by the lease and the grace period): each
+        claimed by the sweep, its identity deleted if the claim says an attempt was creating one, then the claim
+        removed (what it replaced restored). The cars swept. A timer runs it (functions/provisioning.py); a car
+        whose identity IoT Hub would not delete now keeps the sweep's claim, released (a retry of the registration
+        takes it over at once), and the next run tries again."""
         # served by the index (/pendingRegistration/attempt/?): a few documents read, not every car's
-        query = "SELECT * FROM c WHERE IS_DEFINED(c.pendingRegistration.attempt)"
+        query = SWEEP_QUERY
         now = self.clock()
         swept: list[str] = []
         for doc in await self.store.query(VEHICLES, query):
@@ -322,14 +435,18 @@ class FleetService:
             if not _abandoned(cast(PendingRegistration, pending), now):
                 continue
             try:
-                attempt, _ = await self._claim_registration(vehicle_id, sweep=True)
+                attempt, creating = await self._claim_registration(vehicle_id, sweep=True)
             except (_NothingToSweep, FleetError):  # completed, taken over or erased since the query
                 continue
-            if not await self._delete_identity(vehicle_id):
+            deleted = not creating or await self._delete_identity(vehicle_id)
+            try:
+                await self._release(vehicle_id, attempt, identity_kept=not deleted)
+            except (_Superseded, FleetError) as exc:
+                log.warning("registration of %s not released (%s)", safe_id(vehicle_id)[:64], type(exc).__name__)
                 continue
-            await self._abandon_registration(vehicle_id, attempt, ours=False)
-            swept.append(vehicle_id)
-            log.info("abandoned registration of %s swept", safe_id(vehicle_id)[:64])
+            if deleted:
+                swept.append(vehicle_id)
+                log.info("abandoned registration of %s swept", safe_id(vehicle_id)[:64])
         return swept
 
     async def _preregister(
@@ -831,6 +948,14 @@ class _NothingToSweep(Exception):
     """The claim the sweep found is gone, or no longer abandoned."""
 
 
+class _Foreign(Exception):
+    """create_device found an identity that existed before the claim and no claim of ours was creating: not ours."""
+
+
+class _OnlyTheClaim(Exception):
+    """The document holds nothing but this attempt's claim: deleted rather than left behind."""
+
+
 def _started(pending: PendingRegistration) -> dt.datetime | None:
     try:
         return dt.datetime.fromisoformat(str(pending.get("startedAt")).replace("Z", "+00:00"))
@@ -838,19 +963,41 @@ def _started(pending: PendingRegistration) -> dt.datetime | None:
         return None
 
 
-def _abandoned(pending: PendingRegistration, now: dt.datetime) -> bool:
-    """A claim no attempt may still act on: released by its failed attempt, lapsed, or unreadable."""
+def _elapsed(pending: PendingRegistration, now: dt.datetime) -> float | None:
     started = _started(pending)
+    return None if started is None else (now - started).total_seconds()
+
+
+def _abandoned(pending: PendingRegistration, now: dt.datetime) -> bool:
+    """A claim no attempt may still act on: released by its failed attempt, lapsed (lease and grace), or
+    unreadable."""
+    elapsed = _elapsed(pending, now)
     return (
         pending.get("released") is True
-        or started is None
-        or (now - started).total_seconds() >= (REGISTRATION_LEASE_SECONDS)
+        or elapsed is None
+        or elapsed >= REGISTRATION_LEASE_SECONDS + REGISTRATION_GRACE_SECONDS
+    )
+
+
+def _acting(pending: PendingRegistration, now: dt.datetime) -> bool:
+    """The claim's attempt may still act on the identity: not released, REGISTRATION_MARGIN_SECONDS of lease left."""
+    elapsed = _elapsed(pending, now)
+    return (
+        pending.get("released") is not True
+        and elapsed is not None
+        and elapsed < REGISTRATION_LEASE_SECONDS - REGISTRATION_MARGIN_SECONDS
     )
 
 
 def _lease_left(pending: PendingRegistration, now: dt.datetime) -> int:
-    started = _started(pending)
-    return 0 if started is None else max(1, int(REGISTRATION_LEASE_SECONDS - (now - started).total_seconds()))
+    elapsed = _elapsed(pending, now)
+    lapse = REGISTRATION_LEASE_SECONDS + REGISTRATION_GRACE_SECONDS
+    return 0 if elapsed is None else max(1, int(lapse - elapsed))
+
+
+def _claim_field(pending: PendingRegistration, key: str) -> Any:
+    """A field of the claim PendingRegistration does not type (`creating`, `replaced`)."""
+    return cast(Mapping[str, Any], pending).get(key)
 
 
 def _registered(doc: VehicleDocument) -> bool:

@@ -349,7 +349,9 @@ class PendingRegistration(TypedDict):
 
     attempt: str
     startedAt: str
+    creating: NotRequired[bool]  # an attempt was about to create the identity: only then may it be deleted
     released: NotRequired[bool]
+    replaced: NotRequired[dict[str, Any]]  # the erased car's tombstone the claim replaced, written back on failure
 
 
 class CostPeriod(TypedDict):

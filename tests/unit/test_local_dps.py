@@ -23,7 +23,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devstack.dps import protocol as dps
-from devstack.dps.service import EnrollmentGroup, Refused, sas_attestation, x509_attestation
+from devstack.dps.service import (
+    Assignment,
+    Attested,
+    EnrollmentGroup,
+    LocalDps,
+    Operation,
+    Refused,
+    sas_attestation,
+    x509_attestation,
+)
 from devstack.tls import DevicePki, device_pki, issue_device_certificate
 from simulator.provisioning import ProvisioningConfig, load_provisioning_file
 
@@ -129,10 +138,26 @@ def test_registration_id_examples(registration_id: str, valid: bool) -> None:
     assert dps.valid_registration_id(registration_id) is valid
 
 
-def test_registration_records_are_keyed_case_insensitively() -> None:
-    """One DPS registration per case-insensitive id: `car-7` and `CAR-7` are the same registration."""
-    assert dps.registration_key("CAR-7") == dps.registration_key("car-7") == dps.registration_key("Car-7")
-    assert dps.registration_key("car-7") != dps.registration_key("car-8")
+async def test_registration_records_are_keyed_case_insensitively() -> None:
+    """One DPS registration per case-insensitive id in the local DPS itself: a registration of `car-7` is the one
+    `CAR-7` and `Car-7` find (the allocation request names its current device id, an operation started as one case
+    answers a poll in another), and `car-8` is another."""
+    group = EnrollmentGroup("keys", "symmetricKey", "http://webhook", ("hub-a",), primary_key="a2V5")
+    service = LocalDps("0ne00000001", [group], {})
+    attested = Attested(group, {})
+    service.assignments[dps.registration_key("car-7")] = Assignment("hub-a", "car-7", "2026-01-01", "symmetricKey")
+    for variant in ("car-7", "CAR-7", "Car-7"):
+        request = await service.allocation_request(attested, dps.Registration(variant, None))
+        context = request["deviceRuntimeContext"]
+        assert (context["registrationId"], context["currentDeviceId"]) == (variant, "car-7")
+    other = await service.allocation_request(attested, dps.Registration("car-8", None))
+    assert "currentDeviceId" not in other["deviceRuntimeContext"]
+
+    operation = Operation("4.op", "car-7", result={"operationId": "4.op", "status": "assigned"})
+    service._operations[operation.operation_id] = operation
+    poll = dps.Request("status", "r1", operation.operation_id)
+    assert (await service._request("CAR-7", attested, poll, b""))[0] == 200
+    assert (await service._request("car-8", attested, poll, b""))[0] == 404
 
 
 @given(st.binary(min_size=16, max_size=64), ids)

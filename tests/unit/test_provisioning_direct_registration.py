@@ -23,7 +23,12 @@ from devstack.function_index import indexed_functions
 from shared.containers import TENANCY, VEHICLES, partition_keys
 from shared.errors import IoTHubError, StateConflictError, StoreError
 from shared.fleet import runtime as fleet_runtime
-from shared.fleet.service import REGISTRATION_LEASE_SECONDS
+from shared.fleet.service import (
+    REGISTRATION_GRACE_SECONDS,
+    REGISTRATION_LEASE_SECONDS,
+    REGISTRATION_MARGIN_SECONDS,
+    SWEEP_QUERY,
+)
 from shared.iothub.gateway import DeviceIdentity
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
 from shared.stores.base import Document
@@ -32,6 +37,7 @@ from tests.fleet_support import BRAND, FLEET, Fleet
 from tests.store_support import DelegatingStore
 
 REGISTER = f"/api/brands/{BRAND}/fleets/{FLEET}/vehicles"
+LAPSE = REGISTRATION_LEASE_SECONDS + REGISTRATION_GRACE_SECONDS  # a claim is taken over, or swept, after this
 
 
 class FlakyStore(DelegatingStore):
@@ -148,8 +154,7 @@ async def test_a_failed_write_after_the_identity_leaves_no_identity_and_the_retr
     assert failed.status == 503
     assert hub.created == ["car-100"]
     assert "car-100" not in hub.devices  # nothing a device could connect with
-    doc = await vehicle_doc(fleet, "car-100")
-    assert doc is None or ("registeredAt" not in doc and "brandId" not in doc and "pendingRegistration" not in doc)
+    assert await vehicle_doc(fleet, "car-100") is None  # no phantom document: it held nothing but the claim
 
     retry = await fleet.call("POST", REGISTER, body=body)
     await assert_registered_once(fleet, hub, "car-100", retry)
@@ -222,13 +227,10 @@ async def test_an_abandoned_registration_holds_the_car_until_its_claim_lapses_th
     assert await fleet.service.sweep_abandoned_registrations() == []  # not lapsed yet: left alone
     assert "car-102" in hub.devices
 
-    fleet.now += dt.timedelta(seconds=REGISTRATION_LEASE_SECONDS)
+    fleet.now += dt.timedelta(seconds=LAPSE)
     assert await fleet.service.sweep_abandoned_registrations() == ["car-102"]
     assert "car-102" not in hub.devices
-    doc = await vehicle_doc(fleet, "car-102")
-    assert doc is not None
-    assert "pendingRegistration" not in doc
-    assert "registeredAt" not in doc
+    assert await vehicle_doc(fleet, "car-102") is None  # the document held nothing but the claim
     assert await fleet.service.sweep_abandoned_registrations() == []
 
     retry = await fleet.call("POST", REGISTER, body={"vehicleId": "car-102", "label": "B-XY 100"})
@@ -242,7 +244,7 @@ async def test_a_retry_after_the_claim_lapsed_takes_over_without_waiting_for_the
     with pytest.raises(asyncio.CancelledError):
         await fleet.service.register(BRAND, FLEET, "car-103", "B-XY 100")
     stranded_key = hub.devices["car-103"]
-    fleet.now += dt.timedelta(seconds=REGISTRATION_LEASE_SECONDS + 1)
+    fleet.now += dt.timedelta(seconds=LAPSE + 1)
     retry = await fleet.call("POST", REGISTER, body={"vehicleId": "car-103", "label": "B-XY 100"})
     await assert_registered_once(fleet, hub, "car-103", retry)
     assert retry.json["primaryKey"] != stranded_key
@@ -287,8 +289,7 @@ async def test_an_identity_no_registration_of_ours_made_is_not_taken_over() -> N
     answer = await fleet.call("POST", REGISTER, body={"vehicleId": "car-106"})
     assert answer.status == 409
     assert hub.devices == {"car-106": "someone-elses-key"}
-    doc = await vehicle_doc(fleet, "car-106")
-    assert doc is None or "pendingRegistration" not in doc
+    assert await vehicle_doc(fleet, "car-106") is None
 
 
 async def test_a_car_erased_while_its_registration_is_under_way_is_not_registered_over_its_tombstone() -> None:
@@ -336,7 +337,7 @@ async def test_the_timer_sweeps_a_lapsed_registration(monkeypatch: pytest.Monkey
     store.error = asyncio.CancelledError()
     with pytest.raises(asyncio.CancelledError):
         await fleet.service.register(BRAND, FLEET, "car-111", None)
-    fleet.now += dt.timedelta(seconds=REGISTRATION_LEASE_SECONDS)
+    fleet.now += dt.timedelta(seconds=LAPSE)
     service = fleet.service
 
     class Provider:
@@ -346,3 +347,245 @@ async def test_the_timer_sweeps_a_lapsed_registration(monkeypatch: pytest.Monkey
     monkeypatch.setattr(fleet_runtime, "fleet_service", Provider())
     await indexed_functions()["registration_sweep"].get_user_function()(None)
     assert "car-111" not in hub.devices
+
+
+# --- the claim keeps what it replaced ------------------------------------------------------------------------
+
+
+async def erased(fleet: Fleet, vehicle_id: str) -> dict[str, Any]:
+    """Register the car, erase it: its tombstone."""
+    assert (await fleet.call("POST", REGISTER, body={"vehicleId": vehicle_id})).status == 201
+    await fleet.service.erase_vehicle(vehicle_id)
+    tomb = await vehicle_doc(fleet, vehicle_id)
+    assert tomb is not None
+    assert tomb["type"] == "erased"
+    return {k: v for k, v in tomb.items() if not k.startswith("_")}
+
+
+async def test_a_failed_re_registration_of_an_erased_car_keeps_its_tombstone() -> None:
+    """The defect: the claim turned the tombstone into a fresh document and its removal left `{id, vehicleId,
+    type: vehicle, notBefore}`: no ttl, not erased, so the erasure sweep skipped the car and GET answered 200."""
+    fleet, _, hub = await world()
+    tomb = await erased(fleet, "car-120")
+
+    async def unavailable(device_id: str) -> DeviceIdentity:
+        raise IoTHubError("injected: IoT Hub unavailable")
+
+    hub.create_device = unavailable  # type: ignore[method-assign]
+    assert (await fleet.call("POST", REGISTER, body={"vehicleId": "car-120"})).status == 503
+    doc = await vehicle_doc(fleet, "car-120")
+    assert doc is not None
+    assert {k: v for k, v in doc.items() if not k.startswith("_")} == tomb
+    assert (await fleet.call("GET", "/api/vehicles/car-120")).status == 404
+    fleet.now += dt.timedelta(days=8)
+    assert "car-120" in list(await fleet.service.eraser.sweep_erased())
+
+
+async def test_an_abandoned_re_registration_of_an_erased_car_is_swept_back_to_its_tombstone() -> None:
+    fleet, store, hub = await world()
+    tomb = await erased(fleet, "car-121")
+    store.armed = False
+    store.fail_vehicle_writes = 1
+    store.error = asyncio.CancelledError()  # the process dies between the identity and the document
+    with pytest.raises(asyncio.CancelledError):
+        await fleet.service.register(BRAND, FLEET, "car-121", None)
+    assert "car-121" in hub.devices
+    fleet.now += dt.timedelta(seconds=LAPSE)
+    assert await fleet.service.sweep_abandoned_registrations() == ["car-121"]
+    assert "car-121" not in hub.devices
+    doc = await vehicle_doc(fleet, "car-121")
+    assert doc is not None
+    assert {k: v for k, v in doc.items() if not k.startswith("_")} == tomb
+
+
+async def test_a_successful_re_registration_of_an_erased_car_still_starts_afresh() -> None:
+    fleet, _, hub = await world()
+    await erased(fleet, "car-122")
+    answer = await fleet.call("POST", REGISTER, body={"vehicleId": "car-122", "label": "B-XY 100"})
+    await assert_registered_once(fleet, hub, "car-122", answer)
+    doc = await vehicle_doc(fleet, "car-122")
+    assert doc is not None
+    assert (doc["type"], "ttl" in doc, "notBefore" in doc) == ("vehicle", False, True)
+
+
+# --- create_device's failures --------------------------------------------------------------------------------
+
+
+async def test_an_iot_hub_timeout_after_the_identity_was_made_leaves_no_identity() -> None:
+    """create_device raised (a timeout) though IoT Hub made the identity: it may exist, so it is deleted under the
+    claim, and the retry registers the car with one identity."""
+    fleet, _, hub = await world()
+    real = hub.create_device
+    timeouts = [IoTHubError("injected: timed out after IoT Hub created it")]
+
+    async def timing_out(device_id: str) -> DeviceIdentity:
+        identity = await real(device_id)
+        if timeouts:
+            raise timeouts.pop()
+        return identity
+
+    hub.create_device = timing_out  # type: ignore[method-assign]
+    body = {"vehicleId": "car-123", "label": "B-XY 100"}
+    assert (await fleet.call("POST", REGISTER, body=body)).status == 503
+    assert "car-123" not in hub.devices
+    assert await vehicle_doc(fleet, "car-123") is None
+    await assert_registered_once(fleet, hub, "car-123", await fleet.call("POST", REGISTER, body=body))
+
+
+async def test_a_timeout_whose_clean_up_fails_leaves_the_claim_naming_the_identity() -> None:
+    fleet, _, hub = await world()
+    real = hub.create_device
+    timeouts = [IoTHubError("injected: timed out after IoT Hub created it")]
+
+    async def timing_out(device_id: str) -> DeviceIdentity:
+        identity = await real(device_id)
+        if timeouts:
+            raise timeouts.pop()
+        return identity
+
+    hub.create_device = timing_out  # type: ignore[method-assign]
+    hub.fail_deletes = 1
+    body = {"vehicleId": "car-124", "label": "B-XY 100"}
+    assert (await fleet.call("POST", REGISTER, body=body)).status == 503
+    stranded = hub.devices["car-124"]
+    doc = await vehicle_doc(fleet, "car-124")
+    assert doc is not None
+    assert (doc["pendingRegistration"]["released"], doc["pendingRegistration"]["creating"]) == (True, True)
+    retry = await fleet.call("POST", REGISTER, body=body)
+    await assert_registered_once(fleet, hub, "car-124", retry)
+    assert retry.json["primaryKey"] != stranded
+
+
+# --- an identity none of ours --------------------------------------------------------------------------------
+
+
+async def test_a_foreign_identity_is_not_swept_when_the_claims_release_failed() -> None:
+    """A foreign identity makes the attempt 409 and its release write fails: the claim lapses, and neither the
+    sweep nor a later registration deletes the identity (no attempt was creating one)."""
+    fleet, store, hub = await world()
+    hub.devices["car-125"] = "someone-elses-key"
+    replace, delete = store.inner.replace, store.inner.delete
+    failures = [StoreError("injected: Cosmos DB did not answer")]
+
+    async def failing_release(container: str, document: Document, etag: str) -> str:
+        if container == VEHICLES and not document.get("pendingRegistration", {}).get("creating") and failures:
+            raise failures.pop()
+        return await replace(container, document, etag)
+
+    async def failing_delete(container: str, partition_key: str, item_id: str) -> bool:
+        raise StoreError("injected: Cosmos DB did not answer")
+
+    store.inner.replace = failing_release  # type: ignore[method-assign]
+    store.inner.delete = failing_delete  # type: ignore[method-assign]
+    assert (await fleet.call("POST", REGISTER, body={"vehicleId": "car-125"})).status == 409
+    store.inner.replace, store.inner.delete = replace, delete  # type: ignore[method-assign]
+    doc = await vehicle_doc(fleet, "car-125")
+    assert doc is not None
+    assert "pendingRegistration" in doc  # the release failed: the claim lapses
+    fleet.now += dt.timedelta(seconds=LAPSE)
+    await fleet.service.sweep_abandoned_registrations()
+    assert hub.devices == {"car-125": "someone-elses-key"}
+
+
+async def test_a_takeover_of_a_claim_that_was_not_creating_leaves_a_foreign_identity_alone() -> None:
+    """An attempt dies after its claim, before it marked it `creating` (so before create_device): a retry after the
+    lapse finds an identity on the hub (made outside the API) and answers 409 without deleting it."""
+    fleet, store, hub = await world()
+    replace = store.inner.replace
+
+    async def dying(container: str, document: Document, etag: str) -> str:
+        if container == VEHICLES and document.get("pendingRegistration", {}).get("creating"):
+            raise asyncio.CancelledError()
+        return await replace(container, document, etag)
+
+    store.inner.replace = dying  # type: ignore[method-assign]
+    with pytest.raises(asyncio.CancelledError):
+        await fleet.service.register(BRAND, FLEET, "car-126", None)
+    store.inner.replace = replace  # type: ignore[method-assign]
+    hub.devices["car-126"] = "someone-elses-key"
+    fleet.now += dt.timedelta(seconds=LAPSE + 1)
+    assert (await fleet.call("POST", REGISTER, body={"vehicleId": "car-126"})).status == 409
+    assert hub.devices == {"car-126": "someone-elses-key"}
+    assert await vehicle_doc(fleet, "car-126") is None
+
+
+# --- a registration slower than its lease --------------------------------------------------------------------
+
+
+async def test_the_sweep_leaves_a_registration_just_past_its_lease_alone() -> None:
+    """An attempt whose create_device outlasts the lease: the sweep (and a retry) wait a grace period more, so the
+    identity landing late is the attempt's and completes the registration, not stranded."""
+    fleet, _, hub = await world()
+    real = hub.create_device
+    go = asyncio.Event()
+
+    async def slow(device_id: str) -> DeviceIdentity:
+        await go.wait()
+        return await real(device_id)
+
+    hub.create_device = slow  # type: ignore[method-assign]
+    registering = asyncio.create_task(fleet.service.register(BRAND, FLEET, "car-127", "B-XY 100"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    fleet.now += dt.timedelta(seconds=REGISTRATION_LEASE_SECONDS + 1)
+    assert await fleet.service.sweep_abandoned_registrations() == []
+    assert (await fleet.call("POST", REGISTER, body={"vehicleId": "car-127"})).status == 409
+    go.set()
+    answer = await registering
+    assert hub.devices == {"car-127": answer["primaryKey"]}
+    doc = await vehicle_doc(fleet, "car-127")
+    assert doc is not None
+    assert "registeredAt" in doc
+    assert "pendingRegistration" not in doc
+
+
+async def test_an_attempt_near_its_lapse_does_not_delete_the_identity_but_releases_its_claim() -> None:
+    fleet, store, hub = await world()
+    hub.pause = asyncio.Event()
+    store.fail_vehicle_writes = 1
+    registering = asyncio.create_task(fleet.call("POST", REGISTER, body={"vehicleId": "car-128"}))
+    await asyncio.wait_for(hub.pause.wait(), 5)
+    fleet.now += dt.timedelta(seconds=REGISTRATION_LEASE_SECONDS - REGISTRATION_MARGIN_SECONDS)
+    hub.resume.set()
+    assert (await registering).status == 503
+    assert "car-128" in hub.devices  # too close to the lapse to act on the hub: left to a retry or the sweep
+    doc = await vehicle_doc(fleet, "car-128")
+    assert doc is not None
+    assert doc["pendingRegistration"]["released"] is True
+    assert await fleet.service.sweep_abandoned_registrations() == ["car-128"]
+    assert "car-128" not in hub.devices
+    assert await vehicle_doc(fleet, "car-128") is None
+
+
+# --- the sweep -----------------------------------------------------------------------------------------------
+
+
+async def test_a_sweep_that_cannot_delete_the_identity_releases_its_claim_for_a_retry() -> None:
+    fleet, store, hub = await world()
+    store.fail_vehicle_writes = 1
+    store.error = asyncio.CancelledError()
+    with pytest.raises(asyncio.CancelledError):
+        await fleet.service.register(BRAND, FLEET, "car-129", "B-XY 100")
+    fleet.now += dt.timedelta(seconds=LAPSE)
+    hub.fail_deletes = 1
+    assert await fleet.service.sweep_abandoned_registrations() == []
+    doc = await vehicle_doc(fleet, "car-129")
+    assert doc is not None
+    assert doc["pendingRegistration"]["released"] is True
+    assert doc["pendingRegistration"]["attempt"].startswith("sweep-")
+    retry = await fleet.call("POST", REGISTER, body={"vehicleId": "car-129", "label": "B-XY 100"})
+    await assert_registered_once(fleet, hub, "car-129", retry)
+
+
+def test_the_sweeps_query_filters_on_indexed_paths_only() -> None:
+    """The sweep reads across every car each run: a filter on a path the index lacks would load every car."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    containers = json.loads((root / "shared" / "cosmos_containers.json").read_text())["containers"]
+    indexed = {p.removesuffix("/?") for c in containers if c["name"] == VEHICLES for p in c["includedPaths"]}
+    filtered = SWEEP_QUERY.split(" WHERE ", 1)[1]
+    paths = {"/" + name.replace(".", "/") for name in re.findall(r"c\.([\w.]+)", filtered)}
+    assert paths
+    assert paths <= indexed, SWEEP_QUERY
