@@ -519,18 +519,14 @@ class AccountService:
 
         await update_vehicle(self.store, vehicle_id, drive)
         old = previous[0] if isinstance(previous[0], dict) else None
-        now = canonical_time(self.clock())
-        from shared.drivers.link import drop_driver_membership, release_car
-
         if old and old.get("userId") and old["userId"] != account_id:
-            # the time they drove it (their export keeps it), while their membership and link still date it; the
-            # membership last, so that a retry after a failure in between still finds what is left below
+            from shared.drivers.link import drop_driver_membership
+
+            # the time they drove it (their export keeps it), while their membership and link still date it
+            now = canonical_time(self.clock())
             await end_period(self.store, str(old["userId"]), vehicle_id, previous[1], now)
             await self._leave(vehicle_id, str(old["userId"]), company=not old.get("profile"))
             await drop_driver_membership(self.store, str(old["userId"]), previous[1], vehicle_id)
-        # the car names this account already: a retry after a failure above finds it as the previous driver, so
-        # whoever else still holds a Driver membership for the car is released here
-        await release_car(self.store, self.sync_queue, vehicle_id, account_id, now, clear_agenda=False)
         if not old or old.get("userId") != account_id:  # this driver's own consent records now apply to the car
             with contextlib.suppress(UnknownResourceError):
                 await self._consent_service().reproject(vehicle_id)

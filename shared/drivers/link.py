@@ -32,7 +32,7 @@ from shared.iothub.gateway import IoTHubGateway
 from shared.stores.base import Document, DocumentStore, strip_system_properties
 from shared.stores.conditional import update_document
 from shared.telemetry.vehicle import is_erased
-from shared.tenancy.documents import KIND_MEMBERSHIP, membership_id
+from shared.tenancy.documents import membership_id
 from shared.vehicle_updates import update_vehicle
 
 log = logging.getLogger(__name__)
@@ -144,9 +144,8 @@ class DriverLinks:
         replaces loses the car: their link, and their Driver membership for it (else they would still read it,
         link themselves back and find its new driver's data in their export); the time they drove it is recorded
         first, while those still date it (their export keeps the car for that time, shared/drivers/periods.py), and
-        the membership goes last. The car names its new driver before any of that, so a retry after a failure in
-        between no longer finds the former one there: whoever else still holds a Driver membership for the car is
-        released then (`release_car`), so that a failed handover still completes."""
+        the membership goes last. The car names its new driver before any of that: a failure in between leaves the
+        former driver's membership (and period unrecorded), which a retry no longer finds (docs/identity.md)."""
         brand: list[Any] = [None]
 
         def change(doc: Document) -> None:
@@ -160,7 +159,6 @@ class DriverLinks:
             await end_period(self.store, str(old_user), vehicle_id, brand[0], now)
             await self._leave(previous, vehicle_id)
             await drop_driver_membership(self.store, str(old_user), brand[0], vehicle_id)
-        await release_car(self.store, self.queue, vehicle_id, link.user_id, now)
         await self.store.upsert(
             CALENDARS,
             {
@@ -289,48 +287,6 @@ async def exclude_car(store: DocumentStore, account_id: str, vehicle_id: str) ->
         await update_document(store, CALENDARS, account_id, DRIVER_ID, drop)
     except UnknownResourceError:
         return
-
-
-DRIVERS_OF_CAR: Final = "SELECT * FROM c WHERE c.vehicleId = @v AND c.role = @r AND c.kind = @k"
-DRIVER_ROLE: Final = Role.DRIVER.value
-
-
-async def release_car(
-    store: DocumentStore, queue: SyncQueue, vehicle_id: str, driver_id: str, until: str, *, clear_agenda: bool = True
-) -> int:
-    """The car is `driver_id`'s now: every other person's Driver membership for it goes, as a replaced driver's
-    does (`DriverLinks.link`, shared/accounts/service.py). Per person: the time they drove it is recorded first
-    (`end_period`, while their membership and link date it; up to `until`, so a retried handover ends it at the
-    retry), then their company link to the car goes (its job forgets the calendar and, `clear_agenda`, clears the
-    car's agenda: not where the new driver's own job sends theirs at once, shared/accounts/service.py) or their
-    account's driver document stops sending its agenda here, and the membership goes last: a retry after a
-    failure anywhere in between finds it again and does it all again, each step idempotent. One query across the
-    principals' partitions (`vehicleId` and `role` are indexed): handovers are rare. The number released: none
-    unless a handover before failed half way."""
-    params = {"@v": vehicle_id, "@r": DRIVER_ROLE, "@k": KIND_MEMBERSHIP}
-    released = 0
-    for doc in await store.query(MEMBERSHIPS, DRIVERS_OF_CAR, params):
-        user, kind, role = doc.get("principalId"), doc.get("kind"), doc.get("role")
-        if kind != KIND_MEMBERSHIP or role != DRIVER_ROLE or doc.get("vehicleId") != vehicle_id:
-            continue
-        if not isinstance(user, str) or not user or user == driver_id:
-            continue
-        await end_period(store, user, vehicle_id, doc.get("brandId"), until)
-        linked = await store.read(CALENDARS, user, DRIVER_ID)
-        if linked is not None and linked.document.get("vehicleId") == vehicle_id:  # a company link to this car
-            await store.delete(CALENDARS, user, DRIVER_ID)
-            await queue.enqueue(SyncJob(user, "unlink", vehicle_id=vehicle_id if clear_agenda else None))
-        elif linked is None:  # gone already (a retry), its job perhaps never queued: the calendar is forgotten, the
-            await queue.enqueue(SyncJob(user, "unlink"))  # car's agenda left alone (by now its new driver's)
-        else:
-            await exclude_car(store, user, vehicle_id)
-        await store.delete(MEMBERSHIPS, user, str(doc["id"]))
-        released += 1
-    if released:
-        log.warning(
-            "vehicle %s: %d former driver(s) released after an unfinished handover", safe_id(vehicle_id)[:64], released
-        )
-    return released
 
 
 async def drop_driver_membership(store: DocumentStore, user_id: str, brand_id: Any, vehicle_id: str) -> None:

@@ -227,61 +227,6 @@ async def test_signing_in_at_a_car_records_the_time_its_former_driver_drove_it(w
     assert await former_periods(world.store, world.identity.account.id) == []
 
 
-@pytest.mark.parametrize(
-    ("operation", "container"),
-    [("create", MEMBERSHIPS), ("delete", CALENDARS), ("delete", MEMBERSHIPS)],
-    ids=["recording-the-period", "dropping-the-link", "dropping-the-membership"],
-)
-async def test_a_sign_in_that_failed_after_taking_the_car_releases_its_former_driver_when_selected_again(
-    world: World, operation: str, container: str
-) -> None:
-    """The sign-in names the account as the car's driver first, then ends the former company driver's time, link
-    and Driver membership. When the store fails in between, the car selecting the profile again (the retry) finds
-    the account as the previous driver: the former driver must still be released, once."""
-    from shared.drivers.periods import former_periods
-    from shared.errors import StoreError
-
-    former = "0e5d4c3b-2a19-4f8e-8d7c-6b5a49382716"
-    accepted, signed_in = canonical_time(world.now - dt.timedelta(days=3)), canonical_time(world.now)
-    membership = membership_id(Role.DRIVER, "contoso-motors", None, CAR)
-    await world.store.upsert(MEMBERSHIPS, {"id": membership, "principalId": former, "kind": "membership",
-                                           "role": "Driver", "brandId": "contoso-motors", "vehicleId": CAR,
-                                           "grantedAt": accepted})  # fmt: skip
-    await world.store.upsert(CALENDARS, {"id": DRIVER_ID, "userId": former, "kind": "driver", "vehicleId": CAR,
-                                         "linkedAt": accepted, "consent": {"calendar": True}})  # fmt: skip
-    stored = await world.store.read(VEHICLES, CAR, CAR)
-    assert stored is not None
-    await world.store.upsert(VEHICLES, {**stored.document, "driver": {"userId": former, "upn": "f@contoso.example"}})
-    real, failed = getattr(world.store, operation), []
-
-    async def failing(*args: Any) -> Any:
-        key = args[1] if operation == "delete" else args[1].get("principalId")
-        if not failed and args[0] == container and key == former:
-            failed.append(True)
-            raise StoreError(f"{operation} {container}: injected")
-        return await real(*args)
-
-    setattr(world.store, operation, failing)
-    await world.service.start(CAR, "contoso-motors", "1", "r1", "Europe/Berlin")
-    world.identity.answers = ["signed_in"]
-    for raw in world.polls.drain():
-        message = PollMessage.parse(raw)
-        assert message is not None
-        with pytest.raises(StoreError):
-            await world.service.poll(message, world.reply)
-    assert failed
-    assert (await world.vehicle(CAR))["driver"]["userId"] == world.identity.account.id
-    world.now += dt.timedelta(minutes=1)
-    await world.service.select(CAR, "1")  # the car asks again
-
-    assert await world.store.read(MEMBERSHIPS, former, membership) is None, "the former driver keeps the car"
-    assert await world.doc(CALENDARS, former, DRIVER_ID) is None, "the former driver's link stays on the car"
-    [period] = await former_periods(world.store, former)
-    ended = canonical_time(world.now) if operation == "create" else signed_in  # else recorded the first time
-    assert (period.vehicle_id, period.since, period.until) == (CAR, accepted, ended)
-    assert [job.user_id for job, _ in world.jobs.jobs].count(former) >= 1  # its calendar is forgotten
-
-
 async def test_signing_out_of_the_last_car_withdraws_consent_and_leaves_the_tokens_to_the_sync(world: World) -> None:
     await world.sign_in(CAR, "1")
     acct = world.identity.account.id

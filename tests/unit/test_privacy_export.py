@@ -456,58 +456,6 @@ class Brand:
         return sorted((d["kind"], d.get("role")) for d in found)
 
 
-def fail_once(store: DocumentStore, operation: str, container: str, partition: str) -> None:
-    """The store's next `operation` ("create" or "delete") in `container` for `partition` fails (once)."""
-    from shared.errors import StoreError
-
-    real = getattr(store, operation)
-    failed: list[bool] = []
-
-    async def failing(*args: Any, **kwargs: Any) -> Any:
-        key = args[1] if operation == "delete" else args[1].get("principalId")
-        if not failed and args[0] == container and key == partition:
-            failed.append(True)
-            raise StoreError(f"{operation} {container}: injected")
-        return await real(*args, **kwargs)
-
-    setattr(store, operation, failing)
-
-
-@pytest.mark.parametrize(
-    ("operation", "container"),
-    [("create", "memberships"), ("delete", "calendars"), ("delete", "memberships")],
-    ids=["recording-the-period", "dropping-the-link", "dropping-the-membership"],
-)
-async def test_a_handover_that_failed_half_way_releases_the_former_driver_when_retried(
-    operation: str, container: str
-) -> None:
-    """Megan accepts an invitation to Alex's car and the store fails after the car names her: recording Alex's
-    time, dropping his link or his membership. The car names Megan already, so the retry no longer finds Alex as
-    the driver it replaces; it must still end his time, his link and his Driver membership (else he keeps reading
-    the car and his export's open period holds Megan's samples)."""
-    from shared.errors import StoreError
-
-    brand = Brand()
-    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
-    fail_once(brand.store, operation, container, ALEX)
-    with pytest.raises(StoreError):
-        await brand.accept(MEGAN, T0 + HANDOVER)
-    retried = T0 + HANDOVER + dt.timedelta(minutes=1)
-    await brand.accept(MEGAN, retried)  # the car asks again, or Megan does
-    await megan_drives(brand.store, brand.car)
-
-    assert await brand.memberships(ALEX) == [("drivingPeriod", None)], "the former driver keeps the car"
-    assert await brand.store.read(CALENDARS, ALEX, "driver") is None, "the former driver's link stays on the car"
-    ended = iso(((retried if operation == "create" else T0 + HANDOVER) - T0).total_seconds())  # else recorded first
-    manifest, *records, _ = await export(brand.store, ALEX)
-    assert manifest["vehicles"] == [{"vehicleId": brand.car, "since": iso(-3600), "until": ended}]
-    assert not [s for s in samples_of(records) if s >= ended], "the new driver's samples are in the former's export"
-    # and once done, the next link finds nobody left to release
-    from shared.drivers.link import release_car
-
-    assert await release_car(brand.store, MemorySyncQueue(), brand.car, MEGAN, iso(7200)) == 0
-
-
 async def test_a_brand_admin_cannot_delete_the_record_of_the_time_a_driver_drove_a_car() -> None:
     """The record (kind drivingPeriod) sits in the driver's partition of memberships, with the brand and an id of
     the membership pattern: the route that revokes memberships must not take it (it would shrink the driver's
