@@ -206,12 +206,12 @@ class Allocator:
 
         if is_canonical_registration_id(registration_id):
             return None
-        if await self.store.read(VEHICLES, registration_id, safe_id(registration_id)) is not None:
-            return None  # a car pre-registered under exactly this id (before ids had to be lowercase): the rules
         canonical = canonical_registration_id(registration_id)
         stored = await self.store.read(VEHICLES, canonical, safe_id(canonical))
         if stored is None or is_erased(stored.document) or provisioning_of(stored.document) is None:
-            return None  # unknown: the rules refuse it as such
+            return None  # unknown, or a car pre-registered under exactly this id before ids had to be lowercase
+        # the lowercase car is pre-registered: a car of this exact id too (two pre-registered before ids had to be
+        # lowercase) is one DPS registration with it, so only the lowercase one may provision
         return Refusal(
             "registration_id_case",
             f"{registration_id} is the pre-registered {canonical} in another case: the car must register as "

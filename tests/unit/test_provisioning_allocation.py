@@ -280,6 +280,19 @@ async def test_a_car_pre_registered_under_a_mixed_case_id_still_provisions_with_
     assert refusal.reason == "unknown"
 
 
+async def test_of_two_cars_pre_registered_in_different_cases_only_the_lowercase_one_provisions() -> None:
+    """Before vehicle ids for DPS had to be lowercase, `car-050` and `CAR-050` could both be pre-registered: to DPS
+    they are one registration, so admitting both would put two cars on one identity. The lowercase one provisions,
+    the other is refused as a case variant and its document is left as it was."""
+    store, allocator = await world(vehicle("car-050"), vehicle("CAR-050"))
+    before = await store.read(VEHICLES, "CAR-050", "CAR-050")
+    refusal = await allocate(allocator, request("CAR-050"))
+    assert isinstance(refusal, Refusal)
+    assert refusal.reason == "registration_id_case"
+    assert await store.read(VEHICLES, "CAR-050", "CAR-050") == before
+    assert isinstance(await allocate(allocator, request("car-050")), Allocation)
+
+
 async def test_no_hub_in_the_region_is_refused() -> None:
     store, allocator = await world(vehicle())
     refusal = await allocate(allocator, request(hubs=[US1]))
