@@ -69,6 +69,7 @@ from edge.contract import Gap
 from edge.outbox import Outbox
 from shared.containers import TELEMETRY, VEHICLES
 from shared.iothub.local_gateway import SERVICE_URL_SETTING, LocalIoTHubGateway
+from shared.telemetry.history import stored_entries
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = "carlink"
@@ -191,9 +192,12 @@ class CosmosView:
         doc = await self.vehicle_document()
         chunks = await self._side_documents(TELEMETRY, doc)
         entries = [
-            e for _, chunk in sorted(chunks.items()) if chunk.get("type") == "telemetry" for e in chunk["messages"]
+            e
+            for _, chunk in sorted(chunks.items())
+            if chunk.get("type") == "telemetry"
+            for e in stored_entries(chunk["messages"])
         ]
-        return entries + list(((doc or {}).get("ingest") or {}).get("pending") or []), doc
+        return entries + stored_entries(((doc or {}).get("ingest") or {}).get("pending")), doc
 
     async def gaps(self, doc: dict[str, Any] | None) -> list[dict[str, Any]] | None:
         """The car's gap reports as the backend stores them (container `gaps`); None while it has no such container."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shared.stores.base import DocumentStore
+from shared.telemetry.history import stored_entries
 
 WALL_CLOCK_KEYS: Final = frozenset({"lastSeen", "enqueuedTime", "sequenceNumber", "outbox"})
 OPEN_TRIP_KEYS: Final = ("id", "vehicleId", "type", "status", "startTs")
@@ -40,10 +41,10 @@ class Stored:
         entries: list[dict[str, Any]] = []
         chunks = [c for c in self.documents.get("telemetry", []) if c.get("vehicleId") == vehicle_id]
         for chunk in sorted(chunks, key=lambda c: str(c["id"])):
-            entries.extend(chunk.get("messages") or [])
+            entries.extend(stored_entries(chunk.get("messages")))
         for doc in self.documents.get("vehicles", []):
             if doc.get("vehicleId") == vehicle_id:
-                entries.extend((doc.get("ingest") or {}).get("pending") or [])
+                entries.extend(stored_entries((doc.get("ingest") or {}).get("pending")))
         return entries
 
 
@@ -116,8 +117,8 @@ def comparable(stored: Stored, cars: Mapping[str, str]) -> dict[str, Any]:
         state: Any = None
         if vehicle is not None:
             ingest = dict(vehicle.get("ingest") or {})
-            ingest.pop("pending", None)
-            ingest.pop("pendingBytes", None)
+            for buffered in ("pending", "pendingBytes", "pendingFrom", "pendingTo"):  # where the buffer stood
+                ingest.pop(buffered, None)
             state = _relabel({**vehicle, "ingest": ingest, "cost": _metered(vehicle.get("cost"))}, names)
         history = sorted(
             (_relabel({"seq": e.get("seq"), "samples": e.get("samples")}, names) for e in stored.history(device)),

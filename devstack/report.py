@@ -37,6 +37,7 @@ from shared.containers import ALERTS, TRIPS, VEHICLES, definition
 from shared.observability import metrics
 from shared.settings import DEADLETTER_CONTAINER
 from shared.stores.base import DocumentStore
+from shared.telemetry.history import stored_entries
 
 POLL_SECONDS: Final = 0.25
 INGEST_FUNCTION: Final = "ingest_telemetry"  # the `function` attribute of the telemetry trigger's metrics
@@ -647,9 +648,9 @@ async def ingested_history(store: DocumentStore) -> dict[str, list[dict[str, Any
     """Every ingested message per vehicle: history chunks plus the vehicle's not-yet-flushed buffer."""
     out: dict[str, list[dict[str, Any]]] = {}
     for chunk in await store.query("telemetry", "SELECT c.vehicleId, c.messages FROM c"):
-        out.setdefault(chunk["vehicleId"], []).extend(chunk["messages"])
+        out.setdefault(chunk["vehicleId"], []).extend(stored_entries(chunk["messages"]))
     for vehicle in await store.query(VEHICLES, "SELECT c.vehicleId, c.ingest.pending AS pending FROM c"):
-        out.setdefault(vehicle["vehicleId"], []).extend(vehicle.get("pending") or [])
+        out.setdefault(vehicle["vehicleId"], []).extend(stored_entries(vehicle.get("pending")))
     return out
 
 

@@ -72,6 +72,7 @@ from shared.telemetry.documents import (
     to_store,
 )
 from shared.telemetry.gaps import gaps_of
+from shared.telemetry.history import stored_entries
 from shared.telemetry.motion import motion
 from shared.telemetry.privacy import POSITION, TRIP_POSITION_FIELDS, Policy, policy_for, scrub_entry
 from shared.telemetry.vehicle import ERASED, is_erased, location_allowed, new_vehicle_document
@@ -729,10 +730,10 @@ class FleetService:
             partition_key=vehicle_id,
             match=lambda d: d.get("vehicleId") == vehicle_id and d.get("to", "") >= low and d.get("from", "") <= high,
         )
-        messages = [m for chunk in page.items for m in chunk.get("messages", [])]
+        messages = [m for chunk in page.items for m in stored_entries(chunk.get("messages"))]
         ingest = doc.get("ingest")
         if page.token is None and ingest:  # the newest history is still in the vehicle document's buffer
-            messages += ingest.get("pending", [])
+            messages += stored_entries(ingest.get("pending"))
         items = [m for m in (in_window(m, low, high) for m in messages) if m is not None]
         policy = await self.policy(doc)
         if policy:  # recorded while it was collected: still not shown while it is withheld

@@ -56,6 +56,7 @@ from shared.lake.schema import (
 )
 from shared.lake.store import DamagedFileError, LakeStore, check_footer, conform, parquet_table
 from shared.stores.base import DocumentStore
+from shared.telemetry.history import stored_entries
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -291,8 +292,14 @@ class LakeExporter:
         # that later moves into a chunk has the same key, so it merges into the same row.
         partitions: dict[tuple[str, str], list[R.Row]] = defaultdict(list)
         for vehicle_id, car, entries in [
-            *((str(c.get("vehicleId")), cars.get(str(c.get("vehicleId"))), c.get("messages")) for c in chunks),
-            *((str(v.get("vehicleId")), cars.get(str(v.get("vehicleId"))), v.get("pending")) for v in vehicles),
+            *(
+                (str(c.get("vehicleId")), cars.get(str(c.get("vehicleId"))), stored_entries(c.get("messages")))
+                for c in chunks
+            ),
+            *(
+                (str(v.get("vehicleId")), cars.get(str(v.get("vehicleId"))), stored_entries(v.get("pending")))
+                for v in vehicles
+            ),
         ]:
             if car is None or car.erased or not isinstance(entries, list):
                 continue
@@ -422,8 +429,8 @@ class LakeExporter:
             )
             cars = {str(v["vehicleId"]): _car(v) for v in vehicles if isinstance(v.get("vehicleId"), str)}
             cars.update(await self._lookup({str(c.get("vehicleId")) for c in chunks} - cars.keys()))
-            sources = [(c.get("vehicleId"), c.get("messages")) for c in chunks]
-            sources += [(v.get("vehicleId"), v.get("pending")) for v in vehicles]
+            sources = [(c.get("vehicleId"), stored_entries(c.get("messages"))) for c in chunks]
+            sources += [(v.get("vehicleId"), stored_entries(v.get("pending"))) for v in vehicles]
             out = []
             for vehicle_id, entries in sources:
                 car = cars.get(str(vehicle_id))

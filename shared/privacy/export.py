@@ -53,6 +53,7 @@ from shared.drivers.periods import Period, began, driver_link, driver_membership
 from shared.geofences.store import KIND_VEHICLE_GEOFENCE
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
+from shared.telemetry.history import stored_entries
 from shared.travel.stores import KIND_LATE, KIND_PLACE, KIND_TRAVEL, TRAVEL_DOC_ID
 
 FORMAT: Final = "automotive-cloud.export.v1"
@@ -153,8 +154,8 @@ class DriverExport:
                 yield {"kind": "record", "category": category, "source": VEHICLES, "vehicleId": car.vehicle_id,
                        "record": {"state": part}}  # fmt: skip
             ingest = stored.document.get("ingest")
-            pending = ingest.get("pending") if isinstance(ingest, dict) else None
-            if isinstance(pending, list) and pending:  # history not yet flushed into a chunk
+            pending = stored_entries(ingest.get("pending")) if isinstance(ingest, dict) else None
+            if pending:  # history not yet flushed into a chunk
                 for record in self._history(car, {"messages": pending}):
                     yield record
         where = "c.vehicleId = @v"
@@ -198,9 +199,7 @@ class DriverExport:
         """One line per category of a history chunk: its samples of the period with only that category's
         signals."""
         per: dict[str, list[dict[str, Any]]] = {}
-        for message in chunk.get("messages") or []:
-            if not isinstance(message, dict):
-                continue
+        for message in stored_entries(chunk.get("messages")):
             for sample in message.get("samples") or []:
                 if not isinstance(sample, dict) or not car.holds(sample.get("ts")):
                     continue

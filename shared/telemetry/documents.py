@@ -73,7 +73,8 @@ SamplesOmitted = TypedDict("SamplesOmitted", {"count": int, "from": str, "to": s
 
 
 class HistoryEntry(TypedDict):
-    """`ingest.pending[k]` and `telemetry.messages[k]`: one accepted message (contract.TelemetryMessage.to_history)."""
+    """`ingest.pending[k]` and `telemetry.messages[k]`, decoded (they hold its JSON text: history.encode_entry): one
+    accepted message (contract.TelemetryMessage.to_history)."""
 
     seq: int
     enqueuedTime: str
@@ -93,7 +94,7 @@ ChunkDocument = TypedDict(
         "from": str,
         "to": str,
         "count": int,
-        "messages": list[HistoryEntry],
+        "messages": list[str],  # each a HistoryEntry's JSON text (history.encode_entry); objects before 2026-12-07
         "ttl": NotRequired[int],  # seconds: the car's brand's TELEMETRY_RETENTION_DAYS (Cosmos item TTL)
     },
 )
@@ -281,8 +282,10 @@ class IngestState(TypedDict):
     highTs: str
     epochs: list[SeqEpoch]
     cursor: str
-    pending: list[HistoryEntry]
+    pending: list[str]  # each a HistoryEntry's JSON text (history.encode_entry); objects before 2026-12-07
     pendingBytes: int
+    pendingFrom: str  # the oldest sample time in `pending` ("" when empty): the chunk's `from`
+    pendingTo: str  # the newest: the chunk's `to`
     outbox: list[OutboxItem]
     lastTrip: TripDocument | None
     suppressed: NotRequired[Suppressed]  # absent until a cap first held something back

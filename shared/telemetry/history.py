@@ -6,6 +6,12 @@ Every accepted message becomes a history entry. Entries first join a small buffe
 `telemetry` container. So the history is always in Cosmos, and steady state costs ~1 + 1/16 writes per
 message instead of 2 (docs/data-model.md).
 
+Each entry is kept as its JSON text (`encode_entry`), made once when the message is folded, in the buffer and in
+the chunk alike: a cached vehicle document carries one string per buffered message instead of a tree of dicts
+(half the memory of a hot car: docs/performance.md "Cars per instance"), a chunk moves the strings without parsing
+them, and the SDK writes strings without walking trees again. Readers decode with `stored_entries`, which also
+reads the objects that documents written before 2026-12-07 hold.
+
 Replays are recognised by the device's `seq`: the vehicle document keeps the ranges of seqs already ingested
 (`ingest.seen`), compact because seqs are mostly consecutive. A car that restarts its counter starts a new
 *epoch*: the old ranges are archived (`ingest.epochs`, with the enqueued time the restart was seen at) instead
@@ -19,8 +25,9 @@ entries (in `pending` or in chunks in its outbox) until it is written, and must 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -45,11 +52,12 @@ FOLD_HISTORY_BYTES: Final = 448 * 1024
 # Entries of messages above this size, or with rejected values, are measured (orjson) for the bound and the
 # chunk size; smaller clean ones are counted by their message size (the hot path: one message ~0.5 KB).
 MEASURE_ABOVE_BYTES: Final = 1024
-# An upper bound of an entry's serialised size from its message's: numbers can serialise longer than sent
+# An upper bound of an entry's stored size from its message's: numbers can serialise longer than sent
 # ("1e15" -> 1000000000000000.0: x3.8 inside a float[]), timestamps become canonical, rejected values gain a
-# reason (at most MAX_REJECTED_PER_MESSAGE of them). Only decides whether a fold must measure every entry.
-ENTRY_BOUND_FACTOR: Final = 4
-ENTRY_BOUND_EXTRA: Final = 4096
+# reason (at most MAX_REJECTED_PER_MESSAGE of them); and the buffer stores the entry as a JSON string, whose every
+# quote and backslash is escaped once more (x2 at most). Only decides whether a fold must measure every entry.
+ENTRY_BOUND_FACTOR: Final = 8
+ENTRY_BOUND_EXTRA: Final = 8192
 
 
 def seen_contains(ranges: list[SeqRange], seq: int) -> bool:
@@ -168,45 +176,96 @@ def bound_of(count: int, payload_bytes: int) -> int:
     return ENTRY_BOUND_FACTOR * payload_bytes + ENTRY_BOUND_EXTRA * count
 
 
-def fit_entry(entry: HistoryEntry, limit: int) -> int:
-    """The entry's serialised size; if above `limit`, its first samples that fit are kept and the rest counted.
+def encode_entry(entry: HistoryEntry) -> str:
+    """The entry as the buffer holds it (`ingest.pending`): its JSON text, in ASCII. A character above U+00FF would
+    make CPython store the whole string at 2 or 4 bytes per character (the cache counts one); escaped, it costs its
+    six bytes, which the SDK sends anyway (its `json.dumps` escapes every non-ASCII character)."""
+    text = orjson.dumps(entry).decode()
+    return text if text.isascii() else json.dumps(entry, separators=(",", ":"))
+
+
+def stored_size(text: str) -> int:
+    """What an encoded entry adds to the vehicle document: its text as a JSON string, escapes included."""
+    return len(orjson.dumps(text))
+
+
+def fit_entry(entry: HistoryEntry, limit: int) -> tuple[str, int]:
+    """The encoded entry and its stored size; if above `limit`, its first samples that fit are kept and the rest
+    counted.
 
     A trimmed entry says so: `samplesOmitted: {count, from, to}`. State and derivations saw every sample; only
     the history copy is cut, and only for a message that serialises far larger than it was sent.
     """
-    size = len(orjson.dumps(entry))
+    text = encode_entry(entry)
+    size = stored_size(text)
     if size <= limit:
-        return size
+        return text, size
     samples = entry["samples"]
-    used = len(orjson.dumps({**entry, "samples": []})) + 128  # the envelope and the omission record
+    used = stored_size(encode_entry({**entry, "samples": []})) + 128  # the envelope and the omission record
     kept = 0
     for sample in samples:
-        used += len(orjson.dumps(sample)) + 1
+        used += stored_size(orjson.dumps(sample).decode()) - 1
         if used > limit:
             break
         kept += 1
     dropped = [sample["ts"] for sample in samples[kept:]]
     entry["samples"] = samples[:kept]
     entry["samplesOmitted"] = {"count": len(dropped), "from": min(dropped), "to": max(dropped)}
-    return len(orjson.dumps(entry))
+    text = encode_entry(entry)
+    return text, stored_size(text)
 
 
-def chunk_document(vehicle_id: str, entries: list[HistoryEntry], ttl_seconds: int | None = None) -> ChunkDocument:
-    """One `telemetry` document for consecutive entries; its id depends only on its first entry. `ttl_seconds`:
-    how long Cosmos keeps it (the car's retention; the container's defaultTtl when None)."""
-    first = entries[0]
-    sample_times = [s["ts"] for e in entries for s in e["samples"]]
-    # Entries the fold's budget cut (rare) still count their omitted samples' times.
-    for omitted in [e["samplesOmitted"] for e in entries if "samplesOmitted" in e]:
-        sample_times += (omitted["from"], omitted["to"])
+def stored_entries(stored: object) -> list[dict[str, Any]]:
+    """The history entries of a stored buffer (`ingest.pending`) or chunk (`messages`), for their readers: entries
+    this version encoded, objects an older one stored, and nothing for anything else (a writer of any age may have
+    left anything)."""
+    if not isinstance(stored, list):
+        return []
+    out: list[dict[str, Any]] = []
+    for item in stored:
+        if isinstance(item, str):
+            try:
+                item = orjson.loads(item)
+            except orjson.JSONDecodeError:
+                continue
+        if isinstance(item, dict):
+            out.append(item)
+    return out
+
+
+def entries_span(entries: list[dict[str, Any]]) -> tuple[str, str]:
+    """(from, to): the oldest and newest sample time of decoded entries, omitted samples included; ("", "") for none.
+    The fold keeps the span as it buffers (`ingest.pendingFrom`/`pendingTo`); this rebuilds it for a buffer an
+    older version wrote."""
+    times: list[str] = []
+    for entry in entries:
+        samples = entry.get("samples")
+        for sample in samples if isinstance(samples, list) else ():
+            if isinstance(sample, dict) and isinstance(sample.get("ts"), str):
+                times.append(sample["ts"])
+        omitted = entry.get("samplesOmitted")
+        if isinstance(omitted, dict):
+            times += [t for t in (omitted.get("from"), omitted.get("to")) if isinstance(t, str)]
+    return (min(times), max(times)) if times else ("", "")
+
+
+def chunk_document(
+    vehicle_id: str, texts: list[str], span: tuple[str, str], ttl_seconds: int | None = None
+) -> ChunkDocument:
+    """One `telemetry` document for consecutive encoded entries, spanning their sample times `span`; its id depends
+    only on its first entry. `ttl_seconds`: how long Cosmos keeps it (the car's retention; the container's
+    defaultTtl when None)."""
+    head = stored_entries(texts[:1])  # the only entry parsed: the id names it
+    seq, enqueued = (head[0].get("seq"), head[0].get("enqueuedTime")) if head else (None, None)
+    first = compact_time(enqueued if isinstance(enqueued, str) and enqueued else span[0])
     chunk: ChunkDocument = {
-        "id": f"{safe_id(vehicle_id)}:{compact_time(first['enqueuedTime'])}:{first['seq']}",
+        "id": f"{safe_id(vehicle_id)}:{first}:{seq if isinstance(seq, int) else 0}",
         "vehicleId": vehicle_id,
         "type": "telemetry",
-        "from": min(sample_times),
-        "to": max(sample_times),
-        "count": len(entries),
-        "messages": entries,
+        "from": span[0],
+        "to": span[1],
+        "count": len(texts),
+        "messages": texts,
     }
     if ttl_seconds is not None:
         chunk["ttl"] = ttl_seconds

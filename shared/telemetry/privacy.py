@@ -24,6 +24,7 @@ from shared.telemetry.catalogue import Rejection, default_catalogue
 from shared.telemetry.contract import TelemetryMessage
 from shared.telemetry.documents import HistoryEntry, IngestState, TripDocument, VehicleDocument, untyped
 from shared.telemetry.geofencing import scrub as scrub_geofencing
+from shared.telemetry.history import encode_entry
 
 # Every field of a trip that holds a position (trips.open_trip, advance_trip, close_trip).
 TRIP_POSITION_FIELDS: Final = ("startPosition", "lastPosition", "endPosition")
@@ -138,6 +139,26 @@ def scrub_entry(entry: HistoryEntry, policy: Policy) -> int:
     return removed
 
 
+def _scrub_entries(entries: Any, policy: Policy) -> int:
+    """`scrub_entry` on each stored entry of a buffer or a chunk (`ingest.pending`, `messages`): its JSON text,
+    encoded again if anything went (history.encode_entry), or an object as older versions stored it."""
+    removed = 0
+    for index, item in enumerate(entries if isinstance(entries, list) else ()):
+        if isinstance(item, dict):
+            removed += scrub_entry(cast(HistoryEntry, item), policy)
+            continue
+        if not isinstance(item, str):
+            continue
+        try:
+            entry: Any = orjson.loads(item)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and (count := scrub_entry(cast(HistoryEntry, entry), policy)):
+            entries[index] = encode_entry(cast(HistoryEntry, entry))
+            removed += count
+    return removed
+
+
 def scrub_trip(trip: TripDocument | dict[str, Any] | None) -> int:
     """Null the positions of a trip; the count removed."""
     if not isinstance(trip, dict):
@@ -196,9 +217,7 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
             removed += 1
     if isinstance(ingest, dict):
         pending: Any = ingest.get("pending")
-        for entry in pending if isinstance(pending, list) else ():
-            if isinstance(entry, dict):
-                removed += scrub_entry(cast(HistoryEntry, entry), policy)
+        removed += _scrub_entries(pending, policy)
         outbox: Any = ingest.get("outbox")
         for item in outbox if isinstance(outbox, list) else ():
             if not isinstance(item, dict):
@@ -207,8 +226,7 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
             if not isinstance(document, dict):
                 continue
             if item.get("container") == "telemetry":
-                for entry in document.get("messages") or []:
-                    removed += scrub_entry(entry, policy)
+                removed += _scrub_entries(document.get("messages"), policy)
             elif item.get("container") == "trips" and positions:
                 removed += scrub_trip(document)
             elif item.get("container") == "geofenceEvents" and positions and document.get("position") is not None:

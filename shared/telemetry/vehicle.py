@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import floor
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 from shared.device_messages import safe_id
 from shared.geofences.index import (
@@ -47,6 +47,7 @@ from shared.telemetry.alerts import (
 )
 from shared.telemetry.contract import TelemetryMessage
 from shared.telemetry.documents import (
+    HistoryEntry,
     IngestState,
     SideDocument,
     SignalEntry,
@@ -127,7 +128,19 @@ def is_erased(doc: Mapping[str, object] | None) -> bool:
 _DOC_KEYS = frozenset({"state", "lastSeen", "trip", "alerts", "ingest"})
 _STATE_KEYS = frozenset({"signals", "ts", "seq"})
 _INGEST_KEYS = frozenset(
-    {"seen", "high", "highTs", "epochs", "cursor", "pending", "pendingBytes", "outbox", "lastTrip"}
+    {
+        "seen",
+        "high",
+        "highTs",
+        "epochs",
+        "cursor",
+        "pending",
+        "pendingBytes",
+        "pendingFrom",
+        "pendingTo",
+        "outbox",
+        "lastTrip",
+    }
 )
 
 
@@ -142,6 +155,7 @@ def _ensure_shape(doc: VehicleDocument) -> None:
         and doc.keys() >= _DOC_KEYS
         and state.keys() >= _STATE_KEYS
         and ingest.keys() >= _INGEST_KEYS
+        and _pending_encoded(untyped(ingest)["pending"])
     ):
         return
     if state is None:
@@ -161,6 +175,8 @@ def _ensure_shape(doc: VehicleDocument) -> None:
             "cursor": "",
             "pending": [],
             "pendingBytes": 0,
+            "pendingFrom": "",
+            "pendingTo": "",
             "outbox": [],
             "lastTrip": None,
         }
@@ -170,9 +186,27 @@ def _ensure_shape(doc: VehicleDocument) -> None:
     ingest.setdefault("epochs", [])
     ingest.setdefault("cursor", "")
     ingest.setdefault("pending", [])
+    stored: Any = untyped(ingest)
+    if not _pending_encoded(stored["pending"]) or "pendingFrom" not in stored or "pendingTo" not in stored:
+        # Written by an older version (entries as objects, no span), or by anyone: encoded, its span rebuilt.
+        entries = history.stored_entries(stored["pending"])
+        ingest["pending"] = [history.encode_entry(cast(HistoryEntry, entry)) for entry in entries]
+        ingest["pendingFrom"], ingest["pendingTo"] = history.entries_span(entries)
     ingest.setdefault("pendingBytes", 0)
     ingest.setdefault("outbox", [])
     ingest.setdefault("lastTrip", None)
+
+
+def _pending_encoded(pending: Any) -> bool:
+    """Whether a stored buffer holds entries as this version does (`history.encode_entry`), every one of them (at
+    most 16): an instance of the version before, still running during a deployment, appends objects to it. A string
+    another writer left that is no entry is carried and read as nothing (`history.stored_entries`)."""
+    if type(pending) is not list:
+        return False
+    for item in pending:  # noqa: SIM110 - a loop, not all(<generator>): this runs for every fold
+        if type(item) is not str:
+            return False
+    return True
 
 
 def ensure_shape(doc: VehicleDocument) -> None:
@@ -326,17 +360,32 @@ def fold(
         entry = msg.to_history()
         size = msg.size
         if measure_all or message_rejected or size > measure_above:
-            size = history.fit_entry(entry, budget)
+            text, size = history.fit_entry(entry, budget)
             budget -= size
             if "samplesOmitted" in entry:
                 trimmed += 1
-        pending.append(entry)
+        else:
+            text = history.encode_entry(entry)
+        pending.append(text)
+        # The span of the buffer's sample times (the chunk's from/to), kept as it grows: a chunk parses nothing.
+        if only is not None:
+            oldest = newest_any = only.ts
+        else:
+            times = [s.ts for s in msg_samples]
+            oldest, newest_any = min(times), max(times)
+        span_from = ingest["pendingFrom"]
+        if not span_from or oldest < span_from:
+            ingest["pendingFrom"] = oldest
+        if newest_any > ingest["pendingTo"]:
+            ingest["pendingTo"] = newest_any
         pending_bytes = ingest["pendingBytes"] = ingest["pendingBytes"] + size
         if len(pending) >= history.CHUNK_MAX_MESSAGES or pending_bytes >= history.CHUNK_MAX_BYTES:
-            chunk = history.chunk_document(vehicle_id, pending, cfg.telemetry_retention_days * DAY_SECONDS)
+            span = (ingest["pendingFrom"], ingest["pendingTo"])
+            chunk = history.chunk_document(vehicle_id, pending, span, cfg.telemetry_retention_days * DAY_SECONDS)
             side["telemetry", chunk["id"]] = chunk
             pending = ingest["pending"] = []
             ingest["pendingBytes"] = 0
+            ingest["pendingFrom"] = ingest["pendingTo"] = ""
 
         for sample in msg_samples:
             sample_signals = sample.signals

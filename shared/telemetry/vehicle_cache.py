@@ -59,31 +59,24 @@ class CachedDocument:
 # Estimated memory of a vehicle document held as Python objects (dicts, lists, floats, strings) rather than as
 # JSON. Calibrated on documents built by ingestion from messages of many shapes (bench/doc_memory.py: 1 to 30
 # signals, numbers and strings, 1 to 200 samples per message, buffers of 0 to 15 entries) against a deep
-# `sys.getsizeof` walk with each object rounded up to pymalloc's 16 bytes: within 0.84-1.17x of it for every shape
-# (tests/unit/test_vehicle_cache.py holds it to 0.75-1.33x of the plain walk). The process's RSS per car was
-# 1.04-1.12x that walk with full buffers (docs/performance.md, "Cars per instance"). A buffered message costs a
-# fixed part (its entry, sample list, sample and signals dicts, its timestamps) and a part that grows with its
-# bytes; a per-byte factor alone, as before, was 0.42-0.57x for small or many-sample messages and up to 2.2x high
-# on small documents.
-DOC_BASE_BYTES: Final = 1536  # id, state and ingest bookkeeping, seen ranges, the withheld-signal list
+# `sys.getsizeof` walk with each object rounded up to pymalloc's 16 bytes: within 0.84-1.12x of it for every shape
+# (tests/unit/test_vehicle_cache.py holds it to 0.75-1.33x of the plain walk). The buffer holds each entry as its
+# JSON text (history.encode_entry): one string per message, which costs its bytes and a fixed part (the string
+# object, the canonical timestamps and keys the message did not carry) whatever its samples. (As dicts, before
+# 2026-12-07, an entry cost ~2.5x as much and each sample ~320 bytes more.)
+DOC_BASE_BYTES: Final = 1920  # id, state and ingest bookkeeping (a dict of 11+ keys), seen ranges, the withheld list
 SIGNAL_BYTES: Final = 256  # one `state.signals` entry: {"value", "ts"}
 TRIP_BYTES: Final = 1800  # the open trip (`trip`) or the last closed one (`ingest.lastTrip`), each
 ALERT_BYTES: Final = 700  # one active alert (`alerts`)
-ENTRY_BYTES: Final = 256  # a buffered history entry (`ingest.pending`): the entry dict, its samples list, seq, times
-SAMPLE_BYTES: Final = 320  # a sample in a buffered entry: its dict, its signals dict, its timestamp
-PENDING_FACTOR_TENTHS: Final = 21  # a buffered entry, per byte of the message it came from, in tenths
-# Buffered messages averaging more bytes than this (more than the benchmark's) have their samples counted entry by
-# entry, at most 15 (`history.CHUNK_MAX_MESSAGES`), a few % of what such messages cost to ingest; smaller ones are
-# taken to be alike and their samples read from the first and last entry, so the benchmark's path pays no loop
-# (a buffer of small one-sample messages with small several-sample ones between them: down to 0.67x measured).
-COUNTED_ENTRY_BYTES: Final = 512
+ENTRY_BYTES: Final = 128  # a buffered entry (`ingest.pending`): the string object, canonical times, keys, seq
+PENDING_FACTOR_TENTHS: Final = 10  # a buffered entry, per byte of the message it came from, in tenths
 GEO_SAMPLE_BYTES: Final = 200  # one `geo.w` sample (geofencing.py): ~160 as folded, ~270 read back (token lists)
 
 # What one car costs at most in each tier with the benchmark's messages (10 signals, ~460 bytes, a buffer of up to
-# 15 entries before it is flushed at `history.CHUNK_MAX_MESSAGES` = 16): hot ~28 KB estimated (26.7 KB without an
-# open trip, 28.4 with one; RSS measured 28.1 KB per car, bench/doc_memory.py), cold ~10 KB of JSON. A working set
-# of N cars needs no more than N times these.
-HOT_BYTES_PER_CAR: Final = 28 * 1024
+# 15 entries before it is flushed at `history.CHUNK_MAX_MESSAGES` = 16): hot ~16 KB estimated (14.7 KB for 20 cars,
+# most with a trip open; walked 14.4 KB, bench/doc_memory.py), cold ~10 KB of JSON. A working set of N cars needs
+# no more than N times these.
+HOT_BYTES_PER_CAR: Final = 16 * 1024
 COLD_BYTES_PER_CAR: Final = 10 * 1024
 # The hot tier's share of the cache's memory when the working set is unknown or too large to be cached whole.
 HOT_SHARE: Final = 0.8
@@ -94,7 +87,7 @@ STALE_ROUNDS: Final = 2
 
 def estimated_size(doc: VehicleDocument) -> int:
     """The memory a cached vehicle document takes, estimated without walking it (it is counted on every put): a few
-    lengths and sizes, and the samples of the buffered entries (a fixed cost each, which bytes do not tell).
+    lengths and sizes: the buffered entries are strings, a fixed cost each and their bytes.
 
     Never raises: it runs after the document's write is committed, so a document of a shape nobody expected (any
     writer, any age) is counted as a typical full one, and nothing is below the base."""
@@ -126,15 +119,8 @@ def _estimated_size(doc: VehicleDocument) -> int:
         pending_bytes = ingest.get("pendingBytes")
         if type(pending_bytes) is int:
             size += PENDING_FACTOR_TENTHS * pending_bytes // 10
-        if type(pending) is list and pending:
-            entries = len(pending)
-            if type(pending_bytes) is int and pending_bytes > COUNTED_ENTRY_BYTES * entries:
-                samples = 0  # large messages, a backlog among live ones maybe: each entry's samples counted
-                for entry in pending:
-                    samples += len(entry["samples"])
-            else:  # small ones, alike: the first and last entry say (counting them all cost ~4x the rest here)
-                samples = (len(pending[0]["samples"]) + len(pending[-1]["samples"])) * entries // 2
-            size += ENTRY_BYTES * entries + SAMPLE_BYTES * samples
+        if type(pending) is list:
+            size += ENTRY_BYTES * len(pending)
     geo: Any = stored.get("geo")
     if geo is not None:
         size += GEO_SAMPLE_BYTES * (len(geo["w"]) // 4 if "w" in geo else len(geo.get("window", ())))

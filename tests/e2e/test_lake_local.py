@@ -21,6 +21,7 @@ from devstack.iothub.hub import wait_connected
 from devstack.stack import LocalStack, StackConfig, free_loopback_address
 from shared.lake.store import BlobLakeStore, read_table
 from shared.stores.cosmos import CosmosDocumentStore
+from shared.telemetry.history import stored_entries
 from simulator.car import CarOptions, VirtualCar
 
 CAR = "lake-car-1"
@@ -29,9 +30,9 @@ WAIT_SECONDS = 30.0
 
 
 async def cosmos_samples(store: CosmosDocumentStore) -> list[tuple[Any, ...]]:
-    entries = [m for c in await store.query("telemetry", "SELECT * FROM c") for m in c["messages"]]
+    entries = [m for c in await store.query("telemetry", "SELECT * FROM c") for m in stored_entries(c["messages"])]
     for vehicle in await store.query("vehicles", "SELECT * FROM c WHERE c.vehicleId = @v", {"@v": CAR}):
-        entries += (vehicle.get("ingest") or {}).get("pending", [])
+        entries += stored_entries((vehicle.get("ingest") or {}).get("pending"))
     speed = "Vehicle.Speed"
     return sorted((m["seq"], i, s["signals"].get(speed)) for m in entries for i, s in enumerate(m["samples"]))
 

@@ -35,6 +35,7 @@ from devstack.demo_fleet import prepare_fleet
 from devstack.stack import LocalStack, StackConfig, free_loopback_address
 from shared.lake.schema import DEFAULT_CONTAINER
 from shared.stores.cosmos import CosmosDocumentStore
+from shared.telemetry.history import stored_entries
 
 VEHICLES = 3
 DURATION = 25.0
@@ -123,9 +124,14 @@ def _day(ts: str) -> str:
 def _samples(docs: Docs) -> list[dict[str, Any]]:
     """Every accepted sample: the chunks' messages and each live car's pending buffer (erased cars: none)."""
     live = {d["vehicleId"] for d in docs["vehicles"] if d.get("type") == "vehicle"}
-    entries = [(c["vehicleId"], e) for c in docs["telemetry"] if c["vehicleId"] in live for e in c.get("messages", [])]
+    entries = [
+        (c["vehicleId"], e)
+        for c in docs["telemetry"]
+        if c["vehicleId"] in live
+        for e in stored_entries(c.get("messages"))
+    ]
     entries += [(v["vehicleId"], e) for v in docs["vehicles"] if v["vehicleId"] in live
-                for e in v.get("ingest", {}).get("pending", [])]  # fmt: skip
+                for e in stored_entries(v.get("ingest", {}).get("pending"))]  # fmt: skip
     out = []
     for car, entry in entries:
         for index, sample in enumerate(entry["samples"]):
@@ -282,11 +288,11 @@ async def test_the_report_renders_from_the_runs_lake(run: Run, tmp_path: Path) -
     assert len(written) == 1 + len(PAGES)
     assert figures.days()
     assert set(figures.days()) == {
-        _day(s["ts"]) for c in run.docs["telemetry"] for m in c["messages"] for s in m["samples"]
+        _day(s["ts"]) for c in run.docs["telemetry"] for m in stored_entries(c["messages"]) for s in m["samples"]
     } | {
         _day(s["ts"])
         for v in run.docs["vehicles"]
-        for m in v.get("ingest", {}).get("pending", [])
+        for m in stored_entries(v.get("ingest", {}).get("pending"))
         for s in m["samples"]
     } | {_day(t["startTs"]) for t in run.docs["trips"]} | {
         _day(c["createdAt"]) for c in run.docs["commands"] if c.get("kind") == "command"

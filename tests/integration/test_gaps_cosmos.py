@@ -15,6 +15,7 @@ import pytest
 from shared.containers import GAPS, VEHICLES
 from shared.stores.blob_deadletters import BlobDeadLetterSink
 from shared.stores.cosmos import CosmosDocumentStore
+from shared.telemetry.history import stored_entries
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import body, iso, message
 
@@ -83,7 +84,7 @@ async def test_a_reset_store_counting_from_lower_seqs_loses_nothing_on_the_local
     ingest = vehicle["ingest"]
     assert (ingest["epoch"], ingest["seen"]) == (EPOCH_B, [[2, 4]])
     assert (ingest["epochs"][-1]["epoch"], ingest["epochs"][-1]["seen"]) == (EPOCH_A, [[1, 5]])
-    history = ingest["pending"]
+    history = stored_entries(ingest["pending"])
     assert [(m["epoch"], m["seq"]) for m in history] == [(EPOCH_A, s) for s in range(1, 6)] + [
         (EPOCH_B, s) for s in range(2, 5)
     ]

@@ -13,6 +13,7 @@ import pytest
 from shared.stores.blob_deadletters import BlobDeadLetterSink
 from shared.stores.cosmos import CosmosDocumentStore
 from shared.stores.limits import nesting_depth
+from shared.telemetry.history import stored_entries
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import body, drive, iso, message
 
@@ -38,8 +39,8 @@ async def documents(store: CosmosDocumentStore, container: str, device: str) -> 
 
 async def history(store: CosmosDocumentStore, device: str) -> list[dict[str, Any]]:
     chunks = await documents(store, "telemetry", device)
-    pending = (await vehicle(store, device))["ingest"]["pending"]
-    return [m for c in chunks for m in c["messages"]] + list(pending)
+    pending = stored_entries((await vehicle(store, device))["ingest"]["pending"])
+    return [m for c in chunks for m in stored_entries(c["messages"])] + list(pending)
 
 
 async def test_a_speed_nested_200_levels_deep_is_stored_bounded_beside_a_good_car(

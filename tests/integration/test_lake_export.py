@@ -25,6 +25,7 @@ from shared.stores.blob_deadletters import BlobDeadLetterSink
 from shared.stores.cosmos import CosmosDocumentStore
 from shared.stores.memory import MemoryDeadLetterSink
 from shared.stores.storage_account import blob_service_client
+from shared.telemetry.history import stored_entries
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import body, message
 
@@ -103,9 +104,13 @@ async def files(lake: LakeStore) -> dict[str, bytes]:
 async def stored_samples(db: CosmosDocumentStore) -> set[tuple[Any, ...]]:
     """What ingestion stored of each sample, from the chunks and the vehicle documents' pending buffers."""
     out = set()
-    entries = [(c["vehicleId"], m) for c in await db.query("telemetry", "SELECT * FROM c") for m in c["messages"]]
+    entries = [
+        (c["vehicleId"], m)
+        for c in await db.query("telemetry", "SELECT * FROM c")
+        for m in stored_entries(c["messages"])
+    ]
     for v in await db.query("vehicles", "SELECT * FROM c"):
-        entries += [(v["vehicleId"], m) for m in (v.get("ingest") or {}).get("pending", [])]
+        entries += [(v["vehicleId"], m) for m in stored_entries((v.get("ingest") or {}).get("pending"))]
     for car, m in entries:
         for s in m["samples"]:
             sig = s["signals"]

@@ -11,6 +11,7 @@ from shared.parking.redrive import RedriveFilter, redrive
 from shared.stores.base import Document
 from shared.stores.blob_deadletters import BlobDeadLetterSink
 from shared.stores.cosmos import CosmosDocumentStore
+from shared.telemetry.history import stored_entries
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import drive, message
 from tests.store_support import DelegatingStore
@@ -72,6 +73,6 @@ async def test_a_refused_car_is_parked_in_blob_storage_and_redriven_once_after_t
     assert second.listed == 0
     stored = await cosmos_store.read("vehicles", poison, poison)
     assert stored is not None
-    assert [m["seq"] for m in stored.document["ingest"]["pending"]] == [1, 2]
+    assert [m["seq"] for m in stored_entries(stored.document["ingest"]["pending"])] == [1, 2]
     assert stored.document["state"]["signals"]["Vehicle.Speed"]["value"] == 3.0
     assert await dead_letters.list("telemetry", poison) == []

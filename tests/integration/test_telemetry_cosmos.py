@@ -15,6 +15,7 @@ import pytest
 from shared.settings import DEADLETTER_CONTAINER
 from shared.stores.blob_deadletters import BlobDeadLetterSink
 from shared.stores.cosmos import CosmosDocumentStore
+from shared.telemetry.history import stored_entries
 from shared.telemetry.ingest import TelemetryIngestor
 from shared.telemetry.privacy import scrub_positions
 from tests.factories import body, drive, message
@@ -102,7 +103,7 @@ async def test_late_message_leaves_state_unchanged(
     assert before is not None
     assert after is not None
     assert after.document["state"] == before.document["state"]
-    assert [m["seq"] for m in after.document["ingest"]["pending"]] == [2, 1]
+    assert [m["seq"] for m in stored_entries(after.document["ingest"]["pending"])] == [2, 1]
 
 
 async def test_etag_race_with_another_writer_on_the_real_server(
@@ -167,7 +168,7 @@ async def test_without_location_consent_no_position_bearing_signal_is_stored_any
     assert secrets_in(stored, letters) == []
     (vehicle,) = stored["vehicles"]
     assert vehicle["state"]["signals"]["Vehicle.Speed"]["value"] == 40.0
-    rejected = vehicle["ingest"]["pending"][1]["samples"][0]["rejected"]
+    rejected = stored_entries(vehicle["ingest"]["pending"])[1]["samples"][0]["rejected"]
     assert rejected["Vehicle.CurrentLocation.Latitude"] == {"value": None, "reason": "no_location_consent"}
     (closed,) = stored["trips"]
     assert (closed["startPosition"], closed["endPosition"]) == (None, None)

@@ -172,5 +172,5 @@ def test_every_history_entry_stays_within_the_bound_the_fold_relies_on() -> None
             raw = build_body(1, 10_000, [(kind, n + i, i) for i in range(1 if kind in ("unknown", "deep") else 300)])
             decoded = decode(message("car-1", raw, enqueued_s=10_000))
             assert isinstance(decoded, TelemetryMessage), (kind, n)
-            entry = len(orjson.dumps(decoded.to_history()))
+            entry = history.stored_size(history.encode_entry(decoded.to_history()))  # as the buffer stores it
             assert entry <= history.entry_bound([decoded]), (kind, n, len(raw), entry)

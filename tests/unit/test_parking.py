@@ -18,6 +18,7 @@ from shared.parking.admin import list_records, redrive_records
 from shared.parking.redrive import RedriveError, RedriveFilter, redrive
 from shared.stores.base import Document
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
+from shared.telemetry.history import stored_entries
 from shared.telemetry.ingest import BatchFailedError, TelemetryIngestor
 from tests.factories import drive, message
 from tests.fleet_support import Fleet
@@ -78,10 +79,13 @@ def snapshot(store: MemoryDocumentStore) -> dict[str, list[Any]]:
 
 def history_seqs(store: MemoryDocumentStore, vehicle: str) -> list[int]:
     seqs = [
-        m["seq"] for chunk in store.documents("telemetry") if chunk["vehicleId"] == vehicle for m in chunk["messages"]
+        m["seq"]
+        for chunk in store.documents("telemetry")
+        if chunk["vehicleId"] == vehicle
+        for m in stored_entries(chunk["messages"])
     ]
     doc = next(d for d in store.documents("vehicles") if d["vehicleId"] == vehicle)
-    seqs += [m["seq"] for m in doc["ingest"]["pending"]]
+    seqs += [m["seq"] for m in stored_entries(doc["ingest"]["pending"])]
     return sorted(seqs)
 
 

@@ -12,6 +12,7 @@ from shared.device_messages import DeviceMessage
 from shared.errors import StoreError
 from shared.stores.base import Document
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
+from shared.telemetry.history import stored_entries
 from shared.telemetry.ingest import BatchFailedError, TelemetryIngestor
 from tests.factories import drive, message
 
@@ -92,8 +93,8 @@ async def test_history_keeps_every_message_exactly_once_across_chunks_and_buffer
             [message("car-1", drive(s, s, speed=1.0), enqueued_s=200) for s in seqs[start : start + 13]]
         )
     vehicle = store.documents("vehicles")[0]
-    chunked = [m["seq"] for d in store.documents("telemetry") for m in d["messages"]]
-    buffered = [m["seq"] for m in vehicle["ingest"]["pending"]]
+    chunked = [m["seq"] for d in store.documents("telemetry") for m in stored_entries(d["messages"])]
+    buffered = [m["seq"] for m in stored_entries(vehicle["ingest"]["pending"])]
     assert sorted(chunked + buffered) == list(range(1, 101))
 
 
@@ -170,3 +171,25 @@ async def test_history_chunks_expire_after_the_retention_of_the_cars_brand() -> 
     # THEN each chunk carries its car's retention as its Cosmos item TTL
     ttl = {d["vehicleId"]: d["ttl"] for d in store.documents(TELEMETRY)}
     assert ttl == {"car-1": 7 * 86_400, "car-2": 30 * 86_400}
+
+
+async def test_a_car_read_but_not_folded_is_cached_in_the_shape_the_next_fold_expects() -> None:
+    # GIVEN a car registered again after an erasure (`notBefore`), stored by the version before this one: its buffer
+    # holds objects and no span
+    store, letters = MemoryDocumentStore(partition_keys()), MemoryDeadLetterSink()
+    older = TelemetryIngestor(MemoryDocumentStore(partition_keys()), MemoryDeadLetterSink())
+    await older.ingest([message("car-1", drive(1, 1, speed=1.0), enqueued_s=1)])
+    (doc,) = older.store.documents("vehicles")  # type: ignore[attr-defined]
+    doc["ingest"]["pending"] = stored_entries(doc["ingest"]["pending"])
+    del doc["ingest"]["pendingFrom"], doc["ingest"]["pendingTo"]
+    doc["notBefore"] = "2026-11-21T08:00:10.000Z"
+    await store.create("vehicles", doc)
+    ingestor = TelemetryIngestor(store, letters)
+    # WHEN a batch of messages enqueued before `notBefore` is read and dropped, then a later one arrives
+    dropped = await ingestor.ingest([message("car-1", drive(2, 2, speed=2.0), enqueued_s=5)])
+    report = await ingestor.ingest([message("car-1", drive(3, 12, speed=3.0), enqueued_s=12)])
+    # THEN the later one folds into the cached document at once: no error, nothing parked, nothing read again
+    assert (dropped.erased, report.accepted, report.parked, report.dead_lettered) == (1, 1, 0, 0)
+    (stored,) = store.documents("vehicles")
+    assert [e["seq"] for e in stored_entries(stored["ingest"]["pending"])] == [1, 3]
+    assert stored["ingest"]["pendingFrom"] == "2026-11-21T08:00:01.000Z"

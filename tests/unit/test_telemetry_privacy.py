@@ -18,6 +18,7 @@ from shared.privacy.categories import default_categories
 from shared.settings import IngestionSettings
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry.contract import TelemetryMessage, decode
+from shared.telemetry.history import stored_entries
 from shared.telemetry.ingest import TelemetryIngestor
 from shared.telemetry.privacy import policy_for, policy_of, scrub_body, scrub_positions, withhold
 from shared.telemetry.vehicle import fold, location_allowed
@@ -88,7 +89,7 @@ def test_without_a_record_position_is_collected_and_the_destination_is_not() -> 
     assert DEST_LON not in signals
     assert repr(POSITIONS[DEST_LAT]) not in orjson.dumps([doc, side]).decode()
     assert "48.2" not in orjson.dumps([doc, side]).decode()
-    first = doc["ingest"]["pending"][0]["samples"][0]
+    first = stored_entries(doc["ingest"]["pending"])[0]["samples"][0]
     assert first["rejected"][DEST_LAT] == {"value": None, "reason": "no_location_consent"}
     trip = next(d for c, d in side if c == "trips")
     assert trip["startPosition"] == {"lat": POSITIONS[LAT], "lon": POSITIONS[LON]}
@@ -113,7 +114,7 @@ def test_without_location_consent_no_position_bearing_signal_reaches_state_histo
     assert trips
     assert all(t["startPosition"] is None and t["endPosition"] is None for t in trips)
     assert trips[-1]["distanceM"] == 800  # odometer distance is not a position
-    rejected = doc["ingest"]["pending"][-1]["samples"][0]["rejected"]
+    rejected = stored_entries(doc["ingest"]["pending"])[-1]["samples"][0]["rejected"]
     assert rejected[LAT] == {"value": None, "reason": "no_location_consent"}
     assert rejected["vehicle.currentlocation.LONGITUDE"] == {"value": None, "reason": "no_location_consent"}
     assert not location_allowed(doc)
@@ -130,7 +131,7 @@ def test_a_contract_category_is_kept_and_a_consent_category_without_a_flag_is_no
     raw = body(1, (0, {SPEED: 10.0, HEART: 72, "Vehicle.Cabin.Infotainment.Media.Played.Artist": "ABBA"}))
     doc, _ = fold_all(None, raw)
     assert set(doc["state"]["signals"]) == {SPEED}
-    rejected = doc["ingest"]["pending"][0]["samples"][0]["rejected"]
+    rejected = stored_entries(doc["ingest"]["pending"])[0]["samples"][0]["rejected"]
     assert rejected[HEART] == {"value": None, "reason": "no_consent"}
     assert "ABBA" not in orjson.dumps(doc).decode()
 

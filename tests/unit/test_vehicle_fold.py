@@ -12,6 +12,7 @@ from shared.stores.limits import item_violation, nesting_depth
 from shared.telemetry import history, trips
 from shared.telemetry.alerts import MAX_ALERTS_OPENED_PER_MESSAGE
 from shared.telemetry.contract import MAX_PATH_CHARS, MAX_REJECTED_PER_MESSAGE, TelemetryMessage, decode
+from shared.telemetry.history import stored_entries
 from shared.telemetry.trips import MAX_TRIPS_OPENED_PER_MESSAGE, TRIP_RESUME_SECONDS
 from shared.telemetry.vehicle import fold
 from tests.factories import body, drive, message
@@ -52,7 +53,7 @@ def test_late_older_message_leaves_state_unchanged_but_enters_history() -> None:
     assert doc["state"]["seq"] == 2
     # a signal the newer message did not carry is still taken from the late one (per-signal newest wins)
     assert doc["state"]["signals"]["Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"]["value"] == 70.0
-    assert [e["seq"] for e in doc["ingest"]["pending"]] == [2, 1]
+    assert [e["seq"] for e in stored_entries(doc["ingest"]["pending"])] == [2, 1]
 
 
 def test_replayed_messages_are_recognised_and_change_nothing() -> None:
@@ -168,11 +169,73 @@ def test_history_is_flushed_as_a_chunk_every_sixteen_messages() -> None:
     chunks = [d for c, d in side if c == "telemetry"]
     assert len(chunks) == 1
     assert chunks[0]["count"] == n
-    assert [m["seq"] for m in chunks[0]["messages"]] == list(range(1, n + 1))
+    assert [m["seq"] for m in stored_entries(chunks[0]["messages"])] == list(range(1, n + 1))
     assert chunks[0]["from"] == "2026-11-21T08:00:01.000Z"
     assert chunks[0]["to"] == "2026-11-21T08:00:16.000Z"
     assert doc["ingest"]["pending"] == []
     assert doc["ingest"]["outbox"] == [{"container": c, "document": d} for c, d in side]
+
+
+def test_the_buffer_holds_each_entry_as_its_json_text_with_the_span_of_its_samples() -> None:
+    doc, _ = run(None, drive(1, 1, speed=5.0))
+    (text,) = doc["ingest"]["pending"]
+    assert isinstance(text, str)
+    assert doc["ingest"]["pendingFrom"] == doc["ingest"]["pendingTo"] == "2026-11-21T08:00:01.000Z"
+    assert orjson.loads(text)["samples"][0]["signals"][SPEED] == 5.0
+    assert doc["ingest"]["pendingBytes"] == len(drive(1, 1, speed=5.0))
+
+
+def test_the_chunk_spans_every_sample_of_its_messages_whatever_their_order() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    n = history.CHUNK_MAX_MESSAGES
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.lists(st.integers(0, 3600), min_size=1, max_size=4), min_size=n, max_size=n))
+    def check(times: list[list[int]]) -> None:
+        bodies = [body(i + 1, *[(t, {SPEED: 1.0}) for t in ts]) for i, ts in enumerate(times)]
+        doc, _ = run(None, *bodies[: n // 2])
+        doc, side = run(doc, *bodies[n // 2 :])
+        (chunk,) = [d for c, d in side if c == "telemetry"]
+        stamps = [s["ts"] for e in stored_entries(chunk["messages"]) for s in e["samples"]]
+        assert (chunk["from"], chunk["to"]) == (min(stamps), max(stamps))
+        assert doc["ingest"]["pendingFrom"] == doc["ingest"]["pendingTo"] == ""
+
+    check()
+
+
+def test_a_buffer_an_older_version_stored_as_objects_is_kept_encoded_and_flushed_whole() -> None:
+    n = history.CHUNK_MAX_MESSAGES
+    doc, _ = run(None, *[drive(i, i, speed=float(i)) for i in range(1, 4)])
+    legacy = orjson.loads(orjson.dumps(doc))
+    legacy["ingest"]["pending"] = stored_entries(legacy["ingest"]["pending"])  # as written before 2026-12-07
+    del legacy["ingest"]["pendingFrom"], legacy["ingest"]["pendingTo"]
+    assert all(isinstance(e, dict) for e in legacy["ingest"]["pending"])
+    doc, side = run(legacy, drive(4, 4, speed=4.0))
+    assert all(isinstance(e, str) for e in doc["ingest"]["pending"])
+    assert [e["seq"] for e in stored_entries(doc["ingest"]["pending"])] == [1, 2, 3, 4]
+    doc, side = run(doc, *[drive(i, i, speed=float(i)) for i in range(5, n + 1)])
+    (chunk,) = [d for c, d in side if c == "telemetry"]
+    assert [m["seq"] for m in stored_entries(chunk["messages"])] == list(range(1, n + 1))
+    assert all(isinstance(m, str) for m in chunk["messages"])
+    assert (chunk["from"], chunk["to"]) == ("2026-11-21T08:00:01.000Z", "2026-11-21T08:00:16.000Z")
+
+
+@pytest.mark.parametrize("stored", [None, 5, "x", {}, ["not json", 7, None, "[1]", {"seq": 3}, '{"seq": 4}']])
+def test_reading_a_buffer_of_any_shape_keeps_only_entries(stored: Any) -> None:
+    entries = stored_entries(stored)
+    assert entries == ([{"seq": 3}, {"seq": 4}] if isinstance(stored, list) else [])
+
+
+def test_a_buffer_with_a_string_that_is_no_entry_still_flushes_its_entries() -> None:
+    n = history.CHUNK_MAX_MESSAGES
+    doc, _ = run(None, drive(1, 1, speed=1.0))
+    doc["ingest"]["pending"].insert(0, "not json")  # another writer's
+    doc, side = run(doc, *[drive(i, i, speed=float(i)) for i in range(2, n)])
+    (chunk,) = [d for c, d in side if c == "telemetry"]
+    assert [m["seq"] for m in stored_entries(chunk["messages"])] == list(range(1, n))
+    assert (chunk["from"], chunk["to"]) == ("2026-11-21T08:00:01.000Z", "2026-11-21T08:00:15.000Z")
 
 
 def test_fold_preserves_fields_written_by_others() -> None:
@@ -202,7 +265,7 @@ def test_without_location_consent_positions_are_dropped_and_recorded_as_withheld
     doc, side = run(doc, drive(1, 0, lv="ON", speed=30.0, lat=52.5, lon=190.0))
     # THEN no position is stored anywhere: not in state, not in history, not in the trip
     assert not any(p.startswith("Vehicle.CurrentLocation.") for p in doc["state"]["signals"])
-    entry = doc["ingest"]["pending"][0]["samples"][0]
+    entry = stored_entries(doc["ingest"]["pending"])[0]["samples"][0]
     assert entry["signals"] == {"Vehicle.LowVoltageSystemState": "ON", "Vehicle.Speed": 30.0}
     assert entry["rejected"] == {
         "Vehicle.CurrentLocation.Latitude": {"value": None, "reason": "no_location_consent"},
@@ -228,7 +291,7 @@ def test_a_speed_nested_200_levels_deep_is_kept_as_a_flat_summary() -> None:
     raw = body(1, (1, {SPEED: deep, "Vehicle.IsMoving": True}))
     assert len(raw) < 600
     doc, _ = run(None, raw)
-    rejected = doc["ingest"]["pending"][0]["samples"][0]["rejected"][SPEED]
+    rejected = stored_entries(doc["ingest"]["pending"])[0]["samples"][0]["rejected"][SPEED]
     assert rejected == {
         "value": None,
         "reason": "wrong_type",
@@ -250,7 +313,9 @@ def test_two_quarter_megabyte_messages_of_unknown_signals_keep_a_few_kilobytes()
         assert 200_000 < len(raw) <= 256 * 1024
         msgs.append(decoded(raw, enqueued_s=600))
     doc, side = folded(None, *msgs)
-    entries = doc["ingest"]["pending"] + [m for c, d in side if c == "telemetry" for m in d["messages"]]
+    entries = stored_entries(doc["ingest"]["pending"]) + [
+        m for c, d in side if c == "telemetry" for m in stored_entries(d["messages"])
+    ]
     assert sorted(e["seq"] for e in entries) == [1, 2]
     for entry in entries:
         sample = entry["samples"][0]
@@ -262,7 +327,7 @@ def test_two_quarter_megabyte_messages_of_unknown_signals_keep_a_few_kilobytes()
 def test_long_strings_and_unknown_paths_are_cut_and_flagged() -> None:
     long_path = "Vehicle." + "A" * 5_000
     doc, _ = run(None, body(1, (1, {long_path: "y" * 10_000, "Vehicle.VehicleIdentification.VIN": "V" * 300})))
-    rejected = doc["ingest"]["pending"][0]["samples"][0]["rejected"]
+    rejected = stored_entries(doc["ingest"]["pending"])[0]["samples"][0]["rejected"]
     cut_path = long_path[:MAX_PATH_CHARS] + "\u2026"
     assert rejected[cut_path] == {
         "value": "y" * 64,
@@ -325,7 +390,7 @@ def test_a_seq_restart_then_a_redelivery_of_the_messages_before_it_stores_nothin
     assert (update.document, update.duplicates) == (None, 5)
     # and the car goes on reusing numbers it used before the restart: nothing is lost
     doc, _ = folded(doc, *[decoded(drive(seq, 100 + seq, speed=2.0), enqueued_s=100 + seq) for seq in (3, 4, 5)])
-    assert [e["seq"] for e in doc["ingest"]["pending"]] == [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
+    assert [e["seq"] for e in stored_entries(doc["ingest"]["pending"])] == [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
     assert doc["ingest"]["seen"] == [[1, 5]]
 
 
@@ -342,7 +407,7 @@ def test_a_malformed_dtc_does_not_hide_the_valid_ones_beside_it() -> None:
     doc, side = run(None, drive(1, 1, dtc=["P0300", "not a code", "C1234"]))
     assert sorted(d["code"] for c, d in side if c == "alerts") == ["C1234", "P0300"]
     assert doc["state"]["signals"][DTC]["value"] == ["P0300", "C1234"]
-    rejected = doc["ingest"]["pending"][0]["samples"][0]["rejected"]
+    rejected = stored_entries(doc["ingest"]["pending"])[0]["samples"][0]["rejected"]
     assert rejected == {f"{DTC}[1]": {"value": "not a code", "reason": "invalid_dtc"}}
 
 
@@ -363,7 +428,7 @@ def test_a_history_entry_far_larger_than_its_message_keeps_its_first_samples() -
     assert update.history_trimmed == 1
     assert update.document is not None
     (chunk,) = [d for c, d in update.side_documents if c == "telemetry"]
-    entry = chunk["messages"][0]
+    entry = stored_entries(chunk["messages"])[0]
     assert entry["samplesOmitted"]["count"] == 180 - len(entry["samples"])
     assert len(orjson.dumps(entry)) <= history.FOLD_HISTORY_BYTES
     assert len(orjson.dumps(update.document)) < 1024 * 1024
@@ -394,3 +459,46 @@ def test_trip_derivations_read_only_the_signals_the_fold_snapshots() -> None:
     trips.advance_trip(trip, "2026-11-21T08:01:00.000Z", sample, view)
     assert read
     assert read <= set(trips.VIEW_SIGNALS)
+
+
+def test_a_full_fold_of_legitimate_small_samples_keeps_every_sample_in_history() -> None:
+    # The stored entry is larger than the message: second timestamps written with milliseconds, integers as floats,
+    # the buffer's quotes escaped. A fold of MAX_FOLD_BYTES of such messages must stay within the history budget.
+    from shared.telemetry.ingest import MAX_FOLD_BYTES
+
+    one = b'{"ts":"2026-11-21T08:00:00Z","signals":{"Vehicle.Speed":5}}'
+    messages, size, seq = [], 0, 0
+    while True:
+        seq += 1
+        raw = b'{"v":1,"seq":%d,"samples":[' % seq + b",".join([one] * 200) + b"]}"
+        if size + len(raw) > MAX_FOLD_BYTES:
+            break
+        messages.append(decoded(raw, enqueued_s=600))
+        size += len(raw)
+    assert size > MAX_FOLD_BYTES * 0.95
+    update = fold("car-1", None, messages, CFG)
+    assert (update.accepted, update.history_trimmed) == (len(messages), 0)
+
+
+def test_a_buffer_an_older_instance_appended_objects_to_is_encoded_with_its_span_rebuilt() -> None:
+    # During a deployment an instance of the version before may fold a car this one wrote: it appends an object.
+    doc, _ = run(None, drive(2, 20, speed=2.0))
+    older = orjson.loads(orjson.dumps(doc))
+    older["ingest"]["pending"].append({"seq": 1, "enqueuedTime": "2026-11-21T08:10:00.000Z",
+                                       "samples": [{"ts": "2026-11-21T08:00:05.000Z", "signals": {SPEED: 1.0}}]})  # fmt: skip
+    doc, _ = run(older, drive(3, 30, speed=3.0))
+    assert all(isinstance(e, str) for e in doc["ingest"]["pending"])
+    assert [e["seq"] for e in stored_entries(doc["ingest"]["pending"])] == [2, 1, 3]
+    assert (doc["ingest"]["pendingFrom"], doc["ingest"]["pendingTo"]) == (
+        "2026-11-21T08:00:05.000Z",
+        "2026-11-21T08:00:30.000Z",
+    )
+
+
+def test_a_buffered_entry_is_ascii_whatever_the_car_sent() -> None:
+    # A character above U+00FF would store the whole string at 2 or 4 bytes a character, which the cache does not count.
+    doc, _ = run(None, body(1, (1, {SPEED: 5.0, "Vehicle.Flux.Capacitor": "東京 🚗"})))
+    (text,) = doc["ingest"]["pending"]
+    assert text.isascii()
+    kept = stored_entries([text])[0]["samples"][0]["rejected"]["Vehicle.Flux.Capacitor"]
+    assert kept["value"] == "東京 🚗"
