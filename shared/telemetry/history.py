@@ -180,8 +180,12 @@ def encode_entry(entry: HistoryEntry) -> str:
     """The entry as the buffer holds it (`ingest.pending`): its JSON text, in ASCII. A character above U+00FF would
     make CPython store the whole string at 2 or 4 bytes per character (the cache counts one); escaped, it costs its
     six bytes, which the SDK sends anyway (its `json.dumps` escapes every non-ASCII character)."""
-    text = orjson.dumps(entry).decode()
-    return text if text.isascii() else json.dumps(entry, separators=(",", ":"))
+    return _ascii_json(entry)
+
+
+def _ascii_json(value: object) -> str:
+    text = orjson.dumps(value).decode()
+    return text if text.isascii() else json.dumps(value, separators=(",", ":"))
 
 
 def stored_size(text: str) -> int:
@@ -191,7 +195,7 @@ def stored_size(text: str) -> int:
 
 def fit_entry(entry: HistoryEntry, limit: int) -> tuple[str, int]:
     """The encoded entry and its stored size; if above `limit`, its first samples that fit are kept and the rest
-    counted.
+    counted. Never raises.
 
     A trimmed entry says so: `samplesOmitted: {count, from, to}`. State and derivations saw every sample; only
     the history copy is cut, and only for a message that serialises far larger than it was sent.
@@ -201,18 +205,25 @@ def fit_entry(entry: HistoryEntry, limit: int) -> tuple[str, int]:
     if size <= limit:
         return text, size
     samples = entry["samples"]
+    if not samples:
+        return text, size
     used = stored_size(encode_entry({**entry, "samples": []})) + 128  # the envelope and the omission record
     kept = 0
     for sample in samples:
-        used += stored_size(orjson.dumps(sample).decode()) - 1
+        used += stored_size(_ascii_json(sample)) - 1  # measured as encode_entry writes it: quotes out, a comma in
         if used > limit:
             break
         kept += 1
-    dropped = [sample["ts"] for sample in samples[kept:]]
-    entry["samples"] = samples[:kept]
-    entry["samplesOmitted"] = {"count": len(dropped), "from": min(dropped), "to": max(dropped)}
-    text = encode_entry(entry)
-    return text, stored_size(text)
+    kept = min(kept, len(samples) - 1)  # the entry was over the limit: at least its last sample goes
+    while True:
+        dropped = [sample["ts"] for sample in samples[kept:]]
+        entry["samples"] = samples[:kept]
+        entry["samplesOmitted"] = {"count": len(dropped), "from": min(dropped), "to": max(dropped)}
+        text = encode_entry(entry)
+        size = stored_size(text)
+        if size <= limit or kept == 0:  # a measure that was short (it never is, but the bound must hold): fewer
+            return text, size
+        kept //= 2
 
 
 def stored_entries(stored: object) -> list[dict[str, Any]]:

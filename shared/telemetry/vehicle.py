@@ -155,7 +155,7 @@ def _ensure_shape(doc: VehicleDocument) -> None:
         and doc.keys() >= _DOC_KEYS
         and state.keys() >= _STATE_KEYS
         and ingest.keys() >= _INGEST_KEYS
-        and _pending_encoded(untyped(ingest)["pending"])
+        and _buffer_as_written(untyped(ingest))
     ):
         return
     if state is None:
@@ -187,7 +187,7 @@ def _ensure_shape(doc: VehicleDocument) -> None:
     ingest.setdefault("cursor", "")
     ingest.setdefault("pending", [])
     stored: Any = untyped(ingest)
-    if not _pending_encoded(stored["pending"]) or "pendingFrom" not in stored or "pendingTo" not in stored:
+    if not _buffer_as_written(stored):
         # Written by an older version (entries as objects, no span), or by anyone: encoded, its span rebuilt.
         entries = history.stored_entries(stored["pending"])
         ingest["pending"] = [history.encode_entry(cast(HistoryEntry, entry)) for entry in entries]
@@ -197,10 +197,13 @@ def _ensure_shape(doc: VehicleDocument) -> None:
     ingest.setdefault("lastTrip", None)
 
 
-def _pending_encoded(pending: Any) -> bool:
-    """Whether a stored buffer holds entries as this version does (`history.encode_entry`), every one of them (at
-    most 16): an instance of the version before, still running during a deployment, appends objects to it. A string
-    another writer left that is no entry is carried and read as nothing (`history.stored_entries`)."""
+def _buffer_as_written(ingest: Any) -> bool:
+    """Whether a stored buffer is as this version writes it: every entry encoded (`history.encode_entry`; at most
+    16: an instance of the version before, still running during a deployment, appends objects) and its span two
+    strings. A string another writer left that is no entry is carried and read as nothing (`stored_entries`)."""
+    if type(ingest.get("pendingFrom")) is not str or type(ingest.get("pendingTo")) is not str:
+        return False
+    pending = ingest.get("pending")
     if type(pending) is not list:
         return False
     for item in pending:  # noqa: SIM110 - a loop, not all(<generator>): this runs for every fold

@@ -502,3 +502,39 @@ def test_a_buffered_entry_is_ascii_whatever_the_car_sent() -> None:
     assert text.isascii()
     kept = stored_entries([text])[0]["samples"][0]["rejected"]["Vehicle.Flux.Capacitor"]
     assert kept["value"] == "東京 🚗"
+
+
+@pytest.mark.parametrize("char", ["é", "東", "👀"])
+def test_an_entry_of_non_ascii_strings_is_trimmed_within_the_budget_as_stored(char: str) -> None:
+    # Stored as ASCII, a character costs its escape (6 or 12 bytes) where the message sent 2 to 4: the trimming
+    # must measure samples as they are stored, or it keeps too many (a fold past its budget) or none goes (it raised).
+    vin = "Vehicle.VehicleIdentification.VIN"
+    sample = {"ts": "2026-11-21T08:00:00Z", "signals": {vin: char * 256}}
+    one = orjson.dumps(sample)
+    first = b'{"v":1,"seq":1,"samples":[' + b",".join([one] * 150) + b"]}"
+    assert len(first) < 256 * 1024
+    second = b'{"v":1,"seq":2,"samples":[' + b",".join([one] * 150) + b"]}"
+    update = fold("car-1", None, [decoded(first, enqueued_s=600), decoded(second, enqueued_s=601)], CFG)
+    assert update.document is not None
+    assert update.history_trimmed >= 1
+    pending = update.document["ingest"]["pending"]
+    chunks = [d for c, d in update.side_documents if c == "telemetry"]
+    texts = pending + [t for chunk in chunks for t in chunk["messages"]]
+    assert sum(history.stored_size(t) for t in texts) <= history.FOLD_HISTORY_BYTES
+    assert len(orjson.dumps(update.document)) < 1024 * 1024
+    entries = stored_entries(texts)
+    assert sorted(e["seq"] for e in entries) == [1, 2]
+    for entry in entries:
+        if "samplesOmitted" in entry:
+            assert entry["samplesOmitted"]["count"] == 150 - len(entry["samples"])
+
+
+@pytest.mark.parametrize("span", [None, 5, ["x"]])
+def test_a_buffer_span_of_any_shape_another_writer_left_is_rebuilt(span: Any) -> None:
+    doc, _ = run(None, drive(1, 1, speed=1.0))
+    doc["ingest"]["pendingTo"] = span
+    doc, _ = run(doc, drive(2, 2, speed=2.0))
+    assert (doc["ingest"]["pendingFrom"], doc["ingest"]["pendingTo"]) == (
+        "2026-11-21T08:00:01.000Z",
+        "2026-11-21T08:00:02.000Z",
+    )
