@@ -411,20 +411,25 @@ async def test_a_successful_re_registration_of_an_erased_car_still_starts_afresh
 # --- create_device's failures --------------------------------------------------------------------------------
 
 
-async def test_an_iot_hub_timeout_after_the_identity_was_made_leaves_no_identity() -> None:
-    """create_device raised (a timeout) though IoT Hub made the identity: it may exist, so it is deleted under the
-    claim, and the retry registers the car with one identity."""
-    fleet, _, hub = await world()
+def time_out_once_after_creating(hub: Any) -> None:
+    """The hub's next create_device makes the identity, then raises a timeout (the caller cannot know it exists)."""
     real = hub.create_device
     timeouts = [IoTHubError("injected: timed out after IoT Hub created it")]
 
     async def timing_out(device_id: str) -> DeviceIdentity:
-        identity = await real(device_id)
+        identity: DeviceIdentity = await real(device_id)
         if timeouts:
             raise timeouts.pop()
         return identity
 
-    hub.create_device = timing_out  # type: ignore[method-assign]
+    hub.create_device = timing_out
+
+
+async def test_an_iot_hub_timeout_after_the_identity_was_made_leaves_no_identity() -> None:
+    """create_device raised (a timeout) though IoT Hub made the identity: it may exist, so it is deleted under the
+    claim, and the retry registers the car with one identity."""
+    fleet, _, hub = await world()
+    time_out_once_after_creating(hub)
     body = {"vehicleId": "car-123", "label": "B-XY 100"}
     assert (await fleet.call("POST", REGISTER, body=body)).status == 503
     assert "car-123" not in hub.devices
@@ -434,16 +439,7 @@ async def test_an_iot_hub_timeout_after_the_identity_was_made_leaves_no_identity
 
 async def test_a_timeout_whose_clean_up_fails_leaves_the_claim_naming_the_identity() -> None:
     fleet, _, hub = await world()
-    real = hub.create_device
-    timeouts = [IoTHubError("injected: timed out after IoT Hub created it")]
-
-    async def timing_out(device_id: str) -> DeviceIdentity:
-        identity = await real(device_id)
-        if timeouts:
-            raise timeouts.pop()
-        return identity
-
-    hub.create_device = timing_out  # type: ignore[method-assign]
+    time_out_once_after_creating(hub)
     hub.fail_deletes = 1
     body = {"vehicleId": "car-124", "label": "B-XY 100"}
     assert (await fleet.call("POST", REGISTER, body=body)).status == 503
