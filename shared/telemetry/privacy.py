@@ -241,14 +241,16 @@ def scrub_positions(doc: VehicleDocument) -> int:
     return scrub_withheld(doc, policy_of(default_categories().governed_by("location")))
 
 
-def enforce(doc: VehicleDocument, ingest: IngestState, policy: Policy) -> list[TripDocument]:
+def enforce(doc: VehicleDocument, ingest: IngestState, policy: Policy) -> list[TripDocument] | None:
     """Before a fold: scrub what the document buffers if a category became withheld since the last fold, and
-    record the set now enforced (`ingest.withheld`). Returns the trips whose positions went, for the fold to
-    rewrite. Steady state costs a list comparison."""
+    record the set now enforced (`ingest.withheld`). Returns None when the set is the one last enforced (steady
+    state: a list comparison), else the trips whose positions went, for the fold to rewrite: the document must
+    then be written even if no message is new, or the cached copy would say it was enforced and the stored one
+    and the trips would keep what it scrubbed."""
     previous = ingest.get("withheld")
     current = policy.names
     if previous == current or (previous is None and not current):
-        return []
+        return None
     trips: list[TripDocument] = []
     if not policy.withheld.issubset(previous or ()):
         trips = _scrub(doc, policy)[1]

@@ -290,7 +290,7 @@ def fold(
     # cost ~4 % of the CPU path and was never read.
     view: dict[str, SignalValue] = {path: signals[path]["value"] for path in trips.VIEW_SIGNALS if path in signals}
     side: dict[tuple[str, str], SideDocument] = {}
-    for scrubbed in scrubbed_trips:  # their `trips` documents still hold the positions just scrubbed
+    for scrubbed in scrubbed_trips or ():  # their `trips` documents still hold the positions just scrubbed
         side["trips", scrubbed["id"]] = scrubbed.copy()
     fresh: list[FreshSample] = []  # samples newer than the cursor, for derivations
     update = VehicleUpdate(document=None, erased=erased_before)
@@ -435,7 +435,7 @@ def fold(
         samples,
     )
     update.history_trimmed = trimmed
-    if update.accepted == 0:
+    if update.accepted == 0 and scrubbed_trips is None:  # nothing new, nothing newly withheld: nothing to write
         return update
 
     if len(fresh) > 1:

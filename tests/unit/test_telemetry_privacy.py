@@ -196,6 +196,28 @@ def test_withdrawing_scrubs_state_history_buffer_outbox_and_trips() -> None:
     assert later["ingest"]["withheld"][:2] == ["calendar", "media_usage"]
 
 
+def test_a_fold_of_replays_alone_still_writes_what_a_new_withholding_scrubbed() -> None:
+    # GIVEN a car with positions in its buffer and its open trip, in a brand that now makes position a consent
+    # category (the car has no consent record)
+    doc: dict[str, Any] = {"id": "car-1", "vehicleId": "car-1", "consent": {"location": True}}
+    folded = trip_with_positions(), trip_with_positions(seq=10, t0=300)[:2]
+    doc, _ = fold_all(doc, *folded[0], *folded[1])
+    open_trip = doc["trip"]["id"]
+    del doc["consent"]
+    private = IngestionSettings(category_bases=(("position", "consent"),))
+    # WHEN the next fold holds nothing new (a redelivered batch)
+    update = fold("car-1", doc, [decoded(b) for b in folded[1]], private)  # type: ignore[arg-type]
+    # THEN the scrubbed document and trips are still written: cached as scrubbed, they would never be again
+    assert update.accepted == 0
+    assert update.document is not None
+    trips = {d["id"] for container, d in update.side_documents if container == "trips"}
+    assert trips == {open_trip}
+    assert_nowhere(update.document, update.side_documents)
+    # AND a fold of replays with nothing newly withheld writes nothing, as before
+    again = fold("car-1", update.document, [decoded(b) for b in folded[1]], private)
+    assert again.document is None
+
+
 def test_withdrawal_scrubs_positions_in_chunks_still_in_the_outbox() -> None:
     doc: dict[str, Any] = {"id": "car-1", "vehicleId": "car-1", "consent": {"location": True}}
     bodies = [body(n, (n, {LAT: 52.123456, SPEED: 1.0})) for n in range(1, 17)]
