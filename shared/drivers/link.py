@@ -177,16 +177,26 @@ class DriverLinks:
         await self._consent_changed(vehicle_id)
         return {"vehicleId": vehicle_id, "driver": link.driver(), "consent": link.consent()}
 
-    async def unlink(self, vehicle_id: str) -> bool:
-        """False when the vehicle had no driver (answered 404). The caller records the time the driver drove the
-        car (`periods.end_period`) before what dates it goes: shared/tenancy/service.py does, before the Driver
-        membership; an erasure of the driver has nothing to keep."""
+    async def unlink(self, vehicle_id: str, user_id: str | None = None) -> bool:
+        """False when the vehicle had no driver (answered 404), or `user_id` is given and is not its driver (the
+        check is part of the conditional write: a driver who linked meanwhile stays). The caller records the time
+        the driver drove the car (`periods.end_period`) before what dates it goes: shared/tenancy/service.py does,
+        before the Driver membership; an erasure of the driver has nothing to keep."""
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-        if stored is None or not stored.document.get("driver"):
+        driver = stored.document.get("driver") if stored is not None else None
+        if not isinstance(driver, dict) or not driver or (user_id is not None and driver.get("userId") != user_id):
             return False
-        previous = await self._update(vehicle_id, _unset)
-        if previous and previous.get("userId"):
+
+        def unset(doc: Document) -> None:
+            current = doc.get("driver")
+            if user_id is None or (isinstance(current, dict) and current.get("userId") == user_id):
+                _unset(doc)
+
+        previous = await self._update(vehicle_id, unset)
+        if previous and previous.get("userId") and (user_id is None or previous["userId"] == user_id):
             await self._leave(previous, vehicle_id)
+        elif user_id is not None:
+            return False  # another driver linked between the read and the write: theirs stands
         await self._consent_changed(vehicle_id)
         return previous is not None
 

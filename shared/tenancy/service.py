@@ -7,6 +7,7 @@ driver's tenant one the brand accepts). Results are plain JSON-ready dicts.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
 import time
@@ -271,7 +272,9 @@ class TenancyService:
     async def delete_member(self, brand_id: str, principal_id: str, membership: str) -> None:
         """Revoke a membership of this brand; one of another brand (or none) is 404, and so is anything else in the
         principal's partition (the record of the time they drove a car is their export's, not a grant to revoke).
-        A Driver's membership dates the time they drove its car: that is recorded first, as unlink does."""
+        A Driver's membership dates the time they drove its car: that is recorded first, as unlink does; and if
+        they are still its driver they are unlinked too (calendar sync stops), as unlink does, before the
+        membership goes: a retry after a failure in between still finds the membership."""
         stored = await self.store.read(MEMBERSHIPS, principal_id, membership)
         doc = stored.document if stored is not None else {}
         if doc.get("kind") != KIND_MEMBERSHIP or doc.get("brandId") != brand_id:
@@ -279,6 +282,8 @@ class TenancyService:
         vehicle_id = doc.get("vehicleId")
         if doc.get("role") == Role.DRIVER.value and isinstance(vehicle_id, str) and vehicle_id:
             await end_period(self.store, principal_id, vehicle_id, brand_id, canonical_time(self.clock()))
+            with contextlib.suppress(UnknownResourceError):  # the car was erased meanwhile: no link left to end
+                await self.links.unlink(vehicle_id, principal_id)
         await self.store.delete(MEMBERSHIPS, principal_id, membership)
 
     # --- drivers: invitation, acceptance, linking themselves ----------------------------------------------

@@ -479,3 +479,35 @@ async def test_a_brand_admin_cannot_delete_the_record_of_the_time_a_driver_drove
     await brand.tenancy.delete_member(BRAND, MEGAN, membership_id(Role.DRIVER, BRAND, None, brand.car))
     [period] = await former_periods(brand.store, MEGAN)
     assert (period.since, period.until) == (iso(30 * 60), iso(2 * 3600))
+
+
+async def test_revoking_the_current_drivers_membership_unlinks_them_and_no_one_else() -> None:
+    """Revoking a Driver membership through the members route ends the driving as unlinking does: the link goes
+    (calendar sync stops), not only the membership. A membership a failed handover left to the former driver goes
+    alone: the car's current driver stays linked."""
+    from shared.auth.policy import Role
+    from shared.containers import CALENDARS, MEMBERSHIPS
+    from shared.tenancy.documents import membership_id
+    from tests.fleet_support import BRAND
+
+    brand = Brand()
+    driver_membership = membership_id(Role.DRIVER, BRAND, None, brand.car)
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    await brand.accept(MEGAN, T0 + HANDOVER)
+    # a handover cut short after the car named Megan leaves Alex his Driver membership (docs/identity.md)
+    await brand.store.upsert(MEMBERSHIPS, {"id": driver_membership, "kind": "membership", "principalId": ALEX,
+                                           "tenantId": TENANT, "role": Role.DRIVER.value, "brandId": BRAND,
+                                           "fleetId": None, "vehicleId": brand.car})  # fmt: skip
+    await brand.tenancy.delete_member(BRAND, ALEX, driver_membership)
+    car = await brand.store.read("vehicles", brand.car, brand.car)
+    assert car is not None
+    assert car.document["driver"]["userId"] == MEGAN, "revoking the former driver unlinked the current one"
+    # the admin revokes Megan's: she is unlinked, her calendar no longer goes to the car
+    brand.now = T0 + dt.timedelta(hours=2)
+    await brand.tenancy.delete_member(BRAND, MEGAN, driver_membership)
+    car = await brand.store.read("vehicles", brand.car, brand.car)
+    assert car is not None
+    assert "driver" not in car.document, "a revoked driver is still the car's driver"
+    assert await brand.store.read(CALENDARS, MEGAN, "driver") is None
+    assert [j.reason for j, _ in brand.links.queue.jobs][-1] == "unlink"  # type: ignore[attr-defined]
+    assert await brand.memberships(MEGAN) == [("drivingPeriod", None)]
