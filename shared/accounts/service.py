@@ -39,6 +39,7 @@ from shared.calendar.documents import DRIVER_ID, KIND_DRIVER, SYNC_STATE_ID
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS
 from shared.device_messages import canonical_time, safe_id
+from shared.drivers import handover
 from shared.drivers.periods import end_period
 from shared.errors import FleetError, PreconditionFailedError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
@@ -496,6 +497,7 @@ class AccountService:
         calendar sync read) and the account's driver document lists this car among those its agenda goes to."""
         account_id = str(account["userId"])
         previous: list[Any] = [None, None]  # the driver, the brand
+        now = canonical_time(self.clock())
 
         def drive(doc: Document | None) -> Document:
             from shared.telemetry.vehicle import is_erased
@@ -505,6 +507,7 @@ class AccountService:
             previous[0], previous[1] = doc.get("driver"), doc.get("brandId")
             if (previous[0] or {}).get("userId") != account_id:
                 doc.pop("consent", None)  # the new driver's own records project onto it (ConsentService)
+            handover.mark(doc, previous[0], account_id, now)
             doc["driver"] = {
                 "userId": account_id,
                 "upn": account.get("username"),
@@ -519,14 +522,13 @@ class AccountService:
 
         await update_vehicle(self.store, vehicle_id, drive)
         old = previous[0] if isinstance(previous[0], dict) else None
-        if old and old.get("userId") and old["userId"] != account_id:
-            from shared.drivers.link import drop_driver_membership
 
-            # the time they drove it (their export keeps it), while their membership and link still date it
-            now = canonical_time(self.clock())
-            await end_period(self.store, str(old["userId"]), vehicle_id, previous[1], now)
-            await self._leave(vehicle_id, str(old["userId"]), company=not old.get("profile"))
-            await drop_driver_membership(self.store, str(old["userId"]), previous[1], vehicle_id)
+        async def leave(entry: Mapping[str, Any]) -> None:
+            await self._leave(vehicle_id, str(entry["userId"]), company=not entry.get("profile"))
+
+        # the time the one it replaced drove it (their export keeps it), their link, their membership: finished
+        # by the next handover of the car if a failure cuts this one short (shared/drivers/handover.py)
+        await handover.finish(self.store, vehicle_id, previous[1], leave)
         if not old or old.get("userId") != account_id:  # this driver's own consent records now apply to the car
             with contextlib.suppress(UnknownResourceError):
                 await self._consent_service().reproject(vehicle_id)

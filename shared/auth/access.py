@@ -17,6 +17,7 @@ from shared.auth.policy import GUEST_PERMISSIONS, ROLE_PERMISSIONS, Permission, 
 from shared.auth.principal import Principal
 from shared.containers import MEMBERSHIPS, TENANCY, VEHICLES
 from shared.device_messages import safe_id
+from shared.drivers import handover
 from shared.drivers.periods import former_brands
 from shared.errors import AccessDeniedError, AuthenticationError, UnknownResourceError
 from shared.stores.base import DocumentStore
@@ -59,6 +60,7 @@ class Resource:
     vehicle_id: str | None = None
     user_id: str | None = None
     driver_id: str | None = None  # the car's linked driver, for the driver's own permissions
+    departed: frozenset[str] = frozenset()  # former drivers whose leaving is unfinished (shared/drivers/handover.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +128,8 @@ def _allows(grant: Grant, permission: Permission, resource: Resource, principal:
     if not grant.covers(resource.brand_id, resource.fleet_id, resource.vehicle_id):
         return False
     if grant.role is Role.DRIVER:  # beyond reading the car: only while they are its driver (or linking themselves)
-        if principal.is_app:
-            return False
+        if principal.is_app or principal.object_id in resource.departed:
+            return False  # a former driver's membership a failed handover left grants nothing
         if permission not in (Permission.READ_VEHICLES, Permission.LINK_SELF):
             return resource.driver_id == principal.object_id
     return True
@@ -276,7 +278,10 @@ class AccessControl:
             doc = stored.document
             driver = doc.get("driver")
             driver_id = driver.get("userId") if isinstance(driver, dict) else None
-            return Resource(_opt(doc.get("brandId")), _opt(doc.get("fleetId")), vehicle_id, None, _opt(driver_id))
+            departed = frozenset(handover.departed(doc))
+            return Resource(
+                _opt(doc.get("brandId")), _opt(doc.get("fleetId")), vehicle_id, None, _opt(driver_id), departed
+            )
         raise AssertionError(f"unknown requirement target {target}")
 
 

@@ -20,19 +20,17 @@ from typing import Any, Final
 
 import orjson
 
-from shared.auth.policy import Role
 from shared.calendar.agenda import clear_module_agenda
 from shared.calendar.documents import DRIVER_ID, KIND_DRIVER
 from shared.calendar.jobs import SyncJob, SyncQueue
-from shared.containers import CALENDARS, MEMBERSHIPS, VEHICLES
+from shared.containers import CALENDARS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
-from shared.drivers.periods import end_period
+from shared.drivers import handover
 from shared.errors import InvalidRequestError, IoTHubError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
 from shared.stores.base import Document, DocumentStore, strip_system_properties
 from shared.stores.conditional import update_document
 from shared.telemetry.vehicle import is_erased
-from shared.tenancy.documents import membership_id
 from shared.vehicle_updates import update_vehicle
 
 log = logging.getLogger(__name__)
@@ -144,21 +142,18 @@ class DriverLinks:
         replaces loses the car: their link, and their Driver membership for it (else they would still read it,
         link themselves back and find its new driver's data in their export); the time they drove it is recorded
         first, while those still date it (their export keeps the car for that time, shared/drivers/periods.py), and
-        the membership goes last. The car names its new driver before any of that: a failure in between leaves the
-        former driver's membership (and period unrecorded), which a retry no longer finds (docs/identity.md)."""
+        the membership goes last. The write that names the new driver records the former one as a handover
+        (shared/drivers/handover.py): a failure after it is finished by a retry, or by the car's next link."""
         brand: list[Any] = [None]
+        now = canonical_time(self.clock())
 
         def change(doc: Document) -> None:
             brand[0] = doc.get("brandId")
+            handover.mark(doc, doc.get("driver"), link.user_id, now)
             _set(doc, link)
 
-        previous = await self._update(vehicle_id, change)
-        now = canonical_time(self.clock())
-        old_user = (previous or {}).get("userId")
-        if previous and old_user and old_user != link.user_id:
-            await end_period(self.store, str(old_user), vehicle_id, brand[0], now)
-            await self._leave(previous, vehicle_id)
-            await drop_driver_membership(self.store, str(old_user), brand[0], vehicle_id)
+        await self._update(vehicle_id, change)
+        await handover.finish(self.store, vehicle_id, brand[0], lambda entry: self._leave(entry, vehicle_id))
         await self.store.upsert(
             CALENDARS,
             {
@@ -297,12 +292,6 @@ async def exclude_car(store: DocumentStore, account_id: str, vehicle_id: str) ->
         await update_document(store, CALENDARS, account_id, DRIVER_ID, drop)
     except UnknownResourceError:
         return
-
-
-async def drop_driver_membership(store: DocumentStore, user_id: str, brand_id: Any, vehicle_id: str) -> None:
-    """The user's Driver membership for the car (in its brand), if any: they no longer drive it."""
-    if isinstance(brand_id, str) and brand_id:
-        await store.delete(MEMBERSHIPS, user_id, membership_id(Role.DRIVER, brand_id, None, vehicle_id))
 
 
 def _set(doc: Document, link: DriverLink) -> None:

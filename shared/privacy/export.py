@@ -49,6 +49,7 @@ from shared.containers import (
     VEHICLES,
 )
 from shared.device_messages import safe_id
+from shared.drivers import handover
 from shared.drivers.periods import Period, began, driver_link, driver_memberships, former_periods, merged
 from shared.geofences.store import KIND_VEHICLE_GEOFENCE
 from shared.stores.base import Document, DocumentStore
@@ -109,12 +110,21 @@ class DriverExport:
         link = await driver_link(self.store, user_id)
         cars = {doc["vehicleId"] for doc in memberships if isinstance(doc.get("vehicleId"), str)}
         query = "SELECT c.vehicleId, c.driver FROM c WHERE c.driver.userId = @u"
+        linked: set[str] = set()
         for doc in await self.store.query(VEHICLES, query, {"@u": user_id}):
             car = doc.get("vehicleId")
             if isinstance(car, str) and _driver_of(doc) == user_id:
-                cars.add(car)
-        driving = [Period(car, began(user_id, car, memberships, link)) for car in cars]
-        return merged([*driving, *await former_periods(self.store, user_id)])
+                linked.add(car)
+        # a car whose membership a failed handover left them: their time ended when it named its next driver
+        ended: dict[str, str] = {}
+        for car in sorted(cars - linked):
+            stored = await self.store.read(VEHICLES, car, safe_id(car))
+            until = handover.departed(stored.document if stored is not None else None).get(user_id)
+            if until is not None:
+                ended[car] = until
+        driving = [Period(car, began(user_id, car, memberships, link), ended.get(car)) for car in cars | linked]
+        kept = [p for p in driving if p.until is None or p.since < p.until]
+        return merged([*kept, *await former_periods(self.store, user_id)])
 
     async def records(self, user_id: str, cars: list[Period]) -> AsyncIterator[dict[str, Any]]:
         person = {"@u": user_id}

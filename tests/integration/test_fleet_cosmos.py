@@ -152,6 +152,15 @@ async def test_erasure_leaves_no_document_of_the_car_or_the_driver_in_any_contai
     assert [m.source for m in created] == ["created", "created"]
     assert len(stack.sandbox.meetings) == 2
     await stack.store.upsert("requests", {"id": "r-" + car, "vehicleId": car, "action": "meeting.join"})
+    # and a car they drove before, whose handover to its next driver a failure cut short (shared/drivers/handover.py)
+    former = f"car-{uuid.uuid4().hex[:8]}"
+    await stack.call("POST", f"/api/brands/{BRAND}/fleets/{FLEET}/vehicles", body={"vehicleId": former})
+    next_driver = {**link, "userId": str(uuid.uuid4()), "upn": "n@contoso.com"}
+    await DriverLinks(stack.store, stack.queue).link(former, parse_link(orjson.dumps(next_driver)))
+    stored = await stack.store.read("vehicles", former, former)
+    assert stored is not None
+    handed = {**stored.document, "handovers": [{"userId": user, "profile": None, "at": "2026-12-01T08:00:00.000Z"}]}
+    await stack.store.replace("vehicles", handed, stored.etag)
     before = [d for d in await stack.everything() if car in str(d) or user in str(d)]
     assert {d.get("type") or d.get("kind") or d.get("action") for d in before} >= {
         "vehicle", "telemetry", "trip", "alert", "alertAck", "driver", "event", "syncState", "subscription",

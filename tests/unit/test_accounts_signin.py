@@ -205,12 +205,8 @@ async def test_signing_in_at_a_car_ends_its_former_drivers_membership(world: Wor
     assert await world.store.read(MEMBERSHIPS, former, membership) is None
 
 
-async def test_signing_in_at_a_car_records_the_time_its_former_driver_drove_it(world: World) -> None:
-    """The former driver's export keeps the car for the time they drove it (shared/drivers/periods.py): recorded
-    from their membership before it goes, up to the sign-in; a driver account that leaves the car in turn (its
-    start unknown: no history in its export) records nothing."""
-    from shared.drivers.periods import former_periods
-
+async def a_company_driver_invited_three_days_ago(world: World) -> tuple[str, str, str]:
+    """The car's driver: a company driver with a Driver membership. Their id, when they accepted, the membership."""
     former = "0e5d4c3b-2a19-4f8e-8d7c-6b5a49382716"
     accepted = canonical_time(world.now - dt.timedelta(days=3))
     membership = membership_id(Role.DRIVER, "contoso-motors", None, CAR)
@@ -219,12 +215,54 @@ async def test_signing_in_at_a_car_records_the_time_its_former_driver_drove_it(w
     stored = await world.store.read(VEHICLES, CAR, CAR)
     assert stored is not None
     await world.store.upsert(VEHICLES, {**stored.document, "driver": {"userId": former, "upn": "f@contoso.example"}})
+    return former, accepted, membership
+
+
+async def test_signing_in_at_a_car_records_the_time_its_former_driver_drove_it(world: World) -> None:
+    """The former driver's export keeps the car for the time they drove it (shared/drivers/periods.py): recorded
+    from their membership before it goes, up to the sign-in; a driver account that leaves the car in turn (its
+    start unknown: no history in its export) records nothing."""
+    from shared.drivers.periods import former_periods
+
+    former, accepted, _ = await a_company_driver_invited_three_days_ago(world)
     await world.sign_in(CAR, "1")
     [period] = await former_periods(world.store, former)
     assert (period.vehicle_id, period.since, period.until) == (CAR, accepted, canonical_time(world.now))
     world.now += dt.timedelta(hours=1)
     assert await world.service.sign_out(CAR, "1") is True
     assert await former_periods(world.store, world.identity.account.id) == []
+
+
+async def test_a_sign_in_cut_short_after_naming_the_account_is_finished_by_the_next(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The car names the account, then dropping the former driver's membership fails: the handover stays on the
+    car (shared/drivers/handover.py) and the next sign-in finishes it, the former driver's time ending at the
+    first."""
+    from shared.drivers.handover import HANDOVERS
+    from shared.drivers.periods import former_periods
+    from shared.errors import StoreError
+
+    former, accepted, membership = await a_company_driver_invited_three_days_ago(world)
+    delete = world.store.delete
+
+    async def failing(container: str, partition: str, item: str) -> bool:
+        if item == membership:
+            raise StoreError("the service is unavailable")
+        return await delete(container, partition, item)
+
+    monkeypatch.setattr(world.store, "delete", failing)
+    handed_at = canonical_time(world.now)
+    with pytest.raises(StoreError):
+        await world.sign_in(CAR, "1")
+    monkeypatch.setattr(world.store, "delete", delete)
+    assert [e["userId"] for e in (await world.vehicle(CAR))[HANDOVERS]] == [former]
+    world.now += dt.timedelta(minutes=5)
+    await world.sign_in(CAR, "1")
+    assert HANDOVERS not in await world.vehicle(CAR)
+    assert await world.store.read(MEMBERSHIPS, former, membership) is None
+    [period] = await former_periods(world.store, former)
+    assert (period.since, period.until) == (accepted, handed_at)
 
 
 async def test_signing_out_of_the_last_car_withdraws_consent_and_leaves_the_tokens_to_the_sync(world: World) -> None:

@@ -8,6 +8,7 @@ not one id, event or signal of the other driver or their car.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -511,3 +512,91 @@ async def test_revoking_the_current_drivers_membership_unlinks_them_and_no_one_e
     assert await brand.store.read(CALENDARS, MEGAN, "driver") is None
     assert [j.reason for j, _ in brand.links.queue.jobs][-1] == "unlink"  # type: ignore[attr-defined]
     assert await brand.memberships(MEGAN) == [("drivingPeriod", None)]
+
+
+async def megan_accepts_and_a_write_fails(
+    brand: Brand, monkeypatch: pytest.MonkeyPatch, method: str, fails: Callable[..., bool]
+) -> None:
+    """Megan accepts an invitation to the car at the handover, and the store's `method` fails for the call whose
+    arguments (after the container) `fails` picks: the acceptance raises, the store works again after."""
+    from shared.errors import StoreError
+
+    real = getattr(brand.store, method)
+
+    async def failing(container: str, *args: Any) -> Any:
+        if fails(*args):
+            raise StoreError("the service is unavailable")
+        return await real(container, *args)
+
+    monkeypatch.setattr(brand.store, method, failing)
+    with pytest.raises(StoreError):
+        await brand.accept(MEGAN, T0 + HANDOVER)
+    monkeypatch.setattr(brand.store, method, real)
+
+
+async def test_a_handover_cut_short_is_finished_by_a_retry_and_meanwhile_the_former_driver_has_nothing_of_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The car names Megan, then recording Alex's time fails: the handover is in the car's document. Until it is
+    finished Alex's leftover Driver membership reads nothing of the car and his export stops at the handover; the
+    retry (Megan accepting again) finishes it: his period recorded at the handover, his membership gone."""
+    from shared.auth.access import AccessControl
+    from shared.auth.policy import Permission, requires
+    from shared.drivers.handover import HANDOVERS
+    from shared.drivers.periods import former_periods
+    from shared.errors import AccessDeniedError
+    from shared.privacy.export import DriverExport
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    await megan_accepts_and_a_write_fails(brand, monkeypatch, "create", lambda doc: doc.get("kind") == "drivingPeriod")
+    car = await brand.store.read("vehicles", brand.car, brand.car)
+    assert car is not None
+    assert car.document["driver"]["userId"] == MEGAN
+    assert car.document[HANDOVERS] == [{"userId": ALEX, "profile": None, "at": iso(30 * 60)}]
+    assert ("membership", "Driver") in await brand.memberships(ALEX), "the failure left Alex's membership"
+
+    async def nobody(_: str | None) -> Any:
+        raise AssertionError
+
+    gate = AccessControl(brand.store, nobody)
+    alex = brand.person(ALEX).principal
+    with pytest.raises(AccessDeniedError):
+        await gate.authorize(alex, requires(Permission.READ_VEHICLES, on="vehicle"), {"vehicleId": brand.car})
+    with pytest.raises(AccessDeniedError):  # nor links himself back, taking the car from Megan
+        await gate.authorize(alex, requires(Permission.LINK_SELF, on="vehicle"), {"vehicleId": brand.car})
+    periods = await DriverExport(brand.store, default_categories().category_of, lambda: NOW).cars(ALEX)
+    assert [(p.vehicle_id, p.since, p.until) for p in periods] == [(brand.car, iso(-3600), iso(30 * 60))]
+
+    # the retry finishes it
+    await brand.accept(MEGAN, T0 + HANDOVER + dt.timedelta(minutes=1))
+    car = await brand.store.read("vehicles", brand.car, brand.car)
+    assert car is not None
+    assert HANDOVERS not in car.document
+    assert await brand.memberships(ALEX) == [("drivingPeriod", None)]
+    [period] = await former_periods(brand.store, ALEX)
+    assert (period.since, period.until) == (iso(-3600), iso(30 * 60)), "his time ends at the handover, not the retry"
+    await gate.authorize(
+        brand.person(MEGAN).principal, requires(Permission.READ_VEHICLES, on="vehicle"), {"vehicleId": brand.car}
+    )
+
+
+async def test_erasing_a_former_driver_whose_handover_is_unfinished_takes_his_entry_from_the_car(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """His handover is cut short before his link went: erasing him takes his entry from the car, and unlinks him
+    only, not the car's driver his driver document's car now has."""
+    from shared.drivers.handover import HANDOVERS
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    # his link (his calendar's driver document) cannot go: it still names the car
+    await megan_accepts_and_a_write_fails(brand, monkeypatch, "delete", lambda partition, item: partition == ALEX)
+    car = await brand.store.read("vehicles", brand.car, brand.car)
+    assert car is not None
+    assert [e["userId"] for e in car.document[HANDOVERS]] == [ALEX]
+    await brand.fleet.service.erase_driver(ALEX)
+    car = await brand.store.read("vehicles", brand.car, brand.car)
+    assert car is not None
+    assert HANDOVERS not in car.document, "the erased driver's id is still in the car's document"
+    assert car.document["driver"]["userId"] == MEGAN, "erasing the former driver unlinked the car's driver"

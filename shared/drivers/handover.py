@@ -1,0 +1,112 @@
+"""A car changing drivers, finished even when a failure cuts it short.
+
+Naming the new driver on the vehicle document is the commit point of a handover; what the former driver's leaving
+takes follows in other documents: their driving period recorded (shared/drivers/periods.py), their link or their
+account's agenda off the car, their Driver membership dropped. So the same conditional write that names the new
+driver records the former one in the vehicle document's `handovers`:
+
+    "handovers": [{"userId": "<former driver's object id>", "profile": null, "at": "2026-12-07T14:00:00.000Z"}]
+
+and an entry goes only once all of that is done (`finish`). A retry of the link, and any later link of the car,
+finishes what a failure left. Until then the entry says the former driver's time with the car ended `at`: access
+refuses them the car (shared/auth/access.py) and their export stops there (shared/privacy/export.py), so the next
+driver's data never reaches them through the membership a failure left behind. Erasing the driver takes their
+entries (shared/privacy/erasure.py). The entry holds only the object id, the car's profile it came from and the
+time: nothing else of the former driver is copied into the car's document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+from shared.auth.policy import Role
+from shared.containers import MEMBERSHIPS, VEHICLES
+from shared.device_messages import safe_id
+from shared.drivers.periods import end_period
+from shared.errors import UnknownResourceError
+from shared.stores.base import Document, DocumentStore
+from shared.tenancy.documents import membership_id
+from shared.vehicle_updates import update_vehicle
+
+HANDOVERS: Final = "handovers"
+MAX_PENDING: Final = 16  # entries kept; more unfinished handovers of one car than this means something else is wrong
+
+Leave = Callable[[Mapping[str, Any]], Awaitable[None]]  # a former driver's entry (`userId`, `profile`): off the car
+
+
+def mark(doc: Document, previous: object, new_user: str | None, at: str) -> None:
+    """Inside the vehicle update that names `new_user` (None: the car keeps no driver): record the driver it
+    replaces, if any other."""
+    if not isinstance(previous, dict) or not previous.get("userId") or previous["userId"] == new_user:
+        return
+    entry = {"userId": str(previous["userId"]), "profile": previous.get("profile"), "at": at}
+    doc[HANDOVERS] = [*pending(doc), entry][-MAX_PENDING:]
+
+
+def pending(doc: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The handovers the vehicle document records as not finished, oldest first (entries of another shape are
+    dropped: nothing can be finished from them)."""
+    raw = doc.get(HANDOVERS) if doc is not None else None
+    if not isinstance(raw, list):
+        return []
+    return [e for e in raw if isinstance(e, dict) and isinstance(e.get("userId"), str) and isinstance(e.get("at"), str)]
+
+
+def departed(doc: Mapping[str, Any] | None) -> dict[str, str]:
+    """Former drivers whose leaving is not finished, with when their time with the car ended (the earliest, if a
+    person left it twice), except its current driver."""
+    driver = doc.get("driver") if doc is not None else None
+    current = driver.get("userId") if isinstance(driver, dict) else None
+    out: dict[str, str] = {}
+    for entry in pending(doc):
+        user = entry["userId"]
+        if user != current and user not in out:
+            out[user] = entry["at"]
+    return out
+
+
+async def finish(store: DocumentStore, vehicle_id: str, brand_id: object, leave: Leave) -> None:
+    """Complete every handover the vehicle document records, oldest first: the former driver's period ends at
+    the entry's time, they leave the car (`leave`), their Driver membership goes, then the entry. Each step is
+    idempotent, so running it twice (a retry, two writers) is harmless. A former driver who drives the car again
+    keeps what makes them its driver: only their entry goes."""
+    stored = await store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+    doc = stored.document if stored is not None else None
+    driver = doc.get("driver") if doc is not None else None
+    current = driver.get("userId") if isinstance(driver, dict) else None
+    for entry in pending(doc):
+        user = entry["userId"]
+        if user != current:
+            await end_period(store, user, vehicle_id, brand_id, entry["at"])
+            await leave(entry)
+            await drop_driver_membership(store, user, brand_id, vehicle_id)
+        await _remove(store, vehicle_id, entry.__eq__)
+
+
+async def drop_driver_membership(store: DocumentStore, user_id: str, brand_id: Any, vehicle_id: str) -> None:
+    """The user's Driver membership for the car (in its brand), if any: they no longer drive it."""
+    if isinstance(brand_id, str) and brand_id:
+        await store.delete(MEMBERSHIPS, user_id, membership_id(Role.DRIVER, brand_id, None, vehicle_id))
+
+
+async def forget(store: DocumentStore, vehicle_id: str, user_id: str) -> None:
+    """The person is erased: their entries go from the car's document (nothing is left to finish for them)."""
+    await _remove(store, vehicle_id, lambda e: e.get("userId") == user_id)
+
+
+async def _remove(store: DocumentStore, vehicle_id: str, matches: Callable[[Mapping[str, Any]], bool]) -> None:
+    def change(doc: Document | None) -> Document:
+        if doc is None:
+            raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
+        left = [e for e in pending(doc) if not matches(e)]
+        if left:
+            doc[HANDOVERS] = left
+        else:
+            doc.pop(HANDOVERS, None)
+        return doc
+
+    stored = await store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+    if stored is None or not any(matches(e) for e in pending(stored.document)):
+        return
+    await update_vehicle(store, vehicle_id, change)
