@@ -240,8 +240,9 @@ class AccessControl:
         Driver's car, a Fleet.Operator's fleet, ...), and each brand they drove for (the cars their export still
         holds for the time they drove them). The export and the erasure span all of it (their roles, their audit
         trail, every car), so an admin of one of their brands must not read or erase what they are or do in
-        another (403), and a person in none of the caller's brands, or who never drove, does not exist for them
-        (404: this is the drivers' route; anyone else's data is theirs or a platform admin's to ask for)."""
+        another (403), and a person in none of the caller's brands does not exist for them (404: this is the
+        drivers' route; anyone else's data is theirs or a platform admin's to ask for). One of the caller's brands
+        who never drove is refused (403) like one who drove elsewhere, so the answer does not tell them apart."""
         if user_id and user_id == access.principal.object_id and not access.principal.is_app:
             return Access(access.principal, access.grants, Resource(user_id=user_id))
         memberships = await self.memberships(user_id)
@@ -254,7 +255,10 @@ class AccessControl:
         resources = [Resource(brand_id=brand, user_id=user_id) for brand in brands]
         if resources and all(access.may(permission, resource) for resource in resources):
             return Access(access.principal, access.grants, resources[0])
-        if any(g.insider and g.brand_id in brands for g in access.grants):
+        # A person of the caller's brand who never drove gets the same 403 as one who drove for another brand too:
+        # a 404 for the one and a 403 for the other would tell a brand admin which of their staff drive elsewhere.
+        reachable = brands if driver else sorted(member, key=str)
+        if any(g.insider and g.brand_id in reachable for g in access.grants):
             raise AccessDeniedError(f"your roles do not allow {permission.value} here")
         raise UnknownResourceError(f"no driver {user_id}")
 
