@@ -23,6 +23,7 @@ from shared.geofences.store import (
     fleet_geofence_id,
     geofence_document,
     parse_speed_limit,
+    placed_at,
     settings_id,
     vehicle_geofence_id,
 )
@@ -160,13 +161,20 @@ class GeofenceService:
     async def _put(
         self, fence: Geofence, brand_id: str, fleet_id: str, vehicle_id: str | None, limit: int
     ) -> tuple[dict[str, Any], bool]:
-        """Create or replace (True when created); a new one only while its fleet or car has room."""
-        document = geofence_document(fence, brand_id, fleet_id, self._now())
-        if await self.store.read(TENANCY, brand_id, document["id"]) is None:
+        """Create or replace (True when created); a new one only while its fleet or car has room. `placedAt`: when
+        its shape (where it is) was last set, kept by an edit of anything else; a car's place belongs to the driver
+        whose period holds then (shared/privacy/export.py), so renaming it later does not hand it to another."""
+        now = self._now()
+        document = geofence_document(fence, brand_id, fleet_id, now)
+        stored = await self.store.read(TENANCY, brand_id, document["id"])
+        if stored is None:
             await self._room(brand_id, fleet_id, document["kind"], vehicle_id, limit)
             created = True
         else:
             created = False
+        before = stored.document if stored is not None else {}
+        placed = placed_at(before) if before.get("shape") == document.get("shape") else None
+        document["placedAt"] = placed if isinstance(placed, str) else now
         await self.store.upsert(TENANCY, document)
         return view(document), created
 

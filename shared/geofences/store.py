@@ -55,6 +55,11 @@ def settings_id(fleet_id: str) -> str:
     return f"geofenceSettings:{fleet_id}"
 
 
+def placed_at(document: Mapping[str, Any]) -> object:
+    """When a geofence's shape was last set (`placedAt`; a document written before it has only `updatedAt`)."""
+    return document.get("placedAt") or document.get("updatedAt")
+
+
 def geofence_document(fence: Geofence, brand_id: str, fleet_id: str, updated_at: str) -> Document:
     """The stored form of a geofence: its definition plus where it belongs."""
     scope = fence.scope

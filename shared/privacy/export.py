@@ -51,7 +51,7 @@ from shared.containers import (
 from shared.device_messages import safe_id
 from shared.drivers import handover
 from shared.drivers.periods import Period, began, driver_link, driver_memberships, former_periods, merged
-from shared.geofences.store import KIND_VEHICLE_GEOFENCE
+from shared.geofences.store import KIND_VEHICLE_GEOFENCE, placed_at
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 from shared.telemetry.history import stored_entries
@@ -195,10 +195,10 @@ class DriverExport:
             if car.holds(doc.get("ts")):
                 yield _record(POSITION, GEOFENCE_EVENTS, car.vehicle_id, doc)
         own = {"@k": KIND_VEHICLE_GEOFENCE, "@v": car.vehicle_id}
-        # the car's own places (home, work): the driver's whose period holds when the place was last set (a former
+        # the car's own places (home, work): the driver's whose period holds when its shape was set (a former
         # driver's home stays theirs, never the next driver's; one set before any driver or undated is nobody's)
         for doc in await self.store.query(TENANCY, OWN_GEOFENCES, own):
-            if doc.get("vehicleId") == car.vehicle_id and car.holds(doc.get("updatedAt")):
+            if doc.get("vehicleId") == car.vehicle_id and car.holds(placed_at(doc)):
                 yield _record(POSITION, TENANCY, car.vehicle_id, doc)
         async for doc in self._all(COMMANDS, f"{where} AND c.kind = @k", {**v, "@k": COMMAND_KIND}, car.vehicle_id):
             if doc.get("kind") == COMMAND_KIND and car.holds(doc.get("createdAt")):

@@ -600,3 +600,31 @@ async def test_erasing_a_former_driver_whose_handover_is_unfinished_takes_his_en
     assert car is not None
     assert HANDOVERS not in car.document, "the erased driver's id is still in the car's document"
     assert car.document["driver"]["userId"] == MEGAN, "erasing the former driver unlinked the car's driver"
+
+
+async def test_a_cars_place_renamed_by_an_admin_after_a_handover_stays_the_former_drivers() -> None:
+    """A car's place belongs to the driver whose period holds when its shape was set (`placedAt`): an admin who
+    renames Alex's home after Megan took the car does not hand it to her; a new shape set in her time is hers."""
+    from shared.geofences.service import GeofenceService
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    fences = GeofenceService(brand.store, lambda: brand.now)
+    circle: dict[str, Any] = {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}
+    home: dict[str, Any] = {"name": "home", "shape": circle}
+    brand.now = T0 - dt.timedelta(minutes=30)
+    await fences.put_vehicle_geofence(brand.car, "home", home)
+    await brand.accept(MEGAN, T0 + HANDOVER)
+
+    async def places(user: str) -> list[str]:
+        archive = DriverExport(brand.store, default_categories().category_of, lambda: NOW)
+        lines = [orjson.loads(line) async for line in archive.lines(user)]
+        return [r["record"]["name"] for r in lines if r.get("source") == "tenancy"]
+
+    brand.now = T0 + dt.timedelta(hours=2)
+    await fences.put_vehicle_geofence(brand.car, "home", {**home, "name": "Alex's home"})
+    assert await places(ALEX) == ["Alex's home"]
+    assert await places(MEGAN) == [], "renaming the former driver's place handed it to the next driver"
+    brand.now = T0 + dt.timedelta(hours=3)
+    await fences.put_vehicle_geofence(brand.car, "home", {**home, "shape": {**circle, "center": [13.5, 52.6]}})
+    assert (await places(ALEX), await places(MEGAN)) == ([], ["home"])
