@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute
 
 from shared.api import runtime
 from shared.api.problems import NO_STORE, status_of
+from shared.auth.policy import AUDIT_DENIED
 from shared.errors import AccessDeniedError, UnknownResourceError
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 USER_AGENT_MAX: Final = 256
 SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
-DENIED: Final = "denied"
+DENIED: Final = AUDIT_DENIED
 
 
 async def _provided(request: Request, provider: Any) -> Any:

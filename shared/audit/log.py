@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shared.auth.access import Access
-from shared.auth.policy import Requirement
+from shared.auth.policy import AUDIT_PLATFORM_BRAND, Requirement
 from shared.auth.principal import Principal
 from shared.containers import AUDIT, VEHICLES
 from shared.device_messages import canonical_time, safe_id
@@ -29,7 +29,7 @@ from shared.settings import number_setting
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 
-PLATFORM: Final = "platform"
+PLATFORM: Final = AUDIT_PLATFORM_BRAND
 LEGACY: Final = "audit"  # an older deployment's container, partitioned by brand alone (shared/audit/migrate.py)
 DAY_SECONDS: Final = 86_400
 ERASED_ID: Final = "erased"

@@ -13,9 +13,17 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shared.auth.policy import GUEST_PERMISSIONS, ROLE_PERMISSIONS, Permission, Requirement, Role
+from shared.auth.policy import (
+    AUDIT_DENIED,
+    AUDIT_PLATFORM_BRAND,
+    GUEST_PERMISSIONS,
+    ROLE_PERMISSIONS,
+    Permission,
+    Requirement,
+    Role,
+)
 from shared.auth.principal import Principal
-from shared.containers import MEMBERSHIPS, TENANCY, VEHICLES
+from shared.containers import AUDIT, MEMBERSHIPS, TENANCY, VEHICLES
 from shared.device_messages import safe_id
 from shared.drivers import handover
 from shared.drivers.periods import former_brands
@@ -249,7 +257,8 @@ class AccessControl:
         drove = await former_brands(self.store, user_id)
         driver = bool(drove) or any(d.get("role") == Role.DRIVER for d in memberships)
         member = {_opt(d.get("brandId")) for d in memberships}  # None: a brand no brand admin covers
-        brands = sorted(member | drove, key=str) if driver else []
+        acted = await self._acted_in(user_id, member | drove) if driver else set()
+        brands = sorted(member | drove | acted, key=str) if driver else []
         if access.platform_admin and access.may(permission, Resource(user_id=user_id)):
             return Access(access.principal, access.grants, Resource(user_id=user_id))
         resources = [Resource(brand_id=brand, user_id=user_id) for brand in brands]
@@ -261,6 +270,35 @@ class AccessControl:
         if any(g.insider and g.brand_id in reachable for g in access.grants):
             raise AccessDeniedError(f"your roles do not allow {permission.value} here")
         raise UnknownResourceError(f"no driver {user_id}")
+
+    async def _acted_in(self, user_id: str, known: set[str | None]) -> set[str]:
+        """Brands beyond `known` whose audit log holds what the person did there with a role since revoked (an
+        allowed call: a refused attempt says nothing of that brand they did not know): their export holds those
+        entries and their erasure rewrites them, so those brands count for who may ask. Platform-wide entries do
+        not (a driver's own calls are there too). One small query per brand found; usually one that finds none."""
+        found: set[str] = set()
+        seen = {b for b in known if b is not None} | {AUDIT_PLATFORM_BRAND}
+        query = (
+            "SELECT TOP 1 c.brandId, c.actor, c.outcome FROM c WHERE c.actor.objectId = @u"
+            " AND c.outcome != @denied AND NOT ARRAY_CONTAINS(@known, c.brandId)"
+        )
+        while True:
+            params = {"@u": user_id, "@denied": AUDIT_DENIED, "@known": sorted(seen)}
+            brand = next(
+                (
+                    r["brandId"]
+                    for r in await self.store.query(AUDIT, query, params)
+                    if (r.get("actor") or {}).get("objectId") == user_id
+                    and r.get("outcome") != AUDIT_DENIED
+                    and isinstance(r.get("brandId"), str)
+                    and r["brandId"] not in seen
+                ),
+                None,
+            )
+            if brand is None:
+                return found
+            seen.add(brand)
+            found.add(brand)
 
     def _sees(self, access: Access, resource: Resource) -> bool:
         return any(

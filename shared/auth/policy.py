@@ -88,6 +88,10 @@ ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
 AUDITED: Final = frozenset(Permission) - {
     P.READ_VEHICLES, P.READ_DRIVER_DATA, P.READ_BRAND, P.READ_AUDIT, P.READ_CONSENT,
 }  # fmt: skip
+# The audit log's brand (its partition) of an entry no brand's route or car names: a platform-wide action, or a
+# driver's own (their account, their export).
+AUDIT_PLATFORM_BRAND: Final = "platform"
+AUDIT_DENIED: Final = "denied"  # the outcome of a refused attempt (the others: succeeded, failed)
 
 # Where a requirement finds the resource it is checked against:
 #   public   - nobody needs to be signed in (the Graph webhook, the dashboard's assets, the OpenAPI document)

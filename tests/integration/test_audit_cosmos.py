@@ -108,3 +108,34 @@ async def test_an_older_deployments_audit_container_is_copied_over(
         stored = await cosmos_store.read(AUDIT, brand, entry["id"])
         assert stored is not None
         assert 0 < stored.document["ttl"] <= 30 * DAY_SECONDS
+
+
+async def test_a_drivers_allowed_calls_in_another_brands_log_count_for_who_may_export_them(
+    cosmos_store: CosmosDocumentStore,
+) -> None:
+    """The query access control asks the real server (TOP, NOT ARRAY_CONTAINS over a parameter list, a filter on
+    the outcome) before a brand admin exports or erases a driver: it finds the one other brand where the person
+    was allowed to act, and nothing for refused attempts or platform-wide entries."""
+    from shared.auth.access import AccessControl
+    from shared.auth.policy import AUDIT_DENIED, AUDIT_PLATFORM_BRAND
+
+    person, other = f"p-{uuid.uuid4().hex[:8]}", f"o-{uuid.uuid4().hex[:8]}"
+    log = AuditLog(cosmos_store)
+    requirement = requires(Permission.SEND_COMMAND, "vehicle")
+    for actor, brand, outcome in (
+        (person, "contoso", "succeeded"),  # a brand they are known in
+        (person, "fabrikam", AUDIT_DENIED),  # a refused attempt
+        (person, AUDIT_PLATFORM_BRAND, "succeeded"),  # their own calls
+        (other, "paris", "succeeded"),  # someone else
+        (person, "zeta", "failed"),  # allowed there, then failed: they held a role
+        (person, "zeta", "succeeded"),
+    ):
+        await log.record(_principal(actor), requirement, "send_command", {"brandId": brand}, outcome, 200, {})
+
+    async def unused(_: str | None) -> Principal:
+        raise AssertionError
+
+    gate = AccessControl(cosmos_store, unused)
+    assert await gate._acted_in(person, {"contoso"}) == {"zeta"}
+    assert await gate._acted_in(person, {"contoso", "zeta"}) == set()
+    assert await gate._acted_in(other, set()) == {"paris"}

@@ -7,7 +7,7 @@ import pytest
 from shared.auth.access import AccessControl, Grant, grants_of
 from shared.auth.policy import Permission, Role, requires
 from shared.auth.principal import Principal
-from shared.containers import MEMBERSHIPS, VEHICLES, partition_keys
+from shared.containers import AUDIT, MEMBERSHIPS, VEHICLES, partition_keys
 from shared.errors import AccessDeniedError, AuthenticationError, UnknownResourceError
 from shared.stores.memory import MemoryDocumentStore
 from shared.tenancy.documents import KIND_MEMBERSHIP, membership_id
@@ -207,6 +207,27 @@ async def test_a_brand_admin_may_not_export_or_erase_a_driver_who_works_in_anoth
     # an admin of both brands may
     await member(store, "admin-fabrikam", Role.BRAND_ADMIN, "zeta")
     await gate.authorize(fabrikam_admin, requires(P.EXPORT_DRIVER_DATA, on="driver"), {"userId": person})
+
+
+async def test_a_brand_admin_may_not_export_a_driver_whose_actions_are_in_another_brands_audit_log(world) -> None:  # type: ignore[no-untyped-def]
+    """driver-2 drives contoso's car-1 and was a Fleet.Operator of zeta (revoked since, no membership left): what
+    they did there is in zeta's audit log, which their export holds and their erasure rewrites. contoso's admin alone
+    may not. A refused attempt in another brand, or a platform-wide entry (a driver's own calls), does not count."""
+    store, gate = world
+    export = requires(P.EXPORT_DRIVER_DATA, on="driver")
+    await gate.authorize(ADMIN, export, {"userId": "driver-2"})  # a driver of contoso's cars only, as yet
+    entry = {"at": "2026-12-01T08:00:00.000Z", "action": "register_vehicle", "actor": {"objectId": "driver-2"}}
+    await store.upsert(AUDIT, {"id": "e-tried", "brandId": "fabrikam", **entry, "outcome": "denied"})
+    await store.upsert(AUDIT, {"id": "e-own", "brandId": "platform", **entry, "outcome": "succeeded"})
+    await store.upsert(AUDIT, {"id": "e-other", "brandId": "paris", **entry, "actor": {"objectId": "op-berlin"}})
+    await gate.authorize(ADMIN, export, {"userId": "driver-2"})
+    await store.upsert(AUDIT, {"id": "e-zeta", "brandId": "zeta", **entry, "outcome": "succeeded"})
+    for permission in (P.EXPORT_DRIVER_DATA, P.ERASE_DRIVER):
+        with pytest.raises(AccessDeniedError):
+            await gate.authorize(ADMIN, requires(permission, on="driver"), {"userId": "driver-2"})
+    await member(store, "admin-contoso", Role.BRAND_ADMIN, "zeta")  # an admin of both may
+    await gate.authorize(ADMIN, export, {"userId": "driver-2"})
+    await gate.authorize(PLATFORM, export, {"userId": "driver-2"})
 
 
 async def test_visibility_for_lists(world) -> None:  # type: ignore[no-untyped-def]

@@ -12,9 +12,7 @@ from shared.api.guard import guard
 from shared.api.routes.params import BrandId, FleetId, MembershipId, PrincipalId
 from shared.api.services import AuditLog, TenancyService
 from shared.auth.access import Access
-from shared.auth.policy import SIGNED_IN, Permission, requires
-
-PLATFORM: Final = "platform"  # the audit partition of platform-wide entries (shared/audit/log.py)
+from shared.auth.policy import AUDIT_PLATFORM_BRAND, SIGNED_IN, Permission, requires
 
 router = APIRouter()
 Tenancy = Annotated[TenancyService, Depends(runtime.tenancy)]
@@ -123,4 +121,4 @@ async def read_audit(
     audit: Audit,
 ) -> Any:
     """Platform-wide entries (platform admins' own actions), or one brand's with `brandId`."""
-    return await audit.page(query.brandId or PLATFORM, query.limit, query.continuationToken)
+    return await audit.page(query.brandId or AUDIT_PLATFORM_BRAND, query.limit, query.continuationToken)
