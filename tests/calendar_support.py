@@ -13,7 +13,8 @@ from shared.calendar.config import CalendarSettings
 from shared.calendar.documents import DRIVER_ID, KIND_DRIVER
 from shared.calendar.jobs import MemorySyncQueue
 from shared.calendar.sync import CalendarSync
-from shared.containers import CALENDARS, partition_keys
+from shared.containers import CALENDARS, VEHICLES, partition_keys
+from shared.device_messages import safe_id
 from shared.graph.base import GraphClient
 from shared.graph.msgraph_client import MsGraphClient
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
@@ -54,6 +55,11 @@ class World:
         return CalendarSync(self.store, self.graph, self.gateway, self.queue, self.settings, self.clock)
 
     async def link(self, user: str = USER, vehicle: str = VEHICLE, calendar: bool = True) -> None:
+        """As DriverLinks.link leaves it: the car names its driver, whose driver document names the car (the
+        sync sends an agenda only to a car its driver drives)."""
+        stored = await self.store.read(VEHICLES, vehicle, safe_id(vehicle))
+        car = dict(stored.document) if stored is not None else {"id": safe_id(vehicle), "vehicleId": vehicle}
+        await self.store.upsert(VEHICLES, {"type": "vehicle", **car, "driver": {"userId": user}})
         await self.store.upsert(
             CALENDARS,
             {

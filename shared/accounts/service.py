@@ -497,6 +497,11 @@ class AccountService:
         calendar sync read) and the account's driver document lists this car among those its agenda goes to."""
         account_id = str(account["userId"])
         previous: list[Any] = [None, None]  # the driver, the brand
+
+        async def leave(entry: Mapping[str, Any]) -> None:
+            await self._leave(vehicle_id, str(entry["userId"]), company=not entry.get("profile"))
+
+        await handover.finish(self.store, vehicle_id, leave)  # one a failure left goes first
         now = canonical_time(self.clock())
 
         def drive(doc: Document | None) -> Document:
@@ -522,13 +527,9 @@ class AccountService:
 
         await update_vehicle(self.store, vehicle_id, drive)
         old = previous[0] if isinstance(previous[0], dict) else None
-
-        async def leave(entry: Mapping[str, Any]) -> None:
-            await self._leave(vehicle_id, str(entry["userId"]), company=not entry.get("profile"))
-
         # the time the one it replaced drove it (their export keeps it), their link, their membership: finished
         # by the next handover of the car if a failure cuts this one short (shared/drivers/handover.py)
-        await handover.finish(self.store, vehicle_id, previous[1], leave)
+        await handover.finish(self.store, vehicle_id, leave)
         if not old or old.get("userId") != account_id:  # this driver's own consent records now apply to the car
             with contextlib.suppress(UnknownResourceError):
                 await self._consent_service().reproject(vehicle_id)

@@ -9,7 +9,7 @@ a brand in which they administer, operate or read a fleet. A driver's grant cove
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -79,13 +79,15 @@ class Visibility:
     brands: frozenset[str] = frozenset()
     fleets: frozenset[tuple[str, str]] = frozenset()
     vehicles: frozenset[tuple[str, str]] = frozenset()  # (brand, car): a car's grant is in its brand, as a fleet's
+    principal_id: str | None = None  # whose: a car's grant (a Driver's) lapses while they are among its `departed`
 
-    def allows(self, brand_id: Any, fleet_id: Any, vehicle_id: Any) -> bool:
+    def allows(self, brand_id: Any, fleet_id: Any, vehicle_id: Any, departed: Collection[str] = ()) -> bool:
+        """`departed`: the car's former drivers whose leaving is unfinished (shared/drivers/handover.py)."""
         return (
             self.everything
             or brand_id in self.brands
             or (brand_id, fleet_id) in self.fleets
-            or (brand_id, vehicle_id) in self.vehicles
+            or ((brand_id, vehicle_id) in self.vehicles and self.principal_id not in departed)
         )
 
 
@@ -123,6 +125,7 @@ class Access:
             frozenset(g.brand_id for g in held if g.brand_id and g.fleet_id is None and g.vehicle_id is None),
             frozenset((g.brand_id, g.fleet_id) for g in held if g.brand_id and g.fleet_id and g.vehicle_id is None),
             frozenset((g.brand_id, g.vehicle_id) for g in held if g.brand_id and g.vehicle_id),
+            self.principal.object_id,
         )
 
     @property

@@ -43,9 +43,9 @@ from shared.calendar.documents import (
 )
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.calendar.subscriptions import SubscriptionManager
-from shared.containers import CALENDARS
+from shared.containers import CALENDARS, VEHICLES
 from shared.cost import graph_calls
-from shared.device_messages import canonical_time
+from shared.device_messages import canonical_time, safe_id
 from shared.errors import ConflictError, DeviceNotFoundError, NotFoundError, PreconditionFailedError
 from shared.graph.access import is_delegated_user
 from shared.graph.base import GraphClient
@@ -284,6 +284,11 @@ class CalendarSync:
                 log.info("user %s: another job synced at the same time; its state stands, follow-up queued", user)
                 await self._follow_up(job)
 
+    async def _drives(self, user: str, vehicle_id: str) -> bool:
+        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        driver = stored.document.get("driver") if stored is not None else None
+        return isinstance(driver, dict) and driver.get("userId") == user
+
     async def _push_agenda(
         self,
         user: str,
@@ -299,7 +304,9 @@ class CalendarSync:
         active profile (`vehicleIds`). Each car's agenda may differ (travel to each meeting from where that car
         is: `enrich`), so each car's hash is kept (`state["agendaHashes"]`) and a car gets its agenda only when its
         own changed, or with `force` (a `full` job) whatever the stored hash says."""
-        targets = agenda_cars(driver)
+        # only cars this person drives now: a handover a failure cut short leaves their link naming a car another
+        # driver took (shared/drivers/handover.py), whose twin must not get their agenda meanwhile
+        targets = [v for v in agenda_cars(driver) if await self._drives(user, v)]
         items = agenda_events(events, now, self.settings.agenda_horizon)
         sent: dict[str, str] = dict(state.get("agendaHashes") or {})
         for vehicle_id in targets:

@@ -7,8 +7,10 @@ driver records the former one in the vehicle document's `handovers`:
 
     "handovers": [{"userId": "<former driver's object id>", "profile": null, "at": "2026-12-07T14:00:00.000Z"}]
 
-and an entry goes only once all of that is done (`finish`). A retry of the link, and any later link of the car,
-finishes what a failure left. Until then the entry says the former driver's time with the car ended `at`: access
+and an entry goes only once all of that is done (`finish`). A retry of the link, and anything that later names,
+drops or revokes a driver of the car (a link, an accepted invitation, a sign-in at the car, an unlink, a revoked
+Driver membership) first finishes what a failure left, so the list holds one entry but under concurrent
+handovers. Until then the entry says the former driver's time with the car ended `at`: access
 refuses them the car (shared/auth/access.py) and their export stops there (shared/privacy/export.py), so the next
 driver's data never reaches them through the membership a failure left behind. Erasing the driver takes their
 entries (shared/privacy/erasure.py). The entry holds only the object id, the car's profile it came from and the
@@ -30,7 +32,6 @@ from shared.tenancy.documents import membership_id
 from shared.vehicle_updates import update_vehicle
 
 HANDOVERS: Final = "handovers"
-MAX_PENDING: Final = 16  # entries kept; more unfinished handovers of one car than this means something else is wrong
 
 Leave = Callable[[Mapping[str, Any]], Awaitable[None]]  # a former driver's entry (`userId`, `profile`): off the car
 
@@ -41,7 +42,7 @@ def mark(doc: Document, previous: object, new_user: str | None, at: str) -> None
     if not isinstance(previous, dict) or not previous.get("userId") or previous["userId"] == new_user:
         return
     entry = {"userId": str(previous["userId"]), "profile": previous.get("profile"), "at": at}
-    doc[HANDOVERS] = [*pending(doc), entry][-MAX_PENDING:]
+    doc[HANDOVERS] = [*pending(doc), entry]  # short: whatever names a driver finishes the earlier ones first
 
 
 def pending(doc: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -66,14 +67,17 @@ def departed(doc: Mapping[str, Any] | None) -> dict[str, str]:
     return out
 
 
-async def finish(store: DocumentStore, vehicle_id: str, brand_id: object, leave: Leave) -> None:
+async def finish(store: DocumentStore, vehicle_id: str, leave: Leave) -> None:
     """Complete every handover the vehicle document records, oldest first: the former driver's period ends at
     the entry's time, they leave the car (`leave`), their Driver membership goes, then the entry. Each step is
     idempotent, so running it twice (a retry, two writers) is harmless. A former driver who drives the car again
     keeps what makes them its driver: only their entry goes."""
     stored = await store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
     doc = stored.document if stored is not None else None
-    driver = doc.get("driver") if doc is not None else None
+    if not pending(doc):  # the usual case: one point read
+        return
+    assert doc is not None
+    driver, brand_id = doc.get("driver"), doc.get("brandId")
     current = driver.get("userId") if isinstance(driver, dict) else None
     for entry in pending(doc):
         user = entry["userId"]

@@ -144,16 +144,15 @@ class DriverLinks:
         first, while those still date it (their export keeps the car for that time, shared/drivers/periods.py), and
         the membership goes last. The write that names the new driver records the former one as a handover
         (shared/drivers/handover.py): a failure after it is finished by a retry, or by the car's next link."""
-        brand: list[Any] = [None]
+        await self.finish_handovers(vehicle_id)  # one a failure left goes first: it may be this driver's own
         now = canonical_time(self.clock())
 
         def change(doc: Document) -> None:
-            brand[0] = doc.get("brandId")
             handover.mark(doc, doc.get("driver"), link.user_id, now)
             _set(doc, link)
 
         await self._update(vehicle_id, change)
-        await handover.finish(self.store, vehicle_id, brand[0], lambda entry: self._leave(entry, vehicle_id))
+        await self.finish_handovers(vehicle_id)
         await self.store.upsert(
             CALENDARS,
             {
@@ -171,6 +170,11 @@ class DriverLinks:
         await self.queue.enqueue(SyncJob(link.user_id, "link", full=True))
         await self._consent_changed(vehicle_id)
         return {"vehicleId": vehicle_id, "driver": link.driver(), "consent": link.consent()}
+
+    async def finish_handovers(self, vehicle_id: str) -> None:
+        """Finish what a failure left of the car's earlier handovers (shared/drivers/handover.py): before anything
+        else names or drops one of its drivers, so a former driver's time ends when it did, not then."""
+        await handover.finish(self.store, vehicle_id, lambda entry: self._leave(entry, vehicle_id))
 
     async def unlink(self, vehicle_id: str, user_id: str | None = None) -> bool:
         """False when the vehicle had no driver (answered 404), or `user_id` is given and is not its driver (the

@@ -281,6 +281,8 @@ class TenancyService:
             raise UnknownResourceError(f"no membership {membership} in brand {brand_id}")
         vehicle_id = doc.get("vehicleId")
         if doc.get("role") == Role.DRIVER.value and isinstance(vehicle_id, str) and vehicle_id:
+            # a handover away from them that a failure cut short ends their time when it happened, not now
+            await self.links.finish_handovers(vehicle_id)
             await end_period(self.store, principal_id, vehicle_id, brand_id, canonical_time(self.clock()))
             with contextlib.suppress(UnknownResourceError):  # the car was erased meanwhile: no link left to end
                 await self.links.unlink(vehicle_id, principal_id)
@@ -340,6 +342,8 @@ class TenancyService:
             raise AccessDeniedError("your account's tenant is not one this brand accepts")
         await self._vehicle_in(brand_id, None, vehicle_id)
         self._check_features(brand, calendar)
+        # before the grant dates their time anew: a former driver coming back keeps the time they drove it before
+        await self.links.finish_handovers(vehicle_id)
         await self._grant(access, p.object_id, p.tenant_id, Role.DRIVER, brand_id, None, vehicle_id)
         result = await self.links.link(vehicle_id, self._link(access, time_zone, calendar, location))
         await self.store.delete(MEMBERSHIPS, partition, INVITATION_DOC_ID)
@@ -363,6 +367,7 @@ class TenancyService:
         they drove it is recorded first, while the membership and the link date it (their export keeps the car for
         that time); the membership goes next: a retry after a failure in between still finds the driver on the
         car."""
+        await self.links.finish_handovers(vehicle_id)
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
         driver = (stored.document.get("driver") or {}) if stored else {}
         user, brand_id = driver.get("userId"), access.resource.brand_id
@@ -371,7 +376,7 @@ class TenancyService:
             await end_period(self.store, str(user), vehicle_id, brand, canonical_time(self.clock()))
         if user and brand_id:
             await self.store.delete(MEMBERSHIPS, str(user), membership_id(Role.DRIVER, brand_id, None, vehicle_id))
-        if not await self.links.unlink(vehicle_id):
+        if not await self.links.unlink(vehicle_id, str(user) if user else None):  # only them: not one who linked since
             raise UnknownResourceError(f"vehicle {vehicle_id} has no driver")
 
     def _link(self, access: Access, time_zone: str, calendar: bool, location: bool) -> DriverLink:

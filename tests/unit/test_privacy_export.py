@@ -628,3 +628,82 @@ async def test_a_cars_place_renamed_by_an_admin_after_a_handover_stays_the_forme
     brand.now = T0 + dt.timedelta(hours=3)
     await fences.put_vehicle_geofence(brand.car, "home", {**home, "shape": {**circle, "center": [13.5, 52.6]}})
     assert (await places(ALEX), await places(MEGAN)) == ([], ["home"])
+
+
+def is_period(doc: Any) -> bool:
+    return bool(doc.get("kind") == "drivingPeriod")
+
+
+async def test_revoking_a_departed_drivers_membership_ends_his_time_at_the_handover(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An admin revokes the membership a cut-short handover left Alex, hours later: the handover is finished
+    first, so his time ends when Megan took the car, not at the revocation, and his link goes with it."""
+    from shared.auth.policy import Role
+    from shared.drivers.handover import HANDOVERS
+    from shared.drivers.periods import former_periods
+    from shared.tenancy.documents import membership_id
+    from tests.fleet_support import BRAND
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    await megan_accepts_and_a_write_fails(brand, monkeypatch, "create", is_period)
+    brand.now = T0 + dt.timedelta(hours=3)
+    await brand.tenancy.delete_member(BRAND, ALEX, membership_id(Role.DRIVER, BRAND, None, brand.car))
+    assert [(p.since, p.until) for p in await former_periods(brand.store, ALEX)] == [(iso(-3600), iso(30 * 60))]
+    assert await brand.store.read(CALENDARS, ALEX, "driver") is None, "his calendar still goes to Megan's car"
+    car = await brand.store.read("vehicles", brand.car, brand.car)
+    assert car is not None
+    assert HANDOVERS not in car.document
+    assert car.document["driver"]["userId"] == MEGAN
+
+
+async def test_a_departed_driver_does_not_list_the_car(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.auth.access import Access, grants_of
+    from shared.auth.principal import Principal
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+
+    async def listed() -> list[str]:
+        query = "SELECT * FROM c WHERE c.principalId = @u"
+        found = await brand.store.query("memberships", query, {"@u": ALEX}, ALEX)
+        principal = Principal(ALEX, TENANT, "client", frozenset(), frozenset(), False, username="alex@c.example")
+        page = await brand.fleet.service.list_vehicles(
+            Access(principal, grants_of(principal, found)).visibility(), 50, None
+        )
+        return [item["vehicleId"] for item in page["items"]]
+
+    assert await listed() == [brand.car]
+    await megan_accepts_and_a_write_fails(brand, monkeypatch, "create", is_period)
+    assert await listed() == [], "the departed driver lists the car, with its new driver"
+
+
+async def test_a_departed_driver_invited_back_keeps_the_time_he_drove_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.drivers.periods import former_periods
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    await megan_accepts_and_a_write_fails(brand, monkeypatch, "create", is_period)
+    await brand.accept(ALEX, T0 + dt.timedelta(hours=2))  # the operator invites him back; he accepts
+    assert [(p.since, p.until) for p in await former_periods(brand.store, ALEX)] == [(iso(-3600), iso(30 * 60))]
+    assert [(p.since, p.until) for p in await former_periods(brand.store, MEGAN)] == [(iso(30 * 60), iso(2 * 3600))]
+    periods = await DriverExport(brand.store, default_categories().category_of, lambda: NOW).cars(ALEX)
+    assert [(p.since, p.until) for p in periods] == [(iso(-3600), iso(30 * 60)), (iso(2 * 3600), None)]
+
+
+async def test_a_departed_drivers_agenda_does_not_go_to_the_car_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handover failed before Alex's link went: his link still names the car, but the calendar sync sends his
+    agenda only to a car he drives."""
+    from shared.calendar.config import CalendarSettings
+    from shared.calendar.sync import CalendarSync
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    await megan_accepts_and_a_write_fails(brand, monkeypatch, "delete", lambda partition, item: partition == ALEX)
+    link = await brand.store.read(CALENDARS, ALEX, "driver")
+    assert link is not None
+    assert link.document["vehicleId"] == brand.car, "the test needs his link left naming the car"
+    sync = CalendarSync(brand.store, None, brand.fleet.gateway, MemorySyncQueue(), CalendarSettings())  # type: ignore[arg-type]
+    assert not await sync._drives(ALEX, brand.car)
+    assert await sync._drives(MEGAN, brand.car)
