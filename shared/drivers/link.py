@@ -151,8 +151,8 @@ class DriverLinks:
             handover.mark(doc, doc.get("driver"), link.user_id, now)
             _set(doc, link)
 
-        await self._update(vehicle_id, change)
-        await self.finish_handovers(vehicle_id)
+        # Their link first, the car's naming them next: a handover racing this one that names its driver after
+        # us finds our link there and removes it with the rest of our leaving, instead of our writing it after.
         await self.store.upsert(
             CALENDARS,
             {
@@ -166,6 +166,14 @@ class DriverLinks:
                 "linkedAt": now,
             },
         )
+        try:
+            await self._update(vehicle_id, change)
+        except UnknownResourceError:  # the car went (erased) meanwhile: no link to it is left behind
+            stored = await self.store.read(CALENDARS, link.user_id, DRIVER_ID)
+            if stored is not None and stored.document.get("linkedAt") == now:
+                await self.store.delete(CALENDARS, link.user_id, DRIVER_ID)
+            raise
+        await self.finish_handovers(vehicle_id)
         # Calendar consent withdrawn: the job clears the stored calendar and the car's agenda instead.
         await self.queue.enqueue(SyncJob(link.user_id, "link", full=True))
         await self._consent_changed(vehicle_id)

@@ -707,3 +707,45 @@ async def test_a_departed_drivers_agenda_does_not_go_to_the_car_meanwhile(monkey
     sync = CalendarSync(brand.store, None, brand.fleet.gateway, MemorySyncQueue(), CalendarSettings())  # type: ignore[arg-type]
     assert not await sync._drives(ALEX, brand.car)
     assert await sync._drives(MEGAN, brand.car)
+
+
+async def test_two_drivers_linked_to_a_car_at_once_leave_one_link_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The car names Megan, then Nina is linked (whole) before Megan's link finishes: Nina's write records Megan's
+    leaving, which takes Megan's link; none is left naming a car that is not theirs (their agenda would go on
+    being synced for it)."""
+    import asyncio
+
+    nina = "3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b03"
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    replace, held, release = brand.store.replace, asyncio.Event(), asyncio.Event()
+
+    async def holding(container: str, doc: dict[str, Any], etag: str) -> str:
+        written = await replace(container, doc, etag)
+        if container == "vehicles" and (doc.get("driver") or {}).get("userId") == MEGAN and not held.is_set():
+            held.set()
+            await release.wait()
+        return written
+
+    monkeypatch.setattr(brand.store, "replace", holding)
+    megan = asyncio.create_task(brand.accept(MEGAN, T0 + HANDOVER))
+    await asyncio.wait_for(held.wait(), 5)
+    await brand.accept(nina, T0 + HANDOVER)
+    release.set()
+    await megan
+    car = await brand.store.read("vehicles", brand.car, brand.car)
+    assert car is not None
+    assert car.document["driver"]["userId"] == nina
+    assert "handovers" not in car.document
+    links = {user: await brand.store.read(CALENDARS, user, "driver") for user in (ALEX, MEGAN, nina)}
+    assert [user for user, link in links.items() if link is not None] == [nina], "a former driver's link is left"
+
+
+async def test_a_link_to_a_car_that_is_not_registered_leaves_no_link_behind() -> None:
+    from shared.drivers.link import DriverLink
+    from shared.errors import UnknownResourceError
+
+    brand = Brand()
+    with pytest.raises(UnknownResourceError):
+        await brand.links.link("car-nowhere", DriverLink(ALEX, "alex@c.example", "UTC", True, True))
+    assert await brand.store.read(CALENDARS, ALEX, "driver") is None
