@@ -40,7 +40,6 @@ from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers import handover
-from shared.drivers.periods import end_period
 from shared.errors import FleetError, PreconditionFailedError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
 from shared.observability.metrics import add
@@ -496,11 +495,8 @@ class AccountService:
         """The account becomes the car's driver: the vehicle document's `driver` (what requests, consent and the
         calendar sync read) and the account's driver document lists this car among those its agenda goes to."""
         account_id = str(account["userId"])
-        previous: list[Any] = [None, None]  # the driver, the brand
-
-        async def leave(entry: Mapping[str, Any]) -> None:
-            await self._leave(vehicle_id, str(entry["userId"]), company=not entry.get("profile"))
-
+        previous: list[Any] = [None]  # the driver
+        leave = self._leaving(vehicle_id)
         await handover.finish(self.store, vehicle_id, leave)  # one a failure left goes first
         now = canonical_time(self.clock())
 
@@ -509,7 +505,7 @@ class AccountService:
 
             if doc is None or is_erased(doc):
                 raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
-            previous[0], previous[1] = doc.get("driver"), doc.get("brandId")
+            previous[0] = doc.get("driver")
             if (previous[0] or {}).get("userId") != account_id:
                 doc.pop("consent", None)  # the new driver's own records project onto it (ConsentService)
             handover.mark(doc, previous[0], account_id, now)
@@ -568,6 +564,15 @@ class AccountService:
         with contextlib.suppress(PreconditionFailedError):  # a sync wrote meanwhile: it sent the agenda itself
             await self.store.replace(CALENDARS, doc, stored.etag)
 
+    def _leaving(self, vehicle_id: str) -> handover.Leave:
+        """How a former driver of the car leaves it (handover.finish): a company link dropped, an account's agenda
+        off the car."""
+
+        async def leave(entry: Mapping[str, Any]) -> None:
+            await self._leave(vehicle_id, str(entry["userId"]), company=not entry.get("profile"))
+
+        return leave
+
     async def _leave(self, vehicle_id: str, user_id: str, company: bool) -> None:
         """The car's previous driver no longer drives it: a profile account stops sending its agenda here; a
         company link is dropped (its next sync forgets the calendar, without touching this car's agenda)."""
@@ -587,7 +592,8 @@ class AccountService:
     async def _deactivate(self, vehicle_id: str, only: str | None) -> None:
         """No account drives the car any more (a profile without one was chosen, or `only` signed out): the
         vehicle's driver goes if it came from a profile, the agenda is cleared and the twin's consent follows."""
-        previous: list[Any] = [None, None]  # the driver it had, the brand
+        previous: list[Any] = [None]  # the driver it had
+        now = canonical_time(self.clock())
 
         def undrive(doc: Document | None) -> Document:
             from shared.telemetry.vehicle import is_erased
@@ -595,9 +601,10 @@ class AccountService:
             if doc is None or is_erased(doc):
                 raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
             driver = doc.get("driver")
-            previous[0], previous[1] = None, doc.get("brandId")
+            previous[0] = None
             if isinstance(driver, dict) and driver.get("profile") and (only is None or driver.get("userId") == only):
                 previous[0] = driver
+                handover.mark(doc, driver, None, now)  # their leaving: finished below, or by whoever comes next
                 doc.pop("driver", None)
                 doc.pop("consent", None)
             return doc
@@ -606,11 +613,9 @@ class AccountService:
             await update_vehicle(self.store, vehicle_id, undrive)
         except UnknownResourceError:
             return
-        old = previous[0]
-        if not old:
+        if not previous[0]:
             return
-        await end_period(self.store, str(old["userId"]), vehicle_id, previous[1], canonical_time(self.clock()))
-        await self._exclude(str(old["userId"]), vehicle_id)
+        await handover.finish(self.store, vehicle_id, self._leaving(vehicle_id))  # their period, their agenda off it
         await self.gateway.patch_desired_if_present(vehicle_id, {"agenda": None})
         await clear_module_agenda(self.gateway, vehicle_id)
         await self._push_consent(vehicle_id)

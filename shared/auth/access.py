@@ -260,10 +260,10 @@ class AccessControl:
         drove = await former_brands(self.store, user_id)
         driver = bool(drove) or any(d.get("role") == Role.DRIVER for d in memberships)
         member = {_opt(d.get("brandId")) for d in memberships}  # None: a brand no brand admin covers
-        acted = await self._acted_in(user_id, member | drove) if driver else set()
-        brands = sorted(member | drove | acted, key=str) if driver else []
         if access.platform_admin and access.may(permission, Resource(user_id=user_id)):
             return Access(access.principal, access.grants, Resource(user_id=user_id))
+        acted = await self._acted_in(user_id, member | drove) if driver else set()
+        brands = sorted(member | drove | acted, key=str) if driver else []
         resources = [Resource(brand_id=brand, user_id=user_id) for brand in brands]
         if resources and all(access.may(permission, resource) for resource in resources):
             return Access(access.principal, access.grants, resources[0])

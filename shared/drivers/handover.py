@@ -1,20 +1,22 @@
 """A car changing drivers, finished even when a failure cuts it short.
 
-Naming the new driver on the vehicle document is the commit point of a handover; what the former driver's leaving
-takes follows in other documents: their driving period recorded (shared/drivers/periods.py), their link or their
-account's agenda off the car, their Driver membership dropped. So the same conditional write that names the new
-driver records the former one in the vehicle document's `handovers`:
+Naming the new driver on the vehicle document (or dropping the driver: an unlink, a sign-out at the car) is the
+commit point of a handover; what the former driver's leaving takes follows in other documents: their driving
+period recorded (shared/drivers/periods.py), their link or their account's agenda off the car, their Driver
+membership dropped. So the same conditional write records the former driver in the vehicle document's
+`handovers`:
 
     "handovers": [{"userId": "<former driver's object id>", "profile": null, "at": "2026-12-07T14:00:00.000Z"}]
 
-and an entry goes only once all of that is done (`finish`). A retry of the link, and anything that later names,
-drops or revokes a driver of the car (a link, an accepted invitation, a sign-in at the car, an unlink, a revoked
-Driver membership) first finishes what a failure left, so the list holds one entry but under concurrent
-handovers. Until then the entry says the former driver's time with the car ended `at`: access
-refuses them the car (shared/auth/access.py) and their export stops there (shared/privacy/export.py), so the next
-driver's data never reaches them through the membership a failure left behind. Erasing the driver takes their
-entries (shared/privacy/erasure.py). The entry holds only the object id, the car's profile it came from and the
-time: nothing else of the former driver is copied into the car's document.
+and an entry goes only once all of that is done (`finish`). A retry, and anything that later names, drops or
+revokes a driver of the car (a link, an accepted invitation, a sign-in at the car, an unlink, a revoked Driver
+membership), first finishes what a failure left, so the list holds one entry but under concurrent handovers.
+Until then the entry says the former driver's time with the car ended `at`: access refuses them the car and does
+not list it to them (shared/auth/access.py), their export stops there (shared/privacy/export.py) and the calendar
+sync sends their agenda only to a car that names them (shared/calendar/sync.py), so neither driver's data reaches
+the other. Erasing the driver takes their entries (shared/privacy/erasure.py). The entry holds only the object
+id, the car's profile it came from and the time: nothing else of the former driver is copied into the car's
+document.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from shared.auth.policy import Role
 from shared.containers import MEMBERSHIPS, VEHICLES
 from shared.device_messages import safe_id
 from shared.drivers.periods import end_period
-from shared.errors import UnknownResourceError
+from shared.errors import ConflictError, UnknownResourceError
 from shared.stores.base import Document, DocumentStore
 from shared.tenancy.documents import membership_id
 from shared.vehicle_updates import update_vehicle
 
 HANDOVERS: Final = "handovers"
 
+MAX_ROUNDS: Final = 32  # entries finished by one call; more means other writers keep adding: the caller retries
 Leave = Callable[[Mapping[str, Any]], Awaitable[None]]  # a former driver's entry (`userId`, `profile`): off the car
 
 
@@ -70,22 +73,24 @@ def departed(doc: Mapping[str, Any] | None) -> dict[str, str]:
 async def finish(store: DocumentStore, vehicle_id: str, leave: Leave) -> None:
     """Complete every handover the vehicle document records, oldest first: the former driver's period ends at
     the entry's time, they leave the car (`leave`), their Driver membership goes, then the entry. Each step is
-    idempotent, so running it twice (a retry, two writers) is harmless. A former driver who drives the car again
-    keeps what makes them its driver: only their entry goes."""
-    stored = await store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-    doc = stored.document if stored is not None else None
-    if not pending(doc):  # the usual case: one point read
-        return
-    assert doc is not None
-    driver, brand_id = doc.get("driver"), doc.get("brandId")
-    current = driver.get("userId") if isinstance(driver, dict) else None
-    for entry in pending(doc):
+    idempotent, so running it twice (a retry, two writers) is harmless. The car is read again before each entry: a
+    former driver who drives the car again (invited back while this ran) keeps what makes them its driver, and
+    only their entry goes."""
+    for _ in range(MAX_ROUNDS):
+        stored = await store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        doc = stored.document if stored is not None else None
+        entries = pending(doc)
+        if not entries:  # the usual case: one point read
+            return
+        assert doc is not None
+        entry, driver = entries[0], doc.get("driver")
         user = entry["userId"]
-        if user != current:
-            await end_period(store, user, vehicle_id, brand_id, entry["at"])
+        if not (isinstance(driver, dict) and driver.get("userId") == user):
+            await end_period(store, user, vehicle_id, doc.get("brandId"), entry["at"])
             await leave(entry)
-            await drop_driver_membership(store, user, brand_id, vehicle_id)
+            await drop_driver_membership(store, user, doc.get("brandId"), vehicle_id)
         await _remove(store, vehicle_id, entry.__eq__)
+    raise ConflictError(f"vehicle {vehicle_id}: its handovers keep changing; try again")
 
 
 async def drop_driver_membership(store: DocumentStore, user_id: str, brand_id: Any, vehicle_id: str) -> None:

@@ -194,14 +194,17 @@ class DriverLinks:
         if not isinstance(driver, dict) or not driver or (user_id is not None and driver.get("userId") != user_id):
             return False
 
+        now = canonical_time(self.clock())
+
         def unset(doc: Document) -> None:
             current = doc.get("driver")
             if user_id is None or (isinstance(current, dict) and current.get("userId") == user_id):
+                handover.mark(doc, current, None, now)  # their leaving, finished below or by whoever comes next
                 _unset(doc)
 
         previous = await self._update(vehicle_id, unset)
         if previous and previous.get("userId") and (user_id is None or previous["userId"] == user_id):
-            await self._leave(previous, vehicle_id)
+            await self.finish_handovers(vehicle_id)
         elif user_id is not None:
             return False  # another driver linked between the read and the write: theirs stands
         await self._consent_changed(vehicle_id)

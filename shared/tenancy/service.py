@@ -363,19 +363,14 @@ class TenancyService:
 
     async def unlink(self, access: Access, vehicle_id: str) -> None:
         """The car loses its driver: the link (calendar sync stops) and the driver's membership for this car, so
-        the former driver can neither read the car nor link themselves again without a new invitation. The time
-        they drove it is recorded first, while the membership and the link date it (their export keeps the car for
-        that time); the membership goes next: a retry after a failure in between still finds the driver on the
-        car."""
+        the former driver can neither read the car nor link themselves again without a new invitation. The write
+        that drops them records their leaving on the car (shared/drivers/handover.py), which then records the time
+        they drove it (their export keeps the car for that time), removes their link and their membership: a
+        failure in between is finished by a retry or by whatever next names or drops a driver of the car."""
         await self.links.finish_handovers(vehicle_id)
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
         driver = (stored.document.get("driver") or {}) if stored else {}
-        user, brand_id = driver.get("userId"), access.resource.brand_id
-        if user and stored is not None:
-            brand = stored.document.get("brandId") or brand_id
-            await end_period(self.store, str(user), vehicle_id, brand, canonical_time(self.clock()))
-        if user and brand_id:
-            await self.store.delete(MEMBERSHIPS, str(user), membership_id(Role.DRIVER, brand_id, None, vehicle_id))
+        user = driver.get("userId")
         if not await self.links.unlink(vehicle_id, str(user) if user else None):  # only them: not one who linked since
             raise UnknownResourceError(f"vehicle {vehicle_id} has no driver")
 

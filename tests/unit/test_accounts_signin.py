@@ -236,27 +236,29 @@ async def test_signing_in_at_a_car_records_the_time_its_former_driver_drove_it(w
 async def test_a_sign_in_cut_short_after_naming_the_account_is_finished_by_the_next(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The car names the account, then dropping the former driver's membership fails: the handover stays on the
-    car (shared/drivers/handover.py) and the next sign-in finishes it, the former driver's time ending at the
-    first."""
+    """The car names the account, then recording the former driver's time fails: the handover stays on the car
+    (shared/drivers/handover.py) and the next sign-in finishes it, the former driver's time ending at the first,
+    his membership gone."""
     from shared.drivers.handover import HANDOVERS
     from shared.drivers.periods import former_periods
     from shared.errors import StoreError
 
     former, accepted, membership = await a_company_driver_invited_three_days_ago(world)
-    delete = world.store.delete
+    create = world.store.create
 
-    async def failing(container: str, partition: str, item: str) -> bool:
-        if item == membership:
+    async def failing(container: str, doc: dict[str, Any]) -> str:
+        if doc.get("kind") == "drivingPeriod":
             raise StoreError("the service is unavailable")
-        return await delete(container, partition, item)
+        return await create(container, doc)
 
-    monkeypatch.setattr(world.store, "delete", failing)
+    monkeypatch.setattr(world.store, "create", failing)
     handed_at = canonical_time(world.now)
     with pytest.raises(StoreError):
         await world.sign_in(CAR, "1")
-    monkeypatch.setattr(world.store, "delete", delete)
+    monkeypatch.setattr(world.store, "create", create)
     assert [e["userId"] for e in (await world.vehicle(CAR))[HANDOVERS]] == [former]
+    assert await former_periods(world.store, former) == []
+    assert await world.store.read(MEMBERSHIPS, former, membership) is not None
     world.now += dt.timedelta(minutes=5)
     await world.sign_in(CAR, "1")
     assert HANDOVERS not in await world.vehicle(CAR)

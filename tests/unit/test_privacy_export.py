@@ -749,3 +749,38 @@ async def test_a_link_to_a_car_that_is_not_registered_leaves_no_link_behind() ->
     with pytest.raises(UnknownResourceError):
         await brand.links.link("car-nowhere", DriverLink(ALEX, "alex@c.example", "UTC", True, True))
     assert await brand.store.read(CALENDARS, ALEX, "driver") is None
+
+
+async def test_an_unlink_cut_short_after_the_car_drops_its_driver_is_finished_by_the_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator unlinks Alex; the car drops him, then removing his calendar link fails. The retry (404: the
+    car has no driver) still finishes his leaving: his link, his membership, his time ending at the first try."""
+    from shared.auth.access import Access, Grant, Resource
+    from shared.auth.policy import Role
+    from shared.drivers.periods import former_periods
+    from shared.errors import StoreError, UnknownResourceError
+    from tests.fleet_support import BRAND, FLEET
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    operator = Access(brand.person(OPERATOR).principal, (Grant(Role.FLEET_OPERATOR, BRAND, FLEET),),
+                      Resource(BRAND, FLEET, brand.car))  # fmt: skip
+    delete = brand.store.delete
+
+    async def failing(container: str, partition: str, item: str) -> bool:
+        if container == CALENDARS:
+            raise StoreError("the service is unavailable")
+        return await delete(container, partition, item)
+
+    brand.now = T0
+    monkeypatch.setattr(brand.store, "delete", failing)
+    with pytest.raises(StoreError):
+        await brand.tenancy.unlink(operator, brand.car)
+    monkeypatch.setattr(brand.store, "delete", delete)
+    brand.now = T0 + dt.timedelta(hours=1)
+    with pytest.raises(UnknownResourceError):
+        await brand.tenancy.unlink(operator, brand.car)
+    assert await brand.store.read(CALENDARS, ALEX, "driver") is None, "his calendar still names the car"
+    assert await brand.memberships(ALEX) == [("drivingPeriod", None)]
+    assert [(p.since, p.until) for p in await former_periods(brand.store, ALEX)] == [(iso(-3600), iso(0))]
