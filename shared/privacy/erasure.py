@@ -152,7 +152,9 @@ class Eraser:
         if previous is not None and not is_erased(previous):
             receipt.documents[VEHICLES] += 1
         receipt.device_identity_deleted = await self.gateway.delete_device(vehicle_id)
-        await self._unlink_driver(vehicle_id, _driver_of(previous), receipt)
+        # its driver, and former ones whose handover was cut short before their link went (shared/drivers/handover.py)
+        drivers = [u for u in (_driver_of(previous), *handover.departed(previous)) if u]
+        await self._unlink_drivers(vehicle_id, drivers, receipt)
         from shared.accounts.erasure import forget_car
 
         # signed-in driver accounts no longer list the car; one left with no car signs out (its signout job)
@@ -164,15 +166,17 @@ class Eraser:
         log.info("vehicle %s erased: %s", safe_id(vehicle_id)[:64], receipt.as_dict()["documents"])
         return receipt
 
-    async def _unlink_driver(self, vehicle_id: str, user: str | None, receipt: ErasureReceipt) -> None:
-        """The car's driver (from the replaced document, or on a retry from their driver document): link,
-        calendar and the meetings the app created for them from this car."""
-        if user is None:
-            for doc in await self.store.query(CALENDARS, "SELECT * FROM c WHERE c.vehicleId = @v", {"@v": vehicle_id}):
-                if doc.get("id") == DRIVER_ID and doc.get("vehicleId") == vehicle_id:
-                    user = str(doc["userId"])
-        if not user:
-            return
+    async def _unlink_drivers(self, vehicle_id: str, users: list[str], receipt: ErasureReceipt) -> None:
+        """Everyone whose link names the car: those the replaced document names, and (on a retry, which finds only
+        the tombstone) those whose driver document does. Each loses link, calendar and the meetings the app
+        created for them from this car."""
+        query = "SELECT c.id, c.userId, c.vehicleId FROM c WHERE c.vehicleId = @v"
+        found = await self.store.query(CALENDARS, query, {"@v": vehicle_id})
+        named = [str(d["userId"]) for d in found if d.get("id") == DRIVER_ID and d.get("vehicleId") == vehicle_id]
+        for user in dict.fromkeys([*users, *named]):
+            await self._unlink_driver(vehicle_id, user, receipt)
+
+    async def _unlink_driver(self, vehicle_id: str, user: str, receipt: ErasureReceipt) -> None:
         driver = await self.store.read(CALENDARS, user, DRIVER_ID)
         if driver is not None and driver.document.get("vehicleId") == vehicle_id:
             # Nothing else links the driver: their calendar goes now (subscription included), and the job queued

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared.containers import MEETINGS, TRIPS, VEHICLES, partition_keys
-from shared.device_messages import DeadLetter, DeviceMessage
+from shared.device_messages import DeadLetter, DeviceMessage, canonical_time
 from shared.stores.base import Document
 from shared.stores.memory import MemoryDocumentStore
 from shared.telemetry.ingest import TelemetryIngestor
@@ -222,3 +222,30 @@ async def test_the_cars_own_geofences_and_events_go_with_it_and_the_fleets_stay(
     assert of(fleet, "car-001") == [d for d in of(fleet, "car-001") if d.get("type") == "erased"]
     depot = await fleet.call("GET", "/api/brands/contoso/fleets/berlin/geofences/depot")
     assert depot.status == 200  # the fleet's geofence is not the car's
+
+
+async def test_erasing_the_car_unlinks_a_former_driver_whose_handover_was_cut_short(fleet: Fleet) -> None:
+    """A handover a failure cut short leaves the former driver's link naming the car (shared/drivers/handover.py);
+    erasing the car ends it too, or their calendar would go on syncing for a car that no longer exists."""
+    from shared.containers import CALENDARS
+    from shared.drivers.link import DRIVER_ID
+
+    # GIVEN USER drove car-001, and the write that named the next driver recorded them leaving, then stopped
+    await fleet.link_driver("car-001")
+    stored = await fleet.store.read(VEHICLES, "car-001", "car-001")
+    assert stored is not None
+    nxt = {"userId": "0f9b8e2d-6c1a-4f57-8d3e-5a7b9c1d2e02", "upn": "o@contoso.com"}
+    handed = {
+        **stored.document,
+        "driver": nxt,
+        "handovers": [{"userId": USER, "profile": None, "at": canonical_time(fleet.now)}],
+    }
+    await fleet.store.replace(VEHICLES, handed, stored.etag)
+    assert await fleet.store.read(CALENDARS, USER, DRIVER_ID) is not None
+    # WHEN the car is erased (twice: a retry finds the tombstone, not the handover)
+    for _ in range(2):
+        assert (await fleet.call("DELETE", "/api/vehicles/car-001")).status == 200
+    # THEN the former driver's link is gone, with their calendar's sync (an unlink job)
+    assert await fleet.store.read(CALENDARS, USER, DRIVER_ID) is None
+    assert [d for d in of(fleet, USER) if d.get("vehicleId") == "car-001"] == []
+    assert [job.reason for job, _ in fleet.queue.jobs if job.user_id == USER][-1] == "unlink"
