@@ -2,9 +2,9 @@
 
 Naming the new driver on the vehicle document (or dropping the driver: an unlink, a sign-out at the car) is the
 commit point of a handover; what the former driver's leaving takes follows in other documents: their driving
-period recorded (shared/drivers/periods.py), their link or their account's agenda off the car, their Driver
-membership dropped. So the same conditional write records the former driver in the vehicle document's
-`handovers`:
+period recorded (shared/drivers/periods.py), the car's places set in it deleted (shared/drivers/places.py), their
+link or their account's agenda off the car, their Driver membership dropped. So the same conditional write
+records the former driver in the vehicle document's `handovers`:
 
     "handovers": [{"userId": "<former driver's object id>", "profile": null, "at": "2026-12-07T14:00:00.000Z"}]
 
@@ -28,6 +28,7 @@ from shared.auth.policy import Role
 from shared.containers import MEMBERSHIPS, VEHICLES
 from shared.device_messages import safe_id
 from shared.drivers.periods import end_period
+from shared.drivers.places import forget_places
 from shared.errors import ConflictError, UnknownResourceError
 from shared.stores.base import Document, DocumentStore
 from shared.tenancy.documents import membership_id
@@ -86,7 +87,9 @@ async def finish(store: DocumentStore, vehicle_id: str, leave: Leave) -> None:
         entry, driver = entries[0], doc.get("driver")
         user = entry["userId"]
         if not (isinstance(driver, dict) and driver.get("userId") == user):
-            await end_period(store, user, vehicle_id, doc.get("brandId"), entry["at"])
+            period = await end_period(store, user, vehicle_id, doc.get("brandId"), entry["at"])
+            if period is not None:  # before their link goes: it dates the period
+                await forget_places(store, period)
             await leave(entry)
             await drop_driver_membership(store, user, doc.get("brandId"), vehicle_id)
         await _remove(store, vehicle_id, entry.__eq__)

@@ -82,12 +82,15 @@ async def driver_link(store: DocumentStore, user_id: str) -> Document | None:
     return stored.document if stored is not None and stored.document.get("kind") == KIND_DRIVER else None
 
 
-async def end_period(store: DocumentStore, user_id: str, vehicle_id: str, brand_id: object, until: str) -> None:
-    """The user no longer drives the car (of `brand_id`) from `until` on: their period is recorded. Call it before
-    their Driver membership and link go (they date its start). Idempotent."""
+async def end_period(
+    store: DocumentStore, user_id: str, vehicle_id: str, brand_id: object, until: str
+) -> Period | None:
+    """The user no longer drives the car (of `brand_id`) from `until` on: their period is recorded, and returned
+    (None: it has no known start). Call it before their Driver membership and link go (they date its start).
+    Idempotent."""
     since = began(user_id, vehicle_id, await driver_memberships(store, user_id), await driver_link(store, user_id))
     if since >= until:  # no known start (UNKNOWN), or nothing between
-        return
+        return None
     doc: Document = {
         "id": period_id(vehicle_id, since),
         "kind": KIND_PERIOD,
@@ -100,7 +103,10 @@ async def end_period(store: DocumentStore, user_id: str, vehicle_id: str, brand_
     try:
         await store.create(MEMBERSHIPS, doc)
     except ConflictError:
-        return  # ended before (a retry): the first end stands
+        stored = await store.read(MEMBERSHIPS, user_id, doc["id"])  # ended before (a retry): the first end stands
+        first = stored.document.get("until") if stored is not None else None
+        until = first if isinstance(first, str) else until
+    return Period(vehicle_id, since, until)
 
 
 async def _recorded(store: DocumentStore, user_id: str) -> list[Document]:

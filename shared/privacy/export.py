@@ -49,9 +49,9 @@ from shared.containers import (
     VEHICLES,
 )
 from shared.device_messages import safe_id
-from shared.drivers import handover
-from shared.drivers.periods import Period, began, driver_link, driver_memberships, former_periods, merged
-from shared.geofences.store import KIND_VEHICLE_GEOFENCE, placed_at
+from shared.drivers.driven import cars_driven, driver_of
+from shared.drivers.periods import Period
+from shared.drivers.places import placed_in
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 from shared.telemetry.history import stored_entries
@@ -80,7 +80,6 @@ NOT_EXPORTED: Final = {
     "driver's own account is exported from `calendars` (kind `account`, without its sealed token cache)",
 }
 # A car's own geofences (a driver's home and work), kept with its brand's (shared/geofences/store.py).
-OWN_GEOFENCES: Final = "SELECT * FROM c WHERE c.kind = @k AND c.vehicleId = @v"
 
 
 class DriverExport:
@@ -103,28 +102,7 @@ class DriverExport:
         yield _line({"kind": "summary", "records": dict(sorted(self.counts.items()))})
 
     async def cars(self, user_id: str) -> list[Period]:
-        """The cars they drive: their Driver memberships (since they accepted the invitation) and the cars linked
-        to them (since their calendar link, else only the car's current state: no date, no history); and the cars
-        they drove before, for the time they drove them (shared/drivers/periods.py)."""
-        memberships = await driver_memberships(self.store, user_id)
-        link = await driver_link(self.store, user_id)
-        cars = {doc["vehicleId"] for doc in memberships if isinstance(doc.get("vehicleId"), str)}
-        query = "SELECT c.vehicleId, c.driver FROM c WHERE c.driver.userId = @u"
-        linked: set[str] = set()
-        for doc in await self.store.query(VEHICLES, query, {"@u": user_id}):
-            car = doc.get("vehicleId")
-            if isinstance(car, str) and _driver_of(doc) == user_id:
-                linked.add(car)
-        # a car whose membership a failed handover left them: their time ended when it named its next driver
-        ended: dict[str, str] = {}
-        for car in sorted(cars - linked):
-            stored = await self.store.read(VEHICLES, car, safe_id(car))
-            until = handover.departed(stored.document if stored is not None else None).get(user_id)
-            if until is not None:
-                ended[car] = until
-        driving = [Period(car, began(user_id, car, memberships, link), ended.get(car)) for car in cars | linked]
-        kept = [p for p in driving if p.until is None or p.since < p.until]
-        return merged([*kept, *await former_periods(self.store, user_id)])
+        return await cars_driven(self.store, user_id)
 
     async def records(self, user_id: str, cars: list[Period]) -> AsyncIterator[dict[str, Any]]:
         person = {"@u": user_id}
@@ -152,7 +130,7 @@ class DriverExport:
         v = {"@v": car.vehicle_id}
         stored = await self.store.read(VEHICLES, car.vehicle_id, safe_id(car.vehicle_id))  # ids are escaped
         current = car.until is None  # they drive it now: its undated state is theirs
-        if current and stored is not None and _driver_of(stored.document) == user_id:
+        if current and stored is not None and driver_of(stored.document) == user_id:
             # the car's calendar-aware driving state: routes from the car to this driver's next meetings
             travel = await self.store.read(TRAVEL, car.vehicle_id, TRAVEL_DOC_ID)
             if travel is not None and travel.document.get("kind") == KIND_TRAVEL:
@@ -194,12 +172,8 @@ class DriverExport:
         async for doc in self._all(GEOFENCE_EVENTS, where, v, car.vehicle_id):  # where the car crossed what
             if car.holds(doc.get("ts")):
                 yield _record(POSITION, GEOFENCE_EVENTS, car.vehicle_id, doc)
-        own = {"@k": KIND_VEHICLE_GEOFENCE, "@v": car.vehicle_id}
-        # the car's own places (home, work): the driver's whose period holds when its shape was set (a former
-        # driver's home stays theirs, never the next driver's; one set before any driver or undated is nobody's)
-        for doc in await self.store.query(TENANCY, OWN_GEOFENCES, own):
-            if doc.get("vehicleId") == car.vehicle_id and car.holds(placed_at(doc)):
-                yield _record(POSITION, TENANCY, car.vehicle_id, doc)
+        for doc in await placed_in(self.store, car):  # the car's own places (home, work) set in their time
+            yield _record(POSITION, TENANCY, car.vehicle_id, doc)
         async for doc in self._all(COMMANDS, f"{where} AND c.kind = @k", {**v, "@k": COMMAND_KIND}, car.vehicle_id):
             if doc.get("kind") == COMMAND_KIND and car.holds(doc.get("createdAt")):
                 # what was done to the car while they drove it; who sent it stays in the audit log (another person)
@@ -270,11 +244,6 @@ def _car_entry(car: Period) -> dict[str, Any]:
     if car.until is not None:
         entry["until"] = car.until
     return entry
-
-
-def _driver_of(vehicle: Mapping[str, Any]) -> str | None:
-    driver = vehicle.get("driver")
-    return driver.get("userId") if isinstance(driver, dict) else None
 
 
 def _actor(doc: Mapping[str, Any]) -> str | None:

@@ -21,6 +21,7 @@ from shared.containers import MEMBERSHIPS, TENANCY, VEHICLES
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers.link import DriverLink, DriverLinks
 from shared.drivers.periods import end_period
+from shared.drivers.places import forget_places
 from shared.errors import (
     AccessDeniedError,
     FeatureDisabledError,
@@ -283,7 +284,9 @@ class TenancyService:
         if doc.get("role") == Role.DRIVER.value and isinstance(vehicle_id, str) and vehicle_id:
             # a handover away from them that a failure cut short ends their time when it happened, not now
             await self.links.finish_handovers(vehicle_id)
-            await end_period(self.store, principal_id, vehicle_id, brand_id, canonical_time(self.clock()))
+            period = await end_period(self.store, principal_id, vehicle_id, brand_id, canonical_time(self.clock()))
+            if period is not None:  # the car's places set in their time leave with them (shared/drivers/places.py)
+                await forget_places(self.store, period)
             with contextlib.suppress(UnknownResourceError):  # the car was erased meanwhile: no link left to end
                 await self.links.unlink(vehicle_id, principal_id)
         await self.store.delete(MEMBERSHIPS, principal_id, membership)

@@ -249,3 +249,22 @@ async def test_erasing_the_car_unlinks_a_former_driver_whose_handover_was_cut_sh
     assert await fleet.store.read(CALENDARS, USER, DRIVER_ID) is None
     assert [d for d in of(fleet, USER) if d.get("vehicleId") == "car-001"] == []
     assert [job.reason for job, _ in fleet.queue.jobs if job.user_id == USER][-1] == "unlink"
+
+
+async def test_erasing_a_driver_deletes_the_cars_places_set_in_their_time_and_keeps_the_others(fleet: Fleet) -> None:
+    """Their home on the car they drive is theirs (in their export: shared/drivers/places.py), so it goes with
+    them; the car's place set before they drove it stays."""
+    shape = {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}
+    assert (
+        await fleet.call("PUT", "/api/vehicles/car-001/geofences/depot", body={"name": "D", "shape": shape})
+    ).status == 201
+    fleet.now += dt.timedelta(minutes=1)
+    await fleet.link_driver("car-001")
+    fleet.now += dt.timedelta(minutes=1)
+    assert (
+        await fleet.call("PUT", "/api/vehicles/car-001/geofences/home", body={"name": "H", "shape": shape})
+    ).status == 201
+    receipt = (await fleet.call("DELETE", f"/api/drivers/{USER}")).json
+    assert receipt["documents"].get("tenancy") == 1
+    listed = (await fleet.call("GET", "/api/vehicles/car-001/geofences")).json
+    assert [g["geofenceId"] for g in listed["items"]] == ["depot"]

@@ -389,27 +389,35 @@ async def test_a_driver_unlinked_by_the_operator_keeps_the_car_from_accepting_th
     assert [(d["kind"], d.get("role")) for d in stored] == [("drivingPeriod", None)]
 
 
-async def test_the_cars_own_geofences_are_the_driver_whose_time_they_were_set_in() -> None:
-    """A car's home and work (geofences of the car) are set by or for its driver: each goes to the driver whose
-    period holds when it was last set (`updatedAt`), the former driver's home to the former driver, never to the
-    next one; a place set before anyone drove the car is in neither export."""
+async def test_the_cars_own_places_are_the_driver_whose_time_they_were_set_in_and_leave_with_them() -> None:
+    """A car's home and work (geofences of the car) are set by or for its driver: each is the driver's whose
+    period holds when it was set (`placedAt`, else `updatedAt`). The former driver's home is in their export while
+    they drive, and leaves with them at the handover: never in the next driver's export, nor on the car for the
+    next driver to see (shared/drivers/places.py). A place set before anyone drove the car is nobody's and stays."""
     from shared.containers import TENANCY
     from shared.geofences.store import KIND_VEHICLE_GEOFENCE
 
     car = CARS[ALEX]
     store = await world(cars={ALEX: car})
     shape = {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}
-    for name, at in (("depot", iso(-7200)), ("alex-home", iso(5 * 60)), ("megan-home", iso(45 * 60))):
+
+    async def place(name: str, at: str) -> None:
         await store.upsert(TENANCY, {"id": f"geofence@{car}:{name}", "brandId": "contoso", "geofenceId": name,
                                      "kind": KIND_VEHICLE_GEOFENCE, "vehicleId": car, "name": name, "shape": shape,
                                      "updatedAt": at})  # fmt: skip
-    await handover(store, car)
 
     def places(lines: list[dict[str, Any]]) -> list[str]:
         return [r["record"]["geofenceId"] for r in lines if r.get("source") == TENANCY]
 
-    assert places(await export(store, ALEX)) == ["alex-home"], "the former driver's home is not in their export"
+    await place("depot", iso(-7200))
+    await place("alex-home", iso(5 * 60))
+    assert places(await export(store, ALEX)) == ["alex-home"]
+    await handover(store, car)
+    await place("megan-home", iso(45 * 60))
+    assert places(await export(store, ALEX)) == [], "the former driver's home outlived his time with the car"
     assert places(await export(store, MEGAN)) == ["megan-home"], "the former driver's home is in the next's export"
+    on_car = await store.query(TENANCY, "SELECT * FROM c WHERE c.vehicleId = @v", {"@v": car})
+    assert sorted(d["geofenceId"] for d in on_car if d.get("vehicleId") == car) == ["depot", "megan-home"]
 
 
 # ---- a handover through the tenancy service: invitations accepted, a membership revoked, a handover that fails --
@@ -602,32 +610,37 @@ async def test_erasing_a_former_driver_whose_handover_is_unfinished_takes_his_en
     assert car.document["driver"]["userId"] == MEGAN, "erasing the former driver unlinked the car's driver"
 
 
-async def test_a_cars_place_renamed_by_an_admin_after_a_handover_stays_the_former_drivers() -> None:
-    """A car's place belongs to the driver whose period holds when its shape was set (`placedAt`): an admin who
-    renames Alex's home after Megan took the car does not hand it to her; a new shape set in her time is hers."""
+async def test_a_place_renamed_in_a_drivers_time_stays_whose_it_was_and_a_new_shape_is_theirs() -> None:
+    """The car's depot, set before anyone drove it, renamed by an admin while Alex drives: it stays nobody's
+    (`placedAt` kept) and stays on the car after his handover. His home goes with him, and so does the depot's new
+    shape set in his time: the next driver, Megan, finds only what is nobody's."""
     from shared.geofences.service import GeofenceService
+    from tests.fleet_support import BRAND, FLEET
 
     brand = Brand()
-    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    await brand.fleet.register(BRAND, FLEET, [brand.car])
     fences = GeofenceService(brand.store, lambda: brand.now)
     circle: dict[str, Any] = {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}
-    home: dict[str, Any] = {"name": "home", "shape": circle}
+    depot: dict[str, Any] = {"name": "depot", "shape": circle}
+    brand.now = T0 - dt.timedelta(hours=2)
+    await fences.put_vehicle_geofence(brand.car, "depot", depot)
+    await fences.put_vehicle_geofence(brand.car, "gate", {"name": "gate", "shape": circle})
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
     brand.now = T0 - dt.timedelta(minutes=30)
-    await fences.put_vehicle_geofence(brand.car, "home", home)
-    await brand.accept(MEGAN, T0 + HANDOVER)
+    await fences.put_vehicle_geofence(brand.car, "home", {"name": "home", "shape": {**circle, "radiusM": 50}})
+    await fences.put_vehicle_geofence(brand.car, "depot", {**depot, "name": "Depot (north gate)"})
+    await fences.put_vehicle_geofence(brand.car, "gate", {"name": "gate", "shape": {**circle, "radiusM": 20}})
 
     async def places(user: str) -> list[str]:
         archive = DriverExport(brand.store, default_categories().category_of, lambda: NOW)
         lines = [orjson.loads(line) async for line in archive.lines(user)]
-        return [r["record"]["name"] for r in lines if r.get("source") == "tenancy"]
+        return sorted(r["record"]["name"] for r in lines if r.get("source") == "tenancy")
 
-    brand.now = T0 + dt.timedelta(hours=2)
-    await fences.put_vehicle_geofence(brand.car, "home", {**home, "name": "Alex's home"})
-    assert await places(ALEX) == ["Alex's home"]
-    assert await places(MEGAN) == [], "renaming the former driver's place handed it to the next driver"
-    brand.now = T0 + dt.timedelta(hours=3)
-    await fences.put_vehicle_geofence(brand.car, "home", {**home, "shape": {**circle, "center": [13.5, 52.6]}})
-    assert (await places(ALEX), await places(MEGAN)) == ([], ["home"])
+    assert await places(ALEX) == ["gate", "home"]
+    await brand.accept(MEGAN, T0 + HANDOVER)
+    listed = await fences.list_vehicle_geofences(brand.car)
+    assert [g["name"] for g in listed["items"]] == ["Depot (north gate)"], "the former driver's places are on the car"
+    assert (await places(ALEX), await places(MEGAN)) == ([], [])
 
 
 def is_period(doc: Any) -> bool:
