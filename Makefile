@@ -81,8 +81,9 @@ integration: setup
 infra-check: $(STAMP_PY) $(STAMP_INFRA)
 	$(PY) -m pytest tests/infra -q
 
+# --durations: CI prints the slowest tests, so the suite's time (kept well under 30 minutes) is watched run by run
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 	TELEMETRY_COMPILED=false $(PY) -m pytest -q -p no:randomly -m interpreted
 
 bench: setup
