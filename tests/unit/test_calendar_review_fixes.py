@@ -270,3 +270,34 @@ def test_jitter_is_bounded() -> None:
     assert all(1 <= jittered(1) <= 6 for _ in range(50))
     assert all(600 <= jittered(600) <= 630 for _ in range(50))
     assert jittered(3600) == 3600
+
+
+# ---- a handover a failure cut short (shared/drivers/handover.py) ------------------------------------------------
+
+
+async def test_a_departed_drivers_sync_sends_nothing_to_the_car_their_link_still_names(world: World) -> None:
+    """The car named its next driver, and the failure came before the former driver's link went: the former
+    driver's sync goes on (their calendar is theirs) but their agenda no longer goes to the car, whose twin keeps
+    the next driver's."""
+    from shared.containers import VEHICLES
+    from tests.calendar_support import VEHICLE
+
+    # GIVEN the driver's agenda on the car, then the car handed to another driver, their link left naming it
+    t = world.clock.now
+    world.sandbox.add_event(USER, "theirs", t + HOUR, t + 2 * HOUR)
+    await world.sync().run(job())
+    assert [e["subject"] for e in world.agenda()["events"]] == ["theirs"]
+    stored = await world.store.read(VEHICLES, VEHICLE, VEHICLE)
+    assert stored is not None
+    handed = {**stored.document, "driver": {"userId": "0f9b8e2d-6c1a-4f57-8d3e-5a7b9c1d2e02"},
+              "handovers": [{"userId": USER, "profile": None, "at": canonical_time(t)}]}  # fmt: skip
+    await world.store.replace(VEHICLES, handed, stored.etag)
+    world.gateway.desired[VEHICLE]["agenda"] = {"events": [], "owner": "the next driver's"}
+    # WHEN their calendar changes and their sync runs (a full one too: it sends whatever the stored hash says)
+    world.sandbox.add_event(USER, "theirs too", t + 3 * HOUR, t + 4 * HOUR)
+    for again in (job(), job(full=True)):
+        report = await world.sync().run(again)
+        assert report.outcome == "synced"
+    # THEN their calendar is synced, and the car's twin is the next driver's still
+    assert sorted(e["subject"] for e in (await world.events()).values()) == ["theirs", "theirs too"]
+    assert world.agenda() == {"events": [], "owner": "the next driver's"}
