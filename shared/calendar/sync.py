@@ -43,9 +43,10 @@ from shared.calendar.documents import (
 )
 from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.calendar.subscriptions import SubscriptionManager
-from shared.containers import CALENDARS, VEHICLES
+from shared.containers import CALENDARS
 from shared.cost import graph_calls
-from shared.device_messages import canonical_time, safe_id
+from shared.device_messages import canonical_time
+from shared.drivers.driven import drives
 from shared.errors import ConflictError, DeviceNotFoundError, NotFoundError, PreconditionFailedError
 from shared.graph.access import is_delegated_user
 from shared.graph.base import GraphClient
@@ -285,9 +286,7 @@ class CalendarSync:
                 await self._follow_up(job)
 
     async def _drives(self, user: str, vehicle_id: str) -> bool:
-        stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-        driver = stored.document.get("driver") if stored is not None else None
-        return isinstance(driver, dict) and driver.get("userId") == user
+        return await drives(self.store, vehicle_id, user)
 
     async def _push_agenda(
         self,

@@ -14,28 +14,39 @@ from shared.stores.base import DocumentStore
 
 
 async def cars_driven(store: DocumentStore, user_id: str) -> list[Period]:
-    """The cars they drive: their Driver memberships (since they accepted the invitation) and the cars linked to
-    them (since their calendar link, else only the car's current state: no date, no history); and the cars they
-    drove before, for the time they drove them (shared/drivers/periods.py)."""
+    """The cars that name them as their driver (since they accepted the invitation or were linked, whichever came
+    first; with neither, a driver account signed in at the car: only the car's current state, no date, no
+    history); a car whose handover away from them is unfinished, until it; and the cars they drove before, for the
+    time they drove them (shared/drivers/periods.py)."""
     memberships = await driver_memberships(store, user_id)
     link = await driver_link(store, user_id)
-    cars = {doc["vehicleId"] for doc in memberships if isinstance(doc.get("vehicleId"), str)}
     query = "SELECT c.vehicleId, c.driver FROM c WHERE c.driver.userId = @u"
     linked: set[str] = set()
     for doc in await store.query(VEHICLES, query, {"@u": user_id}):
         car = doc.get("vehicleId")
         if isinstance(car, str) and driver_of(doc) == user_id:
             linked.add(car)
-    # a car whose membership a failed handover left them: their time ended when it named its next driver
+    # A car their membership or link names but that does not name them: one whose handover away from them a
+    # failure cut short (their time ended when it named its next driver), else one they never became the driver
+    # of (an acceptance cut short before the car named them), whose data is another driver's.
+    named = {doc["vehicleId"] for doc in memberships if isinstance(doc.get("vehicleId"), str)}
+    if link is not None and isinstance(link.get("vehicleId"), str):
+        named.add(link["vehicleId"])
     ended: dict[str, str] = {}
-    for car in sorted(cars - linked):
+    for car in sorted(named - linked):
         stored = await store.read(VEHICLES, car, safe_id(car))
         until = handover.departed(stored.document if stored is not None else None).get(user_id)
         if until is not None:
             ended[car] = until
-    driving = [Period(car, began(user_id, car, memberships, link), ended.get(car)) for car in cars | linked]
+    driving = [Period(car, began(user_id, car, memberships, link), ended.get(car)) for car in linked | set(ended)]
     kept = [p for p in driving if p.until is None or p.since < p.until]
     return merged([*kept, *await former_periods(store, user_id)])
+
+
+async def drives(store: DocumentStore, vehicle_id: str, user_id: str) -> bool:
+    """Whether the car names the user as its driver now (one point read)."""
+    stored = await store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+    return stored is not None and driver_of(stored.document) == user_id
 
 
 def driver_of(vehicle: Mapping[str, Any]) -> str | None:

@@ -26,6 +26,7 @@ from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers import handover
+from shared.drivers.driven import drives
 from shared.errors import InvalidRequestError, IoTHubError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
 from shared.stores.base import Document, DocumentStore, strip_system_properties
@@ -153,6 +154,9 @@ class DriverLinks:
 
         # Their link first, the car's naming them next: a handover racing this one that names its driver after
         # us finds our link there and removes it with the rest of our leaving, instead of our writing it after.
+        # Linked again to the car they drive (a change of consent, a second invitation): their time with it goes
+        # on, so the link keeps its date (it dates that time: shared/drivers/periods.py).
+        linked_at = await self._linked_since(vehicle_id, link.user_id) or now
         await self.store.upsert(
             CALENDARS,
             {
@@ -163,14 +167,14 @@ class DriverLinks:
                 "upn": link.upn,
                 "timeZone": link.time_zone,
                 "consent": link.consent(),
-                "linkedAt": now,
+                "linkedAt": linked_at,
             },
         )
         try:
             await self._update(vehicle_id, change)
         except UnknownResourceError:  # the car went (erased) meanwhile: no link to it is left behind
             stored = await self.store.read(CALENDARS, link.user_id, DRIVER_ID)
-            if stored is not None and stored.document.get("linkedAt") == now:
+            if stored is not None and stored.document.get("linkedAt") == linked_at:
                 await self.store.delete(CALENDARS, link.user_id, DRIVER_ID)
             raise
         await self.finish_handovers(vehicle_id)
@@ -178,6 +182,19 @@ class DriverLinks:
         await self.queue.enqueue(SyncJob(link.user_id, "link", full=True))
         await self._consent_changed(vehicle_id)
         return {"vehicleId": vehicle_id, "driver": link.driver(), "consent": link.consent()}
+
+    async def _linked_since(self, vehicle_id: str, user_id: str) -> str | None:
+        """When the user's link to the car they drive now was made; None if the car does not name them or no link
+        of theirs names the car."""
+        if not await drives(self.store, vehicle_id, user_id):
+            return None
+        before = await self.store.read(CALENDARS, user_id, DRIVER_ID)
+        kept = before.document.get("linkedAt") if before is not None else None
+        return (
+            kept
+            if isinstance(kept, str) and before is not None and before.document.get("vehicleId") == vehicle_id
+            else None
+        )
 
     async def finish_handovers(self, vehicle_id: str) -> None:
         """Finish what a failure left of the car's earlier handovers (shared/drivers/handover.py): before anything

@@ -163,7 +163,8 @@ class GeofenceService:
     ) -> tuple[dict[str, Any], bool]:
         """Create or replace (True when created); a new one only while its fleet or car has room. `placedAt`: when
         its shape (where it is) was last set, kept by an edit of anything else; a car's place belongs to the driver
-        whose period holds then (shared/privacy/export.py), so renaming it later does not hand it to another."""
+        whose period holds then and leaves with them (shared/drivers/places.py), so renaming it later does not
+        hand it to another."""
         now = self._now()
         document = geofence_document(fence, brand_id, fleet_id, now)
         stored = await self.store.read(TENANCY, brand_id, document["id"])

@@ -235,7 +235,10 @@ class Eraser:
         """The driver's calendar data, meetings (in Graph too) and Graph subscription, their memberships, their
         cars' meeting request records and their object id in the audit log; unlinked from every car."""
         receipt = ErasureReceipt("driver", user_id, canonical_time(self.clock()))
-        driven = await cars_driven(self.store, user_id)  # before what dates their time with each car goes
+        # The cars' places set in their time (their home, their work: shared/drivers/places.py), first: what dates
+        # that time (their link, their memberships) goes below, so a retry after a failure could not find them.
+        for period in await cars_driven(self.store, user_id):
+            receipt.documents[TENANCY] += await forget_places(self.store, period)
         from shared.accounts.erasure import forget_account
 
         # A driver signed in from cars: their name and username leave those cars' profiles (and twins) first.
@@ -274,9 +277,6 @@ class Eraser:
             for d in await self.store.query(container, query, {"@u": user_id}):
                 if d.get("userId") == user_id and await self.store.delete(container, str(d["vehicleId"]), d["id"]):
                     receipt.documents[container] += 1
-        # The cars' places set in their time (their home, their work: shared/drivers/places.py).
-        for period in driven:
-            receipt.documents[TENANCY] += await forget_places(self.store, period)
         # Their memberships (they drive no car any more) and their object id in the audit log.
         # Cars whose handover away from them is unfinished name them (shared/drivers/handover.py): rare, indexed.
         query = "SELECT c.vehicleId, c.handovers FROM c WHERE ARRAY_CONTAINS(c.handovers, @h, true)"

@@ -79,7 +79,6 @@ NOT_EXPORTED: Final = {
     SIGNINS: "the car's driver profiles name other drivers' accounts and hold sealed sign-in flows (secrets); the "
     "driver's own account is exported from `calendars` (kind `account`, without its sealed token cache)",
 }
-# A car's own geofences (a driver's home and work), kept with its brand's (shared/geofences/store.py).
 
 
 class DriverExport:
