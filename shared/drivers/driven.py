@@ -14,31 +14,35 @@ from shared.stores.base import DocumentStore
 
 
 async def cars_driven(store: DocumentStore, user_id: str) -> list[Period]:
-    """The cars that name them as their driver (since they accepted the invitation or were linked, whichever came
-    first; with neither, a driver account signed in at the car: only the car's current state, no date, no
-    history); a car whose handover away from them is unfinished, until it; and the cars they drove before, for the
-    time they drove them (shared/drivers/periods.py)."""
+    """The cars that name them as their driver, since they named them (`driver.since`; for a car named before
+    that was recorded, since they accepted the invitation or were linked, whichever came first; with neither, a
+    driver account signed in at the car: only the car's current state, no date, no history); a car whose handover
+    away from them is unfinished, until it; and the cars they drove before, for the time they drove them
+    (shared/drivers/periods.py)."""
     memberships = await driver_memberships(store, user_id)
     link = await driver_link(store, user_id)
+
+    def since(car: str, recorded: object) -> str:
+        return recorded if isinstance(recorded, str) else began(user_id, car, memberships, link)
+
     query = "SELECT c.vehicleId, c.driver FROM c WHERE c.driver.userId = @u"
-    linked: set[str] = set()
+    driving: list[Period] = []
     for doc in await store.query(VEHICLES, query, {"@u": user_id}):
         car = doc.get("vehicleId")
         if isinstance(car, str) and driver_of(doc) == user_id:
-            linked.add(car)
+            driving.append(Period(car, since(car, doc["driver"].get(handover.SINCE))))
     # A car their membership or link names but that does not name them: one whose handover away from them a
     # failure cut short (their time ended when it named its next driver), else one they never became the driver
     # of (an acceptance cut short before the car named them), whose data is another driver's.
     named = {doc["vehicleId"] for doc in memberships if isinstance(doc.get("vehicleId"), str)}
     if link is not None and isinstance(link.get("vehicleId"), str):
         named.add(link["vehicleId"])
-    ended: dict[str, str] = {}
-    for car in sorted(named - linked):
+    for car in sorted(named - {p.vehicle_id for p in driving}):
         stored = await store.read(VEHICLES, car, safe_id(car))
-        until = handover.departed(stored.document if stored is not None else None).get(user_id)
-        if until is not None:
-            ended[car] = until
-    driving = [Period(car, began(user_id, car, memberships, link), ended.get(car)) for car in linked | set(ended)]
+        vehicle = stored.document if stored is not None else {}
+        left = [e for e in handover.pending(vehicle) if e["userId"] == user_id]  # oldest first
+        if left and driver_of(vehicle) != user_id:
+            driving.append(Period(car, since(car, left[0].get(handover.SINCE)), left[0]["at"]))
     kept = [p for p in driving if p.until is None or p.since < p.until]
     return merged([*kept, *await former_periods(store, user_id)])
 

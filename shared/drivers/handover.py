@@ -6,7 +6,8 @@ period recorded (shared/drivers/periods.py), the car's places set in it deleted 
 link or their account's agenda off the car, their Driver membership dropped. So the same conditional write
 records the former driver in the vehicle document's `handovers`:
 
-    "handovers": [{"userId": "<former driver's object id>", "profile": null, "at": "2026-12-07T14:00:00.000Z"}]
+    "handovers": [{"userId": "<former driver's object id>", "profile": null, "at": "2026-12-07T14:00:00.000Z",
+                   "since": "2026-12-01T08:00:00.000Z"}]
 
 and an entry goes only once all of that is done (`finish`). A retry, and anything that later names, drops or
 revokes a driver of the car (a link, an accepted invitation, a sign-in at the car, an unlink, a revoked Driver
@@ -35,17 +36,31 @@ from shared.tenancy.documents import membership_id
 from shared.vehicle_updates import update_vehicle
 
 HANDOVERS: Final = "handovers"
+SINCE: Final = "since"  # on the car's `driver` and on an entry: when that driver began driving the car
 
 MAX_ROUNDS: Final = 32  # entries finished by one call; more means other writers keep adding: the caller retries
 Leave = Callable[[Mapping[str, Any]], Awaitable[None]]  # a former driver's entry (`userId`, `profile`): off the car
 
 
+def driving_since(previous: object, user_id: str, now: str) -> str | None:
+    """When the driver a vehicle update names (`user_id`, replacing `previous`) began driving the car: the same
+    person goes on from their `since` (None for one named before it was recorded: their membership and link date
+    them, shared/drivers/periods.py `began`), anyone else from now. Decided inside the conditional write, so a
+    handover racing it cannot leave a date older than the car's naming them."""
+    if isinstance(previous, dict) and previous.get("userId") == user_id:
+        since = previous.get(SINCE)
+        return since if isinstance(since, str) else None
+    return now
+
+
 def mark(doc: Document, previous: object, new_user: str | None, at: str) -> None:
     """Inside the vehicle update that names `new_user` (None: the car keeps no driver): record the driver it
-    replaces, if any other."""
+    replaces, if any other, with when they began driving it (`since`, if recorded)."""
     if not isinstance(previous, dict) or not previous.get("userId") or previous["userId"] == new_user:
         return
     entry = {"userId": str(previous["userId"]), "profile": previous.get("profile"), "at": at}
+    if isinstance(previous.get(SINCE), str):
+        entry[SINCE] = previous[SINCE]
     doc[HANDOVERS] = [*pending(doc), entry]  # short: whatever names a driver finishes the earlier ones first
 
 
@@ -87,7 +102,10 @@ async def finish(store: DocumentStore, vehicle_id: str, leave: Leave) -> None:
         entry, driver = entries[0], doc.get("driver")
         user = entry["userId"]
         if not (isinstance(driver, dict) and driver.get("userId") == user):
-            period = await end_period(store, user, vehicle_id, doc.get("brandId"), entry["at"])
+            since = entry.get(SINCE)
+            period = await end_period(
+                store, user, vehicle_id, doc.get("brandId"), entry["at"], since if isinstance(since, str) else None
+            )
             if period is not None:  # before their link goes: it dates the period
                 await forget_places(store, period)
             await leave(entry)

@@ -26,7 +26,6 @@ from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers import handover
-from shared.drivers.driven import drives
 from shared.errors import InvalidRequestError, IoTHubError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
 from shared.stores.base import Document, DocumentStore, strip_system_properties
@@ -149,14 +148,12 @@ class DriverLinks:
         now = canonical_time(self.clock())
 
         def change(doc: Document) -> None:
-            handover.mark(doc, doc.get("driver"), link.user_id, now)
-            _set(doc, link)
+            previous = doc.get("driver")
+            handover.mark(doc, previous, link.user_id, now)
+            _set(doc, link, handover.driving_since(previous, link.user_id, now))
 
         # Their link first, the car's naming them next: a handover racing this one that names its driver after
         # us finds our link there and removes it with the rest of our leaving, instead of our writing it after.
-        # Linked again to the car they drive (a change of consent, a second invitation): their time with it goes
-        # on, so the link keeps its date (it dates that time: shared/drivers/periods.py).
-        linked_at = await self._linked_since(vehicle_id, link.user_id) or now
         await self.store.upsert(
             CALENDARS,
             {
@@ -167,14 +164,14 @@ class DriverLinks:
                 "upn": link.upn,
                 "timeZone": link.time_zone,
                 "consent": link.consent(),
-                "linkedAt": linked_at,
+                "linkedAt": now,
             },
         )
         try:
             await self._update(vehicle_id, change)
         except UnknownResourceError:  # the car went (erased) meanwhile: no link to it is left behind
             stored = await self.store.read(CALENDARS, link.user_id, DRIVER_ID)
-            if stored is not None and stored.document.get("linkedAt") == linked_at:
+            if stored is not None and stored.document.get("linkedAt") == now:
                 await self.store.delete(CALENDARS, link.user_id, DRIVER_ID)
             raise
         await self.finish_handovers(vehicle_id)
@@ -183,19 +180,6 @@ class DriverLinks:
         await self._consent_changed(vehicle_id)
         return {"vehicleId": vehicle_id, "driver": link.driver(), "consent": link.consent()}
 
-    async def _linked_since(self, vehicle_id: str, user_id: str) -> str | None:
-        """When the user's link to the car they drive now was made; None if the car does not name them or no link
-        of theirs names the car."""
-        if not await drives(self.store, vehicle_id, user_id):
-            return None
-        before = await self.store.read(CALENDARS, user_id, DRIVER_ID)
-        kept = before.document.get("linkedAt") if before is not None else None
-        return (
-            kept
-            if isinstance(kept, str) and before is not None and before.document.get("vehicleId") == vehicle_id
-            else None
-        )
-
     async def finish_handovers(self, vehicle_id: str) -> None:
         """Finish what a failure left of the car's earlier handovers (shared/drivers/handover.py): before anything
         else names or drops one of its drivers, so a former driver's time ends when it did, not then."""
@@ -203,9 +187,9 @@ class DriverLinks:
 
     async def unlink(self, vehicle_id: str, user_id: str | None = None) -> bool:
         """False when the vehicle had no driver (answered 404), or `user_id` is given and is not its driver (the
-        check is part of the conditional write: a driver who linked meanwhile stays). The caller records the time
-        the driver drove the car (`periods.end_period`) before what dates it goes: shared/tenancy/service.py does,
-        before the Driver membership; an erasure of the driver has nothing to keep."""
+        check is part of the conditional write: a driver who linked meanwhile stays). The write records their
+        leaving, which the handover finishes: their time recorded, the car's places set in it deleted, their link
+        and Driver membership gone (shared/drivers/handover.py)."""
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
         driver = stored.document.get("driver") if stored is not None else None
         if not isinstance(driver, dict) or not driver or (user_id is not None and driver.get("userId") != user_id):
@@ -326,8 +310,8 @@ async def exclude_car(store: DocumentStore, account_id: str, vehicle_id: str) ->
         return
 
 
-def _set(doc: Document, link: DriverLink) -> None:
-    doc["driver"] = link.driver()
+def _set(doc: Document, link: DriverLink, since: str | None) -> None:
+    doc["driver"] = link.driver() if since is None else {**link.driver(), handover.SINCE: since}
     doc["consent"] = link.consent()
 
 

@@ -1,10 +1,12 @@
 """When a person drove a car: what their export (shared/privacy/export.py) holds of the car's data.
 
-While they drive it, their period is dated by what makes them its driver: their Driver membership for the car
-(`grantedAt`, when they accepted the invitation) and their link (`linkedAt`); the earlier of the two is its start
-(`began`). Both go when they leave the car (replaced by another driver, unlinked), so the period is recorded
-then, before they go (`end_period`): one small document in the memberships container, in the former driver's
-partition, so it goes with them:
+While they drive it, their period starts when the car named them: the vehicle document's `driver.since`,
+written by the same conditional write that names them and kept while the same person is named again (a change of
+consent, a second invitation; shared/drivers/handover.py `driving_since`). A car named its driver before `since`
+was recorded: then their Driver membership for the car (`grantedAt`, when they accepted the invitation) and their
+link (`linkedAt`) date it, the earlier of the two (`began`). Those go when they leave the car (replaced by
+another driver, unlinked), so the period is recorded then, before they go (`end_period`): one small document
+in the memberships container, in the former driver's partition, so it goes with them:
 
     {"id": "drove|car-042|2026-12-01T08:00:00.000Z", "kind": "drivingPeriod", "principalId": "<their object id>",
      "brandId": "contoso", "vehicleId": "car-042", "since": "2026-12-01T08:00:00.000Z",
@@ -83,12 +85,13 @@ async def driver_link(store: DocumentStore, user_id: str) -> Document | None:
 
 
 async def end_period(
-    store: DocumentStore, user_id: str, vehicle_id: str, brand_id: object, until: str
+    store: DocumentStore, user_id: str, vehicle_id: str, brand_id: object, until: str, since: str | None = None
 ) -> Period | None:
     """The user no longer drives the car (of `brand_id`) from `until` on: their period is recorded, and returned
-    (None: it has no known start). Call it before their Driver membership and link go (they date its start).
-    Idempotent."""
-    since = began(user_id, vehicle_id, await driver_memberships(store, user_id), await driver_link(store, user_id))
+    (None: it has no known start). It starts at `since` (the car's `driver.since`) when given; else call it before
+    their Driver membership and link go (they date its start). Idempotent."""
+    if since is None:
+        since = began(user_id, vehicle_id, await driver_memberships(store, user_id), await driver_link(store, user_id))
     if since >= until:  # no known start (UNKNOWN), or nothing between
         return None
     doc: Document = {

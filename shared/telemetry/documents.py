@@ -312,6 +312,7 @@ class DriverRef(TypedDict):
     userId: str
     upn: str
     timeZone: str
+    since: NotRequired[str]  # when the car named them (a linked driver: shared/drivers/handover.py driving_since)
     profile: NotRequired[str]
     account: NotRequired[DriverAccountRef]
 

@@ -19,7 +19,6 @@ from shared.auth.access import Access
 from shared.auth.policy import Role
 from shared.containers import MEMBERSHIPS, TENANCY, VEHICLES
 from shared.device_messages import canonical_time, safe_id
-from shared.drivers.driven import drives
 from shared.drivers.link import DriverLink, DriverLinks
 from shared.errors import (
     AccessDeniedError,
@@ -266,26 +265,14 @@ class TenancyService:
             "grantedBy": access.principal.object_id,
             "grantedAt": canonical_time(self.clock()),
         }
-        if role is Role.DRIVER and vehicle_id is not None:
-            # A driver accepting a second invitation to the car they drive keeps the first date: their Driver
-            # membership dates their time with it (shared/drivers/periods.py), which goes on.
-            doc["grantedAt"] = await self._driving_since(principal_id, doc["id"], vehicle_id) or doc["grantedAt"]
         await self.store.upsert(MEMBERSHIPS, doc)
         return {"membershipId": doc["id"], **_public(doc)}
-
-    async def _driving_since(self, principal_id: str, membership: str, vehicle_id: str) -> str | None:
-        """When the Driver membership of the car they drive now was granted; None if the car does not name them."""
-        if not await drives(self.store, vehicle_id, principal_id):
-            return None
-        stored = await self.store.read(MEMBERSHIPS, principal_id, membership)
-        granted = stored.document.get("grantedAt") if stored is not None else None
-        return granted if isinstance(granted, str) else None
 
     async def delete_member(self, brand_id: str, principal_id: str, membership: str) -> None:
         """Revoke a membership of this brand; one of another brand (or none) is 404, and so is anything else in the
         principal's partition (the record of the time they drove a car is their export's, not a grant to revoke).
         A Driver who still drives the car is unlinked first, as unlink does: the write that drops them records
-        their leaving, which records their time with the car (their membership dates it), deletes the car's places
+        their leaving, which records their time with the car (since the car named them), deletes the car's places
         set in it, removes their link and drops the membership (shared/drivers/handover.py); a failure in between
         is finished by a retry or by whatever next names or drops a driver of the car. A Driver membership of
         someone the car does not name dates no time with it (an acceptance cut short before the car named them):

@@ -238,3 +238,64 @@ async def test_erasure_receipt_counts_places_of_an_invited_driver() -> None:
     receipt = await eraser(brand).erase_driver(ALEX)
     assert await places(brand) == []
     assert receipt.documents[TENANCY] == 1, f"receipt: {dict(receipt.documents)}"
+
+
+async def test_a_cut_short_members_time_starts_when_the_car_names_them_and_staffs_place_stays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Megan's acceptance fails on the write that names her (her membership, granted T0+30m, stays); staff set the
+    car's depot while nobody drives it; she links herself at T0+2h. Her time starts then (`driver.since`), not at
+    the failed grant, so revoking her later leaves the depot on the car."""
+    from shared.drivers.driven import cars_driven
+    from tests.factories import iso
+
+    def names_megan(doc: Any, *rest: Any) -> bool:
+        return isinstance(doc, dict) and (doc.get("driver") or {}).get("userId") == MEGAN
+
+    brand = Brand()
+    await brand.fleet.register(BRAND, FLEET, [brand.car])
+    await megan_accepts_and_a_write_fails(brand, monkeypatch, "replace", names_megan)
+    assert await cars_driven(brand.store, MEGAN) == []
+    fences = GeofenceService(brand.store, lambda: brand.now)
+    brand.now = T0 + dt.timedelta(minutes=40)
+    await fences.put_vehicle_geofence(brand.car, "depot", {"name": "depot", "shape": CIRCLE})
+    brand.now = T0 + dt.timedelta(hours=2)
+    await brand.tenancy.link_self(brand.person(MEGAN), brand.car, "UTC", False, True)
+    assert [(p.since, p.until) for p in await cars_driven(brand.store, MEGAN)] == [(iso(2 * 3600), None)]
+    brand.now = T0 + dt.timedelta(hours=3)
+    await brand.tenancy.delete_member(BRAND, MEGAN, membership_id(Role.DRIVER, BRAND, None, brand.car))
+    assert await places(brand) == ["depot"]
+
+
+async def test_a_relink_racing_a_handover_starts_a_new_time_with_the_car() -> None:
+    """Alex is linked again (a time zone change) while Megan's link takes the car between his reading it and his
+    writing it: his write names him anew, from then (the date is decided inside the conditional write), so his
+    home set afterwards leaves with him when Megan takes the car for good, and both his times are his."""
+    from shared.drivers.driven import cars_driven
+    from tests.factories import iso
+
+    brand = Brand()
+    await brand.fleet.register(BRAND, FLEET, [brand.car])
+    brand.now = T0
+    await brand.links.link(brand.car, linking(ALEX))
+    fences = GeofenceService(brand.store, lambda: brand.now)
+    real = brand.store.upsert
+    raced = [False]
+
+    async def racing(container: str, doc: Any, *rest: Any) -> Any:
+        if doc.get("kind") == "driver" and doc.get("userId") == ALEX and not raced[0]:
+            raced[0] = True
+            await brand.links.link(brand.car, linking(MEGAN))
+        return await real(container, doc, *rest)
+
+    brand.store.upsert = racing  # type: ignore[method-assign]
+    brand.now = T0 + dt.timedelta(minutes=20)
+    await brand.links.link(brand.car, linking(ALEX, timeZone="Europe/Berlin"))
+    brand.store.upsert = real  # type: ignore[method-assign]
+    brand.now = T0 + dt.timedelta(minutes=50)
+    await fences.put_vehicle_geofence(brand.car, "alex-home", {"name": "home", "shape": CIRCLE})
+    brand.now = T0 + dt.timedelta(minutes=60)
+    await brand.links.link(brand.car, linking(MEGAN))
+    assert await places(brand) == []
+    periods = [(p.since, p.until) for p in await cars_driven(brand.store, ALEX)]
+    assert periods == [(iso(0), iso(60 * 60))]  # his two times, back to back (Megan held the car for no time)

@@ -468,7 +468,7 @@ class Brand:
 async def test_a_brand_admin_cannot_delete_the_record_of_the_time_a_driver_drove_a_car() -> None:
     """The record (kind drivingPeriod) sits in the driver's partition of memberships, with the brand and an id of
     the membership pattern: the route that revokes memberships must not take it (it would shrink the driver's
-    export, their right of access); revoking a Driver membership there records the time first, as unlink does."""
+    export, their right of access); revoking a Driver membership there unlinks the driver: the handover records the time."""
     from shared.auth.policy import Role
     from shared.drivers.periods import former_periods, period_id
     from shared.errors import UnknownResourceError
@@ -561,7 +561,7 @@ async def test_a_handover_cut_short_is_finished_by_a_retry_and_meanwhile_the_for
     car = await brand.store.read("vehicles", brand.car, brand.car)
     assert car is not None
     assert car.document["driver"]["userId"] == MEGAN
-    assert car.document[HANDOVERS] == [{"userId": ALEX, "profile": None, "at": iso(30 * 60)}]
+    assert car.document[HANDOVERS] == [{"userId": ALEX, "profile": None, "at": iso(30 * 60), "since": iso(-3600)}]
     assert ("membership", "Driver") in await brand.memberships(ALEX), "the failure left Alex's membership"
 
     async def nobody(_: str | None) -> Any:
