@@ -154,6 +154,10 @@ class DriverLinks:
 
         # Their link first, the car's naming them next: a handover racing this one that names its driver after
         # us finds our link there and removes it with the rest of our leaving, instead of our writing it after.
+        # Linked again to a car that named them before `since` was recorded: the link keeps its date, which dates
+        # their time (shared/drivers/periods.py `began`). Should a handover race this, the write names them anew
+        # and `since` (now) dates them instead.
+        linked_at = await self._legacy_linked_at(vehicle_id, link.user_id) or now
         await self.store.upsert(
             CALENDARS,
             {
@@ -164,14 +168,14 @@ class DriverLinks:
                 "upn": link.upn,
                 "timeZone": link.time_zone,
                 "consent": link.consent(),
-                "linkedAt": now,
+                "linkedAt": linked_at,
             },
         )
         try:
             await self._update(vehicle_id, change)
         except UnknownResourceError:  # the car went (erased) meanwhile: no link to it is left behind
             stored = await self.store.read(CALENDARS, link.user_id, DRIVER_ID)
-            if stored is not None and stored.document.get("linkedAt") == now:
+            if stored is not None and stored.document.get("linkedAt") == linked_at:
                 await self.store.delete(CALENDARS, link.user_id, DRIVER_ID)
             raise
         await self.finish_handovers(vehicle_id)
@@ -179,6 +183,17 @@ class DriverLinks:
         await self.queue.enqueue(SyncJob(link.user_id, "link", full=True))
         await self._consent_changed(vehicle_id)
         return {"vehicleId": vehicle_id, "driver": link.driver(), "consent": link.consent()}
+
+    async def _legacy_linked_at(self, vehicle_id: str, user_id: str) -> str | None:
+        """The date of the user's link to a car that names them without `since`; None otherwise."""
+        car = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        driver = car.document.get("driver") if car is not None else None
+        if not isinstance(driver, dict) or driver.get("userId") != user_id or handover.SINCE in driver:
+            return None
+        before = await self.store.read(CALENDARS, user_id, DRIVER_ID)
+        kept = before.document.get("linkedAt") if before is not None else None
+        same_car = before is not None and before.document.get("vehicleId") == vehicle_id
+        return kept if isinstance(kept, str) and same_car else None
 
     async def finish_handovers(self, vehicle_id: str) -> None:
         """Finish what a failure left of the car's earlier handovers (shared/drivers/handover.py): before anything

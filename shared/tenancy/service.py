@@ -19,6 +19,7 @@ from shared.auth.access import Access
 from shared.auth.policy import Role
 from shared.containers import MEMBERSHIPS, TENANCY, VEHICLES
 from shared.device_messages import canonical_time, safe_id
+from shared.drivers.handover import SINCE
 from shared.drivers.link import DriverLink, DriverLinks
 from shared.errors import (
     AccessDeniedError,
@@ -265,8 +266,22 @@ class TenancyService:
             "grantedBy": access.principal.object_id,
             "grantedAt": canonical_time(self.clock()),
         }
+        if role is Role.DRIVER and vehicle_id is not None:
+            # A second invitation accepted for a car that named them before `since` was recorded keeps the first
+            # date, which dates their time (shared/drivers/periods.py `began`); elsewhere `since` does.
+            doc["grantedAt"] = await self._legacy_granted_at(principal_id, doc["id"], vehicle_id) or doc["grantedAt"]
         await self.store.upsert(MEMBERSHIPS, doc)
         return {"membershipId": doc["id"], **_public(doc)}
+
+    async def _legacy_granted_at(self, principal_id: str, membership: str, vehicle_id: str) -> str | None:
+        """The date of the Driver membership for a car that names them without `since`; None otherwise."""
+        car = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+        driver = car.document.get("driver") if car is not None else None
+        if not isinstance(driver, dict) or driver.get("userId") != principal_id or SINCE in driver:
+            return None
+        stored = await self.store.read(MEMBERSHIPS, principal_id, membership)
+        granted = stored.document.get("grantedAt") if stored is not None else None
+        return granted if isinstance(granted, str) else None
 
     async def delete_member(self, brand_id: str, principal_id: str, membership: str) -> None:
         """Revoke a membership of this brand; one of another brand (or none) is 404, and so is anything else in the

@@ -299,3 +299,26 @@ async def test_a_relink_racing_a_handover_starts_a_new_time_with_the_car() -> No
     assert await places(brand) == []
     periods = [(p.since, p.until) for p in await cars_driven(brand.store, ALEX)]
     assert periods == [(iso(0), iso(60 * 60))]  # his two times, back to back (Megan held the car for no time)
+
+
+async def test_a_driver_named_before_since_was_recorded_keeps_their_start_through_a_second_invitation() -> None:
+    """The car named Alex before `driver.since` existed (his membership and link date him); he accepts a second
+    invitation to it: they keep their dates, so his time still starts at the first and his home leaves with him."""
+    from shared.drivers.periods import former_periods
+    from shared.stores.base import strip_system_properties
+    from tests.factories import iso
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    stored = await brand.store.read("vehicles", brand.car, brand.car)
+    assert stored is not None
+    legacy = strip_system_properties(stored.document)
+    legacy["driver"] = {k: v for k, v in legacy["driver"].items() if k != "since"}
+    await brand.store.upsert("vehicles", legacy)
+    fences = GeofenceService(brand.store, lambda: brand.now)
+    brand.now = T0 - dt.timedelta(minutes=30)
+    await fences.put_vehicle_geofence(brand.car, "alex-home", {"name": "home", "shape": CIRCLE})
+    await brand.accept(ALEX, T0)
+    await brand.accept(MEGAN, T0 + dt.timedelta(hours=1))
+    assert [(p.since, p.until) for p in await former_periods(brand.store, ALEX)] == [(iso(-3600), iso(3600))]
+    assert await places(brand) == []
