@@ -216,7 +216,8 @@ async def test_linking_keeps_the_vehicle_document_and_starts_a_sync(world: World
     await world.store.upsert(VEHICLES, {"id": VEHICLE, "vehicleId": VEHICLE, "state": {"x": 1}, "lastSeen": "t"})
     await link(VEHICLE, orjson.dumps(LINK))
     doc = (await world.store.read(VEHICLES, VEHICLE, VEHICLE)).document  # type: ignore[union-attr]
-    assert doc["driver"] == {"userId": USER, "upn": "alex@contoso.example", "timeZone": "Europe/Berlin"}
+    since = doc["driver"]["since"]  # when the car named them (shared/drivers/handover.py driving_since)
+    assert doc["driver"] == {"userId": USER, "upn": "alex@contoso.example", "timeZone": "Europe/Berlin", "since": since}
     assert (doc["consent"]["calendar"], doc["consent"]["location"]) == (True, False)
     # The link's choices are consent records now, projected per category (shared/privacy/consent.py)
     assert doc["consent"]["categories"] == {"calendar": True, "navigation_destination": False, "position": False}
