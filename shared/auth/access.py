@@ -9,7 +9,7 @@ a brand in which they administer, operate or read a fleet. A driver's grant cove
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -79,15 +79,15 @@ class Visibility:
     brands: frozenset[str] = frozenset()
     fleets: frozenset[tuple[str, str]] = frozenset()
     vehicles: frozenset[tuple[str, str]] = frozenset()  # (brand, car): a car's grant is in its brand, as a fleet's
-    principal_id: str | None = None  # whose: a car's grant (a Driver's) lapses while they are among its `departed`
+    principal_id: str | None = None  # whose: a car's grant (a Driver's) holds only while the car names them
 
-    def allows(self, brand_id: Any, fleet_id: Any, vehicle_id: Any, departed: Collection[str] = ()) -> bool:
-        """`departed`: the car's former drivers whose leaving is unfinished (shared/drivers/handover.py)."""
+    def allows(self, brand_id: Any, fleet_id: Any, vehicle_id: Any, driver_id: Any = None) -> bool:
+        """`driver_id`: the driver the car names (a Driver's grant shows the car only while it names them)."""
         return (
             self.everything
             or brand_id in self.brands
             or (brand_id, fleet_id) in self.fleets
-            or ((brand_id, vehicle_id) in self.vehicles and self.principal_id not in departed)
+            or ((brand_id, vehicle_id) in self.vehicles and driver_id is not None and driver_id == self.principal_id)
         )
 
 
@@ -138,11 +138,12 @@ def _allows(grant: Grant, permission: Permission, resource: Resource, principal:
         return False
     if not grant.covers(resource.brand_id, resource.fleet_id, resource.vehicle_id):
         return False
-    if grant.role is Role.DRIVER:  # beyond reading the car: only while they are its driver (or linking themselves)
+    if grant.role is Role.DRIVER:  # only while the car names them as its driver, but linking themselves
         if principal.is_app or principal.object_id in resource.departed:
             return False  # a former driver's membership a failed handover left grants nothing
-        if permission not in (Permission.READ_VEHICLES, Permission.LINK_SELF):
-            return resource.driver_id == principal.object_id
+        # a membership the car does not name them for (an acceptance cut short before it did) lets them link
+        # themselves, and reads nothing of the car meanwhile: its data is its driver's (docs/privacy.md)
+        return permission is Permission.LINK_SELF or resource.driver_id == principal.object_id
     return True
 
 

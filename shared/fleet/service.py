@@ -31,7 +31,7 @@ from shared.containers import (
 from shared.cost import graph_calls, rollup
 from shared.cost.view import vehicle_cost
 from shared.device_messages import canonical_time, safe_id
-from shared.drivers import handover
+from shared.drivers.driven import driver_of
 from shared.drivers.link import DriverLinks
 from shared.errors import (
     AlreadyExistsError,
@@ -602,7 +602,7 @@ class FleetService:
         """The cars the caller may see (`visible`, from their grants), optionally of one brand or fleet."""
         select = (
             "c.id, c.vehicleId, c.brandId, c.fleetId, c.label, c.registeredAt, c.lastSeen, c.state, c.trip, "
-            "c.alerts, c.driver, c.consent, c.cost, c.handovers"
+            "c.alerts, c.driver, c.consent, c.cost"
         )
         where, parameters = f"IS_DEFINED(c.vehicleId) AND c.type != '{ERASED}'", dict[str, Any]()
         if not visible.everything:
@@ -632,7 +632,7 @@ class FleetService:
             token=token,
             select=select,
             match=lambda d: (
-                visible.allows(d.get("brandId"), d.get("fleetId"), d.get("vehicleId"), handover.departed(d))
+                visible.allows(d.get("brandId"), d.get("fleetId"), d.get("vehicleId"), driver_of(d))
                 and (brand_id is None or d.get("brandId") == brand_id)
                 and (fleet_id is None or d.get("fleetId") == fleet_id)
                 and d.get("type") != ERASED

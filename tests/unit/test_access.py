@@ -237,8 +237,11 @@ async def test_visibility_for_lists(world) -> None:  # type: ignore[no-untyped-d
     assert seen.allows("contoso", "berlin", "car-1")
     assert not seen.allows("contoso", "munich", "car-2")
     driver = (await gate.authorize(DRIVER, requires(P.READ_VEHICLES, on="caller"), {})).visibility()
-    assert driver.allows("contoso", "berlin", "car-1")
-    assert not driver.allows("contoso", "berlin", "car-3")
+    assert driver.allows("contoso", "berlin", "car-1", DRIVER.object_id)
+    assert not driver.allows("contoso", "berlin", "car-3", DRIVER.object_id)
+    # while the car names them: not before (an acceptance cut short), nor once it names another driver
+    assert not driver.allows("contoso", "berlin", "car-1")
+    assert not driver.allows("contoso", "berlin", "car-1", "someone-else")
 
 
 def test_grants_ignore_forged_memberships() -> None:

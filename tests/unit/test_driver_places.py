@@ -322,3 +322,29 @@ async def test_a_driver_named_before_since_was_recorded_keeps_their_start_throug
     await brand.accept(MEGAN, T0 + dt.timedelta(hours=1))
     assert [(p.since, p.until) for p in await former_periods(brand.store, ALEX)] == [(iso(-3600), iso(3600))]
     assert await places(brand) == []
+
+
+async def test_a_member_the_car_does_not_name_reads_nothing_of_it_but_may_link_themselves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Megan's acceptance was cut short before the car named her: while Alex drives it, her Driver membership
+    shows her neither the car nor its places (they are Alex's); it still lets her link herself, which names her."""
+    from shared.auth.access import AccessControl
+    from shared.auth.policy import Permission, requires
+    from shared.errors import AccessDeniedError
+
+    async def nobody(_: str | None) -> Any:
+        raise AssertionError
+
+    brand = Brand()
+    await alex_drives_megan_accept_fails(brand, monkeypatch)
+    gate, megan = AccessControl(brand.store, nobody), brand.person(MEGAN).principal
+    for permission in (Permission.READ_VEHICLES, Permission.MANAGE_GEOFENCES):
+        with pytest.raises(AccessDeniedError):
+            await gate.authorize(megan, requires(permission, on="vehicle"), {"vehicleId": brand.car})
+    listed = await gate.authorize(megan, requires(Permission.READ_VEHICLES, on="caller"), {})
+    assert (await brand.fleet.service.list_vehicles(listed.visibility(), 10, None))["items"] == []
+    await gate.authorize(megan, requires(Permission.LINK_SELF, on="vehicle"), {"vehicleId": brand.car})
+    brand.now = T0 + dt.timedelta(hours=2)
+    await brand.tenancy.link_self(brand.person(MEGAN), brand.car, "UTC", False, True)
+    await gate.authorize(megan, requires(Permission.READ_VEHICLES, on="vehicle"), {"vehicleId": brand.car})

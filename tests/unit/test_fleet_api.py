@@ -98,9 +98,12 @@ async def test_a_cars_own_grant_lists_it_only_in_the_brand_it_was_given_in(fleet
     await fleet.add_fleet("other", "fleet-o")
     for brand, fleet_id, car in (("contoso", "berlin", "car-001"), ("other", "fleet-o", "car-002")):
         await fleet.store.upsert(
-            VEHICLE_DOCS, {"id": car, "vehicleId": car, "type": "vehicle", "brandId": brand, "fleetId": fleet_id}
-        )
-    visible = Visibility(False, vehicles=frozenset({("contoso", "car-001"), ("contoso", "car-002")}))
+            VEHICLE_DOCS,
+            {"id": car, "vehicleId": car, "type": "vehicle", "brandId": brand, "fleetId": fleet_id,
+             "driver": {"userId": "driver-1"}},
+        )  # fmt: skip
+    cars = frozenset({("contoso", "car-001"), ("contoso", "car-002")})
+    visible = Visibility(False, vehicles=cars, principal_id="driver-1")
     listed = await fleet.service.list_vehicles(visible, 10, None)
     assert [v["vehicleId"] for v in listed["items"]] == ["car-001"]
 
