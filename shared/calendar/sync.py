@@ -285,9 +285,6 @@ class CalendarSync:
                 log.info("user %s: another job synced at the same time; its state stands, follow-up queued", user)
                 await self._follow_up(job)
 
-    async def _drives(self, user: str, vehicle_id: str) -> bool:
-        return await drives(self.store, vehicle_id, user)
-
     async def _push_agenda(
         self,
         user: str,
@@ -305,7 +302,7 @@ class CalendarSync:
         own changed, or with `force` (a `full` job) whatever the stored hash says."""
         # only cars this person drives now: a handover a failure cut short leaves their link naming a car another
         # driver took (shared/drivers/handover.py), whose twin must not get their agenda meanwhile
-        targets = [v for v in agenda_cars(driver) if await self._drives(user, v)]
+        targets = [v for v in agenda_cars(driver) if await drives(self.store, v, user)]
         items = agenda_events(events, now, self.settings.agenda_horizon)
         sent: dict[str, str] = dict(state.get("agendaHashes") or {})
         for vehicle_id in targets:

@@ -53,6 +53,14 @@ async def drives(store: DocumentStore, vehicle_id: str, user_id: str) -> bool:
     return stored is not None and driver_of(stored.document) == user_id
 
 
+async def named_before_since(store: DocumentStore, vehicle_id: str, user_id: str) -> bool:
+    """Whether the car names the user as its driver without `since` (named before it was recorded): then their
+    membership's and link's dates still date their time (shared/drivers/periods.py `began`) and must be kept."""
+    stored = await store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
+    driver = stored.document.get("driver") if stored is not None else None
+    return isinstance(driver, dict) and driver.get("userId") == user_id and handover.SINCE not in driver
+
+
 def driver_of(vehicle: Mapping[str, Any]) -> str | None:
     driver = vehicle.get("driver")
     return driver.get("userId") if isinstance(driver, dict) else None

@@ -26,6 +26,7 @@ from shared.calendar.jobs import SyncJob, SyncQueue
 from shared.containers import CALENDARS, VEHICLES
 from shared.device_messages import canonical_time, safe_id
 from shared.drivers import handover
+from shared.drivers.driven import named_before_since
 from shared.errors import InvalidRequestError, IoTHubError, UnknownResourceError
 from shared.iothub.gateway import IoTHubGateway
 from shared.stores.base import Document, DocumentStore, strip_system_properties
@@ -186,9 +187,7 @@ class DriverLinks:
 
     async def _legacy_linked_at(self, vehicle_id: str, user_id: str) -> str | None:
         """The date of the user's link to a car that names them without `since`; None otherwise."""
-        car = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-        driver = car.document.get("driver") if car is not None else None
-        if not isinstance(driver, dict) or driver.get("userId") != user_id or handover.SINCE in driver:
+        if not await named_before_since(self.store, vehicle_id, user_id):
             return None
         before = await self.store.read(CALENDARS, user_id, DRIVER_ID)
         kept = before.document.get("linkedAt") if before is not None else None

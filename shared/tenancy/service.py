@@ -19,7 +19,7 @@ from shared.auth.access import Access
 from shared.auth.policy import Role
 from shared.containers import MEMBERSHIPS, TENANCY, VEHICLES
 from shared.device_messages import canonical_time, safe_id
-from shared.drivers.handover import SINCE
+from shared.drivers.driven import named_before_since
 from shared.drivers.link import DriverLink, DriverLinks
 from shared.errors import (
     AccessDeniedError,
@@ -275,9 +275,7 @@ class TenancyService:
 
     async def _legacy_granted_at(self, principal_id: str, membership: str, vehicle_id: str) -> str | None:
         """The date of the Driver membership for a car that names them without `since`; None otherwise."""
-        car = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-        driver = car.document.get("driver") if car is not None else None
-        if not isinstance(driver, dict) or driver.get("userId") != principal_id or SINCE in driver:
+        if not await named_before_since(self.store, vehicle_id, principal_id):
             return None
         stored = await self.store.read(MEMBERSHIPS, principal_id, membership)
         granted = stored.document.get("grantedAt") if stored is not None else None

@@ -707,9 +707,9 @@ async def test_a_departed_driver_invited_back_keeps_the_time_he_drove_before(mon
 
 async def test_a_departed_drivers_agenda_does_not_go_to_the_car_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
     """The handover failed before Alex's link went: his link still names the car, but the calendar sync sends his
-    agenda only to a car he drives."""
-    from shared.calendar.config import CalendarSettings
-    from shared.calendar.sync import CalendarSync
+    agenda only to a car he drives (`drives`, what the sync asks of each car; the sync's own test is in
+    test_calendar_review_fixes.py)."""
+    from shared.drivers.driven import drives
 
     brand = Brand()
     await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
@@ -717,9 +717,8 @@ async def test_a_departed_drivers_agenda_does_not_go_to_the_car_meanwhile(monkey
     link = await brand.store.read(CALENDARS, ALEX, "driver")
     assert link is not None
     assert link.document["vehicleId"] == brand.car, "the test needs his link left naming the car"
-    sync = CalendarSync(brand.store, None, brand.fleet.gateway, MemorySyncQueue(), CalendarSettings())  # type: ignore[arg-type]
-    assert not await sync._drives(ALEX, brand.car)
-    assert await sync._drives(MEGAN, brand.car)
+    assert not await drives(brand.store, brand.car, ALEX)
+    assert await drives(brand.store, brand.car, MEGAN)
 
 
 async def test_two_drivers_linked_to_a_car_at_once_leave_one_link_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
