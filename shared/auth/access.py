@@ -26,7 +26,8 @@ from shared.auth.principal import Principal
 from shared.containers import AUDIT, MEMBERSHIPS, TENANCY, VEHICLES
 from shared.device_messages import safe_id
 from shared.drivers import handover
-from shared.drivers.periods import former_brands
+from shared.drivers.driven import named_since
+from shared.drivers.periods import UNKNOWN, former_brands
 from shared.errors import AccessDeniedError, AuthenticationError, UnknownResourceError
 from shared.stores.base import DocumentStore
 from shared.telemetry.vehicle import is_erased
@@ -69,6 +70,7 @@ class Resource:
     user_id: str | None = None
     driver_id: str | None = None  # the car's linked driver, for the driver's own permissions
     departed: frozenset[str] = frozenset()  # former drivers whose leaving is unfinished (shared/drivers/handover.py)
+    driver_since: str | None = None  # when the car's data became its driver's (for the caller who is its driver)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,17 @@ class Access:
             frozenset((g.brand_id, g.vehicle_id) for g in held if g.brand_id and g.vehicle_id),
             self.principal.object_id,
         )
+
+    def reads_from(self, permission: Permission = Permission.READ_VEHICLES) -> str:
+        """The earliest time of the car's dated data (history, trips, alerts, commands, crossings) the caller may
+        read: "" (all of it) when a role beyond the car's driver allows `permission` here; for its driver, when
+        their time with the car began, so a car's next driver does not read where the one before went (what
+        their export holds is theirs: docs/privacy.md "A driver reads their own time")."""
+        if any(
+            g.role is not Role.DRIVER and _allows(g, permission, self.resource, self.principal) for g in self.grants
+        ):
+            return ""
+        return self.resource.driver_since or UNKNOWN
 
     @property
     def audit_brand(self) -> str | None:
@@ -227,7 +240,7 @@ class AccessControl:
             return access
         if target == "driver":
             return await self._driver(access, permission, params.get("userId", ""))
-        resource = await self._resource(target, params)
+        resource = await self._resource(target, params, principal.object_id)
         access = Access(principal, grants, resource)
         if access.may(permission, resource):
             return access
@@ -311,7 +324,7 @@ class AccessControl:
             for g in access.grants
         )
 
-    async def _resource(self, target: str, params: Mapping[str, str]) -> Resource:
+    async def _resource(self, target: str, params: Mapping[str, str], caller: str) -> Resource:
         if target == "brand":
             return Resource(brand_id=params.get("brandId"))
         if target == "fleet":
@@ -324,9 +337,17 @@ class AccessControl:
             doc = stored.document
             driver = doc.get("driver")
             driver_id = driver.get("userId") if isinstance(driver, dict) else None
+            # the caller's own time, if they are its driver (for a car named before `since`, from their membership)
+            since = await named_since(self.store, doc, caller) if driver_id == caller and driver_id else None
             departed = frozenset(handover.departed(doc))
             return Resource(
-                _opt(doc.get("brandId")), _opt(doc.get("fleetId")), vehicle_id, None, _opt(driver_id), departed
+                _opt(doc.get("brandId")),
+                _opt(doc.get("fleetId")),
+                vehicle_id,
+                None,
+                _opt(driver_id),
+                departed,
+                since,
             )
         raise AssertionError(f"unknown requirement target {target}")
 

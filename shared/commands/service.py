@@ -290,17 +290,19 @@ class CommandService:
             "delivery": None,
         }
 
-    async def get(self, vehicle_id: str, cid: str, caller_id: str | None = None) -> dict[str, Any]:
+    async def get(self, vehicle_id: str, cid: str, caller_id: str | None = None, since: str = "") -> dict[str, Any]:
+        """`since`: none created before it (a driver reads the car's commands from their time on:
+        shared/auth/access.py `reads_from`)."""
         stored = await self.store.read(COMMANDS, vehicle_id, cid)
-        if stored is None or stored.document.get("kind") != KIND:
+        if stored is None or stored.document.get("kind") != KIND or str(stored.document.get("createdAt")) < since:
             raise UnknownResourceError(f"no command {cid} for this car")
         doc = await self._confirm([stored.document], vehicle_id)
         return view(doc[0], caller_id)
 
     async def recent(
-        self, vehicle_id: str, limit: int, token: str | None, caller_id: str | None = None
+        self, vehicle_id: str, limit: int, token: str | None, caller_id: str | None = None, since: str = ""
     ) -> dict[str, Any]:
-        """A car's commands, newest first (keyset pages)."""
+        """A car's commands, newest first (keyset pages); none created before `since` (see `get`)."""
         await self._vehicle(vehicle_id)
         page = await keyset_page(
             self.store,
@@ -314,6 +316,7 @@ class CommandService:
             token=token,
             partition_key=vehicle_id,
             match=lambda d: d.get("kind") == KIND,
+            since=since,
         )
         items = await self._confirm(page.items, vehicle_id)
         return {"items": [view(d, caller_id) for d in items], "continuationToken": page.token}

@@ -61,6 +61,19 @@ async def named_before_since(store: DocumentStore, vehicle_id: str, user_id: str
     return isinstance(driver, dict) and driver.get("userId") == user_id and handover.SINCE not in driver
 
 
+async def named_since(store: DocumentStore, vehicle: Mapping[str, Any], user_id: str) -> str:
+    """When the car's data became theirs, for the driver the car names now: `driver.since`, or for a car named
+    before that was recorded, their membership's or link's date (`began`; UNKNOWN when neither dates it, so
+    nothing dated is theirs). The one rule the export (`cars_driven`) and a driver's reads (shared/auth/access.py)
+    date a current driver's time by."""
+    driver = vehicle.get("driver")
+    recorded = driver.get(handover.SINCE) if isinstance(driver, dict) else None
+    if isinstance(recorded, str):
+        return recorded
+    car = str(vehicle.get("vehicleId") or "")
+    return began(user_id, car, await driver_memberships(store, user_id), await driver_link(store, user_id))
+
+
 def driver_of(vehicle: Mapping[str, Any]) -> str | None:
     driver = vehicle.get("driver")
     return driver.get("userId") if isinstance(driver, dict) else None

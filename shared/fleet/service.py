@@ -659,7 +659,10 @@ class FleetService:
         out["monthlyUsd"], out["costEstimated"] = meter["monthlyUsd"], meter["estimated"]
         return out
 
-    async def get_vehicle(self, vehicle_id: str) -> dict[str, Any]:
+    async def get_vehicle(self, vehicle_id: str, since: str = "") -> dict[str, Any]:
+        """`since`: the earliest dated data the caller reads (a driver's time with the car, shared/auth/access.py
+        `reads_from`): a trip or an alert from before it is the driver's before them. The state is undated: the
+        current driver's, as in their export."""
         doc = await self._vehicle(vehicle_id)
         acks = await self._acks(vehicle_id)
         state = doc.get("state")
@@ -667,10 +670,14 @@ class FleetService:
         out = summary(doc, self.moving_speed_kmh, policy)
         out["stateTs"] = state.get("ts") if state else None
         out["signals"] = {path: entry for path, entry in signals_of(doc).items() if policy.reason_of(path) is None}
-        out["trip"] = doc.get("trip")
+        trip = doc.get("trip")
+        out["trip"] = (
+            trip if not since or (isinstance(trip, dict) and str(trip.get("startTs") or "") >= since) else None
+        )
         out["alerts"] = [
             with_ack(alert, acks)
             for alert in sorted(alerts_of(doc).values(), key=lambda a: a.get("raisedAt", ""), reverse=True)
+            if str(alert.get("raisedAt") or "") >= since
         ]
         out["gaps"] = gaps_of(doc)
         now = self.clock()
@@ -708,8 +715,15 @@ class FleetService:
         return out
 
     async def telemetry(
-        self, vehicle_id: str, start: dt.datetime | None, end: dt.datetime | None, limit: int, token: str | None
+        self,
+        vehicle_id: str,
+        start: dt.datetime | None,
+        end: dt.datetime | None,
+        limit: int,
+        token: str | None,
+        since: str = "",
     ) -> dict[str, Any]:
+        """Samples between `start` and `end`, none before `since` (see `get_vehicle`)."""
         doc = await self._vehicle(vehicle_id)
         end = end or self.clock()
         start = start or end - DEFAULT_WINDOW
@@ -719,6 +733,7 @@ class FleetService:
             raise InvalidRequestError("from and to must be times between years 1 and 9998") from None
         if low > high:
             raise InvalidRequestError("from must not be after to")
+        low = max(low, since)  # a driver's window starts with their time (the page says where it started)
         page = await keyset_page(
             self.store,
             TELEMETRY,
@@ -741,7 +756,9 @@ class FleetService:
             items = [withheld_removed(m, policy) for m in items]
         return {"vehicleId": vehicle_id, "from": low, "to": high, "items": items, "continuationToken": page.token}
 
-    async def trips(self, vehicle_id: str, limit: int, token: str | None) -> dict[str, Any]:
+    async def trips(self, vehicle_id: str, limit: int, token: str | None, since: str = "") -> dict[str, Any]:
+        """Newest first; none that started before `since` (see `get_vehicle`): a trip the car drove across a change
+        of driver is neither's, as in the export."""
         doc = await self._vehicle(vehicle_id)
         page = await keyset_page(
             self.store,
@@ -755,6 +772,7 @@ class FleetService:
             token=token,
             partition_key=vehicle_id,
             match=lambda d: d.get("vehicleId") == vehicle_id,
+            since=since,
         )
         live = doc.get("trip")
         items = [live if isinstance(live, dict) and live.get("id") == t["id"] else t for t in page.items]
@@ -762,7 +780,8 @@ class FleetService:
             items = [{**t, **dict.fromkeys(TRIP_POSITION_FIELDS)} for t in items]
         return {"items": items, "continuationToken": page.token}
 
-    async def alerts(self, vehicle_id: str, limit: int, token: str | None) -> dict[str, Any]:
+    async def alerts(self, vehicle_id: str, limit: int, token: str | None, since: str = "") -> dict[str, Any]:
+        """Newest first; none raised before `since` (see `get_vehicle`)."""
         await self._vehicle(vehicle_id)
         page = await keyset_page(
             self.store,
@@ -776,6 +795,7 @@ class FleetService:
             token=token,
             partition_key=vehicle_id,
             match=lambda d: d.get("vehicleId") == vehicle_id and d.get("status") != ACK_STATUS,
+            since=since,
         )
         acks = await self._acks(vehicle_id) if page.items else {}
         return {"items": [with_ack(a, acks) for a in page.items], "continuationToken": page.token}

@@ -135,8 +135,9 @@ class GeofenceService:
 
     # --- a car's events ---------------------------------------------------------------------------------------
 
-    async def events(self, vehicle_id: str, limit: int, token: str | None) -> dict[str, Any]:
-        """Newest first, keyset pages; positions are left out while the car withholds its position."""
+    async def events(self, vehicle_id: str, limit: int, token: str | None, since: str = "") -> dict[str, Any]:
+        """Newest first, keyset pages; positions are left out while the car withholds its position; none before
+        `since` (a driver reads the car's crossings from their time on: shared/auth/access.py `reads_from`)."""
         doc = await self._vehicle(vehicle_id)
         page = await keyset_page(
             self.store,
@@ -150,6 +151,7 @@ class GeofenceService:
             token=token,
             partition_key=vehicle_id,
             match=lambda d: d.get("vehicleId") == vehicle_id,
+            since=since,
         )
         items = page.items
         if POSITION in (await self.policy(doc)).withheld:

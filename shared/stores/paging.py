@@ -82,19 +82,21 @@ async def keyset_page(
     partition_key: str | None = None,
     select: str = "*",
     match: Callable[[Document], bool] = lambda _: True,
+    since: str = "",
 ) -> Page:
     """One page of documents whose `key` (a string field) sorts after the token's; see the module docstring.
 
     `where` must name the partition key when `partition_key` is given (the local server needs it in the text).
-    `match` repeats `where` in Python for stores that evaluate only part of a query.
+    `match` repeats `where` in Python for stores that evaluate only part of a query. `since`: no document whose
+    key sorts before it (a driver reads the car's dated data from when their time began: shared/auth/access.py).
     """
     cursor = decode_token(token, scope)
     params = dict(parameters)
     path = f'c["{key}"]'  # bracket notation: `from` and `to` are keywords of the query language
-    if cursor is None:
-        bound = f'{path} >= ""'  # also leaves out documents without the key (e.g. alert acknowledgements)
-    else:
-        bound = f"{path} {'<=' if descending else '>='} @__after"
+    bound = f"{path} >= @__since"  # also leaves out documents without the key (e.g. alert acknowledgements)
+    params["@__since"] = since
+    if cursor is not None:
+        bound += f" AND {path} {'<=' if descending else '>='} @__after"
         params["@__after"] = cursor.key
     fetch = limit + (len(cursor.seen) if cursor else 0) + 1
     order = "DESC" if descending else "ASC"
@@ -103,7 +105,7 @@ async def keyset_page(
 
     def after_cursor(doc: Document) -> bool:
         value = doc.get(key)
-        if not isinstance(value, str) or not match(doc):
+        if not isinstance(value, str) or value < since or not match(doc):
             return False
         if cursor is None:
             return True

@@ -519,8 +519,6 @@ async def build_world(m: Matrix) -> None:
         await m.current.ingestor.ingest(batch)
         alerts = await m.ok("GET", f"/api/vehicles/{car}/alerts", admin)
         m.alerts[car] = next(a["id"] for a in alerts["items"] if DTC in a["id"])
-        lock = await m.ok("POST", f"/api/vehicles/{car}/commands", operators[car], {"name": "lock"}, 201)
-        m.commands[car] = lock["commandId"]
         # ... and the car is also enrolled for DPS, assigned to its hub, so there is something to revoke
         await update_vehicle(m.current.world.store, car, lambda doc: {**(doc or {}), "provisioning": PROVISIONED})
     for driver, cars in DRIVES.items():
@@ -528,6 +526,9 @@ async def build_world(m: Matrix) -> None:
             pinned = {"invitee": OIDS[driver], "inviteeTenant": _tenant_of(driver)}
             invitation = await m.ok("POST", f"/api/vehicles/{car}/driver/invitations", operators[car], pinned, 201)
             await m.ok("POST", f"/api/invitations/{invitation['invitationId']}/accept", driver, SELF_LINK)
+    for car in CARS:  # sent in the driver's time: a driver reads the car's commands from when it named them
+        lock = await m.ok("POST", f"/api/vehicles/{car}/commands", operators[car], {"name": "lock"}, 201)
+        m.commands[car] = lock["commandId"]
     for fleet, brand in FLEETS.items():  # a geofence in every fleet and on every car, for the routes that read one
         await m.ok("PUT", f"/api/brands/{brand}/fleets/{fleet}/geofences/{GEOFENCE_ID}", admin, GEOFENCE, 201)
     for car in CARS:

@@ -62,12 +62,14 @@ async def send_command(
 async def list_commands(
     access: Reader, vehicleId: VehicleId, query: Annotated[m.PageQuery, Query()], commands: Commands
 ) -> Any:
-    return await commands.recent(vehicleId, query.limit, query.continuationToken, access.principal.object_id)
+    return await commands.recent(
+        vehicleId, query.limit, query.continuationToken, access.principal.object_id, access.reads_from()
+    )
 
 
 @router.get("/vehicles/{vehicleId}/commands/{commandId}", response_model=cm.Command, summary="One command's status")
 async def get_command(access: Reader, vehicleId: VehicleId, commandId: CommandId, commands: Commands) -> Any:
-    return await commands.get(vehicleId, str(commandId), access.principal.object_id)
+    return await commands.get(vehicleId, str(commandId), access.principal.object_id, access.reads_from())
 
 
 @router.post(

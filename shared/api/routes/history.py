@@ -28,14 +28,16 @@ Reader = Annotated[Access, guard(requires(Permission.READ_VEHICLES, on="vehicle"
 async def get_telemetry(
     access: Reader, vehicleId: VehicleId, query: Annotated[m.TelemetryQuery, Query()], fleet: Fleet
 ) -> Any:
-    return await fleet.telemetry(vehicleId, query.from_, query.to, query.limit, query.continuationToken)
+    return await fleet.telemetry(
+        vehicleId, query.from_, query.to, query.limit, query.continuationToken, access.reads_from()
+    )
 
 
 @router.get(
     "/vehicles/{vehicleId}/trips", response_model=m.TripPage, summary="A car's trips, newest first", tags=["history"]
 )
 async def list_trips(access: Reader, vehicleId: VehicleId, query: Annotated[m.PageQuery, Query()], fleet: Fleet) -> Any:
-    return await fleet.trips(vehicleId, query.limit, query.continuationToken)
+    return await fleet.trips(vehicleId, query.limit, query.continuationToken, access.reads_from())
 
 
 @router.get(
@@ -44,7 +46,7 @@ async def list_trips(access: Reader, vehicleId: VehicleId, query: Annotated[m.Pa
 async def list_alerts(
     access: Reader, vehicleId: VehicleId, query: Annotated[m.PageQuery, Query()], fleet: Fleet
 ) -> Any:
-    return await fleet.alerts(vehicleId, query.limit, query.continuationToken)
+    return await fleet.alerts(vehicleId, query.limit, query.continuationToken, access.reads_from())
 
 
 @router.post(

@@ -64,7 +64,7 @@ async def get_vehicle(
     vehicleId: VehicleId,
     fleet: Fleet,
 ) -> Any:
-    return await fleet.get_vehicle(vehicleId)
+    return await fleet.get_vehicle(vehicleId, access.reads_from())
 
 
 @router.get(
