@@ -14,6 +14,7 @@ from infra_model import (
     ROOT,
     Bicep,
     CheckovReport,
+    bicep_parser,
     body,
     checkov_binary,
     function,
@@ -25,9 +26,7 @@ from infra_model import (
 
 @pytest.fixture(scope="session")
 def parser() -> Any:
-    from pycep import BicepParser
-
-    return BicepParser()
+    return bicep_parser()
 
 
 @pytest.fixture(scope="session")
