@@ -92,6 +92,15 @@ class Visibility:
             or ((brand_id, vehicle_id) in self.vehicles and driver_id is not None and driver_id == self.principal_id)
         )
 
+    def reads_from(self, brand_id: Any, fleet_id: Any, driver: Any) -> str:
+        """`Access.reads_from` for a car in a list: "" when more than a Driver's grant shows it; else the time the
+        car's `driver` (its `driver` block) began (a car named before `since` was recorded: UNKNOWN, nothing dated,
+        where a read of the car itself dates them by their membership)."""
+        if self.everything or brand_id in self.brands or (brand_id, fleet_id) in self.fleets:
+            return ""
+        since = driver.get(handover.SINCE) if isinstance(driver, dict) else None
+        return since if isinstance(since, str) else UNKNOWN
+
 
 @dataclass(frozen=True, slots=True)
 class Access:
@@ -131,8 +140,9 @@ class Access:
         )
 
     def reads_from(self, permission: Permission = Permission.READ_VEHICLES) -> str:
-        """The earliest time of the car's dated data (history, trips, alerts, commands, crossings) the caller may
-        read: "" (all of it) when a role beyond the car's driver allows `permission` here; for its driver, when
+        """The earliest time of the car's dated data (history, trips, alerts, commands, crossings, its own places)
+        the caller may read, or with `permission` act on: "" (all of it) when a role beyond the car's driver allows
+        `permission` here; for its driver, when
         their time with the car began, so a car's next driver does not read where the one before went (what
         their export holds is theirs: docs/privacy.md "A driver reads their own time")."""
         if any(

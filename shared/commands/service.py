@@ -294,7 +294,7 @@ class CommandService:
         """`since`: none created before it (a driver reads the car's commands from their time on:
         shared/auth/access.py `reads_from`)."""
         stored = await self.store.read(COMMANDS, vehicle_id, cid)
-        if stored is None or stored.document.get("kind") != KIND or str(stored.document.get("createdAt")) < since:
+        if stored is None or stored.document.get("kind") != KIND or not _created_since(stored.document, since):
             raise UnknownResourceError(f"no command {cid} for this car")
         doc = await self._confirm([stored.document], vehicle_id)
         return view(doc[0], caller_id)
@@ -321,10 +321,11 @@ class CommandService:
         items = await self._confirm(page.items, vehicle_id)
         return {"items": [view(d, caller_id) for d in items], "continuationToken": page.token}
 
-    async def cancel(self, caller: Caller, vehicle_id: str, cid: str) -> dict[str, Any]:
-        """Cancel a command the car does not have yet; StateConflictError once it does (or it has ended)."""
+    async def cancel(self, caller: Caller, vehicle_id: str, cid: str, since: str = "") -> dict[str, Any]:
+        """Cancel a command the car does not have yet; StateConflictError once it does (or it has ended). One
+        created before `since` is not found (see `get`)."""
         stored = await self.store.read(COMMANDS, vehicle_id, cid)
-        if stored is None or stored.document.get("kind") != KIND:
+        if stored is None or stored.document.get("kind") != KIND or not _created_since(stored.document, since):
             raise UnknownResourceError(f"no command {cid} for this car")
         spec = command(stored.document.get("name"))
         if not caller.roles & spec.roles:
@@ -679,3 +680,8 @@ def shows_effect(doc: Mapping[str, Any], signals: Mapping[str, Any]) -> bool:
     if isinstance(expected, int | float) and isinstance(value, int | float):
         return abs(float(value) - float(expected)) <= NUMERIC_TOLERANCE * max(1.0, abs(float(expected)))
     return bool(value == expected)
+
+
+def _created_since(doc: Document, since: str) -> bool:
+    """Whether the command was created at or after `since` ("": always)."""
+    return not since or str(doc.get("createdAt") or "") >= since

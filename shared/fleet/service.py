@@ -21,6 +21,7 @@ from shared.calendar.documents import KIND_EVENT, SYNC_STATE_ID
 from shared.containers import (
     ALERTS,
     CALENDARS,
+    GAPS,
     MEETINGS,
     TELEMETRY,
     TENANCY,
@@ -61,6 +62,7 @@ from shared.stores.base import DeadLetterSink, Document, DocumentStore
 from shared.stores.paging import keyset_page
 from shared.telemetry import signals as S
 from shared.telemetry.documents import (
+    AlertDocument,
     DriverRef,
     PendingRegistration,
     Provisioning,
@@ -72,7 +74,7 @@ from shared.telemetry.documents import (
     signals_of,
     to_store,
 )
-from shared.telemetry.gaps import gaps_of
+from shared.telemetry.gaps import gaps_of, summary_of_reports
 from shared.telemetry.history import stored_entries
 from shared.telemetry.motion import motion
 from shared.telemetry.privacy import POSITION, TRIP_POSITION_FIELDS, Policy, policy_for, scrub_entry
@@ -640,7 +642,12 @@ class FleetService:
         )
         # The projection holds every field summary reads (not `type`, which it does not read).
         return {
-            "items": [await self._summary(as_vehicle(doc)) for doc in page.items],
+            "items": [
+                await self._summary(
+                    as_vehicle(doc), visible.reads_from(doc.get("brandId"), doc.get("fleetId"), doc.get("driver"))
+                )
+                for doc in page.items
+            ],
             "continuationToken": page.token,
         }
 
@@ -653,8 +660,8 @@ class FleetService:
             bases = tuple(sorted(chosen.data_category_bases.items()))
         return policy_for(doc, bases)
 
-    async def _summary(self, doc: VehicleDocument) -> dict[str, Any]:
-        out = summary(doc, self.moving_speed_kmh, await self.policy(doc))
+    async def _summary(self, doc: VehicleDocument, since: str = "") -> dict[str, Any]:
+        out = summary(doc, self.moving_speed_kmh, await self.policy(doc), since)
         meter = vehicle_cost(doc.get("cost"), self.clock())
         out["monthlyUsd"], out["costEstimated"] = meter["monthlyUsd"], meter["estimated"]
         return out
@@ -667,24 +674,26 @@ class FleetService:
         acks = await self._acks(vehicle_id)
         state = doc.get("state")
         policy = await self.policy(doc)
-        out = summary(doc, self.moving_speed_kmh, policy)
+        out = summary(doc, self.moving_speed_kmh, policy, since)
         out["stateTs"] = state.get("ts") if state else None
         out["signals"] = {path: entry for path, entry in signals_of(doc).items() if policy.reason_of(path) is None}
-        trip = doc.get("trip")
-        out["trip"] = (
-            trip if not since or (isinstance(trip, dict) and str(trip.get("startTs") or "") >= since) else None
-        )
+        out["trip"] = trip_since(doc, since)
         out["alerts"] = [
             with_ack(alert, acks)
-            for alert in sorted(alerts_of(doc).values(), key=lambda a: a.get("raisedAt", ""), reverse=True)
-            if str(alert.get("raisedAt") or "") >= since
+            for alert in sorted(alerts_since(doc, since), key=lambda a: a.get("raisedAt", ""), reverse=True)
         ]
-        out["gaps"] = gaps_of(doc)
+        out["gaps"] = gaps_of(doc) if not since else await self._gaps_since(vehicle_id, since)
         now = self.clock()
         graph = graph_calls.car_calls(await self._graph_calls(doc), vehicle_id, now)
         out["cost"] = vehicle_cost(doc.get("cost"), now, await self._maps_calls(vehicle_id), graph)
         out["monthlyUsd"], out["costEstimated"] = out["cost"]["monthlyUsd"], out["cost"]["estimated"]
         return out
+
+    async def _gaps_since(self, vehicle_id: str, since: str) -> dict[str, Any]:
+        """The car's gap summary over the reports of `since` on (the car's summary counts its whole life)."""
+        query = "SELECT * FROM c WHERE c.vehicleId = @v AND c.reportedAt >= @s"
+        found = await self.store.query(GAPS, query, {"@v": vehicle_id, "@s": since}, partition_key=vehicle_id)
+        return dict(summary_of_reports([d for d in found if str(d.get("reportedAt") or "") >= since]))
 
     async def _maps_calls(self, vehicle_id: str) -> int | None:
         """Azure Maps calls of the car's travel planning in the last hour (its budget, shared/travel/budget.py);
@@ -733,28 +742,31 @@ class FleetService:
             raise InvalidRequestError("from and to must be times between years 1 and 9998") from None
         if low > high:
             raise InvalidRequestError("from must not be after to")
-        low = max(low, since)  # a driver's window starts with their time (the page says where it started)
+        out: dict[str, Any] = {"vehicleId": vehicle_id, "from": low, "to": high, "items": [], "continuationToken": None}
+        floor = max(low, since)  # the window as asked; a driver's samples from their time on
+        if floor > high:
+            return out
         page = await keyset_page(
             self.store,
             TELEMETRY,
-            scope=f"telemetry|{vehicle_id}|{low}|{high}",
+            scope=f"telemetry|{vehicle_id}|{floor}|{high}",
             where='c.vehicleId = @v AND c["to"] >= @from AND c["from"] <= @to',
-            parameters={"@v": vehicle_id, "@from": low, "@to": high},
+            parameters={"@v": vehicle_id, "@from": floor, "@to": high},
             key="from",
             limit=limit,
             token=token,
             partition_key=vehicle_id,
-            match=lambda d: d.get("vehicleId") == vehicle_id and d.get("to", "") >= low and d.get("from", "") <= high,
+            match=lambda d: d.get("vehicleId") == vehicle_id and d.get("to", "") >= floor and d.get("from", "") <= high,
         )
         messages = [m for chunk in page.items for m in stored_entries(chunk.get("messages"))]
         ingest = doc.get("ingest")
         if page.token is None and ingest:  # the newest history is still in the vehicle document's buffer
             messages += stored_entries(ingest.get("pending"))
-        items = [m for m in (in_window(m, low, high) for m in messages) if m is not None]
+        items = [m for m in (in_window(m, floor, high) for m in messages) if m is not None]
         policy = await self.policy(doc)
         if policy:  # recorded while it was collected: still not shown while it is withheld
             items = [withheld_removed(m, policy) for m in items]
-        return {"vehicleId": vehicle_id, "from": low, "to": high, "items": items, "continuationToken": page.token}
+        return {**out, "items": items, "continuationToken": page.token}
 
     async def trips(self, vehicle_id: str, limit: int, token: str | None, since: str = "") -> dict[str, Any]:
         """Newest first; none that started before `since` (see `get_vehicle`): a trip the car drove across a change
@@ -1049,17 +1061,31 @@ def _number(signals: dict[str, SignalEntry], path: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def summary(doc: VehicleDocument, moving_speed_kmh: float, policy: Policy | None = None) -> dict[str, Any]:
+def trip_since(doc: VehicleDocument, since: str) -> Any:
+    """The car's open or last trip, if it started at or after `since` ("": any)."""
+    trip = doc.get("trip")
+    return trip if not since or (isinstance(trip, dict) and str(trip.get("startTs") or "") >= since) else None
+
+
+def alerts_since(doc: VehicleDocument, since: str) -> list[AlertDocument]:
+    """The car's alerts raised at or after `since` ("": all)."""
+    return [a for a in alerts_of(doc).values() if not since or str(a.get("raisedAt") or "") >= since]
+
+
+def summary(
+    doc: VehicleDocument, moving_speed_kmh: float, policy: Policy | None = None, since: str = ""
+) -> dict[str, Any]:
     """The list row of a car; `moving` by the safe-driving rule (shared/telemetry/motion.py: Vehicle.IsMoving, or
     the speed above MOVING_SPEED_KMH), the one commands and requests apply; no position while the car withholds it
-    (`policy`; None: as its consent flags say under the app's bases)."""
+    (`policy`; None: as its consent flags say under the app's bases); alerts and the trip counted from `since`
+    (a driver's time: shared/auth/access.py `reads_from`)."""
     policy = policy if policy is not None else policy_for(doc)
     signals = signals_of(doc)
     speed = _number(signals, S.SPEED)
     moving = motion(doc, moving_speed_kmh)
     lat, lon = _number(signals, S.LATITUDE), _number(signals, S.LONGITUDE)
     driver = doc.get("driver")
-    trip = doc.get("trip")
+    trip = trip_since(doc, since)
     return {
         "vehicleId": doc.get("vehicleId") or doc["id"],
         "brandId": doc.get("brandId"),
@@ -1076,7 +1102,7 @@ def summary(doc: VehicleDocument, moving_speed_kmh: float, policy: Policy | None
         else None,
         "driver": driver if isinstance(driver, dict) else None,
         "consent": consent_of(doc),
-        "activeAlerts": sum(1 for a in alerts_of(doc).values() if a.get("status") == "active"),
+        "activeAlerts": sum(1 for a in alerts_since(doc, since) if a.get("status") == "active"),
         "tripOpen": isinstance(trip, dict) and trip.get("status") == "open",
     }
 

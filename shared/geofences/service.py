@@ -109,29 +109,46 @@ class GeofenceService:
 
     # --- a car's own geofences --------------------------------------------------------------------------------
 
+    # `since` (shared/auth/access.py `reads_from`): a driver sees and edits the car's places set in their own time
+    # only; one placed before it is a former driver's (until their handover is finished and it leaves with them) or
+    # staff's from before, and exists for them no more than it does in their export.
+
     async def put_vehicle_geofence(
-        self, vehicle_id: str, geofence_id: str, definition: Mapping[str, Any]
+        self, vehicle_id: str, geofence_id: str, definition: Mapping[str, Any], since: str = ""
     ) -> tuple[dict[str, Any], bool]:
+        """Created (True) also when it replaces a place from before `since`: the caller never saw it, and it is
+        placed anew in their time whatever its shape."""
         brand_id, fleet_id = await self._vehicle_fleet(vehicle_id)
         fence = parse_geofence(definition, geofence_id=check_id(geofence_id), scope=VehicleScope(vehicle_id))
-        return await self._put(fence, brand_id, fleet_id, vehicle_id, MAX_VEHICLE_GEOFENCES)
+        return await self._put(fence, brand_id, fleet_id, vehicle_id, MAX_VEHICLE_GEOFENCES, since)
 
-    async def get_vehicle_geofence(self, vehicle_id: str, geofence_id: str) -> dict[str, Any]:
-        brand_id, _ = await self._vehicle_fleet(vehicle_id)
-        stored = await self.store.read(TENANCY, brand_id, vehicle_geofence_id(vehicle_id, check_id(geofence_id)))
-        if stored is None or stored.document.get("vehicleId") != vehicle_id:
-            raise UnknownResourceError(f"no geofence {geofence_id} of vehicle {vehicle_id}")
-        return view(stored.document)
+    async def get_vehicle_geofence(self, vehicle_id: str, geofence_id: str, since: str = "") -> dict[str, Any]:
+        return view(await self._own_place(vehicle_id, geofence_id, since))
 
-    async def delete_vehicle_geofence(self, vehicle_id: str, geofence_id: str) -> None:
-        brand_id, _ = await self._vehicle_fleet(vehicle_id)
-        await self.store.delete(TENANCY, brand_id, vehicle_geofence_id(vehicle_id, check_id(geofence_id)))
+    async def delete_vehicle_geofence(self, vehicle_id: str, geofence_id: str, since: str = "") -> None:
+        """Idempotent; one from before `since` is not the caller's to delete (and stays, as if not there)."""
+        try:
+            place = await self._own_place(vehicle_id, geofence_id, since)
+        except UnknownResourceError:
+            return
+        await self.store.delete(TENANCY, str(place["brandId"]), str(place["id"]))
 
-    async def list_vehicle_geofences(self, vehicle_id: str) -> dict[str, Any]:
+    async def list_vehicle_geofences(self, vehicle_id: str, since: str = "") -> dict[str, Any]:
         brand_id, fleet_id = await self._vehicle_fleet(vehicle_id)
         found = await self._of_fleet(brand_id, fleet_id, KIND_VEHICLE_GEOFENCE)
-        mine = [d for d in found if d.get("vehicleId") == vehicle_id]
+        mine = [d for d in found if d.get("vehicleId") == vehicle_id and _placed_since(d, since)]
         return {"items": [view(d) for d in sorted(mine, key=lambda d: str(d.get("geofenceId")))]}
+
+    async def _own_place(self, vehicle_id: str, geofence_id: str, since: str) -> Document:
+        brand_id, _ = await self._vehicle_fleet(vehicle_id)
+        stored = await self.store.read(TENANCY, brand_id, vehicle_geofence_id(vehicle_id, check_id(geofence_id)))
+        if (
+            stored is None
+            or stored.document.get("vehicleId") != vehicle_id
+            or not _placed_since(stored.document, since)
+        ):
+            raise UnknownResourceError(f"no geofence {geofence_id} of vehicle {vehicle_id}")
+        return stored.document
 
     # --- a car's events ---------------------------------------------------------------------------------------
 
@@ -161,7 +178,7 @@ class GeofenceService:
     # --- helpers ----------------------------------------------------------------------------------------------
 
     async def _put(
-        self, fence: Geofence, brand_id: str, fleet_id: str, vehicle_id: str | None, limit: int
+        self, fence: Geofence, brand_id: str, fleet_id: str, vehicle_id: str | None, limit: int, since: str = ""
     ) -> tuple[dict[str, Any], bool]:
         """Create or replace (True when created); a new one only while its fleet or car has room. `placedAt`: when
         its shape (where it is) was last set, kept by an edit of anything else; a car's place belongs to the driver
@@ -172,10 +189,8 @@ class GeofenceService:
         stored = await self.store.read(TENANCY, brand_id, document["id"])
         if stored is None:
             await self._room(brand_id, fleet_id, document["kind"], vehicle_id, limit)
-            created = True
-        else:
-            created = False
-        before = stored.document if stored is not None else {}
+        before = stored.document if stored is not None and _placed_since(stored.document, since) else {}
+        created = not before
         placed = placed_at(before) if before.get("shape") == document.get("shape") else None
         document["placedAt"] = placed if isinstance(placed, str) else now
         await self.store.upsert(TENANCY, document)
@@ -234,3 +249,8 @@ def _settings_view(document: Mapping[str, Any]) -> dict[str, Any]:
         "speedLimitSeconds": document.get("speedLimitSeconds", 0.0),
         "updatedAt": document.get("updatedAt"),
     }
+
+
+def _placed_since(document: Mapping[str, Any], since: str) -> bool:
+    """Whether the place was set at or after `since` ("": always)."""
+    return not since or str(placed_at(document) or "") >= since

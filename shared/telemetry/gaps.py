@@ -10,7 +10,7 @@ a car numbers its gaps consecutively per epoch), for the newest `MAX_GAP_EPOCHS`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from shared.containers import GAPS
@@ -49,6 +49,21 @@ def gap_document(gap: GapMessage, retention_days: int) -> GapDocument:
 
 def empty_summary() -> GapSummary:
     return {"count": 0, "samples": 0, "unknown": 0, "lastAt": None}
+
+
+def summary_of_reports(reports: Sequence[Mapping[str, Any]]) -> GapSummary:
+    """The summary `fold_gaps` keeps, made from stored gap documents (e.g. those of a driver's time)."""
+    summary = empty_summary()
+    for report in reports:
+        summary["count"] += 1
+        samples, at = report.get("samples"), report.get("reportedAt")
+        if isinstance(samples, int):
+            summary["samples"] += samples
+        else:
+            summary["unknown"] += 1
+        if isinstance(at, str) and (summary["lastAt"] is None or at > summary["lastAt"]):
+            summary["lastAt"] = at
+    return summary
 
 
 def fold_gaps(doc: VehicleDocument, gaps: Sequence[GapMessage], cfg: IngestionSettings) -> tuple[list[OutboxItem], int]:

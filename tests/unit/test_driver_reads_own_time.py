@@ -22,7 +22,17 @@ from shared.telemetry.ingest import TelemetryIngestor
 from shared.tenancy.documents import membership_id
 from tests.factories import T0, drive, iso, message
 from tests.fleet_support import BRAND, FLEET
-from tests.unit.test_privacy_export import ALEX, HANDOVER, MEGAN, OPERATOR, TENANT, Brand, _issue, megan_drives
+from tests.unit.test_privacy_export import (
+    ALEX,
+    HANDOVER,
+    MEGAN,
+    OPERATOR,
+    TENANT,
+    Brand,
+    _issue,
+    megan_accepts_and_a_write_fails,
+    megan_drives,
+)
 
 OPERATOR_ROLES = frozenset({Role.FLEET_OPERATOR.value})
 
@@ -66,10 +76,7 @@ async def handed_over() -> tuple[Brand, str, str]:
     await megan_drives(brand.store, brand.car)
     megan_command = await _issue(brand.store, brand.car, T0 + dt.timedelta(minutes=45), "megan-lock")
     await crossing(brand, 41 * 60, "megan-site")
-    await brand.store.upsert(MEMBERSHIPS, {"id": membership_id(Role.FLEET_OPERATOR, BRAND, FLEET, None),
-                                           "kind": "membership", "principalId": OPERATOR, "tenantId": TENANT,
-                                           "role": Role.FLEET_OPERATOR.value, "brandId": BRAND, "fleetId": FLEET,
-                                           "vehicleId": None})  # fmt: skip
+    await operator_membership(brand)
     serve(brand)
     brand.fleet.now = T0 + dt.timedelta(hours=1)
     return brand, alex_command, megan_command
@@ -166,26 +173,128 @@ async def test_a_trip_the_car_drove_across_the_handover_is_not_the_next_drivers(
     assert (await read(brand, MEGAN, "/trips"))["items"] == []
 
 
-@pytest.mark.parametrize("dated_by", ["membership", "nothing"])
+@pytest.mark.parametrize("dated_by", ["membership", "link", "nothing"])
 async def test_a_driver_the_car_named_before_since_was_recorded_reads_from_their_membership(dated_by: str) -> None:
-    """A car that names Megan without `driver.since` (written before it existed): her time starts at her
-    membership's date, as her export's; with nothing that dates it, she reads nothing dated."""
+    """A car that names Megan without `driver.since` (written before it existed): her time starts at the earlier
+    of her membership's and her link's dates (T0 + 30 min, the other moved to T0 + 42 min, after her first samples
+    at T0 + 40 min), as her export's; with nothing that dates it, she reads nothing dated."""
     brand, _, megan_command = await handed_over()
+    later = iso(42 * 60)
+    if dated_by == "membership":
+        await undate(brand, link=later)
+    elif dated_by == "link":
+        await undate(brand, membership=later)
+    else:
+        await undate(brand, membership=None, link=None)
+    megan = await everything(brand, MEGAN)
+    if dated_by == "nothing":
+        assert {k: v for k, v in megan.items() if v} == {}, "a driver whose time nothing dates read dated data"
+    else:
+        assert min(megan["samples"]) == iso(40 * 60), "her time did not start at the earlier date"
+        assert megan["commands"] == [megan_command]
+        assert megan["alerts"] == ["P0420"]
+
+
+KEEP = "keep"
+
+
+async def undate(brand: Brand, membership: str | None = KEEP, link: str | None = KEEP) -> None:
+    """The car names Megan without `driver.since`, as before it was recorded; her Driver membership's `grantedAt`
+    and her link's `linkedAt` set as given (None: absent), or kept."""
     stored = await brand.store.read("vehicles", brand.car, brand.car)
     assert stored is not None
     legacy = strip_system_properties(stored.document)
     legacy["driver"] = {k: v for k, v in legacy["driver"].items() if k != "since"}
     await brand.store.upsert("vehicles", legacy)
-    if dated_by == "nothing":
+    if membership != KEEP:
         for doc in await brand.store.query(MEMBERSHIPS, "SELECT * FROM c WHERE c.principalId = @u", {"@u": MEGAN}):
-            await brand.store.upsert(MEMBERSHIPS, {**strip_system_properties(doc), "grantedAt": None})
-        link = await brand.store.read("calendars", MEGAN, "driver")
-        assert link is not None
-        await brand.store.upsert("calendars", {**strip_system_properties(link.document), "linkedAt": None})
-    megan = await everything(brand, MEGAN)
-    if dated_by == "membership":
-        assert min(megan["samples"]) >= iso(HANDOVER.seconds)
-        assert megan["commands"] == [megan_command]
-        assert megan["alerts"] == ["P0420"]
-    else:
-        assert {k: v for k, v in megan.items() if v} == {}, "a driver whose time nothing dates read dated data"
+            await brand.store.upsert(MEMBERSHIPS, {**strip_system_properties(doc), "grantedAt": membership})
+    if link != KEEP:
+        stored_link = await brand.store.read("calendars", MEGAN, "driver")
+        assert stored_link is not None
+        await brand.store.upsert("calendars", {**strip_system_properties(stored_link.document), "linkedAt": link})
+
+
+async def test_the_former_drivers_places_on_the_car_do_not_exist_for_the_next_while_the_handover_is_unfinished(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Alex sets his home on the car; Megan accepts, and recording Alex's time fails, so the handover that deletes
+    his places is unfinished: she neither lists nor reads his home, deleting it leaves it, and her PUT of the same
+    id is a creation (201) that places it in her time. The operator sees it throughout."""
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    serve(brand)
+    brand.fleet.now = T0 + dt.timedelta(minutes=5)
+    path = f"/api/vehicles/{brand.car}/geofences/home"
+    home = {"name": "home", "shape": {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}}
+    assert (await brand.fleet.call("PUT", path, body=home, token=f"Bearer {ALEX}")).status == 201
+    await megan_accepts_and_a_write_fails(brand, monkeypatch, "create", lambda doc: doc.get("kind") == "drivingPeriod")
+    brand.fleet.now = T0 + dt.timedelta(hours=1)
+    await operator_membership(brand)
+    assert (await read(brand, MEGAN, "/geofences"))["items"] == []
+    assert (await brand.fleet.call("GET", path, token=f"Bearer {MEGAN}")).status == 404
+    assert (await brand.fleet.call("DELETE", path, token=f"Bearer {MEGAN}")).status == 204
+    assert [g["geofenceId"] for g in (await read(brand, OPERATOR, "/geofences"))["items"]] == ["home"]
+    assert (await brand.fleet.call("PUT", path, body=home, token=f"Bearer {MEGAN}")).status == 201
+    assert [g["geofenceId"] for g in (await read(brand, MEGAN, "/geofences"))["items"]] == ["home"]
+    assert (await brand.fleet.call("PUT", path, body=home, token=f"Bearer {MEGAN}")).status == 200
+
+
+async def test_the_former_drivers_pending_command_cannot_be_cancelled_or_probed_by_the_next() -> None:
+    brand, alex_command, megan_command = await handed_over()
+    cancel = f"/api/vehicles/{brand.car}/commands/{alex_command}/cancel"
+    assert (await brand.fleet.call("POST", cancel, token=f"Bearer {MEGAN}")).status == 404
+    assert (await brand.fleet.call("POST", cancel, token=f"Bearer {OPERATOR}")).status == 200
+    mine = f"/api/vehicles/{brand.car}/commands/{megan_command}/cancel"
+    assert (await brand.fleet.call("POST", mine, token=f"Bearer {MEGAN}")).status == 200
+
+
+async def test_the_cars_counts_and_gap_summary_are_of_the_drivers_time() -> None:
+    """Alex's alert still active and his trip still open at the handover, a gap he reported: the car's detail and
+    the list of cars give Megan no count or date of them; the operator gets the car's whole summary."""
+    from shared.containers import GAPS
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    trip = [dict(lv="ON", speed=40.0, lat=52.5, lon=13.4, soc=80.0, dtc=["P0300"]) for _ in range(3)]
+    await TelemetryIngestor(brand.store, MemoryDeadLetterSink()).ingest(
+        [
+            message(brand.car, drive(s + 1, s, **signals), enqueued_s=s, sequence_number=s)
+            for s, signals in enumerate(trip)
+        ]
+    )
+    await brand.store.upsert(GAPS, {"id": "gap-alex", "vehicleId": brand.car, "type": "gap", "samples": 40,
+                                    "reportedAt": iso(10)})  # fmt: skip
+    await brand.store.upsert(GAPS, {"id": "gap-megan", "vehicleId": brand.car, "type": "gap", "samples": 2,
+                                    "reportedAt": iso(HANDOVER.seconds + 60)})  # fmt: skip
+    stored = await brand.store.read("vehicles", brand.car, brand.car)
+    assert stored is not None
+    await brand.store.upsert("vehicles", {**strip_system_properties(stored.document),
+                                          "gaps": {"count": 2, "samples": 42, "unknown": 0,
+                                                   "lastAt": iso(HANDOVER.seconds + 60)}})  # fmt: skip
+    await brand.accept(MEGAN, T0 + HANDOVER)
+    serve(brand)
+    await operator_membership(brand)
+    car = await read(brand, MEGAN, "")
+    assert (car["activeAlerts"], car["tripOpen"], car["alerts"], car["trip"]) == (0, False, [], None)
+    assert car["gaps"] == {"count": 1, "samples": 2, "unknown": 0, "lastAt": iso(HANDOVER.seconds + 60)}
+    [row] = (await brand.fleet.call("GET", "/api/vehicles", token=f"Bearer {MEGAN}")).json["items"]
+    assert (row["activeAlerts"], row["tripOpen"]) == (0, False)
+    staff = await read(brand, OPERATOR, "")
+    assert (staff["activeAlerts"], staff["tripOpen"], staff["gaps"]["count"]) == (1, True, 2)
+    [row] = (await brand.fleet.call("GET", "/api/vehicles", token=f"Bearer {OPERATOR}")).json["items"]
+    assert (row["activeAlerts"], row["tripOpen"]) == (1, True)
+
+
+async def test_a_driver_whose_time_nothing_dates_gets_the_window_asked_and_no_sample() -> None:
+    brand, _, _ = await handed_over()
+    await undate(brand, membership=True, link=True)
+    page = await read(brand, MEGAN, "/telemetry", **{"from": iso(-7200), "to": iso(7200)})
+    assert (page["from"], page["to"], page["items"]) == (iso(-7200), iso(7200), [])
+
+
+async def operator_membership(brand: Brand) -> None:
+    await brand.store.upsert(MEMBERSHIPS, {"id": membership_id(Role.FLEET_OPERATOR, BRAND, FLEET, None),
+                                           "kind": "membership", "principalId": OPERATOR, "tenantId": TENANT,
+                                           "role": Role.FLEET_OPERATOR.value, "brandId": BRAND, "fleetId": FLEET,
+                                           "vehicleId": None})  # fmt: skip

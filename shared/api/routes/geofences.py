@@ -136,7 +136,7 @@ async def put_geofence_settings(
     tags=["vehicles"],
 )
 async def list_vehicle_geofences(access: VehicleReader, vehicleId: VehicleId, geofences: Geofences) -> Any:
-    return await geofences.list_vehicle_geofences(vehicleId)
+    return await geofences.list_vehicle_geofences(vehicleId, access.reads_from())
 
 
 @router.put(
@@ -155,7 +155,8 @@ async def put_vehicle_geofence(
     response: Response,
 ) -> Any:
     """The driver's (or the fleet's staff's) private geofences for one car, evaluated with its fleet's."""
-    return _created(response, await geofences.put_vehicle_geofence(vehicleId, geofenceId, body.raw()))
+    since = access.reads_from(Permission.MANAGE_GEOFENCES)  # a driver's: places set in their time only
+    return _created(response, await geofences.put_vehicle_geofence(vehicleId, geofenceId, body.raw(), since))
 
 
 @router.get(
@@ -167,7 +168,7 @@ async def put_vehicle_geofence(
 async def get_vehicle_geofence(
     access: VehicleReader, vehicleId: VehicleId, geofenceId: GeofenceId, geofences: Geofences
 ) -> Any:
-    return await geofences.get_vehicle_geofence(vehicleId, geofenceId)
+    return await geofences.get_vehicle_geofence(vehicleId, geofenceId, access.reads_from())
 
 
 @router.delete(
@@ -179,7 +180,7 @@ async def get_vehicle_geofence(
 async def delete_vehicle_geofence(
     access: VehicleManager, vehicleId: VehicleId, geofenceId: GeofenceId, geofences: Geofences
 ) -> None:
-    await geofences.delete_vehicle_geofence(vehicleId, geofenceId)
+    await geofences.delete_vehicle_geofence(vehicleId, geofenceId, access.reads_from(Permission.MANAGE_GEOFENCES))
 
 
 # --- a car's events ----------------------------------------------------------------------------------------------
