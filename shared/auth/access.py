@@ -71,6 +71,8 @@ class Resource:
     driver_id: str | None = None  # the car's linked driver, for the driver's own permissions
     departed: frozenset[str] = frozenset()  # former drivers whose leaving is unfinished (shared/drivers/handover.py)
     driver_since: str | None = None  # when the car's data became its driver's (for the caller who is its driver)
+    # [since, until) of former drivers whose handover is unfinished: the car's places set then are still theirs
+    departed_times: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,12 @@ class Access:
         ):
             return ""
         return self.resource.driver_since or UNKNOWN
+
+    def others_places(self) -> tuple[tuple[str, str], ...]:
+        """The times whose car places (set then) are a former driver's, not the caller's: none for staff (who read
+        the car whole); for its driver, the times of former drivers whose handover, which deletes their places, is
+        unfinished (shared/drivers/places.py). Places staff set while nobody drove the car are the car's."""
+        return () if self.reads_from() == "" else self.resource.departed_times
 
     @property
     def audit_brand(self) -> str | None:
@@ -350,6 +358,9 @@ class AccessControl:
             # the caller's own time, if they are its driver (for a car named before `since`, from their membership)
             since = await named_since(self.store, doc, caller) if driver_id == caller and driver_id else None
             departed = frozenset(handover.departed(doc))
+            times = tuple(
+                (str(e.get(handover.SINCE) or ""), e["at"]) for e in handover.pending(doc) if e["userId"] in departed
+            )
             return Resource(
                 _opt(doc.get("brandId")),
                 _opt(doc.get("fleetId")),
@@ -358,6 +369,7 @@ class AccessControl:
                 _opt(driver_id),
                 departed,
                 since,
+                times,
             )
         raise AssertionError(f"unknown requirement target {target}")
 

@@ -294,7 +294,7 @@ class CommandService:
         """`since`: none created before it (a driver reads the car's commands from their time on:
         shared/auth/access.py `reads_from`)."""
         stored = await self.store.read(COMMANDS, vehicle_id, cid)
-        if stored is None or stored.document.get("kind") != KIND or not _created_since(stored.document, since):
+        if stored is None or stored.document.get("kind") != KIND or not _theirs(stored.document, since, caller_id):
             raise UnknownResourceError(f"no command {cid} for this car")
         doc = await self._confirm([stored.document], vehicle_id)
         return view(doc[0], caller_id)
@@ -325,7 +325,11 @@ class CommandService:
         """Cancel a command the car does not have yet; StateConflictError once it does (or it has ended). One
         created before `since` is not found (see `get`)."""
         stored = await self.store.read(COMMANDS, vehicle_id, cid)
-        if stored is None or stored.document.get("kind") != KIND or not _created_since(stored.document, since):
+        if (
+            stored is None
+            or stored.document.get("kind") != KIND
+            or not _theirs(stored.document, since, caller.principal_id)
+        ):
             raise UnknownResourceError(f"no command {cid} for this car")
         spec = command(stored.document.get("name"))
         if not caller.roles & spec.roles:
@@ -682,6 +686,9 @@ def shows_effect(doc: Mapping[str, Any], signals: Mapping[str, Any]) -> bool:
     return bool(value == expected)
 
 
-def _created_since(doc: Document, since: str) -> bool:
-    """Whether the command was created at or after `since` ("": always)."""
-    return not since or str(doc.get("createdAt") or "") >= since
+def _theirs(doc: Document, since: str, caller_id: str | None) -> bool:
+    """Whether the command was created at or after `since` ("": always), or sent by the caller (a driver whose time
+    nothing dates still reads and cancels what they sent)."""
+    issued = doc.get("issuedBy")
+    mine = caller_id is not None and isinstance(issued, dict) and issued.get("id") == caller_id
+    return not since or mine or str(doc.get("createdAt") or "") >= since

@@ -8,7 +8,7 @@ Every method returns plain JSON-ready data shaped like its response model or rai
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -51,6 +51,9 @@ def view(document: Mapping[str, Any]) -> dict[str, Any]:
 
 async def _default_policy(doc: Mapping[str, Any]) -> Policy:
     return policy_for(doc)
+
+
+Times = Sequence[tuple[str, str]]  # [since, until) of a former driver's time with the car
 
 
 @dataclass
@@ -109,44 +112,38 @@ class GeofenceService:
 
     # --- a car's own geofences --------------------------------------------------------------------------------
 
-    # `since` (shared/auth/access.py `reads_from`): a driver sees and edits the car's places set in their own time
-    # only; one placed before it is a former driver's (until their handover is finished and it leaves with them) or
-    # staff's from before, and exists for them no more than it does in their export.
+    # `hidden` (shared/auth/access.py `others_places`): times whose car places are a former driver's, whose
+    # unfinished handover will delete them (shared/drivers/places.py): to the car's next driver they do not exist,
+    # as in their export; a PUT of such an id places one of theirs (the former driver's would leave anyway).
 
     async def put_vehicle_geofence(
-        self, vehicle_id: str, geofence_id: str, definition: Mapping[str, Any], since: str = ""
+        self, vehicle_id: str, geofence_id: str, definition: Mapping[str, Any], hidden: Times = ()
     ) -> tuple[dict[str, Any], bool]:
-        """Created (True) also when it replaces a place from before `since`: the caller never saw it, and it is
-        placed anew in their time whatever its shape."""
         brand_id, fleet_id = await self._vehicle_fleet(vehicle_id)
         fence = parse_geofence(definition, geofence_id=check_id(geofence_id), scope=VehicleScope(vehicle_id))
-        return await self._put(fence, brand_id, fleet_id, vehicle_id, MAX_VEHICLE_GEOFENCES, since)
+        return await self._put(fence, brand_id, fleet_id, vehicle_id, MAX_VEHICLE_GEOFENCES, hidden)
 
-    async def get_vehicle_geofence(self, vehicle_id: str, geofence_id: str, since: str = "") -> dict[str, Any]:
-        return view(await self._own_place(vehicle_id, geofence_id, since))
+    async def get_vehicle_geofence(self, vehicle_id: str, geofence_id: str, hidden: Times = ()) -> dict[str, Any]:
+        return view(await self._place(vehicle_id, geofence_id, hidden))
 
-    async def delete_vehicle_geofence(self, vehicle_id: str, geofence_id: str, since: str = "") -> None:
-        """Idempotent; one from before `since` is not the caller's to delete (and stays, as if not there)."""
+    async def delete_vehicle_geofence(self, vehicle_id: str, geofence_id: str, hidden: Times = ()) -> None:
+        """Idempotent; a hidden one stays (its handover deletes it)."""
         try:
-            place = await self._own_place(vehicle_id, geofence_id, since)
+            place = await self._place(vehicle_id, geofence_id, hidden)
         except UnknownResourceError:
             return
         await self.store.delete(TENANCY, str(place["brandId"]), str(place["id"]))
 
-    async def list_vehicle_geofences(self, vehicle_id: str, since: str = "") -> dict[str, Any]:
+    async def list_vehicle_geofences(self, vehicle_id: str, hidden: Times = ()) -> dict[str, Any]:
         brand_id, fleet_id = await self._vehicle_fleet(vehicle_id)
         found = await self._of_fleet(brand_id, fleet_id, KIND_VEHICLE_GEOFENCE)
-        mine = [d for d in found if d.get("vehicleId") == vehicle_id and _placed_since(d, since)]
+        mine = [d for d in found if d.get("vehicleId") == vehicle_id and not _hidden(d, hidden)]
         return {"items": [view(d) for d in sorted(mine, key=lambda d: str(d.get("geofenceId")))]}
 
-    async def _own_place(self, vehicle_id: str, geofence_id: str, since: str) -> Document:
+    async def _place(self, vehicle_id: str, geofence_id: str, hidden: Times) -> Document:
         brand_id, _ = await self._vehicle_fleet(vehicle_id)
         stored = await self.store.read(TENANCY, brand_id, vehicle_geofence_id(vehicle_id, check_id(geofence_id)))
-        if (
-            stored is None
-            or stored.document.get("vehicleId") != vehicle_id
-            or not _placed_since(stored.document, since)
-        ):
+        if stored is None or stored.document.get("vehicleId") != vehicle_id or _hidden(stored.document, hidden):
             raise UnknownResourceError(f"no geofence {geofence_id} of vehicle {vehicle_id}")
         return stored.document
 
@@ -178,7 +175,7 @@ class GeofenceService:
     # --- helpers ----------------------------------------------------------------------------------------------
 
     async def _put(
-        self, fence: Geofence, brand_id: str, fleet_id: str, vehicle_id: str | None, limit: int, since: str = ""
+        self, fence: Geofence, brand_id: str, fleet_id: str, vehicle_id: str | None, limit: int, hidden: Times = ()
     ) -> tuple[dict[str, Any], bool]:
         """Create or replace (True when created); a new one only while its fleet or car has room. `placedAt`: when
         its shape (where it is) was last set, kept by an edit of anything else; a car's place belongs to the driver
@@ -187,9 +184,9 @@ class GeofenceService:
         now = self._now()
         document = geofence_document(fence, brand_id, fleet_id, now)
         stored = await self.store.read(TENANCY, brand_id, document["id"])
-        if stored is None:
-            await self._room(brand_id, fleet_id, document["kind"], vehicle_id, limit)
-        before = stored.document if stored is not None and _placed_since(stored.document, since) else {}
+        before = stored.document if stored is not None and not _hidden(stored.document, hidden) else {}
+        if not before:
+            await self._room(brand_id, fleet_id, document["kind"], vehicle_id, limit, hidden)
         created = not before
         placed = placed_at(before) if before.get("shape") == document.get("shape") else None
         document["placedAt"] = placed if isinstance(placed, str) else now
@@ -231,9 +228,13 @@ class GeofenceService:
         )
         return [d for d in found if d.get("kind") == kind and d.get("fleetId") == fleet_id]
 
-    async def _room(self, brand_id: str, fleet_id: str, kind: str, vehicle_id: str | None, limit: int) -> None:
+    async def _room(
+        self, brand_id: str, fleet_id: str, kind: str, vehicle_id: str | None, limit: int, hidden: Times = ()
+    ) -> None:
+        """A hidden place neither counts nor tells that it exists: its handover deletes it."""
         found = await self._of_fleet(brand_id, fleet_id, kind)
-        count = sum(1 for d in found if vehicle_id is None or d.get("vehicleId") == vehicle_id)
+        mine = [d for d in found if vehicle_id is None or d.get("vehicleId") == vehicle_id]
+        count = sum(1 for d in mine if not _hidden(d, hidden))
         if count >= limit:
             where = f"vehicle {vehicle_id}" if vehicle_id else f"fleet {fleet_id}"
             raise InvalidRequestError(
@@ -251,6 +252,7 @@ def _settings_view(document: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _placed_since(document: Mapping[str, Any], since: str) -> bool:
-    """Whether the place was set at or after `since` ("": always)."""
-    return not since or str(placed_at(document) or "") >= since
+def _hidden(document: Mapping[str, Any], hidden: Times) -> bool:
+    """Whether the place was set within one of the `hidden` [since, until) times."""
+    at = placed_at(document)
+    return isinstance(at, str) and any(since <= at < until for since, until in hidden)

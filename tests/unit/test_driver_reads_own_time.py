@@ -218,26 +218,40 @@ async def undate(brand: Brand, membership: str | None = KEEP, link: str | None =
 async def test_the_former_drivers_places_on_the_car_do_not_exist_for_the_next_while_the_handover_is_unfinished(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Alex sets his home on the car; Megan accepts, and recording Alex's time fails, so the handover that deletes
-    his places is unfinished: she neither lists nor reads his home, deleting it leaves it, and her PUT of the same
-    id is a creation (201) that places it in her time. The operator sees it throughout."""
+    """The operator set the car's depot before anyone drove it (the car's); Alex sets his home and fills the car's
+    places; Megan accepts, and recording Alex's time fails, so the handover that deletes his places is unfinished:
+    she neither lists nor reads his places, they leave her room whole (nor say how many), deleting one leaves it,
+    and her PUT of his home's id creates (201) a place of hers. She sees the depot; the operator sees all."""
+    from shared.geofences.service import MAX_VEHICLE_GEOFENCES
+
     brand = Brand()
-    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    await brand.fleet.register(BRAND, FLEET, [brand.car])
     serve(brand)
-    brand.fleet.now = T0 + dt.timedelta(minutes=5)
-    path = f"/api/vehicles/{brand.car}/geofences/home"
-    home = {"name": "home", "shape": {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}}
-    assert (await brand.fleet.call("PUT", path, body=home, token=f"Bearer {ALEX}")).status == 201
-    await megan_accepts_and_a_write_fails(brand, monkeypatch, "create", lambda doc: doc.get("kind") == "drivingPeriod")
-    brand.fleet.now = T0 + dt.timedelta(hours=1)
     await operator_membership(brand)
-    assert (await read(brand, MEGAN, "/geofences"))["items"] == []
-    assert (await brand.fleet.call("GET", path, token=f"Bearer {MEGAN}")).status == 404
-    assert (await brand.fleet.call("DELETE", path, token=f"Bearer {MEGAN}")).status == 204
-    assert [g["geofenceId"] for g in (await read(brand, OPERATOR, "/geofences"))["items"]] == ["home"]
-    assert (await brand.fleet.call("PUT", path, body=home, token=f"Bearer {MEGAN}")).status == 201
-    assert [g["geofenceId"] for g in (await read(brand, MEGAN, "/geofences"))["items"]] == ["home"]
-    assert (await brand.fleet.call("PUT", path, body=home, token=f"Bearer {MEGAN}")).status == 200
+    place = {"name": "a place", "shape": {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}}
+    base = f"/api/vehicles/{brand.car}/geofences"
+    brand.fleet.now = T0 - dt.timedelta(hours=2)
+    assert (await brand.fleet.call("PUT", f"{base}/depot", body=place, token=f"Bearer {OPERATOR}")).status == 201
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    brand.fleet.now = T0 + dt.timedelta(minutes=5)
+    for n in range(MAX_VEHICLE_GEOFENCES - 1):
+        answer = await brand.fleet.call("PUT", f"{base}/alex-{n}", body=place, token=f"Bearer {ALEX}")
+        assert answer.status == 201, answer.body
+    await megan_accepts_and_a_write_fails(brand, monkeypatch, "create", lambda doc: doc.get("kind") == "drivingPeriod")
+    car = await brand.store.read("vehicles", brand.car, brand.car)
+    assert car is not None
+    assert [e["userId"] for e in car.document["handovers"]] == [ALEX], "the test needs Alex's handover unfinished"
+    brand.fleet.now = T0 + dt.timedelta(hours=1)
+    assert [g["geofenceId"] for g in (await read(brand, MEGAN, "/geofences"))["items"]] == ["depot"]
+    assert (await brand.fleet.call("GET", f"{base}/alex-0", token=f"Bearer {MEGAN}")).status == 404
+    assert (await brand.fleet.call("DELETE", f"{base}/alex-0", token=f"Bearer {MEGAN}")).status == 204
+    staff = [g["geofenceId"] for g in (await read(brand, OPERATOR, "/geofences"))["items"]]
+    assert staff == sorted(["depot", *(f"alex-{n}" for n in range(MAX_VEHICLE_GEOFENCES - 1))])
+    assert (await brand.fleet.call("PUT", f"{base}/alex-0", body=place, token=f"Bearer {MEGAN}")).status == 201
+    assert (await brand.fleet.call("PUT", f"{base}/home", body=place, token=f"Bearer {MEGAN}")).status == 201
+    mine = [g["geofenceId"] for g in (await read(brand, MEGAN, "/geofences"))["items"]]
+    assert mine == ["alex-0", "depot", "home"]
+    assert (await brand.fleet.call("PUT", f"{base}/home", body=place, token=f"Bearer {MEGAN}")).status == 200
 
 
 async def test_the_former_drivers_pending_command_cannot_be_cancelled_or_probed_by_the_next() -> None:
@@ -288,7 +302,7 @@ async def test_the_cars_counts_and_gap_summary_are_of_the_drivers_time() -> None
 
 async def test_a_driver_whose_time_nothing_dates_gets_the_window_asked_and_no_sample() -> None:
     brand, _, _ = await handed_over()
-    await undate(brand, membership=True, link=True)
+    await undate(brand, membership=None, link=None)
     page = await read(brand, MEGAN, "/telemetry", **{"from": iso(-7200), "to": iso(7200)})
     assert (page["from"], page["to"], page["items"]) == (iso(-7200), iso(7200), [])
 
@@ -298,3 +312,16 @@ async def operator_membership(brand: Brand) -> None:
                                            "kind": "membership", "principalId": OPERATOR, "tenantId": TENANT,
                                            "role": Role.FLEET_OPERATOR.value, "brandId": BRAND, "fleetId": FLEET,
                                            "vehicleId": None})  # fmt: skip
+
+
+async def test_a_driver_whose_time_nothing_dates_reads_and_cancels_the_command_they_sent() -> None:
+    brand, alex_command, _ = await handed_over()
+    await undate(brand, membership=None, link=None)
+    sent = await brand.fleet.call("POST", f"/api/vehicles/{brand.car}/commands", body={"name": "lock"},
+                                  token=f"Bearer {MEGAN}", headers={"Idempotency-Key": "megan-undated"})  # fmt: skip
+    assert sent.status == 201, sent.body
+    mine = f"/api/vehicles/{brand.car}/commands/{sent.json['commandId']}"
+    assert (await brand.fleet.call("GET", mine, token=f"Bearer {MEGAN}")).status == 200
+    assert (await brand.fleet.call("POST", f"{mine}/cancel", token=f"Bearer {MEGAN}")).status == 200
+    theirs = f"/api/vehicles/{brand.car}/commands/{alex_command}"
+    assert (await brand.fleet.call("GET", theirs, token=f"Bearer {MEGAN}")).status == 404

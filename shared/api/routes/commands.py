@@ -81,7 +81,7 @@ async def cancel_command(
     access: Sender, vehicleId: VehicleId, commandId: CommandId, request: Request, commands: Commands
 ) -> Any:
     """Until the car has it (accepted or queued); 409 once it was delivered or ended. Idempotent."""
-    since = access.reads_from(Permission.SEND_COMMAND)  # a driver's: commands of their time only
+    since = access.reads_from()  # a driver's: commands of their time only (as they read them)
     cancelled = await commands.cancel(caller_of(access), vehicleId, str(commandId), since)
     audit_resource(request, command=cancelled["name"])
     return cancelled

@@ -136,7 +136,7 @@ async def put_geofence_settings(
     tags=["vehicles"],
 )
 async def list_vehicle_geofences(access: VehicleReader, vehicleId: VehicleId, geofences: Geofences) -> Any:
-    return await geofences.list_vehicle_geofences(vehicleId, access.reads_from())
+    return await geofences.list_vehicle_geofences(vehicleId, access.others_places())
 
 
 @router.put(
@@ -155,8 +155,8 @@ async def put_vehicle_geofence(
     response: Response,
 ) -> Any:
     """The driver's (or the fleet's staff's) private geofences for one car, evaluated with its fleet's."""
-    since = access.reads_from(Permission.MANAGE_GEOFENCES)  # a driver's: places set in their time only
-    return _created(response, await geofences.put_vehicle_geofence(vehicleId, geofenceId, body.raw(), since))
+    hidden = access.others_places()  # a former driver's places: not there for the car's next driver
+    return _created(response, await geofences.put_vehicle_geofence(vehicleId, geofenceId, body.raw(), hidden))
 
 
 @router.get(
@@ -168,7 +168,7 @@ async def put_vehicle_geofence(
 async def get_vehicle_geofence(
     access: VehicleReader, vehicleId: VehicleId, geofenceId: GeofenceId, geofences: Geofences
 ) -> Any:
-    return await geofences.get_vehicle_geofence(vehicleId, geofenceId, access.reads_from())
+    return await geofences.get_vehicle_geofence(vehicleId, geofenceId, access.others_places())
 
 
 @router.delete(
@@ -180,7 +180,7 @@ async def get_vehicle_geofence(
 async def delete_vehicle_geofence(
     access: VehicleManager, vehicleId: VehicleId, geofenceId: GeofenceId, geofences: Geofences
 ) -> None:
-    await geofences.delete_vehicle_geofence(vehicleId, geofenceId, access.reads_from(Permission.MANAGE_GEOFENCES))
+    await geofences.delete_vehicle_geofence(vehicleId, geofenceId, access.others_places())
 
 
 # --- a car's events ----------------------------------------------------------------------------------------------
