@@ -8,14 +8,10 @@ alerts of, the former driver's home) and when they are erased (shared/privacy/er
 
 from __future__ import annotations
 
-from typing import Final
-
 from shared.containers import TENANCY
 from shared.drivers.periods import Period
-from shared.geofences.store import KIND_VEHICLE_GEOFENCE, placed_at
+from shared.geofences.store import KIND_VEHICLE_GEOFENCE, OWN_PLACES, placed_at
 from shared.stores.base import Document, DocumentStore
-
-OWN_PLACES: Final = "SELECT * FROM c WHERE c.kind = @k AND c.vehicleId = @v"  # cross-partition: the car's brand's
 
 
 async def placed_in(store: DocumentStore, period: Period) -> list[Document]:

@@ -43,6 +43,7 @@ from shared.errors import (
     StateConflictError,
     UnknownResourceError,
 )
+from shared.geofences.store import Times, names_one_of, others_places
 from shared.graph.base import GraphClient
 from shared.iothub.gateway import DeviceExistsError, DeviceIdentity, IoTHubGateway
 from shared.lake.store import LakeStore
@@ -666,7 +667,7 @@ class FleetService:
         out["monthlyUsd"], out["costEstimated"] = meter["monthlyUsd"], meter["estimated"]
         return out
 
-    async def get_vehicle(self, vehicle_id: str, since: str = "") -> dict[str, Any]:
+    async def get_vehicle(self, vehicle_id: str, since: str = "", hidden: Times = ()) -> dict[str, Any]:
         """`since`: the earliest dated data the caller reads (a driver's time with the car, shared/auth/access.py
         `reads_from`): a trip or an alert from before it is the driver's before them. The state is undated: the
         current driver's, as in their export."""
@@ -674,13 +675,14 @@ class FleetService:
         acks = await self._acks(vehicle_id)
         state = doc.get("state")
         policy = await self.policy(doc)
-        out = summary(doc, self.moving_speed_kmh, policy, since)
+        theirs = await others_places(self.store, vehicle_id, hidden) if hidden else frozenset()
+        out = summary(doc, self.moving_speed_kmh, policy, since, theirs)
         out["stateTs"] = state.get("ts") if state else None
         out["signals"] = {path: entry for path, entry in signals_of(doc).items() if policy.reason_of(path) is None}
         out["trip"] = trip_since(doc, since)
         out["alerts"] = [
             with_ack(alert, acks)
-            for alert in sorted(alerts_since(doc, since), key=lambda a: a.get("raisedAt", ""), reverse=True)
+            for alert in sorted(alerts_since(doc, since, theirs), key=lambda a: a.get("raisedAt", ""), reverse=True)
         ]
         out["gaps"] = gaps_of(doc) if not since else await self._gaps_since(vehicle_id, since)
         now = self.clock()
@@ -792,8 +794,11 @@ class FleetService:
             items = [{**t, **dict.fromkeys(TRIP_POSITION_FIELDS)} for t in items]
         return {"items": items, "continuationToken": page.token}
 
-    async def alerts(self, vehicle_id: str, limit: int, token: str | None, since: str = "") -> dict[str, Any]:
-        """Newest first; none raised before `since` (see `get_vehicle`)."""
+    async def alerts(
+        self, vehicle_id: str, limit: int, token: str | None, since: str = "", hidden: Times = ()
+    ) -> dict[str, Any]:
+        """Newest first; none raised before `since` (see `get_vehicle`), nor of a former driver's place (`hidden`:
+        the times of former drivers whose handover, which deletes their places, is unfinished)."""
         await self._vehicle(vehicle_id)
         page = await keyset_page(
             self.store,
@@ -810,7 +815,9 @@ class FleetService:
             since=since,
         )
         acks = await self._acks(vehicle_id) if page.items else {}
-        return {"items": [with_ack(a, acks) for a in page.items], "continuationToken": page.token}
+        theirs = await others_places(self.store, vehicle_id, hidden) if hidden and page.items else frozenset()
+        items = [with_ack(a, acks) for a in page.items if not names_one_of(a, theirs)]
+        return {"items": items, "continuationToken": page.token}
 
     async def agenda(self, vehicle_id: str) -> dict[str, Any]:
         doc = await self._vehicle(vehicle_id)
@@ -1067,13 +1074,21 @@ def trip_since(doc: VehicleDocument, since: str) -> Any:
     return trip if not since or (isinstance(trip, dict) and str(trip.get("startTs") or "") >= since) else None
 
 
-def alerts_since(doc: VehicleDocument, since: str) -> list[AlertDocument]:
-    """The car's alerts raised at or after `since` ("": all)."""
-    return [a for a in alerts_of(doc).values() if not since or str(a.get("raisedAt") or "") >= since]
+def alerts_since(doc: VehicleDocument, since: str, theirs: frozenset[str] = frozenset()) -> list[AlertDocument]:
+    """The car's alerts raised at or after `since` ("": all), but those about a place of `theirs`."""
+    return [
+        a
+        for a in alerts_of(doc).values()
+        if (not since or str(a.get("raisedAt") or "") >= since) and not names_one_of(a, theirs)
+    ]
 
 
 def summary(
-    doc: VehicleDocument, moving_speed_kmh: float, policy: Policy | None = None, since: str = ""
+    doc: VehicleDocument,
+    moving_speed_kmh: float,
+    policy: Policy | None = None,
+    since: str = "",
+    theirs: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The list row of a car; `moving` by the safe-driving rule (shared/telemetry/motion.py: Vehicle.IsMoving, or
     the speed above MOVING_SPEED_KMH), the one commands and requests apply; no position while the car withholds it
@@ -1102,7 +1117,7 @@ def summary(
         else None,
         "driver": driver if isinstance(driver, dict) else None,
         "consent": consent_of(doc),
-        "activeAlerts": sum(1 for a in alerts_since(doc, since) if a.get("status") == "active"),
+        "activeAlerts": sum(1 for a in alerts_since(doc, since, theirs) if a.get("status") == "active"),
         "tripOpen": isinstance(trip, dict) and trip.get("status") == "open",
     }
 

@@ -8,7 +8,7 @@ Every method returns plain JSON-ready data shaped like its response model or rai
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -20,10 +20,14 @@ from shared.geofences.store import (
     KIND_FLEET_GEOFENCE,
     KIND_SETTINGS,
     KIND_VEHICLE_GEOFENCE,
+    Times,
     fleet_geofence_id,
     geofence_document,
+    names_one_of,
+    others_places,
     parse_speed_limit,
     placed_at,
+    placed_within,
     settings_id,
     vehicle_geofence_id,
 )
@@ -51,9 +55,6 @@ def view(document: Mapping[str, Any]) -> dict[str, Any]:
 
 async def _default_policy(doc: Mapping[str, Any]) -> Policy:
     return policy_for(doc)
-
-
-Times = Sequence[tuple[str, str]]  # [since, until) of a former driver's time with the car
 
 
 @dataclass
@@ -137,19 +138,21 @@ class GeofenceService:
     async def list_vehicle_geofences(self, vehicle_id: str, hidden: Times = ()) -> dict[str, Any]:
         brand_id, fleet_id = await self._vehicle_fleet(vehicle_id)
         found = await self._of_fleet(brand_id, fleet_id, KIND_VEHICLE_GEOFENCE)
-        mine = [d for d in found if d.get("vehicleId") == vehicle_id and not _hidden(d, hidden)]
+        mine = [d for d in found if d.get("vehicleId") == vehicle_id and not placed_within(d, hidden)]
         return {"items": [view(d) for d in sorted(mine, key=lambda d: str(d.get("geofenceId")))]}
 
     async def _place(self, vehicle_id: str, geofence_id: str, hidden: Times) -> Document:
         brand_id, _ = await self._vehicle_fleet(vehicle_id)
         stored = await self.store.read(TENANCY, brand_id, vehicle_geofence_id(vehicle_id, check_id(geofence_id)))
-        if stored is None or stored.document.get("vehicleId") != vehicle_id or _hidden(stored.document, hidden):
+        if stored is None or stored.document.get("vehicleId") != vehicle_id or placed_within(stored.document, hidden):
             raise UnknownResourceError(f"no geofence {geofence_id} of vehicle {vehicle_id}")
         return stored.document
 
     # --- a car's events ---------------------------------------------------------------------------------------
 
-    async def events(self, vehicle_id: str, limit: int, token: str | None, since: str = "") -> dict[str, Any]:
+    async def events(
+        self, vehicle_id: str, limit: int, token: str | None, since: str = "", hidden: Times = ()
+    ) -> dict[str, Any]:
         """Newest first, keyset pages; positions are left out while the car withholds its position; none before
         `since` (a driver reads the car's crossings from their time on: shared/auth/access.py `reads_from`)."""
         doc = await self._vehicle(vehicle_id)
@@ -168,6 +171,9 @@ class GeofenceService:
             since=since,
         )
         items = page.items
+        if hidden and items:  # crossings of a former driver's place (their home) do not name it to the next
+            theirs = await others_places(self.store, vehicle_id, hidden)
+            items = [e for e in items if not names_one_of(e, theirs)]
         if POSITION in (await self.policy(doc)).withheld:
             items = [{**e, "position": None} for e in items]
         return {"items": items, "continuationToken": page.token}
@@ -184,7 +190,7 @@ class GeofenceService:
         now = self._now()
         document = geofence_document(fence, brand_id, fleet_id, now)
         stored = await self.store.read(TENANCY, brand_id, document["id"])
-        before = stored.document if stored is not None and not _hidden(stored.document, hidden) else {}
+        before = stored.document if stored is not None and not placed_within(stored.document, hidden) else {}
         if not before:
             await self._room(brand_id, fleet_id, document["kind"], vehicle_id, limit, hidden)
         created = not before
@@ -234,7 +240,7 @@ class GeofenceService:
         """A hidden place neither counts nor tells that it exists: its handover deletes it."""
         found = await self._of_fleet(brand_id, fleet_id, kind)
         mine = [d for d in found if vehicle_id is None or d.get("vehicleId") == vehicle_id]
-        count = sum(1 for d in mine if not _hidden(d, hidden))
+        count = sum(1 for d in mine if not placed_within(d, hidden))
         if count >= limit:
             where = f"vehicle {vehicle_id}" if vehicle_id else f"fleet {fleet_id}"
             raise InvalidRequestError(
@@ -250,9 +256,3 @@ def _settings_view(document: Mapping[str, Any]) -> dict[str, Any]:
         "speedLimitSeconds": document.get("speedLimitSeconds", 0.0),
         "updatedAt": document.get("updatedAt"),
     }
-
-
-def _hidden(document: Mapping[str, Any], hidden: Times) -> bool:
-    """Whether the place was set within one of the `hidden` [since, until) times."""
-    at = placed_at(document)
-    return isinstance(at, str) and any(since <= at < until for since, until in hidden)

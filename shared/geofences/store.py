@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -58,6 +58,32 @@ def settings_id(fleet_id: str) -> str:
 def placed_at(document: Mapping[str, Any]) -> object:
     """When a geofence's shape was last set (`placedAt`; a document written before it has only `updatedAt`)."""
     return document.get("placedAt") or document.get("updatedAt")
+
+
+Times = Sequence[tuple[str, str]]  # [since, until) of former drivers' times with a car (shared/auth/access.py)
+OWN_PLACES: Final = "SELECT * FROM c WHERE c.kind = @k AND c.vehicleId = @v"  # cross-partition: the car's brand's
+
+
+async def others_places(store: DocumentStore, vehicle_id: str, times: Times) -> frozenset[str]:
+    """The ids of the car's own places set within `times` (a former driver's: `placed_within`)."""
+    found = await store.query(TENANCY, OWN_PLACES, {"@k": KIND_VEHICLE_GEOFENCE, "@v": vehicle_id})
+    return frozenset(
+        str(d.get("geofenceId"))
+        for d in found
+        if d.get("kind") == KIND_VEHICLE_GEOFENCE and d.get("vehicleId") == vehicle_id and placed_within(d, times)
+    )
+
+
+def names_one_of(item: Mapping[str, Any], places: frozenset[str]) -> bool:
+    """Whether a geofence event or alert is about one of the car's own `places`."""
+    return item.get("scope") == "vehicle" and item.get("geofenceId") in places
+
+
+def placed_within(document: Mapping[str, Any], times: Times) -> bool:
+    """Whether the geofence's shape was set within one of the [since, until) `times`: a car's place set in a former
+    driver's time is theirs (shared/drivers/places.py), and hidden from the next driver until it leaves with them."""
+    at = placed_at(document)
+    return isinstance(at, str) and any(since <= at < until for since, until in times)
 
 
 def geofence_document(fence: Geofence, brand_id: str, fleet_id: str, updated_at: str) -> Document:

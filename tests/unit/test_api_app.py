@@ -229,7 +229,7 @@ async def test_an_audited_route_records_success_failure_and_refusal(fleet: Fleet
 
 async def test_backing_failures_are_503_and_bugs_500_without_a_trace(fleet: Fleet, caplog: Any) -> None:
     class Broken(FleetService):
-        async def get_vehicle(self, vehicle_id: str, since: str = "") -> dict[str, Any]:
+        async def get_vehicle(self, vehicle_id: str, *_: Any) -> dict[str, Any]:
             raise StoreError("cosmos said 503 to https://account.documents.azure.com")
 
         async def agenda(self, vehicle_id: str) -> dict[str, Any]:

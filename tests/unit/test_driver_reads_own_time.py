@@ -325,3 +325,45 @@ async def test_a_driver_whose_time_nothing_dates_reads_and_cancels_the_command_t
     assert (await brand.fleet.call("POST", f"{mine}/cancel", token=f"Bearer {MEGAN}")).status == 200
     theirs = f"/api/vehicles/{brand.car}/commands/{alex_command}"
     assert (await brand.fleet.call("GET", theirs, token=f"Bearer {MEGAN}")).status == 404
+
+
+async def test_crossings_and_alerts_of_a_former_drivers_place_do_not_name_it_to_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Alex's home is still on the car (his handover unfinished) and evaluated: Megan drives into it in her time.
+    The crossing and its alert would name his home and where it is: she gets neither (the list, the car's detail
+    and its count); the operator gets both, and her crossing of a fleet geofence stays hers."""
+    from shared.containers import ALERTS
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    serve(brand)
+    brand.fleet.now = T0 + dt.timedelta(minutes=5)
+    home = {"name": "Alex's home", "shape": {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}}
+    put = await brand.fleet.call("PUT", f"/api/vehicles/{brand.car}/geofences/home", body=home, token=f"Bearer {ALEX}")
+    assert put.status == 201
+    await megan_accepts_and_a_write_fails(brand, monkeypatch, "create", lambda doc: doc.get("kind") == "drivingPeriod")
+    await operator_membership(brand)
+    at = iso(HANDOVER.seconds + 600)
+    for scope, name in (("vehicle", "home"), ("fleet", "depot")):
+        await brand.store.upsert(GEOFENCE_EVENTS, {"id": f"{brand.car}:{name}", "vehicleId": brand.car, "ts": at,
+                                                   "event": "enter", "geofenceId": name, "scope": scope,
+                                                   "name": name, "position": {"lat": 52.5, "lon": 13.4},
+                                                   "retracted": False})  # fmt: skip
+    alert = {"id": f"{brand.car}:geofence:home", "vehicleId": brand.car, "type": "alert", "key": "geofence_enter:v:home",
+             "status": "active", "raisedAt": at, "clearedAt": None, "kind": "geofence_enter", "geofenceId": "home",
+             "scope": "vehicle", "name": "Alex's home"}  # fmt: skip
+    await brand.store.upsert(ALERTS, alert)
+    stored = await brand.store.read("vehicles", brand.car, brand.car)
+    assert stored is not None
+    await brand.store.upsert("vehicles", {**strip_system_properties(stored.document), "alerts": {alert["key"]: alert}})
+    brand.fleet.now = T0 + dt.timedelta(hours=1)
+    crossings = [e["geofenceId"] for e in (await read(brand, MEGAN, "/geofence-events"))["items"]]
+    assert crossings == ["depot"]
+    assert (await read(brand, MEGAN, "/alerts"))["items"] == []
+    car = await read(brand, MEGAN, "")
+    assert (car["alerts"], car["activeAlerts"]) == ([], 0)
+    staff = [e["geofenceId"] for e in (await read(brand, OPERATOR, "/geofence-events"))["items"]]
+    assert sorted(staff) == ["depot", "home"]
+    assert [a["id"] for a in (await read(brand, OPERATOR, "/alerts"))["items"]] == [alert["id"]]
+    assert (await read(brand, OPERATOR, ""))["activeAlerts"] == 1

@@ -197,4 +197,6 @@ async def list_geofence_events(
 ) -> Any:
     """Crossings (enter, exit), curfews (curfew, curfew_end) and location consent (suspended, resumed). A crossing
     late data moved is listed `retracted` at its old time, and again at its new one."""
-    return await geofences.events(vehicleId, query.limit, query.continuationToken, access.reads_from())
+    return await geofences.events(
+        vehicleId, query.limit, query.continuationToken, access.reads_from(), access.others_places()
+    )

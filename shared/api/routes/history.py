@@ -46,7 +46,9 @@ async def list_trips(access: Reader, vehicleId: VehicleId, query: Annotated[m.Pa
 async def list_alerts(
     access: Reader, vehicleId: VehicleId, query: Annotated[m.PageQuery, Query()], fleet: Fleet
 ) -> Any:
-    return await fleet.alerts(vehicleId, query.limit, query.continuationToken, access.reads_from())
+    return await fleet.alerts(
+        vehicleId, query.limit, query.continuationToken, access.reads_from(), access.others_places()
+    )
 
 
 @router.post(

@@ -64,7 +64,7 @@ async def get_vehicle(
     vehicleId: VehicleId,
     fleet: Fleet,
 ) -> Any:
-    return await fleet.get_vehicle(vehicleId, access.reads_from())
+    return await fleet.get_vehicle(vehicleId, access.reads_from(), access.others_places())
 
 
 @router.get(
