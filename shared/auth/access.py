@@ -141,14 +141,14 @@ class Access:
             self.principal.object_id,
         )
 
-    def reads_from(self, permission: Permission = Permission.READ_VEHICLES) -> str:
-        """The earliest time of the car's dated data (history, trips, alerts, commands, crossings, its own places)
-        the caller may read, or with `permission` act on: "" (all of it) when a role beyond the car's driver allows
-        `permission` here; for its driver, when
-        their time with the car began, so a car's next driver does not read where the one before went (what
-        their export holds is theirs: docs/privacy.md "A driver reads their own time")."""
+    def reads_from(self) -> str:
+        """The earliest time of the car's dated data (history, trips, alerts, commands, crossings) the caller reads
+        and acts on: "" (all of it) when a role beyond the car's driver may read the car; for its driver, when their
+        time with it began, so a car's next driver does not read where the one before went (their export's part:
+        docs/privacy.md "A driver reads their own time")."""
         if any(
-            g.role is not Role.DRIVER and _allows(g, permission, self.resource, self.principal) for g in self.grants
+            g.role is not Role.DRIVER and _allows(g, Permission.READ_VEHICLES, self.resource, self.principal)
+            for g in self.grants
         ):
             return ""
         return self.resource.driver_since or UNKNOWN
