@@ -60,8 +60,9 @@ from shared.provisioning.preregistration import (
 from shared.provisioning.preregistration import answer as preregistration_answer
 from shared.settings import moving_speed_kmh, number_setting
 from shared.stores.base import DeadLetterSink, Document, DocumentStore
-from shared.stores.paging import keyset_page
+from shared.stores.paging import AlsoBefore, keyset_page
 from shared.telemetry import signals as S
+from shared.telemetry.alerts import CONDITION_KINDS
 from shared.telemetry.documents import (
     AlertDocument,
     DriverRef,
@@ -797,8 +798,9 @@ class FleetService:
     async def alerts(
         self, vehicle_id: str, limit: int, token: str | None, since: str = "", hidden: Times = ()
     ) -> dict[str, Any]:
-        """Newest first; none raised before `since` (see `get_vehicle`), nor of a former driver's place (`hidden`:
-        the times of former drivers whose handover, which deletes their places, is unfinished)."""
+        """Newest first; none raised before `since` (see `get_vehicle`) but those of the car's condition still active
+        (its current state: `is_current_condition`), nor of a former driver's place (`hidden`: the times of former
+        drivers whose handover, which deletes their places, is unfinished)."""
         await self._vehicle(vehicle_id)
         page = await keyset_page(
             self.store,
@@ -813,6 +815,7 @@ class FleetService:
             partition_key=vehicle_id,
             match=lambda d: d.get("vehicleId") == vehicle_id and d.get("status") != ACK_STATUS,
             since=since,
+            also=CURRENT_CONDITION,
         )
         acks = await self._acks(vehicle_id) if page.items else {}
         theirs = await others_places(self.store, vehicle_id, hidden) if hidden and page.items else frozenset()
@@ -1074,12 +1077,28 @@ def trip_since(doc: VehicleDocument, since: str) -> Any:
     return trip if not since or (isinstance(trip, dict) and str(trip.get("startTs") or "") >= since) else None
 
 
+def is_current_condition(alert: Mapping[str, Any]) -> bool:
+    """An alert still active about the car's condition (a trouble code, a low battery): the car's current state,
+    which its current driver reads whenever it was raised, as they read the car's signals."""
+    return alert.get("status") == "active" and alert.get("kind") in CONDITION_KINDS
+
+
+# The same as a query's clause, for pages of the `alerts` container.
+CURRENT_CONDITION: Final = AlsoBefore(
+    "c.status = @__alsoActive AND ARRAY_CONTAINS(@__alsoKinds, c.kind)",
+    {"@__alsoActive": "active", "@__alsoKinds": sorted(CONDITION_KINDS)},
+    is_current_condition,
+)
+
+
 def alerts_since(doc: VehicleDocument, since: str, theirs: frozenset[str] = frozenset()) -> list[AlertDocument]:
-    """The car's alerts raised at or after `since` ("": all), but those about a place of `theirs`."""
+    """The car's active alerts raised at or after `since` ("": all) or about its condition, but those about a
+    place of `theirs`."""
     return [
         a
         for a in alerts_of(doc).values()
-        if (not since or str(a.get("raisedAt") or "") >= since) and not names_one_of(a, theirs)
+        if (not since or str(a.get("raisedAt") or "") >= since or is_current_condition(a))
+        and not names_one_of(a, theirs)
     ]
 
 

@@ -19,6 +19,8 @@ from shared.errors import ConflictError, ItemRejectedError, NotFoundError, Preco
 from shared.stores.base import ContainedEntry, DeadLetterSink, Document, DocumentStore, Stored, entry_of
 from shared.stores.limits import item_violation
 
+_GROUP = re.compile(r"\([^()]*\)")  # an innermost parenthesised group of a query
+
 
 class MemoryDocumentStore(DocumentStore):
     """Partition key is taken from the container's key path; queries support `c.field = @param` conjunctions.
@@ -87,7 +89,12 @@ class MemoryDocumentStore(DocumentStore):
         parameters: Mapping[str, Any] | None = None,
         partition_key: str | None = None,
     ) -> Sequence[Document]:
-        conditions = re.findall(r"c\.(\w+)\s*=\s*(@\w+)", query)
+        # Only `c.x = @p` outside parentheses: inside a group (`(… OR …)`, a function's arguments) it need not hold
+        # for every result. The rest of the query is the caller's to check again (shared/stores/paging.py).
+        top = query
+        while (ungrouped := _GROUP.sub("", top)) != top:
+            top = ungrouped
+        conditions = re.findall(r"c\.(\w+)\s*=\s*(@\w+)", top)
         params = parameters or {}
         out = []
         for (pk, _), (raw, _) in self._items[container].items():

@@ -41,6 +41,17 @@ class Page:
     token: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class AlsoBefore:
+    """Documents listed although their key sorts before `since`: `where` in the query (its parameters named
+    `@__also…`), `match` the same in Python. E.g. a car's alerts still active about its condition, which are its
+    current state (shared/fleet/service.py)."""
+
+    where: str
+    parameters: Mapping[str, Any]
+    match: Callable[[Document], bool]
+
+
 def _scope(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:12]
 
@@ -83,18 +94,23 @@ async def keyset_page(
     select: str = "*",
     match: Callable[[Document], bool] = lambda _: True,
     since: str = "",
+    also: AlsoBefore | None = None,
 ) -> Page:
     """One page of documents whose `key` (a string field) sorts after the token's; see the module docstring.
 
     `where` must name the partition key when `partition_key` is given (the local server needs it in the text).
     `match` repeats `where` in Python for stores that evaluate only part of a query. `since`: no document whose
-    key sorts before it (a driver reads the car's dated data from when their time began: shared/auth/access.py).
+    key sorts before it (a driver reads the car's dated data from when their time began: shared/auth/access.py),
+    but those `also` matches, in their place in the order.
     """
     cursor = decode_token(token, scope)
     params = dict(parameters)
     path = f'c["{key}"]'  # bracket notation: `from` and `to` are keywords of the query language
     bound = f"{path} >= @__since"  # also leaves out documents without the key (e.g. alert acknowledgements)
     params["@__since"] = since
+    if also is not None and since:
+        bound = f"({bound} OR ({also.where}))"  # Python drops one without the key
+        params.update(also.parameters)
     if cursor is not None:
         bound += f" AND {path} {'<=' if descending else '>='} @__after"
         params["@__after"] = cursor.key
@@ -105,7 +121,9 @@ async def keyset_page(
 
     def after_cursor(doc: Document) -> bool:
         value = doc.get(key)
-        if not isinstance(value, str) or value < since or not match(doc):
+        if not isinstance(value, str) or not match(doc):
+            return False
+        if value < since and (also is None or not also.match(doc)):
             return False
         if cursor is None:
             return True

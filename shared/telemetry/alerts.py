@@ -32,6 +32,10 @@ _LEVELS: Final = (
     ("low_battery", S.STATE_OF_CHARGE, "low_battery_percent"),
     ("low_fuel", S.FUEL_LEVEL, "low_fuel_percent"),
 )
+# Kinds about the car's condition (a trouble code, a low battery or tank), not about how or where it was driven
+# (speeding, geofences, curfews): one still active is the car's current state, so its current driver reads it
+# whenever it was raised (docs/privacy.md, "A driver reads their own time").
+CONDITION_KINDS: Final = frozenset({"dtc", *(kind for kind, _, _ in _LEVELS)})
 
 
 def _raise(vehicle_id: str, key: str, ts: str, kind: str) -> AlertDocument:

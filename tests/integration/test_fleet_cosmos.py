@@ -112,6 +112,29 @@ async def test_history_trips_and_alerts_page_on_the_local_server(stack: Stack) -
     assert [t["status"] for t in trips["items"]] == ["open"]
 
 
+async def test_a_drivers_alert_pages_hold_their_time_and_the_cars_condition_on_the_local_server(stack: Stack) -> None:
+    """From a driver's `since` on, plus the trouble codes still active from before (the car's state): the query's
+    OR clause and ARRAY_CONTAINS run on the server, one alert a page."""
+    car = f"car-{uuid.uuid4().hex[:8]}"
+    await ingest(stack.store, car, range(0, 5), lv="ON", speed=30.0, dtc=["P0300", "P0171"])
+    await ingest(stack.store, car, range(5, 10), lv="ON", speed=30.0, dtc=["P0300"])  # P0171 cleared at 5
+    await stack.store.upsert("alerts", {"id": f"{car}:speeding", "vehicleId": car, "type": "alert", "key": "speeding",
+                                        "status": "active", "raisedAt": iso(1), "clearedAt": None,
+                                        "kind": "speeding"})  # fmt: skip
+    await ingest(stack.store, car, range(100, 102), lv="ON", speed=30.0, dtc=["P0300", "P0420"])
+    found: list[str] = []
+    token = None
+    while True:
+        page = await stack.service.alerts(car, 1, token, since=iso(50))
+        found += [a.get("code") or a["kind"] for a in page["items"]]
+        token = page["continuationToken"]
+        if token is None:
+            break
+    assert found == ["P0420", "P0300"]
+    everyone = await stack.service.alerts(car, 10, None)
+    assert sorted(a.get("code") or a["kind"] for a in everyone["items"]) == ["P0171", "P0300", "P0420", "speeding"]
+
+
 async def test_the_fleet_list_pages_across_partitions(stack: Stack) -> None:
     prefix = f"pg-{uuid.uuid4().hex[:6]}"
     cars = [f"{prefix}-{n}" for n in range(5)]

@@ -177,7 +177,8 @@ async def test_a_trip_the_car_drove_across_the_handover_is_not_the_next_drivers(
 async def test_a_driver_the_car_named_before_since_was_recorded_reads_from_their_membership(dated_by: str) -> None:
     """A car that names Megan without `driver.since` (written before it existed): her time starts at the earlier
     of her membership's and her link's dates (T0 + 30 min, the other moved to T0 + 42 min, after her first samples
-    at T0 + 40 min), as her export's; with nothing that dates it, she reads nothing dated."""
+    at T0 + 40 min), as her export's; with nothing that dates it, she reads nothing dated but the car's current
+    state (its trouble code still active)."""
     brand, _, megan_command = await handed_over()
     later = iso(42 * 60)
     if dated_by == "membership":
@@ -188,7 +189,8 @@ async def test_a_driver_the_car_named_before_since_was_recorded_reads_from_their
         await undate(brand, membership=None, link=None)
     megan = await everything(brand, MEGAN)
     if dated_by == "nothing":
-        assert {k: v for k, v in megan.items() if v} == {}, "a driver whose time nothing dates read dated data"
+        current = {"alerts": ["P0420"], "car alerts": ["P0420"]}
+        assert {k: v for k, v in megan.items() if v} == current, "a driver whose time nothing dates read dated data"
     else:
         assert min(megan["samples"]) == iso(40 * 60), "her time did not start at the earlier date"
         assert megan["commands"] == [megan_command]
@@ -264,8 +266,9 @@ async def test_the_former_drivers_pending_command_cannot_be_cancelled_or_probed_
 
 
 async def test_the_cars_counts_and_gap_summary_are_of_the_drivers_time() -> None:
-    """Alex's alert still active and his trip still open at the handover, a gap he reported: the car's detail and
-    the list of cars give Megan no count or date of them; the operator gets the car's whole summary."""
+    """Alex's trip still open at the handover, a gap he reported: the car's detail and the list of cars give Megan
+    no count or date of them; the operator gets the car's whole summary. His trouble code, still active, is the
+    car's state now: counted for both."""
     from shared.containers import GAPS
 
     brand = Brand()
@@ -290,10 +293,11 @@ async def test_the_cars_counts_and_gap_summary_are_of_the_drivers_time() -> None
     serve(brand)
     await operator_membership(brand)
     car = await read(brand, MEGAN, "")
-    assert (car["activeAlerts"], car["tripOpen"], car["alerts"], car["trip"]) == (0, False, [], None)
+    assert (car["activeAlerts"], car["tripOpen"], car["trip"]) == (1, False, None)
+    assert [a["code"] for a in car["alerts"]] == ["P0300"]
     assert car["gaps"] == {"count": 1, "samples": 2, "unknown": 0, "lastAt": iso(HANDOVER.seconds + 60)}
     [row] = (await brand.fleet.call("GET", "/api/vehicles", token=f"Bearer {MEGAN}")).json["items"]
-    assert (row["activeAlerts"], row["tripOpen"]) == (0, False)
+    assert (row["activeAlerts"], row["tripOpen"]) == (1, False)
     staff = await read(brand, OPERATOR, "")
     assert (staff["activeAlerts"], staff["tripOpen"], staff["gaps"]["count"]) == (1, True, 2)
     [row] = (await brand.fleet.call("GET", "/api/vehicles", token=f"Bearer {OPERATOR}")).json["items"]
@@ -367,3 +371,47 @@ async def test_crossings_and_alerts_of_a_former_drivers_place_do_not_name_it_to_
     assert sorted(staff) == ["depot", "home"]
     assert [a["id"] for a in (await read(brand, OPERATOR, "/alerts"))["items"]] == [alert["id"]]
     assert (await read(brand, OPERATOR, ""))["activeAlerts"] == 1
+
+
+async def test_an_alert_about_the_cars_condition_still_active_at_the_handover_is_the_next_drivers_to_read() -> None:
+    """Alex's trouble code P0300 is still active when Megan takes the car: it is the car's state now (as its
+    warning light is), so she reads it in the car's detail, its count and the alerts' pages, after her own
+    P0420. What he drove into stays his: his speeding alert, still open, and a trouble code that cleared in his
+    time (P0171). The operator reads all of them."""
+    from shared.containers import ALERTS
+
+    brand = Brand()
+    await brand.accept(ALEX, T0 - dt.timedelta(hours=1))
+    codes = [["P0171"], ["P0300"], ["P0300"]]
+    await TelemetryIngestor(brand.store, MemoryDeadLetterSink()).ingest(
+        [
+            message(brand.car, drive(s + 1, s, lv="ON", speed=140.0, lat=52.5, lon=13.4, dtc=dtc), s, s)
+            for s, dtc in enumerate(codes)
+        ]
+    )
+    speeding = {"id": f"{brand.car}:speeding:alex", "vehicleId": brand.car, "type": "alert", "key": "speeding",
+                "status": "active", "raisedAt": iso(2), "clearedAt": None, "kind": "speeding", "value": 140.0,
+                "threshold": 130.0}  # fmt: skip
+    await brand.store.upsert(ALERTS, speeding)
+    stored = await brand.store.read("vehicles", brand.car, brand.car)
+    assert stored is not None
+    before = strip_system_properties(stored.document)
+    await brand.store.upsert("vehicles", {**before, "alerts": {**before["alerts"], "speeding": speeding}})
+    await brand.accept(MEGAN, T0 + HANDOVER)
+    start = HANDOVER.seconds + 60
+    await TelemetryIngestor(brand.store, MemoryDeadLetterSink()).ingest(
+        [message(brand.car, drive(10, start, lv="ON", speed=30.0, dtc=["P0300", "P0420"]), start, 10)]
+    )
+    serve(brand)
+    await operator_membership(brand)
+    megan = await everything(brand, MEGAN)
+    assert megan["alerts"] == ["P0300", "P0420"]
+    assert megan["car alerts"] == ["P0300", "P0420"]
+    pages = await read(brand, MEGAN, "/alerts", limit="1")
+    assert [a["code"] for a in pages["items"]] == ["P0420"], "her own alert comes first: newest first"
+    assert (await read(brand, MEGAN, ""))["activeAlerts"] == 2
+    [row] = (await brand.fleet.call("GET", "/api/vehicles", token=f"Bearer {MEGAN}")).json["items"]
+    assert row["activeAlerts"] == 2
+    staff = await read(brand, OPERATOR, "/alerts")
+    assert sorted(a.get("code") or a["kind"] for a in staff["items"]) == ["P0171", "P0300", "P0420", "speeding"]
+    assert (await read(brand, OPERATOR, ""))["activeAlerts"] == 3
