@@ -798,9 +798,9 @@ class FleetService:
     async def alerts(
         self, vehicle_id: str, limit: int, token: str | None, since: str = "", hidden: Times = ()
     ) -> dict[str, Any]:
-        """Newest first; none raised before `since` (see `get_vehicle`) but those of the car's condition still active
-        (its current state: `is_current_condition`), nor of a former driver's place (`hidden`: the times of former
-        drivers whose handover, which deletes their places, is unfinished)."""
+        """Newest first; none raised before `since` (see `get_vehicle`) but those of the car's condition active in
+        the caller's time (`is_condition_in`), nor of a former driver's place (`hidden`: the times of former drivers
+        whose handover, which deletes their places, is unfinished)."""
         await self._vehicle(vehicle_id)
         page = await keyset_page(
             self.store,
@@ -815,7 +815,7 @@ class FleetService:
             partition_key=vehicle_id,
             match=lambda d: d.get("vehicleId") == vehicle_id and d.get("status") != ACK_STATUS,
             since=since,
-            also=CURRENT_CONDITION,
+            also=conditions_in(since),
         )
         acks = await self._acks(vehicle_id) if page.items else {}
         theirs = await others_places(self.store, vehicle_id, hidden) if hidden and page.items else frozenset()
@@ -1077,27 +1077,32 @@ def trip_since(doc: VehicleDocument, since: str) -> Any:
     return trip if not since or (isinstance(trip, dict) and str(trip.get("startTs") or "") >= since) else None
 
 
-def is_current_condition(alert: Mapping[str, Any]) -> bool:
-    """An alert still active about the car's condition (a trouble code, a low battery): the car's current state,
-    which its current driver reads whenever it was raised, as they read the car's signals."""
-    return alert.get("status") == "active" and alert.get("kind") in CONDITION_KINDS
+def is_condition_in(alert: Mapping[str, Any], since: str) -> bool:
+    """An alert about the car's condition (a trouble code, a low battery) active at some time from `since` on:
+    still active, or cleared since. The car's state in a driver's time, which they read whenever it was raised, as
+    they read the car's signals."""
+    if alert.get("kind") not in CONDITION_KINDS:
+        return False
+    cleared = alert.get("clearedAt")
+    return alert.get("status") == "active" or (isinstance(cleared, str) and cleared >= since)
 
 
-# The same as a query's clause, for pages of the `alerts` container.
-CURRENT_CONDITION: Final = AlsoBefore(
-    "c.status = @__alsoActive AND ARRAY_CONTAINS(@__alsoKinds, c.kind)",
-    {"@__alsoActive": "active", "@__alsoKinds": sorted(CONDITION_KINDS)},
-    is_current_condition,
-)
+def conditions_in(since: str) -> AlsoBefore:
+    """`is_condition_in` as a query's clause, for pages of the `alerts` container from `since` on."""
+    return AlsoBefore(
+        "ARRAY_CONTAINS(@__alsoKinds, c.kind) AND (c.status = @__alsoActive OR c.clearedAt >= @__alsoSince)",
+        {"@__alsoKinds": sorted(CONDITION_KINDS), "@__alsoActive": "active", "@__alsoSince": since},
+        lambda alert: is_condition_in(alert, since),
+    )
 
 
 def alerts_since(doc: VehicleDocument, since: str, theirs: frozenset[str] = frozenset()) -> list[AlertDocument]:
-    """The car's active alerts raised at or after `since` ("": all) or about its condition, but those about a
-    place of `theirs`."""
+    """The car's active alerts raised at or after `since` ("": all) or about its condition (`is_condition_in`), but
+    those about a place of `theirs`."""
     return [
         a
         for a in alerts_of(doc).values()
-        if (not since or str(a.get("raisedAt") or "") >= since or is_current_condition(a))
+        if (not since or str(a.get("raisedAt") or "") >= since or is_condition_in(a, since))
         and not names_one_of(a, theirs)
     ]
 

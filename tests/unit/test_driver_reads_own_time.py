@@ -133,7 +133,7 @@ async def test_the_cars_next_driver_reads_nothing_of_the_one_before_and_the_oper
     assert megan["samples"], "Megan reads none of her own samples"
     assert min(megan["samples"]) >= since, "Megan reads Alex's positions"
     assert megan["trips"] == [iso(40 * 60)]
-    assert megan["alerts"] == ["P0420"]
+    assert megan["alerts"] == ["P0300", "P0420"], "Alex's trouble code, still on at the handover, cleared in her time"
     assert megan["commands"] == [megan_command]
     assert megan["crossings"] == ["megan-site"]
     assert megan["car alerts"] == ["P0420"]
@@ -194,7 +194,7 @@ async def test_a_driver_the_car_named_before_since_was_recorded_reads_from_their
     else:
         assert min(megan["samples"]) == iso(40 * 60), "her time did not start at the earlier date"
         assert megan["commands"] == [megan_command]
-        assert megan["alerts"] == ["P0420"]
+        assert megan["alerts"] == ["P0300", "P0420"]
 
 
 KEEP = "keep"
@@ -376,8 +376,8 @@ async def test_crossings_and_alerts_of_a_former_drivers_place_do_not_name_it_to_
 async def test_an_alert_about_the_cars_condition_still_active_at_the_handover_is_the_next_drivers_to_read() -> None:
     """Alex's trouble code P0300 is still active when Megan takes the car: it is the car's state now (as its
     warning light is), so she reads it in the car's detail, its count and the alerts' pages, after her own
-    P0420. What he drove into stays his: his speeding alert, still open, and a trouble code that cleared in his
-    time (P0171). The operator reads all of them."""
+    P0420, and once it clears in her time, as cleared. What he drove into stays his: his speeding alert, still
+    open, and a trouble code that cleared in his time (P0171). The operator reads all of them."""
     from shared.containers import ALERTS
 
     brand = Brand()
@@ -415,3 +415,11 @@ async def test_an_alert_about_the_cars_condition_still_active_at_the_handover_is
     staff = await read(brand, OPERATOR, "/alerts")
     assert sorted(a.get("code") or a["kind"] for a in staff["items"]) == ["P0171", "P0300", "P0420", "speeding"]
     assert (await read(brand, OPERATOR, ""))["activeAlerts"] == 3
+    # P0300 clears in her time: still hers to read, as cleared then
+    await TelemetryIngestor(brand.store, MemoryDeadLetterSink()).ingest(
+        [message(brand.car, drive(11, start + 10, lv="ON", speed=30.0, dtc=["P0420"]), start + 10, 11)]
+    )
+    listed = {a["code"]: (a["status"], a["clearedAt"]) for a in (await read(brand, MEGAN, "/alerts"))["items"]}
+    assert listed == {"P0420": ("active", None), "P0300": ("cleared", iso(start + 10))}
+    car = await read(brand, MEGAN, "")
+    assert ([a["code"] for a in car["alerts"]], car["activeAlerts"]) == (["P0420"], 1)
