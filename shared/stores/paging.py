@@ -44,8 +44,8 @@ class Page:
 @dataclass(frozen=True, slots=True)
 class AlsoBefore:
     """Documents listed although their key sorts before `since`: `where` in the query (its parameters named
-    `@__also…`), `match` the same in Python. E.g. a car's alerts still active about its condition, which are its
-    current state (shared/fleet/service.py)."""
+    `@__also…`), `match` the same in Python. E.g. a car's alerts about its condition that were still on when a
+    driver's time began (shared/fleet/service.py `conditions_in`)."""
 
     where: str
     parameters: Mapping[str, Any]
