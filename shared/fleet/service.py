@@ -62,7 +62,7 @@ from shared.settings import moving_speed_kmh, number_setting
 from shared.stores.base import DeadLetterSink, Document, DocumentStore
 from shared.stores.paging import AlsoBefore, keyset_page
 from shared.telemetry import signals as S
-from shared.telemetry.alerts import CONDITION_KINDS
+from shared.telemetry.alerts import CONDITION_KINDS, is_condition_in
 from shared.telemetry.documents import (
     AlertDocument,
     DriverRef,
@@ -1075,16 +1075,6 @@ def trip_since(doc: VehicleDocument, since: str) -> Any:
     """The car's open or last trip, if it started at or after `since` ("": any)."""
     trip = doc.get("trip")
     return trip if not since or (isinstance(trip, dict) and str(trip.get("startTs") or "") >= since) else None
-
-
-def is_condition_in(alert: Mapping[str, Any], since: str) -> bool:
-    """An alert about the car's condition (a trouble code, a low battery) active at some time from `since` on:
-    still active, or cleared since. The car's state in a driver's time, which they read whenever it was raised, as
-    they read the car's signals."""
-    if alert.get("kind") not in CONDITION_KINDS:
-        return False
-    cleared = alert.get("clearedAt")
-    return alert.get("status") == "active" or (isinstance(cleared, str) and cleared >= since)
 
 
 def conditions_in(since: str) -> AlsoBefore:

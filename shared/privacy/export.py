@@ -54,6 +54,7 @@ from shared.drivers.periods import Period
 from shared.drivers.places import placed_in
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
+from shared.telemetry.alerts import is_condition_in
 from shared.telemetry.history import stored_entries
 from shared.travel.stores import KIND_LATE, KIND_PLACE, KIND_TRAVEL, TRAVEL_DOC_ID
 
@@ -166,7 +167,7 @@ class DriverExport:
             (GAPS, "reportedAt", HEALTH),
         ):
             async for doc in self._all(container, where, v, car.vehicle_id):
-                if car.holds(doc.get(key)):
+                if car.holds(doc.get(key)) or (container == ALERTS and _on_when_it_began(doc, car)):
                     yield _record(category, container, car.vehicle_id, doc)
         async for doc in self._all(GEOFENCE_EVENTS, where, v, car.vehicle_id):  # where the car crossed what
             if car.holds(doc.get("ts")):
@@ -236,6 +237,12 @@ def _travel_since(doc: Mapping[str, Any], since: str) -> dict[str, Any]:
     }
     notices = [k for k in state.get("notices") or () if isinstance(k, str) and k.rsplit("|", 1)[0] in kept]
     return {**doc, "state": {**state, "events": kept, "notices": notices}}
+
+
+def _on_when_it_began(alert: Mapping[str, Any], car: Period) -> bool:
+    """An alert about the car's condition raised before the period and still on when it began: the car's state in
+    their time, as the API shows it to the car's driver (docs/privacy.md, "A driver reads their own time")."""
+    return str(alert.get("raisedAt") or "") < car.since and is_condition_in(alert, car.since)
 
 
 def _car_entry(car: Period) -> dict[str, Any]:

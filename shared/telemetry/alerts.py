@@ -14,7 +14,8 @@ later message. Clears are always allowed: each clears an alert that was opened, 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from shared.device_messages import compact_time, safe_id
 from shared.geofences.index import SpeedLimit
@@ -36,6 +37,15 @@ _LEVELS: Final = (
 # (speeding, geofences, curfews): one still active is the car's current state, so its current driver reads it
 # whenever it was raised (docs/privacy.md, "A driver reads their own time").
 CONDITION_KINDS: Final = frozenset({"dtc", *(kind for kind, _, _ in _LEVELS)})
+
+
+def is_condition_in(alert: Mapping[str, Any], since: str) -> bool:
+    """An alert about the car's condition active at some time from `since` on: still active, or cleared since. The
+    car's state in a driver's time, theirs whenever it was raised, as the car's signals are."""
+    if alert.get("kind") not in CONDITION_KINDS:
+        return False
+    cleared = alert.get("clearedAt")
+    return alert.get("status") == "active" or (isinstance(cleared, str) and cleared >= since)
 
 
 def _raise(vehicle_id: str, key: str, ts: str, kind: str) -> AlertDocument:

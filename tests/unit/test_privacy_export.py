@@ -313,6 +313,9 @@ async def test_the_new_drivers_export_holds_no_sample_of_the_former_from_a_chunk
     assert samples_of(records)
     assert min(samples_of(records)) >= iso(30 * 60), "the former driver's samples are in the new driver's export"
     assert [r["record"]["commandId"] for r in records if r["source"] == "commands"] == [hers]
+    # Alex's trouble code, still on when her time began (cleared by her first sample): the car's state in her time
+    alerts = {r["record"]["code"]: r["record"]["status"] for r in records if r["source"] == "alerts"}
+    assert alerts == {"P0300": "cleared", "P0420": "active"}
     assert ALEX not in orjson.dumps(records).decode()
 
 
