@@ -406,7 +406,13 @@ async def test_the_fleet_operator_sends_commands_and_follows_them_live(fleet: Fl
         assert await page.locator("#commands tbody tr[data-command-id]").count() == 2
         assert errors == []
 
-    # WHEN the car is gone (asleep) and the operator locks it again
+    # WHEN the car is gone (asleep: the hub has seen its session end, which a loaded machine may take a moment to
+    # tell; a session still open would take the lock as a direct method the car never answers) and the operator
+    # locks it again
+    async def gone() -> bool:
+        return not stack.hub.connected(CAR)
+
+    await wait_for(gone, 30)
     async with browser_page(stack) as (page, errors):
         await sign_in(page, stack, OPERATOR)
         await page.locator(f'tr[data-vehicle="{CAR}"]').click(timeout=20_000)
