@@ -67,6 +67,9 @@ TRIP_POSITIONS: Final[tuple[str, ...]] = ("startPosition", "endPosition", "gpsDi
 DROPPED: Final = frozenset(
     {"_rid", "_self", "_etag", "_attachments", "_ts", "clientState", "outbox", "cursor", "tokenCache"}
 )
+# What a later time adds to a record of theirs: an alert's clearing, a command's outcome (the car's words, the reason).
+CLEARED_FIELDS: Final = frozenset({"clearValue", "clearReason"})
+LATER_FIELDS: Final = frozenset({"message", "reason"})
 # Kinds of the driver's `calendars` documents that are calendar data; the rest there (the driver link, the driver
 # account, anything newer) are account data.
 CALENDAR_KINDS: Final = frozenset({KIND_EVENT, KIND_SUBSCRIPTION, KIND_SYNC_STATE, KIND_PLACE, KIND_LATE})
@@ -168,7 +171,9 @@ class DriverExport:
         ):
             async for doc in self._all(container, where, v, car.vehicle_id):
                 if car.holds(doc.get(key)) or (container == ALERTS and _on_when_it_began(doc, car)):
-                    yield _record(category, container, car.vehicle_id, doc)
+                    yield _record(
+                        category, container, car.vehicle_id, _alert_then(doc, car) if container == ALERTS else doc
+                    )
         async for doc in self._all(GEOFENCE_EVENTS, where, v, car.vehicle_id):  # where the car crossed what
             if car.holds(doc.get("ts")):
                 yield _record(POSITION, GEOFENCE_EVENTS, car.vehicle_id, doc)
@@ -177,11 +182,11 @@ class DriverExport:
         async for doc in self._all(COMMANDS, f"{where} AND c.kind = @k", {**v, "@k": COMMAND_KIND}, car.vehicle_id):
             if doc.get("kind") == COMMAND_KIND and car.holds(doc.get("createdAt")):
                 # what was done to the car while they drove it; who sent it stays in the audit log (another person)
-                yield _record(ACTIVITY, COMMANDS, car.vehicle_id, command_view(doc))
+                yield _record(ACTIVITY, COMMANDS, car.vehicle_id, _command_then(command_view(doc), car))
 
     def _history(self, car: Period, chunk: Document) -> Iterable[dict[str, Any]]:
         """One line per category of a history chunk: its samples of the period with only that category's
-        signals."""
+        signals, and the time they span (the chunk's own may begin or end in another driver's time)."""
         per: dict[str, list[dict[str, Any]]] = {}
         for message in stored_entries(chunk.get("messages")):
             for sample in message.get("samples") or []:
@@ -192,8 +197,9 @@ class DriverExport:
                 for category, part in self._by_category(sample.get("rejected") or {}).items():
                     per.setdefault(category, []).append({"ts": sample.get("ts"), "rejected": part})
         for category, samples in per.items():
+            times = [str(sample["ts"]) for sample in samples]
             yield {"kind": "record", "category": category, "source": TELEMETRY, "vehicleId": car.vehicle_id,
-                   "record": {"from": chunk.get("from"), "to": chunk.get("to"), "samples": samples}}  # fmt: skip
+                   "record": {"from": min(times), "to": max(times), "samples": samples}}  # fmt: skip
 
     def _by_category(self, signals: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -243,6 +249,34 @@ def _on_when_it_began(alert: Mapping[str, Any], car: Period) -> bool:
     """An alert about the car's condition raised before the period and still on when it began: the car's state in
     their time, as the API shows it to the car's driver (docs/privacy.md, "A driver reads their own time")."""
     return str(alert.get("raisedAt") or "") < car.since and is_condition_in(alert, car.since)
+
+
+def _alert_then(alert: Mapping[str, Any], car: Period) -> Mapping[str, Any]:
+    """The alert as it stood when their time with the car ended: one cleared in a later driver's time is still
+    active then. When it cleared, and the level it cleared at, would tell them when the car was next driven."""
+    cleared = alert.get("clearedAt")
+    if car.until is None or not isinstance(cleared, str) or cleared < car.until:
+        return alert
+    shown = {k: v for k, v in alert.items() if k not in CLEARED_FIELDS}
+    shown.update(status="active", clearedAt=None)
+    return shown
+
+
+def _command_then(command: Mapping[str, Any], car: Period) -> Mapping[str, Any]:
+    """A command sent while they drove the car, as it stood when their time ended: the transitions from then on
+    (a queued command delivered when the car next woke, its outcome) happened in a later driver's time."""
+    transitions = command.get("transitions")
+    if car.until is None or not isinstance(transitions, list):
+        return command
+    kept = [t for t in transitions if isinstance(t, dict) and str(t.get("at") or "") < car.until]
+    if len(kept) == len(transitions) or not kept:  # not kept: a command without its accepted transition, as stored
+        return command
+    last = kept[-1]
+    shown = {k: v for k, v in command.items() if k not in LATER_FIELDS}
+    shown.update(transitions=kept, status=last.get("status"), updatedAt=last.get("at"))
+    if last.get("reason") is not None:
+        shown["reason"] = last["reason"]
+    return shown
 
 
 def _car_entry(car: Period) -> dict[str, Any]:

@@ -304,6 +304,57 @@ async def test_a_replaced_driver_keeps_the_car_for_the_time_they_drove_it_and_no
     assert_nothing_of_megan(lines, hers)
 
 
+async def test_the_former_drivers_alert_and_command_are_as_they_stood_when_his_time_ended() -> None:
+    """Alex's trouble code cleared in Megan's time (her first sample), and his queued lock delivered and done when the
+    car woke in her time: his export shows both as they stood at the handover, and no time after it. When the code
+    cleared and when the car took the command would tell him when the car was next driven."""
+    from shared.commands.lifecycle import Status, advance
+    from shared.containers import COMMANDS
+
+    car = CARS[ALEX]
+    store = await world(cars={ALEX: car})
+    theirs, hers = await handover(store, car)
+    [command] = await store.query(COMMANDS, "SELECT * FROM c WHERE c.id = @i", {"@i": theirs})
+    assert advance(command, Status.QUEUED, T0 + dt.timedelta(minutes=10, seconds=1))  # the car was asleep
+    before = command["status"]
+    for status in (Status.DELIVERED, Status.SUCCEEDED):  # the car woke in Megan's time
+        assert advance(command, status, T0 + dt.timedelta(minutes=41), message="done", by_car=True)
+    await store.upsert(COMMANDS, command)
+
+    lines = await export(store, ALEX)
+    manifest, *records, _ = lines
+    [alert] = [r["record"] for r in records if r["source"] == "alerts"]
+    assert (alert["code"], alert["status"], alert["clearedAt"]) == ("P0300", "active", None)
+    assert "clearValue" not in alert
+    assert "clearReason" not in alert
+    [sent] = [r["record"] for r in records if r["source"] == "commands"]
+    assert sent["status"] == before
+    assert [t["status"] for t in sent["transitions"]] == ["accepted", "queued"]
+    assert "message" not in sent, "the car's words on taking the command are from Megan's time"
+    end = manifest["vehicles"][0]["until"]
+    later = sorted(
+        {text for text in _strings(records) if text[:2] == "20" and text > end} - {sent["expiresAt"]}
+    )  # a time set when the command was sent, not one of Megan's
+    assert not later, f"times from after the handover are in the former driver's export: {later}"
+    assert_nothing_of_megan(lines, hers)
+
+    # Megan's export has the same alert cleared in her time: what she did while it was hers
+    _, *hers_records, _ = await export(store, MEGAN)
+    assert {r["record"]["code"]: r["record"]["status"] for r in hers_records if r["source"] == "alerts"}["P0300"] == (
+        "cleared"
+    )
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
 async def test_the_new_drivers_export_holds_no_sample_of_the_former_from_a_chunk_spanning_the_handover() -> None:
     car = CARS[ALEX]
     store = await world(cars={ALEX: car})
@@ -312,6 +363,8 @@ async def test_the_new_drivers_export_holds_no_sample_of_the_former_from_a_chunk
     assert manifest["vehicles"] == [{"vehicleId": car, "since": iso(30 * 60)}]
     assert samples_of(records)
     assert min(samples_of(records)) >= iso(30 * 60), "the former driver's samples are in the new driver's export"
+    spans = [r["record"]["from"] for r in records if r["source"] == "telemetry"]
+    assert min(spans) >= iso(30 * 60), "the chunk's span tells her when the former driver drove"
     assert [r["record"]["commandId"] for r in records if r["source"] == "commands"] == [hers]
     # Alex's trouble code, still on when her time began (cleared by her first sample): the car's state in her time
     alerts = {r["record"]["code"]: r["record"]["status"] for r in records if r["source"] == "alerts"}
