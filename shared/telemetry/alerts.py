@@ -34,8 +34,8 @@ _LEVELS: Final = (
     ("low_fuel", S.FUEL_LEVEL, "low_fuel_percent"),
 )
 # Kinds about the car's condition (a trouble code, a low battery or tank), not about how or where it was driven
-# (speeding, geofences, curfews): one still active is the car's current state, so its current driver reads it
-# whenever it was raised (docs/privacy.md, "A driver reads their own time").
+# (speeding, geofences, curfews): one still on when a driver's time began is the car's state in their time, so they
+# read it whenever it was raised (`is_condition_in`; docs/privacy.md, "A driver reads their own time").
 CONDITION_KINDS: Final = frozenset({"dtc", *(kind for kind, _, _ in _LEVELS)})
 
 
