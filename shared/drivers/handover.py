@@ -37,6 +37,9 @@ from shared.vehicle_updates import update_vehicle
 
 HANDOVERS: Final = "handovers"
 SINCE: Final = "since"  # on the car's `driver` and on an entry: when that driver began driving the car
+# On the car: when its last driver before the current one left it. What the car recorded before then was in a former
+# driver's time, which the current driver's withdrawal of consent leaves to them (shared/telemetry/privacy.py).
+LEFT_AT: Final = "driverLeftAt"
 
 MAX_ROUNDS: Final = 32  # entries finished by one call; more means other writers keep adding: the caller retries
 Leave = Callable[[Mapping[str, Any]], Awaitable[None]]  # a former driver's entry (`userId`, `profile`): off the car
@@ -55,9 +58,11 @@ def driving_since(previous: object, user_id: str, now: str) -> str | None:
 
 def mark(doc: Document, previous: object, new_user: str | None, at: str) -> None:
     """Inside the vehicle update that names `new_user` (None: the car keeps no driver): record the driver it
-    replaces, if any other, with when they began driving it (`since`, if recorded)."""
+    replaces, if any other, with when they began driving it (`since`, if recorded), and when they left (`LEFT_AT`,
+    kept once the entry is finished)."""
     if not isinstance(previous, dict) or not previous.get("userId") or previous["userId"] == new_user:
         return
+    doc[LEFT_AT] = at
     entry = {"userId": str(previous["userId"]), "profile": previous.get("profile"), "at": at}
     if isinstance(previous.get(SINCE), str):
         entry[SINCE] = previous[SINCE]

@@ -528,9 +528,10 @@ def _scrub(vehicle: Document, states: Mapping[str, CategoryState]) -> int:
     signals = state.get("signals") if isinstance(state, dict) else None
     removed = sum(1 for path in signals or () if policy.reason_of(path) is not None)
     trip = vehicle.get("trip")
-    if POSITION in withheld and isinstance(trip, dict):
-        removed += sum(1 for name in TRIP_POSITION_FIELDS if trip.get(name) is not None)
+    held = [name for name in TRIP_POSITION_FIELDS if isinstance(trip, dict) and trip.get(name) is not None]
     scrub_withheld(vehicle, policy)  # type: ignore[arg-type]  # a stored vehicle document
+    if POSITION in withheld and isinstance(trip, dict):  # those of an earlier driver's time stay (privacy.py)
+        removed += sum(1 for name in held if trip.get(name) is None)
     return removed
 
 

@@ -6,8 +6,10 @@ stores anything: not in state, not in history (the path is kept with the categor
 in rejected values (a rejected position is still a position), so not in trips or alerts either. What was buffered
 before a category became withheld (state, the history buffer `ingest.pending`, the outbox, the open and the last
 trip) is scrubbed by the first fold that sees the change (`ingest.withheld` records the set last enforced) and by
-the consent API at once (`scrub_positions`, `scrub_withheld`). Dead-letter and parked bodies keep only what the
-car does not withhold (`scrub_body`), or no body at all.
+the consent API at once (`scrub_positions`, `scrub_withheld`). What the car recorded in a former driver's time
+(`former_until`: their samples still in the buffer, the start of a trip they began) is theirs, not the current
+driver's to withdraw, and is kept. Dead-letter and parked bodies keep only what the car does not
+withhold (`scrub_body`), or no body at all.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from shared.telemetry.history import encode_entry
 
 # Every field of a trip that holds a position (trips.open_trip, advance_trip, close_trip).
 TRIP_POSITION_FIELDS: Final = ("startPosition", "lastPosition", "endPosition")
+# The time of each, which says whose time it was recorded in.
+_TRIP_POSITION_TIMES: Final = {"startPosition": "startTs", "lastPosition": "lastTs", "endPosition": "endTs"}
 POSITION: Final = "position"
 
 
@@ -117,10 +121,14 @@ def withhold(msg: TelemetryMessage, policy: Policy) -> None:
                     rejected[path] = (None, reason)
 
 
-def scrub_entry(entry: HistoryEntry, policy: Policy) -> int:
-    """Remove withheld values from one stored history entry (left with path and reason); the count removed."""
+def scrub_entry(entry: HistoryEntry, policy: Policy, since: str = "") -> int:
+    """Remove withheld values from one stored history entry's samples from `since` on (left with path and reason);
+    the count removed."""
     removed = 0
     for sample in entry.get("samples", []):
+        ts = sample.get("ts")
+        if since and isinstance(ts, str) and ts < since:
+            continue  # an earlier driver's sample
         signals = sample.get("signals", {})
         gone = [p for p in signals if policy.reason_of(p) is not None]
         rejected = sample.get("rejected")
@@ -139,13 +147,13 @@ def scrub_entry(entry: HistoryEntry, policy: Policy) -> int:
     return removed
 
 
-def _scrub_entries(entries: Any, policy: Policy) -> int:
+def _scrub_entries(entries: Any, policy: Policy, since: str) -> int:
     """`scrub_entry` on each stored entry of a buffer or a chunk (`ingest.pending`, `messages`): its JSON text,
     encoded again if anything went (history.encode_entry), or an object as older versions stored it."""
     removed = 0
     for index, item in enumerate(entries if isinstance(entries, list) else ()):
         if isinstance(item, dict):
-            removed += scrub_entry(cast(HistoryEntry, item), policy)
+            removed += scrub_entry(cast(HistoryEntry, item), policy, since)
             continue
         if not isinstance(item, str):
             continue
@@ -153,19 +161,23 @@ def _scrub_entries(entries: Any, policy: Policy) -> int:
             entry: Any = orjson.loads(item)
         except orjson.JSONDecodeError:
             continue
-        if isinstance(entry, dict) and (count := scrub_entry(cast(HistoryEntry, entry), policy)):
+        if isinstance(entry, dict) and (count := scrub_entry(cast(HistoryEntry, entry), policy, since)):
             entries[index] = encode_entry(cast(HistoryEntry, entry))
             removed += count
     return removed
 
 
-def scrub_trip(trip: TripDocument | dict[str, Any] | None) -> int:
-    """Null the positions of a trip; the count removed."""
+def scrub_trip(trip: TripDocument | dict[str, Any] | None, since: str = "") -> int:
+    """Null the positions of a trip recorded from `since` on (each dated by its time: `startTs`, `lastTs`,
+    `endTs`); the count removed."""
     if not isinstance(trip, dict):
         return 0
     fields = cast(dict[str, Any], trip)
     removed = 0
     for name in TRIP_POSITION_FIELDS:
+        at = fields.get(_TRIP_POSITION_TIMES[name])
+        if since and isinstance(at, str) and at < since:
+            continue  # recorded in an earlier driver's time
         if fields.get(name) is not None:
             fields[name] = None
             removed += 1
@@ -197,6 +209,7 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
     trips: list[TripDocument] = []
     # A stored document of any age or writer: read without trusting its shape (a compiled fold checks types).
     stored = untyped(doc)
+    since = former_until(stored)  # what was recorded before is a former driver's: kept
     state: Any = stored.get("state")
     signals: Any = state.get("signals") if isinstance(state, dict) else None
     if isinstance(signals, dict) and signals:
@@ -209,7 +222,7 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
     if positions:
         trip: Any
         for trip in (stored.get("trip"), ingest.get("lastTrip") if isinstance(ingest, dict) else None):
-            if isinstance(trip, dict) and (count := scrub_trip(cast(TripDocument, trip))):
+            if isinstance(trip, dict) and (count := scrub_trip(cast(TripDocument, trip), since)):
                 removed += count
                 trips.append(cast(TripDocument, trip))
         removed += scrub_geofencing(doc)  # the geofence window's samples and states say where the car was
@@ -217,7 +230,7 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
             removed += 1
     if isinstance(ingest, dict):
         pending: Any = ingest.get("pending")
-        removed += _scrub_entries(pending, policy)
+        removed += _scrub_entries(pending, policy, since)
         outbox: Any = ingest.get("outbox")
         for item in outbox if isinstance(outbox, list) else ():
             if not isinstance(item, dict):
@@ -226,13 +239,30 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
             if not isinstance(document, dict):
                 continue
             if item.get("container") == "telemetry":
-                removed += _scrub_entries(document.get("messages"), policy)
+                removed += _scrub_entries(document.get("messages"), policy, since)
             elif item.get("container") == "trips" and positions:
-                removed += scrub_trip(document)
-            elif item.get("container") == "geofenceEvents" and positions and document.get("position") is not None:
+                removed += scrub_trip(document, since)
+            elif (
+                item.get("container") == "geofenceEvents"
+                and positions
+                and document.get("position") is not None
+                and not (since and isinstance(document.get("ts"), str) and document["ts"] < since)
+            ):
                 document["position"] = None  # where the crossing was: an event stored again from the outbox
                 removed += 1
     return removed, trips
+
+
+def former_until(doc: Mapping[str, Any]) -> str:
+    """Until when what the car buffers was recorded in a former driver's time, not its current driver's: when its
+    last driver before the current one left it (`driverLeftAt`, shared/drivers/handover.py), and never after the
+    current driver's `since`. "" when the car names no dated driver or no one drove it before them: then nothing
+    it buffers is known to be someone else's, and a scrub takes all of it (a driver linked mid-drive may have
+    driven the car before the link)."""
+    driver = doc.get("driver")
+    since = driver.get("since") if isinstance(driver, dict) else None
+    left = doc.get("driverLeftAt")
+    return min(since, left) if isinstance(since, str) and isinstance(left, str) else ""
 
 
 def scrub_positions(doc: VehicleDocument) -> int:

@@ -355,6 +355,31 @@ def _strings(value: object) -> list[str]:
     return []
 
 
+async def test_the_next_drivers_withdrawal_of_location_leaves_the_former_drivers_positions_in_his_export() -> None:
+    """Megan takes the car with location consent withheld while Alex's last messages are still in its history
+    buffer: her first message's fold scrubs positions from what the car buffers, but only hers. Alex's positions,
+    recorded in his time, stay his, and his export holds them once the buffer is written as a chunk."""
+    from shared.containers import VEHICLES
+
+    car = CARS[ALEX]
+    store = await world(cars={ALEX: car})
+    megan = {"userId": MEGAN, "upn": "megan@contoso.example", "timeZone": "Europe/Berlin",
+             "consent": {"calendar": False, "location": False}}  # fmt: skip
+    await DriverLinks(store, MemorySyncQueue(), lambda: T0 + HANDOVER).link(car, parse_link(orjson.dumps(megan)))
+    stored = await store.read(VEHICLES, car, safe_id(car))
+    assert stored is not None
+    assert stored.document["driverLeftAt"] == iso(30 * 60)
+    await megan_drives(store, car)  # 20 messages: the buffer with Alex's 3 is written as a chunk
+
+    _, *records, _ = await export(store, ALEX)
+    positions = [s for r in records if r["source"] == "telemetry" and r["category"] == "position"
+                 for s in r["record"]["samples"]]  # fmt: skip
+    kept = {s["ts"]: s["signals"]["Vehicle.CurrentLocation.Latitude"] for s in positions if "signals" in s}
+    assert kept == {iso(s): 52.5 + s / 1000 for s in range(3)}, "Megan's withdrawal took Alex's positions"
+    _, *hers, _ = await export(store, MEGAN)
+    assert "41.9" not in orjson.dumps(hers).decode(), "Megan's own positions were stored"
+
+
 async def test_the_new_drivers_export_holds_no_sample_of_the_former_from_a_chunk_spanning_the_handover() -> None:
     car = CARS[ALEX]
     store = await world(cars={ALEX: car})

@@ -196,6 +196,44 @@ def test_withdrawing_scrubs_state_history_buffer_outbox_and_trips() -> None:
     assert later["ingest"]["withheld"][:2] == ["calendar", "media_usage"]
 
 
+def test_the_next_drivers_withdrawal_keeps_what_the_car_recorded_in_the_former_drivers_time() -> None:
+    """Alex started a trip, and his positions are still in the history buffer, when the car was handed to Megan;
+    she drives on without switching off, then withdraws location consent. What is hers goes (her samples' positions,
+    where the trip is now, the state); what the car recorded in Alex's time is his (his export holds it) and stays:
+    his samples and where his trip began."""
+    from tests.factories import iso
+
+    doc: dict[str, Any] = {"id": "car-1", "vehicleId": "car-1", "consent": {"location": True}}
+    alex = trip_with_positions()[:2]  # ignition on at 0 s with every position, a drive at 30 s: the trip is open
+    doc, _ = fold_all(doc, *alex)
+    # the handover, as shared/drivers/handover.py writes it: Alex left at 40 s, when the car named Megan
+    doc["driver"] = {"userId": "megan", "upn": "megan@contoso.example", "timeZone": "UTC", "since": iso(40)}
+    doc["driverLeftAt"] = iso(40)
+    doc, _ = fold_all(doc, body(3, (50, {SPEED: 60.0, LAT: 52.3, LON: 13.8, ODO: 1600})))
+    assert doc["trip"]["lastPosition"] is not None
+    doc["consent"] = {"location": False}
+    removed = scrub_positions(doc)  # type: ignore[arg-type]
+
+    assert removed > 0
+    assert doc["trip"]["startPosition"] == {"lat": POSITIONS[LAT], "lon": POSITIONS[LON]}, "Alex's trip start went"
+    assert doc["trip"]["lastPosition"] is None, "where Megan drove the trip is still there"
+    samples = [s for e in stored_entries(doc["ingest"]["pending"]) for s in e["samples"]]
+    kept = {s["ts"]: s["signals"].get(LAT) for s in samples}
+    assert kept == {iso(0): POSITIONS[LAT], iso(30): 52.2, iso(50): None}, "only Megan's positions go"
+    megan = next(s for s in samples if s["ts"] == iso(50))
+    assert megan["rejected"][LAT]["value"] is None
+    assert LAT not in doc["state"]["signals"], "the car's current position is Megan's"
+
+    # a car no one drove before Megan (she may have driven it before it named her), or whose driver's time is not
+    # recorded: everything buffered goes, as before
+    for field in ("driverLeftAt", "since"):
+        undated = copy.deepcopy(doc)
+        undated.pop(field, None)
+        undated["driver"].pop(field, None)
+        scrub_positions(undated)  # type: ignore[arg-type]
+        assert_nowhere(undated)
+
+
 def test_a_fold_of_replays_alone_still_writes_what_a_new_withholding_scrubbed() -> None:
     # GIVEN a car with positions in its buffer and its open trip, in a brand that now makes position a consent
     # category (the car has no consent record)
