@@ -76,7 +76,7 @@ from shared.telemetry.documents import (
     signals_of,
     to_store,
 )
-from shared.telemetry.gaps import gaps_of, summary_of_reports
+from shared.telemetry.gaps import DATED_FROM_QUERY, dated, gaps_of, summary_of_reports
 from shared.telemetry.history import stored_entries
 from shared.telemetry.motion import motion
 from shared.telemetry.privacy import POSITION, TRIP_POSITION_FIELDS, Policy, policy_for, scrub_entry
@@ -693,10 +693,11 @@ class FleetService:
         return out
 
     async def _gaps_since(self, vehicle_id: str, since: str) -> dict[str, Any]:
-        """The car's gap summary over the reports of `since` on (the car's summary counts its whole life)."""
-        query = "SELECT * FROM c WHERE c.vehicleId = @v AND c.reportedAt >= @s"
-        found = await self.store.query(GAPS, query, {"@v": vehicle_id, "@s": since}, partition_key=vehicle_id)
-        return dict(summary_of_reports([d for d in found if str(d.get("reportedAt") or "") >= since]))
+        """The car's gap summary over the reports of losses from `since` on (`gaps.dated`: a loss in a former
+        driver's time reported in this one's is not theirs; the car's summary counts its whole life)."""
+        parameters = {"@v": vehicle_id, "@s": since}
+        found = await self.store.query(GAPS, DATED_FROM_QUERY, parameters, partition_key=vehicle_id)
+        return dict(summary_of_reports([d for d in found if dated(d) >= since]))
 
     async def _maps_calls(self, vehicle_id: str) -> int | None:
         """Azure Maps calls of the car's travel planning in the last hour (its budget, shared/travel/budget.py);

@@ -55,6 +55,7 @@ from shared.drivers.places import placed_in
 from shared.stores.base import Document, DocumentStore
 from shared.stores.paging import keyset_page
 from shared.telemetry.alerts import is_condition_in
+from shared.telemetry.gaps import dated
 from shared.telemetry.history import stored_entries
 from shared.travel.stores import KIND_LATE, KIND_PLACE, KIND_TRAVEL, TRAVEL_DOC_ID
 
@@ -163,17 +164,16 @@ class DriverExport:
                 if where_fields:
                     yield _record(POSITION, TRIPS, car.vehicle_id, {"id": doc.get("id"), **where_fields})
                 yield _record(DRIVING, TRIPS, car.vehicle_id, {k: x for k, x in doc.items() if k not in TRIP_POSITIONS})
-        # alerts; what the car asked for them; samples the car lost while they drove (gap reports)
-        for container, key, category in (
-            (ALERTS, "raisedAt", HEALTH),
-            (REQUESTS, "createdAt", CALENDAR),
-            (GAPS, "reportedAt", HEALTH),
-        ):
+        # alerts (as they stood when they left); what the car asked for them
+        for container, key, category in ((ALERTS, "raisedAt", HEALTH), (REQUESTS, "createdAt", CALENDAR)):
             async for doc in self._all(container, where, v, car.vehicle_id):
                 if car.holds(doc.get(key)) or (container == ALERTS and _on_when_it_began(doc, car)):
-                    yield _record(
-                        category, container, car.vehicle_id, _alert_then(doc, car) if container == ALERTS else doc
-                    )
+                    shown = _alert_then(doc, car) if container == ALERTS else doc
+                    yield _record(category, container, car.vehicle_id, shown)
+        # samples the car lost while they drove (gap reports, dated by the loss), as reported before they left
+        async for doc in self._all(GAPS, where, v, car.vehicle_id):
+            if car.holds(dated(doc)) and (car.until is None or str(doc.get("reportedAt") or "") < car.until):
+                yield _record(HEALTH, GAPS, car.vehicle_id, doc)
         async for doc in self._all(GEOFENCE_EVENTS, where, v, car.vehicle_id):  # where the car crossed what
             if car.holds(doc.get("ts")):
                 yield _record(POSITION, GEOFENCE_EVENTS, car.vehicle_id, doc)

@@ -51,6 +51,22 @@ def empty_summary() -> GapSummary:
     return {"count": 0, "samples": 0, "unknown": 0, "lastAt": None}
 
 
+def dated(report: Mapping[str, Any]) -> str:
+    """When a stored gap report's loss happened, which says whose time it is about: its first lost sample's time
+    (`fromTs`), else (a reset store loses undated samples) when it arrived (`reportedAt`); "" if neither."""
+    for field in ("fromTs", "reportedAt"):
+        value = report.get(field)
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+# A car's (@v) reports `dated` from @s on, as a query for the store to narrow by (the caller checks `dated` again).
+DATED_FROM_QUERY: Final = (
+    "SELECT * FROM c WHERE c.vehicleId = @v AND (c.fromTs >= @s OR (NOT IS_STRING(c.fromTs) AND c.reportedAt >= @s))"
+)
+
+
 def summary_of_reports(reports: Sequence[Mapping[str, Any]]) -> GapSummary:
     """The summary `fold_gaps` keeps, made from stored gap documents (e.g. those of a driver's time)."""
     summary = empty_summary()

@@ -24,6 +24,7 @@ from shared.iothub.memory_gateway import MemoryIoTHubGateway
 from shared.meetings.service import MeetingService
 from shared.stores.cosmos import CosmosDocumentStore
 from shared.stores.memory import MemoryDeadLetterSink
+from shared.telemetry.gaps import DATED_FROM_QUERY
 from shared.telemetry.ingest import TelemetryIngestor
 from tests.factories import drive, iso, message
 from tests.fleet_support import BRAND, FLEET, add_fleet, api_app, request
@@ -138,6 +139,22 @@ async def test_a_drivers_alert_pages_hold_their_time_and_the_cars_condition_on_t
     assert await pages(iso(103)) == [("P0420", "active")], "a trouble code cleared before their time is theirs"
     everyone = await stack.service.alerts(car, 10, None)
     assert sorted(a.get("code") or a["kind"] for a in everyone["items"]) == ["P0171", "P0300", "P0420", "speeding"]
+
+
+async def test_a_drivers_gap_summary_is_dated_by_the_loss_on_the_local_server(stack: Stack) -> None:
+    """Gap reports are a driver's when the loss began in their time (`fromTs`), or, undated (a reset store), when
+    they arrived: the query's OR with IS_STRING runs on the server, and a late report of an earlier loss is not
+    counted."""
+    car = f"car-{uuid.uuid4().hex[:8]}"
+    reports = [("early-loss-late-report", iso(10), iso(200), 5), ("undated", None, iso(150), 7),
+               ("undated-before", None, iso(20), 11), ("in-time", iso(120), iso(130), 13)]  # fmt: skip
+    for name, lost, reported, samples in reports:
+        await stack.store.upsert("gaps", {"id": f"{car}:{name}", "vehicleId": car, "type": "gap", "fromTs": lost,
+                                          "toTs": lost, "samples": samples, "reportedAt": reported})  # fmt: skip
+    found = await stack.store.query("gaps", DATED_FROM_QUERY, {"@v": car, "@s": iso(100)}, partition_key=car)
+    assert sorted(d["id"] for d in found) == [f"{car}:in-time", f"{car}:undated"]
+    summary = await stack.service._gaps_since(car, iso(100))
+    assert summary == {"count": 2, "samples": 20, "unknown": 0, "lastAt": iso(150)}
 
 
 async def test_the_fleet_list_pages_across_partitions(stack: Stack) -> None:

@@ -266,8 +266,9 @@ async def test_the_former_drivers_pending_command_cannot_be_cancelled_or_probed_
 
 
 async def test_the_cars_counts_and_gap_summary_are_of_the_drivers_time() -> None:
-    """Alex's trip still open at the handover, a gap he reported: the car's detail and the list of cars give Megan
-    no count or date of them; the operator gets the car's whole summary. His trouble code, still active, is the
+    """Alex's trip still open at the handover, a gap he reported, and one of samples lost in his time that the car
+    reported in Megan's: the car's detail and the list of cars give Megan no count or date of them; the operator
+    gets the car's whole summary. His trouble code, still active, is the
     car's state now: counted for both."""
     from shared.containers import GAPS
 
@@ -283,12 +284,16 @@ async def test_the_cars_counts_and_gap_summary_are_of_the_drivers_time() -> None
     await brand.store.upsert(GAPS, {"id": "gap-alex", "vehicleId": brand.car, "type": "gap", "samples": 40,
                                     "reportedAt": iso(10)})  # fmt: skip
     await brand.store.upsert(GAPS, {"id": "gap-megan", "vehicleId": brand.car, "type": "gap", "samples": 2,
-                                    "reportedAt": iso(HANDOVER.seconds + 60)})  # fmt: skip
+                                    "fromTs": None, "reportedAt": iso(HANDOVER.seconds + 60)})  # fmt: skip
+    # samples lost in Alex's time, reported once the car was Megan's: about his time, not hers
+    await brand.store.upsert(GAPS, {"id": "gap-alex-late", "vehicleId": brand.car, "type": "gap", "samples": 7,
+                                    "fromTs": iso(5), "toTs": iso(9),
+                                    "reportedAt": iso(HANDOVER.seconds + 90)})  # fmt: skip
     stored = await brand.store.read("vehicles", brand.car, brand.car)
     assert stored is not None
     await brand.store.upsert("vehicles", {**strip_system_properties(stored.document),
-                                          "gaps": {"count": 2, "samples": 42, "unknown": 0,
-                                                   "lastAt": iso(HANDOVER.seconds + 60)}})  # fmt: skip
+                                          "gaps": {"count": 3, "samples": 49, "unknown": 0,
+                                                   "lastAt": iso(HANDOVER.seconds + 90)}})  # fmt: skip
     await brand.accept(MEGAN, T0 + HANDOVER)
     serve(brand)
     await operator_membership(brand)
@@ -299,7 +304,7 @@ async def test_the_cars_counts_and_gap_summary_are_of_the_drivers_time() -> None
     [row] = (await brand.fleet.call("GET", "/api/vehicles", token=f"Bearer {MEGAN}")).json["items"]
     assert (row["activeAlerts"], row["tripOpen"]) == (1, False)
     staff = await read(brand, OPERATOR, "")
-    assert (staff["activeAlerts"], staff["tripOpen"], staff["gaps"]["count"]) == (1, True, 2)
+    assert (staff["activeAlerts"], staff["tripOpen"], staff["gaps"]["count"]) == (1, True, 3)
     [row] = (await brand.fleet.call("GET", "/api/vehicles", token=f"Bearer {OPERATOR}")).json["items"]
     assert (row["activeAlerts"], row["tripOpen"]) == (1, True)
 

@@ -314,6 +314,12 @@ async def test_the_former_drivers_alert_and_command_are_as_they_stood_when_his_t
     car = CARS[ALEX]
     store = await world(cars={ALEX: car})
     theirs, hers = await handover(store, car)
+    # samples the car lost in Alex's time: one loss reported while he drove, one reported only in Megan's time
+    ingest = TelemetryIngestor(store, MemoryDeadLetterSink())
+    for gap_id, reported in ((1, 20), (2, 41 * 60)):
+        gap = {"id": gap_id, "reason": "evicted", "from": iso(1), "to": iso(2), "samples": 9, "priority": 0}
+        raw = orjson.dumps({"v": 1, "gap": gap})
+        await ingest.ingest([message(car, raw, enqueued_s=reported, sequence_number=90 + gap_id)])
     [command] = await store.query(COMMANDS, "SELECT * FROM c WHERE c.id = @i", {"@i": theirs})
     assert advance(command, Status.QUEUED, T0 + dt.timedelta(minutes=10, seconds=1))  # the car was asleep
     before = command["status"]
@@ -331,6 +337,8 @@ async def test_the_former_drivers_alert_and_command_are_as_they_stood_when_his_t
     assert sent["status"] == before
     assert [t["status"] for t in sent["transitions"]] == ["accepted", "queued"]
     assert "message" not in sent, "the car's words on taking the command are from Megan's time"
+    gaps = [r["record"]["gapId"] for r in records if r["source"] == "gaps"]
+    assert gaps == [1], "a gap report arrived after he left (or his own is missing)"
     end = manifest["vehicles"][0]["until"]
     later = sorted(
         {text for text in _strings(records) if text[:2] == "20" and text > end} - {sent["expiresAt"]}
@@ -343,6 +351,7 @@ async def test_the_former_drivers_alert_and_command_are_as_they_stood_when_his_t
     assert {r["record"]["code"]: r["record"]["status"] for r in hers_records if r["source"] == "alerts"}["P0300"] == (
         "cleared"
     )
+    assert not [r for r in hers_records if r["source"] == "gaps"], "a loss in Alex's time is in Megan's export"
 
 
 def _strings(value: object) -> list[str]:
