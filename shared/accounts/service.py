@@ -519,6 +519,10 @@ class AccountService:
                     "teams": bool((account.get("capabilities") or {}).get("teams")),
                 },
             }
+            # their time with the car, as a linked driver's: from now, or theirs on from before (the same person)
+            since = handover.driving_since(previous[0], account_id, now)
+            if since is not None:
+                doc["driver"][handover.SINCE] = since
             return doc
 
         await update_vehicle(self.store, vehicle_id, drive)

@@ -220,17 +220,54 @@ async def a_company_driver_invited_three_days_ago(world: World) -> tuple[str, st
 
 async def test_signing_in_at_a_car_records_the_time_its_former_driver_drove_it(world: World) -> None:
     """The former driver's export keeps the car for the time they drove it (shared/drivers/periods.py): recorded
-    from their membership before it goes, up to the sign-in; a driver account that leaves the car in turn (its
-    start unknown: no history in its export) records nothing."""
+    from their membership before it goes, up to the sign-in; a driver account that leaves the car in turn has its
+    own time recorded, from the sign-in that named it (`driver.since`) to the sign-out."""
     from shared.drivers.periods import former_periods
 
     former, accepted, _ = await a_company_driver_invited_three_days_ago(world)
     await world.sign_in(CAR, "1")
+    signed_in = canonical_time(world.now)
     [period] = await former_periods(world.store, former)
-    assert (period.vehicle_id, period.since, period.until) == (CAR, accepted, canonical_time(world.now))
+    assert (period.vehicle_id, period.since, period.until) == (CAR, accepted, signed_in)
     world.now += dt.timedelta(hours=1)
     assert await world.service.sign_out(CAR, "1") is True
-    assert await former_periods(world.store, world.identity.account.id) == []
+    [own] = await former_periods(world.store, world.identity.account.id)
+    assert (own.vehicle_id, own.since, own.until) == (CAR, signed_in, canonical_time(world.now))
+
+
+async def test_a_driver_account_exports_what_the_car_recorded_from_its_sign_in_and_not_before(world: World) -> None:
+    """A driver account signed in at the car has a dated time with it (`driver.since`, as a linked driver): its
+    export holds the car's history from the sign-in, not what the car recorded before, and signing in again keeps
+    the date."""
+    from shared.device_messages import DeviceMessage
+    from shared.privacy.categories import default_categories
+    from shared.privacy.export import DriverExport
+    from shared.stores.memory import MemoryDeadLetterSink
+    from shared.telemetry.ingest import TelemetryIngestor
+    from tests.factories import iso
+
+    def sample(seq: int, minutes: int) -> DeviceMessage:
+        at = iso(minutes * 60, world.now)
+        raw = {"v": 1, "seq": seq, "samples": [{"ts": at, "signals": {"Vehicle.Speed": float(seq)}}]}
+        return DeviceMessage(orjson.dumps(raw), CAR, at, seq)
+
+    ingest = TelemetryIngestor(world.store, MemoryDeadLetterSink())
+    await ingest.ingest([sample(1, -10)])  # before anyone signed in
+    await world.sign_in(CAR, "1")
+    signed_in = canonical_time(world.now)
+    acct = account_id(CONSUMER_TENANT, world.identity.account.object_id)
+    assert (await world.vehicle(CAR))["driver"]["since"] == signed_in
+    await ingest.ingest([sample(2, 5)])
+    world.now += dt.timedelta(minutes=30)
+    await world.sign_in(CAR, "1", request_id="r2")  # the same account again: its time goes on
+    assert (await world.vehicle(CAR))["driver"]["since"] == signed_in
+
+    archive = DriverExport(world.store, default_categories().category_of, lambda: world.now)
+    lines = [orjson.loads(line) async for line in archive.lines(acct)]
+    assert lines[0]["vehicles"] == [{"vehicleId": CAR, "since": signed_in}]
+    speeds = [s["signals"]["Vehicle.Speed"] for r in lines if r.get("source") == "telemetry"
+              for s in r["record"]["samples"]]  # fmt: skip
+    assert speeds == [2.0], "the account's export holds none of its time, or the car's before it"
 
 
 async def test_a_sign_in_cut_short_after_naming_the_account_is_finished_by_the_next(
