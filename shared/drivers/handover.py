@@ -37,9 +37,10 @@ from shared.vehicle_updates import update_vehicle
 
 HANDOVERS: Final = "handovers"
 SINCE: Final = "since"  # on the car's `driver` and on an entry: when that driver began driving the car
-# On the car: when its last driver before the current one left it. What the car recorded before then was in a former
-# driver's time, which the current driver's withdrawal of consent leaves to them (shared/telemetry/privacy.py).
-LEFT_AT: Final = "driverLeftAt"
+# On the car: the time of its last driver before the current one, {"since", "at"} (their `since`, when they left).
+# What the car recorded in it is theirs, which the current driver's withdrawal of consent leaves to them
+# (shared/telemetry/privacy.py); absent when that time is not dated.
+LEFT: Final = "driverLeft"
 
 MAX_ROUNDS: Final = 32  # entries finished by one call; more means other writers keep adding: the caller retries
 Leave = Callable[[Mapping[str, Any]], Awaitable[None]]  # a former driver's entry (`userId`, `profile`): off the car
@@ -58,14 +59,15 @@ def driving_since(previous: object, user_id: str, now: str) -> str | None:
 
 def mark(doc: Document, previous: object, new_user: str | None, at: str) -> None:
     """Inside the vehicle update that names `new_user` (None: the car keeps no driver): record the driver it
-    replaces, if any other, with when they began driving it (`since`, if recorded), and when they left (`LEFT_AT`,
-    kept once the entry is finished)."""
+    replaces, if any other, with when they began driving it (`since`, if recorded); and their dated time on the car
+    (`LEFT`, kept once the entry is finished)."""
     if not isinstance(previous, dict) or not previous.get("userId") or previous["userId"] == new_user:
         return
-    doc[LEFT_AT] = at
     entry = {"userId": str(previous["userId"]), "profile": previous.get("profile"), "at": at}
+    doc.pop(LEFT, None)  # an earlier driver's: the car's buffers now hold this one's time after theirs
     if isinstance(previous.get(SINCE), str):
         entry[SINCE] = previous[SINCE]
+        doc[LEFT] = {SINCE: previous[SINCE], "at": at}
     doc[HANDOVERS] = [*pending(doc), entry]  # short: whatever names a driver finishes the earlier ones first
 
 

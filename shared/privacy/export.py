@@ -63,14 +63,13 @@ FORMAT: Final = "automotive-cloud.export.v1"
 PAGE_SIZE: Final = 100
 ACCOUNT, CONSENT, ACTIVITY, CALENDAR = "account", "consent", "activity", "calendar"
 POSITION, DRIVING, HEALTH = "position", "driving_behaviour", "vehicle_health"  # shared/privacy/categories.json
-TRIP_POSITIONS: Final[tuple[str, ...]] = ("startPosition", "endPosition", "gpsDistanceM")
+TRIP_POSITIONS: Final[tuple[str, ...]] = ("startPosition", "lastPosition", "endPosition", "gpsDistanceM")
 # Fields that are the platform's bookkeeping or secrets, never the person's data.
 DROPPED: Final = frozenset(
     {"_rid", "_self", "_etag", "_attachments", "_ts", "clientState", "outbox", "cursor", "tokenCache"}
 )
-# What a later time adds to a record of theirs: an alert's clearing, a command's outcome (the car's words, the reason).
+# What a later time adds to a record of theirs: an alert's clearing, the car's words on a command's outcome.
 CLEARED_FIELDS: Final = frozenset({"clearValue", "clearReason"})
-LATER_FIELDS: Final = frozenset({"message", "reason"})
 # Kinds of the driver's `calendars` documents that are calendar data; the rest there (the driver link, the driver
 # account, anything newer) are account data.
 CALENDAR_KINDS: Final = frozenset({KIND_EVENT, KIND_SUBSCRIPTION, KIND_SYNC_STATE, KIND_PLACE, KIND_LATE})
@@ -168,7 +167,7 @@ class DriverExport:
         for container, key, category in ((ALERTS, "raisedAt", HEALTH), (REQUESTS, "createdAt", CALENDAR)):
             async for doc in self._all(container, where, v, car.vehicle_id):
                 if car.holds(doc.get(key)) or (container == ALERTS and _on_when_it_began(doc, car)):
-                    shown = _alert_then(doc, car) if container == ALERTS else doc
+                    shown = _alert_then(doc, car) if container == ALERTS else _delivered_then(doc, car)
                     yield _record(category, container, car.vehicle_id, shown)
         # samples the car lost while they drove (gap reports, dated by the loss), as reported before they left
         async for doc in self._all(GAPS, where, v, car.vehicle_id):
@@ -265,18 +264,28 @@ def _alert_then(alert: Mapping[str, Any], car: Period) -> Mapping[str, Any]:
 def _command_then(command: Mapping[str, Any], car: Period) -> Mapping[str, Any]:
     """A command sent while they drove the car, as it stood when their time ended: the transitions from then on
     (a queued command delivered when the car next woke, its outcome) happened in a later driver's time."""
+    command = _delivered_then(command, car)  # sent or queued after they left: their time does not know it
     transitions = command.get("transitions")
     if car.until is None or not isinstance(transitions, list):
         return command
-    kept = [t for t in transitions if isinstance(t, dict) and str(t.get("at") or "") < car.until]
+    kept = [t for t in transitions if isinstance(t, dict) and isinstance(t.get("at"), str) and t["at"] < car.until]
     if len(kept) == len(transitions) or not kept:  # not kept: a command without its accepted transition, as stored
         return command
     last = kept[-1]
-    shown = {k: v for k, v in command.items() if k not in LATER_FIELDS}
+    shown = {k: v for k, v in command.items() if k != "message"}  # the car's words come with an outcome
     shown.update(transitions=kept, status=last.get("status"), updatedAt=last.get("at"))
-    if last.get("reason") is not None:
-        shown["reason"] = last["reason"]
+    if "reason" in command:
+        shown["reason"] = last.get("reason")
     return shown
+
+
+def _delivered_then(doc: Mapping[str, Any], car: Period) -> Mapping[str, Any]:
+    """A command's or a car request's `delivery` (how and when it last went to the car) dated after their time
+    ended: not theirs (a request the car asked again in a later driver's time, a command queued after they left)."""
+    delivery = doc.get("delivery")
+    if car.until is None or not isinstance(delivery, dict) or str(delivery.get("at") or "") < car.until:
+        return doc
+    return {**doc, "delivery": None}
 
 
 def _car_entry(car: Period) -> dict[str, Any]:

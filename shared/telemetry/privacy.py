@@ -7,8 +7,8 @@ in rejected values (a rejected position is still a position), so not in trips or
 before a category became withheld (state, the history buffer `ingest.pending`, the outbox, the open and the last
 trip) is scrubbed by the first fold that sees the change (`ingest.withheld` records the set last enforced) and by
 the consent API at once (`scrub_positions`, `scrub_withheld`). What the car recorded in a former driver's time
-(`former_until`: their samples still in the buffer, the start of a trip they began) is theirs, not the current
-driver's to withdraw, and is kept. Dead-letter and parked bodies keep only what the car does not
+(`former_time`: their samples still in the buffer, a trip they drove) is theirs, not the current driver's to
+withdraw, and is kept. Dead-letter and parked bodies keep only what the car does not
 withhold (`scrub_body`), or no body at all.
 """
 
@@ -30,8 +30,8 @@ from shared.telemetry.history import encode_entry
 
 # Every field of a trip that holds a position (trips.open_trip, advance_trip, close_trip).
 TRIP_POSITION_FIELDS: Final = ("startPosition", "lastPosition", "endPosition")
-# The time of each, which says whose time it was recorded in.
-_TRIP_POSITION_TIMES: Final = {"startPosition": "startTs", "lastPosition": "lastTs", "endPosition": "endTs"}
+# A former driver's time with the car, [since, until), whose buffered data a withdrawal keeps (`former_time`).
+Former = tuple[str, str] | None
 POSITION: Final = "position"
 
 
@@ -121,14 +121,13 @@ def withhold(msg: TelemetryMessage, policy: Policy) -> None:
                     rejected[path] = (None, reason)
 
 
-def scrub_entry(entry: HistoryEntry, policy: Policy, since: str = "") -> int:
-    """Remove withheld values from one stored history entry's samples from `since` on (left with path and reason);
-    the count removed."""
+def scrub_entry(entry: HistoryEntry, policy: Policy, former: Former = None) -> int:
+    """Remove withheld values from one stored history entry's samples but those of a `former` driver's time (left
+    with path and reason); the count removed."""
     removed = 0
     for sample in entry.get("samples", []):
-        ts = sample.get("ts")
-        if since and isinstance(ts, str) and ts < since:
-            continue  # an earlier driver's sample
+        if _theirs(untyped(sample).get("ts"), former):  # read untyped: a stored sample's ts may be anything
+            continue
         signals = sample.get("signals", {})
         gone = [p for p in signals if policy.reason_of(p) is not None]
         rejected = sample.get("rejected")
@@ -147,13 +146,13 @@ def scrub_entry(entry: HistoryEntry, policy: Policy, since: str = "") -> int:
     return removed
 
 
-def _scrub_entries(entries: Any, policy: Policy, since: str) -> int:
+def _scrub_entries(entries: Any, policy: Policy, former: Former) -> int:
     """`scrub_entry` on each stored entry of a buffer or a chunk (`ingest.pending`, `messages`): its JSON text,
     encoded again if anything went (history.encode_entry), or an object as older versions stored it."""
     removed = 0
     for index, item in enumerate(entries if isinstance(entries, list) else ()):
         if isinstance(item, dict):
-            removed += scrub_entry(cast(HistoryEntry, item), policy, since)
+            removed += scrub_entry(cast(HistoryEntry, item), policy, former)
             continue
         if not isinstance(item, str):
             continue
@@ -161,23 +160,22 @@ def _scrub_entries(entries: Any, policy: Policy, since: str) -> int:
             entry: Any = orjson.loads(item)
         except orjson.JSONDecodeError:
             continue
-        if isinstance(entry, dict) and (count := scrub_entry(cast(HistoryEntry, entry), policy, since)):
+        if isinstance(entry, dict) and (count := scrub_entry(cast(HistoryEntry, entry), policy, former)):
             entries[index] = encode_entry(cast(HistoryEntry, entry))
             removed += count
     return removed
 
 
-def scrub_trip(trip: TripDocument | dict[str, Any] | None, since: str = "") -> int:
-    """Null the positions of a trip recorded from `since` on (each dated by its time: `startTs`, `lastTs`,
-    `endTs`); the count removed."""
+def scrub_trip(trip: TripDocument | dict[str, Any] | None, former: Former = None) -> int:
+    """Null the positions of a trip, but of one driven wholly in a `former` driver's time (a trip across a change of
+    driver mixes both: its start may be the first fix of the next driver's time); the count removed."""
     if not isinstance(trip, dict):
         return 0
     fields = cast(dict[str, Any], trip)
+    if _theirs(fields.get("startTs"), former) and _theirs(fields.get("endTs") or fields.get("lastTs"), former):
+        return 0
     removed = 0
     for name in TRIP_POSITION_FIELDS:
-        at = fields.get(_TRIP_POSITION_TIMES[name])
-        if since and isinstance(at, str) and at < since:
-            continue  # recorded in an earlier driver's time
         if fields.get(name) is not None:
             fields[name] = None
             removed += 1
@@ -209,7 +207,7 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
     trips: list[TripDocument] = []
     # A stored document of any age or writer: read without trusting its shape (a compiled fold checks types).
     stored = untyped(doc)
-    since = former_until(stored)  # what was recorded before is a former driver's: kept
+    former = former_time(stored)  # what was recorded in it is a former driver's: kept
     state: Any = stored.get("state")
     signals: Any = state.get("signals") if isinstance(state, dict) else None
     if isinstance(signals, dict) and signals:
@@ -222,7 +220,7 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
     if positions:
         trip: Any
         for trip in (stored.get("trip"), ingest.get("lastTrip") if isinstance(ingest, dict) else None):
-            if isinstance(trip, dict) and (count := scrub_trip(cast(TripDocument, trip), since)):
+            if isinstance(trip, dict) and (count := scrub_trip(cast(TripDocument, trip), former)):
                 removed += count
                 trips.append(cast(TripDocument, trip))
         removed += scrub_geofencing(doc)  # the geofence window's samples and states say where the car was
@@ -230,7 +228,7 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
             removed += 1
     if isinstance(ingest, dict):
         pending: Any = ingest.get("pending")
-        removed += _scrub_entries(pending, policy, since)
+        removed += _scrub_entries(pending, policy, former)
         outbox: Any = ingest.get("outbox")
         for item in outbox if isinstance(outbox, list) else ():
             if not isinstance(item, dict):
@@ -239,30 +237,42 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
             if not isinstance(document, dict):
                 continue
             if item.get("container") == "telemetry":
-                removed += _scrub_entries(document.get("messages"), policy, since)
+                removed += _scrub_entries(document.get("messages"), policy, former)
             elif item.get("container") == "trips" and positions:
-                removed += scrub_trip(document, since)
+                removed += scrub_trip(document, former)
             elif (
                 item.get("container") == "geofenceEvents"
                 and positions
                 and document.get("position") is not None
-                and not (since and isinstance(document.get("ts"), str) and document["ts"] < since)
+                and not _theirs(document.get("ts"), former)
             ):
                 document["position"] = None  # where the crossing was: an event stored again from the outbox
                 removed += 1
     return removed, trips
 
 
-def former_until(doc: Mapping[str, Any]) -> str:
-    """Until when what the car buffers was recorded in a former driver's time, not its current driver's: when its
-    last driver before the current one left it (`driverLeftAt`, shared/drivers/handover.py), and never after the
-    current driver's `since`. "" when the car names no dated driver or no one drove it before them: then nothing
-    it buffers is known to be someone else's, and a scrub takes all of it (a driver linked mid-drive may have
-    driven the car before the link)."""
+def former_time(doc: Mapping[str, Any]) -> Former:
+    """The time of the car's last driver before its current one (`driverLeft`, shared/drivers/handover.py:
+    [their since, when they left)), whose data in what the car buffers is theirs; never reaching into the current
+    driver's time. None when that time is not known (no one drove the car before, or undated), or the car names a
+    driver whose own time is not: then nothing buffered is known to be someone else's, and a scrub takes all of it
+    (a driver linked mid-drive may have driven the car before the link)."""
+    left = doc.get("driverLeft")
+    since, until = (left.get("since"), left.get("at")) if isinstance(left, dict) else (None, None)
+    if not isinstance(since, str) or not isinstance(until, str):
+        return None
     driver = doc.get("driver")
-    since = driver.get("since") if isinstance(driver, dict) else None
-    left = doc.get("driverLeftAt")
-    return min(since, left) if isinstance(since, str) and isinstance(left, str) else ""
+    if isinstance(driver, dict):
+        current = driver.get("since")
+        if not isinstance(current, str):
+            return None
+        until = min(until, current)
+    return (since, until) if since < until else None
+
+
+def _theirs(ts: object, former: Former) -> bool:
+    """Whether a time falls in the former driver's time (a canonical time string; anything else does not)."""
+    return former is not None and isinstance(ts, str) and former[0] <= ts < former[1]
 
 
 def scrub_positions(doc: VehicleDocument) -> int:

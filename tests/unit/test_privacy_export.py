@@ -16,7 +16,7 @@ import pytest
 
 from shared.calendar.documents import KIND_EVENT, event_doc_id
 from shared.calendar.jobs import MemorySyncQueue
-from shared.containers import AUDIT, CALENDARS, MEETINGS, partition_keys
+from shared.containers import AUDIT, CALENDARS, MEETINGS, REQUESTS, partition_keys
 from shared.device_messages import safe_id
 from shared.drivers.link import DriverLinks, parse_link
 from shared.privacy.categories import default_categories
@@ -294,6 +294,7 @@ async def test_a_replaced_driver_keeps_the_car_for_the_time_they_drove_it_and_no
     assert manifest["vehicles"] == [{"vehicleId": car, "since": iso(-60), "until": iso(30 * 60)}]
     trips = [r["record"] for r in records if r["source"] == "trips" and r["category"] == "driving_behaviour"]
     assert [t["startTs"] for t in trips] == [iso(0)], "the former driver's trip is missing, or the next driver's is in"
+    assert not [t for t in trips if set(t) & {"startPosition", "lastPosition", "endPosition"}], "a position as driving"
     assert [r["record"]["commandId"] for r in records if r["source"] == "commands"] == [theirs]
     assert iso(0) in samples_of(records), "the former driver's positions are missing"
     assert max(samples_of(records)) < iso(30 * 60), "a sample from after the handover is in the former's export"
@@ -320,6 +321,16 @@ async def test_the_former_drivers_alert_and_command_are_as_they_stood_when_his_t
         gap = {"id": gap_id, "reason": "evicted", "from": iso(1), "to": iso(2), "samples": 9, "priority": 0}
         raw = orjson.dumps({"v": 1, "gap": gap})
         await ingest.ingest([message(car, raw, enqueued_s=reported, sequence_number=90 + gap_id)])
+    # a lock accepted a second before the handover and queued after it; a request the car asked in his time and
+    # asked again in hers (its delivery noted again then)
+    late = await _issue(store, car, T0 + HANDOVER - dt.timedelta(seconds=1), "alex-late")
+    [queued] = await store.query(COMMANDS, "SELECT * FROM c WHERE c.id = @i", {"@i": late})
+    assert advance(queued, Status.QUEUED, T0 + HANDOVER + dt.timedelta(seconds=10))
+    queued["delivery"] = {"via": "c2d", "at": iso(30 * 60 + 10)}
+    await store.upsert(COMMANDS, queued)
+    await store.upsert(REQUESTS, {"id": "req-1", "vehicleId": car, "requestId": "r1", "action": "agenda",
+                                  "reply": {"status": 200}, "createdAt": iso(20 * 60), "ttl": 3600,
+                                  "delivery": {"status": "sent", "message": "m2", "at": iso(42 * 60)}})  # fmt: skip
     [command] = await store.query(COMMANDS, "SELECT * FROM c WHERE c.id = @i", {"@i": theirs})
     assert advance(command, Status.QUEUED, T0 + dt.timedelta(minutes=10, seconds=1))  # the car was asleep
     before = command["status"]
@@ -333,7 +344,10 @@ async def test_the_former_drivers_alert_and_command_are_as_they_stood_when_his_t
     assert (alert["code"], alert["status"], alert["clearedAt"]) == ("P0300", "active", None)
     assert "clearValue" not in alert
     assert "clearReason" not in alert
-    [sent] = [r["record"] for r in records if r["source"] == "commands"]
+    sent, accepted = sorted((r["record"] for r in records if r["source"] == "commands"), key=lambda c: c["createdAt"])
+    assert (accepted["status"], accepted["delivery"]) == ("accepted", None), "queued after he left"
+    [request] = [r["record"] for r in records if r["source"] == "requests"]
+    assert request["delivery"] is None, "the car asked again in Megan's time"
     assert sent["status"] == before
     assert [t["status"] for t in sent["transitions"]] == ["accepted", "queued"]
     assert "message" not in sent, "the car's words on taking the command are from Megan's time"
@@ -341,7 +355,8 @@ async def test_the_former_drivers_alert_and_command_are_as_they_stood_when_his_t
     assert gaps == [1], "a gap report arrived after he left (or his own is missing)"
     end = manifest["vehicles"][0]["until"]
     later = sorted(
-        {text for text in _strings(records) if text[:2] == "20" and text > end} - {sent["expiresAt"]}
+        {text for text in _strings(records) if text[:2] == "20" and text > end}
+        - {sent["expiresAt"], accepted["expiresAt"]}
     )  # a time set when the command was sent, not one of Megan's
     assert not later, f"times from after the handover are in the former driver's export: {later}"
     assert_nothing_of_megan(lines, hers)
@@ -377,7 +392,7 @@ async def test_the_next_drivers_withdrawal_of_location_leaves_the_former_drivers
     await DriverLinks(store, MemorySyncQueue(), lambda: T0 + HANDOVER).link(car, parse_link(orjson.dumps(megan)))
     stored = await store.read(VEHICLES, car, safe_id(car))
     assert stored is not None
-    assert stored.document["driverLeftAt"] == iso(30 * 60)
+    assert stored.document["driverLeft"] == {"since": iso(-60), "at": iso(30 * 60)}
     await megan_drives(store, car)  # 20 messages: the buffer with Alex's 3 is written as a chunk
 
     _, *records, _ = await export(store, ALEX)

@@ -196,42 +196,81 @@ def test_withdrawing_scrubs_state_history_buffer_outbox_and_trips() -> None:
     assert later["ingest"]["withheld"][:2] == ["calendar", "media_usage"]
 
 
+def handed_over(doc: dict[str, Any], former_since: float, at: float, since: float | None = None) -> None:
+    """The handover as shared/drivers/handover.py writes it: the former driver's dated time, the next driver named
+    from `at` (or `since`)."""
+    from tests.factories import iso
+
+    doc["driverLeft"] = {"since": iso(former_since), "at": iso(at)}
+    doc["driver"] = {"userId": "megan", "upn": "megan@contoso.example", "timeZone": "UTC", "since": iso(since or at)}
+
+
 def test_the_next_drivers_withdrawal_keeps_what_the_car_recorded_in_the_former_drivers_time() -> None:
-    """Alex started a trip, and his positions are still in the history buffer, when the car was handed to Megan;
-    she drives on without switching off, then withdraws location consent. What is hers goes (her samples' positions,
-    where the trip is now, the state); what the car recorded in Alex's time is his (his export holds it) and stays:
-    his samples and where his trip began."""
+    """Alex drove a whole trip, and his samples are still in the history buffer, when the car was handed to Megan,
+    who withdraws location consent. What is hers goes (her samples' positions, the state); what the car recorded in
+    Alex's time is his (his export holds it) and stays: his samples, his trip."""
     from tests.factories import iso
 
     doc: dict[str, Any] = {"id": "car-1", "vehicleId": "car-1", "consent": {"location": True}}
-    alex = trip_with_positions()[:2]  # ignition on at 0 s with every position, a drive at 30 s: the trip is open
-    doc, _ = fold_all(doc, *alex)
-    # the handover, as shared/drivers/handover.py writes it: Alex left at 40 s, when the car named Megan
-    doc["driver"] = {"userId": "megan", "upn": "megan@contoso.example", "timeZone": "UTC", "since": iso(40)}
-    doc["driverLeftAt"] = iso(40)
-    doc, _ = fold_all(doc, body(3, (50, {SPEED: 60.0, LAT: 52.3, LON: 13.8, ODO: 1600})))
-    assert doc["trip"]["lastPosition"] is not None
+    doc, _ = fold_all(doc, *trip_with_positions())  # 0 s to 60 s: closed, the car's last trip
+    handed_over(doc, -60, 200)
+    doc, _ = fold_all(doc, body(4, (300, {SPEED: 0.0, LAT: 41.5, LON: 12.5})))  # hers, parked
     doc["consent"] = {"location": False}
     removed = scrub_positions(doc)  # type: ignore[arg-type]
 
     assert removed > 0
-    assert doc["trip"]["startPosition"] == {"lat": POSITIONS[LAT], "lon": POSITIONS[LON]}, "Alex's trip start went"
-    assert doc["trip"]["lastPosition"] is None, "where Megan drove the trip is still there"
+    assert doc["ingest"]["lastTrip"]["endPosition"] is not None, "Alex's trip lost its positions"
     samples = [s for e in stored_entries(doc["ingest"]["pending"]) for s in e["samples"]]
     kept = {s["ts"]: s["signals"].get(LAT) for s in samples}
-    assert kept == {iso(0): POSITIONS[LAT], iso(30): 52.2, iso(50): None}, "only Megan's positions go"
-    megan = next(s for s in samples if s["ts"] == iso(50))
+    assert kept == {iso(0): POSITIONS[LAT], iso(30): 52.2, iso(60): None, iso(300): None}
+    megan = next(s for s in samples if s["ts"] == iso(300))
     assert megan["rejected"][LAT]["value"] is None
     assert LAT not in doc["state"]["signals"], "the car's current position is Megan's"
 
-    # a car no one drove before Megan (she may have driven it before it named her), or whose driver's time is not
-    # recorded: everything buffered goes, as before
-    for field in ("driverLeftAt", "since"):
+    # a car whose former driver's time is not dated, or whose current driver's is not: everything buffered goes
+    for undo in (lambda d: d.pop("driverLeft"), lambda d: d["driver"].pop("since")):
         undated = copy.deepcopy(doc)
-        undated.pop(field, None)
-        undated["driver"].pop(field, None)
+        undo(undated)
         scrub_positions(undated)  # type: ignore[arg-type]
         assert_nowhere(undated)
+
+
+def test_a_trip_across_the_handover_goes_with_the_next_drivers_withdrawal() -> None:
+    """A trip Alex began without a fix and Megan drove on: its start position is her first fix. A trip across a
+    change of driver is in neither export, and its positions go with her withdrawal."""
+    doc: dict[str, Any] = {"id": "car-1", "vehicleId": "car-1", "consent": {"location": True}}
+    doc, _ = fold_all(doc, body(1, (0, {IGNITION: "ON", SPEED: 10.0})))  # Alex's: a trip, no fix
+    handed_over(doc, -60, 40)
+    doc, _ = fold_all(doc, body(2, (50, {SPEED: 30.0, LAT: 41.987, LON: 12.345})))
+    assert doc["trip"]["startPosition"] == {"lat": 41.987, "lon": 12.345}
+    doc["consent"] = {"location": False}
+    scrub_positions(doc)  # type: ignore[arg-type]
+    assert "41.987" not in orjson.dumps(doc).decode()
+
+
+def test_a_returning_drivers_own_samples_from_before_the_former_drivers_time_go_with_her_withdrawal() -> None:
+    """Megan drove, then Alex, then Megan again, all within one history buffer: only Alex's time is kept."""
+    doc: dict[str, Any] = {"id": "car-1", "vehicleId": "car-1", "consent": {"location": True}}
+    doc, _ = fold_all(doc, body(1, (0, {LAT: 41.111, LON: 12.0, SPEED: 0.0})))  # Megan's first time
+    doc, _ = fold_all(doc, body(2, (20, {LAT: 52.777, LON: 13.0, SPEED: 0.0})))  # Alex's, from 10 s
+    handed_over(doc, 10, 40)  # back to Megan at 40 s
+    doc["consent"] = {"location": False}
+    scrub_positions(doc)  # type: ignore[arg-type]
+    text = orjson.dumps(doc["ingest"]).decode()
+    assert "41.111" not in text, "Megan's own samples from before Alex's time were kept"
+    assert "52.777" in text, "Alex's sample went"
+
+
+def test_a_stored_sample_without_a_time_string_is_scrubbed_not_a_crash() -> None:
+    """A buffered sample whose `ts` is not a string (any writer of any age): scrubbed as anyone's, also by the
+    compiled fold, which checks a TypedDict value's declared type as it is read."""
+    entries = [orjson.dumps({"seq": n, "samples": [{"ts": ts, "signals": {LAT: 52.123456}}]}).decode()
+               for n, ts in enumerate((None, 5, "2026-11-21T08:00:01.000Z"))]  # fmt: skip
+    doc: dict[str, Any] = {"id": "car-1", "vehicleId": "car-1", "consent": {"location": False},
+                           "ingest": {"pending": entries}}  # fmt: skip
+    handed_over(doc, -60, 0.5)
+    assert scrub_positions(doc) == 3  # type: ignore[arg-type]
+    assert_nowhere(doc)
 
 
 def test_a_fold_of_replays_alone_still_writes_what_a_new_withholding_scrubbed() -> None:
