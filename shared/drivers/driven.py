@@ -14,11 +14,11 @@ from shared.stores.base import DocumentStore
 
 
 async def cars_driven(store: DocumentStore, user_id: str) -> list[Period]:
-    """The cars that name them as their driver, since they named them (`driver.since`; for a car named before
-    that was recorded, since they accepted the invitation or were linked, whichever came first; with neither, a
-    driver account signed in at the car: only the car's current state, no date, no history); a car whose handover
-    away from them is unfinished, until it; and the cars they drove before, for the time they drove them
-    (shared/drivers/periods.py)."""
+    """The cars that name them as their driver, since they named them (`driver.since`, a linked driver's or a driver
+    account's signed in at the car; for a car named before that was recorded, since they accepted the invitation or
+    were linked, whichever came first; with neither, an account signed in before 2026-12-08: only the car's current
+    state, no date, no history); a car whose handover away from them is unfinished, until it; and the cars they
+    drove before, for the time they drove them (shared/drivers/periods.py)."""
     memberships = await driver_memberships(store, user_id)
     link = await driver_link(store, user_id)
 
@@ -37,6 +37,12 @@ async def cars_driven(store: DocumentStore, user_id: str) -> list[Period]:
     named = {doc["vehicleId"] for doc in memberships if isinstance(doc.get("vehicleId"), str)}
     if link is not None and isinstance(link.get("vehicleId"), str):
         named.add(link["vehicleId"])
+    # and a car whose handover away from them is unfinished though nothing of theirs names it (a driver account
+    # signed in at it: no membership, no link): rare, indexed, cross-partition
+    query = "SELECT c.vehicleId, c.handovers FROM c WHERE ARRAY_CONTAINS(c.handovers, @h, true)"
+    for doc in await store.query(VEHICLES, query, {"@h": {"userId": user_id}}):
+        if isinstance(doc.get("vehicleId"), str) and any(e["userId"] == user_id for e in handover.pending(doc)):
+            named.add(doc["vehicleId"])
     for car in sorted(named - {p.vehicle_id for p in driving}):
         stored = await store.read(VEHICLES, car, safe_id(car))
         vehicle = stored.document if stored is not None else {}

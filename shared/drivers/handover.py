@@ -37,9 +37,9 @@ from shared.vehicle_updates import update_vehicle
 
 HANDOVERS: Final = "handovers"
 SINCE: Final = "since"  # on the car's `driver` and on an entry: when that driver began driving the car
-# On the car: the time of its last driver before the current one, {"since", "at"} (their `since`, when they left).
-# What the car recorded in it is theirs, which the current driver's withdrawal of consent leaves to them
-# (shared/telemetry/privacy.py); absent when that time is not dated.
+# On the car: the time of its last driver before the current one, {"userId", "since", "at"} (who, their `since`,
+# when they left). What the car recorded in it is theirs, which another driver's withdrawal of consent leaves to them
+# (shared/telemetry/privacy.py); absent when that time is not dated, and gone with that person's erasure.
 LEFT: Final = "driverLeft"
 
 MAX_ROUNDS: Final = 32  # entries finished by one call; more means other writers keep adding: the caller retries
@@ -67,8 +67,13 @@ def mark(doc: Document, previous: object, new_user: str | None, at: str) -> None
     doc.pop(LEFT, None)  # an earlier driver's: the car's buffers now hold this one's time after theirs
     if isinstance(previous.get(SINCE), str):
         entry[SINCE] = previous[SINCE]
-        doc[LEFT] = {SINCE: previous[SINCE], "at": at}
+        doc[LEFT] = {"userId": entry["userId"], SINCE: previous[SINCE], "at": at}
     doc[HANDOVERS] = [*pending(doc), entry]  # short: whatever names a driver finishes the earlier ones first
+
+
+def _left_by(doc: Mapping[str, Any]) -> object:
+    left = doc.get(LEFT)
+    return left.get("userId") if isinstance(left, dict) else None
 
 
 def pending(doc: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -128,11 +133,14 @@ async def drop_driver_membership(store: DocumentStore, user_id: str, brand_id: A
 
 
 async def forget(store: DocumentStore, vehicle_id: str, user_id: str) -> None:
-    """The person is erased: their entries go from the car's document (nothing is left to finish for them)."""
-    await _remove(store, vehicle_id, lambda e: e.get("userId") == user_id)
+    """The person is erased: their entries go from the car's document (nothing is left to finish for them), and
+    their dated time (`LEFT`: nothing of theirs is kept from a withdrawal any more)."""
+    await _remove(store, vehicle_id, lambda e: e.get("userId") == user_id, user_id)
 
 
-async def _remove(store: DocumentStore, vehicle_id: str, matches: Callable[[Mapping[str, Any]], bool]) -> None:
+async def _remove(
+    store: DocumentStore, vehicle_id: str, matches: Callable[[Mapping[str, Any]], bool], erased: str | None = None
+) -> None:
     def change(doc: Document | None) -> Document:
         if doc is None:
             raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
@@ -141,9 +149,14 @@ async def _remove(store: DocumentStore, vehicle_id: str, matches: Callable[[Mapp
             doc[HANDOVERS] = left
         else:
             doc.pop(HANDOVERS, None)
+        if erased is not None and _left_by(doc) == erased:
+            doc.pop(LEFT, None)
         return doc
 
     stored = await store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
-    if stored is None or not any(matches(e) for e in pending(stored.document)):
+    if stored is None or not (
+        any(matches(e) for e in pending(stored.document))
+        or (erased is not None and _left_by(stored.document) == erased)
+    ):
         return
     await update_vehicle(store, vehicle_id, change)

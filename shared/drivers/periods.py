@@ -16,11 +16,11 @@ It grants nothing on the car (access reads `kind: membership` only; it has no `r
 those the driver drives for when someone else asks for their export or erasure (`former_brands`,
 shared/auth/access.py): the export holds that car's data, so an admin of only their current brand may not read it.
 Its id is the car and the start, and it is created, never replaced: ending the same period again (a retry) keeps the
-first end. A period with no known start (a driver account signed in at the car: the export gives such a driver the
-car's current state only) is not recorded. Erasing the driver deletes their memberships partition, erasing the car
-every membership naming it: both take these documents with them (shared/privacy/erasure.py). No expiry: the car's
-history may be kept up to a brand's `telemetryRetentionDays` (3650 days), so the record lives while the car is
-registered, as its consent records do.
+first end. A period with no known start (a driver account signed in at the car before 2026-12-08, when sign-ins
+began to record `since`: the export gives such a driver the car's current state only) is not recorded. Erasing the
+driver deletes their memberships partition, erasing the car every membership naming it: both take these documents
+with them (shared/privacy/erasure.py). No expiry: the car's history may be kept up to a brand's
+`telemetryRetentionDays` (3650 days), so the record lives while the car is registered, as its consent records do.
 """
 
 from __future__ import annotations

@@ -266,12 +266,15 @@ def _command_then(command: Mapping[str, Any], car: Period) -> Mapping[str, Any]:
     (a queued command delivered when the car next woke, its outcome) happened in a later driver's time."""
     command = _delivered_then(command, car)  # sent or queued after they left: their time does not know it
     transitions = command.get("transitions")
-    if car.until is None or not isinstance(transitions, list):
+    if car.until is None:
         return command
+    if not isinstance(transitions, list):
+        transitions = [None]  # a stored shape with no transitions to date it: as accepted
     kept = [t for t in transitions if isinstance(t, dict) and isinstance(t.get("at"), str) and t["at"] < car.until]
-    if len(kept) == len(transitions) or not kept:  # not kept: a command without its accepted transition, as stored
+    if len(kept) == len(transitions):
         return command
-    last = kept[-1]
+    # none kept (no dated accepted transition, as stored): as accepted, when it was created
+    last = kept[-1] if kept else {"status": "accepted", "at": command.get("createdAt")}
     shown = {k: v for k, v in command.items() if k != "message"}  # the car's words come with an outcome
     shown.update(transitions=kept, status=last.get("status"), updatedAt=last.get("at"))
     if "reason" in command:

@@ -254,17 +254,20 @@ def _scrub(doc: VehicleDocument, policy: Policy) -> tuple[int, list[TripDocument
 def former_time(doc: Mapping[str, Any]) -> Former:
     """The time of the car's last driver before its current one (`driverLeft`, shared/drivers/handover.py:
     [their since, when they left)), whose data in what the car buffers is theirs; never reaching into the current
-    driver's time. None when that time is not known (no one drove the car before, or undated), or the car names a
-    driver whose own time is not: then nothing buffered is known to be someone else's, and a scrub takes all of it
-    (a driver linked mid-drive may have driven the car before the link)."""
+    driver's time. None when that time is not known (no one drove the car before, or undated), when it is the
+    current driver's own earlier time (they came back), or the car names a driver whose own time is not: then
+    nothing buffered is known to be someone else's, and a scrub takes all of it (a driver linked mid-drive may have
+    driven the car before the link)."""
     left = doc.get("driverLeft")
-    since, until = (left.get("since"), left.get("at")) if isinstance(left, dict) else (None, None)
+    since, until, owner = (
+        (left.get("since"), left.get("at"), left.get("userId")) if isinstance(left, dict) else ("", "", "")
+    )
     if not isinstance(since, str) or not isinstance(until, str):
         return None
     driver = doc.get("driver")
-    if isinstance(driver, dict):
-        current = driver.get("since")
-        if not isinstance(current, str):
+    if driver is not None:
+        current = driver.get("since") if isinstance(driver, dict) else None
+        if not isinstance(current, str) or not isinstance(driver, dict) or driver.get("userId") == owner:
             return None
         until = min(until, current)
     return (since, until) if since < until else None

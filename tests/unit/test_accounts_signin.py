@@ -270,6 +270,53 @@ async def test_a_driver_account_exports_what_the_car_recorded_from_its_sign_in_a
     assert speeds == [2.0], "the account's export holds none of its time, or the car's before it"
 
 
+async def test_an_accounts_unfinished_handover_is_in_its_export_and_its_erasure_takes_its_place(world: World) -> None:
+    """An account's handover away from the car cut short (the car names the next driver; recording the account's
+    time failed): nothing of the account names the car (no membership, no link), yet its export holds the car up
+    to the handover and its erasure takes the place it set and its dated time off the car."""
+    from shared.containers import TENANCY
+    from shared.drivers import handover
+    from shared.drivers.link import DriverLinks
+    from shared.geofences.service import GeofenceService
+    from shared.iothub.memory_gateway import MemoryIoTHubGateway
+    from shared.privacy.categories import default_categories
+    from shared.privacy.erasure import Eraser
+    from shared.privacy.export import DriverExport
+    from shared.vehicle_updates import update_vehicle
+
+    stored = await world.store.read(VEHICLES, CAR, CAR)
+    assert stored is not None
+    await world.store.upsert(VEHICLES, {**stored.document, "fleetId": "berlin", "type": "vehicle"})
+    await world.sign_in(CAR, "1")
+    signed_in = canonical_time(world.now)
+    ada = account_id(CONSUMER_TENANT, world.identity.account.object_id)
+    world.now += dt.timedelta(minutes=10)
+    home = {"name": "home", "shape": {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}}
+    await GeofenceService(world.store, lambda: world.now).put_vehicle_geofence(CAR, "ada-home", home)
+    world.now += dt.timedelta(minutes=10)
+    at = canonical_time(world.now)
+
+    def name_bob(doc: dict[str, Any] | None) -> dict[str, Any]:  # the finish that would follow is never run
+        assert doc is not None
+        handover.mark(doc, doc.get("driver"), "bob", at)
+        doc["driver"] = {"userId": "bob", "upn": "bob@contoso.example", "timeZone": "UTC", "since": at}
+        return doc
+
+    await update_vehicle(world.store, CAR, name_bob)
+    archive = DriverExport(world.store, default_categories().category_of, lambda: world.now)
+    [period] = await archive.cars(ada)
+    assert (period.vehicle_id, period.since, period.until) == (CAR, signed_in, at)
+
+    async def no_graph(user: str, vehicle: str) -> None:
+        return None
+
+    links = DriverLinks(world.store, world.jobs, lambda: world.now, MemoryIoTHubGateway())
+    await Eraser(world.store, MemoryIoTHubGateway(), links, no_graph, clock=lambda: world.now).erase_driver(ada)
+    found = await world.store.query(TENANCY, "SELECT * FROM c WHERE c.vehicleId = @v", {"@v": CAR})
+    assert not [d for d in found if d.get("kind") == "vehicleGeofence"], "her place outlived her erasure"
+    assert "driverLeft" not in await world.vehicle(CAR)
+
+
 async def test_a_sign_in_cut_short_after_naming_the_account_is_finished_by_the_next(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -369,6 +369,23 @@ async def test_the_former_drivers_alert_and_command_are_as_they_stood_when_his_t
     assert not [r for r in hers_records if r["source"] == "gaps"], "a loss in Alex's time is in Megan's export"
 
 
+async def test_a_former_drivers_command_stored_without_dated_transitions_shows_as_accepted() -> None:
+    """A stored command whose transitions do not date it (an odd shape from any writer): its later status, time and
+    the car's words are not shown to a former driver; it shows as accepted when it was created."""
+    from shared.containers import COMMANDS
+
+    car = CARS[ALEX]
+    store = await world(cars={ALEX: car})
+    await handover(store, car)
+    for n, transitions in enumerate((None, [{"status": "succeeded"}])):
+        await store.upsert(COMMANDS, {"id": f"odd-{n}", "vehicleId": car, "kind": "command", "name": "lock",
+                                      "createdAt": iso(20 * 60), "status": "succeeded", "updatedAt": iso(41 * 60),
+                                      "message": "locked", "transitions": transitions, "issuedBy": {"role": "x"}})  # fmt: skip
+    _, *records, _ = await export(store, ALEX)
+    odd = [r["record"] for r in records if r["source"] == "commands" and r["record"]["commandId"].startswith("odd-")]
+    assert [(c["status"], c["updatedAt"], "message" in c) for c in odd] == [("accepted", iso(20 * 60), False)] * 2
+
+
 def _strings(value: object) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -392,7 +409,7 @@ async def test_the_next_drivers_withdrawal_of_location_leaves_the_former_drivers
     await DriverLinks(store, MemorySyncQueue(), lambda: T0 + HANDOVER).link(car, parse_link(orjson.dumps(megan)))
     stored = await store.read(VEHICLES, car, safe_id(car))
     assert stored is not None
-    assert stored.document["driverLeft"] == {"since": iso(-60), "at": iso(30 * 60)}
+    assert stored.document["driverLeft"] == {"userId": ALEX, "since": iso(-60), "at": iso(30 * 60)}
     await megan_drives(store, car)  # 20 messages: the buffer with Alex's 3 is written as a chunk
 
     _, *records, _ = await export(store, ALEX)

@@ -201,7 +201,7 @@ def handed_over(doc: dict[str, Any], former_since: float, at: float, since: floa
     from `at` (or `since`)."""
     from tests.factories import iso
 
-    doc["driverLeft"] = {"since": iso(former_since), "at": iso(at)}
+    doc["driverLeft"] = {"userId": "alex", "since": iso(former_since), "at": iso(at)}
     doc["driver"] = {"userId": "megan", "upn": "megan@contoso.example", "timeZone": "UTC", "since": iso(since or at)}
 
 
@@ -227,8 +227,14 @@ def test_the_next_drivers_withdrawal_keeps_what_the_car_recorded_in_the_former_d
     assert megan["rejected"][LAT]["value"] is None
     assert LAT not in doc["state"]["signals"], "the car's current position is Megan's"
 
-    # a car whose former driver's time is not dated, or whose current driver's is not: everything buffered goes
-    for undo in (lambda d: d.pop("driverLeft"), lambda d: d["driver"].pop("since")):
+    # a car whose former driver's time is not dated, or whose current driver's is not, or whose "former" time is
+    # the current driver's own (Alex came back with no one between): everything buffered goes
+    alex_again = {"userId": "alex", "upn": "alex@contoso.example", "timeZone": "UTC", "since": iso(3000)}
+    for undo in (
+        lambda d: d.pop("driverLeft"),
+        lambda d: d["driver"].pop("since"),
+        lambda d: d.update(driver=alex_again),
+    ):
         undated = copy.deepcopy(doc)
         undo(undated)
         scrub_positions(undated)  # type: ignore[arg-type]
