@@ -38,11 +38,8 @@ async def cars_driven(store: DocumentStore, user_id: str) -> list[Period]:
     if link is not None and isinstance(link.get("vehicleId"), str):
         named.add(link["vehicleId"])
     # and a car whose handover away from them is unfinished though nothing of theirs names it (a driver account
-    # signed in at it: no membership, no link): rare, indexed, cross-partition
-    query = "SELECT c.vehicleId, c.handovers FROM c WHERE ARRAY_CONTAINS(c.handovers, @h, true)"
-    for doc in await store.query(VEHICLES, query, {"@h": {"userId": user_id}}):
-        if isinstance(doc.get("vehicleId"), str) and any(e["userId"] == user_id for e in handover.pending(doc)):
-            named.add(doc["vehicleId"])
+    # signed in at it: no membership, no link)
+    named.update(await handover.unfinished(store, user_id))
     for car in sorted(named - {p.vehicle_id for p in driving}):
         stored = await store.read(VEHICLES, car, safe_id(car))
         vehicle = stored.document if stored is not None else {}

@@ -132,6 +132,30 @@ async def drop_driver_membership(store: DocumentStore, user_id: str, brand_id: A
         await store.delete(MEMBERSHIPS, user_id, membership_id(Role.DRIVER, brand_id, None, vehicle_id))
 
 
+async def unfinished(store: DocumentStore, user_id: str) -> list[str]:
+    """The cars whose handover away from the person is unfinished (indexed `/handovers/[]/userId/?`;
+    cross-partition, rare)."""
+    query = "SELECT c.vehicleId, c.handovers FROM c WHERE ARRAY_CONTAINS(c.handovers, @h, true)"
+    found = await store.query(VEHICLES, query, {"@h": {"userId": user_id}})
+    return sorted(
+        {
+            d["vehicleId"]
+            for d in found
+            if isinstance(d.get("vehicleId"), str) and any(e["userId"] == user_id for e in pending(d))
+        }
+    )
+
+
+async def forget_everywhere(store: DocumentStore, user_id: str) -> None:
+    """The person is erased: `forget` on every car that still records them (an unfinished handover, their dated
+    time: indexed `/driverLeft/userId/?`)."""
+    query = "SELECT c.vehicleId, c.driverLeft FROM c WHERE c.driverLeft.userId = @u"
+    left = await store.query(VEHICLES, query, {"@u": user_id})
+    cars = {d["vehicleId"] for d in left if isinstance(d.get("vehicleId"), str) and _left_by(d) == user_id}
+    for vehicle_id in sorted(cars | set(await unfinished(store, user_id))):
+        await forget(store, vehicle_id, user_id)
+
+
 async def forget(store: DocumentStore, vehicle_id: str, user_id: str) -> None:
     """The person is erased: their entries go from the car's document (nothing is left to finish for them), and
     their dated time (`LEFT`: nothing of theirs is kept from a withdrawal any more)."""

@@ -278,11 +278,9 @@ class Eraser:
                 if d.get("userId") == user_id and await self.store.delete(container, str(d["vehicleId"]), d["id"]):
                     receipt.documents[container] += 1
         # Their memberships (they drive no car any more) and their object id in the audit log.
-        # Cars whose handover away from them is unfinished name them (shared/drivers/handover.py): rare, indexed.
-        query = "SELECT c.vehicleId, c.handovers FROM c WHERE ARRAY_CONTAINS(c.handovers, @h, true)"
-        for d in await self.store.query(VEHICLES, query, {"@h": {"userId": user_id}}):
-            if isinstance(d.get("vehicleId"), str) and any(e["userId"] == user_id for e in handover.pending(d)):
-                await handover.forget(self.store, d["vehicleId"], user_id)
+        # Cars whose handover away from them is unfinished, or that keep their dated time, name them
+        # (shared/drivers/handover.py): rare, indexed.
+        await handover.forget_everywhere(self.store, user_id)
         query = "SELECT c.id FROM c WHERE c.principalId = @u"
         for d in await self.store.query(MEMBERSHIPS, query, {"@u": user_id}, partition_key=user_id):
             if await self.store.delete(MEMBERSHIPS, user_id, d["id"]):

@@ -68,7 +68,7 @@ TRIP_POSITIONS: Final[tuple[str, ...]] = ("startPosition", "lastPosition", "endP
 DROPPED: Final = frozenset(
     {"_rid", "_self", "_etag", "_attachments", "_ts", "clientState", "outbox", "cursor", "tokenCache"}
 )
-# What a later time adds to a record of theirs: an alert's clearing, the car's words on a command's outcome.
+# What a later time adds to an alert of theirs: its clearing.
 CLEARED_FIELDS: Final = frozenset({"clearValue", "clearReason"})
 # Kinds of the driver's `calendars` documents that are calendar data; the rest there (the driver link, the driver
 # account, anything newer) are account data.

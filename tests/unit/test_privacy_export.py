@@ -421,6 +421,32 @@ async def test_the_next_drivers_withdrawal_of_location_leaves_the_former_drivers
     assert "41.9" not in orjson.dumps(hers).decode(), "Megan's own positions were stored"
 
 
+async def test_erasing_the_former_driver_takes_his_dated_time_off_the_car() -> None:
+    """After a finished handover the car keeps Alex's dated time (what Megan's withdrawal leaves to him); erasing
+    him takes it, since nothing of his is kept for him any more."""
+    from shared.containers import VEHICLES
+    from shared.iothub.memory_gateway import MemoryIoTHubGateway
+    from shared.privacy.erasure import Eraser
+
+    car = CARS[ALEX]
+    store = await world(cars={ALEX: car})
+    await handover(store, car)
+    stored = await store.read(VEHICLES, car, safe_id(car))
+    assert stored is not None
+    assert stored.document["driverLeft"]["userId"] == ALEX
+    assert "handovers" not in stored.document, "the test needs a finished handover"
+
+    async def no_graph(user: str, vehicle: str) -> None:
+        return None
+
+    links = DriverLinks(store, MemorySyncQueue(), lambda: NOW)
+    await Eraser(store, MemoryIoTHubGateway(), links, no_graph, clock=lambda: NOW).erase_driver(ALEX)
+    stored = await store.read(VEHICLES, car, safe_id(car))
+    assert stored is not None
+    assert "driverLeft" not in stored.document
+    assert stored.document["driver"]["userId"] == MEGAN
+
+
 async def test_the_new_drivers_export_holds_no_sample_of_the_former_from_a_chunk_spanning_the_handover() -> None:
     car = CARS[ALEX]
     store = await world(cars={ALEX: car})
