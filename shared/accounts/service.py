@@ -506,9 +506,9 @@ class AccountService:
             if doc is None or is_erased(doc):
                 raise UnknownResourceError(f"vehicle {vehicle_id} is not registered")
             previous[0] = doc.get("driver")
+            handover.mark(doc, previous[0], account_id, now)  # before the consent goes: it keeps the former's
             if (previous[0] or {}).get("userId") != account_id:
                 doc.pop("consent", None)  # the new driver's own records project onto it (ConsentService)
-            handover.mark(doc, previous[0], account_id, now)
             doc["driver"] = {
                 "userId": account_id,
                 "upn": account.get("username"),

@@ -22,6 +22,7 @@ document.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
@@ -37,9 +38,10 @@ from shared.vehicle_updates import update_vehicle
 
 HANDOVERS: Final = "handovers"
 SINCE: Final = "since"  # on the car's `driver` and on an entry: when that driver began driving the car
-# On the car: the time of its last driver before the current one, {"userId", "since", "at"} (who, their `since`,
-# when they left). What the car recorded in it is theirs, which another driver's withdrawal of consent leaves to them
-# (shared/telemetry/privacy.py); absent when that time is not dated, and gone with that person's erasure.
+# On the car: the time of its last driver before the current one, {"userId", "since", "at", "consent"} (who, their
+# `since`, when they left, the car's consent as they left it). What the car recorded in it is theirs: another
+# driver's withdrawal of consent leaves it to them, and their own withdrawals still hold for samples of their time
+# that arrive late (shared/telemetry/privacy.py). Absent when that time is not dated; gone with their erasure.
 LEFT: Final = "driverLeft"
 
 MAX_ROUNDS: Final = 32  # entries finished by one call; more means other writers keep adding: the caller retries
@@ -68,6 +70,8 @@ def mark(doc: Document, previous: object, new_user: str | None, at: str) -> None
     if isinstance(previous.get(SINCE), str):
         entry[SINCE] = previous[SINCE]
         doc[LEFT] = {"userId": entry["userId"], SINCE: previous[SINCE], "at": at}
+        if isinstance(doc.get("consent"), dict):  # called before the write replaces the car's consent
+            doc[LEFT]["consent"] = copy.deepcopy(doc["consent"])
     doc[HANDOVERS] = [*pending(doc), entry]  # short: whatever names a driver finishes the earlier ones first
 
 

@@ -405,7 +405,7 @@ class VehicleDocument(TypedDict):
     brandId: NotRequired[str]  # the brand and fleet the car was registered in (tenancy)
     fleetId: NotRequired[str]
     driver: NotRequired[DriverRef]  # driver link; removed on unlink
-    driverLeft: NotRequired[dict[str, str]]  # the time of its last driver before the current one (drivers/handover.py)
+    driverLeft: NotRequired[dict[str, Any]]  # the time of its last driver before the current one (drivers/handover.py)
     consent: NotRequired[Consent]  # driver link and the consent API; removed on unlink
     provisioning: NotRequired[Provisioning]  # pre-registration for DPS; absent for cars registered directly
     pendingRegistration: NotRequired[PendingRegistration]  # a direct registration under way or interrupted

@@ -273,6 +273,18 @@ def former_time(doc: Mapping[str, Any]) -> Former:
     return (since, until) if since < until else None
 
 
+def former_policy(doc: Mapping[str, Any], policy: Policy, bases: tuple[tuple[str, str], ...]) -> Policy:
+    """What to withhold from a sample of the former driver's time arriving now (a car that sends late): the car's
+    policy now and the one their consent gave as they left (`driverLeft.consent`), together; the policy now when
+    that consent was not recorded (a handover before 2026-12-08)."""
+    left = doc.get("driverLeft")
+    consent = left.get("consent") if isinstance(left, dict) else None
+    if not isinstance(consent, dict):
+        return policy
+    theirs = policy_for({"consent": consent}, bases)
+    return policy if theirs.withheld <= policy.withheld else policy_of(policy.withheld | theirs.withheld)
+
+
 def _theirs(ts: object, former: Former) -> bool:
     """Whether a time falls in the former driver's time (a canonical time string; anything else does not)."""
     return former is not None and isinstance(ts, str) and former[0] <= ts < former[1]

@@ -57,7 +57,7 @@ from shared.telemetry.documents import (
     VehicleState,
     untyped,
 )
-from shared.telemetry.privacy import POSITION, enforce, policy_for, policy_of, withhold
+from shared.telemetry.privacy import POSITION, enforce, former_policy, former_time, policy_for, policy_of, withhold
 
 ContainerDocument = tuple[str, SideDocument]  # (container, document)
 # A sample newer than the cursor, for the derivations: (ts, its signals, index of its message in the fold).
@@ -286,6 +286,10 @@ def fold(
     # became withheld is scrubbed now, and no withheld signal of these messages reaches anything below.
     policy = policy_for(doc, cfg.category_bases)
     scrubbed_trips = enforce(doc, ingest, policy)
+    # A former driver's time (a handover since the car last wrote): their samples arriving late keep to their
+    # consent as well as the car's now.
+    former = former_time(untyped(doc)) if "driverLeft" in doc else None
+    stricter = former_policy(untyped(doc), policy, cfg.category_bases) if former is not None else policy
     # The state before this batch, as far as derivations read it (trips.VIEW_SIGNALS): a copy of every signal
     # cost ~4 % of the CPU path and was never read.
     view: dict[str, SignalValue] = {path: signals[path]["value"] for path in trips.VIEW_SIGNALS if path in signals}
@@ -353,7 +357,9 @@ def fold(
             elif high is None or (seq > high and newest >= ingest["highTs"]):
                 ingest["high"], ingest["highTs"] = seq, max(newest, ingest["highTs"])
             seen_add(seen, seq)
-        if policy.withheld:
+        if former is not None and any(former[0] <= s.ts < former[1] for s in msg_samples):
+            withhold(msg, stricter)
+        elif policy.withheld:
             withhold(msg, policy)
         accepted += 1
         message_rejected = msg.rejected_count if only is None else len(only.rejected) + only.omitted

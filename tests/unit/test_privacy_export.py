@@ -409,7 +409,9 @@ async def test_the_next_drivers_withdrawal_of_location_leaves_the_former_drivers
     await DriverLinks(store, MemorySyncQueue(), lambda: T0 + HANDOVER).link(car, parse_link(orjson.dumps(megan)))
     stored = await store.read(VEHICLES, car, safe_id(car))
     assert stored is not None
-    assert stored.document["driverLeft"] == {"userId": ALEX, "since": iso(-60), "at": iso(30 * 60)}
+    left = stored.document["driverLeft"]
+    assert (left["userId"], left["since"], left["at"]) == (ALEX, iso(-60), iso(30 * 60))
+    assert left["consent"]["location"] is True, "the consent Alex left the car with"
     await megan_drives(store, car)  # 20 messages: the buffer with Alex's 3 is written as a chunk
 
     _, *records, _ = await export(store, ALEX)

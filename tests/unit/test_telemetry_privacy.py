@@ -279,6 +279,25 @@ def test_a_stored_sample_without_a_time_string_is_scrubbed_not_a_crash() -> None
     assert_nowhere(doc)
 
 
+def test_a_former_drivers_late_samples_keep_to_the_consent_he_left_with() -> None:
+    """Alex had withdrawn location when the car was handed to Megan, who consents; the car then sends samples of
+    Alex's time it could not send before. They are his: stored without positions, while Megan's keep theirs."""
+    from tests.factories import iso
+
+    doc: dict[str, Any] = {"id": "car-1", "vehicleId": "car-1", "consent": {"location": True}}
+    doc, _ = fold_all(doc, body(1, (300, {SPEED: 1.0})))
+    handed_over(doc, -60, 200)
+    doc["driverLeft"]["consent"] = {"location": False}
+    doc, _ = fold_all(
+        doc, body(2, (100, {LAT: 52.777, LON: 13.0, SPEED: 0.0})), body(3, (310, {LAT: 41.5, SPEED: 0.0}))
+    )
+    samples = {s["ts"]: s for e in stored_entries(doc["ingest"]["pending"]) for s in e["samples"]}
+    assert LAT not in samples[iso(100)]["signals"], "Alex's late position was stored against his withdrawal"
+    assert samples[iso(100)]["rejected"][LAT]["value"] is None
+    assert samples[iso(310)]["signals"][LAT] == 41.5, "Megan's position went"
+    assert "52.777" not in orjson.dumps(doc).decode()
+
+
 def test_a_fold_of_replays_alone_still_writes_what_a_new_withholding_scrubbed() -> None:
     # GIVEN a car with positions in its buffer and its open trip, in a brand that now makes position a consent
     # category (the car has no consent record)
