@@ -259,8 +259,9 @@ def plain_range(rule: SignalRule) -> PlainRange | None:
     """The scalar values a rule accepts unchanged, as one type and one closed range (None for arrays and strings):
     a hot loop accepts most values with one lookup, one type check and one chained comparison instead of a call.
 
-    Floats: `_float_bounds`. Integers: the datatype's range and the rule's bounds together (a float for an integer
-    rule is normalised, so it is not plain). Booleans: False <= value <= True holds for both.
+    Floats: `_float_bounds`, as float objects (not plain if that is not exact). Integers: the datatype's range and
+    the rule's bounds together (a float for an integer rule is normalised, so it is not plain). Booleans: False <=
+    value <= True holds for both.
     """
     if rule.is_array:
         return None
@@ -281,7 +282,11 @@ def plain_range(rule: SignalRule) -> PlainRange | None:
     if base == "string":
         return None
     bounds = _float_bounds(rule)
-    return None if bounds is None else (float, *bounds)
+    if bounds is None:
+        return None
+    # As floats (the fast path compares a float with them natively), when that is exact; else not plain.
+    low_float, high_float = float(bounds[0]), float(bounds[1])
+    return (float, low_float, high_float) if low_float == bounds[0] and high_float == bounds[1] else None
 
 
 ANY_TEXT: Final[frozenset[str]] = frozenset()

@@ -506,28 +506,47 @@ def _decode_fast(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue)
         raw = decode(body)
     except Exception:  # not JSON, not this shape, or nested deeper than msgspec goes: the reference says which
         return None
-    seq, epoch, raw_samples = raw.seq, raw.epoch, raw.samples
+    # Declared types (what the decoder guarantees), so the compiled loops below iterate the list and the dicts
+    # natively instead of through generic iterators and a tuple per item.
+    seq: int = raw.seq
+    epoch: str | None = raw.epoch
+    raw_samples: list[Any] = raw.samples
     if raw.v != CONTRACT_VERSION or not 0 <= seq <= MAX_SEQ or not raw_samples:
         return None
     if epoch is not None and (not 0 < len(epoch) <= MAX_EPOCH_CHARS or epoch.strip(HEX)):
         return None
-    latest_allowed = _latest_allowed(enqueued, max_skew_ms)
+    # The latest sample time allowed, computed only for a sample after `enqueued`: canonical times (24 characters,
+    # ".mmmZ") order as their text does, and a skew of zero or more only moves the limit later.
+    latest_allowed: str | None = None
+    plain_enqueued = max_skew_ms >= 0 and len(enqueued) == 24 and enqueued[19:] in _MILLIS
     checks, ranges, texts, lists = catalogue.checks, catalogue.ranges, catalogue.texts, catalogue.lists
     samples: list[Sample] = []
     for raw_sample in raw_samples:
         ts = _canonical_time(raw_sample.ts)
-        raw_signals = raw_sample.signals
-        if ts is None or ts > latest_allowed or not raw_signals:
+        raw_signals: dict[str, Any] = raw_sample.signals
+        if ts is None or not raw_signals:
             return None
+        if not plain_enqueued or ts > enqueued:
+            if latest_allowed is None:
+                latest_allowed = _latest_allowed(enqueued, max_skew_ms)
+            if ts > latest_allowed:
+                return None
         # Every signal accepted (else the reference decides), so the decoded dict (fresh, and only this one) becomes
         # the sample's: a value the rule normalises is replaced in place (the same keys: no resize while iterating).
         for path, value in raw_signals.items():
             # What the rule returns for the usual values, without the call: a number in its plain range
             # (catalogue.plain_range), a short string it allows (plain_text), an empty list for an array.
             plain = ranges.get(path)
-            if plain is not None and type(value) is plain[0] and plain[1] <= value <= plain[2]:
-                continue
             kind = type(value)
+            if plain is not None and kind is plain[0]:
+                if kind is float:  # compared as C doubles (plain_range gives float bounds for float rules)
+                    number: float = value
+                    low: float = plain[1]
+                    high: float = plain[2]
+                    if low <= number <= high:
+                        continue
+                elif plain[1] <= value <= plain[2]:
+                    continue
             if kind is str:
                 allowed = texts.get(path)
                 if allowed is not None and len(value) <= MAX_STRING_LENGTH and (not allowed or value in allowed):

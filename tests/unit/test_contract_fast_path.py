@@ -265,6 +265,16 @@ def test_plain_range_accepts_only_what_the_rule_accepts_unchanged() -> None:
     assert checked > 5_000
 
 
+def test_a_float_rules_plain_range_is_float_bounds_or_none() -> None:
+    # The compiled fast path compares a float with a float rule's bounds as C doubles: they must be float objects.
+    floats = [plain for rule in CATALOGUE.rules.values() if (plain := plain_range(rule)) and plain[0] is float]
+    assert floats
+    assert all(type(low) is float and type(high) is float for _, low, high in floats)
+    assert plain_range(SignalRule("Vehicle.X", "double", False, 0, 100, None, None)) == (float, 0.0, 100.0)
+    # An integer bound no float holds exactly: not plain (the rule decides), never a rounded range.
+    assert plain_range(SignalRule("Vehicle.X", "double", False, 2**53 + 1, None, None, None)) is None
+
+
 @given(st.sampled_from(sorted(CATALOGUE.rules)), st.one_of(st.floats(), st.integers(), st.booleans()))
 @settings(max_examples=500)
 def test_plain_range_agrees_with_the_rule_on_any_number(path: str, value: float | int | bool) -> None:
