@@ -313,6 +313,13 @@ class Catalogue:
         self.ranges: dict[str, PlainRange] = {}  # `plain_range` of those rules
         self.texts: dict[str, frozenset[str]] = {}  # `plain_text` of the string rules among them
         self.lists: set[str] = set()  # the array rules among them: each accepts an empty list unchanged
+        # The four together (the same objects, filled in place): the compiled decode reads one attribute, not four.
+        self.tables: tuple[dict[str, Checker], dict[str, PlainRange], dict[str, frozenset[str]], set[str]] = (
+            self.checks,
+            self.ranges,
+            self.texts,
+            self.lists,
+        )
 
     def __contains__(self, path: object) -> bool:
         return path in self.rules

@@ -486,7 +486,13 @@ def _envelope_decoder() -> Callable[[bytes], Any]:
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [("v", int), ("seq", int), ("samples", samples)]
     fields.append(("epoch", str | None, None))
     envelope = msgspec.defstruct("RawMessage", fields, forbid_unknown_fields=True)
-    return msgspec.json.Decoder(envelope).decode
+    decode = msgspec.json.Decoder(envelope).decode
+    _DECODER.append(decode)
+    return decode
+
+
+# `_envelope_decoder()`'s decoder once made: the hot path reads it here, without the cache's call.
+_DECODER: Final[list[Callable[[bytes], Any]]] = []
 
 
 def _decode_fast(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue) -> TelemetryMessage | None:
@@ -499,9 +505,10 @@ def _decode_fast(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue)
     """
     body = message.body
     enqueued = message.enqueued_time
-    if not message.device_id or enqueued is None or len(body) > MAX_MESSAGE_BYTES:
+    device_id = message.device_id
+    if not device_id or enqueued is None or len(body) > MAX_MESSAGE_BYTES:
         return None
-    decode = _envelope_decoder()
+    decode = _DECODER[0] if _DECODER else _envelope_decoder()
     try:
         raw = decode(body)
     except Exception:  # not JSON, not this shape, or nested deeper than msgspec goes: the reference says which
@@ -519,7 +526,7 @@ def _decode_fast(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue)
     # ".mmmZ") order as their text does, and a skew of zero or more only moves the limit later.
     latest_allowed: str | None = None
     plain_enqueued = max_skew_ms >= 0 and len(enqueued) == 24 and enqueued[19:] in _MILLIS
-    checks, ranges, texts, lists = catalogue.checks, catalogue.ranges, catalogue.texts, catalogue.lists
+    checks, ranges, texts, lists = catalogue.tables
     samples: list[Sample] = []
     for raw_sample in raw_samples:
         ts = _canonical_time(raw_sample.ts)
@@ -565,9 +572,7 @@ def _decode_fast(message: DeviceMessage, max_skew_ms: int, catalogue: Catalogue)
             if norm is not value:
                 raw_signals[path] = norm
         samples.append(Sample(ts, raw_signals, {}, False, 0))
-    return TelemetryMessage(
-        message, message.device_id, seq, enqueued, message.sequence_number, samples, len(body), epoch
-    )
+    return TelemetryMessage(message, device_id, seq, enqueued, message.sequence_number, samples, len(body), epoch)
 
 
 def _wide(items: list[Any]) -> bool:
