@@ -27,6 +27,7 @@ from shared.errors import InvalidRequestError
 CATALOGUE_PATH: Final = Path(__file__).with_name("catalogue.json")
 Precondition = Literal["stationary", "plugged_in", "location_consent"]
 PRECONDITIONS: Final[tuple[Precondition, ...]] = ("stationary", "plugged_in", "location_consent")
+MAX_SAFE_INTEGER: Final = 2**53 - 1  # the largest integer every JSON parser (a double) holds exactly
 SUPPORTED_KEYWORDS: Final = frozenset({
     "type", "properties", "required", "additionalProperties", "minimum", "maximum", "minLength", "maxLength",
     "enum", "default", "description",
@@ -70,6 +71,14 @@ class CommandSpec:
         return filled
 
 
+def _number(value: Any) -> bool:
+    """A finite JSON number. A JSON integer is a Python int of any size (math.isfinite of one beyond a float's
+    range raises OverflowError): it is a number, and `schema_errors` refuses one too large for any parameter."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
 def _type_ok(expected: str, value: Any) -> bool:
     if expected == "object":
         return isinstance(value, dict)
@@ -78,10 +87,9 @@ def _type_ok(expected: str, value: Any) -> bool:
     if expected == "boolean":
         return isinstance(value, bool)
     if expected == "integer":  # JSON Schema: a number with zero fractional part (1.0 is an integer)
-        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        return number and value == int(value)
+        return _number(value) and (isinstance(value, int) or value == int(value))
     if expected == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return _number(value)
     raise ValueError(f"unsupported type {expected}")
 
 
@@ -94,10 +102,12 @@ def schema_errors(schema: Mapping[str, Any], value: Any, where: str) -> list[tup
     if "enum" in schema and value not in schema["enum"]:
         errors.append((where, f"must be one of {', '.join(map(str, schema['enum']))}"))
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
+        if "minimum" in schema and value < schema["minimum"]:  # exact for an int of any size
             errors.append((where, f"must be at least {schema['minimum']}"))
         if "maximum" in schema and value > schema["maximum"]:
             errors.append((where, f"must be at most {schema['maximum']}"))
+        if not errors and abs(value) > MAX_SAFE_INTEGER:  # unbounded: JSON parsers and Cosmos would lose digits
+            errors.append((where, f"is out of range (at most {MAX_SAFE_INTEGER} either way)"))
     if isinstance(value, str):
         if "minLength" in schema and len(value) < schema["minLength"]:
             errors.append((where, f"must have at least {schema['minLength']} characters"))

@@ -127,6 +127,21 @@ def test_unknown_commands_and_bad_parameters_name_the_field() -> None:
     assert command("climate.start").validate({}) == {"targetTemperature": 21}
 
 
+@pytest.mark.parametrize(("name", "field"), [("climate.start", "targetTemperature"), ("charging.limit", "limit")])
+@pytest.mark.parametrize("huge", [10**400, -(10**400), 2**64])
+def test_an_integer_too_large_for_a_float_is_out_of_range_not_a_crash(name: str, field: str, huge: int) -> None:
+    """A JSON integer beyond a double's range (orjson and json give a Python int of any size) is refused as out of
+    range: `math.isfinite` of it raises OverflowError, which answered 500."""
+    with pytest.raises(InvalidRequestError) as bad:
+        command(name).validate({field: huge})
+    assert [e["field"] for e in bad.value.errors] == [f"params.{field}"]
+    assert schema_errors({"type": "integer"}, huge, "x") == [("x", f"is out of range (at most {2**53 - 1} either way)")]
+    from shared.api.command_models import CommandRequest
+
+    with pytest.raises(ValueError, match=f"params.{field} must be at"):
+        CommandRequest.model_validate({"name": name, "params": {field: huge}})
+
+
 JSON = st.recursive(
     st.none()
     | st.booleans()
@@ -675,6 +690,12 @@ async def test_the_routes_answer_201_then_200_and_the_audit_names_the_command() 
     )
     assert bad.status == 422
     assert "params.x" in bad.json["errors"][0]["message"]
+    huge = b'{"name": "climate.start", "params": {"targetTemperature": 1' + b"0" * 400 + b"}}"
+    big = await fleet.call(
+        "POST", f"/api/vehicles/{CAR}/commands", body=huge, headers={**key, "content-type": "application/json"}
+    )
+    assert big.status == 422  # not a 500 from math.isfinite's OverflowError
+    assert "params.targetTemperature must be at most 28" in big.json["errors"][0]["message"]
     cancelled = await fleet.call("POST", f"/api/vehicles/{CAR}/commands/{first.json['commandId']}/cancel")
     assert cancelled.json["status"] == "cancelled"
     assert fleet.audit.records[-1]["params"]["command"] == "lock"
