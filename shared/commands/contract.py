@@ -24,6 +24,8 @@ NO_OUTCOME: Final = "no_outcome"  # a queued command reached the car, which neve
 DEVICE_NOT_FOUND: Final = "device_not_found"  # the car's identity is gone (erased, revoked)
 QUEUE_FULL: Final = "queue_full"  # the car's C2D queue holds 50 messages already
 TTL_ELAPSED: Final = "ttl_elapsed"  # nobody delivered it in its time to live
+CAR_FAILED: Final = "car_failed"  # the car reported a failure without a reason
+INVALID_REASON: Final = "invalid_reason"  # the car reported a failure whose reason is not a code (REASON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,16 @@ def c2d_properties(doc: Mapping[str, Any]) -> dict[str, str]:
 
 def _reason(raw: Any, fallback: str) -> str:
     return raw if isinstance(raw, str) and REASON.fullmatch(raw) else fallback
+
+
+def report_outcome(succeeded: bool, reason: Any, message: Any) -> Outcome:
+    """The outcome of a car's `command.result` report. Its reason is stored, shown by the API and is a metric
+    attribute, so like a method answer's it must be a code: free text (it may name people) becomes
+    `invalid_reason`, never stored or exported."""
+    text = message[:MAX_MESSAGE] if isinstance(message, str) else None
+    if succeeded:
+        return Outcome(True, None, text)
+    return Outcome(False, CAR_FAILED if reason is None else _reason(reason, INVALID_REASON), text)
 
 
 def method_outcome(status: int, body: Any) -> Outcome:

@@ -513,9 +513,7 @@ class CommandService:
         if status == "delivered":
             await self._update(vehicle_id, cid, lambda d: advance(d, Status.DELIVERED, now, by_car=True))
         elif status in ("succeeded", "failed"):
-            outcome = contract.Outcome(
-                status == "succeeded", reason or ("car_failed" if status == "failed" else None), message
-            )
+            outcome = contract.report_outcome(status == "succeeded", reason, message)
             await self._settle(vehicle_id, cid, outcome, by_car=True)
         elif status == "expired":
             await self._update(vehicle_id, cid, lambda d: advance(d, Status.EXPIRED, now, contract.TTL_ELAPSED))

@@ -623,6 +623,33 @@ def test_command_result_requests_decode_or_are_answered_with_an_error() -> None:
         assert error.request_id is not None  # answerable: the car learns what was wrong
 
 
+@pytest.mark.parametrize(
+    ("reason", "stored"),
+    [
+        ("not_plugged_in", "not_plugged_in"),
+        (None, contract.CAR_FAILED),
+        ("Jane Doe +49 170 1234567 opened it", contract.INVALID_REASON),
+        ("Vehicle_Moving", contract.INVALID_REASON),
+        (7, contract.INVALID_REASON),
+    ],
+)
+async def test_a_reported_failure_keeps_the_cars_reason_only_if_it_is_a_code(
+    world: World, reason: Any, stored: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report's reason is stored, shown by the API and a metric attribute: free text (personal data, unbounded
+    cardinality) is replaced by `invalid_reason`, as a method answer's is."""
+    import shared.observability.metrics as metrics
+
+    exported: list[Any] = []
+    monkeypatch.setattr(metrics, "add", lambda name, amount, attributes=None: exported.append(attributes))
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
+    await world.dispatch_all()
+    assert await world.service.report(CAR, cmd["commandId"], "failed", reason, "it did not work")
+    got = await world.service.get(CAR, cmd["commandId"])
+    assert (got["status"], got["reason"], got["message"]) == ("failed", stored, "it did not work")
+    assert [a["reason"] for a in exported if a and "reason" in a] == [stored]
+
+
 async def test_the_cars_report_travels_as_a_request_and_a_replay_changes_nothing(world: World) -> None:
     from shared.calendar.jobs import MemorySyncQueue
     from shared.device_messages import DeviceMessage
