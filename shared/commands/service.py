@@ -81,7 +81,10 @@ log = logging.getLogger(__name__)
 
 MAX_RETRIES: Final = 10
 MAX_IDEMPOTENCY_KEY: Final = 255
-CANCELLED_IN_TWIN: Final = 32  # ids the twin's `commands.cancelled` keeps (newest last)
+# Ids the twin's `commands.cancelled` keeps (newest last): IoT Hub's C2D queue holds at most 50 messages per device,
+# so every cancelled command whose message may still wait for the car fits.
+CANCELLED_IN_TWIN: Final = 50
+VIA_C2D: Final = "c2d"  # delivery.via of a command waiting as a C2D message in IoT Hub
 VIA_MODULE_TWIN: Final = "module_twin"  # delivery.via of a command waiting in the Edge module's twin
 GRACE_SECONDS: Final = 60  # beyond the method timeouts before the sweep calls a `sent` command unanswered
 DISPATCH_LOST_SECONDS: Final = 120  # an `accepted` command this old lost its dispatch message: send it again
@@ -101,9 +104,12 @@ SWEEP_QUERY: Final = (
     "SELECT * FROM c WHERE c.kind = @k AND ARRAY_CONTAINS(@open, c.status) AND "
     "(c.expiresAt <= @now OR c.updatedAt <= @stale)"
 )
+# The car's cancelled commands whose C2D message may still wait for it: sent as C2D and not yet past their expiry
+# (IoT Hub drops the message then). One cancelled while `accepted` never reached the car and takes no place.
 CANCELLED_QUERY: Final = (
-    f"SELECT TOP {CANCELLED_IN_TWIN} c.id, c.updatedAt FROM c WHERE c.vehicleId = @v AND c.kind = @k "  # noqa: S608
-    "AND c.status = @s ORDER BY c.updatedAt DESC"
+    f"SELECT TOP {CANCELLED_IN_TWIN} c.id, c.status, c.updatedAt, c.delivery, c.expiresAt FROM c "  # noqa: S608
+    "WHERE c.vehicleId = @v AND c.kind = @k AND c.status = @s AND c.delivery.via = @via AND c.expiresAt > @now "
+    "ORDER BY c.updatedAt DESC"
 )
 
 
@@ -344,7 +350,7 @@ class CommandService:
             return True
 
         doc = await self._update(vehicle_id, cid, change)
-        if (doc.get("delivery") or {}).get("via") == "c2d":
+        if (doc.get("delivery") or {}).get("via") == VIA_C2D:
             await self._tell_car_cancelled(vehicle_id, cid)
         # the twin can take it back, unlike a C2D queue; if it cannot now, the caller hears so (the module would
         # still carry it out) and a retried cancel takes it out again
@@ -454,7 +460,7 @@ class CommandService:
             return await self._end(vehicle_id, cid, Status.FAILED, contract.DEVICE_NOT_FOUND)
         except PermanentError as exc:
             return await self._end(vehicle_id, cid, Status.FAILED, reason_of(exc))
-        delivery = {"via": "c2d"} if module is None else {"via": VIA_MODULE_TWIN, "module": module}
+        delivery = {"via": VIA_C2D} if module is None else {"via": VIA_MODULE_TWIN, "module": module}
 
         def queued(d: Document) -> bool:
             if not advance(d, Status.QUEUED, now):
@@ -522,8 +528,9 @@ class CommandService:
         return True
 
     async def _tell_car_cancelled(self, vehicle_id: str, cid: str) -> None:
-        """Put the id in the twin's `commands.cancelled` (the newest CANCELLED_IN_TWIN), so the car skips the
-        queued C2D message if it arrives after all (IoT Hub cannot withdraw one message from a device's queue)."""
+        """Put the id in the twin's `commands.cancelled` (CANCELLED_QUERY's: the cancelled C2D commands not yet
+        expired, newest last), so the car skips the queued C2D message if it arrives after all (IoT Hub cannot
+        withdraw one message from a device's queue)."""
         stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
         if stored is None:
             return
@@ -532,13 +539,15 @@ class CommandService:
         # reads after every cancel written before its write).
         patched: list[str] | None = None
         for _ in range(MAX_RETRIES):
+            now = canonical_time(self.clock())
             recent = await self.store.query(
                 COMMANDS,
                 CANCELLED_QUERY,
-                {"@v": vehicle_id, "@k": KIND, "@s": Status.CANCELLED.value},
+                {"@v": vehicle_id, "@k": KIND, "@s": Status.CANCELLED.value, "@via": VIA_C2D, "@now": now},
                 partition_key=vehicle_id,
             )
-            ids = [str(d["id"]) for d in sorted(recent, key=lambda d: str(d.get("updatedAt")))][-CANCELLED_IN_TWIN:]
+            waiting = [d for d in recent if _may_wait_in_hub(d, now)]  # again: a store need not apply all of it
+            ids = [str(d["id"]) for d in sorted(waiting, key=lambda d: str(d.get("updatedAt")))][-CANCELLED_IN_TWIN:]
             if cid not in ids:
                 ids = [*ids[-(CANCELLED_IN_TWIN - 1) :], cid]
             if ids == patched:
@@ -647,6 +656,17 @@ class CommandService:
         if self.brands is not None:
             bases = tuple(sorted((await self.brands.get(vehicle.get("brandId"))).data_category_bases.items()))
         return not location_allowed(vehicle, bases)
+
+
+def _may_wait_in_hub(doc: Mapping[str, Any], now: str) -> bool:
+    """Whether a cancelled command's C2D message may still wait in IoT Hub (CANCELLED_QUERY's filter)."""
+    delivery = doc.get("delivery")
+    return (
+        doc.get("status") == Status.CANCELLED.value
+        and isinstance(delivery, dict)
+        and delivery.get("via") == VIA_C2D
+        and str(doc.get("expiresAt") or "") > now
+    )
 
 
 def _handed_over(doc: Mapping[str, Any]) -> str:

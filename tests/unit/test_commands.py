@@ -532,6 +532,42 @@ async def test_cancels_of_one_car_at_once_keep_every_id_in_the_twin(world: World
     assert world.gateway.desired[CAR]["commands"]["cancelled"] == ids
 
 
+async def test_the_twin_lists_every_cancelled_command_whose_message_may_still_wait(world: World) -> None:
+    """IoT Hub keeps up to 50 C2D messages per car until they expire: the twin's `commands.cancelled` lists every
+    cancelled C2D command not yet expired, so cancels of commands that never reached the car (cancelled while
+    `accepted`), module twin entries or long-expired ones do not push out one whose message still waits."""
+    unlock, _ = await world.service.issue(OPERATOR, CAR, "unlock", {}, "unlock")  # ttl 300 s
+    await world.dispatch_all()
+    await world.service.cancel(OPERATOR, CAR, unlock["commandId"])
+
+    async def cancelled(key: str, via: str | None, expires_in: float) -> str:
+        """A command cancelled now, straight into the store (the rate limits would take hours of clock)."""
+        cid = str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+        now = world.clock.now
+        doc = {"id": cid, "vehicleId": CAR, "kind": "command", "name": "lock", "params": {}, "status": "cancelled",
+               "createdAt": iso(now), "updatedAt": iso(now), "expiresAt": iso(now + dt.timedelta(seconds=expires_in)),
+               "delivery": None if via is None else {"via": via, "at": iso(now)}}  # fmt: skip
+        await world.store.upsert(COMMANDS, doc)
+        world.clock.advance(0.01)
+        return cid
+
+    for i in range(40):  # newer cancels that take no place: never sent, in the module twin, or expired
+        await cancelled(f"accepted-{i}", None, 3600)
+        await cancelled(f"module-{i}", "module_twin", 3600)
+        await cancelled(f"expired-{i}", "c2d", -1)
+    waiting = [await cancelled(f"c2d-{i}", "c2d", 3600) for i in range(48)]
+    last, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "last")
+    await world.dispatch_all()
+    await world.service.cancel(OPERATOR, CAR, last["commandId"])
+    listed = world.gateway.desired[CAR]["commands"]["cancelled"]
+    assert listed == [unlock["commandId"], *waiting, last["commandId"]]  # 50: IoT Hub's queue depth
+    world.clock.advance(301)  # the unlock's message has expired in IoT Hub: its id makes room
+    another, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "another")
+    await world.dispatch_all()
+    await world.service.cancel(OPERATOR, CAR, another["commandId"])
+    assert world.gateway.desired[CAR]["commands"]["cancelled"] == [*waiting, last["commandId"], another["commandId"]]
+
+
 def test_the_sweeps_and_cancels_queries_filter_on_indexed_paths_only() -> None:
     """The sweep reads across every car each run: a filter on a path the index lacks would load every command."""
     import re
@@ -542,7 +578,8 @@ def test_the_sweeps_and_cancels_queries_filter_on_indexed_paths_only() -> None:
     indexed = {p.removesuffix("/?") for c in containers if c["name"] == COMMANDS for p in c["includedPaths"]}
     for query in (SWEEP_QUERY, CANCELLED_QUERY):
         filtered = query.split(" WHERE ", 1)[1]
-        assert {f"/{name}" for name in re.findall(r"c\.(\w+)", filtered)} <= indexed, query
+        paths = {"/" + name.replace(".", "/") for name in re.findall(r"c\.([\w.]+)", filtered)}
+        assert paths <= indexed, query
 
 
 async def test_the_cars_late_word_wins_over_an_expiry(world: World) -> None:
