@@ -14,7 +14,8 @@ bp = func.Blueprint()
 @bp.function_name("command_dispatch")
 # Failures raise (IoT Hub unavailable): the host retries the message (maxDequeueCount 5) and then moves it to
 # `command-dispatch-poison`; the sweep ends the command meanwhile (a `sent` one unanswered fails, an `accepted`
-# one is dispatched again). A redelivered dispatch is harmless: the car answers a known command id from memory.
+# one is dispatched again). A redelivered dispatch is harmless: it calls the car only once an earlier call of the
+# command is surely over (shared/commands/service.py `dispatch`), and the car answers a known command id from memory.
 @bp.queue_trigger(arg_name="msg", queue_name=COMMAND_DISPATCH_QUEUE, connection="AzureWebJobsStorage")
 async def command_dispatch(msg: func.QueueMessage) -> None:
     from shared.commands.runtime import command_service

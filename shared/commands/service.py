@@ -9,7 +9,9 @@
   A car with the IoT Edge module (`module_id`, EDGE_MODULE_ID: IoT Hub has that module identity) gets the method
   on the module, and when the module is not connected an entry in its module twin's `commands` (IoT Hub has no
   C2D for modules); a car without one (404) is remembered for NO_MODULE_SECONDS and gets the device method.
-  A redelivered dispatch invokes again: the car answers a command id it has seen with the stored outcome.
+  Only the dispatch that claims the command calls the car; another (a redelivered message, a retried POST's, the
+  sweep's) calls it again only once the first one's call is surely over and the command is still `sent` (the car
+  answers a command id it has seen with the stored outcome), never next to it: see `dispatch`.
 - `report` (the car's `command.result` requests): the outcome of a queued command.
 - `cancel` (the API): until the car has it; the car skips a cancelled command it still receives (the twin's
   `commands.cancelled`).
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -222,7 +225,7 @@ class CommandService:
             if status_of(existing.document) == Status.ACCEPTED and accepted_for >= REDISPATCH_AFTER_SECONDS:
                 # still not picked up: its dispatch message may be what failed the first POST, so it is sent
                 # again rather than waiting for the sweep (a retry within seconds finds the first one on its way:
-                # two dispatches at once would both call the car)
+                # a second dispatch would only wait for the first one's call)
                 await self.queue.send(dispatch_message(vehicle_id, cid))
             return answer, False
         vehicle = await self._vehicle(vehicle_id)
@@ -360,31 +363,47 @@ class CommandService:
     # --- delivery ---------------------------------------------------------------------------------------------
 
     async def dispatch(self, vehicle_id: str, cid: str) -> Status | None:
-        """Deliver one accepted command; the status it ended in (None: no such command, nothing to do)."""
+        """Deliver one accepted command; the status it ended in (None: no such command, nothing to do).
+
+        Only the dispatch that claims the command (`_claim`) calls the car. A call may wait in IoT Hub for the car
+        to connect; were a second dispatch's call (a redelivered message, a retried POST's, the sweep's) still
+        waiting when the first had queued the command and a caller cancelled it, the car would carry out a
+        cancelled command. So a dispatch that finds another's call possibly in flight calls nobody: it comes back
+        once that call is surely over (`_call_ends`) and calls then only if the command is still `sent` (the
+        other dispatch died or its call failed in passing)."""
         stored = await self.store.read(COMMANDS, vehicle_id, cid)
         if stored is None or stored.document.get("kind") != KIND:
             return None
         doc = stored.document
-        if status_of(doc) not in (Status.ACCEPTED, Status.SENT):
-            return status_of(doc)  # already settled or queued: a redelivered message changes nothing
+        status = status_of(doc)
+        if status not in (Status.ACCEPTED, Status.SENT):
+            return status  # already settled or queued: a redelivered message changes nothing
         now = self.clock()
+        if status == Status.SENT and self._call_ends(doc) > now:
+            return await self._later(vehicle_id, cid, doc, now)
         if is_expired(doc, now):
-            return await self._end(vehicle_id, cid, Status.EXPIRED, contract.TTL_ELAPSED)
-        if status_of(doc) == Status.ACCEPTED:
-            doc = await self._update(vehicle_id, cid, lambda d: self._mark_sent(d, now))
-            if status_of(doc) != Status.SENT:
-                return status_of(doc)
-        module = self._module_of(vehicle_id)
-        if module is not None:
-            try:
-                return await self._invoke(vehicle_id, cid, doc, module)
-            except DeviceNotFoundError:  # no such module (or no such car: the device method says which)
-                self._remember_no_module(vehicle_id)
-        return await self._invoke(vehicle_id, cid, doc, None)
+            return await self._end(vehicle_id, cid, Status.EXPIRED, contract.TTL_ELAPSED, _as_read(doc))
+        attempt = _attempt(doc) + 1
+        doc = await self._update(vehicle_id, cid, lambda d: self._claim(d, now, attempt))
+        if not _holds(doc, attempt):  # another dispatch claimed it first
+            return await self._later(vehicle_id, cid, doc, now)
+        try:
+            module = self._module_of(vehicle_id)
+            if module is not None:
+                try:
+                    return await self._invoke(vehicle_id, cid, doc, attempt, module)
+                except DeviceNotFoundError:  # no such module (or no such car: the device method says which)
+                    self._remember_no_module(vehicle_id)
+            return await self._invoke(vehicle_id, cid, doc, attempt, None)
+        except Exception:  # the call is over (its error, or a later step's): a redelivery need not wait for it
+            await self._release(vehicle_id, cid, attempt)
+            raise
 
-    async def _invoke(self, vehicle_id: str, cid: str, doc: Document, module: str | None) -> Status:
+    async def _invoke(self, vehicle_id: str, cid: str, doc: Document, attempt: int, module: str | None) -> Status:
         """The direct method on the car (`module` None) or its Edge module; queued when it is not connected. A
-        module that does not exist raises DeviceNotFoundError (the car may have none)."""
+        module that does not exist raises DeviceNotFoundError (the car may have none). What the cloud concludes
+        from the call is written only while this dispatch's claim (`attempt`) holds."""
+        mine = _holder(attempt)
         try:
             if module is None:
                 result = await self.gateway.invoke_method(
@@ -397,25 +416,76 @@ class CommandService:
                     self.settings.response_timeout,
                 )  # fmt: skip
         except DeviceNotOnlineError:
-            return await self._queue(vehicle_id, cid, module)
+            return await self._queue(vehicle_id, cid, attempt, module)
         except DeviceTimeoutError:
-            return await self._end(vehicle_id, cid, Status.FAILED, contract.NO_RESPONSE)
+            return await self._end(vehicle_id, cid, Status.FAILED, contract.NO_RESPONSE, mine)
         except DeviceNotFoundError:
             if module is not None:
                 raise
-            return await self._end(vehicle_id, cid, Status.FAILED, contract.DEVICE_NOT_FOUND)
+            return await self._end(vehicle_id, cid, Status.FAILED, contract.DEVICE_NOT_FOUND, mine)
         except PermanentError as exc:
-            return await self._end(vehicle_id, cid, Status.FAILED, reason_of(exc))
+            return await self._end(vehicle_id, cid, Status.FAILED, reason_of(exc), mine)
         outcome = contract.method_outcome(result.status, result.payload)
         # the car's own answer: it wins over what the cloud concluded meanwhile (the sweep's no_response)
         return await self._settle(vehicle_id, cid, outcome, by_car=True, module=module)
 
-    @staticmethod
-    def _mark_sent(doc: Document, now: dt.datetime) -> bool:
-        if not advance(doc, Status.SENT, now):
+    def _claim(self, doc: Document, now: dt.datetime, attempt: int) -> bool:
+        """Make this dispatch the one that calls the car: an `accepted` command becomes `sent`, or a `sent` one
+        whose last call is surely over is taken again; `attempt` numbers the claims, so of two dispatches that read
+        the same claim only one writes the next (the write is etag-conditional). `callEnds`: by when this call is
+        over for IoT Hub (both method timeouts and GRACE_SECONDS; the sweep's no_response waits as long)."""
+        if _attempt(doc) != attempt - 1:
             return False
-        doc["delivery"] = {"via": "method", "at": canonical_time(now)}
+        if status_of(doc) == Status.ACCEPTED:
+            if not advance(doc, Status.SENT, now):
+                return False
+        elif status_of(doc) != Status.SENT or self._call_ends(doc) > now:
+            return False
+        else:
+            doc["updatedAt"] = canonical_time(now)  # the sweep's no_response counts from the latest call
+        ends = now + dt.timedelta(seconds=self._method_budget())
+        doc["delivery"] = {
+            "via": "method",
+            "at": canonical_time(now),
+            "attempt": attempt,
+            "callEnds": canonical_time(ends),
+        }
         return True
+
+    def _call_ends(self, doc: Mapping[str, Any]) -> dt.datetime:
+        """By when the last claim's call is surely over (a command sent before claims were numbered: its last
+        change and the method budget)."""
+        delivery = doc.get("delivery")
+        ends = delivery.get("callEnds") if isinstance(delivery, dict) else None
+        if isinstance(ends, str):
+            return _time(ends)
+        return _time(doc["updatedAt"]) + dt.timedelta(seconds=self._method_budget())
+
+    async def _later(self, vehicle_id: str, cid: str, doc: Document, now: dt.datetime) -> Status:
+        """Another dispatch's call may be in flight: look again once it is surely over (a dispatch message that
+        waits in the queue, not an instance that sleeps), unless the command has moved on."""
+        if status_of(doc) != Status.SENT:
+            return status_of(doc)
+        wait = max(1, math.ceil((self._call_ends(doc) - now).total_seconds()) + 1)
+        await self.queue.send(dispatch_message(vehicle_id, cid), delay_seconds=wait)
+        log.info("command %s: another dispatch is calling the car; looking again in %d s", cid, wait)
+        return Status.SENT
+
+    async def _release(self, vehicle_id: str, cid: str, attempt: int) -> None:
+        """The claim's call ended without an outcome (an error raised for the queue to retry): a redelivery may
+        claim it at once rather than after `callEnds`. Best effort: the claim lapses at `callEnds` anyway."""
+        now = self.clock()
+
+        def release(doc: Document) -> bool:
+            if not _holds(doc, attempt):
+                return False
+            doc["delivery"]["callEnds"] = canonical_time(now)
+            return True
+
+        try:
+            await self._update(vehicle_id, cid, release)
+        except FleetError as exc:
+            log.warning("command %s: claim not released: %s", cid, type(exc).__name__)
 
     def _module_of(self, vehicle_id: str) -> str | None:
         """The Edge module to try first, unless the car was found without one lately."""
@@ -433,21 +503,24 @@ class CommandService:
             self.gateway, MODULE_COMMANDS_PROPERTY, MODULE_COMMANDS_KEPT, MODULE_COMMANDS_MAX_BYTES, evict=False
         )
 
-    async def _queue(self, vehicle_id: str, cid: str, module: str | None) -> Status:
+    async def _queue(self, vehicle_id: str, cid: str, attempt: int, module: str | None) -> Status:
         """The car is not connected: a C2D message with the command's expiry waits for it in IoT Hub; for its Edge
-        module (no C2D for modules) an entry in the module twin's `commands` until the expiry."""
+        module (no C2D for modules) an entry in the module twin's `commands` until the expiry. Only while this
+        dispatch's claim (`attempt`) holds: once `queued` a command may be cancelled, so no other claim's call may
+        still be on its way to the car."""
         stored = await self.store.read(COMMANDS, vehicle_id, cid)
         if stored is None:
             raise NotFoundError(f"command {cid} vanished")
         doc = stored.document
-        if status_of(doc) not in (Status.ACCEPTED, Status.SENT):
-            # another dispatch of it (a redelivered message, the sweep's) queued it, or it was cancelled meanwhile:
-            # queueing it again would send it twice, or back into a module twin a cancel just took it out of
+        mine = _holder(attempt)
+        if not mine(doc):
+            # the sweep ended it, or another dispatch claimed it after this claim lapsed: queueing it would send it
+            # twice, or next to a method call of that other dispatch
             return status_of(doc)
         now = self.clock()
         ttl = (expires_at(doc) - now).total_seconds()
         if ttl <= 0:
-            return await self._end(vehicle_id, cid, Status.EXPIRED, contract.TTL_ELAPSED)
+            return await self._end(vehicle_id, cid, Status.EXPIRED, contract.TTL_ELAPSED, mine)
         body = orjson.dumps(contract.payload(doc))
         try:
             if module is None:
@@ -455,15 +528,15 @@ class CommandService:
             else:
                 await self._module_inbox().put(vehicle_id, module, cid, body, expires_at(doc), now)
         except DeviceQueueFullError:
-            return await self._end(vehicle_id, cid, Status.FAILED, contract.QUEUE_FULL)
+            return await self._end(vehicle_id, cid, Status.FAILED, contract.QUEUE_FULL, mine)
         except DeviceNotFoundError:
-            return await self._end(vehicle_id, cid, Status.FAILED, contract.DEVICE_NOT_FOUND)
+            return await self._end(vehicle_id, cid, Status.FAILED, contract.DEVICE_NOT_FOUND, mine)
         except PermanentError as exc:
-            return await self._end(vehicle_id, cid, Status.FAILED, reason_of(exc))
+            return await self._end(vehicle_id, cid, Status.FAILED, reason_of(exc), mine)
         delivery = {"via": VIA_C2D} if module is None else {"via": VIA_MODULE_TWIN, "module": module}
 
         def queued(d: Document) -> bool:
-            if not advance(d, Status.QUEUED, now):
+            if not mine(d) or not advance(d, Status.QUEUED, now):
                 return False
             d["delivery"] = {**delivery, "at": canonical_time(now)}
             return True
@@ -504,9 +577,12 @@ class CommandService:
 
         return status_of(await self._update(vehicle_id, cid, change))
 
-    async def _end(self, vehicle_id: str, cid: str, status: Status, reason: str) -> Status:
+    async def _end(
+        self, vehicle_id: str, cid: str, status: Status, reason: str, still: Callable[[Document], bool]
+    ) -> Status:
+        """End the command as the cloud concludes, if it is `still` as the conclusion was drawn from."""
         now = self.clock()
-        doc = await self._update(vehicle_id, cid, lambda d: advance(d, status, now, reason))
+        doc = await self._update(vehicle_id, cid, lambda d: still(d) and advance(d, status, now, reason))
         log.info("command %s %s (%s)", cid, doc["status"], reason)
         return status_of(doc)
 
@@ -582,11 +658,11 @@ class CommandService:
         age = (now - updated).total_seconds()
         try:
             if status in (Status.QUEUED, Status.ACCEPTED) and is_expired(doc, now):
-                return (await self._end(vehicle_id, cid, Status.EXPIRED, contract.TTL_ELAPSED)).value
+                return (await self._end(vehicle_id, cid, Status.EXPIRED, contract.TTL_ELAPSED, _anyhow)).value
             if status == Status.SENT and age >= self._method_budget():
-                return (await self._end(vehicle_id, cid, Status.FAILED, contract.NO_RESPONSE)).value
+                return (await self._end(vehicle_id, cid, Status.FAILED, contract.NO_RESPONSE, _anyhow)).value
             if status == Status.DELIVERED and (now - expires_at(doc)).total_seconds() >= NO_OUTCOME_SECONDS:
-                return (await self._end(vehicle_id, cid, Status.FAILED, contract.NO_OUTCOME)).value
+                return (await self._end(vehicle_id, cid, Status.FAILED, contract.NO_OUTCOME, _anyhow)).value
             if status == Status.ACCEPTED and age >= DISPATCH_LOST_SECONDS:
                 await self.queue.send(dispatch_message(vehicle_id, cid))
                 return "redispatched"
@@ -667,6 +743,31 @@ def _may_wait_in_hub(doc: Mapping[str, Any], now: str) -> bool:
         and delivery.get("via") == VIA_C2D
         and str(doc.get("expiresAt") or "") > now
     )
+
+
+def _attempt(doc: Mapping[str, Any]) -> int:
+    """How many times a dispatch claimed the command to call the car (`CommandService._claim`)."""
+    delivery = doc.get("delivery")
+    attempt = delivery.get("attempt") if isinstance(delivery, dict) and delivery.get("via") == "method" else None
+    return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0
+
+
+def _holds(doc: Mapping[str, Any], attempt: int) -> bool:
+    """Whether the claim `attempt` is the command's current one (it is `sent` under it)."""
+    return status_of(doc) == Status.SENT and _attempt(doc) == attempt
+
+
+def _holder(attempt: int) -> Callable[[Document], bool]:
+    return lambda doc: _holds(doc, attempt)
+
+
+def _as_read(seen: Mapping[str, Any]) -> Callable[[Document], bool]:
+    """Whether a command is still as it was read (every change moves `updatedAt`, but for a released claim)."""
+    return lambda doc: doc.get("status") == seen.get("status") and doc.get("updatedAt") == seen.get("updatedAt")
+
+
+def _anyhow(doc: Document) -> bool:
+    return True
 
 
 def _handed_over(doc: Mapping[str, Any]) -> str:

@@ -3,6 +3,7 @@ on the memory store, queue and IoT Hub gateway (the local hub and real cars: tes
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -22,7 +23,14 @@ from shared.commands.catalogue import car_schema, catalogue, command, markdown, 
 from shared.commands.lifecycle import NEXT, Status, advance
 from shared.commands.service import Caller, CommandService, CommandSettings, parse_dispatch_message, shows_effect
 from shared.containers import COMMANDS, VEHICLES, partition_keys
-from shared.errors import AccessDeniedError, InvalidRequestError, RateLimitedError, StateConflictError
+from shared.errors import (
+    AccessDeniedError,
+    DeviceNotOnlineError,
+    InvalidRequestError,
+    IoTHubError,
+    RateLimitedError,
+    StateConflictError,
+)
 from shared.iothub.gateway import MethodResult
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
 from shared.requests.contract import CarRequest, RequestError, decode_request
@@ -500,10 +508,104 @@ async def test_a_second_dispatch_does_not_queue_a_queued_command_again(world: Wo
     that finds it queued sends nothing."""
     cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
     assert await world.dispatch_all() == [Status.QUEUED]
-    assert await world.service._queue(CAR, cmd["commandId"], None) == Status.QUEUED
+    assert await world.service._queue(CAR, cmd["commandId"], 1, None) == Status.QUEUED
     await world.service.cancel(OPERATOR, CAR, cmd["commandId"])
-    assert await world.service._queue(CAR, cmd["commandId"], None) == Status.CANCELLED
+    assert await world.service._queue(CAR, cmd["commandId"], 1, None) == Status.CANCELLED
     assert len(world.gateway.receive(CAR)) == 1
+
+
+class ConnectingLater(MemoryIoTHubGateway):
+    """The first method call waits in IoT Hub for the car to connect (released by the test), then finds it offline;
+    every later call reaches the car, which carries it out; `fail_next`: the next call fails in passing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_ends = asyncio.Event()
+        self.calling = asyncio.Event()  # the first call is waiting
+        self.calls = 0
+        self.carried_out: list[str] = []
+        self.fail_next = False
+
+    async def invoke_method(
+        self, device_id: str, method: str, payload: Any, connect_timeout: int = 0, response_timeout: int = 30
+    ) -> MethodResult:
+        self.calls += 1
+        if self.calls == 1:
+            self.calling.set()
+            await self.first_ends.wait()
+            raise DeviceNotOnlineError("the car did not connect within the connect timeout")
+        if self.fail_next:
+            self.fail_next = False
+            raise IoTHubError("throttled")
+        self.carried_out.append(payload["commandId"])
+        return MethodResult(200, {"status": "succeeded"})
+
+
+async def test_a_second_dispatch_never_calls_the_car_while_the_first_ones_call_may_be_in_flight(
+    world: World,
+) -> None:
+    """Dispatch #1 calls the sleeping car; a second dispatch of the command (a redelivery, a retried POST's) finds
+    it `sent`. Had it called too, its call could wait in IoT Hub while #1 queued the command and a caller cancelled
+    it, and the car would carry out the cancelled unlock when it connects (the twin's cancelled list is for queued
+    commands). It calls nobody: it looks again once #1's call is surely over, and finds the command cancelled."""
+    gateway = ConnectingLater()
+    world.service.gateway = gateway
+    cmd, _ = await world.service.issue(DRIVER, CAR, "unlock", {}, "k")
+    (raw,) = world.queue.drain()
+    target = parse_dispatch_message(raw)
+    assert target is not None
+    first = asyncio.create_task(world.service.dispatch(*target))
+    await gateway.calling.wait()
+    assert await world.service.dispatch(*target) == Status.SENT  # the duplicate, while #1's call waits
+    [(again, delay)] = world.queue.messages
+    assert again == raw
+    assert delay == world.service._method_budget() + 1  # #1's call is surely over by then
+    gateway.first_ends.set()
+    assert await first == Status.QUEUED
+    assert (await world.service.cancel(DRIVER, CAR, cmd["commandId"]))["status"] == "cancelled"
+    world.clock.advance(delay)
+    assert await world.dispatch_all() == [Status.CANCELLED]
+    assert (gateway.calls, gateway.carried_out) == (1, [])
+    got = await world.service.get(CAR, cmd["commandId"])
+    assert statuses(got) == ["accepted", "sent", "queued", "cancelled"]
+
+
+async def test_a_call_that_failed_in_passing_is_made_again_at_once(world: World) -> None:
+    """A claim's call that raised (IoT Hub throttled it: the queue retries the message in 30 s) is over: the claim
+    is released, so the retry calls the car at once instead of waiting out the call's time budget."""
+    gateway = ConnectingLater()
+    gateway.calls, gateway.fail_next = 1, True  # the car is connected
+    world.service.gateway = gateway
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
+    world.queue.drain()
+    with pytest.raises(IoTHubError):
+        await world.service.dispatch(CAR, cmd["commandId"])
+    world.clock.advance(30)
+    assert await world.service.dispatch(CAR, cmd["commandId"]) == Status.SUCCEEDED
+    assert gateway.carried_out == [cmd["commandId"]]
+    assert world.queue.messages == []
+
+
+async def test_a_dispatch_that_died_mid_call_is_taken_over_once_its_call_is_surely_over(world: World) -> None:
+    """The claim of a dispatch that died with the car's answer unheard lapses when its call is surely over: a
+    later dispatch of the command claims it and calls the car (which answers a command id it knows from memory).
+    Before then it only looks again later."""
+    world.answer(200, {"status": "succeeded"})
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
+    world.queue.drain()
+    claimed = await world.service._update(
+        CAR, cmd["commandId"], lambda d: world.service._claim(d, world.clock.now, 1)
+    )  # the dispatch that died
+    assert claimed["delivery"]["attempt"] == 1
+    world.clock.advance(30)
+    assert await world.service.dispatch(CAR, cmd["commandId"]) == Status.SENT
+    assert world.gateway.invoked == []
+    [(_, delay)] = world.queue.messages
+    world.clock.advance(delay)
+    assert await world.dispatch_all() == [Status.SUCCEEDED]
+    assert len(world.gateway.invoked) == 1
+    got = await world.service.get(CAR, cmd["commandId"])
+    assert statuses(got) == ["accepted", "sent", "delivered", "succeeded"]
 
 
 async def test_cancels_of_one_car_at_once_keep_every_id_in_the_twin(world: World) -> None:
