@@ -39,7 +39,6 @@ from shared.commands import contract
 from shared.commands.catalogue import CommandSpec, catalogue, command
 from shared.commands.lifecycle import (
     KIND,
-    OPEN,
     Status,
     advance,
     command_id,
@@ -102,10 +101,15 @@ MODULE_COMMANDS_PROPERTY: Final = "commands"
 MODULE_COMMANDS_KEPT: Final = 12
 MODULE_COMMANDS_MAX_BYTES: Final = 4 * 1024
 NUMERIC_TOLERANCE: Final = 1e-6
-# Every path it filters on is indexed (shared/cosmos_containers.json): open commands of any car, past expiry or idle.
+# The commands of any car the sweep ends or dispatches again now, and no other: a `queued` or `delivered` one may
+# wait for a sleeping car for its whole time to live (up to 48 h), and the sweep runs every 30 s. Each branch is one
+# of `_sweep_one`'s; every path it filters on is indexed (shared/cosmos_containers.json).
 SWEEP_QUERY: Final = (
-    "SELECT * FROM c WHERE c.kind = @k AND ARRAY_CONTAINS(@open, c.status) AND "
-    "(c.expiresAt <= @now OR c.updatedAt <= @stale)"
+    "SELECT * FROM c WHERE c.kind = @k AND ("
+    "(c.status IN (@accepted, @queued) AND c.expiresAt <= @now) "
+    "OR (c.status = @delivered AND c.expiresAt <= @outcomeDue) "
+    "OR (c.status = @sent AND c.updatedAt <= @unanswered) "
+    "OR (c.status = @accepted AND c.updatedAt <= @lost))"
 )
 # The car's cancelled commands whose C2D message may still wait for it: sent as C2D and not yet past their expiry
 # (IoT Hub drops the message then). One cancelled while `accepted` never reached the car and takes no place.
@@ -637,17 +641,30 @@ class CommandService:
         """End what waits for something that will not come (module docstring); counts by outcome."""
         now = self.clock()
         counts: dict[str, int] = {}
-        stale = canonical_time(now - dt.timedelta(seconds=min(DISPATCH_LOST_SECONDS, self._method_budget())))
-        candidates = await self.store.query(
-            COMMANDS,
-            SWEEP_QUERY,
-            {"@k": KIND, "@open": [s.value for s in OPEN], "@now": canonical_time(now), "@stale": stale},
-        )
+        candidates = await self.store.query(COMMANDS, SWEEP_QUERY, self.sweep_parameters(now))
         for doc in candidates:
             outcome = await self._sweep_one(doc, now)
             if outcome:
                 counts[outcome] = counts.get(outcome, 0) + 1
         return counts
+
+    def sweep_parameters(self, now: dt.datetime) -> dict[str, Any]:
+        """SWEEP_QUERY's parameters at `now`: the times `_sweep_one` ends or dispatches again from."""
+
+        def ago(seconds: float) -> str:
+            return canonical_time(now - dt.timedelta(seconds=seconds))
+
+        return {
+            "@k": KIND,
+            "@accepted": Status.ACCEPTED.value,
+            "@sent": Status.SENT.value,
+            "@queued": Status.QUEUED.value,
+            "@delivered": Status.DELIVERED.value,
+            "@now": canonical_time(now),
+            "@outcomeDue": ago(NO_OUTCOME_SECONDS),
+            "@unanswered": ago(self._method_budget()),
+            "@lost": ago(DISPATCH_LOST_SECONDS),
+        }
 
     def _method_budget(self) -> int:
         return self.settings.connect_timeout + self.settings.response_timeout + GRACE_SECONDS

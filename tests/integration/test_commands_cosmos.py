@@ -1,5 +1,6 @@
 """The commands container's cross-document queries against the real local Cosmos-compatible server (the unit tests'
-memory store applies only their `c.x = @p` conditions): the twin's cancelled list (CANCELLED_QUERY).
+memory store applies only their `c.x = @p` conditions): the twin's cancelled list (CANCELLED_QUERY) and the sweep's
+(SWEEP_QUERY).
 
 The container comes from shared/cosmos_containers.json through the bootstrap the local stack uses; the same tests
 run against the official emulator or an Azure account when COSMOS_ENDPOINT/COSMOS_KEY are set.
@@ -13,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from shared.commands.service import CANCELLED_IN_TWIN, CommandService
+from shared.commands.service import CANCELLED_IN_TWIN, SWEEP_QUERY, CommandService
 from shared.containers import COMMANDS, VEHICLES
 from shared.device_messages import canonical_time
 from shared.iothub.memory_gateway import MemoryIoTHubGateway
 from shared.stores.cosmos import CosmosDocumentStore
 from shared.stores.queues import MemoryQueue
+from tests.command_support import SWEEP_CASES, sweep_case
 
 pytestmark = pytest.mark.integration
 T0 = dt.datetime(2026, 12, 6, 8, 0, tzinfo=dt.UTC)
@@ -62,3 +64,15 @@ async def test_the_twins_cancelled_list_holds_the_cancelled_c2d_commands_not_yet
     service = CommandService(cosmos_store, gateway, MemoryQueue(), clock=lambda: now)
     await service._tell_car_cancelled(car, waiting[-1]["id"])
     assert gateway.desired[car]["commands"]["cancelled"] == [d["id"] for d in waiting]
+
+
+async def test_the_sweep_reads_only_the_commands_it_ends_or_dispatches_again(cosmos_store: CosmosDocumentStore) -> None:
+    """Not every `queued` or `delivered` command merely waiting for a sleeping car (cross-partition, every 30 s)."""
+    car = f"it-sweep-{uuid.uuid4().hex[:6]}"
+    now = dt.datetime.now(dt.UTC)
+    for n in range(len(SWEEP_CASES)):
+        await cosmos_store.upsert(COMMANDS, sweep_case(car, n, now))
+    service = CommandService(cosmos_store, MemoryIoTHubGateway(), MemoryQueue(), clock=lambda: now)
+    found = await cosmos_store.query(COMMANDS, SWEEP_QUERY, service.sweep_parameters(now))
+    mine = sorted(d["id"] for d in found if d["vehicleId"] == car)  # other tests' cars share the container
+    assert mine == [sweep_case(car, n, now)["id"] for n, case in enumerate(SWEEP_CASES) if case[3] is not None]

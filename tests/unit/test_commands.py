@@ -7,7 +7,9 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import re
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -492,6 +494,36 @@ async def test_the_sweep_leaves_nothing_open_for_ever(world: World) -> None:
     assert await world.service.sweep() == {}
 
 
+def where(query: str, parameters: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
+    """A query's WHERE clause as a predicate, for the forms the sweep's uses (AND, OR, parentheses, IN and
+    comparisons of top-level properties to parameters): the memory store applies only its `c.x = @p` conditions."""
+    clause = query.split(" WHERE ", 1)[1]
+    assert not re.search(r"c\.\w+\.|\bNOT\b|[A-Z_]+\(", clause), "a form this reading does not know"
+    source = re.sub(r"c\.(\w+)", r'doc.get("\1")', clause)
+    source = re.sub(r"@(\w+)", r'parameters["@\1"]', source)
+    for sql, python in ((" AND ", " and "), (" OR ", " or "), (" IN ", " in "), (" = ", " == ")):
+        source = source.replace(sql, python)
+    code = compile(source, "<where>", "eval")
+    return lambda doc: bool(eval(code, {"doc": doc, "parameters": parameters}))  # our own constant
+
+
+async def test_the_sweep_reads_only_the_commands_it_ends_or_dispatches_again(world: World) -> None:
+    """A `queued` or `delivered` command may wait for a sleeping car for up to 48 h, and the sweep runs every 30 s
+    across every car: its query matches exactly the commands it acts on now, not every one merely waiting."""
+    from shared.commands.service import SWEEP_QUERY
+    from tests.command_support import SWEEP_CASES, sweep_case
+
+    docs = [sweep_case(CAR, n, world.clock.now) for n in range(len(SWEEP_CASES))]
+    for doc in docs:
+        await world.store.upsert(COMMANDS, doc)
+    matches = where(SWEEP_QUERY, world.service.sweep_parameters(world.clock.now))
+    acted_on = [n for n, case in enumerate(SWEEP_CASES) if case[3] is not None]
+    assert [n for n, doc in enumerate(docs) if matches(doc)] == acted_on
+    counts = await world.service.sweep()  # the memory store returns them all: the sweep decides the same
+    assert counts == {"expired": 2, "failed": 2, "redispatched": 1}
+    assert sum(counts.values()) == len(acted_on)
+
+
 async def test_a_car_that_reports_after_the_sweep_gave_up_on_its_answer_is_taken_at_its_word(world: World) -> None:
     cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
     world.queue.drain()
@@ -672,8 +704,6 @@ async def test_the_twin_lists_every_cancelled_command_whose_message_may_still_wa
 
 def test_the_sweeps_and_cancels_queries_filter_on_indexed_paths_only() -> None:
     """The sweep reads across every car each run: a filter on a path the index lacks would load every command."""
-    import re
-
     from shared.commands.service import CANCELLED_QUERY, SWEEP_QUERY
 
     containers = json.loads((ROOT / "shared" / "cosmos_containers.json").read_text())["containers"]
