@@ -670,16 +670,21 @@ class CommandService:
         return self.settings.connect_timeout + self.settings.response_timeout + GRACE_SECONDS
 
     async def _sweep_one(self, doc: Document, now: dt.datetime) -> str | None:
+        """End or dispatch again one command the query found, as the query found it: it is decided on that
+        status, so a command that moved meanwhile (a `sent` one queued by its dispatch) is left as it now is."""
         vehicle_id, cid, status = str(doc["vehicleId"]), str(doc["id"]), status_of(doc)
-        updated = dt.datetime.fromisoformat(str(doc["updatedAt"]).replace("Z", "+00:00"))
-        age = (now - updated).total_seconds()
+        age = (now - _time(doc["updatedAt"])).total_seconds()
+        end: tuple[Status, str] | None = None
+        if status in (Status.QUEUED, Status.ACCEPTED) and is_expired(doc, now):
+            end = Status.EXPIRED, contract.TTL_ELAPSED
+        elif status == Status.SENT and age >= self._method_budget():
+            end = Status.FAILED, contract.NO_RESPONSE
+        elif status == Status.DELIVERED and (now - expires_at(doc)).total_seconds() >= NO_OUTCOME_SECONDS:
+            end = Status.FAILED, contract.NO_OUTCOME
         try:
-            if status in (Status.QUEUED, Status.ACCEPTED) and is_expired(doc, now):
-                return (await self._end(vehicle_id, cid, Status.EXPIRED, contract.TTL_ELAPSED, _anyhow)).value
-            if status == Status.SENT and age >= self._method_budget():
-                return (await self._end(vehicle_id, cid, Status.FAILED, contract.NO_RESPONSE, _anyhow)).value
-            if status == Status.DELIVERED and (now - expires_at(doc)).total_seconds() >= NO_OUTCOME_SECONDS:
-                return (await self._end(vehicle_id, cid, Status.FAILED, contract.NO_OUTCOME, _anyhow)).value
+            if end is not None:
+                ended = await self._end(vehicle_id, cid, *end, _as_read(doc))
+                return ended.value if ended == end[0] else None
             if status == Status.ACCEPTED and age >= DISPATCH_LOST_SECONDS:
                 await self.queue.send(dispatch_message(vehicle_id, cid))
                 return "redispatched"
@@ -781,10 +786,6 @@ def _holder(attempt: int) -> Callable[[Document], bool]:
 def _as_read(seen: Mapping[str, Any]) -> Callable[[Document], bool]:
     """Whether a command is still as it was read (every change moves `updatedAt`, but for a released claim)."""
     return lambda doc: doc.get("status") == seen.get("status") and doc.get("updatedAt") == seen.get("updatedAt")
-
-
-def _anyhow(doc: Document) -> bool:
-    return True
 
 
 def _handed_over(doc: Mapping[str, Any]) -> str:

@@ -524,6 +524,28 @@ async def test_the_sweep_reads_only_the_commands_it_ends_or_dispatches_again(wor
     assert sum(counts.values()) == len(acted_on)
 
 
+async def test_the_sweep_leaves_a_command_that_moved_since_its_query_as_it_now_is(world: World) -> None:
+    """The sweep decides on the status its query returned: a `sent` command whose dispatch queued it between the
+    query and the write is queued for the sleeping car, not `failed` (no_response)."""
+    cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
+    world.queue.drain()
+    await world.service._update(CAR, cmd["commandId"], lambda d: world.service._claim(d, world.clock.now, 1))
+    world.clock.advance(world.service._method_budget())
+    query = world.store.query
+    found: list[Any] = []
+
+    async def the_dispatch_queues_it_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        found.extend(await query(*args, **kwargs))
+        assert await world.service._queue(CAR, cmd["commandId"], 1, None) == Status.QUEUED
+        return found
+
+    world.store.query = the_dispatch_queues_it_meanwhile  # type: ignore[method-assign]
+    assert await world.service.sweep() == {}
+    assert [d["status"] for d in found] == ["sent"]
+    got = await world.service.get(CAR, cmd["commandId"])
+    assert (got["status"], statuses(got)) == ("queued", ["accepted", "sent", "queued"])
+
+
 async def test_a_car_that_reports_after_the_sweep_gave_up_on_its_answer_is_taken_at_its_word(world: World) -> None:
     cmd, _ = await world.service.issue(OPERATOR, CAR, "lock", {}, "k")
     world.queue.drain()
