@@ -178,12 +178,14 @@ class CostMeter:
     """Ingestion's side of the meter: the billing clock and the CPU time per message (a batch's CPU is known only at
     its end, so messages are charged at the rate measured before them).
 
-    The rate is the process's CPU time while batches ran, over the messages of the batches that ended since the
-    last measurement, at least RATE_WINDOW_MESSAGES of them: one window for the ingestor, not a start time per
-    batch, so batches that overlap (an instance reads several partitions on one event loop) are neither counted
-    twice nor lost, a one-message batch does not set the rate for the next hundred, and time with no batch running
-    (idle, start-up) is not counted. `time.process_time` is the whole worker's: the other functions' CPU while a
-    batch runs (the API, timers) is shared over the messages too (docs/cost.md)."""
+    The rate is the process's CPU time while batches ran, over the messages charged to cars (accepted, gap reports
+    counted; not repeats nor dead letters, which charge no car) in the batches that ended since the last
+    measurement, at least RATE_WINDOW_MESSAGES of them, so the cars' charges add up to the CPU spent. One window
+    for the ingestor, not a start time per batch, so batches that overlap (an instance reads several partitions on
+    one event loop) are neither counted twice nor lost, a one-message batch does not set the rate for the next
+    hundred, and time with no batch running (idle, start-up) is not counted. `time.process_time` is the whole
+    worker's: the other functions' CPU while a batch runs (the API, timers) is shared over the messages too
+    (docs/cost.md)."""
 
     def __init__(self, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.clock = clock
@@ -201,6 +203,8 @@ class CostMeter:
         self._running += 1
 
     def batch_ended(self, messages: int) -> None:
+        """A batch ended having charged `messages` to cars. One that charged none (a redelivery of duplicates, a
+        failure) leaves its CPU in the window for the next messages charged, so it is never lost."""
         self._running = max(0, self._running - 1)
         cpu = time.process_time()
         self._busy += cpu - self._since

@@ -269,12 +269,16 @@ class TelemetryIngestor:
         if self.cost is None:
             return await self._ingest(messages, report)
         self.cost.batch_started()
+        # The CPU is shared over the messages the cars were charged for (accepted ones, gap reports counted), not
+        # over the batch: repeats, dead letters and erased cars' messages charge no car, so their CPU is carried
+        # by the messages that are charged, and the sum over cars is the CPU spent (docs/cost.md).
         try:
             await self._ingest(messages, report)
         except BaseException:
-            self.cost.batch_ended(0)  # its CPU counts (the redelivery's messages carry it); the meter runs on
+            # its CPU counts too: the cars it committed before failing, and the redelivery's messages, carry it
+            self.cost.batch_ended(report.accepted + report.gaps)
             raise
-        self.cost.batch_ended(len(messages))
+        self.cost.batch_ended(report.accepted + report.gaps)
         return report
 
     async def _ingest(self, messages: Sequence[DeviceMessage], report: BatchReport) -> BatchReport:

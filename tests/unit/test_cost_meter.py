@@ -106,7 +106,7 @@ def test_overlapping_batches_share_one_cpu_window(monkeypatch: Any) -> None:
     not B's start time overwriting A's and A's 100 messages sharing only what followed B; the CPU while no batch
     runs is not a message's."""
     cpu = [10.0]
-    monkeypatch.setattr(meter.time, "process_time", lambda: cpu[0])
+    monkeypatch.setattr("shared.cost.meter.time.process_time", lambda: cpu[0])
     costs = CostMeter(Clock(DAY_1))
     costs.batch_started()  # A
     cpu[0] += 0.5
@@ -128,7 +128,7 @@ async def test_a_failed_batch_leaves_the_cpu_window_counting_only_while_batches_
     """A batch that raises (a store outage: redelivered) ends its share of the window all the same: the next
     batches' rate still leaves out the time no batch ran."""
     cpu = [100.0]
-    monkeypatch.setattr(meter.time, "process_time", lambda: cpu[0])
+    monkeypatch.setattr("shared.cost.meter.time.process_time", lambda: cpu[0])
 
     class Down(ChargingStore):
         async def read(self, container: str, partition_key: str, item_id: str) -> Any:
@@ -143,6 +143,30 @@ async def test_a_failed_batch_leaves_the_cpu_window_counting_only_while_batches_
     cpu[0] += 0.3
     costs.batch_ended(100)
     assert costs.cpu_ms_per_message == pytest.approx(3.0)
+
+
+async def test_the_cpu_of_repeated_and_rejected_messages_is_carried_by_the_charged_ones(monkeypatch: Any) -> None:
+    """The CPU rate divides by the messages charged to cars, not by every message of a batch: a redelivered batch
+    (all repeats) and dead letters charge no car, so their CPU is carried by the messages that are charged, and the
+    sum over cars is the CPU spent (the first batch's excepted: charged before any rate was measured)."""
+    ticks = iter(range(10**6))
+    monkeypatch.setattr("shared.cost.meter.time.process_time", lambda: float(next(ticks)))  # 1 s of CPU per batch
+    store, clock = ChargingStore(), Clock(DAY_1)
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(clock))
+
+    def cars(seq: int) -> list[DeviceMessage]:  # 10 cars, 10 messages each, and a dead letter
+        out = [message("car-x", b"not json", enqueued_s=seq, sequence_number=seq)]
+        for n in range(10):
+            for k in range(10):
+                s = seq + k
+                out.append(message(f"car-{n}", drive(s, s, speed=1.0), enqueued_s=s, sequence_number=s))
+        return out
+
+    plan = [cars(0), cars(100), cars(100), cars(200), cars(200), cars(300), cars(400)]  # two redeliveries
+    for sent in plan:
+        await ingestor.ingest(sent)
+    charged = sum(d["cost"]["day"]["cpuMs"] for d in store.documents("vehicles"))
+    assert charged == pytest.approx(1000.0 * (len(plan) - 1))
 
 
 async def test_a_replayed_batch_counts_no_message_twice_and_what_it_did_not_write_costs_nothing() -> None:
