@@ -129,11 +129,26 @@ def record(
     period = cost["day"]
     period["ru"] += charges.ru
     if messages:
+        _count(period, when.stamp, messages)
         period["messages"] += messages
         period["hubUnits"] += units
         period["bytes"] += size
         period["cpuMs"] += cpu_ms
     charges.ru, charges.requests = 0.0, 0
+
+
+def _count(period: CostPeriod, stamp: str, messages: int) -> None:
+    """Note when messages were counted, for the car's rate: the first count's time (`since`) and messages
+    (`first`, left out when 1), the last count's time (`last`). Counts at or before `since` (the same second, a
+    clock a little behind) join the first: they span no time."""
+    if not period["messages"]:
+        period["since"], period["last"] = stamp, stamp
+        if messages != 1:
+            period["first"] = messages
+    elif stamp <= period["since"]:
+        period["first"] = period.get("first", 1) + messages
+    elif stamp > period.get("last", ""):
+        period["last"] = stamp
 
 
 def _roll(document: VehicleDocument, cost: VehicleCost | None, when: When) -> VehicleCost:
@@ -158,7 +173,7 @@ def _sum(month: CostPeriod, day: CostPeriod) -> CostPeriod:
     """The month with a day of it added (a day of another month adds nothing)."""
     if not day["on"].startswith(month["on"]):
         return month
-    return {
+    out: CostPeriod = {
         "on": month["on"],
         "since": min(month["since"], day["since"]),
         "ru": month["ru"] + day["ru"],
@@ -167,6 +182,17 @@ def _sum(month: CostPeriod, day: CostPeriod) -> CostPeriod:
         "bytes": month["bytes"] + day["bytes"],
         "cpuMs": month["cpuMs"] + day["cpuMs"],
     }
+    # The span of the counts (the car's rate): from the first period that counted messages to the last one's last
+    # count; unknown (no `last`) if that one was stored before the meter kept it.
+    counted = [period for period in (month, day) if period["messages"]]
+    if counted:
+        start = min(counted, key=lambda period: period["since"])
+        out["since"] = start["since"]
+        if "first" in start:
+            out["first"] = start["first"]
+        if "last" in counted[-1]:  # the day's when it counted (the month's closed days come before it)
+            out["last"] = max(period["last"] for period in counted if "last" in period)
+    return out
 
 
 def month_to_date(cost: VehicleCost) -> CostPeriod:

@@ -2,9 +2,10 @@
 brand's totals per day (docs/cost.md "The cost meter").
 
 The month is estimated with the cost model (`model.car_month`, list prices from `prices.json`): the car's own
-figures this month (request units, bytes and CPU per message; its rate, messages since the month's first count)
-priced as if the whole fleet were like it (`Assumptions.cars`), so the capacity bought in units is shared as it
-would be in production. Locally the request units are estimated from document sizes, and the view says so.
+figures this month (request units, bytes and CPU per message; its rate: the messages between the month's first
+and last counts, or last month's figures while this month's counts span no time yet) priced as if the whole fleet
+were like it (`Assumptions.cars`), so the capacity bought in units is shared as it would be in production. Locally
+the request units are estimated from document sizes, and the view says so.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from shared.cost.meter import month_to_date
 from shared.cost.model import DEFAULT_ASSUMPTIONS, CarMonth, MessageCost, car_month, load_prices
 from shared.telemetry.documents import CostPeriod, VehicleCost
 
-MIN_ELAPSED_S: Final = 60.0  # a rate measured over less than a minute is not a rate
 PRICES: Final = "shared/cost/prices.json"
 
 
@@ -31,20 +31,60 @@ def _when(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def monthly_usd(period: CostPeriod, now: dt.datetime) -> tuple[float, dict[str, float]] | None:
-    """(total, by service) in USD for a month at the car's rate and costs per message in `period`; None before
-    it sent a message."""
-    month = _car_month(period, now)
-    if month is None:
+def monthly_usd(cost: VehicleCost, now: dt.datetime) -> tuple[float, dict[str, float], str] | None:
+    """(total, by service, the month whose figures it used) in USD for a month at the car's rate and costs per
+    message (`estimate`); None while no rate is known."""
+    found = estimate(cost, now)
+    if found is None:
         return None
-    return round(month.total, 4), {name: round(usd, 4) for name, usd in month.by_service().items()}
+    month, basis = found
+    return round(month.total, 4), {name: round(usd, 4) for name, usd in month.by_service().items()}, basis
+
+
+def estimate(cost: VehicleCost, now: dt.datetime) -> tuple[CarMonth, str] | None:
+    """The car's month (`car_month`) and the month ("2026-12") whose rate and costs per message it is at: the
+    block's month to date (to `now` while it is the current month, to its end once past), else, while that month's
+    counts span no time yet (a car's first batch, a month's first), the previous month's. None if neither has a
+    rate: a new car's first batch gives none (one count is no interval)."""
+    this_month = month_to_date(cost)
+    found = _car_month(this_month, _rate_until(this_month, now.strftime("%Y-%m"), now))
+    if found is not None:
+        return found, this_month["on"]
+    previous = cost.get("prevMonth")
+    if previous is None:
+        return None
+    found = _car_month(previous, _end_of(previous))
+    return (found, previous["on"]) if found is not None else None
+
+
+def _interval(period: CostPeriod, now: dt.datetime) -> float | None:
+    """Seconds between the car's messages in `period`, as of `now`; None while its counts span no time.
+
+    N messages counted from `since` to `last` are N - first intervals (`first`: those counted at `since`, which
+    arrived over the time before it), so a car's first minutes are not priced as one message per minute (what the
+    time since its first message over all its messages said). A car silent for longer than that interval is at the
+    month's average so far instead (all its messages over the time since the first), as a car parked for a week
+    costs less that month."""
+    messages = period["messages"]
+    since = _when(period["since"])
+    elapsed = (now - since).total_seconds()
+    last = period.get("last")
+    if last is None:  # a period stored before the meter kept its last count: the Poisson estimate to `now`
+        return elapsed / (messages - 1) if messages > 1 and elapsed > 0 else None
+    after = messages - period.get("first", 1)
+    span = (_when(last) - since).total_seconds()
+    if after <= 0 or span <= 0:
+        return None
+    return max(span / after, elapsed / messages)
 
 
 def _car_month(period: CostPeriod, now: dt.datetime) -> CarMonth | None:
     messages = period["messages"]
     if messages <= 0:
         return None
-    elapsed = max(MIN_ELAPSED_S, (now - _when(period["since"])).total_seconds())
+    interval = _interval(period, now)
+    if interval is None:
+        return None
     per_message = period["bytes"] / messages
     cost = MessageCost(
         request_units=period["ru"] / messages,
@@ -53,7 +93,7 @@ def _car_month(period: CostPeriod, now: dt.datetime) -> CarMonth | None:
         message_bytes=per_message,
         hub_units=period["hubUnits"] / messages,
     )
-    return car_month(cost, elapsed / messages, _prices())
+    return car_month(cost, interval, _prices())
 
 
 def _rate_until(this_month: CostPeriod, month: str, now: dt.datetime) -> dt.datetime:
@@ -65,6 +105,7 @@ def _figures(period: CostPeriod) -> dict[str, Any]:
     return {
         "period": period["on"],
         "since": period["since"],
+        "last": period.get("last"),
         "requestUnits": round(period["ru"], 2),
         "messages": period["messages"],
         "hubUnits": period["hubUnits"],
@@ -91,6 +132,7 @@ def vehicle_cost(
         "previousMonth": None,
         "monthlyUsd": None,
         "monthlyUsdByService": {},
+        "monthlyUsdFrom": None,
         "mapsCallsLastHour": maps_calls_last_hour,
         "graphCallsToday": graph[0],
         "graphCalls": graph[1],
@@ -111,9 +153,9 @@ def vehicle_cost(
         out["previousMonth"] = _figures(cost["prevMonth"]) if "prevMonth" in cost else None
     elif this_month["on"] < month:
         out["previousMonth"] = _figures(this_month)
-    estimate = monthly_usd(this_month, _rate_until(this_month, month, now))
-    if estimate is not None:
-        out["monthlyUsd"], out["monthlyUsdByService"] = estimate
+    usd = monthly_usd(cost, now)
+    if usd is not None:
+        out["monthlyUsd"], out["monthlyUsdByService"], out["monthlyUsdFrom"] = usd
     return out
 
 
@@ -160,9 +202,9 @@ class BrandCostSum:
         _sum_into(self._months, this_month)
         if this_month["on"] != self._month:
             return  # silent since an earlier month: its estimate is of that month, not of this one's bill
-        car = _car_month(this_month, self.now)  # as vehicle_cost's monthlyUsd
+        car = estimate(cost, self.now)  # type: ignore[arg-type]  # as vehicle_cost's monthlyUsd
         if car is not None:
-            self._usd_total += round(car.total, 4)
+            self._usd_total += round(car[0].total, 4)
             self._usd_cars += 1
 
     def result(self) -> dict[str, Any]:

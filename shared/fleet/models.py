@@ -358,7 +358,10 @@ class Gaps(_Response):
 
 class CostFigures(_Response):
     period: str = Field(description="The UTC day (2026-12-06) or month (2026-12).")
-    since: str = Field(description="When the meter first counted in the period.")
+    since: str = Field(description="When the meter first counted messages in the period (before any, charges).")
+    last: str | None = Field(
+        None, description="When it last counted messages (null in a period stored before it was kept)."
+    )
     requestUnits: float = Field(description="Cosmos DB request units of the car's reads and writes.")
     messages: int
     hubUnits: int = Field(description="IoT Hub's 4 KB message units.")
@@ -381,6 +384,12 @@ class CostMeter(_Response):
         "fleet of fleetCarsAssumed cars like it (docs/cost.md).",
     )
     monthlyUsdByService: dict[str, float] = Field(default_factory=dict)
+    monthlyUsdFrom: str | None = Field(
+        None,
+        description="The month (2026-12) whose rate and costs per message monthlyUsd is at: the month to date's; "
+        "the previous month's while this month's counts span no time yet (its first batch); null with no "
+        "estimate (a new car's first batch: one count is no rate).",
+    )
     mapsCallsLastHour: int | None = Field(None, description="Azure Maps calls of the car's travel planning.")
     graphCalls: float | None = Field(
         None,

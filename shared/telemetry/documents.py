@@ -363,12 +363,15 @@ class CostPeriod(TypedDict):
     ("2026-12") as the cost meter counted it (shared/cost/meter.py)."""
 
     on: str
-    since: str  # when the meter first counted in this period
+    since: str  # when the meter first counted messages in this period (before any, charges)
     ru: float  # Cosmos request units (estimated from sizes where `estimated`)
     messages: int
     hubUnits: int  # IoT Hub 4 KB units
     bytes: int  # the messages as sent
     cpuMs: float  # function CPU, the batch's shared over its messages
+    # The car's rate (docs/cost.md "The month in USD"): `messages - first` messages sent from `since` to `last`.
+    last: NotRequired[str]  # when the meter last counted messages (absent in periods stored before it was kept)
+    first: NotRequired[int]  # messages counted at `since`; absent: 1 (a car's usual batch, so not written then)
 
 
 class VehicleCost(TypedDict):

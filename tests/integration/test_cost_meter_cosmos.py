@@ -35,10 +35,12 @@ async def test_a_write_and_a_read_are_charged_by_size_not_the_servers_flat_unit(
 async def test_ingestion_carries_each_cars_estimated_charges_and_the_api_shows_them(
     cosmos_store: CosmosDocumentStore,
 ) -> None:
-    clock = dt.datetime(2026, 12, 6, 12, tzinfo=dt.UTC)
+    start = dt.datetime(2026, 12, 6, 12, tzinfo=dt.UTC)
+    clock = start
     ingestor = TelemetryIngestor(cosmos_store, MemoryDeadLetterSink(), cost=CostMeter(lambda: clock))
     cars = [f"car-cost-ingest-{n}" for n in range(3)]
     for seq in (1, 2, 3):
+        clock = start + dt.timedelta(minutes=seq - 1)  # counts that span time: the month's estimate has a rate
         await ingestor.ingest(
             [message(car, drive(seq, seq, speed=10.0 * n), enqueued_s=seq) for n, car in enumerate(cars)]
         )
@@ -52,7 +54,7 @@ async def test_ingestion_carries_each_cars_estimated_charges_and_the_api_shows_t
         # write cost or a 1 RU read, never the server's flat 1 per request
         assert cost["day"]["ru"] >= 2 * write_request_units(0) + 1
     # the API over the same store: the car's meter, labelled an estimate (and no travel document: no Maps calls)
-    fleet = Fleet(store=cosmos_store, now=clock + dt.timedelta(minutes=2))
+    fleet = Fleet(store=cosmos_store, now=start + dt.timedelta(minutes=3))
     answer = await fleet.call("GET", f"/api/vehicles/{cars[0]}")
     assert answer.status == 200
     view = answer.json["cost"]

@@ -183,7 +183,13 @@ function renderCost(cost) {
   $("cost-box").hidden = !cost;
   if (!cost) return;
   const monthly = $("cost-monthly");
-  monthly.textContent = cost.monthlyUsd === null ? "no estimate yet" : `≈ ${usd(cost.monthlyUsd)} a month`;
+  // The estimate is at this month's rate, at last month's while this month's counts span no time yet, or none (a
+  // new car's first batch: one count is no rate); `monthlyUsdFrom` says which (docs/cost.md "The month in USD").
+  const month = cost.monthToDate ? cost.monthToDate.period : null;
+  const from = cost.monthlyUsdFrom && cost.monthlyUsdFrom !== month ? ` (at ${cost.monthlyUsdFrom}'s rate)` : "";
+  monthly.textContent = cost.monthlyUsd === null
+    ? "no estimate yet (its messages span no time yet)"
+    : `≈ ${usd(cost.monthlyUsd)} a month${from}`;
   monthly.dataset.usd = cost.monthlyUsd === null ? "" : String(cost.monthlyUsd);
   $("cost-estimated").hidden = !cost.estimated;
   $("cost-table").tBodies[0].replaceChildren(
