@@ -494,7 +494,7 @@ class TelemetryIngestor:
                 document = update.document
                 travel_user = self.travel.due(document) if self.travel is not None else None
                 # with the charges so far and those carried (kept until this write is known to have landed)
-                self._charge(vehicle_id, document, messages, update.accepted, update.gaps)
+                self._charge(vehicle_id, document, messages, update)
                 try:
                     if etag is None:
                         etag = await self.store.create(VEHICLES, to_store(document))
@@ -542,12 +542,7 @@ class TelemetryIngestor:
         charges.ru, charges.requests = 0.0, 0
 
     def _charge(
-        self,
-        vehicle_id: str,
-        document: VehicleDocument,
-        messages: Sequence[TelemetryMessage] = (),
-        accepted: int = 0,
-        gaps: int = 0,
+        self, vehicle_id: str, document: VehicleDocument, messages: Sequence[TelemetryMessage], update: VehicleUpdate
     ) -> None:
         """Count into the car's `cost` block the charges of its calls so far, those carried from before, and its
         accepted messages (and gap reports): IoT Hub units and bytes as sent, CPU at the last batch's rate.
@@ -559,11 +554,13 @@ class TelemetryIngestor:
         if carried is not None:  # added to this document; dropped once it is written (a retry adds it again)
             charges.ru += carried.ru
             charges.estimated = charges.estimated or carried.estimated
+        accepted, gaps = update.accepted, update.gaps
         if not (charges.ru or accepted or gaps):
             return
         units, size = meter.hub_units(messages) if accepted else (0, 0)
-        if accepted and accepted < len(messages):  # some were replays: their share only
-            units, size = units * accepted // len(messages), size * accepted // len(messages)
+        if accepted and update.dropped:  # the ones the fold did not accept (repeats) are not counted
+            units_dropped, size_dropped = meter.hub_units(update.dropped)
+            units, size = units - units_dropped, size - size_dropped
         counted = accepted + gaps
         meter.record(
             document, self.cost.now, charges, counted, units + gaps, size, counted * self.cost.cpu_ms_per_message

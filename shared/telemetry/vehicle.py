@@ -87,6 +87,9 @@ class VehicleUpdate:
     geofence_suppressed: int  # position samples not evaluated: the fold wrote its cap of geofence documents
     gaps: int  # gap reports counted (gaps.py)
     gap_duplicates: int  # gap reports already counted: redeliveries
+    # The fold's messages it did not accept (repeats, an erased car's from before it was registered again), for the
+    # cost meter's units and bytes of the accepted ones; None when it accepted all (steady state: no list).
+    dropped: list[TelemetryMessage] | None
 
     def __init__(self, document: VehicleDocument | None, *, erased: int = 0) -> None:
         self.document = document
@@ -96,6 +99,7 @@ class VehicleUpdate:
         self.trips_suppressed = self.alerts_suppressed = self.history_trimmed = 0
         self.geofence_events = self.geofence_retracted = self.geofence_too_late = self.geofence_suppressed = 0
         self.gaps = self.gap_duplicates = 0
+        self.dropped = None
 
 
 def new_vehicle_document(vehicle_id: str) -> VehicleDocument:
@@ -243,6 +247,14 @@ def _count_suppressed(ingest: IngestState, kind: Literal["trips", "alerts"], cou
     suppressed[kind] = (previous if type(previous) is int else 0) + count
 
 
+def _drop(dropped: list[TelemetryMessage] | None, msg: TelemetryMessage) -> list[TelemetryMessage]:
+    """`dropped` with `msg` added: a list only once the fold skips a message."""
+    if dropped is None:
+        return [msg]
+    dropped.append(msg)
+    return dropped
+
+
 def fold(
     vehicle_id: str,
     doc: VehicleDocument | None,
@@ -263,6 +275,7 @@ def fold(
     if is_erased(doc):
         return VehicleUpdate(document=None, erased=len(messages))
     erased_before = 0
+    dropped: list[TelemetryMessage] | None = None
     if doc is None:
         doc = new_vehicle_document(vehicle_id)
     elif (not_before := doc.get("notBefore")) is not None:
@@ -271,6 +284,7 @@ def fold(
         if len(kept) < len(messages):
             if not kept:
                 return VehicleUpdate(document=None, erased=len(messages))
+            dropped = [msg for msg in messages if msg.enqueued_time < not_before]
             erased_before, messages = len(messages) - len(kept), kept
     if not shaped:
         _ensure_shape(doc)
@@ -329,6 +343,7 @@ def fold(
             seen, fresh_epoch = history.seen_in_epoch(ingest, msg.epoch, msg.enqueued_time, newest)
             if seen_contains(seen, seq):
                 duplicates += 1
+                dropped = _drop(dropped, msg)
                 continue
             seen_add(seen, seq)
             if fresh_epoch:
@@ -341,6 +356,7 @@ def fold(
             # an earlier epoch (a redelivery, or one never seen), checked against and added to its ranges.
             if seen_contains(epoch["seen"], seq):
                 duplicates += 1
+                dropped = _drop(dropped, msg)
                 continue
             seen_add(epoch["seen"], seq)
         else:
@@ -353,6 +369,7 @@ def fold(
                 ingest["high"], ingest["highTs"] = seq, newest
             elif seen_contains(seen, seq):
                 duplicates += 1
+                dropped = _drop(dropped, msg)
                 continue
             elif high is None or (seq > high and newest >= ingest["highTs"]):
                 ingest["high"], ingest["highTs"] = seq, max(newest, ingest["highTs"])
@@ -441,6 +458,7 @@ def fold(
         samples,
     )
     update.history_trimmed = trimmed
+    update.dropped = dropped
     if update.accepted == 0 and scrubbed_trips is None:  # nothing new, nothing newly withheld: nothing to write
         return update
 

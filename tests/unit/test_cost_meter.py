@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,7 +20,7 @@ from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry.documents import VehicleDocument
 from shared.telemetry.ingest import BatchFailedError, TelemetryIngestor
 from tests.cost_support import ChargingStore
-from tests.factories import drive, message
+from tests.factories import drive, iso, message
 
 DAY_1 = dt.datetime(2026, 1, 31, 23, 58, tzinfo=dt.UTC)
 
@@ -188,6 +189,47 @@ async def test_a_replayed_batch_counts_no_message_twice_and_what_it_did_not_writ
         cost = cost_of(store, f"car-{n}")
         assert cost["day"]["messages"] == 4 * (n % 3 + 1)
         assert cost["day"]["ru"] > before[f"car-{n}"]["day"]["ru"]
+
+
+@pytest.mark.parametrize("first_big", [True, False])
+async def test_a_batch_mixing_a_repeat_and_a_new_message_counts_the_new_ones_units_and_bytes(first_big: bool) -> None:
+    """A redelivery overlapping a new message: the new one's own 4 KB units and bytes are counted, not the batch's
+    average share (a 16 KB repeat and a 100-byte new message are one unit, not three)."""
+
+    def sized(seq: int, samples: int) -> DeviceMessage:
+        body = orjson.dumps(
+            {
+                "v": 1,
+                "seq": seq,
+                "samples": [{"ts": iso(seq + k / 1000), "signals": {"Vehicle.Speed": 1.0}} for k in range(samples)],
+            }
+        )
+        return message("car-1", body, enqueued_s=seq, sequence_number=seq)
+
+    store = ChargingStore()
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(Clock(DAY_1)))
+    first, second = (sized(1, 250), sized(2, 1)) if first_big else (sized(1, 1), sized(2, 250))
+    await ingestor.ingest([first])
+    await ingestor.ingest([first, second])  # the first again, and a new one
+    sizes = sorted(len(m.body) for m in (first, second))
+    assert sizes[1] > 3 * 4096 > sizes[0]
+    day = cost_of(store, "car-1")["day"]
+    units = sum(-(-size // 4096) or 1 for size in sizes)
+    assert (day["messages"], day["hubUnits"], day["bytes"]) == (2, units, sum(sizes))
+
+
+async def test_an_erased_cars_messages_from_before_it_was_registered_again_count_no_units_nor_bytes() -> None:
+    store = ChargingStore()
+    registered = {"id": "car-1", "vehicleId": "car-1", "type": "vehicle", "notBefore": iso(10)}
+    await store.create("vehicles", registered)
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(Clock(DAY_1)))
+    before = message("car-1", drive(1, 1, speed=1.0, soc=50.0, odo=10.0), enqueued_s=5, sequence_number=1)
+    after = message("car-1", drive(2, 12, speed=2.0), enqueued_s=12, sequence_number=2)
+    assert len(before.body) != len(after.body)
+    report = await ingestor.ingest([before, after])
+    assert (report.erased, report.accepted) == (1, 1)
+    day = cost_of(store, "car-1")["day"]
+    assert (day["messages"], day["hubUnits"], day["bytes"]) == (1, 1, len(after.body))
 
 
 async def test_a_replay_through_a_cold_ingestor_counts_no_message_twice() -> None:
