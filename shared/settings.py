@@ -341,7 +341,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "TELEMETRY_CARS_PER_PARTITION",
         "0",
-        "Cars sending to one telemetry partition (fleet / partitions); 0 = unknown: the cache keeps 80 % of it hot.",
+        "Cars sending to one telemetry partition (fleet / partitions); 0 = unknown: the cache keeps 80 % of it hot. "
+        "Also bounds the cars whose carried cost-meter charges an ingestor keeps (docs/cost.md; at least 100,000).",
         low=0,
         high=10_000_000,
     ),

@@ -20,6 +20,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from shared.observability.metrics import add
 from shared.telemetry.documents import CostPeriod, VehicleCost, VehicleDocument
 
 IOT_HUB_UNIT_BYTES: Final = 4096  # IoT Hub meters device-to-cloud messages in 4 KB units
@@ -33,6 +34,15 @@ class Charges:
     ru: float = 0.0
     requests: int = 0
     estimated: bool = False  # some of `ru` is estimated from sizes (the local server reports no real charge)
+
+
+@dataclass(slots=True)
+class Carried:
+    """A car's charges waiting in the ingestor for its next write (a write's own charge is known only after it)."""
+
+    ru: float = 0.0
+    estimated: bool = False
+    at: float = 0.0  # `CostMeter.started` of the batch that last added to it: how long it has been idle
 
 
 _CURRENT: ContextVar[Charges | None] = ContextVar("carlink_cost_charges", default=None)
@@ -221,9 +231,13 @@ class CostMeter:
         self._since = 0.0  # process CPU when the running ones began
         self._busy = 0.0  # CPU seconds while batches ran, since the last measurement
         self._messages = 0  # of the batches that ended since the last measurement
+        self.started = time.monotonic()  # when the last batch started: the carried charges' idle clock
+        self.dropped_ru = 0.0  # carried charges the ingestor had to drop (docs/cost.md), since the process started
+        self._dropped: dict[str, float] = {}  # by reason, not yet recorded as the metric
 
     def batch_started(self) -> None:
         self.now = When.of(self.clock())
+        self.started = time.monotonic()
         if self._running == 0:
             self._since = time.process_time()
         self._running += 1
@@ -239,3 +253,13 @@ class CostMeter:
         if self._messages >= RATE_WINDOW_MESSAGES:
             self.cpu_ms_per_message = self._busy * 1000 / self._messages
             self._busy, self._messages = 0.0, 0
+        if self._dropped:  # once per batch, not per car
+            for reason, ru in self._dropped.items():
+                add("carlink.cost.carried_dropped", ru, {"reason": reason})
+            self._dropped.clear()
+
+    def dropped(self, ru: float, reason: str) -> None:
+        """A car's carried charge the ingestor could not keep: lost to the meter, so counted (`dropped_ru`) and
+        recorded as `carlink.cost.carried_dropped` at the batch's end."""
+        self.dropped_ru += ru
+        self._dropped[reason] = self._dropped.get(reason, 0.0) + ru

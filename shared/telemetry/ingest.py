@@ -64,7 +64,11 @@ from shared.telemetry.vehicle_cache import CachedDocument, VehicleCache
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES: Final = 10
-CARRIED_CARS: Final = 100_000  # cars whose charges an ingestor keeps for their next write (~150 bytes each)
+# Cars whose carried charges an ingestor keeps for their next write (~200 bytes each) when the fleet on the event hub
+# is not configured (`carried_cars_for`); beyond the bound a car idle for CARRIED_IDLE_SECONDS makes room, else the
+# newcomer's charge is dropped, and either drop is counted (docs/cost.md).
+CARRIED_CARS: Final = 100_000
+CARRIED_IDLE_SECONDS: Final = 3600.0
 # One fold commits at most this much payload (as sent), which with the fold's own history budget
 # (history.FOLD_HISTORY_BYTES) keeps the vehicle document under 1 MiB whatever a car sends (docs/data-model.md
 # "Bounds"); catch-up folds of ordinary messages still carry dozens of messages each. Legitimate messages are stored
@@ -73,6 +77,13 @@ CARRIED_CARS: Final = 100_000  # cars whose charges an ingestor keeps for their 
 MAX_FOLD_BYTES: Final = 352 * 1024
 PROCESSING_ERROR: Final = "processing_error"
 OUTBOX_STREAM: Final = "outbox"  # parked side documents (trips, alerts, history chunks) the store refused
+
+
+def carried_cars_for(working_set_cars: int | None) -> int:
+    """How many cars' carried charges an ingestor keeps: every car the event hub's partitions carry (the working
+    set `vehicle_cache.working_set_from_env` gives: all partitions, the most one instance may own), at least
+    CARRIED_CARS. Cars written in turn would otherwise each lose its entry before its next write."""
+    return max(CARRIED_CARS, working_set_cars or 0)
 
 
 class BatchFailedError(FleetError):
@@ -200,11 +211,14 @@ class TelemetryIngestor:
         geofences: GeofenceSource | None = None,
         travel: TravelTrigger | None = None,
         cost: CostMeter | None = None,
+        carried_cars: int | None = None,
     ) -> None:
         self.cost = cost  # the cost meter (shared/cost/meter.py): each car's charges carried in its own writes
         # Per car, the charges its next write carries (a write's own, a read's that wrote nothing, a failed
-        # commit's): held here, not in the cached document, so a car that leaves the cache keeps them.
-        self._carried: dict[str, meter.Charges] = {}
+        # commit's): held here, not in the cached document, so a car that leaves the cache keeps them. Least
+        # recently written first (an entry is put back at the end whenever it changes); at most `carried_cars`.
+        self._carried: dict[str, meter.Carried] = {}
+        self.carried_cars = CARRIED_CARS if carried_cars is None else carried_cars
         self.travel = travel  # calendar-aware driving: the driver's agenda job when the car started or moved
         self.store = store
         self.geofences = geofences
@@ -530,16 +544,34 @@ class TelemetryIngestor:
     def _carry(self, vehicle_id: str) -> None:
         """Keep the charges of the car's calls so far for its next write (they are then zeroed)."""
         charges = meter.current()
-        if charges is None or self.cost is None or not charges.ru:
+        cost = self.cost
+        if charges is None or cost is None or not charges.ru:
             return
-        carried = self._carried.get(vehicle_id)
+        carried = self._carried.pop(vehicle_id, None)  # put back at the end: the most recently used
         if carried is None:
-            if len(self._carried) >= CARRIED_CARS:  # the oldest go (cars this instance no longer reads, mostly)
-                del self._carried[next(iter(self._carried))]
-            carried = self._carried[vehicle_id] = meter.Charges()
+            if len(self._carried) >= self.carried_cars and not self._make_room(cost):
+                cost.dropped(charges.ru, "full")
+                charges.ru, charges.requests = 0.0, 0
+                return
+            carried = meter.Carried()
+        self._carried[vehicle_id] = carried
         carried.ru += charges.ru
         carried.estimated = carried.estimated or charges.estimated
+        carried.at = cost.started
         charges.ru, charges.requests = 0.0, 0
+
+    def _make_room(self, cost: CostMeter) -> bool:
+        """At the bound: the least recently used car gives up its entry if it has been idle for CARRIED_IDLE_SECONDS
+        (it went quiet, or its partition moved away), else the newcomer's charge is the one dropped. Dropping the
+        oldest whatever its age would, with more cars than the bound written in turn, drop every car's entry
+        before its next write; this way only the cars beyond the bound lose theirs."""
+        oldest = next(iter(self._carried))
+        carried = self._carried[oldest]
+        if carried.at > cost.started - CARRIED_IDLE_SECONDS:
+            return False
+        del self._carried[oldest]
+        cost.dropped(carried.ru, "idle")
+        return True
 
     def _charge(
         self, vehicle_id: str, document: VehicleDocument, messages: Sequence[TelemetryMessage], update: VehicleUpdate

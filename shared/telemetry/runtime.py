@@ -13,9 +13,9 @@ from shared.per_loop import PerLoop
 from shared.settings import IngestionSettings, setting
 from shared.stores.blob_deadletters import blob_dead_letters_from_env
 from shared.stores.cosmos import cosmos_store_from_env
-from shared.telemetry.ingest import BatchReport, TelemetryIngestor, TravelTrigger
+from shared.telemetry.ingest import BatchReport, TelemetryIngestor, TravelTrigger, carried_cars_for
 from shared.telemetry.tuning import tune_for_ingestion
-from shared.telemetry.vehicle_cache import vehicle_cache_from_env
+from shared.telemetry.vehicle_cache import vehicle_cache_from_env, working_set_from_env
 
 
 def _travel_trigger() -> TravelTrigger | None:
@@ -44,6 +44,7 @@ def _create_ingestor() -> TelemetryIngestor:
         travel=_travel_trigger(),
         cost=CostMeter(),
         cache=vehicle_cache_from_env(),  # sized for the instance's memory and partitions (docs/performance.md)
+        carried_cars=carried_cars_for(working_set_from_env()),  # the cost meter's carried charges (docs/cost.md)
     )
     tune_for_ingestion()  # once per process, now that the clients and the catalogue are loaded
     return created

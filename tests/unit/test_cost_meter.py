@@ -18,7 +18,13 @@ from shared.device_messages import DeviceMessage
 from shared.errors import StoreError
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry.documents import VehicleDocument
-from shared.telemetry.ingest import BatchFailedError, TelemetryIngestor
+from shared.telemetry.ingest import (
+    CARRIED_CARS,
+    CARRIED_IDLE_SECONDS,
+    BatchFailedError,
+    TelemetryIngestor,
+    carried_cars_for,
+)
 from tests.cost_support import ChargingStore
 from tests.factories import drive, iso, message
 
@@ -100,6 +106,48 @@ async def test_a_cars_carried_charges_survive_its_leaving_the_cache() -> None:
         # everything charged before the stored document's own write: the first batch's writes, the outbox the
         # second batch wrote again on reading the car back
         assert abs(cost_of(store, car)["day"]["ru"] - sum(store.charged[car][:last_vehicle_write])) < 0.02
+
+
+async def test_beyond_the_bound_only_the_cars_over_it_lose_their_carried_charge_and_the_loss_is_counted() -> None:
+    """More cars than the ingestor keeps carried charges for, written in turn (steady state): dropping the oldest
+    entry would drop every car's before its next write. The cars within the bound keep theirs; the rest's are
+    counted as dropped, so stored + carried + dropped is every charge."""
+    store, clock = ChargingStore(), Clock(DAY_1)
+    costs = CostMeter(clock)
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=costs, concurrency=1, carried_cars=5)
+    for s in range(1, 6):
+        sent = [message(f"car-{n}", drive(s, s, speed=1.0), enqueued_s=s, sequence_number=s) for n in range(10)]
+        await ingestor.ingest(sent)
+    stored = {f"car-{n}": cost_of(store, f"car-{n}")["day"]["ru"] for n in range(10)}
+    whole = [car for car, ru in stored.items() if abs(ru - sum(store.charged[car][:-1])) < 0.02]
+    assert len(whole) == 5
+    carried = sum(ingestor._carried[car].ru for car in ingestor._carried)
+    charged = sum(sum(charges) for charges in store.charged.values())
+    assert costs.dropped_ru > 0
+    assert sum(stored.values()) + carried + costs.dropped_ru == pytest.approx(charged)
+
+
+async def test_the_bound_follows_the_cars_of_the_event_hub_and_an_idle_car_makes_room(monkeypatch: Any) -> None:
+    assert carried_cars_for(None) == carried_cars_for(0) == CARRIED_CARS
+    assert carried_cars_for(4 * 250_000) == 1_000_000  # every car the partitions carry
+    now = [1000.0]
+    monkeypatch.setattr("shared.cost.meter.time.monotonic", lambda: now[0])
+    store, costs = ChargingStore(), CostMeter(Clock(DAY_1))
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=costs, concurrency=1, carried_cars=2)
+
+    async def send(car: str, s: int) -> None:
+        await ingestor.ingest([message(car, drive(s, s, speed=1.0), enqueued_s=s, sequence_number=s)])
+
+    await send("car-a", 1)
+    await send("car-b", 1)
+    await send("car-c", 1)  # full, both in use: car-c's write's own charge is the one dropped
+    assert list(ingestor._carried) == ["car-a", "car-b"]
+    assert costs.dropped_ru == pytest.approx(store.charged["car-c"][0])
+    now[0] += CARRIED_IDLE_SECONDS + 1  # car-a and car-b go quiet
+    await send("car-b", 2)  # written: its entry is its newest write's, put back at the end
+    await send("car-c", 2)  # car-a, idle, makes room
+    assert list(ingestor._carried) == ["car-b", "car-c"]
+    assert costs.dropped_ru == pytest.approx(store.charged["car-c"][0] + store.charged["car-a"][0])
 
 
 def test_overlapping_batches_share_one_cpu_window(monkeypatch: Any) -> None:

@@ -15,9 +15,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shared.containers import partition_keys
+from shared.cost.meter import CostMeter
 from shared.observability import metrics
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry.ingest import TelemetryIngestor
+from tests.cost_support import ChargingStore
 from tests.factories import drive, message
 
 
@@ -200,3 +202,12 @@ def test_locally_the_metrics_can_go_to_the_console(capsys: pytest.CaptureFixture
     printed = capsys.readouterr().out
     assert '"name": "carlink.accounts.signins"' in printed
     assert '"outcome": "signed_in"' in printed
+
+
+async def test_the_cost_meter_counts_the_carried_charges_it_had_to_drop(reader: InMemoryMetricReader) -> None:
+    costs = CostMeter()
+    ingestor = TelemetryIngestor(ChargingStore(), MemoryDeadLetterSink(), cost=costs, concurrency=1, carried_cars=1)
+    await ingestor.ingest([message("car-1", drive(1, 1, speed=1.0)), message("car-2", drive(1, 1, speed=1.0))])
+    assert costs.dropped_ru > 0
+    rows = view(reader, "carlink.cost.carried_dropped")
+    assert metrics.total(rows, reason="full") == pytest.approx(costs.dropped_ru)
