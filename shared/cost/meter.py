@@ -43,6 +43,8 @@ class Carried:
     ru: float = 0.0
     estimated: bool = False
     at: float = 0.0  # `CostMeter.started` of the batch that last added to it: how long it has been idle
+    mark: str = ""  # the mark of a write that took `marked` of it and is not known to have landed (its answer lost)
+    marked: float = 0.0
 
 
 _CURRENT: ContextVar[Charges | None] = ContextVar("carlink_cost_charges", default=None)

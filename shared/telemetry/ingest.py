@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -219,6 +221,9 @@ class TelemetryIngestor:
         # recently written first (an entry is put back at the end whenever it changes); at most `carried_cars`.
         self._carried: dict[str, meter.Carried] = {}
         self.carried_cars = CARRIED_CARS if carried_cars is None else carried_cars
+        # Marks of the carried charges a write takes in (`_charge`): this ingestor's own, unique per write.
+        self._mark_prefix = secrets.token_hex(4) + "."
+        self._marks = itertools.count(1)
         self.travel = travel  # calendar-aware driving: the driver's agenda job when the car started or moved
         self.store = store
         self.geofences = geofences
@@ -472,6 +477,8 @@ class TelemetryIngestor:
                     stored = await self.store.read(VEHICLES, vehicle_id, safe_id(vehicle_id))
                     doc, etag = (as_vehicle(stored.document), stored.etag) if stored else (None, None)
                     outbox_written = False
+                    if self.cost is not None:  # read after a write that raised (never cached): did it land?
+                        self._settle(vehicle_id, doc)
                 if doc is not None and not outbox_written:
                     # A previous commit's outbox may not have been written (crash, or another instance): again.
                     outbox = _outbox(doc)
@@ -583,6 +590,8 @@ class TelemetryIngestor:
         if charges is None or self.cost is None:
             return
         carried = self._carried.get(vehicle_id)
+        if carried is not None and not carried.ru:
+            carried = None
         if carried is not None:  # added to this document; dropped once it is written (a retry adds it again)
             charges.ru += carried.ru
             charges.estimated = charges.estimated or carried.estimated
@@ -597,6 +606,21 @@ class TelemetryIngestor:
         meter.record(
             document, self.cost.now, charges, counted, units + gaps, size, counted * self.cost.cpu_ms_per_message
         )
+        if carried is not None:  # marked, so that a write that lands unanswered is not counted again (`_settle`)
+            carried.mark = document["cost"]["mark"] = f"{self._mark_prefix}{next(self._marks):x}"
+            carried.marked = carried.ru
+
+    def _settle(self, vehicle_id: str, doc: VehicleDocument | None) -> None:
+        """The car's document as read back after a write of it raised (a timeout, or the SDK's retry answered 412
+        to a write that had landed): if it bears the mark that write put in, the carried charges the write took in
+        are stored already and leave the carried ones; else they stay, for the next write."""
+        carried = self._carried.get(vehicle_id)
+        if carried is None or not carried.mark:
+            return
+        cost = doc.get("cost") if doc is not None else None
+        if cost is not None and cost.get("mark") == carried.mark:
+            carried.ru = max(0.0, carried.ru - carried.marked)
+        carried.mark, carried.marked = "", 0.0
 
     def _put_back(self, vehicle_id: str, doc: VehicleDocument, cached: CachedDocument) -> None:
         if vehicle_id not in self.cache:  # a concurrent batch may have cached a newer one meanwhile

@@ -15,7 +15,7 @@ from shared.cost import meter
 from shared.cost.meter import Charges, CostMeter, When, month_to_date
 from shared.cost.view import brand_cost, vehicle_cost
 from shared.device_messages import DeviceMessage
-from shared.errors import StoreError
+from shared.errors import PreconditionFailedError, StoreError
 from shared.stores.memory import MemoryDeadLetterSink, MemoryDocumentStore
 from shared.telemetry.documents import VehicleDocument
 from shared.telemetry.ingest import (
@@ -148,6 +148,60 @@ async def test_the_bound_follows_the_cars_of_the_event_hub_and_an_idle_car_makes
     await send("car-c", 2)  # car-a, idle, makes room
     assert list(ingestor._carried) == ["car-b", "car-c"]
     assert costs.dropped_ru == pytest.approx(store.charged["car-c"][0] + store.charged["car-a"][0])
+
+
+class LostAnswer(ChargingStore):
+    """A vehicle write that lands (and is charged) but whose answer is lost: a timeout, or the SDK's retry of it
+    answered 412 by the store it changed."""
+
+    lose: type[Exception] | None = None
+
+    async def replace(self, container: str, document: Any, etag: str) -> str:
+        new = await super().replace(container, document, etag)
+        if container == "vehicles" and self.lose is not None:
+            lost, self.lose = self.lose, None
+            raise lost("answer lost")
+        return new
+
+
+@pytest.mark.parametrize("lost", [PreconditionFailedError, StoreError])
+async def test_a_write_that_landed_unanswered_does_not_count_its_carried_charges_twice(lost: type[Exception]) -> None:
+    store = LostAnswer()
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(Clock(DAY_1)))
+
+    def sent(s: int) -> DeviceMessage:
+        return message("car-1", drive(s, s, speed=1.0, soc=50.0), enqueued_s=s, sequence_number=s)
+
+    await ingestor.ingest([sent(1)])
+    await ingestor.ingest([sent(2)])
+    store.lose = lost
+    try:
+        await ingestor.ingest([sent(3)])
+    except BatchFailedError:
+        await ingestor.ingest([sent(3)])  # redelivered: a replay of what landed
+    await ingestor.ingest([sent(4)])
+    day = cost_of(store, "car-1")["day"]
+    # every charge once but the last write's own (carried by the car's next write)
+    assert day["ru"] == pytest.approx(sum(store.charged["car-1"][:-1]), abs=0.02)
+    assert day["messages"] == 4
+
+
+async def test_a_write_refused_by_another_writers_change_keeps_its_carried_charges_for_the_next() -> None:
+    store = ChargingStore()
+    ingestor = TelemetryIngestor(store, MemoryDeadLetterSink(), cost=CostMeter(Clock(DAY_1)))
+
+    def sent(s: int) -> DeviceMessage:
+        return message("car-1", drive(s, s, speed=1.0, soc=50.0), enqueued_s=s, sequence_number=s)
+
+    await ingestor.ingest([sent(1)])
+    await ingestor.ingest([sent(2)])
+    # another writer changes the car (uncharged here): the cached etag is stale, the next write gets a real 412
+    (doc,) = store.documents("vehicles")
+    await MemoryDocumentStore.upsert(store, "vehicles", {**doc, "label": "renamed"})
+    report = await ingestor.ingest([sent(3)])
+    assert report.conflicts == 1
+    await ingestor.ingest([sent(4)])
+    assert cost_of(store, "car-1")["day"]["ru"] == pytest.approx(sum(store.charged["car-1"][:-1]), abs=0.02)
 
 
 def test_overlapping_batches_share_one_cpu_window(monkeypatch: Any) -> None:
