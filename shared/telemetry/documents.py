@@ -226,6 +226,9 @@ class GeoState(TypedDict):
     tooLate: NotRequired[int]  # position samples older than the window: counted, not evaluated
     suppressed: NotRequired[int]  # position samples not evaluated because a fold hit its write cap
     suspended: NotRequired[str]  # since when evaluation is suspended (position withheld)
+    # when evaluation was last suspended or resumed: a sample timed before it is too late (it may be from the
+    # suspension, and the window was forgotten); absent in a document that never was
+    notBefore: NotRequired[str]
 
 
 class GapSummary(TypedDict):

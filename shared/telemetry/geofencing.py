@@ -15,7 +15,8 @@ writes the same document.
 - A late sample newer than `base.ts` is inserted where it belongs and the window is evaluated again from `base`;
   the events (and geofence alerts) it produces are compared with what the last evaluation claimed (`geo.claims`):
   new or changed ones are written, vanished ones are written again as retracted (same id).
-- A sample at or before `base.ts` is too late: counted (`geo.tooLate`), not evaluated.
+- A sample at or before `base.ts`, or before `geo.notBefore` (when evaluation was last suspended or resumed), is
+  too late: counted (`geo.tooLate`), not evaluated.
 - Replays never get here (the fold recognises their seqs), and a sample with the same time as one in the window
   keeps the smaller (lat, lon), so delivery order does not matter.
 
@@ -27,7 +28,9 @@ is not a crossing.
 
 Consent: a car that withholds its position is not evaluated. The first fold that sees it writes a `suspended` event
 and forgets the window and states (they hold positions); the first fold that sees positions allowed again writes
-`resumed`, and the next sample starts afresh. Nothing pretends the car stayed inside or left.
+`resumed`, and the next sample starts afresh. Both set `geo.notBefore` to their time: a sample timed before the
+resumption (in the suspension, or before it) that arrives afterwards is too late, so nothing of the suspension is
+evaluated however late it arrives. Nothing pretends the car stayed inside or left.
 
 Alerts (container `alerts`, active ones in the vehicle document's `alerts` like the others): entering a geofence
 that alerts on enter (`geofence_enter`) or is restricted (`restricted_zone`) until leaving it; leaving one that
@@ -268,7 +271,7 @@ def step(
         fresh = new_state()
         if geo is not None and "tooLate" in geo:
             fresh["tooLate"] = geo["tooLate"]
-        fresh["suspended"] = now_ts
+        fresh["suspended"] = fresh["notBefore"] = now_ts
         doc["geo"] = fresh
         _end_geofence_alerts(doc, now_ts, side)
         _put(side, GEOFENCE_EVENTS, _consent_event(vehicle_id, "suspended", now_ts))
@@ -281,6 +284,9 @@ def step(
             return outcome
         del geo["suspended"]
         geo["w"], geo["base"], geo["tip"], geo["claims"] = [], None, None, {}
+        # Samples timed before the resumption (in or before the suspension) may still arrive, and the window no
+        # longer holds anything to compare them with: they stay unevaluated, as the suspension said.
+        geo["notBefore"] = now_ts
         _put(side, GEOFENCE_EVENTS, _consent_event(vehicle_id, "resumed", now_ts))
         outcome.events += 1
     if not positions:
@@ -324,10 +330,11 @@ def _chunk(
     window = geo["w"]
     base = geo["base"]
     horizon = base["ts"] if base is not None else ""
+    floor = geo.get("notBefore", "")  # evaluation (re)started then: nothing timed before it ("" before any)
     appended: int | None = None  # where the samples appended after the window's last one start
     inserted = False
     for ts, lat, lon, speed in positions:
-        if ts <= horizon:
+        if ts <= horizon or ts < floor:
             outcome.too_late += 1
             continue
         tokens = tokens_at(fences, lat, lon, speed, ts)

@@ -68,6 +68,9 @@ class Car:
     def alerts(self) -> dict[str, dict[str, Any]]:
         return {i: d for (c, i), d in self.store.items() if c == "alerts"}
 
+    def geofence_documents(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {key: d for key, d in self.store.items() if key[0] in ("geofenceEvents", "alerts")}
+
 
 def crossings(samples: list[tuple[float, float, float]], fences: VehicleGeofences = FENCES) -> set[str]:
     """The reference: token changes between consecutive samples of the sequence sorted by event time."""
@@ -273,6 +276,44 @@ def test_withheld_location_suspends_evaluation_and_says_so() -> None:
         f"car-1:consent:resumed:{compact_time(iso(50))}",
         f"car-1:a:exit:{compact_time(iso(60))}",
     }
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    before=st.lists(st.sampled_from(range(len(POINTS))), min_size=1, max_size=6),
+    during=st.integers(1, 4),
+    after=st.lists(st.sampled_from(range(len(POINTS))), min_size=1, max_size=4),
+    late=st.lists(st.tuples(st.integers(0, 200), st.sampled_from(range(len(POINTS)))), min_size=1, max_size=6),
+)
+def test_samples_timed_before_the_resumption_are_never_evaluated(
+    before: list[int], during: int, after: list[int], late: list[tuple[int, int]]
+) -> None:
+    # GIVEN a car evaluated, then withholding its position (suspended), then allowing it again (resumed)
+    restricted = fence("a", LAT0, LON0, 300, restricted=True, alerts={"exit": True})
+    car = Car(VehicleGeofences(GeofenceIndex([restricted, B])))
+    seq = iter(range(1, 1000))
+    t = 0.0
+    for p in before:
+        car.batch([msg(next(seq), t, *POINTS[p])])
+        t += STEP
+    car.doc["consent"] = {"location": False}
+    for _ in range(during):
+        car.batch([msg(next(seq), t, *POINTS[0])])
+        t += STEP
+    car.doc["consent"] = {"location": True}
+    resumed = t
+    for p in after:
+        car.batch([msg(next(seq), t, *POINTS[p])])
+        t += STEP
+    written = car.geofence_documents()
+    # WHEN samples timed before the resumption (before or during the suspension) arrive afterwards, alone or together
+    for offset, p in late:
+        car.batch([msg(next(seq), min(offset, resumed - 1), *POINTS[p])])
+    # THEN none of them is evaluated: counted too late, nothing written, the window only holds samples since
+    assert car.too_late == len(late)
+    assert car.geofence_documents() == written
+    assert all(ts >= iso(resumed) for ts in car.doc["geo"]["w"][:: geofencing.STRIDE])
+    assert car.doc["geo"]["notBefore"] == iso(resumed)
 
 
 def test_speed_alert_after_n_seconds_over_the_limit_with_hysteresis() -> None:
