@@ -9,6 +9,9 @@ Each alert opened is a document, so a car flooding DTCs must not write hundreds:
 `MAX_ALERTS_OPENED_PER_MESSAGE` alerts and a fold (one vehicle write) `MAX_ALERTS_OPENED_PER_FOLD`. An alert
 beyond the cap is counted (`ingest.suppressed.alerts`), not opened; if its condition lasts, it opens with a
 later message. Clears are always allowed: each clears an alert that was opened, so they are bounded too.
+
+Speeding: over the fleet's limit for its seconds, in a run of samples none more than SPEEDING_MAX_GAP_SECONDS
+apart; an open alert clears under the limit, or once the fleet has no limit (`end_speeding`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from shared.telemetry.documents import AlertDocument, IngestState, SignalValue
 HYSTERESIS_PERCENT: Final = 2.0
 SPEED_HYSTERESIS_KMH: Final = 5.0  # a speeding alert clears this far below the limit
 SPEEDING: Final = "speeding"
+# A run over the speed limit continues across samples at most this far apart: beyond it the car may have slowed
+# down unseen, so the run starts again. Twice the collection policy's default heartbeat (60 s): a car keeping a
+# steady speed still sends it that often.
+SPEEDING_MAX_GAP_SECONDS: Final = 120.0
+LIMIT_REMOVED: Final = "limit_removed"  # clearReason of a speeding alert ended because the fleet has no limit now
 MAX_ALERTS_OPENED_PER_MESSAGE: Final = 16
 MAX_ALERTS_OPENED_PER_FOLD: Final = 64
 
@@ -127,7 +135,8 @@ def step_speed(
     vehicle_id: str, active: dict[str, AlertDocument], ingest: IngestState, ts: str, speed: float, limit: SpeedLimit
 ) -> AlertDocument | None:
     """The fleet's speed alert for one sample (event-time order): raised once the car has been over `limit.kmh`
-    for `limit.seconds` (`ingest.speedingSince` holds when the run started), cleared once it is
+    for `limit.seconds` (`ingest.speedingSince` holds when the run started, `speedingLast` its newest sample; a
+    sample more than SPEEDING_MAX_GAP_SECONDS after that starts a new run), cleared once it is
     SPEED_HYSTERESIS_KMH under the limit. Returns the document to write, if any."""
     alert = active.get(SPEEDING)
     if alert is not None:
@@ -139,15 +148,34 @@ def step_speed(
         return None
     if speed <= limit.kmh:
         ingest.pop("speedingSince", None)
+        ingest.pop("speedingLast", None)
         return None
     since = ingest.get("speedingSince")
-    if since is None:
+    # a run a document written before `speedingLast` holds: measured from its start (at worst it starts again)
+    last = ingest.get("speedingLast", since)
+    if since is None or last is None or _span(last, ts) > SPEEDING_MAX_GAP_SECONDS:
         since = ingest["speedingSince"] = ts
     if _span(since, ts) < limit.seconds:
+        ingest["speedingLast"] = ts
         return None
+    ingest.pop("speedingLast", None)  # the alert is open: its run needs no gap check until it clears
     alert = active[SPEEDING] = _raise(vehicle_id, SPEEDING, ts, SPEEDING)
     alert["value"], alert["threshold"] = float(speed), limit.kmh
     return alert
+
+
+def end_speeding(active: dict[str, AlertDocument], ingest: IngestState, ts: str) -> AlertDocument | None:
+    """The fleet has no speed limit (any more): a run over the old one is forgotten, and a speeding alert still open
+    is cleared at `ts` (clearReason LIMIT_REMOVED: nothing would clear it otherwise). Returns the document to write,
+    if any."""
+    ingest.pop("speedingSince", None)
+    ingest.pop("speedingLast", None)
+    alert = active.pop(SPEEDING, None)
+    if alert is None:
+        return None
+    cleared = _clear(alert, ts)
+    cleared["clearReason"] = LIMIT_REMOVED
+    return cleared
 
 
 def _span(start: str, end: str) -> float:

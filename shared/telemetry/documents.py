@@ -154,7 +154,9 @@ class AlertDocument(TypedDict):
     value: NotRequired[float]  # the rest only for level alerts
     threshold: NotRequired[float]
     clearValue: NotRequired[float]  # only once cleared
-    clearReason: NotRequired[str]  # "location_withheld": a geofence alert ended because evaluation was suspended
+    # why an alert ended otherwise than by its condition: "location_withheld" (a geofence alert, evaluation
+    # suspended), "limit_removed" (speeding: the fleet has no speed limit now)
+    clearReason: NotRequired[str]
 
 
 class GeofenceEventDocument(TypedDict):
@@ -295,6 +297,7 @@ class IngestState(TypedDict):
     # Data categories the last fold withheld, sorted; absent when none (privacy.enforce).
     withheld: NotRequired[list[str]]
     speedingSince: NotRequired[str]  # the first sample of the current run over the fleet's speed limit
+    speedingLast: NotRequired[str]  # its newest sample, until the alert opens (a gap ends the run: alerts.py)
     # The current epoch as the car names it (contract `epoch`); absent or None while it names none.
     epoch: NotRequired[str | None]
     # Gap ids already counted, per epoch ("" for none), so a redelivered gap report counts once (gaps.py).

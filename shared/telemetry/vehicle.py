@@ -42,6 +42,7 @@ from shared.telemetry.alerts import (
     MAX_ALERTS_OPENED_PER_FOLD,
     MAX_ALERTS_OPENED_PER_MESSAGE,
     SPEEDING,
+    end_speeding,
     step_alerts,
     step_speed,
 )
@@ -558,6 +559,14 @@ def _derive(
     # Module attributes as locals: this loop runs once per fresh sample.
     ignition_path, ignition_on, ignition_off = S.LOW_VOLTAGE_STATE, S.IGNITION_ON, S.IGNITION_OFF
     advance_trip, per_message = trips.advance_trip, MAX_ALERTS_OPENED_PER_MESSAGE
+    # the fleet's limit was removed while the alert was open: no sample is compared with a limit to clear it
+    if (
+        speed_limit is None
+        and fresh
+        and SPEEDING in alerts
+        and (ended := end_speeding(alerts, ingest, fresh[0][0])) is not None
+    ):
+        side["alerts", ended["id"]] = ended.copy()
     for ts, sample_signals, index in fresh:
         view.update(sample_signals)
         trip = doc["trip"]

@@ -334,6 +334,72 @@ def test_speed_alert_after_n_seconds_over_the_limit_with_hysteresis() -> None:
     assert "speeding" not in car.doc["alerts"]
 
 
+def test_removing_the_speed_limit_clears_an_open_speeding_alert() -> None:
+    car = Car(VehicleGeofences(GeofenceIndex([A]), speed_limit=SpeedLimit(kmh=90, seconds=0)))
+    car.batch([msg(1, 0, *POINTS[0], speed=120.0)])
+    raised = car.doc["alerts"]["speeding"]
+    # WHEN the fleet manager removes the limit (speedLimitKmh null) and the car keeps driving, fast or not
+    car.fences = VehicleGeofences(GeofenceIndex([A]))
+    car.batch([msg(2, 10, *POINTS[0], speed=130.0)])
+    # THEN the alert is cleared with the first sample evaluated without a limit, saying why, and nothing is left
+    assert car.doc["alerts"] == {}
+    ended = car.alerts()[raised["id"]]
+    assert (ended["status"], ended["clearedAt"], ended["clearReason"]) == ("cleared", iso(10), alerts.LIMIT_REMOVED)
+    assert "speedingSince" not in car.doc["ingest"]
+    car.batch([msg(3, 20, *POINTS[0], speed=130.0)])
+    assert car.doc["alerts"] == {}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    samples=st.lists(
+        st.tuples(
+            st.sampled_from([1.0, 10.0, 60.0, 119.0, 121.0, 3_600.0, 86_400.0]), st.sampled_from([40.0, 88.0, 95.0])
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    seconds=st.sampled_from([0.0, 30.0, 150.0]),
+    batch=st.integers(1, 3),
+)
+def test_the_speed_alert_opens_after_a_run_over_the_limit_without_long_gaps(
+    samples: list[tuple[float, float]], seconds: float, batch: int
+) -> None:
+    # GIVEN samples (time since the one before, speed) against a limit of 90 km/h for `seconds`, in folds of `batch`
+    limit = SpeedLimit(kmh=90, seconds=seconds)
+    car = Car(VehicleGeofences(GeofenceIndex([A]), speed_limit=limit))
+    timed: list[tuple[float, float]] = []
+    t = 0.0
+    for gap, speed in samples:
+        t += gap
+        timed.append((t, speed))
+    # the reference: a run is consecutive samples over the limit, none more than SPEEDING_MAX_GAP_SECONDS apart; the
+    # alert opens once a run has lasted `seconds` and clears SPEED_HYSTERESIS_KMH under the limit
+    expected: list[tuple[str, str | None]] = []  # (raisedAt, clearedAt)
+    since = last = None
+    for t, speed in timed:
+        if expected and expected[-1][1] is None:
+            if speed <= limit.kmh - alerts.SPEED_HYSTERESIS_KMH:
+                expected[-1] = (expected[-1][0], iso(t))
+                since = None
+            continue
+        if speed <= limit.kmh:
+            since = None
+            continue
+        if since is None or last is None or t - last > alerts.SPEEDING_MAX_GAP_SECONDS:
+            since = t
+        last = t
+        if t - since >= seconds:
+            expected.append((iso(t), None))
+    # WHEN they are folded
+    messages = [msg(i + 1, t, *POINTS[0], speed=speed) for i, (t, speed) in enumerate(timed)]
+    for at in range(0, len(messages), batch):
+        car.batch(messages[at : at + batch])
+    # THEN the speeding alerts are the reference's
+    written = sorted((d["raisedAt"], d["clearedAt"]) for d in car.alerts().values() if d["kind"] == "speeding")
+    assert written == expected
+
+
 def test_many_samples_in_one_fold_are_evaluated_in_order() -> None:
     rng = random.Random(5)
     samples = [(i * STEP, *POINTS[rng.randrange(len(POINTS))]) for i in range(60)]
