@@ -155,7 +155,7 @@ class AlertDocument(TypedDict):
     threshold: NotRequired[float]
     clearValue: NotRequired[float]  # only once cleared
     # why an alert ended otherwise than by its condition: "location_withheld" (a geofence alert, evaluation
-    # suspended), "limit_removed" (speeding: the fleet has no speed limit now)
+    # suspended), "geofence_deleted" (a geofence_exit alert), "limit_removed" (speeding: the fleet has no limit now)
     clearReason: NotRequired[str]
 
 

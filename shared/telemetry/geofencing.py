@@ -35,7 +35,11 @@ evaluated however late it arrives. Nothing pretends the car stayed inside or lef
 Alerts (container `alerts`, active ones in the vehicle document's `alerts` like the others): entering a geofence
 that alerts on enter (`geofence_enter`) or is restricted (`restricted_zone`) until leaving it; leaving one that
 alerts on exit (`geofence_exit`, "left the depot") until back; moving during its curfew (`curfew`) until stopped,
-out of it or allowed. Their ids follow the event that raised them, so they are retracted with it.
+out of it or allowed. Their ids follow the event that raised them, so they are retracted with it. The alert a
+crossing raised is read back from `geo.claims` by later evaluations (re-evaluation, the base's advance: `_raised`,
+`_raises_on_exit`), not worked out again from the geofence as it is now, so an alert clears as what it was raised
+as after its geofence was edited or deleted, and re-evaluating the crossing keeps it. A `geofence_exit` alert
+whose geofence is deleted would wait for a return that cannot come: it is cleared (`_forget_deleted`).
 """
 
 from __future__ import annotations
@@ -83,6 +87,9 @@ MAX_WRITES_PER_FOLD: Final = 128  # geofence events and alerts one fold may writ
 PRUNE_CLAIMS_ABOVE: Final = 32  # claims of events that left the window are dropped once there are more than this
 OPEN: Final = "\uffff"  # a claim's last time while its alert is open: after every time, never pruned
 ENTER, EXIT = "enter", "exit"
+ENTER_KINDS: Final = ("restricted_zone", "geofence_enter")  # the alerts being inside a geofence may raise
+EXIT_ALERT: Final = "geofence_exit"
+GEOFENCE_DELETED: Final = "geofence_deleted"  # clearReason of a `geofence_exit` alert whose geofence is gone
 
 # ts, lat, lon, speed km/h (None: not in the sample). lat and lon are float objects, typed Any so that a compiled
 # fold keeps the very objects the sample holds (a float-typed item is unboxed and boxed again: two new objects per
@@ -260,7 +267,7 @@ def step(
                     outcome = GeoOutcome()
                     append(vehicle_id, doc, geo, len(window) - STRIDE, fences, side, outcome)
                 if len(window) > WINDOW_MAX_ITEMS:
-                    evict(geo, fences)
+                    evict(vehicle_id, doc, geo, fences, side)
                 return outcome
     outcome = GeoOutcome()
     if withheld:
@@ -303,7 +310,7 @@ def step(
             break
         before = len(side)
         _chunk(vehicle_id, doc, geo, positions[start : start + CHUNK], fences, side, outcome)
-        evict(geo, fences)
+        evict(vehicle_id, doc, geo, fences, side)
         budget -= len(side) - before
     if outcome.too_late:
         geo["tooLate"] = geo.get("tooLate", 0) + outcome.too_late
@@ -373,12 +380,15 @@ def append(
     assert tip is not None
     produced = _Claims()
     window = geo["w"]
+    claims = geo["claims"]
     for at in range(start, len(window), STRIDE):
         inside = tip["inside"]
         tokens = window[at + 3]
         if len(tokens) == len(inside) and all(map(inside.__contains__, tokens)):
             continue  # no crossing (the usual sample)
-        _transitions(vehicle_id, tip, window[at], window[at + 1], window[at + 2], tokens, fences, produced)
+        _transitions(vehicle_id, tip, window[at], window[at + 1], window[at + 2], tokens, fences, produced, claims)
+    if tip["left"]:
+        _forget_deleted(vehicle_id, tip, window[-STRIDE], fences, produced, claims)
     if produced.claims:
         _write(vehicle_id, doc, geo, produced, side, outcome, full=False)
 
@@ -391,20 +401,23 @@ def _reevaluate(
     state: GeoTip | None = {"inside": dict(base["inside"]), "left": dict(base["left"])} if base is not None else None
     produced = _Claims()
     window = geo["w"]
+    claims = geo["claims"]  # what the evaluations before decided (the alerts raised), replaced by `_write`
     for at in range(0, len(window), STRIDE):
         ts, lat, lon, tokens = window[at : at + STRIDE]
         if state is None:  # the first sample ever sets the state: being inside is not a crossing
             state = {"inside": dict.fromkeys(tokens, ts), "left": {}}
             continue
-        _transitions(vehicle_id, state, ts, lat, lon, tokens, fences, produced)
+        _transitions(vehicle_id, state, ts, lat, lon, tokens, fences, produced, claims)
     geo["tip"] = state
     if state is not None:  # alerts still open (raised before the window, too) are claimed as open
+        if state["left"]:
+            _forget_deleted(vehicle_id, state, window[-STRIDE], fences, produced, claims)
         for token, since in state["inside"].items():
-            kind = _enter_alert(token, fences)
+            kind = _raised(vehicle_id, token, since, fences, produced, claims)
             if kind is not None:
                 _alert(vehicle_id, produced, token, kind, since, None, fences)
         for key, left_at in state["left"].items():
-            _alert(vehicle_id, produced, key, "geofence_exit", left_at, None, fences)
+            _alert(vehicle_id, produced, key, EXIT_ALERT, left_at, None, fences)
     _write(vehicle_id, doc, geo, produced, side, outcome, full=True)
 
 
@@ -417,31 +430,32 @@ def _transitions(
     tokens: Tokens | list[str],
     fences: VehicleGeofences,
     out: _Claims,
+    claims: dict[str, GeoClaim],
 ) -> None:
-    """Apply one sample to the state: its events and the alerts they raise or clear."""
+    """Apply one sample to the state: its events and the alerts they raise or clear. `claims`: what the
+    evaluations before decided (`_raised`)."""
     inside, left = state["inside"], state["left"]
     lost = sorted(t for t in inside if t not in tokens)
     for token in lost:
         since = inside.pop(token)
         _event(vehicle_id, out, token, EXIT, ts, lat, lon, fences)
-        kind = _enter_alert(token, fences)
+        kind = _raised(vehicle_id, token, since, fences, out, claims)
         if kind is not None:
             _alert(vehicle_id, out, token, kind, since, ts, fences)
-        fence = fences.get(token)
-        if fence is not None and fence.alert_on_exit and len(left) < MAX_LEFT:
+        if len(left) < MAX_LEFT and _raises_on_exit(vehicle_id, token, ts, fences, claims):
             left[token] = ts
-            _alert(vehicle_id, out, token, "geofence_exit", ts, None, fences)
+            _alert(vehicle_id, out, token, EXIT_ALERT, ts, None, fences)
     for token in tokens:
         if token in inside:
             continue
         inside[token] = ts
         _event(vehicle_id, out, token, ENTER, ts, lat, lon, fences)
-        kind = _enter_alert(token, fences)
+        kind = _raised(vehicle_id, token, ts, fences, out, claims)
         if kind is not None:
             _alert(vehicle_id, out, token, kind, ts, None, fences)
         left_at = left.pop(token, None)
         if left_at is not None:
-            _alert(vehicle_id, out, token, "geofence_exit", left_at, ts, fences)
+            _alert(vehicle_id, out, token, EXIT_ALERT, left_at, ts, fences)
 
 
 def _split(token: str) -> tuple[str, bool]:
@@ -449,7 +463,7 @@ def _split(token: str) -> tuple[str, bool]:
 
 
 def _enter_alert(token: str, fences: VehicleGeofences) -> str | None:
-    """The alert being inside this token raises, if any."""
+    """The alert being inside this token raises by the geofence as it is now, if any."""
     key, curfew = _split(token)
     if curfew:
         return "curfew"
@@ -457,6 +471,52 @@ def _enter_alert(token: str, fences: VehicleGeofences) -> str | None:
     if fence is None or not fence.alerts_on_enter:
         return None
     return "restricted_zone" if fence.restricted else "geofence_enter"
+
+
+def _raised(
+    vehicle_id: str, token: str, since: str, fences: VehicleGeofences, out: _Claims, claims: dict[str, GeoClaim]
+) -> str | None:
+    """The alert being inside `token` since `since` raised: the one an evaluation already claimed (this one, `out`,
+    or one before, `claims`), whatever the geofence is now; else the geofence's as it is now (`_enter_alert`). So an
+    alert is cleared as what it was raised as, after its geofence was deleted or stopped alerting, and re-evaluating
+    a crossing keeps its alert. Only on a crossing (and once per open alert when re-evaluating)."""
+    key, curfew = _split(token)
+    if curfew:
+        return "curfew"
+    prefix = f"{safe_id(vehicle_id)}:geofence:{key}:"
+    stamp = compact_time(since)
+    for kind in ENTER_KINDS:
+        alert_id = f"{prefix}{kind}:{stamp}"
+        if alert_id in out.claims or alert_id in claims:
+            return kind
+    return _enter_alert(token, fences)
+
+
+def _raises_on_exit(
+    vehicle_id: str, token: str, ts: str, fences: VehicleGeofences, claims: dict[str, GeoClaim]
+) -> bool:
+    """Whether leaving `token` at `ts` raises a `geofence_exit` alert: it did already (an evaluation before claimed
+    it, whatever the geofence is now), or the geofence alerts on exit now. Never for a curfew token."""
+    fence = fences.get(token)
+    if fence is not None and fence.alert_on_exit:
+        return True
+    if token.endswith(CURFEW) or not claims:
+        return False
+    return f"{safe_id(vehicle_id)}:{_alert_key(token, EXIT_ALERT)}:{compact_time(ts)}" in claims
+
+
+def _forget_deleted(
+    vehicle_id: str, state: GeoTip, ts: str, fences: VehicleGeofences, out: _Claims, claims: dict[str, GeoClaim]
+) -> None:
+    """A `geofence_exit` alert waits for the car to be back in its geofence: once the geofence is deleted that never
+    happens, so the alert is cleared (clearReason GEOFENCE_DELETED) at `ts`, the newest sample evaluated, or at the
+    time an evaluation before cleared it (a re-evaluation writes it again unchanged)."""
+    left = state["left"]
+    for key in [k for k in left if fences.get(k) is None]:
+        left_at = left.pop(key)
+        before = claims.get(f"{safe_id(vehicle_id)}:{_alert_key(key, EXIT_ALERT)}:{compact_time(left_at)}")
+        cleared = before["t"] if before is not None and before["s"].startswith("cleared:") else ts
+        _alert(vehicle_id, out, key, EXIT_ALERT, left_at, cleared, fences, GEOFENCE_DELETED)
 
 
 def _describe(key: str, fences: VehicleGeofences) -> tuple[str, str, str | None]:
@@ -512,6 +572,7 @@ def _alert(
     raised: str,
     cleared: str | None,
     fences: VehicleGeofences,
+    reason: str | None = None,
 ) -> None:
     key = _alert_key(token, kind)
     alert_id = f"{safe_id(vehicle_id)}:{key}:{compact_time(raised)}"
@@ -540,6 +601,9 @@ def _alert(
             "name": name,
         },
     )
+    if reason is not None:
+        alert: AlertDocument = out.documents[alert_id][1]  # type: ignore[assignment]
+        alert["clearReason"] = reason
 
 
 def _write(
@@ -562,10 +626,12 @@ def _write(
         if before is not None and before["s"] == claim["s"]:
             continue
         container, document = produced.documents[claim_id]
-        _put(side, container, document)
         if claim["c"] == "e":
+            _put(side, container, document)
             outcome.events += 1
         else:
+            _named(active, document)
+            _put(side, container, document)
             _track_alert(active, document)
     if full:
         base = geo["base"]
@@ -582,6 +648,16 @@ def _write(
         geo["claims"] = produced.claims
     else:
         claims.update(produced.claims)
+
+
+def _named(active: dict[str, AlertDocument], document: SideDocument) -> None:
+    """An alert of a geofence deleted since it was raised keeps the name it was raised with (a new document has
+    none: `_describe`)."""
+    alert: AlertDocument = document  # type: ignore[assignment]
+    if alert.get("name") is None:
+        open_alert = active.get(alert["key"])
+        if open_alert is not None and open_alert["id"] == alert["id"]:
+            alert["name"] = open_alert.get("name")
 
 
 def _track_alert(active: dict[str, AlertDocument], document: SideDocument) -> None:
@@ -624,14 +700,16 @@ def _retracted(vehicle_id: str, claim_id: str, claim: GeoClaim) -> tuple[str, Si
     return ALERTS, alert
 
 
-def evict(geo: GeoState, fences: VehicleGeofences) -> None:
+def evict(vehicle_id: str, doc: VehicleDocument, geo: GeoState, fences: VehicleGeofences, side: Side) -> None:
     """Once the window holds more than WINDOW_MAX samples, the oldest leave it down to WINDOW_SAMPLES; the state
-    after the last one that left becomes `base`."""
+    after the last one that left becomes `base`. Then (every WINDOW_MAX - WINDOW_SAMPLES samples, so also for a car
+    that crosses nothing) the `geofence_exit` alerts of deleted geofences are cleared (`_forget_deleted`)."""
     window = geo["w"]
     if len(window) <= WINDOW_MAX_ITEMS:
         return
     end = len(window) - STRIDE * WINDOW_SAMPLES  # the items of the samples that leave
     base = geo["base"]
+    claims = geo["claims"]
     state: GeoTip | None = base  # advanced in place
     previous: list[str] | tuple[str, ...] | None = None  # the tokens of the sample before, when they were applied
     for at in range(0, end, STRIDE):
@@ -643,7 +721,8 @@ def evict(geo: GeoState, fences: VehicleGeofences) -> None:
         else:
             inside = state["inside"]
             if (tokens or inside) and (len(tokens) != len(inside) or not all(map(inside.__contains__, tokens))):
-                _transitions("", state, window[at], window[at + 1], window[at + 2], tokens, fences, _Claims())
+                at_ts, lat, lon = window[at], window[at + 1], window[at + 2]
+                _transitions(vehicle_id, state, at_ts, lat, lon, tokens, fences, _Claims(), claims)
         previous = tokens
     assert state is not None
     last: str = window[end - STRIDE]
@@ -652,7 +731,21 @@ def evict(geo: GeoState, fences: VehicleGeofences) -> None:
     else:
         geo["base"] = {"ts": last, "inside": state["inside"], "left": state["left"]}
     del window[:end]
-    claims = geo["claims"]
+    tip = geo["tip"]
+    if state["left"] and tip is not None:
+        # a deleted geofence's exit alert the tip cleared at or before `last`: the base forgets it too (a
+        # re-evaluation from it would clear it again), its claim may now be pruned
+        tip_left = tip["left"]
+        for key, left_at in list(state["left"].items()):
+            if key not in tip_left and fences.get(key) is None:
+                claim = claims.get(f"{safe_id(vehicle_id)}:{_alert_key(key, EXIT_ALERT)}:{compact_time(left_at)}")
+                if claim is None or claim["t"] <= last:
+                    del state["left"][key]
+    if tip is not None and tip["left"]:
+        produced = _Claims()
+        _forget_deleted(vehicle_id, tip, window[-STRIDE], fences, produced, claims)
+        if produced.claims:
+            _write(vehicle_id, doc, geo, produced, side, GeoOutcome(), full=False)
     if len(claims) > PRUNE_CLAIMS_ABOVE:  # older ones are harmless meanwhile: never retracted, never rewritten
         geo["claims"] = {k: c for k, c in claims.items() if c["t"] > last}
 

@@ -519,7 +519,7 @@ def fold(
                 geo = geofencing.GeoOutcome()
                 geofencing.append(vehicle_id, doc, geo_state, len(window) - 4, geofences, side, geo)
             if len(window) > geofencing.WINDOW_MAX_ITEMS:
-                geofencing.evict(geo_state, geofences)
+                geofencing.evict(vehicle_id, doc, geo_state, geofences, side)
         else:
             every = positions if positions is not None else [position] if position is not None else []
             geo = geofencing.step(vehicle_id, doc, every, geofences, withheld, state["ts"], side)

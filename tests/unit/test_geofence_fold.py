@@ -188,6 +188,67 @@ def test_a_retracted_crossing_retracts_its_alert() -> None:
     assert car.doc["alerts"]["geofence:zone:restricted_zone"]["raisedAt"] == iso(10)
 
 
+def test_an_alert_clears_as_it_was_raised_after_its_geofence_is_deleted_or_edited() -> None:
+    zone = fence("a", LAT0, LON0, 300, restricted=True)
+    for changed in ([B], [fence("a", LAT0, LON0, 300), B], [fence("a", LAT0, LON0, 300, alerts={"enter": True}), B]):
+        # GIVEN a car inside a restricted zone, its alert open
+        car = Car(VehicleGeofences(GeofenceIndex([zone, B])))
+        car.batch([msg(1, 0, *POINTS[0]), msg(2, 10, *POINTS[1])])
+        raised = car.doc["alerts"]["geofence:a:restricted_zone"]
+        # WHEN the zone is deleted, or no longer restricted (alerting on enter, or not at all), and the car leaves
+        car.fences = VehicleGeofences(GeofenceIndex(changed))
+        car.batch([msg(3, 20, *POINTS[0])])
+        # THEN the alert it raised is cleared when it leaves, keeping its name
+        assert car.doc["alerts"] == {}
+        cleared = car.alerts()[raised["id"]]
+        assert (cleared["status"], cleared["clearedAt"], cleared["name"]) == ("cleared", iso(20), "A")
+        assert [d["status"] for d in car.alerts().values()] == ["cleared"]
+
+
+def test_a_late_sample_keeps_the_alert_of_a_deleted_geofence() -> None:
+    # GIVEN a car that entered a restricted zone at 10 s and is still inside at 30 s
+    car = Car(VehicleGeofences(GeofenceIndex([fence("a", LAT0, LON0, 300, restricted=True), B])))
+    car.batch([msg(1, 0, *POINTS[0]), msg(2, 10, *POINTS[1]), msg(4, 30, *POINTS[1])])
+    raised = car.doc["alerts"]["geofence:a:restricted_zone"]
+    # WHEN the zone is deleted and a late sample from inside it (20 s) re-evaluates the window
+    car.fences = VehicleGeofences(GeofenceIndex([B]))
+    car.batch([msg(3, 20, POINTS[1][0] + 1e-5, POINTS[1][1])])
+    # THEN the crossing at 10 s still stands, and so does its alert (not retracted): it clears when the car leaves
+    assert f"car-1:a:enter:{compact_time(iso(10))}" in car.events()
+    assert car.alerts()[raised["id"]]["status"] != "retracted"
+    car.batch([msg(5, 40, *POINTS[0])])
+    assert car.doc["alerts"] == {}
+    assert car.alerts()[raised["id"]]["status"] == "cleared"
+
+
+def test_the_exit_alert_of_a_deleted_depot_clears() -> None:
+    depot = fence("depot", LAT0, LON0, 300, alerts={"exit": True})
+    car = Car(VehicleGeofences(GeofenceIndex([depot, B])))
+    car.batch([msg(1, 0, *POINTS[1])])
+    car.batch([msg(2, 10, *POINTS[0])])  # left the depot
+    raised = car.doc["alerts"]["geofence:depot:geofence_exit"]
+    # WHEN the depot is deleted while the car is away, and it drives on without crossing anything
+    car.fences = VehicleGeofences(GeofenceIndex([B]))
+    seq = 3
+    for t in range(20, 20 + 10 * geofencing.WINDOW_MAX, 10):
+        car.batch([msg(seq, t, *POINTS[0])])
+        seq += 1
+    # THEN its exit alert is cleared by the window's next trim (it would wait for a return that cannot happen)
+    assert car.doc["alerts"] == {}
+    cleared = car.alerts()[raised["id"]]
+    assert (cleared["status"], cleared["clearReason"], cleared["name"]) == ("cleared", "geofence_deleted", "Depot")
+    assert "depot" not in car.doc["geo"]["tip"]["left"]
+    # AND late samples and more folds (the window re-evaluated, then trimmed past it) leave it as it is
+    written = car.geofence_documents()
+    late_t = 20 + 10 * (geofencing.WINDOW_MAX - 2) + 5
+    car.batch([msg(seq, late_t, *POINTS[0])])
+    for t in range(late_t + 100, late_t + 100 + 10 * 3 * geofencing.WINDOW_MAX, 10):
+        seq += 1
+        car.batch([msg(seq, t, *POINTS[0]), msg(seq + 1000, t - 5, *POINTS[0])])
+    assert car.geofence_documents() == written
+    assert "depot" not in car.doc["geo"]["base"]["left"]
+
+
 def test_curfew_movement_alerts_outside_the_allowed_hours() -> None:
     # 2026-11-21 is a Saturday: outside a weekday-only schedule
     yard = fence(
@@ -501,6 +562,74 @@ def test_the_steady_path_writes_what_testing_every_sample_writes(
         # THEN the documents (vehicle, events, alerts) are the same after every fold
         assert orjson.loads(orjson.dumps(car.doc)) == orjson.loads(orjson.dumps(expected.doc))
         assert car.store == expected.store
+
+
+ALERTING = [
+    fence("a", LAT0, LON0, 300, restricted=True),
+    fence("b", LAT0, LON0 + 0.006, 300, alerts={"exit": True}),
+    fence("yard", LAT0, LON0 + 0.003, 250, curfew=WEEKDAYS, alerts={"enter": True}),
+    fence("zone", LAT0, LON0 + 0.0065, 120, restricted=True, alerts={"exit": True}),
+]
+
+
+def _edited(original: Geofence, change: str) -> Geofence | None:
+    """The geofence deleted (None), left as it is, or with its alerts changed."""
+    if change == "deleted":
+        return None
+    definition = original.definition()
+    if change == "quiet":
+        definition.update(alerts={"enter": False, "exit": False}, restricted=False)
+    elif change == "loud":
+        definition.update(alerts={"enter": True, "exit": True}, restricted=not original.restricted)
+    return parse_geofence(definition, geofence_id=original.id, scope=FLEET)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    route=st.lists(
+        st.tuples(st.sampled_from(range(len(POINTS))), st.sampled_from([0.0, 30.0])), min_size=2, max_size=30
+    ),
+    changes=st.lists(st.sampled_from(["deleted", "same", "quiet", "loud"]), min_size=4, max_size=4),
+    edit_at=st.integers(0, 30),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_alerts_end_as_they_were_raised_when_geofences_change(
+    route: list[tuple[int, float]], changes: list[str], edit_at: int, seed: int
+) -> None:
+    # GIVEN a car driving through geofences that raise every kind of alert, folds of one or two messages, some
+    # arriving a few places late, and at some fold the geofences deleted or their alerts changed
+    rng = random.Random(seed)
+    messages = [msg(i + 1, i * STEP, *POINTS[p], speed=v) for i, (p, v) in enumerate(route)]
+    order = sorted(range(len(messages)), key=lambda i: i + rng.uniform(0, 4))
+    car = Car(VehicleGeofences(GeofenceIndex(ALERTING)))
+    edited = [g for g in (_edited(f, c) for f, c in zip(ALERTING, changes, strict=True)) if g is not None]
+    at = n = 0
+    while at < len(order):
+        if n == edit_at % len(order):
+            car.fences = VehicleGeofences(GeofenceIndex(edited))
+        size = rng.randint(1, 2)
+        car.batch([messages[i] for i in order[at : at + size]])
+        at, n = at + size, n + 1
+    car.fences = VehicleGeofences(GeofenceIndex(edited))
+    # WHEN the car then stands outside every geofence long enough for the window to move on
+    t0 = len(route) * STEP
+    for i in range(geofencing.WINDOW_MAX + 1):
+        car.batch([msg(1000 + i, t0 + i * STEP, *POINTS[0], speed=0.0)])
+    # THEN the only alerts still open are exit alerts of geofences that exist (the car may come back): none waits
+    # for an event that cannot come (leaving a geofence that no longer alerts, or coming back to a deleted one)
+    exits = {f"geofence:{g.key}:geofence_exit" for g in edited}
+    assert set(car.doc["alerts"]) <= exits
+    # AND an alert document is active exactly while the vehicle document holds it open
+    open_ids = {a["id"] for a in car.doc["alerts"].values()}
+    assert {i for i, d in car.alerts().items() if d["status"] == "active"} == open_ids
+    # AND an alert is retracted only with the crossing that raised it
+    events = car.events()
+    for alert_id, alert in car.alerts().items():
+        if alert["status"] != "retracted":
+            continue
+        token = alert["geofenceId"] + ("!curfew" if alert["kind"] == "curfew" else "")
+        kind = {"curfew": "curfew", "geofence_exit": "exit"}.get(alert["kind"], "enter")
+        assert f"car-1:{token}:{kind}:{compact_time(alert['raisedAt'])}" not in events, alert_id
 
 
 def _step_alerts_before(  # step_alerts as it was before 73eddc3 (the reference of the test below)
