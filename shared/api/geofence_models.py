@@ -38,6 +38,9 @@ class _Response(BaseModel):
 
 
 class CircleShape(_Request):
+    """A circle: inside is within `radiusM` of `center` (haversine). Tested in plain lon/lat like polygons, so it must
+    not cross the antimeridian nor come within a degree of a pole (422)."""
+
     type: Literal["Circle"]
     center: Coordinate
     radiusM: float = Field(ge=10, le=100_000, description="Radius in metres.")

@@ -17,6 +17,9 @@ METRES_PER_DEGREE: Final[float] = EARTH_RADIUS_M * math.pi / 180  # on haversine
 # be (<= 100 km) away from the poles; points nearer the poles always take haversine.
 FLAT_MARGIN: Final = 0.01
 FLAT_MAX_LAT: Final = 80.0
+# A circle's bounding box must stay within these latitudes (a geofence this near a pole is not supported): up to
+# there the box's longitude span, from the cosine at its poleward edge, holds the circle.
+CIRCLE_MAX_LAT: Final = 89.0
 MAX_BANDS: Final = 64
 # A reach (`PointTest.reach`) keeps this far from a boundary: far above the rounding of haversine (~1e-9 m here) and
 # of ray casting (~1e-13 degrees), far below what a position can tell (~1 m).
@@ -43,12 +46,21 @@ def flat_distance2(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return dx * dx + dy * dy
 
 
-def circle_bbox(lat: float, lon: float, radius_m: float) -> BBox:
-    """A box that contains the circle (a little larger: degrees of longitude shrink towards the poles)."""
+def circle_extent(lat: float, lon: float, radius_m: float) -> BBox:
+    """A box that contains the circle (a little larger: degrees of longitude shrink towards the poles), unclamped.
+    It holds the circle only while it stays within CIRCLE_MAX_LAT and -180..180 of longitude: a box across the
+    antimeridian or around a pole would be two boxes or every longitude, and the point tests and the index work in
+    plain lon/lat, so parsing rejects such circles (`model._shape`)."""
     dlat = radius_m / METRES_PER_DEGREE_LAT * 1.01
-    cos = math.cos(math.radians(min(89.0, abs(lat) + dlat)))
-    dlon = min(180.0, radius_m / (METRES_PER_DEGREE_LAT * max(cos, 1e-6)) * 1.01)
-    return (max(-90.0, lat - dlat), max(-180.0, lon - dlon), min(90.0, lat + dlat), min(180.0, lon + dlon))
+    cos = math.cos(math.radians(min(CIRCLE_MAX_LAT, abs(lat) + dlat)))
+    dlon = radius_m / (METRES_PER_DEGREE_LAT * cos) * 1.01
+    return (lat - dlat, lon - dlon, lat + dlat, lon + dlon)
+
+
+def circle_bbox(lat: float, lon: float, radius_m: float) -> BBox:
+    """`circle_extent` within the coordinates' ranges (the same box for every circle parsing accepts)."""
+    south, west, north, east = circle_extent(lat, lon, radius_m)
+    return (max(-90.0, south), max(-180.0, west), min(90.0, north), min(180.0, east))
 
 
 def ring_bbox(ring: Ring) -> BBox:

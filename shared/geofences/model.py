@@ -8,7 +8,8 @@ Shapes: `{"type": "Circle", "center": [lon, lat], "radiusM": 250}` or a GeoJSON 
 `{"type": "Polygon", "coordinates": [[[lon, lat], ...], <holes>...]}` (closed rings, at most MAX_VERTICES
 vertices in all, longitudes -180..180, latitudes -90..90, no ring of zero area, no ring spanning more than 180 degrees
 of longitude: the antimeridian is not supported). Self-intersection is not checked (the even-odd rule still gives an
-answer).
+answer). Shapes are tested and indexed in plain lon/lat, so a circle must not cross the antimeridian either, nor come
+within a degree of a pole (its bounding box beyond latitude 89: geometry.circle_extent).
 """
 
 from __future__ import annotations
@@ -272,7 +273,17 @@ def _shape(raw: object, errors: _Errors) -> Shape | None:
         if radius is None or not MIN_RADIUS_M <= radius <= MAX_RADIUS_M:
             errors.add("shape.radiusM", f"metres, {MIN_RADIUS_M:g} to {MAX_RADIUS_M:g}")
             return None
-        return Circle(center[1], center[0], radius) if center else None
+        if center is None:
+            return None
+        # tested and indexed in plain lon/lat, as polygons: a circle must not wrap around (geometry.circle_extent)
+        south, west, north, east = geo.circle_extent(center[1], center[0], radius)
+        if south < -geo.CIRCLE_MAX_LAT or north > geo.CIRCLE_MAX_LAT:
+            errors.add("shape", f"comes within {90 - geo.CIRCLE_MAX_LAT:g} degree of a pole (not supported)")
+            return None
+        if west < -180 or east > 180:
+            errors.add("shape", "crosses the antimeridian, 180 degrees of longitude (not supported)")
+            return None
+        return Circle(center[1], center[0], radius)
     if kind == "Polygon":
         return _polygon(raw, errors)
     errors.add("shape.type", "Circle or Polygon")

@@ -59,6 +59,8 @@ async def test_fleet_geofence_round_trip(fleet: Fleet) -> None:
         {"name": "x", "shape": {"type": "Polygon", "coordinates": [[[13.4, 52.5], [13.5, 52.5], [13.5, 52.6]]]}},
         {"name": "x", "shape": {"type": "Circle", "center": [13.4, 95], "radiusM": 100}},
         {"name": "x", "shape": {"type": "Circle", "center": [13.4, 52.5], "radiusM": 1}},
+        {"name": "x", "shape": {"type": "Circle", "center": [179.999, -16.8], "radiusM": 1000}},  # the antimeridian
+        {"name": "x", "shape": {"type": "Circle", "center": [0.0, 89.99], "radiusM": 5000}},  # around the pole
         {"name": "x", "shape": {"type": "Circle", "center": [13.4, 52.5], "radiusM": 100}, "colour": "red"},
         {**circle(), "curfew": {"timeZone": "Nowhere/Town", "allowed": []}},
         {"name": "x", "shape": {"type": "Point", "coordinates": [13.4, 52.5]}},

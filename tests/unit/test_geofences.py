@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.errors import InvalidRequestError
-from shared.geofences.geometry import haversine_m, in_polygon
+from shared.geofences.geometry import CIRCLE_MAX_LAT, EARTH_RADIUS_M, circle_extent, haversine_m, in_polygon
 from shared.geofences.index import FINE_DEGREES, MAX_INSIDE, GeofenceIndex, VehicleGeofences, brute_force
 from shared.geofences.model import (
     MAX_VERTICES,
@@ -67,6 +67,10 @@ def test_polygon_with_hole() -> None:
         (polygon([[-170, 0], [170, 0], [170, 1], [-170, 0]]), "shape.coordinates[0]"),  # across the antimeridian
         (polygon([[10, 52], [11, 52], [11, float("nan")], [10, 52]]), "shape.coordinates[0][2]"),
         (circle(10, 52, 5), "shape.radiusM"),
+        (circle(179.999, -16.8, 1000), "shape"),  # across the antimeridian (Taveuni, Fiji)
+        (circle(-180, 65, 10), "shape"),
+        (circle(0, 89.99, 5000), "shape"),  # around the North Pole
+        (circle(135, -88.5, 60_000), "shape"),  # within a degree of the South Pole
         (circle(10, 52, 1e9), "shape.radiusM"),
         ({"name": "", "shape": {"type": "Circle", "center": [10, 52], "radiusM": 50}}, "name"),
         ({"name": "x", "shape": {"type": "Point", "coordinates": [10, 52]}}, "shape.type"),
@@ -311,6 +315,42 @@ def test_circle_edge_anywhere(lat: float, lon: float, radius: float, bearing: fl
     plat = max(-90.0, min(90.0, lat + d * math.cos(bearing)))
     plon = max(-180.0, min(180.0, lon + d * math.sin(bearing) / max(0.01, math.cos(math.radians(lat)))))
     assert circle_.contains(plat, plon) == (haversine_m(lat, lon, plat, plon) <= radius)
+
+
+def destination(lat: float, lon: float, distance_m: float, bearing: float) -> tuple[float, float]:
+    """The point `distance_m` from (lat, lon) along the great circle of `bearing` (haversine's sphere), its
+    longitude in -180..180."""
+    p1, a = math.radians(lat), distance_m / EARTH_RADIUS_M
+    p2 = math.asin(math.sin(p1) * math.cos(a) + math.cos(p1) * math.sin(a) * math.cos(bearing))
+    dl = math.atan2(math.sin(bearing) * math.sin(a) * math.cos(p1), math.cos(a) - math.sin(p1) * math.sin(p2))
+    return math.degrees(p2), (lon + math.degrees(dl) + 180) % 360 - 180
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(-90, 90) | st.sampled_from([-89.5, 88.9, 89.99]),
+    st.floats(-180, 180) | st.sampled_from([-180.0, -179.999, 179.99, 180.0]),
+    st.floats(10, 100_000),
+    st.lists(st.tuples(st.floats(0, 0.999), st.floats(0, 2 * math.pi)), min_size=1, max_size=8),
+)
+def test_a_circle_is_rejected_or_found_everywhere_inside(
+    lat: float, lon: float, radius: float, points: list[tuple[float, float]]
+) -> None:
+    """Circles are tested and indexed in plain lon/lat: one across the antimeridian or around a pole is rejected at
+    parse time (as polygons across the antimeridian are); every other one is found at every point inside it."""
+    south, west, north, east = circle_extent(lat, lon, radius)
+    if max(abs(south), abs(north)) > CIRCLE_MAX_LAT or west < -180 or east > 180:
+        with pytest.raises(InvalidRequestError) as caught:
+            parse_geofence(circle(lon, lat, radius), geofence_id="c", scope=FLEET)
+        assert [e["field"] for e in caught.value.errors] == ["shape"]
+        return
+    fence = parse_geofence(circle(lon, lat, radius), geofence_id="c", scope=FLEET)
+    fences = VehicleGeofences(GeofenceIndex([fence]))
+    for scale, bearing in points:
+        plat, plon = destination(lat, lon, radius * scale, bearing)
+        assert fence.shape.contains(plat, plon)
+        assert [g.key for g in fences.containing(plat, plon)] == ["c"]
+        assert geofencing.tokens_at(fences, plat, plon, 0.0, "2026-11-21T08:00:00.000Z") == ("c",)
 
 
 def sub_cell_area(lat: float, lon: float) -> tuple[float, float, float, float]:
