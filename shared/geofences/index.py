@@ -35,7 +35,10 @@ LON_CELLS: Final = 40_000  # > 360 / CELL_DEGREES: row stride of a cell key
 FINE: Final = 4  # a cell a boundary crosses is also classified in FINE x FINE sub-cells
 FINE_DEGREES: Final = CELL_DEGREES / FINE
 FINE_LON_CELLS: Final = LON_CELLS * FINE
-MAX_INSIDE: Final = 8  # tokens per sample (overlapping geofences, their curfews): the first by key
+# Tokens per sample (overlapping geofences, their curfews): those of the first geofences by key that fit, one with a
+# curfew taking two places whether its curfew applies or not (`kept`), so which geofences a sample names depends on
+# its position only: a car starting to move in nested curfew zones does not lose one of them.
+MAX_INSIDE: Final = 8
 CURFEW: Final = "!curfew"  # a geofence's key + this: moving inside it outside its curfew's allowed windows
 MARGIN_DEGREES: Final = 1e-9  # ~0.1 mm: far above the rounding of a cell key or of ray casting (~1e-13 degrees)
 RADIUS_MARGIN: Final = 1e-7
@@ -242,10 +245,10 @@ class GeofenceIndex:
         if found is covering and not moving:
             return plain, holds
         if not moving:
-            return tuple([fence.key for fence in found[:MAX_INSIDE]]), holds
+            return tuple([fence.key for fence in kept(found)]), holds
         listed: list[str] = []
         minute_long = len(ts) == 24 and ts[23] == "Z"  # canonical UTC time: `Remembered.answer` compares its minute
-        for fence in found[:MAX_INSIDE]:  # geofencing.tested's tokens
+        for fence in kept(found):  # geofencing.tested's tokens
             listed.append(fence.key)
             curfew = fence.curfew
             if curfew is not None:
@@ -253,7 +256,7 @@ class GeofenceIndex:
                     listed.append(fence.key + CURFEW)
                 minute_long = minute_long and curfew.same_all_minute(ts)
         listed.sort()
-        return tuple(listed[:MAX_INSIDE]), MOVING_THIS_MINUTE if minute_long else None
+        return tuple(listed), MOVING_THIS_MINUTE if minute_long else None
 
     def reach(self, fine_key: int, lat: float, lon: float) -> float:
         """How far (degrees each way) a position in a sub-cell with no shared answer may move within it with the
@@ -290,8 +293,19 @@ class GeofenceIndex:
         return _sub_cell(whole, crossed, {})
 
 
+def kept(found: tuple[Geofence, ...] | list[Geofence]) -> tuple[Geofence, ...] | list[Geofence]:
+    """The geofences (by key) a sample inside `found` names: the first whose tokens fit in MAX_INSIDE, one with a
+    curfew taking two places (its key and its curfew token, whether the curfew applies now or not)."""
+    room = MAX_INSIDE
+    for at, fence in enumerate(found):
+        room -= 1 if fence.curfew is None else 2
+        if room < 0:
+            return found[:at]
+    return found
+
+
 def _sub_cell(covering: tuple[Geofence, ...], crossing: list[Geofence], shared: dict[Tokens, Tokens]) -> SubCell:
-    plain = tuple(f.key for f in covering[:MAX_INSIDE])
+    plain = tuple([f.key for f in kept(covering)])
     curfews = any(f.curfew is not None for f in covering) or any(f.curfew is not None for f in crossing)
     # each crossing geofence with its test: a position's test reads the test, not the geofence, shape and test
     return covering, tuple([(f.shape.test, f) for f in crossing]), shared.setdefault(plain, plain), curfews
@@ -311,7 +325,7 @@ def _tokens(covering: Iterable[Geofence], shared: dict[Tokens, Tokens]) -> Token
     fences = tuple(covering)
     if any(f.curfew is not None for f in fences):
         return None
-    tokens = tuple(f.key for f in fences[:MAX_INSIDE])
+    tokens = tuple(f.key for f in fences[:MAX_INSIDE])  # `kept`: no curfew, one place each
     return shared.setdefault(tokens, tokens)
 
 

@@ -58,13 +58,13 @@ from shared.geofences.index import (
     FINE_LON_CELLS,
     IN_SUB_CELL,
     LON_CELLS,
-    MAX_INSIDE,
     MEMO_CARS,
     MOVING_THIS_MINUTE,
     NO_TOKENS,
     Remembered,
     Tokens,
     VehicleGeofences,
+    kept,
 )
 from shared.geofences.model import CURFEW_SPEED_KMH, FleetScope, Geofence
 from shared.telemetry.documents import (
@@ -121,7 +121,8 @@ class _Claims:
 
 
 def tokens_at(fences: VehicleGeofences, lat: float, lon: float, speed: float | None, ts: str) -> Tokens:
-    """The tokens of one position sample, sorted, at most MAX_INSIDE (MAX_INSIDE and CURFEW: shared.geofences.index).
+    """The tokens of one position sample, sorted: those of the geofences `kept` names, each with its curfew token when
+    moving in its curfew, at most MAX_INSIDE (MAX_INSIDE, `kept` and CURFEW: shared.geofences.index).
     Usually one dict read: the index's answer for the position's cell (`VehicleGeofences.answers`)."""
     answers = fences.answers
     if answers is not None:
@@ -202,12 +203,12 @@ def tested(fences: VehicleGeofences, lat: float, lon: float, speed: float | None
         return NO_TOKENS
     listed: list[str] = []
     moving = speed is not None and speed > CURFEW_SPEED_KMH
-    for fence in found[:MAX_INSIDE]:
+    for fence in kept(found):  # a kept geofence's curfew token always fits: at most MAX_INSIDE
         listed.append(fence.key)
         if moving and fence.curfew is not None and not fence.curfew.allows(ts):
             listed.append(fence.key + CURFEW)
     listed.sort()
-    return tuple(listed[:MAX_INSIDE])
+    return tuple(listed)
 
 
 def new_state() -> GeoState:

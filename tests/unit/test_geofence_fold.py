@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.device_messages import compact_time
-from shared.geofences.index import GeofenceIndex, SpeedLimit, VehicleGeofences
+from shared.geofences.index import MAX_INSIDE, GeofenceIndex, SpeedLimit, VehicleGeofences
 from shared.geofences.model import FleetScope, Geofence, VehicleScope, parse_geofence
 from shared.settings import IngestionSettings
 from shared.telemetry import alerts, geofencing
@@ -271,6 +271,26 @@ def test_curfew_movement_alerts_outside_the_allowed_hours() -> None:
     assert car.doc["alerts"] == {}
 
 
+def test_a_car_starting_to_move_in_nested_curfew_zones_keeps_every_zone() -> None:
+    # GIVEN five nested zones around a yard, each with a night curfew, and a car parked there at night
+    night = {"timeZone": "Europe/Berlin", "allowed": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "06:00", "end": "22:00"}]}  # fmt: skip
+    zones = [fence(z, LAT0, LON0, r, curfew=night) for z, r in zip("abcde", (300, 600, 900, 1200, 1500), strict=True)]
+    car = Car(VehicleGeofences(GeofenceIndex(zones)))
+    at_night = 14 * 3_600  # 22:00Z, 23:00 in Berlin
+    car.batch([msg(1, at_night, LAT0, LON0, speed=0.0)])
+    # WHEN it starts moving at the same spot, then stops
+    car.batch([msg(2, at_night + 10, LAT0, LON0, speed=20.0)])
+    car.batch([msg(3, at_night + 20, LAT0, LON0, speed=0.0)])
+    # THEN only curfew events are written, for the zones it is tracked in (each with its curfew token): no zone is
+    # left and entered again because curfew tokens took its place
+    events = {e.split(":", 1)[1].rsplit(":", 1)[0] for e in car.events()}
+    kept = [z.key for z in zones][: MAX_INSIDE // 2]
+    assert events == {f"{k}!curfew:{kind}" for k in kept for kind in ("curfew", "curfew_end")}
+    window = car.doc["geo"]["w"]
+    assert window[3] == window[11] == tuple(kept)
+    assert window[7] == tuple(sorted([*kept, *(k + "!curfew" for k in kept)]))
+
+
 def test_private_geofences_are_evaluated_with_the_fleets() -> None:
     home = parse_geofence(
         {
@@ -489,7 +509,7 @@ def test_a_car_flooding_crossings_writes_a_bounded_amount() -> None:
     # document stays far below Cosmos DB's item limit
     assert update.document is not None
     written = [d for c, d in update.side_documents if c in ("geofenceEvents", "alerts")]
-    assert len(written) <= geofencing.MAX_WRITES_PER_FOLD + geofencing.CHUNK * 3 * geofencing.MAX_INSIDE
+    assert len(written) <= geofencing.MAX_WRITES_PER_FOLD + geofencing.CHUNK * 3 * MAX_INSIDE
     assert update.geofence_suppressed > 1400
     assert update.document["geo"]["suppressed"] == update.geofence_suppressed
     assert len(orjson.dumps(update.document["geo"])) < 64 * 1024  # the rest is this message's history entry

@@ -282,6 +282,40 @@ def test_sub_cell_tokens_equal_the_tested_ones(
                 assert geofencing.tokens_at(fences, lat, lon, speed, ts) == expected
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    fences(),
+    st.lists(st.booleans(), min_size=30, max_size=30),
+    st.lists(st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)), max_size=30),
+    st.floats(0, 1),
+)
+def test_the_geofences_a_sample_names_depend_on_its_position_only(
+    geofences: list[Geofence], curfews: list[bool], positions: list[tuple[float, float]], scale: float
+) -> None:
+    """A sample names the first geofences it is in (by key) whose tokens fit in MAX_INSIDE, one with a curfew taking
+    two places: the same ones at any speed and time (a curfew token never pushes its own or another geofence out),
+    each named with its curfew token while moving in the curfew."""
+    curfew = parse_geofence({**circle(10, 52, 50), "curfew": CURFEW_RAW}, geofence_id="g", scope=FLEET).curfew
+    assert curfew is not None
+    geofences = [replace(g, curfew=curfew) if c else g for g, c in zip(geofences, curfews, strict=False)]
+    fences = VehicleGeofences(GeofenceIndex(geofences))
+    for lat, lon in positions + near_boundaries(geofences, scale):
+        named: list[Geofence] = []
+        places = 0
+        for g in brute_force(geofences, lat, lon):
+            places += 2 if g.curfew is not None else 1
+            if places > MAX_INSIDE:
+                break
+            named.append(g)
+        for speed in (None, 0.0, 30.0):
+            for ts in ("2026-12-07T08:00:00.000Z", "2026-12-08T08:00:00.000Z"):  # allowed, curfew
+                moving = speed is not None and speed > 5.0
+                expected = [g.key for g in named]
+                expected += [g.key + "!curfew" for g in named if moving and g.curfew and not g.curfew.allows(ts)]
+                assert geofencing.tokens_at(fences, lat, lon, speed, ts) == tuple(sorted(expected))
+                assert geofencing.tested(fences, lat, lon, speed, ts) == tuple(sorted(expected))
+
+
 def test_private_geofences_join_the_fleet() -> None:
     fleet = GeofenceIndex([Geofence("home", "fleet home", Circle(52.4, 10.8, 100), FLEET)])
     mine = Geofence("home", "my home", Circle(52.4, 10.8, 100), VehicleScope("car"))
