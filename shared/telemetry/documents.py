@@ -225,7 +225,9 @@ class GeoState(TypedDict):
     base: GeoBase | None
     tip: GeoTip | None  # the state after the window's last sample
     claims: dict[str, GeoClaim]
-    tooLate: NotRequired[int]  # position samples older than the window: counted, not evaluated
+    # position samples older than the window (or among samples evaluated against geofences changed since): counted,
+    # not evaluated
+    tooLate: NotRequired[int]
     suppressed: NotRequired[int]  # position samples not evaluated because a fold hit its write cap
     suspended: NotRequired[str]  # since when evaluation is suspended (position withheld)
     # when evaluation was last suspended or resumed: a sample timed before it is too late (it may be from the

@@ -16,7 +16,9 @@ writes the same document.
   the events (and geofence alerts) it produces are compared with what the last evaluation claimed (`geo.claims`):
   new or changed ones are written, vanished ones are written again as retracted (same id).
 - A sample at or before `base.ts`, or before `geo.notBefore` (when evaluation was last suspended or resumed), is
-  too late: counted (`geo.tooLate`), not evaluated.
+  too late: counted (`geo.tooLate`), not evaluated. So is a late sample whose neighbours in the window were
+  evaluated against geofences that have changed around them since (`_changed_around`): evaluated against the
+  geofences as they are now, it would make crossings between it and them that the car never made.
 - Replays never get here (the fold recognises their seqs), and a sample with the same time as one in the window
   keeps the smaller (lat, lon), so delivery order does not matter.
 
@@ -352,7 +354,11 @@ def _chunk(
             window += (ts, lat, lon, tokens)
             continue
         at = STRIDE * bisect.bisect_left(window[::STRIDE], ts)
-        if at < len(window) and window[at] == ts:
+        replaces = at < len(window) and window[at] == ts
+        if _changed_around(window, at, replaces, fences):
+            outcome.too_late += 1
+            continue
+        if replaces:
             if (lat, lon) < (window[at + 1], window[at + 2]):
                 window[at : at + STRIDE] = (ts, lat, lon, tokens)
                 inserted = True
@@ -364,6 +370,22 @@ def _chunk(
         _reevaluate(vehicle_id, doc, geo, fences, side, outcome)
     elif appended is not None:
         append(vehicle_id, doc, geo, appended, fences, side, outcome)
+
+
+def _changed_around(window: list[Any], at: int, replaces: bool, fences: VehicleGeofences) -> bool:
+    """Whether the geofences changed, since they were evaluated, at the samples either side of where a late sample
+    goes (index `at` of `window`; `replaces`: the sample there has its time): their geofences worked out now (curfews
+    aside: the window keeps no speed) differ from the ones stored. The late sample would be evaluated against the
+    geofences as they are now, its neighbours were against the ones before: between them, a crossing the car never
+    made (a geofence grown over a parked car: enter at the late sample, exit at the next). Such a sample is counted
+    too late instead. Only for a sample inserted, never on the steady path."""
+    after = at + STRIDE if replaces else at
+    for i in (at - STRIDE, after):
+        if 0 <= i < len(window):
+            stored = tuple([token for token in window[i + 3] if not token.endswith(CURFEW)])
+            if stored != tested(fences, window[i + 1], window[i + 2], None, window[i]):
+                return True
+    return False
 
 
 def append(

@@ -84,7 +84,7 @@ class VehicleUpdate:
     history_trimmed: int  # messages whose history entry kept only its first samples (fold budget)
     geofence_events: int  # geofence events written (crossings, curfews, suspended / resumed)
     geofence_retracted: int  # events and geofence alerts late data proved wrong, written again as retracted
-    geofence_too_late: int  # position samples older than the geofence window: not evaluated
+    geofence_too_late: int  # position samples older than the geofence window (geofencing.py): not evaluated
     geofence_suppressed: int  # position samples not evaluated: the fold wrote its cap of geofence documents
     gaps: int  # gap reports counted (gaps.py)
     gap_duplicates: int  # gap reports already counted: redeliveries

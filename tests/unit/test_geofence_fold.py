@@ -652,6 +652,37 @@ def test_alerts_end_as_they_were_raised_when_geofences_change(
         assert f"car-1:{token}:{kind}:{compact_time(alert['raisedAt'])}" not in events, alert_id
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    change=st.sampled_from(["grown", "shrunk", "deleted", "created"]),
+    count=st.integers(2, 30),
+    edit_at=st.integers(0, 30),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_a_parked_car_crosses_a_changed_geofence_once_whatever_arrives_late(
+    change: str, count: int, edit_at: int, seed: int
+) -> None:
+    # GIVEN a car parked 250 m from a depot's centre, its samples arriving a few places late in folds of one to three,
+    # and at some fold the depot grown over it (200 m -> 400 m), shrunk off it, deleted or created around it
+    parked = (LAT0, LON0 + 250 / 68_000)
+    small, big = fence("depot", LAT0, LON0, 200), fence("depot", LAT0, LON0, 400)
+    before, after = {"grown": ([small], [big]), "shrunk": ([big], [small]), "deleted": ([big], []), "created": ([], [big])}[change]  # fmt: skip
+    rng = random.Random(seed)
+    messages = [msg(i + 1, i * STEP, *parked) for i in range(count)]
+    order = sorted(range(count), key=lambda i: i + rng.uniform(0, 6))
+    car = Car(VehicleGeofences(GeofenceIndex([B, *before])))
+    at = n = 0
+    while at < count:
+        if n == edit_at % count:
+            car.fences = VehicleGeofences(GeofenceIndex([B, *after]))
+        size = rng.randint(1, 3)
+        car.batch([messages[i] for i in order[at : at + size]])
+        at, n = at + size, n + 1
+    # THEN the depot has at most the one crossing the change made (never an enter and exit the car did not make)
+    depot = sorted(e.split(":")[2] for e in car.events() if e.startswith("car-1:depot:"))
+    assert depot in ([], ["enter" if change in ("grown", "created") else "exit"])
+
+
 def _step_alerts_before(  # step_alerts as it was before 73eddc3 (the reference of the test below)
     vehicle_id: str,
     active: dict[str, Any],
