@@ -11,6 +11,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.containers import GEOFENCE_EVENTS
 from shared.device_messages import compact_time
 from shared.geofences.index import MAX_INSIDE, GeofenceIndex, SpeedLimit, VehicleGeofences
 from shared.geofences.model import FleetScope, Geofence, VehicleScope, parse_geofence
@@ -63,13 +64,13 @@ class Car:
                 self.store[container, document["id"]] = dict(document)
 
     def events(self) -> set[str]:
-        return {i for (c, i), d in self.store.items() if c == geofencing.GEOFENCE_EVENTS and not d["retracted"]}
+        return {i for (c, i), d in self.store.items() if c == GEOFENCE_EVENTS and not d["retracted"]}
 
     def alerts(self) -> dict[str, dict[str, Any]]:
         return {i: d for (c, i), d in self.store.items() if c == "alerts"}
 
     def geofence_documents(self) -> dict[tuple[str, str], dict[str, Any]]:
-        return {key: d for key, d in self.store.items() if key[0] in ("geofenceEvents", "alerts")}
+        return {key: d for key, d in self.store.items() if key[0] in (GEOFENCE_EVENTS, "alerts")}
 
 
 def crossings(samples: list[tuple[float, float, float]], fences: VehicleGeofences = FENCES) -> set[str]:
@@ -750,7 +751,7 @@ def _prefix() -> list[TelemetryMessage]:
 
 def _as_written_before(geo: dict[str, Any]) -> dict[str, Any]:
     """`geo` as the code before the flat window wrote it (a dict per sample in `window`), read back from JSON."""
-    old = orjson.loads(orjson.dumps(geo))
+    old: dict[str, Any] = orjson.loads(orjson.dumps(geo))
     w = old.pop("w")
     s = geofencing.STRIDE
     old["window"] = [{"ts": w[i], "lat": w[i + 1], "lon": w[i + 2], "inside": w[i + 3]} for i in range(0, len(w), s)]
