@@ -93,7 +93,9 @@ def body(seq: int, t: dt.datetime, n: int) -> bytes:
     return orjson.dumps({"v": 1, "seq": seq, "samples": [{"ts": ts, "signals": signals}]})
 
 
-async def drive_registered_car(connection_string: str, ca_pem: str, messages: int, retry: bool = True) -> None:
+async def drive_registered_car(
+    connection_string: str, ca_pem: str, messages: int, retry: bool = True, interval: float = 0.0
+) -> None:
     from azure.iot.device import Message
     from azure.iot.device.aio import IoTHubDeviceClient
 
@@ -108,6 +110,8 @@ async def drive_registered_car(connection_string: str, ca_pem: str, messages: in
             message.content_type, message.content_encoding = "application/json", "utf-8"
             message.custom_properties["type"] = "telemetry"
             await client.send_message(message)
+            if interval and n + 1 < messages:
+                await asyncio.sleep(interval)
     finally:
         await client.shutdown()
 
@@ -187,8 +191,9 @@ async def fleet() -> AsyncIterator[Fleet]:
         other = await ApiClient.as_user(http, stack, OTHER_OPERATOR)
         await other.call("POST", f"/brands/{BRAND}/fleets/{OTHER_FLEET}/vehicles", {"vehicleId": OTHER_CAR},
                          expect=(201,))  # fmt: skip
-        # AND the Berlin car driving with the key it was given, reporting two diagnostic codes
-        await drive_registered_car(registered["connectionString"], stack.tls.ca_pem, messages=8)
+        # AND the Berlin car driving with the key it was given, reporting two diagnostic codes; its messages a
+        # moment apart, so the cost meter's counts span time (a rate: one burst's counts give no monthly estimate)
+        await drive_registered_car(registered["connectionString"], stack.tls.ca_pem, messages=8, interval=0.3)
 
         async def ingested() -> Any:
             vehicle = await operator.call("GET", f"/vehicles/{CAR}")
