@@ -304,6 +304,11 @@ class Alert(_Response):
     status: str
     raisedAt: str
     clearedAt: str | None = None
+    clearReason: str | None = Field(
+        default=None,
+        description="Why a cleared alert ended other than by its condition: location_withheld (the car stopped "
+        "sharing its position, so geofences are no longer evaluated), geofence_deleted, limit_removed.",
+    )
     acknowledged: bool = False
     acknowledgedAt: str | None = None
     note: str | None = None
