@@ -81,7 +81,10 @@ def _type_ok(kind: str, value: Any) -> bool:
         return isinstance(value, str)
     if kind == "boolean":
         return isinstance(value, bool)
-    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    # an int of any size is finite (math.isfinite of one beyond a float's range raises OverflowError)
+    number = (
+        isinstance(value, int | float) and not isinstance(value, bool) and (type(value) is int or math.isfinite(value))
+    )
     if kind == "integer":  # JSON Schema: a number with zero fractional part
         return number and value == int(value)
     if kind == "number":

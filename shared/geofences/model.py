@@ -244,7 +244,10 @@ def parse_geofence(raw: object, *, geofence_id: str, scope: Scope) -> Geofence:
 def _number(value: object) -> float | None:
     if type(value) not in (int, float):
         return None
-    number = float(value)  # type: ignore[arg-type]
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an integer beyond a float's range: not a coordinate or a radius
+        return None
     return number if math.isfinite(number) else None
 
 

@@ -53,7 +53,10 @@ def normalise_text(value: object) -> str:
 def _coordinate(value: object, bound: float) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond a float's range
+        return None
     return number if math.isfinite(number) and -bound <= number <= bound else None
 
 

@@ -183,6 +183,9 @@ def test_errors_name_the_field() -> None:
     assert ("collection.captures[0].name", "is required") in fmt.errors(without("captures", 0, "name"))
     assert ("collection.default.rateHz", "must be at most 100") in fmt.errors(with_(("default", "rateHz"), 101))
     assert ("collection.signals", "must be a JSON object") in fmt.errors(with_(("signals",), []))  # the API's form
+    # an integer beyond a float's range (a JSON integer is any size): out of range, not an OverflowError (a 500)
+    assert ("collection.default.rateHz", "must be at most 100") in fmt.errors(with_(("default", "rateHz"), 10**400))
+    assert fmt.errors({"version": 10**400}) == fmt.errors({"version": 7})
 
 
 def test_normalized_spells_out_the_modules_defaults_and_means_the_same_policy() -> None:

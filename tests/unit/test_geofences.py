@@ -72,6 +72,8 @@ def test_polygon_with_hole() -> None:
         (circle(0, 89.99, 5000), "shape"),  # around the North Pole
         (circle(135, -88.5, 60_000), "shape"),  # within a degree of the South Pole
         (circle(10, 52, 1e9), "shape.radiusM"),
+        (circle(10, 52, 10**400), "shape.radiusM"),  # an integer beyond a float's range
+        (circle(10**400, 52, 50), "shape.center"),
         ({"name": "", "shape": {"type": "Circle", "center": [10, 52], "radiusM": 50}}, "name"),
         ({"name": "x", "shape": {"type": "Point", "coordinates": [10, 52]}}, "shape.type"),
         ({**circle(10, 52, 50), "curfew": {"timeZone": "Mars/Olympus", "allowed": []}}, "curfew.timeZone"),

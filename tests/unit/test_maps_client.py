@@ -36,7 +36,14 @@ def test_geocoding_feature_to_place() -> None:
 
 @pytest.mark.parametrize(
     "feature",
-    [None, {}, {"geometry": {"coordinates": [200, 10]}}, {"geometry": {"coordinates": ["x", 1]}}, {"geometry": {}}],
+    [
+        None,
+        {},
+        {"geometry": {"coordinates": [200, 10]}},
+        {"geometry": {"coordinates": ["x", 1]}},
+        {"geometry": {}},
+        {"geometry": {"coordinates": [10**400, 10]}},  # an integer beyond a float's range
+    ],
 )
 def test_unusable_features_are_no_place(feature: object) -> None:
     assert azure_client._place(feature) is None

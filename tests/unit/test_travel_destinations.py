@@ -18,7 +18,9 @@ from tests.unit.test_travel_maps_double import PLACES, FakeMaps
 
 KINDS = {"point", "query", "online_only", "no_location", "not_found"}
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=40)
+# integers beyond a float's range too (a JSON integer is any size; float() of one raises OverflowError)
+huge = st.integers(min_value=2**1024, max_value=2**1100) | st.integers(max_value=-(2**1024), min_value=-(2**1100))
+json_scalars = st.none() | st.booleans() | st.integers() | huge | st.floats(allow_nan=True) | st.text(max_size=40)
 coordinates = st.none() | json_scalars | st.dictionaries(st.sampled_from(["lat", "lon", "x"]), json_scalars)
 online_texts = st.sampled_from(
     ["Microsoft Teams Meeting", "microsoft teams meeting", "Teams", "Zoom", "Google Meet", "Skype Meeting"]
