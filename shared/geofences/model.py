@@ -15,7 +15,6 @@ within a degree of a pole (its bounding box beyond latitude 89: geometry.circle_
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.errors import InvalidRequestError
 from shared.geofences import geometry as geo
+from shared.json_numbers import finite_float
 
 MAX_VERTICES: Final = 1000
 MAX_RINGS: Final = 32
@@ -242,13 +242,7 @@ def parse_geofence(raw: object, *, geofence_id: str, scope: Scope) -> Geofence:
 
 
 def _number(value: object) -> float | None:
-    if type(value) not in (int, float):
-        return None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except OverflowError:  # an integer beyond a float's range: not a coordinate or a radius
-        return None
-    return number if math.isfinite(number) else None
+    return finite_float(value)
 
 
 def _position(value: object, errors: _Errors, field: str) -> tuple[float, float] | None:

@@ -31,6 +31,7 @@ import aiohttp
 import orjson
 
 from shared.device_messages import canonical_time
+from shared.json_numbers import finite_float
 from shared.maps.base import MapsClient, current_car
 from shared.maps.endpoints import MapsEndpoint, maps_endpoint
 from shared.maps.errors import MapsError, MapsThrottledError, NoRouteError
@@ -320,13 +321,7 @@ def _obj(value: Any) -> dict[str, Any]:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond a float's range
-        return None
-    return number if math.isfinite(number) else None
+    return finite_float(value)
 
 
 def _point(lon: Any, lat: Any) -> GeoPoint | None:

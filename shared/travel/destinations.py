@@ -8,12 +8,12 @@ could name a place costs a geocode, cached per event and text so an unchanged ev
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from shared.json_numbers import finite_float
 from shared.maps.base import MapsClient
 from shared.maps.types import GeoPoint, Place
 from shared.travel.stores import PlaceCache
@@ -51,13 +51,8 @@ def normalise_text(value: object) -> str:
 
 
 def _coordinate(value: object, bound: float) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond a float's range
-        return None
-    return number if math.isfinite(number) and -bound <= number <= bound else None
+    number = finite_float(value)
+    return number if number is not None and -bound <= number <= bound else None
 
 
 def point_of(coordinates: object) -> GeoPoint | None:
