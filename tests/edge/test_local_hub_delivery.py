@@ -183,7 +183,11 @@ async def test_commands_reach_the_module_as_methods_or_through_its_twin_and_end_
         await close(module)
     first = await backend.command(car, live["commandId"])
     assert [t["status"] for t in first["transitions"]] == ["accepted", "sent", "delivered", "succeeded"]
-    assert first["delivery"] == {"via": "method", "at": first["delivery"]["at"], "module": MODULE}
+    # the method went to the module, under the one claim that called it (attempt 1, good until callEnds)
+    delivery = first["delivery"]
+    assert delivery == {"via": "method", "at": delivery["at"], "module": MODULE, "attempt": 1,
+                        "callEnds": delivery["callEnds"]}  # fmt: skip
+    assert delivery["callEnds"] > delivery["at"]
 
     # the module is away: the command waits in its twin until the module connects and carries it out
     queued, _ = await backend.commands.issue(driver, car, "climate.start", {"targetTemperature": 22}, "key-2")
