@@ -18,6 +18,7 @@ from shared.geofences.index import FINE_DEGREES, MAX_INSIDE, GeofenceIndex, Vehi
 from shared.geofences.model import (
     MAX_VERTICES,
     Circle,
+    Curfew,
     FleetScope,
     Geofence,
     Polygon,
@@ -227,6 +228,28 @@ def test_index_equals_brute_force(geofences: list[Geofence], positions: list[tup
 CURFEW_RAW = {"timeZone": "Europe/Berlin", "allowed": [{"days": ["mon"], "start": "06:00", "end": "22:00"}]}
 
 
+def curfew_of_raw() -> Curfew:
+    """The curfew of CURFEW_RAW, parsed as the API parses it."""
+    curfew = parse_geofence({**circle(10, 52, 50), "curfew": CURFEW_RAW}, geofence_id="g", scope=FLEET).curfew
+    assert curfew is not None
+    return curfew
+
+
+def with_curfews(geofences: list[Geofence], curfews: list[bool]) -> list[Geofence]:
+    """The geofences, each with CURFEW_RAW's curfew where `curfews` says so."""
+    curfew = curfew_of_raw()
+    return [replace(g, curfew=curfew) if c else g for g, c in zip(geofences, curfews, strict=False)]
+
+
+# A fleet, which of its geofences have a curfew, positions where the fleet drives, and how near boundaries to look.
+CURFEWED_FLEETS = (
+    fences(),
+    st.lists(st.booleans(), min_size=30, max_size=30),
+    st.lists(st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)), max_size=30),
+    st.floats(0, 1),
+)
+
+
 def near_boundaries(geofences: list[Geofence], scale: float) -> list[tuple[float, float]]:
     """Positions a hair either side of every circle and along every polygon edge."""
     near: list[tuple[float, float]] = []
@@ -261,20 +284,14 @@ def test_cell_answers_equal_brute_force(
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    fences(),
-    st.lists(st.booleans(), min_size=30, max_size=30),
-    st.lists(st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)), max_size=30),
-    st.floats(0, 1),
-)
+@given(*CURFEWED_FLEETS)
 def test_sub_cell_tokens_equal_the_tested_ones(
     geofences: list[Geofence], curfews: list[bool], positions: list[tuple[float, float]], scale: float
 ) -> None:
     """The fold's lookup (cell, sub-cell, then the sub-cell's lists: `GeofenceIndex.sub_tokens`) gives the tokens
     `geofencing.tested` works out from every candidate of the cell, curfews included (moving or not, allowed or
     not), next to every boundary too."""
-    curfew = parse_geofence({**circle(10, 52, 50), "curfew": CURFEW_RAW}, geofence_id="g", scope=FLEET).curfew
-    geofences = [replace(g, curfew=curfew) if c else g for g, c in zip(geofences, curfews, strict=False)]
+    geofences = with_curfews(geofences, curfews)
     fences = VehicleGeofences(GeofenceIndex(geofences))
     assert fences.answers is not None
     for lat, lon in positions + near_boundaries(geofences, scale):
@@ -285,21 +302,14 @@ def test_sub_cell_tokens_equal_the_tested_ones(
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    fences(),
-    st.lists(st.booleans(), min_size=30, max_size=30),
-    st.lists(st.tuples(st.floats(52.0, 52.8), st.floats(10.4, 11.2)), max_size=30),
-    st.floats(0, 1),
-)
+@given(*CURFEWED_FLEETS)
 def test_the_geofences_a_sample_names_depend_on_its_position_only(
     geofences: list[Geofence], curfews: list[bool], positions: list[tuple[float, float]], scale: float
 ) -> None:
     """A sample names the first geofences it is in (by key) whose tokens fit in MAX_INSIDE, one with a curfew taking
     two places: the same ones at any speed and time (a curfew token never pushes its own or another geofence out),
     each named with its curfew token while moving in the curfew."""
-    curfew = parse_geofence({**circle(10, 52, 50), "curfew": CURFEW_RAW}, geofence_id="g", scope=FLEET).curfew
-    assert curfew is not None
-    geofences = [replace(g, curfew=curfew) if c else g for g, c in zip(geofences, curfews, strict=False)]
+    geofences = with_curfews(geofences, curfews)
     fences = VehicleGeofences(GeofenceIndex(geofences))
     for lat, lon in positions + near_boundaries(geofences, scale):
         named: list[Geofence] = []
@@ -479,7 +489,7 @@ def test_a_moving_cars_answer_in_a_curfew_is_reused_within_its_minute_and_not_be
     """Driving 100 m inside a depot under curfew (until 06:00 in Berlin, 05:00 UTC): within the minute the answer
     (with the curfew) is reused; at 05:00 it is asked again and the curfew has ended; standing still, or a time not
     in canonical form or in a minute a curfew may change in, is asked again too."""
-    curfew = parse_geofence({**circle(10, 52, 50), "curfew": CURFEW_RAW}, geofence_id="g", scope=FLEET).curfew
+    curfew = curfew_of_raw()
     depot = Geofence("depot", "depot", Circle(52.4, 10.8, 1_000.0), FLEET, curfew=curfew)
     fences = VehicleGeofences(GeofenceIndex([depot]))
     assert fences.last is not None
@@ -542,8 +552,7 @@ def test_a_cars_remembered_answer_equals_the_index(
     `tokens_at` and `tested` give for every sample of cars that drive, stand still, creep inside a sub-cell and
     across boundaries, with and without curfews, moving or not, within a minute and across the minute a curfew
     ends (a moving car's answer is reused within its minute only)."""
-    curfew = parse_geofence({**circle(10, 52, 50), "curfew": CURFEW_RAW}, geofence_id="g", scope=FLEET).curfew
-    geofences = [replace(g, curfew=curfew) if c else g for g, c in zip(geofences, curfews, strict=False)]
+    geofences = with_curfews(geofences, curfews)
     fences = VehicleGeofences(GeofenceIndex(geofences))
     assert fences.last is not None
     near = near_boundaries(geofences, scale)
